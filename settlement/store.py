@@ -1,0 +1,108 @@
+"""The event store port: one append-only table of events, read by stream or globally.
+
+Modelled on Message DB and eventsourcing's recorders. Appends are atomic per batch, carry the
+consumed log offsets in the same transaction (so a consumer resumes exactly where its last
+committed batch ended), and a retried append of an event id already stored is a no-op.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append. `event_id` is globally unique and chosen by the writer."""
+
+    event_id: str
+    stream_id: str
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as stored: with its global position and its version within its stream."""
+
+    position: int
+    stream_id: str
+    stream_version: int
+    event_id: str
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+
+class ConcurrencyError(Exception):
+    """A stream was not at the version the writer expected."""
+
+
+class Projector(Protocol):
+    """Updates read models inside the append transaction, so they never drift from the events."""
+
+    async def __call__(self, connection: AsyncConnection, events: Sequence[StoredEvent]) -> None:
+        """Apply newly stored events to the read models."""
+
+
+OffsetKey = tuple[str, str, int]
+"""(consumer name, topic, partition)."""
+
+
+class EventStore(ABC):
+    """Append events atomically with consumer offsets; read a stream or everything in order."""
+
+    @abstractmethod
+    async def initialise(self) -> None:
+        """Create the schema if it is missing."""
+
+    @abstractmethod
+    async def append(
+        self,
+        events: Sequence[NewEvent],
+        *,
+        expected_versions: Mapping[str, int] | None = None,
+        offsets: Mapping[OffsetKey, int] | None = None,
+        projector: Projector | None = None,
+    ) -> list[StoredEvent]:
+        """Append in one transaction and return the events newly stored.
+
+        Events whose id is already stored are dropped (a retried append is a no-op).
+        `expected_versions` maps a stream to the version it must have now (0: must not exist);
+        a mismatch raises ConcurrencyError and stores nothing. `offsets` maps
+        (consumer, topic, partition) to the next offset to read and is stored in the same
+        transaction, as are the projector's writes.
+        """
+
+    @abstractmethod
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[StoredEvent]:
+        """Events of one stream from `from_version` on, in version order."""
+
+    @abstractmethod
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """Up to `limit` events with position greater than `after_position`, in global order.
+
+        Never skips an event that commits later with a lower position: a reader tailing with
+        its last seen position sees every event exactly once.
+        """
+
+    @abstractmethod
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version, 0 if it has no events."""
+
+    @abstractmethod
+    async def consumer_offsets(self, consumer: str) -> dict[tuple[str, int], int]:
+        """The stored next offset per (topic, partition) for `consumer`."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
