@@ -41,7 +41,9 @@ class LogProducer(ABC):
     """Appends records to explicit partitions; per partition, records keep the order sent."""
 
     @abstractmethod
-    async def send(self, topic: str, partition: int, value: bytes, key: bytes | None = None) -> None:
+    async def send(
+        self, topic: str, partition: int, value: bytes, key: bytes | None = None
+    ) -> None:
         """Queue a record; it is durable once `flush` returns."""
 
     @abstractmethod

@@ -1,0 +1,82 @@
+"""The terminal board of `cx demo`: live best bid/ask and trades per contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from api.marketdata import MarketData
+from exchange.runtime import ExchangeRuntime
+
+REFRESH_S = 0.5
+PLAIN_EVERY_S = 5.0
+
+
+def _money(fen: int | None) -> str:
+    return "-" if fen is None else f"{fen // 100}.{fen % 100:02d}"
+
+
+def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
+    """One table row per contract: bid, ask, last trade, trade count and volume seen."""
+    settings = runtime.settings
+    table = Table(
+        title=f"Compute exchange - API http://{settings.api_host}:{settings.api_port}/docs "
+        "(Ctrl-C stops)",
+        caption="prices in CNY per unit; counts are trades seen since this process started "
+        "or replayed from the log",
+    )
+    for column in (
+        "contract",
+        "unit",
+        "bid qty",
+        "bid",
+        "ask",
+        "ask qty",
+        "last",
+        "trades",
+        "volume",
+    ):
+        table.add_column(column, justify="left" if column in {"contract", "unit"} else "right")
+    for spec in runtime.catalogue:
+        view = market.views[spec.symbol]
+        bid, ask = view.best_bid(), view.best_ask()
+        last = view.trades[-1].price if view.trades else None
+        count = market.trade_counts.get(spec.symbol, 0)
+        volume = market.trade_volumes.get(spec.symbol, 0)
+        table.add_row(
+            spec.symbol,
+            spec.unit,
+            "-" if bid is None else str(bid[1]),
+            _money(None if bid is None else bid[0]),
+            _money(None if ask is None else ask[0]),
+            "-" if ask is None else str(ask[1]),
+            _money(last),
+            str(count),
+            str(volume),
+        )
+    return table
+
+
+async def show_board(
+    runtime: ExchangeRuntime, market: MarketData | None, stop: asyncio.Event
+) -> None:
+    """Redraw the board until `stop`; on a non-terminal, print it every few seconds."""
+    assert market is not None, "the board needs the API's market data"
+    console = Console()
+    await market.ready.wait()
+    if not sys.stdout.isatty():
+        while not stop.is_set():
+            console.print(render(runtime, market))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PLAIN_EVERY_S)
+        return
+    with Live(render(runtime, market), console=console, refresh_per_second=4) as live:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REFRESH_S)
+            live.update(render(runtime, market))

@@ -1,0 +1,83 @@
+"""`cx`: the exchange's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from api.marketdata import MarketData
+from exchange.board import show_board
+from exchange.node import serve
+from exchange.runtime import STAGES, ExchangeRuntime, Stage
+from exchange.settings import Settings
+from simulations.demo_market import DemoMarket
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cx", description="An exchange for standardized compute contracts."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="run every stage, the API and a simulated market in one process, with a live board",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed of the simulated market")
+    demo.add_argument(
+        "--rate", type=float, default=8.0, help="orders per second the simulated market sends"
+    )
+    commands.add_parser("serve", help="run every stage and the API in one process")
+    run = commands.add_parser("run", help="run one stage (scale out by running several)")
+    run.add_argument("stage", choices=STAGES)
+    commands.add_parser("init", help="create the topics and the event store schema, then exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `cx`."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    settings = Settings()
+    try:
+        if args.command == "demo":
+            asyncio.run(_demo(settings, args.seed, args.rate))
+        elif args.command == "serve":
+            asyncio.run(serve(settings, STAGES))
+        elif args.command == "run":
+            stage: Stage = args.stage
+            asyncio.run(serve(settings, (stage,)))
+        elif args.command == "init":
+            asyncio.run(_init(settings))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _demo(settings: Settings, seed: int, rate: float) -> None:
+    where = (
+        "embedded log and SQLite under " + str(settings.data_dir.resolve())
+        if settings.embedded_log and not settings.database_url
+        else "configured Kafka / PostgreSQL"
+    )
+    print(f"cx demo: {where}; API on http://{settings.api_host}:{settings.api_port}", flush=True)
+
+    async def market(runtime: ExchangeRuntime, _: MarketData | None, stop: asyncio.Event) -> None:
+        await DemoMarket(runtime, seed, rate).run(stop)
+
+    await serve(settings, STAGES, extras=(market, show_board))
+    print("cx demo: stopped cleanly; run it again to resume from the stored history", flush=True)
+
+
+async def _init(settings: Settings) -> None:
+    runtime = await ExchangeRuntime.open(settings)
+    await runtime.close()
+    print("topics and event store schema are ready")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Cash, capacity, positions and holds: the one place the money rules live.
+
+The risk stage uses these rules to decide what may trade; settlement applies the same rules to
+the same events to keep its ledger projection, so the two can never disagree on arithmetic.
+
+Rules, all in integer fen and units:
+- A buy order holds price x quantity of the buyer's cash; a sell order holds quantity of the
+  seller's capacity in that contract.
+- A trade of q at p against a buy order limited at P releases P x q of the buyer's hold, pays
+  p x q to the seller and returns (P - p) x q to the buyer; it moves q units of the seller's held
+  capacity into the buyer's position (the entitlement to receive the compute).
+- A cancel releases what is still held for the order's unfilled remainder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from exchange.domain.messages import (
+    CapacityDeposited,
+    FundsDeposited,
+    OrderAccepted,
+    OrderCancelled,
+    Side,
+    TradeExecuted,
+)
+
+
+class Hasher(Protocol):
+    """What a digest needs of a hashlib object."""
+
+    def update(self, data: bytes, /) -> None:
+        """Feed bytes."""
+
+
+@dataclass(slots=True)
+class Balance:
+    """What an account may use now and what is held for its open orders."""
+
+    available: int = 0
+    held: int = 0
+
+
+@dataclass(slots=True)
+class OpenOrder:
+    """An accepted order that is not finished, with what is still held for it."""
+
+    order_id: str
+    account_id: str
+    symbol: str
+    side: Side
+    price: int
+    remaining: int
+
+
+class Accounts:
+    """Balances of cash (fen) and capacity (units per contract), positions and open orders."""
+
+    def __init__(self) -> None:
+        self.cash: dict[str, Balance] = {}
+        self.capacity: dict[tuple[str, str], Balance] = {}
+        self.positions: dict[tuple[str, str], int] = {}
+        self.open_orders: dict[str, OpenOrder] = {}
+
+    def cash_of(self, account_id: str) -> Balance:
+        """The account's cash balance (created empty on first use)."""
+        balance = self.cash.get(account_id)
+        if balance is None:
+            balance = self.cash[account_id] = Balance()
+        return balance
+
+    def capacity_of(self, account_id: str, symbol: str) -> Balance:
+        """The account's sellable capacity in one contract (created empty on first use)."""
+        key = (account_id, symbol)
+        balance = self.capacity.get(key)
+        if balance is None:
+            balance = self.capacity[key] = Balance()
+        return balance
+
+    def apply_deposit(self, event: FundsDeposited | CapacityDeposited) -> None:
+        """Credit a deposit."""
+        if isinstance(event, FundsDeposited):
+            self.cash_of(event.account_id).available += event.amount
+        else:
+            self.capacity_of(event.account_id, event.symbol).available += event.quantity
+
+    def shortfall(self, account_id: str, symbol: str, side: Side, price: int, quantity: int) -> int:
+        """How much cash (buy) or capacity (sell) the order lacks; 0 if it can be held."""
+        if side == "buy":
+            return max(0, price * quantity - self.cash_of(account_id).available)
+        return max(0, quantity - self.capacity_of(account_id, symbol).available)
+
+    def hold(self, order: OrderAccepted) -> None:
+        """Hold cash or capacity for an accepted order and track it as open."""
+        if order.side == "buy":
+            balance = self.cash_of(order.account_id)
+            amount = order.price * order.quantity
+        else:
+            balance = self.capacity_of(order.account_id, order.symbol)
+            amount = order.quantity
+        balance.available -= amount
+        balance.held += amount
+        self.open_orders[order.order_id] = OpenOrder(
+            order.order_id, order.account_id, order.symbol, order.side, order.price, order.quantity
+        )
+
+    def apply_trade(self, trade: TradeExecuted) -> None:
+        """Settle the sides of a trade whose orders this instance tracks."""
+        buy = self.open_orders.get(trade.buy_order_id)
+        if buy is not None:
+            cash = self.cash_of(buy.account_id)
+            cash.held -= buy.price * trade.quantity
+            cash.available += (buy.price - trade.price) * trade.quantity
+            key = (buy.account_id, trade.symbol)
+            self.positions[key] = self.positions.get(key, 0) + trade.quantity
+            self._reduce(buy, trade.quantity)
+        sell = self.open_orders.get(trade.sell_order_id)
+        if sell is not None:
+            self.capacity_of(sell.account_id, trade.symbol).held -= trade.quantity
+            self.cash_of(sell.account_id).available += trade.price * trade.quantity
+            self._reduce(sell, trade.quantity)
+
+    def _reduce(self, order: OpenOrder, quantity: int) -> None:
+        order.remaining -= quantity
+        if not order.remaining:
+            del self.open_orders[order.order_id]
+
+    def release(self, cancelled: OrderCancelled) -> None:
+        """Release the hold of a cancelled order's remainder, if this instance tracks it."""
+        order = self.open_orders.pop(cancelled.order_id, None)
+        if order is None:
+            return
+        if order.side == "buy":
+            balance = self.cash_of(order.account_id)
+            amount = order.price * order.remaining
+        else:
+            balance = self.capacity_of(order.account_id, order.symbol)
+            amount = order.remaining
+        balance.held -= amount
+        balance.available += amount
+
+    def digest(self, hasher: Hasher) -> None:
+        """Feed a canonical rendering of every balance, position and open order to `hasher`."""
+        for account_id in sorted(self.cash):
+            b = self.cash[account_id]
+            hasher.update(f"c|{account_id}|{b.available}|{b.held}\n".encode())
+        for account_id, symbol in sorted(self.capacity):
+            b = self.capacity[(account_id, symbol)]
+            hasher.update(f"k|{account_id}|{symbol}|{b.available}|{b.held}\n".encode())
+        for account_id, symbol in sorted(self.positions):
+            quantity = self.positions[(account_id, symbol)]
+            hasher.update(f"p|{account_id}|{symbol}|{quantity}\n".encode())
+        for order_id in sorted(self.open_orders):
+            o = self.open_orders[order_id]
+            hasher.update(
+                f"o|{o.order_id}|{o.account_id}|{o.symbol}|{o.side}|{o.price}|{o.remaining}\n".encode()
+            )

@@ -1,0 +1,87 @@
+"""Runs chosen stages (and optionally the API, the demo market and the board) in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any
+
+import uvicorn
+
+from api.app import create_app
+from api.marketdata import MarketData
+from exchange.runtime import ExchangeRuntime, Stage
+from exchange.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Extra = Callable[[ExchangeRuntime, MarketData | None, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def serve(
+    settings: Settings,
+    stages: Sequence[Stage],
+    *,
+    extras: Sequence[Extra] = (),
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or `stop`), then stop every task and close cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    runtime = await ExchangeRuntime.open(settings)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for runner in runtime.runners(stages):
+            tasks.append(asyncio.create_task(runner.run(stop), name=runner.name))
+        market: MarketData | None = None
+        if "api" in stages:
+            market = MarketData(runtime.log, runtime.topics, runtime.catalogue)
+            tasks.append(asyncio.create_task(market.run(stop), name="market-data"))
+            tasks.append(asyncio.create_task(_serve_api(runtime, market, stop), name="api"))
+        for extra in extras:
+            tasks.append(asyncio.create_task(extra(runtime, market, stop)))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("%s stopped with %r", task.get_name(), result)
+        await runtime.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its signal handling: the process's handlers set `stop` instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_api(runtime: ExchangeRuntime, market: MarketData, stop: asyncio.Event) -> None:
+    config = uvicorn.Config(
+        create_app(runtime, market),
+        host=runtime.settings.api_host,
+        port=runtime.settings.api_port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = _ApiServer(config)
+    serving = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving

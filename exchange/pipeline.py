@@ -1,0 +1,302 @@
+"""The stages of the pipeline, run over the command log port.
+
+    commands (key: account) -> risk -> orders (key: family) -> matching -> events (key: family)
+                      ^                                            |
+                      +------ fills and cancels, key: account -----+
+
+Risk and matching are pure functions of their one input topic, so a stage restarts by replaying
+its input: silently up to its group's committed offset (the outputs of those inputs are already
+in the log), then live. Records a restarted stage writes twice carry the same event ids, and
+every consumer drops them: a stage by the monotonic input position encoded in the event id
+(`Deduplicator`), settlement by the event store's unique event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from exchange.domain.catalogue import Catalogue, family_of
+from exchange.domain.market import MarketStage
+from exchange.domain.messages import (
+    CancelOrder,
+    CommandRejected,
+    DepositCapacity,
+    DepositFunds,
+    Event,
+    EventStamp,
+    Message,
+    OrderCancelled,
+    PlaceOrder,
+    RejectReason,
+    TradeExecuted,
+    decode,
+    encode,
+)
+from exchange.domain.risk import RiskStage
+from exchange.log import CommandLog, LogConsumer, LogProducer, LogRecord, TopicPartition
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 50
+POLL_MAX_RECORDS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names and partition counts; orders and events are partitioned alike."""
+
+    commands: str
+    orders: str
+    events: str
+    command_partitions: int
+    market_partitions: int
+
+    @classmethod
+    def named(cls, prefix: str, command_partitions: int, market_partitions: int) -> Topics:
+        """Topics `<prefix>.commands`, `<prefix>.orders` and `<prefix>.events`."""
+        return cls(
+            f"{prefix}.commands",
+            f"{prefix}.orders",
+            f"{prefix}.events",
+            command_partitions,
+            market_partitions,
+        )
+
+    async def create(self, command_log: CommandLog) -> None:
+        """Create the three topics if they do not exist."""
+        await command_log.create_topic(self.commands, self.command_partitions)
+        await command_log.create_topic(self.orders, self.market_partitions)
+        await command_log.create_topic(self.events, self.market_partitions)
+
+    def command_partition(self, account_id: str) -> int:
+        """The commands partition of an account."""
+        return partition_for(account_id, self.command_partitions)
+
+    def market_partition(self, symbol: str) -> int:
+        """The orders and events partition of a contract: every hour of a family together."""
+        return partition_for(family_of(symbol), self.market_partitions)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """A stable partition for a key, the same in every process and adapter."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class Deduplicator:
+    """Drops events already seen, by the input position their id encodes.
+
+    Every event id is `topic:partition:offset:n`; one stage instance owns an input partition at
+    a time and writes its events in input order, so per input partition the positions a
+    consumer sees only grow, except when a restarted stage writes the same events again.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def is_new(self, event_id: str) -> bool:
+        """True the first time an event is seen."""
+        source, offset, n = event_id.rsplit(":", 2)
+        position = (int(offset), int(n))
+        last = self._last.get(source)
+        if last is not None and position <= last:
+            return False
+        self._last[source] = position
+        return True
+
+
+class StageRunner:
+    """Reads its partitions of one topic, replays silently what it already answered, then runs."""
+
+    name: str
+    input_topic: str
+
+    def __init__(self, command_log: CommandLog, partitions: Iterable[int]) -> None:
+        self.log = command_log
+        self.partitions = [TopicPartition(self.input_topic, p) for p in partitions]
+        self.caught_up = asyncio.Event()
+        self._replay_until: dict[int, int] = {}
+        self._producer: LogProducer | None = None
+        self._consumer: LogConsumer | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process records until `stop` is set."""
+        self._producer = await self.log.producer()
+        self._consumer = await self.log.consumer(group_id=self.name)
+        try:
+            self._consumer.assign(self.partitions)
+            for tp in self.partitions:
+                committed = await self._consumer.committed(tp)
+                self._replay_until[tp.partition] = committed or 0
+                self._consumer.seek(tp, 0)
+            await self._update_caught_up()
+            while not stop.is_set():
+                records = await self._consumer.getmany(POLL_TIMEOUT_MS, POLL_MAX_RECORDS)
+                if records:
+                    await self._process(records)
+                    await self._producer.flush()
+                    await self._consumer.commit(_next_offsets(records))
+                if not self.caught_up.is_set():
+                    await self._update_caught_up()
+        finally:
+            await self._producer.close()
+            await self._consumer.close()
+
+    async def _update_caught_up(self) -> None:
+        assert self._consumer is not None
+        for tp in self.partitions:
+            position = await self._consumer.position(tp)
+            if position < max(self._replay_until[tp.partition], await self._end(tp)):
+                return
+        self.caught_up.set()
+
+    async def _end(self, tp: TopicPartition) -> int:
+        assert self._consumer is not None
+        return await self._consumer.end_offset(tp)
+
+    def _live(self, record: LogRecord) -> bool:
+        return record.offset >= self._replay_until[record.partition]
+
+    async def _send(self, topic: str, partition: int, message: Message | bytes) -> None:
+        assert self._producer is not None
+        value = message if isinstance(message, bytes) else encode(message)
+        await self._producer.send(topic, partition, value)
+
+    async def _process(self, records: list[LogRecord]) -> None:
+        raise NotImplementedError
+
+
+class RiskRunner(StageRunner):
+    """Runs the risk stage over some commands partitions."""
+
+    name = "risk"
+
+    def __init__(
+        self,
+        command_log: CommandLog,
+        topics: Topics,
+        catalogue: Catalogue,
+        partitions: Iterable[int] | None = None,
+    ) -> None:
+        self.input_topic = topics.commands
+        super().__init__(
+            command_log, range(topics.command_partitions) if partitions is None else partitions
+        )
+        self.topics = topics
+        self.stage = RiskStage(catalogue)
+        self.dedup = Deduplicator()
+
+    async def _process(self, records: list[LogRecord]) -> None:
+        for record in records:
+            stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
+            output = self._decide(record, stamp)
+            if output is not None and self._live(record):
+                await self._send(self.topics.orders, self._route(output, record), output)
+
+    def _decide(self, record: LogRecord, stamp: EventStamp) -> Event | None:
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        try:
+            message = decode(record.value)
+        except ValidationError as error:
+            return self.stage.reject_malformed(source, _describe(error), stamp)
+        if isinstance(message, TradeExecuted | OrderCancelled):
+            if self.dedup.is_new(message.event_id):
+                self.stage.apply_outcome(message)
+            return None
+        if isinstance(message, PlaceOrder | CancelOrder | DepositFunds | DepositCapacity):
+            return self.stage.handle(message, stamp)
+        return self.stage.reject_malformed(
+            source, f"{message.type} is not a command participants may send", stamp
+        )
+
+    def _route(self, event: Event, record: LogRecord) -> int:
+        symbol = getattr(event, "symbol", None)
+        if isinstance(symbol, str):
+            return self.topics.market_partition(symbol)
+        account_id = getattr(event, "account_id", None)
+        if isinstance(account_id, str):
+            return partition_for(account_id, self.topics.market_partitions)
+        return record.partition % self.topics.market_partitions
+
+
+class MatchingRunner(StageRunner):
+    """Runs the matching stage over some orders partitions; events go to the same partition."""
+
+    name = "matching"
+
+    def __init__(
+        self,
+        command_log: CommandLog,
+        topics: Topics,
+        catalogue: Catalogue,
+        partitions: Iterable[int] | None = None,
+    ) -> None:
+        self.input_topic = topics.orders
+        super().__init__(
+            command_log, range(topics.market_partitions) if partitions is None else partitions
+        )
+        self.topics = topics
+        self.stage = MarketStage(catalogue)
+        self.dedup = Deduplicator()
+
+    async def _process(self, records: list[LogRecord]) -> None:
+        events_topic = self.topics.events
+        for record in records:
+            stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
+            try:
+                message = decode(record.value)
+            except ValidationError as error:
+                rejected = CommandRejected(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    reason=RejectReason.MALFORMED,
+                    message=_describe(error),
+                    source=f"{record.topic}:{record.partition}:{record.offset}",
+                )
+                if self._live(record):
+                    await self._send(events_topic, record.partition, rejected)
+                continue
+            if not isinstance(message, Event) or not self.dedup.is_new(message.event_id):
+                continue
+            outputs = self.stage.handle(message, stamp)
+            if not self._live(record):
+                continue
+            await self._send(events_topic, record.partition, record.value)
+            for event in outputs:
+                await self._send(events_topic, record.partition, event)
+                for account_id in _accounts_to_notify(event):
+                    await self._send(
+                        self.topics.commands, self.topics.command_partition(account_id), event
+                    )
+
+
+def _accounts_to_notify(event: Event) -> set[str]:
+    """Accounts whose risk stage must learn of this event: fills and cancels release holds."""
+    if isinstance(event, TradeExecuted):
+        return {event.buyer_id, event.seller_id}
+    if isinstance(event, OrderCancelled):
+        return {event.account_id}
+    return set()
+
+
+def _next_offsets(records: list[LogRecord]) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+    return offsets
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming each invalid field and why."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "record"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,109 @@
+"""Assembles a running exchange from settings: the log, the event store and the stages.
+
+With no KAFKA_BOOTSTRAP_SERVERS and no DATABASE_URL this is the embedded default: every stage
+in one process over the durable in-process log and a SQLite event store under CX_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Literal, Protocol
+
+from exchange.adapters.inprocess_log import InProcessLog
+from exchange.adapters.kafka_log import KafkaLog
+from exchange.domain.catalogue import Catalogue, default_catalogue
+from exchange.domain.messages import (
+    CancelOrder,
+    DepositCapacity,
+    DepositFunds,
+    PlaceOrder,
+    encode,
+)
+from exchange.log import CommandLog, LogProducer
+from exchange.pipeline import MatchingRunner, RiskRunner, Topics
+from exchange.settings import Settings
+from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
+from settlement.service import SettlementRunner
+from settlement.sql_store import SqlEventStore, open_event_store
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["risk", "matching", "settlement", "api"]
+STAGES: tuple[Stage, ...] = ("risk", "matching", "settlement", "api")
+ParticipantCommand = PlaceOrder | CancelOrder | DepositFunds | DepositCapacity
+
+
+class Runner(Protocol):
+    """A stage that runs until told to stop."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process input until `stop` is set."""
+
+
+class ExchangeRuntime:
+    """The log, the store and the topics one process works with."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        command_log: CommandLog,
+        store: SqlEventStore,
+        catalogue: Catalogue,
+    ) -> None:
+        self.settings = settings
+        self.log = command_log
+        self.store = store
+        self.catalogue = catalogue
+        self.topics = Topics.named(
+            settings.topic_prefix, settings.command_partitions, settings.market_partitions
+        )
+        self._producer: LogProducer | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, catalogue: Catalogue | None = None) -> ExchangeRuntime:
+        """Connect to the configured log and store, creating topics and schema if missing."""
+        command_log: CommandLog
+        if settings.kafka_bootstrap_servers:
+            command_log = KafkaLog(settings.kafka_bootstrap_servers)
+        else:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            command_log = InProcessLog(settings.data_dir / "log")
+        if not settings.database_url:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = open_event_store(settings.event_store_url())
+        await store.initialise()
+        runtime = cls(settings, command_log, store, catalogue or default_catalogue())
+        await runtime.topics.create(command_log)
+        return runtime
+
+    async def submit(self, command: ParticipantCommand) -> None:
+        """Append a participant's command to the commands topic, keyed by its account."""
+        if self._producer is None:
+            self._producer = await self.log.producer()
+        partition = self.topics.command_partition(command.account_id)
+        await self._producer.send_and_wait(
+            self.topics.commands, partition, encode(command), command.account_id.encode()
+        )
+
+    def runners(self, stages: Iterable[Stage]) -> list[Runner]:
+        """The pipeline stages (of risk, matching, settlement) to run in this process."""
+        built: list[Runner] = []
+        for stage in stages:
+            if stage == "risk":
+                built.append(RiskRunner(self.log, self.topics, self.catalogue))
+            elif stage == "matching":
+                built.append(MatchingRunner(self.log, self.topics, self.catalogue))
+            elif stage == "settlement":
+                built.append(SettlementRunner(self.log, self.topics, self.store))
+        return built
+
+    async def close(self) -> None:
+        """Release the producer, the log and the store."""
+        if self._producer is not None:
+            await self._producer.close()
+        await self.log.close()
+        await self.store.close()
