@@ -1,0 +1,89 @@
+"""Tables of the event store; projections add their own tables to the same `metadata`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+metadata = MetaData()
+"""Every table `SqlEventStore.initialise()` creates: import a module to register its tables."""
+
+
+class utc_now(FunctionElement[Any]):
+    """The current time in UTC, as the column default of `recorded_at`."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(utc_now)
+def _utc_now_default(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_postgresql(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "now()"
+
+
+@compiles(utc_now, "sqlite")
+def _utc_now_sqlite(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    # CURRENT_TIMESTAMP has whole seconds and no zone; this text has milliseconds and an
+    # explicit offset, so datetime.fromisoformat reads it back as an aware UTC time.
+    return "(strftime('%Y-%m-%d %H:%M:%f+00:00', 'now'))"
+
+
+JsonDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+events = Table(
+    "events",
+    metadata,
+    # INTEGER (not BIGINT) on SQLite so the column aliases the rowid; AUTOINCREMENT there never
+    # hands out a position again, so positions only grow.
+    Column(
+        "position",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        Identity(always=False),
+        primary_key=True,
+    ),
+    Column("stream_id", Text, nullable=False),
+    Column("stream_version", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("data", JsonDocument, nullable=False),
+    Column("metadata", JsonDocument, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=utc_now()),
+    # The unique index on (stream_id, stream_version) also serves lookups by stream_id alone
+    # (its leading column), so a separate stream_id index would only slow every insert.
+    UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
+    UniqueConstraint("event_id", name="events_event_id_key"),
+    sqlite_autoincrement=True,
+)
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("consumer", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    PrimaryKeyConstraint("consumer", "topic", "partition", name="consumer_offsets_pkey"),
+)
