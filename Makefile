@@ -1,0 +1,63 @@
+# compute-exchange: `make` lists the targets.
+# Real services for the tests: infra/services.sh (Kafka from Maven Central, the installed
+# PostgreSQL), see README. Nothing here needs Docker.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+PACKAGES := exchange matching settlement api simulations
+
+.PHONY: help venv lint test demo bench simulate services-up services-down services-status clean distclean
+
+help: ## list the targets
+	@echo "usage: make TARGET"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@echo "variables: PYTEST_ARGS='-k name -x' (test), PYTHON=$(PYTHON) (venv)"
+
+venv: $(VENV)/.installed ## create .venv and install the project with dev tools (again only when pyproject.toml changes)
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+lint: venv ## ruff, mypy and the import-linter contracts
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
+
+test: lint ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
+	infra/with-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: venv ## the market running in one process, nothing else needed
+	$(BIN)/cx demo
+
+bench: venv ## matching engine benchmark
+	$(BIN)/cx bench matching
+
+simulate: venv ## agent-based market simulation with its report
+	$(BIN)/cx simulate
+
+services-up: ## start local Kafka (127.0.0.1:19092) and PostgreSQL (127.0.0.1:55432); then `. .cache/services.env`
+	infra/services.sh up
+
+services-down: ## stop the local Kafka and PostgreSQL
+	infra/services.sh down
+
+services-status: ## are the local Kafka and PostgreSQL running
+	-infra/services.sh status
+
+clean: ## remove caches and build output (keeps .venv and the downloaded Kafka in .cache)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports .cx-data
+	find . -path ./.venv -prune -o -path ./.cache -prune -o \
+		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
+
+distclean: services-down clean ## also remove .venv and .cache (the Kafka jars, the databases)
+	rm -rf $(VENV) .cache
