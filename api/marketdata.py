@@ -121,7 +121,7 @@ class MarketData:
                         event = decode_event(record.value)
                     except ValidationError:
                         continue
-                    self.apply(event)
+                    self.apply(event, record.partition)
                 if not self.ready.is_set():
                     positions = [await consumer.position(tp) for tp in partitions]
                     if all(p >= ends[tp] for p, tp in zip(positions, partitions, strict=True)):
@@ -129,10 +129,10 @@ class MarketData:
         finally:
             await consumer.close()
 
-    def apply(self, event: AnyEvent) -> None:
-        """Fold one event into the views and wake whoever waits for it."""
+    def apply(self, event: AnyEvent, read_from: int) -> None:
+        """Fold one event read from partition `read_from` into the views; wake its waiters."""
         if isinstance(event, BookChanged | TradeExecuted):
-            if not self._dedup.is_new(event.event_id):
+            if not self._dedup.is_new(read_from, event.event_id):
                 return
             view = self.views.get(event.symbol)
             if view is None:

@@ -91,24 +91,27 @@ def partition_for(key: str, partitions: int) -> int:
 class Deduplicator:
     """Drops events already seen, by the input position their id encodes.
 
-    Every event id is `topic:partition:offset:n`; one stage instance owns an input partition at
-    a time and writes its events in input order, so per input partition the positions a
-    consumer sees only grow, except when a restarted stage writes the same events again.
+    Every event id is `topic:partition:offset:n`. One stage instance owns an input partition at
+    a time and writes its events in input order, so among the records of one partition a
+    consumer reads, the positions from one source partition only grow, except when a restarted
+    stage writes the same events again. The order holds per (partition read, source partition)
+    only: records from one source reach different partitions at different times.
     """
 
     __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[int, int]] = {}
+        self._last: dict[tuple[int, str], tuple[int, int]] = {}
 
-    def is_new(self, event_id: str) -> bool:
-        """True the first time an event is seen."""
+    def is_new(self, read_from: int, event_id: str) -> bool:
+        """True the first time an event is seen among the records of partition `read_from`."""
         source, offset, n = event_id.rsplit(":", 2)
         position = (int(offset), int(n))
-        last = self._last.get(source)
+        key = (read_from, source)
+        last = self._last.get(key)
         if last is not None and position <= last:
             return False
-        self._last[source] = position
+        self._last[key] = position
         return True
 
 
@@ -207,7 +210,7 @@ class RiskRunner(StageRunner):
         except ValidationError as error:
             return self.stage.reject_malformed(source, _describe(error), stamp)
         if isinstance(message, TradeExecuted | OrderCancelled):
-            if self.dedup.is_new(message.event_id):
+            if self.dedup.is_new(record.partition, message.event_id):
                 self.stage.apply_outcome(message)
             return None
         if isinstance(message, PlaceOrder | CancelOrder | DepositFunds | DepositCapacity):
@@ -263,7 +266,9 @@ class MatchingRunner(StageRunner):
                 if self._live(record):
                     await self._send(events_topic, record.partition, rejected)
                 continue
-            if not isinstance(message, Event) or not self.dedup.is_new(message.event_id):
+            if not isinstance(message, Event) or not self.dedup.is_new(
+                record.partition, message.event_id
+            ):
                 continue
             outputs = self.stage.handle(message, stamp)
             if not self._live(record):
