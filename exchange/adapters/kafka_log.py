@@ -1,0 +1,462 @@
+"""The command log on Apache Kafka through aiokafka.
+
+Topics are created with ``message.timestamp.type=LogAppendTime`` so that a record's time is the
+broker's, as the port requires. Producers are idempotent with ``acks=all``; consumers use manual
+assignment, no auto-commit, and start each partition from the group's committed offset or else
+the earliest one.
+
+aiokafka's clients ask for metadata with topic auto-creation allowed, so on a broker with
+``auto.create.topics.enable=true`` a typo would create a topic. Every topic and partition is
+therefore checked against the cluster's metadata (without auto-creation) before a client touches
+it, and an unknown one raises `LogError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# This module is the Kafka adapter: the one place the ban on aiokafka is lifted.
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: TID251
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: TID251
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: TID251
+from aiokafka.errors import (  # noqa: TID251
+    ConsumerStoppedError,
+    IllegalOperation,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+from aiokafka.structs import TopicPartition as KafkaPartition  # noqa: TID251
+
+from exchange.log import (
+    CommandLog,
+    LogConsumer,
+    LogError,
+    LogProducer,
+    LogRecord,
+    TopicPartition,
+)
+
+__all__ = ["KafkaLog"]
+
+_log = logging.getLogger(__name__)
+
+_TIMESTAMP_TYPE = "message.timestamp.type"
+_LOG_APPEND_TIME = "LogAppendTime"
+# Errors aiokafka raises that are not KafkaError subclasses.
+_CLIENT_ERRORS = (KafkaError, ConsumerStoppedError, IllegalOperation)
+
+
+class KafkaLog(CommandLog):
+    """A connection to a Kafka cluster."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str = "cx",
+        *,
+        replication_factor: int = 1,
+        linger_ms: int = 5,
+        ready_timeout_s: float = 30.0,
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._replication_factor = replication_factor
+        self._linger_ms = linger_ms
+        self._ready_timeout_s = ready_timeout_s
+        self._admin: AIOKafkaAdminClient | None = None
+        self._admin_lock = asyncio.Lock()
+        self._partition_counts: dict[str, int] = {}
+        self._clients: set[_KafkaProducer | _KafkaConsumer] = set()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogError("the log is closed")
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        self._check_open()
+        async with self._admin_lock:
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self._bootstrap_servers, client_id=self._client_id
+                )
+                try:
+                    await admin.start()
+                except KafkaError as exc:
+                    await admin.close()
+                    raise LogError(f"cannot reach Kafka at {self._bootstrap_servers}") from exc
+                self._admin = admin
+            return self._admin
+
+    async def _topics(self) -> dict[str, dict[str, Any]]:
+        """Metadata of every topic, asked for without auto-creation."""
+        admin = await self._admin_client()
+        try:
+            topics = await admin.describe_topics()
+        except KafkaError as exc:
+            raise LogError("cannot read the cluster's metadata") from exc
+        return {entry["topic"]: entry for entry in topics}
+
+    async def _check_partition(self, topic: str, partition: int) -> None:
+        count = self._partition_counts.get(topic)
+        if count is None or not 0 <= partition < count:
+            # Unknown here, or partitions were added since: ask the cluster once.
+            count = await self.partitions(topic)
+        if not 0 <= partition < count:
+            raise LogError(f"{topic!r} has no partition {partition}")
+
+    async def _wait_until_ready(self, topic: str, partitions: int) -> None:
+        """Wait until every partition of `topic` has a leader."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ready_timeout_s
+        while True:
+            entry = (await self._topics()).get(topic)
+            if (
+                entry is not None
+                and entry["error_code"] == 0
+                and len(entry["partitions"]) == partitions
+                and all(p["error_code"] == 0 and p["leader"] >= 0 for p in entry["partitions"])
+            ):
+                return
+            if loop.time() > deadline:
+                raise LogError(f"topic {topic!r} has no leader for every partition yet")
+            await asyncio.sleep(0.05)
+
+    async def _check_timestamp_type(self, topic: str) -> None:
+        admin = await self._admin_client()
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {_TIMESTAMP_TYPE: None})
+        try:
+            responses = await admin.describe_configs([resource])
+        except KafkaError as exc:
+            raise LogError(f"cannot read the configuration of topic {topic!r}") from exc
+        for response in responses:
+            for found in response.to_object()["resources"]:
+                for entry in found["config_entries"]:
+                    if entry["config_names"] == _TIMESTAMP_TYPE:
+                        if entry["config_value"] != _LOG_APPEND_TIME:
+                            raise LogError(
+                                f"topic {topic!r} exists with {_TIMESTAMP_TYPE}="
+                                f"{entry['config_value']}; the log needs {_LOG_APPEND_TIME}"
+                            )
+                        return
+        raise LogError(f"cannot read {_TIMESTAMP_TYPE} of topic {topic!r}")
+
+    async def create_topic(self, topic: str, partitions: int) -> None:
+        """Create `topic` with `partitions`; a topic that already has that many is left alone."""
+        if partitions < 1:
+            raise LogError(f"a topic needs at least one partition, not {partitions}")
+        admin = await self._admin_client()
+        new_topic = NewTopic(
+            topic,
+            partitions,
+            self._replication_factor,
+            topic_configs={_TIMESTAMP_TYPE: _LOG_APPEND_TIME},
+        )
+        try:
+            response = await admin.create_topics([new_topic])
+        except KafkaError as exc:
+            raise LogError(f"cannot create topic {topic!r}") from exc
+        for entry in response.to_object()["topic_errors"]:
+            code = entry["error_code"]
+            if code == TopicAlreadyExistsError.errno:
+                existing = await self.partitions(topic)
+                if existing != partitions:
+                    raise LogError(
+                        f"topic {topic!r} exists with {existing} partitions, not {partitions}"
+                    )
+                await self._check_timestamp_type(topic)
+            elif code != 0:
+                error = for_code(code)(entry.get("error_message"))
+                raise LogError(f"cannot create topic {topic!r}: {error}") from error
+        await self._wait_until_ready(topic, partitions)
+        self._partition_counts[topic] = partitions
+
+    async def partitions(self, topic: str) -> int:
+        """How many partitions `topic` has; LogError if it does not exist."""
+        entry = (await self._topics()).get(topic)
+        if entry is None or entry["error_code"] != 0:
+            raise LogError(f"unknown topic {topic!r}")
+        count = len(entry["partitions"])
+        self._partition_counts[topic] = count
+        return count
+
+    async def producer(self) -> LogProducer:
+        """A started idempotent producer."""
+        self._check_open()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self._linger_ms,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise LogError(f"cannot reach Kafka at {self._bootstrap_servers}") from exc
+        wrapper = _KafkaProducer(self, producer)
+        self._clients.add(wrapper)
+        return wrapper
+
+    async def consumer(self, group_id: str | None = None) -> LogConsumer:
+        """A started consumer; `group_id` None means it cannot commit."""
+        self._check_open()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise LogError(f"cannot reach Kafka at {self._bootstrap_servers}") from exc
+        wrapper = _KafkaConsumer(self, consumer, group_id)
+        self._clients.add(wrapper)
+        return wrapper
+
+    async def close(self) -> None:
+        """Close every producer and consumer this log opened, then the admin client."""
+        if self._closed:
+            return
+        failure: LogError | None = None
+        for client in list(self._clients):
+            try:
+                await client.close()
+            except LogError as exc:
+                failure = failure or exc
+        self._closed = True
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+        if failure is not None:
+            raise failure
+
+
+class _KafkaProducer(LogProducer):
+    """Sends without waiting for delivery; `flush` waits for every delivery and reports failures."""
+
+    def __init__(self, log: KafkaLog, producer: AIOKafkaProducer) -> None:
+        self._log = log
+        self._producer = producer
+        # Deliveries not yet known to have succeeded; a failed one stays until `flush` reports it.
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogError("the producer is closed")
+
+    def _delivered(self, delivery: asyncio.Future[Any]) -> None:
+        if delivery.cancelled() or delivery.exception() is None:
+            self._pending.discard(delivery)
+
+    async def _enqueue(
+        self, topic: str, partition: int, value: bytes, key: bytes | None
+    ) -> asyncio.Future[Any]:
+        self._check_open()
+        await self._log._check_partition(topic, partition)
+        try:
+            delivery: asyncio.Future[Any] = await self._producer.send(
+                topic, value, key=key, partition=partition
+            )
+        except KafkaError as exc:
+            raise LogError(f"cannot send to {topic!r} partition {partition}") from exc
+        return delivery
+
+    async def send(
+        self, topic: str, partition: int, value: bytes, key: bytes | None = None
+    ) -> None:
+        """Queue a record; it is durable once `flush` returns."""
+        delivery = await self._enqueue(topic, partition, value, key)
+        self._pending.add(delivery)
+        delivery.add_done_callback(self._delivered)
+
+    async def send_and_wait(
+        self, topic: str, partition: int, value: bytes, key: bytes | None = None
+    ) -> LogRecord:
+        """Append one record and return it with its offset and log timestamp."""
+        delivery = await self._enqueue(topic, partition, value, key)
+        try:
+            metadata = await delivery
+        except KafkaError as exc:
+            raise LogError(f"{topic!r} partition {partition} did not store a record") from exc
+        return LogRecord(topic, partition, metadata.offset, metadata.timestamp, key, value)
+
+    async def flush(self) -> None:
+        """Wait until every queued record is stored; LogError if one was not."""
+        self._check_open()
+        await self._flush()
+
+    async def _flush(self) -> None:
+        try:
+            await self._producer.flush()
+        except KafkaError as exc:
+            raise LogError("queued records were not stored") from exc
+        deliveries = list(self._pending)
+        self._pending.clear()
+        results = await asyncio.gather(*deliveries, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise LogError("a queued record was not stored") from result
+
+    async def close(self) -> None:
+        """Flush and release the producer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._log._clients.discard(self)
+        try:
+            await self._flush()
+        finally:
+            await self._producer.stop()
+
+
+class _KafkaConsumer(LogConsumer):
+    """An aiokafka consumer with manual assignment, checked against the cluster's metadata."""
+
+    def __init__(self, log: KafkaLog, consumer: AIOKafkaConsumer, group_id: str | None) -> None:
+        self._log = log
+        self._consumer = consumer
+        self._group_id = group_id
+        self._assignment: dict[TopicPartition, None] = {}
+        # `assign` and `seek` are synchronous in the port, but the partitions must be checked
+        # against the cluster first; both are applied on the next asynchronous call.
+        self._unapplied = False
+        self._seeks: dict[TopicPartition, int] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogError("the consumer is closed")
+        self._log._check_open()
+
+    def _check_assigned(self, partition: TopicPartition) -> None:
+        if partition not in self._assignment:
+            raise LogError(f"{partition} is not assigned to this consumer")
+
+    async def _apply(self) -> None:
+        self._check_open()
+        if not self._unapplied:
+            return
+        for tp in self._assignment:
+            await self._log._check_partition(tp.topic, tp.partition)
+        try:
+            self._consumer.assign([KafkaPartition(*tp) for tp in self._assignment])
+            for tp, offset in self._seeks.items():
+                self._consumer.seek(KafkaPartition(*tp), offset)
+        except KafkaError as exc:
+            raise LogError("cannot assign partitions") from exc
+        self._unapplied = False
+        self._seeks.clear()
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read exactly these partitions, each from its committed offset or else offset 0."""
+        self._check_open()
+        self._assignment = dict.fromkeys(TopicPartition(*tp) for tp in partitions)
+        self._unapplied = True
+        self._seeks.clear()
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Make `offset` the next record read from `partition`."""
+        self._check_open()
+        self._check_assigned(partition)
+        if offset < 0:
+            raise LogError(f"offset {offset} is negative")
+        if self._unapplied:
+            self._seeks[TopicPartition(*partition)] = offset
+            return
+        try:
+            self._consumer.seek(KafkaPartition(*partition), offset)
+        except KafkaError as exc:
+            raise LogError(f"cannot seek {partition}") from exc
+
+    async def getmany(self, timeout_ms: int = 100, max_records: int = 500) -> list[LogRecord]:
+        """Return the next records of the assigned partitions, waiting up to `timeout_ms`."""
+        await self._apply()
+        if not self._assignment:
+            # Without an assignment aiokafka would wait for one past the timeout; nothing can
+            # arrive, so wait out the timeout here.
+            await asyncio.sleep(timeout_ms / 1000)
+            return []
+        try:
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except _CLIENT_ERRORS as exc:
+            raise LogError("cannot read from Kafka") from exc
+        return [
+            LogRecord(
+                message.topic,
+                message.partition,
+                message.offset,
+                message.timestamp,
+                message.key,
+                b"" if message.value is None else message.value,
+            )
+            for messages in batches.values()
+            for message in messages
+        ]
+
+    async def position(self, partition: TopicPartition) -> int:
+        """The offset of the next record this consumer will read from `partition`."""
+        self._check_assigned(partition)
+        await self._apply()
+        try:
+            position: int = await self._consumer.position(KafkaPartition(*partition))
+        except KafkaError as exc:
+            raise LogError(f"cannot find the position of {partition}") from exc
+        return position
+
+    def _check_group(self) -> None:
+        if self._group_id is None:
+            raise LogError("a consumer without a group id cannot commit")
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Store, for this consumer's group, the next offset to read per partition."""
+        self._check_group()
+        for tp in offsets:
+            self._check_assigned(tp)
+        await self._apply()
+        try:
+            await self._consumer.commit(
+                {KafkaPartition(*tp): offset for tp, offset in offsets.items()}
+            )
+        except _CLIENT_ERRORS as exc:
+            raise LogError("cannot commit offsets") from exc
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        """The group's committed next offset for `partition`, or None if nothing is committed."""
+        self._check_open()
+        self._check_group()
+        await self._log._check_partition(partition.topic, partition.partition)
+        try:
+            offset: int | None = await self._consumer.committed(KafkaPartition(*partition))
+        except _CLIENT_ERRORS as exc:
+            raise LogError(f"cannot read the committed offset of {partition}") from exc
+        return offset
+
+    async def end_offset(self, partition: TopicPartition) -> int:
+        """The offset the next appended record will get (the high-water mark)."""
+        self._check_open()
+        await self._log._check_partition(partition.topic, partition.partition)
+        tp = KafkaPartition(*partition)
+        try:
+            offsets = await self._consumer.end_offsets([tp])
+        except KafkaError as exc:
+            raise LogError(f"cannot read the end offset of {partition}") from exc
+        end: int = offsets[tp]
+        return end
+
+    async def close(self) -> None:
+        """Release the consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._log._clients.discard(self)
+        await self._consumer.stop()
