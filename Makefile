@@ -54,10 +54,10 @@ services-down: ## stop the local Kafka and PostgreSQL
 services-status: ## are the local Kafka and PostgreSQL running
 	-infra/services.sh status
 
-clean: ## remove caches and build output (keeps .venv and the downloaded Kafka in .cache)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports .cx-data
+clean: ## remove caches and build output (keeps .venv, the downloaded Kafka in .cache and the demo history)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports
 	find . -path ./.venv -prune -o -path ./.cache -prune -o \
 		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
 
-distclean: services-down clean ## also remove .venv and .cache (the Kafka jars, the databases)
-	rm -rf $(VENV) .cache
+distclean: services-down clean ## also remove .venv, .cache (Kafka jars, databases) and the demo history in .cx-data
+	rm -rf $(VENV) .cache .cx-data

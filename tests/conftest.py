@@ -8,8 +8,13 @@ that runs pytest by hand without them.
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import asyncpg
 import pytest
+from sqlalchemy import make_url
 
 
 def _require(variable: str, what: str) -> str:
@@ -32,3 +37,33 @@ def kafka_bootstrap() -> str:
 def postgres_url() -> str:
     """SQLAlchemy URL (postgresql+asyncpg://...) of a running PostgreSQL server."""
     return _require("DATABASE_URL", "a real PostgreSQL server")
+
+
+@asynccontextmanager
+async def fresh_database(postgres_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server for the block, dropped afterwards."""
+    server = make_url(postgres_url)
+    # asyncpg's own DSN has no "+asyncpg"; it runs each statement outside a transaction,
+    # as CREATE/DROP DATABASE need.
+    dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"test_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """URL of a new, empty database on the server, dropped after the test."""
+    async with fresh_database(postgres_url) as url:
+        yield url

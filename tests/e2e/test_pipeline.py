@@ -1,0 +1,335 @@
+"""The whole pipeline through the API: on the embedded default and on real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from exchange.settings import Settings
+from settlement import projections as tables
+from settlement.schema import events
+from tests.conftest import fresh_database
+from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+
+pytestmark = pytest.mark.e2e
+
+GZ0 = "H100-80G.GZ.20261201T00"
+GZ1 = "H100-80G.GZ.20261201T01"
+YRD0 = "H100-80G.YRD.20261201T00"
+CPU0 = "CPU.GZ.20261201T00"
+
+
+@pytest.fixture(params=["embedded", "kafka+postgres"])
+async def exchange_settings(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    """Settings of the embedded default, or of real Kafka and a fresh PostgreSQL database."""
+    if request.param == "embedded":
+        yield settings_for(tmp_path)
+        return
+    kafka = request.getfixturevalue("kafka_bootstrap")
+    async with fresh_database(request.getfixturevalue("postgres_url")) as database_url:
+        yield settings_for(tmp_path, kafka=kafka, database_url=database_url)
+
+
+async def _deposit_cash(exchange: RunningExchange, account: str, amount: int) -> None:
+    response = await exchange.client.post(
+        f"/v1/accounts/{account}/deposits", json={"kind": "cash", "amount": amount}
+    )
+    assert response.status_code == 201, response.text
+
+
+async def _deposit_capacity(exchange: RunningExchange, account: str, symbol: str, qty: int) -> None:
+    response = await exchange.client.post(
+        f"/v1/accounts/{account}/deposits",
+        json={"kind": "capacity", "symbol": symbol, "quantity": qty},
+    )
+    assert response.status_code == 201, response.text
+
+
+async def _order(
+    exchange: RunningExchange, account: str, symbol: str, side: str, price: int, qty: int
+) -> Any:
+    return await exchange.client.post(
+        "/v1/orders",
+        json={
+            "account_id": account,
+            "symbol": symbol,
+            "side": side,
+            "price": price,
+            "quantity": qty,
+        },
+    )
+
+
+async def test_a_crossing_order_trades_and_settles_to_the_fen(exchange_settings: Settings) -> None:
+    async with running_exchange(exchange_settings) as exchange:
+        await _deposit_cash(exchange, "buyer", 100_000)
+        await _deposit_capacity(exchange, "seller", GZ0, 10)
+        ask = await _order(exchange, "seller", GZ0, "sell", 1800, 6)
+        assert ask.status_code == 201, ask.text
+        bid = await _order(exchange, "buyer", GZ0, "buy", 1850, 4)
+        assert bid.status_code == 201, bid.text
+        await settle(exchange.runtime)
+
+        trades = (await exchange.client.get(f"/v1/contracts/{GZ0}/trades")).json()
+        assert [(t["price"], t["quantity"], t["aggressor"]) for t in trades] == [(1800, 4, "buy")]
+        book = (await exchange.client.get(f"/v1/contracts/{GZ0}/book")).json()
+        assert book["asks"] == [[1800, 2]]
+        assert book["bids"] == []
+
+        buyer = (await exchange.client.get("/v1/accounts/buyer")).json()
+        # Paid 4 x 18.00 at the maker's price; the 0.50 per unit above it came back.
+        assert buyer["cash"] == {"available": 100_000 - 7200, "held": 0}
+        assert buyer["positions"] == [{"symbol": GZ0, "quantity": 4}]
+        seller = (await exchange.client.get("/v1/accounts/seller")).json()
+        assert seller["cash"] == {"available": 7200, "held": 0}
+        assert seller["capacity"] == [{"symbol": GZ0, "available": 4, "held": 2}]
+
+        orders = (await exchange.client.get("/v1/orders", params={"account_id": "seller"})).json()
+        assert [(o["status"], o["filled"], o["quantity"]) for o in orders] == [("open", 4, 6)]
+        cancel = await exchange.client.delete(
+            f"/v1/orders/{orders[0]['order_id']}", params={"account_id": "seller"}
+        )
+        assert cancel.json() == {
+            "order_id": orders[0]["order_id"],
+            "status": "cancelled",
+            "remaining": 2,
+        }
+        await settle(exchange.runtime)
+        seller = (await exchange.client.get("/v1/accounts/seller")).json()
+        assert seller["capacity"] == [{"symbol": GZ0, "available": 6, "held": 0}]
+
+
+async def test_bad_orders_get_specific_errors_and_change_nothing(
+    exchange_settings: Settings,
+) -> None:
+    async with running_exchange(exchange_settings) as exchange:
+        await _deposit_cash(exchange, "buyer", 10_000)
+        await settle(exchange.runtime)
+        before = await _event_count(exchange)
+
+        unknown = await _order(exchange, "buyer", "H100-80G.GZ.20991231T00", "buy", 1800, 1)
+        assert unknown.status_code == 404
+        assert unknown.headers["content-type"] == "application/problem+json"
+        assert unknown.json()["detail"] == "contract 'H100-80G.GZ.20991231T00' is not listed"
+
+        fractional = await _order(exchange, "buyer", GZ0, "buy", 1800.5, 1)  # type: ignore[arg-type]
+        assert fractional.status_code == 422
+        assert fractional.json()["detail"] == "price: Input should be a valid integer"
+
+        off_tick = await _order(exchange, "buyer", GZ0, "buy", 1805, 1)
+        assert off_tick.status_code == 422
+        assert off_tick.json()["type"] == "/problems/price_not_on_tick"
+        assert "not a multiple of the tick size 10 fen" in off_tick.json()["detail"]
+
+        negative = await _order(exchange, "buyer", GZ0, "buy", 1800, -3)
+        assert negative.status_code == 422
+        assert negative.json()["detail"] == "quantity: Input should be greater than 0"
+
+        too_big = await _order(exchange, "buyer", GZ0, "buy", 1800, 6)
+        assert too_big.status_code == 422
+        assert too_big.json()["type"] == "/problems/insufficient_funds"
+        assert too_big.json()["detail"] == (
+            "order needs 10800 fen, account buyer has 10000 fen available"
+        )
+
+        no_capacity = await _order(exchange, "buyer", GZ0, "sell", 1800, 1)
+        assert no_capacity.json()["type"] == "/problems/insufficient_capacity"
+
+        foreign = await exchange.client.delete("/v1/orders/nope", params={"account_id": "buyer"})
+        assert foreign.status_code == 404
+        assert foreign.json()["type"] == "/problems/unknown_order"
+
+        await settle(exchange.runtime)
+        account = (await exchange.client.get("/v1/accounts/buyer")).json()
+        assert account["cash"] == {"available": 10_000, "held": 0}
+        assert account["positions"] == []
+        assert account["capacity"] == []
+        # Rejections by the exchange are events (auditable); requests refused at the API are not.
+        after = await _event_count(exchange)
+        assert after - before == Counter({"OrderRejected": 2, "CancelRejected": 1}).total()
+        book = (await exchange.client.get(f"/v1/contracts/{GZ0}/book")).json()
+        assert book["bids"] == []
+        assert book["asks"] == []
+
+
+async def _event_count(exchange: RunningExchange) -> int:
+    async with exchange.runtime.store.engine.connect() as connection:
+        count: int = (
+            await connection.execute(select(func.count()).select_from(events))
+        ).scalar_one()
+        return count
+
+
+async def test_a_malformed_record_is_rejected_and_the_stage_keeps_running(
+    exchange_settings: Settings,
+) -> None:
+    async with running_exchange(exchange_settings) as exchange:
+        runtime = exchange.runtime
+        producer = await runtime.log.producer()
+        try:
+            partition = runtime.topics.command_partition("someone")
+            await producer.send_and_wait(runtime.topics.commands, partition, b"{not json")
+            await producer.send_and_wait(
+                runtime.topics.commands,
+                partition,
+                b'{"type":"DepositFunds","deposit_id":"d1","account_id":"someone","amount":1.5}',
+            )
+            await producer.send_and_wait(
+                runtime.topics.commands,
+                partition,
+                b'{"type":"TradeExecuted"}',
+            )
+        finally:
+            await producer.close()
+        await _deposit_cash(exchange, "someone", 500)
+        await settle(runtime)
+        rejected = await _stored(exchange, "CommandRejected")
+        messages = [r["message"] for r in rejected]
+        assert len(messages) == 3
+        assert messages[0].startswith("record: Invalid JSON")
+        assert messages[1] == "DepositFunds.amount: Input should be a valid integer"
+        assert messages[2].startswith("TradeExecuted.event_id: Field required")
+        assert all(r["reason"] == "malformed" for r in rejected)
+        account = (await exchange.client.get("/v1/accounts/someone")).json()
+        assert account["cash"] == {"available": 500, "held": 0}
+
+
+async def _stored(exchange: RunningExchange, event_type: str) -> list[dict[str, Any]]:
+    query = select(events.c.data).where(events.c.type == event_type).order_by(events.c.position)
+    async with exchange.runtime.store.engine.connect() as connection:
+        return [row.data for row in await connection.execute(query)]
+
+
+PROVIDERS = ["provider-gz", "provider-yrd", "provider-nmg"]
+BUYERS = ["sme-1", "sme-2", "opc-1", "lab-1"]
+SYMBOLS = [GZ0, GZ1, YRD0, CPU0]
+CASH = 5_000_000
+CAPACITY = 400
+
+
+async def test_many_participants_trade_and_every_fen_and_card_hour_is_conserved(
+    exchange_settings: Settings,
+) -> None:
+    rng = random.Random(20261126)
+    async with running_exchange(exchange_settings) as exchange:
+        for buyer in BUYERS:
+            await _deposit_cash(exchange, buyer, CASH)
+        for provider in PROVIDERS:
+            for symbol in SYMBOLS:
+                await _deposit_capacity(exchange, provider, symbol, CAPACITY)
+
+        placed: list[tuple[str, str]] = []
+
+        async def participant(account: str, side: str, seed: int) -> None:
+            own = random.Random(seed)
+            for _ in range(30):
+                if placed and own.random() < 0.2:
+                    mine = [o for o, a in placed if a == account]
+                    if mine:
+                        order_id = own.choice(mine)
+                        response = await exchange.client.delete(
+                            f"/v1/orders/{order_id}", params={"account_id": account}
+                        )
+                        assert response.status_code in {200, 404, 409}, response.text
+                        continue
+                symbol = own.choice(SYMBOLS)
+                tick = 1 if symbol == CPU0 else 10
+                base = 12 if symbol == CPU0 else 1800
+                price = base + own.randint(-5, 5) * tick
+                response = await _order(exchange, account, symbol, side, price, own.randint(1, 9))
+                assert response.status_code in {201, 422}, response.text
+                if response.status_code == 201:
+                    placed.append((response.json()["order_id"], account))
+
+        await asyncio.gather(
+            *(participant(a, "sell", rng.randrange(10**9)) for a in PROVIDERS),
+            *(participant(a, "buy", rng.randrange(10**9)) for a in BUYERS),
+        )
+        await settle(exchange.runtime)
+        await _check_conservation(exchange, expected_orders=len(placed))
+
+
+async def _check_conservation(exchange: RunningExchange, expected_orders: int) -> None:
+    async with exchange.runtime.store.engine.connect() as connection:
+        trade_rows = (await connection.execute(select(tables.trades))).all()
+        trade_events = (
+            await connection.execute(select(events.c.data).where(events.c.type == "TradeExecuted"))
+        ).all()
+        event_ids = (await connection.execute(select(events.c.event_id))).scalars().all()
+        cash = (await connection.execute(select(tables.cash_balances))).all()
+        capacity = (await connection.execute(select(tables.capacity_balances))).all()
+        held_positions = (await connection.execute(select(tables.positions))).all()
+        order_rows = (await connection.execute(select(tables.orders))).all()
+
+    assert trade_rows, "the market should have traded"
+    # Every trade exactly once: one row per trade event, no id twice, no event stored twice.
+    assert len(trade_rows) == len(trade_events) == len({t.trade_id for t in trade_rows})
+    assert len(event_ids) == len(set(event_ids))
+    assert sum(1 for o in order_rows if o.status != "rejected") == expected_orders
+
+    # Cash: nothing created or lost; what buyers paid is what sellers received.
+    assert sum(c.available + c.held for c in cash) == CASH * len(BUYERS)
+    turnover = sum(t.price * t.quantity for t in trade_rows)
+    by_account = {c.account_id: c for c in cash}
+    assert sum(by_account[p].available + by_account[p].held for p in PROVIDERS) == turnover
+    assert sum(CASH - by_account[b].available - by_account[b].held for b in BUYERS) == turnover
+
+    # Card-hours: what was sold was bought, per contract.
+    for symbol in SYMBOLS:
+        provided = sum(c.available + c.held for c in capacity if c.symbol == symbol)
+        bought = sum(p.quantity for p in held_positions if p.symbol == symbol)
+        assert provided + bought == CAPACITY * len(PROVIDERS), symbol
+        sold = sum(t.quantity for t in trade_rows if t.symbol == symbol)
+        assert bought == sold, symbol
+
+    # No hold outlives its order: what is held is exactly what open orders still need.
+    open_orders = [o for o in order_rows if o.status == "open"]
+    for account in BUYERS:
+        needed = sum(
+            o.price * (o.quantity - o.filled)
+            for o in open_orders
+            if o.account_id == account and o.side == "buy"
+        )
+        assert by_account[account].held == needed, account
+    for row in capacity:
+        needed = sum(
+            o.quantity - o.filled
+            for o in open_orders
+            if o.account_id == row.account_id and o.symbol == row.symbol and o.side == "sell"
+        )
+        assert row.held == needed, (row.account_id, row.symbol)
+    for order in order_rows:
+        assert 0 <= order.filled <= order.quantity
+        assert (order.status == "filled") == (order.filled == order.quantity and order.quantity > 0)
+
+
+async def test_a_restarted_exchange_resumes_from_its_history(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    async with running_exchange(settings) as exchange:
+        await _deposit_cash(exchange, "buyer", 100_000)
+        await _deposit_capacity(exchange, "seller", GZ0, 10)
+        assert (await _order(exchange, "seller", GZ0, "sell", 1800, 5)).status_code == 201
+        assert (await _order(exchange, "buyer", GZ0, "buy", 1800, 2)).status_code == 201
+        await settle(exchange.runtime)
+
+    async with running_exchange(settings) as exchange:
+        book = (await exchange.client.get(f"/v1/contracts/{GZ0}/book")).json()
+        assert book["asks"] == [[1800, 3]], "the book is rebuilt from the log"
+        again = await _order(exchange, "buyer", GZ0, "buy", 1800, 3)
+        assert again.status_code == 201, again.text
+        await settle(exchange.runtime)
+        trades = (await exchange.client.get(f"/v1/contracts/{GZ0}/trades")).json()
+        assert [t["trade_id"] for t in trades] == [f"{GZ0}:2", f"{GZ0}:1"]
+        buyer = (await exchange.client.get("/v1/accounts/buyer")).json()
+        assert buyer["cash"] == {"available": 100_000 - 5 * 1800, "held": 0}
+        assert buyer["positions"] == [{"symbol": GZ0, "quantity": 5}]
+        assert len(await _stored(exchange, "FundsDeposited")) == 1
