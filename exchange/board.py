@@ -15,6 +15,7 @@ from exchange.runtime import ExchangeRuntime
 
 REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0
+PLAIN_WIDTH = 120
 
 
 def _money(fen: int | None) -> str:
@@ -27,8 +28,7 @@ def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
     table = Table(
         title=f"Compute exchange - API http://{settings.api_host}:{settings.api_port}/docs "
         "(Ctrl-C stops)",
-        caption="prices in CNY per unit; counts are trades seen since this process started "
-        "or replayed from the log",
+        caption="prices in CNY per unit; trades and volume since the market opened",
     )
     for column in (
         "contract",
@@ -67,14 +67,16 @@ async def show_board(
 ) -> None:
     """Redraw the board until `stop`; on a non-terminal, print it every few seconds."""
     assert market is not None, "the board needs the API's market data"
-    console = Console()
     await market.ready.wait()
     if not sys.stdout.isatty():
+        # Logs and pipes get the full table, not one cut to a default 80 columns.
+        console = Console(width=PLAIN_WIDTH)
         while not stop.is_set():
             console.print(render(runtime, market))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PLAIN_EVERY_S)
         return
+    console = Console()
     with Live(render(runtime, market), console=console, refresh_per_second=4) as live:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
