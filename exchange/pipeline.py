@@ -211,7 +211,10 @@ class RiskRunner(StageRunner):
             return self.stage.reject_malformed(source, _describe(error), stamp)
         if isinstance(message, TradeExecuted | OrderCancelled):
             if self.dedup.is_new(record.partition, message.event_id):
-                self.stage.apply_outcome(message)
+                partition = record.partition
+                self.stage.apply_outcome(
+                    message, lambda account: self.topics.command_partition(account) == partition
+                )
             return None
         if isinstance(message, PlaceOrder | CancelOrder | DepositFunds | DepositCapacity):
             return self.stage.handle(message, stamp)
@@ -276,19 +279,18 @@ class MatchingRunner(StageRunner):
             await self._send(events_topic, record.partition, record.value)
             for event in outputs:
                 await self._send(events_topic, record.partition, event)
-                for account_id in _accounts_to_notify(event):
-                    await self._send(
-                        self.topics.commands, self.topics.command_partition(account_id), event
-                    )
+                for partition in self._partitions_to_notify(event):
+                    await self._send(self.topics.commands, partition, event)
 
-
-def _accounts_to_notify(event: Event) -> set[str]:
-    """Accounts whose risk stage must learn of this event: fills and cancels release holds."""
-    if isinstance(event, TradeExecuted):
-        return {event.buyer_id, event.seller_id}
-    if isinstance(event, OrderCancelled):
-        return {event.account_id}
-    return set()
+    def _partitions_to_notify(self, event: Event) -> set[int]:
+        """Commands partitions whose risk stage must learn of this event to release holds."""
+        if isinstance(event, TradeExecuted):
+            accounts = {event.buyer_id, event.seller_id}
+        elif isinstance(event, OrderCancelled):
+            accounts = {event.account_id}
+        else:
+            return set()
+        return {self.topics.command_partition(account) for account in accounts}
 
 
 def _next_offsets(records: list[LogRecord]) -> dict[TopicPartition, int]:

@@ -62,6 +62,8 @@ class ExchangeRuntime:
             settings.topic_prefix, settings.command_partitions, settings.market_partitions
         )
         self._producer: LogProducer | None = None
+        self.running: dict[str, Runner] = {}
+        """The stages built by `runners`, by name, for inspection by operators and tests."""
 
     @classmethod
     async def open(cls, settings: Settings, catalogue: Catalogue | None = None) -> ExchangeRuntime:
@@ -99,6 +101,7 @@ class ExchangeRuntime:
                 built.append(MatchingRunner(self.log, self.topics, self.catalogue))
             elif stage == "settlement":
                 built.append(SettlementRunner(self.log, self.topics, self.store))
+        self.running.update((runner.name, runner) for runner in built)
         return built
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ Rules, all in integer fen and units:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,10 @@ from exchange.domain.messages import (
     Side,
     TradeExecuted,
 )
+
+
+def _everyone(_: str) -> bool:
+    return True
 
 
 class Hasher(Protocol):
@@ -85,11 +90,21 @@ class Accounts:
         else:
             self.capacity_of(event.account_id, event.symbol).available += event.quantity
 
+    def available_cash(self, account_id: str) -> int:
+        """Cash the account may use now (0 if unseen), without creating a balance."""
+        balance = self.cash.get(account_id)
+        return 0 if balance is None else balance.available
+
+    def available_capacity(self, account_id: str, symbol: str) -> int:
+        """Capacity the account may sell now (0 if unseen), without creating a balance."""
+        balance = self.capacity.get((account_id, symbol))
+        return 0 if balance is None else balance.available
+
     def shortfall(self, account_id: str, symbol: str, side: Side, price: int, quantity: int) -> int:
         """How much cash (buy) or capacity (sell) the order lacks; 0 if it can be held."""
         if side == "buy":
-            return max(0, price * quantity - self.cash_of(account_id).available)
-        return max(0, quantity - self.capacity_of(account_id, symbol).available)
+            return max(0, price * quantity - self.available_cash(account_id))
+        return max(0, quantity - self.available_capacity(account_id, symbol))
 
     def hold(self, order: OrderAccepted) -> None:
         """Hold cash or capacity for an accepted order and track it as open."""
@@ -105,10 +120,14 @@ class Accounts:
             order.order_id, order.account_id, order.symbol, order.side, order.price, order.quantity
         )
 
-    def apply_trade(self, trade: TradeExecuted) -> None:
-        """Settle the sides of a trade whose orders this instance tracks."""
+    def apply_trade(self, trade: TradeExecuted, owns: Callable[[str], bool] = _everyone) -> None:
+        """Settle the sides of a trade whose orders this instance tracks and whose account it owns.
+
+        A risk stage running several partitions reads the trade once in each partition of the
+        two accounts; `owns` makes each read settle only its own account's side.
+        """
         buy = self.open_orders.get(trade.buy_order_id)
-        if buy is not None:
+        if buy is not None and owns(buy.account_id):
             cash = self.cash_of(buy.account_id)
             cash.held -= buy.price * trade.quantity
             cash.available += (buy.price - trade.price) * trade.quantity
@@ -116,7 +135,7 @@ class Accounts:
             self.positions[key] = self.positions.get(key, 0) + trade.quantity
             self._reduce(buy, trade.quantity)
         sell = self.open_orders.get(trade.sell_order_id)
-        if sell is not None:
+        if sell is not None and owns(sell.account_id):
             self.capacity_of(sell.account_id, trade.symbol).held -= trade.quantity
             self.cash_of(sell.account_id).available += trade.price * trade.quantity
             self._reduce(sell, trade.quantity)

@@ -77,7 +77,9 @@ class ContractSpec:
     @property
     def symbol(self) -> str:
         """The contract's symbol, `CLASS.REGION.YYYYMMDDTHH`."""
-        return f"{self.family}.{self.delivery_start:%Y%m%dT%H}"
+        start = self.delivery_start
+        # Explicit widths: strftime's %Y does not pad years below 1000 on every platform.
+        return f"{self.family}.{start.year:04d}{start.month:02d}{start.day:02d}T{start.hour:02d}"
 
     @property
     def family(self) -> str:
@@ -147,7 +149,7 @@ class Catalogue:
 
 
 def default_catalogue() -> Catalogue:
-    """The contracts listed by default: four night hours of three classes in three hubs.
+    """The contracts listed by default: two night hours of four class-and-region families.
 
     Fixed rather than relative to today so that every run and every replay lists the same
     contracts; rolling listings on the log clock replace this.

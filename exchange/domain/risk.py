@@ -8,6 +8,7 @@ which it saw them is recorded by the log itself and a replay decides exactly the
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue
@@ -97,14 +98,14 @@ class RiskStage:
             command.account_id, command.symbol, command.side, command.price, command.quantity
         )
         if lacking and command.side == "buy":
-            available = self.accounts.cash_of(command.account_id).available
+            available = self.accounts.available_cash(command.account_id)
             return (
                 RejectReason.INSUFFICIENT_FUNDS,
                 f"order needs {command.price * command.quantity} fen, "
                 f"account {command.account_id} has {available} fen available",
             )
         if lacking:
-            available = self.accounts.capacity_of(command.account_id, command.symbol).available
+            available = self.accounts.available_capacity(command.account_id, command.symbol)
             return (
                 RejectReason.INSUFFICIENT_CAPACITY,
                 f"order sells {command.quantity} units of {command.symbol}, "
@@ -195,10 +196,12 @@ class RiskStage:
             source=source,
         )
 
-    def apply_outcome(self, event: TradeExecuted | OrderCancelled) -> None:
-        """Fold a fill or cancel fed back from matching into balances and holds."""
+    def apply_outcome(
+        self, event: TradeExecuted | OrderCancelled, owns: Callable[[str], bool]
+    ) -> None:
+        """Fold a fill or cancel fed back from matching into the balances of accounts it owns."""
         if isinstance(event, TradeExecuted):
-            self.accounts.apply_trade(event)
+            self.accounts.apply_trade(event, owns)
         else:
             self.accounts.release(event)
 

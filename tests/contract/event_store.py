@@ -497,7 +497,10 @@ class EventStoreContract:
         deadline=None,
         # The store fixture is fresh per test, not per example: each example prefixes its ids.
         # The same method runs on each adapter's subclass, which Hypothesis sees as two executors.
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(
         batches=st.lists(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from exchange.pipeline import RiskRunner
 from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.schema import events
+from settlement.service import SettlementRunner
 from tests.conftest import fresh_database
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
@@ -256,6 +259,21 @@ async def test_many_participants_trade_and_every_fen_and_card_hour_is_conserved(
         )
         await settle(exchange.runtime)
         await _check_conservation(exchange, expected_orders=len(placed))
+        _check_risk_agrees_with_the_ledger(exchange)
+
+
+def _check_risk_agrees_with_the_ledger(exchange: RunningExchange) -> None:
+    """The risk stage's live balances, holds and open orders equal the settled ledger's."""
+    risk = exchange.runtime.running["risk"]
+    settlement = exchange.runtime.running["settlement"]
+    assert isinstance(risk, RiskRunner)
+    assert isinstance(settlement, SettlementRunner)
+    decided, settled = hashlib.sha256(), hashlib.sha256()
+    risk.stage.accounts.digest(decided)
+    settlement.projection.accounts.digest(settled)
+    assert risk.stage.accounts.open_orders == settlement.projection.accounts.open_orders
+    assert risk.stage.accounts.cash == settlement.projection.accounts.cash
+    assert decided.hexdigest() == settled.hexdigest()
 
 
 async def _check_conservation(exchange: RunningExchange, expected_orders: int) -> None:
