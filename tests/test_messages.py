@@ -1,0 +1,325 @@
+"""Unit tests of the commands, events and their JSON wire format."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from exchange.domain.messages import (
+    BookChanged,
+    CancelOrder,
+    CancelReason,
+    CancelRejected,
+    CancelRequested,
+    CapacityDeposited,
+    CommandRejected,
+    DepositCapacity,
+    DepositFunds,
+    DepositRejected,
+    EventStamp,
+    FundsDeposited,
+    Message,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    PlaceOrder,
+    RejectReason,
+    TradeExecuted,
+    decode,
+    decode_command,
+    decode_event,
+    encode,
+    event_from_dict,
+)
+
+SYM = "H100-80G.GZ.20261201T02"
+E = {"event_id": "t:0:7:0", "ts": 1_796_061_600_000}
+
+COMMANDS: list[Message] = [
+    PlaceOrder(
+        order_id="o-1",
+        account_id="a1",
+        symbol=SYM,
+        side="buy",
+        price=12_340,
+        quantity=3,
+        client_order_id="c.1",
+    ),
+    PlaceOrder(order_id="o-2", account_id="a1", symbol=SYM, side="sell", price=10, quantity=1),
+    CancelOrder(order_id="o-1", account_id="a1"),
+    DepositFunds(deposit_id="d:1", account_id="a1", amount=1_000_000),
+    DepositCapacity(deposit_id="d_2", account_id="p1", symbol=SYM, quantity=8),
+]
+
+EVENTS: list[Message] = [
+    FundsDeposited(**E, deposit_id="d:1", account_id="a1", amount=1_000_000),
+    CapacityDeposited(**E, deposit_id="d_2", account_id="p1", symbol=SYM, quantity=8),
+    DepositRejected(
+        **E,
+        deposit_id="d:1",
+        account_id="a1",
+        reason=RejectReason.DUPLICATE_DEPOSIT_ID,
+        message="deposit id 'd:1' was used before",
+    ),
+    OrderAccepted(
+        **E,
+        order_id="o-1",
+        account_id="a1",
+        symbol=SYM,
+        side="buy",
+        price=12_340,
+        quantity=3,
+        client_order_id="c.1",
+    ),
+    OrderRejected(
+        **E,
+        order_id="o-1",
+        account_id="a1",
+        symbol=SYM,
+        side="sell",
+        price=12_345,
+        quantity=3,
+        reason=RejectReason.PRICE_NOT_ON_TICK,
+        message="price 12345 is not a multiple of the tick size 10 fen",
+    ),
+    CancelRequested(**E, order_id="o-1", account_id="a1", symbol=SYM),
+    CancelRejected(
+        **E,
+        order_id="o-9",
+        account_id="a1",
+        reason=RejectReason.UNKNOWN_ORDER,
+        message="account a1 has no open order 'o-9'",
+    ),
+    OrderCancelled(
+        **E,
+        order_id="o-1",
+        account_id="a1",
+        symbol=SYM,
+        side="buy",
+        remaining=2,
+        reason=CancelReason.CONTRACT_NOT_TRADING,
+    ),
+    TradeExecuted(
+        **E,
+        trade_id=f"{SYM}:1",
+        symbol=SYM,
+        price=12_300,
+        quantity=1,
+        buy_order_id="o-1",
+        sell_order_id="o-2",
+        buyer_id="a1",
+        seller_id="p1",
+        aggressor="sell",
+    ),
+    BookChanged(**E, symbol=SYM, seq=4, bids=[(12_340, 2), (12_300, 0)], asks=[]),
+    CommandRejected(
+        **E,
+        reason=RejectReason.MALFORMED,
+        message="price: Input should be a valid integer",
+        source="commands:3:41",
+    ),
+]
+
+
+def _all_message_classes() -> set[type[Message]]:
+    found: set[type[Message]] = set()
+    pending = list(Message.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "type" in cls.model_fields:
+            found.add(cls)
+    return found
+
+
+def _name(message: Message) -> str:
+    return type(message).__name__
+
+
+def test_the_samples_cover_every_message_type() -> None:
+    assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
+    assert len(_all_message_classes()) == 15
+
+
+@pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)
+def test_every_message_round_trips_byte_identically(message: Message) -> None:
+    wire = encode(message)
+
+    decoded = decode(wire)
+
+    assert type(decoded) is type(message)
+    assert decoded == message
+    assert encode(decoded) == wire
+
+
+@pytest.mark.parametrize("message", EVENTS, ids=_name)
+def test_events_decode_as_events_and_from_stored_dicts(message: Message) -> None:
+    wire = encode(message)
+
+    assert decode_event(wire) == message
+    assert event_from_dict(json.loads(wire)) == message
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        decode_command(wire)
+
+
+@pytest.mark.parametrize("message", COMMANDS, ids=_name)
+def test_commands_decode_as_commands_only(message: Message) -> None:
+    wire = encode(message)
+
+    assert decode_command(wire) == message
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        decode_event(wire)
+
+
+def test_wire_form_is_compact_json_in_declaration_order() -> None:
+    order = PlaceOrder(order_id="o", account_id="a", symbol="S", side="buy", price=1, quantity=2)
+
+    assert encode(order) == (
+        b'{"v":1,"type":"PlaceOrder","order_id":"o","account_id":"a","symbol":"S",'
+        b'"side":"buy","price":1,"quantity":2,"client_order_id":null}'
+    )
+
+
+def test_book_changed_levels_decode_as_integer_pairs() -> None:
+    decoded = decode(
+        b'{"v":1,"type":"BookChanged","event_id":"e","ts":5,"symbol":"S",'
+        b'"seq":1,"bids":[[100,3]],"asks":[[110,0]]}'
+    )
+
+    assert isinstance(decoded, BookChanged)
+    assert decoded.bids == [(100, 3)]
+    assert decoded.asks == [(110, 0)]
+
+
+def _place(**changes: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "type": "PlaceOrder",
+        "order_id": "o1",
+        "account_id": "a1",
+        "symbol": SYM,
+        "side": "buy",
+        "price": 100,
+        "quantity": 1,
+    }
+    fields.update(changes)
+    return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize(
+    ("wire", "loc", "error_type"),
+    [
+        (_place(price=1.5), ("PlaceOrder", "price"), "int_type"),
+        (_place(price=1.0), ("PlaceOrder", "price"), "int_type"),
+        (_place(price="10"), ("PlaceOrder", "price"), "int_type"),
+        (_place(price=True), ("PlaceOrder", "price"), "int_type"),
+        (_place(quantity=-1), ("PlaceOrder", "quantity"), "greater_than"),
+        (_place(quantity=0), ("PlaceOrder", "quantity"), "greater_than"),
+        (_place(quantity=10**15 + 1), ("PlaceOrder", "quantity"), "less_than_equal"),
+        (_place(price=...), ("PlaceOrder", "price"), "missing"),
+        (_place(leverage=10), ("PlaceOrder", "leverage"), "extra_forbidden"),
+        (_place(order_id="o 1"), ("PlaceOrder", "order_id"), "string_pattern_mismatch"),
+        (_place(account_id="a/1"), ("PlaceOrder", "account_id"), "string_pattern_mismatch"),
+        (_place(order_id=""), ("PlaceOrder", "order_id"), "string_too_short"),
+        (_place(order_id="x" * 65), ("PlaceOrder", "order_id"), "string_too_long"),
+        (_place(side="short"), ("PlaceOrder", "side"), "literal_error"),
+        (_place(v=2), ("PlaceOrder", "v"), "literal_error"),
+    ],
+    ids=[
+        "float-price",
+        "integral-float-price",
+        "string-price",
+        "bool-price",
+        "negative-quantity",
+        "zero-quantity",
+        "huge-quantity",
+        "missing-price",
+        "extra-field",
+        "space-in-order-id",
+        "slash-in-account-id",
+        "empty-order-id",
+        "long-order-id",
+        "unknown-side",
+        "version-2",
+    ],
+)
+def test_decode_names_the_offending_field(
+    wire: bytes, loc: tuple[str, ...], error_type: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        decode(wire)
+
+    errors = caught.value.errors()
+    assert [(e["loc"], e["type"]) for e in errors] == [(loc, error_type)]
+
+
+def test_decode_rejects_an_unknown_type_naming_the_tag() -> None:
+    with pytest.raises(ValidationError) as caught:
+        decode(_place(type="ModifyOrder"))
+
+    (error,) = caught.value.errors()
+    assert error["type"] == "union_tag_invalid"
+    assert "Input tag 'ModifyOrder' found using 'type'" in error["msg"]
+
+
+def test_decode_rejects_a_record_without_type() -> None:
+    with pytest.raises(ValidationError) as caught:
+        decode(b'{"order_id":"o1","account_id":"a1"}')
+
+    (error,) = caught.value.errors()
+    assert error["type"] == "union_tag_not_found"
+    assert "'type'" in error["msg"]
+
+
+def test_decode_rejects_invalid_json() -> None:
+    with pytest.raises(ValidationError, match="json_invalid"):
+        decode(b'{"type":"PlaceOrder",')
+
+
+def test_event_fields_are_strict_integers() -> None:
+    wire = encode(EVENTS[0]).replace(b'"amount":1000000', b'"amount":"1000000"')
+
+    with pytest.raises(ValidationError) as caught:
+        decode(wire)
+
+    assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [
+        (("FundsDeposited", "amount"), "int_type")
+    ]
+
+
+@pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)
+def test_messages_are_frozen(message: Message) -> None:
+    with pytest.raises(ValidationError, match="frozen_instance"):
+        message.v = 1  # type: ignore[misc]
+
+
+def test_frozen_order_keeps_its_price() -> None:
+    order = COMMANDS[0]
+    assert isinstance(order, PlaceOrder)
+
+    with pytest.raises(ValidationError, match="Instance is frozen"):
+        order.price = 1  # type: ignore[misc]
+
+    assert order.price == 12_340
+
+
+def test_event_stamp_ids_are_topic_partition_offset_n_and_increase() -> None:
+    stamp = EventStamp("t", 0, 41, 1_796_061_600_000)
+
+    ids = [stamp.next_id() for _ in range(12)]
+
+    assert ids[:3] == ["t:0:41:0", "t:0:41:1", "t:0:41:2"]
+    assert ids[-1] == "t:0:41:11"
+    counters = [int(i.rsplit(":", 1)[1]) for i in ids]
+    assert counters == list(range(12))
+    assert stamp.ts == 1_796_061_600_000
+
+
+def test_event_stamps_of_the_same_record_give_the_same_ids() -> None:
+    first, again = EventStamp("orders", 3, 9, 5), EventStamp("orders", 3, 9, 5)
+    other = EventStamp("orders", 3, 10, 5)
+
+    assert [first.next_id(), first.next_id()] == [again.next_id(), again.next_id()]
+    assert other.next_id() == "orders:3:10:0"
