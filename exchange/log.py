@@ -9,9 +9,9 @@ LogAppendTime), which makes it the clock of the matching path.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 
 class TopicPartition(NamedTuple):
@@ -35,6 +35,16 @@ class LogRecord:
 
 class LogError(Exception):
     """The log refused an operation (unknown topic, partition out of range, closed client)."""
+
+
+class RebalanceListener(Protocol):
+    """Hears a group consumer's partitions change; called from within its `getmany`."""
+
+    async def partitions_revoked(self, partitions: set[TopicPartition]) -> None:
+        """These partitions are being taken away; commit what is done for them now."""
+
+    async def partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        """These partitions are now this consumer's, each positioned at its committed offset."""
 
 
 class LogProducer(ABC):
@@ -67,6 +77,20 @@ class LogConsumer(ABC):
     @abstractmethod
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly these partitions, each from its committed offset or else offset 0."""
+
+    @abstractmethod
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        """Share the partitions of `topics` with the other members of this consumer's group.
+
+        Each partition is read by one member at a time. When members join or leave, every
+        member's `getmany` first calls `listener.partitions_revoked` with what it held, and
+        `listener.partitions_assigned` with what it holds next (positioned at the group's
+        committed offsets, or 0), before it returns records of the new assignment.
+        """
+
+    @abstractmethod
+    async def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer reads now."""
 
     @abstractmethod
     def seek(self, partition: TopicPartition, offset: int) -> None:

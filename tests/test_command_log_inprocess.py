@@ -14,10 +14,10 @@ import pytest
 
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.log import CommandLog, LogError, TopicPartition
-from tests.contract.command_log import CommandLogContract, LogFactory, read_exactly
+from tests.contract.command_log import CommandLogContract, GroupContract, LogFactory, read_exactly
 
 
-class TestInProcessLog(CommandLogContract):
+class TestInProcessLog(CommandLogContract, GroupContract):
     """The contract on a durable log: every new connection reopens the same directory."""
 
     @pytest.fixture
@@ -28,7 +28,7 @@ class TestInProcessLog(CommandLogContract):
         return factory
 
 
-class TestInProcessLogInMemory(CommandLogContract):
+class TestInProcessLogInMemory(CommandLogContract, GroupContract):
     """The contract on a log that lives in memory only."""
 
     log_survives_restart: ClassVar[bool] = False

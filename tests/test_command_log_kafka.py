@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: TID251
 
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.log import CommandLog, LogError
-from tests.contract.command_log import CommandLogContract, LogFactory
+from tests.contract.command_log import CommandLogContract, GroupContract, LogFactory
 
 
 async def delete_topics(bootstrap_servers: str, *topics: str) -> None:
@@ -27,7 +27,7 @@ async def delete_topics(bootstrap_servers: str, *topics: str) -> None:
 
 
 @pytest.mark.kafka
-class TestKafkaLog(CommandLogContract):
+class TestKafkaLog(CommandLogContract, GroupContract):
     """The contract on a real broker: every new connection is a new KafkaLog."""
 
     @pytest.fixture

@@ -27,7 +27,7 @@ import struct
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +37,7 @@ from exchange.log import (
     LogError,
     LogProducer,
     LogRecord,
+    RebalanceListener,
     TopicPartition,
 )
 
@@ -175,6 +176,7 @@ class InProcessLog(CommandLog):
         self._topics: dict[str, list[_Partition]] = {}
         self._committed: dict[str, dict[TopicPartition, int]] = {}
         self._clients: set[_InProcessProducer | _InProcessConsumer] = set()
+        self._groups: dict[str, _Group] = {}
         self._meta_lock = asyncio.Lock()
         self._lock_file: BinaryIO | None = None
         self._closed = False
@@ -288,6 +290,12 @@ class InProcessLog(CommandLog):
     def _check_open(self) -> None:
         if self._closed:
             raise LogError("the log is closed")
+
+    def _topic(self, topic: str) -> list[_Partition]:
+        partitions = self._topics.get(topic)
+        if partitions is None:
+            raise LogError(f"unknown topic {topic!r}")
+        return partitions
 
     def _partition(self, tp: TopicPartition) -> _Partition:
         partitions = self._topics.get(tp.topic)
@@ -414,6 +422,57 @@ class _InProcessProducer(LogProducer):
         self._log._clients.discard(self)
 
 
+class _Group:
+    """The subscribed members of one consumer group and their shared assignment.
+
+    Rebalancing is eager, as in Kafka's classic protocol: when a member joins or leaves, a new
+    generation starts; every member revokes all it holds, and only when all have done so are
+    the partitions divided again (by ranges of each topic, members in order of joining), so no
+    partition is ever read by two members at once.
+    """
+
+    def __init__(self) -> None:
+        self.members: list[_InProcessConsumer] = []
+        self.generation = 0
+        self._ready: set[_InProcessConsumer] = set()
+        self.assignments: dict[_InProcessConsumer, list[TopicPartition]] = {}
+        self.settled = asyncio.Event()
+
+    def join(self, member: _InProcessConsumer) -> None:
+        self.members.append(member)
+        self._next_generation()
+
+    def leave(self, member: _InProcessConsumer) -> None:
+        if member in self.members:
+            self.members.remove(member)
+            self._next_generation()
+
+    def _next_generation(self) -> None:
+        self.generation += 1
+        for member in self.members:
+            member.wake()
+        self._ready = set()
+        self.assignments = {}
+        # Members waiting on the old generation wake up and see it is stale.
+        self.settled.set()
+        self.settled = asyncio.Event()
+
+    def ready(self, member: _InProcessConsumer, counts: dict[str, int]) -> None:
+        """`member` holds nothing now; divide the partitions once every member is ready."""
+        self._ready.add(member)
+        if not self._ready.issuperset(self.members):
+            return
+        assignments: dict[_InProcessConsumer, list[TopicPartition]] = {m: [] for m in self.members}
+        for topic, count in sorted(counts.items()):
+            readers = [m for m in self.members if topic in m.subscribed_topics]
+            for index, reader in enumerate(readers):
+                first = index * count // len(readers)
+                last = (index + 1) * count // len(readers)
+                assignments[reader].extend(TopicPartition(topic, p) for p in range(first, last))
+        self.assignments = assignments
+        self.settled.set()
+
+
 class _InProcessConsumer(LogConsumer):
     """Reads assigned partitions straight from the log's memory."""
 
@@ -425,11 +484,79 @@ class _InProcessConsumer(LogConsumer):
         self._first = 0
         self._wakeup = asyncio.Event()
         self._closed = False
+        self.subscribed_topics: tuple[str, ...] = ()
+        self._listener: RebalanceListener | None = None
+        self._generation = 0
 
     def _check_open(self) -> None:
         if self._closed:
             raise LogError("the consumer is closed")
         self._log._check_open()
+
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        """Share the partitions of `topics` with the other members of this consumer's group."""
+        self._check_open()
+        if self._group_id is None:
+            raise LogError("a consumer without a group id cannot subscribe")
+        if self._listener is not None or self._assigned:
+            raise LogError("this consumer already reads partitions; use a new consumer")
+        for topic in topics:
+            self._log._topic(topic)
+        self.subscribed_topics = tuple(dict.fromkeys(topics))
+        self._listener = listener
+        self._log._groups.setdefault(self._group_id, _Group()).join(self)
+
+    def wake(self) -> None:
+        """End a wait in `getmany` early (the group is rebalancing)."""
+        self._wakeup.set()
+
+    async def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer reads now."""
+        self._check_open()
+        return {tp for tp, _ in self._assigned}
+
+    async def _synchronise(self, deadline: float) -> bool:
+        """Take part in a pending rebalance; True when this consumer's assignment is current."""
+        if self._listener is None:
+            return True
+        assert self._group_id is not None
+        group = self._log._groups[self._group_id]
+        loop = asyncio.get_running_loop()
+        while self._generation != group.generation:
+            generation = group.generation
+            if self._assigned:
+                held = {tp for tp, _ in self._assigned}
+                self._assigned, self._positions = [], {}
+                await self._listener.partitions_revoked(held)
+                continue
+            if generation != group.generation:
+                continue
+            settled = group.settled
+            group.ready(self, {t: len(self._log._topic(t)) for t in self.subscribed_topics})
+            if not settled.is_set():
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await settled.wait()
+                except TimeoutError:
+                    return False
+            if generation != group.generation or self not in group.assignments:
+                if loop.time() >= deadline:
+                    return False
+                continue
+            self._take(group.assignments[self])
+            self._generation = generation
+            await self._listener.partitions_assigned({tp for tp, _ in self._assigned})
+        return True
+
+    def _take(self, partitions: Iterable[TopicPartition]) -> None:
+        requested = list(dict.fromkeys(TopicPartition(*tp) for tp in partitions))
+        resolved = [(tp, self._log._partition(tp)) for tp in requested]
+        committed: dict[TopicPartition, int] = {}
+        if self._group_id is not None:
+            committed = self._log._committed.get(self._group_id, {})
+        self._assigned = resolved
+        self._positions = {tp: committed.get(tp, 0) for tp, _ in resolved}
+        self._first = 0
 
     def _position_of(self, partition: TopicPartition) -> int:
         position = self._positions.get(partition)
@@ -440,14 +567,9 @@ class _InProcessConsumer(LogConsumer):
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly these partitions, each from its committed offset or else offset 0."""
         self._check_open()
-        requested = list(dict.fromkeys(TopicPartition(*tp) for tp in partitions))
-        resolved = [(tp, self._log._partition(tp)) for tp in requested]
-        committed: dict[TopicPartition, int] = {}
-        if self._group_id is not None:
-            committed = self._log._committed.get(self._group_id, {})
-        self._assigned = resolved
-        self._positions = {tp: committed.get(tp, 0) for tp, _ in resolved}
-        self._first = 0
+        if self._listener is not None:
+            raise LogError("this consumer is subscribed; its group assigns its partitions")
+        self._take(partitions)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Make `offset` the next record read from `partition`."""
@@ -487,11 +609,13 @@ class _InProcessConsumer(LogConsumer):
         self._check_open()
         if max_records < 1 or timeout_ms < 0:
             raise ValueError("max_records must be positive and timeout_ms not negative")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000
+        if not await self._synchronise(deadline):
+            return []
         batch = self._collect(max_records)
         if batch or timeout_ms == 0:
             return batch
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_ms / 1000
         wakeup = self._wakeup
         while True:
             wakeup.clear()
@@ -506,9 +630,16 @@ class _InProcessConsumer(LogConsumer):
                 for _, partition in self._assigned:
                     partition.waiters.discard(wakeup)
             self._check_open()
+            if self._rebalancing():
+                return []
             batch = self._collect(max_records)
             if batch:
                 return batch
+
+    def _rebalancing(self) -> bool:
+        if self._group_id is None or self._listener is None:
+            return False
+        return self._generation != self._log._groups[self._group_id].generation
 
     async def position(self, partition: TopicPartition) -> int:
         """The offset of the next record this consumer will read from `partition`."""
@@ -555,3 +686,5 @@ class _InProcessConsumer(LogConsumer):
         self._closed = True
         self._wakeup.set()
         self._log._clients.discard(self)
+        if self._listener is not None and self._group_id is not None:
+            self._log._groups[self._group_id].leave(self)

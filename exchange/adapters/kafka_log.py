@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # This module is the Kafka adapter: the one place the ban on aiokafka is lifted.
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: TID251
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener  # noqa: TID251
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: TID251
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: TID251
 from aiokafka.errors import (  # noqa: TID251
@@ -37,6 +37,7 @@ from exchange.log import (
     LogError,
     LogProducer,
     LogRecord,
+    RebalanceListener,
     TopicPartition,
 )
 
@@ -61,12 +62,18 @@ class KafkaLog(CommandLog):
         replication_factor: int = 1,
         linger_ms: int = 5,
         ready_timeout_s: float = 30.0,
+        session_timeout_ms: int = 6000,
+        heartbeat_interval_ms: int = 500,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
         self._replication_factor = replication_factor
         self._linger_ms = linger_ms
         self._ready_timeout_s = ready_timeout_s
+        # A group notices a member that died without leaving after the session timeout, and
+        # the others learn of a rebalance at their next heartbeat: keep both short.
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
         self._admin: AIOKafkaAdminClient | None = None
         self._admin_lock = asyncio.Lock()
         self._partition_counts: dict[str, int] = {}
@@ -212,6 +219,8 @@ class KafkaLog(CommandLog):
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=self._heartbeat_interval_ms,
         )
         try:
             await consumer.start()
@@ -319,6 +328,28 @@ class _KafkaProducer(LogProducer):
             await self._producer.stop()
 
 
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Keeps the wrapper's view of its partitions current and forwards to the port's listener."""
+
+    def __init__(self, consumer: _KafkaConsumer, listener: RebalanceListener) -> None:
+        self._consumer = consumer
+        self._listener = listener
+
+    async def on_partitions_revoked(self, revoked: Iterable[KafkaPartition]) -> None:
+        partitions = {TopicPartition(tp.topic, tp.partition) for tp in revoked}
+        if not partitions:
+            # aiokafka reports an empty revocation before a member's first assignment.
+            return
+        await self._listener.partitions_revoked(partitions)
+        for tp in partitions:
+            self._consumer._assignment.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[KafkaPartition]) -> None:
+        partitions = {TopicPartition(tp.topic, tp.partition) for tp in assigned}
+        self._consumer._assignment = dict.fromkeys(sorted(partitions))
+        await self._listener.partitions_assigned(partitions)
+
+
 class _KafkaConsumer(LogConsumer):
     """An aiokafka consumer with manual assignment, checked against the cluster's metadata."""
 
@@ -331,6 +362,8 @@ class _KafkaConsumer(LogConsumer):
         # against the cluster first; both are applied on the next asynchronous call.
         self._unapplied = False
         self._seeks: dict[TopicPartition, int] = {}
+        self._subscription: tuple[str, ...] = ()
+        self._listener: RebalanceListener | None = None
         self._closed = False
 
     def _check_open(self) -> None:
@@ -346,6 +379,18 @@ class _KafkaConsumer(LogConsumer):
         self._check_open()
         if not self._unapplied:
             return
+        if self._subscription:
+            for topic in self._subscription:
+                await self._log._check_partition(topic, 0)
+            assert self._listener is not None
+            try:
+                self._consumer.subscribe(
+                    list(self._subscription), listener=_Rebalance(self, self._listener)
+                )
+            except KafkaError as exc:
+                raise LogError("cannot subscribe") from exc
+            self._unapplied = False
+            return
         for tp in self._assignment:
             await self._log._check_partition(tp.topic, tp.partition)
         try:
@@ -357,9 +402,26 @@ class _KafkaConsumer(LogConsumer):
         self._unapplied = False
         self._seeks.clear()
 
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        """Share the partitions of `topics` with the other members of this consumer's group."""
+        self._check_open()
+        self._check_group()
+        if self._assignment or self._subscription:
+            raise LogError("this consumer already reads partitions; use a new consumer")
+        self._subscription = tuple(dict.fromkeys(topics))
+        self._listener = listener
+        self._unapplied = True
+
+    async def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer reads now."""
+        self._check_open()
+        return set(self._assignment)
+
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly these partitions, each from its committed offset or else offset 0."""
         self._check_open()
+        if self._subscription:
+            raise LogError("this consumer is subscribed; its group assigns its partitions")
         self._assignment = dict.fromkeys(TopicPartition(*tp) for tp in partitions)
         self._unapplied = True
         self._seeks.clear()
@@ -381,7 +443,7 @@ class _KafkaConsumer(LogConsumer):
     async def getmany(self, timeout_ms: int = 100, max_records: int = 500) -> list[LogRecord]:
         """Return the next records of the assigned partitions, waiting up to `timeout_ms`."""
         await self._apply()
-        if not self._assignment:
+        if not self._assignment and not self._subscription:
             # Without an assignment aiokafka would wait for one past the timeout; nothing can
             # arrive, so wait out the timeout here.
             await asyncio.sleep(timeout_ms / 1000)
@@ -459,4 +521,12 @@ class _KafkaConsumer(LogConsumer):
             return
         self._closed = True
         self._log._clients.discard(self)
-        await self._consumer.stop()
+        try:
+            await self._consumer.stop()
+        except asyncio.CancelledError:
+            # aiokafka 0.14 lets the cancellation of its own internal task escape when a
+            # consumer without a group stops before that task first ran; only a cancellation
+            # of the caller's task may propagate.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise

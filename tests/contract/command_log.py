@@ -534,3 +534,128 @@ class CommandLogContract(ABC):
         await log.close()
         with pytest.raises(LogError):
             await log.partitions(topic)
+
+
+class Recorder:
+    """A rebalance listener that remembers what it was told and what it holds."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[int]]] = []
+        self.held: set[TopicPartition] = set()
+
+    async def partitions_revoked(self, partitions: set[TopicPartition]) -> None:
+        self.calls.append(("revoked", sorted(tp.partition for tp in partitions)))
+        self.held -= partitions
+
+    async def partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        self.calls.append(("assigned", sorted(tp.partition for tp in partitions)))
+        self.held |= partitions
+
+
+async def poll_until(
+    consumers: list[LogConsumer], done: Callable[[list[LogRecord]], bool]
+) -> list[LogRecord]:
+    """Poll every consumer concurrently (as group members must) until `done(records read)`."""
+    records: list[LogRecord] = []
+    deadline = time.monotonic() + READ_TIMEOUT_S * 2
+    while not done(records):
+        assert time.monotonic() < deadline, f"gave up after reading {len(records)} records"
+        batches = await asyncio.gather(*(c.getmany(timeout_ms=200) for c in consumers))
+        for batch in batches:
+            records += batch
+    return records
+
+
+class GroupContract:
+    """Consumer groups: subscribed members share a topic's partitions."""
+
+    async def test_a_lone_member_gets_every_partition_from_the_committed_offsets(
+        self, log: CommandLog, topic: str
+    ) -> None:
+        await log.create_topic(topic, 3)
+        producer = await log.producer()
+        for partition in range(3):
+            for n in range(4):
+                await producer.send(topic, partition, f"{partition}-{n}".encode())
+        await producer.flush()
+        group = f"g-{uuid.uuid4().hex}"
+        first = await log.consumer(group_id=group)
+        first.assign([TopicPartition(topic, 1)])
+        await read_exactly(first, 4)
+        await first.commit({TopicPartition(topic, 1): 3})
+        await first.close()
+
+        member = await log.consumer(group_id=group)
+        recorder = Recorder()
+        member.subscribe([topic], recorder)
+        records = await poll_until([member], lambda r: len(r) >= 9)
+
+        assert recorder.calls == [("assigned", [0, 1, 2])]
+        assert await member.assignment() == {TopicPartition(topic, p) for p in range(3)}
+        assert sorted(r.value for r in records) == sorted(
+            [f"{p}-{n}".encode() for p in (0, 2) for n in range(4)] + [b"1-3"]
+        )
+        await member.close()
+
+    async def test_members_split_the_partitions_and_a_survivor_takes_them_all(
+        self, log: CommandLog, topic: str
+    ) -> None:
+        await log.create_topic(topic, 4)
+        group = f"g-{uuid.uuid4().hex}"
+        first, second = await log.consumer(group_id=group), await log.consumer(group_id=group)
+        first_recorder, second_recorder = Recorder(), Recorder()
+        first.subscribe([topic], first_recorder)
+        second.subscribe([topic], second_recorder)
+
+        def split(_: list[LogRecord]) -> bool:
+            held = [first_recorder.held, second_recorder.held]
+            return all(held) and (held[0] | held[1]) == {TopicPartition(topic, p) for p in range(4)}
+
+        await poll_until([first, second], split)
+        assert not first_recorder.held & second_recorder.held
+        assert len(first_recorder.held) == len(second_recorder.held) == 2
+
+        producer = await log.producer()
+        for partition in range(4):
+            await producer.send(topic, partition, f"{partition}".encode())
+        await producer.flush()
+        read = await poll_until([first, second], lambda r: len(r) >= 4)
+        assert sorted(r.value for r in read) == [b"0", b"1", b"2", b"3"]
+        for record in read:
+            await (
+                first if TopicPartition(topic, record.partition) in first_recorder.held else second
+            ).commit({TopicPartition(topic, record.partition): record.offset + 1})
+
+        await second.close()
+        await poll_until([first], lambda _: len(first_recorder.held) == 4)
+        assert first_recorder.calls[-1] == ("assigned", [0, 1, 2, 3])
+        assert first_recorder.calls[-2][0] == "revoked"
+        for partition in range(4):
+            await producer.send(topic, partition, f"{partition}-again".encode())
+        await producer.flush()
+        again = await poll_until([first], lambda r: len(r) >= 4)
+        assert sorted(r.value for r in again) == [f"{p}-again".encode() for p in range(4)]
+        await first.close()
+
+    async def test_each_group_gets_every_partition(self, log: CommandLog, topic: str) -> None:
+        await log.create_topic(topic, 2)
+        members = []
+        recorders = []
+        for _ in range(2):
+            member = await log.consumer(group_id=f"g-{uuid.uuid4().hex}")
+            recorder = Recorder()
+            member.subscribe([topic], recorder)
+            members.append(member)
+            recorders.append(recorder)
+        await poll_until(members, lambda _: all(len(r.held) == 2 for r in recorders))
+        for member in members:
+            await member.close()
+
+    async def test_a_consumer_without_a_group_cannot_subscribe(
+        self, log: CommandLog, topic: str
+    ) -> None:
+        await log.create_topic(topic, 1)
+        consumer = await log.consumer()
+        with pytest.raises(LogError, match="group"):
+            consumer.subscribe([topic], Recorder())
+        await consumer.close()
