@@ -14,13 +14,17 @@ every consumer drops them: a stage by the monotonic input position encoded in th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
+from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, family_of
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
@@ -42,6 +46,8 @@ from exchange.domain.risk import RiskStage
 from exchange.log import CommandLog, LogConsumer, LogProducer, LogRecord, TopicPartition
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")
 
 POLL_TIMEOUT_MS = 50
 POLL_MAX_RECORDS = 2000
@@ -115,54 +121,93 @@ class Deduplicator:
         return True
 
 
-class StageRunner:
-    """Reads its partitions of one topic, replays silently what it already answered, then runs."""
+class StageRunner(ABC, Generic[S]):
+    """Runs one stage over its share of one topic, with its own state per partition.
+
+    By default the runner is a member of the stage's consumer group, so several processes
+    running the same stage share the partitions and a survivor takes over a dead member's.
+    State is kept per input partition: a partition that arrives is rebuilt by replaying it,
+    silently up to the group's committed offset (those outputs are already in the log), then
+    live; a partition that leaves takes its state with it.
+    """
 
     name: str
     input_topic: str
 
-    def __init__(self, command_log: CommandLog, partitions: Iterable[int]) -> None:
+    def __init__(self, command_log: CommandLog, partitions: Iterable[int] | None) -> None:
         self.log = command_log
-        self.partitions = [TopicPartition(self.input_topic, p) for p in partitions]
+        self.fixed = (
+            None
+            if partitions is None
+            else [TopicPartition(self.input_topic, p) for p in partitions]
+        )
+        self.instances: dict[int, S] = {}
         self.caught_up = asyncio.Event()
         self._replay_until: dict[int, int] = {}
+        self._busy = asyncio.Lock()
         self._producer: LogProducer | None = None
         self._consumer: LogConsumer | None = None
+
+    @abstractmethod
+    def new_instance(self, partition: int) -> S:
+        """Fresh state for one input partition."""
+
+    @abstractmethod
+    async def _process(self, records: list[LogRecord]) -> None:
+        """Apply records of owned partitions in order, sending outputs of live ones."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process records until `stop` is set."""
         self._producer = await self.log.producer()
         self._consumer = await self.log.consumer(group_id=self.name)
         try:
-            self._consumer.assign(self.partitions)
-            for tp in self.partitions:
-                committed = await self._consumer.committed(tp)
-                self._replay_until[tp.partition] = committed or 0
-                self._consumer.seek(tp, 0)
-            await self._update_caught_up()
+            if self.fixed is None:
+                self._consumer.subscribe([self.input_topic], self)
+            else:
+                self._consumer.assign(self.fixed)
+                await self.partitions_assigned(set(self.fixed))
             while not stop.is_set():
                 records = await self._consumer.getmany(POLL_TIMEOUT_MS, POLL_MAX_RECORDS)
-                if records:
-                    await self._process(records)
-                    await self._producer.flush()
-                    await self._consumer.commit(_next_offsets(records))
+                async with self._busy:
+                    owned = [r for r in records if r.partition in self.instances]
+                    if owned:
+                        await self._process(owned)
+                        await self._producer.flush()
+                        await self._consumer.commit(_next_offsets(owned))
                 if not self.caught_up.is_set():
                     await self._update_caught_up()
         finally:
             await self._producer.close()
             await self._consumer.close()
 
+    async def partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Start each new partition's state from scratch and replay it from the beginning."""
+        assert self._consumer is not None
+        for tp in sorted(partitions):
+            self.instances[tp.partition] = self.new_instance(tp.partition)
+            self._replay_until[tp.partition] = await self._consumer.committed(tp) or 0
+            self._consumer.seek(tp, 0)
+        self.caught_up.clear()
+
+    async def partitions_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Drop the state of partitions another member takes over.
+
+        Waits for a batch in progress: its outputs are flushed and its offsets committed
+        before the partitions go.
+        """
+        async with self._busy:
+            for tp in partitions:
+                self.instances.pop(tp.partition, None)
+                self._replay_until.pop(tp.partition, None)
+
     async def _update_caught_up(self) -> None:
         assert self._consumer is not None
-        for tp in self.partitions:
+        for partition, replay_until in list(self._replay_until.items()):
+            tp = TopicPartition(self.input_topic, partition)
             position = await self._consumer.position(tp)
-            if position < max(self._replay_until[tp.partition], await self._end(tp)):
+            if position < max(replay_until, await self._consumer.end_offset(tp)):
                 return
         self.caught_up.set()
-
-    async def _end(self, tp: TopicPartition) -> int:
-        assert self._consumer is not None
-        return await self._consumer.end_offset(tp)
 
     def _live(self, record: LogRecord) -> bool:
         return record.offset >= self._replay_until[record.partition]
@@ -172,12 +217,28 @@ class StageRunner:
         value = message if isinstance(message, bytes) else encode(message)
         await self._producer.send(topic, partition, value)
 
-    async def _process(self, records: list[LogRecord]) -> None:
-        raise NotImplementedError
+    def state_hash(self) -> str:
+        """SHA-256 over the state hash of every partition this runner holds."""
+        hasher = hashlib.sha256()
+        for partition in sorted(self.instances):
+            hasher.update(f"{partition}:{self.partition_hash(partition)}\n".encode())
+        return hasher.hexdigest()
+
+    @abstractmethod
+    def partition_hash(self, partition: int) -> str:
+        """SHA-256 of one partition's state."""
 
 
-class RiskRunner(StageRunner):
-    """Runs the risk stage over some commands partitions."""
+@dataclass
+class RiskPartition:
+    """The risk stage of one commands partition."""
+
+    stage: RiskStage
+    dedup: Deduplicator
+
+
+class RiskRunner(StageRunner[RiskPartition]):
+    """Runs the risk stage over commands partitions."""
 
     name = "risk"
 
@@ -189,36 +250,55 @@ class RiskRunner(StageRunner):
         partitions: Iterable[int] | None = None,
     ) -> None:
         self.input_topic = topics.commands
-        super().__init__(
-            command_log, range(topics.command_partitions) if partitions is None else partitions
-        )
+        super().__init__(command_log, partitions)
         self.topics = topics
-        self.stage = RiskStage(catalogue)
-        self.dedup = Deduplicator()
+        self.catalogue = catalogue
+
+    def new_instance(self, partition: int) -> RiskPartition:
+        """Risk state for the accounts of one commands partition."""
+        return RiskPartition(RiskStage(self.catalogue), Deduplicator())
+
+    def partition_hash(self, partition: int) -> str:
+        """The state hash of one partition's risk stage."""
+        return self.instances[partition].stage.state_hash()
+
+    def accounts(self) -> Accounts:
+        """Every account this runner holds, merged (each account lives in one partition)."""
+        merged = Accounts()
+        for instance in self.instances.values():
+            held = instance.stage.accounts
+            merged.cash.update(held.cash)
+            merged.capacity.update(held.capacity)
+            merged.positions.update(held.positions)
+            merged.open_orders.update(held.open_orders)
+        return merged
 
     async def _process(self, records: list[LogRecord]) -> None:
         for record in records:
             stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
-            output = self._decide(record, stamp)
+            output = self._decide(self.instances[record.partition], record, stamp)
             if output is not None and self._live(record):
                 await self._send(self.topics.orders, self._route(output, record), output)
 
-    def _decide(self, record: LogRecord, stamp: EventStamp) -> Event | None:
+    def _decide(
+        self, instance: RiskPartition, record: LogRecord, stamp: EventStamp
+    ) -> Event | None:
         source = f"{record.topic}:{record.partition}:{record.offset}"
+        stage = instance.stage
         try:
             message = decode(record.value)
         except ValidationError as error:
-            return self.stage.reject_malformed(source, _describe(error), stamp)
+            return stage.reject_malformed(source, _describe(error), stamp)
         if isinstance(message, TradeExecuted | OrderCancelled):
-            if self.dedup.is_new(record.partition, message.event_id):
+            if instance.dedup.is_new(record.partition, message.event_id):
                 partition = record.partition
-                self.stage.apply_outcome(
+                stage.apply_outcome(
                     message, lambda account: self.topics.command_partition(account) == partition
                 )
             return None
         if isinstance(message, PlaceOrder | CancelOrder | DepositFunds | DepositCapacity):
-            return self.stage.handle(message, stamp)
-        return self.stage.reject_malformed(
+            return stage.handle(message, stamp)
+        return stage.reject_malformed(
             source, f"{message.type} is not a command participants may send", stamp
         )
 
@@ -232,8 +312,16 @@ class RiskRunner(StageRunner):
         return record.partition % self.topics.market_partitions
 
 
-class MatchingRunner(StageRunner):
-    """Runs the matching stage over some orders partitions; events go to the same partition."""
+@dataclass
+class MarketPartition:
+    """The books of the contract families of one orders partition."""
+
+    stage: MarketStage
+    dedup: Deduplicator
+
+
+class MatchingRunner(StageRunner[MarketPartition]):
+    """Runs the matching stage over orders partitions; events go to the same partition."""
 
     name = "matching"
 
@@ -245,16 +333,23 @@ class MatchingRunner(StageRunner):
         partitions: Iterable[int] | None = None,
     ) -> None:
         self.input_topic = topics.orders
-        super().__init__(
-            command_log, range(topics.market_partitions) if partitions is None else partitions
-        )
+        super().__init__(command_log, partitions)
         self.topics = topics
-        self.stage = MarketStage(catalogue)
-        self.dedup = Deduplicator()
+        self.catalogue = catalogue
+
+    def new_instance(self, partition: int) -> MarketPartition:
+        """Empty books for the contracts whose family maps to this partition."""
+        listed = [c for c in self.catalogue if self.topics.market_partition(c.symbol) == partition]
+        return MarketPartition(MarketStage(Catalogue(listed)), Deduplicator())
+
+    def partition_hash(self, partition: int) -> str:
+        """The state hash of one partition's books."""
+        return self.instances[partition].stage.state_hash()
 
     async def _process(self, records: list[LogRecord]) -> None:
         events_topic = self.topics.events
         for record in records:
+            instance = self.instances[record.partition]
             stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
             try:
                 message = decode(record.value)
@@ -269,11 +364,11 @@ class MatchingRunner(StageRunner):
                 if self._live(record):
                     await self._send(events_topic, record.partition, rejected)
                 continue
-            if not isinstance(message, Event) or not self.dedup.is_new(
+            if not isinstance(message, Event) or not instance.dedup.is_new(
                 record.partition, message.event_id
             ):
                 continue
-            outputs = self.stage.handle(message, stamp)
+            outputs = instance.stage.handle(message, stamp)
             if not self._live(record):
                 continue
             await self._send(events_topic, record.partition, record.value)

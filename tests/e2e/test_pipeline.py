@@ -269,10 +269,11 @@ def _check_risk_agrees_with_the_ledger(exchange: RunningExchange) -> None:
     assert isinstance(risk, RiskRunner)
     assert isinstance(settlement, SettlementRunner)
     decided, settled = hashlib.sha256(), hashlib.sha256()
-    risk.stage.accounts.digest(decided)
+    accounts = risk.accounts()
+    accounts.digest(decided)
     settlement.projection.accounts.digest(settled)
-    assert risk.stage.accounts.open_orders == settlement.projection.accounts.open_orders
-    assert risk.stage.accounts.cash == settlement.projection.accounts.cash
+    assert accounts.open_orders == settlement.projection.accounts.open_orders
+    assert accounts.cash == settlement.projection.accounts.cash
     assert decided.hexdigest() == settled.hexdigest()
 
 
