@@ -20,7 +20,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,6 +44,7 @@ from exchange.domain.messages import (
 )
 from exchange.domain.risk import RiskStage
 from exchange.log import CommandLog, LogConsumer, LogProducer, LogRecord, TopicPartition
+from settlement.snapshots import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ S = TypeVar("S")
 
 POLL_TIMEOUT_MS = 50
 POLL_MAX_RECORDS = 2000
+SNAPSHOT_EVERY = 10_000
+"""Input records per partition between two snapshots."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,17 @@ class Deduplicator:
     def __init__(self) -> None:
         self._last: dict[tuple[int, str], tuple[int, int]] = {}
 
+    def snapshot(self) -> list[list[Any]]:
+        """The last position seen per (partition read, source), JSON-ready."""
+        return [[p, source, o, n] for (p, source), (o, n) in sorted(self._last.items())]
+
+    @classmethod
+    def restore(cls, data: list[list[Any]]) -> Deduplicator:
+        """The deduplicator a snapshot describes."""
+        restored = cls()
+        restored._last = {(p, source): (o, n) for p, source, o, n in data}
+        return restored
+
     def is_new(self, read_from: int, event_id: str) -> bool:
         """True the first time an event is seen among the records of partition `read_from`."""
         source, offset, n = event_id.rsplit(":", 2)
@@ -134,16 +148,28 @@ class StageRunner(ABC, Generic[S]):
     name: str
     input_topic: str
 
-    def __init__(self, command_log: CommandLog, partitions: Iterable[int] | None) -> None:
+    def __init__(
+        self,
+        command_log: CommandLog,
+        partitions: Iterable[int] | None,
+        snapshots: SnapshotStore | None,
+        snapshot_every: int,
+    ) -> None:
         self.log = command_log
         self.fixed = (
             None
             if partitions is None
             else [TopicPartition(self.input_topic, p) for p in partitions]
         )
+        self.snapshots = snapshots
+        self.snapshot_every = snapshot_every
         self.instances: dict[int, S] = {}
         self.caught_up = asyncio.Event()
+        self.restored_from: dict[int, int] = {}
+        """Per partition, the input offset of the snapshot it was restored from (0: none)."""
         self._replay_until: dict[int, int] = {}
+        self._next_offset: dict[int, int] = {}
+        self._since_snapshot: dict[int, int] = {}
         self._busy = asyncio.Lock()
         self._producer: LogProducer | None = None
         self._consumer: LogConsumer | None = None
@@ -151,6 +177,14 @@ class StageRunner(ABC, Generic[S]):
     @abstractmethod
     def new_instance(self, partition: int) -> S:
         """Fresh state for one input partition."""
+
+    @abstractmethod
+    def snapshot_instance(self, partition: int) -> Any:
+        """One partition's whole state, JSON-ready."""
+
+    @abstractmethod
+    def restore_instance(self, data: Any) -> S:
+        """The state a snapshot describes."""
 
     @abstractmethod
     async def _process(self, records: list[LogRecord]) -> None:
@@ -173,21 +207,76 @@ class StageRunner(ABC, Generic[S]):
                     if owned:
                         await self._process(owned)
                         await self._producer.flush()
-                        await self._consumer.commit(_next_offsets(owned))
+                        offsets = _next_offsets(owned)
+                        await self._consumer.commit(offsets)
+                        await self._after_commit(offsets, owned)
                 if not self.caught_up.is_set():
                     await self._update_caught_up()
+            async with self._busy:
+                for partition in list(self.instances):
+                    await self._save_snapshot(partition)
         finally:
             await self._producer.close()
             await self._consumer.close()
+
+    async def _after_commit(
+        self, offsets: dict[TopicPartition, int], records: list[LogRecord]
+    ) -> None:
+        for tp, offset in offsets.items():
+            self._next_offset[tp.partition] = offset
+        for record in records:
+            self._since_snapshot[record.partition] += 1
+        for tp in offsets:
+            if self._since_snapshot[tp.partition] >= self.snapshot_every:
+                await self._save_snapshot(tp.partition)
+
+    async def _save_snapshot(self, partition: int) -> None:
+        """Store the partition's state at its next input offset, if it changed since the last."""
+        if self.snapshots is None or not self._since_snapshot.get(partition):
+            return
+        await self.snapshots.save(
+            Snapshot(
+                self.name,
+                self.input_topic,
+                partition,
+                self._next_offset[partition],
+                self.partition_hash(partition),
+                self.snapshot_instance(partition),
+            )
+        )
+        self._since_snapshot[partition] = 0
 
     async def partitions_assigned(self, partitions: set[TopicPartition]) -> None:
         """Start each new partition's state from scratch and replay it from the beginning."""
         assert self._consumer is not None
         for tp in sorted(partitions):
-            self.instances[tp.partition] = self.new_instance(tp.partition)
-            self._replay_until[tp.partition] = await self._consumer.committed(tp) or 0
-            self._consumer.seek(tp, 0)
+            committed = await self._consumer.committed(tp) or 0
+            start = await self._restore(tp, committed)
+            self._replay_until[tp.partition] = committed
+            self._next_offset[tp.partition] = start
+            self._since_snapshot[tp.partition] = 0
+            self.restored_from[tp.partition] = start
+            self._consumer.seek(tp, start)
         self.caught_up.clear()
+
+    async def _restore(self, tp: TopicPartition, committed: int) -> int:
+        """Install the partition's latest snapshot (or fresh state); return where to read from."""
+        saved = None
+        if self.snapshots is not None:
+            saved = await self.snapshots.latest(self.name, tp.topic, tp.partition, committed)
+        if saved is not None:
+            self.instances[tp.partition] = self.restore_instance(saved.data)
+            if self.partition_hash(tp.partition) == saved.state_hash:
+                offset: int = saved.input_offset
+                return offset
+            log.error(
+                "%s: snapshot of %s at %d does not match its hash; replaying from the start",
+                self.name,
+                tp,
+                saved.input_offset,
+            )
+        self.instances[tp.partition] = self.new_instance(tp.partition)
+        return 0
 
     async def partitions_revoked(self, partitions: set[TopicPartition]) -> None:
         """Drop the state of partitions another member takes over.
@@ -197,6 +286,8 @@ class StageRunner(ABC, Generic[S]):
         """
         async with self._busy:
             for tp in partitions:
+                if tp.partition in self.instances:
+                    await self._save_snapshot(tp.partition)
                 self.instances.pop(tp.partition, None)
                 self._replay_until.pop(tp.partition, None)
 
@@ -248,15 +339,28 @@ class RiskRunner(StageRunner[RiskPartition]):
         topics: Topics,
         catalogue: Catalogue,
         partitions: Iterable[int] | None = None,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.input_topic = topics.commands
-        super().__init__(command_log, partitions)
+        super().__init__(command_log, partitions, snapshots, snapshot_every)
         self.topics = topics
         self.catalogue = catalogue
 
     def new_instance(self, partition: int) -> RiskPartition:
         """Risk state for the accounts of one commands partition."""
         return RiskPartition(RiskStage(self.catalogue), Deduplicator())
+
+    def snapshot_instance(self, partition: int) -> Any:
+        """The partition's risk state and deduplicator, JSON-ready."""
+        instance = self.instances[partition]
+        return {"stage": instance.stage.snapshot(), "dedup": instance.dedup.snapshot()}
+
+    def restore_instance(self, data: Any) -> RiskPartition:
+        """Risk state from a snapshot."""
+        return RiskPartition(
+            RiskStage.restore(self.catalogue, data["stage"]), Deduplicator.restore(data["dedup"])
+        )
 
     def partition_hash(self, partition: int) -> str:
         """The state hash of one partition's risk stage."""
@@ -331,16 +435,38 @@ class MatchingRunner(StageRunner[MarketPartition]):
         topics: Topics,
         catalogue: Catalogue,
         partitions: Iterable[int] | None = None,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.input_topic = topics.orders
-        super().__init__(command_log, partitions)
+        super().__init__(command_log, partitions, snapshots, snapshot_every)
         self.topics = topics
         self.catalogue = catalogue
 
+    def _listed(self, partition: int) -> Catalogue:
+        return Catalogue(
+            [c for c in self.catalogue if self.topics.market_partition(c.symbol) == partition]
+        )
+
     def new_instance(self, partition: int) -> MarketPartition:
         """Empty books for the contracts whose family maps to this partition."""
-        listed = [c for c in self.catalogue if self.topics.market_partition(c.symbol) == partition]
-        return MarketPartition(MarketStage(Catalogue(listed)), Deduplicator())
+        return MarketPartition(MarketStage(self._listed(partition)), Deduplicator())
+
+    def snapshot_instance(self, partition: int) -> Any:
+        """The partition's books and deduplicator, JSON-ready."""
+        instance = self.instances[partition]
+        return {
+            "partition": partition,
+            "stage": instance.stage.snapshot(),
+            "dedup": instance.dedup.snapshot(),
+        }
+
+    def restore_instance(self, data: Any) -> MarketPartition:
+        """Books from a snapshot."""
+        return MarketPartition(
+            MarketStage.restore(self._listed(data["partition"]), data["stage"]),
+            Deduplicator.restore(data["dedup"]),
+        )
 
     def partition_hash(self, partition: int) -> str:
         """The state hash of one partition's books."""

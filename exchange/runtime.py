@@ -26,6 +26,7 @@ from exchange.pipeline import MatchingRunner, RiskRunner, Topics
 from exchange.settings import Settings
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
 from settlement.service import SettlementRunner
+from settlement.snapshots import SnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,17 @@ class ExchangeRuntime:
     def runners(self, stages: Iterable[Stage]) -> list[Runner]:
         """The pipeline stages (of risk, matching, settlement) to run in this process."""
         built: list[Runner] = []
+        snapshots = SnapshotStore(self.store.engine)
+        every = self.settings.snapshot_every
         for stage in stages:
             if stage == "risk":
-                built.append(RiskRunner(self.log, self.topics, self.catalogue))
+                built.append(
+                    RiskRunner(self.log, self.topics, self.catalogue, None, snapshots, every)
+                )
             elif stage == "matching":
-                built.append(MatchingRunner(self.log, self.topics, self.catalogue))
+                built.append(
+                    MatchingRunner(self.log, self.topics, self.catalogue, None, snapshots, every)
+                )
             elif stage == "settlement":
                 built.append(SettlementRunner(self.log, self.topics, self.store))
         self.running.update((runner.name, runner) for runner in built)

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     command_partitions: int = Field(default=4, ge=1, validation_alias="CX_COMMAND_PARTITIONS")
     market_partitions: int = Field(default=4, ge=1, validation_alias="CX_MARKET_PARTITIONS")
     topic_prefix: str = Field(default="cx", validation_alias="CX_TOPIC_PREFIX")
+    snapshot_every: int = Field(default=10_000, ge=1, validation_alias="CX_SNAPSHOT_EVERY")
+    """Input records per partition between two snapshots of the risk and matching stages."""
 
     @property
     def embedded_log(self) -> bool:

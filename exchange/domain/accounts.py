@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from exchange.domain.messages import (
     CapacityDeposited,
@@ -175,3 +175,32 @@ class Accounts:
             hasher.update(
                 f"o|{o.order_id}|{o.account_id}|{o.symbol}|{o.side}|{o.price}|{o.remaining}\n".encode()
             )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, as JSON-ready lists in a canonical order."""
+        return {
+            "cash": [[a, b.available, b.held] for a, b in sorted(self.cash.items())],
+            "capacity": [
+                [a, s, b.available, b.held] for (a, s), b in sorted(self.capacity.items())
+            ],
+            "positions": [[a, s, q] for (a, s), q in sorted(self.positions.items())],
+            "open_orders": [
+                [o.order_id, o.account_id, o.symbol, o.side, o.price, o.remaining]
+                for _, o in sorted(self.open_orders.items())
+            ],
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> Accounts:
+        """The accounts a snapshot describes."""
+        accounts = cls()
+        accounts.cash = {a: Balance(available, held) for a, available, held in data["cash"]}
+        accounts.capacity = {
+            (a, s): Balance(available, held) for a, s, available, held in data["capacity"]
+        }
+        accounts.positions = {(a, s): q for a, s, q in data["positions"]}
+        accounts.open_orders = {
+            order_id: OpenOrder(order_id, account, symbol, side, price, remaining)
+            for order_id, account, symbol, side, price, remaining in data["open_orders"]
+        }
+        return accounts

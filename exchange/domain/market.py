@@ -7,6 +7,7 @@ Pure and deterministic, a function of the orders topic alone. The books themselv
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
@@ -156,3 +157,33 @@ class MarketStage:
                             f"o|{o.order_id}|{o.account_id}|{o.side}|{o.price}|{o.remaining}\n".encode()
                         )
         return hasher.hexdigest()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every book (resting orders in priority order) and counter, JSON-ready."""
+        books = {}
+        for symbol in sorted(self.books):
+            book = self.books[symbol]
+            books[symbol] = {
+                "book_seq": self._book_seq[symbol],
+                "trade_seq": self._trade_seq[symbol],
+                "orders": [
+                    [o.order_id, o.account_id, o.side, o.price, o.remaining]
+                    for side in (book.bids, book.asks)
+                    for price, _ in side.depth()
+                    for o in side.levels[price].orders.values()
+                ],
+            }
+        return {"books": books}
+
+    @classmethod
+    def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> MarketStage:
+        """The stage a snapshot describes."""
+        stage = cls(catalogue)
+        for symbol, saved in data["books"].items():
+            book = stage.books[symbol]
+            for order_id, account_id, side, price, remaining in saved["orders"]:
+                fills, _ = book.submit(order_id, account_id, side, price, remaining)
+                assert not fills, f"snapshot of {symbol} is crossed at order {order_id}"
+            stage._book_seq[symbol] = saved["book_seq"]
+            stage._trade_seq[symbol] = saved["trade_seq"]
+        return stage

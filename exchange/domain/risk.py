@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue
@@ -214,3 +215,20 @@ class RiskStage:
         for deposit_id in sorted(self._deposit_ids):
             hasher.update(f"d|{deposit_id}\n".encode())
         return hasher.hexdigest()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stage's whole state, JSON-ready."""
+        return {
+            "accounts": self.accounts.snapshot(),
+            "order_ids": sorted(self._order_ids),
+            "deposit_ids": sorted(self._deposit_ids),
+        }
+
+    @classmethod
+    def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> RiskStage:
+        """The stage a snapshot describes."""
+        stage = cls(catalogue)
+        stage.accounts = Accounts.restore(data["accounts"])
+        stage._order_ids = set(data["order_ids"])
+        stage._deposit_ids = set(data["deposit_ids"])
+        return stage
