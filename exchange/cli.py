@@ -42,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    if args.command in {"serve", "run"}:
+        # A deployment's operators want the exchange's own notices (partitions taken over,
+        # snapshots restored); the libraries' stay at warnings. The demo keeps its board clean.
+        for name in ("exchange", "settlement", "api"):
+            logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings()
     try:
         if args.command == "demo":

@@ -258,6 +258,12 @@ class StageRunner(ABC, Generic[S]):
             self.restored_from[tp.partition] = start
             self._consumer.seek(tp, start)
         self.caught_up.clear()
+        log.info(
+            "%s: now holds partitions %s (restored from offsets %s)",
+            self.name,
+            sorted(self.instances),
+            {p: self.restored_from[p] for p in sorted(self.instances)},
+        )
 
     async def _restore(self, tp: TopicPartition, committed: int) -> int:
         """Install the partition's latest snapshot (or fresh state); return where to read from."""
