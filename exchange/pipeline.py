@@ -211,7 +211,8 @@ class StageRunner(ABC, Generic[S]):
                         await self._consumer.commit(offsets)
                         await self._after_commit(offsets, owned)
                 if not self.caught_up.is_set():
-                    await self._update_caught_up()
+                    async with self._busy:
+                        await self._update_caught_up()
             async with self._busy:
                 for partition in list(self.instances):
                     await self._save_snapshot(partition)
@@ -298,6 +299,8 @@ class StageRunner(ABC, Generic[S]):
                 self._replay_until.pop(tp.partition, None)
 
     async def _update_caught_up(self) -> None:
+        """Set `caught_up` once every held partition is read to its end (call holding `_busy`,
+        so a rebalance cannot take a partition away meanwhile)."""
         assert self._consumer is not None
         for partition, replay_until in list(self._replay_until.items()):
             tp = TopicPartition(self.input_topic, partition)
