@@ -13,6 +13,7 @@ from exchange.board import show_board
 from exchange.node import serve
 from exchange.runtime import STAGES, ExchangeRuntime, Stage
 from exchange.settings import Settings
+from settlement import history
 from simulations.demo_market import DemoMarket
 
 
@@ -33,6 +34,22 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one stage (scale out by running several)")
     run.add_argument("stage", choices=STAGES)
     commands.add_parser("init", help="create the topics and the event store schema, then exit")
+    replay = commands.add_parser(
+        "replay", help="rebuild books, balances, positions and holds at a point from the events"
+    )
+    replay.add_argument(
+        "--until", help="a position (e.g. 1200) or an ISO time with offset (default: the end)"
+    )
+    replay.add_argument("--contract", help="show only this contract")
+    replay.add_argument("--account", help="show only this account")
+    replay.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    replay.add_argument(
+        "--verify", action="store_true", help="check the hashes the live system recorded"
+    )
+    audit = commands.add_parser(
+        "audit", help="check the whole history from the event store; exit 1 on a discrepancy"
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -58,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(serve(settings, (stage,)))
         elif args.command == "init":
             asyncio.run(_init(settings))
+        elif args.command == "replay":
+            return asyncio.run(
+                history.run_replay(
+                    settings, args.until, args.contract, args.account, args.json, args.verify
+                )
+            )
+        elif args.command == "audit":
+            return asyncio.run(history.run_audit(settings, args.json))
     except KeyboardInterrupt:
         return 130
     return 0

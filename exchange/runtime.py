@@ -107,7 +107,7 @@ class ExchangeRuntime:
                     MatchingRunner(self.log, self.topics, self.catalogue, None, snapshots, every)
                 )
             elif stage == "settlement":
-                built.append(SettlementRunner(self.log, self.topics, self.store))
+                built.append(SettlementRunner(self.log, self.topics, self.store, self.catalogue))
         self.running.update((runner.name, runner) for runner in built)
         return built
 

@@ -14,30 +14,39 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    DateTime,
     Index,
     Table,
     Text,
     bindparam,
     case,
-    select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.domain.accounts import Accounts, OpenOrder
+from exchange.domain.accounts import Accounts
+from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
-    AnyEvent,
     CapacityDeposited,
     FundsDeposited,
     OrderAccepted,
     OrderCancelled,
     OrderRejected,
     TradeExecuted,
-    event_from_dict,
 )
-from settlement.schema import metadata
+from settlement.replay import READ_BATCH, ExchangeState
+from settlement.schema import metadata, utc_now
+from settlement.snapshots import Snapshot, SnapshotStore
+from settlement.sql_store import SqlEventStore
 from settlement.store import StoredEvent
+
+CHECKPOINT_EVERY = 1000
+"""Events between two recorded state hashes."""
+SNAPSHOT_EVERY = 20_000
+"""Events between two snapshots of settlement's state."""
+SNAPSHOT_STAGE = "settlement"
+SNAPSHOT_TOPIC = "event-store"
 
 cash_balances = Table(
     "cash_balances",
@@ -81,6 +90,15 @@ orders = Table(
     Column("updated_ts", BigInteger, nullable=False),
     Index("orders_account_idx", "account_id", "created_ts"),
 )
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("position", BigInteger, primary_key=True),
+    Column("state_hash", Text, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False, server_default=utc_now()),
+)
+"""State hashes settlement recorded as it went: what a replay must reproduce."""
 
 trades = Table(
     "trades",
@@ -137,34 +155,54 @@ async def _upsert(
 
 
 class LedgerProjection:
-    """Projects events into balances, positions, orders and trades."""
+    """Projects events into balances, positions, orders and trades, and records checkpoints.
 
-    def __init__(self) -> None:
-        self.accounts = Accounts()
+    The state itself is an `ExchangeState`, the same fold `cx replay` runs; every
+    CHECKPOINT_EVERY events the projection stores its state hash with the position it was
+    taken at, in the transaction that stores the events, so a replay can prove it rebuilt
+    exactly what the live system had.
+    """
 
-    async def load(self, engine: AsyncEngine) -> None:
-        """Rebuild the in-memory accounts from the projection's tables."""
-        accounts = Accounts()
-        async with engine.connect() as connection:
-            for row in await connection.execute(select(cash_balances)):
-                balance = accounts.cash_of(row.account_id)
-                balance.available, balance.held = row.available, row.held
-            for row in await connection.execute(select(capacity_balances)):
-                balance = accounts.capacity_of(row.account_id, row.symbol)
-                balance.available, balance.held = row.available, row.held
-            for row in await connection.execute(select(positions)):
-                accounts.positions[(row.account_id, row.symbol)] = row.quantity
-            open_rows = await connection.execute(select(orders).where(orders.c.status == "open"))
-            for row in open_rows:
-                accounts.open_orders[row.order_id] = OpenOrder(
-                    row.order_id,
-                    row.account_id,
-                    row.symbol,
-                    row.side,
-                    row.price,
-                    row.quantity - row.filled,
-                )
-        self.accounts = accounts
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.state = ExchangeState(catalogue)
+        self.snapshot_due = False
+        self._since_snapshot = 0
+
+    @property
+    def accounts(self) -> Accounts:
+        """Balances, capacity, positions and open orders as settled."""
+        return self.state.accounts
+
+    async def load(self, store: SqlEventStore, snapshots: SnapshotStore) -> None:
+        """Rebuild the state: the latest snapshot, then every event stored after it."""
+        saved = await snapshots.latest(SNAPSHOT_STAGE, SNAPSHOT_TOPIC, 0)
+        state = (
+            ExchangeState(self.catalogue)
+            if saved is None
+            else ExchangeState.restore(self.catalogue, saved.data)
+        )
+        if saved is not None and state.state_hash() != saved.state_hash:
+            raise RuntimeError(f"settlement snapshot at {saved.input_offset} fails its hash")
+        after = state.position
+        while batch := await store.read_all(after, READ_BATCH):
+            for stored in batch:
+                state.apply(stored)
+            after = batch[-1].position
+        self.state = state
+        self._since_snapshot = 0
+        self.snapshot_due = False
+
+    def snapshot(self) -> Snapshot:
+        """The state as a snapshot, at its position."""
+        return Snapshot(
+            SNAPSHOT_STAGE,
+            SNAPSHOT_TOPIC,
+            0,
+            self.state.position,
+            self.state.state_hash(),
+            self.state.snapshot(),
+        )
 
     async def __call__(self, connection: AsyncConnection, events: Sequence[StoredEvent]) -> None:
         """Apply newly stored events and write the rows they change."""
@@ -176,16 +214,14 @@ class LedgerProjection:
         new_trades: list[dict[str, Any]] = []
         fills: list[dict[str, Any]] = []
         cancels: list[dict[str, Any]] = []
+        before = self.state.position
         for stored in events:
-            event: AnyEvent = event_from_dict(stored.data)
-            if isinstance(event, FundsDeposited | CapacityDeposited):
-                self.accounts.apply_deposit(event)
-                if isinstance(event, FundsDeposited):
-                    dirty_cash.add(event.account_id)
-                else:
-                    dirty_capacity.add((event.account_id, event.symbol))
+            event = self.state.apply(stored)
+            if isinstance(event, FundsDeposited):
+                dirty_cash.add(event.account_id)
+            elif isinstance(event, CapacityDeposited):
+                dirty_capacity.add((event.account_id, event.symbol))
             elif isinstance(event, OrderAccepted):
-                self.accounts.hold(event)
                 if event.side == "buy":
                     dirty_cash.add(event.account_id)
                 else:
@@ -194,7 +230,6 @@ class LedgerProjection:
             elif isinstance(event, OrderRejected):
                 rejected_orders.append(_order_row(event, "rejected", event.reason.value))
             elif isinstance(event, TradeExecuted):
-                self.accounts.apply_trade(event)
                 dirty_cash.update((event.buyer_id, event.seller_id))
                 dirty_capacity.add((event.seller_id, event.symbol))
                 dirty_positions.add((event.buyer_id, event.symbol))
@@ -204,7 +239,6 @@ class LedgerProjection:
                         {"b_order_id": order_id, "b_quantity": event.quantity, "b_ts": event.ts}
                     )
             elif isinstance(event, OrderCancelled):
-                self.accounts.release(event)
                 if event.side == "buy":
                     dirty_cash.add(event.account_id)
                 else:
@@ -225,6 +259,14 @@ class LedgerProjection:
             await connection.execute(_FILL, fills)
         if cancels:
             await connection.execute(_CANCEL, cancels)
+        position = self.state.position
+        if position // CHECKPOINT_EVERY > before // CHECKPOINT_EVERY:
+            await connection.execute(
+                checkpoints.insert(),
+                [{"position": position, "state_hash": self.state.state_hash()}],
+            )
+        self._since_snapshot += len(events)
+        self.snapshot_due = self._since_snapshot >= SNAPSHOT_EVERY
 
     async def _write(
         self,
@@ -263,6 +305,11 @@ class LedgerProjection:
                 for a, s in sorted(held_positions)
             ],
         )
+
+    def snapshot_taken(self) -> None:
+        """The runner stored `snapshot()` after the batch committed."""
+        self._since_snapshot = 0
+        self.snapshot_due = False
 
 
 def _order_row(

@@ -16,10 +16,12 @@ from collections.abc import Iterable, Mapping
 import orjson
 from pydantic import ValidationError
 
+from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import AnyEvent, decode_event
 from exchange.log import CommandLog, LogRecord, TopicPartition
 from exchange.pipeline import POLL_MAX_RECORDS, POLL_TIMEOUT_MS, Topics
 from settlement.projections import LedgerProjection
+from settlement.snapshots import SnapshotStore
 from settlement.sql_store import SqlEventStore
 from settlement.store import NewEvent, OffsetKey
 
@@ -62,11 +64,13 @@ class SettlementRunner:
         command_log: CommandLog,
         topics: Topics,
         store: SqlEventStore,
+        catalogue: Catalogue,
         partitions: Iterable[int] | None = None,
     ) -> None:
         self.log = command_log
         self.store = store
-        self.projection = LedgerProjection()
+        self.snapshots = SnapshotStore(store.engine)
+        self.projection = LedgerProjection(catalogue)
         chosen = range(topics.market_partitions) if partitions is None else partitions
         self.partitions = [TopicPartition(topics.events, p) for p in chosen]
         self.settled = asyncio.Condition()
@@ -74,7 +78,7 @@ class SettlementRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Settle until `stop` is set."""
-        await self.projection.load(self.store.engine)
+        await self.projection.load(self.store, self.snapshots)
         stored = await self.store.consumer_offsets(self.name)
         consumer = await self.log.consumer()
         try:
@@ -87,8 +91,17 @@ class SettlementRunner:
                 records = await consumer.getmany(POLL_TIMEOUT_MS, POLL_MAX_RECORDS)
                 if records:
                     await self._settle_with_retry(records, stop)
+                if self.projection.snapshot_due:
+                    await self._snapshot()
+            await self._snapshot()
         finally:
             await consumer.close()
+
+    async def _snapshot(self) -> None:
+        """Store the projection's state (taken after its batch committed) to restart from."""
+        if self.projection.state.applied:
+            await self.snapshots.save(self.projection.snapshot())
+        self.projection.snapshot_taken()
 
     async def _settle_with_retry(self, records: list[LogRecord], stop: asyncio.Event) -> None:
         delay = RETRY_INITIAL_S
@@ -102,7 +115,7 @@ class SettlementRunner:
                 log.exception("settling %d records failed; retrying in %.1fs", len(records), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-                await self.projection.load(self.store.engine)
+                await self.projection.load(self.store, self.snapshots)
 
     async def _settle(self, records: list[LogRecord]) -> None:
         new_events: list[NewEvent] = []

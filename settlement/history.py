@@ -1,0 +1,227 @@
+"""`cx replay` and `cx audit`: rebuild and check the exchange from its event store."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from exchange.domain.catalogue import Catalogue, default_catalogue
+from exchange.settings import Settings
+from settlement import projections as tables
+from settlement.audit import audit
+from settlement.replay import ReplayResult, parse_until, replay
+from settlement.schema import events
+from settlement.sql_store import SqlEventStore, open_event_store
+
+
+async def _open(settings: Settings) -> SqlEventStore:
+    store = open_event_store(settings.event_store_url())
+    await store.initialise()
+    return store
+
+
+async def run_replay(
+    settings: Settings,
+    until: str | None,
+    contract: str | None,
+    account: str | None,
+    as_json: bool,
+    verify: bool,
+    catalogue: Catalogue | None = None,
+) -> int:
+    """Rebuild the state at `until` (a position or an ISO time), print it; 1 if unverified."""
+    catalogue = catalogue or default_catalogue()
+    until_position, until_ts = parse_until(until) if until else (None, None)
+    if contract is not None and contract not in catalogue:
+        print(f"cx replay: contract {contract!r} is not listed", file=sys.stderr)
+        return 2
+    store = await _open(settings)
+    try:
+        async with store.engine.connect() as connection:
+            query = select(func.count()).select_from(events)
+            if until_position is not None:
+                query = query.where(events.c.position <= until_position)
+            total = (await connection.execute(query)).scalar_one()
+            recorded: dict[int, str] = {}
+            if verify:
+                rows = await connection.execute(select(tables.checkpoints))
+                recorded = {
+                    r.position: r.state_hash
+                    for r in rows
+                    if until_position is None or r.position <= until_position
+                }
+        console = Console(stderr=True)
+        with Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("replay", total=total)
+            result = await replay(
+                store,
+                catalogue,
+                until_position,
+                until_ts,
+                recorded,
+                lambda n: progress.advance(task, n),
+            )
+    finally:
+        await store.close()
+    document = _replay_document(result, contract, account)
+    if verify:
+        document["verified"] = {
+            "checkpoints": result.checked,
+            "mismatches": [m.__dict__ for m in result.mismatches],
+        }
+    if as_json:
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print_replay(document)
+    if verify and (result.mismatches or not result.checked):
+        if not result.checked:
+            print("cx replay: no recorded checkpoint at or before that point", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _replay_document(
+    result: ReplayResult, contract: str | None, account: str | None
+) -> dict[str, Any]:
+    state = result.state
+    books = {}
+    for symbol, book in sorted(state.market.books.items()):
+        if contract is not None and symbol != contract:
+            continue
+        books[symbol] = {
+            "bids": [list(level) for level in book.bids.depth(10)],
+            "asks": [list(level) for level in book.asks.depth(10)],
+        }
+    accounts = state.accounts
+    names = sorted(
+        set(accounts.cash)
+        | {a for a, _ in accounts.capacity}
+        | {a for a, _ in accounts.positions}
+    )
+    listed: dict[str, Any] = {}
+    for name in names:
+        if account is not None and name != account:
+            continue
+        balance = accounts.cash.get(name)
+        entry = {
+            "cash": {
+                "available": 0 if balance is None else balance.available,
+                "held": 0 if balance is None else balance.held,
+            },
+            "capacity": {
+                s: {"available": b.available, "held": b.held}
+                for (a, s), b in sorted(accounts.capacity.items())
+                if a == name and (contract is None or s == contract)
+            },
+            "positions": {
+                s: q
+                for (a, s), q in sorted(accounts.positions.items())
+                if a == name and (contract is None or s == contract)
+            },
+            "open_orders": sorted(
+                o.order_id
+                for o in accounts.open_orders.values()
+                if o.account_id == name and (contract is None or o.symbol == contract)
+            ),
+        }
+        listed[name] = entry
+    return {
+        "position": state.position,
+        "ts": state.ts,
+        "events": state.applied,
+        "state_hash": state.state_hash(),
+        "books": books,
+        "accounts": listed,
+    }
+
+
+def _money(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
+
+
+def _print_replay(document: dict[str, Any]) -> None:
+    console = Console()
+    books = Table(title=f"Books at position {document['position']}")
+    for column in ("contract", "bids (price x qty)", "asks (price x qty)"):
+        books.add_column(column)
+    for symbol, book in document["books"].items():
+        books.add_row(
+            symbol,
+            ", ".join(f"{_money(p)} x {q}" for p, q in book["bids"][:5]) or "-",
+            ", ".join(f"{_money(p)} x {q}" for p, q in book["asks"][:5]) or "-",
+        )
+    console.print(books)
+    accounts = Table(title="Accounts (CNY; capacity and positions in units)")
+    for column in ("account", "available", "held", "capacity avail/held", "positions", "open"):
+        accounts.add_column(column)
+    for name, entry in document["accounts"].items():
+        accounts.add_row(
+            name,
+            _money(entry["cash"]["available"]),
+            _money(entry["cash"]["held"]),
+            ", ".join(f"{s} {c['available']}/{c['held']}" for s, c in entry["capacity"].items())
+            or "-",
+            ", ".join(f"{s} {q}" for s, q in entry["positions"].items()) or "-",
+            str(len(entry["open_orders"])),
+        )
+    console.print(accounts)
+    console.print(f"events replayed: {document['events']}   log time: {document['ts']}")
+    console.print(f"state hash: {document['state_hash']}")
+    verified = document.get("verified")
+    if verified is not None:
+        if verified["mismatches"]:
+            for mismatch in verified["mismatches"]:
+                console.print(
+                    f"MISMATCH at {mismatch['position']}: recorded {mismatch['recorded']}, "
+                    f"replayed {mismatch['replayed']}"
+                )
+        else:
+            console.print(f"verified: {verified['checkpoints']} recorded checkpoints match")
+
+
+async def run_audit(settings: Settings, as_json: bool, catalogue: Catalogue | None = None) -> int:
+    """Audit the whole history; exit status 1 if anything is unaccounted for."""
+    store = await _open(settings)
+    try:
+        report = await audit(store, catalogue or default_catalogue())
+    finally:
+        await store.close()
+    if as_json:
+        document = {
+            "events": report.events,
+            "trades": report.trades,
+            "orders": report.orders,
+            "checkpoints": report.checkpoints,
+            "state_hash": report.state_hash,
+            "discrepancies": [
+                {"kind": d.kind, "message": d.message, "positions": list(d.positions)}
+                for d in report.discrepancies
+            ],
+        }
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for discrepancy in report.discrepancies:
+            print(discrepancy)
+        verdict = (
+            "no discrepancies"
+            if not report.discrepancies
+            else f"{len(report.discrepancies)} discrepancies"
+        )
+        print(
+            f"audited {report.events} events, {report.orders} orders, {report.trades} trades, "
+            f"{report.checkpoints} checkpoints: {verdict}"
+        )
+    return 1 if report.discrepancies else 0
