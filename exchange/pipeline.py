@@ -53,6 +53,8 @@ S = TypeVar("S")
 POLL_TIMEOUT_MS = 50
 POLL_MAX_RECORDS = 2000
 SNAPSHOT_EVERY = 10_000
+COMMIT_INTERVAL_S = 0.05
+"""How often a stage flushes its outputs and commits its input offsets while busy."""
 """Input records per partition between two snapshots."""
 
 
@@ -170,6 +172,8 @@ class StageRunner(ABC, Generic[S]):
         self._replay_until: dict[int, int] = {}
         self._next_offset: dict[int, int] = {}
         self._since_snapshot: dict[int, int] = {}
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._commit_due = 0.0
         self._busy = asyncio.Lock()
         self._producer: LogProducer | None = None
         self._consumer: LogConsumer | None = None
@@ -206,28 +210,39 @@ class StageRunner(ABC, Generic[S]):
                     owned = [r for r in records if r.partition in self.instances]
                     if owned:
                         await self._process(owned)
-                        await self._producer.flush()
-                        offsets = _next_offsets(owned)
-                        await self._consumer.commit(offsets)
-                        await self._after_commit(offsets, owned)
+                        self._uncommitted.update(_next_offsets(owned))
+                        for record in owned:
+                            self._since_snapshot[record.partition] += 1
+                    loop = asyncio.get_running_loop()
+                    if not records or loop.time() >= self._commit_due:
+                        await self._commit()
                 if not self.caught_up.is_set():
                     async with self._busy:
                         await self._update_caught_up()
             async with self._busy:
+                await self._commit()
                 for partition in list(self.instances):
                     await self._save_snapshot(partition)
         finally:
             await self._producer.close()
             await self._consumer.close()
 
-    async def _after_commit(
-        self, offsets: dict[TopicPartition, int], records: list[LogRecord]
-    ) -> None:
+    async def _commit(self) -> None:
+        """Flush the outputs of what was processed, then commit its offsets (holding `_busy`).
+
+        Committing on an interval rather than per batch saves two round trips a batch; what a
+        crash leaves uncommitted is processed again and its outputs dropped as duplicates.
+        """
+        assert self._producer is not None
+        assert self._consumer is not None
+        self._commit_due = asyncio.get_running_loop().time() + COMMIT_INTERVAL_S
+        if not self._uncommitted:
+            return
+        await self._producer.flush()
+        offsets, self._uncommitted = self._uncommitted, {}
+        await self._consumer.commit(offsets)
         for tp, offset in offsets.items():
             self._next_offset[tp.partition] = offset
-        for record in records:
-            self._since_snapshot[record.partition] += 1
-        for tp in offsets:
             if self._since_snapshot[tp.partition] >= self.snapshot_every:
                 await self._save_snapshot(tp.partition)
 
@@ -292,6 +307,7 @@ class StageRunner(ABC, Generic[S]):
         before the partitions go.
         """
         async with self._busy:
+            await self._commit()
             for tp in partitions:
                 if tp.partition in self.instances:
                     await self._save_snapshot(tp.partition)

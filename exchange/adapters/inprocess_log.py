@@ -525,9 +525,10 @@ class _InProcessConsumer(LogConsumer):
         while self._generation != group.generation:
             generation = group.generation
             if self._assigned:
-                held = {tp for tp, _ in self._assigned}
+                # As in Kafka, the partitions are still this member's while the listener runs,
+                # so it can commit what it processed.
+                await self._listener.partitions_revoked({tp for tp, _ in self._assigned})
                 self._assigned, self._positions = [], {}
-                await self._listener.partitions_revoked(held)
                 continue
             if generation != group.generation:
                 continue
