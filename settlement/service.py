@@ -43,14 +43,18 @@ def stream_of(event: AnyEvent) -> str:
 
 
 def to_new_event(event: AnyEvent, record: LogRecord) -> NewEvent:
-    """The stored form of an event read from the log, with where it was read as metadata."""
+    """The stored form of an event read from the log, with where it was read as metadata.
+
+    The event is stored as it was written, in its own schema version; readers upcast it.
+    """
+    data = orjson.loads(record.value)
     return NewEvent(
         event_id=event.event_id,
         stream_id=stream_of(event),
         type=event.type,
-        data=orjson.loads(record.value),
+        data=data,
         metadata={"topic": record.topic, "partition": record.partition, "offset": record.offset},
-        schema_version=event.v,
+        schema_version=int(data.get("v", 1)),
     )
 
 

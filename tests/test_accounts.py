@@ -31,6 +31,7 @@ def funds(account_id: str, amount: int) -> FundsDeposited:
         deposit_id=f"f-{account_id}-{amount}",
         account_id=account_id,
         amount=amount,
+        currency="CNY",
     )
 
 

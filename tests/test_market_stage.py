@@ -307,6 +307,10 @@ def test_other_events_cause_nothing() -> None:
     feed = Feed()
 
     assert (
-        feed.send(FundsDeposited(event_id="e", ts=0, deposit_id="d", account_id="a", amount=1))
+        feed.send(
+            FundsDeposited(
+                event_id="e", ts=0, deposit_id="d", account_id="a", amount=1, currency="CNY"
+            )
+        )
         == []
     )

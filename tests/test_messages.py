@@ -55,7 +55,7 @@ COMMANDS: list[Message] = [
 ]
 
 EVENTS: list[Message] = [
-    FundsDeposited(**E, deposit_id="d:1", account_id="a1", amount=1_000_000),
+    FundsDeposited(**E, deposit_id="d:1", account_id="a1", amount=1_000_000, currency="CNY"),
     CapacityDeposited(**E, deposit_id="d_2", account_id="p1", symbol=SYM, quantity=8),
     DepositRejected(
         **E,

@@ -247,7 +247,12 @@ def test_deposits_are_credited() -> None:
     deposited = feed.send(capacity("d2", "p1", 8, symbol=CPU))
 
     assert funded == FundsDeposited(
-        event_id="t:0:0:0", ts=1_000, deposit_id="d1", account_id="a1", amount=1_000
+        event_id="t:0:0:0",
+        ts=1_000,
+        deposit_id="d1",
+        account_id="a1",
+        amount=1_000,
+        currency="CNY",
     )
     assert deposited == CapacityDeposited(
         event_id="t:0:1:0", ts=1_001, deposit_id="d2", account_id="p1", symbol=CPU, quantity=8

@@ -9,10 +9,12 @@ caused them. Money and prices are integer fen (0.01 CNY); quantities are integer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Symbol = Annotated[str, Field(min_length=1, max_length=64)]
@@ -41,6 +43,10 @@ class CancelReason(StrEnum):
 
     REQUESTED = "requested"
     CONTRACT_NOT_TRADING = "contract_not_trading"
+
+
+Currency = Literal["CNY"]
+"""Quote currencies; amounts are integer minor units (fen)."""
 
 
 class Message(BaseModel):
@@ -73,12 +79,13 @@ class CancelOrder(Message):
 
 
 class DepositFunds(Message):
-    """Credit cash to an account."""
+    """Credit cash to an account, in fen of `currency`."""
 
     type: Literal["DepositFunds"] = "DepositFunds"
     deposit_id: Identifier
     account_id: Identifier
     amount: PositiveInt
+    currency: Currency = "CNY"
 
 
 class DepositCapacity(Message):
@@ -104,12 +111,17 @@ class Event(Message):
 
 
 class FundsDeposited(Event):
-    """Cash was credited to an account."""
+    """Cash was credited to an account.
 
+    Version 2 names the currency; version 1 (no `currency`) was always CNY fen.
+    """
+
+    v: Literal[2] = 2  # type: ignore[assignment]
     type: Literal["FundsDeposited"] = "FundsDeposited"
     deposit_id: str
     account_id: str
     amount: StrictInt
+    currency: Currency
 
 
 class CapacityDeposited(Event):
@@ -270,14 +282,55 @@ def encode(message: Message) -> bytes:
     return message.__pydantic_serializer__.to_json(message)
 
 
+def _funds_deposited_v1(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 had no currency field: every cash amount was CNY fen.
+    return {**data, "v": 2, "currency": "CNY"}
+
+
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("FundsDeposited", 1): _funds_deposited_v1,
+}
+"""(type, version) -> the function that rewrites it as the next version."""
+
+
+def upcast(data: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite an older version of a message as the current one (unchanged if current)."""
+    while (step := UPCASTERS.get((str(data.get("type")), int(data.get("v", 1))))) is not None:
+        data = step(data)
+    return data
+
+
+def _older(data: bytes | str) -> dict[str, Any] | None:
+    """The message as a dict if it is an older version an upcaster knows; else None."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict) or (parsed.get("type"), parsed.get("v", 1)) not in UPCASTERS:
+        return None
+    return parsed
+
+
 def decode(data: bytes | str) -> AnyMessage:
-    """Decode any command or event; raises pydantic.ValidationError saying what is wrong."""
-    return _any_message.validate_json(data)
+    """Decode any command or event, upcasting older versions; raises pydantic.ValidationError."""
+    try:
+        return _any_message.validate_json(data)
+    except ValidationError:
+        older = _older(data)
+        if older is None:
+            raise
+        return _any_message.validate_python(upcast(older))
 
 
 def decode_event(data: bytes | str) -> AnyEvent:
-    """Decode an event; raises pydantic.ValidationError for anything else."""
-    return _any_event.validate_json(data)
+    """Decode an event, upcasting older versions; raises pydantic.ValidationError otherwise."""
+    try:
+        return _any_event.validate_json(data)
+    except ValidationError:
+        older = _older(data)
+        if older is None:
+            raise
+        return _any_event.validate_python(upcast(older))
 
 
 def decode_command(data: bytes | str) -> Command:
@@ -285,9 +338,9 @@ def decode_command(data: bytes | str) -> Command:
     return _command.validate_json(data)
 
 
-def event_from_dict(data: dict[str, object]) -> AnyEvent:
-    """Rebuild an event from its stored JSON object."""
-    return _any_event.validate_python(data)
+def event_from_dict(data: dict[str, Any]) -> AnyEvent:
+    """Rebuild an event from its stored JSON object, upcasting an older version."""
+    return _any_event.validate_python(upcast(data))
 
 
 class EventStamp:

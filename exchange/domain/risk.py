@@ -150,6 +150,7 @@ class RiskStage:
                 deposit_id=command.deposit_id,
                 account_id=command.account_id,
                 amount=command.amount,
+                currency=command.currency,
             )
         else:
             if command.symbol not in self.catalogue:
