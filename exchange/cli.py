@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
         "audit", help="check the whole history from the event store; exit 1 on a discrepancy"
     )
     audit.add_argument("--json", action="store_true", help="print JSON")
+    exported = commands.add_parser(
+        "history", help="export stored events as JSON lines or CSV, filtered"
+    )
+    exported.add_argument("--contract", help="events of this contract")
+    exported.add_argument("--account", help="events of this account (either side of a trade)")
+    exported.add_argument("--order", help="events of this order")
+    exported.add_argument("--since", help="from this log time (ISO with offset, or ms)")
+    exported.add_argument("--until", help="up to this log time (ISO with offset, or ms)")
+    exported.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     return parser
 
 
@@ -83,6 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif args.command == "audit":
             return asyncio.run(history.run_audit(settings, args.json))
+        elif args.command == "history":
+            asyncio.run(
+                history.run_history(
+                    settings,
+                    args.contract,
+                    args.account,
+                    args.order,
+                    args.since,
+                    args.until,
+                    args.format,
+                    sys.stdout,
+                )
+            )
     except KeyboardInterrupt:
         return 130
     return 0

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, Select, cast, func, or_, select
 
 from exchange.domain.catalogue import Catalogue, default_catalogue
 from exchange.settings import Settings
@@ -106,9 +107,7 @@ def _replay_document(
         }
     accounts = state.accounts
     names = sorted(
-        set(accounts.cash)
-        | {a for a, _ in accounts.capacity}
-        | {a for a, _ in accounts.positions}
+        set(accounts.cash) | {a for a, _ in accounts.capacity} | {a for a, _ in accounts.positions}
     )
     listed: dict[str, Any] = {}
     for name in names:
@@ -225,3 +224,104 @@ async def run_audit(settings: Settings, as_json: bool, catalogue: Catalogue | No
             f"{report.checkpoints} checkpoints: {verdict}"
         )
     return 1 if report.discrepancies else 0
+
+
+def history_query(
+    contract: str | None = None,
+    account: str | None = None,
+    order: str | None = None,
+    since_ts: int | None = None,
+    until_ts: int | None = None,
+) -> Select[Any]:
+    """Stored events filtered by contract, account (either side of a trade), order and log time."""
+    data = events.c.data
+    query = select(
+        events.c.position,
+        events.c.event_id,
+        events.c.stream_id,
+        events.c.type,
+        events.c.schema_version,
+        events.c.data,
+        events.c.recorded_at,
+    ).order_by(events.c.position)
+    if contract is not None:
+        query = query.where(events.c.stream_id == f"contract-{contract}")
+    if account is not None:
+        query = query.where(
+            or_(
+                data["account_id"].as_string() == account,
+                data["buyer_id"].as_string() == account,
+                data["seller_id"].as_string() == account,
+            )
+        )
+    if order is not None:
+        query = query.where(
+            or_(
+                data["order_id"].as_string() == order,
+                data["buy_order_id"].as_string() == order,
+                data["sell_order_id"].as_string() == order,
+            )
+        )
+    # Log times are milliseconds: past 32 bits, so compare as BIGINT.
+    ts = cast(data["ts"].as_string(), BigInteger)
+    if since_ts is not None:
+        query = query.where(ts >= since_ts)
+    if until_ts is not None:
+        query = query.where(ts <= until_ts)
+    return query
+
+
+EXPORT_COLUMNS = ("position", "event_id", "stream_id", "type", "schema_version", "ts", "data")
+
+
+async def run_history(
+    settings: Settings,
+    contract: str | None,
+    account: str | None,
+    order: str | None,
+    since: str | None,
+    until: str | None,
+    output_format: str,
+    out: TextIO,
+) -> int:
+    """Write the matching events as JSON lines or CSV; returns how many were written."""
+    since_ts = None if since is None else _time_ms(since)
+    until_ts = None if until is None else _time_ms(until)
+    store = await _open(settings)
+    written = 0
+    try:
+        query = history_query(contract, account, order, since_ts, until_ts)
+        writer = csv.writer(out) if output_format == "csv" else None
+        if writer is not None:
+            writer.writerow(EXPORT_COLUMNS)
+        async with store.engine.connect() as connection:
+            result = await connection.stream(query.execution_options(yield_per=2000))
+            async for row in result:
+                record = {
+                    "position": row.position,
+                    "event_id": row.event_id,
+                    "stream_id": row.stream_id,
+                    "type": row.type,
+                    "schema_version": row.schema_version,
+                    "ts": row.data.get("ts"),
+                    "data": row.data,
+                }
+                if writer is None:
+                    out.write(orjson.dumps(record).decode() + "\n")
+                else:
+                    writer.writerow(
+                        [*(record[c] for c in EXPORT_COLUMNS[:-1]), orjson.dumps(row.data).decode()]
+                    )
+                written += 1
+    finally:
+        await store.close()
+    return written
+
+
+def _time_ms(value: str) -> int:
+    """Milliseconds since the epoch of an ISO time with offset (or a number of ms)."""
+    if value.isdigit():
+        return int(value)
+    _, ts = parse_until(value)
+    assert ts is not None
+    return ts

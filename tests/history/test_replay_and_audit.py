@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import random
@@ -16,12 +18,16 @@ from typing import Any
 import pytest
 
 from exchange.domain.catalogue import default_catalogue
+from exchange.domain.messages import event_from_dict
 from exchange.settings import Settings
 from settlement import projections
 from settlement.audit import audit
+from settlement.history import history_query
 from settlement.replay import replay
-from settlement.service import SettlementRunner
+from settlement.service import SettlementRunner, stream_of
 from settlement.sql_store import open_event_store
+from settlement.store import NewEvent
+from tests.conftest import fresh_database
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -294,3 +300,79 @@ async def test_a_rewritten_price_breaks_the_recorded_checkpoints(
     done = _cx(Settings(), "audit", database=copy)
     assert done.returncode == 1
     assert "discrepancies" in done.stdout
+
+
+def _exported(history: dict[str, Any], *args: str) -> list[dict[str, Any]]:
+    done = _cx(history["settings"], "history", *args)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_cx_history_exports_a_contract_an_account_an_order_and_a_time_window(
+    history: dict[str, Any],
+) -> None:
+    with sqlite3.connect(history["database"]) as db:
+        total_gz = db.execute(
+            "select count(*) from events where stream_id = ?", (f"contract-{GZ0}",)
+        ).fetchone()[0]
+    by_contract = _exported(history, "--contract", GZ0)
+    assert len(by_contract) == total_gz
+    assert {e["stream_id"] for e in by_contract} == {f"contract-{GZ0}"}
+    assert [e["position"] for e in by_contract] == sorted(e["position"] for e in by_contract)
+
+    by_account = _exported(history, "--account", "b1")
+    assert by_account
+    for event in by_account:
+        data = event["data"]
+        assert "b1" in (data.get("account_id"), data.get("buyer_id"), data.get("seller_id"))
+
+    trade = next(e for e in by_account if e["type"] == "TradeExecuted")["data"]
+    by_order = _exported(history, "--order", trade["buy_order_id"])
+    assert by_order[0]["type"] == "OrderAccepted"
+    assert trade["trade_id"] in {e["data"].get("trade_id") for e in by_order}
+
+    times = sorted(e["ts"] for e in by_contract)
+    since, until = times[len(times) // 4], times[len(times) // 2]
+    window = _exported(history, "--since", str(since), "--until", str(until))
+    assert window
+    assert all(since <= e["ts"] <= until for e in window)
+
+    done = _cx(history["settings"], "history", "--contract", GZ0, "--format", "csv")
+    rows = list(csv.reader(io.StringIO(done.stdout)))
+    assert rows[0] == ["position", "event_id", "stream_id", "type", "schema_version", "ts", "data"]
+    assert len(rows) == total_gz + 1
+    assert json.loads(rows[1][6])["event_id"] == rows[1][1]
+
+
+async def test_history_filters_run_on_postgresql(postgres_url: str) -> None:
+    rows = [
+        json.loads(line)
+        for line in (ROOT / "tests" / "fixtures" / "events_v1.jsonl").read_text().splitlines()
+    ]
+    async with fresh_database(postgres_url) as url:
+        store = open_event_store(url)
+        await store.initialise()
+        await store.append(
+            [
+                NewEvent(
+                    event_id=row["event_id"],
+                    stream_id=stream_of(event_from_dict(row)),
+                    type=row["type"],
+                    data=row,
+                    schema_version=1,
+                )
+                for row in rows
+            ]
+        )
+        async with store.engine.connect() as connection:
+            buyer = (await connection.execute(history_query(account="buyer-1"))).all()
+            order = (await connection.execute(history_query(order="o-1"))).all()
+            window = (
+                await connection.execute(
+                    history_query(since_ts=1795670000200, until_ts=1795670000300)
+                )
+            ).all()
+        await store.close()
+    assert [r.type for r in buyer] == ["FundsDeposited", "OrderAccepted", "TradeExecuted"]
+    assert [r.type for r in order] == ["OrderAccepted", "TradeExecuted"]
+    assert [r.data["ts"] for r in window] == [1795670000200, 1795670000300]
