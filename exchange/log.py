@@ -37,6 +37,14 @@ class LogError(Exception):
     """The log refused an operation (unknown topic, partition out of range, closed client)."""
 
 
+class RebalancedError(LogError):
+    """A commit was refused because the group rebalanced: the partitions may be another's now.
+
+    Nothing is lost: whoever holds the partitions next reads them from the last committed
+    offset, and outputs written again are recognised downstream as duplicates.
+    """
+
+
 class RebalanceListener(Protocol):
     """Hears a group consumer's partitions change; called from within its `getmany`."""
 

@@ -43,7 +43,14 @@ from exchange.domain.messages import (
     encode,
 )
 from exchange.domain.risk import RiskStage
-from exchange.log import CommandLog, LogConsumer, LogProducer, LogRecord, TopicPartition
+from exchange.log import (
+    CommandLog,
+    LogConsumer,
+    LogProducer,
+    LogRecord,
+    RebalancedError,
+    TopicPartition,
+)
 from settlement.snapshots import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -240,7 +247,13 @@ class StageRunner(ABC, Generic[S]):
             return
         await self._producer.flush()
         offsets, self._uncommitted = self._uncommitted, {}
-        await self._consumer.commit(offsets)
+        try:
+            await self._consumer.commit(offsets)
+        except RebalancedError:
+            # The partitions are being reassigned; their next holder (perhaps this one again)
+            # rebuilds them from snapshot and the committed offset.
+            log.warning("%s: commit refused by a rebalance; the next holder redoes it", self.name)
+            return
         for tp, offset in offsets.items():
             self._next_offset[tp.partition] = offset
             if self._since_snapshot[tp.partition] >= self.snapshot_every:

@@ -23,10 +23,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: TID251
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: TID251
 from aiokafka.errors import (  # noqa: TID251
+    CommitFailedError,
     ConsumerStoppedError,
+    IllegalGenerationError,
     IllegalOperation,
     KafkaError,
+    RebalanceInProgressError,
     TopicAlreadyExistsError,
+    UnknownMemberIdError,
     for_code,
 )
 from aiokafka.structs import TopicPartition as KafkaPartition  # noqa: TID251
@@ -37,6 +41,7 @@ from exchange.log import (
     LogError,
     LogProducer,
     LogRecord,
+    RebalancedError,
     RebalanceListener,
     TopicPartition,
 )
@@ -47,6 +52,13 @@ _log = logging.getLogger(__name__)
 
 _TIMESTAMP_TYPE = "message.timestamp.type"
 _LOG_APPEND_TIME = "LogAppendTime"
+# Commit refusals that mean the group moved on: another member may hold the partitions.
+_REBALANCED = (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 # Errors aiokafka raises that are not KafkaError subclasses.
 _CLIENT_ERRORS = (KafkaError, ConsumerStoppedError, IllegalOperation)
 
@@ -483,12 +495,16 @@ class _KafkaConsumer(LogConsumer):
         """Store, for this consumer's group, the next offset to read per partition."""
         self._check_group()
         for tp in offsets:
+            if self._subscription and tp not in self._assignment:
+                raise RebalancedError(f"{tp} was taken away by a rebalance")
             self._check_assigned(tp)
         await self._apply()
         try:
             await self._consumer.commit(
                 {KafkaPartition(*tp): offset for tp, offset in offsets.items()}
             )
+        except _REBALANCED as exc:
+            raise RebalancedError("the group rebalanced; the commit was refused") from exc
         except _CLIENT_ERRORS as exc:
             raise LogError("cannot commit offsets") from exc
 
