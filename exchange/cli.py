@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from api.marketdata import MarketData
 from exchange.board import show_board
+from exchange.deadletters import read_dead_letters, replay_dead_letter
 from exchange.node import serve
 from exchange.runtime import STAGES, ExchangeRuntime, Stage
 from exchange.settings import Settings
@@ -59,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     exported.add_argument("--since", help="from this log time (ISO with offset, or ms)")
     exported.add_argument("--until", help="up to this log time (ISO with offset, or ms)")
     exported.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    dead = commands.add_parser(
+        "deadletters", help="list records a stage set aside, or append one again to its source"
+    )
+    dead_commands = dead.add_subparsers(dest="deadletters_command", required=True)
+    dead_list = dead_commands.add_parser("list", help="every dead letter with its reason")
+    dead_list.add_argument("--json", action="store_true", help="print JSON lines")
+    dead_replay = dead_commands.add_parser("replay", help="append a dead letter to its source")
+    dead_replay.add_argument("source", help="topic:partition:offset, as `list` shows it")
     return parser
 
 
@@ -92,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif args.command == "audit":
             return asyncio.run(history.run_audit(settings, args.json))
+        elif args.command == "deadletters":
+            return asyncio.run(_deadletters(settings, args))
         elif args.command == "history":
             asyncio.run(
                 history.run_history(
@@ -123,6 +135,38 @@ async def _demo(settings: Settings, seed: int, rate: float) -> None:
 
     await serve(settings, STAGES, extras=(market, show_board))
     print("cx demo: stopped cleanly; run it again to resume from the stored history", flush=True)
+
+
+async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
+    runtime = await ExchangeRuntime.open(settings)
+    try:
+        letters = await read_dead_letters(runtime.log, runtime.topics.deadletters)
+        if args.deadletters_command == "list":
+            for letter in letters:
+                if args.json:
+                    print(
+                        json.dumps(
+                            {
+                                "source": letter.source,
+                                "stage": letter.stage,
+                                "reason": letter.reason,
+                                "ts": letter.ts,
+                                "value": letter.value.decode(errors="replace"),
+                            }
+                        )
+                    )
+                else:
+                    print(f"{letter.source}  {letter.stage}  {letter.reason.splitlines()[0]}")
+            return 0
+        chosen = [letter for letter in letters if letter.source == args.source]
+        if not chosen:
+            print(f"cx deadletters: no dead letter from {args.source}", file=sys.stderr)
+            return 1
+        record = await replay_dead_letter(runtime.log, chosen[0])
+        print(f"appended again as {record.topic}:{record.partition}:{record.offset}")
+        return 0
+    finally:
+        await runtime.close()
 
 
 async def _init(settings: Settings) -> None:

@@ -74,23 +74,26 @@ class Topics:
     events: str
     command_partitions: int
     market_partitions: int
+    deadletters: str
 
     @classmethod
     def named(cls, prefix: str, command_partitions: int, market_partitions: int) -> Topics:
-        """Topics `<prefix>.commands`, `<prefix>.orders` and `<prefix>.events`."""
+        """Topics `<prefix>.commands`, `.orders`, `.events` and `.deadletters`."""
         return cls(
             f"{prefix}.commands",
             f"{prefix}.orders",
             f"{prefix}.events",
             command_partitions,
             market_partitions,
+            f"{prefix}.deadletters",
         )
 
     async def create(self, command_log: CommandLog) -> None:
-        """Create the three topics if they do not exist."""
+        """Create the topics if they do not exist."""
         await command_log.create_topic(self.commands, self.command_partitions)
         await command_log.create_topic(self.orders, self.market_partitions)
         await command_log.create_topic(self.events, self.market_partitions)
+        await command_log.create_topic(self.deadletters, 1)
 
     def command_partition(self, account_id: str) -> int:
         """The commands partition of an account."""

@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping
 import orjson
 from pydantic import ValidationError
 
+from exchange.deadletters import send_dead_letter, source_of
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import AnyEvent, decode_event
-from exchange.log import CommandLog, LogRecord, TopicPartition
+from exchange.log import CommandLog, LogProducer, LogRecord, TopicPartition
 from exchange.pipeline import POLL_MAX_RECORDS, POLL_TIMEOUT_MS, Topics
 from settlement.projections import LedgerProjection
 from settlement.snapshots import SnapshotStore
@@ -75,6 +76,8 @@ class SettlementRunner:
         self.store = store
         self.snapshots = SnapshotStore(store.engine)
         self.projection = LedgerProjection(catalogue)
+        self.topics = topics
+        self._deadletters_producer: LogProducer | None = None
         chosen = range(topics.market_partitions) if partitions is None else partitions
         self.partitions = [TopicPartition(topics.events, p) for p in chosen]
         self.settled = asyncio.Condition()
@@ -85,6 +88,7 @@ class SettlementRunner:
         await self.projection.load(self.store, self.snapshots)
         stored = await self.store.consumer_offsets(self.name)
         consumer = await self.log.consumer()
+        self._deadletters_producer = await self.log.producer()
         try:
             consumer.assign(self.partitions)
             for tp in self.partitions:
@@ -100,6 +104,12 @@ class SettlementRunner:
             await self._snapshot()
         finally:
             await consumer.close()
+            await self._deadletters.close()
+
+    @property
+    def _deadletters(self) -> LogProducer:
+        assert self._deadletters_producer is not None, "the runner is not running"
+        return self._deadletters_producer
 
     async def _snapshot(self) -> None:
         """Store the projection's state (taken after its batch committed) to restart from."""
@@ -129,15 +139,14 @@ class SettlementRunner:
             try:
                 event = decode_event(record.value)
             except ValidationError as error:
-                log.error(
-                    "skipping undecodable record %s:%d:%d: %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    error,
+                log.error("setting aside undecodable record %s: %s", source_of(record), error)
+                await send_dead_letter(
+                    self._deadletters, self.topics.deadletters, record, self.name, str(error)
                 )
                 continue
             new_events.append(to_new_event(event, record))
+        # A dead letter is stored before the offset that passes its record is committed.
+        await self._deadletters.flush()
         await self.store.append(new_events, offsets=offsets, projector=self.projection)
         async with self.settled:
             for (_, topic, partition), offset in offsets.items():
