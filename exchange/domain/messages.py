@@ -306,7 +306,11 @@ def _older(data: bytes | str) -> dict[str, Any] | None:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(parsed, dict) or (parsed.get("type"), parsed.get("v", 1)) not in UPCASTERS:
+    if not isinstance(parsed, dict):
+        return None
+    kind, version = parsed.get("type"), parsed.get("v", 1)
+    # Anything may arrive on a topic: only a string type and an integer version can name one.
+    if not isinstance(kind, str) or type(version) is not int or (kind, version) not in UPCASTERS:
         return None
     return parsed
 
