@@ -112,24 +112,42 @@ class SettlementRunner:
         return self._deadletters_producer
 
     async def _snapshot(self) -> None:
-        """Store the projection's state (taken after its batch committed) to restart from."""
-        if self.projection.state.applied:
-            await self.snapshots.save(self.projection.snapshot())
+        """Store the projection's state (taken after its batch committed) to restart from.
+
+        A snapshot only shortens restarts: if the database refuses it, settling goes on and
+        the next one is tried later.
+        """
+        try:
+            if self.projection.state.applied:
+                await self.snapshots.save(self.projection.snapshot())
+        except Exception:
+            log.warning("settlement snapshot failed; settling goes on", exc_info=True)
+            return
         self.projection.snapshot_taken()
 
     async def _settle_with_retry(self, records: list[LogRecord], stop: asyncio.Event) -> None:
+        """Settle a batch, retrying with backoff until the database takes it.
+
+        After a failed attempt the projection may hold the batch it could not store, so each
+        retry first reloads it; a reload that fails (the database is still away) is retried
+        the same way.
+        """
         delay = RETRY_INITIAL_S
+        reload = False
         while True:
             try:
+                if reload:
+                    await self.projection.load(self.store, self.snapshots)
+                    reload = False
                 await self._settle(records)
                 return
             except Exception:
                 if stop.is_set():
                     raise
                 log.exception("settling %d records failed; retrying in %.1fs", len(records), delay)
+                reload = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-                await self.projection.load(self.store, self.snapshots)
 
     async def _settle(self, records: list[LogRecord]) -> None:
         new_events: list[NewEvent] = []
