@@ -1,25 +1,73 @@
-"""The HTTP and WebSocket API (FastAPI), versioned under /v1.
+"""The HTTP and WebSocket API (FastAPI), versioned under /v1, and the supermarket page at /.
 
 Commands are validated here for a fast, specific answer, appended to the commands topic, and
 the API waits briefly for the exchange's decision so a client learns whether its order was
 accepted. The risk stage validates everything again: any Kafka client may send commands.
-Errors are RFC 9457 problem details (application/problem+json).
+Errors are RFC 9457 problem details (application/problem+json). docs/API.md describes keys,
+roles, idempotency, rate limits and the streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import APIRouter, FastAPI, Header, Query, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import queries
-from api.marketdata import MarketData, Outcome, Subscriber, trade_message
+from api.auth import Auditor, Caller, Gate, Operator, Reader, Trader, account_of
+from api.idempotency import Answer, derived_id, fingerprint, recall, remember
+from api.keys import (
+    KeyInfo,
+    KeyRing,
+    Principal,
+    Role,
+    RoleConflict,
+    create_key,
+    list_keys,
+    revoke_key,
+)
+from api.marketdata import INTERVALS, MarketData, Outcome
+from api.models import (
+    AccountOut,
+    AmendAnswer,
+    AmendRequest,
+    Book,
+    CancelAnswer,
+    CandleOut,
+    CapacityDeposit,
+    CardOut,
+    CashDeposit,
+    Contract,
+    DepositAnswer,
+    DepositRequest,
+    Fill,
+    Health,
+    KeyOut,
+    KeyRequest,
+    Me,
+    NewKeyOut,
+    Obligation,
+    OrderAnswer,
+    OrderRequest,
+    OrderRow,
+    PerformanceOut,
+    PublicTrade,
+    ReportTrade,
+    Stats,
+    StoredEventOut,
+)
+from api.problems import PROBLEM, Problem, install_handlers, problems
+from api.ratelimit import RateLimiter
+from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
+from exchange.domain.catalogue import REGIONS
 from exchange.domain.messages import (
     CancelOrder,
     CancelRejected,
@@ -33,107 +81,134 @@ from exchange.domain.messages import (
     OrderCancelled,
     OrderRejected,
     PlaceOrder,
-    PositiveInt,
     RejectReason,
-    Side,
 )
+from exchange.domain.performance import decimal_text
 from exchange.runtime import ExchangeRuntime, ParticipantCommand
+from settlement.store import StoredEvent
 
 OUTCOME_TIMEOUT_S = 5.0
+SETTLE_WAIT_S = 5.0
 MAX_DEPTH = 50
-PROBLEM = "application/problem+json"
+REPLAYED = "Idempotent-Replayed"
+
+TAGS = [
+    {"name": "market data", "description": "Public: no key needed."},
+    {"name": "orders", "description": "A participant's own orders (provider and buyer keys)."},
+    {"name": "accounts", "description": "Balances, deposits, fills and delivery obligations."},
+    {"name": "streams", "description": "WebSocket and Server-Sent Events; see docs/API.md."},
+    {"name": "operator", "description": "Keys and the event history (operator keys)."},
+    {"name": "reports", "description": "Trade reports (operator and programme_admin keys)."},
+]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Makes a POST idempotent: a retry with the same key returns the first answer.",
+    ),
+]
 
 
-class Problem(Exception):
-    """An error answered as problem+json with a stable type."""
+class _Idempotent:
+    """Runs a named request at most once per account; retries get the first answer."""
 
-    def __init__(self, status: int, kind: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.kind = kind
-        self.detail = detail
-        self.extra = extra
+    def __init__(self, runtime: ExchangeRuntime) -> None:
+        self.engine = runtime.store.engine
+        self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Answer]]] = {}
 
-
-class OrderRequest(BaseModel):
-    """A limit order. Prices are integer fen (0.01 CNY) on the contract's tick; quantities units."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "account_id": "buyer-1",
-                    "symbol": "H100-80G.GZ.20261201T00",
-                    "side": "buy",
-                    "price": 1850,
-                    "quantity": 8,
-                }
-            ]
-        },
-    )
-
-    account_id: Identifier
-    symbol: Annotated[str, Field(min_length=1, max_length=64)]
-    side: Side
-    price: PositiveInt
-    quantity: PositiveInt
-    client_order_id: Identifier | None = None
-
-
-class CashDeposit(BaseModel):
-    """Credit cash, in fen."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["cash"]
-    amount: PositiveInt
-    deposit_id: Identifier | None = None
+    async def run(
+        self,
+        account_id: str,
+        request_key: str,
+        print_: str,
+        action: Callable[[], Awaitable[Answer]],
+    ) -> JSONResponse:
+        inflight = self._inflight.get((account_id, request_key))
+        if inflight is not None:
+            first_print, first = inflight
+            _check_same(first_print, print_, request_key)
+            return _respond(await asyncio.shield(first), replayed=True)
+        # Registered before the first await, so a concurrent retry waits for this one.
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._inflight[(account_id, request_key)] = (print_, future)
+        try:
+            kept = await recall(self.engine, account_id, request_key)
+            if kept is not None:
+                future.set_result(kept)
+                _check_same(kept.fingerprint, print_, request_key)
+                return _respond(kept, replayed=True)
+            answer = dataclasses.replace(await action(), fingerprint=print_)
+            if answer.status_code != 202:
+                await remember(self.engine, account_id, request_key, answer, _now_ms())
+            future.set_result(answer)
+            return _respond(answer, replayed=answer.replayed)
+        except BaseException as error:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._inflight[(account_id, request_key)]
 
 
-class CapacityDeposit(BaseModel):
-    """Make capacity in one contract sellable, in units."""
+def _check_same(first_print: str, print_: str, request_key: str) -> None:
+    if first_print != print_:
+        raise Problem(
+            422,
+            "idempotency-key-reused",
+            f"{request_key.partition(':')[2]!r} already named a different request; "
+            "use a new client order id or Idempotency-Key",
+        )
 
-    model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["capacity"]
-    symbol: Annotated[str, Field(min_length=1, max_length=64)]
-    quantity: PositiveInt
-    deposit_id: Identifier | None = None
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
-DepositRequest = Annotated[CashDeposit | CapacityDeposit, Field(discriminator="kind")]
+def _respond(answer: Answer, replayed: bool) -> JSONResponse:
+    headers = {REPLAYED: "true"} if replayed else {}
+    media = PROBLEM if answer.status_code >= 400 else "application/json"
+    return JSONResponse(answer.body, answer.status_code, headers=headers, media_type=media)
+
+
+def _problem_body(status: int, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": f"/problems/{kind}",
+        "title": kind.replace("-", " ").replace("_", " "),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
 
 
 def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     """The API of one running exchange."""
+    settings = runtime.settings
     app = FastAPI(
         title="Compute exchange",
         version="1",
         description=(
             "Standardized compute contracts (card-hours, core-hours) traded on a continuous "
-            "limit order book. Prices and money are integer fen (0.01 CNY)."
+            "limit order book. Prices and money are integer fen (0.01 CNY); quantities are "
+            "integer units. Authenticate with `Authorization: Bearer cx_...` (an API key); "
+            "public market data needs none. Errors are RFC 9457 problem details."
         ),
+        openapi_tags=TAGS,
     )
-    catalogue = runtime.catalogue
+    install_handlers(app)
     engine = runtime.store.engine
-
-    @app.exception_handler(Problem)
-    async def _problem(_: Request, error: Problem) -> JSONResponse:
-        return _problem_response(error.status, error.kind, error.detail, error.extra)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "message": e["msg"]}
-            for e in error.errors()
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return _problem_response(422, "invalid-request", detail, {"errors": errors})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return _problem_response(error.status_code, "http-error", str(error.detail), {})
+    catalogue = runtime.catalogue
+    keyring = KeyRing(engine)
+    gate = Gate(
+        keyring,
+        RateLimiter(settings.api_rate, settings.api_burst),
+        RateLimiter(settings.api_rate * 5, settings.api_burst * 5),
+    )
+    app.state.gate = gate
+    app.state.market = market
+    idempotent = _Idempotent(runtime)
 
     async def submit_and_wait(command: ParticipantCommand, key: str) -> Outcome | None:
         future = market.expect(key)
@@ -149,198 +224,625 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         if symbol not in catalogue:
             raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
 
-    @app.get("/v1/contracts", summary="List the listed contracts with their best prices")
-    async def list_contracts() -> list[dict[str, Any]]:
-        listed = []
-        for spec in catalogue:
-            view = market.views[spec.symbol]
-            bid, ask = view.best_bid(), view.best_ask()
-            listed.append(
-                {
-                    "symbol": spec.symbol,
-                    "resource_class": spec.resource_class.code,
-                    "description": spec.resource_class.description,
-                    "region": spec.region,
-                    "delivery_start": spec.delivery_start.isoformat(),
-                    "unit": spec.unit,
-                    "tick_size": spec.tick_size,
-                    "best_bid": None if bid is None else bid[0],
-                    "best_ask": None if ask is None else ask[0],
-                }
-            )
-        return listed
+    public = APIRouter(prefix="/v1", tags=["market data"])
 
-    @app.get("/v1/contracts/{symbol}/book", summary="Depth of a contract's order book")
+    @public.get("/health", summary="Whether the API is up and caught up with the market")
+    async def health(_: Caller) -> Health:
+        ready = market.ready.is_set()
+        return Health(
+            status="ok" if ready else "starting", market_data_ready=ready, log_time=market.now_ms
+        )
+
+    def contract_view(symbol: str) -> Contract:
+        spec = catalogue.get(symbol)
+        assert spec is not None
+        view = market.views[symbol]
+        bid, ask = view.best_bid(), view.best_ask()
+        best_bid = None if bid is None else bid[0]
+        best_ask = None if ask is None else ask[0]
+        factor = market.performance.factor(spec.resource_class.code)
+        stats = market.stats(symbol)
+        return Contract(
+            symbol=symbol,
+            resource_class=spec.resource_class.code,
+            description=spec.resource_class.description,
+            region=spec.region,
+            region_name=REGIONS.get(spec.region, spec.region),
+            delivery_start=spec.delivery_start.isoformat(),
+            unit=spec.unit,
+            tick_size=spec.tick_size,
+            performance_factor=None if factor is None else decimal_text(factor),
+            best_bid=best_bid,
+            best_ask=best_ask,
+            best_bid_per_std=market.per_std(symbol, best_bid),
+            best_ask_per_std=market.per_std(symbol, best_ask),
+            # No voucher programme exists yet: the net price is the gross price.
+            best_ask_net=best_ask,
+            best_ask_net_per_std=market.per_std(symbol, best_ask),
+            last=stats["last"],
+            volume_24h=stats["volume"],
+            seq=view.seq,
+        )
+
+    @public.get(
+        "/contracts",
+        summary="The catalogue: every listed contract with its best prices",
+        description="Gross and net-of-voucher best prices and prices per standard card-hour, "
+        "so contracts of different cards compare like with like.",
+    )
+    async def list_contracts(_: Caller) -> list[Contract]:
+        return [contract_view(spec.symbol) for spec in catalogue]
+
+    @public.get(
+        "/contracts/{symbol}", summary="One contract with its best prices", responses=problems(404)
+    )
+    async def get_contract(symbol: str, _: Caller) -> Contract:
+        contract_or_404(symbol)
+        return contract_view(symbol)
+
+    @public.get(
+        "/contracts/{symbol}/book",
+        summary="Depth of a contract's order book",
+        responses=problems(404),
+    )
     async def book(
-        symbol: str, depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 10
-    ) -> dict[str, Any]:
+        symbol: str, _: Caller, depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 10
+    ) -> Book:
         contract_or_404(symbol)
         view = market.views[symbol]
-        return {"symbol": symbol, "seq": view.seq, **view.depth(depth)}
+        return Book(symbol=symbol, seq=view.seq, **view.depth(depth))
 
-    @app.get("/v1/contracts/{symbol}/trades", summary="Settled trades of a contract, newest first")
+    @public.get(
+        "/contracts/{symbol}/trades",
+        summary="Settled trades of a contract, newest first",
+        responses=problems(404),
+    )
     async def contract_trades(
-        symbol: str, limit: Annotated[int, Query(ge=1, le=1000)] = 50
-    ) -> list[dict[str, Any]]:
+        symbol: str, _: Caller, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    ) -> list[PublicTrade]:
         contract_or_404(symbol)
-        return await queries.contract_trades(engine, symbol, limit)
+        rows = await queries.contract_trades(engine, symbol, limit)
+        return [
+            PublicTrade(
+                trade_id=r["trade_id"],
+                symbol=r["symbol"],
+                price=r["price"],
+                price_per_std=market.per_std(symbol, r["price"]),
+                quantity=r["quantity"],
+                aggressor=r["aggressor"],
+                ts=r["ts"],
+            )
+            for r in rows
+        ]
 
-    @app.post("/v1/orders", status_code=201, summary="Place a limit order")
-    async def place_order(request: OrderRequest) -> JSONResponse:
-        spec = catalogue.get(request.symbol)
+    @public.get(
+        "/contracts/{symbol}/candles",
+        summary="1-minute or 1-hour candles of a contract, oldest first (log time)",
+        responses=problems(404),
+    )
+    async def candles(
+        symbol: str,
+        _: Caller,
+        interval: Annotated[Literal["1m", "1h"], Query()] = "1m",
+        limit: Annotated[int, Query(ge=1, le=1500)] = 60,
+    ) -> list[CandleOut]:
+        contract_or_404(symbol)
+        assert interval in INTERVALS
+        return [CandleOut(**c) for c in market.candles(symbol, interval, limit)]
+
+    @public.get(
+        "/contracts/{symbol}/stats",
+        summary="24-hour statistics of a contract (log time)",
+        responses=problems(404),
+    )
+    async def stats(symbol: str, _: Caller) -> Stats:
+        contract_or_404(symbol)
+        return Stats(symbol=symbol, **market.stats(symbol))
+
+    @public.get(
+        "/performance",
+        summary="The standard card-hour: each card's published throughput and factor",
+    )
+    async def performance(_: Caller) -> PerformanceOut:
+        table = market.performance
+        return PerformanceOut(
+            base=table.base,
+            metric=table.metric,
+            about=table.about,
+            cards=[
+                CardOut(
+                    code=c.code,
+                    name=c.name,
+                    dense_tflops=decimal_text(c.dense_tflops, 2),
+                    factor=decimal_text(c.factor),
+                    source=c.source,
+                    url=c.url,
+                    confidence=c.confidence,
+                )
+                for c in table.cards.values()
+            ],
+        )
+
+    private = APIRouter(prefix="/v1", responses=problems(401, 403, 429))
+
+    @private.get("/me", tags=["accounts"], summary="The account and role of the presented key")
+    async def me(principal: Reader) -> Me:
+        return Me(key_id=principal.key_id, account_id=principal.account_id, role=principal.role)
+
+    async def place(command: PlaceOrder, named: bool) -> Answer:
+        client_order_id = command.client_order_id
+        if named:
+            settled = await queries.order(engine, command.order_id)
+            if settled is not None:
+                return _answer_from_row(settled)
+        outcome = await submit_and_wait(command, command.order_id)
+        if outcome is None:
+            return _pending(command.order_id, client_order_id)
+        if isinstance(outcome, OrderRejected):
+            if named and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
+                # The first send was accepted before this process could answer it.
+                settled = await _eventually_settled(engine, command.order_id)
+                return (
+                    _pending(command.order_id, client_order_id)
+                    if settled is None
+                    else _answer_from_row(settled)
+                )
+            return Answer(
+                422,
+                _problem_body(
+                    422, outcome.reason.value, outcome.message, order_id=command.order_id
+                ),
+            )
+        assert isinstance(outcome, OrderAccepted | OrderCancelled)
+        return Answer(201, _accepted(command.order_id, client_order_id))
+
+    @private.post(
+        "/orders",
+        status_code=201,
+        response_model=OrderAnswer,
+        tags=["orders"],
+        summary="Place an order",
+        description="Answers once the risk stage has decided: 201 accepted, or the rejection "
+        "as a problem (`insufficient_funds`, `insufficient_capacity`, ...); 202 pending if "
+        "that takes more than 5 s. A `client_order_id` or an `Idempotency-Key` header makes "
+        "a retry return the first answer (header `Idempotent-Replayed: true`).",
+        responses={
+            202: {"model": OrderAnswer, "description": "Not decided within 5 s; retry to learn"},
+            **problems(404, 422),
+        },
+    )
+    async def place_order(
+        request: OrderRequest,  # type: ignore[valid-type]
+        principal: Trader,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        body: dict[str, Any] = request.model_dump()  # type: ignore[attr-defined]
+        account = account_of(principal, body.pop("account_id"))
+        symbol = body["symbol"]
+        spec = catalogue.get(symbol)
         if spec is None:
-            raise Problem(404, "unknown-contract", f"contract {request.symbol!r} is not listed")
-        if request.price % spec.tick_size:
+            raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
+        price = body.get("price")
+        if isinstance(price, int) and price % spec.tick_size:
             raise Problem(
                 422,
                 RejectReason.PRICE_NOT_ON_TICK.value,
-                f"price {request.price} is not a multiple of the tick size "
+                f"price {price} is not a multiple of the tick size "
                 f"{spec.tick_size} fen of {spec.symbol}",
             )
-        order_id = uuid.uuid4().hex
-        command = PlaceOrder(order_id=order_id, **request.model_dump())
-        outcome = await submit_and_wait(command, order_id)
-        if outcome is None:
-            return JSONResponse({"order_id": order_id, "status": "pending"}, status_code=202)
-        if isinstance(outcome, OrderRejected):
-            raise Problem(422, outcome.reason.value, outcome.message, order_id=order_id)
-        assert isinstance(outcome, OrderAccepted | OrderCancelled)
-        return JSONResponse({"order_id": order_id, "status": "accepted"}, status_code=201)
-
-    @app.delete("/v1/orders/{order_id}", summary="Cancel what remains of an open order")
-    async def cancel_order(
-        order_id: Identifier, account_id: Annotated[Identifier, Query()]
-    ) -> dict[str, Any]:
-        outcome = await submit_and_wait(
-            CancelOrder(order_id=order_id, account_id=account_id), order_id
+        client_order_id = body.get("client_order_id")
+        if client_order_id is not None:
+            order_id = derived_id("order", account, client_order_id)
+        elif idempotency_key is not None:
+            order_id = derived_id("order", account, f"key:{idempotency_key}")
+        else:
+            order_id = f"o-{uuid.uuid4().hex}"
+        command = PlaceOrder(order_id=order_id, account_id=account, **body)
+        if client_order_id is None and idempotency_key is None:
+            return _respond(await place(command, named=False), replayed=False)
+        request_key = (
+            f"key:{idempotency_key}" if idempotency_key is not None else f"coid:{client_order_id}"
         )
-        if outcome is None:
-            return {"order_id": order_id, "status": "pending"}
-        if isinstance(outcome, CancelRejected):
-            status = 409 if outcome.reason is RejectReason.ORDER_NOT_OPEN else 404
-            raise Problem(status, outcome.reason.value, outcome.message, order_id=order_id)
-        if isinstance(outcome, OrderCancelled):
-            return {"order_id": order_id, "status": "cancelled", "remaining": outcome.remaining}
-        raise Problem(409, "unexpected-outcome", f"order {order_id!r}: {outcome.type}")
+        print_ = fingerprint("POST", "/v1/orders", body)
+        return await idempotent.run(
+            account, request_key, print_, lambda: place(command, named=True)
+        )
 
-    @app.get("/v1/orders", summary="Orders of an account, newest first")
+    @private.get("/orders", tags=["orders"], summary="The account's settled orders, newest first")
     async def list_orders(
-        account_id: Annotated[Identifier, Query()],
+        principal: Reader,
+        account_id: Annotated[Identifier | None, Query()] = None,
         status: Annotated[
             Literal["open", "filled", "cancelled", "rejected"] | None, Query()
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[dict[str, Any]]:
-        return await queries.account_orders(engine, account_id, status, limit)
+    ) -> list[OrderRow]:
+        account = account_of(principal, account_id)
+        return [OrderRow(**r) for r in await queries.account_orders(engine, account, status, limit)]
 
-    @app.get("/v1/accounts/{account_id}", summary="Cash, capacity and positions of an account")
-    async def account(account_id: Identifier) -> dict[str, Any]:
+    async def own_order(principal: Principal, order_id: str) -> dict[str, Any]:
+        row = await queries.order(engine, order_id)
+        if row is None or (
+            principal.role is not Role.OPERATOR and row["account_id"] != principal.account_id
+        ):
+            raise Problem(
+                404, "unknown_order", f"account {principal.account_id} has no order {order_id!r}"
+            )
+        return row
+
+    @private.get(
+        "/orders/{order_id}",
+        tags=["orders"],
+        summary="One settled order of the account",
+        responses=problems(404),
+    )
+    async def get_order(order_id: Identifier, principal: Reader) -> OrderRow:
+        return OrderRow(**await own_order(principal, order_id))
+
+    async def cancel(account: str, order_id: str) -> OrderCancelled | None:
+        outcome = await submit_and_wait(
+            CancelOrder(order_id=order_id, account_id=account), order_id
+        )
+        if outcome is None:
+            return None
+        if isinstance(outcome, CancelRejected):
+            status = 409 if outcome.reason is RejectReason.ORDER_NOT_OPEN else 404
+            raise Problem(status, outcome.reason.value, outcome.message, order_id=order_id)
+        if isinstance(outcome, OrderCancelled):
+            return outcome
+        raise Problem(409, "unexpected-outcome", f"order {order_id!r}: {outcome.type}")
+
+    @private.delete(
+        "/orders/{order_id}",
+        tags=["orders"],
+        summary="Cancel what remains of an open order",
+        responses=problems(404, 409),
+    )
+    async def cancel_order(
+        order_id: Identifier,
+        principal: Trader,
+        account_id: Annotated[Identifier | None, Query()] = None,
+    ) -> CancelAnswer:
+        account = account_of(principal, account_id)
+        cancelled = await cancel(account, order_id)
+        if cancelled is None:
+            return CancelAnswer(order_id=order_id, status="pending")
+        return CancelAnswer(order_id=order_id, status="cancelled", remaining=cancelled.remaining)
+
+    @private.patch(
+        "/orders/{order_id}",
+        tags=["orders"],
+        summary="Amend an open order's price or remaining quantity",
+        description="Cancels the order and places its replacement (a new order id, the same "
+        "client order id): the replacement always loses time priority. If the replacement "
+        "is rejected the original stays cancelled.",
+        responses=problems(404, 409, 422),
+    )
+    async def amend_order(
+        order_id: Identifier, amendment: AmendRequest, principal: Trader
+    ) -> AmendAnswer:
+        account = principal.account_id
+        live = market.orders.get(order_id)
+        if live is None or live.account_id != account:
+            raise Problem(404, "unknown_order", f"account {account} has no open order {order_id!r}")
+        price = amendment.price or live.price
+        spec = catalogue.get(live.symbol)
+        if spec is not None and price % spec.tick_size:
+            raise Problem(
+                422,
+                RejectReason.PRICE_NOT_ON_TICK.value,
+                f"price {price} is not a multiple of the tick size {spec.tick_size} fen",
+            )
+        cancelled = await cancel(account, order_id)
+        if cancelled is None:
+            raise Problem(409, "pending", f"the cancel of {order_id!r} was not decided in time")
+        quantity = amendment.quantity or cancelled.remaining
+        replacement = PlaceOrder(
+            order_id=f"o-{uuid.uuid4().hex}",
+            account_id=account,
+            symbol=live.symbol,
+            side=cancelled.side,
+            price=price,
+            quantity=quantity,
+            client_order_id=live.client_order_id,
+        )
+        answer = await place(replacement, named=False)
+        if answer.status_code >= 400:
+            raise Problem(
+                answer.status_code,
+                answer.body["type"].rsplit("/", 1)[1],
+                answer.body["detail"],
+                order_id=replacement.order_id,
+                replaced_order_id=order_id,
+            )
+        return AmendAnswer(
+            order_id=replacement.order_id,
+            replaced_order_id=order_id,
+            status=answer.body["status"],
+            price=price,
+            quantity=quantity,
+        )
+
+    @private.get("/fills", tags=["accounts"], summary="The account's fills, newest first")
+    async def fills(
+        principal: Reader,
+        account_id: Annotated[Identifier | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[Fill]:
+        account = account_of(principal, account_id)
+        rows = await queries.account_fills(engine, account, limit)
+        return [Fill(**r, price_per_std=market.per_std(r["symbol"], r["price"])) for r in rows]
+
+    @private.get(
+        "/accounts/{account_id}",
+        tags=["accounts"],
+        summary="Cash, capacity and positions of the account",
+        responses=problems(404),
+    )
+    async def account(account_id: Identifier, principal: Reader) -> AccountOut:
+        account_of(principal, account_id)
         found = await queries.account_summary(engine, account_id)
         if found is None:
             raise Problem(404, "unknown-account", f"account {account_id!r} has no settled history")
-        return found
+        return AccountOut(**found)
 
-    @app.post(
-        "/v1/accounts/{account_id}/deposits",
+    async def deposit(command: DepositFunds | DepositCapacity, named: bool) -> Answer:
+        outcome = await submit_and_wait(command, command.deposit_id)
+        if outcome is None:
+            return Answer(202, {"deposit_id": command.deposit_id, "status": "pending"})
+        if isinstance(outcome, DepositRejected):
+            if named and outcome.reason is RejectReason.DUPLICATE_DEPOSIT_ID:
+                # Derived ids are the account's own: the first send was credited.
+                return Answer(201, {"deposit_id": command.deposit_id, "status": "deposited"})
+            body = _problem_body(
+                422, outcome.reason.value, outcome.message, deposit_id=command.deposit_id
+            )
+            return Answer(422, body)
+        assert isinstance(outcome, FundsDeposited | CapacityDeposited)
+        return Answer(201, {"deposit_id": command.deposit_id, "status": "deposited"})
+
+    @private.post(
+        "/accounts/{account_id}/deposits",
         status_code=201,
+        response_model=DepositAnswer,
+        tags=["accounts"],
         summary="Deposit cash (fen) or sellable capacity (units of a contract)",
+        description="Participants deposit into their own account; only providers deposit "
+        "capacity. An `Idempotency-Key` header makes a retry return the first answer.",
+        responses=problems(404, 422),
     )
-    async def deposit(account_id: Identifier, request: DepositRequest) -> dict[str, Any]:
-        deposit_id = request.deposit_id or uuid.uuid4().hex
+    async def post_deposit(
+        account_id: Identifier,
+        request: DepositRequest,
+        principal: Reader,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        account = account_of(principal, account_id)
+        if isinstance(request, CapacityDeposit):
+            if principal.role not in (Role.PROVIDER, Role.OPERATOR):
+                raise Problem(403, "forbidden", "only providers deposit capacity")
+            contract_or_404(request.symbol)
+        named = idempotency_key is not None and request.deposit_id is None
+        if request.deposit_id is not None:
+            deposit_id = request.deposit_id
+        elif idempotency_key is not None:
+            deposit_id = derived_id("deposit", account, idempotency_key)
+        else:
+            deposit_id = f"d-{uuid.uuid4().hex}"
         command: DepositFunds | DepositCapacity
         if isinstance(request, CashDeposit):
-            command = DepositFunds(
-                deposit_id=deposit_id, account_id=account_id, amount=request.amount
-            )
+            command = DepositFunds(deposit_id=deposit_id, account_id=account, amount=request.amount)
         else:
-            contract_or_404(request.symbol)
             command = DepositCapacity(
                 deposit_id=deposit_id,
-                account_id=account_id,
+                account_id=account,
                 symbol=request.symbol,
                 quantity=request.quantity,
             )
-        outcome = await submit_and_wait(command, deposit_id)
-        if outcome is None:
-            return {"deposit_id": deposit_id, "status": "pending"}
-        if isinstance(outcome, DepositRejected):
-            raise Problem(422, outcome.reason.value, outcome.message, deposit_id=deposit_id)
-        assert isinstance(outcome, FundsDeposited | CapacityDeposited)
-        return {"deposit_id": deposit_id, "status": "deposited"}
+        if idempotency_key is None:
+            answer = await deposit(command, named=False)
+            return _respond(answer, replayed=False)
+        print_ = fingerprint("POST", f"/v1/accounts/{account}/deposits", request.model_dump())
+        return await idempotent.run(
+            account, f"deposit:{idempotency_key}", print_, lambda: deposit(command, named)
+        )
+
+    @private.get(
+        "/obligations",
+        tags=["accounts"],
+        summary="What the account sold per contract: units to deliver and payouts",
+    )
+    async def obligations(
+        principal: Reader, account_id: Annotated[Identifier | None, Query()] = None
+    ) -> list[Obligation]:
+        account = account_of(principal, account_id)
+        result = []
+        for row in await queries.sold(engine, account):
+            spec = catalogue.get(row["symbol"])
+            start = None if spec is None else spec.delivery_start.isoformat()
+            result.append(Obligation(delivery_start=start, **row))
+        return result
+
+    operator = APIRouter(prefix="/v1/admin", tags=["operator"], responses=problems(401, 403, 429))
+
+    @operator.post(
+        "/keys",
+        status_code=201,
+        summary="Create an API key; the key is shown only in this answer",
+        responses=problems(409, 422),
+    )
+    async def new_key(request: KeyRequest, _: Operator) -> NewKeyOut:
+        try:
+            created = await create_key(engine, request.account_id, request.role, request.label)
+        except RoleConflict as conflict:
+            raise Problem(409, "role-conflict", str(conflict)) from None
+        return NewKeyOut(key=created.key, **_key_out(created.info).model_dump())
+
+    @operator.get("/keys", summary="API keys (never their secrets), oldest first")
+    async def keys(
+        _: Operator,
+        account_id: Annotated[Identifier | None, Query()] = None,
+        include_revoked: bool = False,
+    ) -> list[KeyOut]:
+        return [_key_out(k) for k in await list_keys(engine, account_id, include_revoked)]
+
+    @operator.delete("/keys/{key_id}", summary="Revoke an API key", responses=problems(404))
+    async def revoke(key_id: str, _: Operator) -> KeyOut:
+        revoked = await revoke_key(engine, key_id)
+        if revoked is None:
+            raise Problem(404, "unknown-key", f"there is no API key {key_id!r}")
+        keyring.forget(key_id)
+        return _key_out(revoked)
+
+    @operator.get(
+        "/events",
+        summary="Replay: stored events after a global position, in order",
+        description="Page through the whole history with `after` = the last position seen.",
+    )
+    async def events(
+        _: Operator,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[StoredEventOut]:
+        return [_event_out(e) for e in await runtime.store.read_all(after, limit)]
+
+    @operator.get(
+        "/streams/{stream_id}",
+        summary="Replay: the events of one stream (contract-SYMBOL, account-ID, exchange)",
+    )
+    async def stream_events(
+        stream_id: str,
+        _: Operator,
+        from_version: Annotated[int, Query(ge=1)] = 1,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[StoredEventOut]:
+        stored = await runtime.store.read_stream(stream_id, from_version)
+        return [_event_out(e) for e in stored[:limit]]
+
+    reports = APIRouter(prefix="/v1/reports", tags=["reports"], responses=problems(401, 403, 429))
+
+    @reports.get("/trades", summary="Settled trades with counterparties, newest first")
+    async def trade_report(
+        _: Auditor,
+        account_id: Annotated[Identifier | None, Query()] = None,
+        symbol: Annotated[str | None, Query(max_length=64)] = None,
+        since_ts: Annotated[int | None, Query(description="log time, ms, inclusive")] = None,
+        until_ts: Annotated[int | None, Query(description="log time, ms, exclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> list[ReportTrade]:
+        rows = await queries.trades_report(
+            engine,
+            account_id=account_id,
+            symbol=symbol,
+            since_ts=since_ts,
+            until_ts=until_ts,
+            limit=limit,
+        )
+        return [
+            ReportTrade(
+                **{k: v for k, v in r.items() if k != "position"},
+                price_per_std=market.per_std(r["symbol"], r["price"]),
+            )
+            for r in rows
+        ]
+
+    streams = APIRouter(prefix="/v1", tags=["streams"])
+
+    @streams.get(
+        "/stream/sse",
+        summary="Market data and private updates as Server-Sent Events",
+        description="`symbols` and `channels` (quote, depth, trades, candles, stats; default "
+        "quote,trades) are comma-separated; `private` (orders, fills, balances, obligations) "
+        "needs an API key. Messages are the WebSocket's; `event:` is their type.",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+            **problems(401, 404, 422, 429),
+        },
+    )
+    async def sse(
+        principal: Caller,
+        symbols: Annotated[str | None, Query(max_length=6500)] = None,
+        channels: Annotated[str | None, Query(max_length=200)] = None,
+        private: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> StreamingResponse:
+        subscriber = sse_subscriber(
+            market, principal, parse_list(symbols), parse_list(channels), parse_list(private)
+        )
+        return StreamingResponse(
+            sse_events(market, subscriber),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket) -> None:
-        await websocket.accept()
-        subscriber = Subscriber()
-        sender = asyncio.create_task(_pump(websocket, subscriber))
-        try:
-            while True:
-                try:
-                    request = SubscribeRequest.model_validate_json(await websocket.receive_text())
-                except ValidationError as error:
-                    await websocket.send_json({"type": "error", "message": _first_error(error)})
-                    continue
-                if request.op == "subscribe":
-                    unknown = market.subscribe(subscriber, request.symbols)
-                    for symbol in request.symbols:
-                        if symbol in market.views:
-                            for trade in list(market.views[symbol].trades)[-10:]:
-                                await subscriber.queue.put(trade_message(trade))
-                    await subscriber.queue.put(
-                        {
-                            "type": "subscribed",
-                            "symbols": sorted(subscriber.symbols),
-                            "unknown": unknown,
-                        }
-                    )
-                else:
-                    subscriber.symbols.difference_update(request.symbols)
-                    await subscriber.queue.put(
-                        {"type": "unsubscribed", "symbols": sorted(request.symbols)}
-                    )
-        except WebSocketDisconnect:
-            pass
-        finally:
-            market.subscribers.discard(subscriber)
-            sender.cancel()
+        await websocket_stream(websocket, market, gate)
 
+    for router in (public, private, operator, reports, streams):
+        app.include_router(router)
+
+    web = resources.files("api").joinpath("web")
+    page = web.joinpath("index.html").read_text()
+
+    @app.get("/", include_in_schema=False)
+    async def supermarket() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    app.mount("/web", StaticFiles(directory=str(web)), name="web")
     return app
 
 
-class SubscribeRequest(BaseModel):
-    """A stream request: follow or stop following contracts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    op: Literal["subscribe", "unsubscribe"]
-    symbols: Annotated[
-        list[Annotated[str, Field(max_length=64)]], Field(min_length=1, max_length=100)
-    ]
+async def _eventually_settled(engine: Any, order_id: str) -> dict[str, Any] | None:
+    deadline = asyncio.get_running_loop().time() + SETTLE_WAIT_S
+    while True:
+        row = await queries.order(engine, order_id)
+        if row is not None or asyncio.get_running_loop().time() > deadline:
+            return row
+        await asyncio.sleep(0.05)
 
 
-async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
-    """Send queued messages; close with a reason if the subscriber was dropped as too slow."""
-    while subscriber.dropped_reason is None:
-        try:
-            message = await asyncio.wait_for(subscriber.queue.get(), 1.0)
-        except TimeoutError:
-            continue
-        await websocket.send_json(message)
-    await websocket.close(code=1013, reason=subscriber.dropped_reason)
+def _accepted(order_id: str, client_order_id: str | None) -> dict[str, Any]:
+    return {"order_id": order_id, "client_order_id": client_order_id, "status": "accepted"}
 
 
-def _first_error(error: ValidationError) -> str:
-    item = error.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in item["loc"]) or "message"
-    return f"{where}: {item['msg']}"
+def _pending(order_id: str, client_order_id: str | None) -> Answer:
+    body = {"order_id": order_id, "client_order_id": client_order_id, "status": "pending"}
+    return Answer(202, body)
 
 
-def _problem_response(status: int, kind: str, detail: str, extra: dict[str, Any]) -> JSONResponse:
-    body = {
-        "type": f"/problems/{kind}",
-        "title": kind.replace("-", " ").replace("_", " "),
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+def _answer_from_row(row: dict[str, Any]) -> Answer:
+    if row["status"] == "rejected":
+        body = _problem_body(
+            422,
+            row["reason"] or "rejected",
+            f"order {row['order_id']!r} was rejected: {row['reason']}",
+            order_id=row["order_id"],
+        )
+        return Answer(422, body, replayed=True)
+    return Answer(201, _accepted(row["order_id"], row["client_order_id"]), replayed=True)
+
+
+def _key_out(info: KeyInfo) -> KeyOut:
+    return KeyOut(
+        key_id=info.key_id,
+        account_id=info.account_id,
+        role=info.role,
+        label=info.label,
+        created_at=info.created_at.isoformat(),
+        revoked_at=None if info.revoked_at is None else info.revoked_at.isoformat(),
+    )
+
+
+def _event_out(event: StoredEvent) -> StoredEventOut:
+    return StoredEventOut(
+        position=event.position,
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        event_id=event.event_id,
+        type=event.type,
+        schema_version=event.schema_version,
+        data=event.data,
+        metadata=event.metadata,
+        recorded_at=event.recorded_at.isoformat(),
+    )

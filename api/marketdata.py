@@ -1,14 +1,22 @@
-"""Live market data and outcomes, folded from the events topic for the API.
+"""Live market data, private account updates and command outcomes, folded from the events topic.
 
-Keeps each contract's depth from BookChanged, its recent trades, and the outcome of every
-command the API is waiting for; fans quotes and trades out to subscribers through bounded
-queues, so a slow subscriber is dropped instead of slowing the exchange.
+One `MarketData` per API process reads every partition of the events topic from its start and
+keeps, per contract, the depth (from `BookChanged`, whose per-contract `seq` lets a client check
+that it missed nothing), recent trades, 1-minute and 1-hour candles and 24-hour statistics; per
+account, the balances, open orders and delivery obligations (by the same money rules as the
+risk stage and the ledger). Time is the log's: candles and the 24-hour window follow the `ts`
+of the events, never the wall clock.
+
+Subscribers get messages through bounded outboxes, so a slow one never slows the exchange: when
+its outbox overflows it is sent one `resync` message with fresh snapshots instead of what it
+missed, and if that keeps happening it is disconnected with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +24,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from exchange.domain.catalogue import Catalogue
+from api.keys import Principal
+from exchange.domain.accounts import Accounts
+from exchange.domain.catalogue import Catalogue, ContractSpec
 from exchange.domain.messages import (
     AnyEvent,
     BookChanged,
@@ -30,6 +40,7 @@ from exchange.domain.messages import (
     TradeExecuted,
     decode_event,
 )
+from exchange.domain.performance import STANDARD, PerformanceTable
 from exchange.log import CommandLog, TopicPartition
 from exchange.pipeline import POLL_MAX_RECORDS, POLL_TIMEOUT_MS, Deduplicator, Topics
 
@@ -37,6 +48,55 @@ log = logging.getLogger(__name__)
 
 RECENT_TRADES = 200
 SUBSCRIBER_QUEUE = 1000
+MAX_RESYNCS = 3
+"""Overflows allowed within RESYNC_WINDOW_S; one more and the subscriber is disconnected."""
+RESYNC_WINDOW_S = 60.0
+SNAPSHOT_LEVELS = 500
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+INTERVALS = {"1m": MINUTE_MS, "1h": HOUR_MS}
+CANDLES_KEPT = {"1m": 24 * 60 + 60, "1h": 24 * 35}
+
+PUBLIC_CHANNELS = ("quote", "depth", "trades", "candles", "stats")
+PRIVATE_CHANNELS = ("orders", "fills", "balances", "obligations")
+DEFAULT_CHANNELS = ("quote", "trades")
+
+
+@dataclass(slots=True)
+class Candle:
+    """Open, high, low, close, volume and turnover of one interval."""
+
+    start: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int = 0
+    turnover: int = 0
+    trades: int = 0
+
+    def add(self, price: int, quantity: int) -> None:
+        """Fold one trade in."""
+        self.high = max(self.high, price)
+        self.low = min(self.low, price)
+        self.close = price
+        self.volume += quantity
+        self.turnover += price * quantity
+        self.trades += 1
+
+    def as_dict(self) -> dict[str, int]:
+        """The candle's fields."""
+        return {
+            "start": self.start,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "turnover": self.turnover,
+            "trades": self.trades,
+        }
 
 
 @dataclass
@@ -47,6 +107,10 @@ class ContractView:
     asks: dict[int, int] = field(default_factory=dict)
     seq: int = 0
     trades: deque[TradeExecuted] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
+    candles: dict[str, deque[Candle]] = field(
+        default_factory=lambda: {name: deque(maxlen=kept) for name, kept in CANDLES_KEPT.items()}
+    )
+    updated_ts: int | None = None
 
     def best_bid(self) -> tuple[int, int] | None:
         """(price, quantity) of the best bid."""
@@ -68,14 +132,102 @@ class ContractView:
         asks = sorted(self.asks.items())[:levels]
         return {"bids": [list(b) for b in bids], "asks": [list(a) for a in asks]}
 
+    def add_trade(self, trade: TradeExecuted) -> None:
+        """Record a trade and fold it into the candle of each interval."""
+        self.trades.append(trade)
+        for name, length in INTERVALS.items():
+            start = trade.ts - trade.ts % length
+            series = self.candles[name]
+            if series and series[-1].start == start:
+                series[-1].add(trade.price, trade.quantity)
+            else:
+                candle = Candle(start, trade.price, trade.price, trade.price, trade.price)
+                candle.add(trade.price, trade.quantity)
+                series.append(candle)
+
+    def stats(self, now_ms: int) -> dict[str, Any]:
+        """Statistics of the 24 hours of log time up to `now_ms`, from the 1-minute candles."""
+        since = now_ms - DAY_MS
+        window = [c for c in self.candles["1m"] if c.start + MINUTE_MS > since]
+        last = self.trades[-1].price if self.trades else None
+        if not window:
+            return {
+                "window_end": now_ms,
+                "open": None,
+                "high": None,
+                "low": None,
+                "last": last,
+                "change": None,
+                "volume": 0,
+                "turnover": 0,
+                "trades": 0,
+                "vwap": None,
+            }
+        volume = sum(c.volume for c in window)
+        turnover = sum(c.turnover for c in window)
+        return {
+            "window_end": now_ms,
+            "open": window[0].open,
+            "high": max(c.high for c in window),
+            "low": min(c.low for c in window),
+            "last": last,
+            "change": None if last is None else last - window[0].open,
+            "volume": volume,
+            "turnover": turnover,
+            "trades": sum(c.trades for c in window),
+            "vwap": (turnover + volume // 2) // volume if volume else None,
+        }
+
+
+@dataclass(slots=True)
+class OrderState:
+    """An account's order as its private stream shows it."""
+
+    order_id: str
+    account_id: str
+    symbol: str
+    side: str
+    price: int
+    quantity: int
+    client_order_id: str | None
+    filled: int = 0
+    status: str = "open"
+    reason: str | None = None
+    ts: int = 0
+
+    def as_message(self) -> dict[str, Any]:
+        """The `order` message."""
+        return {
+            "type": "order",
+            "order_id": self.order_id,
+            "client_order_id": self.client_order_id,
+            "symbol": self.symbol,
+            "side": self.side,
+            "price": self.price,
+            "quantity": self.quantity,
+            "filled": self.filled,
+            "status": self.status,
+            "reason": self.reason,
+            "ts": self.ts,
+        }
+
 
 class Subscriber:
-    """One stream client: the contracts it follows and its bounded outbox."""
+    """One stream client: what it follows and its bounded outbox."""
 
-    def __init__(self) -> None:
-        self.symbols: set[str] = set()
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
+    def __init__(self, queue_size: int = SUBSCRIBER_QUEUE) -> None:
+        self.symbols: dict[str, set[str]] = {}
+        """Channels followed, per contract."""
+        self.private: set[str] = set()
+        self.principal: Principal | None = None
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self.dropped_reason: str | None = None
+        self.resyncs: list[float] = []
+
+    def follows(self, symbol: str, channel: str) -> bool:
+        """True if the subscriber follows `channel` of `symbol`."""
+        channels = self.symbols.get(symbol)
+        return channels is not None and channel in channels
 
 
 Outcome = (
@@ -90,15 +242,32 @@ Outcome = (
 
 
 class MarketData:
-    """Folds the events topic; answers book and quote queries; resolves waiting commands."""
+    """Folds the events topic; answers market queries; streams; resolves waiting commands."""
 
-    def __init__(self, command_log: CommandLog, topics: Topics, catalogue: Catalogue) -> None:
+    def __init__(
+        self,
+        command_log: CommandLog,
+        topics: Topics,
+        catalogue: Catalogue,
+        performance: PerformanceTable = STANDARD,
+    ) -> None:
         self.log = command_log
         self.topics = topics
+        self.catalogue = catalogue
+        self.performance = performance
         self.views = {symbol: ContractView() for symbol in catalogue.symbols}
         self.subscribers: set[Subscriber] = set()
+        self.queue_size = SUBSCRIBER_QUEUE
+        self.accounts = Accounts()
+        self.orders: dict[str, OrderState] = {}
+        """Open orders, for the private `order` messages."""
+        self.obligations: dict[tuple[str, str], list[int]] = {}
+        """(seller, symbol) -> [units sold, payout in fen]."""
+        self.now_ms = 0
+        """The latest log time seen: the end of the 24-hour statistics window."""
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
         self._dedup = Deduplicator()
+        self._private: dict[str, set[Subscriber]] = {}
         self.trade_counts: dict[str, int] = {}
         self.trade_volumes: dict[str, int] = {}
         self.ready = asyncio.Event()
@@ -129,29 +298,100 @@ class MarketData:
         finally:
             await consumer.close()
 
+    def spec(self, symbol: str) -> ContractSpec | None:
+        """The listed contract, if any."""
+        return self.catalogue.get(symbol)
+
+    def per_std(self, symbol: str, price: int | None) -> int | None:
+        """A contract price as a price per standard card-hour (None for non-cards)."""
+        spec = self.catalogue.get(symbol)
+        if price is None or spec is None:
+            return None
+        return self.performance.price_per_standard(price, spec.resource_class.code)
+
     def apply(self, event: AnyEvent, read_from: int) -> None:
         """Fold one event read from partition `read_from` into the views; wake its waiters."""
-        if isinstance(event, BookChanged | TradeExecuted):
-            if not self._dedup.is_new(read_from, event.event_id):
-                return
-            view = self.views.get(event.symbol)
-            if view is None:
-                return
-            if isinstance(event, BookChanged):
-                self._apply_book(view, event)
-            else:
-                view.trades.append(event)
-                self.trade_counts[event.symbol] = self.trade_counts.get(event.symbol, 0) + 1
-                self.trade_volumes[event.symbol] = (
-                    self.trade_volumes.get(event.symbol, 0) + event.quantity
-                )
-                self._publish(event.symbol, trade_message(event))
+        if not self._dedup.is_new(read_from, event.event_id):
             return
+        self.now_ms = max(self.now_ms, event.ts)
+        if isinstance(event, BookChanged):
+            view = self.views.get(event.symbol)
+            if view is not None:
+                self._apply_book(view, event)
+        elif isinstance(event, TradeExecuted):
+            self._apply_trade(event)
+        elif isinstance(event, OrderAccepted):
+            self.accounts.hold(event)
+            order = OrderState(
+                event.order_id,
+                event.account_id,
+                event.symbol,
+                event.side,
+                event.price,
+                event.quantity,
+                event.client_order_id,
+                ts=event.ts,
+            )
+            self.orders[event.order_id] = order
+            self._tell(event.account_id, "orders", order.as_message())
+            self._tell_balance(event.account_id, event.symbol, event.ts)
+        elif isinstance(event, OrderRejected):
+            rejected = OrderState(
+                event.order_id,
+                event.account_id,
+                event.symbol,
+                event.side,
+                event.price,
+                event.quantity,
+                event.client_order_id,
+                status="rejected",
+                reason=event.reason.value,
+                ts=event.ts,
+            )
+            self._tell(event.account_id, "orders", rejected.as_message())
+        elif isinstance(event, OrderCancelled):
+            self.accounts.release(event)
+            cancelled = self.orders.pop(event.order_id, None)
+            if cancelled is not None:
+                cancelled.status, cancelled.reason, cancelled.ts = (
+                    "cancelled",
+                    event.reason.value,
+                    event.ts,
+                )
+                self._tell(event.account_id, "orders", cancelled.as_message())
+            self._tell_balance(event.account_id, event.symbol, event.ts)
+        elif isinstance(event, FundsDeposited | CapacityDeposited):
+            self.accounts.apply_deposit(event)
+            symbol = event.symbol if isinstance(event, CapacityDeposited) else None
+            self._tell_balance(event.account_id, symbol, event.ts)
+        elif event.type in _HOLD_CHANGES:
+            self._apply_hold_change(event)
         key = _outcome_key(event)
         if key is not None:
             for future in self._waiters.pop(key, ()):
                 if not future.done():
                     future.set_result(event)  # type: ignore[arg-type]
+
+    def _apply_hold_change(self, event: AnyEvent) -> None:
+        """Amends and self-trade reductions, where the money rules have them."""
+        fold = getattr(self.accounts, _HOLD_CHANGES[event.type], None)
+        if fold is None:
+            return
+        fold(event)
+        account_id: str = getattr(event, "account_id", "")
+        symbol: str | None = getattr(event, "symbol", None)
+        order = self.orders.get(getattr(event, "order_id", ""))
+        remaining = getattr(event, "remaining", None)
+        if order is not None and isinstance(remaining, int):
+            order.price = getattr(event, "price", order.price)
+            order.quantity = order.filled + remaining
+            order.ts = event.ts
+            if not remaining:
+                order.status = "cancelled"
+                del self.orders[order.order_id]
+            self._tell(account_id, "orders", order.as_message())
+        if account_id:
+            self._tell_balance(account_id, symbol, event.ts)
 
     def _apply_book(self, view: ContractView, event: BookChanged) -> None:
         for side, changes in ((view.bids, event.bids), (view.asks, event.asks)):
@@ -161,7 +401,68 @@ class MarketData:
                 else:
                     side.pop(price, None)
         view.seq = event.seq
-        self._publish(event.symbol, quote_message(event.symbol, view, event.ts))
+        view.updated_ts = event.ts
+        self._publish(event.symbol, "quote", self.quote_message(event.symbol, event.ts))
+        self._publish(
+            event.symbol,
+            "depth",
+            {
+                "type": "depth",
+                "symbol": event.symbol,
+                "seq": event.seq,
+                "bids": [list(level) for level in event.bids],
+                "asks": [list(level) for level in event.asks],
+                "ts": event.ts,
+            },
+        )
+
+    def _apply_trade(self, trade: TradeExecuted) -> None:
+        view = self.views.get(trade.symbol)
+        if view is not None:
+            view.add_trade(trade)
+            symbol = trade.symbol
+            self.trade_counts[symbol] = self.trade_counts.get(symbol, 0) + 1
+            self.trade_volumes[symbol] = self.trade_volumes.get(symbol, 0) + trade.quantity
+            self._publish(symbol, "trades", self.trade_message(trade))
+            for interval in INTERVALS:
+                self._publish(symbol, "candles", self.candle_message(symbol, interval))
+            self._publish(symbol, "stats", self.stats_message(symbol))
+        buy = self.orders.get(trade.buy_order_id)
+        sell = self.orders.get(trade.sell_order_id)
+        self.accounts.apply_trade(trade)
+        for order, side in ((buy, "buy"), (sell, "sell")):
+            account = trade.buyer_id if side == "buy" else trade.seller_id
+            order_id = trade.buy_order_id if side == "buy" else trade.sell_order_id
+            self._tell(
+                account,
+                "fills",
+                {
+                    "type": "fill",
+                    "trade_id": trade.trade_id,
+                    "order_id": order_id,
+                    "symbol": trade.symbol,
+                    "side": side,
+                    "price": trade.price,
+                    "price_per_std": self.per_std(trade.symbol, trade.price),
+                    "quantity": trade.quantity,
+                    "liquidity": _liquidity(trade.aggressor, side),
+                    "ts": trade.ts,
+                },
+            )
+            if order is not None:
+                order.filled += trade.quantity
+                order.ts = trade.ts
+                if order.filled >= order.quantity:
+                    order.status = "filled"
+                    del self.orders[order.order_id]
+                self._tell(account, "orders", order.as_message())
+            self._tell_balance(account, trade.symbol, trade.ts)
+        owed = self.obligations.setdefault((trade.seller_id, trade.symbol), [0, 0])
+        owed[0] += trade.quantity
+        owed[1] += trade.price * trade.quantity
+        self._tell(
+            trade.seller_id, "obligations", self.obligation_message(trade.seller_id, trade.symbol)
+        )
 
     def expect(self, key: str) -> asyncio.Future[Outcome]:
         """A future for the outcome of the command with this order or deposit id.
@@ -180,28 +481,288 @@ class MarketData:
             if not waiting:
                 del self._waiters[key]
 
-    def subscribe(self, subscriber: Subscriber, symbols: Iterable[str]) -> list[str]:
-        """Follow contracts; returns the symbols that are not listed (and were not added)."""
-        unknown = [s for s in symbols if s not in self.views]
+    def subscriber(self) -> Subscriber:
+        """A new subscriber with this market's outbox size."""
+        return Subscriber(self.queue_size)
+
+    def subscribe(
+        self, subscriber: Subscriber, symbols: Iterable[str], channels: Iterable[str]
+    ) -> list[str]:
+        """Follow channels of contracts (sending each new one's snapshot); returns unknown ones."""
+        wanted = [c for c in channels if c in PUBLIC_CHANNELS]
+        unknown: list[str] = []
         for symbol in symbols:
-            if symbol in self.views and symbol not in subscriber.symbols:
-                subscriber.symbols.add(symbol)
-                view = self.views[symbol]
-                self._offer(subscriber, quote_message(symbol, view, None))
+            if symbol not in self.views:
+                if symbol not in unknown:
+                    unknown.append(symbol)
+                continue
+            followed = subscriber.symbols.setdefault(symbol, set())
+            for channel in wanted:
+                if channel in followed:
+                    continue
+                followed.add(channel)
+                for message in self._channel_snapshot(symbol, channel):
+                    self.offer(subscriber, message)
         self.subscribers.add(subscriber)
         return unknown
 
-    def _publish(self, symbol: str, message: dict[str, Any]) -> None:
-        for subscriber in list(self.subscribers):
-            if symbol in subscriber.symbols:
-                self._offer(subscriber, message)
+    def unsubscribe(
+        self, subscriber: Subscriber, symbols: Iterable[str], channels: Iterable[str] | None
+    ) -> None:
+        """Stop following channels (all if None) of contracts."""
+        for symbol in symbols:
+            followed = subscriber.symbols.get(symbol)
+            if followed is None:
+                continue
+            if channels is None:
+                followed.clear()
+            else:
+                followed.difference_update(channels)
+            if not followed:
+                del subscriber.symbols[symbol]
 
-    def _offer(self, subscriber: Subscriber, message: dict[str, Any]) -> None:
+    def subscribe_private(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
+        """Follow the private channels of the subscriber's account, starting with its snapshot."""
+        assert subscriber.principal is not None
+        account = subscriber.principal.account_id
+        fresh = [c for c in channels if c in PRIVATE_CHANNELS and c not in subscriber.private]
+        if not fresh:
+            return
+        subscriber.private.update(fresh)
+        self._private.setdefault(account, set()).add(subscriber)
+        self.subscribers.add(subscriber)
+        self.offer(subscriber, self.account_snapshot(account))
+
+    def unsubscribe_private(self, subscriber: Subscriber, channels: Iterable[str] | None) -> None:
+        """Stop following private channels (all if None)."""
+        if channels is None:
+            subscriber.private.clear()
+        else:
+            subscriber.private.difference_update(channels)
+
+    def snapshot(self, subscriber: Subscriber, symbols: Iterable[str]) -> None:
+        """Send fresh depth snapshots (a client that detected a gap asks for this)."""
+        for symbol in symbols:
+            if symbol in self.views:
+                self.offer(subscriber, self.depth_snapshot(symbol))
+
+    def drop(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber (disconnected or too slow)."""
+        self.subscribers.discard(subscriber)
+        if subscriber.principal is not None:
+            followers = self._private.get(subscriber.principal.account_id)
+            if followers is not None:
+                followers.discard(subscriber)
+                if not followers:
+                    del self._private[subscriber.principal.account_id]
+
+    def _channel_snapshot(self, symbol: str, channel: str) -> list[dict[str, Any]]:
+        if channel == "quote":
+            return [self.quote_message(symbol, None)]
+        if channel == "depth":
+            return [self.depth_snapshot(symbol)]
+        if channel == "trades":
+            return [self.trade_message(t) for t in list(self.views[symbol].trades)[-10:]]
+        if channel == "candles":
+            return [self.candle_message(symbol, i) for i in INTERVALS if self.views[symbol].trades]
+        return [self.stats_message(symbol)]
+
+    def _publish(self, symbol: str, channel: str, message: dict[str, Any]) -> None:
+        for subscriber in list(self.subscribers):
+            if subscriber.follows(symbol, channel):
+                self.offer(subscriber, message)
+
+    def _tell(self, account_id: str, channel: str, message: dict[str, Any]) -> None:
+        for subscriber in list(self._private.get(account_id, ())):
+            if channel in subscriber.private:
+                self.offer(subscriber, message)
+
+    def _tell_balance(self, account_id: str, symbol: str | None, ts: int) -> None:
+        if account_id in self._private:
+            self._tell(account_id, "balances", self.balance_message(account_id, symbol, ts))
+
+    def offer(self, subscriber: Subscriber, message: dict[str, Any]) -> None:
+        """Queue a message for a subscriber; on overflow, resync or drop it."""
+        if subscriber.dropped_reason is not None:
+            return
         try:
             subscriber.queue.put_nowait(message)
         except asyncio.QueueFull:
-            subscriber.dropped_reason = f"too slow: outbox of {SUBSCRIBER_QUEUE} messages is full"
-            self.subscribers.discard(subscriber)
+            self._overflow(subscriber)
+
+    def _overflow(self, subscriber: Subscriber) -> None:
+        """Replace what a slow subscriber missed by one resync message, or disconnect it."""
+        size = subscriber.queue.maxsize
+        now = time.monotonic()
+        subscriber.resyncs = [t for t in subscriber.resyncs if now - t < RESYNC_WINDOW_S]
+        while not subscriber.queue.empty():
+            subscriber.queue.get_nowait()
+        if len(subscriber.resyncs) >= MAX_RESYNCS:
+            subscriber.dropped_reason = (
+                f"too slow: outbox of {size} messages overflowed {MAX_RESYNCS + 1} times "
+                f"in {RESYNC_WINDOW_S:.0f}s"
+            )
+            self.drop(subscriber)
+            log.info("disconnecting a stream client: %s", subscriber.dropped_reason)
+            return
+        subscriber.resyncs.append(now)
+        subscriber.queue.put_nowait(self.resync_message(subscriber, size))
+
+    def resync_message(self, subscriber: Subscriber, size: int) -> dict[str, Any]:
+        """Fresh snapshots of everything a subscriber follows, replacing what it missed."""
+        snapshots: list[dict[str, Any]] = []
+        for symbol in sorted(subscriber.symbols):
+            for channel in PUBLIC_CHANNELS:
+                if channel in subscriber.symbols[symbol] and channel != "trades":
+                    snapshots.extend(self._channel_snapshot(symbol, channel))
+        if subscriber.private and subscriber.principal is not None:
+            snapshots.append(self.account_snapshot(subscriber.principal.account_id))
+        return {
+            "type": "resync",
+            "reason": f"fell behind: outbox of {size} messages was full; messages were dropped",
+            "snapshots": snapshots,
+        }
+
+    def quote_message(self, symbol: str, ts: int | None) -> dict[str, Any]:
+        """Best bid and ask of a contract, with their prices per standard card-hour."""
+        view = self.views[symbol]
+        bid = view.best_bid()
+        ask = view.best_ask()
+        return {
+            "type": "quote",
+            "symbol": symbol,
+            "seq": view.seq,
+            "bid": None if bid is None else {"price": bid[0], "quantity": bid[1]},
+            "ask": None if ask is None else {"price": ask[0], "quantity": ask[1]},
+            "bid_per_std": self.per_std(symbol, None if bid is None else bid[0]),
+            "ask_per_std": self.per_std(symbol, None if ask is None else ask[0]),
+            "ts": ts,
+        }
+
+    def depth_snapshot(self, symbol: str) -> dict[str, Any]:
+        """The whole book (up to SNAPSHOT_LEVELS a side) at its current `seq`."""
+        view = self.views[symbol]
+        return {
+            "type": "depth_snapshot",
+            "symbol": symbol,
+            "seq": view.seq,
+            **view.depth(SNAPSHOT_LEVELS),
+            "ts": view.updated_ts,
+        }
+
+    def trade_message(self, trade: TradeExecuted) -> dict[str, Any]:
+        """A trade, as streamed."""
+        return {
+            "type": "trade",
+            "symbol": trade.symbol,
+            "trade_id": trade.trade_id,
+            "price": trade.price,
+            "price_per_std": self.per_std(trade.symbol, trade.price),
+            "quantity": trade.quantity,
+            "aggressor": trade.aggressor,
+            "ts": trade.ts,
+        }
+
+    def candle_message(self, symbol: str, interval: str) -> dict[str, Any]:
+        """The latest candle of an interval."""
+        series = self.views[symbol].candles[interval]
+        return {
+            "type": "candle",
+            "symbol": symbol,
+            "interval": interval,
+            **(series[-1].as_dict() if series else {}),
+        }
+
+    def candles(self, symbol: str, interval: str, limit: int) -> list[dict[str, int]]:
+        """The latest `limit` candles of an interval, oldest first."""
+        series = list(self.views[symbol].candles[interval])[-limit:]
+        return [c.as_dict() for c in series]
+
+    def stats(self, symbol: str) -> dict[str, Any]:
+        """24-hour statistics of a contract, with prices per standard card-hour."""
+        stats = self.views[symbol].stats(self.now_ms)
+        stats["last_per_std"] = self.per_std(symbol, stats["last"])
+        stats["vwap_per_std"] = self.per_std(symbol, stats["vwap"])
+        return stats
+
+    def stats_message(self, symbol: str) -> dict[str, Any]:
+        """24-hour statistics, as streamed."""
+        return {"type": "stats", "symbol": symbol, **self.stats(symbol)}
+
+    def balance_message(self, account_id: str, symbol: str | None, ts: int) -> dict[str, Any]:
+        """An account's cash and, if a contract is named, its capacity and position in it."""
+        cash = self.accounts.cash.get(account_id)
+        message: dict[str, Any] = {
+            "type": "balance",
+            "account_id": account_id,
+            "cash": {
+                "available": 0 if cash is None else cash.available,
+                "held": 0 if cash is None else cash.held,
+            },
+            "ts": ts,
+        }
+        if symbol is not None:
+            capacity = self.accounts.capacity.get((account_id, symbol))
+            message["symbol"] = symbol
+            message["capacity"] = {
+                "available": 0 if capacity is None else capacity.available,
+                "held": 0 if capacity is None else capacity.held,
+            }
+            message["position"] = self.accounts.positions.get((account_id, symbol), 0)
+        return message
+
+    def obligation_message(self, account_id: str, symbol: str) -> dict[str, Any]:
+        """What a provider has sold of a contract and must deliver, and what it is paid."""
+        quantity, payout = self.obligations.get((account_id, symbol), (0, 0))
+        spec = self.catalogue.get(symbol)
+        return {
+            "type": "obligation",
+            "symbol": symbol,
+            "delivery_start": None if spec is None else spec.delivery_start.isoformat(),
+            "quantity": quantity,
+            "payout": payout,
+        }
+
+    def account_snapshot(self, account_id: str) -> dict[str, Any]:
+        """Everything the private channels show of an account, now."""
+        cash = self.accounts.cash.get(account_id)
+        return {
+            "type": "account_snapshot",
+            "account_id": account_id,
+            "cash": {
+                "available": 0 if cash is None else cash.available,
+                "held": 0 if cash is None else cash.held,
+            },
+            "capacity": [
+                {"symbol": s, "available": b.available, "held": b.held}
+                for (a, s), b in sorted(self.accounts.capacity.items())
+                if a == account_id
+            ],
+            "positions": [
+                {"symbol": s, "quantity": q}
+                for (a, s), q in sorted(self.accounts.positions.items())
+                if a == account_id and q
+            ],
+            "open_orders": [
+                o.as_message()
+                for o in sorted(self.orders.values(), key=lambda o: o.ts)
+                if o.account_id == account_id
+            ],
+            "obligations": [
+                self.obligation_message(account_id, s)
+                for (a, s) in sorted(self.obligations)
+                if a == account_id
+            ],
+        }
+
+
+_HOLD_CHANGES = {
+    "AmendRequested": "hold_for_amend",
+    "OrderAmended": "apply_amended",
+    "AmendRejected": "release_amend",
+    "OrderReduced": "apply_reduced",
+}
+"""Events that move holds without a trade, and the `Accounts` rule that folds each."""
 
 
 def _outcome_key(event: AnyEvent) -> str | None:
@@ -212,28 +773,8 @@ def _outcome_key(event: AnyEvent) -> str | None:
     return None
 
 
-def quote_message(symbol: str, view: ContractView, ts: int | None) -> dict[str, Any]:
-    """Best bid and ask of a contract, as streamed."""
-    bid = view.best_bid()
-    ask = view.best_ask()
-    return {
-        "type": "quote",
-        "symbol": symbol,
-        "seq": view.seq,
-        "bid": None if bid is None else {"price": bid[0], "quantity": bid[1]},
-        "ask": None if ask is None else {"price": ask[0], "quantity": ask[1]},
-        "ts": ts,
-    }
-
-
-def trade_message(trade: TradeExecuted) -> dict[str, Any]:
-    """A trade, as streamed."""
-    return {
-        "type": "trade",
-        "symbol": trade.symbol,
-        "trade_id": trade.trade_id,
-        "price": trade.price,
-        "quantity": trade.quantity,
-        "aggressor": trade.aggressor,
-        "ts": trade.ts,
-    }
+def _liquidity(aggressor: str | None, side: str) -> str:
+    """Taker or maker; `auction` for a trade of a call auction (no aggressor)."""
+    if aggressor is None:
+        return "auction"
+    return "taker" if aggressor == side else "maker"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from settlement import projections as tables
@@ -71,3 +71,105 @@ async def account_summary(engine: AsyncEngine, account_id: str) -> dict[str, Any
         ],
         "positions": [{"symbol": row.symbol, "quantity": row.quantity} for row in held],
     }
+
+
+async def order(engine: AsyncEngine, order_id: str) -> dict[str, Any] | None:
+    """One settled order, if it is settled."""
+    async with engine.connect() as connection:
+        row = (
+            await connection.execute(
+                select(tables.orders).where(tables.orders.c.order_id == order_id)
+            )
+        ).first()
+    return None if row is None else dict(row._mapping)
+
+
+async def account_fills(engine: AsyncEngine, account_id: str, limit: int) -> list[dict[str, Any]]:
+    """The account's sides of settled trades, newest first."""
+    trades = tables.trades
+    query = (
+        select(trades)
+        .where((trades.c.buyer_id == account_id) | (trades.c.seller_id == account_id))
+        .order_by(trades.c.position.desc())
+        .limit(limit)
+    )
+    fills: list[dict[str, Any]] = []
+    async with engine.connect() as connection:
+        for row in await connection.execute(query):
+            # A self-trade is two fills: one of each side.
+            for side in ("buy", "sell"):
+                if (row.buyer_id if side == "buy" else row.seller_id) != account_id:
+                    continue
+                fills.append(
+                    {
+                        "trade_id": row.trade_id,
+                        "order_id": row.buy_order_id if side == "buy" else row.sell_order_id,
+                        "symbol": row.symbol,
+                        "side": side,
+                        "price": row.price,
+                        "quantity": row.quantity,
+                        "amount": row.price * row.quantity,
+                        "liquidity": (
+                            "auction"
+                            if row.aggressor is None
+                            else "taker"
+                            if row.aggressor == side
+                            else "maker"
+                        ),
+                        "ts": row.ts,
+                    }
+                )
+    return fills[:limit]
+
+
+async def sold(engine: AsyncEngine, account_id: str) -> list[dict[str, Any]]:
+    """Per contract, what the account sold (units), was paid (fen) and in how many trades."""
+    trades = tables.trades
+    query = (
+        select(
+            trades.c.symbol,
+            func.sum(trades.c.quantity).label("quantity"),
+            func.sum(trades.c.price * trades.c.quantity).label("payout"),
+            func.count().label("trades"),
+        )
+        .where(trades.c.seller_id == account_id)
+        .group_by(trades.c.symbol)
+        .order_by(trades.c.symbol)
+    )
+    async with engine.connect() as connection:
+        return [
+            {
+                "symbol": row.symbol,
+                "quantity": int(row.quantity),
+                "payout": int(row.payout),
+                "trades": int(row.trades),
+            }
+            for row in await connection.execute(query)
+        ]
+
+
+async def trades_report(
+    engine: AsyncEngine,
+    *,
+    account_id: str | None,
+    symbol: str | None,
+    since_ts: int | None,
+    until_ts: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Settled trades with their counterparties, newest first, filtered."""
+    trades = tables.trades
+    query = select(trades).order_by(trades.c.position.desc()).limit(limit)
+    if account_id is not None:
+        query = query.where((trades.c.buyer_id == account_id) | (trades.c.seller_id == account_id))
+    if symbol is not None:
+        query = query.where(trades.c.symbol == symbol)
+    if since_ts is not None:
+        query = query.where(trades.c.ts >= since_ts)
+    if until_ts is not None:
+        query = query.where(trades.c.ts < until_ts)
+    async with engine.connect() as connection:
+        return [
+            {**row._mapping, "amount": row.price * row.quantity}
+            for row in await connection.execute(query)
+        ]

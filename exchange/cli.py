@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from api import keys
+from api.keys import Role
 from api.marketdata import MarketData
 from exchange.board import show_board
 from exchange.deadletters import read_dead_letters, replay_dead_letter
@@ -16,6 +18,7 @@ from exchange.node import serve
 from exchange.runtime import STAGES, ExchangeRuntime, Stage
 from exchange.settings import Settings
 from settlement import history
+from settlement.sql_store import SqlEventStore, open_event_store
 from simulations.demo_market import DemoMarket
 
 
@@ -69,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     dead_list.add_argument("--json", action="store_true", help="print JSON lines")
     dead_replay = dead_commands.add_parser("replay", help="append a dead letter to its source")
     dead_replay.add_argument("source", help="topic:partition:offset, as `list` shows it")
+    keys_parser = commands.add_parser(
+        "keys", help="API keys in the configured event store (DATABASE_URL or the embedded one)"
+    )
+    key_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it (shown only once)")
+    create.add_argument("--account", required=True, help="the participant account id")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--label", help="a note to tell keys apart")
+    listing = key_commands.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--account", help="only this account's keys")
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
     return parser
 
 
@@ -100,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     settings, args.until, args.contract, args.account, args.json, args.verify
                 )
             )
+        elif args.command == "keys":
+            return asyncio.run(_keys(settings, args))
         elif args.command == "audit":
             return asyncio.run(history.run_audit(settings, args.json))
         elif args.command == "deadletters":
@@ -129,12 +147,86 @@ async def _demo(settings: Settings, seed: int, rate: float) -> None:
         else "configured Kafka / PostgreSQL"
     )
     print(f"cx demo: {where}; API on http://{settings.api_host}:{settings.api_port}", flush=True)
+    await _demo_keys(settings)
 
     async def market(runtime: ExchangeRuntime, _: MarketData | None, stop: asyncio.Event) -> None:
         await DemoMarket(runtime, seed, rate).run(stop)
 
     await serve(settings, STAGES, extras=(market, show_board))
     print("cx demo: stopped cleanly; run it again to resume from the stored history", flush=True)
+
+
+DEMO_KEYS = (
+    ("sme-hangzhou-1", Role.BUYER),
+    ("provider-gz-1", Role.PROVIDER),
+    ("operator", Role.OPERATOR),
+)
+
+
+def _open_store(settings: Settings) -> SqlEventStore:
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return open_event_store(settings.event_store_url())
+
+
+async def _demo_keys(settings: Settings) -> None:
+    """On the first start, make and print API keys for demo participants (shown this once)."""
+    store = _open_store(settings)
+    try:
+        await store.initialise()
+        if await keys.list_keys(store.engine, include_revoked=True):
+            print(
+                "cx demo: API keys were printed on the first start; make another with "
+                "`cx keys create --account sme-hangzhou-1 --role buyer`",
+                flush=True,
+            )
+            return
+        print("cx demo: API keys (shown only now; keep them):", flush=True)
+        for account, role in DEMO_KEYS:
+            created = await keys.create_key(store.engine, account, role, label="cx demo")
+            print(f"  {role.value:<9} {account:<15} {created.key}", flush=True)
+        print(
+            f"  the supermarket page: http://{settings.api_host}:{settings.api_port}/",
+            flush=True,
+        )
+    finally:
+        await store.close()
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    store = _open_store(settings)
+    try:
+        await store.initialise()
+        if args.keys_command == "create":
+            try:
+                created = await keys.create_key(
+                    store.engine, args.account, Role(args.role), args.label
+                )
+            except keys.RoleConflict as conflict:
+                print(f"cx keys: {conflict}", file=sys.stderr)
+                return 1
+            print(created.key)
+            print(
+                f"key id {created.info.key_id} for {args.account} ({args.role}): "
+                "shown only now; send it as `Authorization: Bearer <key>`",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "list":
+            for info in await keys.list_keys(store.engine, args.account, args.all):
+                revoked = f" revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else ""
+                print(
+                    f"{info.key_id}  {info.role.value:<15} {info.account_id:<20} "
+                    f"{info.created_at:%Y-%m-%d %H:%M} {info.label or ''}{revoked}"
+                )
+        else:
+            revoked_key = await keys.revoke_key(store.engine, args.key_id)
+            if revoked_key is None:
+                print(f"cx keys: there is no key {args.key_id!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {revoked_key.key_id} of {revoked_key.account_id}")
+        return 0
+    finally:
+        await store.close()
 
 
 async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".cx-data"), validation_alias="CX_DATA_DIR")
     api_host: str = Field(default="127.0.0.1", validation_alias="CX_API_HOST")
     api_port: int = Field(default=8000, validation_alias="CX_API_PORT")
+    api_rate: float = Field(default=20.0, gt=0, validation_alias="CX_API_RATE")
+    """Requests a second each API key may make on average (anonymous callers: 5x, per address)."""
+    api_burst: int = Field(default=40, ge=1, validation_alias="CX_API_BURST")
+    """Requests an API key may make at once before the average rate applies."""
     command_partitions: int = Field(default=4, ge=1, validation_alias="CX_COMMAND_PARTITIONS")
     market_partitions: int = Field(default=4, ge=1, validation_alias="CX_MARKET_PARTITIONS")
     topic_prefix: str = Field(default="cx", validation_alias="CX_TOPIC_PREFIX")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from api.keys import Role, create_key
 from api.marketdata import MarketData
 from exchange.log import TopicPartition
 from exchange.node import serve
@@ -31,28 +34,117 @@ def free_port() -> int:
 
 
 def settings_for(
-    data_dir: Path, kafka: str | None = None, database_url: str | None = None, prefix: str = ""
+    data_dir: Path,
+    kafka: str | None = None,
+    database_url: str | None = None,
+    prefix: str = "",
+    **overrides: Any,
 ) -> Settings:
-    """Settings of an exchange on its own port and topics; embedded when kafka/database unset."""
-    return Settings(
-        KAFKA_BOOTSTRAP_SERVERS=kafka,
-        DATABASE_URL=database_url,
-        CX_DATA_DIR=data_dir,
-        CX_API_PORT=free_port(),
-        CX_TOPIC_PREFIX=prefix or f"t{uuid.uuid4().hex[:12]}",
-        CX_COMMAND_PARTITIONS=3,
-        CX_MARKET_PARTITIONS=3,
-    )
+    """Settings of an exchange on its own port and topics; embedded when kafka/database unset.
+
+    Request budgets are generous unless `overrides` set CX_API_RATE / CX_API_BURST: tests that
+    are not about rate limits must not meet them.
+    """
+    values: dict[str, Any] = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "DATABASE_URL": database_url,
+        "CX_DATA_DIR": data_dir,
+        "CX_API_PORT": free_port(),
+        "CX_TOPIC_PREFIX": prefix or f"t{uuid.uuid4().hex[:12]}",
+        "CX_COMMAND_PARTITIONS": 3,
+        "CX_MARKET_PARTITIONS": 3,
+        "CX_API_RATE": 10_000,
+        "CX_API_BURST": 10_000,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+_ACCOUNT_PATH = re.compile(r"^/v1/accounts/([^/]+)")
+
+
+class ActAsNamedAccount(httpx.Auth):
+    """Sends the key of the account a request names (in its path, query or JSON body).
+
+    The key is made on first use: a provider's if that first request deposits capacity or
+    sells, else a buyer's. A request that names no account, or carries its own Authorization
+    header, goes as it is.
+    """
+
+    requires_request_body = True
+
+    def __init__(self, exchange: RunningExchange) -> None:
+        self.exchange = exchange
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        body: dict[str, Any] = {}
+        if request.headers.get("content-type") == "application/json" and request.content:
+            loaded = json.loads(request.content)
+            body = loaded if isinstance(loaded, dict) else {}
+        match = _ACCOUNT_PATH.match(request.url.path)
+        account = (
+            match.group(1)
+            if match
+            else request.url.params.get("account_id") or body.get("account_id")
+        )
+        if account and "authorization" not in request.headers:
+            provides = body.get("kind") == "capacity" or body.get("side") == "sell"
+            key = await self.exchange.key_for(account, Role.PROVIDER if provides else Role.BUYER)
+            request.headers["Authorization"] = f"Bearer {key}"
+        yield request
 
 
 @dataclass
 class RunningExchange:
-    """An exchange serving in the background, its runtime, and an HTTP client for its API."""
+    """An exchange serving in the background, its runtime, and HTTP clients for its API.
+
+    `anonymous` sends no key. `client` sends the key of the account each request names (see
+    ActAsNamedAccount), so tests written before keys existed still act as that account.
+    `as_(account)` is a client with that account's key. Keys are made directly in the key
+    table.
+    """
 
     runtime: ExchangeRuntime
     market: MarketData
-    client: httpx.AsyncClient
+    anonymous: httpx.AsyncClient
     base_url: str
+    keys: dict[str, str] = field(default_factory=dict)
+    _clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=30.0, auth=ActAsNamedAccount(self)
+        )
+
+    async def key_for(self, account: str, role: Role | str = Role.BUYER) -> str:
+        """The API key of an account (the first call for an account sets its role)."""
+        if account not in self.keys:
+            created = await create_key(self.runtime.store.engine, account, Role(role), "test")
+            self.keys[account] = created.key
+        return self.keys[account]
+
+    async def as_(self, account: str, role: Role | str = Role.BUYER) -> httpx.AsyncClient:
+        """An HTTP client that sends the account's key."""
+        if account not in self._clients:
+            key = await self.key_for(account, role)
+            self._clients[account] = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=30.0,
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        return self._clients[account]
+
+    async def operator(self) -> httpx.AsyncClient:
+        """A client with an operator's key."""
+        return await self.as_("operator", Role.OPERATOR)
+
+    async def close_clients(self) -> None:
+        """Close the per-account clients."""
+        await self.client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
 
 @asynccontextmanager
@@ -77,7 +169,17 @@ async def running_exchange(settings: Settings) -> AsyncIterator[RunningExchange]
         async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as client:
             await eventually(lambda: _answers(client), what="the API to answer")
             await asyncio.wait_for(market.ready.wait(), START_TIMEOUT_S)
-            yield RunningExchange(runtime, market, client, base_url)
+            # On Kafka the stages join their consumer groups first; commands sent before they
+            # hold their partitions would wait out the API's 5 s answer time.
+            for stage in runtime.running.values():
+                caught_up = getattr(stage, "caught_up", None)
+                if isinstance(caught_up, asyncio.Event):
+                    await asyncio.wait_for(caught_up.wait(), START_TIMEOUT_S)
+            running = RunningExchange(runtime, market, client, base_url)
+            try:
+                yield running
+            finally:
+                await running.close_clients()
     finally:
         stop.set()
         await serving

@@ -53,11 +53,15 @@ def test_the_demo_trades_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     assert "H100-80G.GZ.20261201T00" in first
     assert "stopped cleanly" in first
     assert "Traceback" not in first
+    assert "API keys (shown only now" in first
+    assert first.count(" cx_") == 3, "a buyer's, a provider's and an operator's key"
     after_first = _trades(tmp_path)
     assert after_first, "the simulated market should trade within a few seconds"
 
     second = _run_demo(tmp_path)
     assert "Traceback" not in second
+    assert "API keys were printed on the first start" in second
+    assert " cx_" not in second, "keys are shown once"
     after_second = _trades(tmp_path)
     assert set(after_first) < set(after_second)
     assert len(after_second) == len(set(after_second))

@@ -43,14 +43,16 @@ async def exchange_settings(
 
 
 async def _deposit_cash(exchange: RunningExchange, account: str, amount: int) -> None:
-    response = await exchange.client.post(
+    client = await exchange.as_(account)
+    response = await client.post(
         f"/v1/accounts/{account}/deposits", json={"kind": "cash", "amount": amount}
     )
     assert response.status_code == 201, response.text
 
 
 async def _deposit_capacity(exchange: RunningExchange, account: str, symbol: str, qty: int) -> None:
-    response = await exchange.client.post(
+    client = await exchange.as_(account, "provider")
+    response = await client.post(
         f"/v1/accounts/{account}/deposits",
         json={"kind": "capacity", "symbol": symbol, "quantity": qty},
     )
@@ -60,7 +62,8 @@ async def _deposit_capacity(exchange: RunningExchange, account: str, symbol: str
 async def _order(
     exchange: RunningExchange, account: str, symbol: str, side: str, price: int, qty: int
 ) -> Any:
-    return await exchange.client.post(
+    client = await exchange.as_(account)
+    return await client.post(
         "/v1/orders",
         json={
             "account_id": account,
@@ -88,17 +91,18 @@ async def test_a_crossing_order_trades_and_settles_to_the_fen(exchange_settings:
         assert book["asks"] == [[1800, 2]]
         assert book["bids"] == []
 
-        buyer = (await exchange.client.get("/v1/accounts/buyer")).json()
+        buyer = (await (await exchange.as_("buyer")).get("/v1/accounts/buyer")).json()
         # Paid 4 x 18.00 at the maker's price; the 0.50 per unit above it came back.
         assert buyer["cash"] == {"available": 100_000 - 7200, "held": 0}
         assert buyer["positions"] == [{"symbol": GZ0, "quantity": 4}]
-        seller = (await exchange.client.get("/v1/accounts/seller")).json()
+        seller = (await (await exchange.as_("seller")).get("/v1/accounts/seller")).json()
         assert seller["cash"] == {"available": 7200, "held": 0}
         assert seller["capacity"] == [{"symbol": GZ0, "available": 4, "held": 2}]
 
-        orders = (await exchange.client.get("/v1/orders", params={"account_id": "seller"})).json()
+        seller_client = await exchange.as_("seller")
+        orders = (await seller_client.get("/v1/orders", params={"account_id": "seller"})).json()
         assert [(o["status"], o["filled"], o["quantity"]) for o in orders] == [("open", 4, 6)]
-        cancel = await exchange.client.delete(
+        cancel = await seller_client.delete(
             f"/v1/orders/{orders[0]['order_id']}", params={"account_id": "seller"}
         )
         assert cancel.json() == {
@@ -107,7 +111,7 @@ async def test_a_crossing_order_trades_and_settles_to_the_fen(exchange_settings:
             "remaining": 2,
         }
         await settle(exchange.runtime)
-        seller = (await exchange.client.get("/v1/accounts/seller")).json()
+        seller = (await (await exchange.as_("seller")).get("/v1/accounts/seller")).json()
         assert seller["capacity"] == [{"symbol": GZ0, "available": 6, "held": 0}]
 
 
@@ -147,12 +151,13 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         no_capacity = await _order(exchange, "buyer", GZ0, "sell", 1800, 1)
         assert no_capacity.json()["type"] == "/problems/insufficient_capacity"
 
-        foreign = await exchange.client.delete("/v1/orders/nope", params={"account_id": "buyer"})
+        buyer_client = await exchange.as_("buyer")
+        foreign = await buyer_client.delete("/v1/orders/nope", params={"account_id": "buyer"})
         assert foreign.status_code == 404
         assert foreign.json()["type"] == "/problems/unknown_order"
 
         await settle(exchange.runtime)
-        account = (await exchange.client.get("/v1/accounts/buyer")).json()
+        account = (await buyer_client.get("/v1/accounts/buyer")).json()
         assert account["cash"] == {"available": 10_000, "held": 0}
         assert account["positions"] == []
         assert account["capacity"] == []
@@ -202,7 +207,7 @@ async def test_a_malformed_record_is_rejected_and_the_stage_keeps_running(
         assert messages[1] == "DepositFunds.amount: Input should be a valid integer"
         assert messages[2].startswith("TradeExecuted.event_id: Field required")
         assert all(r["reason"] == "malformed" for r in rejected)
-        account = (await exchange.client.get("/v1/accounts/someone")).json()
+        account = (await (await exchange.as_("someone")).get("/v1/accounts/someone")).json()
         assert account["cash"] == {"available": 500, "held": 0}
 
 
@@ -239,7 +244,8 @@ async def test_many_participants_trade_and_every_fen_and_card_hour_is_conserved(
                     mine = [o for o, a in placed if a == account]
                     if mine:
                         order_id = own.choice(mine)
-                        response = await exchange.client.delete(
+                        client = await exchange.as_(account)
+                        response = await client.delete(
                             f"/v1/orders/{order_id}", params={"account_id": account}
                         )
                         assert response.status_code in {200, 404, 409}, response.text
@@ -348,7 +354,7 @@ async def test_a_restarted_exchange_resumes_from_its_history(tmp_path: Path) -> 
         await settle(exchange.runtime)
         trades = (await exchange.client.get(f"/v1/contracts/{GZ0}/trades")).json()
         assert [t["trade_id"] for t in trades] == [f"{GZ0}:2", f"{GZ0}:1"]
-        buyer = (await exchange.client.get("/v1/accounts/buyer")).json()
+        buyer = (await (await exchange.as_("buyer")).get("/v1/accounts/buyer")).json()
         assert buyer["cash"] == {"available": 100_000 - 5 * 1800, "held": 0}
         assert buyer["positions"] == [{"symbol": GZ0, "quantity": 5}]
         assert len(await _stored(exchange, "FundsDeposited")) == 1

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from api.keys import Role, create_key
 from exchange.log import TopicPartition
 from exchange.pipeline import MatchingRunner
 from exchange.runtime import ExchangeRuntime
@@ -108,7 +109,11 @@ async def runtime_for(settings: Settings) -> AsyncIterator[ExchangeRuntime]:
         await runtime.close()
 
 
-async def _trade(client: httpx.AsyncClient, seed: int, orders: int) -> int:
+def _as(keys: dict[str, str], account: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys[account]}"}
+
+
+async def _trade(client: httpx.AsyncClient, keys: dict[str, str], seed: int, orders: int) -> int:
     rng = random.Random(seed)
     placed = 0
     for _ in range(orders):
@@ -125,6 +130,7 @@ async def _trade(client: httpx.AsyncClient, seed: int, orders: int) -> int:
                 "price": (100 + rng.randint(-4, 4)) * tick,
                 "quantity": rng.randint(1, 4),
             },
+            headers=_as(keys, account),
         )
         assert response.status_code in {201, 202, 422}, response.text
         placed += response.status_code != 422
@@ -144,13 +150,26 @@ async def test_a_matching_process_dies_and_the_survivor_takes_over(
             "CX_COMMAND_PARTITIONS": str(PARTITIONS),
             "CX_MARKET_PARTITIONS": str(PARTITIONS),
             "CX_SNAPSHOT_EVERY": "25",
+            "CX_API_RATE": "1000",
+            "CX_API_BURST": "1000",
             "PYTHONUNBUFFERED": "1",
         }
         settings = Settings(
             **{k: v for k, v in env.items() if k.startswith(("CX_", "KAFKA", "DATABASE"))}
         )
-        async with runtime_for(settings):
-            pass  # topics and schema exist before the processes race to create them
+        async with runtime_for(settings) as runtime:
+            # Topics and schema exist before the processes race to create them; so do keys.
+            keys = {
+                f"{account}-{n}": (
+                    await create_key(
+                        runtime.store.engine,
+                        f"{account}-{n}",
+                        Role.BUYER if account == "buyer" else Role.PROVIDER,
+                    )
+                ).key
+                for account in ("buyer", "seller")
+                for n in range(3)
+            }
         with processes(env, tmp_path) as running:
             base_url = f"http://127.0.0.1:{env['CX_API_PORT']}"
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
@@ -172,20 +191,23 @@ async def test_a_matching_process_dies_and_the_survivor_takes_over(
                         kind = {"kind": "cash", "amount": 10**8} if account == "buyer" else None
                         name = f"{account}-{n}"
                         if kind:
-                            r = await client.post(f"/v1/accounts/{name}/deposits", json=kind)
+                            r = await client.post(
+                                f"/v1/accounts/{name}/deposits", json=kind, headers=_as(keys, name)
+                            )
                             assert r.status_code == 201, r.text
                         else:
                             for symbol in SYMBOLS:
                                 r = await client.post(
                                     f"/v1/accounts/{name}/deposits",
                                     json={"kind": "capacity", "symbol": symbol, "quantity": 10_000},
+                                    headers=_as(keys, name),
                                 )
                                 assert r.status_code == 201, r.text
 
-                placed = await _trade(client, seed=1, orders=80)
+                placed = await _trade(client, keys, seed=1, orders=80)
                 victim, survivor = running["matching-a"], running["matching-b"]
                 taken = victim.holds()
-                loading = asyncio.create_task(_trade(client, seed=2, orders=80))
+                loading = asyncio.create_task(_trade(client, keys, seed=2, orders=80))
                 await asyncio.sleep(0.5)
                 victim.stop(signal.SIGKILL)
                 placed += await loading
@@ -194,7 +216,7 @@ async def test_a_matching_process_dies_and_the_survivor_takes_over(
                     return survivor.holds() == list(range(PARTITIONS))
 
                 await eventually(took_over, f"the survivor to take partitions {taken}", 60)
-                placed += await _trade(client, seed=3, orders=60)
+                placed += await _trade(client, keys, seed=3, orders=60)
 
             async with runtime_for(settings) as runtime:
                 await settle(runtime, timeout_s=90)

@@ -29,9 +29,10 @@ async def _next(socket: Any, kind: str) -> dict[str, Any]:
 
 async def test_subscribers_get_quotes_and_trades_of_their_contracts_only(tmp_path: Path) -> None:
     async with running_exchange(settings_for(tmp_path)) as exchange:
-        post = exchange.client.post
-        await post("/v1/accounts/b/deposits", json={"kind": "cash", "amount": 100_000})
-        await post(
+        buyer = await exchange.as_("b")
+        seller = await exchange.as_("s", "provider")
+        await buyer.post("/v1/accounts/b/deposits", json={"kind": "cash", "amount": 100_000})
+        await seller.post(
             "/v1/accounts/s/deposits", json={"kind": "capacity", "symbol": GZ0, "quantity": 9}
         )
         url = exchange.base_url.replace("http", "ws") + "/v1/stream"
@@ -44,20 +45,27 @@ async def test_subscribers_get_quotes_and_trades_of_their_contracts_only(tmp_pat
                 "seq": 0,
                 "bid": None,
                 "ask": None,
+                "bid_per_std": None,
+                "ask_per_std": None,
                 "ts": None,
             }
             subscribed = await _next(socket, "subscribed")
-            assert subscribed == {"type": "subscribed", "symbols": [GZ0], "unknown": ["NOPE"]}
+            assert subscribed == {
+                "type": "subscribed",
+                "symbols": [GZ0],
+                "unknown": ["NOPE"],
+                "private": [],
+            }
 
             order = {"account_id": "s", "symbol": GZ0, "side": "sell", "price": 1800, "quantity": 5}
-            assert (await post("/v1/orders", json=order)).status_code == 201
+            assert (await seller.post("/v1/orders", json=order)).status_code == 201
             quote = await _next(socket, "quote")
             assert quote["ask"] == {"price": 1800, "quantity": 5}
             assert quote["bid"] is None
             assert quote["seq"] == 1
 
             bid = {"account_id": "b", "symbol": GZ0, "side": "buy", "price": 1800, "quantity": 2}
-            assert (await post("/v1/orders", json=bid)).status_code == 201
+            assert (await buyer.post("/v1/orders", json=bid)).status_code == 201
             trade = await _next(socket, "trade")
             assert (trade["symbol"], trade["price"], trade["quantity"]) == (GZ0, 1800, 2)
             assert trade["aggressor"] == "buy"
@@ -71,9 +79,9 @@ async def test_subscribers_get_quotes_and_trades_of_their_contracts_only(tmp_pat
             await socket.send(json.dumps({"op": "unsubscribe", "symbols": [GZ0]}))
             assert (await _next(socket, "unsubscribed"))["symbols"] == [GZ0]
             other = {"account_id": "b", "symbol": YRD0, "side": "buy", "price": 1700, "quantity": 1}
-            assert (await post("/v1/orders", json=other)).status_code == 201
+            assert (await buyer.post("/v1/orders", json=other)).status_code == 201
             another = {**bid, "quantity": 1}
-            assert (await post("/v1/orders", json=another)).status_code == 201
+            assert (await buyer.post("/v1/orders", json=another)).status_code == 201
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await socket.recv()

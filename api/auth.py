@@ -1,0 +1,144 @@
+"""Who is calling, what they may do, and their request budget.
+
+A key goes in `Authorization: Bearer cx_...`. Public market data needs none; a call without a
+key is budgeted per client address, a call with one per key. Roles:
+
+- `provider`, `buyer`: trade and read their own account only (providers also deposit capacity);
+- `operator`: manages keys, reads any account, the event history and the trade reports;
+- `programme_admin`: reads the trade reports (voucher programmes build on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from api.keys import PARTICIPANT_ROLES, KeyRing, Principal, Role
+from api.problems import Problem
+from api.ratelimit import RateLimiter, retry_after_header
+
+PUBLIC_FACTOR = 5
+"""Anonymous callers get this many times a key's budget, per client address."""
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key, `cx_...`, sent as `Authorization: Bearer cx_...`. "
+    "`cx keys create --account ID --role ROLE` or POST /v1/admin/keys makes one.",
+)
+
+
+@dataclass
+class Gate:
+    """The key ring and the two budgets of one app."""
+
+    keyring: KeyRing
+    per_key: RateLimiter
+    per_address: RateLimiter
+
+    def charge(self, client: str, limiter: RateLimiter) -> None:
+        """Take one request from a budget, or refuse with 429 and Retry-After."""
+        wait = limiter.acquire(client)
+        if wait is not None:
+            raise Problem(
+                429,
+                "rate-limited",
+                f"more than {limiter.burst} requests at once or {limiter.rate:g} a second on "
+                f"average; retry after {retry_after_header(wait)} s",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+
+
+def gate_of(request: Request) -> Gate:
+    """The app's gate."""
+    gate: Gate = request.app.state.gate
+    return gate
+
+
+def client_address(connection: HTTPConnection) -> str:
+    """The caller's address, for anonymous budgets."""
+    return connection.client.host if connection.client else "unknown"
+
+
+async def caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Principal | None:
+    """The key's principal, or None for an anonymous call; charges the right budget."""
+    gate = gate_of(request)
+    if credentials is None:
+        gate.charge(f"address:{client_address(request)}", gate.per_address)
+        return None
+    principal = await gate.keyring.verify(credentials.credentials)
+    if principal is None:
+        # Budget unknown keys by address too, so guessing keys costs the guesser.
+        gate.charge(f"address:{client_address(request)}", gate.per_address)
+        raise Problem(
+            401,
+            "unauthorized",
+            "the API key is unknown or revoked",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    gate.charge(f"key:{principal.key_id}", gate.per_key)
+    return principal
+
+
+Caller = Annotated[Principal | None, Depends(caller)]
+
+
+async def authenticated(principal: Caller) -> Principal:
+    """A caller with a valid key."""
+    if principal is None:
+        raise Problem(
+            401,
+            "unauthorized",
+            "this endpoint needs an API key: send Authorization: Bearer cx_...",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def allow(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency admitting only keys of these roles."""
+    names = ", ".join(sorted(r.value for r in roles))
+
+    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if principal.role not in roles:
+            raise Problem(
+                403,
+                "forbidden",
+                f"a {principal.role.value} key may not do this; it needs a key of role {names}",
+            )
+        return principal
+
+    return check
+
+
+Trader = Annotated[Principal, Depends(allow(*PARTICIPANT_ROLES))]
+Reader = Annotated[Principal, Depends(allow(Role.PROVIDER, Role.BUYER, Role.OPERATOR))]
+Operator = Annotated[Principal, Depends(allow(Role.OPERATOR))]
+Auditor = Annotated[Principal, Depends(allow(Role.OPERATOR, Role.PROGRAMME_ADMIN))]
+
+
+def account_of(principal: Principal, requested: str | None) -> str:
+    """The account a participant acts on: its own; operators may name any account.
+
+    A participant that names another account is refused rather than silently redirected, so a
+    client with a wrong key learns it at once.
+    """
+    if principal.role is Role.OPERATOR:
+        if requested is None:
+            raise Problem(422, "invalid-request", "an operator must name the account_id")
+        return requested
+    if requested is not None and requested != principal.account_id:
+        raise Problem(
+            403,
+            "account-mismatch",
+            f"this key belongs to account {principal.account_id!r}, not {requested!r}",
+        )
+    return principal.account_id

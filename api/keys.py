@@ -1,0 +1,221 @@
+"""API keys: one or more per participant account, each with a role; only a hash is stored.
+
+A key reads `cx_<key id>_<secret>`: the key id names the key in listings and revocations, the
+secret is 32 random bytes (URL-safe base64). The table keeps the SHA-256 of the whole key, which
+is enough for a secret of that entropy (a slow password hash protects guessable secrets, which
+these are not); a presented key is checked by looking up its id and comparing hashes in constant
+time. The key itself is shown once, when it is created, and never logged.
+
+The table is registered on the event store's metadata, so `store.initialise()` creates it on
+SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, Row, Table, Text, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from settlement.schema import metadata, utc_now
+
+KEY_PREFIX = "cx_"
+AUTH_CACHE_S = 5.0
+"""How long a verified key is trusted without asking the database again (a key revoked by
+another process, e.g. `cx keys revoke`, stops working within this time)."""
+
+_KEY = re.compile(r"^cx_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
+
+
+class Role(StrEnum):
+    """What a key may do."""
+
+    PROVIDER = "provider"
+    BUYER = "buyer"
+    OPERATOR = "operator"
+    PROGRAMME_ADMIN = "programme_admin"
+
+
+PARTICIPANT_ROLES = frozenset({Role.PROVIDER, Role.BUYER})
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("key_hash", Text, nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("label", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=utc_now()),
+    Column("revoked_at", DateTime(timezone=True)),
+    Index("api_keys_account_idx", "account_id"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified key speaks for."""
+
+    key_id: str
+    account_id: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as listed: everything but the secret."""
+
+    key_id: str
+    account_id: str
+    role: Role
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """A key just created; `key` is shown this once."""
+
+    key: str
+    info: KeyInfo
+
+
+class RoleConflict(Exception):
+    """The account already has live keys of another role."""
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@asynccontextmanager
+async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    # On SQLite take the write lock when the transaction starts (the event store's own
+    # execution option, see settlement.sql_store): a deferred transaction that reads and then
+    # writes could fail at once instead of waiting for another process's writer.
+    async with engine.connect() as connection:
+        await connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        async with connection.begin():
+            yield connection
+
+
+def _info(row: Row[Any]) -> KeyInfo:
+    return KeyInfo(
+        key_id=row.key_id,
+        account_id=row.account_id,
+        role=Role(row.role),
+        label=row.label,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+async def create_key(
+    engine: AsyncEngine, account_id: str, role: Role, label: str | None = None
+) -> NewKey:
+    """Create a key for an account; raises RoleConflict if its live keys have another role."""
+    key_id = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    async with _writing(engine) as connection:
+        roles = (
+            await connection.execute(
+                select(api_keys.c.role)
+                .where(api_keys.c.account_id == account_id)
+                .where(api_keys.c.revoked_at.is_(None))
+                .distinct()
+            )
+        ).scalars()
+        other = sorted(set(roles) - {role.value})
+        if other:
+            raise RoleConflict(
+                f"account {account_id!r} has live keys of role {other[0]!r}; "
+                f"revoke them before giving it role {role.value!r}"
+            )
+        await connection.execute(
+            api_keys.insert().values(
+                key_id=key_id,
+                key_hash=_hash(key),
+                account_id=account_id,
+                role=role.value,
+                label=label,
+            )
+        )
+        row = (await connection.execute(select(api_keys).where(api_keys.c.key_id == key_id))).one()
+    return NewKey(key, _info(row))
+
+
+async def revoke_key(engine: AsyncEngine, key_id: str) -> KeyInfo | None:
+    """Revoke a key (idempotent); None if there is no such key."""
+    async with _writing(engine) as connection:
+        await connection.execute(
+            update(api_keys)
+            .where(api_keys.c.key_id == key_id)
+            .where(api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=utc_now())
+        )
+        row = (
+            await connection.execute(select(api_keys).where(api_keys.c.key_id == key_id))
+        ).first()
+    return None if row is None else _info(row)
+
+
+async def list_keys(
+    engine: AsyncEngine, account_id: str | None = None, include_revoked: bool = False
+) -> list[KeyInfo]:
+    """Keys, oldest first, optionally of one account."""
+    query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
+    if account_id is not None:
+        query = query.where(api_keys.c.account_id == account_id)
+    if not include_revoked:
+        query = query.where(api_keys.c.revoked_at.is_(None))
+    async with engine.connect() as connection:
+        return [_info(row) for row in await connection.execute(query)]
+
+
+class KeyRing:
+    """Verifies presented keys, remembering good ones for a few seconds."""
+
+    def __init__(self, engine: AsyncEngine, cache_s: float = AUTH_CACHE_S) -> None:
+        self.engine = engine
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, str, Principal]] = {}
+
+    async def verify(self, key: str) -> Principal | None:
+        """The principal of a live key; None for a malformed, unknown or revoked one."""
+        match = _KEY.match(key)
+        if match is None:
+            return None
+        key_id, presented = match["key_id"], _hash(key)
+        cached = self._cache.get(key_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.cache_s:
+            return cached[2] if hmac.compare_digest(cached[1], presented) else None
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(select(api_keys).where(api_keys.c.key_id == key_id))
+            ).first()
+        if row is None or row.revoked_at is not None:
+            self._cache.pop(key_id, None)
+            return None
+        if not hmac.compare_digest(row.key_hash, presented):
+            return None
+        principal = Principal(key_id, row.account_id, Role(row.role))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_id] = (now, row.key_hash, principal)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache (after revoking it in this process)."""
+        self._cache.pop(key_id, None)

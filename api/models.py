@@ -1,0 +1,574 @@
+"""Request and response bodies of the API, with the examples the OpenAPI document shows.
+
+Money and prices are integer fen (0.01 CNY); quantities are integer units of a contract.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from api.keys import Role
+from exchange.domain.messages import Identifier, PlaceOrder, PositiveInt
+
+GZ0 = "H100-80G.GZ.20261201T00"
+ORDER_ID = "o-3f0c2a9b8e7d6c5b4a3928171615141312111009"
+
+Symbol = Annotated[str, Field(min_length=1, max_length=64, examples=[GZ0])]
+
+
+def _order_request() -> type[BaseModel]:
+    # Every field of the PlaceOrder command but its id (the API chooses it, or derives it from
+    # the client order id) and the account (taken from the API key), so each order type the
+    # exchange accepts is accepted here too without a second definition.
+    fields: dict[str, Any] = {
+        "account_id": (
+            Identifier | None,
+            Field(
+                default=None,
+                description="Optional; if given it must be the API key's account.",
+            ),
+        )
+    }
+    for name, info in PlaceOrder.model_fields.items():
+        if name not in {"type", "v", "order_id", "account_id"}:
+            fields[name] = (info.annotation, info)
+    model: type[BaseModel] = create_model(
+        "OrderRequest",
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "examples": [
+                    {
+                        "symbol": GZ0,
+                        "side": "buy",
+                        "price": 1850,
+                        "quantity": 8,
+                        "client_order_id": "my-order-1",
+                    }
+                ]
+            },
+        ),
+        __doc__=(
+            "An order. `price` is integer fen on the contract's tick; `quantity` is units. "
+            "A `client_order_id` makes the request idempotent: a retry returns the original "
+            "answer and never places a second order."
+        ),
+        **fields,
+    )
+    return model
+
+
+OrderRequest = _order_request()
+
+
+class AmendRequest(BaseModel):
+    """A new price and/or remaining quantity for an open order."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"price": 1790, "quantity": 6}]}
+    )
+
+    price: PositiveInt | None = None
+    quantity: PositiveInt | None = Field(
+        default=None, description="The new remaining quantity (default: what remains now)."
+    )
+
+
+class CashDeposit(BaseModel):
+    """Credit cash, in fen."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"kind": "cash", "amount": 500000}]}
+    )
+
+    kind: Literal["cash"]
+    amount: PositiveInt
+    deposit_id: Identifier | None = None
+
+
+class CapacityDeposit(BaseModel):
+    """Make capacity in one contract sellable, in units (providers only)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"kind": "capacity", "symbol": GZ0, "quantity": 8}]},
+    )
+
+    kind: Literal["capacity"]
+    symbol: Annotated[str, Field(min_length=1, max_length=64)]
+    quantity: PositiveInt
+    deposit_id: Identifier | None = None
+
+
+DepositRequest = Annotated[CashDeposit | CapacityDeposit, Field(discriminator="kind")]
+
+
+class KeyRequest(BaseModel):
+    """A new API key for an account."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"account_id": "sme-hangzhou-1", "role": "buyer", "label": "laptop"}]
+        },
+    )
+
+    account_id: Identifier
+    role: Role
+    label: Annotated[str, Field(max_length=200)] | None = None
+
+
+def _example(example: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+class OrderAnswer(BaseModel):
+    """The exchange's decision on an order (or `pending` if it took longer than 5 s)."""
+
+    model_config = _example(
+        {"order_id": ORDER_ID, "client_order_id": "my-order-1", "status": "accepted"}
+    )
+
+    order_id: str
+    client_order_id: str | None = None
+    status: Literal["accepted", "pending"]
+
+
+class CancelAnswer(BaseModel):
+    """A cancelled order and how much of it never filled."""
+
+    model_config = _example({"order_id": ORDER_ID, "status": "cancelled", "remaining": 2})
+
+    order_id: str
+    status: Literal["cancelled", "pending"]
+    remaining: int | None = None
+
+
+class AmendAnswer(BaseModel):
+    """An amended order: the old one cancelled, its replacement placed."""
+
+    model_config = _example(
+        {
+            "order_id": "o-9d8c7b6a5f4e3d2c1b0a99887766554433221100",
+            "replaced_order_id": ORDER_ID,
+            "status": "accepted",
+            "price": 1790,
+            "quantity": 6,
+        }
+    )
+
+    order_id: str
+    replaced_order_id: str
+    status: Literal["accepted", "pending"]
+    price: int
+    quantity: int
+
+
+class DepositAnswer(BaseModel):
+    """A deposit credited (or `pending`)."""
+
+    model_config = _example({"deposit_id": "d-1", "status": "deposited"})
+
+    deposit_id: str
+    status: Literal["deposited", "pending"]
+
+
+class Contract(BaseModel):
+    """A listed contract with its best prices, gross and net of vouchers, and per standard
+    card-hour (one hour of the base card, H100-80G; see GET /v1/performance)."""
+
+    model_config = _example(
+        {
+            "symbol": "A100-80G.NMG.20261201T00",
+            "resource_class": "A100-80G",
+            "description": "NVIDIA A100 80 GB",
+            "region": "NMG",
+            "region_name": "Inner Mongolia",
+            "delivery_start": "2026-12-01T00:00:00+08:00",
+            "unit": "card-hour",
+            "tick_size": 10,
+            "performance_factor": "0.3153",
+            "best_bid": 1090,
+            "best_ask": 1100,
+            "best_bid_per_std": 3457,
+            "best_ask_per_std": 3488,
+            "best_ask_net": 1100,
+            "best_ask_net_per_std": 3488,
+            "last": 1100,
+            "volume_24h": 42,
+            "seq": 17,
+        }
+    )
+
+    symbol: str
+    resource_class: str
+    description: str
+    region: str
+    region_name: str
+    delivery_start: str
+    unit: str
+    tick_size: int
+    performance_factor: str | None = Field(
+        description="Standard card-hours in one unit (decimal text); null if not a card"
+    )
+    best_bid: int | None
+    best_ask: int | None
+    best_bid_per_std: int | None
+    best_ask_per_std: int | None
+    best_ask_net: int | None = Field(
+        description="Best ask net of voucher subsidies: equal to best_ask until voucher "
+        "programmes exist"
+    )
+    best_ask_net_per_std: int | None
+    last: int | None
+    volume_24h: int
+    seq: int
+
+
+class Book(BaseModel):
+    """Depth of a book: `[price, quantity]` levels, best first; `seq` as in the stream."""
+
+    model_config = _example(
+        {"symbol": GZ0, "seq": 12, "bids": [[1790, 4], [1780, 10]], "asks": [[1800, 2]]}
+    )
+
+    symbol: str
+    seq: int
+    bids: list[list[int]]
+    asks: list[list[int]]
+
+
+class PublicTrade(BaseModel):
+    """A settled trade, without who traded."""
+
+    model_config = _example(
+        {
+            "trade_id": f"{GZ0}:1",
+            "symbol": GZ0,
+            "price": 1800,
+            "price_per_std": 1800,
+            "quantity": 4,
+            "aggressor": "buy",
+            "ts": 1764547200000,
+        }
+    )
+
+    trade_id: str
+    symbol: str
+    price: int
+    price_per_std: int | None
+    quantity: int
+    aggressor: str | None
+    ts: int
+
+
+class ReportTrade(PublicTrade):
+    """A settled trade with its orders and counterparties (operators and administrators)."""
+
+    buy_order_id: str
+    sell_order_id: str
+    buyer_id: str
+    seller_id: str
+    amount: int = Field(description="price x quantity, fen")
+
+
+class CandleOut(BaseModel):
+    """One interval's open, high, low, close, volume (units) and turnover (fen)."""
+
+    model_config = _example(
+        {
+            "start": 1764547200000,
+            "open": 1800,
+            "high": 1820,
+            "low": 1790,
+            "close": 1810,
+            "volume": 25,
+            "turnover": 45200,
+            "trades": 6,
+        }
+    )
+
+    start: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    turnover: int
+    trades: int
+
+
+class Stats(BaseModel):
+    """24 hours of log time up to `window_end` (the latest event's time)."""
+
+    model_config = _example(
+        {
+            "symbol": GZ0,
+            "window_end": 1764550800000,
+            "open": 1800,
+            "high": 1820,
+            "low": 1790,
+            "last": 1810,
+            "change": 10,
+            "volume": 25,
+            "turnover": 45200,
+            "trades": 6,
+            "vwap": 1808,
+            "last_per_std": 1810,
+            "vwap_per_std": 1808,
+        }
+    )
+
+    symbol: str
+    window_end: int
+    open: int | None
+    high: int | None
+    low: int | None
+    last: int | None
+    change: int | None
+    volume: int
+    turnover: int
+    trades: int
+    vwap: int | None
+    last_per_std: int | None
+    vwap_per_std: int | None
+
+
+class CardOut(BaseModel):
+    """A card's published throughput and its factor."""
+
+    code: str
+    name: str
+    dense_tflops: str
+    factor: str
+    source: str
+    url: str
+    confidence: str
+
+
+class PerformanceOut(BaseModel):
+    """The table of standard card-hours: one hour of `base` is 1."""
+
+    model_config = _example(
+        {
+            "base": "H100-80G",
+            "metric": "dense FP16/BF16 tensor TFLOPS",
+            "about": "...",
+            "cards": [
+                {
+                    "code": "A100-80G",
+                    "name": "NVIDIA A100 80 GB",
+                    "dense_tflops": "312",
+                    "factor": "0.3153",
+                    "source": "NVIDIA A100 datasheet",
+                    "url": "https://www.nvidia.com/",
+                    "confidence": "vendor datasheet",
+                }
+            ],
+        }
+    )
+
+    base: str
+    metric: str
+    about: str
+    cards: list[CardOut]
+
+
+class Health(BaseModel):
+    """Whether the API has caught up with the events topic."""
+
+    status: Literal["ok", "starting"]
+    market_data_ready: bool
+    log_time: int
+
+
+class Me(BaseModel):
+    """The account and role of the presented key."""
+
+    model_config = _example({"key_id": "3fa2c1d0b9e8", "account_id": "buyer-1", "role": "buyer"})
+
+    key_id: str
+    account_id: str
+    role: Role
+
+
+class OrderRow(BaseModel):
+    """An order as settled."""
+
+    model_config = _example(
+        {
+            "order_id": ORDER_ID,
+            "account_id": "buyer-1",
+            "symbol": GZ0,
+            "side": "buy",
+            "price": 1850,
+            "quantity": 8,
+            "filled": 4,
+            "status": "open",
+            "reason": None,
+            "client_order_id": "my-order-1",
+            "created_ts": 1764547200000,
+            "updated_ts": 1764547201000,
+        }
+    )
+
+    order_id: str
+    account_id: str
+    symbol: str
+    side: str
+    price: int
+    quantity: int
+    filled: int
+    status: str
+    reason: str | None
+    client_order_id: str | None
+    created_ts: int
+    updated_ts: int
+
+
+class Fill(BaseModel):
+    """One of the account's orders traded."""
+
+    model_config = _example(
+        {
+            "trade_id": f"{GZ0}:1",
+            "order_id": ORDER_ID,
+            "symbol": GZ0,
+            "side": "buy",
+            "price": 1800,
+            "price_per_std": 1800,
+            "quantity": 4,
+            "amount": 7200,
+            "liquidity": "taker",
+            "ts": 1764547200000,
+        }
+    )
+
+    trade_id: str
+    order_id: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    price: int
+    price_per_std: int | None
+    quantity: int
+    amount: int
+    liquidity: Literal["maker", "taker", "auction"]
+    ts: int
+
+
+class CashOut(BaseModel):
+    """Cash an account may use, and cash held for its open buy orders (fen)."""
+
+    available: int
+    held: int
+
+
+class CapacityOut(BaseModel):
+    """Deposited capacity of one contract: sellable and held for open sell orders (units)."""
+
+    symbol: str
+    available: int
+    held: int
+
+
+class PositionOut(BaseModel):
+    """Units of a contract the account bought and will receive."""
+
+    symbol: str
+    quantity: int
+
+
+class AccountOut(BaseModel):
+    """An account's settled balances."""
+
+    model_config = _example(
+        {
+            "account_id": "buyer-1",
+            "cash": {"available": 492800, "held": 0},
+            "capacity": [],
+            "positions": [{"symbol": GZ0, "quantity": 4}],
+        }
+    )
+
+    account_id: str
+    cash: CashOut
+    capacity: list[CapacityOut]
+    positions: list[PositionOut]
+
+
+class Obligation(BaseModel):
+    """Capacity a provider sold in a contract: to deliver from `delivery_start`, and paid."""
+
+    model_config = _example(
+        {
+            "symbol": GZ0,
+            "delivery_start": "2026-12-01T00:00:00+08:00",
+            "quantity": 4,
+            "payout": 7200,
+            "trades": 1,
+        }
+    )
+
+    symbol: str
+    delivery_start: str | None
+    quantity: int
+    payout: int
+    trades: int
+
+
+class KeyOut(BaseModel):
+    """An API key as listed (never its secret)."""
+
+    model_config = _example(
+        {
+            "key_id": "3fa2c1d0b9e8",
+            "account_id": "sme-hangzhou-1",
+            "role": "buyer",
+            "label": "laptop",
+            "created_at": "2026-11-26T08:00:00+00:00",
+            "revoked_at": None,
+        }
+    )
+
+    key_id: str
+    account_id: str
+    role: Role
+    label: str | None
+    created_at: str
+    revoked_at: str | None
+
+
+class NewKeyOut(KeyOut):
+    """A key just created: `key` is shown only in this answer."""
+
+    key: str
+
+
+class StoredEventOut(BaseModel):
+    """An event as stored in the event store."""
+
+    model_config = _example(
+        {
+            "position": 41,
+            "stream_id": f"contract-{GZ0}",
+            "stream_version": 7,
+            "event_id": "cx.orders:1:20:1",
+            "type": "TradeExecuted",
+            "schema_version": 1,
+            "data": {"type": "TradeExecuted", "trade_id": f"{GZ0}:1", "price": 1800},
+            "metadata": {"topic": "cx.events", "partition": 1, "offset": 57},
+            "recorded_at": "2026-11-26T08:00:00.123000+00:00",
+        }
+    )
+
+    position: int
+    stream_id: str
+    stream_version: int
+    event_id: str
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: str

@@ -1,0 +1,119 @@
+"""RFC 9457 problem details: every error is application/problem+json with a stable `type`.
+
+`type` is `/problems/<code>`: the codes of the exchange's own rejections (`insufficient_funds`,
+`price_not_on_tick`, ... see docs/WIRE_FORMAT.md) and the API's (`unauthorized`, `forbidden`,
+`rate-limited`, ... see docs/API.md). `detail` says the specifics in words.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error answered as problem+json with a stable type."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class ProblemDetail(BaseModel):
+    """An RFC 9457 problem: `type` is stable and machine-readable, `detail` is for people."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/insufficient_funds",
+                    "title": "insufficient funds",
+                    "status": 422,
+                    "detail": "order needs 10800 fen, account buyer-1 has 10000 fen available",
+                    "order_id": "o-5c2b1f0e9a7d4c3b2a19f8e7d6c5b4a392817f6e",
+                }
+            ]
+        },
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def problem_response(
+    status: int,
+    kind: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem+json response."""
+    body = {
+        "type": f"/problems/{kind}",
+        "title": kind.replace("-", " ").replace("_", " "),
+        "status": status,
+        "detail": detail,
+        **(extra or {}),
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Answer every error of the app as problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, error: Problem) -> JSONResponse:
+        return problem_response(error.status, error.kind, error.detail, error.extra, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "message": e["msg"]}
+            for e in error.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem_response(422, "invalid-request", detail, {"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        kind = "not-found" if error.status_code == 404 else "http-error"
+        return problem_response(
+            error.status_code, kind, str(error.detail), headers=getattr(error, "headers", None)
+        )
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the problem statuses an endpoint may answer."""
+    described = {
+        401: "No key, or a key that is unknown or revoked (`unauthorized`)",
+        403: "The key's role or account may not do this (`forbidden`, `account-mismatch`)",
+        404: "No such contract, order, account or key",
+        409: "The request conflicts with the current state",
+        422: "The request is invalid or the exchange rejected it (see `type`)",
+        429: "Over the key's request budget (`rate-limited`); see Retry-After",
+    }
+    return {
+        status: {"model": ProblemDetail, "description": described[status], "content": {PROBLEM: {}}}
+        for status in statuses
+    }

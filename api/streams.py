@@ -1,0 +1,234 @@
+"""The market data streams: a WebSocket (`/v1/stream`) and Server-Sent Events (`/v1/stream/sse`).
+
+Both carry the same JSON messages (docs/API.md lists them). Public channels per contract:
+`quote`, `depth` (a `depth_snapshot`, then `depth` increments whose `seq` grows by one: a
+client that sees a jump has missed one and asks for a snapshot), `trades`, `candles`, `stats`.
+Private channels of the key's account: `orders`, `fills`, `balances`, `obligations`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.auth import Gate, client_address
+from api.keys import Principal
+from api.marketdata import (
+    DEFAULT_CHANNELS,
+    PRIVATE_CHANNELS,
+    PUBLIC_CHANNELS,
+    MarketData,
+    Subscriber,
+)
+from api.problems import Problem
+
+SEND_TIMEOUT_S = 10.0
+"""A client that accepts nothing for this long is disconnected."""
+HEARTBEAT_S = 15.0
+CLOSE_TOO_SLOW = 1013
+CLOSE_POLICY = 1008
+
+Channel = Literal[
+    "quote", "depth", "trades", "candles", "stats", "orders", "fills", "balances", "obligations"
+]
+
+
+class StreamRequest(BaseModel):
+    """A client's message on the WebSocket."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["subscribe", "unsubscribe", "snapshot", "auth", "ping"]
+    symbols: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)] = []
+    channels: Annotated[list[Channel], Field(max_length=20)] | None = None
+    key: Annotated[str, Field(max_length=200)] | None = None
+
+
+def _encode(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
+
+
+async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate) -> None:
+    """Serve one WebSocket client until it leaves or is dropped as too slow."""
+    principal: Principal | None = None
+    header = websocket.headers.get("authorization", "")
+    try:
+        if header:
+            scheme, _, key = header.partition(" ")
+            principal = (
+                await gate.keyring.verify(key.strip()) if scheme.lower() == "bearer" else None
+            )
+            if principal is None:
+                await websocket.close(CLOSE_POLICY, "the API key is unknown or revoked")
+                return
+            gate.charge(f"key:{principal.key_id}", gate.per_key)
+        else:
+            gate.charge(f"address:{client_address(websocket)}", gate.per_address)
+    except Problem as refused:
+        await websocket.close(CLOSE_POLICY, refused.detail[:120])
+        return
+    await websocket.accept()
+    subscriber = market.subscriber()
+    subscriber.principal = principal
+    sender = asyncio.create_task(_pump(websocket, subscriber))
+    try:
+        while True:
+            text = await websocket.receive_text()
+            try:
+                request = StreamRequest.model_validate_json(text)
+            except ValidationError as error:
+                market.offer(subscriber, {"type": "error", "message": _first_error(error)})
+                continue
+            await _handle(request, subscriber, market, gate)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        market.drop(subscriber)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+async def _handle(
+    request: StreamRequest, subscriber: Subscriber, market: MarketData, gate: Gate
+) -> None:
+    def error(message: str) -> None:
+        market.offer(subscriber, {"type": "error", "message": message})
+
+    if request.op == "ping":
+        market.offer(subscriber, {"type": "pong", "log_time": market.now_ms})
+        return
+    if request.op == "auth":
+        if not request.key:
+            error("auth needs a key")
+            return
+        principal = await gate.keyring.verify(request.key)
+        if principal is None:
+            error("the API key is unknown or revoked")
+            return
+        if subscriber.principal is not None and subscriber.principal != principal:
+            error("this connection is already authenticated with another key")
+            return
+        subscriber.principal = principal
+        market.offer(
+            subscriber,
+            {
+                "type": "authenticated",
+                "account_id": principal.account_id,
+                "role": principal.role.value,
+            },
+        )
+        return
+    if request.op == "snapshot":
+        market.snapshot(subscriber, request.symbols)
+        return
+    channels: list[str] | None = None if request.channels is None else list(request.channels)
+    private = [c for c in channels or () if c in PRIVATE_CHANNELS]
+    if request.op == "unsubscribe":
+        public = None if channels is None else [c for c in channels if c in PUBLIC_CHANNELS]
+        market.unsubscribe(subscriber, request.symbols, public)
+        if private:
+            market.unsubscribe_private(subscriber, private)
+        market.offer(subscriber, {"type": "unsubscribed", "symbols": sorted(request.symbols)})
+        return
+    if not request.symbols and not private:
+        error("subscribe needs symbols, or private channels (orders, fills, balances, obligations)")
+        return
+    if private and subscriber.principal is None:
+        error('private channels need an API key: send {"op":"auth","key":"cx_..."} first')
+        return
+    public = [c for c in channels or DEFAULT_CHANNELS if c in PUBLIC_CHANNELS]
+    unknown = market.subscribe(subscriber, request.symbols, public) if request.symbols else []
+    if private:
+        market.subscribe_private(subscriber, private)
+    market.offer(
+        subscriber,
+        {
+            "type": "subscribed",
+            "symbols": sorted(subscriber.symbols),
+            "unknown": unknown,
+            "private": sorted(subscriber.private),
+        },
+    )
+
+
+async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
+    """Send queued messages; close with the reason if the subscriber was dropped as too slow."""
+    while subscriber.dropped_reason is None:
+        try:
+            message = await asyncio.wait_for(subscriber.queue.get(), 0.5)
+        except TimeoutError:
+            continue
+        await asyncio.wait_for(websocket.send_text(_encode(message)), SEND_TIMEOUT_S)
+    # A close reason is at most 123 bytes.
+    await websocket.close(code=CLOSE_TOO_SLOW, reason=subscriber.dropped_reason[:120])
+
+
+def _first_error(error: ValidationError) -> str:
+    item = error.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in item["loc"]) or "message"
+    return f"{where}: {item['msg']}"
+
+
+def parse_list(text: str | None) -> list[str]:
+    """A comma-separated query parameter as a list."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def sse_subscriber(
+    market: MarketData,
+    principal: Principal | None,
+    symbols: list[str],
+    channels: list[str],
+    private: list[str],
+) -> Subscriber:
+    """A subscriber for one SSE client, already following what it asked for."""
+    bad = [c for c in channels if c not in PUBLIC_CHANNELS]
+    if bad:
+        raise Problem(422, "invalid-request", f"unknown public channels: {', '.join(bad)}")
+    bad = [c for c in private if c not in PRIVATE_CHANNELS]
+    if bad:
+        raise Problem(422, "invalid-request", f"unknown private channels: {', '.join(bad)}")
+    if private and principal is None:
+        raise Problem(
+            401,
+            "unauthorized",
+            "private channels need an API key: send Authorization: Bearer cx_...",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not symbols and not private:
+        raise Problem(422, "invalid-request", "name symbols, or private channels, to follow")
+    unknown = [s for s in symbols if s not in market.views]
+    if unknown:
+        raise Problem(404, "unknown-contract", f"contracts not listed: {', '.join(unknown)}")
+    subscriber = market.subscriber()
+    subscriber.principal = principal
+    if symbols:
+        market.subscribe(subscriber, symbols, channels or DEFAULT_CHANNELS)
+    if private:
+        market.subscribe_private(subscriber, private)
+    return subscriber
+
+
+async def sse_events(market: MarketData, subscriber: Subscriber) -> AsyncIterator[str]:
+    """The subscriber's messages as Server-Sent Events, with a heartbeat comment."""
+    try:
+        yield ": connected\n\n"
+        while subscriber.dropped_reason is None:
+            try:
+                message = await asyncio.wait_for(subscriber.queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            ident = f"id: {message['seq']}\n" if "seq" in message else ""
+            yield f"event: {message['type']}\n{ident}data: {_encode(message)}\n\n"
+        reason = {"type": "error", "message": subscriber.dropped_reason}
+        yield f"event: error\ndata: {_encode(reason)}\n\n"
+    finally:
+        market.drop(subscriber)

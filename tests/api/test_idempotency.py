@@ -1,0 +1,194 @@
+"""Idempotent retries: a named request placed once, whatever happens to the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from api import queries
+from api.idempotency import derived_id, idempotent_requests
+from exchange.domain.messages import PlaceOrder
+from exchange.settings import Settings
+from settlement import projections as tables
+from settlement.schema import events
+from tests.conftest import fresh_database
+from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+
+pytestmark = pytest.mark.e2e
+
+GZ0 = "H100-80G.GZ.20261201T00"
+ORDER = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 2}
+
+
+@pytest.fixture(params=["embedded", "kafka+postgres"])
+async def exchange_settings(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    """Settings of the embedded default, or of real Kafka and a fresh PostgreSQL database."""
+    if request.param == "embedded":
+        yield settings_for(tmp_path)
+        return
+    kafka = request.getfixturevalue("kafka_bootstrap")
+    async with fresh_database(request.getfixturevalue("postgres_url")) as database_url:
+        yield settings_for(tmp_path, kafka=kafka, database_url=database_url)
+
+
+async def _funded(exchange: RunningExchange, account: str = "buyer", cash: int = 100_000) -> Any:
+    client = await exchange.as_(account)
+    deposit = {"kind": "cash", "amount": cash}
+    assert (await client.post(f"/v1/accounts/{account}/deposits", json=deposit)).status_code == 201
+    return client
+
+
+async def _count(exchange: RunningExchange, event_type: str) -> int:
+    query = select(func.count()).select_from(events).where(events.c.type == event_type)
+    async with exchange.runtime.store.engine.connect() as connection:
+        count: int = (await connection.execute(query)).scalar_one()
+        return count
+
+
+async def _orders(exchange: RunningExchange) -> list[Any]:
+    async with exchange.runtime.store.engine.connect() as connection:
+        return list((await connection.execute(select(tables.orders))).all())
+
+
+async def test_a_retried_order_returns_the_first_answer_and_places_once(
+    exchange_settings: Settings,
+) -> None:
+    async with running_exchange(exchange_settings) as exchange:
+        client = await _funded(exchange)
+        named = {**ORDER, "client_order_id": "my-1"}
+        first = await client.post("/v1/orders", json=named)
+        again = await client.post("/v1/orders", json=named)
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json()
+        assert first.json()["order_id"] == derived_id("order", "buyer", "my-1")
+        assert "idempotent-replayed" not in first.headers
+        assert again.headers["idempotent-replayed"] == "true"
+
+        header = {"Idempotency-Key": "retry-me"}
+        by_key = [await client.post("/v1/orders", json=ORDER, headers=header) for _ in range(3)]
+        assert len({r.json()["order_id"] for r in by_key}) == 1
+        assert [r.status_code for r in by_key] == [201, 201, 201]
+
+        await settle(exchange.runtime)
+        assert len(await _orders(exchange)) == 2
+        assert await _count(exchange, "OrderAccepted") == 2
+        assert await _count(exchange, "OrderRejected") == 0
+
+
+async def test_concurrent_retries_place_one_order(tmp_path: Path) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        client = await _funded(exchange)
+        named = {**ORDER, "client_order_id": "burst"}
+        answers = await asyncio.gather(*(client.post("/v1/orders", json=named) for _ in range(8)))
+        assert {a.status_code for a in answers} == {201}
+        assert len({a.json()["order_id"] for a in answers}) == 1
+        assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == 7
+        await settle(exchange.runtime)
+        assert len(await _orders(exchange)) == 1
+
+
+async def test_a_name_reused_for_another_request_is_refused(tmp_path: Path) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        client = await _funded(exchange)
+        assert (
+            await client.post("/v1/orders", json={**ORDER, "client_order_id": "x"})
+        ).status_code == 201
+        other = await client.post(
+            "/v1/orders", json={**ORDER, "quantity": 3, "client_order_id": "x"}
+        )
+        assert other.status_code == 422
+        assert other.json()["type"] == "/problems/idempotency-key-reused"
+        # Names belong to an account: another account's "x" is its own order.
+        someone = await _funded(exchange, "buyer-2")
+        elsewhere = await someone.post("/v1/orders", json={**ORDER, "client_order_id": "x"})
+        assert elsewhere.status_code == 201
+        assert elsewhere.json()["order_id"] != derived_id("order", "buyer", "x")
+
+
+async def test_a_retried_rejection_is_the_same_rejection(tmp_path: Path) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        client = await _funded(exchange, cash=1000)
+        named = {**ORDER, "client_order_id": "too-big"}
+        first = await client.post("/v1/orders", json=named)
+        assert first.status_code == 422
+        assert first.json()["type"] == "/problems/insufficient_funds"
+        # Even after the account could afford it, the retry answers what the first got.
+        await client.post("/v1/accounts/buyer/deposits", json={"kind": "cash", "amount": 99_000})
+        again = await client.post("/v1/orders", json=named)
+        assert again.status_code == 422
+        assert again.json() == first.json()
+        assert again.headers["content-type"] == "application/problem+json"
+        await settle(exchange.runtime)
+        assert await _count(exchange, "OrderRejected") == 1
+        assert await _count(exchange, "OrderAccepted") == 0
+
+
+async def test_a_retry_after_a_restart_that_lost_the_answer_places_nothing_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(tmp_path)
+    async with running_exchange(settings) as exchange:
+        client = await _funded(exchange)
+        first = await client.post("/v1/orders", json={**ORDER, "client_order_id": "durable"})
+        assert first.status_code == 201
+        # An earlier API process sent this one and stopped before it could answer or keep it.
+        lost = PlaceOrder(
+            order_id=derived_id("order", "buyer", "lost"), account_id="buyer", **ORDER
+        )
+        await exchange.runtime.submit(lost)
+        await settle(exchange.runtime)
+
+    async with running_exchange(settings) as exchange:
+        async with exchange.runtime.store.engine.begin() as connection:
+            await connection.execute(delete(idempotent_requests))
+        client = await exchange.as_("buyer")
+        again = await client.post("/v1/orders", json={**ORDER, "client_order_id": "durable"})
+        assert again.status_code == 201
+        assert again.json()["order_id"] == first.json()["order_id"]
+
+        # Not settled yet as far as the API can see: it sends again, the risk stage refuses
+        # the duplicate id, and the API answers with the order it then finds settled.
+        real_order = queries.order
+        misses = {"left": 1}
+
+        async def not_yet(engine: Any, order_id: str) -> Any:
+            if misses["left"]:
+                misses["left"] -= 1
+                return None
+            return await real_order(engine, order_id)
+
+        monkeypatch.setattr(queries, "order", not_yet)
+        retried = await client.post("/v1/orders", json={**ORDER, "client_order_id": "lost"})
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["order_id"] == lost.order_id
+        await settle(exchange.runtime)
+        assert await _count(exchange, "OrderAccepted") == 2
+        rejected = await _count(exchange, "OrderRejected")
+        assert rejected == 1, "the resend was refused as a duplicate, placing nothing"
+
+
+async def test_a_retried_deposit_credits_once(exchange_settings: Settings) -> None:
+    async with running_exchange(exchange_settings) as exchange:
+        client = await exchange.as_("buyer")
+        headers = {"Idempotency-Key": "wire-2026-11-26-001"}
+        deposit = {"kind": "cash", "amount": 5000}
+        answers = [
+            await client.post("/v1/accounts/buyer/deposits", json=deposit, headers=headers)
+            for _ in range(3)
+        ]
+        # A first answer may be `pending` (202) if the exchange is slow to decide (a Kafka
+        # rebalance); it is not kept, so the retries learn the outcome.
+        assert {a.status_code for a in answers[:-1]} <= {201, 202}
+        assert answers[-1].status_code == 201
+        assert len({a.json()["deposit_id"] for a in answers}) == 1
+        await settle(exchange.runtime)
+        account = (await client.get("/v1/accounts/buyer")).json()
+        assert account["cash"] == {"available": 5000, "held": 0}
+        assert await _count(exchange, "FundsDeposited") == 1
