@@ -11,9 +11,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-PACKAGES := exchange matching settlement api simulations
+PACKAGES := exchange matching settlement api simulations client/cx_client
 
-.PHONY: help venv lint test demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv chromium lint test demo bench simulate services-up services-down services-status clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -23,17 +23,20 @@ help: ## list the targets
 
 venv: $(VENV)/.installed ## create .venv and install the project with dev tools (again only when pyproject.toml changes)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./client
 	@touch $@
+
+chromium: ## Debian's chromium for the browser test (installed only when /usr/bin/chromium is missing; needs root)
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
 
 lint: venv ## ruff, mypy and the import-linter contracts
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/lint-imports
 
-test: lint ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
+test: lint chromium ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
 	infra/with-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
 
 demo: venv ## the market running in one process, nothing else needed

@@ -1,0 +1,332 @@
+"""The async HTTP client of the exchange's API (/v1)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from cx_client.errors import RateLimited, problem_error
+from cx_client.models import (
+    Account,
+    AmendAnswer,
+    Book,
+    CancelAnswer,
+    Candle,
+    Contract,
+    DepositAnswer,
+    Fill,
+    Health,
+    KeyInfo,
+    Me,
+    NewKey,
+    Obligation,
+    Order,
+    OrderAnswer,
+    Performance,
+    ReportTrade,
+    Stats,
+    StoredEvent,
+    Trade,
+)
+from cx_client.stream import MarketStream
+
+M = TypeVar("M", bound=BaseModel)
+Side = Literal["buy", "sell"]
+Role = Literal["provider", "buyer", "operator", "programme_admin"]
+
+
+class ExchangeClient:
+    """Every endpoint of the API as a typed coroutine.
+
+    Prices and money are integer fen (0.01 CNY), quantities integer units. Refusals raise
+    `ProblemError` (or a subclass). A 429 is retried after its Retry-After, up to
+    `rate_limit_retries` times, then raised as `RateLimited`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        rate_limit_retries: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.rate_limit_retries = rate_limit_retries
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+        self._me: Me | None = None
+
+    async def __aenter__(self) -> ExchangeClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send a request; raise the problem of a refusal; wait out 429s within the budget."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        for attempt in range(self.rate_limit_retries + 1):
+            response = await self._http.request(
+                method, path, json=json, params=query, headers=headers
+            )
+            if response.status_code < 400:
+                return response
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text}
+            retry_after = _seconds(response.headers.get("retry-after"))
+            error = problem_error(response.status_code, body, retry_after)
+            if isinstance(error, RateLimited) and attempt < self.rate_limit_retries:
+                await asyncio.sleep(error.retry_after)
+                continue
+            raise error
+        raise AssertionError("unreachable")
+
+    async def _get(self, model: type[M], path: str, **params: Any) -> M:
+        return model.model_validate((await self.request("GET", path, params=params)).json())
+
+    async def _list(self, model: type[M], path: str, **params: Any) -> list[M]:
+        data = (await self.request("GET", path, params=params)).json()
+        return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
+
+    async def health(self) -> Health:
+        """Whether the API is up and caught up."""
+        return await self._get(Health, "/v1/health")
+
+    async def contracts(self) -> list[Contract]:
+        """The catalogue with best prices."""
+        return await self._list(Contract, "/v1/contracts")
+
+    async def contract(self, symbol: str) -> Contract:
+        """One contract."""
+        return await self._get(Contract, f"/v1/contracts/{symbol}")
+
+    async def book(self, symbol: str, depth: int = 10) -> Book:
+        """A contract's depth."""
+        return await self._get(Book, f"/v1/contracts/{symbol}/book", depth=depth)
+
+    async def trades(self, symbol: str, limit: int = 50) -> list[Trade]:
+        """A contract's settled trades, newest first."""
+        return await self._list(Trade, f"/v1/contracts/{symbol}/trades", limit=limit)
+
+    async def candles(
+        self, symbol: str, interval: Literal["1m", "1h"] = "1m", limit: int = 60
+    ) -> list[Candle]:
+        """A contract's candles, oldest first."""
+        return await self._list(
+            Candle, f"/v1/contracts/{symbol}/candles", interval=interval, limit=limit
+        )
+
+    async def stats(self, symbol: str) -> Stats:
+        """A contract's 24-hour statistics."""
+        return await self._get(Stats, f"/v1/contracts/{symbol}/stats")
+
+    async def performance(self) -> Performance:
+        """The standard card-hour table."""
+        return await self._get(Performance, "/v1/performance")
+
+    async def me(self) -> Me:
+        """The key's account and role (remembered after the first call)."""
+        if self._me is None:
+            self._me = await self._get(Me, "/v1/me")
+        return self._me
+
+    async def place_order(
+        self,
+        symbol: str,
+        side: Side,
+        price: int,
+        quantity: int,
+        *,
+        client_order_id: str | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> OrderAnswer:
+        """Place an order; with a client order id or idempotency key a retry is safe.
+
+        Extra keyword arguments are further order fields the exchange accepts.
+        """
+        body = {
+            "symbol": symbol,
+            "side": side,
+            "price": price,
+            "quantity": quantity,
+            "client_order_id": client_order_id,
+            **fields,
+        }
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = await self.request("POST", "/v1/orders", json=body, headers=headers)
+        return OrderAnswer.model_validate(response.json())
+
+    async def amend_order(
+        self, order_id: str, *, price: int | None = None, quantity: int | None = None
+    ) -> AmendAnswer:
+        """Change an open order's price or remaining quantity (it loses time priority)."""
+        body = {k: v for k, v in {"price": price, "quantity": quantity}.items() if v is not None}
+        response = await self.request("PATCH", f"/v1/orders/{order_id}", json=body)
+        return AmendAnswer.model_validate(response.json())
+
+    async def cancel_order(self, order_id: str) -> CancelAnswer:
+        """Cancel what remains of an open order."""
+        response = await self.request("DELETE", f"/v1/orders/{order_id}")
+        return CancelAnswer.model_validate(response.json())
+
+    async def orders(
+        self,
+        status: Literal["open", "filled", "cancelled", "rejected"] | None = None,
+        limit: int = 100,
+        account_id: str | None = None,
+    ) -> list[Order]:
+        """The account's settled orders, newest first (operators name the account)."""
+        return await self._list(
+            Order, "/v1/orders", status=status, limit=limit, account_id=account_id
+        )
+
+    async def order(self, order_id: str) -> Order:
+        """One settled order."""
+        return await self._get(Order, f"/v1/orders/{order_id}")
+
+    async def fills(self, limit: int = 100, account_id: str | None = None) -> list[Fill]:
+        """The account's fills, newest first."""
+        return await self._list(Fill, "/v1/fills", limit=limit, account_id=account_id)
+
+    async def account(self, account_id: str | None = None) -> Account:
+        """Settled balances of the key's account (operators name any account)."""
+        account_id = account_id or (await self.me()).account_id
+        return await self._get(Account, f"/v1/accounts/{account_id}")
+
+    async def _deposit(
+        self, body: dict[str, Any], account_id: str | None, idempotency_key: str | None
+    ) -> DepositAnswer:
+        account_id = account_id or (await self.me()).account_id
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = await self.request(
+            "POST", f"/v1/accounts/{account_id}/deposits", json=body, headers=headers
+        )
+        return DepositAnswer.model_validate(response.json())
+
+    async def deposit_cash(
+        self, amount: int, *, account_id: str | None = None, idempotency_key: str | None = None
+    ) -> DepositAnswer:
+        """Credit cash (fen)."""
+        return await self._deposit({"kind": "cash", "amount": amount}, account_id, idempotency_key)
+
+    async def deposit_capacity(
+        self,
+        symbol: str,
+        quantity: int,
+        *,
+        account_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> DepositAnswer:
+        """Make capacity of a contract sellable (providers)."""
+        body = {"kind": "capacity", "symbol": symbol, "quantity": quantity}
+        return await self._deposit(body, account_id, idempotency_key)
+
+    async def obligations(self, account_id: str | None = None) -> list[Obligation]:
+        """What the account sold: units to deliver and payouts, per contract."""
+        return await self._list(Obligation, "/v1/obligations", account_id=account_id)
+
+    async def create_key(self, account_id: str, role: Role, label: str | None = None) -> NewKey:
+        """Create an API key (operators)."""
+        body = {"account_id": account_id, "role": role, "label": label}
+        response = await self.request("POST", "/v1/admin/keys", json=body)
+        return NewKey.model_validate(response.json())
+
+    async def keys(
+        self, account_id: str | None = None, include_revoked: bool = False
+    ) -> list[KeyInfo]:
+        """API keys, without secrets (operators)."""
+        return await self._list(
+            KeyInfo, "/v1/admin/keys", account_id=account_id, include_revoked=include_revoked
+        )
+
+    async def revoke_key(self, key_id: str) -> KeyInfo:
+        """Revoke an API key (operators)."""
+        response = await self.request("DELETE", f"/v1/admin/keys/{key_id}")
+        return KeyInfo.model_validate(response.json())
+
+    async def events(self, after: int = 0, limit: int = 100) -> list[StoredEvent]:
+        """Stored events after a global position (operators)."""
+        return await self._list(StoredEvent, "/v1/admin/events", after=after, limit=limit)
+
+    async def stream_events(
+        self, stream_id: str, from_version: int = 1, limit: int = 100
+    ) -> list[StoredEvent]:
+        """The events of one stream (operators)."""
+        return await self._list(
+            StoredEvent,
+            f"/v1/admin/streams/{stream_id}",
+            from_version=from_version,
+            limit=limit,
+        )
+
+    async def trade_report(
+        self,
+        *,
+        account_id: str | None = None,
+        symbol: str | None = None,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        limit: int = 500,
+    ) -> list[ReportTrade]:
+        """Settled trades with counterparties (operators and programme administrators)."""
+        return await self._list(
+            ReportTrade,
+            "/v1/reports/trades",
+            account_id=account_id,
+            symbol=symbol,
+            since_ts=since_ts,
+            until_ts=until_ts,
+            limit=limit,
+        )
+
+    def stream(
+        self,
+        symbols: Sequence[str] = (),
+        channels: Sequence[str] = ("quote", "trades"),
+        private: Sequence[str] = (),
+        **options: Any,
+    ) -> MarketStream:
+        """A reconnecting WebSocket stream with this client's key (see `MarketStream`)."""
+        url = self.base_url.replace("http", "ws", 1) + "/v1/stream"
+        return MarketStream(
+            url, self.api_key, symbols=symbols, channels=channels, private=private, **options
+        )
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

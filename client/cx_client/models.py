@@ -1,0 +1,273 @@
+"""The API's answers as typed models. Unknown fields are kept, so newer servers do not break."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Model(BaseModel):
+    """Base of every answer."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Health(Model):
+    """Whether the API is up and has caught up with the market."""
+
+    status: str
+    market_data_ready: bool
+    log_time: int
+
+
+class Contract(Model):
+    """A listed contract with its best prices (fen), gross, net of vouchers and per standard
+    card-hour."""
+
+    symbol: str
+    resource_class: str
+    description: str
+    region: str
+    region_name: str
+    delivery_start: str
+    unit: str
+    tick_size: int
+    performance_factor: str | None
+    best_bid: int | None
+    best_ask: int | None
+    best_bid_per_std: int | None
+    best_ask_per_std: int | None
+    best_ask_net: int | None
+    best_ask_net_per_std: int | None
+    last: int | None
+    volume_24h: int
+    seq: int
+
+
+class Book(Model):
+    """Depth: `[price, quantity]` levels, best first, at `seq`."""
+
+    symbol: str
+    seq: int
+    bids: list[list[int]]
+    asks: list[list[int]]
+
+
+class Trade(Model):
+    """A public trade."""
+
+    trade_id: str
+    symbol: str
+    price: int
+    price_per_std: int | None
+    quantity: int
+    aggressor: str | None
+    ts: int
+
+
+class ReportTrade(Trade):
+    """A trade with its orders and counterparties."""
+
+    buy_order_id: str
+    sell_order_id: str
+    buyer_id: str
+    seller_id: str
+    amount: int
+
+
+class Candle(Model):
+    """One interval of trading."""
+
+    start: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    turnover: int
+    trades: int
+
+
+class Stats(Model):
+    """24 hours of log time up to `window_end`."""
+
+    symbol: str
+    window_end: int
+    open: int | None
+    high: int | None
+    low: int | None
+    last: int | None
+    change: int | None
+    volume: int
+    turnover: int
+    trades: int
+    vwap: int | None
+    last_per_std: int | None
+    vwap_per_std: int | None
+
+
+class Card(Model):
+    """A card's published throughput and its standard card-hour factor."""
+
+    code: str
+    name: str
+    dense_tflops: str
+    factor: str
+    source: str
+    url: str
+    confidence: str
+
+
+class Performance(Model):
+    """The standard card-hour table."""
+
+    base: str
+    metric: str
+    about: str
+    cards: list[Card]
+
+
+class Me(Model):
+    """The key's account and role."""
+
+    key_id: str
+    account_id: str
+    role: str
+
+
+class OrderAnswer(Model):
+    """The exchange's decision on an order."""
+
+    order_id: str
+    client_order_id: str | None = None
+    status: Literal["accepted", "pending"]
+
+
+class CancelAnswer(Model):
+    """A cancelled order."""
+
+    order_id: str
+    status: Literal["cancelled", "pending"]
+    remaining: int | None = None
+
+
+class AmendAnswer(Model):
+    """An amended order's replacement."""
+
+    order_id: str
+    replaced_order_id: str
+    status: Literal["accepted", "pending"]
+    price: int
+    quantity: int
+
+
+class DepositAnswer(Model):
+    """A deposit."""
+
+    deposit_id: str
+    status: Literal["deposited", "pending"]
+
+
+class Order(Model):
+    """An order as settled."""
+
+    order_id: str
+    account_id: str
+    symbol: str
+    side: str
+    price: int
+    quantity: int
+    filled: int
+    status: str
+    reason: str | None
+    client_order_id: str | None
+    created_ts: int
+    updated_ts: int
+
+
+class Fill(Model):
+    """One side of a trade of the account."""
+
+    trade_id: str
+    order_id: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    price: int
+    price_per_std: int | None
+    quantity: int
+    amount: int
+    liquidity: Literal["maker", "taker", "auction"]
+    ts: int
+
+
+class Cash(Model):
+    """Cash available and held (fen)."""
+
+    available: int
+    held: int
+
+
+class Capacity(Model):
+    """Deposited capacity of a contract: sellable and held (units)."""
+
+    symbol: str
+    available: int
+    held: int
+
+
+class Position(Model):
+    """Units bought of a contract."""
+
+    symbol: str
+    quantity: int
+
+
+class Account(Model):
+    """Settled balances of an account."""
+
+    account_id: str
+    cash: Cash
+    capacity: list[Capacity]
+    positions: list[Position]
+
+
+class Obligation(Model):
+    """What a provider sold of a contract, must deliver, and is paid."""
+
+    symbol: str
+    delivery_start: str | None
+    quantity: int
+    payout: int
+    trades: int
+
+
+class KeyInfo(Model):
+    """An API key as listed."""
+
+    key_id: str
+    account_id: str
+    role: str
+    label: str | None
+    created_at: str
+    revoked_at: str | None
+
+
+class NewKey(KeyInfo):
+    """A key just created; `key` is shown only once."""
+
+    key: str
+
+
+class StoredEvent(Model):
+    """An event of the event store."""
+
+    position: int
+    stream_id: str
+    stream_version: int
+    event_id: str
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: str
