@@ -75,6 +75,7 @@ class Topics:
     command_partitions: int
     market_partitions: int
     deadletters: str
+    prefix: str
 
     @classmethod
     def named(cls, prefix: str, command_partitions: int, market_partitions: int) -> Topics:
@@ -86,6 +87,7 @@ class Topics:
             command_partitions,
             market_partitions,
             f"{prefix}.deadletters",
+            prefix,
         )
 
     async def create(self, command_log: CommandLog) -> None:
@@ -94,6 +96,11 @@ class Topics:
         await command_log.create_topic(self.orders, self.market_partitions)
         await command_log.create_topic(self.events, self.market_partitions)
         await command_log.create_topic(self.deadletters, 1)
+
+    def group(self, stage: str) -> str:
+        """The consumer group of a stage: scoped by the prefix, so exchanges sharing a Kafka
+        cluster never join each other's groups."""
+        return f"{self.prefix}.{stage}"
 
     def command_partition(self, account_id: str) -> int:
         """The commands partition of an account."""
@@ -159,6 +166,7 @@ class StageRunner(ABC, Generic[S]):
 
     name: str
     input_topic: str
+    group_id: str
 
     def __init__(
         self,
@@ -207,7 +215,7 @@ class StageRunner(ABC, Generic[S]):
     async def run(self, stop: asyncio.Event) -> None:
         """Process records until `stop` is set."""
         self._producer = await self.log.producer()
-        self._consumer = await self.log.consumer(group_id=self.name)
+        self._consumer = await self.log.consumer(group_id=self.group_id)
         try:
             if self.fixed is None:
                 self._consumer.subscribe([self.input_topic], self)
@@ -384,6 +392,7 @@ class RiskRunner(StageRunner[RiskPartition]):
         snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.input_topic = topics.commands
+        self.group_id = topics.group(self.name)
         super().__init__(command_log, partitions, snapshots, snapshot_every)
         self.topics = topics
         self.catalogue = catalogue
@@ -480,6 +489,7 @@ class MatchingRunner(StageRunner[MarketPartition]):
         snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
         self.input_topic = topics.orders
+        self.group_id = topics.group(self.name)
         super().__init__(command_log, partitions, snapshots, snapshot_every)
         self.topics = topics
         self.catalogue = catalogue

@@ -248,7 +248,9 @@ class LedgerProjection:
                 )
         await self._write(connection, dirty_cash, dirty_capacity, dirty_positions)
         if new_orders:
-            await connection.execute(_insert(connection, orders), new_orders)
+            # An id refused before (say for want of funds) may be accepted on a retry: the
+            # acceptance replaces the rejected row.
+            await _upsert(connection, orders, ("order_id",), new_orders)
         if rejected_orders:
             # A rejected duplicate reuses an existing order id; the original row stays.
             statement = _insert(connection, orders).on_conflict_do_nothing()

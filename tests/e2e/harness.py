@@ -214,7 +214,7 @@ async def quiescent(runtime: ExchangeRuntime) -> bool:
         ("matching", topics.orders, topics.market_partitions),
     )
     for group, topic, partitions in stages:
-        consumer = await runtime.log.consumer(group_id=group)
+        consumer = await runtime.log.consumer(group_id=topics.group(group))
         try:
             for partition in range(partitions):
                 tp = TopicPartition(topic, partition)

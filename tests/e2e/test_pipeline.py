@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from exchange.domain.catalogue import default_catalogue
+from exchange.domain.messages import DepositFunds, PlaceOrder
 from exchange.pipeline import RiskRunner
 from exchange.settings import Settings
 from settlement import projections as tables
+from settlement.audit import audit
 from settlement.schema import events
 from settlement.service import SettlementRunner
 from tests.conftest import fresh_database
@@ -358,3 +361,34 @@ async def test_a_restarted_exchange_resumes_from_its_history(tmp_path: Path) -> 
         assert buyer["cash"] == {"available": 100_000 - 5 * 1800, "held": 0}
         assert buyer["positions"] == [{"symbol": GZ0, "quantity": 5}]
         assert len(await _stored(exchange, "FundsDeposited")) == 1
+
+
+async def test_an_order_id_refused_then_accepted_on_retry_settles(
+    exchange_settings: Settings,
+) -> None:
+    async with running_exchange(exchange_settings) as exchange:
+        runtime = exchange.runtime
+        order = PlaceOrder(
+            order_id="same-id",
+            account_id="late",
+            symbol=GZ0,
+            side="buy",
+            price=1800,
+            quantity=1,
+        )
+        await runtime.submit(order)  # no funds yet: refused
+        await settle(runtime)  # the refusal is stored in a batch of its own
+        await runtime.submit(DepositFunds(deposit_id="late-cash", account_id="late", amount=5000))
+        await runtime.submit(order)  # the same id again, now covered: accepted
+        await settle(runtime)
+        decided = [
+            (e["type"], e["order_id"])
+            for e in await _stored(exchange, "OrderRejected")
+            + await _stored(exchange, "OrderAccepted")
+            if e["order_id"] == "same-id"
+        ]
+        assert decided == [("OrderRejected", "same-id"), ("OrderAccepted", "same-id")]
+        orders = (await exchange.client.get("/v1/orders", params={"account_id": "late"})).json()
+        assert [(o["order_id"], o["status"]) for o in orders] == [("same-id", "open")]
+        report = await audit(runtime.store, default_catalogue())
+        assert report.discrepancies == []

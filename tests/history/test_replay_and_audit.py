@@ -96,7 +96,8 @@ async def test_replay_to_the_end_rebuilds_the_live_state_and_matches_every_check
 ) -> None:
     store = open_event_store(history["settings"].event_store_url())
     checkpoints = _checkpoints(history["database"])
-    assert len(checkpoints) >= 5
+    # Taken at batch ends once 25 events have passed: how many depends on batching.
+    assert checkpoints
     result = await replay(store, default_catalogue(), checkpoints=checkpoints)
     await store.close()
     assert result.state.position == history["live_position"]

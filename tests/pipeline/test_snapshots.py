@@ -78,7 +78,7 @@ async def _drained(
     log: CommandLog, runner: StageRunner[object], topic: str, partitions: int
 ) -> None:
     """Wait until the runner's group has committed everything in its topic."""
-    consumer = await log.consumer(group_id=runner.name)
+    consumer = await log.consumer(group_id=runner.group_id)
     try:
         async with asyncio.timeout(60):
             while True:
