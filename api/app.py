@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -85,6 +85,9 @@ from exchange.domain.messages import (
 )
 from exchange.domain.performance import decimal_text
 from exchange.runtime import ExchangeRuntime, ParticipantCommand
+from settlement.audit import audit
+from settlement.history import EXPORT_COLUMNS, export_line, history_query, replay_document
+from settlement.replay import parse_until, replay
 from settlement.store import StoredEvent
 
 OUTCOME_TIMEOUT_S = 5.0
@@ -718,6 +721,76 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     ) -> list[StoredEventOut]:
         stored = await runtime.store.read_stream(stream_id, from_version)
         return [_event_out(e) for e in stored[:limit]]
+
+    @operator.get(
+        "/history",
+        summary="Export events by contract, account, order and log time (JSON lines or CSV)",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"application/x-ndjson": {}, "text/csv": {}},
+                "description": "One event a line, in stored order",
+            }
+        },
+    )
+    async def export_history(
+        _: Operator,
+        contract: Annotated[str | None, Query(max_length=64)] = None,
+        account_id: Annotated[Identifier | None, Query()] = None,
+        order_id: Annotated[Identifier | None, Query()] = None,
+        since_ts: Annotated[int | None, Query(ge=0, description="log time, ms, inclusive")] = None,
+        until_ts: Annotated[int | None, Query(ge=0, description="log time, ms, inclusive")] = None,
+        format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
+    ) -> StreamingResponse:
+        query = history_query(contract, account_id, order_id, since_ts, until_ts)
+
+        async def lines() -> AsyncIterator[bytes]:
+            if format == "csv":
+                yield (",".join(EXPORT_COLUMNS) + "\r\n").encode()
+            async with engine.connect() as connection:
+                result = await connection.stream(query.execution_options(yield_per=2000))
+                async for row in result:
+                    yield export_line(row, format).encode()
+
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        return StreamingResponse(lines(), media_type=media)
+
+    @operator.get(
+        "/replay",
+        summary="Rebuild books, balances, positions and holds at a position or log time",
+        responses=problems(404, 422),
+    )
+    async def replay_state(
+        _: Operator,
+        until: Annotated[
+            str | None, Query(description="a position, or an ISO time with offset")
+        ] = None,
+        contract: Annotated[str | None, Query(max_length=64)] = None,
+        account_id: Annotated[Identifier | None, Query()] = None,
+    ) -> dict[str, Any]:
+        if contract is not None and contract not in catalogue:
+            raise Problem(404, "unknown-contract", f"contract {contract!r} is not listed")
+        try:
+            position, ts = parse_until(until) if until else (None, None)
+        except ValueError as error:
+            raise Problem(422, "invalid-time", str(error)) from None
+        result = await replay(runtime.store, catalogue, position, ts)
+        return replay_document(result, contract, account_id)
+
+    @operator.get("/audit", summary="Check the whole history from the event store")
+    async def audit_history(_: Operator) -> dict[str, Any]:
+        report = await audit(runtime.store, catalogue)
+        return {
+            "events": report.events,
+            "orders": report.orders,
+            "trades": report.trades,
+            "checkpoints": report.checkpoints,
+            "state_hash": report.state_hash,
+            "discrepancies": [
+                {"kind": d.kind, "message": d.message, "positions": list(d.positions)}
+                for d in report.discrepancies
+            ],
+        }
 
     reports = APIRouter(prefix="/v1/reports", tags=["reports"], responses=problems(401, 403, 429))
 

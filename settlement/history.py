@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from typing import Any, TextIO
 
@@ -76,7 +77,7 @@ async def run_replay(
             )
     finally:
         await store.close()
-    document = _replay_document(result, contract, account)
+    document = replay_document(result, contract, account)
     if verify:
         document["verified"] = {
             "checkpoints": result.checked,
@@ -93,7 +94,7 @@ async def run_replay(
     return 0
 
 
-def _replay_document(
+def replay_document(
     result: ReplayResult, contract: str | None, account: str | None
 ) -> dict[str, Any]:
     state = result.state
@@ -291,31 +292,44 @@ async def run_history(
     written = 0
     try:
         query = history_query(contract, account, order, since_ts, until_ts)
-        writer = csv.writer(out) if output_format == "csv" else None
-        if writer is not None:
-            writer.writerow(EXPORT_COLUMNS)
+        if output_format == "csv":
+            out.write(",".join(EXPORT_COLUMNS) + "\r\n")
         async with store.engine.connect() as connection:
             result = await connection.stream(query.execution_options(yield_per=2000))
             async for row in result:
-                record = {
-                    "position": row.position,
-                    "event_id": row.event_id,
-                    "stream_id": row.stream_id,
-                    "type": row.type,
-                    "schema_version": row.schema_version,
-                    "ts": row.data.get("ts"),
-                    "data": row.data,
-                }
-                if writer is None:
-                    out.write(orjson.dumps(record).decode() + "\n")
-                else:
-                    writer.writerow(
-                        [*(record[c] for c in EXPORT_COLUMNS[:-1]), orjson.dumps(row.data).decode()]
-                    )
+                out.write(export_line(row, output_format))
                 written += 1
     finally:
         await store.close()
     return written
+
+
+def export_line(row: Any, output_format: str) -> str:
+    """One exported event: a JSON line, or a CSV row with the event's JSON last."""
+    if output_format != "csv":
+        record = {
+            "position": row.position,
+            "event_id": row.event_id,
+            "stream_id": row.stream_id,
+            "type": row.type,
+            "schema_version": row.schema_version,
+            "ts": row.data.get("ts"),
+            "data": row.data,
+        }
+        return orjson.dumps(record).decode() + "\n"
+    line = io.StringIO()
+    csv.writer(line).writerow(
+        [
+            row.position,
+            row.event_id,
+            row.stream_id,
+            row.type,
+            row.schema_version,
+            row.data.get("ts"),
+            orjson.dumps(row.data).decode(),
+        ]
+    )
+    return line.getvalue()
 
 
 def _time_ms(value: str) -> int:
