@@ -3,10 +3,10 @@
 In one run it measures
 - the raw limits: aiokafka producing then consuming the same command records with no
   processing, and a bare batched insert of the same number of event rows into PostgreSQL;
-- the pipeline, with risk, matching and settlement each in its own `cx run` process: the
-  sustained rate from submitting commands to their outcome being settled (readable in the
-  event store), at saturation, and latency from submit to settled at a fixed offered load
-  below it (p50/p99/p99.9 in milliseconds).
+- the pipeline, with risk, matching (one or more processes) and settlement each in its own
+  `cx run` process: the sustained rate from submitting commands to their outcome being
+  settled (readable in the event store), at saturation, and latency from submit to settled
+  at a fixed offered load below it (p50/p99/p99.9 in milliseconds).
 `ratio` is the saturated pipeline rate over the slower raw limit, in commands per second.
 """
 
@@ -130,7 +130,8 @@ async def _raw_postgres(dsn: str, rows: int) -> float:
 class _Stages:
     """risk, matching and settlement as `cx run` processes."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], matching_processes: int) -> None:
+        stages = ["risk", *["matching"] * matching_processes, "settlement"]
         self.processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "exchange.cli", "run", stage],
@@ -139,7 +140,7 @@ class _Stages:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            for stage in ("risk", "matching", "settlement")
+            for stage in stages
         ]
 
     def stop(self) -> None:
@@ -182,7 +183,9 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def bench_e2e(kafka: str, database_url: str, commands: int, rate: int) -> dict[str, Any]:
+async def bench_e2e(
+    kafka: str, database_url: str, commands: int, rate: int, matching_processes: int = 1
+) -> dict[str, Any]:
     """Measure the raw limits and the pipeline; return the figures."""
     async with _database(database_url) as (url, dsn):
         prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -205,7 +208,7 @@ async def bench_e2e(kafka: str, database_url: str, commands: int, rate: int) -> 
             "CX_COMMAND_PARTITIONS": str(PARTITIONS),
             "CX_MARKET_PARTITIONS": str(PARTITIONS),
         }
-        stages = _Stages(env)
+        stages = _Stages(env, matching_processes)
         try:
             producer = await log.producer()
             funding: list[DepositFunds | DepositCapacity] = []
@@ -272,6 +275,7 @@ async def bench_e2e(kafka: str, database_url: str, commands: int, rate: int) -> 
     return {
         "bench": "e2e",
         "commands": commands,
+        "matching_processes": matching_processes,
         "commands_per_s": round(pipeline),
         "settled": len(done),
         "events_per_command": round(events_per_command, 2),
@@ -286,6 +290,8 @@ async def bench_e2e(kafka: str, database_url: str, commands: int, rate: int) -> 
     }
 
 
-def run(kafka: str, database_url: str, commands: int, rate: int) -> str:
+def run(kafka: str, database_url: str, commands: int, rate: int, matching_processes: int) -> str:
     """Run the bench and return its JSON line."""
-    return json.dumps(asyncio.run(bench_e2e(kafka, database_url, commands, rate)))
+    return json.dumps(
+        asyncio.run(bench_e2e(kafka, database_url, commands, rate, matching_processes))
+    )
