@@ -9,22 +9,36 @@ import pytest
 from pydantic import ValidationError
 
 from exchange.domain.messages import (
+    AmendOrder,
+    AmendRejected,
+    AmendRequested,
+    AuctionCompleted,
+    BlockAccepted,
     BookChanged,
+    CancelAllOrders,
+    CancelAllRequested,
     CancelOrder,
     CancelReason,
     CancelRejected,
     CancelRequested,
     CapacityDeposited,
     CommandRejected,
+    ContractStateChanged,
+    ControlMarket,
     DepositCapacity,
     DepositFunds,
     DepositRejected,
     EventStamp,
     FundsDeposited,
+    MarketControlRejected,
+    MarketControlRequested,
     Message,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
     OrderRejected,
+    PlaceBlockOrder,
     PlaceOrder,
     RejectReason,
     TradeExecuted,
@@ -52,6 +66,27 @@ COMMANDS: list[Message] = [
     CancelOrder(order_id="o-1", account_id="a1"),
     DepositFunds(deposit_id="d:1", account_id="a1", amount=1_000_000),
     DepositCapacity(deposit_id="d_2", account_id="p1", symbol=SYM, quantity=8),
+    PlaceOrder(
+        order_id="o-3",
+        account_id="a1",
+        symbol=SYM,
+        side="buy",
+        price=20_000,
+        quantity=8,
+        time_in_force="GTD",
+        expire_at=1_800_000_000_000,
+        order_type="market",
+        min_quantity=2,
+        all_or_none=True,
+        stp_group="group-1",
+        stp_mode="decrement",
+    ),
+    AmendOrder(order_id="o-1", account_id="a1", price=12_350),
+    ControlMarket(operator_id="ops", action="halt", symbol=SYM),
+    CancelAllOrders(account_id="a1"),
+    PlaceBlockOrder(
+        order_id="k-1", account_id="a1", symbols=[SYM], side="buy", price=12_000, quantity=8
+    ),
 ]
 
 EVENTS: list[Message] = [
@@ -121,6 +156,70 @@ EVENTS: list[Message] = [
         message="price: Input should be a valid integer",
         source="commands:3:41",
     ),
+    CancelAllRequested(**E, account_id="a1", symbols=[SYM]),
+    BlockAccepted(
+        **E,
+        order_id="k-1",
+        account_id="a1",
+        symbol=SYM,
+        family="H100-80G.GZ",
+        symbols=[SYM],
+        side="buy",
+        price=12_000,
+        quantity=8,
+    ),
+    AmendRequested(
+        **E,
+        order_id="o-1",
+        account_id="a1",
+        symbol=SYM,
+        price=12_350,
+        quantity=None,
+        extra_hold=30,
+    ),
+    AmendRejected(
+        **E,
+        order_id="o-1",
+        account_id="a1",
+        reason=RejectReason.ORDER_NOT_OPEN,
+        message="amend of order 'o-1' refused: order_not_open",
+        symbol=SYM,
+        extra_hold=30,
+    ),
+    OrderAmended(
+        **E,
+        order_id="o-1",
+        account_id="a1",
+        symbol=SYM,
+        side="buy",
+        price=12_350,
+        remaining=3,
+        kept_priority=False,
+        extra_hold=30,
+    ),
+    OrderReduced(
+        **E,
+        order_id="o-1",
+        account_id="a1",
+        symbol=SYM,
+        side="buy",
+        quantity=1,
+        remaining=2,
+        reason=CancelReason.SELF_TRADE,
+    ),
+    MarketControlRequested(
+        **E, operator_id="ops", action="schedule_auction", symbol=SYM, at=5, symbols=[SYM]
+    ),
+    MarketControlRejected(
+        **E,
+        operator_id="ops",
+        action="halt",
+        symbol=SYM,
+        reason=RejectReason.NOT_CONTINUOUS,
+        message="halt of the contract refused: not_continuous",
+    ),
+    ContractStateChanged(**E, symbol=SYM, state="halted", reason="price_band"),
+    AuctionCompleted(**E, symbol=SYM, price=12_300, volume=6, imbalance=-2),
 ]
 
 
@@ -141,7 +240,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 15
+    assert len(_all_message_classes()) == 29
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

@@ -10,6 +10,12 @@ Rules, all in integer fen and units:
   p x q to the seller and returns (P - p) x q to the buyer; it moves q units of the seller's held
   capacity into the buyer's position (the entitlement to receive the compute).
 - A cancel releases what is still held for the order's unfilled remainder.
+- An amend that needs more (a buy's higher price x quantity, a sell's larger quantity) holds the
+  difference up front (`extra`); when matching amends the order its hold becomes exactly the
+  new price x open quantity (or open quantity) and the extra is settled; a refused amend
+  returns its extra. Self-trade prevention's decrement releases what it took off.
+- A block holds average price x quantity x hours of cash (buy) or quantity of capacity in each
+  of its hours (sell); its trades settle per hour like any order's.
 """
 
 from __future__ import annotations
@@ -19,10 +25,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exchange.domain.messages import (
+    AmendRejected,
+    AmendRequested,
+    BlockAccepted,
     CapacityDeposited,
     FundsDeposited,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
     Side,
     TradeExecuted,
 )
@@ -57,6 +68,10 @@ class OpenOrder:
     side: Side
     price: int
     remaining: int
+    extra: int = 0
+    """Held on top of the order's own hold for amends not yet decided by matching."""
+    hours: tuple[str, ...] = ()
+    """A block order's contracts (its `symbol` is then the family, `remaining` the total)."""
 
 
 class Accounts:
@@ -120,6 +135,29 @@ class Accounts:
             order.order_id, order.account_id, order.symbol, order.side, order.price, order.quantity
         )
 
+    def hold_block(self, block: BlockAccepted) -> None:
+        """Hold a block's cash (average price x quantity x hours) or its capacity in each hour."""
+        total = block.quantity * len(block.symbols)
+        if block.side == "buy":
+            balance = self.cash_of(block.account_id)
+            balance.available -= block.price * total
+            balance.held += block.price * total
+        else:
+            for symbol in block.symbols:
+                balance = self.capacity_of(block.account_id, symbol)
+                balance.available -= block.quantity
+                balance.held += block.quantity
+        self.open_orders[block.order_id] = OpenOrder(
+            block.order_id,
+            block.account_id,
+            block.family,
+            block.side,
+            block.price,
+            total,
+            0,
+            tuple(block.symbols),
+        )
+
     def apply_trade(self, trade: TradeExecuted, owns: Callable[[str], bool] = _everyone) -> None:
         """Settle the sides of a trade whose orders this instance tracks and whose account it owns.
 
@@ -144,11 +182,76 @@ class Accounts:
         order.remaining -= quantity
         if not order.remaining:
             del self.open_orders[order.order_id]
+            self._move(order, -order.extra)
+
+    def _balance(self, order: OpenOrder) -> Balance:
+        if order.side == "buy":
+            return self.cash_of(order.account_id)
+        return self.capacity_of(order.account_id, order.symbol)
+
+    def _move(self, order: OpenOrder, amount: int) -> None:
+        """Hold `amount` more for an order (release it when negative)."""
+        if amount:
+            balance = self._balance(order)
+            balance.available -= amount
+            balance.held += amount
+
+    @staticmethod
+    def own_hold(side: Side, price: int, quantity: int) -> int:
+        """What an order's open quantity holds: cash (buy) or capacity units (sell)."""
+        return price * quantity if side == "buy" else quantity
+
+    def hold_for_amend(self, amend: AmendRequested) -> None:
+        """Hold an amend's extra cash or capacity until matching decides it."""
+        order = self.open_orders.get(amend.order_id)
+        if order is not None and amend.extra_hold:
+            self._move(order, amend.extra_hold)
+            order.extra += amend.extra_hold
+
+    def apply_amended(self, amended: OrderAmended) -> None:
+        """An order's new price and open quantity: its hold becomes theirs, the extra returns."""
+        order = self.open_orders.get(amended.order_id)
+        if order is None:
+            return
+        extra = min(amended.extra_hold, order.extra)
+        before = self.own_hold(order.side, order.price, order.remaining) + extra
+        after = self.own_hold(order.side, amended.price, amended.remaining)
+        order.extra -= extra
+        order.price = amended.price
+        order.remaining = amended.remaining
+        self._move(order, after - before)
+        if not order.remaining:
+            del self.open_orders[order.order_id]
+            self._move(order, -order.extra)
+
+    def release_amend(self, rejected: AmendRejected) -> None:
+        """Return the extra hold of an amend that matching refused."""
+        order = self.open_orders.get(rejected.order_id)
+        if order is not None and rejected.extra_hold:
+            extra = min(rejected.extra_hold, order.extra)
+            order.extra -= extra
+            self._move(order, -extra)
+
+    def apply_reduced(self, reduced: OrderReduced) -> None:
+        """Release what self-trade prevention took off an order without a trade."""
+        order = self.open_orders.get(reduced.order_id)
+        if order is None:
+            return
+        self._move(order, -self.own_hold(order.side, order.price, reduced.quantity))
+        self._reduce(order, reduced.quantity)
 
     def release(self, cancelled: OrderCancelled) -> None:
         """Release the hold of a cancelled order's remainder, if this instance tracks it."""
         order = self.open_orders.pop(cancelled.order_id, None)
         if order is None:
+            return
+        if order.side == "sell" and order.hours:
+            # A block trades in every hour or none: what remains is the same in each hour.
+            each = order.remaining // len(order.hours)
+            for symbol in order.hours:
+                balance = self.capacity_of(order.account_id, symbol)
+                balance.held -= each
+                balance.available += each
             return
         if order.side == "buy":
             balance = self.cash_of(order.account_id)
@@ -156,6 +259,7 @@ class Accounts:
         else:
             balance = self.capacity_of(order.account_id, order.symbol)
             amount = order.remaining
+        amount += order.extra
         balance.held -= amount
         balance.available += amount
 
@@ -172,8 +276,12 @@ class Accounts:
             hasher.update(f"p|{account_id}|{symbol}|{quantity}\n".encode())
         for order_id in sorted(self.open_orders):
             o = self.open_orders[order_id]
+            extra = f"|x{o.extra}" if o.extra else ""
+            if o.hours:
+                extra += "|h" + ",".join(o.hours)
             hasher.update(
-                f"o|{o.order_id}|{o.account_id}|{o.symbol}|{o.side}|{o.price}|{o.remaining}\n".encode()
+                f"o|{o.order_id}|{o.account_id}|{o.symbol}|{o.side}|{o.price}|{o.remaining}"
+                f"{extra}\n".encode()
             )
 
     def snapshot(self) -> dict[str, Any]:
@@ -186,6 +294,8 @@ class Accounts:
             "positions": [[a, s, q] for (a, s), q in sorted(self.positions.items())],
             "open_orders": [
                 [o.order_id, o.account_id, o.symbol, o.side, o.price, o.remaining]
+                + ([o.extra] if o.extra or o.hours else [])
+                + ([list(o.hours)] if o.hours else [])
                 for _, o in sorted(self.open_orders.items())
             ],
         }
@@ -200,7 +310,7 @@ class Accounts:
         }
         accounts.positions = {(a, s): q for a, s, q in data["positions"]}
         accounts.open_orders = {
-            order_id: OpenOrder(order_id, account, symbol, side, price, remaining)
-            for order_id, account, symbol, side, price, remaining in data["open_orders"]
+            entry[0]: OpenOrder(*entry[:7], *(tuple(h) for h in entry[7:]))
+            for entry in data["open_orders"]
         }
         return accounts

@@ -1,7 +1,11 @@
-"""The matching stage: turns risk-approved orders and cancels into trades and book changes.
+"""The matching stage: turns risk-approved orders, cancels, amends and operator commands into
+trades, cancels, book changes, auctions and contract state changes.
 
-Pure and deterministic, a function of the orders topic alone. The books themselves live in
-`matching`; this module maps between them and the exchange's events.
+Pure and deterministic, a function of the orders topic alone. The books, auctions and lifecycle
+live in `matching.engine`; this module maps the exchange's events onto it and its outputs back
+onto events. Time is the log time of the records read: it advances only when a record arrives,
+so expiries, gate closures and scheduled auctions happen at the first record at or after their
+time (a scheduler that wants them on time sends `ControlMarket` ticks).
 """
 
 from __future__ import annotations
@@ -9,181 +13,407 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import Catalogue, to_utc_ms
 from exchange.domain.messages import (
+    AmendRejected,
+    AmendRequested,
+    AuctionCompleted,
+    BlockAccepted,
     BookChanged,
+    CancelAllRequested,
     CancelReason,
     CancelRejected,
     CancelRequested,
+    ContractState,
+    ContractStateChanged,
     Event,
     EventStamp,
+    MarketAction,
+    MarketControlRejected,
+    MarketControlRequested,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
     RejectReason,
-    Side,
     TradeExecuted,
 )
-from matching.book import OrderBook
+from matching import engine as me
+from matching.engine import MatchingEngine
+
+NO_GATE_CLOSURE = 1 << 62
+"""A gate-closure time that never comes (contracts listed without one)."""
+
+_OPERATOR_ACTIONS: dict[str, MarketAction] = {
+    "halt": "halt",
+    "resume": "resume",
+    "schedule": "schedule_auction",
+}
+_STATES: dict[str, ContractState] = {
+    me.PRE_OPEN: "pre_open",
+    me.CONTINUOUS: "continuous",
+    me.HALTED: "halted",
+    me.CLOSED: "closed",
+    me.DELIVERED: "delivered",
+}
 
 
 class MarketStage:
-    """The books of every listed contract in this stage's partitions."""
+    """The books of every listed contract in this stage's partitions.
 
-    def __init__(self, catalogue: Catalogue) -> None:
-        self.books = {symbol: OrderBook(symbol) for symbol in catalogue.symbols}
-        self._book_seq = dict.fromkeys(self.books, 0)
-        self._trade_seq = dict.fromkeys(self.books, 0)
+    Contracts open for continuous trading at once, or with `pre_open` collect orders until an
+    operator schedules their family's call auction (or resumes them). `gate_closure_ms`
+    (None: never) closes each contract that long before its delivery hour; `band` and
+    `protection` (fen; 0: none) are the price band around the last trade price and the
+    market-order protection.
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        *,
+        gate_closure_ms: int | None = None,
+        halt_ms: int = 60_000,
+        band: int = 0,
+        protection: int = 0,
+        pre_open: bool = False,
+    ) -> None:
+        self.catalogue = catalogue
+        self.engine = MatchingEngine(halt_ms=halt_ms)
+        for spec in catalogue:
+            delivery = to_utc_ms(spec.delivery_start)
+            close = NO_GATE_CLOSURE if gate_closure_ms is None else delivery - gate_closure_ms
+            self.engine.list_contract(
+                0,
+                spec.symbol,
+                spec.family,
+                delivery,
+                0,
+                # The risk stage checks ticks; orders here are already approved.
+                tick=1,
+                band=band,
+                protection=protection,
+                open_at=None if pre_open else 0,
+                close_at=close,
+            )
+        self.engine.take_events()
+        self._book_seq = dict.fromkeys(catalogue.symbols, 0)
+        self._views: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+        self._refresh_views()
+
+    @property
+    def books(self) -> dict[str, me.Book]:
+        """Every contract's book, by symbol."""
+        return self.engine.books
+
+    def _refresh_views(self) -> None:
+        self._views = {}
+        for symbol in self._book_seq:
+            bids, asks = self.engine.depth(symbol)
+            self._views[symbol] = (dict(bids), dict(asks))
 
     def handle(self, event: Event, stamp: EventStamp) -> list[Event]:
-        """The events an approved order or cancel causes, after the input itself."""
+        """The events a record of the orders topic causes, after the record itself."""
+        engine = self.engine
+        ts = stamp.ts
+        context = _Context(event)
         if isinstance(event, OrderAccepted):
-            return self._place(event, stamp)
-        if isinstance(event, CancelRequested):
-            return self._cancel(event, stamp)
-        return []
+            engine.submit(
+                ts,
+                event.symbol,
+                event.order_id,
+                event.account_id,
+                event.side,
+                event.price,
+                event.quantity,
+                event.time_in_force,
+                event.expire_at or 0,
+                event.min_quantity,
+                event.all_or_none,
+                event.post_only,
+                event.stp_group or "",
+                event.stp_mode,
+                event.order_type == "market",
+            )
+        elif isinstance(event, CancelRequested):
+            engine.cancel(ts, event.order_id, event.account_id)
+        elif isinstance(event, AmendRequested):
+            engine.amend(
+                ts, event.order_id, event.account_id, event.price or 0, event.quantity or 0
+            )
+        elif isinstance(event, MarketControlRequested):
+            self._control(event, ts)
+        elif isinstance(event, CancelAllRequested):
+            engine.cancel_all(ts, event.account_id)
+        elif isinstance(event, BlockAccepted):
+            engine.submit_block(
+                ts,
+                event.order_id,
+                event.account_id,
+                event.side,
+                event.symbols,
+                event.price,
+                event.quantity,
+                event.stp_group or "",
+                event.stp_mode,
+            )
+        else:
+            engine.advance(ts)
+        return self._translate(engine.take_events(), stamp, context)
 
-    def _place(self, order: OrderAccepted, stamp: EventStamp) -> list[Event]:
-        book = self.books.get(order.symbol)
-        if book is None:
-            return [self._cancelled(order, order.quantity, stamp)]
-        fills, resting = book.submit(
-            order.order_id, order.account_id, order.side, order.price, order.quantity
-        )
+    def _control(self, event: MarketControlRequested, ts: int) -> None:
+        engine = self.engine
+        if event.action == "halt":
+            engine.halt(ts, event.symbol)
+        elif event.action == "resume":
+            engine.resume(ts, event.symbol)
+        elif event.action == "schedule_auction":
+            book = engine.books.get(event.symbol)
+            family = event.symbol.rsplit(".", 1)[0] if book is None else book.family
+            at = ts if event.at is None else event.at
+            engine.schedule_auction(ts, family, at, event.symbols or [event.symbol])
+        else:
+            engine.advance(ts)
+
+    def _translate(
+        self, outputs: list[me.Event], stamp: EventStamp, context: _Context
+    ) -> list[Event]:
         events: list[Event] = []
-        touched: set[int] = set()
-        for fill in fills:
-            self._trade_seq[book.symbol] += 1
-            maker = fill.maker
-            buy_is_maker = maker.side == "buy"
-            events.append(
-                TradeExecuted(
+        touched: dict[str, None] = {}
+        for output in outputs:
+            kind = output[0]
+            symbol = output[1]
+            event: Event | None = None
+            if kind == me.TRADE:
+                event = self._trade(output, stamp)
+            elif kind in (me.CANCELLED, me.EXPIRED):
+                _, symbol, order_id, account, side, remaining, reason = output
+                event = OrderCancelled(
                     event_id=stamp.next_id(),
                     ts=stamp.ts,
-                    trade_id=f"{book.symbol}:{self._trade_seq[book.symbol]}",
-                    symbol=book.symbol,
-                    price=fill.price,
-                    quantity=fill.quantity,
-                    buy_order_id=maker.order_id if buy_is_maker else order.order_id,
-                    sell_order_id=order.order_id if buy_is_maker else maker.order_id,
-                    buyer_id=maker.account_id if buy_is_maker else order.account_id,
-                    seller_id=order.account_id if buy_is_maker else maker.account_id,
-                    aggressor=order.side,
+                    order_id=order_id,
+                    account_id=account,
+                    symbol=symbol,
+                    side=side,
+                    remaining=remaining,
+                    reason=CancelReason(reason),
                 )
-            )
-            touched.add(fill.price)
-        maker_side: Side = "sell" if order.side == "buy" else "buy"
-        bids: list[tuple[int, int]] = []
-        asks: list[tuple[int, int]] = []
-        maker_changes = asks if maker_side == "sell" else bids
-        for price in sorted(touched):
-            maker_changes.append((price, book.level_quantity(maker_side, price)))
-        if resting is not None:
-            own = bids if order.side == "buy" else asks
-            own.append((order.price, book.level_quantity(order.side, order.price)))
-        if bids or asks:
-            events.append(self._book_changed(book.symbol, bids, asks, stamp))
+            elif kind == me.REJECTED:
+                event = context.cancelled(output[3], stamp)
+            elif kind == me.REDUCED:
+                _, symbol, order_id, account, side, cut, remaining, reason = output
+                event = OrderReduced(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    order_id=order_id,
+                    account_id=account,
+                    symbol=symbol,
+                    side=side,
+                    quantity=cut,
+                    remaining=remaining,
+                    reason=CancelReason(reason),
+                )
+            elif kind == me.AMENDED:
+                _, symbol, order_id, account, side, price, remaining, kept = output
+                event = OrderAmended(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    order_id=order_id,
+                    account_id=account,
+                    symbol=symbol,
+                    side=side,
+                    price=price,
+                    remaining=remaining,
+                    kept_priority=kept,
+                    extra_hold=context.extra_hold,
+                )
+            elif kind == me.AMEND_REJECTED:
+                event = context.amend_rejected(output[3], stamp)
+            elif kind == me.CANCEL_REJECTED:
+                event = context.cancel_rejected(stamp)
+            elif kind == me.STATE:
+                event = ContractStateChanged(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    symbol=symbol,
+                    state=_STATES[output[2]],
+                    reason=output[3],
+                )
+            elif kind == me.AUCTION:
+                event = AuctionCompleted(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    symbol=symbol,
+                    price=output[2],
+                    volume=output[3],
+                    imbalance=output[4],
+                )
+            elif kind == me.OPERATOR_REJECTED:
+                event = context.control_rejected(symbol, output[2], output[3], stamp)
+            if event is not None:
+                events.append(event)
+            if symbol in self._views:
+                touched[symbol] = None
+        for symbol in touched:
+            changed = self._book_changed(symbol, stamp)
+            if changed is not None:
+                events.append(changed)
         return events
 
-    def _cancel(self, request: CancelRequested, stamp: EventStamp) -> list[Event]:
-        book = self.books.get(request.symbol)
-        resting = None if book is None else book.cancel(request.order_id)
-        if book is None or resting is None:
-            return [
-                CancelRejected(
-                    event_id=stamp.next_id(),
-                    ts=stamp.ts,
-                    order_id=request.order_id,
-                    account_id=request.account_id,
-                    reason=RejectReason.ORDER_NOT_OPEN,
-                    message=f"order {request.order_id!r} is no longer open",
-                )
-            ]
-        cancelled = OrderCancelled(
+    def _trade(self, output: me.Event, stamp: EventStamp) -> TradeExecuted:
+        _, symbol, number, price, quantity, taker, maker, taker_account, maker_account, side = (
+            output
+        )
+        taker_buys = side != "sell"
+        return TradeExecuted(
             event_id=stamp.next_id(),
             ts=stamp.ts,
-            order_id=resting.order_id,
-            account_id=resting.account_id,
-            symbol=book.symbol,
-            side=resting.side,
-            remaining=resting.remaining,
-            reason=CancelReason.REQUESTED,
-        )
-        level = (resting.price, book.level_quantity(resting.side, resting.price))
-        bids = [level] if resting.side == "buy" else []
-        asks = [] if resting.side == "buy" else [level]
-        return [cancelled, self._book_changed(book.symbol, bids, asks, stamp)]
-
-    def _cancelled(self, order: OrderAccepted, remaining: int, stamp: EventStamp) -> OrderCancelled:
-        return OrderCancelled(
-            event_id=stamp.next_id(),
-            ts=stamp.ts,
-            order_id=order.order_id,
-            account_id=order.account_id,
-            symbol=order.symbol,
-            side=order.side,
-            remaining=remaining,
-            reason=CancelReason.CONTRACT_NOT_TRADING,
+            trade_id=f"{symbol}:{number}",
+            symbol=symbol,
+            price=price,
+            quantity=quantity,
+            buy_order_id=taker if taker_buys else maker,
+            sell_order_id=maker if taker_buys else taker,
+            buyer_id=taker_account if taker_buys else maker_account,
+            seller_id=maker_account if taker_buys else taker_account,
+            aggressor=side,
         )
 
-    def _book_changed(
-        self,
-        symbol: str,
-        bids: list[tuple[int, int]],
-        asks: list[tuple[int, int]],
-        stamp: EventStamp,
-    ) -> BookChanged:
+    def _book_changed(self, symbol: str, stamp: EventStamp) -> BookChanged | None:
+        """The displayed levels of `symbol` that changed since they were last published."""
+        bids, asks = self.engine.depth(symbol)
+        new_bids, new_asks = dict(bids), dict(asks)
+        old_bids, old_asks = self._views[symbol]
+        changes = [
+            sorted(
+                (price, new.get(price, 0))
+                for price in old.keys() | new.keys()
+                if old.get(price, 0) != new.get(price, 0)
+            )
+            for old, new in ((old_bids, new_bids), (old_asks, new_asks))
+        ]
+        self._views[symbol] = (new_bids, new_asks)
+        if not changes[0] and not changes[1]:
+            return None
         self._book_seq[symbol] += 1
         return BookChanged(
             event_id=stamp.next_id(),
             ts=stamp.ts,
             symbol=symbol,
             seq=self._book_seq[symbol],
-            bids=bids,
-            asks=asks,
+            bids=changes[0],
+            asks=changes[1],
         )
 
     def state_hash(self) -> str:
-        """SHA-256 of every book (orders in priority order) and sequence counter."""
-        hasher = hashlib.sha256()
-        for symbol in sorted(self.books):
-            book = self.books[symbol]
-            hasher.update(
-                f"b|{symbol}|{self._book_seq[symbol]}|{self._trade_seq[symbol]}\n".encode()
-            )
-            for side in (book.bids, book.asks):
-                for price, _ in side.depth():
-                    for o in side.levels[price].orders.values():
-                        hasher.update(
-                            f"o|{o.order_id}|{o.account_id}|{o.side}|{o.price}|{o.remaining}\n".encode()
-                        )
+        """SHA-256 of the engine's state hash and the book-change sequence numbers."""
+        hasher = hashlib.sha256(self.engine.state_hash().encode())
+        for symbol in sorted(self._book_seq):
+            hasher.update(f"|{symbol}|{self._book_seq[symbol]}".encode())
         return hasher.hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
-        """Every book (resting orders in priority order) and counter, JSON-ready."""
-        books = {}
-        for symbol in sorted(self.books):
-            book = self.books[symbol]
-            books[symbol] = {
-                "book_seq": self._book_seq[symbol],
-                "trade_seq": self._trade_seq[symbol],
-                "orders": [
-                    [o.order_id, o.account_id, o.side, o.price, o.remaining]
-                    for side in (book.bids, book.asks)
-                    for price, _ in side.depth()
-                    for o in side.levels[price].orders.values()
-                ],
-            }
-        return {"books": books}
+        """The engine's snapshot and the book-change sequence numbers, JSON-ready."""
+        return {"engine": self.engine.snapshot(), "book_seq": dict(sorted(self._book_seq.items()))}
 
     @classmethod
     def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> MarketStage:
-        """The stage a snapshot describes."""
+        """The stage a snapshot describes (also one taken before the engine existed)."""
         stage = cls(catalogue)
-        for symbol, saved in data["books"].items():
-            book = stage.books[symbol]
-            for order_id, account_id, side, price, remaining in saved["orders"]:
-                fills, _ = book.submit(order_id, account_id, side, price, remaining)
-                assert not fills, f"snapshot of {symbol} is crossed at order {order_id}"
-            stage._book_seq[symbol] = saved["book_seq"]
-            stage._trade_seq[symbol] = saved["trade_seq"]
+        if "engine" in data:
+            stage.engine = MatchingEngine.restore(data["engine"])
+            stage._book_seq.update(data["book_seq"])
+        else:
+            for symbol, saved in data["books"].items():
+                for order_id, account_id, side, price, remaining in saved["orders"]:
+                    stage.engine.submit(0, symbol, order_id, account_id, side, price, remaining)
+                stage.engine.books[symbol].trades = saved["trade_seq"]
+                stage._book_seq[symbol] = saved["book_seq"]
+            stage.engine.take_events()
+        stage._refresh_views()
         return stage
+
+
+class _Context:
+    """The record being handled, for the outputs that must name what it asked for."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+    @property
+    def extra_hold(self) -> int:
+        return self.event.extra_hold if isinstance(self.event, AmendRequested) else 0
+
+    def cancelled(self, reason: str, stamp: EventStamp) -> OrderCancelled | None:
+        """A refused order or block: its whole hold is released."""
+        order = self.event
+        why = (
+            CancelReason.CONTRACT_NOT_TRADING
+            if reason == me.UNKNOWN_CONTRACT
+            else CancelReason(reason)
+        )
+        if isinstance(order, BlockAccepted):
+            symbol = order.family
+            remaining = order.quantity * len(order.symbols)
+        elif isinstance(order, OrderAccepted):
+            symbol = order.symbol
+            remaining = order.quantity
+        else:
+            return None
+        return OrderCancelled(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            order_id=order.order_id,
+            account_id=order.account_id,
+            symbol=symbol,
+            side=order.side,
+            remaining=remaining,
+            reason=why,
+        )
+
+    def amend_rejected(self, reason: str, stamp: EventStamp) -> AmendRejected | None:
+        amend = self.event
+        if not isinstance(amend, AmendRequested):
+            return None
+        why = RejectReason.ORDER_NOT_OPEN if reason == me.UNKNOWN_ORDER else RejectReason(reason)
+        return AmendRejected(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            order_id=amend.order_id,
+            account_id=amend.account_id,
+            reason=why,
+            message=f"amend of order {amend.order_id!r} refused: {why.value}",
+            symbol=amend.symbol,
+            extra_hold=amend.extra_hold,
+        )
+
+    def cancel_rejected(self, stamp: EventStamp) -> CancelRejected | None:
+        cancel = self.event
+        if not isinstance(cancel, CancelRequested):
+            return None
+        return CancelRejected(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            order_id=cancel.order_id,
+            account_id=cancel.account_id,
+            reason=RejectReason.ORDER_NOT_OPEN,
+            message=f"order {cancel.order_id!r} is no longer open",
+        )
+
+    def control_rejected(
+        self, symbol: str, action: str, reason: str, stamp: EventStamp
+    ) -> MarketControlRejected | None:
+        control = self.event
+        if not isinstance(control, MarketControlRequested):
+            return None
+        return MarketControlRejected(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            operator_id=control.operator_id,
+            action=_OPERATOR_ACTIONS.get(action, control.action),
+            symbol=symbol,
+            reason=RejectReason(reason),
+            message=f"{control.action} of {symbol} refused: {reason}",
+        )

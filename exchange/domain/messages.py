@@ -14,13 +14,26 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Symbol = Annotated[str, Field(min_length=1, max_length=64)]
 PositiveInt = Annotated[StrictInt, Field(gt=0, le=10**15)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=10**15)]
 Side = Literal["buy", "sell"]
+TimeInForce = Literal["GTC", "GTD", "DAY", "IOC", "FOK"]
+OrderType = Literal["limit", "market"]
+StpMode = Literal["cancel_resting", "cancel_incoming", "cancel_both", "decrement"]
 
 
 class RejectReason(StrEnum):
@@ -36,6 +49,13 @@ class RejectReason(StrEnum):
     UNKNOWN_ORDER = "unknown_order"
     NOT_ORDER_OWNER = "not_order_owner"
     ORDER_NOT_OPEN = "order_not_open"
+    NOT_AMENDABLE = "not_amendable"
+    INVALID_PRICE = "invalid_price"
+    INVALID_QUANTITY = "invalid_quantity"
+    POST_ONLY_WOULD_TAKE = "post_only_would_take"
+    NOT_CONTINUOUS = "not_continuous"
+    NOT_HALTED = "not_halted"
+    INVALID_BLOCK = "invalid_block"
 
 
 class CancelReason(StrEnum):
@@ -43,6 +63,35 @@ class CancelReason(StrEnum):
 
     REQUESTED = "requested"
     CONTRACT_NOT_TRADING = "contract_not_trading"
+    KILL_SWITCH = "kill_switch"
+    SELF_TRADE = "self_trade"
+    UNFILLED_IOC = "unfilled_ioc"
+    FOK_NOT_FILLED = "fok_not_filled"
+    AON_NOT_FILLED = "aon_not_filled"
+    MIN_QUANTITY_NOT_MET = "min_quantity_not_met"
+    MARKET_PROTECTION = "market_protection"
+    GOOD_TILL_DATE = "good_till_date"
+    """Expired: the order's GTD time came."""
+    END_OF_DAY = "end_of_day"
+    """Expired: a DAY order at midnight China Standard Time."""
+    GATE_CLOSURE = "gate_closure"
+    """Expired: the contract's gate closed before delivery."""
+    POST_ONLY_WOULD_TAKE = "post_only_would_take"
+    INVALID_ORDER = "invalid_order"
+    INVALID_EXPIRY = "invalid_expiry"
+    INVALID_PRICE = "invalid_price"
+    INVALID_QUANTITY = "invalid_quantity"
+    PRICE_NOT_ON_TICK = "price_not_on_tick"
+    DUPLICATE_ORDER_ID = "duplicate_order_id"
+    CONTRACT_CLOSED = "contract_closed"
+    NOT_CONTINUOUS = "not_continuous"
+    INVALID_BLOCK = "invalid_block"
+    BLOCK_NOT_FILLED = "block_not_filled"
+    """A block met too little in some hour to fill in every hour at once."""
+    BLOCK_PRICE = "block_price"
+    """Filling a block in every hour would break its average price limit."""
+    BLOCK_NOT_ACCEPTED = "block_not_accepted"
+    """A call auction rejected the block whole."""
 
 
 Currency = Literal["CNY"]
@@ -57,8 +106,39 @@ class Message(BaseModel):
     v: Literal[1] = 1
 
 
+_ORDER_OPTION_DEFAULTS: dict[str, Any] = {
+    "time_in_force": "GTC",
+    "expire_at": None,
+    "order_type": "limit",
+    "min_quantity": 0,
+    "all_or_none": False,
+    "post_only": False,
+    "stp_group": None,
+    "stp_mode": "cancel_resting",
+}
+
+
+def _without_default_options(
+    message: BaseModel, handler: SerializerFunctionWrapHandler
+) -> dict[str, Any]:
+    """Leave order options that keep their defaults off the wire (a plain limit order's bytes
+    are those of schema version 1 before options existed)."""
+    data: dict[str, Any] = handler(message)
+    for name, default in _ORDER_OPTION_DEFAULTS.items():
+        if name in data and data[name] == default:
+            del data[name]
+    return data
+
+
 class PlaceOrder(Message):
-    """Place a limit order; `order_id` is chosen by the submitter and must be new."""
+    """Place an order; `order_id` is chosen by the submitter and must be new.
+
+    Options (see docs/MATCHING.md): `time_in_force` GTC, GTD (until `expire_at`, a log time in
+    ms), DAY, IOC or FOK; `order_type` market trades like IOC within the contract's protection
+    band, and its `price` is the cap the buyer's funds are held at; `min_quantity` must trade on
+    arrival; `all_or_none` trades only in full; `post_only` is refused if it would take;
+    self-trade prevention by `stp_group` (default: the account) in `stp_mode`.
+    """
 
     type: Literal["PlaceOrder"] = "PlaceOrder"
     order_id: Identifier
@@ -68,6 +148,18 @@ class PlaceOrder(Message):
     price: PositiveInt
     quantity: PositiveInt
     client_order_id: Identifier | None = None
+    time_in_force: TimeInForce = "GTC"
+    expire_at: NonNegativeInt | None = None
+    order_type: OrderType = "limit"
+    min_quantity: NonNegativeInt = 0
+    all_or_none: StrictBool = False
+    post_only: StrictBool = False
+    stp_group: Identifier | None = None
+    stp_mode: StpMode = "cancel_resting"
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_default_options(self, handler)
 
 
 class CancelOrder(Message):
@@ -98,8 +190,71 @@ class DepositCapacity(Message):
     quantity: PositiveInt
 
 
+class AmendOrder(Message):
+    """Change an open order's price and/or open quantity (None: unchanged).
+
+    A smaller quantity at the same price keeps time priority; anything else loses it. Raising
+    the price of a buy or the quantity holds more funds or capacity first.
+    """
+
+    type: Literal["AmendOrder"] = "AmendOrder"
+    order_id: Identifier
+    account_id: Identifier
+    price: PositiveInt | None = None
+    quantity: PositiveInt | None = None
+
+
+class PlaceBlockOrder(Message):
+    """Buy or sell `quantity` in every hour of consecutive delivery hours of one family, filled
+    in every hour or in none, at most (buy) or at least (sell) `price` per unit on average."""
+
+    type: Literal["PlaceBlockOrder"] = "PlaceBlockOrder"
+    order_id: Identifier
+    account_id: Identifier
+    symbols: Annotated[list[Symbol], Field(min_length=1, max_length=24)]
+    side: Side
+    price: PositiveInt
+    quantity: PositiveInt
+    stp_group: Identifier | None = None
+    stp_mode: StpMode = "cancel_resting"
+
+
+class CancelAllOrders(Message):
+    """Cancel every open order of an account (the kill switch)."""
+
+    type: Literal["CancelAllOrders"] = "CancelAllOrders"
+    account_id: Identifier
+
+
+MarketAction = Literal["halt", "resume", "schedule_auction", "tick"]
+
+
+class ControlMarket(Message):
+    """An operator's (or the clock scheduler's) command to one contract's partition.
+
+    `halt` and `resume` a contract; `schedule_auction` a call auction at log time `at` over
+    `symbols` of the contract's family; `tick` only advances the partition's log time, so
+    expiries, gate closures and auctions fall due without waiting for an order.
+    """
+
+    type: Literal["ControlMarket"] = "ControlMarket"
+    operator_id: Identifier
+    action: MarketAction
+    symbol: Symbol
+    at: NonNegativeInt | None = None
+    symbols: list[Symbol] = Field(default_factory=list)
+
+
 Command = Annotated[
-    PlaceOrder | CancelOrder | DepositFunds | DepositCapacity, Field(discriminator="type")
+    PlaceOrder
+    | CancelOrder
+    | DepositFunds
+    | DepositCapacity
+    | AmendOrder
+    | CancelAllOrders
+    | ControlMarket
+    | PlaceBlockOrder,
+    Field(discriminator="type"),
 ]
 
 
@@ -155,6 +310,18 @@ class OrderAccepted(Event):
     price: StrictInt
     quantity: StrictInt
     client_order_id: str | None = None
+    time_in_force: TimeInForce = "GTC"
+    expire_at: StrictInt | None = None
+    order_type: OrderType = "limit"
+    min_quantity: StrictInt = 0
+    all_or_none: StrictBool = False
+    post_only: StrictBool = False
+    stp_group: str | None = None
+    stp_mode: StpMode = "cancel_resting"
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_default_options(self, handler)
 
 
 class OrderRejected(Event):
@@ -215,7 +382,8 @@ class TradeExecuted(Event):
     sell_order_id: str
     buyer_id: str
     seller_id: str
-    aggressor: Side
+    aggressor: Side | None
+    """The taker's side; None for a trade of a call auction."""
 
 
 class BookChanged(Event):
@@ -238,6 +406,132 @@ class CommandRejected(Event):
     """topic:partition:offset of the record."""
 
 
+class BlockAccepted(Event):
+    """The risk stage held a block's cash (price x quantity x hours) or capacity (quantity in
+    each hour) and sent it to matching; `symbol` is its first hour."""
+
+    type: Literal["BlockAccepted"] = "BlockAccepted"
+    order_id: str
+    account_id: str
+    symbol: str
+    family: str
+    symbols: list[str]
+    side: Side
+    price: StrictInt
+    quantity: StrictInt
+    stp_group: str | None = None
+    stp_mode: StpMode = "cancel_resting"
+
+
+class CancelAllRequested(Event):
+    """The risk stage sent an account's kill switch to every partition with its open orders."""
+
+    type: Literal["CancelAllRequested"] = "CancelAllRequested"
+    account_id: str
+    symbols: list[str]
+    """The contracts the account has open orders in, when the kill switch was pulled."""
+
+
+class AmendRequested(Event):
+    """The risk stage checked an amend (and held `extra_hold` more for it) and sent it on."""
+
+    type: Literal["AmendRequested"] = "AmendRequested"
+    order_id: str
+    account_id: str
+    symbol: str
+    price: StrictInt | None
+    quantity: StrictInt | None
+    extra_hold: StrictInt
+    """Cash (buy, fen) or capacity (sell, units) held on top of the order's hold until the
+    amend is decided."""
+
+
+class AmendRejected(Event):
+    """An amend was refused; the order is unchanged and the amend's extra hold is released."""
+
+    type: Literal["AmendRejected"] = "AmendRejected"
+    order_id: str
+    account_id: str
+    reason: RejectReason
+    message: str
+    symbol: str | None = None
+    extra_hold: StrictInt = 0
+
+
+class OrderAmended(Event):
+    """An order now rests (or traded) at `price` with `remaining` open; its hold follows."""
+
+    type: Literal["OrderAmended"] = "OrderAmended"
+    order_id: str
+    account_id: str
+    symbol: str
+    side: Side
+    price: StrictInt
+    remaining: StrictInt
+    kept_priority: StrictBool
+    extra_hold: StrictInt = 0
+    """The extra hold its amend request took, now settled into the order's hold."""
+
+
+class OrderReduced(Event):
+    """Self-trade prevention (decrement) took `quantity` off an order without a trade."""
+
+    type: Literal["OrderReduced"] = "OrderReduced"
+    order_id: str
+    account_id: str
+    symbol: str
+    side: Side
+    quantity: StrictInt
+    remaining: StrictInt
+    reason: CancelReason
+
+
+class MarketControlRequested(Event):
+    """The risk stage passed an operator's or scheduler's `ControlMarket` on to matching."""
+
+    type: Literal["MarketControlRequested"] = "MarketControlRequested"
+    operator_id: str
+    action: MarketAction
+    symbol: str
+    at: StrictInt | None = None
+    symbols: list[str] = Field(default_factory=list)
+
+
+class MarketControlRejected(Event):
+    """Matching refused an operator command (e.g. halting a contract that is not trading)."""
+
+    type: Literal["MarketControlRejected"] = "MarketControlRejected"
+    operator_id: str
+    action: MarketAction
+    symbol: str
+    reason: RejectReason
+    message: str
+
+
+ContractState = Literal["pre_open", "continuous", "halted", "closed", "delivered"]
+
+
+class ContractStateChanged(Event):
+    """A contract entered a lifecycle state: listed (pre-open), opened, halted, resumed, closed,
+    delivered; `reason` says why (e.g. price_band, operator, gate_closure)."""
+
+    type: Literal["ContractStateChanged"] = "ContractStateChanged"
+    symbol: str
+    state: ContractState
+    reason: str
+
+
+class AuctionCompleted(Event):
+    """A call auction's result: one clearing price, the volume it executed and the imbalance
+    (buy minus sell quantity at that price); `price` None when nothing could execute."""
+
+    type: Literal["AuctionCompleted"] = "AuctionCompleted"
+    symbol: str
+    price: StrictInt | None
+    volume: StrictInt
+    imbalance: StrictInt
+
+
 AnyEvent = Annotated[
     FundsDeposited
     | CapacityDeposited
@@ -249,7 +543,17 @@ AnyEvent = Annotated[
     | OrderCancelled
     | TradeExecuted
     | BookChanged
-    | CommandRejected,
+    | CommandRejected
+    | BlockAccepted
+    | CancelAllRequested
+    | AmendRequested
+    | AmendRejected
+    | OrderAmended
+    | OrderReduced
+    | MarketControlRequested
+    | MarketControlRejected
+    | ContractStateChanged
+    | AuctionCompleted,
     Field(discriminator="type"),
 ]
 
@@ -258,6 +562,10 @@ AnyMessage = Annotated[
     | CancelOrder
     | DepositFunds
     | DepositCapacity
+    | AmendOrder
+    | CancelAllOrders
+    | ControlMarket
+    | PlaceBlockOrder
     | FundsDeposited
     | CapacityDeposited
     | DepositRejected
@@ -268,7 +576,17 @@ AnyMessage = Annotated[
     | OrderCancelled
     | TradeExecuted
     | BookChanged
-    | CommandRejected,
+    | CommandRejected
+    | BlockAccepted
+    | CancelAllRequested
+    | AmendRequested
+    | AmendRejected
+    | OrderAmended
+    | OrderReduced
+    | MarketControlRequested
+    | MarketControlRejected
+    | ContractStateChanged
+    | AuctionCompleted,
     Field(discriminator="type"),
 ]
 
