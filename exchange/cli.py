@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from api import keys
@@ -85,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    bench = commands.add_parser("bench", help="run a benchmark and print its figures as JSON")
+    bench.add_argument("name", choices=["matching"])
+    bench.add_argument("--commands", type=int, default=1_000_000, help="commands to replay")
+    bench.add_argument("--seed", type=int, default=1, help="seed of the generated order flow")
     return parser
 
 
@@ -135,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout,
                 )
             )
+        elif args.command == "bench":
+            from matching.bench import run as run_matching_bench
+
+            print(run_matching_bench(time.perf_counter_ns, args.commands, args.seed), flush=True)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -28,14 +28,22 @@ from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, family_of
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
+    AmendOrder,
+    AmendRejected,
+    CancelAllOrders,
+    CancelAllRequested,
     CancelOrder,
     CommandRejected,
+    ControlMarket,
     DepositCapacity,
     DepositFunds,
     Event,
     EventStamp,
     Message,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
+    PlaceBlockOrder,
     PlaceOrder,
     RejectReason,
     TradeExecuted,
@@ -432,6 +440,13 @@ class RiskRunner(StageRunner[RiskPartition]):
             stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
             output = self._decide(self.instances[record.partition], record, stamp)
             if output is not None and self._live(record):
+                if isinstance(output, CancelAllRequested):
+                    # The kill switch reaches every partition holding the account's orders.
+                    for partition in sorted(
+                        {self.topics.market_partition(s) for s in output.symbols}
+                    ):
+                        await self._send(self.topics.orders, partition, output)
+                    continue
                 await self._send(self.topics.orders, self._route(output, record), output)
 
     def _decide(
@@ -443,14 +458,26 @@ class RiskRunner(StageRunner[RiskPartition]):
             message = decode(record.value)
         except ValidationError as error:
             return stage.reject_malformed(source, _describe(error), stamp)
-        if isinstance(message, TradeExecuted | OrderCancelled):
+        if isinstance(
+            message, TradeExecuted | OrderCancelled | OrderAmended | OrderReduced | AmendRejected
+        ):
             if instance.dedup.is_new(record.partition, message.event_id):
                 partition = record.partition
                 stage.apply_outcome(
                     message, lambda account: self.topics.command_partition(account) == partition
                 )
             return None
-        if isinstance(message, PlaceOrder | CancelOrder | DepositFunds | DepositCapacity):
+        if isinstance(
+            message,
+            PlaceOrder
+            | CancelOrder
+            | DepositFunds
+            | DepositCapacity
+            | AmendOrder
+            | CancelAllOrders
+            | ControlMarket
+            | PlaceBlockOrder,
+        ):
             return stage.handle(message, stamp)
         return stage.reject_malformed(
             source, f"{message.type} is not a command participants may send", stamp
@@ -558,7 +585,7 @@ class MatchingRunner(StageRunner[MarketPartition]):
         """Commands partitions whose risk stage must learn of this event to release holds."""
         if isinstance(event, TradeExecuted):
             accounts = {event.buyer_id, event.seller_id}
-        elif isinstance(event, OrderCancelled):
+        elif isinstance(event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected):
             accounts = {event.account_id}
         else:
             return set()

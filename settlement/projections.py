@@ -28,10 +28,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
+    AmendRejected,
+    AmendRequested,
+    BlockAccepted,
     CapacityDeposited,
     FundsDeposited,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
     OrderRejected,
     TradeExecuted,
 )
@@ -129,6 +134,16 @@ _FILL = (
         updated_ts=bindparam("b_ts"),
     )
 )
+_RESIZE = (
+    update(orders)
+    .where(orders.c.order_id == bindparam("b_order_id"))
+    .values(
+        price=bindparam("b_price"),
+        quantity=orders.c.quantity + bindparam("b_delta"),
+        updated_ts=bindparam("b_ts"),
+    )
+)
+"""An amend (new price, open quantity changed by delta) or a self-trade decrement."""
 _CANCEL = (
     update(orders)
     .where(orders.c.order_id == bindparam("b_order_id"))
@@ -214,8 +229,12 @@ class LedgerProjection:
         new_trades: list[dict[str, Any]] = []
         fills: list[dict[str, Any]] = []
         cancels: list[dict[str, Any]] = []
+        resizes: list[dict[str, Any]] = []
         before = self.state.position
         for stored in events:
+            prior = self.accounts.open_orders.get(str(stored.data.get("order_id")))
+            prior_state = None if prior is None else (prior.price, prior.remaining)
+            prior_hours = () if prior is None else prior.hours
             event = self.state.apply(stored)
             if isinstance(event, FundsDeposited):
                 dirty_cash.add(event.account_id)
@@ -238,9 +257,47 @@ class LedgerProjection:
                     fills.append(
                         {"b_order_id": order_id, "b_quantity": event.quantity, "b_ts": event.ts}
                     )
+            elif isinstance(event, BlockAccepted):
+                dirty_cash.add(event.account_id)
+                dirty_capacity.update((event.account_id, s) for s in event.symbols)
+                new_orders.append(
+                    {
+                        "order_id": event.order_id,
+                        "account_id": event.account_id,
+                        "symbol": event.family,
+                        "side": event.side,
+                        "price": event.price,
+                        "quantity": event.quantity * len(event.symbols),
+                        "filled": 0,
+                        "status": "open",
+                        "reason": None,
+                        "client_order_id": None,
+                        "created_ts": event.ts,
+                        "updated_ts": event.ts,
+                    }
+                )
+            elif isinstance(event, AmendRequested | OrderAmended | AmendRejected | OrderReduced):
+                dirty_cash.add(event.account_id)
+                if event.symbol is not None:
+                    dirty_capacity.add((event.account_id, event.symbol))
+                if isinstance(event, OrderAmended | OrderReduced) and prior_state is not None:
+                    price, remaining = prior_state
+                    if isinstance(event, OrderAmended):
+                        price = event.price
+                    resizes.append(
+                        {
+                            "b_order_id": event.order_id,
+                            "b_price": price,
+                            "b_delta": event.remaining - remaining,
+                            "b_ts": event.ts,
+                        }
+                    )
             elif isinstance(event, OrderCancelled):
                 if event.side == "buy":
                     dirty_cash.add(event.account_id)
+                elif prior_hours:
+                    # A sell block's capacity is held per hour; its `symbol` is the family.
+                    dirty_capacity.update((event.account_id, s) for s in prior_hours)
                 else:
                     dirty_capacity.add((event.account_id, event.symbol))
                 cancels.append(
@@ -257,6 +314,8 @@ class LedgerProjection:
             await connection.execute(statement, rejected_orders)
         if new_trades:
             await connection.execute(_insert(connection, trades), new_trades)
+        if resizes:
+            await connection.execute(_RESIZE, resizes)
         if fills:
             await connection.execute(_FILL, fills)
         if cancels:

@@ -19,12 +19,17 @@ from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, to_utc_ms
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
+    AmendRejected,
+    AmendRequested,
     AnyEvent,
+    BlockAccepted,
     CapacityDeposited,
     EventStamp,
     FundsDeposited,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
     TradeExecuted,
     event_from_dict,
 )
@@ -60,6 +65,16 @@ class ExchangeState:
             self.accounts.apply_trade(event)
         elif isinstance(event, OrderCancelled):
             self.accounts.release(event)
+        elif isinstance(event, BlockAccepted):
+            self.accounts.hold_block(event)
+        elif isinstance(event, AmendRequested):
+            self.accounts.hold_for_amend(event)
+        elif isinstance(event, OrderAmended):
+            self.accounts.apply_amended(event)
+        elif isinstance(event, AmendRejected):
+            self.accounts.release_amend(event)
+        elif isinstance(event, OrderReduced):
+            self.accounts.apply_reduced(event)
         # The matching stage's inputs rebuild the books; its outputs are already stored, so
         # what it says again here is dropped.
         self.market.handle(event, EventStamp("replay", 0, position, event.ts))
