@@ -523,7 +523,8 @@ class MatchingRunner(StageRunner[MarketPartition]):
 
     def _listed(self, partition: int) -> Catalogue:
         return Catalogue(
-            [c for c in self.catalogue if self.topics.market_partition(c.symbol) == partition]
+            [c for c in self.catalogue if self.topics.market_partition(c.symbol) == partition],
+            self.catalogue.rules,
         )
 
     def new_instance(self, partition: int) -> MarketPartition:
@@ -575,7 +576,13 @@ class MatchingRunner(StageRunner[MarketPartition]):
             outputs = instance.stage.handle(message, stamp)
             if not self._live(record):
                 continue
-            await self._send(events_topic, record.partition, record.value)
+            # Forwarded with matching's own log time, the time it acted on the input, so that
+            # a replay of the events applies expiries, gate closures and auctions at the same
+            # points as the live stage did.
+            forwarded = (
+                message if message.ts == stamp.ts else message.model_copy(update={"ts": stamp.ts})
+            )
+            await self._send(events_topic, record.partition, forwarded)
             for event in outputs:
                 await self._send(events_topic, record.partition, event)
                 for partition in self._partitions_to_notify(event):

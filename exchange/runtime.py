@@ -79,7 +79,8 @@ class ExchangeRuntime:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_event_store(settings.event_store_url())
         await store.initialise()
-        runtime = cls(settings, command_log, store, catalogue or default_catalogue())
+        listed = catalogue or default_catalogue(settings.market_rules())
+        runtime = cls(settings, command_log, store, listed)
         await runtime.topics.create(command_log)
         return runtime
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from exchange.domain.catalogue import MarketRules
+
 
 class Settings(BaseSettings):
     """Where the log and the event store are, and how the API listens.
@@ -31,6 +33,13 @@ class Settings(BaseSettings):
     command_partitions: int = Field(default=4, ge=1, validation_alias="CX_COMMAND_PARTITIONS")
     market_partitions: int = Field(default=4, ge=1, validation_alias="CX_MARKET_PARTITIONS")
     topic_prefix: str = Field(default="cx", validation_alias="CX_TOPIC_PREFIX")
+    gate_closure_minutes: int | None = Field(
+        default=60, ge=0, validation_alias="CX_GATE_CLOSURE_MINUTES"
+    )
+    price_band: int = Field(default=0, ge=0, validation_alias="CX_PRICE_BAND")
+    market_protection: int = Field(default=0, ge=0, validation_alias="CX_MARKET_PROTECTION")
+    halt_seconds: int = Field(default=60, ge=1, validation_alias="CX_HALT_SECONDS")
+    pre_open: bool = Field(default=False, validation_alias="CX_PRE_OPEN")
     snapshot_every: int = Field(default=10_000, ge=1, validation_alias="CX_SNAPSHOT_EVERY")
     """Input records per partition between two snapshots of the risk and matching stages."""
 
@@ -38,6 +47,18 @@ class Settings(BaseSettings):
     def embedded_log(self) -> bool:
         """True when no Kafka is configured."""
         return not self.kafka_bootstrap_servers
+
+    def market_rules(self) -> MarketRules:
+        """The rules contracts trade under, from CX_GATE_CLOSURE_MINUTES and the rest."""
+        return MarketRules(
+            gate_closure_ms=None
+            if self.gate_closure_minutes is None
+            else self.gate_closure_minutes * 60_000,
+            band=self.price_band,
+            protection=self.market_protection,
+            halt_ms=self.halt_seconds * 1000,
+            pre_open=self.pre_open,
+        )
 
     def event_store_url(self) -> str:
         """DATABASE_URL, or the embedded SQLite file under the data directory."""

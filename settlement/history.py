@@ -38,7 +38,7 @@ async def run_replay(
     catalogue: Catalogue | None = None,
 ) -> int:
     """Rebuild the state at `until` (a position or an ISO time), print it; 1 if unverified."""
-    catalogue = catalogue or default_catalogue()
+    catalogue = catalogue or default_catalogue(settings.market_rules())
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
         print(f"cx replay: contract {contract!r} is not listed", file=sys.stderr)
@@ -196,7 +196,7 @@ async def run_audit(settings: Settings, as_json: bool, catalogue: Catalogue | No
     """Audit the whole history; exit status 1 if anything is unaccounted for."""
     store = await _open(settings)
     try:
-        report = await audit(store, catalogue or default_catalogue())
+        report = await audit(store, catalogue or default_catalogue(settings.market_rules()))
     finally:
         await store.close()
     if as_json:

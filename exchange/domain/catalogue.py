@@ -1,8 +1,8 @@
 """Standard contracts: resource class x region x delivery hour, and the symbol grammar.
 
-A symbol is `CLASS.REGION.YYYYMMDDTHH`, e.g. `H100-80G.GZ.20261201T02`: one card-hour of an
+A symbol is `CLASS.REGION.YYYYMMDDTHH`, e.g. `H100-80G.GZ.20271201T02`: one card-hour of an
 H100 80 GB in the Guizhou hub, delivered in the hour starting 02:00 (UTC+8, China Standard
-Time) on 1 December 2026. The family `CLASS.REGION` groups every delivery hour of one class in
+Time) on 1 December 2027. The family `CLASS.REGION` groups every delivery hour of one class in
 one region; a family is never split across partitions.
 """
 
@@ -123,11 +123,28 @@ def family_of(symbol: str) -> str:
     return symbol.rsplit(".", 1)[0]
 
 
-class Catalogue:
-    """The listed contracts, by symbol."""
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    """How listed contracts trade: the matching stage's rules, the same live and in replay."""
 
-    def __init__(self, contracts: list[ContractSpec]) -> None:
+    gate_closure_ms: int | None = 60 * 60_000
+    """Trading closes this long before delivery (None: never); resting orders expire."""
+    band: int = 0
+    """A trade further than this (fen) from the last price halts the contract (0: no band)."""
+    protection: int = 0
+    """A market order trades at most this far (fen) from the reference price (0: no limit)."""
+    halt_ms: int = 60_000
+    """A halted contract reopens through a call auction after this long."""
+    pre_open: bool = False
+    """Contracts collect orders until an opening auction instead of trading at once."""
+
+
+class Catalogue:
+    """The listed contracts, by symbol, and the rules they trade under."""
+
+    def __init__(self, contracts: list[ContractSpec], rules: MarketRules | None = None) -> None:
         self._contracts = {c.symbol: c for c in contracts}
+        self.rules = rules or MarketRules()
 
     def get(self, symbol: str) -> ContractSpec | None:
         """The listed contract with this symbol, if any."""
@@ -148,13 +165,14 @@ class Catalogue:
         return sorted(self._contracts)
 
 
-def default_catalogue() -> Catalogue:
+def default_catalogue(rules: MarketRules | None = None) -> Catalogue:
     """The contracts listed by default: two night hours of four class-and-region families.
 
     Fixed rather than relative to today so that every run and every replay lists the same
-    contracts; rolling listings on the log clock replace this.
+    contracts, and far enough ahead that their gate does not close soon; rolling listings on
+    the log clock are to replace this.
     """
-    start = datetime(2026, 12, 1, 0, tzinfo=CHINA_STANDARD_TIME)
+    start = datetime(2027, 12, 1, 0, tzinfo=CHINA_STANDARD_TIME)
     contracts = [
         ContractSpec(RESOURCE_CLASSES[cls], region, start + timedelta(hours=hour))
         for cls, region in (
@@ -165,7 +183,7 @@ def default_catalogue() -> Catalogue:
         )
         for hour in range(2)
     ]
-    return Catalogue(contracts)
+    return Catalogue(contracts, rules)
 
 
 def to_utc_ms(moment: datetime) -> int:

@@ -58,6 +58,13 @@ _STATES: dict[str, ContractState] = {
 }
 
 
+class _Unset:
+    """Marks a rule left to the catalogue."""
+
+
+_UNSET = _Unset()
+
+
 class MarketStage:
     """The books of every listed contract in this stage's partitions.
 
@@ -72,12 +79,20 @@ class MarketStage:
         self,
         catalogue: Catalogue,
         *,
-        gate_closure_ms: int | None = None,
-        halt_ms: int = 60_000,
-        band: int = 0,
-        protection: int = 0,
-        pre_open: bool = False,
+        gate_closure_ms: int | _Unset | None = _UNSET,
+        halt_ms: int | _Unset = _UNSET,
+        band: int | _Unset = _UNSET,
+        protection: int | _Unset = _UNSET,
+        pre_open: bool | _Unset = _UNSET,
     ) -> None:
+        # Unless given here, each rule is the catalogue's, so live and replayed books agree.
+        rules = catalogue.rules
+        gate_closure_ms = rules.gate_closure_ms if gate_closure_ms is _UNSET else gate_closure_ms
+        halt_ms = rules.halt_ms if isinstance(halt_ms, _Unset) else halt_ms
+        band = rules.band if isinstance(band, _Unset) else band
+        protection = rules.protection if isinstance(protection, _Unset) else protection
+        pre_open = rules.pre_open if isinstance(pre_open, _Unset) else pre_open
+        assert not isinstance(gate_closure_ms, _Unset)
         self.catalogue = catalogue
         self.engine = MatchingEngine(halt_ms=halt_ms)
         for spec in catalogue:
