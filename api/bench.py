@@ -28,7 +28,7 @@ import httpx
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
-SYMBOL = "H100-80G.GZ.20261201T00"
+SYMBOL = "H100-80G.GZ.20271201T00"
 
 
 def _free_port() -> int:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from api.keys import Role
 from exchange.domain.messages import Identifier, PlaceOrder, PositiveInt
 
-GZ0 = "H100-80G.GZ.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
 ORDER_ID = "o-3f0c2a9b8e7d6c5b4a3928171615141312111009"
 
 Symbol = Annotated[str, Field(min_length=1, max_length=64, examples=[GZ0])]
@@ -181,12 +181,12 @@ class Contract(BaseModel):
 
     model_config = _example(
         {
-            "symbol": "A100-80G.NMG.20261201T00",
+            "symbol": "A100-80G.NMG.20271201T00",
             "resource_class": "A100-80G",
             "description": "NVIDIA A100 80 GB",
             "region": "NMG",
             "region_name": "Inner Mongolia",
-            "delivery_start": "2026-12-01T00:00:00+08:00",
+            "delivery_start": "2027-12-01T00:00:00+08:00",
             "unit": "card-hour",
             "tick_size": 10,
             "performance_factor": "0.3153",
@@ -504,7 +504,7 @@ class Obligation(BaseModel):
     model_config = _example(
         {
             "symbol": GZ0,
-            "delivery_start": "2026-12-01T00:00:00+08:00",
+            "delivery_start": "2027-12-01T00:00:00+08:00",
             "quantity": 4,
             "payout": 7200,
             "trades": 1,

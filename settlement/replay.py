@@ -184,5 +184,5 @@ def parse_until(value: str) -> tuple[int | None, int | None]:
         return int(value), None
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
-        raise ValueError(f"time {value!r} needs a UTC offset, e.g. 2026-12-01T02:00+08:00")
+        raise ValueError(f"time {value!r} needs a UTC offset, e.g. 2027-12-01T02:00+08:00")
     return None, to_utc_ms(moment)

@@ -20,8 +20,8 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 
-SYM = "H100-80G.GZ.20261201T02"
-SYM2 = "CPU.GZ.20261201T00"
+SYM = "H100-80G.GZ.20271201T02"
+SYM2 = "CPU.GZ.20271201T00"
 
 
 def funds(account_id: str, amount: int) -> FundsDeposited:

@@ -24,14 +24,14 @@ from exchange.domain.catalogue import (
 )
 
 DEFAULT_SYMBOLS = [
-    "A100-80G.NMG.20261201T00",
-    "A100-80G.NMG.20261201T01",
-    "CPU.GZ.20261201T00",
-    "CPU.GZ.20261201T01",
-    "H100-80G.GZ.20261201T00",
-    "H100-80G.GZ.20261201T01",
-    "H100-80G.YRD.20261201T00",
-    "H100-80G.YRD.20261201T01",
+    "A100-80G.NMG.20271201T00",
+    "A100-80G.NMG.20271201T01",
+    "CPU.GZ.20271201T00",
+    "CPU.GZ.20271201T01",
+    "H100-80G.GZ.20271201T00",
+    "H100-80G.GZ.20271201T01",
+    "H100-80G.YRD.20271201T00",
+    "H100-80G.YRD.20271201T01",
 ]
 
 
@@ -41,13 +41,13 @@ def _symbol(cls: str, region: str, day: date, hour: int) -> str:
 
 
 def test_parse_symbol_reads_every_part() -> None:
-    spec = parse_symbol("H100-80G.GZ.20261201T02")
+    spec = parse_symbol("H100-80G.GZ.20271201T02")
 
     assert spec.resource_class is RESOURCE_CLASSES["H100-80G"]
     assert spec.region == "GZ"
-    assert spec.delivery_start == datetime(2026, 12, 1, 2, tzinfo=CHINA_STANDARD_TIME)
+    assert spec.delivery_start == datetime(2027, 12, 1, 2, tzinfo=CHINA_STANDARD_TIME)
     assert spec.delivery_start.utcoffset() == timedelta(hours=8)
-    assert spec.symbol == "H100-80G.GZ.20261201T02"
+    assert spec.symbol == "H100-80G.GZ.20271201T02"
     assert spec.family == "H100-80G.GZ"
     assert spec.tick_size == 10
     assert spec.unit == UNIT_CARD_HOUR
@@ -110,24 +110,24 @@ def test_symbol_with_a_year_below_1000_round_trips() -> None:
     ("symbol", "message"),
     [
         (
-            "h100-80g.gz.20261201T02",
-            "symbol 'h100-80g.gz.20261201T02' does not match CLASS.REGION.YYYYMMDDTHH",
+            "h100-80g.gz.20271201T02",
+            "symbol 'h100-80g.gz.20271201T02' does not match CLASS.REGION.YYYYMMDDTHH",
         ),
         (
             "H100-80G.GZ.2026120T02",
             "symbol 'H100-80G.GZ.2026120T02' does not match CLASS.REGION.YYYYMMDDTHH",
         ),
         (
-            "H100-80G.GZ.20261201",
-            "symbol 'H100-80G.GZ.20261201' does not match CLASS.REGION.YYYYMMDDTHH",
+            "H100-80G.GZ.20271201",
+            "symbol 'H100-80G.GZ.20271201' does not match CLASS.REGION.YYYYMMDDTHH",
         ),
         (
-            "B200.GZ.20261201T02",
-            "unknown resource class 'B200' in symbol 'B200.GZ.20261201T02'",
+            "B200.GZ.20271201T02",
+            "unknown resource class 'B200' in symbol 'B200.GZ.20271201T02'",
         ),
         (
-            "H100-80G.XJ.20261201T02",
-            "unknown region 'XJ' in symbol 'H100-80G.XJ.20261201T02'",
+            "H100-80G.XJ.20271201T02",
+            "unknown region 'XJ' in symbol 'H100-80G.XJ.20271201T02'",
         ),
         (
             "H100-80G.GZ.20261301T02",
@@ -138,8 +138,8 @@ def test_symbol_with_a_year_below_1000_round_trips() -> None:
             "invalid delivery day '20260230' in symbol 'H100-80G.GZ.20260230T02'",
         ),
         (
-            "H100-80G.GZ.20261201T24",
-            "invalid delivery hour 24 in symbol 'H100-80G.GZ.20261201T24'",
+            "H100-80G.GZ.20271201T24",
+            "invalid delivery hour 24 in symbol 'H100-80G.GZ.20271201T24'",
         ),
     ],
     ids=[
@@ -160,13 +160,13 @@ def test_parse_symbol_says_what_is_wrong(symbol: str, message: str) -> None:
 
 def test_symbol_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="unknown region 'XJ'"):
-        parse_symbol("CPU.XJ.20261201T00")
+        parse_symbol("CPU.XJ.20271201T00")
 
 
 def test_to_utc_ms_of_a_china_standard_time_hour() -> None:
     # 02:00 CST on 1 December 2026 is 18:00 UTC on 30 November 2026 (`date -u -d ... +%s`).
-    assert to_utc_ms(parse_symbol("H100-80G.GZ.20261201T02").delivery_start) == 1_796_061_600_000
-    assert to_utc_ms(parse_symbol("H100-80G.GZ.20261201T00").delivery_start) == 1_796_054_400_000
+    assert to_utc_ms(parse_symbol("H100-80G.GZ.20271201T02").delivery_start) == 1_827_597_600_000
+    assert to_utc_ms(parse_symbol("H100-80G.GZ.20271201T00").delivery_start) == 1_827_590_400_000
 
 
 def test_to_utc_ms_is_independent_of_the_offset_written() -> None:
@@ -189,20 +189,20 @@ def test_default_catalogue_is_fixed() -> None:
 def test_catalogue_lookup() -> None:
     catalogue = default_catalogue()
 
-    assert "CPU.GZ.20261201T01" in catalogue
-    assert "CPU.GZ.20261201T02" not in catalogue
+    assert "CPU.GZ.20271201T01" in catalogue
+    assert "CPU.GZ.20271201T02" not in catalogue
     assert 42 not in catalogue
-    assert catalogue.get("CPU.GZ.20261201T02") is None
-    cpu = catalogue.get("CPU.GZ.20261201T01")
+    assert catalogue.get("CPU.GZ.20271201T02") is None
+    cpu = catalogue.get("CPU.GZ.20271201T01")
     assert cpu is not None
     assert cpu.tick_size == 1
     assert cpu.unit == UNIT_CORE_HOUR
 
 
 def test_catalogue_keeps_one_contract_per_symbol() -> None:
-    spec = parse_symbol("H20.NX.20261201T05")
+    spec = parse_symbol("H20.NX.20271201T05")
 
-    catalogue = Catalogue([spec, parse_symbol("H20.NX.20261201T05")])
+    catalogue = Catalogue([spec, parse_symbol("H20.NX.20271201T05")])
 
     assert len(catalogue) == 1
-    assert catalogue.symbols == ["H20.NX.20261201T05"]
+    assert catalogue.symbols == ["H20.NX.20271201T05"]

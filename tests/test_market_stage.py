@@ -19,8 +19,8 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 
-SYM = "H100-80G.GZ.20261201T00"
-OTHER = "CPU.GZ.20261201T00"
+SYM = "H100-80G.GZ.20271201T00"
+OTHER = "CPU.GZ.20271201T00"
 
 
 def accepted(

@@ -49,8 +49,8 @@ from exchange.domain.messages import (
     event_from_dict,
 )
 
-SYM = "H100-80G.GZ.20261201T02"
-E = {"event_id": "t:0:7:0", "ts": 1_796_061_600_000}
+SYM = "H100-80G.GZ.20271201T02"
+E = {"event_id": "t:0:7:0", "ts": 1_827_597_600_000}
 
 COMMANDS: list[Message] = [
     PlaceOrder(
@@ -405,7 +405,7 @@ def test_frozen_order_keeps_its_price() -> None:
 
 
 def test_event_stamp_ids_are_topic_partition_offset_n_and_increase() -> None:
-    stamp = EventStamp("t", 0, 41, 1_796_061_600_000)
+    stamp = EventStamp("t", 0, 41, 1_827_597_600_000)
 
     ids = [stamp.next_id() for _ in range(12)]
 
@@ -413,7 +413,7 @@ def test_event_stamp_ids_are_topic_partition_offset_n_and_increase() -> None:
     assert ids[-1] == "t:0:41:11"
     counters = [int(i.rsplit(":", 1)[1]) for i in ids]
     assert counters == list(range(12))
-    assert stamp.ts == 1_796_061_600_000
+    assert stamp.ts == 1_827_597_600_000
 
 
 def test_event_stamps_of_the_same_record_give_the_same_ids() -> None:

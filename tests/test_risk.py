@@ -31,8 +31,8 @@ from exchange.domain.messages import (
 )
 from exchange.domain.risk import RiskStage
 
-H100 = "H100-80G.GZ.20261201T00"  # tick 10 fen
-CPU = "CPU.GZ.20261201T01"  # tick 1 fen
+H100 = "H100-80G.GZ.20271201T00"  # tick 10 fen
+CPU = "CPU.GZ.20271201T01"  # tick 1 fen
 UNLISTED = "H100-80G.GZ.20261202T00"
 
 

@@ -17,7 +17,7 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for, s
 
 pytestmark = pytest.mark.e2e
 
-GZ0 = "H100-80G.GZ.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
 PROBLEM = "application/problem+json"
 
 

@@ -21,7 +21,7 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for, s
 
 pytestmark = pytest.mark.e2e
 
-GZ0 = "H100-80G.GZ.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
 ORDER = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 2}
 
 

@@ -18,8 +18,8 @@ from exchange.domain.messages import (
 )
 from exchange.pipeline import Topics
 
-GZ0 = "H100-80G.GZ.20261201T00"
-NMG0 = "A100-80G.NMG.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
+NMG0 = "A100-80G.NMG.20271201T00"
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % DAY_MS
 
 

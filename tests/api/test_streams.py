@@ -20,8 +20,8 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for
 
 pytestmark = pytest.mark.e2e
 
-GZ0 = "H100-80G.GZ.20261201T00"
-YRD0 = "H100-80G.YRD.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
+YRD0 = "H100-80G.YRD.20271201T00"
 
 
 async def _next(socket: Any, kind: str, timeout_s: float = 10) -> dict[str, Any]:
@@ -90,7 +90,7 @@ async def test_private_channels_carry_only_the_accounts_own_updates(tmp_path: Pa
             assert (sold["side"], sold["liquidity"]) == ("sell", "maker")
             obligation = await _next(theirs, "obligation")
             assert (obligation["quantity"], obligation["payout"]) == (2, 3600)
-            assert obligation["delivery_start"] == "2026-12-01T00:00:00+08:00"
+            assert obligation["delivery_start"] == "2027-12-01T00:00:00+08:00"
 
 
 async def test_server_sent_events_stream_the_same_messages(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "reports" / "screenshots"
-GZ0 = "H100-80G.GZ.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
 TIMEOUT_MS = 15_000
 
 

@@ -50,7 +50,7 @@ def _trades(data_dir: Path) -> list[str]:
 def test_the_demo_trades_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     first = _run_demo(tmp_path)
     assert "embedded log and SQLite" in first
-    assert "H100-80G.GZ.20261201T00" in first
+    assert "H100-80G.GZ.20271201T00" in first
     assert "stopped cleanly" in first
     assert "Traceback" not in first
     assert "API keys (shown only now" in first

@@ -14,7 +14,7 @@ from tests.e2e.private_postgres import private_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-GZ0 = "H100-80G.GZ.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
 
 
 async def test_settlement_rides_out_a_database_outage(tmp_path: Path, postgres_url: str) -> None:

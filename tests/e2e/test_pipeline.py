@@ -26,10 +26,10 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for, s
 
 pytestmark = pytest.mark.e2e
 
-GZ0 = "H100-80G.GZ.20261201T00"
-GZ1 = "H100-80G.GZ.20261201T01"
-YRD0 = "H100-80G.YRD.20261201T00"
-CPU0 = "CPU.GZ.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
+GZ1 = "H100-80G.GZ.20271201T01"
+YRD0 = "H100-80G.YRD.20271201T00"
+CPU0 = "CPU.GZ.20271201T00"
 
 
 @pytest.fixture(params=["embedded", "kafka+postgres"])

@@ -39,10 +39,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
 PARTITIONS = 4
 SYMBOLS = [
-    "H100-80G.GZ.20261201T00",
-    "H100-80G.YRD.20261201T00",
-    "A100-80G.NMG.20261201T00",
-    "CPU.GZ.20261201T00",
+    "H100-80G.GZ.20271201T00",
+    "H100-80G.YRD.20271201T00",
+    "A100-80G.NMG.20271201T00",
+    "CPU.GZ.20271201T00",
 ]
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from tests.e2e.harness import running_exchange, settings_for
 
 pytestmark = pytest.mark.e2e
 
-GZ0 = "H100-80G.GZ.20261201T00"
-YRD0 = "H100-80G.YRD.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
+YRD0 = "H100-80G.YRD.20271201T00"
 
 
 async def _next(socket: Any, kind: str) -> dict[str, Any]:

@@ -31,8 +31,8 @@ from tests.conftest import fresh_database
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
 ROOT = Path(__file__).resolve().parents[2]
-GZ0 = "H100-80G.GZ.20261201T00"
-YRD0 = "H100-80G.YRD.20261201T00"
+GZ0 = "H100-80G.GZ.20271201T00"
+YRD0 = "H100-80G.YRD.20271201T00"
 
 
 @pytest.fixture(scope="module")

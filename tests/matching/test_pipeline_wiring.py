@@ -28,8 +28,8 @@ from settlement.service import SettlementRunner
 from settlement.sql_store import open_event_store
 from tests.e2e.harness import running_exchange, settings_for, settle
 
-H0 = "H100-80G.GZ.20261201T00"
-H1 = "H100-80G.GZ.20261201T01"
+H0 = "H100-80G.GZ.20271201T00"
+H1 = "H100-80G.GZ.20271201T01"
 
 
 def place(

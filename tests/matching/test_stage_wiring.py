@@ -44,8 +44,8 @@ from exchange.domain.messages import (
 from exchange.domain.risk import RiskStage
 
 CATALOGUE = default_catalogue()
-SYM = "H100-80G.GZ.20261201T00"
-NEXT_HOUR = "H100-80G.GZ.20261201T01"
+SYM = "H100-80G.GZ.20271201T00"
+NEXT_HOUR = "H100-80G.GZ.20271201T01"
 
 
 class Exchange:
@@ -219,7 +219,7 @@ def test_operator_halt_and_resume_reopen_through_an_auction() -> None:
 def test_gate_closure_expires_orders_when_the_clock_ticks() -> None:
     ex = funded(Exchange(gate_closure_ms=3_600_000))
     ex.send(order("b1", "buyer", "buy", 1700, 4))
-    delivery = 1_796_054_400_000  # 2026-12-01T00:00 CST in ms since the epoch
+    delivery = 1_827_590_400_000  # 2027-12-01T00:00 CST in ms since the epoch
     out = ex.send(ControlMarket(operator_id="clock", action="tick", symbol=SYM), dt=delivery)
     cancelled = [e for e in out if isinstance(e, OrderCancelled)]
     assert [(c.order_id, c.reason) for c in cancelled] == [("b1", CancelReason.GATE_CLOSURE)]
@@ -374,7 +374,7 @@ def test_a_block_over_hours_that_are_not_consecutive_is_refused() -> None:
         PlaceBlockOrder(
             order_id="k1",
             account_id="buyer",
-            symbols=[SYM, "CPU.GZ.20261201T01"],
+            symbols=[SYM, "CPU.GZ.20271201T01"],
             side="buy",
             price=1800,
             quantity=1,
