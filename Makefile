@@ -42,8 +42,11 @@ test: lint chromium ## lint, then the whole test suite against real Kafka and Po
 demo: venv ## the market running in one process, nothing else needed
 	$(BIN)/cx demo
 
-bench: venv ## matching engine benchmark
+bench: venv ## every benchmark, one JSON line each (starts Kafka and PostgreSQL like test)
 	$(BIN)/cx bench matching
+	$(BIN)/cx bench api
+	$(BIN)/cx bench fanout
+	infra/with-services.sh sh -c '$(BIN)/cx bench e2e && $(BIN)/cx bench e2e --matching-processes 2 && $(BIN)/cx bench replay'
 
 simulate: venv ## agent-based market simulation with its report
 	$(BIN)/cx simulate

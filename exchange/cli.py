@@ -11,14 +11,19 @@ import time
 from collections.abc import Sequence
 
 from api import keys
+from api.bench import run_api as run_api_bench
+from api.bench import run_fanout as run_fanout_bench
 from api.keys import Role
 from api.marketdata import MarketData
+from exchange.benchmark import run as run_e2e_bench
 from exchange.board import show_board
 from exchange.deadletters import read_dead_letters, replay_dead_letter
 from exchange.node import serve
 from exchange.runtime import STAGES, ExchangeRuntime, Stage
 from exchange.settings import Settings
+from matching.bench import run as run_matching_bench
 from settlement import history
+from settlement.bench import run as run_replay_bench
 from settlement.sql_store import SqlEventStore, open_event_store
 from simulations.demo_market import DemoMarket
 
@@ -86,10 +91,25 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
-    bench = commands.add_parser("bench", help="run a benchmark and print its figures as JSON")
-    bench.add_argument("name", choices=["matching"])
-    bench.add_argument("--commands", type=int, default=1_000_000, help="commands to replay")
-    bench.add_argument("--seed", type=int, default=1, help="seed of the generated order flow")
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark and print its figures as one JSON line (e2e and replay need "
+        "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL)",
+    )
+    bench.add_argument("name", choices=["matching", "e2e", "replay", "api", "fanout"])
+    bench.add_argument(
+        "--commands",
+        type=int,
+        help="commands (matching: 1,000,000; e2e: 20,000) or events (replay: 200,000)",
+    )
+    bench.add_argument("--seed", type=int, default=1, help="seed of the generated flow")
+    bench.add_argument("--rate", type=int, default=200, help="e2e: offered load below saturation")
+    bench.add_argument("--matching-processes", type=int, default=1, help="e2e: matching processes")
+    bench.add_argument("--clients", type=int, default=8, help="api: concurrent clients")
+    bench.add_argument("--seconds", type=float, default=10.0, help="api: seconds of load")
+    bench.add_argument("--subscribers", type=int, default=1000, help="fanout: subscribers")
+    bench.add_argument("--updates", type=int, default=50, help="fanout: book updates")
+    bench.add_argument("--updates-per-s", type=float, default=10.0, help="fanout: update rate")
     return parser
 
 
@@ -141,9 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         elif args.command == "bench":
-            from matching.bench import run as run_matching_bench
-
-            print(run_matching_bench(time.perf_counter_ns, args.commands, args.seed), flush=True)
+            return _bench(settings, args)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -268,6 +286,36 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         await runtime.close()
+
+
+def _bench(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one benchmark and print its JSON line."""
+    if args.name == "matching":
+        print(run_matching_bench(time.perf_counter_ns, args.commands or 1_000_000, args.seed))
+    elif args.name in {"e2e", "replay"}:
+        if not (settings.kafka_bootstrap_servers and settings.database_url):
+            print(
+                f"cx bench {args.name}: needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL "
+                "(make bench starts both)",
+                file=sys.stderr,
+            )
+            return 2
+        if args.name == "e2e":
+            line = run_e2e_bench(
+                settings.kafka_bootstrap_servers,
+                settings.database_url,
+                args.commands or 20_000,
+                args.rate,
+                args.matching_processes,
+            )
+        else:
+            line = run_replay_bench(settings.database_url, args.commands or 200_000, args.seed)
+        print(line)
+    elif args.name == "api":
+        print(run_api_bench(args.clients, args.seconds))
+    else:
+        print(run_fanout_bench(args.subscribers, args.updates, args.updates_per_s))
+    return 0
 
 
 async def _init(settings: Settings) -> None:

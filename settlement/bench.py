@@ -1,0 +1,211 @@
+"""`cx bench replay`: events per second rebuilding the full state from PostgreSQL.
+
+A seeded history is made by running the pure risk and matching stages over a generated flow
+of deposits, orders and cancels (so every event is one the exchange would really store), then
+loaded into a fresh database. The bench times `replay` over it, and in the same run the raw
+limit of reading the same rows from the database without folding them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy import make_url
+
+from exchange.domain.catalogue import default_catalogue
+from exchange.domain.market import MarketStage
+from exchange.domain.messages import (
+    CancelOrder,
+    DepositCapacity,
+    DepositFunds,
+    Event,
+    EventStamp,
+    OrderCancelled,
+    PlaceOrder,
+    TradeExecuted,
+)
+from exchange.domain.risk import RiskStage
+from settlement.replay import replay
+from settlement.service import stream_of
+from settlement.sql_store import open_event_store
+
+ACCOUNTS = 200
+INSERT_BATCH = 5000
+
+
+def make_history(target_events: int, seed: int) -> list[Event]:
+    """Events of a seeded market: deposits, then orders around a moving mid, and cancels."""
+    catalogue = default_catalogue()
+    symbols = catalogue.symbols
+    rng = random.Random(seed)
+    risk = RiskStage(catalogue)
+    market = MarketStage(catalogue)
+    history: list[Event] = []
+    offset = 0
+
+    def run(command: Any) -> None:
+        nonlocal offset
+        offset += 1
+        stamp = EventStamp("bench.commands", 0, offset, 1_800_000_000_000 + offset)
+        decided = risk.handle(command, stamp)
+        history.append(decided)
+        outcomes = market.handle(decided, EventStamp("bench.orders", 0, offset, stamp.ts))
+        history.extend(outcomes)
+        for outcome in outcomes:
+            if isinstance(outcome, TradeExecuted | OrderCancelled):
+                risk.apply_outcome(outcome, lambda _: True)
+
+    for n in range(ACCOUNTS):
+        run(DepositFunds(deposit_id=f"d{n}", account_id=f"a{n}", amount=10**12))
+        for symbol in symbols:
+            run(
+                DepositCapacity(
+                    deposit_id=f"c{n}-{symbol}", account_id=f"a{n}", symbol=symbol, quantity=10**9
+                )
+            )
+    mids = {s: 1000 * catalogue.get(s).tick_size for s in symbols}  # type: ignore[union-attr]
+    live: list[tuple[str, str]] = []
+    n = 0
+    while len(history) < target_events:
+        n += 1
+        account = f"a{rng.randrange(ACCOUNTS)}"
+        if live and rng.random() < 0.25:
+            order_id, owner = live.pop(rng.randrange(len(live)))
+            run(CancelOrder(order_id=order_id, account_id=owner))
+            continue
+        symbol = rng.choice(symbols)
+        tick = catalogue.get(symbol).tick_size  # type: ignore[union-attr]
+        mids[symbol] += rng.choice((-1, 0, 1)) * tick
+        side = rng.choice(("buy", "sell"))
+        aggressive = rng.random() < 0.2
+        offset_ticks = rng.randint(0, 10) * (-1 if aggressive else 1)
+        price = (
+            mids[symbol] - offset_ticks * tick
+            if side == "buy"
+            else mids[symbol] + offset_ticks * tick
+        )
+        order_id = f"o{n}"
+        run(
+            PlaceOrder(
+                order_id=order_id,
+                account_id=account,
+                symbol=symbol,
+                side=side,
+                price=max(tick, price),
+                quantity=rng.randint(1, 20),
+            )
+        )
+        live.append((order_id, account))
+    return history
+
+
+async def _load(dsn: str, history: list[Event]) -> None:
+    """Bulk-load the history as settlement would have stored it (stream versions and all)."""
+    versions: dict[str, int] = {}
+    rows = []
+    for event in history:
+        stream = stream_of(event)  # type: ignore[arg-type]
+        versions[stream] = versions.get(stream, 0) + 1
+        rows.append(
+            (
+                stream,
+                versions[stream],
+                event.event_id,
+                event.type,  # type: ignore[attr-defined]
+                1,
+                orjson.dumps(event.model_dump(mode="json")).decode(),
+                "{}",
+            )
+        )
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.copy_records_to_table(
+            "events",
+            records=rows,
+            columns=[
+                "stream_id",
+                "stream_version",
+                "event_id",
+                "type",
+                "schema_version",
+                "data",
+                "metadata",
+            ],
+        )
+    finally:
+        await connection.close()
+
+
+async def _raw_read(dsn: str) -> tuple[int, float]:
+    """Read every event row and decode its JSON, without folding: the database's limit."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        count = 0
+        after = 0
+        while True:
+            rows = await connection.fetch(
+                "select position, data::text from events where position > $1 "
+                "order by position limit 5000",
+                after,
+            )
+            if not rows:
+                break
+            for row in rows:
+                orjson.loads(row[1])
+            count += len(rows)
+            after = rows[-1][0]
+        return count, time.perf_counter() - started
+    finally:
+        await connection.close()
+
+
+async def bench_replay(database_url: str, events: int, seed: int) -> dict[str, Any]:
+    """Make, load and replay a history in a fresh database; return the figures."""
+    server = make_url(database_url)
+    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = server.set(database=name).render_as_string(hide_password=False)
+    dsn = server.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    try:
+        history = make_history(events, seed)
+        store = open_event_store(url)
+        await store.initialise()
+        await _load(dsn, history)
+        raw_count, raw_seconds = await _raw_read(dsn)
+        started = time.perf_counter()
+        result = await replay(store, default_catalogue())
+        seconds = time.perf_counter() - started
+        await store.close()
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    replayed = result.state.applied
+    per_second = replayed / seconds
+    raw_per_second = raw_count / raw_seconds
+    return {
+        "bench": "replay",
+        "events": replayed,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(per_second),
+        "raw_read_events_per_s": round(raw_per_second),
+        "ratio": round(per_second / raw_per_second, 3),
+        "goal_events_per_s": 200_000,
+        "state_hash": result.state.state_hash(),
+    }
+
+
+def run(database_url: str, events: int, seed: int) -> str:
+    """Run the bench and return its JSON line."""
+    return json.dumps(asyncio.run(bench_replay(database_url, events, seed)))

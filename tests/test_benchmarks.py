@@ -1,0 +1,80 @@
+"""Every benchmark runs and prints one JSON line with its keys (at small sizes here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "bench", *args],
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    document: dict[str, object] = json.loads(line)
+    return document
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_the_e2e_bench_measures_the_pipeline_against_both_raw_limits(
+    kafka_bootstrap: str, postgres_url: str
+) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": postgres_url}
+    figures = _bench("e2e", "--commands", "400", "--rate", "100", env=env)
+    assert figures["bench"] == "e2e"
+    assert figures["settled"] == 400
+    for key in ("commands_per_s", "p50_ms", "p99_ms", "p999_ms", "raw_kafka_per_s", "ratio"):
+        assert isinstance(figures[key], int | float), key
+    assert 0 < float(figures["ratio"]) < 1  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+def test_the_replay_bench_rebuilds_a_history_from_postgresql(postgres_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": postgres_url, "KAFKA_BOOTSTRAP_SERVERS": "unused:1"}
+    figures = _bench("replay", "--commands", "3000", env=env)
+    assert figures["bench"] == "replay"
+    assert int(figures["events"]) >= 3000  # type: ignore[call-overload]  # whole commands: a few over
+    assert float(figures["events_per_s"]) > 0  # type: ignore[arg-type]
+    assert float(figures["raw_read_events_per_s"]) > 0  # type: ignore[arg-type]
+
+
+def test_the_api_and_fanout_benches_run_against_a_served_exchange() -> None:
+    api = _bench("api", "--clients", "2", "--seconds", "1")
+    assert api["bench"] == "api"
+    assert float(api["orders_per_s"]) > 0  # type: ignore[arg-type]
+    assert float(api["noop_requests_per_s"]) > 0  # type: ignore[arg-type]
+    fanout = _bench("fanout", "--subscribers", "5", "--updates", "5", "--updates-per-s", "20")
+    assert fanout["delivered"] == fanout["expected"] == 25
+    assert isinstance(fanout["p99_ms"], float)
+
+
+def test_benches_that_need_kafka_and_postgresql_say_so() -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "bench", "e2e"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL" in done.stderr
