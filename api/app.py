@@ -34,18 +34,23 @@ from api.keys import (
     list_keys,
     revoke_key,
 )
-from api.marketdata import INTERVALS, MarketData, Outcome
+from api.marketdata import INTERVALS, MarketData, Outcome, cancel_all_key, control_key
 from api.models import (
     AccountOut,
     AmendAnswer,
     AmendRequest,
+    BlockAnswer,
+    BlockRequest,
     Book,
+    CancelAllAnswer,
     CancelAnswer,
     CandleOut,
     CapacityDeposit,
     CardOut,
     CashDeposit,
     Contract,
+    ControlAnswer,
+    ControlRequest,
     DepositAnswer,
     DepositRequest,
     Fill,
@@ -69,17 +74,25 @@ from api.ratelimit import RateLimiter
 from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
 from exchange.domain.catalogue import REGIONS
 from exchange.domain.messages import (
+    AmendOrder,
+    AmendRejected,
+    CancelAllOrders,
+    CancelAllRequested,
     CancelOrder,
     CancelRejected,
     CapacityDeposited,
+    ControlMarket,
     DepositCapacity,
     DepositFunds,
     DepositRejected,
     FundsDeposited,
     Identifier,
+    MarketControlRejected,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderRejected,
+    PlaceBlockOrder,
     PlaceOrder,
     RejectReason,
 )
@@ -515,10 +528,10 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     @private.patch(
         "/orders/{order_id}",
         tags=["orders"],
-        summary="Amend an open order's price or remaining quantity",
-        description="Cancels the order and places its replacement (a new order id, the same "
-        "client order id): the replacement always loses time priority. If the replacement "
-        "is rejected the original stays cancelled.",
+        summary="Amend an open order's price or open quantity, in place",
+        description="A smaller quantity at the same price keeps the order's time priority; a "
+        "new price or a larger quantity loses it. Raising a buy's price or an order's quantity "
+        "holds the extra first; a refused amend leaves the order as it was.",
         responses=problems(404, 409, 422),
     )
     async def amend_order(
@@ -528,43 +541,74 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         live = market.orders.get(order_id)
         if live is None or live.account_id != account:
             raise Problem(404, "unknown_order", f"account {account} has no open order {order_id!r}")
-        price = amendment.price or live.price
         spec = catalogue.get(live.symbol)
-        if spec is not None and price % spec.tick_size:
+        if amendment.price is not None and spec is not None and amendment.price % spec.tick_size:
             raise Problem(
                 422,
                 RejectReason.PRICE_NOT_ON_TICK.value,
-                f"price {price} is not a multiple of the tick size {spec.tick_size} fen",
+                f"price {amendment.price} is not a multiple of the tick size {spec.tick_size} fen",
             )
-        cancelled = await cancel(account, order_id)
-        if cancelled is None:
-            raise Problem(409, "pending", f"the cancel of {order_id!r} was not decided in time")
-        quantity = amendment.quantity or cancelled.remaining
-        replacement = PlaceOrder(
-            order_id=f"o-{uuid.uuid4().hex}",
+        command = AmendOrder(
+            order_id=order_id,
             account_id=account,
-            symbol=live.symbol,
-            side=cancelled.side,
-            price=price,
-            quantity=quantity,
-            client_order_id=live.client_order_id,
+            price=amendment.price,
+            quantity=amendment.quantity,
         )
-        answer = await place(replacement, named=False)
-        if answer.status_code >= 400:
-            raise Problem(
-                answer.status_code,
-                answer.body["type"].rsplit("/", 1)[1],
-                answer.body["detail"],
-                order_id=replacement.order_id,
-                replaced_order_id=order_id,
+        outcome = await submit_and_wait(command, order_id)
+        if outcome is None:
+            return AmendAnswer(order_id=order_id, status="pending")
+        if isinstance(outcome, AmendRejected):
+            status = 409 if outcome.reason is RejectReason.ORDER_NOT_OPEN else 422
+            raise Problem(status, outcome.reason.value, outcome.message, order_id=order_id)
+        if isinstance(outcome, OrderAmended):
+            return AmendAnswer(
+                order_id=order_id,
+                status="amended",
+                price=outcome.price,
+                remaining=outcome.remaining,
+                kept_priority=outcome.kept_priority,
             )
-        return AmendAnswer(
-            order_id=replacement.order_id,
-            replaced_order_id=order_id,
-            status=answer.body["status"],
-            price=price,
-            quantity=quantity,
+        raise Problem(409, "order_not_open", f"order {order_id!r} is no longer open")
+
+    @private.delete(
+        "/orders",
+        tags=["orders"],
+        summary="Cancel every open order of the account (the kill switch)",
+    )
+    async def cancel_all_orders(principal: Trader) -> CancelAllAnswer:
+        account = principal.account_id
+        outcome = await submit_and_wait(
+            CancelAllOrders(account_id=account), cancel_all_key(account)
         )
+        if not isinstance(outcome, CancelAllRequested):
+            return CancelAllAnswer(account_id=account, status="pending")
+        return CancelAllAnswer(account_id=account, status="requested", symbols=outcome.symbols)
+
+    @private.post(
+        "/block-orders",
+        status_code=201,
+        tags=["orders"],
+        summary="Place a block order: every listed hour or none, limited by an average price",
+        responses=problems(404, 422),
+    )
+    async def place_block(block: BlockRequest, principal: Trader) -> BlockAnswer:
+        for symbol in block.symbols:
+            contract_or_404(symbol)
+        order_id = f"b-{uuid.uuid4().hex}"
+        command = PlaceBlockOrder(
+            order_id=order_id,
+            account_id=principal.account_id,
+            symbols=block.symbols,
+            side=block.side,
+            price=block.price,
+            quantity=block.quantity,
+        )
+        outcome = await submit_and_wait(command, order_id)
+        if outcome is None:
+            return BlockAnswer(order_id=order_id, status="pending", symbols=block.symbols)
+        if isinstance(outcome, OrderRejected):
+            raise Problem(422, outcome.reason.value, outcome.message, order_id=order_id)
+        return BlockAnswer(order_id=order_id, status="accepted", symbols=block.symbols)
 
     @private.get("/fills", tags=["accounts"], summary="The account's fills, newest first")
     async def fills(
@@ -721,6 +765,38 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     ) -> list[StoredEventOut]:
         stored = await runtime.store.read_stream(stream_id, from_version)
         return [_event_out(e) for e in stored[:limit]]
+
+    @operator.post(
+        "/contracts/{symbol}/{action}",
+        summary="Halt or resume a contract, or schedule its family's call auction",
+        description="A command in the log like any other, so it replays; it records the "
+        "operator's account and the reason given.",
+        responses=problems(404, 422),
+    )
+    async def control_contract(
+        symbol: str,
+        action: Literal["halt", "resume", "schedule_auction"],
+        request: ControlRequest,
+        principal: Operator,
+    ) -> ControlAnswer:
+        contract_or_404(symbol)
+        for other in request.symbols:
+            contract_or_404(other)
+        command = ControlMarket(
+            operator_id=principal.account_id,
+            action=action,
+            symbol=symbol,
+            at=request.at,
+            symbols=request.symbols,
+            reason=request.reason,
+        )
+        outcome = await submit_and_wait(command, control_key(principal.account_id, symbol, action))
+        status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
+        if isinstance(outcome, MarketControlRejected):
+            raise Problem(422, outcome.reason.value, outcome.message)
+        return ControlAnswer(
+            symbol=symbol, action=action, status=status, operator_id=principal.account_id
+        )
 
     @operator.get(
         "/history",

@@ -28,13 +28,19 @@ from api.keys import Principal
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, ContractSpec
 from exchange.domain.messages import (
+    AmendRejected,
     AnyEvent,
+    BlockAccepted,
     BookChanged,
+    CancelAllRequested,
     CancelRejected,
     CapacityDeposited,
     DepositRejected,
     FundsDeposited,
+    MarketControlRejected,
+    MarketControlRequested,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderRejected,
     TradeExecuted,
@@ -238,6 +244,12 @@ Outcome = (
     | FundsDeposited
     | CapacityDeposited
     | DepositRejected
+    | OrderAmended
+    | AmendRejected
+    | BlockAccepted
+    | CancelAllRequested
+    | MarketControlRequested
+    | MarketControlRejected
 )
 
 
@@ -766,11 +778,34 @@ _HOLD_CHANGES = {
 
 
 def _outcome_key(event: AnyEvent) -> str | None:
-    if isinstance(event, OrderAccepted | OrderRejected | OrderCancelled | CancelRejected):
+    if isinstance(
+        event,
+        OrderAccepted
+        | OrderRejected
+        | OrderCancelled
+        | CancelRejected
+        | OrderAmended
+        | AmendRejected
+        | BlockAccepted,
+    ):
         return event.order_id
     if isinstance(event, FundsDeposited | CapacityDeposited | DepositRejected):
         return event.deposit_id
+    if isinstance(event, CancelAllRequested):
+        return cancel_all_key(event.account_id)
+    if isinstance(event, MarketControlRequested | MarketControlRejected):
+        return control_key(event.operator_id, event.symbol, event.action)
     return None
+
+
+def cancel_all_key(account_id: str) -> str:
+    """What a kill switch's caller waits on."""
+    return f"cancel-all:{account_id}"
+
+
+def control_key(operator_id: str, symbol: str, action: str) -> str:
+    """What an operator's market command waits on."""
+    return f"control:{operator_id}:{symbol}:{action}"
 
 
 def _liquidity(aggressor: str | None, side: str) -> str:

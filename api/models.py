@@ -147,23 +147,88 @@ class CancelAnswer(BaseModel):
 
 
 class AmendAnswer(BaseModel):
-    """An amended order: the old one cancelled, its replacement placed."""
+    """An amended order, in place: its price and open quantity now, and whether it kept its
+    time priority (only a smaller quantity at the same price does)."""
 
     model_config = _example(
         {
-            "order_id": "o-9d8c7b6a5f4e3d2c1b0a99887766554433221100",
-            "replaced_order_id": ORDER_ID,
-            "status": "accepted",
+            "order_id": ORDER_ID,
+            "status": "amended",
             "price": 1790,
-            "quantity": 6,
+            "remaining": 6,
+            "kept_priority": False,
         }
     )
 
     order_id: str
-    replaced_order_id: str
+    status: Literal["amended", "pending"]
+    price: int | None = None
+    remaining: int | None = None
+    kept_priority: bool | None = None
+
+
+class BlockRequest(BaseModel):
+    """The same quantity in every one of consecutive delivery hours of one family, all or none,
+    at most (buy) or at least (sell) `price` per unit on average."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbols": ["H100-80G.GZ.20271201T00", "H100-80G.GZ.20271201T01"],
+                    "side": "buy",
+                    "price": 1850,
+                    "quantity": 8,
+                }
+            ]
+        },
+    )
+
+    symbols: Annotated[
+        list[Annotated[str, Field(max_length=64)]], Field(min_length=1, max_length=24)
+    ]
+    side: Literal["buy", "sell"]
+    price: PositiveInt
+    quantity: PositiveInt
+
+
+class BlockAnswer(BaseModel):
+    """A block order accepted (held across its hours and sent to matching) or `pending`."""
+
+    order_id: str
     status: Literal["accepted", "pending"]
-    price: int
-    quantity: int
+    symbols: list[str]
+
+
+class CancelAllAnswer(BaseModel):
+    """The kill switch: every open order of the account is being cancelled."""
+
+    account_id: str
+    status: Literal["requested", "pending"]
+    symbols: list[str] = []
+
+
+class ControlRequest(BaseModel):
+    """Why an operator acts; recorded in the log beside who did it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "provider outage in Guizhou"}]},
+    )
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    at: Annotated[int | None, Field(ge=0, description="schedule_auction: log time, ms")] = None
+    symbols: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=24)] = []
+
+
+class ControlAnswer(BaseModel):
+    """An operator's market command, passed to the contract's matching partition."""
+
+    symbol: str
+    action: str
+    status: Literal["requested", "pending"]
+    operator_id: str
 
 
 class DepositAnswer(BaseModel):

@@ -15,9 +15,13 @@ from exchange.adapters.inprocess_log import InProcessLog
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import Catalogue, default_catalogue
 from exchange.domain.messages import (
+    AmendOrder,
+    CancelAllOrders,
     CancelOrder,
+    ControlMarket,
     DepositCapacity,
     DepositFunds,
+    PlaceBlockOrder,
     PlaceOrder,
     encode,
 )
@@ -33,7 +37,16 @@ log = logging.getLogger(__name__)
 
 Stage = Literal["risk", "matching", "settlement", "api"]
 STAGES: tuple[Stage, ...] = ("risk", "matching", "settlement", "api")
-ParticipantCommand = PlaceOrder | CancelOrder | DepositFunds | DepositCapacity
+ParticipantCommand = (
+    PlaceOrder
+    | CancelOrder
+    | DepositFunds
+    | DepositCapacity
+    | AmendOrder
+    | CancelAllOrders
+    | PlaceBlockOrder
+    | ControlMarket
+)
 
 
 class Runner(Protocol):
@@ -85,12 +98,13 @@ class ExchangeRuntime:
         return runtime
 
     async def submit(self, command: ParticipantCommand) -> None:
-        """Append a participant's command to the commands topic, keyed by its account."""
+        """Append a command to the commands topic, keyed by its account (or operator)."""
         if self._producer is None:
             self._producer = await self.log.producer()
-        partition = self.topics.command_partition(command.account_id)
+        key = command.operator_id if isinstance(command, ControlMarket) else command.account_id
+        partition = self.topics.command_partition(key)
         await self._producer.send_and_wait(
-            self.topics.commands, partition, encode(command), command.account_id.encode()
+            self.topics.commands, partition, encode(command), key.encode()
         )
 
     def runners(self, stages: Iterable[Stage]) -> list[Runner]:

@@ -383,7 +383,8 @@ async function amendOrder(orderId, priceText) {
   if (price === null) return result("amend: price must be CNY, e.g. 18.10", false);
   try {
     const answer = await api("PATCH", "/v1/orders/" + orderId, { price });
-    result(`amended: now ${answer.quantity} at ${money(answer.price)} (${answer.order_id})`, true);
+    const kept = answer.kept_priority ? ", time priority kept" : "";
+    result(`amended: now ${answer.remaining} at ${money(answer.price)} (${answer.order_id}${kept})`, true);
   } catch (error) {
     result("amend refused: " + error.message, false);
   }

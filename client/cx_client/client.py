@@ -14,7 +14,9 @@ from cx_client.errors import RateLimited, problem_error
 from cx_client.models import (
     Account,
     AmendAnswer,
+    BlockAnswer,
     Book,
+    CancelAllAnswer,
     CancelAnswer,
     Candle,
     Contract,
@@ -189,10 +191,23 @@ class ExchangeClient:
     async def amend_order(
         self, order_id: str, *, price: int | None = None, quantity: int | None = None
     ) -> AmendAnswer:
-        """Change an open order's price or remaining quantity (it loses time priority)."""
+        """Change an open order's price or open quantity in place (only reducing keeps priority)."""
         body = {k: v for k, v in {"price": price, "quantity": quantity}.items() if v is not None}
         response = await self.request("PATCH", f"/v1/orders/{order_id}", json=body)
         return AmendAnswer.model_validate(response.json())
+
+    async def cancel_all_orders(self) -> CancelAllAnswer:
+        """Cancel every open order of the account (the kill switch)."""
+        response = await self.request("DELETE", "/v1/orders")
+        return CancelAllAnswer.model_validate(response.json())
+
+    async def place_block_order(
+        self, symbols: list[str], side: Literal["buy", "sell"], price: int, quantity: int
+    ) -> BlockAnswer:
+        """The same quantity in each consecutive hour listed, all or none, at an average price."""
+        body = {"symbols": symbols, "side": side, "price": price, "quantity": quantity}
+        response = await self.request("POST", "/v1/block-orders", json=body)
+        return BlockAnswer.model_validate(response.json())
 
     async def cancel_order(self, order_id: str) -> CancelAnswer:
         """Cancel what remains of an open order."""

@@ -153,13 +153,29 @@ class CancelAnswer(Model):
 
 
 class AmendAnswer(Model):
-    """An amended order's replacement."""
+    """An order amended in place; it kept its time priority only if it was only reduced."""
 
     order_id: str
-    replaced_order_id: str
+    status: Literal["amended", "pending"]
+    price: int | None = None
+    remaining: int | None = None
+    kept_priority: bool | None = None
+
+
+class BlockAnswer(Model):
+    """A block order: every listed hour or none."""
+
+    order_id: str
     status: Literal["accepted", "pending"]
-    price: int
-    quantity: int
+    symbols: list[str]
+
+
+class CancelAllAnswer(Model):
+    """The kill switch pulled: every open order of the account is being cancelled."""
+
+    account_id: str
+    status: Literal["requested", "pending"]
+    symbols: list[str] = []
 
 
 class DepositAnswer(Model):

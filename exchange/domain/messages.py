@@ -243,6 +243,8 @@ class ControlMarket(Message):
     symbol: Symbol
     at: NonNegativeInt | None = None
     symbols: list[Symbol] = Field(default_factory=list)
+    reason: Annotated[str, Field(max_length=500)] = ""
+    """Why the operator acts; kept in the log with who did it."""
 
 
 Command = Annotated[
@@ -495,6 +497,7 @@ class MarketControlRequested(Event):
     symbol: str
     at: StrictInt | None = None
     symbols: list[str] = Field(default_factory=list)
+    reason: str = ""
 
 
 class MarketControlRejected(Event):

@@ -336,6 +336,7 @@ class RiskStage:
             symbol=command.symbol,
             at=command.at,
             symbols=command.symbols,
+            reason=command.reason,
         )
 
     def _deposit(self, command: DepositFunds | DepositCapacity, stamp: EventStamp) -> Event:

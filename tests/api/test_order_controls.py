@@ -1,0 +1,142 @@
+"""Amend in place, the kill switch, block orders and operators' market controls, through the API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from settlement.schema import events
+from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+
+pytestmark = pytest.mark.e2e
+
+GZ0 = "H100-80G.GZ.20271201T00"
+GZ1 = "H100-80G.GZ.20271201T01"
+YRD0 = "H100-80G.YRD.20271201T00"
+
+
+@pytest.fixture
+async def exchange(tmp_path: Path) -> AsyncIterator[RunningExchange]:
+    async with running_exchange(settings_for(tmp_path)) as running:
+        yield running
+
+
+async def _funded_buyer(exchange: RunningExchange, amount: int = 100_000) -> httpx.AsyncClient:
+    buyer = await exchange.as_("b")
+    deposit = {"kind": "cash", "amount": amount}
+    assert (await buyer.post("/v1/accounts/b/deposits", json=deposit)).status_code == 201
+    return buyer
+
+
+async def test_an_amend_that_only_reduces_keeps_priority_and_releases_the_hold(
+    exchange: RunningExchange,
+) -> None:
+    buyer = await _funded_buyer(exchange)
+    placed = await buyer.post(
+        "/v1/orders", json={"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 5}
+    )
+    order_id = placed.json()["order_id"]
+    smaller = await buyer.patch(f"/v1/orders/{order_id}", json={"quantity": 3})
+    assert smaller.json() == {
+        "order_id": order_id,
+        "status": "amended",
+        "price": 1800,
+        "remaining": 3,
+        "kept_priority": True,
+    }
+    repriced = await buyer.patch(f"/v1/orders/{order_id}", json={"price": 1790})
+    assert (repriced.json()["price"], repriced.json()["kept_priority"]) == (1790, False)
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["cash"] == {"available": 100_000 - 3 * 1790, "held": 3 * 1790}
+
+    too_big = await buyer.patch(f"/v1/orders/{order_id}", json={"quantity": 1000})
+    assert too_big.status_code == 422
+    assert too_big.json()["type"] == "/problems/insufficient_funds"
+    off_tick = await buyer.patch(f"/v1/orders/{order_id}", json={"price": 1795})
+    assert off_tick.status_code == 422
+    unknown = await buyer.patch("/v1/orders/nope", json={"price": 1800})
+    assert unknown.status_code == 404
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["cash"] == {"available": 100_000 - 3 * 1790, "held": 3 * 1790}
+
+
+async def test_the_kill_switch_cancels_every_open_order_of_the_account(
+    exchange: RunningExchange,
+) -> None:
+    buyer = await _funded_buyer(exchange)
+    for symbol in (GZ0, YRD0):
+        order = {"symbol": symbol, "side": "buy", "price": 1700, "quantity": 2}
+        assert (await buyer.post("/v1/orders", json=order)).status_code == 201
+    answer = (await buyer.delete("/v1/orders")).json()
+    assert answer["status"] == "requested"
+    assert sorted(answer["symbols"]) == sorted([GZ0, YRD0])
+    await settle(exchange.runtime)
+    orders = (await buyer.get("/v1/orders", params={"account_id": "b"})).json()
+    assert [o["status"] for o in orders] == ["cancelled", "cancelled"]
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["cash"] == {"available": 100_000, "held": 0}
+
+
+async def test_a_block_order_fills_in_every_hour_or_none(exchange: RunningExchange) -> None:
+    provider = await exchange.as_("p", "provider")
+    for symbol in (GZ0, GZ1):
+        capacity = {"kind": "capacity", "symbol": symbol, "quantity": 10}
+        assert (await provider.post("/v1/accounts/p/deposits", json=capacity)).status_code == 201
+        ask = {"symbol": symbol, "side": "sell", "price": 1800, "quantity": 4}
+        assert (await provider.post("/v1/orders", json=ask)).status_code == 201
+    buyer = await _funded_buyer(exchange)
+    block = {"symbols": [GZ0, GZ1], "side": "buy", "price": 1800, "quantity": 4}
+    placed = await buyer.post("/v1/block-orders", json=block)
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["status"] == "accepted"
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["positions"] == [
+        {"symbol": GZ0, "quantity": 4},
+        {"symbol": GZ1, "quantity": 4},
+    ]
+    across = {"symbols": [GZ0, YRD0], "side": "buy", "price": 1800, "quantity": 1}
+    refused = await buyer.post("/v1/block-orders", json=across)
+    assert refused.status_code == 422
+    unknown = {"symbols": ["NOPE"], "side": "buy", "price": 1800, "quantity": 1}
+    assert (await buyer.post("/v1/block-orders", json=unknown)).status_code == 404
+
+
+async def test_operators_halt_and_resume_a_contract_with_who_and_why_in_the_log(
+    exchange: RunningExchange,
+) -> None:
+    operator = await exchange.operator()
+    buyer = await _funded_buyer(exchange)
+    refused = await buyer.post(
+        f"/v1/admin/contracts/{GZ0}/halt", json={"reason": "not an operator"}
+    )
+    assert refused.status_code == 403
+    halted = await operator.post(f"/v1/admin/contracts/{GZ0}/halt", json={"reason": "drill"})
+    assert halted.status_code == 200, halted.text
+    assert halted.json()["status"] == "requested"
+    no_reason = await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json={})
+    assert no_reason.status_code == 422
+    resumed = await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json={"reason": "done"})
+    assert resumed.status_code == 200, resumed.text
+    await settle(exchange.runtime)
+    async with exchange.runtime.store.engine.connect() as connection:
+        rows = await connection.execute(
+            select(events.c.data).where(events.c.type == "MarketControlRequested")
+        )
+        recorded = [(r.data["action"], r.data["operator_id"], r.data["reason"]) for r in rows]
+    operator_id = recorded[0][1]
+    assert recorded == [("halt", operator_id, "drill"), ("resume", operator_id, "done")]
+    async with exchange.runtime.store.engine.connect() as connection:
+        states = [
+            r.data["state"]
+            for r in await connection.execute(
+                select(events.c.data).where(events.c.type == "ContractStateChanged")
+            )
+        ]
+    assert "halted" in states
