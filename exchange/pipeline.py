@@ -173,16 +173,22 @@ class StageRunner(ABC, Generic[S]):
     """
 
     name: str
-    input_topic: str
-    group_id: str
+    reads: str
+    """The name of the `Topics` field this stage reads."""
 
     def __init__(
         self,
         command_log: CommandLog,
-        partitions: Iterable[int] | None,
-        snapshots: SnapshotStore | None,
-        snapshot_every: int,
+        topics: Topics,
+        catalogue: Catalogue,
+        partitions: Iterable[int] | None = None,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ) -> None:
+        self.topics = topics
+        self.catalogue = catalogue
+        self.input_topic: str = getattr(topics, self.reads)
+        self.group_id = topics.group(self.name)
         self.log = command_log
         self.fixed = (
             None
@@ -390,20 +396,7 @@ class RiskRunner(StageRunner[RiskPartition]):
 
     name = "risk"
 
-    def __init__(
-        self,
-        command_log: CommandLog,
-        topics: Topics,
-        catalogue: Catalogue,
-        partitions: Iterable[int] | None = None,
-        snapshots: SnapshotStore | None = None,
-        snapshot_every: int = SNAPSHOT_EVERY,
-    ) -> None:
-        self.input_topic = topics.commands
-        self.group_id = topics.group(self.name)
-        super().__init__(command_log, partitions, snapshots, snapshot_every)
-        self.topics = topics
-        self.catalogue = catalogue
+    reads = "commands"
 
     def new_instance(self, partition: int) -> RiskPartition:
         """Risk state for the accounts of one commands partition."""
@@ -506,20 +499,7 @@ class MatchingRunner(StageRunner[MarketPartition]):
 
     name = "matching"
 
-    def __init__(
-        self,
-        command_log: CommandLog,
-        topics: Topics,
-        catalogue: Catalogue,
-        partitions: Iterable[int] | None = None,
-        snapshots: SnapshotStore | None = None,
-        snapshot_every: int = SNAPSHOT_EVERY,
-    ) -> None:
-        self.input_topic = topics.orders
-        self.group_id = topics.group(self.name)
-        super().__init__(command_log, partitions, snapshots, snapshot_every)
-        self.topics = topics
-        self.catalogue = catalogue
+    reads = "orders"
 
     def _listed(self, partition: int) -> Catalogue:
         return Catalogue(

@@ -13,10 +13,13 @@ Folds every stored event (as `cx replay` does) and reports, each with the events
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 
+from exchange.domain.accounts import Balance
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
     CapacityDeposited,
@@ -294,32 +297,8 @@ async def _check_projections(
                 select(tables.orders).where(tables.orders.c.status != "rejected")
             )
         }
-    for account_id in sorted(set(cash_rows) | set(accounts.cash)):
-        row = cash_rows.get(account_id)
-        balance = accounts.cash.get(account_id)
-        shown = (0, 0) if row is None else (row.available, row.held)
-        actual = (0, 0) if balance is None else (balance.available, balance.held)
-        if shown != actual:
-            found.append(
-                Discrepancy(
-                    "projection",
-                    f"cash_balances shows {account_id} at available/held {shown}; "
-                    f"the events give {actual}",
-                )
-            )
-    for key in sorted(set(capacity_rows) | set(accounts.capacity)):
-        row = capacity_rows.get(key)
-        balance = accounts.capacity.get(key)
-        shown = (0, 0) if row is None else (row.available, row.held)
-        actual = (0, 0) if balance is None else (balance.available, balance.held)
-        if shown != actual:
-            found.append(
-                Discrepancy(
-                    "projection",
-                    f"capacity_balances shows {key[0]} in {key[1]} at {shown}; the events give "
-                    f"{actual}",
-                )
-            )
+    _compare_balances("cash_balances", cash_rows, accounts.cash, found)
+    _compare_balances("capacity_balances", capacity_rows, accounts.capacity, found)
     for key in sorted(set(position_rows) | set(accounts.positions)):
         if position_rows.get(key, 0) != accounts.positions.get(key, 0):
             found.append(
@@ -352,5 +331,24 @@ async def _check_projections(
                     "projection",
                     f"orders shows {order_id} filled {row.filled}; the events give {order.filled}",
                     (order.accepted_at, *order.fills),
+                )
+            )
+
+
+def _compare_balances(
+    table: str, rows: dict[Any, Any], balances: Mapping[Any, Balance], found: list[Discrepancy]
+) -> None:
+    """Report each balance whose projected row differs from what the events give."""
+    for key in sorted(set(rows) | set(balances)):
+        row = rows.get(key)
+        balance = balances.get(key)
+        shown = (0, 0) if row is None else (row.available, row.held)
+        actual = (0, 0) if balance is None else (balance.available, balance.held)
+        if shown != actual:
+            who = key if isinstance(key, str) else " in ".join(key)
+            found.append(
+                Discrepancy(
+                    "projection",
+                    f"{table} shows {who} at available/held {shown}; the events give {actual}",
                 )
             )

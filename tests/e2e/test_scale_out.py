@@ -10,15 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
@@ -34,6 +30,7 @@ from settlement.schema import events
 from settlement.snapshots import SnapshotStore
 from tests.conftest import fresh_database
 from tests.e2e.harness import eventually, free_port, settle
+from tests.e2e.processes import StageProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
@@ -44,47 +41,11 @@ SYMBOLS = [
     "A100-80G.NMG.20271201T00",
     "CPU.GZ.20271201T00",
 ]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Process:
-    """One `cx run STAGE` process, its output captured in a file."""
-
-    def __init__(self, stage: str, env: dict[str, str], log_dir: Path, name: str) -> None:
-        self.name = name
-        self.output_path = log_dir / f"{name}.log"
-        self._output: IO[str] = self.output_path.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "exchange.cli", "run", stage],
-            cwd=ROOT,
-            env=env,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def output(self) -> str:
-        return self.output_path.read_text()
-
-    def holds(self) -> list[int]:
-        """The partitions the process said it holds last."""
-        found = re.findall(r"now holds partitions \[([0-9, ]*)\]", self.output())
-        return [int(p) for p in found[-1].split(",") if p.strip()] if found else []
-
-    def stop(self, sig: int = signal.SIGINT) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._output.close()
 
 
 @contextmanager
-def processes(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, Process]]:
-    started: dict[str, Process] = {}
+def processes(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, StageProcess]]:
+    started: dict[str, StageProcess] = {}
     try:
         for name, stage in (
             ("matching-a", "matching"),
@@ -93,7 +54,7 @@ def processes(env: dict[str, str], log_dir: Path) -> Iterator[dict[str, Process]
             ("settlement", "settlement"),
             ("api", "api"),
         ):
-            started[name] = Process(stage, env, log_dir, name)
+            started[name] = StageProcess(stage, env, log_dir, name)
         yield started
     finally:
         for process in started.values():
