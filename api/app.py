@@ -69,7 +69,7 @@ from api.models import (
     Stats,
     StoredEventOut,
 )
-from api.problems import PROBLEM, Problem, install_handlers, problems
+from api.problems import PROBLEM, BodyLimit, Problem, install_handlers, problems
 from api.ratelimit import RateLimiter
 from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
 from exchange.domain.catalogue import REGIONS
@@ -214,6 +214,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         openapi_tags=TAGS,
     )
     install_handlers(app)
+    app.add_middleware(BodyLimit)
     engine = runtime.store.engine
     catalogue = runtime.catalogue
     keyring = KeyRing(engine)

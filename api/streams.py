@@ -33,6 +33,7 @@ SEND_TIMEOUT_S = 10.0
 HEARTBEAT_S = 15.0
 CLOSE_TOO_SLOW = 1013
 CLOSE_POLICY = 1008
+CLOSE_UNSUPPORTED = 1003
 
 Channel = Literal[
     "quote", "depth", "trades", "candles", "stats", "orders", "fills", "balances", "obligations"
@@ -79,7 +80,15 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
     sender = asyncio.create_task(_pump(websocket, subscriber))
     try:
         while True:
-            text = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:
+                await websocket.close(
+                    CLOSE_UNSUPPORTED, "binary frames are refused: send JSON text"
+                )
+                return
             try:
                 request = StreamRequest.model_validate_json(text)
             except ValidationError as error:

@@ -1,0 +1,73 @@
+"""Oversized bodies, deep JSON, invalid UTF-8 and malformed WebSocket frames are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import websockets
+
+from api.problems import MAX_BODY_BYTES
+from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+
+pytestmark = pytest.mark.e2e
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+async def exchange(tmp_path: Path) -> AsyncIterator[RunningExchange]:
+    async with running_exchange(settings_for(tmp_path)) as running:
+        yield running
+
+
+async def test_hostile_bodies_get_problems_and_change_nothing(exchange: RunningExchange) -> None:
+    buyer = await exchange.as_("b")
+    deposit = {"kind": "cash", "amount": 1000}
+    assert (await buyer.post("/v1/accounts/b/deposits", json=deposit)).status_code == 201
+    json_body = {"content-type": "application/json"}
+    oversized = b'{"symbol":"' + b"x" * (MAX_BODY_BYTES + 10) + b'"}'
+    cases = {
+        "oversized": (oversized, 413, "/problems/body-too-large"),
+        "deep": (b"[" * 100_000 + b"]" * 100_000, 400, None),
+        "invalid utf-8": (b'{"symbol":"\xff\xfe"}', 400, None),
+        "not json": (b"{symbol:", 422, "/problems/invalid-request"),
+    }
+    for name, (body, status, kind) in cases.items():
+        response = await buyer.post("/v1/orders", content=body, headers=json_body)
+        assert response.status_code == status, (name, response.text)
+        assert response.headers["content-type"] == PROBLEM, name
+        if kind is not None:
+            assert response.json()["type"] == kind
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["cash"] == {"available": 1000, "held": 0}
+    assert (await buyer.get("/v1/orders", params={"account_id": "b"})).json() == []
+
+
+async def test_malformed_websocket_messages_get_errors_and_binary_frames_a_clean_close(
+    exchange: RunningExchange,
+) -> None:
+    url = exchange.base_url.replace("http", "ws") + "/v1/stream"
+    async with websockets.connect(url) as socket:
+        for text in ("not json", "{" * 50_000, json.dumps({"op": "dance"})):
+            await socket.send(text)
+            answer = json.loads(await asyncio.wait_for(socket.recv(), 5))
+            assert answer["type"] == "error", text[:20]
+        too_many = {"op": "subscribe", "symbols": ["x" * 60] * 200}
+        await socket.send(json.dumps(too_many))
+        answer = json.loads(await asyncio.wait_for(socket.recv(), 5))
+        assert answer["message"].startswith("symbols: List should have at most 100 items")
+        # Still serving after all that.
+        await socket.send(json.dumps({"op": "ping"}))
+        assert json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] != "error"
+    async with websockets.connect(url) as socket:
+        await socket.send(b"\x00\x01binary")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1003
+        assert "binary frames are refused" in closed.value.rcvd.reason
