@@ -151,6 +151,7 @@ class SettlementRunner:
 
     async def _settle(self, records: list[LogRecord]) -> None:
         new_events: list[NewEvent] = []
+        decoded: dict[str, AnyEvent] = {}
         offsets: dict[OffsetKey, int] = {}
         for record in records:
             offsets[(self.name, record.topic, record.partition)] = record.offset + 1
@@ -163,8 +164,10 @@ class SettlementRunner:
                 )
                 continue
             new_events.append(to_new_event(event, record))
+            decoded[event.event_id] = event
         # A dead letter is stored before the offset that passes its record is committed.
         await self._deadletters.flush()
+        self.projection.decoded(decoded)
         await self.store.append(new_events, offsets=offsets, projector=self.projection)
         async with self.settled:
             for (_, topic, partition), offset in offsets.items():
