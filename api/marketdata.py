@@ -29,20 +29,27 @@ from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, ContractSpec
 from exchange.domain.messages import (
     AmendRejected,
+    AmendRequested,
     AnyEvent,
     BlockAccepted,
     BookChanged,
     CancelAllRequested,
     CancelRejected,
     CapacityDeposited,
+    CapacityWithdrawn,
+    DeliverySettled,
     DepositRejected,
     FundsDeposited,
+    FundsWithdrawn,
+    GrantApproved,
     MarketControlRejected,
     MarketControlRequested,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
+    OrderReduced,
     OrderRejected,
+    ProgrammeCreated,
     TradeExecuted,
     decode_event,
 )
@@ -270,7 +277,7 @@ class MarketData:
         self.views = {symbol: ContractView() for symbol in catalogue.symbols}
         self.subscribers: set[Subscriber] = set()
         self.queue_size = SUBSCRIBER_QUEUE
-        self.accounts = Accounts()
+        self.accounts = Accounts(catalogue.rules)
         self.orders: dict[str, OrderState] = {}
         """Open orders, for the private `order` messages."""
         self.obligations: dict[tuple[str, str], list[int]] = {}
@@ -333,7 +340,7 @@ class MarketData:
         elif isinstance(event, TradeExecuted):
             self._apply_trade(event)
         elif isinstance(event, OrderAccepted):
-            self.accounts.hold(event)
+            self.accounts.apply(event)
             order = OrderState(
                 event.order_id,
                 event.account_id,
@@ -362,7 +369,7 @@ class MarketData:
             )
             self._tell(event.account_id, "orders", rejected.as_message())
         elif isinstance(event, OrderCancelled):
-            self.accounts.release(event)
+            self.accounts.apply(event)
             cancelled = self.orders.pop(event.order_id, None)
             if cancelled is not None:
                 cancelled.status, cancelled.reason, cancelled.ts = (
@@ -372,11 +379,21 @@ class MarketData:
                 )
                 self._tell(event.account_id, "orders", cancelled.as_message())
             self._tell_balance(event.account_id, event.symbol, event.ts)
-        elif isinstance(event, FundsDeposited | CapacityDeposited):
-            self.accounts.apply_deposit(event)
-            symbol = event.symbol if isinstance(event, CapacityDeposited) else None
+        elif isinstance(
+            event, FundsDeposited | CapacityDeposited | FundsWithdrawn | CapacityWithdrawn
+        ):
+            self.accounts.apply(event)
+            symbol = (
+                event.symbol if isinstance(event, CapacityDeposited | CapacityWithdrawn) else None
+            )
             self._tell_balance(event.account_id, symbol, event.ts)
-        elif event.type in _HOLD_CHANGES:
+        elif isinstance(event, DeliverySettled):
+            self.accounts.apply(event)
+            for account_id in (event.provider_id, event.buyer_id):
+                self._tell_balance(account_id, event.symbol, event.ts)
+        elif isinstance(event, BlockAccepted | GrantApproved | ProgrammeCreated):
+            self.accounts.apply(event)
+        elif isinstance(event, AmendRequested | OrderAmended | AmendRejected | OrderReduced):
             self._apply_hold_change(event)
         key = _outcome_key(event)
         if key is not None:
@@ -384,12 +401,11 @@ class MarketData:
                 if not future.done():
                     future.set_result(event)  # type: ignore[arg-type]
 
-    def _apply_hold_change(self, event: AnyEvent) -> None:
-        """Amends and self-trade reductions, where the money rules have them."""
-        fold = getattr(self.accounts, _HOLD_CHANGES[event.type], None)
-        if fold is None:
-            return
-        fold(event)
+    def _apply_hold_change(
+        self, event: AmendRequested | OrderAmended | AmendRejected | OrderReduced
+    ) -> None:
+        """Amends and self-trade reductions."""
+        self.accounts.apply(event)
         account_id: str = getattr(event, "account_id", "")
         symbol: str | None = getattr(event, "symbol", None)
         order = self.orders.get(getattr(event, "order_id", ""))
@@ -441,7 +457,7 @@ class MarketData:
             self._publish(symbol, "stats", self.stats_message(symbol))
         buy = self.orders.get(trade.buy_order_id)
         sell = self.orders.get(trade.sell_order_id)
-        self.accounts.apply_trade(trade)
+        self.accounts.apply(trade)
         for order, side in ((buy, "buy"), (sell, "sell")):
             account = trade.buyer_id if side == "buy" else trade.seller_id
             order_id = trade.buy_order_id if side == "buy" else trade.sell_order_id
@@ -768,12 +784,6 @@ class MarketData:
         }
 
 
-_HOLD_CHANGES = {
-    "AmendRequested": "hold_for_amend",
-    "OrderAmended": "apply_amended",
-    "AmendRejected": "release_amend",
-    "OrderReduced": "apply_reduced",
-}
 """Events that move holds without a trade, and the `Accounts` rule that folds each."""
 
 

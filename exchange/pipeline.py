@@ -20,7 +20,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import ValidationError
 
@@ -28,29 +28,24 @@ from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, family_of
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
-    AmendOrder,
     AmendRejected,
-    CancelAllOrders,
     CancelAllRequested,
-    CancelOrder,
+    Command,
     CommandRejected,
-    ControlMarket,
-    DepositCapacity,
-    DepositFunds,
+    DeliverySettled,
     Event,
     EventStamp,
+    GrantApproved,
     Message,
     OrderAmended,
     OrderCancelled,
     OrderReduced,
-    PlaceBlockOrder,
-    PlaceOrder,
     RejectReason,
     TradeExecuted,
     decode,
     encode,
 )
-from exchange.domain.risk import RiskStage
+from exchange.domain.risk import Outcome, RiskStage
 from exchange.log import (
     CommandLog,
     LogConsumer,
@@ -62,6 +57,11 @@ from exchange.log import (
 from settlement.snapshots import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
+
+COMMANDS = get_args(get_args(Command)[0])
+"""Every message type participants may send on the commands topic."""
+OUTCOMES = get_args(Outcome)
+"""What matching writes back to the commands topic for the risk stage."""
 
 S = TypeVar("S")
 
@@ -425,6 +425,11 @@ class RiskRunner(StageRunner[RiskPartition]):
             merged.cash.update(held.cash)
             merged.capacity.update(held.capacity)
             merged.positions.update(held.positions)
+            merged.resale_held.update(held.resale_held)
+            merged.ledger.update(held.ledger)
+            merged.subsidised.update(held.subsidised)
+            merged.grants.update(held.grants)
+            merged.programmes.update(held.programmes)
             merged.open_orders.update(held.open_orders)
         return merged
 
@@ -451,26 +456,14 @@ class RiskRunner(StageRunner[RiskPartition]):
             message = decode(record.value)
         except ValidationError as error:
             return stage.reject_malformed(source, _describe(error), stamp)
-        if isinstance(
-            message, TradeExecuted | OrderCancelled | OrderAmended | OrderReduced | AmendRejected
-        ):
+        if isinstance(message, OUTCOMES):
             if instance.dedup.is_new(record.partition, message.event_id):
                 partition = record.partition
                 stage.apply_outcome(
                     message, lambda account: self.topics.command_partition(account) == partition
                 )
             return None
-        if isinstance(
-            message,
-            PlaceOrder
-            | CancelOrder
-            | DepositFunds
-            | DepositCapacity
-            | AmendOrder
-            | CancelAllOrders
-            | ControlMarket
-            | PlaceBlockOrder,
-        ):
+        if isinstance(message, COMMANDS):
             return stage.handle(message, stamp)
         return stage.reject_malformed(
             source, f"{message.type} is not a command participants may send", stamp
@@ -572,7 +565,11 @@ class MatchingRunner(StageRunner[MarketPartition]):
         """Commands partitions whose risk stage must learn of this event to release holds."""
         if isinstance(event, TradeExecuted):
             accounts = {event.buyer_id, event.seller_id}
-        elif isinstance(event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected):
+        elif isinstance(event, DeliverySettled):
+            accounts = {event.provider_id, event.buyer_id}
+        elif isinstance(
+            event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected | GrantApproved
+        ):
             accounts = {event.account_id}
         else:
             return set()

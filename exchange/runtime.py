@@ -15,14 +15,11 @@ from exchange.adapters.inprocess_log import InProcessLog
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import Catalogue, default_catalogue
 from exchange.domain.messages import (
-    AmendOrder,
-    CancelAllOrders,
-    CancelOrder,
+    ApproveGrant,
+    Command,
     ControlMarket,
-    DepositCapacity,
-    DepositFunds,
-    PlaceBlockOrder,
-    PlaceOrder,
+    CreateProgramme,
+    ResolveDispute,
     encode,
 )
 from exchange.log import CommandLog, LogProducer
@@ -37,16 +34,8 @@ log = logging.getLogger(__name__)
 
 Stage = Literal["risk", "matching", "settlement", "api"]
 STAGES: tuple[Stage, ...] = ("risk", "matching", "settlement", "api")
-ParticipantCommand = (
-    PlaceOrder
-    | CancelOrder
-    | DepositFunds
-    | DepositCapacity
-    | AmendOrder
-    | CancelAllOrders
-    | PlaceBlockOrder
-    | ControlMarket
-)
+ParticipantCommand = Command
+"""Anything a participant, operator or programme administrator may send."""
 
 
 class Runner(Protocol):
@@ -101,7 +90,7 @@ class ExchangeRuntime:
         """Append a command to the commands topic, keyed by its account (or operator)."""
         if self._producer is None:
             self._producer = await self.log.producer()
-        key = command.operator_id if isinstance(command, ControlMarket) else command.account_id
+        key = routing_key(command)
         partition = self.topics.command_partition(key)
         await self._producer.send_and_wait(
             self.topics.commands, partition, encode(command), key.encode()
@@ -132,3 +121,13 @@ class ExchangeRuntime:
             await self._producer.close()
         await self.log.close()
         await self.store.close()
+
+
+def routing_key(command: Command) -> str:
+    """The commands-topic key: the account whose balances the command touches, an operator's
+    id, or `programme:ID` for a voucher programme (its budget lives in one partition)."""
+    if isinstance(command, CreateProgramme | ApproveGrant):
+        return f"programme:{command.programme_id}"
+    if isinstance(command, ControlMarket | ResolveDispute):
+        return command.operator_id
+    return command.account_id

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     pre_open: bool = Field(default=False, validation_alias="CX_PRE_OPEN")
     snapshot_every: int = Field(default=10_000, ge=1, validation_alias="CX_SNAPSHOT_EVERY")
     """Input records per partition between two snapshots of the risk and matching stages."""
+    fees: str = Field(default="", validation_alias="CX_FEES")
+    """Maker and taker fees per resource class in basis points, e.g. `H100-80G:-2:10,CPU:0:5`
+    (a negative maker fee is a rebate)."""
+    bond_bps: int = Field(default=0, ge=0, le=10_000, validation_alias="CX_BOND_BPS")
+    """Providers' delivery bond in basis points of their sell orders' limit price."""
+    delivery_window_minutes: int = Field(
+        default=120, ge=0, validation_alias="CX_DELIVERY_WINDOW_MINUTES"
+    )
+    """How long after a delivery hour metering and disputes are accepted."""
 
     @property
     def embedded_log(self) -> bool:
@@ -58,6 +67,9 @@ class Settings(BaseSettings):
             protection=self.market_protection,
             halt_ms=self.halt_seconds * 1000,
             pre_open=self.pre_open,
+            fees=parse_fees(self.fees),
+            bond_bps=self.bond_bps,
+            delivery_window_ms=self.delivery_window_minutes * 60_000,
         )
 
     def event_store_url(self) -> str:
@@ -65,3 +77,24 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'events.sqlite3').resolve()}"
+
+
+def parse_fees(text: str) -> tuple[tuple[str, int, int], ...]:
+    """`CLASS:MAKER:TAKER,...` as (class, maker bps, taker bps); raises ValueError saying what
+    is wrong."""
+    schedule = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        fields = item.split(":")
+        if len(fields) != 3:
+            raise ValueError(f"fee {item!r} is not CLASS:MAKER_BPS:TAKER_BPS")
+        resource_class, maker, taker = fields
+        try:
+            maker_bps, taker_bps = int(maker), int(taker)
+        except ValueError:
+            raise ValueError(f"fee {item!r}: basis points must be integers") from None
+        if not -10_000 < maker_bps <= 10_000 or not 0 <= taker_bps <= 10_000:
+            raise ValueError(f"fee {item!r}: maker must be in (-10000, 10000], taker in [0, 10000]")
+        if maker_bps < 0 and -maker_bps > taker_bps:
+            raise ValueError(f"fee {item!r}: a maker rebate larger than the taker fee loses money")
+        schedule.append((resource_class, maker_bps, taker_bps))
+    return tuple(schedule)

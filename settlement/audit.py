@@ -23,7 +23,10 @@ from exchange.domain.accounts import Balance
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
     CapacityDeposited,
+    CapacityWithdrawn,
+    DeliverySettled,
     FundsDeposited,
+    FundsWithdrawn,
     OrderAccepted,
     OrderCancelled,
     TradeExecuted,
@@ -87,8 +90,12 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
             report.events += 1
             if isinstance(event, FundsDeposited):
                 cash_deposited += event.amount
+            elif isinstance(event, FundsWithdrawn):
+                cash_deposited -= event.amount
             elif isinstance(event, CapacityDeposited):
                 capacity_deposited[event.symbol] += event.quantity
+            elif isinstance(event, CapacityWithdrawn | DeliverySettled):
+                capacity_deposited[event.symbol] -= event.quantity
             elif isinstance(event, OrderAccepted):
                 orders[event.order_id] = _Order(position, event)
             elif isinstance(event, TradeExecuted):
@@ -249,11 +256,24 @@ def _check_conservation(
 ) -> None:
     accounts = state.accounts
     cash = sum(b.available + b.held for b in accounts.cash.values())
-    if cash != cash_deposited:
+    # Money inside the exchange: participants' cash, bonds, escrow and the platform's fees.
+    inside = cash + sum(
+        amount
+        for name, amount in accounts.ledger.items()
+        if name.startswith(("bond:", "escrow:")) or name in ("fees", "rebates")
+    )
+    # What voucher programmes paid in: their pledges less what they still hold.
+    drawn = -sum(
+        amount
+        for name, amount in accounts.ledger.items()
+        if name.startswith(("pledge:", "budget:", "grant:", "reserved:"))
+    )
+    if inside != cash_deposited + drawn:
         found.append(
             Discrepancy(
                 "cash-not-conserved",
-                f"accounts hold {cash} fen in all, {cash_deposited} were deposited",
+                f"the exchange holds {inside} fen in all; {cash_deposited} were deposited net "
+                f"of withdrawals and voucher programmes paid {drawn}",
             )
         )
     totals: dict[str, int] = defaultdict(int)
@@ -267,7 +287,8 @@ def _check_conservation(
                 Discrepancy(
                     "capacity-not-conserved",
                     f"{symbol}: {totals[symbol]} units are held, available or bought; "
-                    f"{capacity_deposited[symbol]} were deposited",
+                    f"{capacity_deposited[symbol]} were deposited net of withdrawals and "
+                    "deliveries",
                 )
             )
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Integer,
     Table,
     Text,
     bindparam,
@@ -28,12 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
-    AmendRejected,
-    AmendRequested,
     AnyEvent,
     BlockAccepted,
-    CapacityDeposited,
-    FundsDeposited,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -96,6 +93,28 @@ orders = Table(
     Column("updated_ts", BigInteger, nullable=False),
     Index("orders_account_idx", "account_id", "created_ts"),
 )
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("entry_id", Text, primary_key=True),
+    Column("leg", Integer, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("account", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Index("journal_account_idx", "account", "position"),
+)
+"""Every leg of every balanced journal entry, with the position of the event that caused it."""
+
+ledger_balances = Table(
+    "ledger_balances",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+)
+"""Ledger accounts other than participants' cash and held: bonds, escrow, fees, programmes."""
 
 checkpoints = Table(
     "checkpoints",
@@ -181,7 +200,7 @@ class LedgerProjection:
 
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        self.state = ExchangeState(catalogue)
+        self.state = ExchangeState(catalogue, journal=True)
         self.snapshot_due = False
         self._since_snapshot = 0
         self._decoded: dict[str, AnyEvent] = {}
@@ -199,6 +218,9 @@ class LedgerProjection:
             if saved is None
             else ExchangeState.restore(self.catalogue, saved.data)
         )
+        # The journal holds only entries not yet written: those of events already stored
+        # were written with them.
+        state.accounts.journal = None
         if saved is not None and state.state_hash() != saved.state_hash:
             raise RuntimeError(f"settlement snapshot at {saved.input_offset} fails its hash")
         after = state.position
@@ -206,6 +228,7 @@ class LedgerProjection:
             for stored in batch:
                 state.apply(stored)
             after = batch[-1].position
+        state.accounts.journal = []
         self.state = state
         self._since_snapshot = 0
         self.snapshot_due = False
@@ -228,50 +251,54 @@ class LedgerProjection:
 
     async def __call__(self, connection: AsyncConnection, events: Sequence[StoredEvent]) -> None:
         """Apply newly stored events and write the rows they change."""
-        dirty_cash: set[str] = set()
-        dirty_capacity: set[tuple[str, str]] = set()
-        dirty_positions: set[tuple[str, str]] = set()
+        dirty: set[str] = set()
+        dirty_holdings: set[tuple[str, str]] = set()
         new_orders: list[dict[str, Any]] = []
         rejected_orders: list[dict[str, Any]] = []
         new_trades: list[dict[str, Any]] = []
         fills: list[dict[str, Any]] = []
         cancels: list[dict[str, Any]] = []
         resizes: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
+        journal_entries = self.accounts.journal
+        assert journal_entries is not None
         before = self.state.position
         for stored in events:
             prior = self.accounts.open_orders.get(str(stored.data.get("order_id")))
             prior_state = None if prior is None else (prior.price, prior.remaining)
             prior_hours = () if prior is None else prior.hours
             decoded = self._decoded.get(stored.event_id)
+            journalled = len(journal_entries)
             if decoded is None:
                 event = self.state.apply(stored)
             else:
                 event = decoded
                 self.state.apply_event(event, stored.position)
-            if isinstance(event, FundsDeposited):
-                dirty_cash.add(event.account_id)
-            elif isinstance(event, CapacityDeposited):
-                dirty_capacity.add((event.account_id, event.symbol))
-            elif isinstance(event, OrderAccepted):
-                if event.side == "buy":
-                    dirty_cash.add(event.account_id)
-                else:
-                    dirty_capacity.add((event.account_id, event.symbol))
+            for entry in journal_entries[journalled:]:
+                for leg, (account, amount) in enumerate(entry.legs):
+                    entries.append(
+                        {
+                            "entry_id": entry.entry_id,
+                            "leg": leg,
+                            "position": stored.position,
+                            "kind": entry.kind,
+                            "ts": entry.ts,
+                            "account": account,
+                            "amount": amount,
+                        }
+                    )
+            _touched(event, prior_hours, dirty, dirty_holdings)
+            if isinstance(event, OrderAccepted):
                 new_orders.append(_order_row(event, "open", None))
             elif isinstance(event, OrderRejected):
                 rejected_orders.append(_order_row(event, "rejected", event.reason.value))
             elif isinstance(event, TradeExecuted):
-                dirty_cash.update((event.buyer_id, event.seller_id))
-                dirty_capacity.add((event.seller_id, event.symbol))
-                dirty_positions.add((event.buyer_id, event.symbol))
                 new_trades.append(_trade_row(event, stored.position))
                 for order_id in (event.buy_order_id, event.sell_order_id):
                     fills.append(
                         {"b_order_id": order_id, "b_quantity": event.quantity, "b_ts": event.ts}
                     )
             elif isinstance(event, BlockAccepted):
-                dirty_cash.add(event.account_id)
-                dirty_capacity.update((event.account_id, s) for s in event.symbols)
                 new_orders.append(
                     {
                         "order_id": event.order_id,
@@ -288,34 +315,24 @@ class LedgerProjection:
                         "updated_ts": event.ts,
                     }
                 )
-            elif isinstance(event, AmendRequested | OrderAmended | AmendRejected | OrderReduced):
-                dirty_cash.add(event.account_id)
-                if event.symbol is not None:
-                    dirty_capacity.add((event.account_id, event.symbol))
-                if isinstance(event, OrderAmended | OrderReduced) and prior_state is not None:
-                    price, remaining = prior_state
-                    if isinstance(event, OrderAmended):
-                        price = event.price
-                    resizes.append(
-                        {
-                            "b_order_id": event.order_id,
-                            "b_price": price,
-                            "b_delta": event.remaining - remaining,
-                            "b_ts": event.ts,
-                        }
-                    )
+            elif isinstance(event, OrderAmended | OrderReduced) and prior_state is not None:
+                price, remaining = prior_state
+                if isinstance(event, OrderAmended):
+                    price = event.price
+                resizes.append(
+                    {
+                        "b_order_id": event.order_id,
+                        "b_price": price,
+                        "b_delta": event.remaining - remaining,
+                        "b_ts": event.ts,
+                    }
+                )
             elif isinstance(event, OrderCancelled):
-                if event.side == "buy":
-                    dirty_cash.add(event.account_id)
-                elif prior_hours:
-                    # A sell block's capacity is held per hour; its `symbol` is the family.
-                    dirty_capacity.update((event.account_id, s) for s in prior_hours)
-                else:
-                    dirty_capacity.add((event.account_id, event.symbol))
                 cancels.append(
                     {"b_order_id": event.order_id, "b_reason": event.reason.value, "b_ts": event.ts}
                 )
-        await self._write(connection, dirty_cash, dirty_capacity, dirty_positions)
+        del journal_entries[:]
+        await self._write(connection, dirty, dirty_holdings, entries)
         if new_orders:
             # An id refused before (say for want of funds) may be accepted on a retry: the
             # acceptance replaces the rejected row.
@@ -344,9 +361,9 @@ class LedgerProjection:
     async def _write(
         self,
         connection: AsyncConnection,
-        cash: Iterable[str],
-        capacity: Iterable[tuple[str, str]],
-        held_positions: Iterable[tuple[str, str]],
+        accounts_touched: Iterable[str],
+        holdings: Iterable[tuple[str, str]],
+        entries: list[dict[str, Any]],
     ) -> None:
         accounts = self.accounts
         await _upsert(
@@ -355,8 +372,8 @@ class LedgerProjection:
             ("account_id",),
             [
                 {"account_id": a, "available": b.available, "held": b.held}
-                for a in sorted(cash)
-                for b in (accounts.cash_of(a),)
+                for a in sorted(accounts_touched)
+                if (b := accounts.cash.get(a)) is not None
             ],
         )
         await _upsert(
@@ -365,8 +382,8 @@ class LedgerProjection:
             ("account_id", "symbol"),
             [
                 {"account_id": a, "symbol": s, "available": b.available, "held": b.held}
-                for a, s in sorted(capacity)
-                for b in (accounts.capacity_of(a, s),)
+                for a, s in sorted(holdings)
+                if (b := accounts.capacity.get((a, s))) is not None
             ],
         )
         await _upsert(
@@ -374,15 +391,50 @@ class LedgerProjection:
             positions,
             ("account_id", "symbol"),
             [
-                {"account_id": a, "symbol": s, "quantity": accounts.positions.get((a, s), 0)}
-                for a, s in sorted(held_positions)
+                {"account_id": a, "symbol": s, "quantity": accounts.positions[(a, s)]}
+                for a, s in sorted(holdings)
+                if (a, s) in accounts.positions
             ],
         )
+        if entries:
+            await connection.execute(_insert(connection, journal), entries)
+            ledger = accounts.ledger
+            touched = sorted(
+                {e["account"] for e in entries if not e["account"].startswith(("cash:", "held:"))}
+            )
+            await _upsert(
+                connection,
+                ledger_balances,
+                ("account",),
+                [{"account": name, "balance": ledger.get(name, 0)} for name in touched],
+            )
 
     def snapshot_taken(self) -> None:
         """The runner stored `snapshot()` after the batch committed."""
         self._since_snapshot = 0
         self.snapshot_due = False
+
+
+def _touched(
+    event: AnyEvent,
+    prior_hours: tuple[str, ...],
+    accounts: set[str],
+    holdings: set[tuple[str, str]],
+) -> None:
+    """Mark the accounts and (account, contract) holdings an event may have changed."""
+    involved = [
+        value
+        for name in ("account_id", "buyer_id", "seller_id", "provider_id")
+        if isinstance(value := getattr(event, name, None), str)
+    ]
+    accounts.update(involved)
+    symbols: list[str] = list(prior_hours)
+    symbol = getattr(event, "symbol", None)
+    if isinstance(symbol, str):
+        symbols.append(symbol)
+    if isinstance(event, BlockAccepted):
+        symbols.extend(event.symbols)
+    holdings.update((account, s) for account in involved for s in symbols)
 
 
 def _order_row(

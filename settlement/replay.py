@@ -19,18 +19,8 @@ from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, to_utc_ms
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
-    AmendRejected,
-    AmendRequested,
     AnyEvent,
-    BlockAccepted,
-    CapacityDeposited,
     EventStamp,
-    FundsDeposited,
-    OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderReduced,
-    TradeExecuted,
     event_from_dict,
 )
 from settlement.store import EventStore, StoredEvent
@@ -41,9 +31,9 @@ READ_BATCH = 5000
 class ExchangeState:
     """Accounts and books as of the last event applied."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, *, journal: bool = False) -> None:
         self.catalogue = catalogue
-        self.accounts = Accounts()
+        self.accounts = Accounts(catalogue.rules, journal=journal)
         self.market = MarketStage(catalogue)
         self.position = 0
         self.ts: int | None = None
@@ -57,24 +47,7 @@ class ExchangeState:
 
     def apply_event(self, event: AnyEvent, position: int) -> None:
         """Fold one decoded event stored at `position`."""
-        if isinstance(event, FundsDeposited | CapacityDeposited):
-            self.accounts.apply_deposit(event)
-        elif isinstance(event, OrderAccepted):
-            self.accounts.hold(event)
-        elif isinstance(event, TradeExecuted):
-            self.accounts.apply_trade(event)
-        elif isinstance(event, OrderCancelled):
-            self.accounts.release(event)
-        elif isinstance(event, BlockAccepted):
-            self.accounts.hold_block(event)
-        elif isinstance(event, AmendRequested):
-            self.accounts.hold_for_amend(event)
-        elif isinstance(event, OrderAmended):
-            self.accounts.apply_amended(event)
-        elif isinstance(event, AmendRejected):
-            self.accounts.release_amend(event)
-        elif isinstance(event, OrderReduced):
-            self.accounts.apply_reduced(event)
+        self.accounts.apply(event)
         # The matching stage's inputs rebuild the books; its outputs are already stored, so
         # what it says again here is dropped.
         self.market.handle(event, EventStamp("replay", 0, position, event.ts))
@@ -108,7 +81,7 @@ class ExchangeState:
     def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> ExchangeState:
         """The state a snapshot describes."""
         state = cls(catalogue)
-        state.accounts = Accounts.restore(data["accounts"])
+        state.accounts = Accounts.restore(data["accounts"], catalogue.rules)
         state.market = MarketStage.restore(catalogue, data["market"])
         state.position = data["position"]
         state.ts = data["ts"]

@@ -101,9 +101,9 @@ def digest(accounts: Accounts) -> str:
 def test_deposits_credit_available() -> None:
     accounts = Accounts()
 
-    accounts.apply_deposit(funds("a1", 10_000))
-    accounts.apply_deposit(funds("a1", 250))
-    accounts.apply_deposit(capacity("p1", 8))
+    accounts.apply(funds("a1", 10_000))
+    accounts.apply(funds("a1", 250))
+    accounts.apply(capacity("p1", 8))
 
     assert accounts.cash == {"a1": Balance(10_250, 0)}
     assert accounts.capacity == {("p1", SYM): Balance(8, 0)}
@@ -111,9 +111,9 @@ def test_deposits_credit_available() -> None:
 
 def test_buy_holds_price_times_quantity() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 10_000))
+    accounts.apply(funds("a1", 10_000))
 
-    accounts.hold(accepted("b1", "a1", "buy", 120, 5))
+    accounts.apply(accepted("b1", "a1", "buy", 120, 5))
 
     assert accounts.cash["a1"] == Balance(available=9_400, held=600)
     assert accounts.open_orders == {"b1": OpenOrder("b1", "a1", SYM, "buy", 120, 5)}
@@ -121,9 +121,9 @@ def test_buy_holds_price_times_quantity() -> None:
 
 def test_sell_holds_quantity_of_capacity() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(capacity("p1", 10))
+    accounts.apply(capacity("p1", 10))
 
-    accounts.hold(accepted("s1", "p1", "sell", 100, 3))
+    accounts.apply(accepted("s1", "p1", "sell", 100, 3))
 
     assert accounts.capacity[("p1", SYM)] == Balance(available=7, held=3)
     assert accounts.open_orders["s1"] == OpenOrder("s1", "p1", SYM, "sell", 100, 3)
@@ -131,8 +131,8 @@ def test_sell_holds_quantity_of_capacity() -> None:
 
 def test_shortfall_is_what_the_order_lacks() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 1_000))
-    accounts.apply_deposit(capacity("p1", 2))
+    accounts.apply(funds("a1", 1_000))
+    accounts.apply(capacity("p1", 2))
 
     assert accounts.shortfall("a1", SYM, "buy", 100, 10) == 0
     assert accounts.shortfall("a1", SYM, "buy", 110, 10) == 100
@@ -143,34 +143,37 @@ def test_shortfall_is_what_the_order_lacks() -> None:
 
 def test_trade_at_a_better_price_returns_the_difference_to_the_buyer() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 10_000))
-    accounts.apply_deposit(capacity("p1", 10))
+    accounts.apply(funds("a1", 10_000))
+    accounts.apply(capacity("p1", 10))
     buy, sell = accepted("b1", "a1", "buy", 120, 5), accepted("s1", "p1", "sell", 100, 5)
-    accounts.hold(buy)
-    accounts.hold(sell)
+    accounts.apply(buy)
+    accounts.apply(sell)
 
-    accounts.apply_trade(trade(buy, sell, price=100, quantity=5))
+    accounts.apply(trade(buy, sell, price=100, quantity=5))
 
     # Held 600 at the limit of 120; paid 500 at 100; the 100 difference comes back.
     assert accounts.cash["a1"] == Balance(available=9_500, held=0)
-    assert accounts.cash["p1"] == Balance(available=500, held=0)
+    # The provider is paid at delivery: until then the payment waits in escrow.
+    assert "p1" not in accounts.cash
+    assert accounts.ledger == {f"escrow:{SYM}": 500, "external": -10_000}
     assert accounts.capacity[("p1", SYM)] == Balance(available=5, held=0)
     assert accounts.positions == {("a1", SYM): 5}
     assert accounts.open_orders == {}
 
 
-def test_seller_receives_price_times_quantity_and_its_held_capacity_drops() -> None:
+def test_a_provider_sale_escrows_price_times_quantity_and_its_held_capacity_drops() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 10_000))
-    accounts.apply_deposit(funds("p1", 7))
-    accounts.apply_deposit(capacity("p1", 10))
+    accounts.apply(funds("a1", 10_000))
+    accounts.apply(funds("p1", 7))
+    accounts.apply(capacity("p1", 10))
     buy, sell = accepted("b1", "a1", "buy", 130, 4), accepted("s1", "p1", "sell", 110, 6)
-    accounts.hold(buy)
-    accounts.hold(sell)
+    accounts.apply(buy)
+    accounts.apply(sell)
 
-    accounts.apply_trade(trade(buy, sell, price=120, quantity=4))
+    accounts.apply(trade(buy, sell, price=120, quantity=4))
 
-    assert accounts.cash["p1"] == Balance(available=7 + 480, held=0)
+    assert accounts.cash["p1"] == Balance(available=7, held=0)
+    assert accounts.ledger[f"escrow:{SYM}"] == 480
     assert accounts.capacity[("p1", SYM)] == Balance(available=4, held=2)
     assert accounts.open_orders["s1"].remaining == 2
     assert accounts.cash["a1"] == Balance(available=10_000 - 480, held=0)
@@ -179,45 +182,44 @@ def test_seller_receives_price_times_quantity_and_its_held_capacity_drops() -> N
 
 def test_buyer_position_grows_with_each_trade() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 100_000))
-    accounts.apply_deposit(capacity("p1", 10))
-    accounts.apply_deposit(capacity("p2", 10))
+    accounts.apply(funds("a1", 100_000))
+    accounts.apply(capacity("p1", 10))
+    accounts.apply(capacity("p2", 10))
     buy = accepted("b1", "a1", "buy", 200, 9)
     s1, s2 = accepted("s1", "p1", "sell", 150, 4), accepted("s2", "p2", "sell", 180, 5)
     for order in (buy, s1, s2):
-        accounts.hold(order)
+        accounts.apply(order)
 
-    accounts.apply_trade(trade(buy, s1, price=150, quantity=4))
+    accounts.apply(trade(buy, s1, price=150, quantity=4))
     assert accounts.positions == {("a1", SYM): 4}
-    accounts.apply_trade(trade(buy, s2, price=180, quantity=5))
+    accounts.apply(trade(buy, s2, price=180, quantity=5))
 
     assert accounts.positions == {("a1", SYM): 9}
     assert accounts.cash["a1"] == Balance(available=100_000 - 600 - 900, held=0)
-    assert accounts.cash["p1"].available == 600
-    assert accounts.cash["p2"].available == 900
+    assert accounts.ledger[f"escrow:{SYM}"] == 600 + 900
 
 
 def test_partial_fills_then_cancel_release_exactly_the_remainder() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 5_000))
-    accounts.apply_deposit(capacity("p1", 10))
+    accounts.apply(funds("a1", 5_000))
+    accounts.apply(capacity("p1", 10))
     buy, sell = accepted("b1", "a1", "buy", 120, 10), accepted("s1", "p1", "sell", 100, 10)
-    accounts.hold(buy)
-    accounts.hold(sell)
+    accounts.apply(buy)
+    accounts.apply(sell)
     assert accounts.cash["a1"] == Balance(available=3_800, held=1_200)
 
-    accounts.apply_trade(trade(buy, sell, price=110, quantity=3))
+    accounts.apply(trade(buy, sell, price=110, quantity=3))
     assert accounts.cash["a1"] == Balance(available=3_830, held=840)
-    accounts.apply_trade(trade(buy, sell, price=120, quantity=2))
+    accounts.apply(trade(buy, sell, price=120, quantity=2))
     assert accounts.cash["a1"] == Balance(available=3_830, held=600)
     assert accounts.open_orders["b1"].remaining == 5
     assert accounts.open_orders["s1"].remaining == 5
 
-    accounts.release(cancelled(buy, remaining=5))
-    accounts.release(cancelled(sell, remaining=5))
+    accounts.apply(cancelled(buy, remaining=5))
+    accounts.apply(cancelled(sell, remaining=5))
 
     assert accounts.cash["a1"] == Balance(available=5_000 - 330 - 240, held=0)
-    assert accounts.cash["p1"] == Balance(available=570, held=0)
+    assert accounts.ledger[f"escrow:{SYM}"] == 570
     assert accounts.capacity[("p1", SYM)] == Balance(available=5, held=0)
     assert accounts.positions == {("a1", SYM): 5}
     assert accounts.open_orders == {}
@@ -225,11 +227,11 @@ def test_partial_fills_then_cancel_release_exactly_the_remainder() -> None:
 
 def test_release_of_an_untracked_order_changes_nothing() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 1_000))
-    accounts.hold(accepted("b1", "a1", "buy", 100, 4))
+    accounts.apply(funds("a1", 1_000))
+    accounts.apply(accepted("b1", "a1", "buy", 100, 4))
     before = digest(accounts)
 
-    accounts.release(cancelled(accepted("zz", "a1", "buy", 100, 4), remaining=4))
+    accounts.apply(cancelled(accepted("zz", "a1", "buy", 100, 4), remaining=4))
 
     assert digest(accounts) == before
     assert accounts.cash["a1"] == Balance(available=600, held=400)
@@ -237,12 +239,12 @@ def test_release_of_an_untracked_order_changes_nothing() -> None:
 
 def test_apply_trade_ignores_the_side_this_instance_does_not_track() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 1_000))
+    accounts.apply(funds("a1", 1_000))
     buy = accepted("b1", "a1", "buy", 100, 4)
-    accounts.hold(buy)
+    accounts.apply(buy)
     foreign_sell = accepted("s9", "p9", "sell", 90, 4)
 
-    accounts.apply_trade(trade(buy, foreign_sell, price=90, quantity=4))
+    accounts.apply(trade(buy, foreign_sell, price=90, quantity=4))
 
     assert accounts.cash == {"a1": Balance(available=640, held=0)}
     assert accounts.capacity == {}
@@ -251,11 +253,11 @@ def test_apply_trade_ignores_the_side_this_instance_does_not_track() -> None:
 
 def test_apply_trade_of_two_untracked_orders_changes_nothing() -> None:
     accounts = Accounts()
-    accounts.apply_deposit(funds("a1", 1_000))
-    accounts.apply_deposit(capacity("p1", 3))
+    accounts.apply(funds("a1", 1_000))
+    accounts.apply(capacity("p1", 3))
     before = digest(accounts)
 
-    accounts.apply_trade(
+    accounts.apply(
         trade(accepted("b9", "a1", "buy", 100, 1), accepted("s9", "p1", "sell", 100, 1), 100, 1)
     )
 
@@ -277,13 +279,13 @@ def test_digest_does_not_depend_on_insertion_order() -> None:
     ]
 
     for deposit in deposits:
-        first.apply_deposit(deposit)
+        first.apply(deposit)
     for order in orders:
-        first.hold(order)
+        first.apply(order)
     for deposit in reversed(deposits):
-        second.apply_deposit(deposit)
+        second.apply(deposit)
     for order in reversed(orders):
-        second.hold(order)
+        second.apply(order)
 
     assert list(first.cash) != list(second.cash)
     assert digest(first) == digest(second)
@@ -291,8 +293,8 @@ def test_digest_does_not_depend_on_insertion_order() -> None:
 
 def test_digest_differs_when_state_differs() -> None:
     first, second = Accounts(), Accounts()
-    first.apply_deposit(funds("a1", 1_000))
-    second.apply_deposit(funds("a1", 1_001))
+    first.apply(funds("a1", 1_000))
+    second.apply(funds("a1", 1_001))
 
     assert digest(first) != digest(second)
     assert digest(Accounts()) == hashlib.sha256().hexdigest()
@@ -313,7 +315,7 @@ class Conservation(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(ACCOUNTS), amount=st.integers(1, 100_000))
     def deposit_funds(self, account: str, amount: int) -> None:
-        self.accounts.apply_deposit(funds(account, amount))
+        self.accounts.apply(funds(account, amount))
         self.cash_deposited += amount
 
     @rule(
@@ -322,7 +324,7 @@ class Conservation(RuleBasedStateMachine):
         quantity=st.integers(1, 50),
     )
     def deposit_capacity(self, account: str, symbol: str, quantity: int) -> None:
-        self.accounts.apply_deposit(capacity(account, quantity, symbol))
+        self.accounts.apply(capacity(account, quantity, symbol))
         self.capacity_deposited[symbol] += quantity
 
     @rule(
@@ -337,7 +339,7 @@ class Conservation(RuleBasedStateMachine):
         if self.accounts.shortfall(account, symbol, side, price, quantity):
             return
         self.next_id += 1
-        self.accounts.hold(accepted(f"o{self.next_id}", account, side, price, quantity, symbol))
+        self.accounts.apply(accepted(f"o{self.next_id}", account, side, price, quantity, symbol))
 
     def _crossing(self) -> list[tuple[OpenOrder, OpenOrder]]:
         orders = sorted(self.accounts.open_orders.values(), key=lambda o: o.order_id)
@@ -355,19 +357,21 @@ class Conservation(RuleBasedStateMachine):
         buy, sell = data.draw(st.sampled_from(self._crossing()))
         price = data.draw(st.integers(sell.price, buy.price))
         quantity = data.draw(st.integers(1, min(buy.remaining, sell.remaining)))
-        self.accounts.apply_trade(trade(buy, sell, price, quantity))
+        self.accounts.apply(trade(buy, sell, price, quantity))
 
     @precondition(lambda self: bool(self.accounts.open_orders))
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         order = data.draw(st.sampled_from(sorted(self.accounts.open_orders)))
         open_order = self.accounts.open_orders[order]
-        self.accounts.release(cancelled(open_order, open_order.remaining))
+        self.accounts.apply(cancelled(open_order, open_order.remaining))
 
     @invariant()
     def cash_is_conserved(self) -> None:
         total = sum(b.available + b.held for b in self.accounts.cash.values())
-        assert total == self.cash_deposited
+        escrowed = sum(v for name, v in self.accounts.ledger.items() if name.startswith("escrow:"))
+        assert total + escrowed == self.cash_deposited
+        assert self.accounts.trial_balance() == 0
 
     @invariant()
     def capacity_is_conserved(self) -> None:

@@ -1,42 +1,78 @@
-"""Cash, capacity, positions and holds: the one place the money rules live.
+"""Cash, capacity, entitlements, holds, bonds, escrow, fees and vouchers: the money rules.
 
 The risk stage uses these rules to decide what may trade; settlement applies the same rules to
-the same events to keep its ledger projection, so the two can never disagree on arithmetic.
+the same events to keep its ledger, and the API to keep private balance streams, so none of
+them can disagree on arithmetic. Every cash movement is one balanced journal entry over named
+ledger accounts (see docs/MONEY.md):
 
-Rules, all in integer fen and units:
-- A buy order holds price x quantity of the buyer's cash; a sell order holds quantity of the
-  seller's capacity in that contract.
-- A trade of q at p against a buy order limited at P releases P x q of the buyer's hold, pays
-  p x q to the seller and returns (P - p) x q to the buyer; it moves q units of the seller's held
-  capacity into the buyer's position (the entitlement to receive the compute).
-- A cancel releases what is still held for the order's unfilled remainder.
-- An amend that needs more (a buy's higher price x quantity, a sell's larger quantity) holds the
-  difference up front (`extra`); when matching amends the order its hold becomes exactly the
-  new price x open quantity (or open quantity) and the extra is settled; a refused amend
-  returns its extra. Self-trade prevention's decrement releases what it took off.
+    cash:A        what account A may use now        held:A     held for A's open orders
+    bond:A        A's delivery bond behind sold, undelivered capacity
+    escrow:S      buyers' payments for contract S, waiting for delivery
+    fees          platform fee income                rebates    maker rebates paid out
+    external      money outside the exchange (deposits come from it, withdrawals go to it)
+    pledge:P      the issuer's pledge of programme P's budget (negative)
+    budget:P      programme P's budget not yet granted
+    grant:P:A     what P granted A and A has not reserved
+    reserved:P:A  voucher funds reserved for A's open orders
+
+All amounts are integer fen; quantities integer units. Rules:
+- A buy holds limit price x quantity plus the most its fee could be; a trade of q at p pays
+  p x q into the contract's escrow and the buyer's fee to the platform, and returns the rest of
+  what it held for q. A buy with a voucher also reserves the voucher part from its grant at
+  acceptance; each fill pays from the reservation the least of the programme's rate of the
+  amount filled so far (less what earlier fills used) and what is still reserved, unless the
+  seller is a related party, and that much returns to the buyer. The rest of a reservation
+  returns to the grant when the order ends.
+- A sell is backed by deposited capacity (a provider) or by an entitlement bought earlier
+  (resale), and holds that. A provider's sell also holds a delivery bond from its cash; a trade
+  moves the bond behind the units sold, and the payment stays in escrow until delivery. A
+  resale is paid at once out of escrow, less the seller's fee, and gives back the voucher part
+  of the entitlement it sold (clawback).
+- Delivery settles each obligation: the provider receives the delivered share of the escrow
+  less its fee and its bond back less the penalty; the buyer receives the undelivered share of
+  the escrow and the penalty, less the voucher part of what was refunded (clawed back to the
+  grant). Positions fall by what was owed.
+- An amend that needs more holds the difference up front (`extra`); when matching amends the
+  order its hold becomes exactly the new one and the extra is settled; a refused amend returns
+  its extra. Self-trade prevention's decrement releases what it took off.
 - A block holds average price x quantity x hours of cash (buy) or quantity of capacity in each
   of its hours (sell); its trades settle per hour like any order's.
+
+Each risk partition owns some accounts (and programmes): `owns` says which, and an instance
+applies only the legs of entries it owns. Settlement owns everything and keeps the journal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from exchange.domain.catalogue import MarketRules, family_of
 from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
     BlockAccepted,
     CapacityDeposited,
+    CapacityWithdrawn,
+    DeliverySettled,
+    Event,
     FundsDeposited,
+    FundsWithdrawn,
+    GrantApproved,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
     OrderReduced,
+    ProgrammeCreated,
     Side,
     TradeExecuted,
 )
+
+Owns = Callable[[str], bool]
+"""Whether this instance keeps the balances of an account (or `programme:ID`)."""
+
+BPS = 10_000
 
 
 def _everyone(_: str) -> bool:
@@ -59,6 +95,19 @@ class Balance:
 
 
 @dataclass(slots=True)
+class VoucherUse:
+    """A buy order's voucher: what is still reserved for it and what its fills used."""
+
+    programme_id: str
+    rate_bps: int
+    reserved: int
+    used: int = 0
+    filled: int = 0
+    """Gross amount (fen) filled so far: the rate applies to it cumulatively, so rounding
+    never gives more than the rate of the total."""
+
+
+@dataclass(slots=True)
 class OpenOrder:
     """An accepted order that is not finished, with what is still held for it."""
 
@@ -72,16 +121,132 @@ class OpenOrder:
     """Held on top of the order's own hold for amends not yet decided by matching."""
     hours: tuple[str, ...] = ()
     """A block order's contracts (its `symbol` is then the family, `remaining` the total)."""
+    backing: str = "capacity"
+    bond_per_unit: int = 0
+    voucher: VoucherUse | None = None
+
+
+@dataclass(slots=True)
+class Programme:
+    """A compute-voucher programme, kept by the partition that owns `programme:ID`."""
+
+    programme_id: str
+    issuer: str
+    budget: int
+    rate_bps: int
+    cap_per_contract: int
+    cap_per_enterprise: int
+    classes: list[str]
+    regions: list[str]
+    kinds: list[str]
+    cities: list[str]
+    valid_from: int
+    valid_until: int
+    unallocated: int
+    granted: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Grant:
+    """What a programme granted one enterprise, with the programme's rules."""
+
+    programme_id: str
+    account_id: str
+    limit: int
+    remaining: int
+    """Granted and not reserved."""
+    rate_bps: int
+    cap_per_contract: int
+    classes: list[str]
+    regions: list[str]
+    valid_from: int
+    valid_until: int
+    related: list[str]
+    reserved: int = 0
+    committed: int = 0
+    clawed_back: int = 0
+
+    def eligible(self, symbol: str, ts: int) -> str:
+        """Why an order in `symbol` at log time `ts` cannot use this grant ("" if it can)."""
+        resource_class, region = family_of(symbol).split(".", 1)
+        if not self.valid_from <= ts < self.valid_until:
+            return f"programme {self.programme_id} is not valid at this time"
+        if self.classes and resource_class not in self.classes:
+            return f"programme {self.programme_id} does not cover {resource_class}"
+        if self.regions and region not in self.regions:
+            return f"programme {self.programme_id} does not cover region {region}"
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One balanced movement of money: legs of (ledger account, amount) summing to zero."""
+
+    entry_id: str
+    kind: str
+    ts: int
+    legs: tuple[tuple[str, int], ...]
+
+
+def _owner(ledger_account: str) -> str | None:
+    """The account (or `programme:ID`) a ledger account belongs to; None for the exchange's."""
+    kind, _, rest = ledger_account.partition(":")
+    if kind in ("cash", "held", "bond"):
+        return rest
+    if kind in ("grant", "reserved"):
+        return rest.split(":", 1)[1]
+    if kind in ("pledge", "budget"):
+        return f"programme:{rest}"
+    return None
+
+
+class Fees:
+    """Maker and taker fees per resource class, in basis points (negative: a rebate)."""
+
+    def __init__(self, rules: MarketRules) -> None:
+        self._rates = {
+            resource_class: (maker, taker) for resource_class, maker, taker in rules.fees
+        }
+
+    def rates(self, symbol: str) -> tuple[int, int]:
+        """(maker, taker) basis points of the contract's class."""
+        return self._rates.get(symbol.split(".", 1)[0], (0, 0))
+
+    def fee(self, symbol: str, amount: int, taker: bool) -> int:
+        """The fee on a trade amount, rounded toward zero (a rebate when negative)."""
+        maker_bps, taker_bps = self.rates(symbol)
+        bps = taker_bps if taker else maker_bps
+        return amount * bps // BPS if bps >= 0 else -(amount * -bps // BPS)
+
+    def most(self, symbol: str, amount: int) -> int:
+        """The most the fees on `amount` can come to (rounded up): what a buy holds for them."""
+        bps = max(0, *self.rates(symbol))
+        return -(-amount * bps // BPS)
 
 
 class Accounts:
-    """Balances of cash (fen) and capacity (units per contract), positions and open orders."""
+    """Every balance the money rules keep, and (when `journal` is on) the journal entries."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: MarketRules | None = None, *, journal: bool = False) -> None:
+        self.rules = rules or MarketRules()
         self.cash: dict[str, Balance] = {}
         self.capacity: dict[tuple[str, str], Balance] = {}
         self.positions: dict[tuple[str, str], int] = {}
+        """Entitlements: units of a contract an account bought and still holds."""
+        self.resale_held: dict[tuple[str, str], int] = {}
+        """Entitlements held for open resale orders."""
+        self.ledger: dict[str, int] = {}
+        """Every ledger account other than cash and held."""
         self.open_orders: dict[str, OpenOrder] = {}
+        self.programmes: dict[str, Programme] = {}
+        self.grants: dict[tuple[str, str], Grant] = {}
+        self.subsidised: dict[tuple[str, str, str], list[int]] = {}
+        """(account, symbol, programme) -> [units, voucher fen] of entitlements bought with a
+        voucher, for clawing the voucher part back when they are refunded or resold."""
+        self.journal: list[JournalEntry] | None = [] if journal else None
+        self.fees = Fees(self.rules)
+
+    # Balances -------------------------------------------------------------------------------
 
     def cash_of(self, account_id: str) -> Balance:
         """The account's cash balance (created empty on first use)."""
@@ -98,13 +263,6 @@ class Accounts:
             balance = self.capacity[key] = Balance()
         return balance
 
-    def apply_deposit(self, event: FundsDeposited | CapacityDeposited) -> None:
-        """Credit a deposit."""
-        if isinstance(event, FundsDeposited):
-            self.cash_of(event.account_id).available += event.amount
-        else:
-            self.capacity_of(event.account_id, event.symbol).available += event.quantity
-
     def available_cash(self, account_id: str) -> int:
         """Cash the account may use now (0 if unseen), without creating a balance."""
         balance = self.cash.get(account_id)
@@ -115,156 +273,485 @@ class Accounts:
         balance = self.capacity.get((account_id, symbol))
         return 0 if balance is None else balance.available
 
+    def available_entitlement(self, account_id: str, symbol: str) -> int:
+        """Entitlement the account may resell now."""
+        key = (account_id, symbol)
+        return self.positions.get(key, 0) - self.resale_held.get(key, 0)
+
+    # Bonds and holds -------------------------------------------------------------------------
+
+    def bond_per_unit(self, price: int) -> int:
+        """The delivery bond behind one unit a provider sells at `price` (rounded up)."""
+        return -(-price * self.rules.bond_bps // BPS)
+
+    def buy_hold(self, symbol: str, price: int, quantity: int) -> int:
+        """What a buy of `quantity` at `price` holds: the amount and the most its fee can be."""
+        amount = price * quantity
+        return amount + self.fees.most(symbol, amount)
+
     def shortfall(self, account_id: str, symbol: str, side: Side, price: int, quantity: int) -> int:
         """How much cash (buy) or capacity (sell) the order lacks; 0 if it can be held."""
         if side == "buy":
-            return max(0, price * quantity - self.available_cash(account_id))
+            return max(0, self.buy_hold(symbol, price, quantity) - self.available_cash(account_id))
         return max(0, quantity - self.available_capacity(account_id, symbol))
 
-    def hold(self, order: OrderAccepted) -> None:
-        """Hold cash or capacity for an accepted order and track it as open."""
+    def own_hold(self, order: OpenOrder, price: int, quantity: int) -> int:
+        """What an order's open quantity holds at `price`: cash (buy) or capacity units (sell)."""
         if order.side == "buy":
-            balance = self.cash_of(order.account_id)
-            amount = order.price * order.quantity
+            return self.buy_hold(order.symbol, price, quantity)
+        return quantity
+
+    # The journal ----------------------------------------------------------------------------
+
+    def _post(
+        self, entry_id: str, kind: str, ts: int, legs: list[tuple[str, int]], owns: Owns | None
+    ) -> None:
+        """Apply a balanced entry's legs that this instance owns, and journal it."""
+        assert sum(amount for _, amount in legs) == 0, (kind, legs)
+        for name, amount in legs:
+            if not amount:
+                continue
+            owner = _owner(name)
+            if owns is not None and (owner is None or not owns(owner)):
+                continue
+            kind_of, _, rest = name.partition(":")
+            if kind_of == "cash":
+                self.cash_of(rest).available += amount
+            elif kind_of == "held":
+                self.cash_of(rest).held += amount
+            else:
+                self.ledger[name] = self.ledger.get(name, 0) + amount
+        if self.journal is not None:
+            kept = tuple((name, amount) for name, amount in legs if amount)
+            if kept:
+                self.journal.append(JournalEntry(entry_id, kind, ts, kept))
+
+    def trial_balance(self) -> int:
+        """The sum of every ledger account: zero when every entry balanced."""
+        participants = sum(b.available + b.held for b in self.cash.values())
+        return participants + sum(self.ledger.values())
+
+    # Applying events ------------------------------------------------------------------------
+
+    def apply(self, event: Event, owns: Owns | None = None) -> None:
+        """Fold any event that moves money, capacity or entitlements (others are ignored)."""
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event, owns)
+
+    def _deposited(self, event: FundsDeposited | CapacityDeposited, owns: Owns | None) -> None:
+        if isinstance(event, FundsDeposited):
+            self._post(
+                event.event_id,
+                "deposit",
+                event.ts,
+                [("external", -event.amount), (f"cash:{event.account_id}", event.amount)],
+                owns,
+            )
+        elif owns is None or owns(event.account_id):
+            self.capacity_of(event.account_id, event.symbol).available += event.quantity
+
+    def _withdrawn(self, event: FundsWithdrawn | CapacityWithdrawn, owns: Owns | None) -> None:
+        if isinstance(event, FundsWithdrawn):
+            self._post(
+                event.event_id,
+                "withdrawal",
+                event.ts,
+                [(f"cash:{event.account_id}", -event.amount), ("external", event.amount)],
+                owns,
+            )
+        elif owns is None or owns(event.account_id):
+            self.capacity_of(event.account_id, event.symbol).available -= event.quantity
+
+    def _accepted(self, order: OrderAccepted, owns: Owns | None) -> None:
+        account = order.account_id
+        if owns is not None and not owns(account):
+            return
+        voucher = None
+        if order.side == "buy":
+            hold = self.buy_hold(order.symbol, order.price, order.quantity)
+            legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
+            if order.voucher is not None:
+                reserved = order.voucher_reserved
+                voucher = VoucherUse(order.voucher, order.voucher_rate_bps, reserved)
+                legs += [
+                    (f"grant:{order.voucher}:{account}", -reserved),
+                    (f"reserved:{order.voucher}:{account}", reserved),
+                ]
+                grant = self.grants.get((order.voucher, account))
+                if grant is not None:
+                    grant.remaining -= reserved
+                    grant.reserved += reserved
+            self._post(order.event_id, "order_hold", order.ts, legs, owns)
+        elif order.backing == "entitlement":
+            key = (account, order.symbol)
+            self.resale_held[key] = self.resale_held.get(key, 0) + order.quantity
         else:
-            balance = self.capacity_of(order.account_id, order.symbol)
-            amount = order.quantity
-        balance.available -= amount
-        balance.held += amount
+            balance = self.capacity_of(account, order.symbol)
+            balance.available -= order.quantity
+            balance.held += order.quantity
+            bond = order.bond_per_unit * order.quantity
+            self._post(
+                order.event_id,
+                "bond_hold",
+                order.ts,
+                [(f"cash:{account}", -bond), (f"held:{account}", bond)],
+                owns,
+            )
         self.open_orders[order.order_id] = OpenOrder(
-            order.order_id, order.account_id, order.symbol, order.side, order.price, order.quantity
+            order.order_id,
+            account,
+            order.symbol,
+            order.side,
+            order.price,
+            order.quantity,
+            backing=order.backing,
+            bond_per_unit=order.bond_per_unit,
+            voucher=voucher,
         )
 
-    def hold_block(self, block: BlockAccepted) -> None:
-        """Hold a block's cash (average price x quantity x hours) or its capacity in each hour."""
+    def _block_accepted(self, block: BlockAccepted, owns: Owns | None) -> None:
+        account = block.account_id
+        if owns is not None and not owns(account):
+            return
         total = block.quantity * len(block.symbols)
         if block.side == "buy":
-            balance = self.cash_of(block.account_id)
-            balance.available -= block.price * total
-            balance.held += block.price * total
+            hold = self.buy_hold(block.symbols[0], block.price, total)
+            self._post(
+                block.event_id,
+                "order_hold",
+                block.ts,
+                [(f"cash:{account}", -hold), (f"held:{account}", hold)],
+                owns,
+            )
         else:
             for symbol in block.symbols:
-                balance = self.capacity_of(block.account_id, symbol)
+                balance = self.capacity_of(account, symbol)
                 balance.available -= block.quantity
                 balance.held += block.quantity
         self.open_orders[block.order_id] = OpenOrder(
-            block.order_id,
-            block.account_id,
-            block.family,
-            block.side,
-            block.price,
-            total,
-            0,
+            block.order_id, account, block.family, block.side, block.price, total, 0,
             tuple(block.symbols),
-        )
+        )  # fmt: skip
 
-    def apply_trade(self, trade: TradeExecuted, owns: Callable[[str], bool] = _everyone) -> None:
-        """Settle the sides of a trade whose orders this instance tracks and whose account it owns.
-
-        A risk stage running several partitions reads the trade once in each partition of the
-        two accounts; `owns` makes each read settle only its own account's side.
-        """
+    def _traded(self, trade: TradeExecuted, owns: Owns | None) -> None:
+        """Settle the sides of a trade whose orders this instance tracks and whose account it
+        owns (a risk stage reads the trade once in each partition of the two accounts)."""
+        amount = trade.price * trade.quantity
+        escrow = f"escrow:{trade.symbol}"
         buy = self.open_orders.get(trade.buy_order_id)
-        if buy is not None and owns(buy.account_id):
-            cash = self.cash_of(buy.account_id)
-            cash.held -= buy.price * trade.quantity
-            cash.available += (buy.price - trade.price) * trade.quantity
-            key = (buy.account_id, trade.symbol)
-            self.positions[key] = self.positions.get(key, 0) + trade.quantity
-            self._reduce(buy, trade.quantity)
+        if buy is not None and (owns is None or owns(buy.account_id)):
+            buyer = buy.account_id
+            # A block's hold was taken at its first hour's fee rate (all hours share a class).
+            symbol = buy.hours[0] if buy.hours else buy.symbol
+            released = self.own_hold(buy, buy.price, buy.remaining) - self.own_hold(
+                buy, buy.price, buy.remaining - trade.quantity
+            )
+            fee = self.fees.fee(symbol, amount, trade.aggressor == "buy")
+            voucher = self._voucher_part(buy, trade, amount)
+            legs = [
+                (f"held:{buyer}", -released),
+                (f"cash:{buyer}", released - amount - fee + voucher),
+                (escrow, amount),
+                *_fee_legs(fee),
+            ]
+            if voucher:
+                assert buy.voucher is not None
+                programme = buy.voucher.programme_id
+                legs.append((f"reserved:{programme}:{buyer}", -voucher))
+                grant = self.grants.get((programme, buyer))
+                if grant is not None:
+                    grant.reserved -= voucher
+                    grant.committed += voucher
+                subsidised = self.subsidised.setdefault((buyer, trade.symbol, programme), [0, 0])
+                subsidised[0] += trade.quantity
+                subsidised[1] += voucher
+            self._post(f"{trade.event_id}/buy", "trade_buy", trade.ts, legs, owns)
+            position = (buyer, trade.symbol)
+            self.positions[position] = self.positions.get(position, 0) + trade.quantity
+            self._reduce(buy, trade.quantity, trade.event_id, trade.ts, owns)
         sell = self.open_orders.get(trade.sell_order_id)
-        if sell is not None and owns(sell.account_id):
-            self.capacity_of(sell.account_id, trade.symbol).held -= trade.quantity
-            self.cash_of(sell.account_id).available += trade.price * trade.quantity
-            self._reduce(sell, trade.quantity)
+        if sell is not None and (owns is None or owns(sell.account_id)):
+            seller = sell.account_id
+            if sell.backing == "entitlement":
+                held_key = (seller, trade.symbol)
+                self.resale_held[held_key] -= trade.quantity
+                self.positions[held_key] -= trade.quantity
+                fee = self.fees.fee(trade.symbol, amount, trade.aggressor == "sell")
+                clawback = self._claw_back(seller, trade.symbol, trade.quantity, amount - fee)
+                legs = [(escrow, -amount), (f"cash:{seller}", amount - fee), *_fee_legs(fee)]
+                legs += [(f"cash:{seller}", -c) for _, c in clawback]
+                legs += [(f"grant:{p}:{seller}", c) for p, c in clawback]
+                self._post(f"{trade.event_id}/sell", "resale", trade.ts, legs, owns)
+            else:
+                self.capacity_of(seller, trade.symbol).held -= trade.quantity
+                bond = sell.bond_per_unit * trade.quantity
+                self._post(
+                    f"{trade.event_id}/sell",
+                    "bond_post",
+                    trade.ts,
+                    [(f"held:{seller}", -bond), (f"bond:{seller}", bond)],
+                    owns,
+                )
+            self._reduce(sell, trade.quantity, trade.event_id, trade.ts, owns)
 
-    def _reduce(self, order: OpenOrder, quantity: int) -> None:
+    def _voucher_part(self, buy: OpenOrder, trade: TradeExecuted, amount: int) -> int:
+        """What the buy's voucher pays of this fill (0: none, or a related party sells)."""
+        use = buy.voucher
+        if use is None:
+            return 0
+        use.filled += amount
+        grant = self.grants.get((use.programme_id, buy.account_id))
+        if grant is not None and trade.seller_id in grant.related:
+            return 0
+        part = min(use.filled * use.rate_bps // BPS - use.used, use.reserved)
+        part = max(0, part)
+        use.used += part
+        use.reserved -= part
+        return part
+
+    def _claw_back(
+        self, account_id: str, symbol: str, units: int, limit: int
+    ) -> list[tuple[str, int]]:
+        """The voucher part of `units` of subsidised entitlement leaving `account_id`, per
+        programme, pro rata to the units bought with it, at most `limit` in all."""
+        clawed: list[tuple[str, int]] = []
+        held = self.positions.get((account_id, symbol), 0) + units
+        for (account, held_symbol, programme), entry in sorted(self.subsidised.items()):
+            if account != account_id or held_symbol != symbol or not entry[0] or not held:
+                continue
+            part = min(entry[1] * units // held, limit)
+            entry[0] -= entry[0] * units // held
+            entry[1] -= part
+            limit -= part
+            if part:
+                clawed.append((programme, part))
+                grant = self.grants.get((programme, account_id))
+                if grant is not None:
+                    grant.committed -= part
+                    grant.clawed_back += part
+                    grant.remaining += part
+        return clawed
+
+    def _reduce(
+        self, order: OpenOrder, quantity: int, ref: str, ts: int, owns: Owns | None
+    ) -> None:
         order.remaining -= quantity
         if not order.remaining:
             del self.open_orders[order.order_id]
-            self._move(order, -order.extra)
+            self._finish(order, f"{ref}/done", ts, owns)
 
-    def _balance(self, order: OpenOrder) -> Balance:
-        if order.side == "buy":
-            return self.cash_of(order.account_id)
-        return self.capacity_of(order.account_id, order.symbol)
+    def _finish(self, order: OpenOrder, ref: str, ts: int, owns: Owns | None) -> None:
+        """Release an ended order's amend extra and the rest of its voucher reservation."""
+        legs: list[tuple[str, int]] = []
+        if order.extra and order.side == "buy":
+            legs += [
+                (f"held:{order.account_id}", -order.extra),
+                (f"cash:{order.account_id}", order.extra),
+            ]
+        elif order.extra:
+            balance = self.capacity_of(order.account_id, order.symbol)
+            balance.held -= order.extra
+            balance.available += order.extra
+        order.extra = 0
+        use = order.voucher
+        if use is not None and use.reserved:
+            programme, account = use.programme_id, order.account_id
+            legs += [
+                (f"reserved:{programme}:{account}", -use.reserved),
+                (f"grant:{programme}:{account}", use.reserved),
+            ]
+            grant = self.grants.get((programme, account))
+            if grant is not None:
+                grant.reserved -= use.reserved
+                grant.remaining += use.reserved
+            use.reserved = 0
+        if legs:
+            self._post(ref, "order_release", ts, legs, owns)
 
-    def _move(self, order: OpenOrder, amount: int) -> None:
+    def _move(self, order: OpenOrder, amount: int, ref: str, ts: int, owns: Owns | None) -> None:
         """Hold `amount` more for an order (release it when negative)."""
-        if amount:
-            balance = self._balance(order)
+        if not amount:
+            return
+        if order.side == "buy":
+            account = order.account_id
+            self._post(
+                ref,
+                "order_hold",
+                ts,
+                [(f"cash:{account}", -amount), (f"held:{account}", amount)],
+                owns,
+            )
+        else:
+            balance = self.capacity_of(order.account_id, order.symbol)
             balance.available -= amount
             balance.held += amount
 
-    @staticmethod
-    def own_hold(side: Side, price: int, quantity: int) -> int:
-        """What an order's open quantity holds: cash (buy) or capacity units (sell)."""
-        return price * quantity if side == "buy" else quantity
-
-    def hold_for_amend(self, amend: AmendRequested) -> None:
-        """Hold an amend's extra cash or capacity until matching decides it."""
+    def _amend_requested(self, amend: AmendRequested, owns: Owns | None) -> None:
         order = self.open_orders.get(amend.order_id)
         if order is not None and amend.extra_hold:
-            self._move(order, amend.extra_hold)
+            self._move(order, amend.extra_hold, amend.event_id, amend.ts, owns)
             order.extra += amend.extra_hold
 
-    def apply_amended(self, amended: OrderAmended) -> None:
+    def _amended(self, amended: OrderAmended, owns: Owns | None) -> None:
         """An order's new price and open quantity: its hold becomes theirs, the extra returns."""
         order = self.open_orders.get(amended.order_id)
         if order is None:
             return
         extra = min(amended.extra_hold, order.extra)
-        before = self.own_hold(order.side, order.price, order.remaining) + extra
-        after = self.own_hold(order.side, amended.price, amended.remaining)
+        before = self.own_hold(order, order.price, order.remaining) + extra
+        after = self.own_hold(order, amended.price, amended.remaining)
+        bond_before = order.bond_per_unit * order.remaining
         order.extra -= extra
         order.price = amended.price
         order.remaining = amended.remaining
-        self._move(order, after - before)
+        self._move(order, after - before, amended.event_id, amended.ts, owns)
+        self._release_bond(
+            order, bond_before - order.bond_per_unit * order.remaining, amended, owns
+        )
         if not order.remaining:
             del self.open_orders[order.order_id]
-            self._move(order, -order.extra)
+            self._finish(order, f"{amended.event_id}/done", amended.ts, owns)
 
-    def release_amend(self, rejected: AmendRejected) -> None:
+    def _release_bond(self, order: OpenOrder, bond: int, event: Event, owns: Owns | None) -> None:
+        if bond:
+            account = order.account_id
+            self._post(
+                f"{event.event_id}/bond",
+                "bond_release",
+                event.ts,
+                [(f"held:{account}", -bond), (f"cash:{account}", bond)],
+                owns,
+            )
+
+    def _amend_rejected(self, rejected: AmendRejected, owns: Owns | None) -> None:
         """Return the extra hold of an amend that matching refused."""
         order = self.open_orders.get(rejected.order_id)
         if order is not None and rejected.extra_hold:
             extra = min(rejected.extra_hold, order.extra)
             order.extra -= extra
-            self._move(order, -extra)
+            self._move(order, -extra, rejected.event_id, rejected.ts, owns)
 
-    def apply_reduced(self, reduced: OrderReduced) -> None:
+    def _reduced(self, reduced: OrderReduced, owns: Owns | None) -> None:
         """Release what self-trade prevention took off an order without a trade."""
         order = self.open_orders.get(reduced.order_id)
         if order is None:
             return
-        self._move(order, -self.own_hold(order.side, order.price, reduced.quantity))
-        self._reduce(order, reduced.quantity)
+        release = self.own_hold(order, order.price, order.remaining) - self.own_hold(
+            order, order.price, order.remaining - reduced.quantity
+        )
+        self._move(order, -release, reduced.event_id, reduced.ts, owns)
+        self._release_bond(order, order.bond_per_unit * reduced.quantity, reduced, owns)
+        self._reduce(order, reduced.quantity, reduced.event_id, reduced.ts, owns)
 
-    def release(self, cancelled: OrderCancelled) -> None:
+    def _cancelled(self, cancelled: OrderCancelled, owns: Owns | None) -> None:
         """Release the hold of a cancelled order's remainder, if this instance tracks it."""
         order = self.open_orders.pop(cancelled.order_id, None)
         if order is None:
             return
+        account = order.account_id
         if order.side == "sell" and order.hours:
             # A block trades in every hour or none: what remains is the same in each hour.
             each = order.remaining // len(order.hours)
             for symbol in order.hours:
-                balance = self.capacity_of(order.account_id, symbol)
+                balance = self.capacity_of(account, symbol)
                 balance.held -= each
                 balance.available += each
-            return
-        if order.side == "buy":
-            balance = self.cash_of(order.account_id)
-            amount = order.price * order.remaining
+        elif order.side == "buy":
+            amount = self.own_hold(order, order.price, order.remaining)
+            self._post(
+                cancelled.event_id,
+                "order_release",
+                cancelled.ts,
+                [(f"held:{account}", -amount), (f"cash:{account}", amount)],
+                owns,
+            )
+        elif order.backing == "entitlement":
+            self.resale_held[(account, order.symbol)] -= order.remaining
         else:
-            balance = self.capacity_of(order.account_id, order.symbol)
-            amount = order.remaining
-        amount += order.extra
-        balance.held -= amount
-        balance.available += amount
+            balance = self.capacity_of(account, order.symbol)
+            balance.held -= order.remaining
+            balance.available += order.remaining
+            self._release_bond(order, order.bond_per_unit * order.remaining, cancelled, owns)
+        self._finish(order, f"{cancelled.event_id}/done", cancelled.ts, owns)
 
-    def digest(self, hasher: Hasher) -> None:
-        """Feed a canonical rendering of every balance, position and open order to `hasher`."""
+    def _delivered(self, settled: DeliverySettled, owns: Owns | None) -> None:
+        provider, buyer, symbol = settled.provider_id, settled.buyer_id, settled.symbol
+        legs = [
+            (f"escrow:{symbol}", -settled.paid - settled.refund),
+            (f"cash:{provider}", settled.paid - settled.fee + settled.bond - settled.penalty),
+            *_fee_legs(settled.fee),
+            (f"bond:{provider}", -settled.bond),
+            (f"cash:{buyer}", settled.refund + settled.penalty),
+        ]
+        if owns is None or owns(buyer):
+            key = (buyer, symbol)
+            self.positions[key] = self.positions.get(key, 0) - settled.quantity
+            shortfall = settled.quantity - settled.delivered
+            if shortfall:
+                clawback = self._claw_back(
+                    buyer, symbol, shortfall, settled.refund + settled.penalty
+                )
+                legs += [(f"cash:{buyer}", -c) for _, c in clawback]
+                legs += [(f"grant:{p}:{buyer}", c) for p, c in clawback]
+        self._post(settled.event_id, "delivery", settled.ts, legs, owns)
+
+    def _programme_created(self, created: ProgrammeCreated, owns: Owns | None) -> None:
+        key = f"programme:{created.programme_id}"
+        if owns is not None and not owns(key):
+            return
+        self.programmes[created.programme_id] = Programme(
+            created.programme_id, created.issuer, created.budget, created.rate_bps,
+            created.cap_per_contract, created.cap_per_enterprise, list(created.classes),
+            list(created.regions), list(created.kinds), list(created.cities),
+            created.valid_from, created.valid_until, created.budget,
+        )  # fmt: skip
+        self._post(
+            created.event_id,
+            "programme_budget",
+            created.ts,
+            [
+                (f"pledge:{created.programme_id}", -created.budget),
+                (f"budget:{created.programme_id}", created.budget),
+            ],
+            owns,
+        )
+
+    def _grant_approved(self, approved: GrantApproved, owns: Owns | None) -> None:
+        programme_id, account = approved.programme_id, approved.account_id
+        programme = self.programmes.get(programme_id)
+        if programme is not None and (owns is None or owns(f"programme:{programme_id}")):
+            programme.unallocated -= approved.limit
+            programme.granted[account] = programme.granted.get(account, 0) + approved.limit
+        if owns is None or owns(account):
+            grant = self.grants.get((programme_id, account))
+            if grant is None:
+                self.grants[(programme_id, account)] = Grant(
+                    programme_id, account, approved.limit, approved.limit, approved.rate_bps,
+                    approved.cap_per_contract, list(approved.classes), list(approved.regions),
+                    approved.valid_from, approved.valid_until, list(approved.related_accounts),
+                )  # fmt: skip
+            else:
+                grant.limit += approved.limit
+                grant.remaining += approved.limit
+                grant.related = sorted(set(grant.related) | set(approved.related_accounts))
+        self._post(
+            approved.event_id,
+            "grant",
+            approved.ts,
+            [
+                (f"budget:{programme_id}", -approved.limit),
+                (f"grant:{programme_id}:{account}", approved.limit),
+            ],
+            owns,
+        )
+
+    # Hashing and snapshots ------------------------------------------------------------------
+
+    def digest(self, hasher: Hasher, *, participants_only: bool = False) -> None:
+        """Feed a canonical rendering of every balance, position and open order to `hasher`;
+        `participants_only` leaves out the exchange's own ledger accounts (escrow, fees,
+        external), which risk partitions do not keep."""
         for account_id in sorted(self.cash):
             b = self.cash[account_id]
             hasher.update(f"c|{account_id}|{b.available}|{b.held}\n".encode())
@@ -273,16 +760,28 @@ class Accounts:
             hasher.update(f"k|{account_id}|{symbol}|{b.available}|{b.held}\n".encode())
         for account_id, symbol in sorted(self.positions):
             quantity = self.positions[(account_id, symbol)]
-            hasher.update(f"p|{account_id}|{symbol}|{quantity}\n".encode())
+            held = self.resale_held.get((account_id, symbol), 0)
+            resale = f"|r{held}" if held else ""
+            hasher.update(f"p|{account_id}|{symbol}|{quantity}{resale}\n".encode())
+        for name in sorted(self.ledger):
+            if self.ledger[name] and not (participants_only and _owner(name) is None):
+                hasher.update(f"l|{name}|{self.ledger[name]}\n".encode())
         for order_id in sorted(self.open_orders):
-            o = self.open_orders[order_id]
-            extra = f"|x{o.extra}" if o.extra else ""
-            if o.hours:
-                extra += "|h" + ",".join(o.hours)
             hasher.update(
-                f"o|{o.order_id}|{o.account_id}|{o.symbol}|{o.side}|{o.price}|{o.remaining}"
-                f"{extra}\n".encode()
+                f"o|{'|'.join(map(str, _order_entry(self.open_orders[order_id])))}\n".encode()
             )
+        for programme_id in sorted(self.programmes):
+            p = self.programmes[programme_id]
+            hasher.update(
+                f"g|{programme_id}|{p.unallocated}|{sorted(p.granted.items())}\n".encode()
+            )
+        for (programme_id, account_id), g in sorted(self.grants.items()):
+            hasher.update(
+                f"a|{programme_id}|{account_id}|{g.limit}|{g.remaining}|{g.reserved}|"
+                f"{g.committed}|{g.clawed_back}\n".encode()
+            )
+        for (account_id, symbol, programme_id), (units, amount) in sorted(self.subsidised.items()):
+            hasher.update(f"s|{account_id}|{symbol}|{programme_id}|{units}|{amount}\n".encode())
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-ready lists in a canonical order."""
@@ -292,25 +791,113 @@ class Accounts:
                 [a, s, b.available, b.held] for (a, s), b in sorted(self.capacity.items())
             ],
             "positions": [[a, s, q] for (a, s), q in sorted(self.positions.items())],
-            "open_orders": [
-                [o.order_id, o.account_id, o.symbol, o.side, o.price, o.remaining]
-                + ([o.extra] if o.extra or o.hours else [])
-                + ([list(o.hours)] if o.hours else [])
-                for _, o in sorted(self.open_orders.items())
-            ],
+            "resale_held": [[a, s, q] for (a, s), q in sorted(self.resale_held.items()) if q],
+            "ledger": sorted([n, v] for n, v in self.ledger.items() if v),
+            "open_orders": [_order_entry(o) for _, o in sorted(self.open_orders.items())],
+            "programmes": [_programme_entry(p) for _, p in sorted(self.programmes.items())],
+            "grants": [_grant_entry(g) for _, g in sorted(self.grants.items())],
+            "subsidised": [[*key, *value] for key, value in sorted(self.subsidised.items())],
         }
 
     @classmethod
-    def restore(cls, data: dict[str, Any]) -> Accounts:
+    def restore(
+        cls, data: dict[str, Any], rules: MarketRules | None = None, *, journal: bool = False
+    ) -> Accounts:
         """The accounts a snapshot describes."""
-        accounts = cls()
+        accounts = cls(rules, journal=journal)
         accounts.cash = {a: Balance(available, held) for a, available, held in data["cash"]}
         accounts.capacity = {
             (a, s): Balance(available, held) for a, s, available, held in data["capacity"]
         }
         accounts.positions = {(a, s): q for a, s, q in data["positions"]}
-        accounts.open_orders = {
-            entry[0]: OpenOrder(*entry[:7], *(tuple(h) for h in entry[7:]))
-            for entry in data["open_orders"]
-        }
+        accounts.resale_held = {(a, s): q for a, s, q in data.get("resale_held", [])}
+        accounts.ledger = dict(data.get("ledger", []))
+        accounts.open_orders = {entry[0]: _order_from(entry) for entry in data["open_orders"]}
+        accounts.programmes = {e[0]: _programme_from(e) for e in data.get("programmes", [])}
+        accounts.grants = {(e[0], e[1]): Grant(*e) for e in data.get("grants", [])}
+        accounts.subsidised = {(a, s, p): [u, v] for a, s, p, u, v in data.get("subsidised", [])}
         return accounts
+
+
+def _fee_legs(fee: int) -> list[tuple[str, int]]:
+    """Where a fee goes: platform fee income, or a rebate paid out of the rebates account."""
+    if fee >= 0:
+        return [("fees", fee)]
+    return [("rebates", fee)]
+
+
+def _order_entry(o: OpenOrder) -> list[Any]:
+    entry: list[Any] = [o.order_id, o.account_id, o.symbol, o.side, o.price, o.remaining]
+    options: dict[str, Any] = {}
+    if o.extra:
+        options["extra"] = o.extra
+    if o.hours:
+        options["hours"] = list(o.hours)
+    if o.backing != "capacity":
+        options["backing"] = o.backing
+    if o.bond_per_unit:
+        options["bond_per_unit"] = o.bond_per_unit
+    if o.voucher is not None:
+        v = o.voucher
+        options["voucher"] = [v.programme_id, v.rate_bps, v.reserved, v.used, v.filled]
+    if options:
+        entry.append(options)
+    return entry
+
+
+def _order_from(entry: list[Any]) -> OpenOrder:
+    order = OpenOrder(*entry[:6])
+    if len(entry) > 6:
+        options = entry[6]
+        if not isinstance(options, dict):
+            # A snapshot from before options were named: [extra, hours?].
+            options = {"extra": options, **({"hours": entry[7]} if len(entry) > 7 else {})}
+        order.extra = options.get("extra", 0)
+        order.hours = tuple(options.get("hours", ()))
+        order.backing = options.get("backing", "capacity")
+        order.bond_per_unit = options.get("bond_per_unit", 0)
+        if "voucher" in options:
+            order.voucher = VoucherUse(*options["voucher"])
+    return order
+
+
+def _programme_entry(p: Programme) -> list[Any]:
+    return [
+        p.programme_id, p.issuer, p.budget, p.rate_bps, p.cap_per_contract, p.cap_per_enterprise,
+        p.classes, p.regions, p.kinds, p.cities, p.valid_from, p.valid_until, p.unallocated,
+        sorted(p.granted.items()),
+    ]  # fmt: skip
+
+
+def _programme_from(entry: list[Any]) -> Programme:
+    programme = Programme(*entry[:13])
+    programme.granted = dict(entry[13])
+    return programme
+
+
+def _grant_entry(g: Grant) -> list[Any]:
+    return [
+        g.programme_id, g.account_id, g.limit, g.remaining, g.rate_bps, g.cap_per_contract,
+        g.classes, g.regions, g.valid_from, g.valid_until, g.related, g.reserved, g.committed,
+        g.clawed_back,
+    ]  # fmt: skip
+
+
+_HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
+    FundsDeposited: Accounts._deposited,
+    CapacityDeposited: Accounts._deposited,
+    FundsWithdrawn: Accounts._withdrawn,
+    CapacityWithdrawn: Accounts._withdrawn,
+    OrderAccepted: Accounts._accepted,
+    BlockAccepted: Accounts._block_accepted,
+    TradeExecuted: Accounts._traded,
+    AmendRequested: Accounts._amend_requested,
+    OrderAmended: Accounts._amended,
+    AmendRejected: Accounts._amend_rejected,
+    OrderReduced: Accounts._reduced,
+    OrderCancelled: Accounts._cancelled,
+    DeliverySettled: Accounts._delivered,
+    ProgrammeCreated: Accounts._programme_created,
+    GrantApproved: Accounts._grant_approved,
+}
+"""Which rule folds each kind of event."""

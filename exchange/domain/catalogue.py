@@ -137,6 +137,15 @@ class MarketRules:
     """A halted contract reopens through a call auction after this long."""
     pre_open: bool = False
     """Contracts collect orders until an opening auction instead of trading at once."""
+    fees: tuple[tuple[str, int, int], ...] = ()
+    """(resource class, maker bps, taker bps) per class; unlisted classes trade free. A
+    negative maker fee is a rebate."""
+    bond_bps: int = 0
+    """A provider's delivery bond per unit sold from deposited capacity, in basis points of
+    its sell order's limit price (rounded up to the fen)."""
+    delivery_window_ms: int = 2 * 60 * 60_000
+    """After a delivery hour ends, how long providers may report metering and buyers dispute
+    before undisputed obligations settle."""
 
 
 class Catalogue:

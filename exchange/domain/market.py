@@ -14,6 +14,7 @@ import hashlib
 from typing import Any
 
 from exchange.domain.catalogue import Catalogue, to_utc_ms
+from exchange.domain.delivery import DeliveryDesk
 from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
@@ -112,6 +113,7 @@ class MarketStage:
                 close_at=close,
             )
         self.engine.take_events()
+        self.delivery = DeliveryDesk(rules)
         self._book_seq = dict.fromkeys(catalogue.symbols, 0)
         self._views: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
         self._refresh_views()
@@ -174,7 +176,9 @@ class MarketStage:
             )
         else:
             engine.advance(ts)
-        return self._translate(engine.take_events(), stamp, context)
+        outputs = self._translate(engine.take_events(), stamp, context)
+        outputs += self.delivery.observe(event, outputs, stamp)
+        return outputs
 
     def _control(self, event: MarketControlRequested, ts: int) -> None:
         engine = self.engine
@@ -325,11 +329,16 @@ class MarketStage:
         hasher = hashlib.sha256(self.engine.state_hash().encode())
         for symbol in sorted(self._book_seq):
             hasher.update(f"|{symbol}|{self._book_seq[symbol]}".encode())
+        self.delivery.digest(hasher)
         return hasher.hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
         """The engine's snapshot and the book-change sequence numbers, JSON-ready."""
-        return {"engine": self.engine.snapshot(), "book_seq": dict(sorted(self._book_seq.items()))}
+        return {
+            "engine": self.engine.snapshot(),
+            "book_seq": dict(sorted(self._book_seq.items())),
+            "delivery": self.delivery.snapshot(),
+        }
 
     @classmethod
     def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> MarketStage:
@@ -338,6 +347,8 @@ class MarketStage:
         if "engine" in data:
             stage.engine = MatchingEngine.restore(data["engine"])
             stage._book_seq.update(data["book_seq"])
+            if "delivery" in data:
+                stage.delivery = DeliveryDesk.restore(catalogue.rules, data["delivery"])
         else:
             for symbol, saved in data["books"].items():
                 for order_id, account_id, side, price, remaining in saved["orders"]:

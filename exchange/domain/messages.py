@@ -34,6 +34,9 @@ Side = Literal["buy", "sell"]
 TimeInForce = Literal["GTC", "GTD", "DAY", "IOC", "FOK"]
 OrderType = Literal["limit", "market"]
 StpMode = Literal["cancel_resting", "cancel_incoming", "cancel_both", "decrement"]
+LimitBasis = Literal["gross", "net"]
+Backing = Literal["capacity", "entitlement"]
+EnterpriseKind = Literal["sme", "opc", "large", "lab"]
 
 
 class RejectReason(StrEnum):
@@ -56,6 +59,17 @@ class RejectReason(StrEnum):
     NOT_CONTINUOUS = "not_continuous"
     NOT_HALTED = "not_halted"
     INVALID_BLOCK = "invalid_block"
+    DUPLICATE_ID = "duplicate_id"
+    INSUFFICIENT_ENTITLEMENT = "insufficient_entitlement"
+    GATE_CLOSED = "gate_closed"
+    NO_OBLIGATION = "no_obligation"
+    METERING_EXCEEDS_OBLIGATION = "metering_exceeds_obligation"
+    DELIVERY_WINDOW_CLOSED = "delivery_window_closed"
+    NOT_DISPUTED = "not_disputed"
+    INVALID_PROGRAMME = "invalid_programme"
+    UNKNOWN_PROGRAMME = "unknown_programme"
+    NOT_ELIGIBLE = "not_eligible"
+    BUDGET_EXHAUSTED = "budget_exhausted"
 
 
 class CancelReason(StrEnum):
@@ -115,6 +129,13 @@ _ORDER_OPTION_DEFAULTS: dict[str, Any] = {
     "post_only": False,
     "stp_group": None,
     "stp_mode": "cancel_resting",
+    "voucher": None,
+    "limit_basis": "gross",
+    "backing": "capacity",
+    "bond_per_unit": 0,
+    "voucher_reserved": 0,
+    "voucher_rate_bps": 0,
+    "net_price": None,
 }
 
 
@@ -138,6 +159,10 @@ class PlaceOrder(Message):
     band, and its `price` is the cap the buyer's funds are held at; `min_quantity` must trade on
     arrival; `all_or_none` trades only in full; `post_only` is refused if it would take;
     self-trade prevention by `stp_group` (default: the account) in `stp_mode`.
+
+    A buy may name a compute-voucher programme (`voucher`) the account holds a grant of: the
+    voucher part is reserved at acceptance and only the rest of the cost is held. With
+    `limit_basis` "net", `price` limits what the buyer pays per unit after the voucher.
     """
 
     type: Literal["PlaceOrder"] = "PlaceOrder"
@@ -156,6 +181,8 @@ class PlaceOrder(Message):
     post_only: StrictBool = False
     stp_group: Identifier | None = None
     stp_mode: StpMode = "cancel_resting"
+    voucher: Identifier | None = None
+    limit_basis: LimitBasis = "gross"
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -188,6 +215,109 @@ class DepositCapacity(Message):
     account_id: Identifier
     symbol: Symbol
     quantity: PositiveInt
+
+
+class WithdrawFunds(Message):
+    """Pay cash out of an account; only available cash, never what is held."""
+
+    type: Literal["WithdrawFunds"] = "WithdrawFunds"
+    withdrawal_id: Identifier
+    account_id: Identifier
+    amount: PositiveInt
+    currency: Currency = "CNY"
+
+
+class WithdrawCapacity(Message):
+    """Take unsold deposited capacity of one contract back, until its gate closes."""
+
+    type: Literal["WithdrawCapacity"] = "WithdrawCapacity"
+    withdrawal_id: Identifier
+    account_id: Identifier
+    symbol: Symbol
+    quantity: PositiveInt
+
+
+class ReportMetering(Message):
+    """A provider reports how many units it delivered to one buyer in one contract."""
+
+    type: Literal["ReportMetering"] = "ReportMetering"
+    report_id: Identifier
+    account_id: Identifier
+    symbol: Symbol
+    buyer_id: Identifier
+    delivered: NonNegativeInt
+
+
+class DisputeDelivery(Message):
+    """A buyer disputes a provider's metering of one contract within the delivery window."""
+
+    type: Literal["DisputeDelivery"] = "DisputeDelivery"
+    dispute_id: Identifier
+    account_id: Identifier
+    symbol: Symbol
+    provider_id: Identifier
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ResolveDispute(Message):
+    """An operator settles a disputed delivery at the quantity found delivered."""
+
+    type: Literal["ResolveDispute"] = "ResolveDispute"
+    operator_id: Identifier
+    symbol: Symbol
+    provider_id: Identifier
+    buyer_id: Identifier
+    delivered: NonNegativeInt
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+def _small_enterprises() -> list[EnterpriseKind]:
+    return ["sme", "opc"]
+
+
+class CreateProgramme(Message):
+    """A programme administrator creates a compute-voucher programme.
+
+    The voucher part of a buyer's fill is the least of `rate_bps` of the amount paid, what is
+    left of the per-order cap `cap_per_contract`, and what is left of the enterprise's grant
+    (grants are carved out of `budget`, and `cap_per_enterprise` bounds each grant).
+    """
+
+    type: Literal["CreateProgramme"] = "CreateProgramme"
+    programme_id: Identifier
+    admin_id: Identifier
+    issuer: Annotated[str, Field(min_length=1, max_length=200)]
+    budget: PositiveInt
+    rate_bps: Annotated[StrictInt, Field(gt=0, le=10_000)] = 3_000
+    cap_per_contract: PositiveInt
+    cap_per_enterprise: PositiveInt
+    classes: Annotated[list[Identifier], Field(max_length=64)] = Field(default_factory=list)
+    """Eligible resource classes (empty: all)."""
+    regions: Annotated[list[Identifier], Field(max_length=16)] = Field(default_factory=list)
+    """Eligible regions (empty: all)."""
+    kinds: Annotated[list[EnterpriseKind], Field(min_length=1, max_length=4)] = Field(
+        default_factory=_small_enterprises
+    )
+    cities: Annotated[list[Identifier], Field(max_length=64)] = Field(default_factory=list)
+    """Cities whose registered enterprises are eligible (empty: any)."""
+    valid_from: NonNegativeInt
+    valid_until: NonNegativeInt
+
+
+class ApproveGrant(Message):
+    """A programme administrator approves an enterprise's application: a grant of `limit`."""
+
+    type: Literal["ApproveGrant"] = "ApproveGrant"
+    programme_id: Identifier
+    admin_id: Identifier
+    account_id: Identifier
+    limit: PositiveInt
+    kind: EnterpriseKind
+    city: Identifier
+    related_accounts: Annotated[list[Identifier], Field(max_length=100)] = Field(
+        default_factory=list
+    )
+    """Accounts of the enterprise's ownership group: no voucher on trades with them."""
 
 
 class AmendOrder(Message):
@@ -255,7 +385,14 @@ Command = Annotated[
     | AmendOrder
     | CancelAllOrders
     | ControlMarket
-    | PlaceBlockOrder,
+    | PlaceBlockOrder
+    | WithdrawFunds
+    | WithdrawCapacity
+    | ReportMetering
+    | DisputeDelivery
+    | ResolveDispute
+    | CreateProgramme
+    | ApproveGrant,
     Field(discriminator="type"),
 ]
 
@@ -320,6 +457,16 @@ class OrderAccepted(Event):
     post_only: StrictBool = False
     stp_group: str | None = None
     stp_mode: StpMode = "cancel_resting"
+    backing: Backing = "capacity"
+    """What a sell delivers: deposited capacity, or an entitlement bought earlier (resale)."""
+    bond_per_unit: StrictInt = 0
+    """Delivery bond (fen per unit) held from a provider's cash for a capacity-backed sell."""
+    voucher: str | None = None
+    voucher_reserved: StrictInt = 0
+    """Voucher funds (fen) reserved for this buy from the account's grant of `voucher`."""
+    voucher_rate_bps: StrictInt = 0
+    net_price: StrictInt | None = None
+    """The net limit the buyer gave; `price` is then the gross limit it allows."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -535,6 +682,161 @@ class AuctionCompleted(Event):
     imbalance: StrictInt
 
 
+class FundsWithdrawn(Event):
+    """Cash was paid out of an account."""
+
+    type: Literal["FundsWithdrawn"] = "FundsWithdrawn"
+    withdrawal_id: str
+    account_id: str
+    amount: StrictInt
+    currency: Currency = "CNY"
+
+
+class CapacityWithdrawn(Event):
+    """Unsold capacity of one contract was taken back by its provider."""
+
+    type: Literal["CapacityWithdrawn"] = "CapacityWithdrawn"
+    withdrawal_id: str
+    account_id: str
+    symbol: str
+    quantity: StrictInt
+
+
+class RequestRejected(Event):
+    """A withdrawal, metering report, dispute or programme command was refused; nothing changed.
+
+    `request` names the command type and `request_id` its id (withdrawal, report, dispute,
+    programme or grant)."""
+
+    type: Literal["RequestRejected"] = "RequestRejected"
+    request: str
+    request_id: str
+    account_id: str
+    reason: RejectReason
+    message: str
+
+
+class DeliveryObligation(Event):
+    """At delivery, `quantity` units of a contract a provider sold are owed to one holder.
+
+    `amount` is the escrowed payment for them, `bond` the provider's bond standing behind them,
+    `fee` the provider's trading fee on them (charged only on what is delivered); metering and
+    disputes are accepted until `window_ends` (log time, ms)."""
+
+    type: Literal["DeliveryObligation"] = "DeliveryObligation"
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    quantity: StrictInt
+    amount: StrictInt
+    bond: StrictInt
+    fee: StrictInt
+    window_ends: StrictInt
+
+
+DeliveryAction = Literal["meter", "dispute", "resolve"]
+
+
+class DeliveryRequested(Event):
+    """The risk stage passed a metering report, dispute or resolution on to the contract's
+    matching partition, which keeps the obligations and decides it."""
+
+    type: Literal["DeliveryRequested"] = "DeliveryRequested"
+    action: DeliveryAction
+    request_id: str
+    account_id: str
+    """Who asked: the provider (meter), the buyer (dispute) or the operator (resolve)."""
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    delivered: StrictInt = 0
+    reason: str = ""
+
+
+class MeteringReported(Event):
+    """A provider reported what it delivered on one obligation."""
+
+    type: Literal["MeteringReported"] = "MeteringReported"
+    report_id: str
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    delivered: StrictInt
+
+
+class DeliveryDisputed(Event):
+    """A buyer disputed an obligation's metering; it settles when an operator resolves it."""
+
+    type: Literal["DeliveryDisputed"] = "DeliveryDisputed"
+    dispute_id: str
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    reason: str
+
+
+class DeliverySettled(Event):
+    """An obligation settled: `delivered` of `quantity` units.
+
+    The provider receives `paid` (the delivered share of the escrow) less `fee`, and its bond
+    back less `penalty`; the buyer receives `refund` (the undelivered share of the escrow) and
+    `penalty` (the undelivered share of the bond). `resolved_by` names the operator who
+    resolved a dispute."""
+
+    type: Literal["DeliverySettled"] = "DeliverySettled"
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    quantity: StrictInt
+    delivered: StrictInt
+    paid: StrictInt
+    fee: StrictInt
+    refund: StrictInt
+    bond: StrictInt
+    penalty: StrictInt
+    resolved_by: str | None = None
+    reason: str = ""
+
+
+class ProgrammeCreated(Event):
+    """A compute-voucher programme exists with its budget and rules."""
+
+    type: Literal["ProgrammeCreated"] = "ProgrammeCreated"
+    programme_id: str
+    admin_id: str
+    issuer: str
+    budget: StrictInt
+    rate_bps: StrictInt
+    cap_per_contract: StrictInt
+    cap_per_enterprise: StrictInt
+    classes: list[str]
+    regions: list[str]
+    kinds: list[str]
+    cities: list[str]
+    valid_from: StrictInt
+    valid_until: StrictInt
+
+
+class GrantApproved(Event):
+    """A grant of `limit` fen was carved out of a programme's budget for one enterprise; it
+    carries the programme's rules so the enterprise's partition can apply them."""
+
+    type: Literal["GrantApproved"] = "GrantApproved"
+    programme_id: str
+    admin_id: str
+    account_id: str
+    limit: StrictInt
+    kind: str
+    city: str
+    related_accounts: list[str]
+    rate_bps: StrictInt
+    cap_per_contract: StrictInt
+    classes: list[str]
+    regions: list[str]
+    valid_from: StrictInt
+    valid_until: StrictInt
+
+
 AnyEvent = Annotated[
     FundsDeposited
     | CapacityDeposited
@@ -556,7 +858,17 @@ AnyEvent = Annotated[
     | MarketControlRequested
     | MarketControlRejected
     | ContractStateChanged
-    | AuctionCompleted,
+    | AuctionCompleted
+    | FundsWithdrawn
+    | CapacityWithdrawn
+    | RequestRejected
+    | DeliveryObligation
+    | DeliveryRequested
+    | MeteringReported
+    | DeliveryDisputed
+    | DeliverySettled
+    | ProgrammeCreated
+    | GrantApproved,
     Field(discriminator="type"),
 ]
 
@@ -589,7 +901,24 @@ AnyMessage = Annotated[
     | MarketControlRequested
     | MarketControlRejected
     | ContractStateChanged
-    | AuctionCompleted,
+    | AuctionCompleted
+    | WithdrawFunds
+    | WithdrawCapacity
+    | ReportMetering
+    | DisputeDelivery
+    | ResolveDispute
+    | CreateProgramme
+    | ApproveGrant
+    | FundsWithdrawn
+    | CapacityWithdrawn
+    | RequestRejected
+    | DeliveryObligation
+    | DeliveryRequested
+    | MeteringReported
+    | DeliveryDisputed
+    | DeliverySettled
+    | ProgrammeCreated
+    | GrantApproved,
     Field(discriminator="type"),
 ]
 

@@ -8,16 +8,18 @@ which it saw them is recorded by the log itself and a replay decides exactly the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from exchange.domain.accounts import Accounts
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.accounts import BPS, Accounts, Owns
+from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, Catalogue, to_utc_ms
 from exchange.domain.messages import (
     AmendOrder,
     AmendRejected,
     AmendRequested,
+    ApproveGrant,
+    Backing,
     BlockAccepted,
     CancelAllOrders,
     CancelAllRequested,
@@ -25,15 +27,22 @@ from exchange.domain.messages import (
     CancelRejected,
     CancelRequested,
     CapacityDeposited,
+    CapacityWithdrawn,
     Command,
     CommandRejected,
     ControlMarket,
+    CreateProgramme,
+    DeliveryRequested,
+    DeliverySettled,
     DepositCapacity,
     DepositFunds,
     DepositRejected,
+    DisputeDelivery,
     Event,
     EventStamp,
     FundsDeposited,
+    FundsWithdrawn,
+    GrantApproved,
     MarketControlRejected,
     MarketControlRequested,
     OrderAccepted,
@@ -43,12 +52,55 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceBlockOrder,
     PlaceOrder,
+    ProgrammeCreated,
     RejectReason,
+    ReportMetering,
+    RequestRejected,
+    ResolveDispute,
     TradeExecuted,
+    WithdrawCapacity,
+    WithdrawFunds,
 )
 
-Outcome = TradeExecuted | OrderCancelled | OrderAmended | OrderReduced | AmendRejected
-"""What matching feeds back to the risk stage: everything that moves a hold."""
+Outcome = (
+    TradeExecuted
+    | OrderCancelled
+    | OrderAmended
+    | OrderReduced
+    | AmendRejected
+    | DeliverySettled
+    | GrantApproved
+)
+"""What matching feeds back to the risk stage: everything that moves a hold or a balance."""
+
+Request = (
+    WithdrawFunds
+    | WithdrawCapacity
+    | ReportMetering
+    | DisputeDelivery
+    | ResolveDispute
+    | CreateProgramme
+    | ApproveGrant
+)
+"""Commands answered with a `RequestRejected` when refused."""
+
+
+def _own(_: str) -> bool:
+    """Whose balances a decision moves: only the deciding partition's own accounts, which are
+    all the accounts of the commands it decides; the exchange's ledger accounts (escrow, fees,
+    external) are kept by settlement alone."""
+    return True
+
+
+@dataclass(slots=True)
+class _Terms:
+    """What acceptance decides about an order beyond what it asked for."""
+
+    price: int
+    backing: Backing = "capacity"
+    bond_per_unit: int = 0
+    voucher_reserved: int = 0
+    voucher_rate_bps: int = 0
 
 
 class RiskStage:
@@ -56,9 +108,11 @@ class RiskStage:
 
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        self.accounts = Accounts()
+        self.accounts = Accounts(catalogue.rules)
         self._order_ids: set[str] = set()
         self._deposit_ids: set[str] = set()
+        self._request_ids: set[str] = set()
+        """(command type, id) of withdrawals, reports, disputes and programmes decided."""
 
     def handle(self, command: Command, stamp: EventStamp) -> Event:
         """Decide one command; the returned event goes to the orders topic."""
@@ -74,10 +128,12 @@ class RiskStage:
             return self._cancel_all(command, stamp)
         if isinstance(command, PlaceBlockOrder):
             return self._block(command, stamp)
-        return self._deposit(command, stamp)
+        if isinstance(command, DepositFunds | DepositCapacity):
+            return self._deposit(command, stamp)
+        return self._request(command, stamp)
 
     def _place(self, command: PlaceOrder, stamp: EventStamp) -> Event:
-        reason, message = self._check_order(command)
+        terms, reason, message = self._check_order(command, stamp.ts)
         if reason is not None:
             return OrderRejected(
                 event_id=stamp.next_id(),
@@ -100,7 +156,7 @@ class RiskStage:
             account_id=command.account_id,
             symbol=command.symbol,
             side=command.side,
-            price=command.price,
+            price=terms.price,
             quantity=command.quantity,
             client_order_id=command.client_order_id,
             time_in_force=command.time_in_force,
@@ -111,39 +167,127 @@ class RiskStage:
             post_only=command.post_only,
             stp_group=command.stp_group,
             stp_mode=command.stp_mode,
+            backing=terms.backing,
+            bond_per_unit=terms.bond_per_unit,
+            voucher=command.voucher,
+            voucher_reserved=terms.voucher_reserved,
+            voucher_rate_bps=terms.voucher_rate_bps,
+            net_price=command.price if command.limit_basis == "net" else None,
         )
-        self.accounts.hold(accepted)
+        self.accounts.apply(accepted, _own)
         return accepted
 
-    def _check_order(self, command: PlaceOrder) -> tuple[RejectReason | None, str]:
+    def _check_order(self, command: PlaceOrder, ts: int) -> tuple[_Terms, RejectReason | None, str]:
+        terms = _Terms(command.price)
         contract = self.catalogue.get(command.symbol)
         if contract is None:
-            return RejectReason.UNKNOWN_CONTRACT, f"contract {command.symbol!r} is not listed"
+            return (
+                terms,
+                RejectReason.UNKNOWN_CONTRACT,
+                f"contract {command.symbol!r} is not listed",
+            )
         if command.price % contract.tick_size:
             return (
+                terms,
                 RejectReason.PRICE_NOT_ON_TICK,
                 f"price {command.price} is not a multiple of the tick size "
                 f"{contract.tick_size} fen of {command.symbol}",
             )
         if command.order_id in self._order_ids:
-            return RejectReason.DUPLICATE_ORDER_ID, f"order id {command.order_id!r} was used before"
-        lacking = self.accounts.shortfall(
-            command.account_id, command.symbol, command.side, command.price, command.quantity
-        )
-        if lacking and command.side == "buy":
-            available = self.accounts.available_cash(command.account_id)
             return (
+                terms,
+                RejectReason.DUPLICATE_ORDER_ID,
+                f"order id {command.order_id!r} was used before",
+            )
+        if command.side == "sell":
+            return self._check_sell(command, terms)
+        if command.voucher is None and command.limit_basis == "net":
+            return terms, RejectReason.NOT_ELIGIBLE, "a net price limit needs a voucher programme"
+        if command.voucher is not None:
+            reason, message = self._reserve_voucher(command, ts, terms, contract.tick_size)
+            if reason is not None:
+                return terms, reason, message
+        accounts = self.accounts
+        needed = accounts.buy_hold(command.symbol, terms.price, command.quantity)
+        available = accounts.available_cash(command.account_id)
+        if needed > available:
+            return (
+                terms,
                 RejectReason.INSUFFICIENT_FUNDS,
-                f"order needs {command.price * command.quantity} fen, "
-                f"account {command.account_id} has {available} fen available",
+                f"order needs {needed} fen, account {command.account_id} has {available} fen "
+                "available",
             )
-        if lacking:
-            available = self.accounts.available_capacity(command.account_id, command.symbol)
+        return terms, None, ""
+
+    def _check_sell(
+        self, command: PlaceOrder, terms: _Terms
+    ) -> tuple[_Terms, RejectReason | None, str]:
+        """Back a sell by deposited capacity (with its bond) or else by an entitlement."""
+        accounts = self.accounts
+        account, symbol, quantity = command.account_id, command.symbol, command.quantity
+        capacity = accounts.available_capacity(account, symbol)
+        if capacity >= quantity:
+            terms.bond_per_unit = accounts.bond_per_unit(command.price)
+            bond = terms.bond_per_unit * quantity
+            available = accounts.available_cash(account)
+            if bond > available:
+                return (
+                    terms,
+                    RejectReason.INSUFFICIENT_FUNDS,
+                    f"selling {quantity} units of deposited capacity needs a delivery bond of "
+                    f"{bond} fen, account {account} has {available} fen available",
+                )
+            return terms, None, ""
+        entitlement = accounts.available_entitlement(account, symbol)
+        if entitlement >= quantity:
+            terms.backing = "entitlement"
+            return terms, None, ""
+        return (
+            terms,
+            RejectReason.INSUFFICIENT_CAPACITY,
+            f"order sells {quantity} units of {symbol}, account {account} has {capacity} "
+            f"available of deposited capacity and {entitlement} of entitlements to resell",
+        )
+
+    def _reserve_voucher(
+        self, command: PlaceOrder, ts: int, terms: _Terms, tick: int
+    ) -> tuple[RejectReason | None, str]:
+        """The voucher part to reserve, and for a net limit the gross limit it allows."""
+        assert command.voucher is not None
+        grant = self.accounts.grants.get((command.voucher, command.account_id))
+        if grant is None:
             return (
-                RejectReason.INSUFFICIENT_CAPACITY,
-                f"order sells {command.quantity} units of {command.symbol}, "
-                f"account {command.account_id} has {available} available",
+                RejectReason.NOT_ELIGIBLE,
+                f"account {command.account_id} holds no grant of programme {command.voucher!r}",
             )
+        why = grant.eligible(command.symbol, ts)
+        if why:
+            return RejectReason.NOT_ELIGIBLE, why
+        if command.order_type != "limit":
+            return RejectReason.NOT_ELIGIBLE, "a voucher applies to limit orders only"
+        quantity = command.quantity
+
+        def voucher_at(price: int) -> int:
+            return min(
+                price * quantity * grant.rate_bps // BPS, grant.cap_per_contract, grant.remaining
+            )
+
+        price = command.price
+        if command.limit_basis == "net":
+            # The highest gross price on the tick whose cost after the voucher stays within
+            # the net limit: cost less voucher only grows with the price, so bisect.
+            low, high = command.price // tick, command.price * BPS // tick + 1
+            while high - low > 1:
+                middle = (low + high) // 2
+                gross = middle * tick
+                if gross * quantity - voucher_at(gross) <= command.price * quantity:
+                    low = middle
+                else:
+                    high = middle
+            price = low * tick
+        terms.price = price
+        terms.voucher_reserved = voucher_at(price)
+        terms.voucher_rate_bps = grant.rate_bps
         return None, ""
 
     def _cancel(self, command: CancelOrder, stamp: EventStamp) -> Event:
@@ -177,24 +321,35 @@ class RiskStage:
         elif order.hours:
             reason = RejectReason.NOT_AMENDABLE
             message = "a block order cannot be amended: cancel it and place another"
+        elif order.voucher is not None:
+            reason = RejectReason.NOT_AMENDABLE
+            message = "an order with a voucher reservation cannot be amended: cancel and replace it"
+        elif order.bond_per_unit and (command.quantity or 0) > order.remaining:
+            reason = RejectReason.NOT_AMENDABLE
+            message = "a bonded sell cannot grow: place another order for the extra quantity"
         else:
             contract = self.catalogue.get(order.symbol)
             price = command.price or order.price
             quantity = command.quantity or order.remaining
-            needed = self.accounts.own_hold(order.side, price, quantity) - (
-                self.accounts.own_hold(order.side, order.price, order.remaining)
+            accounts = self.accounts
+            needed = accounts.own_hold(order, price, quantity) - accounts.own_hold(
+                order, order.price, order.remaining
             )
             extra = max(0, needed)
             if contract is not None and price % contract.tick_size:
                 reason = RejectReason.PRICE_NOT_ON_TICK
                 message = f"price {price} is not a multiple of the tick size {contract.tick_size}"
             elif extra and order.side == "buy":
-                available = self.accounts.available_cash(order.account_id)
+                available = accounts.available_cash(order.account_id)
                 if extra > available:
                     reason = RejectReason.INSUFFICIENT_FUNDS
                     message = f"amend needs {extra} fen more, {available} fen available"
+            elif extra and order.backing == "entitlement":
+                # An entitlement-backed sell holds no capacity: it cannot grow.
+                reason = RejectReason.NOT_AMENDABLE
+                message = "a resale cannot grow: place another order for the extra quantity"
             elif extra:
-                available = self.accounts.available_capacity(order.account_id, order.symbol)
+                available = accounts.available_capacity(order.account_id, order.symbol)
                 if extra > available:
                     reason = RejectReason.INSUFFICIENT_CAPACITY
                     message = f"amend needs {extra} units more, {available} available"
@@ -217,7 +372,7 @@ class RiskStage:
             quantity=command.quantity,
             extra_hold=extra,
         )
-        self.accounts.hold_for_amend(requested)
+        self.accounts.apply(requested, _own)
         return requested
 
     def _block(self, command: PlaceBlockOrder, stamp: EventStamp) -> Event:
@@ -250,7 +405,7 @@ class RiskStage:
             stp_group=command.stp_group,
             stp_mode=command.stp_mode,
         )
-        self.accounts.hold_block(accepted)
+        self.accounts.apply(accepted, _own)
         return accepted
 
     def _check_block(self, command: PlaceBlockOrder) -> tuple[RejectReason | None, str]:
@@ -278,7 +433,9 @@ class RiskStage:
         if command.order_id in self._order_ids:
             return RejectReason.DUPLICATE_ORDER_ID, f"order id {command.order_id!r} was used before"
         if command.side == "buy":
-            needed = command.price * command.quantity * len(listed)
+            needed = self.accounts.buy_hold(
+                command.symbols[0], command.price, command.quantity * len(listed)
+            )
             available = self.accounts.available_cash(command.account_id)
             if needed > available:
                 return (
@@ -374,7 +531,7 @@ class RiskStage:
                 quantity=command.quantity,
             )
         self._deposit_ids.add(command.deposit_id)
-        self.accounts.apply_deposit(deposited)
+        self.accounts.apply(deposited, _own)
         return deposited
 
     @staticmethod
@@ -393,6 +550,228 @@ class RiskStage:
             message=message,
         )
 
+    def _request(self, command: Request, stamp: EventStamp) -> Event:
+        """Withdrawals, delivery reports and disputes, and voucher programme administration."""
+        request_id = _request_id(command)
+        key = f"{command.type}:{request_id}"
+        if key in self._request_ids:
+            return self._request_rejected(
+                command,
+                stamp,
+                RejectReason.DUPLICATE_ID,
+                f"{command.type} id {request_id!r} was used before",
+            )
+        decided = self._decide_request(command, stamp)
+        if isinstance(decided, GrantApproved):
+            # The enterprise's side is applied where its account lives, when matching feeds
+            # the grant back (see `apply_outcome`).
+            self.accounts.apply(decided, lambda key: key.startswith("programme:"))
+        elif not isinstance(decided, RequestRejected):
+            self.accounts.apply(decided, _own)
+        if not isinstance(decided, RequestRejected):
+            self._request_ids.add(key)
+        return decided
+
+    def _decide_request(self, command: Request, stamp: EventStamp) -> Event:
+        if isinstance(command, WithdrawFunds):
+            return self._withdraw_funds(command, stamp)
+        if isinstance(command, WithdrawCapacity):
+            return self._withdraw_capacity(command, stamp)
+        if isinstance(command, CreateProgramme):
+            return self._create_programme(command, stamp)
+        if isinstance(command, ApproveGrant):
+            return self._approve_grant(command, stamp)
+        return self._delivery_request(command, stamp)
+
+    def _withdraw_funds(self, command: WithdrawFunds, stamp: EventStamp) -> Event:
+        balance = self.accounts.cash.get(command.account_id)
+        available = 0 if balance is None else balance.available
+        if command.amount > available:
+            held = 0 if balance is None else balance.held
+            return self._request_rejected(
+                command,
+                stamp,
+                RejectReason.INSUFFICIENT_FUNDS,
+                f"withdrawal of {command.amount} fen exceeds the {available} fen available "
+                f"(another {held} fen is held for open orders and cannot be withdrawn)",
+            )
+        return FundsWithdrawn(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            withdrawal_id=command.withdrawal_id,
+            account_id=command.account_id,
+            amount=command.amount,
+            currency=command.currency,
+        )
+
+    def _withdraw_capacity(self, command: WithdrawCapacity, stamp: EventStamp) -> Event:
+        contract = self.catalogue.get(command.symbol)
+        if contract is None:
+            return self._request_rejected(
+                command,
+                stamp,
+                RejectReason.UNKNOWN_CONTRACT,
+                f"contract {command.symbol!r} is not listed",
+            )
+        gate = self.catalogue.rules.gate_closure_ms
+        if gate is not None and stamp.ts >= to_utc_ms(contract.delivery_start) - gate:
+            return self._request_rejected(
+                command,
+                stamp,
+                RejectReason.GATE_CLOSED,
+                f"the gate of {command.symbol} has closed: its capacity is due for delivery",
+            )
+        available = self.accounts.available_capacity(command.account_id, command.symbol)
+        if command.quantity > available:
+            return self._request_rejected(
+                command,
+                stamp,
+                RejectReason.INSUFFICIENT_CAPACITY,
+                f"withdrawal of {command.quantity} units of {command.symbol} exceeds the "
+                f"{available} unsold units available",
+            )
+        return CapacityWithdrawn(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            withdrawal_id=command.withdrawal_id,
+            account_id=command.account_id,
+            symbol=command.symbol,
+            quantity=command.quantity,
+        )
+
+    def _create_programme(self, command: CreateProgramme, stamp: EventStamp) -> Event:
+        problem = ""
+        if command.programme_id in self.accounts.programmes:
+            problem = f"programme {command.programme_id!r} exists"
+        elif command.valid_until <= command.valid_from:
+            problem = "valid_until must come after valid_from"
+        elif command.cap_per_enterprise > command.budget:
+            problem = "the cap per enterprise exceeds the budget"
+        elif unknown := [c for c in command.classes if c not in RESOURCE_CLASSES]:
+            problem = f"unknown resource class {unknown[0]!r}"
+        elif unknown := [r for r in command.regions if r not in REGIONS]:
+            problem = f"unknown region {unknown[0]!r}"
+        if problem:
+            return self._request_rejected(command, stamp, RejectReason.INVALID_PROGRAMME, problem)
+        return ProgrammeCreated(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            **command.model_dump(exclude={"type", "v"}),
+        )
+
+    def _approve_grant(self, command: ApproveGrant, stamp: EventStamp) -> Event:
+        programme = self.accounts.programmes.get(command.programme_id)
+        reason, problem = RejectReason.NOT_ELIGIBLE, ""
+        if programme is None:
+            reason, problem = (
+                RejectReason.UNKNOWN_PROGRAMME,
+                f"no programme {command.programme_id!r}",
+            )
+        elif command.kind not in programme.kinds:
+            problem = f"programme {programme.programme_id} is for {', '.join(programme.kinds)} only"
+        elif programme.cities and command.city not in programme.cities:
+            cities = ", ".join(programme.cities)
+            problem = f"programme {programme.programme_id} is for enterprises of {cities}"
+        elif not stamp.ts < programme.valid_until:
+            problem = f"programme {programme.programme_id} has ended"
+        elif (
+            command.limit + programme.granted.get(command.account_id, 0)
+            > programme.cap_per_enterprise
+        ):
+            problem = (
+                f"grants to {command.account_id} would exceed the cap per enterprise of "
+                f"{programme.cap_per_enterprise} fen"
+            )
+        elif command.limit > programme.unallocated:
+            reason = RejectReason.BUDGET_EXHAUSTED
+            problem = (
+                f"programme {programme.programme_id} has {programme.unallocated} fen of budget "
+                f"left to grant, the grant asks {command.limit}"
+            )
+        if programme is None or problem:
+            return self._request_rejected(command, stamp, reason, problem)
+        return GrantApproved(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            programme_id=programme.programme_id,
+            admin_id=command.admin_id,
+            account_id=command.account_id,
+            limit=command.limit,
+            kind=command.kind,
+            city=command.city,
+            related_accounts=command.related_accounts,
+            rate_bps=programme.rate_bps,
+            cap_per_contract=programme.cap_per_contract,
+            classes=programme.classes,
+            regions=programme.regions,
+            valid_from=programme.valid_from,
+            valid_until=programme.valid_until,
+        )
+
+    def _delivery_request(
+        self, command: ReportMetering | DisputeDelivery | ResolveDispute, stamp: EventStamp
+    ) -> Event:
+        if command.symbol not in self.catalogue:
+            return self._request_rejected(
+                command,
+                stamp,
+                RejectReason.UNKNOWN_CONTRACT,
+                f"contract {command.symbol!r} is not listed",
+            )
+        if isinstance(command, ReportMetering):
+            action, provider, buyer, delivered, reason = (
+                "meter",
+                command.account_id,
+                command.buyer_id,
+                command.delivered,
+                "",
+            )
+            account = command.account_id
+        elif isinstance(command, DisputeDelivery):
+            action, provider, buyer, delivered, reason = (
+                "dispute",
+                command.provider_id,
+                command.account_id,
+                0,
+                command.reason,
+            )
+            account = command.account_id
+        else:
+            action, provider, buyer, delivered, reason = (
+                "resolve",
+                command.provider_id,
+                command.buyer_id,
+                command.delivered,
+                command.reason,
+            )
+            account = command.operator_id
+        return DeliveryRequested(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            action=action,
+            request_id=_request_id(command),
+            account_id=account,
+            symbol=command.symbol,
+            provider_id=provider,
+            buyer_id=buyer,
+            delivered=delivered,
+            reason=reason,
+        )
+
+    @staticmethod
+    def _request_rejected(
+        command: Request, stamp: EventStamp, reason: RejectReason, message: str
+    ) -> RequestRejected:
+        return RequestRejected(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            request=command.type,
+            request_id=_request_id(command),
+            account_id=_requester(command),
+            reason=reason,
+            message=message,
+        )
+
     def reject_malformed(self, source: str, message: str, stamp: EventStamp) -> CommandRejected:
         """Report a record that is not a valid command; it changes nothing."""
         return CommandRejected(
@@ -403,18 +782,14 @@ class RiskStage:
             source=source,
         )
 
-    def apply_outcome(self, event: Outcome, owns: Callable[[str], bool]) -> None:
-        """Fold a fill, cancel or amend fed back from matching into the balances it owns."""
-        if isinstance(event, TradeExecuted):
-            self.accounts.apply_trade(event, owns)
-        elif isinstance(event, OrderCancelled):
-            self.accounts.release(event)
-        elif isinstance(event, OrderAmended):
-            self.accounts.apply_amended(event)
-        elif isinstance(event, OrderReduced):
-            self.accounts.apply_reduced(event)
+    def apply_outcome(self, event: Outcome, owns: Owns) -> None:
+        """Fold a fill, cancel, amend, delivery or grant fed back from matching into the
+        balances it owns."""
+        if isinstance(event, GrantApproved):
+            # The programme's side was applied when this stage approved the grant.
+            self.accounts.apply(event, lambda key: not key.startswith("programme:") and owns(key))
         else:
-            self.accounts.release_amend(event)
+            self.accounts.apply(event, owns)
 
     def state_hash(self) -> str:
         """SHA-256 of the stage's whole state in a canonical form."""
@@ -424,6 +799,8 @@ class RiskStage:
             hasher.update(f"id|{order_id}\n".encode())
         for deposit_id in sorted(self._deposit_ids):
             hasher.update(f"d|{deposit_id}\n".encode())
+        for request_id in sorted(self._request_ids):
+            hasher.update(f"q|{request_id}\n".encode())
         return hasher.hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
@@ -432,13 +809,39 @@ class RiskStage:
             "accounts": self.accounts.snapshot(),
             "order_ids": sorted(self._order_ids),
             "deposit_ids": sorted(self._deposit_ids),
+            "request_ids": sorted(self._request_ids),
         }
 
     @classmethod
     def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> RiskStage:
         """The stage a snapshot describes."""
         stage = cls(catalogue)
-        stage.accounts = Accounts.restore(data["accounts"])
+        stage.accounts = Accounts.restore(data["accounts"], catalogue.rules)
         stage._order_ids = set(data["order_ids"])
         stage._deposit_ids = set(data["deposit_ids"])
+        stage._request_ids = set(data.get("request_ids", []))
         return stage
+
+
+def _request_id(command: Request) -> str:
+    """The id a request is known by."""
+    if isinstance(command, WithdrawFunds | WithdrawCapacity):
+        return command.withdrawal_id
+    if isinstance(command, ReportMetering):
+        return command.report_id
+    if isinstance(command, DisputeDelivery):
+        return command.dispute_id
+    if isinstance(command, ResolveDispute):
+        return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
+    if isinstance(command, ApproveGrant):
+        return f"{command.programme_id}:{command.account_id}:{command.limit}"
+    return command.programme_id
+
+
+def _requester(command: Request) -> str:
+    """Who sent a request: the account, operator or programme administrator."""
+    if isinstance(command, ResolveDispute):
+        return command.operator_id
+    if isinstance(command, CreateProgramme | ApproveGrant):
+        return command.admin_id
+    return command.account_id

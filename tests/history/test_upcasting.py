@@ -78,5 +78,5 @@ async def test_a_store_of_version_1_events_replays_to_the_same_balances(tmp_path
     accounts = result.state.accounts
     assert accounts.cash["buyer-1"].available == 500_000 - 4 * 1800
     assert accounts.cash["buyer-1"].held == 0
-    assert accounts.cash["provider-1"].available == 4 * 1800
+    assert accounts.ledger["escrow:H100-80G.GZ.20271201T00"] == 4 * 1800
     assert accounts.positions[("buyer-1", "H100-80G.GZ.20271201T00")] == 4

@@ -76,40 +76,46 @@ class Exchange:
     def _settle(self, event: Event) -> None:
         ledger = self.ledger
         if isinstance(event, FundsDeposited | CapacityDeposited):
-            ledger.apply_deposit(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, OrderAccepted):
-            ledger.hold(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, BlockAccepted):
-            ledger.hold_block(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, TradeExecuted):
-            ledger.apply_trade(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, OrderCancelled):
-            ledger.release(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, AmendRequested):
-            ledger.hold_for_amend(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, OrderAmended):
-            ledger.apply_amended(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, AmendRejected):
-            ledger.release_amend(event)
+            ledger.apply(event, lambda _: True)
         elif isinstance(event, OrderReduced):
-            ledger.apply_reduced(event)
+            ledger.apply(event, lambda _: True)
 
     def check_holds(self) -> None:
         """Held cash and capacity equal what the open orders need, in both ledgers."""
         for accounts in (self.risk.accounts, self.ledger):
             cash: dict[str, int] = {}
             capacity: dict[tuple[str, str], int] = {}
+            resale: dict[tuple[str, str], int] = {}
             for o in accounts.open_orders.values():
+                key = (o.account_id, o.symbol)
                 if o.side == "buy":
                     cash[o.account_id] = cash.get(o.account_id, 0) + o.price * o.remaining + o.extra
+                elif o.backing == "entitlement":
+                    resale[key] = resale.get(key, 0) + o.remaining
                 else:
-                    key = (o.account_id, o.symbol)
                     capacity[key] = capacity.get(key, 0) + o.remaining + o.extra
             for account, balance in accounts.cash.items():
                 assert balance.held == cash.get(account, 0), account
                 assert balance.available >= 0, account
             for key, balance in accounts.capacity.items():
                 assert balance.held == capacity.get(key, 0), key
+            assert {k: q for k, q in accounts.resale_held.items() if q} == resale
+            for key, quantity in accounts.positions.items():
+                assert 0 <= accounts.resale_held.get(key, 0) <= quantity, key
         assert self.risk.accounts.snapshot() == self.ledger.snapshot()
         resting = {
             o.order_id: o.remaining

@@ -1,0 +1,362 @@
+"""Delivery: from positions at the delivery hour to metered, settled obligations.
+
+The matching partition of a contract family sees every order and trade of its contracts, so it
+acts as the clearing house for their delivery:
+- It records what each provider sold from deposited capacity (units, the escrowed payment, the
+  bond behind them, the provider's fee) and every account's net entitlement (bought less
+  resold).
+- When the contract's delivery hour starts, it allocates the providers' units to the holders,
+  both in account order, into obligations provider -> holder, splitting each provider's escrow,
+  bond and fee over its obligations in proportion to units (cumulative rounding, so the parts
+  add up exactly).
+- Providers report metering (units delivered to each holder) and holders may dispute, until the
+  delivery window ends (`MarketRules.delivery_window_ms` after the hour). An undisputed
+  obligation then settles at its metered units (none reported: nothing delivered); a disputed
+  one settles when an operator resolves it.
+- Settling pays the provider the delivered share of the escrow less that share of its fee, and
+  returns its bond less the penalty; the holder gets the undelivered share of the escrow (its
+  refund) and the undelivered share of the bond (the penalty).
+
+Pure and deterministic: a function of the orders topic, like the books.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from exchange.domain.accounts import Fees, Hasher
+from exchange.domain.catalogue import MarketRules, parse_symbol, to_utc_ms
+from exchange.domain.messages import (
+    BlockAccepted,
+    ContractStateChanged,
+    DeliveryDisputed,
+    DeliveryObligation,
+    DeliveryRequested,
+    DeliverySettled,
+    Event,
+    EventStamp,
+    MeteringReported,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderReduced,
+    RejectReason,
+    RequestRejected,
+    TradeExecuted,
+)
+
+HOUR_MS = 60 * 60_000
+
+
+@dataclass(slots=True)
+class Provision:
+    """What one provider sold of one contract from deposited capacity."""
+
+    units: int = 0
+    amount: int = 0
+    bond: int = 0
+    fee: int = 0
+
+
+@dataclass(slots=True)
+class Obligation:
+    """Units a provider owes one holder, with their escrow, bond and fee shares."""
+
+    quantity: int
+    amount: int
+    bond: int
+    fee: int
+    window_ends: int
+    delivered: int | None = None
+    disputed: bool = False
+
+
+ObligationKey = tuple[str, str, str]
+"""(symbol, provider, buyer)"""
+
+
+class DeliveryDesk:
+    """Provisions, entitlements and obligations of the contracts of one matching partition."""
+
+    def __init__(self, rules: MarketRules) -> None:
+        self.rules = rules
+        self.fees = Fees(rules)
+        self.sells: dict[str, list[Any]] = {}
+        """Open sells: order id -> [backed by capacity, bond per unit, open quantity]."""
+        self.provisions: dict[str, dict[str, Provision]] = {}
+        self.holdings: dict[str, dict[str, int]] = {}
+        self.obligations: dict[ObligationKey, Obligation] = {}
+        self._due: list[tuple[int, str, str, str]] = []
+        """(window end, symbol, provider, buyer) of unsettled obligations, sorted."""
+
+    # What happens in the books ---------------------------------------------------------------
+
+    def observe(self, event: Event, outputs: list[Event], stamp: EventStamp) -> list[Event]:
+        """Record an input of the partition and what matching made of it; returns the delivery
+        events they cause (obligations, metering, settlements, refusals)."""
+        if isinstance(event, OrderAccepted) and event.side == "sell":
+            self.sells[event.order_id] = [
+                event.backing == "capacity",
+                event.bond_per_unit,
+                event.quantity,
+            ]
+        elif isinstance(event, BlockAccepted) and event.side == "sell":
+            self.sells[event.order_id] = [True, 0, event.quantity * len(event.symbols)]
+        caused: list[Event] = []
+        if isinstance(event, DeliveryRequested):
+            caused.append(self._request(event, stamp))
+        for output in outputs:
+            if isinstance(output, TradeExecuted):
+                self._trade(output)
+            elif isinstance(output, OrderCancelled):
+                self.sells.pop(output.order_id, None)
+            elif isinstance(output, OrderReduced | OrderAmended):
+                self._shrink(output.order_id, output.remaining)
+            elif isinstance(output, ContractStateChanged) and output.state == "delivered":
+                caused.extend(self._allocate(output.symbol, stamp))
+        caused.extend(self._settle_due(stamp))
+        return caused
+
+    def _shrink(self, order_id: str, remaining: int) -> None:
+        sell = self.sells.get(order_id)
+        if sell is not None:
+            if remaining:
+                sell[2] = remaining
+            else:
+                del self.sells[order_id]
+
+    def _trade(self, trade: TradeExecuted) -> None:
+        symbol, quantity = trade.symbol, trade.quantity
+        holdings = self.holdings.setdefault(symbol, {})
+        holdings[trade.buyer_id] = holdings.get(trade.buyer_id, 0) + quantity
+        sell = self.sells.get(trade.sell_order_id)
+        from_capacity, bond_per_unit = (True, 0) if sell is None else (sell[0], sell[1])
+        if from_capacity:
+            provision = self.provisions.setdefault(symbol, {}).setdefault(
+                trade.seller_id, Provision()
+            )
+            amount = trade.price * quantity
+            provision.units += quantity
+            provision.amount += amount
+            provision.bond += bond_per_unit * quantity
+            provision.fee += self.fees.fee(symbol, amount, trade.aggressor == "sell")
+        else:
+            holdings[trade.seller_id] -= quantity
+        if sell is not None:
+            sell[2] -= quantity
+            if not sell[2]:
+                del self.sells[trade.sell_order_id]
+
+    def _allocate(self, symbol: str, stamp: EventStamp) -> list[Event]:
+        """Turn a contract's provisions and holdings into obligations at its delivery hour."""
+        provisions = self.provisions.pop(symbol, {})
+        holders = [(a, q) for a, q in sorted(self.holdings.pop(symbol, {}).items()) if q > 0]
+        start = to_utc_ms(parse_symbol(symbol).delivery_start)
+        window_ends = start + HOUR_MS + self.rules.delivery_window_ms
+        events: list[Event] = []
+        holder = 0
+        left = holders[0][1] if holders else 0
+        for provider_id in sorted(provisions):
+            provision = provisions[provider_id]
+            allocated = 0
+            shares: tuple[int, ...] = (0, 0, 0)
+            while allocated < provision.units and holder < len(holders):
+                quantity = min(left, provision.units - allocated)
+                allocated += quantity
+                cumulative = tuple(
+                    total * allocated // provision.units
+                    for total in (provision.amount, provision.bond, provision.fee)
+                )
+                amount, bond, fee = (
+                    now - then for now, then in zip(cumulative, shares, strict=True)
+                )
+                shares = cumulative
+                buyer_id = holders[holder][0]
+                obligation = Obligation(quantity, amount, bond, fee, window_ends)
+                self.obligations[(symbol, provider_id, buyer_id)] = obligation
+                bisect.insort(self._due, (window_ends, symbol, provider_id, buyer_id))
+                events.append(
+                    DeliveryObligation(
+                        event_id=stamp.next_id(),
+                        ts=stamp.ts,
+                        symbol=symbol,
+                        provider_id=provider_id,
+                        buyer_id=buyer_id,
+                        quantity=quantity,
+                        amount=amount,
+                        bond=bond,
+                        fee=fee,
+                        window_ends=window_ends,
+                    )
+                )
+                left -= quantity
+                if not left:
+                    holder += 1
+                    left = holders[holder][1] if holder < len(holders) else 0
+        return events
+
+    # Metering, disputes and settlement --------------------------------------------------------
+
+    def _request(self, request: DeliveryRequested, stamp: EventStamp) -> Event:
+        key = (request.symbol, request.provider_id, request.buyer_id)
+        obligation = self.obligations.get(key)
+        if obligation is None:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.NO_OBLIGATION,
+                f"{request.provider_id} owes {request.buyer_id} nothing in {request.symbol} "
+                "(obligations exist from the delivery hour until they settle)",
+            )
+        if request.action == "resolve":
+            if not obligation.disputed:
+                return _refused(
+                    request, stamp, RejectReason.NOT_DISPUTED, "that delivery is not disputed"
+                )
+            if request.delivered > obligation.quantity:
+                return _exceeds(request, obligation, stamp)
+            return self._settle(key, request.delivered, stamp, request.account_id, request.reason)
+        if stamp.ts > obligation.window_ends or obligation.disputed:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.DELIVERY_WINDOW_CLOSED,
+                "the delivery is disputed and awaits an operator"
+                if obligation.disputed
+                else f"metering and disputes closed at {obligation.window_ends} (log time, ms)",
+            )
+        if request.action == "meter":
+            if request.delivered > obligation.quantity:
+                return _exceeds(request, obligation, stamp)
+            obligation.delivered = request.delivered
+            return MeteringReported(
+                event_id=stamp.next_id(),
+                ts=stamp.ts,
+                report_id=request.request_id,
+                symbol=request.symbol,
+                provider_id=request.provider_id,
+                buyer_id=request.buyer_id,
+                delivered=request.delivered,
+            )
+        obligation.disputed = True
+        return DeliveryDisputed(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            dispute_id=request.request_id,
+            symbol=request.symbol,
+            provider_id=request.provider_id,
+            buyer_id=request.buyer_id,
+            reason=request.reason,
+        )
+
+    def _settle_due(self, stamp: EventStamp) -> list[Event]:
+        settled: list[Event] = []
+        while self._due and self._due[0][0] < stamp.ts:
+            _, symbol, provider_id, buyer_id = self._due.pop(0)
+            key = (symbol, provider_id, buyer_id)
+            obligation = self.obligations.get(key)
+            if obligation is None or obligation.disputed:
+                continue
+            settled.append(self._settle(key, obligation.delivered or 0, stamp, None, ""))
+        return settled
+
+    def _settle(
+        self,
+        key: ObligationKey,
+        delivered: int,
+        stamp: EventStamp,
+        resolved_by: str | None,
+        reason: str,
+    ) -> DeliverySettled:
+        obligation = self.obligations.pop(key)
+        symbol, provider_id, buyer_id = key
+        quantity = obligation.quantity
+        paid = obligation.amount * delivered // quantity
+        kept_bond = obligation.bond * delivered // quantity
+        return DeliverySettled(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            symbol=symbol,
+            provider_id=provider_id,
+            buyer_id=buyer_id,
+            quantity=quantity,
+            delivered=delivered,
+            paid=paid,
+            fee=obligation.fee * delivered // quantity,
+            refund=obligation.amount - paid,
+            bond=obligation.bond,
+            penalty=obligation.bond - kept_bond,
+            resolved_by=resolved_by,
+            reason=reason,
+        )
+
+    # State ------------------------------------------------------------------------------------
+
+    def digest(self, hasher: Hasher) -> None:
+        """Feed a canonical rendering of the desk's state to `hasher`."""
+        hasher.update(repr(self.snapshot()).encode())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The desk's state, JSON-ready, in a canonical order."""
+        return {
+            "sells": sorted([order_id, *sell] for order_id, sell in self.sells.items()),
+            "provisions": sorted(
+                [symbol, provider, p.units, p.amount, p.bond, p.fee]
+                for symbol, by_provider in self.provisions.items()
+                for provider, p in by_provider.items()
+            ),
+            "holdings": sorted(
+                [symbol, account, quantity]
+                for symbol, by_account in self.holdings.items()
+                for account, quantity in by_account.items()
+            ),
+            "obligations": sorted(
+                [*key, o.quantity, o.amount, o.bond, o.fee, o.window_ends, o.delivered, o.disputed]
+                for key, o in self.obligations.items()
+            ),
+        }
+
+    @classmethod
+    def restore(cls, rules: MarketRules, data: dict[str, Any]) -> DeliveryDesk:
+        """The desk a snapshot describes."""
+        desk = cls(rules)
+        desk.sells = {entry[0]: list(entry[1:]) for entry in data["sells"]}
+        for symbol, provider, *figures in data["provisions"]:
+            desk.provisions.setdefault(symbol, {})[provider] = Provision(*figures)
+        for symbol, account, quantity in data["holdings"]:
+            desk.holdings.setdefault(symbol, {})[account] = quantity
+        for symbol, provider, buyer, *figures in data["obligations"]:
+            obligation = Obligation(*figures)
+            desk.obligations[(symbol, provider, buyer)] = obligation
+            if not obligation.disputed:
+                bisect.insort(desk._due, (obligation.window_ends, symbol, provider, buyer))
+        return desk
+
+
+def _refused(
+    request: DeliveryRequested, stamp: EventStamp, reason: RejectReason, message: str
+) -> RequestRejected:
+    kinds = {"meter": "ReportMetering", "dispute": "DisputeDelivery", "resolve": "ResolveDispute"}
+    return RequestRejected(
+        event_id=stamp.next_id(),
+        ts=stamp.ts,
+        request=kinds[request.action],
+        request_id=request.request_id,
+        account_id=request.account_id,
+        reason=reason,
+        message=message,
+    )
+
+
+def _exceeds(
+    request: DeliveryRequested, obligation: Obligation, stamp: EventStamp
+) -> RequestRejected:
+    return _refused(
+        request,
+        stamp,
+        RejectReason.METERING_EXCEEDS_OBLIGATION,
+        f"{request.delivered} units delivered is more than the {obligation.quantity} "
+        f"{request.provider_id} sold to {request.buyer_id} in {request.symbol}",
+    )
