@@ -24,7 +24,6 @@ from exchange.domain.messages import (
     CancelAllRequested,
     CancelOrder,
     CancelReason,
-    CapacityDeposited,
     Command,
     ContractStateChanged,
     ControlMarket,
@@ -32,8 +31,6 @@ from exchange.domain.messages import (
     DepositFunds,
     Event,
     EventStamp,
-    FundsDeposited,
-    OrderAccepted,
     OrderAmended,
     OrderCancelled,
     OrderReduced,
@@ -74,25 +71,8 @@ class Exchange:
         return out
 
     def _settle(self, event: Event) -> None:
-        ledger = self.ledger
-        if isinstance(event, FundsDeposited | CapacityDeposited):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, OrderAccepted):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, BlockAccepted):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, TradeExecuted):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, OrderCancelled):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, AmendRequested):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, OrderAmended):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, AmendRejected):
-            ledger.apply(event, lambda _: True)
-        elif isinstance(event, OrderReduced):
-            ledger.apply(event, lambda _: True)
+        # Settlement's fold, restricted to participants' balances as a risk partition keeps.
+        self.ledger.apply(event, lambda _: True)
 
     def check_holds(self) -> None:
         """Held cash and capacity equal what the open orders need, in both ledgers."""
