@@ -154,7 +154,8 @@ def test_standard_card_hours_convert_to_cards_through_the_factor() -> None:
     # A100: factor 312 / 989.4; 10 / (2 x 0.31534...) = 15.85..., so 16 cards an hour.
     factor = Fraction(3120, 9894)
     assert a100.cards_per_hour == 16
-    assert a100.standard_card_hours == 32 * factor >= 10
+    assert a100.standard_card_hours == 32 * factor
+    assert a100.standard_card_hours >= Fraction(10)
     assert a100.cost == 32 * 600
     assert result.chosen is not None
     assert result.chosen.family == "H100-80G.GZ"
