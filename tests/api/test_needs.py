@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cx_client import ExchangeClient, ProblemError
 
 from api.models import DAY_START_MS
 from tests.e2e.harness import (
@@ -211,3 +212,39 @@ async def test_a_standing_need_expires_at_its_deadline(exchange: RunningExchange
         return shown["status"] == "expired"
 
     await eventually(expired, "the need to expire")
+
+
+async def test_the_typed_client_states_reads_and_withdraws_needs(
+    exchange: RunningExchange,
+) -> None:
+    await offer(exchange, YRD, 1800)
+    await funded_buyer(exchange)
+    async with ExchangeClient(exchange.base_url, await exchange.key_for("b")) as client:
+        with pytest.raises(ProblemError) as refused:
+            await client.state_need(
+                "cards", 2, 2, DAY_START_MS, DAY_START_MS + 2 * HOUR_MS, {"GZ": 0}, 100_000
+            )
+        assert refused.value.type == "/problems/no_feasible_plan"
+        assert refused.value.body["reason"] == "insufficient_depth"
+        standing = await client.state_need(
+            "standard_card_hours",
+            4,
+            2,
+            DAY_START_MS,
+            DAY_START_MS + 2 * HOUR_MS,
+            {"GZ": 0},
+            100_000,
+            min_grade=10_000,
+            stand=True,
+        )
+        assert standing.status == "standing"
+        assert standing.plan is not None
+        assert standing.plan.alternatives[0].cards_per_hour == 2
+        assert (await client.need(standing.need_id)).status == "standing"
+        assert (await client.withdraw_need(standing.need_id)).status == "withdrawn"
+        filled = await client.state_need(
+            "cards", 1, 2, DAY_START_MS, DAY_START_MS + 2 * HOUR_MS, {"GZ": 0, "YRD": 30}, 5000
+        )
+        assert filled.status == "filled"
+        assert filled.order is not None
+        assert (filled.order.paid, filled.plan.chosen.adder_cost) == (3600, 60)  # type: ignore[union-attr]
