@@ -69,6 +69,7 @@ from api.models import (
     Stats,
     StoredEventOut,
 )
+from api.needs import NeedService, needs_router
 from api.problems import PROBLEM, BodyLimit, Problem, install_handlers, problems
 from api.ratelimit import RateLimiter
 from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
@@ -113,6 +114,10 @@ TAGS = [
     {"name": "orders", "description": "A participant's own orders (provider and buyer keys)."},
     {"name": "accounts", "description": "Balances, deposits, fills and delivery obligations."},
     {"name": "streams", "description": "WebSocket and Server-Sent Events; see docs/API.md."},
+    {
+        "name": "needs",
+        "description": "State a need; the exchange places the cheapest fitting block (buyer keys).",
+    },
     {"name": "operator", "description": "Keys and the event history (operator keys)."},
     {"name": "reports", "description": "Trade reports (operator and programme_admin keys)."},
 ]
@@ -929,7 +934,9 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     async def stream(websocket: WebSocket) -> None:
         await websocket_stream(websocket, market, gate)
 
-    for router in (public, private, operator, reports, streams):
+    needs = NeedService(engine, catalogue, market, submit_and_wait)
+    app.state.needs = needs
+    for router in (public, private, needs_router(needs), operator, reports, streams):
         app.include_router(router)
 
     web = resources.files("api").joinpath("web")

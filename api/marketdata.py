@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,6 +290,9 @@ class MarketData:
         self.trade_counts: dict[str, int] = {}
         self.trade_volumes: dict[str, int] = {}
         self.ready = asyncio.Event()
+        self.book_listeners: list[Callable[[str], None]] = []
+        """Called with the symbol after each book change; must return at once (they run inside
+        the fold, so a slow one would hold up every subscriber)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the events topic from its start until `stop` is set."""
@@ -430,6 +433,8 @@ class MarketData:
                     side.pop(price, None)
         view.seq = event.seq
         view.updated_ts = event.ts
+        for listener in self.book_listeners:
+            listener(event.symbol)
         self._publish(event.symbol, "quote", self.quote_message(event.symbol, event.ts))
         self._publish(
             event.symbol,

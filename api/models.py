@@ -637,3 +637,174 @@ class StoredEventOut(BaseModel):
     data: dict[str, Any]
     metadata: dict[str, Any]
     recorded_at: str
+
+
+NEED_ID = "n-8d2f0c4b6a1e9d7c5b3a29180f7e6d5c4b3a2918"
+DAY_START_MS = 1827590400000
+"""2027-12-01T00:00+08:00, the first listed hour of the default catalogue, in ms."""
+
+
+class RegionAdder(BaseModel):
+    """An acceptable region, with what it costs in the ranking (not in money): fen per standard
+    card-hour, e.g. for the latency of a distant region."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: Annotated[str, Field(min_length=1, max_length=16, examples=["GZ"])]
+    adder: Annotated[int, Field(ge=0, le=10**9, strict=True)] = 0
+
+
+class NeedRequest(BaseModel):
+    """A need: what to buy, where, when and for how much at most; the exchange plans the
+    cheapest block order that meets it from the live books."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_need_id": "train-run-7",
+                    "unit": "standard_card_hours",
+                    "quantity": 16,
+                    "hours": 2,
+                    "earliest_start": DAY_START_MS,
+                    "deadline": DAY_START_MS + 2 * 3_600_000,
+                    "regions": [{"region": "GZ"}, {"region": "YRD", "adder": 50}],
+                    "min_grade": 3000,
+                    "max_total": 40000,
+                    "stand": True,
+                }
+            ]
+        },
+    )
+
+    client_need_id: Identifier | None = Field(
+        default=None,
+        description="Names the need: a retry with the same name returns the same need.",
+    )
+    unit: Literal["standard_card_hours", "cards"] = Field(
+        description="`standard_card_hours`: `quantity` in total, converted to cards through each "
+        "card's performance factor; `cards`: `quantity` cards in every hour."
+    )
+    quantity: PositiveInt
+    hours: Annotated[int, Field(ge=1, le=24, strict=True)] = Field(
+        description="Consecutive delivery hours."
+    )
+    earliest_start: Annotated[int, Field(ge=0, strict=True)] = Field(
+        description="The first hour may start at this time or later (ms since the epoch)."
+    )
+    deadline: Annotated[int, Field(ge=0, strict=True)] = Field(
+        description="The last hour must end by this time (ms); a standing need expires then."
+    )
+    regions: Annotated[list[RegionAdder], Field(min_length=1, max_length=16)]
+    classes: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=16)] = Field(
+        default_factory=list, description="Accepted resource classes (empty: every card class)."
+    )
+    min_grade: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = Field(
+        default=0,
+        description="Minimum performance factor in ten-thousandths of the standard card "
+        "(10000 = H100-80G; see GET /v1/performance).",
+    )
+    max_total: PositiveInt = Field(description="The most the block may cost, in fen.")
+    stand: bool = Field(
+        default=False,
+        description="If nothing is feasible now, keep the need until its deadline and place it "
+        "when the books allow (otherwise answer 422 `no_feasible_plan`).",
+    )
+
+
+class AlternativeOut(BaseModel):
+    """One family and start hour the planner priced, or why it cannot serve the need."""
+
+    family: str
+    resource_class: str
+    region: str
+    delivery_start: str
+    symbols: list[str]
+    cards_per_hour: int
+    standard_card_hours: str = Field(description="Delivered, as decimal text (4 places).")
+    cost: int | None = Field(description="Fen at the walked asks; null when depth is short.")
+    adder_cost: int = Field(description="The region adder x standard card-hours, rounded up.")
+    ranked_total: int | None = Field(description="cost + adder_cost: what the choice minimises.")
+    limit_price: int | None = Field(description="The block's average price limit (fen).")
+    feasible: bool
+    reason: str | None = None
+    detail: str
+
+
+class ExclusionOut(BaseModel):
+    """A listed family that cannot serve the need at all."""
+
+    family: str
+    reason: str
+    detail: str
+
+
+class PlanOut(BaseModel):
+    """Every alternative priced (best first), the chosen one and why."""
+
+    chosen: AlternativeOut | None
+    alternatives: list[AlternativeOut]
+    excluded: list[ExclusionOut]
+    reason: str | None = Field(description="Why nothing is feasible, when nothing is.")
+    explanation: str
+
+
+class NeedOrderOut(BaseModel):
+    """The block order placed for a need and what became of it."""
+
+    order_id: str
+    symbols: list[str]
+    price: int = Field(description="Average price limit, fen per unit.")
+    quantity: int = Field(description="Units in every hour.")
+    status: Literal["pending", "open", "filled", "cancelled", "rejected"]
+    filled: int = Field(description="Units filled over all hours.")
+    paid: int = Field(description="Fen paid for what filled.")
+    reason: str | None = None
+
+
+class NeedOut(BaseModel):
+    """A need, its plan (the one submitted, or for a standing need the current one), its status
+    and its block order's outcome."""
+
+    model_config = _example(
+        {
+            "need_id": NEED_ID,
+            "client_need_id": "train-run-7",
+            "status": "filled",
+            "need": NeedRequest.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+            "plan": None,
+            "order": {
+                "order_id": f"{NEED_ID}-block",
+                "symbols": [GZ0, "H100-80G.GZ.20271201T01"],
+                "price": 1800,
+                "quantity": 8,
+                "status": "filled",
+                "filled": 16,
+                "paid": 28800,
+                "reason": None,
+            },
+            "reason": None,
+            "created_ms": 1767225600000,
+            "updated_ms": 1767225600150,
+        }
+    )
+
+    need_id: str
+    client_need_id: str | None
+    status: Literal[
+        "standing",
+        "submitted",
+        "filled",
+        "partially_filled",
+        "not_filled",
+        "expired",
+        "withdrawn",
+        "rejected",
+    ]
+    need: dict[str, Any]
+    plan: PlanOut | None
+    order: NeedOrderOut | None
+    reason: str | None = Field(description="Why the need ended, when it did without filling.")
+    created_ms: int
+    updated_ms: int

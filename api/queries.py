@@ -173,3 +173,14 @@ async def trades_report(
             {**row._mapping, "amount": row.price * row.quantity}
             for row in await connection.execute(query)
         ]
+
+
+async def order_paid(engine: AsyncEngine, order_id: str) -> int:
+    """Fen paid by the buy order `order_id` over its settled trades."""
+    trades = tables.trades
+    query = select(func.coalesce(func.sum(trades.c.price * trades.c.quantity), 0)).where(
+        trades.c.buy_order_id == order_id
+    )
+    async with engine.connect() as connection:
+        paid = (await connection.execute(query)).scalar_one()
+    return int(paid)

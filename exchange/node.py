@@ -73,8 +73,11 @@ class _ApiServer(uvicorn.Server):
 
 
 async def _serve_api(runtime: ExchangeRuntime, market: MarketData, stop: asyncio.Event) -> None:
+    app = create_app(runtime, market)
+    # Standing needs are kept by the API process that serves them (api/needs.py).
+    keeping_needs = asyncio.create_task(app.state.needs.run(stop), name="needs")
     config = uvicorn.Config(
-        create_app(runtime, market),
+        app,
         host=runtime.settings.api_host,
         port=runtime.settings.api_port,
         log_level="warning",
@@ -85,3 +88,4 @@ async def _serve_api(runtime: ExchangeRuntime, market: MarketData, stop: asyncio
     await stop.wait()
     server.should_exit = True
     await serving
+    await keeping_needs

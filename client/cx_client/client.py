@@ -25,6 +25,7 @@ from cx_client.models import (
     Health,
     KeyInfo,
     Me,
+    Need,
     NewKey,
     Obligation,
     Order,
@@ -208,6 +209,53 @@ class ExchangeClient:
         body = {"symbols": symbols, "side": side, "price": price, "quantity": quantity}
         response = await self.request("POST", "/v1/block-orders", json=body)
         return BlockAnswer.model_validate(response.json())
+
+    async def state_need(
+        self,
+        unit: Literal["standard_card_hours", "cards"],
+        quantity: int,
+        hours: int,
+        earliest_start: int,
+        deadline: int,
+        regions: dict[str, int],
+        max_total: int,
+        *,
+        classes: Sequence[str] = (),
+        min_grade: int = 0,
+        stand: bool = False,
+        client_need_id: str | None = None,
+    ) -> Need:
+        """State a need (buyer keys); the exchange places the cheapest block that meets it.
+
+        `regions` maps each acceptable region to its adder (fen per standard card-hour, 0 for
+        none); times are ms since the epoch; `min_grade` is in ten-thousandths of the standard
+        card. Nothing feasible raises `ProblemError` of type `/problems/no_feasible_plan`
+        (its `body["plan"]` says why), unless `stand` keeps the need until its deadline.
+        """
+        body: dict[str, Any] = {
+            "unit": unit,
+            "quantity": quantity,
+            "hours": hours,
+            "earliest_start": earliest_start,
+            "deadline": deadline,
+            "regions": [{"region": r, "adder": a} for r, a in regions.items()],
+            "max_total": max_total,
+            "classes": list(classes),
+            "min_grade": min_grade,
+            "stand": stand,
+            "client_need_id": client_need_id,
+        }
+        response = await self.request("POST", "/v1/needs", json=body)
+        return Need.model_validate(response.json())
+
+    async def need(self, need_id: str) -> Need:
+        """One of the account's needs, with its current plan and outcome."""
+        return await self._get(Need, f"/v1/needs/{need_id}")
+
+    async def withdraw_need(self, need_id: str) -> Need:
+        """Withdraw a standing need."""
+        response = await self.request("DELETE", f"/v1/needs/{need_id}")
+        return Need.model_validate(response.json())
 
     async def cancel_order(self, order_id: str) -> CancelAnswer:
         """Cancel what remains of an open order."""

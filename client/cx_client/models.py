@@ -170,6 +170,79 @@ class BlockAnswer(Model):
     symbols: list[str]
 
 
+class Alternative(Model):
+    """One family and start hour a need's planner priced, or why it cannot serve the need."""
+
+    family: str
+    resource_class: str
+    region: str
+    delivery_start: str
+    symbols: list[str]
+    cards_per_hour: int
+    standard_card_hours: str
+    cost: int | None
+    adder_cost: int
+    ranked_total: int | None
+    limit_price: int | None
+    feasible: bool
+    reason: str | None = None
+    detail: str
+
+
+class Exclusion(Model):
+    """A listed family that cannot serve a need at all."""
+
+    family: str
+    reason: str
+    detail: str
+
+
+class Plan(Model):
+    """Every alternative priced (best first), the chosen one and why."""
+
+    chosen: Alternative | None
+    alternatives: list[Alternative]
+    excluded: list[Exclusion]
+    reason: str | None
+    explanation: str
+
+
+class NeedOrder(Model):
+    """The block order placed for a need and its outcome."""
+
+    order_id: str
+    symbols: list[str]
+    price: int
+    quantity: int
+    status: Literal["pending", "open", "filled", "cancelled", "rejected"]
+    filled: int
+    paid: int
+    reason: str | None = None
+
+
+class Need(Model):
+    """A need: its plan, status and block order."""
+
+    need_id: str
+    client_need_id: str | None
+    status: Literal[
+        "standing",
+        "submitted",
+        "filled",
+        "partially_filled",
+        "not_filled",
+        "expired",
+        "withdrawn",
+        "rejected",
+    ]
+    need: dict[str, Any]
+    plan: Plan | None
+    order: NeedOrder | None
+    reason: str | None
+    created_ms: int
+    updated_ms: int
+
+
 class CancelAllAnswer(Model):
     """The kill switch pulled: every open order of the account is being cancelled."""
 

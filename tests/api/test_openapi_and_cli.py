@@ -28,7 +28,7 @@ async def test_the_openapi_document_covers_every_endpoint_with_examples(tmp_path
         for method, spec in item.items()
         if method in METHODS
     ]
-    assert len(operations) == 31
+    assert len(operations) == 34
     assert all(path.startswith("/v1/") for _, path, _ in operations)
     schemes = document["components"]["securitySchemes"]
     assert schemes["ApiKey"] == {
@@ -49,7 +49,7 @@ async def test_the_openapi_document_covers_every_endpoint_with_examples(tmp_path
         if not path.startswith(("/v1/contracts", "/v1/health", "/v1/performance")):
             assert "401" in spec["responses"] or path == "/v1/stream/sse", (method, path)
             assert "429" in spec["responses"], (method, path)
-    for name in ("OrderAnswer", "Contract", "Book", "Fill", "AccountOut", "Stats"):
+    for name in ("OrderAnswer", "Contract", "Book", "Fill", "AccountOut", "Stats", "NeedOut"):
         assert schemas[name].get("examples"), name
 
 

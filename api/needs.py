@@ -1,0 +1,590 @@
+"""Need-based orders at the API edge: plan from the live books, place a block, or stand.
+
+`POST /v1/needs` plans a buyer's need (`exchange/domain/planner.py`) from the asks the market
+data fold shows, and places the chosen alternative as a block order through the same path as
+`POST /v1/block-orders`. A need that nothing can fill now is refused (`no_feasible_plan`), or,
+with `stand`, kept until its deadline and planned again whenever a book of one of its candidate
+families changes.
+
+Needs are rows in `api_needs`, registered on the event store's metadata like `api_keys`, so
+standing needs outlive the process and every API process sees them. The rows are the truth; the
+in-memory index of standing needs (which families each one watches) is a cache, rebuilt from
+the table every RELOAD_S, which also picks up needs placed through another API process and
+expires needs whose deadline passed. Every change of a need's status is a conditional update
+(`... WHERE status = 'standing'`), so two processes, or a re-plan racing a withdrawal, can never
+both act on one need: exactly one claims it.
+
+What a need's block order became is read from the settled order (the ledger projection), so it
+is as durable as the ledger. Deadlines are wall-clock ms: this is the edge, outside the
+deterministic path; the log's time is the brokers' append time, the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+from sqlalchemy import BigInteger, Boolean, Column, Index, Table, Text, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api import queries
+from api.auth import allow
+from api.idempotency import derived_id, fingerprint
+from api.keys import Principal, Role
+from api.marketdata import MarketData, Outcome
+from api.models import NeedOut, NeedRequest
+from api.problems import Problem, problems
+from exchange.domain.catalogue import Catalogue, family_of
+from exchange.domain.messages import Identifier, OrderRejected, PlaceBlockOrder
+from exchange.domain.performance import decimal_text
+from exchange.domain.planner import Need, NeedError, Plan, RegionChoice, plan
+from settlement.schema import metadata
+
+log = logging.getLogger(__name__)
+
+RELOAD_S = 1.0
+"""How often the standing needs are read again from the table (and due ones expired)."""
+REPLANS_PER_ROUND = 32
+"""At most this many standing needs are planned again before the worker yields: a burst of
+book changes costs bounded work per round, and the rest wait for the next round."""
+SETTLE_WAIT_S = 5.0
+
+STANDING = "standing"
+SUBMITTED = "submitted"
+EXPIRED = "expired"
+WITHDRAWN = "withdrawn"
+REJECTED = "rejected"
+
+api_needs = Table(
+    "api_needs",
+    metadata,
+    Column("need_id", Text, primary_key=True),
+    Column("account_id", Text, nullable=False),
+    Column("client_need_id", Text),
+    Column("fingerprint", Text, nullable=False),
+    # The need as asked (JSON of NeedRequest).
+    Column("request", Text, nullable=False),
+    Column("stand", Boolean, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("deadline_ms", BigInteger, nullable=False),
+    # The plan that was submitted (JSON of PlanOut); a standing need's is computed when read.
+    Column("plan", Text),
+    # The block order placed: order_id, symbols, price, quantity (JSON).
+    Column("block", Text),
+    Column("reason", Text),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("api_needs_status_idx", "status"),
+    Index("api_needs_account_idx", "account_id", "created_ms"),
+)
+
+Buyer = Annotated[Principal, Depends(allow(Role.BUYER))]
+NeedReader = Annotated[Principal, Depends(allow(Role.BUYER, Role.OPERATOR))]
+Submit = Callable[[PlaceBlockOrder, str], Awaitable[Outcome | None]]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def need_of(request: NeedRequest) -> Need:
+    """The domain's need, or a 422 `invalid_need` naming the field at fault."""
+    try:
+        return Need(
+            unit=request.unit,
+            quantity=request.quantity,
+            hours=request.hours,
+            earliest_start_ms=request.earliest_start,
+            deadline_ms=request.deadline,
+            regions=tuple(RegionChoice(r.region, r.adder) for r in request.regions),
+            max_total=request.max_total,
+            min_grade=request.min_grade,
+            classes=tuple(request.classes),
+        )
+    except NeedError as error:
+        field = _REQUEST_FIELDS.get(error.field, error.field)
+        raise Problem(422, "invalid_need", f"{field}: {error.message}", field=field) from None
+
+
+_REQUEST_FIELDS = {"earliest_start_ms": "earliest_start", "deadline_ms": "deadline"}
+"""The request's names of the domain's fields, where they differ."""
+
+
+def plan_document(result: Plan, catalogue: Catalogue) -> dict[str, Any]:
+    """A plan as the API shows it (PlanOut)."""
+
+    def alternative(a: Any) -> dict[str, Any]:
+        spec = catalogue.get(a.symbols[0])
+        return {
+            "family": a.family,
+            "resource_class": a.resource_class,
+            "region": a.region,
+            "delivery_start": "" if spec is None else spec.delivery_start.isoformat(),
+            "symbols": list(a.symbols),
+            "cards_per_hour": a.cards_per_hour,
+            "standard_card_hours": decimal_text(a.standard_card_hours),
+            "cost": a.cost,
+            "adder_cost": a.adder_cost,
+            "ranked_total": a.ranked_total,
+            "limit_price": a.limit_price,
+            "feasible": a.feasible,
+            "reason": a.reason,
+            "detail": a.detail,
+        }
+
+    return {
+        "chosen": None if result.chosen is None else alternative(result.chosen),
+        "alternatives": [alternative(a) for a in result.alternatives],
+        "excluded": [
+            {"family": e.family, "reason": e.reason, "detail": e.detail} for e in result.excluded
+        ],
+        "reason": result.reason,
+        "explanation": result.explanation,
+    }
+
+
+@dataclass(slots=True)
+class _Standing:
+    need_id: str
+    account_id: str
+    need: Need
+    families: frozenset[str]
+
+
+class NeedService:
+    """Plans, places, keeps and re-plans needs; one per API process."""
+
+    def __init__(
+        self, engine: AsyncEngine, catalogue: Catalogue, market: MarketData, submit: Submit
+    ) -> None:
+        self.engine = engine
+        self.catalogue = catalogue
+        self.market = market
+        self.submit = submit
+        self._standing: dict[str, _Standing] = {}
+        self._watchers: dict[str, set[str]] = {}
+        """family -> ids of the standing needs whose plan reads its books."""
+        self._changed: set[str] = set()
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._wake = asyncio.Event()
+        self._submissions: set[asyncio.Task[None]] = set()
+        market.book_listeners.append(self._book_changed)
+
+    def plan(self, need: Need, account_id: str) -> Plan:
+        """Plan from the live books, without the account's own asks (self-trade prevention
+        would cancel them rather than let the block buy from them)."""
+        return plan(need, self.catalogue, self._asks(need, account_id), self.market.performance)
+
+    def _asks(self, need: Need, account_id: str) -> Mapping[str, Sequence[tuple[int, int]]]:
+        regions = {r.region for r in need.regions}
+        own: dict[tuple[str, int], int] = {}
+        for order in self.market.orders.values():
+            if order.account_id == account_id and order.side == "sell":
+                key = (order.symbol, order.price)
+                own[key] = own.get(key, 0) + order.quantity - order.filled
+        asks: dict[str, list[tuple[int, int]]] = {}
+        for spec in self.catalogue:
+            if spec.region not in regions:
+                continue
+            levels = []
+            for price, quantity in sorted(self.market.views[spec.symbol].asks.items()):
+                left = quantity - own.get((spec.symbol, price), 0)
+                if left > 0:
+                    levels.append((price, left))
+            asks[spec.symbol] = levels
+        return asks
+
+    # Placing, reading and withdrawing.
+
+    async def place(
+        self, principal: Principal, request: NeedRequest, idempotency_key: str | None
+    ) -> JSONResponse:
+        """Plan a need and place its block, keep it standing, or refuse it."""
+        account = principal.account_id
+        need = need_of(request)
+        now = _now_ms()
+        if need.deadline_ms <= now:
+            raise Problem(
+                422,
+                "invalid_need",
+                f"deadline: {need.deadline_ms} has passed (now {now})",
+                field="deadline",
+            )
+        body = request.model_dump()
+        print_ = fingerprint("POST", "/v1/needs", body)
+        name = request.client_need_id or (
+            None if idempotency_key is None else f"key:{idempotency_key}"
+        )
+        need_id = f"n-{uuid.uuid4().hex}" if name is None else derived_id("need", account, name)
+        if name is not None:
+            existing = await self._row(need_id)
+            if existing is not None:
+                if existing["fingerprint"] != print_:
+                    raise Problem(
+                        422,
+                        "idempotency-key-reused",
+                        f"{name!r} already named a different need; use a new name",
+                    )
+                return self._json(await self.document(existing), 200, replayed=True)
+        result = self.plan(need, account)
+        if result.chosen is None and not request.stand:
+            raise Problem(
+                422,
+                "no_feasible_plan",
+                f"{result.reason}: {result.explanation}",
+                reason=result.reason,
+                plan=plan_document(result, self.catalogue),
+            )
+        row = {
+            "need_id": need_id,
+            "account_id": account,
+            "client_need_id": request.client_need_id,
+            "fingerprint": print_,
+            "request": orjson.dumps(body).decode(),
+            "stand": request.stand,
+            "status": STANDING,
+            "deadline_ms": need.deadline_ms,
+            "plan": None,
+            "block": None,
+            "reason": None,
+            "created_ms": now,
+            "updated_ms": now,
+        }
+        async with self.engine.begin() as connection:
+            await connection.execute(api_needs.insert().values(**row))
+        if result.chosen is None:
+            self._watch(_Standing(need_id, account, need, result.families))
+            return self._json(await self.document(row), 201)
+        outcome = await self._claim_and_submit(need_id, account, result, wait=True)
+        stored = await self._row(need_id)
+        assert stored is not None
+        document = await self.document(stored)
+        if isinstance(outcome, OrderRejected):
+            raise Problem(
+                422, outcome.reason.value, outcome.message, need_id=need_id, need=document
+            )
+        return self._json(document, 201)
+
+    async def get(self, principal: Principal, need_id: str) -> dict[str, Any]:
+        """One of the caller's needs (operators may read any)."""
+        return await self.document(await self._own(principal, need_id))
+
+    async def withdraw(self, principal: Principal, need_id: str) -> dict[str, Any]:
+        """Withdraw a standing need; 409 if it is no longer standing."""
+        row = await self._own(principal, need_id)
+        if not await self._transition(need_id, WITHDRAWN, reason="withdrawn by the buyer"):
+            raise Problem(
+                409,
+                "need_not_standing",
+                f"need {need_id!r} is {row['status']}, not standing; it cannot be withdrawn",
+            )
+        self._unwatch(need_id)
+        stored = await self._row(need_id)
+        assert stored is not None
+        return await self.document(stored)
+
+    async def _own(self, principal: Principal, need_id: str) -> dict[str, Any]:
+        row = await self._row(need_id)
+        if row is None or (
+            principal.role is not Role.OPERATOR and row["account_id"] != principal.account_id
+        ):
+            raise Problem(
+                404, "unknown_need", f"account {principal.account_id} has no need {need_id!r}"
+            )
+        return row
+
+    async def _row(self, need_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as connection:
+            found = (
+                await connection.execute(select(api_needs).where(api_needs.c.need_id == need_id))
+            ).first()
+        return None if found is None else dict(found._mapping)
+
+    async def document(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A need as the API shows it (NeedOut)."""
+        request = orjson.loads(row["request"])
+        status = row["status"]
+        plan_out = None if row["plan"] is None else orjson.loads(row["plan"])
+        if status == STANDING:
+            live = self.plan(need_of(NeedRequest(**request)), row["account_id"])
+            plan_out = plan_document(live, self.catalogue)
+        order = None
+        if row["block"] is not None:
+            block = orjson.loads(row["block"])
+            settled = await queries.order(self.engine, block["order_id"])
+            order = {
+                **block,
+                "status": "pending" if settled is None else settled["status"],
+                "filled": 0 if settled is None else settled["filled"],
+                "paid": await queries.order_paid(self.engine, block["order_id"]),
+                "reason": row["reason"] if settled is None else settled["reason"],
+            }
+            if status == SUBMITTED and settled is not None:
+                status = _settled_status(settled)
+        return NeedOut(
+            need_id=row["need_id"],
+            client_need_id=row["client_need_id"],
+            status=status,
+            need=request,
+            plan=plan_out,
+            order=order,
+            reason=row["reason"],
+            created_ms=row["created_ms"],
+            updated_ms=row["updated_ms"],
+        ).model_dump(mode="json")
+
+    @staticmethod
+    def _json(document: dict[str, Any], status: int, replayed: bool = False) -> JSONResponse:
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return JSONResponse(document, status, headers=headers)
+
+    async def _transition(
+        self, need_id: str, status: str, reason: str | None = None, **values: Any
+    ) -> bool:
+        """Move a standing need to `status`; False if it was no longer standing."""
+        statement = (
+            update(api_needs)
+            .where((api_needs.c.need_id == need_id) & (api_needs.c.status == STANDING))
+            .values(status=status, reason=reason, updated_ms=_now_ms(), **values)
+        )
+        async with self.engine.begin() as connection:
+            changed = (await connection.execute(statement)).rowcount
+        return bool(changed)
+
+    async def _claim_and_submit(
+        self, need_id: str, account_id: str, result: Plan, wait: bool
+    ) -> Outcome | None:
+        """Claim a standing need for its plan's block and place the block. The claim comes
+        first: if the process dies in between, the need shows `submitted` with a pending
+        order rather than ever being placed twice."""
+        chosen = result.chosen
+        assert chosen is not None
+        assert chosen.limit_price is not None
+        command = PlaceBlockOrder(
+            order_id=f"{need_id}-block",
+            account_id=account_id,
+            symbols=list(chosen.symbols),
+            side="buy",
+            price=chosen.limit_price,
+            quantity=chosen.cards_per_hour,
+        )
+        block = {
+            "order_id": command.order_id,
+            "symbols": command.symbols,
+            "price": command.price,
+            "quantity": command.quantity,
+        }
+        claimed = await self._transition(
+            need_id,
+            SUBMITTED,
+            plan=orjson.dumps(plan_document(result, self.catalogue)).decode(),
+            block=orjson.dumps(block).decode(),
+        )
+        if not claimed:
+            return None
+        self._unwatch(need_id)
+        outcome = await self.submit(command, command.order_id)
+        if isinstance(outcome, OrderRejected):
+            statement = (
+                update(api_needs)
+                .where(api_needs.c.need_id == need_id)
+                .values(status=REJECTED, reason=outcome.message, updated_ms=_now_ms())
+            )
+            async with self.engine.begin() as connection:
+                await connection.execute(statement)
+        elif outcome is not None and wait:
+            await self._settled(command.order_id)
+        return outcome
+
+    async def _settled(self, order_id: str) -> None:
+        """Wait (briefly) until the ledger shows the block done, so the answer tells how it
+        ended: a block in continuous trading fills or is cancelled at once."""
+        deadline = asyncio.get_running_loop().time() + SETTLE_WAIT_S
+        while asyncio.get_running_loop().time() < deadline:
+            settled = await queries.order(self.engine, order_id)
+            if settled is not None and settled["status"] != "open":
+                return
+            await asyncio.sleep(0.05)
+
+    # Standing needs.
+
+    def _watch(self, standing: _Standing) -> None:
+        self._standing[standing.need_id] = standing
+        for family in standing.families:
+            self._watchers.setdefault(family, set()).add(standing.need_id)
+
+    def _unwatch(self, need_id: str) -> None:
+        standing = self._standing.pop(need_id, None)
+        if standing is None:
+            return
+        for family in standing.families:
+            watchers = self._watchers.get(family)
+            if watchers is not None:
+                watchers.discard(need_id)
+                if not watchers:
+                    del self._watchers[family]
+
+    def _book_changed(self, symbol: str) -> None:
+        # Runs inside the market data fold: only note the family and wake the worker.
+        family = family_of(symbol)
+        if family in self._watchers:
+            self._changed.add(family)
+            self._wake.set()
+
+    def _enqueue(self, need_id: str) -> None:
+        if need_id not in self._queued:
+            self._queued.add(need_id)
+            self._queue.append(need_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep standing needs: reload, expire, re-plan on book changes, until `stop`."""
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait(
+                [stopping, asyncio.create_task(self.market.ready.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            next_reload = 0.0
+            while not stop.is_set():
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time >= next_reload:
+                    await self._reload()
+                    next_reload = loop_time + RELOAD_S
+                for family in sorted(self._changed):
+                    for need_id in sorted(self._watchers.get(family, ())):
+                        self._enqueue(need_id)
+                self._changed.clear()
+                await self._replan_some()
+                if self._queue:
+                    await asyncio.sleep(0)
+                    continue
+                self._wake.clear()
+                waking = asyncio.create_task(self._wake.wait())
+                await asyncio.wait(
+                    [stopping, waking], timeout=RELOAD_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                waking.cancel()
+        finally:
+            stopping.cancel()
+            for task in list(self._submissions):
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _reload(self) -> None:
+        """Expire due needs, then rebuild the index of standing ones from the table."""
+        now = _now_ms()
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(api_needs)
+                .where((api_needs.c.status == STANDING) & (api_needs.c.deadline_ms <= now))
+                .values(status=EXPIRED, reason="the deadline passed unfilled", updated_ms=now)
+            )
+            rows = (
+                await connection.execute(
+                    select(api_needs.c.need_id, api_needs.c.account_id, api_needs.c.request).where(
+                        api_needs.c.status == STANDING
+                    )
+                )
+            ).all()
+        standing = {row.need_id for row in rows}
+        for need_id in [n for n in self._standing if n not in standing]:
+            self._unwatch(need_id)
+        for row in rows:
+            if row.need_id in self._standing:
+                continue
+            # New to this process (placed elsewhere, or before a restart): plan it once now,
+            # then whenever its families' books change.
+            need = need_of(NeedRequest(**orjson.loads(row.request)))
+            families = self.plan(need, row.account_id).families
+            self._watch(_Standing(row.need_id, row.account_id, need, families))
+            self._enqueue(row.need_id)
+
+    async def _replan_some(self) -> None:
+        for _ in range(min(REPLANS_PER_ROUND, len(self._queue))):
+            need_id = self._queue.popleft()
+            self._queued.discard(need_id)
+            standing = self._standing.get(need_id)
+            if standing is None:
+                continue
+            result = self.plan(standing.need, standing.account_id)
+            if result.chosen is None:
+                continue
+            task = asyncio.create_task(self._submit_standing(need_id, standing.account_id, result))
+            self._submissions.add(task)
+            task.add_done_callback(self._submissions.discard)
+
+    async def _submit_standing(self, need_id: str, account_id: str, result: Plan) -> None:
+        try:
+            await self._claim_and_submit(need_id, account_id, result, wait=False)
+        except Exception:
+            log.exception("placing the block of standing need %s failed", need_id)
+
+
+def _settled_status(settled: Mapping[str, Any]) -> str:
+    if settled["status"] == "filled":
+        return "filled"
+    if settled["status"] == "open":
+        return SUBMITTED
+    if settled["status"] == "rejected":
+        return REJECTED
+    return "partially_filled" if settled["filled"] else "not_filled"
+
+
+def needs_router(service: NeedService) -> APIRouter:
+    """POST, GET and DELETE of /v1/needs."""
+    router = APIRouter(prefix="/v1", tags=["needs"], responses=problems(401, 403, 429))
+
+    @router.post(
+        "/needs",
+        status_code=201,
+        response_model=NeedOut,
+        summary="State a need; the exchange places the cheapest block that meets it",
+        description="Plans from the live books across accepted regions, classes and start "
+        "hours, places the cheapest feasible alternative as a block order and answers with "
+        "every alternative priced and the block's outcome. Nothing feasible: 422 "
+        "`no_feasible_plan` (with the plan saying why), or with `stand` a 201 `standing` need "
+        "that is placed when the books allow, until its deadline. `client_need_id` or an "
+        "`Idempotency-Key` header makes a retry return the same need (200, "
+        "`Idempotent-Replayed: true`).",
+        responses={
+            200: {"model": NeedOut, "description": "A retry: the need as it is now"},
+            **problems(422),
+        },
+    )
+    async def post_need(
+        request: NeedRequest,
+        principal: Buyer,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = (
+            None
+        ),
+    ) -> JSONResponse:
+        return await service.place(principal, request, idempotency_key)
+
+    @router.get(
+        "/needs/{need_id}",
+        response_model=NeedOut,
+        summary="A need of the account: its plan, status and block order's outcome",
+        responses=problems(404),
+    )
+    async def get_need(need_id: Identifier, principal: NeedReader) -> dict[str, Any]:
+        return await service.get(principal, need_id)
+
+    @router.delete(
+        "/needs/{need_id}",
+        response_model=NeedOut,
+        summary="Withdraw a standing need",
+        responses=problems(404, 409),
+    )
+    async def withdraw_need(need_id: Identifier, principal: Buyer) -> dict[str, Any]:
+        return await service.withdraw(principal, need_id)
+
+    return router

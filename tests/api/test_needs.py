@@ -1,0 +1,250 @@
+"""Need-based orders through the API on the embedded default: plan, place, stand, expire."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cx_client import ExchangeClient, ProblemError
+
+from api.models import DAY_START_MS
+from tests.e2e.harness import (
+    RunningExchange,
+    eventually,
+    running_exchange,
+    settings_for,
+    settle,
+)
+
+pytestmark = pytest.mark.e2e
+
+HOUR_MS = 3_600_000
+GZ = ("H100-80G.GZ.20271201T00", "H100-80G.GZ.20271201T01")
+YRD = ("H100-80G.YRD.20271201T00", "H100-80G.YRD.20271201T01")
+
+
+@pytest.fixture
+async def exchange(tmp_path: Path) -> AsyncIterator[RunningExchange]:
+    async with running_exchange(settings_for(tmp_path)) as running:
+        yield running
+
+
+def need(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "unit": "cards",
+        "quantity": 2,
+        "hours": 2,
+        "earliest_start": DAY_START_MS,
+        "deadline": DAY_START_MS + 2 * HOUR_MS,
+        "regions": [{"region": "GZ"}, {"region": "YRD"}],
+        "max_total": 100_000,
+    }
+    body.update(overrides)
+    return body
+
+
+async def offer(exchange: RunningExchange, symbols: tuple[str, ...], price: int) -> None:
+    provider = await exchange.as_("p", "provider")
+    for symbol in symbols:
+        capacity = {"kind": "capacity", "symbol": symbol, "quantity": 10}
+        assert (await provider.post("/v1/accounts/p/deposits", json=capacity)).status_code == 201
+        ask = {"symbol": symbol, "side": "sell", "price": price, "quantity": 5}
+        assert (await provider.post("/v1/orders", json=ask)).status_code == 201
+
+
+async def funded_buyer(exchange: RunningExchange, account: str = "b") -> httpx.AsyncClient:
+    buyer = await exchange.as_(account)
+    deposit = {"kind": "cash", "amount": 100_000}
+    assert (await buyer.post(f"/v1/accounts/{account}/deposits", json=deposit)).status_code == 201
+    return buyer
+
+
+async def test_a_need_fills_in_the_cheaper_region_with_every_alternative_explained(
+    exchange: RunningExchange,
+) -> None:
+    await offer(exchange, GZ, 1900)
+    await offer(exchange, YRD, 1800)
+    buyer = await funded_buyer(exchange)
+    answer = await buyer.post("/v1/needs", json=need(client_need_id="run-1"))
+    assert answer.status_code == 201, answer.text
+    placed = answer.json()
+    assert placed["status"] == "filled"
+    plan = placed["plan"]
+    assert plan["chosen"]["symbols"] == list(YRD)
+    assert [(a["family"], a["cost"], a["feasible"]) for a in plan["alternatives"]] == [
+        ("H100-80G.YRD", 4 * 1800, True),
+        ("H100-80G.GZ", 4 * 1900, True),
+    ]
+    assert [(e["family"], e["reason"]) for e in plan["excluded"]] == [
+        ("A100-80G.NMG", "region_not_accepted"),
+        ("CPU.GZ", "not_a_card"),
+    ]
+    assert placed["order"] == {
+        "order_id": f"{placed['need_id']}-block",
+        "symbols": list(YRD),
+        "price": 1800,
+        "quantity": 2,
+        "status": "filled",
+        "filled": 4,
+        "paid": 7200,
+        "reason": None,
+    }
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["cash"] == {"available": 100_000 - 7200, "held": 0}
+    assert account["positions"] == [{"symbol": s, "quantity": 2} for s in YRD]
+
+    again = await buyer.post("/v1/needs", json=need(client_need_id="run-1"))
+    assert again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["need_id"] == placed["need_id"]
+    different = await buyer.post("/v1/needs", json=need(client_need_id="run-1", quantity=3))
+    assert different.status_code == 422
+    assert different.json()["type"] == "/problems/idempotency-key-reused"
+    assert (await buyer.get(f"/v1/needs/{placed['need_id']}")).json()["status"] == "filled"
+
+
+async def test_a_need_nothing_can_fill_is_refused_with_why_and_changes_nothing(
+    exchange: RunningExchange,
+) -> None:
+    await offer(exchange, GZ, 1900)
+    buyer = await funded_buyer(exchange)
+    too_dear = await buyer.post("/v1/needs", json=need(max_total=7599, client_need_id="x"))
+    assert too_dear.status_code == 422
+    problem = too_dear.json()
+    assert problem["type"] == "/problems/no_feasible_plan"
+    assert problem["reason"] == "over_max_total"
+    assert problem["plan"]["alternatives"][0]["detail"].startswith("costs 7600 fen")
+    thin = await buyer.post("/v1/needs", json=need(quantity=6))
+    assert thin.json()["reason"] == "insufficient_depth"
+    late = await buyer.post(
+        "/v1/needs",
+        json=need(earliest_start=DAY_START_MS + HOUR_MS, deadline=DAY_START_MS + 9 * HOUR_MS),
+    )
+    assert late.json()["reason"] == "no_listed_hours_in_window"
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["cash"] == {"available": 100_000, "held": 0}
+    assert (await buyer.get("/v1/orders", params={"account_id": "b"})).json() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "field"),
+    [
+        ({"regions": [{"region": "MARS"}]}, "invalid_need", "regions"),
+        ({"deadline": DAY_START_MS + HOUR_MS}, "invalid_need", "deadline"),
+        ({"classes": ["B200"]}, "invalid_need", "classes"),
+        ({"deadline": 1_000_000, "earliest_start": 0, "hours": 1}, "invalid_need", "deadline"),
+        ({"quantity": 2.5}, "invalid-request", None),
+        ({"unit": "gpus"}, "invalid-request", None),
+        ({"regions": []}, "invalid-request", None),
+    ],
+)
+async def test_bad_needs_get_specific_problems(
+    exchange: RunningExchange, change: dict[str, Any], kind: str, field: str | None
+) -> None:
+    buyer = await exchange.as_("b")
+    refused = await buyer.post("/v1/needs", json=need(**change))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"] == f"/problems/{kind}"
+    if field is not None:
+        assert refused.json()["field"] == field
+
+
+async def test_only_buyers_state_needs_and_only_their_own_are_shown(
+    exchange: RunningExchange,
+) -> None:
+    provider = await exchange.as_("p", "provider")
+    assert (await provider.post("/v1/needs", json=need())).status_code == 403
+    buyer = await exchange.as_("b")
+    standing = (await buyer.post("/v1/needs", json=need(stand=True))).json()
+    other = await exchange.as_("c")
+    assert (await other.get(f"/v1/needs/{standing['need_id']}")).status_code == 404
+    assert (await other.delete(f"/v1/needs/{standing['need_id']}")).status_code == 404
+
+
+async def test_a_standing_need_is_placed_when_the_books_allow_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path)
+    async with running_exchange(settings) as exchange:
+        buyer = await funded_buyer(exchange)
+        answer = await buyer.post("/v1/needs", json=need(stand=True))
+        assert answer.status_code == 201, answer.text
+        standing = answer.json()
+        assert standing["status"] == "standing"
+        assert standing["plan"]["reason"] == "insufficient_depth"
+        assert standing["order"] is None
+        withdrawn = (await buyer.post("/v1/needs", json=need(stand=True, quantity=1))).json()
+        gone = await buyer.delete(f"/v1/needs/{withdrawn['need_id']}")
+        assert gone.json()["status"] == "withdrawn"
+        assert (await buyer.delete(f"/v1/needs/{withdrawn['need_id']}")).status_code == 409
+    async with running_exchange(settings) as exchange:
+        buyer = await exchange.as_("b")
+        await offer(exchange, GZ, 1800)
+
+        async def filled() -> bool:
+            shown = (await buyer.get(f"/v1/needs/{standing['need_id']}")).json()
+            return shown["status"] == "filled"
+
+        await eventually(filled, "the standing need to fill")
+        await settle(exchange.runtime)
+        account = (await buyer.get("/v1/accounts/b")).json()
+        assert account["positions"] == [{"symbol": s, "quantity": 2} for s in GZ]
+        assert account["cash"] == {"available": 100_000 - 7200, "held": 0}
+        shown = (await buyer.get(f"/v1/needs/{withdrawn['need_id']}")).json()
+        assert (shown["status"], shown["order"]) == ("withdrawn", None)
+
+
+async def test_a_standing_need_expires_at_its_deadline(exchange: RunningExchange) -> None:
+    buyer = await exchange.as_("b")
+    deadline = time.time_ns() // 1_000_000 + 1500
+    body = need(stand=True, earliest_start=deadline - HOUR_MS, deadline=deadline, hours=1)
+    standing = (await buyer.post("/v1/needs", json=body)).json()
+    assert standing["plan"]["reason"] == "no_listed_hours_in_window"
+
+    async def expired() -> bool:
+        shown = (await buyer.get(f"/v1/needs/{standing['need_id']}")).json()
+        return shown["status"] == "expired"
+
+    await eventually(expired, "the need to expire")
+
+
+async def test_the_typed_client_states_reads_and_withdraws_needs(
+    exchange: RunningExchange,
+) -> None:
+    await offer(exchange, YRD, 1800)
+    await funded_buyer(exchange)
+    async with ExchangeClient(exchange.base_url, await exchange.key_for("b")) as client:
+        with pytest.raises(ProblemError) as refused:
+            await client.state_need(
+                "cards", 2, 2, DAY_START_MS, DAY_START_MS + 2 * HOUR_MS, {"GZ": 0}, 100_000
+            )
+        assert refused.value.type == "/problems/no_feasible_plan"
+        assert refused.value.body["reason"] == "insufficient_depth"
+        standing = await client.state_need(
+            "standard_card_hours",
+            4,
+            2,
+            DAY_START_MS,
+            DAY_START_MS + 2 * HOUR_MS,
+            {"GZ": 0},
+            100_000,
+            min_grade=10_000,
+            stand=True,
+        )
+        assert standing.status == "standing"
+        assert standing.plan is not None
+        assert standing.plan.alternatives[0].cards_per_hour == 2
+        assert (await client.need(standing.need_id)).status == "standing"
+        assert (await client.withdraw_need(standing.need_id)).status == "withdrawn"
+        filled = await client.state_need(
+            "cards", 1, 2, DAY_START_MS, DAY_START_MS + 2 * HOUR_MS, {"GZ": 0, "YRD": 30}, 5000
+        )
+        assert filled.status == "filled"
+        assert filled.order is not None
+        assert (filled.order.paid, filled.plan.chosen.adder_cost) == (3600, 60)  # type: ignore[union-attr]
