@@ -77,7 +77,7 @@ class RiskStage:
         return self._deposit(command, stamp)
 
     def _place(self, command: PlaceOrder, stamp: EventStamp) -> Event:
-        reason, message = self._check_order(command)
+        reason, message = self._check_order(command, stamp.ts)
         if reason is not None:
             return OrderRejected(
                 event_id=stamp.next_id(),
@@ -115,10 +115,12 @@ class RiskStage:
         self.accounts.hold(accepted)
         return accepted
 
-    def _check_order(self, command: PlaceOrder) -> tuple[RejectReason | None, str]:
-        contract = self.catalogue.get(command.symbol)
+    def _check_order(self, command: PlaceOrder, at_ms: int) -> tuple[RejectReason | None, str]:
+        contract = self.catalogue.listed(command.symbol, at_ms)
         if contract is None:
-            return RejectReason.UNKNOWN_CONTRACT, f"contract {command.symbol!r} is not listed"
+            return RejectReason.UNKNOWN_CONTRACT, self.catalogue.why_not_listed(
+                command.symbol, at_ms
+            )
         if command.price % contract.tick_size:
             return (
                 RejectReason.PRICE_NOT_ON_TICK,
@@ -221,7 +223,7 @@ class RiskStage:
         return requested
 
     def _block(self, command: PlaceBlockOrder, stamp: EventStamp) -> Event:
-        reason, message = self._check_block(command)
+        reason, message = self._check_block(command, stamp.ts)
         if reason is not None:
             return OrderRejected(
                 event_id=stamp.next_id(),
@@ -253,11 +255,11 @@ class RiskStage:
         self.accounts.hold_block(accepted)
         return accepted
 
-    def _check_block(self, command: PlaceBlockOrder) -> tuple[RejectReason | None, str]:
-        specs = [self.catalogue.get(s) for s in command.symbols]
+    def _check_block(self, command: PlaceBlockOrder, at_ms: int) -> tuple[RejectReason | None, str]:
+        specs = [self.catalogue.listed(s, at_ms) for s in command.symbols]
         missing = [s for s, spec in zip(command.symbols, specs, strict=True) if spec is None]
         if missing:
-            return RejectReason.UNKNOWN_CONTRACT, f"contract {missing[0]!r} is not listed"
+            return RejectReason.UNKNOWN_CONTRACT, self.catalogue.why_not_listed(missing[0], at_ms)
         listed = [spec for spec in specs if spec is not None]
         first = listed[0]
         consecutive = all(
@@ -317,7 +319,11 @@ class RiskStage:
         )
 
     def _control(self, command: ControlMarket, stamp: EventStamp) -> Event:
-        unknown = [s for s in (command.symbol, *command.symbols) if s not in self.catalogue]
+        unknown = [
+            s
+            for s in (command.symbol, *command.symbols)
+            if self.catalogue.listed(s, stamp.ts) is None
+        ]
         if unknown:
             return MarketControlRejected(
                 event_id=stamp.next_id(),
@@ -326,7 +332,7 @@ class RiskStage:
                 action=command.action,
                 symbol=command.symbol,
                 reason=RejectReason.UNKNOWN_CONTRACT,
-                message=f"contract {unknown[0]!r} is not listed",
+                message=self.catalogue.why_not_listed(unknown[0], stamp.ts),
             )
         return MarketControlRequested(
             event_id=stamp.next_id(),
@@ -358,12 +364,12 @@ class RiskStage:
                 currency=command.currency,
             )
         else:
-            if command.symbol not in self.catalogue:
+            if self.catalogue.listed(command.symbol, stamp.ts) is None:
                 return self._deposit_rejected(
                     command,
                     stamp,
                     RejectReason.UNKNOWN_CONTRACT,
-                    f"contract {command.symbol!r} is not listed",
+                    self.catalogue.why_not_listed(command.symbol, stamp.ts),
                 )
             deposited = CapacityDeposited(
                 event_id=stamp.next_id(),
