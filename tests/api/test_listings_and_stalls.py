@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cx_client import ExchangeClient, NotFound, ProblemError
 
 from exchange.domain.catalogue import CHINA_STANDARD_TIME
 from tests.conftest import fresh_database
@@ -189,3 +190,25 @@ async def test_a_stall_outside_the_standard_specification_is_refused(
         assert refused.json()["type"] == f"/problems/{kind}"
         assert detail in refused.json()["detail"]
         assert (await exchange.anonymous.get("/v1/stalls")).json() == []
+
+
+async def test_the_client_keeps_stalls_and_reads_sellers(tmp_path: Path) -> None:
+    async with running_exchange(settings_for(tmp_path, **LISTINGS)) as exchange:
+        key = await exchange.key_for("idc-gz", "provider")
+        async with ExchangeClient(exchange.base_url, key) as provider:
+            await provider.deposit_cash(1)
+            await settle(exchange.runtime)
+
+            stall = await provider.put_stall(
+                "gz-night", "H100-80G-INT", "GZ", [2, 1], max_interruptions=1, network="roce"
+            )
+            assert (stall.account_id, stall.hours) == ("idc-gz", [1, 2])
+            assert [s.stall_id for s in await provider.stalls(region="GZ")] == ["gz-night"]
+            assert (await provider.contract(INT_TOMORROW_NIGHT)).sellers == ["idc-gz"]
+            with pytest.raises(ProblemError) as refused:
+                await provider.put_stall("bad", "H100-80G", "GZ", [1], max_interruptions=1)
+            assert refused.value.code == "not-interruptible"
+            await provider.delete_stall("gz-night")
+            with pytest.raises(NotFound):
+                await provider.delete_stall("gz-night")
+            assert await provider.stalls() == []
