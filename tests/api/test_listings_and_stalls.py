@@ -97,6 +97,15 @@ async def test_rolled_contracts_are_listed_trade_and_show_per_standard_prices(
     assert refused.json()["type"] == "/problems/unknown_contract"
     assert "not yet listed" in refused.json()["detail"]
 
+    # Replay and audit use the same catalogue, rolled listings included.
+    await settle(exchange.runtime)
+    operator = await exchange.operator()
+    audited = (await operator.get("/v1/admin/audit")).json()
+    assert audited["discrepancies"] == []
+    assert audited["trades"] == 1
+    replayed = (await operator.get("/v1/admin/replay", params={"contract": INT_TOMORROW})).json()
+    assert replayed["books"][INT_TOMORROW]["asks"] == [[900, 3]]
+
 
 STALL = {
     "resource_class": "H100-80G-INT",
