@@ -72,6 +72,7 @@ from api.models import (
 from api.needs import NeedService, needs_router
 from api.problems import PROBLEM, BodyLimit, Problem, install_handlers, problems
 from api.ratelimit import RateLimiter
+from api.stalls import Stall, list_stalls, sellers, stall_router
 from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
 from exchange.domain.catalogue import REGIONS
 from exchange.domain.messages import (
@@ -120,6 +121,7 @@ TAGS = [
     },
     {"name": "operator", "description": "Keys and the event history (operator keys)."},
     {"name": "reports", "description": "Trade reports (operator and programme_admin keys)."},
+    {"name": "stalls", "description": "What providers offer, in the standard specification."},
 ]
 
 IdempotencyKey = Annotated[
@@ -243,8 +245,8 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             market.forget(key, future)
 
     def contract_or_404(symbol: str) -> None:
-        if symbol not in catalogue:
-            raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
+        if market.view(symbol) is None:
+            raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, market.now_ms))
 
     public = APIRouter(prefix="/v1", tags=["market data"])
 
@@ -255,10 +257,11 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             status="ok" if ready else "starting", market_data_ready=ready, log_time=market.now_ms
         )
 
-    def contract_view(symbol: str) -> Contract:
+    def contract_view(symbol: str, stalls_held: list[Stall]) -> Contract:
         spec = catalogue.get(symbol)
+        view = market.view(symbol)
         assert spec is not None
-        view = market.views[symbol]
+        assert view is not None
         bid, ask = view.best_bid(), view.best_ask()
         best_bid = None if bid is None else bid[0]
         best_ask = None if ask is None else ask[0]
@@ -284,6 +287,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             last=stats["last"],
             volume_24h=stats["volume"],
             seq=view.seq,
+            sellers=sellers(stalls_held, spec),
         )
 
     @public.get(
@@ -293,14 +297,18 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         "so contracts of different cards compare like with like.",
     )
     async def list_contracts(_: Caller) -> list[Contract]:
-        return [contract_view(spec.symbol) for spec in catalogue]
+        stalls_held = await list_stalls(engine)
+        return [contract_view(spec.symbol, stalls_held) for spec in market.listed()]
 
     @public.get(
         "/contracts/{symbol}", summary="One contract with its best prices", responses=problems(404)
     )
     async def get_contract(symbol: str, _: Caller) -> Contract:
         contract_or_404(symbol)
-        return contract_view(symbol)
+        spec = catalogue.get(symbol)
+        assert spec is not None
+        stalls_held = await list_stalls(engine, spec.resource_class.code, spec.region)
+        return contract_view(symbol, stalls_held)
 
     @public.get(
         "/contracts/{symbol}/book",
@@ -936,7 +944,15 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
 
     needs = NeedService(engine, catalogue, market, submit_and_wait)
     app.state.needs = needs
-    for router in (public, private, needs_router(needs), operator, reports, streams):
+    for router in (
+        public,
+        private,
+        needs_router(needs),
+        operator,
+        reports,
+        streams,
+        stall_router(engine),
+    ):
         app.include_router(router)
 
     web = resources.files("api").joinpath("web")

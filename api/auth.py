@@ -123,6 +123,7 @@ Trader = Annotated[Principal, Depends(allow(*PARTICIPANT_ROLES))]
 Reader = Annotated[Principal, Depends(allow(Role.PROVIDER, Role.BUYER, Role.OPERATOR))]
 Operator = Annotated[Principal, Depends(allow(Role.OPERATOR))]
 Auditor = Annotated[Principal, Depends(allow(Role.OPERATOR, Role.PROGRAMME_ADMIN))]
+Provider = Annotated[Principal, Depends(allow(Role.PROVIDER))]
 
 
 def account_of(principal: Principal, requested: str | None) -> str:

@@ -100,7 +100,7 @@ def _hash(key: str) -> str:
 
 
 @asynccontextmanager
-async def _writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def writing_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     # On SQLite take the write lock when the transaction starts (the event store's own
     # execution option, see settlement.sql_store): a deferred transaction that reads and then
     # writes could fail at once instead of waiting for another process's writer.
@@ -127,7 +127,7 @@ async def create_key(
     """Create a key for an account; raises RoleConflict if its live keys have another role."""
     key_id = secrets.token_hex(6)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    async with _writing(engine) as connection:
+    async with writing_transaction(engine) as connection:
         roles = (
             await connection.execute(
                 select(api_keys.c.role)
@@ -157,7 +157,7 @@ async def create_key(
 
 async def revoke_key(engine: AsyncEngine, key_id: str) -> KeyInfo | None:
     """Revoke a key (idempotent); None if there is no such key."""
-    async with _writing(engine) as connection:
+    async with writing_transaction(engine) as connection:
         await connection.execute(
             update(api_keys)
             .where(api_keys.c.key_id == key_id)

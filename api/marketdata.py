@@ -324,6 +324,18 @@ class MarketData:
         """The listed contract, if any."""
         return self.catalogue.get(symbol)
 
+    def view(self, symbol: str) -> ContractView | None:
+        """The view of a contract: a static one, one already seen in an event, or a rolled one
+        listed at the latest log time (its view made now); None for any other symbol."""
+        view = self.views.get(symbol)
+        if view is None and self.catalogue.listed(symbol, self.now_ms) is not None:
+            view = self.views[symbol] = ContractView()
+        return view
+
+    def listed(self) -> list[ContractSpec]:
+        """Every contract listed at the latest log time, static and rolled, by symbol."""
+        return self.catalogue.listed_at(self.now_ms)
+
     def per_std(self, symbol: str, price: int | None) -> int | None:
         """A contract price as a price per standard card-hour (None for non-cards)."""
         spec = self.catalogue.get(symbol)
@@ -336,6 +348,14 @@ class MarketData:
         if not self._dedup.is_new(read_from, event.event_id):
             return
         self.now_ms = max(self.now_ms, event.ts)
+        symbol = getattr(event, "symbol", None)
+        if (
+            isinstance(symbol, str)
+            and symbol not in self.views
+            and self.catalogue.get(symbol) is not None
+        ):
+            # Rolled contracts are listed as time goes on: a view starts with the first event.
+            self.views[symbol] = ContractView()
         if isinstance(event, BookChanged):
             view = self.views.get(event.symbol)
             if view is not None:
@@ -525,7 +545,7 @@ class MarketData:
         wanted = [c for c in channels if c in PUBLIC_CHANNELS]
         unknown: list[str] = []
         for symbol in symbols:
-            if symbol not in self.views:
+            if self.view(symbol) is None:
                 if symbol not in unknown:
                     unknown.append(symbol)
                 continue

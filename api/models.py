@@ -120,6 +120,71 @@ class KeyRequest(BaseModel):
     label: Annotated[str, Field(max_length=200)] | None = None
 
 
+STALL_EXAMPLE: dict[str, Any] = {
+    "resource_class": "H100-80G-INT",
+    "region": "GZ",
+    "hours": [0, 1, 2, 3, 4, 5],
+    "sla_tier": "standard",
+    "max_interruptions": 2,
+    "network": "roce",
+    "description": "Night capacity of our training cluster, recallable with 15 minutes' notice",
+}
+
+
+class StallRequest(BaseModel):
+    """What a provider offers of one contract family, in the standard specification."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [STALL_EXAMPLE]})
+
+    resource_class: Annotated[str, Field(min_length=1, max_length=32)]
+    region: Annotated[str, Field(min_length=1, max_length=16)]
+    hours: Annotated[
+        list[Annotated[int, Field(ge=0, le=23)]],
+        Field(
+            min_length=1,
+            max_length=24,
+            description="Delivery hours of the day served (China Standard Time, 0-23)",
+        ),
+    ]
+    sla_tier: Literal["standard", "premium"] = "standard"
+    max_interruptions: int = Field(
+        default=0,
+        ge=0,
+        le=24,
+        description="Recalls a day at most; only interruptible (-INT) classes may be recalled",
+    )
+    network: Literal["ethernet", "roce", "infiniband"] | None = None
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+class StallOut(BaseModel):
+    """A provider's stall."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "stall_id": "gz-night",
+                    "account_id": "idc-gz-1",
+                    **STALL_EXAMPLE,
+                    "updated_at": "2026-11-26T08:00:00+00:00",
+                }
+            ]
+        }
+    )
+
+    stall_id: str
+    account_id: str
+    resource_class: str
+    region: str
+    hours: list[int]
+    sla_tier: str
+    max_interruptions: int
+    network: str | None
+    description: str
+    updated_at: str
+
+
 def _example(example: dict[str, Any]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [example]})
 
@@ -264,6 +329,7 @@ class Contract(BaseModel):
             "last": 1100,
             "volume_24h": 42,
             "seq": 17,
+            "sellers": ["idc-nmg-1"],
         }
     )
 
@@ -290,6 +356,10 @@ class Contract(BaseModel):
     last: int | None
     volume_24h: int
     seq: int
+    sellers: list[str] = Field(
+        default_factory=list,
+        description="Providers with a stall covering this contract (see GET /v1/stalls)",
+    )
 
 
 class Book(BaseModel):

@@ -42,8 +42,9 @@ def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
         "volume",
     ):
         table.add_column(column, justify="left" if column in {"contract", "unit"} else "right")
-    for spec in runtime.catalogue:
-        view = market.views[spec.symbol]
+    for spec in market.listed():
+        view = market.view(spec.symbol)
+        assert view is not None, "a listed contract has a view"
         bid, ask = view.best_bid(), view.best_ask()
         last = view.trades[-1].price if view.trades else None
         count = market.trade_counts.get(spec.symbol, 0)

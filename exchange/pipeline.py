@@ -116,7 +116,11 @@ class Topics:
 
     def market_partition(self, symbol: str) -> int:
         """The orders and events partition of a contract: every hour of a family together."""
-        return partition_for(family_of(symbol), self.market_partitions)
+        return self.family_partition(family_of(symbol))
+
+    def family_partition(self, family: str) -> int:
+        """The orders and events partition of a family `CLASS.REGION`."""
+        return partition_for(family, self.market_partitions)
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -495,13 +499,14 @@ class MatchingRunner(StageRunner[MarketPartition]):
     reads = "orders"
 
     def _listed(self, partition: int) -> Catalogue:
-        return Catalogue(
-            [c for c in self.catalogue if self.topics.market_partition(c.symbol) == partition],
-            self.catalogue.rules,
+        """The static contracts and rolled families of this partition's families."""
+        return self.catalogue.subset(
+            lambda family: self.topics.family_partition(family) == partition
         )
 
     def new_instance(self, partition: int) -> MarketPartition:
-        """Empty books for the contracts whose family maps to this partition."""
+        """Empty books for the contracts whose family maps to this partition (rolled ones
+        are listed as the partition's log time reaches them)."""
         return MarketPartition(MarketStage(self._listed(partition)), Deduplicator())
 
     def snapshot_instance(self, partition: int) -> Any:

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.adapters.kafka_log import KafkaLog
-from exchange.domain.catalogue import Catalogue, default_catalogue
+from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
     ApproveGrant,
     Command,
@@ -81,7 +81,7 @@ class ExchangeRuntime:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_event_store(settings.event_store_url())
         await store.initialise()
-        listed = catalogue or default_catalogue(settings.market_rules())
+        listed = catalogue or settings.catalogue()
         runtime = cls(settings, command_log, store, listed)
         await runtime.topics.create(command_log)
         return runtime

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from exchange.domain.catalogue import MarketRules
+from exchange.domain.catalogue import (
+    MAX_LISTING_DAYS,
+    Catalogue,
+    ListingRule,
+    MarketRules,
+    default_catalogue,
+    parse_family,
+)
 
 
 class Settings(BaseSettings):
@@ -51,6 +58,20 @@ class Settings(BaseSettings):
         default=120, ge=0, validation_alias="CX_DELIVERY_WINDOW_MINUTES"
     )
     """How long after a delivery hour metering and disputes are accepted."""
+    listings: str = Field(default="", validation_alias="CX_LISTINGS")
+    """Families (`CLASS.REGION`, comma-separated) whose delivery hours list on a rolling
+    horizon; empty: only the fixed default contracts."""
+    listing_days: int = Field(
+        default=2, ge=0, le=MAX_LISTING_DAYS, validation_alias="CX_LISTING_DAYS"
+    )
+    """How many days beyond today the rolled families list."""
+
+    @field_validator("listings")
+    @classmethod
+    def _families_follow_the_grammar(cls, value: str) -> str:
+        for family in _families(value):
+            parse_family(family)
+        return value
 
     @property
     def embedded_log(self) -> bool:
@@ -71,6 +92,15 @@ class Settings(BaseSettings):
             bond_bps=self.bond_bps,
             delivery_window_ms=self.delivery_window_minutes * 60_000,
         )
+
+    def listing_rules(self) -> list[ListingRule]:
+        """The rolling listings CX_LISTINGS and CX_LISTING_DAYS ask for (none when empty)."""
+        families = _families(self.listings)
+        return [ListingRule(families, self.listing_days)] if families else []
+
+    def catalogue(self) -> Catalogue:
+        """The catalogue every stage, replay and audit of this exchange uses."""
+        return default_catalogue(self.market_rules(), self.listing_rules())
 
     def event_store_url(self) -> str:
         """DATABASE_URL, or the embedded SQLite file under the data directory."""
@@ -98,3 +128,7 @@ def parse_fees(text: str) -> tuple[tuple[str, int, int], ...]:
             raise ValueError(f"fee {item!r}: a maker rebate larger than the taker fee loses money")
         schedule.append((resource_class, maker_bps, taker_bps))
     return tuple(schedule)
+
+
+def _families(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())

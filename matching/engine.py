@@ -24,8 +24,9 @@ the first item is the kind, the layouts are:
     ("amend_rejected", symbol, order_id, reason)
     ("cancel_rejected", symbol, order_id, reason)
     ("cancelled_all", account, count)
-    ("state", symbol, state, reason)   pre_open (listed), continuous (opened, reopened), halted
-                                       (price_band, operator), closed (gate_closure), delivered
+    ("state", symbol, state, reason)   pre_open (listed), continuous (listed, opened, reopened),
+                                       halted (price_band, operator), closed (gate_closure),
+                                       delivered (delivery)
     ("auction", symbol, price, volume, imbalance)  price None when nothing could execute
     ("operator_rejected", symbol, action, reason)
 
@@ -368,9 +369,12 @@ class MatchingEngine:
         protection: int = 0,
         open_at: int | None = None,
         close_at: int | None = None,
+        continuous: bool = False,
     ) -> None:
         """List a contract in pre-open; it opens by auction at `open_at` (or when resumed).
 
+        `continuous` lists it straight into continuous trading instead: a new book holds no
+        orders, so an opening auction would have nothing to uncross.
         `band` (0: none) and `protection` are price distances from the reference price;
         `close_at` is the gate closure (default: the delivery start), when resting orders expire.
         """
@@ -381,8 +385,10 @@ class MatchingEngine:
         close = delivery_at if close_at is None else close_at
         book = Book(symbol, family, delivery_at, reference, tick, band, protection, close)
         self.books[symbol] = book
-        self.events.append((STATE, symbol, PRE_OPEN, LISTED))
-        if open_at is not None:
+        if continuous:
+            book.state = CONTINUOUS
+        self.events.append((STATE, symbol, book.state, LISTED))
+        if open_at is not None and not continuous:
             self._push_timer(open_at, _T_AUCTION, family, (symbol,))
         self._push_timer(close, _T_CLOSE, symbol, symbol)
         self._push_timer(delivery_at, _T_DELIVER, symbol, symbol)
@@ -434,12 +440,13 @@ class MatchingEngine:
                         )
                     )
             elif kind == _T_REOPEN:
-                book = self.books[payload]
-                if book.state == HALTED and book.reopen_at == at:
-                    self._auction([book])
+                # A delisted book is delivered: its reopening and auctions no longer apply.
+                halted = self.books.get(payload)
+                if halted is not None and halted.state == HALTED and halted.reopen_at == at:
+                    self._auction([halted])
             elif kind == _T_AUCTION:
-                books = [self.books[s] for s in payload]
-                self._auction([b for b in books if b.state == PRE_OPEN])
+                books = [self.books.get(s) for s in payload]
+                self._auction([b for b in books if b is not None and b.state == PRE_OPEN])
             elif kind == _T_CLOSE:
                 self._close(self.books[payload])
             else:
@@ -1312,6 +1319,13 @@ class MatchingEngine:
         )
 
     # Operators and lifecycle.
+
+    def delist(self, symbol: str) -> None:
+        """Forget the book of a delivered contract: nothing can happen to it any more, and a
+        market that lists new hours every day must not keep every past one in memory."""
+        book = self.books.get(symbol)
+        if book is not None and book.state == DELIVERED:
+            del self.books[symbol]
 
     def halt(self, ts: int, symbol: str) -> None:
         """Halt continuous trading of a contract until an operator resumes it."""

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import BigInteger, Select, cast, func, or_, select
 
-from exchange.domain.catalogue import Catalogue, default_catalogue
+from exchange.domain.catalogue import Catalogue
 from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.audit import audit
@@ -38,7 +38,7 @@ async def run_replay(
     catalogue: Catalogue | None = None,
 ) -> int:
     """Rebuild the state at `until` (a position or an ISO time), print it; 1 if unverified."""
-    catalogue = catalogue or default_catalogue(settings.market_rules())
+    catalogue = catalogue or settings.catalogue()
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
         print(f"cx replay: contract {contract!r} is not listed", file=sys.stderr)
@@ -196,7 +196,7 @@ async def run_audit(settings: Settings, as_json: bool, catalogue: Catalogue | No
     """Audit the whole history; exit status 1 if anything is unaccounted for."""
     store = await _open(settings)
     try:
-        report = await audit(store, catalogue or default_catalogue(settings.market_rules()))
+        report = await audit(store, catalogue or settings.catalogue())
     finally:
         await store.close()
     if as_json:

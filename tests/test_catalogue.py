@@ -15,8 +15,12 @@ from exchange.domain.catalogue import (
     RESOURCE_CLASSES,
     UNIT_CARD_HOUR,
     UNIT_CORE_HOUR,
+    UNIT_MILLION_TOKENS,
     Catalogue,
+    ListingRule,
+    MarketRules,
     SymbolError,
+    cst_day_start_ms,
     default_catalogue,
     family_of,
     parse_symbol,
@@ -206,3 +210,206 @@ def test_catalogue_keeps_one_contract_per_symbol() -> None:
 
     assert len(catalogue) == 1
     assert catalogue.symbols == ["H20.NX.20271201T05"]
+
+
+def test_every_card_class_has_an_interruptible_twin_with_its_unit_and_tick() -> None:
+    firm_cards = [
+        rc for rc in RESOURCE_CLASSES.values() if rc.unit == UNIT_CARD_HOUR and not rc.firm_class
+    ]
+    assert {rc.code for rc in firm_cards} == {
+        "H100-80G",
+        "A100-80G",
+        "A800",
+        "H20",
+        "L40S",
+        "RTX4090",
+        "910B",
+    }
+    for firm in firm_cards:
+        twin = RESOURCE_CLASSES[f"{firm.code}-INT"]
+        assert twin.firm_class == firm.code
+        assert (twin.unit, twin.tick_size) == (firm.unit, firm.tick_size)
+    spec = parse_symbol("H100-80G-INT.GZ.20271201T02")
+    assert spec.family == "H100-80G-INT.GZ"
+    assert family_of(spec.symbol) == "H100-80G-INT.GZ"
+
+
+@pytest.mark.parametrize("code", ["TOK-QWEN", "TOK-DEEPSEEK", "TOK-GLM"])
+def test_token_contracts_are_sold_by_the_million_tokens(code: str) -> None:
+    spec = parse_symbol(f"{code}.YRD.20271201T09")
+
+    assert spec.unit == UNIT_MILLION_TOKENS
+    assert spec.tick_size == 1
+    assert spec.symbol == f"{code}.YRD.20271201T09"
+
+
+# 10:00 CST on Thursday 26 November 2026.
+NOW = to_utc_ms(datetime(2026, 11, 26, 10, tzinfo=CHINA_STANDARD_TIME))
+HOUR = 3_600_000
+
+
+def _rolling(days_ahead: int = 2, gate_minutes: int | None = 60) -> Catalogue:
+    rules = MarketRules(gate_closure_ms=None if gate_minutes is None else gate_minutes * 60_000)
+    return default_catalogue(rules, [ListingRule(("H100-80G.GZ", "TOK-QWEN.YRD"), days_ahead)])
+
+
+@pytest.mark.parametrize(
+    ("symbol", "message"),
+    [
+        ("H100-80G.GZ.20261126T12", None),
+        ("H100-80G.GZ.20261128T23", None),
+        ("TOK-QWEN.YRD.20261127T00", None),
+        (
+            "H100-80G.GZ.20261126T11",
+            "contract 'H100-80G.GZ.20261126T11' is retired: its trading closed at "
+            "2026-11-26T10:00:00+08:00",
+        ),
+        (
+            "H100-80G.GZ.20261129T00",
+            "contract 'H100-80G.GZ.20261129T00' is not yet listed: it lists at "
+            "2026-11-27T00:00:00+08:00",
+        ),
+        ("H100-80G.YRD.20261127T00", "contract 'H100-80G.YRD.20261127T00' is not listed"),
+        ("H100-80G.GZ.20261127T24", "contract 'H100-80G.GZ.20261127T24' is not listed"),
+    ],
+    ids=[
+        "first-open-hour",
+        "last-day",
+        "tokens",
+        "gate-closed",
+        "beyond-horizon",
+        "no-rule",
+        "bad",
+    ],
+)
+def test_a_rolled_contract_is_listed_from_its_horizon_until_its_gate_closes(
+    symbol: str, message: str | None
+) -> None:
+    catalogue = _rolling()
+
+    listed = catalogue.listed(symbol, NOW)
+
+    if message is None:
+        assert listed == parse_symbol(symbol)
+    else:
+        assert listed is None
+        assert catalogue.why_not_listed(symbol, NOW) == message
+
+
+def test_a_rolled_contract_lists_at_midnight_and_retires_at_its_gate() -> None:
+    catalogue = _rolling(days_ahead=2)
+    spec = parse_symbol("H100-80G.GZ.20261129T05")
+    midnight = to_utc_ms(datetime(2026, 11, 27, tzinfo=CHINA_STANDARD_TIME))
+    gate = to_utc_ms(datetime(2026, 11, 29, 4, tzinfo=CHINA_STANDARD_TIME))
+
+    assert catalogue.lists_at(spec) == midnight
+    assert catalogue.retires_at(spec) == gate
+    assert catalogue.listed(spec.symbol, midnight - 1) is None
+    assert catalogue.listed(spec.symbol, midnight) == spec
+    assert catalogue.listed(spec.symbol, gate - 1) == spec
+    assert catalogue.listed(spec.symbol, gate) is None
+
+
+def test_without_a_gate_closure_a_rolled_contract_retires_at_delivery() -> None:
+    catalogue = _rolling(gate_minutes=None)
+
+    assert catalogue.listed("H100-80G.GZ.20261126T10", NOW) is None
+    assert catalogue.listed("H100-80G.GZ.20261126T11", NOW) is not None
+
+
+def test_rolled_at_lists_today_and_the_days_ahead_in_delivery_order() -> None:
+    catalogue = _rolling(days_ahead=2)
+
+    rolled = catalogue.rolled_at(NOW)
+
+    # 12:00 to 23:00 today, then two whole days, for each of the two families.
+    assert len(rolled) == 2 * (12 + 48)
+    assert rolled[0].symbol == "H100-80G.GZ.20261126T12"
+    assert rolled[1].symbol == "TOK-QWEN.YRD.20261126T12"
+    assert rolled[-1].symbol == "TOK-QWEN.YRD.20261128T23"
+    assert all(catalogue.listed(s.symbol, NOW) == s for s in rolled)
+    starts = [s.delivery_start for s in rolled]
+    assert starts == sorted(starts)
+
+
+def test_days_ahead_zero_lists_only_what_is_left_of_today() -> None:
+    rolled = _rolling(days_ahead=0).rolled_at(NOW)
+
+    assert {s.delivery_start.day for s in rolled} == {26}
+    assert len(rolled) == 2 * 12
+
+
+def test_listed_at_includes_the_static_contracts() -> None:
+    catalogue = _rolling()
+
+    listed = [s.symbol for s in catalogue.listed_at(NOW)]
+
+    assert set(DEFAULT_SYMBOLS) <= set(listed)
+    assert listed == sorted(listed)
+    assert len(listed) == len(DEFAULT_SYMBOLS) + 120
+    assert catalogue.symbols == DEFAULT_SYMBOLS, "iteration stays the static contracts"
+
+
+def test_get_knows_rolled_contracts_at_any_time() -> None:
+    catalogue = _rolling()
+
+    assert catalogue.get("H100-80G.GZ.20300101T00") == parse_symbol("H100-80G.GZ.20300101T00")
+    assert "TOK-QWEN.YRD.20300101T00" in catalogue
+    assert catalogue.get("H100-80G.YRD.20300101T00") is None
+    assert catalogue.get("H100-80G.GZ.2030") is None
+    assert catalogue.listed("CPU.GZ.20271201T00", 0) is not None, "static: always listed"
+
+
+def test_subset_keeps_the_families_asked_for() -> None:
+    catalogue = _rolling()
+
+    subset = catalogue.subset(lambda family: family.startswith("H100-80G"))
+
+    assert subset.rolled_families == ["H100-80G.GZ"]
+    assert {s.family for s in subset} == {"H100-80G.GZ", "H100-80G.YRD"}
+    assert subset.rules == catalogue.rules
+
+
+@pytest.mark.parametrize(
+    ("families", "days_ahead", "message"),
+    [
+        (("H100-80G",), 1, "family 'H100-80G' does not match CLASS.REGION"),
+        (("B200.GZ",), 1, "unknown resource class 'B200' in family 'B200.GZ'"),
+        (("CPU.XJ",), 1, "unknown region 'XJ' in family 'CPU.XJ'"),
+        (("CPU.GZ",), -1, "days ahead must be from 0 to 31, not -1"),
+        (("CPU.GZ",), 32, "days ahead must be from 0 to 31, not 32"),
+    ],
+)
+def test_a_listing_rule_refuses_what_the_grammar_does_not_allow(
+    families: tuple[str, ...], days_ahead: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        ListingRule(families, days_ahead)
+
+
+@given(
+    cls=st.sampled_from(sorted(RESOURCE_CLASSES)),
+    region=st.sampled_from(sorted(REGIONS)),
+    at=st.integers(min_value=0, max_value=to_utc_ms(datetime(2100, 1, 1, tzinfo=UTC))),
+    days_ahead=st.integers(min_value=0, max_value=3),
+)
+def test_rolled_at_agrees_with_listed(cls: str, region: str, at: int, days_ahead: int) -> None:
+    family = f"{cls}.{region}"
+    catalogue = Catalogue([], MarketRules(), [ListingRule((family,), days_ahead)])
+
+    rolled = catalogue.rolled_at(at)
+
+    # Every hour from the day before to the day after the horizon: exactly the rolled ones
+    # are listed, and each of the others says why not.
+    first = cst_day_start_ms(at) - 24 * HOUR
+    around = [_symbol_at(family, first + h * HOUR) for h in range((days_ahead + 3) * 24)]
+    listed = [s for s in around if catalogue.listed(s, at) is not None]
+    assert listed == [spec.symbol for spec in rolled]
+    for symbol in set(around) - set(listed):
+        assert re.search(r"is (not yet listed|retired)", catalogue.why_not_listed(symbol, at))
+    assert all(parse_symbol(spec.symbol) == spec for spec in rolled)
+
+
+def _symbol_at(family: str, at_ms: int) -> str:
+    moment = datetime.fromtimestamp(at_ms // 1000, CHINA_STANDARD_TIME)
+    return f"{family}.{moment.year:04d}{moment.month:02d}{moment.day:02d}T{moment.hour:02d}"

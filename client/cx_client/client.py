@@ -32,6 +32,7 @@ from cx_client.models import (
     OrderAnswer,
     Performance,
     ReportTrade,
+    Stall,
     Stats,
     StoredEvent,
     Trade,
@@ -41,6 +42,8 @@ from cx_client.stream import MarketStream
 M = TypeVar("M", bound=BaseModel)
 Side = Literal["buy", "sell"]
 Role = Literal["provider", "buyer", "operator", "programme_admin"]
+SlaTier = Literal["standard", "premium"]
+Network = Literal["ethernet", "roce", "infiniband"]
 
 
 class ExchangeClient:
@@ -317,6 +320,50 @@ class ExchangeClient:
     async def obligations(self, account_id: str | None = None) -> list[Obligation]:
         """What the account sold: units to deliver and payouts, per contract."""
         return await self._list(Obligation, "/v1/obligations", account_id=account_id)
+
+    async def stalls(
+        self,
+        resource_class: str | None = None,
+        region: str | None = None,
+        account_id: str | None = None,
+    ) -> list[Stall]:
+        """Providers' stalls, optionally of one class, region or provider."""
+        return await self._list(
+            Stall,
+            "/v1/stalls",
+            resource_class=resource_class,
+            region=region,
+            account_id=account_id,
+        )
+
+    async def put_stall(
+        self,
+        stall_id: str,
+        resource_class: str,
+        region: str,
+        hours: Sequence[int],
+        *,
+        sla_tier: SlaTier = "standard",
+        max_interruptions: int = 0,
+        network: Network | None = None,
+        description: str = "",
+    ) -> Stall:
+        """Set up or change one of your stalls (providers)."""
+        body = {
+            "resource_class": resource_class,
+            "region": region,
+            "hours": list(hours),
+            "sla_tier": sla_tier,
+            "max_interruptions": max_interruptions,
+            "network": network,
+            "description": description,
+        }
+        response = await self.request("PUT", f"/v1/stalls/{stall_id}", json=body)
+        return Stall.model_validate(response.json())
+
+    async def delete_stall(self, stall_id: str) -> None:
+        """Take down one of your stalls (providers)."""
+        await self.request("DELETE", f"/v1/stalls/{stall_id}")
 
     async def create_key(self, account_id: str, role: Role, label: str | None = None) -> NewKey:
         """Create an API key (operators)."""

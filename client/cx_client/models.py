@@ -43,6 +43,8 @@ class Contract(Model):
     last: int | None
     volume_24h: int
     seq: int
+    sellers: list[str] = []
+    """Providers with a stall covering this contract."""
 
 
 class Book(Model):
@@ -329,6 +331,22 @@ class Obligation(Model):
     quantity: int
     payout: int
     trades: int
+
+
+class Stall(Model):
+    """What a provider offers of one contract family, in the standard specification."""
+
+    stall_id: str
+    account_id: str
+    resource_class: str
+    region: str
+    hours: list[int]
+    """Delivery hours of the day served (China Standard Time, 0-23)."""
+    sla_tier: str
+    max_interruptions: int
+    network: str | None
+    description: str
+    updated_at: str
 
 
 class KeyInfo(Model):

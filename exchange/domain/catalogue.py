@@ -1,15 +1,29 @@
-"""Standard contracts: resource class x region x delivery hour, and the symbol grammar.
+"""Standard contracts: resource class x region x delivery hour, the symbol grammar, and which
+contracts are listed when.
 
 A symbol is `CLASS.REGION.YYYYMMDDTHH`, e.g. `H100-80G.GZ.20271201T02`: one card-hour of an
 H100 80 GB in the Guizhou hub, delivered in the hour starting 02:00 (UTC+8, China Standard
 Time) on 1 December 2027. The family `CLASS.REGION` groups every delivery hour of one class in
 one region; a family is never split across partitions.
+
+A catalogue lists two kinds of contract. Static contracts are listed for their whole life
+(until their gate closes, as every contract's does). Rolled contracts come from listing rules:
+a rule names families and a horizon of `days_ahead` days, and a rolled contract of such a family
+is listed at log time t when
+
+    lists_at <= t < retires_at, where
+    lists_at   = 00:00 CST of its delivery day, minus days_ahead days
+    retires_at = its delivery start minus the gate closure (the delivery start without one)
+
+so on any day the hours of that day and of the next `days_ahead` days are listed, and each
+leaves the list when its trading closes. Listing depends only on the log time, so the risk and
+matching stages, a replay and an audit all agree on it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -40,25 +54,60 @@ class ResourceClass:
     unit: str
     tick_size: int
     """Smallest price step, in fen (0.01 CNY)."""
+    firm_class: str | None = None
+    """For an interruptible class, the firm class it is the recallable twin of."""
 
+
+INTERRUPTIBLE_SUFFIX = "-INT"
+"""Appended to a card class's code to name its interruptible twin, e.g. `H100-80G-INT`."""
+
+_FIRM_CARDS = (
+    ResourceClass("H100-80G", "NVIDIA H100 80 GB", UNIT_CARD_HOUR, 10),
+    ResourceClass("A100-80G", "NVIDIA A100 80 GB", UNIT_CARD_HOUR, 10),
+    ResourceClass("A800", "NVIDIA A800 80 GB", UNIT_CARD_HOUR, 10),
+    ResourceClass("H20", "NVIDIA H20 96 GB", UNIT_CARD_HOUR, 10),
+    ResourceClass("L40S", "NVIDIA L40S 48 GB", UNIT_CARD_HOUR, 5),
+    ResourceClass("RTX4090", "NVIDIA GeForce RTX 4090 24 GB", UNIT_CARD_HOUR, 5),
+    ResourceClass("910B", "Huawei Ascend 910B 64 GB", UNIT_CARD_HOUR, 10),
+)
+
+# Recallable deposits are a different product (cheaper, may be taken back with notice), so
+# they trade in books of their own rather than beside firm capacity at the same price.
+_INTERRUPTIBLE_CARDS = tuple(
+    ResourceClass(
+        card.code + INTERRUPTIBLE_SUFFIX,
+        f"{card.description}, interruptible (recallable with notice)",
+        card.unit,
+        card.tick_size,
+        firm_class=card.code,
+    )
+    for card in _FIRM_CARDS
+)
+
+# Inference is sold by the million tokens of one model family; prices run from a few tenths
+# of a yuan to a few yuan per million tokens, so the tick is one fen.
+_TOKENS = (
+    ResourceClass("TOK-QWEN", "Qwen (Alibaba) model inference", UNIT_MILLION_TOKENS, 1),
+    ResourceClass("TOK-DEEPSEEK", "DeepSeek model inference", UNIT_MILLION_TOKENS, 1),
+    ResourceClass("TOK-GLM", "GLM (Zhipu) model inference", UNIT_MILLION_TOKENS, 1),
+)
 
 RESOURCE_CLASSES: dict[str, ResourceClass] = {
     rc.code: rc
     for rc in (
-        ResourceClass("H100-80G", "NVIDIA H100 80 GB", UNIT_CARD_HOUR, 10),
-        ResourceClass("A100-80G", "NVIDIA A100 80 GB", UNIT_CARD_HOUR, 10),
-        ResourceClass("A800", "NVIDIA A800 80 GB", UNIT_CARD_HOUR, 10),
-        ResourceClass("H20", "NVIDIA H20 96 GB", UNIT_CARD_HOUR, 10),
-        ResourceClass("L40S", "NVIDIA L40S 48 GB", UNIT_CARD_HOUR, 5),
-        ResourceClass("RTX4090", "NVIDIA GeForce RTX 4090 24 GB", UNIT_CARD_HOUR, 5),
-        ResourceClass("910B", "Huawei Ascend 910B 64 GB", UNIT_CARD_HOUR, 10),
+        *_FIRM_CARDS,
+        *_INTERRUPTIBLE_CARDS,
         ResourceClass("CPU", "x86-64 vCPU core", UNIT_CORE_HOUR, 1),
+        *_TOKENS,
     )
 }
 
 _SYMBOL = re.compile(
     r"^(?P<cls>[A-Z0-9][A-Z0-9-]*)\.(?P<region>[A-Z]+)\.(?P<day>\d{8})T(?P<hour>\d{2})$"
 )
+
+
+_FAMILY = re.compile(r"^(?P<cls>[A-Z0-9][A-Z0-9-]*)\.(?P<region>[A-Z]+)$")
 
 
 class SymbolError(ValueError):
@@ -102,11 +151,7 @@ def parse_symbol(symbol: str) -> ContractSpec:
     match = _SYMBOL.match(symbol)
     if match is None:
         raise SymbolError(f"symbol {symbol!r} does not match CLASS.REGION.YYYYMMDDTHH")
-    resource_class = RESOURCE_CLASSES.get(match["cls"])
-    if resource_class is None:
-        raise SymbolError(f"unknown resource class {match['cls']!r} in symbol {symbol!r}")
-    if match["region"] not in REGIONS:
-        raise SymbolError(f"unknown region {match['region']!r} in symbol {symbol!r}")
+    resource_class, region = _class_and_region(match["cls"], match["region"], f"symbol {symbol!r}")
     try:
         day = datetime.strptime(match["day"], "%Y%m%d")
     except ValueError:
@@ -115,7 +160,24 @@ def parse_symbol(symbol: str) -> ContractSpec:
     if hour > 23:
         raise SymbolError(f"invalid delivery hour {hour:02d} in symbol {symbol!r}")
     start = day.replace(hour=hour, tzinfo=CHINA_STANDARD_TIME)
-    return ContractSpec(resource_class, match["region"], start)
+    return ContractSpec(resource_class, region, start)
+
+
+def parse_family(family: str) -> tuple[ResourceClass, str]:
+    """The resource class and region of a family `CLASS.REGION`, or raise SymbolError."""
+    match = _FAMILY.match(family)
+    if match is None:
+        raise SymbolError(f"family {family!r} does not match CLASS.REGION")
+    return _class_and_region(match["cls"], match["region"], f"family {family!r}")
+
+
+def _class_and_region(code: str, region: str, where: str) -> tuple[ResourceClass, str]:
+    resource_class = RESOURCE_CLASSES.get(code)
+    if resource_class is None:
+        raise SymbolError(f"unknown resource class {code!r} in {where}")
+    if region not in REGIONS:
+        raise SymbolError(f"unknown region {region!r} in {where}")
+    return resource_class, region
 
 
 def family_of(symbol: str) -> str:
@@ -148,19 +210,139 @@ class MarketRules:
     before undisputed obligations settle."""
 
 
-class Catalogue:
-    """The listed contracts, by symbol, and the rules they trade under."""
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+_CST_OFFSET_MS = 8 * HOUR_MS
+MAX_LISTING_DAYS = 31
+"""The longest horizon a listing rule may have: every listed hour is a book in memory."""
 
-    def __init__(self, contracts: list[ContractSpec], rules: MarketRules | None = None) -> None:
+
+def cst_day_start_ms(at_ms: int) -> int:
+    """00:00 China Standard Time of the day that contains `at_ms` (ms since the epoch)."""
+    return (at_ms + _CST_OFFSET_MS) // DAY_MS * DAY_MS - _CST_OFFSET_MS
+
+
+@dataclass(frozen=True, slots=True)
+class ListingRule:
+    """Rolling listings: every delivery hour of `families` from today to `days_ahead` days on."""
+
+    families: tuple[str, ...]
+    days_ahead: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.days_ahead <= MAX_LISTING_DAYS:
+            raise ValueError(
+                f"days ahead must be from 0 to {MAX_LISTING_DAYS}, not {self.days_ahead}"
+            )
+        for family in self.families:
+            parse_family(family)
+
+
+class Catalogue:
+    """The listed contracts and the rules they trade under.
+
+    Static contracts are given; rolled contracts follow from the listing rules and the log time
+    (see the module's description). `get` and `in` answer whether a symbol is a contract of this
+    catalogue at any time; `listed` whether it is listed at a given log time. Iteration and
+    `symbols` cover the static contracts only, which are the same at every time.
+    """
+
+    def __init__(
+        self,
+        contracts: Iterable[ContractSpec],
+        rules: MarketRules | None = None,
+        listings: Iterable[ListingRule] = (),
+    ) -> None:
         self._contracts = {c.symbol: c for c in contracts}
         self.rules = rules or MarketRules()
+        self.listings = tuple(listings)
+        # A family named by two rules lists as far ahead as the longer one says.
+        self._days_ahead: dict[str, int] = {}
+        for rule in self.listings:
+            for family in rule.families:
+                self._days_ahead[family] = max(rule.days_ahead, self._days_ahead.get(family, 0))
 
     def get(self, symbol: str) -> ContractSpec | None:
-        """The listed contract with this symbol, if any."""
-        return self._contracts.get(symbol)
+        """The contract with this symbol if the catalogue lists it at any time, else None."""
+        static = self._contracts.get(symbol)
+        if static is not None or family_of(symbol) not in self._days_ahead:
+            return static
+        try:
+            return parse_symbol(symbol)
+        except SymbolError:
+            return None
+
+    def listed(self, symbol: str, at_ms: int) -> ContractSpec | None:
+        """The contract with this symbol if it is listed at log time `at_ms`, else None."""
+        static = self._contracts.get(symbol)
+        if static is not None:
+            return static
+        spec = self.get(symbol)
+        if spec is None or not self.lists_at(spec) <= at_ms < self.retires_at(spec):
+            return None
+        return spec
+
+    def why_not_listed(self, symbol: str, at_ms: int) -> str:
+        """Why `listed(symbol, at_ms)` is None: not listed at all, not yet, or retired."""
+        spec = self.get(symbol)
+        if spec is None:
+            return f"contract {symbol!r} is not listed"
+        if at_ms < self.lists_at(spec):
+            return f"contract {symbol!r} is not yet listed: it lists at {_cst(self.lists_at(spec))}"
+        return (
+            f"contract {symbol!r} is retired: its trading closed at {_cst(self.retires_at(spec))}"
+        )
+
+    def lists_at(self, spec: ContractSpec) -> int:
+        """The log time (ms) from which a rolled contract is listed."""
+        days_ahead = self._days_ahead[spec.family]
+        return cst_day_start_ms(to_utc_ms(spec.delivery_start)) - days_ahead * DAY_MS
+
+    def retires_at(self, spec: ContractSpec) -> int:
+        """The log time (ms) at which a contract's trading closes: its gate closure."""
+        delivery = to_utc_ms(spec.delivery_start)
+        gate = self.rules.gate_closure_ms
+        return delivery if gate is None else delivery - gate
+
+    def rolled_at(self, at_ms: int) -> list[ContractSpec]:
+        """The rolled contracts listed at log time `at_ms`, by delivery hour, then family."""
+        today = cst_day_start_ms(at_ms)
+        listed: list[ContractSpec] = []
+        for family in sorted(self._days_ahead):
+            resource_class, region = parse_family(family)
+            for hour in range((self._days_ahead[family] + 1) * 24):
+                start = _EPOCH + timedelta(milliseconds=today + hour * HOUR_MS)
+                spec = ContractSpec(resource_class, region, start.astimezone(CHINA_STANDARD_TIME))
+                if self.retires_at(spec) > at_ms:
+                    listed.append(spec)
+        listed.sort(key=lambda spec: (spec.delivery_start, spec.family))
+        return listed
+
+    def listed_at(self, at_ms: int) -> list[ContractSpec]:
+        """Every contract listed at log time `at_ms`, static and rolled, by symbol."""
+        listed = {spec.symbol: spec for spec in self.rolled_at(at_ms)}
+        listed.update(self._contracts)
+        return [listed[symbol] for symbol in sorted(listed)]
+
+    @property
+    def rolled_families(self) -> list[str]:
+        """The families listing rules roll, sorted."""
+        return sorted(self._days_ahead)
+
+    def subset(self, keep_family: Callable[[str], bool]) -> Catalogue:
+        """The same catalogue restricted to the families `keep_family` accepts."""
+        return Catalogue(
+            [c for c in self._contracts.values() if keep_family(c.family)],
+            self.rules,
+            [
+                ListingRule(kept, rule.days_ahead)
+                for rule in self.listings
+                if (kept := tuple(f for f in rule.families if keep_family(f)))
+            ],
+        )
 
     def __contains__(self, symbol: object) -> bool:
-        return symbol in self._contracts
+        return isinstance(symbol, str) and self.get(symbol) is not None
 
     def __iter__(self) -> Iterator[ContractSpec]:
         return iter(self._contracts.values())
@@ -170,16 +352,18 @@ class Catalogue:
 
     @property
     def symbols(self) -> list[str]:
-        """Every listed symbol, sorted."""
+        """Every static symbol, sorted."""
         return sorted(self._contracts)
 
 
-def default_catalogue(rules: MarketRules | None = None) -> Catalogue:
-    """The contracts listed by default: two night hours of four class-and-region families.
+def default_catalogue(
+    rules: MarketRules | None = None, listings: Iterable[ListingRule] = ()
+) -> Catalogue:
+    """The contracts listed by default: two night hours of four class-and-region families,
+    plus whatever `listings` roll.
 
-    Fixed rather than relative to today so that every run and every replay lists the same
-    contracts, and far enough ahead that their gate does not close soon; rolling listings on
-    the log clock are to replace this.
+    The static contracts are fixed rather than relative to today so that every run and every
+    replay lists the same contracts, and far enough ahead that their gate does not close soon.
     """
     start = datetime(2027, 12, 1, 0, tzinfo=CHINA_STANDARD_TIME)
     contracts = [
@@ -192,7 +376,11 @@ def default_catalogue(rules: MarketRules | None = None) -> Catalogue:
         )
         for hour in range(2)
     ]
-    return Catalogue(contracts, rules)
+    return Catalogue(contracts, rules, listings)
+
+
+def _cst(at_ms: int) -> str:
+    return (_EPOCH + timedelta(milliseconds=at_ms)).astimezone(CHINA_STANDARD_TIME).isoformat()
 
 
 def to_utc_ms(moment: datetime) -> int:

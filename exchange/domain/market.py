@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from exchange.domain.catalogue import Catalogue, to_utc_ms
+from exchange.domain.catalogue import Catalogue, ContractSpec, cst_day_start_ms, to_utc_ms
 from exchange.domain.delivery import DeliveryDesk
 from exchange.domain.messages import (
     AmendRejected,
@@ -74,6 +74,12 @@ class MarketStage:
     (None: never) closes each contract that long before its delivery hour; `band` and
     `protection` (fen; 0: none) are the price band around the last trade price and the
     market-order protection.
+
+    The catalogue's static contracts get their books at once. Rolled contracts get theirs on
+    the log clock: the first record at or after midnight (CST) lists every hour the catalogue
+    lists from then on, each with a `listed` state change, and each book closes at its gate
+    like any other. A rolled book is dropped once delivered, so the books, snapshots and the
+    state hash hold only the hours still to come.
     """
 
     def __init__(
@@ -114,9 +120,14 @@ class MarketStage:
             )
         self.engine.take_events()
         self.delivery = DeliveryDesk(rules)
+        self._rules = (band, protection, pre_open)
+        self._static = frozenset(catalogue.symbols)
         self._book_seq = dict.fromkeys(catalogue.symbols, 0)
         self._views: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
         self._refresh_views()
+        # The CST day whose listings are in the books. Not state: listing again what the
+        # catalogue lists at a time adds nothing, so a restored stage starts from None.
+        self._listed_day: int | None = None
 
     @property
     def books(self) -> dict[str, me.Book]:
@@ -134,6 +145,7 @@ class MarketStage:
         engine = self.engine
         ts = stamp.ts
         context = _Context(event)
+        self._list_rolled(ts)
         if isinstance(event, OrderAccepted):
             engine.submit(
                 ts,
@@ -180,6 +192,38 @@ class MarketStage:
         outputs += self.delivery.observe(event, outputs, stamp)
         return outputs
 
+    def _list_rolled(self, ts: int) -> None:
+        """List the rolled contracts the catalogue lists at log time `ts` that have no book."""
+        if not self.catalogue.listings:
+            return
+        now = max(ts, self.engine.now)
+        # Rolled contracts only ever start being listed at midnight (see the catalogue), so
+        # once per day is enough.
+        today = cst_day_start_ms(now)
+        if today == self._listed_day:
+            return
+        self._listed_day = today
+        for spec in self.catalogue.rolled_at(now):
+            if spec.symbol not in self.engine.books:
+                self._list(spec, now)
+
+    def _list(self, spec: ContractSpec, ts: int) -> None:
+        band, protection, pre_open = self._rules
+        self.engine.list_contract(
+            ts,
+            spec.symbol,
+            spec.family,
+            to_utc_ms(spec.delivery_start),
+            0,
+            tick=1,
+            band=band,
+            protection=protection,
+            close_at=self.catalogue.retires_at(spec),
+            continuous=not pre_open,
+        )
+        self._book_seq[spec.symbol] = 0
+        self._views[spec.symbol] = ({}, {})
+
     def _control(self, event: MarketControlRequested, ts: int) -> None:
         engine = self.engine
         if event.action == "halt":
@@ -199,6 +243,7 @@ class MarketStage:
     ) -> list[Event]:
         events: list[Event] = []
         touched: dict[str, None] = {}
+        delivered: list[str] = []
         for output in outputs:
             kind = output[0]
             symbol = output[1]
@@ -258,6 +303,8 @@ class MarketStage:
                     state=_STATES[output[2]],
                     reason=output[3],
                 )
+                if output[2] == me.DELIVERED and symbol not in self._static:
+                    delivered.append(symbol)
             elif kind == me.AUCTION:
                 event = AuctionCompleted(
                     event_id=stamp.next_id(),
@@ -277,6 +324,9 @@ class MarketStage:
             changed = self._book_changed(symbol, stamp)
             if changed is not None:
                 events.append(changed)
+        for symbol in delivered:
+            self.engine.delist(symbol)
+            del self._book_seq[symbol], self._views[symbol]
         return events
 
     def _trade(self, output: me.Event, stamp: EventStamp) -> TradeExecuted:

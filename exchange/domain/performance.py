@@ -5,8 +5,9 @@ beside this module lists each card's peak dense FP16/BF16 tensor throughput from
 figures, with its source; one standard card-hour is one hour of the base card (H100-80G). A
 card's factor is its throughput over the base card's, and a price per card-hour divided by the
 factor is the price per standard card-hour. Factors are exact fractions (no floats); prices
-stay integer fen, rounded half to even. Resource classes that are not cards (CPU core-hours)
-have no factor.
+stay integer fen, rounded half to even. An interruptible class (`H100-80G-INT`) is an hour of
+the same card as its firm class, so it has the same factor: its discount shows in its price.
+Resource classes that are not cards (CPU core-hours, million tokens) have no factor.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from importlib import resources
+
+from exchange.domain.catalogue import RESOURCE_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,9 @@ class PerformanceTable:
 
     def factor(self, code: str) -> Fraction | None:
         """Standard card-hours per hour of the resource class `code`; None if it is not a card."""
-        card = self.cards.get(code)
+        resource_class = RESOURCE_CLASSES.get(code)
+        firm = None if resource_class is None else resource_class.firm_class
+        card = self.cards.get(firm or code)
         return None if card is None else card.factor
 
     def price_per_standard(self, price: int, code: str) -> int | None:

@@ -177,14 +177,16 @@ class RiskStage:
         self.accounts.apply(accepted, _own)
         return accepted
 
-    def _check_order(self, command: PlaceOrder, ts: int) -> tuple[_Terms, RejectReason | None, str]:
+    def _check_order(
+        self, command: PlaceOrder, at_ms: int
+    ) -> tuple[_Terms, RejectReason | None, str]:
         terms = _Terms(command.price)
-        contract = self.catalogue.get(command.symbol)
+        contract = self.catalogue.listed(command.symbol, at_ms)
         if contract is None:
             return (
                 terms,
                 RejectReason.UNKNOWN_CONTRACT,
-                f"contract {command.symbol!r} is not listed",
+                self.catalogue.why_not_listed(command.symbol, at_ms),
             )
         if command.price % contract.tick_size:
             return (
@@ -204,7 +206,7 @@ class RiskStage:
         if command.voucher is None and command.limit_basis == "net":
             return terms, RejectReason.NOT_ELIGIBLE, "a net price limit needs a voucher programme"
         if command.voucher is not None:
-            reason, message = self._reserve_voucher(command, ts, terms, contract.tick_size)
+            reason, message = self._reserve_voucher(command, at_ms, terms, contract.tick_size)
             if reason is not None:
                 return terms, reason, message
         accounts = self.accounts
@@ -376,7 +378,7 @@ class RiskStage:
         return requested
 
     def _block(self, command: PlaceBlockOrder, stamp: EventStamp) -> Event:
-        reason, message = self._check_block(command)
+        reason, message = self._check_block(command, stamp.ts)
         if reason is not None:
             return OrderRejected(
                 event_id=stamp.next_id(),
@@ -408,11 +410,11 @@ class RiskStage:
         self.accounts.apply(accepted, _own)
         return accepted
 
-    def _check_block(self, command: PlaceBlockOrder) -> tuple[RejectReason | None, str]:
-        specs = [self.catalogue.get(s) for s in command.symbols]
+    def _check_block(self, command: PlaceBlockOrder, at_ms: int) -> tuple[RejectReason | None, str]:
+        specs = [self.catalogue.listed(s, at_ms) for s in command.symbols]
         missing = [s for s, spec in zip(command.symbols, specs, strict=True) if spec is None]
         if missing:
-            return RejectReason.UNKNOWN_CONTRACT, f"contract {missing[0]!r} is not listed"
+            return RejectReason.UNKNOWN_CONTRACT, self.catalogue.why_not_listed(missing[0], at_ms)
         listed = [spec for spec in specs if spec is not None]
         first = listed[0]
         consecutive = all(
@@ -474,7 +476,11 @@ class RiskStage:
         )
 
     def _control(self, command: ControlMarket, stamp: EventStamp) -> Event:
-        unknown = [s for s in (command.symbol, *command.symbols) if s not in self.catalogue]
+        unknown = [
+            s
+            for s in (command.symbol, *command.symbols)
+            if self.catalogue.listed(s, stamp.ts) is None
+        ]
         if unknown:
             return MarketControlRejected(
                 event_id=stamp.next_id(),
@@ -483,7 +489,7 @@ class RiskStage:
                 action=command.action,
                 symbol=command.symbol,
                 reason=RejectReason.UNKNOWN_CONTRACT,
-                message=f"contract {unknown[0]!r} is not listed",
+                message=self.catalogue.why_not_listed(unknown[0], stamp.ts),
             )
         return MarketControlRequested(
             event_id=stamp.next_id(),
@@ -515,12 +521,12 @@ class RiskStage:
                 currency=command.currency,
             )
         else:
-            if command.symbol not in self.catalogue:
+            if self.catalogue.listed(command.symbol, stamp.ts) is None:
                 return self._deposit_rejected(
                     command,
                     stamp,
                     RejectReason.UNKNOWN_CONTRACT,
-                    f"contract {command.symbol!r} is not listed",
+                    self.catalogue.why_not_listed(command.symbol, stamp.ts),
                 )
             deposited = CapacityDeposited(
                 event_id=stamp.next_id(),

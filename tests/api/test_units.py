@@ -20,11 +20,18 @@ def test_the_base_card_is_one_standard_card_hour_and_every_card_has_a_source() -
         assert card.source
         assert card.url.startswith("https://")
         assert 0 < card.factor <= 1
-    # Every card class of the catalogue has a factor; core-hours are not card-hours.
-    cards = {code for code, rc in RESOURCE_CLASSES.items() if rc.unit == "card-hour"}
-    assert cards == set(STANDARD.cards)
-    assert STANDARD.factor("CPU") is None
-    assert STANDARD.price_per_standard(12, "CPU") is None
+    # Every firm card class of the catalogue has a published figure; core-hours and tokens are
+    # not card-hours.
+    card_classes = [rc for rc in RESOURCE_CLASSES.values() if rc.unit == "card-hour"]
+    assert {rc.code for rc in card_classes if rc.firm_class is None} == set(STANDARD.cards)
+    # An interruptible twin is an hour of the same card: the same factor as its firm class.
+    for rc in card_classes:
+        assert STANDARD.factor(rc.code) == STANDARD.factor(rc.firm_class or rc.code) is not None
+    assert STANDARD.factor("A100-80G-INT") == STANDARD.factor("A100-80G")
+    assert STANDARD.price_per_standard(1100, "A100-80G-INT") == 3488
+    for not_a_card in ("CPU", "TOK-QWEN", "TOK-DEEPSEEK", "TOK-GLM"):
+        assert STANDARD.factor(not_a_card) is None
+        assert STANDARD.price_per_standard(12, not_a_card) is None
 
 
 def test_prices_per_standard_card_hour_are_exact_integer_fen() -> None:

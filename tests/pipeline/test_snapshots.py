@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
 from exchange.adapters.inprocess_log import InProcessLog
-from exchange.domain.catalogue import default_catalogue
+from exchange.domain.catalogue import (
+    CHINA_STANDARD_TIME,
+    Catalogue,
+    ListingRule,
+    MarketRules,
+    default_catalogue,
+    to_utc_ms,
+)
 from exchange.domain.messages import DepositCapacity, DepositFunds, PlaceOrder, encode
 from exchange.log import CommandLog, TopicPartition
 from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner, Topics
@@ -39,7 +48,14 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await opened.close()
 
 
-async def _send_commands(log: CommandLog, topics: Topics, count: int, seed: int) -> None:
+async def _send_commands(
+    log: CommandLog,
+    topics: Topics,
+    count: int,
+    seed: int,
+    catalogue: Catalogue = CATALOGUE,
+    symbols: list[str] = SYMBOLS,
+) -> None:
     rng = random.Random(seed)
     producer = await log.producer()
     accounts = [f"acct-{n}" for n in range(6)]
@@ -54,14 +70,14 @@ async def _send_commands(log: CommandLog, topics: Topics, count: int, seed: int)
                 symbol=symbol,
                 quantity=500,
             )
-            for symbol in SYMBOLS
+            for symbol in symbols
         ]
         for command in commands:
             await producer.send(topics.commands, topics.command_partition(account), encode(command))
     for n in range(count):
         account = rng.choice(accounts)
-        symbol = rng.choice(SYMBOLS)
-        tick = CATALOGUE.get(symbol).tick_size  # type: ignore[union-attr]
+        symbol = rng.choice(symbols)
+        tick = catalogue.get(symbol).tick_size  # type: ignore[union-attr]
         order = PlaceOrder(
             order_id=f"o-{seed}-{n}",
             account_id=account,
@@ -95,10 +111,14 @@ async def _drained(
 
 
 async def _run_until_drained(
-    log: CommandLog, topics: Topics, snapshots: SnapshotStore | None, every: int
+    log: CommandLog,
+    topics: Topics,
+    snapshots: SnapshotStore | None,
+    every: int,
+    catalogue: Catalogue = CATALOGUE,
 ) -> tuple[RiskRunner, MatchingRunner, asyncio.Event, list[asyncio.Task[None]]]:
-    risk = RiskRunner(log, topics, CATALOGUE, None, snapshots, every)
-    matching = MatchingRunner(log, topics, CATALOGUE, None, snapshots, every)
+    risk = RiskRunner(log, topics, catalogue, None, snapshots, every)
+    matching = MatchingRunner(log, topics, catalogue, None, snapshots, every)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(risk.run(stop)), asyncio.create_task(matching.run(stop))]
     for _ in range(3):  # fills feed back into commands: drain until nothing moves
@@ -185,3 +205,50 @@ async def test_a_snapshot_that_does_not_match_its_hash_is_ignored(store: SqlEven
     stop.set()
     await asyncio.gather(*tasks)
     await log.close()
+
+
+async def test_lazily_listed_books_survive_snapshots_and_match_a_replay(
+    store: SqlEventStore,
+) -> None:
+    # Rolled families on a log clock that runs a minute per record, so that over the run
+    # hours are listed, trade, close at their gate and are delivered and dropped.
+    start = to_utc_ms(datetime(2026, 11, 26, 18, tzinfo=CHINA_STANDARD_TIME))
+    ticks = itertools.count()
+    log = InProcessLog(clock_ms=lambda: start + 60_000 * next(ticks))
+    rolling = default_catalogue(
+        MarketRules(), [ListingRule(("H100-80G-INT.GZ", "TOK-QWEN.YRD", "CPU.NX"), 1)]
+    )
+    symbols = [s.symbol for s in rolling.rolled_at(start) if s.delivery_start.hour in (8, 20)]
+    topics = Topics.named("roll", 3, 3)
+    await topics.create(log)
+    snapshots = SnapshotStore(store.engine)
+    await _send_commands(log, topics, 300, 5, rolling, symbols)
+
+    live_risk, live_matching, _, live_tasks = await _run_until_drained(
+        log, topics, snapshots, 23, rolling
+    )
+    live = (live_risk.state_hash(), live_matching.state_hash())
+    books = {s for i in live_matching.instances.values() for s in i.stage.books}
+    assert set(symbols) & books, "rolled books were listed"
+    assert not any(s.endswith("20261126T20") for s in books), "delivered books were dropped"
+    for task in live_tasks:
+        task.cancel()
+    await asyncio.gather(*live_tasks, return_exceptions=True)
+
+    restored_risk, restored_matching, stop, tasks = await _run_until_drained(
+        log, topics, snapshots, 23, rolling
+    )
+    assert any(offset > 0 for offset in restored_matching.restored_from.values())
+    restored = (restored_risk.state_hash(), restored_matching.state_hash())
+    stop.set()
+    await asyncio.gather(*tasks)
+
+    replayed_risk, replayed_matching, stop, tasks = await _run_until_drained(
+        log, topics, None, 23, rolling
+    )
+    replayed = (replayed_risk.state_hash(), replayed_matching.state_hash())
+    stop.set()
+    await asyncio.gather(*tasks)
+    await log.close()
+
+    assert live == restored == replayed

@@ -1,0 +1,282 @@
+"""Stalls: what each provider offers, described in the catalogue's one standard specification.
+
+A stall names a resource class and a region (a contract family), the delivery hours of the day
+it serves and the terms around the contract: SLA tier, how often interruptible capacity may be
+recalled, the network. Buyers compare stalls like with like and see, per contract, which
+providers have a stall covering it (its "sellers"). A stall is a description, not an order: it
+never reaches the matching path, so it lives at the API edge in its own table, registered on
+the event store's metadata like the API keys (SQLite and PostgreSQL both get it from
+`initialise()`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, Row, Table, Text, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.auth import Caller, Provider
+from api.keys import writing_transaction
+from api.models import StallOut, StallRequest
+from api.problems import Problem, problems
+from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec
+from settlement.schema import metadata, utc_now
+
+stalls = Table(
+    "stalls",
+    metadata,
+    Column("stall_id", Text, primary_key=True),
+    Column("account_id", Text, nullable=False),
+    Column("resource_class", Text, nullable=False),
+    Column("region", Text, nullable=False),
+    Column("hours", JSON, nullable=False),
+    Column("sla_tier", Text, nullable=False),
+    Column("max_interruptions", Integer, nullable=False),
+    Column("network", Text),
+    Column("description", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=utc_now()),
+    Index("stalls_family_idx", "resource_class", "region"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """One provider's offer of a contract family."""
+
+    stall_id: str
+    account_id: str
+    resource_class: str
+    region: str
+    hours: tuple[int, ...]
+    """Delivery hours of the day (China Standard Time, 0-23) the stall serves, ascending."""
+    sla_tier: str
+    max_interruptions: int
+    """Recalls a day at most (0 for a firm class)."""
+    network: str | None
+    description: str
+    updated_at: datetime
+
+    def covers(self, spec: ContractSpec) -> bool:
+        """Whether this stall offers the contract `spec`."""
+        return (
+            spec.resource_class.code == self.resource_class
+            and spec.region == self.region
+            and spec.delivery_start.hour in self.hours
+        )
+
+
+class NotStallOwner(Exception):
+    """The stall id belongs to another account."""
+
+
+def _stall(row: Row[Any]) -> Stall:
+    return Stall(
+        stall_id=row.stall_id,
+        account_id=row.account_id,
+        resource_class=row.resource_class,
+        region=row.region,
+        hours=tuple(row.hours),
+        sla_tier=row.sla_tier,
+        max_interruptions=row.max_interruptions,
+        network=row.network,
+        description=row.description,
+        updated_at=row.updated_at,
+    )
+
+
+async def put_stall(
+    engine: AsyncEngine,
+    stall_id: str,
+    account_id: str,
+    resource_class: str,
+    region: str,
+    hours: Iterable[int],
+    sla_tier: str,
+    max_interruptions: int,
+    network: str | None,
+    description: str,
+) -> tuple[Stall, bool]:
+    """Create or replace an account's stall; returns it and whether it is new.
+
+    Raises NotStallOwner if another account holds the id.
+    """
+    values = {
+        "resource_class": resource_class,
+        "region": region,
+        "hours": sorted(set(hours)),
+        "sla_tier": sla_tier,
+        "max_interruptions": max_interruptions,
+        "network": network,
+        "description": description,
+    }
+    async with writing_transaction(engine) as connection:
+        held = (
+            await connection.execute(
+                select(stalls.c.account_id).where(stalls.c.stall_id == stall_id)
+            )
+        ).scalar_one_or_none()
+        if held is not None and held != account_id:
+            raise NotStallOwner(f"stall {stall_id!r} belongs to another account")
+        if held is None:
+            await connection.execute(
+                stalls.insert().values(stall_id=stall_id, account_id=account_id, **values)
+            )
+        else:
+            await connection.execute(
+                stalls.update()
+                .where(stalls.c.stall_id == stall_id)
+                .values(updated_at=utc_now(), **values)
+            )
+        row = (await connection.execute(select(stalls).where(stalls.c.stall_id == stall_id))).one()
+    return _stall(row), held is None
+
+
+async def delete_stall(engine: AsyncEngine, stall_id: str, account_id: str) -> bool:
+    """Remove an account's stall; False if there is none. Raises NotStallOwner for another's."""
+    async with writing_transaction(engine) as connection:
+        held = (
+            await connection.execute(
+                select(stalls.c.account_id).where(stalls.c.stall_id == stall_id)
+            )
+        ).scalar_one_or_none()
+        if held is None:
+            return False
+        if held != account_id:
+            raise NotStallOwner(f"stall {stall_id!r} belongs to another account")
+        await connection.execute(delete(stalls).where(stalls.c.stall_id == stall_id))
+    return True
+
+
+async def list_stalls(
+    engine: AsyncEngine,
+    resource_class: str | None = None,
+    region: str | None = None,
+    account_id: str | None = None,
+) -> list[Stall]:
+    """Stalls by id, optionally of one class, region or provider."""
+    query = select(stalls).order_by(stalls.c.stall_id)
+    if resource_class is not None:
+        query = query.where(stalls.c.resource_class == resource_class)
+    if region is not None:
+        query = query.where(stalls.c.region == region)
+    if account_id is not None:
+        query = query.where(stalls.c.account_id == account_id)
+    async with engine.connect() as connection:
+        return [_stall(row) for row in await connection.execute(query)]
+
+
+def sellers(stalls_held: Iterable[Stall], spec: ContractSpec) -> list[str]:
+    """The providers with a stall covering the contract `spec`, sorted."""
+    return sorted({s.account_id for s in stalls_held if s.covers(spec)})
+
+
+StallId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+def check_specification(request: StallRequest) -> None:
+    """Raise a 422 problem unless the stall describes a catalogue family in its terms."""
+    resource_class = RESOURCE_CLASSES.get(request.resource_class)
+    if resource_class is None:
+        raise Problem(
+            422,
+            "unknown-resource-class",
+            f"unknown resource class {request.resource_class!r}; the catalogue has "
+            + ", ".join(sorted(RESOURCE_CLASSES)),
+        )
+    if request.region not in REGIONS:
+        raise Problem(
+            422,
+            "unknown-region",
+            f"unknown region {request.region!r}; the catalogue has " + ", ".join(sorted(REGIONS)),
+        )
+    if request.max_interruptions and resource_class.firm_class is None:
+        raise Problem(
+            422,
+            "not-interruptible",
+            f"{resource_class.code} is not an interruptible class, so it is never recalled: "
+            "offer recallable capacity as an interruptible (-INT) class, or set "
+            "max_interruptions to 0",
+        )
+
+
+def stall_out(stall: Stall) -> StallOut:
+    """A stall as the API shows it."""
+    return StallOut(
+        stall_id=stall.stall_id,
+        account_id=stall.account_id,
+        resource_class=stall.resource_class,
+        region=stall.region,
+        hours=list(stall.hours),
+        sla_tier=stall.sla_tier,
+        max_interruptions=stall.max_interruptions,
+        network=stall.network,
+        description=stall.description,
+        updated_at=stall.updated_at.isoformat(),
+    )
+
+
+def stall_router(engine: AsyncEngine) -> APIRouter:
+    """`/v1/stalls`: providers keep their own stalls; anyone may browse them."""
+    router = APIRouter(prefix="/v1/stalls", tags=["stalls"])
+
+    @router.get("", summary="Providers' stalls, optionally of one class, region or provider")
+    async def browse(
+        _: Caller,
+        resource_class: Annotated[str | None, Query(max_length=32)] = None,
+        region: Annotated[str | None, Query(max_length=16)] = None,
+        account_id: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> list[StallOut]:
+        return [stall_out(s) for s in await list_stalls(engine, resource_class, region, account_id)]
+
+    @router.put(
+        "/{stall_id}",
+        summary="Set up or change one of your stalls (provider keys)",
+        responses={
+            200: {"description": "The stall was changed"},
+            201: {"description": "The stall was set up"},
+            **problems(401, 403, 422, 429),
+        },
+    )
+    async def put(
+        stall_id: StallId, request: StallRequest, principal: Provider, response: Response
+    ) -> StallOut:
+        check_specification(request)
+        try:
+            stall, created = await put_stall(
+                engine,
+                stall_id,
+                principal.account_id,
+                request.resource_class,
+                request.region,
+                request.hours,
+                request.sla_tier,
+                request.max_interruptions,
+                request.network,
+                request.description,
+            )
+        except NotStallOwner as error:
+            raise Problem(403, "not-stall-owner", str(error)) from None
+        response.status_code = 201 if created else 200
+        return stall_out(stall)
+
+    @router.delete(
+        "/{stall_id}",
+        summary="Take down one of your stalls (provider keys)",
+        status_code=204,
+        responses=problems(401, 403, 404, 429),
+    )
+    async def take_down(stall_id: StallId, principal: Provider) -> Response:
+        try:
+            removed = await delete_stall(engine, stall_id, principal.account_id)
+        except NotStallOwner as error:
+            raise Problem(403, "not-stall-owner", str(error)) from None
+        if not removed:
+            raise Problem(404, "unknown-stall", f"there is no stall {stall_id!r}")
+        return Response(status_code=204)
+
+    return router
