@@ -45,7 +45,7 @@ from exchange.domain.messages import (
     decode,
     encode,
 )
-from exchange.domain.risk import Outcome, RiskStage
+from exchange.domain.risk import OUTCOME_TYPES, RiskStage
 from exchange.log import (
     CommandLog,
     LogConsumer,
@@ -60,8 +60,7 @@ log = logging.getLogger(__name__)
 
 COMMANDS = get_args(get_args(Command)[0])
 """Every message type participants may send on the commands topic."""
-OUTCOMES = get_args(Outcome)
-"""What matching writes back to the commands topic for the risk stage."""
+
 
 S = TypeVar("S")
 
@@ -460,7 +459,7 @@ class RiskRunner(StageRunner[RiskPartition]):
             message = decode(record.value)
         except ValidationError as error:
             return stage.reject_malformed(source, _describe(error), stamp)
-        if isinstance(message, OUTCOMES):
+        if isinstance(message, OUTCOME_TYPES):
             if instance.dedup.is_new(record.partition, message.event_id):
                 partition = record.partition
                 stage.apply_outcome(
@@ -561,6 +560,9 @@ class MatchingRunner(StageRunner[MarketPartition]):
                 message if message.ts == stamp.ts else message.model_copy(update={"ts": stamp.ts})
             )
             await self._send(events_topic, record.partition, forwarded)
+            # A grant carved out of a programme's budget reaches the enterprise's partition.
+            for partition in self._partitions_to_notify(message):
+                await self._send(self.topics.commands, partition, forwarded)
             for event in outputs:
                 await self._send(events_topic, record.partition, event)
                 for partition in self._partitions_to_notify(event):

@@ -475,10 +475,12 @@ class Accounts:
             seller = sell.account_id
             if sell.backing == "entitlement":
                 held_key = (seller, trade.symbol)
+                fee = self.fees.fee(trade.symbol, amount, trade.aggressor == "sell")
+                clawback = self._claw_back(
+                    seller, trade.symbol, trade.quantity, trade.quantity, amount - fee
+                )
                 self.resale_held[held_key] -= trade.quantity
                 self.positions[held_key] -= trade.quantity
-                fee = self.fees.fee(trade.symbol, amount, trade.aggressor == "sell")
-                clawback = self._claw_back(seller, trade.symbol, trade.quantity, amount - fee)
                 legs = [(escrow, -amount), (f"cash:{seller}", amount - fee), *_fee_legs(fee)]
                 legs += [(f"cash:{seller}", -c) for _, c in clawback]
                 legs += [(f"grant:{p}:{seller}", c) for p, c in clawback]
@@ -511,18 +513,20 @@ class Accounts:
         return part
 
     def _claw_back(
-        self, account_id: str, symbol: str, units: int, limit: int
+        self, account_id: str, symbol: str, leaving: int, refunded: int, limit: int
     ) -> list[tuple[str, int]]:
-        """The voucher part of `units` of subsidised entitlement leaving `account_id`, per
-        programme, pro rata to the units bought with it, at most `limit` in all."""
+        """Voucher parts to return, per programme, as `leaving` units of `account_id`'s
+        entitlement in `symbol` go (resold, or delivered and settled), of which `refunded` were
+        paid back: the voucher follows the units pro rata, the refunded units' part returns to
+        the grant, at most `limit` in all. Call before the position falls."""
         clawed: list[tuple[str, int]] = []
-        held = self.positions.get((account_id, symbol), 0) + units
+        held = self.positions.get((account_id, symbol), 0)
         for (account, held_symbol, programme), entry in sorted(self.subsidised.items()):
-            if account != account_id or held_symbol != symbol or not entry[0] or not held:
+            if account != account_id or held_symbol != symbol or not held:
                 continue
-            part = min(entry[1] * units // held, limit)
-            entry[0] -= entry[0] * units // held
-            entry[1] -= part
+            part = min(entry[1] * refunded // held, limit)
+            entry[0] -= entry[0] * leaving // held
+            entry[1] -= entry[1] * leaving // held
             limit -= part
             if part:
                 clawed.append((programme, part))
@@ -686,14 +690,16 @@ class Accounts:
         ]
         if owns is None or owns(buyer):
             key = (buyer, symbol)
+            clawback = self._claw_back(
+                buyer,
+                symbol,
+                settled.quantity,
+                settled.quantity - settled.delivered,
+                settled.refund + settled.penalty,
+            )
+            legs += [(f"cash:{buyer}", -c) for _, c in clawback]
+            legs += [(f"grant:{p}:{buyer}", c) for p, c in clawback]
             self.positions[key] = self.positions.get(key, 0) - settled.quantity
-            shortfall = settled.quantity - settled.delivered
-            if shortfall:
-                clawback = self._claw_back(
-                    buyer, symbol, shortfall, settled.refund + settled.penalty
-                )
-                legs += [(f"cash:{buyer}", -c) for _, c in clawback]
-                legs += [(f"grant:{p}:{buyer}", c) for p, c in clawback]
         self._post(settled.event_id, "delivery", settled.ts, legs, owns)
 
     def _programme_created(self, created: ProgrammeCreated, owns: Owns | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 from exchange.domain.accounts import BPS, Accounts, Owns
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, Catalogue, to_utc_ms
@@ -72,6 +72,7 @@ Outcome = (
     | GrantApproved
 )
 """What matching feeds back to the risk stage: everything that moves a hold or a balance."""
+OUTCOME_TYPES = get_args(Outcome)
 
 Request = (
     WithdrawFunds

@@ -1,0 +1,302 @@
+"""The compute bank's money rules end to end through risk, matching and a settlement ledger.
+
+A loop stands in for the log (as in tests/matching/test_stage_wiring.py): commands go through
+the risk stage, what it approves through the matching stage (whose delivery desk keeps the
+obligations), and what matching feeds back returns to risk. A journaling `Accounts` folds every
+event as settlement does. Amounts are checked to the fen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exchange.domain.accounts import Accounts, Balance
+from exchange.domain.catalogue import MarketRules, default_catalogue, parse_symbol, to_utc_ms
+from exchange.domain.market import MarketStage
+from exchange.domain.messages import (
+    CancelOrder,
+    Command,
+    ControlMarket,
+    DeliveryObligation,
+    DeliverySettled,
+    DepositCapacity,
+    DepositFunds,
+    DisputeDelivery,
+    Event,
+    EventStamp,
+    MeteringReported,
+    OrderAccepted,
+    OrderRejected,
+    PlaceOrder,
+    RejectReason,
+    ReportMetering,
+    RequestRejected,
+    ResolveDispute,
+    Side,
+    WithdrawCapacity,
+    WithdrawFunds,
+)
+from exchange.domain.risk import OUTCOME_TYPES, RiskStage
+
+SYM = "H100-80G.GZ.20271201T00"
+DELIVERY = to_utc_ms(parse_symbol(SYM).delivery_start)
+HOUR = 3_600_000
+RULES = MarketRules(bond_bps=1_000, fees=(("H100-80G", -10, 20),), delivery_window_ms=2 * HOUR)
+
+
+class Bank:
+    """Risk, matching and a settlement-style journal, in one process, in log order."""
+
+    def __init__(self, rules: MarketRules = RULES) -> None:
+        catalogue = default_catalogue(rules)
+        self.risk = RiskStage(catalogue)
+        self.market = MarketStage(catalogue)
+        self.ledger = Accounts(rules, journal=True)
+        self.offset = 0
+        self.ts = DELIVERY - 10 * HOUR
+        self.events: list[Event] = []
+
+    def send(self, command: Command, at: int | None = None) -> list[Event]:
+        self.ts = self.ts + 1 if at is None else at
+        self.offset += 1
+        decided = self.risk.handle(command, EventStamp("c", 0, self.offset, self.ts))
+        out = [decided, *self.market.handle(decided, EventStamp("o", 0, self.offset, self.ts))]
+        for event in out:
+            self.ledger.apply(event)
+            if isinstance(event, OUTCOME_TYPES) and event.event_id.startswith("o:"):
+                self.risk.apply_outcome(event, lambda _: True)
+        self.events.extend(out)
+        return out
+
+    def tick(self, at: int) -> list[Event]:
+        return self.send(ControlMarket(operator_id="clock", action="tick", symbol=SYM), at)
+
+    def cash(self, account: str) -> int:
+        balance = self.ledger.cash.get(account, Balance())
+        assert self.risk.accounts.cash.get(account, Balance()) == balance, account
+        return balance.available + balance.held
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def order(order_id: str, account: str, side: Side, price: int, quantity: int) -> PlaceOrder:
+    return PlaceOrder(
+        order_id=order_id, account_id=account, symbol=SYM, side=side, price=price,
+        quantity=quantity,
+    )  # fmt: skip
+
+
+def funds(account: str, amount: int) -> DepositFunds:
+    return DepositFunds(deposit_id=f"f-{account}-{amount}", account_id=account, amount=amount)
+
+
+def test_deposit_trade_resell_and_deliver_with_a_shortfall_settle_to_the_fen() -> None:
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=10))
+    bank.send(funds("b1", 100_000))
+    bank.send(funds("b2", 10_000))
+
+    ask = bank.send(order("s1", "p1", "sell", 1_000, 10))[0]
+    # The bond: 10% of the limit price per unit, held from the provider's cash.
+    assert isinstance(ask, OrderAccepted)
+    assert (ask.backing, ask.bond_per_unit) == ("capacity", 100)
+    assert bank.ledger.cash["p1"] == Balance(available=9_000, held=1_000)
+
+    bank.send(order("b1", "b1", "buy", 1_000, 6))
+    # The buyer pays 6,000 into escrow and a 0.2% taker fee of 12; the provider is paid at
+    # delivery; its bond behind the 6 units sold is posted.
+    assert bank.ledger.cash["b1"] == Balance(available=100_000 - 6_012, held=0)
+    assert bank.ledger.ledger[f"escrow:{SYM}"] == 6_000
+    assert bank.ledger.ledger["bond:p1"] == 600
+    assert bank.ledger.cash["p1"] == Balance(available=9_000, held=400)
+
+    bank.send(CancelOrder(order_id="s1", account_id="p1"))
+    assert bank.ledger.cash["p1"] == Balance(available=9_400, held=0)
+
+    resale = bank.send(order("r1", "b1", "sell", 1_100, 2))[0]
+    assert isinstance(resale, OrderAccepted)
+    assert resale.backing == "entitlement"
+    bank.send(order("b2", "b2", "buy", 1_100, 2))
+    # The reseller is paid at once out of escrow, with a 0.1% maker rebate of 2.
+    assert bank.cash("b1") == 100_000 - 6_012 + 2_200 + 2
+    assert bank.cash("b2") == 10_000 - 2_204
+    assert bank.ledger.positions == {("b1", SYM): 4, ("b2", SYM): 2}
+
+    delivered = bank.tick(DELIVERY)
+    obligations = [e for e in delivered if isinstance(e, DeliveryObligation)]
+    assert [(o.buyer_id, o.quantity, o.amount, o.bond, o.fee) for o in obligations] == [
+        ("b1", 4, 4_000, 400, -4),
+        ("b2", 2, 2_000, 200, -2),
+    ]
+    bank.send(
+        ReportMetering(report_id="m1", account_id="p1", symbol=SYM, buyer_id="b1", delivered=4)
+    )
+    bank.send(
+        ReportMetering(report_id="m2", account_id="p1", symbol=SYM, buyer_id="b2", delivered=1)
+    )
+    settled = [e for e in bank.tick(DELIVERY + 3 * HOUR + 1) if isinstance(e, DeliverySettled)]
+    assert [(s.buyer_id, s.paid, s.fee, s.refund, s.penalty) for s in settled] == [
+        ("b1", 4_000, -4, 0, 0),
+        ("b2", 1_000, -1, 1_000, 100),
+    ]
+    # The provider: paid 5,000 and rebated 5 for what it delivered, its bond back less the
+    # 100 penalty; the short buyer: half its escrow back and the penalty.
+    assert bank.cash("p1") == 10_000 + 4_000 + 4 + 1_000 + 1 - 100
+    assert bank.cash("b2") == 10_000 - 2_204 + 1_000 + 100
+    assert bank.cash("b1") == 100_000 - 6_012 + 2_202
+    assert bank.ledger.ledger.get(f"escrow:{SYM}", 0) == 0
+    assert bank.ledger.ledger.get("bond:p1", 0) == 0
+    assert (bank.ledger.ledger["fees"], bank.ledger.ledger["rebates"]) == (16, -7)
+    assert bank.ledger.positions == {("b1", SYM): 0, ("b2", SYM): 0}
+    assert bank.ledger.trial_balance() == 0
+    assert all(sum(a for _, a in entry.legs) == 0 for entry in bank.ledger.journal or [])
+
+
+def _refused(events: list[Event]) -> RequestRejected:
+    (refused,) = [e for e in events if isinstance(e, RequestRejected)]
+    return refused
+
+
+def test_a_withdrawal_never_touches_held_cash() -> None:
+    bank = Bank()
+    bank.send(funds("b1", 5_000))
+    bank.send(order("b1", "b1", "buy", 1_000, 4))
+    before = bank.risk.state_hash()
+
+    refused = _refused(bank.send(WithdrawFunds(withdrawal_id="w1", account_id="b1", amount=1_000)))
+
+    assert refused.reason == RejectReason.INSUFFICIENT_FUNDS
+    assert refused.message == (
+        "withdrawal of 1000 fen exceeds the 992 fen available "
+        "(another 4008 fen is held for open orders and cannot be withdrawn)"
+    )
+    assert bank.risk.state_hash() == before
+    bank.send(WithdrawFunds(withdrawal_id="w2", account_id="b1", amount=992))
+    assert bank.ledger.cash["b1"] == Balance(available=0, held=4_008)
+    assert bank.ledger.ledger["external"] == -5_000 + 992
+    again = _refused(bank.send(WithdrawFunds(withdrawal_id="w2", account_id="b1", amount=1)))
+    assert again.reason == RejectReason.DUPLICATE_ID
+
+
+def test_unsold_capacity_can_be_withdrawn_until_gate_closure() -> None:
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=8))
+    bank.send(order("s1", "p1", "sell", 1_000, 5))
+
+    too_much = _refused(
+        bank.send(WithdrawCapacity(withdrawal_id="w1", account_id="p1", symbol=SYM, quantity=4))
+    )
+    assert too_much.reason == RejectReason.INSUFFICIENT_CAPACITY
+    bank.send(WithdrawCapacity(withdrawal_id="w2", account_id="p1", symbol=SYM, quantity=3))
+    assert bank.ledger.capacity[("p1", SYM)] == Balance(available=0, held=5)
+
+    bank.send(CancelOrder(order_id="s1", account_id="p1"))
+    late = _refused(
+        bank.send(
+            WithdrawCapacity(withdrawal_id="w3", account_id="p1", symbol=SYM, quantity=1),
+            at=DELIVERY - HOUR,
+        )
+    )
+    assert late.reason == RejectReason.GATE_CLOSED
+
+
+def test_reselling_what_you_do_not_hold_is_refused_and_changes_nothing() -> None:
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=3))
+    bank.send(funds("b1", 10_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 3))
+    bank.send(order("b1", "b1", "buy", 1_000, 2))
+    before = bank.risk.state_hash()
+
+    refused = bank.send(order("r1", "b1", "sell", 1_200, 3))[0]
+
+    assert isinstance(refused, OrderRejected)
+    assert refused.reason == RejectReason.INSUFFICIENT_CAPACITY
+    assert "0 available of deposited capacity and 2 of entitlements to resell" in refused.message
+    assert bank.risk.state_hash() == before
+
+
+def _delivered_bank() -> Bank:
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=4))
+    bank.send(funds("b1", 10_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 4))
+    bank.send(order("b1", "b1", "buy", 1_000, 4))
+    bank.tick(DELIVERY)
+    return bank
+
+
+def test_metering_more_than_was_sold_is_refused() -> None:
+    bank = _delivered_bank()
+    before = bank.market.delivery.snapshot()
+
+    refused = _refused(
+        bank.send(
+            ReportMetering(report_id="m1", account_id="p1", symbol=SYM, buyer_id="b1", delivered=5)
+        )
+    )
+
+    assert refused.reason == RejectReason.METERING_EXCEEDS_OBLIGATION
+    assert refused.message == f"5 units delivered is more than the 4 p1 sold to b1 in {SYM}"
+    assert bank.market.delivery.snapshot() == before
+    nobody = _refused(
+        bank.send(
+            ReportMetering(report_id="m2", account_id="p1", symbol=SYM, buyer_id="b9", delivered=1)
+        )
+    )
+    assert nobody.reason == RejectReason.NO_OBLIGATION
+
+
+def test_unreported_delivery_refunds_everything_and_takes_the_whole_bond() -> None:
+    bank = _delivered_bank()
+
+    bank.tick(DELIVERY + 3 * HOUR + 1)
+
+    (settled,) = bank.of(DeliverySettled)
+    assert (settled.delivered, settled.paid, settled.refund, settled.penalty) == (0, 0, 4_000, 400)
+    assert bank.cash("b1") == 10_000 - 4_008 + 4_000 + 400
+    assert bank.cash("p1") == 10_000 - 400
+
+
+def test_a_disputed_delivery_waits_for_an_operator() -> None:
+    bank = _delivered_bank()
+    bank.send(
+        ReportMetering(report_id="m1", account_id="p1", symbol=SYM, buyer_id="b1", delivered=4)
+    )
+    disputed = bank.send(
+        DisputeDelivery(
+            dispute_id="d1", account_id="b1", symbol=SYM, provider_id="p1", reason="job died"
+        )
+    )
+    assert disputed[0].type == "DeliveryRequested"
+
+    assert not [e for e in bank.tick(DELIVERY + 4 * HOUR) if isinstance(e, DeliverySettled)]
+    late = _refused(
+        bank.send(
+            ReportMetering(report_id="m2", account_id="p1", symbol=SYM, buyer_id="b1", delivered=4)
+        )
+    )
+    assert late.reason == RejectReason.DELIVERY_WINDOW_CLOSED
+    resolved = bank.send(
+        ResolveDispute(
+            operator_id="ops",
+            symbol=SYM,
+            provider_id="p1",
+            buyer_id="b1",
+            delivered=3,
+            reason="logs show 3 card-hours",
+        )
+    )
+    (settled,) = [e for e in resolved if isinstance(e, DeliverySettled)]
+    assert (settled.delivered, settled.refund, settled.penalty, settled.resolved_by) == (
+        3,
+        1_000,
+        100,
+        "ops",
+    )
+    assert bank.of(MeteringReported)[0].delivered == 4

@@ -1,0 +1,322 @@
+"""Compute vouchers: worked examples to the fen for each cap that can bind, and property tests.
+
+The voucher part of a buyer's fill is the least of the programme's rate of the amount paid,
+what is left of the per-order cap, and what is left of the enterprise's grant; grants are carved
+out of the programme's budget, so the budget binds when a grant is approved.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange.domain.accounts import Balance
+from exchange.domain.catalogue import MarketRules
+from exchange.domain.messages import (
+    ApproveGrant,
+    CancelOrder,
+    CreateProgramme,
+    DepositCapacity,
+    Event,
+    EventStamp,
+    GrantApproved,
+    OrderAccepted,
+    OrderRejected,
+    PlaceOrder,
+    RejectReason,
+    ReportMetering,
+    RequestRejected,
+)
+from exchange.domain.risk import OUTCOME_TYPES
+from tests.test_bank import DELIVERY, HOUR, SYM, Bank, funds
+
+FREE = MarketRules()
+YEAR_MS = 365 * 24 * HOUR
+
+
+class VoucherBank(Bank):
+    """The bank loop, feeding approved grants back to risk as matching does."""
+
+    def send(self, command, at=None):  # type: ignore[no-untyped-def,override]
+        self.ts = self.ts + 1 if at is None else at
+        self.offset += 1
+        decided = self.risk.handle(command, EventStamp("c", 0, self.offset, self.ts))
+        out: list[Event] = [
+            decided,
+            *self.market.handle(decided, EventStamp("o", 0, self.offset, self.ts)),
+        ]
+        for event in out:
+            self.ledger.apply(event)
+            fed_back = isinstance(event, OUTCOME_TYPES) and event.event_id.startswith("o:")
+            if fed_back or isinstance(event, GrantApproved):
+                self.risk.apply_outcome(event, lambda _: True)
+        self.events.extend(out)
+        return out
+
+
+def programme(budget: int = 10_000, cap: int = 600, **terms: object) -> CreateProgramme:
+    fields: dict[str, object] = {
+        "programme_id": "hz",
+        "admin_id": "hz-admin",
+        "issuer": "Hangzhou",
+        "budget": budget,
+        "rate_bps": 3_000,
+        "cap_per_contract": cap,
+        "cap_per_enterprise": 5_000,
+        "classes": ["H100-80G"],
+        "regions": ["GZ"],
+        "valid_from": 0,
+        "valid_until": DELIVERY + YEAR_MS,
+    }
+    fields.update(terms)
+    return CreateProgramme.model_validate(fields)
+
+
+def grant(account: str, limit: int, related: list[str] | None = None) -> ApproveGrant:
+    return ApproveGrant(
+        programme_id="hz",
+        admin_id="hz-admin",
+        account_id=account,
+        limit=limit,
+        kind="sme",
+        city="hangzhou",
+        related_accounts=related or [],
+    )
+
+
+def subsidised(
+    order_id: str, quantity: int, price: int = 1_000, basis: str = "gross"
+) -> PlaceOrder:
+    return PlaceOrder.model_validate(
+        {
+            "order_id": order_id,
+            "account_id": "b1",
+            "symbol": SYM,
+            "side": "buy",
+            "price": price,
+            "quantity": quantity,
+            "voucher": "hz",
+            "limit_basis": basis,
+        }
+    )
+
+
+def market(related: list[str] | None = None, limit: int = 1_000) -> VoucherBank:
+    bank = VoucherBank(FREE)
+    bank.send(programme())
+    bank.send(grant("b1", limit, related))
+    bank.send(funds("b1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=20))
+    bank.send(
+        PlaceOrder(
+            order_id="s1", account_id="p1", symbol=SYM, side="sell", price=1_000, quantity=20
+        )
+    )
+    return bank
+
+
+def accepted(events: list[Event]) -> OrderAccepted:
+    first = events[0]
+    assert isinstance(first, OrderAccepted), first
+    return first
+
+
+def test_the_rate_binds_then_the_per_contract_cap_then_the_grant() -> None:
+    bank = market()
+    g = bank.ledger.grants[("hz", "b1")]
+
+    # 30% of 1,000 is 300: under the cap (600) and the grant (1,000).
+    assert accepted(bank.send(subsidised("o1", 1))).voucher_reserved == 300
+    assert bank.cash("b1") == 10_000 - 700
+    assert (g.remaining, g.reserved, g.committed) == (700, 0, 300)
+
+    # 30% of 3,000 is 900: the cap of 600 per contract binds.
+    assert accepted(bank.send(subsidised("o2", 3))).voucher_reserved == 600
+    assert bank.cash("b1") == 10_000 - 700 - 2_400
+
+    # 30% of 1,000 is 300, the cap 600: only 100 of the grant is left, and binds.
+    assert accepted(bank.send(subsidised("o3", 1))).voucher_reserved == 100
+    assert bank.cash("b1") == 10_000 - 700 - 2_400 - 900
+    assert (g.remaining, g.reserved, g.committed) == (0, 0, 1_000)
+
+    # The grant is used up: the order is accepted, gross, with no voucher.
+    assert accepted(bank.send(subsidised("o4", 1))).voucher_reserved == 0
+    assert bank.cash("b1") == 10_000 - 700 - 2_400 - 900 - 1_000
+    assert bank.ledger.ledger[f"escrow:{SYM}"] == 6_000
+    assert bank.ledger.trial_balance() == 0
+    assert bank.risk.accounts.grants[("hz", "b1")] == g
+
+
+def test_the_programme_budget_binds_when_grants_are_approved() -> None:
+    bank = VoucherBank(FREE)
+    bank.send(programme(budget=10_000))
+    bank.send(grant("b1", 1_000))
+    bank.send(grant("b2", 5_000))
+    before = bank.risk.state_hash()
+
+    refused = bank.send(grant("b3", 4_001))[0]
+
+    assert isinstance(refused, RequestRejected)
+    assert refused.reason == RejectReason.BUDGET_EXHAUSTED
+    assert (
+        refused.message == "programme hz has 4000 fen of budget left to grant, the grant asks 4001"
+    )
+    assert bank.risk.state_hash() == before
+    bank.send(grant("b3", 4_000))
+    assert bank.ledger.ledger.get("budget:hz", 0) == 0
+    over_cap = bank.send(grant("b2", 1))[0]
+    assert isinstance(over_cap, RequestRejected)
+    assert over_cap.reason == RejectReason.NOT_ELIGIBLE
+
+
+def test_a_related_seller_earns_no_voucher_and_the_reservation_returns() -> None:
+    bank = market(related=["p1"])
+
+    order = accepted(bank.send(subsidised("o1", 2)))
+
+    assert order.voucher_reserved == 600
+    assert bank.cash("b1") == 10_000 - 2_000
+    g = bank.ledger.grants[("hz", "b1")]
+    assert (g.remaining, g.reserved, g.committed) == (1_000, 0, 0)
+
+
+def test_a_net_limit_buys_at_the_gross_price_the_voucher_brings_down_to_it() -> None:
+    bank = market()
+
+    order = accepted(bank.send(subsidised("o1", 1, price=700, basis="net")))
+
+    # 1,000 less its 30% voucher is 700; 1,010 less 303 would be 707.
+    assert (order.price, order.net_price, order.voucher_reserved) == (1_000, 700, 300)
+    assert bank.cash("b1") == 10_000 - 700
+
+
+def test_cancel_releases_the_reservation_to_the_grant() -> None:
+    bank = market()
+    bank.send(CancelOrder(order_id="s1", account_id="p1"))
+    accepted(bank.send(subsidised("o1", 2)))
+    g = bank.ledger.grants[("hz", "b1")]
+    assert (g.remaining, g.reserved) == (400, 600)
+    assert bank.ledger.cash["b1"] == Balance(available=8_000, held=2_000)
+
+    bank.send(CancelOrder(order_id="o1", account_id="b1"))
+
+    assert (g.remaining, g.reserved, g.committed) == (1_000, 0, 0)
+    assert bank.ledger.cash["b1"] == Balance(available=10_000, held=0)
+
+
+def test_a_delivery_refund_claws_the_voucher_back() -> None:
+    bank = market()
+    accepted(bank.send(subsidised("o1", 2)))  # 600 of voucher, 1,400 paid
+    bank.send(CancelOrder(order_id="s1", account_id="p1"))
+    bank.tick(DELIVERY)
+    bank.send(
+        ReportMetering(report_id="m1", account_id="p1", symbol=SYM, buyer_id="b1", delivered=1)
+    )
+    bank.tick(DELIVERY + 3 * HOUR + 1)
+
+    # Half was not delivered: 1,000 of escrow comes back, 300 of it the voucher's.
+    g = bank.ledger.grants[("hz", "b1")]
+    assert (g.remaining, g.committed, g.clawed_back) == (700, 300, 300)
+    assert bank.cash("b1") == 10_000 - 1_400 + 1_000 - 300
+    assert bank.cash("p1") == 1_000
+    assert bank.ledger.trial_balance() == 0
+
+
+def test_a_voucher_outside_its_programme_is_refused() -> None:
+    bank = market()
+    bank.send(programme(programme_id="nb", regions=["YRD"]))
+    not_granted = bank.send(subsidised("o1", 1).model_copy(update={"voucher": "nb"}))[0]
+    assert isinstance(not_granted, OrderRejected)
+    assert not_granted.reason == RejectReason.NOT_ELIGIBLE
+    assert not_granted.message == "account b1 holds no grant of programme 'nb'"
+    expired = bank.send(subsidised("o2", 1), at=DELIVERY + YEAR_MS)[0]
+    assert isinstance(expired, OrderRejected)
+    assert expired.message == "programme hz is not valid at this time"
+
+
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("buy"), st.integers(1, 6), st.integers(90, 130), st.booleans()),
+        st.tuples(st.just("sell"), st.integers(1, 6), st.integers(80, 120), st.booleans()),
+        st.tuples(st.just("cancel"), st.integers(0, 40), st.just(0), st.booleans()),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(actions=ACTIONS, delivered=st.lists(st.integers(0, 20), min_size=4, max_size=4))
+def test_random_trading_never_oversubscribes_a_programme(
+    actions: list[tuple[str, int, int, bool]], delivered: list[int]
+) -> None:
+    bank = VoucherBank(MarketRules(bond_bps=500))
+    bank.send(programme(budget=3_000, cap=200))
+    buyers = ["b1", "b2", "b3"]
+    for buyer, limit in zip(buyers, (1_500, 1_000, 800), strict=True):
+        bank.send(grant(buyer, limit, related=["p2"] if buyer == "b3" else []))
+        bank.send(funds(buyer, 20_000))
+    for provider in ("p1", "p2"):
+        bank.send(funds(provider, 5_000))
+        bank.send(
+            DepositCapacity(
+                deposit_id=f"c-{provider}", account_id=provider, symbol=SYM, quantity=40
+            )
+        )
+    placed: list[tuple[str, str]] = []
+    for n, (kind, quantity, price, flag) in enumerate(actions):
+        if kind == "cancel":
+            if placed:
+                order_id, account = placed[quantity % len(placed)]
+                bank.send(CancelOrder(order_id=order_id, account_id=account))
+            continue
+        account = buyers[n % 3] if kind == "buy" else ("p1", "p2")[n % 2]
+        command = PlaceOrder(
+            order_id=f"o{n}", account_id=account, symbol=SYM, side=kind, price=price * 10,
+            quantity=quantity, voucher="hz" if kind == "buy" and flag else None,
+        )  # fmt: skip
+        if isinstance(bank.send(command)[0], OrderAccepted):
+            placed.append((command.order_id, account))
+        _check(bank)
+    bank.tick(DELIVERY)
+    for buyer, units in zip(buyers, delivered, strict=False):
+        for provider in ("p1", "p2"):
+            bank.send(
+                ReportMetering(
+                    report_id=f"m-{provider}-{buyer}",
+                    account_id=provider,
+                    symbol=SYM,
+                    buyer_id=buyer,
+                    delivered=units % 4,
+                )
+            )
+    bank.tick(DELIVERY + 3 * HOUR + 1)
+    _check(bank)
+    assert bank.ledger.ledger.get(f"escrow:{SYM}", 0) == 0
+
+
+def _check(bank: Bank) -> None:
+    ledger = bank.ledger
+    assert ledger.trial_balance() == 0
+    assert ledger.ledger.get("budget:hz", 0) >= 0
+    committed = 0
+    for g in ledger.grants.values():
+        assert g.remaining >= 0
+        assert g.reserved >= 0
+        assert 0 <= g.committed <= g.limit
+        assert g.remaining + g.reserved + g.committed == g.limit
+        assert ledger.ledger.get(f"grant:hz:{g.account_id}", 0) == g.remaining
+        assert ledger.ledger.get(f"reserved:hz:{g.account_id}", 0) == g.reserved
+        committed += g.committed
+    # Every voucher part paid out of a reservation, less what was clawed back, is committed.
+    paid = -sum(
+        amount
+        for entry in ledger.journal or []
+        if entry.kind in ("trade_buy",)
+        for name, amount in entry.legs
+        if name.startswith("reserved:")
+    )
+    clawed = sum(g.clawed_back for g in ledger.grants.values())
+    assert paid - clawed == committed
+    for balance in ledger.cash.values():
+        assert balance.available >= 0
+        assert balance.held >= 0
