@@ -27,14 +27,16 @@ async def serve(
     *,
     extras: Sequence[Extra] = (),
     stop: asyncio.Event | None = None,
+    clock_ms: Callable[[], int] | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or `stop`), then stop every task and close cleanly."""
+    """Run until SIGINT/SIGTERM (or `stop`), then stop every task and close cleanly; with
+    `clock_ms`, on that clock instead of the wall's (see `ExchangeRuntime.open`)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    runtime = await ExchangeRuntime.open(settings)
+    runtime = await ExchangeRuntime.open(settings, clock_ms=clock_ms)
     tasks: list[asyncio.Task[None]] = []
     try:
         for runner in runtime.runners(stages):

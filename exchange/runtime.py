@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
-from exchange.adapters.inprocess_log import InProcessLog
+from exchange.adapters.inprocess_log import InProcessLog, wall_clock_ms
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
@@ -69,14 +69,24 @@ class ExchangeRuntime:
         """The stages built by `runners`, by name, for inspection by operators and tests."""
 
     @classmethod
-    async def open(cls, settings: Settings, catalogue: Catalogue | None = None) -> ExchangeRuntime:
-        """Connect to the configured log and store, creating topics and schema if missing."""
+    async def open(
+        cls,
+        settings: Settings,
+        catalogue: Catalogue | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> ExchangeRuntime:
+        """Connect to the configured log and store, creating topics and schema if missing.
+
+        `clock_ms` replaces the wall clock as the log's time (simulations, and tests that must
+        reach a delivery hour): every record appended is stamped with it.
+        """
         command_log: CommandLog
         if settings.kafka_bootstrap_servers:
-            command_log = KafkaLog(settings.kafka_bootstrap_servers)
+            command_log = KafkaLog(settings.kafka_bootstrap_servers, clock_ms=clock_ms)
         else:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-            command_log = InProcessLog(settings.data_dir / "log")
+            log_dir = settings.data_dir / "log"
+            command_log = InProcessLog(log_dir, clock_ms or wall_clock_ms)
         if not settings.database_url:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_event_store(settings.event_store_url())

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from exchange.domain.accounts import Balance
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
+    BlockAccepted,
     CapacityDeposited,
     CapacityWithdrawn,
     DeliverySettled,
@@ -53,7 +54,10 @@ class Discrepancy:
 @dataclass
 class _Order:
     accepted_at: int
-    event: OrderAccepted
+    quantity: int
+    symbol: str
+    """A block's family."""
+    block: bool = False
     filled: int = 0
     fills: list[int] = field(default_factory=list)
     cancelled_at: int | None = None
@@ -97,7 +101,10 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
             elif isinstance(event, CapacityWithdrawn | DeliverySettled):
                 capacity_deposited[event.symbol] -= event.quantity
             elif isinstance(event, OrderAccepted):
-                orders[event.order_id] = _Order(position, event)
+                orders[event.order_id] = _Order(position, event.quantity, event.symbol)
+            elif isinstance(event, BlockAccepted):
+                total = event.quantity * len(event.symbols)
+                orders[event.order_id] = _Order(position, total, event.family, block=True)
             elif isinstance(event, TradeExecuted):
                 trades[event.trade_id].append(position)
                 for order_id in (event.buy_order_id, event.sell_order_id):
@@ -167,7 +174,7 @@ def _check_orders(
     state: ExchangeState, orders: dict[str, _Order], found: list[Discrepancy]
 ) -> None:
     for order_id, order in orders.items():
-        quantity = order.event.quantity
+        quantity = order.quantity
         involved = (order.accepted_at, *order.fills)
         if order.cancelled_at is not None:
             involved = (*involved, order.cancelled_at)
@@ -181,7 +188,7 @@ def _check_orders(
             )
             continue
         remaining = quantity - order.filled
-        resting = _resting(state, order.event.symbol, order_id)
+        resting = _resting(state, order.symbol, order_id, order.block)
         if order.cancelled_at is not None:
             if order.cancelled_remaining != remaining:
                 found.append(
@@ -203,7 +210,11 @@ def _check_orders(
             )
 
 
-def _resting(state: ExchangeState, symbol: str, order_id: str) -> int:
+def _resting(state: ExchangeState, symbol: str, order_id: str, block: bool) -> int:
+    if block:
+        # A block rests across its hours; the accounts know what is open of it.
+        open_block = state.accounts.open_orders.get(order_id)
+        return 0 if open_block is None else open_block.remaining
     book = state.market.books.get(symbol)
     if book is None:
         return 0
@@ -215,17 +226,35 @@ def _check_holds(state: ExchangeState, found: list[Discrepancy]) -> None:
     accounts = state.accounts
     needed_cash: dict[str, int] = defaultdict(int)
     needed_capacity: dict[tuple[str, str], int] = defaultdict(int)
+    needed_resale: dict[tuple[str, str], int] = defaultdict(int)
     for order in accounts.open_orders.values():
+        account = order.account_id
         if order.side == "buy":
-            needed_cash[order.account_id] += order.price * order.remaining
+            own = accounts.own_hold(order, order.price, order.remaining)
+            needed_cash[account] += own + order.extra
+        elif order.hours:
+            for hour in order.hours:
+                needed_capacity[(account, hour)] += order.remaining // len(order.hours)
+        elif order.backing == "entitlement":
+            needed_resale[(account, order.symbol)] += order.remaining
         else:
-            needed_capacity[(order.account_id, order.symbol)] += order.remaining
-        if _resting(state, order.symbol, order.order_id) != order.remaining:
+            needed_capacity[(account, order.symbol)] += order.remaining + order.extra
+            needed_cash[account] += order.bond_per_unit * order.remaining
+        if _resting(state, order.symbol, order.order_id, bool(order.hours)) != order.remaining:
             found.append(
                 Discrepancy(
                     "hold-outlives-order",
-                    f"{order.remaining} units of order {order.order_id} ({order.account_id}) are "
+                    f"{order.remaining} units of order {order.order_id} ({account}) are "
                     "still held but do not rest in the book",
+                )
+            )
+    for key, held in accounts.resale_held.items():
+        if held != needed_resale.get(key, 0):
+            found.append(
+                Discrepancy(
+                    "held-entitlement",
+                    f"account {key[0]} holds {held} units of {key[1]} for resale; its open "
+                    f"orders need {needed_resale.get(key, 0)}",
                 )
             )
     for account_id, balance in accounts.cash.items():
@@ -373,3 +402,77 @@ def _compare_balances(
                     f"{table} shows {who} at available/held {shown}; the events give {actual}",
                 )
             )
+
+
+async def audit_ledger(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
+    """Recompute every ledger balance from the journal's entries and check them: each entry
+    balances, the trial balance is zero, and the balances equal both the projections
+    (cash_balances, ledger_balances) and a replay of the events."""
+    report = AuditReport()
+    found = report.discrepancies
+    journal = tables.journal
+    from_journal: dict[str, int] = defaultdict(int)
+    entries: dict[str, list[int]] = {}
+    async with store.engine.connect() as connection:
+        rows = await connection.execute(
+            select(journal).order_by(journal.c.position, journal.c.entry_id, journal.c.leg)
+        )
+        for row in rows:
+            from_journal[row.account] += row.amount
+            entry = entries.setdefault(row.entry_id, [0, row.position])
+            entry[0] += row.amount
+        cash_rows = {
+            r.account_id: r for r in await connection.execute(select(tables.cash_balances))
+        }
+        ledger_rows = {
+            r.account: r.balance for r in await connection.execute(select(tables.ledger_balances))
+        }
+    report.events = len(entries)
+    for entry_id, (total, position) in entries.items():
+        if total:
+            found.append(
+                Discrepancy(
+                    "unbalanced-entry",
+                    f"journal entry {entry_id} sums to {total} fen, not 0",
+                    (position,),
+                )
+            )
+    trial = sum(from_journal.values())
+    if trial:
+        found.append(Discrepancy("trial-balance", f"the journal's accounts sum to {trial} fen"))
+    projected: dict[str, int] = dict(ledger_rows)
+    for account_id, row in cash_rows.items():
+        projected[f"cash:{account_id}"] = row.available
+        projected[f"held:{account_id}"] = row.held
+    state = ExchangeState(catalogue)
+    after = 0
+    while batch := await store.read_all(after, READ_BATCH):
+        for stored in batch:
+            state.apply(stored)
+        after = batch[-1].position
+    replayed: dict[str, int] = {
+        name: amount for name, amount in state.accounts.ledger.items() if amount
+    }
+    for account_id, balance in state.accounts.cash.items():
+        replayed[f"cash:{account_id}"] = balance.available
+        replayed[f"held:{account_id}"] = balance.held
+    for name in sorted(set(from_journal) | set(projected) | set(replayed)):
+        entries_say = from_journal.get(name, 0)
+        if projected.get(name, 0) != entries_say:
+            found.append(
+                Discrepancy(
+                    "projection",
+                    f"{name}: the projection shows {projected.get(name, 0)} fen, "
+                    f"the journal's entries give {entries_say}",
+                )
+            )
+        if replayed.get(name, 0) != entries_say:
+            found.append(
+                Discrepancy(
+                    "journal-incomplete",
+                    f"{name}: the events give {replayed.get(name, 0)} fen, "
+                    f"the journal's entries give {entries_say}",
+                )
+            )
+    report.state_hash = state.state_hash()
+    return report

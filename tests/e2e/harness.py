@@ -148,8 +148,11 @@ class RunningExchange:
 
 
 @asynccontextmanager
-async def running_exchange(settings: Settings) -> AsyncIterator[RunningExchange]:
-    """Serve until the block ends, then stop cleanly and re-raise any stage's failure."""
+async def running_exchange(
+    settings: Settings, clock_ms: Callable[[], int] | None = None
+) -> AsyncIterator[RunningExchange]:
+    """Serve until the block ends, then stop cleanly and re-raise any stage's failure; with
+    `clock_ms`, on that log clock."""
     stop = asyncio.Event()
     captured: asyncio.Future[tuple[ExchangeRuntime, MarketData]] = (
         asyncio.get_running_loop().create_future()
@@ -162,7 +165,9 @@ async def running_exchange(settings: Settings) -> AsyncIterator[RunningExchange]
         captured.set_result((runtime, market))
         await stop.wait()
 
-    serving = asyncio.create_task(serve(settings, STAGES, extras=(capture,), stop=stop))
+    serving = asyncio.create_task(
+        serve(settings, STAGES, extras=(capture,), stop=stop, clock_ms=clock_ms)
+    )
     base_url = f"http://{settings.api_host}:{settings.api_port}"
     try:
         runtime, market = await asyncio.wait_for(asyncio.shield(captured), START_TIMEOUT_S)

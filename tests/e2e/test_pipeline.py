@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from settlement import projections as tables
 from settlement.audit import audit
 from settlement.schema import events
 from settlement.service import SettlementRunner
-from tests.conftest import fresh_database
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
@@ -30,19 +28,6 @@ GZ0 = "H100-80G.GZ.20271201T00"
 GZ1 = "H100-80G.GZ.20271201T01"
 YRD0 = "H100-80G.YRD.20271201T00"
 CPU0 = "CPU.GZ.20271201T00"
-
-
-@pytest.fixture(params=["embedded", "kafka+postgres"])
-async def exchange_settings(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Settings]:
-    """Settings of the embedded default, or of real Kafka and a fresh PostgreSQL database."""
-    if request.param == "embedded":
-        yield settings_for(tmp_path)
-        return
-    kafka = request.getfixturevalue("kafka_bootstrap")
-    async with fresh_database(request.getfixturevalue("postgres_url")) as database_url:
-        yield settings_for(tmp_path, kafka=kafka, database_url=database_url)
 
 
 async def _deposit_cash(exchange: RunningExchange, account: str, amount: int) -> None:
