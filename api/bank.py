@@ -43,6 +43,7 @@ from exchange.domain.messages import (
     EnterpriseKind,
     Identifier,
     PlaceOrder,
+    RecallCapacity,
     ReportMetering,
     RequestRejected,
     ResolveDispute,
@@ -159,6 +160,24 @@ class Dispute(BaseModel):
     provider_id: Identifier
     reason: Annotated[str, Field(min_length=1, max_length=500)]
     dispute_id: Identifier | None = None
+
+
+class Recall(BaseModel):
+    """Recall sold units of a recallable deposit (an interruptible `-INT` contract)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"symbol": "H100-80G-INT.GZ.20271201T00", "quantity": 2, "reason": "maintenance"}
+            ]
+        },
+    )
+
+    symbol: str
+    quantity: PositiveInt
+    reason: Annotated[str, Field(max_length=500)] = ""
+    recall_id: Identifier | None = None
 
 
 class Resolution(BaseModel):
@@ -446,6 +465,27 @@ def bank_router(
                 account_id=principal.account_id,
                 symbol=request.symbol,
                 provider_id=request.provider_id,
+                reason=request.reason,
+            )
+        )
+
+    @router.post(
+        "/deliveries/recalls",
+        status_code=201,
+        tags=["delivery"],
+        summary="Recall sold units of a recallable deposit, with notice",
+        description="Only interruptible (`-INT`) contracts, until the recall notice before "
+        "delivery (`CX_RECALL_NOTICE_MINUTES`). Holders, in account order, get their escrow "
+        "back and `CX_RECALL_COMPENSATION_BPS` of it from the provider's bond.",
+        responses=problems(422),
+    )
+    async def recall(request: Recall, principal: Provider) -> RequestAnswer:
+        return await decide(
+            RecallCapacity(
+                recall_id=request.recall_id or f"r-{uuid.uuid4().hex}",
+                account_id=principal.account_id,
+                symbol=request.symbol,
+                quantity=request.quantity,
                 reason=request.reason,
             )
         )

@@ -36,6 +36,7 @@ from exchange.domain.messages import (
     CancelAllRequested,
     CancelRejected,
     CapacityDeposited,
+    CapacityRecalled,
     CapacityWithdrawn,
     DeliveryDisputed,
     DeliverySettled,
@@ -265,6 +266,7 @@ Outcome = (
     | CapacityWithdrawn
     | MeteringReported
     | DeliveryDisputed
+    | CapacityRecalled
     | DeliverySettled
     | ProgrammeCreated
     | GrantApproved
@@ -846,6 +848,8 @@ def _outcome_key(event: AnyEvent) -> str | None:
         return f"ReportMetering:{event.report_id}"
     if isinstance(event, DeliveryDisputed):
         return f"DisputeDelivery:{event.dispute_id}"
+    if isinstance(event, CapacityRecalled):
+        return f"RecallCapacity:{event.recall_id}"
     if isinstance(event, DeliverySettled) and event.resolved_by is not None:
         return f"ResolveDispute:{event.symbol}:{event.provider_id}:{event.buyer_id}"
     if isinstance(event, ProgrammeCreated):

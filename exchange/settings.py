@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         default=120, ge=0, validation_alias="CX_DELIVERY_WINDOW_MINUTES"
     )
     """How long after a delivery hour metering and disputes are accepted."""
+    recall_notice_minutes: int = Field(
+        default=120, ge=0, validation_alias="CX_RECALL_NOTICE_MINUTES"
+    )
+    """How long before delivery a recallable deposit's sold units may still be recalled."""
+    recall_compensation_bps: int = Field(
+        default=1_000, ge=0, le=10_000, validation_alias="CX_RECALL_COMPENSATION_BPS"
+    )
+    """What a recalled unit's holder gets on top of its refund, in basis points of the refund,
+    from the provider's bond."""
     listings: str = Field(default="", validation_alias="CX_LISTINGS")
     """Families (`CLASS.REGION`, comma-separated) whose delivery hours list on a rolling
     horizon; empty: only the fixed default contracts."""
@@ -91,6 +100,8 @@ class Settings(BaseSettings):
             fees=parse_fees(self.fees),
             bond_bps=self.bond_bps,
             delivery_window_ms=self.delivery_window_minutes * 60_000,
+            recall_notice_ms=self.recall_notice_minutes * 60_000,
+            recall_compensation_bps=self.recall_compensation_bps,
         )
 
     def listing_rules(self) -> list[ListingRule]:

@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from exchange.domain.accounts import Accounts, Balance
-from exchange.domain.catalogue import MarketRules, default_catalogue, parse_symbol, to_utc_ms
+from exchange.domain.catalogue import (
+    ListingRule,
+    MarketRules,
+    default_catalogue,
+    parse_symbol,
+    to_utc_ms,
+)
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     CancelOrder,
@@ -28,6 +34,7 @@ from exchange.domain.messages import (
     OrderAccepted,
     OrderRejected,
     PlaceOrder,
+    RecallCapacity,
     RejectReason,
     ReportMetering,
     RequestRejected,
@@ -39,6 +46,7 @@ from exchange.domain.messages import (
 from exchange.domain.risk import OUTCOME_TYPES, RiskStage
 
 SYM = "H100-80G.GZ.20271201T00"
+INT = "H100-80G-INT.GZ.20271201T00"
 DELIVERY = to_utc_ms(parse_symbol(SYM).delivery_start)
 HOUR = 3_600_000
 RULES = MarketRules(bond_bps=1_000, fees=(("H100-80G", -10, 20),), delivery_window_ms=2 * HOUR)
@@ -48,7 +56,7 @@ class Bank:
     """Risk, matching and a settlement-style journal, in one process, in log order."""
 
     def __init__(self, rules: MarketRules = RULES) -> None:
-        catalogue = default_catalogue(rules)
+        catalogue = default_catalogue(rules, [ListingRule((INT.rsplit(".", 1)[0],), 2)])
         self.risk = RiskStage(catalogue)
         self.market = MarketStage(catalogue)
         self.ledger = Accounts(rules, journal=True)
@@ -300,3 +308,48 @@ def test_a_disputed_delivery_waits_for_an_operator() -> None:
         "ops",
     )
     assert bank.of(MeteringReported)[0].delivered == 4
+
+
+def test_a_recall_refunds_and_compensates_the_holders_from_the_bond() -> None:
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=INT, quantity=5))
+    bank.send(funds("b1", 10_000))
+    bank.send(funds("b2", 10_000))
+    bank.send(PlaceOrder(order_id="s1", account_id="p1", symbol=INT, side="sell", price=600,
+                         quantity=5))  # fmt: skip
+    for buyer, quantity in (("b1", 2), ("b2", 3)):
+        bank.send(PlaceOrder(order_id=f"o-{buyer}", account_id=buyer, symbol=INT, side="buy",
+                             price=600, quantity=quantity))  # fmt: skip
+    firm = _refused(
+        bank.send(RecallCapacity(recall_id="r0", account_id="p1", symbol=SYM, quantity=1))
+    )
+    assert firm.reason == RejectReason.NOT_RECALLABLE
+    too_many = _refused(
+        bank.send(RecallCapacity(recall_id="r1", account_id="p1", symbol=INT, quantity=6))
+    )
+    assert too_many.message == f"a recall of 6 units exceeds the 5 p1 sold of {INT}"
+
+    recalled = bank.send(
+        RecallCapacity(recall_id="r2", account_id="p1", symbol=INT, quantity=3, reason="outage")
+    )
+
+    settled = [e for e in recalled if isinstance(e, DeliverySettled)]
+    # In account order: b1's 2 units, then 1 of b2's; each refunded 600 a unit and
+    # compensated 10% of that from the 60-a-unit bond.
+    assert [(s.buyer_id, s.quantity, s.refund, s.bond, s.penalty) for s in settled] == [
+        ("b1", 2, 1_200, 120, 120),
+        ("b2", 1, 600, 60, 60),
+    ]
+    assert bank.cash("b1") == 10_000 + 120
+    assert bank.cash("b2") == 10_000 - 1_800 + 600 + 60
+    assert bank.ledger.positions == {("b1", INT): 0, ("b2", INT): 2}
+    assert bank.ledger.ledger["bond:p1"] == 120
+    assert bank.ledger.ledger[f"escrow:{INT}"] == 1_200
+    late = _refused(
+        bank.send(
+            RecallCapacity(recall_id="r3", account_id="p1", symbol=INT, quantity=1),
+            at=DELIVERY - HOUR,
+        )
+    )
+    assert late.reason == RejectReason.GATE_CLOSED

@@ -23,6 +23,7 @@ from exchange.domain.messages import (
     CancelRejected,
     CancelRequested,
     CapacityDeposited,
+    CapacityRecalled,
     CapacityWithdrawn,
     CommandRejected,
     ContractStateChanged,
@@ -52,6 +53,7 @@ from exchange.domain.messages import (
     PlaceBlockOrder,
     PlaceOrder,
     ProgrammeCreated,
+    RecallCapacity,
     RejectReason,
     ReportMetering,
     RequestRejected,
@@ -122,6 +124,9 @@ COMMANDS: list[Message] = [
     ),
     ResolveDispute(
         operator_id="ops", symbol=SYM, provider_id="p1", buyer_id="a1", delivered=1, reason="logs"
+    ),
+    RecallCapacity(
+        recall_id="r-1", account_id="p1", symbol="H100-80G-INT.GZ.20271201T02", quantity=2
     ),
     CreateProgramme(
         programme_id="hz-2027",
@@ -308,6 +313,14 @@ EVENTS: list[Message] = [
         buyer_id="a1",
         delivered=3,
     ),
+    CapacityRecalled(
+        **E,
+        recall_id="r-1",
+        symbol="H100-80G-INT.GZ.20271201T02",
+        provider_id="p1",
+        quantity=2,
+        reason="cooling failure",
+    ),
     MeteringReported(
         **E, report_id="m-1", symbol=SYM, provider_id="p1", buyer_id="a1", delivered=3
     ),
@@ -379,7 +392,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 46
+    assert len(_all_message_classes()) == 48
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

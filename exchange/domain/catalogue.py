@@ -208,6 +208,11 @@ class MarketRules:
     delivery_window_ms: int = 2 * 60 * 60_000
     """After a delivery hour ends, how long providers may report metering and buyers dispute
     before undisputed obligations settle."""
+    recall_notice_ms: int = 2 * 60 * 60_000
+    """A recallable deposit's sold units may be recalled until this long before delivery."""
+    recall_compensation_bps: int = 1_000
+    """A recalled unit's holder is refunded and compensated this share (basis points) of the
+    refund, out of the provider's bond behind the unit."""
 
 
 HOUR_MS = 3_600_000

@@ -26,10 +26,11 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from exchange.domain.accounts import Fees, Hasher
+from exchange.domain.accounts import BPS, Fees, Hasher
 from exchange.domain.catalogue import MarketRules, parse_symbol, to_utc_ms
 from exchange.domain.messages import (
     BlockAccepted,
+    CapacityRecalled,
     ContractStateChanged,
     DeliveryDisputed,
     DeliveryObligation,
@@ -84,7 +85,8 @@ class DeliveryDesk:
         self.rules = rules
         self.fees = Fees(rules)
         self.sells: dict[str, list[Any]] = {}
-        """Open sells: order id -> [backed by capacity, bond per unit, open quantity]."""
+        """Open sells: order id -> [backed by capacity, bond per unit, open quantity, account,
+        symbol]."""
         self.provisions: dict[str, dict[str, Provision]] = {}
         self.holdings: dict[str, dict[str, int]] = {}
         self.obligations: dict[ObligationKey, Obligation] = {}
@@ -101,11 +103,16 @@ class DeliveryDesk:
                 event.backing == "capacity",
                 event.bond_per_unit,
                 event.quantity,
+                event.account_id,
+                event.symbol,
             ]
         elif isinstance(event, BlockAccepted) and event.side == "sell":
-            self.sells[event.order_id] = [True, 0, event.quantity * len(event.symbols)]
+            total = event.quantity * len(event.symbols)
+            self.sells[event.order_id] = [True, 0, total, event.account_id, event.family]
         caused: list[Event] = []
-        if isinstance(event, DeliveryRequested):
+        if isinstance(event, DeliveryRequested) and event.action == "recall":
+            caused.extend(self._recall(event, stamp))
+        elif isinstance(event, DeliveryRequested):
             caused.append(self._request(event, stamp))
         for output in outputs:
             if isinstance(output, TradeExecuted):
@@ -195,6 +202,93 @@ class DeliveryDesk:
                 if not left:
                     holder += 1
                     left = holders[holder][1] if holder < len(holders) else 0
+        return events
+
+    # Recalls ----------------------------------------------------------------------------------
+
+    def _recall(self, request: DeliveryRequested, stamp: EventStamp) -> list[Event]:
+        """Take back sold units of a recallable deposit: each holder, in account order, is
+        refunded its share of the escrow and compensated out of the provider's bond."""
+        symbol, provider_id, quantity = request.symbol, request.provider_id, request.delivered
+        provision = self.provisions.get(symbol, {}).get(provider_id)
+        sold = 0 if provision is None else provision.units
+        if provision is None or quantity > sold:
+            return [
+                _refused(
+                    request,
+                    stamp,
+                    RejectReason.RECALL_EXCEEDS_SOLD,
+                    f"a recall of {quantity} units exceeds the {sold} {provider_id} sold of "
+                    f"{symbol}",
+                )
+            ]
+        offered: dict[str, int] = {}
+        for from_capacity, _, remaining, account, sell_symbol in self.sells.values():
+            if not from_capacity and sell_symbol == symbol:
+                offered[account] = offered.get(account, 0) + remaining
+        holdings = self.holdings.get(symbol, {})
+        free = [
+            (account, held - offered.get(account, 0))
+            for account, held in sorted(holdings.items())
+            if held > offered.get(account, 0)
+        ]
+        if quantity > sum(units for _, units in free):
+            return [
+                _refused(
+                    request,
+                    stamp,
+                    RejectReason.RECALL_EXCEEDS_SOLD,
+                    f"only {sum(u for _, u in free)} units of {symbol} are held and not offered "
+                    "for resale: recall at most that many now",
+                )
+            ]
+        # The recalled units' shares of the escrow and the bond; their fee is never charged.
+        amount = provision.amount * quantity // provision.units
+        bond = provision.bond * quantity // provision.units
+        provision.fee -= provision.fee * quantity // provision.units
+        provision.units -= quantity
+        provision.amount -= amount
+        provision.bond -= bond
+        events: list[Event] = [
+            CapacityRecalled(
+                event_id=stamp.next_id(),
+                ts=stamp.ts,
+                recall_id=request.request_id,
+                symbol=symbol,
+                provider_id=provider_id,
+                quantity=quantity,
+                reason=request.reason,
+            )
+        ]
+        recalled = 0
+        shares: tuple[int, ...] = (0, 0)
+        compensation_bps = self.rules.recall_compensation_bps
+        for buyer_id, units in free:
+            if recalled == quantity:
+                break
+            share = min(units, quantity - recalled)
+            recalled += share
+            cumulative = (amount * recalled // quantity, bond * recalled // quantity)
+            refund, behind = (now - then for now, then in zip(cumulative, shares, strict=True))
+            shares = cumulative
+            holdings[buyer_id] -= share
+            events.append(
+                DeliverySettled(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    symbol=symbol,
+                    provider_id=provider_id,
+                    buyer_id=buyer_id,
+                    quantity=share,
+                    delivered=0,
+                    paid=0,
+                    fee=0,
+                    refund=refund,
+                    bond=behind,
+                    penalty=min(behind, refund * compensation_bps // BPS),
+                    reason=f"recalled: {request.reason}" if request.reason else "recalled",
+                )
+            )
         return events
 
     # Metering, disputes and settlement --------------------------------------------------------
@@ -338,7 +432,12 @@ class DeliveryDesk:
 def _refused(
     request: DeliveryRequested, stamp: EventStamp, reason: RejectReason, message: str
 ) -> RequestRejected:
-    kinds = {"meter": "ReportMetering", "dispute": "DisputeDelivery", "resolve": "ResolveDispute"}
+    kinds = {
+        "meter": "ReportMetering",
+        "dispute": "DisputeDelivery",
+        "resolve": "ResolveDispute",
+        "recall": "RecallCapacity",
+    }
     return RequestRejected(
         event_id=stamp.next_id(),
         ts=stamp.ts,

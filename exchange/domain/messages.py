@@ -70,6 +70,8 @@ class RejectReason(StrEnum):
     UNKNOWN_PROGRAMME = "unknown_programme"
     NOT_ELIGIBLE = "not_eligible"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    NOT_RECALLABLE = "not_recallable"
+    RECALL_EXCEEDS_SOLD = "recall_exceeds_sold"
 
 
 class CancelReason(StrEnum):
@@ -259,6 +261,19 @@ class DisputeDelivery(Message):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
+class RecallCapacity(Message):
+    """A provider recalls units it sold from a recallable deposit (an interruptible `-INT`
+    contract), with at least the exchange's notice before the delivery hour; their holders are
+    refunded and compensated from the provider's bond."""
+
+    type: Literal["RecallCapacity"] = "RecallCapacity"
+    recall_id: Identifier
+    account_id: Identifier
+    symbol: Symbol
+    quantity: PositiveInt
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
 class ResolveDispute(Message):
     """An operator settles a disputed delivery at the quantity found delivered."""
 
@@ -391,6 +406,7 @@ Command = Annotated[
     | ReportMetering
     | DisputeDelivery
     | ResolveDispute
+    | RecallCapacity
     | CreateProgramme
     | ApproveGrant,
     Field(discriminator="type"),
@@ -734,7 +750,7 @@ class DeliveryObligation(Event):
     window_ends: StrictInt
 
 
-DeliveryAction = Literal["meter", "dispute", "resolve"]
+DeliveryAction = Literal["meter", "dispute", "resolve", "recall"]
 
 
 class DeliveryRequested(Event):
@@ -750,6 +766,19 @@ class DeliveryRequested(Event):
     provider_id: str
     buyer_id: str
     delivered: StrictInt = 0
+    """Units delivered (meter, resolve) or recalled (recall)."""
+    reason: str = ""
+
+
+class CapacityRecalled(Event):
+    """A provider recalled `quantity` sold units of an interruptible contract; each holder's
+    share settles as a `DeliverySettled` with nothing delivered."""
+
+    type: Literal["CapacityRecalled"] = "CapacityRecalled"
+    recall_id: str
+    symbol: str
+    provider_id: str
+    quantity: StrictInt
     reason: str = ""
 
 
@@ -864,6 +893,7 @@ AnyEvent = Annotated[
     | RequestRejected
     | DeliveryObligation
     | DeliveryRequested
+    | CapacityRecalled
     | MeteringReported
     | DeliveryDisputed
     | DeliverySettled
@@ -907,6 +937,7 @@ AnyMessage = Annotated[
     | ReportMetering
     | DisputeDelivery
     | ResolveDispute
+    | RecallCapacity
     | CreateProgramme
     | ApproveGrant
     | FundsWithdrawn
@@ -914,6 +945,7 @@ AnyMessage = Annotated[
     | RequestRejected
     | DeliveryObligation
     | DeliveryRequested
+    | CapacityRecalled
     | MeteringReported
     | DeliveryDisputed
     | DeliverySettled

@@ -53,6 +53,7 @@ from exchange.domain.messages import (
     PlaceBlockOrder,
     PlaceOrder,
     ProgrammeCreated,
+    RecallCapacity,
     RejectReason,
     ReportMetering,
     RequestRejected,
@@ -80,6 +81,7 @@ Request = (
     | ReportMetering
     | DisputeDelivery
     | ResolveDispute
+    | RecallCapacity
     | CreateProgramme
     | ApproveGrant
 )
@@ -715,7 +717,9 @@ class RiskStage:
         )
 
     def _delivery_request(
-        self, command: ReportMetering | DisputeDelivery | ResolveDispute, stamp: EventStamp
+        self,
+        command: ReportMetering | DisputeDelivery | ResolveDispute | RecallCapacity,
+        stamp: EventStamp,
     ) -> Event:
         if command.symbol not in self.catalogue:
             return self._request_rejected(
@@ -724,7 +728,19 @@ class RiskStage:
                 RejectReason.UNKNOWN_CONTRACT,
                 f"contract {command.symbol!r} is not listed",
             )
-        if isinstance(command, ReportMetering):
+        if isinstance(command, RecallCapacity):
+            refused = self._check_recall(command, stamp.ts)
+            if refused is not None:
+                return self._request_rejected(command, stamp, *refused)
+            action, provider, buyer, delivered, reason = (
+                "recall",
+                command.account_id,
+                "",
+                command.quantity,
+                command.reason,
+            )
+            account = command.account_id
+        elif isinstance(command, ReportMetering):
             action, provider, buyer, delivered, reason = (
                 "meter",
                 command.account_id,
@@ -763,6 +779,25 @@ class RiskStage:
             delivered=delivered,
             reason=reason,
         )
+
+    def _check_recall(self, command: RecallCapacity, ts: int) -> tuple[RejectReason, str] | None:
+        """Why a recall is refused here (the matching partition checks what was sold)."""
+        contract = self.catalogue.get(command.symbol)
+        assert contract is not None
+        if contract.resource_class.firm_class is None:
+            return (
+                RejectReason.NOT_RECALLABLE,
+                f"{command.symbol} is firm capacity: only interruptible (-INT) contracts may be "
+                "recalled",
+            )
+        notice = self.catalogue.rules.recall_notice_ms
+        if ts > to_utc_ms(contract.delivery_start) - notice:
+            return (
+                RejectReason.GATE_CLOSED,
+                f"a recall of {command.symbol} needs {notice // 60_000} minutes' notice "
+                "before its delivery hour",
+            )
+        return None
 
     @staticmethod
     def _request_rejected(
@@ -842,6 +877,8 @@ def request_id(command: Request) -> str:
         return command.report_id
     if isinstance(command, DisputeDelivery):
         return command.dispute_id
+    if isinstance(command, RecallCapacity):
+        return command.recall_id
     if isinstance(command, ResolveDispute):
         return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
     if isinstance(command, ApproveGrant):
