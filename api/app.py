@@ -82,6 +82,7 @@ from api.problems import (
     PROBLEM,
     BodyLimit,
     Problem,
+    RefuseNul,
     amend_openapi,
     document_problems,
     install_handlers,
@@ -234,7 +235,8 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     )
     install_handlers(app)
     amend_openapi(app, document_problems, document_optional_keys)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
     engine = runtime.store.engine
     catalogue = runtime.catalogue
     keyring = KeyRing(engine)

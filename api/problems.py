@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -237,3 +238,64 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     """A streamed body went over the limit."""
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""A JSON escape of NUL (an odd run of backslashes, then u0000), not a literal backslash-u0000."""
+
+
+class RefuseNul:
+    """Refuses with 422 a request whose path, query or JSON body holds NUL (U+0000).
+
+    PostgreSQL cannot store NUL in text or JSON, so such a string would fail deep inside (a
+    500, or an event settlement could never store); no field of the API needs one. The body is
+    read whole first (inside BodyLimit, so at most MAX_BODY_BYTES), then handed on.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        if "\x00" in scope.get("path", "") or b"\x00" in query or b"%00" in query:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _NUL_ESCAPE.search(body):
+            await self._refuse(send)
+            return
+        # The app gets the whole body as one message (or the disconnect that cut it short).
+        pending: list[Message] = [
+            {"type": "http.request", "body": body, "more_body": False}
+            if message["type"] == "http.request"
+            else message
+        ]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = problem_response(
+            422, "invalid-request", "text in a request may not contain NUL (U+0000)"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
