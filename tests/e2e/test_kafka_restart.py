@@ -62,9 +62,8 @@ class Load:
         self.retries = 0
         self.placed = 0
         self.stop = asyncio.Event()
-        self.broker_away = False
-        self.sent_while_away = 0
-        """Requests sent while the broker was stopped (each later answered 201 or 422)."""
+        self.spans: list[tuple[float, float]] = []
+        """When each request was sent and answered (loop time)."""
 
     def answered(self) -> int:
         return len(self.accepted) + len(self.rejected)
@@ -85,12 +84,12 @@ class Load:
             }
             while True:
                 assert loop.time() < deadline, f"order {body} got no answer in time"
-                if self.broker_away:
-                    self.sent_while_away += 1
+                sent = loop.time()
                 try:
                     response = await client.post("/v1/orders", json=body, timeout=60)
                 except httpx.TransportError:
                     response = None
+                self.spans.append((sent, loop.time()))
                 if response is not None:
                     self.answers[response.status_code] += 1
                     if response.status_code == 201:
@@ -174,13 +173,13 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
 
                     await eventually(lambda: answered(BEFORE), "orders before the stop", 120)
                     broker.stop()
-                    load.broker_away = True
+                    away = asyncio.get_running_loop().time()
                     stopped_at = load.answered()
                     # Orders keep coming while the broker is away, longer than the consumer
                     # groups' session timeout (6 s), so the groups must be rebuilt.
                     await asyncio.sleep(OUTAGE_S)
-                    load.broker_away = False
                     broker.start()
+                    back = asyncio.get_running_loop().time()
                     await eventually(
                         lambda: answered(stopped_at + AFTER), "orders after the restart", 180
                     )
@@ -211,10 +210,12 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
                 await runtime.close()
             assert replayed == live
     assert broker.starts == 2
-    assert load.sent_while_away >= len(BUYERS) + len(PROVIDERS), "no load during the outage"
+    # Every loader had a request in flight while the broker was away, answered after.
+    during = [span for span in load.spans if span[0] < back and span[1] > away]
+    assert len(during) >= len(BUYERS) + len(PROVIDERS), during
     print(
         f"\nbroker restart: {load.answered()} orders answered ({len(load.accepted)} accepted, "
-        f"{len(load.rejected)} rejected), {load.sent_while_away} sent while the broker was "
+        f"{len(load.rejected)} rejected), {len(during)} in flight while the broker was "
         f"away, {load.retries} retries, answers {dict(load.answers)}, "
         f"{report.trades} trades, {report.events} events, "
         f"{time.monotonic() - started:.0f}s"
