@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 PACKAGES := exchange matching settlement api simulations client/cx_client
 
-.PHONY: help venv chromium lint test demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv chromium lint test soak demo bench simulate services-up services-down services-status clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -38,6 +38,9 @@ lint: venv ## ruff, mypy and the import-linter contracts
 
 test: lint chromium ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
 	infra/with-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+
+soak: venv ## the memory soak test alone, ten minutes (CX_SOAK_SECONDS=... to change)
+	CX_SOAK_SECONDS=$${CX_SOAK_SECONDS:-600} $(BIN)/pytest -q -s tests/e2e/test_soak.py
 
 demo: venv ## the market running in one process, nothing else needed
 	$(BIN)/cx demo

@@ -22,7 +22,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import queries
-from api.auth import Auditor, Caller, Gate, Operator, Reader, Trader, account_of
+from api.auth import (
+    Auditor,
+    Caller,
+    Gate,
+    Operator,
+    Reader,
+    Trader,
+    account_of,
+    document_optional_keys,
+)
 from api.bank import bank_router
 from api.idempotency import Answer, derived_id, fingerprint, recall, remember
 from api.keys import (
@@ -71,7 +80,16 @@ from api.models import (
     StoredEventOut,
 )
 from api.needs import NeedService, needs_router
-from api.problems import PROBLEM, BodyLimit, Problem, install_handlers, problems
+from api.problems import (
+    PROBLEM,
+    BodyLimit,
+    Problem,
+    RefuseNul,
+    amend_openapi,
+    document_problems,
+    install_handlers,
+    problems,
+)
 from api.ratelimit import RateLimiter
 from api.stalls import Stall, list_stalls, sellers, stall_router
 from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
@@ -109,6 +127,8 @@ from settlement.store import StoredEvent
 OUTCOME_TIMEOUT_S = 5.0
 SETTLE_WAIT_S = 5.0
 MAX_DEPTH = 50
+MAX_SQL_INT = 2**63 - 1
+"""The largest position, version or time a query may name: a BIGINT (larger ones crashed)."""
 REPLAYED = "Idempotent-Replayed"
 
 TAGS = [
@@ -222,7 +242,9 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         openapi_tags=TAGS,
     )
     install_handlers(app)
-    app.add_middleware(BodyLimit)
+    amend_openapi(app, document_problems, document_optional_keys)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
     engine = runtime.store.engine
     catalogue = runtime.catalogue
     keyring = KeyRing(engine)
@@ -595,6 +617,9 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         outcome = await submit_and_wait(
             CancelAllOrders(account_id=account), cancel_all_key(account)
         )
+        if isinstance(outcome, CancelRejected):
+            # Nothing open: nothing to cancel, at once.
+            return CancelAllAnswer(account_id=account, status="requested", symbols=[])
         if not isinstance(outcome, CancelAllRequested):
             return CancelAllAnswer(account_id=account, status="pending")
         return CancelAllAnswer(account_id=account, status="requested", symbols=outcome.symbols)
@@ -763,7 +788,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     )
     async def events(
         _: Operator,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[StoredEventOut]:
         return [_event_out(e) for e in await runtime.store.read_all(after, limit)]
@@ -775,7 +800,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     async def stream_events(
         stream_id: str,
         _: Operator,
-        from_version: Annotated[int, Query(ge=1)] = 1,
+        from_version: Annotated[int, Query(ge=1, le=MAX_SQL_INT)] = 1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[StoredEventOut]:
         stored = await runtime.store.read_stream(stream_id, from_version)
@@ -829,8 +854,12 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         contract: Annotated[str | None, Query(max_length=64)] = None,
         account_id: Annotated[Identifier | None, Query()] = None,
         order_id: Annotated[Identifier | None, Query()] = None,
-        since_ts: Annotated[int | None, Query(ge=0, description="log time, ms, inclusive")] = None,
-        until_ts: Annotated[int | None, Query(ge=0, description="log time, ms, inclusive")] = None,
+        since_ts: Annotated[
+            int | None, Query(ge=0, le=MAX_SQL_INT, description="log time, ms, inclusive")
+        ] = None,
+        until_ts: Annotated[
+            int | None, Query(ge=0, le=MAX_SQL_INT, description="log time, ms, inclusive")
+        ] = None,
         format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
     ) -> StreamingResponse:
         query = history_query(contract, account_id, order_id, since_ts, until_ts)
@@ -890,8 +919,12 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         _: Auditor,
         account_id: Annotated[Identifier | None, Query()] = None,
         symbol: Annotated[str | None, Query(max_length=64)] = None,
-        since_ts: Annotated[int | None, Query(description="log time, ms, inclusive")] = None,
-        until_ts: Annotated[int | None, Query(description="log time, ms, exclusive")] = None,
+        since_ts: Annotated[
+            int | None, Query(ge=0, le=MAX_SQL_INT, description="log time, ms, inclusive")
+        ] = None,
+        until_ts: Annotated[
+            int | None, Query(ge=0, le=MAX_SQL_INT, description="log time, ms, exclusive")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> list[ReportTrade]:
         rows = await queries.trades_report(

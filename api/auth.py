@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -143,3 +143,20 @@ def account_of(principal: Principal, requested: str | None) -> str:
             f"this key belongs to account {principal.account_id!r}, not {requested!r}",
         )
     return principal.account_id
+
+
+def document_optional_keys(document: dict[str, Any]) -> None:
+    """Say in the OpenAPI document that public operations take a key but need none.
+
+    FastAPI lists the bearer scheme as required wherever `Caller` reads it; an operation that
+    never answers 401 (public market data) gets `security: [{}, ApiKey]`, OpenAPI's way of
+    saying "optional", so clients and API tools do not think they must send a key.
+    """
+    for item in document.get("paths", {}).values():
+        for spec in item.values():
+            if (
+                isinstance(spec, dict)
+                and spec.get("security")
+                and "401" not in spec.get("responses", {})
+            ):
+                spec["security"] = [{}, *spec["security"]]

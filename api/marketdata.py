@@ -823,6 +823,9 @@ class MarketData:
 
 
 def _outcome_key(event: AnyEvent) -> str | None:
+    if isinstance(event, CancelRejected) and event.order_id == "*":
+        # The risk stage's answer to a kill switch when the account has no open order.
+        return cancel_all_key(event.account_id)
     if isinstance(
         event,
         OrderAccepted

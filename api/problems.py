@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -81,6 +83,13 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+_HTTP_KINDS = {
+    400: "malformed-body",  # FastAPI could not parse the body (bad UTF-8, nesting too deep)
+    404: "not-found",
+    405: "method-not-allowed",
+}
+
+
 def install_handlers(app: FastAPI) -> None:
     """Answer every error of the app as problem+json."""
 
@@ -99,7 +108,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        kind = "not-found" if error.status_code == 404 else "http-error"
+        kind = _HTTP_KINDS.get(error.status_code, "http-error")
         return problem_response(
             error.status_code, kind, str(error.detail), headers=getattr(error, "headers", None)
         )
@@ -119,6 +128,55 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ProblemDetail, "description": described[status], "content": {PROBLEM: {}}}
         for status in statuses
     }
+
+
+def document_problems(document: dict[str, Any]) -> None:
+    """Describe every error response as what it is: problem+json with the ProblemDetail schema.
+
+    FastAPI would document its own 422 as `application/json` HTTPValidationError, and a
+    `responses` model under `application/json`; the API answers both as problem+json.
+    """
+    content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDetail"}}}
+    for item in document.get("paths", {}).values():
+        for spec in item.values():
+            if not isinstance(spec, dict):
+                continue
+            responses = spec.setdefault("responses", {})
+            if "requestBody" in spec:
+                responses.setdefault(
+                    "400",
+                    {"description": "The body is not JSON the API can read (`malformed-body`)"},
+                )
+                responses.setdefault(
+                    "413", {"description": "The body is over 1 MB (`body-too-large`)"}
+                )
+            for status, response in responses.items():
+                if str(status).startswith("4"):
+                    response["content"] = content
+                    if response.get("description") == "Validation Error":
+                        response["description"] = (
+                            "The request is invalid (`invalid-request`) or refused (see `type`)"
+                        )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    if "ProblemDetail" not in schemas:
+        schemas["ProblemDetail"] = ProblemDetail.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+
+
+def amend_openapi(app: FastAPI, *edits: Callable[[dict[str, Any]], None]) -> None:
+    """Apply `edits` to the OpenAPI document FastAPI generates, once, when it is first asked."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for edit in edits:
+                edit(document)
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 MAX_BODY_BYTES = 1_000_000
@@ -180,3 +238,64 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     """A streamed body went over the limit."""
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""A JSON escape of NUL (an odd run of backslashes, then u0000), not a literal backslash-u0000."""
+
+
+class RefuseNul:
+    """Refuses with 422 a request whose path, query or JSON body holds NUL (U+0000).
+
+    PostgreSQL cannot store NUL in text or JSON, so such a string would fail deep inside (a
+    500, or an event settlement could never store); no field of the API needs one. The body is
+    read whole first (inside BodyLimit, so at most MAX_BODY_BYTES), then handed on.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        if "\x00" in scope.get("path", "") or b"\x00" in query or b"%00" in query:
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _NUL_ESCAPE.search(body):
+            await self._refuse(send)
+            return
+        # The app gets the whole body as one message (or the disconnect that cut it short).
+        pending: list[Message] = [
+            {"type": "http.request", "body": body, "more_body": False}
+            if message["type"] == "http.request"
+            else message
+        ]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = problem_response(
+            422, "invalid-request", "text in a request may not contain NUL (U+0000)"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from api import keys
 from api.bench import run_api as run_api_bench
 from api.bench import run_fanout as run_fanout_bench
@@ -20,12 +22,14 @@ from api.marketdata import MarketData
 from exchange.benchmark import run as run_e2e_bench
 from exchange.board import show_board
 from exchange.deadletters import read_dead_letters, replay_dead_letter
+from exchange.domain.messages import Identifier
 from exchange.node import serve
 from exchange.runtime import STAGES, ExchangeRuntime, Stage
 from exchange.settings import Settings
 from matching.bench import run as run_matching_bench
 from settlement import history, reports
 from settlement.bench import run as run_replay_bench
+from settlement.replay import parse_until
 from settlement.sql_store import SqlEventStore, open_event_store
 from simulations.demo_market import DemoMarket
 
@@ -144,46 +148,77 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings()
     try:
-        if args.command == "demo":
-            asyncio.run(_demo(settings, args.seed, args.rate))
-        elif args.command == "serve":
-            asyncio.run(serve(settings, STAGES))
-        elif args.command == "run":
-            stage: Stage = args.stage
-            asyncio.run(serve(settings, (stage,)))
-        elif args.command == "init":
-            asyncio.run(_init(settings))
-        elif args.command == "replay":
-            return asyncio.run(
-                history.run_replay(
-                    settings, args.until, args.contract, args.account, args.json, args.verify
-                )
-            )
-        elif args.command == "keys":
-            return asyncio.run(_keys(settings, args))
-        elif args.command == "audit":
-            return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
-        elif args.command == "deadletters":
-            return asyncio.run(_deadletters(settings, args))
-        elif args.command == "history":
-            asyncio.run(
-                history.run_history(
-                    settings,
-                    args.contract,
-                    args.account,
-                    args.order,
-                    args.since,
-                    args.until,
-                    args.format,
-                    sys.stdout,
-                )
-            )
-        elif args.command == "report":
-            return _programme_report(settings, args.programme_id, args.out)
-        elif args.command == "bench":
-            return _bench(settings, args)
+        return _dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
+    except UsageError as error:
+        print(f"cx {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+MAX_SQL_INT = 2**63 - 1
+"""The largest position or log time a query may name (a BIGINT)."""
+
+
+class UsageError(Exception):
+    """An argument the command cannot use; `cx` says why and exits with 2."""
+
+
+def _log_time(value: str | None, option: str) -> None:
+    """Refuse a --since/--until that is neither a position, milliseconds nor an ISO time."""
+    if value is None:
+        return
+    try:
+        position, ts = parse_until(value)
+    except ValueError as error:
+        raise UsageError(f"{option} {value[:80]!r}: {error}") from None
+    if max(position or 0, ts or 0) > MAX_SQL_INT:
+        raise UsageError(f"{option} {value[:80]!r} is out of range")
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the chosen command; its exit code."""
+    if args.command == "demo":
+        asyncio.run(_demo(settings, args.seed, args.rate))
+    elif args.command == "serve":
+        asyncio.run(serve(settings, STAGES))
+    elif args.command == "run":
+        stage: Stage = args.stage
+        asyncio.run(serve(settings, (stage,)))
+    elif args.command == "init":
+        asyncio.run(_init(settings))
+    elif args.command == "replay":
+        _log_time(args.until, "--until")
+        return asyncio.run(
+            history.run_replay(
+                settings, args.until, args.contract, args.account, args.json, args.verify
+            )
+        )
+    elif args.command == "keys":
+        return asyncio.run(_keys(settings, args))
+    elif args.command == "audit":
+        return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
+    elif args.command == "deadletters":
+        return asyncio.run(_deadletters(settings, args))
+    elif args.command == "history":
+        _log_time(args.since, "--since")
+        _log_time(args.until, "--until")
+        asyncio.run(
+            history.run_history(
+                settings,
+                args.contract,
+                args.account,
+                args.order,
+                args.since,
+                args.until,
+                args.format,
+                sys.stdout,
+            )
+        )
+    elif args.command == "report":
+        return _programme_report(settings, args.programme_id, args.out)
+    elif args.command == "bench":
+        return _bench(settings, args)
     return 0
 
 
@@ -268,6 +303,13 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await store.initialise()
         if args.keys_command == "create":
+            try:
+                TypeAdapter(Identifier).validate_python(args.account)
+            except ValidationError:
+                raise UsageError(
+                    f"--account {args.account[:80]!r}: an account id is 1 to 64 of "
+                    "A-Z a-z 0-9 _ . : -"
+                ) from None
             try:
                 created = await keys.create_key(
                     store.engine, args.account, Role(args.role), args.label

@@ -6,6 +6,7 @@
 #   infra/services.sh down [kafka|postgres]...  stop what this script started (idempotent)
 #   infra/services.sh status                    say what runs; exit 0 only if all of it runs
 #   infra/services.sh running kafka|postgres    exit 0 if that one runs
+#   infra/services.sh kafka-lib                 resolve the broker's jars (once); print their folder
 #
 # Kafka: the broker's class path comes from Maven Central (infra/kafka/pom.xml), resolved once
 # into .cache/m2 and copied to .cache/kafka/lib; a stamp keyed on the pom's hash skips Maven on
@@ -434,6 +435,13 @@ running)
     postgres) pg_setup_paths soft && pg_running ;;
     esac
     ;;
+kafka-lib)
+    # For tests that run a private broker (tests/e2e/private_kafka.py) from the same jars.
+    with_lock
+    mkdir -p "$KAFKA_HOME"
+    kafka_fetch
+    echo "$KAFKA_LIB"
+    ;;
 status)
     rc=0
     if pid="$(kafka_pid)"; then echo "kafka:    running (pid $pid) on $KAFKA_URL"; else echo "kafka:    stopped"; rc=1; fi
@@ -442,7 +450,7 @@ status)
     exit $rc
     ;;
 *)
-    echo "usage: $0 up|down|status [kafka|postgres]... | running kafka|postgres" >&2
+    echo "usage: $0 up|down|status [kafka|postgres]... | running kafka|postgres | kafka-lib" >&2
     exit 2
     ;;
 esac

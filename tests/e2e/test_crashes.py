@@ -28,14 +28,11 @@ from exchange.domain.messages import (
     PlaceOrder,
     encode,
 )
-from exchange.log import TopicPartition
-from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner
 from exchange.runtime import ExchangeRuntime
 from exchange.settings import Settings
 from settlement.audit import audit
-from settlement.snapshots import SnapshotStore
 from tests.conftest import fresh_database
-from tests.e2e.harness import eventually, free_port, settle
+from tests.e2e.harness import assert_stages_match_replay, eventually, free_port, settle
 from tests.e2e.processes import StageProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
@@ -108,15 +105,6 @@ async def _holding(process: StageProcess) -> bool:
     return len(runs) > process.starts and bool(process.holds())
 
 
-async def _replayed_hash(runtime: ExchangeRuntime, runner: StageRunner[object]) -> None:
-    """Run a stage from scratch over its whole topic, silently (it writes nothing)."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await asyncio.wait_for(runner.caught_up.wait(), 120)
-    stop.set()
-    await task
-
-
 async def test_every_stage_killed_in_turn_loses_nothing(
     kafka_bootstrap: str, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -186,29 +174,5 @@ async def test_every_stage_killed_in_turn_loses_nothing(
 
         # Each stage's last snapshot (taken at its final offsets on the clean stop) equals a
         # clean single-process run over the same input topic.
-        snapshots = SnapshotStore(runtime.store.engine)
-        for runner, topic in (
-            (
-                RiskRunner(runtime.log, runtime.topics, runtime.catalogue, range(PARTITIONS)),
-                runtime.topics.commands,
-            ),
-            (
-                MatchingRunner(runtime.log, runtime.topics, runtime.catalogue, range(PARTITIONS)),
-                runtime.topics.orders,
-            ),
-        ):
-            await _replayed_hash(runtime, runner)  # type: ignore[arg-type]
-            consumer = await runtime.log.consumer()
-            for partition in range(PARTITIONS):
-                end = await consumer.end_offset(TopicPartition(topic, partition))
-                saved = await snapshots.latest(runner.name, topic, partition)
-                if end == 0:
-                    continue
-                assert saved is not None, (runner.name, partition)
-                assert saved.input_offset == end, (runner.name, partition, saved.input_offset, end)
-                assert saved.state_hash == runner.partition_hash(partition), (
-                    runner.name,
-                    partition,
-                )
-            await consumer.close()
+        await assert_stages_match_replay(runtime, PARTITIONS)
         await runtime.close()
