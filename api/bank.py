@@ -47,6 +47,7 @@ from exchange.domain.messages import (
     ReportMetering,
     RequestRejected,
     ResolveDispute,
+    Symbol,
     WithdrawCapacity,
     WithdrawFunds,
 )
@@ -76,7 +77,7 @@ class Withdrawal(BaseModel):
 
     kind: Literal["cash", "capacity"]
     amount: PositiveInt | None = None
-    symbol: str | None = None
+    symbol: Symbol | None = None
     quantity: PositiveInt | None = None
     withdrawal_id: Identifier | None = None
 
@@ -140,7 +141,7 @@ class Metering(BaseModel):
         json_schema_extra={"examples": [{"symbol": GZ0, "buyer_id": "sme-1", "delivered": 4}]},
     )
 
-    symbol: str
+    symbol: Symbol
     buyer_id: Identifier
     delivered: Annotated[int, Field(ge=0, le=10**15)]
     report_id: Identifier | None = None
@@ -156,7 +157,7 @@ class Dispute(BaseModel):
         },
     )
 
-    symbol: str
+    symbol: Symbol
     provider_id: Identifier
     reason: Annotated[str, Field(min_length=1, max_length=500)]
     dispute_id: Identifier | None = None
@@ -174,7 +175,7 @@ class Recall(BaseModel):
         },
     )
 
-    symbol: str
+    symbol: Symbol
     quantity: PositiveInt
     reason: Annotated[str, Field(max_length=500)] = ""
     recall_id: Identifier | None = None
@@ -198,7 +199,7 @@ class Resolution(BaseModel):
         },
     )
 
-    symbol: str
+    symbol: Symbol
     provider_id: Identifier
     buyer_id: Identifier
     delivered: Annotated[int, Field(ge=0, le=10**15)]
@@ -309,7 +310,7 @@ class Delivery(BaseModel):
         }
     )
 
-    symbol: str
+    symbol: Symbol
     provider_id: str
     buyer_id: str
     quantity: int
