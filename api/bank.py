@@ -223,8 +223,8 @@ class ProgrammeRequest(BaseModel):
                     "regions": ["YRD"],
                     "kinds": ["sme", "opc"],
                     "cities": ["hangzhou"],
-                    "valid_from": 1_830_297_600_000,
-                    "valid_until": 1_861_833_600_000,
+                    "valid_from": 1_798_761_600_000,
+                    "valid_until": 1_830_297_600_000,
                 }
             ]
         },
@@ -265,6 +265,11 @@ class GrantRequest(BaseModel):
     account_id: Identifier
     limit: PositiveInt
     kind: EnterpriseKind
+    application_id: Identifier | None = Field(
+        default=None,
+        description="The enterprise's application (default: a new id); one grant each, so a "
+        "retry with the same id grants nothing twice.",
+    )
     city: Identifier
     related_accounts: list[Identifier] = Field(default_factory=list, max_length=100)
 
@@ -555,10 +560,10 @@ def bank_router(
     async def approve_grant(
         programme_id: Identifier, request: GrantRequest, principal: ProgrammeAdmin
     ) -> RequestAnswer:
+        fields = request.model_dump()
+        fields["application_id"] = request.application_id or f"g-{uuid.uuid4().hex}"
         return await decide(
-            ApproveGrant(
-                programme_id=programme_id, admin_id=principal.account_id, **request.model_dump()
-            )
+            ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
         )
 
     @router.get(
@@ -576,6 +581,10 @@ def bank_router(
         found = await reports.programme_report(engine, programme_id)
         if found is None:
             raise Problem(404, "unknown-programme", f"no programme {programme_id!r}")
+        if principal.role is Role.PROGRAMME_ADMIN and found["admin_id"] != principal.account_id:
+            raise Problem(
+                403, "forbidden", f"programme {programme_id} is administered by another account"
+            )
         if format == "csv":
             return Response(reports.report_csv(found), media_type="text/csv")
         if format == "png":

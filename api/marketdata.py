@@ -858,7 +858,7 @@ def _outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, ProgrammeCreated):
         return f"CreateProgramme:{event.programme_id}"
     if isinstance(event, GrantApproved):
-        return f"ApproveGrant:{event.programme_id}:{event.account_id}:{event.limit}"
+        return f"ApproveGrant:{event.application_id}"
     if isinstance(event, MarketControlRequested | MarketControlRejected):
         return control_key(event.operator_id, event.symbol, event.action)
     return None

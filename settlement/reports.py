@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, family_of
 from settlement import projections as tables
+from settlement.schema import events
 
 CLAWBACK_KINDS = ("delivery", "resale")
 """Journal entries in which a voucher part returns to its grant."""
@@ -123,6 +124,16 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
         ).scalar()
         if pledge is None:
             return None
+        created: dict[str, Any] = next(
+            (
+                row.data
+                for row in await connection.execute(
+                    select(events.c.data).where(events.c.type == "ProgrammeCreated")
+                )
+                if row.data.get("programme_id") == programme_id
+            ),
+            {},
+        )
         held = {
             row.account: row.balance
             for row in await connection.execute(
@@ -166,6 +177,8 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
         burn_down.append({"day": f"{day:08d}", "spent": by_day[day], "remaining": remaining})
     return {
         "programme_id": programme_id,
+        "issuer": created.get("issuer"),
+        "admin_id": created.get("admin_id"),
         "budget": budget,
         "granted": budget - unallocated,
         "reserved": reserved,

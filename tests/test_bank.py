@@ -290,6 +290,10 @@ def test_a_disputed_delivery_waits_for_an_operator() -> None:
         )
     )
     assert late.reason == RejectReason.DELIVERY_WINDOW_CLOSED
+    too_much = ResolveDispute(
+        operator_id="ops", symbol=SYM, provider_id="p1", buyer_id="b1", delivered=9, reason="?"
+    )
+    assert _refused(bank.send(too_much)).reason == RejectReason.METERING_EXCEEDS_OBLIGATION
     resolved = bank.send(
         ResolveDispute(
             operator_id="ops",
@@ -346,6 +350,10 @@ def test_a_recall_refunds_and_compensates_the_holders_from_the_bond() -> None:
     assert bank.ledger.positions == {("b1", INT): 0, ("b2", INT): 2}
     assert bank.ledger.ledger["bond:p1"] == 120
     assert bank.ledger.ledger[f"escrow:{INT}"] == 1_200
+    again = _refused(
+        bank.send(RecallCapacity(recall_id="r2", account_id="p1", symbol=INT, quantity=1))
+    )
+    assert again.reason == RejectReason.DUPLICATE_ID
     late = _refused(
         bank.send(
             RecallCapacity(recall_id="r3", account_id="p1", symbol=INT, quantity=1),

@@ -141,6 +141,7 @@ COMMANDS: list[Message] = [
         valid_until=1_900_000_000_000,
     ),
     ApproveGrant(
+        application_id="app-1",
         programme_id="hz-2027",
         admin_id="hz-admin",
         account_id="a1",
@@ -358,6 +359,7 @@ EVENTS: list[Message] = [
     ),
     GrantApproved(
         **E,
+        application_id="app-1",
         programme_id="hz-2027",
         admin_id="hz-admin",
         account_id="a1",

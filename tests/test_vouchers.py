@@ -74,6 +74,7 @@ def programme(budget: int = 10_000, cap: int = 600, **terms: object) -> CreatePr
 
 def grant(account: str, limit: int, related: list[str] | None = None) -> ApproveGrant:
     return ApproveGrant(
+        application_id=f"app-{account}-{limit}",
         programme_id="hz",
         admin_id="hz-admin",
         account_id=account,
@@ -320,3 +321,43 @@ def _check(bank: Bank) -> None:
     for balance in ledger.cash.values():
         assert balance.available >= 0
         assert balance.held >= 0
+
+
+def test_a_related_fill_does_not_count_toward_a_later_unrelated_fill() -> None:
+    bank = market(related=["p1"])
+    bank.send(funds("p2", 0 + 1))
+    bank.send(DepositCapacity(deposit_id="c2", account_id="p2", symbol=SYM, quantity=1))
+    bank.send(CancelOrder(order_id="s1", account_id="p1"))
+    bank.send(
+        PlaceOrder(order_id="s2", account_id="p1", symbol=SYM, side="sell", price=1_000, quantity=1)
+    )
+    accepted(bank.send(subsidised("o1", 2)))  # 600 reserved; 1 filled from p1 (related)
+    bank.send(
+        PlaceOrder(order_id="s3", account_id="p2", symbol=SYM, side="sell", price=1_000, quantity=1)
+    )
+
+    g = bank.ledger.grants[("hz", "b1")]
+    # Only the unrelated fill's own 30% of 1,000 is paid.
+    assert (g.committed, g.remaining) == (300, 700)
+    assert bank.cash("b1") == 10_000 - 1_000 - 700
+
+
+def test_only_the_programme_s_administrator_approves_its_grants() -> None:
+    bank = VoucherBank(FREE)
+    bank.send(programme())
+    stranger = grant("b1", 100).model_copy(update={"admin_id": "other-city"})
+
+    refused = bank.send(stranger)[0]
+
+    assert isinstance(refused, RequestRejected)
+    assert refused.reason == RejectReason.NOT_PROGRAMME_ADMIN
+    assert refused.message == "programme hz is administered by hz-admin"
+
+
+def test_a_sell_cannot_carry_a_voucher() -> None:
+    bank = market()
+    bank.send(DepositCapacity(deposit_id="c9", account_id="b1", symbol=SYM, quantity=1))
+    sell = subsidised("x1", 1).model_copy(update={"side": "sell"})
+    refused = bank.send(sell)[0]
+    assert isinstance(refused, OrderRejected)
+    assert refused.message == "vouchers and net limits are for buys"

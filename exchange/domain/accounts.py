@@ -103,8 +103,8 @@ class VoucherUse:
     reserved: int
     used: int = 0
     filled: int = 0
-    """Gross amount (fen) filled so far: the rate applies to it cumulatively, so rounding
-    never gives more than the rate of the total."""
+    """Gross amount (fen) filled so far by sellers that are not related parties: the rate
+    applies to it cumulatively, so rounding never gives more than the rate of the total."""
 
 
 @dataclass(slots=True)
@@ -144,6 +144,8 @@ class Programme:
     valid_until: int
     unallocated: int
     granted: dict[str, int] = field(default_factory=dict)
+    admin_id: str = ""
+    """Who administers it: the only one who may approve its grants."""
 
 
 @dataclass(slots=True)
@@ -502,10 +504,11 @@ class Accounts:
         use = buy.voucher
         if use is None:
             return 0
-        use.filled += amount
         grant = self.grants.get((use.programme_id, buy.account_id))
         if grant is not None and trade.seller_id in grant.related:
+            # Not subsidised, and not counted: a later fill earns the rate of its own amount.
             return 0
+        use.filled += amount
         part = min(use.filled * use.rate_bps // BPS - use.used, use.reserved)
         part = max(0, part)
         use.used += part
@@ -710,7 +713,7 @@ class Accounts:
             created.programme_id, created.issuer, created.budget, created.rate_bps,
             created.cap_per_contract, created.cap_per_enterprise, list(created.classes),
             list(created.regions), list(created.kinds), list(created.cities),
-            created.valid_from, created.valid_until, created.budget,
+            created.valid_from, created.valid_until, created.budget, {}, created.admin_id,
         )  # fmt: skip
         self._post(
             created.event_id,
@@ -871,13 +874,14 @@ def _programme_entry(p: Programme) -> list[Any]:
     return [
         p.programme_id, p.issuer, p.budget, p.rate_bps, p.cap_per_contract, p.cap_per_enterprise,
         p.classes, p.regions, p.kinds, p.cities, p.valid_from, p.valid_until, p.unallocated,
-        sorted(p.granted.items()),
+        sorted(p.granted.items()), p.admin_id,
     ]  # fmt: skip
 
 
 def _programme_from(entry: list[Any]) -> Programme:
     programme = Programme(*entry[:13])
     programme.granted = dict(entry[13])
+    programme.admin_id = entry[14]
     return programme
 
 

@@ -90,6 +90,8 @@ class DeliveryDesk:
         self.provisions: dict[str, dict[str, Provision]] = {}
         self.holdings: dict[str, dict[str, int]] = {}
         self.obligations: dict[ObligationKey, Obligation] = {}
+        self.recalls: set[str] = set()
+        """Ids of the recalls done: a recall sent again is refused, not done twice."""
         self._due: list[tuple[int, str, str, str]] = []
         """(window end, symbol, provider, buyer) of unsettled obligations, sorted."""
 
@@ -210,6 +212,15 @@ class DeliveryDesk:
         """Take back sold units of a recallable deposit: each holder, in account order, is
         refunded its share of the escrow and compensated out of the provider's bond."""
         symbol, provider_id, quantity = request.symbol, request.provider_id, request.delivered
+        if request.request_id in self.recalls:
+            return [
+                _refused(
+                    request,
+                    stamp,
+                    RejectReason.DUPLICATE_ID,
+                    f"recall id {request.request_id!r} was used before",
+                )
+            ]
         provision = self.provisions.get(symbol, {}).get(provider_id)
         sold = 0 if provision is None else provision.units
         if provision is None or quantity > sold:
@@ -242,6 +253,7 @@ class DeliveryDesk:
                     "for resale: recall at most that many now",
                 )
             ]
+        self.recalls.add(request.request_id)
         # The recalled units' shares of the escrow and the bond; their fee is never charged.
         amount = provision.amount * quantity // provision.units
         bond = provision.bond * quantity // provision.units
@@ -410,6 +422,7 @@ class DeliveryDesk:
                 [*key, o.quantity, o.amount, o.bond, o.fee, o.window_ends, o.delivered, o.disputed]
                 for key, o in self.obligations.items()
             ),
+            "recalls": sorted(self.recalls),
         }
 
     @classmethod
@@ -417,6 +430,7 @@ class DeliveryDesk:
         """The desk a snapshot describes."""
         desk = cls(rules)
         desk.sells = {entry[0]: list(entry[1:]) for entry in data["sells"]}
+        desk.recalls = set(data.get("recalls", []))
         for symbol, provider, *figures in data["provisions"]:
             desk.provisions.setdefault(symbol, {})[provider] = Provision(*figures)
         for symbol, account, quantity in data["holdings"]:

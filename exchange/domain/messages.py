@@ -60,7 +60,6 @@ class RejectReason(StrEnum):
     NOT_HALTED = "not_halted"
     INVALID_BLOCK = "invalid_block"
     DUPLICATE_ID = "duplicate_id"
-    INSUFFICIENT_ENTITLEMENT = "insufficient_entitlement"
     GATE_CLOSED = "gate_closed"
     NO_OBLIGATION = "no_obligation"
     METERING_EXCEEDS_OBLIGATION = "metering_exceeds_obligation"
@@ -71,6 +70,7 @@ class RejectReason(StrEnum):
     NOT_ELIGIBLE = "not_eligible"
     BUDGET_EXHAUSTED = "budget_exhausted"
     NOT_RECALLABLE = "not_recallable"
+    NOT_PROGRAMME_ADMIN = "not_programme_admin"
     RECALL_EXCEEDS_SOLD = "recall_exceeds_sold"
 
 
@@ -323,6 +323,8 @@ class ApproveGrant(Message):
     """A programme administrator approves an enterprise's application: a grant of `limit`."""
 
     type: Literal["ApproveGrant"] = "ApproveGrant"
+    application_id: Identifier
+    """The enterprise's application: one grant each."""
     programme_id: Identifier
     admin_id: Identifier
     account_id: Identifier
@@ -851,6 +853,7 @@ class GrantApproved(Event):
     carries the programme's rules so the enterprise's partition can apply them."""
 
     type: Literal["GrantApproved"] = "GrantApproved"
+    application_id: str
     programme_id: str
     admin_id: str
     account_id: str

@@ -205,6 +205,8 @@ class RiskStage:
                 f"order id {command.order_id!r} was used before",
             )
         if command.side == "sell":
+            if command.voucher is not None or command.limit_basis == "net":
+                return terms, RejectReason.NOT_ELIGIBLE, "vouchers and net limits are for buys"
             return self._check_sell(command, terms)
         if command.voucher is None and command.limit_basis == "net":
             return terms, RejectReason.NOT_ELIGIBLE, "a net price limit needs a voucher programme"
@@ -570,6 +572,10 @@ class RiskStage:
                 f"{command.type} id {request_id(command)!r} was used before",
             )
         decided = self._decide_request(command, stamp)
+        if isinstance(decided, DeliveryRequested):
+            # Matching decides it and may refuse it: its id is not spent here (a metering
+            # report may be sent again; the delivery desk keeps recall ids).
+            return decided
         if isinstance(decided, GrantApproved):
             # The enterprise's side is applied where its account lives, when matching feeds
             # the grant back (see `apply_outcome`).
@@ -675,6 +681,9 @@ class RiskStage:
                 RejectReason.UNKNOWN_PROGRAMME,
                 f"no programme {command.programme_id!r}",
             )
+        elif command.admin_id != programme.admin_id:
+            reason = RejectReason.NOT_PROGRAMME_ADMIN
+            problem = f"programme {programme.programme_id} is administered by {programme.admin_id}"
         elif command.kind not in programme.kinds:
             problem = f"programme {programme.programme_id} is for {', '.join(programme.kinds)} only"
         elif programme.cities and command.city not in programme.cities:
@@ -701,6 +710,7 @@ class RiskStage:
         return GrantApproved(
             event_id=stamp.next_id(),
             ts=stamp.ts,
+            application_id=command.application_id,
             programme_id=programme.programme_id,
             admin_id=command.admin_id,
             account_id=command.account_id,
@@ -882,7 +892,7 @@ def request_id(command: Request) -> str:
     if isinstance(command, ResolveDispute):
         return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
     if isinstance(command, ApproveGrant):
-        return f"{command.programme_id}:{command.account_id}:{command.limit}"
+        return command.application_id
     return command.programme_id
 
 
