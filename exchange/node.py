@@ -15,6 +15,7 @@ from api.app import create_app
 from api.marketdata import MarketData
 from exchange.runtime import ExchangeRuntime, Stage
 from exchange.settings import Settings
+from exchange.ticker import tick_markets
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ async def serve(
             market = MarketData(runtime.log, runtime.topics, runtime.catalogue)
             tasks.append(asyncio.create_task(market.run(stop), name="market-data"))
             tasks.append(asyncio.create_task(_serve_api(runtime, market, stop), name="api"))
+            ticking = tick_markets(runtime, stop, settings.tick_seconds)
+            tasks.append(asyncio.create_task(ticking, name="ticker"))
         for extra in extras:
             tasks.append(asyncio.create_task(extra(runtime, market, stop)))
         stopper = asyncio.create_task(stop.wait())

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     market_protection: int = Field(default=0, ge=0, validation_alias="CX_MARKET_PROTECTION")
     halt_seconds: int = Field(default=60, ge=1, validation_alias="CX_HALT_SECONDS")
     pre_open: bool = Field(default=False, validation_alias="CX_PRE_OPEN")
+    tick_seconds: float = Field(default=30.0, gt=0, validation_alias="CX_TICK_SECONDS")
+    """How often the API's node ticks every market partition, so that expiries, gate closures
+    and deliveries fall due on a quiet market too."""
     snapshot_every: int = Field(default=10_000, ge=1, validation_alias="CX_SNAPSHOT_EVERY")
     """Input records per partition between two snapshots of the risk and matching stages."""
     fees: str = Field(default="", validation_alias="CX_FEES")

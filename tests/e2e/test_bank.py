@@ -9,6 +9,7 @@ on a test clock (the log's time), so the delivery hour comes when the test says.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,14 @@ import pytest
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from exchange.settings import Settings
-from tests.e2e.harness import RunningExchange, eventually, running_exchange, settle
+from exchange.ticker import tick_symbols
+from tests.e2e.harness import (
+    RunningExchange,
+    eventually,
+    running_exchange,
+    settings_for,
+    settle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -185,3 +193,28 @@ async def test_night_capacity_a_need_across_regions_resale_and_a_short_delivery(
 async def _book_shows(exchange: RunningExchange, symbol: str, asks: list[list[int]]) -> bool:
     book = (await exchange.client.get(f"/v1/contracts/{symbol}/book")).json()
     return bool(book["asks"] == asks)
+
+
+async def test_the_ticker_brings_a_quiet_market_to_its_gate_closure(tmp_path: Path) -> None:
+    clock = LogClock(MIDNIGHT - 3 * HOUR)
+    settings = settings_for(tmp_path).model_copy(update={"tick_seconds": 0.2})
+    async with running_exchange(settings, clock) as exchange:
+        topics = exchange.runtime.topics
+        ticked = [topics.market_partition(s) for s in tick_symbols(exchange.runtime, clock.now_ms)]
+        listed = {topics.market_partition(s) for s in exchange.runtime.catalogue.symbols}
+        assert ticked == sorted(listed)
+        deposit = {"kind": "cash", "amount": 10_000}
+        await _post(exchange, "b", "/v1/accounts/b/deposits", deposit, "buyer")
+        bid = {"symbol": GZ0, "side": "buy", "price": 1_000, "quantity": 2}
+        await _post(exchange, "b", "/v1/orders", bid, "buyer")
+
+        # No order and no operator: only the ticker's records carry the time past the gate.
+        clock.now_ms = MIDNIGHT - HOUR
+
+        async def expired() -> bool:
+            client = await exchange.as_("b")
+            orders = (await client.get("/v1/orders", params={"account_id": "b"})).json()
+            last = orders[0] if orders else {}
+            return (last.get("status"), last.get("reason")) == ("cancelled", "gate_closure")
+
+        await eventually(expired, what="the bid to expire at gate closure")
