@@ -20,9 +20,11 @@ from cx_client.models import (
     CancelAnswer,
     Candle,
     Contract,
+    Delivery,
     DepositAnswer,
     Fill,
     Health,
+    Invoices,
     KeyInfo,
     Me,
     Need,
@@ -31,7 +33,10 @@ from cx_client.models import (
     Order,
     OrderAnswer,
     Performance,
+    ProgrammeReport,
     ReportTrade,
+    RequestAnswer,
+    ScheduledDeposit,
     Stall,
     Stats,
     StoredEvent,
@@ -321,6 +326,155 @@ class ExchangeClient:
         """What the account sold: units to deliver and payouts, per contract."""
         return await self._list(Obligation, "/v1/obligations", account_id=account_id)
 
+    async def withdraw_cash(
+        self, amount: int, *, withdrawal_id: str | None = None, account_id: str | None = None
+    ) -> RequestAnswer:
+        """Pay available cash out (never what is held for open orders)."""
+        body = {"kind": "cash", "amount": amount, "withdrawal_id": withdrawal_id}
+        return await self._bank("POST", await self._account_path(account_id, "withdrawals"), body)
+
+    async def withdraw_capacity(
+        self,
+        symbol: str,
+        quantity: int,
+        *,
+        withdrawal_id: str | None = None,
+        account_id: str | None = None,
+    ) -> RequestAnswer:
+        """Take unsold capacity back, until the contract's gate closes."""
+        body = {
+            "kind": "capacity",
+            "symbol": symbol,
+            "quantity": quantity,
+            "withdrawal_id": withdrawal_id,
+        }
+        return await self._bank("POST", await self._account_path(account_id, "withdrawals"), body)
+
+    async def deposit_schedule(
+        self,
+        resource_class: str,
+        region: str,
+        quantity: int,
+        first_day: str,
+        *,
+        days: int = 1,
+        from_hour: int = 0,
+        to_hour: int = 8,
+        recallable: bool = False,
+        reserve_price: int | None = None,
+        deposit_id: str | None = None,
+        account_id: str | None = None,
+    ) -> ScheduledDeposit:
+        """Deposit idle capacity on a schedule (e.g. every night 00-08), optionally with a
+        standing ask at `reserve_price` in each hour (providers)."""
+        body = {
+            "resource_class": resource_class,
+            "region": region,
+            "quantity": quantity,
+            "first_day": first_day,
+            "days": days,
+            "from_hour": from_hour,
+            "to_hour": to_hour,
+            "recallable": recallable,
+            "reserve_price": reserve_price,
+            "deposit_id": deposit_id,
+        }
+        path = await self._account_path(account_id, "capacity-deposits")
+        response = await self.request("POST", path, json=_present(body))
+        return ScheduledDeposit.model_validate(response.json())
+
+    async def report_metering(
+        self, symbol: str, buyer_id: str, delivered: int, *, report_id: str | None = None
+    ) -> RequestAnswer:
+        """Report what was delivered to one buyer in one contract (providers)."""
+        body = {
+            "symbol": symbol,
+            "buyer_id": buyer_id,
+            "delivered": delivered,
+            "report_id": report_id,
+        }
+        return await self._bank("POST", "/v1/deliveries/metering", body)
+
+    async def dispute_delivery(
+        self, symbol: str, provider_id: str, reason: str, *, dispute_id: str | None = None
+    ) -> RequestAnswer:
+        """Dispute a provider's metering within the delivery window (buyers)."""
+        body = {
+            "symbol": symbol,
+            "provider_id": provider_id,
+            "reason": reason,
+            "dispute_id": dispute_id,
+        }
+        return await self._bank("POST", "/v1/deliveries/disputes", body)
+
+    async def recall_capacity(
+        self, symbol: str, quantity: int, *, reason: str = "", recall_id: str | None = None
+    ) -> RequestAnswer:
+        """Recall sold units of a recallable (`-INT`) deposit, with notice (providers)."""
+        body = {"symbol": symbol, "quantity": quantity, "reason": reason, "recall_id": recall_id}
+        return await self._bank("POST", "/v1/deliveries/recalls", body)
+
+    async def resolve_dispute(
+        self, symbol: str, provider_id: str, buyer_id: str, delivered: int, reason: str
+    ) -> RequestAnswer:
+        """Settle a disputed delivery at the quantity found delivered (operators)."""
+        body = {
+            "symbol": symbol,
+            "provider_id": provider_id,
+            "buyer_id": buyer_id,
+            "delivered": delivered,
+            "reason": reason,
+        }
+        return await self._bank("POST", "/v1/admin/deliveries/resolve", body)
+
+    async def deliveries(self, account_id: str | None = None) -> list[Delivery]:
+        """The account's delivery obligations, as provider or as buyer."""
+        return await self._list(Delivery, "/v1/deliveries", account_id=account_id)
+
+    async def invoices(self, account_id: str | None = None) -> Invoices:
+        """What each purchase cost: gross, voucher, fee, concession and what was paid."""
+        return await self._get(Invoices, await self._account_path(account_id, "invoices"))
+
+    async def create_programme(self, programme_id: str, **terms: Any) -> RequestAnswer:
+        """Create a compute-voucher programme (programme administrators); `terms` are the
+        fields of POST /v1/programmes."""
+        body = {"programme_id": programme_id, **terms}
+        return await self._bank("POST", "/v1/programmes", body)
+
+    async def approve_grant(
+        self,
+        programme_id: str,
+        account_id: str,
+        limit: int,
+        kind: str,
+        city: str,
+        *,
+        related_accounts: list[str] | None = None,
+        application_id: str | None = None,
+    ) -> RequestAnswer:
+        """Approve an enterprise's application: a grant carved out of the budget."""
+        body = {
+            "account_id": account_id,
+            "limit": limit,
+            "kind": kind,
+            "city": city,
+            "related_accounts": related_accounts or [],
+            "application_id": application_id,
+        }
+        return await self._bank("POST", f"/v1/programmes/{programme_id}/grants", body)
+
+    async def programme_report(self, programme_id: str) -> ProgrammeReport:
+        """A programme's budget, usage, burn-down and subsidised purchases."""
+        return await self._get(ProgrammeReport, f"/v1/programmes/{programme_id}/report")
+
+    async def _account_path(self, account_id: str | None, tail: str) -> str:
+        account_id = account_id or (await self.me()).account_id
+        return f"/v1/accounts/{account_id}/{tail}"
+
+    async def _bank(self, method: str, path: str, body: dict[str, Any]) -> RequestAnswer:
+        response = await self.request(method, path, json=_present(body))
+        return RequestAnswer.model_validate(response.json())
+
     async def stalls(
         self,
         resource_class: str | None = None,
@@ -440,3 +594,8 @@ def _seconds(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _present(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields that were given (None: left to the exchange's default)."""
+    return {k: v for k, v in body.items() if v is not None}

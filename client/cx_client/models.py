@@ -378,3 +378,88 @@ class StoredEvent(Model):
     data: dict[str, Any]
     metadata: dict[str, Any]
     recorded_at: str
+
+
+class RequestAnswer(Model):
+    """A bank or voucher request the exchange accepted (`pending`: not decided within 5 s)."""
+
+    request: str
+    id: str
+    status: Literal["done", "pending"]
+
+
+class ScheduledDeposit(Model):
+    """The hourly contracts a capacity schedule deposited, and the asks it placed."""
+
+    deposit_id: str
+    contracts: list[str]
+    asks: list[str]
+
+
+class Delivery(Model):
+    """A delivery obligation provider -> buyer: owed, metered, disputed or settled (fen)."""
+
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    quantity: int
+    amount: int
+    bond: int
+    fee: int
+    window_ends: int
+    status: Literal["owed", "metered", "disputed", "settled"]
+    delivered: int | None = None
+    paid: int | None = None
+    refund: int | None = None
+    penalty: int | None = None
+    resolved_by: str | None = None
+    updated_ts: int
+
+
+class InvoiceLine(Model):
+    """What one contract of a purchase cost and who paid it (fen)."""
+
+    quantity: int
+    gross: int
+    voucher: int
+    fee: int
+    concession: int
+    paid: int
+    symbol: str | None = None
+
+
+class Invoice(Model):
+    """One buy order's invoice: per contract and in total."""
+
+    order_id: str
+    issued_ts: int
+    programme_id: str | None
+    contracts: list[InvoiceLine]
+    total: InvoiceLine
+
+
+class Invoices(Model):
+    """An account's invoices, their total, and the voucher clawed back since."""
+
+    account_id: str
+    invoices: list[Invoice]
+    total: InvoiceLine
+    voucher_clawed_back: int
+
+
+class ProgrammeReport(Model):
+    """A voucher programme's budget and usage (fen), burn-down by day and breakdowns."""
+
+    programme_id: str
+    issuer: str | None
+    admin_id: str | None
+    budget: int
+    granted: int
+    reserved: int
+    committed: int
+    clawed_back: int
+    remaining: int
+    burn_down: list[dict[str, Any]]
+    by_enterprise: list[dict[str, Any]]
+    by_region: list[dict[str, Any]]
+    by_class: list[dict[str, Any]]
