@@ -280,7 +280,21 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             status="ok" if ready else "starting", market_data_ready=ready, log_time=market.now_ms
         )
 
-    def contract_view(symbol: str, stalls_held: list[Stall]) -> Contract:
+    def net_of_voucher(symbol: str, price: int | None, principal: Principal | None) -> int | None:
+        """One unit at `price` less what the caller's best voucher would pay of it now (the
+        price itself for a caller without an eligible grant, or without a key)."""
+        if price is None or principal is None:
+            return price
+        best = 0
+        for (_, account), grant in market.accounts.grants.items():
+            if account == principal.account_id and not grant.eligible(symbol, market.now_ms):
+                part = min(price * grant.rate_bps // 10_000, grant.cap_per_contract)
+                best = max(best, min(part, grant.remaining))
+        return price - best
+
+    def contract_view(
+        symbol: str, stalls_held: list[Stall], principal: Principal | None = None
+    ) -> Contract:
         spec = catalogue.get(symbol)
         view = market.view(symbol)
         assert spec is not None
@@ -304,9 +318,8 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             best_ask=best_ask,
             best_bid_per_std=market.per_std(symbol, best_bid),
             best_ask_per_std=market.per_std(symbol, best_ask),
-            # No voucher programme exists yet: the net price is the gross price.
-            best_ask_net=best_ask,
-            best_ask_net_per_std=market.per_std(symbol, best_ask),
+            best_ask_net=(net := net_of_voucher(symbol, best_ask, principal)),
+            best_ask_net_per_std=market.per_std(symbol, net),
             last=stats["last"],
             volume_24h=stats["volume"],
             seq=view.seq,
@@ -319,19 +332,19 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         description="Gross and net-of-voucher best prices and prices per standard card-hour, "
         "so contracts of different cards compare like with like.",
     )
-    async def list_contracts(_: Caller) -> list[Contract]:
+    async def list_contracts(principal: Caller) -> list[Contract]:
         stalls_held = await list_stalls(engine)
-        return [contract_view(spec.symbol, stalls_held) for spec in market.listed()]
+        return [contract_view(spec.symbol, stalls_held, principal) for spec in market.listed()]
 
     @public.get(
         "/contracts/{symbol}", summary="One contract with its best prices", responses=problems(404)
     )
-    async def get_contract(symbol: str, _: Caller) -> Contract:
+    async def get_contract(symbol: str, principal: Caller) -> Contract:
         contract_or_404(symbol)
         spec = catalogue.get(symbol)
         assert spec is not None
         stalls_held = await list_stalls(engine, spec.resource_class.code, spec.region)
-        return contract_view(symbol, stalls_held)
+        return contract_view(symbol, stalls_held, principal)
 
     @public.get(
         "/contracts/{symbol}/book",

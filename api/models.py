@@ -349,8 +349,9 @@ class Contract(BaseModel):
     best_bid_per_std: int | None
     best_ask_per_std: int | None
     best_ask_net: int | None = Field(
-        description="Best ask net of voucher subsidies: equal to best_ask until voucher "
-        "programmes exist"
+        description="One unit at the best ask less what the caller's best voucher grant would "
+        "pay of it now (rate, per-contract cap and what is left of the grant); equal to "
+        "best_ask without a key or an eligible grant"
     )
     best_ask_net_per_std: int | None
     last: int | None

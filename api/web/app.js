@@ -233,11 +233,29 @@ function applyQuote(message) {
   if (!c) return;
   c.best_bid = message.bid ? message.bid.price : null;
   c.best_ask = message.ask ? message.ask.price : null;
-  c.best_ask_net = c.best_ask;                   // no voucher programme yet: net = gross
   c.best_bid_per_std = message.bid_per_std;
   c.best_ask_per_std = message.ask_per_std;
+  // Net of vouchers depends on the key's grants: without a key it is the gross price; with
+  // one the exchange prices it (GET /v1/contracts/{symbol}), at most once a second.
+  c.best_ask_net = c.best_ask;
   c.best_ask_net_per_std = message.ask_per_std;
   renderCell(message.symbol, message.ts !== null);
+  if (state.key) refreshNet(message.symbol);
+}
+
+const netRefresh = new Map();
+
+function refreshNet(symbol) {
+  if (netRefresh.has(symbol)) return;
+  netRefresh.set(symbol, setTimeout(async () => {
+    netRefresh.delete(symbol);
+    const fresh = await api("GET", "/v1/contracts/" + encodeURIComponent(symbol)).catch(() => null);
+    const c = state.contracts.get(symbol);
+    if (!fresh || !c || fresh.best_ask !== c.best_ask) return;
+    c.best_ask_net = fresh.best_ask_net;
+    c.best_ask_net_per_std = fresh.best_ask_net_per_std;
+    renderCell(symbol, false);
+  }, 1000));
 }
 
 // ---- the participant ------------------------------------------------------------------------
@@ -259,6 +277,7 @@ async function useKey(key) {
   $("provider").hidden = state.me.role !== "provider";
   send({ op: "auth", key });
   send({ op: "subscribe", channels: ["orders", "fills", "balances", "obligations"] });
+  await loadCatalogue();  // net of this key's vouchers
   await loadFills();
   if (state.me.role === "provider") await loadProvider();
 }

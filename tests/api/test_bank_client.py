@@ -49,6 +49,13 @@ async def test_the_client_runs_a_programme_a_schedule_and_reads_invoices(tmp_pat
                 await dc.deposit_schedule("H100-80G", "GZ", 3, "2027-12-05", to_hour=2)
             assert too_far.value.status == 404
 
+            # The supermarket's net price: what this buyer's grant would pay of one unit now.
+            await settle(exchange.runtime)
+            for_sme = await sme.contract(GZ0)
+            assert (for_sme.best_ask, for_sme.best_ask_net) == (1_000, 700)
+            anonymous = await exchange.client.get(f"/v1/contracts/{GZ0}")
+            assert anonymous.json()["best_ask_net"] == 1_000
+
             await sme.deposit_cash(10_000)
             await sme.place_order(GZ0, "buy", 1_000, 2, voucher="gz-2027")
             await settle(exchange.runtime)
