@@ -243,6 +243,18 @@ function applyQuote(message) {
   if (state.key) refreshNet(message.symbol);
 }
 
+async function refreshNets() {
+  // The catalogue priced for this key: only its net prices are taken (the stream keeps the rest).
+  const contracts = await api("GET", "/v1/contracts").catch(() => []);
+  for (const fresh of contracts) {
+    const c = state.contracts.get(fresh.symbol);
+    if (!c || fresh.best_ask !== c.best_ask) continue;
+    c.best_ask_net = fresh.best_ask_net;
+    c.best_ask_net_per_std = fresh.best_ask_net_per_std;
+    renderCell(fresh.symbol, false);
+  }
+}
+
 const netRefresh = new Map();
 
 function refreshNet(symbol) {
@@ -277,7 +289,7 @@ async function useKey(key) {
   $("provider").hidden = state.me.role !== "provider";
   send({ op: "auth", key });
   send({ op: "subscribe", channels: ["orders", "fills", "balances", "obligations"] });
-  await loadCatalogue();  // net of this key's vouchers
+  await refreshNets();
   await loadFills();
   if (state.me.role === "provider") await loadProvider();
 }
