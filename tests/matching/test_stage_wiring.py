@@ -136,11 +136,10 @@ def order(
     return PlaceOrder(
         order_id=order_id,
         account_id=account,
-        symbol=SYM,
         side=side,  # type: ignore[arg-type]
         price=price,
         quantity=quantity,
-        **options,
+        **{"symbol": SYM, **options},
     )
 
 
