@@ -591,6 +591,11 @@ class MatchingRunner(StageRunner[MarketPartition]):
             await self._send(
                 events_topic, record.partition, instance.stage.recorded(message, stamp.ts)
             )
+            if isinstance(message, GrantApproved):
+                # Approved by the programme's risk partition; the grantee's partition learns
+                # of it here, in the grant's place among the partition's other outcomes.
+                for partition in self._partitions_to_notify(message):
+                    await self._send(self.topics.commands, partition, message)
             for event in outputs:
                 await self._send(events_topic, record.partition, event)
                 for partition in self._partitions_to_notify(event):
