@@ -44,7 +44,14 @@ from api.keys import (
     list_keys,
     revoke_key,
 )
-from api.marketdata import INTERVALS, MarketData, Outcome, cancel_all_key, control_key
+from api.marketdata import (
+    INTERVALS,
+    MarketData,
+    Outcome,
+    cancel_all_key,
+    control_key,
+    limits_key,
+)
 from api.models import (
     AccountOut,
     AmendAnswer,
@@ -67,6 +74,9 @@ from api.models import (
     Health,
     KeyOut,
     KeyRequest,
+    LimitsAnswer,
+    LimitsRequest,
+    MarketControlRequest,
     Me,
     NewKeyOut,
     Obligation,
@@ -93,8 +103,10 @@ from api.problems import (
 from api.ratelimit import RateLimiter
 from api.stalls import Stall, list_stalls, sellers, stall_router
 from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
-from exchange.domain.catalogue import REGIONS
+from exchange.domain.catalogue import REGIONS, SymbolError, parse_family, parse_symbol
 from exchange.domain.messages import (
+    ALL_CONTRACTS,
+    AccountLimitsSet,
     AmendOrder,
     AmendRejected,
     CancelAllOrders,
@@ -108,6 +120,7 @@ from exchange.domain.messages import (
     DepositRejected,
     FundsDeposited,
     Identifier,
+    MarketAction,
     MarketControlRejected,
     OrderAccepted,
     OrderAmended,
@@ -116,6 +129,7 @@ from exchange.domain.messages import (
     PlaceBlockOrder,
     PlaceOrder,
     RejectReason,
+    SetAccountLimits,
 )
 from exchange.domain.performance import decimal_text
 from exchange.runtime import ExchangeRuntime, ParticipantCommand
@@ -341,7 +355,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     )
     async def get_contract(symbol: str, principal: Caller) -> Contract:
         contract_or_404(symbol)
-        spec = catalogue.get(symbol)
+        spec = market.spec(symbol)
         assert spec is not None
         stalls_held = await list_stalls(engine, spec.resource_class.code, spec.region)
         return contract_view(symbol, stalls_held, principal)
@@ -485,7 +499,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         body: dict[str, Any] = request.model_dump()  # type: ignore[attr-defined]
         account = account_of(principal, body.pop("account_id"))
         symbol = body["symbol"]
-        spec = catalogue.get(symbol)
+        spec = market.spec(symbol)
         if spec is None:
             raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
         price = body.get("price")
@@ -819,29 +833,12 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         stored = await runtime.store.read_stream(stream_id, from_version)
         return [_event_out(e) for e in stored[:limit]]
 
-    @operator.post(
-        "/contracts/{symbol}/{action}",
-        summary="Halt or resume a contract, or schedule its family's call auction",
-        description="A command in the log like any other, so it replays; it records the "
-        "operator's account and the reason given.",
-        responses=problems(404, 422),
-    )
-    async def control_contract(
-        symbol: str,
-        action: Literal["halt", "resume", "schedule_auction"],
-        request: ControlRequest,
-        principal: Operator,
+    async def control(
+        principal: Principal, action: MarketAction, symbol: str, **fields: Any
     ) -> ControlAnswer:
-        contract_or_404(symbol)
-        for other in request.symbols:
-            contract_or_404(other)
-        command = ControlMarket(
-            operator_id=principal.account_id,
-            action=action,
-            symbol=symbol,
-            at=request.at,
-            symbols=request.symbols,
-            reason=request.reason,
+        """Sign an operator's market command, send it and wait for the risk stage's answer."""
+        command = runtime.seal.sign(
+            ControlMarket(operator_id=principal.account_id, action=action, symbol=symbol, **fields)
         )
         outcome = await submit_and_wait(command, control_key(principal.account_id, symbol, action))
         status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
@@ -849,6 +846,84 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             raise Problem(422, outcome.reason.value, outcome.message)
         return ControlAnswer(
             symbol=symbol, action=action, status=status, operator_id=principal.account_id
+        )
+
+    @operator.post(
+        "/contracts/{symbol}/{action}",
+        summary="Halt, resume, delist, list or band a contract, or schedule its family's auction",
+        description="A command in the log like any other, so it replays; it records the "
+        "operator's account and the reason given. `delist` closes the contract early and "
+        "cancels its resting orders; `list` re-opens a delisted contract or lists one of the "
+        "symbol grammar the catalogue does not list; `set_band` takes `band` (fen, 0: none) "
+        "and a contract or a family `CLASS.REGION` as the symbol.",
+        responses=problems(404, 422),
+    )
+    async def control_contract(
+        symbol: str,
+        action: Literal["halt", "resume", "schedule_auction", "delist", "list", "set_band"],
+        request: ControlRequest,
+        principal: Operator,
+    ) -> ControlAnswer:
+        if action == "list":
+            try:
+                parse_symbol(symbol)
+            except SymbolError as error:
+                raise Problem(404, "unknown-contract", str(error)) from None
+        elif not (action == "set_band" and _is_family(symbol)):
+            contract_or_404(symbol)
+        for other in request.symbols:
+            contract_or_404(other)
+        if action == "set_band" and request.band is None:
+            raise Problem(422, "invalid-request", "set_band needs a band (fen; 0: none)")
+        return await control(
+            principal,
+            action,
+            symbol,
+            at=request.at,
+            symbols=request.symbols,
+            reason=request.reason,
+            band=request.band,
+        )
+
+    @operator.post(
+        "/market/{action}",
+        summary="Halt or resume every contract of the market",
+        description="Sent to every matching partition; each halts its continuous contracts "
+        "(or resumes its halted ones through a call auction). Recorded with who and why.",
+        responses=problems(422),
+    )
+    async def control_market(
+        action: Literal["halt", "resume"], request: MarketControlRequest, principal: Operator
+    ) -> ControlAnswer:
+        market_action: MarketAction = "halt_market" if action == "halt" else "resume_market"
+        return await control(principal, market_action, ALL_CONTRACTS, reason=request.reason)
+
+    @operator.put(
+        "/accounts/{account_id}/limits",
+        summary="Set a participant's limits on its open orders (null: no limit)",
+        description="Enforced by the risk stage of the account's partition: an order, block or "
+        "amend that would take the account's open orders past a limit is rejected as "
+        "`account_limit_exceeded`. Orders already open stay.",
+    )
+    async def set_limits(
+        account_id: Identifier, request: LimitsRequest, principal: Operator
+    ) -> LimitsAnswer:
+        command = runtime.seal.sign(
+            SetAccountLimits(
+                operator_id=principal.account_id,
+                account_id=account_id,
+                max_open_quantity=request.max_open_quantity,
+                max_open_notional=request.max_open_notional,
+                reason=request.reason,
+            )
+        )
+        outcome = await submit_and_wait(command, limits_key(account_id))
+        return LimitsAnswer(
+            account_id=account_id,
+            max_open_quantity=request.max_open_quantity,
+            max_open_notional=request.max_open_notional,
+            status="set" if isinstance(outcome, AccountLimitsSet) else "pending",
+            operator_id=principal.account_id,
         )
 
     @operator.get(
@@ -1042,6 +1117,14 @@ def _answer_from_row(row: dict[str, Any]) -> Answer:
         )
         return Answer(422, body, replayed=True)
     return Answer(201, _accepted(row["order_id"], row["client_order_id"]), replayed=True)
+
+
+def _is_family(name: str) -> bool:
+    try:
+        parse_family(name)
+    except SymbolError:
+        return False
+    return True
 
 
 def _key_out(info: KeyInfo) -> KeyOut:

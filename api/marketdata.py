@@ -26,8 +26,9 @@ from pydantic import ValidationError
 
 from api.keys import Principal
 from exchange.domain.accounts import Accounts
-from exchange.domain.catalogue import Catalogue, ContractSpec
+from exchange.domain.catalogue import Catalogue, ContractSpec, parse_symbol
 from exchange.domain.messages import (
+    AccountLimitsSet,
     AmendRejected,
     AmendRequested,
     AnyEvent,
@@ -44,6 +45,7 @@ from exchange.domain.messages import (
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
+    ListingChanged,
     MarketControlRejected,
     MarketControlRequested,
     MeteringReported,
@@ -270,6 +272,7 @@ Outcome = (
     | DeliverySettled
     | ProgrammeCreated
     | GrantApproved
+    | AccountLimitsSet
 )
 
 
@@ -288,6 +291,8 @@ class MarketData:
         self.catalogue = catalogue
         self.performance = performance
         self.views = {symbol: ContractView() for symbol in catalogue.symbols}
+        self.operator_listed: set[str] = set()
+        """Contracts operators listed that the catalogue does not list (`ListingChanged`)."""
         self.subscribers: set[Subscriber] = set()
         self.queue_size = SUBSCRIBER_QUEUE
         self.accounts = Accounts(catalogue.rules)
@@ -334,20 +339,28 @@ class MarketData:
             await consumer.close()
 
     def spec(self, symbol: str) -> ContractSpec | None:
-        """The listed contract, if any."""
+        """The contract, if the catalogue or an operator lists it."""
+        if symbol in self.operator_listed:
+            return parse_symbol(symbol)
         return self.catalogue.get(symbol)
 
     def view(self, symbol: str) -> ContractView | None:
         """The view of a contract: a static one, one already seen in an event, or a rolled one
         listed at the latest log time (its view made now); None for any other symbol."""
         view = self.views.get(symbol)
-        if view is None and self.catalogue.listed(symbol, self.now_ms) is not None:
+        if view is None and (
+            self.catalogue.listed(symbol, self.now_ms) is not None or symbol in self.operator_listed
+        ):
             view = self.views[symbol] = ContractView()
         return view
 
     def listed(self) -> list[ContractSpec]:
-        """Every contract listed at the latest log time, static and rolled, by symbol."""
-        return self.catalogue.listed_at(self.now_ms)
+        """Every contract listed at the latest log time, static, rolled and listed by
+        operators, by symbol."""
+        listed = self.catalogue.listed_at(self.now_ms)
+        extra = [parse_symbol(symbol) for symbol in self.operator_listed]
+        extra = [spec for spec in extra if self.catalogue.retires_at(spec) > self.now_ms]
+        return sorted(listed + extra, key=lambda spec: spec.symbol)
 
     def per_std(self, symbol: str, price: int | None) -> int | None:
         """A contract price as a price per standard card-hour (None for non-cards)."""
@@ -369,6 +382,10 @@ class MarketData:
         ):
             # Rolled contracts are listed as time goes on: a view starts with the first event.
             self.views[symbol] = ContractView()
+        if isinstance(event, ListingChanged) and event.listed:
+            if self.catalogue.get(event.symbol) is None:
+                self.operator_listed.add(event.symbol)
+            self.views.setdefault(event.symbol, ContractView())
         if isinstance(event, BookChanged):
             view = self.views.get(event.symbol)
             if view is not None:
@@ -861,6 +878,8 @@ def _outcome_key(event: AnyEvent) -> str | None:
         return f"ApproveGrant:{event.application_id}"
     if isinstance(event, MarketControlRequested | MarketControlRejected):
         return control_key(event.operator_id, event.symbol, event.action)
+    if isinstance(event, AccountLimitsSet):
+        return limits_key(event.account_id)
     return None
 
 
@@ -872,6 +891,11 @@ def cancel_all_key(account_id: str) -> str:
 def control_key(operator_id: str, symbol: str, action: str) -> str:
     """What an operator's market command waits on."""
     return f"control:{operator_id}:{symbol}:{action}"
+
+
+def limits_key(account_id: str) -> str:
+    """What an operator setting an account's limits waits on."""
+    return f"limits:{account_id}"
 
 
 def _liquidity(aggressor: str | None, side: str) -> str:

@@ -285,6 +285,51 @@ class ControlRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=500)]
     at: Annotated[int | None, Field(ge=0, description="schedule_auction: log time, ms")] = None
     symbols: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=24)] = []
+    band: Annotated[
+        int | None, Field(ge=0, le=10**15, description="set_band: fen from the reference; 0: none")
+    ] = None
+
+
+class MarketControlRequest(BaseModel):
+    """Why an operator halts or resumes the whole market."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "settlement database failover"}]},
+    )
+
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class LimitsRequest(BaseModel):
+    """A participant's limits (null: none) and why they are set."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"max_open_quantity": 500, "max_open_notional": 1_000_000, "reason": "new member"}
+            ]
+        },
+    )
+
+    max_open_quantity: Annotated[
+        int | None, Field(ge=0, le=10**15, description="units of all open orders together")
+    ] = None
+    max_open_notional: Annotated[
+        int | None, Field(ge=0, le=10**15, description="fen of price x quantity of open orders")
+    ] = None
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class LimitsAnswer(BaseModel):
+    """An account's limits as set (`set`), or `pending` if the risk stage has not answered."""
+
+    account_id: str
+    max_open_quantity: int | None
+    max_open_notional: int | None
+    status: Literal["set", "pending"]
+    operator_id: str
 
 
 class ControlAnswer(BaseModel):

@@ -28,6 +28,7 @@ from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, family_of
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
+    MARKET_WIDE_ACTIONS,
     AmendRejected,
     CancelAllRequested,
     Command,
@@ -36,6 +37,8 @@ from exchange.domain.messages import (
     Event,
     EventStamp,
     GrantApproved,
+    ListingChanged,
+    MarketControlRequested,
     Message,
     OrderAmended,
     OrderCancelled,
@@ -45,6 +48,7 @@ from exchange.domain.messages import (
     decode,
     encode,
 )
+from exchange.domain.operators import OperatorSeal
 from exchange.domain.risk import OUTCOME_TYPES, RiskStage
 from exchange.log import (
     CommandLog,
@@ -401,9 +405,23 @@ class RiskRunner(StageRunner[RiskPartition]):
 
     reads = "commands"
 
+    def __init__(
+        self,
+        command_log: CommandLog,
+        topics: Topics,
+        catalogue: Catalogue,
+        partitions: Iterable[int] | None = None,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        seal: OperatorSeal | None = None,
+    ) -> None:
+        super().__init__(command_log, topics, catalogue, partitions, snapshots, snapshot_every)
+        self.seal = seal
+        """Verifies operator commands (None: every operator command is refused)."""
+
     def new_instance(self, partition: int) -> RiskPartition:
         """Risk state for the accounts of one commands partition."""
-        return RiskPartition(RiskStage(self.catalogue), Deduplicator())
+        return RiskPartition(RiskStage(self.catalogue, self.seal), Deduplicator())
 
     def snapshot_instance(self, partition: int) -> Any:
         """The partition's risk state and deduplicator, JSON-ready."""
@@ -413,7 +431,8 @@ class RiskRunner(StageRunner[RiskPartition]):
     def restore_instance(self, data: Any) -> RiskPartition:
         """Risk state from a snapshot."""
         return RiskPartition(
-            RiskStage.restore(self.catalogue, data["stage"]), Deduplicator.restore(data["dedup"])
+            RiskStage.restore(self.catalogue, data["stage"], self.seal),
+            Deduplicator.restore(data["dedup"]),
         )
 
     def partition_hash(self, partition: int) -> str:
@@ -448,7 +467,22 @@ class RiskRunner(StageRunner[RiskPartition]):
                     ):
                         await self._send(self.topics.orders, partition, output)
                     continue
+                if (
+                    isinstance(output, MarketControlRequested)
+                    and output.action in MARKET_WIDE_ACTIONS
+                ):
+                    await self._send_to_every_market_partition(output)
+                    continue
                 await self._send(self.topics.orders, self._route(output, record), output)
+
+    async def _send_to_every_market_partition(self, control: MarketControlRequested) -> None:
+        """One copy of a market-wide control to each orders partition, each with an id of its
+        own (`...:n`, n the partition): every copy is stored in the event store, in its own
+        partition's order, so a replay acts on each contract where its partition did."""
+        prefix = control.event_id.rsplit(":", 1)[0]
+        for partition in range(self.topics.market_partitions):
+            copy = control.model_copy(update={"event_id": f"{prefix}:{partition}"})
+            await self._send(self.topics.orders, partition, copy)
 
     def _decide(
         self, instance: RiskPartition, record: LogRecord, stamp: EventStamp
@@ -553,16 +587,13 @@ class MatchingRunner(StageRunner[MarketPartition]):
             outputs = instance.stage.handle(message, stamp)
             if not self._live(record):
                 continue
-            # Forwarded with matching's own log time, the time it acted on the input, so that
-            # a replay of the events applies expiries, gate closures and auctions at the same
-            # points as the live stage did.
-            forwarded = (
-                message if message.ts == stamp.ts else message.model_copy(update={"ts": stamp.ts})
-            )
-            await self._send(events_topic, record.partition, forwarded)
-            # A grant carved out of a programme's budget reaches the enterprise's partition.
-            for partition in self._partitions_to_notify(message):
-                await self._send(self.topics.commands, partition, forwarded)
+            recorded = instance.stage.recorded(message, stamp.ts)
+            await self._send(events_topic, record.partition, recorded)
+            if isinstance(message, GrantApproved):
+                # Approved by the programme's risk partition; the grantee's partition learns
+                # of it here, in the grant's place among the partition's other outcomes.
+                for partition in self._partitions_to_notify(message):
+                    await self._send(self.topics.commands, partition, recorded)
             for event in outputs:
                 await self._send(events_topic, record.partition, event)
                 for partition in self._partitions_to_notify(event):
@@ -578,6 +609,9 @@ class MatchingRunner(StageRunner[MarketPartition]):
             event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected | GrantApproved
         ):
             accounts = {event.account_id}
+        elif isinstance(event, ListingChanged):
+            # Risk is partitioned by account: every partition must know what is listed.
+            return set(range(self.topics.command_partitions))
         else:
             return set()
         return {self.topics.command_partition(account) for account in accounts}

@@ -64,6 +64,8 @@ class ExchangeRuntime:
         self.topics = Topics.named(
             settings.topic_prefix, settings.command_partitions, settings.market_partitions
         )
+        self.seal = settings.operator_seal()
+        """Signs the operator commands the API sends; the risk stage verifies them."""
         self._producer: LogProducer | None = None
         self.running: dict[str, Runner] = {}
         """The stages built by `runners`, by name, for inspection by operators and tests."""
@@ -114,7 +116,9 @@ class ExchangeRuntime:
         for stage in stages:
             if stage == "risk":
                 built.append(
-                    RiskRunner(self.log, self.topics, self.catalogue, None, snapshots, every)
+                    RiskRunner(
+                        self.log, self.topics, self.catalogue, None, snapshots, every, self.seal
+                    )
                 )
             elif stage == "matching":
                 built.append(
@@ -140,4 +144,5 @@ def routing_key(command: Command) -> str:
         return f"programme:{command.programme_id}"
     if isinstance(command, ControlMarket | ResolveDispute):
         return command.operator_id
+    # An account's limits are enforced by the risk partition that holds the account.
     return command.account_id

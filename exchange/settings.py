@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exchange.domain.catalogue import (
@@ -15,6 +17,7 @@ from exchange.domain.catalogue import (
     default_catalogue,
     parse_family,
 )
+from exchange.domain.operators import OperatorSeal
 
 
 class Settings(BaseSettings):
@@ -77,6 +80,11 @@ class Settings(BaseSettings):
         default=2, ge=0, le=MAX_LISTING_DAYS, validation_alias="CX_LISTING_DAYS"
     )
     """How many days beyond today the rolled families list."""
+    operator_keys: SecretStr = Field(default=SecretStr(""), validation_alias="CX_OPERATOR_KEYS")
+    """Secrets (comma-separated) the API signs operator commands with and the risk stage
+    verifies them with; the first signs, all verify (keep a rotated-out key while commands it
+    signed may be replayed). Empty: a key generated once in CX_DATA_DIR/operator.key, enough
+    when the API and risk share a data directory; set it everywhere when they do not."""
 
     @field_validator("listings")
     @classmethod
@@ -116,6 +124,14 @@ class Settings(BaseSettings):
         """The catalogue every stage, replay and audit of this exchange uses."""
         return default_catalogue(self.market_rules(), self.listing_rules())
 
+    def operator_seal(self) -> OperatorSeal:
+        """The seal of operator commands, from CX_OPERATOR_KEYS or the data directory's key."""
+        configured = [k.strip() for k in self.operator_keys.get_secret_value().split(",")]
+        keys = [k.encode() for k in configured if k]
+        if not keys:
+            keys = [_data_dir_key(self.data_dir / "operator.key")]
+        return OperatorSeal(keys)
+
     def event_store_url(self) -> str:
         """DATABASE_URL, or the embedded SQLite file under the data directory."""
         if self.database_url:
@@ -142,6 +158,18 @@ def parse_fees(text: str) -> tuple[tuple[str, int, int], ...]:
             raise ValueError(f"fee {item!r}: a maker rebate larger than the taker fee loses money")
         schedule.append((resource_class, maker_bps, taker_bps))
     return tuple(schedule)
+
+
+def _data_dir_key(path: Path) -> bytes:
+    """The key kept at `path`, made (readable by its owner only) if it does not exist yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_hex(32))
+    return path.read_bytes().strip()
 
 
 def _families(text: str) -> tuple[str, ...]:

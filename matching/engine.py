@@ -24,9 +24,9 @@ the first item is the kind, the layouts are:
     ("amend_rejected", symbol, order_id, reason)
     ("cancel_rejected", symbol, order_id, reason)
     ("cancelled_all", account, count)
-    ("state", symbol, state, reason)   pre_open (listed), continuous (listed, opened, reopened),
-                                       halted (price_band, operator), closed (gate_closure),
-                                       delivered (delivery)
+    ("state", symbol, state, reason)   pre_open (listed), continuous (listed, opened, reopened,
+                                       relisted), halted (price_band, operator), closed
+                                       (gate_closure, delisted), delivered (delivery)
     ("auction", symbol, price, volume, imbalance)  price None when nothing could execute
     ("operator_rejected", symbol, action, reason)
 
@@ -150,6 +150,9 @@ LISTED = "listed"
 OPENED = "opened"
 REOPENED = "reopened"
 DELIVERY = "delivery"
+DELISTED = "delisted"
+RELISTED = "relisted"
+ALREADY_LISTED = "already_listed"
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -1358,7 +1361,42 @@ class MatchingEngine:
         else:
             book.reopen_at = 0
 
-    def _close(self, book: Book) -> None:
+    def close_early(self, ts: int, symbol: str) -> bool:
+        """Delist a contract before its gate closure: its resting orders and waiting blocks
+        are cancelled as `delisted` and it takes no more. True if it was closed."""
+        self.advance(ts)
+        book = self.books.get(symbol)
+        if book is None:
+            self.events.append((OPERATOR_REJECTED, symbol, "delist", UNKNOWN_CONTRACT))
+            return False
+        if book.state == CLOSED or book.state == DELIVERED:
+            self.events.append((OPERATOR_REJECTED, symbol, "delist", CONTRACT_CLOSED))
+            return False
+        self._close(book, DELISTED)
+        return True
+
+    def is_delisted(self, symbol: str) -> bool:
+        """Whether the contract was closed before its gate closure, by `close_early`."""
+        book = self.books.get(symbol)
+        return book is not None and book.state == CLOSED and self.now < book.close_at
+
+    def relist(self, ts: int, symbol: str, continuous: bool) -> bool:
+        """Re-open a delisted contract whose gate has not closed, in continuous trading or in
+        pre-open (waiting for an auction). True if it re-opened."""
+        self.advance(ts)
+        book = self.books.get(symbol)
+        if book is None:
+            self.events.append((OPERATOR_REJECTED, symbol, "list", UNKNOWN_CONTRACT))
+            return False
+        if not self.is_delisted(symbol):
+            reason = CONTRACT_CLOSED if book.state in (CLOSED, DELIVERED) else ALREADY_LISTED
+            self.events.append((OPERATOR_REJECTED, symbol, "list", reason))
+            return False
+        book.state = CONTINUOUS if continuous else PRE_OPEN
+        self.events.append((STATE, symbol, book.state, RELISTED))
+        return True
+
+    def _close(self, book: Book, reason: str = GATE_CLOSURE) -> None:
         if book.state == CLOSED or book.state == DELIVERED:
             return
         resting = [o for side in (book.bids, book.asks) for o in _side_orders(side)]
@@ -1373,16 +1411,16 @@ class MatchingEngine:
                     order.account,
                     order.side,
                     order.remaining,
-                    GATE_CLOSURE,
+                    reason,
                 )
             )
         waiting = [
             self.blocks[b] for b, symbols in self.block_symbols.items() if book.symbol in symbols
         ]
         for block in sorted(waiting, key=_by_seq):
-            self._drop_block(block, EXPIRED, GATE_CLOSURE)
+            self._drop_block(block, EXPIRED, reason)
         book.state = CLOSED
-        self.events.append((STATE, book.symbol, CLOSED, GATE_CLOSURE))
+        self.events.append((STATE, book.symbol, CLOSED, reason))
 
     def _auction(self, books: list[Book]) -> None:
         """Uncross `books` together at one price each, with the blocks that fit in them."""

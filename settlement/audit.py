@@ -7,7 +7,11 @@ Folds every stored event (as `cx replay` does) and reports, each with the events
 - a hold that outlives its order, or held funds or capacity that open orders do not explain;
 - cash or capacity created or lost (what is held and available must equal what was deposited);
 - a projection table (balances, positions, orders) that disagrees with the events;
-- a recorded checkpoint hash the replay does not reproduce.
+- a recorded checkpoint hash the replay does not reproduce;
+- voucher totals that do not match programme usage: budgets granted past what was pledged,
+  grants reserved past what was granted, reservations above the programme's rate of the
+  order, and budgets, grants and reservations of the state that differ from what the
+  programme, grant and order events add up to.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from exchange.domain.accounts import Balance
+from exchange.domain.accounts import BPS, Balance
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
     BlockAccepted,
@@ -28,8 +32,10 @@ from exchange.domain.messages import (
     DeliverySettled,
     FundsDeposited,
     FundsWithdrawn,
+    GrantApproved,
     OrderAccepted,
     OrderCancelled,
+    ProgrammeCreated,
     TradeExecuted,
 )
 from settlement import projections as tables
@@ -65,6 +71,75 @@ class _Order:
 
 
 @dataclass
+class _Vouchers:
+    """What the programme, grant and order events add up to, with where they are stored."""
+
+    budgets: dict[str, int] = field(default_factory=dict)
+    granted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    grants: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    reserved: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    """Voucher funds reserved at acceptance, per (programme, account), over every order."""
+    rates: dict[str, int] = field(default_factory=dict)
+    positions: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    """Per programme: its creation, its grants and the orders reserving from it."""
+
+    def fold(self, event: object, position: int, state: ExchangeState) -> list[Discrepancy]:
+        """Count one event; report at once what it broke, at its position."""
+        ledger = state.accounts.ledger
+        if isinstance(event, ProgrammeCreated):
+            self.budgets[event.programme_id] = event.budget
+            self.rates[event.programme_id] = event.rate_bps
+            self.positions[event.programme_id].append(position)
+        elif isinstance(event, GrantApproved):
+            programme, account = event.programme_id, event.account_id
+            self.granted[programme] += event.limit
+            self.grants[(programme, account)] += event.limit
+            self.positions[programme].append(position)
+            if ledger.get(f"budget:{programme}", 0) < 0:
+                return [
+                    Discrepancy(
+                        "voucher-overgranted",
+                        f"programme {programme} has granted {self.granted[programme]} fen of a "
+                        f"budget of {self.budgets.get(programme, 0)}",
+                        tuple(self.positions[programme]),
+                    )
+                ]
+        elif isinstance(event, OrderAccepted) and event.voucher is not None:
+            return self._reservation(event, position, state)
+        return []
+
+    def _reservation(
+        self, order: OrderAccepted, position: int, state: ExchangeState
+    ) -> list[Discrepancy]:
+        assert order.voucher is not None
+        programme, account = order.voucher, order.account_id
+        self.reserved[(programme, account)] += order.voucher_reserved
+        self.positions[programme].append(position)
+        found = []
+        bound = order.price * order.quantity * self.rates.get(programme, 0) // BPS
+        if order.voucher_reserved > bound:
+            found.append(
+                Discrepancy(
+                    "voucher-reservation",
+                    f"order {order.order_id} reserves {order.voucher_reserved} fen of programme "
+                    f"{programme}, more than its rate of the order's {order.price} x "
+                    f"{order.quantity} allows ({bound})",
+                    (position,),
+                )
+            )
+        if state.accounts.ledger.get(f"grant:{programme}:{account}", 0) < 0:
+            found.append(
+                Discrepancy(
+                    "voucher-overdrawn",
+                    f"order {order.order_id} reserves more of programme {programme} than "
+                    f"{account}'s grant of {self.grants.get((programme, account), 0)} fen has left",
+                    (position,),
+                )
+            )
+        return found
+
+
+@dataclass
 class AuditReport:
     """What the audit looked at and what it found."""
 
@@ -86,12 +161,14 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
     trades: dict[str, list[int]] = defaultdict(list)
     cash_deposited = 0
     capacity_deposited: dict[str, int] = defaultdict(int)
+    vouchers = _Vouchers()
     after = 0
     while batch := await store.read_all(after, READ_BATCH):
         for stored in batch:
             event = state.apply(stored)
             position = stored.position
             report.events += 1
+            found += vouchers.fold(event, position, state)
             if isinstance(event, FundsDeposited):
                 cash_deposited += event.amount
             elif isinstance(event, FundsWithdrawn):
@@ -160,8 +237,71 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
     _check_orders(state, orders, found)
     _check_holds(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
+    _check_vouchers(state, vouchers, found)
     await _check_projections(store, state, orders, found)
     return report
+
+
+def _check_vouchers(state: ExchangeState, vouchers: _Vouchers, found: list[Discrepancy]) -> None:
+    """Compare each programme's and grant's figures in the state with the events' totals."""
+    accounts = state.accounts
+    ledger = accounts.ledger
+    for programme_id, budget in sorted(vouchers.budgets.items()):
+        where = tuple(vouchers.positions[programme_id])
+        left = budget - vouchers.granted[programme_id]
+        programme = accounts.programmes.get(programme_id)
+        shown = {
+            "pledge": -ledger.get(f"pledge:{programme_id}", 0),
+            "budget left": ledger.get(f"budget:{programme_id}", 0),
+            "unallocated": None if programme is None else programme.unallocated,
+        }
+        expected = {"pledge": budget, "budget left": left, "unallocated": left}
+        for name, value in shown.items():
+            if value != expected[name]:
+                found.append(
+                    Discrepancy(
+                        "voucher-budget",
+                        f"programme {programme_id}: {name} is {value} fen; its events give "
+                        f"{expected[name]} (budget {budget}, granted "
+                        f"{vouchers.granted[programme_id]})",
+                        where,
+                    )
+                )
+    open_reserved: dict[tuple[str, str], int] = defaultdict(int)
+    for order in accounts.open_orders.values():
+        if order.voucher is not None:
+            open_reserved[(order.voucher.programme_id, order.account_id)] += order.voucher.reserved
+    for key in sorted(set(vouchers.grants) | set(vouchers.reserved) | set(accounts.grants)):
+        programme_id, account = key
+        where = tuple(vouchers.positions[programme_id])
+        grant = accounts.grants.get(key)
+        limit = vouchers.grants.get(key, 0)
+        unreserved = ledger.get(f"grant:{programme_id}:{account}", 0)
+        reserved = ledger.get(f"reserved:{programme_id}:{account}", 0)
+        committed = 0 if grant is None else grant.committed
+        problems = []
+        if grant is None or grant.limit != limit:
+            problems.append(f"the grant is {None if grant is None else grant.limit}, not {limit}")
+        if reserved != open_reserved[key]:
+            problems.append(
+                f"{reserved} fen are reserved, its open orders reserve {open_reserved[key]}"
+            )
+        if unreserved + reserved + committed != limit:
+            problems.append(
+                f"unreserved {unreserved} + reserved {reserved} + paid out {committed} fen "
+                f"is not the {limit} granted"
+            )
+        if committed > vouchers.reserved[key]:
+            problems.append(
+                f"{committed} fen were paid out, more than the {vouchers.reserved[key]} its "
+                "orders ever reserved"
+            )
+        for problem in problems:
+            found.append(
+                Discrepancy(
+                    "voucher-grant", f"grant of {programme_id} to {account}: {problem}", where
+                )
+            )
 
 
 async def _checkpoints(store: SqlEventStore) -> dict[int, str]:

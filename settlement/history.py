@@ -17,7 +17,7 @@ from exchange.domain.catalogue import Catalogue
 from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
-from settlement.replay import ReplayResult, parse_until, replay
+from settlement.replay import ExchangeState, ReplayResult, parse_until, replay
 from settlement.schema import events
 from settlement.sql_store import SqlEventStore, open_event_store
 
@@ -144,7 +144,38 @@ def replay_document(
         "state_hash": state.state_hash(),
         "books": books,
         "accounts": listed,
+        **_voucher_budgets(state, account),
     }
+
+
+def _voucher_budgets(state: ExchangeState, account: str | None) -> dict[str, Any]:
+    """Each programme's budget and what is left to grant, and each grant (of `account` only,
+    when given): granted, not yet reserved, reserved for open orders, paid out, clawed back."""
+    accounts = state.accounts
+    grants = {
+        f"{p}:{a}": {
+            "programme_id": p,
+            "account_id": a,
+            "limit": g.limit,
+            "unreserved": g.remaining,
+            "reserved": g.reserved,
+            "paid": g.committed,
+            "clawed_back": g.clawed_back,
+        }
+        for (p, a), g in sorted(accounts.grants.items())
+        if account is None or a == account
+    }
+    programmes = {
+        p: {
+            "issuer": programme.issuer,
+            "budget": programme.budget,
+            "unallocated": programme.unallocated,
+            "granted": dict(sorted(programme.granted.items())),
+        }
+        for p, programme in sorted(accounts.programmes.items())
+        if account is None or any(g["programme_id"] == p for g in grants.values())
+    }
+    return {"programmes": programmes, "grants": grants}
 
 
 def _money(fen: int) -> str:
@@ -178,6 +209,29 @@ def _print_replay(document: dict[str, Any]) -> None:
             str(len(entry["open_orders"])),
         )
     console.print(accounts)
+    if document["programmes"] or document["grants"]:
+        vouchers = Table(title="Voucher budgets (CNY)")
+        for column in ("programme", "account", "budget/granted", "left", "reserved", "paid"):
+            vouchers.add_column(column)
+        for programme_id, programme in document["programmes"].items():
+            vouchers.add_row(
+                programme_id,
+                "-",
+                _money(programme["budget"]),
+                _money(programme["unallocated"]),
+                "-",
+                "-",
+            )
+        for grant in document["grants"].values():
+            vouchers.add_row(
+                grant["programme_id"],
+                grant["account_id"],
+                _money(grant["limit"]),
+                _money(grant["unreserved"]),
+                _money(grant["reserved"]),
+                _money(grant["paid"]),
+            )
+        console.print(vouchers)
     console.print(f"events replayed: {document['events']}   log time: {document['ts']}")
     console.print(f"state hash: {document['state_hash']}")
     verified = document.get("verified")

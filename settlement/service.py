@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from exchange.deadletters import send_dead_letter, source_of
 from exchange.domain.catalogue import Catalogue
-from exchange.domain.messages import AnyEvent, decode_event
+from exchange.domain.messages import ALL_CONTRACTS, AnyEvent, decode_event
 from exchange.log import CommandLog, LogProducer, LogRecord, TopicPartition
 from exchange.pipeline import POLL_MAX_RECORDS, POLL_TIMEOUT_MS, Topics
 from settlement.projections import LedgerProjection
@@ -33,9 +33,10 @@ RETRY_MAX_S = 5.0
 
 
 def stream_of(event: AnyEvent) -> str:
-    """The stream an event belongs to: its contract, else its account, else the exchange."""
+    """The stream an event belongs to: its contract, else its account, else the exchange
+    (market-wide controls)."""
     symbol = getattr(event, "symbol", None)
-    if isinstance(symbol, str):
+    if isinstance(symbol, str) and symbol != ALL_CONTRACTS:
         return f"contract-{symbol}"
     account_id = getattr(event, "account_id", None)
     if isinstance(account_id, str):

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from exchange.domain.messages import (
+    AccountLimitsSet,
     AmendOrder,
     AmendRejected,
     AmendRequested,
@@ -41,6 +42,7 @@ from exchange.domain.messages import (
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
+    ListingChanged,
     MarketControlRejected,
     MarketControlRequested,
     Message,
@@ -58,6 +60,7 @@ from exchange.domain.messages import (
     ReportMetering,
     RequestRejected,
     ResolveDispute,
+    SetAccountLimits,
     TradeExecuted,
     WithdrawCapacity,
     WithdrawFunds,
@@ -102,6 +105,21 @@ COMMANDS: list[Message] = [
     ),
     AmendOrder(order_id="o-1", account_id="a1", price=12_350),
     ControlMarket(operator_id="ops", action="halt", symbol=SYM),
+    ControlMarket(
+        operator_id="ops",
+        action="set_band",
+        symbol="H100-80G.GZ",
+        band=500,
+        reason="volatile",
+        signature="ab" * 32,
+    ),
+    SetAccountLimits(
+        operator_id="ops",
+        account_id="a1",
+        max_open_quantity=100,
+        reason="new participant",
+        signature="cd" * 32,
+    ),
     CancelAllOrders(account_id="a1"),
     PlaceBlockOrder(
         order_id="k-1", account_id="a1", symbols=[SYM], side="buy", price=12_000, quantity=8
@@ -281,6 +299,18 @@ EVENTS: list[Message] = [
         reason=RejectReason.NOT_CONTINUOUS,
         message="halt of the contract refused: not_continuous",
     ),
+    MarketControlRequested(
+        **E, operator_id="ops", action="halt_market", symbol="*", reason="outage", contracts=[SYM]
+    ),
+    ListingChanged(**E, symbol=SYM, listed=False, operator_id="ops", reason="provider failed"),
+    AccountLimitsSet(
+        **E,
+        operator_id="ops",
+        account_id="a1",
+        max_open_quantity=None,
+        max_open_notional=5_000_000,
+        reason="margin call",
+    ),
     ContractStateChanged(**E, symbol=SYM, state="halted", reason="price_band"),
     AuctionCompleted(**E, symbol=SYM, price=12_300, volume=6, imbalance=-2),
     FundsWithdrawn(**E, withdrawal_id="w-1", account_id="a1", amount=500),
@@ -394,7 +424,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 48
+    assert len(_all_message_classes()) == 51
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

@@ -13,7 +13,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from exchange.domain.catalogue import Catalogue, ContractSpec, cst_day_start_ms, to_utc_ms
+from exchange.domain.catalogue import (
+    Catalogue,
+    ContractSpec,
+    SymbolError,
+    cst_day_start_ms,
+    parse_symbol,
+    to_utc_ms,
+)
 from exchange.domain.delivery import DeliveryDesk
 from exchange.domain.messages import (
     AmendRejected,
@@ -29,6 +36,7 @@ from exchange.domain.messages import (
     ContractStateChanged,
     Event,
     EventStamp,
+    ListingChanged,
     MarketAction,
     MarketControlRejected,
     MarketControlRequested,
@@ -49,6 +57,8 @@ _OPERATOR_ACTIONS: dict[str, MarketAction] = {
     "halt": "halt",
     "resume": "resume",
     "schedule": "schedule_auction",
+    "delist": "delist",
+    "list": "list",
 }
 _STATES: dict[str, ContractState] = {
     me.PRE_OPEN: "pre_open",
@@ -121,6 +131,10 @@ class MarketStage:
         self.engine.take_events()
         self.delivery = DeliveryDesk(rules)
         self._rules = (band, protection, pre_open)
+        self.family_bands: dict[str, int] = {}
+        """Price bands an operator set for whole families: contracts listed later get them."""
+        self._acted_on: list[str] | None = None
+        """The contracts the market-wide control just handled acted on (not state)."""
         self._static = frozenset(catalogue.symbols)
         self._book_seq = dict.fromkeys(catalogue.symbols, 0)
         self._views: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
@@ -145,6 +159,8 @@ class MarketStage:
         engine = self.engine
         ts = stamp.ts
         context = _Context(event)
+        listing: bool | None = None
+        self._acted_on = None
         self._list_rolled(ts)
         if isinstance(event, OrderAccepted):
             engine.submit(
@@ -171,7 +187,7 @@ class MarketStage:
                 ts, event.order_id, event.account_id, event.price or 0, event.quantity or 0
             )
         elif isinstance(event, MarketControlRequested):
-            self._control(event, ts)
+            listing = self._control(event, ts)
         elif isinstance(event, CancelAllRequested):
             engine.cancel_all(ts, event.account_id)
         elif isinstance(event, BlockAccepted):
@@ -189,8 +205,33 @@ class MarketStage:
         else:
             engine.advance(ts)
         outputs = self._translate(engine.take_events(), stamp, context)
+        if listing is not None and isinstance(event, MarketControlRequested):
+            outputs.append(
+                ListingChanged(
+                    event_id=stamp.next_id(),
+                    ts=ts,
+                    symbol=event.symbol,
+                    listed=listing,
+                    operator_id=event.operator_id,
+                    reason=event.reason,
+                )
+            )
         outputs += self.delivery.observe(event, outputs, stamp)
         return outputs
+
+    def recorded(self, event: Event, ts: int) -> Event:
+        """The input just handled as the events topic records it: at matching's log time `ts`,
+        the time it acted on it (so a replay applies expiries, gate closures and auctions at
+        the same points), and a market-wide control naming the contracts it acted on here."""
+        update: dict[str, Any] = {}
+        if event.ts != ts:
+            update["ts"] = ts
+        if isinstance(event, MarketControlRequested) and self._acted_on is not None:
+            update["contracts"] = self._acted_on
+        return event.model_copy(update=update) if update else event
+
+    def _in_state(self, state: str) -> list[str]:
+        return sorted(s for s, book in self.engine.books.items() if book.state == state)
 
     def _list_rolled(self, ts: int) -> None:
         """List the rolled contracts the catalogue lists at log time `ts` that have no book."""
@@ -209,6 +250,7 @@ class MarketStage:
 
     def _list(self, spec: ContractSpec, ts: int) -> None:
         band, protection, pre_open = self._rules
+        band = self.family_bands.get(spec.family, band)
         self.engine.list_contract(
             ts,
             spec.symbol,
@@ -224,19 +266,79 @@ class MarketStage:
         self._book_seq[spec.symbol] = 0
         self._views[spec.symbol] = ({}, {})
 
-    def _control(self, event: MarketControlRequested, ts: int) -> None:
+    def _control(self, event: MarketControlRequested, ts: int) -> bool | None:
+        """Carry out an operator's or the scheduler's command; for `delist` and `list`, whether
+        the contract is listed after it (None: nothing changed)."""
         engine = self.engine
-        if event.action == "halt":
+        action = event.action
+        if action == "halt":
             engine.halt(ts, event.symbol)
-        elif event.action == "resume":
+        elif action == "resume":
             engine.resume(ts, event.symbol)
-        elif event.action == "schedule_auction":
+        elif action == "schedule_auction":
             book = engine.books.get(event.symbol)
             family = event.symbol.rsplit(".", 1)[0] if book is None else book.family
             at = ts if event.at is None else event.at
             engine.schedule_auction(ts, family, at, event.symbols or [event.symbol])
+        elif action in ("halt_market", "resume_market"):
+            self._control_market(event, ts)
+        elif action == "delist":
+            return False if engine.close_early(ts, event.symbol) else None
+        elif action == "list":
+            return True if self._list_by_operator(event.symbol, ts) else None
+        elif action == "set_band":
+            self._set_band(event, ts)
         else:
             engine.advance(ts)
+        return None
+
+    def _control_market(self, event: MarketControlRequested, ts: int) -> None:
+        """Halt every continuous contract, or resume every halted one, of this partition (in a
+        replay, of the contracts the partition's recorded copy names)."""
+        halting = event.action == "halt_market"
+        if event.contracts is not None:
+            targets = event.contracts
+        else:
+            self.engine.advance(ts)
+            targets = self._in_state(me.CONTINUOUS if halting else me.HALTED)
+        self._acted_on = targets
+        for symbol in targets:
+            if halting:
+                self.engine.halt(ts, symbol)
+            else:
+                self.engine.resume(ts, symbol)
+
+    def _list_by_operator(self, symbol: str, ts: int) -> bool:
+        """Re-open a delisted contract, or list one of the grammar that has no book yet."""
+        pre_open = self._rules[2]
+        if symbol in self.engine.books:
+            return self.engine.relist(ts, symbol, continuous=not pre_open)
+        try:
+            spec = parse_symbol(symbol)
+        except SymbolError:
+            self.engine.events.append((me.OPERATOR_REJECTED, symbol, "list", me.UNKNOWN_CONTRACT))
+            return False
+        if self.catalogue.retires_at(spec) <= max(ts, self.engine.now):
+            self.engine.events.append((me.OPERATOR_REJECTED, symbol, "list", me.CONTRACT_CLOSED))
+            return False
+        self._list(spec, ts)
+        return True
+
+    def _set_band(self, event: MarketControlRequested, ts: int) -> None:
+        """A contract's band, or every contract's of a family (and those it lists later)."""
+        self.engine.advance(ts)
+        band = event.band or 0
+        target = event.symbol
+        books = [b for s, b in self.engine.books.items() if target in (s, b.family)]
+        if target not in self.engine.books:
+            if not books:
+                self.engine.events.append(
+                    (me.OPERATOR_REJECTED, target, "set_band", me.UNKNOWN_CONTRACT)
+                )
+                return
+            self.family_bands[target] = band
+        for book in books:
+            book.band = band
 
     def _translate(
         self, outputs: list[me.Event], stamp: EventStamp, context: _Context
@@ -263,7 +365,10 @@ class MarketStage:
                     reason=CancelReason(reason),
                 )
             elif kind == me.REJECTED:
-                event = context.cancelled(output[3], stamp)
+                reason = output[3]
+                if reason == me.CONTRACT_CLOSED and self.engine.is_delisted(symbol):
+                    reason = me.DELISTED
+                event = context.cancelled(reason, stamp)
             elif kind == me.REDUCED:
                 _, symbol, order_id, account, side, cut, remaining, reason = output
                 event = OrderReduced(
@@ -379,6 +484,8 @@ class MarketStage:
         hasher = hashlib.sha256(self.engine.state_hash().encode())
         for symbol in sorted(self._book_seq):
             hasher.update(f"|{symbol}|{self._book_seq[symbol]}".encode())
+        for family in sorted(self.family_bands):
+            hasher.update(f"|band|{family}|{self.family_bands[family]}".encode())
         self.delivery.digest(hasher)
         return hasher.hexdigest()
 
@@ -388,6 +495,7 @@ class MarketStage:
             "engine": self.engine.snapshot(),
             "book_seq": dict(sorted(self._book_seq.items())),
             "delivery": self.delivery.snapshot(),
+            "family_bands": dict(sorted(self.family_bands.items())),
         }
 
     @classmethod
@@ -399,6 +507,7 @@ class MarketStage:
             stage._book_seq.update(data["book_seq"])
             if "delivery" in data:
                 stage.delivery = DeliveryDesk.restore(catalogue.rules, data["delivery"])
+            stage.family_bands.update(data.get("family_bands", {}))
         else:
             for symbol, saved in data["books"].items():
                 for order_id, account_id, side, price, remaining in saved["orders"]:

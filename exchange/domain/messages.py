@@ -72,6 +72,13 @@ class RejectReason(StrEnum):
     NOT_RECALLABLE = "not_recallable"
     NOT_PROGRAMME_ADMIN = "not_programme_admin"
     RECALL_EXCEEDS_SOLD = "recall_exceeds_sold"
+    NOT_OPERATOR = "not_operator"
+    """An operator command without a valid signature of the API's operator key."""
+    CONTRACT_DELISTED = "contract_delisted"
+    ALREADY_LISTED = "already_listed"
+    CONTRACT_CLOSED = "contract_closed"
+    ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"
+    """The order would take the account past a limit an operator set (`SetAccountLimits`)."""
 
 
 class CancelReason(StrEnum):
@@ -108,6 +115,8 @@ class CancelReason(StrEnum):
     """Filling a block in every hour would break its average price limit."""
     BLOCK_NOT_ACCEPTED = "block_not_accepted"
     """A call auction rejected the block whole."""
+    DELISTED = "delisted"
+    """An operator delisted the contract: its resting orders are cancelled."""
 
 
 Currency = Literal["CNY"]
@@ -141,16 +150,24 @@ _ORDER_OPTION_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _without_unset(
+    message: BaseModel, handler: SerializerFunctionWrapHandler, defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """Leave fields that keep their defaults off the wire, so messages written before those
+    fields existed keep their bytes."""
+    data: dict[str, Any] = handler(message)
+    for name, default in defaults.items():
+        if name in data and data[name] == default:
+            del data[name]
+    return data
+
+
 def _without_default_options(
     message: BaseModel, handler: SerializerFunctionWrapHandler
 ) -> dict[str, Any]:
     """Leave order options that keep their defaults off the wire (a plain limit order's bytes
     are those of schema version 1 before options existed)."""
-    data: dict[str, Any] = handler(message)
-    for name, default in _ORDER_OPTION_DEFAULTS.items():
-        if name in data and data[name] == default:
-            del data[name]
-    return data
+    return _without_unset(message, handler, _ORDER_OPTION_DEFAULTS)
 
 
 class PlaceOrder(Message):
@@ -373,7 +390,26 @@ class CancelAllOrders(Message):
     account_id: Identifier
 
 
-MarketAction = Literal["halt", "resume", "schedule_auction", "tick"]
+MarketAction = Literal[
+    "halt",
+    "resume",
+    "schedule_auction",
+    "tick",
+    "delist",
+    "list",
+    "set_band",
+    "halt_market",
+    "resume_market",
+]
+OPERATOR_ACTIONS: frozenset[str] = frozenset(
+    ("halt", "resume", "schedule_auction", "delist", "list", "set_band", "halt_market",
+     "resume_market")
+)  # fmt: skip
+"""Actions only an operator may take; `tick` only moves a partition's log time, so the clock
+scheduler sends it unsigned."""
+MARKET_WIDE_ACTIONS: frozenset[str] = frozenset(("halt_market", "resume_market"))
+ALL_CONTRACTS = "*"
+"""The `symbol` of a market-wide action: every contract of every partition."""
 
 
 class ControlMarket(Message):
@@ -381,7 +417,15 @@ class ControlMarket(Message):
 
     `halt` and `resume` a contract; `schedule_auction` a call auction at log time `at` over
     `symbols` of the contract's family; `tick` only advances the partition's log time, so
-    expiries, gate closures and auctions fall due without waiting for an order.
+    expiries, gate closures and auctions fall due without waiting for an order. `delist`
+    closes a contract early (its resting orders cancelled as `delisted`); `list` re-opens a
+    delisted contract or lists one of the catalogue's grammar that is not listed; `set_band`
+    sets the price band (`band` fen, 0: none) of a contract, or of every contract of a family
+    when `symbol` is a family `CLASS.REGION`; `halt_market` and `resume_market` (`symbol` "*")
+    act on every contract of every partition.
+
+    Every action but `tick` must carry the API's `signature` (exchange.domain.operators): the
+    risk stage refuses an unsigned one as `not_operator`.
     """
 
     type: Literal["ControlMarket"] = "ControlMarket"
@@ -392,6 +436,28 @@ class ControlMarket(Message):
     symbols: list[Symbol] = Field(default_factory=list)
     reason: Annotated[str, Field(max_length=500)] = ""
     """Why the operator acts; kept in the log with who did it."""
+    band: NonNegativeInt | None = None
+    signature: Annotated[str, Field(max_length=128)] = ""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset(self, handler, {"band": None, "signature": ""})
+
+
+class SetAccountLimits(Message):
+    """An operator sets a participant's limits, enforced by the risk stage of its partition.
+
+    `max_open_quantity` bounds the units of all its open orders together, `max_open_notional`
+    their price x quantity in fen (None: no limit). Signed like `ControlMarket`.
+    """
+
+    type: Literal["SetAccountLimits"] = "SetAccountLimits"
+    operator_id: Identifier
+    account_id: Identifier
+    max_open_quantity: NonNegativeInt | None = None
+    max_open_notional: NonNegativeInt | None = None
+    reason: Annotated[str, Field(max_length=500)] = ""
+    signature: Annotated[str, Field(max_length=128)] = ""
 
 
 Command = Annotated[
@@ -410,7 +476,8 @@ Command = Annotated[
     | ResolveDispute
     | RecallCapacity
     | CreateProgramme
-    | ApproveGrant,
+    | ApproveGrant
+    | SetAccountLimits,
     Field(discriminator="type"),
 ]
 
@@ -654,7 +721,12 @@ class OrderReduced(Event):
 
 
 class MarketControlRequested(Event):
-    """The risk stage passed an operator's or scheduler's `ControlMarket` on to matching."""
+    """The risk stage passed an operator's or scheduler's `ControlMarket` on to matching.
+
+    A market-wide action goes to every orders partition, one copy each; `contracts` is None as
+    risk sends it, and in the copy matching records on the events topic, the contracts it
+    acted on there, so a replay over every partition's events acts on each contract at the
+    point its own partition did."""
 
     type: Literal["MarketControlRequested"] = "MarketControlRequested"
     operator_id: str
@@ -663,6 +735,12 @@ class MarketControlRequested(Event):
     at: StrictInt | None = None
     symbols: list[str] = Field(default_factory=list)
     reason: str = ""
+    band: StrictInt | None = None
+    contracts: list[str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_unset(self, handler, {"band": None, "contracts": None})
 
 
 class MarketControlRejected(Event):
@@ -686,6 +764,31 @@ class ContractStateChanged(Event):
     type: Literal["ContractStateChanged"] = "ContractStateChanged"
     symbol: str
     state: ContractState
+    reason: str
+
+
+class ListingChanged(Event):
+    """An operator delisted (`listed` false) or listed a contract, and matching did it.
+
+    Matching writes it back to every commands partition: the risk stage is partitioned by
+    account, and each partition must refuse orders into a delisted contract and accept them
+    into one an operator listed."""
+
+    type: Literal["ListingChanged"] = "ListingChanged"
+    symbol: str
+    listed: StrictBool
+    operator_id: str
+    reason: str
+
+
+class AccountLimitsSet(Event):
+    """An operator set an account's limits (None: no limit)."""
+
+    type: Literal["AccountLimitsSet"] = "AccountLimitsSet"
+    operator_id: str
+    account_id: str
+    max_open_quantity: StrictInt | None
+    max_open_notional: StrictInt | None
     reason: str
 
 
@@ -901,7 +1004,9 @@ AnyEvent = Annotated[
     | DeliveryDisputed
     | DeliverySettled
     | ProgrammeCreated
-    | GrantApproved,
+    | GrantApproved
+    | ListingChanged
+    | AccountLimitsSet,
     Field(discriminator="type"),
 ]
 
@@ -953,7 +1058,10 @@ AnyMessage = Annotated[
     | DeliveryDisputed
     | DeliverySettled
     | ProgrammeCreated
-    | GrantApproved,
+    | GrantApproved
+    | SetAccountLimits
+    | ListingChanged
+    | AccountLimitsSet,
     Field(discriminator="type"),
 ]
 

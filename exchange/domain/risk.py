@@ -13,8 +13,21 @@ from datetime import timedelta
 from typing import Any, get_args
 
 from exchange.domain.accounts import BPS, Accounts, Owns
-from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, Catalogue, to_utc_ms
+from exchange.domain.catalogue import (
+    REGIONS,
+    RESOURCE_CLASSES,
+    Catalogue,
+    ContractSpec,
+    SymbolError,
+    parse_family,
+    parse_symbol,
+    to_utc_ms,
+)
 from exchange.domain.messages import (
+    ALL_CONTRACTS,
+    MARKET_WIDE_ACTIONS,
+    OPERATOR_ACTIONS,
+    AccountLimitsSet,
     AmendOrder,
     AmendRejected,
     AmendRequested,
@@ -43,6 +56,7 @@ from exchange.domain.messages import (
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
+    ListingChanged,
     MarketControlRejected,
     MarketControlRequested,
     OrderAccepted,
@@ -58,10 +72,12 @@ from exchange.domain.messages import (
     ReportMetering,
     RequestRejected,
     ResolveDispute,
+    SetAccountLimits,
     TradeExecuted,
     WithdrawCapacity,
     WithdrawFunds,
 )
+from exchange.domain.operators import OperatorSeal
 
 Outcome = (
     TradeExecuted
@@ -71,8 +87,10 @@ Outcome = (
     | AmendRejected
     | DeliverySettled
     | GrantApproved
+    | ListingChanged
 )
-"""What matching feeds back to the risk stage: everything that moves a hold or a balance."""
+"""What matching feeds back to the risk stage: everything that moves a hold or a balance, and
+the listings operators change (to every partition)."""
 OUTCOME_TYPES = get_args(Outcome)
 
 Request = (
@@ -95,6 +113,14 @@ def _own(_: str) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class AccountLimits:
+    """What an operator allows one account's open orders to add up to (None: no limit)."""
+
+    max_open_quantity: int | None
+    max_open_notional: int | None
+
+
 @dataclass(slots=True)
 class _Terms:
     """What acceptance decides about an order beyond what it asked for."""
@@ -109,9 +135,16 @@ class _Terms:
 class RiskStage:
     """Accepts or rejects each command of the accounts in its partitions."""
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, seal: OperatorSeal | None = None) -> None:
         self.catalogue = catalogue
+        self.seal = seal
+        """Verifies operator commands; without one, every operator command is refused."""
         self.accounts = Accounts(catalogue.rules)
+        self.delisted: dict[str, str] = {}
+        """Contracts operators delisted, with who did it and why (for the rejection)."""
+        self.operator_listed: set[str] = set()
+        """Contracts operators listed that the catalogue does not list."""
+        self.limits: dict[str, AccountLimits] = {}
         self._order_ids: set[str] = set()
         self._deposit_ids: set[str] = set()
         self._request_ids: set[str] = set()
@@ -133,7 +166,88 @@ class RiskStage:
             return self._block(command, stamp)
         if isinstance(command, DepositFunds | DepositCapacity):
             return self._deposit(command, stamp)
+        if isinstance(command, SetAccountLimits):
+            return self._set_limits(command, stamp)
         return self._request(command, stamp)
+
+    def listed(self, symbol: str, at_ms: int) -> ContractSpec | None:
+        """The contract if it is listed at log time `at_ms`: by the catalogue and not delisted,
+        or listed by an operator and not yet at its gate closure."""
+        if symbol in self.delisted:
+            return None
+        spec = self.catalogue.listed(symbol, at_ms)
+        if spec is None and symbol in self.operator_listed:
+            spec = parse_symbol(symbol)
+            if at_ms >= self.catalogue.retires_at(spec):
+                return None
+        return spec
+
+    def _not_listed(self, symbol: str, at_ms: int) -> tuple[RejectReason, str]:
+        """Why `listed` is None for `symbol`."""
+        why = self.delisted.get(symbol)
+        if why is not None:
+            return RejectReason.CONTRACT_DELISTED, why
+        return RejectReason.UNKNOWN_CONTRACT, self.catalogue.why_not_listed(symbol, at_ms)
+
+    def _over_limit(self, account_id: str, quantity: int, notional: int) -> str:
+        """Why adding `quantity` units and `notional` fen of open orders would break the
+        account's limits ("" if it would not)."""
+        limits = self.limits.get(account_id)
+        if limits is None:
+            return ""
+        # Only accounts an operator limited pay for this scan of the open orders.
+        mine = [o for o in self.accounts.open_orders.values() if o.account_id == account_id]
+        open_quantity = quantity + sum(o.remaining for o in mine)
+        open_notional = notional + sum(o.price * o.remaining for o in mine)
+        if limits.max_open_quantity is not None and open_quantity > limits.max_open_quantity:
+            return (
+                f"open orders of {account_id} would come to {open_quantity} units, over its "
+                f"limit of {limits.max_open_quantity}"
+            )
+        if limits.max_open_notional is not None and open_notional > limits.max_open_notional:
+            return (
+                f"open orders of {account_id} would come to {open_notional} fen, over its "
+                f"limit of {limits.max_open_notional}"
+            )
+        return ""
+
+    def _not_operator(self, command: ControlMarket | SetAccountLimits) -> str:
+        """Why the command is not an operator's ("" if its signature verifies)."""
+        if self.seal is None:
+            return "no operator key is configured: operator commands are refused"
+        if not self.seal.verify(command):
+            return (
+                f"{command.type} from {command.operator_id!r} is not signed with the operator "
+                "key: only the API may send operator commands"
+            )
+        return ""
+
+    def _set_limits(self, command: SetAccountLimits, stamp: EventStamp) -> Event:
+        forged = self._not_operator(command)
+        if forged:
+            return RequestRejected(
+                event_id=stamp.next_id(),
+                ts=stamp.ts,
+                request=command.type,
+                request_id=command.account_id,
+                account_id=command.operator_id,
+                reason=RejectReason.NOT_OPERATOR,
+                message=forged,
+            )
+        limits = AccountLimits(command.max_open_quantity, command.max_open_notional)
+        if limits == AccountLimits(None, None):
+            self.limits.pop(command.account_id, None)
+        else:
+            self.limits[command.account_id] = limits
+        return AccountLimitsSet(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            operator_id=command.operator_id,
+            account_id=command.account_id,
+            max_open_quantity=command.max_open_quantity,
+            max_open_notional=command.max_open_notional,
+            reason=command.reason,
+        )
 
     def _place(self, command: PlaceOrder, stamp: EventStamp) -> Event:
         terms, reason, message = self._check_order(command, stamp.ts)
@@ -184,13 +298,9 @@ class RiskStage:
         self, command: PlaceOrder, at_ms: int
     ) -> tuple[_Terms, RejectReason | None, str]:
         terms = _Terms(command.price)
-        contract = self.catalogue.listed(command.symbol, at_ms)
+        contract = self.listed(command.symbol, at_ms)
         if contract is None:
-            return (
-                terms,
-                RejectReason.UNKNOWN_CONTRACT,
-                self.catalogue.why_not_listed(command.symbol, at_ms),
-            )
+            return (terms, *self._not_listed(command.symbol, at_ms))
         if command.price % contract.tick_size:
             return (
                 terms,
@@ -204,6 +314,11 @@ class RiskStage:
                 RejectReason.DUPLICATE_ORDER_ID,
                 f"order id {command.order_id!r} was used before",
             )
+        over = self._over_limit(
+            command.account_id, command.quantity, command.price * command.quantity
+        )
+        if over:
+            return terms, RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
         if command.side == "sell":
             if command.voucher is not None or command.limit_basis == "net":
                 return terms, RejectReason.NOT_ELIGIBLE, "vouchers and net limits are for buys"
@@ -343,9 +458,17 @@ class RiskStage:
                 order, order.price, order.remaining
             )
             extra = max(0, needed)
+            over = self._over_limit(
+                order.account_id,
+                quantity - order.remaining,
+                price * quantity - order.price * order.remaining,
+            )
             if contract is not None and price % contract.tick_size:
                 reason = RejectReason.PRICE_NOT_ON_TICK
                 message = f"price {price} is not a multiple of the tick size {contract.tick_size}"
+            elif over:
+                reason = RejectReason.ACCOUNT_LIMIT_EXCEEDED
+                message = over
             elif extra and order.side == "buy":
                 available = accounts.available_cash(order.account_id)
                 if extra > available:
@@ -416,10 +539,10 @@ class RiskStage:
         return accepted
 
     def _check_block(self, command: PlaceBlockOrder, at_ms: int) -> tuple[RejectReason | None, str]:
-        specs = [self.catalogue.listed(s, at_ms) for s in command.symbols]
+        specs = [self.listed(s, at_ms) for s in command.symbols]
         missing = [s for s, spec in zip(command.symbols, specs, strict=True) if spec is None]
         if missing:
-            return RejectReason.UNKNOWN_CONTRACT, self.catalogue.why_not_listed(missing[0], at_ms)
+            return self._not_listed(missing[0], at_ms)
         listed = [spec for spec in specs if spec is not None]
         first = listed[0]
         consecutive = all(
@@ -439,6 +562,10 @@ class RiskStage:
             )
         if command.order_id in self._order_ids:
             return RejectReason.DUPLICATE_ORDER_ID, f"order id {command.order_id!r} was used before"
+        units = command.quantity * len(listed)
+        over = self._over_limit(command.account_id, units, command.price * units)
+        if over:
+            return RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
         if command.side == "buy":
             needed = self.accounts.buy_hold(
                 command.symbols[0], command.price, command.quantity * len(listed)
@@ -481,20 +608,16 @@ class RiskStage:
         )
 
     def _control(self, command: ControlMarket, stamp: EventStamp) -> Event:
-        unknown = [
-            s
-            for s in (command.symbol, *command.symbols)
-            if self.catalogue.listed(s, stamp.ts) is None
-        ]
-        if unknown:
+        reason, message = self._check_control(command, stamp.ts)
+        if reason is not None:
             return MarketControlRejected(
                 event_id=stamp.next_id(),
                 ts=stamp.ts,
                 operator_id=command.operator_id,
                 action=command.action,
                 symbol=command.symbol,
-                reason=RejectReason.UNKNOWN_CONTRACT,
-                message=self.catalogue.why_not_listed(unknown[0], stamp.ts),
+                reason=reason,
+                message=message,
             )
         return MarketControlRequested(
             event_id=stamp.next_id(),
@@ -505,7 +628,40 @@ class RiskStage:
             at=command.at,
             symbols=command.symbols,
             reason=command.reason,
+            band=command.band,
         )
+
+    def _check_control(self, command: ControlMarket, at_ms: int) -> tuple[RejectReason | None, str]:
+        action, symbol = command.action, command.symbol
+        if action in OPERATOR_ACTIONS:
+            forged = self._not_operator(command)
+            if forged:
+                return RejectReason.NOT_OPERATOR, forged
+        if action in MARKET_WIDE_ACTIONS:
+            if symbol != ALL_CONTRACTS:
+                return RejectReason.MALFORMED, f"{action} acts on every contract: symbol must be *"
+            return None, ""
+        if action == "list":
+            # Matching decides whether the contract can be (re-)listed: it knows its books.
+            try:
+                parse_symbol(symbol)
+            except SymbolError as error:
+                return RejectReason.UNKNOWN_CONTRACT, str(error)
+            return None, ""
+        if action == "set_band":
+            if command.band is None:
+                return RejectReason.MALFORMED, "set_band needs a band (fen; 0: none)"
+            if self.listed(symbol, at_ms) is not None:
+                return None, ""
+            try:
+                parse_family(symbol)
+            except SymbolError:
+                return self._not_listed(symbol, at_ms)
+            return None, ""
+        unknown = [s for s in (symbol, *command.symbols) if self.listed(s, at_ms) is None]
+        if unknown:
+            return self._not_listed(unknown[0], at_ms)
+        return None, ""
 
     def _deposit(self, command: DepositFunds | DepositCapacity, stamp: EventStamp) -> Event:
         if command.deposit_id in self._deposit_ids:
@@ -526,12 +682,9 @@ class RiskStage:
                 currency=command.currency,
             )
         else:
-            if self.catalogue.listed(command.symbol, stamp.ts) is None:
+            if self.listed(command.symbol, stamp.ts) is None:
                 return self._deposit_rejected(
-                    command,
-                    stamp,
-                    RejectReason.UNKNOWN_CONTRACT,
-                    self.catalogue.why_not_listed(command.symbol, stamp.ts),
+                    command, stamp, *self._not_listed(command.symbol, stamp.ts)
                 )
             deposited = CapacityDeposited(
                 event_id=stamp.next_id(),
@@ -836,11 +989,24 @@ class RiskStage:
     def apply_outcome(self, event: Outcome, owns: Owns) -> None:
         """Fold a fill, cancel, amend, delivery or grant fed back from matching into the
         balances it owns."""
-        if isinstance(event, GrantApproved):
+        if isinstance(event, ListingChanged):
+            self._listing_changed(event)
+        elif isinstance(event, GrantApproved):
             # The programme's side was applied when this stage approved the grant.
             self.accounts.apply(event, lambda key: not key.startswith("programme:") and owns(key))
         else:
             self.accounts.apply(event, owns)
+
+    def _listing_changed(self, event: ListingChanged) -> None:
+        symbol = event.symbol
+        if event.listed:
+            self.delisted.pop(symbol, None)
+            if self.catalogue.get(symbol) is None:
+                self.operator_listed.add(symbol)
+        else:
+            self.operator_listed.discard(symbol)
+            why = f": {event.reason}" if event.reason else ""
+            self.delisted[symbol] = f"contract {symbol!r} was delisted by {event.operator_id}{why}"
 
     def state_hash(self) -> str:
         """SHA-256 of the stage's whole state in a canonical form."""
@@ -852,6 +1018,15 @@ class RiskStage:
             hasher.update(f"d|{deposit_id}\n".encode())
         for request_id in sorted(self._request_ids):
             hasher.update(f"q|{request_id}\n".encode())
+        for symbol in sorted(self.delisted):
+            hasher.update(f"delisted|{symbol}|{self.delisted[symbol]}\n".encode())
+        for symbol in sorted(self.operator_listed):
+            hasher.update(f"listed|{symbol}\n".encode())
+        for account_id in sorted(self.limits):
+            limits = self.limits[account_id]
+            hasher.update(
+                f"limits|{account_id}|{limits.max_open_quantity}|{limits.max_open_notional}\n".encode()
+            )
         return hasher.hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
@@ -861,16 +1036,30 @@ class RiskStage:
             "order_ids": sorted(self._order_ids),
             "deposit_ids": sorted(self._deposit_ids),
             "request_ids": sorted(self._request_ids),
+            "delisted": dict(sorted(self.delisted.items())),
+            "operator_listed": sorted(self.operator_listed),
+            "limits": {
+                account_id: [limits.max_open_quantity, limits.max_open_notional]
+                for account_id, limits in sorted(self.limits.items())
+            },
         }
 
     @classmethod
-    def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> RiskStage:
+    def restore(
+        cls, catalogue: Catalogue, data: dict[str, Any], seal: OperatorSeal | None = None
+    ) -> RiskStage:
         """The stage a snapshot describes."""
-        stage = cls(catalogue)
+        stage = cls(catalogue, seal)
         stage.accounts = Accounts.restore(data["accounts"], catalogue.rules)
         stage._order_ids = set(data["order_ids"])
         stage._deposit_ids = set(data["deposit_ids"])
         stage._request_ids = set(data.get("request_ids", []))
+        stage.delisted = dict(data.get("delisted", {}))
+        stage.operator_listed = set(data.get("operator_listed", []))
+        stage.limits = {
+            account_id: AccountLimits(quantity, notional)
+            for account_id, (quantity, notional) in data.get("limits", {}).items()
+        }
         return stage
 
 

@@ -71,7 +71,8 @@ async def test_a_need_across_two_regions_fills_in_the_cheaper_one_and_settles_to
         assert lab["positions"] == [{"symbol": s, "quantity": 2} for s in YRD]
         seller = await exchange.as_("p-yrd", "provider")
         sold = (await seller.get("/v1/accounts/p-yrd")).json()
-        assert sold["cash"] == {"available": 7200, "held": 0}
+        # The provider is paid at delivery: until then the 7,200 waits in escrow.
+        assert sold["cash"] == {"available": 0, "held": 0}
         assert sold["capacity"] == [{"symbol": s, "available": 5, "held": 3} for s in YRD]
         passed_by = await exchange.as_("p-gz", "provider")
         untouched = (await passed_by.get("/v1/accounts/p-gz")).json()

@@ -9,7 +9,7 @@ exactly what the open orders need, and both ledgers must agree.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, get_args
 
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import default_catalogue
@@ -33,14 +33,16 @@ from exchange.domain.messages import (
     EventStamp,
     OrderAmended,
     OrderCancelled,
-    OrderReduced,
     PlaceBlockOrder,
     PlaceOrder,
     TradeExecuted,
 )
-from exchange.domain.risk import RiskStage
+from exchange.domain.operators import OperatorSeal
+from exchange.domain.risk import Outcome, RiskStage
 
 CATALOGUE = default_catalogue()
+SEAL = OperatorSeal([b"operator key of the stage wiring tests"])
+FED_BACK = get_args(Outcome)
 SYM = "H100-80G.GZ.20271201T00"
 NEXT_HOUR = "H100-80G.GZ.20271201T01"
 
@@ -49,7 +51,7 @@ class Exchange:
     """Risk, matching and a settlement-style ledger, in one process, in log order."""
 
     def __init__(self, **market: Any) -> None:
-        self.risk = RiskStage(CATALOGUE)
+        self.risk = RiskStage(CATALOGUE, SEAL)
         self.market = MarketStage(CATALOGUE, **market)
         self.ledger = Accounts()
         self.offset = 0
@@ -63,9 +65,7 @@ class Exchange:
         out = [decided, *self.market.handle(decided, EventStamp("o", 0, self.offset, self.ts))]
         for event in out:
             self._settle(event)
-            if isinstance(
-                event, TradeExecuted | OrderCancelled | OrderAmended | OrderReduced | AmendRejected
-            ) and event.event_id.startswith("o:"):
+            if isinstance(event, FED_BACK) and event.event_id.startswith("o:"):
                 self.risk.apply_outcome(event, lambda _: True)
         self.events.extend(out)
         return out
@@ -107,6 +107,14 @@ class Exchange:
         }
 
 
+def operator(action: str, symbol: str = SYM, **fields: Any) -> ControlMarket:
+    """A market control as the API sends it: signed with the operator key."""
+    command = ControlMarket(operator_id="ops", action=action, symbol=symbol, **fields)  # type: ignore[arg-type]
+    signed = SEAL.sign(command)
+    assert isinstance(signed, ControlMarket)
+    return signed
+
+
 def funded(exchange: Exchange) -> Exchange:
     for account in ("buyer", "seller", "maker", "other"):
         exchange.send(DepositFunds(deposit_id=f"f-{account}", account_id=account, amount=10**7))
@@ -128,11 +136,10 @@ def order(
     return PlaceOrder(
         order_id=order_id,
         account_id=account,
-        symbol=SYM,
         side=side,  # type: ignore[arg-type]
         price=price,
         quantity=quantity,
-        **options,
+        **{"symbol": SYM, **options},
     )
 
 
@@ -192,10 +199,10 @@ def test_self_trade_decrement_releases_what_it_takes_off() -> None:
 
 def test_operator_halt_and_resume_reopen_through_an_auction() -> None:
     ex = funded(Exchange())
-    ex.send(ControlMarket(operator_id="ops", action="halt", symbol=SYM))
+    ex.send(operator("halt"))
     ex.send(order("s1", "seller", "sell", 1790, 3))
     ex.send(order("b1", "buyer", "buy", 1810, 2))
-    out = ex.send(ControlMarket(operator_id="ops", action="resume", symbol=SYM))
+    out = ex.send(operator("resume"))
     auction = [e for e in out if isinstance(e, AuctionCompleted)]
     assert [(a.price, a.volume) for a in auction] == [(1790, 2)]
     assert [e.state for e in out if isinstance(e, ContractStateChanged)] == ["continuous"]
@@ -275,7 +282,7 @@ def test_random_flow_keeps_holds_exact_and_both_ledgers_equal() -> None:
             ex.send(CancelAllOrders(account_id=account))
         else:
             action = rng.choice(["halt", "resume", "tick"])
-            ex.send(ControlMarket(operator_id="ops", action=action, symbol=SYM))  # type: ignore[arg-type]
+            ex.send(operator(action))
         ex.check_holds()
     kinds = {type(e).__name__ for e in ex.events}
     assert {
@@ -384,15 +391,7 @@ def test_a_scheduled_day_ahead_auction_accepts_a_block_through_the_stages() -> N
         )
     )
     ex.send(block("k1", "buyer", "buy", 1800, 3))
-    out = ex.send(
-        ControlMarket(
-            operator_id="ops",
-            action="schedule_auction",
-            symbol=SYM,
-            at=ex.ts + 1_000,
-            symbols=[SYM, NEXT_HOUR],
-        )
-    )
+    out = ex.send(operator("schedule_auction", at=ex.ts + 1_000, symbols=[SYM, NEXT_HOUR]))
     assert not [e for e in out if isinstance(e, AuctionCompleted)]
     # The next record after the auction time runs it: (1760 + 1840) / 2 = 1800 <= 1800.
     out = ex.send(ControlMarket(operator_id="clock", action="tick", symbol=SYM), dt=1_000)

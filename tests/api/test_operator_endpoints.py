@@ -1,0 +1,116 @@
+"""Operators' controls through the API, on the embedded default and on Kafka and PostgreSQL:
+delist and list, the whole market halted and resumed, bands, account limits; a forged
+operator command appended to the log directly is refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from exchange.domain.messages import ControlMarket
+from exchange.settings import Settings
+from settlement.schema import events
+from tests.e2e.harness import RunningExchange, running_exchange, settle
+from tests.e2e.test_pipeline import exchange_settings  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.e2e
+
+GZ0 = "H100-80G.GZ.20271201T00"
+YRD0 = "H100-80G.YRD.20271201T00"
+
+
+async def _stored(exchange: RunningExchange, event_type: str) -> list[dict[str, Any]]:
+    async with exchange.runtime.store.engine.connect() as connection:
+        rows = await connection.execute(
+            select(events.c.data).where(events.c.type == event_type).order_by(events.c.position)
+        )
+        return [dict(r.data) for r in rows]
+
+
+async def test_operator_controls_through_the_api(exchange_settings: Settings) -> None:  # noqa: F811
+    async with running_exchange(exchange_settings) as exchange:
+        operator = await exchange.operator()
+        buyer = await exchange.as_("b")
+        deposit = {"kind": "cash", "amount": 1_000_000}
+        assert (await buyer.post("/v1/accounts/b/deposits", json=deposit)).status_code == 201
+        for path, body in (
+            ("/v1/admin/market/halt", {"reason": "not mine"}),
+            (f"/v1/admin/contracts/{GZ0}/delist", {"reason": "not mine"}),
+        ):
+            refused = await buyer.post(path, json=body)
+            assert refused.status_code == 403
+            assert refused.headers["content-type"].startswith("application/problem+json")
+        refused = await buyer.put("/v1/admin/accounts/b/limits", json={"reason": "x"})
+        assert refused.status_code == 403
+
+        order = {"symbol": GZ0, "side": "buy", "price": 1700, "quantity": 2}
+        resting = (await buyer.post("/v1/orders", json=order)).json()["order_id"]
+        delisted = await operator.post(
+            f"/v1/admin/contracts/{GZ0}/delist", json={"reason": "provider outage"}
+        )
+        assert delisted.status_code == 200, delisted.text
+        await settle(exchange.runtime)
+        cancelled = (await buyer.get(f"/v1/orders/{resting}")).json()
+        assert (cancelled["status"], cancelled["reason"]) == ("cancelled", "delisted")
+        refused = await buyer.post("/v1/orders", json=order)
+        assert refused.status_code == 422
+        assert refused.json()["type"] == "/problems/contract_delisted"
+        listed = await operator.post(
+            f"/v1/admin/contracts/{GZ0}/list", json={"reason": "provider back"}
+        )
+        assert listed.status_code == 200, listed.text
+        await settle(exchange.runtime)
+        assert (await buyer.post("/v1/orders", json=order)).status_code == 201
+
+        halted = await operator.post("/v1/admin/market/halt", json={"reason": "incident"})
+        assert halted.json()["status"] == "requested", halted.text
+        await settle(exchange.runtime)
+        halted_contracts = {
+            e["symbol"] for e in await _stored(exchange, "ContractStateChanged")
+            if e["state"] == "halted"
+        }  # fmt: skip
+        assert {GZ0, YRD0} <= halted_contracts
+        resumed = await operator.post("/v1/admin/market/resume", json={"reason": "resolved"})
+        assert resumed.status_code == 200
+
+        band = await operator.post(
+            "/v1/admin/contracts/H100-80G.GZ/set_band", json={"reason": "volatile", "band": 100}
+        )
+        assert band.status_code == 200, band.text
+        no_band = await operator.post(f"/v1/admin/contracts/{GZ0}/set_band", json={"reason": "x"})
+        assert no_band.status_code == 422
+
+        limits = await operator.put(
+            "/v1/admin/accounts/b/limits", json={"max_open_quantity": 3, "reason": "review"}
+        )
+        assert limits.json()["status"] == "set", limits.text
+        over = await buyer.post("/v1/orders", json={**order, "quantity": 5})
+        assert over.status_code == 422
+        assert over.json()["type"] == "/problems/account_limit_exceeded"
+
+        # Straight onto the commands topic, past the API: no signature, so refused.
+        await exchange.runtime.submit(
+            ControlMarket(operator_id="intruder", action="halt_market", symbol="*", reason="x")
+        )
+        await settle(exchange.runtime)
+        forged = [
+            e for e in await _stored(exchange, "MarketControlRejected")
+            if e["operator_id"] == "intruder"
+        ]  # fmt: skip
+        assert [e["reason"] for e in forged] == ["not_operator"]
+        recorded = [
+            (e["action"], e["reason"]) for e in await _stored(exchange, "MarketControlRequested")
+        ]
+        assert ("delist", "provider outage") in recorded
+        assert ("list", "provider back") in recorded
+        # One copy per matching partition, each stored once.
+        partitions = exchange_settings.market_partitions
+        assert recorded.count(("halt_market", "incident")) == partitions
+        limits_set = await _stored(exchange, "AccountLimitsSet")
+        assert [(e["account_id"], e["max_open_quantity"], e["reason"]) for e in limits_set] == [
+            ("b", 3, "review")
+        ]
+        audited = await operator.get("/v1/admin/audit")
+        assert audited.json()["discrepancies"] == []
