@@ -11,10 +11,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy import make_url
+
+from exchange.settings import Settings
+from tests.e2e.harness import settings_for
 
 
 def _require(variable: str, what: str) -> str:
@@ -67,3 +71,16 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
     """URL of a new, empty database on the server, dropped after the test."""
     async with fresh_database(postgres_url) as url:
         yield url
+
+
+@pytest.fixture(params=["embedded", "kafka+postgres"])
+async def exchange_settings(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    """Settings of the embedded default, or of real Kafka and a fresh PostgreSQL database."""
+    if request.param == "embedded":
+        yield settings_for(tmp_path)
+        return
+    kafka = request.getfixturevalue("kafka_bootstrap")
+    async with fresh_database(request.getfixturevalue("postgres_url")) as database_url:
+        yield settings_for(tmp_path, kafka=kafka, database_url=database_url)

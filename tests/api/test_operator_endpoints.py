@@ -13,7 +13,6 @@ from exchange.domain.messages import ControlMarket
 from exchange.settings import Settings
 from settlement.schema import events
 from tests.e2e.harness import RunningExchange, running_exchange, settle
-from tests.e2e.test_pipeline import exchange_settings  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +28,7 @@ async def _stored(exchange: RunningExchange, event_type: str) -> list[dict[str, 
         return [dict(r.data) for r in rows]
 
 
-async def test_operator_controls_through_the_api(exchange_settings: Settings) -> None:  # noqa: F811
+async def test_operator_controls_through_the_api(exchange_settings: Settings) -> None:
     async with running_exchange(exchange_settings) as exchange:
         operator = await exchange.operator()
         buyer = await exchange.as_("b")
