@@ -1070,7 +1070,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         public,
         private,
         needs_router(needs),
-        bank_router(engine, catalogue, market, submit_and_wait),
+        bank_router(engine, catalogue, market, submit_and_wait, runtime.seal),
         operator,
         reports,
         streams,

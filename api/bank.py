@@ -51,6 +51,7 @@ from exchange.domain.messages import (
     WithdrawCapacity,
     WithdrawFunds,
 )
+from exchange.domain.operators import OperatorSeal
 from exchange.domain.risk import Request, request_key
 from settlement import projections as tables
 from settlement import reports
@@ -333,9 +334,14 @@ class Delivery(BaseModel):
 
 
 def bank_router(
-    engine: AsyncEngine, catalogue: Catalogue, market: MarketData, submit: Submit
+    engine: AsyncEngine,
+    catalogue: Catalogue,
+    market: MarketData,
+    submit: Submit,
+    seal: OperatorSeal,
 ) -> APIRouter:
-    """The bank's and the vouchers' endpoints."""
+    """The bank's and the vouchers' endpoints; operators' and programme administrators'
+    commands go out under the API's seal, which the risk stage verifies."""
     router = APIRouter(prefix="/v1", responses=problems(401, 403, 429))
 
     async def decide(command: Request) -> RequestAnswer:
@@ -505,7 +511,7 @@ def bank_router(
     )
     async def resolve(request: Resolution, principal: Operator) -> RequestAnswer:
         return await decide(
-            ResolveDispute(operator_id=principal.account_id, **request.model_dump())
+            seal.sign(ResolveDispute(operator_id=principal.account_id, **request.model_dump()))
         )
 
     @router.get(
@@ -563,7 +569,9 @@ def bank_router(
         fields = request.model_dump()
         fields["application_id"] = request.application_id or f"g-{uuid.uuid4().hex}"
         return await decide(
-            ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
+            seal.sign(
+                ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
+            )
         )
 
     @router.get(

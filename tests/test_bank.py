@@ -8,7 +8,7 @@ event as settlement does. Amounts are checked to the fen.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import (
@@ -43,6 +43,7 @@ from exchange.domain.messages import (
     WithdrawCapacity,
     WithdrawFunds,
 )
+from exchange.domain.operators import OperatorCommand, OperatorSeal
 from exchange.domain.risk import OUTCOME_TYPES, RiskStage
 
 SYM = "H100-80G.GZ.20271201T00"
@@ -52,12 +53,22 @@ HOUR = 3_600_000
 RULES = MarketRules(bond_bps=1_000, fees=(("H100-80G", -10, 20),), delivery_window_ms=2 * HOUR)
 
 
+SEAL = OperatorSeal([b"the bank tests' operator key"])
+
+
+def sealed(command: Command) -> Command:
+    """The command as the API sends it: operators' and administrators' commands signed."""
+    if isinstance(command, get_args(OperatorCommand)):
+        return SEAL.sign(command)
+    return command
+
+
 class Bank:
     """Risk, matching and a settlement-style journal, in one process, in log order."""
 
     def __init__(self, rules: MarketRules = RULES) -> None:
         catalogue = default_catalogue(rules, [ListingRule((INT.rsplit(".", 1)[0],), 2)])
-        self.risk = RiskStage(catalogue)
+        self.risk = RiskStage(catalogue, SEAL)
         self.market = MarketStage(catalogue)
         self.ledger = Accounts(rules, journal=True)
         self.offset = 0
@@ -65,6 +76,7 @@ class Bank:
         self.events: list[Event] = []
 
     def send(self, command: Command, at: int | None = None) -> list[Event]:
+        command = sealed(command)
         self.ts = self.ts + 1 if at is None else at
         self.offset += 1
         decided = self.risk.handle(command, EventStamp("c", 0, self.offset, self.ts))

@@ -28,7 +28,7 @@ from exchange.domain.messages import (
     RequestRejected,
 )
 from exchange.domain.risk import OUTCOME_TYPES
-from tests.test_bank import DELIVERY, HOUR, SYM, Bank, funds
+from tests.test_bank import DELIVERY, HOUR, SYM, Bank, funds, sealed
 
 FREE = MarketRules()
 YEAR_MS = 365 * 24 * HOUR
@@ -38,6 +38,7 @@ class VoucherBank(Bank):
     """The bank loop, feeding approved grants back to risk as matching does."""
 
     def send(self, command, at=None):  # type: ignore[no-untyped-def,override]
+        command = sealed(command)
         self.ts = self.ts + 1 if at is None else at
         self.offset += 1
         decided = self.risk.handle(command, EventStamp("c", 0, self.offset, self.ts))
@@ -361,3 +362,12 @@ def test_a_sell_cannot_carry_a_voucher() -> None:
     refused = bank.send(sell)[0]
     assert isinstance(refused, OrderRejected)
     assert refused.message == "vouchers and net limits are for buys"
+
+
+def test_an_unsigned_programme_command_is_refused() -> None:
+    bank = VoucherBank(FREE)
+    forged = bank.risk.handle(programme(), EventStamp("c", 0, 99, 1))
+    assert isinstance(forged, RequestRejected)
+    assert forged.reason == RejectReason.NOT_OPERATOR
+    assert "hz-admin" in forged.message
+    assert bank.risk.accounts.programmes == {}

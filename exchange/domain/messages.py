@@ -301,6 +301,8 @@ class ResolveDispute(Message):
     buyer_id: Identifier
     delivered: NonNegativeInt
     reason: Annotated[str, Field(max_length=500)] = ""
+    signature: Annotated[str, Field(max_length=128)] = ""
+    """The API's seal (exchange/domain/operators.py): only the API sends operators' commands."""
 
 
 def _small_enterprises() -> list[EnterpriseKind]:
@@ -334,6 +336,8 @@ class CreateProgramme(Message):
     """Cities whose registered enterprises are eligible (empty: any)."""
     valid_from: NonNegativeInt
     valid_until: NonNegativeInt
+    signature: Annotated[str, Field(max_length=128)] = ""
+    """The API's seal: only the API sends programme administrators' commands."""
 
 
 class ApproveGrant(Message):
@@ -352,6 +356,8 @@ class ApproveGrant(Message):
         default_factory=list
     )
     """Accounts of the enterprise's ownership group: no voucher on trades with them."""
+    signature: Annotated[str, Field(max_length=128)] = ""
+    """The API's seal: only the API sends programme administrators' commands."""
 
 
 class AmendOrder(Message):

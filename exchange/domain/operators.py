@@ -16,10 +16,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import TypeVar
 
-from exchange.domain.messages import ControlMarket, SetAccountLimits, encode
+from exchange.domain.messages import (
+    ApproveGrant,
+    ControlMarket,
+    CreateProgramme,
+    ResolveDispute,
+    SetAccountLimits,
+    encode,
+)
 
-OperatorCommand = ControlMarket | SetAccountLimits
+OperatorCommand = ControlMarket | SetAccountLimits | ResolveDispute | CreateProgramme | ApproveGrant
+"""Commands of operators and programme administrators: roles only the API can check."""
+
+
+Signed = TypeVar("Signed", ControlMarket, SetAccountLimits, ResolveDispute, CreateProgramme,
+                 ApproveGrant)  # fmt: skip
 
 
 class OperatorSeal:
@@ -30,7 +43,7 @@ class OperatorSeal:
             raise ValueError("an operator seal needs at least one non-empty key")
         self._keys = tuple(keys)
 
-    def sign(self, command: OperatorCommand) -> OperatorCommand:
+    def sign(self, command: Signed) -> Signed:
         """The command with its signature under the signing key."""
         return command.model_copy(update={"signature": _mac(self._keys[0], command)})
 

@@ -77,7 +77,7 @@ from exchange.domain.messages import (
     WithdrawCapacity,
     WithdrawFunds,
 )
-from exchange.domain.operators import OperatorSeal
+from exchange.domain.operators import OperatorCommand, OperatorSeal
 
 Outcome = (
     TradeExecuted
@@ -211,14 +211,20 @@ class RiskStage:
             )
         return ""
 
-    def _not_operator(self, command: ControlMarket | SetAccountLimits) -> str:
-        """Why the command is not an operator's ("" if its signature verifies)."""
+    def _not_operator(self, command: OperatorCommand) -> str:
+        """Why the command is not an operator's or programme administrator's ("" if its
+        signature verifies)."""
+        sender = (
+            command.admin_id
+            if isinstance(command, CreateProgramme | ApproveGrant)
+            else (command.operator_id)
+        )
         if self.seal is None:
             return "no operator key is configured: operator commands are refused"
         if not self.seal.verify(command):
             return (
-                f"{command.type} from {command.operator_id!r} is not signed with the operator "
-                "key: only the API may send operator commands"
+                f"{command.type} from {sender!r} is not signed with the operator key: only the "
+                "API may send operators' and programme administrators' commands"
             )
         return ""
 
@@ -716,6 +722,10 @@ class RiskStage:
 
     def _request(self, command: Request, stamp: EventStamp) -> Event:
         """Withdrawals, delivery reports and disputes, and voucher programme administration."""
+        if isinstance(command, ResolveDispute | CreateProgramme | ApproveGrant):
+            forged = self._not_operator(command)
+            if forged:
+                return self._request_rejected(command, stamp, RejectReason.NOT_OPERATOR, forged)
         key = request_key(command)
         if key in self._request_ids:
             return self._request_rejected(
@@ -823,7 +833,7 @@ class RiskStage:
         return ProgrammeCreated(
             event_id=stamp.next_id(),
             ts=stamp.ts,
-            **command.model_dump(exclude={"type", "v"}),
+            **command.model_dump(exclude={"type", "v", "signature"}),
         )
 
     def _approve_grant(self, command: ApproveGrant, stamp: EventStamp) -> Event:

@@ -32,22 +32,26 @@ async def _trade_with_vouchers(settings: Settings) -> None:
     async with running_exchange(settings) as exchange:
         runtime = exchange.runtime
         await runtime.submit(
-            CreateProgramme(
-                programme_id="hz",
-                admin_id="hz-admin",
-                issuer="Hangzhou",
-                budget=BUDGET,
-                cap_per_contract=100_000,
-                cap_per_enterprise=50_000,
-                valid_from=0,
-                valid_until=4_000_000_000_000,
+            runtime.seal.sign(
+                CreateProgramme(
+                    programme_id="hz",
+                    admin_id="hz-admin",
+                    issuer="Hangzhou",
+                    budget=BUDGET,
+                    cap_per_contract=100_000,
+                    cap_per_enterprise=50_000,
+                    valid_from=0,
+                    valid_until=4_000_000_000_000,
+                )
             )
         )
         await settle(runtime)
         await runtime.submit(
-            ApproveGrant(
-                application_id="app-b", programme_id="hz", admin_id="hz-admin", account_id="b",
-                limit=GRANT, kind="sme", city="hangzhou",
+            runtime.seal.sign(
+                ApproveGrant(
+                    application_id="app-b", programme_id="hz", admin_id="hz-admin",
+                    account_id="b", limit=GRANT, kind="sme", city="hangzhou",
+                )
             )
         )  # fmt: skip
         buyer = await exchange.as_("b")
