@@ -41,6 +41,7 @@ from exchange.domain.messages import (
     DepositCapacity,
     DisputeDelivery,
     EnterpriseKind,
+    GrantConcession,
     Identifier,
     PlaceOrder,
     RecallCapacity,
@@ -273,6 +274,35 @@ class GrantRequest(BaseModel):
     )
     city: Identifier
     related_accounts: list[Identifier] = Field(default_factory=list, max_length=100)
+
+
+class ConcessionRequest(BaseModel):
+    """A fee concession for a class of participants: each account named gets its own budget."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "concession_id": "sme-2027",
+                    "account_ids": ["sme-hangzhou-1", "opc-ningbo-7"],
+                    "discount_bps": 5_000,
+                    "budget_per_account": 100_000,
+                    "valid_from": 1_798_761_600_000,
+                    "valid_until": 1_830_297_600_000,
+                    "reason": "SME fee relief, 2027",
+                }
+            ]
+        },
+    )
+
+    concession_id: Identifier
+    account_ids: Annotated[list[Identifier], Field(min_length=1, max_length=200)]
+    discount_bps: Annotated[int, Field(gt=0, le=10_000)]
+    budget_per_account: PositiveInt
+    valid_from: Annotated[int, Field(ge=0, le=10**15)]
+    valid_until: Annotated[int, Field(ge=0, le=10**15)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 class RequestAnswer(BaseModel):
@@ -545,6 +575,34 @@ def bank_router(
         return await reports.invoices(engine, account_of(principal, account_id))
 
     @router.post(
+        "/admin/concessions",
+        status_code=201,
+        tags=["operator"],
+        summary="Grant a fee concession to each participant of a class, with its own budget",
+        description="Each account named gets `discount_bps` of its trading fees back (at the "
+        "trade; a provider's at delivery) from a budget of `budget_per_account`, while the log "
+        "time is in the validity window. The invoice shows it as the platform's concession.",
+        responses=problems(422),
+    )
+    async def grant_concessions(
+        request: ConcessionRequest, principal: Operator
+    ) -> list[RequestAnswer]:
+        answers = []
+        for account_id in sorted(set(request.account_ids)):
+            command = GrantConcession(
+                concession_id=request.concession_id,
+                operator_id=principal.account_id,
+                account_id=account_id,
+                discount_bps=request.discount_bps,
+                budget=request.budget_per_account,
+                valid_from=request.valid_from,
+                valid_until=request.valid_until,
+                reason=request.reason,
+            )
+            answers.append(await decide(seal.sign(command)))
+        return answers
+
+    @router.post(
         "/programmes",
         status_code=201,
         tags=["vouchers"],
@@ -554,7 +612,9 @@ def bank_router(
     async def create_programme(
         request: ProgrammeRequest, principal: ProgrammeAdmin
     ) -> RequestAnswer:
-        return await decide(CreateProgramme(admin_id=principal.account_id, **request.model_dump()))
+        return await decide(
+            seal.sign(CreateProgramme(admin_id=principal.account_id, **request.model_dump()))
+        )
 
     @router.post(
         "/programmes/{programme_id}/grants",

@@ -39,6 +39,7 @@ from exchange.domain.messages import (
     CapacityDeposited,
     CapacityRecalled,
     CapacityWithdrawn,
+    ConcessionGranted,
     DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
@@ -272,6 +273,7 @@ Outcome = (
     | DeliverySettled
     | ProgrammeCreated
     | GrantApproved
+    | ConcessionGranted
     | AccountLimitsSet
 )
 
@@ -444,7 +446,9 @@ class MarketData:
             self.accounts.apply(event)
             for account_id in (event.provider_id, event.buyer_id):
                 self._tell_balance(account_id, event.symbol, event.ts)
-        elif isinstance(event, BlockAccepted | GrantApproved | ProgrammeCreated):
+        elif isinstance(
+            event, BlockAccepted | GrantApproved | ProgrammeCreated | ConcessionGranted
+        ):
             self.accounts.apply(event)
         elif isinstance(event, AmendRequested | OrderAmended | AmendRejected | OrderReduced):
             self._apply_hold_change(event)
@@ -874,6 +878,8 @@ def _outcome_key(event: AnyEvent) -> str | None:
         return f"ResolveDispute:{event.symbol}:{event.provider_id}:{event.buyer_id}"
     if isinstance(event, ProgrammeCreated):
         return f"CreateProgramme:{event.programme_id}"
+    if isinstance(event, ConcessionGranted):
+        return f"GrantConcession:{event.concession_id}:{event.account_id}"
     if isinstance(event, GrantApproved):
         return f"ApproveGrant:{event.application_id}"
     if isinstance(event, MarketControlRequested | MarketControlRejected):

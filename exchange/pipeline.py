@@ -450,6 +450,7 @@ class RiskRunner(StageRunner[RiskPartition]):
             merged.resale_held.update(held.resale_held)
             merged.ledger.update(held.ledger)
             merged.subsidised.update(held.subsidised)
+            merged.concessions.update(held.concessions)
             merged.grants.update(held.grants)
             merged.programmes.update(held.programmes)
             merged.open_orders.update(held.open_orders)

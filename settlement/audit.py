@@ -431,11 +431,12 @@ def _check_conservation(
         for name, amount in accounts.ledger.items()
         if name.startswith(("bond:", "escrow:")) or name in ("fees", "rebates")
     )
-    # What voucher programmes paid in: their pledges less what they still hold.
+    # What voucher programmes and fee concessions paid in: their pledges less what they hold.
     drawn = -sum(
         amount
         for name, amount in accounts.ledger.items()
-        if name.startswith(("pledge:", "budget:", "grant:", "reserved:"))
+        if name.startswith(("pledge:", "budget:", "grant:", "reserved:", "concession:"))
+        or name == "platform"
     )
     if inside != cash_deposited + drawn:
         found.append(

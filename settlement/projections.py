@@ -497,7 +497,7 @@ def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict
                 programme_id = name.split(":")[1]
             elif name == "fees":
                 fee += amount
-            elif name == "rebates":
+            elif name == "rebates" or name.startswith("concession:"):
                 concession -= amount
     return {
         "trade_id": trade.trade_id,

@@ -30,6 +30,7 @@ from exchange.domain.messages import (
     DisputeDelivery,
     Event,
     EventStamp,
+    GrantConcession,
     MeteringReported,
     OrderAccepted,
     OrderRejected,
@@ -373,3 +374,26 @@ def test_a_recall_refunds_and_compensates_the_holders_from_the_bond() -> None:
         )
     )
     assert late.reason == RejectReason.GATE_CLOSED
+
+
+def test_a_fee_concession_pays_back_its_share_of_fees_until_its_budget_runs_out() -> None:
+    bank = Bank()
+    bank.send(
+        GrantConcession(
+            concession_id="sme-relief", operator_id="ops", account_id="b1", discount_bps=5_000,
+            budget=10, valid_from=0, valid_until=DELIVERY, reason="SME fee relief",
+        )
+    )  # fmt: skip
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=10))
+    bank.send(funds("b1", 100_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 10))
+
+    bank.send(order("b1", "b1", "buy", 1_000, 6))  # taker fee 12: half back, 6
+    bank.send(order("b2", "b1", "buy", 1_000, 4))  # fee 8: half is 4, the budget has 4 left
+
+    assert bank.cash("b1") == 100_000 - 6_012 + 6 - 4_008 + 4
+    assert bank.ledger.ledger["fees"] == 20
+    assert bank.ledger.ledger["platform"] == -10
+    assert bank.ledger.ledger.get("concession:sme-relief:b1", 0) == 0
+    assert bank.ledger.trial_balance() == 0

@@ -14,6 +14,8 @@ ledger accounts (see docs/MONEY.md):
     budget:P      programme P's budget not yet granted
     grant:P:A     what P granted A and A has not reserved
     reserved:P:A  voucher funds reserved for A's open orders
+    platform      what the platform set aside for fee concessions (negative)
+    concession:C:A  what is left of concession C's budget for A
 
 All amounts are integer fen; quantities integer units. Rules:
 - A buy holds limit price x quantity plus the most its fee could be; a trade of q at p pays
@@ -38,6 +40,9 @@ All amounts are integer fen; quantities integer units. Rules:
 - A block holds average price x quantity x hours of cash (buy) or quantity of capacity in each
   of its hours (sell); its trades settle per hour like any order's.
 
+A fee concession pays a participant back `discount_bps` of each positive fee it is charged
+(at its trade, or for a provider at delivery) from the concession's budget, while valid.
+
 Each risk partition owns some accounts (and programmes): `owns` says which, and an instance
 applies only the legs of entries it owns. Settlement owns everything and keeps the journal.
 """
@@ -55,6 +60,7 @@ from exchange.domain.messages import (
     BlockAccepted,
     CapacityDeposited,
     CapacityWithdrawn,
+    ConcessionGranted,
     DeliverySettled,
     Event,
     FundsDeposited,
@@ -180,6 +186,17 @@ class Grant:
         return ""
 
 
+@dataclass(slots=True)
+class Concession:
+    """A participant's fee concession: its share of fees paid back, and budget left."""
+
+    account_id: str
+    discount_bps: int
+    remaining: int
+    valid_from: int
+    valid_until: int
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One balanced movement of money: legs of (ledger account, amount) summing to zero."""
@@ -195,7 +212,7 @@ def _owner(ledger_account: str) -> str | None:
     kind, _, rest = ledger_account.partition(":")
     if kind in ("cash", "held", "bond"):
         return rest
-    if kind in ("grant", "reserved"):
+    if kind in ("grant", "reserved", "concession"):
         return rest.split(":", 1)[1]
     if kind in ("pledge", "budget"):
         return f"programme:{rest}"
@@ -242,6 +259,8 @@ class Accounts:
         self.open_orders: dict[str, OpenOrder] = {}
         self.programmes: dict[str, Programme] = {}
         self.grants: dict[tuple[str, str], Grant] = {}
+        self.concessions: dict[tuple[str, str], Concession] = {}
+        """(concession id, account) -> the concession."""
         self.subsidised: dict[tuple[str, str, str], list[int]] = {}
         """(account, symbol, programme) -> [units, voucher fen] of entitlements bought with a
         voucher, for clawing the voucher part back when they are refunded or resold."""
@@ -456,6 +475,7 @@ class Accounts:
                 (f"cash:{buyer}", released - amount - fee + voucher),
                 (escrow, amount),
                 *_fee_legs(fee),
+                *self._concede(buyer, fee, trade.ts),
             ]
             if voucher:
                 assert buy.voucher is not None
@@ -483,7 +503,12 @@ class Accounts:
                 )
                 self.resale_held[held_key] -= trade.quantity
                 self.positions[held_key] -= trade.quantity
-                legs = [(escrow, -amount), (f"cash:{seller}", amount - fee), *_fee_legs(fee)]
+                legs = [
+                    (escrow, -amount),
+                    (f"cash:{seller}", amount - fee),
+                    *_fee_legs(fee),
+                    *self._concede(seller, fee, trade.ts),
+                ]
                 legs += [(f"cash:{seller}", -c) for _, c in clawback]
                 legs += [(f"grant:{p}:{seller}", c) for p, c in clawback]
                 self._post(f"{trade.event_id}/sell", "resale", trade.ts, legs, owns)
@@ -498,6 +523,36 @@ class Accounts:
                     owns,
                 )
             self._reduce(sell, trade.quantity, trade.event_id, trade.ts, owns)
+
+    def _concede(self, account_id: str, fee: int, ts: int) -> list[tuple[str, int]]:
+        """Legs paying `account_id` back its concession's share of a fee, if one is in force."""
+        if fee <= 0:
+            return []
+        for (concession_id, holder), c in sorted(self.concessions.items()):
+            if holder == account_id and c.remaining and c.valid_from <= ts < c.valid_until:
+                discount = min(fee * c.discount_bps // BPS, c.remaining)
+                c.remaining -= discount
+                return [(f"concession:{concession_id}:{account_id}", -discount),
+                        (f"cash:{account_id}", discount)]  # fmt: skip
+        return []
+
+    def _concession_granted(self, granted: ConcessionGranted, owns: Owns | None) -> None:
+        account = granted.account_id
+        if owns is None or owns(account):
+            self.concessions[(granted.concession_id, account)] = Concession(
+                account, granted.discount_bps, granted.budget, granted.valid_from,
+                granted.valid_until,
+            )  # fmt: skip
+        self._post(
+            granted.event_id,
+            "concession_budget",
+            granted.ts,
+            [
+                ("platform", -granted.budget),
+                (f"concession:{granted.concession_id}:{account}", granted.budget),
+            ],
+            owns,
+        )
 
     def _voucher_part(self, buy: OpenOrder, trade: TradeExecuted, amount: int) -> int:
         """What the buy's voucher pays of this fill (0: none, or a related party sells)."""
@@ -691,6 +746,8 @@ class Accounts:
             (f"bond:{provider}", -settled.bond),
             (f"cash:{buyer}", settled.refund + settled.penalty),
         ]
+        if owns is None or owns(provider):
+            legs += self._concede(provider, settled.fee, settled.ts)
         if owns is None or owns(buyer):
             key = (buyer, symbol)
             clawback = self._claw_back(
@@ -789,6 +846,8 @@ class Accounts:
                 f"a|{programme_id}|{account_id}|{g.limit}|{g.remaining}|{g.reserved}|"
                 f"{g.committed}|{g.clawed_back}\n".encode()
             )
+        for (concession_id, account_id), c in sorted(self.concessions.items()):
+            hasher.update(f"n|{concession_id}|{account_id}|{c.remaining}\n".encode())
         for (account_id, symbol, programme_id), (units, amount) in sorted(self.subsidised.items()):
             hasher.update(f"s|{account_id}|{symbol}|{programme_id}|{units}|{amount}\n".encode())
 
@@ -806,6 +865,10 @@ class Accounts:
             "programmes": [_programme_entry(p) for _, p in sorted(self.programmes.items())],
             "grants": [_grant_entry(g) for _, g in sorted(self.grants.items())],
             "subsidised": [[*key, *value] for key, value in sorted(self.subsidised.items())],
+            "concessions": [
+                [cid, c.account_id, c.discount_bps, c.remaining, c.valid_from, c.valid_until]
+                for (cid, _), c in sorted(self.concessions.items())
+            ],
         }
 
     @classmethod
@@ -825,6 +888,9 @@ class Accounts:
         accounts.programmes = {e[0]: _programme_from(e) for e in data.get("programmes", [])}
         accounts.grants = {(e[0], e[1]): Grant(*e) for e in data.get("grants", [])}
         accounts.subsidised = {(a, s, p): [u, v] for a, s, p, u, v in data.get("subsidised", [])}
+        accounts.concessions = {
+            (e[0], e[1]): Concession(*e[1:]) for e in data.get("concessions", [])
+        }
         return accounts
 
 
@@ -909,5 +975,6 @@ _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
     DeliverySettled: Accounts._delivered,
     ProgrammeCreated: Accounts._programme_created,
     GrantApproved: Accounts._grant_approved,
+    ConcessionGranted: Accounts._concession_granted,
 }
 """Which rule folds each kind of event."""

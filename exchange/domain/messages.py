@@ -466,6 +466,23 @@ class SetAccountLimits(Message):
     signature: Annotated[str, Field(max_length=128)] = ""
 
 
+class GrantConcession(Message):
+    """An operator's fee concession to one participant (e.g. each SME of a class): `discount_bps`
+    of its trading fees are paid back to it, from a `budget` the platform sets aside, while
+    the log time is in [`valid_from`, `valid_until`). Signed like `ControlMarket`."""
+
+    type: Literal["GrantConcession"] = "GrantConcession"
+    concession_id: Identifier
+    operator_id: Identifier
+    account_id: Identifier
+    discount_bps: Annotated[StrictInt, Field(gt=0, le=10_000)]
+    budget: PositiveInt
+    valid_from: NonNegativeInt
+    valid_until: NonNegativeInt
+    reason: Annotated[str, Field(max_length=500)] = ""
+    signature: Annotated[str, Field(max_length=128)] = ""
+
+
 Command = Annotated[
     PlaceOrder
     | CancelOrder
@@ -483,7 +500,8 @@ Command = Annotated[
     | RecallCapacity
     | CreateProgramme
     | ApproveGrant
-    | SetAccountLimits,
+    | SetAccountLimits
+    | GrantConcession,
     Field(discriminator="type"),
 ]
 
@@ -938,6 +956,20 @@ class DeliverySettled(Event):
     reason: str = ""
 
 
+class ConcessionGranted(Event):
+    """A fee concession is in force for one participant, with its budget."""
+
+    type: Literal["ConcessionGranted"] = "ConcessionGranted"
+    concession_id: str
+    operator_id: str
+    account_id: str
+    discount_bps: StrictInt
+    budget: StrictInt
+    valid_from: StrictInt
+    valid_until: StrictInt
+    reason: str = ""
+
+
 class ProgrammeCreated(Event):
     """A compute-voucher programme exists with its budget and rules."""
 
@@ -1012,7 +1044,8 @@ AnyEvent = Annotated[
     | ProgrammeCreated
     | GrantApproved
     | ListingChanged
-    | AccountLimitsSet,
+    | AccountLimitsSet
+    | ConcessionGranted,
     Field(discriminator="type"),
 ]
 
@@ -1066,8 +1099,10 @@ AnyMessage = Annotated[
     | ProgrammeCreated
     | GrantApproved
     | SetAccountLimits
+    | GrantConcession
     | ListingChanged
-    | AccountLimitsSet,
+    | AccountLimitsSet
+    | ConcessionGranted,
     Field(discriminator="type"),
 ]
 

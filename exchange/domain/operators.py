@@ -22,17 +22,25 @@ from exchange.domain.messages import (
     ApproveGrant,
     ControlMarket,
     CreateProgramme,
+    GrantConcession,
     ResolveDispute,
     SetAccountLimits,
     encode,
 )
 
-OperatorCommand = ControlMarket | SetAccountLimits | ResolveDispute | CreateProgramme | ApproveGrant
+OperatorCommand = (
+    ControlMarket
+    | SetAccountLimits
+    | ResolveDispute
+    | CreateProgramme
+    | ApproveGrant
+    | GrantConcession
+)
 """Commands of operators and programme administrators: roles only the API can check."""
 
 
 Signed = TypeVar("Signed", ControlMarket, SetAccountLimits, ResolveDispute, CreateProgramme,
-                 ApproveGrant)  # fmt: skip
+                 ApproveGrant, GrantConcession)  # fmt: skip
 
 
 class OperatorSeal:

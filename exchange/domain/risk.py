@@ -43,6 +43,7 @@ from exchange.domain.messages import (
     CapacityWithdrawn,
     Command,
     CommandRejected,
+    ConcessionGranted,
     ControlMarket,
     CreateProgramme,
     DeliveryRequested,
@@ -56,6 +57,7 @@ from exchange.domain.messages import (
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
+    GrantConcession,
     ListingChanged,
     MarketControlRejected,
     MarketControlRequested,
@@ -102,6 +104,7 @@ Request = (
     | RecallCapacity
     | CreateProgramme
     | ApproveGrant
+    | GrantConcession
 )
 """Commands answered with a `RequestRejected` when refused."""
 
@@ -722,7 +725,7 @@ class RiskStage:
 
     def _request(self, command: Request, stamp: EventStamp) -> Event:
         """Withdrawals, delivery reports and disputes, and voucher programme administration."""
-        if isinstance(command, ResolveDispute | CreateProgramme | ApproveGrant):
+        if isinstance(command, ResolveDispute | CreateProgramme | ApproveGrant | GrantConcession):
             forged = self._not_operator(command)
             if forged:
                 return self._request_rejected(command, stamp, RejectReason.NOT_OPERATOR, forged)
@@ -758,7 +761,23 @@ class RiskStage:
             return self._create_programme(command, stamp)
         if isinstance(command, ApproveGrant):
             return self._approve_grant(command, stamp)
+        if isinstance(command, GrantConcession):
+            return self._grant_concession(command, stamp)
         return self._delivery_request(command, stamp)
+
+    def _grant_concession(self, command: GrantConcession, stamp: EventStamp) -> Event:
+        if command.valid_until <= command.valid_from:
+            return self._request_rejected(
+                command,
+                stamp,
+                RejectReason.INVALID_PROGRAMME,
+                "valid_until must come after valid_from",
+            )
+        return ConcessionGranted(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            **command.model_dump(exclude={"type", "v", "signature"}),
+        )
 
     def _withdraw_funds(self, command: WithdrawFunds, stamp: EventStamp) -> Event:
         balance = self.accounts.cash.get(command.account_id)
@@ -1088,6 +1107,8 @@ def request_id(command: Request) -> str:
         return command.dispute_id
     if isinstance(command, RecallCapacity):
         return command.recall_id
+    if isinstance(command, GrantConcession):
+        return f"{command.concession_id}:{command.account_id}"
     if isinstance(command, ResolveDispute):
         return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
     if isinstance(command, ApproveGrant):
@@ -1097,7 +1118,7 @@ def request_id(command: Request) -> str:
 
 def _requester(command: Request) -> str:
     """Who sent a request: the account, operator or programme administrator."""
-    if isinstance(command, ResolveDispute):
+    if isinstance(command, ResolveDispute | GrantConcession):
         return command.operator_id
     if isinstance(command, CreateProgramme | ApproveGrant):
         return command.admin_id

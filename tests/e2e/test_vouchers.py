@@ -101,6 +101,14 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
             ("dc", "provider", {"kind": "capacity", "symbol": YRD0, "quantity": 10}),
         ):
             await _post(exchange, account, role, f"/v1/accounts/{account}/deposits", body)
+        # The platform waives the one-person company's first two fen of fees.
+        relief = {
+            "concession_id": "opc-relief", "account_ids": ["opc"], "discount_bps": 10_000,
+            "budget_per_account": 2, "valid_from": 0, "valid_until": YEAR_2027[1],
+            "reason": "fee relief for one-person companies",
+        }  # fmt: skip
+        granted = await _post(exchange, "ops", "operator", "/v1/admin/concessions", relief)
+        assert [a["status"] for a in granted] == ["done"]
         for symbol, price in ((GZ0, 1_500), (YRD0, 2_000)):
             ask = {"symbol": symbol, "side": "sell", "price": price, "quantity": 10}
             await _post(exchange, "dc", "provider", "/v1/orders", ask)
@@ -119,17 +127,25 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
         assert lines == [[(YRD0, 6_000, 1_000, 6, 5_006)]]
         opc = (await (await exchange.as_("opc")).get("/v1/accounts/opc/invoices")).json()
         lines = [
-            [(c["gross"], c["voucher"], c["fee"], c["paid"]) for c in i["contracts"]]
+            [
+                (c["gross"], c["voucher"], c["fee"], c["concession"], c["paid"])
+                for c in i["contracts"]
+            ]
             for i in opc["invoices"]
         ]
-        # 450 of the 500 budget, then the last 50, then nothing: the budget ran out.
-        assert lines == [[(1_500, 450, 1, 1_051)], [(1_500, 50, 1, 1_451)], [(1_500, 0, 1, 1_501)]]
+        # 450 of the 500 budget, then the last 50, then nothing: the budget ran out. The
+        # platform's concession waives the fee twice, then its budget of 2 fen is spent.
+        assert lines == [
+            [(1_500, 450, 1, 1, 1_050)],
+            [(1_500, 50, 1, 1, 1_450)],
+            [(1_500, 0, 1, 0, 1_501)],
+        ]
         assert opc["total"] == {
-            "quantity": 3, "gross": 4_500, "voucher": 500, "fee": 3, "concession": 0,
-            "paid": 4_003,
+            "quantity": 3, "gross": 4_500, "voucher": 500, "fee": 3, "concession": 2,
+            "paid": 4_001,
         }  # fmt: skip
         account = (await (await exchange.as_("opc")).get("/v1/accounts/opc")).json()
-        assert account["cash"] == {"available": 10_000 - 4_003, "held": 0}
+        assert account["cash"] == {"available": 10_000 - 4_001, "held": 0}
 
         reader = await exchange.as_(admin, "programme_admin")
         ningbo = (await reader.get("/v1/programmes/ningbo/report")).json()
@@ -166,11 +182,11 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
 
     clean = _cx(settings, "audit", "ledger")
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    await _corrupt_cash(settings, "opc", 10_000 - 4_003 + 1)
+    await _corrupt_cash(settings, "opc", 10_000 - 4_001 + 1)
     corrupted = _cx(settings, "audit", "ledger")
     assert corrupted.returncode == 1
     assert (
-        "[projection] cash:opc: the projection shows 5998 fen, the journal's entries give 5997"
+        "[projection] cash:opc: the projection shows 6000 fen, the journal's entries give 5999"
         in corrupted.stdout
     )
 
