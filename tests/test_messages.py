@@ -27,6 +27,7 @@ from exchange.domain.messages import (
     CapacityRecalled,
     CapacityWithdrawn,
     CommandRejected,
+    ConcessionGranted,
     ContractStateChanged,
     ControlMarket,
     CreateProgramme,
@@ -42,6 +43,7 @@ from exchange.domain.messages import (
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
+    GrantConcession,
     ListingChanged,
     MarketControlRejected,
     MarketControlRequested,
@@ -142,6 +144,16 @@ COMMANDS: list[Message] = [
     ),
     ResolveDispute(
         operator_id="ops", symbol=SYM, provider_id="p1", buyer_id="a1", delivered=1, reason="logs"
+    ),
+    GrantConcession(
+        concession_id="sme-2027",
+        operator_id="ops",
+        account_id="a1",
+        discount_bps=5_000,
+        budget=100_000,
+        valid_from=0,
+        valid_until=1_900_000_000_000,
+        reason="SME fee relief",
     ),
     RecallCapacity(
         recall_id="r-1", account_id="p1", symbol="H100-80G-INT.GZ.20271201T02", quantity=2
@@ -344,6 +356,16 @@ EVENTS: list[Message] = [
         buyer_id="a1",
         delivered=3,
     ),
+    ConcessionGranted(
+        **E,
+        concession_id="sme-2027",
+        operator_id="ops",
+        account_id="a1",
+        discount_bps=5_000,
+        budget=100_000,
+        valid_from=0,
+        valid_until=1_900_000_000_000,
+    ),
     CapacityRecalled(
         **E,
         recall_id="r-1",
@@ -424,7 +446,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 51
+    assert len(_all_message_classes()) == 53
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)
