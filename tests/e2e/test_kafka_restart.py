@@ -21,10 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.keys import Role
 from exchange.domain.catalogue import default_catalogue
 from exchange.runtime import ExchangeRuntime
+from settlement import projections as tables
 from settlement.audit import audit
 from tests.conftest import fresh_database
 from tests.e2e.harness import (
@@ -120,9 +123,12 @@ async def _fund(clients: dict[str, httpx.AsyncClient]) -> None:
             assert answer.status_code == 201, answer.text
 
 
-async def _balances_add_up(clients: dict[str, httpx.AsyncClient]) -> None:
-    """Cash and units (capacity plus positions) add up to what was deposited."""
-    cash = 0
+async def _balances_add_up(clients: dict[str, httpx.AsyncClient], engine: AsyncEngine) -> None:
+    """Cash (with what waits in escrow for delivery) and units (capacity plus positions) add
+    up to what was deposited."""
+    async with engine.connect() as connection:
+        balances = await connection.execute(select(tables.ledger_balances))
+        cash = sum(row.balance for row in balances if row.account.startswith("escrow:"))
     units: Counter[str] = Counter()
     for account, account_client in clients.items():
         state = (await account_client.get(f"/v1/accounts/{account}")).json()
@@ -196,7 +202,7 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
                     for name in ("risk", "matching")
                 }
                 await _every_accepted_order_settled_once(runtime, load)
-                await _balances_add_up(clients)
+                await _balances_add_up(clients, runtime.store.engine)
                 report = await audit(runtime.store, default_catalogue())
                 assert report.discrepancies == [], [str(d) for d in report.discrepancies]
                 assert report.trades > 0
