@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +15,12 @@ from exchange.domain.messages import PlaceOrder
 from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.schema import events
-from tests.conftest import fresh_database
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
 GZ0 = "H100-80G.GZ.20271201T00"
 ORDER = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 2}
-
-
-@pytest.fixture(params=["embedded", "kafka+postgres"])
-async def exchange_settings(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Settings]:
-    """Settings of the embedded default, or of real Kafka and a fresh PostgreSQL database."""
-    if request.param == "embedded":
-        yield settings_for(tmp_path)
-        return
-    kafka = request.getfixturevalue("kafka_bootstrap")
-    async with fresh_database(request.getfixturevalue("postgres_url")) as database_url:
-        yield settings_for(tmp_path, kafka=kafka, database_url=database_url)
 
 
 async def _funded(exchange: RunningExchange, account: str = "buyer", cash: int = 100_000) -> Any:
