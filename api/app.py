@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import queries
 from api.auth import Auditor, Caller, Gate, Operator, Reader, Trader, account_of
+from api.bank import bank_router
 from api.idempotency import Answer, derived_id, fingerprint, recall, remember
 from api.keys import (
     KeyInfo,
@@ -948,6 +949,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         public,
         private,
         needs_router(needs),
+        bank_router(engine, catalogue, market, submit_and_wait),
         operator,
         reports,
         streams,

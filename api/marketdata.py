@@ -37,6 +37,7 @@ from exchange.domain.messages import (
     CancelRejected,
     CapacityDeposited,
     CapacityWithdrawn,
+    DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
     FundsDeposited,
@@ -44,12 +45,14 @@ from exchange.domain.messages import (
     GrantApproved,
     MarketControlRejected,
     MarketControlRequested,
+    MeteringReported,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
     OrderReduced,
     OrderRejected,
     ProgrammeCreated,
+    RequestRejected,
     TradeExecuted,
     decode_event,
 )
@@ -257,6 +260,14 @@ Outcome = (
     | CancelAllRequested
     | MarketControlRequested
     | MarketControlRejected
+    | RequestRejected
+    | FundsWithdrawn
+    | CapacityWithdrawn
+    | MeteringReported
+    | DeliveryDisputed
+    | DeliverySettled
+    | ProgrammeCreated
+    | GrantApproved
 )
 
 
@@ -809,9 +820,6 @@ class MarketData:
         }
 
 
-"""Events that move holds without a trade, and the `Accounts` rule that folds each."""
-
-
 def _outcome_key(event: AnyEvent) -> str | None:
     if isinstance(
         event,
@@ -828,6 +836,22 @@ def _outcome_key(event: AnyEvent) -> str | None:
         return event.deposit_id
     if isinstance(event, CancelAllRequested):
         return cancel_all_key(event.account_id)
+    if isinstance(event, RequestRejected):
+        return f"{event.request}:{event.request_id}"
+    if isinstance(event, FundsWithdrawn):
+        return f"WithdrawFunds:{event.withdrawal_id}"
+    if isinstance(event, CapacityWithdrawn):
+        return f"WithdrawCapacity:{event.withdrawal_id}"
+    if isinstance(event, MeteringReported):
+        return f"ReportMetering:{event.report_id}"
+    if isinstance(event, DeliveryDisputed):
+        return f"DisputeDelivery:{event.dispute_id}"
+    if isinstance(event, DeliverySettled) and event.resolved_by is not None:
+        return f"ResolveDispute:{event.symbol}:{event.provider_id}:{event.buyer_id}"
+    if isinstance(event, ProgrammeCreated):
+        return f"CreateProgramme:{event.programme_id}"
+    if isinstance(event, GrantApproved):
+        return f"ApproveGrant:{event.programme_id}:{event.account_id}:{event.limit}"
     if isinstance(event, MarketControlRequested | MarketControlRejected):
         return control_key(event.operator_id, event.symbol, event.action)
     return None

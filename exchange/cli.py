@@ -9,6 +9,8 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from api import keys
 from api.bench import run_api as run_api_bench
@@ -22,7 +24,7 @@ from exchange.node import serve
 from exchange.runtime import STAGES, ExchangeRuntime, Stage
 from exchange.settings import Settings
 from matching.bench import run as run_matching_bench
-from settlement import history
+from settlement import history, reports
 from settlement.bench import run as run_replay_bench
 from settlement.sql_store import SqlEventStore, open_event_store
 from simulations.demo_market import DemoMarket
@@ -60,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser(
         "audit", help="check the whole history from the event store; exit 1 on a discrepancy"
     )
+    audit.add_argument(
+        "scope",
+        nargs="?",
+        choices=["all", "ledger"],
+        default="all",
+        help="ledger: recompute every balance from the journal's entries and check it",
+    )
     audit.add_argument("--json", action="store_true", help="print JSON")
     exported = commands.add_parser(
         "history", help="export stored events as JSON lines or CSV, filtered"
@@ -91,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    report = commands.add_parser("report", help="reports from the ledger")
+    report_commands = report.add_subparsers(dest="report", required=True)
+    programme = report_commands.add_parser(
+        "programme", help="a voucher programme's budget, usage and burn-down (CSV and PNG)"
+    )
+    programme.add_argument("programme_id")
+    programme.add_argument(
+        "--out", type=Path, default=Path("."), help="folder for PROGRAMME.csv and PROGRAMME.png"
+    )
     bench = commands.add_parser(
         "bench",
         help="run a benchmark and print its figures as one JSON line (e2e and replay need "
@@ -144,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "keys":
             return asyncio.run(_keys(settings, args))
         elif args.command == "audit":
-            return asyncio.run(history.run_audit(settings, args.json))
+            return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
         elif args.command == "deadletters":
             return asyncio.run(_deadletters(settings, args))
         elif args.command == "history":
@@ -160,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout,
                 )
             )
+        elif args.command == "report":
+            return _programme_report(settings, args.programme_id, args.out)
         elif args.command == "bench":
             return _bench(settings, args)
     except KeyboardInterrupt:
@@ -181,6 +201,29 @@ async def _demo(settings: Settings, seed: int, rate: float) -> None:
 
     await serve(settings, STAGES, extras=(market, show_board))
     print("cx demo: stopped cleanly; run it again to resume from the stored history", flush=True)
+
+
+def _programme_report(settings: Settings, programme_id: str, out: Path) -> int:
+    found = asyncio.run(_read_programme(settings, programme_id))
+    if found is None:
+        print(f"cx report: no programme {programme_id!r}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    table = reports.report_csv(found)
+    (out / f"{programme_id}.csv").write_text(table)
+    reports.burn_down_png(found, out / f"{programme_id}.png")
+    sys.stdout.write(table)
+    print(f"cx report: wrote {out / programme_id}.csv and .png", file=sys.stderr)
+    return 0
+
+
+async def _read_programme(settings: Settings, programme_id: str) -> dict[str, Any] | None:
+    store = _open_store(settings)
+    try:
+        await store.initialise()
+        return await reports.programme_report(store.engine, programme_id)
+    finally:
+        await store.close()
 
 
 DEMO_KEYS = (

@@ -373,3 +373,77 @@ def _compare_balances(
                     f"{table} shows {who} at available/held {shown}; the events give {actual}",
                 )
             )
+
+
+async def audit_ledger(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
+    """Recompute every ledger balance from the journal's entries and check them: each entry
+    balances, the trial balance is zero, and the balances equal both the projections
+    (cash_balances, ledger_balances) and a replay of the events."""
+    report = AuditReport()
+    found = report.discrepancies
+    journal = tables.journal
+    from_journal: dict[str, int] = defaultdict(int)
+    entries: dict[str, list[int]] = {}
+    async with store.engine.connect() as connection:
+        rows = await connection.execute(
+            select(journal).order_by(journal.c.position, journal.c.entry_id, journal.c.leg)
+        )
+        for row in rows:
+            from_journal[row.account] += row.amount
+            entry = entries.setdefault(row.entry_id, [0, row.position])
+            entry[0] += row.amount
+        cash_rows = {
+            r.account_id: r for r in await connection.execute(select(tables.cash_balances))
+        }
+        ledger_rows = {
+            r.account: r.balance for r in await connection.execute(select(tables.ledger_balances))
+        }
+    report.events = len(entries)
+    for entry_id, (total, position) in entries.items():
+        if total:
+            found.append(
+                Discrepancy(
+                    "unbalanced-entry",
+                    f"journal entry {entry_id} sums to {total} fen, not 0",
+                    (position,),
+                )
+            )
+    trial = sum(from_journal.values())
+    if trial:
+        found.append(Discrepancy("trial-balance", f"the journal's accounts sum to {trial} fen"))
+    projected: dict[str, int] = dict(ledger_rows)
+    for account_id, row in cash_rows.items():
+        projected[f"cash:{account_id}"] = row.available
+        projected[f"held:{account_id}"] = row.held
+    state = ExchangeState(catalogue)
+    after = 0
+    while batch := await store.read_all(after, READ_BATCH):
+        for stored in batch:
+            state.apply(stored)
+        after = batch[-1].position
+    replayed: dict[str, int] = {
+        name: amount for name, amount in state.accounts.ledger.items() if amount
+    }
+    for account_id, balance in state.accounts.cash.items():
+        replayed[f"cash:{account_id}"] = balance.available
+        replayed[f"held:{account_id}"] = balance.held
+    for name in sorted(set(from_journal) | set(projected) | set(replayed)):
+        entries_say = from_journal.get(name, 0)
+        if projected.get(name, 0) != entries_say:
+            found.append(
+                Discrepancy(
+                    "projection",
+                    f"{name}: the projection shows {projected.get(name, 0)} fen, "
+                    f"the journal's entries give {entries_say}",
+                )
+            )
+        if replayed.get(name, 0) != entries_say:
+            found.append(
+                Discrepancy(
+                    "journal-incomplete",
+                    f"{name}: the events give {replayed.get(name, 0)} fen, "
+                    f"the journal's entries give {entries_say}",
+                )
+            )
+    report.state_hash = state.state_hash()
+    return report

@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Select, cast, func, or_, select
 from exchange.domain.catalogue import Catalogue
 from exchange.settings import Settings
 from settlement import projections as tables
-from settlement.audit import audit
+from settlement.audit import audit, audit_ledger
 from settlement.replay import ReplayResult, parse_until, replay
 from settlement.schema import events
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -192,11 +192,15 @@ def _print_replay(document: dict[str, Any]) -> None:
             console.print(f"verified: {verified['checkpoints']} recorded checkpoints match")
 
 
-async def run_audit(settings: Settings, as_json: bool, catalogue: Catalogue | None = None) -> int:
-    """Audit the whole history; exit status 1 if anything is unaccounted for."""
+async def run_audit(
+    settings: Settings, as_json: bool, catalogue: Catalogue | None = None, scope: str = "all"
+) -> int:
+    """Audit the whole history (or, with scope "ledger", the journal); exit status 1 if
+    anything is unaccounted for."""
     store = await _open(settings)
+    check = audit_ledger if scope == "ledger" else audit
     try:
-        report = await audit(store, catalogue or settings.catalogue())
+        report = await check(store, catalogue or settings.catalogue())
     finally:
         await store.close()
     if as_json:
@@ -220,10 +224,13 @@ async def run_audit(settings: Settings, as_json: bool, catalogue: Catalogue | No
             if not report.discrepancies
             else f"{len(report.discrepancies)} discrepancies"
         )
-        print(
-            f"audited {report.events} events, {report.orders} orders, {report.trades} trades, "
-            f"{report.checkpoints} checkpoints: {verdict}"
-        )
+        if scope == "ledger":
+            print(f"audited {report.events} journal entries: {verdict}")
+        else:
+            print(
+                f"audited {report.events} events, {report.orders} orders, {report.trades} "
+                f"trades, {report.checkpoints} checkpoints: {verdict}"
+            )
     return 1 if report.discrepancies else 0
 
 

@@ -26,11 +26,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exchange.domain.accounts import Accounts
+from exchange.domain.accounts import Accounts, JournalEntry
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
     AnyEvent,
     BlockAccepted,
+    DeliveryDisputed,
+    DeliveryObligation,
+    DeliverySettled,
+    MeteringReported,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -115,6 +119,49 @@ ledger_balances = Table(
     Column("balance", BigInteger, nullable=False),
 )
 """Ledger accounts other than participants' cash and held: bonds, escrow, fees, programmes."""
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("symbol", Text, primary_key=True),
+    Column("provider_id", Text, primary_key=True),
+    Column("buyer_id", Text, primary_key=True),
+    Column("quantity", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("bond", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("window_ends", BigInteger, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("delivered", BigInteger),
+    Column("paid", BigInteger),
+    Column("refund", BigInteger),
+    Column("penalty", BigInteger),
+    Column("resolved_by", Text),
+    Column("updated_ts", BigInteger, nullable=False),
+    Index("deliveries_buyer_idx", "buyer_id", "symbol"),
+)
+"""Delivery obligations provider -> buyer: owed, metered, disputed or settled."""
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("trade_id", Text, primary_key=True),
+    Column("order_id", Text, nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("gross", BigInteger, nullable=False),
+    Column("voucher", BigInteger, nullable=False),
+    Column("programme_id", Text),
+    Column("fee", BigInteger, nullable=False),
+    Column("concession", BigInteger, nullable=False),
+    Column("paid", BigInteger, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Index("invoice_lines_account_idx", "account_id", "order_id"),
+    Index("invoice_lines_programme_idx", "programme_id", "ts"),
+)
+"""What each purchase cost and who paid it: gross, voucher, platform fee or concession, and
+what the enterprise paid; voucher clawbacks are journal entries against the grant."""
 
 checkpoints = Table(
     "checkpoints",
@@ -260,6 +307,8 @@ class LedgerProjection:
         cancels: list[dict[str, Any]] = []
         resizes: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
+        lines: list[dict[str, Any]] = []
+        delivery_changes: list[tuple[str, dict[str, Any]]] = []
         journal_entries = self.accounts.journal
         assert journal_entries is not None
         before = self.state.position
@@ -288,6 +337,12 @@ class LedgerProjection:
                         }
                     )
             _touched(event, prior_hours, dirty, dirty_holdings)
+            if isinstance(event, TradeExecuted):
+                lines.append(_invoice_line(event, journal_entries[journalled:]))
+            elif isinstance(
+                event, DeliveryObligation | MeteringReported | DeliveryDisputed | DeliverySettled
+            ):
+                delivery_changes.append(_delivery_change(event))
             if isinstance(event, OrderAccepted):
                 new_orders.append(_order_row(event, "open", None))
             elif isinstance(event, OrderRejected):
@@ -349,6 +404,19 @@ class LedgerProjection:
             await connection.execute(_FILL, fills)
         if cancels:
             await connection.execute(_CANCEL, cancels)
+        if lines:
+            await connection.execute(_insert(connection, invoice_lines), lines)
+        for kind, row in delivery_changes:
+            if kind == "owed":
+                await connection.execute(_insert(connection, deliveries), [row])
+            else:
+                await connection.execute(
+                    update(deliveries)
+                    .where(deliveries.c.symbol == row.pop("symbol"))
+                    .where(deliveries.c.provider_id == row.pop("provider_id"))
+                    .where(deliveries.c.buyer_id == row.pop("buyer_id"))
+                    .values(**row)
+                )
         position = self.state.position
         if position // CHECKPOINT_EVERY > before // CHECKPOINT_EVERY:
             await connection.execute(
@@ -413,6 +481,75 @@ class LedgerProjection:
         """The runner stored `snapshot()` after the batch committed."""
         self._since_snapshot = 0
         self.snapshot_due = False
+
+
+def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict[str, Any]:
+    """The buyer's side of a trade as an invoice line, from the journal entry that paid it."""
+    gross = trade.price * trade.quantity
+    voucher = fee = concession = 0
+    programme_id = None
+    for entry in entries:
+        if entry.kind != "trade_buy":
+            continue
+        for name, amount in entry.legs:
+            if name.startswith("reserved:"):
+                voucher -= amount
+                programme_id = name.split(":")[1]
+            elif name == "fees":
+                fee += amount
+            elif name == "rebates":
+                concession -= amount
+    return {
+        "trade_id": trade.trade_id,
+        "order_id": trade.buy_order_id,
+        "account_id": trade.buyer_id,
+        "symbol": trade.symbol,
+        "quantity": trade.quantity,
+        "gross": gross,
+        "voucher": voucher,
+        "programme_id": programme_id,
+        "fee": fee,
+        "concession": concession,
+        "paid": gross + fee - concession - voucher,
+        "ts": trade.ts,
+    }
+
+
+def _delivery_change(
+    event: DeliveryObligation | MeteringReported | DeliveryDisputed | DeliverySettled,
+) -> tuple[str, dict[str, Any]]:
+    """The deliveries row an event creates ("owed") or the columns it changes."""
+    key = {"symbol": event.symbol, "provider_id": event.provider_id, "buyer_id": event.buyer_id}
+    if isinstance(event, DeliveryObligation):
+        return "owed", {
+            **key,
+            "quantity": event.quantity,
+            "amount": event.amount,
+            "bond": event.bond,
+            "fee": event.fee,
+            "window_ends": event.window_ends,
+            "status": "owed",
+            "updated_ts": event.ts,
+        }
+    if isinstance(event, MeteringReported):
+        return "change", {
+            **key,
+            "status": "metered",
+            "delivered": event.delivered,
+            "updated_ts": event.ts,
+        }
+    if isinstance(event, DeliveryDisputed):
+        return "change", {**key, "status": "disputed", "updated_ts": event.ts}
+    return "change", {
+        **key,
+        "status": "settled",
+        "delivered": event.delivered,
+        "paid": event.paid - event.fee,
+        "refund": event.refund,
+        "penalty": event.penalty,
+        "resolved_by": event.resolved_by,
+        "updated_ts": event.ts,
+    }
 
 
 def _touched(

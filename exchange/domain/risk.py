@@ -559,14 +559,13 @@ class RiskStage:
 
     def _request(self, command: Request, stamp: EventStamp) -> Event:
         """Withdrawals, delivery reports and disputes, and voucher programme administration."""
-        request_id = _request_id(command)
-        key = f"{command.type}:{request_id}"
+        key = request_key(command)
         if key in self._request_ids:
             return self._request_rejected(
                 command,
                 stamp,
                 RejectReason.DUPLICATE_ID,
-                f"{command.type} id {request_id!r} was used before",
+                f"{command.type} id {request_id(command)!r} was used before",
             )
         decided = self._decide_request(command, stamp)
         if isinstance(decided, GrantApproved):
@@ -756,7 +755,7 @@ class RiskStage:
             event_id=stamp.next_id(),
             ts=stamp.ts,
             action=action,
-            request_id=_request_id(command),
+            request_id=request_id(command),
             account_id=account,
             symbol=command.symbol,
             provider_id=provider,
@@ -773,7 +772,7 @@ class RiskStage:
             event_id=stamp.next_id(),
             ts=stamp.ts,
             request=command.type,
-            request_id=_request_id(command),
+            request_id=request_id(command),
             account_id=_requester(command),
             reason=reason,
             message=message,
@@ -830,7 +829,12 @@ class RiskStage:
         return stage
 
 
-def _request_id(command: Request) -> str:
+def request_key(command: Request) -> str:
+    """What identifies a request among all requests: its type and id."""
+    return f"{command.type}:{request_id(command)}"
+
+
+def request_id(command: Request) -> str:
     """The id a request is known by."""
     if isinstance(command, WithdrawFunds | WithdrawCapacity):
         return command.withdrawal_id

@@ -1,0 +1,593 @@
+"""The compute bank and voucher endpoints: withdrawals, scheduled capacity deposits, delivery
+metering and disputes, voucher programmes and grants, invoices and programme reports.
+
+Each request becomes one command (or, for a capacity schedule, one per delivery hour) sent
+through the log like any order; the answer waits for the pipeline's decision and turns a
+refusal into a problem+json with the stable reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.auth import Operator, Provider, Reader, account_of, allow
+from api.keys import Principal, Role
+from api.marketdata import MarketData, Outcome
+from api.problems import Problem, problems
+from exchange.domain.catalogue import (
+    CHINA_STANDARD_TIME,
+    INTERRUPTIBLE_SUFFIX,
+    REGIONS,
+    RESOURCE_CLASSES,
+    Catalogue,
+    ContractSpec,
+)
+from exchange.domain.messages import (
+    ApproveGrant,
+    Command,
+    CreateProgramme,
+    DepositCapacity,
+    DisputeDelivery,
+    EnterpriseKind,
+    Identifier,
+    PlaceOrder,
+    ReportMetering,
+    RequestRejected,
+    ResolveDispute,
+    WithdrawCapacity,
+    WithdrawFunds,
+)
+from exchange.domain.risk import Request, request_key
+from settlement import projections as tables
+from settlement import reports
+
+Submit = Callable[[Command, str], Awaitable[Outcome | None]]
+ProgrammeAdmin = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN))]
+ProgrammeReader = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN, Role.OPERATOR))]
+Buyer = Annotated[Principal, Depends(allow(Role.BUYER))]
+PositiveInt = Annotated[int, Field(gt=0, le=10**15)]
+Hour = Annotated[int, Field(ge=0, le=24)]
+GZ0 = "H100-80G.GZ.20271201T00"
+
+
+class Withdrawal(BaseModel):
+    """Pay cash out (`amount` fen) or take unsold capacity back (`quantity` of `symbol`)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"kind": "cash", "amount": 50_000}]}
+    )
+
+    kind: Literal["cash", "capacity"]
+    amount: PositiveInt | None = None
+    symbol: str | None = None
+    quantity: PositiveInt | None = None
+    withdrawal_id: Identifier | None = None
+
+
+class CapacitySchedule(BaseModel):
+    """Idle capacity on a schedule: `quantity` cards of a class in a region, every day from
+    `first_day` for `days` days, in the delivery hours from `from_hour` to `to_hour` (China
+    Standard Time, `to_hour` exclusive; 0-8 is the night). `recallable` deposits trade in the
+    class's interruptible books (`CLASS-INT`). With `reserve_price` each hour also gets a
+    standing ask at that price (fen per unit)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "resource_class": "H100-80G",
+                    "region": "GZ",
+                    "quantity": 8,
+                    "first_day": "2027-12-01",
+                    "days": 1,
+                    "from_hour": 0,
+                    "to_hour": 2,
+                    "reserve_price": 1_800,
+                }
+            ]
+        },
+    )
+
+    resource_class: str
+    region: str
+    quantity: PositiveInt
+    first_day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    days: Annotated[int, Field(ge=1, le=31)] = 1
+    from_hour: Hour = 0
+    to_hour: Hour = 8
+    recallable: StrictBool = False
+    reserve_price: PositiveInt | None = None
+    deposit_id: Identifier | None = None
+
+
+class ScheduledDeposit(BaseModel):
+    """What a capacity schedule deposited: one deposit (and ask) per delivery hour."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"deposit_id": "night-1", "contracts": [GZ0], "asks": [f"night-1:{GZ0}"]}]
+        }
+    )
+
+    deposit_id: str
+    contracts: list[str]
+    asks: list[str]
+
+
+class Metering(BaseModel):
+    """A provider's report of what it delivered to one buyer in one contract."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"symbol": GZ0, "buyer_id": "sme-1", "delivered": 4}]},
+    )
+
+    symbol: str
+    buyer_id: Identifier
+    delivered: Annotated[int, Field(ge=0, le=10**15)]
+    report_id: Identifier | None = None
+
+
+class Dispute(BaseModel):
+    """A buyer's dispute of a provider's metering, within the delivery window."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"symbol": GZ0, "provider_id": "gz-dc-1", "reason": "job never ran"}]
+        },
+    )
+
+    symbol: str
+    provider_id: Identifier
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    dispute_id: Identifier | None = None
+
+
+class Resolution(BaseModel):
+    """An operator's finding on a disputed delivery: how much was delivered, and why."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": GZ0,
+                    "provider_id": "gz-dc-1",
+                    "buyer_id": "sme-1",
+                    "delivered": 3,
+                    "reason": "node logs show 3 card-hours",
+                }
+            ]
+        },
+    )
+
+    symbol: str
+    provider_id: Identifier
+    buyer_id: Identifier
+    delivered: Annotated[int, Field(ge=0, le=10**15)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ProgrammeRequest(BaseModel):
+    """A compute-voucher programme (see the `CreateProgramme` command)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "programme_id": "hangzhou-2027",
+                    "issuer": "Hangzhou",
+                    "budget": 25_000_000_000,
+                    "rate_bps": 3_000,
+                    "cap_per_contract": 1_000_000,
+                    "cap_per_enterprise": 20_000_000,
+                    "regions": ["YRD"],
+                    "kinds": ["sme", "opc"],
+                    "cities": ["hangzhou"],
+                    "valid_from": 1_830_297_600_000,
+                    "valid_until": 1_861_833_600_000,
+                }
+            ]
+        },
+    )
+
+    programme_id: Identifier
+    issuer: Annotated[str, Field(min_length=1, max_length=200)]
+    budget: PositiveInt
+    rate_bps: Annotated[int, Field(gt=0, le=10_000)] = 3_000
+    cap_per_contract: PositiveInt
+    cap_per_enterprise: PositiveInt
+    classes: list[Identifier] = Field(default_factory=list, max_length=64)
+    regions: list[Identifier] = Field(default_factory=list, max_length=16)
+    kinds: list[EnterpriseKind] = Field(default=["sme", "opc"], min_length=1, max_length=4)
+    cities: list[Identifier] = Field(default_factory=list, max_length=64)
+    valid_from: Annotated[int, Field(ge=0)]
+    valid_until: Annotated[int, Field(ge=0)]
+
+
+class GrantRequest(BaseModel):
+    """An approved application: a grant of `limit` fen to one enterprise."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "sme-hangzhou-1",
+                    "limit": 500_000,
+                    "kind": "sme",
+                    "city": "hangzhou",
+                    "related_accounts": ["sme-hangzhou-1-parent"],
+                }
+            ]
+        },
+    )
+
+    account_id: Identifier
+    limit: PositiveInt
+    kind: EnterpriseKind
+    city: Identifier
+    related_accounts: list[Identifier] = Field(default_factory=list, max_length=100)
+
+
+class RequestAnswer(BaseModel):
+    """The pipeline accepted the request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"request": "WithdrawFunds", "id": "w-1", "status": "done"}]
+        }
+    )
+
+    request: str
+    id: str
+    status: Literal["done", "pending"]
+
+
+class Delivery(BaseModel):
+    """A delivery obligation provider -> buyer and where it stands."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": GZ0,
+                    "provider_id": "gz-dc-1",
+                    "buyer_id": "sme-1",
+                    "quantity": 4,
+                    "amount": 7_200,
+                    "bond": 720,
+                    "fee": 0,
+                    "window_ends": 1_827_604_800_000,
+                    "status": "settled",
+                    "delivered": 3,
+                    "paid": 5_400,
+                    "refund": 1_800,
+                    "penalty": 180,
+                    "resolved_by": None,
+                    "updated_ts": 1_827_604_800_001,
+                }
+            ]
+        }
+    )
+
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    quantity: int
+    amount: int
+    bond: int
+    fee: int
+    window_ends: int
+    status: Literal["owed", "metered", "disputed", "settled"]
+    delivered: int | None
+    paid: int | None
+    refund: int | None
+    penalty: int | None
+    resolved_by: str | None
+    updated_ts: int
+
+
+def _example(example: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+def bank_router(
+    engine: AsyncEngine, catalogue: Catalogue, market: MarketData, submit: Submit
+) -> APIRouter:
+    """The bank's and the vouchers' endpoints."""
+    router = APIRouter(prefix="/v1", responses=problems(401, 403, 429))
+
+    async def decide(command: Request) -> RequestAnswer:
+        key = request_key(command)
+        kind, _, request_id = key.partition(":")
+        outcome = await submit(command, key)
+        if outcome is None:
+            return RequestAnswer(request=kind, id=request_id, status="pending")
+        if isinstance(outcome, RequestRejected):
+            raise Problem(422, outcome.reason.value, outcome.message, request_id=request_id)
+        return RequestAnswer(request=kind, id=request_id, status="done")
+
+    @router.post(
+        "/accounts/{account_id}/withdrawals",
+        status_code=201,
+        tags=["accounts"],
+        summary="Withdraw cash, or unsold capacity until its gate closes",
+        description="Only what is available: cash held for open orders and capacity held "
+        "for asks stay. A `withdrawal_id` makes a retry safe (a second use is refused as "
+        "`duplicate_id`).",
+        responses=problems(404, 422),
+    )
+    async def withdraw(
+        account_id: Identifier, request: Withdrawal, principal: Reader
+    ) -> RequestAnswer:
+        account = account_of(principal, account_id)
+        withdrawal_id = request.withdrawal_id or f"w-{uuid.uuid4().hex}"
+        command: WithdrawFunds | WithdrawCapacity
+        if request.kind == "cash":
+            if request.amount is None or request.symbol is not None:
+                raise Problem(422, "invalid-request", "a cash withdrawal takes an amount only")
+            command = WithdrawFunds(
+                withdrawal_id=withdrawal_id, account_id=account, amount=request.amount
+            )
+        else:
+            if request.symbol is None or request.quantity is None:
+                raise Problem(
+                    422, "invalid-request", "a capacity withdrawal takes a symbol and a quantity"
+                )
+            if request.symbol not in catalogue:
+                raise Problem(404, "unknown-contract", f"contract {request.symbol!r} is not listed")
+            command = WithdrawCapacity(
+                withdrawal_id=withdrawal_id,
+                account_id=account,
+                symbol=request.symbol,
+                quantity=request.quantity,
+            )
+        return await decide(command)
+
+    @router.post(
+        "/accounts/{account_id}/capacity-deposits",
+        status_code=201,
+        tags=["accounts"],
+        summary="Deposit idle capacity on a schedule, optionally with a standing ask",
+        description="One deposit per delivery hour of the schedule (and one ask at the "
+        "reserve price), each with an id derived from `deposit_id`, so a retry deposits "
+        "nothing twice. Every hour must be listed now: a schedule reaching past the listing "
+        "horizon is refused whole.",
+        responses=problems(404, 422),
+    )
+    async def deposit_schedule(
+        account_id: Identifier, request: CapacitySchedule, principal: Provider
+    ) -> ScheduledDeposit:
+        account = account_of(principal, account_id)
+        contracts = _scheduled_contracts(request, catalogue, market.now_ms)
+        deposit_id = request.deposit_id or f"cap-{uuid.uuid4().hex[:16]}"
+        deposits = [
+            DepositCapacity(
+                deposit_id=f"{deposit_id}:{spec.symbol}",
+                account_id=account,
+                symbol=spec.symbol,
+                quantity=request.quantity,
+            )
+            for spec in contracts
+        ]
+        outcomes = await asyncio.gather(*(submit(d, d.deposit_id) for d in deposits))
+        for outcome in outcomes:
+            reason = getattr(outcome, "reason", None)
+            # A retry finds the hours deposited the first time: the same ids, refused as used.
+            if reason is not None and reason.value != "duplicate_deposit_id":
+                raise Problem(422, reason.value, getattr(outcome, "message", ""))
+        asks = []
+        if request.reserve_price is not None:
+            for spec in contracts:
+                ask = PlaceOrder(
+                    order_id=f"{deposit_id}:{spec.symbol}",
+                    account_id=account,
+                    symbol=spec.symbol,
+                    side="sell",
+                    price=request.reserve_price,
+                    quantity=request.quantity,
+                )
+                outcome = await submit(ask, ask.order_id)
+                reason = getattr(outcome, "reason", None)
+                if reason is not None and reason.value != "duplicate_order_id":
+                    raise Problem(422, reason.value, getattr(outcome, "message", ""))
+                asks.append(ask.order_id)
+        return ScheduledDeposit(
+            deposit_id=deposit_id, contracts=[spec.symbol for spec in contracts], asks=asks
+        )
+
+    @router.post(
+        "/deliveries/metering",
+        status_code=201,
+        tags=["delivery"],
+        summary="Report what was delivered to one buyer in one contract",
+        description="Accepted from the delivery hour until the delivery window ends; more "
+        "than was sold is refused (`metering_exceeds_obligation`).",
+        responses=problems(422),
+    )
+    async def report_metering(request: Metering, principal: Provider) -> RequestAnswer:
+        return await decide(
+            ReportMetering(
+                report_id=request.report_id or f"m-{uuid.uuid4().hex}",
+                account_id=principal.account_id,
+                symbol=request.symbol,
+                buyer_id=request.buyer_id,
+                delivered=request.delivered,
+            )
+        )
+
+    @router.post(
+        "/deliveries/disputes",
+        status_code=201,
+        tags=["delivery"],
+        summary="Dispute a provider's metering within the delivery window",
+        responses=problems(422),
+    )
+    async def dispute(request: Dispute, principal: Buyer) -> RequestAnswer:
+        return await decide(
+            DisputeDelivery(
+                dispute_id=request.dispute_id or f"x-{uuid.uuid4().hex}",
+                account_id=principal.account_id,
+                symbol=request.symbol,
+                provider_id=request.provider_id,
+                reason=request.reason,
+            )
+        )
+
+    @router.post(
+        "/admin/deliveries/resolve",
+        status_code=201,
+        tags=["operator"],
+        summary="Settle a disputed delivery at the quantity found delivered",
+        responses=problems(422),
+    )
+    async def resolve(request: Resolution, principal: Operator) -> RequestAnswer:
+        return await decide(
+            ResolveDispute(operator_id=principal.account_id, **request.model_dump())
+        )
+
+    @router.get(
+        "/deliveries",
+        tags=["delivery"],
+        summary="The account's delivery obligations, as provider or as buyer",
+    )
+    async def deliveries(
+        principal: Reader, account_id: Annotated[Identifier | None, Query()] = None
+    ) -> list[Delivery]:
+        account = account_of(principal, account_id)
+        table = tables.deliveries
+        query = (
+            select(table)
+            .where(or_(table.c.provider_id == account, table.c.buyer_id == account))
+            .order_by(table.c.symbol, table.c.provider_id, table.c.buyer_id)
+        )
+        async with engine.connect() as connection:
+            rows = await connection.execute(query)
+            return [Delivery(**row._mapping) for row in rows]
+
+    @router.get(
+        "/accounts/{account_id}/invoices",
+        tags=["accounts"],
+        summary="Invoices: what each purchase cost and who paid it",
+        description="Per buy order and contract: the gross amount, the government voucher, "
+        "the platform's fee and concession, and what the enterprise paid; the totals, and "
+        "the voucher clawed back on refunded deliveries.",
+    )
+    async def invoices(account_id: Identifier, principal: Reader) -> dict[str, Any]:
+        return await reports.invoices(engine, account_of(principal, account_id))
+
+    @router.post(
+        "/programmes",
+        status_code=201,
+        tags=["vouchers"],
+        summary="Create a compute-voucher programme",
+        responses=problems(422),
+    )
+    async def create_programme(
+        request: ProgrammeRequest, principal: ProgrammeAdmin
+    ) -> RequestAnswer:
+        return await decide(CreateProgramme(admin_id=principal.account_id, **request.model_dump()))
+
+    @router.post(
+        "/programmes/{programme_id}/grants",
+        status_code=201,
+        tags=["vouchers"],
+        summary="Approve an enterprise's application: a grant carved out of the budget",
+        responses=problems(422),
+    )
+    async def approve_grant(
+        programme_id: Identifier, request: GrantRequest, principal: ProgrammeAdmin
+    ) -> RequestAnswer:
+        return await decide(
+            ApproveGrant(
+                programme_id=programme_id, admin_id=principal.account_id, **request.model_dump()
+            )
+        )
+
+    @router.get(
+        "/programmes/{programme_id}/report",
+        tags=["vouchers"],
+        summary="A programme's budget, usage, burn-down and subsidised purchases",
+        description="`format=csv` answers text/csv; `format=png` the burn-down chart.",
+        responses={**problems(404), 200: {"content": {"text/csv": {}, "image/png": {}}}},
+    )
+    async def programme_report(
+        programme_id: Identifier,
+        principal: ProgrammeReader,
+        format: Annotated[Literal["json", "csv", "png"], Query()] = "json",
+    ) -> Any:
+        found = await reports.programme_report(engine, programme_id)
+        if found is None:
+            raise Problem(404, "unknown-programme", f"no programme {programme_id!r}")
+        if format == "csv":
+            return Response(reports.report_csv(found), media_type="text/csv")
+        if format == "png":
+            return Response(await asyncio.to_thread(_png, found), media_type="image/png")
+        return found
+
+    return router
+
+
+def _png(report: dict[str, Any]) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "burn-down.png"
+        reports.burn_down_png(report, path)
+        return path.read_bytes()
+
+
+def _scheduled_contracts(
+    request: CapacitySchedule, catalogue: Catalogue, now_ms: int
+) -> list[ContractSpec]:
+    """The hourly contracts a schedule covers, each listed now, or a problem saying which."""
+    if request.resource_class not in RESOURCE_CLASSES:
+        raise Problem(
+            422, "unknown-resource-class", f"unknown resource class {request.resource_class!r}"
+        )
+    if request.region not in REGIONS:
+        raise Problem(422, "unknown-region", f"unknown region {request.region!r}")
+    code = request.resource_class
+    if request.recallable:
+        code = f"{code}{INTERRUPTIBLE_SUFFIX}"
+        if code not in RESOURCE_CLASSES:
+            raise Problem(
+                422,
+                "not-interruptible",
+                f"{request.resource_class} has no interruptible class to deposit into",
+            )
+    if request.from_hour == request.to_hour or request.to_hour > 24 or request.from_hour > 23:
+        raise Problem(422, "invalid-request", "from_hour must differ from to_hour (0-24)")
+    try:
+        first = datetime.strptime(request.first_day, "%Y-%m-%d").replace(tzinfo=CHINA_STANDARD_TIME)
+    except ValueError:
+        raise Problem(422, "invalid-request", f"no such day {request.first_day!r}") from None
+    hours = (request.to_hour - request.from_hour) % 24 or 24
+    contracts = []
+    for day in range(request.days):
+        start = first + timedelta(days=day, hours=request.from_hour)
+        for hour in range(hours):
+            moment = start + timedelta(hours=hour)
+            symbol = (
+                f"{code}.{request.region}.{moment.year:04d}{moment.month:02d}{moment.day:02d}"
+                f"T{moment.hour:02d}"
+            )
+            spec = catalogue.listed(symbol, now_ms)
+            if spec is None:
+                raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, now_ms))
+            contracts.append(spec)
+    return contracts
