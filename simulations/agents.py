@@ -360,7 +360,7 @@ class Buyer:
         self.jobs = jobs
         self.ids = Ids(account_id)
         self.voucher: str | None = None
-        """The programme this buyer holds a grant of, once approved."""
+        """The programme this buyer holds a grant of, once the exchange approved it."""
 
     def cash_needed(self) -> int:
         """Enough cash for every job at full value, with room for a block's rounding."""
@@ -369,6 +369,7 @@ class Buyer:
     def act(self, ctx: Context) -> list[Command]:
         """Follow up every job that has arrived and is not finished."""
         commands: list[Command] = []
+        self.voucher = ctx.view.grants.get(self.account_id)
         for job in self.jobs:
             if job.status == "waiting" and job.arrival_ms <= ctx.now_ms:
                 job.status = "active"
@@ -627,14 +628,16 @@ class Reseller:
 
 
 class Administrator:
-    """A city's programme office: creates the programme and approves grants until it runs out."""
+    """A city's programme office: creates the programme, then approves each eligible
+    enterprise's application (for the cap per enterprise) when its first job arrives; the
+    exchange refuses grants once the budget is granted out."""
 
     def __init__(self, programme: Programme, valid_from: int, valid_until: int) -> None:
         self.programme = programme
         self.account_id = f"admin-{programme.programme_id}"
         self.valid_from = valid_from
         self.valid_until = valid_until
-        self.unallocated = programme.budget
+        self.applied: set[str] = set()
         self.created = False
 
     def eligible(self, buyer: Buyer) -> bool:
@@ -663,20 +666,18 @@ class Administrator:
                 )
             )
         for buyer in buyers:
-            if buyer.voucher is not None or not self.eligible(buyer) or self.unallocated <= 0:
+            if buyer.account_id in self.applied or not self.eligible(buyer):
                 continue
             first = min(job.arrival_ms for job in buyer.jobs) if buyer.jobs else None
             if first is None or first > ctx.now_ms + HOUR_MS:
                 continue
-            limit = min(p.cap_per_enterprise, self.unallocated)
-            self.unallocated -= limit
-            buyer.voucher = p.programme_id
+            self.applied.add(buyer.account_id)
             commands.append(
                 ApproveGrant(
                     programme_id=p.programme_id,
                     admin_id=self.account_id,
                     account_id=buyer.account_id,
-                    limit=limit,
+                    limit=p.cap_per_enterprise,
                     kind=buyer.kind,
                     city=p.city,
                 )

@@ -263,9 +263,11 @@ def _prices(trades: list[TradeExecuted], start_ms: int, days: int) -> dict[str, 
         start = start_of(trade.symbol)
         per_standard = trade.price / factor_of(trade.symbol)
         interruptible = class_of(trade.symbol) == INTERRUPTIBLE
-        cell = by_class["interruptible" if interruptible else "firm"]
-        cell[0] += per_standard * trade.quantity
-        cell[1] += trade.quantity
+        if region_of(trade.symbol) in EAST:
+            # Recallable capacity is deposited in the east only: compare like with like.
+            cell = by_class["interruptible" if interruptible else "firm"]
+            cell[0] += per_standard * trade.quantity
+            cell[1] += trade.quantity
         if interruptible:
             continue
         region = region_of(trade.symbol)
@@ -289,8 +291,8 @@ def _prices(trades: list[TradeExecuted], start_ms: int, days: int) -> dict[str, 
             e - w if e is not None and w is not None else None
             for e, w in zip(east, west, strict=True)
         ],
-        "firm": vwap(by_class.get("firm")),
-        "interruptible": vwap(by_class.get("interruptible")),
+        "east_firm": vwap(by_class.get("firm")),
+        "east_interruptible": vwap(by_class.get("interruptible")),
     }
 
 
@@ -389,29 +391,32 @@ def _buyer_figures(jobs: dict[str, JobOutcome], truth: dict[str, Any]) -> dict[s
 
 def _voucher_figures(stored: Stored) -> dict[str, Any]:
     """Per programme: budget, grants, and the budget left over log time (burn-down)."""
-    programmes: dict[str, dict[str, Any]] = {}
+    # Grants are stored by the enterprise's partition, so one may precede its programme.
+    programmes: dict[str, dict[str, Any]] = {
+        event.programme_id: {
+            "budget": event.budget,
+            "created": event.ts,
+            "granted": 0,
+            "grants": 0,
+            "refused": 0,
+            "used": 0,
+            "clawed_back": 0,
+            "burn": [[event.ts, event.budget]],
+        }
+        for event in stored.events
+        if isinstance(event, ProgrammeCreated)
+    }
     for event in stored.events:
-        if isinstance(event, ProgrammeCreated):
-            programmes[event.programme_id] = {
-                "budget": event.budget,
-                "created": event.ts,
-                "granted": 0,
-                "grants": 0,
-                "refused": 0,
-                "used": 0,
-                "clawed_back": 0,
-                "burn": [[event.ts, event.budget]],
-            }
-        elif isinstance(event, GrantApproved) and event.programme_id in programmes:
+        if isinstance(event, GrantApproved) and event.programme_id in programmes:
             programmes[event.programme_id]["granted"] += event.limit
             programmes[event.programme_id]["grants"] += 1
-        elif (
-            isinstance(event, RequestRejected)
-            and event.request == "ApproveGrant"
-            and event.request_id in programmes
-        ):
-            programmes[event.request_id]["refused"] += 1
-    for _, kind, ts, account, amount in stored.legs:
+        elif isinstance(event, RequestRejected) and event.request == "ApproveGrant":
+            # A grant request is known by `programme:account:limit`.
+            refused = programmes.get(event.request_id.split(":", 1)[0])
+            if refused is not None:
+                refused["refused"] += 1
+    # The journal is in stored order, which interleaves partitions: follow the log time.
+    for _, kind, ts, account, amount in sorted(stored.legs, key=lambda leg: leg[2]):
         name, _, rest = account.partition(":")
         programme_id = rest.split(":", 1)[0]
         p = programmes.get(programme_id)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,14 +81,22 @@ class RunResult:
 
 def settings_for(world: World, data_dir: Path) -> Settings:
     """The exchange's settings for a run: the simulated families rolled `listing_days` ahead,
-    the scenario's bond; everything else from the environment."""
-    return Settings(
+    the scenario's bond; everything else from the environment.
+
+    Event ids start with the topic prefix. A PostgreSQL store may hold earlier runs, whose
+    events a rerun with the same ids would be taken for (the store drops a repeated id), so
+    there the prefix also names the run; the figures do not depend on it.
+    """
+    settings = Settings(
         CX_DATA_DIR=data_dir,
         CX_LISTINGS=",".join(FAMILIES),
         CX_LISTING_DAYS=world.scenario.listing_days,
         CX_BOND_BPS=world.scenario.bond_bps,
-        CX_TOPIC_PREFIX=f"sim-{world.scenario.name}-{world.seed}",
     )
+    prefix = f"sim-{world.scenario.name}-{world.seed}"
+    if settings.database_url:
+        prefix += f"-{uuid.uuid4().hex[:8]}"
+    return settings.model_copy(update={"topic_prefix": prefix})
 
 
 class Simulation:
@@ -107,6 +116,13 @@ class Simulation:
             shutil.rmtree(self.data_dir)
         self.data_dir.mkdir(parents=True)
         settings = settings_for(self.world, self.data_dir)
+        if settings.kafka_bootstrap_servers:
+            self.progress(
+                "KAFKA_BOOTSTRAP_SERVERS is set, but Kafka stamps records with the broker's "
+                "clock: the simulation runs on the in-process log with its simulated clock"
+            )
+        store_name = "PostgreSQL" if settings.database_url else "SQLite"
+        self.progress(f"event store: {store_name}, topics {settings.topic_prefix}.*")
         command_log = InProcessLog(clock_ms=self.clock)
         store = open_event_store(settings.event_store_url())
         await store.initialise()

@@ -117,8 +117,12 @@ def markdown(figures: dict[str, Any], scenario: Scenario) -> str:
         "|---|---|",
         *(f"| {r} | {yuan(figures['prices']['by_region'][r])} |" for r in REGIONS),
         "",
-        f"Firm capacity traded at {yuan(figures['prices']['firm'])} CNY on average, "
-        f"recallable (`-INT`) at {yuan(figures['prices']['interruptible'])} CNY.",
+        f"In the eastern hubs, where providers deposit recallable capacity, firm capacity "
+        f"traded at {yuan(figures['prices']['east_firm'])} CNY on average and recallable "
+        f"(`-INT`) at {yuan(figures['prices']['east_interruptible'])} CNY. Between east and "
+        "west the price gap stays near what eastern buyers lose by computing far away (their "
+        "latency costs, 3 to 7 CNY a card-hour in the baseline): buyers who accept the "
+        "distance move west until the gap no longer pays for it.",
         "",
         "## Utilisation of deposited idle capacity",
         "",
@@ -128,7 +132,9 @@ def markdown(figures: dict[str, Any], scenario: Scenario) -> str:
         f"the deposited card-hours. Without scheduling (the counterfactual: each job only in "
         f"its home hub at its preferred hours, allocated optimally offline over the same "
         f"deposits): {percent(use['without_scheduling'])}. The flexible optimum: "
-        f"{percent(use['optimal'])}.",
+        f"{percent(use['optimal'])}. The optimum maximises surplus, not volume, so the market "
+        "can sell more than it: units a reseller could not resell, or sold to a buyer who "
+        "values them below another provider's cost, count as sold here and lower the surplus.",
         "",
         "## What buyers paid",
         "",
@@ -224,21 +230,25 @@ def _convergence(figures: dict[str, Any], path: Path) -> None:
 
 def _utilisation(figures: dict[str, Any], path: Path) -> None:
     use = figures["utilisation"]
-    fig, axes = plt.subplots(1, len(REGIONS), figsize=(14, 3.2), sharey=True)
-    for ax, region in zip(axes, REGIONS, strict=True):
+    fig, grid = plt.subplots(2, 4, figsize=(13, 6), sharey=True)
+    axes = grid.flatten()
+    for ax, region in zip(axes, REGIONS, strict=False):
         for key, style, label in (
             ("realised", "-", "with scheduling (realised)"),
             ("without_scheduling", "--", "without (home hub, preferred hours; optimum)"),
         ):
             values = [np.nan if v is None else 100 * v for v in use[key][region]]
             ax.plot(range(1, len(values) + 1), values, style, marker=".", label=label)
-        ax.set_title(region)
-        ax.set_xlabel("day")
+        ax.set_title(f"{region} ({'east' if region in EAST else 'west'})")
+        ax.set_xlabel("delivery day")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("% of deposited card-hours sold")
-    axes[0].legend(loc="upper left", fontsize=7)
-    fig.suptitle("Utilisation of deposited idle capacity by region")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("% of deposited card-hours sold")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].axis("off")
+    axes[-1].legend(handles, labels, loc="center", fontsize=9)
+    fig.suptitle("Utilisation of deposited idle capacity by region and delivery day")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

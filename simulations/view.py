@@ -13,6 +13,7 @@ from exchange.domain.messages import (
     BlockAccepted,
     BookChanged,
     DeliveryObligation,
+    GrantApproved,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -65,6 +66,8 @@ class MarketView:
         self.orders: dict[str, OrderState] = {}
         self.obligations: list[DeliveryObligation] = []
         """Every obligation announced so far, in the order read."""
+        self.grants: dict[str, str] = {}
+        """Account -> the voucher programme that granted it funds."""
         self.last_price: dict[str, int] = {}
         """Family -> price of its latest trade."""
 
@@ -130,6 +133,8 @@ class MarketView:
                 state.open = event.remaining > 0
         elif isinstance(event, DeliveryObligation):
             self.obligations.append(event)
+        elif isinstance(event, GrantApproved):
+            self.grants[event.account_id] = event.programme_id
 
     def asks(self, symbol: str) -> list[tuple[int, int]]:
         """The ask levels of a contract, best first (none if it has no book yet)."""
