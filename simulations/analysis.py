@@ -402,14 +402,17 @@ def _voucher_figures(stored: Stored) -> dict[str, Any]:
             "used": 0,
             "clawed_back": 0,
             "burn": [[event.ts, event.budget]],
+            "grantable": [[event.ts, event.budget]],
         }
         for event in stored.events
         if isinstance(event, ProgrammeCreated)
     }
-    for event in stored.events:
+    for event in sorted(stored.events, key=lambda e: e.ts):
         if isinstance(event, GrantApproved) and event.programme_id in programmes:
-            programmes[event.programme_id]["granted"] += event.limit
-            programmes[event.programme_id]["grants"] += 1
+            granting = programmes[event.programme_id]
+            granting["granted"] += event.limit
+            granting["grants"] += 1
+            granting["grantable"].append([event.ts, granting["budget"] - granting["granted"]])
         elif isinstance(event, RequestRejected) and event.request == "ApproveGrant":
             # A grant request is known by `programme:account:limit`.
             refused = programmes.get(event.request_id.split(":", 1)[0])

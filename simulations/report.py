@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only: no display, the same output everywhere
 import matplotlib.pyplot as plt
 import numpy as np
 
+from exchange.domain.catalogue import CHINA_STANDARD_TIME
 from simulations.scenario import EAST, REGIONS, Scenario
 
 PLOTS = {
@@ -273,7 +274,7 @@ def _buyers(figures: dict[str, Any], path: Path) -> None:
         (0.27, "paid_after_vouchers_per_card_hour", "paid after vouchers"),
     ):
         prices.bar(x + offset, values(key), width=0.27, label=label)
-    prices.set_xticks(x, groups)
+    prices.set_xticks(x, groups, fontsize=8)
     prices.set_ylabel("CNY per standard card-hour")
     prices.set_title("What buyers paid")
     prices.legend(fontsize=8)
@@ -282,7 +283,7 @@ def _buyers(figures: dict[str, Any], path: Path) -> None:
     without_share = [100 * (without.get(g.split("/")[0]) or 0) for g in groups]
     served.bar(x - 0.2, with_share, width=0.4, label="with scheduling (realised)")
     served.bar(x + 0.2, without_share, width=0.4, label="without (optimum, home hub only)")
-    served.set_xticks(x, groups)
+    served.set_xticks(x, groups, fontsize=8)
     served.set_ylim(0, 100)
     served.set_ylabel("% of jobs served by their deadline")
     served.set_title("Jobs served")
@@ -295,15 +296,30 @@ def _buyers(figures: dict[str, Any], path: Path) -> None:
 def _vouchers(figures: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for programme_id, p in figures["vouchers"].items():
-        times = np.array([datetime.fromtimestamp(ts / 1000, UTC) for ts, _ in p["burn"]])
+        times = np.array([_local(ts) for ts, _ in p["burn"]])
         left = [100 * v / p["budget"] for _, v in p["burn"]]
-        ax.step(times, left, where="post", label=f"{programme_id} ({yuan(p['budget'])} CNY)")
+        (line,) = ax.step(times, left, where="post", label=f"{programme_id}: not yet paid out")
+        granting = np.array([_local(ts) for ts, _ in p["grantable"]])
+        ax.step(
+            granting,
+            [100 * v / p["budget"] for _, v in p["grantable"]],
+            where="post",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{programme_id}: not yet granted ({yuan(p['budget'])} CNY budget)",
+        )
     ax.set_ylim(0, 105)
-    ax.set_ylabel("% of budget not yet paid out")
+    ax.set_ylabel("% of the programme's budget")
+    ax.set_xlabel("log time (China Standard Time)")
     ax.set_title("Voucher budget burn-down")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _local(ts: int) -> datetime:
+    """A log time as a naive China Standard Time datetime (matplotlib would show UTC)."""
+    return datetime.fromtimestamp(ts / 1000, CHINA_STANDARD_TIME).replace(tzinfo=None)
