@@ -204,6 +204,8 @@ class Provider:
                     (obligation.symbol, obligation.buyer_id, obligation.quantity, start)
                 )
         self.read_obligations = len(obligations)
+        # The view reads partitions in no fixed order: meter in one, so the log is the same.
+        self.unmetered.sort(key=lambda owed: (owed[3], owed[0], owed[1]))
         commands: list[Command] = []
         waiting = []
         for symbol, buyer, quantity, start in self.unmetered:

@@ -407,7 +407,7 @@ def _voucher_figures(stored: Stored) -> dict[str, Any]:
         for event in stored.events
         if isinstance(event, ProgrammeCreated)
     }
-    for event in sorted(stored.events, key=lambda e: e.ts):
+    for event in sorted(stored.events, key=lambda e: (e.ts, e.event_id)):
         if isinstance(event, GrantApproved) and event.programme_id in programmes:
             granting = programmes[event.programme_id]
             granting["granted"] += event.limit
@@ -418,8 +418,9 @@ def _voucher_figures(stored: Stored) -> dict[str, Any]:
             refused = programmes.get(event.request_id.split(":", 1)[0])
             if refused is not None:
                 refused["refused"] += 1
-    # The journal is in stored order, which interleaves partitions: follow the log time.
-    for _, kind, ts, account, amount in sorted(stored.legs, key=lambda leg: leg[2]):
+    # The journal is in stored order, which interleaves partitions: follow the log time (and
+    # the entry ids within one time, so the curve is the same in every run).
+    for _, kind, ts, account, amount in sorted(stored.legs, key=lambda leg: (leg[2], leg[0])):
         name, _, rest = account.partition(":")
         programme_id = rest.split(":", 1)[0]
         p = programmes.get(programme_id)
@@ -456,7 +457,9 @@ def optimal_allocation(
     module's description); `restricted` keeps each job to its home hub and preferred hours."""
     cost = {p["account_id"]: p["cost"] for p in truth["providers"]}
     supply: dict[tuple[str, str, int], list[tuple[str, str, int]]] = defaultdict(list)
-    for (provider, symbol), units in deposits.items():
+    # In a fixed order: the optimum may not be unique, and the solver's choice among equal
+    # optima follows the order of the columns.
+    for (provider, symbol), units in sorted(deposits.items()):
         supply[(class_of(symbol), region_of(symbol), start_of(symbol))].append(
             (provider, symbol, units)
         )

@@ -83,6 +83,11 @@ def settings_for(world: World, data_dir: Path) -> Settings:
     """The exchange's settings for a run: the simulated families rolled `listing_days` ahead,
     the scenario's bond; everything else from the environment.
 
+    The commands topic has one partition. Each stage is a function of its input partitions,
+    but a stage that reads several merges them into its outputs in the order its consumer's
+    batches happen to hold them, and risk's outputs are matching's input: with one commands
+    partition that merge, and so every order book, is the same in every run.
+
     Event ids start with the topic prefix. A PostgreSQL store may hold earlier runs, whose
     events a rerun with the same ids would be taken for (the store drops a repeated id), so
     there the prefix also names the run; the figures do not depend on it.
@@ -92,6 +97,7 @@ def settings_for(world: World, data_dir: Path) -> Settings:
         CX_LISTINGS=",".join(FAMILIES),
         CX_LISTING_DAYS=world.scenario.listing_days,
         CX_BOND_BPS=world.scenario.bond_bps,
+        CX_COMMAND_PARTITIONS=1,
     )
     prefix = f"sim-{world.scenario.name}-{world.seed}"
     if settings.database_url:

@@ -122,7 +122,7 @@ def markdown(figures: dict[str, Any], scenario: Scenario) -> str:
         f"traded at {yuan(figures['prices']['east_firm'])} CNY on average and recallable "
         f"(`-INT`) at {yuan(figures['prices']['east_interruptible'])} CNY. Between east and "
         "west the price gap stays near what eastern buyers lose by computing far away (their "
-        "latency costs, 3 to 7 CNY a card-hour in the baseline): buyers who accept the "
+        "latency costs, 1.5 to 8 CNY a card-hour in the baseline): buyers who accept the "
         "distance move west until the gap no longer pays for it.",
         "",
         "## Utilisation of deposited idle capacity",
