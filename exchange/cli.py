@@ -31,7 +31,9 @@ from settlement import history, reports
 from settlement.bench import run as run_replay_bench
 from settlement.replay import parse_until
 from settlement.sql_store import SqlEventStore, open_event_store
+from simulations import scenario as scenarios
 from simulations.demo_market import DemoMarket
+from simulations.run import prepare, simulate
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,6 +134,21 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--subscribers", type=int, default=1000, help="fanout: subscribers")
     bench.add_argument("--updates", type=int, default=50, help="fanout: book updates")
     bench.add_argument("--updates-per-s", type=float, default=10.0, help="fanout: update rate")
+    simulation = commands.add_parser(
+        "simulate",
+        help="run an agent-based market through the exchange on a simulated clock and write a "
+        "report folder (Markdown and plots)",
+    )
+    simulation.add_argument(
+        "--scenario",
+        default="baseline",
+        help=f"a shipped scenario ({', '.join(scenarios.available())}) or a .toml file",
+    )
+    simulation.add_argument("--days", type=int, help="days to simulate (default: the scenario's)")
+    simulation.add_argument("--seed", type=int, default=1, help="seed of every random draw")
+    simulation.add_argument(
+        "--out", type=Path, help="report folder (default: simulation-reports/SCENARIO)"
+    )
     return parser
 
 
@@ -219,6 +236,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _programme_report(settings, args.programme_id, args.out)
     elif args.command == "bench":
         return _bench(settings, args)
+    elif args.command == "simulate":
+        out = args.out or Path("simulation-reports") / Path(args.scenario).stem
+        prepare(out)
+        asyncio.run(simulate(args.scenario, args.days, args.seed, out))
     return 0
 
 

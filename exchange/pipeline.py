@@ -508,6 +508,11 @@ class RiskRunner(StageRunner[RiskPartition]):
         )
 
     def _route(self, event: Event, record: LogRecord) -> int:
+        if isinstance(event, GrantApproved):
+            # Matching feeds grants back to the enterprise's commands partition, where they
+            # are deduplicated by their position in this partition: they must all travel
+            # through one orders partition to arrive in that order.
+            return record.partition % self.topics.market_partitions
         symbol = getattr(event, "symbol", None)
         if isinstance(symbol, str):
             return self.topics.market_partition(symbol)

@@ -1,0 +1,716 @@
+"""The participants of a simulated market and how each decides what to send.
+
+Every agent turns what it sees (`MarketView`: the published books, its own orders and
+obligations) and the log time into commands; it never reaches into the exchange's stages. Each
+draws from its own `random.Random`, seeded from the run's seed and its id, so adding an agent
+does not change what the others draw.
+
+- `Provider`: a data centre in an eastern hub (busy by day, idle at night) or a western hub
+  (idle most of the time, cheaper power). It deposits its idle cards hour by hour as they are
+  listed, firm or recallable (`-INT`), asks a markup over its marginal cost that falls in steps
+  as delivery nears, may recall unsold recallable hours, and meters what it delivered.
+- `Buyer`: an SME, one-person company or larger firm with jobs (cards x consecutive hours
+  between an earliest start and a deadline, worth `value` a card-hour, less a latency cost
+  outside its home hub). Direct buyers trade their home hub only: a limit order per hour (with
+  their voucher, if they hold a grant; block orders carry no voucher) or a block order.
+  Planner buyers state the need and let `exchange.domain.planner.plan` pick the cheapest
+  region and start hour from the live asks, as `api/needs.py` does, then send its block (or,
+  holding a voucher, its hours as fill-or-kill orders that name the voucher).
+- `Reseller`: buys western hours a day or two ahead when they are cheap against the last trade
+  and resells them nearer delivery (a sell backed by the entitlement).
+- `Administrator`: creates a city's voucher programme and approves grants as its enterprises
+  apply, until the budget is granted out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from exchange.domain.catalogue import (
+    CHINA_STANDARD_TIME,
+    RESOURCE_CLASSES,
+    ContractSpec,
+    cst_day_start_ms,
+    parse_symbol,
+    to_utc_ms,
+)
+from exchange.domain.messages import (
+    AmendOrder,
+    ApproveGrant,
+    CancelOrder,
+    Command,
+    CreateProgramme,
+    DepositCapacity,
+    DepositFunds,
+    PlaceBlockOrder,
+    PlaceOrder,
+    ReportMetering,
+    WithdrawCapacity,
+)
+from exchange.domain.performance import STANDARD
+from exchange.domain.planner import CARDS, Need, RegionChoice, plan
+from simulations.scenario import CARD, EAST, INTERRUPTIBLE, REGIONS, WEST, Programme
+from simulations.view import MarketView
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+TICK = RESOURCE_CLASSES[CARD].tick_size
+GATE_MS = HOUR_MS
+"""Trading in an hour closes an hour before it (the exchange's default gate closure)."""
+
+# Share of a fleet idle at each hour of the day (China Standard Time). Eastern hubs serve their
+# own customers by day; western hubs sell to the east and are idle most of the time.
+_IDLE_EAST = (0.75,) * 7 + (0.4, 0.3) + (0.08,) * 10 + (0.3, 0.4, 0.5) + (0.65,) * 2
+_IDLE_WEST = (0.85,) * 9 + (0.7,) * 9 + (0.8,) * 6
+IDLE_SHARE = {"east": _IDLE_EAST, "west": _IDLE_WEST}
+
+# An ask's markup over cost, as a share of the provider's opening markup, by hours to
+# delivery: patient far out, close to cost near the gate (steps, so a provider amends each
+# order a few times rather than every hour).
+_MARKUP_STEPS = ((24, 1.0), (12, 0.6), (6, 0.35), (3, 0.15), (0, 0.03))
+INTERRUPTIBLE_DISCOUNT = 0.85
+"""Recallable capacity asks this share of the firm ask (never below cost)."""
+CASH_PER_PROVIDER = 2_000_000_000
+"""Enough cash behind any provider's delivery bonds (20 million CNY)."""
+
+
+def symbol_at(resource_class: str, region: str, start_ms: int) -> str:
+    """The contract of `resource_class` in `region` delivered in the hour starting at `start_ms`."""
+    start = datetime(1970, 1, 1, tzinfo=CHINA_STANDARD_TIME) + timedelta(
+        milliseconds=start_ms + 8 * HOUR_MS
+    )
+    return ContractSpec(RESOURCE_CLASSES[resource_class], region, start).symbol
+
+
+def hour_of_day(start_ms: int) -> int:
+    """The hour of the day (China Standard Time) of a delivery start."""
+    return (start_ms - cst_day_start_ms(start_ms)) // HOUR_MS
+
+
+def on_tick(price: float, up: bool) -> int:
+    """A price in fen rounded onto the card's tick (up or down), at least one tick."""
+    ticks = math.ceil(price / TICK) if up else math.floor(price / TICK)
+    return max(TICK, ticks * TICK)
+
+
+def tradable(start_ms: int, now_ms: int) -> bool:
+    """Whether an hour's gate is still open at `now_ms`."""
+    return start_ms - GATE_MS > now_ms
+
+
+class Ids:
+    """Order and request ids: the agent's id and a counter, the same in every run."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._count = 0
+
+    def next(self) -> str:
+        """A fresh id."""
+        self._count += 1
+        return f"{self._prefix}.{self._count}"
+
+
+@dataclass
+class Context:
+    """What every agent may know besides the market: the clock and the run's horizon."""
+
+    now_ms: int
+    end_ms: int
+    """No job or deposit reaches past this delivery time."""
+    listed_until_ms: int
+    """Deliveries before this are listed now (the rolling horizon)."""
+    day: int
+    view: MarketView
+
+
+# Providers -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SellOrder:
+    """A provider's ask for one hour."""
+
+    symbol: str
+    start_ms: int
+    interruptible: bool
+
+
+class Provider:
+    """A data centre that deposits its idle cards and sells them around its cost."""
+
+    def __init__(
+        self,
+        account_id: str,
+        region: str,
+        profile: str,
+        cards: int,
+        cost: int,
+        interruptible_share: float,
+        recall_probability: float,
+        markup: float,
+        rng: random.Random,
+    ) -> None:
+        self.account_id = account_id
+        self.region = region
+        self.profile = profile
+        self.cards = cards
+        self.cost = cost
+        self.interruptible_share = interruptible_share
+        self.recall_probability = recall_probability
+        self.markup = markup
+        self.rng = rng
+        self.ids = Ids(account_id)
+        self.deposited_until_ms = 0
+        self.sells: dict[str, SellOrder] = {}
+        self.recalled: list[str] = []
+        """Cancelled recallable asks whose capacity is withdrawn next hour."""
+        self.read_obligations = 0
+        self.unmetered: list[tuple[str, str, int, int]] = []
+        """(symbol, buyer, quantity, delivery start) owed and not yet metered."""
+
+    def ask(self, start_ms: int, now_ms: int, interruptible: bool) -> int:
+        """The ask for an hour at `now_ms`: the markup step for its distance to delivery."""
+        hours_out = (start_ms - now_ms) / HOUR_MS
+        step = next(share for above, share in _MARKUP_STEPS if hours_out > above)
+        price = self.cost * (1 + self.markup * step)
+        if interruptible:
+            price = max(self.cost, price * INTERRUPTIBLE_DISCOUNT)
+        return on_tick(price, up=True)
+
+    def idle_cards(self, start_ms: int, fleet_factor: float) -> int:
+        """Cards idle in an hour: the profile's share of the fleet, give or take a tenth."""
+        share = IDLE_SHARE[self.profile][hour_of_day(start_ms)]
+        return round(self.cards * fleet_factor * share * self.rng.uniform(0.9, 1.1))
+
+    def act(self, ctx: Context, fleet_factor: float, delivered_share: float) -> list[Command]:
+        """Meter, recall, reprice, then deposit and offer the hours newly listed."""
+        commands: list[Command] = []
+        commands += self._meter(ctx, delivered_share)
+        commands += self._withdraw_recalled(ctx)
+        commands += self._reprice_and_recall(ctx)
+        commands += self._deposit_new_hours(ctx, fleet_factor)
+        return commands
+
+    def _meter(self, ctx: Context, delivered_share: float) -> list[Command]:
+        obligations = ctx.view.obligations
+        for obligation in obligations[self.read_obligations :]:
+            if obligation.provider_id == self.account_id:
+                start = to_utc_ms(parse_symbol(obligation.symbol).delivery_start)
+                self.unmetered.append(
+                    (obligation.symbol, obligation.buyer_id, obligation.quantity, start)
+                )
+        self.read_obligations = len(obligations)
+        # The view reads partitions in no fixed order: meter in one, so the log is the same.
+        self.unmetered.sort(key=lambda owed: (owed[3], owed[0], owed[1]))
+        commands: list[Command] = []
+        waiting = []
+        for symbol, buyer, quantity, start in self.unmetered:
+            if start + HOUR_MS > ctx.now_ms:
+                waiting.append((symbol, buyer, quantity, start))
+                continue
+            commands.append(
+                ReportMetering(
+                    report_id=self.ids.next(),
+                    account_id=self.account_id,
+                    symbol=symbol,
+                    buyer_id=buyer,
+                    delivered=math.floor(quantity * delivered_share),
+                )
+            )
+        self.unmetered = waiting
+        return commands
+
+    def _withdraw_recalled(self, ctx: Context) -> list[Command]:
+        commands: list[Command] = []
+        for order_id in self.recalled:
+            state = ctx.view.orders.get(order_id)
+            sell = self.sells.pop(order_id)
+            if state is not None and state.remaining > 0 and tradable(sell.start_ms, ctx.now_ms):
+                commands.append(
+                    WithdrawCapacity(
+                        withdrawal_id=self.ids.next(),
+                        account_id=self.account_id,
+                        symbol=sell.symbol,
+                        quantity=state.remaining,
+                    )
+                )
+        self.recalled = []
+        return commands
+
+    def _reprice_and_recall(self, ctx: Context) -> list[Command]:
+        commands: list[Command] = []
+        for order_id, sell in list(self.sells.items()):
+            state = ctx.view.orders.get(order_id)
+            if state is None or not state.open or not tradable(sell.start_ms, ctx.now_ms):
+                del self.sells[order_id]
+                continue
+            hours_out = (sell.start_ms - ctx.now_ms) // HOUR_MS
+            if (
+                sell.interruptible
+                and hours_out == 4
+                and self.rng.random() < self.recall_probability
+            ):
+                # The provider's own customers want the cards back: take the unsold rest.
+                commands.append(CancelOrder(order_id=order_id, account_id=self.account_id))
+                self.recalled.append(order_id)
+                continue
+            price = self.ask(sell.start_ms, ctx.now_ms, sell.interruptible)
+            if price < state.price:
+                commands.append(
+                    AmendOrder(order_id=order_id, account_id=self.account_id, price=price)
+                )
+        return commands
+
+    def _deposit_new_hours(self, ctx: Context, fleet_factor: float) -> list[Command]:
+        commands: list[Command] = []
+        first = max(self.deposited_until_ms, ctx.now_ms + 2 * HOUR_MS - ctx.now_ms % HOUR_MS)
+        last = min(ctx.listed_until_ms, ctx.end_ms)
+        for start in range(first, last, HOUR_MS):
+            idle = self.idle_cards(start, fleet_factor)
+            recallable = round(idle * self.interruptible_share)
+            for resource_class, quantity in (
+                (CARD, idle - recallable),
+                (INTERRUPTIBLE, recallable),
+            ):
+                if quantity <= 0:
+                    continue
+                symbol = symbol_at(resource_class, self.region, start)
+                interruptible = resource_class == INTERRUPTIBLE
+                order_id = self.ids.next()
+                commands.append(
+                    DepositCapacity(
+                        deposit_id=self.ids.next(),
+                        account_id=self.account_id,
+                        symbol=symbol,
+                        quantity=quantity,
+                    )
+                )
+                commands.append(
+                    PlaceOrder(
+                        order_id=order_id,
+                        account_id=self.account_id,
+                        symbol=symbol,
+                        side="sell",
+                        price=self.ask(start, ctx.now_ms, interruptible),
+                        quantity=quantity,
+                    )
+                )
+                self.sells[order_id] = SellOrder(symbol, start, interruptible)
+        self.deposited_until_ms = max(self.deposited_until_ms, last)
+        return commands
+
+
+# Buyers ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """Work a buyer needs done: `cards` cards for `hours` consecutive hours in its window."""
+
+    job_id: str
+    buyer_id: str
+    kind: str
+    home: str
+    cards: int
+    hours: int
+    arrival_ms: int
+    earliest_ms: int
+    deadline_ms: int
+    value: int
+    """Fen a delivered card-hour is worth, before latency costs."""
+    adders: dict[str, int]
+    """Latency cost per card-hour by region (0 at home)."""
+    interruptible_ok: bool
+    status: str = "waiting"
+    """waiting (not arrived), active, pending (orders out), done, lost."""
+    live: list[str] = field(default_factory=list)
+    """The orders of the current try."""
+    orders: list[str] = field(default_factory=list)
+    """Every order the job ever placed: how the report finds its trades."""
+
+    def send(self, order_id: str) -> None:
+        """Record an order of the current try."""
+        self.live.append(order_id)
+        self.orders.append(order_id)
+
+    def starts(self, now_ms: int) -> list[int]:
+        """Start hours still tradable that fit the window, earliest first."""
+        first = max(self.earliest_ms, now_ms + GATE_MS + HOUR_MS - now_ms % HOUR_MS)
+        return list(range(first, self.deadline_ms - self.hours * HOUR_MS + 1, HOUR_MS))
+
+    def patience(self, now_ms: int) -> float:
+        """Share of its value the buyer will pay now: 0.8 on arrival, all of it at the end."""
+        last = self.deadline_ms - self.hours * HOUR_MS - 2 * GATE_MS
+        span = max(1, last - self.arrival_ms)
+        return 0.8 + 0.2 * min(1.0, max(0.0, (now_ms - self.arrival_ms) / span))
+
+
+class Buyer:
+    """An enterprise with jobs, trading directly or through the planner."""
+
+    def __init__(
+        self, account_id: str, kind: str, city: str, planner: bool, jobs: list[Job]
+    ) -> None:
+        self.account_id = account_id
+        self.kind = kind
+        self.city = city
+        self.planner = planner
+        self.jobs = jobs
+        self.ids = Ids(account_id)
+        self.voucher: str | None = None
+        """The programme this buyer holds a grant of, once the exchange approved it."""
+
+    def cash_needed(self) -> int:
+        """Enough cash for every job at full value, with room for a block's rounding."""
+        return sum(j.value * j.cards * j.hours for j in self.jobs) * 5 // 4 + 1_000_000
+
+    def act(self, ctx: Context) -> list[Command]:
+        """Follow up every job that has arrived and is not finished."""
+        commands: list[Command] = []
+        self.voucher = ctx.view.grants.get(self.account_id)
+        for job in self.jobs:
+            if job.status == "waiting" and job.arrival_ms <= ctx.now_ms:
+                job.status = "active"
+            if job.status == "pending":
+                self._follow_up(job, ctx)
+            if job.status == "active":
+                commands += self._place(job, ctx)
+        return commands
+
+    def _follow_up(self, job: Job, ctx: Context) -> None:
+        states = [ctx.view.orders.get(order_id) for order_id in job.live]
+        if any(s is None or s.open for s in states):
+            return
+        job.live = []
+        job.status = "done" if any(s.filled for s in states if s is not None) else "active"
+
+    def _place(self, job: Job, ctx: Context) -> list[Command]:
+        starts = job.starts(ctx.now_ms)
+        if not starts:
+            job.status = "lost"
+            return []
+        if self.planner:
+            return self._plan(job, ctx)
+        start = starts[0]
+        symbols = [symbol_at(CARD, job.home, start + i * HOUR_MS) for i in range(job.hours)]
+        if job.hours > 1 and self.voucher is None:
+            price = on_tick(job.value * job.patience(ctx.now_ms), up=False)
+            return self._send_block(job, symbols, price, job.cards)
+        # Limit orders rest until their hour's gate: the buyer bids its full value.
+        commands: list[Command] = []
+        for symbol in symbols:
+            order_id = self.ids.next()
+            commands.append(
+                PlaceOrder(
+                    order_id=order_id,
+                    account_id=self.account_id,
+                    symbol=symbol,
+                    side="buy",
+                    price=on_tick(job.value, up=False),
+                    quantity=job.cards,
+                    voucher=self.voucher,
+                    limit_basis="net" if self.voucher else "gross",
+                )
+            )
+            job.send(order_id)
+        job.status = "pending"
+        return commands
+
+    def _plan(self, job: Job, ctx: Context) -> list[Command]:
+        classes = (CARD, INTERRUPTIBLE) if job.interruptible_ok else (CARD,)
+        willing = job.value * job.patience(ctx.now_ms)
+        need = Need(
+            unit=CARDS,
+            quantity=job.cards,
+            hours=job.hours,
+            earliest_start_ms=job.starts(ctx.now_ms)[0],
+            deadline_ms=job.deadline_ms,
+            regions=tuple(RegionChoice(r, job.adders[r]) for r in REGIONS),
+            max_total=math.floor(willing * job.cards * job.hours),
+            classes=classes,
+        )
+        contracts = [spec for spec in planner_contracts(ctx) if spec.resource_class.code in classes]
+        asks = {spec.symbol: ctx.view.asks(spec.symbol) for spec in contracts}
+        result = plan(need, contracts, asks, STANDARD)
+        chosen = result.chosen
+        # The planner ranks by cost plus latency; the buyer only takes a plan worth its price.
+        if chosen is None or chosen.limit_price is None or chosen.ranked_total is None:
+            return []
+        if chosen.ranked_total > willing * job.cards * job.hours:
+            return []
+        if self.voucher is None:
+            return self._send_block(job, list(chosen.symbols), chosen.limit_price, job.cards)
+        # A block order carries no voucher, so a grant holder sends the plan's hours as one
+        # fill-or-kill order each, limited at the last ask level the plan walked to.
+        commands: list[Command] = []
+        for symbol in chosen.symbols:
+            taken, limit = 0, 0
+            for price, quantity in asks[symbol]:
+                taken, limit = taken + quantity, price
+                if taken >= job.cards:
+                    break
+            order_id = self.ids.next()
+            commands.append(
+                PlaceOrder(
+                    order_id=order_id,
+                    account_id=self.account_id,
+                    symbol=symbol,
+                    side="buy",
+                    price=limit,
+                    quantity=job.cards,
+                    time_in_force="FOK",
+                    voucher=self.voucher,
+                )
+            )
+            job.send(order_id)
+        job.status = "pending"
+        return commands
+
+    def _send_block(self, job: Job, symbols: list[str], price: int, cards: int) -> list[Command]:
+        order_id = self.ids.next()
+        job.send(order_id)
+        job.status = "pending"
+        return [
+            PlaceBlockOrder(
+                order_id=order_id,
+                account_id=self.account_id,
+                symbols=symbols,
+                side="buy",
+                price=price,
+                quantity=cards,
+            )
+        ]
+
+
+_PLANNER_CACHE: dict[int, list[ContractSpec]] = {}
+
+
+def planner_contracts(ctx: Context) -> list[ContractSpec]:
+    """The simulated families' hours listed now (the contracts a need is planned over)."""
+    key = ctx.now_ms
+    cached = _PLANNER_CACHE.get(key)
+    if cached is None:
+        _PLANNER_CACHE.clear()
+        cached = []
+        first = ctx.now_ms - ctx.now_ms % HOUR_MS + HOUR_MS
+        for start in range(first, ctx.listed_until_ms, HOUR_MS):
+            if not tradable(start, ctx.now_ms):
+                continue
+            for resource_class in (CARD, INTERRUPTIBLE):
+                for region in REGIONS:
+                    symbol = symbol_at(resource_class, region, start)
+                    cached.append(parse_symbol(symbol))
+        _PLANNER_CACHE[key] = cached
+    return cached
+
+
+# Resellers -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Holding:
+    """Hours a reseller bought, and its resale order."""
+
+    symbol: str
+    start_ms: int
+    cost: int
+    """Fen per unit paid."""
+    buy_order: str
+    sell_order: str | None = None
+
+
+class Reseller:
+    """Buys western hours ahead when cheap and resells them closer to delivery."""
+
+    def __init__(
+        self,
+        account_id: str,
+        budget: int,
+        discount: float,
+        margin: float,
+        list_price: dict[str, int],
+    ) -> None:
+        self.account_id = account_id
+        self.budget = budget
+        self.discount = discount
+        self.margin = margin
+        self.list_price = list_price
+        self.ids = Ids(account_id)
+        self.holdings: list[Holding] = []
+
+    def act(self, ctx: Context) -> list[Command]:
+        """Resell what it bought, then buy more if the asks are cheap."""
+        commands = self._resell(ctx)
+        commands += self._buy(ctx)
+        return commands
+
+    def _tied_up(self, ctx: Context) -> int:
+        total = 0
+        for holding in self.holdings:
+            if tradable(holding.start_ms, ctx.now_ms):
+                bought = ctx.view.orders.get(holding.buy_order)
+                total += holding.cost * (bought.filled if bought else 0)
+        return total
+
+    def _buy(self, ctx: Context) -> list[Command]:
+        commands: list[Command] = []
+        spend = self.budget - self._tied_up(ctx)
+        first = ctx.now_ms - ctx.now_ms % HOUR_MS + 20 * HOUR_MS
+        for start in range(first, min(first + 24 * HOUR_MS, ctx.end_ms), HOUR_MS):
+            for region in WEST:
+                symbol = symbol_at(CARD, region, start)
+                levels = ctx.view.asks(symbol)
+                if not levels:
+                    continue
+                price, quantity = levels[0]
+                reference = ctx.view.last_price.get(
+                    f"{CARD}.{region}", self.list_price[region] * 6 // 10
+                )
+                units = min(quantity, 8, spend // price)
+                if price > reference * (1 - self.discount) or units <= 0:
+                    continue
+                order_id = self.ids.next()
+                commands.append(
+                    PlaceOrder(
+                        order_id=order_id,
+                        account_id=self.account_id,
+                        symbol=symbol,
+                        side="buy",
+                        price=price,
+                        quantity=units,
+                        time_in_force="IOC",
+                    )
+                )
+                spend -= price * units
+                self.holdings.append(Holding(symbol, start, price, order_id))
+        return commands
+
+    def _resell(self, ctx: Context) -> list[Command]:
+        commands: list[Command] = []
+        kept = []
+        for holding in self.holdings:
+            if not tradable(holding.start_ms, ctx.now_ms):
+                continue
+            kept.append(holding)
+            bought = ctx.view.orders.get(holding.buy_order)
+            if bought is None or not bought.filled:
+                continue
+            hours_out = (holding.start_ms - ctx.now_ms) / HOUR_MS
+            # Ask a margin at first; near the gate, sell at cost, then below it, rather than
+            # hold hours the reseller cannot use.
+            share = 1 + self.margin if hours_out > 6 else 1.0 if hours_out > 3 else 0.9
+            price = on_tick(holding.cost * share, up=True)
+            if holding.sell_order is None:
+                holding.sell_order = self.ids.next()
+                commands.append(
+                    PlaceOrder(
+                        order_id=holding.sell_order,
+                        account_id=self.account_id,
+                        symbol=holding.symbol,
+                        side="sell",
+                        price=price,
+                        quantity=bought.filled,
+                    )
+                )
+                continue
+            sold = ctx.view.orders.get(holding.sell_order)
+            if sold is not None and sold.open and price < sold.price:
+                commands.append(
+                    AmendOrder(order_id=holding.sell_order, account_id=self.account_id, price=price)
+                )
+        self.holdings = kept
+        return commands
+
+
+# Voucher programmes ----------------------------------------------------------------------------
+
+
+class Administrator:
+    """A city's programme office: creates the programme, then approves each eligible
+    enterprise's application (for the cap per enterprise) when its first job arrives; the
+    exchange refuses grants once the budget is granted out."""
+
+    def __init__(self, programme: Programme, valid_from: int, valid_until: int) -> None:
+        self.programme = programme
+        self.account_id = f"admin-{programme.programme_id}"
+        self.valid_from = valid_from
+        self.valid_until = valid_until
+        self.applied: set[str] = set()
+        self.created = False
+
+    def eligible(self, buyer: Buyer) -> bool:
+        """Whether the buyer's kind and city qualify."""
+        return buyer.kind in self.programme.kinds and buyer.city == self.programme.city
+
+    def act(self, ctx: Context, buyers: list[Buyer]) -> list[Command]:
+        """Create the programme once; grant to eligible buyers whose first job has arrived."""
+        p = self.programme
+        commands: list[Command] = []
+        if not self.created:
+            self.created = True
+            commands.append(
+                CreateProgramme(
+                    programme_id=p.programme_id,
+                    admin_id=self.account_id,
+                    issuer=p.issuer,
+                    budget=p.budget,
+                    rate_bps=p.rate_bps,
+                    cap_per_contract=p.cap_per_contract,
+                    cap_per_enterprise=p.cap_per_enterprise,
+                    kinds=list(p.kinds),
+                    cities=[p.city],
+                    valid_from=self.valid_from,
+                    valid_until=self.valid_until,
+                )
+            )
+        for buyer in buyers:
+            if buyer.account_id in self.applied or not self.eligible(buyer):
+                continue
+            first = min(job.arrival_ms for job in buyer.jobs) if buyer.jobs else None
+            if first is None or first > ctx.now_ms + HOUR_MS:
+                continue
+            self.applied.add(buyer.account_id)
+            commands.append(
+                ApproveGrant(
+                    application_id=f"{p.programme_id}.{buyer.account_id}",
+                    programme_id=p.programme_id,
+                    admin_id=self.account_id,
+                    account_id=buyer.account_id,
+                    limit=p.cap_per_enterprise,
+                    kind=buyer.kind,
+                    city=p.city,
+                )
+            )
+        return commands
+
+
+def funding(
+    buyers: list[Buyer], providers: list[Provider], resellers: list[Reseller]
+) -> list[Command]:
+    """Every agent's opening cash: buyers for their jobs, providers for bonds, resellers' budget."""
+    commands: list[Command] = []
+    accounts = [(b.account_id, b.cash_needed()) for b in buyers]
+    accounts += [(p.account_id, CASH_PER_PROVIDER) for p in providers]
+    accounts += [(r.account_id, r.budget) for r in resellers]
+    for account_id, amount in accounts:
+        commands.append(
+            DepositFunds(deposit_id=f"{account_id}.cash", account_id=account_id, amount=amount)
+        )
+    return commands
+
+
+def adders_for(home: str, near: int, far: int) -> dict[str, int]:
+    """Latency cost per card-hour of each region for a buyer at `home`."""
+    adders = {}
+    for region in REGIONS:
+        if region == home:
+            adders[region] = 0
+        elif (region in EAST) == (home in EAST):
+            adders[region] = near
+        else:
+            adders[region] = far
+    return adders
