@@ -43,7 +43,7 @@ from api.keys import Principal, Role
 from api.marketdata import MarketData, Outcome
 from api.models import NeedOut, NeedRequest
 from api.problems import Problem, problems
-from exchange.domain.catalogue import Catalogue, family_of
+from exchange.domain.catalogue import Catalogue, ContractSpec, family_of
 from exchange.domain.messages import Identifier, OrderRejected, PlaceBlockOrder
 from exchange.domain.performance import decimal_text
 from exchange.domain.planner import Need, NeedError, Plan, RegionChoice, plan
@@ -183,9 +183,12 @@ class NeedService:
     def plan(self, need: Need, account_id: str) -> Plan:
         """Plan from the live books, without the account's own asks (self-trade prevention
         would cancel them rather than let the block buy from them)."""
-        return plan(need, self.catalogue, self._asks(need, account_id), self.market.performance)
+        listed = self.market.listed()
+        return plan(need, listed, self._asks(need, account_id, listed), self.market.performance)
 
-    def _asks(self, need: Need, account_id: str) -> Mapping[str, Sequence[tuple[int, int]]]:
+    def _asks(
+        self, need: Need, account_id: str, listed: Sequence[ContractSpec]
+    ) -> Mapping[str, Sequence[tuple[int, int]]]:
         regions = {r.region for r in need.regions}
         own: dict[tuple[str, int], int] = {}
         for order in self.market.orders.values():
@@ -193,11 +196,12 @@ class NeedService:
                 key = (order.symbol, order.price)
                 own[key] = own.get(key, 0) + order.quantity - order.filled
         asks: dict[str, list[tuple[int, int]]] = {}
-        for spec in self.catalogue:
-            if spec.region not in regions:
+        for spec in listed:
+            view = self.market.views.get(spec.symbol)
+            if spec.region not in regions or view is None:
                 continue
             levels = []
-            for price, quantity in sorted(self.market.views[spec.symbol].asks.items()):
+            for price, quantity in sorted(view.asks.items()):
                 left = quantity - own.get((spec.symbol, price), 0)
                 if left > 0:
                     levels.append((price, left))
