@@ -176,7 +176,8 @@ def test_grants_from_one_commands_partition_travel_through_one_orders_partition(
     routes = set()
     for n, account in enumerate(["a-1", "b-2", "c-3", "d-4", "e-5"]):
         grant = GrantApproved(
-            event_id=f"t.commands:2:{n}:0", ts=0, programme_id="p", admin_id="admin",
+            event_id=f"t.commands:2:{n}:0", ts=0, application_id=f"app-{n}", programme_id="p",
+            admin_id="admin",
             account_id=account, limit=1, kind="sme", city="Hangzhou", related_accounts=[],
             rate_bps=3000, cap_per_contract=1, classes=[], regions=[], valid_from=0,
             valid_until=1,
