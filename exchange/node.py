@@ -87,6 +87,9 @@ async def _serve_api(runtime: ExchangeRuntime, market: MarketData, stop: asyncio
         port=runtime.settings.api_port,
         log_level="warning",
         lifespan="off",
+        # Stream messages are small JSON; compressing each one again for every subscriber
+        # cost more CPU than the fan-out itself (docs/BENCHMARKS.md).
+        ws_per_message_deflate=False,
     )
     server = _ApiServer(config)
     serving = asyncio.create_task(server.serve())
