@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from api.keys import Principal
@@ -230,6 +231,30 @@ class OrderState:
             "reason": self.reason,
             "ts": self.ts,
         }
+
+
+class Shared(dict[str, Any]):
+    """A message offered to many subscribers: encoded once, by whichever sends it first,
+    rather than once per subscriber. Not to be changed once offered."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        super().__init__(message)
+        self._text: str | None = None
+
+    def text(self) -> str:
+        """The message's JSON."""
+        if self._text is None:
+            self._text = orjson.dumps(self).decode()
+        return self._text
+
+
+def encode_message(message: dict[str, Any]) -> str:
+    """A stream message's JSON (a `Shared` one is encoded only once)."""
+    if isinstance(message, Shared):
+        return message.text()
+    return orjson.dumps(message).decode()
 
 
 class Subscriber:
@@ -655,9 +680,12 @@ class MarketData:
         return [self.stats_message(symbol)]
 
     def _publish(self, symbol: str, channel: str, message: dict[str, Any]) -> None:
+        shared: Shared | None = None
         for subscriber in list(self.subscribers):
             if subscriber.follows(symbol, channel):
-                self.offer(subscriber, message)
+                if shared is None:
+                    shared = Shared(message)
+                self.offer(subscriber, shared)
 
     def _tell(self, account_id: str, channel: str, message: dict[str, Any]) -> None:
         for subscriber in list(self._private.get(account_id, ())):

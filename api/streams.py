@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +24,7 @@ from api.marketdata import (
     PUBLIC_CHANNELS,
     MarketData,
     Subscriber,
+    encode_message,
 )
 from api.problems import Problem
 
@@ -51,8 +51,7 @@ class StreamRequest(BaseModel):
     key: Annotated[str, Field(max_length=200)] | None = None
 
 
-def _encode(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode()
+_encode = encode_message
 
 
 async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate) -> None:
@@ -169,12 +168,19 @@ async def _handle(
 
 async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
     """Send queued messages; close with the reason if the subscriber was dropped as too slow."""
+    queue = subscriber.queue
     while subscriber.dropped_reason is None:
-        try:
-            message = await asyncio.wait_for(subscriber.queue.get(), 0.5)
-        except TimeoutError:
-            continue
-        await asyncio.wait_for(websocket.send_text(_encode(message)), SEND_TIMEOUT_S)
+        # asyncio.timeout rather than wait_for: no task per message.
+        if queue.empty():
+            try:
+                async with asyncio.timeout(0.5):
+                    message = await queue.get()
+            except TimeoutError:
+                continue
+        else:
+            message = queue.get_nowait()
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await websocket.send_text(_encode(message))
     # A close reason is at most 123 bytes.
     await websocket.close(code=CLOSE_TOO_SLOW, reason=subscriber.dropped_reason[:120])
 

@@ -198,10 +198,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         asyncio.run(_demo(settings, args.seed, args.rate))
     elif args.command == "serve":
-        asyncio.run(serve(settings, STAGES))
+        asyncio.run(serve(settings, STAGES, quiet_gc=True))
     elif args.command == "run":
         stage: Stage = args.stage
-        asyncio.run(serve(settings, (stage,)))
+        asyncio.run(serve(settings, (stage,), quiet_gc=True))
     elif args.command == "init":
         asyncio.run(_init(settings))
     elif args.command == "replay":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -19,6 +20,21 @@ from exchange.ticker import tick_markets
 
 log = logging.getLogger(__name__)
 
+YOUNG_THRESHOLD = 10_000
+"""Allocations between young collections (Python's default is 700): see `_quiet_collector`."""
+
+
+def _quiet_collector() -> None:
+    """Keep full collections short and rare in a long-running node: the start-up heap
+    (modules, pydantic and FastAPI schemas, the catalogue) is frozen out of the collector's
+    way, and young collections run every YOUNG_THRESHOLD allocations. Full collections still
+    run, so cyclic garbage is still freed. Before this a full collection of the API node took
+    70-110 ms and set the fan-out p99 (docs/BENCHMARKS.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
+
+
 Extra = Callable[[ExchangeRuntime, MarketData | None, asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -29,15 +45,20 @@ async def serve(
     extras: Sequence[Extra] = (),
     stop: asyncio.Event | None = None,
     clock_ms: Callable[[], int] | None = None,
+    quiet_gc: bool = False,
 ) -> None:
     """Run until SIGINT/SIGTERM (or `stop`), then stop every task and close cleanly; with
-    `clock_ms`, on that clock instead of the wall's (see `ExchangeRuntime.open`)."""
+    `clock_ms`, on that clock instead of the wall's (see `ExchangeRuntime.open`); with
+    `quiet_gc` (a process of its own, as `cx serve` and `cx run` are), tune the collector
+    for the process (`_quiet_collector`)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     runtime = await ExchangeRuntime.open(settings, clock_ms=clock_ms)
+    if quiet_gc:
+        _quiet_collector()
     tasks: list[asyncio.Task[None]] = []
     try:
         for runner in runtime.runners(stages):
@@ -46,7 +67,8 @@ async def serve(
         if "api" in stages:
             market = MarketData(runtime.log, runtime.topics, runtime.catalogue)
             tasks.append(asyncio.create_task(market.run(stop), name="market-data"))
-            tasks.append(asyncio.create_task(_serve_api(runtime, market, stop), name="api"))
+            serving = _serve_api(runtime, market, stop, quiet_gc)
+            tasks.append(asyncio.create_task(serving, name="api"))
             ticking = tick_markets(runtime, stop, settings.tick_seconds)
             tasks.append(asyncio.create_task(ticking, name="ticker"))
         for extra in extras:
@@ -77,8 +99,12 @@ class _ApiServer(uvicorn.Server):
         yield
 
 
-async def _serve_api(runtime: ExchangeRuntime, market: MarketData, stop: asyncio.Event) -> None:
+async def _serve_api(
+    runtime: ExchangeRuntime, market: MarketData, stop: asyncio.Event, quiet_gc: bool
+) -> None:
     app = create_app(runtime, market)
+    if quiet_gc:
+        _quiet_collector()
     # Standing needs are kept by the API process that serves them (api/needs.py).
     keeping_needs = asyncio.create_task(app.state.needs.run(stop), name="needs")
     config = uvicorn.Config(
@@ -87,6 +113,9 @@ async def _serve_api(runtime: ExchangeRuntime, market: MarketData, stop: asyncio
         port=runtime.settings.api_port,
         log_level="warning",
         lifespan="off",
+        # Stream messages are small JSON; compressing each one again for every subscriber
+        # cost more CPU than the fan-out itself (docs/BENCHMARKS.md).
+        ws_per_message_deflate=False,
     )
     server = _ApiServer(config)
     serving = asyncio.create_task(server.serve())

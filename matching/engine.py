@@ -247,6 +247,10 @@ class Side:
         shown = [(lv.price, lv.quantity) for lv in self.iter_levels() if lv.quantity]
         return shown if limit is None else shown[:limit]
 
+    def shown(self) -> dict[int, int]:
+        """Displayed quantity by price, in no particular order (cheaper than `depth`)."""
+        return {price: lv.quantity for price, lv in self.levels.items() if lv.quantity}
+
 
 class Book:
     """The book, parameters and lifecycle state of one contract."""
@@ -407,6 +411,11 @@ class MatchingEngine:
                 return
         self._push_timer(max(at, self.now), _T_AUCTION, family, tuple(symbols))
         self.advance(self.now)
+
+    def due(self, ts: int) -> bool:
+        """Whether anything falls due by log time `ts` (`advance` would do more than move
+        the clock)."""
+        return ts >= self._deadline
 
     def advance(self, ts: int) -> None:
         """Move the log time to `ts` (never back), running whatever falls due."""
@@ -1588,6 +1597,11 @@ class MatchingEngine:
         """Displayed (price, quantity) levels of a contract, best first: (bids, asks)."""
         book = self.books[symbol]
         return book.bids.depth(), book.asks.depth()
+
+    def shown(self, symbol: str) -> tuple[dict[int, int], dict[int, int]]:
+        """Displayed quantity by price of a contract, unordered: (bids, asks)."""
+        book = self.books[symbol]
+        return book.bids.shown(), book.asks.shown()
 
     def level_quantity(self, symbol: str, side: str, price: int) -> int:
         """Displayed quantity at one price (0 if none)."""

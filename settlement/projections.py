@@ -8,6 +8,7 @@ so the tables always match the events up to the same position.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -223,17 +224,24 @@ def _insert(connection: AsyncConnection, table: Table) -> Any:
     return dialect.insert(table)
 
 
-async def _upsert(
-    connection: AsyncConnection, table: Table, keys: Sequence[str], rows: list[dict[str, Any]]
-) -> None:
-    if not rows:
-        return
-    statement = _insert(connection, table)
-    statement = statement.on_conflict_do_update(
+@functools.cache
+def _upsert_statement(dialect_name: str, table: Table, keys: tuple[str, ...]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE of every other column (built once: building
+    it, and its cache key, on every batch showed in settlement's profile)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    return statement.on_conflict_do_update(
         index_elements=list(keys),
         set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
     )
-    await connection.execute(statement, rows)
+
+
+async def _upsert(
+    connection: AsyncConnection, table: Table, keys: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    if not rows:
+        return
+    await connection.execute(_upsert_statement(connection.dialect.name, table, keys), rows)
 
 
 class LedgerProjection:
@@ -552,6 +560,15 @@ def _delivery_change(
     }
 
 
+@functools.cache
+def _fields_touched(kind: type[AnyEvent]) -> tuple[tuple[str, ...], bool]:
+    """Which of the party fields an event type has, and whether it names a symbol (asking a
+    pydantic model for a field it lacks is slow)."""
+    fields = kind.model_fields
+    parties = ("account_id", "buyer_id", "seller_id", "provider_id")
+    return tuple(name for name in parties if name in fields), "symbol" in fields
+
+
 def _touched(
     event: AnyEvent,
     prior_hours: tuple[str, ...],
@@ -559,14 +576,13 @@ def _touched(
     holdings: set[tuple[str, str]],
 ) -> None:
     """Mark the accounts and (account, contract) holdings an event may have changed."""
+    party_fields, has_symbol = _fields_touched(type(event))
     involved = [
-        value
-        for name in ("account_id", "buyer_id", "seller_id", "provider_id")
-        if isinstance(value := getattr(event, name, None), str)
+        value for name in party_fields if isinstance(value := getattr(event, name), str)
     ]
     accounts.update(involved)
     symbols: list[str] = list(prior_hours)
-    symbol = getattr(event, "symbol", None)
+    symbol = event.symbol if has_symbol else None  # type: ignore[union-attr]
     if isinstance(symbol, str):
         symbols.append(symbol)
     if isinstance(event, BlockAccepted):

@@ -328,13 +328,14 @@ class Accounts:
         self, entry_id: str, kind: str, ts: int, legs: list[tuple[str, int]], owns: Owns | None
     ) -> None:
         """Apply a balanced entry's legs that this instance owns, and journal it."""
-        assert sum(amount for _, amount in legs) == 0, (kind, legs)
+        assert sum([amount for _, amount in legs]) == 0, (kind, legs)
         for name, amount in legs:
             if not amount:
                 continue
-            owner = _owner(name)
-            if owns is not None and (owner is None or not owns(owner)):
-                continue
+            if owns is not None:
+                owner = _owner(name)
+                if owner is None or not owns(owner):
+                    continue
             kind_of, _, rest = name.partition(":")
             if kind_of == "cash":
                 self.cash_of(rest).available += amount
@@ -978,3 +979,6 @@ _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
     ConcessionGranted: Accounts._concession_granted,
 }
 """Which rule folds each kind of event."""
+
+FOLDED: tuple[type[Event], ...] = tuple(_HANDLERS)
+"""The events that move money, capacity or entitlements: `Accounts.apply` ignores the rest."""

@@ -97,9 +97,12 @@ class DeliveryDesk:
 
     # What happens in the books ---------------------------------------------------------------
 
-    def observe(self, event: Event, outputs: list[Event], stamp: EventStamp) -> list[Event]:
-        """Record an input of the partition and what matching made of it; returns the delivery
-        events they cause (obligations, metering, settlements, refusals)."""
+    def observe(
+        self, event: Event | None, outputs: list[Event], stamp: EventStamp
+    ) -> list[Event]:
+        """Record an input of the partition (None: a record that only moves the log time) and
+        what matching made of it; returns the delivery events they cause (obligations,
+        metering, settlements, refusals)."""
         if isinstance(event, OrderAccepted) and event.side == "sell":
             self.sells[event.order_id] = [
                 event.backing == "capacity",
@@ -356,6 +359,10 @@ class DeliveryDesk:
             buyer_id=request.buyer_id,
             reason=request.reason,
         )
+
+    def due(self, ts: int) -> bool:
+        """Whether a settlement falls due at log time `ts`."""
+        return bool(self._due) and self._due[0][0] < ts
 
     def _settle_due(self, stamp: EventStamp) -> list[Event]:
         settled: list[Event] = []

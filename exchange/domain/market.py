@@ -34,6 +34,7 @@ from exchange.domain.messages import (
     CancelRequested,
     ContractState,
     ContractStateChanged,
+    DeliveryRequested,
     Event,
     EventStamp,
     ListingChanged,
@@ -67,6 +68,18 @@ _STATES: dict[str, ContractState] = {
     me.CLOSED: "closed",
     me.DELIVERED: "delivered",
 }
+
+
+INPUTS: tuple[type[Event], ...] = (
+    OrderAccepted,
+    CancelRequested,
+    AmendRequested,
+    MarketControlRequested,
+    CancelAllRequested,
+    BlockAccepted,
+    DeliveryRequested,
+)
+"""The events the stage acts on; any other record only moves its log time (`idle`)."""
 
 
 class _Unset:
@@ -151,11 +164,12 @@ class MarketStage:
     def _refresh_views(self) -> None:
         self._views = {}
         for symbol in self._book_seq:
-            bids, asks = self.engine.depth(symbol)
-            self._views[symbol] = (dict(bids), dict(asks))
+            self._views[symbol] = self.engine.shown(symbol)
 
     def handle(self, event: Event, stamp: EventStamp) -> list[Event]:
         """The events a record of the orders topic causes, after the record itself."""
+        if not isinstance(event, INPUTS):
+            return self.idle(stamp)
         engine = self.engine
         ts = stamp.ts
         context = _Context(event)
@@ -218,6 +232,29 @@ class MarketStage:
             )
         outputs += self.delivery.observe(event, outputs, stamp)
         return outputs
+
+    def idle(self, stamp: EventStamp) -> list[Event]:
+        """What a record that is not one of the stage's `INPUTS` causes: its log time passes
+        (expiries, gate closures, auctions, listings and delivery settlements falling due)."""
+        self._acted_on = None
+        ts = stamp.ts
+        self._list_rolled(ts)
+        engine = self.engine
+        engine.advance(ts)
+        outputs = self._translate(engine.take_events(), stamp, _Context(None))
+        outputs += self.delivery.observe(None, outputs, stamp)
+        return outputs
+
+    def due(self, ts: int) -> bool:
+        """Whether `idle` at log time `ts` could do anything beyond moving the clock."""
+        return (
+            self.engine.due(ts)
+            or self.delivery.due(ts)
+            or (
+                bool(self.catalogue.listings)
+                and cst_day_start_ms(max(ts, self.engine.now)) != self._listed_day
+            )
+        )
 
     def recorded(self, event: Event, ts: int) -> Event:
         """The input just handled as the events topic records it: at matching's log time `ts`,
@@ -455,15 +492,10 @@ class MarketStage:
 
     def _book_changed(self, symbol: str, stamp: EventStamp) -> BookChanged | None:
         """The displayed levels of `symbol` that changed since they were last published."""
-        bids, asks = self.engine.depth(symbol)
-        new_bids, new_asks = dict(bids), dict(asks)
+        new_bids, new_asks = self.engine.shown(symbol)
         old_bids, old_asks = self._views[symbol]
         changes = [
-            sorted(
-                (price, new.get(price, 0))
-                for price in old.keys() | new.keys()
-                if old.get(price, 0) != new.get(price, 0)
-            )
+            [] if old == new else _level_changes(old, new)
             for old, new in ((old_bids, new_bids), (old_asks, new_asks))
         ]
         self._views[symbol] = (new_bids, new_asks)
@@ -519,12 +551,21 @@ class MarketStage:
         return stage
 
 
+def _level_changes(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
+    """(price, new displayed quantity) of every level that differs, 0 for one now empty,
+    ascending by price (neither dict holds a zero)."""
+    changes = [(price, quantity) for price, quantity in new.items() if old.get(price) != quantity]
+    changes += [(price, 0) for price in old if price not in new]
+    changes.sort()
+    return changes
+
+
 class _Context:
     """The record being handled, for the outputs that must name what it asked for."""
 
     __slots__ = ("event",)
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event | None) -> None:
         self.event = event
 
     @property
