@@ -58,6 +58,8 @@ REPLANS_PER_ROUND = 32
 book changes costs bounded work per round, and the rest wait for the next round."""
 SETTLE_WAIT_S = 5.0
 
+MAX_ATTEMPTS = 10
+"""Blocks placed for one need at most: a need whose blocks keep missing stops standing."""
 STANDING = "standing"
 SUBMITTED = "submitted"
 EXPIRED = "expired"
@@ -269,7 +271,7 @@ class NeedService:
         if result.chosen is None:
             self._watch(_Standing(need_id, account, need, result.families))
             return self._json(await self.document(row), 201)
-        outcome = await self._claim_and_submit(need_id, account, result, wait=True)
+        outcome = await self._claim_and_submit(need_id, account, result)
         stored = await self._row(need_id)
         assert stored is not None
         document = await self.document(stored)
@@ -366,7 +368,7 @@ class NeedService:
         return bool(changed)
 
     async def _claim_and_submit(
-        self, need_id: str, account_id: str, result: Plan, wait: bool
+        self, need_id: str, account_id: str, result: Plan
     ) -> Outcome | None:
         """Claim a standing need for its plan's block and place the block. The claim comes
         first: if the process dies in between, the need shows `submitted` with a pending
@@ -374,8 +376,13 @@ class NeedService:
         chosen = result.chosen
         assert chosen is not None
         assert chosen.limit_price is not None
+        before = await self._row(need_id)
+        earlier = (
+            None if before is None or before["block"] is None else orjson.loads(before["block"])
+        )
+        attempt = 1 if earlier is None else earlier.get("attempt", 1) + 1
         command = PlaceBlockOrder(
-            order_id=f"{need_id}-block",
+            order_id=f"{need_id}-block" if attempt == 1 else f"{need_id}-block-{attempt}",
             account_id=account_id,
             symbols=list(chosen.symbols),
             side="buy",
@@ -387,6 +394,7 @@ class NeedService:
             "symbols": command.symbols,
             "price": command.price,
             "quantity": command.quantity,
+            "attempt": attempt,
         }
         claimed = await self._transition(
             need_id,
@@ -406,9 +414,41 @@ class NeedService:
             )
             async with self.engine.begin() as connection:
                 await connection.execute(statement)
-        elif outcome is not None and wait:
+        elif outcome is not None:
             await self._settled(command.order_id)
+            await self._stand_again_if_missed(need_id, command.order_id, attempt)
         return outcome
+
+    async def _stand_again_if_missed(self, need_id: str, order_id: str, attempt: int) -> None:
+        """A standing need whose block missed altogether (the books moved between planning and
+        matching) stands again until its deadline, to be planned at the next book change."""
+        settled = await queries.order(self.engine, order_id)
+        row = await self._row(need_id)
+        if (
+            settled is None
+            or row is None
+            or not row["stand"]
+            or settled["status"] != "cancelled"
+            or settled["filled"]
+            or attempt >= MAX_ATTEMPTS
+            or row["deadline_ms"] <= _now_ms()
+        ):
+            return
+        statement = (
+            update(api_needs)
+            .where((api_needs.c.need_id == need_id) & (api_needs.c.status == SUBMITTED))
+            .values(
+                status=STANDING,
+                reason=f"block {order_id} missed ({settled['reason']}): standing again",
+                updated_ms=_now_ms(),
+            )
+        )
+        async with self.engine.begin() as connection:
+            stood = (await connection.execute(statement)).rowcount
+        if stood:
+            need = need_of(NeedRequest(**orjson.loads(row["request"])))
+            families = self.plan(need, row["account_id"]).families
+            self._watch(_Standing(need_id, row["account_id"], need, families))
 
     async def _settled(self, order_id: str) -> None:
         """Wait (briefly) until the ledger shows the block done, so the answer tells how it
@@ -528,7 +568,7 @@ class NeedService:
 
     async def _submit_standing(self, need_id: str, account_id: str, result: Plan) -> None:
         try:
-            await self._claim_and_submit(need_id, account_id, result, wait=False)
+            await self._claim_and_submit(need_id, account_id, result)
         except Exception:
             log.exception("placing the block of standing need %s failed", need_id)
 

@@ -12,6 +12,7 @@ import pytest
 from cx_client import ExchangeClient, ProblemError
 
 from api.models import DAY_START_MS
+from exchange.domain.messages import PlaceBlockOrder
 from tests.e2e.harness import (
     RunningExchange,
     eventually,
@@ -248,3 +249,47 @@ async def test_the_typed_client_states_reads_and_withdraws_needs(
         assert filled.status == "filled"
         assert filled.order is not None
         assert (filled.order.paid, filled.plan.chosen.adder_cost) == (3600, 60)  # type: ignore[union-attr]
+
+
+async def test_a_standing_need_whose_block_misses_stands_again_and_fills_later(
+    exchange: RunningExchange,
+) -> None:
+    buyer = await funded_buyer(exchange)
+    await offer(exchange, GZ, 1800)
+    await settle(exchange.runtime)
+    service = next(
+        listener.__self__  # type: ignore[attr-defined]
+        for listener in exchange.market.book_listeners
+        if type(listener.__self__).__name__ == "NeedService"  # type: ignore[attr-defined]
+    )
+    submit = service.submit
+    provider = await exchange.as_("p", "provider")
+    raced: list[str] = []
+
+    async def books_move_first(command: Any, key: str) -> Any:
+        # The asks are withdrawn between planning and matching, once: the block misses.
+        if isinstance(command, PlaceBlockOrder) and not raced:
+            raced.append(command.order_id)
+            assert (await provider.delete("/v1/orders")).status_code == 200
+            await settle(exchange.runtime)
+        return await submit(command, key)
+
+    service.submit = books_move_first
+    placed = await buyer.post("/v1/needs", json=need(stand=True, regions=[{"region": "GZ"}]))
+    assert placed.status_code == 201, placed.text
+    need_id = placed.json()["need_id"]
+    shown = (await buyer.get(f"/v1/needs/{need_id}")).json()
+    assert shown["status"] == "standing", shown
+    assert shown["reason"].startswith(f"block {raced[0]} missed")
+
+    await offer(exchange, GZ, 1800)
+
+    async def filled() -> bool:
+        return bool((await buyer.get(f"/v1/needs/{need_id}")).json()["status"] == "filled")
+
+    await eventually(filled, "the need to fill at its second block")
+    shown = (await buyer.get(f"/v1/needs/{need_id}")).json()
+    assert shown["order"]["order_id"] == f"{need_id}-block-2"
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["positions"] == [{"symbol": s, "quantity": 2} for s in GZ]
