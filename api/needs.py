@@ -58,6 +58,8 @@ REPLANS_PER_ROUND = 32
 book changes costs bounded work per round, and the rest wait for the next round."""
 SETTLE_WAIT_S = 5.0
 
+LOST_AFTER_MS = 30_000
+"""A claimed need whose block is not in the ledger after this long is sent again."""
 MAX_ATTEMPTS = 10
 """Blocks placed for one need at most: a need whose blocks keep missing stops standing."""
 STANDING = "standing"
@@ -539,6 +541,7 @@ class NeedService:
                     )
                 )
             ).all()
+        await self._resend_lost_blocks(now)
         standing = {row.need_id for row in rows}
         for need_id in [n for n in self._standing if n not in standing]:
             self._unwatch(need_id)
@@ -551,6 +554,36 @@ class NeedService:
             families = self.plan(need, row.account_id).families
             self._watch(_Standing(row.need_id, row.account_id, need, families))
             self._enqueue(row.need_id)
+
+    async def _resend_lost_blocks(self, now: int) -> None:
+        """Send again the block of a need claimed long enough ago that never reached the
+        ledger (the process that claimed it died before sending). The block's order id is the
+        same, so if the first send did arrive the risk stage refuses this one as a duplicate:
+        a block is never placed twice."""
+        async with self.engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(api_needs.c.need_id, api_needs.c.account_id, api_needs.c.block).where(
+                        (api_needs.c.status == SUBMITTED)
+                        & (api_needs.c.updated_ms <= now - LOST_AFTER_MS)
+                    )
+                )
+            ).all()
+        for row in rows:
+            block = orjson.loads(row.block)
+            if await queries.order(self.engine, block["order_id"]) is not None:
+                continue
+            command = PlaceBlockOrder(
+                order_id=block["order_id"],
+                account_id=row.account_id,
+                symbols=block["symbols"],
+                side="buy",
+                price=block["price"],
+                quantity=block["quantity"],
+            )
+            log.warning("need %s: its block %s never arrived; sending it again", *(
+                row.need_id, command.order_id))  # fmt: skip
+            await self.submit(command, command.order_id)
 
     async def _replan_some(self) -> None:
         for _ in range(min(REPLANS_PER_ROUND, len(self._queue))):

@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from cx_client import ExchangeClient, ProblemError
+from sqlalchemy import update
 
 from api.models import DAY_START_MS
+from api.needs import api_needs
 from exchange.domain.messages import PlaceBlockOrder
 from tests.e2e.harness import (
     RunningExchange,
@@ -290,6 +293,37 @@ async def test_a_standing_need_whose_block_misses_stands_again_and_fills_later(
     await eventually(filled, "the need to fill at its second block")
     shown = (await buyer.get(f"/v1/needs/{need_id}")).json()
     assert shown["order"]["order_id"] == f"{need_id}-block-2"
+    await settle(exchange.runtime)
+    account = (await buyer.get("/v1/accounts/b")).json()
+    assert account["positions"] == [{"symbol": s, "quantity": 2} for s in GZ]
+
+
+async def test_a_block_claimed_but_never_sent_is_sent_again(exchange: RunningExchange) -> None:
+    buyer = await funded_buyer(exchange)
+    # Standing on Yangtze River Delta hours nobody offers, so no re-plan places a block.
+    standing = await buyer.post("/v1/needs", json=need(stand=True, regions=[{"region": "YRD"}]))
+    need_id = standing.json()["need_id"]
+    await offer(exchange, GZ, 1800)
+    await settle(exchange.runtime)
+    # As if the API process had claimed the need for this block and died before sending it.
+    block = {"order_id": f"{need_id}-block", "symbols": list(GZ), "price": 1800, "quantity": 2}
+    async with exchange.runtime.store.engine.begin() as connection:
+        await connection.execute(
+            update(api_needs)
+            .where(api_needs.c.need_id == need_id)
+            .values(
+                status="submitted",
+                block=orjson.dumps({**block, "attempt": 1}).decode(),
+                updated_ms=time.time_ns() // 1_000_000 - 60_000,
+            )
+        )
+
+    async def filled() -> bool:
+        return bool((await buyer.get(f"/v1/needs/{need_id}")).json()["status"] == "filled")
+
+    await eventually(filled, "the lost block to be sent again and fill")
+    shown = (await buyer.get(f"/v1/needs/{need_id}")).json()
+    assert (shown["order"]["order_id"], shown["order"]["filled"]) == (block["order_id"], 4)
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
     assert account["positions"] == [{"symbol": s, "quantity": 2} for s in GZ]
