@@ -462,11 +462,7 @@ class RiskRunner(StageRunner[RiskPartition]):
             output = self._decide(self.instances[record.partition], record, stamp)
             if output is not None and self._live(record):
                 if isinstance(output, CancelAllRequested):
-                    # The kill switch reaches every partition holding the account's orders.
-                    for partition in sorted(
-                        {self.topics.market_partition(s) for s in output.symbols}
-                    ):
-                        await self._send(self.topics.orders, partition, output)
+                    await self._send_kill_switch(output)
                     continue
                 if (
                     isinstance(output, MarketControlRequested)
@@ -475,6 +471,21 @@ class RiskRunner(StageRunner[RiskPartition]):
                     await self._send_to_every_market_partition(output)
                     continue
                 await self._send(self.topics.orders, self._route(output, record), output)
+
+    async def _send_kill_switch(self, requested: CancelAllRequested) -> None:
+        """The kill switch to every orders partition holding the account's orders: a copy
+        each, with an id of its own (`...:n`, n the partition) and only that partition's
+        contracts, so each is stored and a replay cancels each family where its partition
+        did."""
+        prefix = requested.event_id.rsplit(":", 1)[0]
+        by_partition: dict[int, list[str]] = {}
+        for symbol in requested.symbols:
+            by_partition.setdefault(self.topics.market_partition(symbol), []).append(symbol)
+        for partition, symbols in sorted(by_partition.items()):
+            copy = requested.model_copy(
+                update={"event_id": f"{prefix}:{partition}", "here": symbols}
+            )
+            await self._send(self.topics.orders, partition, copy)
 
     async def _send_to_every_market_partition(self, control: MarketControlRequested) -> None:
         """One copy of a market-wide control to each orders partition, each with an id of its

@@ -73,7 +73,7 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from heapq import heappop, heappush
 from typing import Any
 
@@ -1101,11 +1101,26 @@ class MatchingEngine:
             )
         )
 
-    def cancel_all(self, ts: int, account: str) -> None:
-        """Cancel every open order and waiting block of an account (the kill switch)."""
+    def cancel_all(self, ts: int, account: str, families: Collection[str] | None = None) -> None:
+        """Cancel every open order and waiting block of an account (the kill switch), or only
+        those of `families` (the part of the kill switch one partition acts on)."""
         self.advance(ts)
-        mine = sorted(self.by_account.get(account, {}).values(), key=_by_seq)
-        blocks = sorted((b for b in self.blocks.values() if b.account == account), key=_by_seq)
+        mine = sorted(
+            (
+                o
+                for o in self.by_account.get(account, {}).values()
+                if families is None or o.book.family in families
+            ),
+            key=_by_seq,
+        )
+        blocks = sorted(
+            (
+                b
+                for b in self.blocks.values()
+                if b.account == account and (families is None or b.family in families)
+            ),
+            key=_by_seq,
+        )
         for order in mine:
             self._remove(order)
             self.events.append(

@@ -18,6 +18,7 @@ from exchange.domain.catalogue import (
     ContractSpec,
     SymbolError,
     cst_day_start_ms,
+    family_of,
     parse_symbol,
     to_utc_ms,
 )
@@ -203,7 +204,10 @@ class MarketStage:
         elif isinstance(event, MarketControlRequested):
             listing = self._control(event, ts)
         elif isinstance(event, CancelAllRequested):
-            engine.cancel_all(ts, event.account_id)
+            # The copy this partition was sent names the account's contracts here, so a replay
+            # over every partition acts on each family when its own partition did.
+            here = event.here or event.symbols
+            engine.cancel_all(ts, event.account_id, {family_of(s) for s in here})
         elif isinstance(event, BlockAccepted):
             engine.submit_block(
                 ts,

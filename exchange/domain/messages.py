@@ -688,6 +688,9 @@ class CancelAllRequested(Event):
     account_id: str
     symbols: list[str]
     """The contracts the account has open orders in, when the kill switch was pulled."""
+    here: list[str] = Field(default_factory=list)
+    """Those of `symbols` on the orders partition this copy was sent to: each partition gets
+    its own copy (empty, in copies stored before there was one per partition: all)."""
 
 
 class AmendRequested(Event):

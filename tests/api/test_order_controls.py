@@ -81,6 +81,18 @@ async def test_the_kill_switch_cancels_every_open_order_of_the_account(
     assert [o["status"] for o in orders] == ["cancelled", "cancelled"]
     account = (await buyer.get("/v1/accounts/b")).json()
     assert account["cash"] == {"available": 100_000, "held": 0}
+    # One copy per orders partition (GZ and YRD hours are on two), each stored under its own
+    # id with its partition's contracts, so a replay cancels each where its partition did.
+    async with exchange.runtime.store.engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                select(events.c.event_id, events.c.data).where(
+                    events.c.type == "CancelAllRequested"
+                )
+            )
+        ).all()
+    assert sorted(tuple(row.data["here"]) for row in stored) == [(GZ0,), (YRD0,)]
+    assert len({row.event_id for row in stored}) == 2
 
 
 async def test_a_block_order_fills_in_every_hour_or_none(exchange: RunningExchange) -> None:
