@@ -577,9 +577,7 @@ def _touched(
 ) -> None:
     """Mark the accounts and (account, contract) holdings an event may have changed."""
     party_fields, has_symbol = _fields_touched(type(event))
-    involved = [
-        value for name in party_fields if isinstance(value := getattr(event, name), str)
-    ]
+    involved = [value for name in party_fields if isinstance(value := getattr(event, name), str)]
     accounts.update(involved)
     symbols: list[str] = list(prior_hours)
     symbol = event.symbol if has_symbol else None  # type: ignore[union-attr]

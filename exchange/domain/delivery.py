@@ -97,9 +97,7 @@ class DeliveryDesk:
 
     # What happens in the books ---------------------------------------------------------------
 
-    def observe(
-        self, event: Event | None, outputs: list[Event], stamp: EventStamp
-    ) -> list[Event]:
+    def observe(self, event: Event | None, outputs: list[Event], stamp: EventStamp) -> list[Event]:
         """Record an input of the partition (None: a record that only moves the log time) and
         what matching made of it; returns the delivery events they cause (obligations,
         metering, settlements, refusals)."""
