@@ -114,6 +114,7 @@ from exchange.domain.messages import (
     CancelOrder,
     CancelRejected,
     CapacityDeposited,
+    Command,
     ControlMarket,
     DepositCapacity,
     DepositFunds,
@@ -132,7 +133,7 @@ from exchange.domain.messages import (
     SetAccountLimits,
 )
 from exchange.domain.performance import decimal_text
-from exchange.runtime import ExchangeRuntime, ParticipantCommand
+from exchange.runtime import ExchangeRuntime
 from settlement.audit import audit
 from settlement.history import EXPORT_COLUMNS, export_line, history_query, replay_document
 from settlement.replay import parse_until, replay
@@ -271,7 +272,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     app.state.market = market
     idempotent = _Idempotent(runtime)
 
-    async def submit_and_wait(command: ParticipantCommand, key: str) -> Outcome | None:
+    async def submit_and_wait(command: Command, key: str) -> Outcome | None:
         future = market.expect(key)
         try:
             await runtime.submit(command)
@@ -302,8 +303,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         best = 0
         for (_, account), grant in market.accounts.grants.items():
             if account == principal.account_id and not grant.eligible(symbol, market.now_ms):
-                part = min(price * grant.rate_bps // 10_000, grant.cap_per_contract)
-                best = max(best, min(part, grant.remaining))
+                best = max(best, grant.voucher_for(price))
         return price - best
 
     def contract_view(

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 Stage = Literal["risk", "matching", "settlement", "api"]
 STAGES: tuple[Stage, ...] = ("risk", "matching", "settlement", "api")
-ParticipantCommand = Command
-"""Anything a participant, operator or programme administrator may send."""
 
 
 class Runner(Protocol):
@@ -98,7 +96,7 @@ class ExchangeRuntime:
         await runtime.topics.create(command_log)
         return runtime
 
-    async def submit(self, command: ParticipantCommand) -> None:
+    async def submit(self, command: Command) -> None:
         """Append a command to the commands topic, keyed by its account (or operator)."""
         if self._producer is None:
             self._producer = await self.log.producer()

@@ -174,6 +174,11 @@ class Grant:
     committed: int = 0
     clawed_back: int = 0
 
+    def voucher_for(self, amount: int) -> int:
+        """The voucher part of a purchase of `amount` fen now: the least of the rate of it, the
+        per-contract cap and what is left of the grant."""
+        return min(amount * self.rate_bps // BPS, self.cap_per_contract, self.remaining)
+
     def eligible(self, symbol: str, ts: int) -> str:
         """Why an order in `symbol` at log time `ts` cannot use this grant ("" if it can)."""
         resource_class, region = family_of(symbol).split(".", 1)

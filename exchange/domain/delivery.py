@@ -22,7 +22,7 @@ Pure and deterministic: a function of the orders topic, like the books.
 
 from __future__ import annotations
 
-import bisect
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ class DeliveryDesk:
         self.recalls: set[str] = set()
         """Ids of the recalls done: a recall sent again is refused, not done twice."""
         self._due: list[tuple[int, str, str, str]] = []
-        """(window end, symbol, provider, buyer) of unsettled obligations, sorted."""
+        """(window end, symbol, provider, buyer) of unsettled obligations, a heap."""
 
     # What happens in the books ---------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class DeliveryDesk:
                 buyer_id = holders[holder][0]
                 obligation = Obligation(quantity, amount, bond, fee, window_ends)
                 self.obligations[(symbol, provider_id, buyer_id)] = obligation
-                bisect.insort(self._due, (window_ends, symbol, provider_id, buyer_id))
+                heapq.heappush(self._due, (window_ends, symbol, provider_id, buyer_id))
                 events.append(
                     DeliveryObligation(
                         event_id=stamp.next_id(),
@@ -365,7 +365,7 @@ class DeliveryDesk:
     def _settle_due(self, stamp: EventStamp) -> list[Event]:
         settled: list[Event] = []
         while self._due and self._due[0][0] < stamp.ts:
-            _, symbol, provider_id, buyer_id = self._due.pop(0)
+            _, symbol, provider_id, buyer_id = heapq.heappop(self._due)
             key = (symbol, provider_id, buyer_id)
             obligation = self.obligations.get(key)
             if obligation is None or obligation.disputed:
@@ -444,7 +444,7 @@ class DeliveryDesk:
             obligation = Obligation(*figures)
             desk.obligations[(symbol, provider, buyer)] = obligation
             if not obligation.disputed:
-                bisect.insort(desk._due, (obligation.window_ends, symbol, provider, buyer))
+                heapq.heappush(desk._due, (obligation.window_ends, symbol, provider, buyer))
         return desk
 
 

@@ -339,9 +339,11 @@ class RiskStage:
             if reason is not None:
                 return terms, reason, message
         accounts = self.accounts
-        needed = accounts.buy_hold(command.symbol, terms.price, command.quantity)
-        available = accounts.available_cash(command.account_id)
-        if needed > available:
+        if accounts.shortfall(
+            command.account_id, command.symbol, "buy", terms.price, command.quantity
+        ):
+            needed = accounts.buy_hold(command.symbol, terms.price, command.quantity)
+            available = accounts.available_cash(command.account_id)
             return (
                 terms,
                 RejectReason.INSUFFICIENT_FUNDS,
@@ -356,8 +358,7 @@ class RiskStage:
         """Back a sell by deposited capacity (with its bond) or else by an entitlement."""
         accounts = self.accounts
         account, symbol, quantity = command.account_id, command.symbol, command.quantity
-        capacity = accounts.available_capacity(account, symbol)
-        if capacity >= quantity:
+        if not accounts.shortfall(account, symbol, "sell", command.price, quantity):
             terms.bond_per_unit = accounts.bond_per_unit(command.price)
             bond = terms.bond_per_unit * quantity
             available = accounts.available_cash(account)
@@ -373,6 +374,7 @@ class RiskStage:
         if entitlement >= quantity:
             terms.backing = "entitlement"
             return terms, None, ""
+        capacity = accounts.available_capacity(account, symbol)
         return (
             terms,
             RejectReason.INSUFFICIENT_CAPACITY,
@@ -397,12 +399,6 @@ class RiskStage:
         if command.order_type != "limit":
             return RejectReason.NOT_ELIGIBLE, "a voucher applies to limit orders only"
         quantity = command.quantity
-
-        def voucher_at(price: int) -> int:
-            return min(
-                price * quantity * grant.rate_bps // BPS, grant.cap_per_contract, grant.remaining
-            )
-
         price = command.price
         if command.limit_basis == "net":
             # The highest gross price on the tick whose cost after the voucher stays within
@@ -411,13 +407,16 @@ class RiskStage:
             while high - low > 1:
                 middle = (low + high) // 2
                 gross = middle * tick
-                if gross * quantity - voucher_at(gross) <= command.price * quantity:
+                if (
+                    gross * quantity - grant.voucher_for(gross * quantity)
+                    <= command.price * quantity
+                ):
                     low = middle
                 else:
                     high = middle
             price = low * tick
         terms.price = price
-        terms.voucher_reserved = voucher_at(price)
+        terms.voucher_reserved = grant.voucher_for(price * quantity)
         terms.voucher_rate_bps = grant.rate_bps
         return None, ""
 
@@ -809,8 +808,7 @@ class RiskStage:
                 RejectReason.UNKNOWN_CONTRACT,
                 f"contract {command.symbol!r} is not listed",
             )
-        gate = self.catalogue.rules.gate_closure_ms
-        if gate is not None and stamp.ts >= to_utc_ms(contract.delivery_start) - gate:
+        if stamp.ts >= self.catalogue.retires_at(contract):
             return self._request_rejected(
                 command,
                 stamp,
