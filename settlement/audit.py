@@ -280,7 +280,9 @@ def _check_vouchers(state: ExchangeState, vouchers: _Vouchers, found: list[Discr
         reserved = ledger.get(f"reserved:{programme_id}:{account}", 0)
         committed = 0 if grant is None else grant.committed
         problems = []
-        if grant is None or grant.limit != limit:
+        if grant is not None and not grant.approved:
+            problems.append("it is used but was never approved")
+        elif grant is None or grant.limit != limit:
             problems.append(f"the grant is {None if grant is None else grant.limit}, not {limit}")
         if reserved != open_reserved[key]:
             problems.append(

@@ -7,10 +7,12 @@ out of the programme's budget, so the budget binds when a grant is approved.
 
 from __future__ import annotations
 
+import hashlib
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.domain.accounts import Balance
+from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import MarketRules
 from exchange.domain.messages import (
     ApproveGrant,
@@ -371,3 +373,40 @@ def test_an_unsigned_programme_command_is_refused() -> None:
     assert forged.reason == RejectReason.NOT_OPERATOR
     assert "hz-admin" in forged.message
     assert bank.risk.accounts.programmes == {}
+
+
+def _settled(events: list[Event]) -> str:
+    """The state hash of a settlement-style fold of `events` in the order given."""
+    ledger = Accounts(FREE, journal=True)
+    for event in events:
+        ledger.apply(event)
+    assert ledger.trial_balance() == 0
+    hasher = hashlib.sha256()
+    ledger.digest(hasher)
+    return hasher.hexdigest()
+
+
+def test_settlement_reading_the_grant_after_the_trades_that_used_it_ends_the_same() -> None:
+    # Settlement merges partitions: the grant approval (the programme's partition) may be read
+    # after the orders and fills that use it (their contract's). Each order carries the
+    # grant's related parties, and uses of a grant are counted before its approval is seen.
+    bank = market(related=["p1"])
+    bank.send(DepositCapacity(deposit_id="c2", account_id="p2", symbol=SYM, quantity=1))
+    bank.send(CancelOrder(order_id="s1", account_id="p1"))
+    bank.send(
+        PlaceOrder(order_id="s2", account_id="p1", symbol=SYM, side="sell", price=1_000, quantity=1)
+    )
+    accepted(bank.send(subsidised("o1", 3)))  # 1 filled from p1 (related), 2 rest
+    bank.send(
+        PlaceOrder(order_id="s3", account_id="p2", symbol=SYM, side="sell", price=1_000, quantity=1)
+    )
+    bank.send(CancelOrder(order_id="o1", account_id="b1"))  # the rest of the reservation returns
+    in_order = bank.events
+    approvals = [e for e in in_order if isinstance(e, GrantApproved)]
+    assert approvals
+
+    approvals_last = [e for e in in_order if not isinstance(e, GrantApproved)] + approvals
+
+    assert _settled(approvals_last) == _settled(in_order)
+    g = bank.ledger.grants[("hz", "b1")]
+    assert (g.limit, g.remaining, g.reserved, g.committed) == (1_000, 700, 0, 300)

@@ -111,6 +111,8 @@ class VoucherUse:
     filled: int = 0
     """Gross amount (fen) filled so far by sellers that are not related parties: the rate
     applies to it cumulatively, so rounding never gives more than the rate of the total."""
+    related: tuple[str, ...] = ()
+    """The grant's related parties when the order was accepted (`OrderAccepted`)."""
 
 
 @dataclass(slots=True)
@@ -173,6 +175,18 @@ class Grant:
     reserved: int = 0
     committed: int = 0
     clawed_back: int = 0
+
+    @classmethod
+    def awaiting_approval(cls, programme_id: str, account_id: str) -> Grant:
+        """A grant whose use is seen before its approval: settlement reads the programme's
+        partition and the order's partition at their own pace. It has no rules and is never
+        eligible; the approval adds the limit and the rules, keeping what was used."""
+        return cls(programme_id, account_id, 0, 0, 0, 0, [], [], 0, 0, [])
+
+    @property
+    def approved(self) -> bool:
+        """False while the grant is `awaiting_approval` (an approved one has a validity)."""
+        return self.valid_until > 0
 
     def voucher_for(self, amount: int) -> int:
         """The voucher part of a purchase of `amount` fen now: the least of the rate of it, the
@@ -400,15 +414,19 @@ class Accounts:
             legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
             if order.voucher is not None:
                 reserved = order.voucher_reserved
-                voucher = VoucherUse(order.voucher, order.voucher_rate_bps, reserved)
+                voucher = VoucherUse(
+                    order.voucher,
+                    order.voucher_rate_bps,
+                    reserved,
+                    related=tuple(order.voucher_related),
+                )
                 legs += [
                     (f"grant:{order.voucher}:{account}", -reserved),
                     (f"reserved:{order.voucher}:{account}", reserved),
                 ]
-                grant = self.grants.get((order.voucher, account))
-                if grant is not None:
-                    grant.remaining -= reserved
-                    grant.reserved += reserved
+                grant = self._grant_of(order.voucher, account)
+                grant.remaining -= reserved
+                grant.reserved += reserved
             self._post(order.event_id, "order_hold", order.ts, legs, owns)
         elif order.backing == "entitlement":
             key = (account, order.symbol)
@@ -487,10 +505,9 @@ class Accounts:
                 assert buy.voucher is not None
                 programme = buy.voucher.programme_id
                 legs.append((f"reserved:{programme}:{buyer}", -voucher))
-                grant = self.grants.get((programme, buyer))
-                if grant is not None:
-                    grant.reserved -= voucher
-                    grant.committed += voucher
+                grant = self._grant_of(programme, buyer)
+                grant.reserved -= voucher
+                grant.committed += voucher
                 subsidised = self.subsidised.setdefault((buyer, trade.symbol, programme), [0, 0])
                 subsidised[0] += trade.quantity
                 subsidised[1] += voucher
@@ -560,13 +577,20 @@ class Accounts:
             owns,
         )
 
+    def _grant_of(self, programme_id: str, account_id: str) -> Grant:
+        """The account's grant of the programme, to count a use of it against."""
+        key = (programme_id, account_id)
+        grant = self.grants.get(key)
+        if grant is None:
+            grant = self.grants[key] = Grant.awaiting_approval(programme_id, account_id)
+        return grant
+
     def _voucher_part(self, buy: OpenOrder, trade: TradeExecuted, amount: int) -> int:
         """What the buy's voucher pays of this fill (0: none, or a related party sells)."""
         use = buy.voucher
         if use is None:
             return 0
-        grant = self.grants.get((use.programme_id, buy.account_id))
-        if grant is not None and trade.seller_id in grant.related:
+        if trade.seller_id in use.related:
             # Not subsidised, and not counted: a later fill earns the rate of its own amount.
             return 0
         use.filled += amount
@@ -594,11 +618,10 @@ class Accounts:
             limit -= part
             if part:
                 clawed.append((programme, part))
-                grant = self.grants.get((programme, account_id))
-                if grant is not None:
-                    grant.committed -= part
-                    grant.clawed_back += part
-                    grant.remaining += part
+                grant = self._grant_of(programme, account_id)
+                grant.committed -= part
+                grant.clawed_back += part
+                grant.remaining += part
         return clawed
 
     def _reduce(
@@ -629,10 +652,9 @@ class Accounts:
                 (f"reserved:{programme}:{account}", -use.reserved),
                 (f"grant:{programme}:{account}", use.reserved),
             ]
-            grant = self.grants.get((programme, account))
-            if grant is not None:
-                grant.reserved -= use.reserved
-                grant.remaining += use.reserved
+            grant = self._grant_of(programme, account)
+            grant.reserved -= use.reserved
+            grant.remaining += use.reserved
             use.reserved = 0
         if legs:
             self._post(ref, "order_release", ts, legs, owns)
@@ -797,11 +819,14 @@ class Accounts:
             programme.granted[account] = programme.granted.get(account, 0) + approved.limit
         if owns is None or owns(account):
             grant = self.grants.get((programme_id, account))
-            if grant is None:
+            if grant is None or not grant.approved:
+                used = grant or Grant.awaiting_approval(programme_id, account)
                 self.grants[(programme_id, account)] = Grant(
-                    programme_id, account, approved.limit, approved.limit, approved.rate_bps,
-                    approved.cap_per_contract, list(approved.classes), list(approved.regions),
-                    approved.valid_from, approved.valid_until, list(approved.related_accounts),
+                    programme_id, account, approved.limit, approved.limit + used.remaining,
+                    approved.rate_bps, approved.cap_per_contract, list(approved.classes),
+                    list(approved.regions), approved.valid_from, approved.valid_until,
+                    list(approved.related_accounts), used.reserved, used.committed,
+                    used.clawed_back,
                 )  # fmt: skip
             else:
                 grant.limit += approved.limit
@@ -921,6 +946,8 @@ def _order_entry(o: OpenOrder) -> list[Any]:
     if o.voucher is not None:
         v = o.voucher
         options["voucher"] = [v.programme_id, v.rate_bps, v.reserved, v.used, v.filled]
+        if v.related:
+            options["voucher"].append(list(v.related))
     if options:
         entry.append(options)
     return entry
@@ -938,7 +965,10 @@ def _order_from(entry: list[Any]) -> OpenOrder:
         order.backing = options.get("backing", "capacity")
         order.bond_per_unit = options.get("bond_per_unit", 0)
         if "voucher" in options:
-            order.voucher = VoucherUse(*options["voucher"])
+            programme_id, rate_bps, reserved, used, filled, *related = options["voucher"]
+            order.voucher = VoucherUse(
+                programme_id, rate_bps, reserved, used, filled, tuple(*related)
+            )
     return order
 
 

@@ -146,6 +146,7 @@ _ORDER_OPTION_DEFAULTS: dict[str, Any] = {
     "bond_per_unit": 0,
     "voucher_reserved": 0,
     "voucher_rate_bps": 0,
+    "voucher_related": [],
     "net_price": None,
 }
 
@@ -574,6 +575,10 @@ class OrderAccepted(Event):
     voucher_reserved: StrictInt = 0
     """Voucher funds (fen) reserved for this buy from the account's grant of `voucher`."""
     voucher_rate_bps: StrictInt = 0
+    voucher_related: list[str] = Field(default_factory=list)
+    """The grant's related parties when the buy was accepted: their fills earn no voucher.
+    Carried on the order so that whoever settles its fills decides them from the order alone,
+    whichever partition's grant approval it reads first."""
     net_price: StrictInt | None = None
     """The net limit the buyer gave; `price` is then the gross limit it allows."""
 

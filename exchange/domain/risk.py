@@ -8,7 +8,7 @@ which it saw them is recorded by the log itself and a replay decides exactly the
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, get_args
 
@@ -133,6 +133,7 @@ class _Terms:
     bond_per_unit: int = 0
     voucher_reserved: int = 0
     voucher_rate_bps: int = 0
+    voucher_related: list[str] = field(default_factory=list)
 
 
 class RiskStage:
@@ -298,6 +299,7 @@ class RiskStage:
             voucher=command.voucher,
             voucher_reserved=terms.voucher_reserved,
             voucher_rate_bps=terms.voucher_rate_bps,
+            voucher_related=terms.voucher_related,
             net_price=command.price if command.limit_basis == "net" else None,
         )
         self.accounts.apply(accepted, _own)
@@ -418,6 +420,7 @@ class RiskStage:
         terms.price = price
         terms.voucher_reserved = grant.voucher_for(price * quantity)
         terms.voucher_rate_bps = grant.rate_bps
+        terms.voucher_related = list(grant.related)
         return None, ""
 
     def _cancel(self, command: CancelOrder, stamp: EventStamp) -> Event:
