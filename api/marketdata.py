@@ -44,6 +44,7 @@ from exchange.domain.messages import (
     DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
+    FeeConceded,
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
@@ -460,7 +461,8 @@ class MarketData:
                 self._tell(event.account_id, "orders", cancelled.as_message())
             self._tell_balance(event.account_id, event.symbol, event.ts)
         elif isinstance(
-            event, FundsDeposited | CapacityDeposited | FundsWithdrawn | CapacityWithdrawn
+            event,
+            FundsDeposited | CapacityDeposited | FundsWithdrawn | CapacityWithdrawn | FeeConceded,
         ):
             self.accounts.apply(event)
             symbol = (

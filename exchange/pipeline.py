@@ -459,18 +459,19 @@ class RiskRunner(StageRunner[RiskPartition]):
     async def _process(self, records: list[LogRecord]) -> None:
         for record in records:
             stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
-            output = self._decide(self.instances[record.partition], record, stamp)
-            if output is not None and self._live(record):
+            outputs = self._decide(self.instances[record.partition], record, stamp)
+            if not outputs or not self._live(record):
+                continue
+            for output in outputs:
                 if isinstance(output, CancelAllRequested):
                     await self._send_kill_switch(output)
-                    continue
-                if (
+                elif (
                     isinstance(output, MarketControlRequested)
                     and output.action in MARKET_WIDE_ACTIONS
                 ):
                     await self._send_to_every_market_partition(output)
-                    continue
-                await self._send(self.topics.orders, self._route(output, record), output)
+                else:
+                    await self._send(self.topics.orders, self._route(output, record), output)
 
     async def _send_kill_switch(self, requested: CancelAllRequested) -> None:
         """The kill switch to every orders partition holding the account's orders: a copy
@@ -496,27 +497,33 @@ class RiskRunner(StageRunner[RiskPartition]):
             copy = control.model_copy(update={"event_id": f"{prefix}:{partition}"})
             await self._send(self.topics.orders, partition, copy)
 
-    def _decide(
-        self, instance: RiskPartition, record: LogRecord, stamp: EventStamp
-    ) -> Event | None:
+    def _decide(self, instance: RiskPartition, record: LogRecord, stamp: EventStamp) -> list[Event]:
+        """What the stage makes of one record: its decision on a command, or the fee
+        concessions it decided folding an outcome fed back from matching."""
         source = f"{record.topic}:{record.partition}:{record.offset}"
         stage = instance.stage
         try:
             message = decode(record.value)
         except ValidationError as error:
-            return stage.reject_malformed(source, _describe(error), stamp)
+            return [stage.reject_malformed(source, _describe(error), stamp)]
         if isinstance(message, OUTCOME_TYPES):
-            if instance.dedup.is_new(record.partition, message.event_id):
-                partition = record.partition
+            if not instance.dedup.is_new(record.partition, message.event_id):
+                return []
+            partition = record.partition
+            return list(
                 stage.apply_outcome(
-                    message, lambda account: self.topics.command_partition(account) == partition
+                    message,
+                    lambda account: self.topics.command_partition(account) == partition,
+                    stamp,
                 )
-            return None
+            )
         if isinstance(message, COMMANDS):
-            return stage.handle(message, stamp)
-        return stage.reject_malformed(
-            source, f"{message.type} is not a command participants may send", stamp
-        )
+            return [stage.handle(message, stamp)]
+        return [
+            stage.reject_malformed(
+                source, f"{message.type} is not a command participants may send", stamp
+            )
+        ]
 
     def _route(self, event: Event, record: LogRecord) -> int:
         if isinstance(event, GrantApproved):

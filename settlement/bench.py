@@ -60,7 +60,8 @@ def make_history(target_events: int, seed: int) -> list[Event]:
         history.extend(outcomes)
         for outcome in outcomes:
             if isinstance(outcome, TradeExecuted | OrderCancelled):
-                risk.apply_outcome(outcome, lambda _: True)
+                # The bench grants no fee concessions: folding a fill decides none.
+                risk.apply_outcome(outcome, lambda _: True, stamp)
 
     for n in range(ACCOUNTS):
         run(DepositFunds(deposit_id=f"d{n}", account_id=f"a{n}", amount=10**12))

@@ -161,8 +161,10 @@ invoice_lines = Table(
     Index("invoice_lines_account_idx", "account_id", "order_id"),
     Index("invoice_lines_programme_idx", "programme_id", "ts"),
 )
-"""What each purchase cost and who paid it: gross, voucher, platform fee or concession, and
-what the enterprise paid; voucher clawbacks are journal entries against the grant."""
+"""What each purchase cost and who paid it: gross, voucher, platform fee, maker rebate
+(`concession`), and what the enterprise paid; voucher clawbacks are journal entries against the
+grant. Fee concessions are the account's own `FeeConceded` events, settled from another
+partition at its own pace: invoices add them when read (`settlement.reports.invoices`)."""
 
 checkpoints = Table(
     "checkpoints",
@@ -505,7 +507,7 @@ def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict
                 programme_id = name.split(":")[1]
             elif name == "fees":
                 fee += amount
-            elif name == "rebates" or name.startswith("concession:"):
+            elif name == "rebates":
                 concession -= amount
     return {
         "trade_id": trade.trade_id,

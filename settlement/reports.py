@@ -40,6 +40,7 @@ async def invoices(engine: AsyncEngine, account_id: str) -> dict[str, Any]:
             )
         ).all()
         clawed = await _clawed_back(connection, account_id=account_id)
+        conceded = await _conceded(connection, account_id)
     by_order: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_order[row.order_id].append(row)
@@ -49,6 +50,9 @@ async def invoices(engine: AsyncEngine, account_id: str) -> dict[str, Any]:
         for row in order_rows:
             line = contracts.setdefault(row.symbol, {"symbol": row.symbol, **_zero()})
             _add(line, row)
+            discount = conceded.get(row.trade_id, 0)
+            line["concession"] += discount
+            line["paid"] -= discount
         result.append(
             {
                 "order_id": order_id,
@@ -65,6 +69,22 @@ async def invoices(engine: AsyncEngine, account_id: str) -> dict[str, Any]:
         "total": total,
         "voucher_clawed_back": sum(clawed.values()),
     }
+
+
+async def _conceded(connection: Any, account_id: str) -> dict[str, int]:
+    """Fee concessions paid to the account on its purchases, by trade. They are events of the
+    account's own (`FeeConceded`), settled whenever their partition is read, so they are added
+    to the trades' invoice lines here rather than written into them."""
+    rows = await connection.execute(
+        select(events.c.data).where(
+            and_(events.c.stream_id == f"account-{account_id}", events.c.type == "FeeConceded")
+        )
+    )
+    conceded: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if row.data.get("trade_id") is not None and row.data["charged_in"].endswith("/buy"):
+            conceded[row.data["trade_id"]] += row.data["discount"]
+    return conceded
 
 
 def _zero() -> dict[str, int]:

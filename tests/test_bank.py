@@ -8,6 +8,7 @@ event as settlement does. Amounts are checked to the fen.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, get_args
 
 from exchange.domain.accounts import Accounts, Balance
@@ -22,6 +23,7 @@ from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     CancelOrder,
     Command,
+    ConcessionGranted,
     ControlMarket,
     DeliveryObligation,
     DeliverySettled,
@@ -30,6 +32,7 @@ from exchange.domain.messages import (
     DisputeDelivery,
     Event,
     EventStamp,
+    FeeConceded,
     GrantConcession,
     MeteringReported,
     OrderAccepted,
@@ -82,10 +85,13 @@ class Bank:
         self.offset += 1
         decided = self.risk.handle(command, EventStamp("c", 0, self.offset, self.ts))
         out = [decided, *self.market.handle(decided, EventStamp("o", 0, self.offset, self.ts))]
-        for event in out:
+        fed_back = EventStamp("f", 0, self.offset, self.ts)
+        for event in list(out):
             self.ledger.apply(event)
             if isinstance(event, OUTCOME_TYPES) and event.event_id.startswith("o:"):
-                self.risk.apply_outcome(event, lambda _: True)
+                for conceded in self.risk.apply_outcome(event, lambda _: True, fed_back):
+                    self.ledger.apply(conceded)
+                    out.append(conceded)
         self.events.extend(out)
         return out
 
@@ -397,3 +403,43 @@ def test_a_fee_concession_pays_back_its_share_of_fees_until_its_budget_runs_out(
     assert bank.ledger.ledger["platform"] == -10
     assert bank.ledger.ledger.get("concession:sme-relief:b1", 0) == 0
     assert bank.ledger.trial_balance() == 0
+    conceded = bank.of(FeeConceded)
+    assert [(c.fee, c.discount, c.charged_in.endswith("/buy")) for c in conceded] == [
+        (12, 6, True),
+        (8, 4, True),
+    ]
+
+
+def test_settlement_spends_a_concession_as_risk_did_whichever_partition_it_reads_first() -> None:
+    # The concession and the discounts risk decided travel on the buyer's partition, the
+    # trades on their contracts'. Settlement reading all the trades first, and the other
+    # partition after, must end where risk's order of events ends.
+    bank = Bank()
+    bank.send(
+        GrantConcession(
+            concession_id="relief", operator_id="ops", account_id="b1", discount_bps=5_000,
+            budget=10, valid_from=0, valid_until=DELIVERY,
+        )
+    )  # fmt: skip
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=10))
+    bank.send(funds("b1", 100_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 10))
+    bank.send(order("b1", "b1", "buy", 1_000, 6))
+    bank.send(order("b2", "b1", "buy", 1_000, 4))
+    account_partition = (ConcessionGranted, FeeConceded)
+    late = [e for e in bank.events if isinstance(e, account_partition)]
+    early = [e for e in bank.events if not isinstance(e, account_partition)]
+
+    assert _digest(early + late) == _digest(bank.events)
+    assert bank.cash("b1") == 100_000 - 6_012 + 6 - 4_008 + 4
+
+
+def _digest(events: list[Event]) -> str:
+    ledger = Accounts(RULES, journal=True)
+    for event in events:
+        ledger.apply(event)
+    assert ledger.trial_balance() == 0
+    hasher = hashlib.sha256()
+    ledger.digest(hasher)
+    return hasher.hexdigest()

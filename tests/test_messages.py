@@ -40,6 +40,7 @@ from exchange.domain.messages import (
     DepositRejected,
     DisputeDelivery,
     EventStamp,
+    FeeConceded,
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
@@ -366,6 +367,15 @@ EVENTS: list[Message] = [
         valid_from=0,
         valid_until=1_900_000_000_000,
     ),
+    FeeConceded(
+        **E,
+        concession_id="sme-2027",
+        account_id="a1",
+        fee=12,
+        discount=6,
+        charged_in="cx.events:0:17:0/buy",
+        trade_id="H100-80G.GZ.20271201T00-3",
+    ),
     CapacityRecalled(
         **E,
         recall_id="r-1",
@@ -446,7 +456,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 53
+    assert len(_all_message_classes()) == 54
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

@@ -345,6 +345,10 @@ def _cancelled(order_id: str, account_id: str, side: Side, remaining: int) -> Or
     )
 
 
+FED_BACK = EventStamp("cx.commands", 0, 900, 2_000)
+"""Where outcomes fed back from matching are read (they decide no fee concessions here)."""
+
+
 def _owns_all(_: str) -> bool:
     return True
 
@@ -363,8 +367,8 @@ def test_a_trade_read_in_each_account_partition_settles_each_side_once() -> None
     )
     trade = _traded(price=100, quantity=5)
 
-    feed.stage.apply_outcome(trade, lambda account: account == "a1")
-    feed.stage.apply_outcome(trade, lambda account: account == "p1")
+    feed.stage.apply_outcome(trade, lambda account: account == "a1", FED_BACK)
+    feed.stage.apply_outcome(trade, lambda account: account == "p1", FED_BACK)
 
     accounts = feed.stage.accounts
     assert accounts.cash["a1"] == Balance(available=9_500, held=0)
@@ -387,7 +391,7 @@ def test_trade_fed_back_settles_both_sides() -> None:
         ]
     )
 
-    feed.stage.apply_outcome(_traded(price=100, quantity=5), _owns_all)
+    feed.stage.apply_outcome(_traded(price=100, quantity=5), _owns_all, FED_BACK)
 
     accounts = feed.stage.accounts
     assert accounts.cash["a1"] == Balance(available=9_500, held=0)
@@ -410,10 +414,10 @@ def test_cancel_fed_back_releases_the_remainder() -> None:
             place("s1", "p1", "sell", 100, 6),
         ]
     )
-    feed.stage.apply_outcome(_traded(price=110, quantity=2), _owns_all)
+    feed.stage.apply_outcome(_traded(price=110, quantity=2), _owns_all, FED_BACK)
 
-    feed.stage.apply_outcome(_cancelled("b1", "a1", "buy", remaining=3), _owns_all)
-    feed.stage.apply_outcome(_cancelled("s1", "p1", "sell", remaining=4), _owns_all)
+    feed.stage.apply_outcome(_cancelled("b1", "a1", "buy", remaining=3), _owns_all, FED_BACK)
+    feed.stage.apply_outcome(_cancelled("s1", "p1", "sell", remaining=4), _owns_all, FED_BACK)
 
     accounts = feed.stage.accounts
     assert accounts.cash["a1"] == Balance(available=10_000 - 220, held=0)

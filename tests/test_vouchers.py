@@ -48,11 +48,14 @@ class VoucherBank(Bank):
             decided,
             *self.market.handle(decided, EventStamp("o", 0, self.offset, self.ts)),
         ]
-        for event in out:
+        stamp = EventStamp("f", 0, self.offset, self.ts)
+        for event in list(out):
             self.ledger.apply(event)
             fed_back = isinstance(event, OUTCOME_TYPES) and event.event_id.startswith("o:")
             if fed_back or isinstance(event, GrantApproved):
-                self.risk.apply_outcome(event, lambda _: True)
+                for conceded in self.risk.apply_outcome(event, lambda _: True, stamp):
+                    self.ledger.apply(conceded)
+                    out.append(conceded)
         self.events.extend(out)
         return out
 

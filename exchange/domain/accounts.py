@@ -41,7 +41,10 @@ All amounts are integer fen; quantities integer units. Rules:
   of its hours (sell); its trades settle per hour like any order's.
 
 A fee concession pays a participant back `discount_bps` of each positive fee it is charged
-(at its trade, or for a provider at delivery) from the concession's budget, while valid.
+(at its trade, or for a provider at delivery) from the concession's budget, while valid. The
+risk stage decides each discount as it charges the fee (`decides_concessions`, then
+`concessions_due`) and records it as a `FeeConceded` event; settlement applies only those events,
+so the budget is spent as risk spent it whatever order settlement reads partitions in.
 
 Each risk partition owns some accounts (and programmes): `owns` says which, and an instance
 applies only the legs of entries it owns. Settlement owns everything and keeps the journal.
@@ -63,6 +66,7 @@ from exchange.domain.messages import (
     ConcessionGranted,
     DeliverySettled,
     Event,
+    FeeConceded,
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
@@ -217,6 +221,18 @@ class Concession:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcessionDue:
+    """A discount the risk stage owes an account on a fee it just charged it."""
+
+    concession_id: str
+    account_id: str
+    fee: int
+    discount: int
+    charged_in: str
+    trade_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One balanced movement of money: legs of (ledger account, amount) summing to zero."""
 
@@ -265,7 +281,13 @@ class Fees:
 class Accounts:
     """Every balance the money rules keep, and (when `journal` is on) the journal entries."""
 
-    def __init__(self, rules: MarketRules | None = None, *, journal: bool = False) -> None:
+    def __init__(
+        self,
+        rules: MarketRules | None = None,
+        *,
+        journal: bool = False,
+        decides_concessions: bool = False,
+    ) -> None:
         self.rules = rules or MarketRules()
         self.cash: dict[str, Balance] = {}
         self.capacity: dict[tuple[str, str], Balance] = {}
@@ -284,6 +306,9 @@ class Accounts:
         """(account, symbol, programme) -> [units, voucher fen] of entitlements bought with a
         voucher, for clawing the voucher part back when they are refunded or resold."""
         self.journal: list[JournalEntry] | None = [] if journal else None
+        self.concessions_due: list[ConcessionDue] | None = [] if decides_concessions else None
+        """Discounts decided and not yet applied as `FeeConceded` (None: this instance does
+        not decide them, it applies the events)."""
         self.fees = Fees(self.rules)
 
     # Balances -------------------------------------------------------------------------------
@@ -499,8 +524,8 @@ class Accounts:
                 (f"cash:{buyer}", released - amount - fee + voucher),
                 (escrow, amount),
                 *_fee_legs(fee),
-                *self._concede(buyer, fee, trade.ts),
             ]
+            self._concede(buyer, fee, f"{trade.event_id}/buy", trade.trade_id, trade.ts)
             if voucher:
                 assert buy.voucher is not None
                 programme = buy.voucher.programme_id
@@ -530,8 +555,8 @@ class Accounts:
                     (escrow, -amount),
                     (f"cash:{seller}", amount - fee),
                     *_fee_legs(fee),
-                    *self._concede(seller, fee, trade.ts),
                 ]
+                self._concede(seller, fee, f"{trade.event_id}/sell", trade.trade_id, trade.ts)
                 legs += [(f"cash:{seller}", -c) for _, c in clawback]
                 legs += [(f"grant:{p}:{seller}", c) for p, c in clawback]
                 self._post(f"{trade.event_id}/sell", "resale", trade.ts, legs, owns)
@@ -547,17 +572,45 @@ class Accounts:
                 )
             self._reduce(sell, trade.quantity, trade.event_id, trade.ts, owns)
 
-    def _concede(self, account_id: str, fee: int, ts: int) -> list[tuple[str, int]]:
-        """Legs paying `account_id` back its concession's share of a fee, if one is in force."""
-        if fee <= 0:
-            return []
+    def _concede(
+        self, account_id: str, fee: int, charged_in: str, trade_id: str | None, ts: int
+    ) -> None:
+        """Note the discount on a fee just charged to `account_id` that its concession owes
+        it, if one is in force and this instance decides concessions."""
+        due = self.concessions_due
+        if due is None or fee <= 0:
+            return
         for (concession_id, holder), c in sorted(self.concessions.items()):
-            if holder == account_id and c.remaining and c.valid_from <= ts < c.valid_until:
-                discount = min(fee * c.discount_bps // BPS, c.remaining)
-                c.remaining -= discount
-                return [(f"concession:{concession_id}:{account_id}", -discount),
-                        (f"cash:{account_id}", discount)]  # fmt: skip
-        return []
+            if holder != account_id or not c.valid_from <= ts < c.valid_until:
+                continue
+            pending = sum(
+                d.discount
+                for d in due
+                if d.concession_id == concession_id and d.account_id == account_id
+            )
+            left = c.remaining - pending
+            if left:
+                discount = min(fee * c.discount_bps // BPS, left)
+                due.append(
+                    ConcessionDue(concession_id, account_id, fee, discount, charged_in, trade_id)
+                )
+                return
+
+    def _fee_conceded(self, conceded: FeeConceded, owns: Owns | None) -> None:
+        account = conceded.account_id
+        concession = self.concessions.get((conceded.concession_id, account))
+        if concession is not None and (owns is None or owns(account)):
+            concession.remaining -= conceded.discount
+        self._post(
+            conceded.event_id,
+            "fee_concession",
+            conceded.ts,
+            [
+                (f"concession:{conceded.concession_id}:{account}", -conceded.discount),
+                (f"cash:{account}", conceded.discount),
+            ],
+            owns,
+        )
 
     def _concession_granted(self, granted: ConcessionGranted, owns: Owns | None) -> None:
         account = granted.account_id
@@ -775,7 +828,7 @@ class Accounts:
             (f"cash:{buyer}", settled.refund + settled.penalty),
         ]
         if owns is None or owns(provider):
-            legs += self._concede(provider, settled.fee, settled.ts)
+            self._concede(provider, settled.fee, settled.event_id, None, settled.ts)
         if owns is None or owns(buyer):
             key = (buyer, symbol)
             clawback = self._claw_back(
@@ -904,10 +957,15 @@ class Accounts:
 
     @classmethod
     def restore(
-        cls, data: dict[str, Any], rules: MarketRules | None = None, *, journal: bool = False
+        cls,
+        data: dict[str, Any],
+        rules: MarketRules | None = None,
+        *,
+        journal: bool = False,
+        decides_concessions: bool = False,
     ) -> Accounts:
         """The accounts a snapshot describes."""
-        accounts = cls(rules, journal=journal)
+        accounts = cls(rules, journal=journal, decides_concessions=decides_concessions)
         accounts.cash = {a: Balance(available, held) for a, available, held in data["cash"]}
         accounts.capacity = {
             (a, s): Balance(available, held) for a, s, available, held in data["capacity"]
@@ -1012,6 +1070,7 @@ _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
     ProgrammeCreated: Accounts._programme_created,
     GrantApproved: Accounts._grant_approved,
     ConcessionGranted: Accounts._concession_granted,
+    FeeConceded: Accounts._fee_conceded,
 }
 """Which rule folds each kind of event."""
 

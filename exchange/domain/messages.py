@@ -978,6 +978,23 @@ class ConcessionGranted(Event):
     reason: str = ""
 
 
+class FeeConceded(Event):
+    """The risk stage paid an account back part of a fee it was charged, from its concession.
+
+    Risk decides it as the account's fee is charged (a fill, or a provider's delivery), in the
+    account's own order, and settlement applies it as it comes: the concession's budget is then
+    spent the same way whatever order settlement reads the partitions in. `charged_in` is the
+    journal entry that charged the fee; `trade_id` the fill's trade (None at delivery)."""
+
+    type: Literal["FeeConceded"] = "FeeConceded"
+    concession_id: str
+    account_id: str
+    fee: StrictInt
+    discount: StrictInt
+    charged_in: str
+    trade_id: str | None = None
+
+
 class ProgrammeCreated(Event):
     """A compute-voucher programme exists with its budget and rules."""
 
@@ -1053,7 +1070,8 @@ AnyEvent = Annotated[
     | GrantApproved
     | ListingChanged
     | AccountLimitsSet
-    | ConcessionGranted,
+    | ConcessionGranted
+    | FeeConceded,
     Field(discriminator="type"),
 ]
 
@@ -1110,7 +1128,8 @@ AnyMessage = Annotated[
     | GrantConcession
     | ListingChanged
     | AccountLimitsSet
-    | ConcessionGranted,
+    | ConcessionGranted
+    | FeeConceded,
     Field(discriminator="type"),
 ]
 

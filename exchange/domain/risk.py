@@ -54,6 +54,7 @@ from exchange.domain.messages import (
     DisputeDelivery,
     Event,
     EventStamp,
+    FeeConceded,
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
@@ -143,7 +144,7 @@ class RiskStage:
         self.catalogue = catalogue
         self.seal = seal
         """Verifies operator commands; without one, every operator command is refused."""
-        self.accounts = Accounts(catalogue.rules)
+        self.accounts = Accounts(catalogue.rules, decides_concessions=True)
         self.delisted: dict[str, str] = {}
         """Contracts operators delisted, with who did it and why (for the rejection)."""
         self.operator_listed: set[str] = set()
@@ -1016,9 +1017,9 @@ class RiskStage:
             source=source,
         )
 
-    def apply_outcome(self, event: Outcome, owns: Owns) -> None:
+    def apply_outcome(self, event: Outcome, owns: Owns, stamp: EventStamp) -> list[FeeConceded]:
         """Fold a fill, cancel, amend, delivery or grant fed back from matching into the
-        balances it owns."""
+        balances it owns; returns the fee concessions it decided on the way, applied."""
         if isinstance(event, ListingChanged):
             self._listing_changed(event)
         elif isinstance(event, GrantApproved):
@@ -1026,6 +1027,26 @@ class RiskStage:
             self.accounts.apply(event, lambda key: not key.startswith("programme:") and owns(key))
         else:
             self.accounts.apply(event, owns)
+        due = self.accounts.concessions_due
+        if not due:
+            return []
+        conceded = [
+            FeeConceded(
+                event_id=stamp.next_id(),
+                ts=stamp.ts,
+                concession_id=d.concession_id,
+                account_id=d.account_id,
+                fee=d.fee,
+                discount=d.discount,
+                charged_in=d.charged_in,
+                trade_id=d.trade_id,
+            )
+            for d in due
+        ]
+        due.clear()
+        for event_conceded in conceded:
+            self.accounts.apply(event_conceded, owns)
+        return conceded
 
     def _listing_changed(self, event: ListingChanged) -> None:
         symbol = event.symbol
@@ -1080,7 +1101,9 @@ class RiskStage:
     ) -> RiskStage:
         """The stage a snapshot describes."""
         stage = cls(catalogue, seal)
-        stage.accounts = Accounts.restore(data["accounts"], catalogue.rules)
+        stage.accounts = Accounts.restore(
+            data["accounts"], catalogue.rules, decides_concessions=True
+        )
         stage._order_ids = set(data["order_ids"])
         stage._deposit_ids = set(data["deposit_ids"])
         stage._request_ids = set(data.get("request_ids", []))

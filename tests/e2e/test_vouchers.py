@@ -109,9 +109,6 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
         }  # fmt: skip
         granted = await _post(exchange, "ops", "operator", "/v1/admin/concessions", relief)
         assert [a["status"] for a in granted] == ["done"]
-        # Settlement folds every events partition and a concession travels on the account's,
-        # not the contract's: it must be settled before the trades it applies to (MONEY.md).
-        await settle(exchange.runtime)
         for symbol, price in ((GZ0, 1_500), (YRD0, 2_000)):
             ask = {"symbol": symbol, "side": "sell", "price": price, "quantity": 10}
             await _post(exchange, "dc", "provider", "/v1/orders", ask)

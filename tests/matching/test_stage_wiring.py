@@ -63,10 +63,12 @@ class Exchange:
         self.offset += 1
         decided = self.risk.handle(command, EventStamp("c", 0, self.offset, self.ts))
         out = [decided, *self.market.handle(decided, EventStamp("o", 0, self.offset, self.ts))]
+        fed_back = EventStamp("f", 0, self.offset, self.ts)
         for event in out:
             self._settle(event)
             if isinstance(event, FED_BACK) and event.event_id.startswith("o:"):
-                self.risk.apply_outcome(event, lambda _: True)
+                # No fee concessions are granted here: folding an outcome decides none.
+                assert not self.risk.apply_outcome(event, lambda _: True, fed_back)
         self.events.extend(out)
         return out
 
