@@ -20,19 +20,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import make_url
 
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import DepositCapacity, DepositFunds, PlaceOrder, encode
 from exchange.log import TopicPartition
 from exchange.pipeline import Topics
+from settlement.scratch import scratch_database
 from settlement.sql_store import open_event_store
 
 PARTITIONS = 4
@@ -60,27 +58,6 @@ def _orders(count: int, seed: int) -> list[PlaceOrder]:
             )
         )
     return orders
-
-
-@asynccontextmanager
-async def _database(database_url: str) -> AsyncIterator[tuple[str, str]]:
-    server = make_url(database_url)
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield (
-            server.set(database=name).render_as_string(hide_password=False),
-            server.set(drivername="postgresql", database=name).render_as_string(
-                hide_password=False
-            ),
-        )
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _raw_kafka(kafka: str, records: list[bytes]) -> float:
@@ -187,7 +164,7 @@ async def bench_e2e(
     kafka: str, database_url: str, commands: int, rate: int, matching_processes: int = 1
 ) -> dict[str, Any]:
     """Measure the raw limits and the pipeline; return the figures."""
-    async with _database(database_url) as (url, dsn):
+    async with scratch_database(database_url) as (url, dsn):
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         store = open_event_store(url)
         await store.initialise()

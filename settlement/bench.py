@@ -12,12 +12,10 @@ import asyncio
 import json
 import random
 import time
-import uuid
 from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import make_url
 
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.market import MarketStage
@@ -33,6 +31,7 @@ from exchange.domain.messages import (
 )
 from exchange.domain.risk import RiskStage
 from settlement.replay import replay
+from settlement.scratch import scratch_database
 from settlement.service import stream_of
 from settlement.sql_store import open_event_store
 
@@ -170,15 +169,7 @@ async def _raw_read(dsn: str) -> tuple[int, float]:
 
 async def bench_replay(database_url: str, events: int, seed: int) -> dict[str, Any]:
     """Make, load and replay a history in a fresh database; return the figures."""
-    server = make_url(database_url)
-    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = server.set(database=name).render_as_string(hide_password=False)
-    dsn = server.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
-    try:
+    async with scratch_database(database_url) as (url, dsn):
         history = make_history(events, seed)
         store = open_event_store(url)
         await store.initialise()
@@ -188,10 +179,6 @@ async def bench_replay(database_url: str, events: int, seed: int) -> dict[str, A
         result = await replay(store, default_catalogue())
         seconds = time.perf_counter() - started
         await store.close()
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     replayed = result.state.applied
     per_second = replayed / seconds
     raw_per_second = raw_count / raw_seconds

@@ -1,0 +1,51 @@
+"""Scratch databases for the benchmarks: created empty on the configured server, dropped after."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from sqlalchemy import make_url
+
+DROP_ATTEMPTS = 60
+"""Seconds to wait at most for autovacuum to leave a scratch database."""
+
+
+@asynccontextmanager
+async def scratch_database(database_url: str) -> AsyncIterator[tuple[str, str]]:
+    """A new, empty database on the server of `database_url`, as (SQLAlchemy URL, asyncpg
+    DSN); dropped on the way out."""
+    server = make_url(database_url)
+    admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        yield (
+            server.set(database=name).render_as_string(hide_password=False),
+            server.set(drivername="postgresql", database=name).render_as_string(
+                hide_password=False
+            ),
+        )
+    finally:
+        await _drop(admin_dsn, name)
+
+
+async def _drop(admin_dsn: str, name: str) -> None:
+    """Drop the database and end its sessions. An autovacuum worker may be busy with the
+    tables a bench just loaded, and only a superuser may end one: wait until it is done."""
+    for attempt in range(DROP_ATTEMPTS):
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except asyncpg.InsufficientPrivilegeError:
+            if attempt == DROP_ATTEMPTS - 1:
+                raise
+        finally:
+            await admin.close()
+        await asyncio.sleep(1)
