@@ -62,9 +62,8 @@ class ExchangeState:
         if not isinstance(event, matching.INPUTS):
             self.pass_time(event.ts, position)
             return
-        # The matching stage's inputs rebuild the books; its outputs are already stored, so
-        # what it says again here is dropped.
-        self.market.handle(event, EventStamp("replay", 0, position, event.ts))
+        # The matching stage's inputs rebuild the books; its outputs are already stored.
+        self.market.replay(event, EventStamp("replay", 0, position, event.ts))
         self.position = position
         self.ts = event.ts if self.ts is None else max(self.ts, event.ts)
         self.applied += 1

@@ -171,10 +171,43 @@ class MarketStage:
         """The events a record of the orders topic causes, after the record itself."""
         if not isinstance(event, INPUTS):
             return self.idle(stamp)
+        listing = self._act(event, stamp.ts)
+        done = self.engine.take_events()
+        outputs = self._translate(done, stamp, _Context(event))
+        if listing is not None and isinstance(event, MarketControlRequested):
+            outputs.append(
+                ListingChanged(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    symbol=event.symbol,
+                    listed=listing,
+                    operator_id=event.operator_id,
+                    reason=event.reason,
+                )
+            )
+        outputs += self.delivery.observe(event, done, stamp)
+        return outputs
+
+    def replay(self, event: Event, stamp: EventStamp) -> None:
+        """Act on one of the `INPUTS` as `handle` does, leaving exactly the state it leaves,
+        without building the events it would publish: a replay of the events topic already
+        has them stored."""
+        self._act(event, stamp.ts)
+        done = self.engine.take_events()
+        views = self._views
+        for symbol in {output[1] for output in done if output[1] in views}:
+            # What `_book_changed` would publish, only whether there is anything to.
+            shown = self.engine.shown(symbol)
+            if shown != views[symbol]:
+                views[symbol] = shown
+                self._book_seq[symbol] += 1
+        self._forget_delivered(done)
+        self.delivery.observe(event, done, stamp)
+
+    def _act(self, event: Event, ts: int) -> bool | None:
+        """Carry out an input in the engine; for `delist` and `list` controls, whether the
+        contract is listed after it (None: nothing changed)."""
         engine = self.engine
-        ts = stamp.ts
-        context = _Context(event)
-        listing: bool | None = None
         self._acted_on = None
         self._list_rolled(ts)
         if isinstance(event, OrderAccepted):
@@ -202,7 +235,7 @@ class MarketStage:
                 ts, event.order_id, event.account_id, event.price or 0, event.quantity or 0
             )
         elif isinstance(event, MarketControlRequested):
-            listing = self._control(event, ts)
+            return self._control(event, ts)
         elif isinstance(event, CancelAllRequested):
             # The copy this partition was sent names the account's contracts here, so a replay
             # over every partition acts on each family when its own partition did.
@@ -222,20 +255,7 @@ class MarketStage:
             )
         else:
             engine.advance(ts)
-        outputs = self._translate(engine.take_events(), stamp, context)
-        if listing is not None and isinstance(event, MarketControlRequested):
-            outputs.append(
-                ListingChanged(
-                    event_id=stamp.next_id(),
-                    ts=ts,
-                    symbol=event.symbol,
-                    listed=listing,
-                    operator_id=event.operator_id,
-                    reason=event.reason,
-                )
-            )
-        outputs += self.delivery.observe(event, outputs, stamp)
-        return outputs
+        return None
 
     def idle(self, stamp: EventStamp) -> list[Event]:
         """What a record that is not one of the stage's `INPUTS` causes: its log time passes
@@ -245,8 +265,9 @@ class MarketStage:
         self._list_rolled(ts)
         engine = self.engine
         engine.advance(ts)
-        outputs = self._translate(engine.take_events(), stamp, _Context(None))
-        outputs += self.delivery.observe(None, outputs, stamp)
+        done = engine.take_events()
+        outputs = self._translate(done, stamp, _Context(None))
+        outputs += self.delivery.observe(None, done, stamp)
         return outputs
 
     def due(self, ts: int) -> bool:
@@ -386,7 +407,6 @@ class MarketStage:
     ) -> list[Event]:
         events: list[Event] = []
         touched: dict[str, None] = {}
-        delivered: list[str] = []
         for output in outputs:
             kind = output[0]
             symbol = output[1]
@@ -449,8 +469,6 @@ class MarketStage:
                     state=_STATES[output[2]],
                     reason=output[3],
                 )
-                if output[2] == me.DELIVERED and symbol not in self._static:
-                    delivered.append(symbol)
             elif kind == me.AUCTION:
                 event = AuctionCompleted(
                     event_id=stamp.next_id(),
@@ -470,10 +488,19 @@ class MarketStage:
             changed = self._book_changed(symbol, stamp)
             if changed is not None:
                 events.append(changed)
-        for symbol in delivered:
-            self.engine.delist(symbol)
-            del self._book_seq[symbol], self._views[symbol]
+        self._forget_delivered(outputs)
         return events
+
+    def _forget_delivered(self, outputs: list[me.Event]) -> None:
+        """Drop the books of the rolled contracts these outputs delivered (see the class)."""
+        for output in outputs:
+            if (
+                output[0] == me.STATE
+                and output[2] == me.DELIVERED
+                and output[1] not in self._static
+            ):
+                self.engine.delist(output[1])
+                del self._book_seq[output[1]], self._views[output[1]]
 
     def _trade(self, output: me.Event, stamp: EventStamp) -> TradeExecuted:
         _, symbol, number, price, quantity, taker, maker, taker_account, maker_account, side = (
