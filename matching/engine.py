@@ -229,12 +229,15 @@ class Level:
 class Side:
     """One side of a book; `keys` is ascending and holds price * sign, so index 0 is best."""
 
-    __slots__ = ("keys", "levels", "sign")
+    __slots__ = ("changed", "keys", "levels", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
         self.levels: dict[int, Level] = {}
         self.keys: list[int] = []
+        self.changed = False
+        """Set whenever a level's displayed quantity may change; a reader that keeps the
+        displayed depth resets it, and need not look again at a side still unchanged."""
 
     def iter_levels(self) -> Iterable[Level]:
         """Levels best first."""
@@ -574,6 +577,7 @@ class MatchingEngine:
             insort(own.keys, -limit)
         level.orders[order_id] = order
         level.quantity += quantity
+        own.changed = True
         self.orders[order_id] = order
         mine = self.by_account.get(account)
         if mine is None:
@@ -761,6 +765,7 @@ class MatchingEngine:
             level.aon += 1
         else:
             level.quantity += quantity
+            book_side.changed = True
         self.orders[order_id] = order
         mine = self.by_account.get(account)
         if mine is None:
@@ -779,6 +784,7 @@ class MatchingEngine:
             level.aon -= 1
         else:
             level.quantity -= order.remaining
+            book_side.changed = True
         if not level.orders:
             del book_side.levels[price]
             keys = book_side.keys
@@ -806,6 +812,8 @@ class MatchingEngine:
         to PRICE_BAND when the book halted.
         """
         self._stop = ""
+        # Trades and self-trade prevention take from the makers' levels.
+        opposite.changed = True
         keys = opposite.keys
         levels = opposite.levels
         sign = opposite.sign
@@ -1168,6 +1176,7 @@ class MatchingEngine:
             if not order.aon:
                 book_side = book.bids if order.side == BUY else book.asks
                 book_side.levels[order.price].quantity -= order.remaining - new_quantity
+                book_side.changed = True
             order.remaining = new_quantity
             events.append(
                 (
@@ -1237,6 +1246,7 @@ class MatchingEngine:
             level.aon += 1
         else:
             level.quantity += remaining
+            book_side.changed = True
         self.orders[order_id] = order
         mine = self.by_account.get(order.account)
         if mine is None:
@@ -1604,6 +1614,7 @@ class MatchingEngine:
                     participant.remaining -= quantity
                     book_side = book.bids if participant.side == BUY else book.asks
                     book_side.levels[participant.price].quantity -= quantity
+                    book_side.changed = True
         book.reference = price
 
     # Queries, snapshots and the state hash.

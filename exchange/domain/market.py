@@ -197,7 +197,7 @@ class MarketStage:
         views = self._views
         for symbol in {output[1] for output in done if output[1] in views}:
             # What `_book_changed` would publish, only whether there is anything to.
-            shown = self.engine.shown(symbol)
+            shown = self._shown(symbol)
             if shown != views[symbol]:
                 views[symbol] = shown
                 self._book_seq[symbol] += 1
@@ -521,9 +521,23 @@ class MarketStage:
             aggressor=side,
         )
 
+    def _shown(self, symbol: str) -> tuple[dict[int, int], dict[int, int]]:
+        """The displayed depth of `symbol` now, by side `{price: quantity}`: a side the engine
+        has not changed since it was last published is the one published."""
+        book = self.engine.books[symbol]
+        published = self._views[symbol]
+        shown = []
+        for side, last in zip((book.bids, book.asks), published, strict=True):
+            if side.changed:
+                side.changed = False
+                shown.append(side.shown())
+            else:
+                shown.append(last)
+        return shown[0], shown[1]
+
     def _book_changed(self, symbol: str, stamp: EventStamp) -> BookChanged | None:
         """The displayed levels of `symbol` that changed since they were last published."""
-        new_bids, new_asks = self.engine.shown(symbol)
+        new_bids, new_asks = self._shown(symbol)
         old_bids, old_asks = self._views[symbol]
         changes = [
             [] if old == new else _level_changes(old, new)
