@@ -151,8 +151,7 @@ class MarketStage:
         """The contracts the market-wide control just handled acted on (not state)."""
         self._static = frozenset(catalogue.symbols)
         self._book_seq = dict.fromkeys(catalogue.symbols, 0)
-        self._views: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
-        self._refresh_views()
+        """The contracts whose book changes this stage publishes, and how many it has."""
         # The CST day whose listings are in the books. Not state: listing again what the
         # catalogue lists at a time adds nothing, so a restored stage starts from None.
         self._listed_day: int | None = None
@@ -161,11 +160,6 @@ class MarketStage:
     def books(self) -> dict[str, me.Book]:
         """Every contract's book, by symbol."""
         return self.engine.books
-
-    def _refresh_views(self) -> None:
-        self._views = {}
-        for symbol in self._book_seq:
-            self._views[symbol] = self.engine.shown(symbol)
 
     def handle(self, event: Event, stamp: EventStamp) -> list[Event]:
         """The events a record of the orders topic causes, after the record itself."""
@@ -194,13 +188,16 @@ class MarketStage:
         has them stored."""
         self._act(event, stamp.ts)
         done = self.engine.take_events()
-        views = self._views
-        for symbol in {output[1] for output in done if output[1] in views}:
-            # What `_book_changed` would publish, only whether there is anything to.
-            shown = self._shown(symbol)
-            if shown != views[symbol]:
-                views[symbol] = shown
-                self._book_seq[symbol] += 1
+        books = self.engine.books
+        book_seq = self._book_seq
+        for symbol in {output[1] for output in done if output[1] in book_seq}:
+            # What `_book_changed` would publish, only whether there is anything to; both
+            # sides' changes are taken, as there.
+            book = books[symbol]
+            bids = book.bids.take_changes()
+            asks = book.asks.take_changes()
+            if bids or asks:
+                book_seq[symbol] += 1
         self._forget_delivered(done)
         self.delivery.observe(event, done, stamp)
 
@@ -326,7 +323,6 @@ class MarketStage:
             continuous=not pre_open,
         )
         self._book_seq[spec.symbol] = 0
-        self._views[spec.symbol] = ({}, {})
 
     def _control(self, event: MarketControlRequested, ts: int) -> bool | None:
         """Carry out an operator's or the scheduler's command; for `delist` and `list`, whether
@@ -482,7 +478,7 @@ class MarketStage:
                 event = context.control_rejected(symbol, output[2], output[3], stamp)
             if event is not None:
                 events.append(event)
-            if symbol in self._views:
+            if symbol in self._book_seq:
                 touched[symbol] = None
         for symbol in touched:
             changed = self._book_changed(symbol, stamp)
@@ -500,7 +496,7 @@ class MarketStage:
                 and output[1] not in self._static
             ):
                 self.engine.delist(output[1])
-                del self._book_seq[output[1]], self._views[output[1]]
+                del self._book_seq[output[1]]
 
     def _trade(self, output: me.Event, stamp: EventStamp) -> TradeExecuted:
         _, symbol, number, price, quantity, taker, maker, taker_account, maker_account, side = (
@@ -521,30 +517,12 @@ class MarketStage:
             aggressor=side,
         )
 
-    def _shown(self, symbol: str) -> tuple[dict[int, int], dict[int, int]]:
-        """The displayed depth of `symbol` now, by side `{price: quantity}`: a side the engine
-        has not changed since it was last published is the one published."""
-        book = self.engine.books[symbol]
-        published = self._views[symbol]
-        shown = []
-        for side, last in zip((book.bids, book.asks), published, strict=True):
-            if side.changed:
-                side.changed = False
-                shown.append(side.shown())
-            else:
-                shown.append(last)
-        return shown[0], shown[1]
-
     def _book_changed(self, symbol: str, stamp: EventStamp) -> BookChanged | None:
         """The displayed levels of `symbol` that changed since they were last published."""
-        new_bids, new_asks = self._shown(symbol)
-        old_bids, old_asks = self._views[symbol]
-        changes = [
-            [] if old == new else _level_changes(old, new)
-            for old, new in ((old_bids, new_bids), (old_asks, new_asks))
-        ]
-        self._views[symbol] = (new_bids, new_asks)
-        if not changes[0] and not changes[1]:
+        book = self.engine.books[symbol]
+        bids = book.bids.take_changes()
+        asks = book.asks.take_changes()
+        if not bids and not asks:
             return None
         self._book_seq[symbol] += 1
         return BookChanged(
@@ -552,8 +530,8 @@ class MarketStage:
             ts=stamp.ts,
             symbol=symbol,
             seq=self._book_seq[symbol],
-            bids=changes[0],
-            asks=changes[1],
+            bids=bids,
+            asks=asks,
         )
 
     def state_hash(self) -> str:
@@ -592,17 +570,11 @@ class MarketStage:
                 stage.engine.books[symbol].trades = saved["trade_seq"]
                 stage._book_seq[symbol] = saved["book_seq"]
             stage.engine.take_events()
-        stage._refresh_views()
+        for book in stage.engine.books.values():
+            # What the books hold counts as published: their next changes count from here.
+            book.bids.take_changes()
+            book.asks.take_changes()
         return stage
-
-
-def _level_changes(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
-    """(price, new displayed quantity) of every level that differs, 0 for one now empty,
-    ascending by price (neither dict holds a zero)."""
-    changes = [(price, quantity) for price, quantity in new.items() if old.get(price) != quantity]
-    changes += [(price, 0) for price in old if price not in new]
-    changes.sort()
-    return changes
 
 
 class _Context:

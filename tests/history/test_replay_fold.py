@@ -25,6 +25,7 @@ from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     ALL_CONTRACTS,
     AmendOrder,
+    BookChanged,
     CancelAllOrders,
     CancelOrder,
     Command,
@@ -229,3 +230,34 @@ def test_the_fold_rebuilds_the_live_books_and_both_go_on_alike() -> None:
             if isinstance(event, OUTCOME_TYPES):
                 market.risk.apply_outcome(event, lambda _: True)
     assert replayed.state_hash() == market.live.state_hash()
+
+
+class Published(Market):
+    """A market that, after each command, checks the book changes published so far against
+    every book's displayed depth."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
+
+    def send(self, command: Command, pause: int = 1) -> None:
+        before = len(self.history)
+        super().send(command, pause)
+        for event in self.history[before:]:
+            if isinstance(event, BookChanged):
+                sides = self.published.setdefault(event.symbol, ({}, {}))
+                for side, levels in zip(sides, (event.bids, event.asks), strict=True):
+                    for price, quantity in levels:
+                        if quantity:
+                            side[price] = quantity
+                        else:
+                            del side[price]
+        for symbol in self.live.books:
+            bids, asks = self.live.engine.depth(symbol)
+            assert self.published.get(symbol, ({}, {})) == (dict(bids), dict(asks)), symbol
+
+
+def test_published_book_changes_always_add_up_to_the_displayed_depth() -> None:
+    """Live matching publishes only the levels a command changed; applied in order, they
+    give every book's displayed depth after each command."""
+    trade(Published(), random.Random(31), 2_000)
