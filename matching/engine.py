@@ -229,12 +229,15 @@ class Level:
 class Side:
     """One side of a book; `keys` is ascending and holds price * sign, so index 0 is best."""
 
-    __slots__ = ("keys", "levels", "sign")
+    __slots__ = ("before", "keys", "levels", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
         self.levels: dict[int, Level] = {}
         self.keys: list[int] = []
+        self.before: dict[int, int] = {}
+        """price -> displayed quantity, as it was when changes were last taken, of each level
+        changed since (`take_changes`): what changed costs the levels changed, not the side."""
 
     def iter_levels(self) -> Iterable[Level]:
         """Levels best first."""
@@ -247,9 +250,23 @@ class Side:
         shown = [(lv.price, lv.quantity) for lv in self.iter_levels() if lv.quantity]
         return shown if limit is None else shown[:limit]
 
-    def shown(self) -> dict[int, int]:
-        """Displayed quantity by price, in no particular order (cheaper than `depth`)."""
-        return {price: lv.quantity for price, lv in self.levels.items() if lv.quantity}
+    def take_changes(self) -> list[tuple[int, int]]:
+        """(price, displayed quantity now) of every level whose displayed quantity differs
+        from when changes were last taken, ascending by price (0: the level is gone or
+        hidden); from now on changes count from here."""
+        before = self.before
+        if not before:
+            return []
+        levels = self.levels
+        changes = []
+        for price, then in before.items():
+            level = levels.get(price)
+            now = 0 if level is None else level.quantity
+            if now != then:
+                changes.append((price, now))
+        before.clear()
+        changes.sort()
+        return changes
 
 
 class Book:
@@ -573,6 +590,7 @@ class MatchingEngine:
             level = own.levels[price] = Level(price)
             insort(own.keys, -limit)
         level.orders[order_id] = order
+        own.before.setdefault(price, level.quantity)
         level.quantity += quantity
         self.orders[order_id] = order
         mine = self.by_account.get(account)
@@ -760,6 +778,7 @@ class MatchingEngine:
         if aon:
             level.aon += 1
         else:
+            book_side.before.setdefault(price, level.quantity)
             level.quantity += quantity
         self.orders[order_id] = order
         mine = self.by_account.get(account)
@@ -778,6 +797,7 @@ class MatchingEngine:
         if order.aon:
             level.aon -= 1
         else:
+            book_side.before.setdefault(price, level.quantity)
             level.quantity -= order.remaining
         if not level.orders:
             del book_side.levels[price]
@@ -808,6 +828,7 @@ class MatchingEngine:
         self._stop = ""
         keys = opposite.keys
         levels = opposite.levels
+        before = opposite.before
         sign = opposite.sign
         low_key = band_key - 2 * book.band if band_key < INFINITY else -INFINITY
         orders = self.orders
@@ -827,6 +848,8 @@ class MatchingEngine:
                 break
             price = key * sign
             level = levels[price]
+            # Trades and self-trade prevention take from this level from here on.
+            before.setdefault(price, level.quantity)
             resting = level.orders
             if not level.aon:
                 # The common case: take makers from the front until the order is done.
@@ -1167,7 +1190,9 @@ class MatchingEngine:
         if new_price == order.price and new_quantity <= order.remaining:
             if not order.aon:
                 book_side = book.bids if order.side == BUY else book.asks
-                book_side.levels[order.price].quantity -= order.remaining - new_quantity
+                resting = book_side.levels[order.price]
+                book_side.before.setdefault(order.price, resting.quantity)
+                resting.quantity -= order.remaining - new_quantity
             order.remaining = new_quantity
             events.append(
                 (
@@ -1236,6 +1261,7 @@ class MatchingEngine:
         if order.aon:
             level.aon += 1
         else:
+            book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
         self.orders[order_id] = order
         mine = self.by_account.get(order.account)
@@ -1603,7 +1629,9 @@ class MatchingEngine:
                 else:
                     participant.remaining -= quantity
                     book_side = book.bids if participant.side == BUY else book.asks
-                    book_side.levels[participant.price].quantity -= quantity
+                    level = book_side.levels[participant.price]
+                    book_side.before.setdefault(participant.price, level.quantity)
+                    level.quantity -= quantity
         book.reference = price
 
     # Queries, snapshots and the state hash.
@@ -1612,11 +1640,6 @@ class MatchingEngine:
         """Displayed (price, quantity) levels of a contract, best first: (bids, asks)."""
         book = self.books[symbol]
         return book.bids.depth(), book.asks.depth()
-
-    def shown(self, symbol: str) -> tuple[dict[int, int], dict[int, int]]:
-        """Displayed quantity by price of a contract, unordered: (bids, asks)."""
-        book = self.books[symbol]
-        return book.bids.shown(), book.asks.shown()
 
     def level_quantity(self, symbol: str, side: str, price: int) -> int:
         """Displayed quantity at one price (0 if none)."""

@@ -9,6 +9,7 @@ at checkpoints; `replay` rebuilds it from any point of history and checks those 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from settlement.store import CompactEvent, EventStore, StoredEvent
 READ_BATCH = 5000
 REPLAY_BATCH = 20000
 """Rows a replay reads a query: fewer round trips than READ_BATCH."""
+YIELD_EVERY = 500
+"""Rows a replay folds between chances for the next batch's read to move on."""
 
 _FOLDED: tuple[type[Event], ...] = tuple(dict.fromkeys(money.FOLDED + matching.INPUTS))
 FOLDED_TYPES = frozenset(cls.model_fields["type"].default for cls in _FOLDED)
@@ -62,9 +65,8 @@ class ExchangeState:
         if not isinstance(event, matching.INPUTS):
             self.pass_time(event.ts, position)
             return
-        # The matching stage's inputs rebuild the books; its outputs are already stored, so
-        # what it says again here is dropped.
-        self.market.handle(event, EventStamp("replay", 0, position, event.ts))
+        # The matching stage's inputs rebuild the books; its outputs are already stored.
+        self.market.replay(event, EventStamp("replay", 0, position, event.ts))
         self.position = position
         self.ts = event.ts if self.ts is None else max(self.ts, event.ts)
         self.applied += 1
@@ -159,34 +161,47 @@ async def replay(
     state = ExchangeState(catalogue)
     result = ReplayResult(state)
     pending = dict(sorted((checkpoints or {}).items()))
-    after = 0
-    while True:
-        batch = await store.read_compact(after, REPLAY_BATCH, FOLDED_TYPES)
-        if not batch:
-            break
-        for row in batch:
-            position, _, ts, data = row
-            if until_position is not None and position > until_position:
-                return result
-            if until_ts is not None and ts > until_ts:
-                # Log time grows within a partition, not across the global order: events
-                # logged by T are each partition's prefix up to T, wherever they were stored.
-                continue
-            if data is None:
-                state.pass_time(ts, position)
-            else:
-                state.apply_event(decode_event(data), position)
-            if pending:
-                recorded = pending.pop(position, None)
-                if recorded is not None:
-                    result.checked += 1
-                    replayed = state.state_hash()
-                    if replayed != recorded:
-                        result.mismatches.append(Mismatch(position, recorded, replayed))
-        after = batch[-1][0]
-        if progress is not None:
-            progress(len(batch))
+    reading: asyncio.Task[list[CompactEvent]] | None = _read_after(store, 0)
+    try:
+        while reading is not None and (batch := await reading):
+            last = batch[-1][0]
+            # The database reads the next batch (on the other core) while this one is folded;
+            # none is read past the position the replay stops at.
+            stops_here = until_position is not None and last >= until_position
+            reading = None if stops_here else _read_after(store, last)
+            for start in range(0, len(batch), YIELD_EVERY):
+                # Lets the driver send the next query and take in its rows as they come.
+                await asyncio.sleep(0)
+                for position, _, ts, data in batch[start : start + YIELD_EVERY]:
+                    if until_position is not None and position > until_position:
+                        return result
+                    if until_ts is not None and ts > until_ts:
+                        # Log time grows within a partition, not across the global order:
+                        # events logged by T are each partition's prefix up to T, wherever
+                        # they were stored.
+                        continue
+                    if data is None:
+                        state.pass_time(ts, position)
+                    else:
+                        state.apply_event(decode_event(data), position)
+                    if pending:
+                        recorded = pending.pop(position, None)
+                        if recorded is not None:
+                            result.checked += 1
+                            replayed = state.state_hash()
+                            if replayed != recorded:
+                                result.mismatches.append(Mismatch(position, recorded, replayed))
+            if progress is not None:
+                progress(len(batch))
+    finally:
+        if reading is not None:
+            reading.cancel()
     return result
+
+
+def _read_after(store: EventStore, position: int) -> asyncio.Task[list[CompactEvent]]:
+    """Start reading the replay's next batch."""
+    return asyncio.ensure_future(store.read_compact(position, REPLAY_BATCH, FOLDED_TYPES))
 
 
 def parse_until(value: str) -> tuple[int | None, int | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from exchange.domain.catalogue import Catalogue, default_catalogue, parse_symbol
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
+    AmendRequested,
     BookChanged,
     CancelReason,
     CancelRejected,
@@ -12,6 +13,7 @@ from exchange.domain.messages import (
     Event,
     EventStamp,
     FundsDeposited,
+    MarketControlRequested,
     OrderAccepted,
     OrderCancelled,
     RejectReason,
@@ -220,6 +222,38 @@ def test_book_seq_counts_per_contract() -> None:
     ]
 
     assert seqs == [(SYM, 1), (OTHER, 1), (SYM, 2), (SYM, 3)]
+
+
+def test_an_auction_publishes_the_levels_it_filled_in_part_and_in_full() -> None:
+    feed = Feed(MarketStage(default_catalogue(), pre_open=True))
+    feed.send(accepted("s1", "p1", "sell", 100, 5))
+    feed.send(accepted("b1", "a1", "buy", 101, 2))
+    auction = MarketControlRequested(
+        event_id="in:auction", ts=0, operator_id="ops", action="schedule_auction", symbol=SYM
+    )
+
+    (changed,) = book_changes(feed.send(auction))
+
+    assert (changed.bids, changed.asks) == ([(101, 0)], [(100, 3)])
+
+
+def test_an_amend_down_in_place_publishes_its_level() -> None:
+    feed = Feed()
+    feed.send(accepted("b1", "a1", "buy", 100, 5))
+    amend = AmendRequested(
+        event_id="in:amend",
+        ts=0,
+        order_id="b1",
+        account_id="a1",
+        symbol=SYM,
+        price=None,
+        quantity=3,
+        extra_hold=0,
+    )
+
+    (changed,) = book_changes(feed.send(amend))
+
+    assert (changed.bids, changed.asks) == ([(100, 3)], [])
 
 
 def test_cancel_of_a_resting_order_reports_its_remainder_and_level() -> None:

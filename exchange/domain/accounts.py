@@ -261,21 +261,26 @@ class Fees:
         self._rates = {
             resource_class: (maker, taker) for resource_class, maker, taker in rules.fees
         }
+        self._by_symbol: dict[str, tuple[int, int, int]] = {}
+        """symbol -> (maker, taker, the higher of them or 0): every order and trade asks, and
+        a contract's class never changes."""
 
-    def rates(self, symbol: str) -> tuple[int, int]:
-        """(maker, taker) basis points of the contract's class."""
-        return self._rates.get(symbol.split(".", 1)[0], (0, 0))
+    def _of(self, symbol: str) -> tuple[int, int, int]:
+        """(maker, taker, the most a buy holds) basis points of the contract's class."""
+        rates = self._by_symbol.get(symbol)
+        if rates is None:
+            maker, taker = self._rates.get(symbol.split(".", 1)[0], (0, 0))
+            rates = self._by_symbol[symbol] = (maker, taker, max(0, maker, taker))
+        return rates
 
     def fee(self, symbol: str, amount: int, taker: bool) -> int:
         """The fee on a trade amount, rounded toward zero (a rebate when negative)."""
-        maker_bps, taker_bps = self.rates(symbol)
-        bps = taker_bps if taker else maker_bps
+        bps = self._of(symbol)[1 if taker else 0]
         return amount * bps // BPS if bps >= 0 else -(amount * -bps // BPS)
 
     def most(self, symbol: str, amount: int) -> int:
         """The most the fees on `amount` can come to (rounded up): what a buy holds for them."""
-        bps = max(0, *self.rates(symbol))
-        return -(-amount * bps // BPS)
+        return -(-amount * self._of(symbol)[2] // BPS)
 
 
 class Accounts:

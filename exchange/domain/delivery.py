@@ -31,7 +31,6 @@ from exchange.domain.catalogue import MarketRules, parse_symbol, to_utc_ms
 from exchange.domain.messages import (
     BlockAccepted,
     CapacityRecalled,
-    ContractStateChanged,
     DeliveryDisputed,
     DeliveryObligation,
     DeliveryRequested,
@@ -40,15 +39,17 @@ from exchange.domain.messages import (
     EventStamp,
     MeteringReported,
     OrderAccepted,
-    OrderAmended,
-    OrderCancelled,
-    OrderReduced,
     RejectReason,
     RequestRejected,
-    TradeExecuted,
 )
+from matching import engine as me
 
 HOUR_MS = 60 * 60_000
+
+_ENDED = (me.REJECTED, me.CANCELLED, me.EXPIRED)
+"""Engine outputs after which an order no longer rests: its sell, if any, is no longer open."""
+_SHRUNK = (me.REDUCED, me.AMENDED)
+"""Engine outputs that leave an order resting with less (index 6: what remains)."""
 
 
 @dataclass(slots=True)
@@ -97,10 +98,13 @@ class DeliveryDesk:
 
     # What happens in the books ---------------------------------------------------------------
 
-    def observe(self, event: Event | None, outputs: list[Event], stamp: EventStamp) -> list[Event]:
+    def observe(
+        self, event: Event | None, outputs: list[me.Event], stamp: EventStamp
+    ) -> list[Event]:
         """Record an input of the partition (None: a record that only moves the log time) and
-        what matching made of it; returns the delivery events they cause (obligations,
-        metering, settlements, refusals)."""
+        what matching made of it, as the engine reported it (so the stage's replay, which
+        builds no events, leaves the desk as live processing does); returns the delivery
+        events they cause (obligations, metering, settlements, refusals)."""
         if isinstance(event, OrderAccepted) and event.side == "sell":
             self.sells[event.order_id] = [
                 event.backing == "capacity",
@@ -118,14 +122,15 @@ class DeliveryDesk:
         elif isinstance(event, DeliveryRequested):
             caused.append(self._request(event, stamp))
         for output in outputs:
-            if isinstance(output, TradeExecuted):
+            kind = output[0]
+            if kind == me.TRADE:
                 self._trade(output)
-            elif isinstance(output, OrderCancelled):
-                self.sells.pop(output.order_id, None)
-            elif isinstance(output, OrderReduced | OrderAmended):
-                self._shrink(output.order_id, output.remaining)
-            elif isinstance(output, ContractStateChanged) and output.state == "delivered":
-                caused.extend(self._allocate(output.symbol, stamp))
+            elif kind in _ENDED:
+                self.sells.pop(output[2], None)
+            elif kind in _SHRUNK:
+                self._shrink(output[2], output[6])
+            elif kind == me.STATE and output[2] == me.DELIVERED:
+                caused.extend(self._allocate(output[1], stamp))
         caused.extend(self._settle_due(stamp))
         return caused
 
@@ -137,27 +142,30 @@ class DeliveryDesk:
             else:
                 del self.sells[order_id]
 
-    def _trade(self, trade: TradeExecuted) -> None:
-        symbol, quantity = trade.symbol, trade.quantity
+    def _trade(self, trade: me.Event) -> None:
+        _, symbol, _, price, quantity, taker, maker, taker_account, maker_account, side = trade
+        # An auction trade (no aggressor) names the buy order as its taker.
+        taker_buys = side != "sell"
+        buyer_id = taker_account if taker_buys else maker_account
+        seller_id = maker_account if taker_buys else taker_account
+        sell_order_id = maker if taker_buys else taker
         holdings = self.holdings.setdefault(symbol, {})
-        holdings[trade.buyer_id] = holdings.get(trade.buyer_id, 0) + quantity
-        sell = self.sells.get(trade.sell_order_id)
+        holdings[buyer_id] = holdings.get(buyer_id, 0) + quantity
+        sell = self.sells.get(sell_order_id)
         from_capacity, bond_per_unit = (True, 0) if sell is None else (sell[0], sell[1])
         if from_capacity:
-            provision = self.provisions.setdefault(symbol, {}).setdefault(
-                trade.seller_id, Provision()
-            )
-            amount = trade.price * quantity
+            provision = self.provisions.setdefault(symbol, {}).setdefault(seller_id, Provision())
+            amount = price * quantity
             provision.units += quantity
             provision.amount += amount
             provision.bond += bond_per_unit * quantity
-            provision.fee += self.fees.fee(symbol, amount, trade.aggressor == "sell")
+            provision.fee += self.fees.fee(symbol, amount, side == "sell")
         else:
-            holdings[trade.seller_id] -= quantity
+            holdings[seller_id] -= quantity
         if sell is not None:
             sell[2] -= quantity
             if not sell[2]:
-                del self.sells[trade.sell_order_id]
+                del self.sells[sell_order_id]
 
     def _allocate(self, symbol: str, stamp: EventStamp) -> list[Event]:
         """Turn a contract's provisions and holdings into obligations at its delivery hour."""

@@ -151,8 +151,7 @@ class MarketStage:
         """The contracts the market-wide control just handled acted on (not state)."""
         self._static = frozenset(catalogue.symbols)
         self._book_seq = dict.fromkeys(catalogue.symbols, 0)
-        self._views: dict[str, tuple[dict[int, int], dict[int, int]]] = {}
-        self._refresh_views()
+        """The contracts whose book changes this stage publishes, and how many it has."""
         # The CST day whose listings are in the books. Not state: listing again what the
         # catalogue lists at a time adds nothing, so a restored stage starts from None.
         self._listed_day: int | None = None
@@ -162,19 +161,50 @@ class MarketStage:
         """Every contract's book, by symbol."""
         return self.engine.books
 
-    def _refresh_views(self) -> None:
-        self._views = {}
-        for symbol in self._book_seq:
-            self._views[symbol] = self.engine.shown(symbol)
-
     def handle(self, event: Event, stamp: EventStamp) -> list[Event]:
         """The events a record of the orders topic causes, after the record itself."""
         if not isinstance(event, INPUTS):
             return self.idle(stamp)
+        listing = self._act(event, stamp.ts)
+        done = self.engine.take_events()
+        outputs = self._translate(done, stamp, _Context(event))
+        if listing is not None and isinstance(event, MarketControlRequested):
+            outputs.append(
+                ListingChanged(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    symbol=event.symbol,
+                    listed=listing,
+                    operator_id=event.operator_id,
+                    reason=event.reason,
+                )
+            )
+        outputs += self.delivery.observe(event, done, stamp)
+        return outputs
+
+    def replay(self, event: Event, stamp: EventStamp) -> None:
+        """Act on one of the `INPUTS` as `handle` does, leaving exactly the state it leaves,
+        without building the events it would publish: a replay of the events topic already
+        has them stored."""
+        self._act(event, stamp.ts)
+        done = self.engine.take_events()
+        books = self.engine.books
+        book_seq = self._book_seq
+        for symbol in {output[1] for output in done if output[1] in book_seq}:
+            # What `_book_changed` would publish, only whether there is anything to; both
+            # sides' changes are taken, as there.
+            book = books[symbol]
+            bids = book.bids.take_changes()
+            asks = book.asks.take_changes()
+            if bids or asks:
+                book_seq[symbol] += 1
+        self._forget_delivered(done)
+        self.delivery.observe(event, done, stamp)
+
+    def _act(self, event: Event, ts: int) -> bool | None:
+        """Carry out an input in the engine; for `delist` and `list` controls, whether the
+        contract is listed after it (None: nothing changed)."""
         engine = self.engine
-        ts = stamp.ts
-        context = _Context(event)
-        listing: bool | None = None
         self._acted_on = None
         self._list_rolled(ts)
         if isinstance(event, OrderAccepted):
@@ -202,7 +232,7 @@ class MarketStage:
                 ts, event.order_id, event.account_id, event.price or 0, event.quantity or 0
             )
         elif isinstance(event, MarketControlRequested):
-            listing = self._control(event, ts)
+            return self._control(event, ts)
         elif isinstance(event, CancelAllRequested):
             # The copy this partition was sent names the account's contracts here, so a replay
             # over every partition acts on each family when its own partition did.
@@ -222,20 +252,7 @@ class MarketStage:
             )
         else:
             engine.advance(ts)
-        outputs = self._translate(engine.take_events(), stamp, context)
-        if listing is not None and isinstance(event, MarketControlRequested):
-            outputs.append(
-                ListingChanged(
-                    event_id=stamp.next_id(),
-                    ts=ts,
-                    symbol=event.symbol,
-                    listed=listing,
-                    operator_id=event.operator_id,
-                    reason=event.reason,
-                )
-            )
-        outputs += self.delivery.observe(event, outputs, stamp)
-        return outputs
+        return None
 
     def idle(self, stamp: EventStamp) -> list[Event]:
         """What a record that is not one of the stage's `INPUTS` causes: its log time passes
@@ -245,8 +262,9 @@ class MarketStage:
         self._list_rolled(ts)
         engine = self.engine
         engine.advance(ts)
-        outputs = self._translate(engine.take_events(), stamp, _Context(None))
-        outputs += self.delivery.observe(None, outputs, stamp)
+        done = engine.take_events()
+        outputs = self._translate(done, stamp, _Context(None))
+        outputs += self.delivery.observe(None, done, stamp)
         return outputs
 
     def due(self, ts: int) -> bool:
@@ -305,7 +323,6 @@ class MarketStage:
             continuous=not pre_open,
         )
         self._book_seq[spec.symbol] = 0
-        self._views[spec.symbol] = ({}, {})
 
     def _control(self, event: MarketControlRequested, ts: int) -> bool | None:
         """Carry out an operator's or the scheduler's command; for `delist` and `list`, whether
@@ -386,7 +403,6 @@ class MarketStage:
     ) -> list[Event]:
         events: list[Event] = []
         touched: dict[str, None] = {}
-        delivered: list[str] = []
         for output in outputs:
             kind = output[0]
             symbol = output[1]
@@ -449,8 +465,6 @@ class MarketStage:
                     state=_STATES[output[2]],
                     reason=output[3],
                 )
-                if output[2] == me.DELIVERED and symbol not in self._static:
-                    delivered.append(symbol)
             elif kind == me.AUCTION:
                 event = AuctionCompleted(
                     event_id=stamp.next_id(),
@@ -464,16 +478,25 @@ class MarketStage:
                 event = context.control_rejected(symbol, output[2], output[3], stamp)
             if event is not None:
                 events.append(event)
-            if symbol in self._views:
+            if symbol in self._book_seq:
                 touched[symbol] = None
         for symbol in touched:
             changed = self._book_changed(symbol, stamp)
             if changed is not None:
                 events.append(changed)
-        for symbol in delivered:
-            self.engine.delist(symbol)
-            del self._book_seq[symbol], self._views[symbol]
+        self._forget_delivered(outputs)
         return events
+
+    def _forget_delivered(self, outputs: list[me.Event]) -> None:
+        """Drop the books of the rolled contracts these outputs delivered (see the class)."""
+        for output in outputs:
+            if (
+                output[0] == me.STATE
+                and output[2] == me.DELIVERED
+                and output[1] not in self._static
+            ):
+                self.engine.delist(output[1])
+                del self._book_seq[output[1]]
 
     def _trade(self, output: me.Event, stamp: EventStamp) -> TradeExecuted:
         _, symbol, number, price, quantity, taker, maker, taker_account, maker_account, side = (
@@ -496,14 +519,10 @@ class MarketStage:
 
     def _book_changed(self, symbol: str, stamp: EventStamp) -> BookChanged | None:
         """The displayed levels of `symbol` that changed since they were last published."""
-        new_bids, new_asks = self.engine.shown(symbol)
-        old_bids, old_asks = self._views[symbol]
-        changes = [
-            [] if old == new else _level_changes(old, new)
-            for old, new in ((old_bids, new_bids), (old_asks, new_asks))
-        ]
-        self._views[symbol] = (new_bids, new_asks)
-        if not changes[0] and not changes[1]:
+        book = self.engine.books[symbol]
+        bids = book.bids.take_changes()
+        asks = book.asks.take_changes()
+        if not bids and not asks:
             return None
         self._book_seq[symbol] += 1
         return BookChanged(
@@ -511,8 +530,8 @@ class MarketStage:
             ts=stamp.ts,
             symbol=symbol,
             seq=self._book_seq[symbol],
-            bids=changes[0],
-            asks=changes[1],
+            bids=bids,
+            asks=asks,
         )
 
     def state_hash(self) -> str:
@@ -551,17 +570,11 @@ class MarketStage:
                 stage.engine.books[symbol].trades = saved["trade_seq"]
                 stage._book_seq[symbol] = saved["book_seq"]
             stage.engine.take_events()
-        stage._refresh_views()
+        for book in stage.engine.books.values():
+            # What the books hold counts as published: their next changes count from here.
+            book.bids.take_changes()
+            book.asks.take_changes()
         return stage
-
-
-def _level_changes(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
-    """(price, new displayed quantity) of every level that differs, 0 for one now empty,
-    ascending by price (neither dict holds a zero)."""
-    changes = [(price, quantity) for price, quantity in new.items() if old.get(price) != quantity]
-    changes += [(price, 0) for price in old if price not in new]
-    changes.sort()
-    return changes
 
 
 class _Context:
