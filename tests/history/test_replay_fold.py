@@ -79,10 +79,16 @@ class Market:
     def send(self, command: Command, pause: int = 1) -> None:
         decided = self.decide(command, pause)
         outputs = self.match(self.live, decided)
+        self.feed_back(outputs)
+        self.history += [decided, *outputs]
+
+    def feed_back(self, outputs: list[Event]) -> None:
+        """Fold matching's outcomes into risk, as the fills topic does."""
+        fed_back = EventStamp("fed-back", 0, self.offset, self.ts)
         for event in outputs:
             if isinstance(event, OUTCOME_TYPES):
-                self.risk.apply_outcome(event, lambda _: True)
-        self.history += [decided, *outputs]
+                # No fee concessions are granted here: folding an outcome decides none.
+                assert not self.risk.apply_outcome(event, lambda _: True, fed_back)
 
 
 def trade(market: Market, rng: random.Random, count: int) -> None:
@@ -226,9 +232,7 @@ def test_the_fold_rebuilds_the_live_books_and_both_go_on_alike() -> None:
         decided = market.decide(command, 1)
         outputs = market.match(market.live, decided)
         assert market.match(replayed, decided) == outputs
-        for event in outputs:
-            if isinstance(event, OUTCOME_TYPES):
-                market.risk.apply_outcome(event, lambda _: True)
+        market.feed_back(outputs)
     assert replayed.state_hash() == market.live.state_hash()
 
 
