@@ -53,7 +53,7 @@ class BatchInsert:
         on_conflict: OnConflict = None,
         returning: Sequence[ColumnElement[Any]] = (),
     ) -> None:
-        self.table = table
+        self._table = table
         self._names = [column.name for column in table.columns if column.server_default is None]
         self._on_conflict = on_conflict
         self._returning = tuple(returning)
@@ -69,13 +69,13 @@ class BatchInsert:
     def _build(self, dialect: str) -> Executable:
         insert: postgresql.Insert | sqlite.Insert
         if dialect == "postgresql":
-            rows = _unnest({name: self.table.c[name].type for name in self._names})
-            insert = postgresql.insert(self.table).from_select(
+            rows = _unnest({name: self._table.c[name].type for name in self._names})
+            insert = postgresql.insert(self._table).from_select(
                 self._names, select(*(rows[name] for name in self._names))
             )
         else:
-            insert = sqlite.insert(self.table)
-        keys = [column.name for column in self.table.primary_key]
+            insert = sqlite.insert(self._table)
+        keys = [column.name for column in self._table.primary_key]
         if self._on_conflict == "update":
             insert = insert.on_conflict_do_update(
                 index_elements=keys,
