@@ -65,6 +65,11 @@ class LogProducer(ABC):
         """Queue a record; it is durable once `flush` returns."""
 
     @abstractmethod
+    async def send_many(self, topic: str, partition: int, values: Sequence[bytes]) -> None:
+        """Queue records for one partition, in this order, without keys; durable once `flush`
+        returns."""
+
+    @abstractmethod
     async def send_and_wait(
         self, topic: str, partition: int, value: bytes, key: bytes | None = None
     ) -> LogRecord:

@@ -214,6 +214,7 @@ class StageRunner(ABC, Generic[S]):
         self._uncommitted: dict[TopicPartition, int] = {}
         self._commit_due = 0.0
         self._busy = asyncio.Lock()
+        self._outbox: dict[tuple[str, int], list[bytes]] = {}
         self._producer: LogProducer | None = None
         self._consumer: LogConsumer | None = None
 
@@ -230,8 +231,8 @@ class StageRunner(ABC, Generic[S]):
         """The state a snapshot describes."""
 
     @abstractmethod
-    async def _process(self, records: list[LogRecord]) -> None:
-        """Apply records of owned partitions in order, sending outputs of live ones."""
+    def _process(self, records: list[LogRecord]) -> None:
+        """Apply records of owned partitions in order, queueing outputs of live ones (`_send`)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process records until `stop` is set."""
@@ -248,7 +249,8 @@ class StageRunner(ABC, Generic[S]):
                 async with self._busy:
                     owned = [r for r in records if r.partition in self.instances]
                     if owned:
-                        await self._process(owned)
+                        self._process(owned)
+                        await self._send_outbox()
                         self._uncommitted.update(_next_offsets(owned))
                         for record in owned:
                             self._since_snapshot[record.partition] += 1
@@ -373,10 +375,18 @@ class StageRunner(ABC, Generic[S]):
     def _live(self, record: LogRecord) -> bool:
         return record.offset >= self._replay_until[record.partition]
 
-    async def _send(self, topic: str, partition: int, message: Message | bytes) -> None:
-        assert self._producer is not None
+    def _send(self, topic: str, partition: int, message: Message | bytes) -> None:
+        """Queue an output; the outputs of a processed batch are sent together, per partition
+        in the order queued (`_send_outbox`)."""
         value = message if isinstance(message, bytes) else encode(message)
-        await self._producer.send(topic, partition, value)
+        self._outbox.setdefault((topic, partition), []).append(value)
+
+    async def _send_outbox(self) -> None:
+        """Send the queued outputs, a partition's records in one call (see `send_many`)."""
+        assert self._producer is not None
+        outbox, self._outbox = self._outbox, {}
+        for (topic, partition), values in outbox.items():
+            await self._producer.send_many(topic, partition, values)
 
     def state_hash(self) -> str:
         """SHA-256 over the state hash of every partition this runner holds."""
@@ -456,7 +466,7 @@ class RiskRunner(StageRunner[RiskPartition]):
             merged.open_orders.update(held.open_orders)
         return merged
 
-    async def _process(self, records: list[LogRecord]) -> None:
+    def _process(self, records: list[LogRecord]) -> None:
         for record in records:
             stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
             outputs = self._decide(self.instances[record.partition], record, stamp)
@@ -464,16 +474,16 @@ class RiskRunner(StageRunner[RiskPartition]):
                 continue
             for output in outputs:
                 if isinstance(output, CancelAllRequested):
-                    await self._send_kill_switch(output)
+                    self._send_kill_switch(output)
                 elif (
                     isinstance(output, MarketControlRequested)
                     and output.action in MARKET_WIDE_ACTIONS
                 ):
-                    await self._send_to_every_market_partition(output)
+                    self._send_to_every_market_partition(output)
                 else:
-                    await self._send(self.topics.orders, self._route(output, record), output)
+                    self._send(self.topics.orders, self._route(output, record), output)
 
-    async def _send_kill_switch(self, requested: CancelAllRequested) -> None:
+    def _send_kill_switch(self, requested: CancelAllRequested) -> None:
         """The kill switch to every orders partition holding the account's orders: a copy
         each, with an id of its own (`...:n`, n the partition) and only that partition's
         contracts, so each is stored and a replay cancels each family where its partition
@@ -486,16 +496,16 @@ class RiskRunner(StageRunner[RiskPartition]):
             copy = requested.model_copy(
                 update={"event_id": f"{prefix}:{partition}", "here": symbols}
             )
-            await self._send(self.topics.orders, partition, copy)
+            self._send(self.topics.orders, partition, copy)
 
-    async def _send_to_every_market_partition(self, control: MarketControlRequested) -> None:
+    def _send_to_every_market_partition(self, control: MarketControlRequested) -> None:
         """One copy of a market-wide control to each orders partition, each with an id of its
         own (`...:n`, n the partition): every copy is stored in the event store, in its own
         partition's order, so a replay acts on each contract where its partition did."""
         prefix = control.event_id.rsplit(":", 1)[0]
         for partition in range(self.topics.market_partitions):
             copy = control.model_copy(update={"event_id": f"{prefix}:{partition}"})
-            await self._send(self.topics.orders, partition, copy)
+            self._send(self.topics.orders, partition, copy)
 
     def _decide(self, instance: RiskPartition, record: LogRecord, stamp: EventStamp) -> list[Event]:
         """What the stage makes of one record: its decision on a command, or the fee
@@ -586,7 +596,7 @@ class MatchingRunner(StageRunner[MarketPartition]):
         """The state hash of one partition's books."""
         return self.instances[partition].stage.state_hash()
 
-    async def _process(self, records: list[LogRecord]) -> None:
+    def _process(self, records: list[LogRecord]) -> None:
         events_topic = self.topics.events
         for record in records:
             instance = self.instances[record.partition]
@@ -602,7 +612,7 @@ class MatchingRunner(StageRunner[MarketPartition]):
                     source=f"{record.topic}:{record.partition}:{record.offset}",
                 )
                 if self._live(record):
-                    await self._send(events_topic, record.partition, rejected)
+                    self._send(events_topic, record.partition, rejected)
                 continue
             if not isinstance(message, Event) or not instance.dedup.is_new(
                 record.partition, message.event_id
@@ -612,16 +622,16 @@ class MatchingRunner(StageRunner[MarketPartition]):
             if not self._live(record):
                 continue
             recorded = instance.stage.recorded(message, stamp.ts)
-            await self._send(events_topic, record.partition, recorded)
+            self._send(events_topic, record.partition, recorded)
             if isinstance(message, GrantApproved):
                 # Approved by the programme's risk partition; the grantee's partition learns
                 # of it here, in the grant's place among the partition's other outcomes.
                 for partition in self._partitions_to_notify(message):
-                    await self._send(self.topics.commands, partition, recorded)
+                    self._send(self.topics.commands, partition, recorded)
             for event in outputs:
-                await self._send(events_topic, record.partition, event)
+                self._send(events_topic, record.partition, event)
                 for partition in self._partitions_to_notify(event):
-                    await self._send(self.topics.commands, partition, event)
+                    self._send(self.topics.commands, partition, event)
 
     def _partitions_to_notify(self, event: Event) -> set[int]:
         """Commands partitions whose risk stage must learn of this event to release holds."""

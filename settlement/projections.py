@@ -20,7 +20,6 @@ from sqlalchemy import (
     Integer,
     Table,
     Text,
-    bindparam,
     case,
     update,
 )
@@ -43,6 +42,7 @@ from exchange.domain.messages import (
     OrderRejected,
     TradeExecuted,
 )
+from settlement.bulk import BatchInsert, BatchUpdate
 from settlement.replay import READ_BATCH, ExchangeState
 from settlement.schema import metadata, utc_now
 from settlement.snapshots import Snapshot, SnapshotStore
@@ -192,33 +192,83 @@ trades = Table(
     Index("trades_symbol_idx", "symbol", "position"),
 )
 
-_FILL = (
-    update(orders)
-    .where(orders.c.order_id == bindparam("b_order_id"))
-    .values(
-        filled=orders.c.filled + bindparam("b_quantity"),
-        status=case(
-            (orders.c.filled + bindparam("b_quantity") >= orders.c.quantity, "filled"),
-            else_=orders.c.status,
-        ),
-        updated_ts=bindparam("b_ts"),
-    )
+_FILL = BatchUpdate(
+    {"order_id": Text(), "quantity": BigInteger(), "ts": BigInteger()},
+    lambda row: (
+        update(orders)
+        .where(orders.c.order_id == row["order_id"])
+        .values(
+            filled=orders.c.filled + row["quantity"],
+            status=case(
+                (orders.c.filled + row["quantity"] >= orders.c.quantity, "filled"),
+                else_=orders.c.status,
+            ),
+            updated_ts=row["ts"],
+        )
+    ),
 )
-_RESIZE = (
-    update(orders)
-    .where(orders.c.order_id == bindparam("b_order_id"))
-    .values(
-        price=bindparam("b_price"),
-        quantity=orders.c.quantity + bindparam("b_delta"),
-        updated_ts=bindparam("b_ts"),
-    )
+"""Fills of an order: its filled quantity grows by `quantity` (a batch's fills summed)."""
+_RESIZE = BatchUpdate(
+    {"order_id": Text(), "price": BigInteger(), "delta": BigInteger(), "ts": BigInteger()},
+    lambda row: (
+        update(orders)
+        .where(orders.c.order_id == row["order_id"])
+        .values(
+            price=row["price"],
+            quantity=orders.c.quantity + row["delta"],
+            updated_ts=row["ts"],
+        )
+    ),
 )
-"""An amend (new price, open quantity changed by delta) or a self-trade decrement."""
-_CANCEL = (
-    update(orders)
-    .where(orders.c.order_id == bindparam("b_order_id"))
-    .values(status="cancelled", reason=bindparam("b_reason"), updated_ts=bindparam("b_ts"))
+"""Amends (new price, open quantity changed by delta) and self-trade decrements."""
+_CANCEL = BatchUpdate(
+    {"order_id": Text(), "reason": Text(), "ts": BigInteger()},
+    lambda row: (
+        update(orders)
+        .where(orders.c.order_id == row["order_id"])
+        .values(status="cancelled", reason=row["reason"], updated_ts=row["ts"])
+    ),
 )
+_UPSERT_ORDERS = BatchInsert(orders, on_conflict="update")
+"""An id refused before (say for want of funds) may be accepted on a retry: the acceptance
+replaces the rejected row."""
+_INSERT_REJECTED = BatchInsert(orders, on_conflict="nothing")
+"""A rejected duplicate reuses an existing order id; the original row stays."""
+_INSERT_TRADES = BatchInsert(trades)
+_INSERT_LINES = BatchInsert(invoice_lines)
+_INSERT_JOURNAL = BatchInsert(journal)
+_UPSERT_CASH = BatchInsert(cash_balances, on_conflict="update")
+_UPSERT_CAPACITY = BatchInsert(capacity_balances, on_conflict="update")
+_UPSERT_POSITIONS = BatchInsert(positions, on_conflict="update")
+_UPSERT_LEDGER = BatchInsert(ledger_balances, on_conflict="update")
+
+
+class _ByOrder:
+    """A batch's changes to orders, one per order: a batch statement may change a row once."""
+
+    def __init__(self) -> None:
+        self.fills: dict[str, dict[str, Any]] = {}
+        self.resizes: dict[str, dict[str, Any]] = {}
+        self.cancels: dict[str, dict[str, Any]] = {}
+
+    def fill(self, order_id: str, quantity: int, ts: int) -> None:
+        known = self.fills.get(order_id)
+        if known is None:
+            self.fills[order_id] = {"order_id": order_id, "quantity": quantity, "ts": ts}
+        else:
+            known["quantity"] += quantity
+            known["ts"] = ts
+
+    def resize(self, order_id: str, price: int, delta: int, ts: int) -> None:
+        known = self.resizes.get(order_id)
+        if known is None:
+            resize = {"order_id": order_id, "price": price, "delta": delta, "ts": ts}
+            self.resizes[order_id] = resize
+        else:
+            known.update(price=price, delta=known["delta"] + delta, ts=ts)
+
+    def cancel(self, order_id: str, reason: str, ts: int) -> None:
+        self.cancels[order_id] = {"order_id": order_id, "reason": reason, "ts": ts}
 
 
 def _insert(connection: AsyncConnection, table: Table) -> Any:
@@ -226,24 +276,18 @@ def _insert(connection: AsyncConnection, table: Table) -> Any:
     return dialect.insert(table)
 
 
-@functools.cache
-def _upsert_statement(dialect_name: str, table: Table, keys: tuple[str, ...]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE of every other column (built once: building
-    it, and its cache key, on every batch showed in settlement's profile)."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
-    )
+def _last_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """One row per key, the last one (what upserting the rows one by one would leave)."""
+    return list({row[key]: row for row in rows}.values())
 
 
-async def _upsert(
-    connection: AsyncConnection, table: Table, keys: tuple[str, ...], rows: list[dict[str, Any]]
-) -> None:
-    if not rows:
-        return
-    await connection.execute(_upsert_statement(connection.dialect.name, table, keys), rows)
+def _first_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """One row per key, the first one (what inserting them one by one, skipping conflicts,
+    would leave)."""
+    first: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row[key], row)
+    return list(first.values())
 
 
 class LedgerProjection:
@@ -313,9 +357,7 @@ class LedgerProjection:
         new_orders: list[dict[str, Any]] = []
         rejected_orders: list[dict[str, Any]] = []
         new_trades: list[dict[str, Any]] = []
-        fills: list[dict[str, Any]] = []
-        cancels: list[dict[str, Any]] = []
-        resizes: list[dict[str, Any]] = []
+        changes = _ByOrder()
         entries: list[dict[str, Any]] = []
         lines: list[dict[str, Any]] = []
         delivery_changes: list[tuple[str, dict[str, Any]]] = []
@@ -359,10 +401,8 @@ class LedgerProjection:
                 rejected_orders.append(_order_row(event, "rejected", event.reason.value))
             elif isinstance(event, TradeExecuted):
                 new_trades.append(_trade_row(event, stored.position))
-                for order_id in (event.buy_order_id, event.sell_order_id):
-                    fills.append(
-                        {"b_order_id": order_id, "b_quantity": event.quantity, "b_ts": event.ts}
-                    )
+                changes.fill(event.buy_order_id, event.quantity, event.ts)
+                changes.fill(event.sell_order_id, event.quantity, event.ts)
             elif isinstance(event, BlockAccepted):
                 new_orders.append(
                     {
@@ -384,38 +424,23 @@ class LedgerProjection:
                 price, remaining = prior_state
                 if isinstance(event, OrderAmended):
                     price = event.price
-                resizes.append(
-                    {
-                        "b_order_id": event.order_id,
-                        "b_price": price,
-                        "b_delta": event.remaining - remaining,
-                        "b_ts": event.ts,
-                    }
-                )
+                changes.resize(event.order_id, price, event.remaining - remaining, event.ts)
             elif isinstance(event, OrderCancelled):
-                cancels.append(
-                    {"b_order_id": event.order_id, "b_reason": event.reason.value, "b_ts": event.ts}
-                )
+                changes.cancel(event.order_id, event.reason.value, event.ts)
         del journal_entries[:]
         await self._write(connection, dirty, dirty_holdings, entries)
         if new_orders:
-            # An id refused before (say for want of funds) may be accepted on a retry: the
-            # acceptance replaces the rejected row.
-            await _upsert(connection, orders, ("order_id",), new_orders)
+            await _UPSERT_ORDERS.execute(connection, _last_per_key(new_orders, "order_id"))
         if rejected_orders:
-            # A rejected duplicate reuses an existing order id; the original row stays.
-            statement = _insert(connection, orders).on_conflict_do_nothing()
-            await connection.execute(statement, rejected_orders)
+            await _INSERT_REJECTED.execute(connection, _first_per_key(rejected_orders, "order_id"))
         if new_trades:
-            await connection.execute(_insert(connection, trades), new_trades)
-        if resizes:
-            await connection.execute(_RESIZE, resizes)
-        if fills:
-            await connection.execute(_FILL, fills)
-        if cancels:
-            await connection.execute(_CANCEL, cancels)
+            await _INSERT_TRADES.execute(connection, new_trades)
+        # Each kind applied over the whole batch, in this order, as one statement each.
+        await _RESIZE.execute(connection, list(changes.resizes.values()))
+        await _FILL.execute(connection, list(changes.fills.values()))
+        await _CANCEL.execute(connection, list(changes.cancels.values()))
         if lines:
-            await connection.execute(_insert(connection, invoice_lines), lines)
+            await _INSERT_LINES.execute(connection, lines)
         for kind, row in delivery_changes:
             if kind == "owed":
                 await connection.execute(_insert(connection, deliveries), [row])
@@ -444,48 +469,39 @@ class LedgerProjection:
         entries: list[dict[str, Any]],
     ) -> None:
         accounts = self.accounts
-        await _upsert(
-            connection,
-            cash_balances,
-            ("account_id",),
-            [
-                {"account_id": a, "available": b.available, "held": b.held}
-                for a in sorted(accounts_touched)
-                if (b := accounts.cash.get(a)) is not None
-            ],
-        )
-        await _upsert(
-            connection,
-            capacity_balances,
-            ("account_id", "symbol"),
-            [
-                {"account_id": a, "symbol": s, "available": b.available, "held": b.held}
-                for a, s in sorted(holdings)
-                if (b := accounts.capacity.get((a, s))) is not None
-            ],
-        )
-        await _upsert(
-            connection,
-            positions,
-            ("account_id", "symbol"),
-            [
-                {"account_id": a, "symbol": s, "quantity": accounts.positions[(a, s)]}
-                for a, s in sorted(holdings)
-                if (a, s) in accounts.positions
-            ],
-        )
+        cash = [
+            {"account_id": a, "available": b.available, "held": b.held}
+            for a in sorted(accounts_touched)
+            if (b := accounts.cash.get(a)) is not None
+        ]
+        if cash:
+            await _UPSERT_CASH.execute(connection, cash)
+        held = sorted(holdings)
+        capacity = [
+            {"account_id": a, "symbol": s, "available": b.available, "held": b.held}
+            for a, s in held
+            if (b := accounts.capacity.get((a, s))) is not None
+        ]
+        if capacity:
+            await _UPSERT_CAPACITY.execute(connection, capacity)
+        quantities = [
+            {"account_id": a, "symbol": s, "quantity": accounts.positions[(a, s)]}
+            for a, s in held
+            if (a, s) in accounts.positions
+        ]
+        if quantities:
+            await _UPSERT_POSITIONS.execute(connection, quantities)
         if entries:
-            await connection.execute(_insert(connection, journal), entries)
+            await _INSERT_JOURNAL.execute(connection, entries)
             ledger = accounts.ledger
             touched = sorted(
                 {e["account"] for e in entries if not e["account"].startswith(("cash:", "held:"))}
             )
-            await _upsert(
-                connection,
-                ledger_balances,
-                ("account",),
-                [{"account": name, "balance": ledger.get(name, 0)} for name in touched],
-            )
+            if touched:
+                await _UPSERT_LEDGER.execute(
+                    connection,
+                    [{"account": name, "balance": ledger.get(name, 0)} for name in touched],
+                )
 
     def snapshot_taken(self) -> None:
         """The runner stored `snapshot()` after the batch committed."""

@@ -1,8 +1,8 @@
 """SQL adapters of the event store port: SQLite (aiosqlite) and PostgreSQL (asyncpg).
 
 Both run the same SQLAlchemy Core statements; the subclasses differ only in how a writer takes
-the store's single write lock, how a list of strings is passed as one parameter, and how the
-consumer offsets are upserted.
+the store's single write lock and how a list of strings is passed as one parameter. Batches of
+rows are written as `settlement.bulk` writes them on each database.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from sqlalchemy import (
     JSON,
     URL,
     BigInteger,
-    Table,
     TableValuedAlias,
     Text,
     bindparam,
@@ -28,18 +27,17 @@ from sqlalchemy import (
     cast,
     event,
     func,
-    insert,
     make_url,
     null,
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from settlement.bulk import BatchInsert
 from settlement.schema import consumer_offsets, events, metadata
 from settlement.store import (
     CompactEvent,
@@ -98,11 +96,11 @@ _STREAM_VERSION = select(func.coalesce(func.max(events.c.stream_version), 0)).wh
 _CONSUMER_OFFSETS = select(
     consumer_offsets.c.topic, consumer_offsets.c.partition, consumer_offsets.c.next_offset
 ).where(consumer_offsets.c.consumer == bindparam("consumer"))
-# SQLAlchemy sends the batch as multi-row INSERTs ("insertmanyvalues"). RETURNING rows come
-# back in no promised order, so they are matched to the batch by event id.
-_INSERT_EVENTS = insert(events).returning(
-    events.c.event_id, events.c.position, events.c.recorded_at
+# RETURNING rows come back in no promised order, so they are matched to the batch by event id.
+_INSERT_EVENTS = BatchInsert(
+    events, returning=(events.c.event_id, events.c.position, events.c.recorded_at)
 )
+_UPSERT_OFFSETS = BatchInsert(consumer_offsets, on_conflict="update")
 
 
 def _json_dumps(value: Any) -> str:
@@ -130,15 +128,6 @@ class SqlEventStore(EventStore):
             .where(events.c.stream_id == streams.c.value)
             .scalar_subquery(),
         )
-        upsert = self._insert(consumer_offsets)
-        self._upsert_offsets = upsert.on_conflict_do_update(
-            index_elements=[
-                consumer_offsets.c.consumer,
-                consumer_offsets.c.topic,
-                consumer_offsets.c.partition,
-            ],
-            set_={"next_offset": upsert.excluded.next_offset},
-        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -148,10 +137,6 @@ class SqlEventStore(EventStore):
     @abstractmethod
     def _string_list(self, name: str) -> TableValuedAlias:
         """A FROM clause with one column `value` listing the strings bound to `name`."""
-
-    @abstractmethod
-    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
-        """An INSERT of this dialect, with its ON CONFLICT clause."""
 
     async def _serialise_writers(self, connection: AsyncConnection) -> None:
         """Wait, inside the new write transaction, until no other writer holds the store."""
@@ -195,8 +180,8 @@ class SqlEventStore(EventStore):
             self._check_expected(checked, versions)
             stored = await self._insert_events(connection, fresh, versions)
             if offsets:
-                await connection.execute(
-                    self._upsert_offsets,
+                await _UPSERT_OFFSETS.execute(
+                    connection,
                     [
                         {"consumer": c, "topic": t, "partition": p, "next_offset": n}
                         for (c, t, p), n in offsets.items()
@@ -262,8 +247,8 @@ class SqlEventStore(EventStore):
                     "metadata": e.metadata,
                 }
             )
-        result = await connection.execute(_INSERT_EVENTS, rows)
-        returned = {event_id: (position, at) for event_id, position, at in result}
+        result = await _INSERT_EVENTS.execute(connection, rows)
+        returned = {row.event_id: (row.position, row.recorded_at) for row in result}
         stored = []
         last = 0
         for e, version in zip(fresh, numbered, strict=True):
@@ -383,9 +368,6 @@ class SqliteEventStore(SqlEventStore):
     def _string_list(self, name: str) -> TableValuedAlias:
         return func.json_each(bindparam(name, type_=JSON)).table_valued("value")
 
-    def _insert(self, table: Table) -> sqlite.Insert:
-        return sqlite.insert(table)
-
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self._writer_lock, super()._write_transaction() as connection:
@@ -413,9 +395,6 @@ class PostgresEventStore(SqlEventStore):
         return (
             func.unnest(bindparam(name, type_=ARRAY(Text))).table_valued("value").render_derived()
         )
-
-    def _insert(self, table: Table) -> postgresql.Insert:
-        return postgresql.insert(table)
 
     async def _serialise_writers(self, connection: AsyncConnection) -> None:
         # The known BIGSERIAL trap: identity values are taken at INSERT but become visible at

