@@ -1,4 +1,5 @@
-"""Scratch databases for the benchmarks: created empty on the configured server, dropped after."""
+"""Scratch databases for benchmarks and tests: created empty on the configured server, dropped
+after."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ DROP_ATTEMPTS = 60
 
 
 @asynccontextmanager
-async def scratch_database(database_url: str) -> AsyncIterator[tuple[str, str]]:
-    """A new, empty database on the server of `database_url`, as (SQLAlchemy URL, asyncpg
-    DSN); dropped on the way out."""
+async def scratch_database(
+    database_url: str, prefix: str = "bench"
+) -> AsyncIterator[tuple[str, str]]:
+    """A new, empty database named `PREFIX_...` on the server of `database_url`, as
+    (SQLAlchemy URL, asyncpg DSN); dropped on the way out."""
     server = make_url(database_url)
+    # asyncpg's own DSN has no "+asyncpg"; it runs each statement outside a transaction, as
+    # CREATE and DROP DATABASE need.
     admin_dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bench_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()

@@ -8,16 +8,14 @@ that runs pytest by hand without them.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy import make_url
 
 from exchange.settings import Settings
+from settlement.scratch import scratch_database
 from tests.e2e.harness import settings_for
 
 
@@ -46,24 +44,8 @@ def postgres_url() -> str:
 @asynccontextmanager
 async def fresh_database(postgres_url: str) -> AsyncIterator[str]:
     """A new, empty database on the server for the block, dropped afterwards."""
-    server = make_url(postgres_url)
-    # asyncpg's own DSN has no "+asyncpg"; it runs each statement outside a transaction,
-    # as CREATE/DROP DATABASE need.
-    dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"test_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with scratch_database(postgres_url, "test") as (url, _):
+        yield url
 
 
 @pytest.fixture
