@@ -19,9 +19,9 @@ SQL_CALLS = {"text", "execute", "exec_driver_sql", "executescript"}
 ALLOWED = {
     # The advisory lock's key: a module constant.
     "settlement/sql_store.py": {"ADVISORY_LOCK_KEY"},
-    # CREATE/DROP DATABASE of the benchmarks' scratch databases, named from uuid4().
-    "exchange/benchmark.py": {"name"},
-    "settlement/bench.py": {"name"},
+    # CREATE/DROP DATABASE of the scratch databases of benchmarks and tests, named from a
+    # prefix the calling code fixes and uuid4().
+    "settlement/scratch.py": {"name"},
 }
 
 
