@@ -72,9 +72,10 @@ async def invoices(engine: AsyncEngine, account_id: str) -> dict[str, Any]:
 
 
 async def _conceded(connection: Any, account_id: str) -> dict[str, int]:
-    """Fee concessions paid to the account on its purchases, by trade. They are events of the
-    account's own (`FeeConceded`), settled whenever their partition is read, so they are added
-    to the trades' invoice lines here rather than written into them."""
+    """Fee concessions paid to the account, by trade (an invoice line is the account's purchase
+    in a trade, so only those on its purchases are looked up). They are events of the account's
+    own (`FeeConceded`), settled whenever their partition is read, so they are added to the
+    trades' invoice lines here rather than written into them."""
     rows = await connection.execute(
         select(events.c.data).where(
             and_(events.c.stream_id == f"account-{account_id}", events.c.type == "FeeConceded")
@@ -82,7 +83,7 @@ async def _conceded(connection: Any, account_id: str) -> dict[str, int]:
     )
     conceded: dict[str, int] = defaultdict(int)
     for row in rows:
-        if row.data.get("trade_id") is not None and row.data["charged_in"].endswith("/buy"):
+        if row.data.get("trade_id") is not None:
             conceded[row.data["trade_id"]] += row.data["discount"]
     return conceded
 

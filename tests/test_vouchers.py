@@ -413,3 +413,17 @@ def test_settlement_reading_the_grant_after_the_trades_that_used_it_ends_the_sam
     assert _settled(approvals_last) == _settled(in_order)
     g = bank.ledger.grants[("hz", "b1")]
     assert (g.limit, g.remaining, g.reserved, g.committed) == (1_000, 700, 0, 300)
+
+
+def test_an_open_voucher_order_keeps_its_related_parties_through_a_snapshot() -> None:
+    bank = market(related=["p1"])
+    bank.send(CancelOrder(order_id="s1", account_id="p1"))
+    accepted(bank.send(subsidised("o1", 2)))  # rests, with the grant's related parties
+    snapshot = bank.ledger.snapshot()
+
+    restored = Accounts.restore(snapshot, FREE)
+
+    voucher = restored.open_orders["o1"].voucher
+    assert voucher is not None
+    assert voucher.related == ("p1",)
+    assert restored.snapshot() == snapshot

@@ -1028,10 +1028,11 @@ def _order_from(entry: list[Any]) -> OpenOrder:
         order.backing = options.get("backing", "capacity")
         order.bond_per_unit = options.get("bond_per_unit", 0)
         if "voucher" in options:
-            programme_id, rate_bps, reserved, used, filled, *related = options["voucher"]
-            order.voucher = VoucherUse(
-                programme_id, rate_bps, reserved, used, filled, tuple(*related)
-            )
+            voucher = options["voucher"]
+            # The sixth item, the related parties, is left out when there are none.
+            related = tuple(voucher[5]) if len(voucher) > 5 else ()
+            programme_id, rate_bps, reserved, used, filled = voucher[:5]
+            order.voucher = VoucherUse(programme_id, rate_bps, reserved, used, filled, related)
     return order
 
 

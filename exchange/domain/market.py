@@ -188,16 +188,9 @@ class MarketStage:
         has them stored."""
         self._act(event, stamp.ts)
         done = self.engine.take_events()
-        books = self.engine.books
         book_seq = self._book_seq
         for symbol in {output[1] for output in done if output[1] in book_seq}:
-            # What `_book_changed` would publish, only whether there is anything to; both
-            # sides' changes are taken, as there.
-            book = books[symbol]
-            bids = book.bids.take_changes()
-            asks = book.asks.take_changes()
-            if bids or asks:
-                book_seq[symbol] += 1
+            self._take_book_changes(symbol)
         self._forget_delivered(done)
         self.delivery.observe(event, done, stamp)
 
@@ -519,12 +512,10 @@ class MarketStage:
 
     def _book_changed(self, symbol: str, stamp: EventStamp) -> BookChanged | None:
         """The displayed levels of `symbol` that changed since they were last published."""
-        book = self.engine.books[symbol]
-        bids = book.bids.take_changes()
-        asks = book.asks.take_changes()
-        if not bids and not asks:
+        changes = self._take_book_changes(symbol)
+        if changes is None:
             return None
-        self._book_seq[symbol] += 1
+        bids, asks = changes
         return BookChanged(
             event_id=stamp.next_id(),
             ts=stamp.ts,
@@ -533,6 +524,19 @@ class MarketStage:
             bids=bids,
             asks=asks,
         )
+
+    def _take_book_changes(
+        self, symbol: str
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
+        """(bids, asks): the displayed levels of `symbol` that changed since last taken, counted
+        as one more book change; None if none did."""
+        book = self.engine.books[symbol]
+        bids = book.bids.take_changes()
+        asks = book.asks.take_changes()
+        if not bids and not asks:
+            return None
+        self._book_seq[symbol] += 1
+        return bids, asks
 
     def state_hash(self) -> str:
         """SHA-256 of the engine's state hash and the book-change sequence numbers."""
