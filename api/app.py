@@ -94,6 +94,7 @@ from api.problems import (
     PROBLEM,
     BodyLimit,
     Problem,
+    RefuseDuplicateKeys,
     RefuseNul,
     amend_openapi,
     document_problems,
@@ -258,6 +259,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     )
     install_handlers(app)
     amend_openapi(app, document_problems, document_optional_keys)
+    app.add_middleware(RefuseDuplicateKeys)
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
     engine = runtime.store.engine

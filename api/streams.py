@@ -26,7 +26,7 @@ from api.marketdata import (
     Subscriber,
     encode_message,
 )
-from api.problems import Problem
+from api.problems import Problem, duplicate_key, duplicate_key_detail
 
 SEND_TIMEOUT_S = 10.0
 """A client that accepts nothing for this long is disconnected."""
@@ -88,6 +88,17 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
                     CLOSE_UNSUPPORTED, "binary frames are refused: send JSON text"
                 )
                 return
+            repeated = duplicate_key(text)
+            if repeated is not None:
+                market.offer(
+                    subscriber,
+                    {
+                        "type": "error",
+                        "code": "duplicate-key",
+                        "message": duplicate_key_detail(repeated),
+                    },
+                )
+                continue
             try:
                 request = StreamRequest.model_validate_json(text)
             except ValidationError as error:

@@ -71,3 +71,59 @@ async def test_malformed_websocket_messages_get_errors_and_binary_frames_a_clean
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1003
         assert "binary frames are refused" in closed.value.rcvd.reason
+
+
+async def test_json_that_names_a_key_twice_is_refused_not_read_as_its_last_value(
+    exchange: RunningExchange,
+) -> None:
+    buyer = await exchange.as_("b")
+    operator = await exchange.operator()
+    deposit = {"kind": "cash", "amount": 100_000}
+    assert (await buyer.post("/v1/accounts/b/deposits", json=deposit)).status_code == 201
+    gz0 = "H100-80G.GZ.20271201T00"
+    cases = [
+        (
+            buyer,
+            "/v1/orders",
+            b'{"symbol":"%s","side":"buy","price":1800,"quantity":1,"quantity":2}' % gz0.encode(),
+            "quantity",
+        ),
+        (buyer, "/v1/accounts/b/deposits", b'{"kind":"cash","amount":1,"amount":9}', "amount"),
+        (
+            buyer,
+            "/v1/needs",
+            b'{"quantity":4,"hours":1,"earliest_start":1,"deadline":2,'
+            b'"regions":[{"region":"GZ","adder":0,"adder":50}]}',
+            "adder",
+        ),
+        (operator, "/v1/admin/keys", b'{"account_id":"x","role":"buyer","role":"admin"}', "role"),
+    ]
+    for client, path, body, key in cases:
+        for content_type in ("application/json", "application/json; charset=utf-8"):
+            response = await client.post(path, content=body, headers={"content-type": content_type})
+            assert response.status_code == 422, (path, response.text)
+            assert response.headers["content-type"] == PROBLEM
+            problem = response.json()
+            assert (problem["type"], problem["key"]) == ("/problems/duplicate-key", key), path
+            assert repr(key) in problem["detail"]
+    # The same keys once each are fine, and the refusals placed and credited nothing.
+    assert (await buyer.post("/v1/accounts/b/deposits", json=deposit)).status_code == 201
+    await settle(exchange.runtime)
+    assert (await buyer.get("/v1/accounts/b")).json()["cash"] == {
+        "available": 200_000,
+        "held": 0,
+    }
+    assert (await buyer.get("/v1/orders")).json() == []
+    assert [k["account_id"] for k in (await operator.get("/v1/admin/keys")).json()] == [
+        "b",
+        "operator",
+    ]
+
+    url = exchange.base_url.replace("http", "ws") + "/v1/stream"
+    async with websockets.connect(url) as socket:
+        await socket.send('{"op":"subscribe","symbols":["' + gz0 + '"],"op":"ping"}')
+        answer = json.loads(await asyncio.wait_for(socket.recv(), 5))
+        assert (answer["type"], answer["code"]) == ("error", "duplicate-key")
+        assert "'op'" in answer["message"]
+        await socket.send(json.dumps({"op": "ping"}))
+        assert json.loads(await asyncio.wait_for(socket.recv(), 5))["type"] == "pong"
