@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Header, Query, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -90,6 +90,7 @@ from api.models import (
     StoredEventOut,
 )
 from api.needs import NeedService, needs_router
+from api.parameters import refuse_unknown_parameters
 from api.problems import (
     PROBLEM,
     BodyLimit,
@@ -256,6 +257,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             "public market data needs none. Errors are RFC 9457 problem details."
         ),
         openapi_tags=TAGS,
+        dependencies=[Depends(refuse_unknown_parameters)],
     )
     install_handlers(app)
     amend_openapi(app, document_problems, document_optional_keys)
@@ -986,6 +988,13 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             position, ts = parse_until(until) if until else (None, None)
         except ValueError as error:
             raise Problem(422, "invalid-time", str(error)) from None
+        if position is not None and position > MAX_SQL_INT:
+            raise Problem(
+                422,
+                "invalid-request",
+                f"until: position {position} is past the largest there can be ({MAX_SQL_INT})",
+                errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
+            )
         result = await replay(runtime.store, catalogue, position, ts)
         return replay_document(result, contract, account_id)
 

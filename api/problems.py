@@ -142,6 +142,13 @@ def document_problems(document: dict[str, Any]) -> None:
             if not isinstance(spec, dict):
                 continue
             responses = spec.setdefault("responses", {})
+            responses.setdefault(
+                "422",
+                {
+                    "description": "A query parameter the operation does not take "
+                    "(`unknown-parameter`), or one given twice (`repeated-parameter`)"
+                },
+            )
             if "requestBody" in spec:
                 responses.setdefault(
                     "400",
