@@ -271,6 +271,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         keyring,
         RateLimiter(settings.api_rate, settings.api_burst),
         RateLimiter(settings.api_rate * 5, settings.api_burst * 5),
+        RateLimiter(settings.api_rate, settings.api_burst),
     )
     app.state.gate = gate
     app.state.market = market
