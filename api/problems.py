@@ -142,6 +142,13 @@ def document_problems(document: dict[str, Any]) -> None:
             if not isinstance(spec, dict):
                 continue
             responses = spec.setdefault("responses", {})
+            responses.setdefault(
+                "422",
+                {
+                    "description": "A query parameter the operation does not take "
+                    "(`unknown-parameter`), or one given twice (`repeated-parameter`)"
+                },
+            )
             if "requestBody" in spec:
                 responses.setdefault(
                     "400",
@@ -240,6 +247,108 @@ class _TooLarge(Exception):
     """A streamed body went over the limit."""
 
 
+def duplicate_key(text: str | bytes) -> str | None:
+    """The first key some object of the JSON `text` names twice; None if none does, or if
+    `text` is not JSON at all (the reader of the JSON answers that)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in found:
+                raise _DuplicateKey(key)
+            found[key] = value
+        return found
+
+    try:
+        json.loads(text, object_pairs_hook=unique)
+    except _DuplicateKey as duplicate:
+        return duplicate.key
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+        return None
+    return None
+
+
+class _DuplicateKey(Exception):
+    """An object of a JSON text names a key twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def duplicate_key_detail(key: str) -> str:
+    """What a refusal of a JSON text with a repeated key says."""
+    return (
+        f"the key {key!r} appears twice in one object: JSON with a repeated key is refused, "
+        "not read as its last value"
+    )
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """True for the bodies FastAPI reads as JSON: no content type, application/json and
+    application/*+json."""
+    if not content_type:
+        return True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+class RefuseDuplicateKeys:
+    """Refuses with 422 `duplicate-key` a JSON body in which an object names a key twice.
+
+    A JSON reader keeps the last of `{"quantity": 1, "quantity": 2}` and another might keep the
+    first: the API refuses the ambiguity rather than guess. Sits inside RefuseNul, which hands
+    on the body in one message.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body, last = await _whole_body(receive)
+        content_type = dict(scope.get("headers") or []).get(b"content-type")
+        key = duplicate_key(body) if body and _is_json(content_type) else None
+        if key is not None:
+            detail = duplicate_key_detail(key)
+            await problem_response(422, "duplicate-key", detail, {"key": key})(scope, receive, send)
+            return
+        await self.app(scope, _replaying(body, last, receive), send)
+
+
+async def _whole_body(receive: Receive) -> tuple[bytes, Message]:
+    """The request body read whole, and the last message read (the disconnect that cut the
+    body short, if one did)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), message
+
+
+def _replaying(body: bytes, last: Message, receive: Receive) -> Receive:
+    """A receive that hands the app the whole body as one message (or the disconnect that cut
+    it short), then what comes next."""
+    pending: list[Message] = [
+        {"type": "http.request", "body": body, "more_body": False}
+        if last["type"] == "http.request"
+        else last
+    ]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 """A JSON escape of NUL (an odd run of backslashes, then u0000), not a literal backslash-u0000."""
 
@@ -263,29 +372,11 @@ class RefuseNul:
         if "\x00" in scope.get("path", "") or b"\x00" in query or b"%00" in query:
             await self._refuse(send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body, last = await _whole_body(receive)
         if _NUL_ESCAPE.search(body):
             await self._refuse(send)
             return
-        # The app gets the whole body as one message (or the disconnect that cut it short).
-        pending: list[Message] = [
-            {"type": "http.request", "body": body, "more_body": False}
-            if message["type"] == "http.request"
-            else message
-        ]
-
-        async def replay() -> Message:
-            return pending.pop() if pending else await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(body, last, receive), send)
 
     async def _refuse(self, send: Send) -> None:
         response = problem_response(

@@ -26,7 +26,7 @@ from api.marketdata import (
     Subscriber,
     encode_message,
 )
-from api.problems import Problem
+from api.problems import Problem, duplicate_key, duplicate_key_detail
 
 SEND_TIMEOUT_S = 10.0
 """A client that accepts nothing for this long is disconnected."""
@@ -61,13 +61,10 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
     try:
         if header:
             scheme, _, key = header.partition(" ")
-            principal = (
-                await gate.keyring.verify(key.strip()) if scheme.lower() == "bearer" else None
-            )
-            if principal is None:
-                await websocket.close(CLOSE_POLICY, "the API key is unknown or revoked")
+            if scheme.lower() != "bearer":
+                await websocket.close(CLOSE_POLICY, "send the key as Authorization: Bearer cx_...")
                 return
-            gate.charge(f"key:{principal.key_id}", gate.per_key)
+            principal = await gate.authenticate(websocket, key.strip())
         else:
             gate.charge(f"address:{client_address(websocket)}", gate.per_address)
     except Problem as refused:
@@ -88,12 +85,23 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
                     CLOSE_UNSUPPORTED, "binary frames are refused: send JSON text"
                 )
                 return
+            repeated = duplicate_key(text)
+            if repeated is not None:
+                market.offer(
+                    subscriber,
+                    {
+                        "type": "error",
+                        "code": "duplicate-key",
+                        "message": duplicate_key_detail(repeated),
+                    },
+                )
+                continue
             try:
                 request = StreamRequest.model_validate_json(text)
             except ValidationError as error:
                 market.offer(subscriber, {"type": "error", "message": _first_error(error)})
                 continue
-            await _handle(request, subscriber, market, gate)
+            await _handle(request, subscriber, market, gate, websocket)
     except WebSocketDisconnect:
         pass
     finally:
@@ -104,7 +112,11 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
 
 
 async def _handle(
-    request: StreamRequest, subscriber: Subscriber, market: MarketData, gate: Gate
+    request: StreamRequest,
+    subscriber: Subscriber,
+    market: MarketData,
+    gate: Gate,
+    websocket: WebSocket,
 ) -> None:
     def error(message: str) -> None:
         market.offer(subscriber, {"type": "error", "message": message})
@@ -116,9 +128,11 @@ async def _handle(
         if not request.key:
             error("auth needs a key")
             return
-        principal = await gate.keyring.verify(request.key)
-        if principal is None:
-            error("the API key is unknown or revoked")
+        # Charged as a REST call with the key is: a key's request, or a failure of the address.
+        try:
+            principal = await gate.authenticate(websocket, request.key)
+        except Problem as refused:
+            market.offer(subscriber, _refusal(refused))
             return
         if subscriber.principal is not None and subscriber.principal != principal:
             error("this connection is already authenticated with another key")
@@ -183,6 +197,20 @@ async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
             await websocket.send_text(_encode(message))
     # A close reason is at most 123 bytes.
     await websocket.close(code=CLOSE_TOO_SLOW, reason=subscriber.dropped_reason[:120])
+
+
+def _refusal(refused: Problem) -> dict[str, object]:
+    """A refused request as an `error` message: the problem's code, its words, and when to
+    retry if it was over budget."""
+    message: dict[str, object] = {
+        "type": "error",
+        "code": refused.kind,
+        "message": refused.detail,
+    }
+    retry_after = refused.headers.get("Retry-After")
+    if retry_after is not None:
+        message["retry_after"] = int(retry_after)
+    return message
 
 
 def _first_error(error: ValidationError) -> str:
