@@ -43,6 +43,7 @@ from exchange.domain.messages import (
     EnterpriseKind,
     GrantConcession,
     Identifier,
+    OrderRejected,
     PlaceOrder,
     RecallCapacity,
     ReportMetering,
@@ -121,6 +122,14 @@ class CapacitySchedule(BaseModel):
     deposit_id: Identifier | None = None
 
 
+class RefusedAsk(BaseModel):
+    """A schedule's standing ask that the risk stage refused, and why."""
+
+    order_id: str
+    reason: str
+    detail: str
+
+
 class ScheduledDeposit(BaseModel):
     """What a capacity schedule deposited: one deposit (and ask) per delivery hour."""
 
@@ -133,6 +142,8 @@ class ScheduledDeposit(BaseModel):
     deposit_id: str
     contracts: list[str]
     asks: list[str]
+    refused_asks: list[RefusedAsk] = []
+    """Asks the risk stage refused (the capacity of their hours is deposited all the same)."""
 
 
 class Metering(BaseModel):
@@ -437,6 +448,16 @@ def bank_router(
     ) -> ScheduledDeposit:
         account = account_of(principal, account_id)
         contracts = _scheduled_contracts(request, catalogue, market.now_ms)
+        reserve = request.reserve_price
+        for spec in contracts:
+            # Checked before anything is deposited: a bad request changes nothing.
+            if reserve is not None and reserve % spec.tick_size:
+                raise Problem(
+                    422,
+                    "price_not_on_tick",
+                    f"reserve price {reserve} is not a multiple of the tick size "
+                    f"{spec.tick_size} fen of {spec.symbol}",
+                )
         deposit_id = request.deposit_id or f"cap-{uuid.uuid4().hex[:16]}"
         deposits = [
             DepositCapacity(
@@ -453,24 +474,34 @@ def bank_router(
             # A retry finds the hours deposited the first time: the same ids, refused as used.
             if reason is not None and reason.value != "duplicate_deposit_id":
                 raise Problem(422, reason.value, getattr(outcome, "message", ""))
-        asks = []
-        if request.reserve_price is not None:
+        asks, refused = [], []
+        if reserve is not None:
             for spec in contracts:
                 ask = PlaceOrder(
                     order_id=f"{deposit_id}:{spec.symbol}",
                     account_id=account,
                     symbol=spec.symbol,
                     side="sell",
-                    price=request.reserve_price,
+                    price=reserve,
                     quantity=request.quantity,
                 )
                 outcome = await submit(ask, ask.order_id)
                 reason = getattr(outcome, "reason", None)
-                if reason is not None and reason.value != "duplicate_order_id":
-                    raise Problem(422, reason.value, getattr(outcome, "message", ""))
+                if (
+                    isinstance(outcome, OrderRejected)
+                    and reason is not None
+                    and (reason.value != "duplicate_order_id")
+                ):
+                    # The hour's capacity is deposited: say which ask did not stand, and why.
+                    refused.append(RefusedAsk(order_id=ask.order_id, reason=reason.value,
+                                              detail=outcome.message))  # fmt: skip
+                    continue
                 asks.append(ask.order_id)
         return ScheduledDeposit(
-            deposit_id=deposit_id, contracts=[spec.symbol for spec in contracts], asks=asks
+            deposit_id=deposit_id,
+            contracts=[spec.symbol for spec in contracts],
+            asks=asks,
+            refused_asks=refused,
         )
 
     @router.post(

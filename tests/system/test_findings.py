@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import running_exchange, settings_for
+from tests.e2e.harness import running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -31,3 +31,41 @@ async def test_a_revoked_key_on_a_public_view_is_a_documented_401(tmp_path: Path
             assert answer.headers["content-type"].startswith("application/problem+json")
             template = path.replace(GZ0, "{symbol}")
             assert {"401", "429"} <= set(document["paths"][template]["get"]["responses"]), path
+
+
+async def test_a_capacity_schedule_refused_or_with_a_refused_ask_says_what_it_deposited(
+    tmp_path: Path,
+) -> None:
+    """The model scheduled capacity with a reserve price off the tick: 422, yet the hour's
+    capacity was deposited. A provider without the cash for the ask's bond got the same."""
+    settings = settings_for(tmp_path, CX_BOND_BPS=1_000)
+    async with running_exchange(settings) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        path = "/v1/accounts/p1/capacity-deposits"
+        night = {
+            "resource_class": "H100-80G",
+            "region": "GZ",
+            "quantity": 1,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 1,
+        }
+        off_tick = await provider.post(path, json={**night, "reserve_price": 12, "deposit_id": "a"})
+        assert off_tick.status_code == 422, off_tick.text
+        assert off_tick.json()["type"] == "/problems/price_not_on_tick"
+        await settle(exchange.runtime)
+        assert (await provider.get("/v1/accounts/p1")).status_code == 404, "nothing deposited"
+
+        unbonded = await provider.post(
+            path, json={**night, "reserve_price": 1_800, "deposit_id": "b"}
+        )
+        assert unbonded.status_code == 201, unbonded.text
+        answer = unbonded.json()
+        assert answer["contracts"] == [GZ0]
+        assert answer["asks"] == []
+        assert [(r["order_id"], r["reason"]) for r in answer["refused_asks"]] == [
+            (f"b:{GZ0}", "insufficient_funds")
+        ]
+        await settle(exchange.runtime)
+        account = (await provider.get("/v1/accounts/p1")).json()
+        assert account["capacity"] == [{"symbol": GZ0, "available": 1, "held": 0}]
