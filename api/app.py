@@ -527,8 +527,11 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         command = PlaceOrder(order_id=order_id, account_id=account, **body)
         if client_order_id is None and idempotency_key is None:
             return _respond(await place(command, named=False), replayed=False)
+        # The name that gave the order its id also keeps its answer: with both a client order
+        # id and a header, another order under the same client order id must be refused as a
+        # reuse, not answered with the first order.
         request_key = (
-            f"key:{idempotency_key}" if idempotency_key is not None else f"coid:{client_order_id}"
+            f"coid:{client_order_id}" if client_order_id is not None else f"key:{idempotency_key}"
         )
         print_ = fingerprint("POST", "/v1/orders", body)
         return await idempotent.run(

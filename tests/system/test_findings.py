@@ -69,3 +69,32 @@ async def test_a_capacity_schedule_refused_or_with_a_refused_ask_says_what_it_de
         await settle(exchange.runtime)
         account = (await provider.get("/v1/accounts/p1")).json()
         assert account["capacity"] == [{"symbol": GZ0, "available": 1, "held": 0}]
+
+
+async def test_another_order_under_a_used_client_order_id_and_a_new_header_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The model placed an order with client order id "b", then another order (other side,
+    price and quantity) with client order id "b" and an Idempotency-Key "c": it was answered
+    201 with the first order, replayed, and nothing was placed."""
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        buyer = await exchange.as_("b2")
+        deposit = {"kind": "cash", "amount": 100_000}
+        assert (await buyer.post("/v1/accounts/b2/deposits", json=deposit)).status_code == 201
+        first = {
+            "symbol": GZ0,
+            "side": "buy",
+            "price": 1_800,
+            "quantity": 4,
+            "client_order_id": "b",
+        }
+        placed = await buyer.post("/v1/orders", json=first)
+        assert placed.status_code == 201, placed.text
+        other = {**first, "price": 1_700, "quantity": 3}
+        reused = await buyer.post("/v1/orders", json=other, headers={"Idempotency-Key": "c"})
+        assert reused.status_code == 422, reused.text
+        assert reused.json()["type"] == "/problems/idempotency-key-reused"
+        again = await buyer.post("/v1/orders", json=first, headers={"Idempotency-Key": "c"})
+        assert again.status_code == 201, again.text
+        assert again.json() == placed.json()
+        assert again.headers["idempotent-replayed"] == "true"
