@@ -266,7 +266,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
     engine = runtime.store.engine
     catalogue = runtime.catalogue
-    keyring = KeyRing(engine)
+    keyring = KeyRing(engine, settings.key_cache_seconds, settings.key_outage_seconds)
     gate = Gate(
         keyring,
         RateLimiter(settings.api_rate, settings.api_burst),

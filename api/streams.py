@@ -62,12 +62,19 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
         if header:
             scheme, _, key = header.partition(" ")
             if scheme.lower() != "bearer":
-                await websocket.close(CLOSE_POLICY, "send the key as Authorization: Bearer cx_...")
-                return
+                raise Problem(
+                    401,
+                    "unauthorized",
+                    "send the key as Authorization: Bearer cx_...",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             principal = await gate.authenticate(websocket, key.strip())
         else:
             gate.charge(f"address:{client_address(websocket)}", gate.per_address)
     except Problem as refused:
+        # The client sees 403 whatever the reason (the close reason is for logs and proxies):
+        # answering the problem through the denial-response extension makes uvicorn's default
+        # WebSocket implementation log every refusal as an error (uvicorn PR #3138).
         await websocket.close(CLOSE_POLICY, refused.detail[:120])
         return
     await websocket.accept()
