@@ -19,14 +19,14 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Row, Table, Text, select, update
+from sqlalchemy import Column, DateTime, Index, Row, Select, Table, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.problems import DatabaseUnavailable, database_unavailable
@@ -43,6 +43,8 @@ AUTH_OUTAGE_S = 60.0
 (a key revoked elsewhere just before an outage works at most this long)."""
 KEY_CHECK_TIMEOUT_S = 2.0
 """How long a key check waits for the database before treating it as unavailable."""
+LAPSED_BATCH = 500
+"""Keys asked about in one query when checking the keys of open streams."""
 DOWN_RETRY_S = 1.0
 """After the database failed a key check, how long checks use what is cached without asking
 it again (so an outage does not cost every request a failed connection)."""
@@ -253,15 +255,47 @@ class KeyRing:
         self._cache[key_id] = _Verified(now, row.key_hash, principal)
         return principal
 
+    async def lapsed(self, key_ids: Collection[str]) -> tuple[set[str], set[str]]:
+        """Of `key_ids`, those revoked (or deleted) in the database, and, while it cannot be
+        asked, those not confirmed within `outage_s`; the others count as confirmed now."""
+        now = time.monotonic()
+        wanted = sorted(key_ids)
+        rows: list[Row[Any]] = []
+        try:
+            for start in range(0, len(wanted), LAPSED_BATCH):
+                batch = wanted[start : start + LAPSED_BATCH]
+                query = select(api_keys).where(api_keys.c.key_id.in_(batch))
+                rows.extend(await self._rows(query.where(api_keys.c.revoked_at.is_(None)), now))
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            unconfirmed = {
+                key_id
+                for key_id in wanted
+                if (cached := self._cache.get(key_id)) is None or now - cached.at >= self.outage_s
+            }
+            return set(), unconfirmed
+        for row in rows:
+            principal = Principal(row.key_id, row.account_id, Role(row.role))
+            self._cache[row.key_id] = _Verified(now, row.key_hash, principal)
+        revoked = set(wanted) - {row.key_id for row in rows}
+        for key_id in revoked:
+            self._cache.pop(key_id, None)
+        return revoked, set()
+
     async def _row(self, key_id: str, now: float) -> Row[Any] | None:
         """The key's row; DatabaseUnavailable (or the database's error) if it cannot be read."""
+        rows = await self._rows(select(api_keys).where(api_keys.c.key_id == key_id), now)
+        return rows[0] if rows else None
+
+    async def _rows(self, query: Select[Any], now: float) -> list[Row[Any]]:
+        """The rows of a query of the key table, or DatabaseUnavailable (or the database's
+        error); after a failure the database is not asked for DOWN_RETRY_S."""
         if now < self._down_until:
             raise DatabaseUnavailable("the database failed a key check a moment ago")
         try:
             async with asyncio.timeout(KEY_CHECK_TIMEOUT_S), self.engine.connect() as connection:
-                return (
-                    await connection.execute(select(api_keys).where(api_keys.c.key_id == key_id))
-                ).first()
+                return list(await connection.execute(query))
         except Exception as error:
             if database_unavailable(error):
                 self._down_until = now + DOWN_RETRY_S

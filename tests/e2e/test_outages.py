@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -11,6 +13,7 @@ import websockets
 
 from api.keys import revoke_key
 from api.models import DAY_START_MS
+from api.streams import KEY_UNCHECKED
 from exchange.domain.catalogue import default_catalogue
 from settlement.audit import audit
 from tests.e2e.harness import eventually, free_port, running_exchange, settings_for, settle
@@ -115,59 +118,70 @@ async def test_during_a_database_outage_the_api_answers_503_and_orders_still_flo
             key_id = exchange.keys["r"].split("_")[1]
             assert await revoke_key(engine, key_id) is not None
 
-            cluster.stop()
-            orders = await buyer.get("/v1/orders")
-            _assert_unavailable(orders)
-            assert (await buyer.get("/v1/me")).json()["account_id"] == "b"
-            bid = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 1}
-            placed = await buyer.post("/v1/orders", json=bid)
-            assert placed.status_code == 201, placed.text
-            # A named order needs the stored answers of earlier ones: not now.
-            _assert_unavailable(
-                await buyer.post("/v1/orders", json={**bid, "client_order_id": "x"})
-            )
-            # A key never checked by this process cannot be checked now.
-            never = {"Authorization": f"Bearer {never_used}"}
-            _assert_unavailable(await exchange.anonymous.get("/v1/me", headers=never))
+            # A stream with a key of its own, open through the outage.
             url = exchange.base_url.replace("http", "ws") + "/v1/stream"
-            with pytest.raises(websockets.exceptions.InvalidStatus):
-                async with websockets.connect(url, additional_headers=never):
-                    pass
-            # A key revoked elsewhere just before the outage lives at most the documented bound.
-            assert (await revoked.get("/v1/me")).status_code == 200
-            left = verified_at + OUTAGE_BOUND_S - asyncio.get_running_loop().time()
-            await asyncio.sleep(left + 0.2)
-            _assert_unavailable(await revoked.get("/v1/me"))
-            _assert_unavailable(await buyer.post("/v1/orders", json=bid))
+            streamer_key = await exchange.key_for("w")
+            streaming = {"Authorization": f"Bearer {streamer_key}"}
+            async with websockets.connect(url, additional_headers=streaming) as streamer:
+                await streamer.send(json.dumps({"op": "subscribe", "channels": ["balances"]}))
+                await _next(streamer, "account_snapshot")
+                cluster.stop()
+                orders = await buyer.get("/v1/orders")
+                _assert_unavailable(orders)
+                assert (await buyer.get("/v1/me")).json()["account_id"] == "b"
+                bid = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 1}
+                placed = await buyer.post("/v1/orders", json=bid)
+                assert placed.status_code == 201, placed.text
+                # A named order needs the stored answers of earlier ones: not now.
+                _assert_unavailable(
+                    await buyer.post("/v1/orders", json={**bid, "client_order_id": "x"})
+                )
+                # A key never checked by this process cannot be checked now.
+                never = {"Authorization": f"Bearer {never_used}"}
+                _assert_unavailable(await exchange.anonymous.get("/v1/me", headers=never))
+                with pytest.raises(websockets.exceptions.InvalidStatus):
+                    async with websockets.connect(url, additional_headers=never):
+                        pass
+                # A key revoked elsewhere just before the outage lives at most the documented bound.
+                assert (await revoked.get("/v1/me")).status_code == 200
+                left = verified_at + OUTAGE_BOUND_S - asyncio.get_running_loop().time()
+                await asyncio.sleep(left + 0.2)
+                _assert_unavailable(await revoked.get("/v1/me"))
+                _assert_unavailable(await buyer.post("/v1/orders", json=bid))
+                # So does the private stream of a key that cannot be checked any more.
+                told = await _next(streamer, "error")
+                assert (told["code"], told["message"]) == ("unauthorized", KEY_UNCHECKED)
 
-            cluster.start()
+                cluster.start()
 
-            async def back() -> bool:
-                return (await buyer.get("/v1/orders")).status_code == 200
+                async def back() -> bool:
+                    return (await buyer.get("/v1/orders")).status_code == 200
 
-            await eventually(back, "the API to read the database again", 30)
-            await settle(exchange.runtime, timeout_s=60)
-            listed = (await buyer.get("/v1/orders")).json()
-            assert [o["order_id"] for o in listed] == [placed.json()["order_id"]]
-            assert (await revoked.get("/v1/me")).status_code == 401
-            assert (await exchange.anonymous.get("/v1/me", headers=never)).status_code == 200
+                await eventually(back, "the API to read the database again", 30)
+                await settle(exchange.runtime, timeout_s=60)
+                listed = (await buyer.get("/v1/orders")).json()
+                assert [o["order_id"] for o in listed] == [placed.json()["order_id"]]
+                assert (await revoked.get("/v1/me")).status_code == 401
+                assert (await exchange.anonymous.get("/v1/me", headers=never)).status_code == 200
+                await streamer.send(json.dumps({"op": "auth", "key": streamer_key}))
+                assert (await _next(streamer, "authenticated"))["account_id"] == "w"
 
-            # Standing needs were kept through the outage: an offer now fills the one above
-            # (and the bid placed during the outage).
-            provider = await exchange.as_("p", "provider")
-            for symbol in GZ0, GZ1:
-                capacity = {"kind": "capacity", "symbol": symbol, "quantity": 3}
-                deposited = await provider.post("/v1/accounts/p/deposits", json=capacity)
-                assert deposited.status_code == 201
-                ask = {"symbol": symbol, "side": "sell", "price": 1800, "quantity": 3}
-                assert (await provider.post("/v1/orders", json=ask)).status_code == 201
-            need_id = standing.json()["need_id"]
+                # Standing needs were kept through the outage: an offer now fills the one above
+                # (and the bid placed during the outage).
+                provider = await exchange.as_("p", "provider")
+                for symbol in GZ0, GZ1:
+                    capacity = {"kind": "capacity", "symbol": symbol, "quantity": 3}
+                    deposited = await provider.post("/v1/accounts/p/deposits", json=capacity)
+                    assert deposited.status_code == 201
+                    ask = {"symbol": symbol, "side": "sell", "price": 1800, "quantity": 3}
+                    assert (await provider.post("/v1/orders", json=ask)).status_code == 201
+                need_id = standing.json()["need_id"]
 
-            async def filled() -> bool:
-                shown = await buyer.get(f"/v1/needs/{need_id}")
-                return bool(shown.json()["status"] == "filled")
+                async def filled() -> bool:
+                    shown = await buyer.get(f"/v1/needs/{need_id}")
+                    return bool(shown.json()["status"] == "filled")
 
-            await eventually(filled, "the standing need to fill after the outage")
+                await eventually(filled, "the standing need to fill after the outage")
 
 
 def _assert_unavailable(response: httpx.Response) -> None:
@@ -175,3 +189,11 @@ def _assert_unavailable(response: httpx.Response) -> None:
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"] == "/problems/database-unavailable"
     assert int(response.headers["retry-after"]) >= 1
+
+
+async def _next(socket: Any, kind: str, timeout_s: float = 5) -> dict[str, Any]:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message: dict[str, Any] = json.loads(await socket.recv())
+            if message["type"] == kind:
+                return message
