@@ -298,7 +298,7 @@ class KeyRing:
                 return list(await connection.execute(query))
         except Exception as error:
             if database_unavailable(error):
-                self._down_until = now + DOWN_RETRY_S
+                self._down_until = time.monotonic() + DOWN_RETRY_S
                 log.warning("key check: the database is unavailable: %s", error)
             raise
 
