@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Header, Query, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -90,10 +90,12 @@ from api.models import (
     StoredEventOut,
 )
 from api.needs import NeedService, needs_router
+from api.parameters import refuse_unknown_parameters
 from api.problems import (
     PROBLEM,
     BodyLimit,
     Problem,
+    RefuseDuplicateKeys,
     RefuseNul,
     amend_openapi,
     document_problems,
@@ -102,7 +104,14 @@ from api.problems import (
 )
 from api.ratelimit import RateLimiter
 from api.stalls import Stall, list_stalls, sellers, stall_router
-from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
+from api.streams import (
+    KEY_REVOKED,
+    KeyWatch,
+    parse_list,
+    sse_events,
+    sse_subscriber,
+    websocket_stream,
+)
 from exchange.domain.catalogue import REGIONS, SymbolError, parse_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
@@ -255,20 +264,24 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             "public market data needs none. Errors are RFC 9457 problem details."
         ),
         openapi_tags=TAGS,
+        dependencies=[Depends(refuse_unknown_parameters)],
     )
     install_handlers(app)
     amend_openapi(app, document_problems, document_optional_keys)
+    app.add_middleware(RefuseDuplicateKeys)
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
     engine = runtime.store.engine
     catalogue = runtime.catalogue
-    keyring = KeyRing(engine)
+    keyring = KeyRing(engine, settings.key_cache_seconds, settings.key_outage_seconds)
     gate = Gate(
         keyring,
         RateLimiter(settings.api_rate, settings.api_burst),
         RateLimiter(settings.api_rate * 5, settings.api_burst * 5),
+        RateLimiter(settings.api_rate, settings.api_burst),
     )
     app.state.gate = gate
+    app.state.key_watch = KeyWatch(keyring, market)
     app.state.market = market
     idempotent = _Idempotent(runtime)
 
@@ -566,8 +579,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         if outcome is None:
             return None
         if isinstance(outcome, CancelRejected):
-            status = 409 if outcome.reason is RejectReason.ORDER_NOT_OPEN else 404
-            raise Problem(status, outcome.reason.value, outcome.message, order_id=order_id)
+            raise _not_changed(outcome)
         if isinstance(outcome, OrderCancelled):
             return outcome
         raise Problem(409, "unexpected-outcome", f"order {order_id!r}: {outcome.type}")
@@ -603,9 +615,11 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     ) -> AmendAnswer:
         account = principal.account_id
         live = market.orders.get(order_id)
-        if live is None or live.account_id != account:
+        if live is not None and live.account_id != account:
             raise Problem(404, "unknown_order", f"account {account} has no open order {order_id!r}")
-        spec = catalogue.get(live.symbol)
+        # An order not open here may have closed, or not reached this process yet: the risk
+        # stage tells a closed order of the account (409) from an unknown one (404).
+        spec = None if live is None else catalogue.get(live.symbol)
         if amendment.price is not None and spec is not None and amendment.price % spec.tick_size:
             raise Problem(
                 422,
@@ -622,8 +636,9 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         if outcome is None:
             return AmendAnswer(order_id=order_id, status="pending")
         if isinstance(outcome, AmendRejected):
-            status = 409 if outcome.reason is RejectReason.ORDER_NOT_OPEN else 422
-            raise Problem(status, outcome.reason.value, outcome.message, order_id=order_id)
+            if outcome.reason in _NOT_THE_ACCOUNTS_OPEN_ORDER:
+                raise _not_changed(outcome)
+            raise Problem(422, outcome.reason.value, outcome.message, order_id=order_id)
         if isinstance(outcome, OrderAmended):
             return AmendAnswer(
                 order_id=order_id,
@@ -806,6 +821,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         if revoked is None:
             raise Problem(404, "unknown-key", f"there is no API key {key_id!r}")
         keyring.forget(key_id)
+        market.revoke({key_id}, KEY_REVOKED)
         return _key_out(revoked)
 
     @operator.get(
@@ -982,6 +998,13 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             position, ts = parse_until(until) if until else (None, None)
         except ValueError as error:
             raise Problem(422, "invalid-time", str(error)) from None
+        if position is not None and position > MAX_SQL_INT:
+            raise Problem(
+                422,
+                "invalid-request",
+                f"until: position {position} is past the largest there can be ({MAX_SQL_INT})",
+                errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
+            )
         result = await replay(runtime.store, catalogue, position, ts)
         return replay_document(result, contract, account_id)
 
@@ -1117,6 +1140,27 @@ def _answer_from_row(row: dict[str, Any]) -> Answer:
         )
         return Answer(422, body, replayed=True)
     return Answer(201, _accepted(row["order_id"], row["client_order_id"]), replayed=True)
+
+
+_NOT_THE_ACCOUNTS_OPEN_ORDER = frozenset(
+    {RejectReason.UNKNOWN_ORDER, RejectReason.NOT_ORDER_OWNER, RejectReason.ORDER_NOT_OPEN}
+)
+
+
+def _not_changed(refused: CancelRejected | AmendRejected) -> Problem:
+    """The problem of a cancel or amend refused because the order is not open: 409 for a
+    closed order of the account; 404 `unknown_order` alike for an id never used and for
+    another account's order, so the answer reveals nothing of other accounts."""
+    if refused.reason is RejectReason.ORDER_NOT_OPEN:
+        return Problem(409, refused.reason.value, refused.message, order_id=refused.order_id)
+    if refused.reason in _NOT_THE_ACCOUNTS_OPEN_ORDER:
+        return Problem(
+            404,
+            RejectReason.UNKNOWN_ORDER.value,
+            f"account {refused.account_id} has no open order {refused.order_id!r}",
+            order_id=refused.order_id,
+        )
+    return Problem(422, refused.reason.value, refused.message, order_id=refused.order_id)
 
 
 def _is_family(name: str) -> bool:

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from api.keys import PARTICIPANT_ROLES, KeyRing, Principal, Role
-from api.problems import Problem
+from api.problems import DATABASE_RETRY_AFTER_S, Problem, database_unavailable
 from api.ratelimit import RateLimiter, retry_after_header
 
 PUBLIC_FACTOR = 5
@@ -35,23 +35,72 @@ bearer = HTTPBearer(
 
 @dataclass
 class Gate:
-    """The key ring and the two budgets of one app."""
+    """The key ring and the budgets of one app: per key, per address for anonymous calls, and
+    per address for keys that failed to verify."""
 
     keyring: KeyRing
     per_key: RateLimiter
     per_address: RateLimiter
+    failures: RateLimiter
 
     def charge(self, client: str, limiter: RateLimiter) -> None:
         """Take one request from a budget, or refuse with 429 and Retry-After."""
         wait = limiter.acquire(client)
         if wait is not None:
-            raise Problem(
-                429,
-                "rate-limited",
+            raise _rate_limited(
+                wait,
                 f"more than {limiter.burst} requests at once or {limiter.rate:g} a second on "
-                f"average; retry after {retry_after_header(wait)} s",
-                headers={"Retry-After": retry_after_header(wait)},
+                "average",
             )
+
+    async def authenticate(self, connection: HTTPConnection, key: str) -> Principal:
+        """The principal of a presented key, charged one request of its budget; 401 for a key
+        that does not verify, charged to the address's budget of failures.
+
+        Once that budget is spent, no key from the address is checked until it refills: every
+        one is refused 429, so the answer says nothing of whether a guessed key is good.
+        """
+        address = f"address:{client_address(connection)}"
+        wait = self.failures.spent(address)
+        if wait is not None:
+            raise _rate_limited(
+                wait,
+                f"more than {self.failures.burst} keys that failed to verify, or "
+                f"{self.failures.rate:g} a second on average, came from this address: no key "
+                "from it is checked until then",
+            )
+        try:
+            principal = await self.keyring.verify(key)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            raise Problem(
+                503,
+                "database-unavailable",
+                "the key could not be checked: the database cannot be reached now and this key "
+                "was not verified recently; retry later",
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            ) from error
+        if principal is None:
+            self.failures.acquire(address)
+            raise Problem(
+                401,
+                "unauthorized",
+                "the API key is unknown or revoked",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        self.charge(f"key:{principal.key_id}", self.per_key)
+        return principal
+
+
+def _rate_limited(wait_s: float, why: str) -> Problem:
+    retry_after = retry_after_header(wait_s)
+    return Problem(
+        429,
+        "rate-limited",
+        f"{why}; retry after {retry_after} s",
+        headers={"Retry-After": retry_after},
+    )
 
 
 def gate_of(request: Request) -> Gate:
@@ -74,18 +123,7 @@ async def caller(
     if credentials is None:
         gate.charge(f"address:{client_address(request)}", gate.per_address)
         return None
-    principal = await gate.keyring.verify(credentials.credentials)
-    if principal is None:
-        # Budget unknown keys by address too, so guessing keys costs the guesser.
-        gate.charge(f"address:{client_address(request)}", gate.per_address)
-        raise Problem(
-            401,
-            "unauthorized",
-            "the API key is unknown or revoked",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    gate.charge(f"key:{principal.key_id}", gate.per_key)
-    return principal
+    return await gate.authenticate(request, credentials.credentials)
 
 
 Caller = Annotated[Principal | None, Depends(caller)]

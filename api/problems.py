@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +17,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
+
 PROBLEM = "application/problem+json"
+DATABASE_RETRY_AFTER_S = 5
+"""What a 503 for an unavailable database asks the client to wait, in seconds."""
 
 
 class Problem(Exception):
@@ -83,6 +90,21 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be asked now (it was unreachable a moment ago)."""
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True if `error` says the database cannot be reached or used now, rather than that a
+    query is wrong: refused or dropped connections, timeouts, a pool with no connection to
+    give, SQLite's busy lock. Such a request may succeed if retried."""
+    if isinstance(error, DatabaseUnavailable | OSError | OperationalError | InterfaceError):
+        return True  # OSError: asyncpg's refused connections and timeouts are not wrapped
+    if isinstance(error, PoolTimeoutError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
 _HTTP_KINDS = {
     400: "malformed-body",  # FastAPI could not parse the body (bad UTF-8, nesting too deep)
     404: "not-found",
@@ -113,6 +135,38 @@ def install_handlers(app: FastAPI) -> None:
             error.status_code, kind, str(error.detail), headers=getattr(error, "headers", None)
         )
 
+    async def _unavailable(request: Request, error: Exception) -> JSONResponse:
+        if not database_unavailable(error):
+            raise error  # a real fault: the catch-all below answers 500 and logs it
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        log.warning("%s: database unavailable: %s", request.url.path, first_line)
+        return database_unavailable_response()
+
+    for kind in (SQLAlchemyError, OSError, DatabaseUnavailable):
+        app.add_exception_handler(kind, _unavailable)
+
+    # Starlette answers anything else with a plain-text 500 (and logs the traceback after
+    # this handler answers): answer it as a problem too.
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        return problem_response(
+            500,
+            "internal-error",
+            "the exchange failed to answer this request; the fault is logged. Whether the "
+            "request took effect is unknown: check before retrying one that is not idempotent",
+        )
+
+
+def database_unavailable_response() -> JSONResponse:
+    """503 for a request that needs the database while it cannot be reached."""
+    return problem_response(
+        503,
+        "database-unavailable",
+        "the event store's database cannot be reached now; retry later. Placing orders "
+        "needs only the log and works meanwhile for keys verified recently",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the problem statuses an endpoint may answer."""
@@ -142,6 +196,20 @@ def document_problems(document: dict[str, Any]) -> None:
             if not isinstance(spec, dict):
                 continue
             responses = spec.setdefault("responses", {})
+            responses.setdefault(
+                "422",
+                {
+                    "description": "A query parameter the operation does not take "
+                    "(`unknown-parameter`), or one given twice (`repeated-parameter`)"
+                },
+            )
+            responses.setdefault(
+                "503",
+                {
+                    "description": "The database cannot be reached now "
+                    "(`database-unavailable`); see Retry-After"
+                },
+            )
             if "requestBody" in spec:
                 responses.setdefault(
                     "400",
@@ -151,7 +219,7 @@ def document_problems(document: dict[str, Any]) -> None:
                     "413", {"description": "The body is over 1 MB (`body-too-large`)"}
                 )
             for status, response in responses.items():
-                if str(status).startswith("4"):
+                if str(status).startswith(("4", "5")):
                     response["content"] = content
                     if response.get("description") == "Validation Error":
                         response["description"] = (
@@ -240,6 +308,108 @@ class _TooLarge(Exception):
     """A streamed body went over the limit."""
 
 
+def duplicate_key(text: str | bytes) -> str | None:
+    """The first key some object of the JSON `text` names twice; None if none does, or if
+    `text` is not JSON at all (the reader of the JSON answers that)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in found:
+                raise _DuplicateKey(key)
+            found[key] = value
+        return found
+
+    try:
+        json.loads(text, object_pairs_hook=unique)
+    except _DuplicateKey as duplicate:
+        return duplicate.key
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+        return None
+    return None
+
+
+class _DuplicateKey(Exception):
+    """An object of a JSON text names a key twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def duplicate_key_detail(key: str) -> str:
+    """What a refusal of a JSON text with a repeated key says."""
+    return (
+        f"the key {key!r} appears twice in one object: JSON with a repeated key is refused, "
+        "not read as its last value"
+    )
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """True for the bodies FastAPI reads as JSON: no content type, application/json and
+    application/*+json."""
+    if not content_type:
+        return True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+class RefuseDuplicateKeys:
+    """Refuses with 422 `duplicate-key` a JSON body in which an object names a key twice.
+
+    A JSON reader keeps the last of `{"quantity": 1, "quantity": 2}` and another might keep the
+    first: the API refuses the ambiguity rather than guess. Sits inside RefuseNul, which hands
+    on the body in one message.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body, last = await _whole_body(receive)
+        content_type = dict(scope.get("headers") or []).get(b"content-type")
+        key = duplicate_key(body) if body and _is_json(content_type) else None
+        if key is not None:
+            detail = duplicate_key_detail(key)
+            await problem_response(422, "duplicate-key", detail, {"key": key})(scope, receive, send)
+            return
+        await self.app(scope, _replaying(body, last, receive), send)
+
+
+async def _whole_body(receive: Receive) -> tuple[bytes, Message]:
+    """The request body read whole, and the last message read (the disconnect that cut the
+    body short, if one did)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), message
+
+
+def _replaying(body: bytes, last: Message, receive: Receive) -> Receive:
+    """A receive that hands the app the whole body as one message (or the disconnect that cut
+    it short), then what comes next."""
+    pending: list[Message] = [
+        {"type": "http.request", "body": body, "more_body": False}
+        if last["type"] == "http.request"
+        else last
+    ]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 """A JSON escape of NUL (an odd run of backslashes, then u0000), not a literal backslash-u0000."""
 
@@ -263,29 +433,11 @@ class RefuseNul:
         if "\x00" in scope.get("path", "") or b"\x00" in query or b"%00" in query:
             await self._refuse(send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body, last = await _whole_body(receive)
         if _NUL_ESCAPE.search(body):
             await self._refuse(send)
             return
-        # The app gets the whole body as one message (or the disconnect that cut it short).
-        pending: list[Message] = [
-            {"type": "http.request", "body": body, "more_body": False}
-            if message["type"] == "http.request"
-            else message
-        ]
-
-        async def replay() -> Message:
-            return pending.pop() if pending else await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(body, last, receive), send)
 
     async def _refuse(self, send: Send) -> None:
         response = problem_response(

@@ -35,6 +35,23 @@ class RateLimiter:
 
     def acquire(self, client: str) -> float | None:
         """Take one request from `client`'s budget; None if allowed, else seconds to wait."""
+        bucket = self._refilled(client)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return None
+        return (1 - bucket.tokens) / self.rate
+
+    def spent(self, client: str) -> float | None:
+        """Seconds until `client` has a request in its budget again; None if it has one now.
+        Takes nothing."""
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            return None
+        bucket = self._refilled(client)
+        return None if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate
+
+    def _refilled(self, client: str) -> _Bucket:
+        """`client`'s bucket, topped up for the time since it was last used."""
         now = self._clock()
         bucket = self._buckets.get(client)
         if bucket is None:
@@ -44,10 +61,7 @@ class RateLimiter:
         else:
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
             bucket.updated = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return None
-        return (1 - bucket.tokens) / self.rate
+        return bucket
 
     def _forget_full(self, now: float) -> None:
         """Drop clients whose bucket has refilled: they lose nothing by being forgotten."""

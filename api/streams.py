@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -17,7 +18,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import Gate, client_address
-from api.keys import Principal
+from api.keys import KeyRing, Principal
 from api.marketdata import (
     DEFAULT_CHANNELS,
     PRIVATE_CHANNELS,
@@ -26,7 +27,9 @@ from api.marketdata import (
     Subscriber,
     encode_message,
 )
-from api.problems import Problem
+from api.problems import Problem, duplicate_key, duplicate_key_detail
+
+log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
 """A client that accepts nothing for this long is disconnected."""
@@ -51,7 +54,39 @@ class StreamRequest(BaseModel):
     key: Annotated[str, Field(max_length=200)] | None = None
 
 
+KEY_REVOKED = "the API key was revoked: its private channels are closed"
+KEY_UNCHECKED = (
+    "the API key could not be checked while the database is down: its private channels are "
+    "closed; authenticate again once the database is back"
+)
+
 _encode = encode_message
+
+
+class KeyWatch:
+    """Closes the private streams of keys revoked through another process or `cx keys
+    revoke` (within the key cache time) and, while the database is down, of keys not confirmed
+    within the outage bound."""
+
+    def __init__(self, keyring: KeyRing, market: MarketData) -> None:
+        self.keyring = keyring
+        self.market = market
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Check the keys of open streams every key cache time, until `stop`."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.keyring.cache_s)
+            in_use = self.market.keys_in_use()
+            if stop.is_set() or not in_use:
+                continue
+            try:
+                revoked, unchecked = await self.keyring.lapsed(in_use)
+            except Exception:
+                log.exception("checking the keys of open streams failed; trying again")
+                continue
+            self.market.revoke(revoked, KEY_REVOKED)
+            self.market.revoke(unchecked, KEY_UNCHECKED)
 
 
 async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate) -> None:
@@ -61,21 +96,26 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
     try:
         if header:
             scheme, _, key = header.partition(" ")
-            principal = (
-                await gate.keyring.verify(key.strip()) if scheme.lower() == "bearer" else None
-            )
-            if principal is None:
-                await websocket.close(CLOSE_POLICY, "the API key is unknown or revoked")
-                return
-            gate.charge(f"key:{principal.key_id}", gate.per_key)
+            if scheme.lower() != "bearer":
+                raise Problem(
+                    401,
+                    "unauthorized",
+                    "send the key as Authorization: Bearer cx_...",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            principal = await gate.authenticate(websocket, key.strip())
         else:
             gate.charge(f"address:{client_address(websocket)}", gate.per_address)
     except Problem as refused:
+        # The client sees 403 whatever the reason (the close reason is for logs and proxies):
+        # answering the problem through the denial-response extension makes uvicorn's default
+        # WebSocket implementation log every refusal as an error (uvicorn PR #3138).
         await websocket.close(CLOSE_POLICY, refused.detail[:120])
         return
     await websocket.accept()
     subscriber = market.subscriber()
-    subscriber.principal = principal
+    if principal is not None:
+        market.authenticate(subscriber, principal)
     sender = asyncio.create_task(_pump(websocket, subscriber))
     try:
         while True:
@@ -88,12 +128,23 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
                     CLOSE_UNSUPPORTED, "binary frames are refused: send JSON text"
                 )
                 return
+            repeated = duplicate_key(text)
+            if repeated is not None:
+                market.offer(
+                    subscriber,
+                    {
+                        "type": "error",
+                        "code": "duplicate-key",
+                        "message": duplicate_key_detail(repeated),
+                    },
+                )
+                continue
             try:
                 request = StreamRequest.model_validate_json(text)
             except ValidationError as error:
                 market.offer(subscriber, {"type": "error", "message": _first_error(error)})
                 continue
-            await _handle(request, subscriber, market, gate)
+            await _handle(request, subscriber, market, gate, websocket)
     except WebSocketDisconnect:
         pass
     finally:
@@ -104,7 +155,11 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
 
 
 async def _handle(
-    request: StreamRequest, subscriber: Subscriber, market: MarketData, gate: Gate
+    request: StreamRequest,
+    subscriber: Subscriber,
+    market: MarketData,
+    gate: Gate,
+    websocket: WebSocket,
 ) -> None:
     def error(message: str) -> None:
         market.offer(subscriber, {"type": "error", "message": message})
@@ -116,14 +171,16 @@ async def _handle(
         if not request.key:
             error("auth needs a key")
             return
-        principal = await gate.keyring.verify(request.key)
-        if principal is None:
-            error("the API key is unknown or revoked")
+        # Charged as a REST call with the key is: a key's request, or a failure of the address.
+        try:
+            principal = await gate.authenticate(websocket, request.key)
+        except Problem as refused:
+            market.offer(subscriber, _refusal(refused))
             return
         if subscriber.principal is not None and subscriber.principal != principal:
             error("this connection is already authenticated with another key")
             return
-        subscriber.principal = principal
+        market.authenticate(subscriber, principal)
         market.offer(
             subscriber,
             {
@@ -185,6 +242,20 @@ async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
     await websocket.close(code=CLOSE_TOO_SLOW, reason=subscriber.dropped_reason[:120])
 
 
+def _refusal(refused: Problem) -> dict[str, object]:
+    """A refused request as an `error` message: the problem's code, its words, and when to
+    retry if it was over budget."""
+    message: dict[str, object] = {
+        "type": "error",
+        "code": refused.kind,
+        "message": refused.detail,
+    }
+    retry_after = refused.headers.get("Retry-After")
+    if retry_after is not None:
+        message["retry_after"] = int(retry_after)
+    return message
+
+
 def _first_error(error: ValidationError) -> str:
     item = error.errors(include_url=False)[0]
     where = ".".join(str(p) for p in item["loc"]) or "message"
@@ -223,7 +294,9 @@ def sse_subscriber(
     if unknown:
         raise Problem(404, "unknown-contract", f"contracts not listed: {', '.join(unknown)}")
     subscriber = market.subscriber()
-    subscriber.principal = principal
+    subscriber.ends_without_key = True
+    if principal is not None:
+        market.authenticate(subscriber, principal)
     if symbols:
         market.subscribe(subscriber, symbols, channels or DEFAULT_CHANNELS)
     if private:
@@ -241,6 +314,8 @@ async def sse_events(market: MarketData, subscriber: Subscriber) -> AsyncIterato
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
+            if subscriber.dropped_reason is not None:
+                break  # ended while this waited (its key revoked): say why, send nothing more
             ident = f"id: {message['seq']}\n" if "seq" in message else ""
             yield f"event: {message['type']}\n{ident}data: {_encode(message)}\n\n"
         reason = {"type": "error", "message": subscriber.dropped_reason}

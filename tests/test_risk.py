@@ -401,7 +401,26 @@ def test_trade_fed_back_settles_both_sides() -> None:
     assert sorted(accounts.open_orders) == ["s1"]
     filled = feed.send(cancel("b1", "a1"))
     assert isinstance(filled, CancelRejected)
-    assert filled.reason == RejectReason.UNKNOWN_ORDER
+    assert filled.reason == RejectReason.ORDER_NOT_OPEN
+    assert feed.send(cancel("b1", "p1")).reason == RejectReason.NOT_ORDER_OWNER
+
+
+def test_a_filled_order_stays_known_as_its_accounts_through_a_snapshot() -> None:
+    feed = Feed()
+    feed.send_all([funds("d1", "a1", 10_000), capacity("d2", "p1", 6)])
+    feed.send_all([place("b1", "a1", "buy", 120, 5), place("s1", "p1", "sell", 100, 6)])
+    feed.stage.apply_outcome(_traded(price=100, quantity=5), _owns_all, FED_BACK)
+    restored = RiskStage.restore(default_catalogue(), feed.stage.snapshot())
+    assert restored.state_hash() == feed.stage.state_hash()
+    stamp = EventStamp("t", 0, 99, 3_000)
+    assert restored.handle(cancel("b1", "a1"), stamp).reason == RejectReason.ORDER_NOT_OPEN
+
+    # A snapshot of before owners were kept listed the ids alone: it still restores, and its
+    # closed orders answer as unknown, as they did then. The owners are part of the hash.
+    legacy = {**feed.stage.snapshot(), "order_ids": ["b1", "s1"]}
+    old = RiskStage.restore(default_catalogue(), legacy)
+    assert old.handle(cancel("b1", "a1"), stamp).reason == RejectReason.UNKNOWN_ORDER
+    assert old.state_hash() != feed.stage.state_hash()
 
 
 def test_cancel_fed_back_releases_the_remainder() -> None:

@@ -150,7 +150,9 @@ class RiskStage:
         self.operator_listed: set[str] = set()
         """Contracts operators listed that the catalogue does not list."""
         self.limits: dict[str, AccountLimits] = {}
-        self._order_ids: set[str] = set()
+        self._order_ids: dict[str, str] = {}
+        """Every order id accepted, with the account that placed it: a closed order of the
+        account is then told apart from an id it never used (`order_not_open`)."""
         self._deposit_ids: set[str] = set()
         self._request_ids: set[str] = set()
         """(command type, id) of withdrawals, reports, disputes and programmes decided."""
@@ -276,7 +278,7 @@ class RiskStage:
                 reason=reason,
                 message=message,
             )
-        self._order_ids.add(command.order_id)
+        self._order_ids[command.order_id] = command.account_id
         accepted = OrderAccepted(
             event_id=stamp.next_id(),
             ts=stamp.ts,
@@ -424,17 +426,35 @@ class RiskStage:
         terms.voucher_related = list(grant.related)
         return None, ""
 
+    def _not_open(self, order_id: str, account_id: str) -> tuple[RejectReason, str]:
+        """Why the account cannot change `order_id`, which is not an open order of its own.
+
+        Another account's order is refused as `not_order_owner` with the words of an unknown
+        one, so the API can answer both alike and reveal nothing.
+        """
+        order = self.accounts.open_orders.get(order_id)
+        owner = order.account_id if order is not None else self._order_ids.get(order_id)
+        if owner == account_id:
+            return (
+                RejectReason.ORDER_NOT_OPEN,
+                f"order {order_id!r} of account {account_id} has already filled, been "
+                "cancelled or expired",
+            )
+        # No owner: never accepted, or accepted before owners were kept (see `restore`).
+        reason = RejectReason.NOT_ORDER_OWNER if owner else RejectReason.UNKNOWN_ORDER
+        return reason, f"account {account_id} has no open order {order_id!r}"
+
     def _cancel(self, command: CancelOrder, stamp: EventStamp) -> Event:
         order = self.accounts.open_orders.get(command.order_id)
         if order is None or order.account_id != command.account_id:
-            reason = RejectReason.UNKNOWN_ORDER if order is None else RejectReason.NOT_ORDER_OWNER
+            reason, message = self._not_open(command.order_id, command.account_id)
             return CancelRejected(
                 event_id=stamp.next_id(),
                 ts=stamp.ts,
                 order_id=command.order_id,
                 account_id=command.account_id,
                 reason=reason,
-                message=f"account {command.account_id} has no open order {command.order_id!r}",
+                message=message,
             )
         return CancelRequested(
             event_id=stamp.next_id(),
@@ -450,8 +470,7 @@ class RiskStage:
         reason: RejectReason | None = None
         message = ""
         if order is None or order.account_id != command.account_id:
-            reason = RejectReason.UNKNOWN_ORDER if order is None else RejectReason.NOT_ORDER_OWNER
-            message = f"account {command.account_id} has no open order {command.order_id!r}"
+            reason, message = self._not_open(command.order_id, command.account_id)
         elif order.hours:
             reason = RejectReason.NOT_AMENDABLE
             message = "a block order cannot be amended: cancel it and place another"
@@ -532,7 +551,7 @@ class RiskStage:
                 reason=reason,
                 message=message,
             )
-        self._order_ids.add(command.order_id)
+        self._order_ids[command.order_id] = command.account_id
         accepted = BlockAccepted(
             event_id=stamp.next_id(),
             ts=stamp.ts,
@@ -1063,8 +1082,11 @@ class RiskStage:
         """SHA-256 of the stage's whole state in a canonical form."""
         hasher = hashlib.sha256()
         self.accounts.digest(hasher)
-        for order_id in sorted(self._order_ids):
-            hasher.update(f"id|{order_id}\n".encode())
+        for order_id, owner in sorted(self._order_ids.items()):
+            # An owner restored from a snapshot of before owners were kept is "": such an
+            # order hashes as it did then, so that snapshot still verifies.
+            line = f"id|{order_id}|{owner}\n" if owner else f"id|{order_id}\n"
+            hasher.update(line.encode())
         for deposit_id in sorted(self._deposit_ids):
             hasher.update(f"d|{deposit_id}\n".encode())
         for request_id in sorted(self._request_ids):
@@ -1084,7 +1106,7 @@ class RiskStage:
         """The stage's whole state, JSON-ready."""
         return {
             "accounts": self.accounts.snapshot(),
-            "order_ids": sorted(self._order_ids),
+            "order_ids": dict(sorted(self._order_ids.items())),
             "deposit_ids": sorted(self._deposit_ids),
             "request_ids": sorted(self._request_ids),
             "delisted": dict(sorted(self.delisted.items())),
@@ -1104,7 +1126,11 @@ class RiskStage:
         stage.accounts = Accounts.restore(
             data["accounts"], catalogue.rules, decides_concessions=True
         )
-        stage._order_ids = set(data["order_ids"])
+        order_ids = data["order_ids"]
+        # A snapshot of before owners were kept lists the ids alone.
+        stage._order_ids = (
+            dict(order_ids) if isinstance(order_ids, dict) else dict.fromkeys(order_ids, "")
+        )
         stage._deposit_ids = set(data["deposit_ids"])
         stage._request_ids = set(data.get("request_ids", []))
         stage.delisted = dict(data.get("delisted", {}))

@@ -137,9 +137,10 @@ async def test_a_participant_changes_only_its_own_orders_and_balances(
 
     cancel = await buyer.delete(f"/v1/orders/{order_id}")
     assert cancel.status_code == 404
-    assert cancel.json()["type"] == "/problems/not_order_owner"
+    assert cancel.json()["type"] == "/problems/unknown_order", "not revealed as another's"
     amend = await buyer.patch(f"/v1/orders/{order_id}", json={"price": 1710})
     assert amend.status_code == 404
+    assert amend.json()["type"] == "/problems/unknown_order"
     named = await buyer.post(
         "/v1/orders",
         json={"account_id": "buyer-b", "symbol": GZ0, "side": "buy", "price": 1800, "quantity": 1},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from settlement.schema import events
-from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+from tests.e2e.harness import RunningExchange, eventually, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -64,6 +65,76 @@ async def test_an_amend_that_only_reduces_keeps_priority_and_releases_the_hold(
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
     assert account["cash"] == {"available": 100_000 - 3 * 1790, "held": 3 * 1790}
+
+
+async def test_an_order_that_is_no_longer_open_answers_409_and_one_never_seen_404(
+    tmp_path: Path,
+) -> None:
+    # Ticks every 0.2 s so a GTD order expires within the test.
+    async with running_exchange(settings_for(tmp_path, CX_TICK_SECONDS=0.2)) as exchange:
+        buyer = await _funded_buyer(exchange)
+        provider = await exchange.as_("p", "provider")
+        capacity = {"kind": "capacity", "symbol": GZ0, "quantity": 10}
+        assert (await provider.post("/v1/accounts/p/deposits", json=capacity)).status_code == 201
+
+        async def place(client: httpx.AsyncClient, **order: object) -> str:
+            placed = await client.post("/v1/orders", json={"symbol": GZ0, **order})
+            assert placed.status_code == 201, placed.text
+            return str(placed.json()["order_id"])
+
+        sold = await place(provider, side="sell", price=1800, quantity=2)
+        filled = await place(buyer, side="buy", price=1800, quantity=2)
+        cancelled = await place(buyer, side="buy", price=1700, quantity=1)
+        assert (await buyer.delete(f"/v1/orders/{cancelled}")).status_code == 200
+        unfilled_ioc = await place(buyer, side="buy", price=1600, quantity=1, time_in_force="IOC")
+        expired = await place(
+            buyer,
+            side="buy",
+            price=1600,
+            quantity=1,
+            time_in_force="GTD",
+            expire_at=time.time_ns() // 1_000_000 + 300,
+        )
+        still_open = await place(buyer, side="buy", price=1500, quantity=1)
+
+        async def all_closed() -> bool:
+            for order_id in (filled, cancelled, unfilled_ioc, expired):
+                row = await buyer.get(f"/v1/orders/{order_id}")
+                if row.status_code != 200 or row.json()["status"] == "open":
+                    return False
+            return True
+
+        await eventually(all_closed, "the filled, cancelled and expired orders to close")
+        for client, order_id in [(provider, sold)] + [
+            (buyer, o) for o in (filled, cancelled, unfilled_ioc, expired)
+        ]:
+            for answer in (
+                await client.delete(f"/v1/orders/{order_id}"),
+                await client.patch(f"/v1/orders/{order_id}", json={"price": 1400}),
+            ):
+                assert answer.status_code == 409, (order_id, answer.text)
+                assert answer.json()["type"] == "/problems/order_not_open"
+                assert answer.json()["order_id"] == order_id
+
+        # An id never used and another account's order, open or closed, answer alike.
+        other = await exchange.as_("c")
+        for client, order_id in (
+            (buyer, "o-never-placed"),
+            (other, filled),
+            (other, still_open),
+            (buyer, sold),
+        ):
+            for answer in (
+                await client.delete(f"/v1/orders/{order_id}"),
+                await client.patch(f"/v1/orders/{order_id}", json={"price": 1400}),
+            ):
+                assert answer.status_code == 404, (order_id, answer.text)
+                assert answer.headers["content-type"] == "application/problem+json"
+                assert answer.json()["type"] == "/problems/unknown_order"
+                assert "has no open order" in answer.json()["detail"]
+        await settle(exchange.runtime)
+        row = (await buyer.get(f"/v1/orders/{still_open}")).json()
+        assert (row["status"], row["price"]) == ("open", 1500), "the refusals changed nothing"
 
 
 async def test_the_kill_switch_cancels_every_open_order_of_the_account(
