@@ -2,8 +2,9 @@
 
 Folds every stored event (as `cx replay` does) and reports, each with the events involved:
 - a trade stored more than once, or filling an order that was never accepted;
-- an accepted order that neither rests in the book nor ended (filled or cancelled), or one
-  filled or cancelled beyond its quantity;
+- an accepted order whose open quantity, as its fills, amends, self-trade decrements and
+  cancel leave it, does not rest in the book, or one filled, decremented or cancelled beyond
+  what was open of it;
 - a hold that outlives its order, or held funds or capacity that open orders do not explain;
 - cash or capacity created or lost (what is held and available must equal what was deposited);
 - a projection table (balances, positions, orders) that disagrees with the events;
@@ -34,7 +35,9 @@ from exchange.domain.messages import (
     FundsWithdrawn,
     GrantApproved,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
     ProgrammeCreated,
     TradeExecuted,
 )
@@ -59,15 +62,28 @@ class Discrepancy:
 
 @dataclass
 class _Order:
+    """An accepted order as its events tell it: what is open of it and where that changed."""
+
     accepted_at: int
     quantity: int
+    """What was accepted (a block: over all its hours)."""
     symbol: str
     """A block's family."""
     block: bool = False
+    open: int = field(init=False)
+    """Units the events leave open: accepted, less fills and self-trade decrements, set anew
+    by each amend; 0 once cancelled."""
     filled: int = 0
-    fills: list[int] = field(default_factory=list)
+    changes: list[int] = field(default_factory=list)
+    """Positions of its fills, amends, decrements and cancel."""
     cancelled_at: int | None = None
-    cancelled_remaining: int = 0
+
+    def __post_init__(self) -> None:
+        self.open = self.quantity
+
+    def involved(self) -> tuple[int, ...]:
+        """Positions of every event that changed the order."""
+        return (self.accepted_at, *self.changes)
 
 
 @dataclass
@@ -185,23 +201,9 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
             elif isinstance(event, TradeExecuted):
                 trades[event.trade_id].append(position)
                 for order_id in (event.buy_order_id, event.sell_order_id):
-                    order = orders.get(order_id)
-                    if order is None:
-                        found.append(
-                            Discrepancy(
-                                "trade-without-order",
-                                f"trade {event.trade_id} fills order {order_id}, never accepted",
-                                (position,),
-                            )
-                        )
-                        continue
-                    order.filled += event.quantity
-                    order.fills.append(position)
-            elif isinstance(event, OrderCancelled):
-                order = orders.get(event.order_id)
-                if order is not None:
-                    order.cancelled_at = position
-                    order.cancelled_remaining = event.remaining
+                    found += _filled(orders, order_id, event, position)
+            elif isinstance(event, OrderAmended | OrderReduced | OrderCancelled):
+                found += _resized(orders.get(event.order_id), event, position)
             expected = recorded.pop(position, None)
             if expected is not None:
                 report.checkpoints += 1
@@ -312,42 +314,81 @@ async def _checkpoints(store: SqlEventStore) -> dict[int, str]:
         return {row.position: row.state_hash for row in rows}
 
 
+def _filled(
+    orders: dict[str, _Order], order_id: str, trade: TradeExecuted, position: int
+) -> list[Discrepancy]:
+    """Count one side of a trade against its order's open quantity."""
+    order = orders.get(order_id)
+    if order is None:
+        return [
+            Discrepancy(
+                "trade-without-order",
+                f"trade {trade.trade_id} fills order {order_id}, never accepted",
+                (position,),
+            )
+        ]
+    order.changes.append(position)
+    found = []
+    if trade.quantity > order.open:
+        found.append(
+            Discrepancy(
+                "overfilled",
+                f"order {order_id} of {order.quantity} has {order.open} open, but trade "
+                f"{trade.trade_id} fills {trade.quantity} of it",
+                order.involved(),
+            )
+        )
+    order.filled += trade.quantity
+    order.open = max(0, order.open - trade.quantity)
+    return found
+
+
+def _resized(
+    order: _Order | None, event: OrderAmended | OrderReduced | OrderCancelled, position: int
+) -> list[Discrepancy]:
+    """Follow an amend, a self-trade decrement or a cancel: each says what it leaves open."""
+    if order is None:
+        return []
+    order.changes.append(position)
+    before = order.open
+    if isinstance(event, OrderAmended):
+        order.open = event.remaining
+        return []
+    if isinstance(event, OrderReduced):
+        kind, expected = "reduce-mismatch", before - event.quantity
+        what = f"a self-trade decrement of {event.quantity} leaves {event.remaining}"
+        order.open = max(0, expected)
+    else:
+        kind, expected = "cancel-mismatch", before
+        what = f"it was cancelled with {event.remaining} remaining"
+        order.open = 0
+        order.cancelled_at = position
+    if event.remaining == expected:
+        return []
+    return [
+        Discrepancy(
+            kind,
+            f"order {event.order_id} of {order.quantity} had {before} open, but {what}",
+            order.involved(),
+        )
+    ]
+
+
 def _check_orders(
     state: ExchangeState, orders: dict[str, _Order], found: list[Discrepancy]
 ) -> None:
+    """Every order's open quantity, as its events leave it, must rest in the book."""
     for order_id, order in orders.items():
-        quantity = order.quantity
-        involved = (order.accepted_at, *order.fills)
         if order.cancelled_at is not None:
-            involved = (*involved, order.cancelled_at)
-        if order.filled > quantity:
-            found.append(
-                Discrepancy(
-                    "overfilled",
-                    f"order {order_id} of {quantity} has fills of {order.filled}",
-                    involved,
-                )
-            )
             continue
-        remaining = quantity - order.filled
         resting = _resting(state, order.symbol, order_id, order.block)
-        if order.cancelled_at is not None:
-            if order.cancelled_remaining != remaining:
-                found.append(
-                    Discrepancy(
-                        "cancel-mismatch",
-                        f"order {order_id} was cancelled with {order.cancelled_remaining} "
-                        f"remaining, but {remaining} of {quantity} were unfilled",
-                        involved,
-                    )
-                )
-        elif remaining and resting != remaining:
+        if resting != order.open:
             found.append(
                 Discrepancy(
                     "order-unaccounted",
-                    f"order {order_id} has {remaining} of {quantity} unfilled and not cancelled, "
-                    f"but {resting} rest in the book",
-                    involved,
+                    f"order {order_id} has {order.open} of {order.quantity} open by its events "
+                    f"(filled {order.filled}), not cancelled, but {resting} rest in the book",
+                    order.involved(),
                 )
             )
 
@@ -523,7 +564,7 @@ async def _check_projections(
                 Discrepancy(
                     "projection",
                     f"orders shows {order_id} filled {row.filled}; the events give {order.filled}",
-                    (order.accepted_at, *order.fills),
+                    order.involved(),
                 )
             )
 
