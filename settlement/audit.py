@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import BPS, Balance
 from exchange.domain.catalogue import Catalogue
@@ -43,7 +44,8 @@ from exchange.domain.messages import (
 )
 from settlement import projections as tables
 from settlement.replay import READ_BATCH, ExchangeState
-from settlement.sql_store import SqlEventStore
+from settlement.snapshots import snapshots
+from settlement.sql_store import SqlEventStore, StoreView
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ class _Vouchers:
 class AuditReport:
     """What the audit looked at and what it found."""
 
+    position: int = 0
+    """The last event of the point of history audited."""
     events: int = 0
     trades: int = 0
     orders: int = 0
@@ -168,18 +172,24 @@ class AuditReport:
 
 
 async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
-    """Check the whole history; an empty `discrepancies` means everything is accounted for."""
-    report = AuditReport()
+    """Check the whole history, as of one consistent point of it (a live store included); an
+    empty `discrepancies` means everything is accounted for."""
+    async with store.view() as view:
+        return await _audit(view, catalogue)
+
+
+async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
+    report = AuditReport(position=view.position)
     found = report.discrepancies
     state = ExchangeState(catalogue)
-    recorded = await _checkpoints(store)
+    recorded = await recorded_hashes(view.connection)
     orders: dict[str, _Order] = {}
     trades: dict[str, list[int]] = defaultdict(list)
     cash_deposited = 0
     capacity_deposited: dict[str, int] = defaultdict(int)
     vouchers = _Vouchers()
     after = 0
-    while batch := await store.read_all(after, READ_BATCH):
+    while batch := await view.read_all(after, READ_BATCH):
         for stored in batch:
             event = state.apply(stored)
             position = stored.position
@@ -240,7 +250,7 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
     _check_holds(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
     _check_vouchers(state, vouchers, found)
-    await _check_projections(store, state, orders, found)
+    await _check_projections(view.connection, state, orders, found)
     return report
 
 
@@ -308,10 +318,18 @@ def _check_vouchers(state: ExchangeState, vouchers: _Vouchers, found: list[Discr
             )
 
 
-async def _checkpoints(store: SqlEventStore) -> dict[int, str]:
-    async with store.engine.connect() as connection:
-        rows = await connection.execute(select(tables.checkpoints))
-        return {row.position: row.state_hash for row in rows}
+async def recorded_hashes(connection: AsyncConnection) -> dict[int, str]:
+    """State hashes the live system recorded, by position: settlement's checkpoints, and the
+    snapshots it took of its state (one at least each time it stopped cleanly)."""
+    rows = await connection.execute(
+        select(snapshots.c.input_offset, snapshots.c.state_hash).where(
+            snapshots.c.stage == tables.SNAPSHOT_STAGE, snapshots.c.topic == tables.SNAPSHOT_TOPIC
+        )
+    )
+    recorded = {row.input_offset: row.state_hash for row in rows}
+    rows = await connection.execute(select(tables.checkpoints))
+    recorded.update((row.position, row.state_hash) for row in rows)
+    return recorded
 
 
 def _filled(
@@ -507,30 +525,28 @@ def _check_conservation(
 
 
 async def _check_projections(
-    store: SqlEventStore,
+    connection: AsyncConnection,
     state: ExchangeState,
     orders: dict[str, _Order],
     found: list[Discrepancy],
 ) -> None:
+    """Compare the projection tables, read as of the audited point, with the events."""
     accounts = state.accounts
-    async with store.engine.connect() as connection:
-        cash_rows = {
-            r.account_id: r for r in await connection.execute(select(tables.cash_balances))
-        }
-        capacity_rows = {
-            (r.account_id, r.symbol): r
-            for r in await connection.execute(select(tables.capacity_balances))
-        }
-        position_rows = {
-            (r.account_id, r.symbol): r.quantity
-            for r in await connection.execute(select(tables.positions))
-        }
-        order_rows = {
-            r.order_id: r
-            for r in await connection.execute(
-                select(tables.orders).where(tables.orders.c.status != "rejected")
-            )
-        }
+    cash_rows = {r.account_id: r for r in await connection.execute(select(tables.cash_balances))}
+    capacity_rows = {
+        (r.account_id, r.symbol): r
+        for r in await connection.execute(select(tables.capacity_balances))
+    }
+    position_rows = {
+        (r.account_id, r.symbol): r.quantity
+        for r in await connection.execute(select(tables.positions))
+    }
+    order_rows = {
+        r.order_id: r
+        for r in await connection.execute(
+            select(tables.orders).where(tables.orders.c.status != "rejected")
+        )
+    }
     _compare_balances("cash_balances", cash_rows, accounts.cash, found)
     _compare_balances("capacity_balances", capacity_rows, accounts.capacity, found)
     for key in sorted(set(position_rows) | set(accounts.positions)):
@@ -591,26 +607,30 @@ def _compare_balances(
 async def audit_ledger(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
     """Recompute every ledger balance from the journal's entries and check them: each entry
     balances, the trial balance is zero, and the balances equal both the projections
-    (cash_balances, ledger_balances) and a replay of the events."""
-    report = AuditReport()
+    (cash_balances, ledger_balances) and a replay of the events, all as of one consistent
+    point of the history (a live store included)."""
+    async with store.view() as view:
+        return await _audit_ledger(view, catalogue)
+
+
+async def _audit_ledger(view: StoreView, catalogue: Catalogue) -> AuditReport:
+    report = AuditReport(position=view.position)
     found = report.discrepancies
     journal = tables.journal
     from_journal: dict[str, int] = defaultdict(int)
     entries: dict[str, list[int]] = {}
-    async with store.engine.connect() as connection:
-        rows = await connection.execute(
-            select(journal).order_by(journal.c.position, journal.c.entry_id, journal.c.leg)
-        )
-        for row in rows:
-            from_journal[row.account] += row.amount
-            entry = entries.setdefault(row.entry_id, [0, row.position])
-            entry[0] += row.amount
-        cash_rows = {
-            r.account_id: r for r in await connection.execute(select(tables.cash_balances))
-        }
-        ledger_rows = {
-            r.account: r.balance for r in await connection.execute(select(tables.ledger_balances))
-        }
+    connection = view.connection
+    rows = await connection.execute(
+        select(journal).order_by(journal.c.position, journal.c.entry_id, journal.c.leg)
+    )
+    for row in rows:
+        from_journal[row.account] += row.amount
+        entry = entries.setdefault(row.entry_id, [0, row.position])
+        entry[0] += row.amount
+    cash_rows = {r.account_id: r for r in await connection.execute(select(tables.cash_balances))}
+    ledger_rows = {
+        r.account: r.balance for r in await connection.execute(select(tables.ledger_balances))
+    }
     report.events = len(entries)
     for entry_id, (total, position) in entries.items():
         if total:
@@ -630,7 +650,7 @@ async def audit_ledger(store: SqlEventStore, catalogue: Catalogue) -> AuditRepor
         projected[f"held:{account_id}"] = row.held
     state = ExchangeState(catalogue)
     after = 0
-    while batch := await store.read_all(after, READ_BATCH):
+    while batch := await view.read_all(after, READ_BATCH):
         for stored in batch:
             state.apply(stored)
         after = batch[-1].position
