@@ -87,8 +87,9 @@ BPS = 10_000
 CEILING = 10**18
 """The most an amount on the exchange may come to, in fen or units: all the money inside it
 together, the capacity one account holds in one contract, one order's price x quantity. Every
-balance, sum and stored figure then stays far below 2^63 - 1 (about 9.2 x 10^18), a BIGINT's
-largest value; the risk stage refuses what would cross it (docs/MONEY.md, "Ceilings")."""
+balance, position and journal leg then stays far below 2^63 - 1 (about 9.2 x 10^18), a
+BIGINT's largest value; the risk stage refuses what would cross it (docs/MONEY.md,
+"Ceilings")."""
 
 
 def _everyone(_: str) -> bool:
