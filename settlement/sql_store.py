@@ -49,13 +49,7 @@ from settlement.store import (
     StoredEvent,
 )
 
-__all__ = [
-    "PostgresEventStore",
-    "SqlEventStore",
-    "SqliteEventStore",
-    "StoreView",
-    "open_event_store",
-]
+__all__ = ["PostgresEventStore", "SqlEventStore", "SqliteEventStore", "open_event_store"]
 
 # In the order of StoredEvent's fields, so a row unpacks straight into one.
 _EVENT_COLUMNS = (

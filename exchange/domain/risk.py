@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, get_args
 
-from exchange.domain.accounts import BPS, CEILING, Accounts, OpenOrder, Owns, money_brought_in
+from exchange.domain import accounts as money
+from exchange.domain.accounts import BPS, Accounts, Owns
 from exchange.domain.catalogue import (
     REGIONS,
     RESOURCE_CLASSES,
@@ -164,7 +165,7 @@ class RiskStage:
     def handle(self, command: Command, stamp: EventStamp) -> Event:
         """Decide one command; the returned event goes to the orders topic."""
         decided = self._decide(command, stamp)
-        self.money_in += money_brought_in(decided)
+        self.money_in += money.money_brought_in(decided)
         return decided
 
     def _decide(self, command: Command, stamp: EventStamp) -> Event:
@@ -227,7 +228,7 @@ class RiskStage:
             )
         return ""
 
-    def _past_ceiling(self, command: Command, order: OpenOrder | None = None) -> str:
+    def _past_ceiling(self, command: Command, order: money.OpenOrder | None = None) -> str:
         """Why accepting `command` would take an amount past the exchange's ceiling
         (`accounts.CEILING`; "" if it would not): the money brought into the exchange (each
         commands partition may bring in its equal share), an account's capacity in one
@@ -239,21 +240,21 @@ class RiskStage:
                 kind = "programme" if isinstance(command, CreateProgramme) else "concession"
                 what, amount = f"a {kind} budget", command.budget
             total = self.money_in + amount
-            share = CEILING // self.partitions
+            share = money.CEILING // self.partitions
             if total > share:
                 return (
                     f"{what} of {amount} fen would take the money brought into the exchange "
                     f"through this risk partition to {total} fen, past its share of the "
-                    f"exchange's ceiling ({share} of {CEILING} fen, over {self.partitions} "
+                    f"exchange's ceiling ({share} of {money.CEILING} fen, over {self.partitions} "
                     "partitions)"
                 )
         elif isinstance(command, DepositCapacity):
             held = self.accounts.capacity.get((command.account_id, command.symbol))
             total = command.quantity + (0 if held is None else held.available + held.held)
-            if total > CEILING:
+            if total > money.CEILING:
                 return (
                     f"account {command.account_id} would hold {total} units of "
-                    f"{command.symbol}, past the ceiling of {CEILING} units in one contract"
+                    f"{command.symbol}, past the ceiling of {money.CEILING} units in one contract"
                 )
         elif isinstance(command, PlaceOrder | PlaceBlockOrder | AmendOrder):
             if isinstance(command, AmendOrder):
@@ -265,10 +266,10 @@ class RiskStage:
                 units = command.quantity * (
                     len(command.symbols) if isinstance(command, PlaceBlockOrder) else 1
                 )
-            if price * units > CEILING:
+            if price * units > money.CEILING:
                 return (
                     f"an order of {units} units at {price} fen comes to {price * units} fen, "
-                    f"past the ceiling of {CEILING} fen for one order"
+                    f"past the ceiling of {money.CEILING} fen for one order"
                 )
         return ""
 
@@ -635,12 +636,12 @@ class RiskStage:
             )
         if command.order_id in self._order_ids:
             return RejectReason.DUPLICATE_ORDER_ID, f"order id {command.order_id!r} was used before"
-        if past := self._past_ceiling(command):
-            return RejectReason.CEILING_EXCEEDED, past
         units = command.quantity * len(listed)
         over = self._over_limit(command.account_id, units, command.price * units)
         if over:
             return RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
+        if past := self._past_ceiling(command):
+            return RejectReason.CEILING_EXCEEDED, past
         if command.side == "buy":
             needed = self.accounts.buy_hold(
                 command.symbols[0], command.price, command.quantity * len(listed)
