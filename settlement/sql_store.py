@@ -101,8 +101,6 @@ _INSERT_EVENTS = BatchInsert(
     events, returning=(events.c.event_id, events.c.position, events.c.recorded_at)
 )
 _UPSERT_OFFSETS = BatchInsert(consumer_offsets, on_conflict="update")
-
-
 _LAST_POSITION = select(func.coalesce(func.max(events.c.position), 0))
 
 
@@ -114,6 +112,7 @@ def _json_dumps(value: Any) -> str:
 async def _read_all(
     connection: AsyncConnection, after_position: int, limit: int
 ) -> list[StoredEvent]:
+    """`read_all` on a given connection."""
     result = await connection.execute(_READ_ALL, {"after": after_position, "limit": limit})
     return [StoredEvent(*row) for row in result]
 
@@ -121,6 +120,7 @@ async def _read_all(
 async def _read_compact(
     connection: AsyncConnection, after_position: int, limit: int, with_data: Collection[str]
 ) -> list[CompactEvent]:
+    """`read_compact` on a given connection."""
     result = await connection.execute(
         _READ_COMPACT, {"after": after_position, "limit": limit, "types": list(with_data)}
     )
