@@ -104,7 +104,14 @@ from api.problems import (
 )
 from api.ratelimit import RateLimiter
 from api.stalls import Stall, list_stalls, sellers, stall_router
-from api.streams import parse_list, sse_events, sse_subscriber, websocket_stream
+from api.streams import (
+    KEY_REVOKED,
+    KeyWatch,
+    parse_list,
+    sse_events,
+    sse_subscriber,
+    websocket_stream,
+)
 from exchange.domain.catalogue import REGIONS, SymbolError, parse_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
@@ -266,7 +273,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
     engine = runtime.store.engine
     catalogue = runtime.catalogue
-    keyring = KeyRing(engine)
+    keyring = KeyRing(engine, settings.key_cache_seconds, settings.key_outage_seconds)
     gate = Gate(
         keyring,
         RateLimiter(settings.api_rate, settings.api_burst),
@@ -274,6 +281,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         RateLimiter(settings.api_rate, settings.api_burst),
     )
     app.state.gate = gate
+    app.state.key_watch = KeyWatch(keyring, market)
     app.state.market = market
     idempotent = _Idempotent(runtime)
 
@@ -818,6 +826,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         if revoked is None:
             raise Problem(404, "unknown-key", f"there is no API key {key_id!r}")
         keyring.forget(key_id)
+        market.revoke({key_id}, KEY_REVOKED)
         return _key_out(revoked)
 
     @operator.get(

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from api.keys import PARTICIPANT_ROLES, KeyRing, Principal, Role
-from api.problems import Problem
+from api.problems import DATABASE_RETRY_AFTER_S, Problem, database_unavailable
 from api.ratelimit import RateLimiter, retry_after_header
 
 PUBLIC_FACTOR = 5
@@ -69,7 +69,18 @@ class Gate:
                 f"{self.failures.rate:g} a second on average, came from this address: no key "
                 "from it is checked until then",
             )
-        principal = await self.keyring.verify(key)
+        try:
+            principal = await self.keyring.verify(key)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            raise Problem(
+                503,
+                "database-unavailable",
+                "the key could not be checked: the database cannot be reached now and this key "
+                "was not verified recently; retry later",
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            ) from error
         if principal is None:
             self.failures.acquire(address)
             raise Problem(

@@ -12,27 +12,42 @@ SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Row, Table, Text, select, update
+from sqlalchemy import Column, DateTime, Index, Row, Select, Table, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from api.problems import DatabaseUnavailable, database_unavailable
 from settlement.schema import metadata, utc_now
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "cx_"
 AUTH_CACHE_S = 5.0
 """How long a verified key is trusted without asking the database again (a key revoked by
 another process, e.g. `cx keys revoke`, stops working within this time)."""
+AUTH_OUTAGE_S = 60.0
+"""How long after its last check a key is still trusted while the database cannot be asked
+(a key revoked elsewhere just before an outage works at most this long)."""
+KEY_CHECK_TIMEOUT_S = 2.0
+"""How long a key check waits for the database before treating it as unavailable."""
+LAPSED_BATCH = 500
+"""Keys asked about in one query when checking the keys of open streams."""
+DOWN_RETRY_S = 1.0
+"""After the database failed a key check, how long checks use what is cached without asking
+it again (so an outage does not cost every request a failed connection)."""
 
 _KEY = re.compile(r"^cx_(?P<key_id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
 
@@ -183,28 +198,52 @@ async def list_keys(
         return [_info(row) for row in await connection.execute(query)]
 
 
-class KeyRing:
-    """Verifies presented keys, remembering good ones for a few seconds."""
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A key the database confirmed live, and when (monotonic seconds)."""
 
-    def __init__(self, engine: AsyncEngine, cache_s: float = AUTH_CACHE_S) -> None:
+    at: float
+    key_hash: str
+    principal: Principal
+
+
+class KeyRing:
+    """Verifies presented keys, remembering good ones for a few seconds, and for longer while
+    the database cannot be asked."""
+
+    def __init__(
+        self, engine: AsyncEngine, cache_s: float = AUTH_CACHE_S, outage_s: float = AUTH_OUTAGE_S
+    ) -> None:
         self.engine = engine
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, str, Principal]] = {}
+        self.outage_s = max(outage_s, cache_s)
+        self._cache: dict[str, _Verified] = {}
+        self._down_until = 0.0
 
     async def verify(self, key: str) -> Principal | None:
-        """The principal of a live key; None for a malformed, unknown or revoked one."""
+        """The principal of a live key; None for a malformed, unknown or revoked one.
+
+        While the database cannot be asked, a key confirmed within `outage_s` still verifies;
+        any other raises DatabaseUnavailable (or the database's own error).
+        """
         match = _KEY.match(key)
         if match is None:
             return None
         key_id, presented = match["key_id"], _hash(key)
         cached = self._cache.get(key_id)
         now = time.monotonic()
-        if cached is not None and now - cached[0] < self.cache_s:
-            return cached[2] if hmac.compare_digest(cached[1], presented) else None
-        async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(select(api_keys).where(api_keys.c.key_id == key_id))
-            ).first()
+        if cached is not None and now - cached.at < self.cache_s:
+            return cached.principal if hmac.compare_digest(cached.key_hash, presented) else None
+        try:
+            row = await self._row(key_id, now)
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            if cached is None or now - cached.at >= self.outage_s:
+                raise
+            if not hmac.compare_digest(cached.key_hash, presented):
+                return None
+            return cached.principal
         if row is None or row.revoked_at is not None:
             self._cache.pop(key_id, None)
             return None
@@ -213,8 +252,55 @@ class KeyRing:
         principal = Principal(key_id, row.account_id, Role(row.role))
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[key_id] = (now, row.key_hash, principal)
+        self._cache[key_id] = _Verified(now, row.key_hash, principal)
         return principal
+
+    async def lapsed(self, key_ids: Collection[str]) -> tuple[set[str], set[str]]:
+        """Of `key_ids`, those revoked (or deleted) in the database, and, while it cannot be
+        asked, those not confirmed within `outage_s`; the others count as confirmed now."""
+        now = time.monotonic()
+        wanted = sorted(key_ids)
+        rows: list[Row[Any]] = []
+        try:
+            for start in range(0, len(wanted), LAPSED_BATCH):
+                batch = wanted[start : start + LAPSED_BATCH]
+                query = select(api_keys).where(api_keys.c.key_id.in_(batch))
+                rows.extend(await self._rows(query.where(api_keys.c.revoked_at.is_(None)), now))
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            unconfirmed = {
+                key_id
+                for key_id in wanted
+                if (cached := self._cache.get(key_id)) is None or now - cached.at >= self.outage_s
+            }
+            return set(), unconfirmed
+        for row in rows:
+            principal = Principal(row.key_id, row.account_id, Role(row.role))
+            self._cache[row.key_id] = _Verified(now, row.key_hash, principal)
+        revoked = set(wanted) - {row.key_id for row in rows}
+        for key_id in revoked:
+            self._cache.pop(key_id, None)
+        return revoked, set()
+
+    async def _row(self, key_id: str, now: float) -> Row[Any] | None:
+        """The key's row; DatabaseUnavailable (or the database's error) if it cannot be read."""
+        rows = await self._rows(select(api_keys).where(api_keys.c.key_id == key_id), now)
+        return rows[0] if rows else None
+
+    async def _rows(self, query: Select[Any], now: float) -> list[Row[Any]]:
+        """The rows of a query of the key table, or DatabaseUnavailable (or the database's
+        error); after a failure the database is not asked for DOWN_RETRY_S."""
+        if now < self._down_until:
+            raise DatabaseUnavailable("the database failed a key check a moment ago")
+        try:
+            async with asyncio.timeout(KEY_CHECK_TIMEOUT_S), self.engine.connect() as connection:
+                return list(await connection.execute(query))
+        except Exception as error:
+            if database_unavailable(error):
+                self._down_until = time.monotonic() + DOWN_RETRY_S
+                log.warning("key check: the database is unavailable: %s", error)
+            raise
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (after revoking it in this process)."""

@@ -15,6 +15,7 @@ missed, and if that keeps happening it is disconnected with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -266,6 +267,10 @@ class Subscriber:
         """Channels followed, per contract."""
         self.private: set[str] = set()
         self.principal: Principal | None = None
+        """The key it authenticated with (MarketData.authenticate), if any."""
+        self.ends_without_key = False
+        """True for a stream that cannot authenticate again (SSE): it ends when its key is
+        revoked, rather than go on without its private channels."""
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
         self.dropped_reason: str | None = None
         self.resyncs: list[float] = []
@@ -333,6 +338,8 @@ class MarketData:
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
         self._dedup = Deduplicator()
         self._private: dict[str, set[Subscriber]] = {}
+        self._keyed: dict[str, set[Subscriber]] = {}
+        """Subscribers by the id of the key they authenticated with."""
         self.trade_counts: dict[str, int] = {}
         self.trade_volumes: dict[str, int] = {}
         self.ready = asyncio.Event()
@@ -635,6 +642,32 @@ class MarketData:
             if not followed:
                 del subscriber.symbols[symbol]
 
+    def authenticate(self, subscriber: Subscriber, principal: Principal) -> None:
+        """Let the subscriber follow the private channels of the key's account, until the key
+        is revoked (`revoke`)."""
+        subscriber.principal = principal
+        self._keyed.setdefault(principal.key_id, set()).add(subscriber)
+
+    def keys_in_use(self) -> set[str]:
+        """The ids of the keys stream subscribers authenticated with."""
+        return set(self._keyed)
+
+    def revoke(self, key_ids: Iterable[str], reason: str) -> None:
+        """Close at once the private streams of keys that no longer verify: their subscribers
+        lose the key and its private channels and are told `reason`; an SSE stream that
+        followed private channels ends."""
+        for key_id in key_ids:
+            for subscriber in self._keyed.pop(key_id, set()):
+                followed_private = bool(subscriber.private)
+                self._forget_private(subscriber)
+                subscriber.principal = None
+                subscriber.private.clear()
+                if not subscriber.ends_without_key:
+                    message = {"type": "error", "code": "unauthorized", "message": reason}
+                    self.offer(subscriber, message)
+                elif followed_private:
+                    self._end(subscriber, reason)
+
     def subscribe_private(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         """Follow the private channels of the subscriber's account, starting with its snapshot."""
         assert subscriber.principal is not None
@@ -663,12 +696,29 @@ class MarketData:
     def drop(self, subscriber: Subscriber) -> None:
         """Forget a subscriber (disconnected or too slow)."""
         self.subscribers.discard(subscriber)
+        self._forget_private(subscriber)
+        if subscriber.principal is not None:
+            keyed = self._keyed.get(subscriber.principal.key_id)
+            if keyed is not None:
+                keyed.discard(subscriber)
+                if not keyed:
+                    del self._keyed[subscriber.principal.key_id]
+
+    def _forget_private(self, subscriber: Subscriber) -> None:
+        """Stop telling the subscriber its account's private updates."""
         if subscriber.principal is not None:
             followers = self._private.get(subscriber.principal.account_id)
             if followers is not None:
                 followers.discard(subscriber)
                 if not followers:
                     del self._private[subscriber.principal.account_id]
+
+    def _end(self, subscriber: Subscriber, reason: str) -> None:
+        """Drop the subscriber, and wake its sender at once to close with `reason`."""
+        subscriber.dropped_reason = reason
+        self.drop(subscriber)
+        with contextlib.suppress(asyncio.QueueFull):  # a full outbox wakes it anyway
+            subscriber.queue.put_nowait({"type": "error", "message": reason})
 
     def _channel_snapshot(self, symbol: str, channel: str) -> list[dict[str, Any]]:
         if channel == "quote":

@@ -42,7 +42,7 @@ from api.idempotency import derived_id, fingerprint
 from api.keys import Principal, Role
 from api.marketdata import MarketData, Outcome
 from api.models import NeedOut, NeedRequest
-from api.problems import Problem, problems
+from api.problems import Problem, database_unavailable, problems
 from exchange.domain.catalogue import Catalogue, ContractSpec, family_of
 from exchange.domain.messages import Identifier, OrderRejected, PlaceBlockOrder
 from exchange.domain.performance import decimal_text
@@ -503,14 +503,23 @@ class NeedService:
             next_reload = 0.0
             while not stop.is_set():
                 loop_time = asyncio.get_running_loop().time()
-                if loop_time >= next_reload:
-                    await self._reload()
-                    next_reload = loop_time + RELOAD_S
-                for family in sorted(self._changed):
-                    for need_id in sorted(self._watchers.get(family, ())):
-                        self._enqueue(need_id)
-                self._changed.clear()
-                await self._replan_some()
+                try:
+                    if loop_time >= next_reload:
+                        await self._reload()
+                        next_reload = loop_time + RELOAD_S
+                    for family in sorted(self._changed):
+                        for need_id in sorted(self._watchers.get(family, ())):
+                            self._enqueue(need_id)
+                    self._changed.clear()
+                    await self._replan_some()
+                except Exception as error:
+                    if not database_unavailable(error):
+                        raise
+                    # Keep the needs through an outage: reload and re-plan once it is over.
+                    log.warning("standing needs wait for the database: %s", error)
+                    next_reload = 0.0
+                    await asyncio.wait([stopping], timeout=RELOAD_S)
+                    continue
                 if self._queue:
                     await asyncio.sleep(0)
                     continue

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +17,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger(__name__)
+
 PROBLEM = "application/problem+json"
+DATABASE_RETRY_AFTER_S = 5
+"""What a 503 for an unavailable database asks the client to wait, in seconds."""
 
 
 class Problem(Exception):
@@ -83,6 +90,21 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be asked now (it was unreachable a moment ago)."""
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """True if `error` says the database cannot be reached or used now, rather than that a
+    query is wrong: refused or dropped connections, timeouts, a pool with no connection to
+    give, SQLite's busy lock. Such a request may succeed if retried."""
+    if isinstance(error, DatabaseUnavailable | OSError | OperationalError | InterfaceError):
+        return True  # OSError: asyncpg's refused connections and timeouts are not wrapped
+    if isinstance(error, PoolTimeoutError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
 _HTTP_KINDS = {
     400: "malformed-body",  # FastAPI could not parse the body (bad UTF-8, nesting too deep)
     404: "not-found",
@@ -112,6 +134,38 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(
             error.status_code, kind, str(error.detail), headers=getattr(error, "headers", None)
         )
+
+    async def _unavailable(request: Request, error: Exception) -> JSONResponse:
+        if not database_unavailable(error):
+            raise error  # a real fault: the catch-all below answers 500 and logs it
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        log.warning("%s: database unavailable: %s", request.url.path, first_line)
+        return database_unavailable_response()
+
+    for kind in (SQLAlchemyError, OSError, DatabaseUnavailable):
+        app.add_exception_handler(kind, _unavailable)
+
+    # Starlette answers anything else with a plain-text 500 (and logs the traceback after
+    # this handler answers): answer it as a problem too.
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        return problem_response(
+            500,
+            "internal-error",
+            "the exchange failed to answer this request; the fault is logged. Whether the "
+            "request took effect is unknown: check before retrying one that is not idempotent",
+        )
+
+
+def database_unavailable_response() -> JSONResponse:
+    """503 for a request that needs the database while it cannot be reached."""
+    return problem_response(
+        503,
+        "database-unavailable",
+        "the event store's database cannot be reached now; retry later. Placing orders "
+        "needs only the log and works meanwhile for keys verified recently",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -149,6 +203,13 @@ def document_problems(document: dict[str, Any]) -> None:
                     "(`unknown-parameter`), or one given twice (`repeated-parameter`)"
                 },
             )
+            responses.setdefault(
+                "503",
+                {
+                    "description": "The database cannot be reached now "
+                    "(`database-unavailable`); see Retry-After"
+                },
+            )
             if "requestBody" in spec:
                 responses.setdefault(
                     "400",
@@ -158,7 +219,7 @@ def document_problems(document: dict[str, Any]) -> None:
                     "413", {"description": "The body is over 1 MB (`body-too-large`)"}
                 )
             for status, response in responses.items():
-                if str(status).startswith("4"):
+                if str(status).startswith(("4", "5")):
                     response["content"] = content
                     if response.get("description") == "Validation Error":
                         response["description"] = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -17,7 +18,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import Gate, client_address
-from api.keys import Principal
+from api.keys import KeyRing, Principal
 from api.marketdata import (
     DEFAULT_CHANNELS,
     PRIVATE_CHANNELS,
@@ -27,6 +28,8 @@ from api.marketdata import (
     encode_message,
 )
 from api.problems import Problem, duplicate_key, duplicate_key_detail
+
+log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
 """A client that accepts nothing for this long is disconnected."""
@@ -51,7 +54,39 @@ class StreamRequest(BaseModel):
     key: Annotated[str, Field(max_length=200)] | None = None
 
 
+KEY_REVOKED = "the API key was revoked: its private channels are closed"
+KEY_UNCHECKED = (
+    "the API key could not be checked while the database is down: its private channels are "
+    "closed; authenticate again once the database is back"
+)
+
 _encode = encode_message
+
+
+class KeyWatch:
+    """Closes the private streams of keys revoked through another process or `cx keys
+    revoke` (within the key cache time) and, while the database is down, of keys not confirmed
+    within the outage bound."""
+
+    def __init__(self, keyring: KeyRing, market: MarketData) -> None:
+        self.keyring = keyring
+        self.market = market
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Check the keys of open streams every key cache time, until `stop`."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.keyring.cache_s)
+            in_use = self.market.keys_in_use()
+            if stop.is_set() or not in_use:
+                continue
+            try:
+                revoked, unchecked = await self.keyring.lapsed(in_use)
+            except Exception:
+                log.exception("checking the keys of open streams failed; trying again")
+                continue
+            self.market.revoke(revoked, KEY_REVOKED)
+            self.market.revoke(unchecked, KEY_UNCHECKED)
 
 
 async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate) -> None:
@@ -62,17 +97,25 @@ async def websocket_stream(websocket: WebSocket, market: MarketData, gate: Gate)
         if header:
             scheme, _, key = header.partition(" ")
             if scheme.lower() != "bearer":
-                await websocket.close(CLOSE_POLICY, "send the key as Authorization: Bearer cx_...")
-                return
+                raise Problem(
+                    401,
+                    "unauthorized",
+                    "send the key as Authorization: Bearer cx_...",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             principal = await gate.authenticate(websocket, key.strip())
         else:
             gate.charge(f"address:{client_address(websocket)}", gate.per_address)
     except Problem as refused:
+        # The client sees 403 whatever the reason (the close reason is for logs and proxies):
+        # answering the problem through the denial-response extension makes uvicorn's default
+        # WebSocket implementation log every refusal as an error (uvicorn PR #3138).
         await websocket.close(CLOSE_POLICY, refused.detail[:120])
         return
     await websocket.accept()
     subscriber = market.subscriber()
-    subscriber.principal = principal
+    if principal is not None:
+        market.authenticate(subscriber, principal)
     sender = asyncio.create_task(_pump(websocket, subscriber))
     try:
         while True:
@@ -137,7 +180,7 @@ async def _handle(
         if subscriber.principal is not None and subscriber.principal != principal:
             error("this connection is already authenticated with another key")
             return
-        subscriber.principal = principal
+        market.authenticate(subscriber, principal)
         market.offer(
             subscriber,
             {
@@ -251,7 +294,9 @@ def sse_subscriber(
     if unknown:
         raise Problem(404, "unknown-contract", f"contracts not listed: {', '.join(unknown)}")
     subscriber = market.subscriber()
-    subscriber.principal = principal
+    subscriber.ends_without_key = True
+    if principal is not None:
+        market.authenticate(subscriber, principal)
     if symbols:
         market.subscribe(subscriber, symbols, channels or DEFAULT_CHANNELS)
     if private:
@@ -269,6 +314,8 @@ async def sse_events(market: MarketData, subscriber: Subscriber) -> AsyncIterato
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
+            if subscriber.dropped_reason is not None:
+                break  # ended while this waited (its key revoked): say why, send nothing more
             ident = f"id: {message['seq']}\n" if "seq" in message else ""
             yield f"event: {message['type']}\n{ident}data: {_encode(message)}\n\n"
         reason = {"type": "error", "message": subscriber.dropped_reason}

@@ -107,6 +107,8 @@ async def _serve_api(
         _quiet_collector()
     # Standing needs are kept by the API process that serves them (api/needs.py).
     keeping_needs = asyncio.create_task(app.state.needs.run(stop), name="needs")
+    # Revocations made through another process close this one's private streams too.
+    watching_keys = asyncio.create_task(app.state.key_watch.run(stop), name="key-watch")
     config = uvicorn.Config(
         app,
         host=runtime.settings.api_host,
@@ -123,3 +125,4 @@ async def _serve_api(
     server.should_exit = True
     await serving
     await keeping_needs
+    await watching_keys

@@ -431,7 +431,8 @@ class RiskRunner(StageRunner[RiskPartition]):
 
     def new_instance(self, partition: int) -> RiskPartition:
         """Risk state for the accounts of one commands partition."""
-        return RiskPartition(RiskStage(self.catalogue, self.seal), Deduplicator())
+        stage = RiskStage(self.catalogue, self.seal, self.topics.command_partitions)
+        return RiskPartition(stage, Deduplicator())
 
     def snapshot_instance(self, partition: int) -> Any:
         """The partition's risk state and deduplicator, JSON-ready."""
@@ -441,7 +442,9 @@ class RiskRunner(StageRunner[RiskPartition]):
     def restore_instance(self, data: Any) -> RiskPartition:
         """Risk state from a snapshot."""
         return RiskPartition(
-            RiskStage.restore(self.catalogue, data["stage"], self.seal),
+            RiskStage.restore(
+                self.catalogue, data["stage"], self.seal, self.topics.command_partitions
+            ),
             Deduplicator.restore(data["dedup"]),
         )
 

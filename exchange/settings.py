@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     """Requests a second each API key may make on average (anonymous callers: 5x, per address)."""
     api_burst: int = Field(default=40, ge=1, validation_alias="CX_API_BURST")
     """Requests an API key may make at once before the average rate applies."""
+    key_cache_seconds: float = Field(default=5.0, gt=0, validation_alias="CX_KEY_CACHE_SECONDS")
+    """How long the API trusts a verified key without asking the database again: a key revoked
+    through another API process or `cx keys revoke` stops working within this time."""
+    key_outage_seconds: float = Field(default=60.0, ge=0, validation_alias="CX_KEY_OUTAGE_SECONDS")
+    """While the database cannot be asked, how long after its last check a key still works (at
+    least CX_KEY_CACHE_SECONDS): the longest a key revoked elsewhere can live in an outage."""
     command_partitions: int = Field(default=4, ge=1, validation_alias="CX_COMMAND_PARTITIONS")
     market_partitions: int = Field(default=4, ge=1, validation_alias="CX_MARKET_PARTITIONS")
     topic_prefix: str = Field(default="cx", validation_alias="CX_TOPIC_PREFIX")

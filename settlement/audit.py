@@ -2,8 +2,9 @@
 
 Folds every stored event (as `cx replay` does) and reports, each with the events involved:
 - a trade stored more than once, or filling an order that was never accepted;
-- an accepted order that neither rests in the book nor ended (filled or cancelled), or one
-  filled or cancelled beyond its quantity;
+- an accepted order whose open quantity, as its fills, amends, self-trade decrements and
+  cancel leave it, does not rest in the book, or one filled, decremented or cancelled beyond
+  what was open of it;
 - a hold that outlives its order, or held funds or capacity that open orders do not explain;
 - cash or capacity created or lost (what is held and available must equal what was deposited);
 - a projection table (balances, positions, orders) that disagrees with the events;
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import BPS, Balance
 from exchange.domain.catalogue import Catalogue
@@ -34,13 +36,16 @@ from exchange.domain.messages import (
     FundsWithdrawn,
     GrantApproved,
     OrderAccepted,
+    OrderAmended,
     OrderCancelled,
+    OrderReduced,
     ProgrammeCreated,
     TradeExecuted,
 )
 from settlement import projections as tables
 from settlement.replay import READ_BATCH, ExchangeState
-from settlement.sql_store import SqlEventStore
+from settlement.snapshots import snapshots
+from settlement.sql_store import SqlEventStore, StoreView
 
 
 @dataclass(frozen=True)
@@ -59,15 +64,28 @@ class Discrepancy:
 
 @dataclass
 class _Order:
+    """An accepted order as its events tell it: what is open of it and where that changed."""
+
     accepted_at: int
     quantity: int
+    """What was accepted (a block: over all its hours)."""
     symbol: str
     """A block's family."""
     block: bool = False
+    open: int = field(init=False)
+    """Units the events leave open: accepted, less fills and self-trade decrements, set anew
+    by each amend; 0 once cancelled."""
     filled: int = 0
-    fills: list[int] = field(default_factory=list)
+    changes: list[int] = field(default_factory=list)
+    """Positions of its fills, amends, decrements and cancel."""
     cancelled_at: int | None = None
-    cancelled_remaining: int = 0
+
+    def __post_init__(self) -> None:
+        self.open = self.quantity
+
+    def involved(self) -> tuple[int, ...]:
+        """Positions of every event that changed the order."""
+        return (self.accepted_at, *self.changes)
 
 
 @dataclass
@@ -143,6 +161,8 @@ class _Vouchers:
 class AuditReport:
     """What the audit looked at and what it found."""
 
+    position: int = 0
+    """The last event of the point of history audited."""
     events: int = 0
     trades: int = 0
     orders: int = 0
@@ -152,18 +172,24 @@ class AuditReport:
 
 
 async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
-    """Check the whole history; an empty `discrepancies` means everything is accounted for."""
-    report = AuditReport()
+    """Check the whole history, as of one consistent point of it (a live store included); an
+    empty `discrepancies` means everything is accounted for."""
+    async with store.view() as view:
+        return await _audit(view, catalogue)
+
+
+async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
+    report = AuditReport(position=view.position)
     found = report.discrepancies
     state = ExchangeState(catalogue)
-    recorded = await _checkpoints(store)
+    recorded = await recorded_hashes(view.connection)
     orders: dict[str, _Order] = {}
     trades: dict[str, list[int]] = defaultdict(list)
     cash_deposited = 0
     capacity_deposited: dict[str, int] = defaultdict(int)
     vouchers = _Vouchers()
     after = 0
-    while batch := await store.read_all(after, READ_BATCH):
+    while batch := await view.read_all(after, READ_BATCH):
         for stored in batch:
             event = state.apply(stored)
             position = stored.position
@@ -185,23 +211,9 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
             elif isinstance(event, TradeExecuted):
                 trades[event.trade_id].append(position)
                 for order_id in (event.buy_order_id, event.sell_order_id):
-                    order = orders.get(order_id)
-                    if order is None:
-                        found.append(
-                            Discrepancy(
-                                "trade-without-order",
-                                f"trade {event.trade_id} fills order {order_id}, never accepted",
-                                (position,),
-                            )
-                        )
-                        continue
-                    order.filled += event.quantity
-                    order.fills.append(position)
-            elif isinstance(event, OrderCancelled):
-                order = orders.get(event.order_id)
-                if order is not None:
-                    order.cancelled_at = position
-                    order.cancelled_remaining = event.remaining
+                    found += _filled(orders, order_id, event, position)
+            elif isinstance(event, OrderAmended | OrderReduced | OrderCancelled):
+                found += _resized(orders.get(event.order_id), event, position)
             expected = recorded.pop(position, None)
             if expected is not None:
                 report.checkpoints += 1
@@ -238,7 +250,7 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
     _check_holds(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
     _check_vouchers(state, vouchers, found)
-    await _check_projections(store, state, orders, found)
+    await _check_projections(view.connection, state, orders, found)
     return report
 
 
@@ -306,48 +318,95 @@ def _check_vouchers(state: ExchangeState, vouchers: _Vouchers, found: list[Discr
             )
 
 
-async def _checkpoints(store: SqlEventStore) -> dict[int, str]:
-    async with store.engine.connect() as connection:
-        rows = await connection.execute(select(tables.checkpoints))
-        return {row.position: row.state_hash for row in rows}
+async def recorded_hashes(connection: AsyncConnection) -> dict[int, str]:
+    """State hashes the live system recorded, by position: settlement's checkpoints, and the
+    snapshots it took of its state (one at least each time it stopped cleanly)."""
+    rows = await connection.execute(
+        select(snapshots.c.input_offset, snapshots.c.state_hash).where(
+            snapshots.c.stage == tables.SNAPSHOT_STAGE, snapshots.c.topic == tables.SNAPSHOT_TOPIC
+        )
+    )
+    recorded = {row.input_offset: row.state_hash for row in rows}
+    rows = await connection.execute(select(tables.checkpoints))
+    recorded.update((row.position, row.state_hash) for row in rows)
+    return recorded
+
+
+def _filled(
+    orders: dict[str, _Order], order_id: str, trade: TradeExecuted, position: int
+) -> list[Discrepancy]:
+    """Count one side of a trade against its order's open quantity."""
+    order = orders.get(order_id)
+    if order is None:
+        return [
+            Discrepancy(
+                "trade-without-order",
+                f"trade {trade.trade_id} fills order {order_id}, never accepted",
+                (position,),
+            )
+        ]
+    order.changes.append(position)
+    found = []
+    if trade.quantity > order.open:
+        found.append(
+            Discrepancy(
+                "overfilled",
+                f"order {order_id} of {order.quantity} has {order.open} open, but trade "
+                f"{trade.trade_id} fills {trade.quantity} of it",
+                order.involved(),
+            )
+        )
+    order.filled += trade.quantity
+    order.open = max(0, order.open - trade.quantity)
+    return found
+
+
+def _resized(
+    order: _Order | None, event: OrderAmended | OrderReduced | OrderCancelled, position: int
+) -> list[Discrepancy]:
+    """Follow an amend, a self-trade decrement or a cancel: each says what it leaves open."""
+    if order is None:
+        return []
+    order.changes.append(position)
+    before = order.open
+    if isinstance(event, OrderAmended):
+        order.open = event.remaining
+        return []
+    if isinstance(event, OrderReduced):
+        kind, expected = "reduce-mismatch", before - event.quantity
+        what = f"a self-trade decrement of {event.quantity} leaves {event.remaining}"
+        order.open = max(0, expected)
+    else:
+        kind, expected = "cancel-mismatch", before
+        what = f"it was cancelled with {event.remaining} remaining"
+        order.open = 0
+        order.cancelled_at = position
+    if event.remaining == expected:
+        return []
+    return [
+        Discrepancy(
+            kind,
+            f"order {event.order_id} of {order.quantity} had {before} open, but {what}",
+            order.involved(),
+        )
+    ]
 
 
 def _check_orders(
     state: ExchangeState, orders: dict[str, _Order], found: list[Discrepancy]
 ) -> None:
+    """Every order's open quantity, as its events leave it, must rest in the book."""
     for order_id, order in orders.items():
-        quantity = order.quantity
-        involved = (order.accepted_at, *order.fills)
         if order.cancelled_at is not None:
-            involved = (*involved, order.cancelled_at)
-        if order.filled > quantity:
-            found.append(
-                Discrepancy(
-                    "overfilled",
-                    f"order {order_id} of {quantity} has fills of {order.filled}",
-                    involved,
-                )
-            )
             continue
-        remaining = quantity - order.filled
         resting = _resting(state, order.symbol, order_id, order.block)
-        if order.cancelled_at is not None:
-            if order.cancelled_remaining != remaining:
-                found.append(
-                    Discrepancy(
-                        "cancel-mismatch",
-                        f"order {order_id} was cancelled with {order.cancelled_remaining} "
-                        f"remaining, but {remaining} of {quantity} were unfilled",
-                        involved,
-                    )
-                )
-        elif remaining and resting != remaining:
+        if resting != order.open:
             found.append(
                 Discrepancy(
                     "order-unaccounted",
-                    f"order {order_id} has {remaining} of {quantity} unfilled and not cancelled, "
-                    f"but {resting} rest in the book",
-                    involved,
+                    f"order {order_id} has {order.open} of {order.quantity} open by its events "
+                    f"(filled {order.filled}), not cancelled, but {resting} rest in the book",
+                    order.involved(),
                 )
             )
 
@@ -466,30 +525,28 @@ def _check_conservation(
 
 
 async def _check_projections(
-    store: SqlEventStore,
+    connection: AsyncConnection,
     state: ExchangeState,
     orders: dict[str, _Order],
     found: list[Discrepancy],
 ) -> None:
+    """Compare the projection tables, read as of the audited point, with the events."""
     accounts = state.accounts
-    async with store.engine.connect() as connection:
-        cash_rows = {
-            r.account_id: r for r in await connection.execute(select(tables.cash_balances))
-        }
-        capacity_rows = {
-            (r.account_id, r.symbol): r
-            for r in await connection.execute(select(tables.capacity_balances))
-        }
-        position_rows = {
-            (r.account_id, r.symbol): r.quantity
-            for r in await connection.execute(select(tables.positions))
-        }
-        order_rows = {
-            r.order_id: r
-            for r in await connection.execute(
-                select(tables.orders).where(tables.orders.c.status != "rejected")
-            )
-        }
+    cash_rows = {r.account_id: r for r in await connection.execute(select(tables.cash_balances))}
+    capacity_rows = {
+        (r.account_id, r.symbol): r
+        for r in await connection.execute(select(tables.capacity_balances))
+    }
+    position_rows = {
+        (r.account_id, r.symbol): r.quantity
+        for r in await connection.execute(select(tables.positions))
+    }
+    order_rows = {
+        r.order_id: r
+        for r in await connection.execute(
+            select(tables.orders).where(tables.orders.c.status != "rejected")
+        )
+    }
     _compare_balances("cash_balances", cash_rows, accounts.cash, found)
     _compare_balances("capacity_balances", capacity_rows, accounts.capacity, found)
     for key in sorted(set(position_rows) | set(accounts.positions)):
@@ -523,7 +580,7 @@ async def _check_projections(
                 Discrepancy(
                     "projection",
                     f"orders shows {order_id} filled {row.filled}; the events give {order.filled}",
-                    (order.accepted_at, *order.fills),
+                    order.involved(),
                 )
             )
 
@@ -550,26 +607,30 @@ def _compare_balances(
 async def audit_ledger(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
     """Recompute every ledger balance from the journal's entries and check them: each entry
     balances, the trial balance is zero, and the balances equal both the projections
-    (cash_balances, ledger_balances) and a replay of the events."""
-    report = AuditReport()
+    (cash_balances, ledger_balances) and a replay of the events, all as of one consistent
+    point of the history (a live store included)."""
+    async with store.view() as view:
+        return await _audit_ledger(view, catalogue)
+
+
+async def _audit_ledger(view: StoreView, catalogue: Catalogue) -> AuditReport:
+    report = AuditReport(position=view.position)
     found = report.discrepancies
     journal = tables.journal
     from_journal: dict[str, int] = defaultdict(int)
     entries: dict[str, list[int]] = {}
-    async with store.engine.connect() as connection:
-        rows = await connection.execute(
-            select(journal).order_by(journal.c.position, journal.c.entry_id, journal.c.leg)
-        )
-        for row in rows:
-            from_journal[row.account] += row.amount
-            entry = entries.setdefault(row.entry_id, [0, row.position])
-            entry[0] += row.amount
-        cash_rows = {
-            r.account_id: r for r in await connection.execute(select(tables.cash_balances))
-        }
-        ledger_rows = {
-            r.account: r.balance for r in await connection.execute(select(tables.ledger_balances))
-        }
+    connection = view.connection
+    rows = await connection.execute(
+        select(journal).order_by(journal.c.position, journal.c.entry_id, journal.c.leg)
+    )
+    for row in rows:
+        from_journal[row.account] += row.amount
+        entry = entries.setdefault(row.entry_id, [0, row.position])
+        entry[0] += row.amount
+    cash_rows = {r.account_id: r for r in await connection.execute(select(tables.cash_balances))}
+    ledger_rows = {
+        r.account: r.balance for r in await connection.execute(select(tables.ledger_balances))
+    }
     report.events = len(entries)
     for entry_id, (total, position) in entries.items():
         if total:
@@ -589,7 +650,7 @@ async def audit_ledger(store: SqlEventStore, catalogue: Catalogue) -> AuditRepor
         projected[f"held:{account_id}"] = row.held
     state = ExchangeState(catalogue)
     after = 0
-    while batch := await store.read_all(after, READ_BATCH):
+    while batch := await view.read_all(after, READ_BATCH):
         for stored in batch:
             state.apply(stored)
         after = batch[-1].position

@@ -15,8 +15,7 @@ from sqlalchemy import BigInteger, Select, cast, func, or_, select
 
 from exchange.domain.catalogue import Catalogue
 from exchange.settings import Settings
-from settlement import projections as tables
-from settlement.audit import audit, audit_ledger
+from settlement.audit import audit, audit_ledger, recorded_hashes
 from settlement.replay import ExchangeState, ReplayResult, parse_until, replay
 from settlement.schema import events
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -45,53 +44,73 @@ async def run_replay(
         return 2
     store = await _open(settings)
     try:
-        async with store.engine.connect() as connection:
+        # One consistent point of the history, so a live store's writes meanwhile change
+        # neither the events replayed nor the hashes they are checked against.
+        async with store.view() as view:
             query = select(func.count()).select_from(events)
             if until_position is not None:
                 query = query.where(events.c.position <= until_position)
-            total = (await connection.execute(query)).scalar_one()
+            total = (await view.connection.execute(query)).scalar_one()
             recorded: dict[int, str] = {}
             if verify:
-                rows = await connection.execute(select(tables.checkpoints))
                 recorded = {
-                    r.position: r.state_hash
-                    for r in rows
-                    if until_position is None or r.position <= until_position
+                    position: state_hash
+                    for position, state_hash in (await recorded_hashes(view.connection)).items()
+                    if until_position is None or position <= until_position
                 }
-        console = Console(stderr=True)
-        with Progress(
-            TextColumn("replaying"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("replay", total=total)
-            result = await replay(
-                store,
-                catalogue,
-                until_position,
-                until_ts,
-                recorded,
-                lambda n: progress.advance(task, n),
-            )
+            console = Console(stderr=True)
+            with Progress(
+                TextColumn("replaying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=console,
+                disable=not console.is_terminal,
+            ) as progress:
+                task = progress.add_task("replay", total=total)
+                result = await replay(
+                    view,
+                    catalogue,
+                    until_position,
+                    until_ts,
+                    recorded,
+                    lambda n: progress.advance(task, n),
+                )
     finally:
         await store.close()
     document = replay_document(result, contract, account)
     if verify:
-        document["verified"] = {
-            "checkpoints": result.checked,
-            "mismatches": [m.__dict__ for m in result.mismatches],
-        }
+        document["verified"] = verification(result)
     if as_json:
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_replay(document)
-    if verify and (result.mismatches or not result.checked):
-        if not result.checked:
-            print("cx replay: no recorded checkpoint at or before that point", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if verify and result.mismatches else 0
+
+
+def verification(result: ReplayResult) -> dict[str, Any]:
+    """What `--verify` compared: the recorded state hashes (checkpoints, and settlement's
+    snapshots) at or before the point, and a sentence saying what could be verified."""
+    state = result.state
+    checked, mismatches = result.checked, result.mismatches
+    where = f"at or before position {state.position}"
+    if mismatches:
+        summary = f"the replay differs from {len(mismatches)} of {checked} checkpoints {where}"
+    elif checked:
+        counted = "1 checkpoint" if checked == 1 else f"{checked} checkpoints"
+        summary = f"the replay matches {counted} {where}"
+    else:
+        summary = f"no checkpoint {where}: nothing to verify; state hash {state.state_hash()}"
+    if result.not_comparable:
+        summary += (
+            f"; {result.not_comparable} more come after an event the time cut leaves out, "
+            "so they cannot be compared"
+        )
+    return {
+        "checkpoints": checked,
+        "not_comparable": result.not_comparable,
+        "mismatches": [m.__dict__ for m in mismatches],
+        "summary": summary,
+    }
 
 
 def replay_document(
@@ -236,14 +255,12 @@ def _print_replay(document: dict[str, Any]) -> None:
     console.print(f"state hash: {document['state_hash']}")
     verified = document.get("verified")
     if verified is not None:
-        if verified["mismatches"]:
-            for mismatch in verified["mismatches"]:
-                console.print(
-                    f"MISMATCH at {mismatch['position']}: recorded {mismatch['recorded']}, "
-                    f"replayed {mismatch['replayed']}"
-                )
-        else:
-            console.print(f"verified: {verified['checkpoints']} recorded checkpoints match")
+        for mismatch in verified["mismatches"]:
+            console.print(
+                f"MISMATCH at {mismatch['position']}: recorded {mismatch['recorded']}, "
+                f"replayed {mismatch['replayed']}"
+            )
+        console.print(f"verified: {verified['summary']}")
 
 
 async def run_audit(
@@ -259,6 +276,7 @@ async def run_audit(
         await store.close()
     if as_json:
         document = {
+            "position": report.position,
             "events": report.events,
             "trades": report.trades,
             "orders": report.orders,
@@ -279,11 +297,15 @@ async def run_audit(
             else f"{len(report.discrepancies)} discrepancies"
         )
         if scope == "ledger":
-            print(f"audited {report.events} journal entries: {verdict}")
+            print(
+                f"audited {report.events} journal entries up to position {report.position}: "
+                f"{verdict}"
+            )
         else:
             print(
-                f"audited {report.events} events, {report.orders} orders, {report.trades} "
-                f"trades, {report.checkpoints} checkpoints: {verdict}"
+                f"audited {report.events} events up to position {report.position}, "
+                f"{report.orders} orders, {report.trades} trades, {report.checkpoints} "
+                f"checkpoints: {verdict}"
             )
     return 1 if report.discrepancies else 0
 

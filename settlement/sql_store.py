@@ -101,6 +101,7 @@ _INSERT_EVENTS = BatchInsert(
     events, returning=(events.c.event_id, events.c.position, events.c.recorded_at)
 )
 _UPSERT_OFFSETS = BatchInsert(consumer_offsets, on_conflict="update")
+_LAST_POSITION = select(func.coalesce(func.max(events.c.position), 0))
 
 
 def _json_dumps(value: Any) -> str:
@@ -108,10 +109,51 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+async def _read_all(
+    connection: AsyncConnection, after_position: int, limit: int
+) -> list[StoredEvent]:
+    """`read_all` on a given connection."""
+    result = await connection.execute(_READ_ALL, {"after": after_position, "limit": limit})
+    return [StoredEvent(*row) for row in result]
+
+
+async def _read_compact(
+    connection: AsyncConnection, after_position: int, limit: int, with_data: Collection[str]
+) -> list[CompactEvent]:
+    """`read_compact` on a given connection."""
+    result = await connection.execute(
+        _READ_COMPACT, {"after": after_position, "limit": limit, "types": list(with_data)}
+    )
+    return [tuple(row) for row in result]
+
+
+class StoreView:
+    """The store as of one point of its history: every event up to `position` and the
+    projection rows written with them, read in one read-only transaction, so a writer that
+    commits meanwhile changes nothing this view shows."""
+
+    def __init__(self, connection: AsyncConnection, position: int) -> None:
+        self.connection = connection
+        """Reads the projection tables as of the same point (only inside the `view()` block)."""
+        self.position = position
+        """The last event stored at that point (0: none)."""
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """Up to `limit` events with position greater than `after_position`, in global order."""
+        return await _read_all(self.connection, after_position, limit)
+
+    async def read_compact(
+        self, after_position: int, limit: int, with_data: Collection[str]
+    ) -> list[CompactEvent]:
+        """As `SqlEventStore.read_compact`, as of this view."""
+        return await _read_compact(self.connection, after_position, limit, with_data)
+
+
 class SqlEventStore(EventStore):
     """The event store on one SQL database through an async SQLAlchemy engine."""
 
     _write_options: ClassVar[dict[str, Any]] = {}
+    _view_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -148,6 +190,18 @@ class SqlEventStore(EventStore):
             async with connection.begin():
                 await self._serialise_writers(connection)
                 yield connection
+
+    @asynccontextmanager
+    async def view(self) -> AsyncIterator[StoreView]:
+        """One consistent point of the history, for audits and replays of a live store: what
+        the view reads, events and projections alike, is as of the last commit before it
+        began, whatever writers commit while it is open."""
+        async with self._engine.connect() as connection:
+            await connection.execution_options(**self._view_options)
+            async with connection.begin():
+                # The first read fixes the transaction's snapshot (SQLite and PostgreSQL).
+                position = (await connection.execute(_LAST_POSITION)).scalar_one()
+                yield StoreView(connection, int(position))
 
     async def initialise(self) -> None:
         """Create the event store's tables and every projection table in `metadata`."""
@@ -287,8 +341,7 @@ class SqlEventStore(EventStore):
         # Writers hold the store's write lock from taking their positions until they commit,
         # so rows become visible in position order and a tailing reader never skips one.
         async with self._engine.connect() as connection:
-            result = await connection.execute(_READ_ALL, {"after": after_position, "limit": limit})
-            return [StoredEvent(*row) for row in result]
+            return await _read_all(connection, after_position, limit)
 
     async def read_compact(
         self, after_position: int, limit: int, with_data: Collection[str]
@@ -297,10 +350,7 @@ class SqlEventStore(EventStore):
         the types in `with_data`, else None. The database extracts the log time and leaves
         the other rows' JSON unsent."""
         async with self._engine.connect() as connection:
-            result = await connection.execute(
-                _READ_COMPACT, {"after": after_position, "limit": limit, "types": list(with_data)}
-            )
-            return [tuple(row) for row in result]
+            return await _read_compact(connection, after_position, limit, with_data)
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version, 0 if it has no events."""
@@ -341,7 +391,9 @@ class SqliteEventStore(SqlEventStore):
     """The event store in one SQLite file, through aiosqlite, in WAL mode."""
 
     # BEGIN IMMEDIATE takes SQLite's single write lock when the transaction starts: writers in
-    # other processes wait there (busy timeout) and positions are taken in commit order.
+    # other processes wait there (busy timeout) and positions are taken in commit order. A
+    # view's plain BEGIN is a read transaction: in WAL mode it reads the database as of its
+    # first SELECT until it ends, without blocking writers.
     _write_options: ClassVar[dict[str, Any]] = {_SQLITE_BEGIN: "BEGIN IMMEDIATE"}
 
     def __init__(
@@ -380,6 +432,12 @@ ADVISORY_LOCK_KEY = 0x6378_6576_656E_7473
 
 class PostgresEventStore(SqlEventStore):
     """The event store in PostgreSQL, through asyncpg."""
+
+    # A view reads one snapshot, taken at its first statement, for the whole transaction.
+    _view_options: ClassVar[dict[str, Any]] = {
+        "isolation_level": "REPEATABLE READ",
+        "postgresql_readonly": True,
+    }
 
     def __init__(self, url: str | URL, **engine: Any) -> None:
         async_engine = create_async_engine(

@@ -59,6 +59,15 @@ class Projector(Protocol):
         """Apply newly stored events to the read models."""
 
 
+class CompactReader(Protocol):
+    """What a replay reads: the store, or one consistent view of it."""
+
+    async def read_compact(
+        self, after_position: int, limit: int, with_data: Collection[str]
+    ) -> list[CompactEvent]:
+        """Events after a position, compactly (see `EventStore.read_compact`)."""
+
+
 OffsetKey = tuple[str, str, int]
 """(consumer name, topic, partition)."""
 

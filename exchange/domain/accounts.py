@@ -84,6 +84,13 @@ Owns = Callable[[str], bool]
 
 BPS = 10_000
 
+CEILING = 10**18
+"""The most an amount on the exchange may come to, in fen or units: all the money inside it
+together, the capacity one account holds in one contract, one order's price x quantity. Every
+balance, position and journal leg then stays far below 2^63 - 1 (about 9.2 x 10^18), a
+BIGINT's largest value; the risk stage refuses what would cross it (docs/MONEY.md,
+"Ceilings")."""
+
 
 def _everyone(_: str) -> bool:
     return True
@@ -986,6 +993,19 @@ class Accounts:
             (e[0], e[1]): Concession(*e[1:]) for e in data.get("concessions", [])
         }
         return accounts
+
+
+def money_brought_in(event: Event) -> int:
+    """Fen an event brings into the exchange from outside (negative: takes out of it): cash
+    deposits and withdrawals, voucher programmes' budgets and fee concessions' budgets. Every
+    other movement only moves money already inside."""
+    if isinstance(event, FundsDeposited):
+        return event.amount
+    if isinstance(event, FundsWithdrawn):
+        return -event.amount
+    if isinstance(event, ProgrammeCreated | ConcessionGranted):
+        return event.budget
+    return 0
 
 
 def _fee_legs(fee: int) -> list[tuple[str, int]]:

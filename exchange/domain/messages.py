@@ -79,6 +79,9 @@ class RejectReason(StrEnum):
     CONTRACT_CLOSED = "contract_closed"
     ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"
     """The order would take the account past a limit an operator set (`SetAccountLimits`)."""
+    CEILING_EXCEEDED = "ceiling_exceeded"
+    """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
+    exchange, an account's capacity in one contract, or one order's price x quantity."""
 
 
 class CancelReason(StrEnum):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, get_args
 
+from exchange.domain import accounts as money
 from exchange.domain.accounts import BPS, Accounts, Owns
 from exchange.domain.catalogue import (
     REGIONS,
@@ -140,10 +141,16 @@ class _Terms:
 class RiskStage:
     """Accepts or rejects each command of the accounts in its partitions."""
 
-    def __init__(self, catalogue: Catalogue, seal: OperatorSeal | None = None) -> None:
+    def __init__(
+        self, catalogue: Catalogue, seal: OperatorSeal | None = None, partitions: int = 1
+    ) -> None:
         self.catalogue = catalogue
         self.seal = seal
         """Verifies operator commands; without one, every operator command is refused."""
+        self.partitions = partitions
+        """How many commands partitions share the exchange's money ceiling, each its part."""
+        self.money_in = 0
+        """Fen this partition's decisions brought into the exchange, net (`money_brought_in`)."""
         self.accounts = Accounts(catalogue.rules, decides_concessions=True)
         self.delisted: dict[str, str] = {}
         """Contracts operators delisted, with who did it and why (for the rejection)."""
@@ -159,6 +166,11 @@ class RiskStage:
 
     def handle(self, command: Command, stamp: EventStamp) -> Event:
         """Decide one command; the returned event goes to the orders topic."""
+        decided = self._decide(command, stamp)
+        self.money_in += money.money_brought_in(decided)
+        return decided
+
+    def _decide(self, command: Command, stamp: EventStamp) -> Event:
         if isinstance(command, PlaceOrder):
             return self._place(command, stamp)
         if isinstance(command, CancelOrder):
@@ -216,6 +228,51 @@ class RiskStage:
                 f"open orders of {account_id} would come to {open_notional} fen, over its "
                 f"limit of {limits.max_open_notional}"
             )
+        return ""
+
+    def _past_ceiling(self, command: Command, order: money.OpenOrder | None = None) -> str:
+        """Why accepting `command` would take an amount past the exchange's ceiling
+        (`accounts.CEILING`; "" if it would not): the money brought into the exchange (each
+        commands partition may bring in its equal share), an account's capacity in one
+        contract, or an order's price x quantity (for an amend, of `order` as amended)."""
+        if isinstance(command, DepositFunds | CreateProgramme | GrantConcession):
+            if isinstance(command, DepositFunds):
+                what, amount = "a deposit", command.amount
+            else:
+                kind = "programme" if isinstance(command, CreateProgramme) else "concession"
+                what, amount = f"a {kind} budget", command.budget
+            total = self.money_in + amount
+            share = money.CEILING // self.partitions
+            if total > share:
+                return (
+                    f"{what} of {amount} fen would take the money brought into the exchange "
+                    f"through this risk partition to {total} fen, past its share of the "
+                    f"exchange's ceiling ({share} of {money.CEILING} fen, over {self.partitions} "
+                    "partitions)"
+                )
+        elif isinstance(command, DepositCapacity):
+            held = self.accounts.capacity.get((command.account_id, command.symbol))
+            total = command.quantity + (0 if held is None else held.available + held.held)
+            if total > money.CEILING:
+                return (
+                    f"account {command.account_id} would hold {total} units of "
+                    f"{command.symbol}, past the ceiling of {money.CEILING} units in one contract"
+                )
+        elif isinstance(command, PlaceOrder | PlaceBlockOrder | AmendOrder):
+            if isinstance(command, AmendOrder):
+                # What the amend leaves unchanged stays the order's.
+                price = command.price or (0 if order is None else order.price)
+                units = command.quantity or (0 if order is None else order.remaining)
+            else:
+                price = command.price
+                units = command.quantity * (
+                    len(command.symbols) if isinstance(command, PlaceBlockOrder) else 1
+                )
+            if price * units > money.CEILING:
+                return (
+                    f"an order of {units} units at {price} fen comes to {price * units} fen, "
+                    f"past the ceiling of {money.CEILING} fen for one order"
+                )
         return ""
 
     def _not_operator(self, command: OperatorCommand) -> str:
@@ -328,6 +385,8 @@ class RiskStage:
                 RejectReason.DUPLICATE_ORDER_ID,
                 f"order id {command.order_id!r} was used before",
             )
+        if past := self._past_ceiling(command):
+            return terms, RejectReason.CEILING_EXCEEDED, past
         over = self._over_limit(
             command.account_id, command.quantity, command.price * command.quantity
         )
@@ -497,6 +556,9 @@ class RiskStage:
             if contract is not None and price % contract.tick_size:
                 reason = RejectReason.PRICE_NOT_ON_TICK
                 message = f"price {price} is not a multiple of the tick size {contract.tick_size}"
+            elif past := self._past_ceiling(command, order):
+                reason = RejectReason.CEILING_EXCEEDED
+                message = past
             elif over:
                 reason = RejectReason.ACCOUNT_LIMIT_EXCEEDED
                 message = over
@@ -597,6 +659,8 @@ class RiskStage:
         over = self._over_limit(command.account_id, units, command.price * units)
         if over:
             return RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
+        if past := self._past_ceiling(command):
+            return RejectReason.CEILING_EXCEEDED, past
         if command.side == "buy":
             needed = self.accounts.buy_hold(
                 command.symbols[0], command.price, command.quantity * len(listed)
@@ -702,6 +766,8 @@ class RiskStage:
                 RejectReason.DUPLICATE_DEPOSIT_ID,
                 f"deposit id {command.deposit_id!r} was used before",
             )
+        if past := self._past_ceiling(command):
+            return self._deposit_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
         deposited: FundsDeposited | CapacityDeposited
         if isinstance(command, DepositFunds):
             deposited = FundsDeposited(
@@ -759,6 +825,8 @@ class RiskStage:
                 RejectReason.DUPLICATE_ID,
                 f"{command.type} id {request_id(command)!r} was used before",
             )
+        if past := self._past_ceiling(command):
+            return self._request_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
         decided = self._decide_request(command, stamp)
         if isinstance(decided, DeliveryRequested):
             # Matching decides it and may refuse it: its id is not spent here (a metering
@@ -1100,6 +1168,7 @@ class RiskStage:
             hasher.update(
                 f"limits|{account_id}|{limits.max_open_quantity}|{limits.max_open_notional}\n".encode()
             )
+        hasher.update(f"money_in|{self.money_in}\n".encode())
         return hasher.hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
@@ -1115,14 +1184,19 @@ class RiskStage:
                 account_id: [limits.max_open_quantity, limits.max_open_notional]
                 for account_id, limits in sorted(self.limits.items())
             },
+            "money_in": self.money_in,
         }
 
     @classmethod
     def restore(
-        cls, catalogue: Catalogue, data: dict[str, Any], seal: OperatorSeal | None = None
+        cls,
+        catalogue: Catalogue,
+        data: dict[str, Any],
+        seal: OperatorSeal | None = None,
+        partitions: int = 1,
     ) -> RiskStage:
         """The stage a snapshot describes."""
-        stage = cls(catalogue, seal)
+        stage = cls(catalogue, seal, partitions)
         stage.accounts = Accounts.restore(
             data["accounts"], catalogue.rules, decides_concessions=True
         )
@@ -1139,6 +1213,9 @@ class RiskStage:
             account_id: AccountLimits(quantity, notional)
             for account_id, (quantity, notional) in data.get("limits", {}).items()
         }
+        # A snapshot from before the ceiling has none: its hash then differs (the hash always
+        # counts the money brought in), and the stage replays its partition from the start.
+        stage.money_in = data.get("money_in", 0)
         return stage
 
 

@@ -6,10 +6,14 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import websockets
 
+import api.parameters
+import api.problems
+import api.queries
 from api.problems import MAX_BODY_BYTES
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
@@ -184,3 +188,30 @@ async def test_query_parameters_an_endpoint_does_not_take_are_refused_not_ignore
     assert exported.status_code == 200
     assert [json.loads(line)["type"] for line in exported.text.splitlines()] == ["FundsDeposited"]
     assert (await operator.get("/v1/admin/replay", params={"until": "1"})).status_code == 200
+
+
+async def test_an_unexpected_fault_anywhere_is_answered_as_a_500_problem(
+    exchange: RunningExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = await exchange.as_("b")
+    assert (await buyer.get("/v1/orders")).status_code == 200
+
+    def fault(*_: object, **__: object) -> NoReturn:
+        raise RuntimeError("a fault no handler expects")
+
+    faults = [
+        (api.queries, "account_orders", "GET", "/v1/orders"),  # in an endpoint
+        (exchange.market, "stats", "GET", "/v1/contracts/H100-80G.GZ.20271201T00/stats"),
+        (api.problems, "duplicate_key", "POST", "/v1/orders"),  # in a middleware
+        (api.parameters, "_parameters_of", "GET", "/v1/me"),  # in a dependency of every route
+    ]
+    for owner, name, method, path in faults:
+        with monkeypatch.context() as patched:
+            patched.setattr(owner, name, fault)
+            answer = await buyer.request(method, path, json={} if method == "POST" else None)
+        assert answer.status_code == 500, (name, answer.text)
+        assert answer.headers["content-type"] == PROBLEM, name
+        problem = answer.json()
+        assert (problem["type"], problem["status"]) == ("/problems/internal-error", 500)
+        assert "a fault no handler expects" not in problem["detail"], "no internals shown"
+    assert (await buyer.get("/v1/orders")).status_code == 200

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ import pytest
 import websockets
 from cx_client import ExchangeClient, MarketStream
 
+from api.keys import Role, create_key
 from api.marketdata import MAX_RESYNCS
+from api.streams import KEY_REVOKED
 from exchange.domain.messages import BookChanged
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for
 
@@ -280,3 +284,104 @@ async def test_the_client_resynchronises_after_a_gap_and_after_a_lost_connection
     assert ("depth", 8) not in seen, "an increment after a gap is not passed on"
     assert ("disconnected", None) in seen
     assert stream.books["S"].bids == {104: 5, 105: 6}
+
+
+async def _sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    event = ""
+    async for line in lines:
+        if line.startswith("event: "):
+            event = line[len("event: ") :]
+        elif line.startswith("data: "):
+            yield event, json.loads(line[len("data: ") :])
+
+
+async def _revoked_stream_sees_nothing_more(
+    depositor: httpx.AsyncClient, revoked: Any, watcher: Any, key: str
+) -> None:
+    """The account's balance changes: a live subscriber sees it, the revoked one does not, and
+    the revoked one can neither follow private channels again nor authenticate with the key."""
+    cash = {"kind": "cash", "amount": 5}
+    assert (await depositor.post("/v1/accounts/buyer/deposits", json=cash)).status_code == 201
+    assert (await _next(watcher, "balance"))["cash"]["available"] == 100_005
+    await revoked.send(json.dumps({"op": "ping"}))
+    async with asyncio.timeout(10):
+        while (message := json.loads(await revoked.recv()))["type"] != "pong":
+            assert message["type"] not in {"balance", "account_snapshot", "order", "fill"}
+    private = {"op": "subscribe", "channels": ["balances"]}
+    await revoked.send(json.dumps(private))
+    assert "need an API key" in (await _next(revoked, "error"))["message"]
+    await revoked.send(json.dumps({"op": "auth", "key": key}))
+    assert (await _next(revoked, "error"))["code"] == "unauthorized"
+
+
+async def test_revoking_a_key_closes_its_private_streams_at_once(tmp_path: Path) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        await _setup(exchange)
+        operator = await exchange.operator()
+        created = await operator.post(
+            "/v1/admin/keys", json={"account_id": "buyer", "role": "buyer"}
+        )
+        key, key_id = created.json()["key"], created.json()["key_id"]
+        url = exchange.base_url.replace("http", "ws") + "/v1/stream"
+        headers = {"Authorization": f"Bearer {key}"}
+        private = {"op": "subscribe", "channels": ["balances", "orders"]}
+        async with (
+            websockets.connect(url) as revoked,
+            websockets.connect(url) as watcher,
+            exchange.anonymous.stream(
+                "GET", "/v1/stream/sse", params={"private": "balances"}, headers=headers
+            ) as sse,
+        ):
+            await revoked.send(json.dumps({"op": "auth", "key": key}))
+            await _next(revoked, "authenticated")
+            await revoked.send(json.dumps(private))
+            await _next(revoked, "account_snapshot")
+            await watcher.send(json.dumps({"op": "auth", "key": await exchange.key_for("buyer")}))
+            await watcher.send(json.dumps(private))
+            await _next(watcher, "account_snapshot")
+            events = _sse_events(sse.aiter_lines())
+            assert (await anext(events))[0] == "account_snapshot"
+
+            assert (await operator.delete(f"/v1/admin/keys/{key_id}")).status_code == 200
+            told = await _next(revoked, "error", timeout_s=1)
+            assert (told["code"], told["message"]) == ("unauthorized", KEY_REVOKED)
+            async with asyncio.timeout(1):
+                assert await anext(events) == ("error", {"type": "error", "message": KEY_REVOKED})
+                assert [e async for e in events] == [], "the SSE stream ended"
+            buyer = await exchange.as_("buyer")
+            await _revoked_stream_sees_nothing_more(buyer, revoked, watcher, key)
+
+
+async def test_a_key_revoked_by_another_process_loses_its_streams_within_the_cache_time(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path, CX_KEY_CACHE_SECONDS=0.5)
+    async with running_exchange(settings) as exchange:
+        await _setup(exchange)
+        key = await exchange.key_for("buyer")
+        url = exchange.base_url.replace("http", "ws") + "/v1/stream"
+        headers = {"Authorization": f"Bearer {key}"}
+        async with (
+            websockets.connect(url, additional_headers=headers) as revoked,
+            websockets.connect(url) as watcher,
+        ):
+            await revoked.send(json.dumps({"op": "subscribe", "channels": ["balances"]}))
+            await _next(revoked, "account_snapshot")
+            # The watcher's key is another of the same account, made as `cx keys create` would.
+            other = await create_key(exchange.runtime.store.engine, "buyer", Role.BUYER)
+            await watcher.send(json.dumps({"op": "auth", "key": other.key}))
+            await watcher.send(json.dumps({"op": "subscribe", "channels": ["balances"]}))
+            await _next(watcher, "account_snapshot")
+
+            env = {**os.environ, "CX_DATA_DIR": str(tmp_path)}
+            env.pop("DATABASE_URL", None)
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "exchange.cli", "keys", "revoke", key.split("_")[1], env=env
+            )
+            assert await cli.wait() == 0
+            told = await _next(revoked, "error", timeout_s=2)
+            assert (told["code"], told["message"]) == ("unauthorized", KEY_REVOKED)
+            async with httpx.AsyncClient(
+                base_url=exchange.base_url, headers={"Authorization": f"Bearer {other.key}"}
+            ) as depositor:
+                await _revoked_stream_sees_nothing_more(depositor, revoked, watcher, key)

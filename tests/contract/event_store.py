@@ -378,6 +378,29 @@ class EventStoreContract:
         stored = await store.append([new("e2", "s", amount=2)], projector=project_amounts)
         assert [(e.event_id, e.stream_version) for e in stored] == [("e2", 2)]
 
+    async def test_a_view_reads_one_point_while_another_store_writes(
+        self, make_store: StoreFactory
+    ) -> None:
+        reader, writer = await make_store(), await make_store()
+        await create_projection_table(writer)
+        before = await writer.append([new("e1", "s", amount=1)], projector=project_amounts)
+
+        async with reader.view() as view:
+            assert view.position == before[-1].position
+            # A writer commits while the view is open: it is not kept waiting...
+            later = await asyncio.wait_for(
+                writer.append([new("e2", "s", amount=2)], projector=project_amounts), 10
+            )
+            # ...and the view sees neither its events nor the rows written with them.
+            assert await view.read_all() == before
+            assert [row[0] for row in await view.read_compact(0, 10, ())] == [before[0].position]
+            rows = await view.connection.execute(select(projected.c.event_id))
+            assert [row.event_id for row in rows] == ["e1"]
+
+        async with reader.view() as view:
+            assert view.position == later[-1].position
+            assert await view.read_all() == before + later
+
     async def test_a_reopened_store_sees_everything(self, make_store: StoreFactory) -> None:
         first = await make_store()
         stored = await first.append([new("e1", "a"), new("e2", "b")], offsets={("c", "t", 0): 2})
