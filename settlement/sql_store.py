@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from settlement.bulk import BatchInsert
-from settlement.schema import consumer_offsets, events, metadata
+from settlement.schema import consumer_offsets, events, metadata, upgrades
 from settlement.store import (
     CompactEvent,
     ConcurrencyError,
@@ -150,10 +150,13 @@ class SqlEventStore(EventStore):
                 yield connection
 
     async def initialise(self) -> None:
-        """Create the event store's tables and every projection table in `metadata`."""
+        """Create the event store's tables and every projection table in `metadata`, and
+        bring tables an earlier release created up to date (`schema.upgrades`)."""
         # Under the write lock, so two processes starting at once do not race on CREATE TABLE.
         async with self._write_transaction() as connection:
             await connection.run_sync(metadata.create_all, checkfirst=True)
+            for upgrade in upgrades:
+                await connection.run_sync(upgrade)
 
     async def append(
         self,
