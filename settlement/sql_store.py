@@ -49,7 +49,13 @@ from settlement.store import (
     StoredEvent,
 )
 
-__all__ = ["PostgresEventStore", "SqlEventStore", "SqliteEventStore", "open_event_store"]
+__all__ = [
+    "PostgresEventStore",
+    "SqlEventStore",
+    "SqliteEventStore",
+    "open_event_store",
+    "writing",
+]
 
 # In the order of StoredEvent's fields, so a row unpacks straight into one.
 _EVENT_COLUMNS = (
@@ -338,6 +344,17 @@ def _sqlite_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEnt
 
 def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql(connection.get_execution_options().get(_SQLITE_BEGIN, "BEGIN"))
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that writes tables beside the events (not the events themselves): on
+    SQLite it takes the write lock as it begins, so it waits for another process's writer
+    instead of failing when it first writes after reading."""
+    async with engine.connect() as connection:
+        await connection.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
+        async with connection.begin():
+            yield connection
 
 
 class SqliteEventStore(SqlEventStore):
