@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+from cx_client import ExchangeClient
 
 from exchange.deadletters import read_dead_letters
 from exchange.pipeline import partition_for
@@ -170,6 +171,12 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
         report = (await operator.get("/v1/admin/status")).json()
         assert report["stalled"] is True
         assert [(s["kind"], s["offset"]) for s in report["stalls"]] == [("cannot_apply", offset)]
+        async with ExchangeClient(exchange.base_url) as anyone:
+            seen = await anyone.health()
+        assert seen.status == "stalled"
+        assert [(s.stage, s.partition, s.event_id) for s in seen.stalls] == [
+            ("settlement", stalled, INJECTED)
+        ]
         shown = cx(settings, "status", "--json")
         assert shown.returncode == 1, shown.stdout + shown.stderr
         (reported,) = json.loads(shown.stdout)["stalls"]
@@ -188,10 +195,15 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
         )
         assert refused.status_code == 404, refused.text
         if settings.kafka_bootstrap_servers:
-            done = await operator.post(
-                "/v1/admin/set-aside", json={"source": source, "reason": "a duplicate trade"}
+            key = await exchange.key_for("operator")
+            async with ExchangeClient(exchange.base_url, key) as client:
+                assert (await client.status()).stalled
+                done = await client.set_aside(source, "a duplicate trade")
+            assert (done.status, done.event_id, done.set_aside_by) == (
+                "requested",
+                INJECTED,
+                "operator",
             )
-            assert done.json()["status"] == "requested", done.text
         else:
             aside = cx(settings, "deadletters", "set-aside", source, "--reason", "duplicate")
             assert aside.returncode == 0, aside.stdout + aside.stderr

@@ -74,7 +74,7 @@ async def test_a_matching_process_that_stops_turns_health_to_503_in_time(
             headers = {"Authorization": f"Bearer {key}"}
             async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as client:
                 await eventually(lambda: _healthy(client), "every stage to run", 90)
-                status, body = await _health(client)
+                _, body = await _health(client)
                 stages = {(s["stage"], s["partition"]) for s in body["stages"]}
                 assert stages == {
                     (stage, partition)
@@ -111,8 +111,9 @@ async def test_a_matching_process_that_stops_turns_health_to_503_in_time(
                 assert kinds == {("matching", "no_progress")}, body["stalls"]
                 (stall,) = [s for s in body["stalls"] if s["lag"]]
                 assert stall["topic"] == f"{env['CX_TOPIC_PREFIX']}.orders"
-                assert f"matching is stalled in {stall['topic']}:{stall['partition']}" in (
-                    body["detail"]
+                assert (
+                    f"matching is stalled in {stall['topic']}:{stall['partition']}"
+                    in (body["detail"])
                 )
                 moving = [s for s in body["stages"] if s["stage"] == "matching" and s["lag"]]
                 assert [s["progressing"] for s in moving] == [False]
