@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Header, Query, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from api import queries
 from api.auth import (
@@ -315,9 +316,8 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         "stopped at an event it cannot apply, or a lag has not moved for CX_STALL_SECONDS.",
         responses={
             503: {
-                "model": HealthProblem,
                 "description": "A stage is stalled (`stalled`)",
-                "content": {PROBLEM: {}},
+                "content": {PROBLEM: {"schema": _inline_schema(HealthProblem)}},
             }
         },
     )
@@ -1230,6 +1230,14 @@ def _key_out(info: KeyInfo) -> KeyOut:
         created_at=info.created_at.isoformat(),
         revoked_at=None if info.revoked_at is None else info.revoked_at.isoformat(),
     )
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema to write into a response, its parts referring to the document's
+    components (which the models of other responses put there)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
 
 
 def _iso(ms: int) -> str:
