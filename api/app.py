@@ -305,6 +305,8 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, market.now_ms))
 
     public = APIRouter(prefix="/v1", tags=["market data"])
+    reported: dict[str, Any] = {}
+    """The latest status reading health converted, and its stages and stalls JSON-ready."""
 
     @public.get(
         "/health",
@@ -321,28 +323,28 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             }
         },
     )
-    async def health(_: Caller) -> Health | JSONResponse:
-        ready = market.ready.is_set()
+    async def health(_: Caller) -> JSONResponse:
         pipeline = await monitor.status()
-        stages = [_stage_out(p) for p in pipeline.partitions]
-        stalls = [_stall_out(s) for s in pipeline.stalls]
-        fields = {
+        if reported.get("of") is not pipeline:
+            # Converted once per reading: load balancers ask far more often than it changes.
+            reported.update(
+                of=pipeline,
+                stages=[_stage_out(p).model_dump() for p in pipeline.partitions],
+                stalls=[_stall_out(s).model_dump() for s in pipeline.stalls],
+            )
+        ready = market.ready.is_set()
+        body = {
             "market_data_ready": ready,
             "log_time": market.now_ms,
             "stall_seconds": pipeline.stall_seconds,
-            "stages": stages,
-            "stalls": stalls,
+            "stages": reported["stages"],
+            "stalls": reported["stalls"],
         }
         if not pipeline.stalled:
-            return Health(status="ok" if ready else "starting", **fields)
-        problem = HealthProblem(
-            type="/problems/stalled",
-            title="stalled",
-            status=503,
-            detail=pipeline.describe(),
-            **fields,
-        )
-        return JSONResponse(problem.model_dump(mode="json"), 503, media_type=PROBLEM)
+            return JSONResponse({"status": "ok" if ready else "starting", **body})
+        problem = {"type": "/problems/stalled", "title": "stalled", "status": 503}
+        body = {**problem, "detail": pipeline.describe(), **body}
+        return JSONResponse(body, 503, media_type=PROBLEM)
 
     def net_of_voucher(symbol: str, price: int | None, principal: Principal | None) -> int | None:
         """One unit at `price` less what the caller's best voucher would pay of it now (the

@@ -283,9 +283,10 @@ class SettlementRunner:
         self._unsettled.pop(tp, None)
         self.stalls[tp] = stall
         self._stopped_at[tp] = record
-        delay = self._retry_delay.get(tp, STALL_RETRY_INITIAL_S / 2) * 2
-        self._retry_delay[tp] = min(delay, STALL_RETRY_MAX_S)
-        self._retry_at[tp] = asyncio.get_running_loop().time() + self._retry_delay[tp]
+        previous = self._retry_delay.get(tp)
+        delay = STALL_RETRY_INITIAL_S if previous is None else min(previous * 2, STALL_RETRY_MAX_S)
+        self._retry_delay[tp] = delay
+        self._retry_at[tp] = asyncio.get_running_loop().time() + delay
         self._reassign = True
         report = log.error if stall.attempts == 1 else log.warning
         report(

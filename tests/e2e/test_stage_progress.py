@@ -8,8 +8,11 @@ only know where risk, matching and settlement are from the log and the event sto
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +26,7 @@ from exchange.runtime import ExchangeRuntime
 from exchange.settings import Settings
 from tests.conftest import fresh_database
 from tests.e2e.harness import eventually, free_port
-from tests.e2e.processes import StageProcess
+from tests.e2e.processes import ROOT, StageProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
@@ -119,6 +122,20 @@ async def test_a_matching_process_that_stops_turns_health_to_503_in_time(
                 assert [s["progressing"] for s in moving] == [False]
                 answered = await sending
                 assert {a.status_code for a in answered} == {202}
+                # An operator's shell sees it too: `cx status` reads the log and the store.
+                shown = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "exchange.cli", "status", "--observe", "1", "--json"],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                assert shown.returncode == 1, shown.stdout + shown.stderr
+                reported = json.loads(shown.stdout)["stalls"]
+                assert {(s["stage"], s["kind"]) for s in reported} == {("matching", "no_progress")}
 
                 running["matching"].start()
                 await eventually(lambda: _healthy(client), "health to recover", 90)
