@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from exchange.adapters.inprocess_log import stored_offsets
+from exchange.adapters.inprocess_log import StoredOffsets, stored_offsets
 from exchange.log import CommandLog, LogConsumer, TopicPartition
 from exchange.pipeline import Topics
 from settlement.sql_store import SqlEventStore
@@ -29,8 +29,10 @@ from settlement.stalled import Stall, open_stalls
 
 CACHE_S = 0.5
 """How long one reading answers every caller (load balancers poll health often)."""
-READ_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 2.0
 """How long reading one source may take before it counts as unreadable."""
+DIRECTORY_FRESH_S = 0.2
+"""An embedded log directory read this recently answers again (one reading asks it 5 times)."""
 MARKET_DATA = "market-data"
 """The API process's fold of the events topic, reported as a stage of its own."""
 
@@ -157,7 +159,7 @@ class LogOffsets:
         try:
             yield consumer
         except BaseException:
-            del self._consumers[group]
+            self._consumers.pop(group, None)
             with contextlib.suppress(Exception):
                 await consumer.close()
             raise
@@ -175,16 +177,25 @@ class DirectoryOffsets:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._lock = asyncio.Lock()
+        self._read: tuple[float, StoredOffsets] | None = None
+
+    async def _stored(self) -> StoredOffsets:
+        """The directory's offsets, read once for all the questions of one reading."""
+        async with self._lock:
+            if self._read is None or time.monotonic() - self._read[0] > DIRECTORY_FRESH_S:
+                stored = await asyncio.to_thread(stored_offsets, self.directory)
+                self._read = (time.monotonic(), stored)
+            return self._read[1]
 
     async def end_offsets(self, topic: str, partitions: int) -> list[int]:
         """The end offset of each partition of `topic`."""
-        ends = (await asyncio.to_thread(stored_offsets, self.directory)).ends
+        ends = (await self._stored()).ends
         return [ends.get(TopicPartition(topic, p), 0) for p in range(partitions)]
 
     async def committed(self, group: str, topic: str, partitions: int) -> list[int]:
         """The group's committed offset of each partition (0 where none)."""
-        committed = (await asyncio.to_thread(stored_offsets, self.directory)).committed
-        mine = committed.get(group, {})
+        mine = (await self._stored()).committed.get(group, {})
         return [mine.get(TopicPartition(topic, p), 0) for p in range(partitions)]
 
     async def close(self) -> None:
@@ -215,6 +226,7 @@ class StatusMonitor:
         stall_seconds: float,
         folded: Callable[[], Mapping[int, int]] | None = None,
         cache_s: float = CACHE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.offsets = offsets
         self.topics = topics
@@ -223,6 +235,8 @@ class StatusMonitor:
         self.folded = folded
         """The API's market-data fold: next offset per events partition."""
         self.cache_s = cache_s
+        self.clock = clock
+        """Seconds, only ever compared with each other (monotonic)."""
         self._seen: dict[tuple[str, int], _Seen] = {}
         self._unreadable_since: dict[str, float] = {}
         self._latest: PipelineStatus | None = None
@@ -232,10 +246,10 @@ class StatusMonitor:
     async def status(self) -> PipelineStatus:
         """The latest reading, or a new one if it is older than `cache_s`."""
         async with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             if self._latest is None or now - self._latest_at >= self.cache_s:
                 self._latest = await self._read()
-                self._latest_at = time.monotonic()
+                self._latest_at = self.clock()
             return self._latest
 
     async def close(self) -> None:
@@ -251,34 +265,49 @@ class StatusMonitor:
         }
         if self.folded is not None:
             layout[MARKET_DATA] = (topics.events, topics.market_partitions)
+        # Every source at once, so a source that is away costs one READ_TIMEOUT_S, not one each.
+        topic_counts = sorted(set(layout.values()))
+        groups = ("risk", "matching")
+        found_ends, found_committed, (settled,) = await asyncio.gather(
+            asyncio.gather(
+                *(_within(self.offsets.end_offsets(topic, n)) for topic, n in topic_counts),
+                return_exceptions=True,
+            ),
+            asyncio.gather(
+                *(
+                    _within(self.offsets.committed(topics.group(stage), *layout[stage]))
+                    for stage in groups
+                ),
+                return_exceptions=True,
+            ),
+            asyncio.gather(_within(self._settled()), return_exceptions=True),
+        )
         problems: dict[str, str] = {}
         ends: dict[str, list[int]] = {}
-        for topic, count in sorted(set(layout.values())):
-            try:
-                ends[topic] = await _within(self.offsets.end_offsets(topic, count))
-            except Exception as error:
+        for (topic, _), ended in zip(topic_counts, found_ends, strict=True):
+            if isinstance(ended, BaseException):
+                why = f"cannot read the end offsets of {topic}: {_why(ended)}"
                 for stage, (read, _) in layout.items():
                     if read == topic:
-                        why = f"cannot read the end offsets of {topic}: {_why(error)}"
                         problems.setdefault(stage, why)
+            else:
+                ends[topic] = ended
         done: dict[str, list[int]] = {}
-        for stage in ("risk", "matching"):
-            topic, count = layout[stage]
-            try:
-                group = topics.group(stage)
-                done[stage] = await _within(self.offsets.committed(group, topic, count))
-            except Exception as error:
-                problems.setdefault(stage, f"cannot read its committed offsets: {_why(error)}")
+        for stage, committed in zip(groups, found_committed, strict=True):
+            if isinstance(committed, BaseException):
+                problems.setdefault(stage, f"cannot read its committed offsets: {_why(committed)}")
+            else:
+                done[stage] = committed
         recorded: list[Stall] = []
-        try:
-            done["settlement"], recorded = await _within(self._settled())
-        except Exception as error:
-            problems.setdefault("settlement", f"cannot read the event store: {_why(error)}")
+        if isinstance(settled, BaseException):
+            problems.setdefault("settlement", f"cannot read the event store: {_why(settled)}")
+        else:
+            done["settlement"], recorded = settled
         if self.folded is not None:
             folded = self.folded()
             done[MARKET_DATA] = [folded.get(p, 0) for p in range(topics.market_partitions)]
 
-        now = time.monotonic()
+        now = self.clock()
         wall = _wall_ms()
         partitions = [
             self._judge(
