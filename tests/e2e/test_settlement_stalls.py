@@ -11,6 +11,7 @@ audits are clean.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -35,8 +36,10 @@ INJECTED = "injected:1:0"
 """The bad event's id, of the form `source:offset:n` every event id has."""
 
 
-def cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """`cx ARGS` as an operator runs it beside the exchange, with the same settings."""
+async def cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`cx ARGS` as an operator runs it beside the exchange, with the same settings (in a
+    thread: the exchange in this event loop must go on meanwhile, holding no lock it waits
+    for)."""
     env = {
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
@@ -50,7 +53,8 @@ def cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
-    return subprocess.run(
+    return await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "exchange.cli", *args],
         cwd=ROOT,
         env=env,
@@ -177,7 +181,7 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
         assert [(s.stage, s.partition, s.event_id) for s in seen.stalls] == [
             ("settlement", stalled, INJECTED)
         ]
-        shown = cx(settings, "status", "--json")
+        shown = await cx(settings, "status", "--json")
         assert shown.returncode == 1, shown.stdout + shown.stderr
         (reported,) = json.loads(shown.stdout)["stalls"]
         assert (reported["stage"], reported["partition"], reported["event_id"]) == (
@@ -186,7 +190,7 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
             INJECTED,
         )
         assert reported["lag"] >= 2
-        printed = cx(settings, "status")
+        printed = await cx(settings, "status")
         assert f"cx deadletters set-aside {source}" in printed.stdout, printed.stdout
 
         # The operator sets the event aside (with cx on one backend, the API on the other).
@@ -205,7 +209,7 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
                 "operator",
             )
         else:
-            aside = cx(settings, "deadletters", "set-aside", source, "--reason", "duplicate")
+            aside = await cx(settings, "deadletters", "set-aside", source, "--reason", "duplicate")
             assert aside.returncode == 0, aside.stdout + aside.stderr
 
         await eventually(lambda: _healthy(exchange), "health to recover")
@@ -219,9 +223,9 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
         assert audited["discrepancies"] == []
         assert (await operator.get("/v1/admin/status")).json()["stalls"] == []
     for scope in ("all", "ledger"):
-        audit = cx(settings, "audit", scope)
+        audit = await cx(settings, "audit", scope)
         assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert cx(settings, "status").returncode == 0
+    assert (await cx(settings, "status")).returncode == 0
 
 
 async def _healthy(exchange: RunningExchange) -> bool:
