@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import running_exchange, settings_for, settle
+from exchange.runtime import ExchangeRuntime
+from tests.e2e.harness import assert_stages_match_replay, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -98,3 +99,29 @@ async def test_another_order_under_a_used_client_order_id_and_a_new_header_is_re
         assert again.status_code == 201, again.text
         assert again.json() == placed.json()
         assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_risk_replays_operators_signed_commands_as_the_live_stage_decided(
+    tmp_path: Path,
+) -> None:
+    """The model set an account's limits; at the end the check that risk equals a replay of
+    its topic failed, because the replay verified operators' signatures with no key and
+    refused what the live stage had accepted (a defect of the test harness)."""
+    settings = settings_for(tmp_path, CX_COMMAND_PARTITIONS=1, CX_MARKET_PARTITIONS=1)
+    async with running_exchange(settings) as exchange:
+        operator = await exchange.operator()
+        limits = {"max_open_quantity": None, "max_open_notional": 0, "reason": "model"}
+        answer = await operator.put("/v1/admin/accounts/p1/limits", json=limits)
+        assert answer.json()["status"] == "set", answer.text
+        buyer = await exchange.as_("p1")
+        deposit = {"kind": "cash", "amount": 100_000}
+        assert (await buyer.post("/v1/accounts/p1/deposits", json=deposit)).status_code == 201
+        bid = {"symbol": GZ0, "side": "buy", "price": 1_800, "quantity": 1}
+        refused = await buyer.post("/v1/orders", json=bid)
+        assert refused.json()["type"] == "/problems/account_limit_exceeded", refused.text
+        await settle(exchange.runtime)
+    runtime = await ExchangeRuntime.open(settings)
+    try:
+        await assert_stages_match_replay(runtime, 1)
+    finally:
+        await runtime.close()
