@@ -56,7 +56,7 @@ from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
 from settlement.replay import replay
 from settlement.service import SettlementRunner
-from tests.e2e.harness import assert_stages_match_replay, quiescent
+from tests.e2e.harness import assert_stages_match_replay, free_port, quiescent
 from tests.system.api import Answer, Documented, Participant
 from tests.system.live import LiveExchange, Prepare
 
@@ -213,7 +213,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         settings = self.base_settings.model_copy(
             update={
                 "pre_open": pre_open,
-                "api_port": _free_port(),
+                "api_port": free_port(),
                 "topic_prefix": f"m{os.getpid()}x{time.monotonic_ns()}",
                 "data_dir": self.base_settings.data_dir / f"example-{time.monotonic_ns()}",
             }
@@ -300,7 +300,7 @@ class ExchangeMachine(RuleBasedStateMachine):
                 f"{kind} {name!r} of {account} reused with another body: {answer}, first "
                 f"{first.body} -> {first.first}"
             )
-        elif kind == "need" and first.first.status == 201:
+        elif kind == "need" and first.first.status in (200, 201):
             # A need is given back as it stands now, not as it first stood.
             assert answer.status == 200, f"a retry of need {name!r} of {account}: {answer}"
             assert answer.body["need_id"] == first.first.body["need_id"], (answer, first.first)
@@ -377,6 +377,9 @@ class ExchangeMachine(RuleBasedStateMachine):
         path = f"/v1/accounts/{account}/deposits"
         answer = self._send(account, "POST", path, json=body, headers=headers)
         if answer is None:
+            return
+        if body["kind"] == "capacity" and ROLES[account] is not Role.PROVIDER:
+            assert (answer.status, answer.problem) == (403, "forbidden"), answer
             return
         if self._retry_expected(account, "deposit", key, body, answer):
             return
@@ -807,7 +810,9 @@ class ExchangeMachine(RuleBasedStateMachine):
         answer = self._send(account, "POST", "/v1/needs", json=body, headers=headers)
         if answer is None:
             return
-        name = body.get("client_need_id") or headers.get("Idempotency-Key")
+        # A client need id names the need; else the header does, in a namespace of its own.
+        coid, key = body.get("client_need_id"), headers.get("Idempotency-Key")
+        name = coid if coid is not None else None if key is None else f"key:{key}"
         retried = self._retry_expected(account, "need", name, body, answer)
         if name is not None and not retried:
             self._named(account, "need", name, answer, method="POST", path="/v1/needs",
@@ -1066,7 +1071,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             return
         self.clock.now_ms = to_ms
         assert self.live is not None
-        self.live.run(_tick(self.live.exchange.runtime, to_ms))
+        self.live.run(tick_at(self.live.exchange.runtime, to_ms))
 
     # -- invariants ----------------------------------------------------------------------------
 
@@ -1179,13 +1184,7 @@ def _pick(choices: list[T], data: st.DataObject) -> T:
     return choices[data.draw(st.integers(0, 1_000)) % len(choices)]
 
 
-def _free_port() -> int:
-    from tests.e2e.harness import free_port
-
-    return free_port()
-
-
-async def _tick(runtime: ExchangeRuntime, at_ms: int) -> None:
+async def tick_at(runtime: ExchangeRuntime, at_ms: int) -> None:
     """Let every market partition see the log clock's new time."""
     for symbol in tick_symbols(runtime, at_ms):
         await runtime.submit(ControlMarket(operator_id=TICKER_ID, action="tick", symbol=symbol))

@@ -9,6 +9,7 @@ import pytest
 
 from exchange.runtime import ExchangeRuntime
 from tests.e2e.harness import assert_stages_match_replay, running_exchange, settings_for, settle
+from tests.system.machine import HOUR, MIDNIGHT, LogClock, tick_at
 
 pytestmark = pytest.mark.e2e
 
@@ -125,3 +126,34 @@ async def test_risk_replays_operators_signed_commands_as_the_live_stage_decided(
         await assert_stages_match_replay(runtime, 1)
     finally:
         await runtime.close()
+
+
+async def test_capacity_cannot_be_deposited_into_a_contract_past_its_gate(tmp_path: Path) -> None:
+    """The model moved the clock past the delivery of a static contract and deposited
+    capacity into it: accepted, and then it could neither be sold nor withdrawn."""
+    clock = LogClock(MIDNIGHT - 2 * HOUR)
+    async with running_exchange(settings_for(tmp_path), clock) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        capacity = {"kind": "capacity", "symbol": GZ0, "quantity": 2}
+        before = await provider.post("/v1/accounts/p1/deposits", json=capacity)
+        assert before.status_code == 201, before.text
+        for at in (MIDNIGHT - HOUR, MIDNIGHT + 1):
+            clock.now_ms = at
+            await tick_at(exchange.runtime, at)
+            await settle(exchange.runtime)
+        late = await provider.post("/v1/accounts/p1/deposits", json=capacity)
+        assert late.status_code == 422, late.text
+        assert late.json()["type"] == "/problems/gate_closed"
+        schedule = {
+            "resource_class": "H100-80G",
+            "region": "GZ",
+            "quantity": 1,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 1,
+        }
+        refused = await provider.post("/v1/accounts/p1/capacity-deposits", json=schedule)
+        assert refused.status_code == 422, refused.text
+        await settle(exchange.runtime)
+        account = (await provider.get("/v1/accounts/p1")).json()
+        assert account["capacity"] == [{"symbol": GZ0, "available": 2, "held": 0}]

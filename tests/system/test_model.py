@@ -30,7 +30,9 @@ pytestmark = pytest.mark.e2e
 def test_every_command_keeps_the_books_on_the_embedded_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ran = run_model(base_settings(tmp_path), EMBEDDED_EXAMPLES, EMBEDDED_STEPS, derandomize=CI)
+    ran = run_model(
+        base_settings(tmp_path), EMBEDDED_EXAMPLES, EMBEDDED_STEPS, derandomize=CI, shrink=SHRINK
+    )
     with capsys.disabled():
         print(f"\nembedded {ran}")
     assert ran.steps >= EMBEDDED_EXAMPLES
