@@ -37,7 +37,7 @@ class LiveExchange:
         settings: Settings,
         clock_ms: Callable[[], int],
         prepare: Prepare | None = None,
-        after: Callable[[Settings], Awaitable[None]] | None = None,
+        after: Callable[[Settings, Callable[[], int]], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.clock_ms = clock_ms
@@ -112,7 +112,7 @@ class LiveExchange:
                 self._ready.set()
                 await self._stop.wait()
             if self.after is not None and self.check_after_stop:
-                await self.after(settings)
+                await self.after(settings, self.clock_ms)
 
 
 Prepare = Callable[[Settings], AbstractAsyncContextManager[Settings]]

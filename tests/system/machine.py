@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -1235,10 +1236,11 @@ async def _audits(runtime: ExchangeRuntime) -> list[str]:
     return found
 
 
-async def _after_stop(settings: Settings) -> None:
+async def _after_stop(settings: Settings, clock_ms: Callable[[], int]) -> None:
     """At the end of an example: the stages equal a replay of their topics, and the real
     `cx audit` and `cx audit ledger` find nothing."""
-    runtime = await ExchangeRuntime.open(settings)
+    # On the exchange's clock: Kafka topics of a log with a clock keep the producer's time.
+    runtime = await ExchangeRuntime.open(settings, clock_ms=clock_ms)
     try:
         await assert_stages_match_replay(runtime, settings.command_partitions)
     finally:

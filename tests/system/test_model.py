@@ -13,8 +13,8 @@ import pytest
 
 from tests.system.run import base_settings, fresh_postgres, run_model
 
-EMBEDDED_EXAMPLES = int(os.environ.get("CX_MODEL_EXAMPLES", "10"))
-EMBEDDED_STEPS = int(os.environ.get("CX_MODEL_STEPS", "40"))
+EMBEDDED_EXAMPLES = int(os.environ.get("CX_MODEL_EXAMPLES", "8"))
+EMBEDDED_STEPS = int(os.environ.get("CX_MODEL_STEPS", "50"))
 REAL_EXAMPLES = int(os.environ.get("CX_MODEL_REAL_EXAMPLES", "3"))
 REAL_STEPS = int(os.environ.get("CX_MODEL_REAL_STEPS", "30"))
 
