@@ -30,13 +30,35 @@ class Ran:
     steps: int
     seconds: float
     statuses: dict[int, int]
+    events: dict[str, int]
 
     def __str__(self) -> str:
         answers = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
+        reached = ", ".join(f"{self.events.get(kind, 0)} {kind}" for kind in REACHED)
         return (
             f"model: {self.examples} examples, {self.steps} steps checked in "
-            f"{self.seconds:.0f}s; answers by status {{{answers}}}"
+            f"{self.seconds:.0f}s; answers by status {{{answers}}}; stored {reached}"
         )
+
+
+REACHED = (
+    "TradeExecuted",
+    "OrderAmended",
+    "OrderReduced",
+    "AuctionCompleted",
+    "BlockAccepted",
+    "FundsWithdrawn",
+    "CapacityWithdrawn",
+    "GrantApproved",
+    "DeliveryObligation",
+    "MeteringReported",
+    "DeliveryDisputed",
+    "DeliverySettled",
+    "CapacityRecalled",
+    "ListingChanged",
+    "FeeConceded",
+)
+"""Events that show an example got somewhere: trades, auctions, deliveries, vouchers."""
 
 
 def base_settings(
@@ -76,6 +98,7 @@ def run_model(
     ExchangeMachine.examples_run = 0
     ExchangeMachine.steps_run = 0
     ExchangeMachine.statuses.clear()
+    ExchangeMachine.events_seen.clear()
     started = time.monotonic()
     run_state_machine_as_test(
         ExchangeMachine,
@@ -96,4 +119,5 @@ def run_model(
         ExchangeMachine.steps_run,
         time.monotonic() - started,
         dict(ExchangeMachine.statuses),
+        dict(ExchangeMachine.events_seen),
     )
