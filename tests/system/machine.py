@@ -65,8 +65,9 @@ T = TypeVar("T")
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
-START = MIDNIGHT - 3 * HOUR
-"""The log clock starts three hours before the first static delivery hour."""
+START = MIDNIGHT - 90 * MINUTE
+"""The log clock starts half an hour before the first gate closure (23:00 China Standard
+Time), an hour and a half before the first static delivery hour: a step or two reaches them."""
 END = MIDNIGHT + 4 * HOUR
 """... and never passes this: every static hour has been delivered and settled by then."""
 
