@@ -27,6 +27,7 @@ and `cx audit ledger` must exit 0 on the store.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -46,6 +47,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from websockets.sync.client import ClientConnection, connect
 
 from api.keys import Role, create_key
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
@@ -370,15 +372,29 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from((*TRADERS, ADMIN)), newest=st.booleans())
     def revoke_key(self, account: str, newest: bool) -> None:
-        """An operator revokes one of the account's live keys; it stops working at once."""
+        """An operator revokes one of the account's live keys; it stops working at once, and
+        its open WebSocket loses its private channels."""
         keys = self.model.keys[account]
         live = [i for i, (_, _, alive) in enumerate(keys) if alive]
         if not live:
             return
         index = live[-1] if newest else live[0]
         key_id, key, _ = keys[index]
-        answer = self._operator("DELETE", f"/v1/admin/keys/{key_id}")
-        assert answer.status == 200, answer
+        assert self.live is not None
+        url = self.live.base_url.replace("http://", "ws://") + "/v1/stream"
+        with connect(url, open_timeout=10, close_timeout=5) as stream:
+            # The key's private stream, open when it is revoked, must be told and closed.
+            stream.send(json.dumps({"op": "auth", "key": key}))
+            _next_message(stream, "authenticated")
+            stream.send(json.dumps({"op": "subscribe", "channels": ["balances"]}))
+            _next_message(stream, "subscribed")
+            answer = self._operator("DELETE", f"/v1/admin/keys/{key_id}")
+            assert answer.status == 200, answer
+            told = _next_message(stream, "error")
+            assert told.get("code") == "unauthorized", told
+            stream.send(json.dumps({"op": "subscribe", "channels": ["balances"]}))
+            again = _next_message(stream, "error", "subscribed")
+            assert again["type"] == "error" or not again.get("private"), again
         keys[index] = (key_id, key, False)
         assert self.http is not None
         me = self.http.request("GET", "/v1/me", key)
@@ -1197,6 +1213,17 @@ class ExchangeMachine(RuleBasedStateMachine):
             f"capacity held, bought and delivered {dict(capacity)} != deposited net of "
             f"withdrawn {dict(expected)}"
         )
+
+
+def _next_message(stream: ClientConnection, *kinds: str, timeout_s: float = 10.0) -> Any:
+    """The next message of one of these types on a WebSocket (others are skipped)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {kinds} message within {timeout_s}s"
+        message = json.loads(stream.recv(timeout=left))
+        if message.get("type") in kinds:
+            return message
 
 
 def _pick(choices: list[T], data: st.DataObject) -> T:
