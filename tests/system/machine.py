@@ -999,6 +999,24 @@ class ExchangeMachine(RuleBasedStateMachine):
             body["dispute_id"] = dispute_id
         self._send(buyer, "POST", "/v1/deliveries/disputes", json=body)
 
+    @rule(data=st.data(), delivered=st.integers(0, 4), act=st.sampled_from(("meter", "dispute")))
+    def deliver(self, data: st.DataObject, delivered: int, act: str) -> None:
+        """Meter, or dispute, one of the obligations the exchange lists now (the rules above
+        also try pairs that owe nothing)."""
+        owed = []
+        for provider in PROVIDERS:
+            listed = self._operator("GET", "/v1/deliveries", params={"account_id": provider})
+            owed += [row for row in listed.body if row["provider_id"] == provider]
+        row = _pick(owed or [None], data)
+        if row is None:
+            return
+        if act == "meter":
+            body = {"symbol": row["symbol"], "buyer_id": row["buyer_id"], "delivered": delivered}
+            self._send(row["provider_id"], "POST", "/v1/deliveries/metering", json=body)
+        elif ROLES[row["buyer_id"]] is Role.BUYER:
+            body = {"symbol": row["symbol"], "provider_id": row["provider_id"], "reason": "late"}
+            self._send(row["buyer_id"], "POST", "/v1/deliveries/disputes", json=body)
+
     @rule(symbol=symbols, provider=providers, buyer=traders, delivered=st.integers(0, 3))
     def resolve(self, symbol: str, provider: str, buyer: str, delivered: int) -> None:
         """An operator settles a disputed delivery."""
