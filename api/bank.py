@@ -738,5 +738,13 @@ def _scheduled_contracts(
             spec = catalogue.listed(symbol, now_ms)
             if spec is None:
                 raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, now_ms))
+            if now_ms >= catalogue.retires_at(spec):
+                # A static contract stays listed past its gate, where risk refuses deposits:
+                # refuse the whole schedule here, before any hour of it is deposited.
+                raise Problem(
+                    422,
+                    "gate_closed",
+                    f"the gate of {symbol} has closed: capacity can no longer be deposited into it",
+                )
             contracts.append(spec)
     return contracts

@@ -159,6 +159,32 @@ async def test_capacity_cannot_be_deposited_into_a_contract_past_its_gate(tmp_pa
         assert account["capacity"] == [{"symbol": GZ0, "available": 2, "held": 0}]
 
 
+async def test_a_schedule_over_a_closed_hour_and_an_open_one_deposits_neither(
+    tmp_path: Path,
+) -> None:
+    """The model scheduled CPU capacity for 00:00-02:00 after the first hour's gate: 422, and
+    the second hour deposited all the same."""
+    clock = LogClock(MIDNIGHT - 2 * HOUR)
+    async with running_exchange(settings_for(tmp_path), clock) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        clock.now_ms = MIDNIGHT - HOUR + 1
+        await tick_at(exchange.runtime, clock.now_ms)
+        await settle(exchange.runtime)
+        schedule = {
+            "resource_class": "CPU",
+            "region": "GZ",
+            "quantity": 1,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 2,
+        }
+        refused = await provider.post("/v1/accounts/p1/capacity-deposits", json=schedule)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["type"] == "/problems/gate_closed"
+        await settle(exchange.runtime)
+        assert (await provider.get("/v1/accounts/p1")).status_code == 404, "nothing deposited"
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="not fixed: a recall's DeliverySettled has no deliveries row to update (the table "
