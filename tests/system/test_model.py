@@ -13,9 +13,9 @@ import pytest
 
 from tests.system.run import base_settings, fresh_postgres, run_model
 
-EMBEDDED_EXAMPLES = int(os.environ.get("CX_MODEL_EXAMPLES", "14"))
+EMBEDDED_EXAMPLES = int(os.environ.get("CX_MODEL_EXAMPLES", "12"))
 EMBEDDED_STEPS = int(os.environ.get("CX_MODEL_STEPS", "60"))
-REAL_EXAMPLES = int(os.environ.get("CX_MODEL_REAL_EXAMPLES", "4"))
+REAL_EXAMPLES = int(os.environ.get("CX_MODEL_REAL_EXAMPLES", "3"))
 REAL_STEPS = int(os.environ.get("CX_MODEL_REAL_STEPS", "40"))
 
 SHRINK = os.environ.get("CX_MODEL_SHRINK", "1") != "0"
