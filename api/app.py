@@ -287,7 +287,6 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         settings.stall_seconds,
         folded=lambda: market.positions,
     )
-    app.state.status = monitor
     idempotent = _Idempotent(runtime)
 
     async def submit_and_wait(command: Command, key: str) -> Outcome | None:
