@@ -14,12 +14,14 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from api import queries
 from api.auth import (
@@ -72,6 +74,7 @@ from api.models import (
     DepositRequest,
     Fill,
     Health,
+    HealthProblem,
     KeyOut,
     KeyRequest,
     LimitsAnswer,
@@ -84,8 +87,13 @@ from api.models import (
     OrderRequest,
     OrderRow,
     PerformanceOut,
+    PipelineStatusOut,
     PublicTrade,
     ReportTrade,
+    SetAsideAnswer,
+    SetAsideRequest,
+    StageProgress,
+    StalledStage,
     Stats,
     StoredEventOut,
 )
@@ -143,9 +151,11 @@ from exchange.domain.messages import (
 )
 from exchange.domain.performance import decimal_text
 from exchange.runtime import ExchangeRuntime
+from exchange.status import LogOffsets, PartitionProgress, StalledPartition, StatusMonitor
 from settlement.audit import audit
 from settlement.history import EXPORT_COLUMNS, export_line, history_query, replay_document
 from settlement.replay import parse_until, replay
+from settlement.stalled import set_aside as mark_set_aside
 from settlement.store import StoredEvent
 
 OUTCOME_TIMEOUT_S = 5.0
@@ -283,6 +293,13 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
     app.state.gate = gate
     app.state.key_watch = KeyWatch(keyring, market)
     app.state.market = market
+    monitor = StatusMonitor(
+        LogOffsets(runtime.log),
+        runtime.topics,
+        runtime.store,
+        settings.stall_seconds,
+        folded=lambda: market.positions,
+    )
     idempotent = _Idempotent(runtime)
 
     async def submit_and_wait(command: Command, key: str) -> Outcome | None:
@@ -300,13 +317,46 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, market.now_ms))
 
     public = APIRouter(prefix="/v1", tags=["market data"])
+    reported: dict[str, Any] = {}
+    """The latest status reading health converted, and its stages and stalls JSON-ready."""
 
-    @public.get("/health", summary="Whether the API is up and caught up with the market")
-    async def health(_: Caller) -> Health:
+    @public.get(
+        "/health",
+        response_model=Health,
+        summary="Whether the API is up and caught up, and every stage's progress",
+        description="Per stage (risk, matching, settlement, this API process's market-data "
+        "fold) and partition: the end offset, the stage's offset, the lag and whether it "
+        "moves. 503 (a problem detail listing the same) when a stage is stalled: settlement "
+        "stopped at an event it cannot apply, or a lag has not moved for CX_STALL_SECONDS.",
+        responses={
+            503: {
+                "description": "A stage is stalled (`stalled`)",
+                "content": {PROBLEM: {"schema": _inline_schema(HealthProblem)}},
+            }
+        },
+    )
+    async def health(_: Caller) -> JSONResponse:
+        pipeline = await monitor.status()
+        if reported.get("of") is not pipeline:
+            # Converted once per reading: load balancers ask far more often than it changes.
+            reported.update(
+                of=pipeline,
+                stages=[_stage_out(p).model_dump() for p in pipeline.partitions],
+                stalls=[_stall_out(s).model_dump() for s in pipeline.stalls],
+            )
         ready = market.ready.is_set()
-        return Health(
-            status="ok" if ready else "starting", market_data_ready=ready, log_time=market.now_ms
-        )
+        body = {
+            "market_data_ready": ready,
+            "log_time": market.now_ms,
+            "stall_seconds": pipeline.stall_seconds,
+            "stages": reported["stages"],
+            "stalls": reported["stalls"],
+        }
+        if not pipeline.stalled:
+            return JSONResponse({"status": "ok" if ready else "starting", **body})
+        problem = {"type": "/problems/stalled", "title": "stalled", "status": 503}
+        body = {**problem, "detail": pipeline.describe(), **body}
+        return JSONResponse(body, 503, media_type=PROBLEM)
 
     def net_of_voucher(symbol: str, price: int | None, principal: Principal | None) -> int | None:
         """One unit at `price` less what the caller's best voucher would pay of it now (the
@@ -849,6 +899,51 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         stored = await runtime.store.read_stream(stream_id, from_version)
         return [_event_out(e) for e in stored[:limit]]
 
+    @operator.get(
+        "/status",
+        summary="Every stage's progress per partition, and every stall",
+        description="The figures `/v1/health` reports, always with 200, and what could not be "
+        "read. Set an event a stalled partition stopped at aside with `POST /v1/admin/set-aside`.",
+    )
+    async def pipeline_status(_: Operator) -> PipelineStatusOut:
+        pipeline = await monitor.status()
+        return PipelineStatusOut(
+            checked_at=_iso(pipeline.checked_ms),
+            stalled=pipeline.stalled,
+            stall_seconds=pipeline.stall_seconds,
+            stages=[_stage_out(p) for p in pipeline.partitions],
+            stalls=[_stall_out(s) for s in pipeline.stalls],
+            unreadable=list(pipeline.unreadable),
+        )
+
+    @operator.post(
+        "/set-aside",
+        summary="Set aside the event a stalled partition stopped at",
+        description="Settlement sends the event to the dead-letter topic (`cx deadletters "
+        "list`) and settles its partition on from the next one, within a second or so. Only "
+        "an open `cannot_apply` stall can be set aside; `cx deadletters replay` appends the "
+        "event again once its cause is fixed.",
+        responses=problems(404, 422),
+    )
+    async def set_aside(request: SetAsideRequest, principal: Operator) -> SetAsideAnswer:
+        try:
+            stall = await mark_set_aside(
+                engine, request.source, principal.account_id, request.reason
+            )
+        except ValueError as error:
+            raise Problem(422, "invalid-request", str(error)) from None
+        if stall is None:
+            raise Problem(404, "no-stall", f"no stage is stalled at {request.source!r}")
+        return SetAsideAnswer(
+            source=stall.source,
+            stage=stall.stage,
+            event_id=stall.event_id,
+            event_type=stall.event_type,
+            set_aside_by=principal.account_id,
+            reason=request.reason,
+            status="requested",
+        )
+
     async def control(
         principal: Principal, action: MarketAction, symbol: str, **fields: Any
     ) -> ControlAnswer:
@@ -1179,6 +1274,48 @@ def _key_out(info: KeyInfo) -> KeyOut:
         label=info.label,
         created_at=info.created_at.isoformat(),
         revoked_at=None if info.revoked_at is None else info.revoked_at.isoformat(),
+    )
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema to write into a response, its parts referring to the document's
+    components (which the models of other responses put there)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return schema
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _stage_out(progress: PartitionProgress) -> StageProgress:
+    return StageProgress(
+        stage=progress.stage,
+        topic=progress.topic,
+        partition=progress.partition,
+        end_offset=progress.end_offset,
+        offset=progress.offset,
+        lag=progress.lag,
+        progressing=progress.progressing,
+        idle_seconds=progress.idle_ms / 1000,
+    )
+
+
+def _stall_out(stall: StalledPartition) -> StalledStage:
+    return StalledStage(
+        stage=stall.stage,
+        topic=stall.topic,
+        partition=stall.partition,
+        kind=stall.kind,
+        since=_iso(stall.since_ms),
+        lag=stall.lag,
+        detail=stall.detail,
+        offset=stall.offset,
+        event_id=stall.event_id,
+        event_type=stall.event_type,
+        attempts=stall.attempts,
+        set_aside_by=stall.set_aside_by,
     )
 
 

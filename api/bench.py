@@ -3,7 +3,8 @@
 The exchange runs as a `cx serve` process on its embedded default (rate limits raised out of
 the way); the load comes from this process.
 - api: orders per second through `POST /v1/orders` with N concurrent clients, each with its own
-  key; the reference is the same clients calling `GET /v1/health`, which does no work.
+  key; the reference is the same clients calling `GET /v1/health`, which answers from a
+  status reading cached for half a second.
 - fanout: M WebSocket subscribers to one contract's depth while orders change its book;
   delivery latency is the time from an update's log time to its arrival at a subscriber, p99
   over every delivery. The reference is a single subscriber in the same run.
@@ -129,7 +130,7 @@ async def _participants(url: str, folder: Path, count: int) -> list[httpx.AsyncC
 
 
 async def _hammer(clients: list[httpx.AsyncClient], seconds: float, orders: bool) -> int:
-    """Requests completed by all clients in `seconds`: orders, or the no-op health check."""
+    """Requests completed by all clients in `seconds`: orders, or the (cached) health check."""
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -153,7 +154,7 @@ async def _hammer(clients: list[httpx.AsyncClient], seconds: float, orders: bool
 
 
 async def bench_api(clients_count: int, seconds: float) -> dict[str, Any]:
-    """Orders per second through REST, against the no-op request rate."""
+    """Orders per second through REST, against the rate of the cheapest request (health)."""
     async with _exchange() as (url, folder):
         clients = await _participants(url, folder, clients_count)
         try:

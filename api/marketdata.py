@@ -343,6 +343,8 @@ class MarketData:
         self.trade_counts: dict[str, int] = {}
         self.trade_volumes: dict[str, int] = {}
         self.ready = asyncio.Event()
+        self.positions: dict[int, int] = {}
+        """The next offset to fold, per events partition (`/v1/health` reports it)."""
         self.book_listeners: list[Callable[[str], None]] = []
         """Called with the symbol after each book change; must return at once (they run inside
         the fold, so a slow one would hold up every subscriber)."""
@@ -361,6 +363,7 @@ class MarketData:
             while not stop.is_set():
                 records = await consumer.getmany(POLL_TIMEOUT_MS, POLL_MAX_RECORDS)
                 for record in records:
+                    self.positions[record.partition] = record.offset + 1
                     try:
                         event = decode_event(record.value)
                     except ValidationError:

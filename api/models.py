@@ -557,12 +557,138 @@ class PerformanceOut(BaseModel):
     cards: list[CardOut]
 
 
-class Health(BaseModel):
-    """Whether the API has caught up with the events topic."""
+class StageProgress(BaseModel):
+    """Where one stage is in one partition of its input topic."""
 
-    status: Literal["ok", "starting"]
+    model_config = _example(
+        {
+            "stage": "settlement",
+            "topic": "cx.events",
+            "partition": 1,
+            "end_offset": 5120,
+            "offset": 5118,
+            "lag": 2,
+            "progressing": True,
+            "idle_seconds": 0.0,
+        }
+    )
+
+    stage: Literal["risk", "matching", "settlement", "market-data"]
+    topic: str
+    partition: int
+    end_offset: int
+    offset: int = Field(
+        description="Next offset the stage takes: committed (risk, matching), settled "
+        "(settlement), folded by this API process (market-data)"
+    )
+    lag: int
+    progressing: bool = Field(description="Caught up, or moved within the stall time")
+    idle_seconds: float = Field(description="How long it has had lag without moving")
+
+
+class StalledStage(BaseModel):
+    """A stage that does not get on in a partition, and why."""
+
+    model_config = _example(
+        {
+            "stage": "settlement",
+            "topic": "cx.events",
+            "partition": 1,
+            "kind": "cannot_apply",
+            "since": "2027-11-30T08:00:00.000+00:00",
+            "lag": 57,
+            "detail": "IntegrityError: (sqlite3.IntegrityError) UNIQUE constraint failed: ...",
+            "offset": 4210,
+            "event_id": "cx.orders:1:4183:2",
+            "event_type": "TradeExecuted",
+            "attempts": 3,
+            "set_aside_by": None,
+        }
+    )
+
+    stage: str
+    topic: str
+    partition: int
+    kind: Literal["cannot_apply", "no_progress", "unreadable"] = Field(
+        description="cannot_apply: settlement stopped at an event it cannot apply; "
+        "no_progress: lag that has not moved for the stall time; unreadable: where the stage "
+        "is could not be read for the stall time"
+    )
+    since: str = Field(description="When it began (ISO 8601, UTC)")
+    lag: int | None
+    detail: str
+    offset: int | None = Field(description="The offset it stopped at")
+    event_id: str | None = None
+    event_type: str | None = None
+    attempts: int | None = Field(
+        default=None, description="cannot_apply: how often the event was tried"
+    )
+    set_aside_by: str | None = Field(
+        default=None, description="cannot_apply: the operator who set the event aside"
+    )
+
+
+class _HealthFields(BaseModel):
     market_data_ready: bool
     log_time: int
+    stall_seconds: float = Field(description="CX_STALL_SECONDS: lag unmoved this long stalls")
+    stages: list[StageProgress]
+    stalls: list[StalledStage]
+
+
+class Health(_HealthFields):
+    """Whether the API is up and caught up with the events topic, and every stage's progress."""
+
+    status: Literal["ok", "starting"]
+
+
+class HealthProblem(_HealthFields):
+    """A stalled stage (503): a problem detail that still lists every stage and stall."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class PipelineStatusOut(BaseModel):
+    """Every stage's progress per partition and every stall, for operators."""
+
+    checked_at: str
+    stalled: bool
+    stall_seconds: float
+    stages: list[StageProgress]
+    stalls: list[StalledStage]
+    unreadable: list[str] = Field(description="What could not be read just now, and why")
+
+
+class SetAsideRequest(BaseModel):
+    """Set aside the event a stalled partition stopped at: it goes to the dead-letter topic
+    and settlement goes on after it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"source": "cx.events:1:4210", "reason": "duplicate trade, ticket 42"}]
+        },
+    )
+
+    source: Annotated[
+        str, Field(min_length=5, max_length=300, description="topic:partition:offset")
+    ]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class SetAsideAnswer(BaseModel):
+    """The stall an operator asked settlement to set aside; it does so within a second."""
+
+    source: str
+    stage: str
+    event_id: str | None
+    event_type: str | None
+    set_aside_by: str
+    reason: str
+    status: Literal["requested"]
 
 
 class Me(BaseModel):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import getpass
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +22,25 @@ from api.bench import run_api as run_api_bench
 from api.bench import run_fanout as run_fanout_bench
 from api.keys import Role
 from api.marketdata import MarketData
+from exchange.adapters.kafka_log import KafkaLog
 from exchange.benchmark import run as run_e2e_bench
 from exchange.board import show_board
 from exchange.deadletters import read_dead_letters, replay_dead_letter
 from exchange.domain.messages import Identifier
 from exchange.node import serve
+from exchange.pipeline import Topics
 from exchange.runtime import STAGES, ExchangeRuntime, Stage
 from exchange.settings import Settings
+from exchange.status import (
+    DirectoryOffsets,
+    LogOffsets,
+    OffsetSource,
+    PipelineStatus,
+    StatusMonitor,
+    status_sentence,
+)
 from matching.bench import run as run_matching_bench
-from settlement import history, reports
+from settlement import history, reports, stalled
 from settlement.bench import run as run_replay_bench
 from settlement.replay import parse_until
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -93,6 +106,27 @@ def _parser() -> argparse.ArgumentParser:
     dead_list.add_argument("--json", action="store_true", help="print JSON lines")
     dead_replay = dead_commands.add_parser("replay", help="append a dead letter to its source")
     dead_replay.add_argument("source", help="topic:partition:offset, as `list` shows it")
+    dead_aside = dead_commands.add_parser(
+        "set-aside",
+        help="set aside the event a stalled partition stopped at: settlement sends it to the "
+        "dead-letter topic and goes on after it",
+    )
+    dead_aside.add_argument("source", help="topic:partition:offset, as `cx status` shows it")
+    dead_aside.add_argument("--reason", required=True, help="why, recorded with the stall")
+    status = commands.add_parser(
+        "status",
+        help="every stage's progress per partition and every stalled partition; exit 1 if "
+        "any is stalled",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--observe",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="read again after this long: a partition whose lag has not moved counts as "
+        "stalled (one reading alone sees only the events settlement cannot apply)",
+    )
     keys_parser = commands.add_parser(
         "keys", help="API keys in the configured event store (DATABASE_URL or the embedded one)"
     )
@@ -216,7 +250,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "audit":
         return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
     elif args.command == "deadletters":
+        if args.deadletters_command == "set-aside":
+            return asyncio.run(_set_aside(settings, args.source, args.reason))
         return asyncio.run(_deadletters(settings, args))
+    elif args.command == "status":
+        if args.observe < 0:
+            raise UsageError("--observe must not be negative")
+        return asyncio.run(_status(settings, args.json, args.observe))
     elif args.command == "history":
         _log_time(args.since, "--since")
         _log_time(args.until, "--until")
@@ -392,6 +432,88 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         await runtime.close()
+
+
+async def _set_aside(settings: Settings, source: str, reason: str) -> int:
+    """Mark a stall's event to be set aside; only the event store is needed (the embedded log
+    belongs to the running exchange), and settlement carries it out."""
+    store = _open_store(settings)
+    try:
+        await store.initialise()
+        try:
+            stall = await stalled.set_aside(store.engine, source, f"cx:{getpass.getuser()}", reason)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    finally:
+        await store.close()
+    if stall is None:
+        print(f"cx deadletters: no stage is stalled at {source}", file=sys.stderr)
+        return 1
+    print(
+        f"{stall.stage} will set {stall.source} ({stall.event_type} {stall.event_id}) aside "
+        "to the dead-letter topic and go on after it"
+    )
+    return 0
+
+
+async def _status(settings: Settings, as_json: bool, observe: float) -> int:
+    """Print every stage's progress and every stall; 1 if anything is stalled."""
+    store = _open_store(settings)
+    command_log = (
+        KafkaLog(settings.kafka_bootstrap_servers) if settings.kafka_bootstrap_servers else None
+    )
+    offsets: OffsetSource = (
+        DirectoryOffsets(settings.data_dir / "log")
+        if command_log is None
+        else LogOffsets(command_log)
+    )
+    topics = Topics.named(
+        settings.topic_prefix, settings.command_partitions, settings.market_partitions
+    )
+    monitor = StatusMonitor(offsets, topics, store, observe or settings.stall_seconds, cache_s=0.0)
+    try:
+        await store.initialise()
+        status = await monitor.status()
+        if observe:
+            await asyncio.sleep(observe)
+            status = await monitor.status()
+    finally:
+        await monitor.close()
+        if command_log is not None:
+            await command_log.close()
+        await store.close()
+    if as_json:
+        print(json.dumps(dataclasses.asdict(status), indent=2))
+    else:
+        _print_status(status)
+    return 1 if status.stalled else 0
+
+
+def _print_status(status: PipelineStatus) -> None:
+    stalled = {(s.stage, s.partition) for s in status.stalls}
+    print(f"{'stage':<12} {'partition':<28} {'end':>10} {'offset':>10} {'lag':>8}  state")
+    for p in status.partitions:
+        if (p.stage, p.partition) in stalled:
+            state = "STALLED"
+        elif not p.lag:
+            state = "caught up"
+        else:
+            state = f"moving ({p.idle_ms / 1000:.0f}s since it moved)"
+        where = f"{p.topic}:{p.partition}"
+        print(f"{p.stage:<12} {where:<28} {p.end_offset:>10} {p.offset:>10} {p.lag:>8}  {state}")
+    for problem in status.unreadable:
+        print(f"unreadable: {problem}")
+    for stall in status.stalls:
+        since = datetime.fromtimestamp(stall.since_ms / 1000, UTC).isoformat(timespec="seconds")
+        print(f"STALLED since {since}: {status_sentence(stall)}")
+        if stall.kind == "cannot_apply" and stall.set_aside_by is None:
+            print(
+                "  once the cause is fixed it goes on by itself; or set the event aside: "
+                f"cx deadletters set-aside {stall.topic}:{stall.partition}:{stall.offset} "
+                '--reason "..."'
+            )
+    if not status.stalls:
+        print("nothing is stalled")
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> int:

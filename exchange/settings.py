@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(default=30.0, gt=0, validation_alias="CX_TICK_SECONDS")
     """How often the API's node ticks every market partition, so that expiries, gate closures
     and deliveries fall due on a quiet market too."""
+    stall_seconds: float = Field(default=30.0, gt=0, validation_alias="CX_STALL_SECONDS")
+    """A stage whose lag has not moved for this long is reported stalled (`/v1/health` 503)."""
     snapshot_every: int = Field(default=10_000, ge=1, validation_alias="CX_SNAPSHOT_EVERY")
     """Input records per partition between two snapshots of the risk and matching stages."""
     fees: str = Field(default="", validation_alias="CX_FEES")

@@ -50,7 +50,7 @@ Order semantics (see docs/MATCHING.md for the whole rule book):
   halts the contract (the circuit breaker); a limit order's remainder rests; after `halt_ms` a
   reopening auction runs. Without a reference price (0) there is no band.
 - Market orders are IOC limit orders at reference +- `protection` (and at most their own cap;
-  without a reference price, only the cap).
+  with `protection` 0 or without a reference price, only the cap).
 - Block orders: the same quantity over consecutive hours of one family, limited by an average
   price. In continuous trading they fill in every hour at once or are cancelled; in a call
   phase they wait for the family's auction, which accepts or rejects each block whole.
@@ -665,12 +665,12 @@ class MatchingEngine:
             return
         opposite = book.asks if side == BUY else book.bids
         sign = opposite.sign
-        if market and book.reference:
+        if market and book.reference and book.protection:
             limit = sign * book.reference + book.protection
             if price:
                 limit = min(limit, sign * price)
         elif market:
-            # No reference price yet: only the order's own cap limits it.
+            # No protection band, or no reference price yet: only the order's own cap.
             limit = sign * price if price else INFINITY
         else:
             limit = sign * price

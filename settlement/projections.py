@@ -21,9 +21,16 @@ from sqlalchemy import (
     Table,
     Text,
     case,
+    column,
+    insert,
+    inspect,
+    select,
+    table,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import Accounts, JournalEntry
@@ -44,7 +51,7 @@ from exchange.domain.messages import (
 )
 from settlement.bulk import BatchInsert, BatchUpdate
 from settlement.replay import READ_BATCH, ExchangeState
-from settlement.schema import metadata, utc_now
+from settlement.schema import metadata, upgrades, utc_now
 from settlement.snapshots import Snapshot, SnapshotStore
 from settlement.sql_store import SqlEventStore
 from settlement.store import StoredEvent
@@ -187,10 +194,37 @@ trades = Table(
     Column("sell_order_id", Text, nullable=False),
     Column("buyer_id", Text, nullable=False),
     Column("seller_id", Text, nullable=False),
-    Column("aggressor", Text, nullable=False),
+    Column("aggressor", Text),
     Column("ts", BigInteger, nullable=False),
     Index("trades_symbol_idx", "symbol", "position"),
 )
+"""Settled trades; `aggressor` is the taker's side, null for a call auction's trade."""
+
+
+def _let_auction_trades_settle(connection: Connection) -> None:
+    """Make `trades.aggressor` nullable where an earlier release made it NOT NULL: a call
+    auction's trades have no aggressor, and settlement stopped at the first of them."""
+    aggressor = next(
+        c for c in inspect(connection).get_columns("trades") if c["name"] == "aggressor"
+    )
+    if aggressor["nullable"]:
+        return
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("ALTER TABLE trades ALTER COLUMN aggressor DROP NOT NULL"))
+        return
+    # SQLite cannot change a column's constraint in place: rebuild the table (its index goes
+    # with the old one) inside initialise()'s transaction.
+    for index in trades.indexes:
+        index.drop(connection)
+    connection.execute(text("ALTER TABLE trades RENAME TO trades_before_auctions"))
+    trades.create(connection)
+    names = [c.name for c in trades.columns]
+    earlier = table("trades_before_auctions", *(column(name) for name in names))
+    connection.execute(insert(trades).from_select(names, select(earlier)))
+    connection.execute(text("DROP TABLE trades_before_auctions"))
+
+
+upgrades.append(_let_auction_trades_settle)
 
 _FILL = BatchUpdate(
     {"order_id": Text(), "quantity": BigInteger(), "ts": BigInteger()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -18,12 +19,17 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 metadata = MetaData()
 """Every table `SqlEventStore.initialise()` creates: import a module to register its tables."""
+
+upgrades: list[Callable[[Connection], None]] = []
+"""Changes to tables an earlier release created, which `initialise()` runs (in order, in its
+transaction) after creating what is missing; each does nothing when its table is current."""
 
 
 class utc_now(FunctionElement[Any]):

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from settlement.bulk import BatchInsert
-from settlement.schema import consumer_offsets, events, metadata
+from settlement.schema import consumer_offsets, events, metadata, upgrades
 from settlement.store import (
     CompactEvent,
     ConcurrencyError,
@@ -49,7 +49,13 @@ from settlement.store import (
     StoredEvent,
 )
 
-__all__ = ["PostgresEventStore", "SqlEventStore", "SqliteEventStore", "open_event_store"]
+__all__ = [
+    "PostgresEventStore",
+    "SqlEventStore",
+    "SqliteEventStore",
+    "open_event_store",
+    "writing",
+]
 
 # In the order of StoredEvent's fields, so a row unpacks straight into one.
 _EVENT_COLUMNS = (
@@ -204,10 +210,13 @@ class SqlEventStore(EventStore):
                 yield StoreView(connection, int(position))
 
     async def initialise(self) -> None:
-        """Create the event store's tables and every projection table in `metadata`."""
+        """Create the event store's tables and every projection table in `metadata`, and
+        bring tables an earlier release created up to date (`schema.upgrades`)."""
         # Under the write lock, so two processes starting at once do not race on CREATE TABLE.
         async with self._write_transaction() as connection:
             await connection.run_sync(metadata.create_all, checkfirst=True)
+            for upgrade in upgrades:
+                await connection.run_sync(upgrade)
 
     async def append(
         self,
@@ -385,6 +394,17 @@ def _sqlite_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEnt
 
 def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql(connection.get_execution_options().get(_SQLITE_BEGIN, "BEGIN"))
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that writes tables beside the events (not the events themselves): on
+    SQLite it takes the write lock as it begins, so it waits for another process's writer
+    instead of failing when it first writes after reading."""
+    async with engine.connect() as connection:
+        await connection.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
+        async with connection.begin():
+            yield connection
 
 
 class SqliteEventStore(SqlEventStore):

@@ -44,6 +44,7 @@ from exchange.domain.messages import (
     RequestRejected,
     ResolveDispute,
     Side,
+    TradeExecuted,
     WithdrawCapacity,
     WithdrawFunds,
 )
@@ -443,3 +444,49 @@ def _digest(events: list[Event]) -> str:
     hasher = hashlib.sha256()
     ledger.digest(hasher)
     return hasher.hexdigest()
+
+
+def _auction_after_a_halt(bank: Bank) -> list[TradeExecuted]:
+    """Two call auctions, each when an operator resumes the halted contract: a provider's ask
+    1,000 x10 against b1's bid 1,200 x10, then b1's resale 1,100 x10 against b2's bid
+    1,200 x10."""
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=10))
+    bank.send(funds("b1", 100_000))
+    bank.send(funds("b2", 100_000))
+    for seller, buyer, ask in (("p1", "b1", 1_000), ("b1", "b2", 1_100)):
+        bank.send(ControlMarket(operator_id="ops", action="halt", symbol=SYM, reason="drill"))
+        bank.send(order(f"s-{seller}", seller, "sell", ask, 10))
+        bank.send(order(f"b-{buyer}", buyer, "buy", 1_200, 10))
+        bank.send(ControlMarket(operator_id="ops", action="resume", symbol=SYM, reason="go"))
+    trades: list[TradeExecuted] = bank.of(TradeExecuted)
+    return trades
+
+
+def test_both_sides_of_an_auction_trade_pay_the_maker_fee() -> None:
+    bank = Bank(MarketRules(bond_bps=0, fees=(("H100-80G", 5, 20),)))
+    trades = _auction_after_a_halt(bank)
+    assert [(t.price, t.quantity, t.aggressor) for t in trades] == [
+        (1_000, 10, None),
+        (1_100, 10, None),
+    ]
+    # 0.05% each side, never the taker's 0.2%: b1 paid 5 on 10,000 and 5 on its resale of
+    # 11,000; b2 paid 5 on 11,000; the provider's 5 on 10,000 is charged at delivery.
+    assert bank.cash("b1") == 100_000 - 10_000 - 5 + 11_000 - 5
+    assert bank.cash("b2") == 100_000 - 11_000 - 5
+    assert bank.ledger.ledger["fees"] == 15
+    delivered = [e for e in bank.tick(DELIVERY) if isinstance(e, DeliveryObligation)]
+    assert [(o.buyer_id, o.amount, o.fee) for o in delivered] == [("b2", 10_000, 5)]
+    assert bank.ledger.trial_balance() == 0
+
+
+def test_an_auction_trade_pays_no_maker_rebate() -> None:
+    bank = Bank(MarketRules(bond_bps=0, fees=(("H100-80G", -10, 20),)))
+    _auction_after_a_halt(bank)
+    assert bank.cash("b1") == 100_000 - 10_000 + 11_000
+    assert bank.cash("b2") == 100_000 - 11_000
+    delivered = [e for e in bank.tick(DELIVERY) if isinstance(e, DeliveryObligation)]
+    assert [(o.buyer_id, o.amount, o.fee) for o in delivered] == [("b2", 10_000, 0)]
+    assert bank.ledger.ledger.get("rebates", 0) == 0
+    assert bank.ledger.ledger.get("fees", 0) == 0
+    assert bank.ledger.trial_balance() == 0

@@ -210,7 +210,8 @@ function addTrade(message) {
     el("td", {}, money(message.price)),
     el("td", {}, money(message.price_per_std)),
     el("td", {}, String(message.quantity)),
-    el("td", { class: message.aggressor }, message.aggressor));
+    // A call auction's trade has no aggressor: neither side took.
+    el("td", { class: message.aggressor ?? "auction" }, message.aggressor ?? "auction"));
   body.prepend(row);
   while (body.rows.length > 30) body.deleteRow(-1);
 }

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from cx_client.errors import RateLimited, problem_error
+from cx_client.errors import ProblemError, RateLimited, problem_error
 from cx_client.models import (
     Account,
     AmendAnswer,
@@ -33,10 +33,12 @@ from cx_client.models import (
     Order,
     OrderAnswer,
     Performance,
+    PipelineStatus,
     ProgrammeReport,
     ReportTrade,
     RequestAnswer,
     ScheduledDeposit,
+    SetAside,
     Stall,
     Stats,
     StoredEvent,
@@ -129,8 +131,14 @@ class ExchangeClient:
         return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
 
     async def health(self) -> Health:
-        """Whether the API is up and caught up."""
-        return await self._get(Health, "/v1/health")
+        """Whether the API is up and caught up, and every stage's progress; `status` is
+        `stalled` when a stage is (the API answers 503 then, with the same figures)."""
+        try:
+            return await self._get(Health, "/v1/health")
+        except ProblemError as problem:
+            if problem.status != 503 or problem.code != "stalled":
+                raise
+            return Health.model_validate({**problem.body, "status": "stalled"})
 
     async def contracts(self) -> list[Contract]:
         """The catalogue with best prices."""
@@ -537,6 +545,17 @@ class ExchangeClient:
         """Revoke an API key (operators)."""
         response = await self.request("DELETE", f"/v1/admin/keys/{key_id}")
         return KeyInfo.model_validate(response.json())
+
+    async def status(self) -> PipelineStatus:
+        """Every stage's progress per partition and every stall (operators)."""
+        return await self._get(PipelineStatus, "/v1/admin/status")
+
+    async def set_aside(self, source: str, reason: str) -> SetAside:
+        """Have settlement set aside the event a stalled partition stopped at, `source` being
+        its `topic:partition:offset` (operators)."""
+        body = {"source": source, "reason": reason}
+        response = await self.request("POST", "/v1/admin/set-aside", json=body)
+        return SetAside.model_validate(response.json())
 
     async def events(self, after: int = 0, limit: int = 100) -> list[StoredEvent]:
         """Stored events after a global position (operators)."""

@@ -13,12 +13,70 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class StageProgress(Model):
+    """Where one stage (risk, matching, settlement, market-data) is in one partition."""
+
+    stage: str
+    topic: str
+    partition: int
+    end_offset: int
+    offset: int
+    lag: int
+    progressing: bool
+    idle_seconds: float
+
+
+class StalledStage(Model):
+    """A stage that does not get on in a partition: `kind` is `cannot_apply` (settlement
+    stopped at an event it cannot apply), `no_progress` or `unreadable`."""
+
+    stage: str
+    topic: str
+    partition: int
+    kind: str
+    since: str
+    lag: int | None
+    detail: str
+    offset: int | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+    attempts: int | None = None
+    set_aside_by: str | None = None
+
+
 class Health(Model):
-    """Whether the API is up and has caught up with the market."""
+    """Whether the API is up and caught up (`ok`, `starting`), or a stage is `stalled`; and
+    every stage's progress per partition."""
 
     status: str
     market_data_ready: bool
     log_time: int
+    stall_seconds: float = 0.0
+    stages: list[StageProgress] = []
+    stalls: list[StalledStage] = []
+
+
+class PipelineStatus(Model):
+    """Every stage's progress and every stall, for operators."""
+
+    checked_at: str
+    stalled: bool
+    stall_seconds: float
+    stages: list[StageProgress]
+    stalls: list[StalledStage]
+    unreadable: list[str]
+
+
+class SetAside(Model):
+    """A stalled event an operator asked settlement to set aside."""
+
+    source: str
+    stage: str
+    event_id: str | None
+    event_type: str | None
+    set_aside_by: str
+    reason: str
+    status: str
 
 
 class Contract(Model):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mmap
 import os
 import re
 import struct
@@ -29,7 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from exchange.log import (
     CommandLog,
@@ -44,7 +45,7 @@ from exchange.log import (
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["InProcessLog", "wall_clock_ms"]
+__all__ = ["InProcessLog", "StoredOffsets", "stored_offsets", "wall_clock_ms"]
 
 _log = logging.getLogger(__name__)
 
@@ -158,6 +159,56 @@ class _Partition:
                 file.truncate(position)
                 os.fsync(file.fileno())
         self.file = path.open("ab", buffering=0)
+
+
+class StoredOffsets(NamedTuple):
+    """What a log directory holds, read without opening the log."""
+
+    ends: dict[TopicPartition, int]
+    """Each partition's end offset: its whole frames on disk."""
+    committed: dict[str, dict[TopicPartition, int]]
+    """Each group's committed offsets."""
+
+
+def stored_offsets(directory: Path) -> StoredOffsets:
+    """The end and committed offsets of the log in `directory`, read from its files without
+    taking its lock, so a running exchange can be inspected from another process (`cx
+    status`). Frames its process has not yet handed to the OS are not counted; those no
+    consumer has been given either."""
+    meta_path = directory / _META
+    meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    ends: dict[TopicPartition, int] = {}
+    for topic, count in meta.get("topics", {}).items():
+        for index in range(count):
+            ends[TopicPartition(topic, index)] = _whole_frames(
+                directory / "topics" / topic / f"{index}.log"
+            )
+    committed = {
+        group: {
+            TopicPartition(topic, int(partition)): offset
+            for topic, partitions in topics.items()
+            for partition, offset in partitions.items()
+        }
+        for group, topics in meta.get("offsets", {}).items()
+    }
+    return StoredOffsets(ends, committed)
+
+
+def _whole_frames(path: Path) -> int:
+    """How many whole frames a partition file holds (their checksums are not checked)."""
+    if not path.exists() or not path.stat().st_size:
+        return 0
+    count = 0
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        size = len(data)
+        position = 0
+        while position + _FRAME_HEAD.size <= size:
+            length, _ = _FRAME_HEAD.unpack_from(data, position)
+            position += _FRAME_HEAD.size + length
+            if position > size:
+                break
+            count += 1
+    return count
 
 
 class InProcessLog(CommandLog):

@@ -280,9 +280,18 @@ class Fees:
             rates = self._by_symbol[symbol] = (maker, taker, max(0, maker, taker))
         return rates
 
-    def fee(self, symbol: str, amount: int, taker: bool) -> int:
-        """The fee on a trade amount, rounded toward zero (a rebate when negative)."""
-        bps = self._of(symbol)[1 if taker else 0]
+    def fee(self, symbol: str, amount: int, aggressor: str | None, side: str) -> int:
+        """The fee of one side of a trade on its amount, rounded toward zero (a rebate when
+        negative): the taker's rate for the side that arrived (the aggressor), the maker's for
+        the other. A call auction's trade has no aggressor: both sides pay the maker's rate,
+        but no rebate, which only a taker's fee pays for."""
+        maker, taker, _ = self._of(symbol)
+        if aggressor is not None:
+            bps = taker if aggressor == side else maker
+        elif maker > 0:
+            bps = maker
+        else:
+            return 0
         return amount * bps // BPS if bps >= 0 else -(amount * -bps // BPS)
 
     def most(self, symbol: str, amount: int) -> int:
@@ -529,7 +538,7 @@ class Accounts:
             released = self.own_hold(buy, buy.price, buy.remaining) - self.own_hold(
                 buy, buy.price, buy.remaining - trade.quantity
             )
-            fee = self.fees.fee(symbol, amount, trade.aggressor == "buy")
+            fee = self.fees.fee(symbol, amount, trade.aggressor, "buy")
             voucher = self._voucher_part(buy, trade, amount)
             legs = [
                 (f"held:{buyer}", -released),
@@ -557,7 +566,7 @@ class Accounts:
             seller = sell.account_id
             if sell.backing == "entitlement":
                 held_key = (seller, trade.symbol)
-                fee = self.fees.fee(trade.symbol, amount, trade.aggressor == "sell")
+                fee = self.fees.fee(trade.symbol, amount, trade.aggressor, "sell")
                 clawback = self._claw_back(
                     seller, trade.symbol, trade.quantity, trade.quantity, amount - fee
                 )

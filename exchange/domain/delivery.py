@@ -159,7 +159,7 @@ class DeliveryDesk:
             provision.units += quantity
             provision.amount += amount
             provision.bond += bond_per_unit * quantity
-            provision.fee += self.fees.fee(symbol, amount, side == "sell")
+            provision.fee += self.fees.fee(symbol, amount, side, "sell")
         else:
             holdings[seller_id] -= quantity
         if sell is not None:

@@ -145,3 +145,40 @@ async def test_a_buyer_trades_on_the_supermarket_page(tmp_path: Path, chromium: 
                 finally:
                     await browser.close()
     assert (SCREENSHOTS / "supermarket.png").stat().st_size > 10_000
+
+
+async def test_a_call_auctions_trade_shows_on_the_tape_as_auction(
+    tmp_path: Path, chromium: Path
+) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        buyer_key = await exchange.key_for("sme-web", "buyer")
+        provider_key = await exchange.key_for("provider-web", "provider")
+        operator = await exchange.operator()
+        async with (
+            ExchangeClient(exchange.base_url, buyer_key) as buyer,
+            ExchangeClient(exchange.base_url, provider_key) as provider,
+        ):
+            await buyer.deposit_cash(100_000)
+            await provider.deposit_capacity(GZ0, 10)
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=str(chromium), args=CHROMIUM_ARGS
+                )
+                try:
+                    page = await browser.new_page(viewport={"width": 1400, "height": 1100})
+                    page.set_default_timeout(TIMEOUT_MS)
+                    expect.set_options(timeout=TIMEOUT_MS)
+                    await _sign_in(page, exchange.base_url + "/", buyer_key, "sme-web (buyer)")
+                    await page.get_by_test_id(f"cell-{GZ0}").click()
+
+                    reason = {"reason": "auction drill"}
+                    await operator.post(f"/v1/admin/contracts/{GZ0}/halt", json=reason)
+                    await provider.place_order(GZ0, "sell", 1800, 2)
+                    await buyer.place_order(GZ0, "buy", 1850, 2)
+                    await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json=reason)
+                    trade = page.get_by_test_id("tape").get_by_test_id("trade").first
+                    await expect(trade).to_contain_text("18.00")
+                    await expect(trade).to_contain_text("auction")
+                    await expect(trade).not_to_contain_text("null")
+                finally:
+                    await browser.close()

@@ -231,7 +231,7 @@ class Reference:
         continuous = book.state == E.CONTINUOUS
         if not continuous and (immediate or min_quantity):
             return self.emit(E.REJECTED, symbol, order_id, E.NOT_CONTINUOUS)
-        if market and book.reference:
+        if market and book.reference and book.protection:
             if side == E.BUY:
                 limit = book.reference + book.protection
                 if price:

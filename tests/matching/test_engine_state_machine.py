@@ -49,7 +49,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.submitted: dict[str, tuple[int, bool]] = {}
         self.block_ids: list[str] = []
 
-    @initialize(band=st.sampled_from([0, 6, 15]), protection=st.sampled_from([3, 8]))
+    @initialize(band=st.sampled_from([0, 6, 15]), protection=st.sampled_from([0, 3, 8]))
     def listing(self, band: int, protection: int) -> None:
         for model in (self.engine, self.ref):
             for i, symbol in enumerate(HOURS):

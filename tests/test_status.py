@@ -1,0 +1,168 @@
+"""The status monitor judges progress across readings, and reads an embedded log's directory
+without opening the log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from exchange.adapters.inprocess_log import InProcessLog, stored_offsets
+from exchange.log import LogError, TopicPartition
+from exchange.pipeline import Topics
+from exchange.status import DirectoryOffsets, StatusMonitor
+from settlement.sql_store import SqliteEventStore
+
+TOPICS = Topics.named("t", 1, 1)
+STALL_S = 30.0
+
+
+class Offsets:
+    """Offsets a test sets by hand; `away` makes every read fail."""
+
+    def __init__(self) -> None:
+        self.ends = {TOPICS.commands: 0, TOPICS.orders: 0, TOPICS.events: 0}
+        self.done = {"t.risk": 0, "t.matching": 0}
+        self.away = False
+
+    async def end_offsets(self, topic: str, partitions: int) -> list[int]:
+        if self.away:
+            raise LogError("the broker is away")
+        return [self.ends[topic]]
+
+    async def committed(self, group: str, topic: str, partitions: int) -> list[int]:
+        if self.away:
+            raise LogError("the broker is away")
+        return [self.done[group]]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    opened = SqliteEventStore(tmp_path / "events.db")
+    await opened.initialise()
+    yield opened
+    await opened.close()
+
+
+class Clock:
+    """Monotonic seconds the test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def monitor(offsets: Offsets, store: SqliteEventStore, clock: Clock) -> StatusMonitor:
+    return StatusMonitor(offsets, TOPICS, store, STALL_S, cache_s=0.0, clock=clock)
+
+
+async def test_a_lag_that_does_not_move_for_the_stall_time_is_a_stall(
+    store: SqliteEventStore,
+) -> None:
+    offsets = Offsets()
+    clock = Clock()
+    watching = monitor(offsets, store, clock)
+    offsets.ends[TOPICS.orders] = 5
+    offsets.done["t.matching"] = 2
+    first = await watching.status()
+    assert not first.stalled
+    (matching,) = [p for p in first.partitions if p.stage == "matching"]
+    assert (matching.end_offset, matching.offset, matching.lag, matching.progressing) == (
+        5,
+        2,
+        3,
+        True,
+    )
+    clock.now += STALL_S / 2
+    offsets.done["t.matching"] = 3  # it moved: the clock starts again
+    assert not (await watching.status()).stalled
+    clock.now += STALL_S * 0.7  # more than the stall time since the first reading
+    assert not (await watching.status()).stalled
+    clock.now += STALL_S * 0.5
+    later = await watching.status()
+    (stall,) = later.stalls
+    assert (stall.stage, stall.partition, stall.kind, stall.lag, stall.offset) == (
+        "matching",
+        0,
+        "no_progress",
+        2,
+        3,
+    )
+    assert "matching is stalled in t.orders:0 with lag 2" in later.describe()
+    offsets.done["t.matching"] = 5  # caught up
+    assert not (await watching.status()).stalled
+
+
+async def test_a_source_that_cannot_be_read_for_the_stall_time_is_a_stall(
+    store: SqliteEventStore,
+) -> None:
+    offsets = Offsets()
+    clock = Clock()
+    watching = monitor(offsets, store, clock)
+    offsets.away = True
+    first = await watching.status()
+    assert not first.stalled
+    assert first.partitions == ()
+    assert set(first.unreadable) == {
+        "risk: cannot read the end offsets of t.commands: the broker is away",
+        "matching: cannot read the end offsets of t.orders: the broker is away",
+        "settlement: cannot read the end offsets of t.events: the broker is away",
+    }
+    clock.now += STALL_S
+    later = await watching.status()
+    assert {(s.stage, s.kind) for s in later.stalls} == {
+        ("risk", "unreadable"),
+        ("matching", "unreadable"),
+        ("settlement", "unreadable"),
+    }
+    offsets.away = False
+    assert not (await watching.status()).stalled
+
+
+async def test_one_reading_answers_every_caller_for_the_cache_time(
+    store: SqliteEventStore,
+) -> None:
+    offsets = Offsets()
+    clock = Clock()
+    watching = StatusMonitor(offsets, TOPICS, store, STALL_S, cache_s=0.5, clock=clock)
+    first, second = await asyncio.gather(watching.status(), watching.status())
+    assert first is second
+    offsets.ends[TOPICS.commands] = 9
+    clock.now += 0.4
+    assert await watching.status() is first
+    clock.now += 0.2
+    fresh = await watching.status()
+    assert [p.end_offset for p in fresh.partitions if p.stage == "risk"] == [9]
+
+
+async def test_a_log_directory_in_use_is_read_from_its_files(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    log = InProcessLog(directory)
+    try:
+        await TOPICS.create(log)
+        producer = await log.producer()
+        for n in range(3):
+            await producer.send_and_wait(TOPICS.orders, 0, f"record {n}".encode())
+        await producer.close()
+        consumer = await log.consumer(group_id="t.matching")
+        consumer.assign([TopicPartition(TOPICS.orders, 0)])
+        await consumer.commit({TopicPartition(TOPICS.orders, 0): 2})
+        with pytest.raises(LogError, match="in use"):
+            InProcessLog(directory)
+        stored = stored_offsets(directory)
+        assert stored.ends[TopicPartition(TOPICS.orders, 0)] == 3
+        assert stored.ends[TopicPartition(TOPICS.events, 0)] == 0
+        assert stored.committed == {"t.matching": {TopicPartition(TOPICS.orders, 0): 2}}
+        offsets = DirectoryOffsets(directory)
+        assert await offsets.end_offsets(TOPICS.orders, 1) == [3]
+        assert await offsets.committed("t.matching", TOPICS.orders, 1) == [2]
+        assert await offsets.committed("t.risk", TOPICS.commands, 1) == [0]
+    finally:
+        await log.close()
