@@ -9,6 +9,7 @@ caused them. Money and prices are integer fen (0.01 CNY); quantities are integer
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -27,6 +28,29 @@ from pydantic import (
 )
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+SCOPE = "/"
+"""Joins an owner to a name in `scoped`: no `Identifier` contains it."""
+
+
+def scoped(owner: str, name: str) -> str:
+    """A name in its owner's scope (`owner/name`): since neither contains `/`, two owners'
+    names never meet, and a scoped name is never a bare one."""
+    return f"{owner}{SCOPE}{name}"
+
+
+def exchange_order_id(account_id: str, order_id: str) -> str:
+    """The exchange's id of the order (or block) `account_id` placed as `order_id`.
+
+    The risk stage gives every order this id, derived from the account and the id its sender
+    chose, so two accounts can never name one order, whatever either sends: the events, the
+    books, the ledger and the API all know the order by it. 42 characters:
+    `o-` and the first 40 hex digits of SHA-256 of `order`, the account and the order id, each
+    followed by a newline but the last.
+    """
+    digest = hashlib.sha256(f"order\n{account_id}\n{order_id}".encode()).hexdigest()
+    return f"o-{digest[:40]}"
+
+
 Symbol = Annotated[str, Field(min_length=1, max_length=64)]
 PositiveInt = Annotated[StrictInt, Field(gt=0, le=10**15)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=10**15)]

@@ -36,6 +36,7 @@ from exchange.domain.messages import (
     PlaceBlockOrder,
     PlaceOrder,
     TradeExecuted,
+    exchange_order_id,
 )
 from exchange.domain.operators import OperatorSeal
 from exchange.domain.risk import Outcome, RiskStage
@@ -217,7 +218,9 @@ def test_gate_closure_expires_orders_when_the_clock_ticks() -> None:
     delivery = 1_827_590_400_000  # 2027-12-01T00:00 CST in ms since the epoch
     out = ex.send(ControlMarket(operator_id="clock", action="tick", symbol=SYM), dt=delivery)
     cancelled = [e for e in out if isinstance(e, OrderCancelled)]
-    assert [(c.order_id, c.reason) for c in cancelled] == [("b1", CancelReason.GATE_CLOSURE)]
+    assert [(c.order_id, c.reason) for c in cancelled] == [
+        (exchange_order_id("buyer", "b1"), CancelReason.GATE_CLOSURE)
+    ]
     assert ex.risk.accounts.cash_of("buyer").held == 0
     ex.check_holds()
 
@@ -307,8 +310,8 @@ def test_kill_switch_cancels_every_open_order_of_the_account() -> None:
     assert out[0].symbols == [SYM]
     cancelled = [e for e in out if isinstance(e, OrderCancelled)]
     assert [(c.order_id, c.reason) for c in cancelled] == [
-        ("b1", CancelReason.KILL_SWITCH),
-        ("b2", CancelReason.KILL_SWITCH),
+        (exchange_order_id("buyer", "b1"), CancelReason.KILL_SWITCH),
+        (exchange_order_id("buyer", "b2"), CancelReason.KILL_SWITCH),
     ]
     assert ex.risk.accounts.cash_of("buyer").held == 0
     again = ex.send(CancelAllOrders(account_id="buyer"))
