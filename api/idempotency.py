@@ -171,7 +171,8 @@ async def reserve(
                     "body": "{}",
                     "created_ms": now_ms,
                 }
-                for name in request.names
+                # In one order for every request, so two writers lock shared names alike.
+                for name in sorted(request.names)
             ]
         )
         .on_conflict_do_nothing()
