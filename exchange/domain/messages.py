@@ -199,13 +199,15 @@ def _without_default_options(
 
 
 class PlaceOrder(Message):
-    """Place an order; `order_id` is chosen by the submitter and must be new.
+    """Place an order; `order_id` is chosen by the submitter and must be new to its account
+    (the exchange knows the order by `exchange_order_id` of the two).
 
     Options (see docs/MATCHING.md): `time_in_force` GTC, GTD (until `expire_at`, a log time in
     ms), DAY, IOC or FOK; `order_type` market trades like IOC within the contract's protection
     band, and its `price` is the cap the buyer's funds are held at; `min_quantity` must trade on
     arrival; `all_or_none` trades only in full; `post_only` is refused if it would take;
-    self-trade prevention by `stp_group` (default: the account) in `stp_mode`.
+    self-trade prevention by `stp_group` (a group of the account's own orders; default:
+    the account) in `stp_mode`.
 
     A buy may name a compute-voucher programme (`voucher`) the account holds a grant of: the
     voucher part is reserved at acceptance and only the rest of the cost is held. With

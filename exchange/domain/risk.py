@@ -359,7 +359,7 @@ class RiskStage:
             min_quantity=command.min_quantity,
             all_or_none=command.all_or_none,
             post_only=command.post_only,
-            stp_group=command.stp_group,
+            stp_group=_own_group(command),
             stp_mode=command.stp_mode,
             backing=terms.backing,
             bond_per_unit=terms.bond_per_unit,
@@ -649,7 +649,7 @@ class RiskStage:
             side=command.side,
             price=command.price,
             quantity=command.quantity,
-            stp_group=command.stp_group,
+            stp_group=_own_group(command),
             stp_mode=command.stp_mode,
         )
         self.accounts.apply(accepted, _own)
@@ -1248,6 +1248,12 @@ class RiskStage:
         # counts the money brought in), and the stage replays its partition from the start.
         stage.money_in = data.get("money_in", 0)
         return stage
+
+
+def _own_group(command: PlaceOrder | PlaceBlockOrder) -> str | None:
+    """The self-trade prevention group of an order in its account's scope (None: the account
+    itself), so that no account can name another's orders as its own."""
+    return None if command.stp_group is None else scoped(command.account_id, command.stp_group)
 
 
 def request_key(command: Request) -> str:

@@ -425,3 +425,33 @@ async def _row_or_none(exchange: RunningExchange, order_id: str) -> Any:
     query = select(tables.orders).where(tables.orders.c.order_id == order_id)
     async with exchange.runtime.store.engine.connect() as connection:
         return (await connection.execute(query)).first()
+
+
+async def test_a_self_trade_group_names_only_its_accounts_orders(tmp_path: Path) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        victim, intruder, _ = _three_accounts(exchange.runtime, "desk")
+        provider = await _funded(exchange, victim, "provider")
+        capacity = {"kind": "capacity", "symbol": GZ0, "quantity": 4}
+        path = f"/v1/accounts/{victim}/deposits"
+        assert (await provider.post(path, json=capacity)).status_code == 201
+        ask = {"symbol": GZ0, "side": "sell", "price": 1_800, "quantity": 4, "stp_group": "desk"}
+        resting = (await provider.post("/v1/orders", json=ask)).json()["order_id"]
+        buyer = await _funded(exchange, intruder)
+        # Naming the victim's group, or the victim itself (its default group), cancels none of
+        # its orders: the buys trade with it.
+        for group in ("desk", victim):
+            bid = {
+                "symbol": GZ0,
+                "side": "buy",
+                "price": 1_800,
+                "quantity": 1,
+                "stp_group": group,
+                "stp_mode": "cancel_resting",
+            }
+            assert (await buyer.post("/v1/orders", json=bid)).status_code == 201
+        await settle(exchange.runtime)
+        row = await _order_row(exchange, resting)
+        assert (row.status, row.filled) == ("open", 2)
+        fills = (await buyer.get("/v1/fills")).json()
+        assert sum(f["quantity"] for f in fills) == 2
+        await _assert_audits_clean(exchange)

@@ -57,7 +57,7 @@ SENT = {
         ("seller", "s2"),
         ("buyer", "k1"),
         ("desk-a", "m1"),
-        ("desk-b", "m2"),
+        ("desk-a", "m2"),
     )
 }
 """The exchange's ids of the orders the test places, and the ids it sends them as."""
@@ -94,7 +94,7 @@ async def test_new_order_types_settle_and_replay_to_the_live_state(tmp_path: Pat
                                    price=1810, quantity=3))  # fmt: skip
         await send(place("m1", "desk-a", H1, "sell", 1840, 5, stp_group="desk"))
         await send(
-            place("m2", "desk-b", H1, "buy", 1900, 2, stp_group="desk", stp_mode="decrement")
+            place("m2", "desk-a", H1, "buy", 1900, 2, stp_group="desk", stp_mode="decrement")
         )
         await send(CancelAllOrders(account_id="seller"))
         await settle(runtime)

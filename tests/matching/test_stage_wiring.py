@@ -195,8 +195,26 @@ def test_amend_that_matching_refuses_returns_the_extra_hold() -> None:
 def test_self_trade_decrement_releases_what_it_takes_off() -> None:
     ex = funded(Exchange())
     ex.send(order("s1", "maker", "sell", 1800, 5, stp_group="desk"))
-    out = ex.send(order("b1", "other", "buy", 1800, 2, stp_group="desk", stp_mode="decrement"))
+    out = ex.send(order("b1", "maker", "buy", 1800, 2, stp_group="desk", stp_mode="decrement"))
     assert [type(e).__name__ for e in out[1:]] == ["OrderReduced", "OrderCancelled", "BookChanged"]
+    ex.check_holds()
+
+
+def test_a_self_trade_group_is_its_accounts_own() -> None:
+    # Naming another account's group (or the account itself, its default group) does not
+    # let an order cancel or reduce that account's resting orders: they trade.
+    ex = funded(Exchange())
+    ex.send(order("s1", "maker", "sell", 1800, 5, stp_group="desk"))
+    ex.send(order("s2", "seller", "sell", 1810, 5))
+    for group, price in (("desk", 1800), ("seller", 1810)):
+        out = ex.send(
+            order(f"b-{group}", "other", "buy", price, 1, stp_group=group, stp_mode="cancel_both")
+        )
+        assert [type(e).__name__ for e in out] == [
+            "OrderAccepted",
+            "TradeExecuted",
+            "BookChanged",
+        ], group
     ex.check_holds()
 
 
