@@ -29,7 +29,6 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
-    event,
     inspect,
     select,
 )
@@ -40,7 +39,7 @@ from api.keys import writing_transaction
 from api.models import StallOut, StallRequest
 from api.problems import Problem, problems
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec
-from settlement.schema import metadata, utc_now
+from settlement.schema import metadata, upgrades, utc_now
 
 stalls = Table(
     "provider_stalls",
@@ -63,18 +62,20 @@ alone, which let one provider's id shut every other provider out of it."""
 LEGACY_TABLE = "stalls"
 
 
-@event.listens_for(stalls, "after_create")
-def _take_over_legacy_stalls(target: Table, connection: Connection, **_: Any) -> None:
-    """Move the stalls of a database made before stall ids were scoped by provider into the
-    new table (once: when `initialise()` creates it, under the store's write lock)."""
+def _take_over_legacy_stalls(connection: Connection) -> None:
+    """Move the stalls of a database made before stall ids were scoped by provider into
+    `provider_stalls`, and drop the old table (nothing to do once it is gone)."""
     if not inspect(connection).has_table(LEGACY_TABLE):
         return
     legacy = Table(LEGACY_TABLE, MetaData(), autoload_with=connection)
-    columns = [column.name for column in target.columns]
+    columns = [column.name for column in stalls.columns]
     connection.execute(
-        target.insert().from_select(columns, select(*(legacy.c[name] for name in columns)))
+        stalls.insert().from_select(columns, select(*(legacy.c[name] for name in columns)))
     )
     legacy.drop(connection)
+
+
+upgrades.append(_take_over_legacy_stalls)
 
 
 @dataclass(frozen=True, slots=True)
