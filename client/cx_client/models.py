@@ -452,6 +452,7 @@ class ScheduledDeposit(Model):
     deposit_id: str
     contracts: list[str]
     asks: list[str]
+    status: Literal["done", "pending"] = "done"
 
 
 class Delivery(Model):

@@ -41,6 +41,7 @@ from exchange.domain.messages import (
     OrderAccepted,
     RejectReason,
     RequestRejected,
+    scoped,
 )
 from matching import engine as me
 
@@ -92,7 +93,8 @@ class DeliveryDesk:
         self.holdings: dict[str, dict[str, int]] = {}
         self.obligations: dict[ObligationKey, Obligation] = {}
         self.recalls: set[str] = set()
-        """Ids of the recalls done: a recall sent again is refused, not done twice."""
+        """`provider/recall_id` of the recalls done (bare ids: done before recall ids were
+        scoped by provider): a recall sent again is refused, not done twice."""
         self._due: list[tuple[int, str, str, str]] = []
         """(window end, symbol, provider, buyer) of unsettled obligations, a heap."""
 
@@ -221,7 +223,8 @@ class DeliveryDesk:
         """Take back sold units of a recallable deposit: each holder, in account order, is
         refunded its share of the escrow and compensated out of the provider's bond."""
         symbol, provider_id, quantity = request.symbol, request.provider_id, request.delivered
-        if request.request_id in self.recalls:
+        key = scoped(provider_id, request.request_id)
+        if key in self.recalls or request.request_id in self.recalls:
             return [
                 _refused(
                     request,
@@ -262,7 +265,7 @@ class DeliveryDesk:
                     "for resale: recall at most that many now",
                 )
             ]
-        self.recalls.add(request.request_id)
+        self.recalls.add(key)
         # The recalled units' shares of the escrow and the bond; their fee is never charged.
         amount = provision.amount * quantity // provision.units
         bond = provision.bond * quantity // provision.units

@@ -9,6 +9,7 @@ caused them. Money and prices are integer fen (0.01 CNY); quantities are integer
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -27,6 +28,29 @@ from pydantic import (
 )
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+SCOPE = "/"
+"""Joins an owner to a name in `scoped`: no `Identifier` contains it."""
+
+
+def scoped(owner: str, name: str) -> str:
+    """A name in its owner's scope (`owner/name`): since neither contains `/`, two owners'
+    names never meet, and a scoped name is never a bare one."""
+    return f"{owner}{SCOPE}{name}"
+
+
+def exchange_order_id(account_id: str, order_id: str) -> str:
+    """The exchange's id of the order (or block) `account_id` placed as `order_id`.
+
+    The risk stage gives every order this id, derived from the account and the id its sender
+    chose, so two accounts can never name one order, whatever either sends: the events, the
+    books, the ledger and the API all know the order by it. 42 characters:
+    `o-` and the first 40 hex digits of SHA-256 of `order`, the account and the order id, each
+    followed by a newline but the last.
+    """
+    digest = hashlib.sha256(f"order\n{account_id}\n{order_id}".encode()).hexdigest()
+    return f"o-{digest[:40]}"
+
+
 Symbol = Annotated[str, Field(min_length=1, max_length=64)]
 PositiveInt = Annotated[StrictInt, Field(gt=0, le=10**15)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=10**15)]
@@ -175,13 +199,15 @@ def _without_default_options(
 
 
 class PlaceOrder(Message):
-    """Place an order; `order_id` is chosen by the submitter and must be new.
+    """Place an order; `order_id` is chosen by the submitter and must be new to its account
+    (the exchange knows the order by `exchange_order_id` of the two).
 
     Options (see docs/MATCHING.md): `time_in_force` GTC, GTD (until `expire_at`, a log time in
     ms), DAY, IOC or FOK; `order_type` market trades like IOC within the contract's protection
     band, and its `price` is the cap the buyer's funds are held at; `min_quantity` must trade on
     arrival; `all_or_none` trades only in full; `post_only` is refused if it would take;
-    self-trade prevention by `stp_group` (default: the account) in `stp_mode`.
+    self-trade prevention by `stp_group` (a group of the account's own orders; default:
+    the account) in `stp_mode`.
 
     A buy may name a compute-voucher programme (`voucher`) the account holds a grant of: the
     voucher part is reserved at acceptance and only the rest of the cost is held. With
