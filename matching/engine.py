@@ -1435,6 +1435,25 @@ class MatchingEngine:
         self.events.append((STATE, symbol, book.state, StateReason.RELISTED))
         return True
 
+    def refuse_listing(self, symbol: str, reason: RefusalReason) -> None:
+        """Report an operator's listing of a contract refused for a reason the caller sees and
+        the engine cannot (a symbol outside the grammar, a contract already retired)."""
+        self.events.append((OPERATOR_REJECTED, symbol, "list", reason))
+
+    def set_band(self, ts: int, target: str, band: int) -> bool:
+        """Set the price band (0: none) of a contract, or of every listed contract of a family;
+        refused (`unknown_contract`) when no book has that symbol or family. True if set."""
+        self.advance(ts)
+        books = [b for s, b in self.books.items() if target in (s, b.family)]
+        if not books:
+            self.events.append(
+                (OPERATOR_REJECTED, target, "set_band", RefusalReason.UNKNOWN_CONTRACT)
+            )
+            return False
+        for book in books:
+            book.band = band
+        return True
+
     def _close(self, book: Book, delisted: bool = False) -> None:
         """Expire a contract's resting orders and waiting blocks and close it: at its gate
         closure, or delisted by an operator before it."""

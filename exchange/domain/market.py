@@ -368,33 +368,20 @@ class MarketStage:
         try:
             spec = parse_symbol(symbol)
         except SymbolError:
-            self.engine.events.append(
-                (mo.OPERATOR_REJECTED, symbol, "list", mo.RefusalReason.UNKNOWN_CONTRACT)
-            )
+            self.engine.refuse_listing(symbol, mo.RefusalReason.UNKNOWN_CONTRACT)
             return False
         if self.catalogue.retires_at(spec) <= max(ts, self.engine.now):
-            self.engine.events.append(
-                (mo.OPERATOR_REJECTED, symbol, "list", mo.RefusalReason.CONTRACT_CLOSED)
-            )
+            self.engine.refuse_listing(symbol, mo.RefusalReason.CONTRACT_CLOSED)
             return False
         self._list(spec, ts)
         return True
 
     def _set_band(self, event: MarketControlRequested, ts: int) -> None:
         """A contract's band, or every contract's of a family (and those it lists later)."""
-        self.engine.advance(ts)
         band = event.band or 0
         target = event.symbol
-        books = [b for s, b in self.engine.books.items() if target in (s, b.family)]
-        if target not in self.engine.books:
-            if not books:
-                self.engine.events.append(
-                    (mo.OPERATOR_REJECTED, target, "set_band", mo.RefusalReason.UNKNOWN_CONTRACT)
-                )
-                return
+        if self.engine.set_band(ts, target, band) and target not in self.engine.books:
             self.family_bands[target] = band
-        for book in books:
-            book.band = band
 
     def _translate(
         self, outputs: list[mo.Output], stamp: EventStamp, context: _Context
