@@ -118,11 +118,12 @@ class DeliveryDesk:
             caused.append(self._request(event, stamp))
         for output in outputs:
             match output:
+                case (mo.ACCEPTED, _, _):
+                    # The most frequent output, and nothing to record: matched first.
+                    pass
                 case (mo.TRADE, *_):
                     self._trade(output)
-                case (mo.REJECTED, _, order_id, _):
-                    self.sells.pop(order_id, None)
-                case (mo.CANCELLED | mo.EXPIRED, _, order_id, *_):
+                case (mo.REJECTED | mo.CANCELLED | mo.EXPIRED, _, order_id, *_):
                     # The order rests no longer: its sell, if any, is no longer open.
                     self.sells.pop(order_id, None)
                 case (mo.REDUCED | mo.AMENDED, _, order_id, _, _, _, remaining, _):

@@ -186,9 +186,8 @@ class MarketStage:
         touched: set[str] = set()
         for output in done:
             match output:
-                case (mo.CANCELLED_ALL, _, _):
-                    pass
-                case (_, symbol, *_) if symbol in book_seq:
+                # Every output but the kill switch's count names a contract (or a family).
+                case (kind, symbol, *_) if kind != mo.CANCELLED_ALL and symbol in book_seq:
                     touched.add(symbol)
         for symbol in touched:
             self._take_book_changes(symbol)
