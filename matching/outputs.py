@@ -1,7 +1,7 @@
 """What the matching engine reports: its output records, and the reasons and states they carry.
 
 An output is a plain tuple whose first item, a string literal, names its kind: a tuple costs a
-quarter of a class instance to build, and the engine builds one or more for every command. The
+fifth of a class instance to build, and the engine builds one or more for every command. The
 type of each kind below names its fields in order; `Output`, their union, is a tagged union that
 mypy narrows on the kind, so a consumer reads the fields by pattern and each is checked where
 it is read:
