@@ -43,14 +43,9 @@ from exchange.domain.messages import (
     RequestRejected,
     scoped,
 )
-from matching import engine as me
+from matching import outputs as mo
 
 HOUR_MS = 60 * 60_000
-
-_ENDED = (me.REJECTED, me.CANCELLED, me.EXPIRED)
-"""Engine outputs after which an order no longer rests: its sell, if any, is no longer open."""
-_SHRUNK = (me.REDUCED, me.AMENDED)
-"""Engine outputs that leave an order resting with less (index 6: what remains)."""
 
 
 @dataclass(slots=True)
@@ -101,7 +96,7 @@ class DeliveryDesk:
     # What happens in the books ---------------------------------------------------------------
 
     def observe(
-        self, event: Event | None, outputs: list[me.Event], stamp: EventStamp
+        self, event: Event | None, outputs: list[mo.Output], stamp: EventStamp
     ) -> list[Event]:
         """Record an input of the partition (None: a record that only moves the log time) and
         what matching made of it, as the engine reported it (so the stage's replay, which
@@ -124,15 +119,20 @@ class DeliveryDesk:
         elif isinstance(event, DeliveryRequested):
             caused.append(self._request(event, stamp))
         for output in outputs:
-            kind = output[0]
-            if kind == me.TRADE:
-                self._trade(output)
-            elif kind in _ENDED:
-                self.sells.pop(output[2], None)
-            elif kind in _SHRUNK:
-                self._shrink(output[2], output[6])
-            elif kind == me.STATE and output[2] == me.DELIVERED:
-                caused.extend(self._allocate(output[1], stamp))
+            match output:
+                case (mo.ACCEPTED, _, _):
+                    # The most frequent output, and nothing to record: matched first.
+                    pass
+                case (mo.TRADE, *_):
+                    self._trade(output)
+                case (mo.REJECTED | mo.CANCELLED | mo.EXPIRED, _, order_id, *_):
+                    # The order rests no longer: its sell, if any, is no longer open.
+                    self.sells.pop(order_id, None)
+                case (mo.REDUCED | mo.AMENDED, _, order_id, _, _, _, remaining, _):
+                    # The order rests with less.
+                    self._shrink(order_id, remaining)
+                case (mo.STATE, symbol, mo.DELIVERED, _):
+                    caused.extend(self._allocate(symbol, stamp))
         caused.extend(self._settle_due(stamp))
         return caused
 
@@ -144,7 +144,7 @@ class DeliveryDesk:
             else:
                 del self.sells[order_id]
 
-    def _trade(self, trade: me.Event) -> None:
+    def _trade(self, trade: mo.Trade) -> None:
         _, symbol, _, price, quantity, taker, maker, taker_account, maker_account, side = trade
         # An auction trade (no aggressor) names the buy order as its taker.
         taker_buys = side != "sell"

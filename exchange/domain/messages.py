@@ -27,6 +27,10 @@ from pydantic import (
     model_serializer,
 )
 
+from matching.outputs import CancelReason as CancelReason
+from matching.outputs import ContractState as ContractState
+from matching.outputs import RefusalReason
+
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 SCOPE = "/"
 """Joins an owner to a name in `scoped`: no `Identifier` contains it."""
@@ -66,22 +70,23 @@ EnterpriseKind = Literal["sme", "opc", "large", "lab"]
 class RejectReason(StrEnum):
     """Stable, machine-readable reasons for a rejection."""
 
+    # The values matching refuses with are the engine's (`RefusalReason`), so they cannot drift.
     MALFORMED = "malformed"
-    UNKNOWN_CONTRACT = "unknown_contract"
+    UNKNOWN_CONTRACT = RefusalReason.UNKNOWN_CONTRACT.value
     PRICE_NOT_ON_TICK = "price_not_on_tick"
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INSUFFICIENT_CAPACITY = "insufficient_capacity"
     DUPLICATE_ORDER_ID = "duplicate_order_id"
     DUPLICATE_DEPOSIT_ID = "duplicate_deposit_id"
-    UNKNOWN_ORDER = "unknown_order"
-    NOT_ORDER_OWNER = "not_order_owner"
+    UNKNOWN_ORDER = RefusalReason.UNKNOWN_ORDER.value
+    NOT_ORDER_OWNER = RefusalReason.NOT_ORDER_OWNER.value
     ORDER_NOT_OPEN = "order_not_open"
-    NOT_AMENDABLE = "not_amendable"
-    INVALID_PRICE = "invalid_price"
-    INVALID_QUANTITY = "invalid_quantity"
-    POST_ONLY_WOULD_TAKE = "post_only_would_take"
-    NOT_CONTINUOUS = "not_continuous"
-    NOT_HALTED = "not_halted"
+    NOT_AMENDABLE = RefusalReason.NOT_AMENDABLE.value
+    INVALID_PRICE = RefusalReason.INVALID_PRICE.value
+    INVALID_QUANTITY = RefusalReason.INVALID_QUANTITY.value
+    POST_ONLY_WOULD_TAKE = RefusalReason.POST_ONLY_WOULD_TAKE.value
+    NOT_CONTINUOUS = RefusalReason.NOT_CONTINUOUS.value
+    NOT_HALTED = RefusalReason.NOT_HALTED.value
     INVALID_BLOCK = "invalid_block"
     DUPLICATE_ID = "duplicate_id"
     GATE_CLOSED = "gate_closed"
@@ -99,51 +104,13 @@ class RejectReason(StrEnum):
     NOT_OPERATOR = "not_operator"
     """An operator command without a valid signature of the API's operator key."""
     CONTRACT_DELISTED = "contract_delisted"
-    ALREADY_LISTED = "already_listed"
-    CONTRACT_CLOSED = "contract_closed"
+    ALREADY_LISTED = RefusalReason.ALREADY_LISTED.value
+    CONTRACT_CLOSED = RefusalReason.CONTRACT_CLOSED.value
     ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"
     """The order would take the account past a limit an operator set (`SetAccountLimits`)."""
     CEILING_EXCEEDED = "ceiling_exceeded"
     """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
     exchange, an account's capacity in one contract, or one order's price x quantity."""
-
-
-class CancelReason(StrEnum):
-    """Why an order left the book without filling completely."""
-
-    REQUESTED = "requested"
-    CONTRACT_NOT_TRADING = "contract_not_trading"
-    KILL_SWITCH = "kill_switch"
-    SELF_TRADE = "self_trade"
-    UNFILLED_IOC = "unfilled_ioc"
-    FOK_NOT_FILLED = "fok_not_filled"
-    AON_NOT_FILLED = "aon_not_filled"
-    MIN_QUANTITY_NOT_MET = "min_quantity_not_met"
-    MARKET_PROTECTION = "market_protection"
-    GOOD_TILL_DATE = "good_till_date"
-    """Expired: the order's GTD time came."""
-    END_OF_DAY = "end_of_day"
-    """Expired: a DAY order at midnight China Standard Time."""
-    GATE_CLOSURE = "gate_closure"
-    """Expired: the contract's gate closed before delivery."""
-    POST_ONLY_WOULD_TAKE = "post_only_would_take"
-    INVALID_ORDER = "invalid_order"
-    INVALID_EXPIRY = "invalid_expiry"
-    INVALID_PRICE = "invalid_price"
-    INVALID_QUANTITY = "invalid_quantity"
-    PRICE_NOT_ON_TICK = "price_not_on_tick"
-    DUPLICATE_ORDER_ID = "duplicate_order_id"
-    CONTRACT_CLOSED = "contract_closed"
-    NOT_CONTINUOUS = "not_continuous"
-    INVALID_BLOCK = "invalid_block"
-    BLOCK_NOT_FILLED = "block_not_filled"
-    """A block met too little in some hour to fill in every hour at once."""
-    BLOCK_PRICE = "block_price"
-    """Filling a block in every hour would break its average price limit."""
-    BLOCK_NOT_ACCEPTED = "block_not_accepted"
-    """A call auction rejected the block whole."""
-    DELISTED = "delisted"
-    """An operator delisted the contract: its resting orders are cancelled."""
 
 
 Currency = Literal["CNY"]
@@ -813,9 +780,6 @@ class MarketControlRejected(Event):
     symbol: str
     reason: RejectReason
     message: str
-
-
-ContractState = Literal["pre_open", "continuous", "halted", "closed", "delivered"]
 
 
 class ContractStateChanged(Event):
