@@ -10,10 +10,8 @@ roles, idempotency, rate limits and the streams.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -35,7 +33,16 @@ from api.auth import (
     document_optional_keys,
 )
 from api.bank import bank_router
-from api.idempotency import Answer, derived_id, fingerprint, recall, remember
+from api.idempotency import (
+    Answer,
+    Idempotent,
+    Named,
+    derived_id,
+    fingerprint,
+    key_name,
+    problem_body,
+    respond,
+)
 from api.keys import (
     KeyInfo,
     KeyRing,
@@ -52,7 +59,9 @@ from api.marketdata import (
     Outcome,
     cancel_all_key,
     control_key,
+    deposit_key,
     limits_key,
+    order_key,
 )
 from api.models import (
     AccountOut,
@@ -148,6 +157,7 @@ from exchange.domain.messages import (
     PlaceOrder,
     RejectReason,
     SetAccountLimits,
+    exchange_order_id,
 )
 from exchange.domain.performance import decimal_text
 from exchange.runtime import ExchangeRuntime
@@ -163,7 +173,6 @@ SETTLE_WAIT_S = 5.0
 MAX_DEPTH = 50
 MAX_SQL_INT = 2**63 - 1
 """The largest position, version or time a query may name: a BIGINT (larger ones crashed)."""
-REPLAYED = "Idempotent-Replayed"
 
 TAGS = [
     {"name": "market data", "description": "Public: no key needed."},
@@ -187,78 +196,6 @@ IdempotencyKey = Annotated[
         description="Makes a POST idempotent: a retry with the same key returns the first answer.",
     ),
 ]
-
-
-class _Idempotent:
-    """Runs a named request at most once per account; retries get the first answer."""
-
-    def __init__(self, runtime: ExchangeRuntime) -> None:
-        self.engine = runtime.store.engine
-        self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Answer]]] = {}
-
-    async def run(
-        self,
-        account_id: str,
-        request_key: str,
-        print_: str,
-        action: Callable[[], Awaitable[Answer]],
-    ) -> JSONResponse:
-        inflight = self._inflight.get((account_id, request_key))
-        if inflight is not None:
-            first_print, first = inflight
-            _check_same(first_print, print_, request_key)
-            return _respond(await asyncio.shield(first), replayed=True)
-        # Registered before the first await, so a concurrent retry waits for this one.
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._inflight[(account_id, request_key)] = (print_, future)
-        try:
-            kept = await recall(self.engine, account_id, request_key)
-            if kept is not None:
-                future.set_result(kept)
-                _check_same(kept.fingerprint, print_, request_key)
-                return _respond(kept, replayed=True)
-            answer = dataclasses.replace(await action(), fingerprint=print_)
-            if answer.status_code != 202:
-                await remember(self.engine, account_id, request_key, answer, _now_ms())
-            future.set_result(answer)
-            return _respond(answer, replayed=answer.replayed)
-        except BaseException as error:
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # retrieved: nobody else may be waiting
-            raise
-        finally:
-            del self._inflight[(account_id, request_key)]
-
-
-def _check_same(first_print: str, print_: str, request_key: str) -> None:
-    if first_print != print_:
-        raise Problem(
-            422,
-            "idempotency-key-reused",
-            f"{request_key.partition(':')[2]!r} already named a different request; "
-            "use a new client order id or Idempotency-Key",
-        )
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _respond(answer: Answer, replayed: bool) -> JSONResponse:
-    headers = {REPLAYED: "true"} if replayed else {}
-    media = PROBLEM if answer.status_code >= 400 else "application/json"
-    return JSONResponse(answer.body, answer.status_code, headers=headers, media_type=media)
-
-
-def _problem_body(status: int, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": f"/problems/{kind}",
-        "title": kind.replace("-", " ").replace("_", " "),
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
 
 
 def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
@@ -300,8 +237,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         settings.stall_seconds,
         folded=lambda: market.positions,
     )
-    app.state.status = monitor
-    idempotent = _Idempotent(runtime)
+    idempotent = Idempotent(engine)
 
     async def submit_and_wait(command: Command, key: str) -> Outcome | None:
         future = market.expect(key)
@@ -516,31 +452,30 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         return Me(key_id=principal.key_id, account_id=principal.account_id, role=principal.role)
 
     async def place(command: PlaceOrder, named: bool) -> Answer:
+        order_id = exchange_order_id(command.account_id, command.order_id)
         client_order_id = command.client_order_id
         if named:
-            settled = await queries.order(engine, command.order_id)
+            settled = await queries.order(engine, order_id)
             if settled is not None:
                 return _answer_from_row(settled)
-        outcome = await submit_and_wait(command, command.order_id)
+        outcome = await submit_and_wait(command, order_key(command.account_id, order_id))
         if outcome is None:
-            return _pending(command.order_id, client_order_id)
+            return _pending(order_id, client_order_id)
         if isinstance(outcome, OrderRejected):
             if named and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
-                # The first send was accepted before this process could answer it.
-                settled = await _eventually_settled(engine, command.order_id)
+                # The account's own name, reserved for this request: an earlier send of it
+                # was accepted before this process could answer it.
+                settled = await _eventually_settled(engine, order_id)
                 return (
-                    _pending(command.order_id, client_order_id)
+                    _pending(order_id, client_order_id)
                     if settled is None
                     else _answer_from_row(settled)
                 )
             return Answer(
-                422,
-                _problem_body(
-                    422, outcome.reason.value, outcome.message, order_id=command.order_id
-                ),
+                422, problem_body(422, outcome.reason.value, outcome.message, order_id=order_id)
             )
         assert isinstance(outcome, OrderAccepted | OrderCancelled)
-        return Answer(201, _accepted(command.order_id, client_order_id))
+        return Answer(201, _accepted(order_id, client_order_id))
 
     @private.post(
         "/orders",
@@ -551,7 +486,9 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         description="Answers once the risk stage has decided: 201 accepted, or the rejection "
         "as a problem (`insufficient_funds`, `insufficient_capacity`, ...); 202 pending if "
         "that takes more than 5 s. A `client_order_id` or an `Idempotency-Key` header makes "
-        "a retry return the first answer (header `Idempotent-Replayed: true`).",
+        "a retry return the first answer (header `Idempotent-Replayed: true`); the same name "
+        "with a different order is refused (`idempotency-key-reused`), even while the first "
+        "is pending.",
         responses={
             202: {"model": OrderAnswer, "description": "Not decided within 5 s; retry to learn"},
             **problems(404, 422),
@@ -577,25 +514,12 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
                 f"{spec.tick_size} fen of {spec.symbol}",
             )
         client_order_id = body.get("client_order_id")
-        if client_order_id is not None:
-            order_id = derived_id("order", account, client_order_id)
-        elif idempotency_key is not None:
-            order_id = derived_id("order", account, f"key:{idempotency_key}")
-        else:
-            order_id = f"o-{uuid.uuid4().hex}"
-        command = PlaceOrder(order_id=order_id, account_id=account, **body)
-        if client_order_id is None and idempotency_key is None:
-            return _respond(await place(command, named=False), replayed=False)
-        # The name that gave the order its id also keeps its answer: with both a client order
-        # id and a header, another order under the same client order id must be refused as a
-        # reuse, not answered with the first order.
-        request_key = (
-            f"coid:{client_order_id}" if client_order_id is not None else f"key:{idempotency_key}"
-        )
         print_ = fingerprint("POST", "/v1/orders", body)
-        return await idempotent.run(
-            account, request_key, print_, lambda: place(command, named=True)
-        )
+        name, named = _order_name("o", client_order_id, idempotency_key, print_)
+        command = PlaceOrder(order_id=name, account_id=account, **body)
+        if named is None:
+            return respond(await place(command, named=False), replayed=False)
+        return await idempotent.run(account, named, lambda: place(command, named=True))
 
     @private.get("/orders", tags=["orders"], summary="The account's settled orders, newest first")
     async def list_orders(
@@ -630,7 +554,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
 
     async def cancel(account: str, order_id: str) -> OrderCancelled | None:
         outcome = await submit_and_wait(
-            CancelOrder(order_id=order_id, account_id=account), order_id
+            CancelOrder(order_id=order_id, account_id=account), order_key(account, order_id)
         )
         if outcome is None:
             return None
@@ -688,7 +612,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             price=amendment.price,
             quantity=amendment.quantity,
         )
-        outcome = await submit_and_wait(command, order_id)
+        outcome = await submit_and_wait(command, order_key(account, order_id))
         if outcome is None:
             return AmendAnswer(order_id=order_id, status="pending")
         if isinstance(outcome, AmendRejected):
@@ -727,26 +651,46 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         status_code=201,
         tags=["orders"],
         summary="Place a block order: every listed hour or none, limited by an average price",
+        description="A `client_order_id` (one name with the account's orders) or an "
+        "`Idempotency-Key` header makes a retry return the first answer; the same name with a "
+        "different block is refused (`idempotency-key-reused`).",
+        response_model=BlockAnswer,
         responses=problems(404, 422),
     )
-    async def place_block(block: BlockRequest, principal: Trader) -> BlockAnswer:
+    async def place_block(
+        block: BlockRequest, principal: Trader, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
         for symbol in block.symbols:
             contract_or_404(symbol)
-        order_id = f"b-{uuid.uuid4().hex}"
+        account = principal.account_id
+        print_ = fingerprint("POST", "/v1/block-orders", block.model_dump())
+        name, named = _order_name("b", block.client_order_id, idempotency_key, print_)
         command = PlaceBlockOrder(
-            order_id=order_id,
-            account_id=principal.account_id,
+            order_id=name,
+            account_id=account,
             symbols=block.symbols,
             side=block.side,
             price=block.price,
             quantity=block.quantity,
         )
-        outcome = await submit_and_wait(command, order_id)
-        if outcome is None:
-            return BlockAnswer(order_id=order_id, status="pending", symbols=block.symbols)
-        if isinstance(outcome, OrderRejected):
-            raise Problem(422, outcome.reason.value, outcome.message, order_id=order_id)
-        return BlockAnswer(order_id=order_id, status="accepted", symbols=block.symbols)
+        order_id = exchange_order_id(account, name)
+
+        async def send() -> Answer:
+            outcome = await submit_and_wait(command, order_key(account, order_id))
+            accepted = {"order_id": order_id, "status": "accepted", "symbols": block.symbols}
+            if outcome is None:
+                return Answer(201, {**accepted, "status": "pending"}, pending=True)
+            if isinstance(outcome, OrderRejected):
+                if named is not None and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
+                    # A retry of this account's own block: the first send was accepted.
+                    return Answer(201, accepted, replayed=True)
+                body = problem_body(422, outcome.reason.value, outcome.message, order_id=order_id)
+                return Answer(422, body)
+            return Answer(201, accepted)
+
+        if named is None:
+            return respond(await send(), replayed=False)
+        return await idempotent.run(account, named, send)
 
     @private.get("/fills", tags=["accounts"], summary="The account's fills, newest first")
     async def fills(
@@ -772,14 +716,18 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         return AccountOut(**found)
 
     async def deposit(command: DepositFunds | DepositCapacity, named: bool) -> Answer:
-        outcome = await submit_and_wait(command, command.deposit_id)
+        key = deposit_key(command.account_id, command.deposit_id)
+        outcome = await submit_and_wait(command, key)
         if outcome is None:
-            return Answer(202, {"deposit_id": command.deposit_id, "status": "pending"})
+            body = {"deposit_id": command.deposit_id, "status": "pending"}
+            return Answer(202, body, pending=True)
         if isinstance(outcome, DepositRejected):
             if named and outcome.reason is RejectReason.DUPLICATE_DEPOSIT_ID:
-                # Derived ids are the account's own: the first send was credited.
-                return Answer(201, {"deposit_id": command.deposit_id, "status": "deposited"})
-            body = _problem_body(
+                # The account's own name, reserved for this request: an earlier send of it
+                # was credited.
+                body = {"deposit_id": command.deposit_id, "status": "deposited"}
+                return Answer(201, body, replayed=True)
+            body = problem_body(
                 422, outcome.reason.value, outcome.message, deposit_id=command.deposit_id
             )
             return Answer(422, body)
@@ -793,7 +741,9 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         tags=["accounts"],
         summary="Deposit cash (fen) or sellable capacity (units of a contract)",
         description="Participants deposit into their own account; only providers deposit "
-        "capacity. An `Idempotency-Key` header makes a retry return the first answer.",
+        "capacity. A `deposit_id` or an `Idempotency-Key` header makes a retry return the "
+        "first answer; the same name with a different deposit is refused "
+        "(`idempotency-key-reused`), even while the first is pending.",
         responses=problems(404, 422),
     )
     async def post_deposit(
@@ -807,7 +757,6 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
             if principal.role not in (Role.PROVIDER, Role.OPERATOR):
                 raise Problem(403, "forbidden", "only providers deposit capacity")
             contract_or_404(request.symbol)
-        named = idempotency_key is not None and request.deposit_id is None
         if request.deposit_id is not None:
             deposit_id = request.deposit_id
         elif idempotency_key is not None:
@@ -824,13 +773,18 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
                 symbol=request.symbol,
                 quantity=request.quantity,
             )
-        if idempotency_key is None:
-            answer = await deposit(command, named=False)
-            return _respond(answer, replayed=False)
-        print_ = fingerprint("POST", f"/v1/accounts/{account}/deposits", request.model_dump())
-        return await idempotent.run(
-            account, f"deposit:{idempotency_key}", print_, lambda: deposit(command, named)
+        if idempotency_key is None and request.deposit_id is None:
+            return respond(await deposit(command, named=False), replayed=False)
+        names = [f"deposit-id:{deposit_id}"]
+        if idempotency_key is not None:
+            names.append(f"deposit-key:{idempotency_key}")
+        named = Named(
+            tuple(names),
+            fingerprint("POST", f"/v1/accounts/{account}/deposits", request.model_dump()),
+            # Where earlier versions of the API kept answers of deposits named by a key.
+            legacy=() if idempotency_key is None else (f"deposit:{idempotency_key}",),
         )
+        return await idempotent.run(account, named, lambda: deposit(command, named=True))
 
     @private.get(
         "/obligations",
@@ -1194,7 +1148,7 @@ def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
         public,
         private,
         needs_router(needs),
-        bank_router(engine, catalogue, market, submit_and_wait, runtime.seal),
+        bank_router(engine, catalogue, market, submit_and_wait, runtime.seal, idempotent),
         operator,
         reports,
         streams,
@@ -1222,18 +1176,37 @@ async def _eventually_settled(engine: Any, order_id: str) -> dict[str, Any] | No
         await asyncio.sleep(0.05)
 
 
+def _order_name(
+    prefix: str, client_order_id: str | None, idempotency_key: str | None, print_: str
+) -> tuple[str, Named | None]:
+    """The id to send an order (`o`) or block (`b`) as, and its names if the caller named it:
+    the client order id, else the `Idempotency-Key`'s (`key_name`), else a new id."""
+    if client_order_id is None and idempotency_key is None:
+        return f"{prefix}-{uuid.uuid4().hex}", None
+    name = client_order_id if client_order_id is not None else key_name(str(idempotency_key))
+    names = [f"order:{name}"]
+    legacy = []
+    if idempotency_key is not None:
+        names.append(f"{prefix}-key:{idempotency_key}")
+    if prefix == "o":
+        # Where earlier versions of the API kept answers of named orders (blocks had none).
+        legacy = [f"key:{idempotency_key}"] if idempotency_key is not None else []
+        legacy += [f"coid:{client_order_id}"] if client_order_id is not None else []
+    return name, Named(tuple(names), print_, tuple(legacy))
+
+
 def _accepted(order_id: str, client_order_id: str | None) -> dict[str, Any]:
     return {"order_id": order_id, "client_order_id": client_order_id, "status": "accepted"}
 
 
 def _pending(order_id: str, client_order_id: str | None) -> Answer:
     body = {"order_id": order_id, "client_order_id": client_order_id, "status": "pending"}
-    return Answer(202, body)
+    return Answer(202, body, pending=True)
 
 
 def _answer_from_row(row: dict[str, Any]) -> Answer:
     if row["status"] == "rejected":
-        body = _problem_body(
+        body = problem_body(
             422,
             row["reason"] or "rejected",
             f"order {row['order_id']!r} was rejected: {row['reason']}",

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Operator, Provider, Reader, account_of, allow
+from api.idempotency import Answer, Idempotent, Named, fingerprint, problem_body, respond
 from api.keys import Principal, Role
-from api.marketdata import MarketData, Outcome
+from api.marketdata import MarketData, Outcome, deposit_key, order_key, request_key
 from api.problems import Problem, problems
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
@@ -39,6 +40,7 @@ from exchange.domain.messages import (
     Command,
     CreateProgramme,
     DepositCapacity,
+    DepositRejected,
     DisputeDelivery,
     EnterpriseKind,
     GrantConcession,
@@ -46,15 +48,17 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceOrder,
     RecallCapacity,
+    RejectReason,
     ReportMetering,
     RequestRejected,
     ResolveDispute,
     Symbol,
     WithdrawCapacity,
     WithdrawFunds,
+    exchange_order_id,
 )
 from exchange.domain.operators import OperatorSeal
-from exchange.domain.risk import Request, request_key
+from exchange.domain.risk import Request, request_id, requester
 from settlement import projections as tables
 from settlement import reports
 
@@ -119,7 +123,13 @@ class CapacitySchedule(BaseModel):
     to_hour: Hour = 8
     recallable: StrictBool = False
     reserve_price: PositiveInt | None = None
-    deposit_id: Identifier | None = None
+    deposit_id: (
+        Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$")] | None
+    ) = Field(
+        default=None,
+        description="Names the schedule: a retry returns the first answer. At most 32 "
+        "characters, so that each hour's `DEPOSIT_ID:SYMBOL` is an identifier.",
+    )
 
 
 class RefusedAsk(BaseModel):
@@ -131,11 +141,19 @@ class RefusedAsk(BaseModel):
 
 
 class ScheduledDeposit(BaseModel):
-    """What a capacity schedule deposited: one deposit (and ask) per delivery hour."""
+    """What a capacity schedule deposited: one deposit (and ask) per delivery hour; `asks` are
+    the asks' order ids; `pending` if the exchange had not decided every one within 5 s."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"deposit_id": "night-1", "contracts": [GZ0], "asks": [f"night-1:{GZ0}"]}]
+            "examples": [
+                {
+                    "deposit_id": "night-1",
+                    "contracts": [GZ0],
+                    "asks": [exchange_order_id("gz-dc-1", f"night-1:{GZ0}")],
+                    "status": "done",
+                }
+            ]
         }
     )
 
@@ -144,6 +162,7 @@ class ScheduledDeposit(BaseModel):
     asks: list[str]
     refused_asks: list[RefusedAsk] = []
     """Asks the risk stage refused (the capacity of their hours is deposited all the same)."""
+    status: Literal["done", "pending"] = "done"
 
 
 class Metering(BaseModel):
@@ -380,20 +399,45 @@ def bank_router(
     market: MarketData,
     submit: Submit,
     seal: OperatorSeal,
+    idempotent: Idempotent,
 ) -> APIRouter:
     """The bank's and the vouchers' endpoints; operators' and programme administrators'
     commands go out under the API's seal, which the risk stage verifies."""
     router = APIRouter(prefix="/v1", responses=problems(401, 403, 429))
 
-    async def decide(command: Request) -> RequestAnswer:
-        key = request_key(command)
-        kind, _, request_id = key.partition(":")
-        outcome = await submit(command, key)
+    async def decision(command: Request, named: bool) -> Answer:
+        """Send a request and answer what the exchange decided (`pending` after 5 s)."""
+        kind, sent_as = command.type, request_id(command)
+        outcome = await submit(command, request_key(kind, requester(command), sent_as))
+        done = {"request": kind, "id": sent_as, "status": "done"}
         if outcome is None:
-            return RequestAnswer(request=kind, id=request_id, status="pending")
+            return Answer(201, {**done, "status": "pending"}, pending=True)
         if isinstance(outcome, RequestRejected):
-            raise Problem(422, outcome.reason.value, outcome.message, request_id=request_id)
-        return RequestAnswer(request=kind, id=request_id, status="done")
+            if named and outcome.reason is RejectReason.DUPLICATE_ID:
+                # The sender's own id, reserved for this request: an earlier send was done.
+                return Answer(201, done, replayed=True)
+            body = problem_body(422, outcome.reason.value, outcome.message, request_id=sent_as)
+            return Answer(422, body)
+        return Answer(201, done)
+
+    async def decide(
+        command: Request, given: bool = False, path: str = "", request: BaseModel | None = None
+    ) -> JSONResponse:
+        """Answer a request; one whose id the sender `given` is idempotent: a retry gets the
+        first answer, and the same id for a different request is refused."""
+        if not given or request is None:
+            return respond(await decision(command, named=False), replayed=False)
+        # One name for both kinds of withdrawal: an id names one withdrawal.
+        kind = (
+            "withdrawal" if isinstance(command, WithdrawFunds | WithdrawCapacity) else command.type
+        )
+        named = Named(
+            (f"{kind}:{request_id(command)}",),
+            fingerprint("POST", path, request.model_dump()),
+        )
+        return await idempotent.run(
+            requester(command), named, lambda: decision(command, named=True)
+        )
 
     @router.post(
         "/accounts/{account_id}/withdrawals",
@@ -401,13 +445,15 @@ def bank_router(
         tags=["accounts"],
         summary="Withdraw cash, or unsold capacity until its gate closes",
         description="Only what is available: cash held for open orders and capacity held "
-        "for asks stay. A `withdrawal_id` makes a retry safe (a second use is refused as "
-        "`duplicate_id`).",
+        "for asks stay. A `withdrawal_id` makes the request idempotent: a retry returns the "
+        "first answer and never withdraws twice; the same id for a different withdrawal is "
+        "refused (`idempotency-key-reused`).",
+        response_model=RequestAnswer,
         responses=problems(404, 422),
     )
     async def withdraw(
         account_id: Identifier, request: Withdrawal, principal: Reader
-    ) -> RequestAnswer:
+    ) -> JSONResponse:
         account = account_of(principal, account_id)
         withdrawal_id = request.withdrawal_id or f"w-{uuid.uuid4().hex}"
         command: WithdrawFunds | WithdrawCapacity
@@ -430,7 +476,8 @@ def bank_router(
                 symbol=request.symbol,
                 quantity=request.quantity,
             )
-        return await decide(command)
+        path = f"/v1/accounts/{account}/withdrawals"
+        return await decide(command, request.withdrawal_id is not None, path, request)
 
     @router.post(
         "/accounts/{account_id}/capacity-deposits",
@@ -438,14 +485,17 @@ def bank_router(
         tags=["accounts"],
         summary="Deposit idle capacity on a schedule, optionally with a standing ask",
         description="One deposit per delivery hour of the schedule (and one ask at the "
-        "reserve price), each with an id derived from `deposit_id`, so a retry deposits "
-        "nothing twice. Every hour must be listed now: a schedule reaching past the listing "
-        "horizon is refused whole.",
+        "reserve price), each with an id derived from `deposit_id`. A `deposit_id` makes the "
+        "request idempotent: a retry returns the first answer and deposits nothing twice; the "
+        "same id for a different schedule is refused (`idempotency-key-reused`). Every hour "
+        "must be listed now: a schedule reaching past the listing horizon is refused whole. "
+        "`status` is `pending` if the exchange had not decided every deposit and ask in 5 s.",
+        response_model=ScheduledDeposit,
         responses=problems(404, 422),
     )
     async def deposit_schedule(
         account_id: Identifier, request: CapacitySchedule, principal: Provider
-    ) -> ScheduledDeposit:
+    ) -> JSONResponse:
         account = account_of(principal, account_id)
         contracts = _scheduled_contracts(request, catalogue, market.now_ms)
         reserve = request.reserve_price
@@ -459,50 +509,69 @@ def bank_router(
                     f"{spec.tick_size} fen of {spec.symbol}",
                 )
         deposit_id = request.deposit_id or f"cap-{uuid.uuid4().hex[:16]}"
-        deposits = [
-            DepositCapacity(
-                deposit_id=f"{deposit_id}:{spec.symbol}",
-                account_id=account,
-                symbol=spec.symbol,
-                quantity=request.quantity,
-            )
-            for spec in contracts
-        ]
-        outcomes = await asyncio.gather(*(submit(d, d.deposit_id) for d in deposits))
-        for outcome in outcomes:
-            reason = getattr(outcome, "reason", None)
-            # A retry finds the hours deposited the first time: the same ids, refused as used.
-            if reason is not None and reason.value != "duplicate_deposit_id":
-                raise Problem(422, reason.value, getattr(outcome, "message", ""))
-        asks, refused = [], []
-        if reserve is not None:
-            for spec in contracts:
-                ask = PlaceOrder(
-                    order_id=f"{deposit_id}:{spec.symbol}",
-                    account_id=account,
-                    symbol=spec.symbol,
-                    side="sell",
-                    price=reserve,
-                    quantity=request.quantity,
+        # Each hour's deposit and ask is named `DEPOSIT_ID:SYMBOL` in the account's scope.
+        hours = [(f"{deposit_id}:{spec.symbol}", spec.symbol) for spec in contracts]
+        priced = request.reserve_price is not None
+        named = request.deposit_id is not None
+
+        async def send() -> Answer:
+            deposits = [
+                DepositCapacity(
+                    deposit_id=name, account_id=account, symbol=symbol, quantity=request.quantity
                 )
-                outcome = await submit(ask, ask.order_id)
-                reason = getattr(outcome, "reason", None)
-                if (
-                    isinstance(outcome, OrderRejected)
-                    and reason is not None
-                    and (reason.value != "duplicate_order_id")
-                ):
-                    # The hour's capacity is deposited: say which ask did not stand, and why.
-                    refused.append(RefusedAsk(order_id=ask.order_id, reason=reason.value,
-                                              detail=outcome.message))  # fmt: skip
-                    continue
-                asks.append(ask.order_id)
-        return ScheduledDeposit(
-            deposit_id=deposit_id,
-            contracts=[spec.symbol for spec in contracts],
-            asks=asks,
-            refused_asks=refused,
+                for name, symbol in hours
+            ]
+            outcomes: list[Outcome | None] = list(
+                await asyncio.gather(
+                    *(submit(d, deposit_key(account, d.deposit_id)) for d in deposits)
+                )
+            )
+            refused = _refusal(outcomes, named)
+            if refused is not None:
+                return refused
+            asks: list[str] = []
+            refused_asks: list[RefusedAsk] = []
+            if request.reserve_price is not None:
+                orders = [
+                    PlaceOrder(
+                        order_id=name,
+                        account_id=account,
+                        symbol=symbol,
+                        side="sell",
+                        price=request.reserve_price,
+                        quantity=request.quantity,
+                    )
+                    for name, symbol in hours
+                ]
+                asks = [exchange_order_id(account, order.order_id) for order in orders]
+                placed = await asyncio.gather(
+                    *(submit(o, order_key(account, a)) for o, a in zip(orders, asks, strict=True))
+                )
+                # The hours' capacity is deposited whatever becomes of their asks: an ask the
+                # risk stage refused is listed with its reason, not answered as a 422.
+                refused_asks = _refused_asks(asks, placed, named)
+                asks = [a for a in asks if a not in {r.order_id for r in refused_asks}]
+                outcomes += placed
+            pending = any(outcome is None for outcome in outcomes)
+            answer = ScheduledDeposit(
+                deposit_id=deposit_id,
+                contracts=[symbol for _, symbol in hours],
+                asks=asks,
+                refused_asks=refused_asks,
+                status="pending" if pending else "done",
+            )
+            return Answer(201, answer.model_dump(), pending=pending)
+
+        if not named:
+            return respond(await send(), replayed=False)
+        path = f"/v1/accounts/{account}/capacity-deposits"
+        names = (
+            f"capacity:{deposit_id}",
+            *(f"deposit-id:{name}" for name, _ in hours),
+            *(f"order:{name}" for name, _ in hours if priced),
         )
+        request_named = Named(names, fingerprint("POST", path, request.model_dump()))
+        return await idempotent.run(account, request_named, send)
 
     @router.post(
         "/deliveries/metering",
@@ -510,37 +579,41 @@ def bank_router(
         tags=["delivery"],
         summary="Report what was delivered to one buyer in one contract",
         description="Accepted from the delivery hour until the delivery window ends; more "
-        "than was sold is refused (`metering_exceeds_obligation`).",
+        "than was sold is refused (`metering_exceeds_obligation`). A `report_id` makes the "
+        "request idempotent.",
+        response_model=RequestAnswer,
         responses=problems(422),
     )
-    async def report_metering(request: Metering, principal: Provider) -> RequestAnswer:
-        return await decide(
-            ReportMetering(
-                report_id=request.report_id or f"m-{uuid.uuid4().hex}",
-                account_id=principal.account_id,
-                symbol=request.symbol,
-                buyer_id=request.buyer_id,
-                delivered=request.delivered,
-            )
+    async def report_metering(request: Metering, principal: Provider) -> JSONResponse:
+        command = ReportMetering(
+            report_id=request.report_id or f"m-{uuid.uuid4().hex}",
+            account_id=principal.account_id,
+            symbol=request.symbol,
+            buyer_id=request.buyer_id,
+            delivered=request.delivered,
         )
+        given = request.report_id is not None
+        return await decide(command, given, "/v1/deliveries/metering", request)
 
     @router.post(
         "/deliveries/disputes",
         status_code=201,
         tags=["delivery"],
         summary="Dispute a provider's metering within the delivery window",
+        description="A `dispute_id` makes the request idempotent.",
+        response_model=RequestAnswer,
         responses=problems(422),
     )
-    async def dispute(request: Dispute, principal: Buyer) -> RequestAnswer:
-        return await decide(
-            DisputeDelivery(
-                dispute_id=request.dispute_id or f"x-{uuid.uuid4().hex}",
-                account_id=principal.account_id,
-                symbol=request.symbol,
-                provider_id=request.provider_id,
-                reason=request.reason,
-            )
+    async def dispute(request: Dispute, principal: Buyer) -> JSONResponse:
+        command = DisputeDelivery(
+            dispute_id=request.dispute_id or f"x-{uuid.uuid4().hex}",
+            account_id=principal.account_id,
+            symbol=request.symbol,
+            provider_id=request.provider_id,
+            reason=request.reason,
         )
+        given = request.dispute_id is not None
+        return await decide(command, given, "/v1/deliveries/disputes", request)
 
     @router.post(
         "/deliveries/recalls",
@@ -549,28 +622,31 @@ def bank_router(
         summary="Recall sold units of a recallable deposit, with notice",
         description="Only interruptible (`-INT`) contracts, until the recall notice before "
         "delivery (`CX_RECALL_NOTICE_MINUTES`). Holders, in account order, get their escrow "
-        "back and `CX_RECALL_COMPENSATION_BPS` of it from the provider's bond.",
+        "back and `CX_RECALL_COMPENSATION_BPS` of it from the provider's bond. A "
+        "`recall_id` makes the request idempotent.",
+        response_model=RequestAnswer,
         responses=problems(422),
     )
-    async def recall(request: Recall, principal: Provider) -> RequestAnswer:
-        return await decide(
-            RecallCapacity(
-                recall_id=request.recall_id or f"r-{uuid.uuid4().hex}",
-                account_id=principal.account_id,
-                symbol=request.symbol,
-                quantity=request.quantity,
-                reason=request.reason,
-            )
+    async def recall(request: Recall, principal: Provider) -> JSONResponse:
+        command = RecallCapacity(
+            recall_id=request.recall_id or f"r-{uuid.uuid4().hex}",
+            account_id=principal.account_id,
+            symbol=request.symbol,
+            quantity=request.quantity,
+            reason=request.reason,
         )
+        given = request.recall_id is not None
+        return await decide(command, given, "/v1/deliveries/recalls", request)
 
     @router.post(
         "/admin/deliveries/resolve",
         status_code=201,
         tags=["operator"],
         summary="Settle a disputed delivery at the quantity found delivered",
+        response_model=RequestAnswer,
         responses=problems(422),
     )
-    async def resolve(request: Resolution, principal: Operator) -> RequestAnswer:
+    async def resolve(request: Resolution, principal: Operator) -> JSONResponse:
         return await decide(
             seal.sign(ResolveDispute(operator_id=principal.account_id, **request.model_dump()))
         )
@@ -613,11 +689,10 @@ def bank_router(
         description="Each account named gets `discount_bps` of its trading fees back (at the "
         "trade; a provider's at delivery) from a budget of `budget_per_account`, while the log "
         "time is in the validity window. The invoice shows it as the platform's concession.",
+        response_model=list[RequestAnswer],
         responses=problems(422),
     )
-    async def grant_concessions(
-        request: ConcessionRequest, principal: Operator
-    ) -> list[RequestAnswer]:
+    async def grant_concessions(request: ConcessionRequest, principal: Operator) -> JSONResponse:
         answers = []
         for account_id in sorted(set(request.account_ids)):
             command = GrantConcession(
@@ -630,40 +705,47 @@ def bank_router(
                 valid_until=request.valid_until,
                 reason=request.reason,
             )
-            answers.append(await decide(seal.sign(command)))
-        return answers
+            answer = await decision(seal.sign(command), named=False)
+            if answer.status_code >= 400:
+                return respond(answer, replayed=False)
+            answers.append(answer.body)
+        return JSONResponse(answers, 201)
 
     @router.post(
         "/programmes",
         status_code=201,
         tags=["vouchers"],
         summary="Create a compute-voucher programme",
+        description="Idempotent: a retry by the same administrator returns the first answer; "
+        "the same `programme_id` for a different programme is refused "
+        "(`idempotency-key-reused`, or `invalid_programme` if another administrator's).",
+        response_model=RequestAnswer,
         responses=problems(422),
     )
     async def create_programme(
         request: ProgrammeRequest, principal: ProgrammeAdmin
-    ) -> RequestAnswer:
-        return await decide(
-            seal.sign(CreateProgramme(admin_id=principal.account_id, **request.model_dump()))
-        )
+    ) -> JSONResponse:
+        command = CreateProgramme(admin_id=principal.account_id, **request.model_dump())
+        return await decide(seal.sign(command), True, "/v1/programmes", request)
 
     @router.post(
         "/programmes/{programme_id}/grants",
         status_code=201,
         tags=["vouchers"],
         summary="Approve an enterprise's application: a grant carved out of the budget",
+        description="An `application_id` (the programme's own) makes the request idempotent; "
+        "the answer's `id` is `PROGRAMME/APPLICATION`.",
+        response_model=RequestAnswer,
         responses=problems(422),
     )
     async def approve_grant(
         programme_id: Identifier, request: GrantRequest, principal: ProgrammeAdmin
-    ) -> RequestAnswer:
+    ) -> JSONResponse:
         fields = request.model_dump()
         fields["application_id"] = request.application_id or f"g-{uuid.uuid4().hex}"
-        return await decide(
-            seal.sign(
-                ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
-            )
-        )
+        command = ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
+        path = f"/v1/programmes/{programme_id}/grants"
+        return await decide(seal.sign(command), request.application_id is not None, path, request)
 
     @router.get(
         "/programmes/{programme_id}/report",
@@ -691,6 +773,37 @@ def bank_router(
         return found
 
     return router
+
+
+def _refusal(outcomes: list[Outcome | None], named: bool) -> Answer | None:
+    """The first refusal of a schedule's deposits or asks as an answer, if any. A named
+    schedule's ids are its own, reserved for it: a duplicate means an earlier send of this
+    same request did that hour, which counts as done."""
+    for outcome in outcomes:
+        if not isinstance(outcome, DepositRejected | OrderRejected):
+            continue
+        duplicate = outcome.reason in (
+            RejectReason.DUPLICATE_DEPOSIT_ID,
+            RejectReason.DUPLICATE_ORDER_ID,
+        )
+        if named and duplicate:
+            continue
+        return Answer(422, problem_body(422, outcome.reason.value, outcome.message))
+    return None
+
+
+def _refused_asks(asks: list[str], outcomes: list[Outcome | None], named: bool) -> list[RefusedAsk]:
+    """The schedule's asks the risk stage refused, with why (a named schedule's duplicate is
+    an earlier send of this same request: that ask stands)."""
+    refused = []
+    for order_id, outcome in zip(asks, outcomes, strict=True):
+        if not isinstance(outcome, OrderRejected):
+            continue
+        if named and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
+            continue
+        refused.append(RefusedAsk(order_id=order_id, reason=outcome.reason.value,
+                                  detail=outcome.message))  # fmt: skip
+    return refused
 
 
 def _png(report: dict[str, Any]) -> bytes:

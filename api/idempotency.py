@@ -1,32 +1,63 @@
 """Idempotent requests: a retried POST returns the original answer instead of acting twice.
 
-A request names itself with a client order id, a `deposit_id` or an `Idempotency-Key` header.
-Two things make a retry safe:
+A request names itself with a client id (`client_order_id`, `deposit_id`, `withdrawal_id`, ...)
+or an `Idempotency-Key` header. Names belong to the account that sends them. Three things
+make a retry safe:
 
-1. The command's id on the wire is derived from (account, client's name), so a retry sends the
-   same `order_id` and the risk stage refuses it as a duplicate if the first one was accepted:
-   no second order, even after an API restart or from another API process.
-2. The first answer is kept in the `idempotent_requests` table (registered on the event store's
-   metadata) and a retry gets it back, with the header `Idempotent-Replayed: true`. A request
-   that is still in flight in this process is awaited rather than sent again. When no answer
-   was kept (the API stopped between sending and answering), the API answers from the settled
-   order or from the duplicate refusal.
-
-Reusing a name for a different request is refused (`idempotency-key-reused`).
+1. Every id the exchange knows the request's objects by is derived from (account, name): the
+   risk stage scopes every order id and every deposit and request id by its account, so a
+   retry sends the same ids and is refused as a duplicate if the first send was accepted (no
+   second order, even after an API restart or from another API process), and two accounts'
+   names never meet.
+2. Before anything is sent, the request's names are reserved in the `idempotent_requests`
+   table (registered on the event store's metadata) with the request's fingerprint: every name
+   the request carries, and every name the API derives from them (an order's, each hourly
+   deposit of a capacity schedule, ...). A name reserved by a different request of the
+   account is refused (`idempotency-key-reused`), also while the first is still pending, across
+   API processes and restarts. So a duplicate refusal from the exchange can only answer a
+   true retry of the same request, and is answered "already done".
+3. The first final answer is kept on the reserved names and a retry gets it back, with the
+   header `Idempotent-Replayed: true`. A request still in flight in this process is awaited
+   rather than sent again; a pending one (the exchange had not decided in time) is sent again
+   by its retry, which the exchange then refuses as a duplicate or decides.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Column, Integer, PrimaryKeyConstraint, Table, Text, select
+from fastapi.responses import JSONResponse
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.keys import writing_transaction
+from api.problems import PROBLEM, Problem
 from settlement.schema import metadata
+
+REPLAYED = "Idempotent-Replayed"
+IDENTIFIER_LENGTH = 64
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]+")
+"""What `exchange.domain.messages.Identifier` allows."""
+UNANSWERED = 202
+"""The status of a reserved name whose request has no final answer yet."""
 
 idempotent_requests = Table(
     "idempotent_requests",
@@ -39,6 +70,8 @@ idempotent_requests = Table(
     Column("created_ms", BigInteger, nullable=False),
     PrimaryKeyConstraint("account_id", "request_key", name="idempotent_requests_pkey"),
 )
+"""One row per name an account reserved: the fingerprint of the request it names and, once
+there is one, the request's final answer (status UNANSWERED until then)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +82,45 @@ class Answer:
     body: dict[str, Any]
     fingerprint: str = ""
     replayed: bool = False
-    """True when the answer describes an order a previous request placed."""
+    """True when the answer describes what a previous request did."""
+    pending: bool = False
+    """True when the exchange had not decided yet: not a final answer, so not kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A request's names in its account's scope and what it asks for.
+
+    The first name stands for the request (concurrent retries in one process wait for it);
+    `legacy` are names an earlier version of the API kept answers under, read but never
+    written."""
+
+    names: tuple[str, ...]
+    fingerprint: str
+    legacy: tuple[str, ...] = ()
+
+
+class NameReused(Exception):
+    """A name of the request is reserved for a different request of the account."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 def derived_id(kind: str, account_id: str, name: str) -> str:
-    """The wire id (order or deposit) of a request an account named `name`: stable, 42 chars."""
+    """The wire id (deposit, need) of a request an account named `name`: stable, 42 chars."""
     digest = hashlib.sha256(f"{kind}\n{account_id}\n{name}".encode()).hexdigest()
     return f"{kind[0]}-{digest[:40]}"
+
+
+def key_name(idempotency_key: str) -> str:
+    """The id (an `Identifier`) a request named by an `Idempotency-Key` is sent as: `key:KEY`,
+    or `key:` and 40 hex digits of the key's SHA-256 for a key no identifier can hold."""
+    name = f"key:{idempotency_key}"
+    if len(name) <= IDENTIFIER_LENGTH and _IDENTIFIER.fullmatch(name):
+        return name
+    return f"key:{hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]}"
 
 
 def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
@@ -66,37 +131,147 @@ def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-async def recall(engine: AsyncEngine, account_id: str, request_key: str) -> Answer | None:
-    """The kept answer to a named request, if any."""
-    query = select(idempotent_requests).where(
+def _rows(account_id: str, names: Sequence[str]) -> Any:
+    return select(idempotent_requests).where(
         (idempotent_requests.c.account_id == account_id)
-        & (idempotent_requests.c.request_key == request_key)
+        & (idempotent_requests.c.request_key.in_(names))
     )
-    async with engine.connect() as connection:
-        row = (await connection.execute(query)).first()
-    if row is None:
-        return None
+
+
+def _answer(row: Any) -> Answer:
     return Answer(row.status_code, orjson.loads(row.body), row.fingerprint)
 
 
-async def remember(
-    engine: AsyncEngine, account_id: str, request_key: str, answer: Answer, now_ms: int
-) -> None:
-    """Keep an answer; the first one kept for a name wins."""
+async def reserve(
+    engine: AsyncEngine, account_id: str, request: Named, now_ms: int
+) -> Answer | None:
+    """Reserve the request's names for it, durably, before anything is sent.
+
+    Returns the final answer a retry finds kept, or None to go ahead (the request is new, or
+    its earlier sends are still undecided); raises NameReused if a name names another request.
+    """
+    if request.legacy:
+        async with engine.connect() as connection:
+            kept = (await connection.execute(_rows(account_id, request.legacy))).all()
+        for row in kept:
+            if row.fingerprint != request.fingerprint:
+                raise NameReused(row.request_key)
+        if kept:
+            return _answer(kept[0])
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = (
+    insert = (
         dialect.insert(idempotent_requests)
         .values(
-            account_id=account_id,
-            request_key=request_key,
-            fingerprint=answer.fingerprint,
-            status_code=answer.status_code,
-            body=orjson.dumps(answer.body).decode(),
-            created_ms=now_ms,
+            [
+                {
+                    "account_id": account_id,
+                    "request_key": name,
+                    "fingerprint": request.fingerprint,
+                    "status_code": UNANSWERED,
+                    "body": "{}",
+                    "created_ms": now_ms,
+                }
+                # In one order for every request, so two writers lock shared names alike.
+                for name in sorted(request.names)
+            ]
         )
         .on_conflict_do_nothing()
     )
-    async with engine.connect() as connection:
-        await connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-        async with connection.begin():
-            await connection.execute(statement)
+    async with writing_transaction(engine) as connection:
+        await connection.execute(insert)
+        rows = (await connection.execute(_rows(account_id, request.names))).all()
+        taken = sorted(r.request_key for r in rows if r.fingerprint != request.fingerprint)
+        if taken:
+            raise NameReused(taken[0])  # and the reservation is rolled back
+    answered = [row for row in rows if row.status_code != UNANSWERED]
+    return _answer(answered[0]) if answered else None
+
+
+async def keep(engine: AsyncEngine, account_id: str, request: Named, answer: Answer) -> None:
+    """Keep a final answer on the request's names; the first one kept wins."""
+    statement = (
+        update(idempotent_requests)
+        .where(
+            (idempotent_requests.c.account_id == account_id)
+            & (idempotent_requests.c.request_key.in_(request.names))
+            & (idempotent_requests.c.status_code == UNANSWERED)
+        )
+        .values(status_code=answer.status_code, body=orjson.dumps(answer.body).decode())
+    )
+    async with writing_transaction(engine) as connection:
+        await connection.execute(statement)
+
+
+def problem_body(status: int, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """The problem+json document of an answer to keep."""
+    return {
+        "type": f"/problems/{kind}",
+        "title": kind.replace("-", " ").replace("_", " "),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+
+
+def respond(answer: Answer, replayed: bool) -> JSONResponse:
+    """The HTTP response of an answer (problem+json for an error)."""
+    headers = {REPLAYED: "true"} if replayed else {}
+    media = PROBLEM if answer.status_code >= 400 else "application/json"
+    return JSONResponse(answer.body, answer.status_code, headers=headers, media_type=media)
+
+
+def _reused(name: str) -> Problem:
+    return Problem(
+        422,
+        "idempotency-key-reused",
+        f"{name.partition(':')[2]!r} already named a different request of this account; use "
+        "a new name (client id or Idempotency-Key)",
+    )
+
+
+class Idempotent:
+    """Runs a named request at most once per account; retries get the first answer."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Answer]]] = {}
+
+    async def run(
+        self, account_id: str, request: Named, action: Callable[[], Awaitable[Answer]]
+    ) -> JSONResponse:
+        """Answer the request: from a kept answer, by waiting for the same request in flight
+        here, or by acting (once its names are reserved)."""
+        first_name = request.names[0]
+        inflight = self._inflight.get((account_id, first_name))
+        if inflight is not None:
+            first_print, first = inflight
+            if first_print != request.fingerprint:
+                raise _reused(first_name)
+            return respond(await asyncio.shield(first), replayed=True)
+        # Registered before the first await, so a concurrent retry waits for this one.
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._inflight[(account_id, first_name)] = (request.fingerprint, future)
+        try:
+            try:
+                kept = await reserve(self.engine, account_id, request, _now_ms())
+            except NameReused as reused:
+                raise _reused(reused.name) from None
+            if kept is not None:
+                future.set_result(kept)
+                return respond(kept, replayed=True)
+            answer = dataclasses.replace(await action(), fingerprint=request.fingerprint)
+            if not answer.pending:
+                await keep(self.engine, account_id, request, answer)
+            future.set_result(answer)
+            return respond(answer, replayed=answer.replayed)
+        except BaseException as error:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._inflight[(account_id, first_name)]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

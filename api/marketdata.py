@@ -62,6 +62,7 @@ from exchange.domain.messages import (
     RequestRejected,
     TradeExecuted,
     decode_event,
+    scoped,
 )
 from exchange.domain.performance import STANDARD, PerformanceTable
 from exchange.log import CommandLog, TopicPartition
@@ -589,7 +590,8 @@ class MarketData:
         )
 
     def expect(self, key: str) -> asyncio.Future[Outcome]:
-        """A future for the outcome of the command with this order or deposit id.
+        """A future for the outcome of the command this key names (`order_key`,
+        `deposit_key`, `request_key`, ...).
 
         Register before sending the command, so the outcome cannot arrive unseen.
         """
@@ -940,36 +942,60 @@ def _outcome_key(event: AnyEvent) -> str | None:
         | AmendRejected
         | BlockAccepted,
     ):
-        return event.order_id
+        return order_key(event.account_id, event.order_id)
     if isinstance(event, FundsDeposited | CapacityDeposited | DepositRejected):
-        return event.deposit_id
+        return deposit_key(event.account_id, event.deposit_id)
     if isinstance(event, CancelAllRequested):
         return cancel_all_key(event.account_id)
+    return _request_outcome_key(event)
+
+
+def _request_outcome_key(event: AnyEvent) -> str | None:
+    """The `request_key` of the request (withdrawal, delivery, programme) an event answers."""
     if isinstance(event, RequestRejected):
-        return f"{event.request}:{event.request_id}"
+        return request_key(event.request, event.account_id, event.request_id)
     if isinstance(event, FundsWithdrawn):
-        return f"WithdrawFunds:{event.withdrawal_id}"
+        return request_key("WithdrawFunds", event.account_id, event.withdrawal_id)
     if isinstance(event, CapacityWithdrawn):
-        return f"WithdrawCapacity:{event.withdrawal_id}"
+        return request_key("WithdrawCapacity", event.account_id, event.withdrawal_id)
     if isinstance(event, MeteringReported):
-        return f"ReportMetering:{event.report_id}"
+        return request_key("ReportMetering", event.provider_id, event.report_id)
     if isinstance(event, DeliveryDisputed):
-        return f"DisputeDelivery:{event.dispute_id}"
+        return request_key("DisputeDelivery", event.buyer_id, event.dispute_id)
     if isinstance(event, CapacityRecalled):
-        return f"RecallCapacity:{event.recall_id}"
+        return request_key("RecallCapacity", event.provider_id, event.recall_id)
     if isinstance(event, DeliverySettled) and event.resolved_by is not None:
-        return f"ResolveDispute:{event.symbol}:{event.provider_id}:{event.buyer_id}"
+        resolved = f"{event.symbol}:{event.provider_id}:{event.buyer_id}"
+        return request_key("ResolveDispute", event.resolved_by, resolved)
     if isinstance(event, ProgrammeCreated):
-        return f"CreateProgramme:{event.programme_id}"
+        return request_key("CreateProgramme", event.admin_id, event.programme_id)
     if isinstance(event, ConcessionGranted):
-        return f"GrantConcession:{event.concession_id}:{event.account_id}"
+        granted = f"{event.concession_id}:{event.account_id}"
+        return request_key("GrantConcession", event.operator_id, granted)
     if isinstance(event, GrantApproved):
-        return f"ApproveGrant:{event.application_id}"
+        application = scoped(event.programme_id, event.application_id)
+        return request_key("ApproveGrant", event.admin_id, application)
     if isinstance(event, MarketControlRequested | MarketControlRejected):
         return control_key(event.operator_id, event.symbol, event.action)
     if isinstance(event, AccountLimitsSet):
         return limits_key(event.account_id)
     return None
+
+
+def order_key(account_id: str, order_id: str) -> str:
+    """What a caller waits on for the outcome of an account's order, cancel or amend."""
+    return f"order:{scoped(account_id, order_id)}"
+
+
+def deposit_key(account_id: str, deposit_id: str) -> str:
+    """What a caller waits on for the outcome of an account's deposit."""
+    return f"deposit:{scoped(account_id, deposit_id)}"
+
+
+def request_key(request: str, requester: str, request_id: str) -> str:
+    """What a caller waits on for the outcome of a request (`request` is its command type) that
+    `requester` sent: an account, a programme's administrator or an operator."""
+    return f"{request}:{scoped(requester, request_id)}"
 
 
 def cancel_all_key(account_id: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.keys import Role
-from exchange.domain.messages import Identifier, PlaceOrder, PositiveInt
+from exchange.domain.messages import Identifier, PlaceOrder, PositiveInt, exchange_order_id
 
 GZ0 = "H100-80G.GZ.20271201T00"
 ORDER_ID = "o-3f0c2a9b8e7d6c5b4a3928171615141312111009"
@@ -256,6 +256,11 @@ class BlockRequest(BaseModel):
     side: Literal["buy", "sell"]
     price: PositiveInt
     quantity: PositiveInt
+    client_order_id: Identifier | None = Field(
+        default=None,
+        description="Names the block (one name with the account's orders): a retry with the "
+        "same name returns the first answer and never places a second block.",
+    )
 
 
 class BlockAnswer(BaseModel):
@@ -1017,7 +1022,7 @@ class NeedOut(BaseModel):
             "need": NeedRequest.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
             "plan": None,
             "order": {
-                "order_id": f"{NEED_ID}-block",
+                "order_id": exchange_order_id("sme-1", f"{NEED_ID}-block"),
                 "symbols": [GZ0, "H100-80G.GZ.20271201T01"],
                 "price": 1800,
                 "quantity": 8,

@@ -34,17 +34,23 @@ import orjson
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 from sqlalchemy import BigInteger, Boolean, Column, Index, Table, Text, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import queries
 from api.auth import allow
 from api.idempotency import derived_id, fingerprint
 from api.keys import Principal, Role
-from api.marketdata import MarketData, Outcome
+from api.marketdata import MarketData, Outcome, order_key
 from api.models import NeedOut, NeedRequest
 from api.problems import Problem, database_unavailable, problems
 from exchange.domain.catalogue import Catalogue, ContractSpec, family_of
-from exchange.domain.messages import Identifier, OrderRejected, PlaceBlockOrder
+from exchange.domain.messages import (
+    Identifier,
+    OrderRejected,
+    PlaceBlockOrder,
+    exchange_order_id,
+)
 from exchange.domain.performance import decimal_text
 from exchange.domain.planner import Need, NeedError, Plan, RegionChoice, plan
 from settlement.schema import metadata
@@ -237,13 +243,7 @@ class NeedService:
         if name is not None:
             existing = await self._row(need_id)
             if existing is not None:
-                if existing["fingerprint"] != print_:
-                    raise Problem(
-                        422,
-                        "idempotency-key-reused",
-                        f"{name!r} already named a different need; use a new name",
-                    )
-                return self._json(await self.document(existing), 200, replayed=True)
+                return await self._retried(existing, name, print_)
         result = self.plan(need, account)
         if result.chosen is None and not request.stand:
             raise Problem(
@@ -268,8 +268,14 @@ class NeedService:
             "created_ms": now,
             "updated_ms": now,
         }
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         async with self.engine.begin() as connection:
-            await connection.execute(api_needs.insert().values(**row))
+            inserted = await connection.execute(
+                dialect.insert(api_needs).values(**row).on_conflict_do_nothing()
+            )
+        if not inserted.rowcount:
+            # The same name, stored meanwhile by another request (here or in another process).
+            return await self._retried(await self._row(need_id) or row, name or need_id, print_)
         if result.chosen is None:
             self._watch(_Standing(need_id, account, need, result.families))
             return self._json(await self.document(row), 201)
@@ -282,6 +288,17 @@ class NeedService:
                 422, outcome.reason.value, outcome.message, need_id=need_id, need=document
             )
         return self._json(document, 201)
+
+    async def _retried(self, existing: Mapping[str, Any], name: str, print_: str) -> JSONResponse:
+        """The answer to a need named like one stored: the stored need if it is the same
+        request, else a problem."""
+        if existing["fingerprint"] != print_:
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                f"{name!r} already named a different need; use a new name",
+            )
+        return self._json(await self.document(existing), 200, replayed=True)
 
     async def get(self, principal: Principal, need_id: str) -> dict[str, Any]:
         """One of the caller's needs (operators may read any)."""
@@ -391,8 +408,10 @@ class NeedService:
             price=chosen.limit_price,
             quantity=chosen.cards_per_hour,
         )
+        order_id = exchange_order_id(account_id, command.order_id)
         block = {
-            "order_id": command.order_id,
+            "order_id": order_id,
+            "sent_as": command.order_id,
             "symbols": command.symbols,
             "price": command.price,
             "quantity": command.quantity,
@@ -407,7 +426,7 @@ class NeedService:
         if not claimed:
             return None
         self._unwatch(need_id)
-        outcome = await self.submit(command, command.order_id)
+        outcome = await self.submit(command, order_key(account_id, order_id))
         if isinstance(outcome, OrderRejected):
             statement = (
                 update(api_needs)
@@ -417,8 +436,8 @@ class NeedService:
             async with self.engine.begin() as connection:
                 await connection.execute(statement)
         elif outcome is not None:
-            await self._settled(command.order_id)
-            await self._stand_again_if_missed(need_id, command.order_id, attempt)
+            await self._settled(order_id)
+            await self._stand_again_if_missed(need_id, order_id, attempt)
         return outcome
 
     async def _stand_again_if_missed(self, need_id: str, order_id: str, attempt: int) -> None:
@@ -582,8 +601,16 @@ class NeedService:
             block = orjson.loads(row.block)
             if await queries.order(self.engine, block["order_id"]) is not None:
                 continue
+            if "sent_as" not in block:
+                # Claimed before order ids were scoped by account: the block was to be sent
+                # as its order id; sent now, the exchange knows it by the scoped one.
+                block["sent_as"] = block["order_id"]
+                block["order_id"] = exchange_order_id(row.account_id, block["sent_as"])
+                claimed = await self._transition_submitted(row.need_id, block)
+                if not claimed:
+                    continue
             command = PlaceBlockOrder(
-                order_id=block["order_id"],
+                order_id=block["sent_as"],
                 account_id=row.account_id,
                 symbols=block["symbols"],
                 side="buy",
@@ -591,8 +618,18 @@ class NeedService:
                 quantity=block["quantity"],
             )
             log.warning("need %s: its block %s never arrived; sending it again", *(
-                row.need_id, command.order_id))  # fmt: skip
-            await self.submit(command, command.order_id)
+                row.need_id, block["order_id"]))  # fmt: skip
+            await self.submit(command, order_key(row.account_id, block["order_id"]))
+
+    async def _transition_submitted(self, need_id: str, block: dict[str, Any]) -> bool:
+        """Record a submitted need's block anew; False if the need is no longer submitted."""
+        statement = (
+            update(api_needs)
+            .where((api_needs.c.need_id == need_id) & (api_needs.c.status == SUBMITTED))
+            .values(block=orjson.dumps(block).decode())
+        )
+        async with self.engine.begin() as connection:
+            return bool((await connection.execute(statement)).rowcount)
 
     async def _replan_some(self) -> None:
         for _ in range(min(REPLANS_PER_ROUND, len(self._queue))):

@@ -6,7 +6,7 @@ recalled, the network. Buyers compare stalls like with like and see, per contrac
 providers have a stall covering it (its "sellers"). A stall is a description, not an order: it
 never reaches the matching path, so it lives at the API edge in its own table, registered on
 the event store's metadata like the API keys (SQLite and PostgreSQL both get it from
-`initialise()`).
+`initialise()`). A stall's id is its provider's own: two providers may each have a `gpu-1`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,21 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, Row, Table, Text, delete, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    Table,
+    Text,
+    delete,
+    inspect,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Caller, Provider
@@ -25,13 +39,13 @@ from api.keys import writing_transaction
 from api.models import StallOut, StallRequest
 from api.problems import Problem, problems
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec
-from settlement.schema import metadata, utc_now
+from settlement.schema import metadata, upgrades, utc_now
 
 stalls = Table(
-    "stalls",
+    "provider_stalls",
     metadata,
+    Column("account_id", Text, primary_key=True),
     Column("stall_id", Text, primary_key=True),
-    Column("account_id", Text, nullable=False),
     Column("resource_class", Text, nullable=False),
     Column("region", Text, nullable=False),
     Column("hours", JSON, nullable=False),
@@ -40,8 +54,28 @@ stalls = Table(
     Column("network", Text),
     Column("description", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=utc_now()),
-    Index("stalls_family_idx", "resource_class", "region"),
+    Index("provider_stalls_family_idx", "resource_class", "region"),
 )
+"""Stalls by (provider, stall id). It replaced the `stalls` table, keyed by the stall id
+alone, which let one provider's id shut every other provider out of it."""
+
+LEGACY_TABLE = "stalls"
+
+
+def _take_over_legacy_stalls(connection: Connection) -> None:
+    """Move the stalls of a database made before stall ids were scoped by provider into
+    `provider_stalls`, and drop the old table (nothing to do once it is gone)."""
+    if not inspect(connection).has_table(LEGACY_TABLE):
+        return
+    legacy = Table(LEGACY_TABLE, MetaData(), autoload_with=connection)
+    columns = [column.name for column in stalls.columns]
+    connection.execute(
+        stalls.insert().from_select(columns, select(*(legacy.c[name] for name in columns)))
+    )
+    legacy.drop(connection)
+
+
+upgrades.append(_take_over_legacy_stalls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +102,6 @@ class Stall:
             and spec.region == self.region
             and spec.delivery_start.hour in self.hours
         )
-
-
-class NotStallOwner(Exception):
-    """The stall id belongs to another account."""
 
 
 def _stall(row: Row[Any]) -> Stall:
@@ -101,10 +131,7 @@ async def put_stall(
     network: str | None,
     description: str,
 ) -> tuple[Stall, bool]:
-    """Create or replace an account's stall; returns it and whether it is new.
-
-    Raises NotStallOwner if another account holds the id.
-    """
+    """Create or replace one of an account's stalls; returns it and whether it is new."""
     values = {
         "resource_class": resource_class,
         "region": region,
@@ -114,42 +141,27 @@ async def put_stall(
         "network": network,
         "description": description,
     }
+    mine = (stalls.c.account_id == account_id) & (stalls.c.stall_id == stall_id)
     async with writing_transaction(engine) as connection:
-        held = (
-            await connection.execute(
-                select(stalls.c.account_id).where(stalls.c.stall_id == stall_id)
-            )
-        ).scalar_one_or_none()
-        if held is not None and held != account_id:
-            raise NotStallOwner(f"stall {stall_id!r} belongs to another account")
+        held = (await connection.execute(select(stalls.c.stall_id).where(mine))).first()
         if held is None:
             await connection.execute(
                 stalls.insert().values(stall_id=stall_id, account_id=account_id, **values)
             )
         else:
             await connection.execute(
-                stalls.update()
-                .where(stalls.c.stall_id == stall_id)
-                .values(updated_at=utc_now(), **values)
+                stalls.update().where(mine).values(updated_at=utc_now(), **values)
             )
-        row = (await connection.execute(select(stalls).where(stalls.c.stall_id == stall_id))).one()
+        row = (await connection.execute(select(stalls).where(mine))).one()
     return _stall(row), held is None
 
 
 async def delete_stall(engine: AsyncEngine, stall_id: str, account_id: str) -> bool:
-    """Remove an account's stall; False if there is none. Raises NotStallOwner for another's."""
+    """Remove one of an account's stalls; False if it has none of that id."""
+    mine = (stalls.c.account_id == account_id) & (stalls.c.stall_id == stall_id)
     async with writing_transaction(engine) as connection:
-        held = (
-            await connection.execute(
-                select(stalls.c.account_id).where(stalls.c.stall_id == stall_id)
-            )
-        ).scalar_one_or_none()
-        if held is None:
-            return False
-        if held != account_id:
-            raise NotStallOwner(f"stall {stall_id!r} belongs to another account")
-        await connection.execute(delete(stalls).where(stalls.c.stall_id == stall_id))
-    return True
+        removed = await connection.execute(delete(stalls).where(mine))
+    return bool(removed.rowcount)
 
 
 async def list_stalls(
@@ -158,8 +170,8 @@ async def list_stalls(
     region: str | None = None,
     account_id: str | None = None,
 ) -> list[Stall]:
-    """Stalls by id, optionally of one class, region or provider."""
-    query = select(stalls).order_by(stalls.c.stall_id)
+    """Stalls by id (and provider), optionally of one class, region or provider."""
+    query = select(stalls).order_by(stalls.c.stall_id, stalls.c.account_id)
     if resource_class is not None:
         query = query.where(stalls.c.resource_class == resource_class)
     if region is not None:
@@ -250,21 +262,18 @@ def stall_router(engine: AsyncEngine) -> APIRouter:
         stall_id: StallId, request: StallRequest, principal: Provider, response: Response
     ) -> StallOut:
         check_specification(request)
-        try:
-            stall, created = await put_stall(
-                engine,
-                stall_id,
-                principal.account_id,
-                request.resource_class,
-                request.region,
-                request.hours,
-                request.sla_tier,
-                request.max_interruptions,
-                request.network,
-                request.description,
-            )
-        except NotStallOwner as error:
-            raise Problem(403, "not-stall-owner", str(error)) from None
+        stall, created = await put_stall(
+            engine,
+            stall_id,
+            principal.account_id,
+            request.resource_class,
+            request.region,
+            request.hours,
+            request.sla_tier,
+            request.max_interruptions,
+            request.network,
+            request.description,
+        )
         response.status_code = 201 if created else 200
         return stall_out(stall)
 
@@ -275,12 +284,10 @@ def stall_router(engine: AsyncEngine) -> APIRouter:
         responses=problems(401, 403, 404, 429),
     )
     async def take_down(stall_id: StallId, principal: Provider) -> Response:
-        try:
-            removed = await delete_stall(engine, stall_id, principal.account_id)
-        except NotStallOwner as error:
-            raise Problem(403, "not-stall-owner", str(error)) from None
-        if not removed:
-            raise Problem(404, "unknown-stall", f"there is no stall {stall_id!r}")
+        if not await delete_stall(engine, stall_id, principal.account_id):
+            raise Problem(
+                404, "unknown-stall", f"account {principal.account_id} has no stall {stall_id!r}"
+            )
         return Response(status_code=204)
 
     return router

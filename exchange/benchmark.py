@@ -27,7 +27,13 @@ import asyncpg
 
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import default_catalogue
-from exchange.domain.messages import DepositCapacity, DepositFunds, PlaceOrder, encode
+from exchange.domain.messages import (
+    DepositCapacity,
+    DepositFunds,
+    PlaceOrder,
+    encode,
+    exchange_order_id,
+)
 from exchange.log import TopicPartition
 from exchange.pipeline import Topics
 from settlement.scratch import scratch_database
@@ -155,6 +161,11 @@ async def _settled_times(dsn: str, wanted: set[str], timeout_s: float) -> dict[s
     return seen
 
 
+def _exchange_id(order: PlaceOrder) -> str:
+    """The id the exchange's events know an order by."""
+    return exchange_order_id(order.account_id, order.order_id)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -216,23 +227,25 @@ async def bench_e2e(
                     await producer.send(topics.commands, partition, encode(order))
                     if per_second is not None:
                         await producer.flush()
-                    sent[order.order_id] = time.time()
+                    sent[_exchange_id(order)] = time.time()
                 await producer.flush()
                 return sent
 
             # Warm up: the stages join their groups and settle the deposits.
             warm = _orders(200, seed=3)
             await submit(warm, None)
-            await _settled_times(dsn, {o.order_id for o in warm}, 120)
+            await _settled_times(dsn, {_exchange_id(o) for o in warm}, 120)
 
-            waiting = asyncio.create_task(_settled_times(dsn, {o.order_id for o in steady}, 120))
+            waiting = asyncio.create_task(
+                _settled_times(dsn, {_exchange_id(o) for o in steady}, 120)
+            )
             sent = await submit(steady, rate)
             settled = await waiting
             latencies = [(settled[i] - sent[i]) * 1000 for i in sent if i in settled]
 
             started = time.time()
             waiting = asyncio.create_task(
-                _settled_times(dsn, {o.order_id for o in saturation}, 600)
+                _settled_times(dsn, {_exchange_id(o) for o in saturation}, 600)
             )
             await submit(saturation, None)
             done = await waiting

@@ -508,7 +508,7 @@ def _print_status(status: PipelineStatus) -> None:
         print(f"STALLED since {since}: {status_sentence(stall)}")
         if stall.kind == "cannot_apply" and stall.set_aside_by is None:
             print(
-                f"  once the cause is fixed it goes on by itself; or set the event aside: "
+                "  once the cause is fixed it goes on by itself; or set the event aside: "
                 f"cx deadletters set-aside {stall.topic}:{stall.partition}:{stall.offset} "
                 '--reason "..."'
             )

@@ -49,6 +49,7 @@ from exchange.domain.messages import (
     PlaceOrder,
     ReportMetering,
     WithdrawCapacity,
+    exchange_order_id,
 )
 from exchange.domain.performance import STANDARD
 from exchange.domain.planner import CARDS, Need, RegionChoice, plan
@@ -102,16 +103,22 @@ def tradable(start_ms: int, now_ms: int) -> bool:
 
 
 class Ids:
-    """Order and request ids: the agent's id and a counter, the same in every run."""
+    """Order and request ids: the agent's account and a counter, the same in every run."""
 
-    def __init__(self, prefix: str) -> None:
-        self._prefix = prefix
+    def __init__(self, account_id: str) -> None:
+        self._account_id = account_id
         self._count = 0
 
     def next(self) -> str:
         """A fresh id."""
         self._count += 1
-        return f"{self._prefix}.{self._count}"
+        return f"{self._account_id}.{self._count}"
+
+    def order(self) -> tuple[str, str]:
+        """A fresh order id to send, and the exchange's id of the order sent with it: what
+        its events, and so the market view, know it by."""
+        name = self.next()
+        return name, exchange_order_id(self._account_id, name)
 
 
 @dataclass
@@ -280,7 +287,7 @@ class Provider:
                     continue
                 symbol = symbol_at(resource_class, self.region, start)
                 interruptible = resource_class == INTERRUPTIBLE
-                order_id = self.ids.next()
+                name, order_id = self.ids.order()
                 commands.append(
                     DepositCapacity(
                         deposit_id=self.ids.next(),
@@ -291,7 +298,7 @@ class Provider:
                 )
                 commands.append(
                     PlaceOrder(
-                        order_id=order_id,
+                        order_id=name,
                         account_id=self.account_id,
                         symbol=symbol,
                         side="sell",
@@ -403,10 +410,10 @@ class Buyer:
         # Limit orders rest until their hour's gate: the buyer bids its full value.
         commands: list[Command] = []
         for symbol in symbols:
-            order_id = self.ids.next()
+            name, order_id = self.ids.order()
             commands.append(
                 PlaceOrder(
-                    order_id=order_id,
+                    order_id=name,
                     account_id=self.account_id,
                     symbol=symbol,
                     side="buy",
@@ -453,10 +460,10 @@ class Buyer:
                 taken, limit = taken + quantity, price
                 if taken >= job.cards:
                     break
-            order_id = self.ids.next()
+            name, order_id = self.ids.order()
             commands.append(
                 PlaceOrder(
-                    order_id=order_id,
+                    order_id=name,
                     account_id=self.account_id,
                     symbol=symbol,
                     side="buy",
@@ -471,12 +478,12 @@ class Buyer:
         return commands
 
     def _send_block(self, job: Job, symbols: list[str], price: int, cards: int) -> list[Command]:
-        order_id = self.ids.next()
+        name, order_id = self.ids.order()
         job.send(order_id)
         job.status = "pending"
         return [
             PlaceBlockOrder(
-                order_id=order_id,
+                order_id=name,
                 account_id=self.account_id,
                 symbols=symbols,
                 side="buy",
@@ -573,10 +580,10 @@ class Reseller:
                 units = min(quantity, 8, spend // price)
                 if price > reference * (1 - self.discount) or units <= 0:
                     continue
-                order_id = self.ids.next()
+                name, order_id = self.ids.order()
                 commands.append(
                     PlaceOrder(
-                        order_id=order_id,
+                        order_id=name,
                         account_id=self.account_id,
                         symbol=symbol,
                         side="buy",
@@ -605,10 +612,10 @@ class Reseller:
             share = 1 + self.margin if hours_out > 6 else 1.0 if hours_out > 3 else 0.9
             price = on_tick(holding.cost * share, up=True)
             if holding.sell_order is None:
-                holding.sell_order = self.ids.next()
+                name, holding.sell_order = self.ids.order()
                 commands.append(
                     PlaceOrder(
-                        order_id=holding.sell_order,
+                        order_id=name,
                         account_id=self.account_id,
                         symbol=holding.symbol,
                         side="sell",

@@ -22,6 +22,7 @@ from exchange.domain.catalogue import (
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     CancelOrder,
+    CapacityRecalled,
     Command,
     ConcessionGranted,
     ControlMarket,
@@ -490,3 +491,56 @@ def test_an_auction_trade_pays_no_maker_rebate() -> None:
     assert bank.ledger.ledger.get("rebates", 0) == 0
     assert bank.ledger.ledger.get("fees", 0) == 0
     assert bank.ledger.trial_balance() == 0
+
+
+def test_withdrawal_and_recall_ids_are_each_senders_own() -> None:
+    bank = Bank()
+    for provider in ("p1", "p2"):
+        bank.send(funds(provider, 10_000))
+        deposit = DepositCapacity(deposit_id="night-1", account_id=provider, symbol=INT, quantity=2)
+        bank.send(deposit)
+        bank.send(PlaceOrder(order_id="ask-1", account_id=provider, symbol=INT, side="sell",
+                             price=600, quantity=2))  # fmt: skip
+    bank.send(funds("b1", 10_000))
+    bank.send(PlaceOrder(order_id="bid-1", account_id="b1", symbol=INT, side="buy", price=600,
+                         quantity=4))  # fmt: skip
+    assert bank.ledger.positions == {("b1", INT): 4}
+
+    withdrawn = [
+        bank.send(WithdrawFunds(withdrawal_id="w1", account_id=account, amount=100))[0]
+        for account in ("p1", "p2")
+    ]
+    assert [type(e).__name__ for e in withdrawn] == ["FundsWithdrawn", "FundsWithdrawn"]
+    recalled = [
+        bank.send(RecallCapacity(recall_id="r1", account_id=provider, symbol=INT, quantity=1))
+        for provider in ("p1", "p2")
+    ]
+    assert [
+        [(e.recall_id, e.provider_id) for e in events if isinstance(e, CapacityRecalled)]
+        for events in recalled
+    ] == [[("r1", "p1")], [("r1", "p2")]]
+    again = _refused(
+        bank.send(RecallCapacity(recall_id="r1", account_id="p2", symbol=INT, quantity=1))
+    )
+    assert (again.reason, again.message) == (
+        RejectReason.DUPLICATE_ID,
+        "recall id 'r1' was used before",
+    )
+    twice = _refused(bank.send(WithdrawFunds(withdrawal_id="w1", account_id="p1", amount=1)))
+    assert twice.message == "WithdrawFunds id 'w1' was used before by p1"
+
+
+def test_request_ids_decided_before_they_were_scoped_stay_used() -> None:
+    bank = Bank()
+    bank.send(funds("b1", 5_000))
+    old = bank.risk.snapshot()
+    # A snapshot of that time holds the request's key without its sender.
+    old["request_ids"] = ["WithdrawFunds:w9"]
+    risk = RiskStage.restore(bank.risk.catalogue, old, SEAL)
+
+    refused = risk.handle(
+        WithdrawFunds(withdrawal_id="w9", account_id="b1", amount=1), EventStamp("c", 0, 99, 1)
+    )
+
+    assert isinstance(refused, RequestRejected)
+    assert refused.reason == RejectReason.DUPLICATE_ID

@@ -24,6 +24,7 @@ from exchange.domain.messages import (
     RequestRejected,
     SetAccountLimits,
     TradeExecuted,
+    exchange_order_id,
 )
 from exchange.domain.operators import OperatorSeal
 from exchange.domain.risk import RiskStage
@@ -69,7 +70,9 @@ def test_delisting_cancels_resting_orders_and_risk_refuses_new_ones() -> None:
     ex.send(order("b1", "buyer", "buy", 1700, 4))
     out = ex.send(operator("delist", reason="provider outage"))
     cancelled = [e for e in out if isinstance(e, OrderCancelled)]
-    assert [(c.order_id, c.reason) for c in cancelled] == [("b1", CancelReason.DELISTED)]
+    assert [(c.order_id, c.reason) for c in cancelled] == [
+        (exchange_order_id("buyer", "b1"), CancelReason.DELISTED)
+    ]
     assert [(e.state, e.reason) for e in out if isinstance(e, ContractStateChanged)] == [
         ("closed", "delisted")
     ]
@@ -102,7 +105,7 @@ def test_an_order_racing_the_delisting_is_cancelled_as_delisted_by_matching() ->
     assert isinstance(accepted, OrderAccepted)
     out = ex.market.handle(accepted, EventStamp("o", 0, 999, ex.ts + 1))
     assert [(e.order_id, e.reason) for e in out if isinstance(e, OrderCancelled)] == [
-        ("late", CancelReason.DELISTED)
+        (exchange_order_id("buyer", "late"), CancelReason.DELISTED)
     ]
 
 

@@ -28,6 +28,7 @@ from exchange.domain.messages import (
     Side,
     TradeExecuted,
     encode,
+    exchange_order_id,
 )
 from exchange.domain.risk import RiskStage
 
@@ -81,6 +82,11 @@ def cancel(order_id: str, account_id: str) -> CancelOrder:
     return CancelOrder(order_id=order_id, account_id=account_id)
 
 
+def oid(account_id: str, order_id: str) -> str:
+    """The exchange's id of the order the account placed as `order_id`."""
+    return exchange_order_id(account_id, order_id)
+
+
 SETUP: list[Command] = [
     funds("d1", "a1", 1_000),
     capacity("d2", "p1", 2),
@@ -118,17 +124,17 @@ REJECTIONS = [
         id="insufficient-capacity",
     ),
     pytest.param(
-        place("o1", "p1", "sell", 100, 1),
+        place("o1", "a1", "buy", 100, 1),
         OrderRejected,
         RejectReason.DUPLICATE_ORDER_ID,
-        "order id 'o1' was used before",
+        "order id 'o1' was used before by a1",
         id="duplicate-order-id",
     ),
     pytest.param(
-        funds("d2", "a1", 5),
+        funds("d1", "a1", 5),
         DepositRejected,
         RejectReason.DUPLICATE_DEPOSIT_ID,
-        "deposit id 'd2' was used before",
+        "deposit id 'd1' was used before by a1",
         id="duplicate-deposit-id",
     ),
     pytest.param(
@@ -146,11 +152,18 @@ REJECTIONS = [
         id="cancel-unknown-order",
     ),
     pytest.param(
-        cancel("o1", "a2"),
+        cancel(oid("a1", "o1"), "a2"),
         CancelRejected,
         RejectReason.NOT_ORDER_OWNER,
-        "account a2 has no open order 'o1'",
+        f"account a2 has no open order {oid('a1', 'o1')!r}",
         id="cancel-by-another-account",
+    ),
+    pytest.param(
+        cancel("o1", "a2"),
+        CancelRejected,
+        RejectReason.UNKNOWN_ORDER,
+        "account a2 has no open order 'o1'",
+        id="cancel-of-a-name-another-account-used",
     ),
 ]
 
@@ -191,7 +204,7 @@ def test_order_rejected_echoes_the_order() -> None:
     assert event == OrderRejected(
         event_id="t:0:0:0",
         ts=1_000,
-        order_id="o1",
+        order_id=oid("a1", "o1"),
         account_id="a1",
         symbol=H100,
         side="buy",
@@ -234,11 +247,74 @@ def test_duplicate_deposit_id_spans_funds_and_capacity() -> None:
     feed = Feed()
     feed.send(capacity("d1", "p1", 4))
 
-    event = feed.send(funds("d1", "a1", 500))
+    event = feed.send(funds("d1", "p1", 500))
 
     assert isinstance(event, DepositRejected)
     assert event.reason == RejectReason.DUPLICATE_DEPOSIT_ID
-    assert "a1" not in feed.stage.accounts.cash
+    assert "p1" not in feed.stage.accounts.cash
+
+
+def test_ids_are_each_accounts_own() -> None:
+    # One partition sees both accounts: each account's names are its own all the same.
+    feed = Feed()
+    events = feed.send_all(
+        [
+            funds("d1", "a1", 1_000),
+            funds("d1", "a2", 700),
+            place("o1", "a1", "buy", 100, 2),
+            place("o1", "a2", "buy", 100, 3),
+        ]
+    )
+
+    assert [type(e) for e in events] == [
+        FundsDeposited,
+        FundsDeposited,
+        OrderAccepted,
+        OrderAccepted,
+    ]
+    first, second = events[2], events[3]
+    assert isinstance(first, OrderAccepted)
+    assert isinstance(second, OrderAccepted)
+    assert (first.order_id, second.order_id) == (oid("a1", "o1"), oid("a2", "o1"))
+    assert first.order_id != second.order_id
+    assert feed.stage.accounts.cash["a2"] == Balance(available=400, held=300)
+    # An account cancels its order by the exchange's id or by its own name for it.
+    by_name = feed.send(cancel("o1", "a2"))
+    by_id = feed.send(cancel(oid("a1", "o1"), "a1"))
+    assert isinstance(by_name, CancelRequested)
+    assert isinstance(by_id, CancelRequested)
+    assert (by_name.order_id, by_id.order_id) == (oid("a2", "o1"), oid("a1", "o1"))
+
+
+@pytest.mark.parametrize("owners_kept", [False, True], ids=["ids-alone", "with-owners"])
+def test_ids_used_before_they_were_scoped_stay_used(owners_kept: bool) -> None:
+    # A snapshot taken before ids were scoped by account holds the ids as they were sent (and,
+    # from when owners were kept, who sent each); the API then sent a client order id as the
+    # id the exchange now derives from it.
+    feed = Feed()
+    feed.send_all([funds("d1", "a1", 1_000), funds("d2", "a2", 1_000)])
+    data = feed.stage.snapshot()
+    sent = {"o1": "a1", oid("a1", "api-1"): "a1", "o2": "a2"}
+    data["order_ids"] = sent if owners_kept else sorted(sent)
+    data["deposit_ids"] = ["d1"]
+    old = RiskStage.restore(default_catalogue(), data)
+    stamp = EventStamp("t", 0, 9, 1_009)
+
+    again = [
+        old.handle(place("o1", "a1", "buy", 100, 1), stamp),
+        old.handle(place("api-1", "a1", "buy", 100, 1), stamp),
+        old.handle(funds("d1", "a1", 5), stamp),
+        old.handle(place("o2", "a1", "buy", 100, 1), stamp),
+    ]
+
+    assert [getattr(e, "reason", None) for e in again] == [
+        RejectReason.DUPLICATE_ORDER_ID,
+        RejectReason.DUPLICATE_ORDER_ID,
+        RejectReason.DUPLICATE_DEPOSIT_ID,
+        # a2's id of then is no longer a1's to fear, once the snapshot says whose it was.
+        None if owners_kept else RejectReason.DUPLICATE_ORDER_ID,
+    ]
+    assert RiskStage.restore(default_catalogue(), old.snapshot()).state_hash() == old.state_hash()
 
 
 def test_deposits_are_credited() -> None:
@@ -271,7 +347,7 @@ def test_accepted_buy_holds_its_cash() -> None:
     assert event == OrderAccepted(
         event_id="t:0:1:0",
         ts=1_001,
-        order_id="o1",
+        order_id=oid("a1", "o1"),
         account_id="a1",
         symbol=H100,
         side="buy",
@@ -309,7 +385,7 @@ def test_cancel_order_is_forwarded_with_the_order_symbol() -> None:
     event = feed.send(cancel("s1", "p1"))
 
     assert event == CancelRequested(
-        event_id="t:0:2:0", ts=1_002, order_id="s1", account_id="p1", symbol=CPU
+        event_id="t:0:2:0", ts=1_002, order_id=oid("p1", "s1"), account_id="p1", symbol=CPU
     )
     # The hold stays until matching confirms the cancel.
     assert feed.stage.state_hash() == before
@@ -324,8 +400,8 @@ def _traded(price: int, quantity: int) -> TradeExecuted:
         symbol=H100,
         price=price,
         quantity=quantity,
-        buy_order_id="b1",
-        sell_order_id="s1",
+        buy_order_id=oid("a1", "b1"),
+        sell_order_id=oid("p1", "s1"),
         buyer_id="a1",
         seller_id="p1",
         aggressor="buy",
@@ -377,7 +453,7 @@ def test_a_trade_read_in_each_account_partition_settles_each_side_once() -> None
     assert "p1" not in accounts.cash
     assert accounts.ledger == {}
     assert accounts.capacity[("p1", H100)] == Balance(available=0, held=1)
-    assert accounts.open_orders["s1"].remaining == 1
+    assert accounts.open_orders[oid("p1", "s1")].remaining == 1
 
 
 def test_trade_fed_back_settles_both_sides() -> None:
@@ -398,11 +474,13 @@ def test_trade_fed_back_settles_both_sides() -> None:
     assert "p1" not in accounts.cash
     assert accounts.capacity[("p1", H100)] == Balance(available=0, held=1)
     assert accounts.positions == {("a1", H100): 5}
-    assert sorted(accounts.open_orders) == ["s1"]
+    assert sorted(accounts.open_orders) == [oid("p1", "s1")]
     filled = feed.send(cancel("b1", "a1"))
     assert isinstance(filled, CancelRejected)
     assert filled.reason == RejectReason.ORDER_NOT_OPEN
-    assert feed.send(cancel("b1", "p1")).reason == RejectReason.NOT_ORDER_OWNER
+    assert feed.send(cancel(oid("a1", "b1"), "p1")).reason == RejectReason.NOT_ORDER_OWNER
+    # p1's own "b1" is another name: it never placed one.
+    assert feed.send(cancel("b1", "p1")).reason == RejectReason.UNKNOWN_ORDER
 
 
 def test_a_filled_order_stays_known_as_its_accounts_through_a_snapshot() -> None:
@@ -435,8 +513,11 @@ def test_cancel_fed_back_releases_the_remainder() -> None:
     )
     feed.stage.apply_outcome(_traded(price=110, quantity=2), _owns_all, FED_BACK)
 
-    feed.stage.apply_outcome(_cancelled("b1", "a1", "buy", remaining=3), _owns_all, FED_BACK)
-    feed.stage.apply_outcome(_cancelled("s1", "p1", "sell", remaining=4), _owns_all, FED_BACK)
+    for cancelled in (
+        _cancelled(oid("a1", "b1"), "a1", "buy", remaining=3),
+        _cancelled(oid("p1", "s1"), "p1", "sell", remaining=4),
+    ):
+        feed.stage.apply_outcome(cancelled, _owns_all, FED_BACK)
 
     accounts = feed.stage.accounts
     assert accounts.cash["a1"] == Balance(available=10_000 - 220, held=0)

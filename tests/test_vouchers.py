@@ -28,6 +28,7 @@ from exchange.domain.messages import (
     RejectReason,
     ReportMetering,
     RequestRejected,
+    exchange_order_id,
 )
 from exchange.domain.risk import OUTCOME_TYPES
 from tests.test_bank import DELIVERY, HOUR, SYM, Bank, funds, sealed
@@ -423,7 +424,42 @@ def test_an_open_voucher_order_keeps_its_related_parties_through_a_snapshot() ->
 
     restored = Accounts.restore(snapshot, FREE)
 
-    voucher = restored.open_orders["o1"].voucher
+    voucher = restored.open_orders[exchange_order_id("b1", "o1")].voucher
     assert voucher is not None
     assert voucher.related == ("p1",)
     assert restored.snapshot() == snapshot
+
+
+def test_programme_and_application_ids_are_their_administrators_own() -> None:
+    bank = market()
+    # Another administrator cannot take the programme's id, nor is it told it did this.
+    taken = bank.send(programme(admin_id="nb-admin"))[0]
+    assert isinstance(taken, RequestRejected)
+    assert (taken.reason, taken.message) == (
+        RejectReason.INVALID_PROGRAMME,
+        "programme 'hz' exists",
+    )
+    again = bank.send(programme())[0]
+    assert isinstance(again, RequestRejected)
+    assert again.reason == RejectReason.DUPLICATE_ID
+
+    bank.send(programme(programme_id="nb", admin_id="nb-admin"))
+    same_application = grant("b2", 300).model_copy(update={"application_id": "app-1"})
+    approved = [
+        bank.send(same_application)[0],
+        bank.send(
+            same_application.model_copy(update={"programme_id": "nb", "admin_id": "nb-admin"})
+        )[0],
+    ]
+    assert [(type(e).__name__, getattr(e, "programme_id", None)) for e in approved] == [
+        ("GrantApproved", "hz"),
+        ("GrantApproved", "nb"),
+    ]
+    # An administrator of another programme naming this one's application is refused as not
+    # its administrator, not told the application exists.
+    foreign = bank.send(same_application.model_copy(update={"admin_id": "nb-admin"}))[0]
+    assert isinstance(foreign, RequestRejected)
+    assert foreign.reason == RejectReason.NOT_PROGRAMME_ADMIN
+    repeated = bank.send(same_application)[0]
+    assert isinstance(repeated, RequestRejected)
+    assert (repeated.reason, repeated.request_id) == (RejectReason.DUPLICATE_ID, "hz/app-1")

@@ -219,11 +219,24 @@ class ExchangeClient:
         return CancelAllAnswer.model_validate(response.json())
 
     async def place_block_order(
-        self, symbols: list[str], side: Literal["buy", "sell"], price: int, quantity: int
+        self,
+        symbols: list[str],
+        side: Literal["buy", "sell"],
+        price: int,
+        quantity: int,
+        *,
+        client_order_id: str | None = None,
     ) -> BlockAnswer:
-        """The same quantity in each consecutive hour listed, all or none, at an average price."""
-        body = {"symbols": symbols, "side": side, "price": price, "quantity": quantity}
-        response = await self.request("POST", "/v1/block-orders", json=body)
+        """The same quantity in each consecutive hour listed, all or none, at an average price;
+        with a client order id a retry is safe."""
+        body = {
+            "symbols": symbols,
+            "side": side,
+            "price": price,
+            "quantity": quantity,
+            "client_order_id": client_order_id,
+        }
+        response = await self.request("POST", "/v1/block-orders", json=_present(body))
         return BlockAnswer.model_validate(response.json())
 
     async def state_need(

@@ -462,6 +462,7 @@ class ScheduledDeposit(Model):
     contracts: list[str]
     asks: list[str]
     refused_asks: list[RefusedAsk] = []
+    status: Literal["done", "pending"] = "done"
 
 
 class Delivery(Model):

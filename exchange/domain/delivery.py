@@ -41,15 +41,11 @@ from exchange.domain.messages import (
     OrderAccepted,
     RejectReason,
     RequestRejected,
+    scoped,
 )
-from matching import engine as me
+from matching import outputs as mo
 
 HOUR_MS = 60 * 60_000
-
-_ENDED = (me.REJECTED, me.CANCELLED, me.EXPIRED)
-"""Engine outputs after which an order no longer rests: its sell, if any, is no longer open."""
-_SHRUNK = (me.REDUCED, me.AMENDED)
-"""Engine outputs that leave an order resting with less (index 6: what remains)."""
 
 
 @dataclass(slots=True)
@@ -92,14 +88,15 @@ class DeliveryDesk:
         self.holdings: dict[str, dict[str, int]] = {}
         self.obligations: dict[ObligationKey, Obligation] = {}
         self.recalls: set[str] = set()
-        """Ids of the recalls done: a recall sent again is refused, not done twice."""
+        """`provider/recall_id` of the recalls done (bare ids: done before recall ids were
+        scoped by provider): a recall sent again is refused, not done twice."""
         self._due: list[tuple[int, str, str, str]] = []
         """(window end, symbol, provider, buyer) of unsettled obligations, a heap."""
 
     # What happens in the books ---------------------------------------------------------------
 
     def observe(
-        self, event: Event | None, outputs: list[me.Event], stamp: EventStamp
+        self, event: Event | None, outputs: list[mo.Output], stamp: EventStamp
     ) -> list[Event]:
         """Record an input of the partition (None: a record that only moves the log time) and
         what matching made of it, as the engine reported it (so the stage's replay, which
@@ -122,15 +119,20 @@ class DeliveryDesk:
         elif isinstance(event, DeliveryRequested):
             caused.append(self._request(event, stamp))
         for output in outputs:
-            kind = output[0]
-            if kind == me.TRADE:
-                self._trade(output)
-            elif kind in _ENDED:
-                self.sells.pop(output[2], None)
-            elif kind in _SHRUNK:
-                self._shrink(output[2], output[6])
-            elif kind == me.STATE and output[2] == me.DELIVERED:
-                caused.extend(self._allocate(output[1], stamp))
+            match output:
+                case (mo.ACCEPTED, _, _):
+                    # The most frequent output, and nothing to record: matched first.
+                    pass
+                case (mo.TRADE, *_):
+                    self._trade(output)
+                case (mo.REJECTED | mo.CANCELLED | mo.EXPIRED, _, order_id, *_):
+                    # The order rests no longer: its sell, if any, is no longer open.
+                    self.sells.pop(order_id, None)
+                case (mo.REDUCED | mo.AMENDED, _, order_id, _, _, _, remaining, _):
+                    # The order rests with less.
+                    self._shrink(order_id, remaining)
+                case (mo.STATE, symbol, mo.DELIVERED, _):
+                    caused.extend(self._allocate(symbol, stamp))
         caused.extend(self._settle_due(stamp))
         return caused
 
@@ -142,7 +144,7 @@ class DeliveryDesk:
             else:
                 del self.sells[order_id]
 
-    def _trade(self, trade: me.Event) -> None:
+    def _trade(self, trade: mo.Trade) -> None:
         _, symbol, _, price, quantity, taker, maker, taker_account, maker_account, side = trade
         # An auction trade (no aggressor) names the buy order as its taker.
         taker_buys = side != "sell"
@@ -221,7 +223,8 @@ class DeliveryDesk:
         """Take back sold units of a recallable deposit: each holder, in account order, is
         refunded its share of the escrow and compensated out of the provider's bond."""
         symbol, provider_id, quantity = request.symbol, request.provider_id, request.delivered
-        if request.request_id in self.recalls:
+        key = scoped(provider_id, request.request_id)
+        if key in self.recalls or request.request_id in self.recalls:
             return [
                 _refused(
                     request,
@@ -262,7 +265,7 @@ class DeliveryDesk:
                     "for resale: recall at most that many now",
                 )
             ]
-        self.recalls.add(request.request_id)
+        self.recalls.add(key)
         # The recalled units' shares of the escrow and the bond; their fee is never charged.
         amount = provision.amount * quantity // provision.units
         bond = provision.bond * quantity // provision.units

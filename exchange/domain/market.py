@@ -11,7 +11,7 @@ time (a scheduler that wants them on time sends `ControlMarket` ticks).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, assert_never
 
 from exchange.domain.catalogue import (
     Catalogue,
@@ -33,7 +33,6 @@ from exchange.domain.messages import (
     CancelReason,
     CancelRejected,
     CancelRequested,
-    ContractState,
     ContractStateChanged,
     DeliveryRequested,
     Event,
@@ -50,24 +49,19 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 from matching import engine as me
+from matching import outputs as mo
 from matching.engine import MatchingEngine
 
 NO_GATE_CLOSURE = 1 << 62
 """A gate-closure time that never comes (contracts listed without one)."""
 
-_OPERATOR_ACTIONS: dict[str, MarketAction] = {
+_OPERATOR_ACTIONS: dict[mo.OperatorAction, MarketAction] = {
     "halt": "halt",
     "resume": "resume",
     "schedule": "schedule_auction",
     "delist": "delist",
     "list": "list",
-}
-_STATES: dict[str, ContractState] = {
-    me.PRE_OPEN: "pre_open",
-    me.CONTINUOUS: "continuous",
-    me.HALTED: "halted",
-    me.CLOSED: "closed",
-    me.DELIVERED: "delivered",
+    "set_band": "set_band",
 }
 
 
@@ -189,7 +183,13 @@ class MarketStage:
         self._act(event, stamp.ts)
         done = self.engine.take_events()
         book_seq = self._book_seq
-        for symbol in {output[1] for output in done if output[1] in book_seq}:
+        touched: set[str] = set()
+        for output in done:
+            match output:
+                # Every output but the kill switch's count names a contract (or a family).
+                case (kind, symbol, *_) if kind != mo.CANCELLED_ALL and symbol in book_seq:
+                    touched.add(symbol)
+        for symbol in touched:
             self._take_book_changes(symbol)
         self._forget_delivered(done)
         self.delivery.observe(event, done, stamp)
@@ -282,7 +282,7 @@ class MarketStage:
             update["contracts"] = self._acted_on
         return event.model_copy(update=update) if update else event
 
-    def _in_state(self, state: str) -> list[str]:
+    def _in_state(self, state: mo.ContractState) -> list[str]:
         return sorted(s for s, book in self.engine.books.items() if book.state == state)
 
     def _list_rolled(self, ts: int) -> None:
@@ -351,7 +351,7 @@ class MarketStage:
             targets = event.contracts
         else:
             self.engine.advance(ts)
-            targets = self._in_state(me.CONTINUOUS if halting else me.HALTED)
+            targets = self._in_state(mo.CONTINUOUS if halting else mo.HALTED)
         self._acted_on = targets
         for symbol in targets:
             if halting:
@@ -367,108 +367,101 @@ class MarketStage:
         try:
             spec = parse_symbol(symbol)
         except SymbolError:
-            self.engine.events.append((me.OPERATOR_REJECTED, symbol, "list", me.UNKNOWN_CONTRACT))
+            self.engine.refuse_listing(symbol, mo.RefusalReason.UNKNOWN_CONTRACT)
             return False
         if self.catalogue.retires_at(spec) <= max(ts, self.engine.now):
-            self.engine.events.append((me.OPERATOR_REJECTED, symbol, "list", me.CONTRACT_CLOSED))
+            self.engine.refuse_listing(symbol, mo.RefusalReason.CONTRACT_CLOSED)
             return False
         self._list(spec, ts)
         return True
 
     def _set_band(self, event: MarketControlRequested, ts: int) -> None:
         """A contract's band, or every contract's of a family (and those it lists later)."""
-        self.engine.advance(ts)
         band = event.band or 0
         target = event.symbol
-        books = [b for s, b in self.engine.books.items() if target in (s, b.family)]
-        if target not in self.engine.books:
-            if not books:
-                self.engine.events.append(
-                    (me.OPERATOR_REJECTED, target, "set_band", me.UNKNOWN_CONTRACT)
-                )
-                return
+        if self.engine.set_band(ts, target, band) and target not in self.engine.books:
             self.family_bands[target] = band
-        for book in books:
-            book.band = band
 
     def _translate(
-        self, outputs: list[me.Event], stamp: EventStamp, context: _Context
+        self, outputs: list[mo.Output], stamp: EventStamp, context: _Context
     ) -> list[Event]:
         events: list[Event] = []
         touched: dict[str, None] = {}
         for output in outputs:
-            kind = output[0]
-            symbol = output[1]
             event: Event | None = None
-            if kind == me.TRADE:
-                event = self._trade(output, stamp)
-            elif kind in (me.CANCELLED, me.EXPIRED):
-                _, symbol, order_id, account, side, remaining, reason = output
-                event = OrderCancelled(
-                    event_id=stamp.next_id(),
-                    ts=stamp.ts,
-                    order_id=order_id,
-                    account_id=account,
-                    symbol=symbol,
-                    side=side,
-                    remaining=remaining,
-                    reason=CancelReason(reason),
-                )
-            elif kind == me.REJECTED:
-                reason = output[3]
-                if reason == me.CONTRACT_CLOSED and self.engine.is_delisted(symbol):
-                    reason = me.DELISTED
-                event = context.cancelled(reason, stamp)
-            elif kind == me.REDUCED:
-                _, symbol, order_id, account, side, cut, remaining, reason = output
-                event = OrderReduced(
-                    event_id=stamp.next_id(),
-                    ts=stamp.ts,
-                    order_id=order_id,
-                    account_id=account,
-                    symbol=symbol,
-                    side=side,
-                    quantity=cut,
-                    remaining=remaining,
-                    reason=CancelReason(reason),
-                )
-            elif kind == me.AMENDED:
-                _, symbol, order_id, account, side, price, remaining, kept = output
-                event = OrderAmended(
-                    event_id=stamp.next_id(),
-                    ts=stamp.ts,
-                    order_id=order_id,
-                    account_id=account,
-                    symbol=symbol,
-                    side=side,
-                    price=price,
-                    remaining=remaining,
-                    kept_priority=kept,
-                    extra_hold=context.extra_hold,
-                )
-            elif kind == me.AMEND_REJECTED:
-                event = context.amend_rejected(output[3], stamp)
-            elif kind == me.CANCEL_REJECTED:
-                event = context.cancel_rejected(stamp)
-            elif kind == me.STATE:
-                event = ContractStateChanged(
-                    event_id=stamp.next_id(),
-                    ts=stamp.ts,
-                    symbol=symbol,
-                    state=_STATES[output[2]],
-                    reason=output[3],
-                )
-            elif kind == me.AUCTION:
-                event = AuctionCompleted(
-                    event_id=stamp.next_id(),
-                    ts=stamp.ts,
-                    symbol=symbol,
-                    price=output[2],
-                    volume=output[3],
-                    imbalance=output[4],
-                )
-            elif kind == me.OPERATOR_REJECTED:
-                event = context.control_rejected(symbol, output[2], output[3], stamp)
+            match output:
+                case (mo.ACCEPTED, symbol, _):
+                    pass
+                case (mo.TRADE, symbol, *_):
+                    event = self._trade(output, stamp)
+                case (mo.CANCELLED | mo.EXPIRED, symbol, order_id, account, side, remaining, why):
+                    event = OrderCancelled(
+                        event_id=stamp.next_id(),
+                        ts=stamp.ts,
+                        order_id=order_id,
+                        account_id=account,
+                        symbol=symbol,
+                        side=side,
+                        remaining=remaining,
+                        reason=why,
+                    )
+                case (mo.REJECTED, symbol, _, why):
+                    if why is CancelReason.CONTRACT_CLOSED and self.engine.is_delisted(symbol):
+                        why = CancelReason.DELISTED
+                    event = context.cancelled(why, stamp)
+                case (mo.REDUCED, symbol, order_id, account, side, cut, remaining, why):
+                    event = OrderReduced(
+                        event_id=stamp.next_id(),
+                        ts=stamp.ts,
+                        order_id=order_id,
+                        account_id=account,
+                        symbol=symbol,
+                        side=side,
+                        quantity=cut,
+                        remaining=remaining,
+                        reason=why,
+                    )
+                case (mo.AMENDED, symbol, order_id, account, side, price, remaining, kept):
+                    event = OrderAmended(
+                        event_id=stamp.next_id(),
+                        ts=stamp.ts,
+                        order_id=order_id,
+                        account_id=account,
+                        symbol=symbol,
+                        side=side,
+                        price=price,
+                        remaining=remaining,
+                        kept_priority=kept,
+                        extra_hold=context.extra_hold,
+                    )
+                case (mo.AMEND_REJECTED, symbol, _, refusal):
+                    event = context.amend_rejected(refusal, stamp)
+                case (mo.CANCEL_REJECTED, symbol, _, _):
+                    event = context.cancel_rejected(stamp)
+                case (mo.STATE, symbol, state, change):
+                    event = ContractStateChanged(
+                        event_id=stamp.next_id(),
+                        ts=stamp.ts,
+                        symbol=symbol,
+                        state=state,
+                        reason=change,
+                    )
+                case (mo.AUCTION, symbol, price, volume, imbalance):
+                    event = AuctionCompleted(
+                        event_id=stamp.next_id(),
+                        ts=stamp.ts,
+                        symbol=symbol,
+                        price=price,
+                        volume=volume,
+                        imbalance=imbalance,
+                    )
+                case (mo.OPERATOR_REJECTED, symbol, action, refusal):
+                    event = context.control_rejected(symbol, action, refusal, stamp)
+                case (mo.CANCELLED_ALL, _, _):
+                    # Names an account, not a contract; the cancels before it said everything.
+                    continue
+                case _:
+                    assert_never(output)
             if event is not None:
                 events.append(event)
             if symbol in self._book_seq:
@@ -480,21 +473,16 @@ class MarketStage:
         self._forget_delivered(outputs)
         return events
 
-    def _forget_delivered(self, outputs: list[me.Event]) -> None:
+    def _forget_delivered(self, outputs: list[mo.Output]) -> None:
         """Drop the books of the rolled contracts these outputs delivered (see the class)."""
         for output in outputs:
-            if (
-                output[0] == me.STATE
-                and output[2] == me.DELIVERED
-                and output[1] not in self._static
-            ):
-                self.engine.delist(output[1])
-                del self._book_seq[output[1]]
+            match output:
+                case (mo.STATE, symbol, mo.DELIVERED, _) if symbol not in self._static:
+                    self.engine.delist(symbol)
+                    del self._book_seq[symbol]
 
-    def _trade(self, output: me.Event, stamp: EventStamp) -> TradeExecuted:
-        _, symbol, number, price, quantity, taker, maker, taker_account, maker_account, side = (
-            output
-        )
+    def _trade(self, trade: mo.Trade, stamp: EventStamp) -> TradeExecuted:
+        _, symbol, number, price, quantity, taker, maker, taker_account, maker_account, side = trade
         taker_buys = side != "sell"
         return TradeExecuted(
             event_id=stamp.next_id(),
@@ -593,14 +581,9 @@ class _Context:
     def extra_hold(self) -> int:
         return self.event.extra_hold if isinstance(self.event, AmendRequested) else 0
 
-    def cancelled(self, reason: str, stamp: EventStamp) -> OrderCancelled | None:
+    def cancelled(self, reason: CancelReason, stamp: EventStamp) -> OrderCancelled | None:
         """A refused order or block: its whole hold is released."""
         order = self.event
-        why = (
-            CancelReason.CONTRACT_NOT_TRADING
-            if reason == me.UNKNOWN_CONTRACT
-            else CancelReason(reason)
-        )
         if isinstance(order, BlockAccepted):
             symbol = order.family
             remaining = order.quantity * len(order.symbols)
@@ -617,14 +600,18 @@ class _Context:
             symbol=symbol,
             side=order.side,
             remaining=remaining,
-            reason=why,
+            reason=reason,
         )
 
-    def amend_rejected(self, reason: str, stamp: EventStamp) -> AmendRejected | None:
+    def amend_rejected(self, reason: mo.RefusalReason, stamp: EventStamp) -> AmendRejected | None:
         amend = self.event
         if not isinstance(amend, AmendRequested):
             return None
-        why = RejectReason.ORDER_NOT_OPEN if reason == me.UNKNOWN_ORDER else RejectReason(reason)
+        why = (
+            RejectReason.ORDER_NOT_OPEN
+            if reason is mo.RefusalReason.UNKNOWN_ORDER
+            else _rejection(reason)
+        )
         return AmendRejected(
             event_id=stamp.next_id(),
             ts=stamp.ts,
@@ -650,7 +637,7 @@ class _Context:
         )
 
     def control_rejected(
-        self, symbol: str, action: str, reason: str, stamp: EventStamp
+        self, symbol: str, action: mo.OperatorAction, reason: mo.RefusalReason, stamp: EventStamp
     ) -> MarketControlRejected | None:
         control = self.event
         if not isinstance(control, MarketControlRequested):
@@ -659,8 +646,13 @@ class _Context:
             event_id=stamp.next_id(),
             ts=stamp.ts,
             operator_id=control.operator_id,
-            action=_OPERATOR_ACTIONS.get(action, control.action),
+            action=_OPERATOR_ACTIONS[action],
             symbol=symbol,
-            reason=RejectReason(reason),
+            reason=_rejection(reason),
             message=f"{control.action} of {symbol} refused: {reason}",
         )
+
+
+def _rejection(reason: mo.RefusalReason) -> RejectReason:
+    """The exchange's reason for a refusal of matching (the same value: see `RejectReason`)."""
+    return RejectReason(reason.value)

@@ -9,6 +9,7 @@ caused them. Money and prices are integer fen (0.01 CNY); quantities are integer
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -26,7 +27,34 @@ from pydantic import (
     model_serializer,
 )
 
+from matching.outputs import CancelReason as CancelReason
+from matching.outputs import ContractState as ContractState
+from matching.outputs import RefusalReason
+
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+SCOPE = "/"
+"""Joins an owner to a name in `scoped`: no `Identifier` contains it."""
+
+
+def scoped(owner: str, name: str) -> str:
+    """A name in its owner's scope (`owner/name`): since neither contains `/`, two owners'
+    names never meet, and a scoped name is never a bare one."""
+    return f"{owner}{SCOPE}{name}"
+
+
+def exchange_order_id(account_id: str, order_id: str) -> str:
+    """The exchange's id of the order (or block) `account_id` placed as `order_id`.
+
+    The risk stage gives every order this id, derived from the account and the id its sender
+    chose, so two accounts can never name one order, whatever either sends: the events, the
+    books, the ledger and the API all know the order by it. 42 characters:
+    `o-` and the first 40 hex digits of SHA-256 of `order`, the account and the order id, each
+    followed by a newline but the last.
+    """
+    digest = hashlib.sha256(f"order\n{account_id}\n{order_id}".encode()).hexdigest()
+    return f"o-{digest[:40]}"
+
+
 Symbol = Annotated[str, Field(min_length=1, max_length=64)]
 PositiveInt = Annotated[StrictInt, Field(gt=0, le=10**15)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=10**15)]
@@ -42,22 +70,23 @@ EnterpriseKind = Literal["sme", "opc", "large", "lab"]
 class RejectReason(StrEnum):
     """Stable, machine-readable reasons for a rejection."""
 
+    # The values matching refuses with are the engine's (`RefusalReason`), so they cannot drift.
     MALFORMED = "malformed"
-    UNKNOWN_CONTRACT = "unknown_contract"
+    UNKNOWN_CONTRACT = RefusalReason.UNKNOWN_CONTRACT.value
     PRICE_NOT_ON_TICK = "price_not_on_tick"
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INSUFFICIENT_CAPACITY = "insufficient_capacity"
     DUPLICATE_ORDER_ID = "duplicate_order_id"
     DUPLICATE_DEPOSIT_ID = "duplicate_deposit_id"
-    UNKNOWN_ORDER = "unknown_order"
-    NOT_ORDER_OWNER = "not_order_owner"
+    UNKNOWN_ORDER = RefusalReason.UNKNOWN_ORDER.value
+    NOT_ORDER_OWNER = RefusalReason.NOT_ORDER_OWNER.value
     ORDER_NOT_OPEN = "order_not_open"
-    NOT_AMENDABLE = "not_amendable"
-    INVALID_PRICE = "invalid_price"
-    INVALID_QUANTITY = "invalid_quantity"
-    POST_ONLY_WOULD_TAKE = "post_only_would_take"
-    NOT_CONTINUOUS = "not_continuous"
-    NOT_HALTED = "not_halted"
+    NOT_AMENDABLE = RefusalReason.NOT_AMENDABLE.value
+    INVALID_PRICE = RefusalReason.INVALID_PRICE.value
+    INVALID_QUANTITY = RefusalReason.INVALID_QUANTITY.value
+    POST_ONLY_WOULD_TAKE = RefusalReason.POST_ONLY_WOULD_TAKE.value
+    NOT_CONTINUOUS = RefusalReason.NOT_CONTINUOUS.value
+    NOT_HALTED = RefusalReason.NOT_HALTED.value
     INVALID_BLOCK = "invalid_block"
     DUPLICATE_ID = "duplicate_id"
     GATE_CLOSED = "gate_closed"
@@ -75,51 +104,13 @@ class RejectReason(StrEnum):
     NOT_OPERATOR = "not_operator"
     """An operator command without a valid signature of the API's operator key."""
     CONTRACT_DELISTED = "contract_delisted"
-    ALREADY_LISTED = "already_listed"
-    CONTRACT_CLOSED = "contract_closed"
+    ALREADY_LISTED = RefusalReason.ALREADY_LISTED.value
+    CONTRACT_CLOSED = RefusalReason.CONTRACT_CLOSED.value
     ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"
     """The order would take the account past a limit an operator set (`SetAccountLimits`)."""
     CEILING_EXCEEDED = "ceiling_exceeded"
     """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
     exchange, an account's capacity in one contract, or one order's price x quantity."""
-
-
-class CancelReason(StrEnum):
-    """Why an order left the book without filling completely."""
-
-    REQUESTED = "requested"
-    CONTRACT_NOT_TRADING = "contract_not_trading"
-    KILL_SWITCH = "kill_switch"
-    SELF_TRADE = "self_trade"
-    UNFILLED_IOC = "unfilled_ioc"
-    FOK_NOT_FILLED = "fok_not_filled"
-    AON_NOT_FILLED = "aon_not_filled"
-    MIN_QUANTITY_NOT_MET = "min_quantity_not_met"
-    MARKET_PROTECTION = "market_protection"
-    GOOD_TILL_DATE = "good_till_date"
-    """Expired: the order's GTD time came."""
-    END_OF_DAY = "end_of_day"
-    """Expired: a DAY order at midnight China Standard Time."""
-    GATE_CLOSURE = "gate_closure"
-    """Expired: the contract's gate closed before delivery."""
-    POST_ONLY_WOULD_TAKE = "post_only_would_take"
-    INVALID_ORDER = "invalid_order"
-    INVALID_EXPIRY = "invalid_expiry"
-    INVALID_PRICE = "invalid_price"
-    INVALID_QUANTITY = "invalid_quantity"
-    PRICE_NOT_ON_TICK = "price_not_on_tick"
-    DUPLICATE_ORDER_ID = "duplicate_order_id"
-    CONTRACT_CLOSED = "contract_closed"
-    NOT_CONTINUOUS = "not_continuous"
-    INVALID_BLOCK = "invalid_block"
-    BLOCK_NOT_FILLED = "block_not_filled"
-    """A block met too little in some hour to fill in every hour at once."""
-    BLOCK_PRICE = "block_price"
-    """Filling a block in every hour would break its average price limit."""
-    BLOCK_NOT_ACCEPTED = "block_not_accepted"
-    """A call auction rejected the block whole."""
-    DELISTED = "delisted"
-    """An operator delisted the contract: its resting orders are cancelled."""
 
 
 Currency = Literal["CNY"]
@@ -175,13 +166,15 @@ def _without_default_options(
 
 
 class PlaceOrder(Message):
-    """Place an order; `order_id` is chosen by the submitter and must be new.
+    """Place an order; `order_id` is chosen by the submitter and must be new to its account
+    (the exchange knows the order by `exchange_order_id` of the two).
 
     Options (see docs/MATCHING.md): `time_in_force` GTC, GTD (until `expire_at`, a log time in
     ms), DAY, IOC or FOK; `order_type` market trades like IOC within the contract's protection
     band, and its `price` is the cap the buyer's funds are held at; `min_quantity` must trade on
     arrival; `all_or_none` trades only in full; `post_only` is refused if it would take;
-    self-trade prevention by `stp_group` (default: the account) in `stp_mode`.
+    self-trade prevention by `stp_group` (a group of the account's own orders; default:
+    the account) in `stp_mode`.
 
     A buy may name a compute-voucher programme (`voucher`) the account holds a grant of: the
     voucher part is reserved at acceptance and only the rest of the cost is held. With
@@ -787,9 +780,6 @@ class MarketControlRejected(Event):
     symbol: str
     reason: RejectReason
     message: str
-
-
-ContractState = Literal["pre_open", "continuous", "halted", "closed", "delivered"]
 
 
 class ContractStateChanged(Event):

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, get_args
 
 from exchange.domain import accounts as money
-from exchange.domain.accounts import BPS, Accounts, Owns
+from exchange.domain.accounts import BPS, Accounts, OpenOrder, Owns
 from exchange.domain.catalogue import (
     REGIONS,
     RESOURCE_CLASSES,
@@ -80,6 +80,8 @@ from exchange.domain.messages import (
     TradeExecuted,
     WithdrawCapacity,
     WithdrawFunds,
+    exchange_order_id,
+    scoped,
 )
 from exchange.domain.operators import OperatorCommand, OperatorSeal
 
@@ -158,11 +160,15 @@ class RiskStage:
         """Contracts operators listed that the catalogue does not list."""
         self.limits: dict[str, AccountLimits] = {}
         self._order_ids: dict[str, str] = {}
-        """Every order id accepted, with the account that placed it: a closed order of the
-        account is then told apart from an id it never used (`order_not_open`)."""
+        """Every order accepted, by the exchange's id (`exchange_order_id`), with the account
+        that placed it: a closed order of the account is then told apart from an id it never
+        used (`order_not_open`). Orders accepted before ids were scoped by account are here by
+        the id they were sent with, their exchange id then."""
         self._deposit_ids: set[str] = set()
+        """`account/deposit_id` of the deposits credited (bare ids: credited before deposit
+        ids were scoped by account)."""
         self._request_ids: set[str] = set()
-        """(command type, id) of withdrawals, reports, disputes and programmes decided."""
+        """`request_key` of the withdrawals and programme commands decided."""
 
     def handle(self, command: Command, stamp: EventStamp) -> Event:
         """Decide one command; the returned event goes to the orders topic."""
@@ -320,12 +326,13 @@ class RiskStage:
         )
 
     def _place(self, command: PlaceOrder, stamp: EventStamp) -> Event:
-        terms, reason, message = self._check_order(command, stamp.ts)
+        order_id = exchange_order_id(command.account_id, command.order_id)
+        terms, reason, message = self._check_order(command, order_id, stamp.ts)
         if reason is not None:
             return OrderRejected(
                 event_id=stamp.next_id(),
                 ts=stamp.ts,
-                order_id=command.order_id,
+                order_id=order_id,
                 account_id=command.account_id,
                 symbol=command.symbol,
                 side=command.side,
@@ -335,11 +342,11 @@ class RiskStage:
                 reason=reason,
                 message=message,
             )
-        self._order_ids[command.order_id] = command.account_id
+        self._order_ids[order_id] = command.account_id
         accepted = OrderAccepted(
             event_id=stamp.next_id(),
             ts=stamp.ts,
-            order_id=command.order_id,
+            order_id=order_id,
             account_id=command.account_id,
             symbol=command.symbol,
             side=command.side,
@@ -352,7 +359,7 @@ class RiskStage:
             min_quantity=command.min_quantity,
             all_or_none=command.all_or_none,
             post_only=command.post_only,
-            stp_group=command.stp_group,
+            stp_group=_own_group(command),
             stp_mode=command.stp_mode,
             backing=terms.backing,
             bond_per_unit=terms.bond_per_unit,
@@ -366,7 +373,7 @@ class RiskStage:
         return accepted
 
     def _check_order(
-        self, command: PlaceOrder, at_ms: int
+        self, command: PlaceOrder, order_id: str, at_ms: int
     ) -> tuple[_Terms, RejectReason | None, str]:
         terms = _Terms(command.price)
         contract = self.listed(command.symbol, at_ms)
@@ -379,11 +386,11 @@ class RiskStage:
                 f"price {command.price} is not a multiple of the tick size "
                 f"{contract.tick_size} fen of {command.symbol}",
             )
-        if command.order_id in self._order_ids:
+        if self._order_id_used(order_id, command.account_id, command.order_id):
             return (
                 terms,
                 RejectReason.DUPLICATE_ORDER_ID,
-                f"order id {command.order_id!r} was used before",
+                f"order id {command.order_id!r} was used before by {command.account_id}",
             )
         if past := self._past_ceiling(command):
             return terms, RejectReason.CEILING_EXCEEDED, past
@@ -485,15 +492,31 @@ class RiskStage:
         terms.voucher_related = list(grant.related)
         return None, ""
 
+    def _order_id_used(self, order_id: str, account_id: str, sent_as: str) -> bool:
+        """Whether the account used the order id it sent as `sent_as` (the exchange's id
+        `order_id`) before; also as the id itself, before ids were scoped by account (by this
+        account, or by one a snapshot of that time did not record)."""
+        return order_id in self._order_ids or self._order_ids.get(sent_as) in (account_id, "")
+
+    def _open_order(self, account_id: str, order_id: str) -> OpenOrder | None:
+        """The account's open order that a cancel or amend names, by the exchange's id or by
+        the id the account placed it as."""
+        orders = self.accounts.open_orders
+        for candidate in (order_id, exchange_order_id(account_id, order_id)):
+            order = orders.get(candidate)
+            if order is not None and order.account_id == account_id:
+                return order
+        return None
+
     def _not_open(self, order_id: str, account_id: str) -> tuple[RejectReason, str]:
-        """Why the account cannot change `order_id`, which is not an open order of its own.
+        """Why the account cannot change `order_id`, which names no open order of its own.
 
         Another account's order is refused as `not_order_owner` with the words of an unknown
         one, so the API can answer both alike and reveal nothing.
         """
         order = self.accounts.open_orders.get(order_id)
         owner = order.account_id if order is not None else self._order_ids.get(order_id)
-        if owner == account_id:
+        if owner == account_id or exchange_order_id(account_id, order_id) in self._order_ids:
             return (
                 RejectReason.ORDER_NOT_OPEN,
                 f"order {order_id!r} of account {account_id} has already filled, been "
@@ -504,8 +527,8 @@ class RiskStage:
         return reason, f"account {account_id} has no open order {order_id!r}"
 
     def _cancel(self, command: CancelOrder, stamp: EventStamp) -> Event:
-        order = self.accounts.open_orders.get(command.order_id)
-        if order is None or order.account_id != command.account_id:
+        order = self._open_order(command.account_id, command.order_id)
+        if order is None:
             reason, message = self._not_open(command.order_id, command.account_id)
             return CancelRejected(
                 event_id=stamp.next_id(),
@@ -525,10 +548,10 @@ class RiskStage:
         )
 
     def _amend(self, command: AmendOrder, stamp: EventStamp) -> Event:
-        order = self.accounts.open_orders.get(command.order_id)
+        order = self._open_order(command.account_id, command.order_id)
         reason: RejectReason | None = None
         message = ""
-        if order is None or order.account_id != command.account_id:
+        if order is None:
             reason, message = self._not_open(command.order_id, command.account_id)
         elif order.hours:
             reason = RejectReason.NOT_AMENDABLE
@@ -580,7 +603,7 @@ class RiskStage:
             return AmendRejected(
                 event_id=stamp.next_id(),
                 ts=stamp.ts,
-                order_id=command.order_id,
+                order_id=command.order_id if order is None else order.order_id,
                 account_id=command.account_id,
                 reason=reason or RejectReason.UNKNOWN_ORDER,
                 message=message,
@@ -599,12 +622,13 @@ class RiskStage:
         return requested
 
     def _block(self, command: PlaceBlockOrder, stamp: EventStamp) -> Event:
-        reason, message = self._check_block(command, stamp.ts)
+        order_id = exchange_order_id(command.account_id, command.order_id)
+        reason, message = self._check_block(command, order_id, stamp.ts)
         if reason is not None:
             return OrderRejected(
                 event_id=stamp.next_id(),
                 ts=stamp.ts,
-                order_id=command.order_id,
+                order_id=order_id,
                 account_id=command.account_id,
                 symbol=command.symbols[0],
                 side=command.side,
@@ -613,11 +637,11 @@ class RiskStage:
                 reason=reason,
                 message=message,
             )
-        self._order_ids[command.order_id] = command.account_id
+        self._order_ids[order_id] = command.account_id
         accepted = BlockAccepted(
             event_id=stamp.next_id(),
             ts=stamp.ts,
-            order_id=command.order_id,
+            order_id=order_id,
             account_id=command.account_id,
             symbol=command.symbols[0],
             family=command.symbols[0].rsplit(".", 1)[0],
@@ -625,13 +649,15 @@ class RiskStage:
             side=command.side,
             price=command.price,
             quantity=command.quantity,
-            stp_group=command.stp_group,
+            stp_group=_own_group(command),
             stp_mode=command.stp_mode,
         )
         self.accounts.apply(accepted, _own)
         return accepted
 
-    def _check_block(self, command: PlaceBlockOrder, at_ms: int) -> tuple[RejectReason | None, str]:
+    def _check_block(
+        self, command: PlaceBlockOrder, order_id: str, at_ms: int
+    ) -> tuple[RejectReason | None, str]:
         specs = [self.listed(s, at_ms) for s in command.symbols]
         missing = [s for s, spec in zip(command.symbols, specs, strict=True) if spec is None]
         if missing:
@@ -653,8 +679,11 @@ class RiskStage:
                 RejectReason.PRICE_NOT_ON_TICK,
                 f"price {command.price} is not a multiple of the tick size {first.tick_size}",
             )
-        if command.order_id in self._order_ids:
-            return RejectReason.DUPLICATE_ORDER_ID, f"order id {command.order_id!r} was used before"
+        if self._order_id_used(order_id, command.account_id, command.order_id):
+            return (
+                RejectReason.DUPLICATE_ORDER_ID,
+                f"order id {command.order_id!r} was used before by {command.account_id}",
+            )
         units = command.quantity * len(listed)
         over = self._over_limit(command.account_id, units, command.price * units)
         if over:
@@ -759,12 +788,13 @@ class RiskStage:
         return None, ""
 
     def _deposit(self, command: DepositFunds | DepositCapacity, stamp: EventStamp) -> Event:
-        if command.deposit_id in self._deposit_ids:
+        key = scoped(command.account_id, command.deposit_id)
+        if key in self._deposit_ids or command.deposit_id in self._deposit_ids:
             return self._deposit_rejected(
                 command,
                 stamp,
                 RejectReason.DUPLICATE_DEPOSIT_ID,
-                f"deposit id {command.deposit_id!r} was used before",
+                f"deposit id {command.deposit_id!r} was used before by {command.account_id}",
             )
         if past := self._past_ceiling(command):
             return self._deposit_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
@@ -802,7 +832,7 @@ class RiskStage:
                 symbol=command.symbol,
                 quantity=command.quantity,
             )
-        self._deposit_ids.add(command.deposit_id)
+        self._deposit_ids.add(key)
         self.accounts.apply(deposited, _own)
         return deposited
 
@@ -829,12 +859,13 @@ class RiskStage:
             if forged:
                 return self._request_rejected(command, stamp, RejectReason.NOT_OPERATOR, forged)
         key = request_key(command)
-        if key in self._request_ids:
+        if key in self._request_ids or _legacy_request_key(command) in self._request_ids:
             return self._request_rejected(
                 command,
                 stamp,
                 RejectReason.DUPLICATE_ID,
-                f"{command.type} id {request_id(command)!r} was used before",
+                f"{command.type} id {request_id(command)!r} was used before by "
+                f"{requester(command)}",
             )
         if past := self._past_ceiling(command):
             return self._request_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
@@ -1100,7 +1131,7 @@ class RiskStage:
             ts=stamp.ts,
             request=command.type,
             request_id=request_id(command),
-            account_id=_requester(command),
+            account_id=requester(command),
             reason=reason,
             message=message,
         )
@@ -1230,13 +1261,29 @@ class RiskStage:
         return stage
 
 
+def _own_group(command: PlaceOrder | PlaceBlockOrder) -> str | None:
+    """The self-trade prevention group of an order in its account's scope (None: the account
+    itself), so that no account can name another's orders as its own."""
+    return None if command.stp_group is None else scoped(command.account_id, command.stp_group)
+
+
 def request_key(command: Request) -> str:
-    """What identifies a request among all requests: its type and id."""
-    return f"{command.type}:{request_id(command)}"
+    """What identifies a request among all requests: its type and its id in the scope of who
+    sent it, so two participants' ids never meet. Operators' requests name objects of the
+    whole exchange (a dispute, an account's concession): their ids alone."""
+    if isinstance(command, ResolveDispute | GrantConcession):
+        return f"{command.type}:{request_id(command)}"
+    return f"{command.type}:{scoped(requester(command), request_id(command))}"
+
+
+def _legacy_request_key(command: Request) -> str:
+    """The key a request was known by before ids were scoped by their sender."""
+    legacy_id = command.application_id if isinstance(command, ApproveGrant) else request_id(command)
+    return f"{command.type}:{legacy_id}"
 
 
 def request_id(command: Request) -> str:
-    """The id a request is known by."""
+    """The id a request is known by (a grant's: its application in the programme's scope)."""
     if isinstance(command, WithdrawFunds | WithdrawCapacity):
         return command.withdrawal_id
     if isinstance(command, ReportMetering):
@@ -1250,11 +1297,11 @@ def request_id(command: Request) -> str:
     if isinstance(command, ResolveDispute):
         return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
     if isinstance(command, ApproveGrant):
-        return command.application_id
+        return scoped(command.programme_id, command.application_id)
     return command.programme_id
 
 
-def _requester(command: Request) -> str:
+def requester(command: Request) -> str:
     """Who sent a request: the account, operator or programme administrator."""
     if isinstance(command, ResolveDispute | GrantConcession):
         return command.operator_id

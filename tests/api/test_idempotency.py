@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from api import queries
 from api.idempotency import derived_id, idempotent_requests
-from exchange.domain.messages import PlaceOrder
+from exchange.domain.messages import PlaceOrder, exchange_order_id
 from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.schema import events
@@ -124,9 +124,7 @@ async def test_a_retry_after_a_restart_that_lost_the_answer_places_nothing_new(
         first = await client.post("/v1/orders", json={**ORDER, "client_order_id": "durable"})
         assert first.status_code == 201
         # An earlier API process sent this one and stopped before it could answer or keep it.
-        lost = PlaceOrder(
-            order_id=derived_id("order", "buyer", "lost"), account_id="buyer", **ORDER
-        )
+        lost = PlaceOrder(order_id="lost", client_order_id="lost", account_id="buyer", **ORDER)
         await exchange.runtime.submit(lost)
         await settle(exchange.runtime)
 
@@ -152,7 +150,7 @@ async def test_a_retry_after_a_restart_that_lost_the_answer_places_nothing_new(
         monkeypatch.setattr(queries, "order", not_yet)
         retried = await client.post("/v1/orders", json={**ORDER, "client_order_id": "lost"})
         assert retried.status_code == 201, retried.text
-        assert retried.json()["order_id"] == lost.order_id
+        assert retried.json()["order_id"] == exchange_order_id("buyer", "lost")
         await settle(exchange.runtime)
         assert await _count(exchange, "OrderAccepted") == 2
         rejected = await _count(exchange, "OrderRejected")
@@ -177,3 +175,32 @@ async def test_a_retried_deposit_credits_once(exchange_settings: Settings) -> No
         account = (await client.get("/v1/accounts/buyer")).json()
         assert account["cash"] == {"available": 5000, "held": 0}
         assert await _count(exchange, "FundsDeposited") == 1
+
+
+async def test_answers_kept_before_names_were_reserved_still_answer_retries(
+    tmp_path: Path,
+) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        client = await _funded(exchange)
+        named = {**ORDER, "client_order_id": "kept-long-ago"}
+        # An earlier version of the API kept its answer under "coid:NAME" and sent the order
+        # as the id the exchange now derives from the name.
+        first = await client.post("/v1/orders", json=named)
+        assert first.status_code == 201
+        async with exchange.runtime.store.engine.begin() as connection:
+            await connection.execute(
+                update(idempotent_requests)
+                .where(idempotent_requests.c.request_key == "order:kept-long-ago")
+                .values(request_key="coid:kept-long-ago")
+            )
+
+        again = await client.post("/v1/orders", json=named)
+        other = await client.post("/v1/orders", json={**named, "quantity": 1})
+
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert other.status_code == 422
+        assert other.json()["type"] == "/problems/idempotency-key-reused"
+        await settle(exchange.runtime)
+        assert await _count(exchange, "OrderAccepted") == 1

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from api.models import DAY_START_MS
 from api.needs import api_needs
-from exchange.domain.messages import PlaceBlockOrder
+from exchange.domain.messages import PlaceBlockOrder, exchange_order_id
 from tests.e2e.harness import (
     RunningExchange,
     eventually,
@@ -88,7 +88,7 @@ async def test_a_need_fills_in_the_cheaper_region_with_every_alternative_explain
         ("CPU.GZ", "not_a_card"),
     ]
     assert placed["order"] == {
-        "order_id": f"{placed['need_id']}-block",
+        "order_id": exchange_order_id("b", f"{placed['need_id']}-block"),
         "symbols": list(YRD),
         "price": 1800,
         "quantity": 2,
@@ -272,7 +272,7 @@ async def test_a_standing_need_whose_block_misses_stands_again_and_fills_later(
     async def books_move_first(command: Any, key: str) -> Any:
         # The asks are withdrawn between planning and matching, once: the block misses.
         if isinstance(command, PlaceBlockOrder) and not raced:
-            raced.append(command.order_id)
+            raced.append(exchange_order_id(command.account_id, command.order_id))
             assert (await provider.delete("/v1/orders")).status_code == 200
             await settle(exchange.runtime)
         return await submit(command, key)
@@ -292,21 +292,29 @@ async def test_a_standing_need_whose_block_misses_stands_again_and_fills_later(
 
     await eventually(filled, "the need to fill at its second block")
     shown = (await buyer.get(f"/v1/needs/{need_id}")).json()
-    assert shown["order"]["order_id"] == f"{need_id}-block-2"
+    assert shown["order"]["order_id"] == exchange_order_id("b", f"{need_id}-block-2")
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
     assert account["positions"] == [{"symbol": s, "quantity": 2} for s in GZ]
 
 
-async def test_a_block_claimed_but_never_sent_is_sent_again(exchange: RunningExchange) -> None:
+@pytest.mark.parametrize("scoped", [True, False], ids=["claimed-now", "claimed-before-scoping"])
+async def test_a_block_claimed_but_never_sent_is_sent_again(
+    exchange: RunningExchange, scoped: bool
+) -> None:
     buyer = await funded_buyer(exchange)
     # Standing on Yangtze River Delta hours nobody offers, so no re-plan places a block.
     standing = await buyer.post("/v1/needs", json=need(stand=True, regions=[{"region": "YRD"}]))
     need_id = standing.json()["need_id"]
     await offer(exchange, GZ, 1800)
     await settle(exchange.runtime)
-    # As if the API process had claimed the need for this block and died before sending it.
-    block = {"order_id": f"{need_id}-block", "symbols": list(GZ), "price": 1800, "quantity": 2}
+    # As if the API process had claimed the need for this block and died before sending it
+    # (or an API process from before order ids were scoped by account, which kept the id the
+    # block was to be sent as).
+    sent_as = f"{need_id}-block"
+    order_id = exchange_order_id("b", sent_as)
+    block = {"symbols": list(GZ), "price": 1800, "quantity": 2}
+    block |= {"order_id": order_id, "sent_as": sent_as} if scoped else {"order_id": sent_as}
     async with exchange.runtime.store.engine.begin() as connection:
         await connection.execute(
             update(api_needs)
@@ -323,7 +331,7 @@ async def test_a_block_claimed_but_never_sent_is_sent_again(exchange: RunningExc
 
     await eventually(filled, "the lost block to be sent again and fill")
     shown = (await buyer.get(f"/v1/needs/{need_id}")).json()
-    assert (shown["order"]["order_id"], shown["order"]["filled"]) == (block["order_id"], 4)
+    assert (shown["order"]["order_id"], shown["order"]["filled"]) == (order_id, 4)
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
     assert account["positions"] == [{"symbol": s, "quantity": 2} for s in GZ]

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from exchange.domain.catalogue import default_catalogue
-from exchange.domain.messages import DepositFunds, PlaceOrder
+from exchange.domain.messages import DepositFunds, PlaceOrder, exchange_order_id
 from exchange.pipeline import RiskRunner
 from exchange.settings import Settings
 from settlement import projections as tables
@@ -372,14 +372,15 @@ async def test_an_order_id_refused_then_accepted_on_retry_settles(
         await runtime.submit(DepositFunds(deposit_id="late-cash", account_id="late", amount=5000))
         await runtime.submit(order)  # the same id again, now covered: accepted
         await settle(runtime)
+        order_id = exchange_order_id("late", "same-id")
         decided = [
             (e["type"], e["order_id"])
             for e in await _stored(exchange, "OrderRejected")
             + await _stored(exchange, "OrderAccepted")
-            if e["order_id"] == "same-id"
+            if e["order_id"] == order_id
         ]
-        assert decided == [("OrderRejected", "same-id"), ("OrderAccepted", "same-id")]
+        assert decided == [("OrderRejected", order_id), ("OrderAccepted", order_id)]
         orders = (await exchange.client.get("/v1/orders", params={"account_id": "late"})).json()
-        assert [(o["order_id"], o["status"]) for o in orders] == [("same-id", "open")]
+        assert [(o["order_id"], o["status"]) for o in orders] == [(order_id, "open")]
         report = await audit(runtime.store, default_catalogue())
         assert report.discrepancies == []

@@ -171,11 +171,6 @@ async def _auction(exchange: RunningExchange, _: Clock) -> None:
     await ok(operator.post(f"/v1/admin/contracts/{GZ0}/resume", json={"reason": "done"}), 200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settlement cannot store an auction's trade yet (trades.aggressor is NOT NULL, "
-    "issue 15 item 1): remove this mark when that lands",
-)
 async def test_a_call_auction_audits_clean(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     await _history(settings, _auction)

@@ -2,7 +2,8 @@
 
 Written for obviousness, not speed: each book is a flat list of orders, priority is recomputed
 by sorting on every step, auctions try every candidate price by summing from scratch. It shares
-no code with `matching.engine`, only the rule book (docs/MATCHING.md) and the event layouts.
+no code with `matching.engine`, only the rule book (docs/MATCHING.md) and the output records
+(`matching.outputs`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matching import engine as E
+from matching import outputs as O
+from matching.outputs import CancelReason, RefusalReason, StateReason
 
 INF = 1 << 62
 
@@ -52,7 +55,7 @@ class RBook:
     band: int
     protection: int
     close_at: int
-    state: str = E.PRE_OPEN
+    state: str = O.PRE_OPEN
     reopen_at: int = 0
     trades: int = 0
     orders: list[ROrder] = field(default_factory=list)
@@ -121,7 +124,7 @@ class Reference:
                 if any(o is order for o in book.orders):
                     book.orders.remove(order)
                     self.emit(
-                        E.EXPIRED,
+                        O.EXPIRED,
                         order.symbol,
                         order.order_id,
                         order.account,
@@ -131,17 +134,17 @@ class Reference:
                     )
             elif kind == 1:
                 book = self.books[payload]
-                if book.state == E.HALTED and book.reopen_at == at:
+                if book.state == O.HALTED and book.reopen_at == at:
                     self.auction([book])
             elif kind == 2:
-                self.auction([self.books[s] for s in payload if self.books[s].state == E.PRE_OPEN])
+                self.auction([self.books[s] for s in payload if self.books[s].state == O.PRE_OPEN])
             elif kind == 3:
                 self.close(self.books[payload])
             else:
                 book = self.books[payload]
-                if book.state == E.CLOSED:
-                    book.state = E.DELIVERED
-                    self.emit(E.STATE, book.symbol, E.DELIVERED, E.DELIVERY)
+                if book.state == O.CLOSED:
+                    book.state = O.DELIVERED
+                    self.emit(O.STATE, book.symbol, O.DELIVERED, StateReason.DELIVERY)
         self.now = max(self.now, ts)
 
     def list_contract(
@@ -163,7 +166,7 @@ class Reference:
         self.books[symbol] = RBook(
             symbol, family, delivery_at, reference, tick, band, protection, close
         )
-        self.emit(E.STATE, symbol, E.PRE_OPEN, E.LISTED)
+        self.emit(O.STATE, symbol, O.PRE_OPEN, StateReason.LISTED)
         if open_at is not None:
             self.push_timer(open_at, 2, family, (symbol,))
         self.push_timer(close, 3, symbol, symbol)
@@ -174,7 +177,7 @@ class Reference:
         self.advance(ts)
         for s in symbols:
             if s not in self.books or self.books[s].family != family:
-                self.emit(E.OPERATOR_REJECTED, s, "schedule", E.UNKNOWN_CONTRACT)
+                self.emit(O.OPERATOR_REJECTED, s, "schedule", RefusalReason.UNKNOWN_CONTRACT)
                 return
         self.push_timer(max(at, self.now), 2, family, tuple(symbols))
         self.advance(self.now)
@@ -202,17 +205,17 @@ class Reference:
         self.advance(ts)
         book = self.books.get(symbol)
         if book is None:
-            return self.emit(E.REJECTED, symbol, order_id, E.UNKNOWN_CONTRACT)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.CONTRACT_NOT_TRADING)
         if self.live(order_id) or order_id in self.blocks:
-            return self.emit(E.REJECTED, symbol, order_id, E.DUPLICATE_ORDER_ID)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.DUPLICATE_ORDER_ID)
         if quantity <= 0:
-            return self.emit(E.REJECTED, symbol, order_id, E.INVALID_QUANTITY)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_QUANTITY)
         if (market and price < 0) or (not market and price <= 0):
-            return self.emit(E.REJECTED, symbol, order_id, E.INVALID_PRICE)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_PRICE)
         if price % book.tick:
-            return self.emit(E.REJECTED, symbol, order_id, E.PRICE_NOT_ON_TICK)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.PRICE_NOT_ON_TICK)
         if stp_mode not in E.STP_MODES:
-            return self.emit(E.REJECTED, symbol, order_id, E.INVALID_ORDER)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_ORDER)
         group = stp_group or account
         special = tif != E.GTC or min_quantity or all_or_none or post_only or market
         if special and (
@@ -222,15 +225,15 @@ class Reference:
             or (post_only and (market or tif in (E.IOC, E.FOK) or all_or_none or min_quantity))
             or (market and tif not in (E.GTC, E.IOC))
         ):
-            return self.emit(E.REJECTED, symbol, order_id, E.INVALID_ORDER)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_ORDER)
         if tif == E.GTD and expire_at <= self.now:
-            return self.emit(E.REJECTED, symbol, order_id, E.INVALID_EXPIRY)
-        if book.state in (E.CLOSED, E.DELIVERED):
-            return self.emit(E.REJECTED, symbol, order_id, E.CONTRACT_CLOSED)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_EXPIRY)
+        if book.state in (O.CLOSED, O.DELIVERED):
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.CONTRACT_CLOSED)
         immediate = market or tif in (E.IOC, E.FOK)
-        continuous = book.state == E.CONTINUOUS
+        continuous = book.state == O.CONTINUOUS
         if not continuous and (immediate or min_quantity):
-            return self.emit(E.REJECTED, symbol, order_id, E.NOT_CONTINUOUS)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.NOT_CONTINUOUS)
         if market and book.reference and book.protection:
             if side == E.BUY:
                 limit = book.reference + book.protection
@@ -245,14 +248,14 @@ class Reference:
         else:
             limit = price
         if continuous and post_only and self.would_take(book, side, limit, quantity):
-            return self.emit(E.REJECTED, symbol, order_id, E.POST_ONLY_WOULD_TAKE)
+            return self.emit(O.REJECTED, symbol, order_id, CancelReason.POST_ONLY_WOULD_TAKE)
         expiry = 0
         if tif == E.GTD:
             expiry = expire_at
         elif tif == E.DAY:
             day = E.DAY_MS
             expiry = ((self.now - self.day_offset_ms) // day + 1) * day + self.day_offset_ms
-        self.emit(E.ACCEPTED, symbol, order_id)
+        self.emit(O.ACCEPTED, symbol, order_id)
         if not continuous:
             order = self.rest(
                 book,
@@ -273,25 +276,25 @@ class Reference:
         trade = True
         if need and self.fillable(book, side, limit, quantity, group, stp_mode) < need:
             if tif == E.FOK:
-                reason = E.FOK_NOT_FILLED
+                reason = CancelReason.FOK_NOT_FILLED
             elif all_or_none and tif == E.IOC:
-                reason = E.AON_NOT_FILLED
+                reason = CancelReason.AON_NOT_FILLED
             elif not all_or_none:
-                reason = E.MIN_QUANTITY_NOT_MET
+                reason = CancelReason.MIN_QUANTITY_NOT_MET
             else:
                 reason = ""
             if reason:
-                return self.emit(E.CANCELLED, symbol, order_id, account, side, quantity, reason)
+                return self.emit(O.CANCELLED, symbol, order_id, account, side, quantity, reason)
             trade = False
         remaining = quantity
         self.stop = ""
         if trade:
             remaining = self.match(book, side, limit, quantity, order_id, account, group, stp_mode)
-        if not remaining or self.stop == E.SELF_TRADE:
+        if not remaining or self.stop == CancelReason.SELF_TRADE:
             return None
         if immediate:
-            reason = E.MARKET_PROTECTION if market else E.UNFILLED_IOC
-            return self.emit(E.CANCELLED, symbol, order_id, account, side, remaining, reason)
+            reason = CancelReason.MARKET_PROTECTION if market else CancelReason.UNFILLED_IOC
+            return self.emit(O.CANCELLED, symbol, order_id, account, side, remaining, reason)
         order = self.rest(
             book, order_id, account, side, price, remaining, group, stp_mode, all_or_none, post_only
         )
@@ -300,7 +303,7 @@ class Reference:
         return None
 
     def push_expiry(self, order: ROrder, at: int, tif: str) -> None:
-        reason = E.GOOD_TILL_DATE if tif == E.GTD else E.END_OF_DAY
+        reason = CancelReason.GOOD_TILL_DATE if tif == E.GTD else CancelReason.END_OF_DAY
         self.push_timer(at, 0, order.order_id, (order, reason))
 
     def rest(
@@ -405,8 +408,8 @@ class Reference:
             if not remaining or not _crosses(side, limit, price):
                 break
             if not self.band_ok(book, side, price):
-                self.halt_book(book, E.PRICE_BAND)
-                self.stop = E.PRICE_BAND
+                self.halt_book(book, StateReason.PRICE_BAND)
+                self.stop = StateReason.PRICE_BAND
                 break
             for m in makers:
                 if not remaining:
@@ -425,7 +428,7 @@ class Reference:
                 m.remaining -= take
                 book.trades += 1
                 self.emit(
-                    E.TRADE,
+                    O.TRADE,
                     book.symbol,
                     book.trades,
                     price,
@@ -460,25 +463,44 @@ class Reference:
             cut = min(remaining, m.remaining)
             if cut == m.remaining:
                 book.orders.remove(m)
-                self.emit(E.CANCELLED, sym, m.order_id, m.account, m.side, cut, E.SELF_TRADE)
+                self.emit(
+                    O.CANCELLED, sym, m.order_id, m.account, m.side, cut, CancelReason.SELF_TRADE
+                )
             else:
                 m.remaining -= cut
                 self.emit(
-                    E.REDUCED, sym, m.order_id, m.account, m.side, cut, m.remaining, E.SELF_TRADE
+                    O.REDUCED,
+                    sym,
+                    m.order_id,
+                    m.account,
+                    m.side,
+                    cut,
+                    m.remaining,
+                    CancelReason.SELF_TRADE,
                 )
             remaining -= cut
             if remaining:
-                self.emit(E.REDUCED, sym, order_id, account, side, cut, remaining, E.SELF_TRADE)
+                self.emit(
+                    O.REDUCED, sym, order_id, account, side, cut, remaining, CancelReason.SELF_TRADE
+                )
             else:
-                self.emit(E.CANCELLED, sym, order_id, account, side, cut, E.SELF_TRADE)
-                self.stop = E.SELF_TRADE
+                self.emit(O.CANCELLED, sym, order_id, account, side, cut, CancelReason.SELF_TRADE)
+                self.stop = CancelReason.SELF_TRADE
             return remaining
         if mode != E.CANCEL_INCOMING:
             book.orders.remove(m)
-            self.emit(E.CANCELLED, sym, m.order_id, m.account, m.side, m.remaining, E.SELF_TRADE)
+            self.emit(
+                O.CANCELLED,
+                sym,
+                m.order_id,
+                m.account,
+                m.side,
+                m.remaining,
+                CancelReason.SELF_TRADE,
+            )
         if mode != E.CANCEL_RESTING:
-            self.emit(E.CANCELLED, sym, order_id, account, side, remaining, E.SELF_TRADE)
-            self.stop = E.SELF_TRADE
+            self.emit(O.CANCELLED, sym, order_id, account, side, remaining, CancelReason.SELF_TRADE)
+            self.stop = CancelReason.SELF_TRADE
         return remaining
 
     def cancel(self, ts: int, order_id: str, account: str | None = None) -> None:
@@ -487,24 +509,24 @@ class Reference:
         if order is None:
             block = self.blocks.get(order_id)
             if block is None:
-                self.emit(E.CANCEL_REJECTED, "", order_id, E.UNKNOWN_ORDER)
+                self.emit(O.CANCEL_REJECTED, "", order_id, RefusalReason.UNKNOWN_ORDER)
             elif account is not None and block.account != account:
-                self.emit(E.CANCEL_REJECTED, block.family, order_id, E.NOT_ORDER_OWNER)
+                self.emit(O.CANCEL_REJECTED, block.family, order_id, RefusalReason.NOT_ORDER_OWNER)
             else:
-                self.drop_block(block, E.CANCELLED, E.REQUESTED)
+                self.drop_block(block, O.CANCELLED, CancelReason.REQUESTED)
             return
         if account is not None and order.account != account:
-            self.emit(E.CANCEL_REJECTED, order.symbol, order_id, E.NOT_ORDER_OWNER)
+            self.emit(O.CANCEL_REJECTED, order.symbol, order_id, RefusalReason.NOT_ORDER_OWNER)
             return
         self.books[order.symbol].orders.remove(order)
         self.emit(
-            E.CANCELLED,
+            O.CANCELLED,
             order.symbol,
             order_id,
             order.account,
             order.side,
             order.remaining,
-            E.REQUESTED,
+            CancelReason.REQUESTED,
         )
 
     def cancel_all(self, ts: int, account: str) -> None:
@@ -516,11 +538,17 @@ class Reference:
         for o in mine:
             self.books[o.symbol].orders.remove(o)
             self.emit(
-                E.CANCELLED, o.symbol, o.order_id, o.account, o.side, o.remaining, E.KILL_SWITCH
+                O.CANCELLED,
+                o.symbol,
+                o.order_id,
+                o.account,
+                o.side,
+                o.remaining,
+                CancelReason.KILL_SWITCH,
             )
         for b in blocks:
-            self.drop_block(b, E.CANCELLED, E.KILL_SWITCH)
-        self.emit(E.CANCELLED_ALL, account, len(mine) + len(blocks))
+            self.drop_block(b, O.CANCELLED, CancelReason.KILL_SWITCH)
+        self.emit(O.CANCELLED_ALL, account, len(mine) + len(blocks))
 
     def amend(
         self, ts: int, order_id: str, account: str | None, price: int = 0, quantity: int = 0
@@ -528,20 +556,24 @@ class Reference:
         self.advance(ts)
         order = self.live(order_id)
         if order is None:
-            reason = E.NOT_AMENDABLE if order_id in self.blocks else E.UNKNOWN_ORDER
-            return self.emit(E.AMEND_REJECTED, "", order_id, reason)
+            reason = (
+                RefusalReason.NOT_AMENDABLE
+                if order_id in self.blocks
+                else RefusalReason.UNKNOWN_ORDER
+            )
+            return self.emit(O.AMEND_REJECTED, "", order_id, reason)
         book = self.books[order.symbol]
         if account is not None and order.account != account:
-            return self.emit(E.AMEND_REJECTED, book.symbol, order_id, E.NOT_ORDER_OWNER)
+            return self.emit(O.AMEND_REJECTED, book.symbol, order_id, RefusalReason.NOT_ORDER_OWNER)
         new_price = price or order.price
         new_qty = quantity or order.remaining
         if price < 0 or quantity < 0 or new_price % book.tick:
-            reason = E.INVALID_QUANTITY if quantity < 0 else E.INVALID_PRICE
-            return self.emit(E.AMEND_REJECTED, book.symbol, order_id, reason)
+            reason = RefusalReason.INVALID_QUANTITY if quantity < 0 else RefusalReason.INVALID_PRICE
+            return self.emit(O.AMEND_REJECTED, book.symbol, order_id, reason)
         if new_price == order.price and new_qty <= order.remaining:
             order.remaining = new_qty
             return self.emit(
-                E.AMENDED,
+                O.AMENDED,
                 book.symbol,
                 order_id,
                 order.account,
@@ -550,12 +582,14 @@ class Reference:
                 new_qty,
                 True,
             )
-        continuous = book.state == E.CONTINUOUS
+        continuous = book.state == O.CONTINUOUS
         if continuous and order.post_only and self.would_take(book, order.side, new_price, new_qty):
-            return self.emit(E.AMEND_REJECTED, book.symbol, order_id, E.POST_ONLY_WOULD_TAKE)
+            return self.emit(
+                O.AMEND_REJECTED, book.symbol, order_id, RefusalReason.POST_ONLY_WOULD_TAKE
+            )
         book.orders.remove(order)
         self.emit(
-            E.AMENDED, book.symbol, order_id, order.account, order.side, new_price, new_qty, False
+            O.AMENDED, book.symbol, order_id, order.account, order.side, new_price, new_qty, False
         )
         remaining = new_qty
         levels = self.levels(book, order.side)
@@ -577,7 +611,7 @@ class Reference:
                     order.group,
                     order.stp_mode,
                 )
-                if self.stop == E.SELF_TRADE:
+                if self.stop == CancelReason.SELF_TRADE:
                     return None
         if not remaining:
             return None
@@ -606,28 +640,28 @@ class Reference:
         known = [self.books.get(s) for s in symbols]
         family = known[0].family if symbols and known[0] is not None else ""
         if not symbols or any(b is None for b in known):
-            return self.emit(E.REJECTED, family, block_id, E.UNKNOWN_CONTRACT)
+            return self.emit(O.REJECTED, family, block_id, CancelReason.CONTRACT_NOT_TRADING)
         books = [b for b in known if b is not None]
         if self.live(block_id) or block_id in self.blocks:
-            return self.emit(E.REJECTED, family, block_id, E.DUPLICATE_ORDER_ID)
+            return self.emit(O.REJECTED, family, block_id, CancelReason.DUPLICATE_ORDER_ID)
         if quantity <= 0:
-            return self.emit(E.REJECTED, family, block_id, E.INVALID_QUANTITY)
+            return self.emit(O.REJECTED, family, block_id, CancelReason.INVALID_QUANTITY)
         if price <= 0:
-            return self.emit(E.REJECTED, family, block_id, E.INVALID_PRICE)
+            return self.emit(O.REJECTED, family, block_id, CancelReason.INVALID_PRICE)
         start = books[0].delivery_at
         if stp_mode not in E.STP_MODES or any(
             b.family != family or b.delivery_at != start + i * E.HOUR_MS
             for i, b in enumerate(books)
         ):
-            return self.emit(E.REJECTED, family, block_id, E.INVALID_BLOCK)
+            return self.emit(O.REJECTED, family, block_id, CancelReason.INVALID_BLOCK)
         states = {b.state for b in books}
-        if states & {E.CLOSED, E.DELIVERED}:
-            return self.emit(E.REJECTED, family, block_id, E.CONTRACT_CLOSED)
-        if len(states) > 1 or E.HALTED in states:
-            return self.emit(E.REJECTED, family, block_id, E.NOT_CONTINUOUS)
+        if states & {O.CLOSED, O.DELIVERED}:
+            return self.emit(O.REJECTED, family, block_id, CancelReason.CONTRACT_CLOSED)
+        if len(states) > 1 or O.HALTED in states:
+            return self.emit(O.REJECTED, family, block_id, CancelReason.NOT_CONTINUOUS)
         group = stp_group or account
-        self.emit(E.ACCEPTED, family, block_id)
-        if E.PRE_OPEN in states:
+        self.emit(O.ACCEPTED, family, block_id)
+        if O.PRE_OPEN in states:
             self.seq += 1
             self.blocks[block_id] = RBlock(
                 block_id, account, side, family, price, quantity, self.seq, tuple(symbols)
@@ -641,12 +675,20 @@ class Reference:
             )
             if filled < quantity:
                 return self.emit(
-                    E.CANCELLED, family, block_id, account, side, total, E.BLOCK_NOT_FILLED
+                    O.CANCELLED,
+                    family,
+                    block_id,
+                    account,
+                    side,
+                    total,
+                    CancelReason.BLOCK_NOT_FILLED,
                 )
             total_cost += cost
         limit = price * total
         if total_cost > limit if side == E.BUY else total_cost < limit:
-            return self.emit(E.CANCELLED, family, block_id, account, side, total, E.BLOCK_PRICE)
+            return self.emit(
+                O.CANCELLED, family, block_id, account, side, total, CancelReason.BLOCK_PRICE
+            )
         for book in books:
             banded = book.band and book.reference
             if side == E.BUY:
@@ -674,44 +716,50 @@ class Reference:
         self.advance(ts)
         book = self.books.get(symbol)
         if book is None:
-            self.emit(E.OPERATOR_REJECTED, symbol, "halt", E.UNKNOWN_CONTRACT)
-        elif book.state != E.CONTINUOUS:
-            self.emit(E.OPERATOR_REJECTED, symbol, "halt", E.NOT_CONTINUOUS)
+            self.emit(O.OPERATOR_REJECTED, symbol, "halt", RefusalReason.UNKNOWN_CONTRACT)
+        elif book.state != O.CONTINUOUS:
+            self.emit(O.OPERATOR_REJECTED, symbol, "halt", RefusalReason.NOT_CONTINUOUS)
         else:
-            self.halt_book(book, E.OPERATOR)
+            self.halt_book(book, StateReason.OPERATOR)
 
     def resume(self, ts: int, symbol: str) -> None:
         self.advance(ts)
         book = self.books.get(symbol)
         if book is None:
-            self.emit(E.OPERATOR_REJECTED, symbol, "resume", E.UNKNOWN_CONTRACT)
-        elif book.state in (E.HALTED, E.PRE_OPEN):
+            self.emit(O.OPERATOR_REJECTED, symbol, "resume", RefusalReason.UNKNOWN_CONTRACT)
+        elif book.state in (O.HALTED, O.PRE_OPEN):
             self.auction([book])
         else:
-            self.emit(E.OPERATOR_REJECTED, symbol, "resume", "not_halted")
+            self.emit(O.OPERATOR_REJECTED, symbol, "resume", RefusalReason.NOT_HALTED)
 
     def halt_book(self, book: RBook, reason: str) -> None:
-        book.state = E.HALTED
-        self.emit(E.STATE, book.symbol, E.HALTED, reason)
-        if reason == E.PRICE_BAND:
+        book.state = O.HALTED
+        self.emit(O.STATE, book.symbol, O.HALTED, reason)
+        if reason == StateReason.PRICE_BAND:
             book.reopen_at = self.now + self.halt_ms
             self.push_timer(book.reopen_at, 1, book.symbol, book.symbol)
         else:
             book.reopen_at = 0
 
     def close(self, book: RBook) -> None:
-        if book.state in (E.CLOSED, E.DELIVERED):
+        if book.state in (O.CLOSED, O.DELIVERED):
             return
         for o in sorted(book.orders, key=lambda o: o.seq):
             book.orders.remove(o)
             self.emit(
-                E.EXPIRED, book.symbol, o.order_id, o.account, o.side, o.remaining, E.GATE_CLOSURE
+                O.EXPIRED,
+                book.symbol,
+                o.order_id,
+                o.account,
+                o.side,
+                o.remaining,
+                CancelReason.GATE_CLOSURE,
             )
         for b in sorted(self.blocks.values(), key=lambda b: b.seq):
             if book.symbol in b.symbols:
-                self.drop_block(b, E.EXPIRED, E.GATE_CLOSURE)
-        book.state = E.CLOSED
-        self.emit(E.STATE, book.symbol, E.CLOSED, E.GATE_CLOSURE)
+                self.drop_block(b, O.EXPIRED, CancelReason.GATE_CLOSURE)
+        book.state = O.CLOSED
+        self.emit(O.STATE, book.symbol, O.CLOSED, StateReason.GATE_CLOSURE)
 
     def auction(self, books: list[RBook]) -> None:
         if not books:
@@ -743,15 +791,15 @@ class Reference:
             excluded.add(max(bad))
         for block in blocks:
             if block.seq in excluded:
-                self.drop_block(block, E.CANCELLED, E.BLOCK_NOT_ACCEPTED)
+                self.drop_block(block, O.CANCELLED, CancelReason.BLOCK_NOT_ACCEPTED)
             else:
                 del self.blocks[block.block_id]
         for book in books:
             self.execute(book, results[book.symbol])
-            reason = E.OPENED if book.state == E.PRE_OPEN else E.REOPENED
-            book.state = E.CONTINUOUS
+            reason = StateReason.OPENED if book.state == O.PRE_OPEN else StateReason.REOPENED
+            book.state = O.CONTINUOUS
             book.reopen_at = 0
-            self.emit(E.STATE, book.symbol, E.CONTINUOUS, reason)
+            self.emit(O.STATE, book.symbol, O.CONTINUOUS, reason)
 
     def clear(self, book: RBook, blocks: list[RBlock], excluded: set[int]) -> dict[str, Any]:
         bids = [o for o in book.side(E.BUY) if o.seq not in excluded]
@@ -803,10 +851,10 @@ class Reference:
 
     def execute(self, book: RBook, result: dict[str, Any]) -> None:
         if not result["volume"]:
-            self.emit(E.AUCTION, book.symbol, None, 0, 0)
+            self.emit(O.AUCTION, book.symbol, None, 0, 0)
             return
         price = result["price"]
-        self.emit(E.AUCTION, book.symbol, price, result["volume"], result["imbalance"])
+        self.emit(O.AUCTION, book.symbol, price, result["volume"], result["imbalance"])
         # Expand each allocation into units and pair unit by unit, then merge runs into trades.
         buys = [[x, q] for x, q in result["buys"] if q]
         sells = [[x, q] for x, q in result["sells"] if q]
@@ -815,7 +863,7 @@ class Reference:
             take = min(b[1], s[1])
             book.trades += 1
             self.emit(
-                E.TRADE,
+                O.TRADE,
                 book.symbol,
                 book.trades,
                 price,

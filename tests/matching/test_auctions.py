@@ -9,7 +9,9 @@ nearest the reference, lower price.
 from __future__ import annotations
 
 from matching import engine as E
+from matching import outputs as O
 from matching.engine import MatchingEngine
+from matching.outputs import CancelReason, Output, StateReason
 
 H = E.HOUR_MS
 
@@ -24,8 +26,15 @@ def listed(
     return engine
 
 
-def trades(events: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
-    return [(e[1], e[3], e[4], e[5], e[6]) for e in events if e[0] == E.TRADE]
+def trades(events: list[Output]) -> list[tuple[str, int, int, str, str]]:
+    """(symbol, price, quantity, taker, maker) of each trade: in an auction the taker is the buy
+    order and the maker the sell order."""
+    found = []
+    for event in events:
+        match event:
+            case (O.TRADE, symbol, _, price, quantity, taker, maker, *_):
+                found.append((symbol, price, quantity, taker, maker))
+    return found
 
 
 def test_opening_auction_maximises_volume_then_takes_the_price_nearest_the_reference() -> None:
@@ -44,7 +53,7 @@ def test_opening_auction_maximises_volume_then_takes_the_price_nearest_the_refer
     # V is largest (6) at 100 and 101; |D - S| is 2 at both; 100 is the reference itself.
     engine.resume(10, "F.X.0")
     events = engine.take_events()
-    assert events[0] == (E.AUCTION, "F.X.0", 100, 6, 2)
+    assert events[0] == (O.AUCTION, "F.X.0", 100, 6, 2)
     # Buys by priority: B1 (103) takes 5, B2 (101) the last 1; sells: S1 2, S2 4.
     # Pairing in that order: B1-S1 2, B1-S2 3, B2-S2 1.
     assert trades(events) == [
@@ -52,7 +61,7 @@ def test_opening_auction_maximises_volume_then_takes_the_price_nearest_the_refer
         ("F.X.0", 100, 3, "B1", "S2"),
         ("F.X.0", 100, 1, "B2", "S2"),
     ]
-    assert events[-1] == (E.STATE, "F.X.0", E.CONTINUOUS, E.OPENED)
+    assert events[-1] == (O.STATE, "F.X.0", O.CONTINUOUS, StateReason.OPENED)
     assert engine.depth("F.X.0") == ([(101, 2), (99, 4)], [(102, 5)])
     assert engine.books["F.X.0"].reference == 100
 
@@ -70,7 +79,7 @@ def test_equal_volume_and_imbalance_goes_to_the_candidate_nearest_the_reference(
     engine.take_events()
     engine.resume(5, "F.X.0")
     events = engine.take_events()
-    assert events[0] == (E.AUCTION, "F.X.0", 51, 10, 0)
+    assert events[0] == (O.AUCTION, "F.X.0", 51, 10, 0)
     assert trades(events) == [("F.X.0", 51, 4, "B", "S1"), ("F.X.0", 51, 6, "B", "S2")]
 
 
@@ -81,7 +90,7 @@ def test_the_reference_price_clears_when_it_lies_inside_the_crossed_range() -> N
     # Candidates 95, 100 (reference), 105: V = 5 and D - S = 0 at each; 100 is the reference.
     engine.take_events()
     engine.resume(5, "F.X.0")
-    assert engine.take_events()[0] == (E.AUCTION, "F.X.0", 100, 5, 0)
+    assert engine.take_events()[0] == (O.AUCTION, "F.X.0", 100, 5, 0)
 
 
 def test_an_all_or_none_order_that_would_be_rationed_sits_out_and_keeps_resting() -> None:
@@ -100,7 +109,7 @@ def test_an_all_or_none_order_that_would_be_rationed_sits_out_and_keeps_resting(
     #            V(p)   2    2, |D - S| 2, 2  -> nearest the reference: 100.
     engine.resume(5, "F.X.0")
     events = engine.take_events()
-    assert events[0] == (E.AUCTION, "F.X.0", 100, 2, -2)
+    assert events[0] == (O.AUCTION, "F.X.0", 100, 2, -2)
     assert trades(events) == [("F.X.0", 100, 2, "B", "S")]
     bids, asks = engine.open_orders("F.X.0")
     assert [(o.order_id, o.remaining, o.aon) for o in bids] == [("A", 6, True)]
@@ -135,9 +144,9 @@ def test_a_day_ahead_auction_accepts_a_block_whole_and_rejects_another_whole() -
     # K1 pays (90 + 108) / 2 = 99 <= 100 on average: accepted.
     engine.advance(1_000)
     events = engine.take_events()
-    assert events[0] == (E.CANCELLED, "F.X", "K2", "opc", E.BUY, 6, E.BLOCK_NOT_ACCEPTED)
-    assert (E.AUCTION, "F.X.0", 90, 4, 0) in events
-    assert (E.AUCTION, "F.X.1", 108, 4, 2) in events
+    assert events[0] == (O.CANCELLED, "F.X", "K2", "opc", E.BUY, 6, CancelReason.BLOCK_NOT_ACCEPTED)
+    assert (O.AUCTION, "F.X.0", 90, 4, 0) in events
+    assert (O.AUCTION, "F.X.1", 108, 4, 2) in events
     assert trades(events) == [("F.X.0", 90, 4, "K1", "S0a"), ("F.X.1", 108, 4, "K1", "S1a")]
     assert engine.blocks == {}
     assert engine.depth("F.X.0") == ([], [(92, 3)])
@@ -153,12 +162,12 @@ def test_a_block_waits_for_an_auction_that_covers_all_its_hours() -> None:
     engine.take_events()
     # Opening hour 0 alone: the block does not take part, so hour 0 has no demand.
     engine.resume(4, "F.X.0")
-    assert engine.take_events()[0] == (E.AUCTION, "F.X.0", None, 0, 0)
+    assert engine.take_events()[0] == (O.AUCTION, "F.X.0", None, 0, 0)
     assert "K" in engine.blocks
     # Now its hours are in different phases; it waits until an hour's gate closure ends it.
     engine.advance(10 * H)
     events = engine.take_events()
-    assert (E.EXPIRED, "F.X", "K", "lab", E.BUY, 4, E.GATE_CLOSURE) in events
+    assert (O.EXPIRED, "F.X", "K", "lab", E.BUY, 4, CancelReason.GATE_CLOSURE) in events
     assert engine.blocks == {}
 
 
@@ -175,9 +184,9 @@ def test_block_average_price_breach_in_a_joint_auction() -> None:
     # K would pay (100 + 120) / 2 = 110 > 105: rejected whole; then V = 0 in both hours.
     engine.advance(5)
     events = engine.take_events()
-    assert events[0] == (E.CANCELLED, "F.X", "K", "lab", E.BUY, 4, E.BLOCK_NOT_ACCEPTED)
-    assert (E.AUCTION, "F.X.0", None, 0, 0) in events
-    assert (E.AUCTION, "F.X.1", None, 0, 0) in events
+    assert events[0] == (O.CANCELLED, "F.X", "K", "lab", E.BUY, 4, CancelReason.BLOCK_NOT_ACCEPTED)
+    assert (O.AUCTION, "F.X.0", None, 0, 0) in events
+    assert (O.AUCTION, "F.X.1", None, 0, 0) in events
     assert trades(events) == []
 
 
@@ -191,16 +200,16 @@ def test_a_circuit_breaker_halts_then_a_reopening_auction_uncrosses() -> None:
     engine.submit(4, "F.X.0", "B", "b", E.BUY, 107, 5)
     events = engine.take_events()
     assert trades(events) == [("F.X.0", 104, 3, "B", "S1")]
-    assert events[-1] == (E.STATE, "F.X.0", E.HALTED, E.PRICE_BAND)
-    assert engine.books["F.X.0"].state == E.HALTED
+    assert events[-1] == (O.STATE, "F.X.0", O.HALTED, StateReason.PRICE_BAND)
+    assert engine.books["F.X.0"].state == O.HALTED
     # The remainder rests (crossed, which a halted book may be) until the reopening auction.
     # Reference is now 104 (the last trade). Candidates 104, 107:
     #   D(104) = 2, S(104) = 0 -> V 0;  D(107) = 2, S(107) = 2 -> V 2  -> 107.
     engine.advance(4 + 1_000)
     events = engine.take_events()
-    assert events[0] == (E.AUCTION, "F.X.0", 107, 2, 0)
+    assert events[0] == (O.AUCTION, "F.X.0", 107, 2, 0)
     assert trades(events) == [("F.X.0", 107, 2, "B", "S2")]
-    assert events[-1] == (E.STATE, "F.X.0", E.CONTINUOUS, E.REOPENED)
+    assert events[-1] == (O.STATE, "F.X.0", O.CONTINUOUS, StateReason.REOPENED)
 
 
 def test_gate_closure_expires_resting_orders_with_a_reason() -> None:
@@ -210,10 +219,10 @@ def test_gate_closure_expires_resting_orders_with_a_reason() -> None:
     engine.take_events()
     engine.advance(10 * H - H // 2)
     assert engine.take_events() == [
-        (E.EXPIRED, "F.X.0", "B", "b", E.BUY, 3, E.GATE_CLOSURE),
-        (E.STATE, "F.X.0", E.CLOSED, E.GATE_CLOSURE),
+        (O.EXPIRED, "F.X.0", "B", "b", E.BUY, 3, CancelReason.GATE_CLOSURE),
+        (O.STATE, "F.X.0", O.CLOSED, StateReason.GATE_CLOSURE),
     ]
     engine.submit(10 * H - 1, "F.X.0", "late", "b", E.BUY, 99, 3)
-    assert engine.take_events() == [(E.REJECTED, "F.X.0", "late", E.CONTRACT_CLOSED)]
+    assert engine.take_events() == [(O.REJECTED, "F.X.0", "late", CancelReason.CONTRACT_CLOSED)]
     engine.advance(10 * H)
-    assert engine.take_events() == [(E.STATE, "F.X.0", E.DELIVERED, E.DELIVERY)]
+    assert engine.take_events() == [(O.STATE, "F.X.0", O.DELIVERED, StateReason.DELIVERY)]

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from matching import engine as E
+from matching import outputs as O
 from matching.bench import AMEND, CANCEL, CANCEL_ALL, SUBMIT, make_flow
 from matching.engine import MatchingEngine
 
@@ -105,7 +106,7 @@ def test_same_commands_twice_give_identical_event_bytes_and_hash() -> None:
     assert first_bytes == replay(second, calls)
     assert first.state_hash() == second.state_hash()
     kinds = {e[0] for e in json.loads(first_bytes)}
-    assert {E.TRADE, E.CANCELLED, E.EXPIRED, E.AMENDED, E.AUCTION, E.STATE, E.REJECTED} <= kinds
+    assert {O.TRADE, O.CANCELLED, O.EXPIRED, O.AMENDED, O.AUCTION, O.STATE, O.REJECTED} <= kinds
 
 
 def test_snapshot_mid_way_then_the_rest_equals_straight_through() -> None:

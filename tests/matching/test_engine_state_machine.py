@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from matching import engine as E
+from matching import outputs as O
 from matching.engine import MatchingEngine
+from matching.outputs import Output
 from tests.matching.reference import Reference
 
 FAMILY = "G.A"
@@ -265,7 +267,7 @@ class EngineMachine(RuleBasedStateMachine):
         aon: bool,
     ) -> None:
         """An order for a contract in a call phase (pre-open or halted), if there is one."""
-        calling = [s for s in HOURS if self.ref.books[s].state in (E.PRE_OPEN, E.HALTED)]
+        calling = [s for s in HOURS if self.ref.books[s].state in (O.PRE_OPEN, O.HALTED)]
         symbol = data.draw(st.sampled_from(calling or HOURS))
         order_id = self._fresh()
         self.submitted[order_id] = (quantity, aon)
@@ -402,47 +404,47 @@ class EngineMachine(RuleBasedStateMachine):
             )
         assert sorted(self.engine.blocks) == sorted(self.ref.blocks)
 
-    def _account(self, events: list[tuple[Any, ...]]) -> None:
+    def _account(self, events: list[Output]) -> None:
         """Follow every order's open quantity through the events."""
         aon_traded: dict[str, int] = defaultdict(int)
         aon_open: dict[str, int] = {}
         for event in events:
-            kind = event[0]
-            if kind == E.ACCEPTED:
-                order_id = event[2]
-                if order_id in self.block_size:
-                    size, hours = self.block_size[order_id]
-                    self.open[order_id] = size * hours
-                    self.block_legs[order_id] = {}
-                else:
-                    self.open[order_id], aon = self.submitted[order_id]
-                    if aon:
-                        self.aon.add(order_id)
-                    else:
-                        self.aon.discard(order_id)
-            elif kind == E.TRADE:
-                quantity = event[4]
-                for order_id in (event[5], event[6]):
-                    if order_id in self.aon:
-                        aon_open.setdefault(order_id, self.open[order_id])
-                        aon_traded[order_id] += quantity
-                    if order_id in self.block_legs:
-                        legs = self.block_legs[order_id]
-                        legs[event[1]] = legs.get(event[1], 0) + quantity
-                    self.open[order_id] -= quantity
-                    assert self.open[order_id] >= 0
-            elif kind in (E.CANCELLED, E.EXPIRED):
-                order_id = event[2]
-                assert self.open[order_id] == event[5], event
-                self.open[order_id] = 0
-            elif kind == E.REDUCED:
-                order_id = event[2]
-                self.open[order_id] -= event[5]
-                assert self.open[order_id] == event[6]
-            elif kind == E.AMENDED:
-                self.open[event[2]] = event[6]
+            match event:
+                case (O.ACCEPTED, _, order_id):
+                    self._accepted(order_id)
+                case (O.TRADE, symbol, _, _, quantity, taker, maker, *_):
+                    for order_id in (taker, maker):
+                        if order_id in self.aon:
+                            aon_open.setdefault(order_id, self.open[order_id])
+                            aon_traded[order_id] += quantity
+                        if order_id in self.block_legs:
+                            legs = self.block_legs[order_id]
+                            legs[symbol] = legs.get(symbol, 0) + quantity
+                        self.open[order_id] -= quantity
+                        assert self.open[order_id] >= 0
+                case (O.CANCELLED | O.EXPIRED, _, order_id, _, _, remaining, _):
+                    assert self.open[order_id] == remaining, event
+                    self.open[order_id] = 0
+                case (O.REDUCED, _, order_id, _, _, cut, remaining, _):
+                    self.open[order_id] -= cut
+                    assert self.open[order_id] == remaining
+                case (O.AMENDED, _, order_id, _, _, _, remaining, _):
+                    self.open[order_id] = remaining
         for order_id, traded in aon_traded.items():
             assert traded == aon_open[order_id], f"AON order {order_id} partially filled"
+
+    def _accepted(self, order_id: str) -> None:
+        """Start following an order (or block) the engine accepted."""
+        if order_id in self.block_size:
+            size, hours = self.block_size[order_id]
+            self.open[order_id] = size * hours
+            self.block_legs[order_id] = {}
+        else:
+            self.open[order_id], aon = self.submitted[order_id]
+            if aon:
+                self.aon.add(order_id)
+            else:
+                self.aon.discard(order_id)
 
     @invariant()
     def quantities_conserved(self) -> None:
@@ -487,7 +489,7 @@ class EngineMachine(RuleBasedStateMachine):
                         assert engine.orders[o.order_id] is o
                         assert engine.by_account[o.account][o.order_id] is o
                         count += 1
-            if book.state == E.CONTINUOUS:
+            if book.state == O.CONTINUOUS:
                 bids, asks = engine.depth(book.symbol)
                 if bids and asks:
                     assert bids[0][0] < asks[0][0], "crossed at rest"

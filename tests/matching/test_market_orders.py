@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from matching import engine as E
+from matching import outputs as O
 from matching.engine import MatchingEngine
+from matching.outputs import CancelReason
 
 H = E.HOUR_MS
 SYMBOL = "F.X.0"
@@ -28,11 +30,18 @@ def traded_at_100(protection: int) -> MatchingEngine:
     return engine
 
 
-def outcome(engine: MatchingEngine) -> tuple[list[tuple[int, int]], list[tuple[str, int, str]]]:
+def outcome(
+    engine: MatchingEngine,
+) -> tuple[list[tuple[int, int]], list[tuple[str, int, CancelReason]]]:
     """(price, quantity) of each trade, and (order, remaining, reason) of each cancel."""
-    events = engine.take_events()
-    trades = [(e[3], e[4]) for e in events if e[0] == E.TRADE]
-    cancels = [(e[2], e[5], e[6]) for e in events if e[0] == E.CANCELLED]
+    trades = []
+    cancels = []
+    for event in engine.take_events():
+        match event:
+            case (O.TRADE, _, _, price, quantity, *_):
+                trades.append((price, quantity))
+            case (O.CANCELLED, _, order_id, _, _, remaining, reason):
+                cancels.append((order_id, remaining, reason))
     return trades, cancels
 
 
@@ -46,13 +55,13 @@ def test_without_protection_a_market_buy_takes_what_its_cap_allows() -> None:
 def test_without_protection_or_cap_a_market_order_sweeps_the_book() -> None:
     engine = traded_at_100(protection=0)
     engine.submit(10, SYMBOL, "m", "t", E.SELL, 0, 25, tif=E.IOC, market=True)
-    assert outcome(engine) == ([(99, 10), (90, 10)], [("m", 5, E.MARKET_PROTECTION)])
+    assert outcome(engine) == ([(99, 10), (90, 10)], [("m", 5, CancelReason.MARKET_PROTECTION)])
 
 
 def test_without_protection_the_cap_still_limits_a_market_sell() -> None:
     engine = traded_at_100(protection=0)
     engine.submit(10, SYMBOL, "m", "t", E.SELL, 95, 15, tif=E.IOC, market=True)
-    assert outcome(engine) == ([(99, 10)], [("m", 5, E.MARKET_PROTECTION)])
+    assert outcome(engine) == ([(99, 10)], [("m", 5, CancelReason.MARKET_PROTECTION)])
 
 
 @pytest.mark.parametrize(("side", "cap", "taken"), [(E.BUY, 0, 101), (E.SELL, 0, 99)])
@@ -62,10 +71,10 @@ def test_a_protection_band_limits_a_market_order_around_the_reference(
     # 100 +- 5: the first level (101 or 99) is within, the next (110 or 90) is not.
     engine = traded_at_100(protection=5)
     engine.submit(10, SYMBOL, "m", "t", side, cap, 15, tif=E.IOC, market=True)
-    assert outcome(engine) == ([(taken, 10)], [("m", 5, E.MARKET_PROTECTION)])
+    assert outcome(engine) == ([(taken, 10)], [("m", 5, CancelReason.MARKET_PROTECTION)])
 
 
 def test_the_nearer_of_band_and_cap_limits_a_market_order() -> None:
     engine = traded_at_100(protection=20)
     engine.submit(10, SYMBOL, "m", "t", E.BUY, 105, 15, tif=E.IOC, market=True)
-    assert outcome(engine) == ([(101, 10)], [("m", 5, E.MARKET_PROTECTION)])
+    assert outcome(engine) == ([(101, 10)], [("m", 5, CancelReason.MARKET_PROTECTION)])

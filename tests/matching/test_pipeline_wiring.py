@@ -21,6 +21,7 @@ from exchange.domain.messages import (
     DepositFunds,
     PlaceBlockOrder,
     PlaceOrder,
+    exchange_order_id,
 )
 from settlement.projections import orders as orders_table
 from settlement.replay import replay
@@ -44,6 +45,22 @@ def place(
         quantity=qty,
         **options,
     )
+
+
+SENT = {
+    exchange_order_id(account, name): name
+    for account, name in (
+        ("seller", "s0"),
+        ("seller", "s1"),
+        ("buyer", "b-ioc"),
+        ("buyer", "b-rest"),
+        ("seller", "s2"),
+        ("buyer", "k1"),
+        ("desk-a", "m1"),
+        ("desk-a", "m2"),
+    )
+}
+"""The exchange's ids of the orders the test places, and the ids it sends them as."""
 
 
 async def test_new_order_types_settle_and_replay_to_the_live_state(tmp_path: Path) -> None:
@@ -77,7 +94,7 @@ async def test_new_order_types_settle_and_replay_to_the_live_state(tmp_path: Pat
                                    price=1810, quantity=3))  # fmt: skip
         await send(place("m1", "desk-a", H1, "sell", 1840, 5, stp_group="desk"))
         await send(
-            place("m2", "desk-b", H1, "buy", 1900, 2, stp_group="desk", stp_mode="decrement")
+            place("m2", "desk-a", H1, "buy", 1900, 2, stp_group="desk", stp_mode="decrement")
         )
         await send(CancelAllOrders(account_id="seller"))
         await settle(runtime)
@@ -87,7 +104,9 @@ async def test_new_order_types_settle_and_replay_to_the_live_state(tmp_path: Pat
         live_hash = live.state_hash()
         accounts = live.accounts
         async with runtime.store.engine.connect() as connection:
-            rows = {row.order_id: row for row in await connection.execute(select(orders_table))}
+            stored = await connection.execute(select(orders_table))
+            # The exchange knows each order by its id scoped by account: name them as sent.
+            rows = {SENT[row.order_id]: row for row in stored}
 
     # Holds equal what the open orders need.
     needed: dict[str, int] = {}
@@ -109,7 +128,8 @@ async def test_new_order_types_settle_and_replay_to_the_live_state(tmp_path: Pat
     assert accounts.positions[("buyer", H1)] == 3
     # Decrement: m2 (2) and m1 (5) cancel 2 against each other; m1 keeps 3.
     assert rows["m2"].status == "cancelled"
-    assert (rows["m1"].quantity, accounts.open_orders["m1"].remaining) == (3, 3)
+    m1 = accounts.open_orders[exchange_order_id("desk-a", "m1")]
+    assert (rows["m1"].quantity, m1.remaining) == (3, 3)
     # The kill switch cancelled the seller's resting orders (s1's remaining 2).
     assert rows["s1"].reason == "kill_switch"
 

@@ -36,6 +36,7 @@ from exchange.domain.messages import (
     PlaceBlockOrder,
     PlaceOrder,
     TradeExecuted,
+    exchange_order_id,
 )
 from exchange.domain.operators import OperatorSeal
 from exchange.domain.risk import Outcome, RiskStage
@@ -194,8 +195,26 @@ def test_amend_that_matching_refuses_returns_the_extra_hold() -> None:
 def test_self_trade_decrement_releases_what_it_takes_off() -> None:
     ex = funded(Exchange())
     ex.send(order("s1", "maker", "sell", 1800, 5, stp_group="desk"))
-    out = ex.send(order("b1", "other", "buy", 1800, 2, stp_group="desk", stp_mode="decrement"))
+    out = ex.send(order("b1", "maker", "buy", 1800, 2, stp_group="desk", stp_mode="decrement"))
     assert [type(e).__name__ for e in out[1:]] == ["OrderReduced", "OrderCancelled", "BookChanged"]
+    ex.check_holds()
+
+
+def test_a_self_trade_group_is_its_accounts_own() -> None:
+    # Naming another account's group (or the account itself, its default group) does not
+    # let an order cancel or reduce that account's resting orders: they trade.
+    ex = funded(Exchange())
+    ex.send(order("s1", "maker", "sell", 1800, 5, stp_group="desk"))
+    ex.send(order("s2", "seller", "sell", 1810, 5))
+    for group, price in (("desk", 1800), ("seller", 1810)):
+        out = ex.send(
+            order(f"b-{group}", "other", "buy", price, 1, stp_group=group, stp_mode="cancel_both")
+        )
+        assert [type(e).__name__ for e in out] == [
+            "OrderAccepted",
+            "TradeExecuted",
+            "BookChanged",
+        ], group
     ex.check_holds()
 
 
@@ -217,7 +236,9 @@ def test_gate_closure_expires_orders_when_the_clock_ticks() -> None:
     delivery = 1_827_590_400_000  # 2027-12-01T00:00 CST in ms since the epoch
     out = ex.send(ControlMarket(operator_id="clock", action="tick", symbol=SYM), dt=delivery)
     cancelled = [e for e in out if isinstance(e, OrderCancelled)]
-    assert [(c.order_id, c.reason) for c in cancelled] == [("b1", CancelReason.GATE_CLOSURE)]
+    assert [(c.order_id, c.reason) for c in cancelled] == [
+        (exchange_order_id("buyer", "b1"), CancelReason.GATE_CLOSURE)
+    ]
     assert ex.risk.accounts.cash_of("buyer").held == 0
     ex.check_holds()
 
@@ -307,8 +328,8 @@ def test_kill_switch_cancels_every_open_order_of_the_account() -> None:
     assert out[0].symbols == [SYM]
     cancelled = [e for e in out if isinstance(e, OrderCancelled)]
     assert [(c.order_id, c.reason) for c in cancelled] == [
-        ("b1", CancelReason.KILL_SWITCH),
-        ("b2", CancelReason.KILL_SWITCH),
+        (exchange_order_id("buyer", "b1"), CancelReason.KILL_SWITCH),
+        (exchange_order_id("buyer", "b2"), CancelReason.KILL_SWITCH),
     ]
     assert ex.risk.accounts.cash_of("buyer").held == 0
     again = ex.send(CancelAllOrders(account_id="buyer"))
