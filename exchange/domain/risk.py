@@ -809,9 +809,20 @@ class RiskStage:
                 currency=command.currency,
             )
         else:
-            if self.listed(command.symbol, stamp.ts) is None:
+            spec = self.listed(command.symbol, stamp.ts)
+            if spec is None:
                 return self._deposit_rejected(
                     command, stamp, *self._not_listed(command.symbol, stamp.ts)
+                )
+            if stamp.ts >= self.catalogue.retires_at(spec):
+                # A static contract stays listed after its gate; capacity deposited then could
+                # neither be sold nor withdrawn.
+                return self._deposit_rejected(
+                    command,
+                    stamp,
+                    RejectReason.GATE_CLOSED,
+                    f"the gate of {command.symbol} has closed: capacity can no longer be "
+                    "deposited into it",
                 )
             deposited = CapacityDeposited(
                 event_id=stamp.next_id(),
