@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
-from sqlalchemy import or_, select
+from sqlalchemy import RowMapping, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Operator, Provider, Reader, account_of, allow
@@ -384,13 +384,38 @@ class Delivery(BaseModel):
     bond: int
     fee: int
     window_ends: int
-    status: Literal["owed", "metered", "disputed", "settled"]
+    status: Literal["owed", "metered", "disputed", "settled", "recalled"]
     delivered: int | None
     paid: int | None
     refund: int | None
     penalty: int | None
     resolved_by: str | None
     updated_ts: int
+    recall_id: str | None = None
+    """The provider's recall that took these units back before their delivery hour."""
+
+
+def _recalled(row: RowMapping) -> Delivery:
+    """A recall's settlement of one holder's units as a delivery: nothing delivered, the
+    escrow refunded (`amount` = `refund`) and `penalty` the compensation from the bond."""
+    return Delivery(
+        symbol=row["symbol"],
+        provider_id=row["provider_id"],
+        buyer_id=row["buyer_id"],
+        quantity=row["quantity"],
+        amount=row["refund"],
+        bond=row["bond"],
+        fee=0,
+        window_ends=row["updated_ts"],
+        status="recalled",
+        delivered=0,
+        paid=0,
+        refund=row["refund"],
+        penalty=row["penalty"],
+        resolved_by=None,
+        updated_ts=row["updated_ts"],
+        recall_id=row["recall_id"],
+    )
 
 
 def bank_router(
@@ -660,15 +685,21 @@ def bank_router(
         principal: Reader, account_id: Annotated[Identifier | None, Query()] = None
     ) -> list[Delivery]:
         account = account_of(principal, account_id)
-        table = tables.deliveries
-        query = (
-            select(table)
-            .where(or_(table.c.provider_id == account, table.c.buyer_id == account))
-            .order_by(table.c.symbol, table.c.provider_id, table.c.buyer_id)
-        )
+        owed, recalled = tables.deliveries, tables.delivery_recalls
         async with engine.connect() as connection:
-            rows = await connection.execute(query)
-            return [Delivery(**row._mapping) for row in rows]
+            obligations = await connection.execute(
+                select(owed)
+                .where(or_(owed.c.provider_id == account, owed.c.buyer_id == account))
+                .order_by(owed.c.symbol, owed.c.provider_id, owed.c.buyer_id)
+            )
+            found = [Delivery(**row._mapping) for row in obligations]
+            recalls = await connection.execute(
+                select(recalled)
+                .where(or_(recalled.c.provider_id == account, recalled.c.buyer_id == account))
+                .order_by(recalled.c.symbol, recalled.c.provider_id, recalled.c.buyer_id)
+            )
+            found += [_recalled(row._mapping) for row in recalls]
+        return found
 
     @router.get(
         "/accounts/{account_id}/invoices",

@@ -150,6 +150,25 @@ deliveries = Table(
 )
 """Delivery obligations provider -> buyer: owed, metered, disputed or settled."""
 
+delivery_recalls = Table(
+    "delivery_recalls",
+    metadata,
+    Column("symbol", Text, primary_key=True),
+    Column("provider_id", Text, primary_key=True),
+    Column("buyer_id", Text, primary_key=True),
+    Column("recall_id", Text, primary_key=True),
+    Column("quantity", BigInteger, nullable=False),
+    Column("refund", BigInteger, nullable=False),
+    Column("bond", BigInteger, nullable=False),
+    Column("penalty", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Index("delivery_recalls_buyer_idx", "buyer_id", "symbol"),
+)
+"""Units a provider recalled before their delivery hour, per holder: refunded and compensated.
+Kept apart from `deliveries`, whose one row per contract, provider and buyer is the obligation
+the same pair may still owe at the delivery hour."""
+
 invoice_lines = Table(
     "invoice_lines",
     metadata,
@@ -478,6 +497,8 @@ class LedgerProjection:
         for kind, row in delivery_changes:
             if kind == "owed":
                 await connection.execute(_insert(connection, deliveries), [row])
+            elif kind == "recalled":
+                await connection.execute(_insert(connection, delivery_recalls), [row])
             else:
                 await connection.execute(
                     update(deliveries)
@@ -578,7 +599,8 @@ def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict
 def _delivery_change(
     event: DeliveryObligation | MeteringReported | DeliveryDisputed | DeliverySettled,
 ) -> tuple[str, dict[str, Any]]:
-    """The deliveries row an event creates ("owed") or the columns it changes."""
+    """The deliveries row an event creates ("owed"), the columns it changes, or the recall row
+    a recall's settlement creates ("recalled")."""
     key = {"symbol": event.symbol, "provider_id": event.provider_id, "buyer_id": event.buyer_id}
     if isinstance(event, DeliveryObligation):
         return "owed", {
@@ -600,6 +622,17 @@ def _delivery_change(
         }
     if isinstance(event, DeliveryDisputed):
         return "change", {**key, "status": "disputed", "updated_ts": event.ts}
+    if event.recall_id is not None:
+        return "recalled", {
+            **key,
+            "recall_id": event.recall_id,
+            "quantity": event.quantity,
+            "refund": event.refund,
+            "bond": event.bond,
+            "penalty": event.penalty,
+            "reason": event.reason,
+            "updated_ts": event.ts,
+        }
     return "change", {
         **key,
         "status": "settled",

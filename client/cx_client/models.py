@@ -466,7 +466,8 @@ class ScheduledDeposit(Model):
 
 
 class Delivery(Model):
-    """A delivery obligation provider -> buyer: owed, metered, disputed or settled (fen)."""
+    """A delivery obligation provider -> buyer: owed, metered, disputed or settled; or units
+    the provider recalled before their hour, refunded and compensated (fen)."""
 
     symbol: str
     provider_id: str
@@ -476,13 +477,14 @@ class Delivery(Model):
     bond: int
     fee: int
     window_ends: int
-    status: Literal["owed", "metered", "disputed", "settled"]
+    status: Literal["owed", "metered", "disputed", "settled", "recalled"]
     delivered: int | None = None
     paid: int | None = None
     refund: int | None = None
     penalty: int | None = None
     resolved_by: str | None = None
     updated_ts: int
+    recall_id: str | None = None
 
 
 class InvoiceLine(Model):

@@ -311,6 +311,7 @@ class DeliveryDesk:
                     bond=behind,
                     penalty=min(behind, refund * compensation_bps // BPS),
                     reason=f"recalled: {request.reason}" if request.reason else "recalled",
+                    recall_id=request.request_id,
                 )
             )
         return events

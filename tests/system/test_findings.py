@@ -183,15 +183,11 @@ async def test_a_schedule_over_a_closed_hour_and_an_open_one_deposits_neither(
         assert (await provider.get("/v1/accounts/p1")).status_code == 404, "nothing deposited"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: a recall's DeliverySettled has no deliveries row to update (the table "
-    "keeps one row per contract, provider and buyer), so GET /v1/deliveries never shows it",
-)
 async def test_a_recalled_unit_shows_in_the_deliveries_of_its_holder(tmp_path: Path) -> None:
     """The model's capacity check found a recalled unit gone from every view: neither the
-    provider's nor the holder's GET /v1/deliveries lists it, though its escrow was refunded
-    and compensated (the events have it; the view does not)."""
+    provider's nor the holder's GET /v1/deliveries listed it, though its escrow was refunded
+    and compensated. A recall and the obligation the same pair still owes at the delivery hour
+    are both listed."""
     settings = settings_for(tmp_path, CX_LISTINGS="H100-80G-INT.GZ", CX_BOND_BPS=1_000)
     clock = LogClock(MIDNIGHT - 3 * HOUR)
     recallable = "H100-80G-INT.GZ.20271201T00"
@@ -213,16 +209,27 @@ async def test_a_recalled_unit_shows_in_the_deliveries_of_its_holder(tmp_path: P
         }
         placed = await provider.post("/v1/accounts/p1/capacity-deposits", json=schedule)
         assert placed.json()["asks"], placed.text
-        bid = {"symbol": recallable, "side": "buy", "price": 1_250, "quantity": 1}
+        bid = {"symbol": recallable, "side": "buy", "price": 1_250, "quantity": 2}
         assert (await buyer.post("/v1/orders", json=bid)).status_code == 201
         await settle(exchange.runtime)
-        recall = {"symbol": recallable, "quantity": 1, "reason": "maintenance"}
+        recall = {"symbol": recallable, "quantity": 1, "reason": "maintenance", "recall_id": "r1"}
         recalled = await provider.post("/v1/deliveries/recalls", json=recall)
         assert recalled.json()["status"] == "done", recalled.text
         await settle(exchange.runtime)
         positions = (await buyer.get("/v1/accounts/b1")).json()["positions"]
-        assert sum(p["quantity"] for p in positions) == 0, positions
+        assert sum(p["quantity"] for p in positions) == 1, positions
         shown = (await buyer.get("/v1/deliveries")).json()
-        assert [(d["symbol"], d["quantity"], d["status"]) for d in shown] == [
-            (recallable, 1, "settled")
+        assert [(d["quantity"], d["status"], d["recall_id"]) for d in shown] == [
+            (1, "recalled", "r1")
+        ]
+        assert shown[0]["refund"] == 1_250, shown
+        assert shown[0]["penalty"] > 0, shown
+        assert (await provider.get("/v1/deliveries")).json() == shown
+        clock.now_ms = MIDNIGHT + 1
+        await tick_at(exchange.runtime, clock.now_ms)
+        await settle(exchange.runtime)
+        shown = (await buyer.get("/v1/deliveries")).json()
+        assert sorted((d["quantity"], d["status"], d["recall_id"]) for d in shown) == [
+            (1, "owed", None),
+            (1, "recalled", "r1"),
         ]

@@ -3,11 +3,13 @@ capacity, and the obligations matching's delivery desk keeps and settles."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    SerializerFunctionWrapHandler,
     StrictInt,
+    model_serializer,
 )
 
 from exchange.domain.messages.common import (
@@ -17,6 +19,7 @@ from exchange.domain.messages.common import (
     NonNegativeInt,
     PositiveInt,
     Symbol,
+    omit_defaults,
 )
 
 
@@ -147,7 +150,7 @@ class DeliverySettled(Event):
     The provider receives `paid` (the delivered share of the escrow) less `fee`, and its bond
     back less `penalty`; the buyer receives `refund` (the undelivered share of the escrow) and
     `penalty` (the undelivered share of the bond). `resolved_by` names the operator who
-    resolved a dispute."""
+    resolved a dispute; `recall_id` the recall that took the units back, if one did."""
 
     type: Literal["DeliverySettled"] = "DeliverySettled"
     symbol: str
@@ -162,3 +165,11 @@ class DeliverySettled(Event):
     penalty: StrictInt
     resolved_by: str | None = None
     reason: str = ""
+    recall_id: str | None = None
+    """The provider's recall that settled these units before their delivery hour (None: an
+    obligation settled at or after it)."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Settlements written before recalls were named keep their bytes.
+        return omit_defaults(self, handler, {"recall_id": None})
