@@ -187,14 +187,16 @@ def document_optional_keys(document: dict[str, Any]) -> None:
     """Say in the OpenAPI document that public operations take a key but need none.
 
     FastAPI lists the bearer scheme as required wherever `Caller` reads it; an operation that
-    never answers 401 (public market data) gets `security: [{}, ApiKey]`, OpenAPI's way of
-    saying "optional", so clients and API tools do not think they must send a key.
+    never refuses a caller for its role or account (no 403: public market data, health) gets
+    `security: [{}, ApiKey]`, OpenAPI's way of saying "optional", so clients and API tools do
+    not think they must send a key. Such operations still document 401: a key that is sent
+    must be live.
     """
     for item in document.get("paths", {}).values():
         for spec in item.values():
             if (
                 isinstance(spec, dict)
                 and spec.get("security")
-                and "401" not in spec.get("responses", {})
+                and "403" not in spec.get("responses", {})
             ):
                 spec["security"] = [{}, *spec["security"]]

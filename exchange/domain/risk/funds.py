@@ -46,8 +46,18 @@ def deposit_capacity(state: RiskState, command: DepositCapacity, stamp: EventSta
         return _duplicate_deposit(command, stamp)
     if past := capacity_past_ceiling(state, command.account_id, command.symbol, command.quantity):
         return _deposit_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
-    if state.listed(command.symbol, stamp.ts) is None:
+    spec = state.listed(command.symbol, stamp.ts)
+    if spec is None:
         return _deposit_rejected(command, stamp, *state.not_listed(command.symbol, stamp.ts))
+    if stamp.ts >= state.catalogue.retires_at(spec):
+        # A static contract stays listed after its gate; capacity deposited then could
+        # neither be sold nor withdrawn.
+        return _deposit_rejected(
+            command,
+            stamp,
+            RejectReason.GATE_CLOSED,
+            f"the gate of {command.symbol} has closed: capacity can no longer be deposited into it",
+        )
     deposited = CapacityDeposited(
         event_id=stamp.next_id(),
         ts=stamp.ts,
