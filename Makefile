@@ -11,7 +11,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-PACKAGES := exchange matching settlement api simulations client/cx_client
+PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
 .PHONY: help venv chromium lint test soak demo bench simulate services-up services-down services-status clean distclean
 

@@ -129,6 +129,7 @@ from api.streams import (
     sse_subscriber,
     websocket_stream,
 )
+from cx.runtime import ExchangeRuntime
 from exchange.domain.catalogue import REGIONS, SymbolError, parse_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
@@ -160,10 +161,14 @@ from exchange.domain.messages import (
     exchange_order_id,
 )
 from exchange.domain.performance import decimal_text
-from exchange.runtime import ExchangeRuntime
-from exchange.status import LogOffsets, PartitionProgress, StalledPartition, StatusMonitor
 from settlement.audit import audit
 from settlement.history import EXPORT_COLUMNS, export_line, history_query, replay_document
+from settlement.pipeline_status import (
+    LogOffsets,
+    PartitionProgress,
+    StalledPartition,
+    StatusMonitor,
+)
 from settlement.replay import parse_until, replay
 from settlement.stalled import set_aside as mark_set_aside
 from settlement.store import StoredEvent

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import BigInteger, Select, cast, func, or_, select
 
+from cx.settings import Settings
 from exchange.domain.catalogue import Catalogue
-from exchange.settings import Settings
 from settlement.audit import audit, audit_ledger, recorded_hashes
 from settlement.replay import ExchangeState, ReplayResult, parse_until, replay
 from settlement.schema import events

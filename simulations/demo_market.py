@@ -15,8 +15,8 @@ import random
 import uuid
 from dataclasses import dataclass, field
 
+from cx.runtime import ExchangeRuntime
 from exchange.domain.messages import CancelOrder, DepositCapacity, DepositFunds, PlaceOrder
-from exchange.runtime import ExchangeRuntime
 
 REFERENCE_PRICES = {"H100-80G": 1800, "A100-80G": 1100, "CPU": 12}
 """Reference prices per unit in fen (18.00 CNY per H100 card-hour, 0.12 CNY per core-hour)."""

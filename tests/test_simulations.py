@@ -154,7 +154,7 @@ def test_the_same_seed_gives_the_same_report_in_any_process(tmp_path: Path) -> N
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
         subprocess.run(
-            [sys.executable, "-c", "from exchange.cli import main; raise SystemExit(main())",
+            [sys.executable, "-c", "from cx.cli import main; raise SystemExit(main())",
              "simulate", "--scenario", "tiny", "--seed", "3", "--out", str(out)],
             env={**env, "PYTHONHASHSEED": hash_seed},
             check=True,

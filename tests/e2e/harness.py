@@ -17,11 +17,11 @@ import httpx
 
 from api.keys import Role, create_key
 from api.marketdata import MarketData
+from cx.node import serve
+from cx.runtime import STAGES, ExchangeRuntime
+from cx.settings import Settings
 from exchange.log import TopicPartition
-from exchange.node import serve
 from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner
-from exchange.runtime import STAGES, ExchangeRuntime
-from exchange.settings import Settings
 from settlement.snapshots import SnapshotStore
 
 START_TIMEOUT_S = 60.0

@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import func, select
 
 from api.keys import Role, create_key
+from cx.runtime import ExchangeRuntime
+from cx.settings import Settings
 from exchange.log import TopicPartition
 from exchange.pipeline import MatchingRunner
-from exchange.runtime import ExchangeRuntime
-from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.schema import events
 from settlement.snapshots import SnapshotStore

@@ -22,16 +22,19 @@ from api.bench import run_api as run_api_bench
 from api.bench import run_fanout as run_fanout_bench
 from api.keys import Role
 from api.marketdata import MarketData
+from cx.bench import run as run_e2e_bench
+from cx.board import show_board
+from cx.node import serve
+from cx.runtime import STAGES, ExchangeRuntime, Stage
+from cx.settings import Settings
 from exchange.adapters.kafka_log import KafkaLog
-from exchange.benchmark import run as run_e2e_bench
-from exchange.board import show_board
 from exchange.deadletters import read_dead_letters, replay_dead_letter
 from exchange.domain.messages import Identifier
-from exchange.node import serve
 from exchange.pipeline import Topics
-from exchange.runtime import STAGES, ExchangeRuntime, Stage
-from exchange.settings import Settings
-from exchange.status import (
+from matching.bench import run as run_matching_bench
+from settlement import history, reports, stalled
+from settlement.bench import run as run_replay_bench
+from settlement.pipeline_status import (
     DirectoryOffsets,
     LogOffsets,
     OffsetSource,
@@ -39,9 +42,6 @@ from exchange.status import (
     StatusMonitor,
     status_sentence,
 )
-from matching.bench import run as run_matching_bench
-from settlement import history, reports, stalled
-from settlement.bench import run as run_replay_bench
 from settlement.replay import parse_until
 from settlement.sql_store import SqlEventStore, open_event_store
 from simulations import scenario as scenarios
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in {"serve", "run"}:
         # A deployment's operators want the exchange's own notices (partitions taken over,
         # snapshots restored); the libraries' stay at warnings. The demo keeps its board clean.
-        for name in ("exchange", "settlement", "api"):
+        for name in ("cx", "exchange", "settlement", "api"):
             logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings()
     try:

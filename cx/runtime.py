@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
+from cx.settings import Settings
 from exchange.adapters.inprocess_log import InProcessLog, wall_clock_ms
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import Catalogue
@@ -24,7 +25,6 @@ from exchange.domain.messages import (
 )
 from exchange.log import CommandLog, LogProducer
 from exchange.pipeline import MatchingRunner, RiskRunner, Topics
-from exchange.settings import Settings
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
 from settlement.service import SettlementRunner
 from settlement.snapshots import SnapshotStore
