@@ -27,7 +27,7 @@ from exchange.log import CommandLog, LogProducer
 from exchange.pipeline import MatchingRunner, RiskRunner, Topics
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
 from settlement.service import SettlementRunner
-from settlement.snapshots import SnapshotStore
+from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class ExchangeRuntime:
     def runners(self, stages: Iterable[Stage]) -> list[Runner]:
         """The pipeline stages (of risk, matching, settlement) to run in this process."""
         built: list[Runner] = []
-        snapshots = SnapshotStore(self.store.engine)
+        snapshots = SqlSnapshotStore(self.store.engine)
         every = self.settings.snapshot_every
         for stage in stages:
             if stage == "risk":

@@ -58,7 +58,7 @@ from exchange.log import (
     RebalancedError,
     TopicPartition,
 )
-from settlement.snapshots import Snapshot, SnapshotStore
+from exchange.snapshots import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
 

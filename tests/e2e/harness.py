@@ -22,7 +22,7 @@ from cx.runtime import STAGES, ExchangeRuntime
 from cx.settings import Settings
 from exchange.log import TopicPartition
 from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner
-from settlement.snapshots import SnapshotStore
+from settlement.snapshots import SqlSnapshotStore
 
 START_TIMEOUT_S = 60.0
 
@@ -258,7 +258,7 @@ async def assert_stages_match_replay(
 
     Run it only once nothing else consumes the topics. Returns the replayed partition hashes.
     """
-    snapshots = SnapshotStore(runtime.store.engine)
+    snapshots = SqlSnapshotStore(runtime.store.engine)
     hashes: dict[str, dict[int, str]] = {}
     runners: list[StageRunner[Any]] = [
         RiskRunner(runtime.log, runtime.topics, runtime.catalogue, range(partitions)),
