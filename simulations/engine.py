@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
-from cx.runtime import ExchangeRuntime, routing_key
+from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.adapters.kafka_log import KafkaLog
@@ -40,6 +40,7 @@ from exchange.domain.catalogue import cst_day_start_ms
 from exchange.domain.messages import Command, ControlMarket, encode
 from exchange.domain.operators import OperatorCommand
 from exchange.log import CommandLog, LogProducer, TopicPartition
+from exchange.pipeline import routing_key
 from settlement.service import SettlementRunner
 from settlement.sql_store import open_event_store
 from simulations.agents import (
