@@ -108,6 +108,7 @@ from api.models import (
 )
 from api.needs import NeedService, needs_router
 from api.parameters import refuse_unknown_parameters
+from api.ports import Runtime
 from api.problems import (
     PROBLEM,
     BodyLimit,
@@ -129,7 +130,6 @@ from api.streams import (
     sse_subscriber,
     websocket_stream,
 )
-from cx.runtime import ExchangeRuntime
 from exchange.domain.catalogue import REGIONS, SymbolError, parse_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
@@ -203,7 +203,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
+def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
     """The API of one running exchange."""
     settings = runtime.settings
     app = FastAPI(
