@@ -27,6 +27,7 @@ from cx.board import show_board
 from cx.node import serve
 from cx.runtime import STAGES, ExchangeRuntime, Stage
 from cx.settings import Settings
+from cx.simulation import open_simulated_exchange
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.deadletters import read_dead_letters, replay_dead_letter
 from exchange.domain.messages import Identifier
@@ -279,7 +280,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "simulate":
         out = args.out or Path("simulation-reports") / Path(args.scenario).stem
         prepare(out)
-        asyncio.run(simulate(args.scenario, args.days, args.seed, out))
+        asyncio.run(simulate(args.scenario, args.days, args.seed, out, open_simulated_exchange))
     return 0
 
 
