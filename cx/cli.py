@@ -22,6 +22,7 @@ from api.bench import run_api as run_api_bench
 from api.bench import run_fanout as run_fanout_bench
 from api.keys import Role
 from api.marketdata import MarketData
+from cx import history
 from cx.bench import run as run_e2e_bench
 from cx.board import show_board
 from cx.node import serve
@@ -33,7 +34,7 @@ from exchange.deadletters import read_dead_letters, replay_dead_letter
 from exchange.domain.messages import Identifier
 from exchange.pipeline import Topics
 from matching.bench import run as run_matching_bench
-from settlement import history, reports, stalled
+from settlement import reports, stalled
 from settlement.bench import run as run_replay_bench
 from settlement.pipeline_status import (
     DirectoryOffsets,
