@@ -21,11 +21,11 @@ help: ## list the targets
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 	@echo "variables: PYTEST_ARGS='-k name -x' (test), PYTHON=$(PYTHON) (venv)"
 
-venv: $(VENV)/.installed ## create .venv and install the project with dev tools (again only when pyproject.toml changes)
+venv: $(VENV)/.installed ## create .venv and install the project with dev tools and the sim extra (again only when pyproject.toml changes)
 
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev]' -e ./client
+	$(BIN)/python -m pip install -q -e '.[dev,sim]' -e ./client
 	@touch $@
 
 chromium: ## Debian's chromium for the browser test (installed only when /usr/bin/chromium is missing; needs root)
