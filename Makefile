@@ -13,13 +13,14 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
-.PHONY: help venv chromium lint test soak demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv chromium lint test soak fuzz demo bench simulate services-up services-down services-status clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
-	@echo "variables: PYTEST_ARGS='-k name -x' (test), PYTHON=$(PYTHON) (venv)"
+	@echo "variables: PYTEST_ARGS='-k name -x' (test), PYTHON=$(PYTHON) (venv),"
+	@echo "           FUZZ_SECONDS=3600 or FUZZ_EXAMPLES=N, FUZZ_STEPS, FUZZ_BACKEND=real (fuzz)"
 
 venv: $(VENV)/.installed ## create .venv and install the project with dev tools and the sim extra (again only when pyproject.toml changes)
 
@@ -41,6 +42,9 @@ test: lint chromium ## lint, then the whole test suite against real Kafka and Po
 
 soak: venv ## the memory soak test alone, ten minutes (CX_SOAK_SECONDS=... to change)
 	CX_SOAK_SECONDS=$${CX_SOAK_SECONDS:-600} $(BIN)/pytest -q -s tests/e2e/test_soak.py
+
+fuzz: venv ## the whole-system model test at random for FUZZ_SECONDS (600) or FUZZ_EXAMPLES, FUZZ_STEPS (100) steps each
+	$(BIN)/python -m tests.system.fuzz
 
 demo: venv ## the market running in one process, nothing else needed
 	$(BIN)/cx demo

@@ -258,7 +258,9 @@ def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
         if market.view(symbol) is None:
             raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, market.now_ms))
 
-    public = APIRouter(prefix="/v1", tags=["market data"])
+    # A key is optional here, but one that is sent must be live (401), and anonymous callers
+    # have a budget per address (429).
+    public = APIRouter(prefix="/v1", tags=["market data"], responses=problems(401, 429))
     reported: dict[str, Any] = {}
     """The latest status reading health converted, and its stages and stalls JSON-ready."""
 

@@ -132,6 +132,14 @@ class CapacitySchedule(BaseModel):
     )
 
 
+class RefusedAsk(BaseModel):
+    """A schedule's standing ask that the risk stage refused, and why."""
+
+    order_id: str
+    reason: str
+    detail: str
+
+
 class ScheduledDeposit(BaseModel):
     """What a capacity schedule deposited: one deposit (and ask) per delivery hour; `asks` are
     the asks' order ids; `pending` if the exchange had not decided every one within 5 s."""
@@ -152,6 +160,8 @@ class ScheduledDeposit(BaseModel):
     deposit_id: str
     contracts: list[str]
     asks: list[str]
+    refused_asks: list[RefusedAsk] = []
+    """Asks the risk stage refused (the capacity of their hours is deposited all the same)."""
     status: Literal["done", "pending"] = "done"
 
 
@@ -488,6 +498,16 @@ def bank_router(
     ) -> JSONResponse:
         account = account_of(principal, account_id)
         contracts = _scheduled_contracts(request, catalogue, market.now_ms)
+        reserve = request.reserve_price
+        for spec in contracts:
+            # Checked before anything is deposited: a bad request changes nothing.
+            if reserve is not None and reserve % spec.tick_size:
+                raise Problem(
+                    422,
+                    "price_not_on_tick",
+                    f"reserve price {reserve} is not a multiple of the tick size "
+                    f"{spec.tick_size} fen of {spec.symbol}",
+                )
         deposit_id = request.deposit_id or f"cap-{uuid.uuid4().hex[:16]}"
         # Each hour's deposit and ask is named `DEPOSIT_ID:SYMBOL` in the account's scope.
         hours = [(f"{deposit_id}:{spec.symbol}", spec.symbol) for spec in contracts]
@@ -510,6 +530,7 @@ def bank_router(
             if refused is not None:
                 return refused
             asks: list[str] = []
+            refused_asks: list[RefusedAsk] = []
             if request.reserve_price is not None:
                 orders = [
                     PlaceOrder(
@@ -526,15 +547,17 @@ def bank_router(
                 placed = await asyncio.gather(
                     *(submit(o, order_key(account, a)) for o, a in zip(orders, asks, strict=True))
                 )
-                refused = _refusal(placed, named)
-                if refused is not None:
-                    return refused
+                # The hours' capacity is deposited whatever becomes of their asks: an ask the
+                # risk stage refused is listed with its reason, not answered as a 422.
+                refused_asks = _refused_asks(asks, placed, named)
+                asks = [a for a in asks if a not in {r.order_id for r in refused_asks}]
                 outcomes += placed
             pending = any(outcome is None for outcome in outcomes)
             answer = ScheduledDeposit(
                 deposit_id=deposit_id,
                 contracts=[symbol for _, symbol in hours],
                 asks=asks,
+                refused_asks=refused_asks,
                 status="pending" if pending else "done",
             )
             return Answer(201, answer.model_dump(), pending=pending)
@@ -769,6 +792,20 @@ def _refusal(outcomes: list[Outcome | None], named: bool) -> Answer | None:
     return None
 
 
+def _refused_asks(asks: list[str], outcomes: list[Outcome | None], named: bool) -> list[RefusedAsk]:
+    """The schedule's asks the risk stage refused, with why (a named schedule's duplicate is
+    an earlier send of this same request: that ask stands)."""
+    refused = []
+    for order_id, outcome in zip(asks, outcomes, strict=True):
+        if not isinstance(outcome, OrderRejected):
+            continue
+        if named and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
+            continue
+        refused.append(RefusedAsk(order_id=order_id, reason=outcome.reason.value,
+                                  detail=outcome.message))  # fmt: skip
+    return refused
+
+
 def _png(report: dict[str, Any]) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "burn-down.png"
@@ -814,5 +851,13 @@ def _scheduled_contracts(
             spec = catalogue.listed(symbol, now_ms)
             if spec is None:
                 raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, now_ms))
+            if now_ms >= catalogue.retires_at(spec):
+                # A static contract stays listed past its gate, where risk refuses deposits:
+                # refuse the whole schedule here, before any hour of it is deposited.
+                raise Problem(
+                    422,
+                    "gate_closed",
+                    f"the gate of {symbol} has closed: capacity can no longer be deposited into it",
+                )
             contracts.append(spec)
     return contracts

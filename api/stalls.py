@@ -236,7 +236,11 @@ def stall_router(engine: AsyncEngine) -> APIRouter:
     """`/v1/stalls`: providers keep their own stalls; anyone may browse them."""
     router = APIRouter(prefix="/v1/stalls", tags=["stalls"])
 
-    @router.get("", summary="Providers' stalls, optionally of one class, region or provider")
+    @router.get(
+        "",
+        summary="Providers' stalls, optionally of one class, region or provider",
+        responses=problems(401, 429),
+    )
     async def browse(
         _: Caller,
         resource_class: Annotated[str | None, Query(max_length=32)] = None,

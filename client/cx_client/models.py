@@ -446,12 +446,22 @@ class RequestAnswer(Model):
     status: Literal["done", "pending"]
 
 
+class RefusedAsk(Model):
+    """A schedule's standing ask the exchange refused (its hour is deposited all the same)."""
+
+    order_id: str
+    reason: str
+    detail: str
+
+
 class ScheduledDeposit(Model):
-    """The hourly contracts a capacity schedule deposited, and the asks it placed."""
+    """The hourly contracts a capacity schedule deposited, the asks it placed and those the
+    exchange refused."""
 
     deposit_id: str
     contracts: list[str]
     asks: list[str]
+    refused_asks: list[RefusedAsk] = []
     status: Literal["done", "pending"] = "done"
 
 

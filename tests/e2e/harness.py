@@ -261,7 +261,10 @@ async def assert_stages_match_replay(
     snapshots = SqlSnapshotStore(runtime.store.engine)
     hashes: dict[str, dict[int, str]] = {}
     runners: list[StageRunner[Any]] = [
-        RiskRunner(runtime.log, runtime.topics, runtime.catalogue, range(partitions)),
+        # With the same seal as the live stage, so operators' signed commands replay as decided.
+        RiskRunner(
+            runtime.log, runtime.topics, runtime.catalogue, range(partitions), seal=runtime.seal
+        ),
         MatchingRunner(runtime.log, runtime.topics, runtime.catalogue, range(partitions)),
     ]
     for runner in runners:
@@ -277,11 +280,11 @@ async def assert_stages_match_replay(
                 saved = await snapshots.latest(runner.name, runner.input_topic, partition)
                 if end == 0:
                     continue
-                assert saved is not None, (runner.name, partition)
+                assert saved is not None, f"{runner.name} {partition}: no snapshot"
                 assert saved.input_offset == end, (runner.name, partition, saved.input_offset, end)
                 assert saved.state_hash == runner.partition_hash(partition), (
-                    runner.name,
-                    partition,
+                    f"{runner.name} {partition}: the replay's state hash differs from the "
+                    "stage's final snapshot"
                 )
         finally:
             await consumer.close()

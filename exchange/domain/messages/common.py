@@ -1,0 +1,168 @@
+"""What every family of messages shares: ids and field types, the reasons of rejections, the
+`Message` and `Event` bases, the rejections any family may answer with, and event stamps."""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, StrictInt
+
+from matching.outputs import RefusalReason
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+SCOPE = "/"
+"""Joins an owner to a name in `scoped`: no `Identifier` contains it."""
+
+
+def scoped(owner: str, name: str) -> str:
+    """A name in its owner's scope (`owner/name`): since neither contains `/`, two owners'
+    names never meet, and a scoped name is never a bare one."""
+    return f"{owner}{SCOPE}{name}"
+
+
+def exchange_order_id(account_id: str, order_id: str) -> str:
+    """The exchange's id of the order (or block) `account_id` placed as `order_id`.
+
+    The risk stage gives every order this id, derived from the account and the id its sender
+    chose, so two accounts can never name one order, whatever either sends: the events, the
+    books, the ledger and the API all know the order by it. 42 characters:
+    `o-` and the first 40 hex digits of SHA-256 of `order`, the account and the order id, each
+    followed by a newline but the last.
+    """
+    digest = hashlib.sha256(f"order\n{account_id}\n{order_id}".encode()).hexdigest()
+    return f"o-{digest[:40]}"
+
+
+Symbol = Annotated[str, Field(min_length=1, max_length=64)]
+PositiveInt = Annotated[StrictInt, Field(gt=0, le=10**15)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=10**15)]
+Side = Literal["buy", "sell"]
+TimeInForce = Literal["GTC", "GTD", "DAY", "IOC", "FOK"]
+OrderType = Literal["limit", "market"]
+StpMode = Literal["cancel_resting", "cancel_incoming", "cancel_both", "decrement"]
+LimitBasis = Literal["gross", "net"]
+Backing = Literal["capacity", "entitlement"]
+EnterpriseKind = Literal["sme", "opc", "large", "lab"]
+
+
+class RejectReason(StrEnum):
+    """Stable, machine-readable reasons for a rejection."""
+
+    # The values matching refuses with are the engine's (`RefusalReason`), so they cannot drift.
+    MALFORMED = "malformed"
+    UNKNOWN_CONTRACT = RefusalReason.UNKNOWN_CONTRACT.value
+    PRICE_NOT_ON_TICK = "price_not_on_tick"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    INSUFFICIENT_CAPACITY = "insufficient_capacity"
+    DUPLICATE_ORDER_ID = "duplicate_order_id"
+    DUPLICATE_DEPOSIT_ID = "duplicate_deposit_id"
+    UNKNOWN_ORDER = RefusalReason.UNKNOWN_ORDER.value
+    NOT_ORDER_OWNER = RefusalReason.NOT_ORDER_OWNER.value
+    ORDER_NOT_OPEN = "order_not_open"
+    NOT_AMENDABLE = RefusalReason.NOT_AMENDABLE.value
+    INVALID_PRICE = RefusalReason.INVALID_PRICE.value
+    INVALID_QUANTITY = RefusalReason.INVALID_QUANTITY.value
+    POST_ONLY_WOULD_TAKE = RefusalReason.POST_ONLY_WOULD_TAKE.value
+    NOT_CONTINUOUS = RefusalReason.NOT_CONTINUOUS.value
+    NOT_HALTED = RefusalReason.NOT_HALTED.value
+    INVALID_BLOCK = "invalid_block"
+    DUPLICATE_ID = "duplicate_id"
+    GATE_CLOSED = "gate_closed"
+    NO_OBLIGATION = "no_obligation"
+    METERING_EXCEEDS_OBLIGATION = "metering_exceeds_obligation"
+    DELIVERY_WINDOW_CLOSED = "delivery_window_closed"
+    NOT_DISPUTED = "not_disputed"
+    INVALID_PROGRAMME = "invalid_programme"
+    UNKNOWN_PROGRAMME = "unknown_programme"
+    NOT_ELIGIBLE = "not_eligible"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    NOT_RECALLABLE = "not_recallable"
+    NOT_PROGRAMME_ADMIN = "not_programme_admin"
+    RECALL_EXCEEDS_SOLD = "recall_exceeds_sold"
+    NOT_OPERATOR = "not_operator"
+    """An operator command without a valid signature of the API's operator key."""
+    CONTRACT_DELISTED = "contract_delisted"
+    ALREADY_LISTED = RefusalReason.ALREADY_LISTED.value
+    CONTRACT_CLOSED = RefusalReason.CONTRACT_CLOSED.value
+    ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"
+    """The order would take the account past a limit an operator set (`SetAccountLimits`)."""
+    CEILING_EXCEEDED = "ceiling_exceeded"
+    """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
+    exchange, an account's capacity in one contract, or one order's price x quantity."""
+
+
+Currency = Literal["CNY"]
+"""Quote currencies; amounts are integer minor units (fen)."""
+
+
+class Message(BaseModel):
+    """Base of every command and event: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+
+
+def omit_defaults(
+    message: BaseModel, handler: SerializerFunctionWrapHandler, defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """Leave fields that keep their defaults off the wire, so messages written before those
+    fields existed keep their bytes."""
+    data: dict[str, Any] = handler(message)
+    for name, default in defaults.items():
+        if name in data and data[name] == default:
+            del data[name]
+    return data
+
+
+class Event(Message):
+    """Base of every event: its id and the log time of the input that caused it."""
+
+    event_id: str
+    ts: StrictInt
+
+
+class CommandRejected(Event):
+    """A record on the commands topic could not be decoded; it changed nothing."""
+
+    type: Literal["CommandRejected"] = "CommandRejected"
+    reason: RejectReason
+    message: str
+    source: str
+    """topic:partition:offset of the record."""
+
+
+class RequestRejected(Event):
+    """A withdrawal, metering report, dispute or programme command was refused; nothing changed.
+
+    `request` names the command type and `request_id` its id (withdrawal, report, dispute,
+    programme or grant)."""
+
+    type: Literal["RequestRejected"] = "RequestRejected"
+    request: str
+    request_id: str
+    account_id: str
+    reason: RejectReason
+    message: str
+
+
+class EventStamp:
+    """Gives the events caused by one input record their ids and the record's log time.
+
+    Ids are `topic:partition:offset:n`, so replaying the same input yields the same ids.
+    """
+
+    __slots__ = ("_count", "_prefix", "ts")
+
+    def __init__(self, topic: str, partition: int, offset: int, ts: int) -> None:
+        self._prefix = f"{topic}:{partition}:{offset}:"
+        self._count = 0
+        self.ts = ts
+
+    def next_id(self) -> str:
+        """A fresh event id for this input."""
+        event_id = f"{self._prefix}{self._count}"
+        self._count += 1
+        return event_id

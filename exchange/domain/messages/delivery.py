@@ -1,0 +1,164 @@
+"""Delivery: metering reports, disputes and their resolution, recalls of interruptible
+capacity, and the obligations matching's delivery desk keeps and settles."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    StrictInt,
+)
+
+from exchange.domain.messages.common import (
+    Event,
+    Identifier,
+    Message,
+    NonNegativeInt,
+    PositiveInt,
+    Symbol,
+)
+
+
+class ReportMetering(Message):
+    """A provider reports how many units it delivered to one buyer in one contract."""
+
+    type: Literal["ReportMetering"] = "ReportMetering"
+    report_id: Identifier
+    account_id: Identifier
+    symbol: Symbol
+    buyer_id: Identifier
+    delivered: NonNegativeInt
+
+
+class DisputeDelivery(Message):
+    """A buyer disputes a provider's metering of one contract within the delivery window."""
+
+    type: Literal["DisputeDelivery"] = "DisputeDelivery"
+    dispute_id: Identifier
+    account_id: Identifier
+    symbol: Symbol
+    provider_id: Identifier
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class RecallCapacity(Message):
+    """A provider recalls units it sold from a recallable deposit (an interruptible `-INT`
+    contract), with at least the exchange's notice before the delivery hour; their holders are
+    refunded and compensated from the provider's bond."""
+
+    type: Literal["RecallCapacity"] = "RecallCapacity"
+    recall_id: Identifier
+    account_id: Identifier
+    symbol: Symbol
+    quantity: PositiveInt
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class ResolveDispute(Message):
+    """An operator settles a disputed delivery at the quantity found delivered."""
+
+    type: Literal["ResolveDispute"] = "ResolveDispute"
+    operator_id: Identifier
+    symbol: Symbol
+    provider_id: Identifier
+    buyer_id: Identifier
+    delivered: NonNegativeInt
+    reason: Annotated[str, Field(max_length=500)] = ""
+    signature: Annotated[str, Field(max_length=128)] = ""
+    """The API's seal (exchange/domain/operators.py): only the API sends operators' commands."""
+
+
+class DeliveryObligation(Event):
+    """At delivery, `quantity` units of a contract a provider sold are owed to one holder.
+
+    `amount` is the escrowed payment for them, `bond` the provider's bond standing behind them,
+    `fee` the provider's trading fee on them (charged only on what is delivered); metering and
+    disputes are accepted until `window_ends` (log time, ms)."""
+
+    type: Literal["DeliveryObligation"] = "DeliveryObligation"
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    quantity: StrictInt
+    amount: StrictInt
+    bond: StrictInt
+    fee: StrictInt
+    window_ends: StrictInt
+
+
+DeliveryAction = Literal["meter", "dispute", "resolve", "recall"]
+
+
+class DeliveryRequested(Event):
+    """The risk stage passed a metering report, dispute or resolution on to the contract's
+    matching partition, which keeps the obligations and decides it."""
+
+    type: Literal["DeliveryRequested"] = "DeliveryRequested"
+    action: DeliveryAction
+    request_id: str
+    account_id: str
+    """Who asked: the provider (meter), the buyer (dispute) or the operator (resolve)."""
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    delivered: StrictInt = 0
+    """Units delivered (meter, resolve) or recalled (recall)."""
+    reason: str = ""
+
+
+class CapacityRecalled(Event):
+    """A provider recalled `quantity` sold units of an interruptible contract; each holder's
+    share settles as a `DeliverySettled` with nothing delivered."""
+
+    type: Literal["CapacityRecalled"] = "CapacityRecalled"
+    recall_id: str
+    symbol: str
+    provider_id: str
+    quantity: StrictInt
+    reason: str = ""
+
+
+class MeteringReported(Event):
+    """A provider reported what it delivered on one obligation."""
+
+    type: Literal["MeteringReported"] = "MeteringReported"
+    report_id: str
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    delivered: StrictInt
+
+
+class DeliveryDisputed(Event):
+    """A buyer disputed an obligation's metering; it settles when an operator resolves it."""
+
+    type: Literal["DeliveryDisputed"] = "DeliveryDisputed"
+    dispute_id: str
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    reason: str
+
+
+class DeliverySettled(Event):
+    """An obligation settled: `delivered` of `quantity` units.
+
+    The provider receives `paid` (the delivered share of the escrow) less `fee`, and its bond
+    back less `penalty`; the buyer receives `refund` (the undelivered share of the escrow) and
+    `penalty` (the undelivered share of the bond). `resolved_by` names the operator who
+    resolved a dispute."""
+
+    type: Literal["DeliverySettled"] = "DeliverySettled"
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    quantity: StrictInt
+    delivered: StrictInt
+    paid: StrictInt
+    fee: StrictInt
+    refund: StrictInt
+    bond: StrictInt
+    penalty: StrictInt
+    resolved_by: str | None = None
+    reason: str = ""

@@ -1,0 +1,192 @@
+"""The discriminated unions of every message, by `type`: commands, events, and both."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from exchange.domain.messages.common import (
+    CommandRejected,
+    RequestRejected,
+)
+from exchange.domain.messages.controls import (
+    AccountLimitsSet,
+    AuctionCompleted,
+    ContractStateChanged,
+    ControlMarket,
+    ListingChanged,
+    MarketControlRejected,
+    MarketControlRequested,
+    SetAccountLimits,
+)
+from exchange.domain.messages.delivery import (
+    CapacityRecalled,
+    DeliveryDisputed,
+    DeliveryObligation,
+    DeliveryRequested,
+    DeliverySettled,
+    DisputeDelivery,
+    MeteringReported,
+    RecallCapacity,
+    ReportMetering,
+    ResolveDispute,
+)
+from exchange.domain.messages.funds import (
+    CapacityDeposited,
+    CapacityWithdrawn,
+    DepositCapacity,
+    DepositFunds,
+    DepositRejected,
+    FundsDeposited,
+    FundsWithdrawn,
+    WithdrawCapacity,
+    WithdrawFunds,
+)
+from exchange.domain.messages.orders import (
+    AmendOrder,
+    AmendRejected,
+    AmendRequested,
+    BlockAccepted,
+    BookChanged,
+    CancelAllOrders,
+    CancelAllRequested,
+    CancelOrder,
+    CancelRejected,
+    CancelRequested,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderReduced,
+    OrderRejected,
+    PlaceBlockOrder,
+    PlaceOrder,
+    TradeExecuted,
+)
+from exchange.domain.messages.programmes import (
+    ApproveGrant,
+    ConcessionGranted,
+    CreateProgramme,
+    FeeConceded,
+    GrantApproved,
+    GrantConcession,
+    ProgrammeCreated,
+)
+
+Command = Annotated[
+    PlaceOrder
+    | CancelOrder
+    | DepositFunds
+    | DepositCapacity
+    | AmendOrder
+    | CancelAllOrders
+    | ControlMarket
+    | PlaceBlockOrder
+    | WithdrawFunds
+    | WithdrawCapacity
+    | ReportMetering
+    | DisputeDelivery
+    | ResolveDispute
+    | RecallCapacity
+    | CreateProgramme
+    | ApproveGrant
+    | SetAccountLimits
+    | GrantConcession,
+    Field(discriminator="type"),
+]
+AnyEvent = Annotated[
+    FundsDeposited
+    | CapacityDeposited
+    | DepositRejected
+    | OrderAccepted
+    | OrderRejected
+    | CancelRequested
+    | CancelRejected
+    | OrderCancelled
+    | TradeExecuted
+    | BookChanged
+    | CommandRejected
+    | BlockAccepted
+    | CancelAllRequested
+    | AmendRequested
+    | AmendRejected
+    | OrderAmended
+    | OrderReduced
+    | MarketControlRequested
+    | MarketControlRejected
+    | ContractStateChanged
+    | AuctionCompleted
+    | FundsWithdrawn
+    | CapacityWithdrawn
+    | RequestRejected
+    | DeliveryObligation
+    | DeliveryRequested
+    | CapacityRecalled
+    | MeteringReported
+    | DeliveryDisputed
+    | DeliverySettled
+    | ProgrammeCreated
+    | GrantApproved
+    | ListingChanged
+    | AccountLimitsSet
+    | ConcessionGranted
+    | FeeConceded,
+    Field(discriminator="type"),
+]
+AnyMessage = Annotated[
+    PlaceOrder
+    | CancelOrder
+    | DepositFunds
+    | DepositCapacity
+    | AmendOrder
+    | CancelAllOrders
+    | ControlMarket
+    | PlaceBlockOrder
+    | FundsDeposited
+    | CapacityDeposited
+    | DepositRejected
+    | OrderAccepted
+    | OrderRejected
+    | CancelRequested
+    | CancelRejected
+    | OrderCancelled
+    | TradeExecuted
+    | BookChanged
+    | CommandRejected
+    | BlockAccepted
+    | CancelAllRequested
+    | AmendRequested
+    | AmendRejected
+    | OrderAmended
+    | OrderReduced
+    | MarketControlRequested
+    | MarketControlRejected
+    | ContractStateChanged
+    | AuctionCompleted
+    | WithdrawFunds
+    | WithdrawCapacity
+    | ReportMetering
+    | DisputeDelivery
+    | ResolveDispute
+    | RecallCapacity
+    | CreateProgramme
+    | ApproveGrant
+    | FundsWithdrawn
+    | CapacityWithdrawn
+    | RequestRejected
+    | DeliveryObligation
+    | DeliveryRequested
+    | CapacityRecalled
+    | MeteringReported
+    | DeliveryDisputed
+    | DeliverySettled
+    | ProgrammeCreated
+    | GrantApproved
+    | SetAccountLimits
+    | GrantConcession
+    | ListingChanged
+    | AccountLimitsSet
+    | ConcessionGranted
+    | FeeConceded,
+    Field(discriminator="type"),
+]

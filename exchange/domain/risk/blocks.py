@@ -1,0 +1,110 @@
+"""Block orders: one quantity in every hour of consecutive delivery hours of one family, held
+and accepted whole or not at all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from exchange.domain.messages import (
+    BlockAccepted,
+    Event,
+    EventStamp,
+    OrderRejected,
+    PlaceBlockOrder,
+    RejectReason,
+    exchange_order_id,
+)
+from exchange.domain.risk.ceilings import order_past_ceiling
+from exchange.domain.risk.limits import over_limit
+from exchange.domain.risk.orders import order_id_used, own_group
+from exchange.domain.risk.state import RiskState, own
+
+
+def place_block_order(state: RiskState, command: PlaceBlockOrder, stamp: EventStamp) -> Event:
+    """Accept a block and hold its cash or each hour's capacity, or reject it holding nothing."""
+    order_id = exchange_order_id(command.account_id, command.order_id)
+    reason, message = _check_block(state, command, order_id, stamp.ts)
+    if reason is not None:
+        return OrderRejected(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            order_id=order_id,
+            account_id=command.account_id,
+            symbol=command.symbols[0],
+            side=command.side,
+            price=command.price,
+            quantity=command.quantity * len(command.symbols),
+            reason=reason,
+            message=message,
+        )
+    state.order_ids[order_id] = command.account_id
+    accepted = BlockAccepted(
+        event_id=stamp.next_id(),
+        ts=stamp.ts,
+        order_id=order_id,
+        account_id=command.account_id,
+        symbol=command.symbols[0],
+        family=command.symbols[0].rsplit(".", 1)[0],
+        symbols=command.symbols,
+        side=command.side,
+        price=command.price,
+        quantity=command.quantity,
+        stp_group=own_group(command),
+        stp_mode=command.stp_mode,
+    )
+    state.accounts.apply(accepted, own)
+    return accepted
+
+
+def _check_block(
+    state: RiskState, command: PlaceBlockOrder, order_id: str, at_ms: int
+) -> tuple[RejectReason | None, str]:
+    specs = [state.listed(s, at_ms) for s in command.symbols]
+    missing = [s for s, spec in zip(command.symbols, specs, strict=True) if spec is None]
+    if missing:
+        return state.not_listed(missing[0], at_ms)
+    listed = [spec for spec in specs if spec is not None]
+    first = listed[0]
+    consecutive = all(
+        spec.family == first.family
+        and spec.delivery_start == first.delivery_start + timedelta(hours=i)
+        for i, spec in enumerate(listed)
+    )
+    if not consecutive:
+        return (
+            RejectReason.INVALID_BLOCK,
+            "a block's contracts must be consecutive delivery hours of one family",
+        )
+    if command.price % first.tick_size:
+        return (
+            RejectReason.PRICE_NOT_ON_TICK,
+            f"price {command.price} is not a multiple of the tick size {first.tick_size}",
+        )
+    if order_id_used(state, order_id, command.account_id, command.order_id):
+        return (
+            RejectReason.DUPLICATE_ORDER_ID,
+            f"order id {command.order_id!r} was used before by {command.account_id}",
+        )
+    units = command.quantity * len(listed)
+    over = over_limit(state, command.account_id, units, command.price * units)
+    if over:
+        return RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
+    if past := order_past_ceiling(command.price, units):
+        return RejectReason.CEILING_EXCEEDED, past
+    if command.side == "buy":
+        needed = state.accounts.buy_hold(command.symbols[0], command.price, units)
+        available = state.accounts.available_cash(command.account_id)
+        if needed > available:
+            return (
+                RejectReason.INSUFFICIENT_FUNDS,
+                f"block needs {needed} fen, account has {available} fen available",
+            )
+        return None, ""
+    for symbol in command.symbols:
+        available = state.accounts.available_capacity(command.account_id, symbol)
+        if command.quantity > available:
+            return (
+                RejectReason.INSUFFICIENT_CAPACITY,
+                f"block sells {command.quantity} units of {symbol}, {available} available",
+            )
+    return None, ""

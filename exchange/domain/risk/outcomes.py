@@ -1,0 +1,82 @@
+"""What matching feeds back to risk, folded into the partition's balances and listings."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from exchange.domain.accounts import Owns
+from exchange.domain.messages import (
+    AmendRejected,
+    DeliverySettled,
+    EventStamp,
+    FeeConceded,
+    GrantApproved,
+    ListingChanged,
+    OrderAmended,
+    OrderCancelled,
+    OrderReduced,
+    TradeExecuted,
+)
+from exchange.domain.risk.state import RiskState
+
+Outcome = (
+    TradeExecuted
+    | OrderCancelled
+    | OrderAmended
+    | OrderReduced
+    | AmendRejected
+    | DeliverySettled
+    | GrantApproved
+    | ListingChanged
+)
+"""What matching feeds back to the risk stage: everything that moves a hold or a balance, and
+the listings operators change (to every partition)."""
+OUTCOME_TYPES = get_args(Outcome)
+
+
+def apply_outcome(
+    state: RiskState, event: Outcome, owns: Owns, stamp: EventStamp
+) -> list[FeeConceded]:
+    """Fold a fill, cancel, amend, delivery or grant fed back from matching into the balances
+    `owns` says are the partition's; returns the fee concessions it decided on the way,
+    applied."""
+    if isinstance(event, ListingChanged):
+        _listing_changed(state, event)
+    elif isinstance(event, GrantApproved):
+        # The programme's side was applied when this stage approved the grant.
+        state.accounts.apply(event, lambda key: not key.startswith("programme:") and owns(key))
+    else:
+        state.accounts.apply(event, owns)
+    due = state.accounts.concessions_due
+    if not due:
+        return []
+    conceded = [
+        FeeConceded(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            concession_id=d.concession_id,
+            account_id=d.account_id,
+            fee=d.fee,
+            discount=d.discount,
+            charged_in=d.charged_in,
+            trade_id=d.trade_id,
+        )
+        for d in due
+    ]
+    due.clear()
+    for event_conceded in conceded:
+        state.accounts.apply(event_conceded, owns)
+    return conceded
+
+
+def _listing_changed(state: RiskState, event: ListingChanged) -> None:
+    """Refuse orders into a contract operators delisted, accept them into one they listed."""
+    symbol = event.symbol
+    if event.listed:
+        state.delisted.pop(symbol, None)
+        if state.catalogue.get(symbol) is None:
+            state.operator_listed.add(symbol)
+    else:
+        state.operator_listed.discard(symbol)
+        why = f": {event.reason}" if event.reason else ""
+        state.delisted[symbol] = f"contract {symbol!r} was delisted by {event.operator_id}{why}"

@@ -1,0 +1,109 @@
+"""Compute-voucher programmes: administrators create them and approve enterprises' grants."""
+
+from __future__ import annotations
+
+from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES
+from exchange.domain.messages import (
+    ApproveGrant,
+    CreateProgramme,
+    Event,
+    EventStamp,
+    GrantApproved,
+    ProgrammeCreated,
+    RejectReason,
+)
+from exchange.domain.risk.ceilings import money_past_ceiling
+from exchange.domain.risk.requests import decide_signed_request, request_rejected
+from exchange.domain.risk.state import RiskState, own
+
+
+def create_programme(state: RiskState, command: CreateProgramme, stamp: EventStamp) -> Event:
+    """Create a programme with its budget and rules."""
+    return decide_signed_request(state, command, stamp, _create_programme)
+
+
+def approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -> Event:
+    """Carve an enterprise's grant out of a programme's budget."""
+    return decide_signed_request(state, command, stamp, _approve_grant)
+
+
+def _create_programme(state: RiskState, command: CreateProgramme, stamp: EventStamp) -> Event:
+    if past := money_past_ceiling(state, "a programme budget", command.budget):
+        return request_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
+    problem = ""
+    if command.programme_id in state.accounts.programmes:
+        problem = f"programme {command.programme_id!r} exists"
+    elif command.valid_until <= command.valid_from:
+        problem = "valid_until must come after valid_from"
+    elif command.cap_per_enterprise > command.budget:
+        problem = "the cap per enterprise exceeds the budget"
+    elif unknown := [c for c in command.classes if c not in RESOURCE_CLASSES]:
+        problem = f"unknown resource class {unknown[0]!r}"
+    elif unknown := [r for r in command.regions if r not in REGIONS]:
+        problem = f"unknown region {unknown[0]!r}"
+    if problem:
+        return request_rejected(command, stamp, RejectReason.INVALID_PROGRAMME, problem)
+    created = ProgrammeCreated(
+        event_id=stamp.next_id(),
+        ts=stamp.ts,
+        **command.model_dump(exclude={"type", "v", "signature"}),
+    )
+    state.accounts.apply(created, own)
+    return created
+
+
+def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -> Event:
+    programme = state.accounts.programmes.get(command.programme_id)
+    reason, problem = RejectReason.NOT_ELIGIBLE, ""
+    if programme is None:
+        reason, problem = (
+            RejectReason.UNKNOWN_PROGRAMME,
+            f"no programme {command.programme_id!r}",
+        )
+    elif command.admin_id != programme.admin_id:
+        reason = RejectReason.NOT_PROGRAMME_ADMIN
+        problem = f"programme {programme.programme_id} is administered by {programme.admin_id}"
+    elif command.kind not in programme.kinds:
+        problem = f"programme {programme.programme_id} is for {', '.join(programme.kinds)} only"
+    elif programme.cities and command.city not in programme.cities:
+        cities = ", ".join(programme.cities)
+        problem = f"programme {programme.programme_id} is for enterprises of {cities}"
+    elif not stamp.ts < programme.valid_until:
+        problem = f"programme {programme.programme_id} has ended"
+    elif (
+        command.limit + programme.granted.get(command.account_id, 0) > programme.cap_per_enterprise
+    ):
+        problem = (
+            f"grants to {command.account_id} would exceed the cap per enterprise of "
+            f"{programme.cap_per_enterprise} fen"
+        )
+    elif command.limit > programme.unallocated:
+        reason = RejectReason.BUDGET_EXHAUSTED
+        problem = (
+            f"programme {programme.programme_id} has {programme.unallocated} fen of budget "
+            f"left to grant, the grant asks {command.limit}"
+        )
+    if programme is None or problem:
+        return request_rejected(command, stamp, reason, problem)
+    approved = GrantApproved(
+        event_id=stamp.next_id(),
+        ts=stamp.ts,
+        application_id=command.application_id,
+        programme_id=programme.programme_id,
+        admin_id=command.admin_id,
+        account_id=command.account_id,
+        limit=command.limit,
+        kind=command.kind,
+        city=command.city,
+        related_accounts=command.related_accounts,
+        rate_bps=programme.rate_bps,
+        cap_per_contract=programme.cap_per_contract,
+        classes=programme.classes,
+        regions=programme.regions,
+        valid_from=programme.valid_from,
+        valid_until=programme.valid_until,
+    )
+    # Only the programme's side here: the enterprise's is applied where its account lives,
+    # when matching feeds the grant back (see `outcomes.apply_outcome`).
+    state.accounts.apply(approved, lambda key: key.startswith("programme:"))
+    return approved

@@ -1,0 +1,1355 @@
+"""The whole-system model: a Hypothesis state machine that trades on a running exchange.
+
+Every rule is something a participant, an operator or a programme administrator does through
+the public HTTP API; the log clock moves through gate closures, delivery hours and delivery
+windows. The machine keeps a model of what the exchange must hold, built only from the
+answers it got (every 201, the cash and capacity paid in and out, every named request), and
+after every step checks the invariants the issue names (`ExchangeMachine.system_holds`):
+
+(a) every answer is a status documented for its operation, errors are problem+json, no 5xx
+    (checked as each answer arrives, `tests/system/api.py`);
+(b) the pipeline settles within a timeout and `/v1/health` answers ok;
+(c) every 201 the model remembers is in the store (orders in `GET /v1/orders`, deposits,
+    withdrawals, programmes, grants and the rest as stored events, needs in `GET /v1/needs`);
+(d) cash and capacity are conserved to the fen against the model: the ledger's `external`
+    account is exactly what the model paid in net of what it took out, every ledger account
+    (participants' cash through `GET /v1/accounts`) sums to zero, and per contract the
+    capacity deposited net of withdrawals is what providers hold, buyers hold and deliveries
+    settled;
+(e) `settlement.audit.audit` and `audit_ledger` find no discrepancy;
+(f) a replay of the event store has the live settlement projection's state hash.
+
+At the end of each example the exchange stops cleanly, and the risk and matching stages must
+equal a replay of their input topics (`assert_stages_match_replay`), and the real `cx audit`
+and `cx audit ledger` must exit 0 on the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+from websockets.sync.client import ClientConnection, connect
+
+from api.keys import Role, create_key
+from cx.runtime import ExchangeRuntime
+from cx.settings import Settings
+from cx.ticker import TICKER_ID, tick_symbols
+from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
+from exchange.domain.messages import ControlMarket
+from settlement import projections as tables
+from settlement.audit import audit, audit_ledger
+from settlement.replay import replay
+from settlement.service import SettlementRunner
+from tests.e2e.harness import assert_stages_match_replay, free_port, quiescent
+from tests.system.api import Answer, Documented, Participant
+from tests.system.live import LiveExchange, Prepare
+
+T = TypeVar("T")
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
+START = MIDNIGHT - 90 * MINUTE
+"""The log clock starts half an hour before the first gate closure (23:00 China Standard
+Time), an hour and a half before the first static delivery hour: a step or two reaches them."""
+END = MIDNIGHT + 4 * HOUR
+"""... and never passes this: every static hour has been delivered and settled by then."""
+
+GZ0, GZ1 = "H100-80G.GZ.20271201T00", "H100-80G.GZ.20271201T01"
+YRD0 = "H100-80G.YRD.20271201T00"
+CPU0 = "CPU.GZ.20271201T00"
+INT0, INT1 = "H100-80G-INT.GZ.20271201T00", "H100-80G-INT.GZ.20271201T01"
+PRICES = {
+    GZ0: (1_700, 1_750, 1_800, 1_850, 1_900),
+    GZ1: (1_700, 1_750, 1_800, 1_850, 1_900),
+    YRD0: (1_750, 1_800, 1_850),
+    CPU0: (10, 11, 12, 13),
+    INT0: (1_200, 1_250, 1_300),
+    INT1: (1_200, 1_250, 1_300),
+}
+SYMBOLS = tuple(PRICES)
+BLOCKS = ((GZ0, GZ1), (INT0, INT1))
+
+PROVIDERS = ("p1", "p2")
+BUYERS = ("b1", "b2")
+TRADERS = PROVIDERS + BUYERS
+OPERATOR = "ops"
+ADMIN = "city"
+ROLES = {
+    **dict.fromkeys(PROVIDERS, Role.PROVIDER),
+    **dict.fromkeys(BUYERS, Role.BUYER),
+    OPERATOR: Role.OPERATOR,
+    ADMIN: Role.PROGRAMME_ADMIN,
+}
+NAMES = ("a", "b", "c")
+"""Every id a participant chooses is drawn from these, shared by all accounts, so they collide."""
+
+SETTINGS = {
+    "CX_LISTINGS": "H100-80G-INT.GZ",
+    "CX_LISTING_DAYS": 1,
+    "CX_FEES": "H100-80G:-2:10,H100-80G-INT:0:10,CPU:0:5",
+    "CX_BOND_BPS": 1_000,
+    "CX_DELIVERY_WINDOW_MINUTES": 30,
+    "CX_RECALL_NOTICE_MINUTES": 60,
+    "CX_HALT_SECONDS": 600,
+    "CX_TICK_SECONDS": 86_400,
+    # The clock moves only when a rule moves it: no background tick, so examples replay.
+}
+"""The market rules of every example: rolling listings of an interruptible family (recalls),
+fees with a maker rebate, delivery bonds, a short delivery window and recall notice, reopening
+auctions ten minutes after a band halt. `CX_PRE_OPEN` is drawn per example."""
+
+SETTLE_TIMEOUT_S = float(os.environ.get("CX_MODEL_SETTLE_SECONDS", "30"))
+EXCHANGE_REASONS_WITH_IDS = ("order_id", "deposit_id", "request_id", "need_id")
+
+names = st.sampled_from(NAMES)
+maybe_name = st.none() | names
+traders = st.sampled_from(TRADERS)
+providers = st.sampled_from(PROVIDERS)
+buyers = st.sampled_from(BUYERS)
+symbols = st.sampled_from(SYMBOLS)
+quantities = st.integers(1, 6)
+crossings = st.lists(
+    st.tuples(
+        st.sampled_from((*PROVIDERS, *PROVIDERS, *BUYERS)),
+        traders,
+        symbols,
+        st.integers(0, 4),
+        st.integers(0, 4),
+        quantities,
+    ),
+    min_size=1,
+    max_size=3,
+)
+"""(seller, buyer, contract, ask and bid price index, quantity): mostly providers sell."""
+
+
+class LogClock:
+    """The log's clock: stands still until a rule moves it."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+@dataclass
+class Named:
+    """A request sent under a name (client order id, Idempotency-Key, need id): a retry with
+    the same body must get the first answer back, a different body `idempotency-key-reused`."""
+
+    account: str
+    method: str
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    first: Answer
+
+
+@dataclass
+class Model:
+    """What the exchange must hold, from the answers it gave."""
+
+    cash_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Cash deposited net of withdrawn, per account (201 answers)."""
+    capacity_in: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Capacity deposited net of withdrawn, per contract."""
+    orders: dict[str, str] = field(default_factory=dict)
+    """Accepted orders and blocks (201) and their account."""
+    needs: dict[str, str] = field(default_factory=dict)
+    """Needs placed (201) and their account."""
+    stored: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(event type, id field, id, account) of every other 201: it must be in the store."""
+    pending: list[tuple[str, str, str, str, str, int]] = field(default_factory=list)
+    """Deposits and withdrawals answered pending: (event type, id field, id, account,
+    symbol or "", amount), counted once the store shows them."""
+    scheduled: set[tuple[str, str, str]] = field(default_factory=set)
+    """(account, schedule's deposit id, contract) deposited by a capacity schedule."""
+    named: dict[tuple[str, str], Named] = field(default_factory=dict)
+    """Named requests by (account, name kind and name)."""
+    stalls: dict[tuple[str, str], bool] = field(default_factory=dict)
+    """(provider, stall id) -> set up."""
+    keys: dict[str, list[tuple[str, str, bool]]] = field(default_factory=dict)
+    """Per account its keys: (key id, key, live)."""
+
+
+class ExchangeMachine(RuleBasedStateMachine):
+    """Drives one running exchange per example; see the module docstring."""
+
+    base_settings: ClassVar[Settings | None] = None
+    """Set by the test: the backend (embedded, or Kafka and PostgreSQL) and a data folder."""
+    prepare: ClassVar[Prepare | None] = None
+    """What each example's exchange needs made first (a fresh database)."""
+    examples_run: ClassVar[int] = 0
+    steps_run: ClassVar[int] = 0
+    statuses: ClassVar[Counter[int]] = Counter()
+    events_seen: ClassVar[Counter[str]] = Counter()
+    """Stored events by type over the run: what the examples reached."""
+    documented: ClassVar[Documented | None] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: LiveExchange | None = None
+        self.clock = LogClock(START)
+        self.model = Model()
+        self.http: Participant | None = None
+        self.seen_position = 0
+        self.events: set[tuple[str, str, str, str]] = set()
+        """(type, id field, id, account) of every stored event the model may look for."""
+        self.recalled: Counter[str] = Counter()
+        """Units recalled per contract: `GET /v1/deliveries` does not show them."""
+
+    # -- the exchange's life -------------------------------------------------------------
+
+    @initialize(pre_open=st.booleans())
+    def start(self, pre_open: bool) -> None:
+        """Start a fresh exchange, make the accounts' keys, fund them, give the providers
+        capacity to sell and every contract a book."""
+        assert self.base_settings is not None, "the test sets ExchangeMachine.base_settings"
+        type(self).examples_run += 1
+        settings = self.base_settings.model_copy(
+            update={
+                "pre_open": pre_open,
+                "api_port": free_port(),
+                "topic_prefix": f"m{os.getpid()}x{time.monotonic_ns()}",
+                "data_dir": self.base_settings.data_dir / f"example-{time.monotonic_ns()}",
+            }
+        )
+        self.pre_open = pre_open
+        self.live = LiveExchange(settings, self.clock, type(self).prepare, _after_stop).start()
+        if type(self).documented is None:
+            document = httpx.get(f"{self.live.base_url}/openapi.json", timeout=30).json()
+            type(self).documented = Documented(document)
+        assert self.documented is not None
+        self.http = Participant(self.live.base_url, self.documented, self.statuses)
+        runtime = self.live.exchange.runtime
+        ops = self.live.run(create_key(runtime.store.engine, OPERATOR, Role.OPERATOR, "model"))
+        self.model.keys[OPERATOR] = [(ops.info.key_id, ops.key, True)]
+        for account, role in ROLES.items():
+            if account != OPERATOR:
+                self._create_key(account, role.value)
+        for account in TRADERS:
+            self._deposit_cash(account, 200_000, None, None)
+        for account in PROVIDERS:
+            # Sellable capacity in every contract, so that sells can trade from the start.
+            for symbol in SYMBOLS:
+                body = {"kind": "capacity", "symbol": symbol, "quantity": 10}
+                self._deposit(account, body, None, "CapacityDeposited", symbol, 10)
+        for index, symbol in enumerate(SYMBOLS):
+            # A book on every contract: asks a buy can take, bids a sell can hit.
+            provider, buyer, prices = PROVIDERS[index % 2], BUYERS[index % 2], PRICES[symbol]
+            self._place(provider, {"symbol": symbol, "side": "sell", "price": prices[2],
+                                   "quantity": 5}, {})  # fmt: skip
+            self._place(buyer, {"symbol": symbol, "side": "buy", "price": prices[0],
+                                "quantity": 5}, {})  # fmt: skip
+        if pre_open:
+            for symbol in SYMBOLS:
+                self._control(symbol, "resume", None, None)
+
+    def teardown(self) -> None:
+        """Stop the exchange; unless a step already failed, run the end-of-example checks."""
+        if self.http is not None:
+            self.http.close()
+        if self.live is None:
+            return
+        failing = sys.exc_info()[1] is not None
+        self.live.check_after_stop = not failing
+        self.live.stop()
+
+    # -- sending requests ----------------------------------------------------------------
+
+    def _key(self, account: str) -> tuple[str, bool]:
+        """The account's newest live key (and True), or its last revoked one (and False)."""
+        keys = self.model.keys[account]
+        live = [key for _, key, alive in keys if alive]
+        return (live[-1], True) if live else (keys[-1][1], False)
+
+    def _send(
+        self,
+        account: str | None,
+        method: str,
+        path: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer | None:
+        """Send as the account; None (after checking the 401) if its keys are all revoked."""
+        assert self.http is not None
+        key, alive = (None, True) if account is None else self._key(account)
+        answer = self.http.request(method, path, key, json=json, params=params, headers=headers)
+        if not alive:
+            assert answer.status == 401, (account, method, path, answer)
+            return None
+        assert answer.status != 401, (account, method, path, answer)
+        return answer
+
+    def _operator(self, method: str, path: str, **kwargs: Any) -> Answer:
+        answer = self._send(OPERATOR, method, path, **kwargs)
+        assert answer is not None
+        return answer
+
+    def _named(self, account: str, kind: str, name: str, answer: Answer, **request: Any) -> None:
+        """Remember a named request whose first answer was kept (decided or pending)."""
+        if (account, f"{kind}:{name}") in self.model.named:
+            return
+        decided = answer.status in (200, 201, 202) or (
+            answer.status == 422 and any(k in answer.body for k in EXCHANGE_REASONS_WITH_IDS)
+        )
+        if decided:
+            self.model.named[(account, f"{kind}:{name}")] = Named(account, first=answer, **request)
+
+    def _retry_expected(self, account: str, kind: str, name: str | None, body: dict[str, Any],
+                        answer: Answer) -> bool:  # fmt: skip
+        """Check an answer to a request under a name used before; True if it was one."""
+        if name is None or (account, f"{kind}:{name}") not in self.model.named:
+            return False
+        first = self.model.named[(account, f"{kind}:{name}")]
+        if first.body != body:
+            assert (answer.status, answer.problem) == (422, "idempotency-key-reused"), (
+                f"{kind} {name!r} of {account} reused with another body: {answer}, first "
+                f"{first.body} -> {first.first}"
+            )
+        elif kind == "need" and first.first.status in (200, 201):
+            # A need is given back as it stands now, not as it first stood.
+            assert answer.status == 200, f"a retry of need {name!r} of {account}: {answer}"
+            assert answer.body["need_id"] == first.first.body["need_id"], (answer, first.first)
+            assert answer.replayed, f"a retry's answer is not marked replayed: {answer}"
+        elif first.first.status != 202 and first.first.body.get("status") != "pending":
+            assert (answer.status, answer.body) == (first.first.status, first.first.body), (
+                f"a retry of {kind} {name!r} of {account} got {answer}, first {first.first}"
+            )
+            assert answer.replayed, f"a retry's answer is not marked replayed: {answer}"
+        return True
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def _create_key(self, account: str, role: str) -> Answer:
+        answer = self._operator(
+            "POST", "/v1/admin/keys", json={"account_id": account, "role": role, "label": "m"}
+        )
+        own_role = ROLES[account].value
+        live = [k for k in self.model.keys.get(account, []) if k[2]]
+        if role != own_role and live:
+            assert (answer.status, answer.problem) == (409, "role-conflict"), answer
+        if answer.status == 201:
+            assert role == own_role or not live, answer
+            self.model.keys.setdefault(account, []).append(
+                (answer.body["key_id"], answer.body["key"], True)
+            )
+        return answer
+
+    @rule(account=st.sampled_from((*TRADERS, ADMIN)), own_role=st.booleans())
+    def create_key(self, account: str, own_role: bool) -> None:
+        """An operator makes a key; of another role than the account's live keys: 409."""
+        live = any(alive for _, _, alive in self.model.keys[account])
+        if not own_role and not live:
+            return  # the account would change role; the model keeps roles fixed
+        role = ROLES[account].value if own_role else Role.OPERATOR.value
+        self._create_key(account, role)
+
+    @rule(account=st.sampled_from((*TRADERS, ADMIN)), newest=st.booleans())
+    def revoke_key(self, account: str, newest: bool) -> None:
+        """An operator revokes one of the account's live keys; it stops working at once, and
+        its open WebSocket loses its private channels."""
+        keys = self.model.keys[account]
+        live = [i for i, (_, _, alive) in enumerate(keys) if alive]
+        if not live:
+            return
+        index = live[-1] if newest else live[0]
+        key_id, key, _ = keys[index]
+        assert self.live is not None
+        url = self.live.base_url.replace("http://", "ws://") + "/v1/stream"
+        with connect(url, open_timeout=10, close_timeout=5) as stream:
+            # The key's private stream, open when it is revoked, must be told and closed.
+            stream.send(json.dumps({"op": "auth", "key": key}))
+            _next_message(stream, "authenticated")
+            stream.send(json.dumps({"op": "subscribe", "channels": ["balances"]}))
+            _next_message(stream, "subscribed")
+            answer = self._operator("DELETE", f"/v1/admin/keys/{key_id}")
+            assert answer.status == 200, answer
+            told = _next_message(stream, "error")
+            assert told.get("code") == "unauthorized", told
+            stream.send(json.dumps({"op": "subscribe", "channels": ["balances"]}))
+            again = _next_message(stream, "error", "subscribed")
+            assert again["type"] == "error" or not again.get("private"), again
+        keys[index] = (key_id, key, False)
+        assert self.http is not None
+        me = self.http.request("GET", "/v1/me", key)
+        assert me.status == 401, f"a revoked key still works: {me}"
+
+    # -- cash and capacity ----------------------------------------------------------------
+
+    def _deposit_cash(
+        self, account: str, amount: int, deposit_id: str | None, key: str | None
+    ) -> None:
+        body: dict[str, Any] = {"kind": "cash", "amount": amount}
+        if deposit_id is not None:
+            body["deposit_id"] = deposit_id
+        self._deposit(account, body, key, "FundsDeposited", "", amount)
+
+    def _deposit(
+        self,
+        account: str,
+        body: dict[str, Any],
+        key: str | None,
+        stored_as: str,
+        symbol: str,
+        amount: int,
+    ) -> None:
+        headers = {} if key is None else {"Idempotency-Key": key}
+        path = f"/v1/accounts/{account}/deposits"
+        answer = self._send(account, "POST", path, json=body, headers=headers)
+        if answer is None:
+            return
+        if body["kind"] == "capacity" and ROLES[account] is not Role.PROVIDER:
+            assert (answer.status, answer.problem) == (403, "forbidden"), answer
+            return
+        # A deposit id in the body names the request as an Idempotency-Key does.
+        deposit_id = body.get("deposit_id")
+        names = [(kind, name) for kind, name in (("deposit-id", deposit_id), ("deposit", key))
+                 if name is not None]  # fmt: skip
+        if any(self._retry_expected(account, kind, name, body, answer) for kind, name in names):
+            return
+        if answer.status == 422:
+            assert answer.problem != "duplicate_deposit_id", (
+                f"{account}'s first deposit {deposit_id!r} refused as a duplicate: {answer}"
+            )
+        for kind, name in names:
+            self._named(account, kind, name, answer, method="POST", path=path, body=body,
+                        headers=headers)  # fmt: skip
+        if answer.status not in (201, 202):
+            return
+        stored_id = answer.body["deposit_id"]
+        if answer.status == 202:
+            self.model.pending.append((stored_as, "deposit_id", stored_id, account, symbol, amount))
+            return
+        self._count(stored_as, symbol, account, amount)
+        self.model.stored.append((stored_as, "deposit_id", stored_id, account))
+
+    def _count(self, stored_as: str, symbol: str, account: str, amount: int) -> None:
+        """Add a deposit or withdrawal the exchange made to the model's totals."""
+        sign = -1 if "Withdrawn" in stored_as else 1
+        if stored_as.startswith("Funds"):
+            self.model.cash_in[account] += sign * amount
+        else:
+            self.model.capacity_in[symbol] += sign * amount
+
+    @rule(
+        account=traders,
+        amount=st.sampled_from((500, 20_000, 100_000)),
+        deposit_id=maybe_name,
+        key=maybe_name,
+    )
+    def deposit_cash(
+        self, account: str, amount: int, deposit_id: str | None, key: str | None
+    ) -> None:
+        """Deposit cash, optionally naming the deposit and/or under an Idempotency-Key."""
+        self._deposit_cash(account, amount, deposit_id, key)
+
+    @rule(
+        account=traders,
+        symbol=symbols,
+        quantity=quantities,
+        deposit_id=maybe_name,
+        key=maybe_name,
+    )
+    def deposit_capacity(
+        self, account: str, symbol: str, quantity: int, deposit_id: str | None, key: str | None
+    ) -> None:
+        """Deposit capacity of one contract (a buyer's is refused 403)."""
+        body: dict[str, Any] = {"kind": "capacity", "symbol": symbol, "quantity": quantity}
+        if deposit_id is not None:
+            body["deposit_id"] = deposit_id
+        self._deposit(account, body, key, "CapacityDeposited", symbol, quantity)
+
+    @rule(
+        account=providers,
+        family=st.sampled_from((("H100-80G", "GZ"), ("H100-80G", "YRD"), ("CPU", "GZ"))),
+        hours=st.sampled_from(((0, 1), (0, 2), (1, 2), (23, 2), (0, 3))),
+        quantity=quantities,
+        recallable=st.booleans(),
+        reserve=st.none() | st.sampled_from((1_250, 1_800, 12)),
+        deposit_id=maybe_name,
+    )
+    def schedule_capacity(
+        self,
+        account: str,
+        family: tuple[str, str],
+        hours: tuple[int, int],
+        quantity: int,
+        recallable: bool,
+        reserve: int | None,
+        deposit_id: str | None,
+    ) -> None:
+        """Deposit capacity on a schedule, recallable or firm, with or without standing asks."""
+        resource_class, region = family
+        body: dict[str, Any] = {
+            "resource_class": resource_class,
+            "region": region,
+            "quantity": quantity,
+            "first_day": "2027-12-01" if hours[0] < 23 else "2027-11-30",
+            "from_hour": hours[0],
+            "to_hour": hours[1],
+            "recallable": recallable,
+        }
+        if reserve is not None:
+            body["reserve_price"] = reserve
+        if deposit_id is not None:
+            body["deposit_id"] = deposit_id
+        answer = self._send(account, "POST", f"/v1/accounts/{account}/capacity-deposits", body)
+        if answer is None or answer.status != 201:
+            return
+        schedule = answer.body["deposit_id"]
+        if deposit_id is not None:
+            assert schedule == deposit_id, answer
+        for symbol in answer.body["contracts"]:
+            if (account, schedule, symbol) not in self.model.scheduled:
+                self.model.scheduled.add((account, schedule, symbol))
+                self.model.capacity_in[symbol] += quantity
+        for order_id in answer.body["asks"]:
+            self.model.orders.setdefault(order_id, account)
+
+    @rule(
+        account=traders,
+        amount=st.sampled_from((100, 5_000, 50_000)),
+        withdrawal_id=maybe_name,
+    )
+    def withdraw_cash(self, account: str, amount: int, withdrawal_id: str | None) -> None:
+        """Withdraw available cash."""
+        body: dict[str, Any] = {"kind": "cash", "amount": amount}
+        self._withdraw(account, body, withdrawal_id, "FundsWithdrawn", "", amount)
+
+    @rule(account=providers, symbol=symbols, quantity=quantities, withdrawal_id=maybe_name)
+    def withdraw_capacity(
+        self, account: str, symbol: str, quantity: int, withdrawal_id: str | None
+    ) -> None:
+        """Withdraw unsold capacity (until its gate closes)."""
+        body: dict[str, Any] = {"kind": "capacity", "symbol": symbol, "quantity": quantity}
+        self._withdraw(account, body, withdrawal_id, "CapacityWithdrawn", symbol, quantity)
+
+    def _withdraw(
+        self,
+        account: str,
+        body: dict[str, Any],
+        withdrawal_id: str | None,
+        stored_as: str,
+        symbol: str,
+        amount: int,
+    ) -> None:
+        if withdrawal_id is not None:
+            body["withdrawal_id"] = withdrawal_id
+        path = f"/v1/accounts/{account}/withdrawals"
+        answer = self._send(account, "POST", path, body)
+        if answer is None:
+            return
+        # A withdrawal id names one withdrawal, of cash or capacity: a retry gets the first
+        # answer, another withdrawal under it is refused as a reuse.
+        if self._retry_expected(account, "withdrawal", withdrawal_id, body, answer):
+            return
+        if answer.status == 422:
+            assert answer.problem != "duplicate_id", (
+                f"{account}'s first withdrawal {withdrawal_id!r} refused as a duplicate: {answer}"
+            )
+        if withdrawal_id is not None:
+            self._named(account, "withdrawal", withdrawal_id, answer, method="POST", path=path,
+                        body=body, headers={})  # fmt: skip
+        if answer.status != 201:
+            return
+        stored_id = answer.body["id"]
+        if answer.body["status"] == "pending":
+            self.model.pending.append(
+                (stored_as, "withdrawal_id", stored_id, account, symbol, amount)
+            )
+            return
+        self._count(stored_as, symbol, account, amount)
+        self.model.stored.append((stored_as, "withdrawal_id", stored_id, account))
+
+    # -- orders --------------------------------------------------------------------------
+
+    @rule(
+        account=traders,
+        symbol=symbols,
+        buy=st.booleans(),
+        price=st.integers(0, 4),
+        quantity=quantities,
+        options=st.fixed_dictionaries(
+            {},
+            optional={
+                "time_in_force": st.sampled_from(("GTC", "GTD", "DAY", "IOC", "FOK")),
+                "order_type": st.just("market"),
+                "min_quantity": st.integers(1, 3),
+                "all_or_none": st.just(True),
+                "post_only": st.just(True),
+                "stp_mode": st.sampled_from(
+                    ("cancel_resting", "cancel_incoming", "cancel_both", "decrement")
+                ),
+                "stp_group": st.just("desk"),
+                "voucher": names,
+                "limit_basis": st.just("net"),
+            },
+        ),
+        client_order_id=maybe_name,
+        key=maybe_name,
+    )
+    def place_order(
+        self,
+        account: str,
+        symbol: str,
+        buy: bool,
+        price: int,
+        quantity: int,
+        options: dict[str, Any],
+        client_order_id: str | None,
+        key: str | None,
+    ) -> None:
+        """Place an order of any type and time in force (a buyer's sell is a resale)."""
+        prices = PRICES[symbol]
+        body: dict[str, Any] = {
+            "symbol": symbol,
+            "side": "buy" if buy else "sell",
+            "price": prices[price % len(prices)],
+            "quantity": quantity,
+            **options,
+        }
+        if options.get("time_in_force") == "GTD":
+            body["expire_at"] = self.clock.now_ms + 30 * MINUTE
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        headers = {} if key is None else {"Idempotency-Key": key}
+        self._place(account, body, headers)
+
+    @rule(pairs=crossings)
+    def cross(self, pairs: list[tuple[str, str, str, int, int, int]]) -> None:
+        """Sells, each followed by a buy near it: plain limit orders that often trade (a
+        buyer's sell is a resale of what it bought)."""
+        for seller, buyer, symbol, ask, bid, quantity in pairs:
+            prices = PRICES[symbol]
+            for account, side, price in ((seller, "sell", ask), (buyer, "buy", bid)):
+                body = {
+                    "symbol": symbol,
+                    "side": side,
+                    "price": prices[price % len(prices)],
+                    "quantity": quantity,
+                }
+                self._place(account, body, {})
+
+    @rule(pairs=crossings)
+    def cross_again(self, pairs: list[tuple[str, str, str, int, int, int]]) -> None:
+        """The same as `cross`: trading is most of what an exchange does, so more often."""
+        self.cross(pairs)
+
+    @rule(pairs=crossings)
+    def cross_more(self, pairs: list[tuple[str, str, str, int, int, int]]) -> None:
+        """The same as `cross` (Hypothesis turns a random set of rules off in each example)."""
+        self.cross(pairs)
+
+    @rule(
+        symbol=symbols,
+        orders=st.lists(
+            st.tuples(traders, st.booleans(), st.integers(0, 4), quantities), min_size=2, max_size=4
+        ),
+        whole_market=st.booleans(),
+    )
+    def call_auction(self, symbol: str, orders: list[tuple[str, bool, int, int]],
+                     whole_market: bool) -> None:  # fmt: skip
+        """An operator halts a contract (or the market), orders rest crossed, and the resume
+        clears them in a call auction."""
+        scope = "market" if whole_market else "contract"
+        if whole_market:
+            self._operator("POST", "/v1/admin/market/halt", json={"reason": "auction"})
+        else:
+            self._control(symbol, "halt", None, None)
+        prices = PRICES[symbol]
+        for account, buy, price, quantity in orders:
+            body = {
+                "symbol": symbol,
+                "side": "buy" if buy else "sell",
+                "price": prices[price % len(prices)],
+                "quantity": quantity,
+            }
+            self._place(account, body, {})
+        if scope == "market":
+            self._operator("POST", "/v1/admin/market/resume", json={"reason": "auction"})
+        else:
+            self._control(symbol, "resume", None, None)
+
+    @rule(account=traders, data=st.data(), less=st.integers(1, 3))
+    def amend_down(self, account: str, data: st.DataObject, less: int) -> None:
+        """Reduce an open order's quantity at its price: it keeps its time priority."""
+        own = [o for o, a in self.model.orders.items() if a == account]
+        order_id = _pick(own, data) if own else None
+        if order_id is None:
+            return
+        row = self._operator("GET", f"/v1/orders/{order_id}")
+        if row.status != 200 or row.body["status"] != "open":
+            return
+        remaining = row.body["quantity"] - row.body["filled"]
+        if remaining > less:
+            self._send(
+                account, "PATCH", f"/v1/orders/{order_id}", json={"quantity": remaining - less}
+            )
+
+    def _place(self, account: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        answer = self._send(account, "POST", "/v1/orders", json=body, headers=headers)
+        if answer is None:
+            return
+        coid, key = body.get("client_order_id"), headers.get("Idempotency-Key")
+        kind, name = ("coid", coid) if coid is not None else ("key", key)
+        retried = self._retry_expected(account, kind, name, body, answer)
+        if name is not None and not retried:
+            self._named(account, kind, name, answer, method="POST", path="/v1/orders",
+                        body=body, headers=headers)  # fmt: skip
+        if answer.status == 201:
+            order_id = answer.body["order_id"]
+            owner = self.model.orders.setdefault(order_id, account)
+            assert owner == account, f"{account} was answered with {owner}'s order: {answer}"
+
+    @rule(data=st.data(), change=st.booleans())
+    def retry(self, data: st.DataObject, change: bool) -> None:
+        """Send a named request again, with the same body or with another one."""
+        if not self.model.named:
+            return
+        named = _pick(list(self.model.named.values()), data)
+        body = dict(named.body)
+        if change:
+            for field_name in ("quantity", "amount", "max_total"):
+                if field_name in body:
+                    body[field_name] += 1
+                    break
+        if named.path == "/v1/orders":
+            self._place(named.account, body, named.headers)
+        elif named.path == "/v1/needs":
+            self._need(named.account, body, named.headers)
+        elif named.path.endswith("/withdrawals"):
+            stored_as, symbol, amount = (
+                ("FundsWithdrawn", "", body["amount"])
+                if body["kind"] == "cash"
+                else ("CapacityWithdrawn", body["symbol"], body["quantity"])
+            )
+            withdrawal_id = body.pop("withdrawal_id")
+            self._withdraw(named.account, body, withdrawal_id, stored_as, symbol, amount)
+        else:
+            key = named.headers.get("Idempotency-Key")
+            stored_as, symbol, amount = (
+                ("FundsDeposited", "", body["amount"])
+                if body["kind"] == "cash"
+                else ("CapacityDeposited", body["symbol"], body["quantity"])
+            )
+            self._deposit(named.account, body, key, stored_as, symbol, amount)
+
+    def _order_of(self, account: str, data: st.DataObject) -> str:
+        """One of the account's accepted orders, another's, or a name it may never have used."""
+        own = [o for o, a in self.model.orders.items() if a == account]
+        others = [o for o, a in self.model.orders.items() if a != account]
+        whose = data.draw(st.sampled_from(("own", "own", "other", "name")))
+        choices = {"own": own, "other": others}.get(whose) or list(NAMES)
+        return _pick(choices, data)
+
+    @rule(
+        account=traders,
+        data=st.data(),
+        price=st.none() | st.integers(0, 4),
+        quantity=st.none() | quantities,
+    )
+    def amend(self, account: str, data: st.DataObject, price: int | None,
+              quantity: int | None) -> None:  # fmt: skip
+        """Amend an order's price and/or open quantity."""
+        order_id = self._order_of(account, data)
+        body: dict[str, Any] = {}
+        if price is not None:
+            body["price"] = PRICES[GZ0][price]
+        if quantity is not None:
+            body["quantity"] = quantity
+        self._send(account, "PATCH", f"/v1/orders/{order_id}", json=body)
+
+    @rule(account=traders, data=st.data())
+    def cancel(self, account: str, data: st.DataObject) -> None:
+        """Cancel an order: its own open order is cancelled, an ended one is 409, else 404."""
+        order_id = self._order_of(account, data)
+        settled = self._operator("GET", f"/v1/orders/{order_id}")
+        answer = self._send(account, "DELETE", f"/v1/orders/{order_id}")
+        if answer is None:
+            return
+        if settled.status != 200 or settled.body["account_id"] != account:
+            assert answer.status == 404, (order_id, settled, answer)
+        elif settled.body["status"] in ("filled", "cancelled"):
+            assert (answer.status, answer.problem) == (409, "order_not_open"), (settled, answer)
+
+    @rule(account=traders)
+    def cancel_all(self, account: str) -> None:
+        """The kill switch."""
+        self._send(account, "DELETE", "/v1/orders")
+
+    @rule(
+        account=traders,
+        block=st.sampled_from(BLOCKS),
+        buy=st.booleans(),
+        price=st.integers(0, 2),
+        quantity=st.integers(1, 3),
+    )
+    def place_block(self, account: str, block: tuple[str, str], buy: bool, price: int,
+                    quantity: int) -> None:  # fmt: skip
+        """A block order over two consecutive hours."""
+        body = {
+            "symbols": list(block),
+            "side": "buy" if buy else "sell",
+            "price": PRICES[block[0]][price],
+            "quantity": quantity,
+        }
+        answer = self._send(account, "POST", "/v1/block-orders", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
+            self.model.orders.setdefault(answer.body["order_id"], account)
+
+    # -- needs ---------------------------------------------------------------------------
+
+    @rule(
+        account=buyers,
+        name=maybe_name,
+        key=maybe_name,
+        quantity=st.integers(1, 3),
+        hours=st.integers(1, 2),
+        stand=st.booleans(),
+        max_total=st.sampled_from((2_000, 20_000)),
+    )
+    def state_need(self, account: str, name: str | None, key: str | None, quantity: int,
+                   hours: int, stand: bool, max_total: int) -> None:  # fmt: skip
+        """State a need; the exchange plans and places the cheapest block."""
+        body: dict[str, Any] = {
+            "unit": "cards",
+            "quantity": quantity,
+            "hours": hours,
+            "earliest_start": MIDNIGHT,
+            "deadline": MIDNIGHT + 2 * HOUR,
+            "regions": [{"region": "GZ"}, {"region": "YRD", "adder": 50}],
+            "max_total": max_total,
+            "stand": stand,
+        }
+        if name is not None:
+            body["client_need_id"] = name
+        self._need(account, body, {} if key is None else {"Idempotency-Key": key})
+
+    def _need(self, account: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        answer = self._send(account, "POST", "/v1/needs", json=body, headers=headers)
+        if answer is None:
+            return
+        # A client need id names the need; else the header does, in a namespace of its own.
+        coid, key = body.get("client_need_id"), headers.get("Idempotency-Key")
+        name = coid if coid is not None else None if key is None else f"key:{key}"
+        retried = self._retry_expected(account, "need", name, body, answer)
+        if name is not None and not retried:
+            self._named(account, "need", name, answer, method="POST", path="/v1/needs",
+                        body=body, headers=headers)  # fmt: skip
+        if answer.status == 201:
+            self.model.needs.setdefault(answer.body["need_id"], account)
+
+    @rule(account=buyers, data=st.data())
+    def withdraw_need(self, account: str, data: st.DataObject) -> None:
+        """Withdraw a need (only a standing one may be withdrawn)."""
+        own = [n for n, a in self.model.needs.items() if a == account]
+        need_id = _pick(own or list(NAMES), data)
+        self._send(account, "DELETE", f"/v1/needs/{need_id}")
+
+    # -- operators -------------------------------------------------------------------------
+
+    def _control(self, symbol: str, action: str, band: int | None, at: int | None) -> Answer:
+        body: dict[str, Any] = {"reason": f"model {action}"}
+        if band is not None:
+            body["band"] = band
+        if at is not None:
+            body["at"] = at
+            body["symbols"] = [symbol]
+        return self._operator("POST", f"/v1/admin/contracts/{symbol}/{action}", json=body)
+
+    @rule(
+        symbol=st.sampled_from((*SYMBOLS, "H100-80G.GZ")),
+        action=st.sampled_from(
+            ("halt", "resume", "delist", "list", "set_band", "schedule_auction")
+        ),
+        band=st.sampled_from((0, 50, 100)),
+        delay=st.sampled_from((MINUTE, 20 * MINUTE)),
+    )
+    def control_contract(self, symbol: str, action: str, band: int, delay: int) -> None:
+        """Halt, resume, delist, list, band a contract (or a family), or schedule an auction."""
+        self._control(
+            symbol,
+            action,
+            band if action == "set_band" else None,
+            self.clock.now_ms + delay if action == "schedule_auction" else None,
+        )
+
+    @rule(action=st.sampled_from(("halt", "resume")))
+    def control_market(self, action: str) -> None:
+        """Halt or resume the whole market."""
+        self._operator("POST", f"/v1/admin/market/{action}", json={"reason": "model"})
+
+    @rule(
+        account=traders,
+        quantity=st.none() | st.sampled_from((0, 5, 50)),
+        notional=st.none() | st.sampled_from((0, 10_000, 1_000_000)),
+    )
+    def set_limits(self, account: str, quantity: int | None, notional: int | None) -> None:
+        """Limit an account's open orders (both None lifts the limits)."""
+        body = {"max_open_quantity": quantity, "max_open_notional": notional, "reason": "model"}
+        self._operator("PUT", f"/v1/admin/accounts/{account}/limits", json=body)
+
+    @rule(
+        accounts=st.lists(traders, min_size=1, max_size=2, unique=True),
+        concession_id=names,
+        discount=st.sampled_from((5_000, 10_000)),
+        budget=st.sampled_from((3, 1_000)),
+    )
+    def grant_concession(self, accounts: list[str], concession_id: str, discount: int,
+                         budget: int) -> None:  # fmt: skip
+        """Fee concessions for a class of participants."""
+        body = {
+            "concession_id": concession_id,
+            "account_ids": accounts,
+            "discount_bps": discount,
+            "budget_per_account": budget,
+            "valid_from": START,
+            "valid_until": END,
+            "reason": "model",
+        }
+        self._operator("POST", "/v1/admin/concessions", json=body)
+
+    # -- vouchers --------------------------------------------------------------------------
+
+    @rule(
+        programme_id=names,
+        budget=st.sampled_from((1_000, 100_000)),
+        region=st.sampled_from(((), ("GZ",), ("YRD",))),
+    )
+    def create_programme(self, programme_id: str, budget: int, region: tuple[str, ...]) -> None:
+        """A programme administrator creates a voucher programme."""
+        body = {
+            "programme_id": programme_id,
+            "issuer": "model city",
+            "budget": budget,
+            "rate_bps": 3_000,
+            "cap_per_contract": 600,
+            "cap_per_enterprise": budget,
+            "regions": list(region),
+            "valid_from": START,
+            "valid_until": END,
+        }
+        answer = self._send(ADMIN, "POST", "/v1/programmes", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "done":
+            self.model.stored.append(("ProgrammeCreated", "programme_id", programme_id, ""))
+
+    @rule(
+        programme_id=names,
+        account=buyers,
+        limit=st.sampled_from((100, 1_000, 50_000)),
+        application_id=maybe_name,
+        related=st.booleans(),
+    )
+    def approve_grant(self, programme_id: str, account: str, limit: int,
+                      application_id: str | None, related: bool) -> None:  # fmt: skip
+        """The administrator approves an enterprise's grant."""
+        body: dict[str, Any] = {
+            "account_id": account,
+            "limit": limit,
+            "kind": "sme",
+            "city": "hangzhou",
+            "related_accounts": ["p1"] if related else [],
+        }
+        if application_id is not None:
+            body["application_id"] = application_id
+        answer = self._send(ADMIN, "POST", f"/v1/programmes/{programme_id}/grants", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "done":
+            self.model.stored.append(("GrantApproved", "application_id", answer.body["id"], ""))
+
+    # -- delivery --------------------------------------------------------------------------
+
+    @rule(
+        provider=providers,
+        symbol=symbols,
+        buyer=traders,
+        delivered=st.integers(0, 4),
+        report_id=maybe_name,
+    )
+    def report_metering(self, provider: str, symbol: str, buyer: str, delivered: int,
+                        report_id: str | None) -> None:  # fmt: skip
+        """A provider reports what it delivered to a holder."""
+        body: dict[str, Any] = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
+        if report_id is not None:
+            body["report_id"] = report_id
+        self._send(provider, "POST", "/v1/deliveries/metering", json=body)
+
+    @rule(buyer=buyers, symbol=symbols, provider=providers, dispute_id=maybe_name)
+    def dispute(self, buyer: str, symbol: str, provider: str, dispute_id: str | None) -> None:
+        """A holder disputes a provider's metering."""
+        body: dict[str, Any] = {"symbol": symbol, "provider_id": provider, "reason": "no job"}
+        if dispute_id is not None:
+            body["dispute_id"] = dispute_id
+        self._send(buyer, "POST", "/v1/deliveries/disputes", json=body)
+
+    @rule(data=st.data(), delivered=st.integers(0, 4), act=st.sampled_from(("meter", "dispute")))
+    def deliver(self, data: st.DataObject, delivered: int, act: str) -> None:
+        """Meter, or dispute, one of the obligations the exchange lists now (the rules above
+        also try pairs that owe nothing)."""
+        owed = []
+        for provider in PROVIDERS:
+            listed = self._operator("GET", "/v1/deliveries", params={"account_id": provider})
+            owed += [row for row in listed.body if row["provider_id"] == provider]
+        row = _pick(owed or [None], data)
+        if row is None:
+            return
+        if act == "meter":
+            body = {"symbol": row["symbol"], "buyer_id": row["buyer_id"], "delivered": delivered}
+            self._send(row["provider_id"], "POST", "/v1/deliveries/metering", json=body)
+        elif ROLES[row["buyer_id"]] is Role.BUYER:
+            body = {"symbol": row["symbol"], "provider_id": row["provider_id"], "reason": "late"}
+            self._send(row["buyer_id"], "POST", "/v1/deliveries/disputes", json=body)
+
+    @rule(symbol=symbols, provider=providers, buyer=traders, delivered=st.integers(0, 3))
+    def resolve(self, symbol: str, provider: str, buyer: str, delivered: int) -> None:
+        """An operator settles a disputed delivery."""
+        body = {
+            "symbol": symbol,
+            "provider_id": provider,
+            "buyer_id": buyer,
+            "delivered": delivered,
+            "reason": "node logs",
+        }
+        self._operator("POST", "/v1/admin/deliveries/resolve", json=body)
+
+    @rule(
+        provider=providers,
+        symbol=st.sampled_from((INT0, INT1, GZ0)),
+        quantity=st.integers(1, 3),
+        recall_id=maybe_name,
+    )
+    def recall(self, provider: str, symbol: str, quantity: int, recall_id: str | None) -> None:
+        """A provider recalls sold units of a recallable deposit."""
+        body: dict[str, Any] = {"symbol": symbol, "quantity": quantity, "reason": "maintenance"}
+        if recall_id is not None:
+            body["recall_id"] = recall_id
+        self._send(provider, "POST", "/v1/deliveries/recalls", json=body)
+
+    # -- stalls ------------------------------------------------------------------------------
+
+    @rule(account=providers, stall_id=names, hours=st.sampled_from(((0, 1), (0, 1, 2, 3))))
+    def put_stall(self, account: str, stall_id: str, hours: tuple[int, ...]) -> None:
+        """Set up or change a stall; stall ids are the provider's own."""
+        body = {
+            "resource_class": "H100-80G-INT",
+            "region": "GZ",
+            "hours": list(hours),
+            "sla_tier": "standard",
+            "max_interruptions": 1,
+            "network": "roce",
+            "description": "model stall",
+        }
+        answer = self._send(account, "PUT", f"/v1/stalls/{stall_id}", json=body)
+        if answer is None:
+            return
+        existed = self.model.stalls.get((account, stall_id), False)
+        assert answer.status == (200 if existed else 201), (account, stall_id, answer)
+        self.model.stalls[(account, stall_id)] = True
+
+    @rule(account=providers, stall_id=names)
+    def delete_stall(self, account: str, stall_id: str) -> None:
+        """Take a stall down."""
+        answer = self._send(account, "DELETE", f"/v1/stalls/{stall_id}")
+        if answer is None:
+            return
+        existed = self.model.stalls.get((account, stall_id), False)
+        assert answer.status == (204 if existed else 404), (account, stall_id, answer)
+        self.model.stalls[(account, stall_id)] = False
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @rule(
+        account=st.sampled_from((*TRADERS, ADMIN)),
+        what=st.sampled_from(
+            (
+                "/v1/contracts",
+                "/v1/contracts/{symbol}",
+                "/v1/contracts/{symbol}/book",
+                "/v1/contracts/{symbol}/trades",
+                "/v1/contracts/{symbol}/candles",
+                "/v1/contracts/{symbol}/stats",
+                "/v1/fills",
+                "/v1/obligations",
+                "/v1/deliveries",
+                "/v1/accounts/{account}/invoices",
+                "/v1/programmes/{name}/report",
+                "/v1/stalls",
+                "/v1/me",
+            )
+        ),
+        symbol=symbols,
+        name=names,
+    )
+    def browse(self, account: str, what: str, symbol: str, name: str) -> None:
+        """Read a view (every answer must be documented)."""
+        self._send(account, "GET", what.format(symbol=symbol, account=account, name=name))
+
+    # -- the clock ---------------------------------------------------------------------------
+
+    @rule(step=st.sampled_from((MINUTE, 10 * MINUTE, 30 * MINUTE, HOUR)))
+    def advance_clock(self, step: int) -> None:
+        """Move the log clock: expiries, gate closures, deliveries and windows fall due."""
+        self._move_clock(min(self.clock.now_ms + step, END))
+
+    @rule(data=st.data())
+    def advance_to_milestone(self, data: st.DataObject) -> None:
+        """Jump to just past the next gate closure, delivery hour or end of a window."""
+        window = SETTINGS["CX_DELIVERY_WINDOW_MINUTES"] * MINUTE
+        milestones = sorted(
+            m + 1
+            for hour in (MIDNIGHT, MIDNIGHT + HOUR)
+            for m in (hour - HOUR, hour, hour + HOUR + window)
+            if m >= self.clock.now_ms
+        )
+        if milestones:
+            self._move_clock(_pick(milestones[:2], data))
+
+    def _move_clock(self, to_ms: int) -> None:
+        if to_ms <= self.clock.now_ms:
+            return
+        self.clock.now_ms = to_ms
+        assert self.live is not None
+        self.live.run(tick_at(self.live.exchange.runtime, to_ms))
+
+    # -- invariants ----------------------------------------------------------------------------
+
+    @invariant()
+    @precondition(lambda self: self.http is not None)
+    def system_holds(self) -> None:
+        """(b)-(f) of the module docstring, after every step."""
+        assert self.live is not None
+        type(self).steps_run += 1
+        runtime = self.live.exchange.runtime
+        self.live.run(_settled(runtime), SETTLE_TIMEOUT_S + 30)
+        health = self._send(None, "GET", "/v1/health")
+        assert health is not None
+        assert health.status == 200, health
+        assert health.body["status"] == "ok", health
+        self._read_events()
+        self._resolve_pending()
+        self._check_stored()
+        self._check_conservation()
+        found = self.live.run(_audits(runtime))
+        assert not found, "\n".join(found)
+
+    def _read_events(self) -> None:
+        assert self.live is not None
+        fresh = self.live.run(_events_after(self.live.exchange.runtime, self.seen_position))
+        for position, kind, data in fresh:
+            self.seen_position = position
+            self.events_seen[kind] += 1
+            if kind == "CapacityRecalled":
+                self.recalled[data["symbol"]] += data["quantity"]
+            account = str(data.get("account_id", ""))
+            for id_field in ("deposit_id", "withdrawal_id", "programme_id", "application_id"):
+                if id_field in data:
+                    # Ids are scoped by the exchange (`SCOPE/ID`): index them by what was sent.
+                    stored_id = _unscoped(str(data[id_field]))
+                    self.events.add((kind, id_field, stored_id, account))
+                    self.events.add((kind, id_field, stored_id, ""))
+
+    def _resolve_pending(self) -> None:
+        still = []
+        for stored_as, id_field, stored_id, account, symbol, amount in self.model.pending:
+            if (stored_as, id_field, stored_id, account) in self.events:
+                self._count(stored_as, symbol, account, amount)
+            else:
+                still.append((stored_as, id_field, stored_id, account, symbol, amount))
+        self.model.pending = still
+
+    def _check_stored(self) -> None:
+        for kind, id_field, stored_id, account in self.model.stored:
+            entry = (kind, id_field, _unscoped(stored_id), account)
+            assert entry in self.events, f"a 201 that is not in the store: {entry}"
+        for account in TRADERS:
+            rows = self._operator("GET", "/v1/orders", params={"account_id": account,
+                                                               "limit": 1000})  # fmt: skip
+            assert rows.status == 200, rows
+            listed = {row["order_id"]: row for row in rows.body}
+            for order_id, owner in self.model.orders.items():
+                if owner != account:
+                    continue
+                row = listed.get(order_id)
+                assert row is not None, f"{account}'s accepted order {order_id} is not stored"
+                assert row["status"] != "rejected", f"an accepted order is stored rejected: {row}"
+        for need_id, account in self.model.needs.items():
+            answer = self._send(account, "GET", f"/v1/needs/{need_id}")
+            assert answer is None or answer.status == 200, (need_id, answer)
+
+    def _check_conservation(self) -> None:
+        """Cash and capacity to the fen, through the API, against the model."""
+        assert self.live is not None
+        ledger = self.live.run(_ledger_balances(self.live.exchange.runtime))
+        cash = 0
+        capacity: Counter[str] = Counter()
+        for account in TRADERS:
+            answer = self._operator("GET", f"/v1/accounts/{account}")
+            if answer.status == 404:
+                continue
+            assert answer.status == 200, answer
+            cash += answer.body["cash"]["available"] + answer.body["cash"]["held"]
+            for row in answer.body["capacity"]:
+                capacity[row["symbol"]] += row["available"] + row["held"]
+            for row in answer.body["positions"]:
+                capacity[row["symbol"]] += row["quantity"]
+        paid_in = sum(self.model.cash_in.values()) + sum(
+            amount for kind, *_, amount in self.model.pending if kind == "FundsDeposited"
+        )
+        if not any(p[0].startswith("Funds") for p in self.model.pending):
+            assert -ledger.get("external", 0) == paid_in, (
+                f"the exchange holds {-ledger.get('external', 0)} fen from outside, the model "
+                f"paid in {paid_in} net"
+            )
+        assert cash + sum(ledger.values()) == 0, (
+            f"participants' cash {cash} and the exchange's accounts {ledger} do not balance"
+        )
+        if any(not p[0].startswith("Funds") for p in self.model.pending):
+            return
+        for provider in PROVIDERS:
+            answer = self._operator("GET", "/v1/deliveries", params={"account_id": provider})
+            for row in answer.body:
+                if row["provider_id"] == provider and row["status"] == "settled":
+                    capacity[row["symbol"]] += row["quantity"]
+        capacity.update(self.recalled)
+        expected = Counter({s: q for s, q in self.model.capacity_in.items() if q})
+        assert +capacity == expected, (
+            f"capacity held, bought and delivered {dict(capacity)} != deposited net of "
+            f"withdrawn {dict(expected)}"
+        )
+
+
+def _next_message(stream: ClientConnection, *kinds: str, timeout_s: float = 10.0) -> Any:
+    """The next message of one of these types on a WebSocket (others are skipped)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {kinds} message within {timeout_s}s"
+        message = json.loads(stream.recv(timeout=left))
+        if message.get("type") in kinds:
+            return message
+
+
+def _unscoped(identifier: str) -> str:
+    """An id as its sender chose it, without the scope the exchange may put before it."""
+    return identifier.rsplit("/", 1)[-1]
+
+
+def _pick(choices: list[T], data: st.DataObject) -> T:
+    """One of `choices` (not empty), drawn the same way whatever they are: what the model
+    knows comes from the exchange's answers, so a draw must not depend on it (Hypothesis
+    replays a choice sequence and needs the same draws)."""
+    return choices[data.draw(st.integers(0, 1_000)) % len(choices)]
+
+
+async def tick_at(runtime: ExchangeRuntime, at_ms: int) -> None:
+    """Let every market partition see the log clock's new time."""
+    for symbol in tick_symbols(runtime, at_ms):
+        await runtime.submit(ControlMarket(operator_id=TICKER_ID, action="tick", symbol=symbol))
+
+
+async def _settled(runtime: ExchangeRuntime) -> None:
+    """Wait until the pipeline has consumed everything (twice, for work in flight)."""
+    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
+    calm = 0
+    while calm < 2:
+        if await quiescent(runtime):
+            calm += 1
+        else:
+            calm = 0
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the pipeline did not settle within {SETTLE_TIMEOUT_S}s")
+        await asyncio.sleep(0.05)
+
+
+async def _events_after(runtime: ExchangeRuntime, position: int) -> list[tuple[int, str, Any]]:
+    found = []
+    while batch := await runtime.store.read_all(position, 1000):
+        found += [(e.position, e.type, e.data) for e in batch]
+        position = batch[-1].position
+    return found
+
+
+async def _ledger_balances(runtime: ExchangeRuntime) -> dict[str, int]:
+    async with runtime.store.engine.connect() as connection:
+        rows = await connection.execute(tables.ledger_balances.select())
+        return {row.account: row.balance for row in rows}
+
+
+async def _audits(runtime: ExchangeRuntime) -> list[str]:
+    """What `audit`, `audit_ledger` and a replay against the live projection find."""
+    catalogue = runtime.catalogue
+    found = [str(d) for d in (await audit(runtime.store, catalogue)).discrepancies]
+    found += [f"ledger: {d}" for d in (await audit_ledger(runtime.store, catalogue)).discrepancies]
+    settlement = runtime.running["settlement"]
+    assert isinstance(settlement, SettlementRunner)
+    live = settlement.projection.state
+    replayed = (await replay(runtime.store, catalogue, until_position=live.position)).state
+    if replayed.state_hash() != live.state_hash():
+        found.append(
+            f"replay to position {live.position} gives state hash {replayed.state_hash()[:16]}, "
+            f"the live settlement projection {live.state_hash()[:16]}"
+        )
+    return found
+
+
+async def _after_stop(settings: Settings, clock_ms: Callable[[], int]) -> None:
+    """At the end of an example: the stages equal a replay of their topics, and the real
+    `cx audit` and `cx audit ledger` find nothing."""
+    # On the exchange's clock: Kafka topics of a log with a clock keep the producer's time.
+    runtime = await ExchangeRuntime.open(settings, clock_ms=clock_ms)
+    try:
+        await assert_stages_match_replay(runtime, settings.command_partitions)
+    finally:
+        await runtime.close()
+    outside = {
+        k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+    }
+    environment = {**outside, **_environment(settings)}
+    for command in (["audit"], ["audit", "ledger"]):
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "cx"),
+            *command,
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        assert process.returncode == 0, f"cx {' '.join(command)}: {output.decode()[-3000:]}"
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    """The settings as the CLI reads them from the environment."""
+    values = {
+        "CX_DATA_DIR": str(settings.data_dir),
+        "CX_TOPIC_PREFIX": settings.topic_prefix,
+        "CX_COMMAND_PARTITIONS": str(settings.command_partitions),
+        "CX_MARKET_PARTITIONS": str(settings.market_partitions),
+        "CX_PRE_OPEN": "true" if settings.pre_open else "false",
+        **{name: str(value) for name, value in SETTINGS.items()},
+    }
+    if settings.database_url:
+        values["DATABASE_URL"] = settings.database_url
+    if settings.kafka_bootstrap_servers:
+        values["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    return values

@@ -1,0 +1,228 @@
+"""Regression tests of the defects the whole-system model found (tests/system/machine.py),
+each through the public API, each the model's shrunk reproduction made plain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cx.runtime import ExchangeRuntime
+from tests.e2e.harness import assert_stages_match_replay, running_exchange, settings_for, settle
+from tests.system.machine import HOUR, MIDNIGHT, LogClock, tick_at
+
+pytestmark = pytest.mark.e2e
+
+GZ0 = "H100-80G.GZ.20271201T00"
+
+
+async def test_a_revoked_key_on_a_public_view_is_a_documented_401(tmp_path: Path) -> None:
+    """The model revoked a programme administrator's key and read the catalogue with it: 401,
+    which the OpenAPI document did not list for public views."""
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        operator = await exchange.operator()
+        created = await operator.post("/v1/admin/keys", json={"account_id": "c", "role": "buyer"})
+        assert created.status_code == 201, created.text
+        revoked = await operator.delete(f"/v1/admin/keys/{created.json()['key_id']}")
+        assert revoked.status_code == 200, revoked.text
+        headers = {"Authorization": f"Bearer {created.json()['key']}"}
+        document = (await exchange.anonymous.get("/openapi.json")).json()
+        for path in ("/v1/contracts", f"/v1/contracts/{GZ0}/book", "/v1/stalls", "/v1/health"):
+            answer = await exchange.anonymous.get(path, headers=headers)
+            assert answer.status_code == 401, (path, answer.text)
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            template = path.replace(GZ0, "{symbol}")
+            assert {"401", "429"} <= set(document["paths"][template]["get"]["responses"]), path
+
+
+async def test_a_capacity_schedule_refused_or_with_a_refused_ask_says_what_it_deposited(
+    tmp_path: Path,
+) -> None:
+    """The model scheduled capacity with a reserve price off the tick: 422, yet the hour's
+    capacity was deposited. A provider without the cash for the ask's bond got the same."""
+    settings = settings_for(tmp_path, CX_BOND_BPS=1_000)
+    async with running_exchange(settings) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        path = "/v1/accounts/p1/capacity-deposits"
+        night = {
+            "resource_class": "H100-80G",
+            "region": "GZ",
+            "quantity": 1,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 1,
+        }
+        off_tick = await provider.post(path, json={**night, "reserve_price": 12, "deposit_id": "a"})
+        assert off_tick.status_code == 422, off_tick.text
+        assert off_tick.json()["type"] == "/problems/price_not_on_tick"
+        await settle(exchange.runtime)
+        assert (await provider.get("/v1/accounts/p1")).status_code == 404, "nothing deposited"
+
+        unbonded = await provider.post(
+            path, json={**night, "reserve_price": 1_800, "deposit_id": "b"}
+        )
+        assert unbonded.status_code == 201, unbonded.text
+        answer = unbonded.json()
+        assert answer["contracts"] == [GZ0]
+        assert answer["asks"] == []
+        assert [r["reason"] for r in answer["refused_asks"]] == ["insufficient_funds"]
+        await settle(exchange.runtime)
+        account = (await provider.get("/v1/accounts/p1")).json()
+        assert account["capacity"] == [{"symbol": GZ0, "available": 1, "held": 0}]
+
+
+async def test_another_order_under_a_used_client_order_id_and_a_new_header_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The model placed an order with client order id "b", then another order (other side,
+    price and quantity) with client order id "b" and an Idempotency-Key "c": it was answered
+    201 with the first order, replayed, and nothing was placed."""
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        buyer = await exchange.as_("b2")
+        deposit = {"kind": "cash", "amount": 100_000}
+        assert (await buyer.post("/v1/accounts/b2/deposits", json=deposit)).status_code == 201
+        first = {
+            "symbol": GZ0,
+            "side": "buy",
+            "price": 1_800,
+            "quantity": 4,
+            "client_order_id": "b",
+        }
+        placed = await buyer.post("/v1/orders", json=first)
+        assert placed.status_code == 201, placed.text
+        other = {**first, "price": 1_700, "quantity": 3}
+        reused = await buyer.post("/v1/orders", json=other, headers={"Idempotency-Key": "c"})
+        assert reused.status_code == 422, reused.text
+        assert reused.json()["type"] == "/problems/idempotency-key-reused"
+        again = await buyer.post("/v1/orders", json=first, headers={"Idempotency-Key": "c"})
+        assert again.status_code == 201, again.text
+        assert again.json() == placed.json()
+        assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_risk_replays_operators_signed_commands_as_the_live_stage_decided(
+    tmp_path: Path,
+) -> None:
+    """The model set an account's limits; at the end the check that risk equals a replay of
+    its topic failed, because the replay verified operators' signatures with no key and
+    refused what the live stage had accepted (a defect of the test harness)."""
+    settings = settings_for(tmp_path, CX_COMMAND_PARTITIONS=1, CX_MARKET_PARTITIONS=1)
+    async with running_exchange(settings) as exchange:
+        operator = await exchange.operator()
+        limits = {"max_open_quantity": None, "max_open_notional": 0, "reason": "model"}
+        answer = await operator.put("/v1/admin/accounts/p1/limits", json=limits)
+        assert answer.json()["status"] == "set", answer.text
+        buyer = await exchange.as_("p1")
+        deposit = {"kind": "cash", "amount": 100_000}
+        assert (await buyer.post("/v1/accounts/p1/deposits", json=deposit)).status_code == 201
+        bid = {"symbol": GZ0, "side": "buy", "price": 1_800, "quantity": 1}
+        refused = await buyer.post("/v1/orders", json=bid)
+        assert refused.json()["type"] == "/problems/account_limit_exceeded", refused.text
+        await settle(exchange.runtime)
+    runtime = await ExchangeRuntime.open(settings)
+    try:
+        await assert_stages_match_replay(runtime, 1)
+    finally:
+        await runtime.close()
+
+
+async def test_capacity_cannot_be_deposited_into_a_contract_past_its_gate(tmp_path: Path) -> None:
+    """The model moved the clock past the delivery of a static contract and deposited
+    capacity into it: accepted, and then it could neither be sold nor withdrawn."""
+    clock = LogClock(MIDNIGHT - 2 * HOUR)
+    async with running_exchange(settings_for(tmp_path), clock) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        capacity = {"kind": "capacity", "symbol": GZ0, "quantity": 2}
+        before = await provider.post("/v1/accounts/p1/deposits", json=capacity)
+        assert before.status_code == 201, before.text
+        for at in (MIDNIGHT - HOUR, MIDNIGHT + 1):
+            clock.now_ms = at
+            await tick_at(exchange.runtime, at)
+            await settle(exchange.runtime)
+        late = await provider.post("/v1/accounts/p1/deposits", json=capacity)
+        assert late.status_code == 422, late.text
+        assert late.json()["type"] == "/problems/gate_closed"
+        schedule = {
+            "resource_class": "H100-80G",
+            "region": "GZ",
+            "quantity": 1,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 1,
+        }
+        refused = await provider.post("/v1/accounts/p1/capacity-deposits", json=schedule)
+        assert refused.status_code == 422, refused.text
+        await settle(exchange.runtime)
+        account = (await provider.get("/v1/accounts/p1")).json()
+        assert account["capacity"] == [{"symbol": GZ0, "available": 2, "held": 0}]
+
+
+async def test_a_schedule_over_a_closed_hour_and_an_open_one_deposits_neither(
+    tmp_path: Path,
+) -> None:
+    """The model scheduled CPU capacity for 00:00-02:00 after the first hour's gate: 422, and
+    the second hour deposited all the same."""
+    clock = LogClock(MIDNIGHT - 2 * HOUR)
+    async with running_exchange(settings_for(tmp_path), clock) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        clock.now_ms = MIDNIGHT - HOUR + 1
+        await tick_at(exchange.runtime, clock.now_ms)
+        await settle(exchange.runtime)
+        schedule = {
+            "resource_class": "CPU",
+            "region": "GZ",
+            "quantity": 1,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 2,
+        }
+        refused = await provider.post("/v1/accounts/p1/capacity-deposits", json=schedule)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["type"] == "/problems/gate_closed"
+        await settle(exchange.runtime)
+        assert (await provider.get("/v1/accounts/p1")).status_code == 404, "nothing deposited"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: a recall's DeliverySettled has no deliveries row to update (the table "
+    "keeps one row per contract, provider and buyer), so GET /v1/deliveries never shows it",
+)
+async def test_a_recalled_unit_shows_in_the_deliveries_of_its_holder(tmp_path: Path) -> None:
+    """The model's capacity check found a recalled unit gone from every view: neither the
+    provider's nor the holder's GET /v1/deliveries lists it, though its escrow was refunded
+    and compensated (the events have it; the view does not)."""
+    settings = settings_for(tmp_path, CX_LISTINGS="H100-80G-INT.GZ", CX_BOND_BPS=1_000)
+    clock = LogClock(MIDNIGHT - 3 * HOUR)
+    recallable = "H100-80G-INT.GZ.20271201T00"
+    async with running_exchange(settings, clock) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        buyer = await exchange.as_("b1")
+        for client, account in ((provider, "p1"), (buyer, "b1")):
+            cash = {"kind": "cash", "amount": 100_000}
+            assert (await client.post(f"/v1/accounts/{account}/deposits", json=cash)).status_code
+        schedule = {
+            "resource_class": "H100-80G",
+            "region": "GZ",
+            "quantity": 2,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 1,
+            "recallable": True,
+            "reserve_price": 1_250,
+        }
+        placed = await provider.post("/v1/accounts/p1/capacity-deposits", json=schedule)
+        assert placed.json()["asks"], placed.text
+        bid = {"symbol": recallable, "side": "buy", "price": 1_250, "quantity": 1}
+        assert (await buyer.post("/v1/orders", json=bid)).status_code == 201
+        await settle(exchange.runtime)
+        recall = {"symbol": recallable, "quantity": 1, "reason": "maintenance"}
+        recalled = await provider.post("/v1/deliveries/recalls", json=recall)
+        assert recalled.json()["status"] == "done", recalled.text
+        await settle(exchange.runtime)
+        positions = (await buyer.get("/v1/accounts/b1")).json()["positions"]
+        assert sum(p["quantity"] for p in positions) == 0, positions
+        shown = (await buyer.get("/v1/deliveries")).json()
+        assert [(d["symbol"], d["quantity"], d["status"]) for d in shown] == [
+            (recallable, 1, "settled")
+        ]
