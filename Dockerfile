@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY . /app
-RUN pip install /app \
+RUN pip install "/app[sim]" \
     && useradd --create-home --uid 10001 exchange
 
 USER exchange

@@ -11,7 +11,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-PACKAGES := exchange matching settlement api simulations client/cx_client
+PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
 .PHONY: help venv chromium lint test soak fuzz demo bench simulate services-up services-down services-status clean distclean
 
@@ -22,11 +22,11 @@ help: ## list the targets
 	@echo "variables: PYTEST_ARGS='-k name -x' (test), PYTHON=$(PYTHON) (venv),"
 	@echo "           FUZZ_SECONDS=3600 or FUZZ_EXAMPLES=N, FUZZ_STEPS, FUZZ_BACKEND=real (fuzz)"
 
-venv: $(VENV)/.installed ## create .venv and install the project with dev tools (again only when pyproject.toml changes)
+venv: $(VENV)/.installed ## create .venv and install the project with dev tools and the sim extra (again only when pyproject.toml changes)
 
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev]' -e ./client
+	$(BIN)/python -m pip install -q -e '.[dev,sim]' -e ./client
 	@touch $@
 
 chromium: ## Debian's chromium for the browser test (installed only when /usr/bin/chromium is missing; needs root)

@@ -108,6 +108,7 @@ from api.models import (
 )
 from api.needs import NeedService, needs_router
 from api.parameters import refuse_unknown_parameters
+from api.ports import Runtime
 from api.problems import (
     PROBLEM,
     BodyLimit,
@@ -160,10 +161,14 @@ from exchange.domain.messages import (
     exchange_order_id,
 )
 from exchange.domain.performance import decimal_text
-from exchange.runtime import ExchangeRuntime
-from exchange.status import LogOffsets, PartitionProgress, StalledPartition, StatusMonitor
 from settlement.audit import audit
 from settlement.history import EXPORT_COLUMNS, export_line, history_query, replay_document
+from settlement.pipeline_status import (
+    LogOffsets,
+    PartitionProgress,
+    StalledPartition,
+    StatusMonitor,
+)
 from settlement.replay import parse_until, replay
 from settlement.stalled import set_aside as mark_set_aside
 from settlement.store import StoredEvent
@@ -198,7 +203,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def create_app(runtime: ExchangeRuntime, market: MarketData) -> FastAPI:
+def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
     """The API of one running exchange."""
     settings = runtime.settings
     app = FastAPI(

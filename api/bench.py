@@ -61,7 +61,7 @@ async def _exchange() -> AsyncIterator[tuple[str, Path]]:
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "exchange.cli",
+        "cx.cli",
         "serve",
         cwd=ROOT,
         env=env,
@@ -91,7 +91,7 @@ def _key(folder: Path, account: str, role: str) -> str:
         [
             sys.executable,
             "-m",
-            "exchange.cli",
+            "cx.cli",
             "keys",
             "create",
             "--account",

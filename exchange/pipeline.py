@@ -30,9 +30,12 @@ from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     MARKET_WIDE_ACTIONS,
     AmendRejected,
+    ApproveGrant,
     CancelAllRequested,
     Command,
     CommandRejected,
+    ControlMarket,
+    CreateProgramme,
     DeliverySettled,
     Event,
     EventStamp,
@@ -44,6 +47,7 @@ from exchange.domain.messages import (
     OrderCancelled,
     OrderReduced,
     RejectReason,
+    ResolveDispute,
     TradeExecuted,
     decode,
     encode,
@@ -58,7 +62,7 @@ from exchange.log import (
     RebalancedError,
     TopicPartition,
 )
-from settlement.snapshots import Snapshot, SnapshotStore
+from exchange.snapshots import Snapshot, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,17 @@ class Topics:
 def partition_for(key: str, partitions: int) -> int:
     """A stable partition for a key, the same in every process and adapter."""
     return zlib.crc32(key.encode()) % partitions
+
+
+def routing_key(command: Command) -> str:
+    """The commands-topic key: the account whose balances the command touches, an operator's
+    id, or `programme:ID` for a voucher programme (its budget lives in one partition)."""
+    if isinstance(command, CreateProgramme | ApproveGrant):
+        return f"programme:{command.programme_id}"
+    if isinstance(command, ControlMarket | ResolveDispute):
+        return command.operator_id
+    # An account's limits are enforced by the risk partition that holds the account.
+    return command.account_id
 
 
 class Deduplicator:

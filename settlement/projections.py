@@ -49,10 +49,10 @@ from exchange.domain.messages import (
     OrderRejected,
     TradeExecuted,
 )
+from exchange.snapshots import Snapshot, SnapshotStore
 from settlement.bulk import BatchInsert, BatchUpdate
 from settlement.replay import READ_BATCH, ExchangeState
 from settlement.schema import metadata, upgrades, utc_now
-from settlement.snapshots import Snapshot, SnapshotStore
 from settlement.sql_store import SqlEventStore
 from settlement.store import StoredEvent
 

@@ -38,7 +38,7 @@ from exchange.log import (
 )
 from exchange.pipeline import POLL_MAX_RECORDS, POLL_TIMEOUT_MS, Topics
 from settlement.projections import LedgerProjection
-from settlement.snapshots import SnapshotStore
+from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, writing
 from settlement.stalled import Resolution, Stall, open_stalls, record_stall, resolve
 from settlement.store import NewEvent, OffsetKey
@@ -99,7 +99,7 @@ class SettlementRunner:
     ) -> None:
         self.log = command_log
         self.store = store
-        self.snapshots = SnapshotStore(store.engine)
+        self.snapshots = SqlSnapshotStore(store.engine)
         self.projection = LedgerProjection(catalogue)
         self.topics = topics
         self._deadletters_producer: LogProducer | None = None

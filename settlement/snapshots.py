@@ -1,13 +1,8 @@
-"""Snapshots of the stages' state per input partition, kept in the event store's database.
-
-A snapshot holds a partition's whole state after the records before `input_offset`, and its
-state hash. A stage that takes a partition over restores the latest snapshot and replays only
-the tail of the log after it.
-"""
+"""The snapshot port's adapter: snapshots kept in the event store's database (SQLite or
+PostgreSQL), the latest few per partition."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exchange.snapshots import Snapshot, SnapshotStore
 from settlement.schema import metadata, utc_now
 
 KEEP_PER_PARTITION = 3
@@ -44,20 +40,8 @@ snapshots = Table(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One partition's state after the records before `input_offset`."""
-
-    stage: str
-    topic: str
-    partition: int
-    input_offset: int
-    state_hash: str
-    data: Any
-
-
-class SnapshotStore:
-    """Saves and finds snapshots; keeps the latest few per partition."""
+class SqlSnapshotStore(SnapshotStore):
+    """Snapshots in the `snapshots` table; keeps the latest KEEP_PER_PARTITION per partition."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

@@ -14,9 +14,16 @@ import contextlib
 import random
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from exchange.domain.messages import CancelOrder, DepositCapacity, DepositFunds, PlaceOrder
-from exchange.runtime import ExchangeRuntime
+from exchange.domain.catalogue import Catalogue
+from exchange.domain.messages import (
+    CancelOrder,
+    Command,
+    DepositCapacity,
+    DepositFunds,
+    PlaceOrder,
+)
 
 REFERENCE_PRICES = {"H100-80G": 1800, "A100-80G": 1100, "CPU": 12}
 """Reference prices per unit in fen (18.00 CNY per H100 card-hour, 0.12 CNY per core-hour)."""
@@ -24,6 +31,17 @@ PROVIDERS = ("provider-gz-1", "provider-nmg-1", "provider-yrd-1")
 BUYERS = ("sme-hangzhou-1", "opc-ningbo-1", "lab-shanghai-1")
 CAPACITY_TOP_UP = 200
 CASH_TOP_UP = 50_000_000
+
+
+class Exchange(Protocol):
+    """The exchange the demo trades on: its contracts and the way in for commands."""
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The listed contracts."""
+
+    async def submit(self, command: Command) -> None:
+        """Append a command to the commands topic."""
 
 
 @dataclass
@@ -39,7 +57,7 @@ class Agent:
 class DemoMarket:
     """Drives a small market through the real pipeline at a few orders per second."""
 
-    def __init__(self, runtime: ExchangeRuntime, seed: int = 7, orders_per_second: float = 8.0):
+    def __init__(self, runtime: Exchange, seed: int = 7, orders_per_second: float = 8.0):
         self.runtime = runtime
         self.random = random.Random(seed)
         self.interval = 1.0 / orders_per_second

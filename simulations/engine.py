@@ -26,22 +26,17 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Literal, Protocol, get_args
 
-from exchange.adapters.inprocess_log import InProcessLog
-from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import cst_day_start_ms
 from exchange.domain.messages import Command, ControlMarket, encode
-from exchange.domain.operators import OperatorCommand
+from exchange.domain.operators import OperatorCommand, OperatorSeal
 from exchange.log import CommandLog, LogProducer, TopicPartition
-from exchange.runtime import ExchangeRuntime, routing_key
-from exchange.settings import Settings
+from exchange.pipeline import Topics, routing_key
 from settlement.service import SettlementRunner
-from settlement.sql_store import open_event_store
 from simulations.agents import (
     DAY_MS,
     HOUR_MS,
@@ -82,38 +77,83 @@ class RunResult:
     seconds: float
 
 
-def settings_for(world: World, data_dir: Path) -> Settings:
-    """The exchange's settings for a run: the simulated families rolled `listing_days` ahead,
-    the scenario's bond; everything else from the environment.
+class RunSettings(Protocol):
+    """What a run reports of the settings its exchange was assembled from."""
 
-    The commands topic has one partition. Each stage is a function of its input partitions,
-    but a stage that reads several merges them into its outputs in the order its consumer's
-    batches happen to hold them, and risk's outputs are matching's input: with one commands
-    partition that merge, and so every order book, is the same in every run.
+    @property
+    def database_url(self) -> str | None:
+        """The PostgreSQL event store, if one is configured."""
 
-    Event ids start with the topic prefix. A PostgreSQL store may hold earlier runs, whose
-    events a rerun with the same ids would be taken for (the store drops a repeated id), so
-    there the prefix also names the run; the figures do not depend on it.
-    """
-    settings = Settings(
-        CX_DATA_DIR=data_dir,
-        CX_LISTINGS=",".join(FAMILIES),
-        CX_LISTING_DAYS=world.scenario.listing_days,
-        CX_BOND_BPS=world.scenario.bond_bps,
-        CX_COMMAND_PARTITIONS=1,
-    )
-    prefix = f"sim-{world.scenario.name}-{world.seed}"
-    if settings.database_url:
-        prefix += f"-{uuid.uuid4().hex[:8]}"
-    return settings.model_copy(update={"topic_prefix": prefix})
+    @property
+    def kafka_bootstrap_servers(self) -> str | None:
+        """The Kafka brokers, if configured."""
+
+    @property
+    def topic_prefix(self) -> str:
+        """The run's topics' prefix, which also starts its event ids."""
+
+    def event_store_url(self) -> str:
+        """Where the run's events are stored."""
+
+
+class Runner(Protocol):
+    """A stage that runs until told to stop."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process input until `stop` is set."""
+
+
+class SimulatedExchange(Protocol):
+    """The exchange a run drives, on the simulated clock: its log and topics, the stages to
+    run, the seal administrators' commands are signed with."""
+
+    @property
+    def settings(self) -> RunSettings:
+        """The settings it was assembled from."""
+
+    @property
+    def log(self) -> CommandLog:
+        """The command log, stamping every record with the simulated time."""
+
+    @property
+    def topics(self) -> Topics:
+        """Its topics."""
+
+    @property
+    def seal(self) -> OperatorSeal:
+        """Signs operator commands as the API would."""
+
+    @property
+    def running(self) -> Mapping[str, object]:
+        """The stages built by `runners`, by name."""
+
+    def runners(
+        self, stages: Iterable[Literal["risk", "matching", "settlement"]]
+    ) -> Sequence[Runner]:
+        """The pipeline stages to run."""
+
+    async def close(self) -> None:
+        """Release the log and the event store."""
+
+
+OpenExchange = Callable[[World, Path, Callable[[], int]], Awaitable[SimulatedExchange]]
+"""Assembles the exchange a world runs through, keeping its data under a folder, on a clock
+(`cx.simulation.open_simulated_exchange`, from the settings)."""
 
 
 class Simulation:
     """One run of a world through risk, matching and settlement."""
 
-    def __init__(self, world: World, data_dir: Path, progress: Progress = print) -> None:
+    def __init__(
+        self,
+        world: World,
+        data_dir: Path,
+        open_exchange: OpenExchange,
+        progress: Progress = print,
+    ) -> None:
         self.world = world
         self.data_dir = data_dir
+        self.open_exchange = open_exchange
         self.progress = progress
         self.clock = SimulatedClock(world.start_ms)
         self.commands = 0
@@ -124,20 +164,12 @@ class Simulation:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.data_dir.mkdir(parents=True)
-        settings = settings_for(self.world, self.data_dir)
+        runtime = await self.open_exchange(self.world, self.data_dir, self.clock)
+        settings = runtime.settings
+        command_log = runtime.log
         store_name = "PostgreSQL" if settings.database_url else "SQLite"
         log_name = "Kafka" if settings.kafka_bootstrap_servers else "the in-process log"
         self.progress(f"{log_name}, event store {store_name}, topics {settings.topic_prefix}.*")
-        # The simulated clock stamps every record (on Kafka: topics that keep producers' times).
-        command_log: CommandLog = (
-            KafkaLog(settings.kafka_bootstrap_servers, clock_ms=self.clock)
-            if settings.kafka_bootstrap_servers
-            else InProcessLog(clock_ms=self.clock)
-        )
-        store = open_event_store(settings.event_store_url())
-        await store.initialise()
-        runtime = ExchangeRuntime(settings, command_log, store, settings.catalogue())
-        await runtime.topics.create(command_log)
         stop = asyncio.Event()
         runners = runtime.runners(["risk", "matching", "settlement"])
         tasks = [asyncio.create_task(runner.run(stop)) for runner in runners]
@@ -179,7 +211,7 @@ class Simulation:
     async def _phase(
         self,
         now_ms: int,
-        runtime: ExchangeRuntime,
+        runtime: SimulatedExchange,
         producer: LogProducer,
         view: MarketView,
         act: Callable[[Context], list[Command]],
@@ -241,7 +273,7 @@ class Simulation:
         return commands
 
 
-async def _quiet(command_log: CommandLog, runtime: ExchangeRuntime) -> None:
+async def _quiet(command_log: CommandLog, runtime: SimulatedExchange) -> None:
     """Wait until risk and matching have committed every record of their topics.
 
     A stage commits an input only after writing its outputs, so when both have committed up
@@ -280,7 +312,7 @@ async def _quiet(command_log: CommandLog, runtime: ExchangeRuntime) -> None:
 
 
 async def _settled(
-    command_log: CommandLog, runtime: ExchangeRuntime, settlement: SettlementRunner
+    command_log: CommandLog, runtime: SimulatedExchange, settlement: SettlementRunner
 ) -> None:
     consumer = await command_log.consumer()
     try:

@@ -15,7 +15,7 @@ from typing import Any
 from settlement.sql_store import open_event_store
 from simulations import scenario as scenarios
 from simulations.analysis import analyse, read_store
-from simulations.engine import Progress, RunResult, Simulation
+from simulations.engine import OpenExchange, Progress, RunResult, Simulation
 from simulations.report import write_report
 from simulations.world import build
 
@@ -26,10 +26,15 @@ def prepare(out: Path) -> None:
 
 
 async def simulate(
-    name: str, days: int | None, seed: int, out: Path, progress: Progress = print
+    name: str,
+    days: int | None,
+    seed: int,
+    out: Path,
+    open_exchange: OpenExchange,
+    progress: Progress = print,
 ) -> dict[str, Any]:
-    """Run scenario `name` for `days` days with `seed`; write the report into `out`; return
-    the figures."""
+    """Run scenario `name` for `days` days with `seed` through the exchange `open_exchange`
+    assembles; write the report into `out`; return the figures."""
     chosen = scenarios.load(name)
     world = build(chosen, seed, days)
     jobs = sum(len(b.jobs) for b in world.buyers)
@@ -38,7 +43,7 @@ async def simulate(
         f"providers, {len(world.buyers)} buyers with {jobs} jobs, {len(world.resellers)} "
         f"resellers, {len(world.administrators)} voucher programmes"
     )
-    result = await Simulation(world, out / "data", progress).run()
+    result = await Simulation(world, out / "data", open_exchange, progress).run()
     truth = world.truth()
     (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
     figures = await figures_of(result, truth)

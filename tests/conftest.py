@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from settlement.scratch import scratch_database
 from tests.e2e.harness import settings_for
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "bench", *args],
+        [sys.executable, "-m", "cx.cli", "bench", *args],
         cwd=ROOT,
         env=env or dict(os.environ),
         capture_output=True,
@@ -68,7 +68,7 @@ def test_benches_that_need_kafka_and_postgresql_say_so() -> None:
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
     done = subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "bench", "e2e"],
+        [sys.executable, "-m", "cx.cli", "bench", "e2e"],
         cwd=ROOT,
         env=env,
         capture_output=True,

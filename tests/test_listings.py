@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 from pydantic import ValidationError
 
+from cx.settings import Settings
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
     Catalogue,
@@ -41,7 +42,6 @@ from exchange.domain.messages import (
 )
 from exchange.domain.risk import RiskStage
 from exchange.pipeline import MatchingRunner, Topics
-from exchange.settings import Settings
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

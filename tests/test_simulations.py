@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cx.simulation import open_simulated_exchange
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import default_catalogue
@@ -36,7 +37,7 @@ def embedded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _run(out: Path) -> dict[str, Any]:
     prepare(out)
-    return await simulate("tiny", None, 3, out, progress=lambda _: None)
+    return await simulate("tiny", None, 3, out, open_simulated_exchange, progress=lambda _: None)
 
 
 def _events(out: Path) -> list[dict[str, Any]]:
@@ -154,7 +155,7 @@ def test_the_same_seed_gives_the_same_report_in_any_process(tmp_path: Path) -> N
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
         subprocess.run(
-            [sys.executable, "-c", "from exchange.cli import main; raise SystemExit(main())",
+            [sys.executable, "-c", "from cx.cli import main; raise SystemExit(main())",
              "simulate", "--scenario", "tiny", "--seed", "3", "--out", str(out)],
             env={**env, "PYTHONHASHSEED": hash_seed},
             check=True,

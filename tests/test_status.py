@@ -12,7 +12,7 @@ import pytest
 from exchange.adapters.inprocess_log import InProcessLog, stored_offsets
 from exchange.log import LogError, TopicPartition
 from exchange.pipeline import Topics
-from exchange.status import DirectoryOffsets, StatusMonitor
+from settlement.pipeline_status import DirectoryOffsets, StatusMonitor
 from settlement.sql_store import SqliteEventStore
 
 TOPICS = Topics.named("t", 1, 1)

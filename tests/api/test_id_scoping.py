@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 
 import api.app
 import api.models
+from cx.runtime import ExchangeRuntime
+from cx.settings import Settings
 from exchange.domain.messages import CancelOrder, PlaceOrder, exchange_order_id
-from exchange.runtime import ExchangeRuntime
-from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
 from settlement.schema import events

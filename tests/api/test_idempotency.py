@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, select, update
 
 from api import queries
 from api.idempotency import derived_id, idempotent_requests
+from cx.settings import Settings
 from exchange.domain.messages import PlaceOrder, exchange_order_id
-from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.schema import events
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from api.keys import KeyRing
-from exchange.settings import Settings
+from cx.settings import Settings
 from settlement.sql_store import open_event_store
 from tests.e2e.harness import running_exchange, settings_for
 
@@ -71,7 +71,7 @@ def _cx(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env.pop("DATABASE_URL", None)
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     return subprocess.run(
-        [sys.executable, "-m", "exchange.cli", "keys", *args],
+        [sys.executable, "-m", "cx.cli", "keys", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from cx.settings import Settings
 from exchange.domain.messages import ControlMarket
-from exchange.settings import Settings
 from settlement.schema import events
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 

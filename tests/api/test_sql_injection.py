@@ -29,9 +29,9 @@ from sqlalchemy import func, inspect, select
 
 from api.keys import Role, api_keys
 from api.problems import PROBLEM
-from exchange.cli import main as cx
+from cx.cli import main as cx
+from cx.settings import Settings
 from exchange.domain.catalogue import default_catalogue
-from exchange.settings import Settings
 from settlement.audit import audit
 from settlement.schema import events
 from tests.conftest import fresh_database

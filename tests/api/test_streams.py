@@ -376,7 +376,7 @@ async def test_a_key_revoked_by_another_process_loses_its_streams_within_the_cac
             env = {**os.environ, "CX_DATA_DIR": str(tmp_path)}
             env.pop("DATABASE_URL", None)
             cli = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "exchange.cli", "keys", "revoke", key.split("_")[1], env=env
+                sys.executable, "-m", "cx.cli", "keys", "revoke", key.split("_")[1], env=env
             )
             assert await cli.wait() == 0
             told = await _next(revoked, "error", timeout_s=2)

@@ -17,12 +17,12 @@ import httpx
 
 from api.keys import Role, create_key
 from api.marketdata import MarketData
+from cx.node import serve
+from cx.runtime import STAGES, ExchangeRuntime
+from cx.settings import Settings
 from exchange.log import TopicPartition
-from exchange.node import serve
 from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner
-from exchange.runtime import STAGES, ExchangeRuntime
-from exchange.settings import Settings
-from settlement.snapshots import SnapshotStore
+from settlement.snapshots import SqlSnapshotStore
 
 START_TIMEOUT_S = 60.0
 
@@ -258,7 +258,7 @@ async def assert_stages_match_replay(
 
     Run it only once nothing else consumes the topics. Returns the replayed partition hashes.
     """
-    snapshots = SnapshotStore(runtime.store.engine)
+    snapshots = SqlSnapshotStore(runtime.store.engine)
     hashes: dict[str, dict[int, str]] = {}
     runners: list[StageRunner[Any]] = [
         # With the same seal as the live stage, so operators' signed commands replay as decided.

@@ -29,7 +29,7 @@ class StageProcess:
         """Start (or start again) the process."""
         self._output = self.output_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "exchange.cli", "run", self.stage],
+            [sys.executable, "-m", "cx.cli", "run", self.stage],
             cwd=ROOT,
             env=self.env,
             stdout=self._output,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from tests.e2e.harness import RunningExchange, eventually, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
@@ -138,7 +138,7 @@ def _cx_audits_clean(settings: Settings) -> None:
         env["DATABASE_URL"] = settings.database_url
     for scope in ("all", "ledger"):
         done = subprocess.run(
-            [sys.executable, "-m", "exchange.cli", "audit", scope, "--json"],
+            [sys.executable, "-m", "cx.cli", "audit", scope, "--json"],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from cx.settings import Settings
+from cx.ticker import tick_symbols
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
-from exchange.settings import Settings
-from exchange.ticker import tick_symbols
 from tests.e2e.harness import (
     RunningExchange,
     eventually,

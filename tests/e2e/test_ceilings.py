@@ -14,8 +14,8 @@ import json
 import httpx
 import pytest
 
+from cx.settings import Settings
 from exchange.domain.accounts import CEILING
-from exchange.settings import Settings
 from tests.e2e.harness import running_exchange, settle
 from tests.history.helpers import GZ0, cx, ok, order
 

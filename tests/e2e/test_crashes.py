@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cx.runtime import ExchangeRuntime
+from cx.settings import Settings
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import (
     CancelOrder,
@@ -28,8 +30,6 @@ from exchange.domain.messages import (
     PlaceOrder,
     encode,
 )
-from exchange.runtime import ExchangeRuntime
-from exchange.settings import Settings
 from settlement.audit import audit
 from tests.conftest import fresh_database
 from tests.e2e.harness import assert_stages_match_replay, eventually, free_port, settle

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cx.settings import Settings
 from exchange.deadletters import read_dead_letters
-from exchange.settings import Settings
 from tests.e2e.harness import running_exchange, settings_for, settle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ def _cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env["CX_COMMAND_PARTITIONS"] = str(settings.command_partitions)
     env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
     return subprocess.run(
-        [sys.executable, "-m", "exchange.cli", *args],
+        [sys.executable, "-m", "cx.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -29,7 +29,7 @@ def _run_demo(data_dir: Path) -> str:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "exchange.cli", "demo", "--rate", "40"],
+        [sys.executable, "-m", "cx.cli", "demo", "--rate", "40"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.keys import Role
+from cx.runtime import ExchangeRuntime
 from exchange.domain.catalogue import default_catalogue
-from exchange.runtime import ExchangeRuntime
 from settlement import projections as tables
 from settlement.audit import audit
 from tests.conftest import fresh_database

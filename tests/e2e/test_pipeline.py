@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cx.settings import Settings
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import DepositFunds, PlaceOrder, exchange_order_id
 from exchange.pipeline import RiskRunner
-from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.audit import audit
 from settlement.schema import events

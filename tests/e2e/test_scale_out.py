@@ -21,13 +21,13 @@ import pytest
 from sqlalchemy import func, select
 
 from api.keys import Role, create_key
+from cx.runtime import ExchangeRuntime
+from cx.settings import Settings
 from exchange.log import TopicPartition
 from exchange.pipeline import MatchingRunner
-from exchange.runtime import ExchangeRuntime
-from exchange.settings import Settings
 from settlement import projections as tables
 from settlement.schema import events
-from settlement.snapshots import SnapshotStore
+from settlement.snapshots import SqlSnapshotStore
 from tests.conftest import fresh_database
 from tests.e2e.harness import eventually, free_port, settle
 from tests.e2e.processes import StageProcess
@@ -216,7 +216,7 @@ async def _check(runtime: ExchangeRuntime, placed: int) -> None:
     await asyncio.wait_for(replay.caught_up.wait(), 60)
     stop.set()
     await task
-    snapshots = SnapshotStore(engine)
+    snapshots = SqlSnapshotStore(engine)
     consumer = await runtime.log.consumer()
     try:
         for partition in range(PARTITIONS):

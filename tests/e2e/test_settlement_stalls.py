@@ -23,9 +23,9 @@ import orjson
 import pytest
 from cx_client import ExchangeClient
 
+from cx.settings import Settings
 from exchange.deadletters import read_dead_letters
 from exchange.pipeline import partition_for
-from exchange.settings import Settings
 from tests.e2e.harness import RunningExchange, eventually, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,7 @@ async def cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
         env["DATABASE_URL"] = settings.database_url
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "exchange.cli", *args],
+        [sys.executable, "-m", "cx.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from api.keys import Role, create_key
-from exchange.runtime import ExchangeRuntime
-from exchange.settings import Settings
+from cx.runtime import ExchangeRuntime
+from cx.settings import Settings
 from tests.conftest import fresh_database
 from tests.e2e.harness import eventually, free_port
 from tests.e2e.processes import ROOT, StageProcess
@@ -125,7 +125,7 @@ async def test_a_matching_process_that_stops_turns_health_to_503_in_time(
                 # An operator's shell sees it too: `cx status` reads the log and the store.
                 shown = await asyncio.to_thread(
                     subprocess.run,
-                    [sys.executable, "-m", "exchange.cli", "status", "--observe", "1", "--json"],
+                    [sys.executable, "-m", "cx.cli", "status", "--observe", "1", "--json"],
                     cwd=ROOT,
                     env=env,
                     capture_output=True,

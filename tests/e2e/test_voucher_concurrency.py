@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from settlement.audit import audit, audit_ledger
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 

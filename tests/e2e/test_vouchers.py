@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from settlement import projections as tables
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 
@@ -216,6 +216,6 @@ def _cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     return subprocess.run(
-        [sys.executable, "-m", "exchange.cli", *args],
+        [sys.executable, "-m", "cx.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

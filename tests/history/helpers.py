@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from tests.e2e.harness import RunningExchange
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     return subprocess.run(
-        [sys.executable, "-m", "exchange.cli", *args],
+        [sys.executable, "-m", "cx.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 from tests.history.helpers import GZ0, Clock, cx, funded_buyer, funded_provider, ok, order
 

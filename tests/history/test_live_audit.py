@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import insert, update
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from settlement import projections as tables
 from settlement.audit import AuditReport, audit, audit_ledger
 from settlement.sql_store import open_event_store

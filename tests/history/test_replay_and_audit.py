@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from cx.settings import Settings
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import event_from_dict
-from exchange.settings import Settings
 from settlement import projections
 from settlement.audit import audit
 from settlement.history import history_query
@@ -138,7 +138,7 @@ def _cx(
     if database is not None:
         env["DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
     return subprocess.run(
-        [sys.executable, "-m", "exchange.cli", *args],
+        [sys.executable, "-m", "cx.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

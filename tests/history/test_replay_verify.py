@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from cx.settings import Settings
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import event_from_dict
-from exchange.settings import Settings
 from settlement.replay import replay
 from settlement.service import stream_of
 from settlement.sql_store import open_event_store

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from cx.settings import Settings
 from exchange.domain.messages import ApproveGrant, CreateProgramme
-from exchange.settings import Settings
 from tests.e2e.harness import running_exchange, settings_for, settle
 from tests.history.test_replay_and_audit import _audit_copy, _copy, _cx, _events
 

@@ -24,7 +24,8 @@ from exchange.domain.catalogue import (
 from exchange.domain.messages import DepositCapacity, DepositFunds, PlaceOrder, encode
 from exchange.log import CommandLog, TopicPartition
 from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner, Topics
-from settlement.snapshots import SnapshotStore
+from exchange.snapshots import SnapshotStore
+from settlement.snapshots import SqlSnapshotStore
 from settlement.snapshots import snapshots as snapshot_table
 from settlement.sql_store import SqlEventStore, open_event_store
 from tests.conftest import fresh_database
@@ -134,7 +135,7 @@ async def test_full_replay_snapshot_plus_tail_and_the_live_stage_agree(
     log = InProcessLog()
     topics = Topics.named("snap", 3, 3)
     await topics.create(log)
-    snapshots = SnapshotStore(store.engine)
+    snapshots = SqlSnapshotStore(store.engine)
     await _send_commands(log, topics, 400, seed=1)
 
     live_risk, live_matching, _, live_tasks = await _run_until_drained(log, topics, snapshots, 37)
@@ -178,7 +179,7 @@ async def test_a_snapshot_that_does_not_match_its_hash_is_ignored(store: SqlEven
     log = InProcessLog()
     topics = Topics.named("bad", 2, 2)
     await topics.create(log)
-    snapshots = SnapshotStore(store.engine)
+    snapshots = SqlSnapshotStore(store.engine)
     await _send_commands(log, topics, 60, seed=2)
     risk, _, stop, tasks = await _run_until_drained(log, topics, snapshots, 5)
     expected = risk.state_hash()
@@ -221,7 +222,7 @@ async def test_lazily_listed_books_survive_snapshots_and_match_a_replay(
     symbols = [s.symbol for s in rolling.rolled_at(start) if s.delivery_start.hour in (8, 20)]
     topics = Topics.named("roll", 3, 3)
     await topics.create(log)
-    snapshots = SnapshotStore(store.engine)
+    snapshots = SqlSnapshotStore(store.engine)
     await _send_commands(log, topics, 300, 5, rolling, symbols)
 
     live_risk, live_matching, _, live_tasks = await _run_until_drained(

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from tests.e2e.harness import RunningExchange, running_exchange
 
 T = TypeVar("T")

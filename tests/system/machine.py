@@ -50,11 +50,11 @@ from hypothesis.stateful import (
 from websockets.sync.client import ClientConnection, connect
 
 from api.keys import Role, create_key
+from cx.runtime import ExchangeRuntime
+from cx.settings import Settings
+from cx.ticker import TICKER_ID, tick_symbols
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
-from exchange.runtime import ExchangeRuntime
-from exchange.settings import Settings
-from exchange.ticker import TICKER_ID, tick_symbols
 from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
 from settlement.replay import replay

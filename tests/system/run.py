@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.stateful import run_state_machine_as_test
 
-from exchange.settings import Settings
+from cx.settings import Settings
 from settlement.scratch import scratch_database
 from tests.e2e.harness import settings_for
 from tests.system.live import Prepare

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange.runtime import ExchangeRuntime
+from cx.runtime import ExchangeRuntime
 from tests.e2e.harness import assert_stages_match_replay, running_exchange, settings_for, settle
 from tests.system.machine import HOUR, MIDNIGHT, LogClock, tick_at
 

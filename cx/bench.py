@@ -117,7 +117,7 @@ class _Stages:
         stages = ["risk", *["matching"] * matching_processes, "settlement"]
         self.processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "exchange.cli", "run", stage],
+                [sys.executable, "-m", "cx.cli", "run", stage],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,

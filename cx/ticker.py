@@ -13,9 +13,9 @@ import contextlib
 import logging
 import time
 
+from cx.runtime import ExchangeRuntime
 from exchange.domain.messages import ControlMarket
 from exchange.log import LogError
-from exchange.runtime import ExchangeRuntime
 
 log = logging.getLogger(__name__)
 

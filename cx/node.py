@@ -14,9 +14,9 @@ import uvicorn
 
 from api.app import create_app
 from api.marketdata import MarketData
-from exchange.runtime import ExchangeRuntime, Stage
-from exchange.settings import Settings
-from exchange.ticker import tick_markets
+from cx.runtime import ExchangeRuntime, Stage
+from cx.settings import Settings
+from cx.ticker import tick_markets
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,8 @@
-"""`cx`: the exchange's command line."""
+"""`cx`: the exchange's command line.
+
+Each command imports what it runs when it runs: a stage, `cx init` or `cx keys` load neither
+the simulations, the packages of the `sim` extra (numpy, scipy) nor matplotlib.
+"""
 
 from __future__ import annotations
 
@@ -6,47 +10,26 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
+import importlib.util
 import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from api import keys
-from api.bench import run_api as run_api_bench
-from api.bench import run_fanout as run_fanout_bench
 from api.keys import Role
-from api.marketdata import MarketData
-from exchange.adapters.kafka_log import KafkaLog
-from exchange.benchmark import run as run_e2e_bench
-from exchange.board import show_board
-from exchange.deadletters import read_dead_letters, replay_dead_letter
-from exchange.domain.messages import Identifier
-from exchange.node import serve
-from exchange.pipeline import Topics
-from exchange.runtime import STAGES, ExchangeRuntime, Stage
-from exchange.settings import Settings
-from exchange.status import (
-    DirectoryOffsets,
-    LogOffsets,
-    OffsetSource,
-    PipelineStatus,
-    StatusMonitor,
-    status_sentence,
-)
-from matching.bench import run as run_matching_bench
-from settlement import history, reports, stalled
-from settlement.bench import run as run_replay_bench
-from settlement.replay import parse_until
-from settlement.sql_store import SqlEventStore, open_event_store
-from simulations import scenario as scenarios
-from simulations.demo_market import DemoMarket
-from simulations.run import prepare, simulate
+from cx.runtime import STAGES, Stage
+from cx.settings import Settings
+
+if TYPE_CHECKING:
+    from api.marketdata import MarketData
+    from cx.runtime import ExchangeRuntime
+    from settlement.pipeline_status import PipelineStatus
+    from settlement.sql_store import SqlEventStore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     simulation.add_argument(
         "--scenario",
         default="baseline",
-        help=f"a shipped scenario ({', '.join(scenarios.available())}) or a .toml file",
+        help=f"a shipped scenario ({', '.join(_shipped_scenarios())}) or a .toml file",
     )
     simulation.add_argument("--days", type=int, help="days to simulate (default: the scenario's)")
     simulation.add_argument("--seed", type=int, default=1, help="seed of every random draw")
@@ -184,6 +167,16 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="report folder (default: simulation-reports/SCENARIO)"
     )
     return parser
+
+
+def _shipped_scenarios() -> list[str]:
+    """The names of the scenarios in `simulations/scenarios/`, found without importing
+    simulations (see `simulations.scenario.available`)."""
+    found = importlib.util.find_spec("simulations")
+    if found is None or not found.submodule_search_locations:
+        return []
+    folder = Path(next(iter(found.submodule_search_locations))) / "scenarios"
+    return sorted(path.stem for path in folder.glob("*.toml"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in {"serve", "run"}:
         # A deployment's operators want the exchange's own notices (partitions taken over,
         # snapshots restored); the libraries' stay at warnings. The demo keeps its board clean.
-        for name in ("exchange", "settlement", "api"):
+        for name in ("cx", "exchange", "settlement", "api"):
             logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings()
     try:
@@ -215,10 +208,30 @@ class UsageError(Exception):
     """An argument the command cannot use; `cx` says why and exits with 2."""
 
 
+SIM_EXTRA = ("numpy", "scipy")
+"""The packages of the `sim` extra: only `cx simulate` needs them."""
+
+
+@contextmanager
+def _sim_extra() -> Iterator[None]:
+    """Say how to install the `sim` extra when the command needs one of its packages."""
+    try:
+        yield
+    except ModuleNotFoundError as missing:
+        package = (missing.name or "").split(".")[0]
+        if package not in SIM_EXTRA:
+            raise
+        raise UsageError(
+            f"needs {package}, of the sim extra: pip install 'compute-exchange[sim]'"
+        ) from None
+
+
 def _log_time(value: str | None, option: str) -> None:
     """Refuse a --since/--until that is neither a position, milliseconds nor an ISO time."""
     if value is None:
         return
+    from settlement.replay import parse_until
+
     try:
         position, ts = parse_until(value)
     except ValueError as error:
@@ -232,13 +245,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         asyncio.run(_demo(settings, args.seed, args.rate))
     elif args.command == "serve":
+        from cx.node import serve
+
         asyncio.run(serve(settings, STAGES, quiet_gc=True))
     elif args.command == "run":
+        from cx.node import serve
+
         stage: Stage = args.stage
         asyncio.run(serve(settings, (stage,), quiet_gc=True))
     elif args.command == "init":
         asyncio.run(_init(settings))
     elif args.command == "replay":
+        from cx import history
+
         _log_time(args.until, "--until")
         return asyncio.run(
             history.run_replay(
@@ -248,6 +267,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "keys":
         return asyncio.run(_keys(settings, args))
     elif args.command == "audit":
+        from cx import history
+
         return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
     elif args.command == "deadletters":
         if args.deadletters_command == "set-aside":
@@ -258,6 +279,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--observe must not be negative")
         return asyncio.run(_status(settings, args.json, args.observe))
     elif args.command == "history":
+        from cx import history
+
         _log_time(args.since, "--since")
         _log_time(args.until, "--until")
         asyncio.run(
@@ -277,13 +300,21 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "bench":
         return _bench(settings, args)
     elif args.command == "simulate":
+        with _sim_extra():
+            from simulations.run import prepare, simulate
+        from cx.simulation import open_simulated_exchange
+
         out = args.out or Path("simulation-reports") / Path(args.scenario).stem
         prepare(out)
-        asyncio.run(simulate(args.scenario, args.days, args.seed, out))
+        asyncio.run(simulate(args.scenario, args.days, args.seed, out, open_simulated_exchange))
     return 0
 
 
 async def _demo(settings: Settings, seed: int, rate: float) -> None:
+    from cx.board import show_board
+    from cx.node import serve
+    from simulations.demo_market import DemoMarket
+
     where = (
         "embedded log and SQLite under " + str(settings.data_dir.resolve())
         if settings.embedded_log and not settings.database_url
@@ -300,6 +331,8 @@ async def _demo(settings: Settings, seed: int, rate: float) -> None:
 
 
 def _programme_report(settings: Settings, programme_id: str, out: Path) -> int:
+    from settlement import reports
+
     found = asyncio.run(_read_programme(settings, programme_id))
     if found is None:
         print(f"cx report: no programme {programme_id!r}", file=sys.stderr)
@@ -314,6 +347,8 @@ def _programme_report(settings: Settings, programme_id: str, out: Path) -> int:
 
 
 async def _read_programme(settings: Settings, programme_id: str) -> dict[str, Any] | None:
+    from settlement import reports
+
     store = _open_store(settings)
     try:
         await store.initialise()
@@ -330,6 +365,8 @@ DEMO_KEYS = (
 
 
 def _open_store(settings: Settings) -> SqlEventStore:
+    from settlement.sql_store import open_event_store
+
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return open_event_store(settings.event_store_url())
@@ -337,6 +374,8 @@ def _open_store(settings: Settings) -> SqlEventStore:
 
 async def _demo_keys(settings: Settings) -> None:
     """On the first start, make and print API keys for demo participants (shown this once)."""
+    from api import keys
+
     store = _open_store(settings)
     try:
         await store.initialise()
@@ -360,6 +399,11 @@ async def _demo_keys(settings: Settings) -> None:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from pydantic import TypeAdapter, ValidationError
+
+    from api import keys
+    from exchange.domain.messages import Identifier
+
     store = _open_store(settings)
     try:
         await store.initialise()
@@ -403,6 +447,9 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
+    from cx.runtime import ExchangeRuntime
+    from exchange.deadletters import read_dead_letters, replay_dead_letter
+
     runtime = await ExchangeRuntime.open(settings)
     try:
         letters = await read_dead_letters(runtime.log, runtime.topics.deadletters)
@@ -437,6 +484,8 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
 async def _set_aside(settings: Settings, source: str, reason: str) -> int:
     """Mark a stall's event to be set aside; only the event store is needed (the embedded log
     belongs to the running exchange), and settlement carries it out."""
+    from settlement import stalled
+
     store = _open_store(settings)
     try:
         await store.initialise()
@@ -458,6 +507,15 @@ async def _set_aside(settings: Settings, source: str, reason: str) -> int:
 
 async def _status(settings: Settings, as_json: bool, observe: float) -> int:
     """Print every stage's progress and every stall; 1 if anything is stalled."""
+    from exchange.adapters.kafka_log import KafkaLog
+    from exchange.pipeline import Topics
+    from settlement.pipeline_status import (
+        DirectoryOffsets,
+        LogOffsets,
+        OffsetSource,
+        StatusMonitor,
+    )
+
     store = _open_store(settings)
     command_log = (
         KafkaLog(settings.kafka_bootstrap_servers) if settings.kafka_bootstrap_servers else None
@@ -490,6 +548,8 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
 
 
 def _print_status(status: PipelineStatus) -> None:
+    from settlement.pipeline_status import status_sentence
+
     stalled = {(s.stage, s.partition) for s in status.stalls}
     print(f"{'stage':<12} {'partition':<28} {'end':>10} {'offset':>10} {'lag':>8}  state")
     for p in status.partitions:
@@ -519,6 +579,8 @@ def _print_status(status: PipelineStatus) -> None:
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
     """Run one benchmark and print its JSON line."""
     if args.name == "matching":
+        from matching.bench import run as run_matching_bench
+
         print(run_matching_bench(time.perf_counter_ns, args.commands or 1_000_000, args.seed))
     elif args.name in {"e2e", "replay"}:
         if not (settings.kafka_bootstrap_servers and settings.database_url):
@@ -529,6 +591,8 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 2
         if args.name == "e2e":
+            from cx.bench import run as run_e2e_bench
+
             line = run_e2e_bench(
                 settings.kafka_bootstrap_servers,
                 settings.database_url,
@@ -537,16 +601,24 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
                 args.matching_processes,
             )
         else:
+            from settlement.bench import run as run_replay_bench
+
             line = run_replay_bench(settings.database_url, args.commands or 200_000, args.seed)
         print(line)
     elif args.name == "api":
-        print(run_api_bench(args.clients, args.seconds))
+        from api.bench import run_api
+
+        print(run_api(args.clients, args.seconds))
     else:
-        print(run_fanout_bench(args.subscribers, args.updates, args.updates_per_s))
+        from api.bench import run_fanout
+
+        print(run_fanout(args.subscribers, args.updates, args.updates_per_s))
     return 0
 
 
 async def _init(settings: Settings) -> None:
+    from cx.runtime import ExchangeRuntime
+
     runtime = await ExchangeRuntime.open(settings)
     await runtime.close()
     print("topics and event store schema are ready")

@@ -11,23 +11,16 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
+from cx.settings import Settings
 from exchange.adapters.inprocess_log import InProcessLog, wall_clock_ms
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import Catalogue
-from exchange.domain.messages import (
-    ApproveGrant,
-    Command,
-    ControlMarket,
-    CreateProgramme,
-    ResolveDispute,
-    encode,
-)
+from exchange.domain.messages import Command, encode
 from exchange.log import CommandLog, LogProducer
-from exchange.pipeline import MatchingRunner, RiskRunner, Topics
-from exchange.settings import Settings
+from exchange.pipeline import MatchingRunner, RiskRunner, Topics, routing_key
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
 from settlement.service import SettlementRunner
-from settlement.snapshots import SnapshotStore
+from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
 
 log = logging.getLogger(__name__)
@@ -109,7 +102,7 @@ class ExchangeRuntime:
     def runners(self, stages: Iterable[Stage]) -> list[Runner]:
         """The pipeline stages (of risk, matching, settlement) to run in this process."""
         built: list[Runner] = []
-        snapshots = SnapshotStore(self.store.engine)
+        snapshots = SqlSnapshotStore(self.store.engine)
         every = self.settings.snapshot_every
         for stage in stages:
             if stage == "risk":
@@ -133,14 +126,3 @@ class ExchangeRuntime:
             await self._producer.close()
         await self.log.close()
         await self.store.close()
-
-
-def routing_key(command: Command) -> str:
-    """The commands-topic key: the account whose balances the command touches, an operator's
-    id, or `programme:ID` for a voucher programme (its budget lives in one partition)."""
-    if isinstance(command, CreateProgramme | ApproveGrant):
-        return f"programme:{command.programme_id}"
-    if isinstance(command, ControlMarket | ResolveDispute):
-        return command.operator_id
-    # An account's limits are enforced by the risk partition that holds the account.
-    return command.account_id

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from api.marketdata import MarketData
-from exchange.runtime import ExchangeRuntime
+from cx.runtime import ExchangeRuntime
 
 REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0

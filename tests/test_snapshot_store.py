@@ -1,0 +1,45 @@
+"""The snapshot store contract on SQLite and PostgreSQL, and how many the SQL adapter keeps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from exchange.snapshots import SnapshotStore
+from settlement.snapshots import KEEP_PER_PARTITION, SqlSnapshotStore
+from settlement.sql_store import open_event_store
+from tests.contract.snapshot_store import SnapshotStoreContract, taken
+
+
+async def _sql_snapshots(url: str) -> AsyncIterator[SqlSnapshotStore]:
+    store = open_event_store(url)
+    try:
+        await store.initialise()
+        yield SqlSnapshotStore(store.engine)
+    finally:
+        await store.close()
+
+
+class TestSqliteSnapshotStore(SnapshotStoreContract):
+    @pytest.fixture
+    async def snapshots(self, tmp_path: Path) -> AsyncIterator[SnapshotStore]:
+        async for snapshots in _sql_snapshots(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"):
+            yield snapshots
+
+    async def test_only_the_newest_few_are_kept(self, snapshots: SnapshotStore) -> None:
+        newest = KEEP_PER_PARTITION + 2
+        for offset in range(1, newest + 1):
+            await snapshots.save(taken(offset))
+        oldest_kept = newest - KEEP_PER_PARTITION + 1
+        assert await snapshots.latest("risk", "t", 0, at_most=oldest_kept) == taken(oldest_kept)
+        assert await snapshots.latest("risk", "t", 0, at_most=oldest_kept - 1) is None
+
+
+@pytest.mark.postgres
+class TestPostgresSnapshotStore(SnapshotStoreContract):
+    @pytest.fixture
+    async def snapshots(self, database_url: str) -> AsyncIterator[SnapshotStore]:
+        async for snapshots in _sql_snapshots(database_url):
+            yield snapshots
