@@ -44,7 +44,8 @@ def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
         table.add_column(column, justify="left" if column in {"contract", "unit"} else "right")
     for spec in market.listed():
         view = market.view(spec.symbol)
-        assert view is not None, "a listed contract has a view"
+        if view is None:
+            raise RuntimeError(f"{spec.symbol} is listed but the market data has no view of it")
         bid, ask = view.best_bid(), view.best_ask()
         last = view.trades[-1].price if view.trades else None
         count = market.trade_counts.get(spec.symbol, 0)
@@ -67,7 +68,8 @@ async def show_board(
     runtime: ExchangeRuntime, market: MarketData | None, stop: asyncio.Event
 ) -> None:
     """Redraw the board until `stop`; on a non-terminal, print it every few seconds."""
-    assert market is not None, "the board needs the API's market data"
+    if market is None:
+        raise RuntimeError("the board needs the API's market data: run it with the api stage")
     await market.ready.wait()
     if not sys.stdout.isatty():
         # Logs and pipes get the full table, not one cut to a default 80 columns.

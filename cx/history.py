@@ -22,7 +22,7 @@ from settlement.history import (
     replay_document,
     verification,
 )
-from settlement.replay import parse_until, replay
+from settlement.replay import parse_time, parse_until, replay
 from settlement.schema import events
 from settlement.sql_store import SqlEventStore, open_event_store
 
@@ -239,6 +239,4 @@ def _time_ms(value: str) -> int:
     """Milliseconds since the epoch of an ISO time with offset (or a number of ms)."""
     if value.isdigit():
         return int(value)
-    _, ts = parse_until(value)
-    assert ts is not None
-    return ts
+    return parse_time(value)

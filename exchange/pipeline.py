@@ -233,6 +233,18 @@ class StageRunner(ABC, Generic[S]):
         self._producer: LogProducer | None = None
         self._consumer: LogConsumer | None = None
 
+    @property
+    def _running_producer(self) -> LogProducer:
+        if self._producer is None:
+            raise RuntimeError(f"the {self.name} stage is not running: it has no producer")
+        return self._producer
+
+    @property
+    def _running_consumer(self) -> LogConsumer:
+        if self._consumer is None:
+            raise RuntimeError(f"the {self.name} stage is not running: it has no consumer")
+        return self._consumer
+
     @abstractmethod
     def new_instance(self, partition: int) -> S:
         """Fresh state for one input partition."""
@@ -289,15 +301,14 @@ class StageRunner(ABC, Generic[S]):
         Committing on an interval rather than per batch saves two round trips a batch; what a
         crash leaves uncommitted is processed again and its outputs dropped as duplicates.
         """
-        assert self._producer is not None
-        assert self._consumer is not None
+        producer, consumer = self._running_producer, self._running_consumer
         self._commit_due = asyncio.get_running_loop().time() + COMMIT_INTERVAL_S
         if not self._uncommitted:
             return
-        await self._producer.flush()
+        await producer.flush()
         offsets, self._uncommitted = self._uncommitted, {}
         try:
-            await self._consumer.commit(offsets)
+            await consumer.commit(offsets)
         except RebalancedError:
             # The partitions are being reassigned; their next holder (perhaps this one again)
             # rebuilds them from snapshot and the committed offset.
@@ -326,15 +337,15 @@ class StageRunner(ABC, Generic[S]):
 
     async def partitions_assigned(self, partitions: set[TopicPartition]) -> None:
         """Start each new partition's state from scratch and replay it from the beginning."""
-        assert self._consumer is not None
+        consumer = self._running_consumer
         for tp in sorted(partitions):
-            committed = await self._consumer.committed(tp) or 0
+            committed = await consumer.committed(tp) or 0
             start = await self._restore(tp, committed)
             self._replay_until[tp.partition] = committed
             self._next_offset[tp.partition] = start
             self._since_snapshot[tp.partition] = 0
             self.restored_from[tp.partition] = start
-            self._consumer.seek(tp, start)
+            consumer.seek(tp, start)
         self.caught_up.clear()
         log.info(
             "%s: now holds partitions %s (restored from offsets %s)",
@@ -379,11 +390,11 @@ class StageRunner(ABC, Generic[S]):
     async def _update_caught_up(self) -> None:
         """Set `caught_up` once every held partition is read to its end (call holding `_busy`,
         so a rebalance cannot take a partition away meanwhile)."""
-        assert self._consumer is not None
+        consumer = self._running_consumer
         for partition, replay_until in list(self._replay_until.items()):
             tp = TopicPartition(self.input_topic, partition)
-            position = await self._consumer.position(tp)
-            if position < max(replay_until, await self._consumer.end_offset(tp)):
+            position = await consumer.position(tp)
+            if position < max(replay_until, await consumer.end_offset(tp)):
                 return
         self.caught_up.set()
 
@@ -398,10 +409,10 @@ class StageRunner(ABC, Generic[S]):
 
     async def _send_outbox(self) -> None:
         """Send the queued outputs, a partition's records in one call (see `send_many`)."""
-        assert self._producer is not None
+        producer = self._running_producer
         outbox, self._outbox = self._outbox, {}
         for (topic, partition), values in outbox.items():
-            await self._producer.send_many(topic, partition, values)
+            await producer.send_many(topic, partition, values)
 
     def state_hash(self) -> str:
         """SHA-256 over the state hash of every partition this runner holds."""

@@ -123,14 +123,13 @@ class _Vouchers:
                     )
                 ]
         elif isinstance(event, OrderAccepted) and event.voucher is not None:
-            return self._reservation(event, position, state)
+            return self._reservation(event, event.voucher, position, state)
         return []
 
     def _reservation(
-        self, order: OrderAccepted, position: int, state: ExchangeState
+        self, order: OrderAccepted, programme: str, position: int, state: ExchangeState
     ) -> list[Discrepancy]:
-        assert order.voucher is not None
-        programme, account = order.voucher, order.account_id
+        account = order.account_id
         self.reserved[(programme, account)] += order.voucher_reserved
         self.positions[programme].append(position)
         found = []

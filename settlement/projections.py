@@ -415,7 +415,8 @@ class LedgerProjection:
         lines: list[dict[str, Any]] = []
         delivery_changes: list[tuple[str, dict[str, Any]]] = []
         journal_entries = self.accounts.journal
-        assert journal_entries is not None
+        if journal_entries is None:
+            raise RuntimeError("the settled state keeps no journal: load it before applying")
         before = self.state.position
         for stored in events:
             prior = self.accounts.open_orders.get(str(stored.data.get("order_id")))
@@ -665,6 +666,7 @@ def _touched(
     involved = [value for name in party_fields if isinstance(value := getattr(event, name), str)]
     accounts.update(involved)
     symbols: list[str] = list(prior_hours)
+    # has_symbol says this event's type has a `symbol`, which mypy cannot see in the union.
     symbol = event.symbol if has_symbol else None  # type: ignore[union-attr]
     if isinstance(symbol, str):
         symbols.append(symbol)

@@ -216,7 +216,12 @@ def parse_until(value: str) -> tuple[int | None, int | None]:
     """`--until`: a position (digits) or a time (ISO 8601); returns (position, ts in ms)."""
     if value.isdigit():
         return int(value), None
+    return None, parse_time(value)
+
+
+def parse_time(value: str) -> int:
+    """An ISO 8601 time with its UTC offset, in ms since the epoch."""
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise ValueError(f"time {value!r} needs a UTC offset, e.g. 2027-12-01T02:00+08:00")
-    return None, to_utc_ms(moment)
+    return to_utc_ms(moment)

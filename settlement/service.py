@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError
 
 from exchange.deadletters import send_dead_letter, source_of
 from exchange.domain.catalogue import Catalogue
-from exchange.domain.messages import ALL_CONTRACTS, AnyEvent, decode_event
+from exchange.domain.messages import ALL_CONTRACTS, AnyEvent, Event, decode_event
 from exchange.log import (
     CommandLog,
     LogConsumer,
@@ -56,7 +56,7 @@ ERROR_CHARS = 2000
 READ_ATTEMPTS = 10
 
 
-def stream_of(event: AnyEvent) -> str:
+def stream_of(event: Event) -> str:
     """The stream an event belongs to: its contract, else its account, else the exchange
     (market-wide controls)."""
     symbol = getattr(event, "symbol", None)
@@ -147,16 +147,19 @@ class SettlementRunner:
 
     @property
     def _deadletters(self) -> LogProducer:
-        assert self._deadletters_producer is not None, "the runner is not running"
+        if self._deadletters_producer is None:
+            raise RuntimeError("the settlement runner is not running: it has no producer")
         return self._deadletters_producer
 
     def _assign(self) -> None:
         """Read every partition not stalled, each from where it is settled up to."""
-        assert self._consumer is not None, "the runner is not running"
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the settlement runner is not running: it has no consumer")
         reading = [tp for tp in self.partitions if tp not in self.stalls]
-        self._consumer.assign(reading)
+        consumer.assign(reading)
         for tp in reading:
-            self._consumer.seek(tp, self.positions[tp])
+            consumer.seek(tp, self.positions[tp])
         self._reassign = False
 
     async def _snapshot(self) -> None:

@@ -62,9 +62,10 @@ class DemoMarket:
         self.random = random.Random(seed)
         self.interval = 1.0 / orders_per_second
         self.agents = [Agent(a, "sell") for a in PROVIDERS] + [Agent(a, "buy") for a in BUYERS]
+        self.specs = {spec.symbol: spec for spec in runtime.catalogue}
         self.mids = {
-            spec.symbol: REFERENCE_PRICES.get(spec.resource_class.code, 1000)
-            for spec in runtime.catalogue
+            symbol: REFERENCE_PRICES.get(spec.resource_class.code, 1000)
+            for symbol, spec in self.specs.items()
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -103,8 +104,7 @@ class DemoMarket:
             await self.runtime.submit(CancelOrder(order_id=order_id, account_id=agent.account_id))
             return
         symbol = self.random.choice(list(self.mids))
-        spec = self.runtime.catalogue.get(symbol)
-        assert spec is not None
+        spec = self.specs[symbol]
         tick = spec.tick_size
         reference = REFERENCE_PRICES.get(spec.resource_class.code, 1000)
         drift = self.random.choice((-1, 0, 1)) * tick

@@ -192,8 +192,9 @@ class Simulation:
                         f"{sum(s.filled > 0 for s in view.orders.values()):,} orders traded, "
                         f"{time.monotonic() - began:.0f} s"
                     )
-            settlement = runtime.running["settlement"]
-            assert isinstance(settlement, SettlementRunner)
+            settlement = runtime.running.get("settlement")
+            if not isinstance(settlement, SettlementRunner):
+                raise TypeError(f"the exchange runs {settlement!r} as its settlement stage")
             await _settled(command_log, runtime, settlement)
         finally:
             stop.set()

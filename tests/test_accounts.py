@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
+from unittest import mock
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from exchange.domain.accounts import Accounts, Balance, OpenOrder
+from exchange.domain.accounts import Accounts, Balance, OpenOrder, UnbalancedEntryError
 from exchange.domain.messages import (
     CancelReason,
     CapacityDeposited,
@@ -402,3 +407,40 @@ class Conservation(RuleBasedStateMachine):
 
 Conservation.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestConservation = Conservation.TestCase
+
+
+def _trade_with_an_unbalanced_fee() -> None:
+    """Post a trade whose fee legs, by a planted defect, credit a fee nobody paid."""
+    accounts = Accounts()
+    accounts.apply(funds("a1", 10_000))
+    accounts.apply(capacity("p1", 10))
+    buy, sell = accepted("b1", "a1", "buy", 120, 5), accepted("s1", "p1", "sell", 100, 5)
+    accounts.apply(buy)
+    accounts.apply(sell)
+    with mock.patch("exchange.domain.accounts._fee_legs", return_value=[("fees", 1)]):
+        accounts.apply(trade(buy, sell, price=100, quantity=5))
+
+
+def test_an_unbalanced_journal_entry_is_refused() -> None:
+    with pytest.raises(UnbalancedEntryError, match=r"e/buy \(trade_buy\) is off by 1"):
+        _trade_with_an_unbalanced_fee()
+
+
+def test_the_balance_check_holds_under_python_optimisation() -> None:
+    # `python -O` drops asserts: the check is an explicit raise so it fires there too.
+    script = (
+        "import tests.test_accounts as t\n"
+        "from exchange.domain.accounts import UnbalancedEntryError\n"
+        "try:\n"
+        "    t._trade_with_an_unbalanced_fee()\n"
+        "except UnbalancedEntryError as error:\n"
+        "    print('refused:', error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-O", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.stdout.startswith("refused: journal entry e/buy (trade_buy) is off by 1"), done

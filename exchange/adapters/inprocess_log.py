@@ -290,10 +290,9 @@ class InProcessLog(CommandLog):
             "offsets": offsets,
         }
 
-    def _write_meta(self, document: dict[str, Any]) -> None:
-        assert self._directory is not None
-        target = self._directory / _META
-        temporary = self._directory / (_META + ".tmp")
+    def _write_meta(self, directory: Path, document: dict[str, Any]) -> None:
+        target = directory / _META
+        temporary = directory / (_META + ".tmp")
         with temporary.open("w") as file:
             json.dump(document, file, separators=(",", ":"))
             if self._fsync:
@@ -301,26 +300,18 @@ class InProcessLog(CommandLog):
                 os.fsync(file.fileno())
         os.replace(temporary, target)
         if self._fsync:
-            self._fsync_directory()
-
-    def _fsync_directory(self) -> None:
-        assert self._directory is not None
-        if sys.platform != "win32":
-            descriptor = os.open(self._directory, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            _fsync_directory(directory)
 
     async def _store_meta(self) -> None:
-        if self._directory is None:
+        directory = self._directory
+        if directory is None:
             return
         async with self._meta_lock:
             document = self._meta_document()
             if self._fsync:
-                await asyncio.to_thread(self._write_meta, document)
+                await asyncio.to_thread(self._write_meta, directory, document)
             else:
-                self._write_meta(document)
+                self._write_meta(directory, document)
 
     async def _store(self, partitions: Iterable[_Partition]) -> None:
         """Hand the partitions' frames to the OS (and to the disk with fsync)."""
@@ -431,6 +422,15 @@ class InProcessLog(CommandLog):
 def _fsync_all(files: list[BinaryIO]) -> None:
     for file in files:
         os.fsync(file.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    if sys.platform != "win32":
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 class _InProcessProducer(LogProducer):
@@ -575,17 +575,18 @@ class _InProcessConsumer(LogConsumer):
 
     async def _synchronise(self, deadline: float) -> bool:
         """Take part in a pending rebalance; True when this consumer's assignment is current."""
-        if self._listener is None:
+        # Only a subscribed consumer has a listener, and only one with a group id subscribes.
+        listener, group_id = self._listener, self._group_id
+        if listener is None or group_id is None:
             return True
-        assert self._group_id is not None
-        group = self._log._groups[self._group_id]
+        group = self._log._groups[group_id]
         loop = asyncio.get_running_loop()
         while self._generation != group.generation:
             generation = group.generation
             if self._assigned:
                 # As in Kafka, the partitions are still this member's while the listener runs,
                 # so it can commit what it processed.
-                await self._listener.partitions_revoked({tp for tp, _ in self._assigned})
+                await listener.partitions_revoked({tp for tp, _ in self._assigned})
                 self._assigned, self._positions = [], {}
                 continue
             if generation != group.generation:
@@ -604,7 +605,7 @@ class _InProcessConsumer(LogConsumer):
                 continue
             self._take(group.assignments[self])
             self._generation = generation
-            await self._listener.partitions_assigned({tp for tp, _ in self._assigned})
+            await listener.partitions_assigned({tp for tp, _ in self._assigned})
         return True
 
     def _take(self, partitions: Iterable[TopicPartition]) -> None:

@@ -399,6 +399,7 @@ class _KafkaProducer(LogProducer):
             await self._producer.stop()
 
 
+# aiokafka ships no type information, so its listener base is Any to mypy.
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Keeps the wrapper's view of its partitions current and forwards to the port's listener."""
 
@@ -453,7 +454,8 @@ class _KafkaConsumer(LogConsumer):
         if self._subscription:
             for topic in self._subscription:
                 await self._log._check_partition(topic, 0)
-            assert self._listener is not None
+            if self._listener is None:
+                raise LogError("the consumer has a subscription but no rebalance listener")
             try:
                 self._consumer.subscribe(
                     list(self._subscription), listener=_Rebalance(self, self._listener)

@@ -92,6 +92,17 @@ BIGINT's largest value; the risk stage refuses what would cross it (docs/MONEY.m
 "Ceilings")."""
 
 
+class UnbalancedEntryError(RuntimeError):
+    """A journal entry whose legs do not sum to zero: a defect in the exchange, never input."""
+
+    def __init__(self, entry_id: str, kind: str, legs: list[tuple[str, int]]) -> None:
+        total = sum(amount for _, amount in legs)
+        super().__init__(f"journal entry {entry_id} ({kind}) is off by {total}: {legs}")
+        self.entry_id = entry_id
+        self.kind = kind
+        self.legs = legs
+
+
 def _everyone(_: str) -> bool:
     return True
 
@@ -393,7 +404,10 @@ class Accounts:
         self, entry_id: str, kind: str, ts: int, legs: list[tuple[str, int]], owns: Owns | None
     ) -> None:
         """Apply a balanced entry's legs that this instance owns, and journal it."""
-        assert sum([amount for _, amount in legs]) == 0, (kind, legs)
+        # A real check, not an assert: an unbalanced entry is a bug that must stop the stage
+        # before it reaches the ledger, with `python -O` too.
+        if sum([amount for _, amount in legs]) != 0:
+            raise UnbalancedEntryError(entry_id, kind, legs)
         for name, amount in legs:
             if not amount:
                 continue
@@ -539,7 +553,8 @@ class Accounts:
                 buy, buy.price, buy.remaining - trade.quantity
             )
             fee = self.fees.fee(symbol, amount, trade.aggressor, "buy")
-            voucher = self._voucher_part(buy, trade, amount)
+            use = buy.voucher
+            voucher = 0 if use is None else self._voucher_part(use, trade, amount)
             legs = [
                 (f"held:{buyer}", -released),
                 (f"cash:{buyer}", released - amount - fee + voucher),
@@ -547,9 +562,8 @@ class Accounts:
                 *_fee_legs(fee),
             ]
             self._concede(buyer, fee, f"{trade.event_id}/buy", trade.trade_id, trade.ts)
-            if voucher:
-                assert buy.voucher is not None
-                programme = buy.voucher.programme_id
+            if use is not None and voucher:
+                programme = use.programme_id
                 legs.append((f"reserved:{programme}:{buyer}", -voucher))
                 grant = self._grant_of(programme, buyer)
                 grant.reserved -= voucher
@@ -659,11 +673,8 @@ class Accounts:
             grant = self.grants[key] = Grant.awaiting_approval(programme_id, account_id)
         return grant
 
-    def _voucher_part(self, buy: OpenOrder, trade: TradeExecuted, amount: int) -> int:
-        """What the buy's voucher pays of this fill (0: none, or a related party sells)."""
-        use = buy.voucher
-        if use is None:
-            return 0
+    def _voucher_part(self, use: VoucherUse, trade: TradeExecuted, amount: int) -> int:
+        """What a buy's voucher pays of this fill (0 when a related party sells)."""
         if trade.seller_id in use.related:
             # Not subsidised, and not counted: a later fill earns the rate of its own amount.
             return 0
@@ -1012,7 +1023,7 @@ def money_brought_in(event: Event) -> int:
         return event.amount
     if isinstance(event, FundsWithdrawn):
         return -event.amount
-    if isinstance(event, ProgrammeCreated | ConcessionGranted):
+    if isinstance(event, (ProgrammeCreated, ConcessionGranted)):
         return event.budget
     return 0
 

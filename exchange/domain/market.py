@@ -112,12 +112,13 @@ class MarketStage:
     ) -> None:
         # Unless given here, each rule is the catalogue's, so live and replayed books agree.
         rules = catalogue.rules
-        gate_closure_ms = rules.gate_closure_ms if gate_closure_ms is _UNSET else gate_closure_ms
+        gate_closure_ms = (
+            rules.gate_closure_ms if isinstance(gate_closure_ms, _Unset) else gate_closure_ms
+        )
         halt_ms = rules.halt_ms if isinstance(halt_ms, _Unset) else halt_ms
         band = rules.band if isinstance(band, _Unset) else band
         protection = rules.protection if isinstance(protection, _Unset) else protection
         pre_open = rules.pre_open if isinstance(pre_open, _Unset) else pre_open
-        assert not isinstance(gate_closure_ms, _Unset)
         self.catalogue = catalogue
         self.engine = MatchingEngine(halt_ms=halt_ms)
         for spec in catalogue:

@@ -177,7 +177,8 @@ class Alternative:
 
     def rank_key(self) -> tuple[int, int, int, str]:
         """Ranked total, then cost, then earlier start, then family (the documented ties)."""
-        assert self.cost is not None
+        if self.cost is None:
+            raise ValueError(f"{self.family} from {self.start_ms} has no cost to rank it by")
         return (self.cost + self.adder_cost, self.cost, self.start_ms, self.family)
 
 
@@ -222,13 +223,12 @@ def plan(
     for family in sorted(hours_by_family):
         listed = hours_by_family[family]
         any_spec = next(iter(listed.values()))
-        exclusion = _exclusion(need, any_spec, performance)
-        if exclusion is not None:
-            excluded.append(exclusion)
+        suited = _suitability(need, any_spec, performance)
+        if isinstance(suited, Exclusion):
+            excluded.append(suited)
             continue
         families.add(family)
-        factor = performance.factor(any_spec.resource_class.code)
-        assert factor is not None  # _exclusion refused classes that are not cards
+        factor, adder = suited
         for start in sorted(listed):
             window = [start + i * HOUR_MS for i in range(need.hours)]
             if start < need.earliest_start_ms or window[-1] + HOUR_MS > need.deadline_ms:
@@ -236,7 +236,7 @@ def plan(
             if any(hour not in listed for hour in window):
                 continue
             specs = [listed[hour] for hour in window]
-            alternatives.append(_price(need, specs, factor, asks))
+            alternatives.append(_price(need, specs, factor, adder, asks))
     feasible = sorted((a for a in alternatives if a.feasible), key=Alternative.rank_key)
     infeasible = sorted(
         (a for a in alternatives if not a.feasible), key=lambda a: (a.start_ms, a.family)
@@ -253,10 +253,14 @@ def plan(
     )
 
 
-def _exclusion(need: Need, spec: ContractSpec, performance: PerformanceTable) -> Exclusion | None:
+def _suitability(
+    need: Need, spec: ContractSpec, performance: PerformanceTable
+) -> Exclusion | tuple[Fraction, int]:
+    """Why `spec`'s family cannot serve the need, or its card factor and region adder."""
     code = spec.resource_class.code
     factor = performance.factor(code)
-    if need.adder_of(spec.region) is None:
+    adder = need.adder_of(spec.region)
+    if adder is None:
         return Exclusion(spec.family, REGION_NOT_ACCEPTED, f"region {spec.region} not accepted")
     if factor is None:
         return Exclusion(spec.family, NOT_A_CARD, f"{code} is sold in {spec.unit}s, not cards")
@@ -269,13 +273,14 @@ def _exclusion(need: Need, spec: ContractSpec, performance: PerformanceTable) ->
             f"{code}'s factor {decimal_text(factor)} is below the minimum "
             f"{decimal_text(Fraction(need.min_grade, GRADE_SCALE))}",
         )
-    return None
+    return factor, adder
 
 
 def _price(
     need: Need,
     specs: list[ContractSpec],
     factor: Fraction,
+    adder: int,
     asks: Mapping[str, Sequence[tuple[int, int]]],
 ) -> Alternative:
     first = specs[0]
@@ -285,8 +290,6 @@ def _price(
     else:
         cards = math.ceil(Fraction(need.quantity) / (factor * hours))
     delivered = cards * hours * factor
-    adder = need.adder_of(first.region)
-    assert adder is not None
     adder_cost = math.ceil(adder * delivered)
     symbols = tuple(spec.symbol for spec in specs)
 
