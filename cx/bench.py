@@ -48,10 +48,11 @@ def _orders(count: int, seed: int) -> list[PlaceOrder]:
     rng = random.Random(seed)
     catalogue = default_catalogue()
     symbols = catalogue.symbols
+    ticks = {spec.symbol: spec.tick_size for spec in catalogue}
     orders = []
     for n in range(count):
         symbol = rng.choice(symbols)
-        tick = catalogue.get(symbol).tick_size  # type: ignore[union-attr]
+        tick = ticks[symbol]
         side = rng.choice(("buy", "sell"))
         orders.append(
             PlaceOrder(

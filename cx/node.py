@@ -77,8 +77,9 @@ async def serve(
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
         for task in done:
-            if task is not stopper and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = None if task is stopper else task.exception()
+            if failure is not None:
+                raise failure
     finally:
         stop.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -128,6 +128,7 @@ class ExchangeClient:
 
     async def _list(self, model: type[M], path: str, **params: Any) -> list[M]:
         data = (await self.request("GET", path, params=params)).json()
+        # A list of a model class given at run time, which mypy takes for a variable as type.
         return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
 
     async def health(self) -> Health:

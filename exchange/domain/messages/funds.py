@@ -65,6 +65,7 @@ class FundsDeposited(Event):
     Version 2 names the currency; version 1 (no `currency`) was always CNY fen.
     """
 
+    # Narrows the base's schema version to this event's; mypy sees a changed field type.
     v: Literal[2] = 2  # type: ignore[assignment]
     type: Literal["FundsDeposited"] = "FundsDeposited"
     deposit_id: str
