@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -303,7 +304,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         with _sim_extra():
             from simulations.run import prepare, simulate
         from cx.simulation import open_simulated_exchange
+        from simulations.scenario import ScenarioError, load
 
+        try:
+            load(args.scenario)
+        except ScenarioError as error:
+            raise UsageError(str(error)) from None
+        except tomllib.TOMLDecodeError as error:
+            raise UsageError(f"{args.scenario} is not valid TOML: {error}") from None
         out = args.out or Path("simulation-reports") / Path(args.scenario).stem
         prepare(out)
         asyncio.run(simulate(args.scenario, args.days, args.seed, out, open_simulated_exchange))

@@ -7,7 +7,6 @@ in one process over the durable in-process log and a SQLite event store under CX
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
@@ -22,8 +21,6 @@ from settlement import projections as _projections  # noqa: F401  (registers the
 from settlement.service import SettlementRunner
 from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
-
-log = logging.getLogger(__name__)
 
 Stage = Literal["risk", "matching", "settlement", "api"]
 STAGES: tuple[Stage, ...] = ("risk", "matching", "settlement", "api")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cx.cli import main
 from cx.simulation import open_simulated_exchange
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.domain.accounts import Accounts
@@ -246,3 +247,30 @@ def test_every_shipped_scenario_loads_and_variants_extend_the_baseline() -> None
     assert scenarios.load("delivery_failure").shocks[0].provider == "prov-GZ-1"
     with pytest.raises(scenarios.ScenarioError, match="no scenario"):
         scenarios.load("no-such-scenario")
+
+
+def test_an_unknown_scenario_is_a_usage_error_listing_the_shipped_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+
+    status = main(["simulate", "--scenario", "nosuch", "--out", str(out)])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.startswith("cx simulate: no scenario 'nosuch'; shipped: "), error
+    assert all(name in error for name in scenarios.available())
+    assert "Traceback" not in error
+    assert not out.exists()
+
+
+def test_a_scenario_file_that_is_not_toml_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("name = \n")
+
+    status = main(["simulate", "--scenario", str(broken), "--out", str(tmp_path / "report")])
+
+    assert status == 2
+    assert capsys.readouterr().err.startswith(f"cx simulate: {broken} is not valid TOML: ")
