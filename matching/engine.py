@@ -465,9 +465,11 @@ class MatchingEngine:
         if ts > self.now:
             self.now = ts
         book = self.books.get(symbol)
+        if book is None:
+            self.events.append((REJECTED, symbol, order_id, CancelReason.CONTRACT_NOT_TRADING))
+            return
         if (
-            book is None
-            or order_id in self.orders
+            order_id in self.orders
             or quantity <= 0
             or price <= 0
             or price % book.tick
@@ -478,7 +480,6 @@ class MatchingEngine:
             if reason is not None:
                 self.events.append((REJECTED, symbol, order_id, reason))
                 return
-        assert book is not None
         if (
             (tif != GTC and tif != IOC)
             or min_quantity
@@ -556,7 +557,7 @@ class MatchingEngine:
 
     def _invalid(
         self,
-        book: Book | None,
+        book: Book,
         order_id: str,
         price: int,
         quantity: int,
@@ -565,8 +566,6 @@ class MatchingEngine:
     ) -> CancelReason | None:
         """Why an order must be rejected before anything else is looked at (None if it need
         not)."""
-        if book is None:
-            return CancelReason.CONTRACT_NOT_TRADING
         if order_id in self.orders or order_id in self.blocks:
             return CancelReason.DUPLICATE_ORDER_ID
         if quantity <= 0:
