@@ -37,7 +37,7 @@ class StalledStage(Model):
     since: str
     lag: int | None
     detail: str
-    offset: int | None = None
+    offset: int | None
     event_id: str | None = None
     event_type: str | None = None
     attempts: int | None = None
@@ -51,9 +51,9 @@ class Health(Model):
     status: str
     market_data_ready: bool
     log_time: int
-    stall_seconds: float = 0.0
-    stages: list[StageProgress] = []
-    stalls: list[StalledStage] = []
+    stall_seconds: float
+    stages: list[StageProgress]
+    stalls: list[StalledStage]
 
 
 class PipelineStatus(Model):
@@ -478,11 +478,11 @@ class Delivery(Model):
     fee: int
     window_ends: int
     status: Literal["owed", "metered", "disputed", "settled", "recalled"]
-    delivered: int | None = None
-    paid: int | None = None
-    refund: int | None = None
-    penalty: int | None = None
-    resolved_by: str | None = None
+    delivered: int | None
+    paid: int | None
+    refund: int | None
+    penalty: int | None
+    resolved_by: str | None
     updated_ts: int
     recall_id: str | None = None
 
