@@ -1,11 +1,14 @@
-"""The API's OpenAPI document, built from the app without serving it."""
+"""The API as served: its OpenAPI document and WebSocket paths, from the app without serving it."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from starlette.routing import WebSocketRoute
 
 from api.app import create_app
 from api.marketdata import MarketData
@@ -13,15 +16,24 @@ from cx.runtime import ExchangeRuntime
 from tests.e2e.harness import settings_for
 
 
-def build_openapi_document() -> dict[str, Any]:
-    """The document the app serves at /openapi.json, from an embedded exchange that runs no
-    stage (the document depends on the routes only)."""
+@dataclass(frozen=True)
+class ServedApi:
+    """What the app serves: the document at /openapi.json and the WebSocket paths it omits."""
 
-    async def build(data_dir: Path) -> dict[str, Any]:
+    document: dict[str, Any]
+    websocket_paths: frozenset[str]
+
+
+def build_served_api() -> ServedApi:
+    """The app of an embedded exchange that runs no stage (what it serves depends on its
+    routes only)."""
+
+    async def build(data_dir: Path) -> ServedApi:
         runtime = await ExchangeRuntime.open(settings_for(data_dir))
         try:
-            market = MarketData(runtime.log, runtime.topics, runtime.catalogue)
-            return create_app(runtime, market).openapi()
+            app = create_app(runtime, MarketData(runtime.log, runtime.topics, runtime.catalogue))
+            sockets = frozenset(r.path for r in app.routes if isinstance(r, WebSocketRoute))
+            return ServedApi(app.openapi(), sockets)
         finally:
             await runtime.close()
 

@@ -12,7 +12,7 @@ import pytest
 from cx_client import models
 from pydantic import BaseModel
 
-from tests.api.openapi_document import build_openapi_document
+from tests.api.openapi_document import build_served_api
 
 MIRRORS = {
     "Account": "AccountOut",
@@ -70,7 +70,7 @@ UNDOCUMENTED = {
 
 @pytest.fixture(scope="module")
 def schemas() -> dict[str, Any]:
-    components: dict[str, Any] = build_openapi_document()["components"]["schemas"]
+    components: dict[str, Any] = build_served_api().document["components"]["schemas"]
     return components
 
 
