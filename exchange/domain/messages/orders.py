@@ -72,8 +72,10 @@ class PlaceOrder(Message):
     the account) in `stp_mode`.
 
     A buy may name a compute-voucher programme (`voucher`) the account holds a grant of: the
-    voucher part is reserved at acceptance and only the rest of the cost is held. With
-    `limit_basis` "net", `price` limits what the buyer pays per unit after the voucher.
+    voucher part is reserved from the grant at acceptance, and the buyer's cash is held at the
+    gross cost (price x quantity plus the most fee) all the same, since a fill's voucher part
+    is known only when it happens (docs/MONEY.md). With `limit_basis` "net", `price` limits
+    what the buyer pays per unit after the voucher.
     """
 
     type: Literal["PlaceOrder"] = "PlaceOrder"
