@@ -3,12 +3,14 @@
 `tests/fixtures/release-7f22bc2/` holds what that release's `create_all` made (its DDL for
 PostgreSQL and SQLite, printed from its MetaData) and every row of a database it made and
 settled through its own API and pipeline (two accounts, a trade, an order resting, a stall, API
-keys), so the upgrade path is tested on what the release really wrote.
+keys), with the embedded log it ran on (topics `recorded.*`), so the upgrade path is tested on
+what the release really wrote and the exchange goes on from where it stopped.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "release-7f22bc2"
+PREFIX = "recorded"
+"""The topic prefix the recorded history ran under."""
+
+
+def copy_recorded_log(data_dir: Path) -> None:
+    """Put the log the previous release ran on where an embedded exchange in `data_dir` finds
+    it."""
+    shutil.copytree(FIXTURES / "log", data_dir / "log")
 
 
 def ddl(dialect: str) -> list[str]:
