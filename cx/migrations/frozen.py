@@ -3,6 +3,8 @@ application's tables cannot change what an old revision does)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -16,7 +18,7 @@ def now() -> sa.TextClause:
     return sa.text("(strftime('%Y-%m-%d %H:%M:%f+00:00', 'now'))")
 
 
-def json_document() -> sa.types.TypeEngine[object]:
+def json_document() -> sa.types.TypeEngine[Any]:
     """JSON on SQLite, JSONB on PostgreSQL."""
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
