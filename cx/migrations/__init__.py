@@ -11,13 +11,14 @@ combined MetaData describes, and a test checks that autogenerate finds nothing l
 from __future__ import annotations
 
 import importlib
+import tempfile
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, inspect
+from sqlalchemy import MetaData, create_engine, inspect
 from sqlalchemy.engine import Connection
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
@@ -89,3 +90,22 @@ def upgrade_to_head(connection: Connection) -> None:
     if made_by_previous_release(connection):
         command.stamp(config, BASELINE)
     command.upgrade(config, "head")
+
+
+def write_revision(message: str) -> None:
+    """Write a new revision with what autogenerate finds between the tables and a scratch
+    SQLite database migrated to head (read and edit it before committing)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = create_engine(f"sqlite:///{Path(scratch) / 'head.sqlite3'}")
+        try:
+            with engine.begin() as connection:
+                upgrade_to_head(connection)
+            with engine.begin() as connection:
+                command.revision(
+                    alembic_config(connection),
+                    message,
+                    autogenerate=True,
+                    rev_id=f"{int(head()) + 1:04d}",
+                )
+        finally:
+            engine.dispose()
