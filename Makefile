@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
-.PHONY: help venv chromium lint test soak fuzz demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv chromium lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -36,6 +36,9 @@ lint: venv ## ruff, mypy and the import-linter contracts
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(PACKAGES)
 	$(BIN)/lint-imports
+
+migration: venv ## write a new migration from what changed in the tables (MESSAGE="what changes"), to read and edit
+	$(BIN)/python -m cx.migrations "$(MESSAGE)"
 
 test: lint chromium ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
 	infra/with-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)

@@ -10,7 +10,7 @@ make a retry safe:
    second order, even after an API restart or from another API process), and two accounts'
    names never meet.
 2. Before anything is sent, the request's names are reserved in the `idempotent_requests`
-   table (registered on the event store's metadata) with the request's fingerprint: every name
+   table (the API's, in the event store's database) with the request's fingerprint: every name
    the request carries, and every name the API derives from them (an order's, each hourly
    deposit of a capacity schedule, ...). A name reserved by a different request of the
    account is refused (`idempotency-key-reused`), also while the first is still pending, across
@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.keys import writing_transaction
 from api.problems import PROBLEM, Problem
-from settlement.schema import metadata
+from api.schema import metadata
 
 REPLAYED = "Idempotent-Replayed"
 IDENTIFIER_LENGTH = 64

@@ -6,8 +6,8 @@ is enough for a secret of that entropy (a slow password hash protects guessable 
 these are not); a presented key is checked by looking up its id and comparing hashes in constant
 time. The key itself is shown once, when it is created, and never logged.
 
-The table is registered on the event store's metadata, so `store.initialise()` creates it on
-SQLite and PostgreSQL alike.
+The table is on the API's metadata (`api/schema.py`), in the event store's database; the
+migrations create it on SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from sqlalchemy import Column, DateTime, Index, Row, Select, Table, Text, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.problems import DatabaseUnavailable, database_unavailable
-from settlement.schema import metadata, utc_now
+from api.schema import metadata
+from settlement.schema import utc_now
 
 log = logging.getLogger(__name__)
 

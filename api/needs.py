@@ -6,7 +6,7 @@ data fold shows, and places the chosen alternative as a block order through the 
 with `stand`, kept until its deadline and planned again whenever a book of one of its candidate
 families changes.
 
-Needs are rows in `api_needs`, registered on the event store's metadata like `api_keys`, so
+Needs are rows in `api_needs`, on the API's metadata like `api_keys`, so
 standing needs outlive the process and every API process sees them. The rows are the truth; the
 in-memory index of standing needs (which families each one watches) is a cache, rebuilt from
 the table every RELOAD_S, which also picks up needs placed through another API process and
@@ -44,6 +44,7 @@ from api.keys import Principal, Role
 from api.marketdata import MarketData, Outcome, order_key
 from api.models import NeedOut, NeedRequest
 from api.problems import Problem, database_unavailable, problems
+from api.schema import metadata
 from exchange.domain.catalogue import Catalogue, ContractSpec, family_of
 from exchange.domain.messages import (
     Identifier,
@@ -53,7 +54,6 @@ from exchange.domain.messages import (
 )
 from exchange.domain.performance import decimal_text
 from exchange.domain.planner import Need, NeedError, Plan, RegionChoice, plan
-from settlement.schema import metadata
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ A stall names a resource class and a region (a contract family), the delivery ho
 it serves and the terms around the contract: SLA tier, how often interruptible capacity may be
 recalled, the network. Buyers compare stalls like with like and see, per contract, which
 providers have a stall covering it (its "sellers"). A stall is a description, not an order: it
-never reaches the matching path, so it lives at the API edge in its own table, registered on
-the event store's metadata like the API keys (SQLite and PostgreSQL both get it from
-`initialise()`). A stall's id is its provider's own: two providers may each have a `gpu-1`.
+never reaches the matching path, so it lives at the API edge in its own table, on the API's
+metadata like the API keys (`api/schema.py`, which the migrations create). A stall's id is its
+provider's own: two providers may each have a `gpu-1`.
 """
 
 from __future__ import annotations
@@ -20,16 +20,13 @@ from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import (
     JSON,
     Column,
-    Connection,
     DateTime,
     Index,
     Integer,
-    MetaData,
     Row,
     Table,
     Text,
     delete,
-    inspect,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,8 +35,9 @@ from api.auth import Caller, Provider
 from api.keys import writing_transaction
 from api.models import StallOut, StallRequest
 from api.problems import Problem, problems
+from api.schema import metadata
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec
-from settlement.schema import metadata, upgrades, utc_now
+from settlement.schema import utc_now
 
 stalls = Table(
     "provider_stalls",
@@ -58,24 +56,6 @@ stalls = Table(
 )
 """Stalls by (provider, stall id). It replaced the `stalls` table, keyed by the stall id
 alone, which let one provider's id shut every other provider out of it."""
-
-LEGACY_TABLE = "stalls"
-
-
-def _take_over_legacy_stalls(connection: Connection) -> None:
-    """Move the stalls of a database made before stall ids were scoped by provider into
-    `provider_stalls`, and drop the old table (nothing to do once it is gone)."""
-    if not inspect(connection).has_table(LEGACY_TABLE):
-        return
-    legacy = Table(LEGACY_TABLE, MetaData(), autoload_with=connection)
-    columns = [column.name for column in stalls.columns]
-    connection.execute(
-        stalls.insert().from_select(columns, select(*(legacy.c[name] for name in columns)))
-    )
-    legacy.drop(connection)
-
-
-upgrades.append(_take_over_legacy_stalls)
 
 
 @dataclass(frozen=True, slots=True)

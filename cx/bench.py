@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from cx.migrations import upgrade_to_head
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import (
@@ -179,7 +180,7 @@ async def bench_e2e(
     async with scratch_database(database_url) as (url, dsn):
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         store = open_event_store(url)
-        await store.initialise()
+        await store.initialise(upgrade_to_head)
         await store.close()
         topics = Topics.named(prefix, PARTITIONS, PARTITIONS)
         log = KafkaLog(kafka)

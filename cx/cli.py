@@ -49,7 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run every stage and the API in one process")
     run = commands.add_parser("run", help="run one stage (scale out by running several)")
     run.add_argument("stage", choices=STAGES)
-    commands.add_parser("init", help="create the topics and the event store schema, then exit")
+    commands.add_parser(
+        "init",
+        help="create the topics and migrate the database to this release's schema, then exit",
+    )
+    projections = commands.add_parser(
+        "projections", help="the tables settlement projects from the events"
+    )
+    projection_commands = projections.add_subparsers(dest="projections_command", required=True)
+    projection_commands.add_parser(
+        "rebuild",
+        help="empty every projection table and fold all the events into it again "
+        "(offline: settlement must not be running)",
+    )
     replay = commands.add_parser(
         "replay", help="rebuild books, balances, positions and holds at a point from the events"
     )
@@ -256,6 +268,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(serve(settings, (stage,), quiet_gc=True))
     elif args.command == "init":
         asyncio.run(_init(settings))
+    elif args.command == "projections":
+        return asyncio.run(_rebuild_projections(settings))
     elif args.command == "replay":
         from cx import history
 
@@ -359,7 +373,7 @@ async def _read_programme(settings: Settings, programme_id: str) -> dict[str, An
 
     store = _open_store(settings)
     try:
-        await store.initialise()
+        await _migrate(store)
         return await reports.programme_report(store.engine, programme_id)
     finally:
         await store.close()
@@ -370,6 +384,13 @@ DEMO_KEYS = (
     ("provider-gz-1", Role.PROVIDER),
     ("operator", Role.OPERATOR),
 )
+
+
+async def _migrate(store: SqlEventStore) -> None:
+    """Bring the store's database to this release's schema through the migrations."""
+    from cx.migrations import upgrade_to_head
+
+    await store.initialise(upgrade_to_head)
 
 
 def _open_store(settings: Settings) -> SqlEventStore:
@@ -386,7 +407,7 @@ async def _demo_keys(settings: Settings) -> None:
 
     store = _open_store(settings)
     try:
-        await store.initialise()
+        await _migrate(store)
         if await keys.list_keys(store.engine, include_revoked=True):
             print(
                 "cx demo: API keys were printed on the first start; make another with "
@@ -414,7 +435,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
     store = _open_store(settings)
     try:
-        await store.initialise()
+        await _migrate(store)
         if args.keys_command == "create":
             try:
                 TypeAdapter(Identifier).validate_python(args.account)
@@ -489,6 +510,30 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.close()
 
 
+async def _rebuild_projections(settings: Settings) -> int:
+    """Rebuild every projection table from the events: run with settlement stopped."""
+    from exchange.adapters.inprocess_log import InProcessLog
+    from exchange.log import LogError
+    from settlement import projections
+
+    if not settings.kafka_bootstrap_servers:
+        # The embedded exchange holds its log's lock while it runs: refuse beside it.
+        try:
+            await InProcessLog(settings.data_dir / "log").close()
+        except LogError:
+            raise UsageError(
+                f"an exchange is running on {settings.data_dir}: stop it, then rebuild"
+            ) from None
+    store = _open_store(settings)
+    try:
+        await _migrate(store)
+        folded = await projections.rebuild(store, settings.catalogue())
+    finally:
+        await store.close()
+    print(f"rebuilt the projection tables from {folded} events")
+    return 0
+
+
 async def _set_aside(settings: Settings, source: str, reason: str) -> int:
     """Mark a stall's event to be set aside; only the event store is needed (the embedded log
     belongs to the running exchange), and settlement carries it out."""
@@ -496,7 +541,7 @@ async def _set_aside(settings: Settings, source: str, reason: str) -> int:
 
     store = _open_store(settings)
     try:
-        await store.initialise()
+        await _migrate(store)
         try:
             stall = await stalled.set_aside(store.engine, source, f"cx:{getpass.getuser()}", reason)
         except ValueError as error:
@@ -538,7 +583,7 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
     )
     monitor = StatusMonitor(offsets, topics, store, observe or settings.stall_seconds, cache_s=0.0)
     try:
-        await store.initialise()
+        await _migrate(store)
         status = await monitor.status()
         if observe:
             await asyncio.sleep(observe)
@@ -609,9 +654,12 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
                 args.matching_processes,
             )
         else:
+            from cx.migrations import upgrade_to_head
             from settlement.bench import run as run_replay_bench
 
-            line = run_replay_bench(settings.database_url, args.commands or 200_000, args.seed)
+            line = run_replay_bench(
+                settings.database_url, args.commands or 200_000, args.seed, upgrade_to_head
+            )
         print(line)
     elif args.name == "api":
         from api.bench import run_api
@@ -625,11 +673,12 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _init(settings: Settings) -> None:
+    from cx.migrations import head
     from cx.runtime import ExchangeRuntime
 
     runtime = await ExchangeRuntime.open(settings)
     await runtime.close()
-    print("topics and event store schema are ready")
+    print(f"topics are ready; the database is at schema revision {head()}")
 
 
 if __name__ == "__main__":

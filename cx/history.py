@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import func, select
 
+from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.domain.catalogue import Catalogue
 from settlement.audit import audit, audit_ledger, recorded_hashes
@@ -29,7 +30,7 @@ from settlement.sql_store import SqlEventStore, open_event_store
 
 async def _open(settings: Settings) -> SqlEventStore:
     store = open_event_store(settings.event_store_url())
-    await store.initialise()
+    await store.initialise(upgrade_to_head)
     return store
 
 

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
+from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.adapters.inprocess_log import InProcessLog, wall_clock_ms
 from exchange.adapters.kafka_log import KafkaLog
@@ -80,7 +81,7 @@ class ExchangeRuntime:
         if not settings.database_url:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_event_store(settings.event_store_url())
-        await store.initialise()
+        await store.initialise(upgrade_to_head)
         listed = catalogue or settings.catalogue()
         runtime = cls(settings, command_log, store, listed)
         await runtime.topics.create(command_log)

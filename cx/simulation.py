@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from cx.migrations import upgrade_to_head
 from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
 from exchange.adapters.inprocess_log import InProcessLog
@@ -56,7 +57,7 @@ async def open_simulated_exchange(
         else InProcessLog(clock_ms=clock_ms)
     )
     store = open_event_store(settings.event_store_url())
-    await store.initialise()
+    await store.initialise(upgrade_to_head)
     runtime = ExchangeRuntime(settings, command_log, store, settings.catalogue())
     await runtime.topics.create(command_log)
     return runtime

@@ -12,10 +12,12 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import orjson
+from sqlalchemy.engine import Connection
 
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.market import MarketStage
@@ -169,12 +171,15 @@ async def _raw_read(dsn: str) -> tuple[int, float]:
         await connection.close()
 
 
-async def bench_replay(database_url: str, events: int, seed: int) -> dict[str, Any]:
-    """Make, load and replay a history in a fresh database; return the figures."""
+async def bench_replay(
+    database_url: str, events: int, seed: int, migrate: Callable[[Connection], None]
+) -> dict[str, Any]:
+    """Make, load and replay a history in a fresh database (its schema made by `migrate`);
+    return the figures."""
     async with scratch_database(database_url) as (url, dsn):
         history = make_history(events, seed)
         store = open_event_store(url)
-        await store.initialise()
+        await store.initialise(migrate)
         await _load(dsn, history)
         raw_count, raw_seconds = await _raw_read(dsn)
         started = time.perf_counter()
@@ -196,6 +201,6 @@ async def bench_replay(database_url: str, events: int, seed: int) -> dict[str, A
     }
 
 
-def run(database_url: str, events: int, seed: int) -> str:
+def run(database_url: str, events: int, seed: int, migrate: Callable[[Connection], None]) -> str:
     """Run the bench and return its JSON line."""
-    return json.dumps(asyncio.run(bench_replay(database_url, events, seed)))
+    return json.dumps(asyncio.run(bench_replay(database_url, events, seed, migrate)))

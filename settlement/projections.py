@@ -18,19 +18,14 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    MetaData,
     Table,
     Text,
     case,
-    column,
-    insert,
-    inspect,
-    select,
-    table,
-    text,
+    delete,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import Accounts, JournalEntry
@@ -52,7 +47,7 @@ from exchange.domain.messages import (
 from exchange.snapshots import Snapshot, SnapshotStore
 from settlement.bulk import BatchInsert, BatchUpdate
 from settlement.replay import READ_BATCH, ExchangeState
-from settlement.schema import metadata, upgrades, utc_now
+from settlement.schema import utc_now
 from settlement.sql_store import SqlEventStore
 from settlement.store import StoredEvent
 
@@ -62,6 +57,9 @@ SNAPSHOT_EVERY = 20_000
 """Events between two snapshots of settlement's state."""
 SNAPSHOT_STAGE = "settlement"
 SNAPSHOT_TOPIC = "event-store"
+
+metadata = MetaData()
+"""The projections' tables, all rebuilt from the events (`cx projections rebuild`)."""
 
 cash_balances = Table(
     "cash_balances",
@@ -220,31 +218,6 @@ trades = Table(
 """Settled trades; `aggressor` is the taker's side, null for a call auction's trade."""
 
 
-def _let_auction_trades_settle(connection: Connection) -> None:
-    """Make `trades.aggressor` nullable where an earlier release made it NOT NULL: a call
-    auction's trades have no aggressor, and settlement stopped at the first of them."""
-    aggressor = next(
-        c for c in inspect(connection).get_columns("trades") if c["name"] == "aggressor"
-    )
-    if aggressor["nullable"]:
-        return
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("ALTER TABLE trades ALTER COLUMN aggressor DROP NOT NULL"))
-        return
-    # SQLite cannot change a column's constraint in place: rebuild the table (its index goes
-    # with the old one) inside initialise()'s transaction.
-    for index in trades.indexes:
-        index.drop(connection)
-    connection.execute(text("ALTER TABLE trades RENAME TO trades_before_auctions"))
-    trades.create(connection)
-    names = [c.name for c in trades.columns]
-    earlier = table("trades_before_auctions", *(column(name) for name in names))
-    connection.execute(insert(trades).from_select(names, select(earlier)))
-    connection.execute(text("DROP TABLE trades_before_auctions"))
-
-
-upgrades.append(_let_auction_trades_settle)
-
 _FILL = BatchUpdate(
     {"order_id": Text(), "quantity": BigInteger(), "ts": BigInteger()},
     lambda row: (
@@ -352,8 +325,9 @@ class LedgerProjection:
     exactly what the live system had.
     """
 
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, *, record_checkpoints: bool = True) -> None:
         self.catalogue = catalogue
+        self.record_checkpoints = record_checkpoints
         self.state = ExchangeState(catalogue, journal=True)
         self.snapshot_due = False
         self._since_snapshot = 0
@@ -509,7 +483,7 @@ class LedgerProjection:
                     .values(**row)
                 )
         position = self.state.position
-        if position // CHECKPOINT_EVERY > before // CHECKPOINT_EVERY:
+        if self.record_checkpoints and position // CHECKPOINT_EVERY > before // CHECKPOINT_EVERY:
             await connection.execute(
                 checkpoints.insert(),
                 [{"position": position, "state_hash": self.state.state_hash()}],
@@ -563,6 +537,24 @@ class LedgerProjection:
         """The runner stored `snapshot()` after the batch committed."""
         self._since_snapshot = 0
         self.snapshot_due = False
+
+
+async def rebuild(store: SqlEventStore, catalogue: Catalogue) -> int:
+    """Empty every projection table and fold all the events into them again, in one write
+    transaction; the number of events folded. `checkpoints` is kept: it records the hashes
+    the live system had where its batches ended, which replays and audits check against."""
+    projection = LedgerProjection(catalogue, record_checkpoints=False)
+    rebuilt = [t for t in reversed(metadata.sorted_tables) if t is not checkpoints]
+    folded = 0
+    async with store.write_transaction() as connection:
+        for projected in rebuilt:
+            await connection.execute(delete(projected))
+        after = 0
+        while batch := await store.read_all(after, READ_BATCH):
+            await projection(connection, batch)
+            folded += len(batch)
+            after = batch[-1].position
+    return folded
 
 
 def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict[str, Any]:

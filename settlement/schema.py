@@ -1,8 +1,11 @@
-"""Tables of the event store; projections add their own tables to the same `metadata`."""
+"""Tables of the event store: events, consumer offsets (and settlement's stalled partitions).
+
+The projections, the snapshots and the API keep their tables in MetaData of their own; the
+wiring combines them all for the migrations (`cx/migrations`), which alone make the schema.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -19,17 +22,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 metadata = MetaData()
-"""Every table `SqlEventStore.initialise()` creates: import a module to register its tables."""
-
-upgrades: list[Callable[[Connection], None]] = []
-"""Changes to tables an earlier release created, which `initialise()` runs (in order, in its
-transaction) after creating what is missing; each does nothing when its table is current."""
+"""The event store's tables (`settlement.stalled` adds the stalled partitions)."""
 
 
 class utc_now(FunctionElement[Any]):

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     Table,
     Text,
@@ -22,9 +23,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.snapshots import Snapshot, SnapshotStore
-from settlement.schema import metadata, utc_now
+from settlement.schema import utc_now
 
 KEEP_PER_PARTITION = 3
+
+metadata = MetaData()
+"""The snapshots table."""
 
 snapshots = Table(
     "snapshots",

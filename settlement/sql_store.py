@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from settlement.bulk import BatchInsert
-from settlement.schema import consumer_offsets, events, metadata, upgrades
+from settlement.schema import consumer_offsets, events
 from settlement.store import (
     CompactEvent,
     ConcurrencyError,
@@ -198,6 +198,13 @@ class SqlEventStore(EventStore):
                 yield connection
 
     @asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction holding the store's write lock, so no append runs beside it: for work
+        on the projections as a whole, such as rebuilding them."""
+        async with self._write_transaction() as connection:
+            yield connection
+
+    @asynccontextmanager
     async def view(self) -> AsyncIterator[StoreView]:
         """One consistent point of the history, for audits and replays of a live store: what
         the view reads, events and projections alike, is as of the last commit before it
@@ -209,14 +216,15 @@ class SqlEventStore(EventStore):
                 position = (await connection.execute(_LAST_POSITION)).scalar_one()
                 yield StoreView(connection, int(position))
 
-    async def initialise(self) -> None:
-        """Create the event store's tables and every projection table in `metadata`, and
-        bring tables an earlier release created up to date (`schema.upgrades`)."""
-        # Under the write lock, so two processes starting at once do not race on CREATE TABLE.
+    async def initialise(self, migrate: Callable[[Connection], None]) -> None:
+        """Bring the database to the schema `migrate` makes (the wiring's migrations), in one
+        transaction under the store's write lock."""
+        # Under the write lock (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite), so
+        # processes starting at once migrate one after another: the later ones find the schema
+        # current. Both databases change their schema inside a transaction, so a failed
+        # migration leaves nothing half done.
         async with self._write_transaction() as connection:
-            await connection.run_sync(metadata.create_all, checkfirst=True)
-            for upgrade in upgrades:
-                await connection.run_sync(upgrade)
+            await connection.run_sync(migrate)
 
     async def append(
         self,

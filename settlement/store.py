@@ -76,10 +76,6 @@ class EventStore(ABC):
     """Append events atomically with consumer offsets; read a stream or everything in order."""
 
     @abstractmethod
-    async def initialise(self) -> None:
-        """Create the schema if it is missing."""
-
-    @abstractmethod
     async def append(
         self,
         events: Sequence[NewEvent],

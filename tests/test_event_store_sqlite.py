@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from cx.migrations import upgrade_to_head
 from settlement.sql_store import (
     PostgresEventStore,
     SqliteEventStore,
@@ -37,7 +38,7 @@ class TestSqliteEventStore(EventStoreContract):
 async def test_a_plain_path_opens_the_same_database(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     by_path = SqliteEventStore(path)
-    await by_path.initialise()
+    await by_path.initialise(upgrade_to_head)
     await by_path.append([new("e1", "s")])
     await by_path.close()
 

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from cx.migrations import upgrade_to_head
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import Event, decode_event, encode
 from settlement.bench import make_history
@@ -72,7 +73,7 @@ async def _settled_tables(
     store: SqlEventStore, history: list[Event], batch: int
 ) -> dict[str, list[tuple[object, ...]]]:
     """Every projection table's rows after settling `history` in batches of `batch` events."""
-    await store.initialise()
+    await store.initialise(upgrade_to_head)
     projection = LedgerProjection(default_catalogue())
     for first in range(0, len(history), batch):
         # Decoded from the wire, as settlement reads them.

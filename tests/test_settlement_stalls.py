@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cx.migrations import upgrade_to_head
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.deadletters import read_dead_letters
 from exchange.domain.catalogue import default_catalogue
@@ -80,7 +81,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
     opened = SqliteEventStore(tmp_path / "events.db")
-    await opened.initialise()
+    await opened.initialise(upgrade_to_head)
     yield opened
     await opened.close()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cx.migrations import upgrade_to_head
 from exchange.snapshots import SnapshotStore
 from settlement.snapshots import KEEP_PER_PARTITION, SqlSnapshotStore
 from settlement.sql_store import open_event_store
@@ -16,7 +17,7 @@ from tests.contract.snapshot_store import SnapshotStoreContract, taken
 async def _sql_snapshots(url: str) -> AsyncIterator[SqlSnapshotStore]:
     store = open_event_store(url)
     try:
-        await store.initialise()
+        await store.initialise(upgrade_to_head)
         yield SqlSnapshotStore(store.engine)
     finally:
         await store.close()

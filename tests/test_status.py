@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cx.migrations import upgrade_to_head
 from exchange.adapters.inprocess_log import InProcessLog, stored_offsets
 from exchange.log import LogError, TopicPartition
 from exchange.pipeline import Topics
@@ -44,7 +45,7 @@ class Offsets:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
     opened = SqliteEventStore(tmp_path / "events.db")
-    await opened.initialise()
+    await opened.initialise(upgrade_to_head)
     yield opened
     await opened.close()
 

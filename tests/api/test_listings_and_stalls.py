@@ -4,20 +4,14 @@ the sellers each contract shows."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cx_client import ExchangeClient, NotFound, ProblemError
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, Table, Text, inspect
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.stalls import list_stalls, put_stall
 from exchange.domain.catalogue import CHINA_STANDARD_TIME
-from settlement.schema import utc_now
-from settlement.sql_store import open_event_store
 from tests.conftest import fresh_database
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
@@ -230,68 +224,3 @@ async def test_the_client_keeps_stalls_and_reads_sellers(tmp_path: Path) -> None
             with pytest.raises(NotFound):
                 await provider.delete_stall("gz-night")
             assert await provider.stalls() == []
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_stalls_of_a_database_from_before_they_were_per_provider_are_kept(
-    request: pytest.FixtureRequest, tmp_path: Path, backend: str
-) -> None:
-    async with AsyncExitStack() as stack:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}"
-        if backend == "postgres":
-            url = await stack.enter_async_context(
-                fresh_database(request.getfixturevalue("postgres_url"))
-            )
-        # The table as it was: one stall per id, whoever held it.
-        old = Table(
-            "stalls",
-            MetaData(),
-            Column("stall_id", Text, primary_key=True),
-            Column("account_id", Text, nullable=False),
-            Column("resource_class", Text, nullable=False),
-            Column("region", Text, nullable=False),
-            Column("hours", JSON, nullable=False),
-            Column("sla_tier", Text, nullable=False),
-            Column("max_interruptions", Integer, nullable=False),
-            Column("network", Text),
-            Column("description", Text, nullable=False),
-            Column("updated_at", DateTime(timezone=True), nullable=False, server_default=utc_now()),
-        )
-        engine = create_async_engine(url)
-        async with engine.begin() as connection:
-            await connection.run_sync(old.create)
-            await connection.execute(
-                old.insert().values(
-                    stall_id="gz-night",
-                    account_id="idc-gz",
-                    resource_class="H100-80G-INT",
-                    region="GZ",
-                    hours=[1, 2],
-                    sla_tier="standard",
-                    max_interruptions=2,
-                    network=None,
-                    description="",
-                )
-            )
-        await engine.dispose()
-
-        store = open_event_store(url)
-        await store.initialise()
-        await store.initialise()  # a second start moves nothing again
-        try:
-            kept = await list_stalls(store.engine)
-            assert [(s.account_id, s.stall_id, s.hours) for s in kept] == [
-                ("idc-gz", "gz-night", (1, 2))
-            ]
-            async with store.engine.connect() as connection:
-                names = await connection.run_sync(lambda c: inspect(c).get_table_names())
-            assert "stalls" not in names
-            # Another provider may now take the same id for a stall of its own.
-            theirs, created = await put_stall(
-                store.engine, "gz-night", "idc-rival", "H100-80G", "GZ", [5], "premium", 0,
-                None, "",
-            )  # fmt: skip
-            assert (created, theirs.account_id) == (True, "idc-rival")
-            assert len(await list_stalls(store.engine)) == 2
-        finally:
-            await store.close()

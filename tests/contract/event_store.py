@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import BigInteger, Column, MetaData, Table, Text, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cx.migrations import upgrade_to_head
 from settlement.sql_store import SqlEventStore
 from settlement.store import ConcurrencyError, NewEvent, StoredEvent
 
@@ -34,7 +35,7 @@ async def opened_stores(open_store: Callable[[], SqlEventStore]) -> AsyncIterato
     async def make() -> SqlEventStore:
         store = open_store()
         stores.append(store)
-        await store.initialise()
+        await store.initialise(upgrade_to_head)
         return store
 
     try:
@@ -109,7 +110,7 @@ class EventStoreContract:
 
     async def test_initialise_twice_keeps_the_events(self, store: SqlEventStore) -> None:
         await store.append([new("e1", "s")])
-        await store.initialise()
+        await store.initialise(upgrade_to_head)
         assert [e.event_id for e in await store.read_all()] == ["e1"]
 
     async def test_append_returns_what_reading_returns(self, store: SqlEventStore) -> None:

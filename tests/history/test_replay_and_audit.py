@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import event_from_dict
@@ -215,7 +216,7 @@ def _insert_copy(db: sqlite3.Connection, position: int, data: dict[str, Any]) ->
 
 async def _audit_copy(copy: Path) -> list[str]:
     store = open_event_store(f"sqlite+aiosqlite:///{copy}")
-    await store.initialise()
+    await store.initialise(upgrade_to_head)
     report = await audit(store, default_catalogue())
     await store.close()
     return [f"{d.kind}: {d}" for d in report.discrepancies]
@@ -352,7 +353,7 @@ async def test_history_filters_run_on_postgresql(postgres_url: str) -> None:
     ]
     async with fresh_database(postgres_url) as url:
         store = open_event_store(url)
-        await store.initialise()
+        await store.initialise(upgrade_to_head)
         await store.append(
             [
                 NewEvent(

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import event_from_dict
@@ -153,7 +154,7 @@ async def test_a_time_cut_compares_no_checkpoint_after_an_event_it_leaves_out(
     ]
     settings = settings_for(tmp_path)
     store = open_event_store(settings.event_store_url())
-    await store.initialise()
+    await store.initialise(upgrade_to_head)
     stored = await store.append(
         [
             NewEvent(row["event_id"], stream_of(event_from_dict(row)), row["type"], row)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from cx.migrations import upgrade_to_head
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import (
     FundsDeposited,
@@ -56,7 +57,7 @@ def test_an_unknown_older_version_is_still_refused() -> None:
 
 async def test_a_store_of_version_1_events_replays_to_the_same_balances(tmp_path: Path) -> None:
     store = open_event_store(f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite3'}")
-    await store.initialise()
+    await store.initialise(upgrade_to_head)
     rows = _fixture()
     await store.append(
         [

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from cx.migrations import upgrade_to_head
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
@@ -38,13 +39,13 @@ SYMBOLS = CATALOGUE.symbols
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlEventStore]:
     if request.param == "sqlite":
         opened = open_event_store(f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}")
-        await opened.initialise()
+        await opened.initialise(upgrade_to_head)
         yield opened
         await opened.close()
         return
     async with fresh_database(request.getfixturevalue("postgres_url")) as url:
         opened = open_event_store(url)
-        await opened.initialise()
+        await opened.initialise(upgrade_to_head)
         yield opened
         await opened.close()
 

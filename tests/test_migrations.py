@@ -1,0 +1,114 @@
+"""The migrations make the schema the tables describe, from nothing and from the previous
+release, and processes starting at once migrate one after another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from cx.migrations import BASELINE, alembic_config, combined_metadata, head, upgrade_to_head
+from settlement.sql_store import open_event_store
+from tests.conftest import fresh_database
+from tests.previous_release import create_previous_release, schema_of
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
+        return
+    async with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+async def other_database(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A second empty database of the same kind as `database`."""
+    if database.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+        return
+    async with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+def _differences(connection: Connection) -> list[Any]:
+    return list(compare_metadata(MigrationContext.configure(connection), combined_metadata()))
+
+
+async def _on(url: str, work: Any) -> Any:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(work)
+    finally:
+        await engine.dispose()
+
+
+async def test_autogenerate_finds_nothing_to_do_at_head(database: str) -> None:
+    """A table changed without a migration fails here."""
+    store = open_event_store(database)
+    try:
+        await store.initialise(upgrade_to_head)
+    finally:
+        await store.close()
+    assert await _on(database, _differences) == []
+    assert await _on(database, lambda c: MigrationContext.configure(c).get_current_revision()) == (
+        head()
+    )
+
+
+async def test_the_baseline_is_the_schema_the_previous_release_made(
+    database: str, other_database: str
+) -> None:
+    await create_previous_release(database, with_history=False)
+    await _on(other_database, lambda c: command.upgrade(alembic_config(c), BASELINE))
+    made_by_release = await _on(database, schema_of)
+    made_by_baseline = await _on(other_database, schema_of)
+    assert "events" in made_by_release
+    assert made_by_baseline == made_by_release
+
+
+async def test_a_database_the_previous_release_made_is_stamped_at_the_baseline(
+    database: str,
+) -> None:
+    await create_previous_release(database, with_history=False)
+    store = open_event_store(database)
+    try:
+        await store.initialise(upgrade_to_head)
+        await store.initialise(upgrade_to_head)  # a second start finds nothing to do
+    finally:
+        await store.close()
+    assert await _on(database, _differences) == []
+    revisions = await _on(
+        database,
+        lambda c: c.execute(text("SELECT version_num FROM alembic_version")).scalars().all(),
+    )
+    assert revisions == [head()]
+
+
+@pytest.mark.postgres
+async def test_processes_starting_at_once_migrate_one_after_another(postgres_url: str) -> None:
+    async with fresh_database(postgres_url) as url:
+        stores = [open_event_store(url) for _ in range(4)]
+        try:
+            await asyncio.gather(*(store.initialise(upgrade_to_head) for store in stores))
+        finally:
+            for store in stores:
+                await store.close()
+        assert await _on(url, _differences) == []
+        revisions = await _on(
+            url, lambda c: c.execute(text("SELECT version_num FROM alembic_version")).all()
+        )
+        assert [tuple(r) for r in revisions] == [(head(),)]
