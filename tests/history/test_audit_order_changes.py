@@ -10,9 +10,9 @@ fail.
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -236,23 +236,29 @@ async def test_a_tampered_amend_or_decrement_still_fails_the_audit(tmp_path: Pat
     _audits_clean(settings)
     database = settings.data_dir / "events.sqlite3"
     pristine = tmp_path / "pristine.sqlite3"
-    shutil.copy(database, pristine)
+    # SQLite's backup API copies the database with what its write-ahead log holds, and every
+    # connection is closed before the audit opens the file.
+    with closing(sqlite3.connect(database)) as live, closing(sqlite3.connect(pristine)) as kept:
+        live.backup(kept)
     for event_type, field, change in (
         ("OrderAmended", "remaining", 1),
         ("OrderReduced", "quantity", -1),
     ):
-        shutil.copy(pristine, database)
-        with sqlite3.connect(database) as db:
+        with closing(sqlite3.connect(pristine)) as kept, closing(sqlite3.connect(database)) as db:
+            kept.backup(db)
             position, data = db.execute(
                 "select position, data from events where type = ? order by position limit 1",
                 (event_type,),
             ).fetchone()
             tampered = json.loads(data)
             tampered[field] += change
-            db.execute(
-                "update events set data = ? where position = ?", (json.dumps(tampered), position)
-            )
+            with db:
+                db.execute(
+                    "update events set data = ? where position = ?",
+                    (json.dumps(tampered), position),
+                )
         done = cx(settings, "audit", "--json")
         assert done.returncode == 1, done.stdout + done.stderr
+        assert done.stdout, done.stderr
         found = json.loads(done.stdout)["discrepancies"]
         assert any(tampered["order_id"] in d["message"] for d in found), (event_type, found)
