@@ -102,7 +102,7 @@ def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
     app.add_middleware(RefuseDuplicateKeys)
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
-    # The one place the API meets the database: the ports' SQL implementations.
+    # The one place the API hands the engine out: to the SQL implementations of its ports.
     engine = runtime.store.engine
     ledger, keys = SqlLedger(engine), SqlKeys(engine)
     keyring = KeyRing(keys, settings.key_cache_seconds, settings.key_outage_seconds)
@@ -133,6 +133,7 @@ def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
         RateLimiter(settings.api_rate * 5, settings.api_burst * 5),
         RateLimiter(settings.api_rate, settings.api_burst),
     )
+    # The node (`cx.node`) runs these two's loops beside the server.
     app.state.key_watch = KeyWatch(keyring, market)
     app.state.needs = need_service
     for router in ROUTERS:
