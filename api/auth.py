@@ -103,9 +103,9 @@ def _rate_limited(wait_s: float, why: str) -> Problem:
     )
 
 
-def gate_of(request: Request) -> Gate:
+def gate_of(connection: HTTPConnection) -> Gate:
     """The app's gate."""
-    gate: Gate = request.app.state.gate
+    gate: Gate = connection.app.state.gate
     return gate
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,14 +19,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
-from sqlalchemy import RowMapping, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import Operator, Provider, Reader, account_of, allow
+from api.deps import CommandsDep, IdempotentDep, LedgerDep, MarketDep
 from api.idempotency import Answer, Idempotent, Named, fingerprint, problem_body, respond
 from api.keys import Principal, Role
-from api.marketdata import MarketData, Outcome, deposit_key, order_key, request_key
+from api.marketdata import Outcome, deposit_key, order_key, request_key
 from api.problems import Problem, problems
+from api.services import Commands
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
     INTERRUPTIBLE_SUFFIX,
@@ -37,7 +37,6 @@ from exchange.domain.catalogue import (
 )
 from exchange.domain.messages import (
     ApproveGrant,
-    Command,
     CreateProgramme,
     DepositCapacity,
     DepositRejected,
@@ -57,12 +56,9 @@ from exchange.domain.messages import (
     WithdrawFunds,
     exchange_order_id,
 )
-from exchange.domain.operators import OperatorSeal
 from exchange.domain.risk import Request, request_id, requester
-from settlement import projections as tables
 from settlement import reports
 
-Submit = Callable[[Command, str], Awaitable[Outcome | None]]
 ProgrammeAdmin = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN))]
 ProgrammeReader = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN, Role.OPERATOR))]
 Buyer = Annotated[Principal, Depends(allow(Role.BUYER))]
@@ -395,7 +391,7 @@ class Delivery(BaseModel):
     """The provider's recall that took these units back before their delivery hour."""
 
 
-def _recalled(row: RowMapping) -> Delivery:
+def _recalled(row: Mapping[str, Any]) -> Delivery:
     """A recall's settlement of one holder's units as a delivery: nothing delivered, the
     escrow refunded (`amount` = `refund`) and `penalty` the compensation from the bond."""
     return Delivery(
@@ -418,392 +414,421 @@ def _recalled(row: RowMapping) -> Delivery:
     )
 
 
-def bank_router(
-    engine: AsyncEngine,
-    catalogue: Catalogue,
-    market: MarketData,
-    submit: Submit,
-    seal: OperatorSeal,
+router = APIRouter(prefix="/v1", responses=problems(401, 403, 429))
+"""The bank's and the vouchers' endpoints; operators' and programme administrators' commands
+go out under the API's seal, which the risk stage verifies."""
+
+
+async def decision(commands: Commands, command: Request, named: bool) -> Answer:
+    """Send a request and answer what the exchange decided (`pending` after 5 s)."""
+    kind, sent_as = command.type, request_id(command)
+    outcome = await commands.submit_and_wait(
+        command, request_key(kind, requester(command), sent_as)
+    )
+    done = {"request": kind, "id": sent_as, "status": "done"}
+    if outcome is None:
+        return Answer(201, {**done, "status": "pending"}, pending=True)
+    if isinstance(outcome, RequestRejected):
+        if named and outcome.reason is RejectReason.DUPLICATE_ID:
+            # The sender's own id, reserved for this request: an earlier send was done.
+            return Answer(201, done, replayed=True)
+        body = problem_body(422, outcome.reason.value, outcome.message, request_id=sent_as)
+        return Answer(422, body)
+    return Answer(201, done)
+
+
+async def decide(
+    commands: Commands,
     idempotent: Idempotent,
-) -> APIRouter:
-    """The bank's and the vouchers' endpoints; operators' and programme administrators'
-    commands go out under the API's seal, which the risk stage verifies."""
-    router = APIRouter(prefix="/v1", responses=problems(401, 403, 429))
-
-    async def decision(command: Request, named: bool) -> Answer:
-        """Send a request and answer what the exchange decided (`pending` after 5 s)."""
-        kind, sent_as = command.type, request_id(command)
-        outcome = await submit(command, request_key(kind, requester(command), sent_as))
-        done = {"request": kind, "id": sent_as, "status": "done"}
-        if outcome is None:
-            return Answer(201, {**done, "status": "pending"}, pending=True)
-        if isinstance(outcome, RequestRejected):
-            if named and outcome.reason is RejectReason.DUPLICATE_ID:
-                # The sender's own id, reserved for this request: an earlier send was done.
-                return Answer(201, done, replayed=True)
-            body = problem_body(422, outcome.reason.value, outcome.message, request_id=sent_as)
-            return Answer(422, body)
-        return Answer(201, done)
-
-    async def decide(
-        command: Request, given: bool = False, path: str = "", request: BaseModel | None = None
-    ) -> JSONResponse:
-        """Answer a request; one whose id the sender `given` is idempotent: a retry gets the
-        first answer, and the same id for a different request is refused."""
-        if not given or request is None:
-            return respond(await decision(command, named=False), replayed=False)
-        # One name for both kinds of withdrawal: an id names one withdrawal.
-        kind = (
-            "withdrawal" if isinstance(command, WithdrawFunds | WithdrawCapacity) else command.type
-        )
-        named = Named(
-            (f"{kind}:{request_id(command)}",),
-            fingerprint("POST", path, request.model_dump()),
-        )
-        return await idempotent.run(
-            requester(command), named, lambda: decision(command, named=True)
-        )
-
-    @router.post(
-        "/accounts/{account_id}/withdrawals",
-        status_code=201,
-        tags=["accounts"],
-        summary="Withdraw cash, or unsold capacity until its gate closes",
-        description="Only what is available: cash held for open orders and capacity held "
-        "for asks stay. A `withdrawal_id` makes the request idempotent: a retry returns the "
-        "first answer and never withdraws twice; the same id for a different withdrawal is "
-        "refused (`idempotency-key-reused`).",
-        response_model=RequestAnswer,
-        responses=problems(404, 422),
+    command: Request,
+    given: bool = False,
+    path: str = "",
+    request: BaseModel | None = None,
+) -> JSONResponse:
+    """Answer a request; one whose id the sender `given` is idempotent: a retry gets the
+    first answer, and the same id for a different request is refused."""
+    if not given or request is None:
+        return respond(await decision(commands, command, named=False), replayed=False)
+    # One name for both kinds of withdrawal: an id names one withdrawal.
+    kind = "withdrawal" if isinstance(command, WithdrawFunds | WithdrawCapacity) else command.type
+    named = Named(
+        (f"{kind}:{request_id(command)}",),
+        fingerprint("POST", path, request.model_dump()),
     )
-    async def withdraw(
-        account_id: Identifier, request: Withdrawal, principal: Reader
-    ) -> JSONResponse:
-        account = account_of(principal, account_id)
-        withdrawal_id = request.withdrawal_id or f"w-{uuid.uuid4().hex}"
-        command: WithdrawFunds | WithdrawCapacity
-        if request.kind == "cash":
-            if request.amount is None or request.symbol is not None:
-                raise Problem(422, "invalid-request", "a cash withdrawal takes an amount only")
-            command = WithdrawFunds(
-                withdrawal_id=withdrawal_id, account_id=account, amount=request.amount
-            )
-        else:
-            if request.symbol is None or request.quantity is None:
-                raise Problem(
-                    422, "invalid-request", "a capacity withdrawal takes a symbol and a quantity"
-                )
-            if request.symbol not in catalogue:
-                raise Problem(404, "unknown-contract", f"contract {request.symbol!r} is not listed")
-            command = WithdrawCapacity(
-                withdrawal_id=withdrawal_id,
-                account_id=account,
-                symbol=request.symbol,
-                quantity=request.quantity,
-            )
-        path = f"/v1/accounts/{account}/withdrawals"
-        return await decide(command, request.withdrawal_id is not None, path, request)
-
-    @router.post(
-        "/accounts/{account_id}/capacity-deposits",
-        status_code=201,
-        tags=["accounts"],
-        summary="Deposit idle capacity on a schedule, optionally with a standing ask",
-        description="One deposit per delivery hour of the schedule (and one ask at the "
-        "reserve price), each with an id derived from `deposit_id`. A `deposit_id` makes the "
-        "request idempotent: a retry returns the first answer and deposits nothing twice; the "
-        "same id for a different schedule is refused (`idempotency-key-reused`). Every hour "
-        "must be listed now: a schedule reaching past the listing horizon is refused whole. "
-        "`status` is `pending` if the exchange had not decided every deposit and ask in 5 s.",
-        response_model=ScheduledDeposit,
-        responses=problems(404, 422),
+    return await idempotent.run(
+        requester(command), named, lambda: decision(commands, command, named=True)
     )
-    async def deposit_schedule(
-        account_id: Identifier, request: CapacitySchedule, principal: Provider
-    ) -> JSONResponse:
-        account = account_of(principal, account_id)
-        contracts = _scheduled_contracts(request, catalogue, market.now_ms)
-        reserve = request.reserve_price
-        for spec in contracts:
-            # Checked before anything is deposited: a bad request changes nothing.
-            if reserve is not None and reserve % spec.tick_size:
-                raise Problem(
-                    422,
-                    "price_not_on_tick",
-                    f"reserve price {reserve} is not a multiple of the tick size "
-                    f"{spec.tick_size} fen of {spec.symbol}",
-                )
-        deposit_id = request.deposit_id or f"cap-{uuid.uuid4().hex[:16]}"
-        # Each hour's deposit and ask is named `DEPOSIT_ID:SYMBOL` in the account's scope.
-        hours = [(f"{deposit_id}:{spec.symbol}", spec.symbol) for spec in contracts]
-        priced = request.reserve_price is not None
-        named = request.deposit_id is not None
 
-        async def send() -> Answer:
-            deposits = [
-                DepositCapacity(
-                    deposit_id=name, account_id=account, symbol=symbol, quantity=request.quantity
+
+@router.post(
+    "/accounts/{account_id}/withdrawals",
+    status_code=201,
+    tags=["accounts"],
+    summary="Withdraw cash, or unsold capacity until its gate closes",
+    description="Only what is available: cash held for open orders and capacity held "
+    "for asks stay. A `withdrawal_id` makes the request idempotent: a retry returns the "
+    "first answer and never withdraws twice; the same id for a different withdrawal is "
+    "refused (`idempotency-key-reused`).",
+    response_model=RequestAnswer,
+    responses=problems(404, 422),
+)
+async def withdraw(
+    account_id: Identifier,
+    request: Withdrawal,
+    principal: Reader,
+    market: MarketDep,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    account = account_of(principal, account_id)
+    withdrawal_id = request.withdrawal_id or f"w-{uuid.uuid4().hex}"
+    command: WithdrawFunds | WithdrawCapacity
+    if request.kind == "cash":
+        if request.amount is None or request.symbol is not None:
+            raise Problem(422, "invalid-request", "a cash withdrawal takes an amount only")
+        command = WithdrawFunds(
+            withdrawal_id=withdrawal_id, account_id=account, amount=request.amount
+        )
+    else:
+        if request.symbol is None or request.quantity is None:
+            raise Problem(
+                422, "invalid-request", "a capacity withdrawal takes a symbol and a quantity"
+            )
+        if request.symbol not in market.catalogue:
+            raise Problem(404, "unknown-contract", f"contract {request.symbol!r} is not listed")
+        command = WithdrawCapacity(
+            withdrawal_id=withdrawal_id,
+            account_id=account,
+            symbol=request.symbol,
+            quantity=request.quantity,
+        )
+    path = f"/v1/accounts/{account}/withdrawals"
+    given = request.withdrawal_id is not None
+    return await decide(commands, idempotent, command, given, path, request)
+
+
+@router.post(
+    "/accounts/{account_id}/capacity-deposits",
+    status_code=201,
+    tags=["accounts"],
+    summary="Deposit idle capacity on a schedule, optionally with a standing ask",
+    description="One deposit per delivery hour of the schedule (and one ask at the "
+    "reserve price), each with an id derived from `deposit_id`. A `deposit_id` makes the "
+    "request idempotent: a retry returns the first answer and deposits nothing twice; the "
+    "same id for a different schedule is refused (`idempotency-key-reused`). Every hour "
+    "must be listed now: a schedule reaching past the listing horizon is refused whole. "
+    "`status` is `pending` if the exchange had not decided every deposit and ask in 5 s.",
+    response_model=ScheduledDeposit,
+    responses=problems(404, 422),
+)
+async def deposit_schedule(
+    account_id: Identifier,
+    request: CapacitySchedule,
+    principal: Provider,
+    market: MarketDep,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    account = account_of(principal, account_id)
+    contracts = _scheduled_contracts(request, market.catalogue, market.now_ms)
+    reserve = request.reserve_price
+    for spec in contracts:
+        # Checked before anything is deposited: a bad request changes nothing.
+        if reserve is not None and reserve % spec.tick_size:
+            raise Problem(
+                422,
+                "price_not_on_tick",
+                f"reserve price {reserve} is not a multiple of the tick size "
+                f"{spec.tick_size} fen of {spec.symbol}",
+            )
+    deposit_id = request.deposit_id or f"cap-{uuid.uuid4().hex[:16]}"
+    # Each hour's deposit and ask is named `DEPOSIT_ID:SYMBOL` in the account's scope.
+    hours = [(f"{deposit_id}:{spec.symbol}", spec.symbol) for spec in contracts]
+    priced = request.reserve_price is not None
+    named = request.deposit_id is not None
+
+    async def send() -> Answer:
+        deposits = [
+            DepositCapacity(
+                deposit_id=name, account_id=account, symbol=symbol, quantity=request.quantity
+            )
+            for name, symbol in hours
+        ]
+        outcomes: list[Outcome | None] = list(
+            await asyncio.gather(
+                *(commands.submit_and_wait(d, deposit_key(account, d.deposit_id)) for d in deposits)
+            )
+        )
+        refused = _refusal(outcomes, named)
+        if refused is not None:
+            return refused
+        asks: list[str] = []
+        refused_asks: list[RefusedAsk] = []
+        if request.reserve_price is not None:
+            orders = [
+                PlaceOrder(
+                    order_id=name,
+                    account_id=account,
+                    symbol=symbol,
+                    side="sell",
+                    price=request.reserve_price,
+                    quantity=request.quantity,
                 )
                 for name, symbol in hours
             ]
-            outcomes: list[Outcome | None] = list(
-                await asyncio.gather(
-                    *(submit(d, deposit_key(account, d.deposit_id)) for d in deposits)
+            asks = [exchange_order_id(account, order.order_id) for order in orders]
+            placed = await asyncio.gather(
+                *(
+                    commands.submit_and_wait(o, order_key(account, a))
+                    for o, a in zip(orders, asks, strict=True)
                 )
             )
-            refused = _refusal(outcomes, named)
-            if refused is not None:
-                return refused
-            asks: list[str] = []
-            refused_asks: list[RefusedAsk] = []
-            if request.reserve_price is not None:
-                orders = [
-                    PlaceOrder(
-                        order_id=name,
-                        account_id=account,
-                        symbol=symbol,
-                        side="sell",
-                        price=request.reserve_price,
-                        quantity=request.quantity,
-                    )
-                    for name, symbol in hours
-                ]
-                asks = [exchange_order_id(account, order.order_id) for order in orders]
-                placed = await asyncio.gather(
-                    *(submit(o, order_key(account, a)) for o, a in zip(orders, asks, strict=True))
-                )
-                # The hours' capacity is deposited whatever becomes of their asks: an ask the
-                # risk stage refused is listed with its reason, not answered as a 422.
-                refused_asks = _refused_asks(asks, placed, named)
-                asks = [a for a in asks if a not in {r.order_id for r in refused_asks}]
-                outcomes += placed
-            pending = any(outcome is None for outcome in outcomes)
-            answer = ScheduledDeposit(
-                deposit_id=deposit_id,
-                contracts=[symbol for _, symbol in hours],
-                asks=asks,
-                refused_asks=refused_asks,
-                status="pending" if pending else "done",
-            )
-            return Answer(201, answer.model_dump(), pending=pending)
-
-        if not named:
-            return respond(await send(), replayed=False)
-        path = f"/v1/accounts/{account}/capacity-deposits"
-        names = (
-            f"capacity:{deposit_id}",
-            *(f"deposit-id:{name}" for name, _ in hours),
-            *(f"order:{name}" for name, _ in hours if priced),
+            # The hours' capacity is deposited whatever becomes of their asks: an ask the
+            # risk stage refused is listed with its reason, not answered as a 422.
+            refused_asks = _refused_asks(asks, placed, named)
+            asks = [a for a in asks if a not in {r.order_id for r in refused_asks}]
+            outcomes += placed
+        pending = any(outcome is None for outcome in outcomes)
+        answer = ScheduledDeposit(
+            deposit_id=deposit_id,
+            contracts=[symbol for _, symbol in hours],
+            asks=asks,
+            refused_asks=refused_asks,
+            status="pending" if pending else "done",
         )
-        request_named = Named(names, fingerprint("POST", path, request.model_dump()))
-        return await idempotent.run(account, request_named, send)
+        return Answer(201, answer.model_dump(), pending=pending)
 
-    @router.post(
-        "/deliveries/metering",
-        status_code=201,
-        tags=["delivery"],
-        summary="Report what was delivered to one buyer in one contract",
-        description="Accepted from the delivery hour until the delivery window ends; more "
-        "than was sold is refused (`metering_exceeds_obligation`). A `report_id` makes the "
-        "request idempotent.",
-        response_model=RequestAnswer,
-        responses=problems(422),
+    if not named:
+        return respond(await send(), replayed=False)
+    path = f"/v1/accounts/{account}/capacity-deposits"
+    names = (
+        f"capacity:{deposit_id}",
+        *(f"deposit-id:{name}" for name, _ in hours),
+        *(f"order:{name}" for name, _ in hours if priced),
     )
-    async def report_metering(request: Metering, principal: Provider) -> JSONResponse:
-        command = ReportMetering(
-            report_id=request.report_id or f"m-{uuid.uuid4().hex}",
-            account_id=principal.account_id,
-            symbol=request.symbol,
-            buyer_id=request.buyer_id,
-            delivered=request.delivered,
-        )
-        given = request.report_id is not None
-        return await decide(command, given, "/v1/deliveries/metering", request)
+    request_named = Named(names, fingerprint("POST", path, request.model_dump()))
+    return await idempotent.run(account, request_named, send)
 
-    @router.post(
-        "/deliveries/disputes",
-        status_code=201,
-        tags=["delivery"],
-        summary="Dispute a provider's metering within the delivery window",
-        description="A `dispute_id` makes the request idempotent.",
-        response_model=RequestAnswer,
-        responses=problems(422),
+
+@router.post(
+    "/deliveries/metering",
+    status_code=201,
+    tags=["delivery"],
+    summary="Report what was delivered to one buyer in one contract",
+    description="Accepted from the delivery hour until the delivery window ends; more "
+    "than was sold is refused (`metering_exceeds_obligation`). A `report_id` makes the "
+    "request idempotent.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def report_metering(
+    request: Metering, principal: Provider, commands: CommandsDep, idempotent: IdempotentDep
+) -> JSONResponse:
+    command = ReportMetering(
+        report_id=request.report_id or f"m-{uuid.uuid4().hex}",
+        account_id=principal.account_id,
+        symbol=request.symbol,
+        buyer_id=request.buyer_id,
+        delivered=request.delivered,
     )
-    async def dispute(request: Dispute, principal: Buyer) -> JSONResponse:
-        command = DisputeDelivery(
-            dispute_id=request.dispute_id or f"x-{uuid.uuid4().hex}",
-            account_id=principal.account_id,
-            symbol=request.symbol,
-            provider_id=request.provider_id,
+    given = request.report_id is not None
+    return await decide(commands, idempotent, command, given, "/v1/deliveries/metering", request)
+
+
+@router.post(
+    "/deliveries/disputes",
+    status_code=201,
+    tags=["delivery"],
+    summary="Dispute a provider's metering within the delivery window",
+    description="A `dispute_id` makes the request idempotent.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def dispute(
+    request: Dispute, principal: Buyer, commands: CommandsDep, idempotent: IdempotentDep
+) -> JSONResponse:
+    command = DisputeDelivery(
+        dispute_id=request.dispute_id or f"x-{uuid.uuid4().hex}",
+        account_id=principal.account_id,
+        symbol=request.symbol,
+        provider_id=request.provider_id,
+        reason=request.reason,
+    )
+    given = request.dispute_id is not None
+    return await decide(commands, idempotent, command, given, "/v1/deliveries/disputes", request)
+
+
+@router.post(
+    "/deliveries/recalls",
+    status_code=201,
+    tags=["delivery"],
+    summary="Recall sold units of a recallable deposit, with notice",
+    description="Only interruptible (`-INT`) contracts, until the recall notice before "
+    "delivery (`CX_RECALL_NOTICE_MINUTES`). Holders, in account order, get their escrow "
+    "back and `CX_RECALL_COMPENSATION_BPS` of it from the provider's bond. A "
+    "`recall_id` makes the request idempotent.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def recall(
+    request: Recall, principal: Provider, commands: CommandsDep, idempotent: IdempotentDep
+) -> JSONResponse:
+    command = RecallCapacity(
+        recall_id=request.recall_id or f"r-{uuid.uuid4().hex}",
+        account_id=principal.account_id,
+        symbol=request.symbol,
+        quantity=request.quantity,
+        reason=request.reason,
+    )
+    given = request.recall_id is not None
+    return await decide(commands, idempotent, command, given, "/v1/deliveries/recalls", request)
+
+
+@router.post(
+    "/admin/deliveries/resolve",
+    status_code=201,
+    tags=["operator"],
+    summary="Settle a disputed delivery at the quantity found delivered",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def resolve(
+    request: Resolution, principal: Operator, commands: CommandsDep, idempotent: IdempotentDep
+) -> JSONResponse:
+    command = ResolveDispute(operator_id=principal.account_id, **request.model_dump())
+    return await decide(commands, idempotent, commands.sign(command))
+
+
+@router.get(
+    "/deliveries",
+    tags=["delivery"],
+    summary="The account's delivery obligations, as provider or as buyer",
+)
+async def deliveries(
+    principal: Reader,
+    ledger: LedgerDep,
+    account_id: Annotated[Identifier | None, Query()] = None,
+) -> list[Delivery]:
+    obligations, recalls = await ledger.deliveries(account_of(principal, account_id))
+    return [Delivery(**row) for row in obligations] + [_recalled(row) for row in recalls]
+
+
+@router.get(
+    "/accounts/{account_id}/invoices",
+    tags=["accounts"],
+    summary="Invoices: what each purchase cost and who paid it",
+    description="Per buy order and contract: the gross amount, the government voucher, "
+    "the platform's fee and concession, and what the enterprise paid; the totals, and "
+    "the voucher clawed back on refunded deliveries.",
+)
+async def invoices(account_id: Identifier, principal: Reader, ledger: LedgerDep) -> dict[str, Any]:
+    return await ledger.invoices(account_of(principal, account_id))
+
+
+@router.post(
+    "/admin/concessions",
+    status_code=201,
+    tags=["operator"],
+    summary="Grant a fee concession to each participant of a class, with its own budget",
+    description="Each account named gets `discount_bps` of its trading fees back (at the "
+    "trade; a provider's at delivery) from a budget of `budget_per_account`, while the log "
+    "time is in the validity window. The invoice shows it as the platform's concession.",
+    response_model=list[RequestAnswer],
+    responses=problems(422),
+)
+async def grant_concessions(
+    request: ConcessionRequest, principal: Operator, commands: CommandsDep
+) -> JSONResponse:
+    answers = []
+    for account_id in sorted(set(request.account_ids)):
+        command = GrantConcession(
+            concession_id=request.concession_id,
+            operator_id=principal.account_id,
+            account_id=account_id,
+            discount_bps=request.discount_bps,
+            budget=request.budget_per_account,
+            valid_from=request.valid_from,
+            valid_until=request.valid_until,
             reason=request.reason,
         )
-        given = request.dispute_id is not None
-        return await decide(command, given, "/v1/deliveries/disputes", request)
+        answer = await decision(commands, commands.sign(command), named=False)
+        if answer.status_code >= 400:
+            return respond(answer, replayed=False)
+        answers.append(answer.body)
+    return JSONResponse(answers, 201)
 
-    @router.post(
-        "/deliveries/recalls",
-        status_code=201,
-        tags=["delivery"],
-        summary="Recall sold units of a recallable deposit, with notice",
-        description="Only interruptible (`-INT`) contracts, until the recall notice before "
-        "delivery (`CX_RECALL_NOTICE_MINUTES`). Holders, in account order, get their escrow "
-        "back and `CX_RECALL_COMPENSATION_BPS` of it from the provider's bond. A "
-        "`recall_id` makes the request idempotent.",
-        response_model=RequestAnswer,
-        responses=problems(422),
-    )
-    async def recall(request: Recall, principal: Provider) -> JSONResponse:
-        command = RecallCapacity(
-            recall_id=request.recall_id or f"r-{uuid.uuid4().hex}",
-            account_id=principal.account_id,
-            symbol=request.symbol,
-            quantity=request.quantity,
-            reason=request.reason,
+
+@router.post(
+    "/programmes",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Create a compute-voucher programme",
+    description="Idempotent: a retry by the same administrator returns the first answer; "
+    "the same `programme_id` for a different programme is refused "
+    "(`idempotency-key-reused`, or `invalid_programme` if another administrator's).",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def create_programme(
+    request: ProgrammeRequest,
+    principal: ProgrammeAdmin,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    command = commands.sign(CreateProgramme(admin_id=principal.account_id, **request.model_dump()))
+    return await decide(commands, idempotent, command, True, "/v1/programmes", request)
+
+
+@router.post(
+    "/programmes/{programme_id}/grants",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Approve an enterprise's application: a grant carved out of the budget",
+    description="An `application_id` (the programme's own) makes the request idempotent; "
+    "the answer's `id` is `PROGRAMME/APPLICATION`.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def approve_grant(
+    programme_id: Identifier,
+    request: GrantRequest,
+    principal: ProgrammeAdmin,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    fields = request.model_dump()
+    fields["application_id"] = request.application_id or f"g-{uuid.uuid4().hex}"
+    command = ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
+    path = f"/v1/programmes/{programme_id}/grants"
+    given = request.application_id is not None
+    return await decide(commands, idempotent, commands.sign(command), given, path, request)
+
+
+@router.get(
+    "/programmes/{programme_id}/report",
+    tags=["vouchers"],
+    summary="A programme's budget, usage, burn-down and subsidised purchases",
+    description="`format=csv` answers text/csv; `format=png` the burn-down chart.",
+    responses={**problems(404), 200: {"content": {"text/csv": {}, "image/png": {}}}},
+)
+async def programme_report(
+    programme_id: Identifier,
+    principal: ProgrammeReader,
+    ledger: LedgerDep,
+    format: Annotated[Literal["json", "csv", "png"], Query()] = "json",
+) -> Any:
+    found = await ledger.programme_report(programme_id)
+    if found is None:
+        raise Problem(404, "unknown-programme", f"no programme {programme_id!r}")
+    if principal.role is Role.PROGRAMME_ADMIN and found["admin_id"] != principal.account_id:
+        raise Problem(
+            403, "forbidden", f"programme {programme_id} is administered by another account"
         )
-        given = request.recall_id is not None
-        return await decide(command, given, "/v1/deliveries/recalls", request)
-
-    @router.post(
-        "/admin/deliveries/resolve",
-        status_code=201,
-        tags=["operator"],
-        summary="Settle a disputed delivery at the quantity found delivered",
-        response_model=RequestAnswer,
-        responses=problems(422),
-    )
-    async def resolve(request: Resolution, principal: Operator) -> JSONResponse:
-        return await decide(
-            seal.sign(ResolveDispute(operator_id=principal.account_id, **request.model_dump()))
-        )
-
-    @router.get(
-        "/deliveries",
-        tags=["delivery"],
-        summary="The account's delivery obligations, as provider or as buyer",
-    )
-    async def deliveries(
-        principal: Reader, account_id: Annotated[Identifier | None, Query()] = None
-    ) -> list[Delivery]:
-        account = account_of(principal, account_id)
-        owed, recalled = tables.deliveries, tables.delivery_recalls
-        async with engine.connect() as connection:
-            obligations = await connection.execute(
-                select(owed)
-                .where(or_(owed.c.provider_id == account, owed.c.buyer_id == account))
-                .order_by(owed.c.symbol, owed.c.provider_id, owed.c.buyer_id)
-            )
-            found = [Delivery(**row._mapping) for row in obligations]
-            recalls = await connection.execute(
-                select(recalled)
-                .where(or_(recalled.c.provider_id == account, recalled.c.buyer_id == account))
-                .order_by(recalled.c.symbol, recalled.c.provider_id, recalled.c.buyer_id)
-            )
-            found += [_recalled(row._mapping) for row in recalls]
-        return found
-
-    @router.get(
-        "/accounts/{account_id}/invoices",
-        tags=["accounts"],
-        summary="Invoices: what each purchase cost and who paid it",
-        description="Per buy order and contract: the gross amount, the government voucher, "
-        "the platform's fee and concession, and what the enterprise paid; the totals, and "
-        "the voucher clawed back on refunded deliveries.",
-    )
-    async def invoices(account_id: Identifier, principal: Reader) -> dict[str, Any]:
-        return await reports.invoices(engine, account_of(principal, account_id))
-
-    @router.post(
-        "/admin/concessions",
-        status_code=201,
-        tags=["operator"],
-        summary="Grant a fee concession to each participant of a class, with its own budget",
-        description="Each account named gets `discount_bps` of its trading fees back (at the "
-        "trade; a provider's at delivery) from a budget of `budget_per_account`, while the log "
-        "time is in the validity window. The invoice shows it as the platform's concession.",
-        response_model=list[RequestAnswer],
-        responses=problems(422),
-    )
-    async def grant_concessions(request: ConcessionRequest, principal: Operator) -> JSONResponse:
-        answers = []
-        for account_id in sorted(set(request.account_ids)):
-            command = GrantConcession(
-                concession_id=request.concession_id,
-                operator_id=principal.account_id,
-                account_id=account_id,
-                discount_bps=request.discount_bps,
-                budget=request.budget_per_account,
-                valid_from=request.valid_from,
-                valid_until=request.valid_until,
-                reason=request.reason,
-            )
-            answer = await decision(seal.sign(command), named=False)
-            if answer.status_code >= 400:
-                return respond(answer, replayed=False)
-            answers.append(answer.body)
-        return JSONResponse(answers, 201)
-
-    @router.post(
-        "/programmes",
-        status_code=201,
-        tags=["vouchers"],
-        summary="Create a compute-voucher programme",
-        description="Idempotent: a retry by the same administrator returns the first answer; "
-        "the same `programme_id` for a different programme is refused "
-        "(`idempotency-key-reused`, or `invalid_programme` if another administrator's).",
-        response_model=RequestAnswer,
-        responses=problems(422),
-    )
-    async def create_programme(
-        request: ProgrammeRequest, principal: ProgrammeAdmin
-    ) -> JSONResponse:
-        command = CreateProgramme(admin_id=principal.account_id, **request.model_dump())
-        return await decide(seal.sign(command), True, "/v1/programmes", request)
-
-    @router.post(
-        "/programmes/{programme_id}/grants",
-        status_code=201,
-        tags=["vouchers"],
-        summary="Approve an enterprise's application: a grant carved out of the budget",
-        description="An `application_id` (the programme's own) makes the request idempotent; "
-        "the answer's `id` is `PROGRAMME/APPLICATION`.",
-        response_model=RequestAnswer,
-        responses=problems(422),
-    )
-    async def approve_grant(
-        programme_id: Identifier, request: GrantRequest, principal: ProgrammeAdmin
-    ) -> JSONResponse:
-        fields = request.model_dump()
-        fields["application_id"] = request.application_id or f"g-{uuid.uuid4().hex}"
-        command = ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
-        path = f"/v1/programmes/{programme_id}/grants"
-        return await decide(seal.sign(command), request.application_id is not None, path, request)
-
-    @router.get(
-        "/programmes/{programme_id}/report",
-        tags=["vouchers"],
-        summary="A programme's budget, usage, burn-down and subsidised purchases",
-        description="`format=csv` answers text/csv; `format=png` the burn-down chart.",
-        responses={**problems(404), 200: {"content": {"text/csv": {}, "image/png": {}}}},
-    )
-    async def programme_report(
-        programme_id: Identifier,
-        principal: ProgrammeReader,
-        format: Annotated[Literal["json", "csv", "png"], Query()] = "json",
-    ) -> Any:
-        found = await reports.programme_report(engine, programme_id)
-        if found is None:
-            raise Problem(404, "unknown-programme", f"no programme {programme_id!r}")
-        if principal.role is Role.PROGRAMME_ADMIN and found["admin_id"] != principal.account_id:
-            raise Problem(
-                403, "forbidden", f"programme {programme_id} is administered by another account"
-            )
-        if format == "csv":
-            return Response(reports.report_csv(found), media_type="text/csv")
-        if format == "png":
-            return Response(await asyncio.to_thread(_png, found), media_type="image/png")
-        return found
-
-    return router
+    if format == "csv":
+        return Response(reports.report_csv(found), media_type="text/csv")
+    if format == "png":
+        return Response(await asyncio.to_thread(_png, found), media_type="image/png")
+    return found
 
 
 def _refusal(outcomes: list[Outcome | None], named: bool) -> Answer | None:

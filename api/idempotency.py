@@ -29,9 +29,9 @@ import dataclasses
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi.responses import JSONResponse
@@ -42,13 +42,8 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
-    select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.keys import writing_transaction
 from api.problems import PROBLEM, Problem
 from api.schema import metadata
 
@@ -131,77 +126,6 @@ def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def _rows(account_id: str, names: Sequence[str]) -> Any:
-    return select(idempotent_requests).where(
-        (idempotent_requests.c.account_id == account_id)
-        & (idempotent_requests.c.request_key.in_(names))
-    )
-
-
-def _answer(row: Any) -> Answer:
-    return Answer(row.status_code, orjson.loads(row.body), row.fingerprint)
-
-
-async def reserve(
-    engine: AsyncEngine, account_id: str, request: Named, now_ms: int
-) -> Answer | None:
-    """Reserve the request's names for it, durably, before anything is sent.
-
-    Returns the final answer a retry finds kept, or None to go ahead (the request is new, or
-    its earlier sends are still undecided); raises NameReused if a name names another request.
-    """
-    if request.legacy:
-        async with engine.connect() as connection:
-            kept = (await connection.execute(_rows(account_id, request.legacy))).all()
-        for row in kept:
-            if row.fingerprint != request.fingerprint:
-                raise NameReused(row.request_key)
-        if kept:
-            return _answer(kept[0])
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    insert = (
-        dialect.insert(idempotent_requests)
-        .values(
-            [
-                {
-                    "account_id": account_id,
-                    "request_key": name,
-                    "fingerprint": request.fingerprint,
-                    "status_code": UNANSWERED,
-                    "body": "{}",
-                    "created_ms": now_ms,
-                }
-                # In one order for every request, so two writers lock shared names alike.
-                for name in sorted(request.names)
-            ]
-        )
-        .on_conflict_do_nothing()
-    )
-    async with writing_transaction(engine) as connection:
-        await connection.execute(insert)
-        rows = (await connection.execute(_rows(account_id, request.names))).all()
-        taken = sorted(r.request_key for r in rows if r.fingerprint != request.fingerprint)
-        if taken:
-            raise NameReused(taken[0])  # and the reservation is rolled back
-    answered = [row for row in rows if row.status_code != UNANSWERED]
-    return _answer(answered[0]) if answered else None
-
-
-async def keep(engine: AsyncEngine, account_id: str, request: Named, answer: Answer) -> None:
-    """Keep a final answer on the request's names; the first one kept wins."""
-    statement = (
-        update(idempotent_requests)
-        .where(
-            (idempotent_requests.c.account_id == account_id)
-            & (idempotent_requests.c.request_key.in_(request.names))
-            & (idempotent_requests.c.status_code == UNANSWERED)
-        )
-        .values(status_code=answer.status_code, body=orjson.dumps(answer.body).decode())
-    )
-    async with writing_transaction(engine) as connection:
-        await connection.execute(statement)
-
-
 def problem_body(status: int, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
     """The problem+json document of an answer to keep."""
     return {
@@ -229,11 +153,22 @@ def _reused(name: str) -> Problem:
     )
 
 
+class RequestStore(Protocol):
+    """The names idempotent requests reserved, and their kept answers."""
+
+    async def reserve(self, account_id: str, request: Named, now_ms: int) -> Answer | None:
+        """Reserve the request's names; the final answer a retry finds kept, or None to go
+        ahead; NameReused if a name names another request of the account."""
+
+    async def keep(self, account_id: str, request: Named, answer: Answer) -> None:
+        """Keep a final answer on the request's names; the first one kept wins."""
+
+
 class Idempotent:
     """Runs a named request at most once per account; retries get the first answer."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, requests: RequestStore) -> None:
+        self.requests = requests
         self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Answer]]] = {}
 
     async def run(
@@ -253,7 +188,7 @@ class Idempotent:
         self._inflight[(account_id, first_name)] = (request.fingerprint, future)
         try:
             try:
-                kept = await reserve(self.engine, account_id, request, _now_ms())
+                kept = await self.requests.reserve(account_id, request, _now_ms())
             except NameReused as reused:
                 raise _reused(reused.name) from None
             if kept is not None:
@@ -261,7 +196,7 @@ class Idempotent:
                 return respond(kept, replayed=True)
             answer = dataclasses.replace(await action(), fingerprint=request.fingerprint)
             if not answer.pending:
-                await keep(self.engine, account_id, request, answer)
+                await self.requests.keep(account_id, request, answer)
             future.set_result(answer)
             return respond(answer, replayed=answer.replayed)
         except BaseException as error:

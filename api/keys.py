@@ -19,14 +19,14 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Column, DateTime, Index, Row, Select, Table, Text, select, update
+from sqlalchemy import Column, DateTime, Index, Row, Table, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.problems import DatabaseUnavailable, database_unavailable
@@ -105,6 +105,17 @@ class NewKey:
 
     key: str
     info: KeyInfo
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A key as stored: whose it is, its role, its secret's digest and whether it is revoked."""
+
+    key_id: str
+    account_id: str
+    role: str
+    key_hash: str
+    revoked: bool
 
 
 class RoleConflict(Exception):
@@ -186,6 +197,21 @@ async def revoke_key(engine: AsyncEngine, key_id: str) -> KeyInfo | None:
     return None if row is None else _info(row)
 
 
+def _stored(row: Row[Any]) -> StoredKey:
+    return StoredKey(row.key_id, row.account_id, row.role, row.key_hash, row.revoked_at is not None)
+
+
+async def stored_keys(
+    engine: AsyncEngine, key_ids: Sequence[str], live_only: bool = False
+) -> list[StoredKey]:
+    """The stored keys of these ids (only the unrevoked with `live_only`)."""
+    query = select(api_keys).where(api_keys.c.key_id.in_(key_ids))
+    if live_only:
+        query = query.where(api_keys.c.revoked_at.is_(None))
+    async with engine.connect() as connection:
+        return [_stored(row) for row in await connection.execute(query)]
+
+
 async def list_keys(
     engine: AsyncEngine, account_id: str | None = None, include_revoked: bool = False
 ) -> list[KeyInfo]:
@@ -208,14 +234,30 @@ class _Verified:
     principal: Principal
 
 
+class KeyStore(Protocol):
+    """The API keys: created, listed and revoked by operators, read to verify callers."""
+
+    async def create_key(self, account_id: str, role: Role, label: str | None) -> NewKey:
+        """A new key; RoleConflict if the account's live keys have another role."""
+
+    async def list_keys(self, account_id: str | None, include_revoked: bool) -> list[KeyInfo]:
+        """Keys, oldest first, optionally of one account."""
+
+    async def revoke_key(self, key_id: str) -> KeyInfo | None:
+        """Revoke a key (idempotent); None if there is no such key."""
+
+    async def stored_keys(self, key_ids: Sequence[str], live_only: bool) -> list[StoredKey]:
+        """The stored keys of these ids (only the unrevoked with `live_only`)."""
+
+
 class KeyRing:
     """Verifies presented keys, remembering good ones for a few seconds, and for longer while
     the database cannot be asked."""
 
     def __init__(
-        self, engine: AsyncEngine, cache_s: float = AUTH_CACHE_S, outage_s: float = AUTH_OUTAGE_S
+        self, keys: KeyStore, cache_s: float = AUTH_CACHE_S, outage_s: float = AUTH_OUTAGE_S
     ) -> None:
-        self.engine = engine
+        self.keys = keys
         self.cache_s = cache_s
         self.outage_s = max(outage_s, cache_s)
         self._cache: dict[str, _Verified] = {}
@@ -245,7 +287,7 @@ class KeyRing:
             if not hmac.compare_digest(cached.key_hash, presented):
                 return None
             return cached.principal
-        if row is None or row.revoked_at is not None:
+        if row is None or row.revoked:
             self._cache.pop(key_id, None)
             return None
         if not hmac.compare_digest(row.key_hash, presented):
@@ -261,12 +303,10 @@ class KeyRing:
         asked, those not confirmed within `outage_s`; the others count as confirmed now."""
         now = time.monotonic()
         wanted = sorted(key_ids)
-        rows: list[Row[Any]] = []
+        rows: list[StoredKey] = []
         try:
             for start in range(0, len(wanted), LAPSED_BATCH):
-                batch = wanted[start : start + LAPSED_BATCH]
-                query = select(api_keys).where(api_keys.c.key_id.in_(batch))
-                rows.extend(await self._rows(query.where(api_keys.c.revoked_at.is_(None)), now))
+                rows.extend(await self._rows(wanted[start : start + LAPSED_BATCH], True, now))
         except Exception as error:
             if not database_unavailable(error):
                 raise
@@ -284,19 +324,19 @@ class KeyRing:
             self._cache.pop(key_id, None)
         return revoked, set()
 
-    async def _row(self, key_id: str, now: float) -> Row[Any] | None:
-        """The key's row; DatabaseUnavailable (or the database's error) if it cannot be read."""
-        rows = await self._rows(select(api_keys).where(api_keys.c.key_id == key_id), now)
+    async def _row(self, key_id: str, now: float) -> StoredKey | None:
+        """The stored key; DatabaseUnavailable (or the database's error) if it cannot be read."""
+        rows = await self._rows([key_id], False, now)
         return rows[0] if rows else None
 
-    async def _rows(self, query: Select[Any], now: float) -> list[Row[Any]]:
-        """The rows of a query of the key table, or DatabaseUnavailable (or the database's
-        error); after a failure the database is not asked for DOWN_RETRY_S."""
+    async def _rows(self, key_ids: list[str], live_only: bool, now: float) -> list[StoredKey]:
+        """The stored keys of these ids, or DatabaseUnavailable (or the database's error);
+        after a failure the database is not asked for DOWN_RETRY_S."""
         if now < self._down_until:
             raise DatabaseUnavailable("the database failed a key check a moment ago")
         try:
-            async with asyncio.timeout(KEY_CHECK_TIMEOUT_S), self.engine.connect() as connection:
-                return list(await connection.execute(query))
+            async with asyncio.timeout(KEY_CHECK_TIMEOUT_S):
+                return await self.keys.stored_keys(key_ids, live_only)
         except Exception as error:
             if database_unavailable(error):
                 self._down_until = time.monotonic() + DOWN_RETRY_S

@@ -675,7 +675,8 @@ class MarketData:
 
     def subscribe_private(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
         """Follow the private channels of the subscriber's account, starting with its snapshot."""
-        assert subscriber.principal is not None
+        if subscriber.principal is None:
+            raise ValueError("only a subscriber with an API key follows private channels")
         account = subscriber.principal.account_id
         fresh = [c for c in channels if c in PRIVATE_CHANNELS and c not in subscriber.private]
         if not fresh:

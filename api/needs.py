@@ -26,28 +26,24 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any, Protocol
 
 import orjson
-from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
-from sqlalchemy import BigInteger, Boolean, Column, Index, Table, Text, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import BigInteger, Boolean, Column, Index, Table, Text
 
-from api import queries
-from api.auth import allow
 from api.idempotency import derived_id, fingerprint
 from api.keys import Principal, Role
 from api.marketdata import MarketData, Outcome, order_key
 from api.models import NeedOut, NeedRequest
-from api.problems import Problem, database_unavailable, problems
+from api.ports import Ledger
+from api.problems import Problem, database_unavailable
 from api.schema import metadata
+from api.services import Commands
 from exchange.domain.catalogue import Catalogue, ContractSpec, family_of
 from exchange.domain.messages import (
-    Identifier,
     OrderRejected,
     PlaceBlockOrder,
     exchange_order_id,
@@ -96,10 +92,6 @@ api_needs = Table(
     Index("api_needs_status_idx", "status"),
     Index("api_needs_account_idx", "account_id", "created_ms"),
 )
-
-Buyer = Annotated[Principal, Depends(allow(Role.BUYER))]
-NeedReader = Annotated[Principal, Depends(allow(Role.BUYER, Role.OPERATOR))]
-Submit = Callable[[PlaceBlockOrder, str], Awaitable[Outcome | None]]
 
 
 def _now_ms() -> int:
@@ -162,6 +154,27 @@ def plan_document(result: Plan, catalogue: Catalogue) -> dict[str, Any]:
     }
 
 
+class NeedStore(Protocol):
+    """Buyers' needs (`api.needs`), the truth behind the standing needs each process keeps."""
+
+    async def need(self, need_id: str) -> dict[str, Any] | None:
+        """One need's row."""
+
+    async def add_need(self, row: Mapping[str, Any]) -> bool:
+        """Store a new need; False if one of its id is already stored."""
+
+    async def update_need(self, need_id: str, only_if: str | None, **values: Any) -> bool:
+        """Change a need's columns, only while its status is `only_if` (when given); False if
+        nothing changed."""
+
+    async def expire_needs(self, now_ms: int) -> list[dict[str, Any]]:
+        """Expire standing needs whose deadline passed; the standing ones left (need_id,
+        account_id, request)."""
+
+    async def lost_needs(self, claimed_before_ms: int) -> list[dict[str, Any]]:
+        """Needs submitted at or before `claimed_before_ms` (need_id, account_id, block)."""
+
+
 @dataclass(slots=True)
 class _Standing:
     need_id: str
@@ -174,12 +187,18 @@ class NeedService:
     """Plans, places, keeps and re-plans needs; one per API process."""
 
     def __init__(
-        self, engine: AsyncEngine, catalogue: Catalogue, market: MarketData, submit: Submit
+        self,
+        ledger: Ledger,
+        needs: NeedStore,
+        catalogue: Catalogue,
+        market: MarketData,
+        commands: Commands,
     ) -> None:
-        self.engine = engine
+        self.ledger = ledger
+        self.needs = needs
         self.catalogue = catalogue
         self.market = market
-        self.submit = submit
+        self.commands = commands
         self._standing: dict[str, _Standing] = {}
         self._watchers: dict[str, set[str]] = {}
         """family -> ids of the standing needs whose plan reads its books."""
@@ -268,21 +287,14 @@ class NeedService:
             "created_ms": now,
             "updated_ms": now,
         }
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        async with self.engine.begin() as connection:
-            inserted = await connection.execute(
-                dialect.insert(api_needs).values(**row).on_conflict_do_nothing()
-            )
-        if not inserted.rowcount:
+        if not await self.needs.add_need(row):
             # The same name, stored meanwhile by another request (here or in another process).
             return await self._retried(await self._row(need_id) or row, name or need_id, print_)
         if result.chosen is None:
             self._watch(_Standing(need_id, account, need, result.families))
             return self._json(await self.document(row), 201)
         outcome = await self._claim_and_submit(need_id, account, result)
-        stored = await self._row(need_id)
-        assert stored is not None
-        document = await self.document(stored)
+        document = await self.document(await self._stored(need_id))
         if isinstance(outcome, OrderRejected):
             raise Problem(
                 422, outcome.reason.value, outcome.message, need_id=need_id, need=document
@@ -314,9 +326,7 @@ class NeedService:
                 f"need {need_id!r} is {row['status']}, not standing; it cannot be withdrawn",
             )
         self._unwatch(need_id)
-        stored = await self._row(need_id)
-        assert stored is not None
-        return await self.document(stored)
+        return await self.document(await self._stored(need_id))
 
     async def _own(self, principal: Principal, need_id: str) -> dict[str, Any]:
         row = await self._row(need_id)
@@ -329,11 +339,14 @@ class NeedService:
         return row
 
     async def _row(self, need_id: str) -> dict[str, Any] | None:
-        async with self.engine.connect() as connection:
-            found = (
-                await connection.execute(select(api_needs).where(api_needs.c.need_id == need_id))
-            ).first()
-        return None if found is None else dict(found._mapping)
+        return await self.needs.need(need_id)
+
+    async def _stored(self, need_id: str) -> dict[str, Any]:
+        """The row of a need this process has just stored or changed."""
+        row = await self.needs.need(need_id)
+        if row is None:
+            raise LookupError(f"need {need_id!r} is no longer in the table")
+        return row
 
     async def document(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A need as the API shows it (NeedOut)."""
@@ -346,12 +359,12 @@ class NeedService:
         order = None
         if row["block"] is not None:
             block = orjson.loads(row["block"])
-            settled = await queries.order(self.engine, block["order_id"])
+            settled = await self.ledger.order(block["order_id"])
             order = {
                 **block,
                 "status": "pending" if settled is None else settled["status"],
                 "filled": 0 if settled is None else settled["filled"],
-                "paid": await queries.order_paid(self.engine, block["order_id"]),
+                "paid": await self.ledger.order_paid(block["order_id"]),
                 "reason": row["reason"] if settled is None else settled["reason"],
             }
             if status == SUBMITTED and settled is not None:
@@ -377,14 +390,9 @@ class NeedService:
         self, need_id: str, status: str, reason: str | None = None, **values: Any
     ) -> bool:
         """Move a standing need to `status`; False if it was no longer standing."""
-        statement = (
-            update(api_needs)
-            .where((api_needs.c.need_id == need_id) & (api_needs.c.status == STANDING))
-            .values(status=status, reason=reason, updated_ms=_now_ms(), **values)
+        return await self.needs.update_need(
+            need_id, STANDING, status=status, reason=reason, updated_ms=_now_ms(), **values
         )
-        async with self.engine.begin() as connection:
-            changed = (await connection.execute(statement)).rowcount
-        return bool(changed)
 
     async def _claim_and_submit(
         self, need_id: str, account_id: str, result: Plan
@@ -393,8 +401,8 @@ class NeedService:
         first: if the process dies in between, the need shows `submitted` with a pending
         order rather than ever being placed twice."""
         chosen = result.chosen
-        assert chosen is not None
-        assert chosen.limit_price is not None
+        if chosen is None or chosen.limit_price is None:
+            raise ValueError(f"need {need_id!r}: the plan chose no priced block to place")
         before = await self._row(need_id)
         earlier = (
             None if before is None or before["block"] is None else orjson.loads(before["block"])
@@ -426,15 +434,11 @@ class NeedService:
         if not claimed:
             return None
         self._unwatch(need_id)
-        outcome = await self.submit(command, order_key(account_id, order_id))
+        outcome = await self.commands.submit_and_wait(command, order_key(account_id, order_id))
         if isinstance(outcome, OrderRejected):
-            statement = (
-                update(api_needs)
-                .where(api_needs.c.need_id == need_id)
-                .values(status=REJECTED, reason=outcome.message, updated_ms=_now_ms())
+            await self.needs.update_need(
+                need_id, None, status=REJECTED, reason=outcome.message, updated_ms=_now_ms()
             )
-            async with self.engine.begin() as connection:
-                await connection.execute(statement)
         elif outcome is not None:
             await self._settled(order_id)
             await self._stand_again_if_missed(need_id, order_id, attempt)
@@ -443,7 +447,7 @@ class NeedService:
     async def _stand_again_if_missed(self, need_id: str, order_id: str, attempt: int) -> None:
         """A standing need whose block missed altogether (the books moved between planning and
         matching) stands again until its deadline, to be planned at the next book change."""
-        settled = await queries.order(self.engine, order_id)
+        settled = await self.ledger.order(order_id)
         row = await self._row(need_id)
         if (
             settled is None
@@ -455,17 +459,13 @@ class NeedService:
             or row["deadline_ms"] <= _now_ms()
         ):
             return
-        statement = (
-            update(api_needs)
-            .where((api_needs.c.need_id == need_id) & (api_needs.c.status == SUBMITTED))
-            .values(
-                status=STANDING,
-                reason=f"block {order_id} missed ({settled['reason']}): standing again",
-                updated_ms=_now_ms(),
-            )
+        stood = await self.needs.update_need(
+            need_id,
+            SUBMITTED,
+            status=STANDING,
+            reason=f"block {order_id} missed ({settled['reason']}): standing again",
+            updated_ms=_now_ms(),
         )
-        async with self.engine.begin() as connection:
-            stood = (await connection.execute(statement)).rowcount
         if stood:
             need = need_of(NeedRequest(**orjson.loads(row["request"])))
             families = self.plan(need, row["account_id"]).families
@@ -476,7 +476,7 @@ class NeedService:
         ended: a block in continuous trading fills or is cancelled at once."""
         deadline = asyncio.get_running_loop().time() + SETTLE_WAIT_S
         while asyncio.get_running_loop().time() < deadline:
-            settled = await queries.order(self.engine, order_id)
+            settled = await self.ledger.order(order_id)
             if settled is not None and settled["status"] != "open":
                 return
             await asyncio.sleep(0.05)
@@ -556,80 +556,55 @@ class NeedService:
     async def _reload(self) -> None:
         """Expire due needs, then rebuild the index of standing ones from the table."""
         now = _now_ms()
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                update(api_needs)
-                .where((api_needs.c.status == STANDING) & (api_needs.c.deadline_ms <= now))
-                .values(status=EXPIRED, reason="the deadline passed unfilled", updated_ms=now)
-            )
-            rows = (
-                await connection.execute(
-                    select(api_needs.c.need_id, api_needs.c.account_id, api_needs.c.request).where(
-                        api_needs.c.status == STANDING
-                    )
-                )
-            ).all()
+        rows = await self.needs.expire_needs(now)
         await self._resend_lost_blocks(now)
-        standing = {row.need_id for row in rows}
+        standing = {row["need_id"] for row in rows}
         for need_id in [n for n in self._standing if n not in standing]:
             self._unwatch(need_id)
         for row in rows:
-            if row.need_id in self._standing:
+            need_id, account_id = row["need_id"], row["account_id"]
+            if need_id in self._standing:
                 continue
             # New to this process (placed elsewhere, or before a restart): plan it once now,
             # then whenever its families' books change.
-            need = need_of(NeedRequest(**orjson.loads(row.request)))
-            families = self.plan(need, row.account_id).families
-            self._watch(_Standing(row.need_id, row.account_id, need, families))
-            self._enqueue(row.need_id)
+            need = need_of(NeedRequest(**orjson.loads(row["request"])))
+            families = self.plan(need, account_id).families
+            self._watch(_Standing(need_id, account_id, need, families))
+            self._enqueue(need_id)
 
     async def _resend_lost_blocks(self, now: int) -> None:
         """Send again the block of a need claimed long enough ago that never reached the
         ledger (the process that claimed it died before sending). The block's order id is the
         same, so if the first send did arrive the risk stage refuses this one as a duplicate:
         a block is never placed twice."""
-        async with self.engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(api_needs.c.need_id, api_needs.c.account_id, api_needs.c.block).where(
-                        (api_needs.c.status == SUBMITTED)
-                        & (api_needs.c.updated_ms <= now - LOST_AFTER_MS)
-                    )
-                )
-            ).all()
-        for row in rows:
-            block = orjson.loads(row.block)
-            if await queries.order(self.engine, block["order_id"]) is not None:
+        for row in await self.needs.lost_needs(now - LOST_AFTER_MS):
+            need_id, account_id = row["need_id"], row["account_id"]
+            block = orjson.loads(row["block"])
+            if await self.ledger.order(block["order_id"]) is not None:
                 continue
             if "sent_as" not in block:
                 # Claimed before order ids were scoped by account: the block was to be sent
                 # as its order id; sent now, the exchange knows it by the scoped one.
                 block["sent_as"] = block["order_id"]
-                block["order_id"] = exchange_order_id(row.account_id, block["sent_as"])
-                claimed = await self._transition_submitted(row.need_id, block)
+                block["order_id"] = exchange_order_id(account_id, block["sent_as"])
+                claimed = await self._transition_submitted(need_id, block)
                 if not claimed:
                     continue
             command = PlaceBlockOrder(
                 order_id=block["sent_as"],
-                account_id=row.account_id,
+                account_id=account_id,
                 symbols=block["symbols"],
                 side="buy",
                 price=block["price"],
                 quantity=block["quantity"],
             )
             log.warning("need %s: its block %s never arrived; sending it again", *(
-                row.need_id, block["order_id"]))  # fmt: skip
-            await self.submit(command, order_key(row.account_id, block["order_id"]))
+                need_id, block["order_id"]))  # fmt: skip
+            await self.commands.submit_and_wait(command, order_key(account_id, block["order_id"]))
 
     async def _transition_submitted(self, need_id: str, block: dict[str, Any]) -> bool:
         """Record a submitted need's block anew; False if the need is no longer submitted."""
-        statement = (
-            update(api_needs)
-            .where((api_needs.c.need_id == need_id) & (api_needs.c.status == SUBMITTED))
-            .values(block=orjson.dumps(block).decode())
-        )
-        async with self.engine.begin() as connection:
-            return bool((await connection.execute(statement)).rowcount)
+        return await self.needs.update_need(need_id, SUBMITTED, block=orjson.dumps(block).decode())
 
     async def _replan_some(self) -> None:
         for _ in range(min(REPLANS_PER_ROUND, len(self._queue))):
@@ -660,54 +635,3 @@ def _settled_status(settled: Mapping[str, Any]) -> str:
     if settled["status"] == "rejected":
         return REJECTED
     return "partially_filled" if settled["filled"] else "not_filled"
-
-
-def needs_router(service: NeedService) -> APIRouter:
-    """POST, GET and DELETE of /v1/needs."""
-    router = APIRouter(prefix="/v1", tags=["needs"], responses=problems(401, 403, 429))
-
-    @router.post(
-        "/needs",
-        status_code=201,
-        response_model=NeedOut,
-        summary="State a need; the exchange places the cheapest block that meets it",
-        description="Plans from the live books across accepted regions, classes and start "
-        "hours, places the cheapest feasible alternative as a block order and answers with "
-        "every alternative priced and the block's outcome. Nothing feasible: 422 "
-        "`no_feasible_plan` (with the plan saying why), or with `stand` a 201 `standing` need "
-        "that is placed when the books allow, until its deadline. `client_need_id` or an "
-        "`Idempotency-Key` header makes a retry return the same need (200, "
-        "`Idempotent-Replayed: true`).",
-        responses={
-            200: {"model": NeedOut, "description": "A retry: the need as it is now"},
-            **problems(422),
-        },
-    )
-    async def post_need(
-        request: NeedRequest,
-        principal: Buyer,
-        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = (
-            None
-        ),
-    ) -> JSONResponse:
-        return await service.place(principal, request, idempotency_key)
-
-    @router.get(
-        "/needs/{need_id}",
-        response_model=NeedOut,
-        summary="A need of the account: its plan, status and block order's outcome",
-        responses=problems(404),
-    )
-    async def get_need(need_id: Identifier, principal: NeedReader) -> dict[str, Any]:
-        return await service.get(principal, need_id)
-
-    @router.delete(
-        "/needs/{need_id}",
-        response_model=NeedOut,
-        summary="Withdraw a standing need",
-        responses=problems(404, 409),
-    )
-    async def withdraw_need(need_id: Identifier, principal: Buyer) -> dict[str, Any]:
-        return await service.withdraw(principal, need_id)
-
-    return router

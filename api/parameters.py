@@ -19,6 +19,9 @@ from starlette.requests import HTTPConnection
 
 from api.problems import Problem
 
+MAX_SQL_INT = 2**63 - 1
+"""The largest position, version or time a query may name: a BIGINT (larger ones crashed)."""
+
 _MANY = (list, tuple, set, frozenset)
 
 Known = dict[int, tuple[frozenset[str], frozenset[str]]]

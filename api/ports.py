@@ -1,9 +1,14 @@
-"""What the API is given of the running exchange: the API names it here, and the wiring
-(`cx.runtime.ExchangeRuntime`) provides it, so the API imports nothing above it."""
+"""The ports of the API: what it is given of the running exchange (the API names it here, and
+the wiring, `cx.runtime.ExchangeRuntime`, provides it, so the API imports nothing above it), and
+what it reads of the settled state (`Ledger`). The API's own tables each have their port beside
+them and their records (`api.keys.KeyStore`, `api.stalls.StallStore`,
+`api.idempotency.RequestStore`, `api.needs.NeedStore`); `api.sql` implements them all on
+SQLAlchemy."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import Command
@@ -11,6 +16,7 @@ from exchange.domain.operators import OperatorSeal
 from exchange.log import CommandLog
 from exchange.pipeline import Topics
 from settlement.sql_store import SqlEventStore
+from settlement.stalled import Stall as StalledOn
 
 
 class ApiSettings(Protocol):
@@ -67,3 +73,70 @@ class Runtime(Protocol):
 
     async def submit(self, command: Command) -> None:
         """Append a command to the commands topic."""
+
+
+class Ledger(Protocol):
+    """What the API reads of the settled state (the ledger projection and the event store),
+    and the one thing it writes beside it: an operator's set-aside of a stalled event."""
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        """One settled order, if it is settled."""
+
+    async def account_orders(
+        self, account_id: str, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """An account's orders, newest first, optionally of one status."""
+
+    async def account_fills(self, account_id: str, limit: int) -> list[dict[str, Any]]:
+        """The account's sides of settled trades, newest first."""
+
+    async def account_summary(self, account_id: str) -> dict[str, Any] | None:
+        """Cash, capacity and positions of an account; None if it has no settled history."""
+
+    async def contract_trades(self, symbol: str, limit: int) -> list[dict[str, Any]]:
+        """Settled trades of one contract, newest first."""
+
+    async def sold(self, account_id: str) -> list[dict[str, Any]]:
+        """Per contract, what the account sold, was paid and in how many trades."""
+
+    async def trades_report(
+        self,
+        *,
+        account_id: str | None,
+        symbol: str | None,
+        since_ts: int | None,
+        until_ts: int | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Settled trades with their counterparties, newest first, filtered."""
+
+    async def order_paid(self, order_id: str) -> int:
+        """Fen paid by a buy order over its settled trades."""
+
+    async def deliveries(
+        self, account_id: str
+    ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        """The account's delivery obligations and the recalls that settled its units, as
+        provider or as buyer, each by symbol, provider and buyer."""
+
+    async def invoices(self, account_id: str) -> dict[str, Any]:
+        """The account's invoices (`settlement.reports.invoices`)."""
+
+    async def programme_report(self, programme_id: str) -> dict[str, Any] | None:
+        """A voucher programme's report; None if there is no such programme."""
+
+    def history(
+        self,
+        output_format: str,
+        contract: str | None,
+        account_id: str | None,
+        order_id: str | None,
+        since_ts: int | None,
+        until_ts: int | None,
+    ) -> AsyncIterator[str]:
+        """Stored events, filtered, as export lines (`settlement.history.export_line`), read
+        as they are sent."""
+
+    async def set_aside(self, source: str, operator: str, reason: str) -> StalledOn | None:
+        """Mark the open stall at `source` to be set aside; None if none is open there;
+        ValueError for a source that is not `topic:partition:offset`."""

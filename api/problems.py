@@ -237,12 +237,13 @@ def amend_openapi(app: FastAPI, *edits: Callable[[dict[str, Any]], None]) -> Non
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        document = app.openapi_schema
+        if document is None:
             document = build()
             for edit in edits:
                 edit(document)
-        assert app.openapi_schema is not None
-        return app.openapi_schema
+            app.openapi_schema = document
+        return document
 
     app.openapi = openapi  # type: ignore[method-assign]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import Path
 from sqlalchemy import (
     JSON,
     Column,
@@ -31,10 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.auth import Caller, Provider
 from api.keys import writing_transaction
 from api.models import StallOut, StallRequest
-from api.problems import Problem, problems
+from api.problems import Problem
 from api.schema import metadata
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec
 from settlement.schema import utc_now
@@ -82,6 +81,35 @@ class Stall:
             and spec.region == self.region
             and spec.delivery_start.hour in self.hours
         )
+
+
+class StallStore(Protocol):
+    """Providers' stalls."""
+
+    async def list_stalls(
+        self,
+        resource_class: str | None = None,
+        region: str | None = None,
+        account_id: str | None = None,
+    ) -> list[Stall]:
+        """Stalls by id (and provider), optionally of one class, region or provider."""
+
+    async def put_stall(
+        self,
+        stall_id: str,
+        account_id: str,
+        resource_class: str,
+        region: str,
+        hours: Iterable[int],
+        sla_tier: str,
+        max_interruptions: int,
+        network: str | None,
+        description: str,
+    ) -> tuple[Stall, bool]:
+        """Create or replace one of an account's stalls; returns it and whether it is new."""
+
+    async def delete_stall(self, stall_id: str, account_id: str) -> bool:
+        """Remove one of an account's stalls; False if it has none of that id."""
 
 
 def _stall(row: Row[Any]) -> Stall:
@@ -210,64 +238,3 @@ def stall_out(stall: Stall) -> StallOut:
         description=stall.description,
         updated_at=stall.updated_at.isoformat(),
     )
-
-
-def stall_router(engine: AsyncEngine) -> APIRouter:
-    """`/v1/stalls`: providers keep their own stalls; anyone may browse them."""
-    router = APIRouter(prefix="/v1/stalls", tags=["stalls"])
-
-    @router.get(
-        "",
-        summary="Providers' stalls, optionally of one class, region or provider",
-        responses=problems(401, 429),
-    )
-    async def browse(
-        _: Caller,
-        resource_class: Annotated[str | None, Query(max_length=32)] = None,
-        region: Annotated[str | None, Query(max_length=16)] = None,
-        account_id: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> list[StallOut]:
-        return [stall_out(s) for s in await list_stalls(engine, resource_class, region, account_id)]
-
-    @router.put(
-        "/{stall_id}",
-        summary="Set up or change one of your stalls (provider keys)",
-        responses={
-            200: {"description": "The stall was changed"},
-            201: {"description": "The stall was set up"},
-            **problems(401, 403, 422, 429),
-        },
-    )
-    async def put(
-        stall_id: StallId, request: StallRequest, principal: Provider, response: Response
-    ) -> StallOut:
-        check_specification(request)
-        stall, created = await put_stall(
-            engine,
-            stall_id,
-            principal.account_id,
-            request.resource_class,
-            request.region,
-            request.hours,
-            request.sla_tier,
-            request.max_interruptions,
-            request.network,
-            request.description,
-        )
-        response.status_code = 201 if created else 200
-        return stall_out(stall)
-
-    @router.delete(
-        "/{stall_id}",
-        summary="Take down one of your stalls (provider keys)",
-        status_code=204,
-        responses=problems(401, 403, 404, 429),
-    )
-    async def take_down(stall_id: StallId, principal: Provider) -> Response:
-        if not await delete_stall(engine, stall_id, principal.account_id):
-            raise Problem(
-                404, "unknown-stall", f"account {principal.account_id} has no stall {stall_id!r}"
-            )
-        return Response(status_code=204)
-
-    return router

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-import api.app
 import api.models
+import api.services
 from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
 from exchange.domain.messages import CancelOrder, PlaceOrder, exchange_order_id
@@ -352,7 +352,7 @@ async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> h
 async def test_a_changed_body_after_a_pending_answer_is_refused_even_after_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api.app, "OUTCOME_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(api.services, "OUTCOME_TIMEOUT_S", 0.3)
     settings = settings_for(tmp_path)
     order = {"symbol": GZ0, "side": "buy", "price": 1_800, "quantity": 2, "client_order_id": "x"}
     changed_order = {**order, "price": 1_900, "quantity": 3}

@@ -255,7 +255,7 @@ async def test_the_typed_client_states_reads_and_withdraws_needs(
 
 
 async def test_a_standing_need_whose_block_misses_stands_again_and_fills_later(
-    exchange: RunningExchange,
+    exchange: RunningExchange, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     buyer = await funded_buyer(exchange)
     await offer(exchange, GZ, 1800)
@@ -265,7 +265,7 @@ async def test_a_standing_need_whose_block_misses_stands_again_and_fills_later(
         for listener in exchange.market.book_listeners
         if type(listener.__self__).__name__ == "NeedService"  # type: ignore[attr-defined]
     )
-    submit = service.submit
+    submit = service.commands.submit_and_wait
     provider = await exchange.as_("p", "provider")
     raced: list[str] = []
 
@@ -277,7 +277,7 @@ async def test_a_standing_need_whose_block_misses_stands_again_and_fills_later(
             await settle(exchange.runtime)
         return await submit(command, key)
 
-    service.submit = books_move_first
+    monkeypatch.setattr(service.commands, "submit_and_wait", books_move_first)
     placed = await buyer.post("/v1/needs", json=need(stand=True, regions=[{"region": "GZ"}]))
     assert placed.status_code == 201, placed.text
     need_id = placed.json()["need_id"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from api.keys import KeyRing
+from api.sql import SqlKeys
 from cx.settings import Settings
 from settlement.sql_store import open_event_store
 from tests.e2e.harness import running_exchange, settings_for
@@ -100,11 +101,11 @@ async def test_cx_keys_creates_lists_and_revokes_keys(tmp_path: Path) -> None:
 
     store = open_event_store(Settings(CX_DATA_DIR=tmp_path, DATABASE_URL=None).event_store_url())
     try:
-        principal = await KeyRing(store.engine).verify(key)
+        principal = await KeyRing(SqlKeys(store.engine)).verify(key)
         assert principal is not None
         assert principal.account_id == "sme-1"
         assert _cx(tmp_path, "revoke", key_id).returncode == 0
-        assert await KeyRing(store.engine).verify(key) is None
+        assert await KeyRing(SqlKeys(store.engine)).verify(key) is None
         assert _cx(tmp_path, "revoke", "000000000000").returncode == 1
     finally:
         await store.close()

@@ -1,0 +1,1 @@
+"""The API's routers by resource; `api.app.create_app` includes them in order."""

@@ -1,0 +1,391 @@
+"""Operator keys' endpoints: API keys, the event history and its replay and audit, the
+pipeline's status and stalls, market controls and account limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from api.auth import Operator
+from api.deps import (
+    CommandsDep,
+    HealthDep,
+    KeyRingDep,
+    KeysDep,
+    LedgerDep,
+    MarketDep,
+    RuntimeDep,
+    listed_or_404,
+)
+from api.keys import KeyInfo, Principal, RoleConflict
+from api.marketdata import control_key, limits_key
+from api.models import (
+    ControlAnswer,
+    ControlRequest,
+    KeyOut,
+    KeyRequest,
+    LimitsAnswer,
+    LimitsRequest,
+    MarketControlRequest,
+    NewKeyOut,
+    PipelineStatusOut,
+    SetAsideAnswer,
+    SetAsideRequest,
+    StoredEventOut,
+)
+from api.parameters import MAX_SQL_INT
+from api.problems import Problem, problems
+from api.services import Commands, iso, stage_out, stall_out
+from api.streams import KEY_REVOKED
+from exchange.domain.catalogue import SymbolError, parse_family, parse_symbol
+from exchange.domain.messages import (
+    ALL_CONTRACTS,
+    AccountLimitsSet,
+    ControlMarket,
+    Identifier,
+    MarketAction,
+    MarketControlRejected,
+    SetAccountLimits,
+)
+from settlement.audit import audit
+from settlement.history import EXPORT_COLUMNS, replay_document
+from settlement.replay import parse_until, replay
+from settlement.store import StoredEvent
+
+router = APIRouter(prefix="/v1/admin", tags=["operator"], responses=problems(401, 403, 429))
+
+
+@router.post(
+    "/keys",
+    status_code=201,
+    summary="Create an API key; the key is shown only in this answer",
+    responses=problems(409, 422),
+)
+async def new_key(request: KeyRequest, _: Operator, store: KeysDep) -> NewKeyOut:
+    try:
+        created = await store.create_key(request.account_id, request.role, request.label)
+    except RoleConflict as conflict:
+        raise Problem(409, "role-conflict", str(conflict)) from None
+    return NewKeyOut(key=created.key, **_key_out(created.info).model_dump())
+
+
+@router.get("/keys", summary="API keys (never their secrets), oldest first")
+async def keys(
+    _: Operator,
+    store: KeysDep,
+    account_id: Annotated[Identifier | None, Query()] = None,
+    include_revoked: bool = False,
+) -> list[KeyOut]:
+    return [_key_out(k) for k in await store.list_keys(account_id, include_revoked)]
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key", responses=problems(404))
+async def revoke(
+    key_id: str, _: Operator, store: KeysDep, keyring: KeyRingDep, market: MarketDep
+) -> KeyOut:
+    revoked = await store.revoke_key(key_id)
+    if revoked is None:
+        raise Problem(404, "unknown-key", f"there is no API key {key_id!r}")
+    keyring.forget(key_id)
+    market.revoke({key_id}, KEY_REVOKED)
+    return _key_out(revoked)
+
+
+@router.get(
+    "/events",
+    summary="Replay: stored events after a global position, in order",
+    description="Page through the whole history with `after` = the last position seen.",
+)
+async def events(
+    _: Operator,
+    runtime: RuntimeDep,
+    after: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[StoredEventOut]:
+    return [_event_out(e) for e in await runtime.store.read_all(after, limit)]
+
+
+@router.get(
+    "/streams/{stream_id}",
+    summary="Replay: the events of one stream (contract-SYMBOL, account-ID, exchange)",
+)
+async def stream_events(
+    stream_id: str,
+    _: Operator,
+    runtime: RuntimeDep,
+    from_version: Annotated[int, Query(ge=1, le=MAX_SQL_INT)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[StoredEventOut]:
+    stored = await runtime.store.read_stream(stream_id, from_version)
+    return [_event_out(e) for e in stored[:limit]]
+
+
+@router.get(
+    "/status",
+    summary="Every stage's progress per partition, and every stall",
+    description="The figures `/v1/health` reports, always with 200, and what could not be "
+    "read. Set an event a stalled partition stopped at aside with `POST /v1/admin/set-aside`.",
+)
+async def pipeline_status(_: Operator, pipeline_health: HealthDep) -> PipelineStatusOut:
+    pipeline = await pipeline_health.status()
+    return PipelineStatusOut(
+        checked_at=iso(pipeline.checked_ms),
+        stalled=pipeline.stalled,
+        stall_seconds=pipeline.stall_seconds,
+        stages=[stage_out(p) for p in pipeline.partitions],
+        stalls=[stall_out(s) for s in pipeline.stalls],
+        unreadable=list(pipeline.unreadable),
+    )
+
+
+@router.post(
+    "/set-aside",
+    summary="Set aside the event a stalled partition stopped at",
+    description="Settlement sends the event to the dead-letter topic (`cx deadletters "
+    "list`) and settles its partition on from the next one, within a second or so. Only "
+    "an open `cannot_apply` stall can be set aside; `cx deadletters replay` appends the "
+    "event again once its cause is fixed.",
+    responses=problems(404, 422),
+)
+async def set_aside(
+    request: SetAsideRequest, principal: Operator, ledger: LedgerDep
+) -> SetAsideAnswer:
+    try:
+        stall = await ledger.set_aside(request.source, principal.account_id, request.reason)
+    except ValueError as error:
+        raise Problem(422, "invalid-request", str(error)) from None
+    if stall is None:
+        raise Problem(404, "no-stall", f"no stage is stalled at {request.source!r}")
+    return SetAsideAnswer(
+        source=stall.source,
+        stage=stall.stage,
+        event_id=stall.event_id,
+        event_type=stall.event_type,
+        set_aside_by=principal.account_id,
+        reason=request.reason,
+        status="requested",
+    )
+
+
+async def control(
+    commands: Commands, principal: Principal, action: MarketAction, symbol: str, **fields: Any
+) -> ControlAnswer:
+    """Sign an operator's market command, send it and wait for the risk stage's answer."""
+    command = commands.sign(
+        ControlMarket(operator_id=principal.account_id, action=action, symbol=symbol, **fields)
+    )
+    key = control_key(principal.account_id, symbol, action)
+    outcome = await commands.submit_and_wait(command, key)
+    status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
+    if isinstance(outcome, MarketControlRejected):
+        raise Problem(422, outcome.reason.value, outcome.message)
+    return ControlAnswer(
+        symbol=symbol, action=action, status=status, operator_id=principal.account_id
+    )
+
+
+@router.post(
+    "/contracts/{symbol}/{action}",
+    summary="Halt, resume, delist, list or band a contract, or schedule its family's auction",
+    description="A command in the log like any other, so it replays; it records the "
+    "operator's account and the reason given. `delist` closes the contract early and "
+    "cancels its resting orders; `list` re-opens a delisted contract or lists one of the "
+    "symbol grammar the catalogue does not list; `set_band` takes `band` (fen, 0: none) "
+    "and a contract or a family `CLASS.REGION` as the symbol.",
+    responses=problems(404, 422),
+)
+async def control_contract(
+    symbol: str,
+    action: Literal["halt", "resume", "schedule_auction", "delist", "list", "set_band"],
+    request: ControlRequest,
+    principal: Operator,
+    market: MarketDep,
+    commands: CommandsDep,
+) -> ControlAnswer:
+    if action == "list":
+        try:
+            parse_symbol(symbol)
+        except SymbolError as error:
+            raise Problem(404, "unknown-contract", str(error)) from None
+    elif not (action == "set_band" and _is_family(symbol)):
+        listed_or_404(market, symbol)
+    for other in request.symbols:
+        listed_or_404(market, other)
+    if action == "set_band" and request.band is None:
+        raise Problem(422, "invalid-request", "set_band needs a band (fen; 0: none)")
+    return await control(
+        commands,
+        principal,
+        action,
+        symbol,
+        at=request.at,
+        symbols=request.symbols,
+        reason=request.reason,
+        band=request.band,
+    )
+
+
+@router.post(
+    "/market/{action}",
+    summary="Halt or resume every contract of the market",
+    description="Sent to every matching partition; each halts its continuous contracts "
+    "(or resumes its halted ones through a call auction). Recorded with who and why.",
+    responses=problems(422),
+)
+async def control_market(
+    action: Literal["halt", "resume"],
+    request: MarketControlRequest,
+    principal: Operator,
+    commands: CommandsDep,
+) -> ControlAnswer:
+    market_action: MarketAction = "halt_market" if action == "halt" else "resume_market"
+    return await control(commands, principal, market_action, ALL_CONTRACTS, reason=request.reason)
+
+
+@router.put(
+    "/accounts/{account_id}/limits",
+    summary="Set a participant's limits on its open orders (null: no limit)",
+    description="Enforced by the risk stage of the account's partition: an order, block or "
+    "amend that would take the account's open orders past a limit is rejected as "
+    "`account_limit_exceeded`. Orders already open stay.",
+)
+async def set_limits(
+    account_id: Identifier, request: LimitsRequest, principal: Operator, commands: CommandsDep
+) -> LimitsAnswer:
+    command = commands.sign(
+        SetAccountLimits(
+            operator_id=principal.account_id,
+            account_id=account_id,
+            max_open_quantity=request.max_open_quantity,
+            max_open_notional=request.max_open_notional,
+            reason=request.reason,
+        )
+    )
+    outcome = await commands.submit_and_wait(command, limits_key(account_id))
+    return LimitsAnswer(
+        account_id=account_id,
+        max_open_quantity=request.max_open_quantity,
+        max_open_notional=request.max_open_notional,
+        status="set" if isinstance(outcome, AccountLimitsSet) else "pending",
+        operator_id=principal.account_id,
+    )
+
+
+@router.get(
+    "/history",
+    summary="Export events by contract, account, order and log time (JSON lines or CSV)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+            "description": "One event a line, in stored order",
+        }
+    },
+)
+async def export_history(
+    _: Operator,
+    ledger: LedgerDep,
+    contract: Annotated[str | None, Query(max_length=64)] = None,
+    account_id: Annotated[Identifier | None, Query()] = None,
+    order_id: Annotated[Identifier | None, Query()] = None,
+    since_ts: Annotated[
+        int | None, Query(ge=0, le=MAX_SQL_INT, description="log time, ms, inclusive")
+    ] = None,
+    until_ts: Annotated[
+        int | None, Query(ge=0, le=MAX_SQL_INT, description="log time, ms, inclusive")
+    ] = None,
+    format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
+) -> StreamingResponse:
+    exported = ledger.history(format, contract, account_id, order_id, since_ts, until_ts)
+
+    async def lines() -> AsyncIterator[bytes]:
+        if format == "csv":
+            yield (",".join(EXPORT_COLUMNS) + "\r\n").encode()
+        async for line in exported:
+            yield line.encode()
+
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    return StreamingResponse(lines(), media_type=media)
+
+
+@router.get(
+    "/replay",
+    summary="Rebuild books, balances, positions and holds at a position or log time",
+    responses=problems(404, 422),
+)
+async def replay_state(
+    _: Operator,
+    runtime: RuntimeDep,
+    until: Annotated[str | None, Query(description="a position, or an ISO time with offset")] = (
+        None
+    ),
+    contract: Annotated[str | None, Query(max_length=64)] = None,
+    account_id: Annotated[Identifier | None, Query()] = None,
+) -> dict[str, Any]:
+    if contract is not None and contract not in runtime.catalogue:
+        raise Problem(404, "unknown-contract", f"contract {contract!r} is not listed")
+    try:
+        position, ts = parse_until(until) if until else (None, None)
+    except ValueError as error:
+        raise Problem(422, "invalid-time", str(error)) from None
+    if position is not None and position > MAX_SQL_INT:
+        raise Problem(
+            422,
+            "invalid-request",
+            f"until: position {position} is past the largest there can be ({MAX_SQL_INT})",
+            errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
+        )
+    result = await replay(runtime.store, runtime.catalogue, position, ts)
+    return replay_document(result, contract, account_id)
+
+
+@router.get("/audit", summary="Check the whole history from the event store")
+async def audit_history(_: Operator, runtime: RuntimeDep) -> dict[str, Any]:
+    report = await audit(runtime.store, runtime.catalogue)
+    return {
+        "events": report.events,
+        "orders": report.orders,
+        "trades": report.trades,
+        "checkpoints": report.checkpoints,
+        "state_hash": report.state_hash,
+        "discrepancies": [
+            {"kind": d.kind, "message": d.message, "positions": list(d.positions)}
+            for d in report.discrepancies
+        ],
+    }
+
+
+def _is_family(name: str) -> bool:
+    try:
+        parse_family(name)
+    except SymbolError:
+        return False
+    return True
+
+
+def _key_out(info: KeyInfo) -> KeyOut:
+    return KeyOut(
+        key_id=info.key_id,
+        account_id=info.account_id,
+        role=info.role,
+        label=info.label,
+        created_at=info.created_at.isoformat(),
+        revoked_at=None if info.revoked_at is None else info.revoked_at.isoformat(),
+    )
+
+
+def _event_out(event: StoredEvent) -> StoredEventOut:
+    return StoredEventOut(
+        position=event.position,
+        stream_id=event.stream_id,
+        stream_version=event.stream_version,
+        event_id=event.event_id,
+        type=event.type,
+        schema_version=event.schema_version,
+        data=event.data,
+        metadata=event.metadata,
+        recorded_at=event.recorded_at.isoformat(),
+    )

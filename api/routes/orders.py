@@ -1,0 +1,398 @@
+"""A participant's own orders: place, list, read, cancel, amend, cancel all, and blocks.
+
+An order is validated here for a fast, specific answer, sent through the log, and answered
+once the risk stage has decided (`api.services.Commands`); a named order (client order id or
+`Idempotency-Key`) is answered once (`api.idempotency.Idempotent`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api.auth import Reader, Trader, account_of
+from api.deps import (
+    CommandsDep,
+    IdempotencyKey,
+    IdempotentDep,
+    LedgerDep,
+    MarketDep,
+    listed_or_404,
+)
+from api.idempotency import Answer, Named, fingerprint, key_name, problem_body, respond
+from api.keys import Principal, Role
+from api.marketdata import cancel_all_key, order_key
+from api.models import (
+    AmendAnswer,
+    AmendRequest,
+    BlockAnswer,
+    BlockRequest,
+    CancelAllAnswer,
+    CancelAnswer,
+    OrderAnswer,
+    OrderRequest,
+    OrderRow,
+)
+from api.ports import Ledger
+from api.problems import Problem, problems
+from api.services import Commands
+from exchange.domain.messages import (
+    AmendOrder,
+    AmendRejected,
+    CancelAllOrders,
+    CancelAllRequested,
+    CancelOrder,
+    CancelRejected,
+    Identifier,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderRejected,
+    PlaceBlockOrder,
+    PlaceOrder,
+    RejectReason,
+    exchange_order_id,
+)
+
+SETTLE_WAIT_S = 5.0
+"""How long a retry of an order the exchange already accepted waits to find it settled."""
+
+router = APIRouter(prefix="/v1", tags=["orders"], responses=problems(401, 403, 429))
+
+_NOT_THE_ACCOUNTS_OPEN_ORDER = frozenset(
+    {RejectReason.UNKNOWN_ORDER, RejectReason.NOT_ORDER_OWNER, RejectReason.ORDER_NOT_OPEN}
+)
+
+
+async def place(commands: Commands, ledger: Ledger, command: PlaceOrder, named: bool) -> Answer:
+    """Send an order and answer what the risk stage decided; a named order that is settled
+    already is answered from the ledger."""
+    order_id = exchange_order_id(command.account_id, command.order_id)
+    client_order_id = command.client_order_id
+    if named:
+        settled = await ledger.order(order_id)
+        if settled is not None:
+            return _answer_from_row(settled)
+    outcome = await commands.submit_and_wait(command, order_key(command.account_id, order_id))
+    if outcome is None:
+        return _pending(order_id, client_order_id)
+    if isinstance(outcome, OrderRejected):
+        if named and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
+            # The account's own name, reserved for this request: an earlier send of it was
+            # accepted before this process could answer it.
+            settled = await _eventually_settled(ledger, order_id)
+            return (
+                _pending(order_id, client_order_id)
+                if settled is None
+                else _answer_from_row(settled)
+            )
+        return Answer(
+            422, problem_body(422, outcome.reason.value, outcome.message, order_id=order_id)
+        )
+    if not isinstance(outcome, OrderAccepted | OrderCancelled):
+        raise Problem(409, "unexpected-outcome", f"order {order_id!r}: {outcome.type}")
+    return Answer(201, _accepted(order_id, client_order_id))
+
+
+@router.post(
+    "/orders",
+    status_code=201,
+    response_model=OrderAnswer,
+    summary="Place an order",
+    description="Answers once the risk stage has decided: 201 accepted, or the rejection "
+    "as a problem (`insufficient_funds`, `insufficient_capacity`, ...); 202 pending if "
+    "that takes more than 5 s. A `client_order_id` or an `Idempotency-Key` header makes "
+    "a retry return the first answer (header `Idempotent-Replayed: true`); the same name "
+    "with a different order is refused (`idempotency-key-reused`), even while the first "
+    "is pending.",
+    responses={
+        202: {"model": OrderAnswer, "description": "Not decided within 5 s; retry to learn"},
+        **problems(404, 422),
+    },
+)
+async def place_order(
+    request: OrderRequest,  # type: ignore[valid-type]
+    principal: Trader,
+    market: MarketDep,
+    ledger: LedgerDep,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    body: dict[str, Any] = request.model_dump()  # type: ignore[attr-defined]
+    account = account_of(principal, body.pop("account_id"))
+    symbol = body["symbol"]
+    spec = market.spec(symbol)
+    if spec is None:
+        raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
+    price = body.get("price")
+    if isinstance(price, int) and price % spec.tick_size:
+        raise Problem(
+            422,
+            RejectReason.PRICE_NOT_ON_TICK.value,
+            f"price {price} is not a multiple of the tick size "
+            f"{spec.tick_size} fen of {spec.symbol}",
+        )
+    client_order_id = body.get("client_order_id")
+    print_ = fingerprint("POST", "/v1/orders", body)
+    name, named = _order_name("o", client_order_id, idempotency_key, print_)
+    command = PlaceOrder(order_id=name, account_id=account, **body)
+    if named is None:
+        return respond(await place(commands, ledger, command, named=False), replayed=False)
+    return await idempotent.run(
+        account, named, lambda: place(commands, ledger, command, named=True)
+    )
+
+
+@router.get("/orders", summary="The account's settled orders, newest first")
+async def list_orders(
+    principal: Reader,
+    ledger: LedgerDep,
+    account_id: Annotated[Identifier | None, Query()] = None,
+    status: Annotated[Literal["open", "filled", "cancelled", "rejected"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[OrderRow]:
+    account = account_of(principal, account_id)
+    return [OrderRow(**r) for r in await ledger.account_orders(account, status, limit)]
+
+
+async def own_order(ledger: Ledger, principal: Principal, order_id: str) -> dict[str, Any]:
+    """A settled order of the caller's account (operators may read any), else 404."""
+    row = await ledger.order(order_id)
+    if row is None or (
+        principal.role is not Role.OPERATOR and row["account_id"] != principal.account_id
+    ):
+        raise Problem(
+            404, "unknown_order", f"account {principal.account_id} has no order {order_id!r}"
+        )
+    return row
+
+
+@router.get(
+    "/orders/{order_id}",
+    summary="One settled order of the account",
+    responses=problems(404),
+)
+async def get_order(order_id: Identifier, principal: Reader, ledger: LedgerDep) -> OrderRow:
+    return OrderRow(**await own_order(ledger, principal, order_id))
+
+
+async def cancel(commands: Commands, account: str, order_id: str) -> OrderCancelled | None:
+    """Cancel an open order of the account; None if the risk stage did not decide in time."""
+    outcome = await commands.submit_and_wait(
+        CancelOrder(order_id=order_id, account_id=account), order_key(account, order_id)
+    )
+    if outcome is None:
+        return None
+    if isinstance(outcome, CancelRejected):
+        raise _not_changed(outcome)
+    if isinstance(outcome, OrderCancelled):
+        return outcome
+    raise Problem(409, "unexpected-outcome", f"order {order_id!r}: {outcome.type}")
+
+
+@router.delete(
+    "/orders/{order_id}",
+    summary="Cancel what remains of an open order",
+    responses=problems(404, 409),
+)
+async def cancel_order(
+    order_id: Identifier,
+    principal: Trader,
+    commands: CommandsDep,
+    account_id: Annotated[Identifier | None, Query()] = None,
+) -> CancelAnswer:
+    account = account_of(principal, account_id)
+    cancelled = await cancel(commands, account, order_id)
+    if cancelled is None:
+        return CancelAnswer(order_id=order_id, status="pending")
+    return CancelAnswer(order_id=order_id, status="cancelled", remaining=cancelled.remaining)
+
+
+@router.patch(
+    "/orders/{order_id}",
+    summary="Amend an open order's price or open quantity, in place",
+    description="A smaller quantity at the same price keeps the order's time priority; a "
+    "new price or a larger quantity loses it. Raising a buy's price or an order's quantity "
+    "holds the extra first; a refused amend leaves the order as it was.",
+    responses=problems(404, 409, 422),
+)
+async def amend_order(
+    order_id: Identifier,
+    amendment: AmendRequest,
+    principal: Trader,
+    market: MarketDep,
+    commands: CommandsDep,
+) -> AmendAnswer:
+    account = principal.account_id
+    live = market.orders.get(order_id)
+    if live is not None and live.account_id != account:
+        raise Problem(404, "unknown_order", f"account {account} has no open order {order_id!r}")
+    # An order not open here may have closed, or not reached this process yet: the risk
+    # stage tells a closed order of the account (409) from an unknown one (404).
+    spec = None if live is None else market.catalogue.get(live.symbol)
+    if amendment.price is not None and spec is not None and amendment.price % spec.tick_size:
+        raise Problem(
+            422,
+            RejectReason.PRICE_NOT_ON_TICK.value,
+            f"price {amendment.price} is not a multiple of the tick size {spec.tick_size} fen",
+        )
+    command = AmendOrder(
+        order_id=order_id,
+        account_id=account,
+        price=amendment.price,
+        quantity=amendment.quantity,
+    )
+    outcome = await commands.submit_and_wait(command, order_key(account, order_id))
+    if outcome is None:
+        return AmendAnswer(order_id=order_id, status="pending")
+    if isinstance(outcome, AmendRejected):
+        if outcome.reason in _NOT_THE_ACCOUNTS_OPEN_ORDER:
+            raise _not_changed(outcome)
+        raise Problem(422, outcome.reason.value, outcome.message, order_id=order_id)
+    if isinstance(outcome, OrderAmended):
+        return AmendAnswer(
+            order_id=order_id,
+            status="amended",
+            price=outcome.price,
+            remaining=outcome.remaining,
+            kept_priority=outcome.kept_priority,
+        )
+    raise Problem(409, "order_not_open", f"order {order_id!r} is no longer open")
+
+
+@router.delete(
+    "/orders",
+    summary="Cancel every open order of the account (the kill switch)",
+)
+async def cancel_all_orders(principal: Trader, commands: CommandsDep) -> CancelAllAnswer:
+    account = principal.account_id
+    outcome = await commands.submit_and_wait(
+        CancelAllOrders(account_id=account), cancel_all_key(account)
+    )
+    if isinstance(outcome, CancelRejected):
+        # Nothing open: nothing to cancel, at once.
+        return CancelAllAnswer(account_id=account, status="requested", symbols=[])
+    if not isinstance(outcome, CancelAllRequested):
+        return CancelAllAnswer(account_id=account, status="pending")
+    return CancelAllAnswer(account_id=account, status="requested", symbols=outcome.symbols)
+
+
+@router.post(
+    "/block-orders",
+    status_code=201,
+    summary="Place a block order: every listed hour or none, limited by an average price",
+    description="A `client_order_id` (one name with the account's orders) or an "
+    "`Idempotency-Key` header makes a retry return the first answer; the same name with a "
+    "different block is refused (`idempotency-key-reused`).",
+    response_model=BlockAnswer,
+    responses=problems(404, 422),
+)
+async def place_block(
+    block: BlockRequest,
+    principal: Trader,
+    market: MarketDep,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    for symbol in block.symbols:
+        listed_or_404(market, symbol)
+    account = principal.account_id
+    print_ = fingerprint("POST", "/v1/block-orders", block.model_dump())
+    name, named = _order_name("b", block.client_order_id, idempotency_key, print_)
+    command = PlaceBlockOrder(
+        order_id=name,
+        account_id=account,
+        symbols=block.symbols,
+        side=block.side,
+        price=block.price,
+        quantity=block.quantity,
+    )
+    order_id = exchange_order_id(account, name)
+
+    async def send() -> Answer:
+        outcome = await commands.submit_and_wait(command, order_key(account, order_id))
+        accepted = {"order_id": order_id, "status": "accepted", "symbols": block.symbols}
+        if outcome is None:
+            return Answer(201, {**accepted, "status": "pending"}, pending=True)
+        if isinstance(outcome, OrderRejected):
+            if named is not None and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
+                # A retry of this account's own block: the first send was accepted.
+                return Answer(201, accepted, replayed=True)
+            body = problem_body(422, outcome.reason.value, outcome.message, order_id=order_id)
+            return Answer(422, body)
+        return Answer(201, accepted)
+
+    if named is None:
+        return respond(await send(), replayed=False)
+    return await idempotent.run(account, named, send)
+
+
+async def _eventually_settled(ledger: Ledger, order_id: str) -> dict[str, Any] | None:
+    deadline = asyncio.get_running_loop().time() + SETTLE_WAIT_S
+    while True:
+        row = await ledger.order(order_id)
+        if row is not None or asyncio.get_running_loop().time() > deadline:
+            return row
+        await asyncio.sleep(0.05)
+
+
+def _order_name(
+    prefix: str, client_order_id: str | None, idempotency_key: str | None, print_: str
+) -> tuple[str, Named | None]:
+    """The id to send an order (`o`) or block (`b`) as, and its names if the caller named it:
+    the client order id, else the `Idempotency-Key`'s (`key_name`), else a new id."""
+    if client_order_id is None and idempotency_key is None:
+        return f"{prefix}-{uuid.uuid4().hex}", None
+    name = client_order_id if client_order_id is not None else key_name(str(idempotency_key))
+    names = [f"order:{name}"]
+    legacy = []
+    if idempotency_key is not None:
+        names.append(f"{prefix}-key:{idempotency_key}")
+    if prefix == "o":
+        # Where earlier versions of the API kept answers of named orders (blocks had none).
+        legacy = [f"key:{idempotency_key}"] if idempotency_key is not None else []
+        legacy += [f"coid:{client_order_id}"] if client_order_id is not None else []
+    return name, Named(tuple(names), print_, tuple(legacy))
+
+
+def _accepted(order_id: str, client_order_id: str | None) -> dict[str, Any]:
+    return {"order_id": order_id, "client_order_id": client_order_id, "status": "accepted"}
+
+
+def _pending(order_id: str, client_order_id: str | None) -> Answer:
+    body = {"order_id": order_id, "client_order_id": client_order_id, "status": "pending"}
+    return Answer(202, body, pending=True)
+
+
+def _answer_from_row(row: dict[str, Any]) -> Answer:
+    if row["status"] == "rejected":
+        body = problem_body(
+            422,
+            row["reason"] or "rejected",
+            f"order {row['order_id']!r} was rejected: {row['reason']}",
+            order_id=row["order_id"],
+        )
+        return Answer(422, body, replayed=True)
+    return Answer(201, _accepted(row["order_id"], row["client_order_id"]), replayed=True)
+
+
+def _not_changed(refused: CancelRejected | AmendRejected) -> Problem:
+    """The problem of a cancel or amend refused because the order is not open: 409 for a
+    closed order of the account; 404 `unknown_order` alike for an id never used and for
+    another account's order, so the answer reveals nothing of other accounts."""
+    if refused.reason is RejectReason.ORDER_NOT_OPEN:
+        return Problem(409, refused.reason.value, refused.message, order_id=refused.order_id)
+    if refused.reason in _NOT_THE_ACCOUNTS_OPEN_ORDER:
+        return Problem(
+            404,
+            RejectReason.UNKNOWN_ORDER.value,
+            f"account {refused.account_id} has no open order {refused.order_id!r}",
+            order_id=refused.order_id,
+        )
+    return Problem(422, refused.reason.value, refused.message, order_id=refused.order_id)
