@@ -53,7 +53,7 @@ from api.keys import Role, create_key
 from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
 from cx.ticker import TICKER_ID, tick_symbols
-from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
+from exchange.domain.catalogue import CHINA_STANDARD_TIME, parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
@@ -204,6 +204,8 @@ class ExchangeMachine(RuleBasedStateMachine):
     statuses: ClassVar[Counter[int]] = Counter()
     events_seen: ClassVar[Counter[str]] = Counter()
     """Stored events by type over the run: what the examples reached."""
+    edge_seen: ClassVar[Counter[str]] = Counter()
+    """What the examples reached at the API edge, which keeps no events: needs, stalls."""
     documented: ClassVar[Documented | None] = None
 
     def __init__(self) -> None:
@@ -217,6 +219,13 @@ class ExchangeMachine(RuleBasedStateMachine):
         """(type, id field, id, account) of every stored event the model may look for."""
         self.recalled: Counter[str] = Counter()
         """Units recalled per contract: `GET /v1/deliveries` does not show them."""
+        self.interruptible_sales: set[tuple[str, str]] = set()
+        """(provider, contract) of the interruptible units providers sold: they may recall."""
+        self.deliveries: dict[tuple[str, str, str], int] = {}
+        """(contract, provider, holder) of the obligations stored and not yet settled, and the
+        end of their window."""
+        self.disputed: set[tuple[str, str, str]] = set()
+        """The open obligations a holder disputed: an operator may resolve them."""
 
     # -- the exchange's life -------------------------------------------------------------
 
@@ -694,19 +703,46 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     @rule(account=traders, data=st.data(), less=st.integers(1, 3))
     def amend_down(self, account: str, data: st.DataObject, less: int) -> None:
-        """Reduce an open order's quantity at its price: it keeps its time priority."""
-        own = [o for o, a in self.model.orders.items() if a == account]
-        order_id = _pick(own, data) if own else None
-        if order_id is None:
+        """Reduce one of the account's open orders' quantity at its price: it keeps its time
+        priority."""
+        rows = self._operator("GET", "/v1/orders", params={"account_id": account,
+                                                           "status": "open"})  # fmt: skip
+        assert rows.status == 200, rows
+        row = _pick(rows.body or [None], data)
+        if row is None:
             return
-        row = self._operator("GET", f"/v1/orders/{order_id}")
-        if row.status != 200 or row.body["status"] != "open":
-            return
-        remaining = row.body["quantity"] - row.body["filled"]
+        remaining = row["quantity"] - row["filled"]
         if remaining > less:
             self._send(
-                account, "PATCH", f"/v1/orders/{order_id}", json={"quantity": remaining - less}
+                account,
+                "PATCH",
+                f"/v1/orders/{row['order_id']}",
+                json={"quantity": remaining - less},
             )
+
+    @rule(
+        account=providers,
+        symbol=symbols,
+        price=st.integers(1, 4),
+        resting=quantities,
+        incoming=quantities,
+        stp_mode=st.sampled_from(
+            (None, "cancel_resting", "cancel_incoming", "cancel_both", "decrement", "decrement")
+        ),
+    )
+    def self_cross(self, account: str, symbol: str, price: int, resting: int, incoming: int,
+                   stp_mode: str | None) -> None:  # fmt: skip
+        """A provider's bid is met by its own sell at that price: self-trade prevention acts in
+        the sell's mode (`decrement` takes the smaller quantity off both, without a trade)."""
+        prices = PRICES[symbol]
+        at = prices[price % len(prices)]
+        self._place(
+            account, {"symbol": symbol, "side": "buy", "price": at, "quantity": resting}, {}
+        )
+        sell: dict[str, Any] = {"symbol": symbol, "side": "sell", "price": at, "quantity": incoming}
+        if stp_mode is not None:
+            sell["stp_mode"] = stp_mode
+        self._place(account, sell, {})
 
     def _place(self, account: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         answer = self._send(account, "POST", "/v1/orders", json=body, headers=headers)
@@ -723,11 +759,10 @@ class ExchangeMachine(RuleBasedStateMachine):
             owner = self.model.orders.setdefault(order_id, account)
             assert owner == account, f"{account} was answered with {owner}'s order: {answer}"
 
+    @precondition(lambda self: bool(self.model.named))
     @rule(data=st.data(), change=st.booleans())
     def retry(self, data: st.DataObject, change: bool) -> None:
         """Send a named request again, with the same body or with another one."""
-        if not self.model.named:
-            return
         named = _pick(list(self.model.named.values()), data)
         body = dict(named.body)
         if change:
@@ -860,13 +895,17 @@ class ExchangeMachine(RuleBasedStateMachine):
                         body=body, headers=headers)  # fmt: skip
         if answer.status == 201:
             self.model.needs.setdefault(answer.body["need_id"], account)
+            self.edge_seen["need standing" if answer.body["status"] == "standing"
+                           else "need placed"] += 1  # fmt: skip
 
     @rule(account=buyers, data=st.data())
     def withdraw_need(self, account: str, data: st.DataObject) -> None:
         """Withdraw a need (only a standing one may be withdrawn)."""
         own = [n for n, a in self.model.needs.items() if a == account]
         need_id = _pick(own or list(NAMES), data)
-        self._send(account, "DELETE", f"/v1/needs/{need_id}")
+        answer = self._send(account, "DELETE", f"/v1/needs/{need_id}")
+        if answer is not None and answer.status == 200:
+            self.edge_seen["need withdrawn"] += 1
 
     # -- operators -------------------------------------------------------------------------
 
@@ -980,6 +1019,38 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     # -- delivery --------------------------------------------------------------------------
 
+    @precondition(lambda self: bool(self._gates_open()))
+    @rule(
+        provider=providers,
+        buyer=buyers,
+        data=st.data(),
+        price=st.integers(0, 4),
+        quantity=st.integers(1, 3),
+        to_delivery=st.booleans(),
+    )
+    def sell_for_delivery(self, provider: str, buyer: str, data: st.DataObject, price: int,
+                          quantity: int, to_delivery: bool) -> None:  # fmt: skip
+        """A provider sells capacity of a contract still trading and a buyer buys it at that
+        price; then (or later) the clock moves to the contract's delivery hour."""
+        symbol = _pick(self._gates_open(), data)
+        prices = PRICES[symbol]
+        for account, side in ((provider, "sell"), (buyer, "buy")):
+            body = {
+                "symbol": symbol,
+                "side": side,
+                "price": prices[price % len(prices)],
+                "quantity": quantity,
+            }
+            self._place(account, body, {})
+        if to_delivery:
+            self._move_clock(min(_delivery_start(symbol) + 1, END))
+
+    def _gates_open(self) -> list[str]:
+        """The model's contracts whose gate has not closed: they still trade."""
+        gate = HOUR  # the default gate closure: an hour before delivery
+        return [s for s in SYMBOLS if self.clock.now_ms < _delivery_start(s) - gate]
+
+    @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
     @rule(
         provider=providers,
         symbol=symbols,
@@ -989,41 +1060,77 @@ class ExchangeMachine(RuleBasedStateMachine):
     )
     def report_metering(self, provider: str, symbol: str, buyer: str, delivered: int,
                         report_id: str | None) -> None:  # fmt: skip
-        """A provider reports what it delivered to a holder."""
+        """A provider reports what it delivered to a holder (from the first delivery hour on:
+        before it nobody owes anything)."""
         body: dict[str, Any] = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
         if report_id is not None:
             body["report_id"] = report_id
         self._send(provider, "POST", "/v1/deliveries/metering", json=body)
 
+    @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
     @rule(buyer=buyers, symbol=symbols, provider=providers, dispute_id=maybe_name)
     def dispute(self, buyer: str, symbol: str, provider: str, dispute_id: str | None) -> None:
-        """A holder disputes a provider's metering."""
+        """A holder disputes a provider's metering (from the first delivery hour on)."""
         body: dict[str, Any] = {"symbol": symbol, "provider_id": provider, "reason": "no job"}
         if dispute_id is not None:
             body["dispute_id"] = dispute_id
         self._send(buyer, "POST", "/v1/deliveries/disputes", json=body)
 
-    @rule(data=st.data(), delivered=st.integers(0, 4), act=st.sampled_from(("meter", "dispute")))
-    def deliver(self, data: st.DataObject, delivered: int, act: str) -> None:
-        """Meter, or dispute, one of the obligations the exchange lists now (the rules above
-        also try pairs that owe nothing)."""
-        owed = []
-        for provider in PROVIDERS:
-            listed = self._operator("GET", "/v1/deliveries", params={"account_id": provider})
-            owed += [row for row in listed.body if row["provider_id"] == provider]
-        row = _pick(owed or [None], data)
-        if row is None:
+    @precondition(lambda self: bool(self._metering_open()))
+    @rule(
+        data=st.data(),
+        delivered=st.integers(0, 4),
+        act=st.sampled_from(("meter", "meter", "dispute")),
+        report_id=maybe_name,
+    )
+    def deliver(self, data: st.DataObject, delivered: int, act: str,
+                report_id: str | None) -> None:  # fmt: skip
+        """Meter, or dispute, an obligation stored and open now, which the exchange must list
+        (the rules above also try pairs that owe nothing)."""
+        symbol, provider, buyer = _pick(self._metering_open(), data)
+        listed = self._operator("GET", "/v1/deliveries", params={"account_id": provider})
+        assert listed.status == 200, listed
+        assert any(
+            (row["symbol"], row["provider_id"], row["buyer_id"]) == (symbol, provider, buyer)
+            for row in listed.body
+        ), f"the obligation of {provider} to {buyer} in {symbol} is not listed: {listed}"
+        if act == "dispute" and ROLES[buyer] is Role.BUYER:
+            body: dict[str, Any] = {"symbol": symbol, "provider_id": provider, "reason": "late"}
+            self._send(buyer, "POST", "/v1/deliveries/disputes", json=body)
             return
-        if act == "meter":
-            body = {"symbol": row["symbol"], "buyer_id": row["buyer_id"], "delivered": delivered}
-            self._send(row["provider_id"], "POST", "/v1/deliveries/metering", json=body)
-        elif ROLES[row["buyer_id"]] is Role.BUYER:
-            body = {"symbol": row["symbol"], "provider_id": row["provider_id"], "reason": "late"}
-            self._send(row["buyer_id"], "POST", "/v1/deliveries/disputes", json=body)
+        body = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
+        if report_id is not None:
+            body["report_id"] = report_id
+        self._send(provider, "POST", "/v1/deliveries/metering", json=body)
 
-    @rule(symbol=symbols, provider=providers, buyer=traders, delivered=st.integers(0, 3))
-    def resolve(self, symbol: str, provider: str, buyer: str, delivered: int) -> None:
-        """An operator settles a disputed delivery."""
+    @precondition(lambda self: bool(self._windows_to_close()) and self.clock.now_ms < END)
+    @rule()
+    def close_delivery_window(self) -> None:
+        """The clock moves just past the earliest open delivery window: its undisputed
+        obligations settle at what was metered (nothing reported: nothing delivered)."""
+        self._move_clock(min(min(self._windows_to_close()) + 1, END))
+
+    def _windows_to_close(self) -> list[int]:
+        """The ends of the windows of undisputed open obligations not yet passed."""
+        now = self.clock.now_ms
+        return [ends for key, ends in self.deliveries.items()
+                if ends >= now and key not in self.disputed]  # fmt: skip
+
+    @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
+    @rule(
+        symbol=symbols,
+        provider=providers,
+        buyer=traders,
+        delivered=st.integers(0, 3),
+        data=st.data(),
+        known=st.booleans(),
+    )
+    def resolve(self, symbol: str, provider: str, buyer: str, delivered: int,
+                data: st.DataObject, known: bool) -> None:  # fmt: skip
+        """An operator settles a disputed delivery, or tries one that may not be disputed."""
+        disputed = _pick(sorted(self.disputed) or [None], data)
+        if known and disputed is not None:
+            symbol, provider, buyer = disputed
         body = {
             "symbol": symbol,
             "provider_id": provider,
@@ -1033,18 +1140,34 @@ class ExchangeMachine(RuleBasedStateMachine):
         }
         self._operator("POST", "/v1/admin/deliveries/resolve", json=body)
 
+    @precondition(lambda self: bool(self._recallable()))
     @rule(
         provider=providers,
         symbol=st.sampled_from((INT0, INT1, GZ0)),
         quantity=st.integers(1, 3),
         recall_id=maybe_name,
+        data=st.data(),
+        known=st.sampled_from((True, True, False)),
     )
-    def recall(self, provider: str, symbol: str, quantity: int, recall_id: str | None) -> None:
-        """A provider recalls sold units of a recallable deposit."""
+    def recall(self, provider: str, symbol: str, quantity: int, recall_id: str | None,
+               data: st.DataObject, known: bool) -> None:  # fmt: skip
+        """A provider recalls sold units of a recallable deposit: mostly a sale it made, at
+        times another provider's or firm capacity (refused). Available while a sale the
+        model knows of may still be recalled."""
+        sale = _pick(self._recallable(), data)
+        if known:
+            provider, symbol = sale
         body: dict[str, Any] = {"symbol": symbol, "quantity": quantity, "reason": "maintenance"}
         if recall_id is not None:
             body["recall_id"] = recall_id
         self._send(provider, "POST", "/v1/deliveries/recalls", json=body)
+
+    def _recallable(self) -> list[tuple[str, str]]:
+        """(provider, contract) of interruptible sales still before their recall notice."""
+        notice = SETTINGS["CX_RECALL_NOTICE_MINUTES"] * MINUTE
+        now = self.clock.now_ms
+        return sorted(sale for sale in self.interruptible_sales
+                      if now <= _delivery_start(sale[1]) - notice)  # fmt: skip
 
     # -- stalls ------------------------------------------------------------------------------
 
@@ -1066,6 +1189,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         existed = self.model.stalls.get((account, stall_id), False)
         assert answer.status == (200 if existed else 201), (account, stall_id, answer)
         self.model.stalls[(account, stall_id)] = True
+        self.edge_seen["stall set up"] += 1
 
     @rule(account=providers, stall_id=names)
     def delete_stall(self, account: str, stall_id: str) -> None:
@@ -1076,6 +1200,8 @@ class ExchangeMachine(RuleBasedStateMachine):
         existed = self.model.stalls.get((account, stall_id), False)
         assert answer.status == (204 if existed else 404), (account, stall_id, answer)
         self.model.stalls[(account, stall_id)] = False
+        if existed:
+            self.edge_seen["stall taken down"] += 1
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -1107,11 +1233,13 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     # -- the clock ---------------------------------------------------------------------------
 
+    @precondition(lambda self: self.clock.now_ms < END)
     @rule(step=st.sampled_from((MINUTE, 10 * MINUTE, 30 * MINUTE, HOUR)))
     def advance_clock(self, step: int) -> None:
         """Move the log clock: expiries, gate closures, deliveries and windows fall due."""
         self._move_clock(min(self.clock.now_ms + step, END))
 
+    @precondition(lambda self: self.clock.now_ms < END)
     @rule(data=st.data())
     def advance_to_milestone(self, data: st.DataObject) -> None:
         """Jump to just past the next gate closure, delivery hour or end of a window."""
@@ -1161,6 +1289,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.events_seen[kind] += 1
             if kind == "CapacityRecalled":
                 self.recalled[data["symbol"]] += data["quantity"]
+            self._follow_deliveries(kind, data)
             account = str(data.get("account_id", ""))
             for id_field in ("deposit_id", "withdrawal_id", "programme_id", "application_id"):
                 if id_field in data:
@@ -1168,6 +1297,29 @@ class ExchangeMachine(RuleBasedStateMachine):
                     stored_id = _unscoped(str(data[id_field]))
                     self.events.add((kind, id_field, stored_id, account))
                     self.events.add((kind, id_field, stored_id, ""))
+
+    def _follow_deliveries(self, kind: str, data: dict[str, Any]) -> None:
+        """Note the sales, obligations and disputes the delivery rules can act on."""
+        if kind == "TradeExecuted" and data["symbol"] in (INT0, INT1):
+            if data["seller_id"] in PROVIDERS:
+                self.interruptible_sales.add((data["seller_id"], data["symbol"]))
+            return
+        if kind not in ("DeliveryObligation", "DeliveryDisputed", "DeliverySettled"):
+            return
+        key = (data["symbol"], data["provider_id"], data["buyer_id"])
+        if kind == "DeliveryObligation":
+            self.deliveries[key] = data["window_ends"]
+        elif kind == "DeliveryDisputed":
+            self.disputed.add(key)
+        elif data.get("recall_id") is None:
+            self.deliveries.pop(key, None)
+            self.disputed.discard(key)
+
+    def _metering_open(self) -> list[tuple[str, str, str]]:
+        """The open obligations that may still be metered or disputed now."""
+        now = self.clock.now_ms
+        return sorted(k for k, ends in self.deliveries.items()
+                      if now <= ends and k not in self.disputed)  # fmt: skip
 
     def _resolve_pending(self) -> None:
         still = []
@@ -1248,6 +1400,11 @@ def _next_message(stream: ClientConnection, *kinds: str, timeout_s: float = 10.0
         message = json.loads(stream.recv(timeout=left))
         if message.get("type") in kinds:
             return message
+
+
+def _delivery_start(symbol: str) -> int:
+    """When a contract's delivery hour starts (log time, ms)."""
+    return to_utc_ms(parse_symbol(symbol).delivery_start)
 
 
 def _unscoped(identifier: str) -> str:
