@@ -177,6 +177,8 @@ class Model:
     """Accepted orders and blocks (201) and their account."""
     needs: dict[str, str] = field(default_factory=dict)
     """Needs placed (201) and their account."""
+    standing: set[str] = field(default_factory=set)
+    """Needs answered standing (201) and not withdrawn since: they may still stand."""
     stored: list[tuple[str, str, str, str]] = field(default_factory=list)
     """(event type, id field, id, account) of every other 201: it must be in the store."""
     pending: list[tuple[str, str, str, str, str, int]] = field(default_factory=list)
@@ -232,7 +234,8 @@ class ExchangeMachine(RuleBasedStateMachine):
     @initialize(pre_open=st.booleans())
     def start(self, pre_open: bool) -> None:
         """Start a fresh exchange, make the accounts' keys, fund them, give the providers
-        capacity to sell and every contract a book."""
+        capacity to sell, every contract a book and a first trade: every contract then has
+        something to deliver, and the interruptible ones sales to recall."""
         assert self.base_settings is not None, "the test sets ExchangeMachine.base_settings"
         type(self).examples_run += 1
         settings = self.base_settings.model_copy(
@@ -273,6 +276,10 @@ class ExchangeMachine(RuleBasedStateMachine):
         if pre_open:
             for symbol in SYMBOLS:
                 self._control(symbol, "resume", None, None)
+        for index, symbol in enumerate(SYMBOLS):
+            # The other buyer takes a unit of the ask.
+            body = {"symbol": symbol, "side": "buy", "price": PRICES[symbol][2], "quantity": 1}
+            self._place(BUYERS[(index + 1) % 2], body, {})
 
     def teardown(self) -> None:
         """Stop the exchange; unless a step already failed, run the end-of-example checks."""
@@ -895,17 +902,24 @@ class ExchangeMachine(RuleBasedStateMachine):
                         body=body, headers=headers)  # fmt: skip
         if answer.status == 201:
             self.model.needs.setdefault(answer.body["need_id"], account)
+            if answer.body["status"] == "standing":
+                self.model.standing.add(answer.body["need_id"])
             self.edge_seen["need standing" if answer.body["status"] == "standing"
                            else "need placed"] += 1  # fmt: skip
 
-    @rule(account=buyers, data=st.data())
-    def withdraw_need(self, account: str, data: st.DataObject) -> None:
-        """Withdraw a need (only a standing one may be withdrawn)."""
+    @rule(account=buyers, data=st.data(), aim=st.sampled_from(("standing", "own", "name")))
+    def withdraw_need(self, account: str, data: st.DataObject, aim: str) -> None:
+        """Withdraw a need (only a standing one may be withdrawn): mostly one that stood when
+        placed, at times another of the account's or a name it may never have used."""
+        standing = _pick(sorted(self.model.standing) or [None], data)
         own = [n for n, a in self.model.needs.items() if a == account]
         need_id = _pick(own or list(NAMES), data)
+        if aim == "standing" and standing is not None:
+            need_id, account = standing, self.model.needs[standing]
         answer = self._send(account, "DELETE", f"/v1/needs/{need_id}")
         if answer is not None and answer.status == 200:
             self.edge_seen["need withdrawn"] += 1
+            self.model.standing.discard(need_id)
 
     # -- operators -------------------------------------------------------------------------
 
@@ -934,6 +948,21 @@ class ExchangeMachine(RuleBasedStateMachine):
             band if action == "set_band" else None,
             self.clock.now_ms + delay if action == "schedule_auction" else None,
         )
+
+    @precondition(lambda self: bool(self._gates_open()))
+    @rule(data=st.data(), account=traders, buy=st.booleans(), relist=st.booleans())
+    def delist(self, data: st.DataObject, account: str, buy: bool, relist: bool) -> None:
+        """An operator delists a contract still trading (its resting orders are cancelled), a
+        participant tries an order for it, and the operator may list it again."""
+        symbol = _pick(self._gates_open(), data)
+        self._control(symbol, "delist", None, None)
+        assert self.live is not None
+        self.live.run(_settled(self.live.exchange.runtime), SETTLE_TIMEOUT_S + 30)
+        body = {"symbol": symbol, "side": "buy" if buy else "sell", "price": PRICES[symbol][1],
+                "quantity": 1}  # fmt: skip
+        self._place(account, body, {})
+        if relist:
+            self._control(symbol, "list", None, None)
 
     @rule(action=st.sampled_from(("halt", "resume")))
     def control_market(self, action: str) -> None:
@@ -1191,9 +1220,12 @@ class ExchangeMachine(RuleBasedStateMachine):
         self.model.stalls[(account, stall_id)] = True
         self.edge_seen["stall set up"] += 1
 
-    @rule(account=providers, stall_id=names)
-    def delete_stall(self, account: str, stall_id: str) -> None:
-        """Take a stall down."""
+    @rule(account=providers, stall_id=names, data=st.data(), known=st.booleans())
+    def delete_stall(self, account: str, stall_id: str, data: st.DataObject, known: bool) -> None:
+        """Take a stall down: one set up (if any) or any provider's name for one."""
+        up = _pick(sorted(k for k, set_up in self.model.stalls.items() if set_up) or [None], data)
+        if known and up is not None:
+            account, stall_id = up
         answer = self._send(account, "DELETE", f"/v1/stalls/{stall_id}")
         if answer is None:
             return
