@@ -19,6 +19,11 @@ after every step checks the invariants the issue names (`ExchangeMachine.system_
 (e) `settlement.audit.audit` and `audit_ledger` find no discrepancy;
 (f) a replay of the event store has the live settlement projection's state hash.
 
+Rules that act on something (an open obligation to meter or dispute, a dispute to resolve, an
+interruptible sale to recall, a window to close) are available only when the model knows of
+one from the events stored, so Hypothesis's uniform choice among the available rules gives them
+weight within CI's budget; `tests/system/test_model.py` asserts what the fixed examples reach.
+
 At the end of each example the exchange stops cleanly, and the risk and matching stages must
 equal a replay of their input topics (`assert_stages_match_replay`), and the real `cx audit`
 and `cx audit ledger` must exit 0 on the store.
@@ -77,6 +82,8 @@ GZ0, GZ1 = "H100-80G.GZ.20271201T00", "H100-80G.GZ.20271201T01"
 YRD0 = "H100-80G.YRD.20271201T00"
 CPU0 = "CPU.GZ.20271201T00"
 INT0, INT1 = "H100-80G-INT.GZ.20271201T00", "H100-80G-INT.GZ.20271201T01"
+INT2 = "H100-80G-INT.GZ.20271201T02"
+"""A rolled hour outside the model's contracts: a block over it may be bought until midnight."""
 PRICES = {
     GZ0: (1_700, 1_750, 1_800, 1_850, 1_900),
     GZ1: (1_700, 1_750, 1_800, 1_850, 1_900),
@@ -86,7 +93,7 @@ PRICES = {
     INT1: (1_200, 1_250, 1_300),
 }
 SYMBOLS = tuple(PRICES)
-BLOCKS = ((GZ0, GZ1), (INT0, INT1))
+BLOCKS = ((GZ0, GZ1), (INT0, INT1), (INT1, INT2))
 
 PROVIDERS = ("p1", "p2")
 BUYERS = ("b1", "b2")
@@ -228,6 +235,8 @@ class ExchangeMachine(RuleBasedStateMachine):
         end of their window."""
         self.disputed: set[tuple[str, str, str]] = set()
         """The open obligations a holder disputed: an operator may resolve them."""
+        self.programmes: set[str] = set()
+        """The voucher programmes created: grants are approved in them."""
 
     # -- the exchange's life -------------------------------------------------------------
 
@@ -668,11 +677,14 @@ class ExchangeMachine(RuleBasedStateMachine):
                 }
                 self._place(account, body, {})
 
+    @precondition(lambda self: bool(self._gates_open()))
     @rule(pairs=crossings)
     def cross_again(self, pairs: list[tuple[str, str, str, int, int, int]]) -> None:
-        """The same as `cross`: trading is most of what an exchange does, so more often."""
+        """The same as `cross`: trading is most of what an exchange does, so more often (while
+        the model's contracts trade; `cross` alone tries them after their gates close)."""
         self.cross(pairs)
 
+    @precondition(lambda self: bool(self._gates_open()))
     @rule(pairs=crossings)
     def cross_more(self, pairs: list[tuple[str, str, str, int, int, int]]) -> None:
         """The same as `cross` (Hypothesis turns a random set of rules off in each example)."""
@@ -710,37 +722,39 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     @rule(account=traders, data=st.data(), less=st.integers(1, 3))
     def amend_down(self, account: str, data: st.DataObject, less: int) -> None:
-        """Reduce one of the account's open orders' quantity at its price: it keeps its time
-        priority."""
-        rows = self._operator("GET", "/v1/orders", params={"account_id": account,
-                                                           "status": "open"})  # fmt: skip
-        assert rows.status == 200, rows
-        row = _pick(rows.body or [None], data)
+        """Reduce an open order's quantity at its price (the account's, or if it has none to
+        reduce another's, as its owner): it keeps its time priority."""
+        reducible = []
+        for owner in (account, *(a for a in TRADERS if a != account)):
+            # The account's own open orders first; if none can be reduced, another's.
+            rows = self._operator("GET", "/v1/orders", params={"account_id": owner,
+                                                               "status": "open"})  # fmt: skip
+            assert rows.status == 200, rows
+            reducible = [row for row in rows.body if row["quantity"] - row["filled"] > 1]
+            if reducible:
+                break
+        row = _pick(reducible or [None], data)
         if row is None:
             return
         remaining = row["quantity"] - row["filled"]
-        if remaining > less:
-            self._send(
-                account,
-                "PATCH",
-                f"/v1/orders/{row['order_id']}",
-                json={"quantity": remaining - less},
-            )
+        self._send(row["account_id"], "PATCH", f"/v1/orders/{row['order_id']}",
+                   json={"quantity": remaining - min(less, remaining - 1)})  # fmt: skip
 
     @rule(
         account=providers,
         symbol=symbols,
-        price=st.integers(1, 4),
+        price=st.integers(0, 1),
         resting=quantities,
         incoming=quantities,
         stp_mode=st.sampled_from(
-            (None, "cancel_resting", "cancel_incoming", "cancel_both", "decrement", "decrement")
+            (None, "cancel_resting", "cancel_incoming", "cancel_both", *("decrement",) * 3)
         ),
     )
     def self_cross(self, account: str, symbol: str, price: int, resting: int, incoming: int,
                    stp_mode: str | None) -> None:  # fmt: skip
-        """A provider's bid is met by its own sell at that price: self-trade prevention acts in
-        the sell's mode (`decrement` takes the smaller quantity off both, without a trade)."""
+        """A provider's bid below the asks is met by its own sell at that price: self-trade
+        prevention acts in the sell's mode (`decrement` takes the smaller quantity off both,
+        without a trade)."""
         prices = PRICES[symbol]
         at = prices[price % len(prices)]
         self._place(
@@ -907,7 +921,11 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.edge_seen["need standing" if answer.body["status"] == "standing"
                            else "need placed"] += 1  # fmt: skip
 
-    @rule(account=buyers, data=st.data(), aim=st.sampled_from(("standing", "own", "name")))
+    @rule(
+        account=buyers,
+        data=st.data(),
+        aim=st.sampled_from(("standing", "standing", "own", "name")),
+    )
     def withdraw_need(self, account: str, data: st.DataObject, aim: str) -> None:
         """Withdraw a need (only a standing one may be withdrawn): mostly one that stood when
         placed, at times another of the account's or a name it may never have used."""
@@ -984,10 +1002,12 @@ class ExchangeMachine(RuleBasedStateMachine):
         concession_id=names,
         discount=st.sampled_from((5_000, 10_000)),
         budget=st.sampled_from((3, 1_000)),
+        data=st.data(),
     )
     def grant_concession(self, accounts: list[str], concession_id: str, discount: int,
-                         budget: int) -> None:  # fmt: skip
-        """Fee concessions for a class of participants."""
+                         budget: int, data: st.DataObject) -> None:  # fmt: skip
+        """Fee concessions for a class of participants; the first then takes a unit of an ask
+        while the model's contracts trade, as a concession invites (its fee is conceded)."""
         body = {
             "concession_id": concession_id,
             "account_ids": accounts,
@@ -998,6 +1018,10 @@ class ExchangeMachine(RuleBasedStateMachine):
             "reason": "model",
         }
         self._operator("POST", "/v1/admin/concessions", json=body)
+        symbol = _pick(self._gates_open() or [None], data)
+        if symbol is not None:
+            order = {"symbol": symbol, "side": "buy", "price": PRICES[symbol][-1], "quantity": 1}
+            self._place(accounts[0], order, {})
 
     # -- vouchers --------------------------------------------------------------------------
 
@@ -1022,6 +1046,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         answer = self._send(ADMIN, "POST", "/v1/programmes", json=body)
         if answer is not None and answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("ProgrammeCreated", "programme_id", programme_id, ""))
+            self.programmes.add(programme_id)
 
     @rule(
         programme_id=names,
@@ -1029,10 +1054,17 @@ class ExchangeMachine(RuleBasedStateMachine):
         limit=st.sampled_from((100, 1_000, 50_000)),
         application_id=maybe_name,
         related=st.booleans(),
+        data=st.data(),
+        known=st.sampled_from((True, True, False)),
     )
     def approve_grant(self, programme_id: str, account: str, limit: int,
-                      application_id: str | None, related: bool) -> None:  # fmt: skip
-        """The administrator approves an enterprise's grant."""
+                      application_id: str | None, related: bool, data: st.DataObject,
+                      known: bool) -> None:  # fmt: skip
+        """The administrator approves an enterprise's grant: in a programme created, or in
+        one that may not exist."""
+        created = _pick(sorted(self.programmes) or [None], data)
+        if known and created is not None:
+            programme_id = created
         body: dict[str, Any] = {
             "account_id": account,
             "limit": limit,
@@ -1086,20 +1118,39 @@ class ExchangeMachine(RuleBasedStateMachine):
         buyer=traders,
         delivered=st.integers(0, 4),
         report_id=maybe_name,
+        data=st.data(),
+        known=st.booleans(),
     )
     def report_metering(self, provider: str, symbol: str, buyer: str, delivered: int,
-                        report_id: str | None) -> None:  # fmt: skip
-        """A provider reports what it delivered to a holder (from the first delivery hour on:
-        before it nobody owes anything)."""
+                        report_id: str | None, data: st.DataObject,
+                        known: bool) -> None:  # fmt: skip
+        """A provider reports what it delivered to a holder: one it owes now, or any pair
+        (from the first delivery hour on: before it nobody owes anything)."""
+        owed = _pick(self._metering_open() or [None], data)
+        if known and owed is not None:
+            symbol, provider, buyer = owed
         body: dict[str, Any] = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
         if report_id is not None:
             body["report_id"] = report_id
         self._send(provider, "POST", "/v1/deliveries/metering", json=body)
 
     @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
-    @rule(buyer=buyers, symbol=symbols, provider=providers, dispute_id=maybe_name)
-    def dispute(self, buyer: str, symbol: str, provider: str, dispute_id: str | None) -> None:
-        """A holder disputes a provider's metering (from the first delivery hour on)."""
+    @rule(
+        buyer=buyers,
+        symbol=symbols,
+        provider=providers,
+        dispute_id=maybe_name,
+        data=st.data(),
+        known=st.booleans(),
+    )
+    def dispute(self, buyer: str, symbol: str, provider: str, dispute_id: str | None,
+                data: st.DataObject, known: bool) -> None:  # fmt: skip
+        """A holder disputes a provider's metering: an obligation it is owed now, or any pair
+        (from the first delivery hour on)."""
+        owed = [key for key in self._metering_open() if ROLES[key[2]] is Role.BUYER]
+        chosen = _pick(owed or [None], data)
+        if known and chosen is not None:
+            symbol, provider, buyer = chosen
         body: dict[str, Any] = {"symbol": symbol, "provider_id": provider, "reason": "no job"}
         if dispute_id is not None:
             body["dispute_id"] = dispute_id
@@ -1131,19 +1182,6 @@ class ExchangeMachine(RuleBasedStateMachine):
         if report_id is not None:
             body["report_id"] = report_id
         self._send(provider, "POST", "/v1/deliveries/metering", json=body)
-
-    @precondition(lambda self: bool(self._windows_to_close()) and self.clock.now_ms < END)
-    @rule()
-    def close_delivery_window(self) -> None:
-        """The clock moves just past the earliest open delivery window: its undisputed
-        obligations settle at what was metered (nothing reported: nothing delivered)."""
-        self._move_clock(min(min(self._windows_to_close()) + 1, END))
-
-    def _windows_to_close(self) -> list[int]:
-        """The ends of the windows of undisputed open obligations not yet passed."""
-        now = self.clock.now_ms
-        return [ends for key, ends in self.deliveries.items()
-                if ends >= now and key not in self.disputed]  # fmt: skip
 
     @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
     @rule(
