@@ -228,8 +228,8 @@ class ExchangeMachine(RuleBasedStateMachine):
         """(type, id field, id, account) of every stored event the model may look for."""
         self.recalled: Counter[str] = Counter()
         """Units recalled per contract: `GET /v1/deliveries` does not show them."""
-        self.interruptible_sales: set[tuple[str, str]] = set()
-        """(provider, contract) of the interruptible units providers sold: they may recall."""
+        self.interruptible_sales: Counter[tuple[str, str]] = Counter()
+        """Interruptible units sold by (provider, contract): the provider may recall them."""
         self.deliveries: dict[tuple[str, str, str], int] = {}
         """(contract, provider, holder) of the obligations stored and not yet settled, and the
         end of their window."""
@@ -740,26 +740,25 @@ class ExchangeMachine(RuleBasedStateMachine):
         self._send(row["account_id"], "PATCH", f"/v1/orders/{row['order_id']}",
                    json={"quantity": remaining - min(less, remaining - 1)})  # fmt: skip
 
+    @precondition(lambda self: bool(self._gates_open()))
     @rule(
         account=providers,
-        symbol=symbols,
-        price=st.integers(0, 1),
+        data=st.data(),
         resting=quantities,
         incoming=quantities,
         stp_mode=st.sampled_from(
-            (None, "cancel_resting", "cancel_incoming", "cancel_both", *("decrement",) * 3)
+            (None, "cancel_resting", "cancel_incoming", "cancel_both", *("decrement",) * 4)
         ),
     )
-    def self_cross(self, account: str, symbol: str, price: int, resting: int, incoming: int,
+    def self_cross(self, account: str, data: st.DataObject, resting: int, incoming: int,
                    stp_mode: str | None) -> None:  # fmt: skip
-        """A provider's bid below the asks is met by its own sell at that price: self-trade
-        prevention acts in the sell's mode (`decrement` takes the smaller quantity off both,
-        without a trade)."""
-        prices = PRICES[symbol]
-        at = prices[price % len(prices)]
-        self._place(
-            account, {"symbol": symbol, "side": "buy", "price": at, "quantity": resting}, {}
-        )
+        """A provider bids in a contract still trading, between the opening bids and asks, and
+        its own sell at that price meets the bid: self-trade prevention acts in the sell's mode
+        (`decrement` takes the smaller quantity off both, without a trade)."""
+        symbol = _pick(self._gates_open(), data)
+        at = PRICES[symbol][1]
+        bid = {"symbol": symbol, "side": "buy", "price": at, "quantity": resting}
+        self._place(account, bid, {})
         sell: dict[str, Any] = {"symbol": symbol, "side": "sell", "price": at, "quantity": incoming}
         if stp_mode is not None:
             sell["stp_mode"] = stp_mode
@@ -1119,7 +1118,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         delivered=st.integers(0, 4),
         report_id=maybe_name,
         data=st.data(),
-        known=st.booleans(),
+        known=st.sampled_from((True, True, True, False)),
     )
     def report_metering(self, provider: str, symbol: str, buyer: str, delivered: int,
                         report_id: str | None, data: st.DataObject,
@@ -1141,7 +1140,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         provider=providers,
         dispute_id=maybe_name,
         data=st.data(),
-        known=st.booleans(),
+        known=st.sampled_from((True, True, True, False)),
     )
     def dispute(self, buyer: str, symbol: str, provider: str, dispute_id: str | None,
                 data: st.DataObject, known: bool) -> None:  # fmt: skip
@@ -1224,6 +1223,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         sale = _pick(self._recallable(), data)
         if known:
             provider, symbol = sale
+            quantity = min(quantity, self.interruptible_sales[sale])
         body: dict[str, Any] = {"symbol": symbol, "quantity": quantity, "reason": "maintenance"}
         if recall_id is not None:
             body["recall_id"] = recall_id
@@ -1372,7 +1372,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         """Note the sales, obligations and disputes the delivery rules can act on."""
         if kind == "TradeExecuted" and data["symbol"] in (INT0, INT1):
             if data["seller_id"] in PROVIDERS:
-                self.interruptible_sales.add((data["seller_id"], data["symbol"]))
+                self.interruptible_sales[(data["seller_id"], data["symbol"])] += data["quantity"]
             return
         if kind not in ("DeliveryObligation", "DeliveryDisputed", "DeliverySettled"):
             return
