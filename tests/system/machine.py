@@ -860,10 +860,16 @@ class ExchangeMachine(RuleBasedStateMachine):
         buy=st.booleans(),
         price=st.integers(0, 2),
         quantity=st.integers(1, 3),
+        data=st.data(),
+        trading=st.sampled_from((True, True, True, False)),
     )
     def place_block(self, account: str, block: tuple[str, str], buy: bool, price: int,
-                    quantity: int) -> None:  # fmt: skip
-        """A block order over two consecutive hours."""
+                    quantity: int, data: st.DataObject, trading: bool) -> None:  # fmt: skip
+        """A block order over two consecutive hours: mostly hours still trading, if any."""
+        open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
+        still = _pick(open_blocks or [None], data)
+        if trading and still is not None:
+            block = still
         body = {
             "symbols": list(block),
             "side": "buy" if buy else "sell",
@@ -883,7 +889,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         quantity=st.integers(1, 3),
         hours=st.integers(1, 2),
         stand=st.booleans(),
-        max_total=st.sampled_from((2_000, 20_000)),
+        max_total=st.sampled_from((2_000, 20_000, 20_000)),
     )
     def state_need(self, account: str, name: str | None, key: str | None, quantity: int,
                    hours: int, stand: bool, max_total: int) -> None:  # fmt: skip
@@ -923,7 +929,7 @@ class ExchangeMachine(RuleBasedStateMachine):
     @rule(
         account=buyers,
         data=st.data(),
-        aim=st.sampled_from(("standing", "standing", "own", "name")),
+        aim=st.sampled_from(("standing", "standing", "standing", "own", "name")),
     )
     def withdraw_need(self, account: str, data: st.DataObject, aim: str) -> None:
         """Withdraw a need (only a standing one may be withdrawn): mostly one that stood when
@@ -1086,7 +1092,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         data=st.data(),
         price=st.integers(0, 4),
         quantity=st.integers(1, 3),
-        to_delivery=st.booleans(),
+        to_delivery=st.sampled_from((False, False, True)),
     )
     def sell_for_delivery(self, provider: str, buyer: str, data: st.DataObject, price: int,
                           quantity: int, to_delivery: bool) -> None:  # fmt: skip
