@@ -20,9 +20,9 @@ after every step checks the invariants the issue names (`ExchangeMachine.system_
 (f) a replay of the event store has the live settlement projection's state hash.
 
 Rules that act on something (an open obligation to meter or dispute, a dispute to resolve, an
-interruptible sale to recall, a window to close) are available only when the model knows of
-one from the events stored, so Hypothesis's uniform choice among the available rules gives them
-weight within CI's budget; `tests/system/test_model.py` asserts what the fixed examples reach.
+interruptible sale to recall) are available only when the model knows of one from the events
+stored, so Hypothesis's uniform choice among the available rules gives them weight within CI's
+budget; `tests/system/test_model.py` asserts what the fixed examples reach.
 
 At the end of each example the exchange stops cleanly, and the risk and matching stages must
 equal a replay of their input topics (`assert_stages_match_replay`), and the real `cx audit`
