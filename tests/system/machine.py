@@ -19,6 +19,11 @@ after every step checks the invariants the issue names (`ExchangeMachine.system_
 (e) `settlement.audit.audit` and `audit_ledger` find no discrepancy;
 (f) a replay of the event store has the live settlement projection's state hash.
 
+Rules that act on something (an open obligation to meter or dispute, a dispute to resolve, an
+interruptible sale to recall) are available only when the model knows of one from the events
+stored, so Hypothesis's uniform choice among the available rules gives them weight within CI's
+budget; `tests/system/test_model.py` asserts what the fixed examples reach.
+
 At the end of each example the exchange stops cleanly, and the risk and matching stages must
 equal a replay of their input topics (`assert_stages_match_replay`), and the real `cx audit`
 and `cx audit ledger` must exit 0 on the store.
@@ -53,7 +58,7 @@ from api.keys import Role, create_key
 from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
 from cx.ticker import TICKER_ID, tick_symbols
-from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
+from exchange.domain.catalogue import CHINA_STANDARD_TIME, parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
@@ -77,6 +82,8 @@ GZ0, GZ1 = "H100-80G.GZ.20271201T00", "H100-80G.GZ.20271201T01"
 YRD0 = "H100-80G.YRD.20271201T00"
 CPU0 = "CPU.GZ.20271201T00"
 INT0, INT1 = "H100-80G-INT.GZ.20271201T00", "H100-80G-INT.GZ.20271201T01"
+INT2 = "H100-80G-INT.GZ.20271201T02"
+"""A rolled hour outside the model's contracts: a block over it may be bought until midnight."""
 PRICES = {
     GZ0: (1_700, 1_750, 1_800, 1_850, 1_900),
     GZ1: (1_700, 1_750, 1_800, 1_850, 1_900),
@@ -86,7 +93,7 @@ PRICES = {
     INT1: (1_200, 1_250, 1_300),
 }
 SYMBOLS = tuple(PRICES)
-BLOCKS = ((GZ0, GZ1), (INT0, INT1))
+BLOCKS = ((GZ0, GZ1), (INT0, INT1), (INT1, INT2))
 
 PROVIDERS = ("p1", "p2")
 BUYERS = ("b1", "b2")
@@ -177,6 +184,8 @@ class Model:
     """Accepted orders and blocks (201) and their account."""
     needs: dict[str, str] = field(default_factory=dict)
     """Needs placed (201) and their account."""
+    standing: set[str] = field(default_factory=set)
+    """Needs answered standing (201) and not withdrawn since: they may still stand."""
     stored: list[tuple[str, str, str, str]] = field(default_factory=list)
     """(event type, id field, id, account) of every other 201: it must be in the store."""
     pending: list[tuple[str, str, str, str, str, int]] = field(default_factory=list)
@@ -204,6 +213,8 @@ class ExchangeMachine(RuleBasedStateMachine):
     statuses: ClassVar[Counter[int]] = Counter()
     events_seen: ClassVar[Counter[str]] = Counter()
     """Stored events by type over the run: what the examples reached."""
+    edge_seen: ClassVar[Counter[str]] = Counter()
+    """What the examples reached at the API edge, which keeps no events: needs, stalls."""
     documented: ClassVar[Documented | None] = None
 
     def __init__(self) -> None:
@@ -217,13 +228,23 @@ class ExchangeMachine(RuleBasedStateMachine):
         """(type, id field, id, account) of every stored event the model may look for."""
         self.recalled: Counter[str] = Counter()
         """Units recalled per contract: `GET /v1/deliveries` does not show them."""
+        self.interruptible_sales: Counter[tuple[str, str]] = Counter()
+        """Interruptible units sold by (provider, contract): the provider may recall them."""
+        self.deliveries: dict[tuple[str, str, str], int] = {}
+        """(contract, provider, holder) of the obligations stored and not yet settled, and the
+        end of their window."""
+        self.disputed: set[tuple[str, str, str]] = set()
+        """The open obligations a holder disputed: an operator may resolve them."""
+        self.programmes: set[str] = set()
+        """The voucher programmes created: grants are approved in them."""
 
     # -- the exchange's life -------------------------------------------------------------
 
     @initialize(pre_open=st.booleans())
     def start(self, pre_open: bool) -> None:
         """Start a fresh exchange, make the accounts' keys, fund them, give the providers
-        capacity to sell and every contract a book."""
+        capacity to sell, every contract a book and a first trade: every contract then has
+        something to deliver, and the interruptible ones sales to recall."""
         assert self.base_settings is not None, "the test sets ExchangeMachine.base_settings"
         type(self).examples_run += 1
         settings = self.base_settings.model_copy(
@@ -264,6 +285,10 @@ class ExchangeMachine(RuleBasedStateMachine):
         if pre_open:
             for symbol in SYMBOLS:
                 self._control(symbol, "resume", None, None)
+        for index, symbol in enumerate(SYMBOLS):
+            # The other buyer takes a unit of the ask.
+            body = {"symbol": symbol, "side": "buy", "price": PRICES[symbol][2], "quantity": 1}
+            self._place(BUYERS[(index + 1) % 2], body, {})
 
     def teardown(self) -> None:
         """Stop the exchange; unless a step already failed, run the end-of-example checks."""
@@ -652,11 +677,14 @@ class ExchangeMachine(RuleBasedStateMachine):
                 }
                 self._place(account, body, {})
 
+    @precondition(lambda self: bool(self._gates_open()))
     @rule(pairs=crossings)
     def cross_again(self, pairs: list[tuple[str, str, str, int, int, int]]) -> None:
-        """The same as `cross`: trading is most of what an exchange does, so more often."""
+        """The same as `cross`: trading is most of what an exchange does, so more often (while
+        the model's contracts trade; `cross` alone tries them after their gates close)."""
         self.cross(pairs)
 
+    @precondition(lambda self: bool(self._gates_open()))
     @rule(pairs=crossings)
     def cross_more(self, pairs: list[tuple[str, str, str, int, int, int]]) -> None:
         """The same as `cross` (Hypothesis turns a random set of rules off in each example)."""
@@ -694,19 +722,47 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     @rule(account=traders, data=st.data(), less=st.integers(1, 3))
     def amend_down(self, account: str, data: st.DataObject, less: int) -> None:
-        """Reduce an open order's quantity at its price: it keeps its time priority."""
-        own = [o for o, a in self.model.orders.items() if a == account]
-        order_id = _pick(own, data) if own else None
-        if order_id is None:
+        """Reduce an open order's quantity at its price (the account's, or if it has none to
+        reduce another's, as its owner): it keeps its time priority."""
+        reducible = []
+        for owner in (account, *(a for a in TRADERS if a != account)):
+            # The account's own open orders first; if none can be reduced, another's.
+            rows = self._operator("GET", "/v1/orders", params={"account_id": owner,
+                                                               "status": "open"})  # fmt: skip
+            assert rows.status == 200, rows
+            reducible = [row for row in rows.body if row["quantity"] - row["filled"] > 1]
+            if reducible:
+                break
+        row = _pick(reducible or [None], data)
+        if row is None:
             return
-        row = self._operator("GET", f"/v1/orders/{order_id}")
-        if row.status != 200 or row.body["status"] != "open":
-            return
-        remaining = row.body["quantity"] - row.body["filled"]
-        if remaining > less:
-            self._send(
-                account, "PATCH", f"/v1/orders/{order_id}", json={"quantity": remaining - less}
-            )
+        remaining = row["quantity"] - row["filled"]
+        self._send(row["account_id"], "PATCH", f"/v1/orders/{row['order_id']}",
+                   json={"quantity": remaining - min(less, remaining - 1)})  # fmt: skip
+
+    @precondition(lambda self: bool(self._gates_open()))
+    @rule(
+        account=providers,
+        data=st.data(),
+        resting=quantities,
+        incoming=quantities,
+        stp_mode=st.sampled_from(
+            (None, "cancel_resting", "cancel_incoming", "cancel_both", *("decrement",) * 4)
+        ),
+    )
+    def self_cross(self, account: str, data: st.DataObject, resting: int, incoming: int,
+                   stp_mode: str | None) -> None:  # fmt: skip
+        """A provider bids in a contract still trading, between the opening bids and asks, and
+        its own sell at that price meets the bid: self-trade prevention acts in the sell's mode
+        (`decrement` takes the smaller quantity off both, without a trade)."""
+        symbol = _pick(self._gates_open(), data)
+        at = PRICES[symbol][1]
+        bid = {"symbol": symbol, "side": "buy", "price": at, "quantity": resting}
+        self._place(account, bid, {})
+        sell: dict[str, Any] = {"symbol": symbol, "side": "sell", "price": at, "quantity": incoming}
+        if stp_mode is not None:
+            sell["stp_mode"] = stp_mode
+        self._place(account, sell, {})
 
     def _place(self, account: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         answer = self._send(account, "POST", "/v1/orders", json=body, headers=headers)
@@ -723,11 +779,10 @@ class ExchangeMachine(RuleBasedStateMachine):
             owner = self.model.orders.setdefault(order_id, account)
             assert owner == account, f"{account} was answered with {owner}'s order: {answer}"
 
+    @precondition(lambda self: bool(self.model.named))
     @rule(data=st.data(), change=st.booleans())
     def retry(self, data: st.DataObject, change: bool) -> None:
         """Send a named request again, with the same body or with another one."""
-        if not self.model.named:
-            return
         named = _pick(list(self.model.named.values()), data)
         body = dict(named.body)
         if change:
@@ -805,10 +860,16 @@ class ExchangeMachine(RuleBasedStateMachine):
         buy=st.booleans(),
         price=st.integers(0, 2),
         quantity=st.integers(1, 3),
+        data=st.data(),
+        trading=st.sampled_from((True, True, True, False)),
     )
     def place_block(self, account: str, block: tuple[str, str], buy: bool, price: int,
-                    quantity: int) -> None:  # fmt: skip
-        """A block order over two consecutive hours."""
+                    quantity: int, data: st.DataObject, trading: bool) -> None:  # fmt: skip
+        """A block order over two consecutive hours: mostly hours still trading, if any."""
+        open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
+        still = _pick(open_blocks or [None], data)
+        if trading and still is not None:
+            block = still
         body = {
             "symbols": list(block),
             "side": "buy" if buy else "sell",
@@ -828,7 +889,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         quantity=st.integers(1, 3),
         hours=st.integers(1, 2),
         stand=st.booleans(),
-        max_total=st.sampled_from((2_000, 20_000)),
+        max_total=st.sampled_from((2_000, 20_000, 20_000)),
     )
     def state_need(self, account: str, name: str | None, key: str | None, quantity: int,
                    hours: int, stand: bool, max_total: int) -> None:  # fmt: skip
@@ -860,13 +921,28 @@ class ExchangeMachine(RuleBasedStateMachine):
                         body=body, headers=headers)  # fmt: skip
         if answer.status == 201:
             self.model.needs.setdefault(answer.body["need_id"], account)
+            if answer.body["status"] == "standing":
+                self.model.standing.add(answer.body["need_id"])
+            self.edge_seen["need standing" if answer.body["status"] == "standing"
+                           else "need placed"] += 1  # fmt: skip
 
-    @rule(account=buyers, data=st.data())
-    def withdraw_need(self, account: str, data: st.DataObject) -> None:
-        """Withdraw a need (only a standing one may be withdrawn)."""
+    @rule(
+        account=buyers,
+        data=st.data(),
+        aim=st.sampled_from(("standing", "standing", "standing", "own", "name")),
+    )
+    def withdraw_need(self, account: str, data: st.DataObject, aim: str) -> None:
+        """Withdraw a need (only a standing one may be withdrawn): mostly one that stood when
+        placed, at times another of the account's or a name it may never have used."""
+        standing = _pick(sorted(self.model.standing) or [None], data)
         own = [n for n, a in self.model.needs.items() if a == account]
         need_id = _pick(own or list(NAMES), data)
-        self._send(account, "DELETE", f"/v1/needs/{need_id}")
+        if aim == "standing" and standing is not None:
+            need_id, account = standing, self.model.needs[standing]
+        answer = self._send(account, "DELETE", f"/v1/needs/{need_id}")
+        if answer is not None and answer.status == 200:
+            self.edge_seen["need withdrawn"] += 1
+            self.model.standing.discard(need_id)
 
     # -- operators -------------------------------------------------------------------------
 
@@ -896,6 +972,21 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.clock.now_ms + delay if action == "schedule_auction" else None,
         )
 
+    @precondition(lambda self: bool(self._gates_open()))
+    @rule(data=st.data(), account=traders, buy=st.booleans(), relist=st.booleans())
+    def delist(self, data: st.DataObject, account: str, buy: bool, relist: bool) -> None:
+        """An operator delists a contract still trading (its resting orders are cancelled), a
+        participant tries an order for it, and the operator may list it again."""
+        symbol = _pick(self._gates_open(), data)
+        self._control(symbol, "delist", None, None)
+        assert self.live is not None
+        self.live.run(_settled(self.live.exchange.runtime), SETTLE_TIMEOUT_S + 30)
+        body = {"symbol": symbol, "side": "buy" if buy else "sell", "price": PRICES[symbol][1],
+                "quantity": 1}  # fmt: skip
+        self._place(account, body, {})
+        if relist:
+            self._control(symbol, "list", None, None)
+
     @rule(action=st.sampled_from(("halt", "resume")))
     def control_market(self, action: str) -> None:
         """Halt or resume the whole market."""
@@ -916,10 +1007,12 @@ class ExchangeMachine(RuleBasedStateMachine):
         concession_id=names,
         discount=st.sampled_from((5_000, 10_000)),
         budget=st.sampled_from((3, 1_000)),
+        data=st.data(),
     )
     def grant_concession(self, accounts: list[str], concession_id: str, discount: int,
-                         budget: int) -> None:  # fmt: skip
-        """Fee concessions for a class of participants."""
+                         budget: int, data: st.DataObject) -> None:  # fmt: skip
+        """Fee concessions for a class of participants; the first then takes a unit of an ask
+        while the model's contracts trade, as a concession invites (its fee is conceded)."""
         body = {
             "concession_id": concession_id,
             "account_ids": accounts,
@@ -930,6 +1023,10 @@ class ExchangeMachine(RuleBasedStateMachine):
             "reason": "model",
         }
         self._operator("POST", "/v1/admin/concessions", json=body)
+        symbol = _pick(self._gates_open() or [None], data)
+        if symbol is not None:
+            order = {"symbol": symbol, "side": "buy", "price": PRICES[symbol][-1], "quantity": 1}
+            self._place(accounts[0], order, {})
 
     # -- vouchers --------------------------------------------------------------------------
 
@@ -954,6 +1051,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         answer = self._send(ADMIN, "POST", "/v1/programmes", json=body)
         if answer is not None and answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("ProgrammeCreated", "programme_id", programme_id, ""))
+            self.programmes.add(programme_id)
 
     @rule(
         programme_id=names,
@@ -961,10 +1059,17 @@ class ExchangeMachine(RuleBasedStateMachine):
         limit=st.sampled_from((100, 1_000, 50_000)),
         application_id=maybe_name,
         related=st.booleans(),
+        data=st.data(),
+        known=st.sampled_from((True, True, False)),
     )
     def approve_grant(self, programme_id: str, account: str, limit: int,
-                      application_id: str | None, related: bool) -> None:  # fmt: skip
-        """The administrator approves an enterprise's grant."""
+                      application_id: str | None, related: bool, data: st.DataObject,
+                      known: bool) -> None:  # fmt: skip
+        """The administrator approves an enterprise's grant: in a programme created, or in
+        one that may not exist."""
+        created = _pick(sorted(self.programmes) or [None], data)
+        if known and created is not None:
+            programme_id = created
         body: dict[str, Any] = {
             "account_id": account,
             "limit": limit,
@@ -980,50 +1085,124 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     # -- delivery --------------------------------------------------------------------------
 
+    @precondition(lambda self: bool(self._gates_open()))
+    @rule(
+        provider=providers,
+        buyer=buyers,
+        data=st.data(),
+        price=st.integers(0, 4),
+        quantity=st.integers(1, 3),
+        to_delivery=st.sampled_from((False, False, True)),
+    )
+    def sell_for_delivery(self, provider: str, buyer: str, data: st.DataObject, price: int,
+                          quantity: int, to_delivery: bool) -> None:  # fmt: skip
+        """A provider sells capacity of a contract still trading and a buyer buys it at that
+        price; then (or later) the clock moves to the contract's delivery hour."""
+        symbol = _pick(self._gates_open(), data)
+        prices = PRICES[symbol]
+        for account, side in ((provider, "sell"), (buyer, "buy")):
+            body = {
+                "symbol": symbol,
+                "side": side,
+                "price": prices[price % len(prices)],
+                "quantity": quantity,
+            }
+            self._place(account, body, {})
+        if to_delivery:
+            self._move_clock(min(_delivery_start(symbol) + 1, END))
+
+    def _gates_open(self) -> list[str]:
+        """The model's contracts whose gate has not closed: they still trade."""
+        gate = HOUR  # the default gate closure: an hour before delivery
+        return [s for s in SYMBOLS if self.clock.now_ms < _delivery_start(s) - gate]
+
+    @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
     @rule(
         provider=providers,
         symbol=symbols,
         buyer=traders,
         delivered=st.integers(0, 4),
         report_id=maybe_name,
+        data=st.data(),
+        known=st.sampled_from((True, True, True, False)),
     )
     def report_metering(self, provider: str, symbol: str, buyer: str, delivered: int,
-                        report_id: str | None) -> None:  # fmt: skip
-        """A provider reports what it delivered to a holder."""
+                        report_id: str | None, data: st.DataObject,
+                        known: bool) -> None:  # fmt: skip
+        """A provider reports what it delivered to a holder: one it owes now, or any pair
+        (from the first delivery hour on: before it nobody owes anything)."""
+        owed = _pick(self._metering_open() or [None], data)
+        if known and owed is not None:
+            symbol, provider, buyer = owed
         body: dict[str, Any] = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
         if report_id is not None:
             body["report_id"] = report_id
         self._send(provider, "POST", "/v1/deliveries/metering", json=body)
 
-    @rule(buyer=buyers, symbol=symbols, provider=providers, dispute_id=maybe_name)
-    def dispute(self, buyer: str, symbol: str, provider: str, dispute_id: str | None) -> None:
-        """A holder disputes a provider's metering."""
+    @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
+    @rule(
+        buyer=buyers,
+        symbol=symbols,
+        provider=providers,
+        dispute_id=maybe_name,
+        data=st.data(),
+        known=st.sampled_from((True, True, True, False)),
+    )
+    def dispute(self, buyer: str, symbol: str, provider: str, dispute_id: str | None,
+                data: st.DataObject, known: bool) -> None:  # fmt: skip
+        """A holder disputes a provider's metering: an obligation it is owed now, or any pair
+        (from the first delivery hour on)."""
+        owed = [key for key in self._metering_open() if ROLES[key[2]] is Role.BUYER]
+        chosen = _pick(owed or [None], data)
+        if known and chosen is not None:
+            symbol, provider, buyer = chosen
         body: dict[str, Any] = {"symbol": symbol, "provider_id": provider, "reason": "no job"}
         if dispute_id is not None:
             body["dispute_id"] = dispute_id
         self._send(buyer, "POST", "/v1/deliveries/disputes", json=body)
 
-    @rule(data=st.data(), delivered=st.integers(0, 4), act=st.sampled_from(("meter", "dispute")))
-    def deliver(self, data: st.DataObject, delivered: int, act: str) -> None:
-        """Meter, or dispute, one of the obligations the exchange lists now (the rules above
-        also try pairs that owe nothing)."""
-        owed = []
-        for provider in PROVIDERS:
-            listed = self._operator("GET", "/v1/deliveries", params={"account_id": provider})
-            owed += [row for row in listed.body if row["provider_id"] == provider]
-        row = _pick(owed or [None], data)
-        if row is None:
+    @precondition(lambda self: bool(self._metering_open()))
+    @rule(
+        data=st.data(),
+        delivered=st.integers(0, 4),
+        act=st.sampled_from(("meter", "meter", "dispute")),
+        report_id=maybe_name,
+    )
+    def deliver(self, data: st.DataObject, delivered: int, act: str,
+                report_id: str | None) -> None:  # fmt: skip
+        """Meter, or dispute, an obligation stored and open now, which the exchange must list
+        (the rules above also try pairs that owe nothing)."""
+        symbol, provider, buyer = _pick(self._metering_open(), data)
+        listed = self._operator("GET", "/v1/deliveries", params={"account_id": provider})
+        assert listed.status == 200, listed
+        assert any(
+            (row["symbol"], row["provider_id"], row["buyer_id"]) == (symbol, provider, buyer)
+            for row in listed.body
+        ), f"the obligation of {provider} to {buyer} in {symbol} is not listed: {listed}"
+        if act == "dispute" and ROLES[buyer] is Role.BUYER:
+            body: dict[str, Any] = {"symbol": symbol, "provider_id": provider, "reason": "late"}
+            self._send(buyer, "POST", "/v1/deliveries/disputes", json=body)
             return
-        if act == "meter":
-            body = {"symbol": row["symbol"], "buyer_id": row["buyer_id"], "delivered": delivered}
-            self._send(row["provider_id"], "POST", "/v1/deliveries/metering", json=body)
-        elif ROLES[row["buyer_id"]] is Role.BUYER:
-            body = {"symbol": row["symbol"], "provider_id": row["provider_id"], "reason": "late"}
-            self._send(row["buyer_id"], "POST", "/v1/deliveries/disputes", json=body)
+        body = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
+        if report_id is not None:
+            body["report_id"] = report_id
+        self._send(provider, "POST", "/v1/deliveries/metering", json=body)
 
-    @rule(symbol=symbols, provider=providers, buyer=traders, delivered=st.integers(0, 3))
-    def resolve(self, symbol: str, provider: str, buyer: str, delivered: int) -> None:
-        """An operator settles a disputed delivery."""
+    @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
+    @rule(
+        symbol=symbols,
+        provider=providers,
+        buyer=traders,
+        delivered=st.integers(0, 3),
+        data=st.data(),
+        known=st.booleans(),
+    )
+    def resolve(self, symbol: str, provider: str, buyer: str, delivered: int,
+                data: st.DataObject, known: bool) -> None:  # fmt: skip
+        """An operator settles a disputed delivery, or tries one that may not be disputed."""
+        disputed = _pick(sorted(self.disputed) or [None], data)
+        if known and disputed is not None:
+            symbol, provider, buyer = disputed
         body = {
             "symbol": symbol,
             "provider_id": provider,
@@ -1033,18 +1212,35 @@ class ExchangeMachine(RuleBasedStateMachine):
         }
         self._operator("POST", "/v1/admin/deliveries/resolve", json=body)
 
+    @precondition(lambda self: bool(self._recallable()))
     @rule(
         provider=providers,
         symbol=st.sampled_from((INT0, INT1, GZ0)),
         quantity=st.integers(1, 3),
         recall_id=maybe_name,
+        data=st.data(),
+        known=st.sampled_from((True, True, False)),
     )
-    def recall(self, provider: str, symbol: str, quantity: int, recall_id: str | None) -> None:
-        """A provider recalls sold units of a recallable deposit."""
+    def recall(self, provider: str, symbol: str, quantity: int, recall_id: str | None,
+               data: st.DataObject, known: bool) -> None:  # fmt: skip
+        """A provider recalls sold units of a recallable deposit: mostly a sale it made, at
+        times another provider's or firm capacity (refused). Available while a sale the
+        model knows of may still be recalled."""
+        sale = _pick(self._recallable(), data)
+        if known:
+            provider, symbol = sale
+            quantity = min(quantity, self.interruptible_sales[sale])
         body: dict[str, Any] = {"symbol": symbol, "quantity": quantity, "reason": "maintenance"}
         if recall_id is not None:
             body["recall_id"] = recall_id
         self._send(provider, "POST", "/v1/deliveries/recalls", json=body)
+
+    def _recallable(self) -> list[tuple[str, str]]:
+        """(provider, contract) of interruptible sales still before their recall notice."""
+        notice = SETTINGS["CX_RECALL_NOTICE_MINUTES"] * MINUTE
+        now = self.clock.now_ms
+        return sorted(sale for sale in self.interruptible_sales
+                      if now <= _delivery_start(sale[1]) - notice)  # fmt: skip
 
     # -- stalls ------------------------------------------------------------------------------
 
@@ -1066,16 +1262,22 @@ class ExchangeMachine(RuleBasedStateMachine):
         existed = self.model.stalls.get((account, stall_id), False)
         assert answer.status == (200 if existed else 201), (account, stall_id, answer)
         self.model.stalls[(account, stall_id)] = True
+        self.edge_seen["stall set up"] += 1
 
-    @rule(account=providers, stall_id=names)
-    def delete_stall(self, account: str, stall_id: str) -> None:
-        """Take a stall down."""
+    @rule(account=providers, stall_id=names, data=st.data(), known=st.booleans())
+    def delete_stall(self, account: str, stall_id: str, data: st.DataObject, known: bool) -> None:
+        """Take a stall down: one set up (if any) or any provider's name for one."""
+        up = _pick(sorted(k for k, set_up in self.model.stalls.items() if set_up) or [None], data)
+        if known and up is not None:
+            account, stall_id = up
         answer = self._send(account, "DELETE", f"/v1/stalls/{stall_id}")
         if answer is None:
             return
         existed = self.model.stalls.get((account, stall_id), False)
         assert answer.status == (204 if existed else 404), (account, stall_id, answer)
         self.model.stalls[(account, stall_id)] = False
+        if existed:
+            self.edge_seen["stall taken down"] += 1
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -1107,11 +1309,13 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     # -- the clock ---------------------------------------------------------------------------
 
+    @precondition(lambda self: self.clock.now_ms < END)
     @rule(step=st.sampled_from((MINUTE, 10 * MINUTE, 30 * MINUTE, HOUR)))
     def advance_clock(self, step: int) -> None:
         """Move the log clock: expiries, gate closures, deliveries and windows fall due."""
         self._move_clock(min(self.clock.now_ms + step, END))
 
+    @precondition(lambda self: self.clock.now_ms < END)
     @rule(data=st.data())
     def advance_to_milestone(self, data: st.DataObject) -> None:
         """Jump to just past the next gate closure, delivery hour or end of a window."""
@@ -1161,6 +1365,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.events_seen[kind] += 1
             if kind == "CapacityRecalled":
                 self.recalled[data["symbol"]] += data["quantity"]
+            self._follow_deliveries(kind, data)
             account = str(data.get("account_id", ""))
             for id_field in ("deposit_id", "withdrawal_id", "programme_id", "application_id"):
                 if id_field in data:
@@ -1168,6 +1373,29 @@ class ExchangeMachine(RuleBasedStateMachine):
                     stored_id = _unscoped(str(data[id_field]))
                     self.events.add((kind, id_field, stored_id, account))
                     self.events.add((kind, id_field, stored_id, ""))
+
+    def _follow_deliveries(self, kind: str, data: dict[str, Any]) -> None:
+        """Note the sales, obligations and disputes the delivery rules can act on."""
+        if kind == "TradeExecuted" and data["symbol"] in (INT0, INT1):
+            if data["seller_id"] in PROVIDERS:
+                self.interruptible_sales[(data["seller_id"], data["symbol"])] += data["quantity"]
+            return
+        if kind not in ("DeliveryObligation", "DeliveryDisputed", "DeliverySettled"):
+            return
+        key = (data["symbol"], data["provider_id"], data["buyer_id"])
+        if kind == "DeliveryObligation":
+            self.deliveries[key] = data["window_ends"]
+        elif kind == "DeliveryDisputed":
+            self.disputed.add(key)
+        elif data.get("recall_id") is None:
+            self.deliveries.pop(key, None)
+            self.disputed.discard(key)
+
+    def _metering_open(self) -> list[tuple[str, str, str]]:
+        """The open obligations that may still be metered or disputed now."""
+        now = self.clock.now_ms
+        return sorted(k for k, ends in self.deliveries.items()
+                      if now <= ends and k not in self.disputed)  # fmt: skip
 
     def _resolve_pending(self) -> None:
         still = []
@@ -1248,6 +1476,11 @@ def _next_message(stream: ClientConnection, *kinds: str, timeout_s: float = 10.0
         message = json.loads(stream.recv(timeout=left))
         if message.get("type") in kinds:
             return message
+
+
+def _delivery_start(symbol: str) -> int:
+    """When a contract's delivery hour starts (log time, ms)."""
+    return to_utc_ms(parse_symbol(symbol).delivery_start)
 
 
 def _unscoped(identifier: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +31,23 @@ class Ran:
     seconds: float
     statuses: dict[int, int]
     events: dict[str, int]
+    edge: dict[str, int]
 
     def __str__(self) -> str:
         answers = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
         reached = ", ".join(f"{self.events.get(kind, 0)} {kind}" for kind in REACHED)
+        at_edge = ", ".join(f"{self.edge.get(kind, 0)} {kind}" for kind in REACHED_AT_EDGE)
         return (
             f"model: {self.examples} examples, {self.steps} steps checked in "
-            f"{self.seconds:.0f}s; answers by status {{{answers}}}; stored {reached}"
+            f"{self.seconds:.0f}s; answers by status {{{answers}}}; stored {reached}; "
+            f"at the API edge {at_edge}"
         )
+
+    def never_reached(self, events: Iterable[str], at_edge: Iterable[str] = ()) -> list[str]:
+        """Which of these stored event types and API-edge outcomes no example reached."""
+        return [kind for kind in events if not self.events.get(kind)] + [
+            kind for kind in at_edge if not self.edge.get(kind)
+        ]
 
 
 REACHED = (
@@ -56,9 +65,22 @@ REACHED = (
     "DeliverySettled",
     "CapacityRecalled",
     "ListingChanged",
+    "ConcessionGranted",
     "FeeConceded",
+    "ProgrammeCreated",
 )
-"""Events that show an example got somewhere: trades, auctions, deliveries, vouchers."""
+"""Events that show an example got somewhere: every command family's stored outcome (trades,
+amends, self-trade prevention, auctions, blocks, cash and capacity, listings, concessions,
+vouchers, and deliveries from obligation to metering, dispute, recall and settlement)."""
+
+REACHED_AT_EDGE = (
+    "need placed",
+    "need standing",
+    "need withdrawn",
+    "stall set up",
+    "stall taken down",
+)
+"""Outcomes kept at the API edge, not as events: needs planned, standing and withdrawn, stalls."""
 
 
 def base_settings(
@@ -99,6 +121,7 @@ def run_model(
     ExchangeMachine.steps_run = 0
     ExchangeMachine.statuses.clear()
     ExchangeMachine.events_seen.clear()
+    ExchangeMachine.edge_seen.clear()
     started = time.monotonic()
     run_state_machine_as_test(
         ExchangeMachine,
@@ -120,4 +143,5 @@ def run_model(
         time.monotonic() - started,
         dict(ExchangeMachine.statuses),
         dict(ExchangeMachine.events_seen),
+        dict(ExchangeMachine.edge_seen),
     )
