@@ -17,7 +17,8 @@ import resource
 from collections.abc import Callable
 from typing import Any
 
-from matching.engine import CANCEL_RESTING, FOK, GTC, GTD, IOC, MatchingEngine
+from matching.book import CANCEL_RESTING, FOK, GTC, GTD, IOC
+from matching.engine import MatchingEngine
 from matching.reference import SimpleExchange
 
 Clock = Callable[[], int]

@@ -48,8 +48,8 @@ from exchange.domain.messages import (
     RejectReason,
     TradeExecuted,
 )
-from matching import engine as me
 from matching import outputs as mo
+from matching.book import Book
 from matching.engine import MatchingEngine
 
 NO_GATE_CLOSURE = 1 << 62
@@ -152,7 +152,7 @@ class MarketStage:
         self._listed_day: int | None = None
 
     @property
-    def books(self) -> dict[str, me.Book]:
+    def books(self) -> dict[str, Book]:
         """Every contract's book, by symbol."""
         return self.engine.books
 

@@ -2,8 +2,8 @@
 
 Written for obviousness, not speed: each book is a flat list of orders, priority is recomputed
 by sorting on every step, auctions try every candidate price by summing from scratch. It shares
-no code with `matching.engine`, only the rule book (docs/MATCHING.md) and the output records
-(`matching.outputs`).
+no code with the engine, only the rule book (docs/MATCHING.md), the names orders are entered
+with (`matching.book`) and the output records (`matching.outputs`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from matching import engine as E
+from matching import book as B
 from matching import outputs as O
 from matching.outputs import CancelReason, RefusalReason, StateReason
 
@@ -63,18 +63,18 @@ class RBook:
     def side(self, side: str) -> list[ROrder]:
         """Orders of one side in priority order."""
         chosen = [o for o in self.orders if o.side == side]
-        if side == E.BUY:
+        if side == B.BUY:
             return sorted(chosen, key=lambda o: (-o.price, o.seq))
         return sorted(chosen, key=lambda o: (o.price, o.seq))
 
 
 def _crosses(side: str, limit: int, price: int) -> bool:
     """Does a maker at `price` satisfy an incoming order of `side` limited at `limit`?"""
-    return price <= limit if side == E.BUY else price >= limit
+    return price <= limit if side == B.BUY else price >= limit
 
 
 class Reference:
-    def __init__(self, halt_ms: int = 60_000, day_offset_ms: int = E.CST_DAY_OFFSET_MS) -> None:
+    def __init__(self, halt_ms: int = 60_000, day_offset_ms: int = B.CST_DAY_OFFSET_MS) -> None:
         self.halt_ms = halt_ms
         self.day_offset_ms = day_offset_ms
         self.books: dict[str, RBook] = {}
@@ -193,13 +193,13 @@ class Reference:
         side: str,
         price: int,
         quantity: int,
-        tif: str = E.GTC,
+        tif: str = B.GTC,
         expire_at: int = 0,
         min_quantity: int = 0,
         all_or_none: bool = False,
         post_only: bool = False,
         stp_group: str = "",
-        stp_mode: str = E.CANCEL_RESTING,
+        stp_mode: str = B.CANCEL_RESTING,
         market: bool = False,
     ) -> None:
         self.advance(ts)
@@ -214,28 +214,28 @@ class Reference:
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_PRICE)
         if price % book.tick:
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.PRICE_NOT_ON_TICK)
-        if stp_mode not in E.STP_MODES:
+        if stp_mode not in B.STP_MODES:
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_ORDER)
         group = stp_group or account
-        special = tif != E.GTC or min_quantity or all_or_none or post_only or market
+        special = tif != B.GTC or min_quantity or all_or_none or post_only or market
         if special and (
-            tif not in E.TIME_IN_FORCE
+            tif not in B.TIME_IN_FORCE
             or min_quantity < 0
             or min_quantity > quantity
-            or (post_only and (market or tif in (E.IOC, E.FOK) or all_or_none or min_quantity))
-            or (market and tif not in (E.GTC, E.IOC))
+            or (post_only and (market or tif in (B.IOC, B.FOK) or all_or_none or min_quantity))
+            or (market and tif not in (B.GTC, B.IOC))
         ):
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_ORDER)
-        if tif == E.GTD and expire_at <= self.now:
+        if tif == B.GTD and expire_at <= self.now:
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.INVALID_EXPIRY)
         if book.state in (O.CLOSED, O.DELIVERED):
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.CONTRACT_CLOSED)
-        immediate = market or tif in (E.IOC, E.FOK)
+        immediate = market or tif in (B.IOC, B.FOK)
         continuous = book.state == O.CONTINUOUS
         if not continuous and (immediate or min_quantity):
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.NOT_CONTINUOUS)
         if market and book.reference and book.protection:
-            if side == E.BUY:
+            if side == B.BUY:
                 limit = book.reference + book.protection
                 if price:
                     limit = min(limit, price)
@@ -244,16 +244,16 @@ class Reference:
                 if price:
                     limit = max(limit, price)
         elif market:
-            limit = price if price else (INF if side == E.BUY else -INF)
+            limit = price if price else (INF if side == B.BUY else -INF)
         else:
             limit = price
         if continuous and post_only and self.would_take(book, side, limit, quantity):
             return self.emit(O.REJECTED, symbol, order_id, CancelReason.POST_ONLY_WOULD_TAKE)
         expiry = 0
-        if tif == E.GTD:
+        if tif == B.GTD:
             expiry = expire_at
-        elif tif == E.DAY:
-            day = E.DAY_MS
+        elif tif == B.DAY:
+            day = B.DAY_MS
             expiry = ((self.now - self.day_offset_ms) // day + 1) * day + self.day_offset_ms
         self.emit(O.ACCEPTED, symbol, order_id)
         if not continuous:
@@ -272,12 +272,12 @@ class Reference:
             if expiry:
                 self.push_expiry(order, expiry, tif)
             return None
-        need = quantity if (all_or_none or tif == E.FOK) else min_quantity
+        need = quantity if (all_or_none or tif == B.FOK) else min_quantity
         trade = True
         if need and self.fillable(book, side, limit, quantity, group, stp_mode) < need:
-            if tif == E.FOK:
+            if tif == B.FOK:
                 reason = CancelReason.FOK_NOT_FILLED
-            elif all_or_none and tif == E.IOC:
+            elif all_or_none and tif == B.IOC:
                 reason = CancelReason.AON_NOT_FILLED
             elif not all_or_none:
                 reason = CancelReason.MIN_QUANTITY_NOT_MET
@@ -303,7 +303,7 @@ class Reference:
         return None
 
     def push_expiry(self, order: ROrder, at: int, tif: str) -> None:
-        reason = CancelReason.GOOD_TILL_DATE if tif == E.GTD else CancelReason.END_OF_DAY
+        reason = CancelReason.GOOD_TILL_DATE if tif == B.GTD else CancelReason.END_OF_DAY
         self.push_timer(at, 0, order.order_id, (order, reason))
 
     def rest(
@@ -343,7 +343,7 @@ class Reference:
 
     def levels(self, book: RBook, side: str) -> list[tuple[int, list[ROrder]]]:
         """The makers an incoming order of `side` meets, grouped by price, best first."""
-        makers = book.side(E.SELL if side == E.BUY else E.BUY)
+        makers = book.side(B.SELL if side == B.BUY else B.BUY)
         out: list[tuple[int, list[ROrder]]] = []
         for o in makers:
             if out and out[-1][0] == o.price:
@@ -381,7 +381,7 @@ class Reference:
                 if m.aon and m.remaining > remaining:
                     continue
                 if m.group == group:
-                    if stp_mode == E.CANCEL_RESTING:
+                    if stp_mode == B.CANCEL_RESTING:
                         continue
                     return quantity - remaining, cost
                 take = min(remaining, m.remaining)
@@ -459,7 +459,7 @@ class Reference:
         mode: str,
     ) -> int:
         sym = book.symbol
-        if mode == E.DECREMENT:
+        if mode == B.DECREMENT:
             cut = min(remaining, m.remaining)
             if cut == m.remaining:
                 book.orders.remove(m)
@@ -487,7 +487,7 @@ class Reference:
                 self.emit(O.CANCELLED, sym, order_id, account, side, cut, CancelReason.SELF_TRADE)
                 self.stop = CancelReason.SELF_TRADE
             return remaining
-        if mode != E.CANCEL_INCOMING:
+        if mode != B.CANCEL_INCOMING:
             book.orders.remove(m)
             self.emit(
                 O.CANCELLED,
@@ -498,7 +498,7 @@ class Reference:
                 m.remaining,
                 CancelReason.SELF_TRADE,
             )
-        if mode != E.CANCEL_RESTING:
+        if mode != B.CANCEL_RESTING:
             self.emit(O.CANCELLED, sym, order_id, account, side, remaining, CancelReason.SELF_TRADE)
             self.stop = CancelReason.SELF_TRADE
         return remaining
@@ -634,7 +634,7 @@ class Reference:
         price: int,
         quantity: int,
         stp_group: str = "",
-        stp_mode: str = E.CANCEL_RESTING,
+        stp_mode: str = B.CANCEL_RESTING,
     ) -> None:
         self.advance(ts)
         known = [self.books.get(s) for s in symbols]
@@ -649,8 +649,8 @@ class Reference:
         if price <= 0:
             return self.emit(O.REJECTED, family, block_id, CancelReason.INVALID_PRICE)
         start = books[0].delivery_at
-        if stp_mode not in E.STP_MODES or any(
-            b.family != family or b.delivery_at != start + i * E.HOUR_MS
+        if stp_mode not in B.STP_MODES or any(
+            b.family != family or b.delivery_at != start + i * B.HOUR_MS
             for i, b in enumerate(books)
         ):
             return self.emit(O.REJECTED, family, block_id, CancelReason.INVALID_BLOCK)
@@ -671,7 +671,7 @@ class Reference:
         total = quantity * len(books)
         for book in books:
             filled, cost = self.fill_cost(
-                book, side, INF if side == E.BUY else -INF, quantity, group, stp_mode
+                book, side, INF if side == B.BUY else -INF, quantity, group, stp_mode
             )
             if filled < quantity:
                 return self.emit(
@@ -685,13 +685,13 @@ class Reference:
                 )
             total_cost += cost
         limit = price * total
-        if total_cost > limit if side == E.BUY else total_cost < limit:
+        if total_cost > limit if side == B.BUY else total_cost < limit:
             return self.emit(
                 O.CANCELLED, family, block_id, account, side, total, CancelReason.BLOCK_PRICE
             )
         for book in books:
             banded = book.band and book.reference
-            if side == E.BUY:
+            if side == B.BUY:
                 limit = book.reference + book.band if banded else INF
             else:
                 limit = book.reference - book.band if banded else -INF
@@ -782,7 +782,7 @@ class Reference:
                     continue
                 paid = sum(r["price"] for r in legs)
                 limit = block.price * len(legs)
-                if (paid > limit) if block.side == E.BUY else (paid < limit):
+                if (paid > limit) if block.side == B.BUY else (paid < limit):
                     bad.append(block.seq)
             for r in results.values():
                 bad.extend(r["partial_aon"])
@@ -802,11 +802,11 @@ class Reference:
             self.emit(O.STATE, book.symbol, O.CONTINUOUS, reason)
 
     def clear(self, book: RBook, blocks: list[RBlock], excluded: set[int]) -> dict[str, Any]:
-        bids = [o for o in book.side(E.BUY) if o.seq not in excluded]
-        asks = [o for o in book.side(E.SELL) if o.seq not in excluded]
+        bids = [o for o in book.side(B.BUY) if o.seq not in excluded]
+        asks = [o for o in book.side(B.SELL) if o.seq not in excluded]
         legs = [b for b in blocks if b.seq not in excluded and book.symbol in b.symbols]
-        buy_legs = [b for b in legs if b.side == E.BUY]
-        sell_legs = [b for b in legs if b.side == E.SELL]
+        buy_legs = [b for b in legs if b.side == B.BUY]
+        sell_legs = [b for b in legs if b.side == B.SELL]
         ref = book.reference
         best = None
         for p in sorted({o.price for o in bids + asks} | {ref}):
@@ -892,7 +892,7 @@ class Reference:
     def depth(self, symbol: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         book = self.books[symbol]
         out: list[list[tuple[int, int]]] = []
-        for side in (E.BUY, E.SELL):
+        for side in (B.BUY, B.SELL):
             levels: dict[int, int] = {}
             for o in book.side(side):
                 if not o.aon:

@@ -8,12 +8,12 @@ nearest the reference, lower price.
 
 from __future__ import annotations
 
-from matching import engine as E
+from matching import book as B
 from matching import outputs as O
 from matching.engine import MatchingEngine
 from matching.outputs import CancelReason, Output, StateReason
 
-H = E.HOUR_MS
+H = B.HOUR_MS
 
 
 def listed(
@@ -39,12 +39,12 @@ def trades(events: list[Output]) -> list[tuple[str, int, int, str, str]]:
 
 def test_opening_auction_maximises_volume_then_takes_the_price_nearest_the_reference() -> None:
     engine = listed(reference=100)
-    engine.submit(1, "F.X.0", "B1", "b1", E.BUY, 103, 5)
-    engine.submit(2, "F.X.0", "B2", "b2", E.BUY, 101, 3)
-    engine.submit(3, "F.X.0", "B3", "b3", E.BUY, 99, 4)
-    engine.submit(4, "F.X.0", "S1", "s1", E.SELL, 98, 2)
-    engine.submit(5, "F.X.0", "S2", "s2", E.SELL, 100, 4)
-    engine.submit(6, "F.X.0", "S3", "s3", E.SELL, 102, 5)
+    engine.submit(1, "F.X.0", "B1", "b1", B.BUY, 103, 5)
+    engine.submit(2, "F.X.0", "B2", "b2", B.BUY, 101, 3)
+    engine.submit(3, "F.X.0", "B3", "b3", B.BUY, 99, 4)
+    engine.submit(4, "F.X.0", "S1", "s1", B.SELL, 98, 2)
+    engine.submit(5, "F.X.0", "S2", "s2", B.SELL, 100, 4)
+    engine.submit(6, "F.X.0", "S3", "s3", B.SELL, 102, 5)
     engine.take_events()
     #   p     98  99  100  101  102  103
     #   D(p)  12  12    8    8    5    5
@@ -68,9 +68,9 @@ def test_opening_auction_maximises_volume_then_takes_the_price_nearest_the_refer
 
 def test_equal_volume_and_imbalance_goes_to_the_candidate_nearest_the_reference() -> None:
     engine = listed(reference=50)
-    engine.submit(1, "F.X.0", "B", "b", E.BUY, 52, 10)
-    engine.submit(2, "F.X.0", "S1", "s", E.SELL, 48, 4)
-    engine.submit(3, "F.X.0", "S2", "s", E.SELL, 51, 6)
+    engine.submit(1, "F.X.0", "B", "b", B.BUY, 52, 10)
+    engine.submit(2, "F.X.0", "S1", "s", B.SELL, 48, 4)
+    engine.submit(3, "F.X.0", "S2", "s", B.SELL, 51, 6)
     #   p     48  50  51  52
     #   D(p)  10  10  10  10
     #   S(p)   4   4  10  10
@@ -85,8 +85,8 @@ def test_equal_volume_and_imbalance_goes_to_the_candidate_nearest_the_reference(
 
 def test_the_reference_price_clears_when_it_lies_inside_the_crossed_range() -> None:
     engine = listed(reference=100)
-    engine.submit(1, "F.X.0", "B", "b", E.BUY, 105, 5)
-    engine.submit(2, "F.X.0", "S", "s", E.SELL, 95, 5)
+    engine.submit(1, "F.X.0", "B", "b", B.BUY, 105, 5)
+    engine.submit(2, "F.X.0", "S", "s", B.SELL, 95, 5)
     # Candidates 95, 100 (reference), 105: V = 5 and D - S = 0 at each; 100 is the reference.
     engine.take_events()
     engine.resume(5, "F.X.0")
@@ -95,9 +95,9 @@ def test_the_reference_price_clears_when_it_lies_inside_the_crossed_range() -> N
 
 def test_an_all_or_none_order_that_would_be_rationed_sits_out_and_keeps_resting() -> None:
     engine = listed(reference=100)
-    engine.submit(1, "F.X.0", "A", "a", E.BUY, 101, 6, all_or_none=True)
-    engine.submit(2, "F.X.0", "B", "b", E.BUY, 100, 2)
-    engine.submit(3, "F.X.0", "S", "s", E.SELL, 99, 4)
+    engine.submit(1, "F.X.0", "A", "a", B.BUY, 101, 6, all_or_none=True)
+    engine.submit(2, "F.X.0", "B", "b", B.BUY, 100, 2)
+    engine.submit(3, "F.X.0", "S", "s", B.SELL, 99, 4)
     engine.take_events()
     # With A:    p     99  100  101
     #            D(p)   8    8    6
@@ -122,12 +122,12 @@ def test_a_day_ahead_auction_accepts_a_block_whole_and_rejects_another_whole() -
     engine = MatchingEngine()
     engine.list_contract(0, "F.X.0", "F.X", 10 * H, 90)
     engine.list_contract(0, "F.X.1", "F.X", 11 * H, 108)
-    engine.submit(1, "F.X.0", "S0a", "p1", E.SELL, 88, 4)
-    engine.submit(2, "F.X.0", "S0b", "p2", E.SELL, 92, 3)
-    engine.submit(3, "F.X.1", "S1a", "p1", E.SELL, 106, 4)
-    engine.submit(4, "F.X.1", "B1", "b1", E.BUY, 110, 2)
-    engine.submit_block(5, "K1", "lab", E.BUY, ["F.X.0", "F.X.1"], 100, 4)
-    engine.submit_block(6, "K2", "opc", E.BUY, ["F.X.0", "F.X.1"], 95, 3)
+    engine.submit(1, "F.X.0", "S0a", "p1", B.SELL, 88, 4)
+    engine.submit(2, "F.X.0", "S0b", "p2", B.SELL, 92, 3)
+    engine.submit(3, "F.X.1", "S1a", "p1", B.SELL, 106, 4)
+    engine.submit(4, "F.X.1", "B1", "b1", B.BUY, 110, 2)
+    engine.submit_block(5, "K1", "lab", B.BUY, ["F.X.0", "F.X.1"], 100, 4)
+    engine.submit_block(6, "K2", "opc", B.BUY, ["F.X.0", "F.X.1"], 95, 3)
     engine.schedule_auction(7, "F.X", 1_000, ["F.X.0", "F.X.1"])
     engine.take_events()
     # Round 1, both blocks take part at any price (7 units bought in each hour).
@@ -144,7 +144,7 @@ def test_a_day_ahead_auction_accepts_a_block_whole_and_rejects_another_whole() -
     # K1 pays (90 + 108) / 2 = 99 <= 100 on average: accepted.
     engine.advance(1_000)
     events = engine.take_events()
-    assert events[0] == (O.CANCELLED, "F.X", "K2", "opc", E.BUY, 6, CancelReason.BLOCK_NOT_ACCEPTED)
+    assert events[0] == (O.CANCELLED, "F.X", "K2", "opc", B.BUY, 6, CancelReason.BLOCK_NOT_ACCEPTED)
     assert (O.AUCTION, "F.X.0", 90, 4, 0) in events
     assert (O.AUCTION, "F.X.1", 108, 4, 2) in events
     assert trades(events) == [("F.X.0", 90, 4, "K1", "S0a"), ("F.X.1", 108, 4, "K1", "S1a")]
@@ -157,8 +157,8 @@ def test_a_block_waits_for_an_auction_that_covers_all_its_hours() -> None:
     engine = MatchingEngine()
     engine.list_contract(0, "F.X.0", "F.X", 10 * H, 100)
     engine.list_contract(0, "F.X.1", "F.X", 11 * H, 100)
-    engine.submit(1, "F.X.0", "S0", "p", E.SELL, 100, 2)
-    engine.submit_block(3, "K", "lab", E.BUY, ["F.X.0", "F.X.1"], 105, 2)
+    engine.submit(1, "F.X.0", "S0", "p", B.SELL, 100, 2)
+    engine.submit_block(3, "K", "lab", B.BUY, ["F.X.0", "F.X.1"], 105, 2)
     engine.take_events()
     # Opening hour 0 alone: the block does not take part, so hour 0 has no demand.
     engine.resume(4, "F.X.0")
@@ -167,7 +167,7 @@ def test_a_block_waits_for_an_auction_that_covers_all_its_hours() -> None:
     # Now its hours are in different phases; it waits until an hour's gate closure ends it.
     engine.advance(10 * H)
     events = engine.take_events()
-    assert (O.EXPIRED, "F.X", "K", "lab", E.BUY, 4, CancelReason.GATE_CLOSURE) in events
+    assert (O.EXPIRED, "F.X", "K", "lab", B.BUY, 4, CancelReason.GATE_CLOSURE) in events
     assert engine.blocks == {}
 
 
@@ -175,16 +175,16 @@ def test_block_average_price_breach_in_a_joint_auction() -> None:
     engine = MatchingEngine()
     engine.list_contract(0, "F.X.0", "F.X", 10 * H, 100)
     engine.list_contract(0, "F.X.1", "F.X", 11 * H, 100)
-    engine.submit(1, "F.X.0", "S0", "p", E.SELL, 100, 2)
-    engine.submit(2, "F.X.1", "S1", "p", E.SELL, 120, 2)
-    engine.submit_block(3, "K", "lab", E.BUY, ["F.X.0", "F.X.1"], 105, 2)
+    engine.submit(1, "F.X.0", "S0", "p", B.SELL, 100, 2)
+    engine.submit(2, "F.X.1", "S1", "p", B.SELL, 120, 2)
+    engine.submit_block(3, "K", "lab", B.BUY, ["F.X.0", "F.X.1"], 105, 2)
     engine.schedule_auction(4, "F.X", 5, ["F.X.0", "F.X.1"])
     engine.take_events()
     # With K: hour 0 clears 2 at 100; hour 1: candidates 100 (V 0), 120 (V 2) -> 120.
     # K would pay (100 + 120) / 2 = 110 > 105: rejected whole; then V = 0 in both hours.
     engine.advance(5)
     events = engine.take_events()
-    assert events[0] == (O.CANCELLED, "F.X", "K", "lab", E.BUY, 4, CancelReason.BLOCK_NOT_ACCEPTED)
+    assert events[0] == (O.CANCELLED, "F.X", "K", "lab", B.BUY, 4, CancelReason.BLOCK_NOT_ACCEPTED)
     assert (O.AUCTION, "F.X.0", None, 0, 0) in events
     assert (O.AUCTION, "F.X.1", None, 0, 0) in events
     assert trades(events) == []
@@ -193,11 +193,11 @@ def test_block_average_price_breach_in_a_joint_auction() -> None:
 def test_a_circuit_breaker_halts_then_a_reopening_auction_uncrosses() -> None:
     engine = listed(reference=100, band=5)
     engine.resume(1, "F.X.0")
-    engine.submit(2, "F.X.0", "S1", "s", E.SELL, 104, 3)
-    engine.submit(3, "F.X.0", "S2", "s", E.SELL, 107, 2)
+    engine.submit(2, "F.X.0", "S1", "s", B.SELL, 104, 3)
+    engine.submit(3, "F.X.0", "S2", "s", B.SELL, 107, 2)
     engine.take_events()
     # The band is 100 +- 5: the buy takes 3 at 104, then meets 107 > 105 and halts the book.
-    engine.submit(4, "F.X.0", "B", "b", E.BUY, 107, 5)
+    engine.submit(4, "F.X.0", "B", "b", B.BUY, 107, 5)
     events = engine.take_events()
     assert trades(events) == [("F.X.0", 104, 3, "B", "S1")]
     assert events[-1] == (O.STATE, "F.X.0", O.HALTED, StateReason.PRICE_BAND)
@@ -215,14 +215,14 @@ def test_a_circuit_breaker_halts_then_a_reopening_auction_uncrosses() -> None:
 def test_gate_closure_expires_resting_orders_with_a_reason() -> None:
     engine = MatchingEngine()
     engine.list_contract(0, "F.X.0", "F.X", 10 * H, 100, open_at=0, close_at=10 * H - H // 2)
-    engine.submit(1, "F.X.0", "B", "b", E.BUY, 99, 3)
+    engine.submit(1, "F.X.0", "B", "b", B.BUY, 99, 3)
     engine.take_events()
     engine.advance(10 * H - H // 2)
     assert engine.take_events() == [
-        (O.EXPIRED, "F.X.0", "B", "b", E.BUY, 3, CancelReason.GATE_CLOSURE),
+        (O.EXPIRED, "F.X.0", "B", "b", B.BUY, 3, CancelReason.GATE_CLOSURE),
         (O.STATE, "F.X.0", O.CLOSED, StateReason.GATE_CLOSURE),
     ]
-    engine.submit(10 * H - 1, "F.X.0", "late", "b", E.BUY, 99, 3)
+    engine.submit(10 * H - 1, "F.X.0", "late", "b", B.BUY, 99, 3)
     assert engine.take_events() == [(O.REJECTED, "F.X.0", "late", CancelReason.CONTRACT_CLOSED)]
     engine.advance(10 * H)
     assert engine.take_events() == [(O.STATE, "F.X.0", O.DELIVERED, StateReason.DELIVERY)]

@@ -6,12 +6,12 @@ import json
 import random
 from typing import Any
 
-from matching import engine as E
+from matching import book as B
 from matching import outputs as O
 from matching.bench import AMEND, CANCEL, CANCEL_ALL, SUBMIT, make_flow
 from matching.engine import MatchingEngine
 
-H = E.HOUR_MS
+H = B.HOUR_MS
 FAMILY = "D.X"
 SYMBOLS = [f"{FAMILY}.{h}" for h in range(4)]
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -36,7 +36,7 @@ def commands(seed: int, count: int) -> list[Call]:
         ts += rng.choice([0, 1, 5, 50, 500, 5_000])
         symbol = rng.choice(SYMBOLS)
         account = rng.choice("abcdef")
-        side = rng.choice([E.BUY, E.SELL])
+        side = rng.choice([B.BUY, B.SELL])
         price = rng.randint(92, 108)
         roll = rng.random()
         if roll < 0.55:
@@ -47,16 +47,16 @@ def commands(seed: int, count: int) -> list[Call]:
                     {},
                     {},
                     {},
-                    {"tif": E.IOC},
-                    {"tif": E.FOK},
+                    {"tif": B.IOC},
+                    {"tif": B.FOK},
                     {"all_or_none": True},
                     {"post_only": True},
-                    {"tif": E.GTD, "expire_at": ts + rng.randint(1, 20_000)},
-                    {"tif": E.DAY},
+                    {"tif": B.GTD, "expire_at": ts + rng.randint(1, 20_000)},
+                    {"tif": B.DAY},
                     {"market": True},
                     {"min_quantity": 2},
                     {
-                        "stp_mode": rng.choice(E.STP_MODES),
+                        "stp_mode": rng.choice(B.STP_MODES),
                         "stp_group": "ab" if account in "ab" else "",
                     },
                 ]
@@ -128,7 +128,7 @@ def test_the_hash_changes_with_the_state() -> None:
     engine = MatchingEngine()
     engine.list_contract(0, "D.X.0", FAMILY, 3 * H, 100, open_at=0)
     before = engine.state_hash()
-    engine.submit(1, "D.X.0", "o1", "a", E.BUY, 99, 1)
+    engine.submit(1, "D.X.0", "o1", "a", B.BUY, 99, 1)
     after = engine.state_hash()
     assert after != before
     assert MatchingEngine.restore(engine.snapshot()).state_hash() == after

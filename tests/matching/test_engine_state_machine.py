@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from matching import engine as E
+from matching import book as B
 from matching import outputs as O
 from matching.engine import MatchingEngine
 from matching.outputs import Output
@@ -28,12 +28,12 @@ OTHER = "G.B.0"
 SYMBOLS = [*HOURS, OTHER]
 ACCOUNTS = ["a", "b", "c", "d"]
 GROUPS = {"a": "ab", "b": "ab", "c": "", "d": ""}
-H = E.HOUR_MS
+H = B.HOUR_MS
 
-tifs = st.sampled_from([E.GTC, E.GTC, E.GTC, E.GTD, E.DAY, E.IOC, E.FOK])
+tifs = st.sampled_from([B.GTC, B.GTC, B.GTC, B.GTD, B.DAY, B.IOC, B.FOK])
 prices = st.integers(min_value=90, max_value=112)
 quantities = st.integers(min_value=1, max_value=9)
-modes = st.sampled_from(E.STP_MODES)
+modes = st.sampled_from(B.STP_MODES)
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -89,7 +89,7 @@ class EngineMachine(RuleBasedStateMachine):
         symbol=st.sampled_from([*SYMBOLS, *HOURS, *HOURS, "NOPE"]),
         reuse=st.sampled_from([False] * 9 + [True]),
         account=st.sampled_from(ACCOUNTS),
-        side=st.sampled_from([E.BUY, E.SELL]),
+        side=st.sampled_from([B.BUY, B.SELL]),
         price=prices,
         quantity=quantities,
         tif=tifs,
@@ -144,7 +144,7 @@ class EngineMachine(RuleBasedStateMachine):
         dt=st.integers(0, 300),
         symbol=st.sampled_from(HOURS[:2]),
         account=st.sampled_from(ACCOUNTS),
-        side=st.sampled_from([E.BUY, E.SELL]),
+        side=st.sampled_from([B.BUY, B.SELL]),
         offset=st.integers(-4, 4),
         quantity=st.integers(1, 5),
     )
@@ -170,7 +170,7 @@ class EngineMachine(RuleBasedStateMachine):
         dt=st.integers(0, 300),
         symbol=st.sampled_from(HOURS[:2]),
         account=st.sampled_from(ACCOUNTS),
-        side=st.sampled_from([E.BUY, E.SELL]),
+        side=st.sampled_from([B.BUY, B.SELL]),
         offset=st.integers(-3, 3),
         quantity=st.integers(1, 8),
         tif=tifs,
@@ -213,7 +213,7 @@ class EngineMachine(RuleBasedStateMachine):
         dt=st.integers(0, 300),
         symbol=st.sampled_from(HOURS[:2]),
         account=st.sampled_from(ACCOUNTS),
-        side=st.sampled_from([E.BUY, E.SELL]),
+        side=st.sampled_from([B.BUY, B.SELL]),
         beyond=st.integers(-2, 3),
         quantity=st.integers(1, 12),
         ioc=st.booleans(),
@@ -233,7 +233,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.submitted[order_id] = (quantity, False)
         book = self.ref.books[symbol]
         reach = (book.band or 6) + beyond
-        price = book.reference + reach if side == E.BUY else book.reference - reach
+        price = book.reference + reach if side == B.BUY else book.reference - reach
         self._both(
             "submit",
             self._step(dt),
@@ -243,7 +243,7 @@ class EngineMachine(RuleBasedStateMachine):
             side,
             max(price, 1),
             quantity,
-            tif=E.IOC if ioc else E.GTC,
+            tif=B.IOC if ioc else B.GTC,
             stp_group=GROUPS[account],
         )
 
@@ -251,7 +251,7 @@ class EngineMachine(RuleBasedStateMachine):
         dt=st.integers(0, 300),
         data=st.data(),
         account=st.sampled_from(ACCOUNTS),
-        side=st.sampled_from([E.BUY, E.SELL]),
+        side=st.sampled_from([B.BUY, B.SELL]),
         offset=st.integers(-5, 5),
         quantity=st.integers(1, 8),
         aon=st.sampled_from([False, False, True]),
@@ -312,7 +312,7 @@ class EngineMachine(RuleBasedStateMachine):
         hours=st.integers(1, 3),
         gap=st.booleans(),
         account=st.sampled_from(ACCOUNTS),
-        side=st.sampled_from([E.BUY, E.SELL]),
+        side=st.sampled_from([B.BUY, B.SELL]),
         price=prices,
         quantity=st.integers(1, 6),
         mode=modes,
@@ -392,7 +392,7 @@ class EngineMachine(RuleBasedStateMachine):
             assert self.engine.depth(symbol) == self.ref.depth(symbol), symbol
             bids, asks = self.engine.open_orders(symbol)
             rbook = self.ref.books[symbol]
-            for mine, theirs in ((bids, rbook.side(E.BUY)), (asks, rbook.side(E.SELL))):
+            for mine, theirs in ((bids, rbook.side(B.BUY)), (asks, rbook.side(B.SELL))):
                 assert [
                     (o.order_id, o.account, o.price, o.remaining, o.aon, o.seq) for o in mine
                 ] == [(o.order_id, o.account, o.price, o.remaining, o.aon, o.seq) for o in theirs]

@@ -1,0 +1,221 @@
+"""Call auctions: opening, scheduled and reopening auctions clear each contract at one price.
+
+1. Candidates are the limit prices of the orders taking part plus the reference price.
+2. Choose the candidate that maximises executed volume min(demand, supply); then the one with
+   the smallest |demand - supply|; then the one nearest the reference price; then the lower.
+3. The executed volume is allocated by price, then time priority on each side (block legs,
+   which take part at any price, come first), and buy and sell allocations are paired in that
+   order into trades at the clearing price.
+4. An AON order that would be filled only in part, or a block that would not be filled in
+   every hour or whose average clearing price breaks its limit, makes the auction recompute
+   without it: the newest such order is removed first (an AON order keeps resting, a block is
+   rejected whole), until no such order remains. Self-trade prevention does not apply.
+
+`CallAuctions` adds the auction to the engine's state (`matching/state.py` says why the engine
+is built from one class per concern); the lifecycle (`matching/lifecycle.py`) runs it when a
+contract opens, reopens after a halt, or a scheduled family auction falls due. Auctions are
+rare next to orders, so this code is written for clarity rather than speed.
+"""
+
+from __future__ import annotations
+
+from matching.book import BUY, SELL, Block, Book, Order, by_seq, side_orders
+from matching.outputs import (
+    AUCTION,
+    CONTINUOUS,
+    PRE_OPEN,
+    STATE,
+    TRADE,
+    CancelReason,
+    StateReason,
+)
+from matching.state import EngineState
+
+
+class CallAuctions(EngineState):
+    """Uncrossing books at one price each, with the waiting blocks that fit in them."""
+
+    def _auction(self, books: list[Book]) -> None:
+        """Uncross `books` together at one price each, with the blocks that fit in them."""
+        if not books:
+            return
+        books = sorted(books, key=_by_delivery)
+        in_auction = {b.symbol for b in books}
+        blocks = [
+            self.blocks[block_id]
+            for block_id, symbols in self.block_symbols.items()
+            if set(symbols) <= in_auction
+        ]
+        blocks.sort(key=by_seq)
+        excluded: set[int] = set()
+        while True:
+            results = {b.symbol: self._clear(b, blocks, excluded) for b in books}
+            violators: list[int] = []
+            for block in blocks:
+                if block.seq in excluded:
+                    continue
+                legs = [results[s] for s in self.block_symbols[block.block_id]]
+                if any(r.allocated.get(block.seq, 0) < block.quantity for r in legs):
+                    violators.append(block.seq)
+                    continue
+                paid = sum(r.price for r in legs)
+                limit = block.price * len(legs)
+                if paid > limit if block.side == BUY else paid < limit:
+                    violators.append(block.seq)
+            for result in results.values():
+                violators.extend(result.partial_aon)
+            if not violators:
+                break
+            excluded.add(max(violators))
+        for block in blocks:
+            if block.seq in excluded:
+                self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
+            else:
+                del self.blocks[block.block_id]
+                del self.block_symbols[block.block_id]
+        for book in books:
+            self._execute(book, results[book.symbol])
+            reason = StateReason.OPENED if book.state == PRE_OPEN else StateReason.REOPENED
+            book.state = CONTINUOUS
+            book.reopen_at = 0
+            self.events.append((STATE, book.symbol, CONTINUOUS, reason))
+
+    def _clear(self, book: Book, blocks: list[Block], excluded: set[int]) -> Clearing:
+        """The clearing price, volume and allocations of one contract (no side effects)."""
+        bids = [o for o in side_orders(book.bids) if o.seq not in excluded]
+        asks = [o for o in side_orders(book.asks) if o.seq not in excluded]
+        legs = [
+            b
+            for b in blocks
+            if b.seq not in excluded and book.symbol in self.block_symbols[b.block_id]
+        ]
+        buy_legs = [b for b in legs if b.side == BUY]
+        sell_legs = [b for b in legs if b.side == SELL]
+        demand_at: dict[int, int] = {}
+        for o in bids:
+            demand_at[o.price] = demand_at.get(o.price, 0) + o.remaining
+        supply_at: dict[int, int] = {}
+        for o in asks:
+            supply_at[o.price] = supply_at.get(o.price, 0) + o.remaining
+        reference = book.reference
+        candidates = sorted({*demand_at, *supply_at, reference})
+        supply = sum(b.quantity for b in sell_legs)
+        supplies = []
+        for price in candidates:
+            supply += supply_at.get(price, 0)
+            supplies.append(supply)
+        demand = sum(b.quantity for b in buy_legs)
+        best: tuple[int, int, int, int] | None = None
+        clearing = Clearing()
+        for index in range(len(candidates) - 1, -1, -1):
+            price = candidates[index]
+            demand += demand_at.get(price, 0)
+            supply = supplies[index]
+            volume = min(demand, supply)
+            rank = (-volume, abs(demand - supply), abs(price - reference), price)
+            if best is None or rank < best:
+                best = rank
+                clearing.price = price
+                clearing.volume = volume
+                clearing.imbalance = demand - supply
+        if not clearing.volume:
+            clearing.price = 0
+            clearing.imbalance = 0
+            return clearing
+        price = clearing.price
+        for participants, fills, eligible in (
+            (buy_legs, clearing.buys, [o for o in bids if o.price >= price]),
+            (sell_legs, clearing.sells, [o for o in asks if o.price <= price]),
+        ):
+            left = clearing.volume
+            for block in participants:
+                take = min(left, block.quantity)
+                left -= take
+                fills.append((block, take))
+                clearing.allocated[block.seq] = take
+            for order in eligible:
+                take = min(left, order.remaining)
+                left -= take
+                fills.append((order, take))
+                clearing.allocated[order.seq] = take
+                if order.aon and 0 < take < order.remaining:
+                    clearing.partial_aon.append(order.seq)
+        return clearing
+
+    def _execute(self, book: Book, clearing: Clearing) -> None:
+        """Emit an auction's result and trades and apply its fills to the book."""
+        events = self.events
+        symbol = book.symbol
+        if not clearing.volume:
+            events.append((AUCTION, symbol, None, 0, 0))
+            return
+        price = clearing.price
+        events.append((AUCTION, symbol, price, clearing.volume, clearing.imbalance))
+        buys = [(p, q) for p, q in clearing.buys if q]
+        sells = [(p, q) for p, q in clearing.sells if q]
+        b = s = 0
+        buy_left = buys[0][1]
+        sell_left = sells[0][1]
+        while b < len(buys) and s < len(sells):
+            buyer = buys[b][0]
+            seller = sells[s][0]
+            traded = min(buy_left, sell_left)
+            book.trades += 1
+            events.append(
+                (
+                    TRADE,
+                    symbol,
+                    book.trades,
+                    price,
+                    traded,
+                    _id_of(buyer),
+                    _id_of(seller),
+                    buyer.account,
+                    seller.account,
+                    None,
+                )
+            )
+            buy_left -= traded
+            sell_left -= traded
+            if not buy_left:
+                b += 1
+                if b < len(buys):
+                    buy_left = buys[b][1]
+            if not sell_left:
+                s += 1
+                if s < len(sells):
+                    sell_left = sells[s][1]
+        for participant, quantity in buys + sells:
+            if isinstance(participant, Order):
+                if quantity == participant.remaining:
+                    self._remove(participant)
+                else:
+                    participant.remaining -= quantity
+                    book_side = book.bids if participant.side == BUY else book.asks
+                    level = book_side.levels[participant.price]
+                    book_side.before.setdefault(participant.price, level.quantity)
+                    level.quantity -= quantity
+        book.reference = price
+
+
+class Clearing:
+    """What one contract's call auction would do."""
+
+    __slots__ = ("allocated", "buys", "imbalance", "partial_aon", "price", "sells", "volume")
+
+    def __init__(self) -> None:
+        self.price = 0
+        self.volume = 0
+        self.imbalance = 0
+        self.buys: list[tuple[Order | Block, int]] = []
+        self.sells: list[tuple[Order | Block, int]] = []
+        self.allocated: dict[int, int] = {}
+        self.partial_aon: list[int] = []
+
+
+def _by_delivery(book: Book) -> tuple[int, str]:
+    return book.delivery_at, book.symbol
+
+
+def _id_of(participant: Order | Block) -> str:
+    return participant.order_id if isinstance(participant, Order) else participant.block_id

@@ -1,0 +1,239 @@
+"""The books' data structures and the vocabulary of orders.
+
+`Order` (a resting order, or one being matched), `Level` (the orders at one price, oldest
+first), `Side` (the levels of one side, best first), `Book` (one contract's two sides,
+parameters and lifecycle state) and `Block` (a block order waiting for its family's auction);
+and the names orders are entered with: sides, time in force, self-trade prevention modes.
+
+The classes are slotted and hold no logic beyond reading themselves: the engine
+(`matching/engine.py` and the modules its class is built from) changes them in place, inline
+on its hot path, rather than through methods of theirs, which would cost a call per change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from matching.outputs import PRE_OPEN, ContractState
+from matching.outputs import Side as OrderSide
+
+BUY: Final = "buy"
+SELL: Final = "sell"
+
+GTC = "GTC"
+GTD = "GTD"
+DAY = "DAY"
+IOC = "IOC"
+FOK = "FOK"
+TIME_IN_FORCE = (GTC, GTD, DAY, IOC, FOK)
+
+CANCEL_RESTING = "cancel_resting"
+CANCEL_INCOMING = "cancel_incoming"
+CANCEL_BOTH = "cancel_both"
+DECREMENT = "decrement"
+STP_MODES = (CANCEL_RESTING, CANCEL_INCOMING, CANCEL_BOTH, DECREMENT)
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+CST_DAY_OFFSET_MS = 16 * HOUR_MS
+"""A trading day ends at midnight China Standard Time, 16:00 UTC."""
+
+INFINITY = 1 << 62
+"""Beyond any price key and any log time: no limit, no band, no deadline."""
+
+
+class Order:
+    """A resting order (or one being matched)."""
+
+    __slots__ = (
+        "account",
+        "aon",
+        "book",
+        "group",
+        "order_id",
+        "post_only",
+        "price",
+        "remaining",
+        "seq",
+        "side",
+        "stp_mode",
+    )
+
+    def __init__(
+        self,
+        order_id: str,
+        account: str,
+        side: OrderSide,
+        price: int,
+        remaining: int,
+        group: str,
+        stp_mode: str,
+        seq: int,
+        book: Book,
+        aon: bool,
+        post_only: bool,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price = price
+        self.remaining = remaining
+        self.group = group
+        self.stp_mode = stp_mode
+        self.seq = seq
+        self.book = book
+        self.aon = aon
+        self.post_only = post_only
+
+
+class Level:
+    """The resting orders at one price, oldest first; `quantity` counts only displayed orders."""
+
+    __slots__ = ("aon", "orders", "price", "quantity")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.quantity = 0
+        self.aon = 0
+        self.orders: dict[str, Order] = {}
+
+
+class Side:
+    """One side of a book; `keys` is ascending and holds price * sign, so index 0 is best."""
+
+    __slots__ = ("before", "keys", "levels", "sign")
+
+    def __init__(self, sign: int) -> None:
+        self.sign = sign
+        self.levels: dict[int, Level] = {}
+        self.keys: list[int] = []
+        self.before: dict[int, int] = {}
+        """price -> displayed quantity, as it was when changes were last taken, of each level
+        changed since (`take_changes`): what changed costs the levels changed, not the side."""
+
+    def iter_levels(self) -> Iterable[Level]:
+        """Levels best first."""
+        sign = self.sign
+        levels = self.levels
+        return [levels[key * sign] for key in self.keys]
+
+    def depth(self, limit: int | None = None) -> list[tuple[int, int]]:
+        """Displayed (price, quantity) levels, best first (at most `limit`)."""
+        shown = [(lv.price, lv.quantity) for lv in self.iter_levels() if lv.quantity]
+        return shown if limit is None else shown[:limit]
+
+    def take_changes(self) -> list[tuple[int, int]]:
+        """(price, displayed quantity now) of every level whose displayed quantity differs
+        from when changes were last taken, ascending by price (0: the level is gone or
+        hidden); from now on changes count from here."""
+        before = self.before
+        if not before:
+            return []
+        levels = self.levels
+        changes = []
+        for price, then in before.items():
+            level = levels.get(price)
+            now = 0 if level is None else level.quantity
+            if now != then:
+                changes.append((price, now))
+        before.clear()
+        changes.sort()
+        return changes
+
+
+class Book:
+    """The book, parameters and lifecycle state of one contract."""
+
+    __slots__ = (
+        "asks",
+        "band",
+        "bids",
+        "close_at",
+        "delivery_at",
+        "family",
+        "protection",
+        "reference",
+        "reopen_at",
+        "state",
+        "symbol",
+        "tick",
+        "trades",
+    )
+
+    def __init__(
+        self,
+        symbol: str,
+        family: str,
+        delivery_at: int,
+        reference: int,
+        tick: int,
+        band: int,
+        protection: int,
+        close_at: int,
+    ) -> None:
+        self.symbol = symbol
+        self.family = family
+        self.delivery_at = delivery_at
+        self.reference = reference
+        self.tick = tick
+        self.band = band
+        self.protection = protection
+        self.close_at = close_at
+        self.state: ContractState = PRE_OPEN
+        self.reopen_at = 0
+        self.trades = 0
+        self.bids = Side(-1)
+        self.asks = Side(1)
+
+    @property
+    def orders(self) -> dict[str, Order]:
+        """Resting orders of this book by id (built on each call; for audits and queries)."""
+        return {o.order_id: o for side in (self.bids, self.asks) for o in side_orders(side)}
+
+    def best_bid(self) -> int | None:
+        """Highest displayed buy price."""
+        shown = self.bids.depth(1)
+        return shown[0][0] if shown else None
+
+    def best_ask(self) -> int | None:
+        """Lowest displayed sell price."""
+        shown = self.asks.depth(1)
+        return shown[0][0] if shown else None
+
+
+class Block:
+    """A block order waiting for its family's auction."""
+
+    __slots__ = ("account", "block_id", "family", "group", "price", "quantity", "seq", "side")
+
+    def __init__(
+        self,
+        block_id: str,
+        account: str,
+        side: OrderSide,
+        family: str,
+        price: int,
+        quantity: int,
+        group: str,
+        seq: int,
+    ) -> None:
+        self.block_id = block_id
+        self.account = account
+        self.side = side
+        self.family = family
+        self.price = price
+        self.quantity = quantity
+        self.group = group
+        self.seq = seq
+
+
+def side_orders(side: Side) -> Iterable[Order]:
+    """The orders of one side in priority order (best price, then oldest first)."""
+    for level in side.iter_levels():
+        yield from level.orders.values()
+
+
+def by_seq(item: Order | Block) -> int:
+    """Sort key: arrival order (the sequence number an order or block got when it rested)."""
+    return item.seq

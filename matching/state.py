@@ -1,0 +1,196 @@
+"""The state every part of the matching engine works on, and the primitives that keep it whole.
+
+`MatchingEngine` (`matching/engine.py`) is one class built from one class per concern, each in
+a module named for it:
+
+- `state.py`, `EngineState`: the books, the order and account indexes, waiting blocks, timers
+  and outputs; resting and removing an order, dropping a block, halting; queries;
+- `continuous.py`, `ContinuousMatching`: matching an incoming order (price-time priority,
+  all-or-none, self-trade prevention, the price band, dry runs);
+- `auction.py`, `CallAuctions`: call auctions (clearing price, allocation, blocks accepted or
+  rejected whole);
+- `lifecycle.py`, `Lifecycle`: time and timers, listing, halts and reopenings, gate closure,
+  delivery, operators' controls;
+- `snapshot.py`, `Snapshots`: snapshot, restore, state hash;
+- `engine.py`, `MatchingEngine`: order entry (submit, the hot path; cancel, amend, the kill
+  switch, block orders).
+
+Each class derives from the ones whose methods it calls, so mypy checks every call, and the
+modules import in one direction only (no cycle). Inheritance, not helper objects the engine
+would hold: the hot path reads `self.orders`, `self.events`, `self.books` and calls
+`self._match` for nearly every command, and on one object each of those is a single lookup
+that CPython specialises and caches by the class's version wherever in the hierarchy the method
+is defined, as fast as when the engine was one class. A helper (`self.matcher.match(...)`,
+`helper.engine.events`) would add an attribute read to every such call and a reference back.
+The names the hot path reads as globals (`BUY`, `TRADE`, `Order`, ...) are imported by name
+into the module that reads them, so each stays one cached global lookup too.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from heapq import heappush
+from typing import Any
+
+from matching.book import (
+    BUY,
+    CST_DAY_OFFSET_MS,
+    INFINITY,
+    Block,
+    Book,
+    Level,
+    Order,
+    side_orders,
+)
+from matching.outputs import (
+    CANCELLED,
+    EXPIRED,
+    HALTED,
+    STATE,
+    CancelReason,
+    Output,
+    StateReason,
+)
+from matching.outputs import Side as OrderSide
+
+# Timer kinds, in the order they run when due at the same time.
+TIMER_EXPIRE = 0
+TIMER_REOPEN = 1
+TIMER_AUCTION = 2
+TIMER_CLOSE = 3
+TIMER_DELIVER = 4
+
+
+class EngineState:
+    """Every book of the contracts it was given, their schedules, and the events they caused."""
+
+    def __init__(self, halt_ms: int = 60_000, day_offset_ms: int = CST_DAY_OFFSET_MS) -> None:
+        self.halt_ms = halt_ms
+        self.day_offset_ms = day_offset_ms
+        self.books: dict[str, Book] = {}
+        self.orders: dict[str, Order] = {}
+        self.by_account: dict[str, dict[str, Order]] = {}
+        self.blocks: dict[str, Block] = {}
+        self.block_symbols: dict[str, tuple[str, ...]] = {}
+        self.events: list[Output] = []
+        self.now = 0
+        self.seq = 0
+        self._timers: list[tuple[int, int, str, int, Any]] = []
+        self._timer_seq = 0
+        self._deadline = INFINITY
+        self._stop = ""
+
+    def take_events(self) -> list[Output]:
+        """The events produced since the last call, oldest first."""
+        events = self.events
+        self.events = []
+        return events
+
+    def _push_timer(self, at: int, kind: int, key: str, payload: Any) -> None:
+        self._timer_seq += 1
+        heappush(self._timers, (at, kind, key, self._timer_seq, payload))
+        if at < self._deadline:
+            self._deadline = at
+
+    def _rest(
+        self,
+        book: Book,
+        order_id: str,
+        account: str,
+        side: OrderSide,
+        price: int,
+        quantity: int,
+        group: str,
+        stp_mode: str,
+        aon: bool = False,
+        post_only: bool = False,
+    ) -> Order:
+        self.seq += 1
+        order = Order(
+            order_id,
+            account,
+            side,
+            price,
+            quantity,
+            group,
+            stp_mode,
+            self.seq,
+            book,
+            aon,
+            post_only,
+        )
+        book_side = book.bids if side == BUY else book.asks
+        level = book_side.levels.get(price)
+        if level is None:
+            level = book_side.levels[price] = Level(price)
+            insort(book_side.keys, book_side.sign * price)
+        level.orders[order_id] = order
+        if aon:
+            level.aon += 1
+        else:
+            book_side.before.setdefault(price, level.quantity)
+            level.quantity += quantity
+        self.orders[order_id] = order
+        mine = self.by_account.get(account)
+        if mine is None:
+            mine = self.by_account[account] = {}
+        mine[order_id] = order
+        return order
+
+    def _remove(self, order: Order) -> None:
+        """Take an order out of its book and the indexes (no event)."""
+        book = order.book
+        book_side = book.bids if order.side == BUY else book.asks
+        price = order.price
+        level = book_side.levels[price]
+        del level.orders[order.order_id]
+        if order.aon:
+            level.aon -= 1
+        else:
+            book_side.before.setdefault(price, level.quantity)
+            level.quantity -= order.remaining
+        if not level.orders:
+            del book_side.levels[price]
+            keys = book_side.keys
+            del keys[bisect_left(keys, book_side.sign * price)]
+        del self.orders[order.order_id]
+        # An account's index stays when it empties: most accounts come back.
+        del self.by_account[order.account][order.order_id]
+
+    def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:
+        """Take a waiting block away, reported as cancelled (or expired)."""
+        del self.blocks[block.block_id]
+        symbols = self.block_symbols.pop(block.block_id)
+        total = block.quantity * len(symbols)
+        family, block_id, account, side = block.family, block.block_id, block.account, block.side
+        if expired:
+            self.events.append((EXPIRED, family, block_id, account, side, total, reason))
+        else:
+            self.events.append((CANCELLED, family, block_id, account, side, total, reason))
+
+    def _halt(self, book: Book, reason: StateReason) -> None:
+        book.state = HALTED
+        self.events.append((STATE, book.symbol, HALTED, reason))
+        if reason is StateReason.PRICE_BAND:
+            book.reopen_at = self.now + self.halt_ms
+            self._push_timer(book.reopen_at, TIMER_REOPEN, book.symbol, book.symbol)
+        else:
+            book.reopen_at = 0
+
+    # Queries.
+
+    def depth(self, symbol: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Displayed (price, quantity) levels of a contract, best first: (bids, asks)."""
+        book = self.books[symbol]
+        return book.bids.depth(), book.asks.depth()
+
+    def level_quantity(self, symbol: str, side: str, price: int) -> int:
+        """Displayed quantity at one price (0 if none)."""
+        book = self.books[symbol]
+        level = (book.bids if side == BUY else book.asks).levels.get(price)
+        return 0 if level is None else level.quantity
+
+    def open_orders(self, symbol: str) -> tuple[list[Order], list[Order]]:
+        """Resting orders of a contract in priority order: (bids, asks), AON orders included."""
+        book = self.books[symbol]
+        return list(side_orders(book.bids)), list(side_orders(book.asks))
