@@ -39,6 +39,7 @@ from exchange.domain.messages import (
     DeliverySettled,
     Event,
     EventStamp,
+    FundDiscountPool,
     GrantApproved,
     ListingChanged,
     MarketControlRequested,
@@ -138,7 +139,7 @@ def partition_for(key: str, partitions: int) -> int:
 def routing_key(command: Command) -> str:
     """The commands-topic key: the account whose balances the command touches, an operator's
     id, or `programme:ID` for a voucher programme (its budget lives in one partition)."""
-    if isinstance(command, CreateProgramme | ApproveGrant):
+    if isinstance(command, CreateProgramme | ApproveGrant | FundDiscountPool):
         return f"programme:{command.programme_id}"
     if isinstance(command, ControlMarket | ResolveDispute):
         return command.operator_id

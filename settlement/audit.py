@@ -495,7 +495,9 @@ def _check_conservation(
     drawn = -sum(
         amount
         for name, amount in accounts.ledger.items()
-        if name.startswith(("pledge:", "budget:", "grant:", "reserved:", "concession:"))
+        if name.startswith(
+            ("pledge:", "budget:", "grant:", "reserved:", "concession:", "pool:", "discount:")
+        )
         or name == "platform"
     )
     if inside != cash_deposited + drawn:

@@ -38,9 +38,11 @@ from exchange.domain.messages import (
     DepositCapacity,
     DepositFunds,
     DepositRejected,
+    DiscountPoolFunded,
     DisputeDelivery,
     EventStamp,
     FeeConceded,
+    FundDiscountPool,
     FundsDeposited,
     FundsWithdrawn,
     GrantApproved,
@@ -57,6 +59,7 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceBlockOrder,
     PlaceOrder,
+    PlatformDiscounted,
     ProgrammeCreated,
     RecallCapacity,
     RejectReason,
@@ -181,6 +184,13 @@ COMMANDS: list[Message] = [
         city="hangzhou",
         related_accounts=["a1-sister"],
     ),
+    FundDiscountPool(
+        pool_id="pool-2027",
+        operator_id="ops",
+        programme_id="hz-2027",
+        discount_bps=500,
+        budget=5_000_000,
+    ),  # fmt: skip
 ]
 
 EVENTS: list[Message] = [
@@ -436,6 +446,41 @@ EVENTS: list[Message] = [
         valid_from=0,
         valid_until=1_900_000_000_000,
     ),
+    GrantApproved(
+        **E,
+        application_id="app-2",
+        programme_id="hz-2027",
+        admin_id="hz-admin",
+        account_id="a2",
+        limit=300_000,
+        kind="opc",
+        city="hangzhou",
+        related_accounts=[],
+        rate_bps=3_000,
+        cap_per_contract=1_000_000,
+        classes=[],
+        regions=["YRD"],
+        valid_from=0,
+        valid_until=1_900_000_000_000,
+        discount_limit=50_000,
+        discount_bps=500,
+    ),  # fmt: skip
+    DiscountPoolFunded(
+        **E,
+        pool_id="pool-2027",
+        operator_id="ops",
+        programme_id="hz-2027",
+        discount_bps=500,
+        budget=5_000_000,
+    ),  # fmt: skip
+    PlatformDiscounted(
+        **E,
+        programme_id="hz-2027",
+        account_id="a2",
+        amount=10_000,
+        discount=500,
+        trade_id="H100-80G.GZ.20271201T00-4",
+    ),  # fmt: skip
 ]
 
 
@@ -456,7 +501,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 54
+    assert len(_all_message_classes()) == 57
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

@@ -65,6 +65,7 @@ from exchange.domain.messages import (
     CapacityWithdrawn,
     ConcessionGranted,
     DeliverySettled,
+    DiscountPoolFunded,
     Event,
     FeeConceded,
     FundsDeposited,
@@ -74,6 +75,7 @@ from exchange.domain.messages import (
     OrderAmended,
     OrderCancelled,
     OrderReduced,
+    PlatformDiscounted,
     ProgrammeCreated,
     Side,
     TradeExecuted,
@@ -176,6 +178,17 @@ class Programme:
     granted: dict[str, int] = field(default_factory=dict)
     admin_id: str = ""
     """Who administers it: the only one who may approve its grants."""
+    pool_bps: int = 0
+    """The platform's discount on purchases paid with the voucher (0: no discount pool)."""
+    pool_unallocated: int = 0
+    """What is left of the platform's discount pool to carve into grants."""
+
+    def pool_part(self, limit: int) -> int:
+        """The platform's part of the pool for a grant of `limit`: in the proportion of the
+        platform's discount to the voucher rate, while the pool lasts."""
+        if not self.pool_bps:
+            return 0
+        return min(limit * self.pool_bps // self.rate_bps, self.pool_unallocated)
 
 
 @dataclass(slots=True)
@@ -197,6 +210,10 @@ class Grant:
     reserved: int = 0
     committed: int = 0
     clawed_back: int = 0
+    discount_bps: int = 0
+    """The platform's discount on each purchase paid with this grant's voucher."""
+    discount_remaining: int = 0
+    """The holder's part of the programme's discount pool not yet given."""
 
     @classmethod
     def awaiting_approval(cls, programme_id: str, account_id: str) -> Grant:
@@ -251,6 +268,17 @@ class ConcessionDue:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscountDue:
+    """A platform discount the risk stage owes a grant holder on a purchase it just settled."""
+
+    programme_id: str
+    account_id: str
+    amount: int
+    discount: int
+    trade_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One balanced movement of money: legs of (ledger account, amount) summing to zero."""
 
@@ -265,9 +293,9 @@ def _owner(ledger_account: str) -> str | None:
     kind, _, rest = ledger_account.partition(":")
     if kind in ("cash", "held", "bond"):
         return rest
-    if kind in ("grant", "reserved", "concession"):
+    if kind in ("grant", "reserved", "concession", "discount"):
         return rest.split(":", 1)[1]
-    if kind in ("pledge", "budget"):
+    if kind in ("pledge", "budget", "pool"):
         return f"programme:{rest}"
     return None
 
@@ -341,6 +369,8 @@ class Accounts:
         self.concessions_due: list[ConcessionDue] | None = [] if decides_concessions else None
         """Discounts decided and not yet applied as `FeeConceded` (None: this instance does
         not decide them, it applies the events)."""
+        self.discounts_due: list[DiscountDue] | None = [] if decides_concessions else None
+        """Platform discounts decided and not yet applied as `PlatformDiscounted`."""
         self.fees = Fees(self.rules)
 
     # Balances -------------------------------------------------------------------------------
@@ -571,6 +601,8 @@ class Accounts:
                 subsidised = self.subsidised.setdefault((buyer, trade.symbol, programme), [0, 0])
                 subsidised[0] += trade.quantity
                 subsidised[1] += voucher
+            if use is not None and trade.seller_id not in use.related:
+                self._discount(buyer, use.programme_id, amount, trade.trade_id)
             self._post(f"{trade.event_id}/buy", "trade_buy", trade.ts, legs, owns)
             position = (buyer, trade.symbol)
             self.positions[position] = self.positions.get(position, 0) + trade.quantity
@@ -630,6 +662,48 @@ class Accounts:
                     ConcessionDue(concession_id, account_id, fee, discount, charged_in, trade_id)
                 )
                 return
+
+    def _discount(self, account_id: str, programme_id: str, amount: int, trade_id: str) -> None:
+        """Note the platform's discount a purchase paid with the voucher earns from the holder's
+        part of the programme's pool, if this instance decides discounts."""
+        due = self.discounts_due
+        grant = self.grants.get((programme_id, account_id))
+        if due is None or grant is None or not grant.discount_bps:
+            return
+        pending = sum(
+            d.discount for d in due if d.programme_id == programme_id and d.account_id == account_id
+        )
+        discount = min(amount * grant.discount_bps // BPS, grant.discount_remaining - pending)
+        if discount > 0:
+            due.append(DiscountDue(programme_id, account_id, amount, discount, trade_id))
+
+    def _platform_discounted(self, discounted: PlatformDiscounted, owns: Owns | None) -> None:
+        programme_id, account = discounted.programme_id, discounted.account_id
+        if owns is None or owns(account):
+            self._grant_of(programme_id, account).discount_remaining -= discounted.discount
+        self._post(
+            discounted.event_id,
+            "platform_discount",
+            discounted.ts,
+            [
+                (f"discount:{programme_id}:{account}", -discounted.discount),
+                (f"cash:{account}", discounted.discount),
+            ],
+            owns,
+        )
+
+    def _pool_funded(self, funded: DiscountPoolFunded, owns: Owns | None) -> None:
+        programme = self.programmes.get(funded.programme_id)
+        if programme is not None and (owns is None or owns(f"programme:{funded.programme_id}")):
+            programme.pool_bps = funded.discount_bps
+            programme.pool_unallocated += funded.budget
+        self._post(
+            funded.event_id,
+            "discount_pool",
+            funded.ts,
+            [("platform", -funded.budget), (f"pool:{funded.programme_id}", funded.budget)],
+            owns,
+        )
 
     def _fee_conceded(self, conceded: FeeConceded, owns: Owns | None) -> None:
         account = conceded.account_id
@@ -902,6 +976,7 @@ class Accounts:
         if programme is not None and (owns is None or owns(f"programme:{programme_id}")):
             programme.unallocated -= approved.limit
             programme.granted[account] = programme.granted.get(account, 0) + approved.limit
+            programme.pool_unallocated -= approved.discount_limit
         if owns is None or owns(account):
             grant = self.grants.get((programme_id, account))
             if grant is None or not grant.approved:
@@ -911,22 +986,25 @@ class Accounts:
                     approved.rate_bps, approved.cap_per_contract, list(approved.classes),
                     list(approved.regions), approved.valid_from, approved.valid_until,
                     list(approved.related_accounts), used.reserved, used.committed,
-                    used.clawed_back,
+                    used.clawed_back, approved.discount_bps,
+                    approved.discount_limit + used.discount_remaining,
                 )  # fmt: skip
             else:
                 grant.limit += approved.limit
                 grant.remaining += approved.limit
                 grant.related = sorted(set(grant.related) | set(approved.related_accounts))
-        self._post(
-            approved.event_id,
-            "grant",
-            approved.ts,
-            [
-                (f"budget:{programme_id}", -approved.limit),
-                (f"grant:{programme_id}:{account}", approved.limit),
-            ],
-            owns,
-        )
+                grant.discount_bps = approved.discount_bps or grant.discount_bps
+                grant.discount_remaining += approved.discount_limit
+        legs = [
+            (f"budget:{programme_id}", -approved.limit),
+            (f"grant:{programme_id}:{account}", approved.limit),
+        ]
+        if approved.discount_limit:
+            legs += [
+                (f"pool:{programme_id}", -approved.discount_limit),
+                (f"discount:{programme_id}:{account}", approved.discount_limit),
+            ]
+        self._post(approved.event_id, "grant", approved.ts, legs, owns)
 
     # Hashing and snapshots ------------------------------------------------------------------
 
@@ -954,13 +1032,15 @@ class Accounts:
             )
         for programme_id in sorted(self.programmes):
             p = self.programmes[programme_id]
+            pool = f"|d{p.pool_bps}|{p.pool_unallocated}" if p.pool_bps else ""
             hasher.update(
-                f"g|{programme_id}|{p.unallocated}|{sorted(p.granted.items())}\n".encode()
+                f"g|{programme_id}|{p.unallocated}|{sorted(p.granted.items())}{pool}\n".encode()
             )
         for (programme_id, account_id), g in sorted(self.grants.items()):
+            discount = f"|d{g.discount_bps}|{g.discount_remaining}" if g.discount_bps else ""
             hasher.update(
                 f"a|{programme_id}|{account_id}|{g.limit}|{g.remaining}|{g.reserved}|"
-                f"{g.committed}|{g.clawed_back}\n".encode()
+                f"{g.committed}|{g.clawed_back}{discount}\n".encode()
             )
         for (concession_id, account_id), c in sorted(self.concessions.items()):
             hasher.update(f"n|{concession_id}|{account_id}|{c.remaining}\n".encode())
@@ -1023,7 +1103,7 @@ def money_brought_in(event: Event) -> int:
         return event.amount
     if isinstance(event, FundsWithdrawn):
         return -event.amount
-    if isinstance(event, (ProgrammeCreated, ConcessionGranted)):
+    if isinstance(event, (ProgrammeCreated, ConcessionGranted, DiscountPoolFunded)):
         return event.budget
     return 0
 
@@ -1077,26 +1157,31 @@ def _order_from(entry: list[Any]) -> OpenOrder:
 
 
 def _programme_entry(p: Programme) -> list[Any]:
-    return [
+    entry = [
         p.programme_id, p.issuer, p.budget, p.rate_bps, p.cap_per_contract, p.cap_per_enterprise,
         p.classes, p.regions, p.kinds, p.cities, p.valid_from, p.valid_until, p.unallocated,
         sorted(p.granted.items()), p.admin_id,
     ]  # fmt: skip
+    # A programme without a discount pool keeps the entry it had before pools existed.
+    return [*entry, p.pool_bps, p.pool_unallocated] if p.pool_bps else entry
 
 
 def _programme_from(entry: list[Any]) -> Programme:
     programme = Programme(*entry[:13])
     programme.granted = dict(entry[13])
     programme.admin_id = entry[14]
+    if len(entry) > 15:
+        programme.pool_bps, programme.pool_unallocated = entry[15:17]
     return programme
 
 
 def _grant_entry(g: Grant) -> list[Any]:
-    return [
+    entry = [
         g.programme_id, g.account_id, g.limit, g.remaining, g.rate_bps, g.cap_per_contract,
         g.classes, g.regions, g.valid_from, g.valid_until, g.related, g.reserved, g.committed,
         g.clawed_back,
     ]  # fmt: skip
+    return [*entry, g.discount_bps, g.discount_remaining] if g.discount_bps else entry
 
 
 _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
@@ -1117,6 +1202,8 @@ _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
     GrantApproved: Accounts._grant_approved,
     ConcessionGranted: Accounts._concession_granted,
     FeeConceded: Accounts._fee_conceded,
+    DiscountPoolFunded: Accounts._pool_funded,
+    PlatformDiscounted: Accounts._platform_discounted,
 }
 """Which rule folds each kind of event."""
 

@@ -22,6 +22,7 @@ from exchange.domain.messages import (
     ApproveGrant,
     ControlMarket,
     CreateProgramme,
+    FundDiscountPool,
     GrantConcession,
     ResolveDispute,
     SetAccountLimits,
@@ -35,12 +36,13 @@ OperatorCommand = (
     | CreateProgramme
     | ApproveGrant
     | GrantConcession
+    | FundDiscountPool
 )
 """Commands of operators and programme administrators: roles only the API can check."""
 
 
 Signed = TypeVar("Signed", ControlMarket, SetAccountLimits, ResolveDispute, CreateProgramme,
-                 ApproveGrant, GrantConcession)  # fmt: skip
+                 ApproveGrant, GrantConcession, FundDiscountPool)  # fmt: skip
 
 
 class OperatorSeal:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    SerializerFunctionWrapHandler,
     StrictInt,
+    model_serializer,
 )
 
 from exchange.domain.messages.common import (
@@ -16,6 +18,7 @@ from exchange.domain.messages.common import (
     Message,
     NonNegativeInt,
     PositiveInt,
+    omit_defaults,
 )
 
 
@@ -91,6 +94,24 @@ class GrantConcession(Message):
     signature: Annotated[str, Field(max_length=128)] = ""
 
 
+class FundDiscountPool(Message):
+    """The platform operator sets money aside for a programme's grant holders: the platform's
+    share of the cost, beside the government's voucher. Each grant approved afterwards carries
+    a part of the pool in proportion to the grant (`discount_bps` against the programme's
+    voucher rate), and each purchase paid with the voucher is discounted `discount_bps` of its
+    amount from that part. Funding again adds to the pool at the same rate. Signed like
+    `ControlMarket`."""
+
+    type: Literal["FundDiscountPool"] = "FundDiscountPool"
+    pool_id: Identifier
+    """The funding's own id: a retry of the same funding is refused as a duplicate."""
+    operator_id: Identifier
+    programme_id: Identifier
+    discount_bps: Annotated[StrictInt, Field(gt=0, le=10_000)]
+    budget: PositiveInt
+    signature: Annotated[str, Field(max_length=128)] = ""
+
+
 class ProgrammeCreated(Event):
     """A compute-voucher programme exists with its budget and rules."""
 
@@ -129,6 +150,40 @@ class GrantApproved(Event):
     regions: list[str]
     valid_from: StrictInt
     valid_until: StrictInt
+    discount_limit: StrictInt = 0
+    """The platform's part for this enterprise, carved out of the programme's discount pool."""
+    discount_bps: StrictInt = 0
+    """The platform's discount on each purchase paid with the voucher (0: no pool)."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A grant without the platform's part keeps the bytes it had before pools existed.
+        return omit_defaults(self, handler, {"discount_limit": 0, "discount_bps": 0})
+
+
+class DiscountPoolFunded(Event):
+    """The operator funded a programme's discount pool from the platform's money."""
+
+    type: Literal["DiscountPoolFunded"] = "DiscountPoolFunded"
+    pool_id: str
+    operator_id: str
+    programme_id: str
+    discount_bps: StrictInt
+    budget: StrictInt
+
+
+class PlatformDiscounted(Event):
+    """The risk stage gave a grant holder the platform's discount on a purchase paid with the
+    voucher, from the holder's part of the programme's pool. Decided in the buyer's order, like
+    `FeeConceded`, so settlement spends the part exactly as risk did."""
+
+    type: Literal["PlatformDiscounted"] = "PlatformDiscounted"
+    programme_id: str
+    account_id: str
+    amount: StrictInt
+    """The purchase's gross amount the discount is a share of."""
+    discount: StrictInt
+    trade_id: str
 
 
 class ConcessionGranted(Event):

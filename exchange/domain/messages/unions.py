@@ -67,9 +67,12 @@ from exchange.domain.messages.programmes import (
     ApproveGrant,
     ConcessionGranted,
     CreateProgramme,
+    DiscountPoolFunded,
     FeeConceded,
+    FundDiscountPool,
     GrantApproved,
     GrantConcession,
+    PlatformDiscounted,
     ProgrammeCreated,
 )
 
@@ -91,7 +94,8 @@ Command = Annotated[
     | CreateProgramme
     | ApproveGrant
     | SetAccountLimits
-    | GrantConcession,
+    | GrantConcession
+    | FundDiscountPool,
     Field(discriminator="type"),
 ]
 AnyEvent = Annotated[
@@ -130,7 +134,9 @@ AnyEvent = Annotated[
     | ListingChanged
     | AccountLimitsSet
     | ConcessionGranted
-    | FeeConceded,
+    | FeeConceded
+    | DiscountPoolFunded
+    | PlatformDiscounted,
     Field(discriminator="type"),
 ]
 AnyMessage = Annotated[
@@ -184,9 +190,12 @@ AnyMessage = Annotated[
     | GrantApproved
     | SetAccountLimits
     | GrantConcession
+    | FundDiscountPool
     | ListingChanged
     | AccountLimitsSet
     | ConcessionGranted
-    | FeeConceded,
+    | FeeConceded
+    | DiscountPoolFunded
+    | PlatformDiscounted,
     Field(discriminator="type"),
 ]

@@ -15,6 +15,7 @@ from exchange.domain.messages import (
     OrderAmended,
     OrderCancelled,
     OrderReduced,
+    PlatformDiscounted,
     TradeExecuted,
 )
 from exchange.domain.risk.state import RiskState
@@ -36,10 +37,10 @@ OUTCOME_TYPES = get_args(Outcome)
 
 def apply_outcome(
     state: RiskState, event: Outcome, owns: Owns, stamp: EventStamp
-) -> list[FeeConceded]:
+) -> list[FeeConceded | PlatformDiscounted]:
     """Fold a fill, cancel, amend, delivery or grant fed back from matching into the balances
-    `owns` says are the partition's; returns the fee concessions it decided on the way,
-    applied."""
+    `owns` says are the partition's; returns the fee concessions and platform discounts it
+    decided on the way, applied."""
     if isinstance(event, ListingChanged):
         _listing_changed(state, event)
     elif isinstance(event, GrantApproved):
@@ -47,6 +48,16 @@ def apply_outcome(
         state.accounts.apply(event, lambda key: not key.startswith("programme:") and owns(key))
     else:
         state.accounts.apply(event, owns)
+    decided: list[FeeConceded | PlatformDiscounted] = [
+        *_fee_concessions(state, stamp),
+        *_platform_discounts(state, stamp),
+    ]
+    for event_decided in decided:
+        state.accounts.apply(event_decided, owns)
+    return decided
+
+
+def _fee_concessions(state: RiskState, stamp: EventStamp) -> list[FeeConceded]:
     due = state.accounts.concessions_due
     if not due:
         return []
@@ -64,9 +75,27 @@ def apply_outcome(
         for d in due
     ]
     due.clear()
-    for event_conceded in conceded:
-        state.accounts.apply(event_conceded, owns)
     return conceded
+
+
+def _platform_discounts(state: RiskState, stamp: EventStamp) -> list[PlatformDiscounted]:
+    due = state.accounts.discounts_due
+    if not due:
+        return []
+    discounted = [
+        PlatformDiscounted(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            programme_id=d.programme_id,
+            account_id=d.account_id,
+            amount=d.amount,
+            discount=d.discount,
+            trade_id=d.trade_id,
+        )
+        for d in due
+    ]
+    due.clear()
+    return discounted
 
 
 def _listing_changed(state: RiskState, event: ListingChanged) -> None:

@@ -1,4 +1,5 @@
-"""Compute-voucher programmes: administrators create them and approve enterprises' grants."""
+"""Compute-voucher programmes: administrators create them and approve enterprises' grants; the
+platform operator funds their discount pools."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES
 from exchange.domain.messages import (
     ApproveGrant,
     CreateProgramme,
+    DiscountPoolFunded,
     Event,
     EventStamp,
+    FundDiscountPool,
     GrantApproved,
     ProgrammeCreated,
     RejectReason,
@@ -25,6 +28,43 @@ def create_programme(state: RiskState, command: CreateProgramme, stamp: EventSta
 def approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -> Event:
     """Carve an enterprise's grant out of a programme's budget."""
     return decide_signed_request(state, command, stamp, _approve_grant)
+
+
+def fund_discount_pool(state: RiskState, command: FundDiscountPool, stamp: EventStamp) -> Event:
+    """Set the platform's money aside for a programme's grant holders."""
+    return decide_signed_request(state, command, stamp, _fund_discount_pool)
+
+
+def _fund_discount_pool(state: RiskState, command: FundDiscountPool, stamp: EventStamp) -> Event:
+    if past := money_past_ceiling(state, "a discount pool", command.budget):
+        return request_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
+    programme = state.accounts.programmes.get(command.programme_id)
+    if programme is None:
+        return request_rejected(
+            command, stamp, RejectReason.UNKNOWN_PROGRAMME, f"no programme {command.programme_id!r}"
+        )
+    problem = ""
+    if programme.pool_bps and command.discount_bps != programme.pool_bps:
+        problem = (
+            f"programme {programme.programme_id}'s pool discounts {programme.pool_bps} bps: "
+            "funding again adds to it at that rate"
+        )
+    elif command.discount_bps + programme.rate_bps > 10_000:
+        problem = (
+            f"the voucher pays {programme.rate_bps} bps of a purchase: the platform's discount "
+            f"may be at most {10_000 - programme.rate_bps} bps"
+        )
+    elif not stamp.ts < programme.valid_until:
+        problem = f"programme {programme.programme_id} has ended"
+    if problem:
+        return request_rejected(command, stamp, RejectReason.INVALID_PROGRAMME, problem)
+    funded = DiscountPoolFunded(
+        event_id=stamp.next_id(),
+        ts=stamp.ts,
+        **command.model_dump(exclude={"type", "v", "signature"}),
+    )
+    state.accounts.apply(funded, own)
+    return funded
 
 
 def _create_programme(state: RiskState, command: CreateProgramme, stamp: EventStamp) -> Event:
@@ -85,6 +125,7 @@ def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -
         )
     if programme is None or problem:
         return request_rejected(command, stamp, reason, problem)
+    discount = programme.pool_part(command.limit)
     approved = GrantApproved(
         event_id=stamp.next_id(),
         ts=stamp.ts,
@@ -102,6 +143,8 @@ def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -
         regions=programme.regions,
         valid_from=programme.valid_from,
         valid_until=programme.valid_until,
+        discount_limit=discount,
+        discount_bps=programme.pool_bps if discount else 0,
     )
     # Only the programme's side here: the enterprise's is applied where its account lives,
     # when matching feeds the grant back (see `outcomes.apply_outcome`).

@@ -13,6 +13,7 @@ from exchange.domain.messages import (
     DisputeDelivery,
     Event,
     EventStamp,
+    FundDiscountPool,
     GrantConcession,
     RecallCapacity,
     RejectReason,
@@ -35,12 +36,14 @@ Request = (
     | CreateProgramme
     | ApproveGrant
     | GrantConcession
+    | FundDiscountPool
 )
 """Commands answered with a `RequestRejected` when refused."""
 
 AnyRequest = TypeVar("AnyRequest", bound=Request)
 SignedRequest = TypeVar(
-    "SignedRequest", bound=ResolveDispute | CreateProgramme | ApproveGrant | GrantConcession
+    "SignedRequest",
+    bound=ResolveDispute | CreateProgramme | ApproveGrant | GrantConcession | FundDiscountPool,
 )
 
 
@@ -103,7 +106,7 @@ def request_key(command: Request) -> str:
     """What identifies a request among all requests: its type and its id in the scope of who
     sent it, so two participants' ids never meet. Operators' requests name objects of the
     whole exchange (a dispute, an account's concession): their ids alone."""
-    if isinstance(command, ResolveDispute | GrantConcession):
+    if isinstance(command, ResolveDispute | GrantConcession | FundDiscountPool):
         return f"{command.type}:{request_id(command)}"
     return f"{command.type}:{scoped(requester(command), request_id(command))}"
 
@@ -126,6 +129,8 @@ def request_id(command: Request) -> str:
         return command.recall_id
     if isinstance(command, GrantConcession):
         return f"{command.concession_id}:{command.account_id}"
+    if isinstance(command, FundDiscountPool):
+        return scoped(command.programme_id, command.pool_id)
     if isinstance(command, ResolveDispute):
         return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
     if isinstance(command, ApproveGrant):
@@ -135,7 +140,7 @@ def request_id(command: Request) -> str:
 
 def requester(command: Request) -> str:
     """Who sent a request: the account, operator or programme administrator."""
-    if isinstance(command, ResolveDispute | GrantConcession):
+    if isinstance(command, ResolveDispute | GrantConcession | FundDiscountPool):
         return command.operator_id
     if isinstance(command, CreateProgramme | ApproveGrant):
         return command.admin_id

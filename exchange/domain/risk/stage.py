@@ -23,10 +23,12 @@ from exchange.domain.messages import (
     Event,
     EventStamp,
     FeeConceded,
+    FundDiscountPool,
     GrantConcession,
     Message,
     PlaceBlockOrder,
     PlaceOrder,
+    PlatformDiscounted,
     RecallCapacity,
     RejectReason,
     ReportMetering,
@@ -88,6 +90,7 @@ HANDLERS = dispatch_table(
     _handles(CreateProgramme, programmes.create_programme),
     _handles(ApproveGrant, programmes.approve_grant),
     _handles(GrantConcession, concessions.grant_concession),
+    _handles(FundDiscountPool, programmes.fund_discount_pool),
     _handles(ReportMetering, delivery_requests.report_metering),
     _handles(DisputeDelivery, delivery_requests.dispute_delivery),
     _handles(ResolveDispute, delivery_requests.resolve_dispute),
@@ -144,9 +147,10 @@ class RiskStage:
 
     def apply_outcome(
         self, event: outcomes.Outcome, owns: Owns, stamp: EventStamp
-    ) -> list[FeeConceded]:
+    ) -> list[FeeConceded | PlatformDiscounted]:
         """Fold a fill, cancel, amend, delivery or grant fed back from matching into the
-        balances it owns; returns the fee concessions it decided on the way, applied."""
+        balances it owns; returns the fee concessions and platform discounts it decided on the
+        way, applied."""
         return outcomes.apply_outcome(self.state, event, owns, stamp)
 
     def state_hash(self) -> str:
