@@ -42,6 +42,7 @@ from exchange.domain.messages import (
     DepositRejected,
     DisputeDelivery,
     EnterpriseKind,
+    FundDiscountPool,
     GrantConcession,
     Identifier,
     OrderRejected,
@@ -329,6 +330,21 @@ class ConcessionRequest(BaseModel):
     valid_from: Annotated[int, Field(ge=0, le=10**15)]
     valid_until: Annotated[int, Field(ge=0, le=10**15)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class DiscountPoolRequest(BaseModel):
+    """Money the platform sets aside for a programme's grant holders: its share of their bill."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"pool_id": "hz-2027-platform", "discount_bps": 500, "budget": 5_000_000}]
+        },
+    )
+
+    pool_id: Identifier
+    discount_bps: Annotated[int, Field(gt=0, le=10_000)]
+    budget: PositiveInt
 
 
 class RequestAnswer(BaseModel):
@@ -756,6 +772,35 @@ async def grant_concessions(
             return respond(answer, replayed=False)
         answers.append(answer.body)
     return JSONResponse(answers, 201)
+
+
+@router.post(
+    "/programmes/{programme_id}/discount-pools",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Fund a programme's discount pool: the platform's share of holders' bills",
+    description="Each grant approved afterwards carries a part of the pool in the proportion "
+    "of `discount_bps` to the programme's voucher rate, and each purchase paid with the "
+    "voucher is discounted `discount_bps` of its amount from that part. Funding again adds "
+    "to the pool at the same rate. Idempotent by `pool_id`; the answer's `id` is "
+    "`PROGRAMME/POOL`.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def fund_discount_pool(
+    programme_id: Identifier,
+    request: DiscountPoolRequest,
+    principal: Operator,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    command = commands.sign(
+        FundDiscountPool(
+            operator_id=principal.account_id, programme_id=programme_id, **request.model_dump()
+        )
+    )
+    path = f"/v1/programmes/{programme_id}/discount-pools"
+    return await decide(commands, idempotent, command, True, path, request)
 
 
 @router.post(

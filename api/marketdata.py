@@ -45,6 +45,7 @@ from exchange.domain.messages import (
     DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
+    DiscountPoolFunded,
     FeeConceded,
     FundsDeposited,
     FundsWithdrawn,
@@ -58,6 +59,7 @@ from exchange.domain.messages import (
     OrderCancelled,
     OrderReduced,
     OrderRejected,
+    PlatformDiscounted,
     ProgrammeCreated,
     RequestRejected,
     TradeExecuted,
@@ -306,6 +308,7 @@ Outcome = (
     | ProgrammeCreated
     | GrantApproved
     | ConcessionGranted
+    | DiscountPoolFunded
     | AccountLimitsSet
 )
 
@@ -473,7 +476,12 @@ class MarketData:
             self._tell_balance(event.account_id, event.symbol, event.ts)
         elif isinstance(
             event,
-            FundsDeposited | CapacityDeposited | FundsWithdrawn | CapacityWithdrawn | FeeConceded,
+            FundsDeposited
+            | CapacityDeposited
+            | FundsWithdrawn
+            | CapacityWithdrawn
+            | FeeConceded
+            | PlatformDiscounted,
         ):
             self.accounts.apply(event)
             symbol = (
@@ -485,7 +493,12 @@ class MarketData:
             for account_id in (event.provider_id, event.buyer_id):
                 self._tell_balance(account_id, event.symbol, event.ts)
         elif isinstance(
-            event, BlockAccepted | GrantApproved | ProgrammeCreated | ConcessionGranted
+            event,
+            BlockAccepted
+            | GrantApproved
+            | ProgrammeCreated
+            | ConcessionGranted
+            | DiscountPoolFunded,
         ):
             self.accounts.apply(event)
         elif isinstance(event, AmendRequested | OrderAmended | AmendRejected | OrderReduced):
@@ -973,6 +986,9 @@ def _request_outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, ConcessionGranted):
         granted = f"{event.concession_id}:{event.account_id}"
         return request_key("GrantConcession", event.operator_id, granted)
+    if isinstance(event, DiscountPoolFunded):
+        funded = scoped(event.programme_id, event.pool_id)
+        return request_key("FundDiscountPool", event.operator_id, funded)
     if isinstance(event, GrantApproved):
         application = scoped(event.programme_id, event.application_id)
         return request_key("ApproveGrant", event.admin_id, application)

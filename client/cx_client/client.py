@@ -485,6 +485,15 @@ class ExchangeClient:
         }
         return await self._bank("POST", f"/v1/programmes/{programme_id}/grants", body)
 
+    async def fund_discount_pool(
+        self, programme_id: str, pool_id: str, discount_bps: int, budget: int
+    ) -> RequestAnswer:
+        """Set the platform's money aside for a programme's grant holders (operators): each
+        grant approved afterwards carries its part, and purchases paid with the voucher are
+        discounted `discount_bps` of their amount from it."""
+        body = {"pool_id": pool_id, "discount_bps": discount_bps, "budget": budget}
+        return await self._bank("POST", f"/v1/programmes/{programme_id}/discount-pools", body)
+
     async def programme_report(self, programme_id: str) -> ProgrammeReport:
         """A programme's budget, usage, burn-down and subsidised purchases."""
         return await self._get(ProgrammeReport, f"/v1/programmes/{programme_id}/report")
