@@ -1083,6 +1083,23 @@ class ExchangeMachine(RuleBasedStateMachine):
         if answer is not None and answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("GrantApproved", "application_id", answer.body["id"], ""))
 
+    @rule(
+        programme_id=names,
+        pool_id=names,
+        discount=st.sampled_from((500, 1_000, 8_000)),
+        budget=st.sampled_from((10, 10_000)),
+        data=st.data(),
+    )
+    def fund_discount_pool(self, programme_id: str, pool_id: str, discount: int, budget: int,
+                           data: st.DataObject) -> None:  # fmt: skip
+        """The operator funds a programme's discount pool (a rate past the voucher's 70% left
+        is refused): grants approved afterwards carry a part of it."""
+        programme_id = _pick(sorted(self.programmes) or [programme_id], data)
+        body = {"pool_id": pool_id, "discount_bps": discount, "budget": budget}
+        answer = self._operator("POST", f"/v1/programmes/{programme_id}/discount-pools", json=body)
+        if answer.status == 201 and answer.body["status"] == "done":
+            self.model.stored.append(("DiscountPoolFunded", "pool_id", pool_id, ""))
+
     # -- delivery --------------------------------------------------------------------------
 
     @precondition(lambda self: bool(self._gates_open()))
@@ -1367,7 +1384,13 @@ class ExchangeMachine(RuleBasedStateMachine):
                 self.recalled[data["symbol"]] += data["quantity"]
             self._follow_deliveries(kind, data)
             account = str(data.get("account_id", ""))
-            for id_field in ("deposit_id", "withdrawal_id", "programme_id", "application_id"):
+            for id_field in (
+                "deposit_id",
+                "withdrawal_id",
+                "programme_id",
+                "application_id",
+                "pool_id",
+            ):
                 if id_field in data:
                     # Ids are scoped by the exchange (`SCOPE/ID`): index them by what was sent.
                     stored_id = _unscoped(str(data[id_field]))

@@ -68,6 +68,8 @@ REACHED = (
     "ConcessionGranted",
     "FeeConceded",
     "ProgrammeCreated",
+    "DiscountPoolFunded",
+    "PlatformDiscounted",
 )
 """Events that show an example got somewhere: every command family's stored outcome (trades,
 amends, self-trade prevention, auctions, blocks, cash and capacity, listings, concessions,
