@@ -190,7 +190,7 @@ COMMANDS: list[Message] = [
         programme_id="hz-2027",
         discount_bps=500,
         budget=5_000_000,
-    ),  # fmt: skip
+    ),
 ]
 
 EVENTS: list[Message] = [
@@ -464,7 +464,7 @@ EVENTS: list[Message] = [
         valid_until=1_900_000_000_000,
         discount_limit=50_000,
         discount_bps=500,
-    ),  # fmt: skip
+    ),
     DiscountPoolFunded(
         **E,
         pool_id="pool-2027",
@@ -472,7 +472,7 @@ EVENTS: list[Message] = [
         programme_id="hz-2027",
         discount_bps=500,
         budget=5_000_000,
-    ),  # fmt: skip
+    ),
     PlatformDiscounted(
         **E,
         programme_id="hz-2027",
@@ -480,7 +480,7 @@ EVENTS: list[Message] = [
         amount=10_000,
         discount=500,
         trade_id="H100-80G.GZ.20271201T00-4",
-    ),  # fmt: skip
+    ),
 ]
 
 
