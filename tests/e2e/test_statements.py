@@ -1,23 +1,28 @@
 """Statements, invoices and the programme's report for the city, through the API of an embedded
 exchange on a test clock.
 
-One December (China Standard Time; trading runs until the delivery hour): an enterprise holding a voucher grant and a fee concession
-buys 4 card-hours, the provider delivers 3, so the fourth is refunded with the bond's penalty
-and its voucher part clawed back. The month's statement, the order's statement, the VAT
-invoice (JSON, CSV, PDF) and the programme's PDF report are checked to the fen, the statement
-against the journal's own legs.
+One December (China Standard Time; trading runs until the delivery hour): an enterprise holding
+a voucher grant and a fee concession buys 4 card-hours, the provider delivers 3, so the fourth
+is refunded with the bond's penalty and its voucher part clawed back. The month's statement,
+the order's statement, the VAT invoice (JSON, CSV, PDF), the programme's PDF report and the
+CLI are checked to the fen, the statement against the journal's own legs.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pypdfium2
 import pytest
+from cx_client import ExchangeClient
 from pypdf import PdfReader
 from sqlalchemy import and_, insert, select
 
@@ -34,6 +39,7 @@ HOUR = 3_600_000
 MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
 DECEMBER = (MIDNIGHT, to_utc_ms(datetime(2028, 1, 1, tzinfo=CHINA_STANDARD_TIME)))
 USCC = "91330106MA2B3C4D5E"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class LogClock:
@@ -171,6 +177,14 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             "cost": 4_506, "government": 1_350, "platform": 5, "firm": 3_151,
             "shares_bps": {"government": 2_996, "platform": 11, "firm": 6_993},
         }  # fmt: skip
+        key = await exchange.key_for("sme")
+        async with ExchangeClient(exchange.base_url, key) as client:
+            typed = await client.statement("2027-12")
+            assert (typed.closing, typed.split.firm) == (16_999, 3_151)
+            assert (await client.order_statement(order_id)).net_change == -3_001
+            assert (await client.order_invoice(order_id)).tax == 255
+            document = await client.order_invoice_file(order_id, "pdf")
+            assert document.startswith(b"%PDF")
         november = (await sme.get("/v1/statements", params={"month": "2027-11"})).json()
         assert (november["net_change"], november["entries"]) == (0, [])
 
@@ -205,7 +219,17 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
         pdf = await sme.get(f"/v1/orders/{order_id}/invoice", headers={"accept": "application/pdf"})
         assert pdf.headers["content-type"] == "application/pdf"
         text = _text(pdf.content)
-        for figure in ("42.46", "2.55", "45.01", "56.60", "-14.15", "15.00", "13.50", USCC, order_id):
+        for figure in (
+            "42.46",
+            "2.55",
+            "45.01",
+            "56.60",
+            "-14.15",
+            "15.00",
+            "13.50",
+            USCC,
+            order_id,
+        ):
             assert figure in text, (figure, text)
 
         other = await exchange.as_("trader")
@@ -248,6 +272,30 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
         for figure in ("1,000.00", "18.00", "4.50", "13.50", "0.222", "-1667", "2027-12"):
             assert figure in text, (figure, text)
         _assert_line_visible(document.content)
+
+    made = _cx(settings, "report", "statement", "sme", "--month", "2027-12")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["split"]["firm"] == 3_151
+    made = _cx(settings, "report", "invoice", order_id, "--format", "csv")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines()[-1] == "total,,,,,4246,600,255,4501"
+    out = settings.data_dir / "reports"
+    made = _cx(settings, "report", "programme", "gz-compute", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    assert "13.50" in _text((out / "gz-compute.pdf").read_bytes())
+
+
+def _cx(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
+    }
+    env["CX_DATA_DIR"] = str(settings.data_dir)
+    env["CX_FEES"] = settings.fees
+    env["CX_BOND_BPS"] = str(settings.bond_bps)
+    return subprocess.run(
+        [sys.executable, "-m", "cx.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
 
 
 def _text(pdf: bytes) -> str:
