@@ -383,22 +383,42 @@ def report_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def burn_down_png(report: dict[str, Any], path: Path) -> None:
-    """A chart of the programme's remaining budget by day, in yuan."""
+BURN_DOWN_COLOUR = "#1f5fa8"
+"""The burn-down line's colour."""
+
+
+def burn_down_figure(report: dict[str, Any]) -> Any:
+    """The chart of the programme's remaining budget by day, in yuan, as a matplotlib figure.
+
+    The axis leaves room above the budget, or a budget barely spent would draw its line on the
+    plot's frame, and its labels are plain yuan with thousands separators (matplotlib's
+    default writes a large budget as small numbers under an offset such as "1e6")."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import FuncFormatter
 
     days = ["start"] + [entry["day"] for entry in report["burn_down"]]
     remaining = [report["budget"]] + [entry["remaining"] for entry in report["burn_down"]]
     figure, axes = pyplot.subplots(figsize=(8, 4))
-    axes.step(range(len(days)), [fen / 100 for fen in remaining], where="post")
+    axes.step(range(len(days)), [fen / 100 for fen in remaining], where="post",
+              color=BURN_DOWN_COLOUR, linewidth=2.5, marker="o")  # fmt: skip
     axes.set_xticks(range(len(days)), days, rotation=30, ha="right")
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(bottom=0, top=max(report["budget"] / 100 * 1.1, 1.0))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes.grid(True, color="#dddddd")
     axes.set_ylabel("remaining budget (CNY)")
     axes.set_title(f"Voucher programme {report['programme_id']}: budget burn-down")
     figure.tight_layout()
+    return figure
+
+
+def burn_down_png(report: dict[str, Any], path: Path) -> None:
+    """The burn-down chart (`burn_down_figure`) as a PNG file."""
+    from matplotlib import pyplot
+
+    figure = burn_down_figure(report)
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
 
