@@ -31,7 +31,7 @@ def test_a_large_budget_barely_spent_draws_a_visible_line_with_plain_labels(
     burn_down_png(report, path)
     image = Image.open(path).convert("RGB")
     target = tuple(int(BURN_DOWN_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
-    width, height = image.size
+    height = image.size[1]
     pixels = image.load()
     assert pixels is not None
     # Inside the plot, clear of its frame (the saved image has the figure's size and dpi).
