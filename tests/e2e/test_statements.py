@@ -1,5 +1,5 @@
-"""Statements, invoices and the programme's report for the city, through the API of an embedded
-exchange on a test clock.
+"""Statements, invoices and the programme's report for the city, through the API of an exchange
+on a test clock, embedded and on Kafka and PostgreSQL.
 
 One December (China Standard Time; trading runs until the delivery hour): an enterprise holding
 a voucher grant and a fee concession buys 4 card-hours, the provider delivers 3, so the fourth
@@ -26,11 +26,12 @@ from cx_client import ExchangeClient
 from pypdf import PdfReader
 from sqlalchemy import and_, insert, select
 
+from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement import projections as tables
 from settlement.documents import LINE_COLOUR
-from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+from tests.e2e.harness import RunningExchange, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -133,9 +134,9 @@ async def _journal_movement(exchange: RunningExchange, account: str) -> int:
 
 
 async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawback(
-    tmp_path: Path,
+    exchange_settings: Settings,
 ) -> None:
-    settings = settings_for(tmp_path).model_copy(
+    settings = exchange_settings.model_copy(
         update={
             "fees": "H100-80G:0:10",
             "bond_bps": 1_000,
@@ -285,13 +286,15 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
     assert "13.50" in _text((out / "gz-compute.pdf").read_bytes())
 
 
-def _cx(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
+def _cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
     env["CX_DATA_DIR"] = str(settings.data_dir)
     env["CX_FEES"] = settings.fees
     env["CX_BOND_BPS"] = str(settings.bond_bps)
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
     return subprocess.run(
         [sys.executable, "-m", "cx.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
