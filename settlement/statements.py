@@ -89,10 +89,10 @@ def month_bounds(month: str) -> tuple[int, int]:
     """The log times (ms, start inclusive, end exclusive) of a `YYYY-MM` month in CST."""
     try:
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=CHINA_STANDARD_TIME)
-    except ValueError:
-        raise StatementError(f"month {month!r} is not YYYY-MM") from None
-    following = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    return _ms(start), _ms(following)
+        following = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        return _ms(start), _ms(following)
+    except (ValueError, OverflowError):
+        raise StatementError(f"month {month!r} is not a month YYYY-MM of years 1 to 9998") from None
 
 
 def _ms(moment: datetime) -> int:

@@ -46,7 +46,12 @@ async def month_statement(
     month: Annotated[str, Query(pattern=MONTH, description="YYYY-MM, China Standard Time")],
     account_id: Annotated[Identifier | None, Query()] = None,
 ) -> dict[str, Any]:
-    return await ledger.statement(account_of(principal, account_id), month)
+    account = account_of(principal, account_id)
+    try:
+        statements.month_bounds(month)
+    except statements.StatementError as error:
+        raise Problem(422, "invalid-month", str(error)) from None
+    return await ledger.statement(account, month)
 
 
 @router.get(

@@ -249,6 +249,10 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             ].replace("no-such-order", "X")
         bad = await sme.get("/v1/statements", params={"month": "2027-13"})
         assert bad.status_code == 422
+        # Years the calendar cannot hold (or whose following month it cannot) are refused too.
+        for month in ("0000-01", "9999-12"):
+            bad = await sme.get("/v1/statements", params={"month": month})
+            assert (bad.status_code, bad.json()["type"]) == (422, "/problems/invalid-month")
 
         reader = await exchange.as_("city-admin", "programme_admin")
         report = (await reader.get("/v1/programmes/gz-compute/report")).json()
