@@ -98,6 +98,68 @@ def invoice_pdf(invoice: Mapping[str, Any]) -> bytes:
     )
 
 
+LINE_NAMES = {
+    "deposits": "入金 deposits",
+    "withdrawals": "出金 withdrawals",
+    "purchases": "购买算力 compute bought (gross)",
+    "fees": "交易服务费 fees",
+    "rebates": "返佣 maker rebates",
+    "vouchers": "政府算力券 government vouchers",
+    "voucher_clawbacks": "算力券追回 voucher clawbacks",
+    "fee_concessions": "平台手续费减免 platform fee concessions",
+    "platform_discounts": "平台优惠 platform discounts",
+    "refunds": "未交付退款 refunds of undelivered units",
+    "penalties_received": "收到违约金 penalties received",
+    "penalties_paid": "支付违约金 penalties paid",
+    "sales": "销售收入 sales",
+    "sale_fees": "销售手续费 fees on sales",
+    "other": "其他 other",
+}
+"""What a statement's lines are called on paper, Chinese first."""
+PARTS = {
+    "government": "政府 government (vouchers)",
+    "platform": "平台 platform",
+    "firm": "企业 firm",
+}
+
+
+def statement_pdf(statement: Mapping[str, Any]) -> bytes:
+    """A month's statement as PDF: every line in 元, the opening and closing money and who
+    bore the cost of the compute bought."""
+    lines = [["项目 line", "金额 amount (元)"]] + [
+        [LINE_NAMES[name], yuan(amount)] for name, amount in statement["lines"].items() if amount
+    ]
+    split = statement["split"]
+    shares = split["shares_bps"] or {}
+    parts = [["承担方 borne by", "金额 amount (元)", "占比 share (bps)"]] + [
+        [label, yuan(split[part]), shares.get(part, "-")] for part, label in PARTS.items()
+    ]
+    return _pdf(
+        [
+            Paragraph(f"对账单 Statement: {statement['account_id']}, {statement['month']}", TITLE),
+            Paragraph("中国标准时间 China Standard Time; 金额单位 元 (CNY)", BODY),
+            Spacer(1, 4 * mm),
+            _table(
+                [
+                    ["期初 opening", yuan(statement["opening"])],
+                    ["本期净变动 net change", yuan(statement["net_change"])],
+                    ["期末 closing", yuan(statement["closing"])],
+                ]
+            ),
+            Spacer(1, 4 * mm),
+            _table(lines, [110 * mm, 50 * mm]),
+            Spacer(1, 4 * mm),
+            Paragraph(f"算力成本 Cost of compute bought: {yuan(split['cost'])} 元", BODY),
+            _table(parts),
+            Paragraph(
+                "占比按最大余数法取整, 合计 10000 bps. Shares are rounded down, the basis points "
+                "left over going to the largest remainders, so they sum to 10,000.",
+                BODY,
+            ),
+        ]
+    )
+
+
 def _scale(budget: int) -> tuple[int, str]:
     """Fen per plotted unit and the unit's name: 万元 for budgets of 100 万元 or more."""
     if budget >= 100 * TEN_THOUSAND_YUAN:

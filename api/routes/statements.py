@@ -37,21 +37,26 @@ MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
     "month, by line, with the journal entries behind them and the cost of the compute "
     "bought split between the government (vouchers net of clawbacks), the platform "
     "(concessions, rebates, discounts) and the firm. Another account's statement is refused "
-    "`account-mismatch`.",
-    responses=problems(422),
+    "`account-mismatch`. `format=pdf` answers the statement as a PDF to file.",
+    responses={**problems(422), 200: {"content": {"application/pdf": {}}}},
 )
 async def month_statement(
     principal: Reader,
     ledger: LedgerDep,
     month: Annotated[str, Query(pattern=MONTH, description="YYYY-MM, China Standard Time")],
     account_id: Annotated[Identifier | None, Query()] = None,
-) -> dict[str, Any]:
+    format: Annotated[Literal["json", "pdf"], Query()] = "json",
+) -> Any:
     account = account_of(principal, account_id)
     try:
         statements.month_bounds(month)
     except statements.StatementError as error:
         raise Problem(422, "invalid-month", str(error)) from None
-    return await ledger.statement(account, month)
+    found = await ledger.statement(account, month)
+    if format == "pdf":
+        pdf = await asyncio.to_thread(documents.statement_pdf, found)
+        return Response(pdf, media_type="application/pdf")
+    return found
 
 
 @router.get(

@@ -502,6 +502,13 @@ class ExchangeClient:
         params = {"month": month, **({"account_id": account_id} if account_id else {})}
         return await self._get(Statement, "/v1/statements", **params)
 
+    async def statement_pdf(self, month: str, account_id: str | None = None) -> bytes:
+        """The account's statement for a month as a PDF to file."""
+        params = {"month": month, "format": "pdf"}
+        if account_id:
+            params["account_id"] = account_id
+        return (await self.request("GET", "/v1/statements", params=params)).content
+
     async def order_statement(self, order_id: str) -> OrderStatement:
         """A buy order's statement."""
         return await self._get(OrderStatement, f"/v1/orders/{order_id}/statement")

@@ -185,7 +185,13 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             assert (await client.order_statement(order_id)).net_change == -3_001
             assert (await client.order_invoice(order_id)).tax == 255
             document = await client.order_invoice_file(order_id, "pdf")
-            assert document.startswith(b"%PDF")
+            assert "42.46" in _text(document)
+            assert "169.99" in _text(await client.statement_pdf("2027-12"))
+        filed = await sme.get("/v1/statements", params={"month": "2027-12", "format": "pdf"})
+        assert filed.headers["content-type"] == "application/pdf"
+        text = _text(filed.content)
+        for figure in ("200.00", "60.00", "18.00", "4.50", "169.99", "45.06", "31.51", "6993"):
+            assert figure in text, (figure, text)
         november = (await sme.get("/v1/statements", params={"month": "2027-11"})).json()
         assert (november["net_change"], november["entries"]) == (0, [])
 
