@@ -332,7 +332,7 @@ async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] 
     per_entry: list[dict[str, Any]] = []
     for entry_id, legs in entries.items():
         kind, cause = legs[0].kind, causes.get(entry_id.split("/")[0], {})
-        refunded_units = 0
+        refunded_units, symbol = 0, None
         if (kind == "trade_buy" and legs[0].position in positions) or (
             kind in ("fee_concession", PLATFORM_DISCOUNT)
             and (cause.get("trade_id") in trade_ids or cause.get("order_id") == order_id)
@@ -346,7 +346,7 @@ async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] 
             whole = classify(account_id, legs, cause)
             whole["units"] = cause["quantity"] - cause["delivered"]
             lines = _apportioned(whole, order_id, cause["symbol"], bought)
-            refunded_units = lines.pop("units", 0)
+            refunded_units, symbol = lines.pop("units", 0), cause["symbol"]
         else:
             continue
         if lines:
@@ -356,6 +356,7 @@ async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] 
                     "kind": kind,
                     "ts": legs[0].ts,
                     "lines": lines,
+                    "symbol": symbol,
                     "refunded_units": refunded_units,
                 }
             )
@@ -479,14 +480,13 @@ def invoice_of(
     for entry in statement["entries"]:
         refund = entry["lines"].get("refunds", 0)
         if entry["kind"] == "delivery" and refund:
-            symbol = statement["symbols"][0] if len(statement["symbols"]) == 1 else ""
-            units = entry["refunded_units"]
+            symbol = entry["symbol"]
             items.append(
                 _item(
                     f"{COMPUTE_ITEM} (退款)",
                     symbol,
-                    unit_of(symbol) if symbol else "",
-                    -units,
+                    unit_of(symbol),
+                    -entry["refunded_units"],
                     None,
                     total=-refund,
                 )
