@@ -238,6 +238,8 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             order_id,
         ):
             assert figure in text, (figure, text)
+        assert "增值税" in text or "信息技术服务" in text, text
+        _assert_chinese_embedded(pdf.content)
 
         other = await exchange.as_("trader")
         refused = await other.get("/v1/statements", params={"month": "2027-12",
@@ -313,6 +315,26 @@ def _cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _text(pdf: bytes) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def _assert_chinese_embedded(pdf: bytes) -> None:
+    """The Chinese text carries its glyphs (a TrueType font file in the PDF), so every viewer
+    shows it, and the rendered page has the text's ink in its title."""
+    fonts = PdfReader(io.BytesIO(pdf)).pages[0]["/Resources"]["/Font"]
+    embedded = []
+    for ref in fonts.values():
+        font = ref.get_object()
+        for descendant in font.get("/DescendantFonts", [font]):
+            descriptor = descendant.get_object().get("/FontDescriptor")
+            if descriptor is not None and "/FontFile2" in descriptor.get_object():
+                embedded.append(font["/BaseFont"])
+    assert embedded, (
+        f"no embedded font among {[f.get_object()['/BaseFont'] for f in fonts.values()]}"
+    )
+    image = pypdfium2.PdfDocument(pdf)[0].render(scale=1.5).to_pil().convert("L")
+    width, height = image.size
+    title = image.crop((0, 0, width, height // 8))
+    assert sum(1 for value in title.get_flattened_data() if value < 128) > 300
 
 
 def _assert_line_visible(pdf: bytes) -> None:
