@@ -16,7 +16,7 @@ HANGZHOU = "91330100716105852F"
 
 
 def test_weights_are_powers_of_three_mod_31() -> None:
-    assert WEIGHTS == tuple(3**i % 31 for i in range(17))
+    assert tuple(3**i % 31 for i in range(17)) == WEIGHTS
 
 
 @pytest.mark.parametrize("code", [FUJIAN, HANGZHOU])

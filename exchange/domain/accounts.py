@@ -176,6 +176,9 @@ class Programme:
     granted: dict[str, int] = field(default_factory=dict)
     admin_id: str = ""
     """Who administers it: the only one who may approve its grants."""
+    budget_year: int = 0
+    """The calendar year (China Standard Time) `unallocated` is of: that of the latest grant
+    (0: none yet)."""
 
 
 @dataclass(slots=True)
@@ -900,7 +903,8 @@ class Accounts:
         programme_id, account = approved.programme_id, approved.account_id
         programme = self.programmes.get(programme_id)
         if programme is not None and (owns is None or owns(f"programme:{programme_id}")):
-            programme.unallocated -= approved.limit
+            programme.unallocated += approved.renewed - approved.limit
+            programme.budget_year = approved.budget_year or programme.budget_year
             programme.granted[account] = programme.granted.get(account, 0) + approved.limit
         if owns is None or owns(account):
             grant = self.grants.get((programme_id, account))
@@ -922,7 +926,8 @@ class Accounts:
             "grant",
             approved.ts,
             [
-                (f"budget:{programme_id}", -approved.limit),
+                *([(f"pledge:{programme_id}", -approved.renewed)] if approved.renewed else []),
+                (f"budget:{programme_id}", approved.renewed - approved.limit),
                 (f"grant:{programme_id}:{account}", approved.limit),
             ],
             owns,
@@ -954,8 +959,10 @@ class Accounts:
             )
         for programme_id in sorted(self.programmes):
             p = self.programmes[programme_id]
+            # The year only once grants count against one, so older states hash as before.
+            year = f"|y{p.budget_year}" if p.budget_year else ""
             hasher.update(
-                f"g|{programme_id}|{p.unallocated}|{sorted(p.granted.items())}\n".encode()
+                f"g|{programme_id}|{p.unallocated}|{sorted(p.granted.items())}{year}\n".encode()
             )
         for (programme_id, account_id), g in sorted(self.grants.items()):
             hasher.update(
@@ -1017,14 +1024,16 @@ class Accounts:
 
 def money_brought_in(event: Event) -> int:
     """Fen an event brings into the exchange from outside (negative: takes out of it): cash
-    deposits and withdrawals, voucher programmes' budgets and fee concessions' budgets. Every
-    other movement only moves money already inside."""
+    deposits and withdrawals, voucher programmes' budgets (and their yearly renewals) and fee
+    concessions' budgets. Every other movement only moves money already inside."""
     if isinstance(event, FundsDeposited):
         return event.amount
     if isinstance(event, FundsWithdrawn):
         return -event.amount
     if isinstance(event, (ProgrammeCreated, ConcessionGranted)):
         return event.budget
+    if isinstance(event, GrantApproved):
+        return event.renewed
     return 0
 
 
@@ -1080,7 +1089,7 @@ def _programme_entry(p: Programme) -> list[Any]:
     return [
         p.programme_id, p.issuer, p.budget, p.rate_bps, p.cap_per_contract, p.cap_per_enterprise,
         p.classes, p.regions, p.kinds, p.cities, p.valid_from, p.valid_until, p.unallocated,
-        sorted(p.granted.items()), p.admin_id,
+        sorted(p.granted.items()), p.admin_id, p.budget_year,
     ]  # fmt: skip
 
 
@@ -1088,6 +1097,7 @@ def _programme_from(entry: list[Any]) -> Programme:
     programme = Programme(*entry[:13])
     programme.granted = dict(entry[13])
     programme.admin_id = entry[14]
+    programme.budget_year = entry[15] if len(entry) > 15 else 0
     return programme
 
 

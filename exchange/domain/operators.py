@@ -23,8 +23,11 @@ from exchange.domain.messages import (
     ControlMarket,
     CreateProgramme,
     GrantConcession,
+    RejectApplication,
+    RequestApplicationInfo,
     ResolveDispute,
     SetAccountLimits,
+    SetVoucherPolicy,
     encode,
 )
 
@@ -34,13 +37,17 @@ OperatorCommand = (
     | ResolveDispute
     | CreateProgramme
     | ApproveGrant
+    | RequestApplicationInfo
+    | RejectApplication
     | GrantConcession
+    | SetVoucherPolicy
 )
 """Commands of operators and programme administrators: roles only the API can check."""
 
 
 Signed = TypeVar("Signed", ControlMarket, SetAccountLimits, ResolveDispute, CreateProgramme,
-                 ApproveGrant, GrantConcession)  # fmt: skip
+                 ApproveGrant, RequestApplicationInfo, RejectApplication, GrantConcession,
+                 SetVoucherPolicy)  # fmt: skip
 
 
 class OperatorSeal:

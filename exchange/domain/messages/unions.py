@@ -64,13 +64,25 @@ from exchange.domain.messages.orders import (
     TradeExecuted,
 )
 from exchange.domain.messages.programmes import (
+    ApplicationInfoRequested,
+    ApplicationRejected,
+    ApplicationSupplemented,
+    ApplyForGrant,
     ApproveGrant,
     ConcessionGranted,
     CreateProgramme,
+    EnterpriseRegistered,
     FeeConceded,
+    GrantApplied,
     GrantApproved,
     GrantConcession,
     ProgrammeCreated,
+    RegisterEnterprise,
+    RejectApplication,
+    RequestApplicationInfo,
+    SetVoucherPolicy,
+    SupplementApplication,
+    VoucherPolicySet,
 )
 
 Command = Annotated[
@@ -91,7 +103,13 @@ Command = Annotated[
     | CreateProgramme
     | ApproveGrant
     | SetAccountLimits
-    | GrantConcession,
+    | GrantConcession
+    | RegisterEnterprise
+    | ApplyForGrant
+    | RequestApplicationInfo
+    | SupplementApplication
+    | RejectApplication
+    | SetVoucherPolicy,
     Field(discriminator="type"),
 ]
 AnyEvent = Annotated[
@@ -130,7 +148,13 @@ AnyEvent = Annotated[
     | ListingChanged
     | AccountLimitsSet
     | ConcessionGranted
-    | FeeConceded,
+    | FeeConceded
+    | EnterpriseRegistered
+    | GrantApplied
+    | ApplicationInfoRequested
+    | ApplicationSupplemented
+    | ApplicationRejected
+    | VoucherPolicySet,
     Field(discriminator="type"),
 ]
 AnyMessage = Annotated[
@@ -187,6 +211,18 @@ AnyMessage = Annotated[
     | ListingChanged
     | AccountLimitsSet
     | ConcessionGranted
-    | FeeConceded,
+    | RegisterEnterprise
+    | ApplyForGrant
+    | RequestApplicationInfo
+    | SupplementApplication
+    | RejectApplication
+    | SetVoucherPolicy
+    | FeeConceded
+    | EnterpriseRegistered
+    | GrantApplied
+    | ApplicationInfoRequested
+    | ApplicationSupplemented
+    | ApplicationRejected
+    | VoucherPolicySet,
     Field(discriminator="type"),
 ]
