@@ -38,3 +38,8 @@ def uscc_problem(code: str) -> str:
     if code[17] != expected:
         return f"wrong check character {code[17]!r} in {code!r}: expected {expected!r}"
     return ""
+
+
+def with_check_character(first_17: str) -> str:
+    """The whole code of its first 17 characters."""
+    return first_17 + check_character(first_17)
