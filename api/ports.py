@@ -125,6 +125,14 @@ class Ledger(Protocol):
     async def programme_report(self, programme_id: str) -> dict[str, Any] | None:
         """A voucher programme's report; None if there is no such programme."""
 
+    async def enterprise(self, account_id: str) -> dict[str, Any] | None:
+        """The enterprise the account registered, if it did and it is settled."""
+
+    async def grant_applications(
+        self, *, programme_id: str | None = None, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Applications for grants of a programme or by an account, oldest first."""
+
     def history(
         self,
         output_format: str,

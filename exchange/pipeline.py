@@ -429,10 +429,15 @@ class StageRunner(ABC, Generic[S]):
         self._outbox.setdefault((topic, partition), []).append(value)
 
     async def _send_outbox(self) -> None:
-        """Send the queued outputs, a partition's records in one call (see `send_many`)."""
+        """Send the queued outputs, a partition's records in one call (see `send_many`).
+
+        What is fed back to the commands topic goes first: whoever reads a decision on the
+        events topic (the API answering a registration or a grant) then finds the risk
+        partitions it concerns already told, so a command sent next is decided knowing it."""
         producer = self._running_producer
         outbox, self._outbox = self._outbox, {}
-        for (topic, partition), values in outbox.items():
+        feedback_first = sorted(outbox.items(), key=lambda item: item[0][0] != self.topics.commands)
+        for (topic, partition), values in feedback_first:
             await producer.send_many(topic, partition, values)
 
     def state_hash(self) -> str:

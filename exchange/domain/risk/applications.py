@@ -38,8 +38,9 @@ def set_voucher_policy(state: RiskState, command: SetVoucherPolicy, stamp: Event
 
 
 def apply_for_grant(state: RiskState, command: ApplyForGrant, stamp: EventStamp) -> Event:
-    """Take a registered enterprise's application to a programme."""
-    return decide_request(state, command, stamp, _apply, spends_id=False)
+    """Take a registered enterprise's application to a programme (its id spent: a resend is
+    a `duplicate_id`, which the API answers as done)."""
+    return decide_request(state, command, stamp, _apply)
 
 
 def request_info(state: RiskState, command: RequestApplicationInfo, stamp: EventStamp) -> Event:
@@ -54,7 +55,7 @@ def supplement(state: RiskState, command: SupplementApplication, stamp: EventSta
 
 def reject_application(state: RiskState, command: RejectApplication, stamp: EventStamp) -> Event:
     """Reject a pending application."""
-    return decide_signed_request(state, command, stamp, _reject, spends_id=False)
+    return decide_signed_request(state, command, stamp, _reject)
 
 
 def learn_enterprise(state: RiskState, registered: EnterpriseRegistered) -> None:
