@@ -298,10 +298,14 @@ class GrantRequest(BaseModel):
     )
 
     application_id: Identifier = Field(
-        description="The application approved: one grant each, so a retry grants nothing twice."
+        description="The application approved: one grant each (approving it again is refused "
+        "as `application_not_pending`)."
     )
     limit: PositiveInt
     related_accounts: list[Identifier] = Field(default_factory=list, max_length=100)
+    request_id: Identifier | None = Field(
+        default=None, description="Makes the request idempotent: a retry gets the first answer."
+    )
 
 
 class EnterpriseRequest(BaseModel):
@@ -371,6 +375,9 @@ class Rejection(BaseModel):
     model_config = _example({"reason": "注册地不在杭州 / not registered in Hangzhou"})
 
     reason: Annotated[str, Field(min_length=1, max_length=2_000)]
+    request_id: Identifier | None = Field(
+        default=None, description="Makes the request idempotent: a retry gets the first answer."
+    )
 
 
 class VoucherPolicyRequest(BaseModel):
@@ -910,8 +917,9 @@ async def create_programme(
     status_code=201,
     tags=["vouchers"],
     summary="Approve a pending application: a grant carved out of this year's budget",
-    description="Idempotent by `application_id`; the answer's `id` is "
-    "`PROGRAMME/APPLICATION`. Refused: `unknown_application`, `application_not_pending`, "
+    description="A `request_id` makes the request idempotent; without one, a resend of a "
+    "done approval is refused `application_not_pending` and grants nothing twice. The "
+    "answer's `id` is `PROGRAMME/APPLICATION`. Refused: `unknown_application`, `application_not_pending`, "
     "`not_eligible` (the registered kind or city, the programme ended, the cap per "
     "enterprise), `budget_exhausted` (more than is left of this calendar year's budget).",
     response_model=RequestAnswer,
@@ -925,10 +933,14 @@ async def approve_grant(
     idempotent: IdempotentDep,
 ) -> JSONResponse:
     command = ApproveGrant(
-        programme_id=programme_id, admin_id=principal.account_id, **request.model_dump()
+        programme_id=programme_id,
+        admin_id=principal.account_id,
+        **request.model_dump(exclude={"request_id"}),
     )
     path = f"/v1/programmes/{programme_id}/grants"
-    return await decide(commands, idempotent, commands.sign(command), True, path, request)
+    name = f"{command.type}:{request_id(command)}:{request.request_id}"
+    given = request.request_id is not None
+    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
 
 
 @router.post(
@@ -1100,8 +1112,8 @@ async def supplement_application(
     status_code=201,
     tags=["vouchers"],
     summary="Reject a pending application, saying why",
-    description="Idempotent: a retry returns the first answer. Only of a pending "
-    "application (`application_not_pending`); the enterprise may then apply again.",
+    description="Only of a pending application (`application_not_pending`); the enterprise "
+    "may then apply again. A `request_id` makes the request idempotent.",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -1120,7 +1132,9 @@ async def reject_application(
         reason=request.reason,
     )
     path = f"/v1/programmes/{programme_id}/applications/{application_id}/rejection"
-    return await decide(commands, idempotent, commands.sign(command), True, path, request)
+    name = f"{command.type}:{request_id(command)}:{request.request_id}"
+    given = request.request_id is not None
+    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
 
 
 @router.post(

@@ -507,7 +507,10 @@ def test_programme_and_application_ids_are_their_administrators_own() -> None:
     assert foreign.reason == RejectReason.NOT_PROGRAMME_ADMIN
     repeated = bank.send(same_application)[0]
     assert isinstance(repeated, RequestRejected)
-    assert (repeated.reason, repeated.request_id) == (RejectReason.DUPLICATE_ID, "hz/app-1")
+    assert (repeated.reason, repeated.request_id) == (
+        RejectReason.APPLICATION_NOT_PENDING,
+        "hz/app-1",
+    )
 
 
 def test_each_cst_calendar_year_starts_with_the_whole_budget() -> None:

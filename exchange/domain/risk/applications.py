@@ -55,7 +55,7 @@ def supplement(state: RiskState, command: SupplementApplication, stamp: EventSta
 
 def reject_application(state: RiskState, command: RejectApplication, stamp: EventStamp) -> Event:
     """Reject a pending application."""
-    return decide_signed_request(state, command, stamp, _reject)
+    return decide_signed_request(state, command, stamp, _reject, spends_id=False)
 
 
 def learn_enterprise(state: RiskState, registered: EnterpriseRegistered) -> None:

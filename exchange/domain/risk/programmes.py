@@ -27,8 +27,10 @@ def create_programme(state: RiskState, command: CreateProgramme, stamp: EventSta
 
 
 def approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -> Event:
-    """Carve an enterprise's grant out of a programme's budget."""
-    return decide_signed_request(state, command, stamp, _approve_grant)
+    """Carve an enterprise's grant out of a programme's budget. The application's status, not
+    a spent id, keeps it from being granted twice: approving it again is refused as not
+    pending."""
+    return decide_signed_request(state, command, stamp, _approve_grant, spends_id=False)
 
 
 def _create_programme(state: RiskState, command: CreateProgramme, stamp: EventStamp) -> Event:
