@@ -919,7 +919,8 @@ async def create_programme(
     summary="Approve a pending application: a grant carved out of this year's budget",
     description="A `request_id` makes the request idempotent; without one, a resend of a "
     "done approval is refused `application_not_pending` and grants nothing twice. The "
-    "answer's `id` is `PROGRAMME/APPLICATION`. Refused: `unknown_application`, `application_not_pending`, "
+    "answer's `id` is `PROGRAMME/APPLICATION`. Refused: `unknown_application`, "
+    "`application_not_pending`, "
     "`not_eligible` (the registered kind or city, the programme ended, the cap per "
     "enterprise), `budget_exhausted` (more than is left of this calendar year's budget).",
     response_model=RequestAnswer,
