@@ -145,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     programme.add_argument(
         "--out", type=Path, default=Path("."), help="folder for PROGRAMME.csv and PROGRAMME.png"
     )
+    from cx import vouchers
+
+    vouchers.add_parser(commands)
     bench = commands.add_parser(
         "bench",
         help="run a benchmark and print its figures as one JSON line (e2e and replay need "
@@ -312,6 +315,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         )
     elif args.command == "report":
         return _programme_report(settings, args.programme_id, args.out)
+    elif args.command == "vouchers":
+        from cx import vouchers
+
+        return asyncio.run(vouchers.run(settings, args))
     elif args.command == "bench":
         return _bench(settings, args)
     elif args.command == "simulate":

@@ -4,6 +4,11 @@ of the embedded default, budgets to the fen."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for, s
 
 pytestmark = pytest.mark.e2e
 
+ROOT = Path(__file__).resolve().parents[2]
 YEAR_2027 = (1_798_761_600_000, 1_830_297_600_000)
 NEW_YEAR_2028 = 1_830_268_800_000
 """2028-01-01 00:00 China Standard Time."""
@@ -311,3 +317,50 @@ async def test_each_cst_calendar_year_starts_with_the_whole_budget(tmp_path: Pat
         # Pledged: 10,000 for 2027 and the 9,000 granted in it again for 2028.
         assert (report["budget"], report["granted"]) == (19_000, 15_000)
         assert report["remaining"] == 4_000 + 15_000
+
+
+async def _cx(exchange: RunningExchange, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`cx vouchers ...` against the running exchange, in a process of its own."""
+    command = [sys.executable, "-m", "cx.cli", "vouchers", "--url", exchange.base_url, *args]
+    env = {**os.environ, "CX_API_KEY": key}
+    return await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+async def test_the_cli_takes_an_application_from_registration_to_approval(
+    tmp_path: Path,
+) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        assert (await _create(exchange, _programme("hz", 10_000))).status_code == 201
+        sme = await exchange.key_for("sme")
+        admin = await exchange.key_for(ADMIN, "programme_admin")
+
+        bad = await _cx(exchange, sme, "register", "杭州算力", "91330100716105852E",
+                        "--kind", "sme", "--city", "hangzhou")  # fmt: skip
+        assert bad.returncode == 1
+        assert "invalid_uscc: wrong check character 'E'" in bad.stderr
+        assert "expected 'F'" in bad.stderr
+        good = await _cx(exchange, sme, "register", "杭州算力", "91330100716105852F",
+                         "--kind", "sme", "--city", "hangzhou")  # fmt: skip
+        assert good.returncode == 0, good.stderr
+        assert json.loads(good.stdout)["status"] == "done"
+        applied = await _cx(exchange, sme, "apply", "hz", "3000", "--use", "推理", "--id", "c1")
+        assert json.loads(applied.stdout)["id"] == "hz/c1", applied.stderr
+        for who, step in (
+            (admin, ("ask", "hz", "c1", "多少小时? / how many hours?")),
+            (sme, ("answer", "hz", "c1", "300")),
+            (admin, ("approve", "hz", "c1", "2500")),
+        ):
+            done = await _cx(exchange, who, *step)
+            assert done.returncode == 0, done.stderr
+        twice = await _cx(exchange, admin, "reject", "hz", "c1", "late")
+        assert twice.returncode == 1
+        assert "application_not_pending" in twice.stderr
+        await settle(exchange.runtime)
+
+        listed = await _cx(exchange, admin, "applications", "--programme", "hz")
+        (row,) = json.loads(listed.stdout)
+        assert (row["status"], row["granted"], row["answer"]) == ("approved", 2_500, "300")
+        assert row["uscc"] == "91330100716105852F"
