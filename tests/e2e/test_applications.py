@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import inspect
 
 from settlement import projections as tables
+from settlement.audit import audit, audit_ledger
 from tests.e2e.grants import apply, register, uscc_of
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
@@ -317,6 +318,10 @@ async def test_each_cst_calendar_year_starts_with_the_whole_budget(tmp_path: Pat
         # Pledged: 10,000 for 2027 and the 9,000 granted in it again for 2028.
         assert (report["budget"], report["granted"]) == (19_000, 15_000)
         assert report["remaining"] == 4_000 + 15_000
+        # The audits count the renewal in the programme's pledge: nothing is amiss.
+        store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
+        assert (await audit(store, catalogue)).discrepancies == []
+        assert (await audit_ledger(store, catalogue)).discrepancies == []
 
 
 async def _cx(exchange: RunningExchange, key: str, *args: str) -> subprocess.CompletedProcess[str]:

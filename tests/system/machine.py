@@ -240,6 +240,8 @@ class ExchangeMachine(RuleBasedStateMachine):
         """The open obligations a holder disputed: an operator may resolve them."""
         self.programmes: set[str] = set()
         """The voucher programmes created: enterprises apply to them."""
+        self.registered: set[str] = set()
+        """The buyers whose registration the exchange took."""
         self.applications: list[tuple[str, str, str]] = []
         """(programme, application, applicant) of the applications taken: the administrator
         decides them."""
@@ -1081,6 +1083,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             assert answer.problem == "invalid_uscc", answer
         if answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("EnterpriseRegistered", "uscc", uscc, account))
+            self.registered.add(account)
 
     @rule(
         programme_id=names,
@@ -1089,12 +1092,18 @@ class ExchangeMachine(RuleBasedStateMachine):
         application_id=maybe_name,
         data=st.data(),
         known=st.sampled_from((True, True, False)),
+        register_first=st.sampled_from((True, True, False)),
     )
     def apply_for_grant(self, programme_id: str, account: str, amount: int,
-                        application_id: str | None, data: st.DataObject,
-                        known: bool) -> None:  # fmt: skip
-        """An enterprise applies for a grant: to a programme created, or to one that may not
-        exist; registered or not, eligible or not."""
+                        application_id: str | None, data: st.DataObject, known: bool,
+                        register_first: bool) -> None:  # fmt: skip
+        """An enterprise applies for a grant: to a programme created (its city's, created first
+        if none is), or to one that may not exist; registered (as an SME of Hangzhou, if it had
+        not) or not, eligible or not."""
+        if register_first and account not in self.registered:
+            self.register_enterprise(account, "own", "hangzhou", "sme")
+        if known and not self.programmes:
+            self.create_programme(programme_id, 100_000, ())
         created = _pick(sorted(self.programmes) or [None], data)
         if known and created is not None:
             programme_id = created
