@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import MarketRules
+from exchange.domain.enterprises import REGISTRY_KEY
 from exchange.domain.messages import (
     ApplyForGrant,
     ApproveGrant,
     CancelOrder,
     CreateProgramme,
     DepositCapacity,
+    EnterpriseRegistered,
     Event,
     EventStamp,
     GrantApproved,
@@ -27,9 +29,11 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceOrder,
     RegisterEnterprise,
+    RejectApplication,
     RejectReason,
     ReportMetering,
     RequestRejected,
+    SetVoucherPolicy,
     exchange_order_id,
 )
 from exchange.domain.risk import OUTCOME_TYPES
@@ -550,3 +554,40 @@ def test_each_cst_calendar_year_starts_with_the_whole_budget() -> None:
     )
     # A year's grants stay usable after it: b1's 2027 grant is whole.
     assert bank.risk.accounts.grants[("hz", "b1")].remaining == 5_000
+
+
+def test_unsigned_steps_of_administrators_and_operators_are_refused() -> None:
+    bank = VoucherBank(FREE)
+    bank.send(programme())
+    bank.apply("b1", 100)
+    policy = SetVoucherPolicy(
+        operator_id="ops", max_rate_bps=9_000, max_cap_per_enterprise=1, kinds=["sme"]
+    )
+    reject = RejectApplication(
+        application_id="app-b1-100", programme_id="hz", admin_id="hz-admin", reason="no"
+    )
+    for forged in (policy, reject):
+        refused = bank.risk.handle(forged, EventStamp("c", 0, 99, bank.ts))
+        assert isinstance(refused, RequestRejected)
+        assert refused.reason == RejectReason.NOT_OPERATOR
+    assert bank.risk.state.voucher_policy is None
+    assert bank.risk.state.applications["hz/app-b1-100"].status == "pending"
+
+
+def test_a_stale_registration_fed_back_never_undoes_a_newer_one_in_the_registry() -> None:
+    bank = VoucherBank(FREE)
+    first = bank.send(enterprise("b1"))[0]
+    moved = enterprise("b1", city="ningbo")
+    second = bank.send(moved)[0]
+    assert isinstance(first, EnterpriseRegistered)
+    assert isinstance(second, EnterpriseRegistered)
+    stamp = EventStamp("f", 0, 99, bank.ts)
+
+    # The registry's partition decided both: the first, fed back late, changes nothing there.
+    bank.risk.apply_outcome(first, lambda key: key == REGISTRY_KEY, stamp)
+    assert bank.risk.state.enterprises["b1"].city == "ningbo"
+    # Another partition learns each as it comes, the newer last.
+    elsewhere = VoucherBank(FREE)
+    for registered in (first, second):
+        elsewhere.risk.apply_outcome(registered, lambda key: key != REGISTRY_KEY, stamp)
+    assert elsewhere.risk.state.enterprises["b1"].city == "ningbo"
