@@ -8,6 +8,7 @@ out of the programme's budget, so the budget binds when a grant is approved.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,9 +37,9 @@ from exchange.domain.messages import (
     SetVoucherPolicy,
     exchange_order_id,
 )
-from exchange.domain.risk import OUTCOME_TYPES
+from exchange.domain.risk import OUTCOME_TYPES, RiskStage
 from exchange.domain.uscc import with_check_character
-from tests.test_bank import DELIVERY, HOUR, SYM, Bank, funds, sealed
+from tests.test_bank import DELIVERY, HOUR, SEAL, SYM, Bank, funds, sealed
 
 FREE = MarketRules()
 YEAR_MS = 365 * 24 * HOUR
@@ -591,3 +592,22 @@ def test_a_stale_registration_fed_back_never_undoes_a_newer_one_in_the_registry(
     for registered in (first, second):
         elsewhere.risk.apply_outcome(registered, lambda key: key != REGISTRY_KEY, stamp)
     assert elsewhere.risk.state.enterprises["b1"].city == "ningbo"
+
+
+def test_registrations_applications_the_policy_and_budget_years_survive_a_snapshot() -> None:
+    bank = market()
+    bank.apply("b2", 300)
+    bank.send(
+        SetVoucherPolicy(
+            operator_id="ops", max_rate_bps=3_000, max_cap_per_enterprise=9_000, kinds=["sme"]
+        )
+    )
+    snapshot = json.loads(json.dumps(bank.risk.snapshot()))
+
+    restored = RiskStage.restore(bank.risk.catalogue, snapshot, SEAL)
+
+    assert restored.state_hash() == bank.risk.state_hash()
+    assert restored.state.applications == bank.risk.state.applications
+    assert restored.state.enterprises == bank.risk.state.enterprises
+    assert restored.state.voucher_policy == bank.risk.state.voucher_policy
+    assert restored.state.accounts.programmes["hz"].budget_year == 2027
