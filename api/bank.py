@@ -64,7 +64,6 @@ from exchange.domain.messages import (
     exchange_order_id,
 )
 from exchange.domain.risk import Request, request_id, requester
-from exchange.domain.uscc import uscc_problem
 from settlement import reports
 
 ProgrammeAdmin = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN))]
@@ -963,8 +962,6 @@ async def register_enterprise(
     commands: CommandsDep,
 ) -> JSONResponse:
     account = account_of(principal, account_id)
-    if problem := uscc_problem(request.uscc):
-        raise Problem(422, RejectReason.INVALID_USCC.value, problem)
     command = RegisterEnterprise(account_id=account, **request.model_dump())
     return respond(await decision(commands, command, named=False), replayed=False)
 

@@ -132,8 +132,6 @@ def _apply(state: RiskState, command: ApplyForGrant, stamp: EventStamp) -> Event
             RejectReason.NOT_REGISTERED,
             f"account {command.account_id} has registered no enterprise: register it first",
         )
-    if problem := uscc_problem(enterprise.uscc):
-        return request_rejected(command, stamp, RejectReason.INVALID_USCC, problem)
     if problem := ineligible(state, programme.programme_id, enterprise.kind, enterprise.city):
         return request_rejected(command, stamp, RejectReason.NOT_ELIGIBLE, problem)
     if not stamp.ts < programme.valid_until:
