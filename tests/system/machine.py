@@ -1042,9 +1042,14 @@ class ExchangeMachine(RuleBasedStateMachine):
         programme_id=names,
         budget=st.sampled_from((1_000, 100_000)),
         region=st.sampled_from(((), ("GZ",), ("YRD",))),
+        applicant=st.none() | buyers,
+        then=st.sampled_from((None, "approve", "approve", "ask", "reject")),
     )
-    def create_programme(self, programme_id: str, budget: int, region: tuple[str, ...]) -> None:
-        """A programme administrator creates a voucher programme."""
+    def create_programme(self, programme_id: str, budget: int, region: tuple[str, ...],
+                         applicant: str | None = None,
+                         then: str | None = None) -> None:  # fmt: skip
+        """A programme administrator creates a voucher programme; an enterprise (registered
+        first if it was not) may apply to it at once, and the administrator decide."""
         body = {
             "programme_id": programme_id,
             "issuer": "model city",
@@ -1061,6 +1066,10 @@ class ExchangeMachine(RuleBasedStateMachine):
         if answer is not None and answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("ProgrammeCreated", "programme_id", programme_id, ""))
             self.programmes.add(programme_id)
+        if applicant is not None and programme_id in self.programmes:
+            if applicant not in self.registered:
+                self.register_enterprise(applicant, "own", "hangzhou", "sme")
+            self._apply(programme_id, applicant, min(budget, 1_000), None, then)
 
     @rule(
         account=buyers,
@@ -1093,10 +1102,11 @@ class ExchangeMachine(RuleBasedStateMachine):
         data=st.data(),
         known=st.sampled_from((True, True, False)),
         register_first=st.sampled_from((True, True, False)),
+        then=st.sampled_from((None, "approve", "approve", "ask", "reject")),
     )
     def apply_for_grant(self, programme_id: str, account: str, amount: int,
                         application_id: str | None, data: st.DataObject, known: bool,
-                        register_first: bool) -> None:  # fmt: skip
+                        register_first: bool, then: str | None) -> None:  # fmt: skip
         """An enterprise applies for a grant: to a programme created (its city's, created first
         if none is), or to one that may not exist; registered (as an SME of Hangzhou, if it had
         not) or not, eligible or not."""
@@ -1107,6 +1117,11 @@ class ExchangeMachine(RuleBasedStateMachine):
         created = _pick(sorted(self.programmes) or [None], data)
         if known and created is not None:
             programme_id = created
+        self._apply(programme_id, account, amount, application_id, then)
+
+    def _apply(self, programme_id: str, account: str, amount: int,
+               application_id: str | None, then: str | None) -> None:  # fmt: skip
+        """Send the application; then, if it was taken, the administrator's `then` step."""
         body: dict[str, Any] = {"amount": amount, "intended_use": "model"}
         if application_id is not None:
             body["application_id"] = application_id
@@ -1116,6 +1131,8 @@ class ExchangeMachine(RuleBasedStateMachine):
             sent_as = _unscoped(answer.body["id"])
             self.model.stored.append(("GrantApplied", "application_id", sent_as, account))
             self.applications.append((programme_id, sent_as, account))
+            if then is not None:
+                self._decide((programme_id, sent_as, account), then, amount, related=False)
 
     @precondition(lambda self: bool(self.applications))
     @rule(
@@ -1128,7 +1145,12 @@ class ExchangeMachine(RuleBasedStateMachine):
                            related: bool) -> None:  # fmt: skip
         """The administrator approves, asks about or rejects an application, or its applicant
         answers: in whatever state the application is (a step out of turn is refused)."""
-        programme_id, application_id, account = _pick(self.applications, data)
+        self._decide(_pick(self.applications, data), step, limit, related)
+
+    def _decide(
+        self, application: tuple[str, str, str], step: str, limit: int, related: bool
+    ) -> None:
+        programme_id, application_id, account = application
         base = f"/v1/programmes/{programme_id}"
         if step == "approve":
             body: dict[str, Any] = {
