@@ -223,11 +223,12 @@ class NeedService:
 
     def _voucher_of(self, account_id: str, voucher: str) -> VoucherOf:
         """What the account's grant of `voucher` would reserve for a block, as the risk stage
-        reserves it (the risk stage decides: this is the grant as the market data shows it)."""
+        reserves it (the risk stage decides: this is the grant, and the log time, as the market
+        data shows them)."""
         grant = self.market.accounts.grants.get((voucher, account_id))
 
         def voucher_of(first: ContractSpec, cost: int, hours: int) -> int | None:
-            if grant is None or grant.eligible(first.symbol, _now_ms()):
+            if grant is None or grant.eligible(first.symbol, self.market.now_ms):
                 return None
             return grant.voucher_for(cost, hours)
 
