@@ -38,7 +38,9 @@ All amounts are integer fen; quantities integer units. Rules:
   order its hold becomes exactly the new one and the extra is settled; a refused amend returns
   its extra. Self-trade prevention's decrement releases what it took off.
 - A block holds average price x quantity x hours of cash (buy) or quantity of capacity in each
-  of its hours (sell); its trades settle per hour like any order's.
+  of its hours (sell); its trades settle per hour like any order's. A buy block's voucher is
+  reserved for the whole block and its fills use it as a single buy's fills do; a sell block
+  holds a provider's delivery bond like a provider's sell.
 
 A fee concession pays a participant back `discount_bps` of each positive fee it is charged
 (at its trade, or for a provider at delivery) from the concession's budget, while valid. The

@@ -862,23 +862,33 @@ class ExchangeMachine(RuleBasedStateMachine):
         quantity=st.integers(1, 3),
         data=st.data(),
         trading=st.sampled_from((True, True, True, False)),
+        voucher=st.sampled_from((None, None, "created", "any")),
     )
     def place_block(self, account: str, block: tuple[str, str], buy: bool, price: int,
-                    quantity: int, data: st.DataObject, trading: bool) -> None:  # fmt: skip
-        """A block order over two consecutive hours: mostly hours still trading, if any."""
+                    quantity: int, data: st.DataObject, trading: bool,
+                    voucher: str | None) -> None:  # fmt: skip
+        """A block order over two consecutive hours: mostly hours still trading, if any; some
+        name a voucher programme (mostly one created; a seller's is refused), and a provider's
+        sell block posts a delivery bond."""
         open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
         still = _pick(open_blocks or [None], data)
         if trading and still is not None:
             block = still
-        body = {
+        body: dict[str, Any] = {
             "symbols": list(block),
             "side": "buy" if buy else "sell",
             "price": PRICES[block[0]][price],
             "quantity": quantity,
         }
+        if voucher is not None:
+            body["voucher"] = self._programme_named(voucher, data)
         answer = self._send(account, "POST", "/v1/block-orders", json=body)
         if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
             self.model.orders.setdefault(answer.body["order_id"], account)
+            if voucher is not None:
+                self.edge_seen["block with a voucher"] += 1
+            elif not buy and account in PROVIDERS:
+                self.edge_seen["sell block bonded"] += 1
 
     # -- needs ---------------------------------------------------------------------------
 
@@ -890,10 +900,14 @@ class ExchangeMachine(RuleBasedStateMachine):
         hours=st.integers(1, 2),
         stand=st.booleans(),
         max_total=st.sampled_from((2_000, 20_000, 20_000)),
+        voucher=st.sampled_from((None, None, "created", "any")),
+        data=st.data(),
     )
     def state_need(self, account: str, name: str | None, key: str | None, quantity: int,
-                   hours: int, stand: bool, max_total: int) -> None:  # fmt: skip
-        """State a need; the exchange plans and places the cheapest block."""
+                   hours: int, stand: bool, max_total: int, voucher: str | None,
+                   data: st.DataObject) -> None:  # fmt: skip
+        """State a need, some with a voucher; the exchange plans and places the cheapest block
+        after the voucher."""
         body: dict[str, Any] = {
             "unit": "cards",
             "quantity": quantity,
@@ -906,7 +920,17 @@ class ExchangeMachine(RuleBasedStateMachine):
         }
         if name is not None:
             body["client_need_id"] = name
+        if voucher is not None:
+            body["voucher"] = self._programme_named(voucher, data)
         self._need(account, body, {} if key is None else {"Idempotency-Key": key})
+
+    def _programme_named(self, which: str, data: st.DataObject) -> str:
+        """A programme to name as a voucher: one created if `which` says so and there is one,
+        else any name (perhaps of no programme, or of one the account holds no grant of)."""
+        created = _pick(sorted(self.programmes) or [None], data)
+        if which == "created" and created is not None:
+            return created
+        return _pick(list(NAMES), data)
 
     def _need(self, account: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         answer = self._send(account, "POST", "/v1/needs", json=body, headers=headers)
