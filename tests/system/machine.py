@@ -237,6 +237,8 @@ class ExchangeMachine(RuleBasedStateMachine):
         """The open obligations a holder disputed: an operator may resolve them."""
         self.programmes: set[str] = set()
         """The voucher programmes created: grants are approved in them."""
+        self.granted: set[tuple[str, str]] = set()
+        """(programme, account) of the grants approved: their holders buy blocks with them."""
 
     # -- the exchange's life -------------------------------------------------------------
 
@@ -1106,6 +1108,35 @@ class ExchangeMachine(RuleBasedStateMachine):
         answer = self._send(ADMIN, "POST", f"/v1/programmes/{programme_id}/grants", json=body)
         if answer is not None and answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("GrantApproved", "application_id", answer.body["id"], ""))
+            self.granted.add((programme_id, account))
+
+    @precondition(lambda self: bool(self.granted))
+    @rule(
+        data=st.data(),
+        price=st.integers(0, 2),
+        quantity=st.integers(1, 3),
+        seller=providers,
+        sell_first=st.booleans(),
+    )
+    def buy_block_with_voucher(self, data: st.DataObject, price: int, quantity: int,
+                               seller: str, sell_first: bool) -> None:  # fmt: skip
+        """A grant holder buys a block with its voucher, mostly in hours still trading; first,
+        perhaps, a provider (perhaps a related party) offers the block's quantity in each hour
+        at its price, so that it fills."""
+        programme_id, account = _pick(sorted(self.granted), data)
+        open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
+        block = _pick(open_blocks or list(BLOCKS), data)
+        limit = PRICES[block[0]][price]
+        if sell_first:
+            for symbol in block:
+                ask = {"symbol": symbol, "side": "sell", "price": limit, "quantity": quantity}
+                self._place(seller, ask, {})
+        body = {"symbols": list(block), "side": "buy", "price": limit, "quantity": quantity,
+                "voucher": programme_id}  # fmt: skip
+        answer = self._send(account, "POST", "/v1/block-orders", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
+            self.model.orders.setdefault(answer.body["order_id"], account)
+            self.edge_seen["block with a voucher"] += 1
 
     # -- delivery --------------------------------------------------------------------------
 

@@ -79,8 +79,11 @@ REACHED_AT_EDGE = (
     "need withdrawn",
     "stall set up",
     "stall taken down",
+    "block with a voucher",
+    "sell block bonded",
 )
-"""Outcomes kept at the API edge, not as events: needs planned, standing and withdrawn, stalls."""
+"""Outcomes kept at the API edge, not as events: needs planned, standing and withdrawn, stalls,
+blocks accepted with a voucher and providers' sell blocks accepted (with their bond)."""
 
 
 def base_settings(
