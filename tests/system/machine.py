@@ -94,6 +94,8 @@ PRICES = {
 }
 SYMBOLS = tuple(PRICES)
 BLOCKS = ((GZ0, GZ1), (INT0, INT1), (INT1, INT2))
+BLOCK_PROGRAMME = "block-fund"
+"""The programme whose grants holders spend on blocks (`buy_block_with_voucher`)."""
 
 PROVIDERS = ("p1", "p2")
 BUYERS = ("b1", "b2")
@@ -889,8 +891,6 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.model.orders.setdefault(answer.body["order_id"], account)
             if voucher is not None:
                 self.edge_seen["block with a voucher"] += 1
-            elif not buy and account in PROVIDERS:
-                self.edge_seen["sell block bonded"] += 1
 
     # -- needs ---------------------------------------------------------------------------
 
@@ -1110,20 +1110,27 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.model.stored.append(("GrantApproved", "application_id", answer.body["id"], ""))
             self.granted.add((programme_id, account))
 
-    @precondition(lambda self: bool(self.granted))
     @rule(
+        account=buyers,
         data=st.data(),
         price=st.integers(0, 2),
         quantity=st.integers(1, 3),
         seller=providers,
+        related=st.booleans(),
         sell_first=st.booleans(),
     )
-    def buy_block_with_voucher(self, data: st.DataObject, price: int, quantity: int,
-                               seller: str, sell_first: bool) -> None:  # fmt: skip
-        """A grant holder buys a block with its voucher, mostly in hours still trading; first,
-        perhaps, a provider (perhaps a related party) offers the block's quantity in each hour
+    def buy_block_with_voucher(self, account: str, data: st.DataObject, price: int,
+                               quantity: int, seller: str, related: bool,
+                               sell_first: bool) -> None:  # fmt: skip
+        """A grant holder buys a block with its voucher, mostly in hours still trading: the
+        administrator creates the programme and approves the grant (related to p1, perhaps)
+        first if need be; then, perhaps, a provider offers the block's quantity in each hour
         at its price, so that it fills."""
-        programme_id, account = _pick(sorted(self.granted), data)
+        programme_id = BLOCK_PROGRAMME
+        if programme_id not in self.programmes:
+            self.create_programme(programme_id, 100_000, ())
+        if (programme_id, account) not in self.granted:
+            self.approve_grant(programme_id, account, 50_000, None, related, data, known=False)
         open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
         block = _pick(open_blocks or list(BLOCKS), data)
         limit = PRICES[block[0]][price]
@@ -1137,6 +1144,31 @@ class ExchangeMachine(RuleBasedStateMachine):
         if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
             self.model.orders.setdefault(answer.body["order_id"], account)
             self.edge_seen["block with a voucher"] += 1
+
+    @rule(
+        provider=providers,
+        buyer=buyers,
+        data=st.data(),
+        price=st.integers(0, 2),
+        quantity=st.integers(1, 3),
+        bid_first=st.booleans(),
+    )
+    def sell_block_bonded(self, provider: str, buyer: str, data: st.DataObject, price: int,
+                          quantity: int, bid_first: bool) -> None:  # fmt: skip
+        """A provider sells a block of deposited capacity, which posts its delivery bond,
+        mostly in hours still trading; first, perhaps, a buyer bids for it in each hour."""
+        open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
+        block = _pick(open_blocks or list(BLOCKS), data)
+        limit = PRICES[block[0]][price]
+        if bid_first:
+            for symbol in block:
+                bid = {"symbol": symbol, "side": "buy", "price": limit, "quantity": quantity}
+                self._place(buyer, bid, {})
+        body = {"symbols": list(block), "side": "sell", "price": limit, "quantity": quantity}
+        answer = self._send(provider, "POST", "/v1/block-orders", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
+            self.model.orders.setdefault(answer.body["order_id"], provider)
+            self.edge_seen["sell block bonded"] += 1
 
     # -- delivery --------------------------------------------------------------------------
 
