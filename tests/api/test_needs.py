@@ -96,6 +96,7 @@ async def test_a_need_fills_in_the_cheaper_region_with_every_alternative_explain
         "filled": 4,
         "paid": 7200,
         "reason": None,
+        "voucher": None,
     }
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
