@@ -31,6 +31,9 @@ from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     MARKET_WIDE_ACTIONS,
     AmendRejected,
+    ApplicationInfoRequested,
+    ApplicationRejected,
+    ApplicationSupplemented,
     ApplyForGrant,
     ApproveGrant,
     CancelAllRequested,
@@ -43,6 +46,7 @@ from exchange.domain.messages import (
     Event,
     EventStamp,
     FundDiscountPool,
+    GrantApplied,
     GrantApproved,
     ListingChanged,
     MarketControlRequested,
@@ -593,10 +597,20 @@ class RiskRunner(StageRunner[RiskPartition]):
         ]
 
     def _route(self, event: Event, record: LogRecord) -> int:
-        if isinstance(event, GrantApproved | EnterpriseRegistered | VoucherPolicySet):
+        if isinstance(
+            event,
+            GrantApproved
+            | EnterpriseRegistered
+            | VoucherPolicySet
+            | GrantApplied
+            | ApplicationInfoRequested
+            | ApplicationSupplemented
+            | ApplicationRejected,
+        ):
             # Matching feeds grants back to the enterprise's commands partition, where they
             # are deduplicated by their position in this partition: they must all travel
-            # through one orders partition to arrive in that order.
+            # through one orders partition to arrive in that order. An application's steps
+            # travel with its grant, so the store keeps them in the order they were decided.
             return record.partition % self.topics.market_partitions
         symbol = getattr(event, "symbol", None)
         if isinstance(symbol, str):

@@ -19,7 +19,14 @@ from cx.simulation import open_simulated_exchange
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import default_catalogue
-from exchange.domain.messages import GrantApproved, event_from_dict
+from exchange.domain.messages import (
+    ApplicationInfoRequested,
+    ApplicationRejected,
+    ApplicationSupplemented,
+    GrantApplied,
+    GrantApproved,
+    event_from_dict,
+)
 from exchange.log import LogRecord
 from exchange.pipeline import RiskRunner, Topics, partition_for
 from simulations import scenario as scenarios
@@ -188,6 +195,28 @@ def test_grants_from_one_commands_partition_travel_through_one_orders_partition(
         routes.add(runner._route(grant, record))
     assert len({partition_for(a, 4) for a in ["a-1", "b-2", "c-3", "d-4", "e-5"]}) > 1
     assert len(routes) == 1
+
+
+def test_an_applications_steps_travel_with_its_grant_through_one_orders_partition() -> None:
+    # The applications projection folds an application's steps in stored order: a step
+    # stored after the grant (an answer, say) must not have been decided after it, so every
+    # step travels the way the grant does, whichever account applied.
+    topics = Topics.named("t", 4, 4)
+    runner = RiskRunner(InProcessLog(), topics, default_catalogue())
+    key = {"event_id": "t.commands:2:0:0", "ts": 0, "application_id": "a", "programme_id": "p"}
+    steps = [
+        GrantApplied(**key, account_id="b-2", amount=1, intended_use="u", name="n",
+                     uscc="u", kind="sme", city="c"),
+        ApplicationInfoRequested(**key, account_id="b-2", admin_id="admin", question="q"),
+        ApplicationSupplemented(**key, account_id="b-2", answer="a"),
+        ApplicationRejected(**key, account_id="b-2", admin_id="admin", reason="r"),
+        GrantApproved(**key, admin_id="admin", account_id="b-2", limit=1, kind="sme",
+                      city="c", related_accounts=[], rate_bps=3000, cap_per_contract=1,
+                      classes=[], regions=[], valid_from=0, valid_until=1),
+    ]  # fmt: skip
+    record = LogRecord(topics.commands, 2, 0, 0, None, b"")
+    assert {runner._route(step, record) for step in steps} == {2}
+    assert partition_for("b-2", 4) != 2
 
 
 async def test_on_postgresql_the_figures_match_the_embedded_run(
