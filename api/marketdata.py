@@ -42,6 +42,7 @@ from exchange.domain.messages import (
     CapacityRecalled,
     CapacityWithdrawn,
     ConcessionGranted,
+    ContractStateChanged,
     DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
@@ -137,6 +138,8 @@ class ContractView:
         default_factory=lambda: {name: deque(maxlen=kept) for name, kept in CANDLES_KEPT.items()}
     )
     updated_ts: int | None = None
+    state: str | None = None
+    """The lifecycle state matching last announced (`ContractStateChanged`); None before any."""
 
     def best_bid(self) -> tuple[int, int] | None:
         """(price, quantity) of the best bid."""
@@ -236,6 +239,31 @@ class OrderState:
             "reason": self.reason,
             "ts": self.ts,
         }
+
+
+@dataclass
+class Decision:
+    """What matching decided about an order someone waits for (`POST /v1/orders?answer=result`):
+    its fills, and whether it rests, filled or was cancelled."""
+
+    done: asyncio.Future[dict[str, Any]]
+    order: OrderState | None = None
+    fills: list[dict[str, int | str]] = field(default_factory=list)
+
+    def decide(self, status: str, reason: str | None = None) -> None:
+        """Answer the waiter once: the order's state after matching acted on it."""
+        if self.done.done() or self.order is None:
+            return
+        order = self.order
+        self.done.set_result(
+            {
+                "status": status,
+                "filled": order.filled,
+                "remaining": 0 if status != "open" else order.quantity - order.filled,
+                "reason": reason,
+                "fills": list(self.fills),
+            }
+        )
 
 
 class Shared(dict[str, Any]):
@@ -340,6 +368,8 @@ class MarketData:
         self.now_ms = 0
         """The latest log time seen: the end of the 24-hour statistics window."""
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._decisions: dict[str, Decision] = {}
+        """Orders whose matching outcome a request waits for, by order id."""
         self._dedup = Deduplicator()
         self._private: dict[str, set[Subscriber]] = {}
         self._keyed: dict[str, set[Subscriber]] = {}
@@ -432,8 +462,13 @@ class MarketData:
             view = self.views.get(event.symbol)
             if view is not None:
                 self._apply_book(view, event)
+            self._rested(event.symbol)
         elif isinstance(event, TradeExecuted):
             self._apply_trade(event)
+        elif isinstance(event, ContractStateChanged):
+            view = self.views.get(event.symbol)
+            if view is not None:
+                view.state = event.state
         elif isinstance(event, OrderAccepted):
             self.accounts.apply(event)
             order = OrderState(
@@ -447,6 +482,9 @@ class MarketData:
                 ts=event.ts,
             )
             self.orders[event.order_id] = order
+            decision = self._decisions.get(event.order_id)
+            if decision is not None:
+                decision.order = order
             self._tell(event.account_id, "orders", order.as_message())
             self._tell_balance(event.account_id, event.symbol, event.ts)
         elif isinstance(event, OrderRejected):
@@ -473,6 +511,9 @@ class MarketData:
                     event.ts,
                 )
                 self._tell(event.account_id, "orders", cancelled.as_message())
+            decision = self._decisions.get(event.order_id)
+            if decision is not None:
+                decision.decide("cancelled", event.reason.value)
             self._tell_balance(event.account_id, event.symbol, event.ts)
         elif isinstance(
             event,
@@ -590,9 +631,20 @@ class MarketData:
             if order is not None:
                 order.filled += trade.quantity
                 order.ts = trade.ts
+                decision = self._decisions.get(order_id)
+                if decision is not None:
+                    decision.fills.append(
+                        {
+                            "trade_id": trade.trade_id,
+                            "price": trade.price,
+                            "quantity": trade.quantity,
+                        }
+                    )
                 if order.filled >= order.quantity:
                     order.status = "filled"
                     del self.orders[order.order_id]
+                    if decision is not None:
+                        decision.decide("filled")
                 self._tell(account, "orders", order.as_message())
             self._tell_balance(account, trade.symbol, trade.ts)
         owed = self.obligations.setdefault((trade.seller_id, trade.symbol), [0, 0])
@@ -611,6 +663,25 @@ class MarketData:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(future)
         return future
+
+    def expect_decision(self, order_id: str) -> Decision:
+        """A waiter for what matching decides about an order: register before sending it."""
+        decision = Decision(asyncio.get_running_loop().create_future())
+        self._decisions[order_id] = decision
+        return decision
+
+    def forget_decision(self, order_id: str) -> None:
+        """Stop waiting for an order's decision."""
+        self._decisions.pop(order_id, None)
+
+    def _rested(self, symbol: str) -> None:
+        """A book change closes matching's outputs for the input that caused it (it comes after
+        that input's trades and cancels), so an accepted order of this contract still open
+        now rests in the book."""
+        for decision in self._decisions.values():
+            order = decision.order
+            if order is not None and order.symbol == symbol and order.status == "open":
+                decision.decide("open")
 
     def forget(self, key: str, future: asyncio.Future[Outcome]) -> None:
         """Stop waiting (after a timeout)."""

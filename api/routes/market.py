@@ -77,6 +77,7 @@ def contract_view(
         volume_24h=stats["volume"],
         seq=view.seq,
         sellers=sellers(stalls_held, spec),
+        state=view.state,
     )
 
 
