@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from api.keys import Principal
 from exchange.domain.accounts import Accounts
-from exchange.domain.catalogue import Catalogue, ContractSpec, parse_symbol
+from exchange.domain.catalogue import Catalogue, ContractSpec, family_of, parse_symbol
 from exchange.domain.messages import (
     AccountLimitsSet,
     AmendRejected,
@@ -82,12 +82,19 @@ SNAPSHOT_LEVELS = 500
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+CST_OFFSET_MS = 8 * HOUR_MS
+"""China Standard Time is UTC+8, with no daylight saving."""
 INTERVALS = {"1m": MINUTE_MS, "1h": HOUR_MS}
 CANDLES_KEPT = {"1m": 24 * 60 + 60, "1h": 24 * 35}
 
 PUBLIC_CHANNELS = ("quote", "depth", "trades", "candles", "stats")
 PRIVATE_CHANNELS = ("orders", "fills", "balances", "obligations")
 DEFAULT_CHANNELS = ("quote", "trades")
+
+
+def _cst_day(ms: int) -> int:
+    """The start (ms) of the China Standard Time day holding `ms`."""
+    return (ms + CST_OFFSET_MS) // DAY_MS * DAY_MS - CST_OFFSET_MS
 
 
 @dataclass(slots=True)
@@ -934,6 +941,46 @@ class MarketData:
         """The latest `limit` candles of an interval, oldest first."""
         series = list(self.views[symbol].candles[interval])[-limit:]
         return [c.as_dict() for c in series]
+
+    def family_history(self, family: str, days: bool, limit: int) -> list[dict[str, int | None]]:
+        """A product's price history: the hourly candles of every contract of a family
+        (`CLASS.REGION`) merged by hour, or by China Standard Time day; oldest first, each
+        with its volume-weighted average price, also per standard card-hour."""
+        merged: dict[int, list[int]] = {}
+        example = None
+        for symbol, view in self.views.items():
+            if family_of(symbol) != family:
+                continue
+            example = symbol
+            for candle in view.candles["1h"]:
+                start = _cst_day(candle.start) if days else candle.start
+                low, high, volume, turnover, trades = merged.setdefault(
+                    start, [candle.low, candle.high, 0, 0, 0]
+                )
+                merged[start] = [
+                    min(low, candle.low),
+                    max(high, candle.high),
+                    volume + candle.volume,
+                    turnover + candle.turnover,
+                    trades + candle.trades,
+                ]
+        history: list[dict[str, int | None]] = []
+        for start in sorted(merged)[-limit:]:
+            low, high, volume, turnover, trades = merged[start]
+            vwap = turnover // volume if volume else None
+            history.append(
+                {
+                    "start": start,
+                    "low": low,
+                    "high": high,
+                    "volume": volume,
+                    "turnover": turnover,
+                    "trades": trades,
+                    "vwap": vwap,
+                    "vwap_per_std": None if example is None else self.per_std(example, vwap),
+                }
+            )
+        return history
 
     def stats(self, symbol: str) -> dict[str, Any]:
         """24-hour statistics of a contract, with prices per standard card-hour."""

@@ -488,6 +488,34 @@ class ReportTrade(PublicTrade):
     amount: int = Field(description="price x quantity, fen")
 
 
+class HistoryPoint(BaseModel):
+    """A product's trading in one hour or day (China Standard Time), over every delivery hour
+    of its family: low, high, units, turnover (fen), trades and the volume-weighted average
+    price, also per standard card-hour (null without trades or for non-cards)."""
+
+    model_config = _example(
+        {
+            "start": 1764518400000,
+            "low": 1790,
+            "high": 1820,
+            "volume": 25,
+            "turnover": 45200,
+            "trades": 6,
+            "vwap": 1808,
+            "vwap_per_std": 1808,
+        }
+    )
+
+    start: int
+    low: int
+    high: int
+    volume: int
+    turnover: int
+    trades: int
+    vwap: int | None
+    vwap_per_std: int | None
+
+
 class CandleOut(BaseModel):
     """One interval's open, high, low, close, volume (units) and turnover (fen)."""
 
