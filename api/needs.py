@@ -98,6 +98,20 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _current(request: NeedRequest) -> Need:
+    """The need a request states, refused if its deadline has passed."""
+    need = need_of(request)
+    now = _now_ms()
+    if need.deadline_ms <= now:
+        raise Problem(
+            422,
+            "invalid_need",
+            f"deadline: {need.deadline_ms} has passed (now {now})",
+            field="deadline",
+        )
+    return need
+
+
 def need_of(request: NeedRequest) -> Need:
     """The domain's need, or a 422 `invalid_need` naming the field at fault."""
     try:
@@ -239,20 +253,18 @@ class NeedService:
 
     # Placing, reading and withdrawing.
 
+    def preview(self, principal: Principal, request: NeedRequest) -> dict[str, Any]:
+        """The plan a need would get now, placing and storing nothing."""
+        need = _current(request)
+        return plan_document(self.plan(need, principal.account_id), self.catalogue)
+
     async def place(
         self, principal: Principal, request: NeedRequest, idempotency_key: str | None
     ) -> JSONResponse:
         """Plan a need and place its block, keep it standing, or refuse it."""
         account = principal.account_id
-        need = need_of(request)
+        need = _current(request)
         now = _now_ms()
-        if need.deadline_ms <= now:
-            raise Problem(
-                422,
-                "invalid_need",
-                f"deadline: {need.deadline_ms} has passed (now {now})",
-                field="deadline",
-            )
         body = request.model_dump()
         print_ = fingerprint("POST", "/v1/needs", body)
         name = request.client_need_id or (
