@@ -1,0 +1,122 @@
+// The programme administrator's view: create a compute-voucher programme, approve an
+// enterprise's grant, and read the programme report: the budget burning down (chart), grants
+// by enterprise, clawbacks, and the report as CSV.
+"use strict";
+
+(() => {
+  const { t, el, field, api, yuan } = CX;
+  let programme = sessionStorage.getItem("cx-programme") || "";
+  let chart = null;
+
+  function say(text, ok) {
+    const out = document.getElementById("admin-result");
+    out.textContent = text;
+    out.className = "result " + (ok ? "ok" : "error");
+  }
+
+  function programmeForm() {
+    const today = Date.now();
+    const form = el("form", { class: "order-form", "data-testid": "programme-form" },
+      field("admin.programme-id", el("input", { name: "programme_id", required: true, size: 16, "data-testid": "programme-id" })),
+      field("admin.issuer", el("input", { name: "issuer", required: true, size: 16, "data-testid": "programme-issuer" })),
+      field("admin.budget", el("input", { name: "budget", inputMode: "decimal", required: true, size: 10, "data-testid": "programme-budget" })),
+      field("admin.rate", el("input", { name: "rate", type: "number", min: "1", max: "100", value: "30" })),
+      field("admin.cap-contract", el("input", { name: "cap_per_contract", inputMode: "decimal", value: "10000" })),
+      field("admin.cap-enterprise", el("input", { name: "cap_per_enterprise", inputMode: "decimal", value: "200000" })),
+      el("button", { type: "submit", "data-testid": "create-programme" }, t("admin.create")));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      const body = { programme_id: data.get("programme_id"), issuer: data.get("issuer"), budget: CX.toFen(data.get("budget")),
+        rate_bps: Number(data.get("rate")) * 100, cap_per_contract: CX.toFen(data.get("cap_per_contract")),
+        cap_per_enterprise: CX.toFen(data.get("cap_per_enterprise")), kinds: ["sme", "opc"],
+        valid_from: today - 86400e3, valid_until: today + 3 * 365 * 86400e3 };
+      try {
+        await api("POST", "/v1/programmes", body);
+        programme = body.programme_id;
+        sessionStorage.setItem("cx-programme", programme);
+        say(t("admin.created", { programme }), true);
+        await settled(report);
+      } catch (error) {
+        say(CX.problemText(error), false);
+      }
+    });
+    return form;
+  }
+
+  function grantForm() {
+    const form = el("form", { class: "order-form", "data-testid": "grant-form" },
+      field("admin.enterprise", el("input", { name: "account_id", required: true, size: 16, "data-testid": "grant-account" })),
+      field("admin.limit", el("input", { name: "limit", inputMode: "decimal", required: true, size: 10, "data-testid": "grant-limit" })),
+      field("admin.kind", el("select", { name: "kind" }, ...["sme", "opc", "large", "lab"].map((k) => el("option", { value: k }, t("kind." + k))))),
+      field("admin.city", el("input", { name: "city", required: true, size: 12, value: "hangzhou" })),
+      el("button", { type: "submit", class: "primary", "data-testid": "approve-grant" }, t("admin.approve")));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      try {
+        await api("POST", `/v1/programmes/${encodeURIComponent(programme)}/grants`,
+          { account_id: data.get("account_id"), limit: CX.toFen(data.get("limit")), kind: data.get("kind"), city: data.get("city"), related_accounts: [] });
+        say(t("admin.approved", { account: data.get("account_id"), limit: yuan(CX.toFen(data.get("limit"))) }), true);
+        await settled(report);
+      } catch (error) {
+        say(CX.problemText(error), false);
+      }
+    });
+    return form;
+  }
+
+  // A programme just created reaches the report once settled: try again for a few seconds.
+  async function settled(read) {
+    for (let attempt = 0; ; attempt++) {
+      try { return await read(); } catch (error) {
+        if (error.status !== 404 || attempt >= 20) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+  }
+
+  async function report() {
+    const box = document.getElementById("programme-report");
+    if (!programme) { box.replaceChildren(el("p", { class: "note" }, t("admin.pick"))); return; }
+    const r = await api("GET", `/v1/programmes/${encodeURIComponent(programme)}/report`);
+    const figure = (label, fen, testid) => [el("dt", {}, t(label)), el("dd", { "data-testid": testid }, yuan(fen))];
+    const canvas = el("canvas", { role: "img", "aria-label": t("admin.burn-down-label", { remaining: yuan(r.remaining) }) });
+    box.replaceChildren(
+      el("h3", {}, t("admin.report", { programme: r.programme_id, issuer: r.issuer || "" })),
+      el("dl", { class: "figures" }, figure("admin.budget", r.budget, "report-budget"), figure("admin.granted", r.granted, "report-granted"),
+        figure("admin.committed", r.committed), figure("admin.reserved", r.reserved), figure("admin.clawed-back", r.clawed_back),
+        figure("admin.remaining", r.remaining, "report-remaining")),
+      el("div", { class: "chart" }, canvas),
+      el("div", { class: "scroll" }, el("table", { "data-testid": "by-enterprise" }, el("caption", {}, t("admin.by-enterprise")),
+        el("thead", {}, el("tr", {}, ...["admin.enterprise", "admin.purchases", "admin.units", "admin.gross", "admin.voucher"].map((k) => el("th", { scope: "col" }, t(k))))),
+        el("tbody", {}, ...r.by_enterprise.map((e) => el("tr", {}, el("td", {}, e.name), el("td", {}, String(e.purchases)), el("td", {}, String(e.units)), el("td", {}, yuan(e.gross)), el("td", {}, yuan(e.voucher))))))),
+      el("p", {}, el("button", { type: "button", onclick: () => CX.download(`programme-${r.programme_id}.json`, JSON.stringify(r, null, 2), "application/json") }, t("admin.download")),
+        " ", el("span", { class: "note" }, t("admin.applications-later"))));
+    if (chart) chart.destroy();
+    chart = new Chart(canvas, {
+      type: "line",
+      data: { labels: [t("admin.start"), ...r.burn_down.map((d) => d.day)], datasets: [{ label: t("admin.remaining"), data: [r.budget, ...r.burn_down.map((d) => d.remaining)].map((f) => f / 100), borderColor: "#0b5cad", stepped: true }] },
+      options: { animation: false, maintainAspectRatio: false, scales: { y: { beginAtZero: true, title: { display: true, text: t("money.unit-yuan") } } } },
+    });
+  }
+
+  async function render(root) {
+    const pick = el("input", { value: programme, size: 16, "data-testid": "programme-pick" });
+    root.append(
+      el("section", { "aria-labelledby": "admin-title" },
+        el("h2", { id: "admin-title" }, t("admin.title")),
+        el("details", {}, el("summary", {}, t("admin.new-programme")), programmeForm()),
+        el("form", { class: "order-form", onsubmit: async (e) => { e.preventDefault(); programme = pick.value.trim(); sessionStorage.setItem("cx-programme", programme); await report().catch((error) => say(CX.problemText(error), false)); } },
+          field("admin.programme-id", pick), el("button", { type: "submit" }, t("admin.show"))),
+        el("h3", {}, t("admin.grant-title")),
+        grantForm(),
+        el("p", { id: "admin-result", class: "result", role: "status", "data-testid": "admin-result" })),
+      el("section", { id: "programme-report" }));
+    await report().catch((error) => say(CX.problemText(error), false));
+    // The report is read from the settled history, a moment behind what was just approved.
+    CX.every(2000, report);
+  }
+
+  CX.register("admin", { roles: ["programme_admin"], render });
+})();
