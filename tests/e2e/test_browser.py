@@ -114,8 +114,10 @@ async def _check_view(page: Page, name: str, keyboard: list[str]) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SCREENSHOTS / f"{name}-desktop.png", full_page=True)
     await page.set_viewport_size(PHONE)
+    await page.wait_for_timeout(300)  # charts redraw at the new width on the next frames
     await page.screenshot(path=SCREENSHOTS / f"{name}-phone.png", full_page=True)
     await page.set_viewport_size(DESKTOP)
+    await page.wait_for_timeout(300)
 
 
 async def _setup_market(exchange: RunningExchange) -> tuple[str, str]:
