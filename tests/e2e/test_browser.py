@@ -183,6 +183,9 @@ async def test_a_buyer_finds_the_cheapest_product_plans_a_need_and_buys_with_a_v
         await expect(page.get_by_test_id("history-chart")).to_be_visible()
         await expect(page.get_by_test_id(f"hour-{GZ0}")).to_contain_text("12/01 00:00")
         await expect(page.get_by_test_id(f"hour-{GZ0}")).to_contain_text("交易中")
+        # Its one trade, shown once.
+        await expect(page.get_by_test_id("trades").get_by_test_id("trade")).to_have_count(1)
+        await expect(page.get_by_test_id("trades")).to_contain_text("19.00 元")
         await _check_view(
             page, "market", ["api-key", "nav-wizard", "filter-region", "details-H100-80G.YRD"]
         )

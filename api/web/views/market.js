@@ -118,12 +118,22 @@
         el("td", {}, yuan(c.best_bid)), el("td", {}, yuan(c.best_ask)), el("td", {}, yuan(c.best_ask_net)),
         el("td", {}, c.best_ask_net_per_std === null ? "–" : yuan(c.best_ask_net_per_std)),
         el("td", {}, el("a", { href: "#/orders?symbol=" + encodeURIComponent(c.symbol), "data-testid": "buy-" + c.symbol }, t("market.buy")))))));
+    // The latest trades of the product's hours, each once (by trade id), newest first.
+    const traded = p.hours.filter((c) => c.volume_24h > 0 || c.last !== null);
+    const lists = await Promise.all(traded.map((c) => api("GET", `/v1/contracts/${encodeURIComponent(c.symbol)}/trades?limit=10`)));
+    const trades = [...new Map(lists.flat().map((x) => [x.trade_id, x])).values()].sort((a, b) => b.ts - a.ts).slice(0, 10);
+    const tape = el("table", { "data-testid": "trades" },
+      el("caption", {}, t("market.trades")),
+      el("thead", {}, el("tr", {}, ...["orders.time", "market.delivery", "orders.price", "orders.quantity"].map((k) => el("th", { scope: "col" }, t(k))))),
+      el("tbody", {}, ...trades.map((x) => el("tr", { "data-testid": "trade" }, el("td", {}, CX.cst(x.ts)),
+        el("td", {}, CX.cstHour(p.hours.find((c) => c.symbol === x.symbol).delivery_start)), el("td", {}, yuan(x.price)), el("td", {}, String(x.quantity))))));
     const toggle = (value, label) => el("button", { type: "button", "aria-pressed": String(interval === value), onclick: () => openDetail(family, value) }, t(label));
     box.replaceChildren(
       el("h2", { id: "detail-title", "data-testid": "detail-title", tabindex: "-1" }, p.description, " · ", region(p.region)),
       el("div", { class: "actions" }, toggle("1d", "market.by-day"), toggle("1h", "market.by-hour")),
       points.length ? el("div", { class: "chart" }, canvas) : el("p", { class: "note", "data-testid": "no-history" }, t("market.no-history")),
-      el("div", { class: "scroll" }, hours));
+      el("div", { class: "scroll" }, hours),
+      trades.length ? el("div", { class: "scroll" }, tape) : null);
     if (history) history.destroy();
     history = null;
     if (points.length) {

@@ -29,6 +29,7 @@
     const select = (name, options) => el("select", { name, "data-testid": "order-" + name }, ...options.map(([v, label]) => el("option", { value: v, selected: v === preset[name] }, label)));
     const form = el("form", { class: "order-form", "data-testid": "order-form" },
       field("orders.contract", select("symbol", contracts.map((c) => [c.symbol, c.symbol + " · " + CX.cstHour(c.delivery_start)]))),
+      el("p", { class: "field" }, el("span", {}, t("orders.market-state")), el("span", { id: "order-state" })),
       field("orders.side", select("side", [["buy", t("side.buy")], ["sell", t("side.sell")]])),
       field("orders.type", select("order_type", [["limit", t("orders.limit")], ["market", t("orders.market")]])),
       field("orders.price", input("price", { inputMode: "decimal", size: 8, value: preset.price || "" })),
@@ -41,6 +42,12 @@
       field("orders.voucher", input("voucher", { size: 14, placeholder: t("orders.voucher-placeholder") })),
       field("orders.limit-basis", select("limit_basis", [["gross", t("orders.gross")], ["net", t("orders.net")]])),
       el("button", { type: "submit", class: "primary", "data-testid": "place-order" }, t("orders.place")));
+    const showState = () => {
+      const c = contracts.find((x) => x.symbol === form.elements.symbol.value);
+      document.getElementById("order-state").replaceChildren(c ? CX.stateBadge(c.state) : "");
+    };
+    form.elements.symbol.addEventListener("change", showState);
+    setTimeout(showState);
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const data = new FormData(form);
@@ -109,10 +116,11 @@
       api("GET", "/v1/accounts/" + encodeURIComponent(me.account_id)).catch(() => null),
       api("GET", "/v1/deliveries").catch(() => []),
     ]);
+    const stateOf = (symbol) => (CX.state.contracts.find((c) => c.symbol === symbol) || {}).state;
     const openRows = open.map((o) => {
       const price = el("input", { value: CX.amount(o.price), size: 7, "aria-label": t("orders.new-price"), "data-testid": "amend-price-" + o.order_id });
       return el("tr", { "data-testid": "open-order", "data-order": o.order_id },
-        el("td", {}, o.symbol), el("td", {}, t("side." + o.side)), el("td", {}, yuan(o.price)),
+        el("td", {}, o.symbol, " ", CX.stateBadge(stateOf(o.symbol))), el("td", {}, t("side." + o.side)), el("td", {}, yuan(o.price)),
         el("td", {}, String(o.quantity)), el("td", {}, String(o.filled)),
         el("td", {}, price,
           el("button", { type: "button", "data-testid": "amend-" + o.order_id, onclick: async () => {
@@ -173,7 +181,6 @@
     root.append(
       el("section", { "aria-labelledby": "orders-title" },
         el("h2", { id: "orders-title" }, t("orders.title")),
-        contract ? el("p", {}, t("orders.market-state"), " ", CX.stateBadge(contract.state)) : null,
         orderForm(contracts, preset),
         el("p", { id: "order-result", class: "result", role: "status", "data-testid": "order-result" }),
         el("details", {}, el("summary", {}, t("orders.block-title")), blockForm(contracts))),
