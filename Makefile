@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 WEB_VENDOR := api/web/vendor
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
-.PHONY: help venv web chromium lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv web chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -46,6 +46,9 @@ $(WEB_VENDOR)/.built: web/package.json web/package-lock.json
 chromium: ## Debian's chromium for the browser test (installed only when /usr/bin/chromium is missing; needs root)
 	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
 
+fonts: ## Debian's WenQuanYi Micro Hei, embedded in the PDF statements and reports (installed only when missing; needs root)
+	@test -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc || { apt-get update && apt-get install -y fonts-wqy-microhei; }
+
 lint: venv ## ruff, mypy and the import-linter contracts
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(PACKAGES)
@@ -54,7 +57,7 @@ lint: venv ## ruff, mypy and the import-linter contracts
 migration: venv ## write a new migration from what changed in the tables (MESSAGE="what changes"), to read and edit
 	$(BIN)/python -m cx.migrations "$(MESSAGE)"
 
-test: lint chromium ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
+test: lint chromium fonts ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
 	infra/with-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
 
 soak: venv ## the memory soak test alone, ten minutes (CX_SOAK_SECONDS=... to change)

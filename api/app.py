@@ -43,6 +43,7 @@ from api.routes import (
     orders,
     reports,
     stalls,
+    statements,
     streams,
     web,
 )
@@ -71,6 +72,7 @@ ROUTERS = (
     market.router,
     accounts.identity,
     orders.router,
+    statements.router,
     accounts.router,
     needs.router,
     bank.router,

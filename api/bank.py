@@ -58,7 +58,7 @@ from exchange.domain.messages import (
     exchange_order_id,
 )
 from exchange.domain.risk import Request, request_id, requester
-from settlement import reports
+from settlement import documents, reports
 
 ProgrammeAdmin = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN))]
 ProgrammeReader = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN, Role.OPERATOR))]
@@ -853,14 +853,19 @@ async def approve_grant(
     "/programmes/{programme_id}/report",
     tags=["vouchers"],
     summary="A programme's budget, usage, burn-down and subsidised purchases",
-    description="`format=csv` answers text/csv; `format=png` the burn-down chart.",
-    responses={**problems(404), 200: {"content": {"text/csv": {}, "image/png": {}}}},
+    description="`format=csv` answers text/csv; `format=png` the burn-down chart; "
+    "`format=pdf` the report for the city (use over time, compute per 元 of voucher, the "
+    "spread across enterprises, holders' prices against others').",
+    responses={
+        **problems(404),
+        200: {"content": {"text/csv": {}, "image/png": {}, "application/pdf": {}}},
+    },
 )
 async def programme_report(
     programme_id: Identifier,
     principal: ProgrammeReader,
     ledger: LedgerDep,
-    format: Annotated[Literal["json", "csv", "png"], Query()] = "json",
+    format: Annotated[Literal["json", "csv", "png", "pdf"], Query()] = "json",
 ) -> Any:
     found = await ledger.programme_report(programme_id)
     if found is None:
@@ -873,6 +878,9 @@ async def programme_report(
         return Response(reports.report_csv(found), media_type="text/csv")
     if format == "png":
         return Response(await asyncio.to_thread(_png, found), media_type="image/png")
+    if format == "pdf":
+        pdf = await asyncio.to_thread(documents.programme_pdf, found)
+        return Response(pdf, media_type="application/pdf")
     return found
 
 

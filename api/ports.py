@@ -125,6 +125,16 @@ class Ledger(Protocol):
     async def programme_report(self, programme_id: str) -> dict[str, Any] | None:
         """A voucher programme's report; None if there is no such programme."""
 
+    async def statement(self, account_id: str, month: str) -> dict[str, Any]:
+        """The account's statement for a CST month `YYYY-MM`
+        (`settlement.statements.account_statement`)."""
+
+    async def order_statement(self, order_id: str) -> dict[str, Any] | None:
+        """A buy order's statement; None if the order is not settled."""
+
+    async def order_invoice(self, order_id: str) -> dict[str, Any] | None:
+        """A buy order's VAT invoice data; None if the order is not settled."""
+
     def history(
         self,
         output_format: str,

@@ -22,7 +22,7 @@ from api.keys import KeyInfo, NewKey, Role, StoredKey, writing_transaction
 from api.needs import EXPIRED, STANDING, SUBMITTED, api_needs
 from api.stalls import Stall
 from settlement import projections as tables
-from settlement import reports
+from settlement import reports, statements
 from settlement.history import export_line, history_query
 from settlement.stalled import Stall as StalledOn
 from settlement.stalled import set_aside
@@ -112,6 +112,18 @@ class SqlLedger:
     async def programme_report(self, programme_id: str) -> dict[str, Any] | None:
         """A voucher programme's report; None if there is no such programme."""
         return await reports.programme_report(self.engine, programme_id)
+
+    async def statement(self, account_id: str, month: str) -> dict[str, Any]:
+        """The account's statement for a CST month."""
+        return await statements.account_statement(self.engine, account_id, month)
+
+    async def order_statement(self, order_id: str) -> dict[str, Any] | None:
+        """A buy order's statement; None if the order is not settled."""
+        return await statements.order_statement(self.engine, order_id)
+
+    async def order_invoice(self, order_id: str) -> dict[str, Any] | None:
+        """A buy order's VAT invoice data; None if the order is not settled."""
+        return await statements.order_invoice(self.engine, order_id)
 
     def history(
         self,

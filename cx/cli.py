@@ -139,12 +139,28 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="reports from the ledger")
     report_commands = report.add_subparsers(dest="report", required=True)
     programme = report_commands.add_parser(
-        "programme", help="a voucher programme's budget, usage and burn-down (CSV and PNG)"
+        "programme",
+        help="a voucher programme's budget, usage and burn-down (CSV and PNG) and its report "
+        "for the city (PDF)",
     )
     programme.add_argument("programme_id")
     programme.add_argument(
-        "--out", type=Path, default=Path("."), help="folder for PROGRAMME.csv and PROGRAMME.png"
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="folder for PROGRAMME.csv, PROGRAMME.png and PROGRAMME.pdf",
     )
+    statement = report_commands.add_parser(
+        "statement", help="an account's statement for a month in China Standard Time (JSON)"
+    )
+    statement.add_argument("account_id")
+    statement.add_argument("--month", required=True, help="YYYY-MM, China Standard Time")
+    invoice = report_commands.add_parser(
+        "invoice", help="a buy order's statement and VAT invoice data (JSON, CSV or PDF)"
+    )
+    invoice.add_argument("order_id")
+    invoice.add_argument("--format", choices=["json", "csv", "pdf"], default="json")
+    invoice.add_argument("--out", type=Path, help="file to write (default: stdout; PDF needs it)")
     bench = commands.add_parser(
         "bench",
         help="run a benchmark and print its figures as one JSON line (e2e and replay need "
@@ -310,6 +326,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stdout,
             )
         )
+    elif args.command == "report" and args.report == "statement":
+        return _statement_report(settings, args.account_id, args.month)
+    elif args.command == "report" and args.report == "invoice":
+        return _invoice_report(settings, args.order_id, args.format, args.out)
     elif args.command == "report":
         return _programme_report(settings, args.programme_id, args.out)
     elif args.command == "bench":
@@ -353,7 +373,7 @@ async def _demo(settings: Settings, seed: int, rate: float) -> None:
 
 
 def _programme_report(settings: Settings, programme_id: str, out: Path) -> int:
-    from settlement import reports
+    from settlement import documents, reports
 
     found = asyncio.run(_read_programme(settings, programme_id))
     if found is None:
@@ -363,9 +383,68 @@ def _programme_report(settings: Settings, programme_id: str, out: Path) -> int:
     table = reports.report_csv(found)
     (out / f"{programme_id}.csv").write_text(table)
     reports.burn_down_png(found, out / f"{programme_id}.png")
+    (out / f"{programme_id}.pdf").write_bytes(documents.programme_pdf(found))
     sys.stdout.write(table)
-    print(f"cx report: wrote {out / programme_id}.csv and .png", file=sys.stderr)
+    print(f"cx report: wrote {out / programme_id}.csv, .png and .pdf", file=sys.stderr)
     return 0
+
+
+def _statement_report(settings: Settings, account_id: str, month: str) -> int:
+    from settlement import statements
+
+    try:
+        statements.month_bounds(month)
+    except statements.StatementError as error:
+        print(f"cx report: {error}", file=sys.stderr)
+        return 2
+
+    async def read(engine: Any) -> dict[str, Any]:
+        return await statements.account_statement(engine, account_id, month)
+
+    found = asyncio.run(_read_ledger(settings, read))
+    print(json.dumps(found, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _invoice_report(settings: Settings, order_id: str, kind: str, out: Path | None) -> int:
+    from settlement import documents, statements
+
+    if kind == "pdf" and out is None:
+        print("cx report: a PDF invoice needs --out FILE", file=sys.stderr)
+        return 2
+
+    async def read(engine: Any) -> dict[str, Any] | None:
+        return await statements.order_invoice(engine, order_id)
+
+    try:
+        invoice = asyncio.run(_read_ledger(settings, read))
+    except statements.StatementError as error:
+        print(f"cx report: {error}", file=sys.stderr)
+        return 1
+    if invoice is None:
+        print(f"cx report: no settled order {order_id!r}", file=sys.stderr)
+        return 1
+    if kind == "pdf":
+        body: bytes = documents.invoice_pdf(invoice)
+    elif kind == "csv":
+        body = statements.invoice_csv(invoice).encode()
+    else:
+        body = (json.dumps(invoice, ensure_ascii=False, indent=2) + "\n").encode()
+    if out is None:
+        sys.stdout.buffer.write(body)
+    else:
+        out.write_bytes(body)
+        print(f"cx report: wrote {out}", file=sys.stderr)
+    return 0
+
+
+async def _read_ledger(settings: Settings, read: Any) -> Any:
+    store = _open_store(settings)
+    try:
+        await _migrate(store)
+        return await read(store.engine)
+    finally:
+        await store.close()
 
 
 async def _read_programme(settings: Settings, programme_id: str) -> dict[str, Any] | None:

@@ -190,6 +190,20 @@ invoice_lines = Table(
 grant. Fee concessions are the account's own `FeeConceded` events, settled from another
 partition at its own pace: invoices add them when read (`settlement.reports.invoices`)."""
 
+enterprises = Table(
+    "enterprises",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("name", Text),
+    Column("uscc", Text),
+    Column("kind", Text),
+    Column("city", Text, nullable=False),
+    Column("registered_ts", BigInteger, nullable=False),
+)
+"""Registered enterprises: legal name and unified social credit code (USCC, the tax id
+invoices name), kind and city. Defined here for statements and invoices to read; the
+registration projection that fills it is another branch's."""
+
 checkpoints = Table(
     "checkpoints",
     metadata,

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exchange.domain.catalogue import CHINA_STANDARD_TIME, family_of
+from exchange.domain.catalogue import CHINA_STANDARD_TIME, RESOURCE_CLASSES, family_of
 from settlement import projections as tables
 from settlement.schema import events
 
@@ -180,6 +182,17 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
             )
         ).all()
         clawed = await _clawed_back(connection, programme_id=programme_id)
+        holders = sorted(
+            key.split(":")[2] for key in held if key.startswith(f"grant:{programme_id}:")
+        )
+        symbols = sorted({row.symbol for row in subsidised})
+        same_contracts = (
+            await connection.execute(
+                select(lines.c.account_id, lines.c.symbol, lines.c.quantity, lines.c.gross).where(
+                    lines.c.symbol.in_(symbols)
+                )
+            )
+        ).all()
     budget = -pledge
     unallocated = held.get(f"budget:{programme_id}", 0)
     granted_unused = sum(v for k, v in held.items() if k.startswith("grant:"))
@@ -210,7 +223,123 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
         "by_enterprise": _breakdown(subsidised, lambda row: row.account_id),
         "by_region": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[1]),
         "by_class": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[0]),
+        "net_used": committed - clawed_back,
+        "city": _city(budget, burn_down, subsidised, clawed, set(holders), same_contracts),
     }
+
+
+def _city(
+    budget: int,
+    burn_down: list[dict[str, Any]],
+    subsidised: Sequence[Any],
+    clawed: dict[tuple[str, str, int], int],
+    holders: set[str],
+    same_contracts: Sequence[Any],
+) -> dict[str, Any]:
+    """What a city asks of its programme: use over time, compute per 元, spread, prices."""
+    by_month: dict[str, dict[str, int]] = defaultdict(lambda: {"used": 0, "clawed_back": 0})
+    for row in subsidised:
+        by_month[_month(_day(row.ts))]["used"] += row.voucher
+    for (_, _, day), amount in clawed.items():
+        by_month[_month(day)]["clawed_back"] += amount
+    per_enterprise: dict[str, int] = defaultdict(int)
+    for row in subsidised:
+        per_enterprise[row.account_id] += row.voucher
+    for (_, account, _), amount in clawed.items():
+        per_enterprise[account] -= amount
+    return {
+        "by_day": [
+            {"day": entry["day"], "net_used": budget - entry["remaining"]} for entry in burn_down
+        ],
+        "by_month": [{"month": month, **figures} for month, figures in sorted(by_month.items())],
+        "compute_per_yuan": _compute_per_yuan(subsidised),
+        "spread": _spread(per_enterprise),
+        **_prices(holders, same_contracts),
+    }
+
+
+def _month(day: int) -> str:
+    return f"{day // 10_000:04d}-{day // 100 % 100:02d}"
+
+
+def _compute_per_yuan(subsidised: Sequence[Any]) -> list[dict[str, Any]]:
+    """Units bought with vouchers per 元 of the vouchers committed on them, by unit, to three
+    decimals rounded down."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in subsidised:
+        unit = RESOURCE_CLASSES[family_of(row.symbol).split(".")[0]].unit
+        totals[unit][0] += row.quantity
+        totals[unit][1] += row.voucher
+    result = []
+    for unit, (units, voucher) in sorted(totals.items()):
+        thousandths = units * 100 * 1000 // voucher
+        result.append(
+            {
+                "unit": unit,
+                "units": units,
+                "voucher": voucher,
+                "units_per_yuan": f"{thousandths // 1000}.{thousandths % 1000:03d}",
+            }
+        )
+    return result
+
+
+def _spread(per_enterprise: dict[str, int]) -> dict[str, Any]:
+    """How the net vouchers spread over enterprises: the share of the top tenth (at least
+    one enterprise) and the Gini coefficient, both in basis points rounded down."""
+    ranked = sorted(per_enterprise.items(), key=lambda item: (-item[1], item[0]))
+    amounts = [max(amount, 0) for _, amount in ranked]
+    total, count = sum(amounts), len(amounts)
+    top = -(-count // 10)
+    ascending = sorted(amounts)
+    weighted = sum(rank * amount for rank, amount in enumerate(ascending, start=1))
+    return {
+        "enterprises": count,
+        "top_count": top,
+        "top_10pct_bps": sum(amounts[:top]) * 10_000 // total if total else 0,
+        "gini_bps": (2 * weighted - (count + 1) * total) * 10_000 // (count * total)
+        if total
+        else 0,
+        "by_enterprise": [
+            {"account_id": account, "net_voucher": amount} for account, amount in ranked
+        ],
+    }
+
+
+def _prices(holders: set[str], same_contracts: Sequence[Any]) -> dict[str, Any]:
+    """Gross price per unit paid by the programme's grant holders against everyone else in
+    the same contracts; averages rounded half up to the fen, premiums in basis points rounded
+    down, overall against what the holders' units would have cost at others' averages."""
+    figures: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"holder_units": 0, "holder_gross": 0, "other_units": 0, "other_gross": 0}
+    )
+    for row in same_contracts:
+        side = "holder" if row.account_id in holders else "other"
+        figures[row.symbol][f"{side}_units"] += row.quantity
+        figures[row.symbol][f"{side}_gross"] += row.gross
+    prices = []
+    paid, at_others = 0, Fraction(0)
+    for symbol, f in sorted(figures.items()):
+        if not (f["holder_units"] and f["other_units"]):
+            continue
+        expected = Fraction(f["other_gross"] * f["holder_units"], f["other_units"])
+        paid += f["holder_gross"]
+        at_others += expected
+        prices.append(
+            {
+                "symbol": symbol,
+                **f,
+                "holder_avg": _average(f["holder_gross"], f["holder_units"]),
+                "other_avg": _average(f["other_gross"], f["other_units"]),
+                "premium_bps": math.floor((f["holder_gross"] - expected) * 10_000 / expected),
+            }
+        )
+    premium = math.floor((paid - at_others) * 10_000 / at_others) if at_others else None
+    return {"prices": prices, "holder_premium_bps": premium}
+
+
+def _average(gross: int, units: int) -> int:
+    return (2 * gross + units) // (2 * units)
 
 
 def _breakdown(rows: Sequence[Any], key: Any) -> list[dict[str, Any]]:
@@ -254,22 +383,42 @@ def report_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def burn_down_png(report: dict[str, Any], path: Path) -> None:
-    """A chart of the programme's remaining budget by day, in yuan."""
+BURN_DOWN_COLOUR = "#1f5fa8"
+"""The burn-down line's colour."""
+
+
+def burn_down_figure(report: dict[str, Any]) -> Any:
+    """The chart of the programme's remaining budget by day, in yuan, as a matplotlib figure.
+
+    The axis leaves room above the budget, or a budget barely spent would draw its line on the
+    plot's frame, and its labels are plain yuan with thousands separators (matplotlib's
+    default writes a large budget as small numbers under an offset such as "1e6")."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import FuncFormatter
 
     days = ["start"] + [entry["day"] for entry in report["burn_down"]]
     remaining = [report["budget"]] + [entry["remaining"] for entry in report["burn_down"]]
     figure, axes = pyplot.subplots(figsize=(8, 4))
-    axes.step(range(len(days)), [fen / 100 for fen in remaining], where="post")
+    axes.step(range(len(days)), [fen / 100 for fen in remaining], where="post",
+              color=BURN_DOWN_COLOUR, linewidth=2.5, marker="o")  # fmt: skip
     axes.set_xticks(range(len(days)), days, rotation=30, ha="right")
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(bottom=0, top=max(report["budget"] / 100 * 1.1, 1.0))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes.grid(True, color="#dddddd")
     axes.set_ylabel("remaining budget (CNY)")
     axes.set_title(f"Voucher programme {report['programme_id']}: budget burn-down")
     figure.tight_layout()
+    return figure
+
+
+def burn_down_png(report: dict[str, Any], path: Path) -> None:
+    """The burn-down chart (`burn_down_figure`) as a PNG file."""
+    from matplotlib import pyplot
+
+    figure = burn_down_figure(report)
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
 

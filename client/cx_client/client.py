@@ -32,6 +32,7 @@ from cx_client.models import (
     Obligation,
     Order,
     OrderAnswer,
+    OrderStatement,
     Performance,
     PipelineStatus,
     ProgrammeReport,
@@ -40,9 +41,11 @@ from cx_client.models import (
     ScheduledDeposit,
     SetAside,
     Stall,
+    Statement,
     Stats,
     StoredEvent,
     Trade,
+    VatInvoice,
 )
 from cx_client.stream import MarketStream
 
@@ -502,6 +505,35 @@ class ExchangeClient:
     async def programme_report(self, programme_id: str) -> ProgrammeReport:
         """A programme's budget, usage, burn-down and subsidised purchases."""
         return await self._get(ProgrammeReport, f"/v1/programmes/{programme_id}/report")
+
+    async def programme_report_pdf(self, programme_id: str) -> bytes:
+        """A programme's report for the city as PDF (programme administrators, operators)."""
+        path = f"/v1/programmes/{programme_id}/report"
+        return (await self.request("GET", path, params={"format": "pdf"})).content
+
+    async def statement(self, month: str, account_id: str | None = None) -> Statement:
+        """The account's statement for a month `YYYY-MM` in China Standard Time."""
+        params = {"month": month, **({"account_id": account_id} if account_id else {})}
+        return await self._get(Statement, "/v1/statements", **params)
+
+    async def statement_pdf(self, month: str, account_id: str | None = None) -> bytes:
+        """The account's statement for a month as a PDF to file."""
+        params = {"month": month, "format": "pdf"}
+        if account_id:
+            params["account_id"] = account_id
+        return (await self.request("GET", "/v1/statements", params=params)).content
+
+    async def order_statement(self, order_id: str) -> OrderStatement:
+        """A buy order's statement."""
+        return await self._get(OrderStatement, f"/v1/orders/{order_id}/statement")
+
+    async def order_invoice(self, order_id: str) -> VatInvoice:
+        """A buy order's VAT invoice data."""
+        return await self._get(VatInvoice, f"/v1/orders/{order_id}/invoice.json")
+
+    async def order_invoice_file(self, order_id: str, kind: Literal["csv", "pdf"]) -> bytes:
+        """A buy order's VAT invoice data as CSV or PDF."""
+        return (await self.request("GET", f"/v1/orders/{order_id}/invoice.{kind}")).content
 
     async def _account_path(self, account_id: str | None, tail: str) -> str:
         account_id = account_id or (await self.me()).account_id

@@ -540,6 +540,63 @@ class Invoices(Model):
     voucher_clawed_back: int
 
 
+class CostSplit(Model):
+    """The cost of the compute bought (fen) and who bore it: the government's vouchers net of
+    clawbacks, the platform's concessions, rebates and discounts, the firm the rest; shares in
+    basis points summing to 10,000 (None when a part is negative or all are zero)."""
+
+    cost: int
+    government: int
+    platform: int
+    firm: int
+    shares_bps: dict[str, int] | None
+
+
+class Statement(Model):
+    """An account's statement for a month in China Standard Time: every line in fen."""
+
+    account_id: str
+    month: str
+    from_ts: int
+    until_ts: int
+    opening: int
+    lines: dict[str, int]
+    net_change: int
+    closing: int
+    split: CostSplit
+    entries: list[dict[str, Any]]
+
+
+class OrderStatement(Model):
+    """A buy order's statement: its fills, lines in fen and the cost split."""
+
+    order_id: str
+    account_id: str
+    symbols: list[str]
+    fills: list[dict[str, Any]]
+    lines: dict[str, int]
+    net_change: int
+    split: CostSplit
+    entries: list[dict[str, Any]]
+
+
+class VatInvoice(Model):
+    """A buy order's VAT invoice data (增值税发票): parties, items, amount, tax and total in
+    fen."""
+
+    order_id: str
+    seller: dict[str, Any]
+    buyer: dict[str, Any]
+    items: list[dict[str, Any]]
+    tax_rate_bps: int
+    amount: int
+    tax: int
+    total: int
+    voucher: int
+    firm_paid: int
+    remarks: str
+
+
 class ProgrammeReport(Model):
     """A voucher programme's budget and usage (fen), burn-down by day and breakdowns."""
 
