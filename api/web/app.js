@@ -86,6 +86,22 @@ const CX = (() => {
     link.remove();
   }
 
+  // A file the API answers (a PDF, a CSV), fetched with the key and saved under `name`.
+  async function downloadFrom(path, name) {
+    const response = await fetch(path, { headers: state.key ? { authorization: "Bearer " + state.key } : {} });
+    if (!response.ok) {
+      const data = await response.json().catch(() => ({}));
+      const error = new Error(data.detail || response.statusText);
+      error.problem = data;
+      error.status = response.status;
+      throw error;
+    }
+    const link = el("a", { href: URL.createObjectURL(await response.blob()), download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  }
+
   // ---- views and routing ------------------------------------------------------------------
   function register(name, view) { views.set(name, view); }
 
@@ -169,7 +185,7 @@ const CX = (() => {
 
   return {
     t, el, field, api, amount, yuan, perUnit, perStd, unitName, toFen, cst, cstDay, cstHour, cstDate,
-    region, stateBadge, problemText, state, register, every, loadContracts, download, start, show,
+    region, stateBadge, problemText, state, register, every, loadContracts, download, downloadFrom, start, show,
   };
 })();
 

@@ -235,6 +235,15 @@ async def test_a_buyer_finds_the_cheapest_product_plans_a_need_and_buys_with_a_v
         await page.get_by_test_id("place-order").click()
         await expect(page.get_by_test_id("order-result")).to_contain_text("全部成交：2/2")
         await expect(page.get_by_test_id("fills").get_by_test_id("fill")).to_have_count(4)
+        # The statement of the month of the latest fill and the voucher order's VAT invoice.
+        for button, name in (("statement-pdf", "statement-"), ("invoice-pdf", "invoice-")):
+            async with page.expect_download() as downloading:
+                await page.locator(f"[data-testid^='{button}']").first.click()
+            download = await downloading.value
+            assert download.suggested_filename.startswith(name)
+            saved = tmp_path / download.suggested_filename
+            await download.save_as(saved)
+            assert saved.read_bytes().startswith(b"%PDF")
         # A resting bid: amend it, then cancel it.
         await page.get_by_test_id("order-price").fill("15.00")
         await page.get_by_test_id("order-quantity").fill("1")
@@ -303,6 +312,9 @@ async def test_an_administrator_creates_a_programme_and_approves_a_grant(
         await page.get_by_test_id("approve-grant").click()
         await expect(page.get_by_test_id("admin-result")).to_contain_text("已批准 sme-hz-1")
         await expect(page.get_by_test_id("report-granted")).to_have_text("5000.00 元")
+        async with page.expect_download() as downloading:
+            await page.get_by_test_id("report-pdf").click()
+        assert (await downloading.value).suggested_filename == "programme-hz-2027.pdf"
         await _check_view(page, "admin", ["grant-account", "approve-grant"])
     assert errors == []
 

@@ -154,8 +154,23 @@
             try { await api("POST", "/v1/deliveries/disputes", { symbol: d.symbol, provider_id: d.provider_id, reason: t("orders.dispute-reason") }); say(t("orders.disputed"), true); } catch (error) { say(CX.problemText(error), false); }
             await refresh();
           } }, t("orders.dispute")) : "")))),
-      el("p", {}, el("button", { type: "button", "data-testid": "invoices", onclick: downloadInvoices }, t("orders.download-invoices")),
-        " ", el("span", { class: "note" }, t("orders.statements-later"))));
+      el("p", {}, el("button", { type: "button", "data-testid": "invoices", onclick: downloadInvoices }, t("orders.download-invoices"))),
+      statements(fills));
+  }
+
+  // The month's statement (对账单) and each buy order's VAT invoice data, as the API files them.
+  function statements(fills) {
+    const latest = fills.length ? fills[0].ts : Date.now();
+    const month = el("input", { type: "month", value: CX.cstDate(latest).slice(0, 7), "data-testid": "statement-month" });
+    const fetchFile = (path, name) => CX.downloadFrom(path, name).then(() => say(t("orders.downloaded", { name }), true), (error) => say(CX.problemText(error), false));
+    const buys = [...new Set(fills.filter((f) => f.side === "buy").map((f) => f.order_id))];
+    return el("section", { "aria-labelledby": "statements-title", "data-testid": "statements" },
+      el("h3", { id: "statements-title" }, t("orders.statements")),
+      el("p", {}, CX.field("orders.month", month), " ",
+        el("button", { type: "button", "data-testid": "statement-pdf", onclick: () => fetchFile(`/v1/statements?month=${month.value}&format=pdf`, `statement-${month.value}.pdf`) }, t("orders.statement-pdf")), " ",
+        el("button", { type: "button", "data-testid": "statement-json", onclick: () => fetchFile(`/v1/statements?month=${month.value}`, `statement-${month.value}.json`) }, t("orders.statement-json"))),
+      buys.length ? el("ul", { class: "note" }, ...buys.map((id) => el("li", {}, id, " ",
+        ...["pdf", "csv", "json"].map((format) => el("button", { type: "button", "data-testid": `invoice-${format}-${id}`, onclick: () => fetchFile(`/v1/orders/${id}/invoice.${format}`, `invoice-${id}.${format}`) }, t("orders.invoice-" + format)))))) : null);
   }
 
   async function downloadInvoices() {
