@@ -104,11 +104,20 @@
         row("market.sellers", (p) => String(p.sellers.length)))));
   }
 
-  async function openDetail(family, interval = "1d") {
+  const historyOf = (family, interval) =>
+    api("GET", `/v1/families/${encodeURIComponent(family)}/history?interval=${interval}&limit=${interval === "1d" ? 35 : 168}`);
+
+  // Days to weeks by day; a product traded on fewer than three days opens by the hour.
+  async function openDetail(family, picked = null) {
     detail = family;
     const p = all.find((x) => x.family === family);
     const box = document.getElementById("detail");
-    const points = await api("GET", `/v1/families/${encodeURIComponent(family)}/history?interval=${interval}&limit=${interval === "1d" ? 35 : 168}`);
+    let interval = picked || "1d";
+    let points = await historyOf(family, interval);
+    if (!picked && points.length < 3) {
+      interval = "1h";
+      points = await historyOf(family, interval);
+    }
     const canvas = el("canvas", { role: "img", "data-testid": "history-chart", "aria-label": t("market.history-label", { count: points.length }) });
     const hours = el("table", { "data-testid": "hours" },
       el("caption", {}, t("market.hours-title")),
