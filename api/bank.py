@@ -36,6 +36,7 @@ from exchange.domain.catalogue import (
     ContractSpec,
 )
 from exchange.domain.messages import (
+    ApplyForGrant,
     ApproveGrant,
     CreateProgramme,
     DepositCapacity,
@@ -48,10 +49,16 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceOrder,
     RecallCapacity,
+    RegisteredKind,
+    RegisterEnterprise,
+    RejectApplication,
     RejectReason,
     ReportMetering,
+    RequestApplicationInfo,
     RequestRejected,
     ResolveDispute,
+    SetVoucherPolicy,
+    SupplementApplication,
     Symbol,
     WithdrawCapacity,
     WithdrawFunds,
@@ -274,33 +281,156 @@ class ProgrammeRequest(BaseModel):
 
 
 class GrantRequest(BaseModel):
-    """An approved application: a grant of `limit` fen to one enterprise."""
+    """The approval of a pending application: a grant of `limit` fen to the enterprise that
+    applied (its kind and city are those it registered)."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
             "examples": [
                 {
-                    "account_id": "sme-hangzhou-1",
+                    "application_id": "hz-0001",
                     "limit": 500_000,
-                    "kind": "sme",
-                    "city": "hangzhou",
                     "related_accounts": ["sme-hangzhou-1-parent"],
                 }
             ]
         },
     )
 
-    account_id: Identifier
+    application_id: Identifier = Field(
+        description="The application approved: one grant each (approving it again is refused "
+        "as `application_not_pending`)."
+    )
     limit: PositiveInt
-    kind: EnterpriseKind
+    related_accounts: list[Identifier] = Field(default_factory=list, max_length=100)
+    request_id: Identifier | None = Field(
+        default=None, description="Makes the request idempotent: a retry gets the first answer."
+    )
+
+
+class EnterpriseRequest(BaseModel):
+    """The enterprise behind the account: its name, unified social credit code (统一社会信用代码),
+    kind and city. Registering again replaces the registration."""
+
+    model_config = _example(
+        {
+            "name": "杭州算力科技有限公司",
+            "uscc": "91330100716105852F",
+            "kind": "sme",
+            "city": "hangzhou",
+        }
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    uscc: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: RegisteredKind
+    city: Identifier
+
+
+class ApplicationRequest(BaseModel):
+    """An application for a grant of `amount` fen (算力券申领), by the registered enterprise."""
+
+    model_config = _example(
+        {
+            "application_id": "hz-0001",
+            "amount": 500_000,
+            "intended_use": "微调客服模型 / fine-tuning a customer-service model",
+        }
+    )
+
     application_id: Identifier | None = Field(
         default=None,
-        description="The enterprise's application (default: a new id); one grant each, so a "
-        "retry with the same id grants nothing twice.",
+        description="The application's id in the programme (default: a new id); a retry "
+        "with the same id applies once.",
     )
-    city: Identifier
-    related_accounts: list[Identifier] = Field(default_factory=list, max_length=100)
+    amount: PositiveInt
+    intended_use: Annotated[str, Field(min_length=1, max_length=2_000)]
+
+
+class InfoRequest(BaseModel):
+    """The administrator's question to the applicant."""
+
+    model_config = _example({"question": "每月需要多少 GPU 小时 / GPU hours a month?"})
+
+    question: Annotated[str, Field(min_length=1, max_length=2_000)]
+    request_id: Identifier | None = Field(
+        default=None, description="Makes the request idempotent (one question each)."
+    )
+
+
+class Supplement(BaseModel):
+    """The applicant's answer to the administrator's question."""
+
+    model_config = _example({"answer": "约 400 小时 / About 400 hours."})
+
+    answer: Annotated[str, Field(min_length=1, max_length=2_000)]
+    request_id: Identifier | None = Field(
+        default=None, description="Makes the request idempotent (one answer each)."
+    )
+
+
+class Rejection(BaseModel):
+    """Why the administrator rejects the application."""
+
+    model_config = _example({"reason": "注册地不在杭州 / not registered in Hangzhou"})
+
+    reason: Annotated[str, Field(min_length=1, max_length=2_000)]
+    request_id: Identifier | None = Field(
+        default=None, description="Makes the request idempotent: a retry gets the first answer."
+    )
+
+
+class VoucherPolicyRequest(BaseModel):
+    """The platform's ceilings on every programme (see `SetVoucherPolicy`)."""
+
+    model_config = _example(
+        {
+            "max_rate_bps": 3_000,
+            "max_cap_per_enterprise": 500_000_000,
+            "kinds": ["sme", "opc"],
+            "cities": [],
+            "reason": "2027 policy",
+        }
+    )
+
+    max_rate_bps: Annotated[int, Field(gt=0, le=10_000)]
+    max_cap_per_enterprise: PositiveInt
+    kinds: Annotated[list[RegisteredKind], Field(min_length=1, max_length=3)]
+    cities: list[Identifier] = Field(default_factory=list, max_length=64)
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class Enterprise(BaseModel):
+    """A registered enterprise."""
+
+    account_id: str
+    name: str
+    uscc: str
+    kind: str
+    city: str
+    registered_ts: int
+
+
+class GrantApplication(BaseModel):
+    """An application for a grant and where it stands: `pending`, `info_requested` (see
+    `question`), `approved` (`granted` fen) or `rejected` (see `reason`)."""
+
+    programme_id: str
+    application_id: str
+    account_id: str
+    name: str
+    uscc: str
+    kind: str
+    city: str
+    amount: int
+    intended_use: str
+    status: str
+    question: str | None
+    answer: str | None
+    reason: str | None
+    granted: int | None
+    submitted_ts: int
+    updated_ts: int
 
 
 class ConcessionRequest(BaseModel):
@@ -460,15 +590,17 @@ async def decide(
     given: bool = False,
     path: str = "",
     request: BaseModel | None = None,
+    name: str = "",
 ) -> JSONResponse:
     """Answer a request; one whose id the sender `given` is idempotent: a retry gets the
-    first answer, and the same id for a different request is refused."""
+    first answer, and the same id for a different request is refused. `name` names it when
+    its command's id does not (a step an application may take more than once)."""
     if not given or request is None:
         return respond(await decision(commands, command, named=False), replayed=False)
     # One name for both kinds of withdrawal: an id names one withdrawal.
     kind = "withdrawal" if isinstance(command, WithdrawFunds | WithdrawCapacity) else command.type
     named = Named(
-        (f"{kind}:{request_id(command)}",),
+        (name or f"{kind}:{request_id(command)}",),
         fingerprint("POST", path, request.model_dump()),
     )
     return await idempotent.run(
@@ -828,9 +960,13 @@ async def create_programme(
     "/programmes/{programme_id}/grants",
     status_code=201,
     tags=["vouchers"],
-    summary="Approve an enterprise's application: a grant carved out of the budget",
-    description="An `application_id` (the programme's own) makes the request idempotent; "
-    "the answer's `id` is `PROGRAMME/APPLICATION`.",
+    summary="Approve a pending application: a grant carved out of this year's budget",
+    description="A `request_id` makes the request idempotent; without one, a resend of a "
+    "done approval is refused `application_not_pending` and grants nothing twice. The "
+    "answer's `id` is `PROGRAMME/APPLICATION`. Refused: `unknown_application`, "
+    "`application_not_pending`, "
+    "`not_eligible` (the registered kind or city, the programme ended, the cap per "
+    "enterprise), `budget_exhausted` (more than is left of this calendar year's budget).",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -841,12 +977,226 @@ async def approve_grant(
     commands: CommandsDep,
     idempotent: IdempotentDep,
 ) -> JSONResponse:
-    fields = request.model_dump()
-    fields["application_id"] = request.application_id or f"g-{uuid.uuid4().hex}"
-    command = ApproveGrant(programme_id=programme_id, admin_id=principal.account_id, **fields)
+    command = ApproveGrant(
+        programme_id=programme_id,
+        admin_id=principal.account_id,
+        **request.model_dump(exclude={"request_id"}),
+    )
     path = f"/v1/programmes/{programme_id}/grants"
+    name = f"{command.type}:{request_id(command)}:{request.request_id}"
+    given = request.request_id is not None
+    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
+
+
+@router.post(
+    "/accounts/{account_id}/enterprise",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Register the enterprise behind the account (统一社会信用代码)",
+    description="Registering again replaces the registration; a unified social credit code "
+    "another account registered is refused (`uscc_registered`), a code that is not one "
+    "(`invalid_uscc`) says what is wrong: its length, the bad character and its position, or "
+    "the check character expected. Idempotent: the same registration again changes nothing.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def register_enterprise(
+    account_id: Identifier,
+    request: EnterpriseRequest,
+    principal: Reader,
+    commands: CommandsDep,
+) -> JSONResponse:
+    account = account_of(principal, account_id)
+    command = RegisterEnterprise(account_id=account, **request.model_dump())
+    return respond(await decision(commands, command, named=False), replayed=False)
+
+
+@router.get(
+    "/accounts/{account_id}/enterprise",
+    tags=["vouchers"],
+    summary="The enterprise the account registered",
+    response_model=Enterprise,
+    responses=problems(404),
+)
+async def enterprise(account_id: Identifier, principal: Reader, ledger: LedgerDep) -> Any:
+    account = account_of(principal, account_id)
+    found = await ledger.enterprise(account)
+    if found is None:
+        raise Problem(404, "not-registered", f"account {account} has registered no enterprise")
+    return found
+
+
+@router.post(
+    "/programmes/{programme_id}/applications",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Apply for a grant (算力券申领) as the registered enterprise",
+    description="The application carries the enterprise's registered identity. An "
+    "`application_id` makes the request idempotent; the answer's `id` is "
+    "`PROGRAMME/APPLICATION`. Refused: `not_registered`, `unknown_programme`, "
+    "`not_eligible` (kind, city, ended, above the cap per enterprise), "
+    "`duplicate_application` (an open or approved application of the account in the "
+    "programme, or the id taken).",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def apply_for_grant(
+    programme_id: Identifier,
+    request: ApplicationRequest,
+    principal: Reader,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    command = ApplyForGrant(
+        application_id=request.application_id or f"a-{uuid.uuid4().hex}",
+        account_id=account_of(principal, None),
+        programme_id=programme_id,
+        amount=request.amount,
+        intended_use=request.intended_use,
+    )
+    path = f"/v1/programmes/{programme_id}/applications"
     given = request.application_id is not None
-    return await decide(commands, idempotent, commands.sign(command), given, path, request)
+    return await decide(commands, idempotent, command, given, path, request)
+
+
+@router.get(
+    "/programmes/{programme_id}/applications",
+    tags=["vouchers"],
+    summary="A programme's applications, oldest first (its administrator)",
+    response_model=list[GrantApplication],
+    responses=problems(404),
+)
+async def programme_applications(
+    programme_id: Identifier, principal: ProgrammeReader, ledger: LedgerDep
+) -> Any:
+    found = await ledger.programme_report(programme_id)
+    if found is None:
+        raise Problem(404, "unknown-programme", f"no programme {programme_id!r}")
+    if principal.role is Role.PROGRAMME_ADMIN and found["admin_id"] != principal.account_id:
+        raise Problem(
+            403, "forbidden", f"programme {programme_id} is administered by another account"
+        )
+    return await ledger.grant_applications(programme_id=programme_id)
+
+
+@router.get(
+    "/applications",
+    tags=["vouchers"],
+    summary="The calling enterprise's applications, oldest first",
+    response_model=list[GrantApplication],
+)
+async def own_applications(principal: Reader, ledger: LedgerDep) -> Any:
+    return await ledger.grant_applications(account_id=account_of(principal, None))
+
+
+@router.post(
+    "/programmes/{programme_id}/applications/{application_id}/info-requests",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Ask the applicant a question (the application waits for the answer)",
+    description="Only of a pending application (`application_not_pending`). A "
+    "`request_id` makes the request idempotent.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def request_application_info(
+    programme_id: Identifier,
+    application_id: Identifier,
+    request: InfoRequest,
+    principal: ProgrammeAdmin,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    command = RequestApplicationInfo(
+        application_id=application_id,
+        programme_id=programme_id,
+        admin_id=principal.account_id,
+        question=request.question,
+    )
+    path = f"/v1/programmes/{programme_id}/applications/{application_id}/info-requests"
+    name = f"{command.type}:{request_id(command)}:{request.request_id}"
+    given = request.request_id is not None
+    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
+
+
+@router.post(
+    "/programmes/{programme_id}/applications/{application_id}/supplements",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Answer the administrator's question: the application is pending again",
+    description="Only of the account's own application waiting for an answer "
+    "(`unknown_application`, `application_not_pending`). A `request_id` makes the "
+    "request idempotent.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def supplement_application(
+    programme_id: Identifier,
+    application_id: Identifier,
+    request: Supplement,
+    principal: Reader,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    command = SupplementApplication(
+        application_id=application_id,
+        programme_id=programme_id,
+        account_id=account_of(principal, None),
+        answer=request.answer,
+    )
+    path = f"/v1/programmes/{programme_id}/applications/{application_id}/supplements"
+    name = f"{command.type}:{request_id(command)}:{request.request_id}"
+    given = request.request_id is not None
+    return await decide(commands, idempotent, command, given, path, request, name)
+
+
+@router.post(
+    "/programmes/{programme_id}/applications/{application_id}/rejection",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Reject a pending application, saying why",
+    description="Only of a pending application (`application_not_pending`); the enterprise "
+    "may then apply again. A `request_id` makes the request idempotent.",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def reject_application(
+    programme_id: Identifier,
+    application_id: Identifier,
+    request: Rejection,
+    principal: ProgrammeAdmin,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+) -> JSONResponse:
+    command = RejectApplication(
+        application_id=application_id,
+        programme_id=programme_id,
+        admin_id=principal.account_id,
+        reason=request.reason,
+    )
+    path = f"/v1/programmes/{programme_id}/applications/{application_id}/rejection"
+    name = f"{command.type}:{request_id(command)}:{request.request_id}"
+    given = request.request_id is not None
+    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
+
+
+@router.post(
+    "/admin/voucher-policy",
+    status_code=201,
+    tags=["vouchers"],
+    summary="Set the platform's voucher ceilings (operators)",
+    description="The highest voucher share of a contract amount, the highest cap per "
+    "enterprise, and the kinds and cities programmes may cover; a programme asking for more "
+    "is refused (`above_voucher_policy`). Until set, the market rules' defaults hold (30%, "
+    "5,000,000 yuan, sme and opc, any city).",
+    response_model=RequestAnswer,
+    responses=problems(422),
+)
+async def set_voucher_policy(
+    request: VoucherPolicyRequest, principal: Operator, commands: CommandsDep
+) -> JSONResponse:
+    command = SetVoucherPolicy(operator_id=principal.account_id, **request.model_dump())
+    return respond(await decision(commands, commands.sign(command), named=False), replayed=False)
 
 
 @router.get(

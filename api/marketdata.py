@@ -34,6 +34,9 @@ from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
     AnyEvent,
+    ApplicationInfoRequested,
+    ApplicationRejected,
+    ApplicationSupplemented,
     BlockAccepted,
     BookChanged,
     CancelAllRequested,
@@ -47,9 +50,11 @@ from exchange.domain.messages import (
     DeliverySettled,
     DepositRejected,
     DiscountPoolFunded,
+    EnterpriseRegistered,
     FeeConceded,
     FundsDeposited,
     FundsWithdrawn,
+    GrantApplied,
     GrantApproved,
     ListingChanged,
     MarketControlRejected,
@@ -64,10 +69,12 @@ from exchange.domain.messages import (
     ProgrammeCreated,
     RequestRejected,
     TradeExecuted,
+    VoucherPolicySet,
     decode_event,
     scoped,
 )
 from exchange.domain.performance import STANDARD, PerformanceTable
+from exchange.domain.risk.requests import VOUCHER_POLICY
 from exchange.log import CommandLog, TopicPartition
 from exchange.pipeline import POLL_MAX_RECORDS, POLL_TIMEOUT_MS, Deduplicator, Topics
 
@@ -345,6 +352,12 @@ Outcome = (
     | ConcessionGranted
     | DiscountPoolFunded
     | AccountLimitsSet
+    | EnterpriseRegistered
+    | VoucherPolicySet
+    | GrantApplied
+    | ApplicationInfoRequested
+    | ApplicationSupplemented
+    | ApplicationRejected
 )
 
 
@@ -1110,6 +1123,25 @@ def _request_outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, GrantApproved):
         application = scoped(event.programme_id, event.application_id)
         return request_key("ApproveGrant", event.admin_id, application)
+    if isinstance(event, EnterpriseRegistered):
+        return request_key("RegisterEnterprise", event.account_id, event.account_id)
+    if isinstance(event, VoucherPolicySet):
+        return request_key("SetVoucherPolicy", event.operator_id, VOUCHER_POLICY)
+    return _application_outcome_key(event)
+
+
+def _application_outcome_key(event: AnyEvent) -> str | None:
+    """The `request_key` of the step of an application an event answers."""
+    if isinstance(event, GrantApplied | ApplicationSupplemented):
+        kind = "ApplyForGrant" if isinstance(event, GrantApplied) else "SupplementApplication"
+        return request_key(kind, event.account_id, scoped(event.programme_id, event.application_id))
+    if isinstance(event, ApplicationInfoRequested | ApplicationRejected):
+        kind = (
+            "RequestApplicationInfo"
+            if isinstance(event, ApplicationInfoRequested)
+            else "RejectApplication"
+        )
+        return request_key(kind, event.admin_id, scoped(event.programme_id, event.application_id))
     if isinstance(event, MarketControlRequested | MarketControlRejected):
         return control_key(event.operator_id, event.symbol, event.action)
     if isinstance(event, AccountLimitsSet):

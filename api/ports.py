@@ -135,6 +135,14 @@ class Ledger(Protocol):
     async def order_invoice(self, order_id: str) -> dict[str, Any] | None:
         """A buy order's VAT invoice data; None if the order is not settled."""
 
+    async def enterprise(self, account_id: str) -> dict[str, Any] | None:
+        """The enterprise the account registered, if it did and it is settled."""
+
+    async def grant_applications(
+        self, *, programme_id: str | None = None, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Applications for grants of a programme or by an account, oldest first."""
+
     def history(
         self,
         output_format: str,

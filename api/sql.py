@@ -125,6 +125,32 @@ class SqlLedger:
         """A buy order's VAT invoice data; None if the order is not settled."""
         return await statements.order_invoice(self.engine, order_id)
 
+    async def enterprise(self, account_id: str) -> dict[str, Any] | None:
+        """The enterprise the account registered, if it did and it is settled."""
+        registered = tables.enterprises
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(registered).where(registered.c.account_id == account_id)
+                )
+            ).first()
+        return None if row is None else dict(row._mapping)
+
+    async def grant_applications(
+        self, *, programme_id: str | None = None, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Applications for grants of a programme or by an account, oldest first."""
+        applications = tables.grant_applications
+        query = select(applications).order_by(
+            applications.c.submitted_ts, applications.c.programme_id, applications.c.application_id
+        )
+        if programme_id is not None:
+            query = query.where(applications.c.programme_id == programme_id)
+        if account_id is not None:
+            query = query.where(applications.c.account_id == account_id)
+        async with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in await connection.execute(query)]
+
     def history(
         self,
         output_format: str,

@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     invoice.add_argument("order_id")
     invoice.add_argument("--format", choices=["json", "csv", "pdf"], default="json")
     invoice.add_argument("--out", type=Path, help="file to write (default: stdout; PDF needs it)")
+    from cx import vouchers
+
+    vouchers.add_parser(commands)
     bench = commands.add_parser(
         "bench",
         help="run a benchmark and print its figures as one JSON line (e2e and replay need "
@@ -332,6 +335,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _invoice_report(settings, args.order_id, args.format, args.out)
     elif args.command == "report":
         return _programme_report(settings, args.programme_id, args.out)
+    elif args.command == "vouchers":
+        from cx import vouchers
+
+        return asyncio.run(vouchers.run(settings, args))
     elif args.command == "bench":
         return _bench(settings, args)
     elif args.command == "simulate":

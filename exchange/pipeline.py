@@ -26,10 +26,12 @@ from pydantic import ValidationError
 
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, family_of
+from exchange.domain.enterprises import REGISTRY_KEY
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     MARKET_WIDE_ACTIONS,
     AmendRejected,
+    ApplyForGrant,
     ApproveGrant,
     CancelAllRequested,
     Command,
@@ -37,6 +39,7 @@ from exchange.domain.messages import (
     ControlMarket,
     CreateProgramme,
     DeliverySettled,
+    EnterpriseRegistered,
     Event,
     EventStamp,
     FundDiscountPool,
@@ -47,9 +50,15 @@ from exchange.domain.messages import (
     OrderAmended,
     OrderCancelled,
     OrderReduced,
+    RegisterEnterprise,
+    RejectApplication,
     RejectReason,
+    RequestApplicationInfo,
     ResolveDispute,
+    SetVoucherPolicy,
+    SupplementApplication,
     TradeExecuted,
+    VoucherPolicySet,
     decode,
     encode,
 )
@@ -138,9 +147,22 @@ def partition_for(key: str, partitions: int) -> int:
 
 def routing_key(command: Command) -> str:
     """The commands-topic key: the account whose balances the command touches, an operator's
-    id, or `programme:ID` for a voucher programme (its budget lives in one partition)."""
-    if isinstance(command, CreateProgramme | ApproveGrant | FundDiscountPool):
+    id, `programme:ID` for a voucher programme and its applications (its budget lives in one
+    partition), or the registry's key for enterprises' registrations and the voucher policy
+    (one partition knows every unified social credit code)."""
+    if isinstance(
+        command,
+        CreateProgramme
+        | ApproveGrant
+        | ApplyForGrant
+        | RequestApplicationInfo
+        | SupplementApplication
+        | RejectApplication
+        | FundDiscountPool,
+    ):
         return f"programme:{command.programme_id}"
+    if isinstance(command, RegisterEnterprise | SetVoucherPolicy):
+        return REGISTRY_KEY
     if isinstance(command, ControlMarket | ResolveDispute):
         return command.operator_id
     # An account's limits are enforced by the risk partition that holds the account.
@@ -409,10 +431,15 @@ class StageRunner(ABC, Generic[S]):
         self._outbox.setdefault((topic, partition), []).append(value)
 
     async def _send_outbox(self) -> None:
-        """Send the queued outputs, a partition's records in one call (see `send_many`)."""
+        """Send the queued outputs, a partition's records in one call (see `send_many`).
+
+        What is fed back to the commands topic goes first: whoever reads a decision on the
+        events topic (the API answering a registration or a grant) then finds the risk
+        partitions it concerns already told, so a command sent next is decided knowing it."""
         producer = self._running_producer
         outbox, self._outbox = self._outbox, {}
-        for (topic, partition), values in outbox.items():
+        feedback_first = sorted(outbox.items(), key=lambda item: item[0][0] != self.topics.commands)
+        for (topic, partition), values in feedback_first:
             await producer.send_many(topic, partition, values)
 
     def state_hash(self) -> str:
@@ -566,7 +593,7 @@ class RiskRunner(StageRunner[RiskPartition]):
         ]
 
     def _route(self, event: Event, record: LogRecord) -> int:
-        if isinstance(event, GrantApproved):
+        if isinstance(event, GrantApproved | EnterpriseRegistered | VoucherPolicySet):
             # Matching feeds grants back to the enterprise's commands partition, where they
             # are deduplicated by their position in this partition: they must all travel
             # through one orders partition to arrive in that order.
@@ -653,9 +680,10 @@ class MatchingRunner(StageRunner[MarketPartition]):
                 continue
             recorded = instance.stage.recorded(message, stamp.ts)
             self._send(events_topic, record.partition, recorded)
-            if isinstance(message, GrantApproved):
-                # Approved by the programme's risk partition; the grantee's partition learns
-                # of it here, in the grant's place among the partition's other outcomes.
+            if isinstance(message, GrantApproved | EnterpriseRegistered | VoucherPolicySet):
+                # Approved by the programme's risk partition (registered, or set, by the
+                # registry's); the grantee's partition (every partition) learns of it here,
+                # in its place among the partition's other outcomes.
                 for partition in self._partitions_to_notify(message):
                     self._send(self.topics.commands, partition, recorded)
             for event in outputs:
@@ -673,8 +701,9 @@ class MatchingRunner(StageRunner[MarketPartition]):
             event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected | GrantApproved
         ):
             accounts = {event.account_id}
-        elif isinstance(event, ListingChanged):
-            # Risk is partitioned by account: every partition must know what is listed.
+        elif isinstance(event, ListingChanged | EnterpriseRegistered | VoucherPolicySet):
+            # Risk is partitioned by account: every partition must know what is listed, who
+            # registered which enterprise and the voucher policy.
             return set(range(self.topics.command_partitions))
         else:
             return set()

@@ -110,6 +110,8 @@ class _Vouchers:
             self.positions[event.programme_id].append(position)
         elif isinstance(event, GrantApproved):
             programme, account = event.programme_id, event.account_id
+            # A new calendar year's first grant pledges the budget again (`renewed`).
+            self.budgets[programme] = self.budgets.get(programme, 0) + event.renewed
             self.granted[programme] += event.limit
             self.grants[(programme, account)] += event.limit
             self.positions[programme].append(position)

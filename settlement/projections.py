@@ -32,10 +32,16 @@ from exchange.domain.accounts import Accounts, JournalEntry
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import (
     AnyEvent,
+    ApplicationInfoRequested,
+    ApplicationRejected,
+    ApplicationSupplemented,
     BlockAccepted,
     DeliveryDisputed,
     DeliveryObligation,
     DeliverySettled,
+    EnterpriseRegistered,
+    GrantApplied,
+    GrantApproved,
     MeteringReported,
     OrderAccepted,
     OrderAmended,
@@ -194,15 +200,39 @@ enterprises = Table(
     "enterprises",
     metadata,
     Column("account_id", Text, primary_key=True),
-    Column("name", Text),
-    Column("uscc", Text),
-    Column("kind", Text),
+    Column("name", Text, nullable=False),
+    Column("uscc", Text, nullable=False),
+    Column("kind", Text, nullable=False),
     Column("city", Text, nullable=False),
     Column("registered_ts", BigInteger, nullable=False),
 )
-"""Registered enterprises: legal name and unified social credit code (USCC, the tax id
-invoices name), kind and city. Defined here for statements and invoices to read; the
-registration projection that fills it is another branch's."""
+"""The enterprise each account registered (`EnterpriseRegistered`; the latest registration),
+with its unified social credit code: what invoices and applications name it by."""
+
+grant_applications = Table(
+    "grant_applications",
+    metadata,
+    Column("programme_id", Text, primary_key=True),
+    Column("application_id", Text, primary_key=True),
+    Column("account_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("uscc", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("city", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("intended_use", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("question", Text),
+    Column("answer", Text),
+    Column("reason", Text),
+    Column("granted", BigInteger),
+    Column("submitted_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Index("grant_applications_account_idx", "account_id", "submitted_ts"),
+)
+"""Enterprises' applications for grants (算力券申领) and where each stands: pending,
+info_requested (with the administrator's `question`), approved (`granted` fen) or rejected
+(with the `reason`); `answer` is the applicant's latest answer."""
 
 checkpoints = Table(
     "checkpoints",
@@ -281,6 +311,7 @@ _UPSERT_CASH = BatchInsert(cash_balances, on_conflict="update")
 _UPSERT_CAPACITY = BatchInsert(capacity_balances, on_conflict="update")
 _UPSERT_POSITIONS = BatchInsert(positions, on_conflict="update")
 _UPSERT_LEDGER = BatchInsert(ledger_balances, on_conflict="update")
+_UPSERT_ENTERPRISES = BatchInsert(enterprises, on_conflict="update")
 
 
 class _ByOrder:
@@ -402,6 +433,8 @@ class LedgerProjection:
         entries: list[dict[str, Any]] = []
         lines: list[dict[str, Any]] = []
         delivery_changes: list[tuple[str, dict[str, Any]]] = []
+        registered: list[dict[str, Any]] = []
+        application_changes: list[dict[str, Any]] = []
         journal_entries = self.accounts.journal
         if journal_entries is None:
             raise RuntimeError("the settled state keeps no journal: load it before applying")
@@ -437,6 +470,17 @@ class LedgerProjection:
                 event, DeliveryObligation | MeteringReported | DeliveryDisputed | DeliverySettled
             ):
                 delivery_changes.append(_delivery_change(event))
+            elif isinstance(event, EnterpriseRegistered):
+                registered.append(_enterprise_row(event))
+            elif isinstance(
+                event,
+                GrantApplied
+                | ApplicationInfoRequested
+                | ApplicationSupplemented
+                | ApplicationRejected
+                | GrantApproved,
+            ):
+                application_changes.append(_application_change(event))
             if isinstance(event, OrderAccepted):
                 new_orders.append(_order_row(event, "open", None))
             elif isinstance(event, OrderRejected):
@@ -495,6 +539,18 @@ class LedgerProjection:
                     .where(deliveries.c.provider_id == row.pop("provider_id"))
                     .where(deliveries.c.buyer_id == row.pop("buyer_id"))
                     .values(**row)
+                )
+        if registered:
+            await _UPSERT_ENTERPRISES.execute(connection, _last_per_key(registered, "account_id"))
+        for change in application_changes:
+            if "submitted_ts" in change:
+                await connection.execute(_insert(connection, grant_applications), [change])
+            else:
+                await connection.execute(
+                    update(grant_applications)
+                    .where(grant_applications.c.programme_id == change.pop("programme_id"))
+                    .where(grant_applications.c.application_id == change.pop("application_id"))
+                    .values(**change)
                 )
         position = self.state.position
         if self.record_checkpoints and position // CHECKPOINT_EVERY > before // CHECKPOINT_EVERY:
@@ -601,6 +657,54 @@ def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict
         "paid": gross + fee - concession - voucher,
         "ts": trade.ts,
     }
+
+
+def _enterprise_row(event: EnterpriseRegistered) -> dict[str, Any]:
+    return {
+        "account_id": event.account_id,
+        "name": event.name,
+        "uscc": event.uscc,
+        "kind": event.kind,
+        "city": event.city,
+        "registered_ts": event.ts,
+    }
+
+
+def _application_change(
+    event: GrantApplied
+    | ApplicationInfoRequested
+    | ApplicationSupplemented
+    | ApplicationRejected
+    | GrantApproved,
+) -> dict[str, Any]:
+    """The applications row an application creates, or the columns a later step changes."""
+    key = {"programme_id": event.programme_id, "application_id": event.application_id}
+    if isinstance(event, GrantApplied):
+        return {
+            **key,
+            **event.model_dump(include={"account_id", "name", "uscc", "kind", "city"}),
+            "amount": event.amount,
+            "intended_use": event.intended_use,
+            "status": "pending",
+            "question": None,
+            "answer": None,
+            "reason": None,
+            "granted": None,
+            "submitted_ts": event.ts,
+            "updated_ts": event.ts,
+        }
+    if isinstance(event, ApplicationInfoRequested):
+        return {
+            **key,
+            "status": "info_requested",
+            "question": event.question,
+            "updated_ts": event.ts,
+        }
+    if isinstance(event, ApplicationSupplemented):
+        return {**key, "status": "pending", "answer": event.answer, "updated_ts": event.ts}
+    if isinstance(event, ApplicationRejected):
+        return {**key, "status": "rejected", "reason": event.reason, "updated_ts": event.ts}
+    return {**key, "status": "approved", "granted": event.limit, "updated_ts": event.ts}
 
 
 def _delivery_change(

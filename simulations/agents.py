@@ -39,6 +39,7 @@ from exchange.domain.catalogue import (
 )
 from exchange.domain.messages import (
     AmendOrder,
+    ApplyForGrant,
     ApproveGrant,
     CancelOrder,
     Command,
@@ -47,12 +48,14 @@ from exchange.domain.messages import (
     DepositFunds,
     PlaceBlockOrder,
     PlaceOrder,
+    RegisterEnterprise,
     ReportMetering,
     WithdrawCapacity,
     exchange_order_id,
 )
 from exchange.domain.performance import STANDARD
 from exchange.domain.planner import CARDS, Need, RegionChoice, plan
+from exchange.domain.uscc import with_check_character
 from simulations.scenario import CARD, EAST, INTERRUPTIBLE, REGIONS, WEST, Programme
 from simulations.view import MarketView
 
@@ -681,15 +684,24 @@ class Administrator:
             if first is None or first > ctx.now_ms + HOUR_MS:
                 continue
             self.applied.add(buyer.account_id)
+            application_id = f"{p.programme_id}.{buyer.account_id}"
+            # The enterprise applies for the cap and the office approves at once: both in the
+            # programme's partition, in this order.
+            commands.append(
+                ApplyForGrant(
+                    application_id=application_id,
+                    account_id=buyer.account_id,
+                    programme_id=p.programme_id,
+                    amount=p.cap_per_enterprise,
+                    intended_use="jobs of the week",
+                )
+            )
             commands.append(
                 ApproveGrant(
-                    application_id=f"{p.programme_id}.{buyer.account_id}",
+                    application_id=application_id,
                     programme_id=p.programme_id,
                     admin_id=self.account_id,
-                    account_id=buyer.account_id,
                     limit=p.cap_per_enterprise,
-                    kind=buyer.kind,
-                    city=p.city,
                 )
             )
         return commands
@@ -698,8 +710,18 @@ class Administrator:
 def funding(
     buyers: list[Buyer], providers: list[Provider], resellers: list[Reseller]
 ) -> list[Command]:
-    """Every agent's opening cash: buyers for their jobs, providers for bonds, resellers' budget."""
-    commands: list[Command] = []
+    """Every agent's opening cash: buyers for their jobs, providers for bonds, resellers'
+    budget; and each buyer's enterprise registered, for its applications."""
+    commands: list[Command] = [
+        RegisterEnterprise(
+            account_id=b.account_id,
+            name=f"{b.account_id} enterprise",
+            uscc=_uscc_of(n),
+            kind=b.kind,
+            city=b.city,
+        )
+        for n, b in enumerate(buyers)
+    ]
     accounts = [(b.account_id, b.cash_needed()) for b in buyers]
     accounts += [(p.account_id, CASH_PER_PROVIDER) for p in providers]
     accounts += [(r.account_id, r.budget) for r in resellers]
@@ -708,6 +730,11 @@ def funding(
             DepositFunds(deposit_id=f"{account_id}.cash", account_id=account_id, amount=amount)
         )
     return commands
+
+
+def _uscc_of(n: int) -> str:
+    """A valid unified social credit code, the `n`th of the simulation's enterprises."""
+    return with_check_character(f"91330100{n:09d}")
 
 
 def adders_for(home: str, near: int, far: int) -> dict[str, int]:

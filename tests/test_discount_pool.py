@@ -42,7 +42,7 @@ def pooled_market(budget: int = 500) -> VoucherBank:
     bank.send(programme())
     funded = bank.send(pool(budget))
     assert isinstance(funded[0], DiscountPoolFunded)
-    bank.send(grant("b1", 1_000))
+    bank.grant("b1", 1_000)
     bank.send(funds("b1", 10_000))
     bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=20))
     bank.send(PlaceOrder(order_id="s1", account_id="p1", symbol=SYM, side="sell", price=1_000,
@@ -89,7 +89,7 @@ def test_settlement_spends_the_pool_as_risk_did_whichever_partition_it_reads_fir
 def test_a_pool_that_is_empty_gives_a_grant_nothing_and_the_grant_keeps_its_old_bytes() -> None:
     bank = VoucherBank(FREE)
     bank.send(programme())
-    bank.send(grant("b1", 1_000))
+    bank.grant("b1", 1_000)
     (approved,) = bank.of(GrantApproved)
     assert b"discount" not in approved.model_dump_json().encode()
     assert approved.discount_limit == 0

@@ -13,6 +13,10 @@ from exchange.domain.messages import (
     AmendOrder,
     AmendRejected,
     AmendRequested,
+    ApplicationInfoRequested,
+    ApplicationRejected,
+    ApplicationSupplemented,
+    ApplyForGrant,
     ApproveGrant,
     AuctionCompleted,
     BlockAccepted,
@@ -40,11 +44,13 @@ from exchange.domain.messages import (
     DepositRejected,
     DiscountPoolFunded,
     DisputeDelivery,
+    EnterpriseRegistered,
     EventStamp,
     FeeConceded,
     FundDiscountPool,
     FundsDeposited,
     FundsWithdrawn,
+    GrantApplied,
     GrantApproved,
     GrantConcession,
     ListingChanged,
@@ -62,12 +68,18 @@ from exchange.domain.messages import (
     PlatformDiscounted,
     ProgrammeCreated,
     RecallCapacity,
+    RegisterEnterprise,
+    RejectApplication,
     RejectReason,
     ReportMetering,
+    RequestApplicationInfo,
     RequestRejected,
     ResolveDispute,
     SetAccountLimits,
+    SetVoucherPolicy,
+    SupplementApplication,
     TradeExecuted,
+    VoucherPolicySet,
     WithdrawCapacity,
     WithdrawFunds,
     decode,
@@ -178,10 +190,7 @@ COMMANDS: list[Message] = [
         application_id="app-1",
         programme_id="hz-2027",
         admin_id="hz-admin",
-        account_id="a1",
         limit=500_000,
-        kind="sme",
-        city="hangzhou",
         related_accounts=["a1-sister"],
     ),
     FundDiscountPool(
@@ -191,7 +200,30 @@ COMMANDS: list[Message] = [
         discount_bps=500,
         budget=5_000_000,
     ),
-]
+    RegisterEnterprise(
+        account_id="a1", name="杭州算力科技有限公司", uscc="91330100716105852F", kind="sme",
+        city="hangzhou",
+    ),
+    ApplyForGrant(
+        application_id="app-1", account_id="a1", programme_id="hz-2027", amount=500_000,
+        intended_use="fine-tuning a 7B model for customer service",
+    ),
+    RequestApplicationInfo(
+        application_id="app-1", programme_id="hz-2027", admin_id="hz-admin",
+        question="How many GPU hours a month?",
+    ),
+    SupplementApplication(
+        application_id="app-1", programme_id="hz-2027", account_id="a1", answer="About 400.",
+    ),
+    RejectApplication(
+        application_id="app-1", programme_id="hz-2027", admin_id="hz-admin",
+        reason="Not registered in Hangzhou.",
+    ),
+    SetVoucherPolicy(
+        operator_id="ops", max_rate_bps=3_000, max_cap_per_enterprise=500_000_000,
+        kinds=["sme", "opc"], cities=["hangzhou", "ningbo"], reason="2027 policy",
+    ),
+]  # fmt: skip
 
 EVENTS: list[Message] = [
     FundsDeposited(**E, deposit_id="d:1", account_id="a1", amount=1_000_000, currency="CNY"),
@@ -445,6 +477,8 @@ EVENTS: list[Message] = [
         regions=["YRD"],
         valid_from=0,
         valid_until=1_900_000_000_000,
+        renewed=120_000,
+        budget_year=2028,
     ),
     GrantApproved(
         **E,
@@ -481,7 +515,31 @@ EVENTS: list[Message] = [
         discount=500,
         trade_id="H100-80G.GZ.20271201T00-4",
     ),
-]
+    EnterpriseRegistered(
+        **E, account_id="a1", name="杭州算力科技有限公司", uscc="91330100716105852F",
+        kind="sme", city="hangzhou",
+    ),
+    GrantApplied(
+        **E, application_id="app-1", programme_id="hz-2027", account_id="a1", amount=500_000,
+        intended_use="fine-tuning", name="杭州算力科技有限公司", uscc="91330100716105852F",
+        kind="sme", city="hangzhou",
+    ),
+    ApplicationInfoRequested(
+        **E, application_id="app-1", programme_id="hz-2027", admin_id="hz-admin",
+        account_id="a1", question="How many GPU hours a month?",
+    ),
+    ApplicationSupplemented(
+        **E, application_id="app-1", programme_id="hz-2027", account_id="a1", answer="About 400.",
+    ),
+    ApplicationRejected(
+        **E, application_id="app-1", programme_id="hz-2027", admin_id="hz-admin",
+        account_id="a1", reason="Not registered in Hangzhou.",
+    ),
+    VoucherPolicySet(
+        **E, operator_id="ops", max_rate_bps=3_000, max_cap_per_enterprise=500_000_000,
+        kinds=["sme", "opc"], cities=[], reason="",
+    ),
+]  # fmt: skip
 
 
 def _all_message_classes() -> set[type[Message]]:
@@ -501,7 +559,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 57
+    assert len(_all_message_classes()) == 69
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

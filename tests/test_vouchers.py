@@ -8,30 +8,38 @@ out of the programme's budget, so the budget binds when a grant is approved.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import MarketRules
+from exchange.domain.enterprises import REGISTRY_KEY
 from exchange.domain.messages import (
+    ApplyForGrant,
     ApproveGrant,
     CancelOrder,
     CreateProgramme,
     DepositCapacity,
+    EnterpriseRegistered,
     Event,
     EventStamp,
     GrantApproved,
     OrderAccepted,
     OrderRejected,
     PlaceOrder,
+    RegisterEnterprise,
+    RejectApplication,
     RejectReason,
     ReportMetering,
     RequestRejected,
+    SetVoucherPolicy,
     exchange_order_id,
 )
-from exchange.domain.risk import OUTCOME_TYPES
-from tests.test_bank import DELIVERY, HOUR, SYM, Bank, funds, sealed
+from exchange.domain.risk import OUTCOME_TYPES, RiskStage
+from exchange.domain.uscc import with_check_character
+from tests.test_bank import DELIVERY, HOUR, SEAL, SYM, Bank, funds, sealed
 
 FREE = MarketRules()
 YEAR_MS = 365 * 24 * HOUR
@@ -60,6 +68,39 @@ class VoucherBank(Bank):
         self.events.extend(out)
         return out
 
+    def apply(self, account: str, amount: int, application_id: str = "") -> list[Event]:
+        """Register `account` as a Hangzhou SME (once) and apply to programme hz."""
+        if account not in self.risk.state.enterprises:
+            self.send(enterprise(account))
+        return self.send(
+            ApplyForGrant(
+                application_id=application_id or f"app-{account}-{amount}",
+                account_id=account,
+                programme_id="hz",
+                amount=amount,
+                intended_use="inference",
+            )
+        )
+
+    def grant(self, account: str, limit: int, related: list[str] | None = None) -> list[Event]:
+        """Apply for `limit` as `account` and approve it."""
+        self.apply(account, limit)
+        return self.send(grant(account, limit, related))
+
+
+def enterprise(account: str, kind: str = "sme", city: str = "hangzhou") -> RegisterEnterprise:
+    """A registration with a valid code of its own for each account."""
+    serial = f"{int(hashlib.sha256(account.encode()).hexdigest(), 16) % 10**9:09d}"
+    return RegisterEnterprise.model_validate(
+        {
+            "account_id": account,
+            "name": f"{account} 科技有限公司",
+            "uscc": with_check_character(f"91330100{serial}"),
+            "kind": kind,
+            "city": city,
+        }
+    )
+
 
 def programme(budget: int = 10_000, cap: int = 600, **terms: object) -> CreateProgramme:
     fields: dict[str, object] = {
@@ -80,14 +121,12 @@ def programme(budget: int = 10_000, cap: int = 600, **terms: object) -> CreatePr
 
 
 def grant(account: str, limit: int, related: list[str] | None = None) -> ApproveGrant:
+    """The approval of `account`'s application for `limit` (`VoucherBank.apply`)."""
     return ApproveGrant(
         application_id=f"app-{account}-{limit}",
         programme_id="hz",
         admin_id="hz-admin",
-        account_id=account,
         limit=limit,
-        kind="sme",
-        city="hangzhou",
         related_accounts=related or [],
     )
 
@@ -112,7 +151,7 @@ def subsidised(
 def market(related: list[str] | None = None, limit: int = 1_000) -> VoucherBank:
     bank = VoucherBank(FREE)
     bank.send(programme())
-    bank.send(grant("b1", limit, related))
+    bank.grant("b1", limit, related)
     bank.send(funds("b1", 10_000))
     bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=20))
     bank.send(
@@ -158,23 +197,26 @@ def test_the_rate_binds_then_the_per_contract_cap_then_the_grant() -> None:
 def test_the_programme_budget_binds_when_grants_are_approved() -> None:
     bank = VoucherBank(FREE)
     bank.send(programme(budget=10_000))
-    bank.send(grant("b1", 1_000))
-    bank.send(grant("b2", 5_000))
+    bank.grant("b1", 1_000)
+    bank.grant("b2", 5_000)
+    bank.apply("b3", 4_001)
     before = bank.risk.state_hash()
 
     refused = bank.send(grant("b3", 4_001))[0]
 
     assert isinstance(refused, RequestRejected)
     assert refused.reason == RejectReason.BUDGET_EXHAUSTED
-    assert (
-        refused.message == "programme hz has 4000 fen of budget left to grant, the grant asks 4001"
+    assert refused.message == (
+        "programme hz has 4000 fen of its 2027 budget left to grant, the grant asks 4001"
     )
     assert bank.risk.state_hash() == before
-    bank.send(grant("b3", 4_000))
+    bank.send(grant("b3", 4_001).model_copy(update={"limit": 4_000}))
     assert bank.ledger.ledger.get("budget:hz", 0) == 0
-    over_cap = bank.send(grant("b2", 1))[0]
+    bank.apply("b4", 5_000)
+    over_cap = bank.send(grant("b4", 5_000).model_copy(update={"limit": 5_001}))[0]
     assert isinstance(over_cap, RequestRejected)
     assert over_cap.reason == RejectReason.NOT_ELIGIBLE
+    assert over_cap.message == "grants to b4 would exceed the cap per enterprise of 5000 fen"
 
 
 def test_a_related_seller_earns_no_voucher_and_the_reservation_returns() -> None:
@@ -261,7 +303,7 @@ def test_random_trading_never_oversubscribes_a_programme(
     bank.send(programme(budget=3_000, cap=200))
     buyers = ["b1", "b2", "b3"]
     for buyer, limit in zip(buyers, (1_500, 1_000, 800), strict=True):
-        bank.send(grant(buyer, limit, related=["p2"] if buyer == "b3" else []))
+        bank.grant(buyer, limit, related=["p2"] if buyer == "b3" else [])
         bank.send(funds(buyer, 20_000))
     for provider in ("p1", "p2"):
         bank.send(funds(provider, 5_000))
@@ -352,6 +394,7 @@ def test_a_related_fill_does_not_count_toward_a_later_unrelated_fill() -> None:
 def test_only_the_programme_s_administrator_approves_its_grants() -> None:
     bank = VoucherBank(FREE)
     bank.send(programme())
+    bank.apply("b1", 100)
     stranger = grant("b1", 100).model_copy(update={"admin_id": "other-city"})
 
     refused = bank.send(stranger)[0]
@@ -444,6 +487,13 @@ def test_programme_and_application_ids_are_their_administrators_own() -> None:
     assert again.reason == RejectReason.DUPLICATE_ID
 
     bank.send(programme(programme_id="nb", admin_id="nb-admin"))
+    bank.apply("b2", 300, "app-1")
+    bank.send(
+        ApplyForGrant(
+            application_id="app-1", account_id="b2", programme_id="nb", amount=300,
+            intended_use="inference",
+        )
+    )  # fmt: skip
     same_application = grant("b2", 300).model_copy(update={"application_id": "app-1"})
     approved = [
         bank.send(same_application)[0],
@@ -462,4 +512,102 @@ def test_programme_and_application_ids_are_their_administrators_own() -> None:
     assert foreign.reason == RejectReason.NOT_PROGRAMME_ADMIN
     repeated = bank.send(same_application)[0]
     assert isinstance(repeated, RequestRejected)
-    assert (repeated.reason, repeated.request_id) == (RejectReason.DUPLICATE_ID, "hz/app-1")
+    assert (repeated.reason, repeated.request_id) == (
+        RejectReason.APPLICATION_NOT_PENDING,
+        "hz/app-1",
+    )
+
+
+def test_each_cst_calendar_year_starts_with_the_whole_budget() -> None:
+    # 2028-01-01 00:00 China Standard Time is 2027-12-31 16:00 UTC.
+    new_year = 1_830_268_800_000
+    bank = VoucherBank(FREE)
+    terms = {"cap_per_enterprise": 10_000, "valid_until": new_year + YEAR_MS}
+    bank.send(programme(budget=10_000, **terms), at=new_year - 10_000)
+    bank.apply("b1", 5_000)
+    bank.apply("b2", 4_000)
+    bank.apply("b3", 8_000)
+    bank.apply("b4", 3_000)
+    # The last millisecond of 2027 in Hangzhou still counts against 2027's budget.
+    last = bank.send(grant("b1", 5_000), at=new_year - 1)[0]
+    assert isinstance(last, GrantApproved)
+    assert (last.budget_year, last.renewed) == (2027, 0)
+    refused = bank.send(grant("b3", 8_000), at=new_year - 1)[0]
+    assert isinstance(refused, RequestRejected)
+    assert refused.message == (
+        "programme hz has 5000 fen of its 2027 budget left to grant, the grant asks 8000"
+    )
+
+    first = bank.send(grant("b3", 8_000), at=new_year)[0]
+
+    # 2027 granted 5,000 and left 5,000 ungranted: the 5,000 granted is pledged again and the
+    # 5,000 left lapses, so 2028 starts with 10,000, of which the grant takes 8,000.
+    assert isinstance(first, GrantApproved)
+    assert (first.budget_year, first.renewed) == (2028, 5_000)
+    assert bank.ledger.ledger["budget:hz"] == 2_000
+    assert bank.ledger.ledger["pledge:hz"] == -15_000
+    assert bank.risk.accounts.programmes["hz"].unallocated == 2_000
+    assert bank.ledger.trial_balance() == 0
+    over = bank.send(grant("b4", 3_000), at=new_year + 1)[0]
+    assert isinstance(over, RequestRejected)
+    assert over.message == (
+        "programme hz has 2000 fen of its 2028 budget left to grant, the grant asks 3000"
+    )
+    # A year's grants stay usable after it: b1's 2027 grant is whole.
+    assert bank.risk.accounts.grants[("hz", "b1")].remaining == 5_000
+
+
+def test_unsigned_steps_of_administrators_and_operators_are_refused() -> None:
+    bank = VoucherBank(FREE)
+    bank.send(programme())
+    bank.apply("b1", 100)
+    policy = SetVoucherPolicy(
+        operator_id="ops", max_rate_bps=9_000, max_cap_per_enterprise=1, kinds=["sme"]
+    )
+    reject = RejectApplication(
+        application_id="app-b1-100", programme_id="hz", admin_id="hz-admin", reason="no"
+    )
+    for forged in (policy, reject):
+        refused = bank.risk.handle(forged, EventStamp("c", 0, 99, bank.ts))
+        assert isinstance(refused, RequestRejected)
+        assert refused.reason == RejectReason.NOT_OPERATOR
+    assert bank.risk.state.voucher_policy is None
+    assert bank.risk.state.applications["hz/app-b1-100"].status == "pending"
+
+
+def test_a_stale_registration_fed_back_never_undoes_a_newer_one_in_the_registry() -> None:
+    bank = VoucherBank(FREE)
+    first = bank.send(enterprise("b1"))[0]
+    moved = enterprise("b1", city="ningbo")
+    second = bank.send(moved)[0]
+    assert isinstance(first, EnterpriseRegistered)
+    assert isinstance(second, EnterpriseRegistered)
+    stamp = EventStamp("f", 0, 99, bank.ts)
+
+    # The registry's partition decided both: the first, fed back late, changes nothing there.
+    bank.risk.apply_outcome(first, lambda key: key == REGISTRY_KEY, stamp)
+    assert bank.risk.state.enterprises["b1"].city == "ningbo"
+    # Another partition learns each as it comes, the newer last.
+    elsewhere = VoucherBank(FREE)
+    for registered in (first, second):
+        elsewhere.risk.apply_outcome(registered, lambda key: key != REGISTRY_KEY, stamp)
+    assert elsewhere.risk.state.enterprises["b1"].city == "ningbo"
+
+
+def test_registrations_applications_the_policy_and_budget_years_survive_a_snapshot() -> None:
+    bank = market()
+    bank.apply("b2", 300)
+    bank.send(
+        SetVoucherPolicy(
+            operator_id="ops", max_rate_bps=3_000, max_cap_per_enterprise=9_000, kinds=["sme"]
+        )
+    )
+    snapshot = json.loads(json.dumps(bank.risk.snapshot()))
+
+    restored = RiskStage.restore(bank.risk.catalogue, snapshot, SEAL)
+
+    assert restored.state_hash() == bank.risk.state_hash()
+    assert restored.state.applications == bank.risk.state.applications
+    assert restored.state.enterprises == bank.risk.state.enterprises
+    assert restored.state.voucher_policy == bank.risk.state.voucher_policy
+    assert restored.state.accounts.programmes["hz"].budget_year == 2027

@@ -22,7 +22,9 @@ from cx_client.models import (
     Contract,
     Delivery,
     DepositAnswer,
+    Enterprise,
     Fill,
+    GrantApplication,
     Health,
     Invoices,
     KeyInfo,
@@ -474,22 +476,19 @@ class ExchangeClient:
     async def approve_grant(
         self,
         programme_id: str,
-        account_id: str,
+        application_id: str,
         limit: int,
-        kind: str,
-        city: str,
         *,
         related_accounts: list[str] | None = None,
-        application_id: str | None = None,
+        request_id: str | None = None,
     ) -> RequestAnswer:
-        """Approve an enterprise's application: a grant carved out of the budget."""
+        """Approve a pending application (programme administrators): a grant of `limit` fen
+        carved out of this calendar year's budget."""
         body = {
-            "account_id": account_id,
-            "limit": limit,
-            "kind": kind,
-            "city": city,
-            "related_accounts": related_accounts or [],
             "application_id": application_id,
+            "limit": limit,
+            "related_accounts": related_accounts or [],
+            "request_id": request_id,
         }
         return await self._bank("POST", f"/v1/programmes/{programme_id}/grants", body)
 
@@ -501,6 +500,76 @@ class ExchangeClient:
         discounted `discount_bps` of their amount from it."""
         body = {"pool_id": pool_id, "discount_bps": discount_bps, "budget": budget}
         return await self._bank("POST", f"/v1/programmes/{programme_id}/discount-pools", body)
+
+    async def register_enterprise(
+        self, name: str, uscc: str, kind: str, city: str, account_id: str | None = None
+    ) -> RequestAnswer:
+        """Register (or register again) the enterprise behind the account."""
+        body = {"name": name, "uscc": uscc, "kind": kind, "city": city}
+        return await self._bank("POST", await self._account_path(account_id, "enterprise"), body)
+
+    async def enterprise(self, account_id: str | None = None) -> Enterprise:
+        """The enterprise the account registered."""
+        return await self._get(Enterprise, await self._account_path(account_id, "enterprise"))
+
+    async def apply_for_grant(
+        self,
+        programme_id: str,
+        amount: int,
+        intended_use: str,
+        *,
+        application_id: str | None = None,
+    ) -> RequestAnswer:
+        """Apply for a grant of `amount` fen as the registered enterprise (算力券申领)."""
+        body = {"application_id": application_id, "amount": amount, "intended_use": intended_use}
+        return await self._bank("POST", f"/v1/programmes/{programme_id}/applications", body)
+
+    async def applications(self) -> list[GrantApplication]:
+        """The account's applications, oldest first."""
+        return await self._list(GrantApplication, "/v1/applications")
+
+    async def programme_applications(self, programme_id: str) -> list[GrantApplication]:
+        """A programme's applications, oldest first (its administrator)."""
+        return await self._list(GrantApplication, f"/v1/programmes/{programme_id}/applications")
+
+    async def request_application_info(
+        self, programme_id: str, application_id: str, question: str, request_id: str | None = None
+    ) -> RequestAnswer:
+        """Ask the applicant of a pending application a question (its administrator)."""
+        path = f"/v1/programmes/{programme_id}/applications/{application_id}/info-requests"
+        return await self._bank("POST", path, {"question": question, "request_id": request_id})
+
+    async def supplement_application(
+        self, programme_id: str, application_id: str, answer: str, request_id: str | None = None
+    ) -> RequestAnswer:
+        """Answer the administrator's question: the application is pending again."""
+        path = f"/v1/programmes/{programme_id}/applications/{application_id}/supplements"
+        return await self._bank("POST", path, {"answer": answer, "request_id": request_id})
+
+    async def reject_application(
+        self, programme_id: str, application_id: str, reason: str, request_id: str | None = None
+    ) -> RequestAnswer:
+        """Reject a pending application, saying why (its administrator)."""
+        path = f"/v1/programmes/{programme_id}/applications/{application_id}/rejection"
+        return await self._bank("POST", path, {"reason": reason, "request_id": request_id})
+
+    async def set_voucher_policy(
+        self,
+        max_rate_bps: int,
+        max_cap_per_enterprise: int,
+        kinds: list[str],
+        cities: list[str] | None = None,
+        reason: str = "",
+    ) -> RequestAnswer:
+        """Set the platform's voucher ceilings (operators)."""
+        body = {
+            "max_rate_bps": max_rate_bps,
+            "max_cap_per_enterprise": max_cap_per_enterprise,
+            "kinds": kinds,
+            "cities": cities or [],
+            "reason": reason,
+        }
+        return await self._bank("POST", "/v1/admin/voucher-policy", body)
 
     async def programme_report(self, programme_id: str) -> ProgrammeReport:
         """A programme's budget, usage, burn-down and subsidised purchases."""

@@ -597,6 +597,39 @@ class VatInvoice(Model):
     remarks: str
 
 
+class Enterprise(Model):
+    """The enterprise an account registered (统一社会信用代码 `uscc`)."""
+
+    account_id: str
+    name: str
+    uscc: str
+    kind: str
+    city: str
+    registered_ts: int
+
+
+class GrantApplication(Model):
+    """An application for a grant and where it stands: pending, info_requested (see
+    `question`), approved (`granted` fen) or rejected (see `reason`)."""
+
+    programme_id: str
+    application_id: str
+    account_id: str
+    name: str
+    uscc: str
+    kind: str
+    city: str
+    amount: int
+    intended_use: str
+    status: str
+    question: str | None
+    answer: str | None
+    reason: str | None
+    granted: int | None
+    submitted_ts: int
+    updated_ts: int
+
+
 class ProgrammeReport(Model):
     """A voucher programme's budget and usage (fen), burn-down by day and breakdowns."""
 

@@ -190,6 +190,10 @@ class Programme:
             return 0
         return min(limit * self.pool_bps // self.rate_bps, self.pool_unallocated)
 
+    budget_year: int = 0
+    """The calendar year (China Standard Time) `unallocated` is of: that of the latest grant
+    (0: none yet)."""
+
 
 @dataclass(slots=True)
 class Grant:
@@ -974,7 +978,8 @@ class Accounts:
         programme_id, account = approved.programme_id, approved.account_id
         programme = self.programmes.get(programme_id)
         if programme is not None and (owns is None or owns(f"programme:{programme_id}")):
-            programme.unallocated -= approved.limit
+            programme.unallocated += approved.renewed - approved.limit
+            programme.budget_year = approved.budget_year or programme.budget_year
             programme.granted[account] = programme.granted.get(account, 0) + approved.limit
             programme.pool_unallocated -= approved.discount_limit
         if owns is None or owns(account):
@@ -996,7 +1001,8 @@ class Accounts:
                 grant.discount_bps = approved.discount_bps or grant.discount_bps
                 grant.discount_remaining += approved.discount_limit
         legs = [
-            (f"budget:{programme_id}", -approved.limit),
+            *([(f"pledge:{programme_id}", -approved.renewed)] if approved.renewed else []),
+            (f"budget:{programme_id}", approved.renewed - approved.limit),
             (f"grant:{programme_id}:{account}", approved.limit),
         ]
         if approved.discount_limit:
@@ -1032,9 +1038,12 @@ class Accounts:
             )
         for programme_id in sorted(self.programmes):
             p = self.programmes[programme_id]
+            # The year only once grants count against one, the pool only once funded, so
+            # older states hash as before.
+            year = f"|y{p.budget_year}" if p.budget_year else ""
             pool = f"|d{p.pool_bps}|{p.pool_unallocated}" if p.pool_bps else ""
             hasher.update(
-                f"g|{programme_id}|{p.unallocated}|{sorted(p.granted.items())}{pool}\n".encode()
+                f"g|{programme_id}|{p.unallocated}|{sorted(p.granted.items())}{year}{pool}\n".encode()
             )
         for (programme_id, account_id), g in sorted(self.grants.items()):
             discount = f"|d{g.discount_bps}|{g.discount_remaining}" if g.discount_bps else ""
@@ -1097,14 +1106,16 @@ class Accounts:
 
 def money_brought_in(event: Event) -> int:
     """Fen an event brings into the exchange from outside (negative: takes out of it): cash
-    deposits and withdrawals, voucher programmes' budgets and fee concessions' budgets. Every
-    other movement only moves money already inside."""
+    deposits and withdrawals, voucher programmes' budgets (and their yearly renewals) and fee
+    concessions' budgets. Every other movement only moves money already inside."""
     if isinstance(event, FundsDeposited):
         return event.amount
     if isinstance(event, FundsWithdrawn):
         return -event.amount
     if isinstance(event, (ProgrammeCreated, ConcessionGranted, DiscountPoolFunded)):
         return event.budget
+    if isinstance(event, GrantApproved):
+        return event.renewed
     return 0
 
 
@@ -1160,7 +1171,7 @@ def _programme_entry(p: Programme) -> list[Any]:
     entry = [
         p.programme_id, p.issuer, p.budget, p.rate_bps, p.cap_per_contract, p.cap_per_enterprise,
         p.classes, p.regions, p.kinds, p.cities, p.valid_from, p.valid_until, p.unallocated,
-        sorted(p.granted.items()), p.admin_id,
+        sorted(p.granted.items()), p.admin_id, p.budget_year,
     ]  # fmt: skip
     # A programme without a discount pool keeps the entry it had before pools existed.
     return [*entry, p.pool_bps, p.pool_unallocated] if p.pool_bps else entry
@@ -1170,8 +1181,9 @@ def _programme_from(entry: list[Any]) -> Programme:
     programme = Programme(*entry[:13])
     programme.granted = dict(entry[13])
     programme.admin_id = entry[14]
-    if len(entry) > 15:
-        programme.pool_bps, programme.pool_unallocated = entry[15:17]
+    programme.budget_year = entry[15] if len(entry) > 15 else 0
+    if len(entry) > 16:
+        programme.pool_bps, programme.pool_unallocated = entry[16:18]
     return programme
 
 

@@ -213,6 +213,15 @@ class MarketRules:
     recall_compensation_bps: int = 1_000
     """A recalled unit's holder is refunded and compensated this share (basis points) of the
     refund, out of the provider's bond behind the unit."""
+    voucher_max_rate_bps: int = 3_000
+    """The highest voucher share of a contract amount a programme may pay, until an operator
+    sets a voucher policy (`SetVoucherPolicy`)."""
+    voucher_max_cap_per_enterprise: int = 500_000_000
+    """The highest cap per enterprise a programme may have (fen: 5,000,000 yuan)."""
+    voucher_kinds: tuple[str, ...] = ("sme", "opc")
+    """The kinds of enterprise programmes may cover."""
+    voucher_cities: tuple[str, ...] = ()
+    """The cities programmes may cover (empty: any)."""
 
 
 HOUR_MS = 3_600_000

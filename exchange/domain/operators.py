@@ -24,8 +24,11 @@ from exchange.domain.messages import (
     CreateProgramme,
     FundDiscountPool,
     GrantConcession,
+    RejectApplication,
+    RequestApplicationInfo,
     ResolveDispute,
     SetAccountLimits,
+    SetVoucherPolicy,
     encode,
 )
 
@@ -35,14 +38,18 @@ OperatorCommand = (
     | ResolveDispute
     | CreateProgramme
     | ApproveGrant
+    | RequestApplicationInfo
+    | RejectApplication
     | GrantConcession
     | FundDiscountPool
+    | SetVoucherPolicy
 )
 """Commands of operators and programme administrators: roles only the API can check."""
 
 
 Signed = TypeVar("Signed", ControlMarket, SetAccountLimits, ResolveDispute, CreateProgramme,
-                 ApproveGrant, GrantConcession, FundDiscountPool)  # fmt: skip
+                 ApproveGrant, RequestApplicationInfo, RejectApplication, GrantConcession,
+                 SetVoucherPolicy, FundDiscountPool)  # fmt: skip
 
 
 class OperatorSeal:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from cx_client import ExchangeClient, ProblemError
 
+from tests.e2e.grants import uscc_of
 from tests.e2e.harness import running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
@@ -36,10 +37,35 @@ async def test_the_client_runs_a_programme_a_schedule_and_reads_invoices(tmp_pat
                 "gz-2027",
                 "done",
             )
-            await city.approve_grant("gz-2027", "sme", 2_000, "sme", "guiyang")
+            with pytest.raises(ProblemError) as unregistered:
+                await sme.apply_for_grant("gz-2027", 2_000, "推理", application_id="sme-0")
+            assert unregistered.value.type == "/problems/not_registered"
+            registered = await sme.register_enterprise(
+                "贵阳算力有限公司", uscc_of("sme", "520100"), "sme", "guiyang"
+            )
+            assert registered.status == "done"
+            await sme.apply_for_grant("gz-2027", 2_000, "推理 / inference", application_id="sme-1")
+            asked = await city.request_application_info("gz-2027", "sme-1", "用途 / use?")
+            assert (asked.request, asked.id) == ("RequestApplicationInfo", "gz-2027/sme-1")
+            await sme.supplement_application("gz-2027", "sme-1", "客服模型 / a support bot")
+            await city.approve_grant("gz-2027", "sme-1", 2_000)
             with pytest.raises(ProblemError) as refused:
-                await city.approve_grant("gz-2027", "sme", 9_000, "sme", "guiyang")
-            assert refused.value.type == "/problems/not_eligible"
+                await city.approve_grant("gz-2027", "sme-1", 2_000)
+            assert refused.value.type == "/problems/application_not_pending"
+            with pytest.raises(ProblemError) as twice:
+                await sme.apply_for_grant("gz-2027", 1_000, "more", application_id="sme-2")
+            assert twice.value.type == "/problems/duplicate_application"
+            await settle(exchange.runtime)
+            assert (await sme.enterprise()).city == "guiyang"
+            (mine,) = await sme.applications()
+            assert (mine.status, mine.granted, mine.answer) == (
+                "approved",
+                2_000,
+                "客服模型 / a support bot",
+            )
+            assert [a.application_id for a in await city.programme_applications("gz-2027")] == [
+                "sme-1"
+            ]
 
             schedule = await dc.deposit_schedule(
                 "H100-80G", "GZ", 3, "2027-12-01", to_hour=2, reserve_price=1_000

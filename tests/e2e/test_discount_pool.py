@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cx.settings import Settings
+from tests.e2e.grants import granted
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 from tests.e2e.test_vouchers import GZ0, YEAR_2027
 
@@ -44,11 +45,7 @@ async def test_a_purchase_is_shared_by_the_voucher_the_platform_and_the_firm(
         funded = await _post(exchange, "ops", "operator", "/v1/programmes/gz/discount-pools", pool)
         assert funded.status_code == 201, funded.text
         assert funded.json()["id"] == "gz/gz-platform"
-        grant = {"account_id": "sme", "limit": 30_000, "kind": "sme", "city": "guiyang"}
-        granted = await _post(
-            exchange, "city", "programme_admin", "/v1/programmes/gz/grants", grant
-        )
-        assert granted.status_code == 201, granted.text
+        await granted(exchange, "city", "gz", "sme", 30_000, city="guiyang")
         for account, role, body in (
             ("sme", "buyer", {"kind": "cash", "amount": 50_000}),
             ("dc", "provider", {"kind": "capacity", "symbol": GZ0, "quantity": 10}),

@@ -24,7 +24,7 @@ import pypdfium2
 import pytest
 from cx_client import ExchangeClient
 from pypdf import PdfReader
-from sqlalchemy import and_, insert, select
+from sqlalchemy import and_, select
 
 from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
@@ -39,7 +39,7 @@ GZ1 = "H100-80G.GZ.20271201T01"
 HOUR = 3_600_000
 MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
 DECEMBER = (MIDNIGHT, to_utc_ms(datetime(2028, 1, 1, tzinfo=CHINA_STANDARD_TIME)))
-USCC = "91330106MA2B3C4D5E"
+USCC = "91330106MA2B3C4D5D"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -76,8 +76,12 @@ async def _december(exchange: RunningExchange, clock: LogClock) -> str:
         "valid_until": DECEMBER[1],
     }  # fmt: skip
     await _post(exchange, admin, "programme_admin", "/v1/programmes", programme)
-    grant = {"account_id": "sme", "limit": 50_000, "kind": "sme", "city": "guiyang"}
-    await _post(exchange, admin, "programme_admin", "/v1/programmes/gz-compute/grants", grant)
+    enterprise = {"name": "贵阳小微算力科技有限公司", "uscc": USCC, "kind": "sme", "city": "guiyang"}
+    await _post(exchange, "sme", "buyer", "/v1/accounts/sme/enterprise", enterprise)
+    application = {"application_id": "sme-2027", "amount": 50_000, "intended_use": "模型微调"}
+    await _post(exchange, "sme", "buyer", "/v1/programmes/gz-compute/applications", application)
+    approval = {"application_id": "sme-2027", "limit": 50_000}
+    await _post(exchange, admin, "programme_admin", "/v1/programmes/gz-compute/grants", approval)
     relief = {
         "concession_id": "sme-relief", "account_ids": ["sme"], "discount_bps": 10_000,
         "budget_per_account": 5, "valid_from": 0, "valid_until": DECEMBER[1],
@@ -147,12 +151,6 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
     )
     clock = LogClock(MIDNIGHT)
     async with running_exchange(settings, clock) as exchange:
-        async with exchange.runtime.store.engine.begin() as connection:
-            await connection.execute(
-                insert(tables.enterprises),
-                [{"account_id": "sme", "name": "贵阳小微算力科技有限公司", "uscc": USCC,
-                  "kind": "sme", "city": "guiyang", "registered_ts": MIDNIGHT}],
-            )  # fmt: skip
         order_id = await _december(exchange, clock)
         sme = await exchange.as_("sme")
 

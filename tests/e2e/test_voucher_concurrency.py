@@ -16,6 +16,7 @@ import pytest
 
 from cx.settings import Settings
 from settlement.audit import audit, audit_ledger
+from tests.e2e.grants import apply, register
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +43,10 @@ async def test_concurrent_voucher_orders_never_oversubscribe_the_programme(
         }  # fmt: skip
         assert await _post(exchange, "city", "programme_admin", "/v1/programmes", programme) == 201
         for buyer in BUYERS:
-            grant = {"account_id": buyer, "limit": GRANT, "kind": "sme", "city": "shanghai"}
+            await register(exchange, buyer, city="shanghai")
+            applied = await apply(exchange, buyer, "yrd", GRANT, buyer)
+            assert applied.status_code == 201, applied.text
+            grant = {"application_id": buyer, "limit": GRANT}
             path = "/v1/programmes/yrd/grants"
             status = await _post(exchange, "city", "programme_admin", path, grant)
             # 8 grants of 3,000 ask more than the 20,000 budget: the last ones are refused.

@@ -21,6 +21,8 @@ from sqlalchemy import update
 
 from cx.settings import Settings
 from settlement import projections as tables
+from tests.e2e.grants import apply, register
+from tests.e2e.grants import granted as approved_grant
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
@@ -76,20 +78,12 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
             exchange, admin, "programme_admin", "/v1/programmes",
             _programme("ningbo", 500, "GZ", "ningbo"),
         )  # fmt: skip
-        grants = (
-            (
-                "hangzhou",
-                {"account_id": "sme", "limit": 100_000, "kind": "sme", "city": "hangzhou"},
-            ),
-            ("ningbo", {"account_id": "opc", "limit": 500, "kind": "opc", "city": "ningbo"}),
-        )
-        for programme, grant in grants:
-            await _post(
-                exchange, admin, "programme_admin", f"/v1/programmes/{programme}/grants", grant
-            )
+        await approved_grant(exchange, admin, "hangzhou", "sme", 100_000)
+        await approved_grant(exchange, admin, "ningbo", "opc", 500, kind="opc", city="ningbo")
+        await register(exchange, "opc-2", "opc", "ningbo")
+        assert (await apply(exchange, "opc-2", "ningbo", 1, "late")).status_code == 201
         over = await (await exchange.as_(admin, "programme_admin")).post(
-            "/v1/programmes/ningbo/grants",
-            json={"account_id": "opc-2", "limit": 1, "kind": "opc", "city": "ningbo"},
+            "/v1/programmes/ningbo/grants", json={"application_id": "late", "limit": 1}
         )
         assert over.status_code == 422
         assert over.json()["type"] == "/problems/budget_exhausted"

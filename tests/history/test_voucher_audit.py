@@ -12,6 +12,7 @@ import pytest
 
 from cx.settings import Settings
 from exchange.domain.messages import ApproveGrant, CreateProgramme
+from tests.e2e.grants import apply, register
 from tests.e2e.harness import running_exchange, settings_for, settle
 from tests.history.test_replay_and_audit import _audit_copy, _copy, _cx, _events
 
@@ -46,12 +47,13 @@ async def _trade_with_vouchers(settings: Settings) -> None:
             )
         )
         await settle(runtime)
+        await register(exchange, "b")
+        applied = await apply(exchange, "b", "hz", GRANT, "app-b")
+        assert applied.status_code == 201, applied.text
         await runtime.submit(
             runtime.seal.sign(
-                ApproveGrant(
-                    application_id="app-b", programme_id="hz", admin_id="hz-admin",
-                    account_id="b", limit=GRANT, kind="sme", city="hangzhou",
-                )
+                ApproveGrant(application_id="app-b", programme_id="hz", admin_id="hz-admin",
+                             limit=GRANT)
             )
         )  # fmt: skip
         buyer = await exchange.as_("b")

@@ -10,7 +10,8 @@ after every step checks the invariants the issue names (`ExchangeMachine.system_
     (checked as each answer arrives, `tests/system/api.py`);
 (b) the pipeline settles within a timeout and `/v1/health` answers ok;
 (c) every 201 the model remembers is in the store (orders in `GET /v1/orders`, deposits,
-    withdrawals, programmes, grants and the rest as stored events, needs in `GET /v1/needs`);
+    withdrawals, programmes, registrations, applications, grants and the rest as stored
+    events, needs in `GET /v1/needs`);
 (d) cash and capacity are conserved to the fen against the model: the ledger's `external`
     account is exactly what the model paid in net of what it took out, every ledger account
     (participants' cash through `GET /v1/accounts`) sums to zero, and per contract the
@@ -60,10 +61,12 @@ from cx.settings import Settings
 from cx.ticker import TICKER_ID, tick_symbols
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
+from exchange.domain.uscc import CHARACTERS
 from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
 from settlement.replay import replay
 from settlement.service import SettlementRunner
+from tests.e2e.grants import uscc_of
 from tests.e2e.harness import assert_stages_match_replay, free_port, quiescent
 from tests.system.api import Answer, Documented, Participant
 from tests.system.live import LiveExchange, Prepare
@@ -236,7 +239,12 @@ class ExchangeMachine(RuleBasedStateMachine):
         self.disputed: set[tuple[str, str, str]] = set()
         """The open obligations a holder disputed: an operator may resolve them."""
         self.programmes: set[str] = set()
-        """The voucher programmes created: grants are approved in them."""
+        """The voucher programmes created: enterprises apply to them."""
+        self.registered: set[str] = set()
+        """The buyers whose registration the exchange took."""
+        self.applications: list[tuple[str, str, str]] = []
+        """(programme, application, applicant) of the applications taken: the administrator
+        decides them."""
 
     # -- the exchange's life -------------------------------------------------------------
 
@@ -1034,9 +1042,14 @@ class ExchangeMachine(RuleBasedStateMachine):
         programme_id=names,
         budget=st.sampled_from((1_000, 100_000)),
         region=st.sampled_from(((), ("GZ",), ("YRD",))),
+        applicant=st.none() | buyers,
+        then=st.sampled_from((None, "approve", "approve", "ask", "reject")),
     )
-    def create_programme(self, programme_id: str, budget: int, region: tuple[str, ...]) -> None:
-        """A programme administrator creates a voucher programme."""
+    def create_programme(self, programme_id: str, budget: int, region: tuple[str, ...],
+                         applicant: str | None = None,
+                         then: str | None = None) -> None:  # fmt: skip
+        """A programme administrator creates a voucher programme; an enterprise (registered
+        first if it was not) may apply to it at once, and the administrator decide."""
         body = {
             "programme_id": programme_id,
             "issuer": "model city",
@@ -1045,6 +1058,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             "cap_per_contract": 600,
             "cap_per_enterprise": budget,
             "regions": list(region),
+            "cities": ["hangzhou"],
             "valid_from": START,
             "valid_until": END,
         }
@@ -1052,36 +1066,129 @@ class ExchangeMachine(RuleBasedStateMachine):
         if answer is not None and answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("ProgrammeCreated", "programme_id", programme_id, ""))
             self.programmes.add(programme_id)
+        if applicant is not None and programme_id in self.programmes:
+            if applicant not in self.registered:
+                self.register_enterprise(applicant, "own", "hangzhou", "sme")
+            self._apply(programme_id, applicant, min(budget, 1_000), None, then)
+
+    @rule(
+        account=buyers,
+        code=st.sampled_from(("own", "own", "taken", "bad")),
+        city=st.sampled_from(("hangzhou", "ningbo")),
+        kind=st.sampled_from(("sme", "opc", "large")),
+    )
+    def register_enterprise(self, account: str, code: str, city: str, kind: str) -> None:
+        """A buyer registers its enterprise: its own code, another buyer's (refused once that
+        one holds it) or one with a wrong check character (refused)."""
+        own = uscc_of(account)
+        wrong_check = CHARACTERS[(CHARACTERS.index(own[17]) + 1) % len(CHARACTERS)]
+        other = next(b for b in BUYERS if b != account)
+        uscc = {"own": own, "taken": uscc_of(other), "bad": own[:17] + wrong_check}[code]
+        body = {"name": f"{account} 科技", "uscc": uscc, "kind": kind, "city": city}
+        answer = self._send(account, "POST", f"/v1/accounts/{account}/enterprise", json=body)
+        if answer is None:
+            return
+        if code == "bad":
+            assert answer.problem == "invalid_uscc", answer
+        if answer.status == 201 and answer.body["status"] == "done":
+            self.model.stored.append(("EnterpriseRegistered", "uscc", uscc, account))
+            self.registered.add(account)
 
     @rule(
         programme_id=names,
         account=buyers,
-        limit=st.sampled_from((100, 1_000, 50_000)),
+        amount=st.sampled_from((100, 1_000, 50_000)),
         application_id=maybe_name,
-        related=st.booleans(),
         data=st.data(),
         known=st.sampled_from((True, True, False)),
+        register_first=st.sampled_from((True, True, False)),
+        then=st.sampled_from((None, "approve", "approve", "ask", "reject")),
     )
-    def approve_grant(self, programme_id: str, account: str, limit: int,
-                      application_id: str | None, related: bool, data: st.DataObject,
-                      known: bool) -> None:  # fmt: skip
-        """The administrator approves an enterprise's grant: in a programme created, or in
-        one that may not exist."""
+    def apply_for_grant(self, programme_id: str, account: str, amount: int,
+                        application_id: str | None, data: st.DataObject, known: bool,
+                        register_first: bool, then: str | None) -> None:  # fmt: skip
+        """An enterprise applies for a grant: to a programme created (its city's, created first
+        if none is), or to one that may not exist; registered (as an SME of Hangzhou, if it had
+        not) or not, eligible or not."""
+        if register_first and account not in self.registered:
+            self.register_enterprise(account, "own", "hangzhou", "sme")
+        if known and not self.programmes:
+            self.create_programme(programme_id, 100_000, ())
         created = _pick(sorted(self.programmes) or [None], data)
         if known and created is not None:
             programme_id = created
-        body: dict[str, Any] = {
-            "account_id": account,
-            "limit": limit,
-            "kind": "sme",
-            "city": "hangzhou",
-            "related_accounts": ["p1"] if related else [],
-        }
+        self._apply(programme_id, account, amount, application_id, then)
+
+    def _apply(self, programme_id: str, account: str, amount: int,
+               application_id: str | None, then: str | None) -> None:  # fmt: skip
+        """Send the application; then, if it was taken, the administrator's `then` step."""
+        body: dict[str, Any] = {"amount": amount, "intended_use": "model"}
         if application_id is not None:
             body["application_id"] = application_id
-        answer = self._send(ADMIN, "POST", f"/v1/programmes/{programme_id}/grants", json=body)
+        path = f"/v1/programmes/{programme_id}/applications"
+        answer = self._send(account, "POST", path, json=body)
         if answer is not None and answer.status == 201 and answer.body["status"] == "done":
-            self.model.stored.append(("GrantApproved", "application_id", answer.body["id"], ""))
+            sent_as = _unscoped(answer.body["id"])
+            self.model.stored.append(("GrantApplied", "application_id", sent_as, account))
+            self.applications.append((programme_id, sent_as, account))
+            if then is not None:
+                self._decide((programme_id, sent_as, account), then, amount, related=False)
+
+    @precondition(lambda self: bool(self.applications))
+    @rule(
+        data=st.data(),
+        step=st.sampled_from(("approve", "approve", "ask", "answer", "reject")),
+        limit=st.sampled_from((100, 1_000, 50_000)),
+        related=st.booleans(),
+    )
+    def decide_application(self, data: st.DataObject, step: str, limit: int,
+                           related: bool) -> None:  # fmt: skip
+        """The administrator approves, asks about or rejects an application, or its applicant
+        answers: in whatever state the application is (a step out of turn is refused)."""
+        self._decide(_pick(self.applications, data), step, limit, related)
+
+    def _decide(
+        self, application: tuple[str, str, str], step: str, limit: int, related: bool
+    ) -> None:
+        programme_id, application_id, account = application
+        base = f"/v1/programmes/{programme_id}"
+        if step == "approve":
+            body: dict[str, Any] = {
+                "application_id": application_id,
+                "limit": limit,
+                "related_accounts": ["p1"] if related else [],
+            }
+            answer = self._send(ADMIN, "POST", f"{base}/grants", json=body)
+            if answer is not None and answer.status == 201 and answer.body["status"] == "done":
+                self.model.stored.append(("GrantApproved", "application_id", application_id, ""))
+            return
+        path = {"ask": "info-requests", "answer": "supplements", "reject": "rejection"}[step]
+        field_of = {"ask": "question", "answer": "answer", "reject": "reason"}[step]
+        sender = account if step == "answer" else ADMIN
+        answer = self._send(
+            sender, "POST", f"{base}/applications/{application_id}/{path}", json={field_of: "m"}
+        )
+        if answer is not None and answer.status == 422:
+            assert answer.problem in {
+                "application_not_pending", "unknown_application", "not_programme_admin",
+            }, answer  # fmt: skip
+
+    @rule(
+        rate=st.sampled_from((3_000, 5_000)),
+        cities=st.sampled_from(((), ("hangzhou", "ningbo"), ("ningbo",))),
+    )
+    def set_voucher_policy(self, rate: int, cities: tuple[str, ...]) -> None:
+        """The operator sets the platform's voucher ceilings: programmes created after must
+        keep within them, applications after must be of an enterprise they cover."""
+        body = {
+            "max_rate_bps": rate,
+            "max_cap_per_enterprise": 1_000_000,
+            "kinds": ["sme", "opc"],
+            "cities": list(cities),
+            "reason": "model",
+        }
+        answer = self._operator("POST", "/v1/admin/voucher-policy", json=body)
+        assert answer.status == 201, answer
 
     @rule(
         programme_id=names,
@@ -1390,6 +1497,7 @@ class ExchangeMachine(RuleBasedStateMachine):
                 "programme_id",
                 "application_id",
                 "pool_id",
+                "uscc",
             ):
                 if id_field in data:
                     # Ids are scoped by the exchange (`SCOPE/ID`): index them by what was sent.

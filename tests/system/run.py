@@ -58,7 +58,12 @@ REACHED = (
     "BlockAccepted",
     "FundsWithdrawn",
     "CapacityWithdrawn",
+    "EnterpriseRegistered",
+    "GrantApplied",
+    "ApplicationInfoRequested",
+    "ApplicationRejected",
     "GrantApproved",
+    "VoucherPolicySet",
     "DeliveryObligation",
     "MeteringReported",
     "DeliveryDisputed",
@@ -73,7 +78,8 @@ REACHED = (
 )
 """Events that show an example got somewhere: every command family's stored outcome (trades,
 amends, self-trade prevention, auctions, blocks, cash and capacity, listings, concessions,
-vouchers, and deliveries from obligation to metering, dispute, recall and settlement)."""
+vouchers (registrations, applications and their steps, grants, the policy), and deliveries
+from obligation to metering, dispute, recall and settlement)."""
 
 REACHED_AT_EDGE = (
     "need placed",

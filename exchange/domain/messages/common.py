@@ -88,6 +88,17 @@ class RejectReason(StrEnum):
     CONTRACT_CLOSED = RefusalReason.CONTRACT_CLOSED.value
     ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"
     """The order would take the account past a limit an operator set (`SetAccountLimits`)."""
+    INVALID_USCC = "invalid_uscc"
+    """A unified social credit code that is not one (length, character or check character)."""
+    USCC_REGISTERED = "uscc_registered"
+    """Another account registered the unified social credit code."""
+    NOT_REGISTERED = "not_registered"
+    """The account has registered no enterprise."""
+    DUPLICATE_APPLICATION = "duplicate_application"
+    UNKNOWN_APPLICATION = "unknown_application"
+    APPLICATION_NOT_PENDING = "application_not_pending"
+    ABOVE_VOUCHER_POLICY = "above_voucher_policy"
+    """A programme asks for more than the platform's voucher policy allows."""
     CEILING_EXCEEDED = "ceiling_exceeded"
     """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
     exchange, an account's capacity in one contract, or one order's price x quantity."""

@@ -1,4 +1,5 @@
-"""Compute-voucher programmes and their grants, and operators' fee concessions."""
+"""Compute-voucher programmes, enterprises' identities and applications, the grants approved
+from them, the platform's voucher policy, and operators' fee concessions."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ from exchange.domain.messages.common import (
     PositiveInt,
     omit_defaults,
 )
+
+RegisteredKind = Literal["sme", "opc", "large"]
+"""What an enterprise registers as: a small or medium enterprise, a one-person company
+(一人公司) or a large enterprise."""
+Uscc = Annotated[str, Field(min_length=1, max_length=64)]
+"""A unified social credit code as sent: the risk stage checks it (`exchange.domain.uscc`),
+so a bad one is refused with what is wrong with it rather than a bare pattern mismatch."""
+Text = Annotated[str, Field(min_length=1, max_length=2_000)]
 
 
 def _small_enterprises() -> list[EnterpriseKind]:
@@ -57,24 +66,96 @@ class CreateProgramme(Message):
     """The API's seal: only the API sends programme administrators' commands."""
 
 
+class RegisterEnterprise(Message):
+    """An account registers the enterprise behind it (again: its registration is replaced)."""
+
+    type: Literal["RegisterEnterprise"] = "RegisterEnterprise"
+    account_id: Identifier
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    uscc: Uscc
+    """Its unified social credit code (统一社会信用代码): one account each."""
+    kind: RegisteredKind
+    city: Identifier
+
+
+class ApplyForGrant(Message):
+    """A registered enterprise applies to a programme for a grant (算力券申领)."""
+
+    type: Literal["ApplyForGrant"] = "ApplyForGrant"
+    application_id: Identifier
+    """The application's id in the programme: one application each."""
+    account_id: Identifier
+    programme_id: Identifier
+    amount: PositiveInt
+    """Fen asked for."""
+    intended_use: Text
+
+
+class RequestApplicationInfo(Message):
+    """A programme administrator asks the applicant a question before deciding."""
+
+    type: Literal["RequestApplicationInfo"] = "RequestApplicationInfo"
+    application_id: Identifier
+    programme_id: Identifier
+    admin_id: Identifier
+    question: Text
+    signature: Annotated[str, Field(max_length=128)] = ""
+    """The API's seal: only the API sends programme administrators' commands."""
+
+
+class SupplementApplication(Message):
+    """The applicant answers the administrator's question; the application is pending again."""
+
+    type: Literal["SupplementApplication"] = "SupplementApplication"
+    application_id: Identifier
+    programme_id: Identifier
+    account_id: Identifier
+    answer: Text
+
+
+class RejectApplication(Message):
+    """A programme administrator rejects a pending application, saying why."""
+
+    type: Literal["RejectApplication"] = "RejectApplication"
+    application_id: Identifier
+    programme_id: Identifier
+    admin_id: Identifier
+    reason: Text
+    signature: Annotated[str, Field(max_length=128)] = ""
+    """The API's seal: only the API sends programme administrators' commands."""
+
+
 class ApproveGrant(Message):
-    """A programme administrator approves an enterprise's application: a grant of `limit`."""
+    """A programme administrator approves a pending application: a grant of `limit` fen to the
+    enterprise that applied, whose kind and city are those it registered."""
 
     type: Literal["ApproveGrant"] = "ApproveGrant"
     application_id: Identifier
     """The enterprise's application: one grant each."""
     programme_id: Identifier
     admin_id: Identifier
-    account_id: Identifier
     limit: PositiveInt
-    kind: EnterpriseKind
-    city: Identifier
     related_accounts: Annotated[list[Identifier], Field(max_length=100)] = Field(
         default_factory=list
     )
     """Accounts of the enterprise's ownership group: no voucher on trades with them."""
     signature: Annotated[str, Field(max_length=128)] = ""
     """The API's seal: only the API sends programme administrators' commands."""
+
+
+class SetVoucherPolicy(Message):
+    """The platform operator's ceilings on every programme (signed like `ControlMarket`): the
+    highest voucher share of a contract amount, the highest cap per enterprise, and which
+    kinds of enterprise and which cities programmes may cover (empty cities: any)."""
+
+    type: Literal["SetVoucherPolicy"] = "SetVoucherPolicy"
+    operator_id: Identifier
+    max_rate_bps: Annotated[StrictInt, Field(gt=0, le=10_000)]
+    max_cap_per_enterprise: PositiveInt
+    kinds: Annotated[list[RegisteredKind], Field(min_length=1, max_length=3)]
+    cities: Annotated[list[Identifier], Field(max_length=64)] = Field(default_factory=list)
+    reason: Annotated[str, Field(max_length=500)] = ""
+    signature: Annotated[str, Field(max_length=128)] = ""
 
 
 class GrantConcession(Message):
@@ -131,9 +212,84 @@ class ProgrammeCreated(Event):
     valid_until: StrictInt
 
 
+class EnterpriseRegistered(Event):
+    """An account's enterprise identity, fed to every risk partition (each decides
+    applications and programmes against it)."""
+
+    type: Literal["EnterpriseRegistered"] = "EnterpriseRegistered"
+    account_id: str
+    name: str
+    uscc: str
+    kind: str
+    city: str
+
+
+class GrantApplied(Event):
+    """An enterprise applied for a grant; it carries the identity it applied with."""
+
+    type: Literal["GrantApplied"] = "GrantApplied"
+    application_id: str
+    programme_id: str
+    account_id: str
+    amount: StrictInt
+    intended_use: str
+    name: str
+    uscc: str
+    kind: str
+    city: str
+
+
+class ApplicationInfoRequested(Event):
+    """The administrator asked the applicant a question; the application waits for the answer."""
+
+    type: Literal["ApplicationInfoRequested"] = "ApplicationInfoRequested"
+    application_id: str
+    programme_id: str
+    admin_id: str
+    account_id: str
+    question: str
+
+
+class ApplicationSupplemented(Event):
+    """The applicant answered; the application is pending again."""
+
+    type: Literal["ApplicationSupplemented"] = "ApplicationSupplemented"
+    application_id: str
+    programme_id: str
+    account_id: str
+    answer: str
+
+
+class ApplicationRejected(Event):
+    """The administrator rejected the application; the enterprise may apply again."""
+
+    type: Literal["ApplicationRejected"] = "ApplicationRejected"
+    application_id: str
+    programme_id: str
+    admin_id: str
+    account_id: str
+    reason: str
+
+
+class VoucherPolicySet(Event):
+    """The platform's voucher ceilings in force from now, fed to every risk partition."""
+
+    type: Literal["VoucherPolicySet"] = "VoucherPolicySet"
+    operator_id: str
+    max_rate_bps: StrictInt
+    max_cap_per_enterprise: StrictInt
+    kinds: list[str]
+    cities: list[str]
+    reason: str = ""
+
+
 class GrantApproved(Event):
     """A grant of `limit` fen was carved out of a programme's budget for one enterprise; it
-    carries the programme's rules so the enterprise's partition can apply them."""
+    carries the programme's rules so the enterprise's partition can apply them.
+
+    The first grant of a calendar year (China Standard Time) renews the budget: `renewed` fen,
+    what the earlier years granted since the last renewal, are pledged again so the year
+    starts with the whole budget (what they left ungranted lapses)."""
 
     type: Literal["GrantApproved"] = "GrantApproved"
     application_id: str
@@ -154,11 +310,19 @@ class GrantApproved(Event):
     """The platform's part for this enterprise, carved out of the programme's discount pool."""
     discount_bps: StrictInt = 0
     """The platform's discount on each purchase paid with the voucher (0: no pool)."""
+    renewed: StrictInt = 0
+    budget_year: StrictInt = 0
+    """The calendar year whose budget the grant counts against (0: before years were kept)."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A grant without the platform's part keeps the bytes it had before pools existed.
-        return omit_defaults(self, handler, {"discount_limit": 0, "discount_bps": 0})
+        # Fields that keep their defaults stay off the wire: a grant keeps the bytes it had
+        # before pools and budget years existed.
+        return omit_defaults(
+            self,
+            handler,
+            {"discount_limit": 0, "discount_bps": 0, "renewed": 0, "budget_year": 0},
+        )
 
 
 class DiscountPoolFunded(Event):

@@ -64,16 +64,28 @@ from exchange.domain.messages.orders import (
     TradeExecuted,
 )
 from exchange.domain.messages.programmes import (
+    ApplicationInfoRequested,
+    ApplicationRejected,
+    ApplicationSupplemented,
+    ApplyForGrant,
     ApproveGrant,
     ConcessionGranted,
     CreateProgramme,
     DiscountPoolFunded,
+    EnterpriseRegistered,
     FeeConceded,
     FundDiscountPool,
+    GrantApplied,
     GrantApproved,
     GrantConcession,
     PlatformDiscounted,
     ProgrammeCreated,
+    RegisterEnterprise,
+    RejectApplication,
+    RequestApplicationInfo,
+    SetVoucherPolicy,
+    SupplementApplication,
+    VoucherPolicySet,
 )
 
 Command = Annotated[
@@ -95,7 +107,13 @@ Command = Annotated[
     | ApproveGrant
     | SetAccountLimits
     | GrantConcession
-    | FundDiscountPool,
+    | FundDiscountPool
+    | RegisterEnterprise
+    | ApplyForGrant
+    | RequestApplicationInfo
+    | SupplementApplication
+    | RejectApplication
+    | SetVoucherPolicy,
     Field(discriminator="type"),
 ]
 AnyEvent = Annotated[
@@ -136,7 +154,13 @@ AnyEvent = Annotated[
     | ConcessionGranted
     | FeeConceded
     | DiscountPoolFunded
-    | PlatformDiscounted,
+    | PlatformDiscounted
+    | EnterpriseRegistered
+    | GrantApplied
+    | ApplicationInfoRequested
+    | ApplicationSupplemented
+    | ApplicationRejected
+    | VoucherPolicySet,
     Field(discriminator="type"),
 ]
 AnyMessage = Annotated[
@@ -196,6 +220,18 @@ AnyMessage = Annotated[
     | ConcessionGranted
     | FeeConceded
     | DiscountPoolFunded
-    | PlatformDiscounted,
+    | PlatformDiscounted
+    | RegisterEnterprise
+    | ApplyForGrant
+    | RequestApplicationInfo
+    | SupplementApplication
+    | RejectApplication
+    | SetVoucherPolicy
+    | EnterpriseRegistered
+    | GrantApplied
+    | ApplicationInfoRequested
+    | ApplicationSupplemented
+    | ApplicationRejected
+    | VoucherPolicySet,
     Field(discriminator="type"),
 ]

@@ -7,7 +7,8 @@ which it saw them is recorded by the log itself and a replay decides exactly the
 `stage` holds `RiskStage` and its dispatch table (`HANDLERS`: each command type to the one
 handler that decides it); `state` the partition's state that every handler shares
 (`RiskState`), with its snapshot and hash. The handlers live by family: `orders`, `blocks`,
-`funds` (deposits and withdrawals of cash and capacity), `programmes`, `concessions`,
+`funds` (deposits and withdrawals of cash and capacity), `programmes`, `applications`
+(enterprises' registrations and applications, and the voucher policy), `concessions`,
 `delivery_requests`, `controls` (market controls) and `limits`; `requests` holds
 what requests share (their ids, duplicate check and rejection), `ceilings` the exchange's
 ceiling, and `outcomes` the fold of what matching feeds back.

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import get_args
 
 from exchange.domain.accounts import Owns
+from exchange.domain.enterprises import REGISTRY_KEY
 from exchange.domain.messages import (
     AmendRejected,
     DeliverySettled,
+    EnterpriseRegistered,
     EventStamp,
     FeeConceded,
     GrantApproved,
@@ -17,7 +19,9 @@ from exchange.domain.messages import (
     OrderReduced,
     PlatformDiscounted,
     TradeExecuted,
+    VoucherPolicySet,
 )
+from exchange.domain.risk.applications import learn_enterprise, learn_policy
 from exchange.domain.risk.state import RiskState
 
 Outcome = (
@@ -29,9 +33,12 @@ Outcome = (
     | DeliverySettled
     | GrantApproved
     | ListingChanged
+    | EnterpriseRegistered
+    | VoucherPolicySet
 )
 """What matching feeds back to the risk stage: everything that moves a hold or a balance, and
-the listings operators change (to every partition)."""
+to every partition the listings operators change, enterprises' registrations and the voucher
+policy."""
 OUTCOME_TYPES = get_args(Outcome)
 
 
@@ -43,6 +50,14 @@ def apply_outcome(
     decided on the way, applied."""
     if isinstance(event, ListingChanged):
         _listing_changed(state, event)
+    elif isinstance(event, EnterpriseRegistered | VoucherPolicySet):
+        # The registry's partition applied it as it decided; a copy fed back later could
+        # undo a newer registration there.
+        if not owns(REGISTRY_KEY):
+            if isinstance(event, EnterpriseRegistered):
+                learn_enterprise(state, event)
+            else:
+                learn_policy(state, event)
     elif isinstance(event, GrantApproved):
         # The programme's side was applied when this stage approved the grant.
         state.accounts.apply(event, lambda key: not key.startswith("programme:") and owns(key))

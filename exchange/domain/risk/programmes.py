@@ -1,9 +1,11 @@
-"""Compute-voucher programmes: administrators create them and approve enterprises' grants; the
+"""Compute-voucher programmes: administrators create them within the voucher policy and
+approve enterprises' applications, carving grants out of each calendar year's budget; the
 platform operator funds their discount pools."""
 
 from __future__ import annotations
 
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES
+from exchange.domain.enterprises import cst_year
 from exchange.domain.messages import (
     ApproveGrant,
     CreateProgramme,
@@ -14,7 +16,9 @@ from exchange.domain.messages import (
     GrantApproved,
     ProgrammeCreated,
     RejectReason,
+    scoped,
 )
+from exchange.domain.risk.applications import ineligible
 from exchange.domain.risk.ceilings import money_past_ceiling
 from exchange.domain.risk.requests import decide_signed_request, request_rejected
 from exchange.domain.risk.state import RiskState, own
@@ -26,8 +30,10 @@ def create_programme(state: RiskState, command: CreateProgramme, stamp: EventSta
 
 
 def approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -> Event:
-    """Carve an enterprise's grant out of a programme's budget."""
-    return decide_signed_request(state, command, stamp, _approve_grant)
+    """Carve an enterprise's grant out of a programme's budget. The application's status, not
+    a spent id, keeps it from being granted twice: approving it again is refused as not
+    pending."""
+    return decide_signed_request(state, command, stamp, _approve_grant, spends_id=False)
 
 
 def fund_discount_pool(state: RiskState, command: FundDiscountPool, stamp: EventStamp) -> Event:
@@ -83,6 +89,10 @@ def _create_programme(state: RiskState, command: CreateProgramme, stamp: EventSt
         problem = f"unknown region {unknown[0]!r}"
     if problem:
         return request_rejected(command, stamp, RejectReason.INVALID_PROGRAMME, problem)
+    if past := state.policy().excess(
+        command.rate_bps, command.cap_per_enterprise, list(command.kinds), command.cities
+    ):
+        return request_rejected(command, stamp, RejectReason.ABOVE_VOUCHER_POLICY, past)
     created = ProgrammeCreated(
         event_id=stamp.next_id(),
         ts=stamp.ts,
@@ -94,36 +104,46 @@ def _create_programme(state: RiskState, command: CreateProgramme, stamp: EventSt
 
 def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -> Event:
     programme = state.accounts.programmes.get(command.programme_id)
+    application = state.applications.get(scoped(command.programme_id, command.application_id))
+    named = f"application {command.application_id!r} to programme {command.programme_id}"
     reason, problem = RejectReason.NOT_ELIGIBLE, ""
+    year = cst_year(stamp.ts)
+    renewed = 0
     if programme is None:
-        reason, problem = (
-            RejectReason.UNKNOWN_PROGRAMME,
-            f"no programme {command.programme_id!r}",
-        )
+        reason, problem = RejectReason.UNKNOWN_PROGRAMME, f"no programme {command.programme_id!r}"
     elif command.admin_id != programme.admin_id:
         reason = RejectReason.NOT_PROGRAMME_ADMIN
         problem = f"programme {programme.programme_id} is administered by {programme.admin_id}"
-    elif command.kind not in programme.kinds:
-        problem = f"programme {programme.programme_id} is for {', '.join(programme.kinds)} only"
-    elif programme.cities and command.city not in programme.cities:
-        cities = ", ".join(programme.cities)
-        problem = f"programme {programme.programme_id} is for enterprises of {cities}"
+    elif application is None:
+        reason, problem = RejectReason.UNKNOWN_APPLICATION, f"no {named}"
+    elif application.status != "pending":
+        reason = RejectReason.APPLICATION_NOT_PENDING
+        problem = f"{named} is {application.status}, not pending"
+    elif why := ineligible(state, programme.programme_id, application.kind, application.city):
+        problem = why
     elif not stamp.ts < programme.valid_until:
         problem = f"programme {programme.programme_id} has ended"
     elif (
-        command.limit + programme.granted.get(command.account_id, 0) > programme.cap_per_enterprise
+        command.limit + programme.granted.get(application.account_id, 0)
+        > programme.cap_per_enterprise
     ):
         problem = (
-            f"grants to {command.account_id} would exceed the cap per enterprise of "
+            f"grants to {application.account_id} would exceed the cap per enterprise of "
             f"{programme.cap_per_enterprise} fen"
         )
-    elif command.limit > programme.unallocated:
-        reason = RejectReason.BUDGET_EXHAUSTED
-        problem = (
-            f"programme {programme.programme_id} has {programme.unallocated} fen of budget "
-            f"left to grant, the grant asks {command.limit}"
-        )
-    if programme is None or problem:
+    else:
+        # A new calendar year starts with the whole budget: what earlier years granted is
+        # pledged again, what they left lapses.
+        if programme.budget_year and year > programme.budget_year:
+            renewed = programme.budget - programme.unallocated
+        left = programme.unallocated + renewed
+        if command.limit > left:
+            reason = RejectReason.BUDGET_EXHAUSTED
+            problem = (
+                f"programme {programme.programme_id} has {left} fen of its {year} budget "
+                f"left to grant, the grant asks {command.limit}"
+            )
+    if programme is None or application is None or problem:
         return request_rejected(command, stamp, reason, problem)
     discount = programme.pool_part(command.limit)
     approved = GrantApproved(
@@ -132,10 +152,10 @@ def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -
         application_id=command.application_id,
         programme_id=programme.programme_id,
         admin_id=command.admin_id,
-        account_id=command.account_id,
+        account_id=application.account_id,
         limit=command.limit,
-        kind=command.kind,
-        city=command.city,
+        kind=application.kind,
+        city=application.city,
         related_accounts=command.related_accounts,
         rate_bps=programme.rate_bps,
         cap_per_contract=programme.cap_per_contract,
@@ -145,7 +165,10 @@ def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -
         valid_until=programme.valid_until,
         discount_limit=discount,
         discount_bps=programme.pool_bps if discount else 0,
+        renewed=renewed,
+        budget_year=year,
     )
+    application.status = "approved"
     # Only the programme's side here: the enterprise's is applied where its account lives,
     # when matching feeds the grant back (see `outcomes.apply_outcome`).
     state.accounts.apply(approved, lambda key: key.startswith("programme:"))

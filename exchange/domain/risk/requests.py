@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from exchange.domain.messages import (
+    ApplyForGrant,
     ApproveGrant,
     CreateProgramme,
     DisputeDelivery,
@@ -16,10 +17,15 @@ from exchange.domain.messages import (
     FundDiscountPool,
     GrantConcession,
     RecallCapacity,
+    RegisterEnterprise,
+    RejectApplication,
     RejectReason,
     ReportMetering,
+    RequestApplicationInfo,
     RequestRejected,
     ResolveDispute,
+    SetVoucherPolicy,
+    SupplementApplication,
     WithdrawCapacity,
     WithdrawFunds,
     scoped,
@@ -37,13 +43,38 @@ Request = (
     | ApproveGrant
     | GrantConcession
     | FundDiscountPool
+    | RegisterEnterprise
+    | ApplyForGrant
+    | RequestApplicationInfo
+    | SupplementApplication
+    | RejectApplication
+    | SetVoucherPolicy
 )
 """Commands answered with a `RequestRejected` when refused."""
+
+ApplicationStep = (
+    ApplyForGrant
+    | RequestApplicationInfo
+    | SupplementApplication
+    | RejectApplication
+    | ApproveGrant
+)
+"""Commands about one application, known by `PROGRAMME/APPLICATION`."""
+
+VOUCHER_POLICY = "voucher-policy"
+"""The id of `SetVoucherPolicy`: there is one policy."""
 
 AnyRequest = TypeVar("AnyRequest", bound=Request)
 SignedRequest = TypeVar(
     "SignedRequest",
-    bound=ResolveDispute | CreateProgramme | ApproveGrant | GrantConcession | FundDiscountPool,
+    bound=ResolveDispute
+    | CreateProgramme
+    | ApproveGrant
+    | RequestApplicationInfo
+    | RejectApplication
+    | GrantConcession
+    | SetVoucherPolicy
+    | FundDiscountPool,
 )
 
 
@@ -106,7 +137,7 @@ def request_key(command: Request) -> str:
     """What identifies a request among all requests: its type and its id in the scope of who
     sent it, so two participants' ids never meet. Operators' requests name objects of the
     whole exchange (a dispute, an account's concession): their ids alone."""
-    if isinstance(command, ResolveDispute | GrantConcession | FundDiscountPool):
+    if isinstance(command, ResolveDispute | GrantConcession | SetVoucherPolicy | FundDiscountPool):
         return f"{command.type}:{request_id(command)}"
     return f"{command.type}:{scoped(requester(command), request_id(command))}"
 
@@ -133,15 +164,21 @@ def request_id(command: Request) -> str:
         return scoped(command.programme_id, command.pool_id)
     if isinstance(command, ResolveDispute):
         return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
-    if isinstance(command, ApproveGrant):
+    if isinstance(command, ApplicationStep):
         return scoped(command.programme_id, command.application_id)
+    if isinstance(command, RegisterEnterprise):
+        return command.account_id
+    if isinstance(command, SetVoucherPolicy):
+        return VOUCHER_POLICY
     return command.programme_id
 
 
 def requester(command: Request) -> str:
     """Who sent a request: the account, operator or programme administrator."""
-    if isinstance(command, ResolveDispute | GrantConcession | FundDiscountPool):
+    if isinstance(command, ResolveDispute | GrantConcession | SetVoucherPolicy | FundDiscountPool):
         return command.operator_id
-    if isinstance(command, CreateProgramme | ApproveGrant):
+    if isinstance(
+        command, CreateProgramme | ApproveGrant | RequestApplicationInfo | RejectApplication
+    ):
         return command.admin_id
     return command.account_id

@@ -10,6 +10,7 @@ from exchange.domain.accounts import Accounts, Owns
 from exchange.domain.catalogue import Catalogue, ContractSpec
 from exchange.domain.messages import (
     AmendOrder,
+    ApplyForGrant,
     ApproveGrant,
     CancelAllOrders,
     CancelOrder,
@@ -30,15 +31,21 @@ from exchange.domain.messages import (
     PlaceOrder,
     PlatformDiscounted,
     RecallCapacity,
+    RegisterEnterprise,
+    RejectApplication,
     RejectReason,
     ReportMetering,
+    RequestApplicationInfo,
     ResolveDispute,
     SetAccountLimits,
+    SetVoucherPolicy,
+    SupplementApplication,
     WithdrawCapacity,
     WithdrawFunds,
 )
 from exchange.domain.operators import OperatorSeal
 from exchange.domain.risk import (
+    applications,
     blocks,
     concessions,
     controls,
@@ -89,6 +96,12 @@ HANDLERS = dispatch_table(
     _handles(WithdrawCapacity, funds.withdraw_capacity),
     _handles(CreateProgramme, programmes.create_programme),
     _handles(ApproveGrant, programmes.approve_grant),
+    _handles(RegisterEnterprise, applications.register_enterprise),
+    _handles(ApplyForGrant, applications.apply_for_grant),
+    _handles(RequestApplicationInfo, applications.request_info),
+    _handles(SupplementApplication, applications.supplement),
+    _handles(RejectApplication, applications.reject_application),
+    _handles(SetVoucherPolicy, applications.set_voucher_policy),
     _handles(GrantConcession, concessions.grant_concession),
     _handles(FundDiscountPool, programmes.fund_discount_pool),
     _handles(ReportMetering, delivery_requests.report_metering),

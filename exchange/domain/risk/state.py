@@ -9,7 +9,14 @@ from typing import Any
 
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import Catalogue, ContractSpec, parse_symbol
-from exchange.domain.messages import ApproveGrant, CreateProgramme, RejectReason
+from exchange.domain.enterprises import Application, Enterprise, VoucherPolicy
+from exchange.domain.messages import (
+    ApproveGrant,
+    CreateProgramme,
+    RejectApplication,
+    RejectReason,
+    RequestApplicationInfo,
+)
 from exchange.domain.operators import OperatorCommand, OperatorSeal
 
 
@@ -55,6 +62,21 @@ class RiskState:
     ids were scoped by account)."""
     request_ids: set[str] = field(default_factory=set)
     """`request_key` of the withdrawals and programme commands decided."""
+    enterprises: dict[str, Enterprise] = field(default_factory=dict)
+    """Every registered enterprise, by account: the registry's partition decides them, every
+    other partition learns of them from matching."""
+    voucher_policy: VoucherPolicy | None = None
+    """The operator's voucher policy (None: the market rules')."""
+    applications: dict[str, Application] = field(default_factory=dict)
+    """Applications for grants of the programmes this partition owns, by `PROGRAMME/ID`."""
+
+    def policy(self) -> VoucherPolicy:
+        """The voucher policy in force."""
+        return self.voucher_policy or VoucherPolicy.default(self.catalogue.rules)
+
+    def holder_of(self, uscc: str) -> str | None:
+        """The account that registered a unified social credit code, if any."""
+        return next((e.account_id for e in self.enterprises.values() if e.uscc == uscc), None)
 
     @classmethod
     def empty(cls, catalogue: Catalogue, seal: OperatorSeal | None, partitions: int) -> RiskState:
@@ -85,7 +107,10 @@ class RiskState:
         signature verifies)."""
         sender = (
             command.admin_id
-            if isinstance(command, CreateProgramme | ApproveGrant)
+            if isinstance(
+                command,
+                CreateProgramme | ApproveGrant | RequestApplicationInfo | RejectApplication,
+            )
             else command.operator_id
         )
         if self.seal is None:
@@ -120,6 +145,13 @@ class RiskState:
                 f"limits|{account_id}|{limits.max_open_quantity}|{limits.max_open_notional}\n".encode()
             )
         hasher.update(f"money_in|{self.money_in}\n".encode())
+        # Written only when there are any, so a state without them hashes as it did before.
+        for account_id in sorted(self.enterprises):
+            hasher.update(f"e|{self.enterprises[account_id].entry()}\n".encode())
+        for key in sorted(self.applications):
+            hasher.update(f"app|{self.applications[key].entry()}\n".encode())
+        if self.voucher_policy is not None:
+            hasher.update(f"policy|{self.voucher_policy.entry()}\n".encode())
         return hasher.hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
@@ -136,6 +168,9 @@ class RiskState:
                 for account_id, limits in sorted(self.limits.items())
             },
             "money_in": self.money_in,
+            "enterprises": [e.entry() for _, e in sorted(self.enterprises.items())],
+            "applications": [a.entry() for _, a in sorted(self.applications.items())],
+            "voucher_policy": None if self.voucher_policy is None else self.voucher_policy.entry(),
         }
 
     @classmethod
@@ -169,4 +204,14 @@ class RiskState:
             ),
             deposit_ids=set(data["deposit_ids"]),
             request_ids=set(data.get("request_ids", [])),
+            enterprises={e[0]: Enterprise(*e) for e in data.get("enterprises", [])},
+            applications={f"{a[1]}/{a[0]}": Application(*a) for a in data.get("applications", [])},
+            voucher_policy=_policy_from(data.get("voucher_policy")),
         )
+
+
+def _policy_from(entry: list[Any] | None) -> VoucherPolicy | None:
+    if entry is None:
+        return None
+    max_rate_bps, max_cap, kinds, cities = entry
+    return VoucherPolicy(max_rate_bps, max_cap, tuple(kinds), tuple(cities))
