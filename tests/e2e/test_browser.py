@@ -1,8 +1,8 @@
 """The compute supermarket in headless Chromium (Debian's package, driven by Playwright), as each
 role uses it: a buyer finds the cheapest fitting product, compares, reads its price history, lets
 帮我选 plan and buy a need, and buys with a voucher; a provider deposits a night schedule and
-sees it sold; a programme administrator creates a programme and approves a grant; an operator
-halts and resumes a contract. Every view passes axe-core's WCAG 2 A/AA rules (labels, names,
+sees it sold; an enterprise registers and applies for a voucher and a programme administrator
+approves its application; an operator halts and resumes a contract. Every view passes axe-core's WCAG 2 A/AA rules (labels, names,
 contrast) and its controls are reached by the keyboard. Screenshots of each view at desktop and
 phone widths go to reports/screenshots/ (and to docs/img/ with CX_SCREENSHOTS=docs).
 """
@@ -45,6 +45,7 @@ PHONE = {"width": 390, "height": 844}
 GZ0, GZ1 = "H100-80G.GZ.20271201T00", "H100-80G.GZ.20271201T01"
 YRD0, YRD1 = "H100-80G.YRD.20271201T00", "H100-80G.YRD.20271201T01"
 NMG0 = "A100-80G.NMG.20271201T00"
+USCC = "91330106MA2B3C4D5D"
 TIMEOUT_MS = 15_000
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -132,7 +133,18 @@ async def _setup_market(exchange: RunningExchange) -> tuple[str, str]:
         "regions": ["YRD"], "valid_from": 0, "valid_until": 1_830_297_600_000,
     }  # fmt: skip
     assert (await admin.post("/v1/programmes", json=programme)).status_code == 201
-    grant = {"account_id": "sme-web", "limit": 500_000, "kind": "sme", "city": "hangzhou"}
+    buyer_client = await exchange.as_("sme-web")
+    enterprise = {
+        "name": "杭州小微算力科技有限公司",
+        "uscc": USCC,
+        "kind": "sme",
+        "city": "hangzhou",
+    }
+    assert (await buyer_client.post("/v1/accounts/sme-web/enterprise", json=enterprise)).is_success
+    application = {"application_id": "hz-1", "amount": 500_000, "intended_use": "模型微调"}
+    applied = await buyer_client.post("/v1/programmes/hangzhou-2027/applications", json=application)
+    assert applied.is_success, applied.text
+    grant = {"application_id": "hz-1", "limit": 500_000}
     assert (await admin.post("/v1/programmes/hangzhou-2027/grants", json=grant)).is_success
     async with (
         ExchangeClient(exchange.base_url, buyer_key) as buyer,
@@ -293,29 +305,53 @@ async def test_a_provider_deposits_a_night_schedule_and_sees_it_sold(
     assert errors == []
 
 
-async def test_an_administrator_creates_a_programme_and_approves_a_grant(
+async def test_an_enterprise_applies_and_an_administrator_approves_its_application(
     tmp_path: Path, browser: Browser
 ) -> None:
     errors: list[str] = []
     async with running_exchange(settings_for(tmp_path)) as exchange:
         admin_key = await exchange.key_for("city-admin", "programme_admin")
-        page = await _page(browser, exchange.base_url, admin_key, errors)
-        await page.get_by_test_id("nav-admin").click()
-        await page.locator("summary").click()
-        await page.get_by_test_id("programme-id").fill("hz-2027")
-        await page.get_by_test_id("programme-issuer").fill("杭州市")
-        await page.get_by_test_id("programme-budget").fill("1000000")
-        await page.get_by_test_id("create-programme").click()
-        await expect(page.get_by_test_id("report-budget")).to_have_text("1000000.00 元")
-        await page.get_by_test_id("grant-account").fill("sme-hz-1")
-        await page.get_by_test_id("grant-limit").fill("5000")
-        await page.get_by_test_id("approve-grant").click()
-        await expect(page.get_by_test_id("admin-result")).to_contain_text("已批准 sme-hz-1")
-        await expect(page.get_by_test_id("report-granted")).to_have_text("5000.00 元")
-        async with page.expect_download() as downloading:
-            await page.get_by_test_id("report-pdf").click()
+        buyer_key = await exchange.key_for("sme-hz-1", "buyer")
+        admin = await _page(browser, exchange.base_url, admin_key, errors)
+        await admin.get_by_test_id("nav-admin").click()
+        await admin.locator("summary").click()
+        await admin.get_by_test_id("programme-id").fill("hz-2027")
+        await admin.get_by_test_id("programme-issuer").fill("杭州市")
+        await admin.get_by_test_id("programme-budget").fill("1000000")
+        await admin.get_by_test_id("create-programme").click()
+        await expect(admin.get_by_test_id("report-budget")).to_have_text("1000000.00 元")
+
+        # The enterprise registers with its credit code and applies.
+        buyer = await _page(browser, exchange.base_url, buyer_key, errors)
+        await buyer.get_by_test_id("nav-vouchers").click()
+        await buyer.get_by_test_id("enterprise-name").fill("杭州小微算力科技有限公司")
+        await buyer.get_by_test_id("enterprise-uscc").fill(USCC)
+        await buyer.get_by_test_id("enterprise-city").fill("hangzhou")
+        await buyer.get_by_test_id("register-form-submit").click()
+        await expect(buyer.get_by_test_id("registered")).to_contain_text(USCC)
+        await buyer.get_by_test_id("apply-programme").fill("hz-2027")
+        await buyer.get_by_test_id("apply-amount").fill("5000")
+        await buyer.get_by_test_id("apply-use").fill("微调客服模型")
+        await buyer.get_by_test_id("apply-form-submit").click()
+        mine = buyer.get_by_test_id("my-applications")
+        await expect(mine).to_contain_text("待审核")
+        await _check_view(buyer, "vouchers", ["enterprise-name", "apply-form-submit"])
+
+        # The administrator sees it with the registered name and code, and approves it.
+        row = admin.locator("[data-testid^='application-']")
+        await expect(row).to_contain_text("杭州小微算力科技有限公司")
+        await expect(row).to_contain_text(USCC)
+        application_id = (await row.get_attribute("data-testid") or "").removeprefix("application-")
+        await _check_view(admin, "admin", [f"approve-{application_id}", f"reject-{application_id}"])
+        await admin.get_by_test_id(f"limit-{application_id}").fill("4500")
+        await admin.get_by_test_id(f"approve-{application_id}").click()
+        await expect(admin.get_by_test_id(f"status-{application_id}")).to_contain_text("已批准")
+        await expect(admin.get_by_test_id("report-granted")).to_have_text("4500.00 元")
+        await expect(mine).to_contain_text("已批准")
+        await expect(mine).to_contain_text("4500.00 元")
+        async with admin.expect_download() as downloading:
+            await admin.get_by_test_id("report-pdf").click()
         assert (await downloading.value).suggested_filename == "programme-hz-2027.pdf"
-        await _check_view(page, "admin", ["grant-account", "approve-grant"])
     assert errors == []
 
 

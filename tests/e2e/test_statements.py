@@ -76,7 +76,12 @@ async def _december(exchange: RunningExchange, clock: LogClock) -> str:
         "valid_until": DECEMBER[1],
     }  # fmt: skip
     await _post(exchange, admin, "programme_admin", "/v1/programmes", programme)
-    enterprise = {"name": "贵阳小微算力科技有限公司", "uscc": USCC, "kind": "sme", "city": "guiyang"}
+    enterprise = {
+        "name": "贵阳小微算力科技有限公司",
+        "uscc": USCC,
+        "kind": "sme",
+        "city": "guiyang",
+    }
     await _post(exchange, "sme", "buyer", "/v1/accounts/sme/enterprise", enterprise)
     application = {"application_id": "sme-2027", "amount": 50_000, "intended_use": "模型微调"}
     await _post(exchange, "sme", "buyer", "/v1/programmes/gz-compute/applications", application)

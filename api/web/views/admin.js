@@ -1,6 +1,6 @@
-// The programme administrator's view: create a compute-voucher programme, approve an
-// enterprise's grant, and read the programme report: the budget burning down (chart), grants
-// by enterprise, clawbacks, and the report as CSV.
+// The programme administrator's view: create a compute-voucher programme, review its
+// applications (approve, ask a question, reject), and read the programme report: the budget
+// burning down (chart), grants by enterprise, clawbacks, the report as JSON and PDF.
 "use strict";
 
 (() => {
@@ -37,6 +37,7 @@
         sessionStorage.setItem("cx-programme", programme);
         say(t("admin.created", { programme }), true);
         await settled(report);
+        await applications();
       } catch (error) {
         say(CX.problemText(error), false);
       }
@@ -44,26 +45,39 @@
     return form;
   }
 
-  function grantForm() {
-    const form = el("form", { class: "order-form", "data-testid": "grant-form" },
-      field("admin.enterprise", el("input", { name: "account_id", required: true, size: 16, "data-testid": "grant-account" })),
-      field("admin.limit", el("input", { name: "limit", inputMode: "decimal", required: true, size: 10, "data-testid": "grant-limit" })),
-      field("admin.kind", el("select", { name: "kind" }, ...["sme", "opc", "large", "lab"].map((k) => el("option", { value: k }, t("kind." + k))))),
-      field("admin.city", el("input", { name: "city", required: true, size: 12, value: "hangzhou" })),
-      el("button", { type: "submit", class: "primary", "data-testid": "approve-grant" }, t("admin.approve")));
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const data = new FormData(form);
-      try {
-        await api("POST", `/v1/programmes/${encodeURIComponent(programme)}/grants`,
-          { account_id: data.get("account_id"), limit: CX.toFen(data.get("limit")), kind: data.get("kind"), city: data.get("city"), related_accounts: [] });
-        say(t("admin.approved", { account: data.get("account_id"), limit: yuan(CX.toFen(data.get("limit"))) }), true);
-        await settled(report);
-      } catch (error) {
-        say(CX.problemText(error), false);
-      }
-    });
-    return form;
+  // The programme's applications: a pending one is approved (for its amount or less), asked a
+  // question, or rejected with a reason; the rest show where they stand.
+  async function applications() {
+    const box = document.getElementById("applications");
+    if (!programme) { box.replaceChildren(); return; }
+    const rows = await api("GET", `/v1/programmes/${encodeURIComponent(programme)}/applications`);
+    const base = `/v1/programmes/${encodeURIComponent(programme)}`;
+    const act = async (path, body, done) => {
+      try { await api("POST", path, body); say(done, true); } catch (error) { say(CX.problemText(error), false); }
+      await settled(report);
+      await applications();
+    };
+    box.replaceChildren(el("div", { class: "scroll" }, el("table", { "data-testid": "applications" },
+      el("caption", {}, t("admin.applications")),
+      el("thead", {}, el("tr", {}, ...["admin.enterprise", "vouchers.uscc", "admin.kind", "admin.city", "vouchers.amount", "vouchers.use", "vouchers.status", ""].map((k) => el("th", { scope: "col" }, k ? t(k) : "")))),
+      el("tbody", {}, ...rows.map((a) => {
+        const id = a.application_id;
+        const limit = el("input", { value: CX.amount(a.amount), size: 9, "aria-label": t("admin.limit"), "data-testid": "limit-" + id });
+        const text = el("input", { size: 16, "aria-label": t("admin.note"), "data-testid": "note-" + id });
+        const path = `${base}/applications/${encodeURIComponent(id)}`;
+        const actions = a.status === "pending" ? [limit,
+          el("button", { type: "button", class: "primary", "data-testid": "approve-" + id, onclick: () => act(`${base}/grants`, { application_id: id, limit: CX.toFen(limit.value), related_accounts: [] }, t("admin.approved", { account: a.name, limit: yuan(CX.toFen(limit.value)) })) }, t("admin.approve")),
+          text,
+          el("button", { type: "button", "data-testid": "ask-" + id, onclick: () => act(`${path}/info-requests`, { question: text.value || t("admin.default-question") }, t("admin.asked")) }, t("admin.ask")),
+          el("button", { type: "button", "data-testid": "reject-" + id, onclick: () => act(`${path}/rejection`, { reason: text.value || t("admin.default-reason") }, t("admin.rejected")) }, t("admin.reject"))] : [];
+        return el("tr", { "data-testid": "application-" + id },
+          el("td", {}, a.name, el("div", { class: "note" }, a.account_id)), el("td", {}, a.uscc), el("td", {}, t("kind." + a.kind, { defaultValue: a.kind })),
+          el("td", {}, a.city), el("td", {}, yuan(a.amount)), el("td", {}, a.intended_use,
+            a.question ? el("div", { class: "note" }, t("vouchers.question", { question: a.question })) : null,
+            a.answer ? el("div", { class: "note" }, t("vouchers.answer-was", { answer: a.answer })) : null),
+          el("td", { "data-testid": "status-" + id }, t("application." + a.status, { defaultValue: a.status }), a.granted ? " · " + yuan(a.granted) : ""),
+          el("td", {}, ...actions));
+      })))));
   }
 
   // A programme just created reaches the report once settled: try again for a few seconds.
@@ -108,15 +122,19 @@
       el("section", { "aria-labelledby": "admin-title" },
         el("h2", { id: "admin-title" }, t("admin.title")),
         el("details", {}, el("summary", {}, t("admin.new-programme")), programmeForm()),
-        el("form", { class: "order-form", onsubmit: async (e) => { e.preventDefault(); programme = pick.value.trim(); sessionStorage.setItem("cx-programme", programme); await report().catch((error) => say(CX.problemText(error), false)); } },
+        el("form", { class: "order-form", onsubmit: async (e) => { e.preventDefault(); programme = pick.value.trim(); sessionStorage.setItem("cx-programme", programme); await report().catch((error) => say(CX.problemText(error), false)); await applications().catch(() => {}); } },
           field("admin.programme-id", pick), el("button", { type: "submit" }, t("admin.show"))),
-        el("h3", {}, t("admin.grant-title")),
-        grantForm(),
         el("p", { id: "admin-result", class: "result", role: "status", "data-testid": "admin-result" })),
+      el("section", { id: "applications" }),
       el("section", { id: "programme-report" }));
     await report().catch((error) => say(CX.problemText(error), false));
-    // The report is read from the settled history, a moment behind what was just approved.
-    CX.every(2000, report);
+    await applications().catch(() => {});
+    // The report is read from the settled history, a moment behind what was just approved;
+    // applications arrive while the view is open (focus in the table holds the refresh).
+    CX.every(2000, async () => {
+      await report();
+      if (!document.getElementById("applications").contains(document.activeElement)) await applications();
+    });
   }
 
   CX.register("admin", { roles: ["programme_admin"], render });
