@@ -678,7 +678,9 @@ async def deposit_schedule(
     idempotent: IdempotentDep,
 ) -> JSONResponse:
     account = account_of(principal, account_id)
-    contracts = _scheduled_contracts(request, market.catalogue, market.now_ms)
+    contracts = _scheduled_contracts(
+        request, market.catalogue, market.now_ms, market.operator_delisted
+    )
     reserve = request.reserve_price
     for spec in contracts:
         # Checked before anything is deposited: a bad request changes nothing.
@@ -1273,9 +1275,10 @@ def _png(report: dict[str, Any]) -> bytes:
 
 
 def _scheduled_contracts(
-    request: CapacitySchedule, catalogue: Catalogue, now_ms: int
+    request: CapacitySchedule, catalogue: Catalogue, now_ms: int, delisted: Mapping[str, str]
 ) -> list[ContractSpec]:
-    """The hourly contracts a schedule covers, each listed now, or a problem saying which."""
+    """The hourly contracts a schedule covers, each listed now and not delisted by an operator
+    (`delisted`: symbol -> why), or a problem saying which."""
     if request.resource_class not in RESOURCE_CLASSES:
         raise Problem(
             422, "unknown-resource-class", f"unknown resource class {request.resource_class!r}"
@@ -1318,5 +1321,9 @@ def _scheduled_contracts(
                     "gate_closed",
                     f"the gate of {symbol} has closed: capacity can no longer be deposited into it",
                 )
+            if symbol in delisted:
+                # Risk refuses a delisted hour's deposit but not the others': refuse the whole
+                # schedule here, so that a refused schedule deposits nothing.
+                raise Problem(422, "contract_delisted", delisted[symbol])
             contracts.append(spec)
     return contracts

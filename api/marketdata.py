@@ -378,6 +378,8 @@ class MarketData:
         self.views = {symbol: ContractView() for symbol in catalogue.symbols}
         self.operator_listed: set[str] = set()
         """Contracts operators listed that the catalogue does not list (`ListingChanged`)."""
+        self.operator_delisted: dict[str, str] = {}
+        """Contracts an operator delisted and has not listed again, with why."""
         self.subscribers: set[Subscriber] = set()
         self.queue_size = SUBSCRIBER_QUEUE
         self.accounts = Accounts(catalogue.rules)
@@ -477,7 +479,14 @@ class MarketData:
         if isinstance(event, ListingChanged) and event.listed:
             if self.catalogue.get(event.symbol) is None:
                 self.operator_listed.add(event.symbol)
+            self.operator_delisted.pop(event.symbol, None)
             self.views.setdefault(event.symbol, ContractView())
+        elif isinstance(event, ListingChanged):
+            # In the risk stage's words (exchange/domain/risk/outcomes.py).
+            why = f": {event.reason}" if event.reason else ""
+            self.operator_delisted[event.symbol] = (
+                f"contract {event.symbol!r} was delisted by {event.operator_id}{why}"
+            )
         if isinstance(event, BookChanged):
             view = self.views.get(event.symbol)
             if view is not None:

@@ -284,6 +284,12 @@ class BlockRequest(BaseModel):
         description="Names the block (one name with the account's orders): a retry with the "
         "same name returns the first answer and never places a second block.",
     )
+    voucher: Identifier | None = Field(
+        default=None,
+        description="A buy block's compute-voucher programme: the voucher part of the whole "
+        "block is reserved from the account's grant and each hour's fill uses it; what is not "
+        "used returns to the grant when the block ends (docs/MONEY.md).",
+    )
 
 
 class BlockAnswer(BaseModel):
@@ -1014,6 +1020,12 @@ class NeedRequest(BaseModel):
         description="If nothing is feasible now, keep the need until its deadline and place it "
         "when the books allow (otherwise answer 422 `no_feasible_plan`).",
     )
+    voucher: Identifier | None = Field(
+        default=None,
+        description="A compute-voucher programme the account holds a grant of: alternatives "
+        "it covers are ranked by what the buyer pays after it, and the chosen block carries "
+        "it if it covers that block.",
+    )
 
 
 class AlternativeOut(BaseModel):
@@ -1028,11 +1040,21 @@ class AlternativeOut(BaseModel):
     standard_card_hours: str = Field(description="Delivered, as decimal text (4 places).")
     cost: int | None = Field(description="Fen at the walked asks; null when depth is short.")
     adder_cost: int = Field(description="The region adder x standard card-hours, rounded up.")
-    ranked_total: int | None = Field(description="cost + adder_cost: what the choice minimises.")
+    ranked_total: int | None = Field(
+        description="net_cost + adder_cost: what the choice minimises."
+    )
     limit_price: int | None = Field(description="The block's average price limit (fen).")
     feasible: bool
     reason: str | None = None
     detail: str
+    voucher: int | None = Field(
+        default=None,
+        description="What the need's voucher would pay of `cost` (fen); null when the need "
+        "names no voucher or its grant does not cover this alternative.",
+    )
+    net_cost: int | None = Field(
+        default=None, description="`cost` less `voucher`: what the buyer would pay (fen)."
+    )
 
 
 class ExclusionOut(BaseModel):
@@ -1062,8 +1084,11 @@ class NeedOrderOut(BaseModel):
     quantity: int = Field(description="Units in every hour.")
     status: Literal["pending", "open", "filled", "cancelled", "rejected"]
     filled: int = Field(description="Units filled over all hours.")
-    paid: int = Field(description="Fen paid for what filled.")
+    paid: int = Field(description="Fen paid for what filled, before any voucher.")
     reason: str | None = None
+    voucher: str | None = Field(
+        default=None, description="The voucher programme the block carries, if any."
+    )
 
 
 class NeedOut(BaseModel):

@@ -49,7 +49,7 @@ from exchange.domain.messages import (
     exchange_order_id,
 )
 from exchange.domain.performance import decimal_text
-from exchange.domain.planner import Need, NeedError, Plan, RegionChoice, plan
+from exchange.domain.planner import Need, NeedError, Plan, RegionChoice, VoucherOf, plan
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,8 @@ def plan_document(result: Plan, catalogue: Catalogue) -> dict[str, Any]:
             "feasible": a.feasible,
             "reason": a.reason,
             "detail": a.detail,
+            "voucher": a.voucher,
+            "net_cost": a.net_cost,
         }
 
     return {
@@ -195,6 +197,7 @@ class _Standing:
     account_id: str
     need: Need
     families: frozenset[str]
+    voucher: str | None = None
 
 
 class NeedService:
@@ -223,11 +226,37 @@ class NeedService:
         self._submissions: set[asyncio.Task[None]] = set()
         market.book_listeners.append(self._book_changed)
 
-    def plan(self, need: Need, account_id: str) -> Plan:
+    def plan(self, need: Need, account_id: str, voucher: str | None = None) -> Plan:
         """Plan from the live books, without the account's own asks (self-trade prevention
-        would cancel them rather than let the block buy from them)."""
+        would cancel them rather than let the block buy from them), after the account's grant
+        of programme `voucher` if it names one."""
         listed = self.market.listed()
-        return plan(need, listed, self._asks(need, account_id, listed), self.market.performance)
+        asks = self._asks(need, account_id, listed)
+        voucher_of = None if voucher is None else self._voucher_of(account_id, voucher)
+        return plan(need, listed, asks, self.market.performance, voucher_of)
+
+    def _voucher_of(self, account_id: str, voucher: str) -> VoucherOf:
+        """What the account's grant of `voucher` would reserve for a block, as the risk stage
+        reserves it (the risk stage decides: this is the grant, and the log time, as the market
+        data shows them)."""
+        grant = self.market.accounts.grants.get((voucher, account_id))
+
+        def voucher_of(first: ContractSpec, cost: int, hours: int) -> int | None:
+            if grant is None or grant.eligible(first.symbol, self.market.now_ms):
+                return None
+            return grant.voucher_for(cost, hours)
+
+        return voucher_of
+
+    def _check_voucher(self, account_id: str, voucher: str | None) -> None:
+        """Refuse a need naming a programme the account holds no grant of."""
+        if voucher is not None and (voucher, account_id) not in self.market.accounts.grants:
+            raise Problem(
+                422,
+                "not_eligible",
+                f"account {account_id} holds no grant of programme {voucher!r}",
+                field="voucher",
+            )
 
     def _asks(
         self, need: Need, account_id: str, listed: Sequence[ContractSpec]
@@ -254,9 +283,12 @@ class NeedService:
     # Placing, reading and withdrawing.
 
     def preview(self, principal: Principal, request: NeedRequest) -> dict[str, Any]:
-        """The plan a need would get now, placing and storing nothing."""
+        """The plan a need would get now (after its voucher, if it names one), placing and
+        storing nothing."""
         need = _current(request)
-        return plan_document(self.plan(need, principal.account_id), self.catalogue)
+        self._check_voucher(principal.account_id, request.voucher)
+        plan = self.plan(need, principal.account_id, request.voucher)
+        return plan_document(plan, self.catalogue)
 
     async def place(
         self, principal: Principal, request: NeedRequest, idempotency_key: str | None
@@ -265,7 +297,9 @@ class NeedService:
         account = principal.account_id
         need = _current(request)
         now = _now_ms()
-        body = request.model_dump()
+        # Without a voucher, the body a need had before vouchers existed: a retry of a need
+        # sent before them still matches it.
+        body = request.model_dump(exclude=None if request.voucher else {"voucher"})
         print_ = fingerprint("POST", "/v1/needs", body)
         name = request.client_need_id or (
             None if idempotency_key is None else f"key:{idempotency_key}"
@@ -275,7 +309,8 @@ class NeedService:
             existing = await self._row(need_id)
             if existing is not None:
                 return await self._retried(existing, name, print_)
-        result = self.plan(need, account)
+        self._check_voucher(account, request.voucher)
+        result = self.plan(need, account, request.voucher)
         if result.chosen is None and not request.stand:
             raise Problem(
                 422,
@@ -303,9 +338,9 @@ class NeedService:
             # The same name, stored meanwhile by another request (here or in another process).
             return await self._retried(await self._row(need_id) or row, name or need_id, print_)
         if result.chosen is None:
-            self._watch(_Standing(need_id, account, need, result.families))
+            self._watch(_Standing(need_id, account, need, result.families, request.voucher))
             return self._json(await self.document(row), 201)
-        outcome = await self._claim_and_submit(need_id, account, result)
+        outcome = await self._claim_and_submit(need_id, account, result, request.voucher)
         document = await self.document(await self._stored(need_id))
         if isinstance(outcome, OrderRejected):
             raise Problem(
@@ -366,7 +401,8 @@ class NeedService:
         status = row["status"]
         plan_out = None if row["plan"] is None else orjson.loads(row["plan"])
         if status == STANDING:
-            live = self.plan(need_of(NeedRequest(**request)), row["account_id"])
+            asked = NeedRequest(**request)
+            live = self.plan(need_of(asked), row["account_id"], asked.voucher)
             plan_out = plan_document(live, self.catalogue)
         order = None
         if row["block"] is not None:
@@ -407,11 +443,12 @@ class NeedService:
         )
 
     async def _claim_and_submit(
-        self, need_id: str, account_id: str, result: Plan
+        self, need_id: str, account_id: str, result: Plan, voucher: str | None
     ) -> Outcome | None:
-        """Claim a standing need for its plan's block and place the block. The claim comes
-        first: if the process dies in between, the need shows `submitted` with a pending
-        order rather than ever being placed twice."""
+        """Claim a standing need for its plan's block and place the block (with `voucher` if
+        it covers the chosen alternative). The claim comes first: if the process dies in
+        between, the need shows `submitted` with a pending order rather than ever being placed
+        twice."""
         chosen = result.chosen
         if chosen is None or chosen.limit_price is None:
             raise ValueError(f"need {need_id!r}: the plan chose no priced block to place")
@@ -427,6 +464,7 @@ class NeedService:
             side="buy",
             price=chosen.limit_price,
             quantity=chosen.cards_per_hour,
+            voucher=None if chosen.voucher is None else voucher,
         )
         order_id = exchange_order_id(account_id, command.order_id)
         block = {
@@ -437,6 +475,8 @@ class NeedService:
             "quantity": command.quantity,
             "attempt": attempt,
         }
+        if command.voucher is not None:
+            block["voucher"] = command.voucher
         claimed = await self._transition(
             need_id,
             SUBMITTED,
@@ -479,9 +519,10 @@ class NeedService:
             updated_ms=_now_ms(),
         )
         if stood:
-            need = need_of(NeedRequest(**orjson.loads(row["request"])))
+            asked = NeedRequest(**orjson.loads(row["request"]))
+            need = need_of(asked)
             families = self.plan(need, row["account_id"]).families
-            self._watch(_Standing(need_id, row["account_id"], need, families))
+            self._watch(_Standing(need_id, row["account_id"], need, families, asked.voucher))
 
     async def _settled(self, order_id: str) -> None:
         """Wait (briefly) until the ledger shows the block done, so the answer tells how it
@@ -579,9 +620,10 @@ class NeedService:
                 continue
             # New to this process (placed elsewhere, or before a restart): plan it once now,
             # then whenever its families' books change.
-            need = need_of(NeedRequest(**orjson.loads(row["request"])))
+            asked = NeedRequest(**orjson.loads(row["request"]))
+            need = need_of(asked)
             families = self.plan(need, account_id).families
-            self._watch(_Standing(need_id, account_id, need, families))
+            self._watch(_Standing(need_id, account_id, need, families, asked.voucher))
             self._enqueue(need_id)
 
     async def _resend_lost_blocks(self, now: int) -> None:
@@ -609,6 +651,7 @@ class NeedService:
                 side="buy",
                 price=block["price"],
                 quantity=block["quantity"],
+                voucher=block.get("voucher"),
             )
             log.warning("need %s: its block %s never arrived; sending it again", *(
                 need_id, block["order_id"]))  # fmt: skip
@@ -625,16 +668,17 @@ class NeedService:
             standing = self._standing.get(need_id)
             if standing is None:
                 continue
-            result = self.plan(standing.need, standing.account_id)
+            result = self.plan(standing.need, standing.account_id, standing.voucher)
             if result.chosen is None:
                 continue
-            task = asyncio.create_task(self._submit_standing(need_id, standing.account_id, result))
+            task = asyncio.create_task(self._submit_standing(standing, result))
             self._submissions.add(task)
             task.add_done_callback(self._submissions.discard)
 
-    async def _submit_standing(self, need_id: str, account_id: str, result: Plan) -> None:
+    async def _submit_standing(self, standing: _Standing, result: Plan) -> None:
+        need_id = standing.need_id
         try:
-            await self._claim_and_submit(need_id, account_id, result)
+            await self._claim_and_submit(need_id, standing.account_id, result, standing.voucher)
         except Exception:
             log.exception("placing the block of standing need %s failed", need_id)
 

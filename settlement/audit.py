@@ -124,25 +124,32 @@ class _Vouchers:
                         tuple(self.positions[programme]),
                     )
                 ]
-        elif isinstance(event, OrderAccepted) and event.voucher is not None:
+        elif isinstance(event, OrderAccepted | BlockAccepted) and event.voucher is not None:
             return self._reservation(event, event.voucher, position, state)
         return []
 
     def _reservation(
-        self, order: OrderAccepted, programme: str, position: int, state: ExchangeState
+        self,
+        order: OrderAccepted | BlockAccepted,
+        programme: str,
+        position: int,
+        state: ExchangeState,
     ) -> list[Discrepancy]:
         account = order.account_id
         self.reserved[(programme, account)] += order.voucher_reserved
         self.positions[programme].append(position)
         found = []
-        bound = order.price * order.quantity * self.rates.get(programme, 0) // BPS
+        units = order.quantity
+        if isinstance(order, BlockAccepted):
+            units *= len(order.symbols)
+        bound = order.price * units * self.rates.get(programme, 0) // BPS
         if order.voucher_reserved > bound:
             found.append(
                 Discrepancy(
                     "voucher-reservation",
                     f"order {order.order_id} reserves {order.voucher_reserved} fen of programme "
                     f"{programme}, more than its rate of the order's {order.price} x "
-                    f"{order.quantity} allows ({bound})",
+                    f"{units} allows ({bound})",
                     (position,),
                 )
             )

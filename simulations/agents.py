@@ -11,11 +11,11 @@ does not change what the others draw.
   as delivery nears, may recall unsold recallable hours, and meters what it delivered.
 - `Buyer`: an SME, one-person company or larger firm with jobs (cards x consecutive hours
   between an earliest start and a deadline, worth `value` a card-hour, less a latency cost
-  outside its home hub). Direct buyers trade their home hub only: a limit order per hour (with
-  their voucher, if they hold a grant; block orders carry no voucher) or a block order.
-  Planner buyers state the need and let `exchange.domain.planner.plan` pick the cheapest
-  region and start hour from the live asks, as `api/needs.py` does, then send its block (or,
-  holding a voucher, its hours as fill-or-kill orders that name the voucher).
+  outside its home hub). Direct buyers trade their home hub only: a block order for a
+  multi-hour job, a limit order for a one-hour job, either with their voucher if they hold a
+  grant. Planner buyers state the need and let `exchange.domain.planner.plan` pick the cheapest
+  region and start hour from the live asks after their voucher, as `api/needs.py` does, then
+  send its block (with the voucher where the grant covers it).
 - `Reseller`: buys western hours a day or two ahead when they are cheap against the last trade
   and resells them nearer delivery (a sell backed by the entitlement).
 - `Administrator`: creates a city's voucher programme and approves grants as its enterprises
@@ -29,6 +29,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from exchange.domain.accounts import Grant
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
     RESOURCE_CLASSES,
@@ -54,7 +55,7 @@ from exchange.domain.messages import (
     exchange_order_id,
 )
 from exchange.domain.performance import STANDARD
-from exchange.domain.planner import CARDS, Need, RegionChoice, plan
+from exchange.domain.planner import CARDS, Need, RegionChoice, VoucherOf, plan
 from exchange.domain.uscc import with_check_character
 from simulations.scenario import CARD, EAST, INTERRUPTIBLE, REGIONS, WEST, Programme
 from simulations.view import MarketView
@@ -407,9 +408,9 @@ class Buyer:
             return self._plan(job, ctx)
         start = starts[0]
         symbols = [symbol_at(CARD, job.home, start + i * HOUR_MS) for i in range(job.hours)]
-        if job.hours > 1 and self.voucher is None:
+        if job.hours > 1:
             price = on_tick(job.value * job.patience(ctx.now_ms), up=False)
-            return self._send_block(job, symbols, price, job.cards)
+            return self._send_block(job, symbols, price, job.cards, self.voucher)
         # Limit orders rest until their hour's gate: the buyer bids its full value.
         commands: list[Command] = []
         for symbol in symbols:
@@ -445,42 +446,22 @@ class Buyer:
         )
         contracts = [spec for spec in planner_contracts(ctx) if spec.resource_class.code in classes]
         asks = {spec.symbol: ctx.view.asks(spec.symbol) for spec in contracts}
-        result = plan(need, contracts, asks, STANDARD)
+        grant = ctx.view.grant_terms.get(self.account_id)
+        voucher_of = None if grant is None else _voucher_of(grant, ctx.now_ms)
+        result = plan(need, contracts, asks, STANDARD, voucher_of)
         chosen = result.chosen
         # The planner ranks by cost plus latency; the buyer only takes a plan worth its price.
         if chosen is None or chosen.limit_price is None or chosen.ranked_total is None:
             return []
         if chosen.ranked_total > willing * job.cards * job.hours:
             return []
-        if self.voucher is None:
-            return self._send_block(job, list(chosen.symbols), chosen.limit_price, job.cards)
-        # A block order carries no voucher, so a grant holder sends the plan's hours as one
-        # fill-or-kill order each, limited at the last ask level the plan walked to.
-        commands: list[Command] = []
-        for symbol in chosen.symbols:
-            taken, limit = 0, 0
-            for price, quantity in asks[symbol]:
-                taken, limit = taken + quantity, price
-                if taken >= job.cards:
-                    break
-            name, order_id = self.ids.order()
-            commands.append(
-                PlaceOrder(
-                    order_id=name,
-                    account_id=self.account_id,
-                    symbol=symbol,
-                    side="buy",
-                    price=limit,
-                    quantity=job.cards,
-                    time_in_force="FOK",
-                    voucher=self.voucher,
-                )
-            )
-            job.send(order_id)
-        job.status = "pending"
-        return commands
+        # The block carries the voucher where the plan found the grant covers it.
+        voucher = None if chosen.voucher is None else self.voucher
+        return self._send_block(job, list(chosen.symbols), chosen.limit_price, job.cards, voucher)
 
-    def _send_block(self, job: Job, symbols: list[str], price: int, cards: int) -> list[Command]:
+    def _send_block(
+        self, job: Job, symbols: list[str], price: int, cards: int, voucher: str | None
+    ) -> list[Command]:
         name, order_id = self.ids.order()
         job.send(order_id)
         job.status = "pending"
@@ -492,8 +473,22 @@ class Buyer:
                 side="buy",
                 price=price,
                 quantity=cards,
+                voucher=voucher,
             )
         ]
+
+
+def _voucher_of(grant: Grant, now_ms: int) -> VoucherOf:
+    """The planner's view of a grant: what it would pay of a block it covers if placed at log
+    time `now_ms`, as the risk stage reserves it (from the grant's limit: the risk stage
+    decides what is left)."""
+
+    def voucher_of(first: ContractSpec, cost: int, hours: int) -> int | None:
+        if grant.eligible(first.symbol, now_ms):
+            return None
+        return grant.voucher_for(cost, hours)
+
+    return voucher_of
 
 
 _PLANNER_CACHE: dict[int, list[ContractSpec]] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from exchange.domain.accounts import Grant
 from exchange.domain.messages import (
     BlockAccepted,
     BookChanged,
@@ -68,6 +69,9 @@ class MarketView:
         """Every obligation announced so far, in the order read."""
         self.grants: dict[str, str] = {}
         """Account -> the voucher programme that granted it funds."""
+        self.grant_terms: dict[str, Grant] = {}
+        """Account -> its grant's rules and limit as approved (what it used is not followed:
+        the risk stage decides each reservation)."""
         self.last_price: dict[str, int] = {}
         """Family -> price of its latest trade."""
 
@@ -135,6 +139,11 @@ class MarketView:
             self.obligations.append(event)
         elif isinstance(event, GrantApproved):
             self.grants[event.account_id] = event.programme_id
+            self.grant_terms[event.account_id] = Grant(
+                event.programme_id, event.account_id, event.limit, event.limit, event.rate_bps,
+                event.cap_per_contract, list(event.classes), list(event.regions),
+                event.valid_from, event.valid_until, list(event.related_accounts),
+            )  # fmt: skip
 
     def asks(self, symbol: str) -> list[tuple[int, int]]:
         """The ask levels of a contract, best first (none if it has no book yet)."""

@@ -16,7 +16,7 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 from tests.test_bank import SYM, _digest, funds
-from tests.test_vouchers import FREE, VoucherBank, grant, programme, subsidised
+from tests.test_vouchers import FREE, VoucherBank, programme, subsidised
 
 
 def pool(budget: int = 500, discount_bps: int = 1_000, pool_id: str = "p-2027") -> FundDiscountPool:

@@ -601,6 +601,31 @@ def test_wire_form_is_compact_json_in_declaration_order() -> None:
     )
 
 
+def test_a_block_without_a_voucher_or_bond_keeps_the_bytes_blocks_had_before_them() -> None:
+    block = PlaceBlockOrder(
+        order_id="b", account_id="a", symbols=["S0", "S1"], side="buy", price=10, quantity=2
+    )
+    accepted = BlockAccepted(
+        event_id="e", ts=5, order_id="a/b", account_id="a", symbol="S0", family="F",
+        symbols=["S0", "S1"], side="sell", price=10, quantity=2,
+    )  # fmt: skip
+
+    assert encode(block) == (
+        b'{"v":1,"type":"PlaceBlockOrder","order_id":"b","account_id":"a","symbols":["S0","S1"],'
+        b'"side":"buy","price":10,"quantity":2,"stp_group":null,"stp_mode":"cancel_resting"}'
+    )
+    assert encode(accepted) == (
+        b'{"v":1,"event_id":"e","ts":5,"type":"BlockAccepted","order_id":"a/b","account_id":"a",'
+        b'"symbol":"S0","family":"F","symbols":["S0","S1"],"side":"sell","price":10,'
+        b'"quantity":2,"stp_group":null,"stp_mode":"cancel_resting"}'
+    )
+    with_terms = accepted.model_copy(
+        update={"side": "buy", "voucher": "p", "voucher_reserved": 6, "voucher_rate_bps": 3000}
+    )
+    assert decode(encode(with_terms)) == with_terms
+    assert b'"voucher":"p","voucher_reserved":6,"voucher_rate_bps":3000}' in encode(with_terms)
+
+
 def test_book_changed_levels_decode_as_integer_pairs() -> None:
     decoded = decode(
         b'{"v":1,"type":"BookChanged","event_id":"e","ts":5,"symbol":"S",'

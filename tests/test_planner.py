@@ -263,3 +263,35 @@ def test_a_need_is_validated_field_by_field(overrides: dict[str, object], field:
     with pytest.raises(NeedError) as refused:
         need(**overrides)
     assert refused.value.field == field
+
+
+def test_a_voucher_ranks_the_alternatives_it_covers_by_what_the_buyer_pays_after_it() -> None:
+    contracts = listing("H100-80G.GZ", "H100-80G.YRD")
+    asks = flat({"H100-80G.GZ": 2000, "H100-80G.YRD": 1800})
+    covered: list[tuple[str, int, int]] = []
+
+    def gz_only(first: ContractSpec, cost: int, hours: int) -> int | None:
+        """30% of a GZ block, at most 1,000 an hour; YRD not covered."""
+        if first.region != "GZ":
+            return None
+        covered.append((first.symbol, cost, hours))
+        return min(cost * 3 // 10, 1_000 * hours)
+
+    without = plan(need(hours=2, deadline_ms=T0 + 2 * HOUR_MS), contracts, asks, STANDARD)
+    assert without.chosen is not None
+    assert without.chosen.region == "YRD"
+    result = plan(need(hours=2, deadline_ms=T0 + 2 * HOUR_MS), contracts, asks, STANDARD, gz_only)
+    assert covered == [(sym("H100-80G.GZ", 0), 8_000, 2)]
+    assert [
+        (a.region, a.cost, a.voucher, a.net_cost, a.ranked_total) for a in result.alternatives
+    ] == [
+        ("GZ", 8_000, 2_000, 6_000, 6_000),
+        ("YRD", 7_200, None, 7_200, 7_200),
+    ]
+    chosen = result.chosen
+    assert chosen is not None
+    assert (chosen.region, chosen.limit_price) == ("GZ", 2_000)
+    assert result.explanation.startswith(
+        f"H100-80G.GZ from {sym('H100-80G.GZ', 0)} for 2 h: 8000 fen at the asks - 2000 voucher "
+        "+ 0 fen region adder = 6000, the lowest of 2 feasible alternative(s); next H100-80G.YRD"
+    )

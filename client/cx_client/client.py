@@ -237,15 +237,17 @@ class ExchangeClient:
         quantity: int,
         *,
         client_order_id: str | None = None,
+        voucher: str | None = None,
     ) -> BlockAnswer:
         """The same quantity in each consecutive hour listed, all or none, at an average price;
-        with a client order id a retry is safe."""
+        with a client order id a retry is safe; a buy may name a voucher programme."""
         body = {
             "symbols": symbols,
             "side": side,
             "price": price,
             "quantity": quantity,
             "client_order_id": client_order_id,
+            "voucher": voucher,
         }
         response = await self.request("POST", "/v1/block-orders", json=_present(body))
         return BlockAnswer.model_validate(response.json())
@@ -264,8 +266,10 @@ class ExchangeClient:
         min_grade: int = 0,
         stand: bool = False,
         client_need_id: str | None = None,
+        voucher: str | None = None,
     ) -> Need:
-        """State a need (buyer keys); the exchange places the cheapest block that meets it.
+        """State a need (buyer keys); the exchange places the cheapest block that meets it,
+        after the `voucher` programme's grant where it covers the block.
 
         `regions` maps each acceptable region to its adder (fen per standard card-hour, 0 for
         none); times are ms since the epoch; `min_grade` is in ten-thousandths of the standard
@@ -285,6 +289,8 @@ class ExchangeClient:
             "stand": stand,
             "client_need_id": client_need_id,
         }
+        if voucher is not None:
+            body["voucher"] = voucher
         response = await self.request("POST", "/v1/needs", json=body)
         return Need.model_validate(response.json())
 

@@ -269,6 +269,8 @@ class Alternative(Model):
     feasible: bool
     reason: str | None = None
     detail: str
+    voucher: int | None = None
+    net_cost: int | None = None
 
 
 class Exclusion(Model):
@@ -300,6 +302,7 @@ class NeedOrder(Model):
     filled: int
     paid: int
     reason: str | None = None
+    voucher: str | None = None
 
 
 class Need(Model):

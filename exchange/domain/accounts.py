@@ -38,7 +38,9 @@ All amounts are integer fen; quantities integer units. Rules:
   order its hold becomes exactly the new one and the extra is settled; a refused amend returns
   its extra. Self-trade prevention's decrement releases what it took off.
 - A block holds average price x quantity x hours of cash (buy) or quantity of capacity in each
-  of its hours (sell); its trades settle per hour like any order's.
+  of its hours (sell); its trades settle per hour like any order's. A buy block's voucher is
+  reserved for the whole block and its fills use it as a single buy's fills do; a sell block
+  holds a provider's delivery bond like a provider's sell.
 
 A fee concession pays a participant back `discount_bps` of each positive fee it is charged
 (at its trade, or for a provider at delivery) from the concession's budget, while valid. The
@@ -231,10 +233,12 @@ class Grant:
         """False while the grant is `awaiting_approval` (an approved one has a validity)."""
         return self.valid_until > 0
 
-    def voucher_for(self, amount: int) -> int:
-        """The voucher part of a purchase of `amount` fen now: the least of the rate of it, the
-        per-contract cap and what is left of the grant."""
-        return min(amount * self.rate_bps // BPS, self.cap_per_contract, self.remaining)
+    def voucher_for(self, amount: int, contracts: int = 1) -> int:
+        """The voucher part of a purchase of `amount` fen now over `contracts` hourly contracts
+        (a block's hours; a single order buys one): the least of the rate of it, the
+        per-contract cap once per contract, and what is left of the grant."""
+        cap = self.cap_per_contract * contracts
+        return min(amount * self.rate_bps // BPS, cap, self.remaining)
 
     def eligible(self, symbol: str, ts: int) -> str:
         """Why an order in `symbol` at log time `ts` cannot use this grant ("" if it can)."""
@@ -506,21 +510,7 @@ class Accounts:
         if order.side == "buy":
             hold = self.buy_hold(order.symbol, order.price, order.quantity)
             legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
-            if order.voucher is not None:
-                reserved = order.voucher_reserved
-                voucher = VoucherUse(
-                    order.voucher,
-                    order.voucher_rate_bps,
-                    reserved,
-                    related=tuple(order.voucher_related),
-                )
-                legs += [
-                    (f"grant:{order.voucher}:{account}", -reserved),
-                    (f"reserved:{order.voucher}:{account}", reserved),
-                ]
-                grant = self._grant_of(order.voucher, account)
-                grant.remaining -= reserved
-                grant.reserved += reserved
+            voucher = self._reserve(order, legs)
             self._post(order.event_id, "order_hold", order.ts, legs, owns)
         elif order.backing == "entitlement":
             key = (account, order.symbol)
@@ -554,24 +544,48 @@ class Accounts:
         if owns is not None and not owns(account):
             return
         total = block.quantity * len(block.symbols)
+        voucher = None
         if block.side == "buy":
             hold = self.buy_hold(block.symbols[0], block.price, total)
-            self._post(
-                block.event_id,
-                "order_hold",
-                block.ts,
-                [(f"cash:{account}", -hold), (f"held:{account}", hold)],
-                owns,
-            )
+            legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
+            voucher = self._reserve(block, legs)
+            self._post(block.event_id, "order_hold", block.ts, legs, owns)
         else:
             for symbol in block.symbols:
                 balance = self.capacity_of(account, symbol)
                 balance.available -= block.quantity
                 balance.held += block.quantity
+            bond = block.bond_per_unit * total
+            self._post(
+                block.event_id,
+                "bond_hold",
+                block.ts,
+                [(f"cash:{account}", -bond), (f"held:{account}", bond)],
+                owns,
+            )
         self.open_orders[block.order_id] = OpenOrder(
             block.order_id, account, block.family, block.side, block.price, total, 0,
-            tuple(block.symbols),
+            tuple(block.symbols), bond_per_unit=block.bond_per_unit, voucher=voucher,
         )  # fmt: skip
+
+    def _reserve(
+        self, order: OrderAccepted | BlockAccepted, legs: list[tuple[str, int]]
+    ) -> VoucherUse | None:
+        """Reserve an accepted buy's voucher part from its grant (adding the legs that move
+        it to `legs`): the voucher use its fills draw on, or None without a voucher."""
+        if order.voucher is None:
+            return None
+        account, reserved = order.account_id, order.voucher_reserved
+        legs += [
+            (f"grant:{order.voucher}:{account}", -reserved),
+            (f"reserved:{order.voucher}:{account}", reserved),
+        ]
+        grant = self._grant_of(order.voucher, account)
+        grant.remaining -= reserved
+        grant.reserved += reserved
+        return VoucherUse(
+            order.voucher, order.voucher_rate_bps, reserved, related=tuple(order.voucher_related)
+        )
 
     def _traded(self, trade: TradeExecuted, owns: Owns | None) -> None:
         """Settle the sides of a trade whose orders this instance tracks and whose account it
@@ -910,6 +924,7 @@ class Accounts:
                 balance = self.capacity_of(account, symbol)
                 balance.held -= each
                 balance.available += each
+            self._release_bond(order, order.bond_per_unit * order.remaining, cancelled, owns)
         elif order.side == "buy":
             amount = self.own_hold(order, order.price, order.remaining)
             self._post(

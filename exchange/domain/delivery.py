@@ -112,7 +112,13 @@ class DeliveryDesk:
             ]
         elif isinstance(event, BlockAccepted) and event.side == "sell":
             total = event.quantity * len(event.symbols)
-            self.sells[event.order_id] = [True, 0, total, event.account_id, event.family]
+            self.sells[event.order_id] = [
+                True,
+                event.bond_per_unit,
+                total,
+                event.account_id,
+                event.family,
+            ]
         caused: list[Event] = []
         if isinstance(event, DeliveryRequested) and event.action == "recall":
             caused.extend(self._recall(event, stamp))

@@ -23,15 +23,21 @@ against the buyer's favour being understated:
   have not moved, and the limit x cards x hours must stay within `max_total`, so however the
   books move before the block reaches them, the buyer never pays more than `max_total`.
 
-Ties are broken deterministically, in this order: lower ranked total (cost + adder), lower cost
-(what is actually paid), earlier start, then family name.
+With a compute voucher, each alternative the buyer's grant covers is priced after it too: its
+voucher part (`Grant.voucher_for` of its cost over its hours, as the risk stage reserves it for
+the block) is taken off what it costs the buyer, so a covered family can win against a cheaper
+one the voucher does not cover. The block's limit and `max_total` stay gross: the voucher is
+known only as the block fills.
+
+Ties are broken deterministically, in this order: lower ranked total (cost after the voucher +
+adder), lower cost after the voucher (what is actually paid), earlier start, then family name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec, to_utc_ms
@@ -164,6 +170,8 @@ class Alternative:
     reason: str | None
     """None when feasible; else INSUFFICIENT_DEPTH or OVER_MAX_TOTAL."""
     detail: str
+    voucher: int | None = None
+    """The voucher part of `cost` if the buyer's voucher covers this alternative, else None."""
 
     @property
     def feasible(self) -> bool:
@@ -171,15 +179,27 @@ class Alternative:
         return self.reason is None
 
     @property
+    def net_cost(self) -> int | None:
+        """What the buyer pays: the cost less the voucher part."""
+        return None if self.cost is None else self.cost - (self.voucher or 0)
+
+    @property
     def ranked_total(self) -> int | None:
-        """What the choice minimises: cost plus the region adder."""
-        return None if self.cost is None else self.cost + self.adder_cost
+        """What the choice minimises: the cost after the voucher plus the region adder."""
+        net = self.net_cost
+        return None if net is None else net + self.adder_cost
 
     def rank_key(self) -> tuple[int, int, int, str]:
-        """Ranked total, then cost, then earlier start, then family (the documented ties)."""
-        if self.cost is None:
+        """Ranked total, then net cost, then earlier start, then family (the documented ties)."""
+        net = self.net_cost
+        if net is None:
             raise ValueError(f"{self.family} from {self.start_ms} has no cost to rank it by")
-        return (self.cost + self.adder_cost, self.cost, self.start_ms, self.family)
+        return (net + self.adder_cost, net, self.start_ms, self.family)
+
+
+VoucherOf = Callable[[ContractSpec, int, int], int | None]
+"""The voucher part of a block starting with a contract, costing so many fen over so many hours,
+or None if the buyer's voucher does not cover it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +231,11 @@ def plan(
     contracts: Iterable[ContractSpec],
     asks: Mapping[str, Sequence[tuple[int, int]]],
     performance: PerformanceTable,
+    voucher_of: VoucherOf | None = None,
 ) -> Plan:
     """The cheapest feasible block for `need` given the listed `contracts` and each symbol's
-    ask levels (price, quantity), best (lowest) first; a missing symbol has no asks."""
+    ask levels (price, quantity), best (lowest) first (a missing symbol has no asks), after the
+    buyer's voucher where `voucher_of` says it covers an alternative."""
     hours_by_family: dict[str, dict[int, ContractSpec]] = {}
     for spec in contracts:
         hours_by_family.setdefault(spec.family, {})[to_utc_ms(spec.delivery_start)] = spec
@@ -236,7 +258,11 @@ def plan(
             if any(hour not in listed for hour in window):
                 continue
             specs = [listed[hour] for hour in window]
-            alternatives.append(_price(need, specs, factor, adder, asks))
+            alternative = _price(need, specs, factor, adder, asks)
+            if voucher_of is not None and alternative.cost is not None:
+                part = voucher_of(specs[0], alternative.cost, len(specs))
+                alternative = replace(alternative, voucher=part)
+            alternatives.append(alternative)
     feasible = sorted((a for a in alternatives if a.feasible), key=Alternative.rank_key)
     infeasible = sorted(
         (a for a in alternatives if not a.feasible), key=lambda a: (a.start_ms, a.family)
@@ -385,15 +411,21 @@ def _explain(
         )
     text = (
         f"{chosen.family} from {chosen.symbols[0]} for {len(chosen.symbols)} h: "
-        f"{chosen.cost} fen at the asks + {chosen.adder_cost} fen region adder = "
-        f"{chosen.ranked_total}, the lowest of {len(feasible)} feasible alternative(s)"
+        f"{chosen.cost} fen at the asks{_less_voucher(chosen)} + {chosen.adder_cost} fen region "
+        f"adder = {chosen.ranked_total}, the lowest of {len(feasible)} feasible alternative(s)"
     )
     if len(feasible) > 1:
         runner_up = feasible[1]
         text += (
             f"; next {runner_up.family} from {runner_up.symbols[0]} at "
-            f"{runner_up.ranked_total} ({runner_up.cost} + {runner_up.adder_cost})"
+            f"{runner_up.ranked_total} ({runner_up.cost}{_less_voucher(runner_up)} + "
+            f"{runner_up.adder_cost})"
         )
     if infeasible:
         text += f"; {len(infeasible)} infeasible"
     return text
+
+
+def _less_voucher(alternative: Alternative) -> str:
+    """The explanation's words for what a voucher pays of an alternative (none: nothing)."""
+    return f" - {alternative.voucher} voucher" if alternative.voucher else ""

@@ -96,6 +96,7 @@ async def test_a_need_fills_in_the_cheaper_region_with_every_alternative_explain
         "filled": 4,
         "paid": 7200,
         "reason": None,
+        "voucher": None,
     }
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
@@ -133,6 +134,8 @@ async def test_a_needs_plan_is_shown_before_buying_and_places_nothing(
     past = need(earliest_start=1_000, deadline=2 * HOUR_MS)
     late = await buyer.post("/v1/needs/plan", json=past)
     assert (late.status_code, late.json()["field"]) == (422, "deadline")
+    not_held = await buyer.post("/v1/needs/plan", json=need(voucher="no-such-programme"))
+    assert (not_held.status_code, not_held.json()["type"]) == (422, "/problems/not_eligible")
 
 
 async def test_a_need_nothing_can_fill_is_refused_with_why_and_changes_nothing(

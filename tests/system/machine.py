@@ -97,6 +97,8 @@ PRICES = {
 }
 SYMBOLS = tuple(PRICES)
 BLOCKS = ((GZ0, GZ1), (INT0, INT1), (INT1, INT2))
+BLOCK_PROGRAMME = "block-fund"
+"""The programme whose grants holders spend on blocks (`buy_block_with_voucher`)."""
 
 PROVIDERS = ("p1", "p2")
 BUYERS = ("b1", "b2")
@@ -245,6 +247,8 @@ class ExchangeMachine(RuleBasedStateMachine):
         self.applications: list[tuple[str, str, str]] = []
         """(programme, application, applicant) of the applications taken: the administrator
         decides them."""
+        self.granted: set[tuple[str, str]] = set()
+        """(programme, account) of the grants approved: their holders buy blocks with them."""
 
     # -- the exchange's life -------------------------------------------------------------
 
@@ -870,23 +874,31 @@ class ExchangeMachine(RuleBasedStateMachine):
         quantity=st.integers(1, 3),
         data=st.data(),
         trading=st.sampled_from((True, True, True, False)),
+        voucher=st.sampled_from((None, None, "created", "any")),
     )
     def place_block(self, account: str, block: tuple[str, str], buy: bool, price: int,
-                    quantity: int, data: st.DataObject, trading: bool) -> None:  # fmt: skip
-        """A block order over two consecutive hours: mostly hours still trading, if any."""
+                    quantity: int, data: st.DataObject, trading: bool,
+                    voucher: str | None) -> None:  # fmt: skip
+        """A block order over two consecutive hours: mostly hours still trading, if any; some
+        name a voucher programme (mostly one created; a seller's is refused), and a provider's
+        sell block posts a delivery bond."""
         open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
         still = _pick(open_blocks or [None], data)
         if trading and still is not None:
             block = still
-        body = {
+        body: dict[str, Any] = {
             "symbols": list(block),
             "side": "buy" if buy else "sell",
             "price": PRICES[block[0]][price],
             "quantity": quantity,
         }
+        if voucher is not None:
+            body["voucher"] = self._programme_named(voucher, data)
         answer = self._send(account, "POST", "/v1/block-orders", json=body)
         if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
             self.model.orders.setdefault(answer.body["order_id"], account)
+            if voucher is not None:
+                self.edge_seen["block with a voucher"] += 1
 
     # -- needs ---------------------------------------------------------------------------
 
@@ -898,10 +910,14 @@ class ExchangeMachine(RuleBasedStateMachine):
         hours=st.integers(1, 2),
         stand=st.booleans(),
         max_total=st.sampled_from((2_000, 20_000, 20_000)),
+        voucher=st.sampled_from((None, None, "created", "any")),
+        data=st.data(),
     )
     def state_need(self, account: str, name: str | None, key: str | None, quantity: int,
-                   hours: int, stand: bool, max_total: int) -> None:  # fmt: skip
-        """State a need; the exchange plans and places the cheapest block."""
+                   hours: int, stand: bool, max_total: int, voucher: str | None,
+                   data: st.DataObject) -> None:  # fmt: skip
+        """State a need, some with a voucher; the exchange plans and places the cheapest block
+        after the voucher."""
         body: dict[str, Any] = {
             "unit": "cards",
             "quantity": quantity,
@@ -914,7 +930,17 @@ class ExchangeMachine(RuleBasedStateMachine):
         }
         if name is not None:
             body["client_need_id"] = name
+        if voucher is not None:
+            body["voucher"] = self._programme_named(voucher, data)
         self._need(account, body, {} if key is None else {"Idempotency-Key": key})
+
+    def _programme_named(self, which: str, data: st.DataObject) -> str:
+        """A programme to name as a voucher: one created if `which` says so and there is one,
+        else any name (perhaps of no programme, or of one the account holds no grant of)."""
+        created = _pick(sorted(self.programmes) or [None], data)
+        if which == "created" and created is not None:
+            return created
+        return _pick(list(NAMES), data)
 
     def _need(self, account: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         answer = self._send(account, "POST", "/v1/needs", json=body, headers=headers)
@@ -1161,6 +1187,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             answer = self._send(ADMIN, "POST", f"{base}/grants", json=body)
             if answer is not None and answer.status == 201 and answer.body["status"] == "done":
                 self.model.stored.append(("GrantApproved", "application_id", application_id, ""))
+                self.granted.add((programme_id, account))
             return
         path = {"ask": "info-requests", "answer": "supplements", "reject": "rejection"}[step]
         field_of = {"ask": "question", "answer": "answer", "reject": "reason"}[step]
@@ -1206,6 +1233,70 @@ class ExchangeMachine(RuleBasedStateMachine):
         answer = self._operator("POST", f"/v1/programmes/{programme_id}/discount-pools", json=body)
         if answer.status == 201 and answer.body["status"] == "done":
             self.model.stored.append(("DiscountPoolFunded", "pool_id", pool_id, ""))
+
+    @rule(
+        account=buyers,
+        data=st.data(),
+        price=st.integers(0, 2),
+        quantity=st.integers(1, 3),
+        seller=providers,
+        related=st.booleans(),
+        sell_first=st.booleans(),
+    )
+    def buy_block_with_voucher(self, account: str, data: st.DataObject, price: int,
+                               quantity: int, seller: str, related: bool,
+                               sell_first: bool) -> None:  # fmt: skip
+        """A grant holder buys a block with its voucher, mostly in hours still trading: the
+        administrator creates the programme and approves the grant (related to p1, perhaps)
+        first if need be; then, perhaps, a provider offers the block's quantity in each hour
+        at its price, so that it fills."""
+        programme_id = BLOCK_PROGRAMME
+        if programme_id not in self.programmes:
+            self.create_programme(programme_id, 100_000, ())
+        if (programme_id, account) not in self.granted:
+            if account not in self.registered:
+                self.register_enterprise(account, "own", "hangzhou", "sme")
+            application = (programme_id, f"block-{account}", account)
+            self._apply(programme_id, account, 50_000, application[1], None)
+            self._decide(application, "approve", 50_000, related)
+        open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
+        block = _pick(open_blocks or list(BLOCKS), data)
+        limit = PRICES[block[0]][price]
+        if sell_first:
+            for symbol in block:
+                ask = {"symbol": symbol, "side": "sell", "price": limit, "quantity": quantity}
+                self._place(seller, ask, {})
+        body = {"symbols": list(block), "side": "buy", "price": limit, "quantity": quantity,
+                "voucher": programme_id}  # fmt: skip
+        answer = self._send(account, "POST", "/v1/block-orders", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
+            self.model.orders.setdefault(answer.body["order_id"], account)
+            self.edge_seen["block with a voucher"] += 1
+
+    @rule(
+        provider=providers,
+        buyer=buyers,
+        data=st.data(),
+        price=st.integers(0, 2),
+        quantity=st.integers(1, 3),
+        bid_first=st.booleans(),
+    )
+    def sell_block_bonded(self, provider: str, buyer: str, data: st.DataObject, price: int,
+                          quantity: int, bid_first: bool) -> None:  # fmt: skip
+        """A provider sells a block of deposited capacity, which posts its delivery bond,
+        mostly in hours still trading; first, perhaps, a buyer bids for it in each hour."""
+        open_blocks = [b for b in BLOCKS if b[0] in self._gates_open()]
+        block = _pick(open_blocks or list(BLOCKS), data)
+        limit = PRICES[block[0]][price]
+        if bid_first:
+            for symbol in block:
+                bid = {"symbol": symbol, "side": "buy", "price": limit, "quantity": quantity}
+                self._place(buyer, bid, {})
+        body = {"symbols": list(block), "side": "sell", "price": limit, "quantity": quantity}
+        answer = self._send(provider, "POST", "/v1/block-orders", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
+            self.model.orders.setdefault(answer.body["order_id"], provider)
+            self.edge_seen["sell block bonded"] += 1
 
     # -- delivery --------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ REACHED = (
     "EnterpriseRegistered",
     "GrantApplied",
     "ApplicationInfoRequested",
+    "ApplicationSupplemented",
     "ApplicationRejected",
     "GrantApproved",
     "VoucherPolicySet",
@@ -87,8 +88,11 @@ REACHED_AT_EDGE = (
     "need withdrawn",
     "stall set up",
     "stall taken down",
+    "block with a voucher",
+    "sell block bonded",
 )
-"""Outcomes kept at the API edge, not as events: needs planned, standing and withdrawn, stalls."""
+"""Outcomes kept at the API edge, not as events: needs planned, standing and withdrawn, stalls,
+blocks accepted with a voucher and providers' sell blocks accepted (with their bond)."""
 
 
 def base_settings(

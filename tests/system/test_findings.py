@@ -183,6 +183,36 @@ async def test_a_schedule_over_a_closed_hour_and_an_open_one_deposits_neither(
         assert (await provider.get("/v1/accounts/p1")).status_code == 404, "nothing deposited"
 
 
+async def test_a_schedule_over_a_delisted_hour_and_a_listed_one_deposits_neither(
+    tmp_path: Path,
+) -> None:
+    """The model scheduled H100-80G capacity in GZ for 00:00-02:00 after an operator delisted
+    the first hour: 422 `contract_delisted`, and the second hour deposited all the same."""
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        operator = await exchange.operator()
+        delisted = await operator.post(
+            f"/v1/admin/contracts/{GZ0}/delist", json={"reason": "drill"}
+        )
+        assert delisted.status_code == 200, delisted.text
+        await settle(exchange.runtime)
+        provider = await exchange.as_("p1", "provider")
+        schedule = {
+            "resource_class": "H100-80G",
+            "region": "GZ",
+            "quantity": 6,
+            "first_day": "2027-12-01",
+            "from_hour": 0,
+            "to_hour": 2,
+            "deposit_id": "a",
+        }
+        refused = await provider.post("/v1/accounts/p1/capacity-deposits", json=schedule)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["type"] == "/problems/contract_delisted"
+        assert refused.json()["detail"] == f"contract {GZ0!r} was delisted by operator: drill"
+        await settle(exchange.runtime)
+        assert (await provider.get("/v1/accounts/p1")).status_code == 404, "nothing deposited"
+
+
 async def test_a_recalled_unit_shows_in_the_deliveries_of_its_holder(tmp_path: Path) -> None:
     """The model's capacity check found a recalled unit gone from every view: neither the
     provider's nor the holder's GET /v1/deliveries listed it, though its escrow was refunded

@@ -124,9 +124,31 @@ class AmendOrder(Message):
     quantity: PositiveInt | None = None
 
 
+_BLOCK_OPTION_DEFAULTS: dict[str, Any] = {
+    "voucher": None,
+    "voucher_reserved": 0,
+    "voucher_rate_bps": 0,
+    "voucher_related": [],
+    "bond_per_unit": 0,
+}
+
+
+def _without_default_block_options(
+    message: BaseModel, handler: SerializerFunctionWrapHandler
+) -> dict[str, Any]:
+    """Leave block options that keep their defaults off the wire (a block without a voucher or
+    bond has the bytes blocks had before either existed)."""
+    return omit_defaults(message, handler, _BLOCK_OPTION_DEFAULTS)
+
+
 class PlaceBlockOrder(Message):
     """Buy or sell `quantity` in every hour of consecutive delivery hours of one family, filled
-    in every hour or in none, at most (buy) or at least (sell) `price` per unit on average."""
+    in every hour or in none, at most (buy) or at least (sell) `price` per unit on average.
+
+    A buy may name a compute-voucher programme (`voucher`) as a single `PlaceOrder` may: the
+    voucher part of the whole block is reserved from the grant at acceptance and each hour's
+    fill uses it as a single order's fill does (docs/MONEY.md).
+    """
 
     type: Literal["PlaceBlockOrder"] = "PlaceBlockOrder"
     order_id: Identifier
@@ -137,6 +159,11 @@ class PlaceBlockOrder(Message):
     quantity: PositiveInt
     stp_group: Identifier | None = None
     stp_mode: StpMode = "cancel_resting"
+    voucher: Identifier | None = None
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_default_block_options(self, handler)
 
 
 class CancelAllOrders(Message):
@@ -272,6 +299,18 @@ class BlockAccepted(Event):
     quantity: StrictInt
     stp_group: str | None = None
     stp_mode: StpMode = "cancel_resting"
+    bond_per_unit: StrictInt = 0
+    """Delivery bond (fen per unit and hour) held from a provider's cash for a sell block."""
+    voucher: str | None = None
+    voucher_reserved: StrictInt = 0
+    """Voucher funds (fen) reserved for the whole buy block from the account's grant."""
+    voucher_rate_bps: StrictInt = 0
+    voucher_related: list[str] = Field(default_factory=list)
+    """The grant's related parties at acceptance: their fills earn no voucher (OrderAccepted)."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_default_block_options(self, handler)
 
 
 class CancelAllRequested(Event):

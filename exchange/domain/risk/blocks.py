@@ -3,6 +3,7 @@ and accepted whole or not at all."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from exchange.domain.messages import (
@@ -16,14 +17,15 @@ from exchange.domain.messages import (
 )
 from exchange.domain.risk.ceilings import order_past_ceiling
 from exchange.domain.risk.limits import over_limit
-from exchange.domain.risk.orders import order_id_used, own_group
+from exchange.domain.risk.orders import eligible_grant, order_id_used, own_group
 from exchange.domain.risk.state import RiskState, own
 
 
 def place_block_order(state: RiskState, command: PlaceBlockOrder, stamp: EventStamp) -> Event:
     """Accept a block and hold its cash or each hour's capacity, or reject it holding nothing."""
     order_id = exchange_order_id(command.account_id, command.order_id)
-    reason, message = _check_block(state, command, order_id, stamp.ts)
+    terms = _BlockTerms()
+    reason, message = _check_block(state, command, order_id, stamp.ts, terms)
     if reason is not None:
         return OrderRejected(
             event_id=stamp.next_id(),
@@ -51,13 +53,28 @@ def place_block_order(state: RiskState, command: PlaceBlockOrder, stamp: EventSt
         quantity=command.quantity,
         stp_group=own_group(command),
         stp_mode=command.stp_mode,
+        bond_per_unit=terms.bond_per_unit,
+        voucher=command.voucher,
+        voucher_reserved=terms.voucher_reserved,
+        voucher_rate_bps=terms.voucher_rate_bps,
+        voucher_related=terms.voucher_related,
     )
     state.accounts.apply(accepted, own)
     return accepted
 
 
+@dataclass(slots=True)
+class _BlockTerms:
+    """What acceptance decides about a block beyond what it asked for."""
+
+    bond_per_unit: int = 0
+    voucher_reserved: int = 0
+    voucher_rate_bps: int = 0
+    voucher_related: list[str] = field(default_factory=list)
+
+
 def _check_block(
-    state: RiskState, command: PlaceBlockOrder, order_id: str, at_ms: int
+    state: RiskState, command: PlaceBlockOrder, order_id: str, at_ms: int, terms: _BlockTerms
 ) -> tuple[RejectReason | None, str]:
     specs = [state.listed(s, at_ms) for s in command.symbols]
     missing = [s for s, spec in zip(command.symbols, specs, strict=True) if spec is None]
@@ -91,20 +108,42 @@ def _check_block(
         return RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
     if past := order_past_ceiling(command.price, units):
         return RejectReason.CEILING_EXCEEDED, past
+    accounts = state.accounts
     if command.side == "buy":
-        needed = state.accounts.buy_hold(command.symbols[0], command.price, units)
-        available = state.accounts.available_cash(command.account_id)
+        if command.voucher is not None:
+            grant, why = eligible_grant(
+                state, command.account_id, command.voucher, command.symbols[0], at_ms
+            )
+            if grant is None:
+                return RejectReason.NOT_ELIGIBLE, why
+            terms.voucher_reserved = grant.voucher_for(command.price * units, len(listed))
+            terms.voucher_rate_bps = grant.rate_bps
+            terms.voucher_related = list(grant.related)
+        needed = accounts.buy_hold(command.symbols[0], command.price, units)
+        available = accounts.available_cash(command.account_id)
         if needed > available:
             return (
                 RejectReason.INSUFFICIENT_FUNDS,
                 f"block needs {needed} fen, account has {available} fen available",
             )
         return None, ""
+    if command.voucher is not None:
+        return RejectReason.NOT_ELIGIBLE, "vouchers are for buys"
     for symbol in command.symbols:
-        available = state.accounts.available_capacity(command.account_id, symbol)
+        available = accounts.available_capacity(command.account_id, symbol)
         if command.quantity > available:
             return (
                 RejectReason.INSUFFICIENT_CAPACITY,
                 f"block sells {command.quantity} units of {symbol}, {available} available",
             )
+    # A sell block is backed by deposited capacity: it posts a provider's delivery bond.
+    terms.bond_per_unit = accounts.bond_per_unit(command.price)
+    bond = terms.bond_per_unit * units
+    available = accounts.available_cash(command.account_id)
+    if bond > available:
+        return (
+            RejectReason.INSUFFICIENT_FUNDS,
+            f"selling {units} units of deposited capacity needs a delivery bond of {bond} fen, "
+            f"account {command.account_id} has {available} fen available",
+        )
     return None, ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exchange.domain.accounts import BPS, OpenOrder
+from exchange.domain.accounts import BPS, Grant, OpenOrder
 from exchange.domain.messages import (
     AmendOrder,
     AmendRejected,
@@ -314,14 +314,8 @@ def _reserve_voucher(
 ) -> tuple[RejectReason | None, str]:
     """The voucher part to reserve from the account's grant of programme `voucher`, and for a
     net limit the gross limit it allows."""
-    grant = state.accounts.grants.get((voucher, command.account_id))
+    grant, why = eligible_grant(state, command.account_id, voucher, command.symbol, ts)
     if grant is None:
-        return (
-            RejectReason.NOT_ELIGIBLE,
-            f"account {command.account_id} holds no grant of programme {voucher!r}",
-        )
-    why = grant.eligible(command.symbol, ts)
-    if why:
         return RejectReason.NOT_ELIGIBLE, why
     if command.order_type != "limit":
         return RejectReason.NOT_ELIGIBLE, "a voucher applies to limit orders only"
@@ -344,6 +338,18 @@ def _reserve_voucher(
     terms.voucher_rate_bps = grant.rate_bps
     terms.voucher_related = list(grant.related)
     return None, ""
+
+
+def eligible_grant(
+    state: RiskState, account_id: str, voucher: str, symbol: str, ts: int
+) -> tuple[Grant | None, str]:
+    """The account's grant of programme `voucher` if a buy of `symbol` at log time `ts` may use
+    it, else None and why not."""
+    grant = state.accounts.grants.get((voucher, account_id))
+    if grant is None:
+        return None, f"account {account_id} holds no grant of programme {voucher!r}"
+    why = grant.eligible(symbol, ts)
+    return (None, why) if why else (grant, "")
 
 
 def _open_order(state: RiskState, account_id: str, order_id: str) -> OpenOrder | None:
