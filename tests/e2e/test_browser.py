@@ -231,10 +231,16 @@ async def test_a_buyer_finds_the_cheapest_product_plans_a_need_and_buys_with_a_v
         explanation = page.get_by_test_id("plan-explanation")
         await expect(explanation).to_contain_text("推荐 H100-80G.GZ")
         await expect(explanation).to_contain_text("76.00 元")
-        await expect(explanation).to_contain_text("在 2 个可行方案中总价最低")
+        await expect(explanation).to_contain_text("在 2 个可行方案中最便宜")
         await expect(explanation).to_contain_text("便宜 4.00 元")
-        # The planner ranks before vouchers; the buyer's voucher makes YRD cheaper, and it says so.
+        # Ranked before vouchers, GZ wins; the buyer's voucher (YRD only) would make YRD
+        # cheaper, and the page says so.
         await expect(explanation).to_contain_text("H100-80G.YRD 券后只需 56.00 元")
+        # Naming the voucher ranks after it: YRD at 80.00, 56.00 after the voucher's 30%.
+        await page.get_by_test_id("wizard-voucher").fill("hangzhou-2027")
+        await page.get_by_test_id("run-wizard").click()
+        await expect(explanation).to_contain_text("推荐 H100-80G.YRD")
+        await expect(explanation).to_contain_text("共 80.00 元（券后 56.00 元）")
         await _check_view(page, "wizard", ["task-known", "hours", "run-wizard", "place-need"])
         await page.get_by_test_id("place-need").click()
         await expect(page.get_by_test_id("need-result")).to_contain_text("全部成交")

@@ -9,7 +9,7 @@
   const DEFAULT_BUDGET = 100000000;   // fen: a need must name the most it may cost
   const form = {
     kind: "finetune", paramsBillions: 7, tokensBillions: 0.1, tokensMillionsPerDay: 50, days: 1,
-    cls: "", cards: 1, hours: 1, regions: null, interruptible: false, budget: "",
+    cls: "", cards: 1, hours: 1, regions: null, interruptible: false, budget: "", voucher: "",
     earliest: null, deadline: null, assumptions: { ...CxEstimate.ASSUMPTIONS },
   };
   let last = null;    // {body, plan}
@@ -29,6 +29,7 @@
       regions: form.regions.map((r) => ({ region: r })),
       max_total: CX.toFen(form.budget) || DEFAULT_BUDGET,
     };
+    if (form.voucher) body.voucher = form.voucher;
     if (form.kind === "known") return { ...body, unit: "cards", quantity: form.cards, classes };
     return { ...body, unit: "standard_card_hours", quantity: Math.max(1, estimate.standardHours), classes };
   }
@@ -40,11 +41,13 @@
     if (!chosen) return t("wizard.none", { reason: t("reason." + plan.reason, { defaultValue: plan.reason || "" }) });
     const feasible = plan.alternatives.filter((a) => a.feasible && a.ranked_total !== null);
     const others = feasible.filter((a) => !same(a, chosen)).sort((a, b) => a.ranked_total - b.ranked_total);
-    const what = { product: chosen.family, start: CX.cstHour(chosen.delivery_start), cost: yuan(chosen.cost), cards: chosen.cards_per_hour };
+    const what = { product: chosen.family, start: CX.cstHour(chosen.delivery_start), cost: yuan(chosen.cost), net: yuan(afterVoucher(chosen)), cards: chosen.cards_per_hour };
     const why = others.length
       ? t("wizard.cheapest", { ...what, count: others.length + 1, other: others[0].family + " " + CX.cstHour(others[0].delivery_start), saving: yuan(others[0].ranked_total - chosen.ranked_total) })
       : t("wizard.only", what);
-    // The planner ranks by the price before vouchers; say so when a voucher would change the order.
+    // Without a voucher named the planner ranks by the price before vouchers; say so when the
+    // key's vouchers would change the order.
+    if (form.voucher) return why;
     const cheapestNet = [...feasible].sort((a, b) => afterVoucher(a) - afterVoucher(b))[0];
     if (afterVoucher(cheapestNet) < afterVoucher(chosen)) {
       return why + " " + t("wizard.voucher-note", { product: cheapestNet.family, cost: yuan(afterVoucher(cheapestNet)) });
@@ -53,7 +56,9 @@
   }
 
   function afterVoucher(alternative) {
-    // The key's vouchers as the catalogue prices them for its best ask now (an estimate).
+    // With a voucher named, the planner's own figure; otherwise the key's vouchers as the
+    // catalogue prices them for its best ask now (an estimate).
+    if (form.voucher && alternative.net_cost !== null && alternative.net_cost !== undefined) return alternative.net_cost;
     const c = CX.state.contracts.find((x) => x.symbol === alternative.symbols[0]);
     if (!c || !c.best_ask || alternative.cost === null) return alternative.cost;
     return Math.round((alternative.cost * c.best_ask_net) / c.best_ask);
@@ -167,6 +172,7 @@
           field("wizard.deadline", el("input", { type: "datetime-local", value: toLocal(form.deadline), "data-testid": "deadline", onchange: (e) => { form.deadline = fromLocal(e.target.value); } })),
           field("wizard.hours", number("hours", "hours", "1")),
           field("wizard.budget", el("input", { inputMode: "decimal", value: form.budget, "data-testid": "budget", oninput: (e) => { form.budget = e.target.value; } })),
+          field("wizard.voucher", el("input", { value: form.voucher, size: 14, placeholder: t("orders.voucher-placeholder"), "data-testid": "wizard-voucher", oninput: (e) => { form.voucher = e.target.value.trim(); } })),
           el("div", { class: "regions" }, el("span", {}, t("wizard.regions")), ...regions.map((r) => el("label", { class: "check" },
             el("input", { type: "checkbox", checked: form.regions.includes(r), "data-testid": "region-" + r,
               onchange: (e) => { form.regions = e.target.checked ? [...form.regions, r] : form.regions.filter((x) => x !== r); } }), region(r)))),
