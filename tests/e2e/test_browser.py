@@ -2,8 +2,9 @@
 role uses it: a buyer finds the cheapest fitting product, compares, reads its price history, lets
 帮我选 plan and buy a need, and buys with a voucher; a provider deposits a night schedule and
 sees it sold; an enterprise registers and applies for a voucher and a programme administrator
-approves its application; an operator halts and resumes a contract. Every view passes axe-core's WCAG 2 A/AA rules (labels, names,
-contrast) and its controls are reached by the keyboard. Screenshots of each view at desktop and
+approves its application; an operator halts and resumes a contract. Every view passes
+axe-core's WCAG 2 A/AA rules (labels, names, contrast) and its controls are reached by the
+keyboard. Screenshots of each view at desktop and
 phone widths go to reports/screenshots/ (and to docs/img/ with CX_SCREENSHOTS=docs).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 from cx_client import ExchangeClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from exchange.domain.catalogue import CHINA_STANDARD_TIME as CST
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for
 
 pytestmark = pytest.mark.e2e
@@ -285,28 +288,40 @@ async def test_a_provider_deposits_a_night_schedule_and_sees_it_sold(
     tmp_path: Path, browser: Browser
 ) -> None:
     errors: list[str] = []
-    async with running_exchange(settings_for(tmp_path)) as exchange:
+    # H100s in Guizhou list hour by hour two days ahead too (China Standard Time), so the
+    # night after tomorrow is listed and far from its gate closure whenever the test runs.
+    settings = settings_for(tmp_path).model_copy(
+        update={"listings": "H100-80G.GZ", "listing_days": 2}
+    )
+    night = (datetime.now(CST) + timedelta(days=2)).date()
+    first_night_hour = f"H100-80G.GZ.{night:%Y%m%d}T00"
+    async with running_exchange(settings) as exchange:
         provider_key = await exchange.key_for("idc-night", "provider")
         buyer_key = await exchange.key_for("sme-night", "buyer")
         async with ExchangeClient(exchange.base_url, provider_key) as provider:
             await provider.deposit_cash(100_000)  # the asks' delivery bonds
         page = await _page(browser, exchange.base_url, provider_key, errors)
         await page.get_by_test_id("nav-provider").click()
-        # The night hours the catalogue lists (00-02 CST), firm, with a reserve price.
+        # Every night 00-08 (one night here), firm, with an ask at the reserve price in each hour.
         await page.get_by_test_id("schedule-class").select_option("H100-80G")
         await page.get_by_test_id("schedule-region").select_option("GZ")
-        await page.get_by_test_id("schedule-first-day").fill("2027-12-01")
-        await page.get_by_test_id("schedule-to").fill("2")
+        await page.get_by_test_id("schedule-first-day").fill(night.isoformat())
+        await page.get_by_test_id("schedule-from").fill("0")
+        await page.get_by_test_id("schedule-to").fill("8")
         await page.get_by_test_id("schedule-reserve").fill("17.00")
         await page.get_by_test_id("deposit-schedule").click()
         await expect(page.get_by_test_id("provider-result")).to_contain_text(
-            "已存入 2 个时段，挂出 2 个卖单"
+            "已存入 8 个时段，挂出 8 个卖单，0 个卖单未受理"
         )
         async with ExchangeClient(exchange.base_url, buyer_key) as buyer:
             await buyer.deposit_cash(100_000)
-            await buyer.place_order(GZ0, "buy", 1700, 3)
-        await expect(page.get_by_test_id(f"sold-{GZ0}")).to_have_text("3")
-        await expect(page.get_by_test_id(f"capacity-{GZ0}")).to_contain_text("38%")
+            await buyer.place_order(first_night_hour, "buy", 1700, 3)
+        # Sold: 3 of the 8 cards of that hour, 38% used, paid out at the reserve price.
+        await expect(page.get_by_test_id(f"sold-{first_night_hour}")).to_have_text("3")
+        sold = page.get_by_test_id(f"capacity-{first_night_hour}")
+        await expect(sold).to_contain_text("38%")
+        await expect(sold).to_contain_text("51.00 元")
+        await expect(page.locator("[data-testid^='capacity-H100-80G.GZ.']")).to_have_count(8)
         await _check_view(page, "provider", ["schedule-class", "deposit-schedule"])
     assert errors == []
 
