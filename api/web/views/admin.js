@@ -36,6 +36,7 @@
         programme = body.programme_id;
         sessionStorage.setItem("cx-programme", programme);
         say(t("admin.created", { programme }), true);
+        document.getElementById("programme-pick").value = programme;
         await settled(report);
         await applications();
       } catch (error) {
@@ -106,8 +107,7 @@
         el("thead", {}, el("tr", {}, ...["admin.enterprise", "admin.purchases", "admin.units", "admin.gross", "admin.voucher"].map((k) => el("th", { scope: "col" }, t(k))))),
         el("tbody", {}, ...r.by_enterprise.map((e) => el("tr", {}, el("td", {}, e.name), el("td", {}, String(e.purchases)), el("td", {}, String(e.units)), el("td", {}, yuan(e.gross)), el("td", {}, yuan(e.voucher))))))),
       el("p", {}, el("button", { type: "button", onclick: () => CX.download(`programme-${r.programme_id}.json`, JSON.stringify(r, null, 2), "application/json") }, t("admin.download")),
-        " ", el("button", { type: "button", "data-testid": "report-pdf", onclick: () => CX.downloadFrom(`/v1/programmes/${encodeURIComponent(r.programme_id)}/report?format=pdf`, `programme-${r.programme_id}.pdf`).catch((error) => say(CX.problemText(error), false)) }, t("admin.download-pdf")),
-        " ", el("span", { class: "note" }, t("admin.applications-later"))));
+        " ", el("button", { type: "button", "data-testid": "report-pdf", onclick: () => CX.downloadFrom(`/v1/programmes/${encodeURIComponent(r.programme_id)}/report?format=pdf`, `programme-${r.programme_id}.pdf`).catch((error) => say(CX.problemText(error), false)) }, t("admin.download-pdf"))));
     if (chart) chart.destroy();
     chart = new Chart(canvas, {
       type: "line",
@@ -117,7 +117,7 @@
   }
 
   async function render(root) {
-    const pick = el("input", { value: programme, size: 16, "data-testid": "programme-pick" });
+    const pick = el("input", { id: "programme-pick", value: programme, size: 16, "data-testid": "programme-pick" });
     root.append(
       el("section", { "aria-labelledby": "admin-title" },
         el("h2", { id: "admin-title" }, t("admin.title")),

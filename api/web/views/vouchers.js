@@ -80,7 +80,7 @@
           field("vouchers.use", el("input", { name: "use", required: true, size: 30, "data-testid": "apply-use" })),
         ], "vouchers.apply", async (data) => {
           const answer = await api("POST", `/v1/programmes/${encodeURIComponent(data.get("programme"))}/applications`,
-            { amount: CX.toFen(data.get("amount")), intended_use: data.get("use") });
+            { application_id: "web-" + Date.now().toString(36), amount: CX.toFen(data.get("amount")), intended_use: data.get("use") });
           return t("vouchers.applied", { id: answer.id || "" });
         }),
         el("p", { id: "vouchers-result", class: "result", role: "status", "data-testid": "vouchers-result" })),
