@@ -160,6 +160,7 @@ const CX = (() => {
     for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
     for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
     $("language").textContent = t("app.other-language");
+    $("language").lang = i18next.language === "zh-CN" ? "en" : "zh-CN";
     if (!state.me) $("who").textContent = t("key.anonymous");
     else $("who").textContent = t("key.who", { account: state.me.account_id, role: t("role." + state.me.role) });
   }
