@@ -78,7 +78,7 @@
       await refresh();
     } }, t("provider.recall"));
     document.getElementById("provider-state").replaceChildren(
-      el("p", {}, t("provider.totals", { payout: yuan(payout), bonds: yuan(bonds), cash: yuan(account.cash.available) })),
+      el("p", { "data-testid": "provider-totals" }, t("provider.totals", { payout: yuan(payout), bonds: yuan(bonds), held: yuan(account.cash.held), cash: yuan(account.cash.available) })),
       el("div", { class: "scroll" }, el("table", { "data-testid": "utilisation" }, el("caption", {}, t("provider.utilisation-title")),
         el("thead", {}, el("tr", {}, ...["orders.contract", "provider.deposited-units", "provider.in-asks", "provider.sold", "provider.utilisation", "provider.payout"].map((k) => el("th", { scope: "col" }, t(k))))),
         el("tbody", {}, ...rows))),
