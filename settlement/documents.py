@@ -122,7 +122,7 @@ LINE_NAMES = {
     "vouchers": "政府算力券 government vouchers",
     "voucher_clawbacks": "算力券追回 voucher clawbacks",
     "fee_concessions": "平台手续费减免 platform fee concessions",
-    "platform_discounts": "平台优惠 platform discounts",
+    "platform_discounts": "平台折扣 platform discounts",
     "refunds": "未交付退款 refunds of undelivered units",
     "penalties_received": "收到违约金 penalties received",
     "penalties_paid": "支付违约金 penalties paid",

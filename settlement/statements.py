@@ -495,9 +495,18 @@ def invoice_of(
     fee = lines["fees"] - lines["rebates"]
     if fee:
         items.append(_item(FEE_ITEM, "", "项", 1, None, total=fee))
-    relief = lines["fee_concessions"] + lines["platform_discounts"]
-    if relief:
-        items.append(_item(f"{FEE_ITEM} (平台优惠)", "", "项", 1, None, total=-relief))
+    # Each discount on the line it discounts: the fee concession on the fee, the discount
+    # pool's on the compute.
+    if lines["fee_concessions"]:
+        items.append(
+            _item(f"{FEE_ITEM} (平台减免)", "", "项", 1, None, total=-lines["fee_concessions"])
+        )
+    if lines["platform_discounts"]:
+        items.append(
+            _item(
+                f"{COMPUTE_ITEM} (平台折扣)", "", "项", 1, None, total=-lines["platform_discounts"]
+            )
+        )
     totals = {name: sum(item[name] for item in items) for name in ("amount", "tax", "total")}
     voucher = lines["vouchers"] - lines["voucher_clawbacks"]
     return {

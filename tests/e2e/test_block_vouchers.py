@@ -22,6 +22,7 @@ import pytest
 from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
+from tests.e2e.grants import granted
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
@@ -74,13 +75,7 @@ async def _programme(
     }
     await _post(exchange, ADMIN, "/v1/programmes", body, "programme_admin")
     for account, related in grants.items():
-        grant = {
-            "account_id": account, "limit": 10_000, "kind": "sme", "city": "hangzhou",
-            "related_accounts": related,
-        }  # fmt: skip
-        await _post(
-            exchange, ADMIN, f"/v1/programmes/{programme_id}/grants", grant, "programme_admin"
-        )
+        await granted(exchange, ADMIN, programme_id, account, 10_000, related=tuple(related))
 
 
 async def _deposit(exchange: RunningExchange, account: str, role: str, **body: Any) -> None:

@@ -218,7 +218,7 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             ("信息技术服务*算力服务", "卡时", 4, 1_500, 5_660, 340, 6_000),
             ("信息技术服务*算力服务 (退款)", "卡时", -1, None, -1_415, -85, -1_500),
             ("信息技术服务*交易服务费", "项", 1, None, 6, 0, 6),
-            ("信息技术服务*交易服务费 (平台优惠)", "项", 1, None, -5, 0, -5),
+            ("信息技术服务*交易服务费 (平台减免)", "项", 1, None, -5, 0, -5),
         ]  # fmt: skip
         assert (invoice["amount"], invoice["tax"], invoice["total"]) == (4_246, 255, 4_501)
         assert (invoice["voucher"], invoice["firm_paid"]) == (1_350, 3_151)
