@@ -11,9 +11,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+WEB_VENDOR := api/web/vendor
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
-.PHONY: help venv chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv web chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -22,11 +23,24 @@ help: ## list the targets
 	@echo "variables: PYTEST_ARGS='-k name -x' (test), PYTHON=$(PYTHON) (venv),"
 	@echo "           FUZZ_SECONDS=3600 or FUZZ_EXAMPLES=N, FUZZ_STEPS, FUZZ_BACKEND=real (fuzz)"
 
-venv: $(VENV)/.installed ## create .venv and install the project with dev tools and the sim extra (again only when pyproject.toml changes)
+venv: $(VENV)/.installed $(WEB_VENDOR)/.built ## create .venv and install the project with dev tools and the sim extra (again only when pyproject.toml changes), and the page's libraries
 
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev,sim]' -e ./client
+	@touch $@
+
+web: $(WEB_VENDOR)/.built ## the page's libraries (chart.js, i18next) from npm, pinned by web/package-lock.json, copied into the package
+
+# npm resolves the lockfile at build time; the copies ship inside the Python package, so the page
+# needs no network when it runs. The copies are build output (gitignored), remade when the lock changes.
+$(WEB_VENDOR)/.built: web/package.json web/package-lock.json
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(WEB_VENDOR) && mkdir -p $(WEB_VENDOR)
+	cp web/node_modules/chart.js/dist/chart.umd.min.js $(WEB_VENDOR)/chart.umd.min.js
+	cp web/node_modules/chart.js/LICENSE.md $(WEB_VENDOR)/chart.js-LICENSE.md
+	cp web/node_modules/i18next/dist/umd/i18next.min.js $(WEB_VENDOR)/i18next.min.js
+	cp web/node_modules/i18next/LICENSE $(WEB_VENDOR)/i18next-LICENSE
 	@touch $@
 
 chromium: ## Debian's chromium for the browser test (installed only when /usr/bin/chromium is missing; needs root)
@@ -79,4 +93,4 @@ clean: ## remove caches and build output (keeps .venv, the downloaded Kafka in .
 		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
 
 distclean: services-down clean ## also remove .venv, .cache (Kafka jars, databases) and the demo history in .cx-data
-	rm -rf $(VENV) .cache .cx-data
+	rm -rf $(VENV) .cache .cx-data web/node_modules $(WEB_VENDOR)

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from api.keys import Principal
 from exchange.domain.accounts import Accounts
-from exchange.domain.catalogue import Catalogue, ContractSpec, parse_symbol
+from exchange.domain.catalogue import Catalogue, ContractSpec, family_of, parse_symbol
 from exchange.domain.messages import (
     AccountLimitsSet,
     AmendRejected,
@@ -45,6 +45,7 @@ from exchange.domain.messages import (
     CapacityRecalled,
     CapacityWithdrawn,
     ConcessionGranted,
+    ContractStateChanged,
     DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
@@ -88,12 +89,19 @@ SNAPSHOT_LEVELS = 500
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+CST_OFFSET_MS = 8 * HOUR_MS
+"""China Standard Time is UTC+8, with no daylight saving."""
 INTERVALS = {"1m": MINUTE_MS, "1h": HOUR_MS}
 CANDLES_KEPT = {"1m": 24 * 60 + 60, "1h": 24 * 35}
 
 PUBLIC_CHANNELS = ("quote", "depth", "trades", "candles", "stats")
 PRIVATE_CHANNELS = ("orders", "fills", "balances", "obligations")
 DEFAULT_CHANNELS = ("quote", "trades")
+
+
+def _cst_day(ms: int) -> int:
+    """The start (ms) of the China Standard Time day holding `ms`."""
+    return (ms + CST_OFFSET_MS) // DAY_MS * DAY_MS - CST_OFFSET_MS
 
 
 @dataclass(slots=True)
@@ -144,6 +152,8 @@ class ContractView:
         default_factory=lambda: {name: deque(maxlen=kept) for name, kept in CANDLES_KEPT.items()}
     )
     updated_ts: int | None = None
+    state: str | None = None
+    """The lifecycle state matching last announced (`ContractStateChanged`); None before any."""
 
     def best_bid(self) -> tuple[int, int] | None:
         """(price, quantity) of the best bid."""
@@ -243,6 +253,31 @@ class OrderState:
             "reason": self.reason,
             "ts": self.ts,
         }
+
+
+@dataclass
+class Decision:
+    """What matching decided about an order someone waits for (`POST /v1/orders?answer=result`):
+    its fills, and whether it rests, filled or was cancelled."""
+
+    done: asyncio.Future[dict[str, Any]]
+    order: OrderState | None = None
+    fills: list[dict[str, int | str]] = field(default_factory=list)
+
+    def decide(self, status: str, reason: str | None = None) -> None:
+        """Answer the waiter once: the order's state after matching acted on it."""
+        if self.done.done() or self.order is None:
+            return
+        order = self.order
+        self.done.set_result(
+            {
+                "status": status,
+                "filled": order.filled,
+                "remaining": 0 if status != "open" else order.quantity - order.filled,
+                "reason": reason,
+                "fills": list(self.fills),
+            }
+        )
 
 
 class Shared(dict[str, Any]):
@@ -355,6 +390,8 @@ class MarketData:
         self.now_ms = 0
         """The latest log time seen: the end of the 24-hour statistics window."""
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._decisions: dict[str, Decision] = {}
+        """Orders whose matching outcome a request waits for, by order id."""
         self._dedup = Deduplicator()
         self._private: dict[str, set[Subscriber]] = {}
         self._keyed: dict[str, set[Subscriber]] = {}
@@ -454,8 +491,13 @@ class MarketData:
             view = self.views.get(event.symbol)
             if view is not None:
                 self._apply_book(view, event)
+            self._rested(event.symbol)
         elif isinstance(event, TradeExecuted):
             self._apply_trade(event)
+        elif isinstance(event, ContractStateChanged):
+            view = self.views.get(event.symbol)
+            if view is not None:
+                view.state = event.state
         elif isinstance(event, OrderAccepted):
             self.accounts.apply(event)
             order = OrderState(
@@ -469,6 +511,9 @@ class MarketData:
                 ts=event.ts,
             )
             self.orders[event.order_id] = order
+            decision = self._decisions.get(event.order_id)
+            if decision is not None:
+                decision.order = order
             self._tell(event.account_id, "orders", order.as_message())
             self._tell_balance(event.account_id, event.symbol, event.ts)
         elif isinstance(event, OrderRejected):
@@ -495,6 +540,9 @@ class MarketData:
                     event.ts,
                 )
                 self._tell(event.account_id, "orders", cancelled.as_message())
+            decision = self._decisions.get(event.order_id)
+            if decision is not None:
+                decision.decide("cancelled", event.reason.value)
             self._tell_balance(event.account_id, event.symbol, event.ts)
         elif isinstance(
             event,
@@ -612,9 +660,20 @@ class MarketData:
             if order is not None:
                 order.filled += trade.quantity
                 order.ts = trade.ts
+                decision = self._decisions.get(order_id)
+                if decision is not None:
+                    decision.fills.append(
+                        {
+                            "trade_id": trade.trade_id,
+                            "price": trade.price,
+                            "quantity": trade.quantity,
+                        }
+                    )
                 if order.filled >= order.quantity:
                     order.status = "filled"
                     del self.orders[order.order_id]
+                    if decision is not None:
+                        decision.decide("filled")
                 self._tell(account, "orders", order.as_message())
             self._tell_balance(account, trade.symbol, trade.ts)
         owed = self.obligations.setdefault((trade.seller_id, trade.symbol), [0, 0])
@@ -633,6 +692,25 @@ class MarketData:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(future)
         return future
+
+    def expect_decision(self, order_id: str) -> Decision:
+        """A waiter for what matching decides about an order: register before sending it."""
+        decision = Decision(asyncio.get_running_loop().create_future())
+        self._decisions[order_id] = decision
+        return decision
+
+    def forget_decision(self, order_id: str) -> None:
+        """Stop waiting for an order's decision."""
+        self._decisions.pop(order_id, None)
+
+    def _rested(self, symbol: str) -> None:
+        """A book change closes matching's outputs for the input that caused it (it comes after
+        that input's trades and cancels), so an accepted order of this contract still open
+        now rests in the book."""
+        for decision in self._decisions.values():
+            order = decision.order
+            if order is not None and order.symbol == symbol and order.status == "open":
+                decision.decide("open")
 
     def forget(self, key: str, future: asyncio.Future[Outcome]) -> None:
         """Stop waiting (after a timeout)."""
@@ -885,6 +963,46 @@ class MarketData:
         """The latest `limit` candles of an interval, oldest first."""
         series = list(self.views[symbol].candles[interval])[-limit:]
         return [c.as_dict() for c in series]
+
+    def family_history(self, family: str, days: bool, limit: int) -> list[dict[str, int | None]]:
+        """A product's price history: the hourly candles of every contract of a family
+        (`CLASS.REGION`) merged by hour, or by China Standard Time day; oldest first, each
+        with its volume-weighted average price, also per standard card-hour."""
+        merged: dict[int, list[int]] = {}
+        example = None
+        for symbol, view in self.views.items():
+            if family_of(symbol) != family:
+                continue
+            example = symbol
+            for candle in view.candles["1h"]:
+                start = _cst_day(candle.start) if days else candle.start
+                low, high, volume, turnover, trades = merged.setdefault(
+                    start, [candle.low, candle.high, 0, 0, 0]
+                )
+                merged[start] = [
+                    min(low, candle.low),
+                    max(high, candle.high),
+                    volume + candle.volume,
+                    turnover + candle.turnover,
+                    trades + candle.trades,
+                ]
+        history: list[dict[str, int | None]] = []
+        for start in sorted(merged)[-limit:]:
+            low, high, volume, turnover, trades = merged[start]
+            vwap = turnover // volume if volume else None
+            history.append(
+                {
+                    "start": start,
+                    "low": low,
+                    "high": high,
+                    "volume": volume,
+                    "turnover": turnover,
+                    "trades": trades,
+                    "vwap": vwap,
+                    "vwap_per_std": None if example is None else self.per_std(example, vwap),
+                }
+            )
+        return history
 
     def stats(self, symbol: str) -> dict[str, Any]:
         """24-hour statistics of a contract, with prices per standard card-hour."""

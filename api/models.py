@@ -189,6 +189,25 @@ def _example(example: dict[str, Any]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": [example]})
 
 
+class ResultFill(BaseModel):
+    """One trade of an order as matching made it."""
+
+    trade_id: str
+    price: int
+    quantity: int
+
+
+class OrderResult(BaseModel):
+    """What matching decided about a new order: it rests (`open`, with `remaining` units in
+    the book), `filled`, or `cancelled` (`reason`: an IOC's or FOK's unfilled rest, ...)."""
+
+    status: Literal["open", "filled", "cancelled"]
+    filled: int
+    remaining: int
+    reason: str | None = None
+    fills: list[ResultFill]
+
+
 class OrderAnswer(BaseModel):
     """The exchange's decision on an order (or `pending` if it took longer than 5 s)."""
 
@@ -199,6 +218,10 @@ class OrderAnswer(BaseModel):
     order_id: str
     client_order_id: str | None = None
     status: Literal["accepted", "pending"]
+    result: OrderResult | None = Field(
+        default=None,
+        description="With `answer=result`: what matching decided (null if not within 5 s)",
+    )
 
 
 class CancelAnswer(BaseModel):
@@ -386,6 +409,7 @@ class Contract(BaseModel):
             "volume_24h": 42,
             "seq": 17,
             "sellers": ["idc-nmg-1"],
+            "state": "continuous",
         }
     )
 
@@ -416,6 +440,10 @@ class Contract(BaseModel):
     sellers: list[str] = Field(
         default_factory=list,
         description="Providers with a stall covering this contract (see GET /v1/stalls)",
+    )
+    state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = Field(
+        default=None,
+        description="The market state matching last announced; null before it announced one",
     )
 
 
@@ -464,6 +492,34 @@ class ReportTrade(PublicTrade):
     buyer_id: str
     seller_id: str
     amount: int = Field(description="price x quantity, fen")
+
+
+class HistoryPoint(BaseModel):
+    """A product's trading in one hour or day (China Standard Time), over every delivery hour
+    of its family: low, high, units, turnover (fen), trades and the volume-weighted average
+    price, also per standard card-hour (null without trades or for non-cards)."""
+
+    model_config = _example(
+        {
+            "start": 1764518400000,
+            "low": 1790,
+            "high": 1820,
+            "volume": 25,
+            "turnover": 45200,
+            "trades": 6,
+            "vwap": 1808,
+            "vwap_per_std": 1808,
+        }
+    )
+
+    start: int
+    low: int
+    high: int
+    volume: int
+    turnover: int
+    trades: int
+    vwap: int | None
+    vwap_per_std: int | None
 
 
 class CandleOut(BaseModel):

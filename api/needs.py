@@ -98,6 +98,20 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _current(request: NeedRequest) -> Need:
+    """The need a request states, refused if its deadline has passed."""
+    need = need_of(request)
+    now = _now_ms()
+    if need.deadline_ms <= now:
+        raise Problem(
+            422,
+            "invalid_need",
+            f"deadline: {need.deadline_ms} has passed (now {now})",
+            field="deadline",
+        )
+    return need
+
+
 def need_of(request: NeedRequest) -> Need:
     """The domain's need, or a 422 `invalid_need` naming the field at fault."""
     try:
@@ -268,20 +282,21 @@ class NeedService:
 
     # Placing, reading and withdrawing.
 
+    def preview(self, principal: Principal, request: NeedRequest) -> dict[str, Any]:
+        """The plan a need would get now (after its voucher, if it names one), placing and
+        storing nothing."""
+        need = _current(request)
+        self._check_voucher(principal.account_id, request.voucher)
+        plan = self.plan(need, principal.account_id, request.voucher)
+        return plan_document(plan, self.catalogue)
+
     async def place(
         self, principal: Principal, request: NeedRequest, idempotency_key: str | None
     ) -> JSONResponse:
         """Plan a need and place its block, keep it standing, or refuse it."""
         account = principal.account_id
-        need = need_of(request)
+        need = _current(request)
         now = _now_ms()
-        if need.deadline_ms <= now:
-            raise Problem(
-                422,
-                "invalid_need",
-                f"deadline: {need.deadline_ms} has passed (now {now})",
-                field="deadline",
-            )
         # Without a voucher, the body a need had before vouchers existed: a retry of a need
         # sent before them still matches it.
         body = request.model_dump(exclude=None if request.voucher else {"voucher"})

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from api.auth import Reader, account_of
+from api.auth import Reader, account_of, authenticated
 from api.deps import (
     CommandsDep,
     IdempotencyKey,
@@ -19,7 +19,7 @@ from api.deps import (
     listed_or_404,
 )
 from api.idempotency import Answer, Named, derived_id, fingerprint, problem_body, respond
-from api.keys import Role
+from api.keys import Principal, Role
 from api.marketdata import deposit_key
 from api.models import (
     AccountOut,
@@ -50,7 +50,7 @@ router = APIRouter(prefix="/v1", tags=["accounts"], responses=problems(401, 403,
 
 
 @identity.get("/me", summary="The account and role of the presented key")
-async def me(principal: Reader) -> Me:
+async def me(principal: Annotated[Principal, Depends(authenticated)]) -> Me:
     return Me(key_id=principal.key_id, account_id=principal.account_id, role=principal.role)
 
 

@@ -16,13 +16,14 @@ from api.models import (
     CandleOut,
     CardOut,
     Contract,
+    HistoryPoint,
     PerformanceOut,
     PublicTrade,
     Stats,
 )
 from api.problems import Problem, problems
 from api.stalls import Stall, sellers
-from exchange.domain.catalogue import REGIONS
+from exchange.domain.catalogue import REGIONS, family_of
 from exchange.domain.performance import decimal_text
 
 MAX_DEPTH = 50
@@ -77,6 +78,7 @@ def contract_view(
         volume_24h=stats["volume"],
         seq=view.seq,
         sellers=sellers(stalls_held, spec),
+        state=view.state,
     )
 
 
@@ -163,6 +165,29 @@ async def candles(
 ) -> list[CandleOut]:
     listed_or_404(market, symbol)
     return [CandleOut(**c) for c in market.candles(symbol, interval, limit)]
+
+
+@router.get(
+    "/families/{family}/history",
+    summary="A product's price history: every delivery hour of a family, by hour or day",
+    description="The 1-hour candles of every contract of the family (`CLASS.REGION`, e.g. "
+    "`H100-80G.GZ`) merged by hour (`interval=1h`) or by China Standard Time day (`1d`), "
+    "oldest first, with the volume-weighted average price; candles are kept 35 days.",
+    responses=problems(404),
+)
+async def family_history(
+    family: str,
+    _: Caller,
+    market: MarketDep,
+    interval: Annotated[Literal["1h", "1d"], Query()] = "1d",
+    limit: Annotated[int, Query(ge=1, le=840)] = 35,
+) -> list[HistoryPoint]:
+    if not any(family_of(symbol) == family for symbol in market.views):
+        raise Problem(404, "unknown-contract", f"no contract of the family {family!r} is listed")
+    return [
+        HistoryPoint.model_validate(point)
+        for point in market.family_history(family, interval == "1d", limit)
+    ]
 
 
 @router.get(

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from api.auth import allow
 from api.deps import NeedsDep
 from api.keys import Principal, Role
-from api.models import NeedOut, NeedRequest
+from api.models import NeedOut, NeedRequest, PlanOut
 from api.problems import problems
 from exchange.domain.messages import Identifier
 
@@ -46,6 +46,19 @@ async def post_need(
     ),
 ) -> JSONResponse:
     return await service.place(principal, request, idempotency_key)
+
+
+@router.post(
+    "/needs/plan",
+    response_model=PlanOut,
+    summary="The plan a need would get now, without placing or keeping anything",
+    description="Prices every alternative of the need from the live books as `POST /v1/needs` "
+    "would, and answers the plan (`chosen`, `alternatives`, `excluded`, `explanation`); "
+    "nothing is placed or stored, so a buyer can look before it buys.",
+    responses=problems(422),
+)
+async def plan_need(request: NeedRequest, principal: Buyer, service: NeedsDep) -> dict[str, Any]:
+    return service.preview(principal, request)
 
 
 @router.get(

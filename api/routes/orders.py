@@ -68,15 +68,41 @@ _NOT_THE_ACCOUNTS_OPEN_ORDER = frozenset(
 )
 
 
-async def place(commands: Commands, ledger: Ledger, command: PlaceOrder, named: bool) -> Answer:
-    """Send an order and answer what the risk stage decided; a named order that is settled
-    already is answered from the ledger."""
+async def place(
+    commands: Commands, ledger: Ledger, command: PlaceOrder, named: bool, result: bool = False
+) -> Answer:
+    """Send an order and answer what the risk stage decided (with `result`, also what matching
+    did with it); a named order that is settled already is answered from the ledger."""
     order_id = exchange_order_id(command.account_id, command.order_id)
-    client_order_id = command.client_order_id
     if named:
         settled = await ledger.order(order_id)
         if settled is not None:
             return _answer_from_row(settled)
+    if result:
+        decision = commands.market.expect_decision(order_id)
+        try:
+            answer = await _place_and_wait(commands, ledger, command, named)
+            if answer.status_code == 201:
+                answer.body["result"] = await _decided(decision.done)
+            return answer
+        finally:
+            commands.market.forget_decision(order_id)
+    return await _place_and_wait(commands, ledger, command, named)
+
+
+async def _decided(done: asyncio.Future[dict[str, Any]]) -> dict[str, Any] | None:
+    """Matching's decision on an accepted order, or None if it did not come in time."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), SETTLE_WAIT_S)
+    except TimeoutError:
+        return None
+
+
+async def _place_and_wait(
+    commands: Commands, ledger: Ledger, command: PlaceOrder, named: bool
+) -> Answer:
+    order_id = exchange_order_id(command.account_id, command.order_id)
+    client_order_id = command.client_order_id
     outcome = await commands.submit_and_wait(command, order_key(command.account_id, order_id))
     if outcome is None:
         return _pending(order_id, client_order_id)
@@ -108,7 +134,8 @@ async def place(commands: Commands, ledger: Ledger, command: PlaceOrder, named: 
     "that takes more than 5 s. A `client_order_id` or an `Idempotency-Key` header makes "
     "a retry return the first answer (header `Idempotent-Replayed: true`); the same name "
     "with a different order is refused (`idempotency-key-reused`), even while the first "
-    "is pending.",
+    "is pending. With `answer=result` an accepted order is answered once matching has acted "
+    "on it too: `result` says whether it rests, filled or was cancelled, with its fills.",
     responses={
         202: {"model": OrderAnswer, "description": "Not decided within 5 s; retry to learn"},
         **problems(404, 422),
@@ -122,6 +149,13 @@ async def place_order(
     commands: CommandsDep,
     idempotent: IdempotentDep,
     idempotency_key: IdempotencyKey = None,
+    answer: Annotated[
+        Literal["ack", "result"],
+        Query(
+            description="`ack` (default): once the risk stage decided; `result`: also "
+            "what matching did (fills, resting or cancelled)"
+        ),
+    ] = "ack",
 ) -> JSONResponse:
     body: dict[str, Any] = request.model_dump()  # type: ignore[attr-defined]
     account = account_of(principal, body.pop("account_id"))
@@ -141,10 +175,11 @@ async def place_order(
     print_ = fingerprint("POST", "/v1/orders", body)
     name, named = _order_name("o", client_order_id, idempotency_key, print_)
     command = PlaceOrder(order_id=name, account_id=account, **body)
+    result = answer == "result"
     if named is None:
-        return respond(await place(commands, ledger, command, named=False), replayed=False)
+        return respond(await place(commands, ledger, command, False, result), replayed=False)
     return await idempotent.run(
-        account, named, lambda: place(commands, ledger, command, named=True)
+        account, named, lambda: place(commands, ledger, command, True, result)
     )
 
 

@@ -193,11 +193,13 @@ class ExchangeClient:
         *,
         client_order_id: str | None = None,
         idempotency_key: str | None = None,
+        result: bool = False,
         **fields: Any,
     ) -> OrderAnswer:
         """Place an order; with a client order id or idempotency key a retry is safe.
 
-        Extra keyword arguments are further order fields the exchange accepts.
+        With `result` the answer also says what matching did (`OrderAnswer.result`). Extra
+        keyword arguments are further order fields the exchange accepts.
         """
         body = {
             "symbol": symbol,
@@ -208,7 +210,10 @@ class ExchangeClient:
             **fields,
         }
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        response = await self.request("POST", "/v1/orders", json=body, headers=headers)
+        params = {"answer": "result"} if result else None
+        response = await self.request(
+            "POST", "/v1/orders", json=body, headers=headers, params=params
+        )
         return OrderAnswer.model_validate(response.json())
 
     async def amend_order(

@@ -103,6 +103,8 @@ class Contract(Model):
     seq: int
     sellers: list[str] = []
     """Providers with a stall covering this contract."""
+    state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = None
+    """The market state (null before matching announced one)."""
 
 
 class Book(Model):
@@ -196,12 +198,32 @@ class Me(Model):
     role: str
 
 
+class ResultFill(Model):
+    """One trade of a new order."""
+
+    trade_id: str
+    price: int
+    quantity: int
+
+
+class OrderResult(Model):
+    """What matching decided about a new order: it rests, filled, or was cancelled."""
+
+    status: Literal["open", "filled", "cancelled"]
+    filled: int
+    remaining: int
+    reason: str | None = None
+    fills: list[ResultFill]
+
+
 class OrderAnswer(Model):
     """The exchange's decision on an order."""
 
     order_id: str
     client_order_id: str | None = None
     status: Literal["accepted", "pending"]
+    result: OrderResult | None = None
+    """With `result=True`: what matching decided (None if not within 5 s)."""
 
 
 class CancelAnswer(Model):

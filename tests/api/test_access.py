@@ -107,6 +107,10 @@ async def test_a_participant_sees_only_its_own_account(exchange: RunningExchange
 
     own = (await buyer.get("/v1/accounts/buyer-a")).json()
     assert own["positions"] == [{"symbol": GZ0, "quantity": 2}]
+    # Every role learns who its key is, programme administrators too (the page signs them in so).
+    admin = await exchange.as_("city-admin", "programme_admin")
+    me = (await admin.get("/v1/me")).json()
+    assert (me["account_id"], me["role"]) == ("city-admin", "programme_admin")
     for path in ("/v1/accounts/buyer-b", "/v1/accounts/provider-p"):
         refused = await buyer.get(path)
         assert refused.status_code == 403

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from api.keys import Principal, Role
-from api.marketdata import DAY_MS, MAX_RESYNCS, MINUTE_MS, MarketData, Subscriber
+from api.marketdata import DAY_MS, HOUR_MS, MAX_RESYNCS, MINUTE_MS, MarketData, Subscriber
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import (
     BookChanged,
@@ -123,6 +123,36 @@ async def test_candles_and_24_hour_statistics_follow_the_log_time() -> None:
     assert later["open"] is None
     assert later["last"] == 1790
     assert market.stats(NMG0)["last_per_std"] == 3488
+
+
+async def test_a_products_history_merges_its_delivery_hours_by_hour_or_china_day() -> None:
+    market, feed = _market()
+    gz1 = "H100-80G.GZ.20271201T01"
+    _trade(feed, 1, 1800, 2, T0 + 5_000)
+    _trade(feed, 1, 1900, 1, T0 + 6_000, symbol=gz1)
+    _trade(feed, 2, 1700, 1, T0 + 3 * HOUR_MS, symbol=gz1)
+    # 16:00 UTC is midnight in China: this trade falls on the next CST day.
+    _trade(feed, 3, 2000, 1, T0 + 16 * HOUR_MS)
+    _trade(feed, 1, 1100, 5, T0 + 5_000, symbol=NMG0)  # another family
+
+    hourly = market.family_history("H100-80G.GZ", days=False, limit=10)
+    assert [(p["start"], p["volume"], p["low"], p["high"]) for p in hourly] == [
+        (T0, 3, 1800, 1900),
+        (T0 + 3 * HOUR_MS, 1, 1700, 1700),
+        (T0 + 16 * HOUR_MS, 1, 2000, 2000),
+    ]
+    assert hourly[0]["vwap"] == (1800 * 2 + 1900) // 3
+    assert hourly[0]["vwap_per_std"] == hourly[0]["vwap"], "an H100 hour is the standard"
+
+    daily = market.family_history("H100-80G.GZ", days=True, limit=10)
+    cst_midnight = T0 - 8 * HOUR_MS
+    assert [(p["start"], p["volume"], p["trades"]) for p in daily] == [
+        (cst_midnight, 4, 3),
+        (cst_midnight + DAY_MS, 1, 1),
+    ]
+    assert market.family_history("H100-80G.GZ", days=True, limit=1) == daily[-1:]
+    nmg = market.family_history("A100-80G.NMG", days=True, limit=10)
+    assert nmg[0]["vwap_per_std"] == 3488, "A100 at 11.00 is 34.88 per standard card-hour"
 
 
 async def test_private_updates_go_to_the_owning_account_only() -> None:

@@ -113,6 +113,31 @@ async def test_a_need_fills_in_the_cheaper_region_with_every_alternative_explain
     assert (await buyer.get(f"/v1/needs/{placed['need_id']}")).json()["status"] == "filled"
 
 
+async def test_a_needs_plan_is_shown_before_buying_and_places_nothing(
+    exchange: RunningExchange,
+) -> None:
+    await offer(exchange, GZ, 1900)
+    await offer(exchange, YRD, 1800)
+    buyer = await funded_buyer(exchange)
+    answer = await buyer.post("/v1/needs/plan", json=need())
+    assert answer.status_code == 200, answer.text
+    plan = answer.json()
+    assert plan["chosen"]["family"] == "H100-80G.YRD"
+    assert plan["chosen"]["cost"] == 2 * 2 * 1800
+    assert {a["family"] for a in plan["alternatives"]} >= {"H100-80G.GZ", "H100-80G.YRD"}
+    await settle(exchange.runtime)
+    assert (await buyer.get("/v1/orders")).json() == []
+    assert (await buyer.get("/v1/accounts/b")).json()["cash"]["held"] == 0
+
+    provider = await exchange.as_("p", "provider")
+    assert (await provider.post("/v1/needs/plan", json=need())).status_code == 403
+    past = need(earliest_start=1_000, deadline=2 * HOUR_MS)
+    late = await buyer.post("/v1/needs/plan", json=past)
+    assert (late.status_code, late.json()["field"]) == (422, "deadline")
+    not_held = await buyer.post("/v1/needs/plan", json=need(voucher="no-such-programme"))
+    assert (not_held.status_code, not_held.json()["type"]) == (422, "/problems/not_eligible")
+
+
 async def test_a_need_nothing_can_fill_is_refused_with_why_and_changes_nothing(
     exchange: RunningExchange,
 ) -> None:

@@ -223,3 +223,57 @@ async def test_operators_halt_and_resume_a_contract_with_who_and_why_in_the_log(
             )
         ]
     assert "halted" in states
+
+
+async def test_an_order_answered_with_its_result_says_whether_it_rests_fills_or_is_cancelled(
+    exchange: RunningExchange,
+) -> None:
+    buyer = await _funded_buyer(exchange)
+    provider = await exchange.as_("p", "provider")
+    capacity = {"kind": "capacity", "symbol": GZ0, "quantity": 10}
+    assert (await provider.post("/v1/accounts/p/deposits", json=capacity)).status_code == 201
+    result = {"answer": "result"}
+
+    ask = {"symbol": GZ0, "side": "sell", "price": 1800, "quantity": 3}
+    rests = await provider.post("/v1/orders", params=result, json=ask)
+    assert rests.status_code == 201, rests.text
+    assert rests.json()["status"] == "accepted"
+    assert rests.json()["result"] == {
+        "status": "open",
+        "filled": 0,
+        "remaining": 3,
+        "reason": None,
+        "fills": [],
+    }
+
+    bid = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 2}
+    filled = (await buyer.post("/v1/orders", params=result, json=bid)).json()["result"]
+    assert (filled["status"], filled["filled"], filled["remaining"]) == ("filled", 2, 0)
+    assert [(f["price"], f["quantity"]) for f in filled["fills"]] == [(1800, 2)]
+
+    ioc = {**bid, "quantity": 4, "time_in_force": "IOC"}
+    partial = (await buyer.post("/v1/orders", params=result, json=ioc)).json()["result"]
+    assert (partial["status"], partial["filled"]) == ("cancelled", 1)
+    assert partial["reason"] is not None
+    assert [f["quantity"] for f in partial["fills"]] == [1]
+
+    # Without the option the answer is the risk stage's alone, as before.
+    plain = await buyer.post("/v1/orders", json={**bid, "price": 1700})
+    assert "result" not in plain.json() or plain.json()["result"] is None
+    unknown = await buyer.post("/v1/orders", params={"answer": "fills"}, json=bid)
+    assert unknown.status_code == 422
+
+
+async def test_the_catalogue_shows_each_contracts_market_state(
+    exchange: RunningExchange,
+) -> None:
+    operator = await exchange.operator()
+    reason = {"reason": "drill"}
+    assert (await operator.post(f"/v1/admin/contracts/{GZ0}/halt", json=reason)).is_success
+
+    async def state_is(wanted: str) -> bool:
+        return (await exchange.client.get(f"/v1/contracts/{GZ0}")).json()["state"] == wanted
+
+    await eventually(lambda: state_is("halted"), "the halt in the catalogue")
+    assert (await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json=reason)).is_success
+    await eventually(lambda: state_is("continuous"), "the resumption in the catalogue")
