@@ -12,6 +12,7 @@ from rich.table import Table
 
 from api.marketdata import MarketData
 from cx.runtime import ExchangeRuntime
+from settlement.statements import unit_of
 
 REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0
@@ -26,22 +27,15 @@ def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
     """One table row per contract: bid, ask, last trade, trade count and volume seen."""
     settings = runtime.settings
     table = Table(
-        title=f"Compute exchange - API http://{settings.api_host}:{settings.api_port}/docs "
-        "(Ctrl-C stops)",
-        caption="prices in CNY per unit; trades and volume since the market opened",
+        title=f"算力交易所 Compute exchange · http://{settings.api_host}:{settings.api_port}/ "
+        "(Ctrl-C 停止 stops)",
+        caption="合约 contract · 单位 unit · 买量/买价 bid qty/bid · 卖价/卖量 ask/ask qty · "
+        "最新价 last · 笔数/成交量 trades/volume (自开市起 since the open); "
+        "价格 元/单位 prices in CNY per unit",
     )
-    for column in (
-        "contract",
-        "unit",
-        "bid qty",
-        "bid",
-        "ask",
-        "ask qty",
-        "last",
-        "trades",
-        "volume",
-    ):
-        table.add_column(column, justify="left" if column in {"contract", "unit"} else "right")
+    for column in ("合约", "单位", "买量", "买价", "卖价", "卖量", "最新价", "笔数", "成交量"):
+        left = column in ("合约", "单位")
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
     for spec in market.listed():
         view = market.view(spec.symbol)
         if view is None:
@@ -52,7 +46,7 @@ def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
         volume = market.trade_volumes.get(spec.symbol, 0)
         table.add_row(
             spec.symbol,
-            spec.unit,
+            unit_of(spec.symbol),
             "-" if bid is None else str(bid[1]),
             _money(None if bid is None else bid[0]),
             _money(None if ask is None else ask[0]),
