@@ -207,6 +207,14 @@ def _plot(draw: Any, width_in: float = 7.0, height_in: float = 3.0) -> Image:
     return Image(out, width=width_in * 25 * mm, height=height_in * 25 * mm)
 
 
+def _premium(premium_bps: int | None) -> str:
+    """What holders paid against others, in words: there is nothing to compare while no other
+    buyer bought the holders' contracts."""
+    if premium_bps is None:
+        return "无可比较 no other buyers bought the contracts the holders bought"
+    return f"holders paid {premium_bps} bps more than others' average price on the same units"
+
+
 def _label(chinese: str, english: str) -> str:
     """An axis label, Chinese first where the plot has a Chinese font."""
     return f"{chinese} {english}" if CJK_FONT_FILE.exists() else english
@@ -300,8 +308,7 @@ def programme_pdf(report: Mapping[str, Any]) -> bytes:
         _plot(distribution),
         Paragraph(
             "持券企业与其他买方同一合同的单价 Gross price per unit, holders vs others, same "
-            f"contracts: holders paid {city['holder_premium_bps']} bps more than others' "
-            "average price on the same units",
+            f"contracts: {_premium(city['holder_premium_bps'])}",
             BODY,
         ),
         _table(prices),

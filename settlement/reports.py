@@ -74,13 +74,17 @@ async def invoices(engine: AsyncEngine, account_id: str) -> dict[str, Any]:
 
 
 async def _conceded(connection: Any, account_id: str) -> dict[str, int]:
-    """Fee concessions paid to the account, by trade (an invoice line is the account's purchase
-    in a trade, so only those on its purchases are looked up). They are events of the account's
-    own (`FeeConceded`), settled whenever their partition is read, so they are added to the
-    trades' invoice lines here rather than written into them."""
+    """Fee concessions and platform discounts paid to the account, by trade (an invoice line is
+    the account's purchase in a trade, so only those on its purchases are looked up). They are
+    events of the account's own (`FeeConceded`, `PlatformDiscounted`), settled whenever their
+    partition is read, so they are added to the trades' invoice lines here rather than written
+    into them."""
     rows = await connection.execute(
         select(events.c.data).where(
-            and_(events.c.stream_id == f"account-{account_id}", events.c.type == "FeeConceded")
+            and_(
+                events.c.stream_id == f"account-{account_id}",
+                events.c.type.in_(("FeeConceded", "PlatformDiscounted")),
+            )
         )
     )
     conceded: dict[str, int] = defaultdict(int)

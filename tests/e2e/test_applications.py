@@ -369,3 +369,30 @@ async def test_the_cli_takes_an_application_from_registration_to_approval(
         (row,) = json.loads(listed.stdout)
         assert (row["status"], row["granted"], row["answer"]) == ("approved", 2_500, "300")
         assert row["uscc"] == "91330100716105852F"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the duplicate check and the cap per enterprise count applications per account, so "
+    "a code moved to another account gets a second grant (not fixed: the risk state's "
+    "applications would need the code, which changes stored state and replay)",
+)
+async def test_a_code_moved_to_another_account_gets_no_second_grant(tmp_path: Path) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        assert (await _create(exchange, _programme("hz", 100_000))).status_code == 201
+        body = {"name": "杭州算力科技有限公司", "kind": "sme", "city": "hangzhou"}
+        firm = await exchange.as_("sme")
+        first = {**body, "uscc": "91330100716105852F"}
+        assert (await firm.post("/v1/accounts/sme/enterprise", json=first)).status_code == 201
+        assert (await apply(exchange, "sme", "hz", 6_000, "a-1")).status_code == 201
+        assert (await _approve(exchange, "a-1", 6_000)).status_code == 201
+        # The firm takes another code for its account and registers its own on a second one.
+        other = {**body, "uscc": uscc_of("sme")}
+        assert (await firm.post("/v1/accounts/sme/enterprise", json=other)).status_code == 201
+        second = await exchange.as_("sme-2")
+        assert (await second.post("/v1/accounts/sme-2/enterprise", json=first)).status_code == 201
+
+        again = await apply(exchange, "sme-2", "hz", 6_000, "a-2")
+        _refused(again, "duplicate_application", "91330100716105852F")
+        report = await _report(exchange)
+        assert report["granted"] == 6_000

@@ -64,3 +64,11 @@ async def test_a_purchase_is_shared_by_the_voucher_the_platform_and_the_firm(
         # 5 x 2,000 = 10,000 gross: the voucher pays 30% (3,000), the platform 10% (1,000) from
         # sme's part of the pool (30,000 x 10/30 = 10,000), the firm 6,000.
         assert account["cash"]["available"] + account["cash"]["held"] == 50_000 - 6_000
+
+        # The account's invoice says what the firm paid: the platform's discount is the
+        # platform's concession on the purchase, as the statement and the VAT invoice count it.
+        invoices = (await (await exchange.as_("sme")).get("/v1/accounts/sme/invoices")).json()
+        assert invoices["total"] == {
+            "quantity": 5, "gross": 10_000, "voucher": 3_000, "fee": 0, "concession": 1_000,
+            "paid": 6_000,
+        }  # fmt: skip
