@@ -45,12 +45,15 @@ class Application:
     city: str
     status: str = "pending"
     """pending, info_requested, approved or rejected."""
+    uscc: str = ""
+    """The enterprise's unified social credit code when it applied: duplicates and the cap per
+    enterprise count by it, whichever account the code is registered to."""
 
     def entry(self) -> list[Any]:
         """JSON-ready, in a fixed order (snapshots and the state hash)."""
         return [
             self.application_id, self.programme_id, self.account_id, self.amount, self.kind,
-            self.city, self.status,
+            self.city, self.status, self.uscc,
         ]  # fmt: skip
 
 

@@ -371,12 +371,6 @@ async def test_the_cli_takes_an_application_from_registration_to_approval(
         assert row["uscc"] == "91330100716105852F"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the duplicate check and the cap per enterprise count applications per account, so "
-    "a code moved to another account gets a second grant (not fixed: the risk state's "
-    "applications would need the code, which changes stored state and replay)",
-)
 async def test_a_code_moved_to_another_account_gets_no_second_grant(tmp_path: Path) -> None:
     async with running_exchange(settings_for(tmp_path)) as exchange:
         assert (await _create(exchange, _programme("hz", 100_000))).status_code == 201

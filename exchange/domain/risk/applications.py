@@ -154,7 +154,7 @@ def _apply(state: RiskState, command: ApplyForGrant, stamp: EventStamp) -> Event
             a
             for a in state.applications.values()
             if a.programme_id == command.programme_id
-            and a.account_id == command.account_id
+            and (a.account_id == command.account_id or a.uscc == enterprise.uscc)
             and (a.status in OPEN or a.status == "approved")
         ),
         None,
@@ -164,8 +164,13 @@ def _apply(state: RiskState, command: ApplyForGrant, stamp: EventStamp) -> Event
             command,
             stamp,
             RejectReason.DUPLICATE_APPLICATION,
-            f"account {command.account_id} already has application {earlier.application_id!r} "
-            f"({earlier.status}) to programme {command.programme_id}",
+            (
+                f"account {command.account_id}"
+                if earlier.account_id == command.account_id
+                else f"enterprise {enterprise.uscc} (through account {earlier.account_id})"
+            )
+            + f" already has application {earlier.application_id!r} ({earlier.status}) to "
+            f"programme {command.programme_id}",
         )
     applied = GrantApplied(
         event_id=stamp.next_id(),
@@ -187,6 +192,7 @@ def _apply(state: RiskState, command: ApplyForGrant, stamp: EventStamp) -> Event
         command.amount,
         enterprise.kind,
         enterprise.city,
+        uscc=enterprise.uscc,
     )
     return applied
 
