@@ -758,6 +758,24 @@ class SetAsideAnswer(BaseModel):
     status: Literal["requested"]
 
 
+class DeadLetterOut(BaseModel):
+    """A record a stage set aside to the dead-letter topic, and who set it aside and why."""
+
+    source: str = Field(description="`topic:partition:offset` of the original record")
+    topic: str
+    partition: int
+    offset: int
+    stage: str
+    reason: str = Field(description="why the stage set it aside, with any operator's reason")
+    logged_at: str = Field(description="log time of the original record")
+    value: str = Field(description="the original record, as text (bytes not UTF-8 replaced)")
+    event_id: str | None = Field(description="the event's id, when an operator set it aside")
+    event_type: str | None
+    set_aside_by: str | None = Field(description="the operator; null when the stage did")
+    set_aside_reason: str | None
+    set_aside_at: str | None = Field(description="when settlement carried the set-aside out")
+
+
 class Me(BaseModel):
     """The account and role of the presented key."""
 
