@@ -42,7 +42,7 @@ from api.problems import Problem, problems
 from api.services import Commands, iso, stage_out, stall_out
 from api.streams import KEY_REVOKED
 from exchange.deadletters import DeadLetter, read_dead_letters
-from exchange.domain.catalogue import SymbolError, parse_family, parse_symbol
+from exchange.domain.catalogue import SymbolError, is_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
     AccountLimitsSet,
@@ -226,7 +226,7 @@ async def control_contract(
             parse_symbol(symbol)
         except SymbolError as error:
             raise Problem(404, "unknown-contract", str(error)) from None
-    elif not (action == "set_band" and _is_family(symbol)):
+    elif not (action == "set_band" and is_family(symbol)):
         listed_or_404(market, symbol)
     for other in request.symbols:
         listed_or_404(market, other)
@@ -372,14 +372,6 @@ async def audit_history(_: Operator, runtime: RuntimeDep) -> dict[str, Any]:
             for d in report.discrepancies
         ],
     }
-
-
-def _is_family(name: str) -> bool:
-    try:
-        parse_family(name)
-    except SymbolError:
-        return False
-    return True
 
 
 def _dead_letter_out(letter: DeadLetter, stall: Stall | None) -> DeadLetterOut:

@@ -78,6 +78,13 @@ async def test_operator_controls_through_the_api(exchange_settings: Settings) ->
             "/v1/admin/contracts/H100-80G.GZ/set_band", json={"reason": "volatile", "band": 100}
         )
         assert band.status_code == 200, band.text
+        await settle(exchange.runtime)
+        # A family's band goes to the family's matching partition, which knows its contracts.
+        refused_bands = [
+            e for e in await _stored(exchange, "MarketControlRejected")
+            if e["action"] == "set_band"
+        ]  # fmt: skip
+        assert refused_bands == []
         no_band = await operator.post(f"/v1/admin/contracts/{GZ0}/set_band", json={"reason": "x"})
         assert no_band.status_code == 422
 
