@@ -410,6 +410,7 @@ class Contract(BaseModel):
             "seq": 17,
             "sellers": ["idc-nmg-1"],
             "state": "continuous",
+            "band": 0,
         }
     )
 
@@ -444,6 +445,12 @@ class Contract(BaseModel):
     state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = Field(
         default=None,
         description="The market state matching last announced; null before it announced one",
+    )
+    band: int = Field(
+        default=0,
+        description="The price band (fen): a trade further than this from the last price "
+        "halts the contract; 0: none. Set by an operator (`set_band`), on the contract or its "
+        "family, else the market rules'",
     )
 
 

@@ -126,6 +126,8 @@ class Contract(Model):
     """Providers with a stall covering this contract."""
     state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = None
     """The market state (null before matching announced one)."""
+    band: int = 0
+    """The price band (fen; 0: none): the contract's, its family's, or the market rules'."""
 
 
 class Book(Model):

@@ -2,10 +2,10 @@
 role uses it: a buyer finds the cheapest fitting product, compares, reads its price history, lets
 帮我选 plan and buy a need, and buys with a voucher; a provider deposits a night schedule and
 sees it sold; an enterprise registers and applies for a voucher and a programme administrator
-approves its application; an operator halts and resumes a contract and reads the dead letters.
-Every view passes axe-core's WCAG 2 A/AA rules (labels, names, contrast) and its controls are
-reached by the keyboard. Screenshots of each view at desktop and phone widths go to
-reports/screenshots/ (and to docs/img/ with CX_SCREENSHOTS=docs).
+approves its application; an operator bands a product, halts and resumes a contract and reads
+the dead letters. Every view passes axe-core's WCAG 2 A/AA rules (labels, names, contrast) and
+its controls are reached by the keyboard. Screenshots of each view at desktop and phone widths
+go to reports/screenshots/ (and to docs/img/ with CX_SCREENSHOTS=docs).
 """
 
 from __future__ import annotations
@@ -395,6 +395,14 @@ async def test_an_operator_halts_and_resumes_a_contract(tmp_path: Path, browser:
             "data-source", f"{poison.topic}:{poison.partition}:{poison.offset}"
         )
         await expect(letter).to_contain_text("环节自动移出")
+        # A band for the GZ family, shown beside each of its contracts.
+        await expect(page.get_by_test_id(f"band-{GZ0}")).to_have_text("不限")
+        form = page.get_by_test_id("band-form")
+        await form.locator("select[name=family]").select_option("H100-80G.GZ")
+        await form.locator("input[name=band]").fill("1.50")
+        await form.get_by_role("button").click()
+        await expect(page.get_by_test_id(f"band-{GZ0}")).to_have_text("1.50 元")
+        await expect(page.get_by_test_id(f"band-{YRD0}")).to_have_text("不限")
         await page.get_by_test_id("operator-reason").fill("演练")
         await page.get_by_test_id(f"halt-{GZ0}").click()
         await expect(page.get_by_test_id(f"state-{GZ0}")).to_have_text("已暂停")

@@ -28,9 +28,10 @@
   function contractsTable(contracts) {
     return el("div", { class: "scroll" }, el("table", { "data-testid": "operator-contracts" },
       el("caption", {}, t("operator.contracts")),
-      el("thead", {}, el("tr", {}, ...["orders.contract", "market.delivery", "market.state", ""].map((k) => el("th", { scope: "col" }, k ? t(k) : "")))),
+      el("thead", {}, el("tr", {}, ...["orders.contract", "market.delivery", "market.state", "operator.band-now", ""].map((k) => el("th", { scope: "col" }, k ? t(k) : "")))),
       el("tbody", {}, ...contracts.map((c) => el("tr", { "data-testid": "contract-" + c.symbol },
         el("td", {}, c.symbol), el("td", {}, CX.cstHour(c.delivery_start)), el("td", { "data-testid": "state-" + c.symbol }, CX.stateBadge(c.state)),
+        el("td", { "data-testid": "band-" + c.symbol }, c.band ? CX.yuan(c.band) : t("operator.no-band")),
         el("td", {},
           c.state === "halted"
             ? el("button", { type: "button", "data-testid": "resume-" + c.symbol, onclick: () => control(`/v1/admin/contracts/${c.symbol}/resume`, { reason: reason() }, t("operator.resumed", { symbol: c.symbol })) }, t("operator.resume"))
