@@ -265,11 +265,17 @@ async def test_a_buyer_finds_the_cheapest_product_plans_a_need_and_buys_with_a_v
             saved = tmp_path / download.suggested_filename
             await download.save_as(saved)
             assert saved.read_bytes().startswith(b"%PDF")
-        # A resting bid: amend it, then cancel it.
+        # A resting bid, with self-trade prevention of its own: amend it, then cancel it.
         await page.get_by_test_id("order-price").fill("15.00")
         await page.get_by_test_id("order-quantity").fill("1")
         await page.get_by_test_id("order-voucher").fill("")
-        await page.get_by_test_id("place-order").click()
+        await page.get_by_test_id("order-stp_group").fill("desk-a")
+        await page.get_by_test_id("order-stp_mode").select_option("cancel_both")
+        await expect(page.get_by_test_id("order-stp_mode")).to_contain_text("两单都撤销")
+        async with page.expect_request("**/v1/orders?answer=result") as placing:
+            await page.get_by_test_id("place-order").click()
+        sent = (await placing.value).post_data_json
+        assert (sent["stp_group"], sent["stp_mode"]) == ("desk-a", "cancel_both")
         await expect(page.get_by_test_id("order-result")).to_contain_text("已挂单")
         order = page.get_by_test_id("open-order")
         await expect(order).to_have_count(1)
