@@ -28,7 +28,13 @@ from pydantic import ValidationError
 
 from api.keys import Principal
 from exchange.domain.accounts import Accounts
-from exchange.domain.catalogue import Catalogue, ContractSpec, family_of, parse_symbol
+from exchange.domain.catalogue import (
+    Catalogue,
+    ContractSpec,
+    family_of,
+    is_family,
+    parse_symbol,
+)
 from exchange.domain.messages import (
     AccountLimitsSet,
     AmendRejected,
@@ -380,6 +386,11 @@ class MarketData:
         """Contracts operators listed that the catalogue does not list (`ListingChanged`)."""
         self.operator_delisted: dict[str, str] = {}
         """Contracts an operator delisted and has not listed again, with why."""
+        self.bands: dict[str, int] = {}
+        """Price bands operators set (fen, 0: none), by contract or family (`set_band`)."""
+        self._bands_before: dict[int, tuple[str, int, dict[str, int | None]]] = {}
+        """Per events partition, the latest `set_band` (target, log time) and the bands it
+        replaced, put back should matching refuse it (at that time, in that partition)."""
         self.subscribers: set[Subscriber] = set()
         self.queue_size = SUBSCRIBER_QUEUE
         self.accounts = Accounts(catalogue.rules)
@@ -438,6 +449,37 @@ class MarketData:
             return parse_symbol(symbol)
         return self.catalogue.get(symbol)
 
+    def band(self, symbol: str) -> int:
+        """A contract's price band (fen, 0: none): its own, else its family's, else the rules'."""
+        family = self.bands.get(family_of(symbol), self.catalogue.rules.band)
+        return self.bands.get(symbol, family)
+
+    def _apply_band(
+        self, event: MarketControlRequested | MarketControlRejected, read_from: int
+    ) -> None:
+        """Follow matching's bands: a family's band replaces its contracts' own (as matching
+        sets every listed book of the family), and a band matching refused is put back."""
+        if event.action != "set_band":
+            return
+        target = event.symbol
+        if isinstance(event, MarketControlRejected):
+            pending = self._bands_before.get(read_from)
+            if pending is None or pending[:2] != (target, event.ts):
+                return  # refused before matching (risk): it never changed a band
+            del self._bands_before[read_from]
+            for name, width in pending[2].items():
+                if width is None:
+                    self.bands.pop(name, None)
+                else:
+                    self.bands[name] = width
+            return
+        replaced = [s for s in self.bands if family_of(s) == target] if is_family(target) else []
+        replacing = {name: self.bands.get(name) for name in [target, *replaced]}
+        self._bands_before[read_from] = (target, event.ts, replacing)
+        for symbol in replaced:
+            del self.bands[symbol]
+        self.bands[target] = event.band or 0
+
     def view(self, symbol: str) -> ContractView | None:
         """The view of a contract: a static one, one already seen in an event, or a rolled one
         listed at the latest log time (its view made now); None for any other symbol."""
@@ -487,6 +529,8 @@ class MarketData:
             self.operator_delisted[event.symbol] = (
                 f"contract {event.symbol!r} was delisted by {event.operator_id}{why}"
             )
+        if isinstance(event, MarketControlRequested | MarketControlRejected):
+            self._apply_band(event, read_from)
         if isinstance(event, BookChanged):
             view = self.views.get(event.symbol)
             if view is not None:

@@ -410,6 +410,7 @@ class Contract(BaseModel):
             "seq": 17,
             "sellers": ["idc-nmg-1"],
             "state": "continuous",
+            "band": 0,
         }
     )
 
@@ -444,6 +445,12 @@ class Contract(BaseModel):
     state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = Field(
         default=None,
         description="The market state matching last announced; null before it announced one",
+    )
+    band: int = Field(
+        default=0,
+        description="The price band (fen): a trade further than this from the last price "
+        "halts the contract; 0: none. Set by an operator (`set_band`), on the contract or its "
+        "family, else the market rules'",
     )
 
 
@@ -756,6 +763,24 @@ class SetAsideAnswer(BaseModel):
     set_aside_by: str
     reason: str
     status: Literal["requested"]
+
+
+class DeadLetterOut(BaseModel):
+    """A record a stage set aside to the dead-letter topic, and who set it aside and why."""
+
+    source: str = Field(description="`topic:partition:offset` of the original record")
+    topic: str
+    partition: int
+    offset: int
+    stage: str
+    reason: str = Field(description="why the stage set it aside, with any operator's reason")
+    logged_at: str = Field(description="log time of the original record")
+    value: str = Field(description="the original record, as text (bytes not UTF-8 replaced)")
+    event_id: str | None = Field(description="the event's id, when an operator set it aside")
+    event_type: str | None
+    set_aside_by: str | None = Field(description="the operator; null when the stage did")
+    set_aside_reason: str | None
+    set_aside_at: str | None = Field(description="when settlement carried the set-aside out")
 
 
 class Me(BaseModel):

@@ -158,3 +158,6 @@ class Ledger(Protocol):
     async def set_aside(self, source: str, operator: str, reason: str) -> StalledOn | None:
         """Mark the open stall at `source` to be set aside; None if none is open there;
         ValueError for a source that is not `topic:partition:offset`."""
+
+    async def set_aside_stalls(self) -> dict[str, StalledOn]:
+        """The stalls whose record an operator set aside, by `topic:partition:offset`."""

@@ -25,7 +25,7 @@ from settlement import projections as tables
 from settlement import reports, statements
 from settlement.history import export_line, history_query
 from settlement.stalled import Stall as StalledOn
-from settlement.stalled import set_aside
+from settlement.stalled import set_aside, set_aside_stalls
 
 HISTORY_BATCH = 2000
 """Events read from the database at a time while an export streams."""
@@ -173,6 +173,10 @@ class SqlLedger:
     async def set_aside(self, source: str, operator: str, reason: str) -> StalledOn | None:
         """Mark the open stall at `source` to be set aside; None if none is open there."""
         return await set_aside(self.engine, source, operator, reason)
+
+    async def set_aside_stalls(self) -> dict[str, StalledOn]:
+        """The stalls whose record an operator set aside, by `topic:partition:offset`."""
+        return await set_aside_stalls(self.engine)
 
 
 class SqlKeys:

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar, get_args
 from pydantic import ValidationError
 
 from exchange.domain.accounts import Accounts
-from exchange.domain.catalogue import Catalogue, family_of
+from exchange.domain.catalogue import Catalogue, family_of, is_family
 from exchange.domain.enterprises import REGISTRY_KEY
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
@@ -136,8 +136,9 @@ class Topics:
         return partition_for(account_id, self.command_partitions)
 
     def market_partition(self, symbol: str) -> int:
-        """The orders and events partition of a contract: every hour of a family together."""
-        return self.family_partition(family_of(symbol))
+        """The orders and events partition of a contract, or of a family (an operator's band
+        for a whole family): every hour of a family together."""
+        return self.family_partition(symbol if is_family(symbol) else family_of(symbol))
 
     def family_partition(self, family: str) -> int:
         """The orders and events partition of a family `CLASS.REGION`."""

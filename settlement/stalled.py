@@ -77,6 +77,8 @@ class Stall:
     set_aside_by: str | None
     """The operator who set the record aside (settlement then skips it), or None."""
     set_aside_reason: str | None
+    resolved_ms: int | None = None
+    """Wall-clock time the stall ended (applied, or its record set aside), ms; None while open."""
 
     @property
     def source(self) -> str:
@@ -104,6 +106,7 @@ def _stall(row: Row[tuple[object, ...]]) -> Stall:
         attempts=values["attempts"],
         set_aside_by=values["set_aside_by"],
         set_aside_reason=values["set_aside_reason"],
+        resolved_ms=values["resolved_ms"],
     )
 
 
@@ -126,6 +129,14 @@ async def open_stalls(engine: AsyncEngine, stage: str | None = None) -> list[Sta
     query = query.order_by(table.c.stage, table.c.topic, table.c.partition, table.c.offset)
     async with engine.connect() as connection:
         return [_stall(row) for row in await connection.execute(query)]
+
+
+async def set_aside_stalls(engine: AsyncEngine) -> dict[str, Stall]:
+    """The stalls whose record an operator set aside to the dead-letter topic, by source."""
+    table = stalled_partitions
+    query = select(table).where(table.c.resolution == "set_aside")
+    async with engine.connect() as connection:
+        return {stall.source: stall for stall in map(_stall, await connection.execute(query))}
 
 
 async def record_stall(

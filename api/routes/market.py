@@ -79,6 +79,7 @@ def contract_view(
         seq=view.seq,
         sellers=sellers(stalls_held, spec),
         state=view.state,
+        band=market.band(symbol),
     )
 
 

@@ -25,6 +25,7 @@ from api.marketdata import control_key, limits_key
 from api.models import (
     ControlAnswer,
     ControlRequest,
+    DeadLetterOut,
     KeyOut,
     KeyRequest,
     LimitsAnswer,
@@ -40,7 +41,8 @@ from api.parameters import MAX_SQL_INT
 from api.problems import Problem, problems
 from api.services import Commands, iso, stage_out, stall_out
 from api.streams import KEY_REVOKED
-from exchange.domain.catalogue import SymbolError, parse_family, parse_symbol
+from exchange.deadletters import DeadLetter, read_dead_letters
+from exchange.domain.catalogue import SymbolError, is_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
     AccountLimitsSet,
@@ -53,6 +55,7 @@ from exchange.domain.messages import (
 from settlement.audit import audit
 from settlement.history import EXPORT_COLUMNS, replay_document
 from settlement.replay import parse_until, replay
+from settlement.stalled import Stall
 from settlement.store import StoredEvent
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"], responses=problems(401, 403, 429))
@@ -170,6 +173,19 @@ async def set_aside(
     )
 
 
+@router.get(
+    "/dead-letters",
+    summary="Records the stages set aside to the dead-letter topic, in the order set aside",
+    description="What `cx deadletters list` shows: each record once, with its source, stage, "
+    "reason and log time, and for one an operator set aside with `POST /v1/admin/set-aside` "
+    "who did, why and when. `cx deadletters replay SOURCE` appends one again.",
+)
+async def dead_letters(_: Operator, runtime: RuntimeDep, ledger: LedgerDep) -> list[DeadLetterOut]:
+    letters = await read_dead_letters(runtime.log, runtime.topics.deadletters)
+    stalls = await ledger.set_aside_stalls()
+    return [_dead_letter_out(letter, stalls.get(letter.source)) for letter in letters]
+
+
 async def control(
     commands: Commands, principal: Principal, action: MarketAction, symbol: str, **fields: Any
 ) -> ControlAnswer:
@@ -210,7 +226,7 @@ async def control_contract(
             parse_symbol(symbol)
         except SymbolError as error:
             raise Problem(404, "unknown-contract", str(error)) from None
-    elif not (action == "set_band" and _is_family(symbol)):
+    elif not (action == "set_band" and is_family(symbol)):
         listed_or_404(market, symbol)
     for other in request.symbols:
         listed_or_404(market, other)
@@ -358,12 +374,23 @@ async def audit_history(_: Operator, runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-def _is_family(name: str) -> bool:
-    try:
-        parse_family(name)
-    except SymbolError:
-        return False
-    return True
+def _dead_letter_out(letter: DeadLetter, stall: Stall | None) -> DeadLetterOut:
+    topic, partition, offset = letter.source.rsplit(":", 2)
+    return DeadLetterOut(
+        source=letter.source,
+        topic=topic,
+        partition=int(partition),
+        offset=int(offset),
+        stage=letter.stage,
+        reason=letter.reason,
+        logged_at=iso(letter.ts),
+        value=letter.value.decode(errors="replace"),
+        event_id=None if stall is None else stall.event_id,
+        event_type=None if stall is None else stall.event_type,
+        set_aside_by=None if stall is None else stall.set_aside_by,
+        set_aside_reason=None if stall is None else stall.set_aside_reason,
+        set_aside_at=None if stall is None or stall.resolved_ms is None else iso(stall.resolved_ms),
+    )
 
 
 def _key_out(info: KeyInfo) -> KeyOut:

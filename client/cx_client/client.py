@@ -20,6 +20,7 @@ from cx_client.models import (
     CancelAnswer,
     Candle,
     Contract,
+    DeadLetter,
     Delivery,
     DepositAnswer,
     Enterprise,
@@ -691,6 +692,10 @@ class ExchangeClient:
         body = {"source": source, "reason": reason}
         response = await self.request("POST", "/v1/admin/set-aside", json=body)
         return SetAside.model_validate(response.json())
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Records the stages set aside to the dead-letter topic, in that order (operators)."""
+        return await self._list(DeadLetter, "/v1/admin/dead-letters")
 
     async def events(self, after: int = 0, limit: int = 100) -> list[StoredEvent]:
         """Stored events after a global position (operators)."""

@@ -79,6 +79,27 @@ class SetAside(Model):
     status: str
 
 
+class DeadLetter(Model):
+    """A record a stage set aside to the dead-letter topic; for one an operator set aside, who
+    did, why and when."""
+
+    source: str
+    """`topic:partition:offset` of the original record."""
+    topic: str
+    partition: int
+    offset: int
+    stage: str
+    reason: str
+    logged_at: str
+    """Log time of the original record."""
+    value: str
+    event_id: str | None
+    event_type: str | None
+    set_aside_by: str | None
+    set_aside_reason: str | None
+    set_aside_at: str | None
+
+
 class Contract(Model):
     """A listed contract with its best prices (fen), gross, net of vouchers and per standard
     card-hour."""
@@ -105,6 +126,8 @@ class Contract(Model):
     """Providers with a stall covering this contract."""
     state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = None
     """The market state (null before matching announced one)."""
+    band: int = 0
+    """The price band (fen; 0: none): the contract's, its family's, or the market rules'."""
 
 
 class Book(Model):

@@ -171,6 +171,15 @@ def parse_family(family: str) -> tuple[ResourceClass, str]:
     return _class_and_region(match["cls"], match["region"], f"family {family!r}")
 
 
+def is_family(name: str) -> bool:
+    """Whether a name is a family `CLASS.REGION` (rather than a contract or anything else)."""
+    try:
+        parse_family(name)
+    except SymbolError:
+        return False
+    return True
+
+
 def _class_and_region(code: str, region: str, where: str) -> tuple[ResourceClass, str]:
     resource_class = RESOURCE_CLASSES.get(code)
     if resource_class is None:

@@ -27,6 +27,7 @@ MIRRORS = {
     "Card": "CardOut",
     "Cash": "CashOut",
     "Contract": "Contract",
+    "DeadLetter": "DeadLetterOut",
     "Delivery": "Delivery",
     "DepositAnswer": "DepositAnswer",
     "Enterprise": "Enterprise",

@@ -13,6 +13,8 @@ from exchange.domain.messages import (
     BookChanged,
     CapacityDeposited,
     FundsDeposited,
+    MarketControlRejected,
+    MarketControlRequested,
     OrderAccepted,
     TradeExecuted,
 )
@@ -233,3 +235,46 @@ async def test_a_slow_subscriber_never_blocks_the_feed() -> None:
     await asyncio.wait_for(flood(), 10)
     assert all(s.dropped_reason for s in stuck)
     assert market.views[GZ0].trades[-1].trade_id == f"{GZ0}:2000"
+
+
+async def test_a_contract_shows_the_band_matching_keeps_for_it() -> None:
+    market, feed = _market()
+    gz1 = "H100-80G.GZ.20271201T01"
+
+    def band(target: str, width: int) -> None:
+        feed(
+            MarketControlRequested,
+            ts=T0,
+            operator_id="ops",
+            action="set_band",
+            symbol=target,
+            reason="",
+            band=width,
+        )
+
+    assert (market.band(GZ0), market.band(NMG0)) == (0, 0)
+    band(GZ0, 50)
+    band("H100-80G.GZ", 80)
+    assert (market.band(GZ0), market.band(gz1), market.band(NMG0)) == (80, 80, 0)
+    band(GZ0, 30)
+    assert (market.band(GZ0), market.band(gz1)) == (30, 80)
+    # Matching refused the next one (no book there): the bands before it hold. A refusal by
+    # risk (a forged command, later) changed nothing and puts nothing back.
+    band("H100-80G.GZ", 90)
+
+    def refused(ts: int, reason: str) -> None:
+        feed(
+            MarketControlRejected,
+            ts=ts,
+            operator_id="ops",
+            action="set_band",
+            symbol="H100-80G.GZ",
+            reason=reason,
+            message="refused",
+        )
+
+    refused(T0, "unknown_contract")
+    assert (market.band(GZ0), market.band(gz1)) == (30, 80)
+    band("H100-80G.GZ", 60)
+    refused(T0 + 1, "not_operator")
+    assert (market.band(GZ0), market.band(gz1)) == (60, 60)

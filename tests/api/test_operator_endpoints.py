@@ -17,6 +17,7 @@ from tests.e2e.harness import RunningExchange, running_exchange, settle
 pytestmark = pytest.mark.e2e
 
 GZ0 = "H100-80G.GZ.20271201T00"
+GZ1 = "H100-80G.GZ.20271201T01"
 YRD0 = "H100-80G.YRD.20271201T00"
 
 
@@ -26,6 +27,13 @@ async def _stored(exchange: RunningExchange, event_type: str) -> list[dict[str, 
             select(events.c.data).where(events.c.type == event_type).order_by(events.c.position)
         )
         return [dict(r.data) for r in rows]
+
+
+async def _bands(exchange: RunningExchange, *symbols: str) -> list[int]:
+    """The price band GET /v1/contracts shows for each contract named."""
+    listed = (await exchange.anonymous.get("/v1/contracts")).json()
+    bands = {contract["symbol"]: contract["band"] for contract in listed}
+    return [bands[symbol] for symbol in symbols]
 
 
 async def test_operator_controls_through_the_api(exchange_settings: Settings) -> None:
@@ -74,10 +82,31 @@ async def test_operator_controls_through_the_api(exchange_settings: Settings) ->
         resumed = await operator.post("/v1/admin/market/resume", json={"reason": "resolved"})
         assert resumed.status_code == 200
 
+        assert await _bands(exchange, GZ0, GZ1, YRD0) == [0, 0, 0]
         band = await operator.post(
             "/v1/admin/contracts/H100-80G.GZ/set_band", json={"reason": "volatile", "band": 100}
         )
         assert band.status_code == 200, band.text
+        await settle(exchange.runtime)
+        # A family's band goes to the family's matching partition, which knows its contracts.
+        refused_bands = [
+            e for e in await _stored(exchange, "MarketControlRejected")
+            if e["action"] == "set_band"
+        ]  # fmt: skip
+        assert refused_bands == []
+        assert await _bands(exchange, GZ0, GZ1, YRD0) == [100, 100, 0]
+        # A contract's own band, until its family's band replaces it as it does in matching.
+        for target, width in ((GZ0, 50), ("H100-80G.GZ", 80)):
+            answer = await operator.post(
+                f"/v1/admin/contracts/{target}/set_band", json={"reason": "x", "band": width}
+            )
+            assert answer.status_code == 200, answer.text
+            await settle(exchange.runtime)
+            if target == GZ0:
+                assert await _bands(exchange, GZ0, GZ1) == [50, 100]
+        assert await _bands(exchange, GZ0, GZ1, YRD0) == [80, 80, 0]
+        one = (await exchange.anonymous.get(f"/v1/contracts/{GZ0}")).json()
+        assert one["band"] == 80
         no_band = await operator.post(f"/v1/admin/contracts/{GZ0}/set_band", json={"reason": "x"})
         assert no_band.status_code == 422
 

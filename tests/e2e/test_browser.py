@@ -2,10 +2,10 @@
 role uses it: a buyer finds the cheapest fitting product, compares, reads its price history, lets
 帮我选 plan and buy a need, and buys with a voucher; a provider deposits a night schedule and
 sees it sold; an enterprise registers and applies for a voucher and a programme administrator
-approves its application; an operator halts and resumes a contract. Every view passes
-axe-core's WCAG 2 A/AA rules (labels, names, contrast) and its controls are reached by the
-keyboard. Screenshots of each view at desktop and
-phone widths go to reports/screenshots/ (and to docs/img/ with CX_SCREENSHOTS=docs).
+approves its application; an operator bands a product, halts and resumes a contract and reads
+the dead letters. Every view passes axe-core's WCAG 2 A/AA rules (labels, names, contrast) and
+its controls are reached by the keyboard. Screenshots of each view at desktop and phone widths
+go to reports/screenshots/ (and to docs/img/ with CX_SCREENSHOTS=docs).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cx_client import ExchangeClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from exchange.domain.catalogue import CHINA_STANDARD_TIME as CST
-from tests.e2e.harness import RunningExchange, running_exchange, settings_for
+from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -265,11 +265,17 @@ async def test_a_buyer_finds_the_cheapest_product_plans_a_need_and_buys_with_a_v
             saved = tmp_path / download.suggested_filename
             await download.save_as(saved)
             assert saved.read_bytes().startswith(b"%PDF")
-        # A resting bid: amend it, then cancel it.
+        # A resting bid, with self-trade prevention of its own: amend it, then cancel it.
         await page.get_by_test_id("order-price").fill("15.00")
         await page.get_by_test_id("order-quantity").fill("1")
         await page.get_by_test_id("order-voucher").fill("")
-        await page.get_by_test_id("place-order").click()
+        await page.get_by_test_id("order-stp_group").fill("desk-a")
+        await page.get_by_test_id("order-stp_mode").select_option("cancel_both")
+        await expect(page.get_by_test_id("order-stp_mode")).to_contain_text("两单都撤销")
+        async with page.expect_request("**/v1/orders?answer=result") as placing:
+            await page.get_by_test_id("place-order").click()
+        sent = (await placing.value).post_data_json
+        assert (sent["stp_group"], sent["stp_mode"]) == ("desk-a", "cancel_both")
         await expect(page.get_by_test_id("order-result")).to_contain_text("已挂单")
         order = page.get_by_test_id("open-order")
         await expect(order).to_have_count(1)
@@ -381,9 +387,28 @@ async def test_an_operator_halts_and_resumes_a_contract(tmp_path: Path, browser:
     async with running_exchange(settings_for(tmp_path)) as exchange:
         operator_key = await exchange.key_for("ops", "operator")
         buyer_key = await exchange.key_for("sme-ops", "buyer")
+        # A record settlement cannot read, which it sets aside to the dead-letter topic.
+        producer = await exchange.runtime.log.producer()
+        poison = await producer.send_and_wait(exchange.runtime.topics.events, 0, b"\xff{no")
+        await producer.close()
+        await settle(exchange.runtime)
         page = await _page(browser, exchange.base_url, operator_key, errors)
         await page.get_by_test_id("nav-operator").click()
         await expect(page.get_by_test_id("stages")).to_contain_text("risk")
+        letter = page.get_by_test_id("dead-letter")
+        await expect(letter).to_have_count(1)
+        await expect(letter).to_have_attribute(
+            "data-source", f"{poison.topic}:{poison.partition}:{poison.offset}"
+        )
+        await expect(letter).to_contain_text("环节自动移出")
+        # A band for the GZ family, shown beside each of its contracts.
+        await expect(page.get_by_test_id(f"band-{GZ0}")).to_have_text("不限")
+        form = page.get_by_test_id("band-form")
+        await form.locator("select[name=family]").select_option("H100-80G.GZ")
+        await form.locator("input[name=band]").fill("1.50")
+        await form.get_by_role("button").click()
+        await expect(page.get_by_test_id(f"band-{GZ0}")).to_have_text("1.50 元")
+        await expect(page.get_by_test_id(f"band-{YRD0}")).to_have_text("不限")
         await page.get_by_test_id("operator-reason").fill("演练")
         await page.get_by_test_id(f"halt-{GZ0}").click()
         await expect(page.get_by_test_id(f"state-{GZ0}")).to_have_text("已暂停")

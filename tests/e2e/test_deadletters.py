@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cx_client import ExchangeClient
+
 from cx.settings import Settings
 from exchange.deadletters import read_dead_letters
 from tests.e2e.harness import running_exchange, settings_for, settle
@@ -52,6 +54,25 @@ async def test_an_undecodable_event_is_set_aside_and_settlement_goes_on(tmp_path
         ]
         assert letters[0].value == b"\xff{not an event"
         assert "Invalid JSON" in letters[0].reason
+        key = await exchange.key_for("operator", "operator")
+        async with ExchangeClient(exchange.base_url, key) as client:
+            (shown,) = await client.dead_letters()
+        assert (shown.source, shown.stage, shown.reason) == (
+            letters[0].source,
+            "settlement",
+            letters[0].reason,
+        )
+        assert (shown.topic, shown.partition, shown.offset) == (
+            runtime.topics.events,
+            1,
+            poison.offset,
+        )
+        assert shown.value.startswith("\ufffd{not an event")
+        assert (shown.set_aside_by, shown.set_aside_at, shown.event_id) == (None, None, None)
+        refused = await exchange.anonymous.get("/v1/admin/dead-letters")
+        assert refused.status_code == 401, refused.text
+        buyer = await exchange.as_("after")
+        assert (await buyer.get("/v1/admin/dead-letters")).status_code == 403
         account = (await exchange.client.get("/v1/accounts/after")).json()
         assert account["cash"]["available"] == 700
         settled = await runtime.store.consumer_offsets("settlement")

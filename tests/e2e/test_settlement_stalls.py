@@ -12,6 +12,7 @@ audits are clean.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import subprocess
@@ -219,6 +220,27 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
         letters = await read_dead_letters(runtime.log, runtime.topics.deadletters)
         assert [(letter.source, letter.stage) for letter in letters] == [(source, "settlement")]
         assert letters[0].reason.startswith("set aside by ")
+        (listed,) = (await operator.get("/v1/admin/dead-letters")).json()
+        by, why = (
+            ("operator", "a duplicate trade")
+            if settings.kafka_bootstrap_servers
+            else (
+                f"cx:{getpass.getuser()}",
+                "duplicate",
+            )
+        )
+        assert (listed["source"], listed["stage"], listed["reason"]) == (
+            source,
+            "settlement",
+            letters[0].reason,
+        )
+        assert (listed["topic"], listed["partition"]) == (events, stalled)
+        assert (listed["event_id"], listed["set_aside_by"], listed["set_aside_reason"]) == (
+            INJECTED,
+            by,
+            why,
+        )
+        assert listed["set_aside_at"] is not None
         audited = (await operator.get("/v1/admin/audit")).json()
         assert audited["discrepancies"] == []
         assert (await operator.get("/v1/admin/status")).json()["stalls"] == []

@@ -1,6 +1,7 @@
 // The operator's console: every contract's market state with halt and resume, price bands,
 // the market-wide halt, every stage's lag and stalls (set aside what a stalled partition
-// stopped at: the dead-letter topic), and the audit of the event history.
+// stopped at: the dead-letter topic), what is on the dead-letter topic, and the audit of the
+// event history.
 "use strict";
 
 (() => {
@@ -27,9 +28,10 @@
   function contractsTable(contracts) {
     return el("div", { class: "scroll" }, el("table", { "data-testid": "operator-contracts" },
       el("caption", {}, t("operator.contracts")),
-      el("thead", {}, el("tr", {}, ...["orders.contract", "market.delivery", "market.state", ""].map((k) => el("th", { scope: "col" }, k ? t(k) : "")))),
+      el("thead", {}, el("tr", {}, ...["orders.contract", "market.delivery", "market.state", "operator.band-now", ""].map((k) => el("th", { scope: "col" }, k ? t(k) : "")))),
       el("tbody", {}, ...contracts.map((c) => el("tr", { "data-testid": "contract-" + c.symbol },
         el("td", {}, c.symbol), el("td", {}, CX.cstHour(c.delivery_start)), el("td", { "data-testid": "state-" + c.symbol }, CX.stateBadge(c.state)),
+        el("td", { "data-testid": "band-" + c.symbol }, c.band ? CX.yuan(c.band) : t("operator.no-band")),
         el("td", {},
           c.state === "halted"
             ? el("button", { type: "button", "data-testid": "resume-" + c.symbol, onclick: () => control(`/v1/admin/contracts/${c.symbol}/resume`, { reason: reason() }, t("operator.resumed", { symbol: c.symbol })) }, t("operator.resume"))
@@ -52,10 +54,25 @@
       s.kind === "cannot_apply" ? el("button", { type: "button", onclick: () => control("/v1/admin/set-aside", { source: `${s.topic}:${s.partition}:${s.offset}`, reason: reason() }, t("operator.set-aside")) }, t("operator.set-aside-button")) : "")));
   }
 
+  function deadLettersTable(letters) {
+    if (!letters.length) return el("p", { "data-testid": "dead-letters" }, t("operator.no-dead-letters"));
+    // Nothing in the table takes the focus, so the scrolling box does, for the keyboard.
+    return el("div", { class: "scroll", tabIndex: 0, role: "region", "aria-label": t("operator.dead-letters") }, el("table", { "data-testid": "dead-letters" },
+      el("caption", {}, t("operator.dead-letters")),
+      el("thead", {}, el("tr", {}, ...["operator.source", "operator.stage", "operator.event", "operator.logged-at", "operator.set-aside-by", "operator.why"].map((k) => el("th", { scope: "col" }, t(k))))),
+      el("tbody", {}, ...letters.map((d) => el("tr", { "data-testid": "dead-letter", "data-source": d.source },
+        el("td", {}, d.source), el("td", {}, d.stage), el("td", {}, d.event_type ? `${d.event_type} ${d.event_id}` : "–"),
+        el("td", {}, CX.cstHour(d.logged_at)),
+        el("td", {}, d.set_aside_by ? t("operator.set-aside-by-at", { who: d.set_aside_by, when: CX.cstHour(d.set_aside_at) }) : t("operator.set-aside-by-stage")),
+        el("td", {}, d.set_aside_reason || d.reason.split("\n")[0])))),
+    ));
+  }
+
   async function refresh() {
-    const [contracts, status] = await Promise.all([CX.loadContracts(), api("GET", "/v1/admin/status")]);
+    const [contracts, status, letters] = await Promise.all([CX.loadContracts(), api("GET", "/v1/admin/status"), api("GET", "/v1/admin/dead-letters")]);
     document.getElementById("operator-contracts").replaceChildren(contractsTable(contracts));
     document.getElementById("operator-health").replaceChildren(healthTable(status), stallsList(status));
+    document.getElementById("operator-dead-letters").replaceChildren(deadLettersTable(letters));
   }
 
   async function runAudit() {
@@ -89,6 +106,7 @@
         el("p", { id: "operator-result", class: "result", role: "status", "data-testid": "operator-result" }),
         band),
       el("section", { id: "operator-health", "aria-label": t("operator.health") }),
+      el("section", { id: "operator-dead-letters", "aria-label": t("operator.dead-letters") }),
       el("section", { id: "operator-contracts" }));
     await refresh();
     CX.every(3000, refresh);

@@ -6,6 +6,7 @@
 (() => {
   const { t, el, field, api, yuan } = CX;
   const TIME_IN_FORCE = ["GTC", "GTD", "DAY", "IOC", "FOK"];
+  const STP_MODES = ["cancel_resting", "cancel_incoming", "cancel_both", "decrement"];
 
   function say(text, ok) {
     const out = document.getElementById("order-result");
@@ -39,6 +40,8 @@
       field("orders.min-quantity", input("min_quantity", { type: "number", min: "0", step: "1", value: "0" })),
       el("label", { class: "check" }, input("all_or_none", { type: "checkbox" }), t("orders.all-or-none")),
       el("label", { class: "check" }, input("post_only", { type: "checkbox" }), t("orders.post-only")),
+      field("orders.stp-group", input("stp_group", { size: 14, placeholder: t("orders.stp-group-placeholder") })),
+      field("orders.stp-mode", select("stp_mode", STP_MODES.map((x) => [x, t("stp." + x)]))),
       field("orders.voucher", input("voucher", { size: 14, placeholder: t("orders.voucher-placeholder") })),
       field("orders.limit-basis", select("limit_basis", [["gross", t("orders.gross")], ["net", t("orders.net")]])),
       el("button", { type: "submit", class: "primary", "data-testid": "place-order" }, t("orders.place")));
@@ -56,9 +59,10 @@
       const order = { symbol: data.get("symbol"), side: data.get("side"), order_type: data.get("order_type"), price,
         quantity: Number(data.get("quantity")), time_in_force: data.get("time_in_force"),
         min_quantity: Number(data.get("min_quantity")), all_or_none: data.get("all_or_none") === "on",
-        post_only: data.get("post_only") === "on", limit_basis: data.get("limit_basis"),
+        post_only: data.get("post_only") === "on", stp_mode: data.get("stp_mode"), limit_basis: data.get("limit_basis"),
         client_order_id: "web-" + Date.now().toString(36) + Math.random().toString(36).slice(2, 6) };
       if (data.get("voucher")) order.voucher = data.get("voucher");
+      if (data.get("stp_group")) order.stp_group = data.get("stp_group");
       if (order.time_in_force === "GTD") order.expire_at = Date.parse(data.get("expire_at") + ":00Z") - 8 * 3600e3;
       try {
         const answer = await api("POST", "/v1/orders?answer=result", order);
