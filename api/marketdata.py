@@ -500,7 +500,7 @@ class MarketData:
 
     def per_std(self, symbol: str, price: int | None) -> int | None:
         """A contract price as a price per standard card-hour (None for non-cards)."""
-        spec = self.catalogue.get(symbol)
+        spec = self.spec(symbol)
         if price is None or spec is None:
             return None
         return self.performance.price_per_standard(price, spec.resource_class.code)
@@ -1084,7 +1084,7 @@ class MarketData:
     def obligation_message(self, account_id: str, symbol: str) -> dict[str, Any]:
         """What a provider has sold of a contract and must deliver, and what it is paid."""
         quantity, payout = self.obligations.get((account_id, symbol), (0, 0))
-        spec = self.catalogue.get(symbol)
+        spec = self.spec(symbol)
         return {
             "type": "obligation",
             "symbol": symbol,

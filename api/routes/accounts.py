@@ -172,7 +172,7 @@ async def obligations(
     account = account_of(principal, account_id)
     result = []
     for row in await ledger.sold(account):
-        spec = market.catalogue.get(row["symbol"])
+        spec = market.spec(row["symbol"])
         start = None if spec is None else spec.delivery_start.isoformat()
         result.append(Obligation(delivery_start=start, **row))
     return result

@@ -49,7 +49,7 @@ def contract_view(
     market: MarketData, symbol: str, stalls_held: list[Stall], principal: Principal | None
 ) -> Contract:
     """A listed contract with its best prices, gross and net of the caller's voucher."""
-    spec = market.catalogue.get(symbol)
+    spec = market.spec(symbol)
     view = market.view(symbol)
     if spec is None or view is None:
         raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")

@@ -269,7 +269,7 @@ async def amend_order(
         raise Problem(404, "unknown_order", f"account {account} has no open order {order_id!r}")
     # An order not open here may have closed, or not reached this process yet: the risk
     # stage tells a closed order of the account (409) from an unknown one (404).
-    spec = None if live is None else market.catalogue.get(live.symbol)
+    spec = None if live is None else market.spec(live.symbol)
     if amendment.price is not None and spec is not None and amendment.price % spec.tick_size:
         raise Problem(
             422,

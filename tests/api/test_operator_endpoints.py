@@ -142,3 +142,22 @@ async def test_operator_controls_through_the_api(exchange_settings: Settings) ->
         ]
         audited = await operator.get("/v1/admin/audit")
         assert audited.json()["discrepancies"] == []
+
+
+async def test_a_contract_an_operator_lists_is_shown_with_every_other(
+    exchange_settings: Settings,
+) -> None:
+    # An hour the catalogue does not list, listed by an operator: the market views show it
+    # like any other contract rather than refusing the whole list.
+    extra = "A100-80G.GZ.20271201T05"
+    async with running_exchange(exchange_settings) as exchange:
+        operator = await exchange.operator()
+        listed = await operator.post(f"/v1/admin/contracts/{extra}/list", json={"reason": "new"})
+        assert listed.status_code == 200, listed.text
+        await settle(exchange.runtime)
+        contracts = await exchange.anonymous.get("/v1/contracts")
+        assert contracts.status_code == 200, contracts.text
+        assert extra in [contract["symbol"] for contract in contracts.json()]
+        one = await exchange.anonymous.get(f"/v1/contracts/{extra}")
+        assert one.status_code == 200, one.text
+        assert one.json()["unit"] == "card-hour"
