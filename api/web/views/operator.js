@@ -57,14 +57,14 @@
   function deadLettersTable(letters) {
     if (!letters.length) return el("p", { "data-testid": "dead-letters" }, t("operator.no-dead-letters"));
     // Nothing in the table takes the focus, so the scrolling box does, for the keyboard.
-    return el("div", { class: "scroll", tabIndex: 0, role: "region", "aria-label": t("operator.dead-letters") }, el("table", { "data-testid": "dead-letters" },
+    return el("div", { class: "scroll", tabIndex: 0, role: "region", "aria-label": t("operator.dead-letters") }, el("table", { "data-testid": "dead-letters", class: "dead-letters" },
       el("caption", {}, t("operator.dead-letters")),
       el("thead", {}, el("tr", {}, ...["operator.source", "operator.stage", "operator.event", "operator.logged-at", "operator.set-aside-by", "operator.why"].map((k) => el("th", { scope: "col" }, t(k))))),
       el("tbody", {}, ...letters.map((d) => el("tr", { "data-testid": "dead-letter", "data-source": d.source },
         el("td", {}, d.source), el("td", {}, d.stage), el("td", {}, d.event_type ? `${d.event_type} ${d.event_id}` : "–"),
         el("td", {}, CX.cstHour(d.logged_at)),
         el("td", {}, d.set_aside_by ? t("operator.set-aside-by-at", { who: d.set_aside_by, when: CX.cstHour(d.set_aside_at) }) : t("operator.set-aside-by-stage")),
-        el("td", {}, d.set_aside_reason || d.reason.split("\n")[0])))),
+        el("td", { class: "why", title: d.set_aside_reason || d.reason }, d.set_aside_reason || d.reason.split("\n")[0])))),
     ));
   }
 
