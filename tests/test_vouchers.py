@@ -215,8 +215,10 @@ def test_the_programme_budget_binds_when_grants_are_approved() -> None:
     bank.apply("b4", 5_000)
     over_cap = bank.send(grant("b4", 5_000).model_copy(update={"limit": 5_001}))[0]
     assert isinstance(over_cap, RequestRejected)
-    assert over_cap.reason == RejectReason.NOT_ELIGIBLE
-    assert over_cap.message == "grants to b4 would exceed the cap per enterprise of 5000 fen"
+    # The cap per enterprise binds the application (no more than the cap may be asked for)
+    # and an approval grants no more than was asked for.
+    assert over_cap.reason == RejectReason.ABOVE_AMOUNT_APPLIED
+    assert over_cap.message == "a grant of 5001 fen is above the 5000 fen b4 applied for"
 
 
 def test_a_related_seller_earns_no_voucher_and_the_reservation_returns() -> None:

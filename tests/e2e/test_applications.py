@@ -186,6 +186,8 @@ async def test_an_application_asked_answered_approved_and_its_budget_to_the_fen(
             "/v1/programmes/hz/grants", json={"application_id": "a1", "limit": 1}
         )
         _refused(stranger, "not_programme_admin", "programme hz is administered by hz-admin")
+        _refused(await _approve(exchange, "a1", 5_001), "above_amount_applied",
+                 "a grant of 5001 fen is above the 5000 fen sme applied for")  # fmt: skip
         approved = await _approve(exchange, "a1", 4_500)
         assert approved.status_code == 201, approved.text
         _refused(await _approve(exchange, "a1", 4_500), "application_not_pending",
@@ -311,8 +313,8 @@ async def test_each_cst_calendar_year_starts_with_the_whole_budget(tmp_path: Pat
 
         now[0] = NEW_YEAR_2028
         # 2027 granted 9,000 and left 1,000, which lapses: 2028 has the whole 10,000 again.
-        _refused(await _approve(exchange, "s3", 6_001), "not_eligible",
-                 "would exceed the cap per enterprise of 6000 fen")  # fmt: skip
+        _refused(await _approve(exchange, "s3", 6_001), "above_amount_applied",
+                 "a grant of 6001 fen is above the 6000 fen s3 applied for")  # fmt: skip
         assert (await _approve(exchange, "s3", 6_000)).status_code == 201
         report = await _report(exchange)
         # Pledged: 10,000 for 2027 and the 9,000 granted in it again for 2028.

@@ -97,6 +97,8 @@ class RejectReason(StrEnum):
     DUPLICATE_APPLICATION = "duplicate_application"
     UNKNOWN_APPLICATION = "unknown_application"
     APPLICATION_NOT_PENDING = "application_not_pending"
+    ABOVE_AMOUNT_APPLIED = "above_amount_applied"
+    """An approval grants more than the enterprise applied for."""
     ABOVE_VOUCHER_POLICY = "above_voucher_policy"
     """A programme asks for more than the platform's voucher policy allows."""
     CEILING_EXCEEDED = "ceiling_exceeded"

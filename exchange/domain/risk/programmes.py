@@ -119,18 +119,16 @@ def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -
     elif application.status != "pending":
         reason = RejectReason.APPLICATION_NOT_PENDING
         problem = f"{named} is {application.status}, not pending"
+    elif command.limit > application.amount:
+        reason = RejectReason.ABOVE_AMOUNT_APPLIED
+        problem = (
+            f"a grant of {command.limit} fen is above the {application.amount} fen "
+            f"{application.account_id} applied for"
+        )
     elif why := ineligible(state, programme.programme_id, application.kind, application.city):
         problem = why
     elif not stamp.ts < programme.valid_until:
         problem = f"programme {programme.programme_id} has ended"
-    elif (
-        command.limit + programme.granted.get(application.account_id, 0)
-        > programme.cap_per_enterprise
-    ):
-        problem = (
-            f"grants to {application.account_id} would exceed the cap per enterprise of "
-            f"{programme.cap_per_enterprise} fen"
-        )
     else:
         # A new calendar year starts with the whole budget: what earlier years granted is
         # pledged again, what they left lapses.
