@@ -9,6 +9,7 @@ from exchange.domain.messages import (
     ApplicationRejected,
     ApplicationSupplemented,
     ApplyForGrant,
+    ApproveGrant,
     EnterpriseRegistered,
     Event,
     EventStamp,
@@ -214,7 +215,7 @@ def ineligible(state: RiskState, programme_id: str, kind: str, city: str) -> str
 
 def pending_application(
     state: RiskState,
-    command: RequestApplicationInfo | RejectApplication | SupplementApplication,
+    command: RequestApplicationInfo | RejectApplication | SupplementApplication | ApproveGrant,
     admin_id: str | None,
     status: str,
 ) -> tuple[Application | None, RejectReason, str]:

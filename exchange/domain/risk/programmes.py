@@ -16,9 +16,8 @@ from exchange.domain.messages import (
     GrantApproved,
     ProgrammeCreated,
     RejectReason,
-    scoped,
 )
-from exchange.domain.risk.applications import ineligible
+from exchange.domain.risk.applications import ineligible, pending_application
 from exchange.domain.risk.ceilings import money_past_ceiling
 from exchange.domain.risk.requests import decide_signed_request, request_rejected
 from exchange.domain.risk.state import RiskState, own
@@ -103,23 +102,14 @@ def _create_programme(state: RiskState, command: CreateProgramme, stamp: EventSt
 
 
 def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -> Event:
+    application, reason, problem = pending_application(state, command, command.admin_id, "pending")
     programme = state.accounts.programmes.get(command.programme_id)
-    application = state.applications.get(scoped(command.programme_id, command.application_id))
-    named = f"application {command.application_id!r} to programme {command.programme_id}"
-    reason, problem = RejectReason.NOT_ELIGIBLE, ""
+    if application is None or programme is None:
+        return request_rejected(command, stamp, reason, problem)
+    reason = RejectReason.NOT_ELIGIBLE
     year = cst_year(stamp.ts)
     renewed = 0
-    if programme is None:
-        reason, problem = RejectReason.UNKNOWN_PROGRAMME, f"no programme {command.programme_id!r}"
-    elif command.admin_id != programme.admin_id:
-        reason = RejectReason.NOT_PROGRAMME_ADMIN
-        problem = f"programme {programme.programme_id} is administered by {programme.admin_id}"
-    elif application is None:
-        reason, problem = RejectReason.UNKNOWN_APPLICATION, f"no {named}"
-    elif application.status != "pending":
-        reason = RejectReason.APPLICATION_NOT_PENDING
-        problem = f"{named} is {application.status}, not pending"
-    elif command.limit > application.amount:
+    if command.limit > application.amount:
         reason = RejectReason.ABOVE_AMOUNT_APPLIED
         problem = (
             f"a grant of {command.limit} fen is above the {application.amount} fen "
@@ -141,7 +131,7 @@ def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -
                 f"programme {programme.programme_id} has {left} fen of its {year} budget "
                 f"left to grant, the grant asks {command.limit}"
             )
-    if programme is None or application is None or problem:
+    if problem:
         return request_rejected(command, stamp, reason, problem)
     discount = programme.pool_part(command.limit)
     approved = GrantApproved(
