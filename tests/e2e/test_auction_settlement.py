@@ -172,9 +172,10 @@ async def test_the_opening_auction_of_a_pre_open_market_settles(tmp_path: Path) 
         await _rest_crossing_orders(exchange)
         # Opened by its family's scheduled auction, which the ticker's next record runs.
         await _operator(exchange, "schedule_auction", at=exchange.market.now_ms + 500)
+        # The pipeline is idle until the ticker reaches the auction's time: wait for the opening.
+        await eventually(lambda: _opened(exchange), "the opening auction")
         # No reference price: of 17.50 and 17.60 (volume 3 each), the lower.
         await _auction_settled(exchange, [(1_750, 1)] * 3, continuous=[])
-        assert (await _states(exchange))[-1] == ("continuous", "opened")
     _cx_audits_clean(settings)
 
 
@@ -207,3 +208,7 @@ async def _states(exchange: RunningExchange) -> list[tuple[str, str]]:
 
 async def _reopened(exchange: RunningExchange) -> bool:
     return (await _states(exchange))[-2:] == [("halted", "price_band"), ("continuous", "reopened")]
+
+
+async def _opened(exchange: RunningExchange) -> bool:
+    return (await _states(exchange))[-1:] == [("continuous", "opened")]
