@@ -16,6 +16,7 @@ from exchange.adapters.inprocess_log import InProcessLog, wall_clock_ms
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import Command, encode
+from exchange.dayahead import DayAheadRunner
 from exchange.log import CommandLog, LogProducer
 from exchange.pipeline import MatchingRunner, RiskRunner, Topics, routing_key
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
@@ -113,6 +114,12 @@ class ExchangeRuntime:
                 built.append(
                     MatchingRunner(self.log, self.topics, self.catalogue, None, snapshots, every)
                 )
+                if self.catalogue.rules.day_ahead_gate_ms is not None:
+                    # The day-ahead auction runs with matching: its one partition goes to one
+                    # of the matching processes.
+                    built.append(
+                        DayAheadRunner(self.log, self.topics, self.catalogue, None, snapshots)
+                    )
             elif stage == "settlement":
                 built.append(SettlementRunner(self.log, self.topics, self.store, self.catalogue))
         self.running.update((runner.name, runner) for runner in built)

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     market_protection: int = Field(default=0, ge=0, validation_alias="CX_MARKET_PROTECTION")
     halt_seconds: int = Field(default=60, ge=1, validation_alias="CX_HALT_SECONDS")
     pre_open: bool = Field(default=False, validation_alias="CX_PRE_OPEN")
+    day_ahead_gate: str = Field(default="", validation_alias="CX_DAY_AHEAD_GATE")
+    """The day-ahead auction's gate (`HH:MM`, China Standard Time, the day before delivery),
+    e.g. `12:00`; empty: no day-ahead auction, every contract trades continuously at once."""
     tick_seconds: float = Field(default=30.0, gt=0, validation_alias="CX_TICK_SECONDS")
     """How often the API's node ticks every market partition, so that expiries, gate closures
     and deliveries fall due on a quiet market too."""
@@ -101,6 +104,13 @@ class Settings(BaseSettings):
             parse_family(family)
         return value
 
+    @field_validator("day_ahead_gate")
+    @classmethod
+    def _gate_is_a_time_of_day(cls, value: str) -> str:
+        if value:
+            _minutes_of_day(value)
+        return value
+
     @property
     def embedded_log(self) -> bool:
         """True when no Kafka is configured."""
@@ -121,6 +131,9 @@ class Settings(BaseSettings):
             delivery_window_ms=self.delivery_window_minutes * 60_000,
             recall_notice_ms=self.recall_notice_minutes * 60_000,
             recall_compensation_bps=self.recall_compensation_bps,
+            day_ahead_gate_ms=_minutes_of_day(self.day_ahead_gate) * 60_000
+            if self.day_ahead_gate
+            else None,
         )
 
     def listing_rules(self) -> list[ListingRule]:
@@ -182,3 +195,13 @@ def _data_dir_key(path: Path) -> bytes:
 
 def _families(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _minutes_of_day(value: str) -> int:
+    """Minutes after midnight of an `HH:MM` time of day."""
+    hours, _, minutes = value.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f"{value!r} is not a time of day HH:MM")
+    if not (0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
+        raise ValueError(f"{value!r} is not a time of day from 00:00 to 23:59")
+    return int(hours) * 60 + int(minutes)

@@ -41,10 +41,12 @@ from exchange.domain.messages import (
     CommandRejected,
     ControlMarket,
     CreateProgramme,
+    DayAheadBidsCollected,
     DeliverySettled,
     EnterpriseRegistered,
     Event,
     EventStamp,
+    ExclusiveGroupAccepted,
     FundDiscountPool,
     GrantApplied,
     GrantApproved,
@@ -105,10 +107,12 @@ class Topics:
     market_partitions: int
     deadletters: str
     prefix: str
+    dayahead: str
+    """The day-ahead auction's input: every matching partition's bids at a day's gate."""
 
     @classmethod
     def named(cls, prefix: str, command_partitions: int, market_partitions: int) -> Topics:
-        """Topics `<prefix>.commands`, `.orders`, `.events` and `.deadletters`."""
+        """Topics `<prefix>.commands`, `.orders`, `.events`, `.deadletters` and `.dayahead`."""
         return cls(
             f"{prefix}.commands",
             f"{prefix}.orders",
@@ -117,6 +121,7 @@ class Topics:
             market_partitions,
             f"{prefix}.deadletters",
             prefix,
+            f"{prefix}.dayahead",
         )
 
     async def create(self, command_log: CommandLog) -> None:
@@ -125,6 +130,7 @@ class Topics:
         await command_log.create_topic(self.orders, self.market_partitions)
         await command_log.create_topic(self.events, self.market_partitions)
         await command_log.create_topic(self.deadletters, 1)
+        await command_log.create_topic(self.dayahead, 1)
 
     def group(self, stage: str) -> str:
         """The consumer group of a stage: scoped by the prefix, so exchanges sharing a Kafka
@@ -537,6 +543,10 @@ class RiskRunner(StageRunner[RiskPartition]):
             for output in outputs:
                 if isinstance(output, CancelAllRequested):
                     self._send_kill_switch(output)
+                elif isinstance(output, ExclusiveGroupAccepted):
+                    # Each alternative to its family's partition, where its book is.
+                    for block in output.blocks:
+                        self._send(self.topics.orders, self._route(block, record), block)
                 elif (
                     isinstance(output, MarketControlRequested)
                     and output.action in MARKET_WIDE_ACTIONS
@@ -702,6 +712,9 @@ class MatchingRunner(StageRunner[MarketPartition]):
                 for partition in self._partitions_to_notify(message):
                     self._send(self.topics.commands, partition, recorded)
             for event in outputs:
+                if isinstance(event, DayAheadBidsCollected):
+                    event = event.model_copy(update={"partition": record.partition})
+                    self._send(self.topics.dayahead, 0, event)
                 self._send(events_topic, record.partition, event)
                 for partition in self._partitions_to_notify(event):
                     self._send(self.topics.commands, partition, event)

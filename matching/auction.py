@@ -11,6 +11,11 @@
    without it: the newest such order is removed first (an AON order keeps resting, a block is
    rejected whole), until no such order remains. Self-trade prevention does not apply.
 
+The day-ahead auction is solved outside the engine, over every partition's books at once
+(`matching/dayahead.py`): `day_ahead_bids` gives what this engine brings to it at the gate and
+freezes it, `apply_day_ahead` carries out the result (its trades, the blocks it did not accept)
+and opens the day's books through a call auction of what arrived after the gate.
+
 `CallAuctions` adds the auction to the engine's state (`matching/state.py` says why the engine
 is built from one class per concern); the lifecycle (`matching/lifecycle.py`) runs it when a
 contract opens, reopens after a halt, or a scheduled family auction falls due. Auctions are
@@ -19,14 +24,19 @@ rare next to orders, so this code is written for clarity rather than speed.
 
 from __future__ import annotations
 
-from matching.book import BUY, SELL, Block, Book, Order, by_seq, side_orders
+from collections.abc import Iterable
+
+from matching.book import BUY, DAY_MS, SELL, Block, Book, Order, by_seq, side_orders
 from matching.outputs import (
+    AMEND_REJECTED,
     AUCTION,
+    CANCEL_REJECTED,
     CONTINUOUS,
     PRE_OPEN,
     STATE,
     TRADE,
     CancelReason,
+    RefusalReason,
     StateReason,
 )
 from matching.state import EngineState
@@ -79,6 +89,104 @@ class CallAuctions(EngineState):
             book.state = CONTINUOUS
             book.reopen_at = 0
             self.events.append((STATE, book.symbol, CONTINUOUS, reason))
+
+    def day_ahead_bids(self, day_start: int) -> tuple[list[Order], list[Block]]:
+        """The orders resting in the pre-open books delivering in the day from `day_start`
+        and the waiting blocks wholly in them, oldest first: what this engine brings to that
+        day's auction. They stay frozen (no cancel, no amend) until `apply_day_ahead`."""
+        books = self._day_books(day_start)
+        symbols = {b.symbol for b in books}
+        orders = sorted(
+            (o for b in books for side in (b.bids, b.asks) for o in side_orders(side)), key=by_seq
+        )
+        blocks = sorted(
+            (b for b in self.blocks.values() if set(self.block_symbols[b.block_id]) <= symbols),
+            key=by_seq,
+        )
+        self.in_auction.update(o.order_id for o in orders)
+        self.in_auction.update(b.block_id for b in blocks)
+        return orders, blocks
+
+    def apply_day_ahead(
+        self,
+        ts: int,
+        day_start: int,
+        trades: Iterable[tuple[str, str, str, int, int]],
+        rejected: Iterable[str],
+    ) -> None:
+        """Carry out the day-ahead auction's result for this engine's books of the day from
+        `day_start`: each trade (symbol, buy id, sell id, quantity, price), the waiting blocks
+        it did not accept dropped, then the day's books opened through a call auction of the
+        orders that arrived after the gate (the caller has advanced the clock to `ts`)."""
+        events = self.events
+        filled: dict[str, int] = {}
+        for symbol, buy_id, sell_id, quantity, price in trades:
+            book = self.books[symbol]
+            buyer = self.orders.get(buy_id) or self.blocks[buy_id]
+            seller = self.orders.get(sell_id) or self.blocks[sell_id]
+            book.trades += 1
+            events.append(
+                (TRADE, symbol, book.trades, price, quantity, buy_id, sell_id,
+                 buyer.account, seller.account, None)
+            )  # fmt: skip
+            book.reference = price
+            for participant in (buyer, seller):
+                if isinstance(participant, Order):
+                    self._take_from_resting(participant, quantity)
+                else:
+                    filled[participant.block_id] = filled.get(participant.block_id, 0) + quantity
+        for block_id in filled:
+            del self.blocks[block_id]
+            del self.block_symbols[block_id]
+        for block_id in rejected:
+            block = self.blocks.get(block_id)
+            if block is not None:
+                self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
+        books = self._day_books(day_start)
+        symbols = {b.symbol for b in books}
+        self.in_auction = {
+            i for i in self.in_auction if not self._delivers_in(i, day_start, symbols)
+        }
+        self._auction(books)
+
+    def _day_books(self, day_start: int) -> list[Book]:
+        """The pre-open books delivering in the day from `day_start`."""
+        end = day_start + DAY_MS
+        return [
+            b
+            for b in self.books.values()
+            if b.state == PRE_OPEN and day_start <= b.delivery_at < end
+        ]
+
+    def _delivers_in(self, order_id: str, day_start: int, symbols: set[str]) -> bool:
+        """Whether an order collected for an auction is (or was) one of the day's books'."""
+        order = self.orders.get(order_id)
+        if order is not None:
+            return order.book.symbol in symbols
+        hours = self.block_symbols.get(order_id)
+        return hours is None or set(hours) <= symbols
+
+    def _take_from_resting(self, order: Order, quantity: int) -> None:
+        """Fill `quantity` of a resting order outside continuous matching."""
+        if quantity == order.remaining:
+            self._remove(order)
+            return
+        order.remaining -= quantity
+        book = order.book
+        book_side = book.bids if order.side == BUY else book.asks
+        level = book_side.levels[order.price]
+        if not order.aon:
+            book_side.before.setdefault(order.price, level.quantity)
+            level.quantity -= quantity
+
+    def _refuse_in_auction(self, amend: bool, order_id: str) -> None:
+        """Refuse a cancel (or an amend) of an order awaiting the day-ahead auction's result."""
+        order = self.orders.get(order_id)
+        where = order.book.symbol if order is not None else self.blocks[order_id].family
+        if amend:
+            self.events.append((AMEND_REJECTED, where, order_id, RefusalReason.IN_AUCTION))
+        else:
+            self.events.append((CANCEL_REJECTED, where, order_id, RefusalReason.IN_AUCTION))
 
     def _clear(self, book: Book, blocks: list[Block], excluded: set[int]) -> Clearing:
         """The clearing price, volume and allocations of one contract (no side effects)."""

@@ -363,6 +363,9 @@ class MatchingEngine(Lifecycle, ContinuousMatching, Snapshots):
             self._run_timers(ts)
         if ts > self.now:
             self.now = ts
+        if order_id in self.in_auction:
+            self._refuse_in_auction(False, order_id)
+            return
         order = self.orders.get(order_id)
         if order is None:
             block = self.blocks.get(order_id)
@@ -397,11 +400,13 @@ class MatchingEngine(Lifecycle, ContinuousMatching, Snapshots):
         """Cancel every open order and waiting block of an account (the kill switch), or only
         those of `families` (the part of the kill switch one partition acts on)."""
         self.advance(ts)
+        # What awaits the day-ahead auction's result stays: the result will trade it.
+        in_auction = self.in_auction
         mine = sorted(
             (
                 o
                 for o in self.by_account.get(account, {}).values()
-                if families is None or o.book.family in families
+                if (families is None or o.book.family in families) and o.order_id not in in_auction
             ),
             key=by_seq,
         )
@@ -409,7 +414,9 @@ class MatchingEngine(Lifecycle, ContinuousMatching, Snapshots):
             (
                 b
                 for b in self.blocks.values()
-                if b.account == account and (families is None or b.family in families)
+                if b.account == account
+                and (families is None or b.family in families)
+                and b.block_id not in in_auction
             ),
             key=by_seq,
         )
@@ -453,6 +460,9 @@ class MatchingEngine(Lifecycle, ContinuousMatching, Snapshots):
         symbol = book.symbol
         if account is not None and order.account != account:
             events.append((AMEND_REJECTED, symbol, order_id, RefusalReason.NOT_ORDER_OWNER))
+            return
+        if order_id in self.in_auction:
+            self._refuse_in_auction(True, order_id)
             return
         new_price = price or order.price
         new_quantity = quantity or order.remaining

@@ -88,6 +88,8 @@ class RefusalReason(StrEnum):
     NOT_HALTED = "not_halted"
     CONTRACT_CLOSED = "contract_closed"
     ALREADY_LISTED = "already_listed"
+    IN_AUCTION = "in_auction"
+    """The order was collected for the day-ahead auction, whose result is not in yet."""
 
 
 class StateReason(StrEnum):

@@ -82,7 +82,7 @@ class Snapshots(EngineState):
             ]
             for b in sorted(self.blocks.values(), key=by_seq)
         ]
-        return {
+        snapshot = {
             "version": 1,
             "halt_ms": self.halt_ms,
             "day_offset_ms": self.day_offset_ms,
@@ -92,6 +92,10 @@ class Snapshots(EngineState):
             "blocks": blocks,
             "timers": timers,
         }
+        if self.in_auction:
+            # Only while a day-ahead result is awaited: other snapshots keep their layout.
+            snapshot["in_auction"] = sorted(self.in_auction)
+        return snapshot
 
     @classmethod
     def restore(cls, snapshot: dict[str, Any]) -> Self:
@@ -122,6 +126,7 @@ class Snapshots(EngineState):
                     level = (book.bids if side == BUY else book.asks).levels[price]
                     level.quantity -= remaining
                     level.aon += 1
+        engine.in_auction = set(snapshot.get("in_auction", ()))
         for bid, account, side, family, price, quantity, group, seq, symbols in snapshot["blocks"]:
             engine.blocks[bid] = Block(bid, account, side, family, price, quantity, group, seq)
             engine.block_symbols[bid] = tuple(symbols)

@@ -72,6 +72,9 @@ class EngineState:
         self.by_account: dict[str, dict[str, Order]] = {}
         self.blocks: dict[str, Block] = {}
         self.block_symbols: dict[str, tuple[str, ...]] = {}
+        self.in_auction: set[str] = set()
+        """Orders and blocks collected for the day-ahead auction, awaiting its result: they
+        can be neither cancelled nor amended until it is applied."""
         self.events: list[Output] = []
         self.now = 0
         self.seq = 0

@@ -2,8 +2,8 @@
 whether it moves; and every partition that is stalled.
 
 Read from what all processes share, so it is true when the stages run as separate processes
-(`cx run risk|matching|settlement|api`): risk's and matching's committed offsets and every end
-offset from the log, settlement's settled offsets and the partitions it stopped at
+(`cx run risk|matching|settlement|api`): risk's, matching's and the day-ahead auction's
+committed offsets and every end offset from the log, settlement's settled offsets and the partitions it stopped at
 (`settlement.stalled`) from the event store. The API adds its own market-data fold. A
 partition is stalled when settlement recorded a record it cannot apply there, or when it has
 lag that has not moved for `stall_seconds` (CX_STALL_SECONDS), or when its offsets could not
@@ -261,13 +261,14 @@ class StatusMonitor:
         layout = {
             "risk": (topics.commands, topics.command_partitions),
             "matching": (topics.orders, topics.market_partitions),
+            "dayahead": (topics.dayahead, 1),
             "settlement": (topics.events, topics.market_partitions),
         }
         if self.folded is not None:
             layout[MARKET_DATA] = (topics.events, topics.market_partitions)
         # Every source at once, so a source that is away costs one READ_TIMEOUT_S, not one each.
         topic_counts = sorted(set(layout.values()))
-        groups = ("risk", "matching")
+        groups = ("risk", "matching", "dayahead")
         found_ends, found_committed, (settled,) = await asyncio.gather(
             asyncio.gather(
                 *(_within(self.offsets.end_offsets(topic, n)) for topic, n in topic_counts),

@@ -231,6 +231,15 @@ class MarketRules:
     """The kinds of enterprise programmes may cover."""
     voucher_cities: tuple[str, ...] = ()
     """The cities programmes may cover (empty: any)."""
+    day_ahead_gate_ms: int | None = None
+    """The day-ahead auction's gate, as time after 00:00 CST of the day before delivery (None:
+    no day-ahead auction). With it, a day's contracts collect orders until their auction."""
+
+    def day_ahead_gate(self, delivery_ms: int) -> int | None:
+        """The log time of the day-ahead gate of the day holding `delivery_ms` (None: none)."""
+        if self.day_ahead_gate_ms is None:
+            return None
+        return cst_day_start_ms(delivery_ms) - DAY_MS + self.day_ahead_gate_ms
 
 
 HOUR_MS = 3_600_000
@@ -243,6 +252,18 @@ MAX_LISTING_DAYS = 31
 def cst_day_start_ms(at_ms: int) -> int:
     """00:00 China Standard Time of the day that contains `at_ms` (ms since the epoch)."""
     return (at_ms + _CST_OFFSET_MS) // DAY_MS * DAY_MS - _CST_OFFSET_MS
+
+
+def cst_date(day_start_ms: int) -> str:
+    """The China Standard Time date (YYYY-MM-DD) of the day containing `day_start_ms`."""
+    return datetime.fromtimestamp(day_start_ms / 1000, CHINA_STANDARD_TIME).date().isoformat()
+
+
+def cst_day_of(date: str) -> int:
+    """00:00 China Standard Time of a date YYYY-MM-DD (ms since the epoch); ValueError when
+    `date` is not one."""
+    day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=CHINA_STANDARD_TIME)
+    return int(day.timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)

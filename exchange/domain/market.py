@@ -17,6 +17,8 @@ from exchange.domain.catalogue import (
     Catalogue,
     ContractSpec,
     SymbolError,
+    cst_date,
+    cst_day_of,
     cst_day_start_ms,
     family_of,
     parse_symbol,
@@ -34,6 +36,8 @@ from exchange.domain.messages import (
     CancelRejected,
     CancelRequested,
     ContractStateChanged,
+    DayAheadBidsCollected,
+    DayAheadCleared,
     DeliveryRequested,
     Event,
     EventStamp,
@@ -49,7 +53,7 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 from matching import outputs as mo
-from matching.book import Book
+from matching.book import INFINITY, Book
 from matching.engine import MatchingEngine
 
 NO_GATE_CLOSURE = 1 << 62
@@ -73,6 +77,7 @@ INPUTS: tuple[type[Event], ...] = (
     CancelAllRequested,
     BlockAccepted,
     DeliveryRequested,
+    DayAheadCleared,
 )
 """The events the stage acts on; any other record only moves its log time (`idle`)."""
 
@@ -119,6 +124,8 @@ class MarketStage:
         band = rules.band if isinstance(band, _Unset) else band
         protection = rules.protection if isinstance(protection, _Unset) else protection
         pre_open = rules.pre_open if isinstance(pre_open, _Unset) else pre_open
+        # With a day-ahead auction, a day's contracts collect orders until it has run.
+        pre_open = pre_open or rules.day_ahead_gate_ms is not None
         self.catalogue = catalogue
         self.engine = MatchingEngine(halt_ms=halt_ms)
         for spec in catalogue:
@@ -150,6 +157,13 @@ class MarketStage:
         # The CST day whose listings are in the books. Not state: listing again what the
         # catalogue lists at a time adds nothing, so a restored stage starts from None.
         self._listed_day: int | None = None
+        self.exclusive_groups: dict[str, str] = {}
+        """Waiting blocks that are alternatives of an exclusive group (a need): their group."""
+        self.day_ahead_collected: set[int] = set()
+        """Delivery days (00:00 CST, ms) whose bids went to the day-ahead auction, awaiting
+        its result."""
+        self._next_gate = self._earliest_gate()
+        """The earliest day-ahead gate of a day still collecting orders (not state)."""
 
     @property
     def books(self) -> dict[str, Book]:
@@ -175,6 +189,7 @@ class MarketStage:
                 )
             )
         outputs += self.delivery.observe(event, done, stamp)
+        outputs += self._collect_day_ahead(stamp)
         return outputs
 
     def replay(self, event: Event, stamp: EventStamp) -> None:
@@ -194,6 +209,7 @@ class MarketStage:
             self._take_book_changes(symbol)
         self._forget_delivered(done)
         self.delivery.observe(event, done, stamp)
+        self._collect_day_ahead(stamp)
 
     def _act(self, event: Event, ts: int) -> bool | None:
         """Carry out an input in the engine; for `delist` and `list` controls, whether the
@@ -232,7 +248,11 @@ class MarketStage:
             # over every partition acts on each family when its own partition did.
             here = event.here or event.symbols
             engine.cancel_all(ts, event.account_id, {family_of(s) for s in here})
+        elif isinstance(event, DayAheadCleared):
+            self._apply_day_ahead(event, ts)
         elif isinstance(event, BlockAccepted):
+            if event.group is not None:
+                self.exclusive_groups[event.order_id] = event.group
             engine.submit_block(
                 ts,
                 event.order_id,
@@ -259,12 +279,14 @@ class MarketStage:
         done = engine.take_events()
         outputs = self._translate(done, stamp, _Context(None))
         outputs += self.delivery.observe(None, done, stamp)
+        outputs += self._collect_day_ahead(stamp)
         return outputs
 
     def due(self, ts: int) -> bool:
         """Whether `idle` at log time `ts` could do anything beyond moving the clock."""
         return (
             self.engine.due(ts)
+            or ts >= self._next_gate
             or self.delivery.due(ts)
             or (
                 bool(self.catalogue.listings)
@@ -317,6 +339,8 @@ class MarketStage:
             continuous=not pre_open,
         )
         self._book_seq[spec.symbol] = 0
+        if pre_open:
+            self._next_gate = min(self._next_gate, self._gate_of(to_utc_ms(spec.delivery_start)))
 
     def _control(self, event: MarketControlRequested, ts: int) -> bool | None:
         """Carry out an operator's or the scheduler's command; for `delist` and `list`, whether
@@ -343,6 +367,76 @@ class MarketStage:
         else:
             engine.advance(ts)
         return None
+
+    def _gate_of(self, delivery_ms: int) -> int:
+        """The day-ahead gate of the day of `delivery_ms` (never, without day-ahead auctions)."""
+        gate = self.catalogue.rules.day_ahead_gate(delivery_ms)
+        return INFINITY if gate is None else gate
+
+    def _earliest_gate(self) -> int:
+        """The earliest gate of a day whose pre-open books have not gone to the auction."""
+        collected = self.day_ahead_collected
+        return min(
+            (
+                self._gate_of(book.delivery_at)
+                for book in self.engine.books.values()
+                if book.state == mo.PRE_OPEN and cst_day_start_ms(book.delivery_at) not in collected
+            ),
+            default=INFINITY,
+        )
+
+    def _collect_day_ahead(self, stamp: EventStamp) -> list[Event]:
+        """At a day's gate, what this partition brings to its day-ahead auction: every order
+        and waiting block in the day's pre-open books, frozen until the result."""
+        now = max(stamp.ts, self.engine.now)
+        if now < self._next_gate:
+            return []
+        days = sorted(
+            {
+                cst_day_start_ms(book.delivery_at)
+                for book in self.engine.books.values()
+                if book.state == mo.PRE_OPEN
+                and self._gate_of(book.delivery_at) <= now
+                and cst_day_start_ms(book.delivery_at) not in self.day_ahead_collected
+            }
+        )
+        collected: list[Event] = []
+        for day in days:
+            orders, blocks = self.engine.day_ahead_bids(day)
+            groups = self.exclusive_groups
+            bids = [
+                {"order_id": o.order_id, "side": o.side, "symbols": [o.book.symbol],
+                 "price": o.price, "quantity": o.remaining, "seq": o.seq}
+                for o in orders
+            ] + [
+                {"order_id": b.block_id, "side": b.side,
+                 "symbols": list(self.engine.block_symbols[b.block_id]), "price": b.price,
+                 "quantity": b.quantity, "seq": b.seq, "group": groups.get(b.block_id)}
+                for b in blocks
+            ]  # fmt: skip
+            self.day_ahead_collected.add(day)
+            collected.append(
+                DayAheadBidsCollected(
+                    event_id=stamp.next_id(),
+                    ts=stamp.ts,
+                    day=cst_date(day),
+                    partition=-1,
+                    orders=bids,
+                )
+            )
+        self._next_gate = self._earliest_gate()
+        return collected
+
+    def _apply_day_ahead(self, result: DayAheadCleared, ts: int) -> None:
+        """Carry out this partition's share of a day-ahead auction's result."""
+        day = cst_day_of(result.day)
+        engine = self.engine
+        engine.advance(ts)
+        engine.apply_day_ahead(ts, day, result.trades, result.rejected)
+        for order_id in [*result.accepted, *result.rejected]:
+            self.exclusive_groups.pop(order_id, None)
+        self.day_ahead_collected.discard(day)
+        self._next_gate = self._earliest_gate()
 
     def _control_market(self, event: MarketControlRequested, ts: int) -> None:
         """Halt every continuous contract, or resume every halted one, of this partition (in a
@@ -534,17 +628,27 @@ class MarketStage:
             hasher.update(f"|{symbol}|{self._book_seq[symbol]}".encode())
         for family in sorted(self.family_bands):
             hasher.update(f"|band|{family}|{self.family_bands[family]}".encode())
+        for block_id in sorted(self.exclusive_groups):
+            hasher.update(f"|group|{block_id}|{self.exclusive_groups[block_id]}".encode())
+        for day in sorted(self.day_ahead_collected):
+            hasher.update(f"|collected|{day}".encode())
         self.delivery.digest(hasher)
         return hasher.hexdigest()
 
     def snapshot(self) -> dict[str, Any]:
         """The engine's snapshot and the book-change sequence numbers, JSON-ready."""
-        return {
+        snapshot = {
             "engine": self.engine.snapshot(),
             "book_seq": dict(sorted(self._book_seq.items())),
             "delivery": self.delivery.snapshot(),
             "family_bands": dict(sorted(self.family_bands.items())),
         }
+        if self.exclusive_groups or self.day_ahead_collected:
+            snapshot["day_ahead"] = {
+                "groups": dict(sorted(self.exclusive_groups.items())),
+                "collected": sorted(self.day_ahead_collected),
+            }
+        return snapshot
 
     @classmethod
     def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> MarketStage:
@@ -556,6 +660,9 @@ class MarketStage:
             if "delivery" in data:
                 stage.delivery = DeliveryDesk.restore(catalogue.rules, data["delivery"])
             stage.family_bands.update(data.get("family_bands", {}))
+            day_ahead = data.get("day_ahead", {})
+            stage.exclusive_groups.update(day_ahead.get("groups", {}))
+            stage.day_ahead_collected.update(day_ahead.get("collected", ()))
         else:
             for symbol, saved in data["books"].items():
                 for order_id, account_id, side, price, remaining in saved["orders"]:
@@ -567,6 +674,7 @@ class MarketStage:
             # What the books hold counts as published: their next changes count from here.
             book.bids.take_changes()
             book.asks.take_changes()
+        stage._next_gate = stage._earliest_gate()
         return stage
 
 

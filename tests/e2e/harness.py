@@ -219,6 +219,7 @@ async def quiescent(runtime: ExchangeRuntime) -> bool:
     stages = (
         ("risk", topics.commands, topics.command_partitions),
         ("matching", topics.orders, topics.market_partitions),
+        ("dayahead", topics.dayahead, 1),
     )
     for group, topic, partitions in stages:
         consumer = await runtime.log.consumer(group_id=topics.group(group))

@@ -8,9 +8,9 @@ caused them. Money and prices are integer fen (0.01 CNY); quantities are integer
 
 The models are grouped by family, each in a module of its own: `common` (ids, field types,
 rejection reasons, the `Message` and `Event` bases), `orders`, `funds` (cash and capacity),
-`delivery`, `programmes` (vouchers and concessions), `controls` (market controls and account
-limits); `unions` holds the discriminated unions of them all and `codec` the wire codec
-(encode, decode, upcast). Import them from here.
+`delivery`, `dayahead` (the day-ahead auction), `programmes` (vouchers and concessions),
+`controls` (market controls and account limits); `unions` holds the discriminated unions of
+them all and `codec` the wire codec (encode, decode, upcast). Import them from here.
 """
 
 from __future__ import annotations
@@ -60,6 +60,14 @@ from exchange.domain.messages.controls import (
     MarketControlRejected,
     MarketControlRequested,
     SetAccountLimits,
+)
+from exchange.domain.messages.dayahead import (
+    MAX_ALTERNATIVES,
+    DayAheadAuctionCompleted,
+    DayAheadBidsCollected,
+    DayAheadCleared,
+    ExclusiveGroupAccepted,
+    PlaceExclusiveGroup,
 )
 from exchange.domain.messages.delivery import (
     CapacityRecalled,
@@ -142,6 +150,7 @@ from matching.outputs import CancelReason, ContractState
 __all__ = [
     "ALL_CONTRACTS",
     "MARKET_WIDE_ACTIONS",
+    "MAX_ALTERNATIVES",
     "OPERATOR_ACTIONS",
     "SCOPE",
     "UPCASTERS",
@@ -177,6 +186,9 @@ __all__ = [
     "ControlMarket",
     "CreateProgramme",
     "Currency",
+    "DayAheadAuctionCompleted",
+    "DayAheadBidsCollected",
+    "DayAheadCleared",
     "DeliveryAction",
     "DeliveryDisputed",
     "DeliveryObligation",
@@ -191,6 +203,7 @@ __all__ = [
     "EnterpriseRegistered",
     "Event",
     "EventStamp",
+    "ExclusiveGroupAccepted",
     "FeeConceded",
     "FundDiscountPool",
     "FundsDeposited",
@@ -214,6 +227,7 @@ __all__ = [
     "OrderRejected",
     "OrderType",
     "PlaceBlockOrder",
+    "PlaceExclusiveGroup",
     "PlaceOrder",
     "PlatformDiscounted",
     "PositiveInt",

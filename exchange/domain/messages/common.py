@@ -85,6 +85,7 @@ class RejectReason(StrEnum):
     """An operator command without a valid signature of the API's operator key."""
     CONTRACT_DELISTED = "contract_delisted"
     ALREADY_LISTED = RefusalReason.ALREADY_LISTED.value
+    IN_AUCTION = RefusalReason.IN_AUCTION.value
     CONTRACT_CLOSED = RefusalReason.CONTRACT_CLOSED.value
     ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"
     """The order would take the account past a limit an operator set (`SetAccountLimits`)."""
@@ -101,6 +102,12 @@ class RejectReason(StrEnum):
     """An approval grants more than the enterprise applied for."""
     ABOVE_VOUCHER_POLICY = "above_voucher_policy"
     """A programme asks for more than the platform's voucher policy allows."""
+    NO_DAY_AHEAD_AUCTION = "no_day_ahead_auction"
+    """A day-ahead order on an exchange that runs no day-ahead auction (`CX_DAY_AHEAD_GATE`)."""
+    ALREADY_AUCTIONED = "already_auctioned"
+    """A day-ahead order for an hour whose day-ahead auction has passed its gate."""
+    TOO_MANY_ALTERNATIVES = "too_many_alternatives"
+    """An exclusive group (a need) of more alternatives than an auction takes."""
     CEILING_EXCEEDED = "ceiling_exceeded"
     """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
     exchange, an account's capacity in one contract, or one order's price x quantity."""

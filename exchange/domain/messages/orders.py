@@ -49,6 +49,7 @@ _ORDER_OPTION_DEFAULTS: dict[str, Any] = {
     "voucher_rate_bps": 0,
     "voucher_related": [],
     "net_price": None,
+    "day_ahead": False,
 }
 
 
@@ -96,6 +97,8 @@ class PlaceOrder(Message):
     stp_mode: StpMode = "cancel_resting"
     voucher: Identifier | None = None
     limit_basis: LimitBasis = "gross"
+    day_ahead: StrictBool = False
+    """For the day-ahead auction of its hour: refused once that auction's gate has passed."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -126,6 +129,8 @@ class AmendOrder(Message):
 
 _BLOCK_OPTION_DEFAULTS: dict[str, Any] = {
     "voucher": None,
+    "day_ahead": False,
+    "group": None,
     "voucher_reserved": 0,
     "voucher_rate_bps": 0,
     "voucher_related": [],
@@ -160,6 +165,8 @@ class PlaceBlockOrder(Message):
     stp_group: Identifier | None = None
     stp_mode: StpMode = "cancel_resting"
     voucher: Identifier | None = None
+    day_ahead: StrictBool = False
+    """For the day-ahead auction of its hours: refused once that auction's gate has passed."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -307,6 +314,9 @@ class BlockAccepted(Event):
     voucher_rate_bps: StrictInt = 0
     voucher_related: list[str] = Field(default_factory=list)
     """The grant's related parties at acceptance: their fills earn no voucher (OrderAccepted)."""
+    group: str | None = None
+    """The exclusive group (a need) this block is an alternative of: the day-ahead auction
+    accepts at most one block of a group."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -20,6 +20,13 @@ from exchange.domain.messages.controls import (
     MarketControlRequested,
     SetAccountLimits,
 )
+from exchange.domain.messages.dayahead import (
+    DayAheadAuctionCompleted,
+    DayAheadBidsCollected,
+    DayAheadCleared,
+    ExclusiveGroupAccepted,
+    PlaceExclusiveGroup,
+)
 from exchange.domain.messages.delivery import (
     CapacityRecalled,
     DeliveryDisputed,
@@ -113,7 +120,8 @@ Command = Annotated[
     | RequestApplicationInfo
     | SupplementApplication
     | RejectApplication
-    | SetVoucherPolicy,
+    | SetVoucherPolicy
+    | PlaceExclusiveGroup,
     Field(discriminator="type"),
 ]
 AnyEvent = Annotated[
@@ -160,7 +168,11 @@ AnyEvent = Annotated[
     | ApplicationInfoRequested
     | ApplicationSupplemented
     | ApplicationRejected
-    | VoucherPolicySet,
+    | VoucherPolicySet
+    | ExclusiveGroupAccepted
+    | DayAheadBidsCollected
+    | DayAheadCleared
+    | DayAheadAuctionCompleted,
     Field(discriminator="type"),
 ]
 AnyMessage = Annotated[
@@ -227,11 +239,16 @@ AnyMessage = Annotated[
     | SupplementApplication
     | RejectApplication
     | SetVoucherPolicy
+    | PlaceExclusiveGroup
     | EnterpriseRegistered
     | GrantApplied
     | ApplicationInfoRequested
     | ApplicationSupplemented
     | ApplicationRejected
-    | VoucherPolicySet,
+    | VoucherPolicySet
+    | ExclusiveGroupAccepted
+    | DayAheadBidsCollected
+    | DayAheadCleared
+    | DayAheadAuctionCompleted,
     Field(discriminator="type"),
 ]

@@ -16,6 +16,7 @@ from exchange.domain.messages import (
     exchange_order_id,
 )
 from exchange.domain.risk.ceilings import order_past_ceiling
+from exchange.domain.risk.gates import day_ahead_refusal
 from exchange.domain.risk.limits import over_limit
 from exchange.domain.risk.orders import eligible_grant, order_id_used, own_group
 from exchange.domain.risk.state import RiskState, own
@@ -24,8 +25,8 @@ from exchange.domain.risk.state import RiskState, own
 def place_block_order(state: RiskState, command: PlaceBlockOrder, stamp: EventStamp) -> Event:
     """Accept a block and hold its cash or each hour's capacity, or reject it holding nothing."""
     order_id = exchange_order_id(command.account_id, command.order_id)
-    terms = _BlockTerms()
-    reason, message = _check_block(state, command, order_id, stamp.ts, terms)
+    terms = BlockTerms()
+    reason, message = check_block(state, command, order_id, stamp.ts, terms)
     if reason is not None:
         return OrderRejected(
             event_id=stamp.next_id(),
@@ -40,7 +41,20 @@ def place_block_order(state: RiskState, command: PlaceBlockOrder, stamp: EventSt
             message=message,
         )
     state.order_ids[order_id] = command.account_id
-    accepted = BlockAccepted(
+    accepted = accepted_block(command, order_id, terms, stamp)
+    state.accounts.apply(accepted, own)
+    return accepted
+
+
+def accepted_block(
+    command: PlaceBlockOrder,
+    order_id: str,
+    terms: BlockTerms,
+    stamp: EventStamp,
+    group: str | None = None,
+) -> BlockAccepted:
+    """The acceptance of a checked block on `terms` (an alternative of exclusive `group`)."""
+    return BlockAccepted(
         event_id=stamp.next_id(),
         ts=stamp.ts,
         order_id=order_id,
@@ -58,13 +72,12 @@ def place_block_order(state: RiskState, command: PlaceBlockOrder, stamp: EventSt
         voucher_reserved=terms.voucher_reserved,
         voucher_rate_bps=terms.voucher_rate_bps,
         voucher_related=terms.voucher_related,
+        group=group,
     )
-    state.accounts.apply(accepted, own)
-    return accepted
 
 
 @dataclass(slots=True)
-class _BlockTerms:
+class BlockTerms:
     """What acceptance decides about a block beyond what it asked for."""
 
     bond_per_unit: int = 0
@@ -73,8 +86,8 @@ class _BlockTerms:
     voucher_related: list[str] = field(default_factory=list)
 
 
-def _check_block(
-    state: RiskState, command: PlaceBlockOrder, order_id: str, at_ms: int, terms: _BlockTerms
+def check_block(
+    state: RiskState, command: PlaceBlockOrder, order_id: str, at_ms: int, terms: BlockTerms
 ) -> tuple[RejectReason | None, str]:
     specs = [state.listed(s, at_ms) for s in command.symbols]
     missing = [s for s, spec in zip(command.symbols, specs, strict=True) if spec is None]
@@ -82,6 +95,8 @@ def _check_block(
         return state.not_listed(missing[0], at_ms)
     listed = [spec for spec in specs if spec is not None]
     first = listed[0]
+    if command.day_ahead and (refused := day_ahead_refusal(state, command.symbols, at_ms)):
+        return refused
     consecutive = all(
         spec.family == first.family
         and spec.delivery_start == first.delivery_start + timedelta(hours=i)

@@ -27,6 +27,7 @@ from exchange.domain.messages import (
     scoped,
 )
 from exchange.domain.risk.ceilings import order_past_ceiling
+from exchange.domain.risk.gates import day_ahead_refusal
 from exchange.domain.risk.limits import over_limit
 from exchange.domain.risk.state import RiskState, own
 
@@ -235,6 +236,8 @@ def _check_order(
     contract = state.listed(command.symbol, at_ms)
     if contract is None:
         return (terms, *state.not_listed(command.symbol, at_ms))
+    if command.day_ahead and (refused := day_ahead_refusal(state, [command.symbol], at_ms)):
+        return (terms, *refused)
     if command.price % contract.tick_size:
         return (
             terms,
