@@ -14,9 +14,9 @@ from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.adapters.inprocess_log import InProcessLog, wall_clock_ms
 from exchange.adapters.kafka_log import KafkaLog
+from exchange.dayahead import DayAheadRunner
 from exchange.domain.catalogue import Catalogue
 from exchange.domain.messages import Command, encode
-from exchange.dayahead import DayAheadRunner
 from exchange.log import CommandLog, LogProducer
 from exchange.pipeline import MatchingRunner, RiskRunner, Topics, routing_key
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
