@@ -7,10 +7,12 @@ day at once, and writes each partition's share of the result back to the orders 
         --DayAheadAuctionCompleted--> events topic (prices, welfare, bound, gap)
 
 The stage reads one partition: an exclusive group may offer the same job in families of
-different partitions, so the day is solved in one place. Its state is the bids gathered per
-day; a restarted stage replays its topic silently up to the committed offset without solving
-again (the results it wrote are in the log), then live. The solver is bounded by a node limit
-(deterministic) and a time limit (a safety): what it returns when it stops early is recorded
+different partitions, so the day is solved in one place, once every matching partition that
+holds one of the catalogue's families has sent its bids of the day (or of a later day: a
+partition that started past a day's gate trades that day continuously). Its state is the
+bids gathered per day; a restarted stage replays its topic silently up to the committed
+offset without solving again (the results it wrote are in the log), then live. The solver is
+bounded by a node limit (deterministic) and a time limit (a safety): what it returns when it stops early is recorded
 with its gap.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import Catalogue, family_of
 from exchange.domain.messages import (
     DayAheadAuctionCompleted,
     DayAheadBidsCollected,
@@ -53,9 +55,22 @@ DONE_KEPT = 400
 class DayAheadBook:
     """The bids gathered per day, by partition, and the days already solved."""
 
-    pending: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
+    pending: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    """Per day, per partition: the orders it brought and its books of the day."""
     done: list[str] = field(default_factory=list)
     dedup: Deduplicator = field(default_factory=Deduplicator)
+    latest: dict[int, str] = field(default_factory=dict)
+    """The latest day each partition sent bids of: it sends days in order, so a day before
+    it that it did not send (it started past that day's gate) it never will."""
+
+    def complete(self, partitions: Iterable[int]) -> list[str]:
+        """The pending days each of `partitions` has sent bids of or gone past, oldest first."""
+        expected = set(partitions)
+        return [
+            day
+            for day in sorted(self.pending)
+            if all(p in self.pending[day] or self.latest.get(p, "") > day for p in expected)
+        ]
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state, JSON-ready."""
@@ -66,6 +81,7 @@ class DayAheadBook:
             },
             "done": list(self.done),
             "dedup": self.dedup.snapshot(),
+            "latest": {str(p): day for p, day in sorted(self.latest.items())},
         }
 
     @classmethod
@@ -78,6 +94,7 @@ class DayAheadBook:
             },
             list(data["done"]),
             Deduplicator.restore(data["dedup"]),
+            {int(p): day for p, day in data["latest"].items()},
         )
 
     def state_hash(self) -> str:
@@ -116,6 +133,10 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
         super().__init__(command_log, topics, catalogue, partitions, snapshots, snapshot_every)
         self.node_limit = node_limit
         self.time_limit_s = time_limit_s
+        families = {*catalogue.rolled_families, *(family_of(s) for s in catalogue.symbols)}
+        self.bidders = sorted({topics.family_partition(f) for f in families})
+        """The matching partitions that hold the catalogue's families: each sends its bids of
+        every day (the others hold no books and see no records)."""
 
     def new_instance(self, partition: int) -> DayAheadBook:
         """Nothing gathered yet."""
@@ -146,23 +167,22 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
             ):
                 continue
             day = message.day
-            if day in book.done:
-                continue
-            parts = book.pending.setdefault(day, {})
-            parts[message.partition] = message.orders
-            if len(parts) < self.topics.market_partitions:
-                continue
-            del book.pending[day]
-            book.done = [*book.done, day][-DONE_KEPT:]
-            if self._live(record):
-                stamp = EventStamp(
-                    record.topic, record.partition, record.offset, record.timestamp_ms
-                )
-                self._solve(day, parts, stamp)
+            book.latest[message.partition] = max(day, book.latest.get(message.partition, ""))
+            if day not in book.done:
+                book.pending.setdefault(day, {})[message.partition] = {
+                    "orders": message.orders,
+                    "symbols": message.symbols,
+                }
+            stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
+            for ready in book.complete(self.bidders):
+                parts = book.pending.pop(ready)
+                book.done = [*book.done, ready][-DONE_KEPT:]
+                if self._live(record):
+                    self._solve(ready, parts, stamp)
 
-    def _solve(self, day: str, parts: dict[int, list[dict[str, Any]]], stamp: EventStamp) -> None:
+    def _solve(self, day: str, parts: dict[int, dict[str, Any]], stamp: EventStamp) -> None:
         """Clear the day and send each partition its share, then the day's summary."""
-        orders = auction_orders(parts)
+        orders = auction_orders({p: brought["orders"] for p, brought in parts.items()})
         ticks = {}
         for order in orders:
             for symbol in order.symbols:
@@ -184,7 +204,7 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
             self._send(
                 self.topics.orders,
                 partition,
-                self._share(day, partition, parts.get(partition, []), result, stamp),
+                self._share(day, partition, parts.get(partition, {}), result, stamp),
             )
         volumes: dict[str, int] = {}
         for trade in result.trades:
@@ -205,6 +225,7 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
                 orders=len(orders),
                 accepted=len(result.accepted),
                 solve_ms=solve_ms,
+                partitions=sorted(parts),
             ),
         )
 
@@ -212,19 +233,20 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
         self,
         day: str,
         partition: int,
-        bids: list[dict[str, Any]],
+        brought: dict[str, Any],
         result: DayAheadResult,
         stamp: EventStamp,
     ) -> DayAheadCleared:
         """What the result says about the orders a partition brought."""
-        mine = {bid["order_id"] for bid in bids}
-        symbols = {s for bid in bids for s in bid["symbols"]}
+        mine = {bid["order_id"] for bid in brought.get("orders", [])}
+        books = brought.get("symbols", [])
         return DayAheadCleared(
             event_id=stamp.next_id(),
             ts=stamp.ts,
             day=day,
             partition=partition,
-            prices={s: p for s, p in result.prices.items() if s in symbols},
+            symbols=books,
+            prices={s: p for s, p in result.prices.items() if s in books},
             trades=[
                 (t.symbol, t.buy_order_id, t.sell_order_id, t.quantity, t.price)
                 for t in result.trades

@@ -90,10 +90,11 @@ class CallAuctions(EngineState):
             book.reopen_at = 0
             self.events.append((STATE, book.symbol, CONTINUOUS, reason))
 
-    def day_ahead_bids(self, day_start: int) -> tuple[list[Order], list[Block]]:
+    def day_ahead_bids(self, day_start: int) -> tuple[list[Order], list[Block], list[str]]:
         """The orders resting in the pre-open books delivering in the day from `day_start`
-        and the waiting blocks wholly in them, oldest first: what this engine brings to that
-        day's auction. They stay frozen (no cancel, no amend) until `apply_day_ahead`."""
+        and the waiting blocks wholly in them, oldest first, and those books: what this
+        engine brings to that day's auction. The orders stay frozen (no cancel, no amend)
+        until `apply_day_ahead`."""
         books = self._day_books(day_start)
         symbols = {b.symbol for b in books}
         orders = sorted(
@@ -105,19 +106,20 @@ class CallAuctions(EngineState):
         )
         self.in_auction.update(o.order_id for o in orders)
         self.in_auction.update(b.block_id for b in blocks)
-        return orders, blocks
+        return orders, blocks, sorted(symbols)
 
     def apply_day_ahead(
         self,
-        ts: int,
-        day_start: int,
         trades: Iterable[tuple[str, str, str, int, int]],
         rejected: Iterable[str],
+        decided: Iterable[str],
+        symbols: Iterable[str],
     ) -> None:
-        """Carry out the day-ahead auction's result for this engine's books of the day from
-        `day_start`: each trade (symbol, buy id, sell id, quantity, price), the waiting blocks
-        it did not accept dropped, then the day's books opened through a call auction of the
-        orders that arrived after the gate (the caller has advanced the clock to `ts`)."""
+        """Carry out the day-ahead auction's result for the books `symbols` (those one
+        partition brought): each trade (symbol, buy id, sell id, quantity, price), the waiting
+        blocks it did not accept dropped, the orders it `decided` on free again, then the books
+        opened through a call auction of the orders that arrived after the gate (the caller
+        has advanced the clock)."""
         events = self.events
         filled: dict[str, int] = {}
         for symbol, buy_id, sell_id, quantity, price in trades:
@@ -142,12 +144,14 @@ class CallAuctions(EngineState):
             block = self.blocks.get(block_id)
             if block is not None:
                 self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
-        books = self._day_books(day_start)
-        symbols = {b.symbol for b in books}
-        self.in_auction = {
-            i for i in self.in_auction if not self._delivers_in(i, day_start, symbols)
-        }
-        self._auction(books)
+        self.in_auction.difference_update(decided)
+        books = [self.books[s] for s in symbols if s in self.books]
+        self._auction([b for b in books if b.state == PRE_OPEN])
+
+    def open_day(self, day_start: int) -> None:
+        """Open the pre-open books delivering in the day from `day_start` through a call
+        auction (a day whose day-ahead auction had passed when they were listed)."""
+        self._auction(self._day_books(day_start))
 
     def _day_books(self, day_start: int) -> list[Book]:
         """The pre-open books delivering in the day from `day_start`."""
@@ -157,14 +161,6 @@ class CallAuctions(EngineState):
             for b in self.books.values()
             if b.state == PRE_OPEN and day_start <= b.delivery_at < end
         ]
-
-    def _delivers_in(self, order_id: str, day_start: int, symbols: set[str]) -> bool:
-        """Whether an order collected for an auction is (or was) one of the day's books'."""
-        order = self.orders.get(order_id)
-        if order is not None:
-            return order.book.symbol in symbols
-        hours = self.block_symbols.get(order_id)
-        return hours is None or set(hours) <= symbols
 
     def _take_from_resting(self, order: Order, quantity: int) -> None:
         """Fill `quantity` of a resting order outside continuous matching."""

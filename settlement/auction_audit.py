@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from exchange.dayahead import NODE_LIMIT, TIME_LIMIT_S, auction_orders
+from exchange.domain.catalogue import Catalogue
 from matching.dayahead import (
     DayAheadResult,
     DayAheadTrade,
@@ -27,9 +29,6 @@ from matching.dayahead import (
     lp_relaxation,
     verify,
 )
-
-from exchange.dayahead import NODE_LIMIT, TIME_LIMIT_S, auction_orders
-from exchange.domain.catalogue import Catalogue
 from settlement.service import day_ahead_stream
 from settlement.sql_store import SqlEventStore
 
@@ -80,9 +79,11 @@ async def audit_auction(
     if summary is None:
         found.append(f"no day-ahead auction of {day} is recorded")
         return report
-    missing = sorted(set(range(partitions)) - set(bids))
+    missing = sorted(set(summary["partitions"]) - set(bids))
     if missing:
         found.append(f"the bids of partitions {missing} are not recorded")
+    if set(bids) - set(summary["partitions"]):
+        found.append(f"bids of partitions {sorted(set(bids))} against {summary['partitions']}")
     unshared = sorted(set(range(partitions)) - set(shares))
     if unshared:
         found.append(f"the result for partitions {unshared} is not recorded")

@@ -48,7 +48,7 @@ class ExchangeState:
     def __init__(self, catalogue: Catalogue, *, journal: bool = False) -> None:
         self.catalogue = catalogue
         self.accounts = Accounts(catalogue.rules, journal=journal)
-        self.market = MarketStage(catalogue)
+        self.market = MarketStage(catalogue, replica=True)
         self.position = 0
         self.ts: int | None = None
         self.applied = 0
@@ -118,7 +118,7 @@ class ExchangeState:
         """The state a snapshot describes."""
         state = cls(catalogue)
         state.accounts = Accounts.restore(data["accounts"], catalogue.rules)
-        state.market = MarketStage.restore(catalogue, data["market"])
+        state.market = MarketStage.restore(catalogue, data["market"], replica=True)
         state.position = data["position"]
         state.ts = data["ts"]
         state.applied = data["applied"]

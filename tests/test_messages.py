@@ -557,16 +557,17 @@ EVENTS: list[Message] = [
     DayAheadBidsCollected(
         **E, day="2027-12-01", partition=1,
         orders=[{"order_id": "o-1", "side": "buy", "symbols": [SYM], "price": 1_800,
-                 "quantity": 2, "seq": 3}],
+                 "quantity": 2, "seq": 3}], symbols=[SYM],
     ),
     DayAheadCleared(
-        **E, day="2027-12-01", partition=1, prices={SYM: 1_750},
+        **E, day="2027-12-01", partition=1, symbols=[SYM], prices={SYM: 1_750},
         trades=[(SYM, "o-1", "o-2", 2, 1_750)], accepted={"o-1": 2, "o-2": 2},
         rejected={"o-3": "out_of_the_money"},
     ),
     DayAheadAuctionCompleted(
         **E, day="2027-12-01", prices={SYM: 1_750}, volumes={SYM: 2}, welfare=300,
         bound=300, gap_ppm=0, status="optimal", orders=3, accepted=2, solve_ms=12,
+        partitions=[0, 1],
     ),
 ]  # fmt: skip
 

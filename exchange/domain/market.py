@@ -53,7 +53,7 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 from matching import outputs as mo
-from matching.book import INFINITY, Book
+from matching.book import DAY_MS, INFINITY, Book
 from matching.engine import MatchingEngine
 
 NO_GATE_CLOSURE = 1 << 62
@@ -78,6 +78,7 @@ INPUTS: tuple[type[Event], ...] = (
     BlockAccepted,
     DeliveryRequested,
     DayAheadCleared,
+    DayAheadBidsCollected,
 )
 """The events the stage acts on; any other record only moves its log time (`idle`)."""
 
@@ -114,6 +115,7 @@ class MarketStage:
         band: int | _Unset = _UNSET,
         protection: int | _Unset = _UNSET,
         pre_open: bool | _Unset = _UNSET,
+        replica: bool = False,
     ) -> None:
         # Unless given here, each rule is the catalogue's, so live and replayed books agree.
         rules = catalogue.rules
@@ -124,8 +126,9 @@ class MarketStage:
         band = rules.band if isinstance(band, _Unset) else band
         protection = rules.protection if isinstance(protection, _Unset) else protection
         pre_open = rules.pre_open if isinstance(pre_open, _Unset) else pre_open
-        # With a day-ahead auction, a day's contracts collect orders until it has run.
-        pre_open = pre_open or rules.day_ahead_gate_ms is not None
+        # With a day-ahead auction, the static contracts collect orders until their day's
+        # auction (or, when the stage starts past its gate, open at the first record).
+        day_ahead = rules.day_ahead_gate_ms is not None
         self.catalogue = catalogue
         self.engine = MatchingEngine(halt_ms=halt_ms)
         for spec in catalogue:
@@ -141,7 +144,7 @@ class MarketStage:
                 tick=1,
                 band=band,
                 protection=protection,
-                open_at=None if pre_open else 0,
+                open_at=None if pre_open or day_ahead else 0,
                 close_at=close,
             )
         self.engine.take_events()
@@ -162,8 +165,12 @@ class MarketStage:
         self.day_ahead_collected: set[int] = set()
         """Delivery days (00:00 CST, ms) whose bids went to the day-ahead auction, awaiting
         its result."""
-        self._next_gate = self._earliest_gate()
-        """The earliest day-ahead gate of a day still collecting orders (not state)."""
+        self.replica = replica
+        """A replica folds every partition's stored inputs (settlement, replay, audit): it
+        collects day-ahead bids where each partition's stored collection says, not by time."""
+        self.day_ahead_next: int | None = None
+        """The next delivery day (00:00 CST, ms) to collect bids of at its gate; None until
+        the first record (or without day-ahead auctions). Days before it trade continuously."""
 
     @property
     def books(self) -> dict[str, Book]:
@@ -216,6 +223,7 @@ class MarketStage:
         contract is listed after it (None: nothing changed)."""
         engine = self.engine
         self._acted_on = None
+        self._start_day_ahead(max(ts, self.engine.now))
         self._list_rolled(ts)
         if isinstance(event, OrderAccepted):
             engine.submit(
@@ -250,6 +258,8 @@ class MarketStage:
             engine.cancel_all(ts, event.account_id, {family_of(s) for s in here})
         elif isinstance(event, DayAheadCleared):
             self._apply_day_ahead(event, ts)
+        elif isinstance(event, DayAheadBidsCollected):
+            self._replay_collection(event)
         elif isinstance(event, BlockAccepted):
             if event.group is not None:
                 self.exclusive_groups[event.order_id] = event.group
@@ -273,6 +283,7 @@ class MarketStage:
         (expiries, gate closures, auctions, listings and delivery settlements falling due)."""
         self._acted_on = None
         ts = stamp.ts
+        self._start_day_ahead(max(ts, self.engine.now))
         self._list_rolled(ts)
         engine = self.engine
         engine.advance(ts)
@@ -286,7 +297,7 @@ class MarketStage:
         """Whether `idle` at log time `ts` could do anything beyond moving the clock."""
         return (
             self.engine.due(ts)
-            or ts >= self._next_gate
+            or ts >= self._next_gate()
             or self.delivery.due(ts)
             or (
                 bool(self.catalogue.listings)
@@ -323,7 +334,7 @@ class MarketStage:
             if spec.symbol not in self.engine.books:
                 self._list(spec, now)
 
-    def _list(self, spec: ContractSpec, ts: int) -> None:
+    def _list(self, spec: ContractSpec, ts: int, by_operator: bool = False) -> None:
         band, protection, pre_open = self._rules
         band = self.family_bands.get(spec.family, band)
         self.engine.list_contract(
@@ -336,11 +347,10 @@ class MarketStage:
             band=band,
             protection=protection,
             close_at=self.catalogue.retires_at(spec),
-            continuous=not pre_open,
+            # An operator's listing may be of a family no day-ahead auction expects bids from.
+            continuous=not pre_open and (by_operator or not self._awaits_day_ahead(spec)),
         )
         self._book_seq[spec.symbol] = 0
-        if pre_open:
-            self._next_gate = min(self._next_gate, self._gate_of(to_utc_ms(spec.delivery_start)))
 
     def _control(self, event: MarketControlRequested, ts: int) -> bool | None:
         """Carry out an operator's or the scheduler's command; for `delist` and `list`, whether
@@ -368,41 +378,50 @@ class MarketStage:
             engine.advance(ts)
         return None
 
-    def _gate_of(self, delivery_ms: int) -> int:
-        """The day-ahead gate of the day of `delivery_ms` (never, without day-ahead auctions)."""
-        gate = self.catalogue.rules.day_ahead_gate(delivery_ms)
+    def _awaits_day_ahead(self, spec: ContractSpec) -> bool:
+        """Whether a contract listed now waits for its day's day-ahead auction."""
+        following = self.day_ahead_next
+        return (
+            following is not None and cst_day_start_ms(to_utc_ms(spec.delivery_start)) >= following
+        )
+
+    def _next_gate(self) -> int:
+        """The log time of the next day-ahead gate (never, without day-ahead auctions, or in
+        a replica, which follows the partitions' stored collections instead)."""
+        following = None if self.replica else self.day_ahead_next
+        gate = None if following is None else self.catalogue.rules.day_ahead_gate(following)
         return INFINITY if gate is None else gate
 
-    def _earliest_gate(self) -> int:
-        """The earliest gate of a day whose pre-open books have not gone to the auction."""
-        collected = self.day_ahead_collected
-        return min(
-            (
-                self._gate_of(book.delivery_at)
-                for book in self.engine.books.values()
-                if book.state == mo.PRE_OPEN and cst_day_start_ms(book.delivery_at) not in collected
-            ),
-            default=INFINITY,
-        )
+    def _start_day_ahead(self, now: int) -> None:
+        """At the first record: the first day to collect is the first whose gate is still
+        ahead; the pre-open books of the days before it open at once."""
+        rules = self.catalogue.rules
+        if rules.day_ahead_gate_ms is None or self.day_ahead_next is not None:
+            return
+        following = cst_day_start_ms(now) + DAY_MS
+        gate = rules.day_ahead_gate(following)
+        while gate is not None and gate <= now:
+            following += DAY_MS
+            gate = rules.day_ahead_gate(following)
+        self.day_ahead_next = following
+        if rules.pre_open:
+            return
+        for day in sorted({cst_day_start_ms(b.delivery_at) for b in self.engine.books.values()}):
+            if day < following:
+                self.engine.open_day(day)
 
     def _collect_day_ahead(self, stamp: EventStamp) -> list[Event]:
-        """At a day's gate, what this partition brings to its day-ahead auction: every order
-        and waiting block in the day's pre-open books, frozen until the result."""
+        """At each day's gate, what this partition brings to its day-ahead auction: every
+        order and waiting block in the day's pre-open books (none, if it has none), frozen
+        until the result. Every partition sends every day, so the auction knows when all
+        are in."""
         now = max(stamp.ts, self.engine.now)
-        if now < self._next_gate:
+        if self.replica or now < self._next_gate():
             return []
-        days = sorted(
-            {
-                cst_day_start_ms(book.delivery_at)
-                for book in self.engine.books.values()
-                if book.state == mo.PRE_OPEN
-                and self._gate_of(book.delivery_at) <= now
-                and cst_day_start_ms(book.delivery_at) not in self.day_ahead_collected
-            }
-        )
         collected: list[Event] = []
-        for day in days:
-            orders, blocks = self.engine.day_ahead_bids(day)
+        while self.day_ahead_next is not None and now >= self._next_gate():
+            day = self.day_ahead_next
+            orders, blocks, symbols = self.engine.day_ahead_bids(day)
             groups = self.exclusive_groups
             bids = [
                 {"order_id": o.order_id, "side": o.side, "symbols": [o.book.symbol],
@@ -411,10 +430,12 @@ class MarketStage:
             ] + [
                 {"order_id": b.block_id, "side": b.side,
                  "symbols": list(self.engine.block_symbols[b.block_id]), "price": b.price,
-                 "quantity": b.quantity, "seq": b.seq, "group": groups.get(b.block_id)}
+                 "quantity": b.quantity, "seq": b.seq,
+                 **({"group": groups[b.block_id]} if b.block_id in groups else {})}
                 for b in blocks
             ]  # fmt: skip
             self.day_ahead_collected.add(day)
+            self.day_ahead_next = day + DAY_MS
             collected.append(
                 DayAheadBidsCollected(
                     event_id=stamp.next_id(),
@@ -422,9 +443,9 @@ class MarketStage:
                     day=cst_date(day),
                     partition=-1,
                     orders=bids,
+                    symbols=symbols,
                 )
             )
-        self._next_gate = self._earliest_gate()
         return collected
 
     def _apply_day_ahead(self, result: DayAheadCleared, ts: int) -> None:
@@ -432,11 +453,20 @@ class MarketStage:
         day = cst_day_of(result.day)
         engine = self.engine
         engine.advance(ts)
-        engine.apply_day_ahead(ts, day, result.trades, result.rejected)
-        for order_id in [*result.accepted, *result.rejected]:
+        decided = [*result.accepted, *result.rejected]
+        engine.apply_day_ahead(result.trades, result.rejected, decided, result.symbols)
+        for order_id in decided:
             self.exclusive_groups.pop(order_id, None)
         self.day_ahead_collected.discard(day)
-        self._next_gate = self._earliest_gate()
+
+    def _replay_collection(self, collected: DayAheadBidsCollected) -> None:
+        """In a replica, a partition's collection where the partition made it: its orders
+        frozen until the result, as the partition's were."""
+        day = cst_day_of(collected.day)
+        self.engine.in_auction.update(bid["order_id"] for bid in collected.orders)
+        self.day_ahead_collected.add(day)
+        following = self.day_ahead_next
+        self.day_ahead_next = day + DAY_MS if following is None else max(following, day + DAY_MS)
 
     def _control_market(self, event: MarketControlRequested, ts: int) -> None:
         """Halt every continuous contract, or resume every halted one, of this partition (in a
@@ -467,7 +497,7 @@ class MarketStage:
         if self.catalogue.retires_at(spec) <= max(ts, self.engine.now):
             self.engine.refuse_listing(symbol, mo.RefusalReason.CONTRACT_CLOSED)
             return False
-        self._list(spec, ts)
+        self._list(spec, ts, by_operator=True)
         return True
 
     def _set_band(self, event: MarketControlRequested, ts: int) -> None:
@@ -632,6 +662,8 @@ class MarketStage:
             hasher.update(f"|group|{block_id}|{self.exclusive_groups[block_id]}".encode())
         for day in sorted(self.day_ahead_collected):
             hasher.update(f"|collected|{day}".encode())
+        if self.day_ahead_next is not None:
+            hasher.update(f"|next|{self.day_ahead_next}".encode())
         self.delivery.digest(hasher)
         return hasher.hexdigest()
 
@@ -643,17 +675,20 @@ class MarketStage:
             "delivery": self.delivery.snapshot(),
             "family_bands": dict(sorted(self.family_bands.items())),
         }
-        if self.exclusive_groups or self.day_ahead_collected:
+        if self.day_ahead_next is not None:
             snapshot["day_ahead"] = {
                 "groups": dict(sorted(self.exclusive_groups.items())),
                 "collected": sorted(self.day_ahead_collected),
+                "next": self.day_ahead_next,
             }
         return snapshot
 
     @classmethod
-    def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> MarketStage:
+    def restore(
+        cls, catalogue: Catalogue, data: dict[str, Any], replica: bool = False
+    ) -> MarketStage:
         """The stage a snapshot describes (also one taken before the engine existed)."""
-        stage = cls(catalogue)
+        stage = cls(catalogue, replica=replica)
         if "engine" in data:
             stage.engine = MatchingEngine.restore(data["engine"])
             stage._book_seq.update(data["book_seq"])
@@ -663,6 +698,7 @@ class MarketStage:
             day_ahead = data.get("day_ahead", {})
             stage.exclusive_groups.update(day_ahead.get("groups", {}))
             stage.day_ahead_collected.update(day_ahead.get("collected", ()))
+            stage.day_ahead_next = day_ahead.get("next")
         else:
             for symbol, saved in data["books"].items():
                 for order_id, account_id, side, price, remaining in saved["orders"]:
@@ -674,7 +710,6 @@ class MarketStage:
             # What the books hold counts as published: their next changes count from here.
             book.bids.take_changes()
             book.asks.take_changes()
-        stage._next_gate = stage._earliest_gate()
         return stage
 
 

@@ -34,18 +34,18 @@ from tests.e2e.harness import RunningExchange, eventually, running_exchange, set
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-GATE_AHEAD_S = 6
-"""How far ahead of now the gate is: time to place everything before it."""
+GATE_AHEAD_S = 20
+"""How far ahead of now the gate is: time to start the exchange and place everything."""
 
 
-def _gate_and_day() -> tuple[str, str]:
-    """A gate a few seconds from now (CST) and the delivery day it auctions: tomorrow."""
+def _gate_and_day() -> tuple[datetime, str]:
+    """A gate some seconds from now (CST) and the delivery day it auctions: tomorrow."""
     now = datetime.now(CHINA_STANDARD_TIME)
     if now.hour == 23 and now.minute == 59 and now.second > 60 - 3 * GATE_AHEAD_S:
         time.sleep(61 - now.second)  # a gate must fall on the same CST day as now
         now = datetime.now(CHINA_STANDARD_TIME)
     gate = now + timedelta(seconds=GATE_AHEAD_S)
-    return gate.strftime("%H:%M:%S"), (gate + timedelta(days=1)).strftime("%Y%m%d")
+    return gate, (gate + timedelta(days=1)).strftime("%Y%m%d")
 
 
 def _symbol(region: str, day: str, hour: int) -> str:
@@ -63,8 +63,9 @@ async def _stored(exchange: RunningExchange, stream: str) -> list[Any]:
     return await exchange.runtime.store.read_stream(stream)
 
 
-async def _events_of(exchange: RunningExchange, account: str, kind: str) -> list[dict[str, Any]]:
-    return [e.data for e in await _stored(exchange, f"account-{account}") if e.type == kind]
+async def _events_of(exchange: RunningExchange, contract: str, kind: str) -> list[dict[str, Any]]:
+    """The stored events of a kind in a contract's (or a family's) stream."""
+    return [e.data for e in await _stored(exchange, f"contract-{contract}") if e.type == kind]
 
 
 async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
@@ -73,25 +74,34 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
     gate, day = _gate_and_day()
     settings = exchange_settings.model_copy(
         update={
-            "day_ahead_gate": gate,
-            "listings": "H100-80G.GZ,H100-80G.NM",
+            "day_ahead_gate": gate.strftime("%H:%M:%S"),
+            "listings": "H100-80G.GZ,H100-80G.NX",
             "listing_days": 1,
             "tick_seconds": 0.2,
             "fees": "H100-80G:100:200",
         }
     )
     gz10, gz11 = _symbol("GZ", day, 10), _symbol("GZ", day, 11)
-    nm10, nm11 = _symbol("NM", day, 10), _symbol("NM", day, 11)
+    nx10, nx11 = _symbol("NX", day, 10), _symbol("NX", day, 11)
     async with running_exchange(settings) as exchange:
         runtime = exchange.runtime
+
+        async def listed() -> bool:
+            for symbol in (gz10, gz11, nx10, nx11):
+                response = await exchange.client.get(f"/v1/contracts/{symbol}")
+                if response.status_code != 200:
+                    return False
+            return True
+
+        await eventually(listed, "tomorrow's hours listed")
         for symbol in (gz10, gz11):
             await _deposit(exchange, "p", {"kind": "capacity", "symbol": symbol, "quantity": 4})
-        for symbol in (nm10, nm11):
+        for symbol in (nx10, nx11):
             await _deposit(exchange, "q", {"kind": "capacity", "symbol": symbol, "quantity": 2})
         await _deposit(exchange, "b1", {"kind": "cash", "amount": 100_000})
         await _deposit(exchange, "b2", {"kind": "cash", "amount": 100_000})
         await settle(runtime)
-        # Guizhou sells at 15.00 each hour; Inner Mongolia at 12.00 as a block over both.
+        # Guizhou sells at 15.00 each hour; Ningxia at 12.00 as a block over both.
         for n, symbol in enumerate((gz10, gz11)):
             await runtime.submit(
                 PlaceOrder(
@@ -108,7 +118,7 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
             PlaceBlockOrder(
                 order_id="sb",
                 account_id="q",
-                symbols=[nm10, nm11],
+                symbols=[nx10, nx11],
                 side="sell",
                 price=1_200,
                 quantity=2,
@@ -127,11 +137,12 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
                 day_ahead=True,
             )
         )
-        # b2's need: two units for two hours, in Guizhou or Inner Mongolia, at most 18.00.
+        # b2's need: two units for two hours, in Guizhou or Ningxia, at most 18.00.
         await runtime.submit(PlaceExclusiveGroup(order_id="need", account_id="b2",
-                                                 alternatives=[[gz10, gz11], [nm10, nm11]],
+                                                 alternatives=[[gz10, gz11], [nx10, nx11]],
                                                  price=1_800, quantity=2))  # fmt: skip
         await settle(runtime)
+        assert datetime.now(CHINA_STANDARD_TIME) < gate, "placing took longer than the gate allows"
         held = await (await exchange.as_("b2")).get("/v1/accounts/b2")
         # Both alternatives hold their cash until the auction: 2 x (18.00 x 4 + 2% fee).
         assert held.json()["cash"]["held"] == 2 * (1_800 * 4 + 1_800 * 4 * 2 // 100)
@@ -146,17 +157,17 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
         await settle(runtime)
         summary = completed.data
         assert (summary["status"], summary["gap_ppm"]) == ("optimal", 0)
-        # Inner Mongolia adds more welfare: (18 - 12) x 4 = 24.00 against (18 - 15) x 4.
+        # Ningxia adds more welfare: (18 - 12) x 4 = 24.00 against (18 - 15) x 4.
         chosen, other = exchange_order_id("b2", "need.2"), exchange_order_id("b2", "need.1")
         trades = [
             e.data
-            for s in (gz10, gz11, nm10, nm11)
+            for s in (gz10, gz11, nx10, nx11)
             for e in await _stored(exchange, f"contract-{s}")
             if e.type == "TradeExecuted"
         ]
         assert {(t["symbol"], t["buy_order_id"], t["quantity"]) for t in trades} == {
-            (nm10, chosen, 2),
-            (nm11, chosen, 2),
+            (nx10, chosen, 2),
+            (nx11, chosen, 2),
             (gz10, exchange_order_id("b1", "h"), 1),
         }
         assert all(t["aggressor"] is None for t in trades)
@@ -164,14 +175,14 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
             assert trade["price"] == summary["prices"][trade["symbol"]]
         # Nobody pays above its limit or sells below it.
         assert 1_500 <= summary["prices"][gz10] <= 2_000
-        assert summary["prices"][nm10] + summary["prices"][nm11] <= 2 * 1_800
-        assert summary["prices"][nm10] + summary["prices"][nm11] >= 2 * 1_200
-        cancelled = await _events_of(exchange, "b2", "OrderCancelled")
+        assert summary["prices"][nx10] + summary["prices"][nx11] <= 2 * 1_800
+        assert summary["prices"][nx10] + summary["prices"][nx11] >= 2 * 1_200
+        cancelled = await _events_of(exchange, "H100-80G.GZ", "OrderCancelled")
         assert [(c["order_id"], c["reason"]) for c in cancelled] == [(other, "block_not_accepted")]
         account = (await (await exchange.as_("b2")).get("/v1/accounts/b2")).json()
         assert account["cash"]["held"] == 0
         # Each auction trade pays the 1% maker fee.
-        amounts = [2 * summary["prices"][nm10], 2 * summary["prices"][nm11]]
+        amounts = [2 * summary["prices"][nx10], 2 * summary["prices"][nx11]]
         fees = sum(amount // 100 for amount in amounts)
         assert account["cash"]["available"] == 100_000 - sum(amounts) - fees
         # The day's books trade continuously now; a day-ahead order for them is refused.
@@ -180,8 +191,8 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
         await runtime.submit(PlaceOrder(order_id="late", account_id="b1", symbol=gz11, side="buy",
                                         price=2_000, quantity=1, day_ahead=True))  # fmt: skip
         await settle(runtime)
-        rejected = await _events_of(exchange, "b1", "OrderRejected")
-        assert [(r["reason"], r["message"][:30]) for r in rejected] == [
+        rejected = await _events_of(exchange, gz11, "OrderRejected")
+        assert [(r["reason"], r["message"][:35]) for r in rejected] == [
             ("already_auctioned", f"the day-ahead auction of {date}")
         ]
         store, catalogue = runtime.store, runtime.catalogue

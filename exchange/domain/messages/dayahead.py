@@ -70,6 +70,8 @@ class DayAheadBidsCollected(Event):
     day: str
     partition: StrictInt
     orders: list[dict[str, Any]]
+    symbols: list[str]
+    """The partition's books of the day: the result opens them."""
 
 
 class DayAheadCleared(Event):
@@ -80,6 +82,8 @@ class DayAheadCleared(Event):
     type: Literal["DayAheadCleared"] = "DayAheadCleared"
     day: str
     partition: StrictInt
+    symbols: list[str]
+    """The partition's books of the day, which open for continuous trading."""
     prices: dict[str, StrictInt]
     trades: list[tuple[str, str, str, StrictInt, StrictInt]]
     accepted: dict[str, StrictInt]
@@ -102,3 +106,5 @@ class DayAheadAuctionCompleted(Event):
     orders: StrictInt
     accepted: StrictInt
     solve_ms: StrictInt
+    partitions: list[StrictInt]
+    """The matching partitions whose bids the auction cleared."""
