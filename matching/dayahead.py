@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -262,30 +262,32 @@ class _Selection:
 def _solve_welfare(
     book: _Book,
     programme: _Programme,
-    excluded: Iterable[int],
+    fixed: Mapping[int, bool],
     node_limit: int,
     time_limit_s: float,
 ) -> _Selection:
-    """Solve the welfare programme with the `excluded` all-or-none orders held at zero."""
+    """Solve the welfare programme with the `fixed` all-or-none orders held accepted (True) or
+    rejected (False)."""
     if not book.orders:
         return _Selection(frozenset(), limit_reached=False, upper_bound=None)
     integrality = np.array([1 if order.all_or_none else 0 for order in book.orders])
+    lower = np.zeros(len(book.orders))
     upper = np.ones(len(book.orders))
-    for index in excluded:
-        upper[index] = 0.0
+    for index, accept in fixed.items():
+        lower[index] = upper[index] = 1.0 if accept else 0.0
     constraints = [LinearConstraint(programme.balance, 0.0, 0.0)]
     if programme.group_rows is not None:
         constraints.append(LinearConstraint(programme.group_rows, -np.inf, 1.0))
     result = milp(
         programme.objective,
         integrality=integrality,
-        bounds=Bounds(np.zeros(len(book.orders)), upper),
+        bounds=Bounds(lower, upper),
         constraints=constraints,
         options={
             "node_limit": node_limit,
             "time_limit": time_limit_s,
             "mip_rel_gap": 0.0,
-            "presolve": False,
+            "presolve": True,
         },
     )
     accepted: frozenset[int] = frozenset()
@@ -306,8 +308,9 @@ def _solve_welfare(
     return _Selection(accepted, limit_reached=True, upper_bound=-bound if finite else None)
 
 
-def _allocate(book: _Book, accepted: frozenset[int]) -> dict[int, int]:
-    """Accepted units per hour of every order: the all-or-none ones given, the rest by merit."""
+def _allocate(book: _Book, accepted: frozenset[int]) -> dict[int, int] | None:
+    """Accepted units per hour of every order: the all-or-none ones given, the rest by merit
+    (None: the hourly orders cannot balance what the all-or-none ones buy and sell)."""
     fills = {index: book.orders[index].quantity for index in accepted}
     net: dict[str, int] = defaultdict(int)
     for index in accepted:
@@ -316,13 +319,16 @@ def _allocate(book: _Book, accepted: frozenset[int]) -> dict[int, int]:
             net[symbol] += _sign(order) * order.quantity
     for symbol in book.symbols:
         buys, sells = book.hourly[symbol]
-        fills.update(_merit_order(book, symbol, buys, sells, net[symbol]))
+        hourly = _merit_order(book, buys, sells, net[symbol])
+        if hourly is None:
+            return None
+        fills.update(hourly)
     return fills
 
 
 def _merit_order(
-    book: _Book, symbol: str, buys: tuple[int, ...], sells: tuple[int, ...], block_net: int
-) -> dict[int, int]:
+    book: _Book, buys: tuple[int, ...], sells: tuple[int, ...], block_net: int
+) -> dict[int, int] | None:
     """Fill one contract-hour's divisible orders: first what the blocks' net needs, then while
     the next buy's limit is at or above the next sell's (the most volume of the most welfare)."""
     fills: dict[int, int] = {}
@@ -350,13 +356,13 @@ def _merit_order(
     need = block_net
     while need > 0:
         if s >= len(sells):
-            raise RuntimeError(f"{symbol}: the selected blocks buy more than is offered")
+            return None
         units = min(need, sell_left)
         take_sell(units)
         need -= units
     while need < 0:
         if b >= len(buys):
-            raise RuntimeError(f"{symbol}: the selected blocks sell more than is bid")
+            return None
         units = min(-need, buy_left)
         take_buy(units)
         need += units
@@ -454,18 +460,60 @@ def _anchors(
     return anchors
 
 
-def _supporting_prices(
+def _prices(
     book: _Book,
     accepted: frozenset[int],
     intervals: Mapping[str, _Interval],
     anchors: Mapping[str, int],
     time_limit_s: float,
+) -> tuple[dict[str, int], list[int], set[str]]:
+    """The prices (the anchors, moved where an accepted all-or-none order would lose there), the
+    orders to exclude (of every set of hours linked by accepted all-or-none orders that no
+    prices support, the one losing most per unit and hour at the anchors) and those hours."""
+    prices = dict(anchors)
+    exclude = []
+    failed_hours: set[str] = set()
+    for component in _components(book, accepted):
+        if all(_loss(book.orders[index], anchors) <= 0 for index in component):
+            continue
+        moved = _supporting_prices(book, component, intervals, anchors, time_limit_s)
+        if moved is None:
+            exclude.append(_to_exclude(book, component, anchors))
+            failed_hours.update(s for index in component for s in book.orders[index].symbols)
+        else:
+            prices.update(moved)
+    return prices, exclude, failed_hours
+
+
+def _components(book: _Book, accepted: frozenset[int]) -> list[list[int]]:
+    """The accepted all-or-none orders in groups linked by shared hours, each in `seq` order."""
+    parent: dict[str, str] = {}
+
+    def root(symbol: str) -> str:
+        while parent.setdefault(symbol, symbol) != symbol:
+            parent[symbol] = parent[parent[symbol]]
+            symbol = parent[symbol]
+        return symbol
+
+    for index in sorted(accepted):
+        first, *rest = book.orders[index].symbols
+        for symbol in rest:
+            parent[root(symbol)] = root(first)
+    components: dict[str, list[int]] = defaultdict(list)
+    for index in sorted(accepted):
+        components[root(book.orders[index].symbols[0])].append(index)
+    return [components[key] for key in sorted(components)]
+
+
+def _supporting_prices(
+    book: _Book,
+    accepted: list[int],
+    intervals: Mapping[str, _Interval],
+    anchors: Mapping[str, int],
+    time_limit_s: float,
 ) -> dict[str, int] | None:
-    """Prices on tick, within every interval, at which no accepted all-or-none order loses,
-    nearest the anchors in total (None: there are none)."""
-    losing = [index for index in sorted(accepted) if _loss(book.orders[index], anchors) > 0]
-    if not losing:
-        return dict(anchors)
+    """Prices of the hours of `accepted` on tick, within every interval, at which none of them
+    loses, nearest the anchors in total (None: there are none)."""
     hours = sorted({symbol for index in accepted for symbol in book.orders[index].symbols})
     column = {symbol: position for position, symbol in enumerate(hours)}
     n = len(hours)
@@ -512,7 +560,7 @@ def _supporting_prices(
     )
     if result.x is None:
         return None
-    prices = dict(anchors)
+    prices = {}
     for position, symbol in enumerate(hours):
         prices[symbol] = round(result.x[position]) * book.ticks[symbol]
     if any(_loss(book.orders[index], prices) > 0 for index in accepted):
@@ -526,7 +574,7 @@ def _supporting_prices(
     return prices
 
 
-def _to_exclude(book: _Book, accepted: frozenset[int], anchors: Mapping[str, int]) -> int:
+def _to_exclude(book: _Book, accepted: list[int], anchors: Mapping[str, int]) -> int:
     """The accepted all-or-none order losing most per unit and hour at the anchors (the latest
     `seq` of equals)."""
     return max(
@@ -548,28 +596,27 @@ def clear(
     """Clear one day-ahead auction (docs/MATCHING.md, "Day-ahead auction")."""
     book = _book(orders, ticks)
     programme = _programme(book)
-    excluded: set[int] = set()
+    fixed: dict[int, bool] = {}
     limit_reached = False
+    carried: frozenset[int] = frozenset()
+    first: int | None = None
     while True:
-        selection = _solve_welfare(book, programme, excluded, node_limit, time_limit_s)
+        selection = _solve_welfare(book, programme, fixed, node_limit, time_limit_s)
         limit_reached = limit_reached or selection.limit_reached
-        fills = _allocate(book, selection.accepted)
+        excluded = frozenset(index for index, accept in fixed.items() if not accept)
+        accepted, fills = _better(book, selection.accepted, carried - excluded)
+        if first is None:
+            first = _proven_bound(book, selection, _welfare(book, fills))
         intervals = _intervals(book, fills)
-        anchors = _anchors(book, selection.accepted, fills, intervals)
-        prices = _supporting_prices(book, selection.accepted, intervals, anchors, time_limit_s)
-        if prices is not None:
+        anchors = _anchors(book, accepted, fills, intervals)
+        prices, exclude, failed_hours = _prices(book, accepted, intervals, anchors, time_limit_s)
+        if not exclude:
             break
-        excluded.add(_to_exclude(book, selection.accepted, anchors))
-    welfare = sum(_sign(book.orders[i]) * _value(book.orders[i], q) for i, q in fills.items())
-    if selection.limit_reached:
-        bound = welfare
-        if selection.upper_bound is not None:
-            slack = _FLOAT_SLACK * max(1.0, abs(selection.upper_bound))
-            bound = max(welfare, math.floor(selection.upper_bound + slack))
-        else:
-            bound = max(welfare, math.floor(lp_relaxation(book.orders)))
-    else:
-        bound = welfare
+        fixed = _settle(book, accepted, failed_hours)
+        fixed.update(dict.fromkeys(excluded | set(exclude), False))
+        carried = accepted
+    welfare = _welfare(book, fills)
+    bound = max(welfare, first)
     return DayAheadResult(
         prices={symbol: prices[symbol] for symbol in sorted(prices)},
         accepted={
@@ -581,9 +628,49 @@ def clear(
         trades=_trades(book, fills, prices),
         welfare=welfare,
         bound=bound,
-        status=LIMIT_REACHED if limit_reached else OPTIMAL,
+        status=OPTIMAL if not limit_reached and welfare == bound else LIMIT_REACHED,
         gap_ppm=_gap_ppm(welfare, bound),
     )
+
+
+def _proven_bound(book: _Book, selection: _Selection, welfare: int) -> int:
+    """The bound the first welfare programme proved, in whole fen: its optimum when it finished
+    (the welfare of its selection), else its search's bound (the LP relaxation's without one)."""
+    if not selection.limit_reached:
+        return welfare
+    if selection.upper_bound is None:
+        return max(welfare, math.floor(lp_relaxation(book.orders)))
+    slack = _FLOAT_SLACK * max(1.0, abs(selection.upper_bound))
+    return max(welfare, math.floor(selection.upper_bound + slack))
+
+
+def _settle(book: _Book, accepted: frozenset[int], open_hours: set[str]) -> dict[int, bool]:
+    """Every all-or-none order none of whose hours is open, held as it is for the next round."""
+    return {
+        index: index in accepted
+        for index, order in enumerate(book.orders)
+        if order.all_or_none and open_hours.isdisjoint(order.symbols)
+    }
+
+
+def _welfare(book: _Book, fills: Mapping[int, int]) -> int:
+    return sum(_sign(book.orders[i]) * _value(book.orders[i], q) for i, q in fills.items())
+
+
+def _better(
+    book: _Book, solved: frozenset[int], carried: frozenset[int]
+) -> tuple[frozenset[int], dict[int, int]]:
+    """Of the programme's selection and the previous round's less its exclusions (a search cut
+    short may find worse), the one of more welfare whose hourly orders balance; the programme's
+    on a tie."""
+    fills = _allocate(book, solved)
+    if fills is None:
+        raise RuntimeError("the welfare programme chose blocks the hourly orders cannot balance")
+    if carried and carried != solved:
+        carried_fills = _allocate(book, carried)
+        if carried_fills is not None and _welfare(book, carried_fills) > _welfare(book, fills):
+            return carried, carried_fills
+    return solved, fills
 
 
 def _gap_ppm(welfare: int, bound: int) -> int:
