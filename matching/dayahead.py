@@ -635,13 +635,15 @@ def clear(
 
 def _proven_bound(book: _Book, selection: _Selection, welfare: int) -> int:
     """The bound the first welfare programme proved, in whole fen: its optimum when it finished
-    (the welfare of its selection), else its search's bound (the LP relaxation's without one)."""
+    (the welfare of its selection), else its search's bound floored, never above the exact LP
+    bound (the search's is a floating-point figure)."""
     if not selection.limit_reached:
         return welfare
-    if selection.upper_bound is None:
-        return max(welfare, math.floor(lp_relaxation(book.orders)))
-    slack = _FLOAT_SLACK * max(1.0, abs(selection.upper_bound))
-    return max(welfare, math.floor(selection.upper_bound + slack))
+    bound = math.floor(lp_relaxation(book.orders))
+    if selection.upper_bound is not None:
+        slack = _FLOAT_SLACK * max(1.0, abs(selection.upper_bound))
+        bound = min(bound, math.floor(selection.upper_bound + slack))
+    return max(welfare, bound)
 
 
 def _settle(book: _Book, accepted: frozenset[int], open_hours: set[str]) -> dict[int, bool]:
