@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import dataclasses
 import getpass
 import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 import tomllib
@@ -172,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run a benchmark and print its figures as one JSON line (e2e and replay need "
         "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL)",
     )
-    bench.add_argument("name", choices=["matching", "e2e", "replay", "api", "fanout"])
+    bench.add_argument("name", choices=["matching", "e2e", "replay", "api", "fanout", "auction"])
     bench.add_argument(
         "--commands",
         type=int,
@@ -186,6 +188,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--subscribers", type=int, default=1000, help="fanout: subscribers")
     bench.add_argument("--updates", type=int, default=50, help="fanout: book updates")
     bench.add_argument("--updates-per-s", type=float, default=10.0, help="fanout: update rate")
+    bench.add_argument("--orders", type=int, default=10_000, help="auction: orders of the day")
+    bench.add_argument(
+        "--node-limit", type=int, help="auction: branch-and-bound nodes a programme (2,000)"
+    )
     simulation = commands.add_parser(
         "simulate",
         help="run an agent-based market through the exchange on a simulated clock and write a "
@@ -731,6 +737,21 @@ def _print_status(status: PipelineStatus) -> None:
         print("nothing is stalled")
 
 
+@contextmanager
+def _c_stdout_to_stderr() -> Iterator[None]:
+    """Send what native code prints to stdout to stderr meanwhile: the HiGHS in scipy 1.17
+    prints a debugging line now and then, which would break a bench's one JSON line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _bench(settings: Settings, args: argparse.Namespace) -> int:
     """Run one benchmark and print its JSON line."""
     if args.name == "matching":
@@ -762,6 +783,12 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
             line = run_replay_bench(
                 settings.database_url, args.commands or 200_000, args.seed, upgrade_to_head
             )
+        print(line)
+    elif args.name == "auction":
+        from matching.dayahead_bench import run as run_auction_bench
+
+        with _c_stdout_to_stderr():
+            line = run_auction_bench(time.perf_counter_ns, args.orders, args.seed, args.node_limit)
         print(line)
     elif args.name == "api":
         from api.bench import run_api
