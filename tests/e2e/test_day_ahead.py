@@ -34,7 +34,7 @@ from tests.e2e.harness import RunningExchange, eventually, running_exchange, set
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-GATE_AHEAD_S = 20
+GATE_AHEAD_S = 30
 """How far ahead of now the gate is: time to start the exchange and place everything."""
 
 
@@ -77,7 +77,7 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
             "day_ahead_gate": gate.strftime("%H:%M:%S"),
             "listings": "H100-80G.GZ,H100-80G.NX",
             "listing_days": 1,
-            "tick_seconds": 0.2,
+            "tick_seconds": 1.0,
             "fees": "H100-80G:100:200",
         }
     )
