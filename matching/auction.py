@@ -94,7 +94,7 @@ class CallAuctions(EngineState):
         """The orders resting in the pre-open books delivering in the day from `day_start`
         and the waiting blocks wholly in them, oldest first: what this engine brings to that
         day's auction. They stay frozen (no cancel, no amend) until `apply_day_ahead`."""
-        books = self._day_books(day_start)
+        books = self.day_books(day_start)
         symbols = {b.symbol for b in books}
         orders = sorted(
             (o for b in books for side in (b.bids, b.asks) for o in side_orders(side)), key=by_seq
@@ -113,11 +113,13 @@ class CallAuctions(EngineState):
         day_start: int,
         trades: Iterable[tuple[str, str, str, int, int]],
         rejected: Iterable[str],
+        symbols: set[str] | None = None,
     ) -> None:
         """Carry out the day-ahead auction's result for this engine's books of the day from
-        `day_start`: each trade (symbol, buy id, sell id, quantity, price), the waiting blocks
-        it did not accept dropped, then the day's books opened through a call auction of the
-        orders that arrived after the gate (the caller has advanced the clock to `ts`)."""
+        `day_start` (of them, those of `symbols` if given): each trade (symbol, buy id, sell
+        id, quantity, price), the waiting blocks it did not accept dropped, then the books
+        opened through a call auction of the orders that arrived after the gate (the caller
+        has advanced the clock to `ts`)."""
         events = self.events
         filled: dict[str, int] = {}
         for symbol, buy_id, sell_id, quantity, price in trades:
@@ -142,14 +144,14 @@ class CallAuctions(EngineState):
             block = self.blocks.get(block_id)
             if block is not None:
                 self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
-        books = self._day_books(day_start)
+        books = [b for b in self.day_books(day_start) if symbols is None or b.symbol in symbols]
         symbols = {b.symbol for b in books}
         self.in_auction = {
             i for i in self.in_auction if not self._delivers_in(i, day_start, symbols)
         }
         self._auction(books)
 
-    def _day_books(self, day_start: int) -> list[Book]:
+    def day_books(self, day_start: int) -> list[Book]:
         """The pre-open books delivering in the day from `day_start`."""
         end = day_start + DAY_MS
         return [

@@ -301,7 +301,9 @@ class MarketStage:
         update: dict[str, Any] = {}
         if event.ts != ts:
             update["ts"] = ts
-        if isinstance(event, MarketControlRequested) and self._acted_on is not None:
+        if isinstance(event, MarketControlRequested | DayAheadCleared) and (
+            self._acted_on is not None
+        ):
             update["contracts"] = self._acted_on
         return event.model_copy(update=update) if update else event
 
@@ -432,10 +434,19 @@ class MarketStage:
         day = cst_day_of(result.day)
         engine = self.engine
         engine.advance(ts)
-        engine.apply_day_ahead(ts, day, result.trades, result.rejected)
+        opened = (
+            set(result.contracts)
+            if result.contracts is not None
+            else {book.symbol for book in engine.day_books(day)}
+        )
+        self._acted_on = sorted(opened)
+        engine.apply_day_ahead(ts, day, result.trades, result.rejected, opened)
         for order_id in [*result.accepted, *result.rejected]:
             self.exclusive_groups.pop(order_id, None)
-        self.day_ahead_collected.discard(day)
+        # A replay of every partition in one state still has the other partitions' books of
+        # the day awaiting their share of the result.
+        if not engine.day_books(day):
+            self.day_ahead_collected.discard(day)
         self._next_gate = self._earliest_gate()
 
     def _control_market(self, event: MarketControlRequested, ts: int) -> None:
