@@ -207,6 +207,19 @@ def _parser() -> argparse.ArgumentParser:
     simulation.add_argument(
         "--out", type=Path, help="report folder (default: simulation-reports/SCENARIO)"
     )
+    market = simulation.add_mutually_exclusive_group()
+    market.add_argument(
+        "--day-ahead",
+        action="store_true",
+        help="run the exchange with a day-ahead auction (gate 12:00 CST the day before "
+        "delivery) that providers and buyers use before continuous trading",
+    )
+    market.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the scenario twice with the same seed, continuous trading only and with the "
+        "day-ahead auction, and write both reports and their comparison",
+    )
     return parser
 
 
@@ -365,7 +378,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _bench(settings, args)
     elif args.command == "simulate":
         with _sim_extra():
-            from simulations.run import prepare, simulate
+            from simulations.run import compare, prepare, simulate
         from cx.simulation import open_simulated_exchange
         from simulations.scenario import ScenarioError, load
 
@@ -375,9 +388,24 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(str(error)) from None
         except tomllib.TOMLDecodeError as error:
             raise UsageError(f"{args.scenario} is not valid TOML: {error}") from None
-        out = args.out or Path("simulation-reports") / Path(args.scenario).stem
+        out = args.out or Path("simulation-reports") / (
+            Path(args.scenario).stem
+            + ("-compare" if args.compare else "-dayahead" if args.day_ahead else "")
+        )
         prepare(out)
-        asyncio.run(simulate(args.scenario, args.days, args.seed, out, open_simulated_exchange))
+        if args.compare:
+            asyncio.run(compare(args.scenario, args.days, args.seed, out, open_simulated_exchange))
+        else:
+            asyncio.run(
+                simulate(
+                    args.scenario,
+                    args.days,
+                    args.seed,
+                    out,
+                    open_simulated_exchange,
+                    day_ahead=args.day_ahead,
+                )
+            )
     return 0
 
 

@@ -14,6 +14,7 @@ from exchange.adapters.inprocess_log import InProcessLog
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.log import CommandLog
 from settlement.sql_store import open_event_store
+from simulations.agents import DAY_AHEAD_GATE
 from simulations.engine import FAMILIES
 from simulations.world import World
 
@@ -27,6 +28,9 @@ def settings_for(world: World, data_dir: Path) -> Settings:
     batches happen to hold them, and risk's outputs are matching's input: with one commands
     partition that merge, and so every order book, is the same in every run.
 
+    A day-ahead run (`world.day_ahead`) sets the day-ahead gate (`DAY_AHEAD_GATE`, 12:00 CST
+    the day before delivery) and names its topics apart from the continuous run of the seed.
+
     Event ids start with the topic prefix. A PostgreSQL store may hold earlier runs, whose
     events a rerun with the same ids would be taken for (the store drops a repeated id), so
     there the prefix also names the run; the figures do not depend on it.
@@ -37,8 +41,11 @@ def settings_for(world: World, data_dir: Path) -> Settings:
         CX_LISTING_DAYS=world.scenario.listing_days,
         CX_BOND_BPS=world.scenario.bond_bps,
         CX_COMMAND_PARTITIONS=1,
+        CX_DAY_AHEAD_GATE=DAY_AHEAD_GATE if world.day_ahead else "",
     )
     prefix = f"sim-{world.scenario.name}-{world.seed}"
+    if world.day_ahead:
+        prefix += "-dayahead"
     if settings.database_url:
         prefix += f"-{uuid.uuid4().hex[:8]}"
     return settings.model_copy(update={"topic_prefix": prefix})

@@ -12,8 +12,8 @@ holds one of the catalogue's families has sent its bids of the day (or of a late
 partition that started past a day's gate trades that day continuously). Its state is the
 bids gathered per day; a restarted stage replays its topic silently up to the committed
 offset without solving again (the results it wrote are in the log), then live. The solver is
-bounded by a node limit (deterministic) and a time limit (a safety): what it returns when it stops early is recorded
-with its gap.
+bounded by a node limit (deterministic) and a time limit (a safety): what it returns when it
+stops early is recorded with its gap.
 """
 
 from __future__ import annotations

@@ -16,6 +16,17 @@ does not change what the others draw.
   grant. Planner buyers state the need and let `exchange.domain.planner.plan` pick the cheapest
   region and start hour from the live asks after their voucher, as `api/needs.py` does, then
   send its block (with the voucher where the grant covers it).
+
+With a day-ahead auction (`DAY_AHEAD_GATE`), a day's contracts collect orders until 12:00 CST
+the day before, when one auction clears the whole day; then they trade continuously. Providers
+offer every idle hour of a day still to be auctioned at its cost (the auction pays each hour's
+uniform clearing price, so asking the cost is what serves them best); what the auction leaves
+rests at that ask. A buyer whose job cannot start in the hours already trading but can in a
+day still to be auctioned (any buyer: direct and planner alike) states it as an exclusive
+group (`PlaceExclusiveGroup`): the job's cheapest alternatives (region x class x start hour
+inside that day, by the asks in the books plus the latency cost) at its value, with its
+voucher. A job the auction did not fill, and every job that can start in the hours already
+trading, trades continuously as without the auction, over those hours only.
 - `Reseller`: buys western hours a day or two ahead when they are cheap against the last trade
   and resells them nearer delivery (a sell backed by the entitlement).
 - `Administrator`: creates a city's voucher programme and approves grants as its enterprises
@@ -39,6 +50,7 @@ from exchange.domain.catalogue import (
     to_utc_ms,
 )
 from exchange.domain.messages import (
+    MAX_ALTERNATIVES,
     AmendOrder,
     ApplyForGrant,
     ApproveGrant,
@@ -48,6 +60,7 @@ from exchange.domain.messages import (
     DepositCapacity,
     DepositFunds,
     PlaceBlockOrder,
+    PlaceExclusiveGroup,
     PlaceOrder,
     RegisterEnterprise,
     ReportMetering,
@@ -80,6 +93,10 @@ INTERRUPTIBLE_DISCOUNT = 0.85
 """Recallable capacity asks this share of the firm ask (never below cost)."""
 CASH_PER_PROVIDER = 2_000_000_000
 """Enough cash behind any provider's delivery bonds (20 million CNY)."""
+DAY_AHEAD_GATE = "12:00"
+"""The day-ahead auction's gate of a day's contracts: 12:00 CST the day before
+(`CX_DAY_AHEAD_GATE`)."""
+DAY_AHEAD_GATE_MS = 12 * HOUR_MS
 
 
 def symbol_at(resource_class: str, region: str, start_ms: int) -> str:
@@ -136,6 +153,20 @@ class Context:
     """Deliveries before this are listed now (the rolling horizon)."""
     day: int
     view: MarketView
+    day_ahead: bool = False
+    """Whether the exchange runs a day-ahead auction at `DAY_AHEAD_GATE`."""
+
+    def auction_ahead(self, start_ms: int) -> bool:
+        """Whether the hour starting at `start_ms` is in a day whose day-ahead auction is
+        still to come (so its contracts collect orders and do not trade yet)."""
+        gate = cst_day_start_ms(start_ms) - DAY_MS + DAY_AHEAD_GATE_MS
+        return self.day_ahead and gate > self.now_ms
+
+    def trading(self, start_ms: int, hours: int = 1) -> bool:
+        """Whether `hours` hours from `start_ms` all trade continuously now (tradable and
+        none awaiting a day-ahead auction)."""
+        last = start_ms + (hours - 1) * HOUR_MS
+        return tradable(start_ms, self.now_ms) and not self.auction_ahead(last)
 
 
 # Providers -------------------------------------------------------------------------------------
@@ -291,6 +322,12 @@ class Provider:
                     continue
                 symbol = symbol_at(resource_class, self.region, start)
                 interruptible = resource_class == INTERRUPTIBLE
+                auctioned = ctx.auction_ahead(start)
+                price = (
+                    on_tick(self.cost, up=True)
+                    if auctioned
+                    else self.ask(start, ctx.now_ms, interruptible)
+                )
                 name, order_id = self.ids.order()
                 commands.append(
                     DepositCapacity(
@@ -306,8 +343,9 @@ class Provider:
                         account_id=self.account_id,
                         symbol=symbol,
                         side="sell",
-                        price=self.ask(start, ctx.now_ms, interruptible),
+                        price=price,
                         quantity=quantity,
+                        day_ahead=auctioned,
                     )
                 )
                 self.sells[order_id] = SellOrder(symbol, start, interruptible)
@@ -364,20 +402,31 @@ class Buyer:
     """An enterprise with jobs, trading directly or through the planner."""
 
     def __init__(
-        self, account_id: str, kind: str, city: str, planner: bool, jobs: list[Job]
+        self,
+        account_id: str,
+        kind: str,
+        city: str,
+        planner: bool,
+        jobs: list[Job],
+        day_ahead: bool = False,
     ) -> None:
         self.account_id = account_id
         self.kind = kind
         self.city = city
         self.planner = planner
         self.jobs = jobs
+        self.day_ahead = day_ahead
         self.ids = Ids(account_id)
         self.voucher: str | None = None
         """The programme this buyer holds a grant of, once the exchange approved it."""
+        self.groups: dict[str, str] = {}
+        """Job id -> the exchange's id of the exclusive group it went to an auction with."""
 
     def cash_needed(self) -> int:
-        """Enough cash for every job at full value, with room for a block's rounding."""
-        return sum(j.value * j.cards * j.hours for j in self.jobs) * 5 // 4 + 1_000_000
+        """Enough cash for every job at full value, with room for a block's rounding; with a
+        day-ahead auction, for every job held once per alternative until its auction."""
+        cash = sum(j.value * j.cards * j.hours for j in self.jobs) * 5 // 4
+        return cash * (MAX_ALTERNATIVES if self.day_ahead else 1) + 1_000_000
 
     def act(self, ctx: Context) -> list[Command]:
         """Follow up every job that has arrived and is not finished."""
@@ -393,6 +442,13 @@ class Buyer:
         return commands
 
     def _follow_up(self, job: Job, ctx: Context) -> None:
+        group = self.groups.get(job.job_id)
+        refused = ctx.view.orders.get(group) if group is not None else None
+        if refused is not None and refused.rejected:
+            # The risk stage refused the whole need: none of its alternatives was accepted.
+            job.live = []
+            job.status = "active"
+            return
         states = [ctx.view.orders.get(order_id) for order_id in job.live]
         if any(s is None or s.open for s in states):
             return
@@ -404,6 +460,16 @@ class Buyer:
         if not starts:
             job.status = "lost"
             return []
+        if ctx.day_ahead:
+            # A job that fits a day still to be auctioned goes to that auction first (once),
+            # where its every alternative competes with every other job's at once; otherwise,
+            # or if the auction did not fill it, it trades continuously in the hours open.
+            auctioned = self._to_auction(job, ctx)
+            if auctioned:
+                return auctioned
+            starts = [s for s in starts if ctx.trading(s, job.hours)]
+            if not starts:
+                return []
         if self.planner:
             return self._plan(job, ctx)
         start = starts[0]
@@ -444,7 +510,11 @@ class Buyer:
             max_total=math.floor(willing * job.cards * job.hours),
             classes=classes,
         )
-        contracts = [spec for spec in planner_contracts(ctx) if spec.resource_class.code in classes]
+        contracts = [
+            spec
+            for spec in planner_contracts(ctx)
+            if spec.resource_class.code in classes and ctx.trading(to_utc_ms(spec.delivery_start))
+        ]
         asks = {spec.symbol: ctx.view.asks(spec.symbol) for spec in contracts}
         grant = ctx.view.grant_terms.get(self.account_id)
         voucher_of = None if grant is None else _voucher_of(grant, ctx.now_ms)
@@ -458,6 +528,41 @@ class Buyer:
         # The block carries the voucher where the plan found the grant covers it.
         voucher = None if chosen.voucher is None else self.voucher
         return self._send_block(job, list(chosen.symbols), chosen.limit_price, job.cards, voucher)
+
+    def _to_auction(self, job: Job, ctx: Context) -> list[Command]:
+        """The job as an exclusive group in the next day-ahead auction whose day holds a start
+        of it: its cheapest alternatives there at its value (none if it went to one before,
+        or no alternative is worth its value)."""
+        if job.job_id in self.groups:
+            return []
+        starts = [s for s in job.starts(ctx.now_ms) if ctx.auction_ahead(s)]
+        days = [cst_day_start_ms(s) for s in starts if _within_day(s, job.hours)]
+        if not days:
+            return []
+        day = min(days)
+        in_day = [s for s in starts if cst_day_start_ms(s) == day and _within_day(s, job.hours)]
+        alternatives = _cheapest_alternatives(job, in_day, ctx.view)
+        if not alternatives:
+            return []
+        grant = ctx.view.grant_terms.get(self.account_id)
+        covered = grant is not None and not any(
+            grant.eligible(symbols[0], ctx.now_ms) for symbols in alternatives
+        )
+        name, group_id = self.ids.order()
+        self.groups[job.job_id] = group_id
+        for n in range(1, len(alternatives) + 1):
+            job.send(exchange_order_id(self.account_id, f"{name}.{n}"))
+        job.status = "pending"
+        return [
+            PlaceExclusiveGroup(
+                order_id=name,
+                account_id=self.account_id,
+                alternatives=alternatives,
+                price=on_tick(job.value, up=False),
+                quantity=job.cards,
+                voucher=self.voucher if covered else None,
+            )
+        ]
 
     def _send_block(
         self, job: Job, symbols: list[str], price: int, cards: int, voucher: str | None
@@ -476,6 +581,54 @@ class Buyer:
                 voucher=voucher,
             )
         ]
+
+
+def _within_day(start_ms: int, hours: int) -> bool:
+    """Whether `hours` hours from `start_ms` end in the day they start (a day-ahead block's
+    hours are all of one day)."""
+    return cst_day_start_ms(start_ms + (hours - 1) * HOUR_MS) == cst_day_start_ms(start_ms)
+
+
+def depth_price(levels: list[tuple[int, int]], quantity: int) -> float | None:
+    """The average price of the cheapest `quantity` units of ask levels, or None if they
+    hold fewer."""
+    left, paid = quantity, 0
+    for price, available in levels:
+        take = min(left, available)
+        paid += take * price
+        left -= take
+        if not left:
+            return paid / quantity
+    return None
+
+
+def _cheapest_alternatives(job: Job, starts: list[int], view: MarketView) -> list[list[str]]:
+    """Up to MAX_ALTERNATIVES blocks of the job (region x class x start among `starts`),
+    cheapest first by the asks resting for the job's cards each hour plus the latency cost,
+    each expected to cost no more than the job's value."""
+    classes = (CARD, INTERRUPTIBLE) if job.interruptible_ok else (CARD,)
+    ranked: list[tuple[float, int, str, str, list[str]]] = []
+    for region in REGIONS:
+        adder = job.adders[region]
+        for resource_class in classes:
+            hourly: dict[int, float | None] = {}
+            for start in starts:
+                symbols = [
+                    symbol_at(resource_class, region, start + i * HOUR_MS) for i in range(job.hours)
+                ]
+                prices = []
+                for i, symbol in enumerate(symbols):
+                    hour = start + i * HOUR_MS
+                    if hour not in hourly:
+                        hourly[hour] = depth_price(view.asks(symbol), job.cards)
+                    prices.append(hourly[hour])
+                if any(p is None for p in prices):
+                    continue
+                expected = sum(p for p in prices if p is not None) / job.hours + adder
+                if expected <= job.value:
+                    ranked.append((expected, start, region, resource_class, symbols))
+    ranked.sort(key=lambda option: option[:4])
+    return [option[4] for option in ranked[:MAX_ALTERNATIVES]]
 
 
 def _voucher_of(grant: Grant, now_ms: int) -> VoucherOf:
@@ -566,6 +719,8 @@ class Reseller:
         spend = self.budget - self._tied_up(ctx)
         first = ctx.now_ms - ctx.now_ms % HOUR_MS + 20 * HOUR_MS
         for start in range(first, min(first + 24 * HOUR_MS, ctx.end_ms), HOUR_MS):
+            if ctx.auction_ahead(start):
+                continue
             for region in WEST:
                 symbol = symbol_at(CARD, region, start)
                 levels = ctx.view.asks(symbol)

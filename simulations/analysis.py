@@ -32,11 +32,15 @@ from sqlalchemy import select
 from exchange.domain.catalogue import cst_day_start_ms, family_of, parse_symbol, to_utc_ms
 from exchange.domain.messages import (
     AnyEvent,
+    BlockAccepted,
     CapacityDeposited,
     CapacityWithdrawn,
+    DayAheadAuctionCompleted,
     DeliveryObligation,
     DeliverySettled,
     GrantApproved,
+    OrderAccepted,
+    OrderAmended,
     OrderCancelled,
     OrderRejected,
     ProgrammeCreated,
@@ -123,6 +127,8 @@ class JobOutcome:
     voucher: bool
     required: float
     """Standard card-hours the job needs."""
+    limit: int = 0
+    """The job's value per card-hour: the most it would pay anywhere (fen)."""
     bought: float = 0.0
     delivered: float = 0.0
     gross: int = 0
@@ -195,6 +201,8 @@ def analyse(stored: Stored, truth: dict[str, Any]) -> dict[str, Any]:
         },
     }
     figures["served_without_scheduling"] = _served_share_by_kind(truth, restricted.served)
+    figures["limits"] = _limits(events, jobs, providers)
+    figures["day_ahead"] = _day_ahead(events)
     figures["delivery"] = {
         "obligations": len(settled),
         "short": sum(s.delivered < s.quantity for s in settled),
@@ -203,6 +211,77 @@ def analyse(stored: Stored, truth: dict[str, Any]) -> dict[str, Any]:
         "refunds": sum(s.refund for s in settled),
     }
     return figures
+
+
+def _limits(
+    events: list[AnyEvent], jobs: dict[str, JobOutcome], providers: dict[str, dict[str, Any]]
+) -> dict[str, int]:
+    """Whether anyone did worse than the limit it set: orders filled beyond their price limit
+    (a buy above it, a sell below it, a block above it on average over its hours), jobs that
+    paid more than their value, and provider trades below the provider's cost."""
+    limit: dict[str, int] = {}
+    side: dict[str, str] = {}
+    hours: dict[str, int] = {}
+    paid: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    worse = {"buys_above_limit": 0, "sells_below_limit": 0, "blocks_above_limit": 0}
+    below_cost = 0
+    for event in events:
+        if isinstance(event, OrderAccepted | BlockAccepted):
+            limit[event.order_id] = event.price
+            side[event.order_id] = event.side
+            if isinstance(event, BlockAccepted):
+                hours[event.order_id] = len(event.symbols)
+        elif isinstance(event, OrderAmended):
+            limit[event.order_id] = event.price
+        elif isinstance(event, TradeExecuted):
+            for order_id in (event.buy_order_id, event.sell_order_id):
+                if order_id in hours:
+                    paid[order_id][0] += event.price * event.quantity
+                    paid[order_id][1] += event.quantity
+                elif order_id in limit:
+                    buying = side[order_id] == "buy"
+                    if buying and event.price > limit[order_id]:
+                        worse["buys_above_limit"] += 1
+                    elif not buying and event.price < limit[order_id]:
+                        worse["sells_below_limit"] += 1
+            seller = providers.get(event.seller_id)
+            if seller is not None and event.price < seller["cost"] * factor_of(event.symbol):
+                below_cost += 1
+    for order_id, (amount, units) in paid.items():
+        # A block's limit binds its average price per unit and hour.
+        if amount > limit[order_id] * units:
+            worse["blocks_above_limit"] += 1
+    worse["jobs_paid_above_value"] = sum(o.gross > o.limit * o.bought + 1e-6 for o in jobs.values())
+    worse["provider_trades_below_cost"] = below_cost
+    return worse
+
+
+def _day_ahead(events: list[AnyEvent]) -> dict[str, Any]:
+    """The day-ahead auctions: per delivery day, what came in, what was accepted and traded,
+    the welfare and the solver's gap; and the exclusive groups (needs) sent to them."""
+    auctions = [e for e in events if isinstance(e, DayAheadAuctionCompleted)]
+    groups: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        if isinstance(event, BlockAccepted) and event.group is not None:
+            groups[event.group].add(event.order_id)
+    bought = {e.buy_order_id for e in events if isinstance(e, TradeExecuted)}
+    return {
+        "auctions": {
+            a.day: {
+                "orders": a.orders,
+                "accepted": a.accepted,
+                "card_hours": sum(a.volumes.values()),
+                "welfare": a.welfare,
+                "gap_ppm": a.gap_ppm,
+                "status": a.status,
+                "solve_ms": a.solve_ms,
+            }
+            for a in sorted(auctions, key=lambda a: a.day)
+        },
+        "card_hours": sum(sum(a.volumes.values()) for a in auctions),
+        "groups": len(groups),
+        "groups_filled": sum(bool(blocks & bought) for blocks in groups.values()),
+    }
 
 
 def _count_reasons(events: Any) -> dict[str, int]:
@@ -315,6 +394,7 @@ def _job_outcomes(
             job["home"],
             job["buyer_id"] in voucher_holders,
             float(job["cards"] * job["hours"]),
+            job["value"],
         )
         for order_id in job["orders"]:
             job_of_order[order_id] = job

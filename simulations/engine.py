@@ -6,15 +6,18 @@ record appended, by an agent or by a stage, is stamped with the simulated time. 
 hour has two phases, each at a fixed log time:
 
 1. at the hour (`:00`): a `tick` to every family (gate closures, deliveries and settlements
-   fall due on the log clock), programme administration, then every provider meters, recalls,
-   reprices and deposits the newly listed hours;
+   fall due on the log clock; with a day-ahead auction, sent alone, so that at a gate the
+   auction has run before anyone acts), programme administration, then every provider meters,
+   recalls, reprices and deposits the newly listed hours;
 2. at `:20`: every buyer and reseller acts on the books the first phase left.
 
 A phase's commands are appended in one go (the in-process producer's `send` does not yield),
 then the run waits until the risk and matching stages have committed everything in their
 topics, which happens only after their outputs are written: the pipeline is then quiet, and
 the agents read the events before the next phase. Since nothing else appends meanwhile, the
-order of every topic is a function of the seed, and so is the event store.
+order of every topic is a function of the seed, and so is the event store. With a day-ahead
+auction the day-ahead stage counts too: at a gate, matching sends it the day's bids and it
+writes the result back to the orders topic, all before the phase is quiet.
 
 Kafka stamps records with the broker's clock (the exchange's topics use LogAppendTime), so a
 simulated week cannot run on it; the run always uses the in-process log, and the event store
@@ -179,6 +182,8 @@ class Simulation:
             hours = self.world.days * 24 + SETTLE_HOURS
             for hour in range(hours):
                 now = self.world.start_ms + hour * HOUR_MS
+                if self.world.day_ahead:
+                    await self._phase(now, runtime, producer, view, self._ticks)
                 await self._phase(now, runtime, producer, view, self._market_phase)
                 await self._phase(now + BUYER_PHASE_MS, runtime, producer, view, self._buyer_phase)
                 if hour % 24 == 23 or hour == hours - 1:
@@ -225,6 +230,7 @@ class Simulation:
             listed_until,
             (now_ms - self.world.start_ms) // DAY_MS,
             view,
+            self.world.day_ahead,
         )
         commands = act(context)
         topics = runtime.topics
@@ -241,22 +247,26 @@ class Simulation:
         await _quiet(runtime.log, runtime)
         await view.catch_up()
 
+    def _ticks(self, ctx: Context) -> list[Command]:
+        """A tick per family: it moves each partition's log time on even when nobody trades
+        there (and, at a day-ahead gate, every partition sends the auction its bids)."""
+        tick_hour = ctx.now_ms + DAY_MS
+        return [
+            ControlMarket(
+                operator_id=OPERATOR,
+                action="tick",
+                symbol=symbol_at(family.split(".")[0], family.split(".")[1], tick_hour),
+            )
+            for family in FAMILIES
+        ]
+
     def _market_phase(self, ctx: Context) -> list[Command]:
         world = self.world
         commands: list[Command] = []
         if ctx.now_ms == world.start_ms:
             commands += funding(world.buyers, world.providers, world.resellers)
-        # A tick per family moves each partition's log time on even when nobody trades there.
-        tick_hour = ctx.now_ms + DAY_MS
-        for family in FAMILIES:
-            resource_class, region = family.split(".")
-            commands.append(
-                ControlMarket(
-                    operator_id=OPERATOR,
-                    action="tick",
-                    symbol=symbol_at(resource_class, region, tick_hour),
-                )
-            )
+        if not world.day_ahead:
+            commands += self._ticks(ctx)
         for administrator in world.administrators:
             commands += administrator.act(ctx, world.buyers)
         for provider in world.providers:
@@ -285,6 +295,8 @@ async def _quiet(command_log: CommandLog, runtime: SimulatedExchange) -> None:
         (topics.group("risk"), topics.commands, topics.command_partitions),
         (topics.group("matching"), topics.orders, topics.market_partitions),
     ]
+    if "dayahead" in runtime.running:
+        watched.append((topics.group("dayahead"), topics.dayahead, 1))
     consumers = [(await command_log.consumer(group), topic, n) for group, topic, n in watched]
     try:
         async with asyncio.timeout(300):

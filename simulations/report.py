@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,115 @@ def markdown(figures: dict[str, Any], scenario: Scenario) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+COMPARISON_PLOT = "comparison.png"
+
+
+def comparison_rows(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The figures a comparison sets side by side, formatted, one column per run."""
+    rows: dict[str, list[str]] = {}
+    for figures in runs.values():
+        holders = figures["buyers"].get("small/voucher", {})
+        others = figures["buyers"].get("small/no-voucher", {})
+        limits = figures["limits"]
+        auction = figures["day_ahead"]
+        for name, value in {
+            **headline(figures),
+            "small firms' jobs served: grant holders / others": (
+                f"{percent(holders.get('served_share'))} / {percent(others.get('served_share'))}"
+            ),
+            "grant holders paid, before / after vouchers (CNY)": (
+                f"{yuan(holders.get('paid_per_card_hour'))} / "
+                f"{yuan(holders.get('paid_after_vouchers_per_card_hour'))}"
+            ),
+            "large buyers' jobs served": percent(
+                figures["buyers"].get("large", {}).get("served_share")
+            ),
+            "card-hours traded in day-ahead auctions / in all": (
+                f"{auction['card_hours']:,} / {figures['volume_card_hours']:,}"
+            ),
+            "needs sent to auctions / filled there": (
+                f"{auction['groups']:,} / {auction['groups_filled']:,}"
+            ),
+            "fills beyond a price limit (buys / sells / blocks)": (
+                f"{limits['buys_above_limit']} / {limits['sells_below_limit']} / "
+                f"{limits['blocks_above_limit']}"
+            ),
+            "jobs paying above their value / provider trades below cost": (
+                f"{limits['jobs_paid_above_value']} / {limits['provider_trades_below_cost']}"
+            ),
+            "wall time of the run (s)": f"{figures['run']['seconds']:.1f}",
+        }.items():
+            rows.setdefault(name, []).append(value)
+    return rows
+
+
+def write_comparison(runs: dict[str, dict[str, Any]], scenario: Scenario, out: Path) -> None:
+    """Write `comparison.md` and its plot: the same seed with and without the day-ahead
+    auction, side by side."""
+    _comparison_plot(runs, out / COMPARISON_PLOT)
+    first = next(iter(runs.values()))
+    modes = list(runs)
+    lines = [
+        f"# Day-ahead auction against continuous trading only: {scenario.name}",
+        "",
+        f"Seed {first['seed']}, {first['days']} day(s) from {scenario.start}, the same agents "
+        "and jobs in both runs. `continuous`: every contract trades continuously from its "
+        "listing. `day-ahead`: a day's contracts collect orders until 12:00 CST the day "
+        "before, when one auction clears the whole day at a uniform price per contract-hour "
+        "(providers offer their idle hours at cost, jobs that fit the day go in as needs with "
+        "their cheapest alternatives); then they trade continuously. Each run's full report "
+        f"is in {', '.join(f'`{m}/`' for m in modes)}.",
+        "",
+        f"![comparison]({COMPARISON_PLOT})",
+        "",
+        f"| figure | {' | '.join(modes)} |",
+        f"|---|{'---|' * len(modes)}",
+        *(f"| {k} | {' | '.join(v)} |" for k, v in comparison_rows(runs).items()),
+        "",
+    ]
+    (out / "comparison.md").write_text("\n".join(lines))
+
+
+def _comparison_plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
+    panels: list[tuple[str, Callable[[dict[str, Any]], float]]] = [
+        ("efficiency (% of the LP optimum)", lambda f: 100 * (f["surplus"]["efficiency"] or 0)),
+        (
+            "utilisation (% of deposits sold)",
+            lambda f: 100 * (f["utilisation"]["overall"]["realised"] or 0),
+        ),
+        (
+            "small firms' jobs served (%)",
+            lambda f: 100 * (f["buyers"].get("small", {}).get("served_share") or 0),
+        ),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
+    modes = list(runs)
+    x = np.arange(len(modes))
+    for ax, (title, value) in zip(axes, panels, strict=False):
+        heights = [value(runs[m]) for m in modes]
+        bars = ax.bar(x, heights, color=["tab:gray", "tab:blue"][: len(modes)])
+        ax.bar_label(bars, fmt="%.1f")
+        ax.set_xticks(x, modes)
+        ax.set_ylim(0, 105)
+        ax.set_title(title, fontsize=10)
+    paid = axes[-1]
+    for offset, key, label in (
+        (-0.2, "paid_per_card_hour", "paid"),
+        (0.2, "paid_after_vouchers_per_card_hour", "after vouchers"),
+    ):
+        heights = [(runs[m]["buyers"].get("small", {}).get(key) or 0) / 100 for m in modes]
+        bars = paid.bar(x + offset, heights, width=0.4, label=label)
+        paid.bar_label(bars, fmt="%.2f", fontsize=8)
+    paid.set_xticks(x, modes)
+    paid.set_ylabel("CNY per standard card-hour")
+    paid.set_title("what small firms paid", fontsize=10)
+    paid.legend(fontsize=8)
+    fig.suptitle("Continuous trading only against the day-ahead auction besides (same seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _heatmap(figures: dict[str, Any], path: Path) -> None:

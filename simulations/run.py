@@ -16,7 +16,7 @@ from settlement.sql_store import open_event_store
 from simulations import scenario as scenarios
 from simulations.analysis import analyse, read_store
 from simulations.engine import OpenExchange, Progress, RunResult, Simulation
-from simulations.report import write_report
+from simulations.report import write_comparison, write_report
 from simulations.world import build
 
 
@@ -32,14 +32,18 @@ async def simulate(
     out: Path,
     open_exchange: OpenExchange,
     progress: Progress = print,
+    day_ahead: bool = False,
 ) -> dict[str, Any]:
     """Run scenario `name` for `days` days with `seed` through the exchange `open_exchange`
-    assembles; write the report into `out`; return the figures."""
+    assembles (with `day_ahead`, one running a day-ahead auction); write the report into
+    `out`; return the figures."""
     chosen = scenarios.load(name)
-    world = build(chosen, seed, days)
+    world = build(chosen, seed, days, day_ahead)
     jobs = sum(len(b.jobs) for b in world.buyers)
+    mode = "day-ahead auction and continuous trading" if day_ahead else "continuous trading"
     progress(
-        f"scenario {chosen.name}, seed {seed}, {world.days} day(s): {len(world.providers)} "
+        f"scenario {chosen.name} ({mode}), seed {seed}, {world.days} day(s): "
+        f"{len(world.providers)} "
         f"providers, {len(world.buyers)} buyers with {jobs} jobs, {len(world.resellers)} "
         f"resellers, {len(world.administrators)} voucher programmes"
     )
@@ -52,6 +56,33 @@ async def simulate(
     write_report(figures, chosen, out)
     progress(f"report written to {out / 'report.md'}")
     return figures
+
+
+MODES = {"continuous": False, "day-ahead": True}
+"""The two markets a comparison runs, by the subfolder each writes its report into."""
+
+
+async def compare(
+    name: str,
+    days: int | None,
+    seed: int,
+    out: Path,
+    open_exchange: OpenExchange,
+    progress: Progress = print,
+) -> dict[str, dict[str, Any]]:
+    """Run scenario `name` with `seed` twice, with continuous trading only and with the
+    day-ahead auction besides, each report in its subfolder of `out`; write the comparison
+    (`comparison.md`, `comparison.png`, `comparison.json`) into `out`; return both runs'
+    figures by mode."""
+    runs: dict[str, dict[str, Any]] = {}
+    for mode, day_ahead in MODES.items():
+        folder = out / mode
+        prepare(folder)
+        runs[mode] = await simulate(name, days, seed, folder, open_exchange, progress, day_ahead)
+    (out / "comparison.json").write_text(json.dumps(runs, indent=1, sort_keys=True))
+    write_comparison(runs, scenarios.load(name), out)
+    progress(f"comparison written to {out / 'comparison.md'}")
+    return runs
 
 
 async def figures_of(result: RunResult, truth: dict[str, Any]) -> dict[str, Any]:

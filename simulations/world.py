@@ -42,6 +42,8 @@ class World:
     buyers: list[Buyer]
     resellers: list[Reseller]
     administrators: list[Administrator]
+    day_ahead: bool = False
+    """Whether the exchange runs a day-ahead auction (`DAY_AHEAD_GATE`) and the agents use it."""
 
     def fleet_factor(self, provider: Provider, day: int) -> float:
         """How many times its usual fleet a provider has on `day` (capacity shocks)."""
@@ -68,6 +70,7 @@ class World:
             "scenario": self.scenario.name,
             "seed": self.seed,
             "days": self.days,
+            "day_ahead": self.day_ahead,
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
             "list_price": self.scenario.list_price,
@@ -107,8 +110,9 @@ class World:
         }
 
 
-def build(scenario: Scenario, seed: int, days: int | None = None) -> World:
-    """The agents of `scenario` for `days` days (default: the scenario's), from `seed`."""
+def build(scenario: Scenario, seed: int, days: int | None = None, day_ahead: bool = False) -> World:
+    """The agents of `scenario` for `days` days (default: the scenario's), from `seed`; with
+    `day_ahead`, in a market with a day-ahead auction (the same agents and jobs)."""
     days = scenario.days if days is None else days
     start_ms = to_utc_ms(datetime.fromisoformat(scenario.start).replace(tzinfo=CHINA_STANDARD_TIME))
     end_ms = start_ms + days * DAY_MS
@@ -140,7 +144,7 @@ def build(scenario: Scenario, seed: int, days: int | None = None) -> World:
             city = rng.choice(kind.cities)
             planner = rng.random() < kind.planner_share
             jobs = _jobs(scenario, kind, account_id, home, rng, start_ms, days)
-            buyers.append(Buyer(account_id, kind.kind, city, planner, jobs))
+            buyers.append(Buyer(account_id, kind.kind, city, planner, jobs, day_ahead))
     resellers = []
     if scenario.resellers is not None:
         r = scenario.resellers
@@ -150,7 +154,16 @@ def build(scenario: Scenario, seed: int, days: int | None = None) -> World:
         ]
     administrators = [Administrator(p, start_ms, end_ms + DAY_MS) for p in scenario.programmes]
     return World(
-        scenario, seed, days, start_ms, end_ms, providers, buyers, resellers, administrators
+        scenario,
+        seed,
+        days,
+        start_ms,
+        end_ms,
+        providers,
+        buyers,
+        resellers,
+        administrators,
+        day_ahead,
     )
 
 

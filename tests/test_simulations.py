@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cx.cli import main
-from cx.simulation import open_simulated_exchange
+from cx.simulation import open_simulated_exchange, settings_for
 from exchange.adapters.inprocess_log import InProcessLog
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import default_catalogue
@@ -29,9 +29,12 @@ from exchange.domain.messages import (
 )
 from exchange.log import LogRecord
 from exchange.pipeline import RiskRunner, Topics, partition_for
+from settlement.audit import audit, audit_ledger
+from settlement.sql_store import open_event_store
 from simulations import scenario as scenarios
 from simulations.analysis import optimal_allocation, start_of
-from simulations.run import prepare, simulate
+from simulations.run import compare, prepare, simulate
+from simulations.world import build
 
 EAST = {"YRD", "JJJ", "GBA"}
 
@@ -151,6 +154,48 @@ async def test_a_small_market_reports_figures_the_event_store_confirms(tmp_path:
     assert 0 < surplus["realised"] <= surplus["maximum"] + 1e-6
     assert surplus["without_scheduling_optimum"] <= surplus["maximum"] + 1e-6
     assert 0 < surplus["efficiency"] <= 1
+
+
+@pytest.mark.usefixtures("embedded")
+async def test_the_day_ahead_auction_serves_small_firms_at_least_as_well_within_every_limit(
+    tmp_path: Path,
+) -> None:
+    # Two days of the baseline: the second day's contracts go through the auction on the
+    # first day at noon, with the needs of the jobs that fit that day.
+    runs = await compare("baseline", 2, 1, tmp_path, open_simulated_exchange, lambda _: None)
+    continuous, day_ahead = runs["continuous"], runs["day-ahead"]
+    assert (tmp_path / "comparison.md").stat().st_size > 0
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+
+    # The auction ran and traded: needs went in and some were filled there.
+    auction = day_ahead["day_ahead"]
+    assert auction["groups"] > 10
+    assert auction["groups_filled"] > 0
+    assert auction["card_hours"] > 0
+    assert all(a["status"] == "optimal" for a in auction["auctions"].values())
+    assert continuous["day_ahead"]["groups"] == 0
+
+    # Nobody did worse than the limit it set: no buy above its limit, no sell below it, no
+    # block above its limit on average, no job paying above its value, no provider below cost.
+    for figures in (continuous, day_ahead):
+        assert set(figures["limits"].values()) == {0}, figures["limits"]
+
+    # Everything is accounted for: cash, capacity, holds, vouchers and the journal.
+    world = build(scenarios.load("baseline"), 1, 2, day_ahead=True)
+    settings = settings_for(world, tmp_path / "day-ahead" / "data")
+    store = open_event_store(settings.event_store_url())
+    try:
+        for check in (audit, audit_ledger):
+            report = await check(store, settings.catalogue())
+            assert report.discrepancies == [], report.discrepancies[:3]
+    finally:
+        await store.close()
+
+    # The auction serves small firms' jobs at least as well as continuous trading alone.
+    small = [runs[mode]["buyers"]["small"] for mode in ("continuous", "day-ahead")]
+    assert small[0]["jobs"] == small[1]["jobs"]
+    assert small[1]["served"] >= small[0]["served"]
+    assert day_ahead["surplus"]["efficiency"] >= continuous["surplus"]["efficiency"]
 
 
 def test_the_same_seed_gives_the_same_report_in_any_process(tmp_path: Path) -> None:

@@ -88,6 +88,10 @@ class DayAheadCleared(Event):
     trades: list[tuple[str, str, str, StrictInt, StrictInt]]
     accepted: dict[str, StrictInt]
     rejected: dict[str, str]
+    contracts: list[str] | None = None
+    """The day's books the partition opened with the result, as matching recorded it (None
+    as the auction stage sends it): a replay holding every partition's books in one state
+    opens only these, as the partition did."""
 
 
 class DayAheadAuctionCompleted(Event):
