@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -39,7 +39,9 @@ from exchange.domain.messages import (
 from exchange.log import CommandLog, LogRecord
 from exchange.pipeline import SNAPSHOT_EVERY, Deduplicator, StageRunner, Topics
 from exchange.snapshots import SnapshotStore
-from matching.dayahead import DayAheadOrder, DayAheadResult, clear, order_from_wire
+
+if TYPE_CHECKING:
+    from matching.dayahead import DayAheadOrder, DayAheadResult
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,9 @@ class DayAheadBook:
 def auction_orders(parts: dict[int, list[dict[str, Any]]]) -> list[DayAheadOrder]:
     """The orders of a day's auction from every partition's bids: partition by partition, each
     in its arrival order, numbered in that order (the auction's `seq`)."""
+    # The solver needs scipy (the `sim` extra): imported only where an auction is run.
+    from matching.dayahead import order_from_wire
+
     orders: list[DayAheadOrder] = []
     for partition in sorted(parts):
         for bid in sorted(parts[partition], key=lambda b: int(b["seq"])):
@@ -182,6 +187,8 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
 
     def _solve(self, day: str, parts: dict[int, dict[str, Any]], stamp: EventStamp) -> None:
         """Clear the day and send each partition its share, then the day's summary."""
+        from matching.dayahead import clear
+
         orders = auction_orders({p: brought["orders"] for p, brought in parts.items()})
         ticks = {}
         for order in orders:
