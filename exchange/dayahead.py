@@ -26,7 +26,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import (
+    DAY_MS,
+    Catalogue,
+    ContractSpec,
+    cst_day_of,
+    family_of,
+    to_utc_ms,
+)
 from exchange.domain.messages import (
     DayAheadAuctionCompleted,
     DayAheadBidsCollected,
@@ -150,7 +157,7 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
                 continue
             parts = book.pending.setdefault(day, {})
             parts[message.partition] = message.orders
-            if len(parts) < self.topics.market_partitions:
+            if not self._partitions_of(day) <= parts.keys():
                 continue
             del book.pending[day]
             book.done = [*book.done, day][-DONE_KEPT:]
@@ -159,6 +166,21 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
                     record.topic, record.partition, record.offset, record.timestamp_ms
                 )
                 self._solve(day, parts, stamp)
+
+    def _partitions_of(self, day: str) -> set[int]:
+        """The matching partitions whose bids a day's auction waits for: those of the contracts
+        the catalogue lists for delivery that day. A partition holding none of them has no
+        pre-open book of the day, so it never sends any bids to wait for."""
+        return {self.topics.market_partition(spec.symbol) for spec in self._contracts_of(day)}
+
+    def _contracts_of(self, day: str) -> list[ContractSpec]:
+        """The contracts the catalogue lists for delivery in a day (CST date)."""
+        start = cst_day_of(day)
+        return [
+            spec
+            for spec in self.catalogue.listed_at(start)
+            if start <= to_utc_ms(spec.delivery_start) < start + DAY_MS
+        ]
 
     def _solve(self, day: str, parts: dict[int, list[dict[str, Any]]], stamp: EventStamp) -> None:
         """Clear the day and send each partition its share, then the day's summary."""
@@ -219,6 +241,11 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
         """What the result says about the orders a partition brought."""
         mine = {bid["order_id"] for bid in bids}
         symbols = {s for bid in bids for s in bid["symbols"]}
+        families = {family_of(s) for s in symbols} | {
+            spec.family
+            for spec in self._contracts_of(day)
+            if self.topics.market_partition(spec.symbol) == partition
+        }
         return DayAheadCleared(
             event_id=stamp.next_id(),
             ts=stamp.ts,
@@ -232,4 +259,5 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
             ],
             accepted={o: q for o, q in result.accepted.items() if o in mine},
             rejected={o: str(r) for o, r in result.rejected.items() if o in mine},
+            families=sorted(families),
         )

@@ -113,11 +113,13 @@ class CallAuctions(EngineState):
         day_start: int,
         trades: Iterable[tuple[str, str, str, int, int]],
         rejected: Iterable[str],
+        families: set[str] | None = None,
     ) -> None:
         """Carry out the day-ahead auction's result for this engine's books of the day from
-        `day_start`: each trade (symbol, buy id, sell id, quantity, price), the waiting blocks
-        it did not accept dropped, then the day's books opened through a call auction of the
-        orders that arrived after the gate (the caller has advanced the clock to `ts`)."""
+        `day_start` (of `families` only, when named): each trade (symbol, buy id, sell id,
+        quantity, price), the waiting blocks it did not accept dropped, then those books opened
+        through a call auction of the orders that arrived after the gate (the caller has
+        advanced the clock to `ts`)."""
         events = self.events
         filled: dict[str, int] = {}
         for symbol, buy_id, sell_id, quantity, price in trades:
@@ -142,7 +144,7 @@ class CallAuctions(EngineState):
             block = self.blocks.get(block_id)
             if block is not None:
                 self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
-        books = self._day_books(day_start)
+        books = [b for b in self._day_books(day_start) if families is None or b.family in families]
         symbols = {b.symbol for b in books}
         self.in_auction = {
             i for i in self.in_auction if not self._delivers_in(i, day_start, symbols)

@@ -14,6 +14,7 @@ import hashlib
 from typing import Any, assert_never
 
 from exchange.domain.catalogue import (
+    DAY_MS,
     Catalogue,
     ContractSpec,
     SymbolError,
@@ -409,9 +410,12 @@ class MarketStage:
                  "price": o.price, "quantity": o.remaining, "seq": o.seq}
                 for o in orders
             ] + [
+                # The auction's wire form (`matching.dayahead.order_to_wire`): `group` only on
+                # an alternative of an exclusive group.
                 {"order_id": b.block_id, "side": b.side,
                  "symbols": list(self.engine.block_symbols[b.block_id]), "price": b.price,
-                 "quantity": b.quantity, "seq": b.seq, "group": groups.get(b.block_id)}
+                 "quantity": b.quantity, "seq": b.seq,
+                 **({"group": groups[b.block_id]} if b.block_id in groups else {})}
                 for b in blocks
             ]  # fmt: skip
             self.day_ahead_collected.add(day)
@@ -432,10 +436,18 @@ class MarketStage:
         day = cst_day_of(result.day)
         engine = self.engine
         engine.advance(ts)
-        engine.apply_day_ahead(ts, day, result.trades, result.rejected)
+        families = None if result.families is None else set(result.families)
+        engine.apply_day_ahead(ts, day, result.trades, result.rejected, families)
         for order_id in [*result.accepted, *result.rejected]:
             self.exclusive_groups.pop(order_id, None)
-        self.day_ahead_collected.discard(day)
+        # Collected until every book of the day has its result: in a replay of all partitions
+        # in one stage, each partition's result opens only its own families' books.
+        end = day + DAY_MS
+        if not any(
+            book.state == mo.PRE_OPEN and day <= book.delivery_at < end
+            for book in engine.books.values()
+        ):
+            self.day_ahead_collected.discard(day)
         self._next_gate = self._earliest_gate()
 
     def _control_market(self, event: MarketControlRequested, ts: int) -> None:

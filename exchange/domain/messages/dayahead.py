@@ -84,6 +84,10 @@ class DayAheadCleared(Event):
     trades: list[tuple[str, str, str, StrictInt, StrictInt]]
     accepted: dict[str, StrictInt]
     rejected: dict[str, str]
+    families: list[str] | None = None
+    """The families whose books of the day the partition opens with this result (None: every
+    one it holds). Named, because a replay of every partition in one stage (settlement's)
+    must open each partition's books only with that partition's result."""
 
 
 class DayAheadAuctionCompleted(Event):

@@ -1,0 +1,158 @@
+"""The day-ahead auction through the API: orders, blocks, exclusive groups and needs collected
+until the gate, cleared once the log's clock passes it, and read back as the auction's prices
+and each account's results; every bad bid refused with its reason, changing nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from exchange.domain.catalogue import CHINA_STANDARD_TIME
+from exchange.domain.messages import exchange_order_id
+from tests.e2e.harness import RunningExchange, eventually, running_exchange, settings_for, settle
+
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+
+
+def _delivery_day() -> datetime:
+    """A delivery day two days after today (CST): its gate, at noon the day before, is ahead
+    of the wall clock, so the needs' deadlines in it are too."""
+    today = datetime.now(CHINA_STANDARD_TIME).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today + timedelta(days=3)
+
+
+DAY = _delivery_day()
+DATE = DAY.date().isoformat()
+GATE_MS = int((DAY - timedelta(hours=12)).timestamp() * 1000)
+BEFORE_GATE_MS = GATE_MS - 2 * HOUR_MS
+
+
+def _symbol(region: str, hour: int, day: datetime = DAY) -> str:
+    return f"H100-80G.{region}.{day:%Y%m%d}T{hour:02d}"
+
+
+GZ = [_symbol("GZ", 9), _symbol("GZ", 10)]
+NM = [_symbol("NMG", 9), _symbol("NMG", 10)]
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> Any:
+    values = {
+        "CX_DAY_AHEAD_GATE": "12:00",
+        "CX_LISTINGS": "H100-80G.GZ,H100-80G.NMG",
+        "CX_LISTING_DAYS": 1,
+        "CX_TICK_SECONDS": 0.2,
+        **overrides,
+    }
+    return settings_for(tmp_path, **values)
+
+
+async def _fund(exchange: RunningExchange, account: str, amount: int) -> httpx.AsyncClient:
+    client = await exchange.as_(account)
+    deposit = {"kind": "cash", "amount": amount}
+    answer = await client.post(f"/v1/accounts/{account}/deposits", json=deposit)
+    assert answer.status_code == 201, answer.text
+    return client
+
+
+async def _offer(
+    exchange: RunningExchange, provider: str, symbols: list[str], price: int, quantity: int
+) -> httpx.AsyncClient:
+    """Capacity deposited and offered in the day-ahead auction, hour by hour."""
+    client = await exchange.as_(provider, "provider")
+    for symbol in symbols:
+        capacity = {"kind": "capacity", "symbol": symbol, "quantity": 10}
+        answer = await client.post(f"/v1/accounts/{provider}/deposits", json=capacity)
+        assert answer.status_code == 201, answer.text
+        ask = {"symbol": symbol, "side": "sell", "price": price, "quantity": quantity,
+               "day_ahead": True}  # fmt: skip
+        answer = await client.post("/v1/orders", json=ask)
+        assert answer.status_code == 201, answer.text
+    return client
+
+
+async def _cleared(exchange: RunningExchange) -> dict[str, Any]:
+    async def cleared() -> dict[str, Any] | None:
+        document: dict[str, Any] = (await exchange.anonymous.get(f"/v1/day-ahead/{DATE}")).json()
+        return document if document["status"] == "cleared" else None
+
+    result: dict[str, Any] = await eventually(cleared, "the day-ahead auction to clear", 60.0)
+    return result
+
+
+async def _at(exchange: RunningExchange, ms: int) -> None:
+    """Wait until the API has seen the log's clock reach `ms` (ticks carry it)."""
+
+    async def reached() -> bool:
+        return exchange.market.now_ms >= ms
+
+    await eventually(reached, "the API to see the log's time")
+
+
+def _refused(answer: httpx.Response, kind: str, says: str) -> None:
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["type"] == f"/problems/{kind}", problem
+    assert says in problem["detail"], problem
+
+
+async def test_day_ahead_bids_clear_at_the_gate_and_each_account_reads_its_results(
+    tmp_path: Path,
+) -> None:
+    now = [BEFORE_GATE_MS]
+    async with running_exchange(_settings(tmp_path), clock_ms=lambda: now[0]) as exchange:
+        await _at(exchange, BEFORE_GATE_MS)
+        await _offer(exchange, "p-gz", GZ, 1500, 5)
+        await _offer(exchange, "p-nm", NM, 1400, 5)
+        lab = await _fund(exchange, "lab", 100_000)
+        block = {"symbols": GZ, "side": "buy", "price": 1600, "quantity": 2, "day_ahead": True}
+        placed = await lab.post("/v1/block-orders", json=block)
+        assert placed.status_code == 201, placed.text
+        block_id = placed.json()["order_id"]
+        group = {"alternatives": [GZ, NM], "price": 1700, "quantity": 3,
+                 "client_order_id": "run-1"}  # fmt: skip
+        answer = await lab.post("/v1/exclusive-groups", json=group)
+        assert answer.status_code == 201, answer.text
+        grouped = answer.json()
+        assert grouped["order_id"] == exchange_order_id("lab", "run-1")
+        alternatives = [a["order_id"] for a in grouped["alternatives"]]
+        assert alternatives == [exchange_order_id("lab", f"run-1.{n}") for n in (1, 2)]
+        await settle(exchange.runtime)
+        # Until the auction, every alternative holds its own cash: 2 x 2 x 1600 for the block,
+        # 2 x 3 x 2 x 1700 for the group's two alternatives.
+        held = 2 * 2 * 1600 + 2 * 3 * 2 * 1700
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
+            "available": 100_000 - held,
+            "held": held,
+        }
+        before = (await exchange.anonymous.get(f"/v1/day-ahead/{DATE}")).json()
+        assert (before["status"], before["result"], before["regions"]) == ("collecting", None, [])
+        assert before["gate"] == (DAY - timedelta(hours=12)).isoformat()
+
+        now[0] = GATE_MS + MINUTE_MS
+        auction = await _cleared(exchange)
+        await settle(exchange.runtime)
+        results = (await lab.get(f"/v1/day-ahead/{DATE}/results")).json()
+        prices = {
+            c["symbol"]: c["price"]
+            for region in auction["regions"]
+            for hour in region["hours"]
+            for c in hour["contracts"]
+        }
+        assert set(prices) == {*GZ, *NM}
+        # Uniform prices between the accepted sellers' and buyers' limits.
+        assert all(1500 <= prices[s] <= 1600 for s in GZ)
+        assert all(1400 <= prices[s] <= 1700 for s in NM)
+        by_id = {o["order_id"]: o for o in results["orders"]}
+        assert by_id[block_id]["status"] == "accepted"
+        assert by_id[alternatives[1]]["status"] == "accepted"
+        assert by_id[alternatives[0]]["reason"] == "alternative_accepted"
+        paid = sum(o["amount"] for o in results["orders"])
+        assert paid == 2 * sum(prices[s] for s in GZ) + 3 * sum(prices[s] for s in NM)
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
+            "available": 100_000 - paid,
+            "held": 0,
+        }
