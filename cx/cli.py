@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from api.keys import Role
 from cx.runtime import STAGES, Stage
 from cx.settings import Settings
+from exchange.domain.catalogue import cst_day_of
 
 if TYPE_CHECKING:
     from api.marketdata import MarketData
@@ -80,10 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "scope",
         nargs="?",
-        choices=["all", "ledger"],
+        choices=["all", "ledger", "auction"],
         default="all",
-        help="ledger: recompute every balance from the journal's entries and check it",
+        help="ledger: recompute every balance from the journal's entries and check it; "
+        "auction DATE: re-solve the day-ahead auction of DATE (YYYY-MM-DD, CST) and check it",
     )
+    audit.add_argument("date", nargs="?", help="auction: the delivery date (YYYY-MM-DD, CST)")
     audit.add_argument("--json", action="store_true", help="print JSON")
     exported = commands.add_parser(
         "history", help="export stored events as JSON lines or CSV, filtered"
@@ -236,6 +239,15 @@ MAX_SQL_INT = 2**63 - 1
 """The largest position or log time a query may name (a BIGINT)."""
 
 
+def _is_date(text: str) -> bool:
+    """Whether `text` is a date YYYY-MM-DD."""
+    try:
+        cst_day_of(text)
+    except ValueError:
+        return False
+    return True
+
+
 class UsageError(Exception):
     """An argument the command cannot use; `cx` says why and exits with 2."""
 
@@ -303,6 +315,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "audit":
         from cx import history
 
+        if args.scope == "auction":
+            if not args.date or not _is_date(args.date):
+                raise UsageError("cx audit auction needs the auction's date, YYYY-MM-DD")
+            return asyncio.run(history.run_auction_audit(settings, args.date, args.json))
         return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
     elif args.command == "deadletters":
         if args.deadletters_command == "set-aside":

@@ -241,3 +241,32 @@ def _time_ms(value: str) -> int:
     if value.isdigit():
         return int(value)
     return parse_time(value)
+
+
+async def run_auction_audit(settings: Settings, day: str, as_json: bool) -> int:
+    """Re-solve the stored day-ahead auction of `day` and check it; exit status 1 if anything
+    is amiss."""
+    from settlement.auction_audit import audit_auction
+
+    store = await _open(settings)
+    try:
+        report = await audit_auction(store, settings.catalogue(), day, settings.market_partitions)
+    finally:
+        await store.close()
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for discrepancy in report.discrepancies:
+            print(discrepancy)
+        verdict = (
+            "无差异 no discrepancies"
+            if not report.discrepancies
+            else f"{len(report.discrepancies)} 处差异 discrepancies"
+        )
+        print(
+            f"日前竞价 day-ahead auction {day}: {report.orders} 笔申报 orders, 社会福利 welfare "
+            f"{report.welfare / 100:.2f} 元 ({report.status}), 重解 re-solved "
+            f"{report.resolved_welfare / 100:.2f} 元, LP 上界 bound "
+            f"{report.lp_bound / 100:.2f} 元: {verdict}"
+        )
+    return 1 if report.discrepancies else 0

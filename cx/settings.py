@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     halt_seconds: int = Field(default=60, ge=1, validation_alias="CX_HALT_SECONDS")
     pre_open: bool = Field(default=False, validation_alias="CX_PRE_OPEN")
     day_ahead_gate: str = Field(default="", validation_alias="CX_DAY_AHEAD_GATE")
-    """The day-ahead auction's gate (`HH:MM`, China Standard Time, the day before delivery),
+    """The day-ahead auction's gate (`HH:MM[:SS]`, CST, the day before delivery),
     e.g. `12:00`; empty: no day-ahead auction, every contract trades continuously at once."""
     tick_seconds: float = Field(default=30.0, gt=0, validation_alias="CX_TICK_SECONDS")
     """How often the API's node ticks every market partition, so that expiries, gate closures
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     @classmethod
     def _gate_is_a_time_of_day(cls, value: str) -> str:
         if value:
-            _minutes_of_day(value)
+            _ms_of_day(value)
         return value
 
     @property
@@ -131,9 +131,7 @@ class Settings(BaseSettings):
             delivery_window_ms=self.delivery_window_minutes * 60_000,
             recall_notice_ms=self.recall_notice_minutes * 60_000,
             recall_compensation_bps=self.recall_compensation_bps,
-            day_ahead_gate_ms=_minutes_of_day(self.day_ahead_gate) * 60_000
-            if self.day_ahead_gate
-            else None,
+            day_ahead_gate_ms=_ms_of_day(self.day_ahead_gate) if self.day_ahead_gate else None,
         )
 
     def listing_rules(self) -> list[ListingRule]:
@@ -197,11 +195,12 @@ def _families(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _minutes_of_day(value: str) -> int:
-    """Minutes after midnight of an `HH:MM` time of day."""
-    hours, _, minutes = value.partition(":")
-    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
-        raise ValueError(f"{value!r} is not a time of day HH:MM")
-    if not (0 <= int(hours) < 24 and 0 <= int(minutes) < 60):
-        raise ValueError(f"{value!r} is not a time of day from 00:00 to 23:59")
-    return int(hours) * 60 + int(minutes)
+def _ms_of_day(value: str) -> int:
+    """Milliseconds after midnight of a time of day `HH:MM` or `HH:MM:SS`."""
+    parts = value.split(":")
+    if not (2 <= len(parts) <= 3 and all(p.isdigit() and len(p) == 2 for p in parts)):
+        raise ValueError(f"{value!r} is not a time of day HH:MM or HH:MM:SS")
+    hours, minutes, seconds = (int(p) for p in [*parts, "00"][:3])
+    if not (hours < 24 and minutes < 60 and seconds < 60):
+        raise ValueError(f"{value!r} is not a time of day from 00:00 to 23:59:59")
+    return ((hours * 60 + minutes) * 60 + seconds) * 1000

@@ -3,11 +3,11 @@ whether it moves; and every partition that is stalled.
 
 Read from what all processes share, so it is true when the stages run as separate processes
 (`cx run risk|matching|settlement|api`): risk's, matching's and the day-ahead auction's
-committed offsets and every end offset from the log, settlement's settled offsets and the partitions it stopped at
-(`settlement.stalled`) from the event store. The API adds its own market-data fold. A
-partition is stalled when settlement recorded a record it cannot apply there, or when it has
-lag that has not moved for `stall_seconds` (CX_STALL_SECONDS), or when its offsets could not
-be read for that long. `/v1/health`, `GET /v1/admin/status` and `cx status` report it.
+committed offsets and every end offset from the log, settlement's settled offsets and the
+partitions it stopped at (`settlement.stalled`) from the event store. The API adds its own
+market-data fold. A partition is stalled when settlement recorded a record it cannot apply
+there, or when it has lag that has not moved for `stall_seconds` (CX_STALL_SECONDS), or when
+its offsets could not be read for that long. `/v1/health`, `GET /v1/admin/status` and `cx status` report it.
 """
 
 from __future__ import annotations

@@ -57,8 +57,11 @@ READ_ATTEMPTS = 10
 
 
 def stream_of(event: Event) -> str:
-    """The stream an event belongs to: its contract, else its account, else the exchange
-    (market-wide controls)."""
+    """The stream an event belongs to: a day-ahead auction's own, else its contract, else its
+    account, else the exchange (market-wide controls)."""
+    day = getattr(event, "day", None)
+    if isinstance(day, str):
+        return day_ahead_stream(day)
     symbol = getattr(event, "symbol", None)
     if isinstance(symbol, str) and symbol != ALL_CONTRACTS:
         return f"contract-{symbol}"
@@ -66,6 +69,12 @@ def stream_of(event: Event) -> str:
     if isinstance(account_id, str):
         return f"account-{account_id}"
     return "exchange"
+
+
+def day_ahead_stream(day: str) -> str:
+    """The stream of the day-ahead auction of `day` (CST date): the bids every matching
+    partition brought, each partition's share of the result, and the result."""
+    return f"day-ahead-{day}"
 
 
 def to_new_event(event: AnyEvent, record: LogRecord) -> NewEvent:

@@ -35,6 +35,9 @@ from exchange.domain.messages import (
     ContractStateChanged,
     ControlMarket,
     CreateProgramme,
+    DayAheadAuctionCompleted,
+    DayAheadBidsCollected,
+    DayAheadCleared,
     DeliveryDisputed,
     DeliveryObligation,
     DeliveryRequested,
@@ -46,6 +49,7 @@ from exchange.domain.messages import (
     DisputeDelivery,
     EnterpriseRegistered,
     EventStamp,
+    ExclusiveGroupAccepted,
     FeeConceded,
     FundDiscountPool,
     FundsDeposited,
@@ -64,6 +68,7 @@ from exchange.domain.messages import (
     OrderReduced,
     OrderRejected,
     PlaceBlockOrder,
+    PlaceExclusiveGroup,
     PlaceOrder,
     PlatformDiscounted,
     ProgrammeCreated,
@@ -139,6 +144,10 @@ COMMANDS: list[Message] = [
         signature="cd" * 32,
     ),
     CancelAllOrders(account_id="a1"),
+    PlaceExclusiveGroup(
+        order_id="need-1", account_id="a1", alternatives=[[SYM], ["H100-80G.NM.20271201T02"]],
+        price=1_800, quantity=2, voucher="hz-2027",
+    ),
     PlaceBlockOrder(
         order_id="k-1", account_id="a1", symbols=[SYM], side="buy", price=12_000, quantity=8
     ),
@@ -539,6 +548,26 @@ EVENTS: list[Message] = [
         **E, operator_id="ops", max_rate_bps=3_000, max_cap_per_enterprise=500_000_000,
         kinds=["sme", "opc"], cities=[], reason="",
     ),
+    ExclusiveGroupAccepted(
+        **E, order_id="o-need", account_id="a1",
+        blocks=[BlockAccepted(**E, order_id="o-need.1", account_id="a1", symbol=SYM,
+                              family="H100-80G.GZ", symbols=[SYM], side="buy", price=1_800,
+                              quantity=2, group="o-need")],
+    ),
+    DayAheadBidsCollected(
+        **E, day="2027-12-01", partition=1,
+        orders=[{"order_id": "o-1", "side": "buy", "symbols": [SYM], "price": 1_800,
+                 "quantity": 2, "seq": 3}],
+    ),
+    DayAheadCleared(
+        **E, day="2027-12-01", partition=1, prices={SYM: 1_750},
+        trades=[(SYM, "o-1", "o-2", 2, 1_750)], accepted={"o-1": 2, "o-2": 2},
+        rejected={"o-3": "out_of_the_money"},
+    ),
+    DayAheadAuctionCompleted(
+        **E, day="2027-12-01", prices={SYM: 1_750}, volumes={SYM: 2}, welfare=300,
+        bound=300, gap_ppm=0, status="optimal", orders=3, accepted=2, solve_ms=12,
+    ),
 ]  # fmt: skip
 
 
@@ -559,7 +588,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 69
+    assert len(_all_message_classes()) == 74
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

@@ -25,7 +25,7 @@ def command_types() -> set[type[Message]]:
 
 def test_every_command_type_has_a_handler_and_the_table_nothing_else() -> None:
     commands = command_types()
-    assert len(commands) == 25
+    assert len(commands) == 26
     assert set(HANDLERS) - commands == set(), "handlers of types that are not commands"
     assert commands - set(HANDLERS) == set(), "commands no handler decides"
 

@@ -1,0 +1,210 @@
+"""The day-ahead auction end to end, embedded and on Kafka + PostgreSQL: orders and a need
+placed before the gate, the auction solved when every matching partition's bids are in, its
+trades settled like any other, the day's books opened for continuous trading, and
+`cx audit auction DATE` finding the stored auction sound.
+
+Kafka stamps records with the broker's clock, so the gate is set a few seconds ahead of now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cx.settings import Settings
+from exchange.domain.catalogue import CHINA_STANDARD_TIME
+from exchange.domain.messages import (
+    PlaceBlockOrder,
+    PlaceExclusiveGroup,
+    PlaceOrder,
+    exchange_order_id,
+)
+from settlement.audit import audit, audit_ledger
+from settlement.service import day_ahead_stream
+from tests.e2e.harness import RunningExchange, eventually, running_exchange, settle
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+GATE_AHEAD_S = 6
+"""How far ahead of now the gate is: time to place everything before it."""
+
+
+def _gate_and_day() -> tuple[str, str]:
+    """A gate a few seconds from now (CST) and the delivery day it auctions: tomorrow."""
+    now = datetime.now(CHINA_STANDARD_TIME)
+    if now.hour == 23 and now.minute == 59 and now.second > 60 - 3 * GATE_AHEAD_S:
+        time.sleep(61 - now.second)  # a gate must fall on the same CST day as now
+        now = datetime.now(CHINA_STANDARD_TIME)
+    gate = now + timedelta(seconds=GATE_AHEAD_S)
+    return gate.strftime("%H:%M:%S"), (gate + timedelta(days=1)).strftime("%Y%m%d")
+
+
+def _symbol(region: str, day: str, hour: int) -> str:
+    return f"H100-80G.{region}.{day}T{hour:02d}"
+
+
+async def _deposit(exchange: RunningExchange, account: str, body: dict[str, Any]) -> None:
+    role = "provider" if body["kind"] == "capacity" else "buyer"
+    client = await exchange.as_(account, role)
+    response = await client.post(f"/v1/accounts/{account}/deposits", json=body)
+    assert response.status_code in (200, 201), response.text
+
+
+async def _stored(exchange: RunningExchange, stream: str) -> list[Any]:
+    return await exchange.runtime.store.read_stream(stream)
+
+
+async def _events_of(exchange: RunningExchange, account: str, kind: str) -> list[dict[str, Any]]:
+    return [e.data for e in await _stored(exchange, f"account-{account}") if e.type == kind]
+
+
+async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
+    exchange_settings: Settings,
+) -> None:
+    gate, day = _gate_and_day()
+    settings = exchange_settings.model_copy(
+        update={
+            "day_ahead_gate": gate,
+            "listings": "H100-80G.GZ,H100-80G.NM",
+            "listing_days": 1,
+            "tick_seconds": 0.2,
+            "fees": "H100-80G:100:200",
+        }
+    )
+    gz10, gz11 = _symbol("GZ", day, 10), _symbol("GZ", day, 11)
+    nm10, nm11 = _symbol("NM", day, 10), _symbol("NM", day, 11)
+    async with running_exchange(settings) as exchange:
+        runtime = exchange.runtime
+        for symbol in (gz10, gz11):
+            await _deposit(exchange, "p", {"kind": "capacity", "symbol": symbol, "quantity": 4})
+        for symbol in (nm10, nm11):
+            await _deposit(exchange, "q", {"kind": "capacity", "symbol": symbol, "quantity": 2})
+        await _deposit(exchange, "b1", {"kind": "cash", "amount": 100_000})
+        await _deposit(exchange, "b2", {"kind": "cash", "amount": 100_000})
+        await settle(runtime)
+        # Guizhou sells at 15.00 each hour; Inner Mongolia at 12.00 as a block over both.
+        for n, symbol in enumerate((gz10, gz11)):
+            await runtime.submit(
+                PlaceOrder(
+                    order_id=f"s{n}",
+                    account_id="p",
+                    symbol=symbol,
+                    side="sell",
+                    price=1_500,
+                    quantity=4,
+                    day_ahead=True,
+                )
+            )
+        await runtime.submit(
+            PlaceBlockOrder(
+                order_id="sb",
+                account_id="q",
+                symbols=[nm10, nm11],
+                side="sell",
+                price=1_200,
+                quantity=2,
+                day_ahead=True,
+            )
+        )
+        # b1 bids 20.00 for one unit of Guizhou at 10:00.
+        await runtime.submit(
+            PlaceOrder(
+                order_id="h",
+                account_id="b1",
+                symbol=gz10,
+                side="buy",
+                price=2_000,
+                quantity=1,
+                day_ahead=True,
+            )
+        )
+        # b2's need: two units for two hours, in Guizhou or Inner Mongolia, at most 18.00.
+        await runtime.submit(PlaceExclusiveGroup(order_id="need", account_id="b2",
+                                                 alternatives=[[gz10, gz11], [nm10, nm11]],
+                                                 price=1_800, quantity=2))  # fmt: skip
+        await settle(runtime)
+        held = await (await exchange.as_("b2")).get("/v1/accounts/b2")
+        # Both alternatives hold their cash until the auction: 2 x (18.00 x 4 + 2% fee).
+        assert held.json()["cash"]["held"] == 2 * (1_800 * 4 + 1_800 * 4 * 2 // 100)
+
+        date = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+
+        async def cleared() -> list[Any]:
+            stored = await _stored(exchange, day_ahead_stream(date))
+            return [e for e in stored if e.type == "DayAheadAuctionCompleted"]
+
+        (completed,) = await eventually(cleared, "the day-ahead auction", timeout_s=60)
+        await settle(runtime)
+        summary = completed.data
+        assert (summary["status"], summary["gap_ppm"]) == ("optimal", 0)
+        # Inner Mongolia adds more welfare: (18 - 12) x 4 = 24.00 against (18 - 15) x 4.
+        chosen, other = exchange_order_id("b2", "need.2"), exchange_order_id("b2", "need.1")
+        trades = [
+            e.data
+            for s in (gz10, gz11, nm10, nm11)
+            for e in await _stored(exchange, f"contract-{s}")
+            if e.type == "TradeExecuted"
+        ]
+        assert {(t["symbol"], t["buy_order_id"], t["quantity"]) for t in trades} == {
+            (nm10, chosen, 2),
+            (nm11, chosen, 2),
+            (gz10, exchange_order_id("b1", "h"), 1),
+        }
+        assert all(t["aggressor"] is None for t in trades)
+        for trade in trades:
+            assert trade["price"] == summary["prices"][trade["symbol"]]
+        # Nobody pays above its limit or sells below it.
+        assert 1_500 <= summary["prices"][gz10] <= 2_000
+        assert summary["prices"][nm10] + summary["prices"][nm11] <= 2 * 1_800
+        assert summary["prices"][nm10] + summary["prices"][nm11] >= 2 * 1_200
+        cancelled = await _events_of(exchange, "b2", "OrderCancelled")
+        assert [(c["order_id"], c["reason"]) for c in cancelled] == [(other, "block_not_accepted")]
+        account = (await (await exchange.as_("b2")).get("/v1/accounts/b2")).json()
+        assert account["cash"]["held"] == 0
+        # Each auction trade pays the 1% maker fee.
+        amounts = [2 * summary["prices"][nm10], 2 * summary["prices"][nm11]]
+        fees = sum(amount // 100 for amount in amounts)
+        assert account["cash"]["available"] == 100_000 - sum(amounts) - fees
+        # The day's books trade continuously now; a day-ahead order for them is refused.
+        book = (await exchange.client.get(f"/v1/contracts/{gz11}")).json()
+        assert book["state"] == "continuous"
+        await runtime.submit(PlaceOrder(order_id="late", account_id="b1", symbol=gz11, side="buy",
+                                        price=2_000, quantity=1, day_ahead=True))  # fmt: skip
+        await settle(runtime)
+        rejected = await _events_of(exchange, "b1", "OrderRejected")
+        assert [(r["reason"], r["message"][:30]) for r in rejected] == [
+            ("already_auctioned", f"the day-ahead auction of {date}")
+        ]
+        store, catalogue = runtime.store, runtime.catalogue
+        assert (await audit(store, catalogue)).discrepancies == []
+        assert (await audit_ledger(store, catalogue)).discrepancies == []
+    _cx_audit_auction(settings, date)
+
+
+def _cx_audit_auction(settings: Settings, date: str) -> None:
+    """`cx audit auction DATE`, as an operator runs it."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
+    }
+    env.update(CX_DATA_DIR=str(settings.data_dir), CX_FEES=settings.fees,
+               CX_MARKET_PARTITIONS=str(settings.market_partitions))  # fmt: skip
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    done = subprocess.run(
+        [sys.executable, "-m", "cx.cli", "audit", "auction", date, "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["discrepancies"] == []
+    assert report["orders"] == 6
+    assert report["welfare"] == report["resolved_welfare"] > 0
