@@ -6,8 +6,8 @@ A day's auction is `collecting` until its gate (`CX_DAY_AHEAD_GATE`, CST, the da
 delivery), `clearing` from the gate until its result is stored, then `cleared`. The result is
 the stored `DayAheadAuctionCompleted` (prices, volumes, welfare); what each order got is in the
 `DayAheadCleared` of its matching partition, and what it asked in that partition's
-`DayAheadBidsCollected`. All three are events of the `exchange` stream, few per day, so they
-are read by type from the event store rather than kept in a projection of their own.
+`DayAheadBidsCollected`. All three are events of the day's own stream (`day-ahead-<date>`), so
+they are read from the event store rather than kept in a projection of their own.
 """
 
 from __future__ import annotations

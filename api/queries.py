@@ -10,10 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from exchange.domain.messages import AnyEvent, event_from_dict
 from settlement import projections as tables
 from settlement.schema import events
-
-EXCHANGE_STREAM = "exchange"
-"""The stream of events that belong to no contract or account (`settlement.service.stream_of`):
-the day-ahead auction's among them."""
+from settlement.service import day_ahead_stream
 
 
 async def contract_trades(engine: AsyncEngine, symbol: str, limit: int) -> list[dict[str, Any]]:
@@ -198,9 +195,8 @@ async def day_ahead_events(engine: AsyncEngine, day: str, types: tuple[str, ...]
     query = (
         select(events.c.data)
         .where(
-            events.c.stream_id == EXCHANGE_STREAM,
+            events.c.stream_id == day_ahead_stream(day),
             events.c.type.in_(types),
-            events.c.data["day"].as_string() == day,
         )
         .order_by(events.c.position)
     )

@@ -42,7 +42,7 @@ from exchange.domain.messages import (
     decode,
 )
 from exchange.log import CommandLog, LogRecord
-from exchange.pipeline import SNAPSHOT_EVERY, Deduplicator, StageRunner, Topics
+from exchange.pipeline import SNAPSHOT_EVERY, Deduplicator, StageRunner, Topics, partition_for
 from exchange.snapshots import SnapshotStore
 from matching.dayahead import DayAheadOrder, DayAheadResult, clear, order_from_wire
 
@@ -103,6 +103,23 @@ def auction_orders(parts: dict[int, list[dict[str, Any]]]) -> list[DayAheadOrder
     return orders
 
 
+def day_contracts(catalogue: Catalogue, day: str) -> list[ContractSpec]:
+    """The contracts the catalogue lists for delivery in a day (CST date)."""
+    start = cst_day_of(day)
+    return [
+        spec
+        for spec in catalogue.listed_at(start)
+        if start <= to_utc_ms(spec.delivery_start) < start + DAY_MS
+    ]
+
+
+def day_partitions(catalogue: Catalogue, day: str, market_partitions: int) -> set[int]:
+    """The matching partitions whose bids a day's auction waits for: those of the contracts
+    the catalogue lists for delivery that day. A partition holding none of them has no
+    pre-open book of the day, so it never sends bids to wait for."""
+    return {partition_for(spec.family, market_partitions) for spec in day_contracts(catalogue, day)}
+
+
 class DayAheadRunner(StageRunner[DayAheadBook]):
     """Runs the day-ahead auction over the dayahead topic's one partition."""
 
@@ -157,7 +174,10 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
                 continue
             parts = book.pending.setdefault(day, {})
             parts[message.partition] = message.orders
-            if not self._partitions_of(day) <= parts.keys():
+            if (
+                not day_partitions(self.catalogue, day, self.topics.market_partitions)
+                <= parts.keys()
+            ):
                 continue
             del book.pending[day]
             book.done = [*book.done, day][-DONE_KEPT:]
@@ -166,21 +186,6 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
                     record.topic, record.partition, record.offset, record.timestamp_ms
                 )
                 self._solve(day, parts, stamp)
-
-    def _partitions_of(self, day: str) -> set[int]:
-        """The matching partitions whose bids a day's auction waits for: those of the contracts
-        the catalogue lists for delivery that day. A partition holding none of them has no
-        pre-open book of the day, so it never sends any bids to wait for."""
-        return {self.topics.market_partition(spec.symbol) for spec in self._contracts_of(day)}
-
-    def _contracts_of(self, day: str) -> list[ContractSpec]:
-        """The contracts the catalogue lists for delivery in a day (CST date)."""
-        start = cst_day_of(day)
-        return [
-            spec
-            for spec in self.catalogue.listed_at(start)
-            if start <= to_utc_ms(spec.delivery_start) < start + DAY_MS
-        ]
 
     def _solve(self, day: str, parts: dict[int, list[dict[str, Any]]], stamp: EventStamp) -> None:
         """Clear the day and send each partition its share, then the day's summary."""
@@ -243,7 +248,7 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
         symbols = {s for bid in bids for s in bid["symbols"]}
         families = {family_of(s) for s in symbols} | {
             spec.family
-            for spec in self._contracts_of(day)
+            for spec in day_contracts(self.catalogue, day)
             if self.topics.market_partition(spec.symbol) == partition
         }
         return DayAheadCleared(

@@ -3,7 +3,8 @@
 From the auction's stream (`day-ahead-<date>`): the bids every matching partition brought at
 the gate, each partition's share of the result and the result itself. The audit checks that
 
-- every partition's bids and share are there, and the summary too;
+- the bids of every partition listing the day's contracts, every partition's share and the
+  summary are there;
 - the recorded result is a valid clearing of those bids (`matching.dayahead.verify`: balances,
   limits, no accepted order at a loss, at most one alternative per exclusive group, prices on
   tick, the welfare it states);
@@ -28,7 +29,7 @@ from matching.dayahead import (
     verify,
 )
 
-from exchange.dayahead import NODE_LIMIT, TIME_LIMIT_S, auction_orders
+from exchange.dayahead import NODE_LIMIT, TIME_LIMIT_S, auction_orders, day_partitions
 from exchange.domain.catalogue import Catalogue
 from settlement.service import day_ahead_stream
 from settlement.sql_store import SqlEventStore
@@ -80,7 +81,7 @@ async def audit_auction(
     if summary is None:
         found.append(f"no day-ahead auction of {day} is recorded")
         return report
-    missing = sorted(set(range(partitions)) - set(bids))
+    missing = sorted(day_partitions(catalogue, day, partitions) - set(bids))
     if missing:
         found.append(f"the bids of partitions {missing} are not recorded")
     unshared = sorted(set(range(partitions)) - set(shares))
