@@ -1063,6 +1063,14 @@ class NeedRequest(BaseModel):
         "it covers are ranked by what the buyer pays after it, and the chosen block carries "
         "it if it covers that block.",
     )
+    day_ahead: bool = Field(
+        default=False,
+        description="Bid in the day-ahead auction instead of buying from the books now: the "
+        "exchange places the planner's best alternatives (at most 12, each in one CST day whose "
+        "auction gate has not passed, all of one number of cards an hour) as one exclusive "
+        "group at the need's price limit (`max_total` over the card-hours, down to the tick); "
+        "the auction buys at most one of them. Not with `stand`.",
+    )
 
 
 class AlternativeOut(BaseModel):

@@ -39,6 +39,10 @@ GZ = [_symbol("GZ", 9), _symbol("GZ", 10)]
 NM = [_symbol("NMG", 9), _symbol("NMG", 10)]
 
 
+def _at_hour(hour: int) -> int:
+    return int((DAY + timedelta(hours=hour)).timestamp() * 1000)
+
+
 def _settings(tmp_path: Path, **overrides: Any) -> Any:
     values = {
         "CX_DAY_AHEAD_GATE": "12:00",
@@ -132,27 +136,135 @@ async def test_day_ahead_bids_clear_at_the_gate_and_each_account_reads_its_resul
         assert (before["status"], before["result"], before["regions"]) == ("collecting", None, [])
         assert before["gate"] == (DAY - timedelta(hours=12)).isoformat()
 
+        need = {
+            "client_need_id": "render-1",
+            "unit": "cards",
+            "quantity": 1,
+            "hours": 2,
+            "earliest_start": _at_hour(9),
+            "deadline": _at_hour(11),
+            "regions": [{"region": "GZ"}, {"region": "NMG"}],
+            "max_total": 3_600,
+            "day_ahead": True,
+        }
+        studio = await _fund(exchange, "studio", 10_000)
+        answer = await studio.post("/v1/needs", json=need)
+        assert answer.status_code == 201, answer.text
+        bid = answer.json()
+        assert (bid["status"], bid["order"]) == ("submitted", None)
+        # Both regions' 09:00-11:00 blocks, at 3600 fen over 1 card x 2 hours: 1800 a card-hour.
+        assert sorted(a["symbols"] for a in bid["group"]["alternatives"]) == sorted([GZ, NM])
+        assert (bid["group"]["price"], bid["group"]["quantity"]) == (1_800, 1)
+        await _refuse_bad_bids(exchange, lab)
+
         now[0] = GATE_MS + MINUTE_MS
         auction = await _cleared(exchange)
         await settle(exchange.runtime)
-        results = (await lab.get(f"/v1/day-ahead/{DATE}/results")).json()
+        assert auction["result"]["solver_status"] == "optimal"
+        assert auction["result"]["gap_ppm"] == 0
         prices = {
-            c["symbol"]: c["price"]
+            c["symbol"]: (c["price"], c["volume"])
             for region in auction["regions"]
             for hour in region["hours"]
             for c in hour["contracts"]
         }
-        assert set(prices) == {*GZ, *NM}
-        # Uniform prices between the accepted sellers' and buyers' limits.
-        assert all(1500 <= prices[s] <= 1600 for s in GZ)
-        assert all(1400 <= prices[s] <= 1700 for s in NM)
+        # Each hour's sellers have units left at their ask, so their ask is the price; the
+        # group and the need both go to Inner Mongolia, whose sellers ask less.
+        assert prices == {GZ[0]: (1500, 2), GZ[1]: (1500, 2), NM[0]: (1400, 4), NM[1]: (1400, 4)}
+        assert auction["result"]["welfare"] == 4 * (1600 - 1500) + 6 * (1700 - 1400) + 2 * (
+            1800 - 1400
+        )
+        results = (await lab.get(f"/v1/day-ahead/{DATE}/results")).json()
         by_id = {o["order_id"]: o for o in results["orders"]}
-        assert by_id[block_id]["status"] == "accepted"
-        assert by_id[alternatives[1]]["status"] == "accepted"
+        assert (by_id[block_id]["status"], by_id[block_id]["accepted"]) == ("accepted", 2)
+        assert by_id[block_id]["fills"] == [{"symbol": s, "price": 1500, "quantity": 2} for s in GZ]
+        assert (by_id[alternatives[1]]["status"], by_id[alternatives[1]]["amount"]) == (
+            "accepted",
+            3 * 2 * 1400,
+        )
         assert by_id[alternatives[0]]["reason"] == "alternative_accepted"
-        paid = sum(o["amount"] for o in results["orders"])
-        assert paid == 2 * sum(prices[s] for s in GZ) + 3 * sum(prices[s] for s in NM)
+        assert by_id[alternatives[0]]["group"] == grouped["order_id"]
+        paid = 2 * 2 * 1500 + 3 * 2 * 1400
         assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
             "available": 100_000 - paid,
+            "held": 0,
+        }
+        assert (await studio.get("/v1/accounts/studio")).json()["cash"] == {
+            "available": 10_000 - 2 * 1400,
+            "held": 0,
+        }
+        filled = (await studio.get(f"/v1/needs/{bid['need_id']}")).json()
+        assert filled["status"] == "filled"
+        taken = [a for a in filled["group"]["alternatives"] if a["status"] == "filled"]
+        assert [(a["symbols"], a["paid"]) for a in taken] == [(NM, 2 * 1400)]
+        # Operators read any account's results; a participant only its own.
+        operator = await exchange.operator()
+        theirs = await operator.get(f"/v1/day-ahead/{DATE}/results", params={"account_id": "lab"})
+        assert theirs.json()["orders"] == results["orders"]
+        other = await studio.get(f"/v1/day-ahead/{DATE}/results", params={"account_id": "lab"})
+        assert other.status_code == 403
+
+        # Past the gate, the day's hours are auctioned: day-ahead bids for them are refused.
+        ask = {"symbol": GZ[0], "side": "buy", "price": 1500, "quantity": 1, "day_ahead": True}
+        _refused(await lab.post("/v1/orders", json=ask), "already_auctioned", "closed its gate")
+        group = {"alternatives": [GZ], "price": 1700, "quantity": 1}
+        _refused(await lab.post("/v1/exclusive-groups", json=group), "already_auctioned", "gate")
+        late = {**need, "client_need_id": "render-2"}
+        _refused(await studio.post("/v1/needs", json=late), "already_auctioned", "gates")
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"]["held"] == 0
+
+
+async def _refuse_bad_bids(exchange: RunningExchange, lab: httpx.AsyncClient) -> None:
+    """Each bad bid refused with its reason, holding nothing and placing nothing."""
+    before = (await lab.get("/v1/accounts/lab")).json()
+    open_before = (await lab.get("/v1/orders", params={"status": "open"})).json()
+    too_many = {"alternatives": [GZ] * 13, "price": 1700, "quantity": 1}
+    _refused(
+        await lab.post("/v1/exclusive-groups", json=too_many),
+        "too_many_alternatives",
+        "at most 12 alternatives, this one 13",
+    )
+    gap = [_symbol("GZ", 9), _symbol("GZ", 11)]
+    apart = {"alternatives": [NM, gap], "price": 1700, "quantity": 1}
+    _refused(await lab.post("/v1/exclusive-groups", json=apart), "invalid_block", "alternative 2")
+    block = {"symbols": gap, "side": "buy", "price": 1700, "quantity": 1, "day_ahead": True}
+    _refused(await lab.post("/v1/block-orders", json=block), "invalid_block", "consecutive")
+    unlisted = {"alternatives": [["H100-80G.GZ.20990101T00"]], "price": 1700, "quantity": 1}
+    _refused(
+        await lab.post("/v1/exclusive-groups", json=unlisted),
+        "unknown_contract",
+        "none of the need's alternatives is listed",
+    )
+    dear = {"alternatives": [GZ, NM], "price": 1700, "quantity": 100}
+    _refused(await lab.post("/v1/exclusive-groups", json=dear), "insufficient_funds", "available")
+    await settle(exchange.runtime)
+    assert (await lab.get("/v1/accounts/lab")).json() == before
+    # Each refusal is on record as a rejected order; none holds or rests anything.
+    assert (await lab.get("/v1/orders", params={"status": "open"})).json() == open_before
+    rejected = (await lab.get("/v1/orders", params={"status": "rejected"})).json()
+    assert sorted(r["reason"] for r in rejected) == sorted(
+        ["too_many_alternatives", "invalid_block", "invalid_block", "unknown_contract",
+         "insufficient_funds"]
+    )  # fmt: skip
+
+
+async def test_an_exchange_without_a_day_ahead_auction_refuses_day_ahead_bids(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, CX_DAY_AHEAD_GATE="")
+    async with running_exchange(settings) as exchange:
+        symbol = (await exchange.anonymous.get("/v1/contracts")).json()[0]["symbol"]
+        lab = await _fund(exchange, "lab", 10_000)
+        order = {"symbol": symbol, "side": "buy", "price": 1500, "quantity": 1, "day_ahead": True}
+        _refused(await lab.post("/v1/orders", json=order), "no_day_ahead_auction", "no day-ahead")
+        group = {"alternatives": [[symbol]], "price": 1500, "quantity": 1}
+        refused = await lab.post("/v1/exclusive-groups", json=group)
+        _refused(refused, "no_day_ahead_auction", "CX_DAY_AHEAD_GATE")
+        auction = await exchange.anonymous.get(f"/v1/day-ahead/{DATE}")
+        assert auction.status_code == 404
+        assert auction.json()["type"] == "/problems/no_day_ahead_auction"
+        await settle(exchange.runtime)
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
+            "available": 10_000,
             "held": 0,
         }
