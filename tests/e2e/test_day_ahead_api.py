@@ -4,6 +4,10 @@ and each account's results; every bad bid refused with its reason, changing noth
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from exchange.domain.catalogue import CHINA_STANDARD_TIME
 from exchange.domain.messages import exchange_order_id
 from tests.e2e.harness import RunningExchange, eventually, running_exchange, settings_for, settle
 
+ROOT = Path(__file__).resolve().parents[2]
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 
@@ -94,6 +99,16 @@ async def _at(exchange: RunningExchange, ms: int) -> None:
         return exchange.market.now_ms >= ms
 
     await eventually(reached, "the API to see the log's time")
+
+
+async def _cx(exchange: RunningExchange, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`cx day-ahead ...` against the running exchange, in a process of its own."""
+    command = [sys.executable, "-m", "cx.cli", "day-ahead", "--url", exchange.base_url, *args]
+    env = {**os.environ, "CX_API_KEY": key}
+    return await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
 
 
 def _refused(answer: httpx.Response, kind: str, says: str) -> None:
@@ -197,6 +212,16 @@ async def test_day_ahead_bids_clear_at_the_gate_and_each_account_reads_its_resul
         assert filled["status"] == "filled"
         taken = [a for a in filled["group"]["alternatives"] if a["status"] == "filled"]
         assert [(a["symbols"], a["paid"]) for a in taken] == [(NM, 2 * 1400)]
+        shown = await _cx(exchange, exchange.keys["lab"], "show", DATE)
+        assert shown.returncode == 0, shown.stderr
+        assert "已出清 cleared" in shown.stdout
+        rows = [line.split() for line in shown.stdout.splitlines()]
+        assert ["NMG", "09:00", "H100-80G", "14.00", "4", "卡时"] in rows
+        assert ["GZ", "10:00", "H100-80G", "15.00", "2", "卡时"] in rows
+        mine = await _cx(exchange, exchange.keys["lab"], "results", DATE)
+        assert mine.returncode == 0, mine.stderr
+        assert "同组他选中标 alternative accepted" in mine.stdout
+        assert f"{NM[0]}: 3 卡时 x 14.00 元" in mine.stdout
         # Operators read any account's results; a participant only its own.
         operator = await exchange.operator()
         theirs = await operator.get(f"/v1/day-ahead/{DATE}/results", params={"account_id": "lab"})
