@@ -36,6 +36,7 @@ from api.problems import (
 from api.ratelimit import RateLimiter
 from api.routes import (
     accounts,
+    dayahead,
     health,
     market,
     needs,
@@ -61,6 +62,10 @@ TAGS = [
         "name": "needs",
         "description": "State a need; the exchange places the cheapest fitting block (buyer keys).",
     },
+    {
+        "name": "day-ahead auction",
+        "description": "Exclusive groups, a day's auction and the account's results in it.",
+    },
     {"name": "operator", "description": "Keys and the event history (operator keys)."},
     {"name": "reports", "description": "Trade reports (operator and programme_admin keys)."},
     {"name": "stalls", "description": "What providers offer, in the standard specification."},
@@ -75,6 +80,7 @@ ROUTERS = (
     statements.router,
     accounts.router,
     needs.router,
+    dayahead.router,
     bank.router,
     operator.router,
     reports.router,

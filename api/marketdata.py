@@ -52,6 +52,7 @@ from exchange.domain.messages import (
     CapacityWithdrawn,
     ConcessionGranted,
     ContractStateChanged,
+    DayAheadAuctionCompleted,
     DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
@@ -100,7 +101,7 @@ CST_OFFSET_MS = 8 * HOUR_MS
 INTERVALS = {"1m": MINUTE_MS, "1h": HOUR_MS}
 CANDLES_KEPT = {"1m": 24 * 60 + 60, "1h": 24 * 35}
 
-PUBLIC_CHANNELS = ("quote", "depth", "trades", "candles", "stats")
+PUBLIC_CHANNELS = ("quote", "depth", "trades", "candles", "stats", "day_ahead")
 PRIVATE_CHANNELS = ("orders", "fills", "balances", "obligations")
 DEFAULT_CHANNELS = ("quote", "trades")
 
@@ -412,6 +413,9 @@ class MarketData:
         self.ready = asyncio.Event()
         self.positions: dict[int, int] = {}
         """The next offset to fold, per events partition (`/v1/health` reports it)."""
+        self.day_ahead: dict[str, dict[str, Any]] = {}
+        """Per contract, the latest day-ahead auction's result for it (the `day_ahead`
+        channel's message)."""
         self.book_listeners: list[Callable[[str], None]] = []
         """Called with the symbol after each book change; must return at once (they run inside
         the fold, so a slow one would hold up every subscriber)."""
@@ -542,6 +546,8 @@ class MarketData:
             view = self.views.get(event.symbol)
             if view is not None:
                 view.state = event.state
+        elif isinstance(event, DayAheadAuctionCompleted):
+            self._apply_day_ahead(event)
         elif isinstance(event, OrderAccepted):
             self.accounts.apply(event)
             order = OrderState(
@@ -667,6 +673,21 @@ class MarketData:
                 "ts": event.ts,
             },
         )
+
+    def _apply_day_ahead(self, completed: DayAheadAuctionCompleted) -> None:
+        """Publish each contract-hour's day-ahead clearing price and volume."""
+        for symbol, price in completed.prices.items():
+            message = {
+                "type": "day_ahead",
+                "symbol": symbol,
+                "date": completed.day,
+                "price": price,
+                "price_per_std": self.per_std(symbol, price),
+                "volume": completed.volumes.get(symbol, 0),
+                "ts": completed.ts,
+            }
+            self.day_ahead[symbol] = message
+            self._publish(symbol, "day_ahead", message)
 
     def _apply_trade(self, trade: TradeExecuted) -> None:
         view = self.views.get(trade.symbol)
@@ -892,6 +913,9 @@ class MarketData:
             return [self.trade_message(t) for t in list(self.views[symbol].trades)[-10:]]
         if channel == "candles":
             return [self.candle_message(symbol, i) for i in INTERVALS if self.views[symbol].trades]
+        if channel == "day_ahead":
+            latest = self.day_ahead.get(symbol)
+            return [] if latest is None else [latest]
         return [self.stats_message(symbol)]
 
     def _publish(self, symbol: str, channel: str, message: dict[str, Any]) -> None:
@@ -1130,6 +1154,10 @@ def _outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, CancelRejected) and event.order_id == "*":
         # The risk stage's answer to a kill switch when the account has no open order.
         return cancel_all_key(event.account_id)
+    if isinstance(event, BlockAccepted) and event.group is not None:
+        # An alternative of an exclusive group: the group is accepted (its first alternative
+        # to arrive answers the caller, who waits on the group).
+        return order_key(event.account_id, event.group)
     if isinstance(
         event,
         OrderAccepted

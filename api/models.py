@@ -10,7 +10,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.keys import Role
-from exchange.domain.messages import Identifier, PlaceOrder, PositiveInt, exchange_order_id
+from exchange.domain.messages import (
+    GroupId,
+    Identifier,
+    PlaceOrder,
+    PositiveInt,
+    exchange_order_id,
+)
 
 GZ0 = "H100-80G.GZ.20271201T00"
 ORDER_ID = "o-3f0c2a9b8e7d6c5b4a3928171615141312111009"
@@ -289,6 +295,12 @@ class BlockRequest(BaseModel):
         description="A buy block's compute-voucher programme: the voucher part of the whole "
         "block is reserved from the account's grant and each hour's fill uses it; what is not "
         "used returns to the grant when the block ends (docs/MONEY.md).",
+    )
+    day_ahead: bool = Field(
+        default=False,
+        description="For the day-ahead auction of its hours (all in one CST day): refused "
+        "(`already_auctioned`) once that auction's gate has passed, and (`no_day_ahead_auction`) "
+        "on an exchange that runs none.",
     )
 
 
@@ -1051,6 +1063,14 @@ class NeedRequest(BaseModel):
         "it covers are ranked by what the buyer pays after it, and the chosen block carries "
         "it if it covers that block.",
     )
+    day_ahead: bool = Field(
+        default=False,
+        description="Bid in the day-ahead auction instead of buying from the books now: the "
+        "exchange places the planner's best alternatives (at most 12, each in one CST day whose "
+        "auction gate has not passed, all of one number of cards an hour) as one exclusive "
+        "group at the need's price limit (`max_total` over the card-hours, down to the tick); "
+        "the auction buys at most one of them. Not with `stand`.",
+    )
 
 
 class AlternativeOut(BaseModel):
@@ -1116,9 +1136,31 @@ class NeedOrderOut(BaseModel):
     )
 
 
+class NeedAlternativeOut(BaseModel):
+    """One alternative of a day-ahead need's exclusive group: a block and what became of it."""
+
+    order_id: str
+    symbols: list[str]
+    status: Literal["pending", "open", "filled", "cancelled", "rejected"]
+    filled: int = Field(description="Units filled over all hours.")
+    paid: int = Field(description="Fen paid for what filled, before any voucher.")
+    reason: str | None = None
+
+
+class NeedGroupOut(BaseModel):
+    """The exclusive group placed for a day-ahead need: the auction buys at most one of its
+    alternatives."""
+
+    order_id: str = Field(description="The group's order id.")
+    price: int = Field(description="Average price limit of every alternative, fen per unit.")
+    quantity: int = Field(description="Units in every hour.")
+    voucher: str | None = None
+    alternatives: list[NeedAlternativeOut]
+
+
 class NeedOut(BaseModel):
     """A need, its plan (the one submitted, or for a standing need the current one), its status
-    and its block order's outcome."""
+    and its block order's outcome (for a day-ahead need, its exclusive group's)."""
 
     model_config = _example(
         {
@@ -1158,6 +1200,200 @@ class NeedOut(BaseModel):
     need: dict[str, Any]
     plan: PlanOut | None
     order: NeedOrderOut | None
+    group: NeedGroupOut | None = Field(
+        default=None, description="A day-ahead need's exclusive group (null otherwise)."
+    )
     reason: str | None = Field(description="Why the need ended, when it did without filling.")
     created_ms: int
     updated_ms: int
+
+
+class ExclusiveGroupRequest(BaseModel):
+    """Buy `quantity` in every hour of at most one of `alternatives` in the day-ahead auction,
+    at most `price` per unit and hour on average: an exclusive group (a need's alternatives)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "alternatives": [
+                        ["H100-80G.GZ.20271201T09", "H100-80G.GZ.20271201T10"],
+                        ["H100-80G.NM.20271201T09", "H100-80G.NM.20271201T10"],
+                    ],
+                    "price": 1800,
+                    "quantity": 4,
+                    "client_order_id": "train-run-8",
+                }
+            ]
+        },
+    )
+
+    alternatives: Annotated[
+        list[
+            Annotated[
+                list[Annotated[str, Field(max_length=64)]], Field(min_length=1, max_length=24)
+            ]
+        ],
+        Field(min_length=1, max_length=64),
+    ] = Field(
+        description="Each a block: consecutive delivery hours of one family, in one CST day. "
+        "At most 12 (`too_many_alternatives`); alternatives not listed are left out."
+    )
+    price: PositiveInt
+    quantity: PositiveInt
+    voucher: Identifier | None = Field(
+        default=None,
+        description="A compute-voucher programme of the account's grant, reserved by each "
+        "alternative until the auction.",
+    )
+    client_order_id: GroupId | None = Field(
+        default=None,
+        description="Names the group: a retry with the same name returns the first answer and "
+        "never places a second group (its alternatives are `<id>.1`, `<id>.2`, ...).",
+    )
+
+
+class GroupAlternativeOut(BaseModel):
+    """One alternative of an exclusive group: its block's order id and hours."""
+
+    order_id: str
+    symbols: list[str]
+
+
+class ExclusiveGroupAnswer(BaseModel):
+    """An exclusive group accepted (every listed alternative held until the auction), or
+    `pending`."""
+
+    order_id: str = Field(description="The group's order id.")
+    status: Literal["accepted", "pending"]
+    alternatives: list[GroupAlternativeOut]
+
+
+class DayAheadContractOut(BaseModel):
+    """One contract-hour's result of a day-ahead auction."""
+
+    symbol: str
+    resource_class: str
+    price: int | None = Field(description="The clearing price, fen per unit (null: none).")
+    volume: int = Field(description="Units traded in the auction.")
+
+
+class DayAheadHourOut(BaseModel):
+    """One delivery hour of a region: each class's contract."""
+
+    hour: str = Field(description="The delivery hour's start, `HH:00` CST.")
+    delivery_start: str
+    contracts: list[DayAheadContractOut]
+
+
+class DayAheadRegionOut(BaseModel):
+    """One region's clearing prices and volumes, hour by hour."""
+
+    region: str
+    hours: list[DayAheadHourOut]
+
+
+class DayAheadSummaryOut(BaseModel):
+    """What the auction's solver reached."""
+
+    welfare: int = Field(description="Buyers' and sellers' surplus at the result, fen.")
+    bound: int = Field(description="The most welfare proved possible, fen.")
+    gap_ppm: int = Field(description="(bound - welfare) / bound, parts per million.")
+    solver_status: str = Field(description="`optimal`, or `limit_reached` (see gap_ppm).")
+    orders: int
+    accepted: int
+    solve_ms: int
+    cleared_at: str = Field(description="When the result was written (log time, CST).")
+
+
+class DayAheadAuctionOut(BaseModel):
+    """A delivery day's day-ahead auction: `collecting` orders until its gate, `clearing` past
+    it, `cleared` with its result."""
+
+    model_config = _example(
+        {
+            "date": "2027-12-01",
+            "status": "cleared",
+            "gate": "2027-11-30T12:00:00+08:00",
+            "gate_ms": 1827547200000,
+            "result": {
+                "welfare": 12800,
+                "bound": 12800,
+                "gap_ppm": 0,
+                "solver_status": "optimal",
+                "orders": 5,
+                "accepted": 3,
+                "solve_ms": 12,
+                "cleared_at": "2027-11-30T12:00:00.400+08:00",
+            },
+            "regions": [
+                {
+                    "region": "GZ",
+                    "hours": [
+                        {
+                            "hour": "09:00",
+                            "delivery_start": "2027-12-01T09:00:00+08:00",
+                            "contracts": [
+                                {
+                                    "symbol": "H100-80G.GZ.20271201T09",
+                                    "resource_class": "H100-80G",
+                                    "price": 1700,
+                                    "volume": 4,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+    date: str
+    status: Literal["collecting", "clearing", "cleared"]
+    gate: str
+    gate_ms: int
+    result: DayAheadSummaryOut | None
+    regions: list[DayAheadRegionOut] = Field(
+        description="Per region, per hour, per class: clearing price and volume (empty before "
+        "the result)."
+    )
+
+
+class DayAheadFillOut(BaseModel):
+    """What an order got in one contract-hour."""
+
+    symbol: str
+    price: int
+    quantity: int
+
+
+class DayAheadOrderResultOut(BaseModel):
+    """One order of the account in a day-ahead auction: accepted (with what it got per hour)
+    or rejected, and why."""
+
+    order_id: str
+    group: str | None = Field(description="The exclusive group (need) it is an alternative of.")
+    side: Literal["buy", "sell"]
+    symbols: list[str]
+    price: int = Field(description="Its limit, fen per unit (a block's: the average).")
+    quantity: int = Field(description="Units asked in every hour.")
+    status: Literal["pending", "accepted", "rejected"] = Field(
+        description="`pending` until the auction's result is stored."
+    )
+    accepted: int = Field(description="Units accepted in every hour (0 when rejected).")
+    reason: str | None = Field(
+        description="Why it got nothing: out_of_the_money, at_the_money, paradoxically_rejected, "
+        "alternative_accepted, no_counterparty, no_clearing_price."
+    )
+    fills: list[DayAheadFillOut]
+    amount: int = Field(description="Fen over its fills (price x quantity).")
+
+
+class DayAheadResultsOut(BaseModel):
+    """An account's orders in a day's auction, once it has cleared."""
+
+    date: str
+    account_id: str
+    status: Literal["collecting", "clearing", "cleared"]
+    orders: list[DayAheadOrderResultOut]

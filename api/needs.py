@@ -42,14 +42,27 @@ from api.ports import Ledger
 from api.problems import Problem, database_unavailable
 from api.schema import metadata
 from api.services import Commands
-from exchange.domain.catalogue import Catalogue, ContractSpec, family_of
+from exchange.domain.catalogue import Catalogue, ContractSpec, family_of, to_utc_ms
 from exchange.domain.messages import (
+    MAX_ALTERNATIVES,
     OrderRejected,
     PlaceBlockOrder,
+    PlaceExclusiveGroup,
+    RejectReason,
     exchange_order_id,
 )
 from exchange.domain.performance import decimal_text
-from exchange.domain.planner import Need, NeedError, Plan, RegionChoice, VoucherOf, plan
+from exchange.domain.planner import (
+    Alternative,
+    AuctionBid,
+    Need,
+    NeedError,
+    Plan,
+    RegionChoice,
+    VoucherOf,
+    auction_bid,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +239,17 @@ class NeedService:
         self._submissions: set[asyncio.Task[None]] = set()
         market.book_listeners.append(self._book_changed)
 
-    def plan(self, need: Need, account_id: str, voucher: str | None = None) -> Plan:
-        """Plan from the live books, without the account's own asks (self-trade prevention
-        would cancel them rather than let the block buy from them), after the account's grant
-        of programme `voucher` if it names one."""
-        listed = self.market.listed()
+    def plan(
+        self,
+        need: Need,
+        account_id: str,
+        voucher: str | None = None,
+        listed: Sequence[ContractSpec] | None = None,
+    ) -> Plan:
+        """Plan from the live books (of the `listed` contracts, by default all), without the
+        account's own asks (self-trade prevention would cancel them rather than let the block
+        buy from them), after the account's grant of programme `voucher` if it names one."""
+        listed = self.market.listed() if listed is None else listed
         asks = self._asks(need, account_id, listed)
         voucher_of = None if voucher is None else self._voucher_of(account_id, voucher)
         return plan(need, listed, asks, self.market.performance, voucher_of)
@@ -297,9 +316,10 @@ class NeedService:
         account = principal.account_id
         need = _current(request)
         now = _now_ms()
-        # Without a voucher, the body a need had before vouchers existed: a retry of a need
-        # sent before them still matches it.
-        body = request.model_dump(exclude=None if request.voucher else {"voucher"})
+        # Without a voucher (or the day-ahead flag), the body a need had before vouchers (or the
+        # day-ahead auction) existed: a retry of a need sent before them still matches it.
+        unset = {name for name in ("voucher", "day_ahead") if not getattr(request, name)}
+        body = request.model_dump(exclude=unset)
         print_ = fingerprint("POST", "/v1/needs", body)
         name = request.client_need_id or (
             None if idempotency_key is None else f"key:{idempotency_key}"
@@ -310,6 +330,8 @@ class NeedService:
             if existing is not None:
                 return await self._retried(existing, name, print_)
         self._check_voucher(account, request.voucher)
+        if request.day_ahead:
+            return await self._place_in_auction(account, request, need, need_id, print_, body)
         result = self.plan(need, account, request.voucher)
         if result.chosen is None and not request.stand:
             raise Problem(
@@ -347,6 +369,149 @@ class NeedService:
                 422, outcome.reason.value, outcome.message, need_id=need_id, need=document
             )
         return self._json(document, 201)
+
+    def auction_bid(self, need: Need, account_id: str, voucher: str | None) -> AuctionBid:
+        """The exclusive group a need bids in the day-ahead auction: the planner's best
+        alternatives among the contracts whose auction has not passed its gate, those the
+        need's voucher covers when it names one; else 422 with why none."""
+        listed = self.market.listed()
+        rules = self.catalogue.rules
+        now = self.market.now_ms
+        open_ = [
+            spec
+            for spec in listed
+            if (gate := rules.day_ahead_gate(to_utc_ms(spec.delivery_start))) is None or now < gate
+        ]
+        result = self.plan(need, account_id, voucher, open_)
+        if not result.alternatives:
+            if self.plan(need, account_id, voucher).alternatives:
+                raise Problem(
+                    422,
+                    RejectReason.ALREADY_AUCTIONED.value,
+                    "the day-ahead auctions of every alternative of the need have passed their "
+                    "gates: trade the hours continuously instead",
+                )
+            raise Problem(
+                422,
+                "no_feasible_plan",
+                f"{result.reason}: {result.explanation}",
+                reason=result.reason,
+                plan=plan_document(result, self.catalogue),
+            )
+        grant = None if voucher is None else self.market.accounts.grants.get((voucher, account_id))
+
+        def covered(alternative: Alternative) -> bool:
+            return grant is None or not grant.eligible(alternative.symbols[0], now)
+
+        ticks = {spec.symbol: spec.tick_size for spec in open_}
+        bid = auction_bid(result, need, ticks, MAX_ALTERNATIVES, covered)
+        if bid is None:
+            raise Problem(
+                422,
+                "no_feasible_plan",
+                "no alternative of the need fits one day-ahead bid: each must lie in one CST "
+                "day, be covered by the need's voucher if it names one, and max_total must buy "
+                "at least a tick per card-hour",
+                plan=plan_document(result, self.catalogue),
+            )
+        return bid
+
+    async def _place_in_auction(
+        self,
+        account: str,
+        request: NeedRequest,
+        need: Need,
+        need_id: str,
+        print_: str,
+        body: dict[str, Any],
+    ) -> JSONResponse:
+        """Bid a need in the day-ahead auction as one exclusive group, or refuse it."""
+        if request.stand:
+            raise Problem(
+                422,
+                "invalid_need",
+                "stand: a day-ahead need waits for its auction; it cannot also stand",
+                field="stand",
+            )
+        bid = self.auction_bid(need, account, request.voucher)
+        now = _now_ms()
+        name = f"{need_id}-group"
+        group_id = exchange_order_id(account, name)
+        group = {
+            "order_id": group_id,
+            "sent_as": name,
+            "day_ahead": True,
+            "alternatives": [
+                {"order_id": exchange_order_id(account, f"{name}.{n}"), "symbols": list(a.symbols)}
+                for n, a in enumerate(bid.alternatives, start=1)
+            ],
+            "price": bid.price,
+            "quantity": bid.quantity,
+        }
+        if request.voucher is not None:
+            group["voucher"] = request.voucher
+        result = Plan(
+            chosen=None,
+            alternatives=bid.alternatives,
+            excluded=(),
+            reason=None,
+            explanation=f"{len(bid.alternatives)} alternative(s) bid in the day-ahead auction "
+            f"at {bid.price} fen a card-hour on average, {bid.quantity} cards an hour",
+        )
+        row = {
+            "need_id": need_id,
+            "account_id": account,
+            "client_need_id": request.client_need_id,
+            "fingerprint": print_,
+            "request": orjson.dumps(body).decode(),
+            "stand": False,
+            "status": SUBMITTED,
+            "deadline_ms": need.deadline_ms,
+            "plan": orjson.dumps(plan_document(result, self.catalogue)).decode(),
+            "block": orjson.dumps(group).decode(),
+            "reason": None,
+            "created_ms": now,
+            "updated_ms": now,
+        }
+        if not await self.needs.add_need(row):
+            stored = await self._row(need_id) or row
+            return await self._retried(stored, request.client_need_id or need_id, print_)
+        outcome = await self.commands.submit_and_wait(
+            _group_command(account, group), order_key(account, group_id)
+        )
+        if isinstance(outcome, OrderRejected):
+            await self.needs.update_need(
+                need_id, None, status=REJECTED, reason=outcome.message, updated_ms=_now_ms()
+            )
+            document = await self.document(await self._stored(need_id))
+            raise Problem(
+                422, outcome.reason.value, outcome.message, need_id=need_id, need=document
+            )
+        return self._json(await self.document(await self._stored(need_id)), 201)
+
+    async def _group_document(
+        self, row: Mapping[str, Any], group: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A day-ahead need's group and what became of each alternative."""
+        alternatives = []
+        for alternative in group["alternatives"]:
+            settled = await self.ledger.order(alternative["order_id"])
+            alternatives.append(
+                {
+                    **alternative,
+                    "status": "pending" if settled is None else settled["status"],
+                    "filled": 0 if settled is None else settled["filled"],
+                    "paid": await self.ledger.order_paid(alternative["order_id"]),
+                    "reason": None if settled is None else settled["reason"],
+                }
+            )
+        return {
+            "order_id": group["order_id"],
+            "price": group["price"],
+            "quantity": group["quantity"],
+            "voucher": group.get("voucher"),
+            "alternatives": alternatives,
+        }
 
     async def _retried(self, existing: Mapping[str, Any], name: str, print_: str) -> JSONResponse:
         """The answer to a need named like one stored: the stored need if it is the same
@@ -405,8 +570,13 @@ class NeedService:
             live = self.plan(need_of(asked), row["account_id"], asked.voucher)
             plan_out = plan_document(live, self.catalogue)
         order = None
-        if row["block"] is not None:
-            block = orjson.loads(row["block"])
+        group = None
+        block = None if row["block"] is None else orjson.loads(row["block"])
+        if block is not None and block.get("day_ahead"):
+            group = await self._group_document(row, block)
+            if status == SUBMITTED:
+                status = _auctioned_status(group["alternatives"])
+        elif block is not None:
             settled = await self.ledger.order(block["order_id"])
             order = {
                 **block,
@@ -424,6 +594,7 @@ class NeedService:
             need=request,
             plan=plan_out,
             order=order,
+            group=group,
             reason=row["reason"],
             created_ms=row["created_ms"],
             updated_ms=row["updated_ms"],
@@ -636,6 +807,9 @@ class NeedService:
             block = orjson.loads(row["block"])
             if await self.ledger.order(block["order_id"]) is not None:
                 continue
+            if block.get("day_ahead"):
+                await self._resend_lost_group(need_id, account_id, block)
+                continue
             if "sent_as" not in block:
                 # Claimed before order ids were scoped by account: the block was to be sent
                 # as its order id; sent now, the exchange knows it by the scoped one.
@@ -656,6 +830,20 @@ class NeedService:
             log.warning("need %s: its block %s never arrived; sending it again", *(
                 need_id, block["order_id"]))  # fmt: skip
             await self.commands.submit_and_wait(command, order_key(account_id, block["order_id"]))
+
+    async def _resend_lost_group(
+        self, need_id: str, account_id: str, group: dict[str, Any]
+    ) -> None:
+        """Send again a day-ahead need's group none of whose alternatives reached the ledger;
+        the same group id makes the risk stage refuse it as a duplicate if it did arrive."""
+        for alternative in group["alternatives"]:
+            if await self.ledger.order(alternative["order_id"]) is not None:
+                return
+        log.warning("need %s: its group %s never arrived; sending it again", need_id,
+                    group["order_id"])  # fmt: skip
+        await self.commands.submit_and_wait(
+            _group_command(account_id, group), order_key(account_id, group["order_id"])
+        )
 
     async def _transition_submitted(self, need_id: str, block: dict[str, Any]) -> bool:
         """Record a submitted need's block anew; False if the need is no longer submitted."""
@@ -681,6 +869,30 @@ class NeedService:
             await self._claim_and_submit(need_id, standing.account_id, result, standing.voucher)
         except Exception:
             log.exception("placing the block of standing need %s failed", need_id)
+
+
+def _group_command(account_id: str, group: Mapping[str, Any]) -> PlaceExclusiveGroup:
+    """The exclusive group a day-ahead need's stored group sends."""
+    return PlaceExclusiveGroup(
+        order_id=group["sent_as"],
+        account_id=account_id,
+        alternatives=[a["symbols"] for a in group["alternatives"]],
+        price=group["price"],
+        quantity=group["quantity"],
+        voucher=group.get("voucher"),
+    )
+
+
+def _auctioned_status(alternatives: Sequence[Mapping[str, Any]]) -> str:
+    """A day-ahead need's status from its alternatives: `submitted` until the auction has
+    decided on every one, then how the one it took (if any) filled."""
+    if any(a["status"] in ("pending", "open") for a in alternatives):
+        return SUBMITTED
+    if any(a["status"] == "filled" for a in alternatives):
+        return "filled"
+    if all(a["status"] == "rejected" for a in alternatives):
+        return REJECTED
+    return "partially_filled" if any(a["filled"] for a in alternatives) else "not_filled"
 
 
 def _settled_status(settled: Mapping[str, Any]) -> str:

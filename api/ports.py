@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from exchange.domain.catalogue import Catalogue
-from exchange.domain.messages import Command
+from exchange.domain.messages import AnyEvent, Command
 from exchange.domain.operators import OperatorSeal
 from exchange.log import CommandLog
 from exchange.pipeline import Topics
@@ -112,6 +112,12 @@ class Ledger(Protocol):
 
     async def order_paid(self, order_id: str) -> int:
         """Fen paid by a buy order over its settled trades."""
+
+    async def day_ahead_events(self, day: str, types: tuple[str, ...]) -> list[AnyEvent]:
+        """The stored day-ahead auction events of `types` of a CST date, in stored order."""
+
+    async def account_order_ids(self, account_id: str, order_ids: set[str]) -> set[str]:
+        """Which of `order_ids` are settled orders of the account."""
 
     async def deliveries(
         self, account_id: str

@@ -7,7 +7,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exchange.domain.messages import AnyEvent, event_from_dict
 from settlement import projections as tables
+from settlement.schema import events
+from settlement.service import day_ahead_stream
 
 
 async def contract_trades(engine: AsyncEngine, symbol: str, limit: int) -> list[dict[str, Any]]:
@@ -184,3 +187,30 @@ async def order_paid(engine: AsyncEngine, order_id: str) -> int:
     async with engine.connect() as connection:
         paid = (await connection.execute(query)).scalar_one()
     return int(paid)
+
+
+async def day_ahead_events(engine: AsyncEngine, day: str, types: tuple[str, ...]) -> list[AnyEvent]:
+    """The stored day-ahead auction events of types `types` of the CST date `day`, in the order
+    they were stored."""
+    query = (
+        select(events.c.data)
+        .where(
+            events.c.stream_id == day_ahead_stream(day),
+            events.c.type.in_(types),
+        )
+        .order_by(events.c.position)
+    )
+    async with engine.connect() as connection:
+        return [event_from_dict(dict(row.data)) for row in await connection.execute(query)]
+
+
+async def account_order_ids(engine: AsyncEngine, account_id: str, order_ids: set[str]) -> set[str]:
+    """Which of `order_ids` are settled orders of the account."""
+    if not order_ids:
+        return set()
+    orders = tables.orders
+    query = select(orders.c.order_id).where(
+        orders.c.account_id == account_id, orders.c.order_id.in_(sorted(order_ids))
+    )
+    async with engine.connect() as connection:
+        return {row.order_id for row in await connection.execute(query)}

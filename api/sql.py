@@ -21,6 +21,7 @@ from api.idempotency import UNANSWERED, Answer, Named, NameReused, idempotent_re
 from api.keys import KeyInfo, NewKey, Role, StoredKey, writing_transaction
 from api.needs import EXPIRED, STANDING, SUBMITTED, api_needs
 from api.stalls import Stall
+from exchange.domain.messages import AnyEvent
 from settlement import projections as tables
 from settlement import reports, statements
 from settlement.history import export_line, history_query
@@ -85,6 +86,14 @@ class SqlLedger:
     async def order_paid(self, order_id: str) -> int:
         """Fen paid by a buy order over its settled trades."""
         return await queries.order_paid(self.engine, order_id)
+
+    async def day_ahead_events(self, day: str, types: tuple[str, ...]) -> list[AnyEvent]:
+        """The stored day-ahead auction events of `types` of a CST date, in stored order."""
+        return await queries.day_ahead_events(self.engine, day, types)
+
+    async def account_order_ids(self, account_id: str, order_ids: set[str]) -> set[str]:
+        """Which of `order_ids` are settled orders of the account."""
+        return await queries.account_order_ids(self.engine, account_id, order_ids)
 
     async def deliveries(
         self, account_id: str

@@ -2,7 +2,8 @@
 
 Both carry the same JSON messages (docs/API.md lists them). Public channels per contract:
 `quote`, `depth` (a `depth_snapshot`, then `depth` increments whose `seq` grows by one: a
-client that sees a jump has missed one and asks for a snapshot), `trades`, `candles`, `stats`.
+client that sees a jump has missed one and asks for a snapshot), `trades`, `candles`, `stats`,
+`day_ahead` (the contract's day-ahead clearing price and volume, when its auction clears).
 Private channels of the key's account: `orders`, `fills`, `balances`, `obligations`.
 """
 
@@ -39,7 +40,16 @@ CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED = 1003
 
 Channel = Literal[
-    "quote", "depth", "trades", "candles", "stats", "orders", "fills", "balances", "obligations"
+    "quote",
+    "depth",
+    "trades",
+    "candles",
+    "stats",
+    "day_ahead",
+    "orders",
+    "fills",
+    "balances",
+    "obligations",
 ]
 
 

@@ -46,8 +46,11 @@ class ExchangeRuntime:
         command_log: CommandLog,
         store: SqlEventStore,
         catalogue: Catalogue,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.settings = settings
+        self.clock_ms = clock_ms
+        """The log's clock: the time records appended now are stamped with."""
         self.log = command_log
         self.store = store
         self.catalogue = catalogue
@@ -84,7 +87,7 @@ class ExchangeRuntime:
         store = open_event_store(settings.event_store_url())
         await store.initialise(upgrade_to_head)
         listed = catalogue or settings.catalogue()
-        runtime = cls(settings, command_log, store, listed)
+        runtime = cls(settings, command_log, store, listed, clock_ms or wall_clock_ms)
         await runtime.topics.create(command_log)
         return runtime
 

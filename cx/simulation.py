@@ -65,6 +65,6 @@ async def open_simulated_exchange(
     )
     store = open_event_store(settings.event_store_url())
     await store.initialise(upgrade_to_head)
-    runtime = ExchangeRuntime(settings, command_log, store, settings.catalogue())
+    runtime = ExchangeRuntime(settings, command_log, store, settings.catalogue(), clock_ms)
     await runtime.topics.create(command_log)
     return runtime

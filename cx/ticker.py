@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from cx.runtime import ExchangeRuntime
 from exchange.domain.messages import ControlMarket
@@ -38,7 +37,8 @@ async def tick_markets(runtime: ExchangeRuntime, stop: asyncio.Event, every_s: f
             await asyncio.wait_for(stop.wait(), every_s)
         if stop.is_set():
             return
-        for symbol in tick_symbols(runtime, time.time_ns() // 1_000_000):
+        # The log's clock, not the wall's: the contracts listed at the time matching will see.
+        for symbol in tick_symbols(runtime, runtime.clock_ms()):
             try:
                 await runtime.submit(
                     ControlMarket(operator_id=TICKER_ID, action="tick", symbol=symbol)

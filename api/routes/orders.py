@@ -172,9 +172,12 @@ async def place_order(
             f"{spec.tick_size} fen of {spec.symbol}",
         )
     client_order_id = body.get("client_order_id")
-    print_ = fingerprint("POST", "/v1/orders", body)
-    name, named = _order_name("o", client_order_id, idempotency_key, print_)
-    command = PlaceOrder(order_id=name, account_id=account, **body)
+    # Not a day-ahead order: the body an order had before the day-ahead auction existed, so a
+    # retry of an order sent before it still matches its first answer.
+    day_ahead = body.pop("day_ahead")
+    print_ = fingerprint("POST", "/v1/orders", {**body, "day_ahead": True} if day_ahead else body)
+    name, named = order_name("o", client_order_id, idempotency_key, print_)
+    command = PlaceOrder(order_id=name, account_id=account, day_ahead=day_ahead, **body)
     result = answer == "result"
     if named is None:
         return respond(await place(commands, ledger, command, False, result), replayed=False)
@@ -323,7 +326,8 @@ async def cancel_all_orders(principal: Trader, commands: CommandsDep) -> CancelA
     summary="Place a block order: every listed hour or none, limited by an average price",
     description="A `client_order_id` (one name with the account's orders) or an "
     "`Idempotency-Key` header makes a retry return the first answer; the same name with a "
-    "different block is refused (`idempotency-key-reused`).",
+    "different block is refused (`idempotency-key-reused`). With `day_ahead` the block waits "
+    "for the day-ahead auction of its hours instead of the books (docs/MATCHING.md).",
     response_model=BlockAnswer,
     responses=problems(404, 422),
 )
@@ -338,11 +342,13 @@ async def place_block(
     for symbol in block.symbols:
         listed_or_404(market, symbol)
     account = principal.account_id
-    # Without a voucher, the body a block had before vouchers existed: a retry of a block
-    # sent before them still matches its first answer.
-    body = block.model_dump(exclude=None if block.voucher else {"voucher"})
+    # Without a voucher (or the day-ahead flag), the body a block had before vouchers (or the
+    # day-ahead auction) existed: a retry of a block sent before them still matches its first
+    # answer.
+    unset = {name for name in ("voucher", "day_ahead") if not getattr(block, name)}
+    body = block.model_dump(exclude=unset)
     print_ = fingerprint("POST", "/v1/block-orders", body)
-    name, named = _order_name("b", block.client_order_id, idempotency_key, print_)
+    name, named = order_name("b", block.client_order_id, idempotency_key, print_)
     command = PlaceBlockOrder(
         order_id=name,
         account_id=account,
@@ -351,6 +357,7 @@ async def place_block(
         price=block.price,
         quantity=block.quantity,
         voucher=block.voucher,
+        day_ahead=block.day_ahead,
     )
     order_id = exchange_order_id(account, name)
 
@@ -381,10 +388,11 @@ async def _eventually_settled(ledger: Ledger, order_id: str) -> dict[str, Any] |
         await asyncio.sleep(0.05)
 
 
-def _order_name(
+def order_name(
     prefix: str, client_order_id: str | None, idempotency_key: str | None, print_: str
 ) -> tuple[str, Named | None]:
-    """The id to send an order (`o`) or block (`b`) as, and its names if the caller named it:
+    """The id to send an order (`o`), block (`b`) or exclusive group (`g`) as, and its names
+    if the caller named it:
     the client order id, else the `Idempotency-Key`'s (`key_name`), else a new id."""
     if client_order_id is None and idempotency_key is None:
         return f"{prefix}-{uuid.uuid4().hex}", None

@@ -19,8 +19,8 @@ router = APIRouter(prefix="/v1", tags=["streams"])
 @router.get(
     "/stream/sse",
     summary="Market data and private updates as Server-Sent Events",
-    description="`symbols` and `channels` (quote, depth, trades, candles, stats; default "
-    "quote,trades) are comma-separated; `private` (orders, fills, balances, obligations) "
+    description="`symbols` and `channels` (quote, depth, trades, candles, stats, day_ahead; "
+    "default quote,trades) are comma-separated; `private` (orders, fills, balances, obligations) "
     "needs an API key. Messages are the WebSocket's; `event:` is their type.",
     response_class=StreamingResponse,
     responses={

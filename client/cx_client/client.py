@@ -20,10 +20,13 @@ from cx_client.models import (
     CancelAnswer,
     Candle,
     Contract,
+    DayAheadAuction,
+    DayAheadResults,
     DeadLetter,
     Delivery,
     DepositAnswer,
     Enterprise,
+    ExclusiveGroupAnswer,
     Fill,
     GrantApplication,
     Health,
@@ -195,12 +198,14 @@ class ExchangeClient:
         client_order_id: str | None = None,
         idempotency_key: str | None = None,
         result: bool = False,
+        day_ahead: bool = False,
         **fields: Any,
     ) -> OrderAnswer:
         """Place an order; with a client order id or idempotency key a retry is safe.
 
-        With `result` the answer also says what matching did (`OrderAnswer.result`). Extra
-        keyword arguments are further order fields the exchange accepts.
+        With `result` the answer also says what matching did (`OrderAnswer.result`); with
+        `day_ahead` the order waits for the day-ahead auction of its hour. Extra keyword
+        arguments are further order fields the exchange accepts.
         """
         body = {
             "symbol": symbol,
@@ -210,6 +215,8 @@ class ExchangeClient:
             "client_order_id": client_order_id,
             **fields,
         }
+        if day_ahead:
+            body["day_ahead"] = True
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         params = {"answer": "result"} if result else None
         response = await self.request(
@@ -239,9 +246,11 @@ class ExchangeClient:
         *,
         client_order_id: str | None = None,
         voucher: str | None = None,
+        day_ahead: bool = False,
     ) -> BlockAnswer:
         """The same quantity in each consecutive hour listed, all or none, at an average price;
-        with a client order id a retry is safe; a buy may name a voucher programme."""
+        with a client order id a retry is safe; a buy may name a voucher programme; with
+        `day_ahead` the block waits for the day-ahead auction of its hours."""
         body = {
             "symbols": symbols,
             "side": side,
@@ -249,6 +258,7 @@ class ExchangeClient:
             "quantity": quantity,
             "client_order_id": client_order_id,
             "voucher": voucher,
+            "day_ahead": day_ahead or None,
         }
         response = await self.request("POST", "/v1/block-orders", json=_present(body))
         return BlockAnswer.model_validate(response.json())
@@ -268,6 +278,7 @@ class ExchangeClient:
         stand: bool = False,
         client_need_id: str | None = None,
         voucher: str | None = None,
+        day_ahead: bool = False,
     ) -> Need:
         """State a need (buyer keys); the exchange places the cheapest block that meets it,
         after the `voucher` programme's grant where it covers the block.
@@ -276,6 +287,8 @@ class ExchangeClient:
         none); times are ms since the epoch; `min_grade` is in ten-thousandths of the standard
         card. Nothing feasible raises `ProblemError` of type `/problems/no_feasible_plan`
         (its `body["plan"]` says why), unless `stand` keeps the need until its deadline.
+        With `day_ahead` the need bids in the day-ahead auction as an exclusive group of its
+        best alternatives instead (`Need.group`).
         """
         body: dict[str, Any] = {
             "unit": unit,
@@ -292,8 +305,41 @@ class ExchangeClient:
         }
         if voucher is not None:
             body["voucher"] = voucher
+        if day_ahead:
+            body["day_ahead"] = True
         response = await self.request("POST", "/v1/needs", json=body)
         return Need.model_validate(response.json())
+
+    async def place_exclusive_group(
+        self,
+        alternatives: list[list[str]],
+        price: int,
+        quantity: int,
+        *,
+        client_order_id: str | None = None,
+        voucher: str | None = None,
+    ) -> ExclusiveGroupAnswer:
+        """Bid for at most one of several buy blocks in the day-ahead auction; with a client
+        order id a retry is safe."""
+        body = {
+            "alternatives": alternatives,
+            "price": price,
+            "quantity": quantity,
+            "client_order_id": client_order_id,
+            "voucher": voucher,
+        }
+        response = await self.request("POST", "/v1/exclusive-groups", json=_present(body))
+        return ExclusiveGroupAnswer.model_validate(response.json())
+
+    async def day_ahead_auction(self, date: str) -> DayAheadAuction:
+        """The day-ahead auction of a CST date (YYYY-MM-DD): status, gate, clearing prices."""
+        return await self._get(DayAheadAuction, f"/v1/day-ahead/{date}")
+
+    async def day_ahead_results(self, date: str, account_id: str | None = None) -> DayAheadResults:
+        """What the account's orders got in a day's auction (operators name the account)."""
+        return await self._get(
+            DayAheadResults, f"/v1/day-ahead/{date}/results", account_id=account_id
+        )
 
     async def need(self, need_id: str) -> Need:
         """One of the account's needs, with its current plan and outcome."""

@@ -328,8 +328,29 @@ class NeedOrder(Model):
     voucher: str | None = None
 
 
+class NeedAlternative(Model):
+    """One alternative of a day-ahead need's exclusive group and what became of it."""
+
+    order_id: str
+    symbols: list[str]
+    status: Literal["pending", "open", "filled", "cancelled", "rejected"]
+    filled: int
+    paid: int
+    reason: str | None = None
+
+
+class NeedGroup(Model):
+    """The exclusive group a day-ahead need bids: the auction buys at most one alternative."""
+
+    order_id: str
+    price: int
+    quantity: int
+    voucher: str | None = None
+    alternatives: list[NeedAlternative]
+
+
 class Need(Model):
-    """A need: its plan, status and block order."""
+    """A need: its plan, status and block order (a day-ahead need: its exclusive group)."""
 
     need_id: str
     client_need_id: str | None
@@ -346,6 +367,7 @@ class Need(Model):
     need: dict[str, Any]
     plan: Plan | None
     order: NeedOrder | None
+    group: NeedGroup | None = None
     reason: str | None
     created_ms: int
     updated_ms: int
@@ -672,3 +694,99 @@ class ProgrammeReport(Model):
     by_enterprise: list[dict[str, Any]]
     by_region: list[dict[str, Any]]
     by_class: list[dict[str, Any]]
+
+
+class GroupAlternative(Model):
+    """One alternative of an exclusive group: its block's order id and hours."""
+
+    order_id: str
+    symbols: list[str]
+
+
+class ExclusiveGroupAnswer(Model):
+    """An exclusive group of the day-ahead auction, accepted or `pending`."""
+
+    order_id: str
+    status: Literal["accepted", "pending"]
+    alternatives: list[GroupAlternative]
+
+
+class DayAheadContract(Model):
+    """One contract-hour's clearing price (fen per unit) and volume in a day-ahead auction."""
+
+    symbol: str
+    resource_class: str
+    price: int | None
+    volume: int
+
+
+class DayAheadHour(Model):
+    """One delivery hour (`HH:00` CST) of a region."""
+
+    hour: str
+    delivery_start: str
+    contracts: list[DayAheadContract]
+
+
+class DayAheadRegion(Model):
+    """One region's clearing prices, hour by hour."""
+
+    region: str
+    hours: list[DayAheadHour]
+
+
+class DayAheadSummary(Model):
+    """What the auction's solver reached: welfare, the bound it proved, the gap between."""
+
+    welfare: int
+    bound: int
+    gap_ppm: int
+    solver_status: str
+    orders: int
+    accepted: int
+    solve_ms: int
+    cleared_at: str
+
+
+class DayAheadAuction(Model):
+    """A delivery day's day-ahead auction: `collecting`, `clearing` or `cleared`."""
+
+    date: str
+    status: Literal["collecting", "clearing", "cleared"]
+    gate: str
+    gate_ms: int
+    result: DayAheadSummary | None
+    regions: list[DayAheadRegion]
+
+
+class DayAheadFill(Model):
+    """What an order got in one contract-hour."""
+
+    symbol: str
+    price: int
+    quantity: int
+
+
+class DayAheadOrderResult(Model):
+    """One order of the account in a day-ahead auction and what it got."""
+
+    order_id: str
+    group: str | None
+    side: Literal["buy", "sell"]
+    symbols: list[str]
+    price: int
+    quantity: int
+    status: Literal["pending", "accepted", "rejected"]
+    accepted: int
+    reason: str | None
+    fills: list[DayAheadFill]
+    amount: int
+
+
+class DayAheadResults(Model):
+    """An account's orders in a day's auction."""
+
+    date: str
+    account_id: str
+    status: Literal["collecting", "clearing", "cleared"]
+    orders: list[DayAheadOrderResult]

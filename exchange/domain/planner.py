@@ -31,6 +31,15 @@ known only as the block fills.
 
 Ties are broken deterministically, in this order: lower ranked total (cost after the voucher +
 adder), lower cost after the voucher (what is actually paid), earlier start, then family name.
+
+For the day-ahead auction, `auction_bid` turns a plan into one exclusive group instead of one
+block: the plan's alternatives in its order (feasible ones best first, then those the books
+cannot fill yet or only over budget, which the auction still may), those of the first one's
+cards per hour and within one CST day, at most `most` of them, all at one average price limit:
+the most a card-hour may cost for the whole to stay within `max_total` (rounded down to the
+tick). The
+auction, not the ranking, picks among them: the one that adds most to the market's welfare;
+whichever it takes costs at most `max_total`.
 """
 
 from __future__ import annotations
@@ -40,7 +49,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec, to_utc_ms
+from exchange.domain.catalogue import (
+    REGIONS,
+    RESOURCE_CLASSES,
+    ContractSpec,
+    cst_day_start_ms,
+    to_utc_ms,
+)
 from exchange.domain.performance import PerformanceTable, decimal_text
 
 HOUR_MS = 3_600_000
@@ -429,3 +444,41 @@ def _explain(
 def _less_voucher(alternative: Alternative) -> str:
     """The explanation's words for what a voucher pays of an alternative (none: nothing)."""
     return f" - {alternative.voucher} voucher" if alternative.voucher else ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionBid:
+    """A need as an exclusive group of the day-ahead auction: blocks of `quantity` cards in
+    each hour, each at most `price` per card-hour on average; the auction buys one or none."""
+
+    alternatives: tuple[Alternative, ...]
+    price: int
+    quantity: int
+
+
+def auction_bid(
+    result: Plan,
+    need: Need,
+    ticks: Mapping[str, int],
+    most: int,
+    eligible: Callable[[Alternative], bool] = lambda _: True,
+) -> AuctionBid | None:
+    """The exclusive group a planned need bids in the day-ahead auction (module docstring), of
+    the alternatives `eligible` accepts; None if none fits or `max_total` buys not one tick
+    per card-hour. `ticks` gives each symbol's tick."""
+    fitting = [
+        a
+        for a in result.alternatives
+        if eligible(a)
+        and cst_day_start_ms(a.start_ms)
+        == cst_day_start_ms(a.start_ms + (len(a.symbols) - 1) * HOUR_MS)
+    ]
+    if not fitting:
+        return None
+    cards = fitting[0].cards_per_hour
+    same = [a for a in fitting if a.cards_per_hour == cards][:most]
+    tick = math.lcm(*(ticks.get(a.symbols[0], 1) for a in same))
+    price = need.max_total // (cards * need.hours) // tick * tick
+    if price <= 0:
+        return None
+    return AuctionBid(tuple(same), price, cards)

@@ -29,7 +29,7 @@ async def test_the_openapi_document_covers_every_endpoint_with_examples(tmp_path
         for method, spec in item.items()
         if method in METHODS
     ]
-    assert len(operations) == 70
+    assert len(operations) == 73
     assert all(path.startswith("/v1/") for _, path, _ in operations)
     schemes = document["components"]["securitySchemes"]
     assert schemes["ApiKey"] == {

@@ -2,10 +2,12 @@
 role uses it: a buyer finds the cheapest fitting product, compares, reads its price history, lets
 帮我选 plan and buy a need, and buys with a voucher; a provider deposits a night schedule and
 sees it sold; an enterprise registers and applies for a voucher and a programme administrator
-approves its application; an operator bands a product, halts and resumes a contract and reads
-the dead letters. Every view passes axe-core's WCAG 2 A/AA rules (labels, names, contrast) and
-its controls are reached by the keyboard. Screenshots of each view at desktop and phone widths
-go to reports/screenshots/ (and to docs/img/ with CX_SCREENSHOTS=docs).
+approves its application; a buyer bids a need in the day-ahead auction (日前市场) and reads
+the clearing prices and its result once it clears; an operator bands a product, halts and
+resumes a contract and reads the dead letters. Every view passes axe-core's WCAG 2 A/AA rules
+(labels, names, contrast) and its controls are reached by the keyboard. Screenshots of each
+view at desktop and phone widths go to reports/screenshots/ (and to docs/img/ with
+CX_SCREENSHOTS=docs).
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from exchange.domain.catalogue import CHINA_STANDARD_TIME as CST
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+from tests.e2e.test_day_ahead_api import (
+    BEFORE_GATE_MS,
+    DATE,
+    GATE_MS,
+    GZ,
+    NM,
+    _at,
+    _fund,
+    _offer,
+)
+from tests.e2e.test_day_ahead_api import _settings as _day_ahead_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -422,4 +435,39 @@ async def test_an_operator_halts_and_resumes_a_contract(tmp_path: Path, browser:
         await expect(page.get_by_test_id(f"state-{GZ0}")).to_have_text("交易中")
         await page.get_by_test_id("audit").click()
         await expect(page.get_by_test_id("audit-result")).to_contain_text("审计通过")
+    assert errors == []
+
+
+async def test_a_buyer_bids_a_need_in_the_day_ahead_auction_and_reads_its_result(
+    tmp_path: Path, browser: Browser
+) -> None:
+    errors: list[str] = []
+    now = [BEFORE_GATE_MS]
+    settings = _day_ahead_settings(tmp_path)
+    async with running_exchange(settings, clock_ms=lambda: now[0]) as exchange:
+        await _at(exchange, BEFORE_GATE_MS)
+        await _offer(exchange, "p-gz", GZ, 1500, 5)
+        await _offer(exchange, "p-nm", NM, 1400, 5)
+        await _fund(exchange, "lab", 10_000)
+        page = await _page(browser, exchange.base_url, exchange.keys["lab"], errors)
+        await page.evaluate(f"location.hash = '#/dayahead?date={DATE}'")
+        await expect(page.get_by_test_id("day-ahead-countdown")).to_contain_text("距截止申报还有")
+        await page.get_by_test_id("need-from").fill("9")
+        await page.get_by_test_id("need-until").fill("11")
+        await page.get_by_test_id("need-max").fill("36")
+        await page.get_by_test_id("day-ahead-need-submit").click()
+        await expect(page.get_by_test_id("day-ahead-result")).to_contain_text("2 个备选方案")
+        await expect(page.locator("#day-ahead-mine")).to_contain_text("截止申报后")
+        await _check_view(page, "dayahead", ["need-cards", "day-ahead-need-submit"])
+
+        now[0] = GATE_MS + 60_000
+        await expect(page.get_by_test_id("day-ahead-summary").first).to_contain_text("已出清")
+        # The need went to Inner Mongolia, whose sellers ask less: 1 card an hour at their ask.
+        await expect(page.get_by_test_id(f"price-{NM[0]}")).to_contain_text("14.00 ×1")
+        assert "null" not in await page.locator("#day-ahead-summary").inner_text()
+        results = page.get_by_test_id("day-ahead-results")
+        await expect(results).to_contain_text("中标")
+        await expect(results).to_contain_text("同组其他方案中标")
+        await expect(results).to_contain_text("28.00 元")
+        await _check_view(page, "dayahead-cleared", [])
     assert errors == []

@@ -67,6 +67,7 @@ from exchange.domain.messages.dayahead import (
     DayAheadBidsCollected,
     DayAheadCleared,
     ExclusiveGroupAccepted,
+    GroupId,
     PlaceExclusiveGroup,
 )
 from exchange.domain.messages.delivery import (
@@ -211,6 +212,7 @@ __all__ = [
     "GrantApplied",
     "GrantApproved",
     "GrantConcession",
+    "GroupId",
     "Identifier",
     "LimitBasis",
     "ListingChanged",

@@ -1,0 +1,190 @@
+"""The day-ahead auction as the API shows it, read from the stored auction events: a delivery
+day's status, its clearing prices and volumes per region, hour and class, and what each order
+of an account got.
+
+A day's auction is `collecting` until its gate (`CX_DAY_AHEAD_GATE`, CST, the day before
+delivery), `clearing` from the gate until its result is stored, then `cleared`. The result is
+the stored `DayAheadAuctionCompleted` (prices, volumes, welfare); what each order got is in the
+`DayAheadCleared` of its matching partition, and what it asked in that partition's
+`DayAheadBidsCollected`. All three are events of the day's own stream (`day-ahead-<date>`), so
+they are read from the event store rather than kept in a projection of their own.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from api.ports import Ledger
+from api.problems import Problem
+from exchange.domain.catalogue import (
+    CHINA_STANDARD_TIME,
+    Catalogue,
+    SymbolError,
+    cst_day_of,
+    parse_symbol,
+)
+from exchange.domain.messages import (
+    DayAheadAuctionCompleted,
+    DayAheadBidsCollected,
+    DayAheadCleared,
+)
+
+COLLECTING = "collecting"
+CLEARING = "clearing"
+CLEARED = "cleared"
+
+
+def cst_text(ms: int) -> str:
+    """A log time as ISO 8601 in China Standard Time, to the millisecond."""
+    return datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME).isoformat(timespec="milliseconds")
+
+
+def gate_of(catalogue: Catalogue, date: str) -> int:
+    """The gate (log time, ms) of the day-ahead auction of a CST date; 422 for a date that is
+    not one, 404 when the exchange runs no day-ahead auction."""
+    try:
+        day_start = cst_day_of(date)
+    except ValueError:
+        raise Problem(
+            422, "invalid-date", f"{date!r} is not a date YYYY-MM-DD", field="date"
+        ) from None
+    gate = catalogue.rules.day_ahead_gate(day_start)
+    if gate is None:
+        raise Problem(
+            404,
+            "no_day_ahead_auction",
+            "this exchange runs no day-ahead auction (CX_DAY_AHEAD_GATE is not set)",
+        )
+    return gate
+
+
+def _status(completed: DayAheadAuctionCompleted | None, gate: int, now_ms: int) -> str:
+    if completed is not None:
+        return CLEARED
+    return COLLECTING if now_ms < gate else CLEARING
+
+
+async def auction_document(
+    ledger: Ledger, catalogue: Catalogue, date: str, now_ms: int
+) -> dict[str, Any]:
+    """A day's auction: status, gate, the solver's summary and per region, hour and class the
+    clearing price and volume (DayAheadAuctionOut)."""
+    gate = gate_of(catalogue, date)
+    stored = await ledger.day_ahead_events(date, ("DayAheadAuctionCompleted",))
+    completed = next((e for e in reversed(stored) if isinstance(e, DayAheadAuctionCompleted)), None)
+    document: dict[str, Any] = {
+        "date": date,
+        "status": _status(completed, gate, now_ms),
+        "gate": cst_text(gate).replace(".000", ""),
+        "gate_ms": gate,
+        "result": None,
+        "regions": [],
+    }
+    if completed is None:
+        return document
+    document["result"] = {
+        "welfare": completed.welfare,
+        "bound": completed.bound,
+        "gap_ppm": completed.gap_ppm,
+        "solver_status": completed.status,
+        "orders": completed.orders,
+        "accepted": completed.accepted,
+        "solve_ms": completed.solve_ms,
+        "cleared_at": cst_text(completed.ts),
+    }
+    document["regions"] = _regions(completed)
+    return document
+
+
+def _regions(completed: DayAheadAuctionCompleted) -> list[dict[str, Any]]:
+    """The clearing prices and volumes, region by region, hour by hour, class by class."""
+    hours: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    starts: dict[str, str] = {}
+    for symbol in sorted({*completed.prices, *completed.volumes}):
+        try:
+            spec = parse_symbol(symbol)
+        except SymbolError:
+            continue
+        start = spec.delivery_start.astimezone(CHINA_STANDARD_TIME)
+        hour = f"{start:%H}:00"
+        starts[hour] = start.isoformat()
+        hours[spec.region][hour].append(
+            {
+                "symbol": symbol,
+                "resource_class": spec.resource_class.code,
+                "price": completed.prices.get(symbol),
+                "volume": completed.volumes.get(symbol, 0),
+            }
+        )
+    return [
+        {
+            "region": region,
+            "hours": [
+                {
+                    "hour": hour,
+                    "delivery_start": starts[hour],
+                    "contracts": sorted(contracts, key=lambda c: c["resource_class"]),
+                }
+                for hour, contracts in sorted(by_hour.items())
+            ],
+        }
+        for region, by_hour in sorted(hours.items())
+    ]
+
+
+async def results_document(
+    ledger: Ledger, catalogue: Catalogue, date: str, account_id: str, now_ms: int
+) -> dict[str, Any]:
+    """What each of an account's orders got in a day's auction (DayAheadResultsOut): before
+    the result, the orders collected at the gate, `pending`."""
+    gate = gate_of(catalogue, date)
+    stored = await ledger.day_ahead_events(
+        date, ("DayAheadBidsCollected", "DayAheadCleared", "DayAheadAuctionCompleted")
+    )
+    completed = next((e for e in reversed(stored) if isinstance(e, DayAheadAuctionCompleted)), None)
+    bids = [bid for e in stored if isinstance(e, DayAheadBidsCollected) for bid in e.orders]
+    mine = await ledger.account_order_ids(account_id, {bid["order_id"] for bid in bids})
+    accepted: dict[str, int] = {}
+    rejected: dict[str, str] = {}
+    fills: dict[str, list[dict[str, int | str]]] = defaultdict(list)
+    cleared = completed is not None
+    for event in stored:
+        if not isinstance(event, DayAheadCleared):
+            continue
+        accepted.update(event.accepted)
+        rejected.update(event.rejected)
+        for symbol, buy_id, sell_id, quantity, price in event.trades:
+            for order_id in (buy_id, sell_id):
+                if order_id in mine:
+                    fills[order_id].append({"symbol": symbol, "price": price, "quantity": quantity})
+    orders = []
+    for bid in bids:
+        order_id = bid["order_id"]
+        if order_id not in mine:
+            continue
+        got = accepted.get(order_id, 0)
+        status = ("accepted" if got else "rejected") if cleared else "pending"
+        order_fills = fills.get(order_id, [])
+        orders.append(
+            {
+                "order_id": order_id,
+                "group": bid.get("group"),
+                "side": bid["side"],
+                "symbols": bid["symbols"],
+                "price": bid["price"],
+                "quantity": bid["quantity"],
+                "status": status,
+                "accepted": got,
+                "reason": rejected.get(order_id) if status == "rejected" else None,
+                "fills": order_fills,
+                "amount": sum(int(f["price"]) * int(f["quantity"]) for f in order_fills),
+            }
+        )
+    return {
+        "date": date,
+        "account_id": account_id,
+        "status": _status(completed, gate, now_ms),
+        "orders": orders,
+    }
