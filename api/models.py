@@ -659,13 +659,14 @@ class StageProgress(BaseModel):
         }
     )
 
-    stage: Literal["risk", "matching", "settlement", "market-data"]
+    stage: Literal["risk", "matching", "dayahead", "settlement", "market-data"]
     topic: str
     partition: int
     end_offset: int
     offset: int = Field(
-        description="Next offset the stage takes: committed (risk, matching), settled "
-        "(settlement), folded by this API process (market-data)"
+        description="Next offset the stage takes: committed (risk, matching, dayahead: the "
+        "day-ahead auction's one partition), settled (settlement), folded by this API process "
+        "(market-data)"
     )
     lag: int
     progressing: bool = Field(description="Caught up, or moved within the stall time")
@@ -1232,7 +1233,8 @@ class ExclusiveGroupRequest(BaseModel):
     alternatives: Annotated[
         list[
             Annotated[
-                list[Annotated[str, Field(max_length=64)]], Field(min_length=1, max_length=24)
+                list[Annotated[str, Field(min_length=1, max_length=64)]],
+                Field(min_length=1, max_length=24),
             ]
         ],
         Field(min_length=1, max_length=64),

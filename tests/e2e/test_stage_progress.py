@@ -83,7 +83,7 @@ async def test_a_matching_process_that_stops_turns_health_to_503_in_time(
                     (stage, partition)
                     for stage in ("risk", "matching", "settlement", "market-data")
                     for partition in range(PARTITIONS)
-                }
+                } | {("dayahead", 0)}
 
                 running["matching"].stop(signal.SIGKILL)
                 # Commands keep arriving; risk forwards them and nobody matches them.
