@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from exchange.domain.catalogue import Catalogue, family_of
+from exchange.domain.catalogue import Catalogue, SymbolError, family_of, parse_symbol
 from exchange.domain.messages import (
     DayAheadAuctionCompleted,
     DayAheadBidsCollected,
@@ -118,6 +118,24 @@ def auction_orders(parts: dict[int, list[dict[str, Any]]]) -> list[DayAheadOrder
     return orders
 
 
+def tick_sizes(catalogue: Catalogue, orders: Iterable[DayAheadOrder]) -> dict[str, int]:
+    """Each contract's tick size: the catalogue's, else its symbol's (a rolled or operator-listed
+    contract), so the auction and every audit of it price on the same ticks whatever listings
+    the auditor's settings name."""
+    ticks = {}
+    for order in orders:
+        for symbol in order.symbols:
+            spec = catalogue.get(symbol)
+            if spec is None:
+                try:
+                    spec = parse_symbol(symbol)
+                except SymbolError:
+                    ticks[symbol] = 1
+                    continue
+            ticks[symbol] = spec.tick_size
+    return ticks
+
+
 class DayAheadRunner(StageRunner[DayAheadBook]):
     """Runs the day-ahead auction over the dayahead topic's one partition."""
 
@@ -190,11 +208,7 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
         from matching.dayahead import clear
 
         orders = auction_orders({p: brought["orders"] for p, brought in parts.items()})
-        ticks = {}
-        for order in orders:
-            for symbol in order.symbols:
-                spec = self.catalogue.get(symbol)
-                ticks[symbol] = 1 if spec is None else spec.tick_size
+        ticks = tick_sizes(self.catalogue, orders)
         started = time.perf_counter()
         result = clear(orders, ticks, node_limit=self.node_limit, time_limit_s=self.time_limit_s)
         solve_ms = round((time.perf_counter() - started) * 1000)

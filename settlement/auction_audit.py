@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exchange.dayahead import NODE_LIMIT, TIME_LIMIT_S, auction_orders
+from exchange.dayahead import NODE_LIMIT, TIME_LIMIT_S, auction_orders, tick_sizes
 from exchange.domain.catalogue import Catalogue
 from matching.dayahead import (
     DayAheadResult,
@@ -105,7 +105,7 @@ async def audit_auction(
         status=summary["status"],
         gap_ppm=summary["gap_ppm"],
     )
-    ticks = _ticks(catalogue, orders)
+    ticks = tick_sizes(catalogue, orders)
     found += [f"recorded result: {problem}" for problem in verify(orders, recorded, ticks)]
     await _trades_executed(store, recorded, found)
     relaxed = lp_relaxation(orders)
@@ -128,15 +128,6 @@ async def audit_auction(
             f"recorded {recorded.welfare} (bound {recorded.bound})"
         )
     return report
-
-
-def _ticks(catalogue: Catalogue, orders: list[Any]) -> dict[str, int]:
-    ticks = {}
-    for order in orders:
-        for symbol in order.symbols:
-            spec = catalogue.get(symbol)
-            ticks[symbol] = 1 if spec is None else spec.tick_size
-    return ticks
 
 
 async def _trades_executed(

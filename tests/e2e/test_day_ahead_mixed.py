@@ -1,0 +1,198 @@
+"""The day-ahead auction combined with everything else a participant does, at random: asks,
+bids, blocks and needs before the gate, cancels and a kill switch among them, the auction,
+then continuous trading, cancels and everyone's kill switch. After it: the audits and the
+auction's audit find nothing amiss, every contract of the day trades continuously, nothing
+stays held, and risk and matching replayed from their topics equal what the stages stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cx.runtime import ExchangeRuntime
+from exchange.domain.catalogue import CHINA_STANDARD_TIME
+from settlement.audit import audit, audit_ledger
+from tests.e2e.harness import (
+    RunningExchange,
+    assert_stages_match_replay,
+    eventually,
+    running_exchange,
+    settings_for,
+    settle,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+HOUR_MS = 3_600_000
+DAY = datetime.now(CHINA_STANDARD_TIME).replace(
+    hour=0, minute=0, second=0, microsecond=0
+) + timedelta(days=3)
+DATE = DAY.date().isoformat()
+GATE_MS = int((DAY - timedelta(hours=12)).timestamp() * 1000)
+REGIONS = ("GZ", "NX", "JJJ")
+"""One family in each of the three matching partitions."""
+HOURS = range(8, 13)
+PROVIDERS = ("p1", "p2")
+BUYERS = ("b1", "b2", "b3", "b4")
+
+
+def _symbol(region: str, hour: int) -> str:
+    return f"H100-80G.{region}.{DAY:%Y%m%d}T{hour:02d}"
+
+
+def _price(rng: random.Random) -> int:
+    return rng.randrange(1_200, 2_200, 10)
+
+
+async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
+    answer = await client.post(path, json=body)
+    # Refusals are part of the mix (funds, capacity); errors are not.
+    assert answer.status_code < 500, answer.text
+    return answer
+
+
+async def _open_orders(client: httpx.AsyncClient) -> list[str]:
+    rows = (await client.get("/v1/orders", params={"status": "open"})).json()
+    return [row["order_id"] for row in rows]
+
+
+async def _before_gate(exchange: RunningExchange, rng: random.Random) -> None:
+    for provider in PROVIDERS:
+        client = await exchange.as_(provider, "provider")
+        await _post(client, f"/v1/accounts/{provider}/deposits", {"kind": "cash", "amount": 50_000})
+        for region in REGIONS:
+            for hour in HOURS:
+                symbol = _symbol(region, hour)
+                capacity = {"kind": "capacity", "symbol": symbol, "quantity": 6}
+                await _post(client, f"/v1/accounts/{provider}/deposits", capacity)
+                if rng.random() < 0.7:
+                    ask = {"symbol": symbol, "side": "sell", "price": _price(rng),
+                           "quantity": rng.randint(1, 6), "day_ahead": True}  # fmt: skip
+                    await _post(client, "/v1/orders", ask)
+    for buyer in BUYERS:
+        client = await exchange.as_(buyer)
+        await _post(client, f"/v1/accounts/{buyer}/deposits", {"kind": "cash", "amount": 300_000})
+    for _ in range(30):
+        buyer = rng.choice(BUYERS)
+        client = await exchange.as_(buyer)
+        kind = rng.choice(("bid", "block", "need", "need", "cancel"))
+        if kind == "bid":
+            symbol = _symbol(rng.choice(REGIONS), rng.choice(HOURS))
+            bid = {"symbol": symbol, "side": "buy", "price": _price(rng),
+                   "quantity": rng.randint(1, 3), "day_ahead": True}  # fmt: skip
+            await _post(client, "/v1/orders", bid)
+        elif kind == "block":
+            start, region = rng.randint(8, 11), rng.choice(REGIONS)
+            block = {"symbols": [_symbol(region, start), _symbol(region, start + 1)],
+                     "side": "buy", "price": _price(rng), "quantity": rng.randint(1, 2),
+                     "day_ahead": True}  # fmt: skip
+            await _post(client, "/v1/block-orders", block)
+        elif kind == "need":
+            alternatives = []
+            for _ in range(rng.randint(2, 4)):
+                start, region = rng.randint(8, 11), rng.choice(REGIONS)
+                alternatives.append([_symbol(region, start), _symbol(region, start + 1)])
+            group = {"alternatives": alternatives, "price": _price(rng),
+                     "quantity": rng.randint(1, 2)}  # fmt: skip
+            await _post(client, "/v1/exclusive-groups", group)
+        else:
+            mine = await _open_orders(client)
+            if mine:
+                assert (await client.delete(f"/v1/orders/{rng.choice(mine)}")).status_code < 500
+    # One buyer pulls its kill switch before the gate.
+    assert (await (await exchange.as_("b4")).delete("/v1/orders")).status_code < 500
+
+
+async def _after_auction(exchange: RunningExchange, rng: random.Random) -> None:
+    for _ in range(15):
+        buyer = rng.choice(BUYERS)
+        client = await exchange.as_(buyer)
+        if rng.random() < 0.6:
+            bid = {"symbol": _symbol(rng.choice(REGIONS), rng.choice(HOURS)), "side": "buy",
+                   "price": _price(rng), "quantity": rng.randint(1, 3)}  # fmt: skip
+            await _post(client, "/v1/orders", bid)
+        else:
+            mine = await _open_orders(client)
+            if mine:
+                # Nothing is frozen once the auction's result is in.
+                answer = await client.delete(f"/v1/orders/{rng.choice(mine)}")
+                assert answer.status_code in (200, 202, 409), answer.text
+    for account in (*PROVIDERS, *BUYERS):
+        role = "provider" if account in PROVIDERS else "buyer"
+        client = await exchange.as_(account, role)
+        assert (await client.delete("/v1/orders")).status_code < 500
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_the_day_ahead_auction_mixed_with_everything_keeps_the_books(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    settings = settings_for(
+        tmp_path,
+        CX_DAY_AHEAD_GATE="12:00",
+        CX_LISTINGS=",".join(f"H100-80G.{r}" for r in REGIONS),
+        CX_LISTING_DAYS=1,
+        CX_TICK_SECONDS=0.2,
+        CX_FEES="H100-80G:100:200",
+        CX_BOND_BPS=1_000,
+    )
+    now = [GATE_MS - 2 * HOUR_MS]
+    async with running_exchange(settings, clock_ms=lambda: now[0]) as exchange:
+        await eventually(lambda: _reached(exchange, now[0]), "the API to see the log's time")
+        await _before_gate(exchange, rng)
+        await settle(exchange.runtime)
+        now[0] = GATE_MS + 60_000
+
+        async def cleared() -> bool:
+            document = (await exchange.client.get(f"/v1/day-ahead/{DATE}")).json()
+            return bool(document.get("status") == "cleared")
+
+        await eventually(cleared, "the day-ahead auction", 60)
+        await settle(exchange.runtime)
+        for region in REGIONS:
+            for hour in HOURS:
+                contract = await exchange.client.get(f"/v1/contracts/{_symbol(region, hour)}")
+                assert contract.json()["state"] == "continuous", contract.text
+        await _after_auction(exchange, rng)
+        await settle(exchange.runtime)
+        operator = await exchange.operator()
+        for account in (*PROVIDERS, *BUYERS):
+            held = (await operator.get(f"/v1/accounts/{account}")).json()["cash"]["held"]
+            # What is left held backs delivery bonds of sold capacity, never an open order.
+            if account in BUYERS:
+                assert held == 0, (account, held)
+        store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
+        assert (await audit(store, catalogue)).discrepancies == []
+        assert (await audit_ledger(store, catalogue)).discrepancies == []
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
+    }
+    env.update(CX_DATA_DIR=str(settings.data_dir), CX_FEES=settings.fees,
+               CX_MARKET_PARTITIONS=str(settings.market_partitions))  # fmt: skip
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cx.cli", "audit", "auction", DATE, "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["discrepancies"] == []
+    runtime = await ExchangeRuntime.open(settings)
+    try:
+        await assert_stages_match_replay(runtime, settings.market_partitions)
+    finally:
+        await runtime.close()
+
+
+async def _reached(exchange: RunningExchange, ms: int) -> bool:
+    return exchange.market.now_ms >= ms
