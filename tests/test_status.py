@@ -24,8 +24,8 @@ class Offsets:
     """Offsets a test sets by hand; `away` makes every read fail."""
 
     def __init__(self) -> None:
-        self.ends = {TOPICS.commands: 0, TOPICS.orders: 0, TOPICS.events: 0}
-        self.done = {"t.risk": 0, "t.matching": 0}
+        self.ends = {TOPICS.commands: 0, TOPICS.orders: 0, TOPICS.events: 0, TOPICS.dayahead: 0}
+        self.done = {"t.risk": 0, "t.matching": 0, "t.dayahead": 0}
         self.away = False
 
     async def end_offsets(self, topic: str, partitions: int) -> list[int]:
@@ -115,12 +115,14 @@ async def test_a_source_that_cannot_be_read_for_the_stall_time_is_a_stall(
         "risk: cannot read the end offsets of t.commands: the broker is away",
         "matching: cannot read the end offsets of t.orders: the broker is away",
         "settlement: cannot read the end offsets of t.events: the broker is away",
+        "dayahead: cannot read the end offsets of t.dayahead: the broker is away",
     }
     clock.now += STALL_S
     later = await watching.status()
     assert {(s.stage, s.kind) for s in later.stalls} == {
         ("risk", "unreadable"),
         ("matching", "unreadable"),
+        ("dayahead", "unreadable"),
         ("settlement", "unreadable"),
     }
     offsets.away = False
