@@ -22,7 +22,7 @@ from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
     Catalogue,
     SymbolError,
-    cst_day_of,
+    is_intraday_key,
     parse_symbol,
 )
 from exchange.domain.messages import (
@@ -42,20 +42,31 @@ def cst_text(ms: int) -> str:
 
 
 def gate_of(catalogue: Catalogue, date: str) -> int:
-    """The gate (log time, ms) of the day-ahead auction of a CST date; 422 for a date that is
-    not one, 404 when the exchange runs no day-ahead auction."""
+    """The gate (log time, ms) of the day-ahead auction of a CST date, or of the intraday
+    auction at a CST time YYYY-MM-DDTHH:MM; 422 for a name that is neither, 404 when the
+    exchange runs no such auction."""
+    rules = catalogue.rules
     try:
-        day_start = cst_day_of(date)
+        gate = rules.auction_gate(date)
     except ValueError:
         raise Problem(
-            422, "invalid-date", f"{date!r} is not a date YYYY-MM-DD", field="date"
+            422,
+            "invalid-date",
+            f"{date!r} is not a date YYYY-MM-DD (a day-ahead auction) or a time "
+            "YYYY-MM-DDTHH:MM (an intraday auction)",
+            field="date",
         ) from None
-    gate = catalogue.rules.day_ahead_gate(day_start)
-    if gate is None:
+    if rules.day_ahead_gate_ms is None:
         raise Problem(
             404,
             "no_day_ahead_auction",
             "this exchange runs no day-ahead auction (CX_DAY_AHEAD_GATE is not set)",
+        )
+    if is_intraday_key(date) and rules.intraday_auction_after(gate - 1) != gate:
+        raise Problem(
+            404,
+            "no_intraday_auction",
+            f"no intraday auction runs at {date} CST (CX_INTRADAY_AUCTION_HOURS sets when)",
         )
     return gate
 
@@ -100,17 +111,15 @@ async def auction_document(
 
 def _regions(completed: DayAheadAuctionCompleted) -> list[dict[str, Any]]:
     """The clearing prices and volumes, region by region, hour by hour, class by class."""
+    # By delivery start: an intraday auction's hours may run into the next day.
     hours: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    starts: dict[str, str] = {}
     for symbol in sorted({*completed.prices, *completed.volumes}):
         try:
             spec = parse_symbol(symbol)
         except SymbolError:
             continue
         start = spec.delivery_start.astimezone(CHINA_STANDARD_TIME)
-        hour = f"{start:%H}:00"
-        starts[hour] = start.isoformat()
-        hours[spec.region][hour].append(
+        hours[spec.region][start.isoformat()].append(
             {
                 "symbol": symbol,
                 "resource_class": spec.resource_class.code,
@@ -123,11 +132,11 @@ def _regions(completed: DayAheadAuctionCompleted) -> list[dict[str, Any]]:
             "region": region,
             "hours": [
                 {
-                    "hour": hour,
-                    "delivery_start": starts[hour],
+                    "hour": f"{datetime.fromisoformat(start):%H}:00",
+                    "delivery_start": start,
                     "contracts": sorted(contracts, key=lambda c: c["resource_class"]),
                 }
-                for hour, contracts in sorted(by_hour.items())
+                for start, contracts in sorted(by_hour.items())
             ],
         }
         for region, by_hour in sorted(hours.items())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from api.keys import Role
 from exchange.domain.messages import (
@@ -1142,6 +1142,11 @@ class NeedAlternativeOut(BaseModel):
 
     order_id: str
     symbols: list[str]
+    price: int | None = Field(
+        default=None,
+        description="This alternative's average price limit, fen per unit: the need's "
+        "`max_total` less the region adder, per card-hour, to the tick (None: the group's).",
+    )
     status: Literal["pending", "open", "filled", "cancelled", "rejected"]
     filled: int = Field(description="Units filled over all hours.")
     paid: int = Field(description="Fen paid for what filled, before any voucher.")
@@ -1153,7 +1158,9 @@ class NeedGroupOut(BaseModel):
     alternatives."""
 
     order_id: str = Field(description="The group's order id.")
-    price: int = Field(description="Average price limit of every alternative, fen per unit.")
+    price: int = Field(
+        description="The highest average price limit of any alternative, fen per unit."
+    )
     quantity: int = Field(description="Units in every hour.")
     voucher: str | None = None
     alternatives: list[NeedAlternativeOut]
@@ -1244,6 +1251,13 @@ class ExclusiveGroupRequest(BaseModel):
     )
     price: PositiveInt
     quantity: PositiveInt
+    prices: list[PositiveInt] | None = Field(
+        default=None,
+        description="Each alternative's own average price limit, in the order of "
+        "`alternatives`, none above `price` (a far region is worth less to a buyer whose "
+        "latency costs more there): the auction weighs each at its own. Omitted: every "
+        "alternative at `price`.",
+    )
     voucher: Identifier | None = Field(
         default=None,
         description="A compute-voucher programme of the account's grant, reserved by each "
@@ -1254,6 +1268,17 @@ class ExclusiveGroupRequest(BaseModel):
         description="Names the group: a retry with the same name returns the first answer and "
         "never places a second group (its alternatives are `<id>.1`, `<id>.2`, ...).",
     )
+
+    @model_validator(mode="after")
+    def _one_price_per_alternative(self) -> ExclusiveGroupRequest:
+        prices = self.prices
+        if prices is not None and len(prices) != len(self.alternatives):
+            raise ValueError(
+                f"prices: one per alternative, {len(self.alternatives)}, not {len(prices)}"
+            )
+        if prices is not None and max(prices) > self.price:
+            raise ValueError(f"prices: none above the group's price {self.price}")
+        return self
 
 
 class GroupAlternativeOut(BaseModel):

@@ -442,8 +442,12 @@ class NeedService:
             "sent_as": name,
             "day_ahead": True,
             "alternatives": [
-                {"order_id": exchange_order_id(account, f"{name}.{n}"), "symbols": list(a.symbols)}
-                for n, a in enumerate(bid.alternatives, start=1)
+                {
+                    "order_id": exchange_order_id(account, f"{name}.{n}"),
+                    "symbols": list(a.symbols),
+                    "price": price,
+                }
+                for n, (a, price) in enumerate(zip(bid.alternatives, bid.prices, strict=True), 1)
             ],
             "price": bid.price,
             "quantity": bid.quantity,
@@ -456,7 +460,8 @@ class NeedService:
             excluded=(),
             reason=None,
             explanation=f"{len(bid.alternatives)} alternative(s) bid in the day-ahead auction "
-            f"at {bid.price} fen a card-hour on average, {bid.quantity} cards an hour",
+            f"at up to {bid.price} fen a card-hour on average (each less its region adder), "
+            f"{bid.quantity} cards an hour",
         )
         row = {
             "need_id": need_id,
@@ -880,7 +885,15 @@ def _group_command(account_id: str, group: Mapping[str, Any]) -> PlaceExclusiveG
         price=group["price"],
         quantity=group["quantity"],
         voucher=group.get("voucher"),
+        prices=_own_prices(group["price"], group["alternatives"]),
     )
+
+
+def _own_prices(price: int, alternatives: Sequence[Mapping[str, Any]]) -> list[int] | None:
+    """The alternatives' own price limits where any differs from the group's (groups stored
+    before alternatives had their own price have none)."""
+    prices = [a.get("price", price) for a in alternatives]
+    return None if all(p == price for p in prices) else prices
 
 
 def _auctioned_status(alternatives: Sequence[Mapping[str, Any]]) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from api.keys import Role
 from cx.runtime import STAGES, Stage
 from cx.settings import Settings
-from exchange.domain.catalogue import cst_day_of
+from exchange.domain.catalogue import MarketRules
 
 if TYPE_CHECKING:
     from api.marketdata import MarketData
@@ -86,9 +86,15 @@ def _parser() -> argparse.ArgumentParser:
         choices=["all", "ledger", "auction"],
         default="all",
         help="ledger: recompute every balance from the journal's entries and check it; "
-        "auction DATE: re-solve the day-ahead auction of DATE (YYYY-MM-DD, CST) and check it",
+        "auction NAME: re-solve the day-ahead auction of a delivery date (YYYY-MM-DD, CST), or "
+        "the intraday auction at a CST time (YYYY-MM-DDTHH:MM), and check it",
     )
-    audit.add_argument("date", nargs="?", help="auction: the delivery date (YYYY-MM-DD, CST)")
+    audit.add_argument(
+        "date",
+        nargs="?",
+        help="auction: the delivery date (YYYY-MM-DD, CST) or the intraday auction's time "
+        "(YYYY-MM-DDTHH:MM, CST)",
+    )
     audit.add_argument("--json", action="store_true", help="print JSON")
     exported = commands.add_parser(
         "history", help="export stored events as JSON lines or CSV, filtered"
@@ -216,10 +222,17 @@ def _parser() -> argparse.ArgumentParser:
         "delivery) that providers and buyers use before continuous trading",
     )
     market.add_argument(
+        "--intraday",
+        action="store_true",
+        help="run the exchange with the day-ahead auction and an intraday auction every hour "
+        "(CX_INTRADAY_AUCTION_HOURS=1), both used by providers and buyers",
+    )
+    market.add_argument(
         "--compare",
         action="store_true",
-        help="run the scenario twice with the same seed, continuous trading only and with the "
-        "day-ahead auction, and write both reports and their comparison",
+        help="run the scenario three times with the same seed, continuous trading only, with "
+        "the day-ahead auction, and with intraday auctions too, and write every report and "
+        "their comparison",
     )
     return parser
 
@@ -259,10 +272,10 @@ MAX_SQL_INT = 2**63 - 1
 """The largest position or log time a query may name (a BIGINT)."""
 
 
-def _is_date(text: str) -> bool:
-    """Whether `text` is a date YYYY-MM-DD."""
+def _is_auction_name(text: str) -> bool:
+    """Whether `text` names an auction: a date YYYY-MM-DD or a time YYYY-MM-DDTHH:MM."""
     try:
-        cst_day_of(text)
+        MarketRules().auction_gate(text)
     except ValueError:
         return False
     return True
@@ -336,8 +349,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from cx import history
 
         if args.scope == "auction":
-            if not args.date or not _is_date(args.date):
-                raise UsageError("cx audit auction needs the auction's date, YYYY-MM-DD")
+            if not args.date or not _is_auction_name(args.date):
+                raise UsageError(
+                    "cx audit auction needs the auction's date, YYYY-MM-DD (or an intraday "
+                    "auction's time, YYYY-MM-DDTHH:MM)"
+                )
             return asyncio.run(history.run_auction_audit(settings, args.date, args.json))
         return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
     elif args.command == "deadletters":
@@ -395,7 +411,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"{args.scenario} is not valid TOML: {error}") from None
         out = args.out or Path("simulation-reports") / (
             Path(args.scenario).stem
-            + ("-compare" if args.compare else "-dayahead" if args.day_ahead else "")
+            + (
+                "-compare"
+                if args.compare
+                else "-intraday"
+                if args.intraday
+                else "-dayahead"
+                if args.day_ahead
+                else ""
+            )
         )
         prepare(out)
         if args.compare:
@@ -409,6 +433,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     out,
                     open_simulated_exchange,
                     day_ahead=args.day_ahead,
+                    intraday=args.intraday,
                 )
             )
     return 0

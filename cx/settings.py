@@ -6,10 +6,11 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exchange.domain.catalogue import (
+    HOUR_MS,
     MAX_LISTING_DAYS,
     Catalogue,
     ListingRule,
@@ -59,6 +60,12 @@ class Settings(BaseSettings):
     day_ahead_gate: str = Field(default="", validation_alias="CX_DAY_AHEAD_GATE")
     """The day-ahead auction's gate (`HH:MM[:SS]`, CST, the day before delivery),
     e.g. `12:00`; empty: no day-ahead auction, every contract trades continuously at once."""
+    intraday_auction_hours: int = Field(
+        default=0, ge=0, le=24, validation_alias="CX_INTRADAY_AUCTION_HOURS"
+    )
+    """Hours between intraday auctions (every N hours from 00:00 CST, N dividing 24; 0: none):
+    each clears, at one price per contract-hour, every hour trading continuously with the
+    exclusive groups waiting for it (needs that arrive after the day-ahead gate)."""
     tick_seconds: float = Field(default=30.0, gt=0, validation_alias="CX_TICK_SECONDS")
     """How often the API's node ticks every market partition, so that expiries, gate closures
     and deliveries fall due on a quiet market too."""
@@ -111,6 +118,19 @@ class Settings(BaseSettings):
             _ms_of_day(value)
         return value
 
+    @model_validator(mode="after")
+    def _intraday_auctions_follow_a_day_ahead_auction(self) -> Settings:
+        if self.intraday_auction_hours and 24 % self.intraday_auction_hours:
+            raise ValueError(
+                f"CX_INTRADAY_AUCTION_HOURS must divide 24, not {self.intraday_auction_hours}"
+            )
+        if self.intraday_auction_hours and not self.day_ahead_gate:
+            raise ValueError(
+                "CX_INTRADAY_AUCTION_HOURS needs CX_DAY_AHEAD_GATE: intraday auctions run on "
+                "the day-ahead auction's stage, for the hours it has opened"
+            )
+        return self
+
     @property
     def embedded_log(self) -> bool:
         """True when no Kafka is configured."""
@@ -132,6 +152,7 @@ class Settings(BaseSettings):
             recall_notice_ms=self.recall_notice_minutes * 60_000,
             recall_compensation_bps=self.recall_compensation_bps,
             day_ahead_gate_ms=_ms_of_day(self.day_ahead_gate) if self.day_ahead_gate else None,
+            intraday_every_ms=self.intraday_auction_hours * HOUR_MS or None,
         )
 
     def listing_rules(self) -> list[ListingRule]:

@@ -14,7 +14,7 @@ from exchange.adapters.inprocess_log import InProcessLog
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.log import CommandLog
 from settlement.sql_store import open_event_store
-from simulations.agents import DAY_AHEAD_GATE
+from simulations.agents import DAY_AHEAD_GATE, INTRADAY_AUCTION_HOURS
 from simulations.engine import FAMILIES
 from simulations.world import World
 
@@ -29,7 +29,9 @@ def settings_for(world: World, data_dir: Path) -> Settings:
     partition that merge, and so every order book, is the same in every run.
 
     A day-ahead run (`world.day_ahead`) sets the day-ahead gate (`DAY_AHEAD_GATE`, 12:00 CST
-    the day before delivery) and names its topics apart from the continuous run of the seed.
+    the day before delivery), an intraday one (`world.intraday`) intraday auctions every
+    `INTRADAY_AUCTION_HOURS` too, and each names its topics apart from the other runs of
+    the seed.
 
     Event ids start with the topic prefix. A PostgreSQL store may hold earlier runs, whose
     events a rerun with the same ids would be taken for (the store drops a repeated id), so
@@ -42,9 +44,12 @@ def settings_for(world: World, data_dir: Path) -> Settings:
         CX_BOND_BPS=world.scenario.bond_bps,
         CX_COMMAND_PARTITIONS=1,
         CX_DAY_AHEAD_GATE=DAY_AHEAD_GATE if world.day_ahead else "",
+        CX_INTRADAY_AUCTION_HOURS=INTRADAY_AUCTION_HOURS if world.intraday else 0,
     )
     prefix = f"sim-{world.scenario.name}-{world.seed}"
-    if world.day_ahead:
+    if world.intraday:
+        prefix += "-intraday"
+    elif world.day_ahead:
         prefix += "-dayahead"
     if settings.database_url:
         prefix += f"-{uuid.uuid4().hex[:8]}"

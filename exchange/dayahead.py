@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,13 +65,20 @@ class DayAheadBook:
     """The latest day each partition sent bids of: it sends days in order, so a day before
     it that it did not send (it started past that day's gate) it never will."""
 
-    def complete(self, partitions: Iterable[int]) -> list[str]:
-        """The pending days each of `partitions` has sent bids of or gone past, oldest first."""
+    def complete(self, partitions: Iterable[int], gate_of: Callable[[str], int]) -> list[str]:
+        """The pending auctions each of `partitions` has sent bids of or gone past, in the
+        order of their gates (`gate_of` an auction's name: day-ahead and intraday auctions
+        interleave)."""
         expected = set(partitions)
+
+        def passed(partition: int, key: str) -> bool:
+            latest = self.latest.get(partition)
+            return latest is not None and gate_of(latest) > gate_of(key)
+
         return [
-            day
-            for day in sorted(self.pending)
-            if all(p in self.pending[day] or self.latest.get(p, "") > day for p in expected)
+            key
+            for key in sorted(self.pending, key=lambda k: (gate_of(k), k))
+            if all(p in self.pending[key] or passed(p, key) for p in expected)
         ]
 
     def snapshot(self) -> dict[str, Any]:
@@ -190,14 +197,17 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
             ):
                 continue
             day = message.day
-            book.latest[message.partition] = max(day, book.latest.get(message.partition, ""))
+            gate = self.catalogue.rules.auction_gate
+            latest = book.latest.get(message.partition)
+            if latest is None or gate(day) > gate(latest):
+                book.latest[message.partition] = day
             if day not in book.done:
                 book.pending.setdefault(day, {})[message.partition] = {
                     "orders": message.orders,
                     "symbols": message.symbols,
                 }
             stamp = EventStamp(record.topic, record.partition, record.offset, record.timestamp_ms)
-            for ready in book.complete(self.bidders):
+            for ready in book.complete(self.bidders, self.catalogue.rules.auction_gate):
                 parts = book.pending.pop(ready)
                 book.done = [*book.done, ready][-DONE_KEPT:]
                 if self._live(record):
@@ -225,7 +235,7 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
             self._send(
                 self.topics.orders,
                 partition,
-                self._share(day, partition, parts.get(partition, {}), result, stamp),
+                self._share(day, partition, parts.get(partition, {}), orders, result, stamp),
             )
         volumes: dict[str, int] = {}
         for trade in result.trades:
@@ -255,12 +265,14 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
         day: str,
         partition: int,
         brought: dict[str, Any],
+        orders: list[DayAheadOrder],
         result: DayAheadResult,
         stamp: EventStamp,
     ) -> DayAheadCleared:
         """What the result says about the orders a partition brought."""
         mine = {bid["order_id"] for bid in brought.get("orders", [])}
         books = brought.get("symbols", [])
+        groups = sorted({o.group for o in orders if o.group is not None})
         return DayAheadCleared(
             event_id=stamp.next_id(),
             ts=stamp.ts,
@@ -275,4 +287,5 @@ class DayAheadRunner(StageRunner[DayAheadBook]):
             ],
             accepted={o: q for o, q in result.accepted.items() if o in mine},
             rejected={o: str(r) for o, r in result.rejected.items() if o in mine},
+            groups=groups,
         )

@@ -32,6 +32,7 @@ from matching.outputs import (
     AUCTION,
     CANCEL_REJECTED,
     CONTINUOUS,
+    DELIVERED,
     PRE_OPEN,
     STATE,
     TRADE,
@@ -45,16 +46,18 @@ from matching.state import EngineState
 class CallAuctions(EngineState):
     """Uncrossing books at one price each, with the waiting blocks that fit in them."""
 
-    def _auction(self, books: list[Book]) -> None:
-        """Uncross `books` together at one price each, with the blocks that fit in them."""
+    def _auction(self, books: list[Book], reason: StateReason | None = None) -> None:
+        """Uncross `books` together at one price each, with the blocks that fit in them (not
+        an exclusive group's: only the welfare auction decides those)."""
         if not books:
             return
         books = sorted(books, key=_by_delivery)
         in_auction = {b.symbol for b in books}
+        exclusive = self.exclusive
         blocks = [
             self.blocks[block_id]
             for block_id, symbols in self.block_symbols.items()
-            if set(symbols) <= in_auction
+            if set(symbols) <= in_auction and block_id not in exclusive
         ]
         blocks.sort(key=by_seq)
         excluded: set[int] = set()
@@ -85,17 +88,64 @@ class CallAuctions(EngineState):
                 del self.block_symbols[block.block_id]
         for book in books:
             self._execute(book, results[book.symbol])
-            reason = StateReason.OPENED if book.state == PRE_OPEN else StateReason.REOPENED
+            why = reason or (StateReason.OPENED if book.state == PRE_OPEN else StateReason.REOPENED)
             book.state = CONTINUOUS
             book.reopen_at = 0
-            self.events.append((STATE, book.symbol, CONTINUOUS, reason))
+            self.events.append((STATE, book.symbol, CONTINUOUS, why))
 
     def day_ahead_bids(self, day_start: int) -> tuple[list[Order], list[Block], list[str]]:
         """The orders resting in the pre-open books delivering in the day from `day_start`
         and the waiting blocks wholly in them, oldest first, and those books: what this
         engine brings to that day's auction. The orders stay frozen (no cancel, no amend)
         until `apply_day_ahead`."""
-        books = self._day_books(day_start)
+        return self._freeze(self._day_books(day_start))
+
+    def session_bids(self, closing_after: int) -> tuple[list[Order], list[Block], list[str]]:
+        """What this engine brings to an intraday auction: every continuous book whose gate
+        closure is at `closing_after` or later taken out of continuous trading (pre-open
+        until the result), its resting orders and the waiting blocks wholly in those books,
+        oldest first, frozen as `day_ahead_bids` freezes them, and those books."""
+        books = sorted(
+            (
+                b
+                for b in self.books.values()
+                if b.state == CONTINUOUS and b.close_at >= closing_after
+            ),
+            key=_by_delivery,
+        )
+        self.suspend_for_session([b.symbol for b in books])
+        for book in books:
+            self.events.append((STATE, book.symbol, PRE_OPEN, StateReason.INTRADAY_AUCTION))
+        return self._freeze(books)
+
+    def suspend_for_session(self, symbols: Iterable[str]) -> None:
+        """Take the continuous books `symbols` out of continuous trading for an intraday
+        auction (a replica does it where the partition's stored collection says)."""
+        for symbol in symbols:
+            self.books[symbol].state = PRE_OPEN
+            self.session_books.add(symbol)
+
+    def can_fill(self, buy_id: str, sell_id: str, quantity: int) -> bool:
+        """Whether an auction's trade of `quantity` between `buy_id` and `sell_id` can be
+        carried out here: both rest (or wait, as blocks) with at least that much."""
+        for order_id in (buy_id, sell_id):
+            order = self.orders.get(order_id)
+            if order is not None:
+                if order.remaining < quantity:
+                    return False
+            elif order_id not in self.blocks:
+                return False
+        return True
+
+    def drop_undecided(self, block_ids: Iterable[str]) -> None:
+        """Cancel the waiting blocks `block_ids` as not accepted: alternatives of exclusive
+        groups an auction decided without them (they reached their books too late for it)."""
+        for block_id in sorted(block_ids):
+            block = self.blocks.get(block_id)
+            if block is not None and block_id not in self.in_auction:
+                self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
+
+    def _freeze(self, books: list[Book]) -> tuple[list[Order], list[Block], list[str]]:
         symbols = {b.symbol for b in books}
         orders = sorted(
             (o for b in books for side in (b.bids, b.asks) for o in side_orders(side)), key=by_seq
@@ -140,13 +190,29 @@ class CallAuctions(EngineState):
         for block_id in filled:
             del self.blocks[block_id]
             del self.block_symbols[block_id]
+            self.exclusive.discard(block_id)
         for block_id in rejected:
             block = self.blocks.get(block_id)
             if block is not None:
                 self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
         self.in_auction.difference_update(decided)
         books = [self.books[s] for s in symbols if s in self.books]
-        self._auction([b for b in books if b.state == PRE_OPEN])
+        sessions = [b for b in books if b.symbol in self.session_books]
+        if not sessions:
+            self._auction([b for b in books if b.state == PRE_OPEN])
+            return
+        # An intraday auction's books reopen, or close if their gate closure fell due meanwhile.
+        self.session_books.difference_update(b.symbol for b in sessions)
+        for book in sessions:
+            delisted = self.close_after_session.pop(book.symbol, None)
+            if delisted is None:
+                continue
+            self._close(book, delisted)
+            if not delisted and self.now >= book.delivery_at:
+                # Its delivery fell due too while it waited: the timer found it open.
+                book.state = DELIVERED
+                self.events.append((STATE, book.symbol, DELIVERED, StateReason.DELIVERY))
+        self._auction([b for b in sessions if b.state == PRE_OPEN], StateReason.INTRADAY_AUCTION)
 
     def open_day(self, day_start: int) -> None:
         """Open the pre-open books delivering in the day from `day_start` through a call

@@ -567,9 +567,12 @@ class MatchingEngine(Lifecycle, ContinuousMatching, Snapshots):
         quantity: int,
         stp_group: str = "",
         stp_mode: str = CANCEL_RESTING,
+        exclusive: bool = False,
     ) -> None:
         """Enter a block: `quantity` in every hour of `symbols`, at most (buy) or at least (sell)
-        `price` on average, filled in all hours or none."""
+        `price` on average, filled in all hours or none. An `exclusive` block (an alternative
+        of an exclusive group) waits for a day-ahead or intraday auction to decide it, even in
+        continuous trading."""
         self.advance(ts)
         events = self.events
         books = [self.books.get(s) for s in symbols]
@@ -603,11 +606,13 @@ class MatchingEngine(Lifecycle, ContinuousMatching, Snapshots):
             return
         group = stp_group or account
         events.append((ACCEPTED, family, block_id))
-        if PRE_OPEN in states:
+        if PRE_OPEN in states or exclusive:
             self.seq += 1
             block = Block(block_id, account, side, family, price, quantity, group, self.seq)
             self.blocks[block_id] = block
             self.block_symbols[block_id] = tuple(symbols)
+            if exclusive:
+                self.exclusive.add(block_id)
             return
         costs = [0]
         for book in hours:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from heapq import heappop
 
 from matching.auction import CallAuctions
-from matching.book import INFINITY, Book, Order, by_seq, side_orders
+from matching.book import INFINITY, Book, Order
 from matching.outputs import (
     CLOSED,
     CONTINUOUS,
@@ -33,7 +33,6 @@ from matching.outputs import (
     OPERATOR_REJECTED,
     PRE_OPEN,
     STATE,
-    CancelReason,
     RefusalReason,
     StateReason,
 )
@@ -120,7 +119,10 @@ class Lifecycle(CallAuctions):
                 self.now = at
             if kind == TIMER_EXPIRE:
                 order: Order = payload[0]
-                if self.orders.get(order.order_id) is order:
+                if order.order_id in self.in_auction:
+                    # An auction is deciding on it: it expires once the result is applied.
+                    self._push_timer(ts + 1, kind, order.order_id, payload)
+                elif self.orders.get(order.order_id) is order:
                     self._remove(order)
                     self.events.append(
                         (
@@ -140,7 +142,15 @@ class Lifecycle(CallAuctions):
                     self._auction([halted])
             elif kind == TIMER_AUCTION:
                 books = [self.books.get(s) for s in payload]
-                self._auction([b for b in books if b is not None and b.state == PRE_OPEN])
+                self._auction(
+                    [
+                        b
+                        for b in books
+                        if b is not None
+                        and b.state == PRE_OPEN
+                        and b.symbol not in self.session_books
+                    ]
+                )
             elif kind == TIMER_CLOSE:
                 self._close(self.books[payload])
             else:
@@ -176,6 +186,8 @@ class Lifecycle(CallAuctions):
             self.events.append(
                 (OPERATOR_REJECTED, symbol, "resume", RefusalReason.UNKNOWN_CONTRACT)
             )
+        elif symbol in self.session_books:
+            self.events.append((OPERATOR_REJECTED, symbol, "resume", RefusalReason.IN_AUCTION))
         elif book.state in (HALTED, PRE_OPEN):
             self._auction([book])
         else:
@@ -240,35 +252,3 @@ class Lifecycle(CallAuctions):
         for book in books:
             book.band = band
         return True
-
-    def _close(self, book: Book, delisted: bool = False) -> None:
-        """Expire a contract's resting orders and waiting blocks and close it: at its gate
-        closure, or delisted by an operator before it."""
-        if book.state == CLOSED or book.state == DELIVERED:
-            return
-        if delisted:
-            expiry, why = CancelReason.DELISTED, StateReason.DELISTED
-        else:
-            expiry, why = CancelReason.GATE_CLOSURE, StateReason.GATE_CLOSURE
-        resting = [o for side in (book.bids, book.asks) for o in side_orders(side)]
-        resting.sort(key=by_seq)
-        for order in resting:
-            self._remove(order)
-            self.events.append(
-                (
-                    EXPIRED,
-                    book.symbol,
-                    order.order_id,
-                    order.account,
-                    order.side,
-                    order.remaining,
-                    expiry,
-                )
-            )
-        waiting = [
-            self.blocks[b] for b, symbols in self.block_symbols.items() if book.symbol in symbols
-        ]
-        for block in sorted(waiting, key=by_seq):
-            self._drop_block(block, expiry, expired=True)
-        book.state = CLOSED
-        self.events.append((STATE, book.symbol, CLOSED, why))

@@ -89,7 +89,8 @@ class RefusalReason(StrEnum):
     CONTRACT_CLOSED = "contract_closed"
     ALREADY_LISTED = "already_listed"
     IN_AUCTION = "in_auction"
-    """The order was collected for the day-ahead auction, whose result is not in yet."""
+    """The order was collected for the day-ahead auction, whose result is not in yet (or the
+    contract is in an intraday auction)."""
 
 
 class StateReason(StrEnum):
@@ -110,6 +111,8 @@ class StateReason(StrEnum):
     GATE_CLOSURE = "gate_closure"
     DELISTED = "delisted"
     DELIVERY = "delivery"
+    INTRADAY_AUCTION = "intraday_auction"
+    """Out of continuous trading for an intraday auction (pre-open), or back in after it."""
 
 
 OperatorAction = Literal["list", "schedule", "halt", "resume", "delist", "set_band"]

@@ -95,6 +95,13 @@ class Snapshots(EngineState):
         if self.in_auction:
             # Only while a day-ahead result is awaited: other snapshots keep their layout.
             snapshot["in_auction"] = sorted(self.in_auction)
+        # Likewise only with exclusive groups waiting, or during an intraday auction.
+        if self.exclusive:
+            snapshot["exclusive"] = sorted(self.exclusive)
+        if self.session_books:
+            snapshot["session_books"] = sorted(self.session_books)
+        if self.close_after_session:
+            snapshot["close_after_session"] = dict(sorted(self.close_after_session.items()))
         return snapshot
 
     @classmethod
@@ -127,6 +134,9 @@ class Snapshots(EngineState):
                     level.quantity -= remaining
                     level.aon += 1
         engine.in_auction = set(snapshot.get("in_auction", ()))
+        engine.exclusive = set(snapshot.get("exclusive", ()))
+        engine.session_books = set(snapshot.get("session_books", ()))
+        engine.close_after_session = dict(snapshot.get("close_after_session", {}))
         for bid, account, side, family, price, quantity, group, seq, symbols in snapshot["blocks"]:
             engine.blocks[bid] = Block(bid, account, side, family, price, quantity, group, seq)
             engine.block_symbols[bid] = tuple(symbols)

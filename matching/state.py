@@ -40,10 +40,13 @@ from matching.book import (
     Book,
     Level,
     Order,
+    by_seq,
     side_orders,
 )
 from matching.outputs import (
     CANCELLED,
+    CLOSED,
+    DELIVERED,
     EXPIRED,
     HALTED,
     STATE,
@@ -75,6 +78,15 @@ class EngineState:
         self.in_auction: set[str] = set()
         """Orders and blocks collected for the day-ahead auction, awaiting its result: they
         can be neither cancelled nor amended until it is applied."""
+        self.exclusive: set[str] = set()
+        """Waiting blocks that are alternatives of an exclusive group: only a day-ahead or
+        intraday auction decides them (a call auction of their books leaves them waiting)."""
+        self.session_books: set[str] = set()
+        """Books taken out of continuous trading for an intraday auction, awaiting its
+        result: they collect orders as in pre-open and reopen with the result."""
+        self.close_after_session: dict[str, bool] = {}
+        """Books of `session_books` whose gate closure (False) or delisting (True) fell due
+        during the auction: they close when its result is applied, not before."""
         self.events: list[Output] = []
         self.now = 0
         self.seq = 0
@@ -163,6 +175,7 @@ class EngineState:
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:
         """Take a waiting block away, reported as cancelled (or expired)."""
         del self.blocks[block.block_id]
+        self.exclusive.discard(block.block_id)
         symbols = self.block_symbols.pop(block.block_id)
         total = block.quantity * len(symbols)
         family, block_id, account, side = block.family, block.block_id, block.account, block.side
@@ -170,6 +183,42 @@ class EngineState:
             self.events.append((EXPIRED, family, block_id, account, side, total, reason))
         else:
             self.events.append((CANCELLED, family, block_id, account, side, total, reason))
+
+    def _close(self, book: Book, delisted: bool = False) -> None:
+        """Expire a contract's resting orders and waiting blocks and close it: at its gate
+        closure, or delisted by an operator before it."""
+        if book.state == CLOSED or book.state == DELIVERED:
+            return
+        if book.symbol in self.session_books:
+            # Its orders are in an intraday auction: it closes when the result is applied.
+            self.close_after_session[book.symbol] = delisted
+            return
+        if delisted:
+            expiry, why = CancelReason.DELISTED, StateReason.DELISTED
+        else:
+            expiry, why = CancelReason.GATE_CLOSURE, StateReason.GATE_CLOSURE
+        resting = [o for side in (book.bids, book.asks) for o in side_orders(side)]
+        resting.sort(key=by_seq)
+        for order in resting:
+            self._remove(order)
+            self.events.append(
+                (
+                    EXPIRED,
+                    book.symbol,
+                    order.order_id,
+                    order.account,
+                    order.side,
+                    order.remaining,
+                    expiry,
+                )
+            )
+        waiting = [
+            self.blocks[b] for b, symbols in self.block_symbols.items() if book.symbol in symbols
+        ]
+        for block in sorted(waiting, key=by_seq):
+            self._drop_block(block, expiry, expired=True)
+        book.state = CLOSED
+        self.events.append((STATE, book.symbol, CLOSED, why))
 
     def _halt(self, book: Book, reason: StateReason) -> None:
         book.state = HALTED

@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 from exchange.domain.accounts import Grant
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
+    INTRADAY_GUARD_MS,
     RESOURCE_CLASSES,
     ContractSpec,
     cst_day_start_ms,
@@ -97,6 +98,8 @@ DAY_AHEAD_GATE = "12:00"
 """The day-ahead auction's gate of a day's contracts: 12:00 CST the day before
 (`CX_DAY_AHEAD_GATE`)."""
 DAY_AHEAD_GATE_MS = 12 * HOUR_MS
+INTRADAY_AUCTION_HOURS = 1
+"""Hours between intraday auctions in a run with them (`CX_INTRADAY_AUCTION_HOURS`)."""
 
 
 def symbol_at(resource_class: str, region: str, start_ms: int) -> str:
@@ -155,6 +158,13 @@ class Context:
     view: MarketView
     day_ahead: bool = False
     """Whether the exchange runs a day-ahead auction at `DAY_AHEAD_GATE`."""
+    intraday: bool = False
+    """Whether it runs an intraday auction every `INTRADAY_AUCTION_HOURS` too."""
+
+    def next_intraday(self) -> int:
+        """The log time of the next intraday auction."""
+        every = INTRADAY_AUCTION_HOURS * HOUR_MS
+        return (self.now_ms // every + 1) * every
 
     def auction_ahead(self, start_ms: int) -> bool:
         """Whether the hour starting at `start_ms` is in a day whose day-ahead auction is
@@ -464,7 +474,7 @@ class Buyer:
             # A job that fits a day still to be auctioned goes to that auction first (once),
             # where its every alternative competes with every other job's at once; otherwise,
             # or if the auction did not fill it, it trades continuously in the hours open.
-            auctioned = self._to_auction(job, ctx)
+            auctioned = self._to_auction(job, ctx) or self._to_session(job, ctx)
             if auctioned:
                 return auctioned
             starts = [s for s in starts if ctx.trading(s, job.hours)]
@@ -531,8 +541,8 @@ class Buyer:
 
     def _to_auction(self, job: Job, ctx: Context) -> list[Command]:
         """The job as an exclusive group in the next day-ahead auction whose day holds a start
-        of it: its cheapest alternatives there at its value (none if it went to one before,
-        or no alternative is worth its value)."""
+        of it: its cheapest alternatives there, each at the job's value less its latency cost
+        (none if it went to one before, or no alternative is worth its value)."""
         if job.job_id in self.groups:
             return []
         starts = [s for s in job.starts(ctx.now_ms) if ctx.auction_ahead(s)]
@@ -541,7 +551,37 @@ class Buyer:
             return []
         day = min(days)
         in_day = [s for s in starts if cst_day_start_ms(s) == day and _within_day(s, job.hours)]
-        alternatives = _cheapest_alternatives(job, in_day, ctx.view)
+        return self._group(job, in_day, ctx)
+
+    def _to_session(self, job: Job, ctx: Context) -> list[Command]:
+        """With intraday auctions, the job as an exclusive group in the next one: its
+        cheapest alternatives among the starts trading continuously whose gate closes late
+        enough for that auction, in the day of the earliest (again after each auction that
+        did not fill it, while starts remain)."""
+        if not ctx.intraday:
+            return []
+        closing_after = ctx.next_intraday() + INTRADAY_GUARD_MS
+        starts = [
+            s
+            for s in job.starts(ctx.now_ms)
+            if ctx.trading(s, job.hours)
+            and s - GATE_MS >= closing_after
+            and _within_day(s, job.hours)
+        ]
+        if not starts:
+            return []
+        day = cst_day_start_ms(starts[0])
+        return self._group(job, [s for s in starts if cst_day_start_ms(s) == day], ctx)
+
+    def _group(self, job: Job, starts: list[int], ctx: Context) -> list[Command]:
+        """The exclusive group of the job's cheapest alternatives among `starts`, each at the
+        job's value less its latency cost (none if no alternative is worth its value)."""
+        priced = [
+            (symbols, on_tick(job.value - adder, up=False))
+            for symbols, adder in _cheapest_alternatives(job, starts, ctx.view)
+        ]
+        alternatives = [symbols for symbols, price in priced if price > 0]
+        prices = [price for _, price in priced if price > 0]
         if not alternatives:
             return []
         grant = ctx.view.grant_terms.get(self.account_id)
@@ -558,9 +598,10 @@ class Buyer:
                 order_id=name,
                 account_id=self.account_id,
                 alternatives=alternatives,
-                price=on_tick(job.value, up=False),
+                price=max(prices),
                 quantity=job.cards,
                 voucher=self.voucher if covered else None,
+                prices=prices,
             )
         ]
 
@@ -602,10 +643,12 @@ def depth_price(levels: list[tuple[int, int]], quantity: int) -> float | None:
     return None
 
 
-def _cheapest_alternatives(job: Job, starts: list[int], view: MarketView) -> list[list[str]]:
-    """Up to MAX_ALTERNATIVES blocks of the job (region x class x start among `starts`),
-    cheapest first by the asks resting for the job's cards each hour plus the latency cost,
-    each expected to cost no more than the job's value."""
+def _cheapest_alternatives(
+    job: Job, starts: list[int], view: MarketView
+) -> list[tuple[list[str], int]]:
+    """Up to MAX_ALTERNATIVES blocks of the job (region x class x start among `starts`) with
+    the latency cost of each, cheapest first by the asks resting for the job's cards each hour
+    plus the latency cost, each expected to cost no more than the job's value."""
     classes = (CARD, INTERRUPTIBLE) if job.interruptible_ok else (CARD,)
     ranked: list[tuple[float, int, str, str, list[str]]] = []
     for region in REGIONS:
@@ -628,7 +671,7 @@ def _cheapest_alternatives(job: Job, starts: list[int], view: MarketView) -> lis
                 if expected <= job.value:
                     ranked.append((expected, start, region, resource_class, symbols))
     ranked.sort(key=lambda option: option[:4])
-    return [option[4] for option in ranked[:MAX_ALTERNATIVES]]
+    return [(option[4], job.adders[option[2]]) for option in ranked[:MAX_ALTERNATIVES]]
 
 
 def _voucher_of(grant: Grant, now_ms: int) -> VoucherOf:

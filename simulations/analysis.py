@@ -257,8 +257,9 @@ def _limits(
 
 
 def _day_ahead(events: list[AnyEvent]) -> dict[str, Any]:
-    """The day-ahead auctions: per delivery day, what came in, what was accepted and traded,
-    the welfare and the solver's gap; and the exclusive groups (needs) sent to them."""
+    """The auctions (day-ahead ones by delivery day, intraday ones by time): what came in,
+    what was accepted and traded, the welfare and the solver's gap; and the exclusive groups
+    (needs) sent to them."""
     auctions = [e for e in events if isinstance(e, DayAheadAuctionCompleted)]
     groups: dict[str, set[str]] = defaultdict(set)
     for event in events:

@@ -231,6 +231,7 @@ class Simulation:
             (now_ms - self.world.start_ms) // DAY_MS,
             view,
             self.world.day_ahead,
+            self.world.intraday,
         )
         commands = act(context)
         topics = runtime.topics

@@ -211,7 +211,7 @@ def comparison_rows(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
             "large buyers' jobs served": percent(
                 figures["buyers"].get("large", {}).get("served_share")
             ),
-            "card-hours traded in day-ahead auctions / in all": (
+            "card-hours traded in auctions / in all": (
                 f"{auction['card_hours']:,} / {figures['volume_card_hours']:,}"
             ),
             "needs sent to auctions / filled there": (
@@ -231,21 +231,24 @@ def comparison_rows(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
 
 
 def write_comparison(runs: dict[str, dict[str, Any]], scenario: Scenario, out: Path) -> None:
-    """Write `comparison.md` and its plot: the same seed with and without the day-ahead
-    auction, side by side."""
+    """Write `comparison.md` and its plot: the same seed in every market (`MODES`), side by
+    side."""
     _comparison_plot(runs, out / COMPARISON_PLOT)
     first = next(iter(runs.values()))
     modes = list(runs)
     lines = [
-        f"# Day-ahead auction against continuous trading only: {scenario.name}",
+        f"# Auctions against continuous trading only: {scenario.name}",
         "",
         f"Seed {first['seed']}, {first['days']} day(s) from {scenario.start}, the same agents "
-        "and jobs in both runs. `continuous`: every contract trades continuously from its "
+        "and jobs in every run. `continuous`: every contract trades continuously from its "
         "listing. `day-ahead`: a day's contracts collect orders until 12:00 CST the day "
         "before, when one auction clears the whole day at a uniform price per contract-hour "
         "(providers offer their idle hours at cost, jobs that fit the day go in as needs with "
-        "their cheapest alternatives); then they trade continuously. Each run's full report "
-        f"is in {', '.join(f'`{m}/`' for m in modes)}.",
+        "their cheapest alternatives, each at the job's value less its latency cost); then "
+        "they trade continuously. `intraday`: the same, and every hour an intraday auction "
+        "clears the hours trading continuously with the needs of the jobs that came since "
+        "(the books' resting orders take part). Each run's full report is in "
+        f"{', '.join(f'`{m}/`' for m in modes)}.",
         "",
         f"![comparison]({COMPARISON_PLOT})",
         "",
@@ -274,7 +277,7 @@ def _comparison_plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     x = np.arange(len(modes))
     for ax, (title, value) in zip(axes, panels, strict=False):
         heights = [value(runs[m]) for m in modes]
-        bars = ax.bar(x, heights, color=["tab:gray", "tab:blue"][: len(modes)])
+        bars = ax.bar(x, heights, color=["tab:gray", "tab:blue", "tab:green"][: len(modes)])
         ax.bar_label(bars, fmt="%.1f")
         ax.set_xticks(x, modes)
         ax.set_ylim(0, 105)
@@ -291,7 +294,7 @@ def _comparison_plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     paid.set_ylabel("CNY per standard card-hour")
     paid.set_title("what small firms paid", fontsize=10)
     paid.legend(fontsize=8)
-    fig.suptitle("Continuous trading only against the day-ahead auction besides (same seed)")
+    fig.suptitle("Continuous trading only against the day-ahead and intraday auctions (same seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -33,14 +33,21 @@ async def simulate(
     open_exchange: OpenExchange,
     progress: Progress = print,
     day_ahead: bool = False,
+    intraday: bool = False,
 ) -> dict[str, Any]:
     """Run scenario `name` for `days` days with `seed` through the exchange `open_exchange`
-    assembles (with `day_ahead`, one running a day-ahead auction); write the report into
-    `out`; return the figures."""
+    assembles (with `day_ahead`, one running a day-ahead auction; with `intraday`, hourly
+    intraday auctions too); write the report into `out`; return the figures."""
     chosen = scenarios.load(name)
-    world = build(chosen, seed, days, day_ahead)
+    world = build(chosen, seed, days, day_ahead, intraday)
     jobs = sum(len(b.jobs) for b in world.buyers)
-    mode = "day-ahead auction and continuous trading" if day_ahead else "continuous trading"
+    mode = (
+        "day-ahead and intraday auctions and continuous trading"
+        if intraday
+        else "day-ahead auction and continuous trading"
+        if day_ahead
+        else "continuous trading"
+    )
     progress(
         f"scenario {chosen.name} ({mode}), seed {seed}, {world.days} day(s): "
         f"{len(world.providers)} "
@@ -58,8 +65,9 @@ async def simulate(
     return figures
 
 
-MODES = {"continuous": False, "day-ahead": True}
-"""The two markets a comparison runs, by the subfolder each writes its report into."""
+MODES = {"continuous": (False, False), "day-ahead": (True, False), "intraday": (True, True)}
+"""The markets a comparison runs (day-ahead auction, intraday auctions), by the subfolder
+each writes its report into."""
 
 
 async def compare(
@@ -70,15 +78,17 @@ async def compare(
     open_exchange: OpenExchange,
     progress: Progress = print,
 ) -> dict[str, dict[str, Any]]:
-    """Run scenario `name` with `seed` twice, with continuous trading only and with the
-    day-ahead auction besides, each report in its subfolder of `out`; write the comparison
-    (`comparison.md`, `comparison.png`, `comparison.json`) into `out`; return both runs'
-    figures by mode."""
+    """Run scenario `name` with `seed` in each of `MODES`: continuous trading only, with the
+    day-ahead auction besides, and with hourly intraday auctions too, each report in its
+    subfolder of `out`; write the comparison (`comparison.md`, `comparison.png`,
+    `comparison.json`) into `out`; return every run's figures by mode."""
     runs: dict[str, dict[str, Any]] = {}
-    for mode, day_ahead in MODES.items():
+    for mode, (day_ahead, intraday) in MODES.items():
         folder = out / mode
         prepare(folder)
-        runs[mode] = await simulate(name, days, seed, folder, open_exchange, progress, day_ahead)
+        runs[mode] = await simulate(
+            name, days, seed, folder, open_exchange, progress, day_ahead, intraday
+        )
     (out / "comparison.json").write_text(json.dumps(runs, indent=1, sort_keys=True))
     write_comparison(runs, scenarios.load(name), out)
     progress(f"comparison written to {out / 'comparison.md'}")

@@ -44,6 +44,8 @@ class World:
     administrators: list[Administrator]
     day_ahead: bool = False
     """Whether the exchange runs a day-ahead auction (`DAY_AHEAD_GATE`) and the agents use it."""
+    intraday: bool = False
+    """Whether it also runs an intraday auction every hour and the agents use those."""
 
     def fleet_factor(self, provider: Provider, day: int) -> float:
         """How many times its usual fleet a provider has on `day` (capacity shocks)."""
@@ -71,6 +73,7 @@ class World:
             "seed": self.seed,
             "days": self.days,
             "day_ahead": self.day_ahead,
+            "intraday": self.intraday,
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
             "list_price": self.scenario.list_price,
@@ -110,9 +113,17 @@ class World:
         }
 
 
-def build(scenario: Scenario, seed: int, days: int | None = None, day_ahead: bool = False) -> World:
+def build(
+    scenario: Scenario,
+    seed: int,
+    days: int | None = None,
+    day_ahead: bool = False,
+    intraday: bool = False,
+) -> World:
     """The agents of `scenario` for `days` days (default: the scenario's), from `seed`; with
-    `day_ahead`, in a market with a day-ahead auction (the same agents and jobs)."""
+    `day_ahead`, in a market with a day-ahead auction, with `intraday` an intraday auction
+    every hour too (the same agents and jobs)."""
+    day_ahead = day_ahead or intraday
     days = scenario.days if days is None else days
     start_ms = to_utc_ms(datetime.fromisoformat(scenario.start).replace(tzinfo=CHINA_STANDARD_TIME))
     end_ms = start_ms + days * DAY_MS
@@ -164,6 +175,7 @@ def build(scenario: Scenario, seed: int, days: int | None = None, day_ahead: boo
         resellers,
         administrators,
         day_ahead,
+        intraday,
     )
 
 

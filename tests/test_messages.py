@@ -656,6 +656,23 @@ def test_a_block_without_a_voucher_or_bond_keeps_the_bytes_blocks_had_before_the
     assert b'"voucher":"p","voucher_reserved":6,"voucher_rate_bps":3000}' in encode(with_terms)
 
 
+def test_a_group_without_its_own_prices_keeps_its_bytes_and_bad_prices_are_refused() -> None:
+    group = PlaceExclusiveGroup(
+        order_id="g", account_id="a", alternatives=[["S0"], ["S1"]], price=10, quantity=2
+    )
+    assert encode(group) == (
+        b'{"v":1,"type":"PlaceExclusiveGroup","order_id":"g","account_id":"a",'
+        b'"alternatives":[["S0"],["S1"]],"price":10,"quantity":2,"voucher":null}'
+    )
+    priced = group.model_copy(update={"prices": [10, 7]})
+    assert decode(encode(priced)) == priced
+    assert [priced.limit_of(n) for n in (0, 1)] == [10, 7]
+    for prices, says in (([10], "one per alternative, 2, not 1"), ([10, 11], "none above")):
+        wire = encode(group)[:-1] + b',"prices":' + str(prices).replace(" ", "").encode() + b"}"
+        with pytest.raises(ValidationError, match=says):
+            decode(wire)
+
+
 def test_book_changed_levels_decode_as_integer_pairs() -> None:
     decoded = decode(
         b'{"v":1,"type":"BookChanged","event_id":"e","ts":5,"symbol":"S",'

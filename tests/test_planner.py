@@ -29,6 +29,7 @@ from exchange.domain.planner import (
     Need,
     NeedError,
     RegionChoice,
+    auction_bid,
     plan,
 )
 
@@ -119,6 +120,34 @@ def test_a_region_adder_flips_the_choice() -> None:
     )
     near = (RegionChoice("GZ", adder=199), RegionChoice("YRD"))
     assert plan(need(regions=near), contracts, asks, STANDARD).chosen.region == "GZ"  # type: ignore[union-attr]
+
+
+def test_a_day_ahead_bid_prices_each_alternative_at_the_budget_less_its_adder() -> None:
+    contracts = listing("H100-80G.GZ", "H100-80G.YRD")
+    asks = flat({"H100-80G.GZ": 1800, "H100-80G.YRD": 2000})
+    # 10,000 fen for 2 cards x 2 hours: 2500 a card-hour, less GZ's adder of 804 fen over the
+    # block (201 x 4 standard card-hours): (10,000 - 804) // 4 = 2299, down to the tick (10).
+    far = (RegionChoice("GZ", adder=201), RegionChoice("YRD"))
+    wanted = need(regions=far, max_total=10_000)
+    result = plan(wanted, contracts, asks, STANDARD)
+    ticks = {spec.symbol: 10 for spec in contracts}
+    bid = auction_bid(result, wanted, ticks, most=12)
+    assert bid is not None
+    priced = {(a.region, a.start_ms): p for a, p in zip(bid.alternatives, bid.prices, strict=True)}
+    assert priced == {("YRD", T0): 2500, ("YRD", T0 + HOUR_MS): 2500,
+                      ("GZ", T0): 2290, ("GZ", T0 + HOUR_MS): 2290}  # fmt: skip
+    assert (bid.price, bid.own_prices, bid.quantity) == (2500, list(bid.prices), 2)
+    # Without an adder every alternative bids the group's one price, as groups did before.
+    plain = need(max_total=10_000)
+    flat_bid = auction_bid(plan(plain, contracts, asks, STANDARD), plain, ticks, 12)
+    assert flat_bid is not None
+    assert flat_bid.own_prices is None
+    # An alternative whose adder leaves less than a tick a card-hour is left out.
+    dear = (RegionChoice("GZ", adder=2_500), RegionChoice("YRD"))
+    tight = need(regions=dear, max_total=10_000)
+    only = auction_bid(plan(tight, contracts, asks, STANDARD), tight, ticks, 12)
+    assert only is not None
+    assert {a.region for a in only.alternatives} == {"YRD"}
 
 
 def test_a_minimum_grade_or_a_class_list_excludes_a_class() -> None:

@@ -157,13 +157,14 @@ async def test_a_small_market_reports_figures_the_event_store_confirms(tmp_path:
 
 
 @pytest.mark.usefixtures("embedded")
-async def test_the_day_ahead_auction_serves_small_firms_at_least_as_well_within_every_limit(
+async def test_the_auctions_serve_small_firms_at_least_as_well_within_every_limit(
     tmp_path: Path,
 ) -> None:
     # Two days of the baseline: the second day's contracts go through the auction on the
-    # first day at noon, with the needs of the jobs that fit that day.
+    # first day at noon, with the needs of the jobs that fit that day; with intraday
+    # auctions, the jobs that come later go through those, every hour.
     runs = await compare("baseline", 2, 1, tmp_path, open_simulated_exchange, lambda _: None)
-    continuous, day_ahead = runs["continuous"], runs["day-ahead"]
+    continuous, day_ahead, intraday = runs["continuous"], runs["day-ahead"], runs["intraday"]
     assert (tmp_path / "comparison.md").stat().st_size > 0
     assert (tmp_path / "comparison.png").stat().st_size > 0
 
@@ -174,27 +175,32 @@ async def test_the_day_ahead_auction_serves_small_firms_at_least_as_well_within_
     assert auction["card_hours"] > 0
     assert all(a["status"] == "optimal" for a in auction["auctions"].values())
     assert continuous["day_ahead"]["groups"] == 0
+    hourly = intraday["day_ahead"]
+    assert any("T" in name for name in hourly["auctions"])
+    assert hourly["groups"] > auction["groups"]
 
     # Nobody did worse than the limit it set: no buy above its limit, no sell below it, no
     # block above its limit on average, no job paying above its value, no provider below cost.
-    for figures in (continuous, day_ahead):
+    for figures in (continuous, day_ahead, intraday):
         assert set(figures["limits"].values()) == {0}, figures["limits"]
 
     # Everything is accounted for: cash, capacity, holds, vouchers and the journal.
-    world = build(scenarios.load("baseline"), 1, 2, day_ahead=True)
-    settings = settings_for(world, tmp_path / "day-ahead" / "data")
-    store = open_event_store(settings.event_store_url())
-    try:
-        for check in (audit, audit_ledger):
-            report = await check(store, settings.catalogue())
-            assert report.discrepancies == [], report.discrepancies[:3]
-    finally:
-        await store.close()
+    for mode, hourly_too in (("day-ahead", False), ("intraday", True)):
+        world = build(scenarios.load("baseline"), 1, 2, day_ahead=True, intraday=hourly_too)
+        settings = settings_for(world, tmp_path / mode / "data")
+        store = open_event_store(settings.event_store_url())
+        try:
+            for check in (audit, audit_ledger):
+                report = await check(store, settings.catalogue())
+                assert report.discrepancies == [], (mode, report.discrepancies[:3])
+        finally:
+            await store.close()
 
-    # The auction serves small firms' jobs at least as well as continuous trading alone.
-    small = [runs[mode]["buyers"]["small"] for mode in ("continuous", "day-ahead")]
-    assert small[0]["jobs"] == small[1]["jobs"]
-    assert small[1]["served"] >= small[0]["served"]
+    # The auctions serve small firms' jobs at least as well as continuous trading alone.
+    small = [runs[mode]["buyers"]["small"] for mode in ("continuous", "day-ahead", "intraday")]
+    assert small[0]["jobs"] == small[1]["jobs"] == small[2]["jobs"]
+    assert small[2]["served"] >= small[1]["served"] >= small[0]["served"]
+    assert intraday["surplus"]["efficiency"] >= day_ahead["surplus"]["efficiency"]
     assert day_ahead["surplus"]["efficiency"] >= continuous["surplus"]["efficiency"]
 
 

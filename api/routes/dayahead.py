@@ -32,7 +32,15 @@ from exchange.domain.messages import (
 
 router = APIRouter(prefix="/v1", tags=["day-ahead auction"], responses=problems(429))
 
-Date = Annotated[str, Path(max_length=10, examples=["2027-12-01"], description="CST date")]
+Date = Annotated[
+    str,
+    Path(
+        max_length=16,
+        examples=["2027-12-01", "2027-12-01T14:00"],
+        description="A CST date (its day-ahead auction) or a CST time YYYY-MM-DDTHH:MM (the "
+        "intraday auction then)",
+    ),
+]
 
 
 def alternatives_of(
@@ -55,8 +63,9 @@ def log_now_ms(market: MarketData) -> int:
     status_code=201,
     summary="Bid for one of several blocks in the day-ahead auction (an exclusive group)",
     description="Every alternative is a buy block of `quantity` in each of its hours at most "
-    "`price` on average; the auction accepts at most one, the one that adds most to the "
-    "market's welfare. Each alternative holds its own cash (and voucher) until the auction. "
+    "`price` on average (or its own of `prices`); the auction accepts at most one, the one "
+    "that adds most to the market's welfare. Each alternative holds its own cash (and voucher) "
+    "until the auction. "
     "Refusals: `too_many_alternatives` (more than 12), `invalid_block` (hours not consecutive, "
     "of two families or two CST days), `already_auctioned` (an alternative's gate passed), "
     "`no_day_ahead_auction`, `unknown_contract` (no alternative listed), "
@@ -73,7 +82,8 @@ async def place_exclusive_group(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     account = principal.account_id
-    body = group.model_dump(exclude=None if group.voucher else {"voucher"})
+    omitted = {name for name in ("voucher", "prices") if getattr(group, name) is None}
+    body = group.model_dump(exclude=omitted or None)
     print_ = fingerprint("POST", "/v1/exclusive-groups", body)
     name, named = order_name("g", group.client_order_id, idempotency_key, print_)
     command = PlaceExclusiveGroup(
@@ -83,6 +93,7 @@ async def place_exclusive_group(
         price=group.price,
         quantity=group.quantity,
         voucher=group.voucher,
+        prices=group.prices,
     )
     group_id = exchange_order_id(account, name)
     accepted = {
@@ -110,12 +121,14 @@ async def place_exclusive_group(
 @router.get(
     "/day-ahead/{date}",
     response_model=DayAheadAuctionOut,
-    summary="A delivery day's day-ahead auction: status, gate and clearing prices",
-    description="`collecting` until the gate (CST, the day before delivery), `clearing` past "
-    "it, `cleared` once the result is stored: then the clearing price and volume of every "
-    "contract-hour, by region, hour and class, with the welfare the solver reached, the bound "
-    "it proved and the gap between them. 404 `no_day_ahead_auction` on an exchange that runs "
-    "none.",
+    summary="A delivery day's day-ahead auction, or an intraday auction: status, gate and "
+    "clearing prices",
+    description="`collecting` until the gate (CST, the day before delivery; an intraday "
+    "auction's gate is its time), `clearing` past it, `cleared` once the result is stored: "
+    "then the clearing price and volume of every contract-hour, by region, hour and class, "
+    "with the welfare the solver reached, the bound it proved and the gap between them. 404 "
+    "`no_day_ahead_auction` on an exchange that runs none, `no_intraday_auction` for a time "
+    "no intraday auction runs at.",
     responses=problems(401, 404, 422),
 )
 async def get_day_ahead(
@@ -127,7 +140,7 @@ async def get_day_ahead(
 @router.get(
     "/day-ahead/{date}/results",
     response_model=DayAheadResultsOut,
-    summary="What the account's orders got in a day's day-ahead auction",
+    summary="What the account's orders got in a day's day-ahead auction (or an intraday one)",
     description="Every order (and exclusive group alternative) of the account the auction "
     "collected: accepted, with its quantity and fills per hour at the clearing prices, or "
     "rejected with the reason; `pending` until the result. Operators name any `account_id`.",

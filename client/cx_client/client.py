@@ -318,13 +318,15 @@ class ExchangeClient:
         *,
         client_order_id: str | None = None,
         voucher: str | None = None,
+        prices: list[int] | None = None,
     ) -> ExclusiveGroupAnswer:
-        """Bid for at most one of several buy blocks in the day-ahead auction; with a client
-        order id a retry is safe."""
+        """Bid for at most one of several buy blocks in the day-ahead auction (each at most
+        `price`, or its own of `prices`); with a client order id a retry is safe."""
         body = {
             "alternatives": alternatives,
             "price": price,
             "quantity": quantity,
+            "prices": prices,
             "client_order_id": client_order_id,
             "voucher": voucher,
         }

@@ -333,6 +333,7 @@ class NeedAlternative(Model):
 
     order_id: str
     symbols: list[str]
+    price: int | None = None
     status: Literal["pending", "open", "filled", "cancelled", "rejected"]
     filled: int
     paid: int

@@ -235,15 +235,42 @@ class MarketRules:
     """The day-ahead auction's gate, as time after 00:00 CST of the day before delivery (None:
     no day-ahead auction). With it, a day's contracts collect orders until their auction."""
 
+    intraday_every_ms: int | None = None
+    """Time between intraday auctions, from 00:00 CST (None: none). Each takes the hours
+    trading continuously at least `INTRADAY_GUARD_MS` before their gate closure out of
+    continuous trading, clears them with the exclusive groups waiting for it, and reopens
+    them."""
+
     def day_ahead_gate(self, delivery_ms: int) -> int | None:
         """The log time of the day-ahead gate of the day holding `delivery_ms` (None: none)."""
         if self.day_ahead_gate_ms is None:
             return None
         return cst_day_start_ms(delivery_ms) - DAY_MS + self.day_ahead_gate_ms
 
+    def auction_gate(self, key: str) -> int:
+        """The log time of the gate of the auction named `key` (a CST date: the day-ahead
+        auction of that day; a CST time: the intraday auction then): auctions run in this
+        order. ValueError when `key` names neither."""
+        if is_intraday_key(key):
+            moment = datetime.strptime(key, INTRADAY_KEY_FORMAT)
+            return int(moment.replace(tzinfo=CHINA_STANDARD_TIME).timestamp() * 1000)
+        day = cst_day_of(key)
+        return day - DAY_MS + (self.day_ahead_gate_ms or 0)
+
+    def intraday_auction_after(self, at_ms: int) -> int | None:
+        """The log time of the first intraday auction after `at_ms` (None: none)."""
+        every = self.intraday_every_ms
+        if every is None:
+            return None
+        day = cst_day_start_ms(at_ms)
+        return day + ((at_ms - day) // every + 1) * every
+
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+INTRADAY_GUARD_MS = 15 * 60_000
+"""An intraday auction takes only hours whose gate closure is at least this far off: its
+result (which closes none of them early) is expected well within it."""
 _CST_OFFSET_MS = 8 * HOUR_MS
 MAX_LISTING_DAYS = 31
 """The longest horizon a listing rule may have: every listed hour is a book in memory."""
@@ -257,6 +284,20 @@ def cst_day_start_ms(at_ms: int) -> int:
 def cst_date(day_start_ms: int) -> str:
     """The China Standard Time date (YYYY-MM-DD) of the day containing `day_start_ms`."""
     return datetime.fromtimestamp(day_start_ms / 1000, CHINA_STANDARD_TIME).date().isoformat()
+
+
+INTRADAY_KEY_FORMAT = "%Y-%m-%dT%H:%M"
+
+
+def intraday_key(gate_ms: int) -> str:
+    """The name of the intraday auction at `gate_ms`: its CST time, YYYY-MM-DDTHH:MM (a
+    day-ahead auction's is its delivery day's CST date)."""
+    return datetime.fromtimestamp(gate_ms / 1000, CHINA_STANDARD_TIME).strftime(INTRADAY_KEY_FORMAT)
+
+
+def is_intraday_key(key: str) -> bool:
+    """Whether an auction's name is an intraday auction's (a time) rather than a day's."""
+    return "T" in key
 
 
 def cst_day_of(date: str) -> int:

@@ -14,6 +14,7 @@ import hashlib
 from typing import Any, assert_never
 
 from exchange.domain.catalogue import (
+    INTRADAY_GUARD_MS,
     Catalogue,
     ContractSpec,
     SymbolError,
@@ -21,6 +22,8 @@ from exchange.domain.catalogue import (
     cst_day_of,
     cst_day_start_ms,
     family_of,
+    intraday_key,
+    is_intraday_key,
     parse_symbol,
     to_utc_ms,
 )
@@ -162,15 +165,15 @@ class MarketStage:
         self._listed_day: int | None = None
         self.exclusive_groups: dict[str, str] = {}
         """Waiting blocks that are alternatives of an exclusive group (a need): their group."""
-        self.day_ahead_collected: set[int] = set()
-        """Delivery days (00:00 CST, ms) whose bids went to the day-ahead auction, awaiting
-        its result."""
         self.replica = replica
         """A replica folds every partition's stored inputs (settlement, replay, audit): it
         collects day-ahead bids where each partition's stored collection says, not by time."""
         self.day_ahead_next: int | None = None
         """The next delivery day (00:00 CST, ms) to collect bids of at its gate; None until
         the first record (or without day-ahead auctions). Days before it trade continuously."""
+        self.intraday_next: int | None = None
+        """The log time of the next intraday auction; None until the first record (or
+        without intraday auctions)."""
 
     @property
     def books(self) -> dict[str, Book]:
@@ -273,6 +276,7 @@ class MarketStage:
                 event.quantity,
                 event.stp_group or "",
                 event.stp_mode,
+                exclusive=event.group is not None,
             )
         else:
             engine.advance(ts)
@@ -298,6 +302,7 @@ class MarketStage:
         return (
             self.engine.due(ts)
             or ts >= self._next_gate()
+            or ts >= self._next_intraday()
             or self.delivery.due(ts)
             or (
                 bool(self.catalogue.listings)
@@ -392,12 +397,18 @@ class MarketStage:
         gate = None if following is None else self.catalogue.rules.day_ahead_gate(following)
         return INFINITY if gate is None else gate
 
+    def _next_intraday(self) -> int:
+        """The log time of the next intraday auction (never, without them, or in a replica)."""
+        following = None if self.replica else self.intraday_next
+        return INFINITY if following is None else following
+
     def _start_day_ahead(self, now: int) -> None:
         """At the first record: the first day to collect is the first whose gate is still
         ahead; the pre-open books of the days before it open at once."""
         rules = self.catalogue.rules
         if rules.day_ahead_gate_ms is None or self.day_ahead_next is not None:
             return
+        self.intraday_next = rules.intraday_auction_after(now)
         following = cst_day_start_ms(now) + DAY_MS
         gate = rules.day_ahead_gate(following)
         while gate is not None and gate <= now:
@@ -411,17 +422,29 @@ class MarketStage:
                 self.engine.open_day(day)
 
     def _collect_day_ahead(self, stamp: EventStamp) -> list[Event]:
-        """At each day's gate, what this partition brings to its day-ahead auction: every
-        order and waiting block in the day's pre-open books (none, if it has none), frozen
-        until the result. Every partition sends every day, so the auction knows when all
-        are in."""
+        """At each auction's gate, what this partition brings to it: at a day-ahead gate,
+        every order and waiting block in the day's pre-open books; at an intraday auction,
+        every order and waiting block in the books trading continuously, which it takes out
+        of continuous trading (none, if it has none). Frozen until the result. Every partition
+        sends every auction, in gate order, so the auction stage knows when all are in."""
         now = max(stamp.ts, self.engine.now)
-        if self.replica or now < self._next_gate():
+        if self.replica or now < min(self._next_gate(), self._next_intraday()):
             return []
         collected: list[Event] = []
-        while self.day_ahead_next is not None and now >= self._next_gate():
-            day = self.day_ahead_next
-            orders, blocks, symbols = self.engine.day_ahead_bids(day)
+        engine = self.engine
+        while True:
+            gate, intraday = self._next_gate(), self._next_intraday()
+            if now < min(gate, intraday):
+                break
+            if gate <= intraday and self.day_ahead_next is not None:
+                day = self.day_ahead_next
+                key = cst_date(day)
+                orders, blocks, symbols = engine.day_ahead_bids(day)
+                self.day_ahead_next = day + DAY_MS
+            else:
+                key = intraday_key(intraday)
+                orders, blocks, symbols = engine.session_bids(intraday + INTRADAY_GUARD_MS)
+                self.intraday_next = self.catalogue.rules.intraday_auction_after(intraday)
             groups = self.exclusive_groups
             bids = [
                 {"order_id": o.order_id, "side": o.side, "symbols": [o.book.symbol],
@@ -429,18 +452,18 @@ class MarketStage:
                 for o in orders
             ] + [
                 {"order_id": b.block_id, "side": b.side,
-                 "symbols": list(self.engine.block_symbols[b.block_id]), "price": b.price,
+                 "symbols": list(engine.block_symbols[b.block_id]), "price": b.price,
                  "quantity": b.quantity, "seq": b.seq,
                  **({"group": groups[b.block_id]} if b.block_id in groups else {})}
                 for b in blocks
             ]  # fmt: skip
-            self.day_ahead_collected.add(day)
-            self.day_ahead_next = day + DAY_MS
+            # An intraday auction takes its books out of continuous trading: say so first.
+            collected += self._translate(engine.take_events(), stamp, _Context(None))
             collected.append(
                 DayAheadBidsCollected(
                     event_id=stamp.next_id(),
                     ts=stamp.ts,
-                    day=cst_date(day),
+                    day=key,
                     partition=-1,
                     orders=bids,
                     symbols=symbols,
@@ -449,22 +472,42 @@ class MarketStage:
         return collected
 
     def _apply_day_ahead(self, result: DayAheadCleared, ts: int) -> None:
-        """Carry out this partition's share of a day-ahead auction's result."""
-        day = cst_day_of(result.day)
+        """Carry out this partition's share of a day-ahead or intraday auction's result."""
         engine = self.engine
         engine.advance(ts)
         decided = [*result.accepted, *result.rejected]
-        engine.apply_day_ahead(result.trades, result.rejected, decided, result.symbols)
+        trades = result.trades
+        if self.replica:
+            # The replica's books follow every partition's stored inputs in the store's order,
+            # in which another partition's later log time may already have closed a book this
+            # partition still held: it carries out only the trades its books can.
+            trades = [t for t in trades if engine.can_fill(*t[1:4])]
+        engine.apply_day_ahead(trades, result.rejected, decided, result.symbols)
         for order_id in decided:
             self.exclusive_groups.pop(order_id, None)
-        self.day_ahead_collected.discard(day)
+        # A group is decided by the first auction that saw any of its alternatives: one that
+        # reached its book after that auction's gate here never competes in a later one.
+        closed = set(result.groups)
+        late = [b for b, group in self.exclusive_groups.items() if group in closed]
+        engine.drop_undecided(late)
+        for block_id in late:
+            self.exclusive_groups.pop(block_id, None)
 
     def _replay_collection(self, collected: DayAheadBidsCollected) -> None:
         """In a replica, a partition's collection where the partition made it: its orders
-        frozen until the result, as the partition's were."""
+        frozen until the result, as the partition's were (and, for an intraday auction, its
+        books out of continuous trading)."""
+        engine = self.engine
+        engine.in_auction.update(bid["order_id"] for bid in collected.orders)
+        if is_intraday_key(collected.day):
+            # As in `_apply_day_ahead`: only the books the replica still has trading.
+            engine.suspend_for_session(
+                s
+                for s in collected.symbols
+                if s in engine.books and engine.books[s].state == mo.CONTINUOUS
+            )
+            return
         day = cst_day_of(collected.day)
-        self.engine.in_auction.update(bid["order_id"] for bid in collected.orders)
-        self.day_ahead_collected.add(day)
         following = self.day_ahead_next
         self.day_ahead_next = day + DAY_MS if following is None else max(following, day + DAY_MS)
 
@@ -561,8 +604,8 @@ class MarketStage:
                     )
                 case (mo.AMEND_REJECTED, symbol, _, refusal):
                     event = context.amend_rejected(refusal, stamp)
-                case (mo.CANCEL_REJECTED, symbol, _, _):
-                    event = context.cancel_rejected(stamp)
+                case (mo.CANCEL_REJECTED, symbol, _, refusal):
+                    event = context.cancel_rejected(refusal, stamp)
                 case (mo.STATE, symbol, state, change):
                     event = ContractStateChanged(
                         event_id=stamp.next_id(),
@@ -660,10 +703,10 @@ class MarketStage:
             hasher.update(f"|band|{family}|{self.family_bands[family]}".encode())
         for block_id in sorted(self.exclusive_groups):
             hasher.update(f"|group|{block_id}|{self.exclusive_groups[block_id]}".encode())
-        for day in sorted(self.day_ahead_collected):
-            hasher.update(f"|collected|{day}".encode())
         if self.day_ahead_next is not None:
             hasher.update(f"|next|{self.day_ahead_next}".encode())
+        if self.intraday_next is not None:
+            hasher.update(f"|intraday|{self.intraday_next}".encode())
         self.delivery.digest(hasher)
         return hasher.hexdigest()
 
@@ -678,9 +721,10 @@ class MarketStage:
         if self.day_ahead_next is not None:
             snapshot["day_ahead"] = {
                 "groups": dict(sorted(self.exclusive_groups.items())),
-                "collected": sorted(self.day_ahead_collected),
                 "next": self.day_ahead_next,
             }
+            if self.intraday_next is not None:
+                snapshot["day_ahead"]["intraday_next"] = self.intraday_next
         return snapshot
 
     @classmethod
@@ -697,8 +741,8 @@ class MarketStage:
             stage.family_bands.update(data.get("family_bands", {}))
             day_ahead = data.get("day_ahead", {})
             stage.exclusive_groups.update(day_ahead.get("groups", {}))
-            stage.day_ahead_collected.update(day_ahead.get("collected", ()))
             stage.day_ahead_next = day_ahead.get("next")
+            stage.intraday_next = day_ahead.get("intraday_next")
         else:
             for symbol, saved in data["books"].items():
                 for order_id, account_id, side, price, remaining in saved["orders"]:
@@ -767,17 +811,28 @@ class _Context:
             extra_hold=amend.extra_hold,
         )
 
-    def cancel_rejected(self, stamp: EventStamp) -> CancelRejected | None:
+    def cancel_rejected(
+        self, refusal: mo.RefusalReason, stamp: EventStamp
+    ) -> CancelRejected | None:
         cancel = self.event
         if not isinstance(cancel, CancelRequested):
             return None
+        if refusal is mo.RefusalReason.IN_AUCTION:
+            reason = RejectReason.IN_AUCTION
+            message = (
+                f"order {cancel.order_id!r} is in an auction whose result is not in yet: it "
+                "can be cancelled once the result is applied"
+            )
+        else:
+            reason = RejectReason.ORDER_NOT_OPEN
+            message = f"order {cancel.order_id!r} is no longer open"
         return CancelRejected(
             event_id=stamp.next_id(),
             ts=stamp.ts,
             order_id=cancel.order_id,
             account_id=cancel.account_id,
-            reason=RejectReason.ORDER_NOT_OPEN,
-            message=f"order {cancel.order_id!r} is no longer open",
+            reason=reason,
+            message=message,
         )
 
     def control_rejected(

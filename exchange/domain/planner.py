@@ -35,11 +35,12 @@ adder), lower cost after the voucher (what is actually paid), earlier start, the
 For the day-ahead auction, `auction_bid` turns a plan into one exclusive group instead of one
 block: the plan's alternatives in its order (feasible ones best first, then those the books
 cannot fill yet or only over budget, which the auction still may), those of the first one's
-cards per hour and within one CST day, at most `most` of them, all at one average price limit:
-the most a card-hour may cost for the whole to stay within `max_total` (rounded down to the
-tick). The
+cards per hour and within one CST day that can pay a tick, at most `most` of them, each at its
+own average price limit: the most a card-hour there may cost for its cost plus its region
+adder to stay within `max_total` (rounded down to the tick), so the auction, which maximises
+the sum of limits less costs, weighs each alternative at what it is worth to the buyer. The
 auction, not the ranking, picks among them: the one that adds most to the market's welfare;
-whichever it takes costs at most `max_total`.
+whichever it takes costs at most `max_total` (less its adder).
 """
 
 from __future__ import annotations
@@ -449,11 +450,22 @@ def _less_voucher(alternative: Alternative) -> str:
 @dataclass(frozen=True, slots=True)
 class AuctionBid:
     """A need as an exclusive group of the day-ahead auction: blocks of `quantity` cards in
-    each hour, each at most `price` per card-hour on average; the auction buys one or none."""
+    each hour, each at most its price in `prices` per card-hour on average (`price`, the
+    highest of them, for the group); the auction buys one or none."""
 
     alternatives: tuple[Alternative, ...]
-    price: int
+    prices: tuple[int, ...]
     quantity: int
+
+    @property
+    def price(self) -> int:
+        """The highest price limit of any alternative: the group's."""
+        return max(self.prices)
+
+    @property
+    def own_prices(self) -> list[int] | None:
+        """The alternatives' prices where they differ (a region adder), else None."""
+        return None if len(set(self.prices)) == 1 else list(self.prices)
 
 
 def auction_bid(
@@ -476,9 +488,13 @@ def auction_bid(
     if not fitting:
         return None
     cards = fitting[0].cards_per_hour
-    same = [a for a in fitting if a.cards_per_hour == cards][:most]
-    tick = math.lcm(*(ticks.get(a.symbols[0], 1) for a in same))
-    price = need.max_total // (cards * need.hours) // tick * tick
-    if price <= 0:
+    priced = [
+        (a, (need.max_total - a.adder_cost) // (cards * need.hours))
+        for a in fitting
+        if a.cards_per_hour == cards
+    ]
+    tick = math.lcm(*(ticks.get(a.symbols[0], 1) for a, _ in priced))
+    same = [(a, worth // tick * tick) for a, worth in priced if worth >= tick][:most]
+    if not same:
         return None
-    return AuctionBid(tuple(same), price, cards)
+    return AuctionBid(tuple(a for a, _ in same), tuple(p for _, p in same), cards)

@@ -293,3 +293,125 @@ async def test_an_exchange_without_a_day_ahead_auction_refuses_day_ahead_bids(
             "available": 10_000,
             "held": 0,
         }
+
+
+async def test_each_alternative_of_a_group_bids_at_its_own_price_and_the_auction_weighs_it(
+    tmp_path: Path,
+) -> None:
+    """A group's alternatives at their own prices (a far region worth less to the buyer): the
+    auction takes the one adding most welfare at those prices, not the cheapest ask, each
+    alternative holds at its own price, and bad prices are refused changing nothing."""
+    now = [BEFORE_GATE_MS]
+    async with running_exchange(_settings(tmp_path), clock_ms=lambda: now[0]) as exchange:
+        await _at(exchange, BEFORE_GATE_MS)
+        await _offer(exchange, "p-gz", GZ, 1500, 5)
+        await _offer(exchange, "p-nm", NM, 1000, 5)
+        lab = await _fund(exchange, "lab", 100_000)
+        for prices, says in (([2000], "one per alternative, 2, not 1"),
+                             ([2000, 2100], "none above the group's price 2000")):  # fmt: skip
+            bad = {"alternatives": [GZ, NM], "price": 2000, "prices": prices, "quantity": 2}
+            _refused(await lab.post("/v1/exclusive-groups", json=bad), "invalid-request", says)
+        # Guizhou's hours are worth 2000 a card-hour to the lab, Inner Mongolia's, far away,
+        # 1300: welfare 2 x 2 x (2000 - 1500) there against 2 x 2 x (1300 - 1000).
+        group = {"alternatives": [GZ, NM], "price": 2000, "prices": [2000, 1300], "quantity": 2,
+                 "client_order_id": "near"}  # fmt: skip
+        answer = await lab.post("/v1/exclusive-groups", json=group)
+        assert answer.status_code == 201, answer.text
+        # The same alternatives at one price: the cheaper asks win, as welfare says.
+        flat = {"alternatives": [GZ, NM], "price": 2000, "quantity": 1, "client_order_id": "flat"}
+        answer = await lab.post("/v1/exclusive-groups", json=flat)
+        assert answer.status_code == 201, answer.text
+        await settle(exchange.runtime)
+        held = 2 * 2 * 2000 + 2 * 2 * 1300 + 2 * 1 * 2 * 2000
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
+            "available": 100_000 - held,
+            "held": held,
+        }
+
+        now[0] = GATE_MS + MINUTE_MS
+        auction = await _cleared(exchange)
+        await settle(exchange.runtime)
+        assert auction["result"]["welfare"] == 2 * 2 * (2000 - 1500) + 1 * 2 * (2000 - 1000)
+        results = (await lab.get(f"/v1/day-ahead/{DATE}/results")).json()
+        status = {o["order_id"]: (o["status"], o["reason"]) for o in results["orders"]}
+        near = [exchange_order_id("lab", f"near.{n}") for n in (1, 2)]
+        flat_ids = [exchange_order_id("lab", f"flat.{n}") for n in (1, 2)]
+        assert status[near[0]] == ("accepted", None)
+        assert status[near[1]] == ("rejected", "alternative_accepted")
+        assert status[flat_ids[1]] == ("accepted", None)
+        assert status[flat_ids[0]] == ("rejected", "alternative_accepted")
+        paid = 2 * 2 * 1500 + 1 * 2 * 1000
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
+            "available": 100_000 - paid,
+            "held": 0,
+        }
+
+
+async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_auction(
+    tmp_path: Path,
+) -> None:
+    """With intraday auctions, a group placed once its hours trade continuously waits for the
+    next one (the asks resting in the books would fill it at once, but only an auction may
+    choose among its alternatives), clears there at one price per contract-hour against the
+    resting asks, and the books trade continuously again; a group whose hours close too soon
+    after that auction is refused."""
+    settings = _settings(tmp_path, CX_INTRADAY_AUCTION_HOURS=1, CX_GATE_CLOSURE_MINUTES=60)
+    now = [BEFORE_GATE_MS]
+    async with running_exchange(settings, clock_ms=lambda: now[0]) as exchange:
+        await _at(exchange, BEFORE_GATE_MS)
+        await _offer(exchange, "p-gz", GZ, 1500, 5)
+        await _offer(exchange, "p-nm", NM, 1000, 5)
+        now[0] = GATE_MS + MINUTE_MS
+        await _cleared(exchange)
+        lab = await _fund(exchange, "lab", 100_000)
+        group = {"alternatives": [GZ, NM], "price": 2000, "prices": [2000, 1300], "quantity": 2,
+                 "client_order_id": "after-gate"}  # fmt: skip
+        answer = await lab.post("/v1/exclusive-groups", json=group)
+        assert answer.status_code == 201, answer.text
+        await settle(exchange.runtime)
+        open_ = {
+            o["order_id"] for o in (await lab.get("/v1/orders", params={"status": "open"})).json()
+        }
+        assert open_ == {exchange_order_id("lab", f"after-gate.{n}") for n in (1, 2)}
+        # The day before delivery, its 00:00 hour closes at 23:00: the auction at 23:00 comes
+        # too late for it.
+        now[0] = GATE_MS + 10 * HOUR_MS + 30 * MINUTE_MS
+        await _at(exchange, now[0])
+        midnight = [_symbol("GZ", 0)]
+        late = {"alternatives": [midnight], "price": 2000, "quantity": 1}
+        _refused(await lab.post("/v1/exclusive-groups", json=late), "already_auctioned", "too late")
+
+        name = (DAY - timedelta(hours=11)).strftime("%Y-%m-%dT%H:%M")
+
+        async def cleared() -> dict[str, Any] | None:
+            document: dict[str, Any] = (
+                await exchange.anonymous.get(f"/v1/day-ahead/{name}")
+            ).json()
+            return document if document["status"] == "cleared" else None
+
+        auction = await eventually(cleared, "the intraday auction to clear", 60.0)
+        await settle(exchange.runtime)
+        prices = {
+            c["symbol"]: (c["price"], c["volume"])
+            for region in auction["regions"]
+            for hour in region["hours"]
+            for c in hour["contracts"]
+        }
+        assert (prices[GZ[0]], prices[GZ[1]]) == ((1500, 2), (1500, 2))
+        results = (await lab.get(f"/v1/day-ahead/{name}/results")).json()
+        status = {o["order_id"]: (o["status"], o["reason"]) for o in results["orders"]}
+        assert status[exchange_order_id("lab", "after-gate.1")] == ("accepted", None)
+        assert status[exchange_order_id("lab", "after-gate.2")] == (
+            "rejected",
+            "alternative_accepted",
+        )
+        for symbol in (*GZ, *NM):
+            contract = (await exchange.anonymous.get(f"/v1/contracts/{symbol}")).json()
+            assert contract["state"] == "continuous", contract
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
+            "available": 100_000 - 2 * 2 * 1500,
+            "held": 0,
+        }
+        wrong = await exchange.anonymous.get(f"/v1/day-ahead/{name[:-2]}30")
+        assert wrong.status_code == 404, wrong.text
+        assert wrong.json()["type"] == "/problems/no_intraday_auction"

@@ -1,7 +1,8 @@
-"""The day-ahead auction combined with everything else a participant does, at random: asks,
-bids, blocks and needs before the gate, cancels and a kill switch among them, the auction,
-then continuous trading, cancels and everyone's kill switch. After it: the audits and the
-auction's audit find nothing amiss, every contract of the day trades continuously, nothing
+"""The day-ahead and intraday auctions combined with everything else a participant does, at
+random: asks, bids, blocks and needs before the gate, cancels and a kill switch among them,
+the day-ahead auction, then continuous trading with needs waiting for the next intraday
+auction, that auction, cancels and everyone's kill switch. After it: the audits and both
+auctions' audits find nothing amiss, every contract of the day trades continuously, nothing
 stays held, and risk and matching replayed from their topics equal what the stages stored."""
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ DAY = datetime.now(CHINA_STANDARD_TIME).replace(
 ) + timedelta(days=3)
 DATE = DAY.date().isoformat()
 GATE_MS = int((DAY - timedelta(hours=12)).timestamp() * 1000)
+INTRADAY_MS = GATE_MS + HOUR_MS
+"""The first intraday auction after the day-ahead one (every hour)."""
+INTRADAY = (DAY - timedelta(hours=11)).strftime("%Y-%m-%dT%H:%M")
 REGIONS = ("GZ", "NX", "JJJ")
 """One family in each of the three matching partitions."""
 HOURS = range(8, 13)
@@ -115,23 +119,59 @@ async def _before_gate(exchange: RunningExchange, rng: random.Random) -> None:
 
 
 async def _after_auction(exchange: RunningExchange, rng: random.Random) -> None:
-    for _ in range(15):
+    for _ in range(20):
         buyer = rng.choice(BUYERS)
         client = await exchange.as_(buyer)
-        if rng.random() < 0.6:
+        kind = rng.random()
+        if kind < 0.4:
             bid = {"symbol": _symbol(rng.choice(REGIONS), rng.choice(HOURS)), "side": "buy",
                    "price": _price(rng), "quantity": rng.randint(1, 3)}  # fmt: skip
             await _post(client, "/v1/orders", bid)
+        elif kind < 0.8:
+            # A need past the day-ahead gate waits for the next intraday auction.
+            alternatives = []
+            for _ in range(rng.randint(2, 4)):
+                start, region = rng.randint(8, 11), rng.choice(REGIONS)
+                alternatives.append([_symbol(region, start), _symbol(region, start + 1)])
+            group = {"alternatives": alternatives, "price": _price(rng),
+                     "quantity": rng.randint(1, 2)}  # fmt: skip
+            answer = await _post(client, "/v1/exclusive-groups", group)
+            assert answer.status_code in (201, 422), answer.text
         else:
             mine = await _open_orders(client)
             if mine:
-                # Nothing is frozen once the auction's result is in.
+                # Nothing is frozen between auctions.
                 answer = await client.delete(f"/v1/orders/{rng.choice(mine)}")
                 assert answer.status_code in (200, 202, 409), answer.text
+
+
+async def _after_intraday(exchange: RunningExchange, rng: random.Random) -> None:
+    for _ in range(8):
+        client = await exchange.as_(rng.choice(BUYERS))
+        mine = await _open_orders(client)
+        if mine:
+            answer = await client.delete(f"/v1/orders/{rng.choice(mine)}")
+            assert answer.status_code in (200, 202, 409), answer.text
     for account in (*PROVIDERS, *BUYERS):
         role = "provider" if account in PROVIDERS else "buyer"
         client = await exchange.as_(account, role)
         assert (await client.delete("/v1/orders")).status_code < 500
+
+
+async def _cleared(exchange: RunningExchange, name: str) -> None:
+    async def cleared() -> bool:
+        document = (await exchange.client.get(f"/v1/day-ahead/{name}")).json()
+        return bool(document.get("status") == "cleared")
+
+    await eventually(cleared, f"the auction {name}", 60)
+    await settle(exchange.runtime)
+
+
+async def _all_continuous(exchange: RunningExchange) -> None:
+    for region in REGIONS:
+        for hour in HOURS:
+            contract = await exchange.client.get(f"/v1/contracts/{_symbol(region, hour)}")
+            assert contract.json()["state"] == "continuous", contract.text
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -142,6 +182,7 @@ async def test_the_day_ahead_auction_mixed_with_everything_keeps_the_books(
     settings = settings_for(
         tmp_path,
         CX_DAY_AHEAD_GATE="12:00",
+        CX_INTRADAY_AUCTION_HOURS=1,
         CX_LISTINGS=",".join(f"H100-80G.{r}" for r in REGIONS),
         CX_LISTING_DAYS=1,
         CX_TICK_SECONDS=0.2,
@@ -154,18 +195,18 @@ async def test_the_day_ahead_auction_mixed_with_everything_keeps_the_books(
         await _before_gate(exchange, rng)
         await settle(exchange.runtime)
         now[0] = GATE_MS + 60_000
-
-        async def cleared() -> bool:
-            document = (await exchange.client.get(f"/v1/day-ahead/{DATE}")).json()
-            return bool(document.get("status") == "cleared")
-
-        await eventually(cleared, "the day-ahead auction", 60)
-        await settle(exchange.runtime)
-        for region in REGIONS:
-            for hour in HOURS:
-                contract = await exchange.client.get(f"/v1/contracts/{_symbol(region, hour)}")
-                assert contract.json()["state"] == "continuous", contract.text
+        await _cleared(exchange, DATE)
+        await _all_continuous(exchange)
         await _after_auction(exchange, rng)
+        await settle(exchange.runtime)
+        now[0] = INTRADAY_MS + 60_000
+        await _cleared(exchange, INTRADAY)
+        # The intraday auction took the day's books out of continuous trading and put them
+        # back with its result.
+        await _all_continuous(exchange)
+        intraday = (await exchange.client.get(f"/v1/day-ahead/{INTRADAY}")).json()
+        assert intraday["result"]["orders"] > 0, intraday
+        await _after_intraday(exchange, rng)
         await settle(exchange.runtime)
         operator = await exchange.operator()
         for account in (*PROVIDERS, *BUYERS):
@@ -181,12 +222,14 @@ async def test_the_day_ahead_auction_mixed_with_everything_keeps_the_books(
     }
     env.update(CX_DATA_DIR=str(settings.data_dir), CX_FEES=settings.fees,
                CX_MARKET_PARTITIONS=str(settings.market_partitions))  # fmt: skip
-    done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "cx.cli", "audit", "auction", DATE, "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert json.loads(done.stdout)["discrepancies"] == []
+    env.update(CX_DAY_AHEAD_GATE="12:00", CX_INTRADAY_AUCTION_HOURS="1")
+    for name in (DATE, INTRADAY):
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "cx.cli", "audit", "auction", name, "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["discrepancies"] == [], name
     runtime = await ExchangeRuntime.open(settings)
     try:
         await assert_stages_match_replay(runtime, settings.market_partitions)

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    model_serializer,
+    model_validator,
+)
 
 from exchange.domain.messages.common import (
     Event,
@@ -19,6 +25,7 @@ from exchange.domain.messages.common import (
     Message,
     PositiveInt,
     Symbol,
+    omit_defaults,
 )
 from exchange.domain.messages.orders import BlockAccepted
 
@@ -32,7 +39,8 @@ GroupId = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-
 
 class PlaceExclusiveGroup(Message):
     """Buy `quantity` in every hour of exactly one of `alternatives`, or of none, in the
-    day-ahead auction of their hours, at most `price` per unit and hour on average: a need.
+    day-ahead auction of their hours, at most `price` per unit and hour on average (or, with
+    `prices`, at most its own price for each alternative): a need.
 
     Each alternative is a block (consecutive delivery hours of one family); the auction takes
     the one that adds most to the market's welfare. Every alternative holds its own cash (and
@@ -49,6 +57,32 @@ class PlaceExclusiveGroup(Message):
     price: PositiveInt
     quantity: PositiveInt
     voucher: Identifier | None = None
+    prices: list[PositiveInt] | None = None
+    """Each alternative's own limit, none above `price` (what an alternative is worth to the
+    buyer can differ: a far region's latency costs it more), so the auction weighs each at its
+    worth; None: every alternative at `price`."""
+
+    @model_validator(mode="after")
+    def _one_price_per_alternative(self) -> PlaceExclusiveGroup:
+        prices = self.prices
+        if prices is None:
+            return self
+        if len(prices) != len(self.alternatives):
+            raise ValueError(
+                f"prices: one per alternative, {len(self.alternatives)}, not {len(prices)}"
+            )
+        if max(prices) > self.price:
+            raise ValueError(f"prices: none above the need's price {self.price}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A group without its own prices keeps the bytes groups had before they existed.
+        return omit_defaults(self, handler, {"prices": None})
+
+    def limit_of(self, alternative: int) -> int:
+        """The price limit of alternative number `alternative` (from 0)."""
+        return self.price if self.prices is None else self.prices[alternative]
 
 
 class ExclusiveGroupAccepted(Event):
@@ -92,6 +126,14 @@ class DayAheadCleared(Event):
     """The day's books the partition opened with the result, as matching recorded it (None
     as the auction stage sends it): a replay holding every partition's books in one state
     opens only these, as the partition did."""
+    groups: list[str] = []
+    """Every exclusive group the auction decided (any partition's): an alternative of one
+    that reached its book after the gate is cancelled, never left for a later auction."""
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A result deciding no group keeps the bytes results had before `groups` existed.
+        return omit_defaults(self, handler, {"groups": []})
 
 
 class DayAheadAuctionCompleted(Event):

@@ -86,16 +86,16 @@ def _check_group(
             account_id=command.account_id,
             symbols=symbols,
             side="buy",
-            price=command.price,
+            price=command.limit_of(n - 1),
             quantity=command.quantity,
             voucher=command.voucher,
-            day_ahead=True,
         )
         missing = [s for s in symbols if state.listed(s, at_ms) is None]
         if missing:
             unlisted = unlisted or state.not_listed(missing[0], at_ms)
             continue
-        refused = day_ahead_refusal(state, symbols, at_ms)
+        # The group's own gate check: past the day-ahead gate, the next intraday auction.
+        refused = day_ahead_refusal(state, symbols, at_ms, exclusive=True)
         if refused is None:
             order_id = exchange_order_id(command.account_id, block.order_id)
             refused = _refused(check_block(state, block, order_id, at_ms, BlockTerms()))
@@ -108,12 +108,12 @@ def _check_group(
         return [], reason, f"none of the need's alternatives is listed: {why}"
     accounts = state.accounts
     units = sum(command.quantity * len(b.symbols) for b in blocks)
-    over = over_limit(state, command.account_id, units, command.price * units)
+    notional = sum(b.price * command.quantity * len(b.symbols) for b in blocks)
+    over = over_limit(state, command.account_id, units, notional)
     if over:
         return [], RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
     needed = sum(
-        accounts.buy_hold(b.symbols[0], command.price, command.quantity * len(b.symbols))
-        for b in blocks
+        accounts.buy_hold(b.symbols[0], b.price, command.quantity * len(b.symbols)) for b in blocks
     )
     available = accounts.available_cash(command.account_id)
     if needed > available:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
+from exchange.domain.catalogue import CHINA_STANDARD_TIME, INTRADAY_GUARD_MS, to_utc_ms
 from exchange.domain.messages import RejectReason
 from exchange.domain.risk.state import RiskState
 
 
 def day_ahead_refusal(
-    state: RiskState, symbols: list[str], at_ms: int
+    state: RiskState, symbols: list[str], at_ms: int, exclusive: bool = False
 ) -> tuple[RejectReason, str] | None:
     """Why a day-ahead order for `symbols` cannot enter their day's auction at `at_ms`, if it
-    cannot: the exchange runs none, the hours span two days, or the gate has passed."""
+    cannot: the exchange runs none, the hours span two days, or the gate has passed. Past
+    the gate, an `exclusive` group's alternative waits for the next intraday auction, if the
+    exchange runs them and one comes early enough before the hours' gate closure."""
     rules = state.catalogue.rules
     if rules.day_ahead_gate_ms is None:
         return (
@@ -31,12 +33,24 @@ def day_ahead_refusal(
     if first is None:
         return None
     gate = rules.day_ahead_gate(to_utc_ms(first.delivery_start))
-    if gate is not None and at_ms >= gate:
-        day = first.delivery_start.astimezone(CHINA_STANDARD_TIME).date()
-        closed = datetime.fromtimestamp(gate / 1000, CHINA_STANDARD_TIME)
+    if gate is None or at_ms < gate:
+        return None
+    intraday = rules.intraday_auction_after(at_ms)
+    if exclusive and intraday is not None:
+        closure = state.catalogue.retires_at(first)
+        if intraday + INTRADAY_GUARD_MS <= closure:
+            return None
+        when = datetime.fromtimestamp(intraday / 1000, CHINA_STANDARD_TIME)
         return (
             RejectReason.ALREADY_AUCTIONED,
-            f"the day-ahead auction of {day.isoformat()} closed its gate at "
-            f"{closed:%Y-%m-%d %H:%M} CST: trade its hours continuously instead",
+            f"the next intraday auction, at {when:%Y-%m-%d %H:%M} CST, comes too late for "
+            f"{first.symbol}: its gate closes within {INTRADAY_GUARD_MS // 60_000} minutes "
+            "of it; trade its hours continuously instead",
         )
-    return None
+    day = first.delivery_start.astimezone(CHINA_STANDARD_TIME).date()
+    closed = datetime.fromtimestamp(gate / 1000, CHINA_STANDARD_TIME)
+    return (
+        RejectReason.ALREADY_AUCTIONED,
+        f"the day-ahead auction of {day.isoformat()} closed its gate at "
+        f"{closed:%Y-%m-%d %H:%M} CST: trade its hours continuously instead",
+    )
