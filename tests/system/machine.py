@@ -129,6 +129,10 @@ SETTINGS = {
 fees with a maker rebate, delivery bonds, a short delivery window and recall notice, reopening
 auctions ten minutes after a band halt. `CX_PRE_OPEN` is drawn per example."""
 
+AUCTIONS = {"day_ahead_gate": "12:00", "intraday_auction_hours": 1}
+"""The settings of an example with auctions: the day-ahead gate of the model's day passed
+before the clock starts, and an intraday auction falls due every hour it moves past."""
+
 SETTLE_TIMEOUT_S = float(os.environ.get("CX_MODEL_SETTLE_SECONDS", "30"))
 EXCHANGE_REASONS_WITH_IDS = ("order_id", "deposit_id", "request_id", "need_id")
 
@@ -249,14 +253,20 @@ class ExchangeMachine(RuleBasedStateMachine):
         decides them."""
         self.granted: set[tuple[str, str]] = set()
         """(programme, account) of the grants approved: their holders buy blocks with them."""
+        self.auctions = False
+        """Whether the example's exchange runs the day-ahead and intraday auctions."""
+        self.states: dict[str, tuple[str, str]] = {}
+        """Each contract's last stored state and why it entered it."""
 
     # -- the exchange's life -------------------------------------------------------------
 
-    @initialize(pre_open=st.booleans())
-    def start(self, pre_open: bool) -> None:
+    @initialize(pre_open=st.booleans(), auctions=st.booleans())
+    def start(self, pre_open: bool, auctions: bool = False) -> None:
         """Start a fresh exchange, make the accounts' keys, fund them, give the providers
         capacity to sell, every contract a book and a first trade: every contract then has
-        something to deliver, and the interruptible ones sales to recall."""
+        something to deliver, and the interruptible ones sales to recall. With `auctions`, it
+        runs the day-ahead auction (whose gate for the model's day has passed) and an intraday
+        auction every hour, which needs placed meanwhile wait for."""
         assert self.base_settings is not None, "the test sets ExchangeMachine.base_settings"
         type(self).examples_run += 1
         settings = self.base_settings.model_copy(
@@ -265,9 +275,11 @@ class ExchangeMachine(RuleBasedStateMachine):
                 "api_port": free_port(),
                 "topic_prefix": f"m{os.getpid()}x{time.monotonic_ns()}",
                 "data_dir": self.base_settings.data_dir / f"example-{time.monotonic_ns()}",
+                **(AUCTIONS if auctions else {}),
             }
         )
         self.pre_open = pre_open
+        self.auctions = auctions
         self.live = LiveExchange(settings, self.clock, type(self).prepare, _after_stop).start()
         if type(self).documented is None:
             document = httpx.get(f"{self.live.base_url}/openapi.json", timeout=30).json()
@@ -899,6 +911,35 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.model.orders.setdefault(answer.body["order_id"], account)
             if voucher is not None:
                 self.edge_seen["block with a voucher"] += 1
+
+    @precondition(lambda self: self.auctions)
+    @rule(
+        account=buyers,
+        alternatives=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=3),
+        price=st.integers(0, 2),
+        own_prices=st.booleans(),
+        quantity=st.integers(1, 3),
+        name=maybe_name,
+    )
+    def place_group(self, account: str, alternatives: list[tuple[str, str]], price: int,
+                    own_prices: bool, quantity: int, name: str | None) -> None:  # fmt: skip
+        """A need as an exclusive group over blocks trading continuously: it waits for the
+        next intraday auction (refused when that comes too late for its hours)."""
+        top = max(PRICES[block[0]][price] for block in alternatives)
+        body: dict[str, Any] = {
+            "alternatives": [list(block) for block in alternatives],
+            "price": top,
+            "quantity": quantity,
+        }
+        if own_prices:
+            body["prices"] = [PRICES[block[0]][price] for block in alternatives]
+        if name is not None:
+            body["client_order_id"] = name
+        answer = self._send(account, "POST", "/v1/exclusive-groups", json=body)
+        if answer is not None and answer.status == 201 and answer.body["status"] == "accepted":
+            for alternative in answer.body["alternatives"]:
+                self.model.orders.setdefault(alternative["order_id"], account)
+            self.edge_seen["exclusive group"] += 1
 
     # -- needs ---------------------------------------------------------------------------
 
@@ -1571,6 +1612,9 @@ class ExchangeMachine(RuleBasedStateMachine):
         self._check_conservation()
         found = self.live.run(_audits(runtime))
         assert not found, "\n".join(found)
+        # Settled means every auction's result is in: none holds a book out of trading.
+        stuck = [s for s, state in self.states.items() if state == ("pre_open", "intraday_auction")]
+        assert not stuck, f"books still in an intraday auction once everything settled: {stuck}"
 
     def _read_events(self) -> None:
         assert self.live is not None
@@ -1580,6 +1624,8 @@ class ExchangeMachine(RuleBasedStateMachine):
             self.events_seen[kind] += 1
             if kind == "CapacityRecalled":
                 self.recalled[data["symbol"]] += data["quantity"]
+            if kind == "ContractStateChanged":
+                self.states[data["symbol"]] = (data["state"], data["reason"])
             self._follow_deliveries(kind, data)
             account = str(data.get("account_id", ""))
             for id_field in (
@@ -1801,6 +1847,8 @@ def _environment(settings: Settings) -> dict[str, str]:
         "CX_COMMAND_PARTITIONS": str(settings.command_partitions),
         "CX_MARKET_PARTITIONS": str(settings.market_partitions),
         "CX_PRE_OPEN": "true" if settings.pre_open else "false",
+        "CX_DAY_AHEAD_GATE": settings.day_ahead_gate,
+        "CX_INTRADAY_AUCTION_HOURS": str(settings.intraday_auction_hours),
         **{name: str(value) for name, value in SETTINGS.items()},
     }
     if settings.database_url:

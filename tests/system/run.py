@@ -55,6 +55,7 @@ REACHED = (
     "OrderAmended",
     "OrderReduced",
     "AuctionCompleted",
+    "DayAheadAuctionCompleted",
     "BlockAccepted",
     "FundsWithdrawn",
     "CapacityWithdrawn",
@@ -90,9 +91,11 @@ REACHED_AT_EDGE = (
     "stall taken down",
     "block with a voucher",
     "sell block bonded",
+    "exclusive group",
 )
 """Outcomes kept at the API edge, not as events: needs planned, standing and withdrawn, stalls,
-blocks accepted with a voucher and providers' sell blocks accepted (with their bond)."""
+blocks accepted with a voucher, providers' sell blocks accepted (with their bond) and
+exclusive groups accepted for an intraday auction."""
 
 
 def base_settings(

@@ -7,7 +7,9 @@ step is a rule of `ExchangeMachine` called with arguments chosen to succeed (an 
 crosses, a programme in the region traded, an obligation open to meter), and the tour fails
 naming any family it did not reach. Draws the rules make (which open order, which obligation)
 are the simplest each strategy gives (the first open order, the first obligation), the same
-every run.
+every run. The tour's exchange runs the day-ahead and hourly intraday auctions: the steps trade
+continuously before the first intraday auction, a need waits for it, and the clock's last steps
+run it and those after.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from tests.system.machine import (
     GZ0,
     GZ1,
     INT0,
+    INT1,
+    INT2,
     YRD0,
     ExchangeMachine,
 )
@@ -46,7 +50,7 @@ def tour(base: Settings, prepare: Prepare | None = None) -> Ran:
     started = time.monotonic()
     machine = ExchangeMachine()
     try:
-        machine.start(pre_open=False)
+        machine.start(pre_open=False, auctions=True)
         for step in _steps(machine, cast(st.DataObject, Simplest())):
             step()
             machine.system_holds()
@@ -96,6 +100,8 @@ def _steps(m: ExchangeMachine, data: st.DataObject) -> list[Callable[[], None]]:
         lambda: m.amend("b1", data, None, 2),
         lambda: m.self_cross("p1", data, 2, 3, "decrement"),
         lambda: m.place_block("b1", (GZ0, GZ1), True, 2, 1, data, True, None),
+        # A need for the hours after midnight waits for the 23:00 intraday auction.
+        lambda: m.place_group("b2", [(INT1, INT2)], 2, True, 1, "a"),
         lambda: m.state_need("b2", None, None, 1, 1, True, 20_000, None, data),
         lambda: m.state_need("b1", None, None, 3, 2, True, 2_000, None, data),
         lambda: m.withdraw_need("b2", data, "standing"),
