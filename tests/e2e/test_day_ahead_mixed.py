@@ -59,6 +59,15 @@ def _price(rng: random.Random) -> int:
     return rng.randrange(1_200, 2_200, 10)
 
 
+def _group(rng: random.Random) -> dict[str, Any]:
+    """A need: two to four two-hour blocks in the three regions, one price."""
+    alternatives = []
+    for _ in range(rng.randint(2, 4)):
+        start, region = rng.randint(8, 11), rng.choice(REGIONS)
+        alternatives.append([_symbol(region, start), _symbol(region, start + 1)])
+    return {"alternatives": alternatives, "price": _price(rng), "quantity": rng.randint(1, 2)}
+
+
 async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
     answer = await client.post(path, json=body)
     # Refusals are part of the mix (funds, capacity); errors are not.
@@ -103,13 +112,7 @@ async def _before_gate(exchange: RunningExchange, rng: random.Random) -> None:
                      "day_ahead": True}  # fmt: skip
             await _post(client, "/v1/block-orders", block)
         elif kind == "need":
-            alternatives = []
-            for _ in range(rng.randint(2, 4)):
-                start, region = rng.randint(8, 11), rng.choice(REGIONS)
-                alternatives.append([_symbol(region, start), _symbol(region, start + 1)])
-            group = {"alternatives": alternatives, "price": _price(rng),
-                     "quantity": rng.randint(1, 2)}  # fmt: skip
-            await _post(client, "/v1/exclusive-groups", group)
+            await _post(client, "/v1/exclusive-groups", _group(rng))
         else:
             mine = await _open_orders(client)
             if mine:
@@ -129,13 +132,7 @@ async def _after_auction(exchange: RunningExchange, rng: random.Random) -> None:
             await _post(client, "/v1/orders", bid)
         elif kind < 0.8:
             # A need past the day-ahead gate waits for the next intraday auction.
-            alternatives = []
-            for _ in range(rng.randint(2, 4)):
-                start, region = rng.randint(8, 11), rng.choice(REGIONS)
-                alternatives.append([_symbol(region, start), _symbol(region, start + 1)])
-            group = {"alternatives": alternatives, "price": _price(rng),
-                     "quantity": rng.randint(1, 2)}  # fmt: skip
-            answer = await _post(client, "/v1/exclusive-groups", group)
+            answer = await _post(client, "/v1/exclusive-groups", _group(rng))
             assert answer.status_code in (201, 422), answer.text
         else:
             mine = await _open_orders(client)
