@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 WEB_VENDOR := api/web/vendor
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
-.PHONY: help venv web chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv compile web chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -23,12 +23,18 @@ help: ## list the targets
 	@echo "variables: PYTEST_ARGS='-k name -x' (test), PYTHON=$(PYTHON) (venv),"
 	@echo "           FUZZ_SECONDS=3600 or FUZZ_EXAMPLES=N, FUZZ_STEPS, FUZZ_BACKEND=real (fuzz)"
 
-venv: $(VENV)/.installed $(WEB_VENDOR)/.built ## create .venv and install the project with dev tools and the sim extra (again only when pyproject.toml changes), and the page's libraries
+venv: $(VENV)/.installed $(WEB_VENDOR)/.built compile ## create .venv and install the project with dev tools and the sim extra (again only when pyproject.toml changes), the page's libraries and the compiled engine
 
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev,sim]' -e ./client
 	@touch $@
+
+# The engine's modules compiled with mypyc into matching/_mypyc (gitignored), again only when their
+# sources change. Without a C compiler or Python headers, or if the build fails, it says why and
+# exits 0: the engine runs as the pure-Python modules (matching/__init__.py chooses).
+compile: $(VENV)/.installed ## compile the matching engine with mypyc (pure Python where it cannot; CX_PURE_PYTHON=1 forces pure Python)
+	$(BIN)/python infra/compile_engine.py
 
 web: $(WEB_VENDOR)/.built ## the page's libraries (chart.js, i18next) from npm, pinned by web/package-lock.json, copied into the package
 
@@ -88,7 +94,7 @@ services-status: ## are the local Kafka and PostgreSQL running
 	-infra/services.sh status
 
 clean: ## remove caches and build output (keeps .venv, the downloaded Kafka in .cache and the demo history)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports matching/_mypyc
 	find . -path ./.venv -prune -o -path ./.cache -prune -o \
 		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
 

@@ -16,10 +16,11 @@ The day-ahead auction is solved outside the engine, over every partition's books
 freezes it, `apply_day_ahead` carries out the result (its trades, the blocks it did not accept)
 and opens the day's books through a call auction of what arrived after the gate.
 
-`CallAuctions` adds the auction to the engine's state (`matching/state.py` says why the engine
-is built from one class per concern); the lifecycle (`matching/lifecycle.py`) runs it when a
-contract opens, reopens after a halt, or a scheduled family auction falls due. Auctions are
-rare next to orders, so this code is written for clarity rather than speed.
+`CallAuctions` adds the auction to the engine's state, snapshots and continuous matching
+(`matching/state.py` says why the engine is built from one class per concern, in one chain);
+the lifecycle (`matching/lifecycle.py`) runs it when a contract opens, reopens after a halt, or
+a scheduled family auction falls due. Auctions are rare next to orders, so this code is written
+for clarity rather than speed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from matching.book import BUY, DAY_MS, SELL, Block, Book, Order, by_seq, side_orders
+from matching.continuous import ContinuousMatching
 from matching.outputs import (
     AMEND_REJECTED,
     AUCTION,
@@ -40,10 +42,9 @@ from matching.outputs import (
     RefusalReason,
     StateReason,
 )
-from matching.state import EngineState
 
 
-class CallAuctions(EngineState):
+class CallAuctions(ContinuousMatching):
     """Uncrossing books at one price each, with the waiting blocks that fit in them."""
 
     def _auction(self, books: list[Book], reason: StateReason | None = None) -> None:

@@ -17,6 +17,7 @@ import resource
 from collections.abc import Callable
 from typing import Any
 
+from matching import COMPILED
 from matching.book import CANCEL_RESTING, FOK, GTC, GTD, IOC
 from matching.engine import MatchingEngine
 from matching.reference import SimpleExchange
@@ -366,6 +367,7 @@ def run(
         "ratio": round(engine["per_s"] / simple["per_s"], 3),
         "gc": "frozen+tuned" if manage_gc else "default",
         "seed": seed,
+        "compiled": COMPILED,
     }
     return json.dumps(line)
 

@@ -9,10 +9,11 @@ only trade within `band` of the reference price as it was at its arrival; reachi
 outside halts the contract (the circuit breaker). FOK, all-or-none and minimum-quantity orders
 first walk the book without changing it (`_fillable`, a dry run with the same rules).
 
-`ContinuousMatching` adds these methods to the engine's state; `matching/state.py` says why the
-engine is built from one class per concern. `_match` is on the hot path of every order that
-crosses: it binds what its loops read to locals, updates the book's trade counter once per call
-and, on a level without all-or-none orders, the level's quantity once per level.
+`ContinuousMatching` adds these methods to the engine's state and snapshots (`matching/state.py`
+says why the engine is built from one class per concern, in one chain). `_match` is on the hot
+path of every order that crosses: it binds what its loops read to locals, updates the book's
+trade counter once per call and, on a level without all-or-none orders, the level's quantity
+once per level.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ from matching.outputs import (
     StateReason,
 )
 from matching.outputs import Side as OrderSide
-from matching.state import EngineState
+from matching.snapshot import Snapshots
 
 # Read as a global: an enum member's attribute read costs some 60 ns more, on every self-trade.
 _SELF_TRADE: Final = CancelReason.SELF_TRADE
 
 
-class ContinuousMatching(EngineState):
+class ContinuousMatching(Snapshots):
     """Matching incoming orders against the books, and dry runs of it."""
 
     def _match(

@@ -65,7 +65,6 @@ from matching.book import (
     Order,
     by_seq,
 )
-from matching.continuous import ContinuousMatching
 from matching.lifecycle import Lifecycle
 from matching.outputs import (
     ACCEPTED,
@@ -84,7 +83,6 @@ from matching.outputs import (
     RefusalReason,
 )
 from matching.outputs import Side as OrderSide
-from matching.snapshot import Snapshots
 from matching.state import TIMER_EXPIRE
 
 # The reasons of the order paths, read as globals: an enum member's attribute read costs some
@@ -96,7 +94,7 @@ _KILL_SWITCH: Final = CancelReason.KILL_SWITCH
 _MARKET_PROTECTION: Final = CancelReason.MARKET_PROTECTION
 
 
-class MatchingEngine(Lifecycle, ContinuousMatching, Snapshots):
+class MatchingEngine(Lifecycle):
     """Every book of the contracts it was given, their schedules, and the events they caused."""
 
     # Orders.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import matching
 from matching.bench import CANCEL, SUBMIT, make_flow, run
 
 
@@ -19,6 +20,7 @@ def test_the_benchmark_prints_one_json_line_with_its_figures() -> None:
                 "reference_commands_per_s", "ratio"):  # fmt: skip
         assert figures[key] > 0, key
     assert figures["p50_us"] <= figures["p99_us"] <= figures["p999_us"] <= figures["max_us"]
+    assert figures["compiled"] is matching.COMPILED
 
 
 def test_the_flow_has_the_agreed_mix() -> None:
