@@ -225,6 +225,8 @@ class ExchangeMachine(RuleBasedStateMachine):
     edge_seen: ClassVar[Counter[str]] = Counter()
     """What the examples reached at the API edge, which keeps no events: needs, stalls."""
     documented: ClassVar[Documented | None] = None
+    with_auctions: ClassVar[bool] = True
+    """Whether examples may run the auctions (drawn per example)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -260,13 +262,18 @@ class ExchangeMachine(RuleBasedStateMachine):
 
     # -- the exchange's life -------------------------------------------------------------
 
-    @initialize(pre_open=st.booleans(), auctions=st.booleans())
-    def start(self, pre_open: bool, auctions: bool = False) -> None:
+    @initialize(pre_open=st.booleans(), data=st.data())
+    def start(
+        self, pre_open: bool, data: st.DataObject | None = None, auctions: bool | None = None
+    ) -> None:
         """Start a fresh exchange, make the accounts' keys, fund them, give the providers
         capacity to sell, every contract a book and a first trade: every contract then has
-        something to deliver, and the interruptible ones sales to recall. With `auctions`, it
-        runs the day-ahead auction (whose gate for the model's day has passed) and an intraday
-        auction every hour, which needs placed meanwhile wait for."""
+        something to deliver, and the interruptible ones sales to recall. With `auctions`
+        (drawn when the run has them, `with_auctions`), it runs the day-ahead auction (whose
+        gate for the model's day has passed) and an intraday auction every hour, which needs
+        placed meanwhile wait for."""
+        if auctions is None:
+            auctions = self.with_auctions and data is not None and data.draw(st.booleans())
         assert self.base_settings is not None, "the test sets ExchangeMachine.base_settings"
         type(self).examples_run += 1
         settings = self.base_settings.model_copy(

@@ -124,14 +124,17 @@ def run_model(
     prepare: Prepare | None = None,
     derandomize: bool = True,
     shrink: bool = True,
+    auctions: bool = True,
 ) -> Ran:
-    """Run `examples` examples of up to `steps` steps each; raises the shrunk failure.
+    """Run `examples` examples of up to `steps` steps each (with `auctions`, some on an
+    exchange running the day-ahead and intraday auctions); raises the shrunk failure.
 
     Derandomized, the same examples every run (CI); otherwise random, with the examples
     that failed before kept in `DATABASE` and tried first.
     """
     ExchangeMachine.base_settings = base
     ExchangeMachine.prepare = prepare
+    ExchangeMachine.with_auctions = auctions
     ExchangeMachine.examples_run = 0
     ExchangeMachine.steps_run = 0
     ExchangeMachine.statuses.clear()
