@@ -88,8 +88,8 @@ def make_flow(name: str, messages: int, resting: int, span: int, seed: int) -> F
 
     def touch() -> tuple[int, int]:
         """The best bid and ask; an empty side is a tick beyond the other side, or the mid."""
-        bid = book.bid_prices[-1] if book.bids else 0
-        ask = book.ask_prices[0] if book.asks else 0
+        bid = book.best_bid
+        ask = book.best_ask if book.asks else 0
         if not bid:
             bid = (ask or mid + 1) - 1
         if not ask:

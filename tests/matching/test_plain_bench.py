@@ -1,28 +1,34 @@
-"""The plain book keeps price-time priority with lazy cancels, and the bench's check holds: the
-engine and the plain book do the same work on the bench's flows, and a flow they disagree on
-fails loudly."""
+"""The plain book keeps price-time priority with lazy cancels and trades as the engine does,
+and the bench's check holds: the engine and the plain book do the same work on the bench's
+flows, and a flow they disagree on fails loudly."""
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
 
 import pytest
 
+from matching.book import IOC
+from matching.outputs import CANCELLED, TRADE, CancelReason
 from matching.plain_bench import (
     CANCEL,
     LIMIT,
+    START_PRICE,
+    START_TS,
     SYMBOL,
     TAKE,
     BenchMismatch,
     check_same_work,
     engine_commands,
     make_flow,
+    new_engine,
     plain_commands,
     replay_engine,
     replay_plain,
 )
-from matching.plain_book import PlainBook
+from matching.plain_book import NO_ASK, PlainBook
 
 
 def test_the_plain_book_fills_oldest_first_skips_cancelled_orders_and_drops_empty_levels() -> None:
@@ -40,15 +46,19 @@ def test_the_plain_book_fills_oldest_first_skips_cancelled_orders_and_drops_empt
     assert book.orders[3][0] == 3
     assert 5 not in book.orders
     assert list(book.ask_prices) == [101, 102]
+    assert book.best_ask == 101
     assert book.cancel(3)
     assert list(book.ask_prices) == [102]
     assert 101 not in book.asks
+    assert book.best_ask == 102
 
     book.take(True, 105, 9)  # takes all 5 at 102, drops the rest
     assert (book.trades, book.traded) == (3, 12)
     assert not book.asks
     assert not book.ask_prices
+    assert book.best_ask == NO_ASK
     assert not book.bids
+    assert book.best_bid == 0
 
 
 def test_a_limit_order_rests_its_remainder_at_its_price() -> None:
@@ -58,8 +68,19 @@ def test_a_limit_order_rests_its_remainder_at_its_price() -> None:
 
     assert (book.trades, book.traded) == (1, 4)
     assert not book.bids
+    assert book.best_bid == 0
     assert list(book.ask_prices) == [98]
+    assert book.best_ask == 98
     assert book.orders == {2: [6, 2, 98, 0]}
+
+    book.limit(3, True, 97, 1)
+    book.limit(4, True, 96, 1)
+    assert book.best_bid == 97
+    assert book.cancel(3)
+    assert book.best_bid == 96
+    book.take(False, 96, 5)
+    assert book.best_bid == 0
+    assert (book.trades, book.traded) == (2, 5)
 
 
 def test_the_flow_is_seeded_keeps_its_depth_and_has_the_described_mix() -> None:
@@ -116,3 +137,44 @@ def test_a_flow_the_books_disagree_on_fails_loudly() -> None:
     bad_price = (0, (0, SYMBOL, "extra", "buyer", "buy", -5, 1))
     with pytest.raises(BenchMismatch, match="the engine refused 1 commands"):
         replay_engine(setup, [*commands, bad_price], clock)
+
+
+def test_the_plain_book_trades_as_the_engine_on_a_flow_it_did_not_generate() -> None:
+    # The bench's flows are made by a plain book, which could route them around its own bugs:
+    # here orders land anywhere near a fixed price and cancels name any of the last 300 orders.
+    rng = random.Random(11)
+    engine = new_engine()
+    book = PlainBook()
+    accounts: list[str] = []
+    plain_cancels = engine_cancels = engine_trades = engine_traded = 0
+    for number in range(20_000):
+        ts = START_TS + number
+        buy = rng.random() < 0.5
+        side, account = ("buy", "buyer") if buy else ("sell", "seller")
+        accounts.append(account)
+        price = START_PRICE + rng.randint(-8, 8)
+        quantity = rng.randint(1, 12)
+        roll = rng.random()
+        if roll < 0.35 and number:
+            target = number - 1 - rng.randrange(min(number, 300))
+            plain_cancels += book.cancel(target)
+            engine.cancel(ts, f"p{target}", accounts[target])
+        elif roll < 0.45:
+            book.take(buy, price, quantity)
+            engine.submit(ts, SYMBOL, f"p{number}", account, side, price, quantity, IOC)
+        else:
+            book.limit(number, buy, price, quantity)
+            engine.submit(ts, SYMBOL, f"p{number}", account, side, price, quantity)
+        for event in engine.take_events():
+            if event[0] == CANCELLED and event[-1] == CancelReason.REQUESTED:
+                engine_cancels += 1
+            elif event[0] == TRADE:
+                engine_trades += 1
+                engine_traded += event[4]
+
+    assert plain_cancels == engine_cancels > 500
+    assert (book.trades, book.traded) == (engine_trades, engine_traded)
+    assert book.trades > 1_000
+    assert len(book.orders) == len(engine.orders)
+    assert book.best_bid == max(book.bids)
+    assert book.best_ask == min(book.asks)
