@@ -135,9 +135,9 @@ def make_flow(name: str, messages: int, resting: int, span: int, seed: int) -> F
             target = _draw_resting(below, live, orders)
             if target < 0:
                 passive(flow)
-                continue
-            flow.append((CANCEL, target, bool(orders[target][3]), 0, 0))
-            book.cancel(target)
+            else:
+                flow.append((CANCEL, target, bool(orders[target][3]), 0, 0))
+                book.cancel(target)
         else:
             passive(flow)
     return Flow(name, setup, flow, resting_total // max(1, messages))
