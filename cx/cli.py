@@ -188,6 +188,24 @@ def _parser() -> argparse.ArgumentParser:
         help="commands (matching: 1,000,000; e2e: 20,000) or events (replay: 200,000)",
     )
     bench.add_argument("--seed", type=int, default=1, help="seed of the generated flow")
+    bench.add_argument(
+        "--messages",
+        type=int,
+        default=1_000_000,
+        help="matching: messages of each flow against the plain book",
+    )
+    bench.add_argument(
+        "--resting",
+        type=int,
+        default=5_000,
+        help="matching: orders resting in the plain-book touch flow",
+    )
+    bench.add_argument(
+        "--deep-resting",
+        type=int,
+        default=200_000,
+        help="matching: orders resting in the plain-book deep flow",
+    )
     bench.add_argument("--rate", type=int, default=200, help="e2e: offered load below saturation")
     bench.add_argument("--matching-processes", type=int, default=1, help="e2e: matching processes")
     bench.add_argument("--clients", type=int, default=8, help="api: concurrent clients")
@@ -816,6 +834,20 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         from matching.bench import run as run_matching_bench
 
         print(run_matching_bench(time.perf_counter_ns, args.commands or 1_000_000, args.seed))
+        sys.stdout.flush()
+        # Against the plain book, with the collector as `cx run` sets it for a stage.
+        from cx.node import YOUNG_THRESHOLD
+        from matching.plain_bench import run as run_plain_bench
+
+        for line in run_plain_bench(
+            time.perf_counter_ns,
+            YOUNG_THRESHOLD,
+            args.messages,
+            args.resting,
+            args.deep_resting,
+            args.seed,
+        ):
+            print(line, flush=True)
     elif args.name in {"e2e", "replay"}:
         if not (settings.kafka_bootstrap_servers and settings.database_url):
             print(

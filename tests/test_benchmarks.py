@@ -78,3 +78,31 @@ def test_benches_that_need_kafka_and_postgresql_say_so() -> None:
     )
     assert done.returncode == 2
     assert "needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL" in done.stderr
+
+
+def test_the_matching_bench_prints_the_plain_book_flows_beside_its_own_line() -> None:
+    sizes = ["--commands", "2000", "--messages", "5000", "--resting", "200"]
+    sizes += ["--deep-resting", "2000"]
+    done = subprocess.run(
+        [sys.executable, "-m", "cx.cli", "bench", "matching", *sizes],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    mixed, touch, deep = (json.loads(line) for line in done.stdout.splitlines())
+    assert mixed["bench"] == touch["bench"] == deep["bench"] == "matching"
+    assert mixed["commands"] == 2000
+    assert float(mixed["reference_commands_per_s"]) > 0
+    assert (touch["flow"], deep["flow"]) == ("touch", "deep")
+    for figures in (touch, deep):
+        assert figures["yardstick"] == "plain_book"
+        assert figures["compiled"] == mixed["compiled"]
+        assert figures["messages"] == 5000
+        assert int(figures["trades"]) > 0
+        for key in ("commands_per_s", "plain_commands_per_s", "ratio", "ratio_gc_off",
+                    "p99_us", "plain_p99_us", "max_us", "plain_max_us", "p99_ratio"):  # fmt: skip
+            assert float(figures[key]) > 0, key
+    assert 1800 <= int(deep["resting_mean"]) <= 2200

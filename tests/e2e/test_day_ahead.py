@@ -34,7 +34,7 @@ from tests.e2e.harness import RunningExchange, eventually, running_exchange, set
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-GATE_AHEAD_S = 30
+GATE_AHEAD_S = 15
 """How far ahead of now the gate is: time to start the exchange and place everything."""
 
 

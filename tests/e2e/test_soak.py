@@ -1,6 +1,6 @@
 """Soak: a steady load through the embedded pipeline and the API, with memory watched.
 
-For CX_SOAK_SECONDS (default 60, so the whole suite stays short; `make soak` runs 600)
+For CX_SOAK_SECONDS (default 45, so the whole suite stays short; `make soak` runs 600)
 buyers and providers place
 crossing orders (they trade at once, so the books stay small), rest and cancel others, read
 their accounts and books, and a WebSocket client follows the quotes and trades. Every second
@@ -56,7 +56,7 @@ SYMBOLS = ("H100-80G.GZ.20271201T00", "A100-80G.NMG.20271201T00", "CPU.GZ.202712
 
 
 def _soak_seconds() -> float:
-    raw = os.environ.get("CX_SOAK_SECONDS", "60")
+    raw = os.environ.get("CX_SOAK_SECONDS", "45")
     try:
         seconds = float(raw)
     except ValueError:
