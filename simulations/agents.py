@@ -46,6 +46,7 @@ from exchange.domain.catalogue import (
     INTRADAY_GUARD_MS,
     RESOURCE_CLASSES,
     ContractSpec,
+    MarketRules,
     cst_day_start_ms,
     parse_symbol,
     to_utc_ms,
@@ -162,9 +163,12 @@ class Context:
     """Whether it runs an intraday auction every `INTRADAY_AUCTION_HOURS` too."""
 
     def next_intraday(self) -> int:
-        """The log time of the next intraday auction."""
-        every = INTRADAY_AUCTION_HOURS * HOUR_MS
-        return (self.now_ms // every + 1) * every
+        """The log time of the next intraday auction, on the exchange's schedule."""
+        rules = MarketRules(intraday_every_ms=INTRADAY_AUCTION_HOURS * HOUR_MS)
+        following = rules.intraday_auction_after(self.now_ms)
+        if following is None:
+            raise ValueError("intraday auctions have no schedule")
+        return following
 
     def auction_ahead(self, start_ms: int) -> bool:
         """Whether the hour starting at `start_ms` is in a day whose day-ahead auction is
