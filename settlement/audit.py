@@ -98,6 +98,8 @@ class _Vouchers:
     reserved: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     """Voucher funds reserved at acceptance, per (programme, account), over every order."""
     rates: dict[str, int] = field(default_factory=dict)
+    reservations: list[tuple[OrderAccepted | BlockAccepted, str, int]] = field(default_factory=list)
+    """Every order that reserved voucher funds, with its programme and position."""
     positions: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     """Per programme: its creation, its grants and the orders reserving from it."""
 
@@ -125,43 +127,58 @@ class _Vouchers:
                     )
                 ]
         elif isinstance(event, OrderAccepted | BlockAccepted) and event.voucher is not None:
-            return self._reservation(event, event.voucher, position, state)
+            self.reserved[(event.voucher, event.account_id)] += event.voucher_reserved
+            self.positions[event.voucher].append(position)
+            self.reservations.append((event, event.voucher, position))
         return []
 
-    def _reservation(
-        self,
-        order: OrderAccepted | BlockAccepted,
-        programme: str,
-        position: int,
-        state: ExchangeState,
-    ) -> list[Discrepancy]:
-        account = order.account_id
-        self.reserved[(programme, account)] += order.voucher_reserved
-        self.positions[programme].append(position)
+    def check(self, state: ExchangeState) -> list[Discrepancy]:
+        """Judge every reservation once the whole history is folded. The store merges the
+        partitions, so an order may be stored before its programme's creation or its grant's
+        approval (risk saw them first, on other partitions): judged at the event, it would be
+        measured against a rate or a grant not yet read."""
         found = []
-        units = order.quantity
-        if isinstance(order, BlockAccepted):
-            units *= len(order.symbols)
-        bound = order.price * units * self.rates.get(programme, 0) // BPS
-        if order.voucher_reserved > bound:
-            found.append(
-                Discrepancy(
-                    "voucher-reservation",
-                    f"order {order.order_id} reserves {order.voucher_reserved} fen of programme "
-                    f"{programme}, more than its rate of the order's {order.price} x "
-                    f"{units} allows ({bound})",
-                    (position,),
+        for order, programme, position in self.reservations:
+            units = order.quantity
+            if isinstance(order, BlockAccepted):
+                units *= len(order.symbols)
+            bound = order.price * units * self.rates.get(programme, 0) // BPS
+            if order.voucher_reserved > bound:
+                found.append(
+                    Discrepancy(
+                        "voucher-reservation",
+                        f"order {order.order_id} reserves {order.voucher_reserved} fen of "
+                        f"programme {programme}, more than its rate of the order's {order.price} "
+                        f"x {units} allows ({bound})",
+                        (position,),
+                    )
                 )
-            )
-        if state.accounts.ledger.get(f"grant:{programme}:{account}", 0) < 0:
-            found.append(
-                Discrepancy(
-                    "voucher-overdrawn",
-                    f"order {order.order_id} reserves more of programme {programme} than "
-                    f"{account}'s grant of {self.grants.get((programme, account), 0)} fen has left",
-                    (position,),
+        ledger = state.accounts.ledger
+        for programme, account in sorted(self.reserved):
+            granted = self.grants.get((programme, account), 0)
+            # An order reserving more than the whole grant was overdrawn however the
+            # partitions interleave; beyond that, what is left of the grant at the end.
+            beyond = [
+                position
+                for order, reserved_from, position in self.reservations
+                if reserved_from == programme
+                and order.account_id == account
+                and order.voucher_reserved > granted
+            ]
+            if beyond or ledger.get(f"grant:{programme}:{account}", 0) < 0:
+                positions = beyond or [
+                    position
+                    for order, reserved_from, position in self.reservations
+                    if reserved_from == programme and order.account_id == account
+                ]
+                found.append(
+                    Discrepancy(
+                        "voucher-overdrawn",
+                        f"{account}'s orders reserve more of programme {programme} than its "
+                        f"grant of {granted} fen leaves",
+                        tuple(positions),
+                    )
                 )
-            )
         return found
 
 
@@ -257,6 +274,7 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     _check_orders(state, orders, found)
     _check_holds(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
+    found += vouchers.check(state)
     _check_vouchers(state, vouchers, found)
     await _check_projections(view.connection, state, orders, found)
     return report

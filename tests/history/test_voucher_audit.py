@@ -147,6 +147,37 @@ async def test_vouchers_used_without_a_grant_are_reported(
             (p, e) for p, e in _events(db, "OrderAccepted") if e.get("voucher") == "hz"
         )
     found = await _audit_copy(copy)
-    assert any(f.startswith("voucher-overdrawn") and f"at {first_use})" in f for f in found), found
+    overdrawn = [f for f in found if f.startswith("voucher-overdrawn")]
+    assert len(overdrawn) == 1, found
+    assert f"(events at {first_use}" in overdrawn[0], found
     grant = [f for f in found if f.startswith("voucher-grant")]
     assert any("it is used but was never approved" in f for f in grant), found
+
+
+async def test_orders_stored_before_their_programme_and_grant_are_not_reported(
+    voucher_history: dict[str, Any], tmp_path: Path
+) -> None:
+    """The store merges the partitions: an order reserving vouchers may be stored before the
+    programme's creation and the grant's approval that risk read first, on another partition.
+    Judged in the store's order, its reservation looked beyond a rate of 0 and a grant of 0."""
+    copy = _copy(voucher_history, tmp_path)
+    with sqlite3.connect(copy) as db:
+        created_at, _ = _events(db, "ProgrammeCreated")[0]
+        granted_at, _ = _events(db, "GrantApproved")[0]
+        uses = [p for p, e in _events(db, "OrderAccepted") if e.get("voucher") == "hz"]
+        columns = [row[1] for row in db.execute("pragma table_info(events)")]
+        rows = db.execute(
+            "select * from events where position between ? and ? order by position",
+            (created_at, uses[-1]),
+        ).fetchall()
+        moved = [r for r in rows if r[0] not in (created_at, granted_at)] + [
+            r for r in rows if r[0] in (created_at, granted_at)
+        ]
+        db.execute("delete from events where position between ? and ?", (created_at, uses[-1]))
+        marks = ", ".join("?" * len(columns))
+        for (position, *_), (_, *values) in zip(rows, moved, strict=True):
+            db.execute(f"insert into events ({', '.join(columns)}) values ({marks})",
+                       (position, *values))  # fmt: skip
+    found = await _audit_copy(copy)
+    assert uses[0] < created_at + len(rows) - 2, "the voucher orders now precede the programme"
+    assert not [f for f in found if f.startswith("voucher")], found
