@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from exchange.domain.catalogue import (
     HOUR_MS,
     MAX_LISTING_DAYS,
+    MAX_TERM_DAYS,
     Catalogue,
     ListingRule,
     MarketRules,
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
         default=2, ge=0, le=MAX_LISTING_DAYS, validation_alias="CX_LISTING_DAYS"
     )
     """How many days beyond today the rolled families list."""
+    term_days: int = Field(default=0, ge=0, le=MAX_TERM_DAYS, validation_alias="CX_TERM_DAYS")
+    """How many days ahead the rolled families' term contracts (weeks, nights and months of
+    capacity, week and month token bundles) list by their start; 0: none."""
     operator_keys: SecretStr = Field(default=SecretStr(""), validation_alias="CX_OPERATOR_KEYS")
     """Secrets (comma-separated) the API signs operator commands with and the risk stage
     verifies them with; the first signs, all verify (keep a rotated-out key while commands it
@@ -156,9 +160,10 @@ class Settings(BaseSettings):
         )
 
     def listing_rules(self) -> list[ListingRule]:
-        """The rolling listings CX_LISTINGS and CX_LISTING_DAYS ask for (none when empty)."""
+        """The rolling listings CX_LISTINGS, CX_LISTING_DAYS and CX_TERM_DAYS ask for (none
+        when CX_LISTINGS is empty)."""
         families = _families(self.listings)
-        return [ListingRule(families, self.listing_days)] if families else []
+        return [ListingRule(families, self.listing_days, self.term_days)] if families else []
 
     def catalogue(self) -> Catalogue:
         """The catalogue every stage, replay and audit of this exchange uses."""

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
+    DAY_MS,
+    HOUR_MS,
     REGIONS,
     RESOURCE_CLASSES,
     UNIT_CARD_HOUR,
@@ -115,15 +117,24 @@ def test_symbol_with_a_year_below_1000_round_trips() -> None:
     [
         (
             "h100-80g.gz.20271201T02",
-            "symbol 'h100-80g.gz.20271201T02' does not match CLASS.REGION.YYYYMMDDTHH",
+            "symbol 'h100-80g.gz.20271201T02' does not match CLASS.REGION.YYYYMMDDTHH (an hour)"
+            " nor a term's "
+            "CLASS.REGION.DYYYYMMDD (a day), .WYYYYMMDD (a week from a Monday), .NYYYYMMDD "
+            "(its nights) or .MYYYYMM (a month)",
         ),
         (
             "H100-80G.GZ.2026120T02",
-            "symbol 'H100-80G.GZ.2026120T02' does not match CLASS.REGION.YYYYMMDDTHH",
+            "symbol 'H100-80G.GZ.2026120T02' does not match CLASS.REGION.YYYYMMDDTHH (an hour)"
+            " nor a term's "
+            "CLASS.REGION.DYYYYMMDD (a day), .WYYYYMMDD (a week from a Monday), .NYYYYMMDD "
+            "(its nights) or .MYYYYMM (a month)",
         ),
         (
             "H100-80G.GZ.20271201",
-            "symbol 'H100-80G.GZ.20271201' does not match CLASS.REGION.YYYYMMDDTHH",
+            "symbol 'H100-80G.GZ.20271201' does not match CLASS.REGION.YYYYMMDDTHH (an hour)"
+            " nor a term's "
+            "CLASS.REGION.DYYYYMMDD (a day), .WYYYYMMDD (a week from a Monday), .NYYYYMMDD "
+            "(its nights) or .MYYYYMM (a month)",
         ),
         (
             "B200.GZ.20271201T02",
@@ -145,6 +156,24 @@ def test_symbol_with_a_year_below_1000_round_trips() -> None:
             "H100-80G.GZ.20271201T24",
             "invalid delivery hour 24 in symbol 'H100-80G.GZ.20271201T24'",
         ),
+        (
+            "H100-80G.GZ.W20271207",
+            "a week starts on a Monday; 20271207 in 'H100-80G.GZ.W20271207' is not one",
+        ),
+        (
+            "H100-80G.GZ.D20271201",
+            "H100-80G (card-hour) is not sold for term D (every hour of one day (00:00-24:00 "
+            "CST)); its terms are W, N, M",
+        ),
+        (
+            "TOK-QWEN.YRD.N20271206",
+            "TOK-QWEN (million-tokens) is not sold for term N (the night hours (00:00-08:00 CST) "
+            "of each day of one week from Monday); its terms are D, W, M",
+        ),
+        (
+            "H100-80G.GZ.M20271201",
+            "term M takes a start YYYYMM, not '20271201', in 'H100-80G.GZ.M20271201'",
+        ),
     ],
     ids=[
         "lowercase",
@@ -155,6 +184,10 @@ def test_symbol_with_a_year_below_1000_round_trips() -> None:
         "month-13",
         "february-30",
         "hour-24",
+        "week-not-monday",
+        "card-day",
+        "token-nights",
+        "month-with-day",
     ],
 )
 def test_parse_symbol_says_what_is_wrong(symbol: str, message: str) -> None:
@@ -413,3 +446,68 @@ def test_rolled_at_agrees_with_listed(cls: str, region: str, at: int, days_ahead
 def _symbol_at(family: str, at_ms: int) -> str:
     moment = datetime.fromtimestamp(at_ms // 1000, CHINA_STANDARD_TIME)
     return f"{family}.{moment.year:04d}{moment.month:02d}{moment.day:02d}T{moment.hour:02d}"
+
+
+def _cst_ms(year: int, month: int, day: int, hour: int = 0) -> int:
+    return to_utc_ms(datetime(year, month, day, hour, tzinfo=CHINA_STANDARD_TIME))
+
+
+@pytest.mark.parametrize(
+    ("symbol", "hours", "first", "last"),
+    [
+        ("H100-80G.GZ.W20271206", 168, "H100-80G.GZ.20271206T00", "H100-80G.GZ.20271212T23"),
+        ("H100-80G.GZ.N20271206", 56, "H100-80G.GZ.20271206T00", "H100-80G.GZ.20271212T07"),
+        ("CPU.GZ.M202802", 29 * 24, "CPU.GZ.20280201T00", "CPU.GZ.20280229T23"),
+        ("TOK-QWEN.YRD.D20271231", 24, "TOK-QWEN.YRD.20271231T00", "TOK-QWEN.YRD.20271231T23"),
+        ("TOK-QWEN.YRD.M202712", 31 * 24, "TOK-QWEN.YRD.20271201T00", "TOK-QWEN.YRD.20271231T23"),
+    ],
+)
+def test_a_term_covers_its_hours(symbol: str, hours: int, first: str, last: str) -> None:
+    spec = parse_symbol(symbol)
+    assert spec.symbol == symbol
+    assert spec.is_term
+    covered = [hour.symbol for hour in spec.hours()]
+    assert (len(covered), covered[0], covered[-1]) == (hours, first, last)
+    assert spec.delivery_end == parse_symbol(last).delivery_end
+    assert spec.is_bundle == symbol.startswith("TOK-")
+    assert spec.is_strip != spec.is_bundle
+
+
+def test_term_contracts_list_only_where_a_rule_gives_them_a_horizon() -> None:
+    rules = MarketRules(gate_closure_ms=HOUR_MS)
+    hourly = Catalogue([], rules, [ListingRule(("H100-80G.GZ", "TOK-QWEN.YRD"), 30)])
+    assert hourly.get("H100-80G.GZ.W20271206") is None
+    assert hourly.get("TOK-QWEN.YRD.M202712") is None
+    terms = Catalogue([], rules, [ListingRule(("H100-80G.GZ", "TOK-QWEN.YRD"), 30, 92)])
+    assert terms.get("H100-80G.GZ.W20271206") is not None
+    assert terms.get("H100-80G.CY.W20271206") is None
+
+    week = parse_symbol("H100-80G.GZ.W20271206")
+    # A strip trades from 92 days before its first day until its hours list (30 days before
+    # it), when it cascades into them.
+    assert terms.lists_at(week) == _cst_ms(2027, 12, 6) - 92 * DAY_MS
+    assert terms.retires_at(week) == terms.cascades_at(week) == _cst_ms(2027, 12, 6) - 30 * DAY_MS
+    assert terms.cascades_at(week) == terms.lists_at(week.hours()[0])
+    # A bundle trades until its last hour's gate: a firm tops up or resells within the month.
+    month = parse_symbol("TOK-QWEN.YRD.M202712")
+    assert terms.retires_at(month) == _cst_ms(2028, 1, 1) - HOUR_MS
+    # A day's bundle lists with the day's hours.
+    day = parse_symbol("TOK-QWEN.YRD.D20271215")
+    assert terms.lists_at(day) == _cst_ms(2027, 12, 15) - 30 * DAY_MS
+
+    at = _cst_ms(2027, 11, 10, 9)
+    listed = {spec.symbol for spec in terms.rolled_at(at) if spec.is_term}
+    assert {"H100-80G.GZ.W20271213", "H100-80G.GZ.N20271213", "H100-80G.GZ.M202801"} <= listed
+    assert {"TOK-QWEN.YRD.M202711", "TOK-QWEN.YRD.W20271108", "TOK-QWEN.YRD.D20271210"} <= listed
+    # Cascaded already (their hours list), or beyond the horizon.
+    assert not {"H100-80G.GZ.W20271206", "H100-80G.GZ.M202712", "H100-80G.GZ.W20280214"} & listed
+    assert "TOK-QWEN.YRD.D20271211" not in listed
+    for symbol in listed:
+        spec = parse_symbol(symbol)
+        assert terms.lists_at(spec) <= at < terms.retires_at(spec)
+        assert terms.listed(symbol, at) == spec
+
+
+def test_a_term_horizon_beyond_three_months_is_refused() -> None:
+    with pytest.raises(ValueError, match="term days must be from 0 to 92, not 93"):
+        ListingRule(("H100-80G.GZ",), 30, 93)

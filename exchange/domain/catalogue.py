@@ -105,6 +105,28 @@ RESOURCE_CLASSES: dict[str, ResourceClass] = {
 _SYMBOL = re.compile(
     r"^(?P<cls>[A-Z0-9][A-Z0-9-]*)\.(?P<region>[A-Z]+)\.(?P<day>\d{8})T(?P<hour>\d{2})$"
 )
+_TERM_SYMBOL = re.compile(
+    r"^(?P<cls>[A-Z0-9][A-Z0-9-]*)\.(?P<region>[A-Z]+)\.(?P<term>[DWNM])(?P<start>\d{6}|\d{8})$"
+)
+
+TERM_HOUR = "H"
+TERM_DAY = "D"
+TERM_WEEK = "W"
+TERM_NIGHTS = "N"
+TERM_MONTH = "M"
+TERMS: dict[str, str] = {
+    TERM_HOUR: "one delivery hour",
+    TERM_DAY: "every hour of one day (00:00-24:00 CST)",
+    TERM_WEEK: "every hour of one week, Monday 00:00 to Monday 00:00 CST",
+    TERM_NIGHTS: "the night hours (00:00-08:00 CST) of each day of one week from Monday",
+    TERM_MONTH: "every hour of one calendar month (CST)",
+}
+NIGHT_HOURS = range(8)
+"""The hours of a night strip each day: 00:00 to 08:00 China Standard Time."""
+TOKEN_TERMS = (TERM_DAY, TERM_WEEK, TERM_MONTH)
+"""The periods a token bundle may cover: drawn down as metered, whatever the hour."""
+CAPACITY_TERMS = (TERM_WEEK, TERM_NIGHTS, TERM_MONTH)
+"""The periods a card or core strip may cover: cascaded into its hourly contracts."""
 
 
 _FAMILY = re.compile(r"^(?P<cls>[A-Z0-9][A-Z0-9-]*)\.(?P<region>[A-Z]+)$")
@@ -116,23 +138,32 @@ class SymbolError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ContractSpec:
-    """One listed contract: a resource class in a region for one delivery hour."""
+    """One listed contract: a resource class in a region for one delivery hour, or for the
+    hours of a longer term (a day, a week, the nights of a week, a month)."""
 
     resource_class: ResourceClass
     region: str
     delivery_start: datetime
-    """Start of the delivery hour, timezone-aware (China Standard Time)."""
+    """Start of the (first) delivery hour, timezone-aware (China Standard Time)."""
+    term: str = TERM_HOUR
+    """`TERM_HOUR`, or the longer term the contract covers (`TERMS`)."""
 
     @property
     def symbol(self) -> str:
-        """The contract's symbol, `CLASS.REGION.YYYYMMDDTHH`."""
+        """The contract's symbol: `CLASS.REGION.YYYYMMDDTHH` for an hour, `CLASS.REGION.`
+        then `DYYYYMMDD`, `WYYYYMMDD`, `NYYYYMMDD` (from a Monday) or `MYYYYMM` for a term."""
         start = self.delivery_start
         # Explicit widths: strftime's %Y does not pad years below 1000 on every platform.
-        return f"{self.family}.{start.year:04d}{start.month:02d}{start.day:02d}T{start.hour:02d}"
+        day = f"{start.year:04d}{start.month:02d}{start.day:02d}"
+        if self.term == TERM_HOUR:
+            return f"{self.family}.{day}T{start.hour:02d}"
+        if self.term == TERM_MONTH:
+            return f"{self.family}.M{day[:6]}"
+        return f"{self.family}.{self.term}{day}"
 
     @property
     def family(self) -> str:
-        """`CLASS.REGION`: every delivery hour of one class in one region."""
+        """`CLASS.REGION`: every contract of one class in one region, hours and terms."""
         return f"{self.resource_class.code}.{self.region}"
 
     @property
@@ -145,22 +176,96 @@ class ContractSpec:
         """The unit one quantity step buys."""
         return self.resource_class.unit
 
+    @property
+    def is_term(self) -> bool:
+        """Whether the contract covers a term longer than one hour."""
+        return self.term != TERM_HOUR
+
+    @property
+    def is_bundle(self) -> bool:
+        """A token contract for a term: millions of tokens drawn down as the provider meters
+        use, within the term."""
+        return self.is_term and self.resource_class.unit == UNIT_MILLION_TOKENS
+
+    @property
+    def is_strip(self) -> bool:
+        """A card or core contract for a term: the same quantity in each of its hours,
+        cascaded into the hourly contracts when they list."""
+        return self.is_term and self.resource_class.unit != UNIT_MILLION_TOKENS
+
+    @property
+    def delivery_end(self) -> datetime:
+        """The end of the last delivery hour."""
+        start = self.delivery_start
+        if self.term == TERM_HOUR:
+            return start + timedelta(hours=1)
+        if self.term == TERM_DAY:
+            return start + timedelta(days=1)
+        if self.term == TERM_WEEK:
+            return start + timedelta(days=7)
+        if self.term == TERM_NIGHTS:
+            return start + timedelta(days=6, hours=NIGHT_HOURS.stop)
+        following = start.replace(day=28) + timedelta(days=4)
+        return following.replace(day=1)
+
+    def hours(self) -> list[ContractSpec]:
+        """The hourly contracts the term covers, in delivery order (itself for an hour)."""
+        if self.term == TERM_HOUR:
+            return [self]
+        hours = []
+        moment = self.delivery_start
+        end = self.delivery_end
+        while moment < end:
+            if self.term != TERM_NIGHTS or moment.hour in NIGHT_HOURS:
+                hours.append(ContractSpec(self.resource_class, self.region, moment))
+            moment += timedelta(hours=1)
+        return hours
+
 
 def parse_symbol(symbol: str) -> ContractSpec:
     """Parse a symbol into its contract spec, or raise SymbolError saying what is wrong."""
     match = _SYMBOL.match(symbol)
     if match is None:
-        raise SymbolError(f"symbol {symbol!r} does not match CLASS.REGION.YYYYMMDDTHH")
+        return _parse_term(symbol)
     resource_class, region = _class_and_region(match["cls"], match["region"], f"symbol {symbol!r}")
-    try:
-        day = datetime.strptime(match["day"], "%Y%m%d")
-    except ValueError:
-        raise SymbolError(f"invalid delivery day {match['day']!r} in symbol {symbol!r}") from None
+    day = _date(match["day"], symbol)
     hour = int(match["hour"])
     if hour > 23:
         raise SymbolError(f"invalid delivery hour {hour:02d} in symbol {symbol!r}")
     start = day.replace(hour=hour, tzinfo=CHINA_STANDARD_TIME)
     return ContractSpec(resource_class, region, start)
+
+
+def _parse_term(symbol: str) -> ContractSpec:
+    match = _TERM_SYMBOL.match(symbol)
+    if match is None:
+        raise SymbolError(
+            f"symbol {symbol!r} does not match CLASS.REGION.YYYYMMDDTHH (an hour) nor a term's "
+            "CLASS.REGION.DYYYYMMDD (a day), .WYYYYMMDD (a week from a Monday), .NYYYYMMDD "
+            "(its nights) or .MYYYYMM (a month)"
+        )
+    resource_class, region = _class_and_region(match["cls"], match["region"], f"symbol {symbol!r}")
+    term, start = match["term"], match["start"]
+    if (term == TERM_MONTH) != (len(start) == 6):
+        shape = "YYYYMM" if term == TERM_MONTH else "YYYYMMDD"
+        raise SymbolError(f"term {term} takes a start {shape}, not {start!r}, in {symbol!r}")
+    day = _date(start + "01" if term == TERM_MONTH else start, symbol)
+    if term in (TERM_WEEK, TERM_NIGHTS) and day.weekday() != 0:
+        raise SymbolError(f"a week starts on a Monday; {start} in {symbol!r} is not one")
+    allowed = TOKEN_TERMS if resource_class.unit == UNIT_MILLION_TOKENS else CAPACITY_TERMS
+    if term not in allowed:
+        raise SymbolError(
+            f"{resource_class.code} ({resource_class.unit}) is not sold for term {term} "
+            f"({TERMS[term]}); its terms are {', '.join(allowed)}"
+        )
+    return ContractSpec(resource_class, region, day.replace(tzinfo=CHINA_STANDARD_TIME), term)
+
+
+def _date(digits: str, symbol: str) -> datetime:
+    try:
+        return datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        raise SymbolError(f"invalid delivery day {digits!r} in symbol {symbol!r}") from None
 
 
 def parse_family(family: str) -> tuple[ResourceClass, str]:
@@ -274,6 +379,8 @@ result (which closes none of them early) is expected well within it."""
 _CST_OFFSET_MS = 8 * HOUR_MS
 MAX_LISTING_DAYS = 31
 """The longest horizon a listing rule may have: every listed hour is a book in memory."""
+MAX_TERM_DAYS = 92
+"""The longest horizon of term contracts (weeks, nights, months, token days): three months."""
 
 
 def cst_day_start_ms(at_ms: int) -> int:
@@ -309,16 +416,20 @@ def cst_day_of(date: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ListingRule:
-    """Rolling listings: every delivery hour of `families` from today to `days_ahead` days on."""
+    """Rolling listings: every delivery hour of `families` from today to `days_ahead` days on,
+    and their term contracts starting up to `term_days` days on (0: none)."""
 
     families: tuple[str, ...]
     days_ahead: int
+    term_days: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.days_ahead <= MAX_LISTING_DAYS:
             raise ValueError(
                 f"days ahead must be from 0 to {MAX_LISTING_DAYS}, not {self.days_ahead}"
             )
+        if not 0 <= self.term_days <= MAX_TERM_DAYS:
+            raise ValueError(f"term days must be from 0 to {MAX_TERM_DAYS}, not {self.term_days}")
         for family in self.families:
             parse_family(family)
 
@@ -343,9 +454,11 @@ class Catalogue:
         self.listings = tuple(listings)
         # A family named by two rules lists as far ahead as the longer one says.
         self._days_ahead: dict[str, int] = {}
+        self._term_days: dict[str, int] = {}
         for rule in self.listings:
             for family in rule.families:
                 self._days_ahead[family] = max(rule.days_ahead, self._days_ahead.get(family, 0))
+                self._term_days[family] = max(rule.term_days, self._term_days.get(family, 0))
 
     def get(self, symbol: str) -> ContractSpec | None:
         """The contract with this symbol if the catalogue lists it at any time, else None."""
@@ -353,9 +466,10 @@ class Catalogue:
         if static is not None or family_of(symbol) not in self._days_ahead:
             return static
         try:
-            return parse_symbol(symbol)
+            spec = parse_symbol(symbol)
         except SymbolError:
             return None
+        return None if spec.is_term and not self._term_days[spec.family] else spec
 
     def listed(self, symbol: str, at_ms: int) -> ContractSpec | None:
         """The contract with this symbol if it is listed at log time `at_ms`, else None."""
@@ -380,17 +494,28 @@ class Catalogue:
 
     def lists_at(self, spec: ContractSpec) -> int:
         """The log time (ms) from which a rolled contract is listed."""
-        days_ahead = self._days_ahead[spec.family]
-        return cst_day_start_ms(to_utc_ms(spec.delivery_start)) - days_ahead * DAY_MS
+        # A day's bundle lists with the day's hours; longer terms as far ahead as their rule.
+        ahead = self._days_ahead if spec.term in (TERM_HOUR, TERM_DAY) else self._term_days
+        return cst_day_start_ms(to_utc_ms(spec.delivery_start)) - ahead[spec.family] * DAY_MS
 
     def retires_at(self, spec: ContractSpec) -> int:
-        """The log time (ms) at which a contract's trading closes: its gate closure."""
+        """The log time (ms) at which a contract's trading closes: an hour's gate closure; a
+        bundle's, of its last hour; a strip's cascade, unless its first hour closes first."""
+        gate = self.rules.gate_closure_ms or 0
+        if spec.is_bundle:
+            return to_utc_ms(spec.delivery_end) - gate
         delivery = to_utc_ms(spec.delivery_start)
-        gate = self.rules.gate_closure_ms
-        return delivery if gate is None else delivery - gate
+        closes = delivery - gate
+        return min(closes, self.cascades_at(spec)) if spec.is_strip else closes
+
+    def cascades_at(self, spec: ContractSpec) -> int:
+        """The log time at which a strip becomes positions in its hourly contracts: when the
+        first of them lists."""
+        return self.lists_at(ContractSpec(spec.resource_class, spec.region, spec.delivery_start))
 
     def rolled_at(self, at_ms: int) -> list[ContractSpec]:
-        """The rolled contracts listed at log time `at_ms`, by delivery hour, then family."""
+        """The rolled contracts listed at log time `at_ms`, by delivery hour, then family (a
+        term by its first hour, before the hour)."""
         today = cst_day_start_ms(at_ms)
         listed: list[ContractSpec] = []
         for family in sorted(self._days_ahead):
@@ -400,8 +525,35 @@ class Catalogue:
                 spec = ContractSpec(resource_class, region, start.astimezone(CHINA_STANDARD_TIME))
                 if self.retires_at(spec) > at_ms:
                     listed.append(spec)
-        listed.sort(key=lambda spec: (spec.delivery_start, spec.family))
+            if self._term_days[family]:
+                listed += (
+                    spec
+                    for spec in self._terms(resource_class, region, today)
+                    if self.lists_at(spec) <= at_ms < self.retires_at(spec)
+                )
+        listed.sort(key=lambda spec: (spec.delivery_start, spec.is_term, spec.family, spec.term))
         return listed
+
+    def _terms(self, resource_class: ResourceClass, region: str, today: int) -> list[ContractSpec]:
+        """Every term contract of a family that may be listed on the day starting `today`:
+        starting from the month before it to its term horizon."""
+        family = f"{resource_class.code}.{region}"
+        first = (_EPOCH + timedelta(milliseconds=today)).astimezone(CHINA_STANDARD_TIME)
+        last = first + timedelta(days=self._term_days[family])
+        terms = TOKEN_TERMS if resource_class.unit == UNIT_MILLION_TOKENS else CAPACITY_TERMS
+        specs = []
+        day = first.replace(day=1) - timedelta(days=31)
+        while day <= last:
+            for term in terms:
+                starts = (
+                    term == TERM_DAY
+                    or (term in (TERM_WEEK, TERM_NIGHTS) and day.weekday() == 0)
+                    or (term == TERM_MONTH and day.day == 1)
+                )
+                if starts:
+                    specs.append(ContractSpec(resource_class, region, day, term))
+            day += timedelta(days=1)
+        return specs
 
     def listed_at(self, at_ms: int) -> list[ContractSpec]:
         """Every contract listed at log time `at_ms`, static and rolled, by symbol."""
@@ -420,7 +572,7 @@ class Catalogue:
             [c for c in self._contracts.values() if keep_family(c.family)],
             self.rules,
             [
-                ListingRule(kept, rule.days_ahead)
+                ListingRule(kept, rule.days_ahead, rule.term_days)
                 for rule in self.listings
                 if (kept := tuple(f for f in rule.families if keep_family(f)))
             ],

@@ -387,7 +387,9 @@ class MarketStage:
         """Whether a contract listed now waits for its day's day-ahead auction."""
         following = self.day_ahead_next
         return (
-            following is not None and cst_day_start_ms(to_utc_ms(spec.delivery_start)) >= following
+            not spec.is_term
+            and following is not None
+            and cst_day_start_ms(to_utc_ms(spec.delivery_start)) >= following
         )
 
     def _next_gate(self) -> int:
