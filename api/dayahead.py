@@ -22,6 +22,7 @@ from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
     Catalogue,
     SymbolError,
+    intraday_key,
     is_intraday_key,
     parse_symbol,
 )
@@ -71,6 +72,17 @@ def gate_of(catalogue: Catalogue, date: str) -> int:
     return gate
 
 
+def _intraday_around(catalogue: Catalogue, now_ms: int) -> dict[str, str | None] | None:
+    """The names of the last intraday auction whose gate has passed and of the next one (None
+    on an exchange that runs none), so a reader can go from a day's auction to them."""
+    rules = catalogue.rules
+    every = rules.intraday_every_ms
+    following = rules.intraday_auction_after(now_ms)
+    if every is None or following is None:
+        return None
+    return {"previous": intraday_key(following - every), "next": intraday_key(following)}
+
+
 def _status(completed: DayAheadAuctionCompleted | None, gate: int, now_ms: int) -> str:
     if completed is not None:
         return CLEARED
@@ -92,6 +104,7 @@ async def auction_document(
         "gate_ms": gate,
         "result": None,
         "regions": [],
+        "intraday": _intraday_around(catalogue, now_ms),
     }
     if completed is None:
         return document

@@ -1334,6 +1334,13 @@ class DayAheadSummaryOut(BaseModel):
     cleared_at: str = Field(description="When the result was written (log time, CST).")
 
 
+class IntradayAuctionsOut(BaseModel):
+    """The intraday auctions next to now, named by their CST time YYYY-MM-DDTHH:MM."""
+
+    previous: str = Field(description="The last one whose gate has passed.")
+    next: str = Field(description="The next one to come.")
+
+
 class DayAheadAuctionOut(BaseModel):
     """A delivery day's day-ahead auction: `collecting` orders until its gate, `clearing` past
     it, `cleared` with its result."""
@@ -1384,6 +1391,11 @@ class DayAheadAuctionOut(BaseModel):
     regions: list[DayAheadRegionOut] = Field(
         description="Per region, per hour, per class: clearing price and volume (empty before "
         "the result)."
+    )
+    intraday: IntradayAuctionsOut | None = Field(
+        default=None,
+        description="The intraday auctions around the log time now, by name (null when the "
+        "exchange runs none): read each at `/v1/day-ahead/{name}`.",
     )
 
 

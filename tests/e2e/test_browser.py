@@ -471,3 +471,26 @@ async def test_a_buyer_bids_a_need_in_the_day_ahead_auction_and_reads_its_result
         await expect(results).to_contain_text("28.00 元")
         await _check_view(page, "dayahead-cleared", [])
     assert errors == []
+
+
+async def test_the_day_ahead_view_leads_to_the_intraday_auctions(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """With intraday auctions, a day's auction links to the last and the next one; an intraday
+    auction's view says what it is and offers no day-ahead bid."""
+    errors: list[str] = []
+    settings = _day_ahead_settings(tmp_path, CX_INTRADAY_AUCTION_HOURS=1)
+    async with running_exchange(settings, clock_ms=lambda: BEFORE_GATE_MS) as exchange:
+        await _at(exchange, BEFORE_GATE_MS)
+        await _fund(exchange, "lab", 10_000)
+        page = await _page(browser, exchange.base_url, exchange.keys["lab"], errors)
+        await page.evaluate(f"location.hash = '#/dayahead?date={DATE}'")
+        links = page.get_by_test_id("intraday-links")
+        await expect(links).to_contain_text("日内集合竞价（北京时间）")
+        await expect(links).to_contain_text("下一场")
+        await links.locator("a").nth(1).click()
+        await expect(page.locator("#day-ahead-title")).to_contain_text("日内集合竞价")
+        await expect(page.get_by_test_id("day-ahead-summary").first).to_contain_text("收集申报")
+        assert await page.get_by_test_id("day-ahead-need").count() == 0
+        await _check_view(page, "intraday", [])
+    assert errors == []

@@ -149,6 +149,7 @@ async def test_day_ahead_bids_clear_at_the_gate_and_each_account_reads_its_resul
         }
         before = (await exchange.anonymous.get(f"/v1/day-ahead/{DATE}")).json()
         assert (before["status"], before["result"], before["regions"]) == ("collecting", None, [])
+        assert before["intraday"] is None
         assert before["gate"] == (DAY - timedelta(hours=12)).isoformat()
 
         need = {
@@ -412,6 +413,18 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
             "available": 100_000 - 2 * 2 * 1500,
             "held": 0,
         }
+        # Each auction's document names the intraday auctions around the log time now, whose
+        # documents the page links to.
+        around = (await exchange.anonymous.get(f"/v1/day-ahead/{DATE}")).json()["intraday"]
+        assert around == auction["intraday"]
+        previous, following = (datetime.strptime(around[k], "%Y-%m-%dT%H:%M") for k in around)
+        assert (following - previous, list(around)) == (timedelta(hours=1), ["previous", "next"])
+        statuses = [
+            (await exchange.anonymous.get(f"/v1/day-ahead/{around[k]}")).json()["status"]
+            for k in ("previous", "next")
+        ]
+        assert statuses[0] in ("clearing", "cleared"), statuses
+        assert statuses[1] == "collecting", statuses
         wrong = await exchange.anonymous.get(f"/v1/day-ahead/{name[:-2]}30")
         assert wrong.status_code == 404, wrong.text
         assert wrong.json()["type"] == "/problems/no_intraday_auction"

@@ -108,10 +108,23 @@
     return node;
   }
 
+  // Links between a day's auction and the intraday auctions around now (named by CST time).
+  function intradayLinks(date, intraday) {
+    if (!intraday) return [];
+    const link = (key, text) => el("a", { href: `#/dayahead?date=${key}`, "data-testid": "intraday-" + key }, text);
+    const day = date.slice(0, 10);
+    return [el("p", { class: "note", "data-testid": "intraday-links" }, t("dayahead.intraday-links"),
+      link(intraday.previous, t("dayahead.intraday-previous", { date: intraday.previous.replace("T", " ") })), " · ",
+      link(intraday.next, t("dayahead.intraday-next", { date: intraday.next.replace("T", " ") })),
+      isIntraday(date) ? [" · ", link(day, t("dayahead.day-ahead-link", { date: day }))] : [])];
+  }
+
+  const isIntraday = (date) => date.includes("T");
+
   async function refresh(date) {
     const auction = await api("GET", `/v1/day-ahead/${date}`);
     const clock = auction.status === "collecting" ? [el("p", { "data-testid": "day-ahead-countdown" }, countdown(auction.gate_ms))] : [];
-    document.getElementById("day-ahead-summary").replaceChildren(...summary(auction), ...clock);
+    document.getElementById("day-ahead-summary").replaceChildren(...summary(auction), ...clock, ...intradayLinks(date, auction.intraday));
     document.getElementById("day-ahead-table").replaceChildren(auction.result ? pricesTable(auction) : el("p", { class: "note" }, t("dayahead.no-result")));
     if (CX.state.me) {
       const results = await api("GET", `/v1/day-ahead/${date}/results`);
@@ -129,11 +142,11 @@
     const buyer = CX.state.me && CX.state.me.role === "buyer";
     root.append(
       el("section", { "aria-labelledby": "day-ahead-title" },
-        el("h2", { id: "day-ahead-title" }, t("dayahead.title", { date })),
-        el("p", { class: "note" }, t("dayahead.explain")),
+        el("h2", { id: "day-ahead-title" }, t(isIntraday(date) ? "dayahead.intraday-title" : "dayahead.title", { date: date.replace("T", " ") })),
+        el("p", { class: "note" }, t(isIntraday(date) ? "dayahead.intraday-explain" : "dayahead.explain")),
         el("div", { id: "day-ahead-summary", role: "status" }),
         el("div", { id: "day-ahead-table" })),
-      buyer ? el("section", { "aria-labelledby": "day-ahead-bid" },
+      buyer && !isIntraday(date) ? el("section", { "aria-labelledby": "day-ahead-bid" },
         el("h3", { id: "day-ahead-bid" }, t("dayahead.bid-title")),
         needForm(date),
         el("p", { id: "day-ahead-result", class: "result", role: "status", "data-testid": "day-ahead-result" })) : null,
