@@ -749,6 +749,13 @@ class DayAheadSummary(Model):
     cleared_at: str
 
 
+class IntradayAuctions(Model):
+    """The intraday auctions next to now, named by their CST time YYYY-MM-DDTHH:MM."""
+
+    previous: str
+    next: str
+
+
 class DayAheadAuction(Model):
     """A delivery day's day-ahead auction: `collecting`, `clearing` or `cleared`."""
 
@@ -758,6 +765,7 @@ class DayAheadAuction(Model):
     gate_ms: int
     result: DayAheadSummary | None
     regions: list[DayAheadRegion]
+    intraday: IntradayAuctions | None = None
 
 
 class DayAheadFill(Model):

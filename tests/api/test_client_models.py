@@ -43,6 +43,7 @@ MIRRORS = {
     "ExclusiveGroupAnswer": "ExclusiveGroupAnswer",
     "Fill": "Fill",
     "GrantApplication": "GrantApplication",
+    "IntradayAuctions": "IntradayAuctionsOut",
     "GroupAlternative": "GroupAlternativeOut",
     "Health": "Health",
     "KeyInfo": "KeyOut",
