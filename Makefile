@@ -11,6 +11,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Tests wait on Kafka and PostgreSQL much of the time, and each has its own topics, database
+# and ports, so two processes (a file each, its fixtures built once) share the two cores well.
+TEST_WORKERS ?= 2
 WEB_VENDOR := api/web/vendor
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
@@ -63,8 +66,8 @@ lint: venv ## ruff, mypy and the import-linter contracts
 migration: venv ## write a new migration from what changed in the tables (MESSAGE="what changes"), to read and edit
 	$(BIN)/python -m cx.migrations "$(MESSAGE)"
 
-test: lint chromium fonts ## lint, then the whole test suite against real Kafka and PostgreSQL (PYTEST_ARGS=...)
-	infra/with-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+test: lint chromium fonts ## lint, then the whole test suite against real Kafka and PostgreSQL, in TEST_WORKERS (2) processes, a test file each at a time (PYTEST_ARGS=...)
+	infra/with-services.sh $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 soak: venv ## the memory soak test alone, ten minutes (CX_SOAK_SECONDS=... to change)
 	CX_SOAK_SECONDS=$${CX_SOAK_SECONDS:-600} $(BIN)/pytest -q -s tests/e2e/test_soak.py
