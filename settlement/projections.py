@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import Accounts, JournalEntry
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import Catalogue, strip_hours
 from exchange.domain.messages import (
     AnyEvent,
     ApplicationInfoRequested,
@@ -629,7 +629,8 @@ async def rebuild(store: SqlEventStore, catalogue: Catalogue) -> int:
 
 def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict[str, Any]:
     """The buyer's side of a trade as an invoice line, from the journal entry that paid it."""
-    gross = trade.price * trade.quantity
+    # A strip's price is per card-hour: its gross counts every hour of it.
+    gross = trade.price * trade.quantity * strip_hours(trade.symbol)
     voucher = fee = concession = 0
     programme_id = None
     for entry in entries:
