@@ -170,7 +170,7 @@ def test_a_weekly_contract_cascades_into_its_hours_to_the_fen() -> None:
         ) == (0, 0)
         assert all(accounts.positions[("b1", h)] == 3 for h in hours)
         assert all(accounts.positions[("b2", h)] == 1 for h in hours)
-    assert ("p1", WEEK) not in bank.risk.accounts.capacity
+    assert bank.risk.accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
     assert all(bank.risk.accounts.available_capacity("p1", h) == 6 for h in hours)
     # The desk's provision in each hour: 4 cards, 40.40 元, the bond and fee split so the
     # parts add to the fen (22,604 / 168 = 134.55: 134 or 135 fen an hour).

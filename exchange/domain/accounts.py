@@ -989,9 +989,10 @@ class Accounts:
             account = holder.account_id
             if owns is not None and not owns(account):
                 continue
-            left = self.positions.pop((account, strip), 0) - holder.units
-            if left:
-                self.positions[(account, strip)] = left
+            # Left at 0, as a delivered position is: the settled projection shows it so.
+            self.positions[(account, strip)] = (
+                self.positions.get((account, strip), 0) - holder.units
+            )
             for hour in hours:
                 key = (account, hour)
                 self.positions[key] = self.positions.get(key, 0) + holder.units
@@ -1005,8 +1006,6 @@ class Accounts:
             if symbol != strip or (owns is not None and not owns(account)):
                 continue
             balance = self.capacity[(account, symbol)]
-            if not balance.held:
-                del self.capacity[(account, symbol)]
             if balance.available:
                 for hour in hours:
                     self.capacity_of(account, hour).available += balance.available
