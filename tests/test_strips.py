@@ -29,6 +29,8 @@ from exchange.domain.messages import (
     DepositFunds,
     Event,
     EventStamp,
+    ListingChanged,
+    MarketControlRejected,
     OrderAccepted,
     OrderCancelled,
     OrderRejected,
@@ -382,3 +384,26 @@ def test_the_replay_of_the_stored_events_reproduces_the_live_state() -> None:
     bank.ledger.digest(live)
     assert replayed.accounts_hash() == live.hexdigest()
     assert replayed.accounts.trial_balance() == 0
+
+
+def test_a_strip_delisted_before_its_cascade_cascades_at_once_and_stays_retired() -> None:
+    bank = StripBank()
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=2))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_010, 2))
+    bank.send(order("b1", "b1", "buy", 1_010, 2))
+
+    delisted = bank.send(ControlMarket(operator_id="op", action="delist", symbol=WEEK))
+    (cascaded,) = only(delisted, StripCascaded)
+    relisted = bank.send(ControlMarket(operator_id="op", action="list", symbol=WEEK))
+
+    assert cascaded.holders == [StripPosition(account_id="b1", units=2)]
+    assert cascaded.escrow == [2_020] * 168
+    assert all(bank.ledger.positions[("b1", h)] == 2 for h in cascaded.hours)
+    (refused,) = only(relisted, MarketControlRejected)
+    assert refused.reason == RejectReason.CONTRACT_CLOSED
+    assert not only(relisted, ListingChanged)
+    # Its cascade time passes without a second cascade.
+    assert not [c for c in only(bank.tick(CASCADE), StripCascaded) if c.symbol == WEEK]
+    assert bank.ledger.trial_balance() == 0

@@ -142,8 +142,8 @@ class DeliveryDesk:
                 case (mo.REDUCED | mo.AMENDED, _, order_id, _, _, _, remaining, _):
                     # The order rests with less.
                     self._shrink(order_id, remaining)
-                case (mo.STATE, symbol, mo.CLOSED | mo.DELIVERED, why) if strip_hours(symbol) > 1:
-                    caused.extend(StripCascades.of(self).at_close(symbol, why, stamp))
+                case (mo.STATE, symbol, mo.CLOSED | mo.DELIVERED, _) if strip_hours(symbol) > 1:
+                    caused.extend(StripCascades.of(self).at_close(symbol, stamp))
                 case (mo.STATE, symbol, mo.DELIVERED, _):
                     caused.extend(self._allocate(symbol, stamp))
         caused.extend(self._settle_due(stamp))
@@ -487,8 +487,8 @@ class StripCascades:
     q in every hour, a provider's sale of u units into a provision of u in every hour with its
     escrow, bond and fee split over the hours by cumulative rounding. One `StripCascaded` says
     so; risk and settlement fold it (escrow moves from the strip to its hours, deposited
-    capacity left unsold becomes capacity in each hour). A strip an operator delisted before
-    then cascades when its delivery starts, so its positions are never stranded."""
+    capacity left unsold becomes capacity in each hour). A strip an operator delists before
+    then cascades at once, and cannot be listed again (`MarketStage`)."""
 
     __slots__ = ("desk",)
 
@@ -499,10 +499,10 @@ class StripCascades:
     def of(cls, desk: DeliveryDesk) -> StripCascades:
         return cls(desk)
 
-    def at_close(self, symbol: str, why: str, stamp: EventStamp) -> list[Event]:
-        """The cascade a strip's close or delivery causes: at its gate closure (its cascade
-        time), or at delivery if an operator delisted it before; once only."""
-        if symbol in self.desk.cascaded or why == mo.StateReason.DELISTED:
+    def at_close(self, symbol: str, stamp: EventStamp) -> list[Event]:
+        """The cascade a strip's close causes: at its cascade time, or when an operator delists
+        it before (its positions go to its hours at once, never stranded); once only."""
+        if symbol in self.desk.cascaded:
             return []
         return [self.cascade(symbol, stamp)]
 
