@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import BPS, Balance
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import Catalogue, strip_hours
 from exchange.domain.messages import (
     BlockAccepted,
     CapacityDeposited,
@@ -143,6 +143,9 @@ class _Vouchers:
             units = order.quantity
             if isinstance(order, BlockAccepted):
                 units *= len(order.symbols)
+            else:
+                # A strip's unit is a card in each of its hours.
+                units *= strip_hours(order.symbol)
             bound = order.price * units * self.rates.get(programme, 0) // BPS
             if order.voucher_reserved > bound:
                 found.append(

@@ -48,6 +48,7 @@ from exchange.domain.messages import (
 from exchange.domain.risk import RiskStage
 from settlement.replay import ExchangeState
 from tests.test_bank import SEAL, Bank
+from tests.test_vouchers import VoucherBank, programme
 
 HOUR = 3_600_000
 WEEK = "H100-80G.GZ.W20271206"
@@ -406,4 +407,45 @@ def test_a_strip_delisted_before_its_cascade_cascades_at_once_and_stays_retired(
     assert not only(relisted, ListingChanged)
     # Its cascade time passes without a second cascade.
     assert not [c for c in only(bank.tick(CASCADE), StripCascaded) if c.symbol == WEEK]
+    assert bank.ledger.trial_balance() == 0
+
+
+class VoucherStripBank(StripBank, VoucherBank):
+    """The strip market with approved grants fed back to risk, as matching does."""
+
+
+def test_a_voucher_on_a_week_follows_its_hours_and_is_clawed_back_on_a_resale() -> None:
+    bank = VoucherStripBank()
+    bank.send(programme(budget=1_000_000, cap=700, cap_per_enterprise=200_000))
+    bank.grant("b1", 100_000)
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=2))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(funds("b3", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_010, 2))
+
+    buy = order("b1", "b1", "buy", 1_010, 2).model_copy(update={"voucher": "hz"})
+    accepted = bank.send(buy)[0]
+    # 30% of 2 x 168 x 10.10 元 is 1,018.08 元, under the cap of 7 元 for each of the 168
+    # hourly contracts (1,176 元): the grant of 1,000 元 binds.
+    assert isinstance(accepted, OrderAccepted)
+    assert accepted.voucher_reserved == 100_000
+    assert bank.cash("b1") == 1_000_000 - 339_360 - 678 + 100_000
+
+    bank.tick(CASCADE)
+    parts = split_over_hours(100_000, 168)
+    hours = [spec.symbol for spec in parse_symbol(WEEK).hours()]
+    for accounts in (bank.ledger, bank.risk.accounts):
+        assert ("b1", WEEK, "hz") not in accounts.subsidised
+        assert [accounts.subsidised[("b1", h, "hz")] for h in hours] == [[2, p] for p in parts]
+    assert parts[5] == 595
+
+    # b1 resells 1 of its 2 cards of the sixth hour: paid 12.00 元 and a 1 fen rebate, less
+    # half that hour's voucher part (297 fen), which returns to its grant.
+    before = bank.cash("b1")
+    bank.send(order("r1", "b1", "sell", 1_200, 1, FIFTH))
+    bank.send(order("b3", "b3", "buy", 1_200, 1, FIFTH))
+    assert bank.cash("b1") == before + 1_200 + 1 - 297
+    assert bank.ledger.grants[("hz", "b1")].clawed_back == 297
+    assert bank.ledger.subsidised[("b1", FIFTH, "hz")] == [1, 298]
     assert bank.ledger.trial_balance() == 0
