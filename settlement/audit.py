@@ -234,7 +234,7 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
             elif isinstance(event, CapacityWithdrawn | DeliverySettled):
                 capacity_deposited[event.symbol] -= event.quantity
             elif isinstance(event, StripCascaded):
-                found += _cascade_capacity(event, position, capacity_deposited, cascaded)
+                found += cascade_capacity(event, position, capacity_deposited, cascaded)
             elif isinstance(event, OrderAccepted):
                 orders[event.order_id] = _Order(position, event.quantity, event.symbol)
             elif isinstance(event, BlockAccepted):
@@ -287,7 +287,7 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     return report
 
 
-def _cascade_capacity(
+def cascade_capacity(
     event: StripCascaded,
     position: int,
     capacity_deposited: dict[str, int],

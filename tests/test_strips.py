@@ -7,6 +7,7 @@ replay of what was stored reproduces the live state.
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from datetime import datetime
 
 from exchange.domain.accounts import Accounts, Balance
@@ -46,6 +47,7 @@ from exchange.domain.messages import (
     split_over_hours,
 )
 from exchange.domain.risk import RiskStage
+from settlement.audit import cascade_capacity
 from settlement.replay import ExchangeState
 from tests.test_bank import SEAL, Bank
 from tests.test_vouchers import VoucherBank, programme
@@ -449,3 +451,16 @@ def test_a_voucher_on_a_week_follows_its_hours_and_is_clawed_back_on_a_resale() 
     assert bank.ledger.grants[("hz", "b1")].clawed_back == 297
     assert bank.ledger.subsidised[("b1", FIFTH, "hz")] == [1, 298]
     assert bank.ledger.trial_balance() == 0
+
+
+def test_the_audit_reports_a_strip_cascaded_twice_and_carries_capacity_to_the_hours() -> None:
+    hours = ["H100-80G.GZ.20271206T00", "H100-80G.GZ.20271206T01"]
+    cascaded = StripCascaded(event_id="x", ts=CASCADE, symbol=NIGHTS, hours=hours, escrow=[0, 0])
+    deposited: dict[str, int] = defaultdict(int, {NIGHTS: 5})
+    seen: dict[str, int] = {}
+
+    assert cascade_capacity(cascaded, 7, deposited, seen) == []
+    again = cascade_capacity(cascaded.model_copy(update={"event_id": "y"}), 9, deposited, seen)
+
+    assert dict(deposited) == {hours[0]: 5, hours[1]: 5}
+    assert [(d.kind, d.positions) for d in again] == [("strip-cascaded-twice", (7, 9))]
