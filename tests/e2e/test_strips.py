@@ -7,10 +7,12 @@ reproduces every state hash settlement recorded and finds money and capacity con
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from typing import Any
 
 import pytest
+from pypdf import PdfReader
 
 from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
@@ -149,6 +151,12 @@ async def test_a_week_is_bought_cascaded_and_resold_by_the_hour(
         assert [
             (c["symbol"], c["role"], c["units"], c["hours"]) for c in statement["cascades"]
         ] == [(WEEK, "holder", 4, 168)]
+        pdf = await (await exchange.as_("b1")).get(
+            "/v1/statements", params={"month": "2027-12", "format": "pdf"}
+        )
+        text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+        assert "Strips cascaded into their hourly contracts" in text
+        assert WEEK in text
         provider = (
             await (await exchange.as_("p1")).get("/v1/statements", params={"month": "2027-12"})
         ).json()
