@@ -464,3 +464,18 @@ def test_the_audit_reports_a_strip_cascaded_twice_and_carries_capacity_to_the_ho
 
     assert dict(deposited) == {hours[0]: 5, hours[1]: 5}
     assert [(d.kind, d.positions) for d in again] == [("strip-cascaded-twice", (7, 9))]
+
+
+def test_snapshots_after_a_cascade_restore_the_same_state() -> None:
+    bank = week_bought_and_cascaded()
+
+    market = MarketStage.restore(bank.catalogue, bank.market.snapshot())
+    ledger = Accounts.restore(bank.ledger.snapshot(), RULES)
+
+    assert market.state_hash() == bank.market.state_hash()
+    assert market.delivery.cascaded == {WEEK, NIGHTS}
+    assert ledger.cascaded_strips == {WEEK, NIGHTS}
+    restored, live = hashlib.sha256(), hashlib.sha256()
+    ledger.digest(restored)
+    bank.ledger.digest(live)
+    assert restored.hexdigest() == live.hexdigest()
