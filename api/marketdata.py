@@ -34,6 +34,7 @@ from exchange.domain.catalogue import (
     family_of,
     is_family,
     parse_symbol,
+    strip_hours,
 )
 from exchange.domain.messages import (
     AccountLimitsSet,
@@ -75,10 +76,12 @@ from exchange.domain.messages import (
     PlatformDiscounted,
     ProgrammeCreated,
     RequestRejected,
+    StripCascaded,
     TradeExecuted,
     VoucherPolicySet,
     decode_event,
     scoped,
+    split_over_hours,
 )
 from exchange.domain.performance import STANDARD, PerformanceTable
 from exchange.domain.risk.requests import VOUCHER_POLICY
@@ -124,13 +127,13 @@ class Candle:
     turnover: int = 0
     trades: int = 0
 
-    def add(self, price: int, quantity: int) -> None:
-        """Fold one trade in."""
+    def add(self, price: int, quantity: int, hours: int = 1) -> None:
+        """Fold one trade in (of a strip: `hours` hours of `quantity` cards at `price` each)."""
         self.high = max(self.high, price)
         self.low = min(self.low, price)
         self.close = price
         self.volume += quantity
-        self.turnover += price * quantity
+        self.turnover += price * quantity * hours
         self.trades += 1
 
     def as_dict(self) -> dict[str, int]:
@@ -185,14 +188,15 @@ class ContractView:
     def add_trade(self, trade: TradeExecuted) -> None:
         """Record a trade and fold it into the candle of each interval."""
         self.trades.append(trade)
+        hours = strip_hours(trade.symbol)
         for name, length in INTERVALS.items():
             start = trade.ts - trade.ts % length
             series = self.candles[name]
             if series and series[-1].start == start:
-                series[-1].add(trade.price, trade.quantity)
+                series[-1].add(trade.price, trade.quantity, hours)
             else:
                 candle = Candle(start, trade.price, trade.price, trade.price, trade.price)
-                candle.add(trade.price, trade.quantity)
+                candle.add(trade.price, trade.quantity, hours)
                 series.append(candle)
 
     def stats(self, now_ms: int) -> dict[str, Any]:
@@ -623,11 +627,34 @@ class MarketData:
             self.accounts.apply(event)
         elif isinstance(event, AmendRequested | OrderAmended | AmendRejected | OrderReduced):
             self._apply_hold_change(event)
+        elif isinstance(event, StripCascaded):
+            self._apply_strip_cascade(event)
         key = _outcome_key(event)
         if key is not None:
             for future in self._waiters.pop(key, ()):
                 if not future.done():
                     future.set_result(event)  # type: ignore[arg-type]
+
+    def _apply_strip_cascade(self, event: StripCascaded) -> None:
+        """A strip became positions in its hours: balances move with them, and what each
+        provider sold of the strip is owed in every hour (its payout split as the escrow)."""
+        strip = event.symbol
+        # Capacity deposited for the strip moves too: every account holding any is told.
+        depositors = {a for a, s in self.accounts.capacity if s == strip}
+        self.accounts.apply(event)
+        for (provider, symbol), (units, payout) in sorted(self.obligations.items()):
+            if symbol != strip:
+                continue
+            del self.obligations[(provider, symbol)]
+            for hour, part in zip(
+                event.hours, split_over_hours(payout, len(event.hours)), strict=True
+            ):
+                owed = self.obligations.setdefault((provider, hour), [0, 0])
+                owed[0] += units
+                owed[1] += part
+        told = {p.account_id for p in [*event.holders, *event.providers]} | depositors
+        for account_id in sorted(told):
+            self._tell_balance(account_id, None, event.ts)
 
     def _apply_hold_change(
         self, event: AmendRequested | OrderAmended | AmendRejected | OrderReduced
@@ -743,7 +770,7 @@ class MarketData:
             self._tell_balance(account, trade.symbol, trade.ts)
         owed = self.obligations.setdefault((trade.seller_id, trade.symbol), [0, 0])
         owed[0] += trade.quantity
-        owed[1] += trade.price * trade.quantity
+        owed[1] += trade.price * trade.quantity * strip_hours(trade.symbol)
         self._tell(
             trade.seller_id, "obligations", self.obligation_message(trade.seller_id, trade.symbol)
         )

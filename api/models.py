@@ -464,6 +464,27 @@ class Contract(BaseModel):
         "halts the contract; 0: none. Set by an operator (`set_band`), on the contract or its "
         "family, else the market rules'",
     )
+    term: Literal["H", "D", "W", "N", "M"] = Field(
+        default="H",
+        description="H: one delivery hour; W: a week (Monday 00:00 to Monday 00:00 CST); N: "
+        "the nights (00:00-08:00 CST) of a week; M: a calendar month; D: a day (token "
+        "bundles). A week, nights or month of cards or cores is a strip: priced per card-hour "
+        "(or core-hour), bought in cards, the same number in each of its hours",
+    )
+    term_name: str = Field(default="one delivery hour", description="The term, in words")
+    hours: int = Field(
+        default=1,
+        description="The hourly contracts the contract covers: a strip's amount is price x "
+        "quantity x hours",
+    )
+    delivery_end: str | None = Field(
+        default=None, description="The end of the last delivery hour (CST)"
+    )
+    cascades_at: str | None = Field(
+        default=None,
+        description="A strip's cascade (CST): its book closes and its positions become "
+        "positions in each of its hourly contracts; null for any other contract",
+    )
 
 
 class Book(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exchange.domain.catalogue import strip_hours
 from exchange.domain.messages import AnyEvent, event_from_dict
 from settlement import projections as tables
 from settlement.schema import events
@@ -111,7 +112,7 @@ async def account_fills(engine: AsyncEngine, account_id: str, limit: int) -> lis
                         "side": side,
                         "price": row.price,
                         "quantity": row.quantity,
-                        "amount": row.price * row.quantity,
+                        "amount": row.price * row.quantity * strip_hours(row.symbol),
                         "liquidity": (
                             "auction"
                             if row.aggressor is None
@@ -144,7 +145,7 @@ async def sold(engine: AsyncEngine, account_id: str) -> list[dict[str, Any]]:
             {
                 "symbol": row.symbol,
                 "quantity": int(row.quantity),
-                "payout": int(row.payout),
+                "payout": int(row.payout) * strip_hours(row.symbol),
                 "trades": int(row.trades),
             }
             for row in await connection.execute(query)
@@ -173,7 +174,7 @@ async def trades_report(
         query = query.where(trades.c.ts < until_ts)
     async with engine.connect() as connection:
         return [
-            {**row._mapping, "amount": row.price * row.quantity}
+            {**row._mapping, "amount": row.price * row.quantity * strip_hours(row.symbol)}
             for row in await connection.execute(query)
         ]
 
@@ -181,12 +182,15 @@ async def trades_report(
 async def order_paid(engine: AsyncEngine, order_id: str) -> int:
     """Fen paid by the buy order `order_id` over its settled trades."""
     trades = tables.trades
-    query = select(func.coalesce(func.sum(trades.c.price * trades.c.quantity), 0)).where(
-        trades.c.buy_order_id == order_id
+    query = (
+        select(trades.c.symbol, func.sum(trades.c.price * trades.c.quantity).label("paid"))
+        .where(trades.c.buy_order_id == order_id)
+        .group_by(trades.c.symbol)
     )
     async with engine.connect() as connection:
-        paid = (await connection.execute(query)).scalar_one()
-    return int(paid)
+        rows = (await connection.execute(query)).all()
+    # A strip's price is per card-hour: what was paid counts every hour of it.
+    return sum(int(row.paid) * strip_hours(row.symbol) for row in rows)
 
 
 async def day_ahead_events(engine: AsyncEngine, day: str, types: tuple[str, ...]) -> list[AnyEvent]:

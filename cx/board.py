@@ -12,11 +12,24 @@ from rich.table import Table
 
 from api.marketdata import MarketData
 from cx.runtime import ExchangeRuntime
+from exchange.domain.catalogue import ContractSpec
 from settlement.statements import unit_of
 
 REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0
 PLAIN_WIDTH = 120
+
+
+TERMS_ZH = {"D": "日 day", "W": "周 week", "N": "夜 nights", "M": "月 month"}
+"""A term contract's period on the board."""
+
+
+def _unit(spec: ContractSpec) -> str:
+    """The unit a price is per, and for a term contract the hours one unit covers."""
+    unit = unit_of(spec.symbol)
+    if not spec.is_term:
+        return unit
+    return f"{unit} x{len(spec.hours())} {TERMS_ZH[spec.term]}"
 
 
 def _money(fen: int | None) -> str:
@@ -31,7 +44,8 @@ def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
         "(Ctrl-C 停止 stops)",
         caption="合约 contract · 单位 unit · 买量/买价 bid qty/bid · 卖价/卖量 ask/ask qty · "
         "最新价 last · 笔数/成交量 trades/volume (自开市起 since the open); "
-        "价格 元/单位 prices in CNY per unit",
+        "价格 元/单位 prices in CNY per unit (周、夜、月合约: 每卡时 a week, nights or month: per "
+        "card-hour, xN hours)",
     )
     for column in ("合约", "单位", "买量", "买价", "卖价", "卖量", "最新价", "笔数", "成交量"):
         left = column in ("合约", "单位")
@@ -46,7 +60,7 @@ def render(runtime: ExchangeRuntime, market: MarketData) -> Table:
         volume = market.trade_volumes.get(spec.symbol, 0)
         table.add_row(
             spec.symbol,
-            unit_of(spec.symbol),
+            _unit(spec),
             "-" if bid is None else str(bid[1]),
             _money(None if bid is None else bid[0]),
             _money(None if ask is None else ask[0]),

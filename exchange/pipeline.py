@@ -62,6 +62,7 @@ from exchange.domain.messages import (
     RequestApplicationInfo,
     ResolveDispute,
     SetVoucherPolicy,
+    StripCascaded,
     SupplementApplication,
     TradeExecuted,
     VoucherPolicySet,
@@ -729,9 +730,12 @@ class MatchingRunner(StageRunner[MarketPartition]):
             event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected | GrantApproved
         ):
             accounts = {event.account_id}
-        elif isinstance(event, ListingChanged | EnterpriseRegistered | VoucherPolicySet):
+        elif isinstance(
+            event, ListingChanged | EnterpriseRegistered | VoucherPolicySet | StripCascaded
+        ):
             # Risk is partitioned by account: every partition must know what is listed, who
-            # registered which enterprise and the voucher policy.
+            # registered which enterprise and the voucher policy, and move the capacity and
+            # entitlements its accounts hold in a strip that cascaded.
             return set(range(self.topics.command_partitions))
         else:
             return set()

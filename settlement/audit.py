@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import BPS, Balance
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import Catalogue, strip_hours
 from exchange.domain.messages import (
     BlockAccepted,
     CapacityDeposited,
@@ -40,6 +40,7 @@ from exchange.domain.messages import (
     OrderCancelled,
     OrderReduced,
     ProgrammeCreated,
+    StripCascaded,
     TradeExecuted,
 )
 from settlement import projections as tables
@@ -142,6 +143,9 @@ class _Vouchers:
             units = order.quantity
             if isinstance(order, BlockAccepted):
                 units *= len(order.symbols)
+            else:
+                # A strip's unit is a card in each of its hours.
+                units *= strip_hours(order.symbol)
             bound = order.price * units * self.rates.get(programme, 0) // BPS
             if order.voucher_reserved > bound:
                 found.append(
@@ -213,6 +217,7 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     cash_deposited = 0
     capacity_deposited: dict[str, int] = defaultdict(int)
     vouchers = _Vouchers()
+    cascaded: dict[str, int] = {}
     after = 0
     while batch := await view.read_all(after, READ_BATCH):
         for stored in batch:
@@ -228,6 +233,8 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
                 capacity_deposited[event.symbol] += event.quantity
             elif isinstance(event, CapacityWithdrawn | DeliverySettled):
                 capacity_deposited[event.symbol] -= event.quantity
+            elif isinstance(event, StripCascaded):
+                found += cascade_capacity(event, position, capacity_deposited, cascaded)
             elif isinstance(event, OrderAccepted):
                 orders[event.order_id] = _Order(position, event.quantity, event.symbol)
             elif isinstance(event, BlockAccepted):
@@ -278,6 +285,31 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     _check_vouchers(state, vouchers, found)
     await _check_projections(view.connection, state, orders, found)
     return report
+
+
+def cascade_capacity(
+    event: StripCascaded,
+    position: int,
+    capacity_deposited: dict[str, int],
+    cascaded: dict[str, int],
+) -> list[Discrepancy]:
+    """A strip's capacity, deposited and sold, becomes the same in each of its hours; a strip
+    cascaded a second time is reported (the fold changed nothing the second time)."""
+    first = cascaded.get(event.symbol)
+    if first is not None:
+        return [
+            Discrepancy(
+                "strip-cascaded-twice",
+                f"strip {event.symbol} cascaded at {first} and again at {position}; the second "
+                "changed nothing",
+                (first, position),
+            )
+        ]
+    cascaded[event.symbol] = position
+    units = capacity_deposited.pop(event.symbol, 0)
+    for hour in event.hours:
+        capacity_deposited[hour] += units
+    return []
 
 
 def _check_vouchers(state: ExchangeState, vouchers: _Vouchers, found: list[Discrepancy]) -> None:

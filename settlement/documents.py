@@ -23,6 +23,7 @@ from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from exchange.domain.catalogue import cst_iso
 from settlement.statements import yuan
 
 CJK_FONT_FILE = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
@@ -171,8 +172,34 @@ def statement_pdf(statement: Mapping[str, Any]) -> bytes:
                 "left over going to the largest remainders, so they sum to 10,000.",
                 BODY,
             ),
+            *_cascades_table(statement.get("cascades", [])),
         ]
     )
+
+
+def _cascades_table(cascades: list[Mapping[str, Any]]) -> list[Any]:
+    """The strips that became positions in their hourly contracts this month, if any."""
+    if not cascades:
+        return []
+    roles = {"holder": "持有 held", "provider": "售出 sold"}
+    rows = [
+        [
+            "合约 strip",
+            "转换时间 cascaded (CST)",
+            "身份 role",
+            "每小时数量 units/hour",
+            "小时 hours",
+        ]
+    ]
+    rows += [
+        [c["symbol"], cst_iso(c["ts"]), roles[c["role"]], str(c["units"]), str(c["hours"])]
+        for c in cascades
+    ]
+    return [
+        Spacer(1, 4 * mm),
+        Paragraph("周/夜/月合约转为小时合约 Strips cascaded into their hourly contracts", BODY),
+        _table(rows),
+    ]
 
 
 def _scale(budget: int) -> tuple[int, str]:

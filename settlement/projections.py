@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import Accounts, JournalEntry
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import Catalogue, strip_hours
 from exchange.domain.messages import (
     AnyEvent,
     ApplicationInfoRequested,
@@ -48,6 +48,7 @@ from exchange.domain.messages import (
     OrderCancelled,
     OrderReduced,
     OrderRejected,
+    StripCascaded,
     TradeExecuted,
 )
 from exchange.snapshots import Snapshot, SnapshotStore
@@ -464,6 +465,8 @@ class LedgerProjection:
                         }
                     )
             _touched(event, prior_hours, dirty, dirty_holdings)
+            if isinstance(event, StripCascaded):
+                _touched_by_cascade(event, self.accounts, dirty_holdings)
             if isinstance(event, TradeExecuted):
                 lines.append(_invoice_line(event, journal_entries[journalled:]))
             elif isinstance(
@@ -629,7 +632,8 @@ async def rebuild(store: SqlEventStore, catalogue: Catalogue) -> int:
 
 def _invoice_line(trade: TradeExecuted, entries: Sequence[JournalEntry]) -> dict[str, Any]:
     """The buyer's side of a trade as an invoice line, from the journal entry that paid it."""
-    gross = trade.price * trade.quantity
+    # A strip's price is per card-hour: its gross counts every hour of it.
+    gross = trade.price * trade.quantity * strip_hours(trade.symbol)
     voucher = fee = concession = 0
     programme_id = None
     for entry in entries:
@@ -783,6 +787,17 @@ def _touched(
     if isinstance(event, BlockAccepted):
         symbols.extend(event.symbols)
     holdings.update((account, s) for account in involved for s in symbols)
+
+
+def _touched_by_cascade(
+    event: StripCascaded, settled: Accounts, holdings: set[tuple[str, str]]
+) -> None:
+    """A cascade moves holders' positions, and every depositor's capacity, from the strip to
+    each of its hours; depositors are not named in it, but keep their (emptied) balance of the
+    strip in the settled state."""
+    parties = {p.account_id for p in event.holders}
+    parties.update(a for a, symbol in settled.capacity if symbol == event.symbol)
+    holdings.update((a, s) for a in parties for s in [event.symbol, *event.hours])
 
 
 def _order_row(

@@ -30,6 +30,7 @@ from exchange.domain.catalogue import (
     UNIT_CARD_HOUR,
     UNIT_CORE_HOUR,
     family_of,
+    strip_hours,
 )
 from settlement import projections as tables
 from settlement.schema import events
@@ -270,6 +271,7 @@ async def account_statement(engine: AsyncEngine, account_id: str, month: str) ->
             )
         ).scalars()
         opening_balance = sum(opening)
+        cascades = await strip_cascades(connection, account_id, start, end)
     per_entry: list[dict[str, Any]] = []
     for entry_id, legs in entries.items():
         lines = classify(account_id, legs, settled.get(entry_id))
@@ -291,7 +293,48 @@ async def account_statement(engine: AsyncEngine, account_id: str, month: str) ->
         "closing": opening_balance + movement,
         "split": split(lines),
         "entries": per_entry,
+        "cascades": cascades,
     }
+
+
+async def strip_cascades(
+    connection: AsyncConnection, account_id: str, start: int, end: int
+) -> list[dict[str, Any]]:
+    """The strips the account held or sold that cascaded into their hourly contracts within
+    [start, end): no money moves for the account then (the escrow moves from the strip to its
+    hours), but its positions do, which a statement must explain."""
+    rows = await connection.execute(
+        select(events.c.data).where(events.c.type == "StripCascaded").order_by(events.c.position)
+    )
+    found: list[dict[str, Any]] = []
+    for (data,) in rows:
+        if not start <= data["ts"] < end:
+            continue
+        for role, key in (("holder", "holders"), ("provider", "providers")):
+            for part in data.get(key, []):
+                if part["account_id"] != account_id:
+                    continue
+                hours = data["hours"]
+                found.append(
+                    {
+                        "symbol": data["symbol"],
+                        "ts": data["ts"],
+                        "role": role,
+                        "units": part["units"],
+                        "hours": len(hours),
+                        "first_hour": hours[0] if hours else None,
+                        "last_hour": hours[-1] if hours else None,
+                        # What the provider is paid over the hours as it delivers them.
+                        "amount": part.get("amount", 0),
+                        "description": (
+                            f"{data['symbol']} 转为 {len(hours)} 个小时合约: 每小时 "
+                            f"{part['units']} {unit_of(data['symbol'])}"
+                            f" ({'entitlement' if role == 'holder' else 'sold'} of "
+                            f"{part['units']} in each of {len(hours)} hours)"
+                        ),
+                    }
+                )
+    return found
 
 
 async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] | None:
@@ -476,7 +519,9 @@ def invoice_of(
     for fill in statement["fills"]:
         fills[(fill["symbol"], fill["price"])] += fill["quantity"]
     for (symbol, price), quantity in sorted(fills.items()):
-        items.append(_item(COMPUTE_ITEM, symbol, unit_of(symbol), quantity, price))
+        # A strip's price is per card-hour: its quantity on an invoice is in card-hours.
+        hours = strip_hours(symbol)
+        items.append(_item(COMPUTE_ITEM, symbol, unit_of(symbol), quantity * hours, price))
     for entry in statement["entries"]:
         refund = entry["lines"].get("refunds", 0)
         if entry["kind"] == "delivery" and refund:

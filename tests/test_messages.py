@@ -82,6 +82,8 @@ from exchange.domain.messages import (
     ResolveDispute,
     SetAccountLimits,
     SetVoucherPolicy,
+    StripCascaded,
+    StripPosition,
     SupplementApplication,
     TradeExecuted,
     VoucherPolicySet,
@@ -438,6 +440,14 @@ EVENTS: list[Message] = [
     MeteringReported(
         **E, report_id="m-1", symbol=SYM, provider_id="p1", buyer_id="a1", delivered=3
     ),
+    StripCascaded(
+        **E,
+        symbol="H100-80G.GZ.N20271206",
+        hours=["H100-80G.GZ.20271206T00", "H100-80G.GZ.20271206T01"],
+        holders=[StripPosition(account_id="a1", units=2)],
+        providers=[StripPosition(account_id="p1", units=2, amount=4_000, bond=401, fee=-3)],
+        escrow=[2_000, 2_000],
+    ),
     DeliveryDisputed(
         **E, dispute_id="x-1", symbol=SYM, provider_id="p1", buyer_id="a1", reason="job failed"
     ),
@@ -589,7 +599,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 74
+    assert len(_all_message_classes()) == 75
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

@@ -3,7 +3,7 @@ the standard card-hour. A key is optional; anonymous callers have a budget per a
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -23,7 +23,7 @@ from api.models import (
 )
 from api.problems import Problem, problems
 from api.stalls import Stall, sellers
-from exchange.domain.catalogue import REGIONS, family_of
+from exchange.domain.catalogue import REGIONS, TERMS, ContractSpec, cst_iso, family_of
 from exchange.domain.performance import decimal_text
 
 MAX_DEPTH = 50
@@ -80,7 +80,20 @@ def contract_view(
         sellers=sellers(stalls_held, spec),
         state=view.state,
         band=market.band(symbol),
+        **term_fields(market, spec),
     )
+
+
+def term_fields(market: MarketData, spec: ContractSpec) -> dict[str, Any]:
+    """A contract's term, the hours it covers and, for a strip, when it cascades."""
+    catalogue = market.catalogue
+    return {
+        "term": spec.term,
+        "term_name": TERMS[spec.term],
+        "hours": len(spec.hours()) if spec.is_term else 1,
+        "delivery_end": spec.delivery_end.isoformat(),
+        "cascades_at": cst_iso(catalogue.cascades_at(spec)) if spec.is_strip else None,
+    }
 
 
 @router.get(

@@ -36,7 +36,9 @@ MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
     description="Every fen by which the account's money (cash, held, bonds) moved in the "
     "month, by line, with the journal entries behind them and the cost of the compute "
     "bought split between the government (vouchers net of clawbacks), the platform "
-    "(concessions, rebates, discounts) and the firm. Another account's statement is refused "
+    "(concessions, rebates, discounts) and the firm; `cascades` lists the strips it held or "
+    "sold that became positions in their hourly contracts that month. Another account's "
+    "statement is refused "
     "`account-mismatch`. `format=pdf` answers the statement as a PDF to file.",
     responses={**problems(422), 200: {"content": {"application/pdf": {}}}},
 )

@@ -128,6 +128,14 @@ class Contract(Model):
     """The market state (null before matching announced one)."""
     band: int = 0
     """The price band (fen; 0: none): the contract's, its family's, or the market rules'."""
+    term: str = "H"
+    """H: an hour; W: a week; N: a week's nights; M: a month; D: a day (token bundles)."""
+    term_name: str = "one delivery hour"
+    hours: int = 1
+    """The hourly contracts covered: a strip's amount is price x quantity x hours."""
+    delivery_end: str | None = None
+    cascades_at: str | None = None
+    """When a strip becomes positions in its hourly contracts (null otherwise)."""
 
 
 class Book(Model):
@@ -614,6 +622,8 @@ class Statement(Model):
     closing: int
     split: CostSplit
     entries: list[dict[str, Any]]
+    cascades: list[dict[str, Any]] = []
+    """Strips the account held or sold that became positions in their hourly contracts."""
 
 
 class OrderStatement(Model):

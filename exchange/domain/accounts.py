@@ -58,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exchange.domain.catalogue import MarketRules, family_of
+from exchange.domain.catalogue import MarketRules, family_of, strip_hours
 from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
@@ -80,7 +80,9 @@ from exchange.domain.messages import (
     PlatformDiscounted,
     ProgrammeCreated,
     Side,
+    StripCascaded,
     TradeExecuted,
+    split_over_hours,
 )
 
 Owns = Callable[[str], bool]
@@ -380,6 +382,8 @@ class Accounts:
         self.discounts_due: list[DiscountDue] | None = [] if decides_concessions else None
         """Platform discounts decided and not yet applied as `PlatformDiscounted`."""
         self.fees = Fees(self.rules)
+        self.cascaded_strips: set[str] = set()
+        """The strips whose `StripCascaded` was folded: a second one changes nothing."""
 
     # Balances -------------------------------------------------------------------------------
 
@@ -420,8 +424,9 @@ class Accounts:
         return -(-price * self.rules.bond_bps // BPS)
 
     def buy_hold(self, symbol: str, price: int, quantity: int) -> int:
-        """What a buy of `quantity` at `price` holds: the amount and the most its fee can be."""
-        amount = price * quantity
+        """What a buy of `quantity` at `price` holds: the amount (of every hour, for a strip)
+        and the most its fee can be."""
+        amount = price * quantity * strip_hours(symbol)
         return amount + self.fees.most(symbol, amount)
 
     def shortfall(self, account_id: str, symbol: str, side: Side, price: int, quantity: int) -> int:
@@ -590,7 +595,8 @@ class Accounts:
     def _traded(self, trade: TradeExecuted, owns: Owns | None) -> None:
         """Settle the sides of a trade whose orders this instance tracks and whose account it
         owns (a risk stage reads the trade once in each partition of the two accounts)."""
-        amount = trade.price * trade.quantity
+        # A strip's price is per card-hour: a unit of it is every one of its hours.
+        amount = trade.price * trade.quantity * strip_hours(trade.symbol)
         escrow = f"escrow:{trade.symbol}"
         buy = self.open_orders.get(trade.buy_order_id)
         if buy is not None and (owns is None or owns(buy.account_id)):
@@ -968,6 +974,43 @@ class Accounts:
             self.positions[key] = self.positions.get(key, 0) - settled.quantity
         self._post(settled.event_id, "delivery", settled.ts, legs, owns)
 
+    def _strip_cascaded(self, cascaded: StripCascaded, owns: Owns | None) -> None:
+        """A strip became positions in its hours: the escrow moves to the hours' escrows,
+        each holder's entitlement (and the voucher part behind it) to every hour, and deposited
+        capacity still unsold to every hour (its sells expired just before, at the close)."""
+        strip, hours = cascaded.symbol, cascaded.hours
+        if strip in self.cascaded_strips:
+            return
+        self.cascaded_strips.add(strip)
+        legs = [(f"escrow:{strip}", -sum(cascaded.escrow))]
+        legs += [(f"escrow:{h}", part) for h, part in zip(hours, cascaded.escrow, strict=True)]
+        self._post(cascaded.event_id, "strip_cascade", cascaded.ts, legs, owns)
+        for holder in cascaded.holders:
+            account = holder.account_id
+            if owns is not None and not owns(account):
+                continue
+            # Left at 0, as a delivered position is: the settled projection shows it so.
+            self.positions[(account, strip)] = (
+                self.positions.get((account, strip), 0) - holder.units
+            )
+            for hour in hours:
+                key = (account, hour)
+                self.positions[key] = self.positions.get(key, 0) + holder.units
+            for programme_key in [k for k in sorted(self.subsidised) if k[:2] == (account, strip)]:
+                units, voucher = self.subsidised.pop(programme_key)
+                for hour, part in zip(hours, split_over_hours(voucher, len(hours)), strict=True):
+                    entry = self.subsidised.setdefault((account, hour, programme_key[2]), [0, 0])
+                    entry[0] += units
+                    entry[1] += part
+        for account, symbol in sorted(self.capacity):
+            if symbol != strip or (owns is not None and not owns(account)):
+                continue
+            balance = self.capacity[(account, symbol)]
+            if balance.available:
+                for hour in hours:
+                    self.capacity_of(account, hour).available += balance.available
+                balance.available = 0
+
     def _programme_created(self, created: ProgrammeCreated, owns: Owns | None) -> None:
         key = f"programme:{created.programme_id}"
         if owns is not None and not owns(key):
@@ -1070,6 +1113,8 @@ class Accounts:
             hasher.update(f"n|{concession_id}|{account_id}|{c.remaining}\n".encode())
         for (account_id, symbol, programme_id), (units, amount) in sorted(self.subsidised.items()):
             hasher.update(f"s|{account_id}|{symbol}|{programme_id}|{units}|{amount}\n".encode())
+        for strip in sorted(self.cascaded_strips):
+            hasher.update(f"x|{strip}\n".encode())
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-ready lists in a canonical order."""
@@ -1089,6 +1134,8 @@ class Accounts:
                 [cid, c.account_id, c.discount_bps, c.remaining, c.valid_from, c.valid_until]
                 for (cid, _), c in sorted(self.concessions.items())
             ],
+            # Only once a strip cascaded: older snapshots keep their bytes.
+            **({"cascaded_strips": sorted(self.cascaded_strips)} if self.cascaded_strips else {}),
         }
 
     @classmethod
@@ -1116,6 +1163,7 @@ class Accounts:
         accounts.concessions = {
             (e[0], e[1]): Concession(*e[1:]) for e in data.get("concessions", [])
         }
+        accounts.cascaded_strips = set(data.get("cascaded_strips", []))
         return accounts
 
 
@@ -1231,6 +1279,7 @@ _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
     FeeConceded: Accounts._fee_conceded,
     DiscountPoolFunded: Accounts._pool_funded,
     PlatformDiscounted: Accounts._platform_discounted,
+    StripCascaded: Accounts._strip_cascaded,
 }
 """Which rule folds each kind of event."""
 

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 
@@ -234,6 +235,20 @@ def parse_symbol(symbol: str) -> ContractSpec:
         raise SymbolError(f"invalid delivery hour {hour:02d} in symbol {symbol!r}")
     start = day.replace(hour=hour, tzinfo=CHINA_STANDARD_TIME)
     return ContractSpec(resource_class, region, start)
+
+
+@lru_cache(maxsize=4096)
+def strip_hours(symbol: str) -> int:
+    """How many hours one unit of a contract delivers: a strip's hours (its price is per
+    card-hour, its quantity cards in each hour, so its notional is price x quantity x this),
+    1 for an hour or any other contract. Asked on every order and trade, so remembered."""
+    if not _TERM_SYMBOL.match(symbol):
+        return 1
+    try:
+        spec = _parse_term(symbol)
+    except SymbolError:
+        return 1
+    return len(spec.hours()) if spec.is_strip else 1
 
 
 def _parse_term(symbol: str) -> ContractSpec:
@@ -487,10 +502,18 @@ class Catalogue:
         if spec is None:
             return f"contract {symbol!r} is not listed"
         if at_ms < self.lists_at(spec):
-            return f"contract {symbol!r} is not yet listed: it lists at {_cst(self.lists_at(spec))}"
-        return (
-            f"contract {symbol!r} is retired: its trading closed at {_cst(self.retires_at(spec))}"
-        )
+            return (
+                f"contract {symbol!r} is not yet listed: it lists at {cst_iso(self.lists_at(spec))}"
+            )
+        if spec.is_strip and at_ms >= self.cascades_at(spec):
+            hours = spec.hours()
+            return (
+                f"contract {symbol!r} is retired: it cascaded at {cst_iso(self.cascades_at(spec))} "
+                f"into its {len(hours)} hourly contracts {hours[0].symbol} to {hours[-1].symbol}"
+                "; trade those"
+            )
+        closed = cst_iso(self.retires_at(spec))
+        return f"contract {symbol!r} is retired: its trading closed at {closed}"
 
     def lists_at(self, spec: ContractSpec) -> int:
         """The log time (ms) from which a rolled contract is listed."""
@@ -616,7 +639,8 @@ def default_catalogue(
     return Catalogue(contracts, rules, listings)
 
 
-def _cst(at_ms: int) -> str:
+def cst_iso(at_ms: int) -> str:
+    """A log time (ms) as an ISO 8601 time in China Standard Time, for messages."""
     return (_EPOCH + timedelta(milliseconds=at_ms)).astimezone(CHINA_STANDARD_TIME).isoformat()
 
 

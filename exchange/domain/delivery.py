@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exchange.domain.accounts import BPS, Fees, Hasher
-from exchange.domain.catalogue import MarketRules, parse_symbol, to_utc_ms
+from exchange.domain.catalogue import MarketRules, parse_symbol, strip_hours, to_utc_ms
 from exchange.domain.messages import (
     BlockAccepted,
     CapacityRecalled,
@@ -41,7 +41,10 @@ from exchange.domain.messages import (
     OrderAccepted,
     RejectReason,
     RequestRejected,
+    StripCascaded,
+    StripPosition,
     scoped,
+    split_over_hours,
 )
 from matching import outputs as mo
 
@@ -92,6 +95,8 @@ class DeliveryDesk:
         scoped by provider): a recall sent again is refused, not done twice."""
         self._due: list[tuple[int, str, str, str]] = []
         """(window end, symbol, provider, buyer) of unsettled obligations, a heap."""
+        self.cascaded: set[str] = set()
+        """The strips that became positions in their hours (`StripCascades`)."""
 
     # What happens in the books ---------------------------------------------------------------
 
@@ -137,6 +142,8 @@ class DeliveryDesk:
                 case (mo.REDUCED | mo.AMENDED, _, order_id, _, _, _, remaining, _):
                     # The order rests with less.
                     self._shrink(order_id, remaining)
+                case (mo.STATE, symbol, mo.CLOSED | mo.DELIVERED, _) if strip_hours(symbol) > 1:
+                    caused.extend(StripCascades.of(self).at_close(symbol, stamp))
                 case (mo.STATE, symbol, mo.DELIVERED, _):
                     caused.extend(self._allocate(symbol, stamp))
         caused.extend(self._settle_due(stamp))
@@ -163,7 +170,7 @@ class DeliveryDesk:
         from_capacity, bond_per_unit = (True, 0) if sell is None else (sell[0], sell[1])
         if from_capacity:
             provision = self.provisions.setdefault(symbol, {}).setdefault(seller_id, Provision())
-            amount = price * quantity
+            amount = price * quantity * strip_hours(symbol)
             provision.units += quantity
             provision.amount += amount
             provision.bond += bond_per_unit * quantity
@@ -446,6 +453,9 @@ class DeliveryDesk:
                 for key, o in self.obligations.items()
             ),
             "recalls": sorted(self.recalls),
+            # Only once a strip cascaded: the snapshots and hashes of markets without strips
+            # keep their bytes.
+            **({"cascaded": sorted(self.cascaded)} if self.cascaded else {}),
         }
 
     @classmethod
@@ -454,6 +464,7 @@ class DeliveryDesk:
         desk = cls(rules)
         desk.sells = {entry[0]: list(entry[1:]) for entry in data["sells"]}
         desk.recalls = set(data.get("recalls", []))
+        desk.cascaded = set(data.get("cascaded", []))
         for symbol, provider, *figures in data["provisions"]:
             desk.provisions.setdefault(symbol, {})[provider] = Provision(*figures)
         for symbol, account, quantity in data["holdings"]:
@@ -464,6 +475,93 @@ class DeliveryDesk:
             if not obligation.disputed:
                 heapq.heappush(desk._due, (obligation.window_ends, symbol, provider, buyer))
         return desk
+
+
+class StripCascades:
+    """The cascade of strips into their hourly contracts, on the desk's provisions and
+    holdings (docs/DESIGN.md, "Strips and the cascade").
+
+    A strip's book closes when its first hour lists (the catalogue's `cascades_at`); the
+    engine expires its resting orders, then reports the close, and at that close the desk
+    turns the strip's positions into positions in each hour: a holder's entitlement of q into
+    q in every hour, a provider's sale of u units into a provision of u in every hour with its
+    escrow, bond and fee split over the hours by cumulative rounding. One `StripCascaded` says
+    so; risk and settlement fold it (escrow moves from the strip to its hours, deposited
+    capacity left unsold becomes capacity in each hour). A strip an operator delists before
+    then cascades at once, and cannot be listed again (`MarketStage`)."""
+
+    __slots__ = ("desk",)
+
+    def __init__(self, desk: DeliveryDesk) -> None:
+        self.desk = desk
+
+    @classmethod
+    def of(cls, desk: DeliveryDesk) -> StripCascades:
+        return cls(desk)
+
+    def at_close(self, symbol: str, stamp: EventStamp) -> list[Event]:
+        """The cascade a strip's close causes: at its cascade time, or when an operator delists
+        it before (its positions go to its hours at once, never stranded); once only."""
+        if symbol in self.desk.cascaded:
+            return []
+        return [self.cascade(symbol, stamp)]
+
+    def cascade(self, symbol: str, stamp: EventStamp) -> Event:
+        """Turn the strip's provisions and holdings into positions in its hours."""
+        desk = self.desk
+        if symbol in desk.cascaded:
+            raise StripAlreadyCascadedError(symbol)
+        desk.cascaded.add(symbol)
+        hours = [spec.symbol for spec in parse_symbol(symbol).hours()]
+        provisions = desk.provisions.pop(symbol, {})
+        holders = [
+            StripPosition(account_id=account, units=units)
+            for account, units in sorted(desk.holdings.pop(symbol, {}).items())
+            if units > 0
+        ]
+        escrow = [0] * len(hours)
+        for provider_id, provision in sorted(provisions.items()):
+            splits = zip(
+                *(
+                    split_over_hours(total, len(hours))
+                    for total in (provision.amount, provision.bond, provision.fee)
+                ),
+                strict=True,
+            )
+            for index, (hour, (amount, bond, fee)) in enumerate(zip(hours, splits, strict=True)):
+                part = desk.provisions.setdefault(hour, {}).setdefault(provider_id, Provision())
+                part.units += provision.units
+                part.amount += amount
+                part.bond += bond
+                part.fee += fee
+                escrow[index] += amount
+        for holder in holders:
+            for hour in hours:
+                held = desk.holdings.setdefault(hour, {})
+                held[holder.account_id] = held.get(holder.account_id, 0) + holder.units
+        return StripCascaded(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            symbol=symbol,
+            hours=hours,
+            holders=holders,
+            providers=[
+                StripPosition(
+                    account_id=provider_id, units=p.units, amount=p.amount, bond=p.bond, fee=p.fee
+                )
+                for provider_id, p in sorted(provisions.items())
+                if p.units
+            ],
+            escrow=escrow,
+        )
+
+
+class StripAlreadyCascadedError(RuntimeError):
+    """A strip was to cascade a second time: its positions already moved to its hours."""
+
+    def __init__(self, symbol: str) -> None:
+        super().__init__(f"strip {symbol!r} already cascaded into its hourly contracts")
+        self.symbol = symbol
 
 
 def _refused(

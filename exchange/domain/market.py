@@ -532,6 +532,10 @@ class MarketStage:
     def _list_by_operator(self, symbol: str, ts: int) -> bool:
         """Re-open a delisted contract, or list one of the grammar that has no book yet."""
         pre_open = self._rules[2]
+        if symbol in self.delivery.cascaded:
+            # Its positions are in its hours now: trading it again would sell them twice.
+            self.engine.refuse_listing(symbol, mo.RefusalReason.CONTRACT_CLOSED)
+            return False
         if symbol in self.engine.books:
             return self.engine.relist(ts, symbol, continuous=not pre_open)
         try:

@@ -82,6 +82,9 @@ from exchange.domain.messages.delivery import (
     RecallCapacity,
     ReportMetering,
     ResolveDispute,
+    StripCascaded,
+    StripPosition,
+    split_over_hours,
 )
 from exchange.domain.messages.funds import (
     CapacityDeposited,
@@ -247,6 +250,8 @@ __all__ = [
     "SetVoucherPolicy",
     "Side",
     "StpMode",
+    "StripCascaded",
+    "StripPosition",
     "SupplementApplication",
     "Symbol",
     "TimeInForce",
@@ -261,5 +266,6 @@ __all__ = [
     "event_from_dict",
     "exchange_order_id",
     "scoped",
+    "split_over_hours",
     "upcast",
 ]

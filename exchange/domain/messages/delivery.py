@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BaseModel,
+    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     StrictInt,
@@ -173,3 +175,41 @@ class DeliverySettled(Event):
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Settlements written before recalls were named keep their bytes.
         return omit_defaults(self, handler, {"recall_id": None})
+
+
+class StripPosition(BaseModel):
+    """One account's part of a strip as it cascades: an entitlement of `units` in every hour,
+    or what it sold from deposited capacity (`units` in every hour, the escrow `amount`, the
+    `bond` behind them and its `fee`, strip totals that split over the hours)."""
+
+    account_id: str
+    units: StrictInt
+    amount: StrictInt = 0
+    bond: StrictInt = 0
+    fee: StrictInt = 0
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StripCascaded(Event):
+    """A strip (a week, its nights, a month of a card or core class) became positions in its
+    hourly contracts when the first of them listed; its book had closed.
+
+    Each holder's entitlement becomes the same entitlement in every hour of `hours`; each
+    provider's sale becomes a provision in every hour, its escrow, bond and fee split over the
+    hours by cumulative rounding (`split_over_hours`); `escrow` is what moves from the strip's
+    escrow to each hour's, in the order of `hours`. Deposited capacity left unsold becomes the
+    same capacity in every hour (each account's own risk partition moves what it holds)."""
+
+    type: Literal["StripCascaded"] = "StripCascaded"
+    symbol: str
+    hours: list[str]
+    holders: list[StripPosition] = []
+    providers: list[StripPosition] = []
+    escrow: list[StrictInt] = []
+
+
+def split_over_hours(total: int, hours: int) -> list[int]:
+    """`total` in `hours` parts that add up to it exactly (cumulative rounding: part i is
+    total x (i + 1) // hours - total x i // hours)."""
+    return [total * (i + 1) // hours - total * i // hours for i in range(hours)]

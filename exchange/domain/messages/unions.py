@@ -38,6 +38,7 @@ from exchange.domain.messages.delivery import (
     RecallCapacity,
     ReportMetering,
     ResolveDispute,
+    StripCascaded,
 )
 from exchange.domain.messages.funds import (
     CapacityDeposited,
@@ -155,6 +156,7 @@ AnyEvent = Annotated[
     | MeteringReported
     | DeliveryDisputed
     | DeliverySettled
+    | StripCascaded
     | ProgrammeCreated
     | GrantApproved
     | ListingChanged
@@ -222,6 +224,7 @@ AnyMessage = Annotated[
     | MeteringReported
     | DeliveryDisputed
     | DeliverySettled
+    | StripCascaded
     | ProgrammeCreated
     | GrantApproved
     | SetAccountLimits

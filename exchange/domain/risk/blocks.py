@@ -94,6 +94,13 @@ def check_block(
     if missing:
         return state.not_listed(missing[0], at_ms)
     listed = [spec for spec in specs if spec is not None]
+    terms_in_block = [spec.symbol for spec in listed if spec.is_term]
+    if terms_in_block:
+        return (
+            RejectReason.INVALID_BLOCK,
+            f"a block is of hourly contracts; {terms_in_block[0]} covers a term and trades as "
+            "an order of its own",
+        )
     first = listed[0]
     if command.day_ahead and (refused := day_ahead_refusal(state, command.symbols, at_ms)):
         return refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exchange.domain.catalogue import strip_hours
 from exchange.domain.messages import (
     AccountLimitsSet,
     Event,
@@ -51,7 +52,7 @@ def over_limit(state: RiskState, account_id: str, quantity: int, notional: int) 
     # Only accounts an operator limited pay for this scan of the open orders.
     mine = [o for o in state.accounts.open_orders.values() if o.account_id == account_id]
     open_quantity = quantity + sum(o.remaining for o in mine)
-    open_notional = notional + sum(o.price * o.remaining for o in mine)
+    open_notional = notional + sum(o.price * o.remaining * strip_hours(o.symbol) for o in mine)
     if limits.max_open_quantity is not None and open_quantity > limits.max_open_quantity:
         return (
             f"open orders of {account_id} would come to {open_quantity} units, over its "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exchange.domain.accounts import BPS, Grant, OpenOrder
+from exchange.domain.catalogue import cst_iso, strip_hours, to_utc_ms
 from exchange.domain.messages import (
     AmendOrder,
     AmendRejected,
@@ -141,16 +142,17 @@ def amend_order(state: RiskState, command: AmendOrder, stamp: EventStamp) -> Eve
             order, order.price, order.remaining
         )
         extra = max(0, needed)
+        hours = strip_hours(order.symbol)
         over = over_limit(
             state,
             order.account_id,
             quantity - order.remaining,
-            price * quantity - order.price * order.remaining,
+            (price * quantity - order.price * order.remaining) * hours,
         )
         if contract is not None and price % contract.tick_size:
             reason = RejectReason.PRICE_NOT_ON_TICK
             message = f"price {price} is not a multiple of the tick size {contract.tick_size}"
-        elif past := order_past_ceiling(price, quantity):
+        elif past := order_past_ceiling(price, quantity * hours):
             reason = RejectReason.CEILING_EXCEEDED
             message = past
         elif over:
@@ -234,6 +236,8 @@ def _check_order(
 ) -> tuple[_Terms, RejectReason | None, str]:
     terms = _Terms(command.price)
     contract = state.listed(command.symbol, at_ms)
+    if contract is None and (closed := _resale_closed(state, command, at_ms)):
+        return terms, RejectReason.CONTRACT_CLOSED, closed
     if contract is None:
         return (terms, *state.not_listed(command.symbol, at_ms))
     if command.day_ahead and (refused := day_ahead_refusal(state, [command.symbol], at_ms)):
@@ -251,9 +255,13 @@ def _check_order(
             RejectReason.DUPLICATE_ORDER_ID,
             f"order id {command.order_id!r} was used before by {command.account_id}",
         )
-    if past := order_past_ceiling(command.price, command.quantity):
+    # A strip's price is per card-hour and its quantity cards in each of its hours.
+    hours = strip_hours(command.symbol)
+    if past := order_past_ceiling(command.price, command.quantity * hours):
         return terms, RejectReason.CEILING_EXCEEDED, past
-    over = over_limit(state, command.account_id, command.quantity, command.price * command.quantity)
+    over = over_limit(
+        state, command.account_id, command.quantity, command.price * command.quantity * hours
+    )
     if over:
         return terms, RejectReason.ACCOUNT_LIMIT_EXCEEDED, over
     if command.side == "sell":
@@ -281,6 +289,25 @@ def _check_order(
     return terms, None, ""
 
 
+def _resale_closed(state: RiskState, command: PlaceOrder, at_ms: int) -> str:
+    """Why a resale of an hour the seller holds cannot be placed, once that hour's trading
+    closed (it is being delivered, or was): "" if the seller holds none of it, or it is not an
+    hour whose gate passed."""
+    symbol = command.symbol
+    held = state.accounts.positions.get((command.account_id, symbol), 0)
+    spec = state.catalogue.get(symbol)
+    if command.side != "sell" or held <= 0 or spec is None or spec.is_term:
+        return ""
+    closed = state.catalogue.retires_at(spec)
+    if at_ms < closed:
+        return ""
+    return (
+        f"{command.account_id} holds {held} units of {symbol}, but its trading closed at "
+        f"{cst_iso(closed)} and it is delivered from {cst_iso(to_utc_ms(spec.delivery_start))}"
+        ": an hour already delivered, or about to be, cannot be resold"
+    )
+
+
 def _check_sell(
     state: RiskState, command: PlaceOrder, terms: _Terms
 ) -> tuple[_Terms, RejectReason | None, str]:
@@ -288,7 +315,8 @@ def _check_sell(
     accounts = state.accounts
     account, symbol, quantity = command.account_id, command.symbol, command.quantity
     if not accounts.shortfall(account, symbol, "sell", command.price, quantity):
-        terms.bond_per_unit = accounts.bond_per_unit(command.price)
+        # A unit of a strip is a card in each of its hours: its bond is that many hours'.
+        terms.bond_per_unit = accounts.bond_per_unit(command.price * strip_hours(symbol))
         bond = terms.bond_per_unit * quantity
         available = accounts.available_cash(account)
         if bond > available:
@@ -322,7 +350,9 @@ def _reserve_voucher(
         return RejectReason.NOT_ELIGIBLE, why
     if command.order_type != "limit":
         return RejectReason.NOT_ELIGIBLE, "a voucher applies to limit orders only"
-    quantity = command.quantity
+    # The voucher applies to a strip's whole amount, capped once per hourly contract.
+    hours = strip_hours(command.symbol)
+    quantity = command.quantity * hours
     price = command.price
     if command.limit_basis == "net":
         # The highest gross price on the tick whose cost after the voucher stays within
@@ -331,13 +361,14 @@ def _reserve_voucher(
         while high - low > 1:
             middle = (low + high) // 2
             gross = middle * tick
-            if gross * quantity - grant.voucher_for(gross * quantity) <= command.price * quantity:
+            gross_amount = gross * quantity
+            if gross_amount - grant.voucher_for(gross_amount, hours) <= command.price * quantity:
                 low = middle
             else:
                 high = middle
         price = low * tick
     terms.price = price
-    terms.voucher_reserved = grant.voucher_for(price * quantity)
+    terms.voucher_reserved = grant.voucher_for(price * quantity, hours)
     terms.voucher_rate_bps = grant.rate_bps
     terms.voucher_related = list(grant.related)
     return None, ""

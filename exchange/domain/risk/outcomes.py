@@ -18,6 +18,7 @@ from exchange.domain.messages import (
     OrderCancelled,
     OrderReduced,
     PlatformDiscounted,
+    StripCascaded,
     TradeExecuted,
     VoucherPolicySet,
 )
@@ -35,10 +36,11 @@ Outcome = (
     | ListingChanged
     | EnterpriseRegistered
     | VoucherPolicySet
+    | StripCascaded
 )
 """What matching feeds back to the risk stage: everything that moves a hold or a balance, and
 to every partition the listings operators change, enterprises' registrations and the voucher
-policy."""
+policy, and every strip's cascade (whoever holds its capacity, entitlements or escrow)."""
 OUTCOME_TYPES = get_args(Outcome)
 
 

@@ -100,7 +100,15 @@ class RiskState:
         why = self.delisted.get(symbol)
         if why is not None:
             return RejectReason.CONTRACT_DELISTED, why
+        if self.strip_cascaded(symbol, at_ms):
+            return RejectReason.CONTRACT_CLOSED, self.catalogue.why_not_listed(symbol, at_ms)
         return RejectReason.UNKNOWN_CONTRACT, self.catalogue.why_not_listed(symbol, at_ms)
+
+    def strip_cascaded(self, symbol: str, at_ms: int) -> bool:
+        """Whether `symbol` is a strip of the catalogue whose cascade time has come: it is
+        retired, its positions are in its hourly contracts."""
+        spec = self.catalogue.get(symbol)
+        return spec is not None and spec.is_strip and at_ms >= self.catalogue.cascades_at(spec)
 
     def not_operator(self, command: OperatorCommand) -> str:
         """Why the command is not an operator's or programme administrator's ("" if its

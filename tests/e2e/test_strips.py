@@ -1,0 +1,173 @@
+"""A week of cards through the API, embedded and on Kafka and PostgreSQL, on a test clock: it is
+listed with its term and hours, bought at a price per card-hour, cascades into its 168 hourly
+contracts when the first of them lists, and an hour of it is resold; the cascaded week refuses
+orders saying into what it cascaded; the statement shows the cascade; the audit's replay
+reproduces every state hash settlement recorded and finds money and capacity conserved.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+
+from cx.settings import Settings
+from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
+from exchange.domain.messages import ControlMarket
+from settlement.audit import audit
+from settlement.service import SettlementRunner
+from tests.e2e.harness import RunningExchange, running_exchange, settle
+
+pytestmark = pytest.mark.e2e
+
+WEEK = "H100-80G.GZ.W20271206"
+FIRST = "H100-80G.GZ.20271206T00"
+FIFTH = "H100-80G.GZ.20271206T05"
+TRADING = to_utc_ms(datetime(2027, 11, 29, 10, tzinfo=CHINA_STANDARD_TIME))
+CASCADE = to_utc_ms(datetime(2027, 12, 4, tzinfo=CHINA_STANDARD_TIME))
+
+
+class LogClock:
+    """The log's clock: stands still until the test moves it."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+async def _post(
+    exchange: RunningExchange, account: str, path: str, body: Any, role: str = "buyer"
+) -> Any:
+    client = await exchange.as_(account, role)
+    response = await client.post(path, json=body)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+async def _account(exchange: RunningExchange, account: str) -> Any:
+    return (await (await exchange.as_(account)).get(f"/v1/accounts/{account}")).json()
+
+
+def _order(symbol: str, side: str, price: int, quantity: int) -> dict[str, Any]:
+    return {"symbol": symbol, "side": side, "price": price, "quantity": quantity}
+
+
+async def test_a_week_is_bought_cascaded_and_resold_by_the_hour(
+    exchange_settings: Settings,
+) -> None:
+    settings = exchange_settings.model_copy(
+        update={
+            "listings": "H100-80G.GZ",
+            "listing_days": 2,
+            "term_days": 14,
+            "fees": "H100-80G:-10:20",
+            "bond_bps": 333,
+        }
+    )
+    clock = LogClock(TRADING)
+    async with running_exchange(settings, clock) as exchange:
+        deposit = {"kind": "cash", "amount": 1_000_000}
+        for account, role in (("p1", "provider"), ("b1", "buyer"), ("b2", "buyer")):
+            await _post(exchange, account, f"/v1/accounts/{account}/deposits", deposit, role)
+        capacity = {"kind": "capacity", "symbol": WEEK, "quantity": 10}
+        await _post(exchange, "p1", "/v1/accounts/p1/deposits", capacity, "provider")
+        # The market data's clock is the log's: listings show once a record moved it.
+        await settle(exchange.runtime)
+        contract = (await exchange.client.get(f"/v1/contracts/{WEEK}")).json()
+        assert {k: contract[k] for k in ("term", "hours", "cascades_at", "delivery_end")} == {
+            "term": "W",
+            "hours": 168,
+            "cascades_at": "2027-12-04T00:00:00+08:00",
+            "delivery_end": "2027-12-13T00:00:00+08:00",
+        }
+        listed = (await exchange.client.get("/v1/contracts")).json()
+        assert {c["symbol"]: c["term"] for c in listed if c["term"] != "H"} == {
+            "H100-80G.GZ.W20271206": "W",
+            "H100-80G.GZ.N20271206": "N",
+            "H100-80G.GZ.W20271213": "W",
+            "H100-80G.GZ.N20271213": "N",
+        }
+
+        await _post(exchange, "p1", "/v1/orders", _order(WEEK, "sell", 1_010, 4), "provider")
+        await _post(exchange, "b1", "/v1/orders", _order(WEEK, "buy", 1_010, 4))
+        await settle(exchange.runtime)
+
+        # 4 cards x 168 hours x 10.10 元 and the 0.2% taker fee; the provider's bond, 3.33%
+        # of a card's week (5,650.344 fen, rounded up), behind each card sold.
+        b1 = await _account(exchange, "b1")
+        assert b1["cash"] == {"available": 1_000_000 - 678_720 - 1_357, "held": 0}
+        assert b1["positions"] == [{"symbol": WEEK, "quantity": 4}]
+        p1 = await _account(exchange, "p1")
+        assert p1["cash"] == {"available": 1_000_000 - 4 * 5_651, "held": 0}
+        trades = (await exchange.client.get(f"/v1/contracts/{WEEK}/trades")).json()
+        assert [(t["price"], t["quantity"]) for t in trades] == [(1_010, 4)]
+
+        clock.now_ms = CASCADE
+        await exchange.runtime.submit(
+            ControlMarket(operator_id="clock", action="tick", symbol=FIRST)
+        )
+        await settle(exchange.runtime)
+
+        # The week's position and capacity are emptied into its hours.
+        b1 = await _account(exchange, "b1")
+        held = {p["symbol"]: p["quantity"] for p in b1["positions"]}
+        assert held.pop(WEEK) == 0
+        assert len(held) == 168
+        assert set(held.values()) == {4}
+        assert held[FIRST] == 4
+        p1 = await _account(exchange, "p1")
+        capacity = {c["symbol"]: (c["available"], c["held"]) for c in p1["capacity"]}
+        assert capacity.pop(WEEK) == (0, 0)
+        assert len(capacity) == 168
+        assert set(capacity.values()) == {(6, 0)}
+
+        late = await (await exchange.as_("b2")).post(
+            "/v1/orders", json=_order(WEEK, "buy", 1_010, 1)
+        )
+        assert late.status_code in (404, 422), late.text
+        assert late.json()["detail"] == (
+            f"contract {WEEK!r} is retired: it cascaded at 2027-12-04T00:00:00+08:00 into its "
+            f"168 hourly contracts {FIRST} to H100-80G.GZ.20271212T23; trade those"
+        )
+
+        await _post(exchange, "b1", "/v1/orders", _order(FIFTH, "sell", 1_200, 1))
+        await _post(exchange, "b2", "/v1/orders", _order(FIFTH, "buy", 1_200, 1))
+        await settle(exchange.runtime)
+        b1 = await _account(exchange, "b1")
+        # Paid 12.00 元 out of the hour's escrow with a 1 fen maker rebate.
+        assert b1["cash"]["available"] == 1_000_000 - 678_720 - 1_357 + 1_200 + 1
+        assert {p["symbol"]: p["quantity"] for p in b1["positions"]}[FIFTH] == 3
+        b2 = await _account(exchange, "b2")
+        assert b2["cash"] == {"available": 1_000_000 - 1_200 - 2, "held": 0}
+
+        statement = (
+            await (await exchange.as_("b1")).get("/v1/statements", params={"month": "2027-12"})
+        ).json()
+        assert [
+            (c["symbol"], c["role"], c["units"], c["hours"]) for c in statement["cascades"]
+        ] == [(WEEK, "holder", 4, 168)]
+        pdf = await (await exchange.as_("b1")).get(
+            "/v1/statements", params={"month": "2027-12", "format": "pdf"}
+        )
+        text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+        assert "Strips cascaded into their hourly contracts" in text
+        assert WEEK in text
+        provider = (
+            await (await exchange.as_("p1")).get("/v1/statements", params={"month": "2027-12"})
+        ).json()
+        assert [(c["role"], c["units"], c["amount"]) for c in provider["cascades"]] == [
+            ("provider", 4, 678_720)
+        ]
+
+        # The audit replays the store from the start: the state it reaches is the one
+        # settlement keeps live, and it finds money and capacity conserved across the cascade.
+        report = await audit(exchange.runtime.store, exchange.runtime.catalogue)
+        assert report.discrepancies == []
+        settlement = exchange.runtime.running["settlement"]
+        assert isinstance(settlement, SettlementRunner)
+        assert report.state_hash == settlement.projection.state.state_hash()
