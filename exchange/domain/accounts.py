@@ -63,6 +63,7 @@ from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
     BlockAccepted,
+    BundleDrawn,
     CapacityDeposited,
     CapacityWithdrawn,
     ConcessionGranted,
@@ -87,6 +88,8 @@ Owns = Callable[[str], bool]
 """Whether this instance keeps the balances of an account (or `programme:ID`)."""
 
 BPS = 10_000
+TOKENS_PER_UNIT = 1_000_000
+"""A token contract's unit is a million tokens; a bundle's metering counts tokens."""
 
 CEILING = 10**18
 """The most an amount on the exchange may come to, in fen or units: all the money inside it
@@ -778,18 +781,26 @@ class Accounts:
         return part
 
     def _claw_back(
-        self, account_id: str, symbol: str, leaving: int, refunded: int, limit: int
+        self,
+        account_id: str,
+        symbol: str,
+        leaving: int,
+        refunded: int,
+        limit: int,
+        parts_per_unit: int = 1,
     ) -> list[tuple[str, int]]:
         """Voucher parts to return, per programme, as `leaving` units of `account_id`'s
         entitlement in `symbol` go (resold, or delivered and settled), of which `refunded` were
         paid back: the voucher follows the units pro rata, the refunded units' part returns to
-        the grant, at most `limit` in all. Call before the position falls."""
+        the grant, at most `limit` in all. `refunded` counts `parts_per_unit` parts of a unit
+        (a token bundle's unused tokens, a million to the unit). Call before the position
+        falls."""
         clawed: list[tuple[str, int]] = []
         held = self.positions.get((account_id, symbol), 0)
         for (account, held_symbol, programme), entry in sorted(self.subsidised.items()):
             if account != account_id or held_symbol != symbol or not held:
                 continue
-            part = min(entry[1] * refunded // held, limit)
+            part = min(entry[1] * refunded // (held * parts_per_unit), limit)
             entry[0] -= entry[0] * leaving // held
             entry[1] -= entry[1] * leaving // held
             limit -= part
@@ -943,6 +954,19 @@ class Accounts:
             self._release_bond(order, order.bond_per_unit * order.remaining, cancelled, owns)
         self._finish(order, f"{cancelled.event_id}/done", cancelled.ts, owns)
 
+    def _drawn(self, drawn: BundleDrawn, owns: Owns | None) -> None:
+        """Pay a token bundle's provider for the tokens a metering report drew down, out of
+        the escrow, less its fee's share; the holder's entitlement stays until it settles."""
+        provider = drawn.provider_id
+        legs = [
+            (f"escrow:{drawn.symbol}", -drawn.paid),
+            (f"cash:{provider}", drawn.paid - drawn.fee),
+            *_fee_legs(drawn.fee),
+        ]
+        if owns is None or owns(provider):
+            self._concede(provider, drawn.fee, drawn.event_id, None, drawn.ts)
+        self._post(drawn.event_id, "bundle_draw", drawn.ts, legs, owns)
+
     def _delivered(self, settled: DeliverySettled, owns: Owns | None) -> None:
         provider, buyer, symbol = settled.provider_id, settled.buyer_id, settled.symbol
         legs = [
@@ -956,13 +980,21 @@ class Accounts:
             self._concede(provider, settled.fee, settled.event_id, None, settled.ts)
         if owns is None or owns(buyer):
             key = (buyer, symbol)
-            clawback = self._claw_back(
-                buyer,
-                symbol,
-                settled.quantity,
-                settled.quantity - settled.delivered,
-                settled.refund + settled.penalty,
-            )
+            if settled.used is None:
+                clawback = self._claw_back(
+                    buyer,
+                    symbol,
+                    settled.quantity,
+                    settled.quantity - settled.delivered,
+                    settled.refund + settled.penalty,
+                )
+            else:
+                # A token bundle: the voucher's share of the unused tokens returns, as an
+                # hour's undelivered units' does.
+                unused = settled.quantity * TOKENS_PER_UNIT - settled.used
+                clawback = self._claw_back(
+                    buyer, symbol, settled.quantity, unused, settled.refund, TOKENS_PER_UNIT
+                )
             legs += [(f"cash:{buyer}", -c) for _, c in clawback]
             legs += [(f"grant:{p}:{buyer}", c) for p, c in clawback]
             self.positions[key] = self.positions.get(key, 0) - settled.quantity
@@ -1225,6 +1257,7 @@ _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
     OrderReduced: Accounts._reduced,
     OrderCancelled: Accounts._cancelled,
     DeliverySettled: Accounts._delivered,
+    BundleDrawn: Accounts._drawn,
     ProgrammeCreated: Accounts._programme_created,
     GrantApproved: Accounts._grant_approved,
     ConcessionGranted: Accounts._concession_granted,

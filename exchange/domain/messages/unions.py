@@ -28,6 +28,7 @@ from exchange.domain.messages.dayahead import (
     PlaceExclusiveGroup,
 )
 from exchange.domain.messages.delivery import (
+    BundleDrawn,
     CapacityRecalled,
     DeliveryDisputed,
     DeliveryObligation,
@@ -155,6 +156,7 @@ AnyEvent = Annotated[
     | MeteringReported
     | DeliveryDisputed
     | DeliverySettled
+    | BundleDrawn
     | ProgrammeCreated
     | GrantApproved
     | ListingChanged
@@ -222,6 +224,7 @@ AnyMessage = Annotated[
     | MeteringReported
     | DeliveryDisputed
     | DeliverySettled
+    | BundleDrawn
     | ProgrammeCreated
     | GrantApproved
     | SetAccountLimits
