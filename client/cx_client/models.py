@@ -548,8 +548,10 @@ class Delivery(Model):
     bond: int
     fee: int
     window_ends: int
-    status: Literal["owed", "metered", "disputed", "settled", "recalled"]
+    status: Literal["owed", "metered", "drawing", "disputed", "settled", "recalled"]
+    """`drawing`: a token bundle being drawn down by metering."""
     delivered: int | None
+    """Units delivered; of a token bundle, tokens used."""
     paid: int | None
     refund: int | None
     penalty: int | None
