@@ -10,6 +10,7 @@ journal) runs them, with the token family listed for a month ahead.
 from __future__ import annotations
 
 import hashlib
+from fractions import Fraction
 
 from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import (
@@ -23,9 +24,11 @@ from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     BundleDrawn,
     ControlMarket,
+    DeliveryDisputed,
     DeliveryObligation,
     DeliverySettled,
     DepositCapacity,
+    DisputeDelivery,
     Event,
     EventStamp,
     OrderAccepted,
@@ -33,9 +36,11 @@ from exchange.domain.messages import (
     RejectReason,
     ReportMetering,
     RequestRejected,
+    ResolveDispute,
     TradeExecuted,
 )
 from exchange.domain.risk import RiskStage
+from exchange.domain.token_basis import TOKEN_BASIS
 from tests.test_bank import SEAL, Bank, funds
 from tests.test_vouchers import VoucherBank, programme
 
@@ -301,3 +306,52 @@ def test_replay_and_a_snapshot_reproduce_the_live_state() -> None:
     assert fold_digest.hexdigest() == live_digest.hexdigest()
     assert fold.cash["p1"] == bank.ledger.cash["p1"] != Balance()
     assert [e for e in bank.events if isinstance(e, TradeExecuted)]
+
+
+def test_a_disputed_bundle_settles_at_the_tokens_an_operator_finds_used() -> None:
+    bank = bundle_bank()
+    provider_and_buyer(bank)
+    bank.send(buy("b1", "b1", 1_234, 10))
+    tick(bank, START)
+    bank.send(meter("m1", 2_000_000), START + DAY)
+    disputed = bank.send(
+        DisputeDelivery(
+            dispute_id="x1", account_id="b1", symbol=BUNDLE, provider_id="p1", reason="padded"
+        ),
+        START + DAY + 1,
+    )
+    assert any(isinstance(e, DeliveryDisputed) for e in disputed)
+    frozen = answer(bank.send(meter("m2", 1), START + DAY + 2))
+    assert isinstance(frozen, RequestRejected)
+    assert frozen.reason is RejectReason.DELIVERY_WINDOW_CLOSED
+    # Nothing settles by itself while disputed, even after the window.
+    assert not [e for e in tick(bank, END + 3 * HOUR) if isinstance(e, DeliverySettled)]
+    beyond = answer(bank.send(resolve(10_000_001), END + 3 * HOUR + 1))
+    assert isinstance(beyond, RequestRejected)
+    assert beyond.reason is RejectReason.METERING_EXCEEDS_BUNDLE
+    settled = [
+        e for e in bank.send(resolve(2_500_000), END + 4 * HOUR) if isinstance(e, DeliverySettled)
+    ]
+    # 12,340 x 2,500,000 // 10,000,000 = 3,085 in all: 2,468 paid as metered, 617 now.
+    assert [(s.used, s.paid, s.refund, s.bond, s.penalty, s.resolved_by) for s in settled] == [
+        (2_500_000, 617, 12_340 - 3_085, 1_240, 0, "ops")
+    ]
+    assert bank.ledger.trial_balance() == 0
+
+
+def resolve(tokens: int) -> ResolveDispute:
+    return ResolveDispute(
+        operator_id="ops", symbol=BUNDLE, provider_id="p1", buyer_id="b1", delivered=tokens
+    )
+
+
+def test_the_token_basis_states_its_sources_and_compares_prices_per_character() -> None:
+    qwen, deepseek, glm = (TOKEN_BASIS.models[c] for c in ("TOK-QWEN", "TOK-DEEPSEEK", "TOK-GLM"))
+    assert (qwen.tokens_per_character, deepseek.tokens_per_character) == (1, Fraction(3, 5))
+    assert glm.tokens_per_character is None
+    assert all(m.source and m.url.startswith("https://") for m in (qwen, deepseek, glm))
+    # 8 元 per million DeepSeek tokens is 4.80 元 per million characters; Qwen's 6 元 is 6 元.
+    assert TOKEN_BASIS.price_per_million_characters(800, "TOK-DEEPSEEK") == 480
+    assert TOKEN_BASIS.price_per_million_characters(600, "TOK-QWEN") == 600
+    assert TOKEN_BASIS.price_per_million_characters(600, "TOK-GLM") is None
+    assert TOKEN_BASIS.price_per_million_characters(600, "H100-80G") is None
