@@ -727,7 +727,8 @@ class MatchingRunner(StageRunner[MarketPartition]):
         elif isinstance(event, DeliverySettled):
             accounts = {event.provider_id, event.buyer_id}
         elif isinstance(event, BundleDrawn):
-            accounts = {event.provider_id}
+            # The provider is paid; the holder's risk learns what it may no longer resell.
+            accounts = {event.provider_id, event.buyer_id}
         elif isinstance(
             event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected | GrantApproved
         ):

@@ -23,6 +23,7 @@ from exchange.domain.catalogue import (
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     BundleDrawn,
+    CancelOrder,
     ControlMarket,
     DeliveryDisputed,
     DeliveryObligation,
@@ -32,6 +33,7 @@ from exchange.domain.messages import (
     Event,
     EventStamp,
     OrderAccepted,
+    OrderRejected,
     PlaceOrder,
     RejectReason,
     ReportMetering,
@@ -39,9 +41,9 @@ from exchange.domain.messages import (
     ResolveDispute,
     TradeExecuted,
 )
-from exchange.domain.risk import RiskStage
+from exchange.domain.risk import OUTCOME_TYPES, RiskStage
 from exchange.domain.token_basis import TOKEN_BASIS
-from tests.test_bank import SEAL, Bank, funds
+from tests.test_bank import SEAL, Bank, funds, sealed
 from tests.test_vouchers import VoucherBank, programme
 
 BUNDLE = "TOK-QWEN.YRD.M202712"
@@ -355,3 +357,73 @@ def test_the_token_basis_states_its_sources_and_compares_prices_per_character() 
     assert TOKEN_BASIS.price_per_million_characters(600, "TOK-QWEN") == 600
     assert TOKEN_BASIS.price_per_million_characters(600, "TOK-GLM") is None
     assert TOKEN_BASIS.price_per_million_characters(600, "H100-80G") is None
+
+
+def test_drawn_units_cannot_be_resold_nor_offered_units_drawn() -> None:
+    bank = bundle_bank()
+    provider_and_buyer(bank)
+    bank.send(funds("b2", 100_000))
+    bank.send(buy("b1", "b1", 1_234, 10))
+    tick(bank, START)
+    bank.send(meter("m1", 6_000_001), START + DAY)
+    # 6,000,001 tokens draw into 7 whole millions: 3 may be resold, not 4.
+    refused = bank.send(sell("r1", "b1", 1_200, 4), START + DAY + 1)[0]
+    assert isinstance(refused, OrderRejected)
+    assert refused.reason is RejectReason.INSUFFICIENT_CAPACITY
+    assert isinstance(bank.send(sell("r2", "b1", 1_200, 3), START + DAY + 2)[0], OrderAccepted)
+    # While 3 are offered, metering may not draw into them.
+    offered = answer(bank.send(meter("m2", 999_999), START + DAY + 3))
+    assert isinstance(offered, BundleDrawn)
+    into = answer(bank.send(meter("m3", 1), START + DAY + 4))
+    assert isinstance(into, RequestRejected)
+    assert into.reason is RejectReason.BUNDLE_OFFERED_FOR_RESALE
+    bank.send(CancelOrder(order_id="r2", account_id="b1"), START + DAY + 5)
+    assert isinstance(answer(bank.send(meter("m3", 1), START + DAY + 6)), BundleDrawn)
+
+
+class StaleRiskBank(Bank):
+    """Risk that has not yet learned of the draw-downs (fed back after a resale arrives)."""
+
+    def send(self, command, at=None):  # type: ignore[no-untyped-def]
+        command = sealed(command)
+        self.ts = self.ts + 1 if at is None else at
+        self.offset += 1
+        decided = self.risk.handle(command, EventStamp("c", 0, self.offset, self.ts))
+        out = [decided, *self.market.handle(decided, EventStamp("o", 0, self.offset, self.ts))]
+        fed_back = EventStamp("f", 0, self.offset, self.ts)
+        for event in list(out):
+            self.ledger.apply(event)
+            if isinstance(event, BundleDrawn):
+                continue
+            if isinstance(event, OUTCOME_TYPES) and event.event_id.startswith("o:"):
+                for conceded in self.risk.apply_outcome(event, lambda _: True, fed_back):
+                    self.ledger.apply(conceded)
+                    out.append(conceded)
+        self.events.extend(out)
+        return out
+
+
+def test_a_resale_that_raced_a_draw_down_moves_the_drawn_tokens_and_loses_nothing() -> None:
+    bank = StaleRiskBank(RULES)
+    _wire(bank, RULES)
+    provider_and_buyer(bank)
+    bank.send(funds("b2", 100_000))
+    bank.send(buy("b1", "b1", 1_234, 10))
+    tick(bank, START)
+    bank.send(meter("m1", 9_500_000), START + DAY)  # 11,723 paid
+    bank.send(sell("r1", "b1", 1_200, 10), START + DAY + 1)
+    moved = bank.send(buy("b2", "b2", 1_200, 10), START + DAY + 2)
+    owed = [(o.buyer_id, o.quantity, o.amount) for o in moved if isinstance(o, DeliveryObligation)]
+    # All 10 move, with the 9,500,000 tokens drawn and the 11,723 paid for them.
+    assert owed == [("b2", 10, 12_340)]
+    assert bank.market.delivery.drawdowns[(BUNDLE, "p1", "b2")].paid == 11_723
+    rest = answer(bank.send(meter("m2", 500_000, buyer="b2"), START + DAY + 3))
+    assert isinstance(rest, BundleDrawn)
+    settled = {e.buyer_id: e for e in tick(bank, END + 3 * HOUR) if isinstance(e, DeliverySettled)}
+    assert (settled["b1"].quantity, settled["b1"].refund) == (0, 0)
+    assert (settled["b2"].quantity, settled["b2"].used, settled["b2"].refund) == (10, 10_000_000, 0)
+    assert sum(d.paid for d in bank.of(BundleDrawn)) == 12_340
+    assert bank.ledger.positions.get(("b1", BUNDLE), 0) == 0
+    assert bank.ledger.positions.get(("b2", BUNDLE), 0) == 0
+    assert bank.ledger.ledger.get(f"escrow:{BUNDLE}", 0) == 0
+    assert bank.ledger.trial_balance() == 0

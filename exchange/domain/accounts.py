@@ -366,6 +366,11 @@ class Accounts:
         """Entitlements: units of a contract an account bought and still holds."""
         self.resale_held: dict[tuple[str, str], int] = {}
         """Entitlements held for open resale orders."""
+        self.bundle_used: dict[tuple[str, str, str], int] = {}
+        """(holder, bundle, provider) -> tokens drawn down so far, until it settles."""
+        self.bundle_drawn_units: dict[tuple[str, str], int] = {}
+        """(holder, bundle) -> whole units drawn into (each provider's tokens rounded up):
+        entitlement that can no longer be resold."""
         self.ledger: dict[str, int] = {}
         """Every ledger account other than cash and held."""
         self.open_orders: dict[str, OpenOrder] = {}
@@ -414,7 +419,8 @@ class Accounts:
     def available_entitlement(self, account_id: str, symbol: str) -> int:
         """Entitlement the account may resell now."""
         key = (account_id, symbol)
-        return self.positions.get(key, 0) - self.resale_held.get(key, 0)
+        drawn = self.bundle_drawn_units.get(key, 0) if self.bundle_drawn_units else 0
+        return self.positions.get(key, 0) - self.resale_held.get(key, 0) - drawn
 
     # Bonds and holds -------------------------------------------------------------------------
 
@@ -965,7 +971,22 @@ class Accounts:
         ]
         if owns is None or owns(provider):
             self._concede(provider, drawn.fee, drawn.event_id, None, drawn.ts)
+        if owns is None or owns(drawn.buyer_id):
+            self._note_bundle_use(drawn.buyer_id, drawn.symbol, provider, drawn.used)
         self._post(drawn.event_id, "bundle_draw", drawn.ts, legs, owns)
+
+    def _note_bundle_use(self, holder: str, symbol: str, provider: str, used: int | None) -> None:
+        """Keep the units of a holder's bundle drawn into (None: its obligation settled)."""
+        key = (holder, symbol, provider)
+        before = -(-self.bundle_used.pop(key, 0) // TOKENS_PER_UNIT)
+        after = 0 if used is None else -(-used // TOKENS_PER_UNIT)
+        if used:
+            self.bundle_used[key] = used
+        units = self.bundle_drawn_units.get((holder, symbol), 0) + after - before
+        if units:
+            self.bundle_drawn_units[(holder, symbol)] = units
+        else:
+            self.bundle_drawn_units.pop((holder, symbol), None)
 
     def _delivered(self, settled: DeliverySettled, owns: Owns | None) -> None:
         provider, buyer, symbol = settled.provider_id, settled.buyer_id, settled.symbol
@@ -995,6 +1016,7 @@ class Accounts:
                 clawback = self._claw_back(
                     buyer, symbol, settled.quantity, unused, settled.refund, TOKENS_PER_UNIT
                 )
+                self._note_bundle_use(buyer, symbol, provider, None)
             legs += [(f"cash:{buyer}", -c) for _, c in clawback]
             legs += [(f"grant:{p}:{buyer}", c) for p, c in clawback]
             self.positions[key] = self.positions.get(key, 0) - settled.quantity
@@ -1102,6 +1124,8 @@ class Accounts:
             hasher.update(f"n|{concession_id}|{account_id}|{c.remaining}\n".encode())
         for (account_id, symbol, programme_id), (units, amount) in sorted(self.subsidised.items()):
             hasher.update(f"s|{account_id}|{symbol}|{programme_id}|{units}|{amount}\n".encode())
+        for (holder, symbol, provider), used in sorted(self.bundle_used.items()):
+            hasher.update(f"u|{holder}|{symbol}|{provider}|{used}\n".encode())
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-ready lists in a canonical order."""
@@ -1117,6 +1141,12 @@ class Accounts:
             "programmes": [_programme_entry(p) for _, p in sorted(self.programmes.items())],
             "grants": [_grant_entry(g) for _, g in sorted(self.grants.items())],
             "subsidised": [[*key, *value] for key, value in sorted(self.subsidised.items())],
+            # Only once a bundle is drawn down, so older snapshots read as before.
+            **(
+                {"bundle_used": [[*k, u] for k, u in sorted(self.bundle_used.items())]}
+                if self.bundle_used
+                else {}
+            ),
             "concessions": [
                 [cid, c.account_id, c.discount_bps, c.remaining, c.valid_from, c.valid_until]
                 for (cid, _), c in sorted(self.concessions.items())
@@ -1145,6 +1175,8 @@ class Accounts:
         accounts.programmes = {e[0]: _programme_from(e) for e in data.get("programmes", [])}
         accounts.grants = {(e[0], e[1]): Grant(*e) for e in data.get("grants", [])}
         accounts.subsidised = {(a, s, p): [u, v] for a, s, p, u, v in data.get("subsidised", [])}
+        for holder, symbol, provider, used in data.get("bundle_used", []):
+            accounts._note_bundle_use(holder, symbol, provider, used)
         accounts.concessions = {
             (e[0], e[1]): Concession(*e[1:]) for e in data.get("concessions", [])
         }

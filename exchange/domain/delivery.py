@@ -525,22 +525,42 @@ class DeliveryDesk:
         for key in sorted(k for k in self.obligations if k[0] == symbol and k[2] == seller_id):
             if not left:
                 break
-            obligation, drawn = self.obligations[key], self.drawdowns[key]
-            # Only whole units not yet drawn into move; the risk stage checked the position.
-            unused = obligation.quantity - -(-drawn.used // TOKENS_PER_UNIT)
-            moved = min(left, unused)
-            if moved <= 0:
-                continue
-            left -= moved
-            amount = obligation.amount * moved // obligation.quantity
-            bond = obligation.bond * moved // obligation.quantity
-            fee = obligation.fee * moved // obligation.quantity
-            obligation.quantity -= moved
-            obligation.amount -= amount
-            obligation.bond -= bond
-            obligation.fee -= fee
-            events.append(self._owe((symbol, key[1], buyer_id), moved, amount, bond, fee, stamp))
+            moved = min(left, self.obligations[key].quantity)
+            if moved:
+                left -= moved
+                events.append(self._move(key, buyer_id, moved, stamp))
         return events
+
+    def _move(
+        self, key: ObligationKey, buyer_id: str, moved: int, stamp: EventStamp
+    ) -> DeliveryObligation:
+        """Move `moved` units of a holder's bundle obligation to a buyer, with their shares of
+        the escrow, bond and fee. Unused units move first; the risk stage lets a holder resell
+        only units not drawn into, and the desk draws none into units offered for resale, so
+        drawn tokens move (with what was paid for them) only when a resale was accepted before
+        risk learned of a draw-down: the buyer then holds what the seller left, nothing lost."""
+        obligation, drawn = self.obligations[key], self.drawdowns[key]
+        quantity = obligation.quantity
+        amount = obligation.amount * moved // quantity
+        bond = obligation.bond * moved // quantity
+        fee = obligation.fee * moved // quantity
+        used = max(0, drawn.used - (quantity - moved) * TOKENS_PER_UNIT)
+        paid = drawn.paid * used // drawn.used if used else 0
+        fee_paid = drawn.fee * used // drawn.used if used else 0
+        obligation.quantity -= moved
+        obligation.amount -= amount
+        obligation.bond -= bond
+        obligation.fee -= fee
+        drawn.used -= used
+        drawn.paid -= paid
+        drawn.fee -= fee_paid
+        target = (key[0], key[1], buyer_id)
+        owed = self._owe(target, moved, amount, bond, fee, stamp)
+        taken = self.drawdowns[target]
+        taken.used += used
+        taken.paid += paid
+        taken.fee += fee_paid
+        return owed
 
     def _owe(
         self, key: ObligationKey, quantity: int, amount: int, bond: int, fee: int, stamp: EventStamp
@@ -617,6 +637,16 @@ class DeliveryDesk:
         used = drawn.used + request.delivered
         if used > obligation.quantity * TOKENS_PER_UNIT:
             return _exceeds_bundle(request, obligation, drawn, stamp)
+        offered, movable = self._offered_and_movable(key, used)
+        if movable < offered:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.BUNDLE_OFFERED_FOR_RESALE,
+                f"{request.buyer_id} offers {offered} million of {request.symbol} for resale: "
+                f"{request.delivered} tokens more would draw into them (the holder cancels the "
+                "resale, or it trades, before they are used)",
+            )
         paid, fee = _drawn_shares(obligation, drawn, used)
         drawn.used = used
         drawn.paid += paid
@@ -634,6 +664,22 @@ class DeliveryDesk:
             paid=paid,
             fee=fee,
         )
+
+    def _offered_and_movable(self, key: ObligationKey, used: int) -> tuple[int, int]:
+        """The units the holder of `key` offers for resale in its bundle, and the whole units
+        of its obligations there not drawn into, were `key` drawn to `used` tokens."""
+        symbol, _, holder = key
+        offered = sum(
+            remaining
+            for from_capacity, _, remaining, account, sell_symbol in self.sells.values()
+            if not from_capacity and account == holder and sell_symbol == symbol
+        )
+        movable = 0
+        for other, obligation in self.obligations.items():
+            if other[0] == symbol and other[2] == holder:
+                drawn = used if other == key else self.drawdowns[other].used
+                movable += obligation.quantity + drawn // -TOKENS_PER_UNIT
+        return offered, movable
 
     def _settle_bundle(
         self,
@@ -776,6 +822,9 @@ def _drawn_shares(obligation: Obligation, drawn: Drawdown, used: int) -> tuple[i
     tokens: the cumulative shares less what was already paid (never less than nothing: a
     top-up at a lower price lowers the average, but what was paid stays paid)."""
     tokens = obligation.quantity * TOKENS_PER_UNIT
+    if not tokens:
+        # Every unit was resold in the period: nothing is left to pay for.
+        return 0, 0
     paid = max(0, obligation.amount * used // tokens - drawn.paid)
     fee = obligation.fee * used // tokens - drawn.fee
     return paid, fee

@@ -79,6 +79,8 @@ class RejectReason(StrEnum):
     """A token bundle's metering after its period ended: nothing is drawn down after it."""
     BUNDLE_NOT_STARTED = "bundle_not_started"
     """A token bundle's metering before its period started: nothing is owed yet."""
+    BUNDLE_OFFERED_FOR_RESALE = "bundle_offered_for_resale"
+    """A token bundle's metering that would draw into units its holder offers for resale."""
     NOT_DISPUTED = "not_disputed"
     INVALID_PROGRAMME = "invalid_programme"
     UNKNOWN_PROGRAMME = "unknown_programme"
