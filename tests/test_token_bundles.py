@@ -281,6 +281,7 @@ def test_replay_and_a_snapshot_reproduce_the_live_state() -> None:
         bank.send(meter(f"d{day}", 1_234_567), START + day * DAY + HOUR)
     snapshot = bank.market.snapshot()
     mid_hash = bank.market.state_hash()
+    taken_at = len(bank.events)
     bank.send(buy("b2", "b1", 1_234, 2), START + 4 * DAY)
     bank.send(meter("d9", 7), START + 5 * DAY)
     tick(bank, END + 3 * HOUR)
@@ -294,8 +295,14 @@ def test_replay_and_a_snapshot_reproduce_the_live_state() -> None:
         replica.replay(event, EventStamp("replay", 0, position, event.ts))
     assert replica.state_hash() == live
 
+    # Restored from the snapshot in the period, and fed the inputs after it, it ends the same.
     restored = MarketStage.restore(catalogue, snapshot)
     assert restored.state_hash() == mid_hash
+    assert restored.delivery.snapshot()["drawdowns"]
+    for position, event in enumerate(bank.events[taken_at:]):
+        if event.event_id.startswith("c:"):
+            restored.handle(event, EventStamp("o", 0, position, event.ts))
+    assert restored.state_hash() == live
 
     # The settlement fold of every event reproduces the live ledger, to the fen.
     fold = Accounts(RULES, journal=True)

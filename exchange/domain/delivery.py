@@ -99,6 +99,9 @@ class Drawdown:
 @functools.lru_cache(maxsize=4096)
 def bundle_period(symbol: str) -> tuple[int, int] | None:
     """A token bundle's period (start, end) in log time (ms); None for any other contract."""
+    if symbol[-3:-2] == "T":
+        # An hour (`...YYYYMMDDTHH`), the most frequent by far: no need to parse it.
+        return None
     try:
         spec = parse_symbol(symbol)
     except SymbolError:
@@ -132,6 +135,8 @@ class DeliveryDesk:
         (top-ups, resales) change obligations at once, until the period ends."""
         self._bundle_starts: list[tuple[int, str]] = []
         """(period start, symbol) of bundles traded but not yet allocated, a heap."""
+        self._bundle_ends: list[tuple[int, str]] = []
+        """(period end, symbol) of the started bundles, a heap."""
 
     # What happens in the books ---------------------------------------------------------------
 
@@ -495,10 +500,10 @@ class DeliveryDesk:
                 if key[0] == symbol:
                     self.drawdowns.setdefault(key, Drawdown())
             self.bundles_started[symbol] = _period(symbol)[1]
-        if self.bundles_started:
-            for symbol, end in list(self.bundles_started.items()):
-                if end <= stamp.ts:
-                    del self.bundles_started[symbol]
+            heapq.heappush(self._bundle_ends, (_period(symbol)[1], symbol))
+        ends = self._bundle_ends
+        while ends and ends[0][0] <= stamp.ts:
+            del self.bundles_started[heapq.heappop(ends)[1]]
         return events
 
     def _bundle_trade(self, trade: mo.Trade, stamp: EventStamp) -> list[Event]:
@@ -773,6 +778,7 @@ class DeliveryDesk:
         for symbol, provider, buyer, used, paid, fee, reports in data.get("drawdowns", []):
             desk.drawdowns[(symbol, provider, buyer)] = Drawdown(used, paid, fee, list(reports))
         desk.bundles_started = dict(data.get("bundles_started", []))
+        desk._bundle_ends = sorted((end, symbol) for symbol, end in desk.bundles_started.items())
         for symbol in {*desk.provisions, *desk.holdings}:
             if symbol not in desk.bundles_started:
                 desk._await_bundle_start(symbol)
