@@ -1,8 +1,8 @@
 """A month's token bundle through the API of an exchange on a test clock, embedded and on Kafka
-and PostgreSQL: bought, drawn down by daily metering in tokens (each report paying the
-provider at once), refused when metered beyond it or after its period, partly refunded at the
-end; the deliveries, both parties' statements and the audit of the whole history agree to the
-fen."""
+and PostgreSQL: bought with a voucher, drawn down by daily metering in tokens (each report
+paying the provider at once), refused when metered beyond it or after its period, partly
+refunded at the end with the voucher's share of the unused tokens returned to the grant; the
+deliveries, both parties' statements and the audit of the whole history agree to the fen."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cx.settings import Settings
 from exchange.domain.catalogue import parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from tests.e2e.harness import RunningExchange, running_exchange, settle
-from tests.e2e.test_statements import LogClock
+from tests.e2e.test_statements import USCC, LogClock
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +31,29 @@ async def _post(exchange: RunningExchange, account: str, role: str, path: str, b
     response = await client.post(path, json=body)
     assert response.status_code in (200, 201), response.text
     return response.json()
+
+
+async def _voucher_grant(exchange: RunningExchange) -> None:
+    """A city's programme for token purchases, and the SME's approved grant."""
+    admin = "city-admin"
+    programme = {
+        "programme_id": "yrd-tokens", "issuer": "Hangzhou", "budget": 100_000,
+        "rate_bps": 3_000, "cap_per_contract": 10_000, "cap_per_enterprise": 100_000,
+        "classes": ["TOK-QWEN"], "regions": ["YRD"], "cities": ["hangzhou"],
+        "valid_from": START - 30 * DAY, "valid_until": END + 30 * DAY,
+    }  # fmt: skip
+    await _post(exchange, admin, "programme_admin", "/v1/programmes", programme)
+    enterprise = {
+        "name": "杭州小微模型应用有限公司",
+        "uscc": USCC,
+        "kind": "sme",
+        "city": "hangzhou",
+    }
+    await _post(exchange, "sme", "buyer", "/v1/accounts/sme/enterprise", enterprise)
+    application = {"application_id": "sme-tokens", "amount": 50_000, "intended_use": "客服模型"}
+    await _post(exchange, "sme", "buyer", "/v1/programmes/yrd-tokens/applications", application)
+    approval = {"application_id": "sme-tokens", "limit": 50_000}
+    await _post(exchange, admin, "programme_admin", "/v1/programmes/yrd-tokens/grants", approval)
 
 
 async def _tick(exchange: RunningExchange, clock: LogClock, at: int) -> None:
@@ -52,6 +75,7 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
     )
     clock = LogClock(START - 10 * DAY)
     async with running_exchange(settings, clock) as exchange:
+        await _voucher_grant(exchange)
         for account, role, body in (
             ("qwen-host", "provider", {"kind": "cash", "amount": 10_000}),
             ("qwen-host", "provider", {"kind": "capacity", "symbol": BUNDLE, "quantity": 50}),
@@ -60,7 +84,9 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
             await _post(exchange, account, role, f"/v1/accounts/{account}/deposits", body)
         ask = {"symbol": BUNDLE, "side": "sell", "price": 900, "quantity": 50}
         await _post(exchange, "qwen-host", "provider", "/v1/orders", ask)
-        bid = {"symbol": BUNDLE, "side": "buy", "price": 900, "quantity": 12}
+        bid = {
+            "symbol": BUNDLE, "side": "buy", "price": 900, "quantity": 12, "voucher": "yrd-tokens"
+        }  # fmt: skip
         await _post(exchange, "sme", "buyer", "/v1/orders", bid)
         await settle(exchange.runtime)
 
@@ -114,18 +140,23 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
         await _tick(exchange, clock, END + HOUR + 1)
         sme = await exchange.as_("sme")
         statement = (await sme.get("/v1/statements", params={"month": "2027-12"})).json()
-        # 12 million tokens at 9 元: 108 元 escrowed (in November), 32.99 元 drawn down,
-        # 75.01 元 refunded in January's first hour (CST): December shows the draw-down only.
+        # 12 million tokens at 9 元: 108 元 escrowed (in November), 32.40 元 of it the
+        # voucher's; 32.99 元 drawn down, 75.01 元 refunded in January's first hour (CST), and
+        # the voucher's share of the 8,333,337 unused tokens, 3,240 x 8,333,337 // 12,000,000
+        # = 22.50 元, returned to the grant out of it.
+        returned = 3_240 * (12_000_000 - used) // 12_000_000
+        assert returned == 2_250
         assert statement["bundles"] == [
             {
                 "symbol": BUNDLE, "role": "holder", "from_ts": START, "until_ts": END,
                 "counterparties": ["qwen-host"], "bought": 12, "amount": 10_800,
                 "used_tokens": used, "paid": paid, "refunded": 10_800 - paid,
-                "settled": True, "voucher": 0, "voucher_returned": 0,
+                "settled": True, "voucher": 3_240, "voucher_returned": returned,
             }
         ]  # fmt: skip
         january = (await sme.get("/v1/statements", params={"month": "2028-01"})).json()
         assert january["lines"]["refunds"] == 10_800 - paid
+        assert january["lines"]["voucher_clawbacks"] == returned
         host = await exchange.as_("qwen-host")
         december = (await host.get("/v1/statements", params={"month": "2027-12"})).json()
         assert december["lines"]["sales"] == paid
@@ -136,7 +167,10 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
         assert account["cash"] == {"available": 10_000 + paid, "held": 0}
         buyer = (await sme.get("/v1/accounts/sme")).json()
         taker_fee = 10_800 * 20 // 10_000
-        assert buyer["cash"] == {"available": 20_000 - paid - taker_fee, "held": 0}
+        assert buyer["cash"] == {
+            "available": 20_000 - paid - taker_fee + 3_240 - returned,
+            "held": 0,
+        }
 
         audit = await (await exchange.operator()).get("/v1/admin/audit")
         assert audit.json()["discrepancies"] == [], audit.text
