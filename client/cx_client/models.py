@@ -603,6 +603,26 @@ class CostSplit(Model):
     shares_bps: dict[str, int] | None
 
 
+class BundleDrawdown(Model):
+    """A token bundle in a month's statement and its draw-down: millions of tokens bought, the
+    amount escrowed, tokens used, paid to providers (net of their fee) and refunded, in fen;
+    for a holder, the vouchers on its purchases and the part returned with the refund."""
+
+    symbol: str
+    role: Literal["holder", "provider"]
+    from_ts: int
+    until_ts: int
+    counterparties: list[str]
+    bought: int
+    amount: int
+    used_tokens: int
+    paid: int
+    refunded: int
+    settled: bool
+    voucher: int = 0
+    voucher_returned: int = 0
+
+
 class Statement(Model):
     """An account's statement for a month in China Standard Time: every line in fen."""
 
@@ -616,6 +636,8 @@ class Statement(Model):
     closing: int
     split: CostSplit
     entries: list[dict[str, Any]]
+    bundles: list[BundleDrawdown] = []
+    """The token bundles whose period overlaps the month."""
 
 
 class OrderStatement(Model):

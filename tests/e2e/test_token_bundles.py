@@ -154,6 +154,9 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
                 "settled": True, "voucher": 3_240, "voucher_returned": returned,
             }
         ]  # fmt: skip
+        async with ExchangeClient(exchange.base_url, await exchange.key_for("sme")) as client:
+            typed = (await client.statement("2027-12")).bundles
+            assert [(b.used_tokens, b.voucher_returned) for b in typed] == [(used, returned)]
         january = (await sme.get("/v1/statements", params={"month": "2028-01"})).json()
         assert january["lines"]["refunds"] == 10_800 - paid
         assert january["lines"]["voucher_clawbacks"] == returned
