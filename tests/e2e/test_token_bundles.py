@@ -6,10 +6,12 @@ deliveries, both parties' statements and the audit of the whole history agree to
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from cx_client import ExchangeClient, ProblemError
+from pypdf import PdfReader
 
 from cx.settings import Settings
 from exchange.domain.catalogue import parse_symbol, to_utc_ms
@@ -157,6 +159,13 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
         async with ExchangeClient(exchange.base_url, await exchange.key_for("sme")) as client:
             typed = (await client.statement("2027-12")).bundles
             assert [(b.used_tokens, b.voucher_returned) for b in typed] == [(used, returned)]
+            # The PDF shows the bundle in 百万 tokens and 元.
+            text = "\n".join(
+                page.extract_text()
+                for page in PdfReader(io.BytesIO(await client.statement_pdf("2027-12"))).pages
+            )
+            for figure in ("TOK-QWEN.YRD.M202712", "3.666663", "32.99", "75.01", "22.50"):
+                assert figure in text, (figure, text)
         january = (await sme.get("/v1/statements", params={"month": "2028-01"})).json()
         assert january["lines"]["refunds"] == 10_800 - paid
         assert january["lines"]["voucher_clawbacks"] == returned
