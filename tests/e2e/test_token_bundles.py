@@ -6,7 +6,12 @@ deliveries, both parties' statements and the audit of the whole history agree to
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -16,8 +21,9 @@ from pypdf import PdfReader
 from cx.settings import Settings
 from exchange.domain.catalogue import parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
+from settlement.audit import audit_ledger
 from tests.e2e.harness import RunningExchange, running_exchange, settle
-from tests.e2e.test_statements import USCC, LogClock
+from tests.e2e.test_statements import ROOT, USCC, LogClock
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +62,18 @@ async def _voucher_grant(exchange: RunningExchange) -> None:
     await _post(exchange, "sme", "buyer", "/v1/programmes/yrd-tokens/applications", application)
     approval = {"application_id": "sme-tokens", "limit": 50_000}
     await _post(exchange, admin, "programme_admin", "/v1/programmes/yrd-tokens/grants", approval)
+
+
+async def _cx_meter(
+    exchange: RunningExchange, key: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`cx meter ...` against the running exchange, in a process of its own."""
+    command = [sys.executable, "-m", "cx.cli", "meter", "--url", exchange.base_url, *args]
+    env = {**os.environ, "CX_API_KEY": key}
+    return await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
 
 
 async def _tick(exchange: RunningExchange, clock: LogClock, at: int) -> None:
@@ -108,8 +126,17 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
 
         key = await exchange.key_for("qwen-host", "provider")
         async with ExchangeClient(exchange.base_url, key) as client:
-            # Ten daily reports of 333,333 tokens: 10,800 x used // 12,000,000 paid so far.
-            for day in range(10):
+            # Ten daily reports of 333,333 tokens: 10,800 x used // 12,000,000 paid so far;
+            # the first through the CLI.
+            clock.now_ms = START + 20 * HOUR
+            report = ("--tokens", "333333", "--id", "day-0")
+            cli = await _cx_meter(exchange, key, BUNDLE, "sme", *report)
+            assert cli.returncode == 0, cli.stderr
+            assert json.loads(cli.stdout)["status"] == "done"
+            in_units = await _cx_meter(exchange, key, BUNDLE, "sme", "--units", "1")
+            assert in_units.returncode == 1
+            assert "bundle-metering-in-tokens" in in_units.stderr
+            for day in range(1, 10):
                 clock.now_ms = START + day * DAY + 20 * HOUR
                 answer = await client.report_bundle_use(
                     BUNDLE, "sme", 333_333, report_id=f"day-{day}"
@@ -186,3 +213,5 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
 
         audit = await (await exchange.operator()).get("/v1/admin/audit")
         assert audit.json()["discrepancies"] == [], audit.text
+        store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
+        assert (await audit_ledger(store, catalogue)).discrepancies == []
