@@ -35,6 +35,7 @@ from exchange.domain.catalogue import (
     Catalogue,
     ContractSpec,
 )
+from exchange.domain.delivery import bundle_period
 from exchange.domain.messages import (
     ApplyForGrant,
     ApproveGrant,
@@ -170,16 +171,29 @@ class ScheduledDeposit(BaseModel):
 
 
 class Metering(BaseModel):
-    """A provider's report of what it delivered to one buyer in one contract."""
+    """A provider's report of what it delivered to one buyer in one contract: the units of an
+    hour delivered (`delivered`), or the tokens a token bundle's holder used since the last
+    report (`tokens`: integer tokens, not millions), paid at once."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"symbol": GZ0, "buyer_id": "sme-1", "delivered": 4}]},
+        json_schema_extra={
+            "examples": [
+                {"symbol": GZ0, "buyer_id": "sme-1", "delivered": 4},
+                {
+                    "symbol": "TOK-QWEN.YRD.M202712",
+                    "buyer_id": "sme-1",
+                    "tokens": 1_250_000,
+                    "report_id": "qwen-2027-12-01",
+                },
+            ]
+        },
     )
 
     symbol: Symbol
     buyer_id: Identifier
-    delivered: Annotated[int, Field(ge=0, le=10**15)]
+    delivered: Annotated[int | None, Field(ge=0, le=10**15)] = None
+    tokens: Annotated[int | None, Field(ge=0, le=10**15)] = None
     report_id: Identifier | None = None
 
 
@@ -526,8 +540,10 @@ class Delivery(BaseModel):
     bond: int
     fee: int
     window_ends: int
-    status: Literal["owed", "metered", "disputed", "settled", "recalled"]
+    status: Literal["owed", "metered", "drawing", "disputed", "settled", "recalled"]
+    """`drawing`: a token bundle being drawn down by metering."""
     delivered: int | None
+    """Units delivered; of a token bundle, tokens used."""
     paid: int | None
     refund: int | None
     penalty: int | None
@@ -766,8 +782,11 @@ async def deposit_schedule(
     tags=["delivery"],
     summary="Report what was delivered to one buyer in one contract",
     description="Accepted from the delivery hour until the delivery window ends; more "
-    "than was sold is refused (`metering_exceeds_obligation`). A `report_id` makes the "
-    "request idempotent.",
+    "than was sold is refused (`metering_exceeds_obligation`). A token bundle is metered in "
+    "`tokens` used since the last report, during its period, each report paying the provider "
+    "at once (`bundle_not_started`, `bundle_period_over`, `metering_exceeds_bundle`: beyond "
+    "the tokens bought). A `report_id` makes the request idempotent (a bundle's report "
+    "draws down once).",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -779,10 +798,31 @@ async def report_metering(
         account_id=principal.account_id,
         symbol=request.symbol,
         buyer_id=request.buyer_id,
-        delivered=request.delivered,
+        delivered=_metered(request),
     )
     given = request.report_id is not None
     return await decide(commands, idempotent, command, given, "/v1/deliveries/metering", request)
+
+
+def _metered(request: Metering) -> int:
+    """What a metering request reports: tokens for a token bundle, units for an hour."""
+    if bundle_period(request.symbol) is not None:
+        if request.tokens is None or request.delivered is not None:
+            raise Problem(
+                422,
+                "bundle-metering-in-tokens",
+                f"{request.symbol} is a token bundle: report the tokens used since the last "
+                "report as `tokens` (integer tokens), not `delivered`",
+            )
+        return request.tokens
+    if request.delivered is None or request.tokens is not None:
+        raise Problem(
+            422,
+            "hour-metering-in-units",
+            f"{request.symbol} is delivered by the hour: report the units delivered as "
+            "`delivered`; `tokens` is for token bundles",
+        )
+    return request.delivered
 
 
 @router.post(

@@ -46,6 +46,7 @@ from exchange.domain.messages import (
     ApplicationSupplemented,
     BlockAccepted,
     BookChanged,
+    BundleDrawn,
     CancelAllRequested,
     CancelRejected,
     CapacityDeposited,
@@ -355,6 +356,7 @@ Outcome = (
     | FundsWithdrawn
     | CapacityWithdrawn
     | MeteringReported
+    | BundleDrawn
     | DeliveryDisputed
     | CapacityRecalled
     | DeliverySettled
@@ -1212,6 +1214,8 @@ def _request_outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, CapacityWithdrawn):
         return request_key("WithdrawCapacity", event.account_id, event.withdrawal_id)
     if isinstance(event, MeteringReported):
+        return request_key("ReportMetering", event.provider_id, event.report_id)
+    if isinstance(event, BundleDrawn):
         return request_key("ReportMetering", event.provider_id, event.report_id)
     if isinstance(event, DeliveryDisputed):
         return request_key("DisputeDelivery", event.buyer_id, event.dispute_id)

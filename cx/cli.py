@@ -172,10 +172,11 @@ def _parser() -> argparse.ArgumentParser:
     invoice.add_argument("order_id")
     invoice.add_argument("--format", choices=["json", "csv", "pdf"], default="json")
     invoice.add_argument("--out", type=Path, help="file to write (default: stdout; PDF needs it)")
-    from cx import dayahead, vouchers
+    from cx import dayahead, metering, vouchers
 
     vouchers.add_parser(commands)
     dayahead.add_parser(commands)
+    metering.add_parser(commands)
     bench = commands.add_parser(
         "bench",
         help="run a benchmark and print its figures as one JSON line (e2e and replay need "
@@ -409,6 +410,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from cx import vouchers
 
         return asyncio.run(vouchers.run(settings, args))
+    elif args.command == "meter":
+        from cx import metering
+
+        return asyncio.run(metering.run(settings, args))
     elif args.command == "day-ahead":
         from cx import dayahead
 

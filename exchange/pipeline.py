@@ -36,6 +36,7 @@ from exchange.domain.messages import (
     ApplicationSupplemented,
     ApplyForGrant,
     ApproveGrant,
+    BundleDrawn,
     CancelAllRequested,
     Command,
     CommandRejected,
@@ -725,6 +726,9 @@ class MatchingRunner(StageRunner[MarketPartition]):
         if isinstance(event, TradeExecuted):
             accounts = {event.buyer_id, event.seller_id}
         elif isinstance(event, DeliverySettled):
+            accounts = {event.provider_id, event.buyer_id}
+        elif isinstance(event, BundleDrawn):
+            # The provider is paid; the holder's risk learns what it may no longer resell.
             accounts = {event.provider_id, event.buyer_id}
         elif isinstance(
             event, OrderCancelled | OrderAmended | OrderReduced | AmendRejected | GrantApproved

@@ -173,6 +173,7 @@ def statement_pdf(statement: Mapping[str, Any]) -> bytes:
                 BODY,
             ),
             *_cascades_table(statement.get("cascades", [])),
+            *_bundles_section(statement.get("bundles", [])),
         ]
     )
 
@@ -200,6 +201,37 @@ def _cascades_table(cascades: list[Mapping[str, Any]]) -> list[Any]:
         Paragraph("周/夜/月合约转为小时合约 Strips cascaded into their hourly contracts", BODY),
         _table(rows),
     ]
+
+
+def _bundles_section(bundles: list[Mapping[str, Any]]) -> list[Any]:
+    """The month's token bundles and their draw-down, if any: 百万 tokens and 元."""
+    if not bundles:
+        return []
+    roles = {"holder": "持有\nholder", "provider": "供应\nprovider"}
+    rows = [
+        [
+            "合约\ncontract", "角色\nrole", "买入 bought\n(百万 tokens)",
+            "已用 used\n(百万 tokens)", "已付\npaid (元)", "退款\nrefunded (元)",
+            "算力券\nvoucher (元)", "退回\nreturned (元)",
+        ]
+    ] + [
+        [
+            b["symbol"], roles[b["role"]], str(b["bought"]), _millions(b["used_tokens"]),
+            yuan(b["paid"]), yuan(b["refunded"]), yuan(b.get("voucher", 0)),
+            yuan(b.get("voucher_returned", 0)),
+        ]
+        for b in bundles
+    ]  # fmt: skip
+    return [
+        Spacer(1, 4 * mm),
+        Paragraph("Token 资源包及用量 Token bundles and their draw-down", BODY),
+        _table(rows),
+    ]
+
+
+def _millions(tokens: int) -> str:
+    """Tokens as millions with every digit: 3,666,663 tokens are 3.666663 百万 tokens."""
+    return f"{tokens // 1_000_000}.{tokens % 1_000_000:06d}"
 
 
 def _scale(budget: int) -> tuple[int, str]:

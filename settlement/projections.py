@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     case,
     delete,
+    func,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,12 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import Accounts, JournalEntry
 from exchange.domain.catalogue import Catalogue, strip_hours
+from exchange.domain.delivery import bundle_period
 from exchange.domain.messages import (
     AnyEvent,
     ApplicationInfoRequested,
     ApplicationRejected,
     ApplicationSupplemented,
     BlockAccepted,
+    BundleDrawn,
     DeliveryDisputed,
     DeliveryObligation,
     DeliverySettled,
@@ -473,6 +476,8 @@ class LedgerProjection:
                 event, DeliveryObligation | MeteringReported | DeliveryDisputed | DeliverySettled
             ):
                 delivery_changes.append(_delivery_change(event))
+            elif isinstance(event, BundleDrawn):
+                delivery_changes.append(_bundle_drawn_change(event))
             elif isinstance(event, EnterpriseRegistered):
                 registered.append(_enterprise_row(event))
             elif isinstance(
@@ -531,7 +536,9 @@ class LedgerProjection:
         if lines:
             await _INSERT_LINES.execute(connection, lines)
         for kind, row in delivery_changes:
-            if kind == "owed":
+            if kind == "owed" and bundle_period(row["symbol"]) is not None:
+                await connection.execute(_bundle_owed(connection, row))
+            elif kind == "owed":
                 await connection.execute(_insert(connection, deliveries), [row])
             elif kind == "recalled":
                 await connection.execute(_insert(connection, delivery_recalls), [row])
@@ -737,6 +744,8 @@ def _delivery_change(
         }
     if isinstance(event, DeliveryDisputed):
         return "change", {**key, "status": "disputed", "updated_ts": event.ts}
+    if event.used is not None:
+        return "change", _bundle_settled_change(event, key)
     if event.recall_id is not None:
         return "recalled", {
             **key,
@@ -753,6 +762,46 @@ def _delivery_change(
         "status": "settled",
         "delivered": event.delivered,
         "paid": event.paid - event.fee,
+        "refund": event.refund,
+        "penalty": event.penalty,
+        "resolved_by": event.resolved_by,
+        "updated_ts": event.ts,
+    }
+
+
+def _bundle_owed(connection: AsyncConnection, row: dict[str, Any]) -> Any:
+    """A token bundle's obligation: its first units insert the row, a top-up or a resale in
+    the period adds to it."""
+    added = ("quantity", "amount", "bond", "fee")
+    statement = _insert(connection, deliveries).values(**row)
+    return statement.on_conflict_do_update(
+        index_elements=["symbol", "provider_id", "buyer_id"],
+        set_={name: deliveries.c[name] + statement.excluded[name] for name in added},
+    )
+
+
+def _bundle_drawn_change(event: BundleDrawn) -> tuple[str, dict[str, Any]]:
+    """A bundle's draw-down: `delivered` counts tokens used, `paid` what the provider was paid
+    net of its fee so far."""
+    key = {"symbol": event.symbol, "provider_id": event.provider_id, "buyer_id": event.buyer_id}
+    return "change", {
+        **key,
+        "status": "drawing",
+        "delivered": event.used,
+        "paid": func.coalesce(deliveries.c.paid, 0) + (event.paid - event.fee),
+        "updated_ts": event.ts,
+    }
+
+
+def _bundle_settled_change(event: DeliverySettled, key: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's settlement: the tokens used, a resolution's last payment, the refund; the
+    quantity left after resales in the period."""
+    return {
+        **key,
+        "status": "settled",
+        "quantity": event.quantity,
+        "delivered": event.used,
+        "paid": func.coalesce(deliveries.c.paid, 0) + (event.paid - event.fee),
         "refund": event.refund,
         "penalty": event.penalty,
         "resolved_by": event.resolved_by,

@@ -32,6 +32,7 @@ from exchange.domain.catalogue import (
     family_of,
     strip_hours,
 )
+from exchange.domain.delivery import bundle_period
 from settlement import projections as tables
 from settlement.schema import events
 
@@ -150,6 +151,10 @@ def classify(account_id: str, legs: list[Leg], settled: Mapping[str, Any] | None
         lines["sales"] -= escrow
         lines["sale_fees"] += fee
         lines["voucher_clawbacks"] += clawback
+    elif kind == "bundle_draw":
+        # A token bundle's provider, paid out of escrow for the tokens metered.
+        lines["sales"] -= escrow
+        lines["sale_fees"] += fee
     elif kind == "fee_concession":
         lines["fee_concessions"] += moved
     elif kind == PLATFORM_DISCOUNT:
@@ -263,6 +268,7 @@ async def account_statement(engine: AsyncEngine, account_id: str, month: str) ->
             connection, and_(_touches(account_id), journal.c.ts >= start, journal.c.ts < end)
         )
         settled = await _settlements(connection, entries)
+        bundles = await bundle_statement(connection, account_id, start, end)
         opening = (
             await connection.execute(
                 select(journal.c.amount).where(
@@ -294,6 +300,7 @@ async def account_statement(engine: AsyncEngine, account_id: str, month: str) ->
         "split": split(lines),
         "entries": per_entry,
         "cascades": cascades,
+        "bundles": bundles,
     }
 
 
@@ -335,6 +342,79 @@ async def strip_cascades(
                     }
                 )
     return found
+
+
+async def bundle_statement(
+    connection: AsyncConnection, account_id: str, start: int, end: int
+) -> list[dict[str, Any]]:
+    """The token bundles the account bought or provided whose period overlaps [start, end),
+    with their draw-down, by symbol and role: millions of tokens bought (and topped up), the
+    escrowed amount, tokens used, paid to providers (net of their fee), refunded, and for a
+    holder the vouchers on its purchases and the part that returned with the refund."""
+    deliveries = tables.deliveries
+    rows = await connection.execute(
+        select(deliveries).where(
+            or_(deliveries.c.buyer_id == account_id, deliveries.c.provider_id == account_id)
+        )
+    )
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        period = bundle_period(row.symbol)
+        if period is None or period[1] <= start or period[0] >= end:
+            continue
+        role = "holder" if row.buyer_id == account_id else "provider"
+        bundle = found.setdefault(
+            (row.symbol, role),
+            {
+                "symbol": row.symbol,
+                "role": role,
+                "from_ts": period[0],
+                "until_ts": period[1],
+                "counterparties": [],
+                "bought": 0,
+                "amount": 0,
+                "used_tokens": 0,
+                "paid": 0,
+                "refunded": 0,
+                "settled": True,
+            },
+        )
+        bundle["counterparties"].append(row.provider_id if role == "holder" else row.buyer_id)
+        bundle["bought"] += row.quantity
+        bundle["amount"] += row.amount
+        bundle["used_tokens"] += row.delivered or 0
+        bundle["paid"] += row.paid or 0
+        bundle["refunded"] += row.refund or 0
+        bundle["settled"] = bundle["settled"] and row.status == "settled"
+    for (symbol, role), bundle in found.items():
+        if role == "holder":
+            bundle.update(await _bundle_vouchers(connection, account_id, symbol))
+    return [found[key] for key in sorted(found)]
+
+
+async def _bundle_vouchers(
+    connection: AsyncConnection, account_id: str, symbol: str
+) -> dict[str, int]:
+    """The vouchers on the holder's purchases of a bundle, and what its refund returned."""
+    lines = tables.invoice_lines
+    voucher = (
+        await connection.execute(
+            select(lines.c.voucher).where(
+                and_(lines.c.account_id == account_id, lines.c.symbol == symbol)
+            )
+        )
+    ).scalars()
+    settlements = await _legs(
+        connection,
+        and_(tables.journal.c.kind == "delivery", tables.journal.c.account == f"escrow:{symbol}"),
+    )
+    returned = sum(
+        leg.amount
+        for legs in settlements.values()
+        for leg in legs
+        if _of(leg.account, "grant", account_id) and leg.amount > 0
+    )
+    return {"voucher": sum(voucher), "voucher_returned": returned}
 
 
 async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] | None:

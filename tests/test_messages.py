@@ -21,6 +21,7 @@ from exchange.domain.messages import (
     AuctionCompleted,
     BlockAccepted,
     BookChanged,
+    BundleDrawn,
     CancelAllOrders,
     CancelAllRequested,
     CancelOrder,
@@ -464,6 +465,17 @@ EVENTS: list[Message] = [
         bond=3_690,
         penalty=1_230,
     ),
+    BundleDrawn(
+        **E,
+        report_id="m-2",
+        symbol="TOK-QWEN.YRD.M202712",
+        provider_id="p1",
+        buyer_id="a1",
+        tokens=700_001,
+        used=1_400_002,
+        paid=864,
+        fee=-1,
+    ),
     ProgrammeCreated(
         **E,
         programme_id="hz-2027",
@@ -599,7 +611,7 @@ def _name(message: Message) -> str:
 
 def test_the_samples_cover_every_message_type() -> None:
     assert {type(m) for m in COMMANDS + EVENTS} == _all_message_classes()
-    assert len(_all_message_classes()) == 75
+    assert len(_all_message_classes()) == 76
 
 
 @pytest.mark.parametrize("message", COMMANDS + EVENTS, ids=_name)

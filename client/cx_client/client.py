@@ -482,6 +482,15 @@ class ExchangeClient:
         }
         return await self._bank("POST", "/v1/deliveries/metering", body)
 
+    async def report_bundle_use(
+        self, symbol: str, buyer_id: str, tokens: int, *, report_id: str | None = None
+    ) -> RequestAnswer:
+        """Draw one buyer's token bundle down by the `tokens` (integer tokens, not millions)
+        it used since the last report; the provider is paid for them at once. Give a
+        `report_id` to make a retry safe: a report draws down once."""
+        body = {"symbol": symbol, "buyer_id": buyer_id, "tokens": tokens, "report_id": report_id}
+        return await self._bank("POST", "/v1/deliveries/metering", body)
+
     async def dispute_delivery(
         self, symbol: str, provider_id: str, reason: str, *, dispute_id: str | None = None
     ) -> RequestAnswer:

@@ -556,8 +556,10 @@ class Delivery(Model):
     bond: int
     fee: int
     window_ends: int
-    status: Literal["owed", "metered", "disputed", "settled", "recalled"]
+    status: Literal["owed", "metered", "drawing", "disputed", "settled", "recalled"]
+    """`drawing`: a token bundle being drawn down by metering."""
     delivered: int | None
+    """Units delivered; of a token bundle, tokens used."""
     paid: int | None
     refund: int | None
     penalty: int | None
@@ -609,6 +611,26 @@ class CostSplit(Model):
     shares_bps: dict[str, int] | None
 
 
+class BundleDrawdown(Model):
+    """A token bundle in a month's statement and its draw-down: millions of tokens bought, the
+    amount escrowed, tokens used, paid to providers (net of their fee) and refunded, in fen;
+    for a holder, the vouchers on its purchases and the part returned with the refund."""
+
+    symbol: str
+    role: Literal["holder", "provider"]
+    from_ts: int
+    until_ts: int
+    counterparties: list[str]
+    bought: int
+    amount: int
+    used_tokens: int
+    paid: int
+    refunded: int
+    settled: bool
+    voucher: int = 0
+    voucher_returned: int = 0
+
+
 class Statement(Model):
     """An account's statement for a month in China Standard Time: every line in fen."""
 
@@ -624,6 +646,8 @@ class Statement(Model):
     entries: list[dict[str, Any]]
     cascades: list[dict[str, Any]] = []
     """Strips the account held or sold that became positions in their hourly contracts."""
+    bundles: list[BundleDrawdown] = []
+    """The token bundles whose period overlaps the month."""
 
 
 class OrderStatement(Model):

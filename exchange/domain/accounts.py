@@ -63,6 +63,7 @@ from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
     BlockAccepted,
+    BundleDrawn,
     CapacityDeposited,
     CapacityWithdrawn,
     ConcessionGranted,
@@ -89,6 +90,8 @@ Owns = Callable[[str], bool]
 """Whether this instance keeps the balances of an account (or `programme:ID`)."""
 
 BPS = 10_000
+TOKENS_PER_UNIT = 1_000_000
+"""A token contract's unit is a million tokens; a bundle's metering counts tokens."""
 
 CEILING = 10**18
 """The most an amount on the exchange may come to, in fen or units: all the money inside it
@@ -365,6 +368,11 @@ class Accounts:
         """Entitlements: units of a contract an account bought and still holds."""
         self.resale_held: dict[tuple[str, str], int] = {}
         """Entitlements held for open resale orders."""
+        self.bundle_used: dict[tuple[str, str, str], int] = {}
+        """(holder, bundle, provider) -> tokens drawn down so far, until it settles."""
+        self.bundle_drawn_units: dict[tuple[str, str], int] = {}
+        """(holder, bundle) -> whole units drawn into (each provider's tokens rounded up):
+        entitlement that can no longer be resold."""
         self.ledger: dict[str, int] = {}
         """Every ledger account other than cash and held."""
         self.open_orders: dict[str, OpenOrder] = {}
@@ -415,7 +423,8 @@ class Accounts:
     def available_entitlement(self, account_id: str, symbol: str) -> int:
         """Entitlement the account may resell now."""
         key = (account_id, symbol)
-        return self.positions.get(key, 0) - self.resale_held.get(key, 0)
+        drawn = self.bundle_drawn_units.get(key, 0) if self.bundle_drawn_units else 0
+        return self.positions.get(key, 0) - self.resale_held.get(key, 0) - drawn
 
     # Bonds and holds -------------------------------------------------------------------------
 
@@ -784,18 +793,26 @@ class Accounts:
         return part
 
     def _claw_back(
-        self, account_id: str, symbol: str, leaving: int, refunded: int, limit: int
+        self,
+        account_id: str,
+        symbol: str,
+        leaving: int,
+        refunded: int,
+        limit: int,
+        parts_per_unit: int = 1,
     ) -> list[tuple[str, int]]:
         """Voucher parts to return, per programme, as `leaving` units of `account_id`'s
         entitlement in `symbol` go (resold, or delivered and settled), of which `refunded` were
         paid back: the voucher follows the units pro rata, the refunded units' part returns to
-        the grant, at most `limit` in all. Call before the position falls."""
+        the grant, at most `limit` in all. `refunded` counts `parts_per_unit` parts of a unit
+        (a token bundle's unused tokens, a million to the unit). Call before the position
+        falls."""
         clawed: list[tuple[str, int]] = []
         held = self.positions.get((account_id, symbol), 0)
         for (account, held_symbol, programme), entry in sorted(self.subsidised.items()):
             if account != account_id or held_symbol != symbol or not held:
                 continue
-            part = min(entry[1] * refunded // held, limit)
+            part = min(entry[1] * refunded // (held * parts_per_unit), limit)
             entry[0] -= entry[0] * leaving // held
             entry[1] -= entry[1] * leaving // held
             limit -= part
@@ -949,6 +966,34 @@ class Accounts:
             self._release_bond(order, order.bond_per_unit * order.remaining, cancelled, owns)
         self._finish(order, f"{cancelled.event_id}/done", cancelled.ts, owns)
 
+    def _drawn(self, drawn: BundleDrawn, owns: Owns | None) -> None:
+        """Pay a token bundle's provider for the tokens a metering report drew down, out of
+        the escrow, less its fee's share; the holder's entitlement stays until it settles."""
+        provider = drawn.provider_id
+        legs = [
+            (f"escrow:{drawn.symbol}", -drawn.paid),
+            (f"cash:{provider}", drawn.paid - drawn.fee),
+            *_fee_legs(drawn.fee),
+        ]
+        if owns is None or owns(provider):
+            self._concede(provider, drawn.fee, drawn.event_id, None, drawn.ts)
+        if owns is None or owns(drawn.buyer_id):
+            self._note_bundle_use(drawn.buyer_id, drawn.symbol, provider, drawn.used)
+        self._post(drawn.event_id, "bundle_draw", drawn.ts, legs, owns)
+
+    def _note_bundle_use(self, holder: str, symbol: str, provider: str, used: int | None) -> None:
+        """Keep the units of a holder's bundle drawn into (None: its obligation settled)."""
+        key = (holder, symbol, provider)
+        before = -(-self.bundle_used.pop(key, 0) // TOKENS_PER_UNIT)
+        after = 0 if used is None else -(-used // TOKENS_PER_UNIT)
+        if used:
+            self.bundle_used[key] = used
+        units = self.bundle_drawn_units.get((holder, symbol), 0) + after - before
+        if units:
+            self.bundle_drawn_units[(holder, symbol)] = units
+        else:
+            self.bundle_drawn_units.pop((holder, symbol), None)
+
     def _delivered(self, settled: DeliverySettled, owns: Owns | None) -> None:
         provider, buyer, symbol = settled.provider_id, settled.buyer_id, settled.symbol
         legs = [
@@ -962,13 +1007,22 @@ class Accounts:
             self._concede(provider, settled.fee, settled.event_id, None, settled.ts)
         if owns is None or owns(buyer):
             key = (buyer, symbol)
-            clawback = self._claw_back(
-                buyer,
-                symbol,
-                settled.quantity,
-                settled.quantity - settled.delivered,
-                settled.refund + settled.penalty,
-            )
+            if settled.used is None:
+                clawback = self._claw_back(
+                    buyer,
+                    symbol,
+                    settled.quantity,
+                    settled.quantity - settled.delivered,
+                    settled.refund + settled.penalty,
+                )
+            else:
+                # A token bundle: the voucher's share of the unused tokens returns, as an
+                # hour's undelivered units' does.
+                unused = settled.quantity * TOKENS_PER_UNIT - settled.used
+                clawback = self._claw_back(
+                    buyer, symbol, settled.quantity, unused, settled.refund, TOKENS_PER_UNIT
+                )
+                self._note_bundle_use(buyer, symbol, provider, None)
             legs += [(f"cash:{buyer}", -c) for _, c in clawback]
             legs += [(f"grant:{p}:{buyer}", c) for p, c in clawback]
             self.positions[key] = self.positions.get(key, 0) - settled.quantity
@@ -1115,6 +1169,8 @@ class Accounts:
             hasher.update(f"s|{account_id}|{symbol}|{programme_id}|{units}|{amount}\n".encode())
         for strip in sorted(self.cascaded_strips):
             hasher.update(f"x|{strip}\n".encode())
+        for (holder, symbol, provider), used in sorted(self.bundle_used.items()):
+            hasher.update(f"u|{holder}|{symbol}|{provider}|{used}\n".encode())
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-ready lists in a canonical order."""
@@ -1130,6 +1186,12 @@ class Accounts:
             "programmes": [_programme_entry(p) for _, p in sorted(self.programmes.items())],
             "grants": [_grant_entry(g) for _, g in sorted(self.grants.items())],
             "subsidised": [[*key, *value] for key, value in sorted(self.subsidised.items())],
+            # Only once a bundle is drawn down, so older snapshots read as before.
+            **(
+                {"bundle_used": [[*k, u] for k, u in sorted(self.bundle_used.items())]}
+                if self.bundle_used
+                else {}
+            ),
             "concessions": [
                 [cid, c.account_id, c.discount_bps, c.remaining, c.valid_from, c.valid_until]
                 for (cid, _), c in sorted(self.concessions.items())
@@ -1160,6 +1222,8 @@ class Accounts:
         accounts.programmes = {e[0]: _programme_from(e) for e in data.get("programmes", [])}
         accounts.grants = {(e[0], e[1]): Grant(*e) for e in data.get("grants", [])}
         accounts.subsidised = {(a, s, p): [u, v] for a, s, p, u, v in data.get("subsidised", [])}
+        for holder, symbol, provider, used in data.get("bundle_used", []):
+            accounts._note_bundle_use(holder, symbol, provider, used)
         accounts.concessions = {
             (e[0], e[1]): Concession(*e[1:]) for e in data.get("concessions", [])
         }
@@ -1273,6 +1337,7 @@ _HANDLERS: dict[type, Callable[[Accounts, Any, Owns | None], None]] = {
     OrderReduced: Accounts._reduced,
     OrderCancelled: Accounts._cancelled,
     DeliverySettled: Accounts._delivered,
+    BundleDrawn: Accounts._drawn,
     ProgrammeCreated: Accounts._programme_created,
     GrantApproved: Accounts._grant_approved,
     ConcessionGranted: Accounts._concession_granted,

@@ -17,19 +17,32 @@ acts as the clearing house for their delivery:
   returns its bond less the penalty; the holder gets the undelivered share of the escrow (its
   refund) and the undelivered share of the bond (the penalty).
 
+A token bundle (a day, week or month of a token class, `ContractSpec.is_bundle`) is
+delivered by draw-down instead (see "Token bundles" below and docs/DESIGN.md): allocated at its
+period's start, paid as the provider meters tokens used, its unused rest refunded (and the bond
+behind it returned) when the delivery window after the period ends.
+
 Pure and deterministic: a function of the orders topic, like the books.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from exchange.domain.accounts import BPS, Fees, Hasher
-from exchange.domain.catalogue import MarketRules, parse_symbol, strip_hours, to_utc_ms
+from exchange.domain.accounts import BPS, TOKENS_PER_UNIT, Fees, Hasher
+from exchange.domain.catalogue import (
+    MarketRules,
+    SymbolError,
+    parse_symbol,
+    strip_hours,
+    to_utc_ms,
+)
 from exchange.domain.messages import (
     BlockAccepted,
+    BundleDrawn,
     CapacityRecalled,
     DeliveryDisputed,
     DeliveryObligation,
@@ -78,6 +91,35 @@ ObligationKey = tuple[str, str, str]
 """(symbol, provider, buyer)"""
 
 
+@dataclass(slots=True)
+class Drawdown:
+    """What a token bundle's obligation has drawn down and paid so far."""
+
+    used: int = 0
+    """Tokens metered, in all."""
+    paid: int = 0
+    """Escrow paid to the provider for them (cumulative rounding of the amount)."""
+    fee: int = 0
+    """The provider's fee charged on them (cumulative rounding of the obligation's fee)."""
+    reports: list[str] = field(default_factory=list)
+    """The metering reports' ids: each draws down once (a report sent again is refused)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def bundle_period(symbol: str) -> tuple[int, int] | None:
+    """A token bundle's period (start, end) in log time (ms); None for any other contract."""
+    if symbol[-3:-2] == "T":
+        # An hour (`...YYYYMMDDTHH`), the most frequent by far: no need to parse it.
+        return None
+    try:
+        spec = parse_symbol(symbol)
+    except SymbolError:
+        return None
+    if not spec.is_bundle:
+        return None
+    return to_utc_ms(spec.delivery_start), to_utc_ms(spec.delivery_end)
+
+
 class DeliveryDesk:
     """Provisions, entitlements and obligations of the contracts of one matching partition."""
 
@@ -97,6 +139,15 @@ class DeliveryDesk:
         """(window end, symbol, provider, buyer) of unsettled obligations, a heap."""
         self.cascaded: set[str] = set()
         """The strips that became positions in their hours (`StripCascades`)."""
+        self.drawdowns: dict[ObligationKey, Drawdown] = {}
+        """The draw-down of each token bundle's obligation, until it settles."""
+        self.bundles_started: dict[str, int] = {}
+        """Token bundles allocated at their period's start -> the period's end: their trades
+        (top-ups, resales) change obligations at once, until the period ends."""
+        self._bundle_starts: list[tuple[int, str]] = []
+        """(period start, symbol) of bundles traded but not yet allocated, a heap."""
+        self._bundle_ends: list[tuple[int, str]] = []
+        """(period end, symbol) of the started bundles, a heap."""
 
     # What happens in the books ---------------------------------------------------------------
 
@@ -124,7 +175,7 @@ class DeliveryDesk:
                 event.account_id,
                 event.family,
             ]
-        caused: list[Event] = []
+        caused: list[Event] = self._start_bundles(stamp)
         if isinstance(event, DeliveryRequested) and event.action == "recall":
             caused.extend(self._recall(event, stamp))
         elif isinstance(event, DeliveryRequested):
@@ -134,8 +185,11 @@ class DeliveryDesk:
                 case (mo.ACCEPTED, _, _):
                     # The most frequent output, and nothing to record: matched first.
                     pass
-                case (mo.TRADE, *_):
+                case (mo.TRADE, symbol, *_) if symbol in self.bundles_started:
+                    caused.extend(self._bundle_trade(output, stamp))
+                case (mo.TRADE, symbol, *_):
                     self._trade(output)
+                    self._await_bundle_start(symbol)
                 case (mo.REJECTED | mo.CANCELLED | mo.EXPIRED, _, order_id, *_):
                     # The order rests no longer: its sell, if any, is no longer open.
                     self.sells.pop(order_id, None)
@@ -144,8 +198,9 @@ class DeliveryDesk:
                     self._shrink(order_id, remaining)
                 case (mo.STATE, symbol, mo.CLOSED | mo.DELIVERED, _) if strip_hours(symbol) > 1:
                     caused.extend(StripCascades.of(self).at_close(symbol, stamp))
-                case (mo.STATE, symbol, mo.DELIVERED, _):
+                case (mo.STATE, symbol, mo.DELIVERED, _) if bundle_period(symbol) is None:
                     caused.extend(self._allocate(symbol, stamp))
+        caused.extend(self._start_bundles(stamp))
         caused.extend(self._settle_due(stamp))
         return caused
 
@@ -186,8 +241,9 @@ class DeliveryDesk:
         """Turn a contract's provisions and holdings into obligations at its delivery hour."""
         provisions = self.provisions.pop(symbol, {})
         holders = [(a, q) for a, q in sorted(self.holdings.pop(symbol, {}).items()) if q > 0]
-        start = to_utc_ms(parse_symbol(symbol).delivery_start)
-        window_ends = start + HOUR_MS + self.rules.delivery_window_ms
+        # The window opens at the end of the last hour delivered: an hour's, a bundle's period's.
+        end = to_utc_ms(parse_symbol(symbol).delivery_end)
+        window_ends = end + self.rules.delivery_window_ms
         events: list[Event] = []
         holder = 0
         left = holders[0][1] if holders else 0
@@ -332,6 +388,8 @@ class DeliveryDesk:
     # Metering, disputes and settlement --------------------------------------------------------
 
     def _request(self, request: DeliveryRequested, stamp: EventStamp) -> Event:
+        if request.action == "meter" and bundle_period(request.symbol) is not None:
+            return self._draw_down(request, stamp)
         key = (request.symbol, request.provider_id, request.buyer_id)
         obligation = self.obligations.get(key)
         if obligation is None:
@@ -347,7 +405,10 @@ class DeliveryDesk:
                 return _refused(
                     request, stamp, RejectReason.NOT_DISPUTED, "that delivery is not disputed"
                 )
-            if request.delivered > obligation.quantity:
+            if key in self.drawdowns:
+                if request.delivered > obligation.quantity * TOKENS_PER_UNIT:
+                    return _exceeds_bundle(request, obligation, self.drawdowns[key], stamp)
+            elif request.delivered > obligation.quantity:
                 return _exceeds(request, obligation, stamp)
             return self._settle(key, request.delivered, stamp, request.account_id, request.reason)
         if stamp.ts > obligation.window_ends or obligation.disputed:
@@ -385,7 +446,9 @@ class DeliveryDesk:
 
     def due(self, ts: int) -> bool:
         """Whether a settlement falls due at log time `ts`."""
-        return bool(self._due) and self._due[0][0] < ts
+        return (bool(self._due) and self._due[0][0] < ts) or (
+            bool(self._bundle_starts) and self._bundle_starts[0][0] <= ts
+        )
 
     def _settle_due(self, stamp: EventStamp) -> list[Event]:
         settled: list[Event] = []
@@ -406,6 +469,8 @@ class DeliveryDesk:
         resolved_by: str | None,
         reason: str,
     ) -> DeliverySettled:
+        if key in self.drawdowns:
+            return self._settle_bundle(key, delivered, stamp, resolved_by, reason)
         obligation = self.obligations.pop(key)
         symbol, provider_id, buyer_id = key
         quantity = obligation.quantity
@@ -426,6 +491,246 @@ class DeliveryDesk:
             penalty=obligation.bond - kept_bond,
             resolved_by=resolved_by,
             reason=reason,
+        )
+
+    # Token bundles ----------------------------------------------------------------------------
+
+    def _await_bundle_start(self, symbol: str) -> None:
+        """Note a token bundle traded before its period: its units are allocated at the start."""
+        period = bundle_period(symbol)
+        if period is not None and not any(s == symbol for _, s in self._bundle_starts):
+            heapq.heappush(self._bundle_starts, (period[0], symbol))
+
+    def _start_bundles(self, stamp: EventStamp) -> list[Event]:
+        """Allocate the bundles whose period has started into obligations (as an hour's at its
+        start), each with a draw-down; forget started bundles whose period has ended."""
+        events: list[Event] = []
+        starts = self._bundle_starts
+        while starts and starts[0][0] <= stamp.ts:
+            _, symbol = heapq.heappop(starts)
+            events += self._allocate(symbol, stamp)
+            for key in self.obligations:
+                if key[0] == symbol:
+                    self.drawdowns.setdefault(key, Drawdown())
+            self.bundles_started[symbol] = _period(symbol)[1]
+            heapq.heappush(self._bundle_ends, (_period(symbol)[1], symbol))
+        ends = self._bundle_ends
+        while ends and ends[0][0] <= stamp.ts:
+            del self.bundles_started[heapq.heappop(ends)[1]]
+        return events
+
+    def _bundle_trade(self, trade: mo.Trade, stamp: EventStamp) -> list[Event]:
+        """A trade of a bundle in its period: a top-up from a provider's capacity is owed to
+        the buyer at once; a resale moves unused units of the seller's obligations to it."""
+        _, symbol, _, price, quantity, taker, maker, taker_account, maker_account, side = trade
+        taker_buys = side != "sell"
+        buyer_id = taker_account if taker_buys else maker_account
+        seller_id = maker_account if taker_buys else taker_account
+        sell_order_id = maker if taker_buys else taker
+        sell = self.sells.get(sell_order_id)
+        from_capacity, bond_per_unit = (True, 0) if sell is None else (sell[0], sell[1])
+        if sell is not None:
+            sell[2] -= quantity
+            if not sell[2]:
+                del self.sells[sell_order_id]
+        if from_capacity:
+            amount = price * quantity
+            fee = self.fees.fee(symbol, amount, side, "sell")
+            key = (symbol, seller_id, buyer_id)
+            return [self._owe(key, quantity, amount, bond_per_unit * quantity, fee, stamp)]
+        events: list[Event] = []
+        left = quantity
+        for key in sorted(k for k in self.obligations if k[0] == symbol and k[2] == seller_id):
+            if not left:
+                break
+            moved = min(left, self.obligations[key].quantity)
+            if moved:
+                left -= moved
+                events.append(self._move(key, buyer_id, moved, stamp))
+        return events
+
+    def _move(
+        self, key: ObligationKey, buyer_id: str, moved: int, stamp: EventStamp
+    ) -> DeliveryObligation:
+        """Move `moved` units of a holder's bundle obligation to a buyer, with their shares of
+        the escrow, bond and fee. Unused units move first; the risk stage lets a holder resell
+        only units not drawn into, and the desk draws none into units offered for resale, so
+        drawn tokens move (with what was paid for them) only when a resale was accepted before
+        risk learned of a draw-down: the buyer then holds what the seller left, nothing lost."""
+        obligation, drawn = self.obligations[key], self.drawdowns[key]
+        quantity = obligation.quantity
+        amount = obligation.amount * moved // quantity
+        bond = obligation.bond * moved // quantity
+        fee = obligation.fee * moved // quantity
+        used = max(0, drawn.used - (quantity - moved) * TOKENS_PER_UNIT)
+        paid = drawn.paid * used // drawn.used if used else 0
+        fee_paid = drawn.fee * used // drawn.used if used else 0
+        obligation.quantity -= moved
+        obligation.amount -= amount
+        obligation.bond -= bond
+        obligation.fee -= fee
+        drawn.used -= used
+        drawn.paid -= paid
+        drawn.fee -= fee_paid
+        target = (key[0], key[1], buyer_id)
+        owed = self._owe(target, moved, amount, bond, fee, stamp)
+        taken = self.drawdowns[target]
+        taken.used += used
+        taken.paid += paid
+        taken.fee += fee_paid
+        return owed
+
+    def _owe(
+        self, key: ObligationKey, quantity: int, amount: int, bond: int, fee: int, stamp: EventStamp
+    ) -> DeliveryObligation:
+        """Add units to a bundle's obligation (a new one if the pair had none)."""
+        obligation = self.obligations.get(key)
+        if obligation is None:
+            window_ends = _period(key[0])[1] + self.rules.delivery_window_ms
+            obligation = Obligation(0, 0, 0, 0, window_ends)
+            self.obligations[key] = obligation
+            self.drawdowns[key] = Drawdown()
+            heapq.heappush(self._due, (window_ends, *key))
+        obligation.quantity += quantity
+        obligation.amount += amount
+        obligation.bond += bond
+        obligation.fee += fee
+        symbol, provider_id, buyer_id = key
+        return DeliveryObligation(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            symbol=symbol,
+            provider_id=provider_id,
+            buyer_id=buyer_id,
+            quantity=quantity,
+            amount=amount,
+            bond=bond,
+            fee=fee,
+            window_ends=obligation.window_ends,
+        )
+
+    def _draw_down(self, request: DeliveryRequested, stamp: EventStamp) -> Event:
+        """A provider's metering of a bundle: `delivered` tokens more used, paid at once."""
+        start, end = _period(request.symbol)
+        if stamp.ts < start:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.BUNDLE_NOT_STARTED,
+                f"{request.symbol} is drawn down from its period's start at {start} (log time, "
+                "ms): nothing is owed before it",
+            )
+        if stamp.ts >= end:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.BUNDLE_PERIOD_OVER,
+                f"{request.symbol}'s period ended at {end} (log time, ms): tokens used after it "
+                "are not drawn from it",
+            )
+        key = (request.symbol, request.provider_id, request.buyer_id)
+        obligation = self.obligations.get(key)
+        if obligation is None:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.NO_OBLIGATION,
+                f"{request.provider_id} owes {request.buyer_id} nothing in {request.symbol}",
+            )
+        drawn = self.drawdowns[key]
+        if obligation.disputed:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.DELIVERY_WINDOW_CLOSED,
+                "the delivery is disputed and awaits an operator",
+            )
+        if request.request_id in drawn.reports:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.DUPLICATE_ID,
+                f"metering report {request.request_id!r} was drawn down already",
+            )
+        used = drawn.used + request.delivered
+        if used > obligation.quantity * TOKENS_PER_UNIT:
+            return _exceeds_bundle(request, obligation, drawn, stamp)
+        offered, movable = self._offered_and_movable(key, used)
+        if movable < offered:
+            return _refused(
+                request,
+                stamp,
+                RejectReason.BUNDLE_OFFERED_FOR_RESALE,
+                f"{request.buyer_id} offers {offered} million of {request.symbol} for resale: "
+                f"{request.delivered} tokens more would draw into them (the holder cancels the "
+                "resale, or it trades, before they are used)",
+            )
+        paid, fee = _drawn_shares(obligation, drawn, used)
+        drawn.used = used
+        drawn.paid += paid
+        drawn.fee += fee
+        drawn.reports.append(request.request_id)
+        return BundleDrawn(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            report_id=request.request_id,
+            symbol=request.symbol,
+            provider_id=request.provider_id,
+            buyer_id=request.buyer_id,
+            tokens=request.delivered,
+            used=used,
+            paid=paid,
+            fee=fee,
+        )
+
+    def _offered_and_movable(self, key: ObligationKey, used: int) -> tuple[int, int]:
+        """The units the holder of `key` offers for resale in its bundle, and the whole units
+        of its obligations there not drawn into, were `key` drawn to `used` tokens."""
+        symbol, _, holder = key
+        offered = sum(
+            remaining
+            for from_capacity, _, remaining, account, sell_symbol in self.sells.values()
+            if not from_capacity and account == holder and sell_symbol == symbol
+        )
+        movable = 0
+        for other, obligation in self.obligations.items():
+            if other[0] == symbol and other[2] == holder:
+                drawn = used if other == key else self.drawdowns[other].used
+                movable += obligation.quantity + drawn // -TOKENS_PER_UNIT
+        return offered, movable
+
+    def _settle_bundle(
+        self,
+        key: ObligationKey,
+        used: int,
+        stamp: EventStamp,
+        resolved_by: str | None,
+        reason: str,
+    ) -> DeliverySettled:
+        """Settle a bundle's obligation after its period and window: the unused escrow back to
+        the holder, the whole bond back to the provider (unused is the holder's choice, no
+        failure to deliver), and what a resolution found used beyond the metered paid."""
+        obligation = self.obligations.pop(key)
+        drawn = self.drawdowns.pop(key)
+        used = max(used, drawn.used)
+        paid, fee = _drawn_shares(obligation, drawn, used)
+        symbol, provider_id, buyer_id = key
+        return DeliverySettled(
+            event_id=stamp.next_id(),
+            ts=stamp.ts,
+            symbol=symbol,
+            provider_id=provider_id,
+            buyer_id=buyer_id,
+            quantity=obligation.quantity,
+            delivered=used // TOKENS_PER_UNIT,
+            paid=paid,
+            fee=fee,
+            refund=obligation.amount - drawn.paid - paid,
+            bond=obligation.bond,
+            penalty=0,
+            resolved_by=resolved_by,
+            reason=reason,
+            used=used,
         )
 
     # State ------------------------------------------------------------------------------------
@@ -456,6 +761,19 @@ class DeliveryDesk:
             # Only once a strip cascaded: the snapshots and hashes of markets without strips
             # keep their bytes.
             **({"cascaded": sorted(self.cascaded)} if self.cascaded else {}),
+            # Token bundles' state only once there is some, so older states hash as before.
+            **self._bundles_snapshot(),
+        }
+
+    def _bundles_snapshot(self) -> dict[str, Any]:
+        if not self.drawdowns and not self.bundles_started:
+            return {}
+        return {
+            "drawdowns": sorted(
+                [*key, d.used, d.paid, d.fee, sorted(d.reports)]
+                for key, d in self.drawdowns.items()
+            ),
+            "bundles_started": sorted(self.bundles_started.items()),
         }
 
     @classmethod
@@ -474,6 +792,13 @@ class DeliveryDesk:
             desk.obligations[(symbol, provider, buyer)] = obligation
             if not obligation.disputed:
                 heapq.heappush(desk._due, (obligation.window_ends, symbol, provider, buyer))
+        for symbol, provider, buyer, used, paid, fee, reports in data.get("drawdowns", []):
+            desk.drawdowns[(symbol, provider, buyer)] = Drawdown(used, paid, fee, list(reports))
+        desk.bundles_started = dict(data.get("bundles_started", []))
+        desk._bundle_ends = sorted((end, symbol) for symbol, end in desk.bundles_started.items())
+        for symbol in {*desk.provisions, *desk.holdings}:
+            if symbol not in desk.bundles_started:
+                desk._await_bundle_start(symbol)
         return desk
 
 
@@ -593,4 +918,37 @@ def _exceeds(
         RejectReason.METERING_EXCEEDS_OBLIGATION,
         f"{request.delivered} units delivered is more than the {obligation.quantity} "
         f"{request.provider_id} sold to {request.buyer_id} in {request.symbol}",
+    )
+
+
+def _period(symbol: str) -> tuple[int, int]:
+    period = bundle_period(symbol)
+    assert period is not None, symbol
+    return period
+
+
+def _drawn_shares(obligation: Obligation, drawn: Drawdown, used: int) -> tuple[int, int]:
+    """What a bundle's provider is paid, and charged in fees, for its use rising to `used`
+    tokens: the cumulative shares less what was already paid (never less than nothing: a
+    top-up at a lower price lowers the average, but what was paid stays paid)."""
+    tokens = obligation.quantity * TOKENS_PER_UNIT
+    if not tokens:
+        # Every unit was resold in the period: nothing is left to pay for.
+        return 0, 0
+    paid = max(0, obligation.amount * used // tokens - drawn.paid)
+    fee = obligation.fee * used // tokens - drawn.fee
+    return paid, fee
+
+
+def _exceeds_bundle(
+    request: DeliveryRequested, obligation: Obligation, drawn: Drawdown, stamp: EventStamp
+) -> RequestRejected:
+    bought = obligation.quantity * TOKENS_PER_UNIT
+    return _refused(
+        request,
+        stamp,
+        RejectReason.METERING_EXCEEDS_BUNDLE,
+        f"{request.delivered} tokens more would draw {request.buyer_id}'s bundle of "
+        f"{request.symbol} from {request.provider_id} to {drawn.used + request.delivered}, "
+        f"beyond the {bought} tokens ({obligation.quantity} million) bought",
     )

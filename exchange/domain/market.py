@@ -346,7 +346,9 @@ class MarketStage:
             ts,
             spec.symbol,
             spec.family,
-            to_utc_ms(spec.delivery_start),
+            # A token bundle is delivered (and its book dropped) when its period ends; its
+            # draw-down from the period's start is the delivery desk's.
+            to_utc_ms(spec.delivery_end if spec.is_bundle else spec.delivery_start),
             0,
             tick=1,
             band=band,

@@ -83,6 +83,7 @@ UNDOCUMENTED = {
     "Invoices": "GET /v1/accounts/{id}/invoices is documented as a free-form object",
     "ProgrammeReport": "GET /v1/programmes/{id}/report is documented without a schema",
     "CostSplit": "part of a statement, see Statement",
+    "BundleDrawdown": "part of a statement, see Statement",
     "Statement": "GET /v1/statements is documented as a free-form object",
     "OrderStatement": "GET /v1/orders/{id}/statement is documented as a free-form object",
     "VatInvoice": "GET /v1/orders/{id}/invoice is documented without a schema",

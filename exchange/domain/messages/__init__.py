@@ -71,6 +71,7 @@ from exchange.domain.messages.dayahead import (
     PlaceExclusiveGroup,
 )
 from exchange.domain.messages.delivery import (
+    BundleDrawn,
     CapacityRecalled,
     DeliveryAction,
     DeliveryDisputed,
@@ -173,6 +174,7 @@ __all__ = [
     "Backing",
     "BlockAccepted",
     "BookChanged",
+    "BundleDrawn",
     "CancelAllOrders",
     "CancelAllRequested",
     "CancelOrder",

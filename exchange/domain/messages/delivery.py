@@ -170,11 +170,15 @@ class DeliverySettled(Event):
     recall_id: str | None = None
     """The provider's recall that settled these units before their delivery hour (None: an
     obligation settled at or after it)."""
+    used: StrictInt | None = None
+    """A token bundle's tokens drawn down in all (None: an hour, settled by units). The
+    provider was paid for them as they were metered (`BundleDrawn`); `paid` and `fee` are
+    what a resolved dispute adds, `refund` the unused rest of the escrow, `penalty` 0."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Settlements written before recalls were named keep their bytes.
-        return omit_defaults(self, handler, {"recall_id": None})
+        # Settlements written before recalls and bundles keep their bytes.
+        return omit_defaults(self, handler, {"recall_id": None, "used": None})
 
 
 class StripPosition(BaseModel):
@@ -213,3 +217,20 @@ def split_over_hours(total: int, hours: int) -> list[int]:
     """`total` in `hours` parts that add up to it exactly (cumulative rounding: part i is
     total x (i + 1) // hours - total x i // hours)."""
     return [total * (i + 1) // hours - total * i // hours for i in range(hours)]
+
+
+class BundleDrawn(Event):
+    """A provider's metering report drew a token bundle down by `tokens` (integer tokens, not
+    millions), to `used` in all, and was paid for them at once: `paid` out of the escrow, less
+    `fee`, its trading fee's share. Cumulative rounding: the paid so far is the obligation's
+    amount x used // (quantity x 1,000,000), so the reports' parts add up to the fen."""
+
+    type: Literal["BundleDrawn"] = "BundleDrawn"
+    report_id: str
+    symbol: str
+    provider_id: str
+    buyer_id: str
+    tokens: StrictInt
+    used: StrictInt
+    paid: StrictInt
+    fee: StrictInt

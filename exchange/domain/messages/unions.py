@@ -28,6 +28,7 @@ from exchange.domain.messages.dayahead import (
     PlaceExclusiveGroup,
 )
 from exchange.domain.messages.delivery import (
+    BundleDrawn,
     CapacityRecalled,
     DeliveryDisputed,
     DeliveryObligation,
@@ -157,6 +158,7 @@ AnyEvent = Annotated[
     | DeliveryDisputed
     | DeliverySettled
     | StripCascaded
+    | BundleDrawn
     | ProgrammeCreated
     | GrantApproved
     | ListingChanged
@@ -225,6 +227,7 @@ AnyMessage = Annotated[
     | DeliveryDisputed
     | DeliverySettled
     | StripCascaded
+    | BundleDrawn
     | ProgrammeCreated
     | GrantApproved
     | SetAccountLimits

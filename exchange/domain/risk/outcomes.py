@@ -8,6 +8,7 @@ from exchange.domain.accounts import Owns
 from exchange.domain.enterprises import REGISTRY_KEY
 from exchange.domain.messages import (
     AmendRejected,
+    BundleDrawn,
     DeliverySettled,
     EnterpriseRegistered,
     EventStamp,
@@ -32,6 +33,7 @@ Outcome = (
     | OrderReduced
     | AmendRejected
     | DeliverySettled
+    | BundleDrawn
     | GrantApproved
     | ListingChanged
     | EnterpriseRegistered
