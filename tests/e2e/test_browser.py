@@ -494,3 +494,39 @@ async def test_the_day_ahead_view_leads_to_the_intraday_auctions(
         assert await page.get_by_test_id("day-ahead-need").count() == 0
         await _check_view(page, "intraday", [])
     assert errors == []
+
+
+async def test_the_market_view_shows_strips_and_bundles_by_their_terms(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """A week of H100s and a month of Qwen tokens show in their products beside the hours,
+    each named by its term, start and hours, and counted apart from the hours on offer."""
+    errors: list[str] = []
+    trading = datetime(2027, 11, 29, 10, tzinfo=CST)
+    week, month = "H100-80G.GZ.W20271206", "TOK-QWEN.YRD.M202712"
+    settings = settings_for(tmp_path).model_copy(
+        update={"listings": "H100-80G.GZ,TOK-QWEN.YRD", "listing_days": 2, "term_days": 14}
+    )
+    async with running_exchange(settings, lambda: int(trading.timestamp() * 1000)) as exchange:
+        provider_key = await exchange.key_for("idc-terms", "provider")
+        async with ExchangeClient(exchange.base_url, provider_key) as provider:
+            await provider.deposit_cash(1_000_000)
+            for symbol, price in ((week, 1_010), (month, 180)):
+                await provider.deposit_capacity(symbol, 5)
+                await provider.place_order(symbol, "sell", price, 5)
+        await settle(exchange.runtime)
+        page = await _page(browser, exchange.base_url, None, errors)
+        await expect(page.get_by_test_id("terms-H100-80G.GZ")).to_have_text("1 / 4 个有卖价")
+        await expect(page.get_by_test_id("terms-TOK-QWEN.YRD")).to_contain_text("1 / ")
+        await page.get_by_test_id("details-H100-80G.GZ").click()
+        await expect(page.get_by_test_id(f"hour-{week}")).to_contain_text(
+            "周合约 2027-12-06 起（168 小时）"
+        )
+        await expect(page.get_by_test_id(f"hour-{week}")).to_contain_text("10.10")
+        await expect(page.get_by_test_id("hour-H100-80G.GZ.N20271206")).to_contain_text(
+            "周夜间合约 2027-12-06 起（每日 0-8 时）（56 小时）"
+        )
+        await page.get_by_test_id("details-TOK-QWEN.YRD").click()
+        await expect(page.get_by_test_id(f"hour-{month}")).to_contain_text("月资源包 2027-12")
+        await _check_view(page, "market-terms", [])
+    assert errors == []

@@ -12,6 +12,17 @@
   let history = null;                               // its Chart.js chart
 
   const memoryOf = (description) => (/(\d+)\s*GB/.exec(description) || [])[1];
+  const isTerm = (c) => c.term && c.term !== "H";
+
+  // A contract's delivery as a person reads it: the hour, or the term with its start and hours
+  // (a week, its nights, a month of cards; a day, week or month bundle of tokens).
+  function deliveryOf(c) {
+    if (!isTerm(c)) return CX.cstHour(c.delivery_start);
+    const start = CX.cstDate(Date.parse(c.delivery_start));
+    const bundle = c.unit === "million-tokens" && c.term !== "D" ? "bundle-" : "";
+    return t("term." + bundle + c.term, { start, month: start.slice(0, 7) }) +
+      (c.unit === "million-tokens" ? "" : t("term.hours", { hours: c.hours }));
+  }
   const isInterruptible = (cls) => cls.endsWith("-INT");
   const minOf = (values) => {
     const present = values.filter((v) => v !== null && v !== undefined);
@@ -26,19 +37,23 @@
       if (!byFamily.has(family)) byFamily.set(family, []);
       byFamily.get(family).push(c);
     }
-    return [...byFamily].map(([family, hours]) => {
-      const first = hours[0];
+    return [...byFamily].map(([family, contracts]) => {
+      const first = contracts[0];
+      const hours = contracts.filter((c) => !isTerm(c));
+      const terms = contracts.filter(isTerm);
       const offered = hours.filter((c) => c.best_ask !== null);
       return {
-        family, hours, cls: first.resource_class, region: first.region, unit: first.unit,
+        family, hours, terms, contracts, cls: first.resource_class, region: first.region, unit: first.unit,
         description: first.description, factor: first.performance_factor,
         memory: memoryOf(first.description),
-        ask: minOf(hours.map((c) => c.best_ask)),
-        net: minOf(hours.map((c) => c.best_ask_net)),
-        askPerStd: minOf(hours.map((c) => c.best_ask_per_std)),
-        netPerStd: minOf(hours.map((c) => c.best_ask_net_per_std)),
+        // A strip's price is per card-hour and a bundle's per million tokens, as an hour's.
+        ask: minOf(contracts.map((c) => c.best_ask)),
+        net: minOf(contracts.map((c) => c.best_ask_net)),
+        askPerStd: minOf(contracts.map((c) => c.best_ask_per_std)),
+        netPerStd: minOf(contracts.map((c) => c.best_ask_net_per_std)),
         offeredHours: offered.length,
-        sellers: [...new Set(hours.flatMap((c) => c.sellers))],
+        offeredTerms: terms.filter((c) => c.best_ask !== null).length,
+        sellers: [...new Set(contracts.flatMap((c) => c.sellers))],
         states: [...new Set(hours.map((c) => c.state).filter((s) => s && s !== "continuous"))],
       };
     }).sort((a, b) => (a.netPerStd ?? a.net ?? Infinity) - (b.netPerStd ?? b.net ?? Infinity) || a.family.localeCompare(b.family));
@@ -70,6 +85,7 @@
         fact("market.after-voucher", perUnit(p.net, p.unit), "lowest-net-" + p.family),
         p.factor ? fact("market.per-std", perStd(p.netPerStd), "per-std-" + p.family) : [],
         fact("market.offered-hours", t("market.hours-of", { offered: p.offeredHours, listed: p.hours.length })),
+        p.terms.length ? fact("market.terms", t("market.terms-of", { offered: p.offeredTerms, listed: p.terms.length }), "terms-" + p.family) : [],
         fact("market.sellers", p.sellers.length ? p.sellers.join("、") : t("market.no-stalls"))),
       el("div", { class: "actions" },
         el("button", { type: "button", "data-testid": "details-" + p.family, "aria-expanded": String(detail === p.family),
@@ -122,20 +138,20 @@
     const hours = el("table", { "data-testid": "hours" },
       el("caption", {}, t("market.hours-title")),
       el("thead", {}, el("tr", {}, ...["market.delivery", "market.state", "market.bid", "market.ask", "market.after-voucher", "market.per-std", ""].map((k) => el("th", { scope: "col" }, k ? t(k) : "")))),
-      el("tbody", {}, ...p.hours.map((c) => el("tr", { "data-testid": "hour-" + c.symbol },
-        el("td", {}, CX.cstHour(c.delivery_start)), el("td", {}, stateBadge(c.state)),
+      el("tbody", {}, ...p.contracts.map((c) => el("tr", { "data-testid": "hour-" + c.symbol },
+        el("td", {}, deliveryOf(c)), el("td", {}, stateBadge(c.state)),
         el("td", {}, yuan(c.best_bid)), el("td", {}, yuan(c.best_ask)), el("td", {}, yuan(c.best_ask_net)),
         el("td", {}, c.best_ask_net_per_std === null ? "–" : yuan(c.best_ask_net_per_std)),
         el("td", {}, el("a", { href: "#/orders?symbol=" + encodeURIComponent(c.symbol), "data-testid": "buy-" + c.symbol }, t("market.buy")))))));
-    // The latest trades of the product's hours, each once (by trade id), newest first.
-    const traded = p.hours.filter((c) => c.volume_24h > 0 || c.last !== null);
+    // The latest trades of the product's contracts, each once (by trade id), newest first.
+    const traded = p.contracts.filter((c) => c.volume_24h > 0 || c.last !== null);
     const lists = await Promise.all(traded.map((c) => api("GET", `/v1/contracts/${encodeURIComponent(c.symbol)}/trades?limit=10`)));
     const trades = [...new Map(lists.flat().map((x) => [x.trade_id, x])).values()].sort((a, b) => b.ts - a.ts).slice(0, 10);
     const tape = el("table", { "data-testid": "trades" },
       el("caption", {}, t("market.trades")),
       el("thead", {}, el("tr", {}, ...["orders.time", "market.delivery", "orders.price", "orders.quantity"].map((k) => el("th", { scope: "col" }, t(k))))),
       el("tbody", {}, ...trades.map((x) => el("tr", { "data-testid": "trade" }, el("td", {}, CX.cst(x.ts)),
-        el("td", {}, CX.cstHour(p.hours.find((c) => c.symbol === x.symbol).delivery_start)), el("td", {}, yuan(x.price)), el("td", {}, String(x.quantity))))));
+        el("td", {}, deliveryOf(p.contracts.find((c) => c.symbol === x.symbol))), el("td", {}, yuan(x.price)), el("td", {}, String(x.quantity))))));
     const toggle = (value, label) => el("button", { type: "button", "aria-pressed": String(interval === value), onclick: () => openDetail(family, value) }, t(label));
     box.replaceChildren(
       el("h2", { id: "detail-title", "data-testid": "detail-title", tabindex: "-1" }, p.description, " · ", region(p.region)),
