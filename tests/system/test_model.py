@@ -1,4 +1,5 @@
-"""The whole-system model test on the embedded default and on Kafka and PostgreSQL.
+"""The whole-system model test on the embedded default (on Kafka and PostgreSQL:
+`test_model_on_kafka.py`, a file of its own so that `make test`'s two processes run both at once).
 
 First a fixed tour (`tests/system/tour.py`): every command family once, in an order that lets
 each reach its outcome, the invariants checked after every step; it fails naming any family it
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.run import Ran, base_settings, fresh_postgres, run_model
+from tests.system.run import Ran, base_settings, run_model
 from tests.system.tour import tour
 
 BUDGET = {
@@ -90,49 +91,3 @@ def test_every_command_keeps_the_books_on_the_embedded_default(
         print(f"\nembedded {ran}")
     assert ran.steps >= EMBEDDED_EXAMPLES
     assert_reached(ran, MUST_REACH, MUST_REACH_AT_EDGE, "CX_MODEL_EXAMPLES", "CX_MODEL_STEPS")
-
-
-@pytest.mark.kafka
-@pytest.mark.postgres
-@pytest.mark.timeout(600)
-def test_a_tour_of_every_command_family_keeps_the_books_on_kafka_and_postgres(
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    postgres_url: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    ran = tour(base_settings(tmp_path, kafka=kafka_bootstrap), prepare=fresh_postgres(postgres_url))
-    with capsys.disabled():
-        print(f"\nkafka+postgres tour {ran}")
-
-
-@pytest.mark.kafka
-@pytest.mark.postgres
-@pytest.mark.timeout(1200)
-def test_every_command_keeps_the_books_on_kafka_and_postgres(
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    postgres_url: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    ran = run_model(
-        base_settings(tmp_path, kafka=kafka_bootstrap),
-        REAL_EXAMPLES,
-        REAL_STEPS,
-        prepare=fresh_postgres(postgres_url),
-        derandomize=CI,
-        shrink=SHRINK,
-        # Its few examples keep their reach of programme administration; the auctions run on
-        # Kafka and PostgreSQL in the tour and the end-to-end tests.
-        auctions=False,
-    )
-    with capsys.disabled():
-        print(f"\nkafka+postgres {ran}")
-    assert ran.steps >= REAL_EXAMPLES
-    assert_reached(
-        ran,
-        REAL_MUST_REACH,
-        REAL_MUST_REACH_AT_EDGE,
-        "CX_MODEL_REAL_EXAMPLES",
-        "CX_MODEL_REAL_STEPS",
-    )
