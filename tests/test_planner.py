@@ -247,7 +247,7 @@ def test_over_the_maximum_total_is_infeasible_with_the_cost_stated() -> None:
     result = plan(need(max_total=7199), contracts, asks, STANDARD)
     assert result.chosen is None
     assert result.reason == OVER_MAX_TOTAL
-    assert result.alternatives[0].detail.startswith("costs 7200 fen")
+    assert result.alternatives[0].detail.startswith("hourly block: costs 7200 fen")
     exactly = plan(need(max_total=7200), contracts, asks, STANDARD)
     assert exactly.chosen is not None
     assert exactly.chosen.limit_price == 1800

@@ -430,7 +430,7 @@ def _price(
             adder_cost=adder_cost,
             limit_price=limit,
             reason=reason,
-            detail=detail,
+            detail=f"hourly block: {detail}",
         )
 
     cost = 0
@@ -455,8 +455,8 @@ def _price(
         )
         return alternative(cost, None, OVER_MAX_TOTAL, detail)
     detail = (
-        f"hourly block: {cards} cards x {hours} h for {cost} fen at the asks + {adder_cost} fen "
-        f"region adder = {cost + adder_cost}; block limit {limit} fen a card-hour"
+        f"{cards} cards x {hours} h for {cost} fen at the asks + {adder_cost} fen region adder "
+        f"= {cost + adder_cost}; block limit {limit} fen a card-hour"
     )
     return alternative(cost, limit, None, detail)
 
