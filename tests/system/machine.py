@@ -20,6 +20,11 @@ after every step checks the invariants the issue names (`ExchangeMachine.system_
 (e) `settlement.audit.audit` and `audit_ledger` find no discrepancy;
 (f) a replay of the event store has the live settlement projection's state hash.
 
+Strips (a week and the nights of a week of the rolled family) are contracts like the others,
+so every rule on a contract combines with them; an operator's delist cascades one at once (its
+scheduled cascade falls after the clock stops), and the model carries its deposited capacity
+into its hours and checks its holders' positions moved there (`_cascade`, `_check_cascades`).
+
 Rules that act on something (an open obligation to meter or dispute, a dispute to resolve, an
 interruptible sale to recall) are available only when the model knows of one from the events
 stored, so Hypothesis's uniform choice among the available rules gives them weight within CI's
