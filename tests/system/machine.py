@@ -1504,13 +1504,16 @@ class ExchangeMachine(RuleBasedStateMachine):
                 "quantity": quantity,
             }
             self._place(account, body, {})
-        if to_delivery and symbol not in STRIPS:
+        if to_delivery:
             self._move_clock(min(_delivery_start(symbol) + 1, END))
 
     def _gates_open(self) -> list[str]:
-        """The model's contracts whose gate has not closed: they still trade."""
+        """The model's hourly contracts whose gate has not closed: they still trade. (The
+        strips trade until they cascade, `_strips_trading`: counted here, they would keep the
+        rules that aim at open hours, and at deliveries, drawing them all day.)"""
         gate = HOUR  # the default gate closure: an hour before delivery
-        return [s for s in SYMBOLS if self.clock.now_ms < _delivery_start(s) - gate]
+        return [s for s in SYMBOLS
+                if s not in STRIPS and self.clock.now_ms < _delivery_start(s) - gate]  # fmt: skip
 
     @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
     @rule(
