@@ -1055,8 +1055,10 @@ class NeedRequest(BaseModel):
         "card's performance factor; `cards`: `quantity` cards in every hour."
     )
     quantity: PositiveInt
-    hours: Annotated[int, Field(ge=1, le=24, strict=True)] = Field(
-        description="Consecutive delivery hours."
+    hours: Annotated[int, Field(ge=1, le=744, strict=True)] = Field(
+        description="Consecutive delivery hours (night hours, with `nights`). A block order "
+        "serves at most 24; a week or month strip wholly inside the window serves up to its "
+        '168 or 672-744 when it costs less (docs/DESIGN.md, "Needs and strips").'
     )
     earliest_start: Annotated[int, Field(ge=0, strict=True)] = Field(
         description="The first hour may start at this time or later (ms since the epoch)."
@@ -1085,6 +1087,11 @@ class NeedRequest(BaseModel):
         "it covers are ranked by what the buyer pays after it, and the chosen block carries "
         "it if it covers that block.",
     )
+    nights: bool = Field(
+        default=False,
+        description="The hours may be night hours (00:00-08:00 CST) of the window's nights "
+        "rather than consecutive: only then may a week's nights strip (56 hours) serve the need.",
+    )
     day_ahead: bool = Field(
         default=False,
         description="Bid in the day-ahead auction instead of buying from the books now: the "
@@ -1096,8 +1103,14 @@ class NeedRequest(BaseModel):
 
 
 class AlternativeOut(BaseModel):
-    """One family and start hour the planner priced, or why it cannot serve the need."""
+    """One family and start hour (an hourly block) or one strip the planner priced, or why it
+    cannot serve the need."""
 
+    kind: Literal["hourly_block", "strip"] = Field(
+        description="`hourly_block`: one block order of the consecutive hours in `symbols`; "
+        "`strip`: one fill-or-kill order on the week, nights or month strip in `symbols`."
+    )
+    hours: int = Field(description="Delivery hours bought: the block's, or all the strip's.")
     family: str
     resource_class: str
     region: str
@@ -1110,7 +1123,10 @@ class AlternativeOut(BaseModel):
     ranked_total: int | None = Field(
         description="net_cost + adder_cost: what the choice minimises."
     )
-    limit_price: int | None = Field(description="The block's average price limit (fen).")
+    limit_price: int | None = Field(
+        description="The block's average price limit, or the strip order's limit (the dearest "
+        "ask walked), fen per card-hour."
+    )
     feasible: bool
     reason: str | None = None
     detail: str
@@ -1143,7 +1159,8 @@ class PlanOut(BaseModel):
 
 
 class NeedOrderOut(BaseModel):
-    """The block order placed for a need and what became of it."""
+    """The block order (or, for a strip, the fill-or-kill order) placed for a need and what
+    became of it."""
 
     order_id: str
     symbols: list[str]
@@ -1155,6 +1172,11 @@ class NeedOrderOut(BaseModel):
     reason: str | None = None
     voucher: str | None = Field(
         default=None, description="The voucher programme the block carries, if any."
+    )
+    kind: Literal["hourly_block", "strip"] = Field(
+        default="hourly_block",
+        description="`strip`: a fill-or-kill order on the strip in `symbols` (its quantity "
+        "cards in each of the strip's hours) instead of a block order.",
     )
 
 

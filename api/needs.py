@@ -48,11 +48,13 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceBlockOrder,
     PlaceExclusiveGroup,
+    PlaceOrder,
     RejectReason,
     exchange_order_id,
 )
 from exchange.domain.performance import decimal_text
 from exchange.domain.planner import (
+    STRIP,
     Alternative,
     AuctionBid,
     Need,
@@ -138,6 +140,7 @@ def need_of(request: NeedRequest) -> Need:
             max_total=request.max_total,
             min_grade=request.min_grade,
             classes=tuple(request.classes),
+            nights=request.nights,
         )
     except NeedError as error:
         field = _REQUEST_FIELDS.get(error.field, error.field)
@@ -154,6 +157,8 @@ def plan_document(result: Plan, catalogue: Catalogue) -> dict[str, Any]:
     def alternative(a: Any) -> dict[str, Any]:
         spec = catalogue.get(a.symbols[0])
         return {
+            "kind": a.kind,
+            "hours": a.hours,
             "family": a.family,
             "resource_class": a.resource_class,
             "region": a.region,
@@ -316,9 +321,10 @@ class NeedService:
         account = principal.account_id
         need = _current(request)
         now = _now_ms()
-        # Without a voucher (or the day-ahead flag), the body a need had before vouchers (or the
-        # day-ahead auction) existed: a retry of a need sent before them still matches it.
-        unset = {name for name in ("voucher", "day_ahead") if not getattr(request, name)}
+        # Without a voucher (or the day-ahead or nights flag), the body a need had before
+        # vouchers (the day-ahead auction, strips) existed: a retry of a need sent before them
+        # still matches it.
+        unset = {name for name in ("voucher", "day_ahead", "nights") if not getattr(request, name)}
         body = request.model_dump(exclude=unset)
         print_ = fingerprint("POST", "/v1/needs", body)
         name = request.client_need_id or (
@@ -409,9 +415,9 @@ class NeedService:
             raise Problem(
                 422,
                 "no_feasible_plan",
-                "no alternative of the need fits one day-ahead bid: each must lie in one CST "
-                "day, be covered by the need's voucher if it names one, and max_total must buy "
-                "at least a tick per card-hour",
+                "no alternative of the need fits one day-ahead bid: each must be an hourly "
+                "block (strips are not auctioned) in one CST day, be covered by the need's "
+                "voucher if it names one, and max_total must buy at least a tick per card-hour",
                 plan=plan_document(result, self.catalogue),
             )
         return bid
@@ -633,26 +639,21 @@ class NeedService:
             None if before is None or before["block"] is None else orjson.loads(before["block"])
         )
         attempt = 1 if earlier is None else earlier.get("attempt", 1) + 1
-        command = PlaceBlockOrder(
-            order_id=f"{need_id}-block" if attempt == 1 else f"{need_id}-block-{attempt}",
-            account_id=account_id,
-            symbols=list(chosen.symbols),
-            side="buy",
-            price=chosen.limit_price,
-            quantity=chosen.cards_per_hour,
-            voucher=None if chosen.voucher is None else voucher,
-        )
-        order_id = exchange_order_id(account_id, command.order_id)
-        block = {
+        sent_as = f"{need_id}-block" if attempt == 1 else f"{need_id}-block-{attempt}"
+        order_id = exchange_order_id(account_id, sent_as)
+        block: dict[str, Any] = {
             "order_id": order_id,
-            "sent_as": command.order_id,
-            "symbols": command.symbols,
-            "price": command.price,
-            "quantity": command.quantity,
+            "sent_as": sent_as,
+            "symbols": list(chosen.symbols),
+            "price": chosen.limit_price,
+            "quantity": chosen.cards_per_hour,
             "attempt": attempt,
         }
-        if command.voucher is not None:
-            block["voucher"] = command.voucher
+        if chosen.kind == STRIP:
+            block["kind"] = STRIP
+        if chosen.voucher is not None and voucher is not None:
+            block["voucher"] = voucher
+        command = _need_order(account_id, block)
         claimed = await self._transition(
             need_id,
             SUBMITTED,
@@ -823,15 +824,7 @@ class NeedService:
                 claimed = await self._transition_submitted(need_id, block)
                 if not claimed:
                     continue
-            command = PlaceBlockOrder(
-                order_id=block["sent_as"],
-                account_id=account_id,
-                symbols=block["symbols"],
-                side="buy",
-                price=block["price"],
-                quantity=block["quantity"],
-                voucher=block.get("voucher"),
-            )
+            command = _need_order(account_id, block)
             log.warning("need %s: its block %s never arrived; sending it again", *(
                 need_id, block["order_id"]))  # fmt: skip
             await self.commands.submit_and_wait(command, order_key(account_id, block["order_id"]))
@@ -874,6 +867,34 @@ class NeedService:
             await self._claim_and_submit(need_id, standing.account_id, result, standing.voucher)
         except Exception:
             log.exception("placing the block of standing need %s failed", need_id)
+
+
+def _need_order(account_id: str, block: Mapping[str, Any]) -> PlaceBlockOrder | PlaceOrder:
+    """The order a need's stored block sends: a block order of its hours, or for a strip one
+    fill-or-kill limit order on it (all the need's cards at once or nothing, as a block; IOC
+    would leave a part the job cannot run on, and a resting order would hold the buyer's cash
+    and fill unplanned)."""
+    if block.get("kind") == STRIP:
+        (symbol,) = block["symbols"]
+        return PlaceOrder(
+            order_id=block["sent_as"],
+            account_id=account_id,
+            symbol=symbol,
+            side="buy",
+            price=block["price"],
+            quantity=block["quantity"],
+            time_in_force="FOK",
+            voucher=block.get("voucher"),
+        )
+    return PlaceBlockOrder(
+        order_id=block["sent_as"],
+        account_id=account_id,
+        symbols=block["symbols"],
+        side="buy",
+        price=block["price"],
+        quantity=block["quantity"],
+        voucher=block.get("voucher"),
+    )
 
 
 def _group_command(account_id: str, group: Mapping[str, Any]) -> PlaceExclusiveGroup:

@@ -19,13 +19,16 @@ from exchange.domain.planner import (
     CARDS,
     CLASS_NOT_ACCEPTED,
     HOUR_MS,
+    HOURLY_BLOCK,
     INSUFFICIENT_DEPTH,
     NO_ACCEPTABLE_CONTRACT,
     NO_LISTED_HOURS_IN_WINDOW,
+    NO_STRIP_SERVES_LONG_NEED,
     NOT_A_CARD,
     OVER_MAX_TOTAL,
     REGION_NOT_ACCEPTED,
     STANDARD_CARD_HOURS,
+    STRIP,
     Need,
     NeedError,
     RegionChoice,
@@ -98,7 +101,7 @@ def test_the_cheapest_region_wins_and_every_alternative_is_priced() -> None:
     assert result.reason is None
     assert result.families == {"H100-80G.GZ", "H100-80G.YRD"}
     assert "H100-80G.GZ" in result.explanation
-    assert "next H100-80G.GZ" in result.explanation
+    assert "next hourly block H100-80G.GZ" in result.explanation
 
 
 def test_a_region_adder_flips_the_choice() -> None:
@@ -244,7 +247,7 @@ def test_over_the_maximum_total_is_infeasible_with_the_cost_stated() -> None:
     result = plan(need(max_total=7199), contracts, asks, STANDARD)
     assert result.chosen is None
     assert result.reason == OVER_MAX_TOTAL
-    assert result.alternatives[0].detail.startswith("costs 7200 fen")
+    assert result.alternatives[0].detail.startswith("hourly block: costs 7200 fen")
     exactly = plan(need(max_total=7200), contracts, asks, STANDARD)
     assert exactly.chosen is not None
     assert exactly.chosen.limit_price == 1800
@@ -278,7 +281,7 @@ def test_ties_break_by_cost_then_earlier_start_then_family_name() -> None:
         ({"quantity": 0}, "quantity"),
         ({"quantity": 2.0}, "quantity"),
         ({"quantity": True}, "quantity"),
-        ({"hours": 25}, "hours"),
+        ({"hours": 745}, "hours"),
         ({"max_total": -1}, "max_total"),
         ({"regions": ()}, "regions"),
         ({"regions": (RegionChoice("MARS"),)}, "regions"),
@@ -321,6 +324,220 @@ def test_a_voucher_ranks_the_alternatives_it_covers_by_what_the_buyer_pays_after
     assert chosen is not None
     assert (chosen.region, chosen.limit_price) == ("GZ", 2_000)
     assert result.explanation.startswith(
-        f"H100-80G.GZ from {sym('H100-80G.GZ', 0)} for 2 h: 8000 fen at the asks - 2000 voucher "
-        "+ 0 fen region adder = 6000, the lowest of 2 feasible alternative(s); next H100-80G.YRD"
+        f"hourly block H100-80G.GZ from {sym('H100-80G.GZ', 0)} for 2 h: 8000 fen at the asks - "
+        "2000 voucher + 0 fen region adder = 6000, the lowest of 2 feasible alternative(s); "
+        "next hourly block H100-80G.YRD"
+    )
+
+
+# Strips: a week (or a month, or a week's nights) bought whole, against the hourly blocks.
+
+WEEK_START = datetime(2027, 12, 6, tzinfo=CHINA_STANDARD_TIME)
+"""A Monday: its week strip is H100-80G.GZ.W20271206, 168 hours to 2027-12-13 00:00."""
+W0 = to_utc_ms(WEEK_START)
+WEEK_MS = 168 * HOUR_MS
+GZ_WEEK = "H100-80G.GZ.W20271206"
+GZ_NIGHTS = "H100-80G.GZ.N20271206"
+GZ_MONTH = "H100-80G.GZ.M202712"
+
+
+def week_listing(hours: int = 24) -> list[ContractSpec]:
+    """The first `hours` hours of the week in GZ, and its week, nights and month strips."""
+    h100 = RESOURCE_CLASSES["H100-80G"]
+    specs = [ContractSpec(h100, "GZ", WEEK_START + timedelta(hours=h)) for h in range(hours)]
+    specs.append(ContractSpec(h100, "GZ", WEEK_START, "W"))
+    specs.append(ContractSpec(h100, "GZ", WEEK_START, "N"))
+    specs.append(ContractSpec(h100, "GZ", datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME), "M"))
+    return specs
+
+
+def week_asks(
+    strip: list[tuple[int, int]], hourly: int = 1_000
+) -> dict[str, list[tuple[int, int]]]:
+    """10 cards at `hourly` fen in each of the week's first 24 hours; `strip` on every strip."""
+    asks = {f"H100-80G.GZ.202712{6 + h // 24:02d}T{h % 24:02d}": [(hourly, 10)] for h in range(24)}
+    for symbol in (GZ_WEEK, GZ_NIGHTS, GZ_MONTH):
+        asks[symbol] = list(strip)
+    return asks
+
+
+def week_need(**overrides: object) -> Need:
+    """2 cards for 24 hours, any time in the week, in GZ."""
+    values: dict[str, object] = {
+        "hours": 24,
+        "earliest_start_ms": W0,
+        "deadline_ms": W0 + WEEK_MS,
+        "regions": (RegionChoice("GZ"),),
+    }
+    values.update(overrides)
+    return need(**values)
+
+
+def test_a_week_strip_cheaper_than_the_hourly_block_wins_and_is_placed_at_its_dearest_ask() -> None:
+    # 2 cards for 24 h bought hourly: 2 x 24 x 1000 = 48,000 fen. The week's asks, per
+    # card-hour: 1 card at 140 and 5 at 142, so 2 cards of every one of its 168 hours cost
+    # (140 + 142) x 168 = 47,376 fen: less, though it delivers 7 times the hours.
+    result = plan(week_need(), week_listing(), week_asks([(140, 1), (142, 5)]), STANDARD)
+    chosen = result.chosen
+    assert chosen is not None
+    assert (chosen.kind, chosen.symbols, chosen.hours) == (STRIP, (GZ_WEEK,), 168)
+    assert (chosen.cards_per_hour, chosen.cost, chosen.ranked_total) == (2, 47_376, 47_376)
+    # The limit is the dearest ask taken: 142 x 2 x 168 = 47,712 fen at the most.
+    assert chosen.limit_price == 142
+    assert chosen.standard_card_hours == 336
+    # Neither the nights strip (the need does not accept night hours) nor the month (its hours
+    # are outside the window) is an alternative; the one hourly block is.
+    assert [(a.kind, a.symbols[0], a.cost) for a in result.alternatives] == [
+        (STRIP, GZ_WEEK, 47_376),
+        (HOURLY_BLOCK, "H100-80G.GZ.20271206T00", 48_000),
+    ]
+    assert result.explanation == (
+        f"week strip {GZ_WEEK} (168 h): 47376 fen at the asks + 0 fen region adder = 47376, "
+        "the lowest of 2 feasible alternative(s); next hourly block H100-80G.GZ from "
+        "H100-80G.GZ.20271206T00 for 24 h at 48000 (48000 + 0)"
+    )
+    assert chosen.detail == (
+        "week strip: 2 cards x 168 h for 47376 fen at the asks + 0 fen region adder = 47376; "
+        "fill-or-kill limit 142 fen a card-hour"
+    )
+    # A budget the walked asks fit but the limit does not: the strip cannot be placed safely.
+    tight = plan(
+        week_need(max_total=47_500), week_listing(), week_asks([(140, 1), (142, 5)]), STANDARD
+    )
+    week = next(a for a in tight.alternatives if a.kind == STRIP)
+    assert (week.reason, week.cost, week.limit_price) == (OVER_MAX_TOTAL, 47_376, None)
+    assert (tight.chosen, tight.reason) == (None, OVER_MAX_TOTAL)
+    assert week.detail == (
+        "week strip: costs 47376 fen, but its limit 142 fen a card-hour (the dearest ask taken) "
+        "could cost 47712 fen, over the maximum total 47500 fen"
+    )
+
+
+def test_a_week_strip_dearer_than_the_hourly_block_loses() -> None:
+    # 143 fen a card-hour: 2 x 168 x 143 = 48,048 fen, 48 more than the block.
+    result = plan(week_need(), week_listing(), week_asks([(143, 10)]), STANDARD)
+    chosen = result.chosen
+    assert chosen is not None
+    assert (chosen.kind, chosen.cost, chosen.limit_price) == (HOURLY_BLOCK, 48_000, 1_000)
+    runner_up = result.alternatives[1]
+    assert (runner_up.kind, runner_up.symbols, runner_up.cost) == (STRIP, (GZ_WEEK,), 48_048)
+    assert runner_up.feasible
+    assert "next week strip H100-80G.GZ.W20271206 (168 h) at 48048" in result.explanation
+
+
+def test_a_voucher_on_the_strip_makes_it_win() -> None:
+    # The week at 150 fen: 2 x 168 x 150 = 50,400 fen, dearer than the block's 48,000; a
+    # voucher of 30% capped at 100 fen per hourly contract pays min(15,120, 16,800) = 15,120 of
+    # it, so the buyer pays 35,280 for the week.
+    asks = week_asks([(150, 10)])
+    calls: list[tuple[str, int, int]] = []
+
+    def strips_only(first: ContractSpec, cost: int, hours: int) -> int | None:
+        if not first.is_strip:
+            return None
+        calls.append((first.symbol, cost, hours))
+        return min(cost * 3 // 10, 100 * hours)
+
+    without = plan(week_need(), week_listing(), asks, STANDARD)
+    assert without.chosen is not None
+    assert without.chosen.kind == HOURLY_BLOCK
+    result = plan(week_need(), week_listing(), asks, STANDARD, strips_only)
+    chosen = result.chosen
+    assert chosen is not None
+    assert calls == [(GZ_WEEK, 50_400, 168)]
+    assert (chosen.kind, chosen.cost, chosen.voucher, chosen.net_cost, chosen.ranked_total) == (
+        STRIP,
+        50_400,
+        15_120,
+        35_280,
+        35_280,
+    )
+    # The limit stays gross: the voucher is known only as the order fills.
+    assert chosen.limit_price == 150
+    assert result.explanation.startswith(
+        f"week strip {GZ_WEEK} (168 h): 50400 fen at the asks - 15120 voucher + 0 fen region "
+        "adder = 35280"
+    )
+
+
+def test_a_need_longer_than_a_block_is_served_by_a_week_strip_only() -> None:
+    # 1,000 standard card-hours over 100 hours of H100 (factor 1): 10 cards an hour. No block
+    # spans 100 hours; the week does, at 150 fen: 10 x 168 x 150 = 252,000 fen. A GZ adder of
+    # 2 fen counts the 1,000 standard card-hours the need uses, not the 1,680 the week delivers.
+    long_need = week_need(
+        unit=STANDARD_CARD_HOURS,
+        quantity=1_000,
+        hours=100,
+        regions=(RegionChoice("GZ", adder=2),),
+    )
+    asks = week_asks([(150, 10)])
+    result = plan(long_need, week_listing(hours=168), asks, STANDARD)
+    chosen = result.chosen
+    assert chosen is not None
+    assert [a.symbols[0] for a in result.alternatives] == [GZ_WEEK]
+    assert (chosen.kind, chosen.cards_per_hour, chosen.cost, chosen.adder_cost) == (
+        STRIP,
+        10,
+        252_000,
+        2_000,
+    )
+    assert (chosen.ranked_total, chosen.limit_price, chosen.standard_card_hours) == (
+        254_000,
+        150,
+        Fraction(1_680),
+    )
+    # The week's depth short of 10 cards: nothing serves it, and the plan says why.
+    thin = plan(long_need, week_listing(hours=168), week_asks([(150, 9)]), STANDARD)
+    assert (thin.chosen, thin.reason) == (None, INSUFFICIENT_DEPTH)
+    assert thin.alternatives[0].detail == (f"week strip: {GZ_WEEK} offers 9 of the 10 cards needed")
+
+
+def test_a_nights_strip_serves_only_a_need_that_accepts_night_hours() -> None:
+    # 50 hours of 1 card: more than a block, fewer than the nights' 56 hours.
+    asks = week_asks([(150, 10)])
+    asks[GZ_WEEK] = [(400, 10)]
+    days = week_need(quantity=1, hours=50)
+    nights = week_need(quantity=1, hours=50, nights=True)
+    by_day = plan(days, week_listing(), asks, STANDARD)
+    assert by_day.chosen is not None
+    assert [a.symbols[0] for a in by_day.alternatives] == [GZ_WEEK]
+    at_night = plan(nights, week_listing(), asks, STANDARD)
+    assert at_night.chosen is not None
+    # 1 x 56 x 150 = 8,400 fen for the nights, against 1 x 168 x 400 = 67,200 for the week.
+    assert [(a.symbols[0], a.cost) for a in at_night.alternatives] == [
+        (GZ_NIGHTS, 8_400),
+        (GZ_WEEK, 67_200),
+    ]
+    assert at_night.explanation.startswith(f"nights strip {GZ_NIGHTS} (56 h): 8400 fen")
+
+
+def test_a_long_need_no_strip_serves_gets_its_own_reason() -> None:
+    # 200 hours in ten days from the Monday: the week is too short, and the month's hours are
+    # not all inside the window.
+    ten_days = W0 + 240 * HOUR_MS
+    long_need = week_need(hours=200, deadline_ms=ten_days)
+    result = plan(long_need, week_listing(), week_asks([(150, 10)]), STANDARD)
+    assert (result.chosen, result.alternatives, result.reason) == (
+        None,
+        (),
+        NO_STRIP_SERVES_LONG_NEED,
+    )
+    assert result.explanation == (
+        f"a need of 200 h is longer than a block's 24 h, and no listed strip of an accepted "
+        f"family lies between {W0} and {ten_days} with at least 200 h: a week or a month "
+        "strip (a nights strip serves only a need that accepts night hours)"
+    )
+    # The month serves when the window holds all of December.
+    month = week_need(
+        hours=200,
+        earliest_start_ms=to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME)),
+        deadline_ms=to_utc_ms(datetime(2028, 1, 1, tzinfo=CHINA_STANDARD_TIME)),
+    )
+    served = plan(month, week_listing(), week_asks([(150, 10)]), STANDARD)
+    assert served.chosen is not None
+    # December: 744 hours x 2 cards x 150 fen.
+    assert (served.chosen.symbols, served.chosen.hours, served.chosen.cost) == (
+        (GZ_MONTH,),
+        744,
+        223_200,
     )

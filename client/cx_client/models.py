@@ -284,8 +284,11 @@ class BlockAnswer(Model):
 
 
 class Alternative(Model):
-    """One family and start hour a need's planner priced, or why it cannot serve the need."""
+    """One family and start hour (an hourly block) or one strip a need's planner priced, or
+    why it cannot serve the need."""
 
+    kind: Literal["hourly_block", "strip"]
+    hours: int
     family: str
     resource_class: str
     region: str
@@ -323,7 +326,7 @@ class Plan(Model):
 
 
 class NeedOrder(Model):
-    """The block order placed for a need and its outcome."""
+    """The block order (or fill-or-kill strip order) placed for a need and its outcome."""
 
     order_id: str
     symbols: list[str]
@@ -334,6 +337,7 @@ class NeedOrder(Model):
     paid: int
     reason: str | None = None
     voucher: str | None = None
+    kind: Literal["hourly_block", "strip"] = "hourly_block"
 
 
 class NeedAlternative(Model):

@@ -6,18 +6,35 @@ hour), of at least a minimum grade, for `hours` consecutive hours that start no 
 adder in fen per standard card-hour (a latency preference: it counts when ranking, nobody pays
 it), for at most `max_total` fen.
 
-`plan` prices every **alternative**: a family (`CLASS.REGION`) of an accepted class and region
-and a start hour such that all `hours` consecutive hours are listed inside the window. For each
-it decides the cards per hour, walks the asks of every hour for that many, and prices the block
-the exchange would place. The cheapest feasible alternative wins; every other one is reported
-with its price or the reason it cannot be done, so the choice can be explained.
+`plan` prices every **alternative** of two kinds (each says which, `Alternative.what`):
+
+- an **hourly block**: a family (`CLASS.REGION`) of an accepted class and region and a start
+  hour such that all `hours` consecutive hours are listed inside the window, bought as one block
+  order (so only for a need of at most `MAX_BLOCK_HOURS`, 24). Every hour's asks are walked for
+  the cards needed;
+- a **strip** (docs/DESIGN.md, "Strips and the cascade") of an accepted family, listed, all of
+  whose hours lie inside the window and which delivers the need's hours: a week or a month
+  (consecutive hours) with at least `hours` of them; a nights strip (8 hours a night) only if
+  the need says it accepts night hours (`nights`) and asks at most its 56. The strip's asks
+  (fen per card-hour) are walked for the cards needed and every hour of it is paid: a strip
+  wins only when the whole of it costs less than the hours the need uses bought hourly. It is
+  placed as one limit order on the strip, fill-or-kill at the dearest ask walked: a need is
+  all or nothing, like the block (a part of its cards would not run the job, and would leave
+  capacity to resell), and nothing rests to hold the buyer's cash or fill later unplanned.
+
+A need may last up to `MAX_HOURS` (744, the longest month); one longer than 24 hours has only
+strips to serve it, and when none does the plan says so (`NO_STRIP_SERVES_LONG_NEED`). The
+cheapest feasible alternative wins; every other one is reported with its price or the reason it
+cannot be done, so the choice can be explained.
 
 Arithmetic is exact (integers, and `Fraction` for performance factors). Rounding, all of it
 against the buyer's favour being understated:
 
 - cards per hour for a need in standard card-hours: ceil(quantity / (factor x hours)), so the
   block delivers at least what was asked;
-- the region adder: ceil(adder x standard card-hours delivered) fen;
+- the region adder: ceil(adder x the standard card-hours the need uses, its cards in each of its
+  `hours`) fen; a strip's hours beyond the need's do not count, the adder weighing where the
+  work runs;
 - the block's average price limit: ceil(cost / (cards x hours)), then up to the contract's tick
   (a block's price must be on the tick); the block then fills at the planned cost if the books
   have not moved, and the limit x cards x hours must stay within `max_total`, so however the
@@ -30,7 +47,8 @@ one the voucher does not cover. The block's limit and `max_total` stay gross: th
 known only as the block fills.
 
 Ties are broken deterministically, in this order: lower ranked total (cost after the voucher +
-adder), lower cost after the voucher (what is actually paid), earlier start, then family name.
+adder), lower cost after the voucher (what is actually paid), earlier start, family name, then
+first symbol (an hour's sorts before a strip's).
 
 For the day-ahead auction, `auction_bid` turns a plan into one exclusive group instead of one
 block: the plan's alternatives in its order (feasible ones best first, then those the books
@@ -53,8 +71,12 @@ from fractions import Fraction
 from exchange.domain.catalogue import (
     REGIONS,
     RESOURCE_CLASSES,
+    TERM_MONTH,
+    TERM_NIGHTS,
+    TERM_WEEK,
     ContractSpec,
     cst_day_start_ms,
+    strip_hours,
     to_utc_ms,
 )
 from exchange.domain.performance import PerformanceTable, decimal_text
@@ -68,8 +90,15 @@ UNITS = (STANDARD_CARD_HOURS, CARDS)
 GRADE_SCALE = 10_000
 """A minimum grade is given in ten-thousandths of the base card's throughput (10000 = the base
 card), so it stays an integer; factors are shown with four decimals for the same reason."""
-MAX_HOURS = 24
-"""A block order spans at most 24 hours (PlaceBlockOrder)."""
+MAX_BLOCK_HOURS = 24
+"""A block order spans at most 24 hours (PlaceBlockOrder): a longer need only a strip serves."""
+MAX_HOURS = 31 * 24
+"""A need lasts at most the hours of the longest month, 744: the longest strip that can serve."""
+HOURLY_BLOCK = "hourly_block"
+"""An alternative bought as one block order of consecutive hourly contracts."""
+STRIP = "strip"
+"""An alternative bought as one fill-or-kill order on a week, nights or month strip."""
+TERM_NAMES = {TERM_WEEK: "week", TERM_NIGHTS: "nights", TERM_MONTH: "month"}
 MAX_REGIONS = len(REGIONS)
 MAX_QUANTITY = 10**9
 
@@ -82,6 +111,9 @@ INSUFFICIENT_DEPTH = "insufficient_depth"
 OVER_MAX_TOTAL = "over_max_total"
 NO_ACCEPTABLE_CONTRACT = "no_acceptable_contract"
 NO_LISTED_HOURS_IN_WINDOW = "no_listed_hours_in_window"
+NO_STRIP_SERVES_LONG_NEED = "no_strip_serves_long_need"
+"""A need longer than a block's 24 hours, and no listed strip lies in its window and delivers
+its hours (a week or month strip for consecutive hours, a nights strip only for a night need)."""
 
 
 class NeedError(ValueError):
@@ -116,6 +148,9 @@ class Need:
     """Minimum performance factor, in 1/GRADE_SCALE of the base card (0: any card)."""
     classes: tuple[str, ...] = ()
     """Accepted resource classes (empty: every card class)."""
+    nights: bool = False
+    """The need's hours may be night hours (00:00-08:00 CST) of the nights in its window rather
+    than consecutive hours: only such a need may be served by a nights strip."""
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -126,6 +161,8 @@ class Need:
         _non_negative("earliest_start_ms", self.earliest_start_ms)
         _non_negative("deadline_ms", self.deadline_ms)
         _non_negative("min_grade", self.min_grade)
+        if type(self.nights) is not bool:
+            raise NeedError("nights", f"must be true or false, not {self.nights!r}")
         if self.deadline_ms - self.earliest_start_ms < self.hours * HOUR_MS:
             raise NeedError(
                 "deadline_ms",
@@ -188,6 +225,21 @@ class Alternative:
     detail: str
     voucher: int | None = None
     """The voucher part of `cost` if the buyer's voucher covers this alternative, else None."""
+    kind: str = HOURLY_BLOCK
+    """HOURLY_BLOCK (`symbols` are its consecutive hours) or STRIP (`symbols` is the strip)."""
+
+    @property
+    def hours(self) -> int:
+        """The delivery hours bought: the block's, or every hour of the strip."""
+        return len(self.symbols) if self.kind == HOURLY_BLOCK else strip_hours(self.symbols[0])
+
+    @property
+    def what(self) -> str:
+        """What the alternative is, in words: "hourly block ... from HOUR" or "week strip ..."."""
+        if self.kind == HOURLY_BLOCK:
+            return f"hourly block {self.family} from {self.symbols[0]} for {self.hours} h"
+        term = TERM_NAMES[self.symbols[0].rsplit(".", 1)[1][0]]
+        return f"{term} strip {self.symbols[0]} ({self.hours} h)"
 
     @property
     def feasible(self) -> bool:
@@ -205,12 +257,13 @@ class Alternative:
         net = self.net_cost
         return None if net is None else net + self.adder_cost
 
-    def rank_key(self) -> tuple[int, int, int, str]:
-        """Ranked total, then net cost, then earlier start, then family (the documented ties)."""
+    def rank_key(self) -> tuple[int, int, int, str, str]:
+        """Ranked total, then net cost, then earlier start, then family, then the first symbol
+        (an hour sorts before a strip of the same start: the documented ties)."""
         net = self.net_cost
         if net is None:
             raise ValueError(f"{self.family} from {self.start_ms} has no cost to rank it by")
-        return (net + self.adder_cost, net, self.start_ms, self.family)
+        return (net + self.adder_cost, net, self.start_ms, self.family, self.symbols[0])
 
 
 VoucherOf = Callable[[ContractSpec, int, int], int | None]
@@ -249,42 +302,50 @@ def plan(
     performance: PerformanceTable,
     voucher_of: VoucherOf | None = None,
 ) -> Plan:
-    """The cheapest feasible block for `need` given the listed `contracts` and each symbol's
-    ask levels (price, quantity), best (lowest) first (a missing symbol has no asks), after the
-    buyer's voucher where `voucher_of` says it covers an alternative."""
+    """The cheapest feasible block or strip for `need` given the listed `contracts` and each
+    symbol's ask levels (price, quantity), best (lowest) first (a missing symbol has no asks),
+    after the buyer's voucher where `voucher_of` says it covers an alternative."""
     hours_by_family: dict[str, dict[int, ContractSpec]] = {}
+    strips_by_family: dict[str, list[ContractSpec]] = {}
     for spec in contracts:
-        hours_by_family.setdefault(spec.family, {})[to_utc_ms(spec.delivery_start)] = spec
+        if spec.is_strip:
+            strips_by_family.setdefault(spec.family, []).append(spec)
+        elif not spec.is_term:
+            hours_by_family.setdefault(spec.family, {})[to_utc_ms(spec.delivery_start)] = spec
     excluded: list[Exclusion] = []
     alternatives: list[Alternative] = []
     families: set[str] = set()
-    for family in sorted(hours_by_family):
-        listed = hours_by_family[family]
-        any_spec = next(iter(listed.values()))
+    for family in sorted(hours_by_family.keys() | strips_by_family.keys()):
+        listed = hours_by_family.get(family, {})
+        strips = sorted(strips_by_family.get(family, []), key=lambda spec: spec.symbol)
+        any_spec = next(iter(listed.values())) if listed else strips[0]
         suited = _suitability(need, any_spec, performance)
         if isinstance(suited, Exclusion):
             excluded.append(suited)
             continue
         families.add(family)
         factor, adder = suited
-        for start in sorted(listed):
+        for start in sorted(listed) if need.hours <= MAX_BLOCK_HOURS else ():
             window = [start + i * HOUR_MS for i in range(need.hours)]
             if start < need.earliest_start_ms or window[-1] + HOUR_MS > need.deadline_ms:
                 continue
             if any(hour not in listed for hour in window):
                 continue
             specs = [listed[hour] for hour in window]
-            alternative = _price(need, specs, factor, adder, asks)
-            if voucher_of is not None and alternative.cost is not None:
-                part = voucher_of(specs[0], alternative.cost, len(specs))
-                alternative = replace(alternative, voucher=part)
-            alternatives.append(alternative)
+            alternatives.append(
+                _with_voucher(_price(need, specs, factor, adder, asks), specs[0], voucher_of)
+            )
+        for strip in strips:
+            if _strip_serves(need, strip):
+                alternative = _price_strip(need, strip, factor, adder, asks)
+                alternatives.append(_with_voucher(alternative, strip, voucher_of))
     feasible = sorted((a for a in alternatives if a.feasible), key=Alternative.rank_key)
     infeasible = sorted(
-        (a for a in alternatives if not a.feasible), key=lambda a: (a.start_ms, a.family)
+        (a for a in alternatives if not a.feasible),
+        key=lambda a: (a.start_ms, a.family, a.symbols[0]),
     )
     chosen = feasible[0] if feasible else None
-    reason = None if chosen else _plan_reason(families, alternatives)
+    reason = None if chosen else _plan_reason(need, families, alternatives)
     return Plan(
         chosen=chosen,
         alternatives=tuple(feasible + infeasible),
@@ -293,6 +354,28 @@ def plan(
         explanation=_explain(need, chosen, feasible, infeasible, reason),
         families=frozenset(families),
     )
+
+
+def _with_voucher(
+    alternative: Alternative, first: ContractSpec, voucher_of: VoucherOf | None
+) -> Alternative:
+    """The alternative with the voucher part the buyer's grant would pay of its cost."""
+    if voucher_of is None or alternative.cost is None:
+        return alternative
+    return replace(alternative, voucher=voucher_of(first, alternative.cost, alternative.hours))
+
+
+def _strip_serves(need: Need, strip: ContractSpec) -> bool:
+    """Whether every hour of `strip` lies in the need's window and the strip delivers the
+    need's hours: a week or a month holds `hours` consecutive hours if it has as many; a nights
+    strip's hours are not consecutive (8 a night), so it serves only a need that accepts night
+    hours, of at most its 56."""
+    start = to_utc_ms(strip.delivery_start)
+    if start < need.earliest_start_ms or to_utc_ms(strip.delivery_end) > need.deadline_ms:
+        return False
+    if strip.term == TERM_NIGHTS and not need.nights:
+        return False
+    return strip_hours(strip.symbol) >= need.hours
 
 
 def _suitability(
@@ -327,12 +410,9 @@ def _price(
 ) -> Alternative:
     first = specs[0]
     hours = len(specs)
-    if need.unit == CARDS:
-        cards = need.quantity
-    else:
-        cards = math.ceil(Fraction(need.quantity) / (factor * hours))
+    cards = _cards(need, factor)
     delivered = cards * hours * factor
-    adder_cost = math.ceil(adder * delivered)
+    adder_cost = _adder_cost(need, cards, factor, adder)
     symbols = tuple(spec.symbol for spec in specs)
 
     def alternative(
@@ -350,7 +430,7 @@ def _price(
             adder_cost=adder_cost,
             limit_price=limit,
             reason=reason,
-            detail=detail,
+            detail=f"hourly block: {detail}",
         )
 
     cost = 0
@@ -381,6 +461,88 @@ def _price(
     return alternative(cost, limit, None, detail)
 
 
+def _cards(need: Need, factor: Fraction) -> int:
+    """Cards in every hour: the need's, or enough for its standard card-hours over its hours
+    (rounded up, so at least what was asked is delivered)."""
+    if need.unit == CARDS:
+        return need.quantity
+    return math.ceil(Fraction(need.quantity) / (factor * need.hours))
+
+
+def _adder_cost(need: Need, cards: int, factor: Fraction, adder: int) -> int:
+    """The region adder on the standard card-hours the need uses, `cards` in each of its
+    hours, rounded up: the same for a block and a longer strip in one region, since the adder
+    weighs where the work runs, not hours bought beyond it."""
+    return math.ceil(adder * cards * need.hours * factor)
+
+
+def _price_strip(
+    need: Need,
+    strip: ContractSpec,
+    factor: Fraction,
+    adder: int,
+    asks: Mapping[str, Sequence[tuple[int, int]]],
+) -> Alternative:
+    """A strip priced by walking its asks (fen per card-hour) for the cards needed, every hour
+    of it paid: cost = the walked prices x cards x the strip's hours. Its limit is the dearest
+    ask level walked (one order fills at each level's own price, so unmoved books fill it at
+    the cost), and that limit x cards x hours must stay within `max_total`."""
+    hours = strip_hours(strip.symbol)
+    cards = _cards(need, factor)
+
+    def alternative(
+        cost: int | None, limit: int | None, reason: str | None, detail: str
+    ) -> Alternative:
+        return Alternative(
+            family=strip.family,
+            resource_class=strip.resource_class.code,
+            region=strip.region,
+            start_ms=to_utc_ms(strip.delivery_start),
+            symbols=(strip.symbol,),
+            cards_per_hour=cards,
+            standard_card_hours=cards * hours * factor,
+            cost=cost,
+            adder_cost=_adder_cost(need, cards, factor, adder),
+            limit_price=limit,
+            reason=reason,
+            detail=f"{TERM_NAMES[strip.term]} strip: {detail}",
+            kind=STRIP,
+        )
+
+    levels = asks.get(strip.symbol, ())
+    per_hour, available = _walk(levels, cards)
+    if available < cards:
+        detail = f"{strip.symbol} offers {available} of the {cards} cards needed"
+        return alternative(None, None, INSUFFICIENT_DEPTH, detail)
+    cost = per_hour * hours
+    if cost > need.max_total:
+        detail = f"costs {cost} fen at the asks, over the maximum total {need.max_total} fen"
+        return alternative(cost, None, OVER_MAX_TOTAL, detail)
+    limit = _dearest_walked(levels, cards)
+    if limit * cards * hours > need.max_total:
+        detail = (
+            f"costs {cost} fen, but its limit {limit} fen a card-hour (the dearest ask taken) "
+            f"could cost {limit * cards * hours} fen, over the maximum total {need.max_total} fen"
+        )
+        return alternative(cost, None, OVER_MAX_TOTAL, detail)
+    adder_cost = _adder_cost(need, cards, factor, adder)
+    detail = (
+        f"{cards} cards x {hours} h for {cost} fen at the asks + {adder_cost} fen region adder "
+        f"= {cost + adder_cost}; fill-or-kill limit {limit} fen a card-hour"
+    )
+    return alternative(cost, limit, None, detail)
+
+
+def _dearest_walked(levels: Sequence[tuple[int, int]], wanted: int) -> int:
+    """The price of the last ask level taking `wanted` reaches (levels best first)."""
+    taken = 0
+    for price, quantity in levels:
+        taken += quantity
+        if taken >= wanted:
+            return price
+    raise ValueError(f"the asks hold fewer than {wanted}")
+
+
 def _walk(levels: Sequence[tuple[int, int]], wanted: int) -> tuple[int, int]:
     """(cost, quantity) of taking up to `wanted` from ask levels, best first."""
     cost = taken = 0
@@ -393,10 +555,12 @@ def _walk(levels: Sequence[tuple[int, int]], wanted: int) -> tuple[int, int]:
     return cost, taken
 
 
-def _plan_reason(families: set[str], alternatives: list[Alternative]) -> str:
+def _plan_reason(need: Need, families: set[str], alternatives: list[Alternative]) -> str:
     if not families:
         return NO_ACCEPTABLE_CONTRACT
     if not alternatives:
+        if need.hours > MAX_BLOCK_HOURS:
+            return NO_STRIP_SERVES_LONG_NEED
         return NO_LISTED_HOURS_IN_WINDOW
     # Budget is the binding constraint if any alternative had the depth.
     if any(a.reason == OVER_MAX_TOTAL for a in alternatives):
@@ -414,6 +578,15 @@ def _explain(
     if chosen is None:
         if reason == NO_ACCEPTABLE_CONTRACT:
             return "no listed family has an accepted class and region of the minimum grade"
+        if reason == NO_STRIP_SERVES_LONG_NEED:
+            nights = "or, for this night need, a nights strip" if need.nights else (
+                "(a nights strip serves only a need that accepts night hours)")  # fmt: skip
+            return (
+                f"a need of {need.hours} h is longer than a block's {MAX_BLOCK_HOURS} h, and no "
+                f"listed strip of an accepted family lies between {need.earliest_start_ms} and "
+                f"{need.deadline_ms} with at least {need.hours} h: a week or a month strip "
+                f"{nights}"
+            )
         if reason == NO_LISTED_HOURS_IN_WINDOW:
             return (
                 f"no accepted family lists {need.hours} consecutive hour(s) between "
@@ -426,16 +599,15 @@ def _explain(
             f"{dear} exceed the maximum total {need.max_total} fen"
         )
     text = (
-        f"{chosen.family} from {chosen.symbols[0]} for {len(chosen.symbols)} h: "
-        f"{chosen.cost} fen at the asks{_less_voucher(chosen)} + {chosen.adder_cost} fen region "
-        f"adder = {chosen.ranked_total}, the lowest of {len(feasible)} feasible alternative(s)"
+        f"{chosen.what}: {chosen.cost} fen at the asks{_less_voucher(chosen)} + "
+        f"{chosen.adder_cost} fen region adder = {chosen.ranked_total}, the lowest of "
+        f"{len(feasible)} feasible alternative(s)"
     )
     if len(feasible) > 1:
         runner_up = feasible[1]
         text += (
-            f"; next {runner_up.family} from {runner_up.symbols[0]} at "
-            f"{runner_up.ranked_total} ({runner_up.cost}{_less_voucher(runner_up)} + "
-            f"{runner_up.adder_cost})"
+            f"; next {runner_up.what} at {runner_up.ranked_total} ({runner_up.cost}"
+            f"{_less_voucher(runner_up)} + {runner_up.adder_cost})"
         )
     if infeasible:
         text += f"; {len(infeasible)} infeasible"
@@ -482,6 +654,7 @@ def auction_bid(
         a
         for a in result.alternatives
         if eligible(a)
+        and a.kind == HOURLY_BLOCK
         and cst_day_start_ms(a.start_ms)
         == cst_day_start_ms(a.start_ms + (len(a.symbols) - 1) * HOUR_MS)
     ]

@@ -97,6 +97,7 @@ async def test_a_need_fills_in_the_cheaper_region_with_every_alternative_explain
         "paid": 7200,
         "reason": None,
         "voucher": None,
+        "kind": "hourly_block",
     }
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
@@ -148,7 +149,7 @@ async def test_a_need_nothing_can_fill_is_refused_with_why_and_changes_nothing(
     problem = too_dear.json()
     assert problem["type"] == "/problems/no_feasible_plan"
     assert problem["reason"] == "over_max_total"
-    assert problem["plan"]["alternatives"][0]["detail"].startswith("costs 7600 fen")
+    assert problem["plan"]["alternatives"][0]["detail"].startswith("hourly block: costs 7600 fen")
     thin = await buyer.post("/v1/needs", json=need(quantity=6))
     assert thin.json()["reason"] == "insufficient_depth"
     late = await buyer.post(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement.audit import audit
 from settlement.service import SettlementRunner
-from tests.e2e.harness import RunningExchange, running_exchange, settle
+from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +172,98 @@ async def test_a_week_is_bought_cascaded_and_resold_by_the_hour(
         settlement = exchange.runtime.running["settlement"]
         assert isinstance(settlement, SettlementRunner)
         assert report.state_hash == settlement.projection.state.state_hash()
+
+
+WINDOW_START = to_utc_ms(datetime(2027, 11, 30, tzinfo=CHINA_STANDARD_TIME))
+WINDOW_END = to_utc_ms(datetime(2027, 12, 13, tzinfo=CHINA_STANDARD_TIME))
+
+
+async def test_a_need_is_bought_as_a_week_strip_fill_or_kill_when_it_is_the_cheapest(
+    tmp_path: Path,
+) -> None:
+    """Embedded: a need of 2 cards for 24 hours between Nov 30 and Dec 13. The hourly
+    contracts listed in the window (Nov 30 and Dec 1) offer nothing, the week from Dec 6 offers
+    1 card at 1.50 元 and 5 at 1.60 元 a card-hour: the planner walks the week for 2 cards and
+    places one fill-or-kill order on it, which fills at 1 x 150 + 1 x 160 fen for every one of
+    its 168 hours. A need of 200 hours, which no block and no strip in the window serves, is
+    refused with its own reason."""
+    settings = settings_for(tmp_path, CX_LISTINGS="H100-80G.GZ", CX_LISTING_DAYS=2, CX_TERM_DAYS=14)
+    async with running_exchange(settings, LogClock(TRADING)) as exchange:
+        deposit = {"kind": "cash", "amount": 1_000_000}
+        for account, role in (("p1", "provider"), ("b1", "buyer")):
+            await _post(exchange, account, f"/v1/accounts/{account}/deposits", deposit, role)
+        capacity = {"kind": "capacity", "symbol": WEEK, "quantity": 10}
+        await _post(exchange, "p1", "/v1/accounts/p1/deposits", capacity, "provider")
+        await _post(exchange, "p1", "/v1/orders", _order(WEEK, "sell", 150, 1), "provider")
+        await _post(exchange, "p1", "/v1/orders", _order(WEEK, "sell", 160, 5), "provider")
+        await settle(exchange.runtime)
+
+        need = {
+            "client_need_id": "week-run",
+            "unit": "cards",
+            "quantity": 2,
+            "hours": 24,
+            "earliest_start": WINDOW_START,
+            "deadline": WINDOW_END,
+            "regions": [{"region": "GZ"}],
+            "max_total": 120_000,
+        }
+        placed = await _post(exchange, "b1", "/v1/needs", need)
+        chosen = placed["plan"]["chosen"]
+        # (150 + 160) x 168 = 52,080 fen; its limit, the dearer ask, 160 x 2 x 168 = 53,760.
+        assert {k: chosen[k] for k in ("kind", "symbols", "hours", "cost", "limit_price")} == {
+            "kind": "strip",
+            "symbols": [WEEK],
+            "hours": 168,
+            "cost": 52_080,
+            "limit_price": 160,
+        }
+        assert placed["plan"]["explanation"].startswith(
+            f"week strip {WEEK} (168 h): 52080 fen at the asks + 0 fen region adder = 52080"
+        )
+        hourly = [a for a in placed["plan"]["alternatives"] if a["kind"] == "hourly_block"]
+        # Every start hour from Nov 30 00:00 to Dec 1 00:00 whose 24 hours are listed.
+        assert len(hourly) == 25
+        assert {a["reason"] for a in hourly} == {"insufficient_depth"}
+        assert hourly[0]["detail"].startswith("hourly block: ")
+        assert {k: placed["order"][k] for k in ("kind", "symbols", "price", "quantity")} == {
+            "kind": "strip",
+            "symbols": [WEEK],
+            "price": 160,
+            "quantity": 2,
+        }
+        await settle(exchange.runtime)
+        got = (await (await exchange.as_("b1")).get("/v1/needs/" + placed["need_id"])).json()
+        assert (got["status"], got["order"]["filled"], got["order"]["paid"]) == (
+            "filled",
+            2,
+            52_080,
+        )
+        order = (
+            await (await exchange.as_("b1")).get(f"/v1/orders/{placed['order']['order_id']}")
+        ).json()
+        assert (order["symbol"], order["status"], order["filled"]) == (WEEK, "filled", 2)
+        # Sent fill-or-kill: all the need's cards at once or nothing, and nothing rests.
+        stored = await exchange.runtime.store.read_all(limit=10_000)
+        accepted = [
+            e.data
+            for e in stored
+            if e.type == "OrderAccepted" and e.data.get("order_id") == order["order_id"]
+        ]
+        assert [(a["time_in_force"], a["price"], a["quantity"]) for a in accepted] == [
+            ("FOK", 160, 2)
+        ]
+        b1 = await _account(exchange, "b1")
+        assert b1["cash"] == {"available": 1_000_000 - 52_080, "held": 0}
+        assert b1["positions"] == [{"symbol": WEEK, "quantity": 2}]
+
+        too_long = await (await exchange.as_("b1")).post(
+            "/v1/needs", json={**need, "client_need_id": "too-long", "hours": 200}
+        )
+        assert too_long.status_code == 422, too_long.text
+        problem = too_long.json()
+        assert (problem["type"], problem["reason"]) == (
+            "/problems/no_feasible_plan",
+            "no_strip_serves_long_need",
+        )
+        assert "longer than a block's 24 h" in problem["detail"]

@@ -20,6 +20,11 @@ after every step checks the invariants the issue names (`ExchangeMachine.system_
 (e) `settlement.audit.audit` and `audit_ledger` find no discrepancy;
 (f) a replay of the event store has the live settlement projection's state hash.
 
+Strips (a week and the nights of a week of the rolled family) are contracts like the others,
+so every rule on a contract combines with them; an operator's delist cascades one at once (its
+scheduled cascade falls after the clock stops), and the model carries its deposited capacity
+into its hours and checks its holders' positions moved there (`_cascade`, `_check_cascades`).
+
 Rules that act on something (an open obligation to meter or dispute, a dispute to resolve, an
 interruptible sale to recall) are available only when the model knows of one from the events
 stored, so Hypothesis's uniform choice among the available rules gives them weight within CI's
@@ -87,6 +92,15 @@ CPU0 = "CPU.GZ.20271201T00"
 INT0, INT1 = "H100-80G-INT.GZ.20271201T00", "H100-80G-INT.GZ.20271201T01"
 INT2 = "H100-80G-INT.GZ.20271201T02"
 """A rolled hour outside the model's contracts: a block over it may be bought until midnight."""
+WEEK, NIGHTS = "H100-80G-INT.GZ.W20271206", "H100-80G-INT.GZ.N20271206"
+"""Strips of the rolled family (docs/DESIGN.md, "Strips and the cascade"), listed with
+`CX_TERM_DAYS`: the week from Monday 6 December and its nights, priced per card-hour, a unit
+being a card in each of their 168 (56) hours. Their cascade falls on 5 December, after the
+model's clock stops, so one cascades only when an operator delists it (`delist`), at once."""
+CASCADED = "H100-80G-INT.GZ.M202712"
+"""December's month strip: it cascaded when 1 December's hours listed, before the clock starts,
+so an order or deposit for it is refused `contract_closed`."""
+STRIPS = (WEEK, NIGHTS)
 PRICES = {
     GZ0: (1_700, 1_750, 1_800, 1_850, 1_900),
     GZ1: (1_700, 1_750, 1_800, 1_850, 1_900),
@@ -94,8 +108,12 @@ PRICES = {
     CPU0: (10, 11, 12, 13),
     INT0: (1_200, 1_250, 1_300),
     INT1: (1_200, 1_250, 1_300),
+    WEEK: (20, 30, 40, 50, 60),
+    NIGHTS: (20, 30, 40, 50, 60),
 }
 SYMBOLS = tuple(PRICES)
+"""Every contract the rules trade, the strips among them: each rule on a contract combines with
+them too (deposits, withdrawals, orders of every kind, auctions, halts, delisting, resale)."""
 BLOCKS = ((GZ0, GZ1), (INT0, INT1), (INT1, INT2))
 BLOCK_PROGRAMME = "block-fund"
 """The programme whose grants holders spend on blocks (`buy_block_with_voucher`)."""
@@ -117,6 +135,7 @@ NAMES = ("a", "b", "c")
 SETTINGS = {
     "CX_LISTINGS": "H100-80G-INT.GZ",
     "CX_LISTING_DAYS": 1,
+    "CX_TERM_DAYS": 7,
     "CX_FEES": "H100-80G:-2:10,H100-80G-INT:0:10,CPU:0:5",
     "CX_BOND_BPS": 1_000,
     "CX_DELIVERY_WINDOW_MINUTES": 30,
@@ -125,9 +144,10 @@ SETTINGS = {
     "CX_TICK_SECONDS": 86_400,
     # The clock moves only when a rule moves it: no background tick, so examples replay.
 }
-"""The market rules of every example: rolling listings of an interruptible family (recalls),
-fees with a maker rebate, delivery bonds, a short delivery window and recall notice, reopening
-auctions ten minutes after a band halt. `CX_PRE_OPEN` is drawn per example."""
+"""The market rules of every example: rolling listings of an interruptible family (recalls)
+and its week and nights strips, fees with a maker rebate, delivery bonds, a short delivery
+window and recall notice, reopening auctions ten minutes after a band halt. `CX_PRE_OPEN` is
+drawn per example."""
 
 AUCTIONS = {"day_ahead_gate": "12:00", "intraday_auction_hours": 1}
 """The settings of an example with auctions: the day-ahead gate of the model's day passed
@@ -259,6 +279,12 @@ class ExchangeMachine(RuleBasedStateMachine):
         """Whether the example's exchange runs the day-ahead and intraday auctions."""
         self.states: dict[str, tuple[str, str]] = {}
         """Each contract's last stored state and why it entered it."""
+        self.cascades: list[dict[str, Any]] = []
+        """The strips' cascades stored since the last step, to check their holders by."""
+        self.cascaded: set[str] = set()
+        """Every strip that cascaded."""
+        self.control_refusals: set[tuple[str, str, str]] = set()
+        """(contract, action, reason) of the operators' commands matching refused."""
 
     # -- the exchange's life -------------------------------------------------------------
 
@@ -948,6 +974,110 @@ class ExchangeMachine(RuleBasedStateMachine):
                 self.model.orders.setdefault(alternative["order_id"], account)
             self.edge_seen["exclusive group"] += 1
 
+    # -- strips --------------------------------------------------------------------------
+
+    @rule(
+        provider=providers,
+        buyer=buyers,
+        other=traders,
+        strip=st.sampled_from((*STRIPS, *STRIPS, CASCADED)),
+        ask=st.integers(0, 4),
+        bid=st.integers(0, 4),
+        quantity=st.integers(1, 3),
+        deposit=st.booleans(),
+        resell=st.integers(0, 2),
+    )
+    def trade_strip(self, provider: str, buyer: str, other: str, strip: str, ask: int, bid: int,
+                    quantity: int, deposit: bool, resell: int) -> None:  # fmt: skip
+        """A provider deposits capacity for a strip (cards in each of its hours) and sells it,
+        a buyer bids near the ask, and may resell a part to another trader before the cascade
+        (an entitlement-backed sell of the strip); December's month strip, cascaded before the
+        clock starts, refuses the deposit and the order `contract_closed`."""
+        if strip == CASCADED:
+            path = f"/v1/accounts/{provider}/deposits"
+            body = {"kind": "capacity", "symbol": strip, "quantity": quantity}
+            for account, method, where, sent in (
+                (provider, "POST", path, body),
+                (buyer, "POST", "/v1/orders", {"symbol": strip, "side": "buy", "price": 40,
+                                               "quantity": quantity}),
+            ):  # fmt: skip
+                _refused_as_cascaded(self._send(account, method, where, json=sent))
+            return
+        if deposit:
+            body = {"kind": "capacity", "symbol": strip, "quantity": quantity}
+            self._deposit(provider, body, None, "CapacityDeposited", strip, quantity)
+        prices = PRICES[strip]
+        for account, side, price, units in (
+            (provider, "sell", prices[ask], quantity),
+            (buyer, "buy", prices[bid], quantity),
+            (buyer, "sell", prices[ask], resell),
+            (other, "buy", prices[ask], resell),
+        ):
+            if units:
+                body = {"symbol": strip, "side": side, "price": price, "quantity": units}
+                self._place(account, body, {})
+
+    @precondition(lambda self: bool(self._strips_trading()))
+    @rule(data=st.data(), account=traders, relist=st.booleans())
+    def cascade_strip(self, data: st.DataObject, account: str, relist: bool) -> None:
+        """An operator delists a strip before its cascade: it cascades at once into its hours
+        (its holders' positions, its providers' sales and unsold capacity); an order for it is
+        then refused `contract_delisted`, listing it again `contract_closed`."""
+        strip = _pick(self._strips_trading(), data)
+        answer = self._control(strip, "delist", None, None)
+        assert answer.status == 200, answer
+        assert self.live is not None
+        self.live.run(_settled(self.live.exchange.runtime), SETTLE_TIMEOUT_S + 30)
+        self._read_events()
+        assert strip in self.cascaded, f"{strip} was delisted but did not cascade"
+        body = {"symbol": strip, "side": "buy", "price": PRICES[strip][1], "quantity": 1}
+        late = self._send(account, "POST", "/v1/orders", json=body)
+        if late is not None:
+            # Refused as delisted: why it is closed, which a later cascade would not say.
+            assert late.problem == "contract_delisted", late
+        if relist:
+            again = self._control(strip, "list", None, None)
+            assert again.status == 200, again
+            self.live.run(_settled(self.live.exchange.runtime), SETTLE_TIMEOUT_S + 30)
+            self._read_events()
+            assert (strip, "list", "contract_closed") in self.control_refusals, (
+                f"listing {strip} again after its cascade was not refused: {again}"
+            )
+
+    def _strips_trading(self) -> list[str]:
+        """The model's strips not yet cascaded."""
+        return [strip for strip in STRIPS if strip not in self.cascaded]
+
+    @rule(
+        account=buyers,
+        name=maybe_name,
+        quantity=st.integers(1, 2),
+        hours=st.sampled_from((24, 30, 50)),
+        nights=st.booleans(),
+        stand=st.booleans(),
+        max_total=st.sampled_from((5_000, 40_000)),
+    )
+    def state_strip_need(self, account: str, name: str | None, quantity: int, hours: int,
+                         nights: bool, stand: bool, max_total: int) -> None:  # fmt: skip
+        """State a need in the strips' week: no hour of it is listed yet, so only the week (or,
+        for a need accepting night hours, its nights) can serve it, bought fill-or-kill."""
+        week_start = _delivery_start(WEEK)
+        body: dict[str, Any] = {
+            "unit": "cards",
+            "quantity": quantity,
+            "hours": hours,
+            "earliest_start": week_start,
+            "deadline": week_start + 168 * HOUR,
+            "regions": [{"region": "GZ"}],
+            "max_total": max_total,
+            "stand": stand,
+        }
+        if nights:
+            body["nights"] = True
+        if name is not None:
+            body["client_need_id"] = name
+        self._need(account, body, {})
+
     # -- needs ---------------------------------------------------------------------------
 
     @rule(
@@ -1007,6 +1137,9 @@ class ExchangeMachine(RuleBasedStateMachine):
                 self.model.standing.add(answer.body["need_id"])
             self.edge_seen["need standing" if answer.body["status"] == "standing"
                            else "need placed"] += 1  # fmt: skip
+            order = answer.body.get("order") or {}
+            if order.get("kind") == "strip":
+                self.edge_seen["need bought a strip"] += 1
 
     @rule(
         account=buyers,
@@ -1375,9 +1508,12 @@ class ExchangeMachine(RuleBasedStateMachine):
             self._move_clock(min(_delivery_start(symbol) + 1, END))
 
     def _gates_open(self) -> list[str]:
-        """The model's contracts whose gate has not closed: they still trade."""
+        """The model's hourly contracts whose gate has not closed: they still trade. (The
+        strips trade until they cascade, `_strips_trading`: counted here, they would keep the
+        rules that aim at open hours, and at deliveries, drawing them all day.)"""
         gate = HOUR  # the default gate closure: an hour before delivery
-        return [s for s in SYMBOLS if self.clock.now_ms < _delivery_start(s) - gate]
+        return [s for s in SYMBOLS
+                if s not in STRIPS and self.clock.now_ms < _delivery_start(s) - gate]  # fmt: skip
 
     @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
     @rule(
@@ -1616,6 +1752,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         self._read_events()
         self._resolve_pending()
         self._check_stored()
+        self._check_cascades()
         self._check_conservation()
         found = self.live.run(_audits(runtime))
         assert not found, "\n".join(found)
@@ -1633,6 +1770,10 @@ class ExchangeMachine(RuleBasedStateMachine):
                 self.recalled[data["symbol"]] += data["quantity"]
             if kind == "ContractStateChanged":
                 self.states[data["symbol"]] = (data["state"], data["reason"])
+            if kind == "StripCascaded":
+                self._cascade(data)
+            if kind == "MarketControlRejected":
+                self.control_refusals.add((data["symbol"], data["action"], data["reason"]))
             self._follow_deliveries(kind, data)
             account = str(data.get("account_id", ""))
             for id_field in (
@@ -1648,6 +1789,34 @@ class ExchangeMachine(RuleBasedStateMachine):
                     stored_id = _unscoped(str(data[id_field]))
                     self.events.add((kind, id_field, stored_id, account))
                     self.events.add((kind, id_field, stored_id, ""))
+
+    def _cascade(self, data: dict[str, Any]) -> None:
+        """A strip became positions in its hours: what was deposited of it is now deposited
+        in every hour (as the audit carries it), and its holders' positions must have moved."""
+        moved = self.model.capacity_in.pop(data["symbol"], 0)
+        for hour in data["hours"]:
+            self.model.capacity_in[hour] += moved
+        self.cascades.append(data)
+        self.cascaded.add(data["symbol"])
+        if data["holders"]:
+            self.edge_seen["strip cascaded with holders"] += 1
+
+    def _check_cascades(self) -> None:
+        """Each holder of a strip that cascaded since the last step holds nothing of the strip
+        and at least its units in its first and last hour (the nights and the week share
+        hours, so a second cascade may add to them)."""
+        for data in self.cascades:
+            strip, hours = data["symbol"], data["hours"]
+            for holder in data["holders"]:
+                answer = self._operator("GET", f"/v1/accounts/{holder['account_id']}")
+                assert answer.status == 200, answer
+                held = {row["symbol"]: row["quantity"] for row in answer.body["positions"]}
+                assert held.get(strip, 0) == 0, f"{strip} still held after its cascade: {held}"
+                for hour in (hours[0], hours[-1]):
+                    assert held.get(hour, 0) >= holder["units"], (
+                        f"{holder} of {strip} did not move into {hour}: {held}"
+                    )
+        self.cascades.clear()
 
     def _follow_deliveries(self, kind: str, data: dict[str, Any]) -> None:
         """Note the sales, obligations and disputes the delivery rules can act on."""
@@ -1751,6 +1920,16 @@ def _next_message(stream: ClientConnection, *kinds: str, timeout_s: float = 10.0
         message = json.loads(stream.recv(timeout=left))
         if message.get("type") in kinds:
             return message
+
+
+def _refused_as_cascaded(answer: Answer | None) -> None:
+    """An order or deposit for a cascaded strip: refused, saying it cascaded into its hours
+    (the API edge knows the contract is retired, 404 `unknown-contract`; the risk stage,
+    `contract_closed`)."""
+    if answer is None:
+        return
+    assert answer.problem in ("unknown-contract", "contract_closed"), answer
+    assert "cascaded" in answer.body["detail"], answer
 
 
 def _delivery_start(symbol: str) -> int:

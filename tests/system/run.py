@@ -77,11 +77,12 @@ REACHED = (
     "ProgrammeCreated",
     "DiscountPoolFunded",
     "PlatformDiscounted",
+    "StripCascaded",
 )
 """Events that show an example got somewhere: every command family's stored outcome (trades,
 amends, self-trade prevention, auctions, blocks, cash and capacity, listings, concessions,
 vouchers (registrations, applications and their steps, grants, the policy), and deliveries
-from obligation to metering, dispute, recall and settlement)."""
+from obligation to metering, dispute, recall and settlement, and strips' cascades)."""
 
 REACHED_AT_EDGE = (
     "need placed",
@@ -92,10 +93,13 @@ REACHED_AT_EDGE = (
     "block with a voucher",
     "sell block bonded",
     "exclusive group",
+    "need bought a strip",
+    "strip cascaded with holders",
 )
 """Outcomes kept at the API edge, not as events: needs planned, standing and withdrawn, stalls,
-blocks accepted with a voucher, providers' sell blocks accepted (with their bond) and
-exclusive groups accepted for an intraday auction."""
+blocks accepted with a voucher, providers' sell blocks accepted (with their bond),
+exclusive groups accepted for an intraday auction, needs placed as a strip order, and strips
+that cascaded with holders (whose positions the model checks moved)."""
 
 
 def base_settings(

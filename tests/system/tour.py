@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from cx.settings import Settings
 from tests.system.live import Prepare
 from tests.system.machine import (
+    CASCADED,
     CPU0,
     END,
     GZ0,
@@ -31,6 +32,7 @@ from tests.system.machine import (
     INT0,
     INT1,
     INT2,
+    WEEK,
     YRD0,
     ExchangeMachine,
 )
@@ -129,6 +131,12 @@ def _steps(m: ExchangeMachine, data: st.DataObject) -> list[Callable[[], None]]:
         lambda: m.sell_block_bonded("p2", "b2", data, 1, 1, True),
         lambda: m.put_stall("p1", "a", (0, 1)),
         lambda: m.delete_stall("p1", "a", data, True),
+        # A week of cards deposited, sold, bought and partly resold; December's cascaded month
+        # refused; a need only the week serves; then the week delisted, so it cascades.
+        lambda: m.trade_strip("p1", "b1", "b2", WEEK, 2, 2, 2, True, 1),
+        lambda: m.trade_strip("p2", "b2", "p1", CASCADED, 0, 0, 1, True, 0),
+        lambda: m.state_strip_need("b2", None, 1, 30, False, False, 40_000),
+        lambda: m.cascade_strip(data, "b1", True),
         lambda: m.delist(data, "b1", True, True),
         when(
             lambda: bool(m._recallable()),

@@ -80,7 +80,7 @@
 
   function renderPlan(box, plan) {
     const row = (a) => el("tr", { "data-testid": "alternative", class: plan.chosen && same(a, plan.chosen) ? "chosen" : "" },
-      el("td", {}, a.family), el("td", {}, CX.cstHour(a.delivery_start)), el("td", {}, String(a.cards_per_hour)),
+      el("td", {}, a.kind === "strip" ? a.symbols[0] : a.family), el("td", {}, CX.cstHour(a.delivery_start)), el("td", {}, String(a.cards_per_hour)),
       el("td", {}, a.standard_card_hours), el("td", {}, yuan(a.cost)), el("td", {}, yuan(afterVoucher(a))),
       el("td", {}, a.feasible ? t("wizard.feasible") : t("reason." + a.reason, { defaultValue: a.reason })));
     box.replaceChildren(
