@@ -25,6 +25,12 @@ class Snapshots(EngineState):
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON-able data; `restore` rebuilds an identical engine."""
+        return self._snapshot(
+            self._timer_data(), [_book_data(self.books[symbol]) for symbol in sorted(self.books)]
+        )
+
+    def _timer_data(self) -> list[list[Any]]:
+        """The pending timers, in the order they run (an expiry only of an order still open)."""
         timers = []
         for at, kind, key, _, payload in sorted(self._timers):
             if kind == TIMER_EXPIRE:
@@ -34,40 +40,10 @@ class Snapshots(EngineState):
                 timers.append([at, kind, key, reason])
             else:
                 timers.append([at, kind, key, list(payload) if kind == TIMER_AUCTION else payload])
-        books = []
-        for symbol in sorted(self.books):
-            book = self.books[symbol]
-            books.append(
-                {
-                    "symbol": symbol,
-                    "family": book.family,
-                    "delivery_at": book.delivery_at,
-                    "reference": book.reference,
-                    "tick": book.tick,
-                    "band": book.band,
-                    "protection": book.protection,
-                    "close_at": book.close_at,
-                    "state": book.state,
-                    "reopen_at": book.reopen_at,
-                    "trades": book.trades,
-                    "orders": [
-                        [
-                            o.order_id,
-                            o.account,
-                            o.side,
-                            o.price,
-                            o.remaining,
-                            o.group,
-                            o.stp_mode,
-                            o.seq,
-                            o.aon,
-                            o.post_only,
-                        ]
-                        for side in (book.bids, book.asks)
-                        for o in side_orders(side)
-                    ],
-                }
-            )
+        return timers
+
+    def _snapshot(self, timers: Any, books: Any) -> dict[str, Any]:
+        """The snapshot with the timers and books given (as data, or as their JSON)."""
         blocks = [
             [
                 b.block_id,
@@ -151,6 +127,113 @@ class Snapshots(EngineState):
         return engine
 
     def state_hash(self) -> str:
-        """SHA-256 of the canonical snapshot: equal states give equal hashes."""
-        data = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(data.encode()).hexdigest()
+        """SHA-256 of the canonical snapshot: equal states give equal hashes.
+
+        The text hashed is `json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))`
+        to the byte, but a book holding no orders (with a long listing horizon, nearly every
+        book) and a timer that is not an order's expiry are encoded once, and their JSON is
+        reused while they stay as they were: settlement hashes the whole state every
+        checkpoint, so re-encoding thousands of empty books each time would cost more than
+        folding the events between two checkpoints.
+        """
+        books_json = "[" + ",".join(self._books_json()) + "]"
+        timers_json = "[" + ",".join(self._timers_json()) + "]"
+        snapshot = self._snapshot(None, None)
+        members = []
+        for key in sorted(snapshot):
+            if key == "books":
+                value = books_json
+            elif key == "timers":
+                value = timers_json
+            else:
+                value = _CANONICAL.encode(snapshot[key])
+            members.append(_CANONICAL.encode(key) + ":" + value)
+        text = "{" + ",".join(members) + "}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _books_json(self) -> list[str]:
+        """Each book's canonical JSON, by symbol; an orderless book's from the last hash when
+        none of its fields changed."""
+        before = self._book_json
+        kept: dict[str, tuple[Book, tuple[str, int, int, int, int, int, int, int], str]] = {}
+        parts = []
+        for symbol in sorted(self.books):
+            book = self.books[symbol]
+            if book.bids.levels or book.asks.levels:
+                parts.append(_CANONICAL.encode(_book_data(book)))
+                continue
+            fields = (
+                book.state,
+                book.reference,
+                book.band,
+                book.protection,
+                book.close_at,
+                book.reopen_at,
+                book.trades,
+                book.tick,
+            )
+            cached = before.get(symbol)
+            if cached is None or cached[0] is not book or cached[1] != fields:
+                cached = (book, fields, _CANONICAL.encode(_book_data(book)))
+            kept[symbol] = cached
+            parts.append(cached[2])
+        self._book_json = kept
+        return parts
+
+    def _timers_json(self) -> list[str]:
+        """Each pending timer's canonical JSON, in `_timer_data`'s order; a timer other than an
+        expiry (whose order may have gone) from the last hash."""
+        before = self._timer_json
+        kept: dict[int, str] = {}
+        parts = []
+        for at, kind, key, number, payload in sorted(self._timers):
+            if kind == TIMER_EXPIRE:
+                order, reason = payload
+                if self.orders.get(order.order_id) is order:
+                    parts.append(_CANONICAL.encode([at, kind, key, reason]))
+                continue
+            text = before.get(number)
+            if text is None:
+                data = list(payload) if kind == TIMER_AUCTION else payload
+                text = _CANONICAL.encode([at, kind, key, data])
+            kept[number] = text
+            parts.append(text)
+        self._timer_json = kept
+        return parts
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""The encoder of the state hash's canonical JSON (`json.dumps` with these options)."""
+
+
+def _book_data(book: Book) -> dict[str, Any]:
+    """A book as snapshot data: its parameters, state and orders in priority order."""
+    return {
+        "symbol": book.symbol,
+        "family": book.family,
+        "delivery_at": book.delivery_at,
+        "reference": book.reference,
+        "tick": book.tick,
+        "band": book.band,
+        "protection": book.protection,
+        "close_at": book.close_at,
+        "state": book.state,
+        "reopen_at": book.reopen_at,
+        "trades": book.trades,
+        "orders": [
+            [
+                o.order_id,
+                o.account,
+                o.side,
+                o.price,
+                o.remaining,
+                o.group,
+                o.stp_mode,
+                o.seq,
+                o.aon,
+                o.post_only,
+            ]
+            for side in (book.bids, book.asks)
+            for o in side_orders(side)
+        ],
+    }
