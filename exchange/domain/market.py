@@ -335,8 +335,9 @@ class MarketStage:
         if today == self._listed_day:
             return
         self._listed_day = today
+        books = self.engine.books
         for spec in self.catalogue.rolled_at(now):
-            if spec.symbol not in self.engine.books:
+            if spec.symbol not in books:
                 self._list(spec, now)
 
     def _list(self, spec: ContractSpec, ts: int, by_operator: bool = False) -> None:
