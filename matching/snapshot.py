@@ -136,31 +136,35 @@ class Snapshots(EngineState):
         checkpoint, so re-encoding thousands of empty books each time would cost more than
         folding the events between two checkpoints.
         """
-        books_json = "[" + ",".join(self._books_json()) + "]"
-        timers_json = "[" + ",".join(self._timers_json()) + "]"
+        # Fed to the hash piece by piece: the same bytes as one text, without copying them
+        # into one. JSON with ASCII escapes is its own UTF-8.
+        hasher = hashlib.sha256()
         snapshot = self._snapshot(None, None)
-        members = []
+        separator = b"{"
         for key in sorted(snapshot):
+            hasher.update(separator + _CANONICAL.encode(key).encode() + b":")
+            separator = b","
             if key == "books":
-                value = books_json
+                parts = self._books_json()
             elif key == "timers":
-                value = timers_json
+                parts = self._timers_json()
             else:
-                value = _CANONICAL.encode(snapshot[key])
-            members.append(_CANONICAL.encode(key) + ":" + value)
-        text = "{" + ",".join(members) + "}"
-        return hashlib.sha256(text.encode()).hexdigest()
+                hasher.update(_CANONICAL.encode(snapshot[key]).encode())
+                continue
+            hasher.update(b"[" + b",".join(parts) + b"]")
+        hasher.update(b"}")
+        return hasher.hexdigest()
 
-    def _books_json(self) -> list[str]:
+    def _books_json(self) -> list[bytes]:
         """Each book's canonical JSON, by symbol; an orderless book's from the last hash when
         none of its fields changed."""
         before = self._book_json
-        kept: dict[str, tuple[Book, tuple[str, int, int, int, int, int, int, int], str]] = {}
+        kept: dict[str, tuple[Book, tuple[str, int, int, int, int, int, int, int], bytes]] = {}
         parts = []
         for symbol in sorted(self.books):
             book = self.books[symbol]
             if book.bids.levels or book.asks.levels:
-                parts.append(_CANONICAL.encode(_book_data(book)))
+                parts.append(_CANONICAL.encode(_book_data(book)).encode())
                 continue
             fields = (
                 book.state,
@@ -174,28 +178,28 @@ class Snapshots(EngineState):
             )
             cached = before.get(symbol)
             if cached is None or cached[0] is not book or cached[1] != fields:
-                cached = (book, fields, _CANONICAL.encode(_book_data(book)))
+                cached = (book, fields, _CANONICAL.encode(_book_data(book)).encode())
             kept[symbol] = cached
             parts.append(cached[2])
         self._book_json = kept
         return parts
 
-    def _timers_json(self) -> list[str]:
+    def _timers_json(self) -> list[bytes]:
         """Each pending timer's canonical JSON, in `_timer_data`'s order; a timer other than an
         expiry (whose order may have gone) from the last hash."""
         before = self._timer_json
-        kept: dict[int, str] = {}
+        kept: dict[int, bytes] = {}
         parts = []
         for at, kind, key, number, payload in sorted(self._timers):
             if kind == TIMER_EXPIRE:
                 order, reason = payload
                 if self.orders.get(order.order_id) is order:
-                    parts.append(_CANONICAL.encode([at, kind, key, reason]))
+                    parts.append(_CANONICAL.encode([at, kind, key, reason]).encode())
                 continue
             text = before.get(number)
             if text is None:
                 data = list(payload) if kind == TIMER_AUCTION else payload
-                text = _CANONICAL.encode([at, kind, key, data])
+                text = _CANONICAL.encode([at, kind, key, data]).encode()
             kept[number] = text
             parts.append(text)
         self._timer_json = kept

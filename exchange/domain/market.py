@@ -700,8 +700,9 @@ class MarketStage:
     def state_hash(self) -> str:
         """SHA-256 of the engine's state hash and the book-change sequence numbers."""
         hasher = hashlib.sha256(self.engine.state_hash().encode())
-        for symbol in sorted(self._book_seq):
-            hasher.update(f"|{symbol}|{self._book_seq[symbol]}".encode())
+        book_seq = self._book_seq
+        # One update of the joined text hashes the same bytes as one a contract.
+        hasher.update("".join([f"|{s}|{book_seq[s]}" for s in sorted(book_seq)]).encode())
         for family in sorted(self.family_bands):
             hasher.update(f"|band|{family}|{self.family_bands[family]}".encode())
         for block_id in sorted(self.exclusive_groups):
