@@ -17,7 +17,8 @@ days of terms) over the same families, the bench measures
 - `first_state_hash_ms` and `state_hash_ms`: the stage's first state hash, which encodes every
   book, and a later one (as settlement's at each checkpoint), which reuses the JSON of the
   books that did not change; `snapshot_bytes`, `snapshot_ms` and `restore_ms`: the stage's
-  snapshot as JSON and its restore;
+  snapshot as JSON and its restore; `full_collection_ms`: a full collection of Python's cyclic
+  garbage collector with the stage alive (it walks every book's containers);
 - `replay_*`: a stored history of `replay_days` days (funding, then a sell and a crossing buy
   every `ORDER_EVERY_MS` on hours within two days, so every horizon accepts the same orders),
   made by the pure risk and matching stages and folded as `cx replay` folds it (the folded
@@ -25,7 +26,9 @@ days of terms) over the same families, the bench measures
   hash checked every `CHECKPOINT_EVERY` events as settlement records it.
 
 `ratios` divides each horizon's figures by the baseline's. Memory comes from tracemalloc,
-which slows what it traces, so the times are measured in runs without it.
+which slows what it traces, so the times are measured in runs without it; each time is the
+median of `REPEAT` runs (but the first state hash, which happens once), and the collector is
+left as Python sets it, as in `cx replay`.
 """
 
 from __future__ import annotations
@@ -203,11 +206,8 @@ def replay_history(catalogue: Catalogue, stored: list[tuple[str, bytes]]) -> Exc
     return state
 
 
-def measure(
-    families: tuple[str, ...], days_ahead: int, term_days: int, replay_days: int, seed: int
-) -> dict[str, Any]:
-    """The figures of one horizon (see the module)."""
-    catalogue = catalogue_for(families, days_ahead, term_days)
+def _stage_figures(catalogue: Catalogue) -> dict[str, Any]:
+    """What the listed books cost the matching stage and the market data's views."""
     next_day = START_MS - START_MS % DAY_MS + DAY_MS + 16 * HOUR_MS  # 00:00 CST next day
     bursts, next_days = [], []
     for _ in range(REPEAT):
@@ -221,13 +221,15 @@ def measure(
     stage = MarketStage(catalogue)
     listed = _first_record(stage, START_MS, 1)
     announced = [e.symbol for e in listed if isinstance(e, ContractStateChanged)]
-    books = len(stage.books)
     # The first hash encodes every book; later ones (as at each checkpoint) reuse what stayed.
     first_hash_ms = _elapsed_ms(stage.state_hash)
     state_hash_ms = _median_ms(stage.state_hash)
     text = orjson.dumps(stage.snapshot())
     snapshot_ms = _median_ms(lambda: orjson.dumps(stage.snapshot()))
     restore_ms = _median_ms(lambda: MarketStage.restore(catalogue, orjson.loads(text)))
+    # A full collection walks every container alive: the books' are the horizon's share.
+    gc.collect()
+    full_collection_ms = _median_ms(gc.collect)
 
     def listed_stage() -> MarketStage:
         fresh = MarketStage(catalogue)
@@ -236,15 +238,8 @@ def measure(
 
     stage_bytes, _ = _traced_bytes(listed_stage)
     views_bytes, _ = _traced_bytes(lambda: {symbol: ContractView() for symbol in announced})
-
-    history = make_history(catalogue, replay_days, seed)
-    stored = [(type(event).__name__, encode(event)) for event in history]
-    replayed: list[ExchangeState] = []
-    replay_ms = _elapsed_ms(lambda: replayed.append(replay_history(catalogue, stored)))
     return {
-        "days_ahead": days_ahead,
-        "term_days": term_days,
-        "books": books,
+        "books": len(stage.books),
         "listed_events": len(announced),
         "burst_ms": round(statistics.median(bursts), 1),
         "next_day_ms": round(statistics.median(next_days), 1),
@@ -255,6 +250,30 @@ def measure(
         "snapshot_bytes": len(text),
         "snapshot_ms": round(snapshot_ms, 1),
         "restore_ms": round(restore_ms, 1),
+        "full_collection_ms": round(full_collection_ms, 1),
+    }
+
+
+def measure(
+    families: tuple[str, ...], days_ahead: int, term_days: int, replay_days: int, seed: int
+) -> dict[str, Any]:
+    """The figures of one horizon (see the module)."""
+    catalogue = catalogue_for(families, days_ahead, term_days)
+    figures = {"days_ahead": days_ahead, "term_days": term_days, **_stage_figures(catalogue)}
+    gc.collect()
+    history = make_history(catalogue, replay_days, seed)
+    stored = [(type(event).__name__, encode(event)) for event in history]
+    del history
+    replayed: list[ExchangeState] = []
+
+    def replay() -> None:
+        # Only the last run's state stays alive: an earlier one's books would slow the next.
+        replayed.clear()
+        replayed.append(replay_history(catalogue, stored))
+
+    replay_ms = _median_ms(replay)
+    return {
+        **figures,
         "replay_events": len(stored),
         "replay_ms": round(replay_ms, 1),
         "replay_events_per_s": round(len(stored) / (replay_ms / 1000)),
@@ -274,6 +293,7 @@ RATIO_KEYS = (
     "snapshot_bytes",
     "snapshot_ms",
     "restore_ms",
+    "full_collection_ms",
     "replay_events",
     "replay_ms",
 )
