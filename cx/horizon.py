@@ -16,9 +16,11 @@ days of terms) over the same families, the bench measures
   those events announce, one `ContractView` each as `MarketData.apply` makes them;
 - `first_state_hash_ms` and `state_hash_ms`: the stage's first state hash, which encodes every
   book, and a later one (as settlement's at each checkpoint), which reuses the JSON of the
-  books that did not change; `snapshot_bytes`, `snapshot_ms` and `restore_ms`: the stage's
-  snapshot as JSON and its restore; `full_collection_ms`: a full collection of Python's cyclic
-  garbage collector with the stage alive (it walks every book's containers);
+  books that did not change; `canonical_hash_ms`: the matching engine's part of it computed
+  as its definition says (`json.dumps` of the whole snapshot), as it was before that reuse;
+  `snapshot_bytes`, `snapshot_ms` and `restore_ms`: the stage's snapshot as JSON and its
+  restore; `full_collection_ms`: a full collection of Python's cyclic garbage collector with
+  the stage alive (it walks every book's containers);
 - `replay_*`: a stored history of `replay_days` days (funding, then a sell and a crossing buy
   every `ORDER_EVERY_MS` on hours within two days, so every horizon accepts the same orders),
   made by the pure risk and matching stages and folded as `cx replay` folds it (the folded
@@ -34,6 +36,7 @@ left as Python sets it, as in `cx replay`.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import random
 import statistics
@@ -112,6 +115,12 @@ def _elapsed_ms(action: Callable[[], object]) -> float:
 def _median_ms(action: Callable[[], object], repeat: int = REPEAT) -> float:
     """The median of `repeat` timings of `action` (the machine may be shared)."""
     return statistics.median(_elapsed_ms(action) for _ in range(repeat))
+
+
+def _canonical_digest(snapshot: dict[str, Any]) -> str:
+    """The engine's state hash as its definition computes it, encoding every book afresh."""
+    text = json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _traced_bytes(build: Callable[[], object]) -> tuple[int, object]:
@@ -224,6 +233,8 @@ def _stage_figures(catalogue: Catalogue) -> dict[str, Any]:
     # The first hash encodes every book; later ones (as at each checkpoint) reuse what stayed.
     first_hash_ms = _elapsed_ms(stage.state_hash)
     state_hash_ms = _median_ms(stage.state_hash)
+    engine = stage.engine
+    canonical_hash_ms = _median_ms(lambda: _canonical_digest(engine.snapshot()))
     text = orjson.dumps(stage.snapshot())
     snapshot_ms = _median_ms(lambda: orjson.dumps(stage.snapshot()))
     restore_ms = _median_ms(lambda: MarketStage.restore(catalogue, orjson.loads(text)))
@@ -247,6 +258,7 @@ def _stage_figures(catalogue: Catalogue) -> dict[str, Any]:
         "views_bytes": views_bytes,
         "first_state_hash_ms": round(first_hash_ms, 2),
         "state_hash_ms": round(state_hash_ms, 2),
+        "canonical_hash_ms": round(canonical_hash_ms, 2),
         "snapshot_bytes": len(text),
         "snapshot_ms": round(snapshot_ms, 1),
         "restore_ms": round(restore_ms, 1),
@@ -290,6 +302,7 @@ RATIO_KEYS = (
     "views_bytes",
     "first_state_hash_ms",
     "state_hash_ms",
+    "canonical_hash_ms",
     "snapshot_bytes",
     "snapshot_ms",
     "restore_ms",
