@@ -15,13 +15,21 @@ import hashlib
 import json
 from typing import Any, Self
 
-from matching.book import BUY, Block, Book, by_seq, side_orders
+from matching.book import BUY, CST_DAY_OFFSET_MS, Block, Book, by_seq, side_orders
 from matching.outputs import CancelReason
 from matching.state import TIMER_AUCTION, TIMER_EXPIRE, EngineState
 
 
 class Snapshots(EngineState):
     """The engine's state as data, and back."""
+
+    def __init__(self, halt_ms: int = 60_000, day_offset_ms: int = CST_DAY_OFFSET_MS) -> None:
+        super().__init__(halt_ms, day_offset_ms)
+        self._book_json: dict[str, EncodedBook] = {}
+        """The canonical JSON of each orderless book as of the last state hash, by symbol."""
+        self._timer_json: dict[int, bytes] = {}
+        """The canonical JSON of each timer but expiries as of the last state hash, by its
+        number."""
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON-able data; `restore` rebuilds an identical engine."""
@@ -158,37 +166,31 @@ class Snapshots(EngineState):
     def _books_json(self) -> list[bytes]:
         """Each book's canonical JSON, by symbol; an orderless book's from the last hash when
         none of its fields changed."""
-        before = self._book_json
-        kept: dict[str, tuple[Book, tuple[str, int, int, int, int, int, int, int], bytes]] = {}
+        # Kept and compared in place: a hash allocates only for what changed, so it neither
+        # adds garbage to collect nor ages a copy of every book into the old generation.
+        books = self.books
+        encoded = self._book_json
         parts = []
-        for symbol in sorted(self.books):
-            book = self.books[symbol]
+        for symbol in sorted(books):
+            book = books[symbol]
             if book.bids.levels or book.asks.levels:
                 parts.append(_CANONICAL.encode(_book_data(book)).encode())
                 continue
-            fields = (
-                book.state,
-                book.reference,
-                book.band,
-                book.protection,
-                book.close_at,
-                book.reopen_at,
-                book.trades,
-                book.tick,
-            )
-            cached = before.get(symbol)
-            if cached is None or cached[0] is not book or cached[1] != fields:
-                cached = (book, fields, _CANONICAL.encode(_book_data(book)).encode())
-            kept[symbol] = cached
-            parts.append(cached[2])
-        self._book_json = kept
+            known = encoded.get(symbol)
+            if known is None:
+                known = encoded[symbol] = EncodedBook(book)
+            elif not known.encodes(book):
+                known.encode(book)
+            parts.append(known.text)
+        if len(encoded) > len(books):
+            for symbol in [s for s in encoded if s not in books]:
+                del encoded[symbol]
         return parts
 
     def _timers_json(self) -> list[bytes]:
         """Each pending timer's canonical JSON, in `_timer_data`'s order; a timer other than an
         expiry (whose order may have gone) from the last hash."""
-        before = self._timer_json
-        kept: dict[int, bytes] = {}
+        encoded = self._timer_json
         parts = []
         for at, kind, key, number, payload in sorted(self._timers):
             if kind == TIMER_EXPIRE:
@@ -196,14 +198,63 @@ class Snapshots(EngineState):
                 if self.orders.get(order.order_id) is order:
                     parts.append(_CANONICAL.encode([at, kind, key, reason]).encode())
                 continue
-            text = before.get(number)
+            text = encoded.get(number)
             if text is None:
                 data = list(payload) if kind == TIMER_AUCTION else payload
-                text = _CANONICAL.encode([at, kind, key, data]).encode()
-            kept[number] = text
+                text = encoded[number] = _CANONICAL.encode([at, kind, key, data]).encode()
             parts.append(text)
-        self._timer_json = kept
+        if len(encoded) > len(self._timers):
+            pending = {timer[3] for timer in self._timers}
+            for number in [n for n in encoded if n not in pending]:
+                del encoded[number]
         return parts
+
+
+class EncodedBook:
+    """An orderless book's canonical JSON and the fields it was encoded from."""
+
+    __slots__ = (
+        "band",
+        "book",
+        "close_at",
+        "protection",
+        "reference",
+        "reopen_at",
+        "state",
+        "text",
+        "tick",
+        "trades",
+    )
+
+    def __init__(self, book: Book) -> None:
+        self.encode(book)
+
+    def encode(self, book: Book) -> None:
+        """Encode `book` (holding no orders) afresh."""
+        self.book = book
+        self.state = book.state
+        self.reference = book.reference
+        self.band = book.band
+        self.protection = book.protection
+        self.close_at = book.close_at
+        self.reopen_at = book.reopen_at
+        self.trades = book.trades
+        self.tick = book.tick
+        self.text = _CANONICAL.encode(_book_data(book)).encode()
+
+    def encodes(self, book: Book) -> bool:
+        """Whether `text` is still the JSON of `book` (holding no orders)."""
+        return (
+            self.book is book
+            and self.state == book.state
+            and self.reference == book.reference
+            and self.band == book.band
+            and self.protection == book.protection
+            and self.close_at == book.close_at
+            and self.reopen_at == book.reopen_at
+            and self.trades == book.trades
+            and self.tick == book.tick
+        )
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))

@@ -96,15 +96,6 @@ class EngineState:
         self._timer_seq = 0
         self._deadline = INFINITY
         self._stop = ""
-        self._book_json: dict[
-            str, tuple[Book, tuple[str, int, int, int, int, int, int, int], bytes]
-        ]
-        self._book_json = {}
-        """The canonical JSON of each orderless book at the last state hash, with the book and
-        the fields it was encoded from (`Snapshots.state_hash`)."""
-        self._timer_json: dict[int, bytes] = {}
-        """The canonical JSON of each timer but expiries at the last state hash, by its
-        number."""
 
     def take_events(self) -> list[Output]:
         """The events produced since the last call, oldest first."""
