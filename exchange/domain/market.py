@@ -10,7 +10,10 @@ time (a scheduler that wants them on time sends `ControlMarket` ticks).
 
 from __future__ import annotations
 
+import gc
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, assert_never
 
 from exchange.domain.catalogue import (
@@ -716,6 +719,10 @@ class MarketStage:
 
     def snapshot(self) -> dict[str, Any]:
         """The engine's snapshot and the book-change sequence numbers, JSON-ready."""
+        with collector_paused():
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         snapshot = {
             "engine": self.engine.snapshot(),
             "book_seq": dict(sorted(self._book_seq.items())),
@@ -736,6 +743,11 @@ class MarketStage:
         cls, catalogue: Catalogue, data: dict[str, Any], replica: bool = False
     ) -> MarketStage:
         """The stage a snapshot describes (also one taken before the engine existed)."""
+        with collector_paused():
+            return cls._restore(catalogue, data, replica)
+
+    @classmethod
+    def _restore(cls, catalogue: Catalogue, data: dict[str, Any], replica: bool) -> MarketStage:
         stage = cls(catalogue, replica=replica)
         if "engine" in data:
             stage.engine = MatchingEngine.restore(data["engine"])
@@ -759,6 +771,23 @@ class MarketStage:
             book.bids.take_changes()
             book.asks.take_changes()
         return stage
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector from running inside: a snapshot or a restore of
+    a month of books makes hundreds of thousands of containers that reference counting alone
+    frees (none in a cycle), and with the collector on, the collections their allocations
+    set off, each walking every live book, took three quarters of the time (docs/BENCHMARKS.md,
+    "Listing horizon")."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class _Context:
