@@ -339,9 +339,11 @@ class MarketStage:
             return
         self._listed_day = today
         books = self.engine.books
-        for spec in self.catalogue.rolled_at(now):
-            if spec.symbol not in books:
-                self._list(spec, now)
+        # A start-up lists a whole horizon of books at once, none in a cycle (as a snapshot).
+        with collector_paused():
+            for spec in self.catalogue.rolled_at(now):
+                if spec.symbol not in books:
+                    self._list(spec, now)
 
     def _list(self, spec: ContractSpec, ts: int, by_operator: bool = False) -> None:
         band, protection, pre_open = self._rules
@@ -775,11 +777,11 @@ class MarketStage:
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Keep Python's cyclic garbage collector from running inside: a snapshot or a restore of
-    a month of books makes hundreds of thousands of containers that reference counting alone
-    frees (none in a cycle), and with the collector on, the collections their allocations
-    set off, each walking every live book, took three quarters of the time (docs/BENCHMARKS.md,
-    "Listing horizon")."""
+    """Keep Python's cyclic garbage collector from running inside: listing, snapshotting or
+    restoring a month of books makes hundreds of thousands of containers, none in a cycle
+    (reference counting frees what is garbage), and with the collector on, the collections
+    their allocations set off, each walking every live book, took half to three quarters of
+    the time (docs/BENCHMARKS.md, "Listing horizon")."""
     if not gc.isenabled():
         yield
         return
