@@ -59,6 +59,7 @@ from exchange.domain.catalogue import (
     ListingRule,
     MarketRules,
     default_catalogue,
+    parse_symbol,
     to_utc_ms,
 )
 from exchange.domain.market import MarketStage
@@ -183,7 +184,7 @@ def make_history(catalogue: Catalogue, days: int, seed: int) -> list[Event]:
                 ),
                 at_ms,
             )
-        tick = catalogue.get(symbol).tick_size  # type: ignore[union-attr]
+        tick = parse_symbol(symbol).tick_size
         price = (1000 + rng.randint(-20, 20)) * tick
         quantity = rng.randint(1, 10)
         bid = price + rng.randint(0, 2) * tick
