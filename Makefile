@@ -82,6 +82,7 @@ bench: venv ## every benchmark, one JSON line each (starts Kafka and PostgreSQL 
 	$(BIN)/cx bench matching
 	$(BIN)/cx bench api
 	$(BIN)/cx bench fanout
+	$(BIN)/cx bench horizon
 	infra/with-services.sh sh -c '$(BIN)/cx bench e2e && $(BIN)/cx bench e2e --matching-processes 2 && $(BIN)/cx bench replay'
 
 simulate: venv ## agent-based market simulation with its report

@@ -19,9 +19,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import orjson
 from pydantic import ValidationError
@@ -104,6 +105,8 @@ CST_OFFSET_MS = 8 * HOUR_MS
 """China Standard Time is UTC+8, with no daylight saving."""
 INTERVALS = {"1m": MINUTE_MS, "1h": HOUR_MS}
 CANDLES_KEPT = {"1m": 24 * 60 + 60, "1h": 24 * 35}
+NO_CANDLES: Mapping[str, Sequence[Candle]] = MappingProxyType(dict.fromkeys(CANDLES_KEPT, ()))
+"""The candles of a view before its first trade, shared by every such view."""
 
 PUBLIC_CHANNELS = ("quote", "depth", "trades", "candles", "stats", "day_ahead")
 PRIVATE_CHANNELS = ("orders", "fills", "balances", "obligations")
@@ -158,10 +161,13 @@ class ContractView:
     bids: dict[int, int] = field(default_factory=dict)
     asks: dict[int, int] = field(default_factory=dict)
     seq: int = 0
-    trades: deque[TradeExecuted] = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
-    candles: dict[str, deque[Candle]] = field(
-        default_factory=lambda: {name: deque(maxlen=kept) for name, kept in CANDLES_KEPT.items()}
-    )
+    # Until its first trade a view shares empty series: an empty bounded deque takes some
+    # 770 bytes, and with a month of hours listed most views never see a trade before their
+    # gate (docs/BENCHMARKS.md, "Listing horizon").
+    trades: Sequence[TradeExecuted] = ()
+    """The latest RECENT_TRADES trades, oldest first."""
+    candles: Mapping[str, Sequence[Candle]] = field(default_factory=lambda: NO_CANDLES)
+    """The latest candles of each interval (CANDLES_KEPT), oldest first."""
     updated_ts: int | None = None
     state: str | None = None
     """The lifecycle state matching last announced (`ContractStateChanged`); None before any."""
@@ -188,11 +194,17 @@ class ContractView:
 
     def add_trade(self, trade: TradeExecuted) -> None:
         """Record a trade and fold it into the candle of each interval."""
-        self.trades.append(trade)
+        trades = self.trades
+        if not isinstance(trades, deque):
+            # The view's first trade: it gets series of its own.
+            trades = self.trades = deque(maxlen=RECENT_TRADES)
+            self.candles = {name: deque(maxlen=kept) for name, kept in CANDLES_KEPT.items()}
+        trades.append(trade)
         hours = strip_hours(trade.symbol)
         for name, length in INTERVALS.items():
             start = trade.ts - trade.ts % length
-            series = self.candles[name]
+            # A view that has traded holds its own deques (above), never the shared empties.
+            series = cast(deque[Candle], self.candles[name])
             if series and series[-1].start == start:
                 series[-1].add(trade.price, trade.quantity, hours)
             else:

@@ -182,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run a benchmark and print its figures as one JSON line (e2e and replay need "
         "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL)",
     )
-    bench.add_argument("name", choices=["matching", "e2e", "replay", "api", "fanout", "auction"])
+    bench.add_argument(
+        "name", choices=["matching", "e2e", "replay", "api", "fanout", "auction", "horizon"]
+    )
     bench.add_argument(
         "--commands",
         type=int,
@@ -217,6 +219,15 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--orders", type=int, default=10_000, help="auction: orders of the day")
     bench.add_argument(
         "--node-limit", type=int, help="auction: branch-and-bound nodes a programme (2,000)"
+    )
+    bench.add_argument(
+        "--families",
+        choices=["simulation", "catalogue"],
+        default="simulation",
+        help="horizon: the simulation's 14 rolled families, or every family of the catalogue",
+    )
+    bench.add_argument(
+        "--replay-days", type=int, default=2, help="horizon: days of the replayed history"
     )
     simulation = commands.add_parser(
         "simulate",
@@ -885,6 +896,10 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         with _c_stdout_to_stderr():
             line = run_auction_bench(time.perf_counter_ns, args.orders, args.seed, args.node_limit)
         print(line)
+    elif args.name == "horizon":
+        from cx.horizon import run as run_horizon_bench
+
+        print(run_horizon_bench(args.families, args.replay_days, args.seed))
     elif args.name == "api":
         from api.bench import run_api
 

@@ -96,9 +96,10 @@ class Settings(BaseSettings):
     """Families (`CLASS.REGION`, comma-separated) whose delivery hours list on a rolling
     horizon; empty: only the fixed default contracts."""
     listing_days: int = Field(
-        default=2, ge=0, le=MAX_LISTING_DAYS, validation_alias="CX_LISTING_DAYS"
+        default=30, ge=0, le=MAX_LISTING_DAYS, validation_alias="CX_LISTING_DAYS"
     )
-    """How many days beyond today the rolled families list."""
+    """How many days beyond today the rolled families list: a month to plan on by default
+    (docs/BENCHMARKS.md, "Listing horizon", says what it costs)."""
     term_days: int = Field(default=0, ge=0, le=MAX_TERM_DAYS, validation_alias="CX_TERM_DAYS")
     """How many days ahead the rolled families' term contracts (weeks, nights and months of
     capacity, week and month token bundles) list by their start; 0: none."""

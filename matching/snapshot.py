@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Any, Self
 
-from matching.book import BUY, Block, Book, by_seq, side_orders
+from matching.book import BUY, CST_DAY_OFFSET_MS, Block, Book, by_seq, side_orders
 from matching.outputs import CancelReason
 from matching.state import TIMER_AUCTION, TIMER_EXPIRE, EngineState
 
@@ -23,8 +23,22 @@ from matching.state import TIMER_AUCTION, TIMER_EXPIRE, EngineState
 class Snapshots(EngineState):
     """The engine's state as data, and back."""
 
+    def __init__(self, halt_ms: int = 60_000, day_offset_ms: int = CST_DAY_OFFSET_MS) -> None:
+        super().__init__(halt_ms, day_offset_ms)
+        self._book_json: dict[str, EncodedBook] = {}
+        """The canonical JSON of each orderless book as of the last state hash, by symbol."""
+        self._timer_json: dict[int, bytes] = {}
+        """The canonical JSON of each timer but expiries as of the last state hash, by its
+        number."""
+
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON-able data; `restore` rebuilds an identical engine."""
+        return self._snapshot(
+            self._timer_data(), [_book_data(self.books[symbol]) for symbol in sorted(self.books)]
+        )
+
+    def _timer_data(self) -> list[list[Any]]:
+        """The pending timers, in the order they run (an expiry only of an order still open)."""
         timers = []
         for at, kind, key, _, payload in sorted(self._timers):
             if kind == TIMER_EXPIRE:
@@ -34,40 +48,10 @@ class Snapshots(EngineState):
                 timers.append([at, kind, key, reason])
             else:
                 timers.append([at, kind, key, list(payload) if kind == TIMER_AUCTION else payload])
-        books = []
-        for symbol in sorted(self.books):
-            book = self.books[symbol]
-            books.append(
-                {
-                    "symbol": symbol,
-                    "family": book.family,
-                    "delivery_at": book.delivery_at,
-                    "reference": book.reference,
-                    "tick": book.tick,
-                    "band": book.band,
-                    "protection": book.protection,
-                    "close_at": book.close_at,
-                    "state": book.state,
-                    "reopen_at": book.reopen_at,
-                    "trades": book.trades,
-                    "orders": [
-                        [
-                            o.order_id,
-                            o.account,
-                            o.side,
-                            o.price,
-                            o.remaining,
-                            o.group,
-                            o.stp_mode,
-                            o.seq,
-                            o.aon,
-                            o.post_only,
-                        ]
-                        for side in (book.bids, book.asks)
-                        for o in side_orders(side)
-                    ],
-                }
-            )
+        return timers
+
+    def _snapshot(self, timers: Any, books: Any) -> dict[str, Any]:
+        """The snapshot with the timers and books given (as data, or as their JSON)."""
         blocks = [
             [
                 b.block_id,
@@ -151,6 +135,160 @@ class Snapshots(EngineState):
         return engine
 
     def state_hash(self) -> str:
-        """SHA-256 of the canonical snapshot: equal states give equal hashes."""
-        data = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(data.encode()).hexdigest()
+        """SHA-256 of the canonical snapshot: equal states give equal hashes.
+
+        The text hashed is `json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))`
+        to the byte, but a book holding no orders (with a long listing horizon, nearly every
+        book) and a timer that is not an order's expiry are encoded once, and their JSON is
+        reused while they stay as they were: settlement hashes the whole state every
+        checkpoint, so re-encoding thousands of empty books each time would cost more than
+        folding the events between two checkpoints.
+        """
+        # Fed to the hash piece by piece: the same bytes as one text, without copying them
+        # into one. JSON with ASCII escapes is its own UTF-8.
+        hasher = hashlib.sha256()
+        snapshot = self._snapshot(None, None)
+        separator = b"{"
+        for key in sorted(snapshot):
+            hasher.update(separator + _CANONICAL.encode(key).encode() + b":")
+            separator = b","
+            if key == "books":
+                parts = self._books_json()
+            elif key == "timers":
+                parts = self._timers_json()
+            else:
+                hasher.update(_CANONICAL.encode(snapshot[key]).encode())
+                continue
+            hasher.update(b"[" + b",".join(parts) + b"]")
+        hasher.update(b"}")
+        return hasher.hexdigest()
+
+    def _books_json(self) -> list[bytes]:
+        """Each book's canonical JSON, by symbol; an orderless book's from the last hash when
+        none of its fields changed."""
+        # Kept and compared in place: a hash allocates only for what changed, so it neither
+        # adds garbage to collect nor ages a copy of every book into the old generation.
+        books = self.books
+        encoded = self._book_json
+        parts = []
+        for symbol in sorted(books):
+            book = books[symbol]
+            if book.bids.levels or book.asks.levels:
+                parts.append(_CANONICAL.encode(_book_data(book)).encode())
+                continue
+            known = encoded.get(symbol)
+            if known is None:
+                known = encoded[symbol] = EncodedBook(book)
+            elif not known.encodes(book):
+                known.encode(book)
+            parts.append(known.text)
+        if len(encoded) > len(books):
+            for symbol in [s for s in encoded if s not in books]:
+                del encoded[symbol]
+        return parts
+
+    def _timers_json(self) -> list[bytes]:
+        """Each pending timer's canonical JSON, in `_timer_data`'s order; a timer other than an
+        expiry (whose order may have gone) from the last hash."""
+        encoded = self._timer_json
+        parts = []
+        for at, kind, key, number, payload in sorted(self._timers):
+            if kind == TIMER_EXPIRE:
+                order, reason = payload
+                if self.orders.get(order.order_id) is order:
+                    parts.append(_CANONICAL.encode([at, kind, key, reason]).encode())
+                continue
+            text = encoded.get(number)
+            if text is None:
+                data = list(payload) if kind == TIMER_AUCTION else payload
+                text = encoded[number] = _CANONICAL.encode([at, kind, key, data]).encode()
+            parts.append(text)
+        if len(encoded) > len(self._timers):
+            pending = {timer[3] for timer in self._timers}
+            for number in [n for n in encoded if n not in pending]:
+                del encoded[number]
+        return parts
+
+
+class EncodedBook:
+    """An orderless book's canonical JSON and the fields it was encoded from."""
+
+    __slots__ = (
+        "band",
+        "book",
+        "close_at",
+        "protection",
+        "reference",
+        "reopen_at",
+        "state",
+        "text",
+        "tick",
+        "trades",
+    )
+
+    def __init__(self, book: Book) -> None:
+        self.encode(book)
+
+    def encode(self, book: Book) -> None:
+        """Encode `book` (holding no orders) afresh."""
+        self.book = book
+        self.state = book.state
+        self.reference = book.reference
+        self.band = book.band
+        self.protection = book.protection
+        self.close_at = book.close_at
+        self.reopen_at = book.reopen_at
+        self.trades = book.trades
+        self.tick = book.tick
+        self.text = _CANONICAL.encode(_book_data(book)).encode()
+
+    def encodes(self, book: Book) -> bool:
+        """Whether `text` is still the JSON of `book` (holding no orders)."""
+        return (
+            self.book is book
+            and self.state == book.state
+            and self.reference == book.reference
+            and self.band == book.band
+            and self.protection == book.protection
+            and self.close_at == book.close_at
+            and self.reopen_at == book.reopen_at
+            and self.trades == book.trades
+            and self.tick == book.tick
+        )
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""The encoder of the state hash's canonical JSON (`json.dumps` with these options)."""
+
+
+def _book_data(book: Book) -> dict[str, Any]:
+    """A book as snapshot data: its parameters, state and orders in priority order."""
+    return {
+        "symbol": book.symbol,
+        "family": book.family,
+        "delivery_at": book.delivery_at,
+        "reference": book.reference,
+        "tick": book.tick,
+        "band": book.band,
+        "protection": book.protection,
+        "close_at": book.close_at,
+        "state": book.state,
+        "reopen_at": book.reopen_at,
+        "trades": book.trades,
+        "orders": [
+            [
+                o.order_id,
+                o.account,
+                o.side,
+                o.price,
+                o.remaining,
+                o.group,
+                o.stp_mode,
+                o.seq,
+                o.aon,
+                o.post_only,
+            ]
+            for side in (book.bids, book.asks)
+            for o in side_orders(side)
+        ],
+    }

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from exchange.domain.catalogue import default_catalogue
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -106,3 +108,39 @@ def test_the_matching_bench_prints_the_plain_book_flows_beside_its_own_line() ->
                     "p99_us", "plain_p99_us", "max_us", "plain_max_us", "p99_ratio"):  # fmt: skip
             assert float(figures[key]) > 0, key
     assert 1800 <= int(deep["resting_mean"]) <= 2200
+
+
+def test_the_horizon_bench_measures_each_horizon_against_the_two_day_baseline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One family keeps it light; the figures must add up, whatever the machine's speed.
+    from cx import horizon
+
+    monkeypatch.setitem(horizon.SCOPES, "simulation", ("CPU.JJJ",))
+    figures = json.loads(horizon.run("simulation", replay_days=1, seed=1))
+
+    assert figures["bench"] == "horizon"
+    assert figures["families"] == 1
+    baseline, hours, terms = figures["baseline"], figures["hours_30d"], figures["terms_92d"]
+    static = len(default_catalogue())
+    # At 10:00 CST the hours to 11:00 are past their gate (an hour ahead): 12 of each day's
+    # 24 are gone from today; every later hour of the horizon is listed, with a book each.
+    assert baseline["listed_events"] == 3 * 24 - 12
+    assert hours["listed_events"] == 31 * 24 - 12
+    assert baseline["books"] == baseline["listed_events"] + static
+    assert hours["books"] == hours["listed_events"] + static
+    term_catalogue = horizon.catalogue_for(("CPU.JJJ",), 30, 92)
+    term_contracts = [s for s in term_catalogue.rolled_at(horizon.START_MS) if s.is_term]
+    assert {s.term for s in term_contracts} == {"W", "N", "M"}
+    assert terms["listed_events"] == hours["listed_events"] + len(term_contracts)
+    # Memory, snapshots and the stored history grow with the books; the replay folds the
+    # same orders at every horizon, plus the listings.
+    assert hours["stage_bytes"] > 5 * baseline["stage_bytes"]
+    assert hours["views_bytes"] > 5 * baseline["views_bytes"]
+    assert hours["snapshot_bytes"] > 5 * baseline["snapshot_bytes"]
+    listings_added = hours["listed_events"] - baseline["listed_events"]
+    assert hours["replay_events"] == baseline["replay_events"] + listings_added
+    assert baseline["replay_events"] > 24 * 30 * 2, "a sell and a buy every two minutes"
+    for name in ("hours_30d", "terms_92d"):
+        for key, ratio in figures["ratios"][name].items():
+            assert ratio == round(figures[name][key] / baseline[key], 2), (name, key)

@@ -317,6 +317,8 @@ def test_settings_list_the_families_named() -> None:
     assert settings.listing_rules() == [ListingRule(("H100-80G.GZ", "TOK-QWEN.YRD"), 3)]
     assert settings.catalogue().rolled_families == ["H100-80G.GZ", "TOK-QWEN.YRD"]
     assert Settings().listing_rules() == []
+    # Unless told otherwise, hours list a month ahead and term contracts not at all.
+    assert Settings(CX_LISTINGS="CPU.GZ").listing_rules() == [ListingRule(("CPU.GZ",), 30, 0)]
     assert Settings().catalogue().symbols == default_catalogue().symbols
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from exchange.domain.catalogue import Catalogue, default_catalogue, parse_symbol
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
@@ -348,3 +350,19 @@ def test_other_events_cause_nothing() -> None:
         )
         == []
     )
+
+
+def test_a_snapshot_and_a_restore_leave_the_collector_as_they_found_it() -> None:
+    # They pause it while they build (market.collector_paused), and only while they build.
+    stage = MarketStage(default_catalogue())
+    assert gc.isenabled()
+    data = stage.snapshot()
+    restored = MarketStage.restore(default_catalogue(), data)
+    assert gc.isenabled()
+    assert restored.state_hash() == stage.state_hash()
+    gc.disable()
+    try:
+        assert MarketStage.restore(default_catalogue(), restored.snapshot()).snapshot() == data
+        assert not gc.isenabled(), "a collector someone paused stays paused"
+    finally:
+        gc.enable()

@@ -540,14 +540,18 @@ class Catalogue:
         """The rolled contracts listed at log time `at_ms`, by delivery hour, then family (a
         term by its first hour, before the hour)."""
         today = cst_day_start_ms(at_ms)
+        midnight = (_EPOCH + timedelta(milliseconds=today)).astimezone(CHINA_STANDARD_TIME)
+        # An hour retires at its gate closure (`retires_at`): the first hour still listed is
+        # the first whose delivery starts more than the gate closure after `at_ms`. Counted
+        # rather than asked of each hour, since a month's horizon is thousands of hours.
+        still_trading = max(0, (at_ms + (self.rules.gate_closure_ms or 0) - today) // HOUR_MS + 1)
         listed: list[ContractSpec] = []
         for family in sorted(self._days_ahead):
             resource_class, region = parse_family(family)
-            for hour in range((self._days_ahead[family] + 1) * 24):
-                start = _EPOCH + timedelta(milliseconds=today + hour * HOUR_MS)
-                spec = ContractSpec(resource_class, region, start.astimezone(CHINA_STANDARD_TIME))
-                if self.retires_at(spec) > at_ms:
-                    listed.append(spec)
+            listed += (
+                ContractSpec(resource_class, region, midnight + timedelta(hours=hour))
+                for hour in range(still_trading, (self._days_ahead[family] + 1) * 24)
+            )
             if self._term_days[family]:
                 listed += (
                     spec

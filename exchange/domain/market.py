@@ -10,7 +10,10 @@ time (a scheduler that wants them on time sends `ControlMarket` ticks).
 
 from __future__ import annotations
 
+import gc
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, assert_never
 
 from exchange.domain.catalogue import (
@@ -335,9 +338,12 @@ class MarketStage:
         if today == self._listed_day:
             return
         self._listed_day = today
-        for spec in self.catalogue.rolled_at(now):
-            if spec.symbol not in self.engine.books:
-                self._list(spec, now)
+        books = self.engine.books
+        # A start-up lists a whole horizon of books at once, none in a cycle (as a snapshot).
+        with collector_paused():
+            for spec in self.catalogue.rolled_at(now):
+                if spec.symbol not in books:
+                    self._list(spec, now)
 
     def _list(self, spec: ContractSpec, ts: int, by_operator: bool = False) -> None:
         band, protection, pre_open = self._rules
@@ -705,8 +711,9 @@ class MarketStage:
     def state_hash(self) -> str:
         """SHA-256 of the engine's state hash and the book-change sequence numbers."""
         hasher = hashlib.sha256(self.engine.state_hash().encode())
-        for symbol in sorted(self._book_seq):
-            hasher.update(f"|{symbol}|{self._book_seq[symbol]}".encode())
+        book_seq = self._book_seq
+        # One update of the joined text hashes the same bytes as one a contract.
+        hasher.update("".join([f"|{s}|{book_seq[s]}" for s in sorted(book_seq)]).encode())
         for family in sorted(self.family_bands):
             hasher.update(f"|band|{family}|{self.family_bands[family]}".encode())
         for block_id in sorted(self.exclusive_groups):
@@ -720,6 +727,10 @@ class MarketStage:
 
     def snapshot(self) -> dict[str, Any]:
         """The engine's snapshot and the book-change sequence numbers, JSON-ready."""
+        with collector_paused():
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         snapshot = {
             "engine": self.engine.snapshot(),
             "book_seq": dict(sorted(self._book_seq.items())),
@@ -740,6 +751,11 @@ class MarketStage:
         cls, catalogue: Catalogue, data: dict[str, Any], replica: bool = False
     ) -> MarketStage:
         """The stage a snapshot describes (also one taken before the engine existed)."""
+        with collector_paused():
+            return cls._restore(catalogue, data, replica)
+
+    @classmethod
+    def _restore(cls, catalogue: Catalogue, data: dict[str, Any], replica: bool) -> MarketStage:
         stage = cls(catalogue, replica=replica)
         if "engine" in data:
             stage.engine = MatchingEngine.restore(data["engine"])
@@ -763,6 +779,23 @@ class MarketStage:
             book.bids.take_changes()
             book.asks.take_changes()
         return stage
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector from running inside: listing, snapshotting or
+    restoring a month of books makes hundreds of thousands of containers, none in a cycle
+    (reference counting frees what is garbage), and with the collector on, the collections
+    their allocations set off, each walking every live book, took half to three quarters of
+    the time (docs/BENCHMARKS.md, "Listing horizon")."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class _Context:

@@ -7,7 +7,15 @@ import asyncio
 from typing import Any
 
 from api.keys import Principal, Role
-from api.marketdata import DAY_MS, HOUR_MS, MAX_RESYNCS, MINUTE_MS, MarketData, Subscriber
+from api.marketdata import (
+    DAY_MS,
+    HOUR_MS,
+    MAX_RESYNCS,
+    MINUTE_MS,
+    RECENT_TRADES,
+    MarketData,
+    Subscriber,
+)
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import (
     BookChanged,
@@ -125,6 +133,24 @@ async def test_candles_and_24_hour_statistics_follow_the_log_time() -> None:
     assert later["open"] is None
     assert later["last"] == 1790
     assert market.stats(NMG0)["last_per_std"] == 3488
+
+
+async def test_a_contract_without_trades_shares_empty_series_until_its_first_trade() -> None:
+    # A month of listed hours makes thousands of views that never trade: they share empties,
+    # and a first trade gives only its own view bounded series of its own.
+    market, feed = _market()
+    quiet, traded = market.views[NMG0], market.views[GZ0]
+    assert quiet.candles is traded.candles
+    assert not quiet.trades
+    for n in range(RECENT_TRADES + 5):
+        _trade(feed, n + 1, 1800, 1, T0 + n * MINUTE_MS)
+    assert len(traded.trades) == RECENT_TRADES
+    assert traded.trades[-1].trade_id == f"{GZ0}:{RECENT_TRADES + 5}"
+    assert len(traded.candles["1m"]) == RECENT_TRADES + 5
+    assert quiet.trades == ()
+    assert quiet.candles["1m"] == quiet.candles["1h"] == ()
+    assert market.candles(NMG0, "1m", 10) == []
+    assert market.stats(NMG0)["last"] is None
 
 
 async def test_a_products_history_merges_its_delivery_hours_by_hour_or_china_day() -> None:
