@@ -12,7 +12,6 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  #
 from pydantic import ValidationError
 
 from cx.settings import Settings
-
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.log import CommandLog, LogError
 from tests.contract.command_log import CommandLogContract, GroupContract, LogFactory
@@ -75,7 +74,7 @@ async def test_an_unreachable_broker_raises_log_error() -> None:
 
 
 def test_more_insync_replicas_than_replicas_is_refused() -> None:
-    with pytest.raises(LogError, match="min.insync.replicas must be from 1 to the replication"):
+    with pytest.raises(LogError, match=r"min\.insync\.replicas must be from 1 to the replication"):
         KafkaLog("127.0.0.1:9", replication_factor=1, min_insync_replicas=2)
 
 
