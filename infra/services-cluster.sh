@@ -114,7 +114,7 @@ ck_wait_started() { # node, count of "Kafka Server started" lines the log had be
     log "Kafka node $n ready on 127.0.0.1:$(ck_port "$n") (pid $pid)"
 }
 
-ck_started_count() { grep -c "Kafka Server started" "$(ck_dir "$1")/node.log" 2>/dev/null || echo 0; }
+ck_started_count() { grep -c "Kafka Server started" "$(ck_dir "$1")/node.log" 2>/dev/null || true; }
 
 cluster_kafka_up() {
     local n running=0 voters=() ids=()
@@ -184,9 +184,15 @@ ck_metadata_quorum() { # arguments of kafka-metadata-quorum
     ck_java org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-controller "$(ck_controllers)" "$@"
 }
 
-# The directory id the quorum has for voter `node` (the lost disk's, when it was lost).
+# The directory id the quorum has for voter `node` (the lost disk's, when it was lost); empty
+# if it has no such voter. Asks again while the controllers do not answer (an election).
 ck_voter_directory_id() {
-    ck_metadata_quorum describe --status 2>/dev/null | python3 -c '
+    local status deadline=$((SECONDS + TIMEOUT))
+    until status="$(ck_metadata_quorum describe --status 2>&1)" && grep -q '^CurrentVoters:' <<<"$status"; do
+        [ $SECONDS -lt $deadline ] || die "the controllers do not describe their quorum: ${status: -2000}"
+        sleep 1
+    done
+    python3 -c '
 import json, sys
 for line in sys.stdin:
     name, _, value = line.partition(":")
@@ -194,7 +200,7 @@ for line in sys.stdin:
         for voter in json.loads(value):
             if voter["id"] == int(sys.argv[1]):
                 print(voter["directoryId"])
-' "$1"
+' "$1" <<<"$status"
 }
 
 # Replacing a node whose disk is gone, as Kafka's documentation describes for controllers of a
@@ -208,6 +214,7 @@ ck_replace() { # node
     old="$(ck_voter_directory_id "$n")"
     ck_render "$n"
     before="$(ck_started_count "$n")"
+    before="${before:-0}"
     ck_format "$n" --no-initial-controllers
     new="$(sed -n 's/^directory.id=//p' "$dir/data/meta.properties")"
     ck_launch "$n"
