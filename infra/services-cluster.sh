@@ -258,6 +258,9 @@ cluster_kafka_node() { # kill|replace|pid node
 PC_BASE_PORT="${CX_CLUSTER_PG_PORT:-55532}"
 PC_MONITOR_PORT="$PC_BASE_PORT"
 PC_NODES=(node1 node2)
+# After this long cut off from the monitor and its standby, a primary stops taking writes
+# (infra/postgres/monitor-failover.sql gives it twice that to demote itself).
+PC_PARTITION_TIMEOUT_S=5
 
 pc_port() { # monitor|node1|node2
     case "$1" in monitor) echo "$PC_BASE_PORT" ;; node1) echo $((PC_BASE_PORT + 1)) ;; node2) echo $((PC_BASE_PORT + 2)) ;; esac
@@ -367,20 +370,7 @@ cluster_pg_up() {
     pc_launch monitor pg_autoctl create monitor --run --hostname 127.0.0.1 \
         --pgport "$PC_MONITOR_PORT" --auth trust --no-ssl
     pc_wait "the monitor" pc_monitor_sql "SELECT 1 FROM pgautofailover.formation"
-    # Failover timings (pg_auto_failover's defaults take about 30 s to act): the monitor checks
-    # every node each second and calls a node unhealthy 5 s after its last report and a
-    # failed check; a primary that cannot be reached is given 10 s to demote itself, twice
-    # the nodes' network_partition_timeout (below) after which a primary cut off from the
-    # monitor and its standby stops taking writes.
-    pc_psql "$PC_MONITOR_PORT" pg_auto_failover >/dev/null <<'SQL'
-ALTER SYSTEM SET pgautofailover.health_check_period = 1000;
-ALTER SYSTEM SET pgautofailover.health_check_timeout = 1000;
-ALTER SYSTEM SET pgautofailover.health_check_max_retries = 1;
-ALTER SYSTEM SET pgautofailover.health_check_retry_delay = 500;
-ALTER SYSTEM SET pgautofailover.node_considered_unhealthy_timeout = 5000;
-ALTER SYSTEM SET pgautofailover.primary_demote_timeout = 10000;
-SELECT pg_reload_conf();
-SQL
+    pc_psql "$PC_MONITOR_PORT" pg_auto_failover -f "$ROOT/infra/postgres/monitor-failover.sql" >/dev/null
     for name in "${PC_NODES[@]}"; do
         log "starting PostgreSQL $name on 127.0.0.1:$(pc_port "$name")"
         pc_launch "$name" pg_autoctl create postgres --run --name "$name" --hostname 127.0.0.1 \
@@ -398,18 +388,9 @@ SQL
     done
     pc_wait "a primary and a secondary" pc_states_are "node1:primary node2:secondary"
     for name in "${PC_NODES[@]}"; do
-        pc_as pg_autoctl config set --pgdata "$PC_BASE/$name" timeout.network_partition_timeout 5 >/dev/null
+        pc_as pg_autoctl config set --pgdata "$PC_BASE/$name" timeout.network_partition_timeout "$PC_PARTITION_TIMEOUT_S" >/dev/null
     done
-    pc_psql "$(pc_port node1)" postgres >/dev/null <<'SQL'
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'exchange') THEN
-        CREATE ROLE exchange LOGIN PASSWORD 'exchange' CREATEDB;
-    END IF;
-END
-$$;
-ALTER DATABASE exchange OWNER TO exchange;
-SQL
+    pc_psql "$(pc_port node1)" postgres -f "$ROOT/infra/postgres/exchange-role.sql" >/dev/null
     log "PostgreSQL cluster ready: $(pc_states) (monitor 127.0.0.1:$PC_MONITOR_PORT, data $PC_BASE)"
     started+=(postgres)
 }
@@ -463,6 +444,14 @@ cluster_pg_node() { # kill|start|state [node1|node2]
     esac
 }
 
+# Every member's name and ports, for the test that keeps docker-compose.yml in step.
+cluster_layout() {
+    local n name
+    for n in "${CK_NODES[@]}"; do echo "kafka-$n $(ck_port "$n") $(ck_controller_port "$n")"; done
+    for name in monitor "${PC_NODES[@]}"; do echo "postgres-$name $(pc_port "$name")"; done
+    echo "network_partition_timeout $PC_PARTITION_TIMEOUT_S"
+}
+
 cluster_running() { # kafka|postgres
     case "$1" in
     kafka)
@@ -485,7 +474,10 @@ cluster_write_env() {
             echo "export CX_KAFKA_MIN_INSYNC_REPLICAS=2"
         fi
         if cluster_running postgres; then echo "export DATABASE_URL='$(pc_url)'"; fi
+        # So that `infra/services.sh kafka-node|pg-node` finds this cluster's members.
         echo "export CX_SERVICES_MODE=cluster"
+        echo "export CX_CLUSTER_KAFKA_PORT=$CK_BASE_PORT"
+        echo "export CX_CLUSTER_PG_PORT=$PC_BASE_PORT"
     } >"$tmp"
     mv -f "$tmp" "$ENV_FILE"
 }

@@ -487,6 +487,9 @@ kafka-node)
 pg-node)
     cluster_pg_node "$@"
     ;;
+cluster-layout)
+    cluster_layout
+    ;;
 status)
     if [ "$MODE" = cluster ]; then cluster_status; exit; fi
     rc=0
