@@ -32,8 +32,10 @@
 #   infra/services.sh kafka-node kill|replace|pid N     SIGKILL node N and delete its data / start
 #                                                       a new node N in its place and make it a
 #                                                       voter again / print its pid
-#   infra/services.sh pg-node kill|start|state NAME     SIGKILL node1/node2's keeper and server /
-#                                                       start it again / print the formation state
+#   infra/services.sh pg-node kill|start NAME           SIGKILL node1/node2's keeper and server /
+#                                                       start it again (it rejoins as a standby)
+#   infra/services.sh pg-node state                     the data nodes' states, as the monitor has them
+#   infra/services.sh cluster-layout                    every member's ports (tests/test_compose_topology.py)
 #
 # If KAFKA_BOOTSTRAP_SERVERS (resp. DATABASE_URL) is set in the environment to another address
 # than the local one below, `up` leaves Kafka (resp. PostgreSQL) alone: the caller has one.
