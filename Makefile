@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 WEB_VENDOR := api/web/vendor
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
-.PHONY: help venv compile web chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status clean distclean
+.PHONY: help venv compile web chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status failover cluster-up cluster-down clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -67,7 +67,7 @@ migration: venv ## write a new migration from what changed in the tables (MESSAG
 	$(BIN)/python -m cx.migrations "$(MESSAGE)"
 
 test: lint chromium fonts ## lint, then the whole test suite against real Kafka and PostgreSQL, in TEST_WORKERS (2) processes, a test file each at a time (PYTEST_ARGS=...)
-	infra/with-services.sh $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	infra/with-services.sh $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/failover $(PYTEST_ARGS)
 
 soak: venv ## the memory soak test alone, ten minutes (CX_SOAK_SECONDS=... to change)
 	CX_SOAK_SECONDS=$${CX_SOAK_SECONDS:-600} $(BIN)/pytest -q -s tests/e2e/test_soak.py
@@ -96,6 +96,18 @@ services-down: ## stop the local Kafka and PostgreSQL
 
 services-status: ## are the local Kafka and PostgreSQL running
 	-infra/services.sh status
+
+# The cluster's own addresses, whatever the caller's environment names.
+CLUSTER := env -u KAFKA_BOOTSTRAP_SERVERS -u DATABASE_URL CX_SERVICES_MODE=cluster
+
+failover: venv ## the failover suite (tests/failover) on a three-node Kafka cluster and a PostgreSQL primary, standby and pg_auto_failover monitor, started for it and stopped after (a few minutes)
+	$(CLUSTER) infra/with-services.sh $(BIN)/pytest -q tests/failover $(PYTEST_ARGS)
+
+cluster-up: ## start the local cluster (Kafka 127.0.0.1:19192,19194,19196; PostgreSQL 55533/55534, monitor 55532); then `. .cache/cluster.env`
+	$(CLUSTER) infra/services.sh up
+
+cluster-down: ## stop the local cluster
+	$(CLUSTER) infra/services.sh down
 
 clean: ## remove caches and build output (keeps .venv, the downloaded Kafka in .cache and the demo history)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports matching/_mypyc

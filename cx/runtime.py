@@ -77,7 +77,12 @@ class ExchangeRuntime:
         """
         command_log: CommandLog
         if settings.kafka_bootstrap_servers:
-            command_log = KafkaLog(settings.kafka_bootstrap_servers, clock_ms=clock_ms)
+            command_log = KafkaLog(
+                settings.kafka_bootstrap_servers,
+                clock_ms=clock_ms,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
+            )
         else:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             log_dir = settings.data_dir / "log"

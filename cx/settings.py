@@ -34,7 +34,19 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, validation_alias="CX_KAFKA_REPLICATION_FACTOR"
+    )
+    """How many brokers keep each topic the exchange creates (3 on the cluster of
+    `CX_SERVICES_MODE=cluster infra/services.sh`; 1 for a single broker)."""
+    kafka_min_insync_replicas: int = Field(
+        default=1, ge=1, validation_alias="CX_KAFKA_MIN_INSYNC_REPLICAS"
+    )
+    """How many of them must hold a record before a producer (acks=all) is told it is stored
+    (2 on the cluster: one broker may be lost without losing an acknowledged record)."""
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    """A PostgreSQL URL may name several servers, of which the exchange uses the one taking
+    writes: `postgresql+asyncpg://user:password@/db?host=H1:P1&host=H2:P2&target_session_attrs=read-write`."""
     data_dir: Path = Field(default=Path(".cx-data"), validation_alias="CX_DATA_DIR")
     api_host: str = Field(default="127.0.0.1", validation_alias="CX_API_HOST")
     api_port: int = Field(default=8000, validation_alias="CX_API_PORT")
@@ -122,6 +134,15 @@ class Settings(BaseSettings):
         if value:
             _ms_of_day(value)
         return value
+
+    @model_validator(mode="after")
+    def _insync_replicas_fit_the_replication_factor(self) -> Settings:
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                f"CX_KAFKA_MIN_INSYNC_REPLICAS ({self.kafka_min_insync_replicas}) cannot exceed "
+                f"CX_KAFKA_REPLICATION_FACTOR ({self.kafka_replication_factor})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _intraday_auctions_follow_a_day_ahead_auction(self) -> Settings:

@@ -64,7 +64,12 @@ async def open_simulated_exchange(
     settings = settings_for(world, data_dir)
     # The simulated clock stamps every record (on Kafka: topics that keep producers' times).
     command_log: CommandLog = (
-        KafkaLog(settings.kafka_bootstrap_servers, clock_ms=clock_ms)
+        KafkaLog(
+            settings.kafka_bootstrap_servers,
+            clock_ms=clock_ms,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync_replicas=settings.kafka_min_insync_replicas,
+        )
         if settings.kafka_bootstrap_servers
         else InProcessLog(clock_ms=clock_ms)
     )

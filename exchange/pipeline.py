@@ -80,7 +80,7 @@ from exchange.log import (
     RebalancedError,
     TopicPartition,
 )
-from exchange.snapshots import Snapshot, SnapshotStore
+from exchange.snapshots import Snapshot, SnapshotStore, SnapshotStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -359,16 +359,22 @@ class StageRunner(ABC, Generic[S]):
         """Store the partition's state at its next input offset, if it changed since the last."""
         if self.snapshots is None or not self._since_snapshot.get(partition):
             return
-        await self.snapshots.save(
-            Snapshot(
-                self.name,
-                self.input_topic,
-                partition,
-                self._next_offset[partition],
-                self.partition_hash(partition),
-                self.snapshot_instance(partition),
+        try:
+            await self.snapshots.save(
+                Snapshot(
+                    self.name,
+                    self.input_topic,
+                    partition,
+                    self._next_offset[partition],
+                    self.partition_hash(partition),
+                    self.snapshot_instance(partition),
+                )
             )
-        )
+        except SnapshotStoreUnavailable as error:
+            # The records stay counted, so the next commit tries again; meanwhile a takeover
+            # replays from the previous snapshot, which is slower, never wrong.
+            log.warning("%s: partition %d: %s", self.name, partition, error)
+            return
         self._since_snapshot[partition] = 0
 
     async def partitions_assigned(self, partitions: set[TopicPartition]) -> None:

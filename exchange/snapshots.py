@@ -24,12 +24,20 @@ class Snapshot:
     data: Any
 
 
+class SnapshotStoreUnavailable(Exception):
+    """The store could not save now: its database is away, or failing over to a standby.
+
+    A snapshot only shortens the replay of a partition taken over later, so a stage goes on
+    without it and saves at its next commit."""
+
+
 class SnapshotStore(ABC):
     """Saves and finds snapshots; keeps the latest few per partition."""
 
     @abstractmethod
     async def save(self, snapshot: Snapshot) -> None:
-        """Store a snapshot (a second one at the same offset is the same state: kept once)."""
+        """Store a snapshot (a second one at the same offset is the same state: kept once);
+        SnapshotStoreUnavailable if the store cannot be reached."""
 
     @abstractmethod
     async def latest(

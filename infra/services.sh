@@ -19,18 +19,41 @@
 # the `postgres` OS user; when that user cannot reach .cache, the cluster lives in
 # /tmp/cx-postgres-<hash of the repository path> instead.
 #
+# Cluster mode (CX_SERVICES_MODE=cluster; `make failover`): instead of the above, three Kafka
+# nodes (KRaft, each a combined controller and broker, infra/kafka/cluster.properties) on
+# 127.0.0.1:19192/19194/19196 (controllers 19193/19195/19197), topics with replication factor 3
+# and min.insync.replicas=2; and PostgreSQL under pg_auto_failover (Debian's
+# pg-auto-failover-cli and postgresql-NN-auto-failover): a monitor on 127.0.0.1:55532, a primary
+# and a synchronous standby on 55533 and 55534, which the monitor promotes when the primary is
+# lost. Everything is created afresh on every start, in .cache/cluster (PostgreSQL: like above,
+# /tmp/cx-pgcluster-<hash> when the postgres OS user cannot reach .cache); the environment goes
+# to .cache/cluster.env, with a multi-host DATABASE_URL (target_session_attrs=read-write).
+# The failover suite (tests/failover) kills and replaces members with:
+#   infra/services.sh kafka-node kill|replace|pid N     SIGKILL node N and delete its data / start
+#                                                       a new node N in its place and make it a
+#                                                       voter again / print its pid
+#   infra/services.sh pg-node kill|start NAME           SIGKILL node1/node2's keeper and server /
+#                                                       start it again (it rejoins as a standby)
+#   infra/services.sh pg-node state                     the data nodes' states, as the monitor has them
+#   infra/services.sh cluster-layout                    every member's ports (tests/test_compose_topology.py)
+#
 # If KAFKA_BOOTSTRAP_SERVERS (resp. DATABASE_URL) is set in the environment to another address
 # than the local one below, `up` leaves Kafka (resp. PostgreSQL) alone: the caller has one.
 #
 # Settings (environment): CX_KAFKA_PORT (19092), CX_KAFKA_CONTROLLER_PORT (19093),
 # CX_KAFKA_HEAP (-Xmx512m -Xms128m), CX_PG_PORT (55432), CX_PG_BIN (dir with initdb/pg_ctl),
 # CX_SERVICES_TIMEOUT (seconds to wait for each server, 120),
-# CX_SERVICES_STARTED_FILE (if set, `up` appends the names of the services it freshly started).
+# CX_SERVICES_STARTED_FILE (if set, `up` appends the names of the services it freshly started);
+# cluster mode: CX_CLUSTER_KAFKA_PORT (19192: node N listens on +2(N-1), its controller one
+# above), CX_CLUSTER_KAFKA_HEAP (-Xmx384m -Xms64m), CX_CLUSTER_PG_PORT (55532: the monitor;
+# the two nodes on the next two ports).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$ROOT/.cache"
-ENV_FILE="$CACHE/services.env"
+MODE="${CX_SERVICES_MODE:-single}"
+case "$MODE" in single | cluster) ;; *) echo "CX_SERVICES_MODE is single or cluster, not '$MODE'" >&2; exit 2 ;; esac
+if [ "$MODE" = cluster ]; then ENV_FILE="$CACHE/cluster.env"; else ENV_FILE="$CACHE/services.env"; fi
 TIMEOUT="${CX_SERVICES_TIMEOUT:-120}"
 
 KAFKA_PORT="${CX_KAFKA_PORT:-19092}"
@@ -392,11 +415,28 @@ selected() { # name, then the requested names (none = all)
     return 1
 }
 
+# shellcheck source=infra/services-cluster.sh
+. "$ROOT/infra/services-cluster.sh"
+if [ "$MODE" = cluster ]; then
+    # The names the caller may already have, and what up/down/running do, in this mode.
+    KAFKA_URL="$(ck_bootstrap)"
+    PG_URL="$(pc_url)"
+    kafka_up() { cluster_kafka_up; }
+    kafka_stop() { cluster_kafka_stop; }
+    pg_up() { cluster_pg_up; }
+    pg_stop() { cluster_pg_stop; }
+    write_env() { cluster_write_env; }
+fi
+
 cmd="${1:-}"
 shift || true
-for s in "$@"; do
-    case "$s" in kafka | postgres) ;; *) die "unknown service '$s' (kafka, postgres)" ;; esac
-done
+case "$cmd" in
+up | down | running | status)
+    for s in "$@"; do
+        case "$s" in kafka | postgres) ;; *) die "unknown service '$s' (kafka, postgres)" ;; esac
+    done
+    ;;
+esac
 started=()
 
 case "$cmd" in
@@ -430,6 +470,7 @@ down)
     ;;
 running)
     [ $# -eq 1 ] || die "usage: $0 running kafka|postgres"
+    if [ "$MODE" = cluster ]; then cluster_running "$1"; exit; fi
     case "$1" in
     kafka) kafka_pid >/dev/null ;;
     postgres) pg_setup_paths soft && pg_running ;;
@@ -442,7 +483,17 @@ kafka-lib)
     kafka_fetch
     echo "$KAFKA_LIB"
     ;;
+kafka-node)
+    cluster_kafka_node "$@"
+    ;;
+pg-node)
+    cluster_pg_node "$@"
+    ;;
+cluster-layout)
+    cluster_layout
+    ;;
 status)
+    if [ "$MODE" = cluster ]; then cluster_status; exit; fi
     rc=0
     if pid="$(kafka_pid)"; then echo "kafka:    running (pid $pid) on $KAFKA_URL"; else echo "kafka:    stopped"; rc=1; fi
     if pg_setup_paths soft && pg_running; then echo "postgres: running on 127.0.0.1:$PG_PORT (data $PG_DATA)"; else echo "postgres: stopped"; rc=1; fi
@@ -451,6 +502,7 @@ status)
     ;;
 *)
     echo "usage: $0 up|down|status [kafka|postgres]... | running kafka|postgres | kafka-lib" >&2
+    echo "       CX_SERVICES_MODE=cluster $0 ... | kafka-node kill|replace|pid N | pg-node kill|start NAME | pg-node state" >&2
     exit 2
     ;;
 esac

@@ -5,6 +5,8 @@
 # or DATABASE_URL is already set), exports KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, runs the
 # command, and on exit (also on failure or Ctrl-C) stops the services that this invocation
 # started; services that were already running are left running. CX_KEEP_SERVICES=1 keeps all.
+# CX_SERVICES_MODE=cluster: the same with the three Kafka nodes and the PostgreSQL primary,
+# standby and monitor of services.sh's cluster mode (its environment: .cache/cluster.env).
 # Exits with the command's exit code.
 set -uo pipefail
 
@@ -41,6 +43,10 @@ CX_SERVICES_STARTED_FILE="$started_file" bash "$SERVICES" up || {
     exit 1
 }
 # shellcheck disable=SC1091
-. "$ROOT/.cache/services.env"
+if [ "${CX_SERVICES_MODE:-single}" = cluster ]; then
+    . "$ROOT/.cache/cluster.env"
+else
+    . "$ROOT/.cache/services.env"
+fi
 
 "$@"

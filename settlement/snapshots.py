@@ -20,9 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exchange.snapshots import Snapshot, SnapshotStore
+from exchange.snapshots import Snapshot, SnapshotStore, SnapshotStoreUnavailable
 from settlement.schema import utc_now
 
 KEEP_PER_PARTITION = 3
@@ -51,7 +52,15 @@ class SqlSnapshotStore(SnapshotStore):
         self.engine = engine
 
     async def save(self, snapshot: Snapshot) -> None:
-        """Store a snapshot (a second one at the same offset is the same state: kept once)."""
+        """Store a snapshot (a second one at the same offset is the same state: kept once);
+        SnapshotStoreUnavailable when the database refuses or drops the connection (it is
+        away, or its standby is being promoted and is read-only yet)."""
+        try:
+            await self._save(snapshot)
+        except (DBAPIError, OSError, TimeoutError) as error:
+            raise SnapshotStoreUnavailable(f"snapshot not saved: {error}") from error
+
+    async def _save(self, snapshot: Snapshot) -> None:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         row = {
             "stage": snapshot.stage,

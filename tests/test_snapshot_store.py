@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from cx.migrations import upgrade_to_head
-from exchange.snapshots import SnapshotStore
+from exchange.snapshots import SnapshotStore, SnapshotStoreUnavailable
 from settlement.snapshots import KEEP_PER_PARTITION, SqlSnapshotStore
 from settlement.sql_store import open_event_store
 from tests.contract.snapshot_store import SnapshotStoreContract, taken
@@ -44,3 +45,13 @@ class TestPostgresSnapshotStore(SnapshotStoreContract):
     async def snapshots(self, database_url: str) -> AsyncIterator[SnapshotStore]:
         async for snapshots in _sql_snapshots(database_url):
             yield snapshots
+
+
+async def test_a_database_out_of_reach_is_reported_as_unavailable() -> None:
+    # Nothing listens on port 9: as when the primary is gone and no standby is promoted yet.
+    engine = create_async_engine("postgresql+asyncpg://exchange@127.0.0.1:9/exchange")
+    try:
+        with pytest.raises(SnapshotStoreUnavailable, match="snapshot not saved"):
+            await SqlSnapshotStore(engine).save(taken(1))
+    finally:
+        await engine.dispose()

@@ -3,7 +3,10 @@
 Topics are created with ``message.timestamp.type=LogAppendTime`` so that a record's time is the
 broker's, as the port requires; a log given a clock instead creates them with ``CreateTime``
 and stamps each record with the clock as it is produced (simulations and tests that must reach
-a delivery hour). Producers are idempotent with ``acks=all``; consumers use manual
+a delivery hour). Topics get the log's replication factor and ``min.insync.replicas`` (1 and 1
+for a single broker; 3 and 2 on a cluster, so that a record acknowledged to an ``acks=all``
+producer is on two brokers and one broker may be lost for good). Producers are idempotent with
+``acks=all`` (a send retried after a lost answer is not stored twice); consumers use manual
 assignment, no auto-commit, and start each partition from the group's committed offset or else
 the earliest one.
 
@@ -56,6 +59,7 @@ _log = logging.getLogger(__name__)
 _TIMESTAMP_TYPE = "message.timestamp.type"
 _LOG_APPEND_TIME = "LogAppendTime"
 _CREATE_TIME = "CreateTime"
+_MIN_INSYNC_REPLICAS = "min.insync.replicas"
 # Commit refusals that mean the group moved on: another member may hold the partitions.
 _REBALANCED = (
     CommitFailedError,
@@ -76,6 +80,7 @@ class KafkaLog(CommandLog):
         client_id: str = "cx",
         *,
         replication_factor: int = 1,
+        min_insync_replicas: int = 1,
         linger_ms: int = 5,
         ready_timeout_s: float = 30.0,
         session_timeout_ms: int = 6000,
@@ -89,7 +94,13 @@ class KafkaLog(CommandLog):
         self._clock_ms = clock_ms
         self._timestamp_type = _LOG_APPEND_TIME if clock_ms is None else _CREATE_TIME
         self._client_id = client_id
+        if not 1 <= min_insync_replicas <= replication_factor:
+            raise LogError(
+                f"min.insync.replicas must be from 1 to the replication factor "
+                f"{replication_factor}, not {min_insync_replicas}"
+            )
         self._replication_factor = replication_factor
+        self._min_insync_replicas = min_insync_replicas
         self._linger_ms = linger_ms
         self._ready_timeout_s = ready_timeout_s
         # A group notices a member that died without leaving after the session timeout, and
@@ -175,11 +186,13 @@ class KafkaLog(CommandLog):
         raise LogError(f"cannot read {_TIMESTAMP_TYPE} of topic {topic!r}")
 
     def _topic_configs(self) -> dict[str, str]:
+        durability = {_MIN_INSYNC_REPLICAS: str(self._min_insync_replicas)}
         if self._clock_ms is None:
-            return {_TIMESTAMP_TYPE: _LOG_APPEND_TIME}
+            return {_TIMESTAMP_TYPE: _LOG_APPEND_TIME, **durability}
         # The caller's clock may run ahead of the broker's (a simulated day next year): the
         # broker must not refuse timestamps far from its own time.
         return {
+            **durability,
             _TIMESTAMP_TYPE: _CREATE_TIME,
             "message.timestamp.after.max.ms": str(2**63 - 1),
             "message.timestamp.before.max.ms": str(2**63 - 1),

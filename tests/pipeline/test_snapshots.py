@@ -25,7 +25,7 @@ from exchange.domain.catalogue import (
 from exchange.domain.messages import DepositCapacity, DepositFunds, PlaceOrder, encode
 from exchange.log import CommandLog, TopicPartition
 from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner, Topics
-from exchange.snapshots import SnapshotStore
+from exchange.snapshots import Snapshot, SnapshotStore, SnapshotStoreUnavailable
 from settlement.snapshots import SqlSnapshotStore
 from settlement.snapshots import snapshots as snapshot_table
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -254,3 +254,54 @@ async def test_lazily_listed_books_survive_snapshots_and_match_a_replay(
     await log.close()
 
     assert live == restored == replayed
+
+
+class _FailingOver(SnapshotStore):
+    """A store whose database is away for its first `refusals` saves (a primary lost, its
+    standby not promoted yet), then the store it wraps."""
+
+    def __init__(self, store: SnapshotStore, refusals: int) -> None:
+        self.store = store
+        self.refusals = refusals
+        self.refused = 0
+
+    async def save(self, snapshot: Snapshot) -> None:
+        if self.refused < self.refusals:
+            self.refused += 1
+            raise SnapshotStoreUnavailable("the primary is gone")
+        await self.store.save(snapshot)
+
+    async def latest(
+        self, stage: str, topic: str, partition: int, at_most: int | None = None
+    ) -> Snapshot | None:
+        return await self.store.latest(stage, topic, partition, at_most)
+
+
+async def test_the_stages_go_on_while_snapshots_cannot_be_saved(tmp_path: Path) -> None:
+    store = open_event_store(f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}")
+    await store.initialise(upgrade_to_head)
+    log = InProcessLog()
+    topics = Topics.named("away", 3, 3)
+    await topics.create(log)
+    snapshots = _FailingOver(SqlSnapshotStore(store.engine), refusals=4)
+    await _send_commands(log, topics, 400, seed=4)
+
+    risk, matching, stop, tasks = await _run_until_drained(log, topics, snapshots, 37)
+    assert snapshots.refused == 4
+    assert not any(task.done() for task in tasks)
+    live = (risk.state_hash(), matching.state_hash())
+    stop.set()
+    await asyncio.gather(*tasks)
+    # Saved once the store was back, at the partitions' final offsets on the clean stop.
+    for runner in (risk, matching):
+        for partition in range(3):
+            saved = await snapshots.latest(runner.name, runner.input_topic, partition)
+            assert saved is not None
+            assert saved.state_hash == runner.partition_hash(partition)
+
+    replayed_risk, replayed_matching, stop, tasks = await _run_until_drained(log, topics, None, 37)
+    assert (replayed_risk.state_hash(), replayed_matching.state_hash()) == live
+    stop.set()
+    await asyncio.gather(*tasks)
+    await log.close()
+    await store.close()
