@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 WEB_VENDOR := api/web/vendor
 PACKAGES := exchange matching settlement api simulations cx client/cx_client
 
-.PHONY: help venv compile web chromium fonts lint migration test soak fuzz demo bench simulate services-up services-down services-status failover cluster-up cluster-down clean distclean
+.PHONY: help venv compile web chromium fonts pg-auto-failover lint migration test soak fuzz demo bench simulate services-up services-down services-status failover cluster-up cluster-down clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -100,7 +100,10 @@ services-status: ## are the local Kafka and PostgreSQL running
 # The cluster's own addresses, whatever the caller's environment names.
 CLUSTER := env -u KAFKA_BOOTSTRAP_SERVERS -u DATABASE_URL CX_SERVICES_MODE=cluster
 
-failover: venv ## the failover suite (tests/failover) on a three-node Kafka cluster and a PostgreSQL primary, standby and pg_auto_failover monitor, started for it and stopped after (a few minutes)
+pg-auto-failover: ## Debian's pg_auto_failover for the failover suite (installed only when missing; needs root)
+	@{ test -x /usr/bin/pg_autoctl && test -f /usr/share/postgresql/15/extension/pgautofailover.control; } || { apt-get update && apt-get install -y pg-auto-failover-cli postgresql-15-auto-failover; }
+
+failover: venv pg-auto-failover ## the failover suite (tests/failover) on a three-node Kafka cluster and a PostgreSQL primary, standby and pg_auto_failover monitor, started for it and stopped after (a few minutes)
 	$(CLUSTER) infra/with-services.sh $(BIN)/pytest -q tests/failover $(PYTEST_ARGS)
 
 cluster-up: ## start the local cluster (Kafka 127.0.0.1:19192,19194,19196; PostgreSQL 55533/55534, monitor 55532); then `. .cache/cluster.env`
