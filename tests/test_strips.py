@@ -10,6 +10,8 @@ import hashlib
 from collections import defaultdict
 from datetime import datetime
 
+import pytest
+
 from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
@@ -349,6 +351,22 @@ def test_a_block_of_strips_is_refused() -> None:
     )[0]
     assert isinstance(refused, OrderRejected)
     assert refused.reason == RejectReason.INVALID_BLOCK
+
+
+def test_strips_are_refused_where_the_first_hours_of_a_day_would_never_list() -> None:
+    # With hours listed 0 days ahead, a day's hours list at its midnight, so its first hours
+    # (those whose gate closes by then: T00 and T01 under a 1-hour gate closure) never have a
+    # book; a week's cascade put positions and escrow into them that were never allocated,
+    # delivered nor refunded (4,000 fen stuck in each such hour's escrow for a card at 40 元).
+    for gate in (60 * 60_000, None):
+        rules = MarketRules(gate_closure_ms=gate)
+        with pytest.raises(ValueError, match=r"H100-80G\.GZ's strips need its hours listed"):
+            Catalogue([], rules, [ListingRule(("H100-80G.GZ",), 0, 14)])
+    # A day ahead lists every hour before its gate; token bundles cascade into no hours.
+    Catalogue([], RULES, [ListingRule(("H100-80G.GZ",), 1, 14)])
+    Catalogue([], RULES, [ListingRule(("TOK-QWEN.YRD",), 0, 30)])
+    # Two rules naming the family list it as far ahead as the longer says.
+    Catalogue([], RULES, [ListingRule(("H100-80G.GZ",), 0, 14), ListingRule(("H100-80G.GZ",), 2)])
 
 
 def test_resting_strip_orders_are_cancelled_at_the_cascade_and_their_holds_released() -> None:
