@@ -369,6 +369,31 @@ def test_strips_are_refused_where_the_first_hours_of_a_day_would_never_list() ->
     Catalogue([], RULES, [ListingRule(("H100-80G.GZ",), 0, 14), ListingRule(("H100-80G.GZ",), 2)])
 
 
+def test_a_day_ahead_order_on_a_strip_is_refused_not_traded_at_once() -> None:
+    # A strip's book trades continuously; a day-ahead order on it was accepted (its first
+    # day's gate had not passed) and traded at once against the resting ask, not in an auction.
+    rules = MarketRules(bond_bps=333, day_ahead_gate_ms=12 * HOUR)
+    bank = StripBank()
+    bank.catalogue = Catalogue([], rules, [LISTING])
+    bank.risk = RiskStage(bank.catalogue, SEAL)
+    bank.market = MarketStage(bank.catalogue)
+    bank.ledger = Accounts(rules, journal=True)
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=2))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 2))
+
+    day_ahead = order("b1", "b1", "buy", 1_000, 1).model_copy(update={"day_ahead": True})
+    outcome = bank.send(day_ahead)
+
+    (refused,) = outcome
+    assert isinstance(refused, OrderRejected)
+    assert refused.reason == RejectReason.NO_DAY_AHEAD_AUCTION
+    assert "term contract" in refused.message
+    assert bank.cash("b1") == 1_000_000
+    assert bank.ledger.ledger.get(f"escrow:{WEEK}", 0) == 0
+
+
 def test_resting_strip_orders_are_cancelled_at_the_cascade_and_their_holds_released() -> None:
     bank = StripBank()
     bank.send(funds("p1", 1_000_000))
