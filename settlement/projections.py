@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import Accounts, JournalEntry
-from exchange.domain.catalogue import Catalogue, strip_hours
+from exchange.domain.catalogue import Catalogue, parse_symbol, strip_hours
 from exchange.domain.delivery import bundle_period
 from exchange.domain.messages import (
     AnyEvent,
@@ -447,6 +447,9 @@ class LedgerProjection:
             prior = self.accounts.open_orders.get(str(stored.data.get("order_id")))
             prior_state = None if prior is None else (prior.price, prior.remaining)
             prior_hours = () if prior is None else prior.hours
+            if prior is not None and prior.symbol in self.accounts.cascaded_strips:
+                # A strip's sell cancelled after its cascade frees capacity in its hours.
+                prior_hours = tuple(spec.symbol for spec in parse_symbol(prior.symbol).hours())
             decoded = self._decoded.get(stored.event_id)
             journalled = len(journal_entries)
             if decoded is None:

@@ -51,7 +51,7 @@ from exchange.domain.messages import (
 from exchange.domain.risk import RiskStage
 from settlement.audit import cascade_capacity
 from settlement.replay import ExchangeState
-from tests.test_bank import SEAL, Bank
+from tests.test_bank import SEAL, Bank, sealed
 from tests.test_vouchers import VoucherBank, programme
 
 HOUR = 3_600_000
@@ -392,6 +392,48 @@ def test_a_day_ahead_order_on_a_strip_is_refused_not_traded_at_once() -> None:
     assert "term contract" in refused.message
     assert bank.cash("b1") == 1_000_000
     assert bank.ledger.ledger.get(f"escrow:{WEEK}", 0) == 0
+
+
+def test_a_strip_sell_reaching_matching_after_the_cascade_frees_its_capacity_in_the_hours() -> None:
+    # Risk accepts a sell of the week just before its cascade; matching reads it just after
+    # and cancels it (contract_closed). The cascade had moved only the capacity not held for
+    # it, and the cancellation returned the rest to the strip, where it could be neither sold
+    # (the book is closed) nor withdrawn (its gate passed): 3 cards in each of 168 hours lost.
+    bank = StripBank()
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=10))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_010, 4))
+    bank.send(order("b1", "b1", "buy", 1_010, 4))
+    bank.offset += 1
+    late = bank.risk.handle(
+        sealed(order("s2", "p1", "sell", 1_010, 3)), EventStamp("c", 0, bank.offset, CASCADE - 1)
+    )
+    assert isinstance(late, OrderAccepted)
+    bank.ledger.apply(late)
+    bank.events.append(late)
+    bank.tick(CASCADE)
+    bank.offset += 1
+    cancelled = bank.market.handle(late, EventStamp("o", 0, bank.offset, CASCADE + 1))
+    for event in cancelled:
+        bank.ledger.apply(event)
+        bank.risk.apply_outcome(event, lambda _: True, EventStamp("f", 0, bank.offset, CASCADE))
+    bank.events.extend(cancelled)
+
+    (gone,) = only(cancelled, OrderCancelled)
+    assert gone.reason == "contract_closed"
+    hours = [spec.symbol for spec in parse_symbol(WEEK).hours()]
+    for accounts in (bank.ledger, bank.risk.accounts):
+        assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
+        assert all(accounts.capacity[("p1", hour)] == Balance(available=6) for hour in hours)
+    # The 6 cards sell in an hour, as the cascade's other 3 would.
+    assert isinstance(bank.send(order("s3", "p1", "sell", 1_000, 6, FIRST))[0], OrderAccepted)
+    replayed = ExchangeState(bank.catalogue)
+    for position, event in enumerate(bank.events, start=1):
+        replayed.apply_event(decode_event(encode(event)), position)
+    live = hashlib.sha256()
+    bank.ledger.digest(live)
+    assert replayed.accounts_hash() == live.hexdigest()
 
 
 def test_resting_strip_orders_are_cancelled_at_the_cascade_and_their_holds_released() -> None:

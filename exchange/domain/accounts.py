@@ -58,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exchange.domain.catalogue import MarketRules, family_of, strip_hours
+from exchange.domain.catalogue import MarketRules, family_of, parse_symbol, strip_hours
 from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
@@ -841,9 +841,7 @@ class Accounts:
                 (f"cash:{order.account_id}", order.extra),
             ]
         elif order.extra:
-            balance = self.capacity_of(order.account_id, order.symbol)
-            balance.held -= order.extra
-            balance.available += order.extra
+            self._release_capacity(order.account_id, order.symbol, order.extra)
         order.extra = 0
         use = order.voucher
         if use is not None and use.reserved:
@@ -960,11 +958,22 @@ class Accounts:
         elif order.backing == "entitlement":
             self.resale_held[(account, order.symbol)] -= order.remaining
         else:
-            balance = self.capacity_of(account, order.symbol)
-            balance.held -= order.remaining
-            balance.available += order.remaining
+            self._release_capacity(account, order.symbol, order.remaining)
             self._release_bond(order, order.bond_per_unit * order.remaining, cancelled, owns)
         self._finish(order, f"{cancelled.event_id}/done", cancelled.ts, owns)
+
+    def _release_capacity(self, account_id: str, symbol: str, units: int) -> None:
+        """Return capacity a sell held. A sell of a strip that cascaded meanwhile (risk
+        accepted it before the cascade, matching cancelled it after) returns it to each of the
+        strip's hours, where the cascade moved the rest of its capacity: left in the strip, it
+        could be neither sold nor withdrawn."""
+        balance = self.capacity_of(account_id, symbol)
+        balance.held -= units
+        if symbol in self.cascaded_strips:
+            for hour in parse_symbol(symbol).hours():
+                self.capacity_of(account_id, hour.symbol).available += units
+        else:
+            balance.available += units
 
     def _drawn(self, drawn: BundleDrawn, owns: Owns | None) -> None:
         """Pay a token bundle's provider for the tokens a metering report drew down, out of
