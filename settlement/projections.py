@@ -447,9 +447,11 @@ class LedgerProjection:
             prior = self.accounts.open_orders.get(str(stored.data.get("order_id")))
             prior_state = None if prior is None else (prior.price, prior.remaining)
             prior_hours = () if prior is None else prior.hours
-            if prior is not None and prior.symbol in self.accounts.cascaded_strips:
-                # A strip's sell cancelled after its cascade frees capacity in its hours.
-                prior_hours = tuple(spec.symbol for spec in parse_symbol(prior.symbol).hours())
+            symbol = stored.data.get("symbol")
+            if isinstance(symbol, str) and symbol in self.accounts.cascaded_strips:
+                # Capacity of a strip deposited, or freed by a sell cancelled, after its
+                # cascade goes to its hours.
+                prior_hours = tuple(spec.symbol for spec in parse_symbol(symbol).hours())
             decoded = self._decoded.get(stored.event_id)
             journalled = len(journal_entries)
             if decoded is None:

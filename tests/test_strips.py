@@ -25,6 +25,7 @@ from exchange.domain.catalogue import (
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     CancelOrder,
+    CapacityDeposited,
     ControlMarket,
     DeliveryObligation,
     DeliverySettled,
@@ -434,6 +435,26 @@ def test_a_strip_sell_reaching_matching_after_the_cascade_frees_its_capacity_in_
     live = hashlib.sha256()
     bank.ledger.digest(live)
     assert replayed.accounts_hash() == live.hexdigest()
+
+
+def test_strip_capacity_deposited_as_it_cascades_becomes_capacity_in_its_hours() -> None:
+    # Risk stamps a deposit of the week just before the cascade (its command log time) after
+    # it folded the cascade matching reported (the matching log runs ahead); a replay may
+    # equally meet the deposit after the cascade in the store. Either way the 5 cards stayed
+    # in the strip, where they could be neither sold nor withdrawn.
+    bank = StripBank()
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=2))
+    bank.tick(CASCADE)
+    deposited = bank.send(
+        DepositCapacity(deposit_id="c2", account_id="p1", symbol=WEEK, quantity=5), CASCADE - 1
+    )
+
+    assert [type(e) for e in deposited] == [CapacityDeposited]
+    hours = [spec.symbol for spec in parse_symbol(WEEK).hours()]
+    for accounts in (bank.ledger, bank.risk.accounts):
+        assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
+        assert all(accounts.capacity[("p1", hour)] == Balance(available=7) for hour in hours)
 
 
 def test_resting_strip_orders_are_cancelled_at_the_cascade_and_their_holds_released() -> None:

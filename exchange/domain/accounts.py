@@ -502,7 +502,18 @@ class Accounts:
                 owns,
             )
         elif owns is None or owns(event.account_id):
-            self.capacity_of(event.account_id, event.symbol).available += event.quantity
+            self._add_capacity(event.account_id, event.symbol, event.quantity)
+
+    def _add_capacity(self, account_id: str, symbol: str, units: int) -> None:
+        """Make units of capacity sellable. A strip's that cascaded meanwhile (risk accepted
+        the deposit, or the sell that held them, before it folded the cascade; or the store
+        holds the cascade first) go to each of its hours, where the cascade moved the rest of
+        its capacity: left in the strip, they could be neither sold nor withdrawn."""
+        if symbol in self.cascaded_strips:
+            for hour in parse_symbol(symbol).hours():
+                self.capacity_of(account_id, hour.symbol).available += units
+        else:
+            self.capacity_of(account_id, symbol).available += units
 
     def _withdrawn(self, event: FundsWithdrawn | CapacityWithdrawn, owns: Owns | None) -> None:
         if isinstance(event, FundsWithdrawn):
@@ -963,17 +974,10 @@ class Accounts:
         self._finish(order, f"{cancelled.event_id}/done", cancelled.ts, owns)
 
     def _release_capacity(self, account_id: str, symbol: str, units: int) -> None:
-        """Return capacity a sell held. A sell of a strip that cascaded meanwhile (risk
-        accepted it before the cascade, matching cancelled it after) returns it to each of the
-        strip's hours, where the cascade moved the rest of its capacity: left in the strip, it
-        could be neither sold nor withdrawn."""
-        balance = self.capacity_of(account_id, symbol)
-        balance.held -= units
-        if symbol in self.cascaded_strips:
-            for hour in parse_symbol(symbol).hours():
-                self.capacity_of(account_id, hour.symbol).available += units
-        else:
-            balance.available += units
+        """Return capacity a sell held (a strip's sell that matching cancelled after the
+        cascade, its hours')."""
+        self.capacity_of(account_id, symbol).held -= units
+        self._add_capacity(account_id, symbol, units)
 
     def _drawn(self, drawn: BundleDrawn, owns: Owns | None) -> None:
         """Pay a token bundle's provider for the tokens a metering report drew down, out of
