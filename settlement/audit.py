@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import BPS, Balance
-from exchange.domain.catalogue import Catalogue, strip_hours
+from exchange.domain.catalogue import Catalogue, parse_symbol, strip_hours
 from exchange.domain.messages import (
     BlockAccepted,
     CapacityDeposited,
@@ -230,7 +230,7 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
             elif isinstance(event, FundsWithdrawn):
                 cash_deposited -= event.amount
             elif isinstance(event, CapacityDeposited):
-                capacity_deposited[event.symbol] += event.quantity
+                deposit_capacity(event, capacity_deposited, cascaded)
             elif isinstance(event, CapacityWithdrawn | DeliverySettled):
                 capacity_deposited[event.symbol] -= event.quantity
             elif isinstance(event, StripCascaded):
@@ -285,6 +285,18 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     _check_vouchers(state, vouchers, found)
     await _check_projections(view.connection, state, orders, found)
     return report
+
+
+def deposit_capacity(
+    event: CapacityDeposited, capacity_deposited: dict[str, int], cascaded: dict[str, int]
+) -> None:
+    """Count deposited capacity: into a strip that had cascaded, into each of its hours, as
+    the money rules fold it."""
+    if event.symbol in cascaded:
+        for hour in parse_symbol(event.symbol).hours():
+            capacity_deposited[hour.symbol] += event.quantity
+    else:
+        capacity_deposited[event.symbol] += event.quantity
 
 
 def cascade_capacity(

@@ -50,7 +50,7 @@ from exchange.domain.messages import (
     split_over_hours,
 )
 from exchange.domain.risk import RiskStage
-from settlement.audit import cascade_capacity
+from settlement.audit import cascade_capacity, deposit_capacity
 from settlement.replay import ExchangeState
 from tests.test_bank import SEAL, Bank, sealed
 from tests.test_vouchers import VoucherBank, programme
@@ -570,6 +570,16 @@ def test_the_audit_reports_a_strip_cascaded_twice_and_carries_capacity_to_the_ho
 
     assert dict(deposited) == {hours[0]: 5, hours[1]: 5}
     assert [(d.kind, d.positions) for d in again] == [("strip-cascaded-twice", (7, 9))]
+    # Deposited after the cascade (stored after it), it is capacity in every hour of the
+    # strip, as the money rules fold it; before, it was counted in the strip and reported as
+    # capacity not conserved there and in each hour.
+    late = CapacityDeposited(
+        event_id="z", ts=CASCADE, deposit_id="c9", account_id="p1", symbol=NIGHTS, quantity=2
+    )
+    deposit_capacity(late, deposited, seen)
+    assert NIGHTS not in deposited
+    assert all(deposited[spec.symbol] == 2 for spec in parse_symbol(NIGHTS).hours()[2:])
+    assert deposited[hours[0]] == deposited[hours[1]] == 7
 
 
 def test_snapshots_after_a_cascade_restore_the_same_state() -> None:
