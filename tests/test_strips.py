@@ -40,8 +40,10 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceBlockOrder,
     PlaceOrder,
+    RecallCapacity,
     RejectReason,
     ReportMetering,
+    RequestRejected,
     Side,
     StripCascaded,
     StripPosition,
@@ -455,6 +457,36 @@ def test_strip_capacity_deposited_as_it_cascades_becomes_capacity_in_its_hours()
     for accounts in (bank.ledger, bank.risk.accounts):
         assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
         assert all(accounts.capacity[("p1", hour)] == Balance(available=7) for hour in hours)
+
+
+def test_an_interruptible_week_is_recalled_whole_before_its_cascade_and_by_the_hour_after() -> None:
+    week, first = "H100-80G-INT.GZ.W20271206", "H100-80G-INT.GZ.20271206T00"
+    bank = StripBank()
+    bank.catalogue = Catalogue([], RULES, [ListingRule(("H100-80G-INT.GZ",), 2, 14)])
+    bank.risk = RiskStage(bank.catalogue, SEAL)
+    bank.market = MarketStage(bank.catalogue)
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=week, quantity=10))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 10, week))
+    bank.send(order("b1", "b1", "buy", 1_000, 4, week))
+
+    before = bank.send(RecallCapacity(recall_id="r1", account_id="p1", symbol=week, quantity=1))
+    # A card of the week: its 168 card-hours' escrow back, and its bond (3.33% of 1,680 元,
+    # 5,595 fen rounded up), within 10% of the refund, to the buyer.
+    (settled,) = only(before, DeliverySettled)
+    assert (settled.quantity, settled.refund, settled.penalty) == (1, 168_000, 5_595)
+    bank.tick(CASCADE, first)
+
+    after = bank.send(RecallCapacity(recall_id="r2", account_id="p1", symbol=week, quantity=1))
+    # After the cascade the week has nothing sold: it said "exceeds the 0 p1 sold".
+    (refused,) = only(after, RequestRejected)
+    assert refused.reason == RejectReason.CONTRACT_CLOSED
+    assert "recalled by the hour" in refused.message
+    hourly = bank.send(RecallCapacity(recall_id="r3", account_id="p1", symbol=first, quantity=1))
+    (settled,) = only(hourly, DeliverySettled)
+    assert (settled.symbol, settled.refund, settled.penalty) == (first, 1_000, 33)
+    assert bank.ledger.trial_balance() == 0
 
 
 def test_resting_strip_orders_are_cancelled_at_the_cascade_and_their_holds_released() -> None:
