@@ -229,9 +229,9 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
                 cash_deposited += event.amount
             elif isinstance(event, FundsWithdrawn):
                 cash_deposited -= event.amount
-            elif isinstance(event, CapacityDeposited):
+            elif isinstance(event, CapacityDeposited | CapacityWithdrawn):
                 deposit_capacity(event, capacity_deposited, cascaded)
-            elif isinstance(event, CapacityWithdrawn | DeliverySettled):
+            elif isinstance(event, DeliverySettled):
                 capacity_deposited[event.symbol] -= event.quantity
             elif isinstance(event, StripCascaded):
                 found += cascade_capacity(event, position, capacity_deposited, cascaded)
@@ -288,15 +288,18 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
 
 
 def deposit_capacity(
-    event: CapacityDeposited, capacity_deposited: dict[str, int], cascaded: dict[str, int]
+    event: CapacityDeposited | CapacityWithdrawn,
+    capacity_deposited: dict[str, int],
+    cascaded: dict[str, int],
 ) -> None:
-    """Count deposited capacity: into a strip that had cascaded, into each of its hours, as
-    the money rules fold it."""
+    """Count capacity deposited (or withdrawn): of a strip that had cascaded, in each of its
+    hours, as the money rules fold it."""
+    units = event.quantity if isinstance(event, CapacityDeposited) else -event.quantity
     if event.symbol in cascaded:
         for hour in parse_symbol(event.symbol).hours():
-            capacity_deposited[hour.symbol] += event.quantity
+            capacity_deposited[hour.symbol] += units
     else:
-        capacity_deposited[event.symbol] += event.quantity
+        capacity_deposited[event.symbol] += units
 
 
 def cascade_capacity(

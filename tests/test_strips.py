@@ -26,6 +26,7 @@ from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     CancelOrder,
     CapacityDeposited,
+    CapacityWithdrawn,
     ControlMarket,
     DeliveryObligation,
     DeliverySettled,
@@ -487,6 +488,46 @@ def test_an_interruptible_week_is_recalled_whole_before_its_cascade_and_by_the_h
     (settled,) = only(hourly, DeliverySettled)
     assert (settled.symbol, settled.refund, settled.penalty) == (first, 1_000, 33)
     assert bank.ledger.trial_balance() == 0
+
+
+def test_capacity_moves_to_the_hours_whether_risk_or_the_store_holds_the_cascade_first() -> None:
+    # Risk folds a deposit and a withdrawal of the week it decided before the cascade it learns
+    # of later; matching records them on the events topic as it reads them, here after its
+    # cascade, so settlement and replays fold them after it. Both end with the same capacity:
+    # the store's order left the withdrawal's 3 cards short in the strip (-3) and over in
+    # every hour, and the late deposit's 2 in the strip.
+    hours = [spec.symbol for spec in parse_symbol(WEEK).hours()]
+    cascaded = StripCascaded(
+        event_id="o:9", ts=CASCADE, symbol=WEEK, hours=hours, escrow=[0] * len(hours)
+    )
+    deposit, withdrawal, late = (
+        CapacityDeposited(
+            event_id="c:1", ts=TRADING, deposit_id="c1", account_id="p1", symbol=WEEK, quantity=10
+        ),
+        CapacityWithdrawn(
+            event_id="c:2", ts=CASCADE - 2, withdrawal_id="w1", account_id="p1", symbol=WEEK,
+            quantity=3,
+        ),
+        CapacityDeposited(
+            event_id="c:3", ts=CASCADE - 1, deposit_id="c2", account_id="p1", symbol=WEEK,
+            quantity=2,
+        ),
+    )  # fmt: skip
+    in_risk, in_store = Accounts(RULES), Accounts(RULES)
+    for event in (deposit, withdrawal, late, cascaded):
+        in_risk.apply(event)
+    for event in (deposit, cascaded, withdrawal, late):
+        in_store.apply(event)
+
+    for accounts in (in_risk, in_store):
+        assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
+        assert all(accounts.capacity[("p1", hour)] == Balance(available=9) for hour in hours)
+    counted: dict[str, int] = defaultdict(int)
+    deposit_capacity(deposit, counted, {})
+    cascade_capacity(cascaded, 2, counted, {})
+    for event in (withdrawal, late):
+        deposit_capacity(event, counted, {WEEK: 2})
+    assert dict(counted) == dict.fromkeys(hours, 9)
 
 
 def test_resting_strip_orders_are_cancelled_at_the_cascade_and_their_holds_released() -> None:

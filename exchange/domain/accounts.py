@@ -505,10 +505,13 @@ class Accounts:
             self._add_capacity(event.account_id, event.symbol, event.quantity)
 
     def _add_capacity(self, account_id: str, symbol: str, units: int) -> None:
-        """Make units of capacity sellable. A strip's that cascaded meanwhile (risk accepted
-        the deposit, or the sell that held them, before it folded the cascade; or the store
-        holds the cascade first) go to each of its hours, where the cascade moved the rest of
-        its capacity: left in the strip, they could be neither sold nor withdrawn."""
+        """Make units of capacity sellable (take them back, when negative). A strip's that
+        cascaded meanwhile go to (come from) each of its hours, where the cascade moved the
+        rest of its capacity: risk may accept a deposit, or a sell that held them, before it
+        folds the cascade matching reported, and matching records risk's deposits and
+        withdrawals on the events topic where it reads them, possibly after the cascade. Left
+        in the strip, deposited units could be neither sold nor withdrawn, and a withdrawal
+        stored after the cascade left the strip negative and its hours too high."""
         if symbol in self.cascaded_strips:
             for hour in parse_symbol(symbol).hours():
                 self.capacity_of(account_id, hour.symbol).available += units
@@ -525,7 +528,7 @@ class Accounts:
                 owns,
             )
         elif owns is None or owns(event.account_id):
-            self.capacity_of(event.account_id, event.symbol).available -= event.quantity
+            self._add_capacity(event.account_id, event.symbol, -event.quantity)
 
     def _accepted(self, order: OrderAccepted, owns: Owns | None) -> None:
         account = order.account_id
