@@ -34,6 +34,7 @@ from exchange.domain.messages import (
     DepositFunds,
     Event,
     EventStamp,
+    FundsDeposited,
     ListingChanged,
     MarketControlRejected,
     OrderAccepted,
@@ -513,15 +514,28 @@ def test_capacity_moves_to_the_hours_whether_risk_or_the_store_holds_the_cascade
             quantity=2,
         ),
     )  # fmt: skip
+    # And a sell of 4 cards risk accepted before it too, which matching cancels after it.
+    sell = OrderAccepted(
+        event_id="c:4", ts=CASCADE - 1, order_id="s9", account_id="p1", symbol=WEEK, side="sell",
+        price=1_000, quantity=4, backing="capacity", bond_per_unit=5_595,
+    )  # fmt: skip
+    cancelled = OrderCancelled(
+        event_id="o:10", ts=CASCADE, order_id="s9", account_id="p1", symbol=WEEK, side="sell",
+        remaining=4, reason="contract_closed",
+    )  # fmt: skip
+    funded = FundsDeposited(
+        event_id="c:0", ts=TRADING, deposit_id="f", account_id="p1", amount=99_999, currency="CNY"
+    )
     in_risk, in_store = Accounts(RULES), Accounts(RULES)
-    for event in (deposit, withdrawal, late, cascaded):
+    for event in (funded, deposit, withdrawal, late, sell, cascaded, cancelled):
         in_risk.apply(event)
-    for event in (deposit, cascaded, withdrawal, late):
+    for event in (funded, deposit, cascaded, withdrawal, late, sell, cancelled):
         in_store.apply(event)
 
     for accounts in (in_risk, in_store):
         assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
         assert all(accounts.capacity[("p1", hour)] == Balance(available=9) for hour in hours)
+        assert accounts.cash["p1"] == Balance(available=99_999)
     counted: dict[str, int] = defaultdict(int)
     deposit_capacity(deposit, counted, {})
     cascade_capacity(cascaded, 2, counted, {})
