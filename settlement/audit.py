@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import BPS, Balance
-from exchange.domain.catalogue import Catalogue, strip_hours
+from exchange.domain.catalogue import Catalogue, parse_symbol, strip_hours
 from exchange.domain.messages import (
     BlockAccepted,
     CapacityDeposited,
@@ -229,9 +229,9 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
                 cash_deposited += event.amount
             elif isinstance(event, FundsWithdrawn):
                 cash_deposited -= event.amount
-            elif isinstance(event, CapacityDeposited):
-                capacity_deposited[event.symbol] += event.quantity
-            elif isinstance(event, CapacityWithdrawn | DeliverySettled):
+            elif isinstance(event, CapacityDeposited | CapacityWithdrawn):
+                deposit_capacity(event, capacity_deposited, cascaded)
+            elif isinstance(event, DeliverySettled):
                 capacity_deposited[event.symbol] -= event.quantity
             elif isinstance(event, StripCascaded):
                 found += cascade_capacity(event, position, capacity_deposited, cascaded)
@@ -285,6 +285,21 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     _check_vouchers(state, vouchers, found)
     await _check_projections(view.connection, state, orders, found)
     return report
+
+
+def deposit_capacity(
+    event: CapacityDeposited | CapacityWithdrawn,
+    capacity_deposited: dict[str, int],
+    cascaded: dict[str, int],
+) -> None:
+    """Count capacity deposited (or withdrawn): of a strip that had cascaded, in each of its
+    hours, as the money rules fold it."""
+    units = event.quantity if isinstance(event, CapacityDeposited) else -event.quantity
+    if event.symbol in cascaded:
+        for hour in parse_symbol(event.symbol).hours():
+            capacity_deposited[hour.symbol] += units
+    else:
+        capacity_deposited[event.symbol] += units
 
 
 def cascade_capacity(

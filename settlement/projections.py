@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.accounts import Accounts, JournalEntry
-from exchange.domain.catalogue import Catalogue, strip_hours
+from exchange.domain.catalogue import Catalogue, parse_symbol, strip_hours
 from exchange.domain.delivery import bundle_period
 from exchange.domain.messages import (
     AnyEvent,
@@ -447,6 +447,11 @@ class LedgerProjection:
             prior = self.accounts.open_orders.get(str(stored.data.get("order_id")))
             prior_state = None if prior is None else (prior.price, prior.remaining)
             prior_hours = () if prior is None else prior.hours
+            symbol = stored.data.get("symbol")
+            if isinstance(symbol, str) and symbol in self.accounts.cascaded_strips:
+                # Capacity of a strip deposited, or freed by a sell cancelled, after its
+                # cascade goes to its hours.
+                prior_hours = tuple(spec.symbol for spec in parse_symbol(symbol).hours())
             decoded = self._decoded.get(stored.event_id)
             journalled = len(journal_entries)
             if decoded is None:

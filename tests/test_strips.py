@@ -10,6 +10,8 @@ import hashlib
 from collections import defaultdict
 from datetime import datetime
 
+import pytest
+
 from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
@@ -23,6 +25,8 @@ from exchange.domain.catalogue import (
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     CancelOrder,
+    CapacityDeposited,
+    CapacityWithdrawn,
     ControlMarket,
     DeliveryObligation,
     DeliverySettled,
@@ -30,6 +34,7 @@ from exchange.domain.messages import (
     DepositFunds,
     Event,
     EventStamp,
+    FundsDeposited,
     ListingChanged,
     MarketControlRejected,
     OrderAccepted,
@@ -37,8 +42,10 @@ from exchange.domain.messages import (
     OrderRejected,
     PlaceBlockOrder,
     PlaceOrder,
+    RecallCapacity,
     RejectReason,
     ReportMetering,
+    RequestRejected,
     Side,
     StripCascaded,
     StripPosition,
@@ -47,9 +54,9 @@ from exchange.domain.messages import (
     split_over_hours,
 )
 from exchange.domain.risk import RiskStage
-from settlement.audit import cascade_capacity
+from settlement.audit import cascade_capacity, deposit_capacity
 from settlement.replay import ExchangeState
-from tests.test_bank import SEAL, Bank
+from tests.test_bank import SEAL, Bank, sealed
 from tests.test_vouchers import VoucherBank, programme
 
 HOUR = 3_600_000
@@ -351,6 +358,192 @@ def test_a_block_of_strips_is_refused() -> None:
     assert refused.reason == RejectReason.INVALID_BLOCK
 
 
+def test_strips_are_refused_where_the_first_hours_of_a_day_would_never_list() -> None:
+    # With hours listed 0 days ahead, a day's hours list at its midnight, so its first hours
+    # (those whose gate closes by then: T00 and T01 under a 1-hour gate closure) never have a
+    # book; a week's cascade put positions and escrow into them that were never allocated,
+    # delivered nor refunded (4,000 fen stuck in each such hour's escrow for a card at 40 元).
+    for gate in (60 * 60_000, None):
+        rules = MarketRules(gate_closure_ms=gate)
+        with pytest.raises(ValueError, match=r"H100-80G\.GZ's strips need its hours listed"):
+            Catalogue([], rules, [ListingRule(("H100-80G.GZ",), 0, 14)])
+    # A day ahead lists every hour before its gate; token bundles cascade into no hours.
+    Catalogue([], RULES, [ListingRule(("H100-80G.GZ",), 1, 14)])
+    Catalogue([], RULES, [ListingRule(("TOK-QWEN.YRD",), 0, 30)])
+    # Two rules naming the family list it as far ahead as the longer says.
+    Catalogue([], RULES, [ListingRule(("H100-80G.GZ",), 0, 14), ListingRule(("H100-80G.GZ",), 2)])
+
+
+def test_a_day_ahead_order_on_a_strip_is_refused_not_traded_at_once() -> None:
+    # A strip's book trades continuously; a day-ahead order on it was accepted (its first
+    # day's gate had not passed) and traded at once against the resting ask, not in an auction.
+    rules = MarketRules(bond_bps=333, day_ahead_gate_ms=12 * HOUR)
+    bank = StripBank()
+    bank.catalogue = Catalogue([], rules, [LISTING])
+    bank.risk = RiskStage(bank.catalogue, SEAL)
+    bank.market = MarketStage(bank.catalogue)
+    bank.ledger = Accounts(rules, journal=True)
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=2))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 2))
+
+    day_ahead = order("b1", "b1", "buy", 1_000, 1).model_copy(update={"day_ahead": True})
+    outcome = bank.send(day_ahead)
+
+    (refused,) = outcome
+    assert isinstance(refused, OrderRejected)
+    assert refused.reason == RejectReason.NO_DAY_AHEAD_AUCTION
+    assert "term contract" in refused.message
+    assert bank.cash("b1") == 1_000_000
+    assert bank.ledger.ledger.get(f"escrow:{WEEK}", 0) == 0
+
+
+def test_a_strip_sell_reaching_matching_after_the_cascade_frees_its_capacity_in_the_hours() -> None:
+    # Risk accepts a sell of the week just before its cascade; matching reads it just after
+    # and cancels it (contract_closed). The cascade had moved only the capacity not held for
+    # it, and the cancellation returned the rest to the strip, where it could be neither sold
+    # (the book is closed) nor withdrawn (its gate passed): 3 cards in each of 168 hours lost.
+    bank = StripBank()
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=10))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_010, 4))
+    bank.send(order("b1", "b1", "buy", 1_010, 4))
+    bank.offset += 1
+    late = bank.risk.handle(
+        sealed(order("s2", "p1", "sell", 1_010, 3)), EventStamp("c", 0, bank.offset, CASCADE - 1)
+    )
+    assert isinstance(late, OrderAccepted)
+    bank.ledger.apply(late)
+    bank.events.append(late)
+    bank.tick(CASCADE)
+    bank.offset += 1
+    cancelled = bank.market.handle(late, EventStamp("o", 0, bank.offset, CASCADE + 1))
+    for event in cancelled:
+        bank.ledger.apply(event)
+        bank.risk.apply_outcome(event, lambda _: True, EventStamp("f", 0, bank.offset, CASCADE))
+    bank.events.extend(cancelled)
+
+    (gone,) = only(cancelled, OrderCancelled)
+    assert gone.reason == "contract_closed"
+    hours = [spec.symbol for spec in parse_symbol(WEEK).hours()]
+    for accounts in (bank.ledger, bank.risk.accounts):
+        assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
+        assert all(accounts.capacity[("p1", hour)] == Balance(available=6) for hour in hours)
+    # The 6 cards sell in an hour, as the cascade's other 3 would.
+    assert isinstance(bank.send(order("s3", "p1", "sell", 1_000, 6, FIRST))[0], OrderAccepted)
+    replayed = ExchangeState(bank.catalogue)
+    for position, event in enumerate(bank.events, start=1):
+        replayed.apply_event(decode_event(encode(event)), position)
+    live = hashlib.sha256()
+    bank.ledger.digest(live)
+    assert replayed.accounts_hash() == live.hexdigest()
+
+
+def test_strip_capacity_deposited_as_it_cascades_becomes_capacity_in_its_hours() -> None:
+    # Risk stamps a deposit of the week just before the cascade (its command log time) after
+    # it folded the cascade matching reported (the matching log runs ahead); a replay may
+    # equally meet the deposit after the cascade in the store. Either way the 5 cards stayed
+    # in the strip, where they could be neither sold nor withdrawn.
+    bank = StripBank()
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=WEEK, quantity=2))
+    bank.tick(CASCADE)
+    deposited = bank.send(
+        DepositCapacity(deposit_id="c2", account_id="p1", symbol=WEEK, quantity=5), CASCADE - 1
+    )
+
+    assert [type(e) for e in deposited] == [CapacityDeposited]
+    hours = [spec.symbol for spec in parse_symbol(WEEK).hours()]
+    for accounts in (bank.ledger, bank.risk.accounts):
+        assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
+        assert all(accounts.capacity[("p1", hour)] == Balance(available=7) for hour in hours)
+
+
+def test_an_interruptible_week_is_recalled_whole_before_its_cascade_and_by_the_hour_after() -> None:
+    week, first = "H100-80G-INT.GZ.W20271206", "H100-80G-INT.GZ.20271206T00"
+    bank = StripBank()
+    bank.catalogue = Catalogue([], RULES, [ListingRule(("H100-80G-INT.GZ",), 2, 14)])
+    bank.risk = RiskStage(bank.catalogue, SEAL)
+    bank.market = MarketStage(bank.catalogue)
+    bank.send(funds("p1", 1_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=week, quantity=10))
+    bank.send(funds("b1", 1_000_000))
+    bank.send(order("s1", "p1", "sell", 1_000, 10, week))
+    bank.send(order("b1", "b1", "buy", 1_000, 4, week))
+
+    before = bank.send(RecallCapacity(recall_id="r1", account_id="p1", symbol=week, quantity=1))
+    # A card of the week: its 168 card-hours' escrow back, and its bond (3.33% of 1,680 元,
+    # 5,595 fen rounded up), within 10% of the refund, to the buyer.
+    (settled,) = only(before, DeliverySettled)
+    assert (settled.quantity, settled.refund, settled.penalty) == (1, 168_000, 5_595)
+    bank.tick(CASCADE, first)
+
+    after = bank.send(RecallCapacity(recall_id="r2", account_id="p1", symbol=week, quantity=1))
+    # After the cascade the week has nothing sold: it said "exceeds the 0 p1 sold".
+    (refused,) = only(after, RequestRejected)
+    assert refused.reason == RejectReason.CONTRACT_CLOSED
+    assert "recalled by the hour" in refused.message
+    hourly = bank.send(RecallCapacity(recall_id="r3", account_id="p1", symbol=first, quantity=1))
+    (settled,) = only(hourly, DeliverySettled)
+    assert (settled.symbol, settled.refund, settled.penalty) == (first, 1_000, 33)
+    assert bank.ledger.trial_balance() == 0
+
+
+def test_capacity_moves_to_the_hours_whether_risk_or_the_store_holds_the_cascade_first() -> None:
+    # Risk folds a deposit and a withdrawal of the week it decided before the cascade it learns
+    # of later; matching records them on the events topic as it reads them, here after its
+    # cascade, so settlement and replays fold them after it. Both end with the same capacity:
+    # the store's order left the withdrawal's 3 cards short in the strip (-3) and over in
+    # every hour, and the late deposit's 2 in the strip.
+    hours = [spec.symbol for spec in parse_symbol(WEEK).hours()]
+    cascaded = StripCascaded(
+        event_id="o:9", ts=CASCADE, symbol=WEEK, hours=hours, escrow=[0] * len(hours)
+    )
+    deposit, withdrawal, late = (
+        CapacityDeposited(
+            event_id="c:1", ts=TRADING, deposit_id="c1", account_id="p1", symbol=WEEK, quantity=10
+        ),
+        CapacityWithdrawn(
+            event_id="c:2", ts=CASCADE - 2, withdrawal_id="w1", account_id="p1", symbol=WEEK,
+            quantity=3,
+        ),
+        CapacityDeposited(
+            event_id="c:3", ts=CASCADE - 1, deposit_id="c2", account_id="p1", symbol=WEEK,
+            quantity=2,
+        ),
+    )  # fmt: skip
+    # And a sell of 4 cards risk accepted before it too, which matching cancels after it.
+    sell = OrderAccepted(
+        event_id="c:4", ts=CASCADE - 1, order_id="s9", account_id="p1", symbol=WEEK, side="sell",
+        price=1_000, quantity=4, backing="capacity", bond_per_unit=5_595,
+    )  # fmt: skip
+    cancelled = OrderCancelled(
+        event_id="o:10", ts=CASCADE, order_id="s9", account_id="p1", symbol=WEEK, side="sell",
+        remaining=4, reason="contract_closed",
+    )  # fmt: skip
+    funded = FundsDeposited(
+        event_id="c:0", ts=TRADING, deposit_id="f", account_id="p1", amount=99_999, currency="CNY"
+    )
+    in_risk, in_store = Accounts(RULES), Accounts(RULES)
+    for event in (funded, deposit, withdrawal, late, sell, cascaded, cancelled):
+        in_risk.apply(event)
+    for event in (funded, deposit, cascaded, withdrawal, late, sell, cancelled):
+        in_store.apply(event)
+
+    for accounts in (in_risk, in_store):
+        assert accounts.capacity[("p1", WEEK)] == Balance(available=0, held=0)
+        assert all(accounts.capacity[("p1", hour)] == Balance(available=9) for hour in hours)
+        assert accounts.cash["p1"] == Balance(available=99_999)
+    counted: dict[str, int] = defaultdict(int)
+    deposit_capacity(deposit, counted, {})
+    cascade_capacity(cascaded, 2, counted, {})
+    for event in (withdrawal, late):
+        deposit_capacity(event, counted, {WEEK: 2})
+    assert dict(counted) == dict.fromkeys(hours, 9)
+
+
 def test_resting_strip_orders_are_cancelled_at_the_cascade_and_their_holds_released() -> None:
     bank = StripBank()
     bank.send(funds("p1", 1_000_000))
@@ -464,6 +657,16 @@ def test_the_audit_reports_a_strip_cascaded_twice_and_carries_capacity_to_the_ho
 
     assert dict(deposited) == {hours[0]: 5, hours[1]: 5}
     assert [(d.kind, d.positions) for d in again] == [("strip-cascaded-twice", (7, 9))]
+    # Deposited after the cascade (stored after it), it is capacity in every hour of the
+    # strip, as the money rules fold it; before, it was counted in the strip and reported as
+    # capacity not conserved there and in each hour.
+    late = CapacityDeposited(
+        event_id="z", ts=CASCADE, deposit_id="c9", account_id="p1", symbol=NIGHTS, quantity=2
+    )
+    deposit_capacity(late, deposited, seen)
+    assert NIGHTS not in deposited
+    assert all(deposited[spec.symbol] == 2 for spec in parse_symbol(NIGHTS).hours()[2:])
+    assert deposited[hours[0]] == deposited[hours[1]] == 7
 
 
 def test_snapshots_after_a_cascade_restore_the_same_state() -> None:

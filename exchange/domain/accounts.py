@@ -58,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exchange.domain.catalogue import MarketRules, family_of, strip_hours
+from exchange.domain.catalogue import MarketRules, family_of, parse_symbol, strip_hours
 from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
@@ -502,7 +502,25 @@ class Accounts:
                 owns,
             )
         elif owns is None or owns(event.account_id):
-            self.capacity_of(event.account_id, event.symbol).available += event.quantity
+            self._add_capacity(event.account_id, event.symbol, event.quantity)
+
+    def _add_capacity(self, account_id: str, symbol: str, units: int) -> None:
+        """Make units of capacity sellable (take them back, when negative). A strip's that
+        cascaded meanwhile go to (come from) each of its hours, where the cascade moved the
+        rest of its capacity: risk may accept a deposit, or a sell that held them, before it
+        folds the cascade matching reported, and matching records risk's deposits and
+        withdrawals on the events topic where it reads them, possibly after the cascade. Left
+        in the strip, deposited units could be neither sold nor withdrawn, and a withdrawal
+        stored after the cascade left the strip negative and its hours too high."""
+        for balance in self._capacities(account_id, symbol):
+            balance.available += units
+
+    def _capacities(self, account_id: str, symbol: str) -> list[Balance]:
+        """The capacity balances that stand for `symbol`'s: its own, or once a strip
+        cascaded, those of each of its hours."""
+        if symbol in self.cascaded_strips:
+            return [self.capacity_of(account_id, h.symbol) for h in parse_symbol(symbol).hours()]
+        return [self.capacity_of(account_id, symbol)]
 
     def _withdrawn(self, event: FundsWithdrawn | CapacityWithdrawn, owns: Owns | None) -> None:
         if isinstance(event, FundsWithdrawn):
@@ -514,7 +532,7 @@ class Accounts:
                 owns,
             )
         elif owns is None or owns(event.account_id):
-            self.capacity_of(event.account_id, event.symbol).available -= event.quantity
+            self._add_capacity(event.account_id, event.symbol, -event.quantity)
 
     def _accepted(self, order: OrderAccepted, owns: Owns | None) -> None:
         account = order.account_id
@@ -530,9 +548,7 @@ class Accounts:
             key = (account, order.symbol)
             self.resale_held[key] = self.resale_held.get(key, 0) + order.quantity
         else:
-            balance = self.capacity_of(account, order.symbol)
-            balance.available -= order.quantity
-            balance.held += order.quantity
+            self._hold_capacity(account, order.symbol, order.quantity)
             bond = order.bond_per_unit * order.quantity
             self._post(
                 order.event_id,
@@ -841,9 +857,7 @@ class Accounts:
                 (f"cash:{order.account_id}", order.extra),
             ]
         elif order.extra:
-            balance = self.capacity_of(order.account_id, order.symbol)
-            balance.held -= order.extra
-            balance.available += order.extra
+            self._hold_capacity(order.account_id, order.symbol, -order.extra)
         order.extra = 0
         use = order.voucher
         if use is not None and use.reserved:
@@ -873,9 +887,7 @@ class Accounts:
                 owns,
             )
         else:
-            balance = self.capacity_of(order.account_id, order.symbol)
-            balance.available -= amount
-            balance.held += amount
+            self._hold_capacity(order.account_id, order.symbol, amount)
 
     def _amend_requested(self, amend: AmendRequested, owns: Owns | None) -> None:
         order = self.open_orders.get(amend.order_id)
@@ -960,11 +972,18 @@ class Accounts:
         elif order.backing == "entitlement":
             self.resale_held[(account, order.symbol)] -= order.remaining
         else:
-            balance = self.capacity_of(account, order.symbol)
-            balance.held -= order.remaining
-            balance.available += order.remaining
+            self._hold_capacity(account, order.symbol, -order.remaining)
             self._release_bond(order, order.bond_per_unit * order.remaining, cancelled, owns)
         self._finish(order, f"{cancelled.event_id}/done", cancelled.ts, owns)
+
+    def _hold_capacity(self, account_id: str, symbol: str, units: int) -> None:
+        """Hold units of capacity for a sell (release them, when negative): of a strip that
+        cascaded, in each of its hours, as `_add_capacity`. A sell risk accepted before it
+        folded the cascade is cancelled by matching after it; the store may hold its
+        acceptance after the cascade too."""
+        for balance in self._capacities(account_id, symbol):
+            balance.available -= units
+            balance.held += units
 
     def _drawn(self, drawn: BundleDrawn, owns: Owns | None) -> None:
         """Pay a token bundle's provider for the tokens a metering report drew down, out of
@@ -1031,7 +1050,8 @@ class Accounts:
     def _strip_cascaded(self, cascaded: StripCascaded, owns: Owns | None) -> None:
         """A strip became positions in its hours: the escrow moves to the hours' escrows,
         each holder's entitlement (and the voucher part behind it) to every hour, and deposited
-        capacity still unsold to every hour (its sells expired just before, at the close)."""
+        capacity still unsold to every hour (its sells expired just before, at the close; what
+        is still held is for sells on their way to matching, which will cancel them)."""
         strip, hours = cascaded.symbol, cascaded.hours
         if strip in self.cascaded_strips:
             return
@@ -1060,10 +1080,12 @@ class Accounts:
             if symbol != strip or (owns is not None and not owns(account)):
                 continue
             balance = self.capacity[(account, symbol)]
-            if balance.available:
-                for hour in hours:
-                    self.capacity_of(account, hour).available += balance.available
-                balance.available = 0
+            # Held: for sells risk accepted that matching will cancel, having closed the book.
+            for hour in hours:
+                in_hour = self.capacity_of(account, hour)
+                in_hour.available += balance.available
+                in_hour.held += balance.held
+            balance.available = balance.held = 0
 
     def _programme_created(self, created: ProgrammeCreated, owns: Owns | None) -> None:
         key = f"programme:{created.programme_id}"

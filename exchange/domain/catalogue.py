@@ -474,6 +474,18 @@ class Catalogue:
             for family in rule.families:
                 self._days_ahead[family] = max(rule.days_ahead, self._days_ahead.get(family, 0))
                 self._term_days[family] = max(rule.term_days, self._term_days.get(family, 0))
+        gate = self.rules.gate_closure_ms or 0
+        for family, term_days in self._term_days.items():
+            capacity = parse_family(family)[0].unit != UNIT_MILLION_TOKENS
+            if term_days and capacity and self._days_ahead[family] * DAY_MS <= gate:
+                # A strip cascades into its hours when the first lists; an hour whose gate
+                # closes before its day's hours list would never have a book, and the
+                # positions cascaded into it would never be delivered nor refunded.
+                raise ValueError(
+                    f"{family}'s strips need its hours listed more than the gate closure "
+                    f"({gate // 60_000} minutes) ahead: with {self._days_ahead[family]} days "
+                    "ahead the first hours of each day never list; list a day ahead or more"
+                )
 
     def get(self, symbol: str) -> ContractSpec | None:
         """The contract with this symbol if the catalogue lists it at any time, else None."""

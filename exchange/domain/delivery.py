@@ -302,6 +302,17 @@ class DeliveryDesk:
                     f"recall id {request.request_id!r} was used before",
                 )
             ]
+        if symbol in self.cascaded:
+            hours = parse_symbol(symbol).hours()
+            return [
+                _refused(
+                    request,
+                    stamp,
+                    RejectReason.CONTRACT_CLOSED,
+                    f"{symbol} cascaded into its hourly contracts {hours[0].symbol} to "
+                    f"{hours[-1].symbol}: what {provider_id} sold of it is recalled by the hour",
+                )
+            ]
         provision = self.provisions.get(symbol, {}).get(provider_id)
         sold = 0 if provision is None else provision.units
         if provision is None or quantity > sold:

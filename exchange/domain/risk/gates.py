@@ -23,6 +23,14 @@ def day_ahead_refusal(
             "this exchange runs no day-ahead auction (CX_DAY_AHEAD_GATE is not set)",
         )
     specs = [state.catalogue.get(s) for s in symbols]
+    term = next((spec for spec in specs if spec is not None and spec.is_term), None)
+    if term is not None:
+        # A term's book never waits for a day-ahead auction: the order would trade at once.
+        return (
+            RejectReason.NO_DAY_AHEAD_AUCTION,
+            f"{term.symbol} is a term contract: it trades continuously and enters no "
+            "day-ahead auction; send the order without day_ahead",
+        )
     days = {spec.delivery_start.astimezone(CHINA_STANDARD_TIME).date() for spec in specs if spec}
     if len(days) > 1:
         return (
