@@ -1337,7 +1337,14 @@ class ExclusiveGroupAnswer(BaseModel):
 
     order_id: str = Field(description="The group's order id.")
     status: Literal["accepted", "pending"]
-    alternatives: list[GroupAlternativeOut]
+    alternatives: list[GroupAlternativeOut] = Field(
+        description="The alternatives held until the auction (`pending`: every one sent)."
+    )
+    skipped: list[list[str]] = Field(
+        default_factory=list,
+        description="Alternatives not listed when the group was accepted (a delisted hour): "
+        "dropped, holding nothing.",
+    )
 
 
 class DayAheadContractOut(BaseModel):

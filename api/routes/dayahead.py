@@ -23,6 +23,7 @@ from api.models import (
 from api.problems import problems
 from api.routes.orders import order_name
 from exchange.domain.messages import (
+    BlockAccepted,
     Identifier,
     OrderRejected,
     PlaceExclusiveGroup,
@@ -65,7 +66,8 @@ def log_now_ms(market: MarketData) -> int:
     description="Every alternative is a buy block of `quantity` in each of its hours at most "
     "`price` on average (or its own of `prices`); the auction accepts at most one, the one "
     "that adds most to the market's welfare. Each alternative holds its own cash (and voucher) "
-    "until the auction. "
+    "until the auction; an alternative whose hours are not listed when the group is taken is "
+    "dropped and named in `skipped`, holding nothing. "
     "Refusals: `too_many_alternatives` (more than 12), `invalid_block` (hours not consecutive, "
     "of two families or two CST days), `already_auctioned` (an alternative's gate passed), "
     "`no_day_ahead_auction`, `unknown_contract` (no alternative listed), "
@@ -111,6 +113,13 @@ async def place_exclusive_group(
                 return Answer(201, accepted, replayed=True)
             body = problem_body(422, outcome.reason.value, outcome.message, order_id=group_id)
             return Answer(422, body)
+        if isinstance(outcome, BlockAccepted) and outcome.dropped:
+            # Risk held the alternatives listed when it took the group and dropped the others:
+            # the answer names those it holds, and those it dropped.
+            sent = accepted["alternatives"]
+            held = [a for n, a in enumerate(sent, start=1) if n not in outcome.dropped]
+            skipped = [group.alternatives[n - 1] for n in outcome.dropped]
+            return Answer(201, {**accepted, "alternatives": held, "skipped": skipped})
         return Answer(201, accepted)
 
     if named is None:

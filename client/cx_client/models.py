@@ -748,6 +748,7 @@ class ExclusiveGroupAnswer(Model):
     order_id: str
     status: Literal["accepted", "pending"]
     alternatives: list[GroupAlternative]
+    skipped: list[list[str]] = []
 
 
 class DayAheadContract(Model):

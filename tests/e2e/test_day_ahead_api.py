@@ -428,3 +428,39 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
         wrong = await exchange.anonymous.get(f"/v1/day-ahead/{name[:-2]}30")
         assert wrong.status_code == 404, wrong.text
         assert wrong.json()["type"] == "/problems/no_intraday_auction"
+
+
+async def test_a_group_with_a_delisted_alternative_holds_and_names_only_the_listed_ones(
+    tmp_path: Path,
+) -> None:
+    """Risk drops an alternative whose hours are not listed when it takes the group; the answer
+    says which alternatives it holds and which it dropped, so no order id it names is unknown."""
+    now = [BEFORE_GATE_MS]
+    async with running_exchange(_settings(tmp_path), clock_ms=lambda: now[0]) as exchange:
+        await _at(exchange, BEFORE_GATE_MS)
+        operator = await exchange.operator()
+        delisted = await operator.post(
+            f"/v1/admin/contracts/{NM[1]}/delist", json={"reason": "provider outage"}
+        )
+        assert delisted.status_code in (200, 201, 202), delisted.text
+        await settle(exchange.runtime)
+        lab = await _fund(exchange, "lab", 100_000)
+        group = {"alternatives": [GZ, NM], "price": 1700, "quantity": 1,
+                 "client_order_id": "half"}  # fmt: skip
+        answer = await lab.post("/v1/exclusive-groups", json=group)
+        assert answer.status_code == 201, answer.text
+        body = answer.json()
+        assert body["alternatives"] == [
+            {"order_id": exchange_order_id("lab", "half.1"), "symbols": GZ}
+        ]
+        assert body["skipped"] == [NM]
+        retried = await lab.post("/v1/exclusive-groups", json=group)
+        assert retried.json() == body
+        await settle(exchange.runtime)
+        open_ = (await lab.get("/v1/orders", params={"status": "open"})).json()
+        assert [o["order_id"] for o in open_] == [exchange_order_id("lab", "half.1")]
+        # Only the held alternative holds cash: 1 card x 2 hours x 17.00 元.
+        assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
+            "available": 100_000 - 2 * 1700,
+            "held": 2 * 1700,
+        }

@@ -135,6 +135,7 @@ _BLOCK_OPTION_DEFAULTS: dict[str, Any] = {
     "voucher_rate_bps": 0,
     "voucher_related": [],
     "bond_per_unit": 0,
+    "dropped": [],
 }
 
 
@@ -317,6 +318,10 @@ class BlockAccepted(Event):
     group: str | None = None
     """The exclusive group (a need) this block is an alternative of: the day-ahead auction
     accepts at most one block of a group."""
+    dropped: list[StrictInt] = Field(default_factory=list)
+    """The group's alternatives risk dropped, not listed when it took the group (their numbers
+    from 1, in the order sent): each alternative says so, so whichever arrives first answers
+    the sender truthfully."""
 
     @model_serializer(mode="wrap")
     def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

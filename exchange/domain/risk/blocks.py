@@ -52,8 +52,10 @@ def accepted_block(
     terms: BlockTerms,
     stamp: EventStamp,
     group: str | None = None,
+    dropped: list[int] | None = None,
 ) -> BlockAccepted:
-    """The acceptance of a checked block on `terms` (an alternative of exclusive `group`)."""
+    """The acceptance of a checked block on `terms` (an alternative of exclusive `group`,
+    which dropped the alternatives `dropped`)."""
     return BlockAccepted(
         event_id=stamp.next_id(),
         ts=stamp.ts,
@@ -73,6 +75,7 @@ def accepted_block(
         voucher_rate_bps=terms.voucher_rate_bps,
         voucher_related=terms.voucher_related,
         group=group,
+        dropped=dropped or [],
     )
 
 

@@ -1,5 +1,6 @@
-"""Exclusive groups (needs) for the day-ahead auction: accepted as one block per alternative,
-each holding its own cash and voucher until the auction."""
+"""Exclusive groups (needs) for the day-ahead auction: accepted as one block per listed
+alternative, each holding its own cash and voucher until the auction; alternatives not listed
+are dropped, and each accepted block names them."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def place_exclusive_group(
             message=message,
         )
     state.order_ids[group_id] = command.account_id
+    held = {block.order_id for block in blocks}
+    dropped = [
+        n for n in range(1, len(command.alternatives) + 1) if f"{command.order_id}.{n}" not in held
+    ]
     accepted = []
     for block in blocks:
         order_id = exchange_order_id(command.account_id, block.order_id)
@@ -50,7 +55,7 @@ def place_exclusive_group(
         # terms (the voucher part, from what earlier alternatives left of the grant).
         check_block(state, block, order_id, stamp.ts, terms)
         state.order_ids[order_id] = command.account_id
-        event = accepted_block(block, order_id, terms, stamp, group=group_id)
+        event = accepted_block(block, order_id, terms, stamp, group=group_id, dropped=dropped)
         state.accounts.apply(event, own)
         accepted.append(event)
     return ExclusiveGroupAccepted(
