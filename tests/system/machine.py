@@ -101,6 +101,11 @@ CASCADED = "H100-80G-INT.GZ.M202712"
 """December's month strip: it cascaded when 1 December's hours listed, before the clock starts,
 so an order or deposit for it is refused `contract_closed`."""
 STRIPS = (WEEK, NIGHTS)
+BUNDLE = "TOK-QWEN.YRD.D20271130"
+"""A token bundle for 30 November (docs/DESIGN.md, "Token bundles"): in its period when the
+clock starts, it trades until 23:00 (its last hour's gate), every trade owed at once; its
+provider draws it down by metering tokens until midnight, and half an hour later (the delivery
+window) what was not used is refunded."""
 PRICES = {
     GZ0: (1_700, 1_750, 1_800, 1_850, 1_900),
     GZ1: (1_700, 1_750, 1_800, 1_850, 1_900),
@@ -110,6 +115,7 @@ PRICES = {
     INT1: (1_200, 1_250, 1_300),
     WEEK: (20, 30, 40, 50, 60),
     NIGHTS: (20, 30, 40, 50, 60),
+    BUNDLE: (150, 160, 170, 180),
 }
 SYMBOLS = tuple(PRICES)
 """Every contract the rules trade, the strips among them: each rule on a contract combines with
@@ -133,7 +139,7 @@ NAMES = ("a", "b", "c")
 """Every id a participant chooses is drawn from these, shared by all accounts, so they collide."""
 
 SETTINGS = {
-    "CX_LISTINGS": "H100-80G-INT.GZ",
+    "CX_LISTINGS": "H100-80G-INT.GZ,TOK-QWEN.YRD",
     "CX_LISTING_DAYS": 1,
     "CX_TERM_DAYS": 7,
     "CX_FEES": "H100-80G:-2:10,H100-80G-INT:0:10,CPU:0:5",
@@ -145,9 +151,9 @@ SETTINGS = {
     # The clock moves only when a rule moves it: no background tick, so examples replay.
 }
 """The market rules of every example: rolling listings of an interruptible family (recalls)
-and its week and nights strips, fees with a maker rebate, delivery bonds, a short delivery
-window and recall notice, reopening auctions ten minutes after a band halt. `CX_PRE_OPEN` is
-drawn per example."""
+and its week and nights strips, and of Qwen tokens with their day bundles, fees with a maker
+rebate, delivery bonds, a short delivery window and recall notice, reopening auctions ten
+minutes after a band halt. `CX_PRE_OPEN` is drawn per example."""
 
 AUCTIONS = {"day_ahead_gate": "12:00", "intraday_auction_hours": 1}
 """The settings of an example with auctions: the day-ahead gate of the model's day passed
@@ -1511,9 +1517,9 @@ class ExchangeMachine(RuleBasedStateMachine):
         """The model's hourly contracts whose gate has not closed: they still trade. (The
         strips trade until they cascade, `_strips_trading`: counted here, they would keep the
         rules that aim at open hours, and at deliveries, drawing them all day.)"""
-        gate = HOUR  # the default gate closure: an hour before delivery
-        return [s for s in SYMBOLS
-                if s not in STRIPS and self.clock.now_ms < _delivery_start(s) - gate]  # fmt: skip
+        # The default gate closure: an hour before delivery (of a bundle's last hour).
+        closes = {s: _delivery_end(s) - HOUR - HOUR for s in SYMBOLS if s not in STRIPS}
+        return [s for s, at in closes.items() if self.clock.now_ms < at]
 
     @precondition(lambda self: self.clock.now_ms >= MIDNIGHT)
     @rule(
@@ -1533,7 +1539,7 @@ class ExchangeMachine(RuleBasedStateMachine):
         owed = _pick(self._metering_open() or [None], data)
         if known and owed is not None:
             symbol, provider, buyer = owed
-        body: dict[str, Any] = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
+        body = _metering(symbol, buyer, delivered)
         if report_id is not None:
             body["report_id"] = report_id
         self._send(provider, "POST", "/v1/deliveries/metering", json=body)
@@ -1582,7 +1588,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             body: dict[str, Any] = {"symbol": symbol, "provider_id": provider, "reason": "late"}
             self._send(buyer, "POST", "/v1/deliveries/disputes", json=body)
             return
-        body = {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
+        body = _metering(symbol, buyer, delivered)
         if report_id is not None:
             body["report_id"] = report_id
         self._send(provider, "POST", "/v1/deliveries/metering", json=body)
@@ -1935,6 +1941,19 @@ def _refused_as_cascaded(answer: Answer | None) -> None:
 def _delivery_start(symbol: str) -> int:
     """When a contract's delivery hour starts (log time, ms)."""
     return to_utc_ms(parse_symbol(symbol).delivery_start)
+
+
+def _delivery_end(symbol: str) -> int:
+    """When a contract's (last) delivery hour ends (log time, ms)."""
+    return to_utc_ms(parse_symbol(symbol).delivery_end)
+
+
+def _metering(symbol: str, buyer: str, delivered: int) -> dict[str, Any]:
+    """A metering report's body: an hour's units delivered, or a bundle's tokens used (0.7
+    million a unit drawn: some reports go beyond what the holder bought)."""
+    if symbol == BUNDLE:
+        return {"symbol": symbol, "buyer_id": buyer, "tokens": delivered * 700_000}
+    return {"symbol": symbol, "buyer_id": buyer, "delivered": delivered}
 
 
 def _unscoped(identifier: str) -> str:

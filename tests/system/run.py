@@ -78,11 +78,13 @@ REACHED = (
     "DiscountPoolFunded",
     "PlatformDiscounted",
     "StripCascaded",
+    "BundleDrawn",
 )
 """Events that show an example got somewhere: every command family's stored outcome (trades,
 amends, self-trade prevention, auctions, blocks, cash and capacity, listings, concessions,
 vouchers (registrations, applications and their steps, grants, the policy), and deliveries
-from obligation to metering, dispute, recall and settlement, and strips' cascades)."""
+from obligation to metering, dispute, recall and settlement, strips' cascades and bundles'
+draw-downs)."""
 
 REACHED_AT_EDGE = (
     "need placed",

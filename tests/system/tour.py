@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from cx.settings import Settings
 from tests.system.live import Prepare
 from tests.system.machine import (
+    BUNDLE,
     CASCADED,
     CPU0,
     END,
@@ -96,6 +97,14 @@ def _steps(m: ExchangeMachine, data: st.DataObject) -> list[Callable[[], None]]:
 
     return [
         lambda: m.cross([("p1", "b1", GZ0, 2, 2, 2), ("p2", "b2", YRD0, 1, 1, 2)]),
+        # A day's token bundle bought in its period is owed at once and drawn down by metering
+        # (the only obligation before midnight); its unused rest is refunded at 00:30.
+        lambda: m.cross([("p1", "b1", BUNDLE, 1, 1, 3)]),
+        when(
+            lambda: bool(m._metering_open()),
+            lambda: m.deliver(data, 2, "meter", None),
+            "draw a bundle down",
+        ),
         lambda: m.call_auction(GZ1, [("p2", False, 0, 2), ("b2", True, 4, 2)], False),
         lambda: m.place_order("b1", YRD0, True, 0, 3, {}, None, None),
         lambda: m.amend_down("b1", data, 1),
