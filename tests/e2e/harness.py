@@ -291,3 +291,13 @@ async def assert_stages_match_replay(
             await consumer.close()
         hashes[runner.name] = {p: runner.partition_hash(p) for p in range(partitions)}
     return hashes
+
+
+class LogClock:
+    """The log's clock: stands still until the test moves it."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms

@@ -19,6 +19,7 @@ from cx.ticker import tick_symbols
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from tests.e2e.harness import (
+    LogClock,
     RunningExchange,
     eventually,
     running_exchange,
@@ -33,16 +34,6 @@ GZ1 = "H100-80G.GZ.20271201T01"
 YRD0 = "H100-80G.YRD.20271201T00"
 HOUR = 3_600_000
 MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
-
-
-class LogClock:
-    """The log's clock: stands still until the test moves it."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
 
 
 async def _post(exchange: RunningExchange, account: str, path: str, body: Any, role: str) -> Any:

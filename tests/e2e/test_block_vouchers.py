@@ -23,7 +23,7 @@ from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from tests.e2e.grants import granted
-from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -35,16 +35,6 @@ HOUR = 3_600_000
 MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
 YEAR_2027 = (1_798_761_600_000, 1_830_297_600_000)
 ADMIN = "city-admin"
-
-
-class LogClock:
-    """The log's clock: stands still until the test moves it."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
 
 
 async def _post(

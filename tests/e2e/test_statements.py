@@ -31,7 +31,7 @@ from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement import projections as tables
 from settlement.documents import LINE_COLOUR
-from tests.e2e.harness import RunningExchange, running_exchange, settle
+from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -41,16 +41,6 @@ MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
 DECEMBER = (MIDNIGHT, to_utc_ms(datetime(2028, 1, 1, tzinfo=CHINA_STANDARD_TIME)))
 USCC = "91330106MA2B3C4D5D"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class LogClock:
-    """The log's clock: stands still until the test moves it."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
 
 
 async def _post(exchange: RunningExchange, account: str, role: str, path: str, body: Any) -> Any:

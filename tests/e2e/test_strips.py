@@ -20,7 +20,7 @@ from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement.audit import audit
 from settlement.service import SettlementRunner
-from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
+from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settings_for, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -29,16 +29,6 @@ FIRST = "H100-80G.GZ.20271206T00"
 FIFTH = "H100-80G.GZ.20271206T05"
 TRADING = to_utc_ms(datetime(2027, 11, 29, 10, tzinfo=CHINA_STANDARD_TIME))
 CASCADE = to_utc_ms(datetime(2027, 12, 4, tzinfo=CHINA_STANDARD_TIME))
-
-
-class LogClock:
-    """The log's clock: stands still until the test moves it."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
 
 
 async def _post(

@@ -22,8 +22,8 @@ from cx.settings import Settings
 from exchange.domain.catalogue import parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement.audit import audit_ledger
-from tests.e2e.harness import RunningExchange, running_exchange, settle
-from tests.e2e.test_statements import ROOT, USCC, LogClock
+from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settle
+from tests.e2e.test_statements import ROOT, USCC
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from pypdf import PdfReader
 from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
-from tests.e2e.harness import RunningExchange, running_exchange, settle
+from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +32,6 @@ MIDNIGHT = to_utc_ms(datetime(2027, 12, 1, tzinfo=CHINA_STANDARD_TIME))
 YEAR_2027 = (1_798_761_600_000, 1_830_297_600_000)
 USCC = "91520100MA6H7J8K9U"
 NAME = "贵阳小微算力科技有限公司"
-
-
-class LogClock:
-    """The log's clock: stands still until the test moves it."""
-
-    def __init__(self, now_ms: int) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
 
 
 async def _send(
