@@ -530,3 +530,39 @@ async def test_the_market_view_shows_strips_and_bundles_by_their_terms(
         await expect(page.get_by_test_id(f"hour-{month}")).to_contain_text("月资源包 2027-12")
         await _check_view(page, "market-terms", [])
     assert errors == []
+
+
+async def test_a_provider_draws_a_token_bundle_down_from_the_page(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """A month's Qwen bundle bought in its period is owed at once; the provider reports the
+    tokens used on the page (a bundle is metered in tokens, again and again), and the buyer's
+    deliveries show how much it has used."""
+    errors: list[str] = []
+    now = datetime(2027, 12, 10, 10, tzinfo=CST)
+    month = "TOK-QWEN.YRD.M202712"
+    settings = settings_for(tmp_path).model_copy(
+        update={"listings": "TOK-QWEN.YRD", "listing_days": 2, "term_days": 14}
+    )
+    async with running_exchange(settings, lambda: int(now.timestamp() * 1000)) as exchange:
+        provider_key = await exchange.key_for("idc-qwen", "provider")
+        buyer_key = await exchange.key_for("sme-qwen", "buyer")
+        async with ExchangeClient(exchange.base_url, provider_key) as provider:
+            await provider.deposit_cash(100_000)
+            await provider.deposit_capacity(month, 10)
+            await provider.place_order(month, "sell", 180, 10)
+        async with ExchangeClient(exchange.base_url, buyer_key) as buyer:
+            await buyer.deposit_cash(100_000)
+            await buyer.place_order(month, "buy", 180, 4)
+        await settle(exchange.runtime)
+        page = await _page(browser, exchange.base_url, provider_key, errors)
+        await page.get_by_test_id("nav-provider").click()
+        await page.get_by_test_id(f"meter-{month}").fill("1250000")
+        await page.get_by_test_id(f"report-{month}").click()
+        await expect(page.get_by_test_id("provider-result")).to_contain_text("已上报计量")
+        await expect(page.get_by_test_id("provider-deliveries")).to_contain_text("按用量扣减中")
+        buyer_page = await _page(browser, exchange.base_url, buyer_key, errors)
+        await buyer_page.get_by_test_id("nav-orders").click()
+        await expect(buyer_page.get_by_test_id("delivery")).to_contain_text("已用 1,250,000 tokens")
+        await _check_view(page, "provider-bundle", [f"meter-{month}", f"report-{month}"])
+    assert errors == []

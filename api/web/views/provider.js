@@ -66,10 +66,15 @@
     });
     const payout = obligations.reduce((sum, o) => sum + o.payout, 0);
     const bonds = deliveries.reduce((sum, d) => sum + (d.status === "settled" ? 0 : d.bond), 0);
+    // An hour is metered once, in units delivered; a token bundle again and again, in the
+    // tokens its holder used since the last report, each report paid at once.
     const meter = (d) => {
-      const input = el("input", { type: "number", min: "0", value: String(d.quantity), size: 4, "aria-label": t("provider.delivered") });
-      return el("span", {}, input, el("button", { type: "button", onclick: async () => {
-        try { await api("POST", "/v1/deliveries/metering", { symbol: d.symbol, buyer_id: d.buyer_id, delivered: Number(input.value) }); say(t("provider.metered"), true); } catch (error) { say(CX.problemText(error), false); }
+      const bundle = CX.isBundle(d.symbol);
+      const input = el("input", { type: "number", min: "0", value: bundle ? "0" : String(d.quantity), size: bundle ? 10 : 4,
+        "aria-label": t(bundle ? "provider.tokens-used" : "provider.delivered"), "data-testid": "meter-" + d.symbol });
+      return el("span", {}, input, el("button", { type: "button", "data-testid": "report-" + d.symbol, onclick: async () => {
+        const report = bundle ? { tokens: Number(input.value) } : { delivered: Number(input.value) };
+        try { await api("POST", "/v1/deliveries/metering", { symbol: d.symbol, buyer_id: d.buyer_id, ...report }); say(t("provider.metered"), true); } catch (error) { say(CX.problemText(error), false); }
         await refresh();
       } }, t("provider.report")));
     };
@@ -86,7 +91,7 @@
         el("thead", {}, el("tr", {}, ...["orders.contract", "provider.buyer", "orders.quantity", "provider.bond", "orders.delivery-status", ""].map((k) => el("th", { scope: "col" }, k ? t(k) : "")))),
         el("tbody", {}, ...deliveries.map((d) => el("tr", {}, el("td", {}, d.symbol), el("td", {}, d.buyer_id), el("td", {}, String(d.quantity)),
           el("td", {}, yuan(d.bond)), el("td", {}, t("delivery." + d.status, { defaultValue: d.status })),
-          el("td", {}, d.status === "owed" ? meter(d) : "", d.status === "owed" && d.symbol.includes("-INT.") ? recall(d) : "")))))));
+          el("td", {}, d.status === "owed" || d.status === "drawing" ? meter(d) : "", d.status === "owed" && d.symbol.includes("-INT.") ? recall(d) : "")))))));
   }
 
   async function render(root) {
