@@ -112,9 +112,11 @@ class Settings(BaseSettings):
     )
     """How many days beyond today the rolled families list: a month to plan on by default
     (docs/BENCHMARKS.md, "Listing horizon", says what it costs)."""
-    term_days: int = Field(default=0, ge=0, le=MAX_TERM_DAYS, validation_alias="CX_TERM_DAYS")
+    term_days: int = Field(
+        default=MAX_TERM_DAYS, ge=0, le=MAX_TERM_DAYS, validation_alias="CX_TERM_DAYS"
+    )
     """How many days ahead the rolled families' term contracts (weeks, nights and months of
-    capacity, week and month token bundles) list by their start; 0: none."""
+    capacity, week and month token bundles) list by their start (default three months; 0: none)."""
     operator_keys: SecretStr = Field(default=SecretStr(""), validation_alias="CX_OPERATOR_KEYS")
     """Secrets (comma-separated) the API signs operator commands with and the risk stage
     verifies them with; the first signs, all verify (keep a rotated-out key while commands it

@@ -314,11 +314,11 @@ def test_matching_partitions_get_their_own_families() -> None:
 def test_settings_list_the_families_named() -> None:
     settings = Settings(CX_LISTINGS="H100-80G.GZ, TOK-QWEN.YRD", CX_LISTING_DAYS=3)
 
-    assert settings.listing_rules() == [ListingRule(("H100-80G.GZ", "TOK-QWEN.YRD"), 3)]
+    assert settings.listing_rules() == [ListingRule(("H100-80G.GZ", "TOK-QWEN.YRD"), 3, 92)]
     assert settings.catalogue().rolled_families == ["H100-80G.GZ", "TOK-QWEN.YRD"]
     assert Settings().listing_rules() == []
-    # Unless told otherwise, hours list a month ahead and term contracts not at all.
-    assert Settings(CX_LISTINGS="CPU.GZ").listing_rules() == [ListingRule(("CPU.GZ",), 30, 0)]
+    # Unless told otherwise, hours list a month ahead and term contracts three months ahead.
+    assert Settings(CX_LISTINGS="CPU.GZ").listing_rules() == [ListingRule(("CPU.GZ",), 30, 92)]
     assert Settings().catalogue().symbols == default_catalogue().symbols
 
 
