@@ -120,7 +120,16 @@ const CX = (() => {
     return views.has(name) && allowed(views.get(name)) ? name : "market";
   }
 
-  async function show() {
+  // One view renders at a time: a show asked for while another renders (a key used while the
+  // page is still loading its first view) starts once that one is done, so two renders never
+  // fill the view together nor leave a refresh timer running behind the shown view.
+  let showing = Promise.resolve();
+  function show() {
+    showing = showing.then(showNow, showNow);
+    return showing;
+  }
+
+  async function showNow() {
     clearInterval(state.timer);
     const name = currentView();
     renderNav();

@@ -566,3 +566,16 @@ async def test_a_provider_draws_a_token_bundle_down_from_the_page(
         await expect(buyer_page.get_by_test_id("delivery")).to_contain_text("已用 1,250,000 tokens")
         await _check_view(page, "provider-bundle", [f"meter-{month}", f"report-{month}"])
     assert errors == []
+
+
+async def test_views_asked_for_together_render_once(tmp_path: Path, browser: Browser) -> None:
+    """A view shown while another still renders (a key entered while the page loads, found
+    by CI) waits for it: two renders interleaved filled the view twice, every control twice."""
+    errors: list[str] = []
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        page = await _page(browser, exchange.base_url, None, errors)
+        await expect(page.get_by_test_id("filter-max")).to_have_count(1)
+        await page.evaluate("Promise.all([CX.show(), CX.show(), CX.show()])")
+        await expect(page.get_by_test_id("filter-max")).to_have_count(1)
+        await expect(page.locator("#products")).to_have_count(1)
+    assert errors == []
