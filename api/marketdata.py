@@ -507,17 +507,25 @@ class MarketData:
         listed at the latest log time (its view made now); None for any other symbol."""
         view = self.views.get(symbol)
         if view is None and (
-            self.catalogue.listed(symbol, self.now_ms) is not None or symbol in self.operator_listed
+            self.catalogue.listed(symbol, self.listing_ms) is not None
+            or symbol in self.operator_listed
         ):
             view = self.views[symbol] = ContractView()
         return view
 
+    @property
+    def listing_ms(self) -> int:
+        """The time listings are read at: the latest log time, or the wall clock before the
+        log has any record (a new exchange lists today's hours, not those of 1970)."""
+        return self.now_ms or time.time_ns() // 1_000_000
+
     def listed(self) -> list[ContractSpec]:
         """Every contract listed at the latest log time, static, rolled and listed by
         operators, by symbol."""
-        listed = self.catalogue.listed_at(self.now_ms)
+        at = self.listing_ms
+        listed = self.catalogue.listed_at(at)
         extra = [parse_symbol(symbol) for symbol in self.operator_listed]
-        extra = [spec for spec in extra if self.catalogue.retires_at(spec) > self.now_ms]
+        extra = [spec for spec in extra if self.catalogue.retires_at(spec) > at]
         return sorted(listed + extra, key=lambda spec: spec.symbol)
 
     def per_std(self, symbol: str, price: int | None) -> int | None:

@@ -224,3 +224,16 @@ async def test_the_client_keeps_stalls_and_reads_sellers(tmp_path: Path) -> None
             with pytest.raises(NotFound):
                 await provider.delete_stall("gz-night")
             assert await provider.stalls() == []
+
+
+async def test_a_new_exchange_lists_todays_hours_before_any_record(tmp_path: Path) -> None:
+    """Before the log has a record, the catalogue is read at the wall clock: a fresh exchange
+    lists tomorrow's hours (it listed 1970's), and takes a deposit for one of them at once."""
+    async with running_exchange(settings_for(tmp_path, **LISTINGS)) as exchange:
+        listed = await _contracts(exchange)
+        assert INT_TOMORROW in listed, sorted(listed)[:5]
+        assert not [symbol for symbol in listed if ".1970" in symbol]
+        provider = await exchange.as_("p-fresh", "provider")
+        deposit = {"kind": "capacity", "symbol": INT_TOMORROW, "quantity": 1}
+        answer = await provider.post("/v1/accounts/p-fresh/deposits", json=deposit)
+        assert answer.status_code in (201, 202), answer.text
