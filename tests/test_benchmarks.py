@@ -42,7 +42,12 @@ def test_the_e2e_bench_measures_the_pipeline_against_both_raw_limits(
     assert figures["settled"] == 400
     for key in ("commands_per_s", "p50_ms", "p99_ms", "p999_ms", "raw_kafka_per_s", "ratio"):
         assert isinstance(figures[key], int | float), key
-    assert 0 < float(figures["ratio"]) < 1  # type: ignore[arg-type]
+    # Against the slower raw limit, both measured in the same run. Whether it stays under 1 is
+    # timing (another test process can slow the raw runs), which tests do not assert.
+    slower = min(float(figures[k]) for k in ("raw_kafka_per_s", "raw_postgres_commands_per_s"))  # type: ignore[arg-type]
+    ratio = float(figures["ratio"])  # type: ignore[arg-type]
+    assert ratio > 0
+    assert abs(ratio - float(figures["commands_per_s"]) / slower) <= 0.02 * ratio  # type: ignore[arg-type]
 
 
 @pytest.mark.postgres
