@@ -15,8 +15,10 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.keys import Role
 from cx.runtime import ExchangeRuntime
 from settlement import projections as tables
+from tests.e2e.harness import RunningExchange
 
 SYMBOLS = ("H100-80G.GZ.20271201T00", "A100-80G.NMG.20271201T01")
 BUYERS = ("rb-1", "rb-2", "rb-3")
@@ -78,6 +80,40 @@ class Load:
                 self.retries += 1
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.02)
+
+
+class Loaders:
+    """Every buyer and provider placing orders through `load` at once, each its own task."""
+
+    def __init__(self, load: Load, clients: dict[str, httpx.AsyncClient]) -> None:
+        self.load = load
+        self.tasks = [
+            asyncio.create_task(load.run(clients[a], a, "buy", n)) for n, a in enumerate(BUYERS)
+        ] + [
+            asyncio.create_task(load.run(clients[a], a, "sell", n)) for n, a in enumerate(PROVIDERS)
+        ]
+
+    async def answered(self, count: int) -> bool:
+        """Whether `count` orders are answered; a loader that failed fails the test now."""
+        for task in self.tasks:
+            if task.done():
+                task.result()
+        return self.load.answered() >= count
+
+    async def stop(self) -> None:
+        """Stop placing orders; fail if any loader failed."""
+        self.load.stop.set()
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, errors
+
+
+async def traders(exchange: RunningExchange) -> dict[str, httpx.AsyncClient]:
+    """A client for each buyer and provider of the load, funded (`fund`)."""
+    clients = {a: await exchange.as_(a, Role.BUYER) for a in BUYERS}
+    clients |= {a: await exchange.as_(a, Role.PROVIDER) for a in PROVIDERS}
+    await fund(clients)
+    return clients
 
 
 async def fund(clients: dict[str, httpx.AsyncClient]) -> None:

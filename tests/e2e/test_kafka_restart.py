@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from api.keys import Role
 from cx.runtime import ExchangeRuntime
 from exchange.domain.catalogue import default_catalogue
 from settlement.audit import audit
@@ -38,9 +37,10 @@ from tests.e2e.steady_load import (
     BUYERS,
     PROVIDERS,
     Load,
+    Loaders,
     balances_add_up,
     every_accepted_order_settled_once,
-    fund,
+    traders,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
@@ -69,25 +69,12 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
             )
             load = Load()
             async with running_exchange(settings) as exchange:
-                clients = {a: await exchange.as_(a, Role.BUYER) for a in BUYERS}
-                clients |= {a: await exchange.as_(a, Role.PROVIDER) for a in PROVIDERS}
-                await fund(clients)
-                tasks = [
-                    asyncio.create_task(load.run(clients[a], a, "buy", n))
-                    for n, a in enumerate(BUYERS)
-                ] + [
-                    asyncio.create_task(load.run(clients[a], a, "sell", n))
-                    for n, a in enumerate(PROVIDERS)
-                ]
+                clients = await traders(exchange)
+                loaders = Loaders(load, clients)
                 try:
-
-                    async def answered(count: int) -> bool:
-                        for task in tasks:
-                            if task.done():
-                                task.result()  # a failed loader fails the test now
-                        return load.answered() >= count
-
-                    await eventually(lambda: answered(BEFORE), "orders before the stop", 120)
+                    await eventually(
+                        lambda: loaders.answered(BEFORE), "orders before the stop", 120
+                    )
                     broker.stop()
                     away = asyncio.get_running_loop().time()
                     stopped_at = load.answered()
@@ -97,13 +84,12 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
                     broker.start()
                     back = asyncio.get_running_loop().time()
                     await eventually(
-                        lambda: answered(stopped_at + AFTER), "orders after the restart", 180
+                        lambda: loaders.answered(stopped_at + AFTER),
+                        "orders after the restart",
+                        180,
                     )
                 finally:
-                    load.stop.set()
-                    results = await asyncio.gather(*tasks, return_exceptions=True)
-                errors = [r for r in results if isinstance(r, BaseException)]
-                assert not errors, errors
+                    await loaders.stop()
 
                 await settle(exchange.runtime, timeout_s=180)
                 runtime = exchange.runtime

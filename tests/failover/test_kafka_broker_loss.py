@@ -26,7 +26,6 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: TID251
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType  # noqa: TID251
 
-from api.keys import Role
 from cx.runtime import ExchangeRuntime
 from exchange.domain.catalogue import default_catalogue
 from settlement.audit import audit
@@ -39,12 +38,11 @@ from tests.e2e.harness import (
     settle,
 )
 from tests.e2e.steady_load import (
-    BUYERS,
-    PROVIDERS,
     Load,
+    Loaders,
     balances_add_up,
     every_accepted_order_settled_once,
-    fund,
+    traders,
 )
 from tests.failover.conftest import Cluster
 
@@ -115,24 +113,10 @@ async def test_a_broker_lost_for_good_loses_and_repeats_nothing(
                 ), topic
             assert set(described["min_isr"].values()) == {"2"}, described["min_isr"]
 
-            clients = {a: await exchange.as_(a, Role.BUYER) for a in BUYERS}
-            clients |= {a: await exchange.as_(a, Role.PROVIDER) for a in PROVIDERS}
-            await fund(clients)
-            tasks = [
-                asyncio.create_task(load.run(clients[a], a, "buy", n)) for n, a in enumerate(BUYERS)
-            ] + [
-                asyncio.create_task(load.run(clients[a], a, "sell", n))
-                for n, a in enumerate(PROVIDERS)
-            ]
+            clients = await traders(exchange)
+            loaders = Loaders(load, clients)
             try:
-
-                async def answered(count: int) -> bool:
-                    for task in tasks:
-                        if task.done():
-                            task.result()  # a failed loader fails the test now
-                    return load.answered() >= count
-
-                await eventually(lambda: answered(BEFORE), "orders before the kill", 120)
+                await eventually(lambda: loaders.answered(BEFORE), "orders before the kill", 120)
                 victim = _leaders(
                     await _describe(cluster.kafka, settings.topic_prefix)
                 ).most_common(1)[0][0]
@@ -140,7 +124,7 @@ async def test_a_broker_lost_for_good_loses_and_repeats_nothing(
                 killed_at = loop.time()
                 at_kill = load.answered()
                 await eventually(
-                    lambda: answered(at_kill + DURING), "orders on the two nodes left", 180
+                    lambda: loaders.answered(at_kill + DURING), "orders on the two nodes left", 180
                 )
                 on_two_s = loop.time() - killed_at
 
@@ -157,13 +141,10 @@ async def test_a_broker_lost_for_good_loses_and_repeats_nothing(
                 caught_up_s = loop.time() - replace_started
                 at_catch_up = load.answered()
                 await eventually(
-                    lambda: answered(at_catch_up + AFTER), "orders with the new node", 180
+                    lambda: loaders.answered(at_catch_up + AFTER), "orders with the new node", 180
                 )
             finally:
-                load.stop.set()
-                results = await asyncio.gather(*tasks, return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            assert not errors, errors
+                await loaders.stop()
 
             await settle(exchange.runtime, timeout_s=180)
             runtime = exchange.runtime

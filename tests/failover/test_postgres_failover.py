@@ -27,18 +27,16 @@ from pathlib import Path
 
 import pytest
 
-from api.keys import Role
 from cx.runtime import ExchangeRuntime
 from settlement.store import StoredEvent
 from tests.conftest import fresh_database
 from tests.e2e.harness import eventually, running_exchange, settings_for, settle
 from tests.e2e.steady_load import (
-    BUYERS,
-    PROVIDERS,
     Load,
+    Loaders,
     balances_add_up,
     every_accepted_order_settled_once,
-    fund,
+    traders,
 )
 from tests.failover.conftest import ROOT, Cluster
 
@@ -101,24 +99,10 @@ async def test_the_primary_lost_the_standby_takes_over_losing_nothing(
         load = Load()
         async with running_exchange(settings) as exchange:
             runtime = exchange.runtime
-            clients = {a: await exchange.as_(a, Role.BUYER) for a in BUYERS}
-            clients |= {a: await exchange.as_(a, Role.PROVIDER) for a in PROVIDERS}
-            await fund(clients)
-            tasks = [
-                asyncio.create_task(load.run(clients[a], a, "buy", n)) for n, a in enumerate(BUYERS)
-            ] + [
-                asyncio.create_task(load.run(clients[a], a, "sell", n))
-                for n, a in enumerate(PROVIDERS)
-            ]
+            clients = await traders(exchange)
+            loaders = Loaders(load, clients)
             try:
-
-                async def answered(count: int) -> bool:
-                    for task in tasks:
-                        if task.done():
-                            task.result()  # a failed loader fails the test now
-                    return load.answered() >= count
-
-                await eventually(lambda: answered(BEFORE), "orders before the kill", 120)
+                await eventually(lambda: loaders.answered(BEFORE), "orders before the kill", 120)
                 committed = await _all_events(runtime)
                 settled_before = await _settled_offsets(runtime)
                 cluster.services("pg-node", "kill", "node1")
@@ -138,13 +122,10 @@ async def test_the_primary_lost_the_standby_takes_over_losing_nothing(
                 resumed_s = loop.time() - killed_at
                 at_resume = load.answered()
                 await eventually(
-                    lambda: answered(at_resume + AFTER), "orders after the failover", 180
+                    lambda: loaders.answered(at_resume + AFTER), "orders after the failover", 180
                 )
             finally:
-                load.stop.set()
-                results = await asyncio.gather(*tasks, return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            assert not errors, errors
+                await loaders.stop()
 
             await settle(runtime, timeout_s=180)
             after = await _all_events(runtime)
