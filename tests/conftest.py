@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -19,14 +20,18 @@ from settlement.scratch import scratch_database
 from tests.e2e.harness import settings_for
 
 
+def missing(message: str) -> NoReturn:
+    """A service a test needs is not there: fail under CI, skip by hand."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _require(variable: str, what: str) -> str:
     value = os.environ.get(variable, "").strip()
     if value:
         return value
-    message = f"{what} is required: set {variable} (make test starts one and sets it)"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(f"{what} is required: set {variable} (make test starts one and sets it)")
 
 
 @pytest.fixture(scope="session")

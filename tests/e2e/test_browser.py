@@ -23,6 +23,7 @@ from cx_client import ExchangeClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from exchange.domain.catalogue import CHINA_STANDARD_TIME as CST
+from tests.conftest import missing
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 from tests.e2e.test_day_ahead_api import (
     BEFORE_GATE_MS,
@@ -63,16 +64,12 @@ YRD0, YRD1 = "H100-80G.YRD.20271201T00", "H100-80G.YRD.20271201T01"
 NMG0 = "A100-80G.NMG.20271201T00"
 USCC = "91330106MA2B3C4D5D"
 TIMEOUT_MS = 15_000
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _required(path: Path, how: str) -> Path:
-    if path.exists():
-        return path
-    message = f"{path} is required ({how})"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    if not path.exists():
+        missing(f"{path} is required ({how})")
+    return path
 
 
 @pytest.fixture(scope="module")

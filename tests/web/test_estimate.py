@@ -5,13 +5,14 @@ planner would give, each against figures worked out by hand (docs/ESTIMATES.md).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import missing
 
 ESTIMATE = Path(__file__).resolve().parents[2] / "api" / "web" / "estimate.js"
 H100 = {"code": "H100-80G", "name": "NVIDIA H100 SXM5 80 GB", "dense_tflops": "989.4"}
@@ -26,10 +27,7 @@ FINETUNE_7B = {"kind": "finetune", "paramsBillions": 7, "tokensBillions": 0.1}
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
-        message = "Node.js is required (make web needs it too)"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("Node.js is required (make web needs it too)")
     return node
 
 
