@@ -262,24 +262,11 @@ class DeliveryDesk:
                     now - then for now, then in zip(cumulative, shares, strict=True)
                 )
                 shares = cumulative
-                buyer_id = holders[holder][0]
+                key = (symbol, provider_id, holders[holder][0])
                 obligation = Obligation(quantity, amount, bond, fee, window_ends)
-                self.obligations[(symbol, provider_id, buyer_id)] = obligation
-                heapq.heappush(self._due, (window_ends, symbol, provider_id, buyer_id))
-                events.append(
-                    DeliveryObligation(
-                        event_id=stamp.next_id(),
-                        ts=stamp.ts,
-                        symbol=symbol,
-                        provider_id=provider_id,
-                        buyer_id=buyer_id,
-                        quantity=quantity,
-                        amount=amount,
-                        bond=bond,
-                        fee=fee,
-                        window_ends=window_ends,
-                    )
-                )
+                self.obligations[key] = obligation
+                heapq.heappush(self._due, (window_ends, *key))
+                events.append(_obligation(key, obligation, quantity, amount, bond, fee, stamp))
                 left -= quantity
                 if not left:
                     holder += 1
@@ -606,19 +593,7 @@ class DeliveryDesk:
         obligation.amount += amount
         obligation.bond += bond
         obligation.fee += fee
-        symbol, provider_id, buyer_id = key
-        return DeliveryObligation(
-            event_id=stamp.next_id(),
-            ts=stamp.ts,
-            symbol=symbol,
-            provider_id=provider_id,
-            buyer_id=buyer_id,
-            quantity=quantity,
-            amount=amount,
-            bond=bond,
-            fee=fee,
-            window_ends=obligation.window_ends,
-        )
+        return _obligation(key, obligation, quantity, amount, bond, fee, stamp)
 
     def _draw_down(self, request: DeliveryRequested, stamp: EventStamp) -> Event:
         """A provider's metering of a bundle: `delivered` tokens more used, paid at once."""
@@ -929,6 +904,32 @@ def _exceeds(
         RejectReason.METERING_EXCEEDS_OBLIGATION,
         f"{request.delivered} units delivered is more than the {obligation.quantity} "
         f"{request.provider_id} sold to {request.buyer_id} in {request.symbol}",
+    )
+
+
+def _obligation(
+    key: ObligationKey,
+    obligation: Obligation,
+    quantity: int,
+    amount: int,
+    bond: int,
+    fee: int,
+    stamp: EventStamp,
+) -> DeliveryObligation:
+    """The event of units (and their escrow, bond and fee) an obligation owes: all of it at an
+    hour's allocation, what a bundle's trade adds to it in its period."""
+    symbol, provider_id, buyer_id = key
+    return DeliveryObligation(
+        event_id=stamp.next_id(),
+        ts=stamp.ts,
+        symbol=symbol,
+        provider_id=provider_id,
+        buyer_id=buyer_id,
+        quantity=quantity,
+        amount=amount,
+        bond=bond,
+        fee=fee,
+        window_ends=obligation.window_ends,
     )
 
 
