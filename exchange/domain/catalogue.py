@@ -484,7 +484,8 @@ class Catalogue:
                 raise ValueError(
                     f"{family}'s strips need its hours listed more than the gate closure "
                     f"({gate // 60_000} minutes) ahead: with {self._days_ahead[family]} days "
-                    "ahead the first hours of each day never list; list a day ahead or more"
+                    "ahead the first hours of each day never list; list a day ahead or more "
+                    "(CX_LISTING_DAYS), or no term contracts (CX_TERM_DAYS=0)"
                 )
 
     def get(self, symbol: str) -> ContractSpec | None:
