@@ -139,7 +139,10 @@ class _Vouchers:
         approval (risk saw them first, on other partitions): judged at the event, it would be
         measured against a rate or a grant not yet read."""
         found = []
+        # Per (programme, account): the position and amount of each of its reservations.
+        made: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
         for order, programme, position in self.reservations:
+            made[(programme, order.account_id)].append((position, order.voucher_reserved))
             units = order.quantity
             if isinstance(order, BlockAccepted):
                 units *= len(order.symbols)
@@ -162,19 +165,10 @@ class _Vouchers:
             granted = self.grants.get((programme, account), 0)
             # An order reserving more than the whole grant was overdrawn however the
             # partitions interleave; beyond that, what is left of the grant at the end.
-            beyond = [
-                position
-                for order, reserved_from, position in self.reservations
-                if reserved_from == programme
-                and order.account_id == account
-                and order.voucher_reserved > granted
-            ]
+            reservations = made[(programme, account)]
+            beyond = [position for position, reserved in reservations if reserved > granted]
             if beyond or ledger.get(f"grant:{programme}:{account}", 0) < 0:
-                positions = beyond or [
-                    position
-                    for order, reserved_from, position in self.reservations
-                    if reserved_from == programme and order.account_id == account
-                ]
+                positions = beyond or [position for position, _ in reservations]
                 found.append(
                     Discrepancy(
                         "voucher-overdrawn",
