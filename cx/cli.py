@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run every stage and the API in one process")
     run = commands.add_parser("run", help="run one stage (scale out by running several)")
     run.add_argument("stage", choices=STAGES)
+    run.add_argument(
+        "--shard",
+        type=int,
+        help="settlement: settle only this shard (0 the home database; CX_SETTLEMENT_SHARDS "
+        "names the others); default: every shard",
+    )
     commands.add_parser(
         "init",
         help="create the topics and migrate the database to this release's schema, then exit",
@@ -77,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--verify", action="store_true", help="check the hashes the live system recorded"
     )
+    replay.add_argument(
+        "--shard",
+        type=int,
+        help="replay only this settlement shard's history (default: every shard's, merged)",
+    )
     audit = commands.add_parser(
         "audit", help="check the whole history from the event store; exit 1 on a discrepancy"
     )
@@ -96,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
         "(YYYY-MM-DDTHH:MM, CST)",
     )
     audit.add_argument("--json", action="store_true", help="print JSON")
+    audit.add_argument(
+        "--shard",
+        type=int,
+        help="audit only this settlement shard (default: each shard, then all of them merged)",
+    )
     exported = commands.add_parser(
         "history", help="export stored events as JSON lines or CSV, filtered"
     )
@@ -359,7 +375,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from cx.node import serve
 
         stage: Stage = args.stage
-        asyncio.run(serve(settings, (stage,), quiet_gc=True))
+        if args.shard is not None and stage != "settlement":
+            raise UsageError("--shard chooses a settlement shard: cx run settlement --shard K")
+        asyncio.run(serve(settings, (stage,), quiet_gc=True, shard=args.shard))
     elif args.command == "init":
         asyncio.run(_init(settings))
     elif args.command == "projections":
@@ -370,7 +388,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _log_time(args.until, "--until")
         return asyncio.run(
             history.run_replay(
-                settings, args.until, args.contract, args.account, args.json, args.verify
+                settings,
+                args.until,
+                args.contract,
+                args.account,
+                args.json,
+                args.verify,
+                shard=args.shard,
             )
         )
     elif args.command == "keys":
@@ -385,7 +409,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     "auction's time, YYYY-MM-DDTHH:MM)"
                 )
             return asyncio.run(history.run_auction_audit(settings, args.date, args.json))
-        return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
+        return asyncio.run(
+            history.run_audit(settings, args.json, scope=args.scope, shard=args.shard)
+        )
     elif args.command == "deadletters":
         if args.deadletters_command == "set-aside":
             return asyncio.run(_set_aside(settings, args.source, args.reason))
@@ -724,13 +750,18 @@ async def _rebuild_projections(settings: Settings) -> int:
             raise UsageError(
                 f"an exchange is running on {settings.data_dir}: stop it, then rebuild"
             ) from None
-    store = _open_store(settings)
-    try:
-        await _migrate(store)
-        folded = await projections.rebuild(store, settings.catalogue())
-    finally:
-        await store.close()
-    print(f"rebuilt the projection tables from {folded} events")
+    from settlement.sql_store import open_event_store
+
+    # Each settlement shard's tables from its own events.
+    for shard, url in enumerate(settings.shard_urls()):
+        store = open_event_store(url)
+        try:
+            await _migrate(store)
+            folded = await projections.rebuild(store, settings.catalogue())
+        finally:
+            await store.close()
+        where = "" if len(settings.shard_urls()) == 1 else f" of settlement shard {shard}"
+        print(f"rebuilt the projection tables{where} from {folded} events")
     return 0
 
 

@@ -89,6 +89,7 @@ def replay_document(
         "ts": state.ts,
         "events": state.applied,
         "state_hash": state.state_hash(),
+        "history_hash": state.history_hash(),
         "books": books,
         "accounts": listed,
         **_voucher_budgets(state, account),
