@@ -227,6 +227,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--rate", type=int, default=200, help="e2e: offered load below saturation")
     bench.add_argument("--matching-processes", type=int, default=1, help="e2e: matching processes")
+    bench.add_argument(
+        "--shards",
+        type=int,
+        help="e2e: settle one family-spread history into 1 and into this many settlement "
+        "shards, one line each (shards after the first on the servers CX_SETTLEMENT_SHARDS "
+        "names; default 4,000 commands)",
+    )
     bench.add_argument("--clients", type=int, default=8, help="api: concurrent clients")
     bench.add_argument("--seconds", type=float, default=10.0, help="api: seconds of load")
     bench.add_argument("--subscribers", type=int, default=1000, help="fanout: subscribers")
@@ -903,7 +910,23 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        if args.name == "e2e":
+        if args.name == "e2e" and args.shards is not None:
+            from cx.bench import run_shards
+
+            if args.shards < 1:
+                raise UsageError("--shards must be at least 1")
+            try:
+                line = run_shards(
+                    settings.kafka_bootstrap_servers,
+                    settings.database_url,
+                    settings.settlement_shards.split(),
+                    args.commands or 4_000,
+                    args.shards,
+                )
+            except ValueError as error:
+                print(f"cx bench e2e: {error}", file=sys.stderr)
+                return 2
+        elif args.name == "e2e":
             from cx.bench import run as run_e2e_bench
 
             line = run_e2e_bench(

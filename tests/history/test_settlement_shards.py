@@ -34,10 +34,9 @@ from settlement.service import SettlementRunner
 from settlement.shards import MergedView, partitions_of, shard_of, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 from tests.conftest import fresh_database, missing
-from tests.e2e.harness import running_exchange, settings_for, settle
+from tests.e2e.harness import free_port, running_exchange, settings_for, settle
 from tests.e2e.private_postgres import BIN, private_postgres
 
-SECOND_SERVER_PORT = 55632
 YRD = "H100-80G.YRD.20271201T00"
 """Family H100-80G.YRD: events partition 0 of 3, settlement shard 0 of 2."""
 GZ = "H100-80G.GZ.20271201T00"
@@ -67,12 +66,12 @@ def test_more_shards_than_partitions_are_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def second_server() -> Iterator[str]:
-    """A PostgreSQL server of the test's own on port 55632: the second shard's."""
+    """A PostgreSQL server of the test's own, on a free port: the second shard's."""
     if not (BIN / "initdb").exists():
         missing(f"PostgreSQL server binaries (initdb, pg_ctl) are required in {BIN}")
     if shutil.which("runuser") is None:
         missing("runuser is required to start a PostgreSQL server of the test's own")
-    with private_postgres(SECOND_SERVER_PORT) as cluster:
+    with private_postgres(free_port()) as cluster:
         yield cluster.url
 
 
