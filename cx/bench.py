@@ -324,6 +324,14 @@ def _family_spread_orders(count: int, seed: int, topics: Topics, shards: int) ->
     return orders
 
 
+def _machine_busy() -> tuple[float, float]:
+    """The machine's busy and total CPU seconds since boot (all cores), from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def _cx_run(arguments: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A `cx run` process of its own."""
     return subprocess.Popen(
@@ -345,17 +353,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _backend_pids(dsn: str) -> list[int]:
-    """The PostgreSQL server processes serving connections to the database `dsn` names."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        rows = await connection.fetch(
-            "select pid from pg_stat_activity where datname = current_database() "
-            "and pid <> pg_backend_pid()"
-        )
-    finally:
-        await connection.close()
-    return [row["pid"] for row in rows]
+async def _backends_cpu(connection: asyncpg.Connection) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL server process serving the connection's database (but
+    the connection's own)."""
+    rows = await connection.fetch(
+        "select pid from pg_stat_activity where datname = current_database() "
+        "and pid <> pg_backend_pid()"
+    )
+    return {row["pid"]: _cpu_seconds(row["pid"]) for row in rows}
 
 
 async def _events_end(kafka: str, topics: Topics) -> dict[int, int]:
@@ -372,19 +377,17 @@ async def _events_end(kafka: str, topics: Topics) -> dict[int, int]:
         await log.close()
 
 
-async def _settled_offsets(dsns: list[str]) -> dict[int, int]:
-    """Settlement's stored next offsets per events partition, over the shards' databases."""
-    offsets: dict[int, int] = {}
-    for dsn in dsns:
-        connection = await asyncpg.connect(dsn)
-        try:
-            rows = await connection.fetch(
-                "select partition, next_offset from consumer_offsets where consumer = 'settlement'"
+async def _settled_offsets(connections: list[asyncpg.Connection]) -> int:
+    """Events settled so far: settlement's stored next offsets over the shards' databases."""
+    total = 0
+    for connection in connections:
+        total += int(
+            await connection.fetchval(
+                "select coalesce(sum(next_offset), 0) from consumer_offsets "
+                "where consumer = 'settlement'"
             )
-        finally:
-            await connection.close()
-        offsets.update((row["partition"], row["next_offset"]) for row in rows)
-    return offsets
+        )
+    return total
 
 
 async def _settle_shards(
@@ -406,29 +409,46 @@ async def _settle_shards(
         "CX_COMMAND_PARTITIONS": str(PARTITIONS),
         "CX_MARKET_PARTITIONS": str(PARTITIONS),
     }
-    dsns = [dsn for _, dsn in stores]
     processes = [_cx_run(["settlement", "--shard", str(k)], env) for k in range(len(stores))]
+    connections = [await asyncpg.connect(dsn) for _, dsn in stores]
     total = sum(ends.values())
     try:
-        started: float | None = None
+        # Measured from the first batch stored to the last, CPU too: start-up (imports,
+        # schema checks, joining the log) is the same for one shard or many.
+        first: tuple[float, int, list[float], dict[int, float], tuple[float, float]] | None = None
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            settled = await _settled_offsets(dsns)
-            done = sum(settled.values())
-            if started is None and done:
-                # Counted from the first batch stored: start-up (imports, schema checks,
-                # joining the log) is the same for one shard or many.
-                started, first = time.monotonic(), done
+            done = await _settled_offsets(connections)
+            if first is None and done:
+                cpu = [_cpu_seconds(process.pid) for process in processes]
+                backends: dict[int, float] = {}
+                for connection in connections:
+                    backends |= await _backends_cpu(connection)
+                first = (time.monotonic(), done, cpu, backends, _machine_busy())
             if done >= total:
                 break
             await asyncio.sleep(SHARD_POLL_S)
         else:
             raise TimeoutError(f"settlement did not reach the end of {prefix}.events")
-        seconds = time.monotonic() - started if started is not None else 0.0
-        backends = [pid for dsn in dsns for pid in await _backend_pids(dsn)]
-        settlement_cpu = [_cpu_seconds(process.pid) for process in processes]
-        database_cpu = sum(_cpu_seconds(pid) for pid in backends)
+        if first is None:
+            raise RuntimeError("nothing was settled")
+        started, settled_first, cpu_first, backends_first, machine_first = first
+        seconds = time.monotonic() - started
+        machine_last = _machine_busy()
+        busy = (machine_last[0] - machine_first[0]) / (machine_last[1] - machine_first[1])
+        settlement_cpu = [
+            _cpu_seconds(process.pid) - before
+            for process, before in zip(processes, cpu_first, strict=True)
+        ]
+        backends_last: dict[int, float] = {}
+        for connection in connections:
+            backends_last |= await _backends_cpu(connection)
+        database_cpu = sum(
+            used - backends_first.get(pid, 0.0) for pid, used in backends_last.items()
+        )
     finally:
+        for connection in connections:
+            await connection.close()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -436,14 +456,15 @@ async def _settle_shards(
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-    measured = total - first
+    measured = total - settled_first
     return {
         "seconds": seconds,
         "events": total,
+        "measured_events": measured,
         "events_per_s": measured / seconds if seconds else 0.0,
-        "commands_per_s": commands * measured / total / seconds if seconds else 0.0,
         "settlement_cpu_s": settlement_cpu,
         "database_cpu_s": database_cpu,
+        "machine_busy": busy,
     }
 
 
@@ -499,13 +520,19 @@ async def bench_shards(
                 await producer.send(topics.commands, partition, encode(order))
             await producer.flush()
             await producer.close()
-            # The history is whole when the events topic stops growing.
+            # The history is whole when every command has an outcome (each has at least
+            # one event) and the events topic has stopped growing.
+            sent = len(orders) + ACCOUNTS * (1 + len(default_catalogue().symbols))
             ends, still = await _events_end(kafka, topics), 0
-            while still < 3:
+            deadline = time.monotonic() + 900
+            while still < 3 and time.monotonic() < deadline:
                 await asyncio.sleep(1.0)
                 now = await _events_end(kafka, topics)
-                still = still + 1 if now == ends else 0
+                grown = now != ends or sum(now.values()) < sent
+                still = 0 if grown else still + 1
                 ends = now
+            if still < 3:
+                raise TimeoutError("risk and matching did not bring every command's outcome")
         finally:
             for process in producing:
                 process.terminate()
@@ -523,7 +550,10 @@ async def bench_shards(
                     await store.initialise(upgrade_to_head)
                     await store.close()
                 measured = await _settle_shards(kafka, prefix, topics, commands, stores, ends)
-            settled_commands = commands + ACCOUNTS * (1 + len(default_catalogue().symbols))
+            # Commands settled in the measured window: its share of the events.
+            deposits = ACCOUNTS * (1 + len(default_catalogue().symbols))
+            per_event = (commands + deposits) / measured["events"]
+            settled_commands = measured["measured_events"] * per_event
             cpu = sum(measured["settlement_cpu_s"]) + measured["database_cpu_s"]
             figures.append(
                 {
@@ -533,7 +563,8 @@ async def bench_shards(
                     "commands": commands,
                     "events": measured["events"],
                     "seconds": round(measured["seconds"], 2),
-                    "commands_per_s": round(measured["commands_per_s"]),
+                    "measured_events": measured["measured_events"],
+                    "commands_per_s": round(measured["events_per_s"] * per_event),
                     "settled_events_per_s": round(measured["events_per_s"]),
                     "cpu_ms_per_command": round(cpu * 1000 / settled_commands, 3),
                     "settlement_cpu_ms_per_command": [
@@ -543,6 +574,7 @@ async def bench_shards(
                         measured["database_cpu_s"] * 1000 / settled_commands, 3
                     ),
                     "cores": os.cpu_count(),
+                    "machine_busy": round(measured["machine_busy"], 2),
                 }
             )
     return figures
