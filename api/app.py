@@ -128,6 +128,7 @@ def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
         runtime.store,
         settings.stall_seconds,
         folded=lambda: market.positions,
+        shards=runtime.shards,
     )
     app.state.api = ApiState(
         runtime=runtime,

@@ -819,9 +819,15 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
     topics = Topics.named(
         settings.topic_prefix, settings.command_partitions, settings.market_partitions
     )
-    monitor = StatusMonitor(offsets, topics, store, observe or settings.stall_seconds, cache_s=0.0)
+    from settlement.sql_store import open_event_store
+
+    shards = [store, *(open_event_store(url) for url in settings.shard_urls()[1:])]
+    monitor = StatusMonitor(
+        offsets, topics, store, observe or settings.stall_seconds, cache_s=0.0, shards=shards
+    )
     try:
-        await _migrate(store)
+        for shard in shards:
+            await _migrate(shard)
         status = await monitor.status()
         if observe:
             await asyncio.sleep(observe)
@@ -830,7 +836,8 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
         await monitor.close()
         if command_log is not None:
             await command_log.close()
-        await store.close()
+        for shard in shards:
+            await shard.close()
     if as_json:
         print(json.dumps(dataclasses.asdict(status), indent=2))
     else:

@@ -28,6 +28,7 @@ from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME
 from exchange.log import TopicPartition
 from settlement.audit import audit, audit_shard, audit_shards
+from settlement.pipeline_status import LogOffsets, StatusMonitor
 from settlement.projections import cash_balances
 from settlement.replay import replay
 from settlement.service import SettlementRunner
@@ -296,6 +297,14 @@ async def _check_api(settings: Settings) -> None:
         assert expected is not None
         assert response.json()["cash"] == expected["cash"]
         assert response.json()["cash"]["available"] > 0
+        # Status reads each partition's settled offset from its own shard: nothing lags.
+        monitor = StatusMonitor(
+            LogOffsets(runtime.log), runtime.topics, runtime.store, 30.0, shards=runtime.shards
+        )
+        settled = [p for p in (await monitor.status()).partitions if p.stage == "settlement"]
+        assert len(settled) == runtime.topics.market_partitions
+        assert all(p.offset == p.end_offset > 0 and p.lag == 0 for p in settled), settled
+        await monitor.close()
     finally:
         await runtime.close()
 
