@@ -62,6 +62,23 @@ def _parser() -> argparse.ArgumentParser:
         "init",
         help="create the topics and migrate the database to this release's schema, then exit",
     )
+    shards = commands.add_parser(
+        "shards", help="settlement shards: which partitions and families each settles"
+    )
+    shard_commands = shards.add_subparsers(dest="shards_command", required=True)
+    shard_commands.add_parser("list", help="each shard's partitions, families and events")
+    move = shard_commands.add_parser(
+        "move",
+        help="move partitions (and their families) to the shards of a new CX_SETTLEMENT_SHARDS "
+        "(offline: settlement must not be running; run it again if it was cut short)",
+    )
+    move.add_argument(
+        "--to",
+        required=True,
+        metavar="URLS",
+        help="the new CX_SETTLEMENT_SHARDS: space-separated database URLs of the shards after "
+        "the home shard ('' for the home shard alone)",
+    )
     projections = commands.add_parser(
         "projections", help="the tables settlement projects from the events"
     )
@@ -389,6 +406,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(_init(settings))
     elif args.command == "projections":
         return asyncio.run(_rebuild_projections(settings))
+    elif args.command == "shards":
+        from cx import shards as shard_commands
+
+        if args.shards_command == "move":
+            _refuse_beside_embedded_exchange(settings, "move partitions")
+            return asyncio.run(shard_commands.move(settings, args.to.split()))
+        return asyncio.run(shard_commands.show(settings))
     elif args.command == "replay":
         from cx import history
 
@@ -743,22 +767,34 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.close()
 
 
-async def _rebuild_projections(settings: Settings) -> int:
-    """Rebuild every projection table from the events: run with settlement stopped."""
+def _refuse_beside_embedded_exchange(settings: Settings, what: str) -> None:
+    asyncio.run(_refuse_beside_embedded(settings, what))
+
+
+async def _refuse_beside_embedded(settings: Settings, what: str) -> None:
+    """The embedded exchange holds its log's lock while it runs: refuse to change its store
+    beside it."""
     from exchange.adapters.inprocess_log import InProcessLog
     from exchange.log import LogError
-    from settlement import projections
 
-    if not settings.kafka_bootstrap_servers:
-        # The embedded exchange holds its log's lock while it runs: refuse beside it.
-        try:
-            await InProcessLog(settings.data_dir / "log").close()
-        except LogError:
-            raise UsageError(
-                f"an exchange is running on {settings.data_dir}: stop it, then rebuild"
-            ) from None
+    if settings.kafka_bootstrap_servers:
+        return
+    try:
+        await InProcessLog(settings.data_dir / "log").close()
+    except LogError:
+        raise UsageError(
+            f"an exchange is running on {settings.data_dir}: stop it, then {what}"
+        ) from None
+
+
+async def _rebuild_projections(settings: Settings) -> int:
+    """Rebuild every projection table from the events: run with settlement stopped."""
+    from settlement import projections
     from settlement.sql_store import open_event_store
 
+    await _refuse_beside_embedded(settings, "rebuild")
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Each settlement shard's tables from its own events.
     for shard, url in enumerate(settings.shard_urls()):
         store = open_event_store(url)

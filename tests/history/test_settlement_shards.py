@@ -23,6 +23,7 @@ from api.keys import Role, create_key
 from api.marketdata import MarketData
 from api.sql import ShardedLedger, SqlLedger
 from cx import history
+from cx import shards as shards_command
 from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME
@@ -109,6 +110,7 @@ async def test_two_shards_on_two_servers_answer_as_one(
             await _check_audits(single, shards, sharded)
             await _check_replays(single, shards, sharded)
             await _check_api(sharded)
+            await _check_moves(single, sharded, other_url)
         finally:
             for store in (single, *shards):
                 await store.close()
@@ -307,6 +309,49 @@ async def _check_api(settings: Settings) -> None:
         await monitor.close()
     finally:
         await runtime.close()
+
+
+async def _check_moves(single: SqlEventStore, sharded: Settings, other_url: str) -> None:
+    """`cx shards move` to the home shard alone, then back to two shards: each time the
+    merged history's hash is unchanged, the audits are clean and the views are one store's."""
+    catalogue = sharded.catalogue()
+    expected = (await audit(single, catalogue)).history_hash
+    home_only = sharded.model_copy(update={"settlement_shards": ""})
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert await shards_command.move(sharded, []) == 0
+        assert await shards_command.show(home_only) == 0
+    text = out.getvalue()
+    assert "partition 1: " in text
+    assert "from shard 1 to shard 0" in text
+    assert f"history hash after:  {expected}" in text
+    assert "shard 0 (home" in text
+    assert "H100-80G.GZ" in text
+    home = open_event_store(sharded.event_store_url())
+    other = open_event_store(other_url)
+    try:
+        async with other.view() as view:
+            assert view.position == 0 or (await view.read_all(0, 1)) == []
+        report = await audit(home, catalogue)
+        assert report.discrepancies == []
+        assert report.history_hash == expected
+        await _check_views_agree(SqlLedger(single.engine), [home])
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert await shards_command.move(home_only, [other_url]) == 0
+        assert "from shard 0 to shard 1" in out.getvalue()
+        each, whole = await audit_shards([home, other], catalogue)
+        assert [r.discrepancies for r in (*each, whole)] == [[], [], []]
+        assert whole.history_hash == expected
+        await _check_views_agree(SqlLedger(single.engine), [home, other])
+        # Run again, a move finds nothing to do.
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert await shards_command.move(sharded, [other_url]) == 0
+        assert "no partition changes shard" in out.getvalue()
+    finally:
+        await home.close()
+        await other.close()
 
 
 def _client(app: Any, key: str) -> httpx.AsyncClient:
