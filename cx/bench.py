@@ -390,6 +390,11 @@ async def _settled_offsets(connections: list[asyncpg.Connection]) -> int:
     return total
 
 
+_Sample = tuple[float, int, list[float], dict[int, float], tuple[float, float]]
+"""When, how many events settled, each settlement process's CPU, each database server
+process's CPU, and the machine's busy and total CPU."""
+
+
 async def _settle_shards(
     kafka: str,
     prefix: str,
@@ -409,17 +414,19 @@ async def _settle_shards(
         "CX_COMMAND_PARTITIONS": str(PARTITIONS),
         "CX_MARKET_PARTITIONS": str(PARTITIONS),
     }
+    started: _Sample = (time.monotonic(), 0, [0.0] * len(stores), {}, _machine_busy())
     processes = [_cx_run(["settlement", "--shard", str(k)], env) for k in range(len(stores))]
     connections = [await asyncpg.connect(dsn) for _, dsn in stores]
     total = sum(ends.values())
     try:
         # Measured from the first batch stored to the last, CPU too: start-up (imports,
-        # schema checks, joining the log) is the same for one shard or many.
-        first: tuple[float, int, list[float], dict[int, float], tuple[float, float]] | None = None
+        # schema checks, joining the log) is the same for one shard or many. A history small
+        # enough to settle in one batch is measured from the processes' start instead.
+        first: _Sample | None = None
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             done = await _settled_offsets(connections)
-            if first is None and done:
+            if first is None and 0 < done < total:
                 cpu = [_cpu_seconds(process.pid) for process in processes]
                 backends: dict[int, float] = {}
                 for connection in connections:
@@ -430,12 +437,10 @@ async def _settle_shards(
             await asyncio.sleep(SHARD_POLL_S)
         else:
             raise TimeoutError(f"settlement did not reach the end of {prefix}.events")
-        if first is None:
-            raise RuntimeError("nothing was settled")
-        started, settled_first, cpu_first, backends_first, machine_first = first
-        seconds = time.monotonic() - started
+        begun, settled_first, cpu_first, backends_first, machine_first = first or started
+        seconds = time.monotonic() - begun
         machine_last = _machine_busy()
-        busy = (machine_last[0] - machine_first[0]) / (machine_last[1] - machine_first[1])
+        busy = (machine_last[0] - machine_first[0]) / max(machine_last[1] - machine_first[1], 1e-9)
         settlement_cpu = [
             _cpu_seconds(process.pid) - before
             for process, before in zip(processes, cpu_first, strict=True)
