@@ -812,16 +812,26 @@ async def _set_aside(settings: Settings, source: str, reason: str) -> int:
     """Mark a stall's event to be set aside; only the event store is needed (the embedded log
     belongs to the running exchange), and settlement carries it out."""
     from settlement import stalled
+    from settlement.sql_store import open_event_store
 
-    store = _open_store(settings)
-    try:
-        await _migrate(store)
+    stall = None
+    # The stall is in the store of the settlement shard that stopped there.
+    for url in settings.shard_urls():
+        store = (
+            _open_store(settings) if url == settings.event_store_url() else open_event_store(url)
+        )
         try:
-            stall = await stalled.set_aside(store.engine, source, f"cx:{getpass.getuser()}", reason)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    finally:
-        await store.close()
+            await _migrate(store)
+            try:
+                stall = await stalled.set_aside(
+                    store.engine, source, f"cx:{getpass.getuser()}", reason
+                )
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+        finally:
+            await store.close()
+        if stall is not None:
+            break
     if stall is None:
         print(f"cx deadletters: no stage is stalled at {source}", file=sys.stderr)
         return 1
