@@ -109,7 +109,7 @@ async def test_two_shards_on_two_servers_answer_as_one(
             await _check_views_agree(SqlLedger(single.engine), shards)
             await _check_audits(single, shards, sharded)
             await _check_replays(single, shards, sharded)
-            await _check_api(sharded)
+            await _check_api(sharded, (await audit(single, sharded.catalogue())).history_hash)
             await _check_moves(single, sharded, other_url)
         finally:
             for store in (single, *shards):
@@ -285,7 +285,7 @@ async def _check_replays(
         assert (await connection.execute(select(func.count()).select_from(cash_balances))).scalar()
 
 
-async def _check_api(settings: Settings) -> None:
+async def _check_api(settings: Settings, history_hash: str) -> None:
     """The API of a sharded exchange reads accounts over every shard."""
     runtime = await ExchangeRuntime.open(settings)
     try:
@@ -295,6 +295,12 @@ async def _check_api(settings: Settings) -> None:
         async with _client(app, key.key) as client:
             response = await client.get("/v1/accounts/b1")
             assert response.status_code == 200, response.text
+        operator = await create_key(runtime.store.engine, "operator", Role.OPERATOR, "test")
+        async with _client(app, operator.key) as client:
+            audited = (await client.get("/v1/admin/audit")).json()
+            replayed = (await client.get("/v1/admin/replay")).json()
+        assert audited["discrepancies"] == []
+        assert audited["history_hash"] == replayed["history_hash"] == history_hash
         expected = await app.state.api.ledger.account_summary("b1")
         assert expected is not None
         assert response.json()["cash"] == expected["cash"]
