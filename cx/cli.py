@@ -401,6 +401,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         stage: Stage = args.stage
         if args.shard is not None and stage != "settlement":
             raise UsageError("--shard chooses a settlement shard: cx run settlement --shard K")
+        shards = len(settings.shard_urls())
+        if args.shard is not None and not 0 <= args.shard < shards:
+            raise UsageError(
+                f"there is no settlement shard {args.shard}: CX_SETTLEMENT_SHARDS gives {shards} "
+                f"(0 to {shards - 1}, 0 the home database)"
+            )
         asyncio.run(serve(settings, (stage,), quiet_gc=True, shard=args.shard))
     elif args.command == "init":
         asyncio.run(_init(settings))

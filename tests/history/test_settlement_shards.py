@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from datetime import datetime
@@ -64,6 +67,28 @@ def test_more_shards_than_partitions_are_refused(tmp_path: Path) -> None:
             CX_SETTLEMENT_SHARDS="postgresql+asyncpg://u@h/b postgresql+asyncpg://u@h/c "
             "postgresql+asyncpg://u@h/d",
         )
+
+
+def test_a_shard_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "CX_DATA_DIR": str(tmp_path)}
+    for variable in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CX_SETTLEMENT_SHARDS"):
+        env.pop(variable, None)
+    for arguments, refusal in (
+        (["run", "settlement", "--shard", "1"], "there is no settlement shard 1"),
+        (["run", "risk", "--shard", "0"], "--shard chooses a settlement shard"),
+        (["audit", "--shard", "2"], "there is no settlement shard 2"),
+        (["replay", "--shard", "2"], "there is no settlement shard 2"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "cx.cli", *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, (arguments, done.stderr)
+        assert refusal in done.stderr, (arguments, done.stderr)
 
 
 @pytest.fixture(scope="module")
