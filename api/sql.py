@@ -314,6 +314,10 @@ class ShardedLedger(SqlLedger):
         key = lambda row: (row["symbol"], row["provider_id"], row["buyer_id"])  # noqa: E731
         return sorted(owed, key=key), sorted(recalled, key=key)
 
+    async def invoices(self, account_id: str) -> dict[str, Any]:
+        """The account's invoices over every shard."""
+        return await reports.invoices([shard.engine for shard in self.shards], account_id)
+
     async def statement(self, account_id: str, month: str) -> dict[str, Any]:
         """The account's statement for a CST month, over every shard."""
         engines = [shard.engine for shard in self.shards]

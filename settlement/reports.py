@@ -30,19 +30,30 @@ CLAWBACK_KINDS = ("delivery", "resale")
 """Journal entries in which a voucher part returns to its grant."""
 
 
-async def invoices(engine: AsyncEngine, account_id: str) -> dict[str, Any]:
-    """The account's purchases, one invoice per buy order, and the totals."""
+async def invoices(engine: AsyncEngine | Sequence[AsyncEngine], account_id: str) -> dict[str, Any]:
+    """The account's purchases, one invoice per buy order, and the totals; given every
+    settlement shard's engine, over all of them (a purchase's lines are in its family's shard,
+    a concession on it in the account's)."""
     lines = tables.invoice_lines
-    async with engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                select(lines)
-                .where(lines.c.account_id == account_id)
-                .order_by(lines.c.ts, lines.c.trade_id)
-            )
-        ).all()
-        clawed = await _clawed_back(connection, account_id=account_id)
-        conceded = await _conceded(connection, account_id)
+    engines = [engine] if isinstance(engine, AsyncEngine) else list(engine)
+    rows: list[Any] = []
+    clawed: dict[tuple[str, str, int], int] = defaultdict(int)
+    conceded: dict[str, int] = defaultdict(int)
+    for shard in engines:
+        async with shard.connect() as connection:
+            rows += (
+                await connection.execute(
+                    select(lines)
+                    .where(lines.c.account_id == account_id)
+                    .order_by(lines.c.ts, lines.c.trade_id)
+                )
+            ).all()
+            for key, amount in (await _clawed_back(connection, account_id=account_id)).items():
+                clawed[key] += amount
+            for trade_id, discount in (await _conceded(connection, account_id)).items():
+                conceded[trade_id] += discount
+    if len(engines) > 1:
+        rows.sort(key=lambda row: (row.ts, row.trade_id))
     by_order: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_order[row.order_id].append(row)

@@ -96,8 +96,8 @@ def second_server() -> Iterator[str]:
     """A PostgreSQL server of the test's own, on a free port: the second shard's."""
     if not (BIN / "initdb").exists():
         missing(f"PostgreSQL server binaries (initdb, pg_ctl) are required in {BIN}")
-    if shutil.which("runuser") is None:
-        missing("runuser is required to start a PostgreSQL server of the test's own")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        missing("runuser is required to start a PostgreSQL server of the test's own as root")
     with private_postgres(free_port()) as cluster:
         yield cluster.url
 
@@ -235,6 +235,7 @@ async def _check_views_agree(single: SqlLedger, shards: list[SqlEventStore]) -> 
             await single.account_fills(account, 500)
         )
         assert await sharded.sold(account) == await single.sold(account)
+        assert await sharded.invoices(account) == await single.invoices(account)
         one_statement = await single.statement(account, month)
         two_statement = await sharded.statement(account, month)
         assert one_statement["lines"]
