@@ -39,7 +39,7 @@ from settlement.service import SettlementRunner
 from settlement.shards import MergedView, partitions_of, shard_of, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 from tests.conftest import fresh_database, missing
-from tests.e2e.harness import free_port, running_exchange, settings_for, settle
+from tests.e2e.harness import eventually, free_port, running_exchange, settings_for, settle
 from tests.e2e.private_postgres import BIN, private_postgres
 
 YRD = "H100-80G.YRD.20271201T00"
@@ -392,3 +392,48 @@ def _client(app: Any, key: str) -> httpx.AsyncClient:
         base_url="http://test",
         headers={"Authorization": f"Bearer {key}"},
     )
+
+
+async def test_a_live_exchange_settles_in_two_shards_and_answers_for_the_account(
+    tmp_path: Path, postgres_url: str, second_server: str
+) -> None:
+    """Every stage and the API in one process with two settlement shards: b3's deposit settles
+    in shard 0 (its account's partition), its purchase in shard 1 (H100-80G.GZ's), and the API
+    answers the sum, to the fen."""
+    async with (
+        fresh_database(postgres_url) as home_url,
+        fresh_database(second_server) as other_url,
+    ):
+        settings = settings_for(tmp_path, database_url=home_url, CX_SETTLEMENT_SHARDS=other_url)
+        async with running_exchange(settings) as exchange:
+            assert set(exchange.runtime.running) >= {"settlement", "settlement-1"}
+            post = exchange.client.post
+            deposit = {"kind": "cash", "amount": 1_000_000}
+            assert (await post("/v1/accounts/b3/deposits", json=deposit)).is_success
+            capacity = {"kind": "capacity", "symbol": GZ, "quantity": 10}
+            assert (await post("/v1/accounts/s1/deposits", json=capacity)).is_success
+            for account, side in (("s1", "sell"), ("b3", "buy")):
+                order = {"account_id": account, "symbol": GZ, "side": side, "price": 1850}
+                response = await post("/v1/orders", json=order | {"quantity": 4})
+                assert response.status_code == 201, response.text
+
+            async def bought() -> dict[str, Any] | None:
+                answer = (await exchange.client.get("/v1/accounts/b3")).json()
+                return answer if answer.get("positions") else None
+
+            account = await eventually(bought, "b3's purchase to settle")
+            assert account["cash"] == {"available": 1_000_000 - 4 * 1850, "held": 0}
+            assert account["positions"] == [{"symbol": GZ, "quantity": 4}]
+            other = open_event_store(other_url)
+            try:
+                async with other.engine.connect() as connection:
+                    part = (
+                        await connection.execute(
+                            select(cash_balances.c.available).where(
+                                cash_balances.c.account_id == "b3"
+                            )
+                        )
+                    ).scalar_one()
+            finally:
+                await other.close()
+            assert part == -4 * 1850
