@@ -189,10 +189,11 @@ class SqlLedger:
 
 
 class ShardedLedger(SqlLedger):
-    """The settled state over several settlement shards (`settlement.shards`): the home
-    shard's engine serves what is global (programmes, invoices, exports of one store); an
-    account's views read every shard and add up or merge its parts. An order, a trade and a
-    contract live in one shard (their family's); an account's money is spread over them."""
+    """The settled state over several settlement shards (`settlement.shards`): an account's
+    views, a programme's report and its applications read every shard and add up or merge
+    their parts; what is the API's own (keys, stalls set aside) is the home shard's. An order,
+    a trade and a contract live in one shard (their family's); an account's money is spread
+    over them."""
 
     def __init__(self, engines: Sequence[AsyncEngine]) -> None:
         super().__init__(engines[0])
@@ -317,6 +318,12 @@ class ShardedLedger(SqlLedger):
     async def invoices(self, account_id: str) -> dict[str, Any]:
         """The account's invoices over every shard."""
         return await reports.invoices([shard.engine for shard in self.shards], account_id)
+
+    async def programme_report(self, programme_id: str) -> dict[str, Any] | None:
+        """A voucher programme's report over every shard (its grants are used in every
+        family's)."""
+        engines = [shard.engine for shard in self.shards]
+        return await reports.programme_report(engines, programme_id)
 
     async def statement(self, account_id: str, month: str) -> dict[str, Any]:
         """The account's statement for a CST month, over every shard."""

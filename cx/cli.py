@@ -582,8 +582,8 @@ def _statement_report(settings: Settings, account_id: str, month: str) -> int:
         print(f"cx report: {error}", file=sys.stderr)
         return 2
 
-    async def read(engine: Any) -> dict[str, Any]:
-        return await statements.account_statement(engine, account_id, month)
+    async def read(engines: list[Any]) -> dict[str, Any]:
+        return await statements.account_statement(engines, account_id, month)
 
     found = asyncio.run(_read_ledger(settings, read))
     print(json.dumps(found, ensure_ascii=False, indent=2))
@@ -597,8 +597,12 @@ def _invoice_report(settings: Settings, order_id: str, kind: str, out: Path | No
         print("cx report: a PDF invoice needs --out FILE", file=sys.stderr)
         return 2
 
-    async def read(engine: Any) -> dict[str, Any] | None:
-        return await statements.order_invoice(engine, order_id)
+    async def read(engines: list[Any]) -> dict[str, Any] | None:
+        # The order is in the shard of its family.
+        for engine in engines:
+            if (found := await statements.order_invoice(engine, order_id)) is not None:
+                return found
+        return None
 
     try:
         invoice = asyncio.run(_read_ledger(settings, read))
@@ -623,23 +627,27 @@ def _invoice_report(settings: Settings, order_id: str, kind: str, out: Path | No
 
 
 async def _read_ledger(settings: Settings, read: Any) -> Any:
-    store = _open_store(settings)
+    """What `read` finds given the engines of every settlement shard (the home shard's first)."""
+    from settlement.sql_store import open_event_store
+
+    stores = [_open_store(settings), *map(open_event_store, settings.shard_urls()[1:])]
     try:
-        await _migrate(store)
-        return await read(store.engine)
+        for store in stores:
+            await _migrate(store)
+        return await read([store.engine for store in stores])
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
 
 
 async def _read_programme(settings: Settings, programme_id: str) -> dict[str, Any] | None:
     from settlement import reports
 
-    store = _open_store(settings)
-    try:
-        await _migrate(store)
-        return await reports.programme_report(store.engine, programme_id)
-    finally:
-        await store.close()
+    async def read(engines: list[Any]) -> dict[str, Any] | None:
+        return await reports.programme_report(engines, programme_id)
+
+    found: dict[str, Any] | None = await _read_ledger(settings, read)
+    return found
 
 
 DEMO_KEYS = (

@@ -14,6 +14,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -150,8 +151,89 @@ def _day(ts: int) -> int:
     return moment.year * 10_000 + moment.month * 100 + moment.day
 
 
-async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, Any] | None:
+async def programme_report(
+    engine: AsyncEngine | Sequence[AsyncEngine], programme_id: str
+) -> dict[str, Any] | None:
     """The programme's budget and how it was used; None if no such programme was created."""
+    engines = [engine] if isinstance(engine, AsyncEngine) else list(engine)
+    parts = [await _programme_part(shard, programme_id) for shard in engines]
+    if all(part.pledge is None for part in parts):
+        return None
+    # Given every settlement shard's engine, the programme over all of them: its budget in
+    # the shard of its partition, its grants' reservations and uses in their families'.
+    pledge = sum(part.pledge or 0 for part in parts)
+    created = next((part.created for part in parts if part.created), {})
+    held: dict[str, int] = defaultdict(int)
+    clawed: dict[tuple[str, str, int], int] = defaultdict(int)
+    subsidised: list[Any] = []
+    for part in parts:
+        for account, balance in part.held.items():
+            held[account] += balance
+        for key, amount in part.clawed.items():
+            clawed[key] += amount
+        subsidised += part.subsidised
+    if len(parts) > 1:
+        subsidised.sort(key=lambda row: row.ts)
+    holders = sorted(key.split(":")[2] for key in held if key.startswith(f"grant:{programme_id}:"))
+    symbols = sorted({row.symbol for row in subsidised})
+    lines = tables.invoice_lines
+    same_contracts: list[Any] = []
+    for shard in engines:
+        async with shard.connect() as connection:
+            same_contracts += (
+                await connection.execute(
+                    select(
+                        lines.c.account_id, lines.c.symbol, lines.c.quantity, lines.c.gross
+                    ).where(lines.c.symbol.in_(symbols))
+                )
+            ).all()
+    budget = -pledge
+    unallocated = held.get(f"budget:{programme_id}", 0)
+    granted_unused = sum(v for k, v in held.items() if k.startswith("grant:"))
+    reserved = sum(v for k, v in held.items() if k.startswith("reserved:"))
+    committed = sum(row.voucher for row in subsidised)
+    clawed_back = sum(clawed.values())
+    by_day: dict[int, int] = defaultdict(int)
+    for row in subsidised:
+        by_day[_day(row.ts)] += row.voucher
+    for (_, _, day), amount in clawed.items():
+        by_day[day] -= amount
+    burn_down = []
+    remaining = budget
+    for day in sorted(by_day):
+        remaining -= by_day[day]
+        burn_down.append({"day": f"{day:08d}", "spent": by_day[day], "remaining": remaining})
+    return {
+        "programme_id": programme_id,
+        "issuer": created.get("issuer"),
+        "admin_id": created.get("admin_id"),
+        "budget": budget,
+        "granted": budget - unallocated,
+        "reserved": reserved,
+        "committed": committed,
+        "clawed_back": clawed_back,
+        "remaining": unallocated + granted_unused,
+        "burn_down": burn_down,
+        "by_enterprise": _breakdown(subsidised, lambda row: row.account_id),
+        "by_region": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[1]),
+        "by_class": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[0]),
+        "net_used": committed - clawed_back,
+        "city": _city(budget, burn_down, subsidised, clawed, set(holders), same_contracts),
+    }
+
+
+@dataclass
+class _ProgrammePart:
+    """What one store holds of a programme."""
+
+    pledge: int | None
+    created: dict[str, Any]
+    held: dict[str, int]
+    subsidised: list[Any]
+    clawed: dict[tuple[str, str, int], int]
+
+
+async def _programme_part(engine: AsyncEngine, programme_id: str) -> _ProgrammePart:
     balances = tables.ledger_balances
     lines = tables.invoice_lines
     async with engine.connect() as connection:
@@ -160,8 +242,6 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
                 select(balances.c.balance).where(balances.c.account == f"pledge:{programme_id}")
             )
         ).scalar()
-        if pledge is None:
-            return None
         created: dict[str, Any] = next(
             (
                 row.data
@@ -197,50 +277,7 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
             )
         ).all()
         clawed = await _clawed_back(connection, programme_id=programme_id)
-        holders = sorted(
-            key.split(":")[2] for key in held if key.startswith(f"grant:{programme_id}:")
-        )
-        symbols = sorted({row.symbol for row in subsidised})
-        same_contracts = (
-            await connection.execute(
-                select(lines.c.account_id, lines.c.symbol, lines.c.quantity, lines.c.gross).where(
-                    lines.c.symbol.in_(symbols)
-                )
-            )
-        ).all()
-    budget = -pledge
-    unallocated = held.get(f"budget:{programme_id}", 0)
-    granted_unused = sum(v for k, v in held.items() if k.startswith("grant:"))
-    reserved = sum(v for k, v in held.items() if k.startswith("reserved:"))
-    committed = sum(row.voucher for row in subsidised)
-    clawed_back = sum(clawed.values())
-    by_day: dict[int, int] = defaultdict(int)
-    for row in subsidised:
-        by_day[_day(row.ts)] += row.voucher
-    for (_, _, day), amount in clawed.items():
-        by_day[day] -= amount
-    burn_down = []
-    remaining = budget
-    for day in sorted(by_day):
-        remaining -= by_day[day]
-        burn_down.append({"day": f"{day:08d}", "spent": by_day[day], "remaining": remaining})
-    return {
-        "programme_id": programme_id,
-        "issuer": created.get("issuer"),
-        "admin_id": created.get("admin_id"),
-        "budget": budget,
-        "granted": budget - unallocated,
-        "reserved": reserved,
-        "committed": committed,
-        "clawed_back": clawed_back,
-        "remaining": unallocated + granted_unused,
-        "burn_down": burn_down,
-        "by_enterprise": _breakdown(subsidised, lambda row: row.account_id),
-        "by_region": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[1]),
-        "by_class": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[0]),
-        "net_used": committed - clawed_back,
-        "city": _city(budget, burn_down, subsidised, clawed, set(holders), same_contracts),
-    }
+    return _ProgrammePart(pledge, created, held, list(subsidised), clawed)
 
 
 def _city(

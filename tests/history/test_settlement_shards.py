@@ -25,7 +25,7 @@ from api.app import create_app
 from api.keys import Role, create_key
 from api.marketdata import MarketData
 from api.sql import ShardedLedger, SqlLedger
-from cx import history
+from cx import cli, history
 from cx import shards as shards_command
 from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
@@ -39,6 +39,7 @@ from settlement.service import SettlementRunner
 from settlement.shards import MergedView, partitions_of, shard_of, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 from tests.conftest import fresh_database, missing
+from tests.e2e.grants import granted
 from tests.e2e.harness import eventually, free_port, running_exchange, settings_for, settle
 from tests.e2e.private_postgres import BIN, private_postgres
 
@@ -50,6 +51,19 @@ BUYERS = ("b1", "b3")
 """b1's account-level events (its deposit) go to partition 1 (shard 1), b3's to partition 2
 (shard 0): each buys in both families, so each has a negative part in one shard."""
 SELLERS = ("s1", "s2")
+ADMIN = "hz-admin"
+PROGRAMME: dict[str, Any] = {
+    "programme_id": "hz-fund",
+    "issuer": "Hangzhou",
+    "budget": 1_000_000,
+    "rate_bps": 3_000,
+    "cap_per_contract": 1_000,
+    "cap_per_enterprise": 1_000_000,
+    "cities": ["hangzhou"],
+    "valid_from": 1_767_225_600_000,
+    "valid_until": 1_830_297_600_000,
+}
+"""30% of each purchase up to 10.00 CNY a contract, from 2026 to the end of 2027."""
 
 
 def test_shard_of_partition() -> None:
@@ -132,6 +146,7 @@ async def test_two_shards_on_two_servers_answer_as_one(
         try:
             await _check_shards_hold_their_families(shards)
             await _check_views_agree(SqlLedger(single.engine), shards)
+            await _check_reports(SqlLedger(single.engine), sharded)
             await _check_audits(single, shards, sharded)
             await _check_replays(single, shards, sharded)
             await _check_api(sharded, (await audit(single, sharded.catalogue())).history_hash)
@@ -152,6 +167,13 @@ async def _trade(settings: Settings) -> None:
             for symbol in (YRD, GZ):
                 capacity = {"kind": "capacity", "symbol": symbol, "quantity": 50}
                 assert (await post(f"/v1/accounts/{seller}/deposits", json=capacity)).is_success
+        # A voucher programme (its budget settles in its own partition) granting both buyers,
+        # whose voucher purchases settle in both families' shards.
+        admin = await exchange.as_(ADMIN, "programme_admin")
+        created = await admin.post("/v1/programmes", json=PROGRAMME)
+        assert created.status_code == 201, created.text
+        for buyer in BUYERS:
+            await granted(exchange, ADMIN, PROGRAMME["programme_id"], buyer, 10_000)
         for n in range(24):
             symbol = (YRD, GZ)[n % 2]
             seller, buyer = SELLERS[n % 2], BUYERS[(n // 2) % 2]
@@ -164,6 +186,8 @@ async def _trade(settings: Settings) -> None:
                     "price": price,
                     "quantity": 1 + n % 3,
                 }
+                if side == "buy" and n % 4 < 2:
+                    order["voucher"] = PROGRAMME["programme_id"]
                 response = await post("/v1/orders", json=order)
                 assert response.status_code == 201, response.text
         # Resting orders hold cash and capacity in their shard; one is cancelled.
@@ -236,12 +260,20 @@ async def _check_views_agree(single: SqlLedger, shards: list[SqlEventStore]) -> 
         )
         assert await sharded.sold(account) == await single.sold(account)
         assert await sharded.invoices(account) == await single.invoices(account)
+        assert await sharded.grant_applications(account_id=account) == (
+            await single.grant_applications(account_id=account)
+        )
+        assert await sharded.enterprise(account) == await single.enterprise(account)
         one_statement = await single.statement(account, month)
         two_statement = await sharded.statement(account, month)
         assert one_statement["lines"]
         for statement in (one_statement, two_statement):
             statement["entries"].sort(key=lambda e: (e["ts"], e["entry_id"]))
         assert two_statement == one_statement
+    report = await single.programme_report("hz-fund")
+    assert report is not None
+    assert report["committed"] > 0
+    assert await sharded.programme_report("hz-fund") == report
     b3 = await single.account_summary("b3")
     assert b3 is not None
     assert b3["cash"]["held"] > 0
@@ -250,6 +282,23 @@ async def _check_views_agree(single: SqlLedger, shards: list[SqlEventStore]) -> 
         assert await sharded.order_statement(order["order_id"]) == await single.order_statement(
             order["order_id"]
         )
+
+
+async def _check_reports(single: SqlLedger, settings: Settings) -> None:
+    """`cx report statement` and the programme's report read every shard."""
+    fills = await single.account_fills("b3", 1)
+    month = datetime.fromtimestamp(fills[0]["ts"] / 1000, CHINA_STANDARD_TIME).strftime("%Y-%m")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert await asyncio.to_thread(cli._statement_report, settings, "b3", month) == 0
+    printed = json.loads(out.getvalue())
+    expected = json.loads(json.dumps(await single.statement("b3", month), ensure_ascii=False))
+    for statement in (printed, expected):
+        statement["entries"].sort(key=lambda e: (e["ts"], e["entry_id"]))
+    assert printed == expected
+    assert await cli._read_programme(settings, "hz-fund") == await single.programme_report(
+        "hz-fund"
+    )
 
 
 def _by_trade(fills: list[dict[str, Any]]) -> list[dict[str, Any]]:
