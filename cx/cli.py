@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--verify", action="store_true", help="check the hashes the live system recorded"
     )
+    replay.add_argument(
+        "--full",
+        action="store_true",
+        help="replay from position 0, not from settlement's latest stored snapshot",
+    )
     audit = commands.add_parser(
         "audit", help="check the whole history from the event store; exit 1 on a discrepancy"
     )
@@ -370,7 +375,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         _log_time(args.until, "--until")
         return asyncio.run(
             history.run_replay(
-                settings, args.until, args.contract, args.account, args.json, args.verify
+                settings,
+                args.until,
+                args.contract,
+                args.account,
+                args.json,
+                args.verify,
+                full=args.full,
             )
         )
     elif args.command == "keys":
