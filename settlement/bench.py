@@ -11,6 +11,7 @@ on average, what a restart folds when settlement stores one every SNAPSHOT_EVERY
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import time
@@ -183,15 +184,17 @@ async def bench_replay(
     """Make, load and replay a history in a fresh database (its schema made by `migrate`);
     return the figures."""
     async with scratch_database(database_url) as (url, dsn):
-        history = make_history(events, seed)
         store = open_event_store(url)
         await store.initialise(migrate)
-        await _load(dsn, history)
+        # Made and loaded in a call of its own, so the 200,000 events are garbage before
+        # the replay is timed: a replay's process does not hold the history in memory.
+        await _load(dsn, make_history(events, seed))
+        gc.collect()
         raw_count, raw_seconds = await _raw_read(dsn)
         catalogue = default_catalogue()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = await replay(store, catalogue)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         snapshot_at = result.state.position - SNAPSHOT_EVERY // 2
         await _store_snapshot(store, snapshot_at)
         started = time.perf_counter()
@@ -212,6 +215,7 @@ async def bench_replay(
         "bench": "replay",
         "events": replayed,
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
         "events_per_s": round(per_second),
         "raw_read_events_per_s": round(raw_per_second),
         "ratio": round(per_second / raw_per_second, 3),
