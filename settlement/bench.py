@@ -4,8 +4,8 @@ A seeded history is made by running the pure risk and matching stages over a gen
 of deposits, orders and cancels (so every event is one the exchange would really store), then
 loaded into a fresh database. The bench times `replay` over it, and in the same run the raw
 limit of reading the same rows from the database without folding them, and a restart from a
-stored snapshot of settlement's state (`replay_stored`) SNAPSHOT_EVERY / 2 events before the end:
-on average, what a restart folds when settlement stores one every SNAPSHOT_EVERY events.
+stored snapshot of settlement's state (`replay_stored`) SNAPSHOT_EVERY / 2 events before the end
+(on average, what a restart folds when settlement stores one every SNAPSHOT_EVERY events).
 """
 
 from __future__ import annotations
@@ -195,7 +195,9 @@ async def bench_replay(
         started, cpu_started = time.perf_counter(), time.process_time()
         result = await replay(store, catalogue)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-        snapshot_at = result.state.position - SNAPSHOT_EVERY // 2
+        # Half a snapshot interval before the end (half the history, if it is shorter).
+        end = result.state.position
+        snapshot_at = end - min(SNAPSHOT_EVERY // 2, end // 2)
         await _store_snapshot(store, snapshot_at)
         started = time.perf_counter()
         async with store.view() as view:
