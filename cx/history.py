@@ -23,7 +23,8 @@ from settlement.history import (
     replay_document,
     verification,
 )
-from settlement.replay import parse_time, parse_until, replay
+from settlement.replay import parse_time, parse_until
+from settlement.restart import replay_stored
 from settlement.schema import events
 from settlement.sql_store import SqlEventStore, open_event_store
 
@@ -42,22 +43,22 @@ async def run_replay(
     as_json: bool,
     verify: bool,
     catalogue: Catalogue | None = None,
+    full: bool = False,
 ) -> int:
-    """Rebuild the state at `until` (a position or an ISO time), print it; 1 if unverified."""
+    """Rebuild the state at `until` (a position or an ISO time), from settlement's latest
+    stored snapshot at or before it (from position 0 if `full`, or if there is none or it is
+    refused), and print it; 1 if unverified."""
     catalogue = catalogue or settings.catalogue()
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
         print(f"cx replay: contract {contract!r} is not listed", file=sys.stderr)
         return 2
     store = await _open(settings)
+    console = Console(stderr=True)
     try:
         # One consistent point of the history, so a live store's writes meanwhile change
         # neither the events replayed nor the hashes they are checked against.
         async with store.view() as view:
-            query = select(func.count()).select_from(events)
-            if until_position is not None:
-                query = query.where(events.c.position <= until_position)
-            total = (await view.connection.execute(query)).scalar_one()
             recorded: dict[int, str] = {}
             if verify:
                 recorded = {
@@ -65,7 +66,6 @@ async def run_replay(
                     for position, state_hash in (await recorded_hashes(view.connection)).items()
                     if until_position is None or position <= until_position
                 }
-            console = Console(stderr=True)
             with Progress(
                 TextColumn("replaying"),
                 BarColumn(),
@@ -73,17 +73,36 @@ async def run_replay(
                 console=console,
                 disable=not console.is_terminal,
             ) as progress:
-                task = progress.add_task("replay", total=total)
-                result = await replay(
+                task = progress.add_task("replay", total=None)
+
+                async def starting(after: int) -> None:
+                    query = (
+                        select(func.count()).select_from(events).where(events.c.position > after)
+                    )
+                    if until_position is not None:
+                        query = query.where(events.c.position <= until_position)
+                    total = (await view.connection.execute(query)).scalar_one()
+                    progress.reset(task, total=total)
+
+                result = await replay_stored(
                     view,
+                    view.connection,
                     catalogue,
                     until_position,
                     until_ts,
                     recorded,
-                    lambda n: progress.advance(task, n),
+                    full=full,
+                    starting=starting,
+                    progress=lambda n: progress.advance(task, n),
                 )
     finally:
         await store.close()
+    if result.refused is not None:
+        print(
+            f"cx replay: 已拒绝存储的快照 stored snapshot refused: {result.refused}; "
+            "从头重放 replayed from position 0",
+            file=sys.stderr,
+        )
     document = replay_document(result, contract, account)
     if verify:
         document["verified"] = verification(result)
@@ -149,6 +168,11 @@ def _print_replay(document: dict[str, Any]) -> None:
             )
         console.print(vouchers)
     console.print(f"events replayed: {document['events']}   log time: {document['ts']}")
+    if document["started_from"]:
+        console.print(
+            f"从存储的快照重启 restarted from the stored snapshot at position "
+            f"{document['started_from']} (--full replays from position 0)"
+        )
     console.print(f"state hash: {document['state_hash']}")
     verified = document.get("verified")
     if verified is not None:

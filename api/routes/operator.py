@@ -54,7 +54,8 @@ from exchange.domain.messages import (
 )
 from settlement.audit import audit
 from settlement.history import EXPORT_COLUMNS, replay_document
-from settlement.replay import parse_until, replay
+from settlement.replay import parse_until
+from settlement.restart import replay_stored
 from settlement.stalled import Stall
 from settlement.store import StoredEvent
 
@@ -354,7 +355,8 @@ async def replay_state(
             f"until: position {position} is past the largest there can be ({MAX_SQL_INT})",
             errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
         )
-    result = await replay(runtime.store, runtime.catalogue, position, ts)
+    async with runtime.store.view() as view:
+        result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
     return replay_document(result, contract, account_id)
 
 
