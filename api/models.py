@@ -471,7 +471,9 @@ class Contract(BaseModel):
         "bundles). A week, nights or month of cards or cores is a strip: priced per card-hour "
         "(or core-hour), bought in cards, the same number in each of its hours",
     )
-    term_name: str = Field(default="one delivery hour", description="The term, in words")
+    term_name: str = Field(
+        default="单个交付小时 one delivery hour", description="The term in words, Chinese first"
+    )
     hours: int = Field(
         default=1,
         description="The hourly contracts the contract covers: a strip's amount is price x "

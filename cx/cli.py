@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
         "--verify", action="store_true", help="check the hashes the live system recorded"
     )
     replay.add_argument(
+        "--full",
+        action="store_true",
+        help="replay from position 0, not from settlement's latest stored snapshot",
+    )
+    replay.add_argument(
         "--shard",
         type=int,
         help="replay only this settlement shard's history (default: every shard's, merged)",
@@ -421,8 +426,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(shard_commands.show(settings))
     elif args.command == "replay":
         from cx import history
+        from cx.collector import quiet_collector
 
         _log_time(args.until, "--until")
+        quiet_collector()
         return asyncio.run(
             history.run_replay(
                 settings,
@@ -431,6 +438,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 args.account,
                 args.json,
                 args.verify,
+                full=args.full,
                 shard=args.shard,
             )
         )
@@ -957,7 +965,7 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
         print(run_matching_bench(time.perf_counter_ns, args.commands or 1_000_000, args.seed))
         sys.stdout.flush()
         # Against the plain book, with the collector as `cx run` sets it for a stage.
-        from cx.node import YOUNG_THRESHOLD
+        from cx.collector import YOUNG_THRESHOLD
         from matching.plain_bench import run as run_plain_bench
 
         for line in run_plain_bench(
@@ -1004,8 +1012,12 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
                 args.matching_processes,
             )
         else:
+            from cx.collector import quiet_collector
             from cx.migrations import upgrade_to_head
             from settlement.bench import run as run_replay_bench
+
+            # As `cx replay` and a node (where settlement restarts) run it.
+            quiet_collector()
 
             line = run_replay_bench(
                 settings.database_url, args.commands or 200_000, args.seed, upgrade_to_head

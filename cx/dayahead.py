@@ -90,10 +90,24 @@ def unit_of(symbol: str) -> str:
     return "核时" if spec.resource_class.unit == UNIT_CORE_HOUR else "卡时"
 
 
+def title(name: str) -> str:
+    """An auction as a person names it: a day's (`YYYY-MM-DD`) is the day-ahead auction, one
+    at a time of day (`YYYY-MM-DDTHH:MM`, CST) an intraday auction."""
+    if "T" in name:
+        return f"日内集合竞价 intraday auction {name} (CST)"
+    return f"日前市场 day-ahead auction {name}"
+
+
+def hours_of(symbols: list[str]) -> str:
+    """The delivery date and hours of an order's contracts, e.g. `12-06 02:00-04:00`."""
+    first, last = symbols[0].rsplit(".", 1)[1], symbols[-1].rsplit(".", 1)[1]
+    return f"{first[4:6]}-{first[6:8]} {first[-2:]}:00-{int(last[-2:]) + 1:02d}:00"
+
+
 def print_auction(auction: DayAheadAuction) -> None:
     """A day's auction: status and gate, the solver's summary, then one row per region, hour
     and class with the clearing price (元 per unit) and volume."""
-    print(f"日前市场 day-ahead auction {auction.date}: {STATUS[auction.status]}")
+    print(f"{title(auction.date)}: {STATUS[auction.status]}")
     print(f"申报截止 gate: {auction.gate} (CST)")
     result = auction.result
     if result is None:
@@ -120,20 +134,20 @@ def print_auction(auction: DayAheadAuction) -> None:
 
 def print_results(results: DayAheadResults) -> None:
     """An account's orders in a day's auction: one row each, its fills below it."""
-    print(
-        f"日前市场 day-ahead auction {results.date}, 账户 account {results.account_id}: "
-        f"{STATUS[results.status]}"
-    )
+    print(f"{title(results.date)}, 账户 account {results.account_id}: {STATUS[results.status]}")
     if not results.orders:
-        print("没有申报 no orders in this auction")
+        if results.status == "collecting":
+            # Bids are gathered from every partition at the gate; until then they are orders.
+            print("申报截止后显示各单结果 each order's result shows after the gate")
+        else:
+            print("没有申报 no orders in this auction")
         return
     print(
-        f"{'订单 order':<44} {'方向 side':<8} {'时段 hours':<14} {'限价 元':>10} "
+        f"{'订单 order':<44} {'方向 side':<8} {'时段 hours':<20} {'限价 元':>10} "
         f"{'数量/时':>8} {'中标/时':>8} {'金额 元':>12}  结果 result"
     )
     for order in results.orders:
-        first, last = order.symbols[0], order.symbols[-1]
-        hours = f"{first[-2:]}:00-{int(last[-2:]) + 1:02d}:00"
+        hours = hours_of(order.symbols)
         outcome = ORDER_STATUS[order.status]
         if order.reason is not None:
             outcome += f" ({REASONS.get(order.reason, order.reason)})"
@@ -141,7 +155,7 @@ def print_results(results: DayAheadResults) -> None:
             outcome += f" [组 group {order.group}]"
         side = "买 buy" if order.side == "buy" else "卖 sell"
         print(
-            f"{order.order_id:<44} {side:<8} {hours:<14} {yuan(order.price):>10} "
+            f"{order.order_id:<44} {side:<8} {hours:<20} {yuan(order.price):>10} "
             f"{order.quantity:>8} {order.accepted:>8} {yuan(order.amount):>12}  {outcome}"
         )
         for fill in order.fills:

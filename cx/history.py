@@ -31,6 +31,7 @@ from settlement.history import (
     verification,
 )
 from settlement.replay import ReplayResult, parse_time, parse_until, replay
+from settlement.restart import replay_stored
 from settlement.schema import events
 from settlement.shards import MergedView, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -63,13 +64,16 @@ async def run_replay(
     as_json: bool,
     verify: bool,
     catalogue: Catalogue | None = None,
+    full: bool = False,
     shard: int | None = None,
 ) -> int:
-    """Rebuild the state at `until` (a position or an ISO time), print it; 1 if unverified.
+    """Rebuild the state at `until` (a position or an ISO time), from settlement's latest
+    stored snapshot at or before it (from position 0 if `full`, or if there is none or it is
+    refused), and print it; 1 if unverified.
 
     With settlement in shards: one shard's history, or (by default) every shard's merged
-    (`settlement.shards.MergedView`; positions are the merged order's, and `--verify` checks
-    each shard's recorded hashes by replaying it on its own)."""
+    (`settlement.shards.MergedView`, from position 0; positions are the merged order's, and
+    `--verify` checks each shard's recorded hashes by replaying it on its own)."""
     catalogue = catalogue or settings.catalogue()
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
@@ -82,12 +86,18 @@ async def run_replay(
         return 2
     try:
         if len(stores) == 1:
-            result = await _replay_one(stores[0], catalogue, until_position, until_ts, verify)
+            result = await _replay_one(stores[0], catalogue, until_position, until_ts, verify, full)
         else:
-            result = await _replay_merged(stores, catalogue, until_position, until_ts, verify)
+            result = await _replay_merged(stores, catalogue, until_position, until_ts, verify, full)
     finally:
         for store in stores:
             await store.close()
+    if result.refused is not None:
+        print(
+            f"cx replay: 已拒绝存储的快照 stored snapshot refused: {result.refused}; "
+            "从头重放 replayed from position 0",
+            file=sys.stderr,
+        )
     document = replay_document(result, contract, account)
     if verify:
         document["verified"] = verification(result)
@@ -104,14 +114,12 @@ async def _replay_one(
     until_position: int | None,
     until_ts: int | None,
     verify: bool,
+    full: bool,
 ) -> ReplayResult:
+    console = Console(stderr=True)
     # One consistent point of the history, so a live store's writes meanwhile change
     # neither the events replayed nor the hashes they are checked against.
     async with store.view() as view:
-        query = select(func.count()).select_from(events)
-        if until_position is not None:
-            query = query.where(events.c.position <= until_position)
-        total = (await view.connection.execute(query)).scalar_one()
         recorded: dict[int, str] = {}
         if verify:
             recorded = {
@@ -119,7 +127,6 @@ async def _replay_one(
                 for position, state_hash in (await recorded_hashes(view.connection)).items()
                 if until_position is None or position <= until_position
             }
-        console = Console(stderr=True)
         with Progress(
             TextColumn("replaying"),
             BarColumn(),
@@ -127,14 +134,25 @@ async def _replay_one(
             console=console,
             disable=not console.is_terminal,
         ) as progress:
-            task = progress.add_task("replay", total=total)
-            return await replay(
+            task = progress.add_task("replay", total=None)
+
+            async def starting(after: int) -> None:
+                query = select(func.count()).select_from(events).where(events.c.position > after)
+                if until_position is not None:
+                    query = query.where(events.c.position <= until_position)
+                total = (await view.connection.execute(query)).scalar_one()
+                progress.reset(task, total=total)
+
+            return await replay_stored(
                 view,
+                view.connection,
                 catalogue,
                 until_position,
                 until_ts,
                 recorded,
-                lambda n: progress.advance(task, n),
+                full=full,
+                starting=starting,
+                progress=lambda n: progress.advance(task, n),
             )
 
 
@@ -144,14 +162,16 @@ async def _replay_merged(
     until_position: int | None,
     until_ts: int | None,
     verify: bool,
+    full: bool,
 ) -> ReplayResult:
-    """Every shard's history merged, replayed; with `verify`, each shard replayed on its own
-    against its recorded hashes too, their findings added to the merged replay's."""
+    """Every shard's history merged, replayed from position 0 (a shard's stored snapshot is
+    of its own state); with `verify`, each shard replayed on its own against its recorded
+    hashes too (from its snapshot unless `full`), their findings added to the merged one's."""
     checks = []
     if verify:
         # A shard's hashes are of its own state; the merged state has none recorded.
         for store in stores:
-            checks.append(await _replay_one(store, catalogue, None, until_ts, True))
+            checks.append(await _replay_one(store, catalogue, None, until_ts, True, full))
     async with viewing(stores) as views:
         result = await replay(MergedView(views), catalogue, until_position, until_ts)
     for check in checks:
@@ -216,6 +236,11 @@ def _print_replay(document: dict[str, Any]) -> None:
             )
         console.print(vouchers)
     console.print(f"events replayed: {document['events']}   log time: {document['ts']}")
+    if document["started_from"]:
+        console.print(
+            f"从存储的快照重启 restarted from the stored snapshot at position "
+            f"{document['started_from']} (--full replays from position 0)"
+        )
     console.print(f"state hash: {document['state_hash']}")
     console.print(f"history hash (the same over shards): {document['history_hash']}")
     verified = document.get("verified")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -14,26 +13,12 @@ import uvicorn
 
 from api.app import create_app
 from api.marketdata import MarketData
+from cx.collector import quiet_collector
 from cx.runtime import ExchangeRuntime, Stage
 from cx.settings import Settings
 from cx.ticker import tick_markets
 
 log = logging.getLogger(__name__)
-
-YOUNG_THRESHOLD = 10_000
-"""Allocations between young collections (Python's default is 700): see `_quiet_collector`."""
-
-
-def _quiet_collector() -> None:
-    """Keep full collections short and rare in a long-running node: the start-up heap
-    (modules, pydantic and FastAPI schemas, the catalogue) is frozen out of the collector's
-    way, and young collections run every YOUNG_THRESHOLD allocations. Full collections still
-    run, so cyclic garbage is still freed. Before this a full collection of the API node took
-    70-110 ms and set the fan-out p99 (docs/BENCHMARKS.md)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
-
 
 Extra = Callable[[ExchangeRuntime, MarketData | None, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -51,7 +36,7 @@ async def serve(
     """Run until SIGINT/SIGTERM (or `stop`), then stop every task and close cleanly; with
     `clock_ms`, on that clock instead of the wall's (see `ExchangeRuntime.open`); with
     `quiet_gc` (a process of its own, as `cx serve` and `cx run` are), tune the collector
-    for the process (`_quiet_collector`); with `shard`, settle only that settlement shard."""
+    for the process (`quiet_collector`); with `shard`, settle only that settlement shard."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -59,7 +44,7 @@ async def serve(
             loop.add_signal_handler(signum, stop.set)
     runtime = await ExchangeRuntime.open(settings, clock_ms=clock_ms)
     if quiet_gc:
-        _quiet_collector()
+        quiet_collector()
     tasks: list[asyncio.Task[None]] = []
     try:
         for runner in runtime.runners(stages, shard):
@@ -106,7 +91,7 @@ async def _serve_api(
 ) -> None:
     app = create_app(runtime, market)
     if quiet_gc:
-        _quiet_collector()
+        quiet_collector()
     # Standing needs are kept by the API process that serves them (api/needs.py).
     keeping_needs = asyncio.create_task(app.state.needs.run(stop), name="needs")
     # Revocations made through another process close this one's private streams too.

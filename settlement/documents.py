@@ -107,7 +107,11 @@ def invoice_pdf(invoice: Mapping[str, Any]) -> bytes:
             Spacer(1, 4 * mm),
             _table(items),
             Spacer(1, 4 * mm),
-            Paragraph(f"价税合计 total incl. tax: {yuan(invoice['total'])} 元", BODY),
+            Paragraph(
+                f"价税合计 (大写) {invoice['total_in_words']} (小写) ¥{yuan(invoice['total'])} "
+                "total incl. tax",
+                BODY,
+            ),
             Paragraph(f"备注 remarks: {invoice['remarks']}", BODY),
             Paragraph(f"舍入 rounding: {invoice['rounding']}", BODY),
         ]

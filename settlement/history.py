@@ -88,6 +88,8 @@ def replay_document(
         "position": state.position,
         "ts": state.ts,
         "events": state.applied,
+        "started_from": result.started_from,
+        "snapshot_refused": result.refused,
         "state_hash": state.state_hash(),
         "history_hash": state.history_hash(),
         "books": books,

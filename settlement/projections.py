@@ -9,6 +9,7 @@ so the tables always match the events up to the same position.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -56,10 +58,18 @@ from exchange.domain.messages import (
 )
 from exchange.snapshots import Snapshot, SnapshotStore
 from settlement.bulk import BatchInsert, BatchUpdate
-from settlement.replay import READ_BATCH, ExchangeState
+from settlement.replay import (
+    READ_BATCH,
+    ExchangeState,
+    SnapshotRefused,
+    replay,
+    restore_checked,
+)
 from settlement.schema import utc_now
 from settlement.sql_store import SqlEventStore
 from settlement.store import StoredEvent
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 1000
 """Events between two recorded state hashes."""
@@ -388,23 +398,37 @@ class LedgerProjection:
         return self.state.accounts
 
     async def load(self, store: SqlEventStore, snapshots: SnapshotStore) -> None:
-        """Rebuild the state: the latest snapshot, then every event stored after it."""
+        """Rebuild the state: the latest snapshot, once proved to be the state settlement had
+        there (`restore_checked`), then every event stored after it, checked against the
+        checkpoints recorded after it. A snapshot that fails either check is refused (logged
+        with the reason) and the state is rebuilt from position 0."""
         saved = await snapshots.latest(SNAPSHOT_STAGE, SNAPSHOT_TOPIC, 0)
-        state = (
-            ExchangeState(self.catalogue)
-            if saved is None
-            else ExchangeState.restore(self.catalogue, saved.data)
-        )
+        start: ExchangeState | None = None
+        recorded: dict[int, str] = {}
+        if saved is not None:
+            async with store.engine.connect() as connection:
+                rows = await connection.execute(
+                    select(checkpoints.c.position, checkpoints.c.state_hash).where(
+                        checkpoints.c.position >= saved.input_offset
+                    )
+                )
+                recorded = {row.position: row.state_hash for row in rows}
+            try:
+                start = restore_checked(self.catalogue, saved, recorded.get(saved.input_offset))
+            except SnapshotRefused as refusal:
+                log.error("settlement snapshot refused, rebuilding from position 0: %s", refusal)
+        result = await replay(store, self.catalogue, checkpoints=recorded, start=start)
+        if start is not None and result.mismatches:
+            log.error(
+                "settlement snapshot refused, rebuilding from position 0: the state folded from "
+                "the snapshot at position %d differs from the checkpoint at position %d",
+                start.position,
+                result.mismatches[0].position,
+            )
+            result = await replay(store, self.catalogue)
+        state = result.state
         # The journal holds only entries not yet written: those of events already stored
         # were written with them.
-        state.accounts.journal = None
-        if saved is not None and state.state_hash() != saved.state_hash:
-            raise RuntimeError(f"settlement snapshot at {saved.input_offset} fails its hash")
-        after = state.position
-        while batch := await store.read_all(after, READ_BATCH):
-            for stored in batch:
-                state.apply(stored)
-            after = batch[-1].position
         state.accounts.journal = []
         self.state = state
         self._since_snapshot = 0
@@ -568,13 +592,17 @@ class LedgerProjection:
                     .values(**change)
                 )
         position = self.state.position
-        if self.record_checkpoints and position // CHECKPOINT_EVERY > before // CHECKPOINT_EVERY:
+        self._since_snapshot += len(events)
+        self.snapshot_due = self._since_snapshot >= SNAPSHOT_EVERY
+        # A snapshot is taken where this batch ends: its checkpoint is recorded there too, so a
+        # replay restarting from it can tell it is the state the live system had.
+        if self.record_checkpoints and (
+            self.snapshot_due or position // CHECKPOINT_EVERY > before // CHECKPOINT_EVERY
+        ):
             await connection.execute(
                 checkpoints.insert(),
                 [{"position": position, "state_hash": self.state.state_hash()}],
             )
-        self._since_snapshot += len(events)
-        self.snapshot_due = self._since_snapshot >= SNAPSHOT_EVERY
 
     async def _write(
         self,

@@ -4,7 +4,8 @@
 by the same money rules the risk stage uses, and every contract's book by feeding the matching
 stage's inputs (accepted orders and cancels, which the events topic carries before their
 outcomes) through the real matching code. Settlement keeps one live and records its state hash
-at checkpoints; `replay` rebuilds it from any point of history and checks those hashes.
+at checkpoints, and stores snapshots of it; `replay` rebuilds it from position 0 or from such a
+snapshot (`restore_checked`), and checks those hashes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ from exchange.domain.messages import (
     decode_event,
     event_from_dict,
 )
+from exchange.snapshots import Snapshot
 from settlement.store import CompactEvent, CompactReader, StoredEvent
 
 READ_BATCH = 5000
@@ -184,6 +186,42 @@ class ReplayResult:
     not_comparable: int = 0
     """Recorded hashes a time cut passed after leaving out an earlier event: the live state
     there included it, so they cannot be compared."""
+    started_from: int = 0
+    """The position of the stored snapshot the replay started from (0: the beginning)."""
+    refused: str | None = None
+    """Why a stored snapshot was not used, if one was refused (the replay then starts at 0)."""
+
+
+class SnapshotRefused(Exception):
+    """A stored snapshot that must not be restarted from: it does not restore, or it is not the
+    state its recorded hashes say."""
+
+
+def restore_checked(
+    catalogue: Catalogue, snapshot: Snapshot, checkpoint: str | None
+) -> ExchangeState:
+    """The state a stored snapshot of settlement describes, once it is proved to be the state
+    the live system had there: it must hash to the state hash stored with it and to the
+    checkpoint recorded at its position, if one is. SnapshotRefused says why not."""
+    where = f"the snapshot at position {snapshot.input_offset}"
+    try:
+        state = ExchangeState.restore(catalogue, snapshot.data)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise SnapshotRefused(f"{where} does not restore: {error!r}") from error
+    if state.position != snapshot.input_offset:
+        raise SnapshotRefused(f"{where} holds the state at position {state.position}")
+    replayed = state.state_hash()
+    if replayed != snapshot.state_hash:
+        raise SnapshotRefused(
+            f"{where} hashes to {replayed[:16]}, not to the {snapshot.state_hash[:16]} "
+            "stored with it: it is corrupt"
+        )
+    if checkpoint is not None and checkpoint != replayed:
+        raise SnapshotRefused(
+            f"{where} hashes to {replayed[:16]}, but the checkpoint recorded there is "
+            f"{checkpoint[:16]}: it is stale or does not belong to this history"
+        )
+    return state
 
 
 async def replay(
@@ -191,21 +229,27 @@ async def replay(
     catalogue: Catalogue,
     until_position: int | None = None,
     until_ts: int | None = None,
-    checkpoints: dict[int, str] | None = None,
+    checkpoints: Mapping[int, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    start: ExchangeState | None = None,
 ) -> ReplayResult:
-    """Fold stored events from the start up to a position or a log time (inclusive).
+    """Fold stored events from the start, or from the state `start` (restored from a checked
+    snapshot, see `restore_checked`), up to a position or a log time (inclusive).
 
-    A time cut takes every event whose log time is at or before it, in stored order.
+    A time cut takes every event whose log time is at or before it, in stored order; a `start`
+    must hold no event past the cut.
 
     `checkpoints` maps positions to state hashes the live system recorded; each one passed is
     compared with the replayed state there, unless a time cut left out an event before it.
+    Those at or before `start` were checked when it was restored.
     """
-    state = ExchangeState(catalogue)
-    result = ReplayResult(state)
-    pending = dict(sorted((checkpoints or {}).items()))
+    state = ExchangeState(catalogue) if start is None else start
+    result = ReplayResult(state, started_from=state.position)
+    pending = {p: h for p, h in sorted((checkpoints or {}).items()) if p > state.position}
     left_out = False
-    reading: asyncio.Task[list[CompactEvent]] | None = _read_after(store, 0)
+    reading: asyncio.Task[list[CompactEvent]] | None = None
+    if until_position is None or until_position > state.position:
+        reading = _read_after(store, state.position)
     try:
         while reading is not None and (batch := await reading):
             last = batch[-1][0]
@@ -213,10 +257,10 @@ async def replay(
             # none is read past the position the replay stops at.
             stops_here = until_position is not None and last >= until_position
             reading = None if stops_here else _read_after(store, last)
-            for start in range(0, len(batch), YIELD_EVERY):
+            for first in range(0, len(batch), YIELD_EVERY):
                 # Lets the driver send the next query and take in its rows as they come.
                 await asyncio.sleep(0)
-                for position, _, ts, data in batch[start : start + YIELD_EVERY]:
+                for position, _, ts, data in batch[first : first + YIELD_EVERY]:
                     if until_position is not None and position > until_position:
                         return result
                     if until_ts is not None and ts > until_ts:

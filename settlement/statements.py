@@ -660,7 +660,7 @@ def invoice_of(
         "items": items,
         "tax_rate_bps": VAT_RATE_BPS,
         **totals,
-        "total_in_words_yuan": yuan(totals["total"]),
+        "total_in_words": yuan_in_capitals(totals["total"]),
         "voucher": voucher,
         "penalties_received": lines["penalties_received"],
         "firm_paid": statement["split"]["firm"],
@@ -704,6 +704,61 @@ def yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(fen), 100)
     return f"{sign}{whole:,}.{cents:02d}"
+
+
+CAPITAL_DIGITS = "零壹贰叁肆伍陆柒捌玖"
+CAPITAL_GROUPS = ("", "万", "亿", "万亿")
+
+
+def yuan_in_capitals(fen: int) -> str:
+    """Fen as an invoice writes the amount in words (人民币大写), by the rules of the People's
+    Bank of China's 支付结算办法: 壹仟零伍元整, 陆仟柒佰玖拾叁元玖角捌分, 壹佰元零伍分, 伍角."""
+    if abs(fen) >= 10**18:
+        raise ValueError(f"{fen} fen is beyond an amount in words")
+    sign = "负" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    jiao, fen_digit = divmod(cents, 10)
+    head = f"{_capital_integer(whole)}元" if whole else ""
+    if not cents:
+        return f"{sign}{head or '零元'}整"
+    tail = f"{CAPITAL_DIGITS[jiao]}角" if jiao else ("零" if head else "")
+    if fen_digit:
+        tail += f"{CAPITAL_DIGITS[fen_digit]}分"
+    return f"{sign}{head}{tail}"
+
+
+def _capital_integer(number: int) -> str:
+    """A whole number of yuan in capitals, grouped by ten thousands: a run of zeros inside it
+    is one 零, zeros at the end of a group are silent."""
+    groups = []
+    while number:
+        number, group = divmod(number, 10_000)
+        groups.append(group)
+    words, zero = "", False
+    for index in range(len(groups) - 1, -1, -1):
+        group = groups[index]
+        if not group:
+            zero = bool(words)
+            continue
+        if words and (zero or group < 1000):
+            words += "零"
+        words += _capital_group(group) + CAPITAL_GROUPS[index]
+        zero = False
+    return words
+
+
+def _capital_group(group: int) -> str:
+    words, zero = "", False
+    for place, unit in ((1000, "仟"), (100, "佰"), (10, "拾"), (1, "")):
+        digit = group // place % 10
+        if not digit:
+            zero = bool(words)
+            continue
+        if zero:
+            words += "零"
+        words += CAPITAL_DIGITS[digit] + unit
+        zero = False
+    return words
 
 
 INVOICE_COLUMNS = (

@@ -73,7 +73,7 @@ from exchange.domain.performance import STANDARD
 from exchange.domain.planner import CARDS, Need, RegionChoice, VoucherOf, plan
 from exchange.domain.uscc import with_check_character
 from simulations.scenario import CARD, EAST, INTERRUPTIBLE, REGIONS, WEST, Programme
-from simulations.view import MarketView
+from simulations.view import MarketView, OrderState
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -101,6 +101,8 @@ DAY_AHEAD_GATE = "12:00"
 DAY_AHEAD_GATE_MS = 12 * HOUR_MS
 INTRADAY_AUCTION_HOURS = 1
 """Hours between intraday auctions in a run with them (`CX_INTRADAY_AUCTION_HOURS`)."""
+LOT = 8
+"""The most a reseller buys of one hour in one region at a time."""
 
 
 def symbol_at(resource_class: str, region: str, start_ms: int) -> str:
@@ -746,12 +748,22 @@ class Reseller:
         self.list_price = list_price
         self.ids = Ids(account_id)
         self.holdings: list[Holding] = []
+        self.spent_past = 0
+        """Fen paid for hours whose gate has closed."""
+        self.earned_past = 0
+        """Fen their resales brought in before the gate."""
 
     def act(self, ctx: Context) -> list[Command]:
         """Resell what it bought, then buy more if the asks are cheap."""
         commands = self._resell(ctx)
         commands += self._buy(ctx)
         return commands
+
+    def units_per_hour(self) -> int:
+        """The most it buys of one hour: a full lot while the hours closed so far earned back
+        what they cost, one unit (to keep learning the market) once they have not. A reseller
+        left holding hours no job wants pays for capacity nobody runs on, and buys less."""
+        return LOT if self.earned_past >= self.spent_past else 1
 
     def _tied_up(self, ctx: Context) -> int:
         total = 0
@@ -777,7 +789,7 @@ class Reseller:
                 reference = ctx.view.last_price.get(
                     f"{CARD}.{region}", self.list_price[region] * 6 // 10
                 )
-                units = min(quantity, 8, spend // price)
+                units = min(quantity, self.units_per_hour(), spend // price)
                 if price > reference * (1 - self.discount) or units <= 0:
                     continue
                 name, order_id = self.ids.order()
@@ -800,10 +812,11 @@ class Reseller:
         commands: list[Command] = []
         kept = []
         for holding in self.holdings:
+            bought = ctx.view.orders.get(holding.buy_order)
             if not tradable(holding.start_ms, ctx.now_ms):
+                self._close(holding, bought, ctx)
                 continue
             kept.append(holding)
-            bought = ctx.view.orders.get(holding.buy_order)
             if bought is None or not bought.filled:
                 continue
             hours_out = (holding.start_ms - ctx.now_ms) / HOUR_MS
@@ -831,6 +844,14 @@ class Reseller:
                 )
         self.holdings = kept
         return commands
+
+    def _close(self, holding: Holding, bought: OrderState | None, ctx: Context) -> None:
+        """Count a holding whose gate has closed: what it cost and what its resale brought."""
+        if bought is None or not bought.filled:
+            return
+        sold = ctx.view.orders.get(holding.sell_order) if holding.sell_order else None
+        self.spent_past += bought.paid
+        self.earned_past += sold.paid if sold is not None else 0
 
 
 # Voucher programmes ----------------------------------------------------------------------------

@@ -217,8 +217,8 @@ def _limits(
     events: list[AnyEvent], jobs: dict[str, JobOutcome], providers: dict[str, dict[str, Any]]
 ) -> dict[str, int]:
     """Whether anyone did worse than the limit it set: orders filled beyond their price limit
-    (a buy above it, a sell below it, a block above it on average over its hours), jobs that
-    paid more than their value, and provider trades below the provider's cost."""
+    (a buy above it, a sell below it, a block above it on average over its hours), jobs whose
+    firm paid more than their value, and provider trades below the provider's cost."""
     limit: dict[str, int] = {}
     side: dict[str, str] = {}
     hours: dict[str, int] = {}
@@ -251,7 +251,11 @@ def _limits(
         # A block's limit binds its average price per unit and hour.
         if amount > limit[order_id] * units:
             worse["blocks_above_limit"] += 1
-    worse["jobs_paid_above_value"] = sum(o.gross > o.limit * o.bought + 1e-6 for o in jobs.values())
+    # A job's firm pays the trades less the voucher: a voucher holder's limit is net of it
+    # (`limit_basis="net"`), so its trades may be above the job's value while it pays less.
+    worse["jobs_paid_above_value"] = sum(
+        o.gross - o.voucher_paid > o.limit * o.bought + 1e-6 for o in jobs.values()
+    )
     worse["provider_trades_below_cost"] = below_cost
     return worse
 

@@ -32,7 +32,7 @@ from exchange.pipeline import RiskRunner, Topics, partition_for
 from settlement.audit import audit, audit_ledger
 from settlement.sql_store import open_event_store
 from simulations import scenario as scenarios
-from simulations.analysis import optimal_allocation, start_of
+from simulations.analysis import JobOutcome, _limits, optimal_allocation, start_of
 from simulations.run import compare, prepare, simulate
 from simulations.world import build
 
@@ -311,6 +311,22 @@ def test_the_optimal_allocation_matches_a_hand_computation() -> None:
     assert flexible.sold == pytest.approx({("p", symbol): 2})
     # Without scheduling, eastern jobs cannot use western capacity at all.
     assert optimal_allocation(truth, {("p", symbol): 3}, restricted=True).surplus == 0
+
+
+def test_a_voucher_holder_paying_its_net_limit_is_not_counted_above_its_value() -> None:
+    # A firm with a 30% voucher bids its value, 20.10 元 a card-hour, net of the voucher: its
+    # 5 cards trade at 20.50 (102.50 元), of which the voucher pays 30.75 and the firm 71.75,
+    # under the 100.50 its value allows. Another firm without a voucher pays 20.50 for a card
+    # worth 20.10 to it: above its value.
+    def job(job_id: str, gross: int, voucher_paid: int, bought: float) -> JobOutcome:
+        outcome = JobOutcome(job_id, "sme", "direct", "JJJ", voucher_paid > 0, bought, 2010)
+        outcome.bought, outcome.gross, outcome.voucher_paid = bought, gross, voucher_paid
+        return outcome
+
+    jobs = {"net": job("net", 10250, 3075, 5.0), "gross": job("gross", 2050, 0, 1.0)}
+    assert _limits([], jobs, {})["jobs_paid_above_value"] == 1
+    del jobs["gross"]
+    assert _limits([], jobs, {})["jobs_paid_above_value"] == 0
 
 
 def test_every_shipped_scenario_loads_and_variants_extend_the_baseline() -> None:

@@ -3,10 +3,11 @@ and VAT taken out of tax-inclusive totals so amount and tax add up to the fen.""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from settlement.statements import month_bounds, shares_bps, tax_of
+from settlement.statements import month_bounds, shares_bps, tax_of, yuan_in_capitals
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**15), min_size=3, max_size=3))
@@ -55,3 +56,25 @@ def test_worked_tax_figures() -> None:
 def test_a_month_is_its_calendar_month_in_china_standard_time() -> None:
     # 2027-12-01 00:00 CST is 2027-11-30 16:00 UTC; 2028-01-01 00:00 CST 2027-12-31 16:00.
     assert month_bounds("2027-12") == (1_827_590_400_000, 1_830_268_800_000)
+
+
+@pytest.mark.parametrize(
+    ("fen", "words"),
+    [
+        (679_398, "陆仟柒佰玖拾叁元玖角捌分"),
+        (100_500, "壹仟零伍元整"),
+        (10_005, "壹佰元零伍分"),
+        (101_000, "壹仟零壹拾元整"),
+        (1_500, "壹拾伍元整"),
+        (10_000_500, "壹拾万零伍元整"),
+        (10_000_000_500, "壹亿零伍元整"),
+        (100_001_000_000, "壹拾亿零壹万元整"),
+        (168_032, "壹仟陆佰捌拾元叁角贰分"),
+        (50, "伍角"),
+        (5, "伍分"),
+        (0, "零元整"),
+        (-12_345, "负壹佰贰拾叁元肆角伍分"),
+    ],
+)
+def test_an_amount_in_capitals_follows_the_rules_for_invoices(fen: int, words: str) -> None:
+    assert yuan_in_capitals(fen) == words

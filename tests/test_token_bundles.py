@@ -16,6 +16,7 @@ from exchange.domain.accounts import Accounts, Balance
 from exchange.domain.catalogue import (
     ListingRule,
     MarketRules,
+    cst_iso,
     default_catalogue,
     parse_symbol,
     to_utc_ms,
@@ -222,7 +223,7 @@ def test_errors_are_specific_and_change_nothing() -> None:
     provider_and_buyer(bank)
     bank.send(buy("b1", "b1", 1_234, 10))
 
-    def refused(command: ReportMetering, at: int, reason: RejectReason) -> None:
+    def refused(command: ReportMetering, at: int, reason: RejectReason) -> str:
         # The log's clock moves on; the delivery desk and the money do not.
         before = (bank.market.delivery.snapshot(), dict(bank.ledger.ledger))
         refusal = answer(bank.send(command, at))
@@ -230,8 +231,12 @@ def test_errors_are_specific_and_change_nothing() -> None:
         assert refusal.reason is reason, refusal.message
         assert refusal.request == "ReportMetering"
         assert (bank.market.delivery.snapshot(), dict(bank.ledger.ledger)) == before
+        return refusal.message
 
-    refused(meter("early", 1), START - 1, RejectReason.BUNDLE_NOT_STARTED)
+    early = refused(meter("early", 1), START - 1, RejectReason.BUNDLE_NOT_STARTED)
+    # Times a person reads are China Standard Time, not log milliseconds.
+    assert f"period's start at {cst_iso(START)}:" in early
+    assert cst_iso(START).endswith("+08:00")
     tick(bank, START)
     refused(meter("m1", 10_000_001), START + 1, RejectReason.METERING_EXCEEDS_BUNDLE)
     assert isinstance(answer(bank.send(meter("m1", 1_000_000), START + 2)), BundleDrawn)
@@ -239,7 +244,8 @@ def test_errors_are_specific_and_change_nothing() -> None:
     refused(meter("m2", 9_000_001), START + 4, RejectReason.METERING_EXCEEDS_BUNDLE)
     refused(meter("m3", 1, buyer="b9"), START + 5, RejectReason.NO_OBLIGATION)
     tick(bank, END)  # the book closes, the provider's ask expires
-    refused(meter("late", 1), END, RejectReason.BUNDLE_PERIOD_OVER)
+    late = refused(meter("late", 1), END, RejectReason.BUNDLE_PERIOD_OVER)
+    assert f"period ended at {cst_iso(END)}:" in late
     refused(meter("later", 1), END + HOUR, RejectReason.BUNDLE_PERIOD_OVER)
 
 

@@ -23,7 +23,7 @@ from api.models import (
 )
 from api.problems import Problem, problems
 from api.stalls import Stall, sellers
-from exchange.domain.catalogue import REGIONS, TERMS, ContractSpec, cst_iso, family_of
+from exchange.domain.catalogue import REGIONS, ContractSpec, cst_iso, family_of, term_name
 from exchange.domain.performance import decimal_text
 
 MAX_DEPTH = 50
@@ -89,7 +89,7 @@ def term_fields(market: MarketData, spec: ContractSpec) -> dict[str, Any]:
     catalogue = market.catalogue
     return {
         "term": spec.term,
-        "term_name": TERMS[spec.term],
+        "term_name": term_name(spec.term),
         "hours": len(spec.hours()) if spec.is_term else 1,
         "delivery_end": spec.delivery_end.isoformat(),
         "cascades_at": cst_iso(catalogue.cascades_at(spec)) if spec.is_strip else None,

@@ -55,6 +55,7 @@ from exchange.domain.messages import (
 from settlement.audit import Discrepancy, audit, audit_shards
 from settlement.history import EXPORT_COLUMNS, replay_document
 from settlement.replay import parse_until, replay
+from settlement.restart import replay_stored
 from settlement.shards import MergedView, viewing
 from settlement.stalled import Stall
 from settlement.store import StoredEvent
@@ -356,9 +357,11 @@ async def replay_state(
             errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
         )
     if len(runtime.shards) == 1:
-        result = await replay(runtime.store, runtime.catalogue, position, ts)
+        async with runtime.store.view() as view:
+            result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
     else:
-        # Every settlement shard's history merged; `until` positions are the merged order's.
+        # Every settlement shard's history merged, from position 0 (a shard's snapshot is of
+        # its own state); `until` positions are the merged order's.
         async with viewing(runtime.shards) as views:
             result = await replay(MergedView(views), runtime.catalogue, position, ts)
     return replay_document(result, contract, account_id)

@@ -130,7 +130,7 @@ class Contract(Model):
     """The price band (fen; 0: none): the contract's, its family's, or the market rules'."""
     term: str = "H"
     """H: an hour; W: a week; N: a week's nights; M: a month; D: a day (token bundles)."""
-    term_name: str = "one delivery hour"
+    term_name: str = "单个交付小时 one delivery hour"
     hours: int = 1
     """The hourly contracts covered: a strip's amount is price x quantity x hours."""
     delivery_end: str | None = None

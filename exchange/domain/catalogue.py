@@ -122,6 +122,20 @@ TERMS: dict[str, str] = {
     TERM_NIGHTS: "the night hours (00:00-08:00 CST) of each day of one week from Monday",
     TERM_MONTH: "every hour of one calendar month (CST)",
 }
+TERMS_ZH: dict[str, str] = {
+    TERM_HOUR: "单个交付小时",
+    TERM_DAY: "一天的每个小时 (北京时间 00:00-24:00)",
+    TERM_WEEK: "一周的每个小时 (北京时间周一 00:00 至下周一 00:00)",
+    TERM_NIGHTS: "自周一起一周每天的夜间时段 (北京时间 00:00-08:00)",
+    TERM_MONTH: "一个自然月的每个小时 (北京时间)",
+}
+
+
+def term_name(term: str) -> str:
+    """A term in words as a person reads it: Chinese first, then English."""
+    return f"{TERMS_ZH[term]} {TERMS[term]}"
+
+
 NIGHT_HOURS = range(8)
 """The hours of a night strip each day: 00:00 to 08:00 China Standard Time."""
 TOKEN_TERMS = (TERM_DAY, TERM_WEEK, TERM_MONTH)

@@ -36,6 +36,7 @@ from exchange.domain.accounts import BPS, TOKENS_PER_UNIT, Fees, Hasher
 from exchange.domain.catalogue import (
     MarketRules,
     SymbolError,
+    cst_iso,
     parse_symbol,
     strip_hours,
     to_utc_ms,
@@ -603,16 +604,16 @@ class DeliveryDesk:
                 request,
                 stamp,
                 RejectReason.BUNDLE_NOT_STARTED,
-                f"{request.symbol} is drawn down from its period's start at {start} (log time, "
-                "ms): nothing is owed before it",
+                f"{request.symbol} is drawn down from its period's start at {cst_iso(start)}: "
+                "nothing is owed before it",
             )
         if stamp.ts >= end:
             return _refused(
                 request,
                 stamp,
                 RejectReason.BUNDLE_PERIOD_OVER,
-                f"{request.symbol}'s period ended at {end} (log time, ms): tokens used after it "
-                "are not drawn from it",
+                f"{request.symbol}'s period ended at {cst_iso(end)}: tokens used after it are "
+                "not drawn from it",
             )
         key = (request.symbol, request.provider_id, request.buyer_id)
         obligation = self.obligations.get(key)

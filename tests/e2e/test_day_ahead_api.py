@@ -222,6 +222,9 @@ async def test_day_ahead_bids_clear_at_the_gate_and_each_account_reads_its_resul
         mine = await _cx(exchange, exchange.keys["lab"], "results", DATE)
         assert mine.returncode == 0, mine.stderr
         assert "同组他选中标 alternative accepted" in mine.stdout
+        assert mine.stdout.startswith(f"日前市场 day-ahead auction {DATE}, 账户 account lab")
+        # Each order's hours with their delivery date, as `MM-DD HH:00-HH:00`.
+        assert f" {DATE[5:]} {NM[0][-2:]}:00-{int(NM[-1][-2:]) + 1:02d}:00 " in mine.stdout
         assert f"{NM[0]}: 3 卡时 x 14.00 元" in mine.stdout
         # Operators read any account's results; a participant only its own.
         operator = await exchange.operator()
@@ -406,6 +409,9 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
             "rejected",
             "alternative_accepted",
         )
+        intraday = await _cx(exchange, exchange.keys["lab"], "results", name)
+        assert intraday.returncode == 0, intraday.stderr
+        assert intraday.stdout.startswith(f"日内集合竞价 intraday auction {name} (CST)")
         for symbol in (*GZ, *NM):
             contract = (await exchange.anonymous.get(f"/v1/contracts/{symbol}")).json()
             assert contract["state"] == "continuous", contract

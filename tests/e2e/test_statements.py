@@ -211,6 +211,7 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             ("信息技术服务*交易服务费 (平台减免)", "项", 1, None, -5, 0, -5),
         ]  # fmt: skip
         assert (invoice["amount"], invoice["tax"], invoice["total"]) == (4_246, 255, 4_501)
+        assert invoice["total_in_words"] == "肆拾伍元零壹分"
         assert (invoice["voucher"], invoice["firm_paid"]) == (1_350, 3_151)
         table = (await sme.get(f"/v1/orders/{order_id}/invoice", params={"format": "csv"})).text
         rows = list(csv.reader(io.StringIO(table)))
@@ -227,6 +228,7 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             "-14.15",
             "15.00",
             "13.50",
+            "肆拾伍元零壹分",
             USCC,
             order_id,
         ):

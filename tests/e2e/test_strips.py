@@ -76,7 +76,14 @@ async def test_a_week_is_bought_cascaded_and_resold_by_the_hour(
             "cascades_at": "2027-12-04T00:00:00+08:00",
             "delivery_end": "2027-12-13T00:00:00+08:00",
         }
+        assert contract["term_name"] == (
+            "一周的每个小时 (北京时间周一 00:00 至下周一 00:00) "
+            "every hour of one week, Monday 00:00 to Monday 00:00 CST"
+        )
         listed = (await exchange.client.get("/v1/contracts")).json()
+        assert {c["term_name"] for c in listed if c["term"] == "H"} == {
+            "单个交付小时 one delivery hour"
+        }
         assert {c["symbol"]: c["term"] for c in listed if c["term"] != "H"} == {
             "H100-80G.GZ.W20271206": "W",
             "H100-80G.GZ.N20271206": "N",
