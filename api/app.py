@@ -49,7 +49,7 @@ from api.routes import (
     web,
 )
 from api.services import Commands, PipelineHealth
-from api.sql import SqlKeys, SqlLedger, SqlNeeds, SqlRequests, SqlStalls
+from api.sql import ShardedLedger, SqlKeys, SqlLedger, SqlNeeds, SqlRequests, SqlStalls
 from api.streams import KeyWatch
 from settlement.pipeline_status import LogOffsets, StatusMonitor
 
@@ -113,7 +113,12 @@ def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
     app.add_middleware(BodyLimit)  # outermost: RefuseNul reads at most MAX_BODY_BYTES
     # The one place the API hands the engine out: to the SQL implementations of its ports.
     engine = runtime.store.engine
-    ledger, keys = SqlLedger(engine), SqlKeys(engine)
+    keys = SqlKeys(engine)
+    ledger = (
+        SqlLedger(engine)
+        if len(runtime.shards) == 1
+        else ShardedLedger([shard.engine for shard in runtime.shards])
+    )
     keyring = KeyRing(keys, settings.key_cache_seconds, settings.key_outage_seconds)
     commands = Commands(runtime, market)
     need_service = NeedService(ledger, SqlNeeds(engine), runtime.catalogue, market, commands)
@@ -123,6 +128,7 @@ def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
         runtime.store,
         settings.stall_seconds,
         folded=lambda: market.positions,
+        shards=runtime.shards,
     )
     app.state.api = ApiState(
         runtime=runtime,

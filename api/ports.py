@@ -60,6 +60,10 @@ class Runtime(Protocol):
         """The event store, with the ledger and the API's own tables."""
 
     @property
+    def shards(self) -> list[SqlEventStore]:
+        """Every settlement shard's store, the home shard (`store`) first."""
+
+    @property
     def topics(self) -> Topics:
         """The exchange's topics."""
 

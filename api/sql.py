@@ -188,6 +188,223 @@ class SqlLedger:
         return await set_aside_stalls(self.engine)
 
 
+class ShardedLedger(SqlLedger):
+    """The settled state over several settlement shards (`settlement.shards`): an account's
+    views, a programme's report and its applications read every shard and add up or merge
+    their parts; what is the API's own (keys, stalls set aside) is the home shard's. An order,
+    a trade and a contract live in one shard (their family's); an account's money is spread
+    over them."""
+
+    def __init__(self, engines: Sequence[AsyncEngine]) -> None:
+        super().__init__(engines[0])
+        self.shards = [SqlLedger(engine) for engine in engines]
+
+    async def order(self, order_id: str) -> dict[str, Any] | None:
+        """One settled order, from the shard of its family."""
+        for shard in self.shards:
+            if (found := await shard.order(order_id)) is not None:
+                return found
+        return None
+
+    async def account_orders(
+        self, account_id: str, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """An account's orders over every shard, newest first (as one shard orders them)."""
+        rows = [r for s in self.shards for r in await s.account_orders(account_id, status, limit)]
+        rows.sort(key=lambda row: row["order_id"])
+        rows.sort(key=lambda row: row["created_ts"], reverse=True)
+        return rows[:limit]
+
+    async def account_fills(self, account_id: str, limit: int) -> list[dict[str, Any]]:
+        """The account's fills over every shard, newest first by log time."""
+        fills = [f for s in self.shards for f in await s.account_fills(account_id, limit)]
+        return _newest_first(fills)[:limit]
+
+    async def account_summary(self, account_id: str) -> dict[str, Any] | None:
+        """Cash, capacity and positions of an account, each the sum of its shards' parts."""
+        parts = [p for s in self.shards if (p := await s.account_summary(account_id))]
+        if not parts:
+            return None
+        capacity: dict[str, dict[str, int]] = {}
+        positions: dict[str, int] = {}
+        for part in parts:
+            for row in part["capacity"]:
+                held = capacity.setdefault(row["symbol"], {"available": 0, "held": 0})
+                held["available"] += row["available"]
+                held["held"] += row["held"]
+            for row in part["positions"]:
+                positions[row["symbol"]] = positions.get(row["symbol"], 0) + row["quantity"]
+        return {
+            "account_id": account_id,
+            "cash": {
+                "available": sum(p["cash"]["available"] for p in parts),
+                "held": sum(p["cash"]["held"] for p in parts),
+            },
+            "capacity": [{"symbol": s, **capacity[s]} for s in sorted(capacity)],
+            "positions": [{"symbol": s, "quantity": positions[s]} for s in sorted(positions)],
+        }
+
+    async def contract_trades(self, symbol: str, limit: int) -> list[dict[str, Any]]:
+        """Settled trades of one contract (its family's shard), newest first."""
+        trades = [t for s in self.shards for t in await s.contract_trades(symbol, limit)]
+        return _newest_first(trades)[:limit]
+
+    async def sold(self, account_id: str) -> list[dict[str, Any]]:
+        """Per contract, what the account sold over every shard."""
+        per_symbol: dict[str, dict[str, Any]] = {}
+        for shard in self.shards:
+            for row in await shard.sold(account_id):
+                total = per_symbol.setdefault(
+                    row["symbol"],
+                    {"symbol": row["symbol"], "quantity": 0, "payout": 0, "trades": 0},
+                )
+                for name in ("quantity", "payout", "trades"):
+                    total[name] += row[name]
+        return [per_symbol[symbol] for symbol in sorted(per_symbol)]
+
+    async def trades_report(
+        self,
+        *,
+        account_id: str | None,
+        symbol: str | None,
+        since_ts: int | None,
+        until_ts: int | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Settled trades over every shard, newest first by log time, filtered."""
+        trades = [
+            t
+            for s in self.shards
+            for t in await s.trades_report(
+                account_id=account_id,
+                symbol=symbol,
+                since_ts=since_ts,
+                until_ts=until_ts,
+                limit=limit,
+            )
+        ]
+        return _newest_first(trades)[:limit]
+
+    async def order_paid(self, order_id: str) -> int:
+        """Fen paid by a buy order (its trades are in its family's shard)."""
+        return sum([await shard.order_paid(order_id) for shard in self.shards])
+
+    async def day_ahead_events(self, day: str, types: tuple[str, ...]) -> list[AnyEvent]:
+        """A day's auction events from every shard (each partition's share is in its own),
+        by log time, each shard's in stored order."""
+        found = [e for s in self.shards for e in await s.day_ahead_events(day, types)]
+        return sorted(found, key=lambda event: event.ts)
+
+    async def account_order_ids(self, account_id: str, order_ids: set[str]) -> set[str]:
+        """Which of `order_ids` are settled orders of the account, in any shard."""
+        found: set[str] = set()
+        for shard in self.shards:
+            found |= await shard.account_order_ids(account_id, order_ids)
+        return found
+
+    async def deliveries(
+        self, account_id: str
+    ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        """The account's delivery obligations and recalls over every shard."""
+        owed: list[Mapping[str, Any]] = []
+        recalled: list[Mapping[str, Any]] = []
+        for shard in self.shards:
+            obligations, recalls = await shard.deliveries(account_id)
+            owed += obligations
+            recalled += recalls
+        key = lambda row: (row["symbol"], row["provider_id"], row["buyer_id"])  # noqa: E731
+        return sorted(owed, key=key), sorted(recalled, key=key)
+
+    async def invoices(self, account_id: str) -> dict[str, Any]:
+        """The account's invoices over every shard."""
+        return await reports.invoices([shard.engine for shard in self.shards], account_id)
+
+    async def programme_report(self, programme_id: str) -> dict[str, Any] | None:
+        """A voucher programme's report over every shard (its grants are used in every
+        family's)."""
+        engines = [shard.engine for shard in self.shards]
+        return await reports.programme_report(engines, programme_id)
+
+    async def statement(self, account_id: str, month: str) -> dict[str, Any]:
+        """The account's statement for a CST month, over every shard."""
+        engines = [shard.engine for shard in self.shards]
+        return await statements.account_statement(engines, account_id, month)
+
+    async def order_statement(self, order_id: str) -> dict[str, Any] | None:
+        """A buy order's statement, from the shard of its family."""
+        for shard in self.shards:
+            if (found := await shard.order_statement(order_id)) is not None:
+                return found
+        return None
+
+    async def order_invoice(self, order_id: str) -> dict[str, Any] | None:
+        """A buy order's VAT invoice data, from the shard of its family."""
+        for shard in self.shards:
+            if (found := await shard.order_invoice(order_id)) is not None:
+                return found
+        return None
+
+    async def enterprise(self, account_id: str) -> dict[str, Any] | None:
+        """The enterprise the account registered, from the shard of the registry's partition."""
+        for shard in self.shards:
+            if (found := await shard.enterprise(account_id)) is not None:
+                return found
+        return None
+
+    async def grant_applications(
+        self, *, programme_id: str | None = None, account_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Applications over every shard, oldest first."""
+        found = [
+            row
+            for shard in self.shards
+            for row in await shard.grant_applications(
+                programme_id=programme_id, account_id=account_id
+            )
+        ]
+        return sorted(
+            found, key=lambda r: (r["submitted_ts"], r["programme_id"], r["application_id"])
+        )
+
+    def history(
+        self,
+        output_format: str,
+        contract: str | None,
+        account_id: str | None,
+        order_id: str | None,
+        since_ts: int | None,
+        until_ts: int | None,
+    ) -> AsyncIterator[str]:
+        """Stored events, filtered, shard after shard (each in its stored order)."""
+        query = history_query(contract, account_id, order_id, since_ts, until_ts)
+        return self._export_shards(query, output_format)
+
+    async def _export_shards(self, query: Select[Any], output_format: str) -> AsyncIterator[str]:
+        for shard in self.shards:
+            async for line in shard._export(query, output_format):
+                yield line
+
+    async def set_aside(self, source: str, operator: str, reason: str) -> StalledOn | None:
+        """Mark the open stall at `source` (in whichever shard stalled there) to be set aside."""
+        for shard in self.shards:
+            if (stall := await shard.set_aside(source, operator, reason)) is not None:
+                return stall
+        return None
+
+    async def set_aside_stalls(self) -> dict[str, StalledOn]:
+        """The stalls whose record an operator set aside, in every shard."""
+        found: dict[str, StalledOn] = {}
+        for shard in self.shards:
+            found |= await shard.set_aside_stalls()
+        return found
+
+
+def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several shards (each newest first) by log time, newest first; ties keep
+    each shard's order, then the shards' order."""
+    return sorted(rows, key=lambda row: row["ts"], reverse=True)
+
+
 class SqlKeys:
     """The API keys table."""
 

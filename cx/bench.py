@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from exchange.domain.messages import (
 from exchange.log import TopicPartition
 from exchange.pipeline import Topics
 from settlement.scratch import scratch_database
+from settlement.shards import shard_of
 from settlement.sql_store import open_event_store
 
 PARTITIONS = 4
@@ -287,3 +289,308 @@ def run(kafka: str, database_url: str, commands: int, rate: int, matching_proces
     return json.dumps(
         asyncio.run(bench_e2e(kafka, database_url, commands, rate, matching_processes))
     )
+
+
+# Settlement in shards ---------------------------------------------------------------------
+
+SHARD_POLL_S = 0.05
+
+
+def _family_spread_orders(count: int, seed: int, topics: Topics, shards: int) -> list[PlaceOrder]:
+    """Orders spread evenly over the settlement shards (each shard's families in turn), so a
+    shard's share of the load is its share of the shards, whichever partitions the default
+    families hash to."""
+    rng = random.Random(seed)
+    catalogue = default_catalogue()
+    by_shard: list[list[str]] = [[] for _ in range(shards)]
+    for symbol in catalogue.symbols:
+        by_shard[shard_of(topics.market_partition(symbol), shards)].append(symbol)
+    if not all(by_shard):
+        raise ValueError(f"the default families do not reach all {shards} shards")
+    ticks = {spec.symbol: spec.tick_size for spec in catalogue}
+    orders = []
+    for n in range(count):
+        symbol = rng.choice(by_shard[n % shards])
+        orders.append(
+            PlaceOrder(
+                order_id=f"s{seed}-{n}",
+                account_id=f"acct-{rng.randrange(ACCOUNTS)}",
+                symbol=symbol,
+                side=rng.choice(("buy", "sell")),
+                price=(1000 + rng.randint(-8, 8)) * ticks[symbol],
+                quantity=rng.randint(1, 10),
+            )
+        )
+    return orders
+
+
+def _machine_busy() -> tuple[float, float]:
+    """The machine's busy and total CPU seconds since boot (all cores), from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def _cx_run(arguments: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A `cx run` process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cx.cli", "run", *arguments],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used, from /proc (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _backends_cpu(connection: asyncpg.Connection) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL server process serving the connection's database (but
+    the connection's own)."""
+    rows = await connection.fetch(
+        "select pid from pg_stat_activity where datname = current_database() "
+        "and pid <> pg_backend_pid()"
+    )
+    return {row["pid"]: _cpu_seconds(row["pid"]) for row in rows}
+
+
+async def _events_end(kafka: str, topics: Topics) -> dict[int, int]:
+    """The events topic's end offset per partition."""
+    log = KafkaLog(kafka)
+    consumer = await log.consumer()
+    try:
+        return {
+            p: await consumer.end_offset(TopicPartition(topics.events, p))
+            for p in range(topics.market_partitions)
+        }
+    finally:
+        await consumer.close()
+        await log.close()
+
+
+async def _settled_offsets(connections: list[asyncpg.Connection]) -> int:
+    """Events settled so far: settlement's stored next offsets over the shards' databases."""
+    total = 0
+    for connection in connections:
+        total += int(
+            await connection.fetchval(
+                "select coalesce(sum(next_offset), 0) from consumer_offsets "
+                "where consumer = 'settlement'"
+            )
+        )
+    return total
+
+
+_Sample = tuple[float, int, list[float], dict[int, float], tuple[float, float]]
+"""When, how many events settled, each settlement process's CPU, each database server
+process's CPU, and the machine's busy and total CPU."""
+
+
+async def _settle_shards(
+    kafka: str,
+    prefix: str,
+    topics: Topics,
+    commands: int,
+    stores: list[tuple[str, str]],
+    ends: dict[int, int],
+) -> dict[str, Any]:
+    """Settle the whole events topic into `stores` (url, dsn), one `cx run settlement
+    --shard K` process each, and measure from the first settled event to the last."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "DATABASE_URL": stores[0][0],
+        "CX_SETTLEMENT_SHARDS": " ".join(url for url, _ in stores[1:]),
+        "CX_TOPIC_PREFIX": prefix,
+        "CX_COMMAND_PARTITIONS": str(PARTITIONS),
+        "CX_MARKET_PARTITIONS": str(PARTITIONS),
+    }
+    started: _Sample = (time.monotonic(), 0, [0.0] * len(stores), {}, _machine_busy())
+    processes = [_cx_run(["settlement", "--shard", str(k)], env) for k in range(len(stores))]
+    connections = [await asyncpg.connect(dsn) for _, dsn in stores]
+    total = sum(ends.values())
+    try:
+        # Measured from the first batch stored to the last, CPU too: start-up (imports,
+        # schema checks, joining the log) is the same for one shard or many. A history small
+        # enough to settle in one batch is measured from the processes' start instead.
+        first: _Sample | None = None
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            done = await _settled_offsets(connections)
+            if first is None and 0 < done < total:
+                cpu = [_cpu_seconds(process.pid) for process in processes]
+                backends: dict[int, float] = {}
+                for connection in connections:
+                    backends |= await _backends_cpu(connection)
+                first = (time.monotonic(), done, cpu, backends, _machine_busy())
+            if done >= total:
+                break
+            await asyncio.sleep(SHARD_POLL_S)
+        else:
+            raise TimeoutError(f"settlement did not reach the end of {prefix}.events")
+        begun, settled_first, cpu_first, backends_first, machine_first = first or started
+        seconds = time.monotonic() - begun
+        machine_last = _machine_busy()
+        busy = (machine_last[0] - machine_first[0]) / max(machine_last[1] - machine_first[1], 1e-9)
+        settlement_cpu = [
+            _cpu_seconds(process.pid) - before
+            for process, before in zip(processes, cpu_first, strict=True)
+        ]
+        backends_last: dict[int, float] = {}
+        for connection in connections:
+            backends_last |= await _backends_cpu(connection)
+        database_cpu = sum(
+            used - backends_first.get(pid, 0.0) for pid, used in backends_last.items()
+        )
+    finally:
+        for connection in connections:
+            await connection.close()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    measured = total - settled_first
+    return {
+        "seconds": seconds,
+        "events": total,
+        "measured_events": measured,
+        "events_per_s": measured / seconds if seconds else 0.0,
+        "settlement_cpu_s": settlement_cpu,
+        "database_cpu_s": database_cpu,
+        "machine_busy": busy,
+    }
+
+
+async def bench_shards(
+    kafka: str, database_url: str, shard_servers: list[str], commands: int, most: int
+) -> list[dict[str, Any]]:
+    """One family-spread history (risk and matching as `cx run` processes), then settled
+    from the start into 1 shard and into `most` shards (the first on `database_url`'s server,
+    the others on `shard_servers`, a scratch database each): a figure per shard count."""
+    if len(shard_servers) < most - 1:
+        raise ValueError(
+            f"--shards {most} needs {most - 1} more PostgreSQL servers in CX_SETTLEMENT_SHARDS "
+            f"(a URL each; the bench makes a scratch database on each), it names "
+            f"{len(shard_servers)}"
+        )
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    topics = Topics.named(prefix, PARTITIONS, PARTITIONS)
+    orders = _family_spread_orders(commands, seed=4, topics=topics, shards=most)
+    async with scratch_database(database_url) as (history_url, _):
+        store = open_event_store(history_url)
+        await store.initialise(upgrade_to_head)
+        await store.close()
+        log = KafkaLog(kafka)
+        await topics.create(log)
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "DATABASE_URL": history_url,
+            "CX_TOPIC_PREFIX": prefix,
+            "CX_COMMAND_PARTITIONS": str(PARTITIONS),
+            "CX_MARKET_PARTITIONS": str(PARTITIONS),
+        }
+        # Risk and matching only: the events topic fills, nothing settles it yet.
+        producing = [_cx_run([stage], env) for stage in ("risk", "matching")]
+        try:
+            producer = await log.producer()
+            for n in range(ACCOUNTS):
+                account = f"acct-{n}"
+                funding: list[DepositFunds | DepositCapacity] = [
+                    DepositFunds(deposit_id=f"f{n}", account_id=account, amount=10**13)
+                ]
+                funding += [
+                    DepositCapacity(
+                        deposit_id=f"c{n}-{s}", account_id=account, symbol=s, quantity=10**9
+                    )
+                    for s in default_catalogue().symbols
+                ]
+                for command in funding:
+                    partition = topics.command_partition(command.account_id)
+                    await producer.send(topics.commands, partition, encode(command))
+            for order in orders:
+                partition = topics.command_partition(order.account_id)
+                await producer.send(topics.commands, partition, encode(order))
+            await producer.flush()
+            await producer.close()
+            # The history is whole when every command has an outcome (each has at least
+            # one event) and the events topic has stopped growing.
+            sent = len(orders) + ACCOUNTS * (1 + len(default_catalogue().symbols))
+            ends, still = await _events_end(kafka, topics), 0
+            deadline = time.monotonic() + 900
+            while still < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+                now = await _events_end(kafka, topics)
+                grown = now != ends or sum(now.values()) < sent
+                still = 0 if grown else still + 1
+                ends = now
+            if still < 3:
+                raise TimeoutError("risk and matching did not bring every command's outcome")
+        finally:
+            for process in producing:
+                process.terminate()
+            for process in producing:
+                process.wait(timeout=30)
+            await log.close()
+        figures = []
+        for count in sorted({1, most}):
+            async with AsyncExitStack() as stack:
+                stores = [await stack.enter_async_context(scratch_database(database_url))]
+                for server in shard_servers[: count - 1]:
+                    stores.append(await stack.enter_async_context(scratch_database(server)))
+                for url, _ in stores:
+                    store = open_event_store(url)
+                    await store.initialise(upgrade_to_head)
+                    await store.close()
+                measured = await _settle_shards(kafka, prefix, topics, commands, stores, ends)
+            # Commands settled in the measured window: its share of the events.
+            deposits = ACCOUNTS * (1 + len(default_catalogue().symbols))
+            per_event = (commands + deposits) / measured["events"]
+            settled_commands = measured["measured_events"] * per_event
+            cpu = sum(measured["settlement_cpu_s"]) + measured["database_cpu_s"]
+            figures.append(
+                {
+                    "bench": "e2e-shards",
+                    "shards": count,
+                    "servers": count,
+                    "commands": commands,
+                    "events": measured["events"],
+                    "seconds": round(measured["seconds"], 2),
+                    "measured_events": measured["measured_events"],
+                    "commands_per_s": round(measured["events_per_s"] * per_event),
+                    "settled_events_per_s": round(measured["events_per_s"]),
+                    "cpu_ms_per_command": round(cpu * 1000 / settled_commands, 3),
+                    "settlement_cpu_ms_per_command": [
+                        round(s * 1000 / settled_commands, 3) for s in measured["settlement_cpu_s"]
+                    ],
+                    "database_cpu_ms_per_command": round(
+                        measured["database_cpu_s"] * 1000 / settled_commands, 3
+                    ),
+                    "cores": os.cpu_count(),
+                    "machine_busy": round(measured["machine_busy"], 2),
+                    # Cores settlement and its databases had on average: with the machine
+                    # busy, the rest went to the Kafka broker and other work on the machine.
+                    "cores_used": round(cpu / measured["seconds"], 2) if measured["seconds"] else 0,
+                }
+            )
+    return figures
+
+
+def run_shards(
+    kafka: str, database_url: str, shard_servers: list[str], commands: int, most: int
+) -> str:
+    """Run the shards bench and return one JSON line per shard count."""
+    figures = asyncio.run(bench_shards(kafka, database_url, shard_servers, commands, most))
+    return "\n".join(json.dumps(figure) for figure in figures)

@@ -52,9 +52,32 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run every stage and the API in one process")
     run = commands.add_parser("run", help="run one stage (scale out by running several)")
     run.add_argument("stage", choices=STAGES)
+    run.add_argument(
+        "--shard",
+        type=int,
+        help="settlement: settle only this shard (0 the home database; CX_SETTLEMENT_SHARDS "
+        "names the others); default: every shard",
+    )
     commands.add_parser(
         "init",
         help="create the topics and migrate the database to this release's schema, then exit",
+    )
+    shards = commands.add_parser(
+        "shards", help="settlement shards: which partitions and families each settles"
+    )
+    shard_commands = shards.add_subparsers(dest="shards_command", required=True)
+    shard_commands.add_parser("list", help="each shard's partitions, families and events")
+    move = shard_commands.add_parser(
+        "move",
+        help="move partitions (and their families) to the shards of a new CX_SETTLEMENT_SHARDS "
+        "(offline: settlement must not be running; run it again if it was cut short)",
+    )
+    move.add_argument(
+        "--to",
+        required=True,
+        metavar="URLS",
+        help="the new CX_SETTLEMENT_SHARDS: space-separated database URLs of the shards after "
+        "the home shard ('' for the home shard alone)",
     )
     projections = commands.add_parser(
         "projections", help="the tables settlement projects from the events"
@@ -82,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replay from position 0, not from settlement's latest stored snapshot",
     )
+    replay.add_argument(
+        "--shard",
+        type=int,
+        help="replay only this settlement shard's history (default: every shard's, merged)",
+    )
     audit = commands.add_parser(
         "audit", help="check the whole history from the event store; exit 1 on a discrepancy"
     )
@@ -101,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
         "(YYYY-MM-DDTHH:MM, CST)",
     )
     audit.add_argument("--json", action="store_true", help="print JSON")
+    audit.add_argument(
+        "--shard",
+        type=int,
+        help="audit only this settlement shard (default: each shard, then all of them merged)",
+    )
     exported = commands.add_parser(
         "history", help="export stored events as JSON lines or CSV, filtered"
     )
@@ -216,6 +249,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--rate", type=int, default=200, help="e2e: offered load below saturation")
     bench.add_argument("--matching-processes", type=int, default=1, help="e2e: matching processes")
+    bench.add_argument(
+        "--shards",
+        type=int,
+        help="e2e: settle one family-spread history into 1 and into this many settlement "
+        "shards, one line each (shards after the first on the servers CX_SETTLEMENT_SHARDS "
+        "names; default 4,000 commands)",
+    )
     bench.add_argument("--clients", type=int, default=8, help="api: concurrent clients")
     bench.add_argument("--seconds", type=float, default=10.0, help="api: seconds of load")
     bench.add_argument("--subscribers", type=int, default=1000, help="fanout: subscribers")
@@ -364,11 +404,26 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from cx.node import serve
 
         stage: Stage = args.stage
-        asyncio.run(serve(settings, (stage,), quiet_gc=True))
+        if args.shard is not None and stage != "settlement":
+            raise UsageError("--shard chooses a settlement shard: cx run settlement --shard K")
+        shards = len(settings.shard_urls())
+        if args.shard is not None and not 0 <= args.shard < shards:
+            raise UsageError(
+                f"there is no settlement shard {args.shard}: CX_SETTLEMENT_SHARDS gives {shards} "
+                f"(0 to {shards - 1}, 0 the home database)"
+            )
+        asyncio.run(serve(settings, (stage,), quiet_gc=True, shard=args.shard))
     elif args.command == "init":
         asyncio.run(_init(settings))
     elif args.command == "projections":
         return asyncio.run(_rebuild_projections(settings))
+    elif args.command == "shards":
+        from cx import shards as shard_commands
+
+        if args.shards_command == "move":
+            _refuse_beside_embedded_exchange(settings, "move partitions")
+            return asyncio.run(shard_commands.move(settings, args.to.split()))
+        return asyncio.run(shard_commands.show(settings))
     elif args.command == "replay":
         from cx import history
         from cx.collector import quiet_collector
@@ -384,6 +439,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 args.json,
                 args.verify,
                 full=args.full,
+                shard=args.shard,
             )
         )
     elif args.command == "keys":
@@ -398,7 +454,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                     "auction's time, YYYY-MM-DDTHH:MM)"
                 )
             return asyncio.run(history.run_auction_audit(settings, args.date, args.json))
-        return asyncio.run(history.run_audit(settings, args.json, scope=args.scope))
+        return asyncio.run(
+            history.run_audit(settings, args.json, scope=args.scope, shard=args.shard)
+        )
     elif args.command == "deadletters":
         if args.deadletters_command == "set-aside":
             return asyncio.run(_set_aside(settings, args.source, args.reason))
@@ -532,8 +590,8 @@ def _statement_report(settings: Settings, account_id: str, month: str) -> int:
         print(f"cx report: {error}", file=sys.stderr)
         return 2
 
-    async def read(engine: Any) -> dict[str, Any]:
-        return await statements.account_statement(engine, account_id, month)
+    async def read(engines: list[Any]) -> dict[str, Any]:
+        return await statements.account_statement(engines, account_id, month)
 
     found = asyncio.run(_read_ledger(settings, read))
     print(json.dumps(found, ensure_ascii=False, indent=2))
@@ -547,8 +605,12 @@ def _invoice_report(settings: Settings, order_id: str, kind: str, out: Path | No
         print("cx report: a PDF invoice needs --out FILE", file=sys.stderr)
         return 2
 
-    async def read(engine: Any) -> dict[str, Any] | None:
-        return await statements.order_invoice(engine, order_id)
+    async def read(engines: list[Any]) -> dict[str, Any] | None:
+        # The order is in the shard of its family.
+        for engine in engines:
+            if (found := await statements.order_invoice(engine, order_id)) is not None:
+                return found
+        return None
 
     try:
         invoice = asyncio.run(_read_ledger(settings, read))
@@ -573,23 +635,27 @@ def _invoice_report(settings: Settings, order_id: str, kind: str, out: Path | No
 
 
 async def _read_ledger(settings: Settings, read: Any) -> Any:
-    store = _open_store(settings)
+    """What `read` finds given the engines of every settlement shard (the home shard's first)."""
+    from settlement.sql_store import open_event_store
+
+    stores = [_open_store(settings), *map(open_event_store, settings.shard_urls()[1:])]
     try:
-        await _migrate(store)
-        return await read(store.engine)
+        for store in stores:
+            await _migrate(store)
+        return await read([store.engine for store in stores])
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
 
 
 async def _read_programme(settings: Settings, programme_id: str) -> dict[str, Any] | None:
     from settlement import reports
 
-    store = _open_store(settings)
-    try:
-        await _migrate(store)
-        return await reports.programme_report(store.engine, programme_id)
-    finally:
-        await store.close()
+    async def read(engines: list[Any]) -> dict[str, Any] | None:
+        return await reports.programme_report(engines, programme_id)
+
+    found: dict[str, Any] | None = await _read_ledger(settings, read)
+    return found
 
 
 DEMO_KEYS = (
@@ -723,27 +789,44 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
         await runtime.close()
 
 
-async def _rebuild_projections(settings: Settings) -> int:
-    """Rebuild every projection table from the events: run with settlement stopped."""
+def _refuse_beside_embedded_exchange(settings: Settings, what: str) -> None:
+    asyncio.run(_refuse_beside_embedded(settings, what))
+
+
+async def _refuse_beside_embedded(settings: Settings, what: str) -> None:
+    """The embedded exchange holds its log's lock while it runs: refuse to change its store
+    beside it."""
     from exchange.adapters.inprocess_log import InProcessLog
     from exchange.log import LogError
-    from settlement import projections
 
-    if not settings.kafka_bootstrap_servers:
-        # The embedded exchange holds its log's lock while it runs: refuse beside it.
-        try:
-            await InProcessLog(settings.data_dir / "log").close()
-        except LogError:
-            raise UsageError(
-                f"an exchange is running on {settings.data_dir}: stop it, then rebuild"
-            ) from None
-    store = _open_store(settings)
+    if settings.kafka_bootstrap_servers:
+        return
     try:
-        await _migrate(store)
-        folded = await projections.rebuild(store, settings.catalogue())
-    finally:
-        await store.close()
-    print(f"rebuilt the projection tables from {folded} events")
+        await InProcessLog(settings.data_dir / "log").close()
+    except LogError:
+        raise UsageError(
+            f"an exchange is running on {settings.data_dir}: stop it, then {what}"
+        ) from None
+
+
+async def _rebuild_projections(settings: Settings) -> int:
+    """Rebuild every projection table from the events: run with settlement stopped."""
+    from settlement import projections
+    from settlement.sql_store import open_event_store
+
+    await _refuse_beside_embedded(settings, "rebuild")
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Each settlement shard's tables from its own events.
+    for shard, url in enumerate(settings.shard_urls()):
+        store = open_event_store(url)
+        try:
+            await _migrate(store)
+            folded = await projections.rebuild(store, settings.catalogue())
+        finally:
+            await store.close()
+        where = "" if len(settings.shard_urls()) == 1 else f" of settlement shard {shard}"
+        print(f"rebuilt the projection tables{where} from {folded} events")
     return 0
 
 
@@ -751,16 +834,26 @@ async def _set_aside(settings: Settings, source: str, reason: str) -> int:
     """Mark a stall's event to be set aside; only the event store is needed (the embedded log
     belongs to the running exchange), and settlement carries it out."""
     from settlement import stalled
+    from settlement.sql_store import open_event_store
 
-    store = _open_store(settings)
-    try:
-        await _migrate(store)
+    stall = None
+    # The stall is in the store of the settlement shard that stopped there.
+    for url in settings.shard_urls():
+        store = (
+            _open_store(settings) if url == settings.event_store_url() else open_event_store(url)
+        )
         try:
-            stall = await stalled.set_aside(store.engine, source, f"cx:{getpass.getuser()}", reason)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    finally:
-        await store.close()
+            await _migrate(store)
+            try:
+                stall = await stalled.set_aside(
+                    store.engine, source, f"cx:{getpass.getuser()}", reason
+                )
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+        finally:
+            await store.close()
+        if stall is not None:
+            break
     if stall is None:
         print(f"cx deadletters: no stage is stalled at {source}", file=sys.stderr)
         return 1
@@ -794,9 +887,15 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
     topics = Topics.named(
         settings.topic_prefix, settings.command_partitions, settings.market_partitions
     )
-    monitor = StatusMonitor(offsets, topics, store, observe or settings.stall_seconds, cache_s=0.0)
+    from settlement.sql_store import open_event_store
+
+    shards = [store, *(open_event_store(url) for url in settings.shard_urls()[1:])]
+    monitor = StatusMonitor(
+        offsets, topics, store, observe or settings.stall_seconds, cache_s=0.0, shards=shards
+    )
     try:
-        await _migrate(store)
+        for shard in shards:
+            await _migrate(shard)
         status = await monitor.status()
         if observe:
             await asyncio.sleep(observe)
@@ -805,7 +904,8 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
         await monitor.close()
         if command_log is not None:
             await command_log.close()
-        await store.close()
+        for shard in shards:
+            await shard.close()
     if as_json:
         print(json.dumps(dataclasses.asdict(status), indent=2))
     else:
@@ -885,7 +985,23 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        if args.name == "e2e":
+        if args.name == "e2e" and args.shards is not None:
+            from cx.bench import run_shards
+
+            if args.shards < 1:
+                raise UsageError("--shards must be at least 1")
+            try:
+                line = run_shards(
+                    settings.kafka_bootstrap_servers,
+                    settings.database_url,
+                    settings.settlement_shards.split(),
+                    args.commands or 4_000,
+                    args.shards,
+                )
+            except ValueError as error:
+                print(f"cx bench e2e: {error}", file=sys.stderr)
+                return 2
+        elif args.name == "e2e":
             from cx.bench import run as run_e2e_bench
 
             line = run_e2e_bench(

@@ -15,7 +15,14 @@ from sqlalchemy import func, select
 from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.domain.catalogue import Catalogue
-from settlement.audit import audit, audit_ledger, recorded_hashes
+from settlement.audit import (
+    AuditReport,
+    audit,
+    audit_ledger_shards,
+    audit_shard,
+    audit_shards,
+    recorded_hashes,
+)
 from settlement.history import (
     EXPORT_COLUMNS,
     export_line,
@@ -23,16 +30,30 @@ from settlement.history import (
     replay_document,
     verification,
 )
-from settlement.replay import parse_time, parse_until
+from settlement.replay import ReplayResult, parse_time, parse_until, replay
 from settlement.restart import replay_stored
 from settlement.schema import events
+from settlement.shards import MergedView, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 
 
-async def _open(settings: Settings) -> SqlEventStore:
-    store = open_event_store(settings.event_store_url())
+async def _open(settings: Settings, url: str | None = None) -> SqlEventStore:
+    store = open_event_store(url or settings.event_store_url())
     await store.initialise(upgrade_to_head)
     return store
+
+
+async def _open_shards(settings: Settings, shard: int | None) -> list[SqlEventStore]:
+    """The stores of every settlement shard, or of `shard` alone (UsageError-free: a bad
+    number raises ValueError saying which shards there are)."""
+    urls = settings.shard_urls()
+    if shard is not None and not 0 <= shard < len(urls):
+        raise ValueError(
+            f"there is no settlement shard {shard}: CX_SETTLEMENT_SHARDS gives {len(urls)} "
+            f"(0 to {len(urls) - 1}, 0 the home database)"
+        )
+    chosen = urls if shard is None else [urls[shard]]
+    return [await _open(settings, url) for url in chosen]
 
 
 async def run_replay(
@@ -44,59 +65,33 @@ async def run_replay(
     verify: bool,
     catalogue: Catalogue | None = None,
     full: bool = False,
+    shard: int | None = None,
 ) -> int:
     """Rebuild the state at `until` (a position or an ISO time), from settlement's latest
     stored snapshot at or before it (from position 0 if `full`, or if there is none or it is
-    refused), and print it; 1 if unverified."""
+    refused), and print it; 1 if unverified.
+
+    With settlement in shards: one shard's history, or (by default) every shard's merged
+    (`settlement.shards.MergedView`, from position 0; positions are the merged order's, and
+    `--verify` checks each shard's recorded hashes by replaying it on its own)."""
     catalogue = catalogue or settings.catalogue()
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
         print(f"cx replay: contract {contract!r} is not listed", file=sys.stderr)
         return 2
-    store = await _open(settings)
-    console = Console(stderr=True)
     try:
-        # One consistent point of the history, so a live store's writes meanwhile change
-        # neither the events replayed nor the hashes they are checked against.
-        async with store.view() as view:
-            recorded: dict[int, str] = {}
-            if verify:
-                recorded = {
-                    position: state_hash
-                    for position, state_hash in (await recorded_hashes(view.connection)).items()
-                    if until_position is None or position <= until_position
-                }
-            with Progress(
-                TextColumn("replaying"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=console,
-                disable=not console.is_terminal,
-            ) as progress:
-                task = progress.add_task("replay", total=None)
-
-                async def starting(after: int) -> None:
-                    query = (
-                        select(func.count()).select_from(events).where(events.c.position > after)
-                    )
-                    if until_position is not None:
-                        query = query.where(events.c.position <= until_position)
-                    total = (await view.connection.execute(query)).scalar_one()
-                    progress.reset(task, total=total)
-
-                result = await replay_stored(
-                    view,
-                    view.connection,
-                    catalogue,
-                    until_position,
-                    until_ts,
-                    recorded,
-                    full=full,
-                    starting=starting,
-                    progress=lambda n: progress.advance(task, n),
-                )
+        stores = await _open_shards(settings, shard)
+    except ValueError as error:
+        print(f"cx replay: {error}", file=sys.stderr)
+        return 2
+    try:
+        if len(stores) == 1:
+            result = await _replay_one(stores[0], catalogue, until_position, until_ts, verify, full)
+        else:
+            result = await _replay_merged(stores, catalogue, until_position, until_ts, verify, full)
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
     if result.refused is not None:
         print(
             f"cx replay: 已拒绝存储的快照 stored snapshot refused: {result.refused}; "
@@ -111,6 +106,79 @@ async def run_replay(
     else:
         _print_replay(document)
     return 1 if verify and result.mismatches else 0
+
+
+async def _replay_one(
+    store: SqlEventStore,
+    catalogue: Catalogue,
+    until_position: int | None,
+    until_ts: int | None,
+    verify: bool,
+    full: bool,
+) -> ReplayResult:
+    console = Console(stderr=True)
+    # One consistent point of the history, so a live store's writes meanwhile change
+    # neither the events replayed nor the hashes they are checked against.
+    async with store.view() as view:
+        recorded: dict[int, str] = {}
+        if verify:
+            recorded = {
+                position: state_hash
+                for position, state_hash in (await recorded_hashes(view.connection)).items()
+                if until_position is None or position <= until_position
+            }
+        with Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("replay", total=None)
+
+            async def starting(after: int) -> None:
+                query = select(func.count()).select_from(events).where(events.c.position > after)
+                if until_position is not None:
+                    query = query.where(events.c.position <= until_position)
+                total = (await view.connection.execute(query)).scalar_one()
+                progress.reset(task, total=total)
+
+            return await replay_stored(
+                view,
+                view.connection,
+                catalogue,
+                until_position,
+                until_ts,
+                recorded,
+                full=full,
+                starting=starting,
+                progress=lambda n: progress.advance(task, n),
+            )
+
+
+async def _replay_merged(
+    stores: list[SqlEventStore],
+    catalogue: Catalogue,
+    until_position: int | None,
+    until_ts: int | None,
+    verify: bool,
+    full: bool,
+) -> ReplayResult:
+    """Every shard's history merged, replayed from position 0 (a shard's stored snapshot is
+    of its own state); with `verify`, each shard replayed on its own against its recorded
+    hashes too (from its snapshot unless `full`), their findings added to the merged one's."""
+    checks = []
+    if verify:
+        # A shard's hashes are of its own state; the merged state has none recorded.
+        for store in stores:
+            checks.append(await _replay_one(store, catalogue, None, until_ts, True, full))
+    async with viewing(stores) as views:
+        result = await replay(MergedView(views), catalogue, until_position, until_ts)
+    for check in checks:
+        result.checked += check.checked
+        result.mismatches += check.mismatches
+        result.not_comparable += check.not_comparable
+    return result
 
 
 def _money(fen: int) -> str:
@@ -174,6 +242,7 @@ def _print_replay(document: dict[str, Any]) -> None:
             f"{document['started_from']} (--full replays from position 0)"
         )
     console.print(f"state hash: {document['state_hash']}")
+    console.print(f"history hash (the same over shards): {document['history_hash']}")
     verified = document.get("verified")
     if verified is not None:
         for mismatch in verified["mismatches"]:
@@ -185,50 +254,89 @@ def _print_replay(document: dict[str, Any]) -> None:
 
 
 async def run_audit(
-    settings: Settings, as_json: bool, catalogue: Catalogue | None = None, scope: str = "all"
+    settings: Settings,
+    as_json: bool,
+    catalogue: Catalogue | None = None,
+    scope: str = "all",
+    shard: int | None = None,
 ) -> int:
     """Audit the whole history (or, with scope "ledger", the journal); exit status 1 if
-    anything is unaccounted for."""
-    store = await _open(settings)
-    check = audit_ledger if scope == "ledger" else audit
+    anything is unaccounted for. With settlement in shards: one shard (`shard`), or each
+    shard and then every shard's history merged, the last report the whole history's."""
     try:
-        report = await check(store, catalogue or settings.catalogue())
+        stores = await _open_shards(settings, shard)
+    except ValueError as error:
+        print(f"cx audit: {error}", file=sys.stderr)
+        return 2
+    catalogue = catalogue or settings.catalogue()
+    sharded = len(settings.shard_urls()) > 1
+    reports: list[tuple[str, AuditReport]] = []
+    try:
+        if scope == "ledger":
+            for k, report in enumerate(await audit_ledger_shards(stores, catalogue)):
+                reports.append((_shard_name(shard if shard is not None else k, sharded), report))
+        elif not sharded:
+            reports.append(("", await audit(stores[0], catalogue)))
+        elif shard is not None:
+            reports.append((_shard_name(shard, sharded), await audit_shard(stores[0], catalogue)))
+        else:
+            each, whole = await audit_shards(stores, catalogue)
+            reports += [(_shard_name(k, sharded), report) for k, report in enumerate(each)]
+            reports.append(("all shards", whole))
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
     if as_json:
-        document = {
-            "position": report.position,
-            "events": report.events,
-            "trades": report.trades,
-            "orders": report.orders,
-            "checkpoints": report.checkpoints,
-            "state_hash": report.state_hash,
-            "discrepancies": [
-                {"kind": d.kind, "message": d.message, "positions": list(d.positions)}
-                for d in report.discrepancies
-            ],
-        }
+        documents = [_audit_document(name, report) for name, report in reports]
+        document = documents[-1] if not sharded else {"shards": documents}
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        for discrepancy in report.discrepancies:
-            print(discrepancy)
-        verdict = (
-            "no discrepancies"
-            if not report.discrepancies
-            else f"{len(report.discrepancies)} discrepancies"
+        for name, report in reports:
+            _print_audit(name, report, scope)
+    return 1 if any(report.discrepancies for _, report in reports) else 0
+
+
+def _shard_name(shard: int, sharded: bool) -> str:
+    return f"shard {shard}" if sharded else ""
+
+
+def _audit_document(name: str, report: AuditReport) -> dict[str, Any]:
+    document: dict[str, Any] = {"shard": name} if name else {}
+    return document | {
+        "position": report.position,
+        "events": report.events,
+        "trades": report.trades,
+        "orders": report.orders,
+        "checkpoints": report.checkpoints,
+        "state_hash": report.state_hash,
+        "history_hash": report.history_hash,
+        "discrepancies": [
+            {"kind": d.kind, "message": d.message, "positions": list(d.positions)}
+            for d in report.discrepancies
+        ],
+    }
+
+
+def _print_audit(name: str, report: AuditReport, scope: str) -> None:
+    prefix = f"{name}: " if name else ""
+    for discrepancy in report.discrepancies:
+        print(f"{prefix}{discrepancy}")
+    verdict = (
+        "no discrepancies"
+        if not report.discrepancies
+        else f"{len(report.discrepancies)} discrepancies"
+    )
+    if scope == "ledger":
+        print(
+            f"{prefix}audited {report.events} journal entries up to position {report.position}: "
+            f"{verdict}"
         )
-        if scope == "ledger":
-            print(
-                f"audited {report.events} journal entries up to position {report.position}: "
-                f"{verdict}"
-            )
-        else:
-            print(
-                f"audited {report.events} events up to position {report.position}, "
-                f"{report.orders} orders, {report.trades} trades, {report.checkpoints} "
-                f"checkpoints: {verdict}"
-            )
-    return 1 if report.discrepancies else 0
+    else:
+        print(
+            f"{prefix}audited {report.events} events up to position {report.position}, "
+            f"{report.orders} orders, {report.trades} trades, {report.checkpoints} "
+            f"checkpoints: {verdict}"
+        )
 
 
 async def run_history(

@@ -31,11 +31,12 @@ async def serve(
     stop: asyncio.Event | None = None,
     clock_ms: Callable[[], int] | None = None,
     quiet_gc: bool = False,
+    shard: int | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or `stop`), then stop every task and close cleanly; with
     `clock_ms`, on that clock instead of the wall's (see `ExchangeRuntime.open`); with
     `quiet_gc` (a process of its own, as `cx serve` and `cx run` are), tune the collector
-    for the process (`quiet_collector`)."""
+    for the process (`quiet_collector`); with `shard`, settle only that settlement shard."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -46,7 +47,7 @@ async def serve(
         quiet_collector()
     tasks: list[asyncio.Task[None]] = []
     try:
-        for runner in runtime.runners(stages):
+        for runner in runtime.runners(stages, shard):
             tasks.append(asyncio.create_task(runner.run(stop), name=runner.name))
         market: MarketData | None = None
         if "api" in stages:

@@ -21,6 +21,7 @@ from exchange.log import CommandLog, LogProducer
 from exchange.pipeline import MatchingRunner, RiskRunner, Topics, routing_key
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
 from settlement.service import SettlementRunner
+from settlement.shards import partitions_of
 from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
 
@@ -53,6 +54,9 @@ class ExchangeRuntime:
         """The log's clock: the time records appended now are stamped with."""
         self.log = command_log
         self.store = store
+        """The home shard's store: settlement's first shard, and the API's own tables."""
+        self.shards: list[SqlEventStore] = [store]
+        """Every settlement shard's store, the home shard's first (`settlement.shards`)."""
         self.catalogue = catalogue
         self.topics = Topics.named(
             settings.topic_prefix, settings.command_partitions, settings.market_partitions
@@ -93,6 +97,10 @@ class ExchangeRuntime:
         await store.initialise(upgrade_to_head)
         listed = catalogue or settings.catalogue()
         runtime = cls(settings, command_log, store, listed, clock_ms or wall_clock_ms)
+        for url in settings.shard_urls()[1:]:
+            shard = open_event_store(url)
+            await shard.initialise(upgrade_to_head)
+            runtime.shards.append(shard)
         await runtime.topics.create(command_log)
         return runtime
 
@@ -106,8 +114,9 @@ class ExchangeRuntime:
             self.topics.commands, partition, encode(command), key.encode()
         )
 
-    def runners(self, stages: Iterable[Stage]) -> list[Runner]:
-        """The pipeline stages (of risk, matching, settlement) to run in this process."""
+    def runners(self, stages: Iterable[Stage], shard: int | None = None) -> list[Runner]:
+        """The pipeline stages (of risk, matching, settlement) to run in this process; the
+        settlement stage settles every shard, or only `shard`."""
         built: list[Runner] = []
         snapshots = SqlSnapshotStore(self.store.engine)
         every = self.settings.snapshot_every
@@ -129,13 +138,41 @@ class ExchangeRuntime:
                         DayAheadRunner(self.log, self.topics, self.catalogue, None, snapshots)
                     )
             elif stage == "settlement":
-                built.append(SettlementRunner(self.log, self.topics, self.store, self.catalogue))
-        self.running.update((runner.name, runner) for runner in built)
+                built += self._settlement_runners(shard)
+        for runner in built:
+            key = runner.name
+            if isinstance(runner, SettlementRunner) and runner.shard:
+                key = f"{runner.name}-{runner.shard}"
+            self.running[key] = runner
         return built
+
+    def _settlement_runners(self, shard: int | None) -> list[SettlementRunner]:
+        """One runner per shard (or for `shard`), each settling its partitions into its store."""
+        count = len(self.shards)
+        if shard is not None and not 0 <= shard < count:
+            raise ValueError(
+                f"there is no settlement shard {shard}: CX_SETTLEMENT_SHARDS gives {count} "
+                f"(0 to {count - 1}, 0 the home database)"
+            )
+        if count == 1:
+            return [SettlementRunner(self.log, self.topics, self.store, self.catalogue)]
+        chosen = range(count) if shard is None else [shard]
+        return [
+            SettlementRunner(
+                self.log,
+                self.topics,
+                self.shards[k],
+                self.catalogue,
+                partitions_of(k, count, self.topics.market_partitions),
+                shard=k,
+            )
+            for k in chosen
+        ]
 
     async def close(self) -> None:
         """Release the producer, the log and the store."""
         if self._producer is not None:
             await self._producer.close()
         await self.log.close()
-        await self.store.close()
+        for store in self.shards:
+            await store.close()

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     """A PostgreSQL URL may name several servers, of which the exchange uses the one taking
     writes: `postgresql+asyncpg://user:password@/db?host=H1:P1&host=H2:P2&target_session_attrs=read-write`."""
+    settlement_shards: str = Field(default="", validation_alias="CX_SETTLEMENT_SHARDS")
+    """Database URLs (space-separated: a URL may hold commas) of the settlement shards after
+    the home shard, which is DATABASE_URL (or the embedded SQLite): with N URLs here
+    settlement runs in N+1 shards, and events-topic partition P (every family hashed to it)
+    settles in shard P mod (N+1). Empty: one shard, the home database (docs/DESIGN.md,
+    "Settlement in shards")."""
     data_dir: Path = Field(default=Path(".cx-data"), validation_alias="CX_DATA_DIR")
     api_host: str = Field(default="127.0.0.1", validation_alias="CX_API_HOST")
     api_port: int = Field(default=8000, validation_alias="CX_API_PORT")
@@ -147,6 +153,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _every_shard_settles_a_partition(self) -> Settings:
+        shards = len(self.shard_urls())
+        if shards > self.market_partitions:
+            raise ValueError(
+                f"CX_SETTLEMENT_SHARDS names {shards} shards with the home database, more than "
+                f"the {self.market_partitions} events partitions (CX_MARKET_PARTITIONS) they "
+                "split: a shard would settle nothing"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _intraday_auctions_follow_a_day_ahead_auction(self) -> Settings:
         if self.intraday_auction_hours and 24 % self.intraday_auction_hours:
             raise ValueError(
@@ -200,6 +217,10 @@ class Settings(BaseSettings):
         if not keys:
             keys = [_data_dir_key(self.data_dir / "operator.key")]
         return OperatorSeal(keys)
+
+    def shard_urls(self) -> list[str]:
+        """The settlement shards' databases, the home shard (`event_store_url`) first."""
+        return [self.event_store_url(), *self.settlement_shards.split()]
 
     def event_store_url(self) -> str:
         """DATABASE_URL, or the embedded SQLite file under the data directory."""

@@ -18,9 +18,9 @@ Folds every stored event (as `cx replay` does) and reports, each with the events
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -45,8 +45,10 @@ from exchange.domain.messages import (
 )
 from settlement import projections as tables
 from settlement.replay import READ_BATCH, ExchangeState
+from settlement.shards import MergedView, viewing
 from settlement.snapshots import snapshots
 from settlement.sql_store import SqlEventStore, StoreView
+from settlement.store import StoredEvent
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,8 @@ class AuditReport:
     orders: int = 0
     checkpoints: int = 0
     state_hash: str = ""
+    history_hash: str = ""
+    """`ExchangeState.history_hash`: the same for one store and the shards of one history."""
     discrepancies: list[Discrepancy] = field(default_factory=list)
 
 
@@ -201,11 +205,35 @@ async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
         return await _audit(view, catalogue)
 
 
-async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
+async def _audit(view: StoreView, catalogue: Catalogue, *, whole: bool = True) -> AuditReport:
+    recorded = await recorded_hashes(view.connection)
+    rows = await _projection_rows(view.connection)
+    return await _fold_and_check(view, catalogue, recorded, rows, whole=whole)
+
+
+class HistoryReader(Protocol):
+    """A history read forwards: one store's (`StoreView`) or every shard's merged."""
+
+    position: int
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """The next events after `after_position`, in order."""
+
+
+async def _fold_and_check(
+    view: HistoryReader,
+    catalogue: Catalogue,
+    recorded: dict[int, str],
+    rows: ProjectionRows,
+    *,
+    whole: bool,
+) -> AuditReport:
+    """Fold the history and check it; `whole`: the history is every event there is (one
+    store, or every shard merged), so voucher budgets and grants, which the grants' own
+    partition moves and every family's orders draw on, are checked too."""
     report = AuditReport(position=view.position)
     found = report.discrepancies
     state = ExchangeState(catalogue)
-    recorded = await recorded_hashes(view.connection)
     orders: dict[str, _Order] = {}
     trades: dict[str, list[int]] = defaultdict(list)
     cash_deposited = 0
@@ -218,7 +246,8 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
             event = state.apply(stored)
             position = stored.position
             report.events += 1
-            found += vouchers.fold(event, position, state)
+            if whole:
+                found += vouchers.fold(event, position, state)
             if isinstance(event, FundsDeposited):
                 cash_deposited += event.amount
             elif isinstance(event, FundsWithdrawn):
@@ -256,6 +285,7 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     report.trades = len(trades)
     report.orders = len(orders)
     report.state_hash = state.state_hash()
+    report.history_hash = state.history_hash()
     for position, expected in sorted(recorded.items()):
         found.append(
             Discrepancy(
@@ -275,9 +305,10 @@ async def _audit(view: StoreView, catalogue: Catalogue) -> AuditReport:
     _check_orders(state, orders, found)
     _check_holds(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
-    found += vouchers.check(state)
-    _check_vouchers(state, vouchers, found)
-    await _check_projections(view.connection, state, orders, found)
+    if whole:
+        found += vouchers.check(state)
+        _check_vouchers(state, vouchers, found)
+    _check_projections(rows, state, orders, found)
     return report
 
 
@@ -593,31 +624,60 @@ def _check_conservation(
             )
 
 
-async def _check_projections(
-    connection: AsyncConnection,
+@dataclass
+class ProjectionRows:
+    """The projection tables an audit compares with the events: balances, positions and the
+    orders' fills (of one store, or added up over every shard)."""
+
+    cash: dict[str, Balance] = field(default_factory=dict)
+    capacity: dict[tuple[str, str], Balance] = field(default_factory=dict)
+    positions: dict[tuple[str, str], int] = field(default_factory=dict)
+    filled: dict[str, int] = field(default_factory=dict)
+    """Filled quantity per order not rejected."""
+
+    def add(self, other: ProjectionRows) -> None:
+        """Add another shard's rows: an account's balances are the sum of its parts."""
+        for account_id, balance in other.cash.items():
+            _add_balance(self.cash.setdefault(account_id, Balance()), balance)
+        for holding, balance in other.capacity.items():
+            _add_balance(self.capacity.setdefault(holding, Balance()), balance)
+        for held, quantity in other.positions.items():
+            self.positions[held] = self.positions.get(held, 0) + quantity
+        self.filled.update(other.filled)
+
+
+def _add_balance(total: Balance, part: Balance) -> None:
+    total.available += part.available
+    total.held += part.held
+
+
+async def _projection_rows(connection: AsyncConnection) -> ProjectionRows:
+    """The projection tables as of the connection's view."""
+    rows = ProjectionRows()
+    for r in await connection.execute(select(tables.cash_balances)):
+        rows.cash[r.account_id] = Balance(r.available, r.held)
+    for r in await connection.execute(select(tables.capacity_balances)):
+        rows.capacity[(r.account_id, r.symbol)] = Balance(r.available, r.held)
+    for r in await connection.execute(select(tables.positions)):
+        rows.positions[(r.account_id, r.symbol)] = r.quantity
+    settled = select(tables.orders).where(tables.orders.c.status != "rejected")
+    for r in await connection.execute(settled):
+        rows.filled[r.order_id] = r.filled
+    return rows
+
+
+def _check_projections(
+    rows: ProjectionRows,
     state: ExchangeState,
     orders: dict[str, _Order],
     found: list[Discrepancy],
 ) -> None:
     """Compare the projection tables, read as of the audited point, with the events."""
     accounts = state.accounts
-    cash_rows = {r.account_id: r for r in await connection.execute(select(tables.cash_balances))}
-    capacity_rows = {
-        (r.account_id, r.symbol): r
-        for r in await connection.execute(select(tables.capacity_balances))
-    }
-    position_rows = {
-        (r.account_id, r.symbol): r.quantity
-        for r in await connection.execute(select(tables.positions))
-    }
-    order_rows = {
-        r.order_id: r
-        for r in await connection.execute(
-            select(tables.orders).where(tables.orders.c.status != "rejected")
-        )
-    }
-    _compare_balances("cash_balances", cash_rows, accounts.cash, found)
-    _compare_balances("capacity_balances", capacity_rows, accounts.capacity, found)
+    position_rows = rows.positions
+    order_rows = rows.filled
+    _compare_balances("cash_balances", rows.cash, accounts.cash, found)
+    _compare_balances("capacity_balances", rows.capacity, accounts.capacity, found)
     for key in sorted(set(position_rows) | set(accounts.positions)):
         if position_rows.get(key, 0) != accounts.positions.get(key, 0):
             found.append(
@@ -644,18 +704,21 @@ async def _check_projections(
                 )
             )
             continue
-        if row.filled != order.filled:
+        if row != order.filled:
             found.append(
                 Discrepancy(
                     "projection",
-                    f"orders shows {order_id} filled {row.filled}; the events give {order.filled}",
+                    f"orders shows {order_id} filled {row}; the events give {order.filled}",
                     order.involved(),
                 )
             )
 
 
 def _compare_balances(
-    table: str, rows: dict[Any, Any], balances: Mapping[Any, Balance], found: list[Discrepancy]
+    table: str,
+    rows: Mapping[Any, Balance],
+    balances: Mapping[Any, Balance],
+    found: list[Discrepancy],
 ) -> None:
     """Report each balance whose projected row differs from what the events give."""
     for key in sorted(set(rows) | set(balances)):
@@ -749,3 +812,35 @@ async def _audit_ledger(view: StoreView, catalogue: Catalogue) -> AuditReport:
             )
     report.state_hash = state.state_hash()
     return report
+
+
+async def audit_shard(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
+    """Check one settlement shard on its own: everything `audit` checks but voucher budgets
+    and grants (their events settle in the grants' partition, the orders drawing on them in
+    each family's), which only the whole history can judge (`audit_shards`)."""
+    async with store.view() as view:
+        return await _audit(view, catalogue, whole=False)
+
+
+async def audit_shards(
+    stores: Sequence[SqlEventStore], catalogue: Catalogue
+) -> tuple[list[AuditReport], AuditReport]:
+    """Check each shard on its own (with its recorded checkpoints), then the shards' histories
+    merged as one (`settlement.shards.MergedView`) against their projections added up: the
+    shards' reports and the whole history's, whose positions are the merged order's."""
+    async with viewing(stores) as views:
+        shards = [await _audit(view, catalogue, whole=False) for view in views]
+        rows = ProjectionRows()
+        for view in views:
+            rows.add(await _projection_rows(view.connection))
+        merged = MergedView(views)
+        report = await _fold_and_check(merged, catalogue, {}, rows, whole=True)
+    report.checkpoints = sum(shard.checkpoints for shard in shards)
+    return shards, report
+
+
+async def audit_ledger_shards(
+    stores: Sequence[SqlEventStore], catalogue: Catalogue
+) -> list[AuditReport]:
+    """The ledger audit of each shard: every shard's journal balances on its own."""
+    return [await audit_ledger(store, catalogue) for store in stores]

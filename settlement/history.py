@@ -91,6 +91,7 @@ def replay_document(
         "started_from": result.started_from,
         "snapshot_refused": result.refused,
         "state_hash": state.state_hash(),
+        "history_hash": state.history_hash(),
         "books": books,
         "accounts": listed,
         **_voucher_budgets(state, account),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Literal, Protocol, TypeVar
 from exchange.adapters.inprocess_log import StoredOffsets, stored_offsets
 from exchange.log import CommandLog, LogConsumer, TopicPartition
 from exchange.pipeline import Topics
+from settlement.shards import shard_of
 from settlement.sql_store import SqlEventStore
 from settlement.stalled import Stall, open_stalls
 
@@ -228,10 +229,14 @@ class StatusMonitor:
         folded: Callable[[], Mapping[int, int]] | None = None,
         cache_s: float = CACHE_S,
         clock: Callable[[], float] = time.monotonic,
+        shards: Sequence[SqlEventStore] = (),
     ) -> None:
         self.offsets = offsets
         self.topics = topics
         self.store = store
+        self.shards = list(shards) or [store]
+        """Every settlement shard's store (the home shard's first): each knows how far its
+        partitions are settled and where they stalled."""
         self.stall_seconds = stall_seconds
         self.folded = folded
         """The API's market-data fold: next offset per events partition."""
@@ -401,10 +406,14 @@ class StatusMonitor:
         )
 
     async def _settled(self) -> tuple[list[int], list[Stall]]:
-        stored = await self.store.consumer_offsets("settlement")
-        topic = self.topics.events
-        done = [stored.get((topic, p), 0) for p in range(self.topics.market_partitions)]
-        return done, await open_stalls(self.store.engine)
+        topic, count = self.topics.events, len(self.shards)
+        stored = [await shard.consumer_offsets("settlement") for shard in self.shards]
+        done = [
+            stored[shard_of(p, count)].get((topic, p), 0)
+            for p in range(self.topics.market_partitions)
+        ]
+        stalls = [stall for shard in self.shards for stall in await open_stalls(shard.engine)]
+        return done, stalls
 
 
 async def _within(reading: Awaitable[T]) -> T:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -105,6 +106,33 @@ class ExchangeState:
             f"accounts:{self.accounts_hash()}\nbooks:{self.market.state_hash()}\n".encode()
         ).hexdigest()
 
+    def history_hash(self) -> str:
+        """SHA-256 of the accounts and every book, with each resting order's time priority
+        as its rank in its own book (and each block's in its family) instead of the number
+        the replaying engine gave it.
+
+        `state_hash` counts one sequence over every book, so its numbers depend on how the
+        partitions' histories interleave: by arrival in one store, by log time when shards
+        are merged. Priority only ever compares orders of one book, so this hash is the same
+        for every interleaving that keeps each partition's order: one store's and the shards'
+        merged history hash alike (docs/DESIGN.md, "Settlement in shards")."""
+        snapshot = self.market.snapshot()
+        engine = snapshot["engine"]
+        for book in engine["books"]:
+            _rank(book["orders"])
+        families: dict[str, list[list[Any]]] = {}
+        for block in engine["blocks"]:
+            families.setdefault(block[BLOCK_FAMILY_AT], []).append(block)
+        for blocks in families.values():
+            _rank(blocks)
+        engine["seq"] = None
+        books = hashlib.sha256(
+            json.dumps(snapshot, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        return hashlib.sha256(
+            f"accounts:{self.accounts_hash()}\nbooks:{books}\n".encode()
+        ).hexdigest()
+
     def snapshot(self) -> dict[str, Any]:
         """The whole state, JSON-ready."""
         return {
@@ -125,6 +153,18 @@ class ExchangeState:
         state.ts = data["ts"]
         state.applied = data["applied"]
         return state
+
+
+SEQ_AT = 7
+"""Where an order's (and a block's) sequence number is in the engine's snapshot of it
+(`matching.snapshot`, version 1)."""
+BLOCK_FAMILY_AT = 3
+
+
+def _rank(entries: list[list[Any]]) -> None:
+    """Replace each entry's sequence number by its rank among `entries`."""
+    for rank, entry in enumerate(sorted(entries, key=lambda e: e[SEQ_AT])):
+        entry[SEQ_AT] = rank
 
 
 @dataclass

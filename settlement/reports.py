@@ -14,6 +14,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -30,19 +31,30 @@ CLAWBACK_KINDS = ("delivery", "resale")
 """Journal entries in which a voucher part returns to its grant."""
 
 
-async def invoices(engine: AsyncEngine, account_id: str) -> dict[str, Any]:
-    """The account's purchases, one invoice per buy order, and the totals."""
+async def invoices(engine: AsyncEngine | Sequence[AsyncEngine], account_id: str) -> dict[str, Any]:
+    """The account's purchases, one invoice per buy order, and the totals; given every
+    settlement shard's engine, over all of them (a purchase's lines are in its family's shard,
+    a concession on it in the account's)."""
     lines = tables.invoice_lines
-    async with engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                select(lines)
-                .where(lines.c.account_id == account_id)
-                .order_by(lines.c.ts, lines.c.trade_id)
-            )
-        ).all()
-        clawed = await _clawed_back(connection, account_id=account_id)
-        conceded = await _conceded(connection, account_id)
+    engines = [engine] if isinstance(engine, AsyncEngine) else list(engine)
+    rows: list[Any] = []
+    clawed: dict[tuple[str, str, int], int] = defaultdict(int)
+    conceded: dict[str, int] = defaultdict(int)
+    for shard in engines:
+        async with shard.connect() as connection:
+            rows += (
+                await connection.execute(
+                    select(lines)
+                    .where(lines.c.account_id == account_id)
+                    .order_by(lines.c.ts, lines.c.trade_id)
+                )
+            ).all()
+            for key, amount in (await _clawed_back(connection, account_id=account_id)).items():
+                clawed[key] += amount
+            for trade_id, discount in (await _conceded(connection, account_id)).items():
+                conceded[trade_id] += discount
+    if len(engines) > 1:
+        rows.sort(key=lambda row: (row.ts, row.trade_id))
     by_order: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_order[row.order_id].append(row)
@@ -139,8 +151,89 @@ def _day(ts: int) -> int:
     return moment.year * 10_000 + moment.month * 100 + moment.day
 
 
-async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, Any] | None:
+async def programme_report(
+    engine: AsyncEngine | Sequence[AsyncEngine], programme_id: str
+) -> dict[str, Any] | None:
     """The programme's budget and how it was used; None if no such programme was created."""
+    engines = [engine] if isinstance(engine, AsyncEngine) else list(engine)
+    parts = [await _programme_part(shard, programme_id) for shard in engines]
+    if all(part.pledge is None for part in parts):
+        return None
+    # Given every settlement shard's engine, the programme over all of them: its budget in
+    # the shard of its partition, its grants' reservations and uses in their families'.
+    pledge = sum(part.pledge or 0 for part in parts)
+    created = next((part.created for part in parts if part.created), {})
+    held: dict[str, int] = defaultdict(int)
+    clawed: dict[tuple[str, str, int], int] = defaultdict(int)
+    subsidised: list[Any] = []
+    for part in parts:
+        for account, balance in part.held.items():
+            held[account] += balance
+        for key, amount in part.clawed.items():
+            clawed[key] += amount
+        subsidised += part.subsidised
+    if len(parts) > 1:
+        subsidised.sort(key=lambda row: row.ts)
+    holders = sorted(key.split(":")[2] for key in held if key.startswith(f"grant:{programme_id}:"))
+    symbols = sorted({row.symbol for row in subsidised})
+    lines = tables.invoice_lines
+    same_contracts: list[Any] = []
+    for shard in engines:
+        async with shard.connect() as connection:
+            same_contracts += (
+                await connection.execute(
+                    select(
+                        lines.c.account_id, lines.c.symbol, lines.c.quantity, lines.c.gross
+                    ).where(lines.c.symbol.in_(symbols))
+                )
+            ).all()
+    budget = -pledge
+    unallocated = held.get(f"budget:{programme_id}", 0)
+    granted_unused = sum(v for k, v in held.items() if k.startswith("grant:"))
+    reserved = sum(v for k, v in held.items() if k.startswith("reserved:"))
+    committed = sum(row.voucher for row in subsidised)
+    clawed_back = sum(clawed.values())
+    by_day: dict[int, int] = defaultdict(int)
+    for row in subsidised:
+        by_day[_day(row.ts)] += row.voucher
+    for (_, _, day), amount in clawed.items():
+        by_day[day] -= amount
+    burn_down = []
+    remaining = budget
+    for day in sorted(by_day):
+        remaining -= by_day[day]
+        burn_down.append({"day": f"{day:08d}", "spent": by_day[day], "remaining": remaining})
+    return {
+        "programme_id": programme_id,
+        "issuer": created.get("issuer"),
+        "admin_id": created.get("admin_id"),
+        "budget": budget,
+        "granted": budget - unallocated,
+        "reserved": reserved,
+        "committed": committed,
+        "clawed_back": clawed_back,
+        "remaining": unallocated + granted_unused,
+        "burn_down": burn_down,
+        "by_enterprise": _breakdown(subsidised, lambda row: row.account_id),
+        "by_region": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[1]),
+        "by_class": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[0]),
+        "net_used": committed - clawed_back,
+        "city": _city(budget, burn_down, subsidised, clawed, set(holders), same_contracts),
+    }
+
+
+@dataclass
+class _ProgrammePart:
+    """What one store holds of a programme."""
+
+    pledge: int | None
+    created: dict[str, Any]
+    held: dict[str, int]
+    subsidised: list[Any]
+    clawed: dict[tuple[str, str, int], int]
+
+
+async def _programme_part(engine: AsyncEngine, programme_id: str) -> _ProgrammePart:
     balances = tables.ledger_balances
     lines = tables.invoice_lines
     async with engine.connect() as connection:
@@ -149,8 +242,6 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
                 select(balances.c.balance).where(balances.c.account == f"pledge:{programme_id}")
             )
         ).scalar()
-        if pledge is None:
-            return None
         created: dict[str, Any] = next(
             (
                 row.data
@@ -186,50 +277,7 @@ async def programme_report(engine: AsyncEngine, programme_id: str) -> dict[str, 
             )
         ).all()
         clawed = await _clawed_back(connection, programme_id=programme_id)
-        holders = sorted(
-            key.split(":")[2] for key in held if key.startswith(f"grant:{programme_id}:")
-        )
-        symbols = sorted({row.symbol for row in subsidised})
-        same_contracts = (
-            await connection.execute(
-                select(lines.c.account_id, lines.c.symbol, lines.c.quantity, lines.c.gross).where(
-                    lines.c.symbol.in_(symbols)
-                )
-            )
-        ).all()
-    budget = -pledge
-    unallocated = held.get(f"budget:{programme_id}", 0)
-    granted_unused = sum(v for k, v in held.items() if k.startswith("grant:"))
-    reserved = sum(v for k, v in held.items() if k.startswith("reserved:"))
-    committed = sum(row.voucher for row in subsidised)
-    clawed_back = sum(clawed.values())
-    by_day: dict[int, int] = defaultdict(int)
-    for row in subsidised:
-        by_day[_day(row.ts)] += row.voucher
-    for (_, _, day), amount in clawed.items():
-        by_day[day] -= amount
-    burn_down = []
-    remaining = budget
-    for day in sorted(by_day):
-        remaining -= by_day[day]
-        burn_down.append({"day": f"{day:08d}", "spent": by_day[day], "remaining": remaining})
-    return {
-        "programme_id": programme_id,
-        "issuer": created.get("issuer"),
-        "admin_id": created.get("admin_id"),
-        "budget": budget,
-        "granted": budget - unallocated,
-        "reserved": reserved,
-        "committed": committed,
-        "clawed_back": clawed_back,
-        "remaining": unallocated + granted_unused,
-        "burn_down": burn_down,
-        "by_enterprise": _breakdown(subsidised, lambda row: row.account_id),
-        "by_region": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[1]),
-        "by_class": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[0]),
-        "net_used": committed - clawed_back,
-        "city": _city(budget, burn_down, subsidised, clawed, set(holders), same_contracts),
-    }
+    return _ProgrammePart(pledge, created, held, list(subsidised), clawed)
 
 
 def _city(

@@ -105,8 +105,12 @@ class SettlementRunner:
         store: SqlEventStore,
         catalogue: Catalogue,
         partitions: Iterable[int] | None = None,
+        *,
+        shard: int = 0,
     ) -> None:
         self.log = command_log
+        self.shard = shard
+        """The settlement shard this runner settles (`settlement.shards`); 0 when unsharded."""
         self.store = store
         self.snapshots = SqlSnapshotStore(store.engine)
         self.projection = LedgerProjection(catalogue)

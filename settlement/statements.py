@@ -16,7 +16,7 @@ buyer is read from the `enterprises` table, amounts are tax-inclusive integers i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -257,27 +257,45 @@ def _total(per_entry: Iterable[Mapping[str, int]]) -> dict[str, int]:
     return total
 
 
-async def account_statement(engine: AsyncEngine, account_id: str, month: str) -> dict[str, Any]:
+async def account_statement(
+    engine: AsyncEngine | Sequence[AsyncEngine], account_id: str, month: str
+) -> dict[str, Any]:
     """The account's statement for a CST month: opening and closing money, every line, the
-    entries behind them, and the three-way split of the compute bought."""
+    entries behind them, and the three-way split of the compute bought.
+
+    Given the engines of every settlement shard, the account's statement across them: each
+    event's entry is in one shard, the opening balance is the sum of the shards' parts, and
+    the entries are in log-time order (each shard's in its stored order, ties by shard)."""
     start, end = month_bounds(month)
     journal = tables.journal
     funds = _funds(account_id)
-    async with engine.connect() as connection:
-        entries = await _legs(
-            connection, and_(_touches(account_id), journal.c.ts >= start, journal.c.ts < end)
-        )
-        settled = await _settlements(connection, entries)
-        bundles = await bundle_statement(connection, account_id, start, end)
-        opening = (
-            await connection.execute(
-                select(journal.c.amount).where(
-                    and_(journal.c.account.in_(funds), journal.c.ts < start)
-                )
+    engines = [engine] if isinstance(engine, AsyncEngine) else list(engine)
+    entries: dict[str, list[Leg]] = {}
+    settled: dict[str, Mapping[str, Any]] = {}
+    bundles: list[dict[str, Any]] = []
+    cascades: list[dict[str, Any]] = []
+    opening_balance = 0
+    for shard in engines:
+        async with shard.connect() as connection:
+            found = await _legs(
+                connection, and_(_touches(account_id), journal.c.ts >= start, journal.c.ts < end)
             )
-        ).scalars()
-        opening_balance = sum(opening)
-        cascades = await strip_cascades(connection, account_id, start, end)
+            settled.update(await _settlements(connection, found))
+            bundles += await bundle_statement(connection, account_id, start, end)
+            opening = (
+                await connection.execute(
+                    select(journal.c.amount).where(
+                        and_(journal.c.account.in_(funds), journal.c.ts < start)
+                    )
+                )
+            ).scalars()
+            opening_balance += sum(opening)
+            cascades += await strip_cascades(connection, account_id, start, end)
+        entries.update(found)
+    if len(engines) > 1:
+        entries = dict(sorted(entries.items(), key=lambda item: item[1][0].ts))
+        bundles.sort(key=lambda bundle: (bundle["symbol"], bundle["role"]))
+        cascades.sort(key=lambda cascade: cascade["ts"])
     per_entry: list[dict[str, Any]] = []
     for entry_id, legs in entries.items():
         lines = classify(account_id, legs, settled.get(entry_id))

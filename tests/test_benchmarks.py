@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from exchange.domain.catalogue import default_catalogue
+from tests.conftest import missing
+from tests.e2e.harness import free_port
+from tests.e2e.private_postgres import BIN, private_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +52,56 @@ def test_the_e2e_bench_measures_the_pipeline_against_both_raw_limits(
     ratio = float(figures["ratio"])  # type: ignore[arg-type]
     assert ratio > 0
     assert abs(ratio - float(figures["commands_per_s"]) / slower) <= 0.02 * ratio  # type: ignore[arg-type]
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_the_e2e_bench_settles_one_history_into_one_shard_and_into_two_servers(
+    kafka_bootstrap: str, postgres_url: str
+) -> None:
+    if not (BIN / "initdb").exists() or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        missing(
+            f"a second PostgreSQL server needs initdb and pg_ctl in {BIN} (and runuser as root)"
+        )
+    with private_postgres(free_port()) as second:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "DATABASE_URL": postgres_url,
+            "CX_SETTLEMENT_SHARDS": second.url,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "cx.cli", "bench", "e2e", "--shards", "2", "--commands", "600"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    one, two = (json.loads(line) for line in done.stdout.splitlines())
+    assert (one["shards"], two["shards"]) == (1, 2)
+    # The same history settled twice: every event, 600 orders' and the deposits'.
+    assert one["events"] == two["events"] >= 600
+    for figures in (one, two):
+        assert figures["bench"] == "e2e-shards"
+        assert figures["settled_events_per_s"] > 0
+        assert figures["cpu_ms_per_command"] > 0
+    assert len(two["settlement_cpu_ms_per_command"]) == 2
+    # Without a second server it says what is missing.
+    env.pop("CX_SETTLEMENT_SHARDS")
+    refused = subprocess.run(
+        [sys.executable, "-m", "cx.cli", "bench", "e2e", "--shards", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "needs 1 more PostgreSQL servers in CX_SETTLEMENT_SHARDS" in refused.stderr
 
 
 @pytest.mark.postgres

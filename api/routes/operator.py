@@ -52,10 +52,11 @@ from exchange.domain.messages import (
     MarketControlRejected,
     SetAccountLimits,
 )
-from settlement.audit import audit
+from settlement.audit import Discrepancy, audit, audit_shards
 from settlement.history import EXPORT_COLUMNS, replay_document
-from settlement.replay import parse_until
+from settlement.replay import parse_until, replay
 from settlement.restart import replay_stored
+from settlement.shards import MergedView, viewing
 from settlement.stalled import Stall
 from settlement.store import StoredEvent
 
@@ -355,23 +356,38 @@ async def replay_state(
             f"until: position {position} is past the largest there can be ({MAX_SQL_INT})",
             errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
         )
-    async with runtime.store.view() as view:
-        result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
+    if len(runtime.shards) == 1:
+        async with runtime.store.view() as view:
+            result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
+    else:
+        # Every settlement shard's history merged, from position 0 (a shard's snapshot is of
+        # its own state); `until` positions are the merged order's.
+        async with viewing(runtime.shards) as views:
+            result = await replay(MergedView(views), runtime.catalogue, position, ts)
     return replay_document(result, contract, account_id)
 
 
 @router.get("/audit", summary="Check the whole history from the event store")
 async def audit_history(_: Operator, runtime: RuntimeDep) -> dict[str, Any]:
-    report = await audit(runtime.store, runtime.catalogue)
+    found: list[tuple[str, Discrepancy]] = []
+    if len(runtime.shards) == 1:
+        report = await audit(runtime.store, runtime.catalogue)
+    else:
+        # Each settlement shard on its own, then their histories merged as one.
+        each, report = await audit_shards(runtime.shards, runtime.catalogue)
+        for shard, part in enumerate(each):
+            found += [(f"shard {shard}: ", d) for d in part.discrepancies]
+    found += [("", d) for d in report.discrepancies]
     return {
         "events": report.events,
         "orders": report.orders,
         "trades": report.trades,
         "checkpoints": report.checkpoints,
         "state_hash": report.state_hash,
+        "history_hash": report.history_hash,
         "discrepancies": [
-            {"kind": d.kind, "message": d.message, "positions": list(d.positions)}
-            for d in report.discrepancies
+            {"kind": d.kind, "message": where + d.message, "positions": list(d.positions)}
+            for where, d in found
         ],
     }
 
