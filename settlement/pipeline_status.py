@@ -252,6 +252,8 @@ class _Seen:
     """Monotonic time since which the offset has stood still with lag."""
     moved: bool
     """Whether a reading saw it move to `offset` (else `since` is the log's word)."""
+    caught_up: bool
+    """Whether it had no lag at that reading."""
 
 
 class StatusMonitor:
@@ -437,7 +439,7 @@ class StatusMonitor:
             {
                 (topic, partition, offset)
                 for stage, topic, partition, end, offset in readable
-                if end > offset and (stage, partition) not in self._seen
+                if end > offset and self._lag_began_unseen(stage, partition, offset)
             }
         )
         found = await asyncio.gather(
@@ -445,6 +447,12 @@ class StatusMonitor:
             return_exceptions=True,
         )
         return {where: ts for where, ts in zip(wanted, found, strict=True) if isinstance(ts, int)}
+
+    def _lag_began_unseen(self, stage: str, partition: int, offset: int) -> bool:
+        """Whether a partition now behind at `offset` began to lag since the last reading (or
+        was never read): only the log can tell since when."""
+        seen = self._seen.get((stage, partition))
+        return seen is None or (seen.caught_up and seen.offset == offset)
 
     def _judge(
         self,
@@ -458,15 +466,25 @@ class StatusMonitor:
         logged: Mapping[tuple[str, int, int], int],
     ) -> PartitionProgress:
         """The partition's progress, against the offset it stood at in earlier readings or,
-        on the first, the time the record at its offset was logged."""
+        where its lag began unseen, the time the record at its offset was logged."""
         lag = max(0, end - offset)
-        seen = self._seen.get((stage, partition))
-        if lag == 0 or (seen is not None and seen.offset != offset):
-            seen = self._seen[(stage, partition)] = _Seen(offset, now, moved=seen is not None)
+        key = (stage, partition)
+        seen = self._seen.get(key)
+        logged_ms = logged.get((topic, partition, offset))
+        # It has stood at least since its next record was logged (the log's time is the wall
+        # clock's; a log time ahead of it counts as now).
+        waited_since = now - max(0, wall - logged_ms) / 1000 if logged_ms is not None else now
+        if lag == 0:
+            seen = self._seen[key] = _Seen(offset, now, moved=True, caught_up=True)
         elif seen is None:
-            # Nothing seen it move: it has stood at least since its next record was logged.
-            waited_ms = max(0, wall - logged.get((topic, partition, offset), wall))
-            seen = self._seen[(stage, partition)] = _Seen(offset, now - waited_ms / 1000, False)
+            seen = self._seen[key] = _Seen(offset, waited_since, moved=False, caught_up=False)
+        elif seen.offset != offset:
+            seen = self._seen[key] = _Seen(offset, now, moved=True, caught_up=False)
+        elif seen.caught_up:
+            # Its lag began after the reading that found it caught up, and not before its
+            # next record was logged: a gap between readings is not taken for a stall.
+            since = max(seen.since, waited_since) if logged_ms is not None else seen.since
+            seen = self._seen[key] = _Seen(offset, since, moved=seen.moved, caught_up=False)
         idle = 0.0 if lag == 0 else now - seen.since
         return PartitionProgress(
             stage=stage,
