@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pypdf import PdfReader
 
+from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from settlement.reports import report_csv
 from tests.e2e.grants import granted
-from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settings_for, settle
+from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +41,11 @@ def _order(symbol: str, side: str, price: int, quantity: int, **more: Any) -> di
     return {"symbol": symbol, "side": side, "price": price, "quantity": quantity, **more}
 
 
-async def test_a_strip_counts_its_card_hours_and_units_stay_apart(tmp_path: Path) -> None:
-    settings = settings_for(
-        tmp_path, CX_LISTINGS="H100-80G.GZ,CPU.GZ", CX_LISTING_DAYS=2, CX_TERM_DAYS=14
+async def test_a_strip_counts_its_card_hours_and_units_stay_apart(
+    exchange_settings: Settings,
+) -> None:
+    settings = exchange_settings.model_copy(
+        update={"listings": "H100-80G.GZ,CPU.GZ", "listing_days": 2, "term_days": 14}
     )
     async with running_exchange(settings, LogClock(TRADING)) as exchange:
         programme = {
