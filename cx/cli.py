@@ -832,7 +832,7 @@ def _print_status(status: PipelineStatus) -> None:
         elif p.seen_moving:
             state = f"moving ({p.idle_ms / 1000:.0f}s since it moved)"
         else:
-            state = f"not seen to move ({p.idle_ms / 1000:.0f}s since its next record)"
+            state = f"not seen to move (behind for at least {p.idle_ms / 1000:.0f}s)"
         where = f"{p.topic}:{p.partition}"
         print(f"{p.stage:<12} {where:<28} {p.end_offset:>10} {p.offset:>10} {p.lag:>8}  {state}")
     for problem in status.unreadable:
