@@ -426,7 +426,7 @@ def report_csv(report: dict[str, Any]) -> str:
     for breakdown in ("by_enterprise", "by_region", "by_class"):
         writer.writerow([])
         writer.writerow(
-            [breakdown.removeprefix("by_"), "purchases", *(f"{unit}s" for unit in UNITS),
+            [breakdown.removeprefix("by_"), "purchases", *UNITS,
              "gross", "voucher"]
         )  # fmt: skip
         for group in report[breakdown]:
