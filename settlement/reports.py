@@ -425,10 +425,7 @@ def report_csv(report: dict[str, Any]) -> str:
         writer.writerow([entry["day"], entry["spent"], entry["remaining"]])
     for breakdown in ("by_enterprise", "by_region", "by_class"):
         writer.writerow([])
-        writer.writerow(
-            [breakdown.removeprefix("by_"), "purchases", *UNITS,
-             "gross", "voucher"]
-        )  # fmt: skip
+        writer.writerow([breakdown.removeprefix("by_"), "purchases", *UNITS, "gross", "voucher"])
         for group in report[breakdown]:
             writer.writerow(
                 [
