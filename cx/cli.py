@@ -169,8 +169,9 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="read again after this long: a partition whose lag has not moved counts as "
-        "stalled (one reading alone sees only the events settlement cannot apply)",
+        help="read again after this long and count as stalled a partition whose lag has not "
+        "moved meanwhile (without it: read twice a second apart, and a partition is stalled "
+        "whose lag has not moved for CX_STALL_SECONDS since its next record was logged)",
     )
     keys_parser = commands.add_parser(
         "keys", help="API keys in the configured event store (DATABASE_URL or the embedded one)"
@@ -864,6 +865,10 @@ async def _set_aside(settings: Settings, source: str, reason: str) -> int:
     return 0
 
 
+MOVE_CHECK_S = 1.0
+"""How far apart `cx status` reads twice when not told to observe longer."""
+
+
 async def _status(settings: Settings, as_json: bool, observe: float) -> int:
     """Print every stage's progress and every stall; 1 if anything is stalled."""
     from exchange.adapters.kafka_log import KafkaLog
@@ -897,9 +902,10 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
         for shard in shards:
             await _migrate(shard)
         status = await monitor.status()
-        if observe:
-            await asyncio.sleep(observe)
-            status = await monitor.status()
+        # A second reading tells a stage that moves from one that stands: the first knows
+        # only how long the record at each offset has waited.
+        await asyncio.sleep(observe or MOVE_CHECK_S)
+        status = await monitor.status()
     finally:
         await monitor.close()
         if command_log is not None:
@@ -923,8 +929,10 @@ def _print_status(status: PipelineStatus) -> None:
             state = "STALLED"
         elif not p.lag:
             state = "caught up"
-        else:
+        elif p.seen_moving:
             state = f"moving ({p.idle_ms / 1000:.0f}s since it moved)"
+        else:
+            state = f"not seen to move (behind for at least {p.idle_ms / 1000:.0f}s)"
         where = f"{p.topic}:{p.partition}"
         print(f"{p.stage:<12} {where:<28} {p.end_offset:>10} {p.offset:>10} {p.lag:>8}  {state}")
     for problem in status.unreadable:

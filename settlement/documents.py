@@ -24,7 +24,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from exchange.domain.catalogue import cst_iso
-from settlement.statements import yuan
+from settlement.statements import MILLION_TOKENS_ZH, UNITS_ZH, yuan
 
 CJK_FONT_FILE = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 """A TrueType Chinese font to embed, where installed."""
@@ -271,11 +271,19 @@ def _plot(draw: Any, width_in: float = 7.0, height_in: float = 3.0) -> Image:
 
 
 def _premium(premium_bps: int | None) -> str:
-    """What holders paid against others, in words: there is nothing to compare while no other
-    buyer bought the holders' contracts."""
+    """What the voucher's purchases paid against the others, in words: there is nothing to
+    compare while nothing in the contracts it paid for was bought without it."""
     if premium_bps is None:
-        return "无可比较 no other buyers bought the contracts the holders bought"
-    return f"holders paid {premium_bps} bps more than others' average price on the same units"
+        return "无可比较 no other buyers: nothing in these contracts was bought without the voucher"
+    return (
+        f"purchases with the voucher paid {premium_bps} bps more than the others' average "
+        "price per unit"
+    )
+
+
+def _unit(unit: str) -> str:
+    """A unit, Chinese first: 卡时 card-hour, 核时 core-hour, 百万tokens million-tokens."""
+    return f"{UNITS_ZH.get(unit, MILLION_TOKENS_ZH)} {unit}"
 
 
 def _label(chinese: str, english: str) -> str:
@@ -290,8 +298,8 @@ def _plain(value: float) -> str:
 
 def programme_pdf(report: Mapping[str, Any]) -> bytes:
     """The programme's report for the city: budget and use, vouchers used and clawed back by
-    month, compute bought per 元 of voucher, the spread across enterprises, and what holders
-    paid per unit against others in the same contracts."""
+    month, compute bought per 元 of voucher, the spread across enterprises, and what the
+    voucher's purchases paid per unit against the others in the same contracts."""
     city = report["city"]
     per, unit = _scale(report["budget"])
     summary = [
@@ -305,13 +313,13 @@ def programme_pdf(report: Mapping[str, Any]) -> bytes:
         for m in city["by_month"]
     ]
     compute = [["单位 unit", "数量 units", "每元算力券 units per 元 of voucher"]] + [
-        [c["unit"], c["units"], c["units_per_yuan"]] for c in city["compute_per_yuan"]
+        [_unit(c["unit"]), c["units"], c["units_per_yuan"]] for c in city["compute_per_yuan"]
     ]
     spread = city["spread"]
-    prices = [["合同 contract", "持券 holders units", "持券均价 holders avg", "其他 others units",
-               "其他均价 others avg", "差 premium bps"]] + [
-        [p["symbol"], p["holder_units"], yuan(p["holder_avg"]), p["other_units"],
-         yuan(p["other_avg"]), p["premium_bps"]]
+    prices = [["合同 contract", "单位 unit", "用券 with voucher", "用券均价 avg",
+               "其他 others", "其他均价 others avg", "差 premium bps"]] + [
+        [p["symbol"], _unit(p["unit"]), p["holder_units"], yuan(p["holder_avg"]),
+         p["other_units"], yuan(p["other_avg"]), p["premium_bps"]]
         for p in city["prices"]
     ]  # fmt: skip
 
@@ -370,8 +378,8 @@ def programme_pdf(report: Mapping[str, Any]) -> bytes:
         ),
         _plot(distribution),
         Paragraph(
-            "持券企业与其他买方同一合同的单价 Gross price per unit, holders vs others, same "
-            f"contracts: {_premium(city['holder_premium_bps'])}",
+            "用券购买与同一合同其他购买的单价 Gross price per unit, purchases with the voucher "
+            f"vs the others, same contracts: {_premium(city['holder_premium_bps'])}",
             BODY,
         ),
         _table(prices),

@@ -9,6 +9,11 @@ market-data fold. A partition is stalled when settlement recorded a record it ca
 there, or when it has lag that has not moved for `stall_seconds` (CX_STALL_SECONDS), or when
 its offsets could not be read for that long. `/v1/health`, `GET /v1/admin/status` and
 `cx status` report it.
+
+How long a partition has not moved is measured from the stored data, not from when the
+observer first looked: until a reading sees its offset move, it has stood since at least the
+log time of the record at its offset (the oldest it has not taken, appended after everything it
+took), so a monitor started after a stage stopped, or `cx status`, tells at once.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from exchange.adapters.inprocess_log import StoredOffsets, stored_offsets
+from exchange.adapters.inprocess_log import StoredOffsets, stored_offsets, stored_timestamp
 from exchange.log import CommandLog, LogConsumer, TopicPartition
 from exchange.pipeline import Topics
 from settlement.shards import shard_of
@@ -35,6 +40,11 @@ READ_TIMEOUT_S = 2.0
 """How long reading one source may take before it counts as unreadable."""
 DIRECTORY_FRESH_S = 0.2
 """An embedded log directory read this recently answers again (one reading asks it 5 times)."""
+PEEK = "\0peek"
+"""The key of the group-less consumer that reads single records (apart from the one that reads
+end offsets, whose assignment it would change)."""
+PEEK_TIMEOUT_MS = 1_000
+"""How long reading one record may wait for the broker."""
 MARKET_DATA = "market-data"
 """The API process's fold of the events topic, reported as a stage of its own."""
 
@@ -57,7 +67,11 @@ class PartitionProgress:
     progressing: bool
     """Caught up, or moved within the stall time."""
     idle_ms: int
-    """How long it has had lag without moving (0 when caught up or moving)."""
+    """How long it has had lag without moving (0 when caught up or moving): since a reading saw
+    it move, or else since the record at its offset was logged."""
+    seen_moving: bool = False
+    """Whether a reading saw its offset move (rather than the log's time alone telling how
+    long it has stood)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +139,9 @@ class OffsetSource(Protocol):
     async def committed(self, group: str, topic: str, partitions: int) -> list[int]:
         """The group's committed offset of each partition (0 where none)."""
 
+    async def logged_at(self, topic: str, partition: int, offset: int) -> int | None:
+        """The log time (ms) of the record at `offset`, None if it cannot be read."""
+
     async def close(self) -> None:
         """Release what it holds."""
 
@@ -135,11 +152,13 @@ class LogOffsets:
     def __init__(self, command_log: CommandLog) -> None:
         self.log = command_log
         self._consumers: dict[str | None, LogConsumer] = {}
+        self._logged: dict[tuple[TopicPartition, int], int] = {}
 
     async def _consumer(self, group: str | None) -> LogConsumer:
         consumer = self._consumers.get(group)
         if consumer is None:
-            consumer = self._consumers[group] = await self.log.consumer(group_id=group)
+            consumer = await self.log.consumer(group_id=None if group == PEEK else group)
+            self._consumers[group] = consumer
         return consumer
 
     async def end_offsets(self, topic: str, partitions: int) -> list[int]:
@@ -153,6 +172,24 @@ class LogOffsets:
             return [
                 await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)
             ]
+
+    async def logged_at(self, topic: str, partition: int, offset: int) -> int | None:
+        """The log time (ms) of the record at `offset`: read with a consumer of no group that
+        takes only it; a record's time never changes, so it is remembered."""
+        tp = TopicPartition(topic, partition)
+        known = self._logged.get((tp, offset))
+        if known is not None:
+            return known
+        async with self._using(PEEK) as consumer:
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            records = await consumer.getmany(timeout_ms=PEEK_TIMEOUT_MS, max_records=1)
+        found = next((r.timestamp_ms for r in records if (r.topic, r.partition) == tp), None)
+        if found is not None:
+            if len(self._logged) >= 1_024:
+                self._logged.clear()
+            self._logged[(tp, offset)] = found
+        return found
 
     @asynccontextmanager
     async def _using(self, group: str | None) -> AsyncIterator[LogConsumer]:
@@ -200,6 +237,11 @@ class DirectoryOffsets:
         mine = (await self._stored()).committed.get(group, {})
         return [mine.get(TopicPartition(topic, p), 0) for p in range(partitions)]
 
+    async def logged_at(self, topic: str, partition: int, offset: int) -> int | None:
+        """The log time (ms) of the record at `offset`, read from its file."""
+        tp = TopicPartition(topic, partition)
+        return await asyncio.to_thread(stored_timestamp, self.directory, tp, offset)
+
     async def close(self) -> None:
         """Nothing to release."""
 
@@ -209,15 +251,20 @@ class _Seen:
     offset: int
     since: float
     """Monotonic time since which the offset has stood still with lag."""
+    moved: bool
+    """Whether a reading saw it move to `offset` (else `since` is the log's word)."""
+    caught_up: bool
+    """Whether it had no lag at that reading."""
 
 
 class StatusMonitor:
     """Reads the pipeline's status, at most once per `cache_s` whoever asks, and judges
     progress by comparing each reading with the ones before.
 
-    A stall by lack of progress needs readings `stall_seconds` apart: the monitor of a
-    long-running process (the API's) sees it; a single reading sees only settlement's
-    recorded stalls.
+    A partition first read with lag has stood, as far as can be known, since the record at
+    its offset was logged (`OffsetSource.logged_at`, the log's time against the wall clock):
+    a first reading already sees a stage that stopped longer than `stall_seconds` ago. From
+    then on readings compare offsets: a move starts the time again.
     """
 
     def __init__(
@@ -314,15 +361,18 @@ class StatusMonitor:
             folded = self.folded()
             done[MARKET_DATA] = [folded.get(p, 0) for p in range(topics.market_partitions)]
 
-        now = self.clock()
-        wall = _wall_ms()
-        partitions = [
-            self._judge(
-                stage, topic, partition, ends[topic][partition], done[stage][partition], now
-            )
+        readable = [
+            (stage, topic, partition, ends[topic][partition], done[stage][partition])
             for stage, (topic, count) in layout.items()
             if stage not in problems
             for partition in range(count)
+        ]
+        logged = await self._logged_at(readable)
+        now = self.clock()
+        wall = _wall_ms()
+        partitions = [
+            self._judge(stage, topic, partition, end, offset, now, wall, logged)
+            for stage, topic, partition, end, offset in readable
         ]
         lags = {(p.stage, p.partition): p.lag for p in partitions}
         stalls = [
@@ -385,14 +435,61 @@ class StatusMonitor:
             unreadable=tuple(f"{stage}: {why}" for stage, why in problems.items()),
         )
 
-    def _judge(
-        self, stage: str, topic: str, partition: int, end: int, offset: int, now: float
-    ) -> PartitionProgress:
-        """The partition's progress, against the offset it stood at in earlier readings."""
-        lag = max(0, end - offset)
+    async def _logged_at(
+        self, readable: list[tuple[str, str, int, int, int]]
+    ) -> dict[tuple[str, int, int], int]:
+        """The log time of the record at the offset of each partition first read with lag
+        (after that, readings tell whether it moved); one that cannot be read is left out."""
+        wanted = sorted(
+            {
+                (topic, partition, offset)
+                for stage, topic, partition, end, offset in readable
+                if end > offset and self._lag_began_unseen(stage, partition, offset)
+            }
+        )
+        found = await asyncio.gather(
+            *(_within(self.offsets.logged_at(*where)) for where in wanted),
+            return_exceptions=True,
+        )
+        return {where: ts for where, ts in zip(wanted, found, strict=True) if isinstance(ts, int)}
+
+    def _lag_began_unseen(self, stage: str, partition: int, offset: int) -> bool:
+        """Whether a partition now behind at `offset` began to lag since the last reading (or
+        was never read): only the log can tell since when."""
         seen = self._seen.get((stage, partition))
-        if seen is None or lag == 0 or seen.offset != offset:
-            seen = self._seen[(stage, partition)] = _Seen(offset, now)
+        return seen is None or (seen.caught_up and seen.offset == offset)
+
+    def _judge(
+        self,
+        stage: str,
+        topic: str,
+        partition: int,
+        end: int,
+        offset: int,
+        now: float,
+        wall: int,
+        logged: Mapping[tuple[str, int, int], int],
+    ) -> PartitionProgress:
+        """The partition's progress, against the offset it stood at in earlier readings or,
+        where its lag began unseen, the time the record at its offset was logged."""
+        lag = max(0, end - offset)
+        key = (stage, partition)
+        seen = self._seen.get(key)
+        logged_ms = logged.get((topic, partition, offset))
+        # It has stood at least since its next record was logged (the log's time is the wall
+        # clock's; a log time ahead of it counts as now).
+        waited_since = now - max(0, wall - logged_ms) / 1000 if logged_ms is not None else now
+        if lag == 0:
+            seen = self._seen[key] = _Seen(offset, now, moved=True, caught_up=True)
+        elif seen is None:
+            seen = self._seen[key] = _Seen(offset, waited_since, moved=False, caught_up=False)
+        elif seen.offset != offset:
+            seen = self._seen[key] = _Seen(offset, now, moved=True, caught_up=False)
+        elif seen.caught_up:
+            # Its lag began after the reading that found it caught up, and not before its
+            # next record was logged: a gap between readings is not taken for a stall.
+            since = max(seen.since, waited_since) if logged_ms is not None else seen.since
+            seen = self._seen[key] = _Seen(offset, since, moved=seen.moved, caught_up=False)
         idle = 0.0 if lag == 0 else now - seen.since
         return PartitionProgress(
             stage=stage,
@@ -403,6 +500,7 @@ class StatusMonitor:
             lag=lag,
             progressing=idle < self.stall_seconds,
             idle_ms=int(idle * 1000),
+            seen_moving=seen.moved,
         )
 
     async def _settled(self) -> tuple[list[int], list[Stall]]:

@@ -23,12 +23,36 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exchange.domain.catalogue import CHINA_STANDARD_TIME, RESOURCE_CLASSES, family_of
+from exchange.domain.catalogue import (
+    CHINA_STANDARD_TIME,
+    RESOURCE_CLASSES,
+    UNIT_CARD_HOUR,
+    UNIT_CORE_HOUR,
+    UNIT_MILLION_TOKENS,
+    family_of,
+    strip_hours,
+)
 from settlement import projections as tables
 from settlement.schema import events
+from settlement.statements import unit_of as invoice_unit
 
 CLAWBACK_KINDS = ("delivery", "resale")
 """Journal entries in which a voucher part returns to its grant."""
+UNITS = (UNIT_CARD_HOUR, UNIT_CORE_HOUR, UNIT_MILLION_TOKENS)
+"""The units compute is counted in, never added to one another."""
+
+
+def unit_of(symbol: str) -> str:
+    """The unit a contract's compute is counted in: card-hours, core-hours or millions of
+    tokens."""
+    return RESOURCE_CLASSES[family_of(symbol).split(".")[0]].unit
+
+
+def units_bought(symbol: str, quantity: int) -> int:
+    """A purchase's quantity in its unit: a strip's quantity is cards (or cores) in each of
+    its hours, so it delivers quantity x its hours card-hours; any other contract's quantity
+    is already in its unit."""
+    return quantity * strip_hours(symbol)
 
 
 async def invoices(engine: AsyncEngine | Sequence[AsyncEngine], account_id: str) -> dict[str, Any]:
@@ -62,7 +86,10 @@ async def invoices(engine: AsyncEngine | Sequence[AsyncEngine], account_id: str)
     for order_id, order_rows in by_order.items():
         contracts: dict[str, dict[str, Any]] = {}
         for row in order_rows:
-            line = contracts.setdefault(row.symbol, {"symbol": row.symbol, **_zero()})
+            line = contracts.setdefault(
+                row.symbol,
+                {"symbol": row.symbol, "unit": invoice_unit(row.symbol), **_zero()},
+            )
             _add(line, row)
             discount = conceded.get(row.trade_id, 0)
             line["concession"] += discount
@@ -111,16 +138,29 @@ def _zero() -> dict[str, int]:
 
 
 def _add(line: dict[str, Any], row: Any) -> None:
-    for name in ("quantity", "gross", "voucher", "fee", "concession", "paid"):
+    line["quantity"] += units_bought(row.symbol, row.quantity)
+    for name in ("gross", "voucher", "fee", "concession", "paid"):
         line[name] += getattr(row, name)
 
 
-def _sum(lines: Any) -> dict[str, int]:
-    total = _zero()
+def _sum(lines: Any) -> dict[str, Any]:
+    """The money of `lines` added up, and their quantities by unit (a card-hour and a core-hour
+    do not add)."""
+    total: dict[str, Any] = {name: 0 for name in _zero() if name != "quantity"}
+    quantities: dict[str, int] = defaultdict(int)
     for line in lines:
         for name in total:
             total[name] += line[name]
-    return total
+        for unit, quantity in _quantities(line).items():
+            quantities[unit] += quantity
+    return {"quantity": dict(sorted(quantities.items())), **total}
+
+
+def _quantities(line: dict[str, Any]) -> dict[str, int]:
+    """A contract line's quantity by its unit, or a total's quantities."""
+    if isinstance(line["quantity"], dict):
+        return dict(line["quantity"])
+    return {line["unit"]: line["quantity"]}
 
 
 async def _clawed_back(
@@ -174,7 +214,6 @@ async def programme_report(
         subsidised += part.subsidised
     if len(parts) > 1:
         subsidised.sort(key=lambda row: row.ts)
-    holders = sorted(key.split(":")[2] for key in held if key.startswith(f"grant:{programme_id}:"))
     symbols = sorted({row.symbol for row in subsidised})
     lines = tables.invoice_lines
     same_contracts: list[Any] = []
@@ -183,7 +222,12 @@ async def programme_report(
             same_contracts += (
                 await connection.execute(
                     select(
-                        lines.c.account_id, lines.c.symbol, lines.c.quantity, lines.c.gross
+                        lines.c.symbol,
+                        lines.c.quantity,
+                        lines.c.gross,
+                        and_(lines.c.programme_id == programme_id, lines.c.voucher > 0).label(
+                            "subsidised"
+                        ),
                     ).where(lines.c.symbol.in_(symbols))
                 )
             ).all()
@@ -218,7 +262,7 @@ async def programme_report(
         "by_region": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[1]),
         "by_class": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[0]),
         "net_used": committed - clawed_back,
-        "city": _city(budget, burn_down, subsidised, clawed, set(holders), same_contracts),
+        "city": _city(budget, burn_down, subsidised, clawed, same_contracts),
     }
 
 
@@ -285,7 +329,6 @@ def _city(
     burn_down: list[dict[str, Any]],
     subsidised: Sequence[Any],
     clawed: dict[tuple[str, str, int], int],
-    holders: set[str],
     same_contracts: Sequence[Any],
 ) -> dict[str, Any]:
     """What a city asks of its programme: use over time, compute per 元, spread, prices."""
@@ -306,7 +349,7 @@ def _city(
         "by_month": [{"month": month, **figures} for month, figures in sorted(by_month.items())],
         "compute_per_yuan": _compute_per_yuan(subsidised),
         "spread": _spread(per_enterprise),
-        **_prices(holders, same_contracts),
+        **_prices(same_contracts),
     }
 
 
@@ -315,12 +358,12 @@ def _month(day: int) -> str:
 
 
 def _compute_per_yuan(subsidised: Sequence[Any]) -> list[dict[str, Any]]:
-    """Units bought with vouchers per 元 of the vouchers committed on them, by unit, to three
-    decimals rounded down."""
+    """Units bought with vouchers per 元 of the vouchers committed on them, by unit (a strip's
+    cards in each of its hours), to three decimals rounded down."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for row in subsidised:
-        unit = RESOURCE_CLASSES[family_of(row.symbol).split(".")[0]].unit
-        totals[unit][0] += row.quantity
+        unit = unit_of(row.symbol)
+        totals[unit][0] += units_bought(row.symbol, row.quantity)
         totals[unit][1] += row.voucher
     result = []
     for unit, (units, voucher) in sorted(totals.items()):
@@ -358,16 +401,19 @@ def _spread(per_enterprise: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _prices(holders: set[str], same_contracts: Sequence[Any]) -> dict[str, Any]:
-    """Gross price per unit paid by the programme's grant holders against everyone else in
-    the same contracts; averages rounded half up to the fen, premiums in basis points rounded
-    down, overall against what the holders' units would have cost at others' averages."""
+def _prices(same_contracts: Sequence[Any]) -> dict[str, Any]:
+    """Gross price per unit (card-hour, core-hour, million tokens; a strip's in each of its
+    hours) of the purchases the programme's vouchers paid for ("holder") against every other
+    purchase of the same contracts ("other": others', and a holder's bought without the
+    voucher, which the subsidy did not pay for); averages rounded half up to the fen, premiums
+    in basis points rounded down, overall against what the subsidised units would have cost at
+    others' averages."""
     figures: dict[str, dict[str, int]] = defaultdict(
         lambda: {"holder_units": 0, "holder_gross": 0, "other_units": 0, "other_gross": 0}
     )
     for row in same_contracts:
-        side = "holder" if row.account_id in holders else "other"
-        figures[row.symbol][f"{side}_units"] += row.quantity
+        side = "holder" if row.subsidised else "other"
+        figures[row.symbol][f"{side}_units"] += units_bought(row.symbol, row.quantity)
         figures[row.symbol][f"{side}_gross"] += row.gross
     prices = []
     paid, at_others = 0, Fraction(0)
@@ -380,6 +426,7 @@ def _prices(holders: set[str], same_contracts: Sequence[Any]) -> dict[str, Any]:
         prices.append(
             {
                 "symbol": symbol,
+                "unit": unit_of(symbol),
                 **f,
                 "holder_avg": _average(f["holder_gross"], f["holder_units"]),
                 "other_avg": _average(f["other_gross"], f["other_units"]),
@@ -395,18 +442,25 @@ def _average(gross: int, units: int) -> int:
 
 
 def _breakdown(rows: Sequence[Any], key: Any) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, int]] = {}
+    """Purchases, money and units grouped by `key`; units by their unit, each apart."""
+    groups: dict[str, dict[str, Any]] = {}
     for row in rows:
-        group = groups.setdefault(key(row), {"purchases": 0, "units": 0, "gross": 0, "voucher": 0})
+        group = groups.setdefault(
+            key(row), {"purchases": 0, "units": defaultdict(int), "gross": 0, "voucher": 0}
+        )
         group["purchases"] += 1
-        group["units"] += row.quantity
+        group["units"][unit_of(row.symbol)] += units_bought(row.symbol, row.quantity)
         group["gross"] += row.gross
         group["voucher"] += row.voucher
-    return [{"name": name, **figures} for name, figures in sorted(groups.items())]
+    return [
+        {"name": name, **figures, "units": dict(sorted(figures["units"].items()))}
+        for name, figures in sorted(groups.items())
+    ]
 
 
 def report_csv(report: dict[str, Any]) -> str:
-    """The report as CSV: a summary block, then the burn-down, then each breakdown."""
+    """The report as CSV: a summary block, then the burn-down, then each breakdown, its units
+    in a column per unit."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["programme", "budget", "granted", "reserved", "committed", "clawed_back",
@@ -421,13 +475,13 @@ def report_csv(report: dict[str, Any]) -> str:
         writer.writerow([entry["day"], entry["spent"], entry["remaining"]])
     for breakdown in ("by_enterprise", "by_region", "by_class"):
         writer.writerow([])
-        writer.writerow([breakdown.removeprefix("by_"), "purchases", "units", "gross", "voucher"])
+        writer.writerow([breakdown.removeprefix("by_"), "purchases", *UNITS, "gross", "voucher"])
         for group in report[breakdown]:
             writer.writerow(
                 [
                     group["name"],
                     group["purchases"],
-                    group["units"],
+                    *(group["units"].get(unit, 0) for unit in UNITS),
                     group["gross"],
                     group["voucher"],
                 ]

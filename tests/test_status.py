@@ -4,6 +4,7 @@ without opening the log."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,12 @@ from cx.migrations import upgrade_to_head
 from exchange.adapters.inprocess_log import InProcessLog, stored_offsets
 from exchange.log import LogError, TopicPartition
 from exchange.pipeline import Topics
-from settlement.pipeline_status import DirectoryOffsets, StatusMonitor
+from settlement.pipeline_status import (
+    DIRECTORY_FRESH_S,
+    DirectoryOffsets,
+    LogOffsets,
+    StatusMonitor,
+)
 from settlement.sql_store import SqliteEventStore
 
 TOPICS = Topics.named("t", 1, 1)
@@ -26,6 +32,8 @@ class Offsets:
     def __init__(self) -> None:
         self.ends = {TOPICS.commands: 0, TOPICS.orders: 0, TOPICS.events: 0, TOPICS.dayahead: 0}
         self.done = {"t.risk": 0, "t.matching": 0, "t.dayahead": 0}
+        self.logged: dict[tuple[str, int], int] = {}
+        """Log time of the record at (topic, offset); none known unless set."""
         self.away = False
 
     async def end_offsets(self, topic: str, partitions: int) -> list[int]:
@@ -37,6 +45,9 @@ class Offsets:
         if self.away:
             raise LogError("the broker is away")
         return [self.done[group]]
+
+    async def logged_at(self, topic: str, partition: int, offset: int) -> int | None:
+        return self.logged.get((topic, offset))
 
     async def close(self) -> None:
         pass
@@ -169,3 +180,80 @@ async def test_a_log_directory_in_use_is_read_from_its_files(tmp_path: Path) -> 
         assert await offsets.committed("t.risk", TOPICS.commands, 1) == [0]
     finally:
         await log.close()
+
+
+@pytest.mark.parametrize("source", ["directory", "log"])
+async def test_a_stage_that_stopped_before_anyone_looked_is_stalled_at_the_first_reading(
+    tmp_path: Path, store: SqliteEventStore, source: str
+) -> None:
+    """Matching took 2 of 4 records and stopped; the records it has not taken were logged 45 s
+    ago. A monitor that starts now (an API restarted, `cx status`) measures from the log, not
+    from its own first look: matching is stalled at once, and risk, which took everything,
+    is caught up. Once matching moves, the time starts again from that reading. Read from
+    the log directory's files (`cx status` beside an embedded exchange) and through the log
+    port (the API process; on Kafka the same calls)."""
+    directory = tmp_path / "log"
+    logged_ms = time.time_ns() // 1_000_000 - 45_000
+    log = InProcessLog(directory, clock_ms=lambda: logged_ms)
+    try:
+        await TOPICS.create(log)
+        producer = await log.producer()
+        for n in range(4):
+            await producer.send_and_wait(TOPICS.orders, 0, f"record {n}".encode())
+        await producer.close()
+        orders = TopicPartition(TOPICS.orders, 0)
+        consumer = await log.consumer(group_id="t.matching")
+        consumer.assign([orders])
+        await consumer.commit({orders: 2})
+        offsets: DirectoryOffsets | LogOffsets = (
+            DirectoryOffsets(directory) if source == "directory" else LogOffsets(log)
+        )
+        assert await offsets.logged_at(TOPICS.orders, 0, 2) == logged_ms
+        assert await offsets.logged_at(TOPICS.orders, 0, 4) is None
+        clock = Clock()
+        watching = StatusMonitor(offsets, TOPICS, store, STALL_S, cache_s=0.0, clock=clock)
+        first = await watching.status()
+        (stall,) = first.stalls
+        assert (stall.stage, stall.kind, stall.lag, stall.offset) == (
+            "matching",
+            "no_progress",
+            2,
+            2,
+        )
+        (matching,) = [p for p in first.partitions if p.stage == "matching"]
+        assert (matching.progressing, matching.seen_moving) == (False, False)
+        assert 45_000 <= matching.idle_ms < 50_000, matching.idle_ms
+        assert abs(stall.since_ms - logged_ms) < 5_000
+
+        await consumer.commit({orders: 3})
+        await asyncio.sleep(DIRECTORY_FRESH_S + 0.05)  # the directory is read afresh
+        clock.now += 1
+        moved = await watching.status()
+        assert not moved.stalled
+        (matching,) = [p for p in moved.partitions if p.stage == "matching"]
+        assert (matching.progressing, matching.seen_moving, matching.idle_ms) == (True, True, 0)
+        await consumer.close()
+        await offsets.close()
+    finally:
+        await log.close()
+
+
+async def test_a_lag_that_began_after_a_long_gap_between_readings_is_not_a_stall(
+    store: SqliteEventStore,
+) -> None:
+    """Matching was caught up at the last reading, a long time ago; a record logged a moment
+    ago puts it behind. It has stood since that record, not since the old reading."""
+    offsets = Offsets()
+    clock = Clock()
+    watching = monitor(offsets, store, clock)
+    offsets.ends[TOPICS.orders] = offsets.done["t.matching"] = 2
+    assert not (await watching.status()).stalled
+    clock.now += STALL_S * 10
+    offsets.ends[TOPICS.orders] = 3
+    offsets.logged[(TOPICS.orders, 2)] = time.time_ns() // 1_000_000 - 1_000
+    status = await watching.status()
+    assert not status.stalled, status.describe()
+    (matching,) = [p for p in status.partitions if p.stage == "matching"]
+    assert 1_000 <= matching.idle_ms < 5_000, matching.idle_ms
+    clock.now += STALL_S
+    assert [s.stage for s in (await watching.status()).stalls] == ["matching"]

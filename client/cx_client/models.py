@@ -573,15 +573,28 @@ class Delivery(Model):
 
 
 class InvoiceLine(Model):
-    """What one contract of a purchase cost and who paid it (fen)."""
+    """What one contract of a purchase cost and who paid it (fen), its quantity in `unit`
+    (卡时, 核时 or 百万tokens; a strip's cards count each of its hours)."""
 
+    symbol: str
+    unit: str
     quantity: int
     gross: int
     voucher: int
     fee: int
     concession: int
     paid: int
-    symbol: str | None = None
+
+
+class InvoiceTotal(Model):
+    """Invoice lines added up: money in fen, quantities by unit (units do not add)."""
+
+    quantity: dict[str, int]
+    gross: int
+    voucher: int
+    fee: int
+    concession: int
+    paid: int
 
 
 class Invoice(Model):
@@ -591,7 +604,7 @@ class Invoice(Model):
     issued_ts: int
     programme_id: str | None
     contracts: list[InvoiceLine]
-    total: InvoiceLine
+    total: InvoiceTotal
 
 
 class Invoices(Model):
@@ -599,7 +612,7 @@ class Invoices(Model):
 
     account_id: str
     invoices: list[Invoice]
-    total: InvoiceLine
+    total: InvoiceTotal
     voucher_clawed_back: int
 
 

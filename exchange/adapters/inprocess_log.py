@@ -45,7 +45,7 @@ from exchange.log import (
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["InProcessLog", "StoredOffsets", "stored_offsets", "wall_clock_ms"]
+__all__ = ["InProcessLog", "StoredOffsets", "stored_offsets", "stored_timestamp", "wall_clock_ms"]
 
 _log = logging.getLogger(__name__)
 
@@ -192,6 +192,26 @@ def stored_offsets(directory: Path) -> StoredOffsets:
         for group, topics in meta.get("offsets", {}).items()
     }
     return StoredOffsets(ends, committed)
+
+
+def stored_timestamp(directory: Path, partition: TopicPartition, offset: int) -> int | None:
+    """The log time (ms) of the record at `offset` of `partition` in the log in `directory`,
+    read from its file without opening the log; None if the file does not hold it whole."""
+    path = directory / "topics" / partition.topic / f"{partition.partition}.log"
+    if not path.exists() or not path.stat().st_size:
+        return None
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        size = len(data)
+        position, index = 0, 0
+        while position + _FRAME_HEAD.size + _BODY_HEAD.size <= size:
+            length, _ = _FRAME_HEAD.unpack_from(data, position)
+            if position + _FRAME_HEAD.size + length > size:
+                return None
+            if index == offset:
+                return int(_BODY_HEAD.unpack_from(data, position + _FRAME_HEAD.size)[0])
+            position += _FRAME_HEAD.size + length
+            index += 1
+    return None
 
 
 def _whole_frames(path: Path) -> int:

@@ -80,6 +80,7 @@ UNDOCUMENTED = {
     "Model": "the base of every model",
     "Invoice": "GET /v1/accounts/{id}/invoices is documented as a free-form object",
     "InvoiceLine": "part of an invoice, see Invoice",
+    "InvoiceTotal": "part of an invoice, see Invoice",
     "Invoices": "GET /v1/accounts/{id}/invoices is documented as a free-form object",
     "ProgrammeReport": "GET /v1/programmes/{id}/report is documented without a schema",
     "CostSplit": "part of a statement, see Statement",

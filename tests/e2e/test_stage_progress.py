@@ -136,6 +136,24 @@ async def test_a_matching_process_that_stops_turns_health_to_503_in_time(
                 assert shown.returncode == 1, shown.stdout + shown.stderr
                 reported = json.loads(shown.stdout)["stalls"]
                 assert {(s["stage"], s["kind"]) for s in reported} == {("matching", "no_progress")}
+                # Without --observe it is a first look: how long matching has stood is the log's
+                # word (the records it has not taken were logged more than the stall time ago),
+                # not a timer it starts itself.
+                shown = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "cx.cli", "status"],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                assert shown.returncode == 1, shown.stdout + shown.stderr
+                assert "STALLED" in shown.stdout, shown.stdout
+                assert "matching is stalled in" in shown.stdout, shown.stdout
+                assert "moving (0s" not in shown.stdout, shown.stdout
+                assert "nothing is stalled" not in shown.stdout, shown.stdout
 
                 running["matching"].start()
                 await eventually(lambda: _healthy(client), "health to recover", 90)

@@ -135,7 +135,7 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
             [(1_500, 0, 1, 0, 1_501)],
         ]
         assert opc["total"] == {
-            "quantity": 3, "gross": 4_500, "voucher": 500, "fee": 3, "concession": 2,
+            "quantity": {"卡时": 3}, "gross": 4_500, "voucher": 500, "fee": 3, "concession": 2,
             "paid": 4_001,
         }  # fmt: skip
         account = (await (await exchange.as_("opc")).get("/v1/accounts/opc")).json()
@@ -148,7 +148,13 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
             "budget": 500, "granted": 500, "reserved": 0, "committed": 500, "remaining": 0,
         }  # fmt: skip
         assert ningbo["by_enterprise"] == [
-            {"name": "opc", "purchases": 2, "units": 2, "gross": 3_000, "voucher": 500}
+            {
+                "name": "opc",
+                "purchases": 2,
+                "units": {"card-hour": 2},
+                "gross": 3_000,
+                "voucher": 500,
+            }
         ]
         hangzhou = (await reader.get("/v1/programmes/hangzhou/report")).json()
         assert (hangzhou["committed"], hangzhou["remaining"]) == (1_000, 999_000)

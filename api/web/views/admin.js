@@ -4,7 +4,9 @@
 "use strict";
 
 (() => {
-  const { t, el, field, api, yuan } = CX;
+  const { t, el, field, api, yuan, unitName } = CX;
+  // Units bought, each in its own unit: card-hours, core-hours and tokens do not add.
+  const unitsText = (units) => Object.entries(units).map(([unit, count]) => `${count} ${unitName(unit)}`).join(" · ") || "0";
   let programme = sessionStorage.getItem("cx-programme") || "";
   let chart = null;
 
@@ -105,7 +107,7 @@
       el("div", { class: "chart" }, canvas),
       el("div", { class: "scroll" }, el("table", { "data-testid": "by-enterprise" }, el("caption", {}, t("admin.by-enterprise")),
         el("thead", {}, el("tr", {}, ...["admin.enterprise", "admin.purchases", "admin.units", "admin.gross", "admin.voucher"].map((k) => el("th", { scope: "col" }, t(k))))),
-        el("tbody", {}, ...r.by_enterprise.map((e) => el("tr", {}, el("td", {}, e.name), el("td", {}, String(e.purchases)), el("td", {}, String(e.units)), el("td", {}, yuan(e.gross)), el("td", {}, yuan(e.voucher))))))),
+        el("tbody", {}, ...r.by_enterprise.map((e) => el("tr", {}, el("td", {}, e.name), el("td", {}, String(e.purchases)), el("td", {}, unitsText(e.units)), el("td", {}, yuan(e.gross)), el("td", {}, yuan(e.voucher))))))),
       el("p", {}, el("button", { type: "button", onclick: () => CX.download(`programme-${r.programme_id}.json`, JSON.stringify(r, null, 2), "application/json") }, t("admin.download")),
         " ", el("button", { type: "button", "data-testid": "report-pdf", onclick: () => CX.downloadFrom(`/v1/programmes/${encodeURIComponent(r.programme_id)}/report?format=pdf`, `programme-${r.programme_id}.pdf`).catch((error) => say(CX.problemText(error), false)) }, t("admin.download-pdf"))));
     if (chart) chart.destroy();

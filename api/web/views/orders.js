@@ -180,10 +180,10 @@
   async function downloadInvoices() {
     const me = CX.state.me;
     const invoices = await api("GET", `/v1/accounts/${encodeURIComponent(me.account_id)}/invoices`);
-    const lines = [["order_id", "issued_cst", "programme_id", "symbol", "quantity", "gross", "voucher", "fee", "concession", "paid"].join(",")];
+    const lines = [["order_id", "issued_cst", "programme_id", "symbol", "quantity", "unit", "gross", "voucher", "fee", "concession", "paid"].join(",")];
     for (const invoice of invoices.invoices || []) {
       for (const c of invoice.contracts || []) {
-        lines.push([invoice.order_id, CX.cst(invoice.issued_ts), invoice.programme_id || "", c.symbol, c.quantity,
+        lines.push([invoice.order_id, CX.cst(invoice.issued_ts), invoice.programme_id || "", c.symbol, c.quantity, c.unit,
           CX.amount(c.gross), CX.amount(c.voucher), CX.amount(c.fee), CX.amount(c.concession), CX.amount(c.paid)].join(","));
       }
     }
