@@ -373,7 +373,10 @@ class MarketStage:
         if action == "halt":
             engine.halt(ts, event.symbol)
         elif action == "resume":
-            engine.resume(ts, event.symbol)
+            # With day-ahead auctions a pre-open contract waits for one: only its auction
+            # opens it, so a resume of it is refused (`not_halted`) rather than opening it.
+            day_ahead = self.catalogue.rules.day_ahead_gate_ms is not None
+            engine.resume(ts, event.symbol, open_pre_open=not day_ahead)
         elif action == "schedule_auction":
             book = engine.books.get(event.symbol)
             family = event.symbol.rsplit(".", 1)[0] if book is None else book.family
@@ -450,10 +453,12 @@ class MarketStage:
                 day = self.day_ahead_next
                 key = cst_date(day)
                 orders, blocks, symbols = engine.day_ahead_bids(day)
+                withheld = engine.withhold_halted(day)
                 self.day_ahead_next = day + DAY_MS
             else:
                 key = intraday_key(intraday)
                 orders, blocks, symbols = engine.session_bids(intraday + INTRADAY_GUARD_MS)
+                withheld = []
                 self.intraday_next = self.catalogue.rules.intraday_auction_after(intraday)
             groups = self.exclusive_groups
             bids = [
@@ -477,6 +482,7 @@ class MarketStage:
                     partition=-1,
                     orders=bids,
                     symbols=symbols,
+                    withheld=withheld,
                 )
             )
         return collected
@@ -517,25 +523,38 @@ class MarketStage:
                 if s in engine.books and engine.books[s].state == mo.CONTINUOUS
             )
             return
+        engine.day_ahead_books.update(s for s in collected.symbols if s in engine.books)
+        engine.halted_pre_open.difference_update(collected.withheld)
         day = cst_day_of(collected.day)
         following = self.day_ahead_next
         self.day_ahead_next = day + DAY_MS if following is None else max(following, day + DAY_MS)
 
     def _control_market(self, event: MarketControlRequested, ts: int) -> None:
-        """Halt every continuous contract, or resume every halted one, of this partition (in a
-        replay, of the contracts the partition's recorded copy names)."""
+        """Halt every contract of this partition trading continuously or collecting orders
+        in pre-open for an auction that has not taken them yet, or resume every halted one
+        (in a replay, the contracts the partition's recorded copy names)."""
         halting = event.action == "halt_market"
+        engine = self.engine
         if event.contracts is not None:
             targets = event.contracts
+        elif halting:
+            engine.advance(ts)
+            in_auction = engine.session_books | engine.day_ahead_books
+            targets = [
+                s
+                for s in self._in_state(mo.CONTINUOUS) + self._in_state(mo.PRE_OPEN)
+                if s not in in_auction
+            ]
+            targets.sort()
         else:
-            self.engine.advance(ts)
-            targets = self._in_state(mo.CONTINUOUS if halting else mo.HALTED)
+            engine.advance(ts)
+            targets = self._in_state(mo.HALTED)
         self._acted_on = targets
         for symbol in targets:
             if halting:
-                self.engine.halt(ts, symbol)
+                engine.halt(ts, symbol)
             else:
-                self.engine.resume(ts, symbol)
+                engine.resume(ts, symbol)
 
     def _list_by_operator(self, symbol: str, ts: int) -> bool:
         """Re-open a delisted contract, or list one of the grammar that has no book yet."""
