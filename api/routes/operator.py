@@ -46,6 +46,7 @@ from exchange.domain.catalogue import SymbolError, is_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
     AccountLimitsSet,
+    ContractStateChanged,
     ControlMarket,
     Identifier,
     MarketAction,
@@ -190,15 +191,24 @@ async def dead_letters(_: Operator, runtime: RuntimeDep, ledger: LedgerDep) -> l
 async def control(
     commands: Commands, principal: Principal, action: MarketAction, symbol: str, **fields: Any
 ) -> ControlAnswer:
-    """Sign an operator's market command, send it and wait for the risk stage's answer."""
+    """Sign an operator's market command, send it and wait for the answer: matching's
+    decision for a contract's halt or resume, else the command reaching matching."""
     command = commands.sign(
         ControlMarket(operator_id=principal.account_id, action=action, symbol=symbol, **fields)
     )
     key = control_key(principal.account_id, symbol, action)
     outcome = await commands.submit_and_wait(command, key)
-    status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
     if isinstance(outcome, MarketControlRejected):
         raise Problem(422, outcome.reason.value, outcome.message)
+    if isinstance(outcome, ContractStateChanged):
+        return ControlAnswer(
+            symbol=symbol,
+            action=action,
+            status="applied",
+            operator_id=principal.account_id,
+            state=outcome.state,
+        )
+    status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
     return ControlAnswer(
         symbol=symbol, action=action, status=status, operator_id=principal.account_id
     )
