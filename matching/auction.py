@@ -109,9 +109,12 @@ class CallAuctions(ContinuousMatching):
         resume opens them through a call auction of their own."""
         end = day_start + DAY_MS
         withheld = sorted(
-            s for s in self.halted_pre_open if day_start <= self.books[s].delivery_at < end
+            s
+            for s, awaiting in self.halted_pre_open.items()
+            if awaiting and day_start <= self.books[s].delivery_at < end
         )
-        self.halted_pre_open.difference_update(withheld)
+        for symbol in withheld:
+            self.halted_pre_open[symbol] = False
         return withheld
 
     def session_bids(self, closing_after: int) -> tuple[list[Order], list[Block], list[str]]:

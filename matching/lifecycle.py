@@ -144,7 +144,9 @@ class Lifecycle(CallAuctions):
                 books = [self.books.get(s) for s in payload]
                 # A book an operator halted in pre-open misses this auction: resumed, it opens
                 # through one of its own.
-                self.halted_pre_open.difference_update(payload)
+                for symbol in payload:
+                    if symbol in self.halted_pre_open:
+                        self.halted_pre_open[symbol] = False
                 self._auction(
                     [
                         b
@@ -181,7 +183,7 @@ class Lifecycle(CallAuctions):
         elif symbol in self.session_books or symbol in self.day_ahead_books:
             self.events.append((OPERATOR_REJECTED, symbol, "halt", RefusalReason.IN_AUCTION))
         elif book.state == PRE_OPEN:
-            self.halted_pre_open.add(symbol)
+            self.halted_pre_open[symbol] = True
             self._halt(book, StateReason.OPERATOR)
         elif book.state != CONTINUOUS:
             self.events.append((OPERATOR_REJECTED, symbol, "halt", RefusalReason.NOT_CONTINUOUS))
@@ -190,8 +192,8 @@ class Lifecycle(CallAuctions):
 
     def resume(self, ts: int, symbol: str, open_pre_open: bool = True) -> None:
         """End an operator's halt: a contract halted in pre-open before its auction collects
-        orders for it again (pre-open); any other halted one reopens through a call auction
-        now. `open_pre_open` lets a resume also open a contract in pre-open through a call
+        orders for it again (pre-open); any other halted one opens (or reopens) through a call
+        auction now. `open_pre_open` lets a resume also open a contract in pre-open through a call
         auction; without it that is refused `not_halted` (its auction opens it)."""
         self.advance(ts)
         book = self.books.get(symbol)
@@ -201,11 +203,14 @@ class Lifecycle(CallAuctions):
             )
         elif symbol in self.session_books or symbol in self.day_ahead_books:
             self.events.append((OPERATOR_REJECTED, symbol, "resume", RefusalReason.IN_AUCTION))
-        elif book.state == HALTED and symbol in self.halted_pre_open:
-            self.halted_pre_open.discard(symbol)
+        elif book.state == HALTED and self.halted_pre_open.get(symbol, False):
+            del self.halted_pre_open[symbol]
             book.state = PRE_OPEN
             self.events.append((STATE, symbol, PRE_OPEN, StateReason.RESUMED))
         elif book.state == HALTED or (book.state == PRE_OPEN and open_pre_open):
+            if self.halted_pre_open.pop(symbol, None) is not None:
+                # Halted before it ever opened, and its auction passed: this one opens it.
+                book.state = PRE_OPEN
             self._auction([book])
         else:
             self.events.append((OPERATOR_REJECTED, symbol, "resume", RefusalReason.NOT_HALTED))

@@ -88,7 +88,7 @@ class Snapshots(EngineState):
         if self.day_ahead_books:
             snapshot["day_ahead_books"] = sorted(self.day_ahead_books)
         if self.halted_pre_open:
-            snapshot["halted_pre_open"] = sorted(self.halted_pre_open)
+            snapshot["halted_pre_open"] = dict(sorted(self.halted_pre_open.items()))
         if self.close_after_session:
             snapshot["close_after_session"] = dict(sorted(self.close_after_session.items()))
         return snapshot
@@ -127,7 +127,7 @@ class Snapshots(EngineState):
         engine.session_books = set(snapshot.get("session_books", ()))
         engine.close_after_session = dict(snapshot.get("close_after_session", {}))
         engine.day_ahead_books = set(snapshot.get("day_ahead_books", ()))
-        engine.halted_pre_open = set(snapshot.get("halted_pre_open", ()))
+        engine.halted_pre_open = dict(snapshot.get("halted_pre_open", {}))
         for bid, account, side, family, price, quantity, group, seq, symbols in snapshot["blocks"]:
             engine.blocks[bid] = Block(bid, account, side, family, price, quantity, group, seq)
             engine.block_symbols[bid] = tuple(symbols)

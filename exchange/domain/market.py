@@ -524,7 +524,9 @@ class MarketStage:
             )
             return
         engine.day_ahead_books.update(s for s in collected.symbols if s in engine.books)
-        engine.halted_pre_open.difference_update(collected.withheld)
+        for symbol in collected.withheld:
+            if symbol in engine.halted_pre_open:
+                engine.halted_pre_open[symbol] = False
         day = cst_day_of(collected.day)
         following = self.day_ahead_next
         self.day_ahead_next = day + DAY_MS if following is None else max(following, day + DAY_MS)
