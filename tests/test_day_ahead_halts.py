@@ -7,13 +7,14 @@ which the store interleaves the partitions, decides each as the partition did.""
 
 from __future__ import annotations
 
-from exchange.domain.catalogue import HOUR_MS, MarketRules, default_catalogue
+from exchange.domain.catalogue import HOUR_MS, Catalogue, MarketRules, default_catalogue
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     ContractStateChanged,
     DayAheadBidsCollected,
     Event,
     EventStamp,
+    MarketAction,
     MarketControlRejected,
     MarketControlRequested,
     RejectReason,
@@ -22,12 +23,12 @@ from exchange.domain.messages import (
 from tests.test_day_ahead_replay import FAMILIES, GATE, _cleared, _inputs
 
 
-def _control(action: str, symbol: str, ts: int) -> MarketControlRequested:
+def _control(action: MarketAction, symbol: str, ts: int) -> MarketControlRequested:
     return MarketControlRequested(
         event_id=f"in:{action}:{symbol}:{ts}",
         ts=ts,
         operator_id="ops",
-        action=action,  # type: ignore[arg-type]
+        action=action,
         symbol=symbol,
         reason="drill",
     )
@@ -36,12 +37,10 @@ def _control(action: str, symbol: str, ts: int) -> MarketControlRequested:
 class _Partition:
     """One matching partition of one family, recording its inputs as the events topic does."""
 
-    def __init__(self, family: str, number: int, catalogue: object) -> None:
+    def __init__(self, family: str, number: int, catalogue: Catalogue) -> None:
         self.family = family
         self.number = number
-        self.stage = MarketStage(
-            catalogue.subset(lambda f, family=family: f == family)  # type: ignore[attr-defined]
-        )
+        self.stage = MarketStage(catalogue.subset(lambda f: f == family))
         self.offset = 0
         self.recorded: list[Event] = []
 
@@ -81,12 +80,18 @@ def test_halts_around_the_gate_decide_alike_live_and_in_a_replay_of_every_partit
     # GZ's partition passes the gate first: its books' orders are in the auction, so its
     # hours can be neither halted nor resumed, and stay pre-open.
     gz_collected = gz.tick(GATE + 1)
-    for action in ("halt", "resume"):
+    actions: tuple[MarketAction, ...] = ("halt", "resume")
+    for action in actions:
         out = gz.send(_control(action, gz_hours[0], GATE + 2))
         assert _refused(out) is RejectReason.IN_AUCTION
         assert _states(out) == []
-    # The CPU partition has not passed it yet (its log time lags): halting its first hour
-    # keeps that hour, and the block over both hours, out of the auction.
+    # The CPU partition has not passed it yet (its log time lags): its hours wait for the
+    # auction, so a resume of one that is not halted is refused and opens nothing; halting
+    # its first hour keeps that hour, and the block over both hours, out of the auction.
+    refused_resume = _control("resume", cpu_hours[1], GATE - 2)
+    out = cpu.send(refused_resume)
+    assert _refused(out) is RejectReason.NOT_HALTED
+    assert _states(out) == []
     out = cpu.send(_control("halt", cpu_hours[0], GATE - 1))
     assert _states(out) == [(cpu_hours[0], "halted", "operator")]
     cpu_collected = cpu.tick(GATE + 3)
@@ -112,6 +117,9 @@ def test_halts_around_the_gate_decide_alike_live_and_in_a_replay_of_every_partit
     replay = MarketStage(catalogue, replica=True)
     for position, event in enumerate(stored):
         replay.replay(event, EventStamp("replay", 0, position, event.ts))
+        if event.event_id == refused_resume.event_id:
+            # Past GZ's gate in the store's order, but the CPU partition refused it.
+            assert replay.books[cpu_hours[1]].state == "pre_open"
     for partition in (gz, cpu):
         for symbol, book in partition.stage.books.items():
             assert replay.books[symbol].state == book.state, symbol

@@ -370,13 +370,8 @@ class MarketStage:
         the contract is listed after it (None: nothing changed)."""
         engine = self.engine
         action = event.action
-        if action == "halt":
-            engine.halt(ts, event.symbol)
-        elif action == "resume":
-            # With day-ahead auctions a pre-open contract waits for one: only its auction
-            # opens it, so a resume of it is refused (`not_halted`) rather than opening it.
-            day_ahead = self.catalogue.rules.day_ahead_gate_ms is not None
-            engine.resume(ts, event.symbol, open_pre_open=not day_ahead)
+        if action in ("halt", "resume"):
+            self._halt_or_resume(event, ts)
         elif action == "schedule_auction":
             book = engine.books.get(event.symbol)
             family = event.symbol.rsplit(".", 1)[0] if book is None else book.family
@@ -393,6 +388,43 @@ class MarketStage:
         else:
             engine.advance(ts)
         return None
+
+    def _halt_or_resume(self, event: MarketControlRequested, ts: int) -> None:
+        """An operator's halt or resume of one contract. A pre-open contract whose day-ahead
+        auction is still to come opens only by that auction: a resume of it is refused
+        (`not_halted`). Whether the contract's partition acted is recorded (`contracts`), and
+        a replay follows that record: in a replay folding every partition, another partition
+        may already have passed the day's gate this one had not."""
+        engine = self.engine
+        symbol = event.symbol
+        if event.contracts is not None:
+            if symbol not in event.contracts:
+                engine.advance(ts)
+                self._acted_on = []
+                return
+            opens_pre_open = True
+        else:
+            engine.advance(ts)
+            book = engine.books.get(symbol)
+            opens_pre_open = book is None or not self._awaits_day_ahead_book(book)
+        mark = len(engine.events)
+        if event.action == "halt":
+            engine.halt(ts, symbol)
+        else:
+            engine.resume(ts, symbol, open_pre_open=opens_pre_open)
+        refused = any(output[0] == mo.OPERATOR_REJECTED for output in engine.events[mark:])
+        self._acted_on = [] if refused else [symbol]
+
+    def _awaits_day_ahead_book(self, book: Book) -> bool:
+        """Whether a contract in pre-open waits for a day-ahead auction whose gate this
+        partition has not passed (one listed in pre-open for a day whose gate had passed when
+        the stage started waits for an operator instead)."""
+        following = self.day_ahead_next
+        return (
+            book.state == mo.PRE_OPEN
+            and following is not None
+            and cst_day_start_ms(book.delivery_at) >= following
+        )
 
     def _awaits_day_ahead(self, spec: ContractSpec) -> bool:
         """Whether a contract listed now waits for its day's day-ahead auction."""
