@@ -218,7 +218,9 @@ async def control(
     "/contracts/{symbol}/{action}",
     summary="Halt, resume, delist, list or band a contract, or schedule its family's auction",
     description="A command in the log like any other, so it replays; it records the "
-    "operator's account and the reason given. `delist` closes the contract early and "
+    "operator's account and the reason given. `halt` and `resume` answer with matching's "
+    "decision: `applied` and the contract's `state`, or 422 with the reason (`not_continuous`, "
+    "`not_halted`, `in_auction`). `delist` closes the contract early and "
     "cancels its resting orders; `list` re-opens a delisted contract or lists one of the "
     "symbol grammar the catalogue does not list; `set_band` takes `band` (fen, 0: none) "
     "and a contract or a family `CLASS.REGION` as the symbol.",
@@ -258,8 +260,9 @@ async def control_contract(
 @router.post(
     "/market/{action}",
     summary="Halt or resume every contract of the market",
-    description="Sent to every matching partition; each halts its continuous contracts "
-    "(or resumes its halted ones through a call auction). Recorded with who and why.",
+    description="Sent to every matching partition; each halts its contracts trading "
+    "continuously and those collecting orders in pre-open for an auction that has not taken "
+    "them yet (or resumes its halted ones). Recorded with who and why.",
     responses=problems(422),
 )
 async def control_market(
