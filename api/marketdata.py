@@ -364,6 +364,7 @@ Outcome = (
     | CancelAllRequested
     | MarketControlRequested
     | MarketControlRejected
+    | ContractStateChanged
     | RequestRejected
     | FundsWithdrawn
     | CapacityWithdrawn
@@ -420,6 +421,10 @@ class MarketData:
         self.now_ms = 0
         """The latest log time seen: the end of the 24-hour statistics window."""
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._deciding: dict[int, tuple[str, str, frozenset[str]]] = {}
+        """Per events partition, an operator's halt or resume that matching recorded and a
+        request waits on: the contract, its `control_key`, and the states that say matching
+        carried it out. Its decision follows in the same partition, before any other input."""
         self._decisions: dict[str, Decision] = {}
         """Orders whose matching outcome a request waits for, by order id."""
         self._dedup = Deduplicator()
@@ -651,11 +656,33 @@ class MarketData:
             self._apply_hold_change(event)
         elif isinstance(event, StripCascaded):
             self._apply_strip_cascade(event)
-        key = _outcome_key(event)
+        key = self._decided_key(event, read_from)
         if key is not None:
             for future in self._waiters.pop(key, ()):
                 if not future.done():
                     future.set_result(event)  # type: ignore[arg-type]
+
+    def _decided_key(self, event: AnyEvent, read_from: int) -> str | None:
+        """The key of the waiters `event` answers (`_outcome_key`), except that a halt or
+        resume of a contract is answered by matching's decision, not by matching recording
+        it: the contract's new state (`ContractStateChanged`) or the refusal."""
+        key = _outcome_key(event)
+        deciding = self._deciding.get(read_from)
+        if isinstance(event, MarketControlRequested):
+            settles = _CONTROL_SETTLES.get(event.action)
+            if settles is not None and key is not None and key in self._waiters:
+                self._deciding[read_from] = (event.symbol, key, settles)
+                return None
+        elif deciding is None:
+            return key
+        elif isinstance(event, ContractStateChanged):
+            symbol, waiting, settles = deciding
+            if event.symbol == symbol and event.state in settles:
+                del self._deciding[read_from]
+                return waiting
+        elif isinstance(event, MarketControlRejected) and key == deciding[1]:
+            del self._deciding[read_from]
+        return key
 
     def _apply_strip_cascade(self, event: StripCascaded) -> None:
         """A strip became positions in its hours: balances move with them, and what each
@@ -1279,6 +1306,13 @@ def _application_outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, AccountLimitsSet):
         return limits_key(event.account_id)
     return None
+
+
+_CONTROL_SETTLES: dict[str, frozenset[str]] = {
+    "halt": frozenset(("halted",)),
+    "resume": frozenset(("continuous", "pre_open")),
+}
+"""The contract states in which matching carries out an operator's halt or resume."""
 
 
 def order_key(account_id: str, order_id: str) -> str:

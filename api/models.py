@@ -379,12 +379,19 @@ class LimitsAnswer(BaseModel):
 
 
 class ControlAnswer(BaseModel):
-    """An operator's market command, passed to the contract's matching partition."""
+    """An operator's market command: carried out (`applied`, a contract's halt or resume),
+    passed to the contract's matching partition (`requested`), or not answered in time
+    (`pending`). A command matching refuses is answered 422 with the reason."""
 
     symbol: str
     action: str
-    status: Literal["requested", "pending"]
+    status: Literal["applied", "requested", "pending"]
     operator_id: str
+    state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = Field(
+        default=None,
+        description="A halt or resume carried out: the contract's state after it (`pre_open`:"
+        " halted before its auction and resumed, it collects orders for that auction again).",
+    )
 
 
 class DepositAnswer(BaseModel):

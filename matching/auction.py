@@ -98,8 +98,24 @@ class CallAuctions(ContinuousMatching):
         """The orders resting in the pre-open books delivering in the day from `day_start`
         and the waiting blocks wholly in them, oldest first, and those books: what this
         engine brings to that day's auction. The orders stay frozen (no cancel, no amend)
-        until `apply_day_ahead`."""
-        return self._freeze(self._day_books(day_start))
+        until `apply_day_ahead`, and the books can be neither halted nor resumed."""
+        books = self._day_books(day_start)
+        self.day_ahead_books.update(b.symbol for b in books)
+        return self._freeze(books)
+
+    def withhold_halted(self, day_start: int) -> list[str]:
+        """The books delivering in the day from `day_start` that an operator halted in
+        pre-open, kept out of that day's auction as its gate passes: they missed it, so a
+        resume opens them through a call auction of their own."""
+        end = day_start + DAY_MS
+        withheld = sorted(
+            s
+            for s, awaiting in self.halted_pre_open.items()
+            if awaiting and day_start <= self.books[s].delivery_at < end
+        )
+        for symbol in withheld:
+            self.halted_pre_open[symbol] = False
+        return withheld
 
     def session_bids(self, closing_after: int) -> tuple[list[Order], list[Block], list[str]]:
         """What this engine brings to an intraday auction: every continuous book whose gate
@@ -197,7 +213,9 @@ class CallAuctions(ContinuousMatching):
             if block is not None:
                 self._drop_block(block, CancelReason.BLOCK_NOT_ACCEPTED)
         self.in_auction.difference_update(decided)
-        books = [self.books[s] for s in symbols if s in self.books]
+        brought = list(symbols)
+        self.day_ahead_books.difference_update(brought)
+        books = [self.books[s] for s in brought if s in self.books]
         sessions = [b for b in books if b.symbol in self.session_books]
         if not sessions:
             self._auction([b for b in books if b.state == PRE_OPEN])

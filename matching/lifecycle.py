@@ -142,6 +142,11 @@ class Lifecycle(CallAuctions):
                     self._auction([halted])
             elif kind == TIMER_AUCTION:
                 books = [self.books.get(s) for s in payload]
+                # A book an operator halted in pre-open misses this auction: resumed, it opens
+                # through one of its own.
+                for symbol in payload:
+                    if symbol in self.halted_pre_open:
+                        self.halted_pre_open[symbol] = False
                 self._auction(
                     [
                         b
@@ -168,27 +173,44 @@ class Lifecycle(CallAuctions):
             del self.books[symbol]
 
     def halt(self, ts: int, symbol: str) -> None:
-        """Halt continuous trading of a contract until an operator resumes it."""
+        """Halt a contract until an operator resumes it: one trading continuously stops, one in
+        pre-open is kept out of its auction (refused `in_auction` once that auction has
+        taken its orders)."""
         self.advance(ts)
         book = self.books.get(symbol)
         if book is None:
             self.events.append((OPERATOR_REJECTED, symbol, "halt", RefusalReason.UNKNOWN_CONTRACT))
+        elif symbol in self.session_books or symbol in self.day_ahead_books:
+            self.events.append((OPERATOR_REJECTED, symbol, "halt", RefusalReason.IN_AUCTION))
+        elif book.state == PRE_OPEN:
+            self.halted_pre_open[symbol] = True
+            self._halt(book, StateReason.OPERATOR)
         elif book.state != CONTINUOUS:
             self.events.append((OPERATOR_REJECTED, symbol, "halt", RefusalReason.NOT_CONTINUOUS))
         else:
             self._halt(book, StateReason.OPERATOR)
 
-    def resume(self, ts: int, symbol: str) -> None:
-        """Reopen a halted contract (or open a pre-open one) through a call auction now."""
+    def resume(self, ts: int, symbol: str, open_pre_open: bool = True) -> None:
+        """End an operator's halt: a contract halted in pre-open before its auction collects
+        orders for it again (pre-open); any other halted one opens (or reopens) through a call
+        auction now. `open_pre_open` lets a resume also open a contract in pre-open through a call
+        auction; without it that is refused `not_halted` (its auction opens it)."""
         self.advance(ts)
         book = self.books.get(symbol)
         if book is None:
             self.events.append(
                 (OPERATOR_REJECTED, symbol, "resume", RefusalReason.UNKNOWN_CONTRACT)
             )
-        elif symbol in self.session_books:
+        elif symbol in self.session_books or symbol in self.day_ahead_books:
             self.events.append((OPERATOR_REJECTED, symbol, "resume", RefusalReason.IN_AUCTION))
-        elif book.state in (HALTED, PRE_OPEN):
+        elif book.state == HALTED and self.halted_pre_open.get(symbol, False):
+            del self.halted_pre_open[symbol]
+            book.state = PRE_OPEN
+            self.events.append((STATE, symbol, PRE_OPEN, StateReason.RESUMED))
+        elif book.state == HALTED or (book.state == PRE_OPEN and open_pre_open):
+            if self.halted_pre_open.pop(symbol, None) is not None:
+                # Halted before it ever opened, and its auction passed: this one opens it.
+                book.state = PRE_OPEN
             self._auction([book])
         else:
             self.events.append((OPERATOR_REJECTED, symbol, "resume", RefusalReason.NOT_HALTED))

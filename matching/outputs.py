@@ -90,7 +90,7 @@ class RefusalReason(StrEnum):
     ALREADY_LISTED = "already_listed"
     IN_AUCTION = "in_auction"
     """The order was collected for the day-ahead auction, whose result is not in yet (or the
-    contract is in an intraday auction)."""
+    contract is in a day-ahead or intraday auction, so an operator cannot halt or resume it)."""
 
 
 class StateReason(StrEnum):
@@ -104,6 +104,9 @@ class StateReason(StrEnum):
     """A reopening call auction ended a halt."""
     RELISTED = "relisted"
     """An operator listed a delisted contract again."""
+    RESUMED = "resumed"
+    """An operator resumed a contract halted in pre-open before its auction: it collects
+    orders for that auction again (pre-open)."""
     PRICE_BAND = "price_band"
     """The circuit breaker: matching reached a price outside the band."""
     OPERATOR = "operator"

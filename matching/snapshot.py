@@ -84,6 +84,11 @@ class Snapshots(EngineState):
             snapshot["exclusive"] = sorted(self.exclusive)
         if self.session_books:
             snapshot["session_books"] = sorted(self.session_books)
+        # Only while an operator holds a pre-open book out of its auction, or one is awaited.
+        if self.day_ahead_books:
+            snapshot["day_ahead_books"] = sorted(self.day_ahead_books)
+        if self.halted_pre_open:
+            snapshot["halted_pre_open"] = dict(sorted(self.halted_pre_open.items()))
         if self.close_after_session:
             snapshot["close_after_session"] = dict(sorted(self.close_after_session.items()))
         return snapshot
@@ -121,6 +126,8 @@ class Snapshots(EngineState):
         engine.exclusive = set(snapshot.get("exclusive", ()))
         engine.session_books = set(snapshot.get("session_books", ()))
         engine.close_after_session = dict(snapshot.get("close_after_session", {}))
+        engine.day_ahead_books = set(snapshot.get("day_ahead_books", ()))
+        engine.halted_pre_open = dict(snapshot.get("halted_pre_open", {}))
         for bid, account, side, family, price, quantity, group, seq, symbols in snapshot["blocks"]:
             engine.blocks[bid] = Block(bid, account, side, family, price, quantity, group, seq)
             engine.block_symbols[bid] = tuple(symbols)

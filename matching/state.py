@@ -86,6 +86,14 @@ class EngineState:
         self.session_books: set[str] = set()
         """Books taken out of continuous trading for an intraday auction, awaiting its
         result: they collect orders as in pre-open and reopen with the result."""
+        self.day_ahead_books: set[str] = set()
+        """Pre-open books collected for a day-ahead auction, awaiting its result: an operator
+        can neither halt nor resume them until it is applied."""
+        self.halted_pre_open: dict[str, bool] = {}
+        """Books an operator halted in pre-open (they never opened), kept out of every auction
+        while halted, and whether their auction is still to come (a day-ahead one whose gate
+        has not passed, a scheduled one not yet due): if so a resume puts them back in
+        pre-open to collect orders for it, else it opens them through a call auction."""
         self.close_after_session: dict[str, bool] = {}
         """Books of `session_books` whose gate closure (False) or delisting (True) fell due
         during the auction: they close when its result is applied, not before."""
@@ -220,6 +228,7 @@ class EngineState:
         for block in sorted(waiting, key=by_seq):
             self._drop_block(block, expiry, expired=True)
         book.state = CLOSED
+        self.halted_pre_open.pop(book.symbol, None)
         self.events.append((STATE, book.symbol, CLOSED, why))
 
     def _halt(self, book: Book, reason: StateReason) -> None:

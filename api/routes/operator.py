@@ -46,6 +46,7 @@ from exchange.domain.catalogue import SymbolError, is_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
     AccountLimitsSet,
+    ContractStateChanged,
     ControlMarket,
     Identifier,
     MarketAction,
@@ -191,15 +192,24 @@ async def dead_letters(_: Operator, runtime: RuntimeDep, ledger: LedgerDep) -> l
 async def control(
     commands: Commands, principal: Principal, action: MarketAction, symbol: str, **fields: Any
 ) -> ControlAnswer:
-    """Sign an operator's market command, send it and wait for the risk stage's answer."""
+    """Sign an operator's market command, send it and wait for the answer: matching's
+    decision for a contract's halt or resume, else the command reaching matching."""
     command = commands.sign(
         ControlMarket(operator_id=principal.account_id, action=action, symbol=symbol, **fields)
     )
     key = control_key(principal.account_id, symbol, action)
     outcome = await commands.submit_and_wait(command, key)
-    status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
     if isinstance(outcome, MarketControlRejected):
         raise Problem(422, outcome.reason.value, outcome.message)
+    if isinstance(outcome, ContractStateChanged):
+        return ControlAnswer(
+            symbol=symbol,
+            action=action,
+            status="applied",
+            operator_id=principal.account_id,
+            state=outcome.state,
+        )
+    status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
     return ControlAnswer(
         symbol=symbol, action=action, status=status, operator_id=principal.account_id
     )
@@ -209,7 +219,9 @@ async def control(
     "/contracts/{symbol}/{action}",
     summary="Halt, resume, delist, list or band a contract, or schedule its family's auction",
     description="A command in the log like any other, so it replays; it records the "
-    "operator's account and the reason given. `delist` closes the contract early and "
+    "operator's account and the reason given. `halt` and `resume` answer with matching's "
+    "decision: `applied` and the contract's `state`, or 422 with the reason (`not_continuous`, "
+    "`not_halted`, `in_auction`). `delist` closes the contract early and "
     "cancels its resting orders; `list` re-opens a delisted contract or lists one of the "
     "symbol grammar the catalogue does not list; `set_band` takes `band` (fen, 0: none) "
     "and a contract or a family `CLASS.REGION` as the symbol.",
@@ -249,8 +261,9 @@ async def control_contract(
 @router.post(
     "/market/{action}",
     summary="Halt or resume every contract of the market",
-    description="Sent to every matching partition; each halts its continuous contracts "
-    "(or resumes its halted ones through a call auction). Recorded with who and why.",
+    description="Sent to every matching partition; each halts its contracts trading "
+    "continuously and those collecting orders in pre-open for an auction that has not taken "
+    "them yet (or resumes its halted ones). Recorded with who and why.",
     responses=problems(422),
 )
 async def control_market(

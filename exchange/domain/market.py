@@ -370,10 +370,8 @@ class MarketStage:
         the contract is listed after it (None: nothing changed)."""
         engine = self.engine
         action = event.action
-        if action == "halt":
-            engine.halt(ts, event.symbol)
-        elif action == "resume":
-            engine.resume(ts, event.symbol)
+        if action in ("halt", "resume"):
+            self._halt_or_resume(event, ts)
         elif action == "schedule_auction":
             book = engine.books.get(event.symbol)
             family = event.symbol.rsplit(".", 1)[0] if book is None else book.family
@@ -390,6 +388,43 @@ class MarketStage:
         else:
             engine.advance(ts)
         return None
+
+    def _halt_or_resume(self, event: MarketControlRequested, ts: int) -> None:
+        """An operator's halt or resume of one contract. A pre-open contract whose day-ahead
+        auction is still to come opens only by that auction: a resume of it is refused
+        (`not_halted`). Whether the contract's partition acted is recorded (`contracts`), and
+        a replay follows that record: in a replay folding every partition, another partition
+        may already have passed the day's gate this one had not."""
+        engine = self.engine
+        symbol = event.symbol
+        if event.contracts is not None:
+            if symbol not in event.contracts:
+                engine.advance(ts)
+                self._acted_on = []
+                return
+            opens_pre_open = True
+        else:
+            engine.advance(ts)
+            book = engine.books.get(symbol)
+            opens_pre_open = book is None or not self._awaits_day_ahead_book(book)
+        mark = len(engine.events)
+        if event.action == "halt":
+            engine.halt(ts, symbol)
+        else:
+            engine.resume(ts, symbol, open_pre_open=opens_pre_open)
+        refused = any(output[0] == mo.OPERATOR_REJECTED for output in engine.events[mark:])
+        self._acted_on = [] if refused else [symbol]
+
+    def _awaits_day_ahead_book(self, book: Book) -> bool:
+        """Whether a contract in pre-open waits for a day-ahead auction whose gate this
+        partition has not passed (one listed in pre-open for a day whose gate had passed when
+        the stage started waits for an operator instead)."""
+        following = self.day_ahead_next
+        return (
+            book.state == mo.PRE_OPEN
+            and following is not None
+            and cst_day_start_ms(book.delivery_at) >= following
+        )
 
     def _awaits_day_ahead(self, spec: ContractSpec) -> bool:
         """Whether a contract listed now waits for its day's day-ahead auction."""
@@ -450,10 +485,12 @@ class MarketStage:
                 day = self.day_ahead_next
                 key = cst_date(day)
                 orders, blocks, symbols = engine.day_ahead_bids(day)
+                withheld = engine.withhold_halted(day)
                 self.day_ahead_next = day + DAY_MS
             else:
                 key = intraday_key(intraday)
                 orders, blocks, symbols = engine.session_bids(intraday + INTRADAY_GUARD_MS)
+                withheld = []
                 self.intraday_next = self.catalogue.rules.intraday_auction_after(intraday)
             groups = self.exclusive_groups
             bids = [
@@ -477,6 +514,7 @@ class MarketStage:
                     partition=-1,
                     orders=bids,
                     symbols=symbols,
+                    withheld=withheld,
                 )
             )
         return collected
@@ -517,25 +555,40 @@ class MarketStage:
                 if s in engine.books and engine.books[s].state == mo.CONTINUOUS
             )
             return
+        engine.day_ahead_books.update(s for s in collected.symbols if s in engine.books)
+        for symbol in collected.withheld:
+            if symbol in engine.halted_pre_open:
+                engine.halted_pre_open[symbol] = False
         day = cst_day_of(collected.day)
         following = self.day_ahead_next
         self.day_ahead_next = day + DAY_MS if following is None else max(following, day + DAY_MS)
 
     def _control_market(self, event: MarketControlRequested, ts: int) -> None:
-        """Halt every continuous contract, or resume every halted one, of this partition (in a
-        replay, of the contracts the partition's recorded copy names)."""
+        """Halt every contract of this partition trading continuously or collecting orders
+        in pre-open for an auction that has not taken them yet, or resume every halted one
+        (in a replay, the contracts the partition's recorded copy names)."""
         halting = event.action == "halt_market"
+        engine = self.engine
         if event.contracts is not None:
             targets = event.contracts
+        elif halting:
+            engine.advance(ts)
+            in_auction = engine.session_books | engine.day_ahead_books
+            targets = [
+                s
+                for s in self._in_state(mo.CONTINUOUS) + self._in_state(mo.PRE_OPEN)
+                if s not in in_auction
+            ]
+            targets.sort()
         else:
-            self.engine.advance(ts)
-            targets = self._in_state(mo.CONTINUOUS if halting else mo.HALTED)
+            engine.advance(ts)
+            targets = self._in_state(mo.HALTED)
         self._acted_on = targets
         for symbol in targets:
             if halting:
-                self.engine.halt(ts, symbol)
+                engine.halt(ts, symbol)
             else:
-                self.engine.resume(ts, symbol)
+                engine.resume(ts, symbol)
 
     def _list_by_operator(self, symbol: str, ts: int) -> bool:
         """Re-open a delisted contract, or list one of the grammar that has no book yet."""

@@ -202,11 +202,13 @@ async def test_operators_halt_and_resume_a_contract_with_who_and_why_in_the_log(
     assert refused.status_code == 403
     halted = await operator.post(f"/v1/admin/contracts/{GZ0}/halt", json={"reason": "drill"})
     assert halted.status_code == 200, halted.text
-    assert halted.json()["status"] == "requested"
+    # The answer is matching's decision: the contract halted.
+    assert (halted.json()["status"], halted.json()["state"]) == ("applied", "halted")
     no_reason = await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json={})
     assert no_reason.status_code == 422
     resumed = await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json={"reason": "done"})
     assert resumed.status_code == 200, resumed.text
+    assert (resumed.json()["status"], resumed.json()["state"]) == ("applied", "continuous")
     await settle(exchange.runtime)
     async with exchange.runtime.store.engine.connect() as connection:
         rows = await connection.execute(

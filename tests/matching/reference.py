@@ -79,6 +79,7 @@ class Reference:
         self.day_offset_ms = day_offset_ms
         self.books: dict[str, RBook] = {}
         self.blocks: dict[str, RBlock] = {}
+        self.halted_pre_open: dict[str, bool] = {}
         self.events: list[tuple[Any, ...]] = []
         self.now = 0
         self.seq = 0
@@ -137,6 +138,9 @@ class Reference:
                 if book.state == O.HALTED and book.reopen_at == at:
                     self.auction([book])
             elif kind == 2:
+                for symbol in payload:
+                    if symbol in self.halted_pre_open:
+                        self.halted_pre_open[symbol] = False
                 self.auction([self.books[s] for s in payload if self.books[s].state == O.PRE_OPEN])
             elif kind == 3:
                 self.close(self.books[payload])
@@ -717,6 +721,9 @@ class Reference:
         book = self.books.get(symbol)
         if book is None:
             self.emit(O.OPERATOR_REJECTED, symbol, "halt", RefusalReason.UNKNOWN_CONTRACT)
+        elif book.state == O.PRE_OPEN:
+            self.halted_pre_open[symbol] = True
+            self.halt_book(book, StateReason.OPERATOR)
         elif book.state != O.CONTINUOUS:
             self.emit(O.OPERATOR_REJECTED, symbol, "halt", RefusalReason.NOT_CONTINUOUS)
         else:
@@ -727,7 +734,13 @@ class Reference:
         book = self.books.get(symbol)
         if book is None:
             self.emit(O.OPERATOR_REJECTED, symbol, "resume", RefusalReason.UNKNOWN_CONTRACT)
+        elif book.state == O.HALTED and self.halted_pre_open.get(symbol, False):
+            del self.halted_pre_open[symbol]
+            book.state = O.PRE_OPEN
+            self.emit(O.STATE, symbol, O.PRE_OPEN, StateReason.RESUMED)
         elif book.state in (O.HALTED, O.PRE_OPEN):
+            if self.halted_pre_open.pop(symbol, None) is not None:
+                book.state = O.PRE_OPEN
             self.auction([book])
         else:
             self.emit(O.OPERATOR_REJECTED, symbol, "resume", RefusalReason.NOT_HALTED)
@@ -758,6 +771,7 @@ class Reference:
         for b in sorted(self.blocks.values(), key=lambda b: b.seq):
             if book.symbol in b.symbols:
                 self.drop_block(b, O.EXPIRED, CancelReason.GATE_CLOSURE)
+        self.halted_pre_open.pop(book.symbol, None)
         book.state = O.CLOSED
         self.emit(O.STATE, book.symbol, O.CLOSED, StateReason.GATE_CLOSURE)
 

@@ -106,6 +106,9 @@ class DayAheadBidsCollected(Event):
     orders: list[dict[str, Any]]
     symbols: list[str]
     """The partition's books of the day: the result opens them."""
+    withheld: list[str] = []
+    """The partition's books of the day an operator halted before the gate, kept out of the
+    auction: a resume opens them through a call auction of their own."""
 
 
 class DayAheadCleared(Event):
