@@ -332,6 +332,16 @@ def _check_sell(
         terms.backing = "entitlement"
         return terms, None, ""
     capacity = accounts.available_capacity(account, symbol)
+    settled = accounts.settled_in_period.get((account, symbol), 0)
+    if settled:
+        return (
+            terms,
+            RejectReason.OBLIGATION_SETTLED,
+            f"order sells {quantity} units of {symbol}, but {settled} units {account} held of "
+            "it settled when its dispute was resolved (the unused rest refunded): they are not "
+            f"its to resell; it may resell {max(entitlement, 0)} units and has {capacity} of "
+            "deposited capacity",
+        )
     return (
         terms,
         RejectReason.INSUFFICIENT_CAPACITY,
