@@ -223,9 +223,7 @@ def test_a_top_up_after_the_settlement_may_be_resold_and_only_it() -> None:
     resale = bank.send(sell("r3", "b1", 600, 3), START + DAY + 5)[0]
     assert isinstance(resale, OrderAccepted)
     moved = bank.send(buy("b2", "b2", 600, 3), START + DAY + 6)
-    assert [(t.seller_id, t.quantity) for t in moved if isinstance(t, TradeExecuted)] == [
-        ("p1", 3)
-    ]
+    assert [(t.seller_id, t.quantity) for t in moved if isinstance(t, TradeExecuted)] == [("p1", 3)]
     # p1's ask at 5.00 元 came first; b1's resale still rests, covered by its top-up.
     assert bank.market.books[BUNDLE].orders[resale.order_id].remaining == 3
     _replays_to_the_live_state(bank)
