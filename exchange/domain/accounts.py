@@ -1201,8 +1201,9 @@ class Accounts:
             hasher.update(f"x|{strip}\n".encode())
         for (holder, symbol, provider), used in sorted(self.bundle_used.items()):
             hasher.update(f"u|{holder}|{symbol}|{provider}|{used}\n".encode())
-        for (holder, symbol), units in sorted(self.settled_in_period.items()):
-            hasher.update(f"e|{holder}|{symbol}|{units}\n".encode())
+        # Not `settled_in_period`: it only names the reason of a refusal the positions already
+        # decide, and left out, the hashes of histories with a bundle's dispute resolved in its
+        # period stay what the live system recorded (the snapshot keeps it for a restart).
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-ready lists in a canonical order."""
