@@ -11,6 +11,7 @@ journal) runs them; amounts are checked to the fen.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import MarketRules, default_catalogue
@@ -31,9 +32,10 @@ from exchange.domain.messages import (
     RejectReason,
     ResolveDispute,
     TradeExecuted,
+    exchange_order_id,
 )
-from exchange.domain.risk import OUTCOME_TYPES
-from tests.test_bank import INT, Bank, funds
+from exchange.domain.risk import OUTCOME_TYPES, RiskStage
+from tests.test_bank import INT, SEAL, Bank, funds
 from tests.test_token_bundles import (
     BUNDLE,
     DAY,
@@ -264,3 +266,31 @@ def test_a_resale_racing_a_recall_of_the_hour_is_refused_and_nothing_is_paid_twi
     assert bank.risk.accounts.resale_held.get(("b1", INT), 0) == 0
     assert bank.ledger.ledger.get(f"escrow:{INT}", 0) == 0
     assert bank.ledger.trial_balance() == 0
+
+
+def test_a_stage_and_risk_restored_from_snapshots_cancel_and_refuse_as_the_live_ones() -> None:
+    bank = _bank()
+    _held_and_resold(bank)
+    bank.send(sell("r1", "b1", 600, 8), START + DAY + 1)
+    market_snapshot, taken_at = bank.market.snapshot(), len(bank.events)
+    _dispute_and_resolve(bank, START + DAY + 2)
+    risk_snapshot = bank.risk.snapshot()
+    refused = bank.send(sell("r2", "b1", 600, 1), START + DAY + 3)[0]
+    assert isinstance(refused, OrderRejected)
+
+    # Matching restored before the resolution cancels the resting resale at it, as live.
+    catalogue = default_catalogue(RULES, [LISTING])
+    restored = MarketStage.restore(catalogue, json.loads(json.dumps(market_snapshot)))
+    cancels = []
+    for position, event in enumerate(bank.events[taken_at:]):
+        if event.event_id.startswith("c:"):
+            out = restored.handle(event, EventStamp("o", 0, position, event.ts))
+            cancels += [(c.order_id, c.reason) for c in out if isinstance(c, OrderCancelled)]
+    assert cancels == [(exchange_order_id("b1", "r1"), CancelReason.OBLIGATION_SETTLED)]
+    assert restored.state_hash() == bank.market.state_hash()
+
+    # Risk restored after it refuses a new resale with the same reason.
+    risk = RiskStage.restore(catalogue, json.loads(json.dumps(risk_snapshot)), SEAL)
+    again = risk.handle(sell("r3", "b1", 600, 1), EventStamp("c", 0, 10_000, START + DAY + 3))
+    assert isinstance(again, OrderRejected)
+    assert (again.reason, again.message) == (refused.reason, refused.message)
