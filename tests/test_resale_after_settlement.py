@@ -294,3 +294,57 @@ def test_a_stage_and_risk_restored_from_snapshots_cancel_and_refuse_as_the_live_
     again = risk.handle(sell("r3", "b1", 600, 1), EventStamp("c", 0, 10_000, START + DAY + 3))
     assert isinstance(again, OrderRejected)
     assert (again.reason, again.message) == (refused.reason, refused.message)
+
+
+def test_only_the_resales_beyond_what_the_holder_still_holds_are_cancelled_newest_first() -> None:
+    bank = _bank()
+    for account in ("p1", "p2", "b1", "b2"):
+        bank.send(funds(account, 100_000))
+    for provider in ("p1", "p2"):
+        deposit = DepositCapacity(
+            deposit_id=f"c-{provider}", account_id=provider, symbol=BUNDLE, quantity=5
+        )
+        bank.send(deposit)
+        bank.send(sell(f"s-{provider}", provider, 500, 5))
+    # b1 holds 5 from each provider, and offers 4 and then 3 of its 10 for resale.
+    bank.send(buy("b1", "b1", 500, 10))
+    bank.tick(START)
+    first = bank.send(sell("r1", "b1", 600, 4), START + DAY)[0]
+    second = bank.send(sell("r2", "b1", 600, 3), START + DAY + 1)[0]
+    bank.send(
+        DisputeDelivery(
+            dispute_id="dp1", account_id="b1", symbol=BUNDLE, provider_id="p1", reason="用量不符"
+        ),
+        START + DAY + 2,
+    )
+    resolve = ResolveDispute(
+        operator_id="ops", symbol=BUNDLE, provider_id="p1", buyer_id="b1", delivered=0
+    )
+    resolved = bank.send(resolve, START + DAY + 3)
+    # p1's 5 settled (all refunded); p2's 5 still cover the first offer, not both.
+    assert [(s.provider_id, s.refund) for s in resolved if isinstance(s, DeliverySettled)] == [
+        ("p1", 2_500)
+    ]
+    cancelled = [e for e in resolved if isinstance(e, OrderCancelled)]
+    assert [(c.order_id, c.remaining, c.reason) for c in cancelled] == [
+        (second.order_id, 3, CancelReason.OBLIGATION_SETTLED)
+    ]
+    assert bank.risk.accounts.resale_held[("b1", BUNDLE)] == 4
+    # The first offer trades, moving 4 of p2's units to b2 with their escrow.
+    bought = bank.send(buy("b2", "b2", 600, 4), START + DAY + 4)
+    assert [(t.seller_id, t.quantity) for t in bought if isinstance(t, TradeExecuted)] == [
+        ("b1", 4)
+    ]
+    owed = [(o.provider_id, o.buyer_id, o.quantity, o.amount) for o in bought
+            if isinstance(o, DeliveryObligation)]  # fmt: skip
+    assert owed == [("p2", "b2", 4, 2_000)]
+    assert isinstance(first, OrderAccepted)
+    # b1: paid 5,000 in two trades (a 2 fen fee on each), 2,500 refunded, 2,400 for its
+    # resale (a maker's, no fee).
+    assert bank.cash("b1") == 100_000 - 5_004 + 2_500 + 2_400
+    # b2: 2,400 into escrow and a 2 fen fee.
+    assert bank.cash("b2") == 100_000 - 2_402
+    assert bank.ledger.positions[("b1", BUNDLE)] == 1
+    assert bank.ledger.positions[("b2", BUNDLE)] == 4
+    assert bank.ledger.trial_balance() == 0
+    _replays_to_the_live_state(bank)

@@ -282,7 +282,9 @@ class MarketStage:
         if book is None or book.state in (mo.CLOSED, mo.DELIVERED):
             return False
         desk = self.delivery
-        offered = sum(desk.resales(order.symbol, order.account_id).values())
+        # Of the resales the desk knows, those the timers just run left resting.
+        resales = desk.resales(order.symbol, order.account_id)
+        offered = sum(q for order_id, q in resales.items() if order_id in engine.orders)
         return offered + order.quantity > desk.resale_cover(order.symbol, order.account_id)
 
     def _act(self, event: Event, ts: int) -> bool | None:
