@@ -355,8 +355,21 @@ class MatchingEngine(Lifecycle):
         reason = CancelReason.GOOD_TILL_DATE if tif == GTD else CancelReason.END_OF_DAY
         self._push_timer(at, TIMER_EXPIRE, order.order_id, (order, reason))
 
-    def cancel(self, ts: int, order_id: str, account: str | None = None) -> None:
-        """Cancel what remains of an order (or a waiting block)."""
+    def refuse(self, ts: int, symbol: str, order_id: str, reason: CancelReason) -> None:
+        """Reject an order its caller found cannot be entered (a rule of the exchange beyond
+        the book's: a resale its seller no longer holds), after the timers due at `ts`."""
+        self.advance(ts)
+        self.events.append((REJECTED, symbol, order_id, reason))
+
+    def cancel(
+        self,
+        ts: int,
+        order_id: str,
+        account: str | None = None,
+        reason: CancelReason = _REQUESTED,
+    ) -> None:
+        """Cancel what remains of an order (or a waiting block), at its owner's request unless
+        `reason` says otherwise."""
         if ts >= self._deadline:
             self._run_timers(ts)
         if ts > self.now:
@@ -374,7 +387,7 @@ class MatchingEngine(Lifecycle):
                     (CANCEL_REJECTED, block.family, order_id, RefusalReason.NOT_ORDER_OWNER)
                 )
             else:
-                self._drop_block(block, _REQUESTED)
+                self._drop_block(block, reason)
             return
         if account is not None and order.account != account:
             self.events.append(
@@ -390,7 +403,7 @@ class MatchingEngine(Lifecycle):
                 order.account,
                 order.side,
                 order.remaining,
-                _REQUESTED,
+                reason,
             )
         )
 

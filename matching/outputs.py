@@ -72,6 +72,9 @@ class CancelReason(StrEnum):
     """A call auction rejected the block whole."""
     DELISTED = "delisted"
     """An operator delisted the contract: its resting orders are cancelled."""
+    OBLIGATION_SETTLED = "obligation_settled"
+    """A resale of an entitlement whose delivery obligation settled (a dispute resolved, a
+    recall): what it sold is no longer the seller's to sell."""
 
 
 class RefusalReason(StrEnum):

@@ -8,6 +8,9 @@ Folds every stored event (as `cx replay` does) and reports, each with the events
 - a hold that outlives its order, or held funds or capacity that open orders do not explain;
 - cash or capacity created or lost (what is held and available must equal what was deposited);
 - a projection table (balances, positions, orders) that disagrees with the events;
+- an entitlement resold beyond what its seller held (what it sold had settled: a dispute
+  resolved, a recall), and a position that the delivery desk's entitlements and obligations
+  do not cover (a buyer owed by no one);
 - a recorded checkpoint hash the replay does not reproduce;
 - voucher totals that do not match programme usage: budgets granted past what was pledged,
   grants reserved past what was granted, reservations above the programme's rate of the
@@ -267,6 +270,7 @@ async def _fold_and_check(
                 trades[event.trade_id].append(position)
                 for order_id in (event.buy_order_id, event.sell_order_id):
                     found += _filled(orders, order_id, event, position)
+                found += _resold_beyond_holding(state, event, position)
             elif isinstance(event, OrderAmended | OrderReduced | OrderCancelled):
                 found += _resized(orders.get(event.order_id), event, position)
             expected = recorded.pop(position, None)
@@ -304,6 +308,7 @@ async def _fold_and_check(
             )
     _check_orders(state, orders, found)
     _check_holds(state, found)
+    _check_entitlements(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
     if whole:
         found += vouchers.check(state)
@@ -519,6 +524,54 @@ def _resting(state: ExchangeState, symbol: str, order_id: str, block: bool) -> i
         return 0
     resting = book.orders.get(order_id)
     return 0 if resting is None else resting.remaining
+
+
+def _resold_beyond_holding(
+    state: ExchangeState, trade: TradeExecuted, position: int
+) -> list[Discrepancy]:
+    """A resale that left its seller holding less than nothing: it sold units it no longer
+    held, paid out of the escrow for what had settled (refunded) or had been sold."""
+    held = state.accounts.positions.get((trade.seller_id, trade.symbol), 0)
+    if held >= 0:
+        return []
+    return [
+        Discrepancy(
+            "resale-beyond-holding",
+            f"trade {trade.trade_id} resold {trade.quantity} units of {trade.symbol} of "
+            f"{trade.seller_id}, leaving it {held}: it sold units it no longer held (their "
+            "obligation settled, or they were sold before), paid for out of the escrow",
+            (position,),
+        )
+    ]
+
+
+def _check_entitlements(state: ExchangeState, found: list[Discrepancy]) -> None:
+    """Every position must be what the delivery desk holds for its holder: its entitlement
+    until delivery (a bundle's, until its period), then the units of its obligations. A
+    position beyond them is owed by no provider; one below them was resold or settled twice."""
+    desk = state.market.delivery
+    covered: dict[tuple[str, str], int] = defaultdict(int)
+    for symbol, holders in desk.holdings.items():
+        for account, units in holders.items():
+            covered[(account, symbol)] += units
+    for (symbol, _, holder), obligation in desk.obligations.items():
+        covered[(holder, symbol)] += obligation.quantity
+    positions = state.accounts.positions
+    for account, symbol in sorted({*positions, *covered}):
+        held, owed = positions.get((account, symbol), 0), covered.get((account, symbol), 0)
+        if held != owed:
+            found.append(
+                Discrepancy(
+                    "position-uncovered",
+                    f"account {account} holds {held} units of {symbol}, but the delivery "
+                    f"desk's entitlements and obligations cover {owed}: "
+                    + (
+                        f"{held - owed} units are owed by no provider"
+                        if held > owed
+                        else f"{owed - held} units are owed to it that it no longer holds"
+                    ),
+                )
+            )
 
 
 def _check_holds(state: ExchangeState, found: list[Discrepancy]) -> None:

@@ -58,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exchange.domain.catalogue import MarketRules, family_of, parse_symbol, strip_hours
+from exchange.domain.catalogue import MarketRules, family_of, parse_symbol, strip_hours, to_utc_ms
 from exchange.domain.messages import (
     AmendRejected,
     AmendRequested,
@@ -373,6 +373,10 @@ class Accounts:
         self.bundle_drawn_units: dict[tuple[str, str], int] = {}
         """(holder, bundle) -> whole units drawn into (each provider's tokens rounded up):
         entitlement that can no longer be resold."""
+        self.settled_in_period: dict[tuple[str, str], int] = {}
+        """(holder, bundle) -> units of its obligations that settled while the bundle still
+        traded (a dispute resolved in its period): refunded, so a resale of them is refused
+        saying so (`obligation_settled`)."""
         self.ledger: dict[str, int] = {}
         """Every ledger account other than cash and held."""
         self.open_orders: dict[str, OpenOrder] = {}
@@ -1042,6 +1046,10 @@ class Accounts:
                     buyer, symbol, settled.quantity, unused, settled.refund, TOKENS_PER_UNIT
                 )
                 self._note_bundle_use(buyer, symbol, provider, None)
+                if settled.quantity and settled.ts < to_utc_ms(parse_symbol(symbol).delivery_end):
+                    self.settled_in_period[key] = (
+                        self.settled_in_period.get(key, 0) + settled.quantity
+                    )
             legs += [(f"cash:{buyer}", -c) for _, c in clawback]
             legs += [(f"grant:{p}:{buyer}", c) for p, c in clawback]
             self.positions[key] = self.positions.get(key, 0) - settled.quantity
@@ -1193,6 +1201,9 @@ class Accounts:
             hasher.update(f"x|{strip}\n".encode())
         for (holder, symbol, provider), used in sorted(self.bundle_used.items()):
             hasher.update(f"u|{holder}|{symbol}|{provider}|{used}\n".encode())
+        # Not `settled_in_period`: it only names the reason of a refusal the positions already
+        # decide, and left out, the hashes of histories with a bundle's dispute resolved in its
+        # period stay what the live system recorded (the snapshot keeps it for a restart).
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, as JSON-ready lists in a canonical order."""
@@ -1220,6 +1231,12 @@ class Accounts:
             ],
             # Only once a strip cascaded: older snapshots keep their bytes.
             **({"cascaded_strips": sorted(self.cascaded_strips)} if self.cascaded_strips else {}),
+            # Only once a bundle's obligation settled in its period, likewise.
+            **(
+                {"settled_in_period": [[*k, u] for k, u in sorted(self.settled_in_period.items())]}
+                if self.settled_in_period
+                else {}
+            ),
         }
 
     @classmethod
@@ -1250,6 +1267,9 @@ class Accounts:
             (e[0], e[1]): Concession(*e[1:]) for e in data.get("concessions", [])
         }
         accounts.cascaded_strips = set(data.get("cascaded_strips", []))
+        accounts.settled_in_period = {
+            (holder, symbol): units for holder, symbol, units in data.get("settled_in_period", [])
+        }
         return accounts
 
 

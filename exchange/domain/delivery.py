@@ -205,6 +205,31 @@ class DeliveryDesk:
         caused.extend(self._settle_due(stamp))
         return caused
 
+    # Resales: only of what the seller still holds ------------------------------------------
+
+    def resale_cover(self, symbol: str, holder: str) -> int:
+        """The units of `symbol` the holder may offer for resale: its entitlement before
+        delivery (an hour's, a strip's, a bundle's before its period), the units of its
+        obligations in a bundle's period (drawn into or not: a resale accepted before risk
+        learned of a draw-down moves drawn units with what was paid for them). What settled
+        (a dispute resolved, a recall) is in neither."""
+        held = self.holdings.get(symbol, {}).get(holder, 0)
+        if symbol in self.bundles_started:
+            held += sum(
+                obligation.quantity
+                for (of, _, buyer), obligation in self.obligations.items()
+                if of == symbol and buyer == holder
+            )
+        return held
+
+    def resales(self, symbol: str, holder: str) -> dict[str, int]:
+        """The holder's resting resales of `symbol`: order id -> open quantity."""
+        return {
+            order_id: remaining
+            for order_id, (from_capacity, _, remaining, account, sell_symbol) in self.sells.items()
+            if not from_capacity and account == holder and sell_symbol == symbol
+        }
+
     def _shrink(self, order_id: str, remaining: int) -> None:
         sell = self.sells.get(order_id)
         if sell is not None:

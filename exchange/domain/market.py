@@ -45,6 +45,7 @@ from exchange.domain.messages import (
     DayAheadBidsCollected,
     DayAheadCleared,
     DeliveryRequested,
+    DeliverySettled,
     Event,
     EventStamp,
     ListingChanged,
@@ -201,7 +202,7 @@ class MarketStage:
                     reason=event.reason,
                 )
             )
-        outputs += self.delivery.observe(event, done, stamp)
+        outputs += self._deliver(event, done, stamp)
         outputs += self._collect_day_ahead(stamp)
         return outputs
 
@@ -211,6 +212,17 @@ class MarketStage:
         has them stored."""
         self._act(event, stamp.ts)
         done = self.engine.take_events()
+        self._replay_outputs(done)
+        caused = self.delivery.observe(event, done, stamp)
+        withdrawn = self._cancel_unheld_resales(caused, stamp.ts)
+        if withdrawn:
+            self._replay_outputs(withdrawn)
+            self.delivery.observe(None, withdrawn, stamp)
+        self._collect_day_ahead(stamp)
+
+    def _replay_outputs(self, done: list[mo.Output]) -> None:
+        """Count the book changes of the engine's outputs and drop the books they delivered,
+        as `_translate` does, without building events."""
         book_seq = self._book_seq
         touched: set[str] = set()
         for output in done:
@@ -221,8 +233,59 @@ class MarketStage:
         for symbol in touched:
             self._take_book_changes(symbol)
         self._forget_delivered(done)
-        self.delivery.observe(event, done, stamp)
-        self._collect_day_ahead(stamp)
+
+    def _deliver(
+        self, event: Event | None, done: list[mo.Output], stamp: EventStamp
+    ) -> list[Event]:
+        """What the delivery desk makes of a record and the engine's outputs, then the
+        cancels of resting resales that the obligations settled meanwhile leave unheld."""
+        caused = self.delivery.observe(event, done, stamp)
+        withdrawn = self._cancel_unheld_resales(caused, stamp.ts)
+        if withdrawn:
+            caused += self._translate(withdrawn, stamp, _Context(None))
+            caused += self.delivery.observe(None, withdrawn, stamp)
+        return caused
+
+    def _cancel_unheld_resales(self, caused: list[Event], ts: int) -> list[mo.Output]:
+        """Cancel a holder's resting resales beyond what it still holds once an obligation of
+        it settled (a token bundle's dispute resolved in its period, a recall): what settled
+        was refunded to it, and a resale of it would be paid out of the escrow a second time
+        while its buyer is owed by no one. The newest go first: the earlier offers keep their
+        place while the holder still holds what they sell. Returns the engine's outputs."""
+        holders = dict.fromkeys(
+            (settled.symbol, settled.buyer_id)
+            for settled in caused
+            if isinstance(settled, DeliverySettled)
+        )
+        if not holders:
+            return []
+        engine, desk = self.engine, self.delivery
+        for symbol, holder in holders:
+            resales = {o: q for o, q in desk.resales(symbol, holder).items() if o in engine.orders}
+            excess = sum(resales.values()) - desk.resale_cover(symbol, holder)
+            for order_id in sorted(resales, key=lambda o: engine.orders[o].seq, reverse=True):
+                if excess <= 0:
+                    break
+                engine.cancel(ts, order_id, None, CancelReason.OBLIGATION_SETTLED)
+                excess -= resales[order_id]
+        return engine.take_events()
+
+    def _resale_unheld(self, order: OrderAccepted, ts: int) -> bool:
+        """Whether an entitlement-backed sell offers, with the seller's resting resales, more
+        than the seller still holds of the contract. Risk approved it on what it knew, but an
+        obligation of the seller may have settled since (a dispute resolved, a recall), its
+        `DeliverySettled` still on the way to risk. A contract whose trading closed is left
+        to the engine, which refuses it as closed."""
+        engine = self.engine
+        engine.advance(ts)
+        book = engine.books.get(order.symbol)
+        if book is None or book.state in (mo.CLOSED, mo.DELIVERED):
+            return False
+        desk = self.delivery
+        # Of the resales the desk knows, those the timers just run left resting.
+        resales = desk.resales(order.symbol, order.account_id)
+        offered = sum(q for order_id, q in resales.items() if order_id in engine.orders)
+        return offered + order.quantity > desk.resale_cover(order.symbol, order.account_id)
 
     def _act(self, event: Event, ts: int) -> bool | None:
         """Carry out an input in the engine; for `delist` and `list` controls, whether the
@@ -231,7 +294,11 @@ class MarketStage:
         self._acted_on = None
         self._start_day_ahead(max(ts, self.engine.now))
         self._list_rolled(ts)
-        if isinstance(event, OrderAccepted):
+        if isinstance(event, OrderAccepted) and (
+            event.backing == "entitlement" and self._resale_unheld(event, ts)
+        ):
+            engine.refuse(ts, event.symbol, event.order_id, CancelReason.OBLIGATION_SETTLED)
+        elif isinstance(event, OrderAccepted):
             engine.submit(
                 ts,
                 event.symbol,
@@ -296,7 +363,7 @@ class MarketStage:
         engine.advance(ts)
         done = engine.take_events()
         outputs = self._translate(done, stamp, _Context(None))
-        outputs += self.delivery.observe(None, done, stamp)
+        outputs += self._deliver(None, done, stamp)
         outputs += self._collect_day_ahead(stamp)
         return outputs
 

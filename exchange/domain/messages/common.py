@@ -81,6 +81,10 @@ class RejectReason(StrEnum):
     """A token bundle's metering before its period started: nothing is owed yet."""
     BUNDLE_OFFERED_FOR_RESALE = "bundle_offered_for_resale"
     """A token bundle's metering that would draw into units its holder offers for resale."""
+    OBLIGATION_SETTLED = "obligation_settled"
+    """A resale of units whose delivery obligation already settled (a token bundle's dispute
+    resolved in its period): refunded to the holder, they are not its to sell (matching
+    cancels a resting resale of them with the same reason)."""
     NOT_DISPUTED = "not_disputed"
     INVALID_PROGRAMME = "invalid_programme"
     UNKNOWN_PROGRAMME = "unknown_programme"

@@ -294,17 +294,25 @@ def _resale_closed(state: RiskState, command: PlaceOrder, at_ms: int) -> str:
     closed (it is being delivered, or was): "" if the seller holds none of it, or it is not an
     hour whose gate passed."""
     symbol = command.symbol
-    held = state.accounts.positions.get((command.account_id, symbol), 0)
+    held = state.accounts.positions.get((command.account_id, symbol))
     spec = state.catalogue.get(symbol)
-    if command.side != "sell" or held <= 0 or spec is None or spec.is_term:
+    if command.side != "sell" or held is None or spec is None or spec.is_term:
         return ""
     closed = state.catalogue.retires_at(spec)
     if at_ms < closed:
         return ""
+    # Held once and none now: its obligation settled (delivered, a dispute resolved, a
+    # recall), or it was resold before the gate.
+    holds = (
+        f"{command.account_id} holds {held} units of {symbol}, but"
+        if held > 0
+        else f"{command.account_id} holds none of {symbol} now (what it held settled, or was "
+        "resold), and"
+    )
     return (
-        f"{command.account_id} holds {held} units of {symbol}, but its trading closed at "
-        f"{cst_iso(closed)} and it is delivered from {cst_iso(to_utc_ms(spec.delivery_start))}"
-        ": an hour already delivered, or about to be, cannot be resold"
+        f"{holds} its trading closed at {cst_iso(closed)} and it is delivered from "
+        f"{cst_iso(to_utc_ms(spec.delivery_start))}: an hour already delivered, or about to "
+        "be, cannot be resold"
     )
 
 
@@ -332,6 +340,16 @@ def _check_sell(
         terms.backing = "entitlement"
         return terms, None, ""
     capacity = accounts.available_capacity(account, symbol)
+    settled = accounts.settled_in_period.get((account, symbol), 0)
+    if settled:
+        return (
+            terms,
+            RejectReason.OBLIGATION_SETTLED,
+            f"order sells {quantity} units of {symbol}, but {settled} units {account} held of "
+            "it settled when its dispute was resolved (the unused rest refunded): they are not "
+            f"its to resell; it may resell {max(entitlement, 0)} units and has {capacity} of "
+            "deposited capacity",
+        )
     return (
         terms,
         RejectReason.INSUFFICIENT_CAPACITY,
