@@ -308,7 +308,6 @@ async def _fold_and_check(
             )
     _check_orders(state, orders, found)
     _check_holds(state, found)
-    _check_entitlements(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
     if whole:
         found += vouchers.check(state)
@@ -543,35 +542,6 @@ def _resold_beyond_holding(
             (position,),
         )
     ]
-
-
-def _check_entitlements(state: ExchangeState, found: list[Discrepancy]) -> None:
-    """Every position must be what the delivery desk holds for its holder: its entitlement
-    until delivery (a bundle's, until its period), then the units of its obligations. A
-    position beyond them is owed by no provider; one below them was resold or settled twice."""
-    desk = state.market.delivery
-    covered: dict[tuple[str, str], int] = defaultdict(int)
-    for symbol, holders in desk.holdings.items():
-        for account, units in holders.items():
-            covered[(account, symbol)] += units
-    for (symbol, _, holder), obligation in desk.obligations.items():
-        covered[(holder, symbol)] += obligation.quantity
-    positions = state.accounts.positions
-    for account, symbol in sorted({*positions, *covered}):
-        held, owed = positions.get((account, symbol), 0), covered.get((account, symbol), 0)
-        if held != owed:
-            found.append(
-                Discrepancy(
-                    "position-uncovered",
-                    f"account {account} holds {held} units of {symbol}, but the delivery "
-                    f"desk's entitlements and obligations cover {owed}: "
-                    + (
-                        f"{held - owed} units are owed by no provider"
-                        if held > owed
-                        else f"{owed - held} units are owed to it that it no longer holds"
-                    ),
-                )
-            )
 
 
 def _check_holds(state: ExchangeState, found: list[Discrepancy]) -> None:
