@@ -2,8 +2,9 @@
 
 `Order` (a resting order, or one being matched), `Level` (the orders at one price, oldest
 first), `Side` (the levels of one side, best first), `Book` (one contract's two sides,
-parameters and lifecycle state) and `Block` (a block order waiting for its family's auction);
-and the names orders are entered with: sides, time in force, self-trade prevention modes.
+parameters and lifecycle state), `Block` (a block order waiting for its family's auction) and
+`AccountOrders` (an account's resting orders, for the kill switch); and the names orders are
+entered with: sides, time in force, self-trade prevention modes.
 
 The classes are slotted and hold no logic beyond reading themselves: the engine
 (`matching/engine.py` and the modules its class is built from) changes them in place, inline
@@ -55,6 +56,7 @@ class Order:
         "post_only",
         "price",
         "remaining",
+        "resting",
         "seq",
         "side",
         "stp_mode",
@@ -85,6 +87,9 @@ class Order:
         self.book = book
         self.aon = aon
         self.post_only = post_only
+        self.resting = True
+        """False once the order has left its book (filled, cancelled, expired, amended away):
+        `AccountOrders` drops it then."""
 
 
 class Level:
@@ -226,6 +231,41 @@ class Block:
         self.quantity = quantity
         self.group = group
         self.seq = seq
+
+
+ACCOUNT_SLACK: Final = 16
+"""Orders an account's list holds beyond twice its resting ones before it is cleared."""
+
+
+class AccountOrders:
+    """An account's resting orders, for the kill switch, in no particular order.
+
+    Orders are appended when they rest and never taken out one by one: an order leaving its
+    book only marks itself (`Order.resting`), which costs nothing, where deleting it from a
+    dict of the account's orders cost a lookup in a dict as large as the book on every cancel
+    and fill. The list is cleared of orders no longer resting when it has grown to twice what
+    was resting at the last clearing, so it stays within twice its resting orders plus
+    `ACCOUNT_SLACK`, at a constant cost per order. An order that left and came back (an amendment
+    re-enters the same object) may be listed twice: `resting_orders` lists it once.
+    """
+
+    __slots__ = ("compact_at", "orders")
+
+    def __init__(self) -> None:
+        self.orders: list[Order] = []
+        self.compact_at = ACCOUNT_SLACK
+
+    def add(self, order: Order) -> None:
+        """List an order that has just rested."""
+        orders = self.orders
+        orders.append(order)
+        if len(orders) >= self.compact_at:
+            self.orders = orders = self.resting_orders()
+            self.compact_at = 2 * len(orders) + ACCOUNT_SLACK
+
+    def resting_orders(self) -> list[Order]:
+        """The account's resting orders, each once."""
+        return list(dict.fromkeys(o for o in self.orders if o.resting))
 
 
 def side_orders(side: Side) -> Iterable[Order]:

@@ -72,7 +72,6 @@ class ContinuousMatching(Snapshots):
         sign = opposite.sign
         low_key = band_key - 2 * book.band if band_key < INFINITY else -INFINITY
         orders = self.orders
-        by_account = self.by_account
         events = self.events
         symbol = book.symbol
         trades = book.trades
@@ -143,7 +142,7 @@ class ContinuousMatching(Snapshots):
                     maker_id = maker.order_id
                     del resting[maker_id]
                     del orders[maker_id]
-                    del by_account[maker.account][maker_id]
+                    maker.resting = False
                 if filled:
                     level.quantity -= filled
                     last_price = price
@@ -188,7 +187,7 @@ class ContinuousMatching(Snapshots):
                         maker_id = maker.order_id
                         del resting[maker_id]
                         del orders[maker_id]
-                        del by_account[maker.account][maker_id]
+                        maker.resting = False
                     else:
                         maker.remaining = maker_left - traded
             if not resting:
@@ -274,7 +273,7 @@ class ContinuousMatching(Snapshots):
         else:
             level.quantity -= maker.remaining
         del self.orders[maker.order_id]
-        del self.by_account[maker.account][maker.order_id]
+        maker.resting = False
 
     def _fillable(
         self,

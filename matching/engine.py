@@ -59,6 +59,7 @@ from matching.book import (
     IOC,
     STP_MODES,
     TIME_IN_FORCE,
+    AccountOrders,
     Block,
     Book,
     Level,
@@ -210,8 +211,8 @@ class MatchingEngine(Lifecycle):
         self.orders[order_id] = order
         mine = self.by_account.get(account)
         if mine is None:
-            mine = self.by_account[account] = {}
-        mine[order_id] = order
+            mine = self.by_account[account] = AccountOrders()
+        mine.add(order)
 
     def _invalid(
         self,
@@ -361,7 +362,7 @@ class MatchingEngine(Lifecycle):
             self._run_timers(ts)
         if ts > self.now:
             self.now = ts
-        if order_id in self.in_auction:
+        if self.in_auction and order_id in self.in_auction:
             self._refuse_in_auction(False, order_id)
             return
         order = self.orders.get(order_id)
@@ -400,10 +401,11 @@ class MatchingEngine(Lifecycle):
         self.advance(ts)
         # What awaits the day-ahead auction's result stays: the result will trade it.
         in_auction = self.in_auction
+        listed = self.by_account.get(account)
         mine = sorted(
             (
                 o
-                for o in self.by_account.get(account, {}).values()
+                for o in (listed.resting_orders() if listed is not None else ())
                 if (families is None or o.book.family in families) and o.order_id not in in_auction
             ),
             key=by_seq,
@@ -547,10 +549,11 @@ class MatchingEngine(Lifecycle):
             book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
         self.orders[order_id] = order
+        order.resting = True
         mine = self.by_account.get(order.account)
         if mine is None:
-            mine = self.by_account[order.account] = {}
-        mine[order_id] = order
+            mine = self.by_account[order.account] = AccountOrders()
+        mine.add(order)
 
     # Block orders.
 

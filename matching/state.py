@@ -38,6 +38,7 @@ from matching.book import (
     BUY,
     CST_DAY_OFFSET_MS,
     INFINITY,
+    AccountOrders,
     Block,
     Book,
     Level,
@@ -74,7 +75,7 @@ class EngineState:
         self.day_offset_ms = day_offset_ms
         self.books: dict[str, Book] = {}
         self.orders: dict[str, Order] = {}
-        self.by_account: dict[str, dict[str, Order]] = {}
+        self.by_account: dict[str, AccountOrders] = {}
         self.blocks: dict[str, Block] = {}
         self.block_symbols: dict[str, tuple[str, ...]] = {}
         self.in_auction: set[str] = set()
@@ -150,8 +151,8 @@ class EngineState:
         self.orders[order_id] = order
         mine = self.by_account.get(account)
         if mine is None:
-            mine = self.by_account[account] = {}
-        mine[order_id] = order
+            mine = self.by_account[account] = AccountOrders()
+        mine.add(order)
         return order
 
     def _remove(self, order: Order) -> None:
@@ -171,8 +172,9 @@ class EngineState:
             keys = book_side.keys
             del keys[bisect_left(keys, book_side.sign * price)]
         del self.orders[order.order_id]
-        # An account's index stays when it empties: most accounts come back.
-        del self.by_account[order.account][order.order_id]
+        # Its account's list drops it later (`AccountOrders`); the list stays when it empties:
+        # most accounts come back.
+        order.resting = False
 
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:
         """Take a waiting block away, reported as cancelled (or expired)."""

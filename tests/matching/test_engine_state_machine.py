@@ -487,13 +487,15 @@ class EngineMachine(RuleBasedStateMachine):
                         assert o.price == level.price
                         assert o.book is book
                         assert engine.orders[o.order_id] is o
-                        assert engine.by_account[o.account][o.order_id] is o
+                        assert o.resting
+                        assert o in engine.by_account[o.account].resting_orders()
                         count += 1
             if book.state == O.CONTINUOUS:
                 bids, asks = engine.depth(book.symbol)
                 if bids and asks:
                     assert bids[0][0] < asks[0][0], "crossed at rest"
-        assert count == len(engine.orders) == sum(len(m) for m in engine.by_account.values())
+        listed = sum(len(m.resting_orders()) for m in engine.by_account.values())
+        assert count == len(engine.orders) == listed
 
     @precondition(lambda self: self.next_id % 7 == 0)
     @rule()
