@@ -92,16 +92,55 @@ class Order:
         `AccountOrders` drops it then."""
 
 
-class Level:
-    """The resting orders at one price, oldest first; `quantity` counts only displayed orders."""
+LEVEL_SLACK: Final = 8
+"""Entries a level's list holds beyond twice its resting orders before it is cleared."""
 
-    __slots__ = ("aon", "orders", "price", "quantity")
+
+class Level:
+    """The resting orders at one price, oldest first; `quantity` counts only displayed orders.
+
+    `orders` is a queue: orders are appended when they rest, and an order leaving the level
+    (filled, cancelled) only marks itself (`Order.resting`) and lowers `count`, so a cancel
+    costs no search and no deletion from a dict keyed by order id. `head` is where the oldest
+    resting order may be: entries before it have all left. The list is cleared of orders that
+    left once it holds more than twice `count` plus `LEVEL_SLACK`, a constant cost per order.
+    The level is empty when `count` is 0 (it then leaves its side).
+    """
+
+    __slots__ = ("aon", "count", "head", "orders", "price", "quantity")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.quantity = 0
         self.aon = 0
-        self.orders: dict[str, Order] = {}
+        self.count = 0
+        self.head = 0
+        self.orders: list[Order] = []
+
+    def resting_orders(self) -> list[Order]:
+        """The level's resting orders, oldest first."""
+        orders = self.orders
+        return [orders[i] for i in range(self.head, len(orders)) if orders[i].resting]
+
+    def left(self) -> None:
+        """Count out an order that has left the level (already marked not `resting`)."""
+        self.count -= 1
+        self.tidy()
+
+    def tidy(self) -> None:
+        """Clear the list of orders that left, once they are more than half of it."""
+        if len(self.orders) > 2 * self.count + LEVEL_SLACK:
+            self.orders = self.resting_orders()
+            self.head = 0
+
+    def forget(self, order: Order) -> None:
+        """Take out the entry of an order that left the level and is about to rest again
+        (an amendment re-enters the same object, which would be counted twice otherwise)."""
+        orders = self.orders
+        for index in range(self.head, len(orders)):
+            if orders[index] is order:
+                del orders[index]
+                return
 
 
 class Side:
@@ -271,7 +310,7 @@ class AccountOrders:
 def side_orders(side: Side) -> Iterable[Order]:
     """The orders of one side in priority order (best price, then oldest first)."""
     for level in side.iter_levels():
-        yield from level.orders.values()
+        yield from level.resting_orders()
 
 
 def by_seq(item: Order | Block) -> int:

@@ -205,7 +205,8 @@ class MatchingEngine(Lifecycle):
         if level is None:
             level = own.levels[price] = Level(price)
             insort(own.keys, -limit)
-        level.orders[order_id] = order
+        level.orders.append(order)
+        level.count += 1
         own.before.setdefault(price, level.quantity)
         level.quantity += quantity
         self.orders[order_id] = order
@@ -499,6 +500,10 @@ class MatchingEngine(Lifecycle):
             events.append((AMEND_REJECTED, symbol, order_id, RefusalReason.POST_ONLY_WOULD_TAKE))
             return
         self._remove(order)
+        own_side = book.bids if order.side == BUY else book.asks
+        old_level = own_side.levels.get(order.price)
+        if old_level is not None:
+            old_level.forget(order)
         events.append(
             (AMENDED, symbol, order_id, order.account, order.side, new_price, new_quantity, False)
         )
@@ -537,12 +542,13 @@ class MatchingEngine(Lifecycle):
         order.seq = self.seq
         order.price = new_price
         order.remaining = remaining
-        book_side = book.bids if order.side == BUY else book.asks
+        book_side = own_side
         level = book_side.levels.get(new_price)
         if level is None:
             level = book_side.levels[new_price] = Level(new_price)
             insort(book_side.keys, book_side.sign * new_price)
-        level.orders[order_id] = order
+        level.orders.append(order)
+        level.count += 1
         if order.aon:
             level.aon += 1
         else:

@@ -142,7 +142,8 @@ class EngineState:
         if level is None:
             level = book_side.levels[price] = Level(price)
             insort(book_side.keys, book_side.sign * price)
-        level.orders[order_id] = order
+        level.orders.append(order)
+        level.count += 1
         if aon:
             level.aon += 1
         else:
@@ -161,20 +162,20 @@ class EngineState:
         book_side = book.bids if order.side == BUY else book.asks
         price = order.price
         level = book_side.levels[price]
-        del level.orders[order.order_id]
+        # Its level's and its account's lists drop it later (`Level`, `AccountOrders`); an
+        # account's list stays when it empties: most accounts come back.
+        order.resting = False
         if order.aon:
             level.aon -= 1
         else:
             book_side.before.setdefault(price, level.quantity)
             level.quantity -= order.remaining
-        if not level.orders:
+        level.left()
+        if not level.count:
             del book_side.levels[price]
             keys = book_side.keys
             del keys[bisect_left(keys, book_side.sign * price)]
         del self.orders[order.order_id]
-        # Its account's list drops it later (`AccountOrders`); the list stays when it empties:
-        # most accounts come back.
-        order.resting = False
 
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:
         """Take a waiting block away, reported as cancelled (or expired)."""

@@ -476,7 +476,8 @@ class EngineMachine(RuleBasedStateMachine):
                 assert side.keys == sorted(side.keys)
                 assert sorted(side.levels) == sorted(k * side.sign for k in side.keys)
                 for level in side.iter_levels():
-                    orders = list(level.orders.values())
+                    orders = level.resting_orders()
+                    assert level.count == len(orders)
                     assert orders, "empty level left in the book"
                     seqs = [o.seq for o in orders]
                     assert seqs == sorted(seqs), "FIFO broken"
