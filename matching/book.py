@@ -52,6 +52,7 @@ class Order:
         "aon",
         "book",
         "group",
+        "level",
         "order_id",
         "post_only",
         "price",
@@ -73,6 +74,7 @@ class Order:
         stp_mode: str,
         seq: int,
         book: Book,
+        level: Level,
         aon: bool,
         post_only: bool,
     ) -> None:
@@ -85,6 +87,8 @@ class Order:
         self.stp_mode = stp_mode
         self.seq = seq
         self.book = book
+        self.level = level
+        """The level it rests at: a cancel finds it without a lookup by price."""
         self.aon = aon
         self.post_only = post_only
         self.resting = True
@@ -104,7 +108,8 @@ class Level:
     costs no search and no deletion from a dict keyed by order id. `head` is where the oldest
     resting order may be: entries before it have all left. The list is cleared of orders that
     left once it holds more than twice `count` plus `LEVEL_SLACK`, a constant cost per order.
-    The level is empty when `count` is 0 (it then leaves its side).
+    The level is empty when `count` is 0: it then leaves its side, and its list is emptied, as
+    the orders that left it still refer to it (`Order.level`) and would hold it in a cycle.
     """
 
     __slots__ = ("aon", "count", "head", "orders", "price", "quantity")
@@ -284,8 +289,8 @@ class AccountOrders:
     dict of the account's orders cost a lookup in a dict as large as the book on every cancel
     and fill. The list is cleared of orders no longer resting when it has grown to twice what
     was resting at the last clearing, so it stays within twice its resting orders plus
-    `ACCOUNT_SLACK`, at a constant cost per order. An order that left and came back (an amendment
-    re-enters the same object) may be listed twice: `resting_orders` lists it once.
+    `ACCOUNT_SLACK`, at a constant cost per order. An amendment re-entering an order adds
+    nothing: no order rests between its leaving and its return, so no clearing drops it.
     """
 
     __slots__ = ("compact_at", "orders")
@@ -303,8 +308,8 @@ class AccountOrders:
             self.compact_at = 2 * len(orders) + ACCOUNT_SLACK
 
     def resting_orders(self) -> list[Order]:
-        """The account's resting orders, each once."""
-        return list(dict.fromkeys(o for o in self.orders if o.resting))
+        """The account's resting orders."""
+        return [o for o in self.orders if o.resting]
 
 
 def side_orders(side: Side) -> Iterable[Order]:

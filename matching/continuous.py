@@ -200,6 +200,7 @@ class ContinuousMatching(Snapshots):
             if not level.count:
                 del levels[price]
                 del keys[index]
+                level.orders.clear()
             else:
                 level.tidy()
                 index += 1

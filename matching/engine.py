@@ -198,13 +198,24 @@ class MatchingEngine(Lifecycle):
             )
             return
         self.seq = seq = self.seq + 1
-        order = Order(
-            order_id, account, side, price, quantity, group, stp_mode, seq, book, False, False
-        )
         level = own.levels.get(price)
         if level is None:
             level = own.levels[price] = Level(price)
             insort(own.keys, -limit)
+        order = Order(
+            order_id,
+            account,
+            side,
+            price,
+            quantity,
+            group,
+            stp_mode,
+            seq,
+            book,
+            level,
+            False,
+            False,
+        )
         level.orders.append(order)
         level.count += 1
         own.before.setdefault(price, level.quantity)
@@ -500,10 +511,7 @@ class MatchingEngine(Lifecycle):
             events.append((AMEND_REJECTED, symbol, order_id, RefusalReason.POST_ONLY_WOULD_TAKE))
             return
         self._remove(order)
-        own_side = book.bids if order.side == BUY else book.asks
-        old_level = own_side.levels.get(order.price)
-        if old_level is not None:
-            old_level.forget(order)
+        order.level.forget(order)
         events.append(
             (AMENDED, symbol, order_id, order.account, order.side, new_price, new_quantity, False)
         )
@@ -542,11 +550,12 @@ class MatchingEngine(Lifecycle):
         order.seq = self.seq
         order.price = new_price
         order.remaining = remaining
-        book_side = own_side
+        book_side = book.bids if order.side == BUY else book.asks
         level = book_side.levels.get(new_price)
         if level is None:
             level = book_side.levels[new_price] = Level(new_price)
             insort(book_side.keys, book_side.sign * new_price)
+        order.level = level
         level.orders.append(order)
         level.count += 1
         if order.aon:
@@ -555,11 +564,8 @@ class MatchingEngine(Lifecycle):
             book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
         self.orders[order_id] = order
+        # Still in its account's list (`AccountOrders`): it only comes back to life.
         order.resting = True
-        mine = self.by_account.get(order.account)
-        if mine is None:
-            mine = self.by_account[order.account] = AccountOrders()
-        mine.add(order)
 
     # Block orders.
 

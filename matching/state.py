@@ -124,6 +124,11 @@ class EngineState:
         post_only: bool = False,
     ) -> Order:
         self.seq += 1
+        book_side = book.bids if side == BUY else book.asks
+        level = book_side.levels.get(price)
+        if level is None:
+            level = book_side.levels[price] = Level(price)
+            insort(book_side.keys, book_side.sign * price)
         order = Order(
             order_id,
             account,
@@ -134,14 +139,10 @@ class EngineState:
             stp_mode,
             self.seq,
             book,
+            level,
             aon,
             post_only,
         )
-        book_side = book.bids if side == BUY else book.asks
-        level = book_side.levels.get(price)
-        if level is None:
-            level = book_side.levels[price] = Level(price)
-            insort(book_side.keys, book_side.sign * price)
         level.orders.append(order)
         level.count += 1
         if aon:
@@ -161,7 +162,7 @@ class EngineState:
         book = order.book
         book_side = book.bids if order.side == BUY else book.asks
         price = order.price
-        level = book_side.levels[price]
+        level = order.level
         # Its level's and its account's lists drop it later (`Level`, `AccountOrders`); an
         # account's list stays when it empties: most accounts come back.
         order.resting = False
@@ -175,6 +176,7 @@ class EngineState:
             del book_side.levels[price]
             keys = book_side.keys
             del keys[bisect_left(keys, book_side.sign * price)]
+            level.orders.clear()
         del self.orders[order.order_id]
 
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:

@@ -487,6 +487,7 @@ class EngineMachine(RuleBasedStateMachine):
                         assert o.remaining > 0
                         assert o.price == level.price
                         assert o.book is book
+                        assert o.level is level
                         assert engine.orders[o.order_id] is o
                         assert o.resting
                         assert o in engine.by_account[o.account].resting_orders()
