@@ -22,26 +22,31 @@ from matching.outputs import Side as OrderSide
 BUY: Final = "buy"
 SELL: Final = "sell"
 
-GTC = "GTC"
-GTD = "GTD"
-DAY = "DAY"
-IOC = "IOC"
-FOK = "FOK"
-TIME_IN_FORCE = (GTC, GTD, DAY, IOC, FOK)
+# Final, so that the compiled engine holds them as constants where it reads them (on its hot
+# path, and as the defaults of `submit`) instead of looking each up in a module's globals.
+GTC: Final = "GTC"
+GTD: Final = "GTD"
+DAY: Final = "DAY"
+IOC: Final = "IOC"
+FOK: Final = "FOK"
+TIME_IN_FORCE: Final = (GTC, GTD, DAY, IOC, FOK)
 
-CANCEL_RESTING = "cancel_resting"
-CANCEL_INCOMING = "cancel_incoming"
-CANCEL_BOTH = "cancel_both"
-DECREMENT = "decrement"
-STP_MODES = (CANCEL_RESTING, CANCEL_INCOMING, CANCEL_BOTH, DECREMENT)
+CANCEL_RESTING: Final = "cancel_resting"
+CANCEL_INCOMING: Final = "cancel_incoming"
+CANCEL_BOTH: Final = "cancel_both"
+DECREMENT: Final = "decrement"
+STP_MODES: Final = (CANCEL_RESTING, CANCEL_INCOMING, CANCEL_BOTH, DECREMENT)
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
-CST_DAY_OFFSET_MS = 16 * HOUR_MS
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 86_400_000
+CST_DAY_OFFSET_MS: Final = 16 * HOUR_MS
 """A trading day ends at midnight China Standard Time, 16:00 UTC."""
 
-INFINITY = 1 << 62
-"""Beyond any price key and any log time: no limit, no band, no deadline."""
+INFINITY: Final = 1 << 61
+"""Beyond any price key and any log time: no limit, no band, no deadline. Below 2**62, so the
+compiled engine holds it, and every deadline, band and limit compared with it, as a machine
+integer: at 2**62 each such comparison (one on every command) took the slow path of Python's
+arbitrary-precision integers."""
 
 
 class Order:

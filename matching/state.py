@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from heapq import heappush
-from typing import Any
+from typing import Any, Final
 
 from matching.book import (
     BUY,
@@ -60,11 +60,11 @@ from matching.outputs import (
 from matching.outputs import Side as OrderSide
 
 # Timer kinds, in the order they run when due at the same time.
-TIMER_EXPIRE = 0
-TIMER_REOPEN = 1
-TIMER_AUCTION = 2
-TIMER_CLOSE = 3
-TIMER_DELIVER = 4
+TIMER_EXPIRE: Final = 0
+TIMER_REOPEN: Final = 1
+TIMER_AUCTION: Final = 2
+TIMER_CLOSE: Final = 3
+TIMER_DELIVER: Final = 4
 
 
 class EngineState:
