@@ -59,12 +59,14 @@ class Order:
         "group",
         "level",
         "order_id",
+        "owner",
         "post_only",
         "price",
         "remaining",
         "resting",
         "seq",
         "side",
+        "slot",
         "stp_mode",
     )
 
@@ -80,6 +82,7 @@ class Order:
         seq: int,
         book: Book,
         level: Level,
+        owner: AccountOrders,
         aon: bool,
         post_only: bool,
     ) -> None:
@@ -96,9 +99,12 @@ class Order:
         """The level it rests at: a cancel finds it without a lookup by price."""
         self.aon = aon
         self.post_only = post_only
+        self.owner = owner
+        """Its account's resting orders, where it is listed at `slot` while it rests."""
+        self.slot = 0
         self.resting = True
         """False once the order has left its book (filled, cancelled, expired, amended away):
-        `AccountOrders` drops it then."""
+        its level's list drops it then (`Level`)."""
 
 
 LEVEL_SLACK: Final = 8
@@ -282,39 +288,33 @@ class Block:
         self.seq = seq
 
 
-ACCOUNT_SLACK: Final = 16
-"""Orders an account's list holds beyond twice its resting ones before it is cleared."""
-
-
 class AccountOrders:
     """An account's resting orders, for the kill switch, in no particular order.
 
-    Orders are appended when they rest and never taken out one by one: an order leaving its
-    book only marks itself (`Order.resting`), which costs nothing, where deleting it from a
-    dict of the account's orders cost a lookup in a dict as large as the book on every cancel
-    and fill. The list is cleared of orders no longer resting when it has grown to twice what
-    was resting at the last clearing, so it stays within twice its resting orders plus
-    `ACCOUNT_SLACK`, at a constant cost per order. An amendment re-entering an order adds
-    nothing: no order rests between its leaving and its return, so no clearing drops it.
+    Each order knows its place in the list (`Order.slot`), so one leaving its book is taken out
+    by moving the last order into its place: no search, and no deletion from a dict keyed by
+    order id as large as the book, on every cancel and fill.
     """
 
-    __slots__ = ("compact_at", "orders")
+    __slots__ = ("orders",)
 
     def __init__(self) -> None:
         self.orders: list[Order] = []
-        self.compact_at = ACCOUNT_SLACK
 
     def add(self, order: Order) -> None:
-        """List an order that has just rested."""
+        """List an order that has just rested (its `owner` is this list)."""
         orders = self.orders
+        order.slot = len(orders)
         orders.append(order)
-        if len(orders) >= self.compact_at:
-            self.orders = orders = self.resting_orders()
-            self.compact_at = 2 * len(orders) + ACCOUNT_SLACK
 
-    def resting_orders(self) -> list[Order]:
-        """The account's resting orders."""
-        return [o for o in self.orders if o.resting]
+    def discard(self, order: Order) -> None:
+        """Take out an order that has left its book."""
+        orders = self.orders
+        last = orders.pop()
+        if last is not order:
+            slot = order.slot
+            orders[slot] = last
+            last.slot = slot
 
 
 def side_orders(side: Side) -> Iterable[Order]:

@@ -148,6 +148,7 @@ class ContinuousMatching(Snapshots):
                     remaining -= maker_left
                     del orders[maker.order_id]
                     maker.resting = False
+                    maker.owner.discard(maker)
                     level.count -= 1
                     head += 1
                 level.head = head
@@ -194,6 +195,7 @@ class ContinuousMatching(Snapshots):
                     if traded == maker_left:
                         del orders[maker.order_id]
                         maker.resting = False
+                        maker.owner.discard(maker)
                         level.count -= 1
                     else:
                         maker.remaining = maker_left - traded
@@ -277,6 +279,7 @@ class ContinuousMatching(Snapshots):
     def _drop_maker(self, level: Level, maker: Order) -> None:
         """Remove a maker from its level and the indexes, leaving an empty level in place."""
         maker.resting = False
+        maker.owner.discard(maker)
         if maker.aon:
             level.aon -= 1
         else:

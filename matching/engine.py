@@ -198,6 +198,9 @@ class MatchingEngine(Lifecycle):
             )
             return
         self.seq = seq = self.seq + 1
+        owner = self.by_account.get(account)
+        if owner is None:
+            owner = self.by_account[account] = AccountOrders()
         level = own.levels.get(price)
         if level is None:
             level = own.levels[price] = Level(price)
@@ -213,6 +216,7 @@ class MatchingEngine(Lifecycle):
             seq,
             book,
             level,
+            owner,
             False,
             False,
         )
@@ -221,10 +225,7 @@ class MatchingEngine(Lifecycle):
         own.before.setdefault(price, level.quantity)
         level.quantity += quantity
         self.orders[order_id] = order
-        mine = self.by_account.get(account)
-        if mine is None:
-            mine = self.by_account[account] = AccountOrders()
-        mine.add(order)
+        owner.add(order)
 
     def _invalid(
         self,
@@ -417,7 +418,7 @@ class MatchingEngine(Lifecycle):
         mine = sorted(
             (
                 o
-                for o in (listed.resting_orders() if listed is not None else ())
+                for o in (listed.orders if listed is not None else ())
                 if (families is None or o.book.family in families) and o.order_id not in in_auction
             ),
             key=by_seq,
@@ -564,8 +565,8 @@ class MatchingEngine(Lifecycle):
             book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
         self.orders[order_id] = order
-        # Still in its account's list (`AccountOrders`): it only comes back to life.
         order.resting = True
+        order.owner.add(order)
 
     # Block orders.
 

@@ -124,6 +124,9 @@ class EngineState:
         post_only: bool = False,
     ) -> Order:
         self.seq += 1
+        owner = self.by_account.get(account)
+        if owner is None:
+            owner = self.by_account[account] = AccountOrders()
         book_side = book.bids if side == BUY else book.asks
         level = book_side.levels.get(price)
         if level is None:
@@ -140,6 +143,7 @@ class EngineState:
             self.seq,
             book,
             level,
+            owner,
             aon,
             post_only,
         )
@@ -151,10 +155,7 @@ class EngineState:
             book_side.before.setdefault(price, level.quantity)
             level.quantity += quantity
         self.orders[order_id] = order
-        mine = self.by_account.get(account)
-        if mine is None:
-            mine = self.by_account[account] = AccountOrders()
-        mine.add(order)
+        owner.add(order)
         return order
 
     def _remove(self, order: Order) -> None:
@@ -163,9 +164,10 @@ class EngineState:
         book_side = book.bids if order.side == BUY else book.asks
         price = order.price
         level = order.level
-        # Its level's and its account's lists drop it later (`Level`, `AccountOrders`); an
-        # account's list stays when it empties: most accounts come back.
+        # Its level's list drops it later (`Level`); its account's list stays when it empties:
+        # most accounts come back.
         order.resting = False
+        order.owner.discard(order)
         if order.aon:
             level.aon -= 1
         else:

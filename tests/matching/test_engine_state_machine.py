@@ -490,13 +490,14 @@ class EngineMachine(RuleBasedStateMachine):
                         assert o.level is level
                         assert engine.orders[o.order_id] is o
                         assert o.resting
-                        assert o in engine.by_account[o.account].resting_orders()
+                        assert o.owner is engine.by_account[o.account]
+                        assert o.owner.orders[o.slot] is o
                         count += 1
             if book.state == O.CONTINUOUS:
                 bids, asks = engine.depth(book.symbol)
                 if bids and asks:
                     assert bids[0][0] < asks[0][0], "crossed at rest"
-        listed = sum(len(m.resting_orders()) for m in engine.by_account.values())
+        listed = sum(len(m.orders) for m in engine.by_account.values())
         assert count == len(engine.orders) == listed
 
     @precondition(lambda self: self.next_id % 7 == 0)
