@@ -60,10 +60,10 @@ class Order:
         "level",
         "order_id",
         "owner",
+        "position",
         "post_only",
         "price",
         "remaining",
-        "resting",
         "seq",
         "side",
         "slot",
@@ -102,9 +102,8 @@ class Order:
         self.owner = owner
         """Its account's resting orders, where it is listed at `slot` while it rests."""
         self.slot = 0
-        self.resting = True
-        """False once the order has left its book (filled, cancelled, expired, amended away):
-        its level's list drops it then (`Level`)."""
+        self.position = 0
+        """Where it is in its level's queue (`Level.orders`)."""
 
 
 LEVEL_SLACK: Final = 8
@@ -114,13 +113,13 @@ LEVEL_SLACK: Final = 8
 class Level:
     """The resting orders at one price, oldest first; `quantity` counts only displayed orders.
 
-    `orders` is a queue: orders are appended when they rest, and an order leaving the level
-    (filled, cancelled) only marks itself (`Order.resting`) and lowers `count`, so a cancel
-    costs no search and no deletion from a dict keyed by order id. `head` is where the oldest
-    resting order may be: entries before it have all left. The list is cleared of orders that
-    left once it holds more than twice `count` plus `LEVEL_SLACK`, a constant cost per order.
-    The level is empty when `count` is 0: it then leaves its side, and its list is emptied, as
-    the orders that left it still refer to it (`Order.level`) and would hold it in a cycle.
+    `orders` is a queue: an order resting is appended, and knows its place (`Order.position`);
+    an order leaving the level (filled, cancelled) leaves None in its place and lowers `count`,
+    so a cancel costs no search and no deletion from a dict keyed by order id, and the order is
+    freed there and then. `head` is where the oldest order may be: entries before it are all
+    None. The queue is rebuilt without its Nones once it holds more than twice `count` plus
+    `LEVEL_SLACK` entries, a constant cost per order. The level is empty when `count` is 0 (it
+    then leaves its side).
     """
 
     __slots__ = ("aon", "count", "head", "orders", "price", "quantity")
@@ -131,32 +130,40 @@ class Level:
         self.aon = 0
         self.count = 0
         self.head = 0
-        self.orders: list[Order] = []
+        self.orders: list[Order | None] = []
+
+    def add(self, order: Order) -> None:
+        """Queue an order resting here (its `level` is this one)."""
+        orders = self.orders
+        order.position = len(orders)
+        orders.append(order)
+        self.count += 1
 
     def resting_orders(self) -> list[Order]:
         """The level's resting orders, oldest first."""
         orders = self.orders
-        return [orders[i] for i in range(self.head, len(orders)) if orders[i].resting]
+        resting = []
+        for index in range(self.head, len(orders)):
+            order = orders[index]
+            if order is not None:
+                resting.append(order)
+        return resting
 
-    def left(self) -> None:
-        """Count out an order that has left the level (already marked not `resting`)."""
+    def remove(self, order: Order) -> None:
+        """Take out an order leaving the level."""
+        self.orders[order.position] = None
         self.count -= 1
         self.tidy()
 
     def tidy(self) -> None:
-        """Clear the list of orders that left, once they are more than half of it."""
+        """Rebuild the queue without its Nones, once they are more than half of it."""
         if len(self.orders) > 2 * self.count + LEVEL_SLACK:
-            self.orders = self.resting_orders()
+            orders: list[Order | None] = []
+            for order in self.resting_orders():
+                order.position = len(orders)
+                orders.append(order)
+            self.orders = orders
             self.head = 0
-
-    def forget(self, order: Order) -> None:
-        """Take out the entry of an order that left the level and is about to rest again
-        (an amendment re-enters the same object, which would be counted twice otherwise)."""
-        orders = self.orders
-        for index in range(self.head, len(orders)):
-            if orders[index] is order:
-                del orders[index]
-                return
 
 
 class Side:

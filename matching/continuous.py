@@ -96,7 +96,7 @@ class ContinuousMatching(Snapshots):
                 head = level.head
                 while remaining and level.count:
                     maker = queue[head]
-                    if not maker.resting:
+                    if maker is None:
                         head += 1
                         continue
                     if maker.group == group:
@@ -147,8 +147,8 @@ class ContinuousMatching(Snapshots):
                     filled += maker_left
                     remaining -= maker_left
                     del orders[maker.order_id]
-                    maker.resting = False
                     maker.owner.discard(maker)
+                    queue[head] = None
                     level.count -= 1
                     head += 1
                 level.head = head
@@ -194,15 +194,14 @@ class ContinuousMatching(Snapshots):
                         level.quantity -= traded
                     if traded == maker_left:
                         del orders[maker.order_id]
-                        maker.resting = False
                         maker.owner.discard(maker)
+                        level.orders[maker.position] = None
                         level.count -= 1
                     else:
                         maker.remaining = maker_left - traded
             if not level.count:
                 del levels[price]
                 del keys[index]
-                level.orders.clear()
             else:
                 level.tidy()
                 index += 1
@@ -278,13 +277,12 @@ class ContinuousMatching(Snapshots):
 
     def _drop_maker(self, level: Level, maker: Order) -> None:
         """Remove a maker from its level and the indexes, leaving an empty level in place."""
-        maker.resting = False
         maker.owner.discard(maker)
         if maker.aon:
             level.aon -= 1
         else:
             level.quantity -= maker.remaining
-        level.left()
+        level.remove(maker)
         del self.orders[maker.order_id]
 
     def _fillable(

@@ -220,8 +220,7 @@ class MatchingEngine(Lifecycle):
             False,
             False,
         )
-        level.orders.append(order)
-        level.count += 1
+        level.add(order)
         own.before.setdefault(price, level.quantity)
         level.quantity += quantity
         self.orders[order_id] = order
@@ -512,7 +511,6 @@ class MatchingEngine(Lifecycle):
             events.append((AMEND_REJECTED, symbol, order_id, RefusalReason.POST_ONLY_WOULD_TAKE))
             return
         self._remove(order)
-        order.level.forget(order)
         events.append(
             (AMENDED, symbol, order_id, order.account, order.side, new_price, new_quantity, False)
         )
@@ -557,15 +555,13 @@ class MatchingEngine(Lifecycle):
             level = book_side.levels[new_price] = Level(new_price)
             insort(book_side.keys, book_side.sign * new_price)
         order.level = level
-        level.orders.append(order)
-        level.count += 1
+        level.add(order)
         if order.aon:
             level.aon += 1
         else:
             book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
         self.orders[order_id] = order
-        order.resting = True
         order.owner.add(order)
 
     # Block orders.

@@ -147,8 +147,7 @@ class EngineState:
             aon,
             post_only,
         )
-        level.orders.append(order)
-        level.count += 1
+        level.add(order)
         if aon:
             level.aon += 1
         else:
@@ -164,21 +163,18 @@ class EngineState:
         book_side = book.bids if order.side == BUY else book.asks
         price = order.price
         level = order.level
-        # Its level's list drops it later (`Level`); its account's list stays when it empties:
-        # most accounts come back.
-        order.resting = False
+        # Its account's list stays when it empties: most accounts come back.
         order.owner.discard(order)
         if order.aon:
             level.aon -= 1
         else:
             book_side.before.setdefault(price, level.quantity)
             level.quantity -= order.remaining
-        level.left()
+        level.remove(order)
         if not level.count:
             del book_side.levels[price]
             keys = book_side.keys
             del keys[bisect_left(keys, book_side.sign * price)]
-            level.orders.clear()
         del self.orders[order.order_id]
 
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:

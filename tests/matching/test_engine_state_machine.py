@@ -489,7 +489,7 @@ class EngineMachine(RuleBasedStateMachine):
                         assert o.book is book
                         assert o.level is level
                         assert engine.orders[o.order_id] is o
-                        assert o.resting
+                        assert level.orders[o.position] is o
                         assert o.owner is engine.by_account[o.account]
                         assert o.owner.orders[o.slot] is o
                         count += 1
