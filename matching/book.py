@@ -6,9 +6,11 @@ parameters and lifecycle state), `Block` (a block order waiting for its family's
 `AccountOrders` (an account's resting orders, for the kill switch); and the names orders are
 entered with: sides, time in force, self-trade prevention modes.
 
-The classes are slotted and hold no logic beyond reading themselves: the engine
-(`matching/engine.py` and the modules its class is built from) changes them in place, inline
-on its hot path, rather than through methods of theirs, which would cost a call per change.
+The classes are slotted and hold no logic beyond reading themselves and keeping their own
+lists (`Level` its queue, `AccountOrders` its list): the engine (`matching/engine.py` and the
+modules its class is built from) changes them in place, on its hot path mostly inline. Compiled
+(`matching/__init__.py`), they are native classes with typed attributes, and a call of one of
+their methods is a direct call.
 """
 
 from __future__ import annotations
