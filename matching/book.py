@@ -2,12 +2,15 @@
 
 `Order` (a resting order, or one being matched), `Level` (the orders at one price, oldest
 first), `Side` (the levels of one side, best first), `Book` (one contract's two sides,
-parameters and lifecycle state) and `Block` (a block order waiting for its family's auction);
-and the names orders are entered with: sides, time in force, self-trade prevention modes.
+parameters and lifecycle state), `Block` (a block order waiting for its family's auction) and
+`AccountOrders` (an account's resting orders, for the kill switch); and the names orders are
+entered with: sides, time in force, self-trade prevention modes.
 
-The classes are slotted and hold no logic beyond reading themselves: the engine
-(`matching/engine.py` and the modules its class is built from) changes them in place, inline
-on its hot path, rather than through methods of theirs, which would cost a call per change.
+The classes are slotted and hold no logic beyond reading themselves and keeping their own
+lists (`Level` its queue, `AccountOrders` its list): the engine (`matching/engine.py` and the
+modules its class is built from) changes them in place, on its hot path mostly inline. Compiled
+(`matching/__init__.py`), they are native classes with typed attributes, and a call of one of
+their methods is a direct call.
 """
 
 from __future__ import annotations
@@ -21,26 +24,31 @@ from matching.outputs import Side as OrderSide
 BUY: Final = "buy"
 SELL: Final = "sell"
 
-GTC = "GTC"
-GTD = "GTD"
-DAY = "DAY"
-IOC = "IOC"
-FOK = "FOK"
-TIME_IN_FORCE = (GTC, GTD, DAY, IOC, FOK)
+# Final, so that the compiled engine holds them as constants where it reads them (on its hot
+# path, and as the defaults of `submit`) instead of looking each up in a module's globals.
+GTC: Final = "GTC"
+GTD: Final = "GTD"
+DAY: Final = "DAY"
+IOC: Final = "IOC"
+FOK: Final = "FOK"
+TIME_IN_FORCE: Final = (GTC, GTD, DAY, IOC, FOK)
 
-CANCEL_RESTING = "cancel_resting"
-CANCEL_INCOMING = "cancel_incoming"
-CANCEL_BOTH = "cancel_both"
-DECREMENT = "decrement"
-STP_MODES = (CANCEL_RESTING, CANCEL_INCOMING, CANCEL_BOTH, DECREMENT)
+CANCEL_RESTING: Final = "cancel_resting"
+CANCEL_INCOMING: Final = "cancel_incoming"
+CANCEL_BOTH: Final = "cancel_both"
+DECREMENT: Final = "decrement"
+STP_MODES: Final = (CANCEL_RESTING, CANCEL_INCOMING, CANCEL_BOTH, DECREMENT)
 
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
-CST_DAY_OFFSET_MS = 16 * HOUR_MS
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 86_400_000
+CST_DAY_OFFSET_MS: Final = 16 * HOUR_MS
 """A trading day ends at midnight China Standard Time, 16:00 UTC."""
 
-INFINITY = 1 << 62
-"""Beyond any price key and any log time: no limit, no band, no deadline."""
+INFINITY: Final = 1 << 61
+"""Beyond any price key and any log time: no limit, no band, no deadline. Below 2**62, so the
+compiled engine holds it, and every deadline, band and limit compared with it, as a machine
+integer: at 2**62 each such comparison (one on every command) took the slow path of Python's
+arbitrary-precision integers."""
 
 
 class Order:
@@ -51,12 +59,16 @@ class Order:
         "aon",
         "book",
         "group",
+        "level",
         "order_id",
+        "owner",
+        "position",
         "post_only",
         "price",
         "remaining",
         "seq",
         "side",
+        "slot",
         "stp_mode",
     )
 
@@ -71,6 +83,8 @@ class Order:
         stp_mode: str,
         seq: int,
         book: Book,
+        level: Level,
+        owner: AccountOrders,
         aon: bool,
         post_only: bool,
     ) -> None:
@@ -83,20 +97,75 @@ class Order:
         self.stp_mode = stp_mode
         self.seq = seq
         self.book = book
+        self.level = level
+        """The level it rests at: a cancel finds it without a lookup by price."""
         self.aon = aon
         self.post_only = post_only
+        self.owner = owner
+        """Its account's resting orders, where it is listed at `slot` while it rests."""
+        self.slot = 0
+        self.position = 0
+        """Where it is in its level's queue (`Level.orders`)."""
+
+
+LEVEL_SLACK: Final = 8
+"""Entries a level's list holds beyond twice its resting orders before it is cleared."""
 
 
 class Level:
-    """The resting orders at one price, oldest first; `quantity` counts only displayed orders."""
+    """The resting orders at one price, oldest first; `quantity` counts only displayed orders.
 
-    __slots__ = ("aon", "orders", "price", "quantity")
+    `orders` is a queue: an order resting is appended, and knows its place (`Order.position`);
+    an order leaving the level (filled, cancelled) leaves None in its place and lowers `count`,
+    so a cancel costs no search and no deletion from a dict keyed by order id, and the order is
+    freed there and then. `head` is where the oldest order may be: entries before it are all
+    None. The queue is rebuilt without its Nones once it holds more than twice `count` plus
+    `LEVEL_SLACK` entries, a constant cost per order. The level is empty when `count` is 0 (it
+    then leaves its side).
+    """
+
+    __slots__ = ("aon", "count", "head", "orders", "price", "quantity")
 
     def __init__(self, price: int) -> None:
         self.price = price
         self.quantity = 0
         self.aon = 0
-        self.orders: dict[str, Order] = {}
+        self.count = 0
+        self.head = 0
+        self.orders: list[Order | None] = []
+
+    def add(self, order: Order) -> None:
+        """Queue an order resting here (its `level` is this one)."""
+        orders = self.orders
+        order.position = len(orders)
+        orders.append(order)
+        self.count += 1
+
+    def resting_orders(self) -> list[Order]:
+        """The level's resting orders, oldest first."""
+        orders = self.orders
+        resting = []
+        for index in range(self.head, len(orders)):
+            order = orders[index]
+            if order is not None:
+                resting.append(order)
+        return resting
+
+    def remove(self, order: Order) -> None:
+        """Take out an order leaving the level."""
+        self.orders[order.position] = None
+        self.count -= 1
+        self.tidy()
+
+    def tidy(self) -> None:
+        """Rebuild the queue without its Nones, once they are more than half of it."""
+        if len(self.orders) > 2 * self.count + LEVEL_SLACK:
+            orders: list[Order | None] = []
+            for order in self.resting_orders():
+                order.position = len(orders)
+                orders.append(order)
+            self.orders = orders
+            self.head = 0
 
 
 class Side:
@@ -228,10 +297,39 @@ class Block:
         self.seq = seq
 
 
+class AccountOrders:
+    """An account's resting orders, for the kill switch, in no particular order.
+
+    Each order knows its place in the list (`Order.slot`), so one leaving its book is taken out
+    by moving the last order into its place: no search, and no deletion from a dict keyed by
+    order id as large as the book, on every cancel and fill.
+    """
+
+    __slots__ = ("orders",)
+
+    def __init__(self) -> None:
+        self.orders: list[Order] = []
+
+    def add(self, order: Order) -> None:
+        """List an order that has just rested (its `owner` is this list)."""
+        orders = self.orders
+        order.slot = len(orders)
+        orders.append(order)
+
+    def discard(self, order: Order) -> None:
+        """Take out an order that has left its book."""
+        orders = self.orders
+        last = orders.pop()
+        if last is not order:
+            slot = order.slot
+            orders[slot] = last
+            last.slot = slot
+
+
 def side_orders(side: Side) -> Iterable[Order]:
     """The orders of one side in priority order (best price, then oldest first)."""
     for level in side.iter_levels():
-        yield from level.orders.values()
+        yield from level.resting_orders()
 
 
 def by_seq(item: Order | Block) -> int:

@@ -72,7 +72,6 @@ class ContinuousMatching(Snapshots):
         sign = opposite.sign
         low_key = band_key - 2 * book.band if band_key < INFINITY else -INFINITY
         orders = self.orders
-        by_account = self.by_account
         events = self.events
         symbol = book.symbol
         trades = book.trades
@@ -90,16 +89,23 @@ class ContinuousMatching(Snapshots):
             level = levels[price]
             # Trades and self-trade prevention take from this level from here on.
             before.setdefault(price, level.quantity)
-            resting = level.orders
             if not level.aon:
                 # The common case: take makers from the front until the order is done.
                 filled = 0
-                while remaining and resting:
-                    maker = next(iter(resting.values()))
+                queue = level.orders
+                head = level.head
+                while remaining and level.count:
+                    maker = queue[head]
+                    if maker is None:
+                        head += 1
+                        continue
                     if maker.group == group:
+                        level.head = head
                         remaining = self._prevent_self_trade(
                             book, level, maker, remaining, order_id, account, side, stp_mode
                         )
+                        queue = level.orders
+                        head = level.head
                         if self._stop:
                             break
                         continue
@@ -140,16 +146,18 @@ class ContinuousMatching(Snapshots):
                     )
                     filled += maker_left
                     remaining -= maker_left
-                    maker_id = maker.order_id
-                    del resting[maker_id]
-                    del orders[maker_id]
-                    del by_account[maker.account][maker_id]
+                    del orders[maker.order_id]
+                    maker.owner.discard(maker)
+                    queue[head] = None
+                    level.count -= 1
+                    head += 1
+                level.head = head
                 if filled:
                     level.quantity -= filled
                     last_price = price
             else:
                 # All-or-none makers that this order cannot fill completely are passed by.
-                for maker in list(resting.values()):
+                for maker in level.resting_orders():
                     if not remaining:
                         break
                     maker_left = maker.remaining
@@ -185,16 +193,17 @@ class ContinuousMatching(Snapshots):
                     else:
                         level.quantity -= traded
                     if traded == maker_left:
-                        maker_id = maker.order_id
-                        del resting[maker_id]
-                        del orders[maker_id]
-                        del by_account[maker.account][maker_id]
+                        del orders[maker.order_id]
+                        maker.owner.discard(maker)
+                        level.orders[maker.position] = None
+                        level.count -= 1
                     else:
                         maker.remaining = maker_left - traded
-            if not resting:
+            if not level.count:
                 del levels[price]
                 del keys[index]
             else:
+                level.tidy()
                 index += 1
             if self._stop:
                 break
@@ -268,13 +277,13 @@ class ContinuousMatching(Snapshots):
 
     def _drop_maker(self, level: Level, maker: Order) -> None:
         """Remove a maker from its level and the indexes, leaving an empty level in place."""
-        del level.orders[maker.order_id]
+        maker.owner.discard(maker)
         if maker.aon:
             level.aon -= 1
         else:
             level.quantity -= maker.remaining
+        level.remove(maker)
         del self.orders[maker.order_id]
-        del self.by_account[maker.account][maker.order_id]
 
     def _fillable(
         self,
@@ -300,7 +309,7 @@ class ContinuousMatching(Snapshots):
             if key > limit or key > band_key or key < low_key or not remaining:
                 break
             price = key * sign
-            for maker in opposite.levels[price].orders.values():
+            for maker in opposite.levels[price].resting_orders():
                 if maker.aon and maker.remaining > remaining:
                     continue
                 if maker.group == group:
@@ -326,8 +335,8 @@ class ContinuousMatching(Snapshots):
             if key > limit:
                 return False
             level = opposite.levels[key * sign]
-            if level.aon < len(level.orders):
+            if level.aon < level.count:
                 return True
-            if any(o.remaining <= quantity for o in level.orders.values()):
+            if any(o.remaining <= quantity for o in level.resting_orders()):
                 return True
         return False

@@ -59,6 +59,7 @@ from matching.book import (
     IOC,
     STP_MODES,
     TIME_IN_FORCE,
+    AccountOrders,
     Block,
     Book,
     Level,
@@ -197,21 +198,33 @@ class MatchingEngine(Lifecycle):
             )
             return
         self.seq = seq = self.seq + 1
-        order = Order(
-            order_id, account, side, price, quantity, group, stp_mode, seq, book, False, False
-        )
+        owner = self.by_account.get(account)
+        if owner is None:
+            owner = self.by_account[account] = AccountOrders()
         level = own.levels.get(price)
         if level is None:
             level = own.levels[price] = Level(price)
             insort(own.keys, -limit)
-        level.orders[order_id] = order
+        order = Order(
+            order_id,
+            account,
+            side,
+            price,
+            quantity,
+            group,
+            stp_mode,
+            seq,
+            book,
+            level,
+            owner,
+            False,
+            False,
+        )
+        level.add(order)
         own.before.setdefault(price, level.quantity)
         level.quantity += quantity
         self.orders[order_id] = order
-        mine = self.by_account.get(account)
-        if mine is None:
-            mine = self.by_account[account] = {}
-        mine[order_id] = order
+        owner.add(order)
 
     def _invalid(
         self,
@@ -374,7 +387,7 @@ class MatchingEngine(Lifecycle):
             self._run_timers(ts)
         if ts > self.now:
             self.now = ts
-        if order_id in self.in_auction:
+        if self.in_auction and order_id in self.in_auction:
             self._refuse_in_auction(False, order_id)
             return
         order = self.orders.get(order_id)
@@ -413,10 +426,11 @@ class MatchingEngine(Lifecycle):
         self.advance(ts)
         # What awaits the day-ahead auction's result stays: the result will trade it.
         in_auction = self.in_auction
+        listed = self.by_account.get(account)
         mine = sorted(
             (
                 o
-                for o in self.by_account.get(account, {}).values()
+                for o in (listed.orders if listed is not None else ())
                 if (families is None or o.book.family in families) and o.order_id not in in_auction
             ),
             key=by_seq,
@@ -553,17 +567,15 @@ class MatchingEngine(Lifecycle):
         if level is None:
             level = book_side.levels[new_price] = Level(new_price)
             insort(book_side.keys, book_side.sign * new_price)
-        level.orders[order_id] = order
+        order.level = level
+        level.add(order)
         if order.aon:
             level.aon += 1
         else:
             book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
         self.orders[order_id] = order
-        mine = self.by_account.get(order.account)
-        if mine is None:
-            mine = self.by_account[order.account] = {}
-        mine[order_id] = order
+        order.owner.add(order)
 
     # Block orders.
 

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from heapq import heappush
-from typing import Any
+from typing import Any, Final
 
 from matching.book import (
     BUY,
     CST_DAY_OFFSET_MS,
     INFINITY,
+    AccountOrders,
     Block,
     Book,
     Level,
@@ -59,11 +60,11 @@ from matching.outputs import (
 from matching.outputs import Side as OrderSide
 
 # Timer kinds, in the order they run when due at the same time.
-TIMER_EXPIRE = 0
-TIMER_REOPEN = 1
-TIMER_AUCTION = 2
-TIMER_CLOSE = 3
-TIMER_DELIVER = 4
+TIMER_EXPIRE: Final = 0
+TIMER_REOPEN: Final = 1
+TIMER_AUCTION: Final = 2
+TIMER_CLOSE: Final = 3
+TIMER_DELIVER: Final = 4
 
 
 class EngineState:
@@ -74,7 +75,7 @@ class EngineState:
         self.day_offset_ms = day_offset_ms
         self.books: dict[str, Book] = {}
         self.orders: dict[str, Order] = {}
-        self.by_account: dict[str, dict[str, Order]] = {}
+        self.by_account: dict[str, AccountOrders] = {}
         self.blocks: dict[str, Block] = {}
         self.block_symbols: dict[str, tuple[str, ...]] = {}
         self.in_auction: set[str] = set()
@@ -131,6 +132,14 @@ class EngineState:
         post_only: bool = False,
     ) -> Order:
         self.seq += 1
+        owner = self.by_account.get(account)
+        if owner is None:
+            owner = self.by_account[account] = AccountOrders()
+        book_side = book.bids if side == BUY else book.asks
+        level = book_side.levels.get(price)
+        if level is None:
+            level = book_side.levels[price] = Level(price)
+            insort(book_side.keys, book_side.sign * price)
         order = Order(
             order_id,
             account,
@@ -141,25 +150,19 @@ class EngineState:
             stp_mode,
             self.seq,
             book,
+            level,
+            owner,
             aon,
             post_only,
         )
-        book_side = book.bids if side == BUY else book.asks
-        level = book_side.levels.get(price)
-        if level is None:
-            level = book_side.levels[price] = Level(price)
-            insort(book_side.keys, book_side.sign * price)
-        level.orders[order_id] = order
+        level.add(order)
         if aon:
             level.aon += 1
         else:
             book_side.before.setdefault(price, level.quantity)
             level.quantity += quantity
         self.orders[order_id] = order
-        mine = self.by_account.get(account)
-        if mine is None:
-            mine = self.by_account[account] = {}
-        mine[order_id] = order
+        owner.add(order)
         return order
 
     def _remove(self, order: Order) -> None:
@@ -167,20 +170,20 @@ class EngineState:
         book = order.book
         book_side = book.bids if order.side == BUY else book.asks
         price = order.price
-        level = book_side.levels[price]
-        del level.orders[order.order_id]
+        level = order.level
+        # Its account's list stays when it empties: most accounts come back.
+        order.owner.discard(order)
         if order.aon:
             level.aon -= 1
         else:
             book_side.before.setdefault(price, level.quantity)
             level.quantity -= order.remaining
-        if not level.orders:
+        level.remove(order)
+        if not level.count:
             del book_side.levels[price]
             keys = book_side.keys
             del keys[bisect_left(keys, book_side.sign * price)]
         del self.orders[order.order_id]
-        # An account's index stays when it empties: most accounts come back.
-        del self.by_account[order.account][order.order_id]
 
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:
         """Take a waiting block away, reported as cancelled (or expired)."""

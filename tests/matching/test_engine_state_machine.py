@@ -476,7 +476,8 @@ class EngineMachine(RuleBasedStateMachine):
                 assert side.keys == sorted(side.keys)
                 assert sorted(side.levels) == sorted(k * side.sign for k in side.keys)
                 for level in side.iter_levels():
-                    orders = list(level.orders.values())
+                    orders = level.resting_orders()
+                    assert level.count == len(orders)
                     assert orders, "empty level left in the book"
                     seqs = [o.seq for o in orders]
                     assert seqs == sorted(seqs), "FIFO broken"
@@ -486,14 +487,18 @@ class EngineMachine(RuleBasedStateMachine):
                         assert o.remaining > 0
                         assert o.price == level.price
                         assert o.book is book
+                        assert o.level is level
                         assert engine.orders[o.order_id] is o
-                        assert engine.by_account[o.account][o.order_id] is o
+                        assert level.orders[o.position] is o
+                        assert o.owner is engine.by_account[o.account]
+                        assert o.owner.orders[o.slot] is o
                         count += 1
             if book.state == O.CONTINUOUS:
                 bids, asks = engine.depth(book.symbol)
                 if bids and asks:
                     assert bids[0][0] < asks[0][0], "crossed at rest"
-        assert count == len(engine.orders) == sum(len(m) for m in engine.by_account.values())
+        listed = sum(len(m.orders) for m in engine.by_account.values())
+        assert count == len(engine.orders) == listed
 
     @precondition(lambda self: self.next_id % 7 == 0)
     @rule()
