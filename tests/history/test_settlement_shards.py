@@ -466,12 +466,17 @@ async def test_a_live_exchange_settles_in_two_shards_and_answers_for_the_account
                 response = await post("/v1/orders", json=order | {"quantity": 4})
                 assert response.status_code == 201, response.text
 
-            async def bought() -> dict[str, Any] | None:
-                answer = (await exchange.client.get("/v1/accounts/b3")).json()
-                return answer if answer.get("positions") else None
+            settled_cash = {"available": 1_000_000 - 4 * 1850, "held": 0}
 
-            account = await eventually(bought, "b3's purchase to settle")
-            assert account["cash"] == {"available": 1_000_000 - 4 * 1850, "held": 0}
+            async def bought() -> dict[str, Any] | None:
+                # The shards settle on their own: the purchase (shard 1) may be read before the
+                # deposit (shard 0) is, so the answer is awaited until both are in it.
+                answer = (await exchange.client.get("/v1/accounts/b3")).json()
+                settled = answer.get("positions") and answer.get("cash") == settled_cash
+                return answer if settled else None
+
+            account = await eventually(bought, "b3's deposit and purchase to settle")
+            assert account["cash"] == settled_cash
             assert account["positions"] == [{"symbol": GZ, "quantity": 4}]
             other = open_event_store(other_url)
             try:
