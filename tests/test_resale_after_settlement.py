@@ -15,6 +15,7 @@ import json
 
 from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import MarketRules, default_catalogue
+from exchange.domain.delivery import DeliveryDesk
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     CancelReason,
@@ -148,6 +149,9 @@ def _replays_to_the_live_state(bank: Bank) -> None:
     for position, event in enumerate(inputs):
         replica.replay(event, EventStamp("replay", 0, position, event.ts))
     assert replica.state_hash() == bank.market.state_hash()
+    live_desk = bank.market.delivery
+    for desk in (live_desk, replica.delivery, DeliveryDesk.restore(RULES, live_desk.snapshot())):
+        _indexes_follow_the_desk(desk)
     fold = Accounts(RULES, journal=True)
     for event in bank.events:
         fold.apply(event)
@@ -155,6 +159,20 @@ def _replays_to_the_live_state(bank: Bank) -> None:
     bank.ledger.digest(live)
     fold.digest(folded)
     assert folded.hexdigest() == live.hexdigest()
+
+
+def _indexes_follow_the_desk(desk: DeliveryDesk) -> None:
+    """The desk's indexes of resales by seller and of bundle obligations by holder say what
+    a scan of its open sells and draw-downs says: kept where those change, rebuilt on restore."""
+    resales: dict[tuple[str, str], set[str]] = {}
+    for order_id, (from_capacity, _, _, account, symbol) in desk.sells.items():
+        if not from_capacity:
+            resales.setdefault((symbol, account), set()).add(order_id)
+    assert desk._resales == resales
+    bundle_keys: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+    for key in desk.drawdowns:
+        bundle_keys.setdefault((key[0], key[2]), set()).add(key)
+    assert desk._bundle_keys == bundle_keys
 
 
 def test_a_resting_resale_is_cancelled_when_a_dispute_settles_the_bundle() -> None:

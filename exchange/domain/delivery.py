@@ -130,6 +130,9 @@ class DeliveryDesk:
         self.sells: dict[str, list[Any]] = {}
         """Open sells: order id -> [backed by capacity, bond per unit, open quantity, account,
         symbol]."""
+        self._resales: dict[tuple[str, str], set[str]] = {}
+        """(symbol, account) -> the ids of its open sells that resell what it holds: derived
+        from `sells`, so a resale's check reads the seller's own, not every open sell."""
         self.provisions: dict[str, dict[str, Provision]] = {}
         self.holdings: dict[str, dict[str, int]] = {}
         self.obligations: dict[ObligationKey, Obligation] = {}
@@ -142,6 +145,9 @@ class DeliveryDesk:
         """The strips that became positions in their hours (`StripCascades`)."""
         self.drawdowns: dict[ObligationKey, Drawdown] = {}
         """The draw-down of each token bundle's obligation, until it settles."""
+        self._bundle_keys: dict[tuple[str, str], set[ObligationKey]] = {}
+        """(symbol, holder) -> the keys of the holder's obligations in that bundle (those in
+        `drawdowns`): derived, so a resale in a bundle's period reads the holder's own."""
         self.bundles_started: dict[str, int] = {}
         """Token bundles allocated at their period's start -> the period's end: their trades
         (top-ups, resales) change obligations at once, until the period ends."""
@@ -160,22 +166,22 @@ class DeliveryDesk:
         builds no events, leaves the desk as live processing does); returns the delivery
         events they cause (obligations, metering, settlements, refusals)."""
         if isinstance(event, OrderAccepted) and event.side == "sell":
-            self.sells[event.order_id] = [
-                event.backing == "capacity",
-                event.bond_per_unit,
-                event.quantity,
-                event.account_id,
-                event.symbol,
-            ]
+            self._open_sell(
+                event.order_id,
+                [
+                    event.backing == "capacity",
+                    event.bond_per_unit,
+                    event.quantity,
+                    event.account_id,
+                    event.symbol,
+                ],
+            )
         elif isinstance(event, BlockAccepted) and event.side == "sell":
             total = event.quantity * len(event.symbols)
-            self.sells[event.order_id] = [
-                True,
-                event.bond_per_unit,
-                total,
-                event.account_id,
-                event.family,
-            ]
+            self._open_sell(
+                event.order_id,
+                [True, event.bond_per_unit, total, event.account_id, event.family],
+            )
         caused: list[Event] = self._start_bundles(stamp)
         if isinstance(event, DeliveryRequested) and event.action == "recall":
             caused.extend(self._recall(event, stamp))
@@ -193,7 +199,7 @@ class DeliveryDesk:
                     self._await_bundle_start(symbol)
                 case (mo.REJECTED | mo.CANCELLED | mo.EXPIRED, _, order_id, *_):
                     # The order rests no longer: its sell, if any, is no longer open.
-                    self.sells.pop(order_id, None)
+                    self._close_sell(order_id)
                 case (mo.REDUCED | mo.AMENDED, _, order_id, _, _, _, remaining, _):
                     # The order rests with less.
                     self._shrink(order_id, remaining)
@@ -215,20 +221,32 @@ class DeliveryDesk:
         (a dispute resolved, a recall) is in neither."""
         held = self.holdings.get(symbol, {}).get(holder, 0)
         if symbol in self.bundles_started:
+            obligations = self.obligations
             held += sum(
-                obligation.quantity
-                for (of, _, buyer), obligation in self.obligations.items()
-                if of == symbol and buyer == holder
+                obligations[key].quantity for key in self._bundle_keys.get((symbol, holder), ())
             )
         return held
 
     def resales(self, symbol: str, holder: str) -> dict[str, int]:
         """The holder's resting resales of `symbol`: order id -> open quantity."""
+        sells = self.sells
         return {
-            order_id: remaining
-            for order_id, (from_capacity, _, remaining, account, sell_symbol) in self.sells.items()
-            if not from_capacity and account == holder and sell_symbol == symbol
+            order_id: sells[order_id][2] for order_id in self._resales.get((symbol, holder), ())
         }
+
+    def _open_sell(self, order_id: str, sell: list[Any]) -> None:
+        self.sells[order_id] = sell
+        if not sell[0]:
+            self._resales.setdefault((sell[4], sell[3]), set()).add(order_id)
+
+    def _close_sell(self, order_id: str) -> None:
+        sell = self.sells.pop(order_id, None)
+        if sell is not None and not sell[0]:
+            key = (sell[4], sell[3])
+            resales = self._resales[key]
+            resales.discard(order_id)
+            if not resales:
+                del self._resales[key]
 
     def _shrink(self, order_id: str, remaining: int) -> None:
         sell = self.sells.get(order_id)
@@ -236,7 +254,7 @@ class DeliveryDesk:
             if remaining:
                 sell[2] = remaining
             else:
-                del self.sells[order_id]
+                self._close_sell(order_id)
 
     def _trade(self, trade: mo.Trade) -> None:
         _, symbol, _, price, quantity, taker, maker, taker_account, maker_account, side = trade
@@ -261,7 +279,7 @@ class DeliveryDesk:
         if sell is not None:
             sell[2] -= quantity
             if not sell[2]:
-                del self.sells[sell_order_id]
+                self._close_sell(sell_order_id)
 
     def _allocate(self, symbol: str, stamp: EventStamp) -> list[Event]:
         """Turn a contract's provisions and holdings into obligations at its delivery hour."""
@@ -534,8 +552,8 @@ class DeliveryDesk:
             _, symbol = heapq.heappop(starts)
             events += self._allocate(symbol, stamp)
             for key in self.obligations:
-                if key[0] == symbol:
-                    self.drawdowns.setdefault(key, Drawdown())
+                if key[0] == symbol and key not in self.drawdowns:
+                    self._start_drawdown(key)
             self.bundles_started[symbol] = _period(symbol)[1]
             heapq.heappush(self._bundle_ends, (_period(symbol)[1], symbol))
         ends = self._bundle_ends
@@ -556,7 +574,7 @@ class DeliveryDesk:
         if sell is not None:
             sell[2] -= quantity
             if not sell[2]:
-                del self.sells[sell_order_id]
+                self._close_sell(sell_order_id)
         if from_capacity:
             amount = price * quantity
             fee = self.fees.fee(symbol, amount, side, "sell")
@@ -564,7 +582,7 @@ class DeliveryDesk:
             return [self._owe(key, quantity, amount, bond_per_unit * quantity, fee, stamp)]
         events: list[Event] = []
         left = quantity
-        for key in sorted(k for k in self.obligations if k[0] == symbol and k[2] == seller_id):
+        for key in sorted(self._bundle_keys.get((symbol, seller_id), ())):
             if not left:
                 break
             moved = min(left, self.obligations[key].quantity)
@@ -613,13 +631,17 @@ class DeliveryDesk:
             window_ends = _period(key[0])[1] + self.rules.delivery_window_ms
             obligation = Obligation(0, 0, 0, 0, window_ends)
             self.obligations[key] = obligation
-            self.drawdowns[key] = Drawdown()
+            self._start_drawdown(key)
             heapq.heappush(self._due, (window_ends, *key))
         obligation.quantity += quantity
         obligation.amount += amount
         obligation.bond += bond
         obligation.fee += fee
         return _obligation(key, obligation, quantity, amount, bond, fee, stamp)
+
+    def _start_drawdown(self, key: ObligationKey) -> None:
+        self.drawdowns[key] = Drawdown()
+        self._bundle_keys.setdefault((key[0], key[2]), set()).add(key)
 
     def _draw_down(self, request: DeliveryRequested, stamp: EventStamp) -> Event:
         """A provider's metering of a bundle: `delivered` tokens more used, paid at once."""
@@ -699,16 +721,11 @@ class DeliveryDesk:
         """The units the holder of `key` offers for resale in its bundle, and the whole units
         of its obligations there not drawn into, were `key` drawn to `used` tokens."""
         symbol, _, holder = key
-        offered = sum(
-            remaining
-            for from_capacity, _, remaining, account, sell_symbol in self.sells.values()
-            if not from_capacity and account == holder and sell_symbol == symbol
-        )
+        offered = sum(self.resales(symbol, holder).values())
         movable = 0
-        for other, obligation in self.obligations.items():
-            if other[0] == symbol and other[2] == holder:
-                drawn = used if other == key else self.drawdowns[other].used
-                movable += obligation.quantity + drawn // -TOKENS_PER_UNIT
+        for other in self._bundle_keys.get((symbol, holder), ()):
+            drawn = used if other == key else self.drawdowns[other].used
+            movable += self.obligations[other].quantity + drawn // -TOKENS_PER_UNIT
         return offered, movable
 
     def _settle_bundle(
@@ -724,6 +741,10 @@ class DeliveryDesk:
         failure to deliver), and what a resolution found used beyond the metered paid."""
         obligation = self.obligations.pop(key)
         drawn = self.drawdowns.pop(key)
+        holder_keys = self._bundle_keys[(key[0], key[2])]
+        holder_keys.discard(key)
+        if not holder_keys:
+            del self._bundle_keys[(key[0], key[2])]
         used = max(used, drawn.used)
         paid, fee = _drawn_shares(obligation, drawn, used)
         symbol, provider_id, buyer_id = key
@@ -792,7 +813,8 @@ class DeliveryDesk:
     def restore(cls, rules: MarketRules, data: dict[str, Any]) -> DeliveryDesk:
         """The desk a snapshot describes."""
         desk = cls(rules)
-        desk.sells = {entry[0]: list(entry[1:]) for entry in data["sells"]}
+        for order_id, *sell in data["sells"]:
+            desk._open_sell(order_id, sell)
         desk.recalls = set(data.get("recalls", []))
         desk.cascaded = set(data.get("cascaded", []))
         for symbol, provider, *figures in data["provisions"]:
@@ -805,7 +827,9 @@ class DeliveryDesk:
             if not obligation.disputed:
                 heapq.heappush(desk._due, (obligation.window_ends, symbol, provider, buyer))
         for symbol, provider, buyer, used, paid, fee, reports in data.get("drawdowns", []):
-            desk.drawdowns[(symbol, provider, buyer)] = Drawdown(used, paid, fee, list(reports))
+            key = (symbol, provider, buyer)
+            desk._start_drawdown(key)
+            desk.drawdowns[key] = Drawdown(used, paid, fee, list(reports))
         desk.bundles_started = dict(data.get("bundles_started", []))
         desk._bundle_ends = sorted((end, symbol) for symbol, end in desk.bundles_started.items())
         for symbol in {*desk.provisions, *desk.holdings}:

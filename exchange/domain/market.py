@@ -213,11 +213,7 @@ class MarketStage:
         self._act(event, stamp.ts)
         done = self.engine.take_events()
         self._replay_outputs(done)
-        caused = self.delivery.observe(event, done, stamp)
-        withdrawn = self._cancel_unheld_resales(caused, stamp.ts)
-        if withdrawn:
-            self._replay_outputs(withdrawn)
-            self.delivery.observe(None, withdrawn, stamp)
+        self._deliver(event, done, stamp, publish=False)
         self._collect_day_ahead(stamp)
 
     def _replay_outputs(self, done: list[mo.Output]) -> None:
@@ -235,14 +231,19 @@ class MarketStage:
         self._forget_delivered(done)
 
     def _deliver(
-        self, event: Event | None, done: list[mo.Output], stamp: EventStamp
+        self, event: Event | None, done: list[mo.Output], stamp: EventStamp, *, publish: bool = True
     ) -> list[Event]:
         """What the delivery desk makes of a record and the engine's outputs, then the
-        cancels of resting resales that the obligations settled meanwhile leave unheld."""
+        cancels of resting resales that the obligations settled meanwhile leave unheld.
+        Without `publish` (a replay) the cancels change the books as `_translate` would,
+        without building the events the store already has."""
         caused = self.delivery.observe(event, done, stamp)
         withdrawn = self._cancel_unheld_resales(caused, stamp.ts)
         if withdrawn:
-            caused += self._translate(withdrawn, stamp, _Context(None))
+            if publish:
+                caused += self._translate(withdrawn, stamp, _Context(None))
+            else:
+                self._replay_outputs(withdrawn)
             caused += self.delivery.observe(None, withdrawn, stamp)
         return caused
 
