@@ -173,7 +173,7 @@ class StallOut(BaseModel):
                     "stall_id": "gz-night",
                     "account_id": "idc-gz-1",
                     **STALL_EXAMPLE,
-                    "updated_at": "2026-11-26T08:00:00+00:00",
+                    "updated_at": "2026-11-26T16:00:00+08:00",
                 }
             ]
         }
@@ -712,7 +712,7 @@ class StalledStage(BaseModel):
             "topic": "cx.events",
             "partition": 1,
             "kind": "cannot_apply",
-            "since": "2027-11-30T08:00:00.000+00:00",
+            "since": "2027-11-30T16:00:00.000+08:00",
             "lag": 57,
             "detail": "IntegrityError: (sqlite3.IntegrityError) UNIQUE constraint failed: ...",
             "offset": 4210,
@@ -731,7 +731,7 @@ class StalledStage(BaseModel):
         "no_progress: lag that has not moved for the stall time; unreadable: where the stage "
         "is could not be read for the stall time"
     )
-    since: str = Field(description="When it began (ISO 8601, UTC)")
+    since: str = Field(description="When it began (ISO 8601, China Standard Time)")
     lag: int | None
     detail: str
     offset: int | None = Field(description="The offset it stopped at")
@@ -969,7 +969,7 @@ class KeyOut(BaseModel):
             "account_id": "sme-hangzhou-1",
             "role": "buyer",
             "label": "laptop",
-            "created_at": "2026-11-26T08:00:00+00:00",
+            "created_at": "2026-11-26T16:00:00+08:00",
             "revoked_at": None,
         }
     )
@@ -1001,7 +1001,7 @@ class StoredEventOut(BaseModel):
             "schema_version": 1,
             "data": {"type": "TradeExecuted", "trade_id": f"{GZ0}:1", "price": 1800},
             "metadata": {"topic": "cx.events", "partition": 1, "offset": 57},
-            "recorded_at": "2026-11-26T08:00:00.123000+00:00",
+            "recorded_at": "2026-11-26T16:00:00.123000+08:00",
         }
     )
 

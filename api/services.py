@@ -11,6 +11,7 @@ from typing import Any
 from api.marketdata import MarketData, Outcome
 from api.models import StageProgress, StalledStage
 from api.ports import Runtime
+from exchange.domain.catalogue import CHINA_STANDARD_TIME
 from exchange.domain.messages import Command
 from exchange.domain.operators import Signed
 from settlement.pipeline_status import (
@@ -74,8 +75,18 @@ class PipelineHealth:
 
 
 def iso(ms: int) -> str:
-    """A time in ms as ISO 8601 (UTC, to the millisecond)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    """A time in ms as ISO 8601 in China Standard Time (+08:00), to the millisecond."""
+    return datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME).isoformat(
+        timespec="milliseconds"
+    )
+
+
+def cst(moment: datetime) -> str:
+    """A stored time as ISO 8601 in China Standard Time (+08:00). The stores keep UTC; a
+    time read back without its zone (SQLite) is UTC, not the server's local time."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(CHINA_STANDARD_TIME).isoformat()
 
 
 def stage_out(progress: PartitionProgress) -> StageProgress:

@@ -35,6 +35,7 @@ from api.keys import writing_transaction
 from api.models import StallOut, StallRequest
 from api.problems import Problem
 from api.schema import metadata
+from api.services import cst
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES, ContractSpec
 from settlement.schema import utc_now
 
@@ -236,5 +237,5 @@ def stall_out(stall: Stall) -> StallOut:
         max_interruptions=stall.max_interruptions,
         network=stall.network,
         description=stall.description,
-        updated_at=stall.updated_at.isoformat(),
+        updated_at=cst(stall.updated_at),
     )

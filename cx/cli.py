@@ -20,14 +20,14 @@ import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.keys import Role
 from cx.runtime import STAGES, Stage
 from cx.settings import Settings
-from exchange.domain.catalogue import MarketRules
+from exchange.domain.catalogue import CHINA_STANDARD_TIME, MarketRules
 
 if TYPE_CHECKING:
     from api.marketdata import MarketData
@@ -938,7 +938,9 @@ def _print_status(status: PipelineStatus) -> None:
     for problem in status.unreadable:
         print(f"unreadable: {problem}")
     for stall in status.stalls:
-        since = datetime.fromtimestamp(stall.since_ms / 1000, UTC).isoformat(timespec="seconds")
+        since = datetime.fromtimestamp(stall.since_ms / 1000, CHINA_STANDARD_TIME).isoformat(
+            timespec="seconds"
+        )
         print(f"STALLED since {since}: {status_sentence(stall)}")
         if stall.kind == "cannot_apply" and stall.set_aside_by is None:
             print(

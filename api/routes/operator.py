@@ -39,7 +39,7 @@ from api.models import (
 )
 from api.parameters import MAX_SQL_INT
 from api.problems import Problem, problems
-from api.services import Commands, iso, stage_out, stall_out
+from api.services import Commands, cst, iso, stage_out, stall_out
 from api.streams import KEY_REVOKED
 from exchange.deadletters import DeadLetter, read_dead_letters
 from exchange.domain.catalogue import SymbolError, is_family, parse_symbol
@@ -430,8 +430,8 @@ def _key_out(info: KeyInfo) -> KeyOut:
         account_id=info.account_id,
         role=info.role,
         label=info.label,
-        created_at=info.created_at.isoformat(),
-        revoked_at=None if info.revoked_at is None else info.revoked_at.isoformat(),
+        created_at=cst(info.created_at),
+        revoked_at=None if info.revoked_at is None else cst(info.revoked_at),
     )
 
 
@@ -445,5 +445,5 @@ def _event_out(event: StoredEvent) -> StoredEventOut:
         schema_version=event.schema_version,
         data=event.data,
         metadata=event.metadata,
-        recorded_at=event.recorded_at.isoformat(),
+        recorded_at=cst(event.recorded_at),
     )

@@ -15,6 +15,7 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,7 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
         report = (await operator.get("/v1/admin/status")).json()
         assert report["stalled"] is True
         assert [(s["kind"], s["offset"]) for s in report["stalls"]] == [("cannot_apply", offset)]
+        assert report["stalls"][0]["since"].endswith("+08:00"), report
         async with ExchangeClient(exchange.base_url) as anyone:
             seen = await anyone.health()
         assert seen.status == "stalled"
@@ -193,6 +195,7 @@ async def test_an_event_settlement_cannot_apply_stops_its_partition_loudly(
         assert reported["lag"] >= 2
         printed = await cx(settings, "status")
         assert f"cx deadletters set-aside {source}" in printed.stdout, printed.stdout
+        assert re.search(r"STALLED since \S+\+08:00:", printed.stdout), printed.stdout
 
         # The operator sets the event aside (with cx on one backend, the API on the other).
         refused = await operator.post(
