@@ -24,8 +24,9 @@ from settlement.audit import (
     recorded_hashes,
 )
 from settlement.history import (
-    EXPORT_COLUMNS,
+    export_header,
     export_line,
+    history_condition,
     history_query,
     replay_document,
     verification,
@@ -33,7 +34,7 @@ from settlement.history import (
 from settlement.replay import ReplayResult, parse_time, parse_until, replay
 from settlement.restart import replay_stored
 from settlement.schema import events
-from settlement.shards import MergedView, viewing
+from settlement.shards import MergedView, read_merged, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 
 
@@ -349,22 +350,33 @@ async def run_history(
     output_format: str,
     out: TextIO,
 ) -> int:
-    """Write the matching events as JSON lines or CSV; returns how many were written."""
+    """Write the matching events as JSON lines or CSV; returns how many were written. With
+    settlement in shards: every shard's, in the merged history's order (`cx replay`'s), each
+    labelled with its shard."""
     since_ts = None if since is None else _time_ms(since)
     until_ts = None if until is None else _time_ms(until)
-    store = await _open(settings)
+    stores = await _open_shards(settings, None)
+    sharded = len(stores) > 1
     written = 0
     try:
-        query = history_query(contract, account, order, since_ts, until_ts)
         if output_format == "csv":
-            out.write(",".join(EXPORT_COLUMNS) + "\r\n")
-        async with store.engine.connect() as connection:
+            out.write(export_header(sharded))
+        if sharded:
+            condition = history_condition(contract, account, order, since_ts, until_ts)
+            engines = [store.engine for store in stores]
+            async for found in read_merged(engines, [0] * len(engines), condition):
+                out.write(export_line(found.event, output_format, found.shard))
+                written += 1
+            return written
+        query = history_query(contract, account, order, since_ts, until_ts)
+        async with stores[0].engine.connect() as connection:
             result = await connection.stream(query.execution_options(yield_per=2000))
             async for row in result:
                 out.write(export_line(row, output_format))
                 written += 1
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
     return written
 
 
