@@ -16,13 +16,14 @@ partition's order, and the shards interleave by log time, ties by shard number.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Row, case, cast, null, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exchange.pipeline import partition_for
 from settlement.schema import events
 from settlement.sql_store import SqlEventStore, StoreView
 from settlement.store import CompactEvent, StoredEvent
@@ -36,6 +37,11 @@ def shard_of(partition: int, shards: int) -> int:
     return partition % shards
 
 
+def shard_of_family(partitions: int, shards: int) -> Callable[[str], int]:
+    """The shard settling each family `CLASS.REGION`, with `partitions` events partitions."""
+    return lambda family: shard_of(partition_for(family, partitions), shards)
+
+
 def partitions_of(shard: int, shards: int, partitions: int) -> list[int]:
     """The events-topic partitions a shard settles."""
     return [p for p in range(partitions) if shard_of(p, shards) == shard]
@@ -44,11 +50,13 @@ def partitions_of(shard: int, shards: int, partitions: int) -> list[int]:
 class _Cursor:
     """One shard's history read forwards a batch at a time."""
 
-    def __init__(self, view: StoreView, shard: int, with_data: Collection[str] | None) -> None:
+    def __init__(
+        self, view: StoreView, shard: int, with_data: Collection[str] | None, after: int
+    ) -> None:
         self.view = view
         self.shard = shard
         self.with_data = with_data
-        self.after = 0
+        self.after = after
         self.rows: list[CompactEvent] | list[StoredEvent] = []
         self.at = 0
 
@@ -85,21 +93,26 @@ class MergedView:
     only (each call continues after the position the previous one returned last).
 
     Positions are the merged order's, from 1; `origin` says which shard and position each
-    one came from, for reports that name events."""
+    one came from, for reports that name events. Given `after` (each shard's last position
+    already folded, as a restart from the shards' snapshots has), the history goes on from
+    there, its positions counting on from their sum."""
 
-    def __init__(self, views: Sequence[StoreView]) -> None:
+    def __init__(self, views: Sequence[StoreView], after: Sequence[int] | None = None) -> None:
         self.views = list(views)
         self.position = sum(view.position for view in views)
         """How many events the shards hold together: the merged history's last position."""
         self.origin: dict[int, tuple[int, int]] = {}
         self._cursors: list[_Cursor] | None = None
-        self._merged = 0
+        self._after = list(after) if after is not None else [0] * len(self.views)
+        self._merged = sum(self._after)
 
     async def _next_rows(
         self, after: int, limit: int, with_data: Collection[str] | None
     ) -> list[tuple[int, CompactEvent | StoredEvent]]:
         if self._cursors is None:
-            self._cursors = [_Cursor(v, k, with_data) for k, v in enumerate(self.views)]
+            self._cursors = [
+                _Cursor(view, k, with_data, self._after[k]) for k, view in enumerate(self.views)
+            ]
         if after != self._merged:
             raise ValueError(f"the merged history reads forwards: at {self._merged}, not {after}")
         taken: list[tuple[int, CompactEvent | StoredEvent]] = []

@@ -55,9 +55,15 @@ from exchange.domain.messages import (
 )
 from settlement.audit import Discrepancy, audit, audit_shards
 from settlement.history import replay_document
-from settlement.replay import parse_until, replay
-from settlement.restart import replay_stored
-from settlement.shards import MergedView, format_cursor, parse_cursor, read_merged, viewing
+from settlement.replay import parse_until
+from settlement.restart import replay_merged_stored, replay_stored
+from settlement.shards import (
+    format_cursor,
+    parse_cursor,
+    read_merged,
+    shard_of_family,
+    viewing,
+)
 from settlement.stalled import Stall
 from settlement.store import StoredEvent
 
@@ -420,10 +426,18 @@ async def replay_state(
         async with runtime.store.view() as view:
             result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
     else:
-        # Every settlement shard's history merged, from position 0 (a shard's snapshot is of
-        # its own state); `until` positions are the merged order's.
-        async with viewing(runtime.shards) as views:
-            result = await replay(MergedView(views), runtime.catalogue, position, ts)
+        # Every settlement shard's history merged, from the shards' snapshots put together
+        # (from position 0 with a position cut: `until` positions are the merged order's).
+        shards = runtime.shards
+        async with viewing(shards) as views:
+            merged = await replay_merged_stored(
+                views,
+                runtime.catalogue,
+                shard_of_family(runtime.topics.market_partitions, len(shards)),
+                position,
+                ts,
+            )
+        result = merged.result
     return replay_document(result, contract, account_id)
 
 
