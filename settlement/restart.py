@@ -186,10 +186,12 @@ async def replay_merged_stored(
         elif len(states) == len(views):
             try:
                 combined = combine([state.snapshot() for state in states], shard_of_family)
+                start = ExchangeState.restore(catalogue, combined)
             except NotCombinable as error:
                 refused = f"the shards' snapshots do not combine: {error}"
+            except (KeyError, IndexError, TypeError, ValueError) as error:
+                refused = f"the shards' snapshots put together do not restore: {error!r}"
             else:
-                start = ExchangeState.restore(catalogue, combined)
                 folded = start.applied
                 positions = [state.position for state in states]
                 merged = MergedView(views, after=positions)

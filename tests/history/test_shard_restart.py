@@ -11,6 +11,7 @@ snapshot stored whenever one is due.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -36,8 +37,10 @@ from exchange.pipeline import partition_for
 from settlement import projections
 from settlement.bench import make_history
 from settlement.projections import SNAPSHOT_STAGE, LedgerProjection
+from settlement.replay import ExchangeState
 from settlement.service import stream_of
-from settlement.shards import shard_of
+from settlement.shard_states import NotCombinable, combine
+from settlement.shards import shard_of, shard_of_family
 from settlement.snapshots import SqlSnapshotStore, snapshots
 from settlement.sql_store import SqlEventStore, open_event_store
 from settlement.store import NewEvent
@@ -49,6 +52,7 @@ EVENTS = 4_600
 SETTLE_BATCH = 100
 PARTITIONS = 3
 """`settings_for`'s CX_MARKET_PARTITIONS."""
+GZ = "H100-80G.GZ.20271201T00"
 
 
 def _shard(event: Event) -> int:
@@ -211,3 +215,25 @@ async def test_a_refused_shard_snapshot_sends_the_merged_replay_to_position_0(
     assert replayed["history_hash"] == full["history_hash"]
     assert "stored snapshot refused: shard 1: the snapshot at position" in stderr
     assert "it is corrupt" in stderr
+
+
+def test_states_that_cannot_be_put_together_are_refused() -> None:
+    catalogue = default_catalogue()
+    owner = shard_of_family(PARTITIONS, 2)
+    empty = ExchangeState(catalogue).snapshot()
+    combined = ExchangeState.restore(catalogue, combine([empty, empty], owner))
+    assert combined.history_hash() == ExchangeState(catalogue).history_hash()
+    order = ["o-1", "a1", GZ, "buy", 1800, 2]
+    twice = [copy.deepcopy(empty) for _ in range(2)]
+    for state in twice:
+        state["accounts"]["open_orders"] = [order]
+    with pytest.raises(NotCombinable, match="both hold accounts' open_orders"):
+        combine(twice, owner)
+    pending = [copy.deepcopy(empty) for _ in range(2)]
+    pending[1]["market"]["engine"]["in_auction"] = ["H100-80G.GZ"]
+    with pytest.raises(NotCombinable, match="in_auction pending"):
+        combine(pending, owner)
+    unknown = [copy.deepcopy(empty) for _ in range(2)]
+    unknown[0]["accounts"]["novelty"] = []
+    with pytest.raises(NotCombinable, match="not known to combine: \\['novelty'\\]"):
+        combine(unknown, owner)
