@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.catalogue import Catalogue
+from exchange.domain.messages import EventStamp
 from exchange.snapshots import Snapshot
 from settlement.projections import SNAPSHOT_STAGE, SNAPSHOT_TOPIC, checkpoints
 from settlement.replay import (
@@ -196,9 +197,28 @@ async def replay_merged_stored(
                 positions = [state.position for state in states]
                 merged = MergedView(views, after=positions)
                 result = await replay(merged, catalogue, None, until_ts, start=start)
+                _catch_up(result.state, max(state.market.engine.now for state in states))
                 return MergedReplay(result, positions, result.state.applied - folded)
     if refused is not None:
         log.warning("shard snapshots refused, replaying from position 0: %s", refused)
     result = await replay(MergedView(views), catalogue, until_position, until_ts)
     result.refused = refused
     return MergedReplay(result, None, result.state.applied)
+
+
+def _catch_up(state: ExchangeState, clock: int) -> None:
+    """Move the books' clock on to `clock`, the latest of the shards' snapshots, if nothing
+    folded after them did.
+
+    The restart starts the books' clock at the shard furthest behind (`combine`), so each
+    event after it finds the clock at its own log time, as in the merged replay from 0. The
+    events that passed the later clocks are inside the snapshots, and in the replay from 0
+    they passed them over every book: here, once the rest is folded, the clock passes them
+    as `ExchangeState.pass_time` passes an event's time, without counting an event."""
+    market = state.market
+    if market.engine.now >= clock:
+        return
+    if market.due(clock):
+        market.idle(EventStamp("replay", 0, state.position, clock))
+    else:
+        market.engine.advance(clock)

@@ -215,9 +215,12 @@ def _engine(
         "version": parts[0]["version"],
         "halt_ms": parts[0]["halt_ms"],
         "day_offset_ms": parts[0]["day_offset_ms"],
-        # The merged history has passed every shard's log time, and numbered orders past
-        # every shard's numbers (priority only compares orders of one book, all one shard's).
-        "now": max(part["now"] for part in parts),
+        # The clock of the shard furthest behind: its timers then fire where the merged
+        # history passes their time, after its own events logged before them (the others'
+        # timers up to their own clocks have fired, on books none of its events touch).
+        # Orders are numbered past every shard's numbers (priority only compares orders of
+        # one book, all one shard's).
+        "now": min(part["now"] for part in parts),
         "seq": max(part["seq"] for part in parts),
         "books": books,
         "blocks": sorted(blocks, key=lambda block: (block[7], block[0])),
