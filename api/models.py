@@ -1005,6 +1005,11 @@ class StoredEventOut(BaseModel):
         }
     )
 
+    shard: int = 0
+    """The settlement shard storing it (0: the home shard, the only one unless
+    CX_SETTLEMENT_SHARDS names more); `position` is that shard's own."""
+    cursor: str | None = None
+    """Where `/v1/admin/events?cursor=` goes on after this event (that list only)."""
     position: int
     stream_id: str
     stream_version: int

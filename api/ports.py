@@ -162,8 +162,9 @@ class Ledger(Protocol):
         since_ts: int | None,
         until_ts: int | None,
     ) -> AsyncIterator[str]:
-        """Stored events, filtered, as export lines (`settlement.history.export_line`), read
-        as they are sent."""
+        """Stored events, filtered, as export lines (`settlement.history.export_line`; as CSV,
+        the header first), read as they are sent; with settlement in shards, every shard's
+        in the merged history's order, each labelled with its shard."""
 
     async def set_aside(self, source: str, operator: str, reason: str) -> StalledOn | None:
         """Mark the open stall at `source` to be set aside; None if none is open there;

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import ColumnElement, Select, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,7 +24,8 @@ from api.stalls import Stall
 from exchange.domain.messages import AnyEvent
 from settlement import projections as tables
 from settlement import reports, statements
-from settlement.history import export_line, history_query
+from settlement.history import export_header, export_line, history_condition, history_query
+from settlement.shards import read_merged
 from settlement.stalled import Stall as StalledOn
 from settlement.stalled import set_aside, set_aside_stalls
 
@@ -169,11 +170,14 @@ class SqlLedger:
         since_ts: int | None,
         until_ts: int | None,
     ) -> AsyncIterator[str]:
-        """Stored events, filtered, as export lines, read as they are sent."""
+        """Stored events, filtered, as export lines (a CSV header first), read as they are
+        sent."""
         query = history_query(contract, account_id, order_id, since_ts, until_ts)
         return self._export(query, output_format)
 
     async def _export(self, query: Select[Any], output_format: str) -> AsyncIterator[str]:
+        if output_format == "csv":
+            yield export_header(sharded=False)
         async with self.engine.connect() as connection:
             result = await connection.stream(query.execution_options(yield_per=HISTORY_BATCH))
             async for row in result:
@@ -375,14 +379,19 @@ class ShardedLedger(SqlLedger):
         since_ts: int | None,
         until_ts: int | None,
     ) -> AsyncIterator[str]:
-        """Stored events, filtered, shard after shard (each in its stored order)."""
-        query = history_query(contract, account_id, order_id, since_ts, until_ts)
-        return self._export_shards(query, output_format)
+        """Stored events of every shard, filtered, in the merged history's order (the
+        order a replay of every shard folds them in), each labelled with its shard."""
+        condition = history_condition(contract, account_id, order_id, since_ts, until_ts)
+        return self._export_merged(condition, output_format)
 
-    async def _export_shards(self, query: Select[Any], output_format: str) -> AsyncIterator[str]:
-        for shard in self.shards:
-            async for line in shard._export(query, output_format):
-                yield line
+    async def _export_merged(
+        self, condition: ColumnElement[bool] | None, output_format: str
+    ) -> AsyncIterator[str]:
+        if output_format == "csv":
+            yield export_header(sharded=True)
+        engines = [shard.engine for shard in self.shards]
+        async for found in read_merged(engines, [0] * len(engines), condition):
+            yield export_line(found.event, output_format, found.shard)
 
     async def set_aside(self, source: str, operator: str, reason: str) -> StalledOn | None:
         """Mark the open stall at `source` (in whichever shard stalled there) to be set aside."""

@@ -24,16 +24,17 @@ from settlement.audit import (
     recorded_hashes,
 )
 from settlement.history import (
-    EXPORT_COLUMNS,
+    export_header,
     export_line,
+    history_condition,
     history_query,
     replay_document,
     verification,
 )
-from settlement.replay import ReplayResult, parse_time, parse_until, replay
-from settlement.restart import replay_stored
+from settlement.replay import ReplayResult, parse_time, parse_until
+from settlement.restart import MergedReplay, replay_merged_stored, replay_stored
 from settlement.schema import events
-from settlement.shards import MergedView, viewing
+from settlement.shards import read_merged, shard_of_family, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 
 
@@ -72,8 +73,9 @@ async def run_replay(
     refused), and print it; 1 if unverified.
 
     With settlement in shards: one shard's history, or (by default) every shard's merged
-    (`settlement.shards.MergedView`, from position 0; positions are the merged order's, and
-    `--verify` checks each shard's recorded hashes by replaying it on its own)."""
+    (`settlement.shards.MergedView`; positions are the merged order's), from every shard's
+    latest stored snapshot put together (`settlement.restart.replay_merged_stored`), and
+    `--verify` checks each shard's recorded hashes by replaying it on its own."""
     catalogue = catalogue or settings.catalogue()
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
@@ -84,11 +86,21 @@ async def run_replay(
     except ValueError as error:
         print(f"cx replay: {error}", file=sys.stderr)
         return 2
+    merged: MergedReplay | None = None
     try:
         if len(stores) == 1:
             result = await _replay_one(stores[0], catalogue, until_position, until_ts, verify, full)
         else:
-            result = await _replay_merged(stores, catalogue, until_position, until_ts, verify, full)
+            merged = await _replay_merged(
+                stores,
+                catalogue,
+                until_position,
+                until_ts,
+                verify,
+                full,
+                settings.market_partitions,
+            )
+            result = merged.result
     finally:
         for store in stores:
             await store.close()
@@ -99,6 +111,9 @@ async def run_replay(
             file=sys.stderr,
         )
     document = replay_document(result, contract, account)
+    if merged is not None:
+        document["shard_snapshots"] = merged.snapshots
+        document["events_read"] = merged.read
     if verify:
         document["verified"] = verification(result)
     if as_json:
@@ -163,22 +178,32 @@ async def _replay_merged(
     until_ts: int | None,
     verify: bool,
     full: bool,
-) -> ReplayResult:
-    """Every shard's history merged, replayed from position 0 (a shard's stored snapshot is
-    of its own state); with `verify`, each shard replayed on its own against its recorded
-    hashes too (from its snapshot unless `full`), their findings added to the merged one's."""
+    market_partitions: int,
+) -> MergedReplay:
+    """Every shard's history merged, replayed from every shard's latest checked snapshot put
+    together (from position 0 if `full`, with a position cut, or if one is refused); with
+    `verify`, each shard replayed on its own against its recorded hashes too (from its
+    snapshot unless `full`), their findings added to the merged one's."""
     checks = []
     if verify:
         # A shard's hashes are of its own state; the merged state has none recorded.
         for store in stores:
             checks.append(await _replay_one(store, catalogue, None, until_ts, True, full))
     async with viewing(stores) as views:
-        result = await replay(MergedView(views), catalogue, until_position, until_ts)
+        merged = await replay_merged_stored(
+            views,
+            catalogue,
+            shard_of_family(market_partitions, len(stores)),
+            until_position,
+            until_ts,
+            full=full,
+        )
+    result = merged.result
     for check in checks:
         result.checked += check.checked
         result.mismatches += check.mismatches
         result.not_comparable += check.not_comparable
-    return result
+    return merged
 
 
 def _money(fen: int) -> str:
@@ -236,7 +261,13 @@ def _print_replay(document: dict[str, Any]) -> None:
             )
         console.print(vouchers)
     console.print(f"events replayed: {document['events']}   log time: {document['ts']}")
-    if document["started_from"]:
+    if document.get("shard_snapshots"):
+        positions = ", ".join(map(str, document["shard_snapshots"]))
+        console.print(
+            f"从各分片存储的快照重启 restarted from each shard's stored snapshot (at positions "
+            f"{positions}), {document['events_read']} events read (--full replays from position 0)"
+        )
+    elif document["started_from"]:
         console.print(
             f"从存储的快照重启 restarted from the stored snapshot at position "
             f"{document['started_from']} (--full replays from position 0)"
@@ -349,22 +380,33 @@ async def run_history(
     output_format: str,
     out: TextIO,
 ) -> int:
-    """Write the matching events as JSON lines or CSV; returns how many were written."""
+    """Write the matching events as JSON lines or CSV; returns how many were written. With
+    settlement in shards: every shard's, in the merged history's order (`cx replay`'s), each
+    labelled with its shard."""
     since_ts = None if since is None else _time_ms(since)
     until_ts = None if until is None else _time_ms(until)
-    store = await _open(settings)
+    stores = await _open_shards(settings, None)
+    sharded = len(stores) > 1
     written = 0
     try:
-        query = history_query(contract, account, order, since_ts, until_ts)
         if output_format == "csv":
-            out.write(",".join(EXPORT_COLUMNS) + "\r\n")
-        async with store.engine.connect() as connection:
+            out.write(export_header(sharded))
+        if sharded:
+            condition = history_condition(contract, account, order, since_ts, until_ts)
+            engines = [store.engine for store in stores]
+            async for found in read_merged(engines, [0] * len(engines), condition):
+                out.write(export_line(found.event, output_format, found.shard))
+                written += 1
+            return written
+        query = history_query(contract, account, order, since_ts, until_ts)
+        async with stores[0].engine.connect() as connection:
             result = await connection.stream(query.execution_options(yield_per=2000))
             async for row in result:
                 out.write(export_line(row, output_format))
                 written += 1
     finally:
-        await store.close()
+        for store in stores:
+            await store.close()
     return written
 
 

@@ -9,7 +9,7 @@ import io
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Select, cast, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, cast, or_, select
 
 from settlement.replay import ExchangeState, ReplayResult
 from settlement.schema import events
@@ -136,7 +136,6 @@ def history_query(
     until_ts: int | None = None,
 ) -> Select[Any]:
     """Stored events filtered by contract, account (either side of a trade), order and log time."""
-    data = events.c.data
     query = select(
         events.c.position,
         events.c.event_id,
@@ -146,10 +145,24 @@ def history_query(
         events.c.data,
         events.c.recorded_at,
     ).order_by(events.c.position)
+    condition = history_condition(contract, account, order, since_ts, until_ts)
+    return query if condition is None else query.where(condition)
+
+
+def history_condition(
+    contract: str | None = None,
+    account: str | None = None,
+    order: str | None = None,
+    since_ts: int | None = None,
+    until_ts: int | None = None,
+) -> ColumnElement[bool] | None:
+    """What `history_query` selects by, as one condition (None: every event)."""
+    data = events.c.data
+    conditions: list[ColumnElement[bool]] = []
     if contract is not None:
-        query = query.where(events.c.stream_id == f"contract-{contract}")
+        conditions.append(events.c.stream_id == f"contract-{contract}")
     if account is not None:
-        query = query.where(
+        conditions.append(
             or_(
                 data["account_id"].as_string() == account,
                 data["buyer_id"].as_string() == account,
@@ -157,7 +170,7 @@ def history_query(
             )
         )
     if order is not None:
-        query = query.where(
+        conditions.append(
             or_(
                 data["order_id"].as_string() == order,
                 data["buy_order_id"].as_string() == order,
@@ -167,19 +180,30 @@ def history_query(
     # Log times are milliseconds: past 32 bits, so compare as BIGINT.
     ts = cast(data["ts"].as_string(), BigInteger)
     if since_ts is not None:
-        query = query.where(ts >= since_ts)
+        conditions.append(ts >= since_ts)
     if until_ts is not None:
-        query = query.where(ts <= until_ts)
-    return query
+        conditions.append(ts <= until_ts)
+    return and_(*conditions) if conditions else None
 
 
 EXPORT_COLUMNS = ("position", "event_id", "stream_id", "type", "schema_version", "ts", "data")
+SHARD_EXPORT_COLUMNS = ("shard", *EXPORT_COLUMNS)
+"""With settlement in shards: each event labelled with the shard storing it (its position is
+that shard's own)."""
 
 
-def export_line(row: Any, output_format: str) -> str:
-    """One exported event: a JSON line, or a CSV row with the event's JSON last."""
+def export_header(sharded: bool) -> str:
+    """The CSV export's first line."""
+    return ",".join(SHARD_EXPORT_COLUMNS if sharded else EXPORT_COLUMNS) + "\r\n"
+
+
+def export_line(row: Any, output_format: str, shard: int | None = None) -> str:
+    """One exported event: a JSON line, or a CSV row with the event's JSON last; labelled
+    with its shard when one is given (settlement in shards)."""
+    label = {} if shard is None else {"shard": shard}
     if output_format != "csv":
         record = {
+            **label,
             "position": row.position,
             "event_id": row.event_id,
             "stream_id": row.stream_id,
@@ -192,6 +216,7 @@ def export_line(row: Any, output_format: str) -> str:
     line = io.StringIO()
     csv.writer(line).writerow(
         [
+            *label.values(),
             row.position,
             row.event_id,
             row.stream_id,

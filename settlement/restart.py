@@ -3,22 +3,25 @@
 Settlement stores a snapshot of its `ExchangeState` every SNAPSHOT_EVERY events (with a
 checkpoint at the same position) and on each clean stop. `replay_stored` restores the latest
 one at or before the wanted point, once `restore_checked` has proved it is the state the live
-system had there, and folds only the events after it. A snapshot that fails those checks, or
-whose fold then differs from a checkpoint recorded after it, is refused with the reason and the
-replay starts again from position 0: a snapshot only shortens a replay, it is never trusted
-over the events.
+system had there, and folds only the events after it. With settlement in shards,
+`replay_merged_stored` does the same for every shard's history merged, from every shard's
+latest checked snapshot put together (`settlement.shard_states`). A snapshot that fails those
+checks, or whose fold then differs from a checkpoint recorded after it, is refused with the
+reason and the replay starts again from position 0: a snapshot only shortens a replay, it is
+never trusted over the events.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.catalogue import Catalogue
+from exchange.domain.messages import EventStamp
 from exchange.snapshots import Snapshot
 from settlement.projections import SNAPSHOT_STAGE, SNAPSHOT_TOPIC, checkpoints
 from settlement.replay import (
@@ -28,7 +31,10 @@ from settlement.replay import (
     replay,
     restore_checked,
 )
+from settlement.shard_states import NotCombinable, combine
+from settlement.shards import MergedView
 from settlement.snapshots import snapshots
+from settlement.sql_store import StoreView
 from settlement.store import CompactReader
 
 log = logging.getLogger(__name__)
@@ -139,3 +145,80 @@ async def replay_stored(
     result = await replay(reader, catalogue, until_position, until_ts, recorded, progress)
     result.refused = start.refused
     return result
+
+
+@dataclass
+class MergedReplay:
+    """A replay of every shard's history merged: its result, and the positions of the shards'
+    snapshots it restarted from (None: it read every shard from position 0)."""
+
+    result: ReplayResult
+    snapshots: list[int] | None = None
+    read: int = 0
+    """How many events it read and folded (the snapshots hold the others)."""
+
+
+async def replay_merged_stored(
+    views: Sequence[StoreView],
+    catalogue: Catalogue,
+    shard_of_family: Callable[[str], int],
+    until_position: int | None = None,
+    until_ts: int | None = None,
+    *,
+    full: bool = False,
+) -> MergedReplay:
+    """`replay` of every shard's history merged (`MergedView`), restarted from the merged
+    state at each shard's latest checked stored snapshot (`latest_snapshot`) when every shard
+    has one and their states put together (`settlement.shard_states.combine`); from
+    position 0 if `full`, if a position cut is asked for (positions are the merged order's,
+    and the shards' snapshots sit at no one merged position), or else, saying why in
+    `ReplayResult.refused` when a snapshot was refused or the states do not combine.
+
+    After the restart the shards' later events are merged as `MergedView` merges them from
+    there, each shard's order kept; `history_hash`, which only depends on each partition's
+    order, is the full replay's."""
+    refused: str | None = None
+    if not full and until_position is None:
+        starts = [await latest_snapshot(v.connection, catalogue, None, until_ts) for v in views]
+        refusals = [f"shard {k}: {s.refused}" for k, s in enumerate(starts) if s.refused]
+        states = [start.state for start in starts if start.state is not None]
+        if refusals:
+            refused = "; ".join(refusals)
+        elif len(states) == len(views):
+            try:
+                combined = combine([state.snapshot() for state in states], shard_of_family)
+                start = ExchangeState.restore(catalogue, combined)
+            except NotCombinable as error:
+                refused = f"the shards' snapshots do not combine: {error}"
+            except (KeyError, IndexError, TypeError, ValueError) as error:
+                refused = f"the shards' snapshots put together do not restore: {error!r}"
+            else:
+                folded = start.applied
+                positions = [state.position for state in states]
+                merged = MergedView(views, after=positions)
+                result = await replay(merged, catalogue, None, until_ts, start=start)
+                _catch_up(result.state, max(state.market.engine.now for state in states))
+                return MergedReplay(result, positions, result.state.applied - folded)
+    if refused is not None:
+        log.warning("shard snapshots refused, replaying from position 0: %s", refused)
+    result = await replay(MergedView(views), catalogue, until_position, until_ts)
+    result.refused = refused
+    return MergedReplay(result, None, result.state.applied)
+
+
+def _catch_up(state: ExchangeState, clock: int) -> None:
+    """Move the books' clock on to `clock`, the latest of the shards' snapshots, if nothing
+    folded after them did.
+
+    The restart starts the books' clock at the shard furthest behind (`combine`), so each
+    event after it finds the clock at its own log time, as in the merged replay from 0. The
+    events that passed the later clocks are inside the snapshots, and in the replay from 0
+    they passed them over every book: here, once the rest is folded, the clock passes them
+    as `ExchangeState.pass_time` passes an event's time, without counting an event."""
+    market = state.market
+    if market.engine.now >= clock:
+        return
+    if market.due(clock):
+        market.idle(EventStamp("replay", 0, state.position, clock))
+    else:
+        market.engine.advance(clock)

@@ -54,10 +54,16 @@ from exchange.domain.messages import (
     SetAccountLimits,
 )
 from settlement.audit import Discrepancy, audit, audit_shards
-from settlement.history import EXPORT_COLUMNS, replay_document
-from settlement.replay import parse_until, replay
-from settlement.restart import replay_stored
-from settlement.shards import MergedView, viewing
+from settlement.history import replay_document
+from settlement.replay import parse_until
+from settlement.restart import replay_merged_stored, replay_stored
+from settlement.shards import (
+    format_cursor,
+    parse_cursor,
+    read_merged,
+    shard_of_family,
+    viewing,
+)
 from settlement.stalled import Stall
 from settlement.store import StoredEvent
 
@@ -103,15 +109,63 @@ async def revoke(
 @router.get(
     "/events",
     summary="Replay: stored events after a global position, in order",
-    description="Page through the whole history with `after` = the last position seen.",
+    description="Page through the whole history with `cursor` = the last event's `cursor` (or, "
+    "with one settlement shard, `after` = the last position seen). With settlement in shards "
+    "the history is every shard's, merged by log time as a replay merges them (ties by shard "
+    "number), each event labelled with its `shard` and its position that shard's own; a "
+    "cursor names each shard's last position read, so no page skips or repeats an event "
+    "while the shards go on settling.",
+    responses=problems(422),
 )
 async def events(
     _: Operator,
     runtime: RuntimeDep,
     after: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=400,
+            description="an event's `cursor`: the page starts after that event",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[StoredEventOut]:
-    return [_event_out(e) for e in await runtime.store.read_all(after, limit)]
+    shards = runtime.shards
+    if cursor is not None and after:
+        raise _bad_cursor("give `cursor` or `after`, not both")
+    if cursor is not None:
+        try:
+            start = parse_cursor(cursor, len(shards), MAX_SQL_INT)
+        except ValueError as error:
+            raise _bad_cursor(str(error)) from None
+    elif len(shards) == 1:
+        start = (after,)
+    elif after:
+        raise _bad_cursor(
+            f"`after` is a position of one shard's history, and there are {len(shards)} "
+            "settlement shards: continue with the last event's `cursor`"
+        )
+    else:
+        start = (0,) * len(shards)
+    if len(shards) == 1:
+        return [
+            _event_out(e, 0, format_cursor((e.position,)))
+            for e in await runtime.store.read_all(start[0], limit)
+        ]
+    engines = [shard.engine for shard in shards]
+    return [
+        _event_out(found.event, found.shard, format_cursor(found.cursor))
+        async for found in read_merged(engines, start, limit=limit, batch=limit)
+    ]
+
+
+def _bad_cursor(message: str) -> Problem:
+    return Problem(
+        422,
+        "invalid-cursor",
+        f"游标无效 invalid cursor: {message}",
+        errors=[{"field": "cursor", "message": message}],
+    )
 
 
 @router.get(
@@ -312,7 +366,8 @@ async def set_limits(
     responses={
         200: {
             "content": {"application/x-ndjson": {}, "text/csv": {}},
-            "description": "One event a line, in stored order",
+            "description": "One event a line, in stored order (with settlement in shards: "
+            "every shard's, merged by log time as a replay merges them, each with its `shard`)",
         }
     },
 )
@@ -333,8 +388,6 @@ async def export_history(
     exported = ledger.history(format, contract, account_id, order_id, since_ts, until_ts)
 
     async def lines() -> AsyncIterator[bytes]:
-        if format == "csv":
-            yield (",".join(EXPORT_COLUMNS) + "\r\n").encode()
         async for line in exported:
             yield line.encode()
 
@@ -373,10 +426,18 @@ async def replay_state(
         async with runtime.store.view() as view:
             result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
     else:
-        # Every settlement shard's history merged, from position 0 (a shard's snapshot is of
-        # its own state); `until` positions are the merged order's.
-        async with viewing(runtime.shards) as views:
-            result = await replay(MergedView(views), runtime.catalogue, position, ts)
+        # Every settlement shard's history merged, from the shards' snapshots put together
+        # (from position 0 with a position cut: `until` positions are the merged order's).
+        shards = runtime.shards
+        async with viewing(shards) as views:
+            merged = await replay_merged_stored(
+                views,
+                runtime.catalogue,
+                shard_of_family(runtime.topics.market_partitions, len(shards)),
+                position,
+                ts,
+            )
+        result = merged.result
     return replay_document(result, contract, account_id)
 
 
@@ -435,8 +496,10 @@ def _key_out(info: KeyInfo) -> KeyOut:
     )
 
 
-def _event_out(event: StoredEvent) -> StoredEventOut:
+def _event_out(event: StoredEvent, shard: int = 0, cursor: str | None = None) -> StoredEventOut:
     return StoredEventOut(
+        shard=shard,
+        cursor=cursor,
         position=event.position,
         stream_id=event.stream_id,
         stream_version=event.stream_version,

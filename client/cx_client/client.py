@@ -754,8 +754,13 @@ class ExchangeClient:
         """Records the stages set aside to the dead-letter topic, in that order (operators)."""
         return await self._list(DeadLetter, "/v1/admin/dead-letters")
 
-    async def events(self, after: int = 0, limit: int = 100) -> list[StoredEvent]:
-        """Stored events after a global position (operators)."""
+    async def events(
+        self, after: int = 0, limit: int = 100, cursor: str | None = None
+    ) -> list[StoredEvent]:
+        """Stored events after a global position, or after the event whose `cursor` is given
+        (operators; with settlement in shards only the cursor continues a page)."""
+        if cursor is not None:
+            return await self._list(StoredEvent, "/v1/admin/events", cursor=cursor, limit=limit)
         return await self._list(StoredEvent, "/v1/admin/events", after=after, limit=limit)
 
     async def stream_events(

@@ -508,8 +508,11 @@ class NewKey(KeyInfo):
 
 
 class StoredEvent(Model):
-    """An event of the event store."""
+    """An event of the event store: with settlement in shards, `position` is the `shard`'s
+    own; `cursor` (in `events` lists) is where the next page starts."""
 
+    shard: int = 0
+    cursor: str | None = None
     position: int
     stream_id: str
     stream_version: int

@@ -351,6 +351,11 @@ async def _check_replays(
     document = json.loads(out.getvalue())
     assert document["history_hash"] == one.state.history_hash()
     assert document["verified"]["mismatches"] == []
+    # Restarted from each shard's snapshot (stored as settlement stopped): the grants' uses
+    # in one shard and their approvals in the other put together.
+    assert document["snapshot_refused"] is None
+    assert document["shard_snapshots"] is not None
+    assert all(position > 0 for position in document["shard_snapshots"])
     for k in (0, 1):
         out = io.StringIO()
         with redirect_stdout(out):
