@@ -98,15 +98,15 @@ services-status: ## are the local Kafka and PostgreSQL running
 	-infra/services.sh status
 
 # The cluster's own addresses, whatever the caller's environment names.
-CLUSTER := env -u KAFKA_BOOTSTRAP_SERVERS -u DATABASE_URL CX_SERVICES_MODE=cluster
+CLUSTER := env -u KAFKA_BOOTSTRAP_SERVERS -u DATABASE_URL -u CX_SETTLEMENT_SHARDS CX_SERVICES_MODE=cluster
 
 pg-auto-failover: ## Debian's pg_auto_failover for the failover suite (installed only when missing; needs root)
 	@{ test -x /usr/bin/pg_autoctl && test -f /usr/share/postgresql/15/extension/pgautofailover.control; } || { apt-get update && apt-get install -y pg-auto-failover-cli postgresql-15-auto-failover; }
 
-failover: venv pg-auto-failover ## the failover suite (tests/failover) on a three-node Kafka cluster and a PostgreSQL primary, standby and pg_auto_failover monitor, started for it and stopped after (a few minutes)
+failover: venv pg-auto-failover ## the failover suite (tests/failover) on a three-node Kafka cluster and, per settlement shard, a PostgreSQL primary and standby under one pg_auto_failover monitor, started for it and stopped after (a few minutes)
 	$(CLUSTER) infra/with-services.sh $(BIN)/pytest -q tests/failover $(PYTEST_ARGS)
 
-cluster-up: ## start the local cluster (Kafka 127.0.0.1:19192,19194,19196; PostgreSQL 55533/55534, monitor 55532); then `. .cache/cluster.env`
+cluster-up: ## start the local cluster (Kafka 127.0.0.1:19192,19194,19196; PostgreSQL shard 0 on 55533/55534, shard 1 on 55535/55536, monitor 55532); then `. .cache/cluster.env`
 	$(CLUSTER) infra/services.sh up
 
 cluster-down: ## stop the local cluster

@@ -257,13 +257,29 @@ cluster_kafka_node() { # kill|replace|pid node
 
 PC_BASE_PORT="${CX_CLUSTER_PG_PORT:-55532}"
 PC_MONITOR_PORT="$PC_BASE_PORT"
-PC_NODES=(node1 node2)
+# Settlement shard K (CX_SETTLEMENT_SHARDS) is a formation of its own under the one monitor:
+# the `default` formation for shard 0 (node1 and node2), `shardK` for shard K (nodes 2K+1 and
+# 2K+2), each a primary and a synchronous standby failed over on its own.
+PC_SHARDS="${CX_CLUSTER_SETTLEMENT_SHARDS:-2}"
+case "$PC_SHARDS" in [1-9]) ;; *) die "CX_CLUSTER_SETTLEMENT_SHARDS is 1 to 9, not '$PC_SHARDS'" ;; esac
+PC_NODES=()
+for ((pc_n = 1; pc_n <= 2 * PC_SHARDS; pc_n++)); do PC_NODES+=("node$pc_n"); done
 # After this long cut off from the monitor and its standby, a primary stops taking writes
 # (infra/postgres/monitor-failover.sql gives it twice that to demote itself).
 PC_PARTITION_TIMEOUT_S=5
 
-pc_port() { # monitor|node1|node2
-    case "$1" in monitor) echo "$PC_BASE_PORT" ;; node1) echo $((PC_BASE_PORT + 1)) ;; node2) echo $((PC_BASE_PORT + 2)) ;; esac
+pc_port() { # monitor|nodeN
+    case "$1" in monitor) echo "$PC_BASE_PORT" ;; node*) echo $((PC_BASE_PORT + ${1#node})) ;; esac
+}
+
+pc_formation() { # shard
+    if [ "$1" -eq 0 ]; then echo default; else echo "shard$1"; fi
+}
+
+pc_is_node() { # name: one of this cluster's data nodes
+    local node
+    for node in "${PC_NODES[@]}"; do [ "$node" = "$1" ] && return 0; done
+    return 1
 }
 
 pc_setup_paths() { # "soft": return 1 instead of failing when something is not installed
@@ -344,13 +360,25 @@ pc_states() {
 }
 pc_states_are() { [ "$(pc_states)" = "$1" ]; }
 
-pc_url() {
-    echo "postgresql+asyncpg://exchange:exchange@/exchange?host=127.0.0.1:$(pc_port node1)&host=127.0.0.1:$(pc_port node2)&target_session_attrs=read-write"
+pc_url() { # shard: its formation's two servers, writes going to whichever is primary
+    local first=$((2 * $1 + 1))
+    echo "postgresql+asyncpg://exchange:exchange@/exchange?host=127.0.0.1:$(pc_port "node$first")&host=127.0.0.1:$(pc_port "node$((first + 1))")&target_session_attrs=read-write"
+}
+
+pc_shard_urls() { # the shards beyond the home one, as CX_SETTLEMENT_SHARDS lists them
+    local k urls=()
+    for ((k = 1; k < PC_SHARDS; k++)); do urls+=("$(pc_url "$k")"); done
+    echo "${urls[*]}"
+}
+
+pc_all_running() {
+    local name
+    for name in monitor "${PC_NODES[@]}"; do pc_pid "$name" >/dev/null || return 1; done
 }
 
 cluster_pg_up() {
     pc_setup_paths
-    if pc_pid monitor >/dev/null && pc_pid node1 >/dev/null && pc_pid node2 >/dev/null; then
+    if pc_all_running; then
         log "PostgreSQL cluster already running ($PC_BASE): reusing it"
         return 0
     fi
@@ -371,26 +399,37 @@ cluster_pg_up() {
         --pgport "$PC_MONITOR_PORT" --auth trust --no-ssl
     pc_wait "the monitor" pc_monitor_sql "SELECT 1 FROM pgautofailover.formation"
     pc_psql "$PC_MONITOR_PORT" pg_auto_failover -f "$ROOT/infra/postgres/monitor-failover.sql" >/dev/null
-    for name in "${PC_NODES[@]}"; do
-        log "starting PostgreSQL $name on 127.0.0.1:$(pc_port "$name")"
-        pc_launch "$name" pg_autoctl create postgres --run --name "$name" --hostname 127.0.0.1 \
-            --pgport "$(pc_port "$name")" --monitor "$monitor_uri" --auth trust --no-ssl \
-            --dbname exchange --listen 127.0.0.1
-        if [ "$name" = node1 ]; then
-            pc_wait "node1 single" pc_states_are "node1:single"
-            # The standby's base backup starts with a checkpoint, spread by default over
-            # minutes: make it quick (the setting follows to the standby with the backup).
-            pc_psql "$(pc_port node1)" postgres >/dev/null <<'SQL'
+    local shard primary standby expected=""
+    for ((shard = 0; shard < PC_SHARDS; shard++)); do
+        primary="node$((2 * shard + 1))" standby="node$((2 * shard + 2))"
+        if [ "$shard" -gt 0 ]; then
+            pc_as pg_autoctl create formation --monitor "$monitor_uri" \
+                --formation "$(pc_formation "$shard")" --kind pgsql --dbname exchange >/dev/null
+        fi
+        for name in "$primary" "$standby"; do
+            log "starting PostgreSQL $name (settlement shard $shard) on 127.0.0.1:$(pc_port "$name")"
+            pc_launch "$name" pg_autoctl create postgres --run --name "$name" --hostname 127.0.0.1 \
+                --pgport "$(pc_port "$name")" --monitor "$monitor_uri" --auth trust --no-ssl \
+                --dbname exchange --listen 127.0.0.1 --formation "$(pc_formation "$shard")"
+            if [ "$name" = "$primary" ]; then
+                pc_wait "$name single" pc_states_are "$expected${expected:+ }$name:single"
+                # The standby's base backup starts with a checkpoint, spread by default over
+                # minutes: make it quick (the setting follows to the standby with the backup).
+                pc_psql "$(pc_port "$name")" postgres >/dev/null <<'SQL'
 ALTER SYSTEM SET checkpoint_completion_target = 0.01;
 SELECT pg_reload_conf();
 SQL
-        fi
+            fi
+        done
+        expected="$expected${expected:+ }$primary:primary $standby:secondary"
+        pc_wait "a primary and a secondary in shard $shard" pc_states_are "$expected"
     done
-    pc_wait "a primary and a secondary" pc_states_are "node1:primary node2:secondary"
     for name in "${PC_NODES[@]}"; do
         pc_as pg_autoctl config set --pgdata "$PC_BASE/$name" timeout.network_partition_timeout "$PC_PARTITION_TIMEOUT_S" >/dev/null
     done
-    pc_psql "$(pc_port node1)" postgres -f "$ROOT/infra/postgres/exchange-role.sql" >/dev/null
+    for ((shard = 0; shard < PC_SHARDS; shard++)); do
+        pc_psql "$(pc_port "node$((2 * shard + 1))")" postgres -f "$ROOT/infra/postgres/exchange-role.sql" >/dev/null
+    done
     log "PostgreSQL cluster ready: $(pc_states) (monitor 127.0.0.1:$PC_MONITOR_PORT, data $PC_BASE)"
     started+=(postgres)
 }
@@ -426,21 +465,24 @@ cluster_pg_stop() {
     for name in "${PC_NODES[@]}" monitor; do pc_stop "$name"; done
 }
 
-cluster_pg_node() { # kill|start|state [node1|node2]
+cluster_pg_node() { # kill|start|state [nodeN]
     pc_setup_paths
     local action="${1:-}" name="${2:-}"
-    case "$action:$name" in
-    kill:node1 | kill:node2)
+    local usage="usage: $0 pg-node kill|start node1..node${#PC_NODES[@]} | pg-node state"
+    case "$action" in
+    kill)
+        pc_is_node "$name" || die "$usage"
         pc_pid "$name" >/dev/null || die "$name is not running"
         pc_kill "$name"
         log "PostgreSQL $name killed"
         ;;
-    start:node1 | start:node2)
+    start)
+        pc_is_node "$name" || die "$usage"
         ! pc_pid "$name" >/dev/null || die "$name is running"
         pc_launch "$name" pg_autoctl run
         ;;
-    state:*) pc_states ;;
-    *) die "usage: $0 pg-node kill|start node1|node2 | pg-node state" ;;
+    state) pc_states ;;
+    *) die "$usage" ;;
     esac
 }
 
@@ -449,6 +491,10 @@ cluster_layout() {
     local n name
     for n in "${CK_NODES[@]}"; do echo "kafka-$n $(ck_port "$n") $(ck_controller_port "$n")"; done
     for name in monitor "${PC_NODES[@]}"; do echo "postgres-$name $(pc_port "$name")"; done
+    local shard
+    for ((shard = 0; shard < PC_SHARDS; shard++)); do
+        echo "formation-$(pc_formation "$shard") node$((2 * shard + 1)) node$((2 * shard + 2))"
+    done
     echo "network_partition_timeout $PC_PARTITION_TIMEOUT_S"
 }
 
@@ -459,7 +505,7 @@ cluster_running() { # kafka|postgres
         for n in "${CK_NODES[@]}"; do ck_pid "$n" >/dev/null || return 1; done
         ;;
     postgres)
-        pc_setup_paths soft && pc_pid monitor >/dev/null && pc_pid node1 >/dev/null && pc_pid node2 >/dev/null
+        pc_setup_paths soft && pc_all_running
         ;;
     esac
 }
@@ -473,11 +519,15 @@ cluster_write_env() {
             echo "export CX_KAFKA_REPLICATION_FACTOR=3"
             echo "export CX_KAFKA_MIN_INSYNC_REPLICAS=2"
         fi
-        if cluster_running postgres; then echo "export DATABASE_URL='$(pc_url)'"; fi
+        if cluster_running postgres; then
+            echo "export DATABASE_URL='$(pc_url 0)'"
+            echo "export CX_SETTLEMENT_SHARDS='$(pc_shard_urls)'"
+        fi
         # So that `infra/services.sh kafka-node|pg-node` finds this cluster's members.
         echo "export CX_SERVICES_MODE=cluster"
         echo "export CX_CLUSTER_KAFKA_PORT=$CK_BASE_PORT"
         echo "export CX_CLUSTER_PG_PORT=$PC_BASE_PORT"
+        echo "export CX_CLUSTER_SETTLEMENT_SHARDS=$PC_SHARDS"
     } >"$tmp"
     mv -f "$tmp" "$ENV_FILE"
 }

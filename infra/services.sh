@@ -420,7 +420,7 @@ selected() { # name, then the requested names (none = all)
 if [ "$MODE" = cluster ]; then
     # The names the caller may already have, and what up/down/running do, in this mode.
     KAFKA_URL="$(ck_bootstrap)"
-    PG_URL="$(pc_url)"
+    PG_URL="$(pc_url 0)"
     kafka_up() { cluster_kafka_up; }
     kafka_stop() { cluster_kafka_stop; }
     pg_up() { cluster_pg_up; }

@@ -104,15 +104,37 @@ def test_the_kafka_image_is_the_version_of_the_local_broker() -> None:
 
 def test_the_same_postgres_members_on_the_same_host_ports() -> None:
     services, layout = _compose(), _layout()
-    for member in ("monitor", "node1", "node2"):
-        service = services[f"postgres-{member}"]
-        assert _host_ports(service) == layout[f"postgres-{member}"]
+    members = sorted(name for name in layout if name.startswith("postgres-"))
+    assert members == [f"postgres-{m}" for m in ("monitor", "node1", "node2", "node3", "node4")]
+    composed = {name for name in services if name.startswith("postgres-")}
+    assert set(members) <= composed
+    for member in members:
+        service = services[member]
+        assert _host_ports(service) == layout[member]
         assert service["image"].startswith("citusdata/pg_auto_failover:v2.0-pg15")
-    for node in ("node1", "node2"):
+    for node in ("node1", "node2", "node3", "node4"):
         command = " ".join(services[f"postgres-{node}"]["command"])
         assert f"--name {node}" in command
         partition_timeout = layout["network_partition_timeout"][0]
         assert f"timeout.network_partition_timeout {partition_timeout}" in command
+
+
+def test_each_settlement_shard_is_a_formation_of_its_own() -> None:
+    services, layout = _compose(), _layout()
+    formations = {name.removeprefix("formation-"): nodes for name, nodes in layout.items()
+                  if name.startswith("formation-")}  # fmt: skip
+    assert formations == {"default": ["node1", "node2"], "shard1": ["node3", "node4"]}
+    for formation, nodes in formations.items():
+        for node in nodes:
+            command = " ".join(services[f"postgres-{node}"]["command"])
+            named = f"--formation {formation}" in command
+            # The default formation is pg_autoctl's when none is named.
+            assert named if formation != "default" else "--formation" not in command
+    created = services["postgres-formation-shard1"]["command"]
+    assert created[:3] == ["pg_autoctl", "create", "formation"]
+    assert created[created.index("--formation") + 1] == "shard1"
+    roles = " ".join(services["postgres-roles"]["command"])
+    assert "postgres-node1 postgres-node3" in roles
 
 
 def test_both_apply_the_same_failover_timings_and_role() -> None:
@@ -130,8 +152,10 @@ def test_both_apply_the_same_failover_timings_and_role() -> None:
 def test_the_exchange_is_configured_for_the_cluster() -> None:
     services = _compose()
     environment = services["init"]["environment"]
-    for stage in ("risk", "matching", "settlement", "api"):
+    for stage in ("risk", "matching", "settlement", "settlement-shard1", "api"):
         assert services[stage]["environment"] == environment
+    assert services["settlement"]["command"] == ["run", "settlement", "--shard", "0"]
+    assert services["settlement-shard1"]["command"] == ["run", "settlement", "--shard", "1"]
     assert environment["KAFKA_BOOTSTRAP_SERVERS"] == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
     local = _cluster_properties()
     assert str(environment["CX_KAFKA_REPLICATION_FACTOR"]) == local["default.replication.factor"]
@@ -139,3 +163,6 @@ def test_the_exchange_is_configured_for_the_cluster() -> None:
     url = make_url(environment["DATABASE_URL"])
     assert url.query["host"] == ("postgres-node1:5432", "postgres-node2:5432")
     assert url.query["target_session_attrs"] == "read-write"
+    (shard,) = [make_url(u) for u in environment["CX_SETTLEMENT_SHARDS"].split()]
+    assert shard.query["host"] == ("postgres-node3:5432", "postgres-node4:5432")
+    assert shard.query["target_session_attrs"] == "read-write"

@@ -214,7 +214,8 @@ async def eventually(
 
 
 async def quiescent(runtime: ExchangeRuntime) -> bool:
-    """True when risk, matching and settlement have consumed everything in their topics."""
+    """True when risk, matching and settlement (every shard) have consumed everything in their
+    topics."""
     topics = runtime.topics
     stages = (
         ("risk", topics.commands, topics.command_partitions),
@@ -231,7 +232,11 @@ async def quiescent(runtime: ExchangeRuntime) -> bool:
                     return False
         finally:
             await consumer.close()
-    settled = await runtime.store.consumer_offsets("settlement")
+    # Each partition settles in one shard and its offsets are stored there.
+    settled: dict[tuple[str, int], int] = {}
+    for shard in runtime.shards:
+        for key, offset in (await shard.consumer_offsets("settlement")).items():
+            settled[key] = max(offset, settled.get(key, 0))
     consumer = await runtime.log.consumer()
     try:
         for partition in range(topics.market_partitions):

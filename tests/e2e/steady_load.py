@@ -13,14 +13,14 @@ from collections import Counter
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.keys import Role
 from cx.runtime import ExchangeRuntime
 from settlement import projections as tables
 from tests.e2e.harness import RunningExchange
 
-SYMBOLS = ("H100-80G.GZ.20271201T00", "A100-80G.NMG.20271201T01")
+SYMBOLS = ("H100-80G.GZ.20271201T00", "A100-80G.NMG.20271201T01", "H100-80G.YRD.20271201T00")
+"""Families of two market partitions (of 3): of both settlement shards when there are two."""
 BUYERS = ("rb-1", "rb-2", "rb-3")
 PROVIDERS = ("rp-1", "rp-2")
 CASH = 10**9
@@ -131,12 +131,14 @@ async def fund(clients: dict[str, httpx.AsyncClient]) -> None:
             assert answer.status_code == 201, answer.text
 
 
-async def balances_add_up(clients: dict[str, httpx.AsyncClient], engine: AsyncEngine) -> None:
-    """Cash (with what waits in escrow for delivery) and units (capacity plus positions) add
-    up to what was deposited."""
-    async with engine.connect() as connection:
-        balances = await connection.execute(select(tables.ledger_balances))
-        cash = sum(row.balance for row in balances if row.account.startswith("escrow:"))
+async def balances_add_up(clients: dict[str, httpx.AsyncClient], runtime: ExchangeRuntime) -> None:
+    """Cash (with what waits in escrow for delivery, in every settlement shard) and units
+    (capacity plus positions) add up to what was deposited."""
+    cash = 0
+    for shard in runtime.shards:
+        async with shard.engine.connect() as connection:
+            balances = await connection.execute(select(tables.ledger_balances))
+            cash += sum(row.balance for row in balances if row.account.startswith("escrow:"))
     units: Counter[str] = Counter()
     for account, account_client in clients.items():
         state = (await account_client.get(f"/v1/accounts/{account}")).json()
@@ -150,18 +152,20 @@ async def balances_add_up(clients: dict[str, httpx.AsyncClient], engine: AsyncEn
 
 
 async def every_accepted_order_settled_once(runtime: ExchangeRuntime, load: Load) -> None:
-    """Each accepted order id has exactly one OrderAccepted event; no other order does."""
+    """Each accepted order id has exactly one OrderAccepted event over every settlement shard;
+    no other order does."""
     assert len(set(load.accepted)) == len(load.accepted), "an order id was accepted twice"
     accepted: Counter[str] = Counter()
-    position = 0
-    for _ in range(10_000):  # bounded: pages of 1,000 events
-        page = await runtime.store.read_all(position, 1000)
-        if not page:
-            break
-        for event in page:
-            if event.type == "OrderAccepted":
-                accepted[event.data["order_id"]] += 1
-        position = page[-1].position
+    for shard in runtime.shards:
+        position = 0
+        for _ in range(10_000):  # bounded: pages of 1,000 events
+            page = await shard.read_all(position, 1000)
+            if not page:
+                break
+            for event in page:
+                if event.type == "OrderAccepted":
+                    accepted[event.data["order_id"]] += 1
+            position = page[-1].position
     doubled = {order_id: n for order_id, n in accepted.items() if n > 1}
     assert doubled == {}
     assert set(accepted) == set(load.accepted)

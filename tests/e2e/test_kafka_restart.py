@@ -98,7 +98,7 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
                     for name in ("risk", "matching")
                 }
                 await every_accepted_order_settled_once(runtime, load)
-                await balances_add_up(clients, runtime.store.engine)
+                await balances_add_up(clients, runtime)
                 report = await audit(runtime.store, default_catalogue())
                 assert report.discrepancies == [], [str(d) for d in report.discrepancies]
                 assert report.trades > 0

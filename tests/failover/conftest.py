@@ -1,6 +1,7 @@
 """The failover suite runs on the local cluster of `CX_SERVICES_MODE=cluster infra/services.sh`
-(`make failover` starts it): three Kafka nodes and a PostgreSQL primary, standby and
-pg_auto_failover monitor. Its tests kill members of that cluster, so they run on nothing else."""
+(`make failover` starts it): three Kafka nodes and, under one pg_auto_failover monitor, a
+PostgreSQL primary and synchronous standby for each settlement shard. Its tests kill members of
+that cluster, so they run on nothing else."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class Cluster:
 
     kafka: str
     database_url: str
+    settlement_shards: list[str]
+    """The shards beyond the home one (`database_url`'s), each its own formation's servers."""
 
     def services(self, *args: str) -> str:
         """Run `infra/services.sh ARGS` in cluster mode; its output."""
@@ -48,4 +51,5 @@ def cluster() -> Cluster:
     return Cluster(
         kafka=_require("KAFKA_BOOTSTRAP_SERVERS", "the cluster's Kafka nodes"),
         database_url=_require("DATABASE_URL", "the cluster's PostgreSQL"),
+        settlement_shards=os.environ.get("CX_SETTLEMENT_SHARDS", "").split(),
     )

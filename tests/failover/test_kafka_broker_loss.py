@@ -102,6 +102,8 @@ async def test_a_broker_lost_for_good_loses_and_repeats_nothing(
             CX_SNAPSHOT_EVERY=50,
             CX_KAFKA_REPLICATION_FACTOR=3,
             CX_KAFKA_MIN_INSYNC_REPLICAS=2,
+            # Settlement in one shard: this test is about Kafka (the PostgreSQL one shards).
+            CX_SETTLEMENT_SHARDS="",
         )
         load = Load()
         async with running_exchange(settings) as exchange:
@@ -153,7 +155,7 @@ async def test_a_broker_lost_for_good_loses_and_repeats_nothing(
                 for name in ("risk", "matching")
             }
             await every_accepted_order_settled_once(runtime, load)
-            await balances_add_up(clients, runtime.store.engine)
+            await balances_add_up(clients, runtime)
             report = await audit(runtime.store, default_catalogue())
             assert report.discrepancies == [], [str(d) for d in report.discrepancies]
             assert report.trades > 0
