@@ -752,6 +752,10 @@ class Reseller:
         """Fen paid for hours whose gate has closed."""
         self.earned_past = 0
         """Fen their resales brought in before the gate."""
+        self.hours_closed = 0
+        """Hours it held to their gate (bought some units of)."""
+        self.units_resold = 0
+        """Units of those hours it resold before the gate."""
 
     def act(self, ctx: Context) -> list[Command]:
         """Resell what it bought, then buy more if the asks are cheap."""
@@ -760,10 +764,15 @@ class Reseller:
         return commands
 
     def units_per_hour(self) -> int:
-        """The most it buys of one hour: a full lot while the hours closed so far earned back
-        what they cost, one unit (to keep learning the market) once they have not. A reseller
-        left holding hours no job wants pays for capacity nobody runs on, and buys less."""
-        return LOT if self.earned_past >= self.spent_past else 1
+        """The most it buys of one hour, sized by what the market has shown it will take: one
+        unit until hours it held have reached their gate (it does not know yet what resells),
+        then, while those hours earned back what they cost, twice what it resold of an hour
+        on average (to find out whether more would sell), at most a lot; one unit (to keep
+        learning the market) once they have not. A reseller left holding hours no job wants
+        pays for capacity nobody runs on, and buys less."""
+        if not self.hours_closed or self.earned_past < self.spent_past:
+            return 1
+        return max(1, min(LOT, 2 * self.units_resold // self.hours_closed))
 
     def _tied_up(self, ctx: Context) -> int:
         total = 0
@@ -852,6 +861,8 @@ class Reseller:
         sold = ctx.view.orders.get(holding.sell_order) if holding.sell_order else None
         self.spent_past += bought.paid
         self.earned_past += sold.paid if sold is not None else 0
+        self.hours_closed += 1
+        self.units_resold += sold.filled if sold is not None else 0
 
 
 # Voucher programmes ----------------------------------------------------------------------------
