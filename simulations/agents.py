@@ -26,9 +26,12 @@ day still to be auctioned (any buyer: direct and planner alike) states it as an 
 group (`PlaceExclusiveGroup`): the job's cheapest alternatives (region x class x start hour
 inside that day, by the asks in the books plus the latency cost) at its value, with its
 voucher. A job the auction did not fill, and every job that can start in the hours already
-trading, trades continuously as without the auction, over those hours only.
+trading, trades continuously as without the auction, over those hours only. A job no hub
+offers enough cards for at a price it is worth, where half of it would be, goes to the auction
+as two shards of half its cards, each a need of its own.
 - `Reseller`: buys western hours a day or two ahead when they are cheap against the last trade
-  and resells them nearer delivery (a sell backed by the entitlement).
+  and resells them nearer delivery (a sell backed by the entitlement), as many of an hour as
+  the hours it held to their gate showed would resell.
 - `Administrator`: creates a city's voucher programme and approves grants as its enterprises
   apply, until the budget is granted out.
 """
