@@ -26,9 +26,12 @@ day still to be auctioned (any buyer: direct and planner alike) states it as an 
 group (`PlaceExclusiveGroup`): the job's cheapest alternatives (region x class x start hour
 inside that day, by the asks in the books plus the latency cost) at its value, with its
 voucher. A job the auction did not fill, and every job that can start in the hours already
-trading, trades continuously as without the auction, over those hours only.
+trading, trades continuously as without the auction, over those hours only. A job no hub
+offers enough cards for at a price it is worth, where half of it would be, goes to the auction
+as two shards of half its cards, each a need of its own.
 - `Reseller`: buys western hours a day or two ahead when they are cheap against the last trade
-  and resells them nearer delivery (a sell backed by the entitlement).
+  and resells them nearer delivery (a sell backed by the entitlement), as many of an hour as
+  the hours it held to their gate showed would resell.
 - `Administrator`: creates a city's voucher programme and approves grants as its enterprises
   apply, until the budget is granted out.
 """
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from exchange.domain.accounts import Grant
@@ -103,6 +106,9 @@ INTRADAY_AUCTION_HOURS = 1
 """Hours between intraday auctions in a run with them (`CX_INTRADAY_AUCTION_HOURS`)."""
 LOT = 8
 """The most a reseller buys of one hour in one region at a time."""
+SERVER_CARDS = 8
+"""Cards in one server: the smallest shard a job is split into, so only a job of at least two
+servers' cards can be split."""
 
 
 def symbol_at(resource_class: str, region: str, start_ms: int) -> str:
@@ -391,16 +397,44 @@ class Job:
     """Latency cost per card-hour by region (0 at home)."""
     interruptible_ok: bool
     status: str = "waiting"
-    """waiting (not arrived), active, pending (orders out), done, lost."""
+    """waiting (not arrived), active, pending (orders out), done, lost, or split (its
+    shards trade for it)."""
     live: list[str] = field(default_factory=list)
     """The orders of the current try."""
     orders: list[str] = field(default_factory=list)
-    """Every order the job ever placed: how the report finds its trades."""
+    """Every order the job ever placed, its shards' included: how the report finds its
+    trades."""
+    part_of: Job | None = None
+    """The job this one is a shard of."""
 
     def send(self, order_id: str) -> None:
-        """Record an order of the current try."""
+        """Record an order of the current try (of the job it is a shard of too)."""
         self.live.append(order_id)
-        self.orders.append(order_id)
+        job: Job | None = self
+        while job is not None:
+            job.orders.append(order_id)
+            job = job.part_of
+
+    def splittable(self) -> bool:
+        """Whether each half of its cards fills at least a server."""
+        return self.cards >= 2 * SERVER_CARDS
+
+    def shards(self) -> list[Job]:
+        """The job as two jobs of half its cards each, in the same window at the same value,
+        each to be placed on its own."""
+        first = self.cards // 2
+        return [
+            replace(
+                self,
+                job_id=f"{self.job_id}.{n}",
+                cards=cards,
+                status="active",
+                live=[],
+                orders=[],
+                part_of=self,
+            )
+            for n, cards in ((1, first), (2, self.cards - first))
+        ]
 
     def starts(self, now_ms: int) -> list[int]:
         """Start hours still tradable that fit the window, earliest first."""
@@ -437,6 +471,8 @@ class Buyer:
         """The programme this buyer holds a grant of, once the exchange approved it."""
         self.groups: dict[str, str] = {}
         """Job id -> the exchange's id of the exclusive group it went to an auction with."""
+        self.shards: list[Job] = []
+        """Shards of jobs no hub could hold whole, followed up as jobs of their own."""
 
     def cash_needed(self) -> int:
         """Enough cash for every job at full value, with room for a block's rounding; with a
@@ -448,7 +484,7 @@ class Buyer:
         """Follow up every job that has arrived and is not finished."""
         commands: list[Command] = []
         self.voucher = ctx.view.grants.get(self.account_id)
-        for job in self.jobs:
+        for job in [*self.jobs, *self.shards]:
             if job.status == "waiting" and job.arrival_ms <= ctx.now_ms:
                 job.status = "active"
             if job.status == "pending":
@@ -480,8 +516,10 @@ class Buyer:
             # A job that fits a day still to be auctioned goes to that auction first (once),
             # where its every alternative competes with every other job's at once; otherwise,
             # or if the auction did not fill it, it trades continuously in the hours open.
-            auctioned = self._to_auction(job, ctx) or self._to_session(job, ctx)
-            if auctioned:
+            auctioned = self._to_auction(job, ctx)
+            if not auctioned and job.status == "active":
+                auctioned = self._to_session(job, ctx)
+            if auctioned or job.status == "split":
                 return auctioned
             starts = [s for s in starts if ctx.trading(s, job.hours)]
             if not starts:
@@ -581,11 +619,22 @@ class Buyer:
 
     def _group(self, job: Job, starts: list[int], ctx: Context) -> list[Command]:
         """The exclusive group of the job's cheapest alternatives among `starts`, each at the
-        job's value less its latency cost (none if no alternative is worth its value)."""
-        priced = [
-            (symbols, on_tick(job.value - adder, up=False))
-            for symbols, adder in _cheapest_alternatives(job, starts, ctx.view)
-        ]
+        job's value less its latency cost (none if no alternative is worth its value). A job
+        no hub and class offers enough cards for at a price it is worth, where half of it
+        would be, is split in two shards that go to the auction as needs of their own (data-
+        parallel work runs as well on two clusters as on one; the exchange's blocks hold one
+        contract each, so one need cannot span two hubs)."""
+        options = _cheapest_alternatives(job, starts, ctx.view)
+        if not options and job.splittable():
+            shards = job.shards()
+            if _cheapest_alternatives(shards[0], starts, ctx.view):
+                job.status = "split"
+                self.shards += shards
+                commands: list[Command] = []
+                for shard in shards:
+                    commands += self._group(shard, starts, ctx)
+                return commands
+        priced = [(symbols, on_tick(job.value - adder, up=False)) for symbols, adder in options]
         alternatives = [symbols for symbols, price in priced if price > 0]
         prices = [price for _, price in priced if price > 0]
         if not alternatives:
@@ -752,6 +801,10 @@ class Reseller:
         """Fen paid for hours whose gate has closed."""
         self.earned_past = 0
         """Fen their resales brought in before the gate."""
+        self.hours_closed = 0
+        """Hours it held to their gate (bought some units of)."""
+        self.units_resold = 0
+        """Units of those hours it resold before the gate."""
 
     def act(self, ctx: Context) -> list[Command]:
         """Resell what it bought, then buy more if the asks are cheap."""
@@ -760,10 +813,15 @@ class Reseller:
         return commands
 
     def units_per_hour(self) -> int:
-        """The most it buys of one hour: a full lot while the hours closed so far earned back
-        what they cost, one unit (to keep learning the market) once they have not. A reseller
-        left holding hours no job wants pays for capacity nobody runs on, and buys less."""
-        return LOT if self.earned_past >= self.spent_past else 1
+        """The most it buys of one hour, sized by what the market has shown it will take: one
+        unit until hours it held have reached their gate (it does not know yet what resells),
+        then, while those hours earned back what they cost, twice what it resold of an hour
+        on average (to find out whether more would sell), at most a lot; one unit (to keep
+        learning the market) once they have not. A reseller left holding hours no job wants
+        pays for capacity nobody runs on, and buys less."""
+        if not self.hours_closed or self.earned_past < self.spent_past:
+            return 1
+        return max(1, min(LOT, 2 * self.units_resold // self.hours_closed))
 
     def _tied_up(self, ctx: Context) -> int:
         total = 0
@@ -852,6 +910,8 @@ class Reseller:
         sold = ctx.view.orders.get(holding.sell_order) if holding.sell_order else None
         self.spent_past += bought.paid
         self.earned_past += sold.paid if sold is not None else 0
+        self.hours_closed += 1
+        self.units_resold += sold.filled if sold is not None else 0
 
 
 # Voucher programmes ----------------------------------------------------------------------------

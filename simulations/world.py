@@ -97,7 +97,7 @@ class World:
                 for b in self.buyers
             ],
             "jobs": [
-                {k: v for k, v in asdict(job).items() if k not in ("status", "live")}
+                {k: v for k, v in asdict(job).items() if k not in ("status", "live", "part_of")}
                 for b in self.buyers
                 for job in b.jobs
             ],
