@@ -131,6 +131,7 @@ cluster_kafka_up() {
             die "port $(ck_port "$n") or $(ck_controller_port "$n") is taken; set CX_CLUSTER_KAFKA_PORT"
         fi
     done
+    starting kafka
     kafka_fetch
     for n in "${CK_NODES[@]}"; do
         ids[n]="$(ck_new_directory_id)"
@@ -151,7 +152,6 @@ cluster_kafka_up() {
         sleep 0.5
     done
     log "Kafka cluster ready on $(ck_bootstrap)"
-    started+=(kafka)
 }
 
 ck_stop_node() { # node, signal
@@ -389,6 +389,7 @@ cluster_pg_up() {
             die "port $(pc_port "$name") is taken; set CX_CLUSTER_PG_PORT"
         fi
     done
+    starting postgres
     rm -rf "$PC_BASE"
     mkdir -p "$PC_BASE/xdg/config" "$PC_BASE/xdg/data" "$PC_BASE/xdg/run"
     chmod 700 "$PC_BASE/xdg/run"
@@ -431,7 +432,6 @@ SQL
         pc_psql "$(pc_port "node$((2 * shard + 1))")" postgres -f "$ROOT/infra/postgres/exchange-role.sql" >/dev/null
     done
     log "PostgreSQL cluster ready: $(pc_states) (monitor 127.0.0.1:$PC_MONITOR_PORT, data $PC_BASE)"
-    started+=(postgres)
 }
 
 pc_kill() { # name: SIGKILL its pg_autoctl and its Postgres, as if the machine were gone

@@ -43,7 +43,8 @@
 # Settings (environment): CX_KAFKA_PORT (19092), CX_KAFKA_CONTROLLER_PORT (19093),
 # CX_KAFKA_HEAP (-Xmx512m -Xms128m), CX_PG_PORT (55432), CX_PG_BIN (dir with initdb/pg_ctl),
 # CX_SERVICES_TIMEOUT (seconds to wait for each server, 120),
-# CX_SERVICES_STARTED_FILE (if set, `up` appends the names of the services it freshly started);
+# CX_SERVICES_STARTED_FILE (if set, `up` appends the name of each service it starts afresh, as
+# it starts it: a start that fails half way is stopped too);
 # cluster mode: CX_CLUSTER_KAFKA_PORT (19192: node N listens on +2(N-1), its controller one
 # above), CX_CLUSTER_KAFKA_HEAP (-Xmx384m -Xms64m), CX_CLUSTER_PG_PORT (55532: the monitor;
 # the two nodes on the next two ports).
@@ -77,6 +78,9 @@ PG_URL="postgresql+asyncpg://exchange:exchange@127.0.0.1:$PG_PORT/exchange"
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 is_root() { [ "$(id -u)" -eq 0 ]; }
+starting() { # service: about to be started afresh (CX_SERVICES_STARTED_FILE)
+    if [ -n "${CX_SERVICES_STARTED_FILE:-}" ]; then echo "$1" >>"$CX_SERVICES_STARTED_FILE"; fi
+}
 
 port_open() { # host port
     (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
@@ -184,6 +188,7 @@ kafka_up() {
     if port_open 127.0.0.1 "$KAFKA_PORT" || port_open 127.0.0.1 "$KAFKA_CONTROLLER_PORT"; then
         die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by another process; free it or set KAFKA_BOOTSTRAP_SERVERS to use that broker"
     fi
+    starting kafka
     kafka_fetch
     kafka_render_config
     rm -rf "$KAFKA_DATA"
@@ -218,7 +223,6 @@ kafka_up() {
         sleep 0.5
     done
     log "Kafka ready on $KAFKA_URL"
-    started+=(kafka)
 }
 
 kafka_stop() {
@@ -354,6 +358,7 @@ pg_up() {
     if port_open 127.0.0.1 "$PG_PORT"; then
         die "port $PG_PORT is taken by another process; free it or set DATABASE_URL to use that server"
     fi
+    starting postgres
     if [ ! -f "$PG_DATA/PG_VERSION" ] ||
         [ "$(cat "$PG_DATA/PG_VERSION")" != "$("$PG_BIN/pg_ctl" --version | sed -E 's/.* ([0-9]+).*/\1/')" ]; then
         pg_init
@@ -371,7 +376,6 @@ pg_up() {
     done
     pg_ensure_db
     log "PostgreSQL ready on 127.0.0.1:$PG_PORT (data $PG_DATA)"
-    started+=(postgres)
 }
 
 pg_stop() {
@@ -437,8 +441,6 @@ up | down | running | status)
     done
     ;;
 esac
-started=()
-
 case "$cmd" in
 up)
     with_lock
@@ -457,9 +459,6 @@ up)
         fi
     fi
     write_env
-    if [ -n "${CX_SERVICES_STARTED_FILE:-}" ] && [ ${#started[@]} -gt 0 ]; then
-        printf '%s\n' "${started[@]}" >>"$CX_SERVICES_STARTED_FILE"
-    fi
     log "environment: source $ENV_FILE"
     ;;
 down)
