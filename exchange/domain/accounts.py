@@ -464,6 +464,9 @@ class Accounts:
         # before it reaches the ledger, with `python -O` too.
         if sum([amount for _, amount in legs]) != 0:
             raise UnbalancedEntryError(entry_id, kind, legs)
+        # Every order and trade posts here (a replay folds hundreds of thousands): the cash
+        # balance is looked up in place, not through `cash_of`.
+        cash, ledger = self.cash, self.ledger
         for name, amount in legs:
             if not amount:
                 continue
@@ -472,12 +475,16 @@ class Accounts:
                 if owner is None or not owns(owner):
                     continue
             kind_of, _, rest = name.partition(":")
-            if kind_of == "cash":
-                self.cash_of(rest).available += amount
-            elif kind_of == "held":
-                self.cash_of(rest).held += amount
+            if kind_of == "cash" or kind_of == "held":
+                balance = cash.get(rest)
+                if balance is None:
+                    balance = cash[rest] = Balance()
+                if kind_of == "cash":
+                    balance.available += amount
+                else:
+                    balance.held += amount
             else:
-                self.ledger[name] = self.ledger.get(name, 0) + amount
+                ledger[name] = ledger.get(name, 0) + amount
         if self.journal is not None:
             kept = tuple((name, amount) for name, amount in legs if amount)
             if kept:
@@ -546,7 +553,8 @@ class Accounts:
         if order.side == "buy":
             hold = self.buy_hold(order.symbol, order.price, order.quantity)
             legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
-            voucher = self._reserve(order, legs)
+            if order.voucher is not None:
+                voucher = self._reserve(order, legs)
             self._post(order.event_id, "order_hold", order.ts, legs, owns)
         elif order.backing == "entitlement":
             key = (account, order.symbol)
@@ -562,16 +570,9 @@ class Accounts:
                 owns,
             )
         self.open_orders[order.order_id] = OpenOrder(
-            order.order_id,
-            account,
-            order.symbol,
-            order.side,
-            order.price,
-            order.quantity,
-            backing=order.backing,
-            bond_per_unit=order.bond_per_unit,
-            voucher=voucher,
-        )
+            order.order_id, account, order.symbol, order.side, order.price, order.quantity,
+            0, (), order.backing, order.bond_per_unit, voucher,
+        )  # fmt: skip
 
     def _block_accepted(self, block: BlockAccepted, owns: Owns | None) -> None:
         account = block.account_id
@@ -632,8 +633,8 @@ class Accounts:
             buyer = buy.account_id
             # A block's hold was taken at its first hour's fee rate (all hours share a class).
             symbol = buy.hours[0] if buy.hours else buy.symbol
-            released = self.own_hold(buy, buy.price, buy.remaining) - self.own_hold(
-                buy, buy.price, buy.remaining - trade.quantity
+            released = self.buy_hold(buy.symbol, buy.price, buy.remaining) - self.buy_hold(
+                buy.symbol, buy.price, buy.remaining - trade.quantity
             )
             fee = self.fees.fee(symbol, amount, trade.aggressor, "buy")
             use = buy.voucher
@@ -644,7 +645,8 @@ class Accounts:
                 (escrow, amount),
                 *_fee_legs(fee),
             ]
-            self._concede(buyer, fee, f"{trade.event_id}/buy", trade.trade_id, trade.ts)
+            if self.concessions_due is not None:
+                self._concede(buyer, fee, f"{trade.event_id}/buy", trade.trade_id, trade.ts)
             if use is not None and voucher:
                 programme = use.programme_id
                 legs.append((f"reserved:{programme}:{buyer}", -voucher))
@@ -676,7 +678,8 @@ class Accounts:
                     (f"cash:{seller}", amount - fee),
                     *_fee_legs(fee),
                 ]
-                self._concede(seller, fee, f"{trade.event_id}/sell", trade.trade_id, trade.ts)
+                if self.concessions_due is not None:
+                    self._concede(seller, fee, f"{trade.event_id}/sell", trade.trade_id, trade.ts)
                 legs += [(f"cash:{seller}", -c) for _, c in clawback]
                 legs += [(f"grant:{p}:{seller}", c) for p, c in clawback]
                 self._post(f"{trade.event_id}/sell", "resale", trade.ts, legs, owns)
@@ -985,9 +988,14 @@ class Accounts:
         cascaded, in each of its hours, as `_add_capacity`. A sell risk accepted before it
         folded the cascade is cancelled by matching after it; the store may hold its
         acceptance after the cascade too."""
-        for balance in self._capacities(account_id, symbol):
-            balance.available -= units
-            balance.held += units
+        if symbol in self.cascaded_strips:
+            for balance in self._capacities(account_id, symbol):
+                balance.available -= units
+                balance.held += units
+            return
+        balance = self.capacity_of(account_id, symbol)
+        balance.available -= units
+        balance.held += units
 
     def _drawn(self, drawn: BundleDrawn, owns: Owns | None) -> None:
         """Pay a token bundle's provider for the tokens a metering report drew down, out of
