@@ -490,6 +490,20 @@ class Accounts:
             if kept:
                 self.journal.append(JournalEntry(entry_id, kind, ts, kept))
 
+    def _hold_cash(
+        self, account_id: str, amount: int, entry_id: str, kind: str, ts: int, owns: Owns | None
+    ) -> None:
+        """Post the entry that moves `amount` of the account's cash to held: the same as
+        `_post` of its two legs, in place when no journal is kept and every account is owned
+        (a replay's fold, for every accepted order)."""
+        if self.journal is not None or owns is not None:
+            legs = [(f"cash:{account_id}", -amount), (f"held:{account_id}", amount)]
+            self._post(entry_id, kind, ts, legs, owns)
+        elif amount:
+            balance = self.cash_of(account_id)
+            balance.available -= amount
+            balance.held += amount
+
     def trial_balance(self) -> int:
         """The sum of every ledger account: zero when every entry balanced."""
         participants = sum(b.available + b.held for b in self.cash.values())
@@ -552,23 +566,19 @@ class Accounts:
         voucher = None
         if order.side == "buy":
             hold = self.buy_hold(order.symbol, order.price, order.quantity)
-            legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
-            if order.voucher is not None:
+            if order.voucher is None:
+                self._hold_cash(account, hold, order.event_id, "order_hold", order.ts, owns)
+            else:
+                legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
                 voucher = self._reserve(order, legs)
-            self._post(order.event_id, "order_hold", order.ts, legs, owns)
+                self._post(order.event_id, "order_hold", order.ts, legs, owns)
         elif order.backing == "entitlement":
             key = (account, order.symbol)
             self.resale_held[key] = self.resale_held.get(key, 0) + order.quantity
         else:
             self._hold_capacity(account, order.symbol, order.quantity)
             bond = order.bond_per_unit * order.quantity
-            self._post(
-                order.event_id,
-                "bond_hold",
-                order.ts,
-                [(f"cash:{account}", -bond), (f"held:{account}", bond)],
-                owns,
-            )
+            self._hold_cash(account, bond, order.event_id, "bond_hold", order.ts, owns)
         self.open_orders[order.order_id] = OpenOrder(
             order.order_id, account, order.symbol, order.side, order.price, order.quantity,
             0, (), order.backing, order.bond_per_unit, voucher,
