@@ -504,6 +504,19 @@ class Accounts:
             balance.available -= amount
             balance.held += amount
 
+    def _post_bond(
+        self, account_id: str, amount: int, entry_id: str, ts: int, owns: Owns | None
+    ) -> None:
+        """Post the entry that moves `amount` of a seller's held cash to its delivery bond as
+        it sells: `_post` of its two legs, in place as `_hold_cash` does."""
+        if self.journal is not None or owns is not None:
+            legs = [(f"held:{account_id}", -amount), (f"bond:{account_id}", amount)]
+            self._post(entry_id, "bond_post", ts, legs, owns)
+        elif amount:
+            self.cash_of(account_id).held -= amount
+            name = f"bond:{account_id}"
+            self.ledger[name] = self.ledger.get(name, 0) + amount
+
     def trial_balance(self) -> int:
         """The sum of every ledger account: zero when every entry balanced."""
         participants = sum(b.available + b.held for b in self.cash.values())
@@ -696,13 +709,7 @@ class Accounts:
             else:
                 self.capacity_of(seller, trade.symbol).held -= trade.quantity
                 bond = sell.bond_per_unit * trade.quantity
-                self._post(
-                    f"{trade.event_id}/sell",
-                    "bond_post",
-                    trade.ts,
-                    [(f"held:{seller}", -bond), (f"bond:{seller}", bond)],
-                    owns,
-                )
+                self._post_bond(seller, bond, f"{trade.event_id}/sell", trade.ts, owns)
             self._reduce(sell, trade.quantity, trade.event_id, trade.ts, owns)
 
     def _concede(
