@@ -36,6 +36,9 @@ from settlement.store import CompactEvent, CompactReader, StoredEvent
 READ_BATCH = 5000
 REPLAY_BATCH = 20000
 """Rows a replay reads a query: fewer round trips than READ_BATCH."""
+FIRST_REPLAY_BATCH = 2000
+"""Rows of a replay's first query: nothing is folded while it is read, so it is small, and
+each next one twice the last, up to REPLAY_BATCH, is read while the last is folded."""
 YIELD_EVERY = 500
 """Rows a replay folds between chances for the next batch's read to move on."""
 
@@ -43,6 +46,9 @@ _FOLDED: tuple[type[Event], ...] = tuple(dict.fromkeys(money.FOLDED + matching.I
 FOLDED_TYPES = frozenset(cls.model_fields["type"].default for cls in _FOLDED)
 """The stored types the fold must decode: those that move money or act on the books. Of the
 rest only the log time counts (`ExchangeState.pass_time`)."""
+_BOOK_INPUTS: frozenset[type[Event]] = frozenset(matching.INPUTS)
+"""`matching.INPUTS` as a set: asked of every decoded event, where `isinstance` would try the
+nine classes in turn (no event class has subclasses)."""
 
 
 class ExchangeState:
@@ -65,7 +71,7 @@ class ExchangeState:
     def apply_event(self, event: AnyEvent, position: int) -> None:
         """Fold one decoded event stored at `position`."""
         self.accounts.apply(event)
-        if not isinstance(event, matching.INPUTS):
+        if type(event) not in _BOOK_INPUTS:
             self.pass_time(event.ts, position)
             return
         # The matching stage's inputs rebuild the books; its outputs are already stored.
@@ -249,14 +255,15 @@ async def replay(
     left_out = False
     reading: asyncio.Task[list[CompactEvent]] | None = None
     if until_position is None or until_position > state.position:
-        reading = _read_after(store, state.position)
+        reading = _read_after(store, state.position, FIRST_REPLAY_BATCH)
     try:
         while reading is not None and (batch := await reading):
             last = batch[-1][0]
             # The database reads the next batch (on the other core) while this one is folded;
             # none is read past the position the replay stops at.
             stops_here = until_position is not None and last >= until_position
-            reading = None if stops_here else _read_after(store, last)
+            limit = min(2 * len(batch), REPLAY_BATCH)
+            reading = None if stops_here else _read_after(store, last, limit)
             for first in range(0, len(batch), YIELD_EVERY):
                 # Lets the driver send the next query and take in its rows as they come.
                 await asyncio.sleep(0)
@@ -291,9 +298,11 @@ async def replay(
     return result
 
 
-def _read_after(store: CompactReader, position: int) -> asyncio.Task[list[CompactEvent]]:
+def _read_after(
+    store: CompactReader, position: int, limit: int
+) -> asyncio.Task[list[CompactEvent]]:
     """Start reading the replay's next batch."""
-    return asyncio.ensure_future(store.read_compact(position, REPLAY_BATCH, FOLDED_TYPES))
+    return asyncio.ensure_future(store.read_compact(position, limit, FOLDED_TYPES))
 
 
 def parse_until(value: str) -> tuple[int | None, int | None]:

@@ -464,6 +464,9 @@ class Accounts:
         # before it reaches the ledger, with `python -O` too.
         if sum([amount for _, amount in legs]) != 0:
             raise UnbalancedEntryError(entry_id, kind, legs)
+        # Every order and trade posts here (a replay folds hundreds of thousands): the cash
+        # balance is looked up in place, not through `cash_of`.
+        cash, ledger = self.cash, self.ledger
         for name, amount in legs:
             if not amount:
                 continue
@@ -472,16 +475,47 @@ class Accounts:
                 if owner is None or not owns(owner):
                     continue
             kind_of, _, rest = name.partition(":")
-            if kind_of == "cash":
-                self.cash_of(rest).available += amount
-            elif kind_of == "held":
-                self.cash_of(rest).held += amount
+            if kind_of == "cash" or kind_of == "held":
+                balance = cash.get(rest)
+                if balance is None:
+                    balance = cash[rest] = Balance()
+                if kind_of == "cash":
+                    balance.available += amount
+                else:
+                    balance.held += amount
             else:
-                self.ledger[name] = self.ledger.get(name, 0) + amount
+                ledger[name] = ledger.get(name, 0) + amount
         if self.journal is not None:
             kept = tuple((name, amount) for name, amount in legs if amount)
             if kept:
                 self.journal.append(JournalEntry(entry_id, kind, ts, kept))
+
+    def _hold_cash(
+        self, account_id: str, amount: int, entry_id: str, kind: str, ts: int, owns: Owns | None
+    ) -> None:
+        """Post the entry that moves `amount` of the account's cash to held: the same as
+        `_post` of its two legs, in place when no journal is kept and every account is owned
+        (a replay's fold, for every accepted order)."""
+        if self.journal is not None or owns is not None:
+            legs = [(f"cash:{account_id}", -amount), (f"held:{account_id}", amount)]
+            self._post(entry_id, kind, ts, legs, owns)
+        elif amount:
+            balance = self.cash_of(account_id)
+            balance.available -= amount
+            balance.held += amount
+
+    def _post_bond(
+        self, account_id: str, amount: int, entry_id: str, ts: int, owns: Owns | None
+    ) -> None:
+        """Post the entry that moves `amount` of a seller's held cash to its delivery bond as
+        it sells: `_post` of its two legs, in place as `_hold_cash` does."""
+        if self.journal is not None or owns is not None:
+            legs = [(f"held:{account_id}", -amount), (f"bond:{account_id}", amount)]
+            self._post(entry_id, "bond_post", ts, legs, owns)
+        elif amount:
+            self.cash_of(account_id).held -= amount
+            name = f"bond:{account_id}"
+            self.ledger[name] = self.ledger.get(name, 0) + amount
 
     def trial_balance(self) -> int:
         """The sum of every ledger account: zero when every entry balanced."""
@@ -545,33 +579,23 @@ class Accounts:
         voucher = None
         if order.side == "buy":
             hold = self.buy_hold(order.symbol, order.price, order.quantity)
-            legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
-            voucher = self._reserve(order, legs)
-            self._post(order.event_id, "order_hold", order.ts, legs, owns)
+            if order.voucher is None:
+                self._hold_cash(account, hold, order.event_id, "order_hold", order.ts, owns)
+            else:
+                legs = [(f"cash:{account}", -hold), (f"held:{account}", hold)]
+                voucher = self._reserve(order, legs)
+                self._post(order.event_id, "order_hold", order.ts, legs, owns)
         elif order.backing == "entitlement":
             key = (account, order.symbol)
             self.resale_held[key] = self.resale_held.get(key, 0) + order.quantity
         else:
             self._hold_capacity(account, order.symbol, order.quantity)
             bond = order.bond_per_unit * order.quantity
-            self._post(
-                order.event_id,
-                "bond_hold",
-                order.ts,
-                [(f"cash:{account}", -bond), (f"held:{account}", bond)],
-                owns,
-            )
+            self._hold_cash(account, bond, order.event_id, "bond_hold", order.ts, owns)
         self.open_orders[order.order_id] = OpenOrder(
-            order.order_id,
-            account,
-            order.symbol,
-            order.side,
-            order.price,
-            order.quantity,
-            backing=order.backing,
-            bond_per_unit=order.bond_per_unit,
-            voucher=voucher,
-        )
+            order.order_id, account, order.symbol, order.side, order.price, order.quantity,
+            0, (), order.backing, order.bond_per_unit, voucher,
+        )  # fmt: skip
 
     def _block_accepted(self, block: BlockAccepted, owns: Owns | None) -> None:
         account = block.account_id
@@ -632,8 +656,8 @@ class Accounts:
             buyer = buy.account_id
             # A block's hold was taken at its first hour's fee rate (all hours share a class).
             symbol = buy.hours[0] if buy.hours else buy.symbol
-            released = self.own_hold(buy, buy.price, buy.remaining) - self.own_hold(
-                buy, buy.price, buy.remaining - trade.quantity
+            released = self.buy_hold(buy.symbol, buy.price, buy.remaining) - self.buy_hold(
+                buy.symbol, buy.price, buy.remaining - trade.quantity
             )
             fee = self.fees.fee(symbol, amount, trade.aggressor, "buy")
             use = buy.voucher
@@ -644,7 +668,8 @@ class Accounts:
                 (escrow, amount),
                 *_fee_legs(fee),
             ]
-            self._concede(buyer, fee, f"{trade.event_id}/buy", trade.trade_id, trade.ts)
+            if self.concessions_due is not None:
+                self._concede(buyer, fee, f"{trade.event_id}/buy", trade.trade_id, trade.ts)
             if use is not None and voucher:
                 programme = use.programme_id
                 legs.append((f"reserved:{programme}:{buyer}", -voucher))
@@ -676,20 +701,15 @@ class Accounts:
                     (f"cash:{seller}", amount - fee),
                     *_fee_legs(fee),
                 ]
-                self._concede(seller, fee, f"{trade.event_id}/sell", trade.trade_id, trade.ts)
+                if self.concessions_due is not None:
+                    self._concede(seller, fee, f"{trade.event_id}/sell", trade.trade_id, trade.ts)
                 legs += [(f"cash:{seller}", -c) for _, c in clawback]
                 legs += [(f"grant:{p}:{seller}", c) for p, c in clawback]
                 self._post(f"{trade.event_id}/sell", "resale", trade.ts, legs, owns)
             else:
                 self.capacity_of(seller, trade.symbol).held -= trade.quantity
                 bond = sell.bond_per_unit * trade.quantity
-                self._post(
-                    f"{trade.event_id}/sell",
-                    "bond_post",
-                    trade.ts,
-                    [(f"held:{seller}", -bond), (f"bond:{seller}", bond)],
-                    owns,
-                )
+                self._post_bond(seller, bond, f"{trade.event_id}/sell", trade.ts, owns)
             self._reduce(sell, trade.quantity, trade.event_id, trade.ts, owns)
 
     def _concede(
@@ -985,9 +1005,14 @@ class Accounts:
         cascaded, in each of its hours, as `_add_capacity`. A sell risk accepted before it
         folded the cascade is cancelled by matching after it; the store may hold its
         acceptance after the cascade too."""
-        for balance in self._capacities(account_id, symbol):
-            balance.available -= units
-            balance.held += units
+        if symbol in self.cascaded_strips:
+            for balance in self._capacities(account_id, symbol):
+                balance.available -= units
+                balance.held += units
+            return
+        balance = self.capacity_of(account_id, symbol)
+        balance.available -= units
+        balance.held += units
 
     def _drawn(self, drawn: BundleDrawn, owns: Owns | None) -> None:
         """Pay a token bundle's provider for the tokens a metering report drew down, out of

@@ -182,7 +182,9 @@ class DeliveryDesk:
                 event.order_id,
                 [True, event.bond_per_unit, total, event.account_id, event.family],
             )
-        caused: list[Event] = self._start_bundles(stamp)
+        # Token bundles and settlements due are rare beside orders: their heaps are looked
+        # at before anything is called (matching and a replay observe every order).
+        caused: list[Event] = self._start_bundles(stamp) if self._bundles_pending() else []
         if isinstance(event, DeliveryRequested) and event.action == "recall":
             caused.extend(self._recall(event, stamp))
         elif isinstance(event, DeliveryRequested):
@@ -207,8 +209,10 @@ class DeliveryDesk:
                     caused.extend(StripCascades.of(self).at_close(symbol, stamp))
                 case (mo.STATE, symbol, mo.DELIVERED, _) if bundle_period(symbol) is None:
                     caused.extend(self._allocate(symbol, stamp))
-        caused.extend(self._start_bundles(stamp))
-        caused.extend(self._settle_due(stamp))
+        if self._bundles_pending():
+            caused.extend(self._start_bundles(stamp))
+        if self._due:
+            caused.extend(self._settle_due(stamp))
         return caused
 
     # Resales: only of what the seller still holds ------------------------------------------
@@ -268,7 +272,10 @@ class DeliveryDesk:
         sell = self.sells.get(sell_order_id)
         from_capacity, bond_per_unit = (True, 0) if sell is None else (sell[0], sell[1])
         if from_capacity:
-            provision = self.provisions.setdefault(symbol, {}).setdefault(seller_id, Provision())
+            providers = self.provisions.setdefault(symbol, {})
+            provision = providers.get(seller_id)
+            if provision is None:
+                provision = providers[seller_id] = Provision()
             amount = price * quantity * strip_hours(symbol)
             provision.units += quantity
             provision.amount += amount
@@ -542,6 +549,10 @@ class DeliveryDesk:
         period = bundle_period(symbol)
         if period is not None and not any(s == symbol for _, s in self._bundle_starts):
             heapq.heappush(self._bundle_starts, (period[0], symbol))
+
+    def _bundles_pending(self) -> bool:
+        """Whether a bundle awaits its period's start or end (`_start_bundles` has work)."""
+        return bool(self._bundle_starts or self._bundle_ends)
 
     def _start_bundles(self, stamp: EventStamp) -> list[Event]:
         """Allocate the bundles whose period has started into obligations (as an hour's at its
