@@ -30,7 +30,13 @@ from settlement.history import (
     replay_document,
     verification,
 )
-from settlement.replay import ReplayResult, parse_time, parse_until, replay
+from settlement.replay import (
+    PartitionsDiffer,
+    ReplayResult,
+    parse_time,
+    parse_until,
+    replay,
+)
 from settlement.restart import replay_stored
 from settlement.schema import events
 from settlement.shards import MergedView, viewing
@@ -75,6 +81,7 @@ async def run_replay(
     (`settlement.shards.MergedView`, from position 0; positions are the merged order's, and
     `--verify` checks each shard's recorded hashes by replaying it on its own)."""
     catalogue = catalogue or settings.catalogue()
+    partitions = settings.market_partitions
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
         print(f"cx replay: contract {contract!r} is not listed", file=sys.stderr)
@@ -86,9 +93,16 @@ async def run_replay(
         return 2
     try:
         if len(stores) == 1:
-            result = await _replay_one(stores[0], catalogue, until_position, until_ts, verify, full)
+            result = await _replay_one(
+                stores[0], catalogue, until_position, until_ts, verify, full, partitions
+            )
         else:
-            result = await _replay_merged(stores, catalogue, until_position, until_ts, verify, full)
+            result = await _replay_merged(
+                stores, catalogue, until_position, until_ts, verify, full, partitions
+            )
+    except PartitionsDiffer as error:
+        print(f"cx replay: 分区数不符 partitions differ: {error}", file=sys.stderr)
+        return 2
     finally:
         for store in stores:
             await store.close()
@@ -115,6 +129,7 @@ async def _replay_one(
     until_ts: int | None,
     verify: bool,
     full: bool,
+    partitions: int,
 ) -> ReplayResult:
     console = Console(stderr=True)
     # One consistent point of the history, so a live store's writes meanwhile change
@@ -153,6 +168,7 @@ async def _replay_one(
                 full=full,
                 starting=starting,
                 progress=lambda n: progress.advance(task, n),
+                partitions=partitions,
             )
 
 
@@ -163,6 +179,7 @@ async def _replay_merged(
     until_ts: int | None,
     verify: bool,
     full: bool,
+    partitions: int,
 ) -> ReplayResult:
     """Every shard's history merged, replayed from position 0 (a shard's stored snapshot is
     of its own state); with `verify`, each shard replayed on its own against its recorded
@@ -171,9 +188,13 @@ async def _replay_merged(
     if verify:
         # A shard's hashes are of its own state; the merged state has none recorded.
         for store in stores:
-            checks.append(await _replay_one(store, catalogue, None, until_ts, True, full))
+            checks.append(
+                await _replay_one(store, catalogue, None, until_ts, True, full, partitions)
+            )
     async with viewing(stores) as views:
-        result = await replay(MergedView(views), catalogue, until_position, until_ts)
+        result = await replay(
+            MergedView(views), catalogue, until_position, until_ts, partitions=partitions
+        )
     for check in checks:
         result.checked += check.checked
         result.mismatches += check.mismatches
@@ -269,20 +290,26 @@ async def run_audit(
         print(f"cx audit: {error}", file=sys.stderr)
         return 2
     catalogue = catalogue or settings.catalogue()
+    partitions = settings.market_partitions
     sharded = len(settings.shard_urls()) > 1
     reports: list[tuple[str, AuditReport]] = []
     try:
         if scope == "ledger":
-            for k, report in enumerate(await audit_ledger_shards(stores, catalogue)):
+            ledgers = await audit_ledger_shards(stores, catalogue, partitions)
+            for k, report in enumerate(ledgers):
                 reports.append((_shard_name(shard if shard is not None else k, sharded), report))
         elif not sharded:
-            reports.append(("", await audit(stores[0], catalogue)))
+            reports.append(("", await audit(stores[0], catalogue, partitions)))
         elif shard is not None:
-            reports.append((_shard_name(shard, sharded), await audit_shard(stores[0], catalogue)))
+            report = await audit_shard(stores[0], catalogue, partitions)
+            reports.append((_shard_name(shard, sharded), report))
         else:
-            each, whole = await audit_shards(stores, catalogue)
+            each, whole = await audit_shards(stores, catalogue, partitions)
             reports += [(_shard_name(k, sharded), report) for k, report in enumerate(each)]
             reports.append(("all shards", whole))
+    except PartitionsDiffer as error:
+        print(f"cx audit: 分区数不符 partitions differ: {error}", file=sys.stderr)
+        return 2
     finally:
         for store in stores:
             await store.close()

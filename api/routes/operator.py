@@ -369,25 +369,30 @@ async def replay_state(
             f"until: position {position} is past the largest there can be ({MAX_SQL_INT})",
             errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
         )
+    partitions = runtime.topics.market_partitions
     if len(runtime.shards) == 1:
         async with runtime.store.view() as view:
-            result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
+            result = await replay_stored(
+                view, view.connection, runtime.catalogue, position, ts, partitions=partitions
+            )
     else:
         # Every settlement shard's history merged, from position 0 (a shard's snapshot is of
         # its own state); `until` positions are the merged order's.
         async with viewing(runtime.shards) as views:
-            result = await replay(MergedView(views), runtime.catalogue, position, ts)
+            merged = MergedView(views)
+            result = await replay(merged, runtime.catalogue, position, ts, partitions=partitions)
     return replay_document(result, contract, account_id)
 
 
 @router.get("/audit", summary="Check the whole history from the event store")
 async def audit_history(_: Operator, runtime: RuntimeDep) -> dict[str, Any]:
     found: list[tuple[str, Discrepancy]] = []
+    partitions = runtime.topics.market_partitions
     if len(runtime.shards) == 1:
-        report = await audit(runtime.store, runtime.catalogue)
+        report = await audit(runtime.store, runtime.catalogue, partitions)
     else:
         # Each settlement shard on its own, then their histories merged as one.
-        each, report = await audit_shards(runtime.shards, runtime.catalogue)
+        each, report = await audit_shards(runtime.shards, runtime.catalogue, partitions)
         for shard, part in enumerate(each):
             found += [(f"shard {shard}: ", d) for d in part.discrepancies]
     found += [("", d) for d in report.discrepancies]
