@@ -10,8 +10,10 @@ matching did, and owe the buyer what the stored `DeliveryObligation` says.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
+from cx.migrations import upgrade_to_head
 from exchange.domain.catalogue import default_catalogue, family_of, parse_symbol, to_utc_ms
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
@@ -27,7 +29,12 @@ from exchange.domain.messages import (
     encode,
 )
 from exchange.pipeline import partition_for
+from settlement.audit import audit
+from settlement.projections import LedgerProjection
 from settlement.replay import ExchangeState, partition_catalogue
+from settlement.service import stream_of
+from settlement.sql_store import open_event_store
+from settlement.store import NewEvent
 
 CATALOGUE = default_catalogue()
 PARTITIONS = 2
@@ -235,3 +242,47 @@ def test_the_auction_stage_s_summary_moves_no_partition_s_time() -> None:
     assert all(market.engine.now == 0 for market in state.markets)
     assert state.books[A].state == "continuous"
     assert state.market_snapshot()["engine"]["now"] == DELIVERY + 1
+
+
+async def _audited(tmp_path: Path, stored: list[tuple[int, Event]]) -> list[tuple[str, str]]:
+    """`cx audit`'s findings on these events stored in this order, each with the partition
+    it was read from, by a replica of PARTITIONS partitions."""
+    store = open_event_store(f"sqlite+aiosqlite:///{tmp_path / 'events.sqlite3'}")
+    try:
+        await store.initialise(upgrade_to_head)
+        await store.append(
+            [
+                NewEvent(
+                    event_id=event.event_id,
+                    stream_id=stream_of(event),
+                    type=event.type,  # type: ignore[attr-defined]
+                    data=event.model_dump(mode="json"),
+                    metadata={"topic": "events", "partition": partition, "offset": offset},
+                )
+                for offset, (partition, event) in enumerate(stored)
+            ],
+            projector=LedgerProjection(CATALOGUE, partitions=PARTITIONS),
+        )
+        report = await audit(store, CATALOGUE, PARTITIONS)
+    finally:
+        await store.close()
+    return [(d.kind, d.message) for d in report.discrepancies]
+
+
+async def test_the_audit_finds_every_position_covered(tmp_path: Path) -> None:
+    """The history the one-clock replica misread: every position is what a desk owes."""
+    assert await _audited(tmp_path, _stored(_live())) == []
+
+
+async def test_the_audit_reports_a_position_no_desk_covers(tmp_path: Path) -> None:
+    """A stored trade rewritten to 9 units: the buyer holds one unit no provider owes it."""
+    stored = [
+        (partition, e.model_copy(update={"quantity": 9}) if isinstance(e, TradeExecuted) else e)
+        for partition, e in _stored(_live())
+    ]
+    found = await _audited(tmp_path, stored)
+    assert (
+        "position-uncovered",
+        f"account b1 holds 9 units of {A}, but the delivery desk's entitlements and "
+        "obligations cover 8: 1 units are owed by no provider",
+    ) in found, found
