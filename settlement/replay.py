@@ -151,7 +151,9 @@ class ExchangeState:
                 self.pass_time(event.ts, position, None)
             else:
                 self.pass_time(
-                    event.ts, position, 0 if single else self._partition_of(event, partition)
+                    event.ts,
+                    position,
+                    0 if single is not None else self._partition_of(event, partition),
                 )
             return
         # The matching stage's inputs rebuild the books; its outputs are already stored.
@@ -219,12 +221,8 @@ class ExchangeState:
 
     def _partition_of(self, event: AnyEvent, partition: int | None) -> int | None:
         """The matching partition that read `event`: the one it was stored from, else the
-        one its contract, family or partition field names (None: no partition read it)."""
-        if isinstance(event, DayAheadAuctionCompleted):
-            return None
+        one its contract, family or partition field names (None: none names it)."""
         partitions = self.partitions
-        if partitions == 1:
-            return 0
         if partition is not None:
             return partition
         named = getattr(event, "partition", None)
