@@ -54,6 +54,7 @@ async def latest_snapshot(
     catalogue: Catalogue,
     until_position: int | None = None,
     until_ts: int | None = None,
+    partitions: int = 1,
 ) -> Start:
     """Settlement's latest stored snapshot at or before the point (a position, or a log time:
     then one holding no event logged after it), restored and checked; or position 0."""
@@ -86,7 +87,7 @@ async def latest_snapshot(
             )
         ).scalar_one_or_none()
         try:
-            return Start(restore_checked(catalogue, snapshot, recorded))
+            return Start(restore_checked(catalogue, snapshot, recorded, partitions))
         except SnapshotRefused as refusal:
             return Start(refused=str(refusal))
     return Start()
@@ -108,6 +109,7 @@ async def replay_stored(
     full: bool = False,
     starting: Callable[[int], Awaitable[None]] | None = None,
     progress: Callable[[int], None] | None = None,
+    partitions: int = 1,
 ) -> ReplayResult:
     """`replay` from the latest stored snapshot at or before the point (from position 0 if
     `full`, if there is none, or if it is refused: `ReplayResult.refused` says why).
@@ -116,17 +118,27 @@ async def replay_stored(
     connection). `recorded` maps positions to the state hashes the live system recorded: those
     after the snapshot are compared as the replay passes them, and if one differs the snapshot
     is refused and the replay starts again from 0, where any difference is the history's own.
-    `starting` is told the position each replay starts from.
+    `starting` is told the position each replay starts from. `partitions`: matching's
+    orders partitions (`ExchangeState`).
     """
     start = (
-        Start() if full else await latest_snapshot(connection, catalogue, until_position, until_ts)
+        Start()
+        if full
+        else await latest_snapshot(connection, catalogue, until_position, until_ts, partitions)
     )
     if start.state is not None:
         snapshot_at = start.state.position
         if starting is not None:
             await starting(snapshot_at)
         result = await replay(
-            reader, catalogue, until_position, until_ts, recorded, progress, start=start.state
+            reader,
+            catalogue,
+            until_position,
+            until_ts,
+            recorded,
+            progress,
+            start=start.state,
+            partitions=partitions,
         )
         if not result.mismatches:
             if recorded is not None and snapshot_at in recorded:
@@ -142,7 +154,9 @@ async def replay_stored(
         log.warning("stored snapshot refused, replaying from position 0: %s", start.refused)
     if starting is not None:
         await starting(0)
-    result = await replay(reader, catalogue, until_position, until_ts, recorded, progress)
+    result = await replay(
+        reader, catalogue, until_position, until_ts, recorded, progress, partitions=partitions
+    )
     result.refused = start.refused
     return result
 

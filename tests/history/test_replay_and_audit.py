@@ -106,8 +106,8 @@ async def test_replay_to_the_end_rebuilds_the_live_state_and_matches_every_check
     assert result.checked == len(checkpoints)
     assert result.mismatches == []
     assert (
-        result.state.market.books[GZ0].best_bid() is not None
-        or result.state.market.books[GZ0].best_ask() is not None
+        result.state.books[GZ0].best_bid() is not None
+        or result.state.books[GZ0].best_ask() is not None
     )
 
 
@@ -136,6 +136,8 @@ def _cx(
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
     env["CX_DATA_DIR"] = str(settings.data_dir)
+    # The replica follows matching's partitions: the exchange's count, not the default.
+    env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
     if database is not None:
         env["DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
     return subprocess.run(
@@ -214,10 +216,10 @@ def _insert_copy(db: sqlite3.Connection, position: int, data: dict[str, Any]) ->
     )
 
 
-async def _audit_copy(copy: Path) -> list[str]:
+async def _audit_copy(copy: Path, partitions: int) -> list[str]:
     store = open_event_store(f"sqlite+aiosqlite:///{copy}")
     await store.initialise(upgrade_to_head)
-    report = await audit(store, default_catalogue())
+    report = await audit(store, default_catalogue(), partitions)
     await store.close()
     return [f"{d.kind}: {d}" for d in report.discrepancies]
 
@@ -227,7 +229,7 @@ async def test_a_trade_stored_twice_is_reported(history: dict[str, Any], tmp_pat
     with sqlite3.connect(copy) as db:
         position, trade = _events(db, "TradeExecuted")[0]
         _insert_copy(db, position, {**trade, "event_id": trade["event_id"] + "-again"})
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("trade-settled-twice") and trade["trade_id"] in f for f in found), found
 
 
@@ -238,7 +240,7 @@ async def test_a_lost_cancel_leaves_an_order_and_its_hold_unaccounted(
     with sqlite3.connect(copy) as db:
         position, cancelled = _events(db, "OrderCancelled")[0]
         db.execute("delete from events where position = ?", (position,))
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     order_id = cancelled["order_id"]
     assert any(f.startswith("order-unaccounted") and order_id in f for f in found), found
     assert any(f.startswith("hold-outlives-order") and order_id in f for f in found), found
@@ -254,7 +256,7 @@ async def test_an_overfilled_order_is_reported(history: dict[str, Any], tmp_path
                 db.execute(
                     "update events set data = ? where position = ?", (json.dumps(shrunk), position)
                 )
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(trade["buy_order_id"] in f for f in found), found
 
 
@@ -271,7 +273,7 @@ async def test_a_trade_of_an_order_never_accepted_is_reported(
             "buy_order_id": "ghost",
         }
         _insert_copy(db, position, forged)
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("trade-without-order") and "ghost" in f for f in found), found
 
 
@@ -282,7 +284,7 @@ async def test_a_ledger_projection_that_drifts_is_reported(
     with sqlite3.connect(copy) as db:
         db.execute("update cash_balances set available = available + 1 where account_id = 'b1'")
         db.execute("update positions set quantity = quantity + 2 where account_id = 'b2'")
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("projection") and "cash_balances shows b1" in f for f in found), found
     assert any(f.startswith("projection") and "positions shows b2" in f for f in found), found
 
@@ -297,9 +299,9 @@ async def test_a_rewritten_price_breaks_the_recorded_checkpoints(
             "update events set data = ? where position = ?",
             (json.dumps({**trade, "price": trade["price"] - 10}), position),
         )
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("checkpoint") for f in found), found
-    done = _cx(Settings(), "audit", database=copy)
+    done = _cx(history["settings"], "audit", database=copy)
     assert done.returncode == 1
     assert "discrepancies" in done.stdout
 

@@ -302,7 +302,8 @@ async def test_settlement_restarts_from_its_snapshot_and_refuses_a_corrupt_one(
 async def test_cx_replay_says_it_refused_a_corrupt_snapshot(
     tmp_path: Path, history: list[Event], request: pytest.FixtureRequest
 ) -> None:
-    settings = settings_for(tmp_path)
+    # The history is one matching partition's, settled so (`_settled`).
+    settings = settings_for(tmp_path, CX_MARKET_PARTITIONS=1)
     store = open_event_store(settings.event_store_url())
     try:
         await _settled(store, history, request)
