@@ -386,7 +386,7 @@ class LedgerProjection:
     """
 
     def __init__(
-        self, catalogue: Catalogue, *, record_checkpoints: bool = True, partitions: int = 1
+        self, catalogue: Catalogue, *, record_checkpoints: bool = True, partitions: int
     ) -> None:
         self.catalogue = catalogue
         self.record_checkpoints = record_checkpoints
@@ -661,7 +661,7 @@ class LedgerProjection:
         self.snapshot_due = False
 
 
-async def rebuild(store: SqlEventStore, catalogue: Catalogue, partitions: int = 1) -> int:
+async def rebuild(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> int:
     """Empty every projection table and fold all the events into them again, in one write
     transaction; the number of events folded. `checkpoints` is kept: it records the hashes
     the live system had where its batches ended, which replays and audits check against."""

@@ -90,7 +90,7 @@ async def move_partitions(
         async with writing(store.engine) as connection:
             await connection.execute(delete(checkpoints))
             await connection.execute(delete(snapshots).where(snapshots.c.stage == SNAPSHOT_STAGE))
-        await rebuild(store, catalogue)
+        await rebuild(store, catalogue, partitions)
     report.after = await history_hash(_distinct(new), catalogue, partitions)
     return report
 

@@ -104,7 +104,7 @@ class ExchangeState:
     stored order, so the state hash is the one a single stage for every partition gave
     wherever the partitions' log times did not disagree (docs/DESIGN.md, "The replica")."""
 
-    def __init__(self, catalogue: Catalogue, *, partitions: int = 1, journal: bool = False) -> None:
+    def __init__(self, catalogue: Catalogue, *, partitions: int, journal: bool = False) -> None:
         if partitions < 1:
             raise ValueError(f"a replica needs at least one matching partition, not {partitions}")
         self.catalogue = catalogue
@@ -403,7 +403,7 @@ class SnapshotRefused(Exception):
 
 
 def restore_checked(
-    catalogue: Catalogue, snapshot: Snapshot, checkpoint: str | None, partitions: int = 1
+    catalogue: Catalogue, snapshot: Snapshot, checkpoint: str | None, partitions: int
 ) -> ExchangeState:
     """The state a stored snapshot of settlement describes, once it is proved to be the state
     the live system had there: it must be of this replica's layout and `partitions` matching
@@ -448,8 +448,9 @@ async def replay(
     until_ts: int | None = None,
     checkpoints: Mapping[int, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
     start: ExchangeState | None = None,
-    partitions: int = 1,
+    partitions: int,
 ) -> ReplayResult:
     """Fold stored events from the start, or from the state `start` (restored from a checked
     snapshot, see `restore_checked`), up to a position or a log time (inclusive).
@@ -462,8 +463,13 @@ async def replay(
     Those at or before `start` were checked when it was restored.
 
     `partitions`: how many orders partitions matching ran (CX_MARKET_PARTITIONS); the books
-    follow each one's own log time (`ExchangeState`).
+    follow each one's own log time (`ExchangeState`); a `start` must follow as many.
     """
+    if start is not None and start.partitions != partitions:
+        raise PartitionsDiffer(
+            f"the state to start from follows {start.partitions} matching partitions, not "
+            f"the {partitions} asked for (CX_MARKET_PARTITIONS)"
+        )
     state = ExchangeState(catalogue, partitions=partitions) if start is None else start
     result = ReplayResult(state, started_from=state.position)
     pending = {p: h for p, h in sorted((checkpoints or {}).items()) if p > state.position}

@@ -53,7 +53,8 @@ async def latest_snapshot(
     catalogue: Catalogue,
     until_position: int | None = None,
     until_ts: int | None = None,
-    partitions: int = 1,
+    *,
+    partitions: int,
 ) -> Start:
     """Settlement's latest stored snapshot at or before the point (a position, or a log time:
     then one holding no event logged after it), restored and checked; or position 0."""
@@ -108,7 +109,7 @@ async def replay_stored(
     full: bool = False,
     starting: Callable[[int], Awaitable[None]] | None = None,
     progress: Callable[[int], None] | None = None,
-    partitions: int = 1,
+    partitions: int,
 ) -> ReplayResult:
     """`replay` from the latest stored snapshot at or before the point (from position 0 if
     `full`, if there is none, or if it is refused: `ReplayResult.refused` says why).
@@ -123,7 +124,9 @@ async def replay_stored(
     start = (
         Start()
         if full
-        else await latest_snapshot(connection, catalogue, until_position, until_ts, partitions)
+        else await latest_snapshot(
+            connection, catalogue, until_position, until_ts, partitions=partitions
+        )
     )
     if start.state is not None:
         snapshot_at = start.state.position
@@ -195,7 +198,7 @@ async def replay_merged_stored(
     refused: str | None = None
     if not full and until_position is None:
         starts = [
-            await latest_snapshot(v.connection, catalogue, None, until_ts, partitions)
+            await latest_snapshot(v.connection, catalogue, None, until_ts, partitions=partitions)
             for v in views
         ]
         refusals = [f"shard {k}: {s.refused}" for k, s in enumerate(starts) if s.refused]
@@ -217,7 +220,9 @@ async def replay_merged_stored(
                 folded = start.applied
                 positions = [state.position for state in states]
                 merged = MergedView(views, after=positions)
-                result = await replay(merged, catalogue, None, until_ts, start=start)
+                result = await replay(
+                    merged, catalogue, None, until_ts, start=start, partitions=partitions
+                )
                 return MergedReplay(result, positions, result.state.applied - folded)
     if refused is not None:
         log.warning("shard snapshots refused, replaying from position 0: %s", refused)

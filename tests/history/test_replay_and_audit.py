@@ -99,7 +99,10 @@ async def test_replay_to_the_end_rebuilds_the_live_state_and_matches_every_check
     checkpoints = _checkpoints(history["database"])
     # Taken at batch ends once 25 events have passed: how many depends on batching.
     assert checkpoints
-    result = await replay(store, default_catalogue(), checkpoints=checkpoints)
+    partitions = history["settings"].market_partitions
+    result = await replay(
+        store, default_catalogue(), checkpoints=checkpoints, partitions=partitions
+    )
     await store.close()
     assert result.state.position == history["live_position"]
     assert result.state.state_hash() == history["live_hash"]
@@ -115,12 +118,15 @@ async def test_replay_stops_at_a_position_and_at_a_time(history: dict[str, Any])
     checkpoints = _checkpoints(history["database"])
     middle = sorted(checkpoints)[len(checkpoints) // 2]
     store = open_event_store(history["settings"].event_store_url())
-    at_position = await replay(store, default_catalogue(), until_position=middle)
+    partitions = history["settings"].market_partitions
+    at_position = await replay(
+        store, default_catalogue(), until_position=middle, partitions=partitions
+    )
     assert at_position.state.position == middle
     assert at_position.state.state_hash() == checkpoints[middle]
     cut = at_position.state.ts
     assert cut is not None
-    at_time = await replay(store, default_catalogue(), until_ts=cut)
+    at_time = await replay(store, default_catalogue(), until_ts=cut, partitions=partitions)
     await store.close()
     with sqlite3.connect(history["database"]) as db:
         logged = [json.loads(data)["ts"] for (data,) in db.execute("select data from events")]

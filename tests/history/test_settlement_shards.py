@@ -339,9 +339,9 @@ async def _check_replays(
 ) -> None:
     catalogue = settings.catalogue()
     async with single.view() as view:
-        one = await replay(view, catalogue)
+        one = await replay(view, catalogue, partitions=settings.market_partitions)
     async with viewing(shards) as views:
-        merged = await replay(MergedView(views), catalogue)
+        merged = await replay(MergedView(views), catalogue, partitions=settings.market_partitions)
     assert merged.state.history_hash() == one.state.history_hash()
     assert merged.state.accounts_hash() == one.state.accounts_hash()
     assert merged.state.applied == one.state.applied
