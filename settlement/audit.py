@@ -201,7 +201,7 @@ class AuditReport:
     discrepancies: list[Discrepancy] = field(default_factory=list)
 
 
-async def audit(store: SqlEventStore, catalogue: Catalogue, partitions: int = 1) -> AuditReport:
+async def audit(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> AuditReport:
     """Check the whole history, as of one consistent point of it (a live store included); an
     empty `discrepancies` means everything is accounted for."""
     async with store.view() as view:
@@ -209,7 +209,7 @@ async def audit(store: SqlEventStore, catalogue: Catalogue, partitions: int = 1)
 
 
 async def _audit(
-    view: StoreView, catalogue: Catalogue, *, whole: bool = True, partitions: int = 1
+    view: StoreView, catalogue: Catalogue, *, whole: bool = True, partitions: int
 ) -> AuditReport:
     recorded = await recorded_hashes(view.connection)
     rows = await _projection_rows(view.connection)
@@ -797,9 +797,7 @@ def _compare_balances(
             )
 
 
-async def audit_ledger(
-    store: SqlEventStore, catalogue: Catalogue, partitions: int = 1
-) -> AuditReport:
+async def audit_ledger(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> AuditReport:
     """Recompute every ledger balance from the journal's entries and check them: each entry
     balances, the trial balance is zero, and the balances equal both the projections
     (cash_balances, ledger_balances) and a replay of the events, all as of one consistent
@@ -877,9 +875,7 @@ async def _audit_ledger(view: StoreView, catalogue: Catalogue, partitions: int) 
     return report
 
 
-async def audit_shard(
-    store: SqlEventStore, catalogue: Catalogue, partitions: int = 1
-) -> AuditReport:
+async def audit_shard(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> AuditReport:
     """Check one settlement shard on its own: everything `audit` checks but voucher budgets
     and grants (their events settle in the grants' partition, the orders drawing on them in
     each family's), which only the whole history can judge (`audit_shards`)."""
@@ -888,7 +884,7 @@ async def audit_shard(
 
 
 async def audit_shards(
-    stores: Sequence[SqlEventStore], catalogue: Catalogue, partitions: int = 1
+    stores: Sequence[SqlEventStore], catalogue: Catalogue, partitions: int
 ) -> tuple[list[AuditReport], AuditReport]:
     """Check each shard on its own (with its recorded checkpoints), then the shards' histories
     merged as one (`settlement.shards.MergedView`) against their projections added up: the
@@ -909,7 +905,7 @@ async def audit_shards(
 
 
 async def audit_ledger_shards(
-    stores: Sequence[SqlEventStore], catalogue: Catalogue, partitions: int = 1
+    stores: Sequence[SqlEventStore], catalogue: Catalogue, partitions: int
 ) -> list[AuditReport]:
     """The ledger audit of each shard: every shard's journal balances on its own."""
     return [await audit_ledger(store, catalogue, partitions) for store in stores]

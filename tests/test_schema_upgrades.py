@@ -113,8 +113,14 @@ async def test_the_previous_release_s_database_upgrades_and_settles_on(
             assert answer.status_code < 300, answer.text
         await settle(exchange.runtime)
         store = exchange.runtime.store
-        assert (await audit(store, default_catalogue())).discrepancies == []
-        assert (await audit_ledger(store, default_catalogue())).discrepancies == []
+        assert (
+            await audit(store, default_catalogue(), exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
+        assert (
+            await audit_ledger(
+                store, default_catalogue(), exchange.runtime.topics.market_partitions
+            )
+        ).discrepancies == []
         async with store.engine.connect() as connection:
             trades = (await connection.execute(select(projections.trades))).mappings().all()
             version = await connection.execute(text("SELECT version_num FROM alembic_version"))
