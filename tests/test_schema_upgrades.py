@@ -62,6 +62,8 @@ def _rebuild(settings: Settings) -> str:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("DATABASE_URL", None)
     env["CX_DATA_DIR"] = str(settings.data_dir)
+    # The exchange's partition count: the rebuilt replica follows matching's partitions.
+    env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     done = subprocess.run(
