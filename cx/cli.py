@@ -823,7 +823,9 @@ async def _rebuild_projections(settings: Settings) -> int:
         store = open_event_store(url)
         try:
             await _migrate(store)
-            folded = await projections.rebuild(store, settings.catalogue())
+            folded = await projections.rebuild(
+                store, settings.catalogue(), settings.market_partitions
+            )
         finally:
             await store.close()
         where = "" if len(settings.shard_urls()) == 1 else f" of settlement shard {shard}"

@@ -31,10 +31,10 @@ from settlement.history import (
     replay_document,
     verification,
 )
-from settlement.replay import ReplayResult, parse_time, parse_until
+from settlement.replay import PartitionsDiffer, ReplayResult, parse_time, parse_until
 from settlement.restart import MergedReplay, replay_merged_stored, replay_stored
 from settlement.schema import events
-from settlement.shards import read_merged, shard_of_family, viewing
+from settlement.shards import read_merged, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 
 
@@ -77,6 +77,7 @@ async def run_replay(
     latest stored snapshot put together (`settlement.restart.replay_merged_stored`), and
     `--verify` checks each shard's recorded hashes by replaying it on its own."""
     catalogue = catalogue or settings.catalogue()
+    partitions = settings.market_partitions
     until_position, until_ts = parse_until(until) if until else (None, None)
     if contract is not None and contract not in catalogue:
         print(f"cx replay: contract {contract!r} is not listed", file=sys.stderr)
@@ -89,18 +90,17 @@ async def run_replay(
     merged: MergedReplay | None = None
     try:
         if len(stores) == 1:
-            result = await _replay_one(stores[0], catalogue, until_position, until_ts, verify, full)
+            result = await _replay_one(
+                stores[0], catalogue, until_position, until_ts, verify, full, partitions
+            )
         else:
             merged = await _replay_merged(
-                stores,
-                catalogue,
-                until_position,
-                until_ts,
-                verify,
-                full,
-                settings.market_partitions,
+                stores, catalogue, until_position, until_ts, verify, full, partitions
             )
             result = merged.result
+    except PartitionsDiffer as error:
+        print(f"cx replay: 分区数不符 partitions differ: {error}", file=sys.stderr)
+        return 2
     finally:
         for store in stores:
             await store.close()
@@ -130,6 +130,7 @@ async def _replay_one(
     until_ts: int | None,
     verify: bool,
     full: bool,
+    partitions: int,
 ) -> ReplayResult:
     console = Console(stderr=True)
     # One consistent point of the history, so a live store's writes meanwhile change
@@ -168,6 +169,7 @@ async def _replay_one(
                 full=full,
                 starting=starting,
                 progress=lambda n: progress.advance(task, n),
+                partitions=partitions,
             )
 
 
@@ -178,7 +180,7 @@ async def _replay_merged(
     until_ts: int | None,
     verify: bool,
     full: bool,
-    market_partitions: int,
+    partitions: int,
 ) -> MergedReplay:
     """Every shard's history merged, replayed from every shard's latest checked snapshot put
     together (from position 0 if `full`, with a position cut, or if one is refused); with
@@ -188,15 +190,12 @@ async def _replay_merged(
     if verify:
         # A shard's hashes are of its own state; the merged state has none recorded.
         for store in stores:
-            checks.append(await _replay_one(store, catalogue, None, until_ts, True, full))
+            checks.append(
+                await _replay_one(store, catalogue, None, until_ts, True, full, partitions)
+            )
     async with viewing(stores) as views:
         merged = await replay_merged_stored(
-            views,
-            catalogue,
-            shard_of_family(market_partitions, len(stores)),
-            until_position,
-            until_ts,
-            full=full,
+            views, catalogue, partitions, until_position, until_ts, full=full
         )
     result = merged.result
     for check in checks:
@@ -300,20 +299,26 @@ async def run_audit(
         print(f"cx audit: {error}", file=sys.stderr)
         return 2
     catalogue = catalogue or settings.catalogue()
+    partitions = settings.market_partitions
     sharded = len(settings.shard_urls()) > 1
     reports: list[tuple[str, AuditReport]] = []
     try:
         if scope == "ledger":
-            for k, report in enumerate(await audit_ledger_shards(stores, catalogue)):
+            ledgers = await audit_ledger_shards(stores, catalogue, partitions)
+            for k, report in enumerate(ledgers):
                 reports.append((_shard_name(shard if shard is not None else k, sharded), report))
         elif not sharded:
-            reports.append(("", await audit(stores[0], catalogue)))
+            reports.append(("", await audit(stores[0], catalogue, partitions)))
         elif shard is not None:
-            reports.append((_shard_name(shard, sharded), await audit_shard(stores[0], catalogue)))
+            report = await audit_shard(stores[0], catalogue, partitions)
+            reports.append((_shard_name(shard, sharded), report))
         else:
-            each, whole = await audit_shards(stores, catalogue)
+            each, whole = await audit_shards(stores, catalogue, partitions)
             reports += [(_shard_name(k, sharded), report) for k, report in enumerate(each)]
             reports.append(("all shards", whole))
+    except PartitionsDiffer as error:
+        print(f"cx audit: 分区数不符 partitions differ: {error}", file=sys.stderr)
+        return 2
     finally:
         for store in stores:
             await store.close()

@@ -204,8 +204,9 @@ def make_history(catalogue: Catalogue, days: int, seed: int) -> list[Event]:
 
 def replay_history(catalogue: Catalogue, stored: list[tuple[str, bytes]]) -> ExchangeState:
     """Fold stored events (type, JSON) as `cx replay` does, hashing the state at every
-    checkpoint position as a verifying replay does."""
-    state = ExchangeState(catalogue)
+    checkpoint position as a verifying replay does (`make_history` runs one matching stage:
+    one partition)."""
+    state = ExchangeState(catalogue, partitions=1)
     for position, (kind, data) in enumerate(stored, start=1):
         if kind in FOLDED_TYPES:
             state.apply_event(decode_event(data), position)

@@ -12,7 +12,10 @@ built from one class per concern).
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, Self
 
 from matching.book import BUY, CST_DAY_OFFSET_MS, Block, Book, by_seq, side_orders
@@ -197,19 +200,26 @@ class Snapshots(EngineState):
     def _timers_json(self) -> list[bytes]:
         """Each pending timer's canonical JSON, in `_timer_data`'s order; a timer other than an
         expiry (whose order may have gone) from the last hash."""
+        return [text for _, text in self._keyed_timers_json()]
+
+    def _keyed_timers_json(self) -> list[tuple[tuple[int, int, str], bytes]]:
+        """`_timers_json`, each timer's JSON with its (time, kind, key): the order timers of
+        several engines merge in (`merged_state_hash`)."""
         encoded = self._timer_json
         parts = []
         for at, kind, key, number, payload in sorted(self._timers):
             if kind == TIMER_EXPIRE:
                 order, reason = payload
                 if self.orders.get(order.order_id) is order:
-                    parts.append(_CANONICAL.encode([at, kind, key, reason]).encode())
+                    parts.append(
+                        ((at, kind, key), _CANONICAL.encode([at, kind, key, reason]).encode())
+                    )
                 continue
             text = encoded.get(number)
             if text is None:
                 data = list(payload) if kind == TIMER_AUCTION else payload
                 text = encoded[number] = _CANONICAL.encode([at, kind, key, data]).encode()
-            parts.append(text)
+            parts.append(((at, kind, key), text))
         if len(encoded) > len(self._timers):
             pending = {timer[3] for timer in self._timers}
             for number in [n for n in encoded if n not in pending]:
@@ -262,6 +272,75 @@ class EncodedBook:
             and self.trades == book.trades
             and self.tick == book.tick
         )
+
+
+def merged_snapshot(engines: Sequence[Snapshots], now: int, seq: int) -> dict[str, Any]:
+    """The snapshot one engine would have that held every book, block and timer of `engines`
+    (each holding other contracts' books), with the log time `now` and the order sequence
+    `seq` they share: a replica that runs one engine per matching partition hashes and stores
+    the same state as one that runs one for all (settlement's `ExchangeState`)."""
+    return _merge_heads([engine.snapshot() for engine in engines], now, seq)
+
+
+def merged_state_hash(engines: Sequence[Snapshots], now: int, seq: int) -> str:
+    """`state_hash` of `merged_snapshot(engines, now, seq)`, from each engine's encoded books
+    and timers as its own `state_hash` reuses them."""
+    hasher = hashlib.sha256()
+    snapshot = _merge_heads([engine._snapshot(None, None) for engine in engines], now, seq)
+    separator = b"{"
+    for key in sorted(snapshot):
+        hasher.update(separator + _CANONICAL.encode(key).encode() + b":")
+        separator = b","
+        if key == "books":
+            books = [zip(sorted(e.books), e._books_json(), strict=True) for e in engines]
+            parts = [text for _, text in heapq.merge(*books, key=itemgetter(0))]
+        elif key == "timers":
+            timers = [e._keyed_timers_json() for e in engines]
+            parts = [text for _, text in heapq.merge(*timers, key=itemgetter(0))]
+        else:
+            hasher.update(_CANONICAL.encode(snapshot[key]).encode())
+            continue
+        hasher.update(b"[" + b",".join(parts) + b"]")
+    hasher.update(b"}")
+    return hasher.hexdigest()
+
+
+_SEQ_AT = 7
+"""Where a block's sequence number is in its snapshot entry."""
+_SET_KEYS = ("in_auction", "exclusive", "session_books", "day_ahead_books")
+_DICT_KEYS = ("halted_pre_open", "close_after_session")
+
+
+def _merge_heads(heads: list[dict[str, Any]], now: int, seq: int) -> dict[str, Any]:
+    """Engine snapshots (or their heads, with books and timers None) merged as `_snapshot`
+    would have written one engine's: books by symbol, blocks by sequence, timers by time,
+    the sets and maps only when not empty."""
+    merged = dict(heads[0])
+    merged["now"] = now
+    merged["seq"] = seq
+    if merged["books"] is not None:
+        merged["books"] = sorted(
+            (book for head in heads for book in head["books"]), key=itemgetter("symbol")
+        )
+        merged["timers"] = sorted(
+            (timer for head in heads for timer in head["timers"]), key=itemgetter(0, 1, 2)
+        )
+    merged["blocks"] = sorted(
+        (block for head in heads for block in head["blocks"]), key=itemgetter(_SEQ_AT)
+    )
+    for key in _SET_KEYS:
+        members = sorted(member for head in heads for member in head.get(key, ()))
+        if members:
+            merged[key] = members
+        else:
+            merged.pop(key, None)
+    for key in _DICT_KEYS:
+        entries = dict(sorted(item for head in heads for item in head.get(key, {}).items()))
+        if entries:
+            merged[key] = entries
+        else:
+            merged.pop(key, None)
+    return merged
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))

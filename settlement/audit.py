@@ -201,17 +201,21 @@ class AuditReport:
     discrepancies: list[Discrepancy] = field(default_factory=list)
 
 
-async def audit(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
+async def audit(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> AuditReport:
     """Check the whole history, as of one consistent point of it (a live store included); an
     empty `discrepancies` means everything is accounted for."""
     async with store.view() as view:
-        return await _audit(view, catalogue)
+        return await _audit(view, catalogue, partitions=partitions)
 
 
-async def _audit(view: StoreView, catalogue: Catalogue, *, whole: bool = True) -> AuditReport:
+async def _audit(
+    view: StoreView, catalogue: Catalogue, *, whole: bool = True, partitions: int
+) -> AuditReport:
     recorded = await recorded_hashes(view.connection)
     rows = await _projection_rows(view.connection)
-    return await _fold_and_check(view, catalogue, recorded, rows, whole=whole)
+    return await _fold_and_check(
+        view, catalogue, recorded, rows, whole=whole, partitions=partitions
+    )
 
 
 class HistoryReader(Protocol):
@@ -230,13 +234,14 @@ async def _fold_and_check(
     rows: ProjectionRows,
     *,
     whole: bool,
+    partitions: int,
 ) -> AuditReport:
     """Fold the history and check it; `whole`: the history is every event there is (one
     store, or every shard merged), so voucher budgets and grants, which the grants' own
     partition moves and every family's orders draw on, are checked too."""
     report = AuditReport(position=view.position)
     found = report.discrepancies
-    state = ExchangeState(catalogue)
+    state = ExchangeState(catalogue, partitions=partitions)
     orders: dict[str, _Order] = {}
     trades: dict[str, list[int]] = defaultdict(list)
     cash_deposited = 0
@@ -308,6 +313,7 @@ async def _fold_and_check(
             )
     _check_orders(state, orders, found)
     _check_holds(state, found)
+    _check_entitlements(state, found)
     _check_conservation(state, cash_deposited, capacity_deposited, found)
     if whole:
         found += vouchers.check(state)
@@ -518,7 +524,7 @@ def _resting(state: ExchangeState, symbol: str, order_id: str, block: bool) -> i
         # A block rests across its hours; the accounts know what is open of it.
         open_block = state.accounts.open_orders.get(order_id)
         return 0 if open_block is None else open_block.remaining
-    book = state.market.books.get(symbol)
+    book = state.books.get(symbol)
     if book is None:
         return 0
     resting = book.orders.get(order_id)
@@ -542,6 +548,38 @@ def _resold_beyond_holding(
             (position,),
         )
     ]
+
+
+def _check_entitlements(state: ExchangeState, found: list[Discrepancy]) -> None:
+    """Every position must be what the delivery desk of its contract's matching partition
+    holds for its holder: its entitlement until delivery (a bundle's, until its period), then
+    the units of its obligations. A position beyond them is owed by no provider; one below
+    them was resold or settled twice. (The replica's desks follow each partition's own log
+    time, as live matching's do: `ExchangeState`.)"""
+    covered: dict[tuple[str, str], int] = defaultdict(int)
+    for market in state.markets:
+        desk = market.delivery
+        for symbol, holders in desk.holdings.items():
+            for account, units in holders.items():
+                covered[(account, symbol)] += units
+        for (symbol, _, holder), obligation in desk.obligations.items():
+            covered[(holder, symbol)] += obligation.quantity
+    positions = state.accounts.positions
+    for account, symbol in sorted({*positions, *covered}):
+        held, owed = positions.get((account, symbol), 0), covered.get((account, symbol), 0)
+        if held != owed:
+            found.append(
+                Discrepancy(
+                    "position-uncovered",
+                    f"account {account} holds {held} units of {symbol}, but the delivery "
+                    f"desk's entitlements and obligations cover {owed}: "
+                    + (
+                        f"{held - owed} units are owed by no provider"
+                        if held > owed
+                        else f"{owed - held} units are owed to it that it no longer holds"
+                    ),
+                )
+            )
 
 
 def _check_holds(state: ExchangeState, found: list[Discrepancy]) -> None:
@@ -759,16 +797,16 @@ def _compare_balances(
             )
 
 
-async def audit_ledger(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
+async def audit_ledger(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> AuditReport:
     """Recompute every ledger balance from the journal's entries and check them: each entry
     balances, the trial balance is zero, and the balances equal both the projections
     (cash_balances, ledger_balances) and a replay of the events, all as of one consistent
     point of the history (a live store included)."""
     async with store.view() as view:
-        return await _audit_ledger(view, catalogue)
+        return await _audit_ledger(view, catalogue, partitions)
 
 
-async def _audit_ledger(view: StoreView, catalogue: Catalogue) -> AuditReport:
+async def _audit_ledger(view: StoreView, catalogue: Catalogue, partitions: int) -> AuditReport:
     report = AuditReport(position=view.position)
     found = report.discrepancies
     journal = tables.journal
@@ -803,7 +841,7 @@ async def _audit_ledger(view: StoreView, catalogue: Catalogue) -> AuditReport:
     for account_id, row in cash_rows.items():
         projected[f"cash:{account_id}"] = row.available
         projected[f"held:{account_id}"] = row.held
-    state = ExchangeState(catalogue)
+    state = ExchangeState(catalogue, partitions=partitions)
     after = 0
     while batch := await view.read_all(after, READ_BATCH):
         for stored in batch:
@@ -837,33 +875,37 @@ async def _audit_ledger(view: StoreView, catalogue: Catalogue) -> AuditReport:
     return report
 
 
-async def audit_shard(store: SqlEventStore, catalogue: Catalogue) -> AuditReport:
+async def audit_shard(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> AuditReport:
     """Check one settlement shard on its own: everything `audit` checks but voucher budgets
     and grants (their events settle in the grants' partition, the orders drawing on them in
     each family's), which only the whole history can judge (`audit_shards`)."""
     async with store.view() as view:
-        return await _audit(view, catalogue, whole=False)
+        return await _audit(view, catalogue, whole=False, partitions=partitions)
 
 
 async def audit_shards(
-    stores: Sequence[SqlEventStore], catalogue: Catalogue
+    stores: Sequence[SqlEventStore], catalogue: Catalogue, partitions: int
 ) -> tuple[list[AuditReport], AuditReport]:
     """Check each shard on its own (with its recorded checkpoints), then the shards' histories
     merged as one (`settlement.shards.MergedView`) against their projections added up: the
     shards' reports and the whole history's, whose positions are the merged order's."""
     async with viewing(stores) as views:
-        shards = [await _audit(view, catalogue, whole=False) for view in views]
+        shards = [
+            await _audit(view, catalogue, whole=False, partitions=partitions) for view in views
+        ]
         rows = ProjectionRows()
         for view in views:
             rows.add(await _projection_rows(view.connection))
         merged = MergedView(views)
-        report = await _fold_and_check(merged, catalogue, {}, rows, whole=True)
+        report = await _fold_and_check(
+            merged, catalogue, {}, rows, whole=True, partitions=partitions
+        )
     report.checkpoints = sum(shard.checkpoints for shard in shards)
     return shards, report
 
 
 async def audit_ledger_shards(
-    stores: Sequence[SqlEventStore], catalogue: Catalogue
+    stores: Sequence[SqlEventStore], catalogue: Catalogue, partitions: int
 ) -> list[AuditReport]:
     """The ledger audit of each shard: every shard's journal balances on its own."""
-    return [await audit_ledger(store, catalogue) for store in stores]
+    return [await audit_ledger(store, catalogue, partitions) for store in stores]

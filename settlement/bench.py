@@ -46,6 +46,8 @@ from settlement.sql_store import SqlEventStore, open_event_store
 
 ACCOUNTS = 200
 INSERT_BATCH = 5000
+HISTORY_PARTITIONS = 1
+"""`make_history` runs one matching stage: its history is one matching partition's."""
 
 
 def make_history(target_events: int, seed: int) -> list[Event]:
@@ -193,7 +195,7 @@ async def bench_replay(
         raw_count, raw_seconds = await _raw_read(dsn)
         catalogue = default_catalogue()
         started, cpu_started = time.perf_counter(), time.process_time()
-        result = await replay(store, catalogue)
+        result = await replay(store, catalogue, partitions=HISTORY_PARTITIONS)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         # Half a snapshot interval before the end (half the history, if it is shorter).
         end = result.state.position
@@ -201,7 +203,9 @@ async def bench_replay(
         await _store_snapshot(store, snapshot_at)
         started = time.perf_counter()
         async with store.view() as view:
-            restarted = await replay_stored(view, view.connection, catalogue)
+            restarted = await replay_stored(
+                view, view.connection, catalogue, partitions=HISTORY_PARTITIONS
+            )
         restart_seconds = time.perf_counter() - started
         await store.close()
     state_hash = result.state.state_hash()
@@ -232,7 +236,11 @@ async def bench_replay(
 
 async def _store_snapshot(store: SqlEventStore, position: int) -> None:
     """Store settlement's snapshot at `position` and its checkpoint, as settlement would."""
-    state = (await replay(store, default_catalogue(), until_position=position)).state
+    state = (
+        await replay(
+            store, default_catalogue(), until_position=position, partitions=HISTORY_PARTITIONS
+        )
+    ).state
     state_hash = state.state_hash()
     await SqlSnapshotStore(store.engine).save(
         Snapshot(SNAPSHOT_STAGE, SNAPSHOT_TOPIC, 0, position, state_hash, state.snapshot())

@@ -46,7 +46,7 @@ def replay_document(
 ) -> dict[str, Any]:
     state = result.state
     books = {}
-    for symbol, book in sorted(state.market.books.items()):
+    for symbol, book in sorted(state.books.items()):
         if contract is not None and symbol != contract:
             continue
         books[symbol] = {

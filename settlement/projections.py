@@ -64,6 +64,7 @@ from settlement.replay import (
     SnapshotRefused,
     replay,
     restore_checked,
+    stored_partition,
 )
 from settlement.schema import utc_now
 from settlement.sql_store import SqlEventStore
@@ -384,10 +385,14 @@ class LedgerProjection:
     exactly what the live system had.
     """
 
-    def __init__(self, catalogue: Catalogue, *, record_checkpoints: bool = True) -> None:
+    def __init__(
+        self, catalogue: Catalogue, *, record_checkpoints: bool = True, partitions: int
+    ) -> None:
         self.catalogue = catalogue
         self.record_checkpoints = record_checkpoints
-        self.state = ExchangeState(catalogue, journal=True)
+        self.partitions = partitions
+        """How many orders partitions matching runs: the replica's books follow each one's."""
+        self.state = ExchangeState(catalogue, partitions=partitions, journal=True)
         self.snapshot_due = False
         self._since_snapshot = 0
         self._decoded: dict[str, AnyEvent] = {}
@@ -414,10 +419,14 @@ class LedgerProjection:
                 )
                 recorded = {row.position: row.state_hash for row in rows}
             try:
-                start = restore_checked(self.catalogue, saved, recorded.get(saved.input_offset))
+                start = restore_checked(
+                    self.catalogue, saved, recorded.get(saved.input_offset), self.partitions
+                )
             except SnapshotRefused as refusal:
                 log.error("settlement snapshot refused, rebuilding from position 0: %s", refusal)
-        result = await replay(store, self.catalogue, checkpoints=recorded, start=start)
+        result = await replay(
+            store, self.catalogue, checkpoints=recorded, start=start, partitions=self.partitions
+        )
         if start is not None and result.mismatches:
             log.error(
                 "settlement snapshot refused, rebuilding from position 0: the state folded from "
@@ -425,7 +434,7 @@ class LedgerProjection:
                 start.position,
                 result.mismatches[0].position,
             )
-            result = await replay(store, self.catalogue)
+            result = await replay(store, self.catalogue, partitions=self.partitions)
         state = result.state
         # The journal holds only entries not yet written: those of events already stored
         # were written with them.
@@ -482,7 +491,7 @@ class LedgerProjection:
                 event = self.state.apply(stored)
             else:
                 event = decoded
-                self.state.apply_event(event, stored.position)
+                self.state.apply_event(event, stored.position, stored_partition(stored))
             for entry in journal_entries[journalled:]:
                 for leg, (account, amount) in enumerate(entry.legs):
                     entries.append(
@@ -652,11 +661,11 @@ class LedgerProjection:
         self.snapshot_due = False
 
 
-async def rebuild(store: SqlEventStore, catalogue: Catalogue) -> int:
+async def rebuild(store: SqlEventStore, catalogue: Catalogue, partitions: int) -> int:
     """Empty every projection table and fold all the events into them again, in one write
     transaction; the number of events folded. `checkpoints` is kept: it records the hashes
     the live system had where its batches ended, which replays and audits check against."""
-    projection = LedgerProjection(catalogue, record_checkpoints=False)
+    projection = LedgerProjection(catalogue, record_checkpoints=False, partitions=partitions)
     rebuilt = [t for t in reversed(metadata.sorted_tables) if t is not checkpoints]
     folded = 0
     async with store.write_transaction() as connection:

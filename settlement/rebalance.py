@@ -55,10 +55,13 @@ class MoveReport:
     after: str = ""
 
 
-async def history_hash(stores: Sequence[SqlEventStore], catalogue: Catalogue) -> str:
-    """The merged history's `ExchangeState.history_hash`."""
+async def history_hash(
+    stores: Sequence[SqlEventStore], catalogue: Catalogue, partitions: int
+) -> str:
+    """The merged history's `ExchangeState.history_hash` (`partitions`: matching's)."""
     async with viewing(stores) as views:
-        return (await replay(MergedView(views), catalogue)).state.history_hash()
+        merged = MergedView(views)
+        return (await replay(merged, catalogue, partitions=partitions)).state.history_hash()
 
 
 async def move_partitions(
@@ -71,7 +74,7 @@ async def move_partitions(
     """Move every partition of `topic` whose shard store differs between the layouts `old`
     and `new` (the same store object in both lists is the same shard). Settlement must be
     stopped in every shard meanwhile."""
-    report = MoveReport(before=await history_hash(_distinct(old), catalogue))
+    report = MoveReport(before=await history_hash(_distinct(old), catalogue, partitions))
     touched: list[SqlEventStore] = []
     for partition in range(partitions):
         source = old[shard_of(partition, len(old))]
@@ -87,8 +90,8 @@ async def move_partitions(
         async with writing(store.engine) as connection:
             await connection.execute(delete(checkpoints))
             await connection.execute(delete(snapshots).where(snapshots.c.stage == SNAPSHOT_STAGE))
-        await rebuild(store, catalogue)
-    report.after = await history_hash(_distinct(new), catalogue)
+        await rebuild(store, catalogue, partitions)
+    report.after = await history_hash(_distinct(new), catalogue, partitions)
     return report
 
 

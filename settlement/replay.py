@@ -21,16 +21,22 @@ from typing import Any
 from exchange.domain import accounts as money
 from exchange.domain import market as matching
 from exchange.domain.accounts import Accounts
-from exchange.domain.catalogue import Catalogue, to_utc_ms
+from exchange.domain.catalogue import Catalogue, family_of, is_family, to_utc_ms
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
+    ALL_CONTRACTS,
     AnyEvent,
+    CancelAllRequested,
+    DayAheadAuctionCompleted,
     Event,
     EventStamp,
+    MarketControlRequested,
     decode_event,
     event_from_dict,
 )
+from exchange.pipeline import partition_for
 from exchange.snapshots import Snapshot
+from matching.book import Book
 from settlement.store import CompactEvent, CompactReader, StoredEvent
 
 READ_BATCH = 5000
@@ -51,54 +57,223 @@ _BOOK_INPUTS: frozenset[type[Event]] = frozenset(matching.INPUTS)
 nine classes in turn (no event class has subclasses)."""
 
 
-class ExchangeState:
-    """Accounts and books as of the last event applied."""
+REPLICA_VERSION = 2
+"""The layout of `ExchangeState.snapshot`. 2: one matching stage per partition, each on its
+partition's own log time; a snapshot of version 1 (no `replica` field: one stage for every
+partition, on one log time) is refused and the replay starts from position 0."""
 
-    def __init__(self, catalogue: Catalogue, *, journal: bool = False) -> None:
+UNPARTITIONED_TYPES = frozenset({DayAheadAuctionCompleted.model_fields["type"].default})
+"""Stored types no matching partition read (the auction stage writes them to the events
+topic itself): they move no partition's log time."""
+
+
+def partition_catalogue(catalogue: Catalogue, partition: int, partitions: int) -> Catalogue:
+    """The contracts and rolled families matching partition `partition` of `partitions` holds
+    (as `MatchingRunner` lists them)."""
+    if partitions == 1:
+        return catalogue
+    return catalogue.subset(lambda family: partition_for(family, partitions) == partition)
+
+
+HOMES_KEPT = 100_000
+"""Contracts whose partition a replica remembers at most (`ExchangeState._market`)."""
+
+
+class PartitionsDiffer(ValueError):
+    """The history was made with another number of matching partitions than the replica's."""
+
+
+def _partitions_differ(event: AnyEvent, partition: int, partitions: int) -> str:
+    return (
+        f"{event.type} {event.event_id} was read from events partition {partition}, which "
+        f"is not where {partitions} matching partitions route it: the history was made with "
+        "another CX_MARKET_PARTITIONS; replay with the exchange's"
+    )
+
+
+def stored_partition(stored: StoredEvent) -> int | None:
+    """The events-topic partition an event was read from (None: not recorded)."""
+    partition = stored.metadata.get("partition")
+    return partition if isinstance(partition, int) else None
+
+
+
+class ExchangeState:
+    """Accounts and books as of the last event applied.
+
+    The books are those of live matching: one matching stage per orders partition
+    (`partitions`, CX_MARKET_PARTITIONS), each holding its partition's families and moved
+    only by its partition's records (the events-topic partition each stored event was read
+    from), on that partition's own log time. The stages share one order sequence, numbered in
+    stored order, so the state hash is the one a single stage for every partition gave
+    wherever the partitions' log times did not disagree (docs/DESIGN.md, "The replica")."""
+
+    def __init__(self, catalogue: Catalogue, *, partitions: int, journal: bool = False) -> None:
+        if partitions < 1:
+            raise ValueError(f"a replica needs at least one matching partition, not {partitions}")
         self.catalogue = catalogue
         self.accounts = Accounts(catalogue.rules, journal=journal)
-        self.market = MarketStage(catalogue, replica=True)
+        self.markets = [
+            MarketStage(partition_catalogue(catalogue, p, partitions), replica=True)
+            for p in range(partitions)
+        ]
+        self._single = self.markets[0] if partitions == 1 else None
+        """The one stage, when there is one: it keeps the sequence itself."""
+        self.seq = 0
+        """The order sequence every stage numbers from (see the class), with several."""
+        self.unpartitioned_ts = 0
+        """The latest log time of an event no partition read (`UNPARTITIONED_TYPES`)."""
+        self._homes: dict[str, int] = {}
+        """The partition of each contract (or family) an input named, as matching routes it."""
         self.position = 0
         self.ts: int | None = None
         self.applied = 0
 
+    @property
+    def partitions(self) -> int:
+        """How many matching partitions the replica follows."""
+        return len(self.markets)
+
+    @property
+    def books(self) -> dict[str, Book]:
+        """Every contract's book, by symbol."""
+        return {s: b for market in self.markets for s, b in market.books.items()}
+
     def apply(self, stored: StoredEvent) -> AnyEvent:
         """Fold one stored event; returns it decoded."""
         event = event_from_dict(stored.data)
-        self.apply_event(event, stored.position)
+        self.apply_event(event, stored.position, stored_partition(stored))
         return event
 
-    def apply_event(self, event: AnyEvent, position: int) -> None:
-        """Fold one decoded event stored at `position`."""
+    def apply_event(self, event: AnyEvent, position: int, partition: int | None = None) -> None:
+        """Fold one decoded event stored at `position`, read from events-topic `partition`
+        (None: unknown, then told by what the event names)."""
         self.accounts.apply(event)
+        single = self._single
         if type(event) not in _BOOK_INPUTS:
-            self.pass_time(event.ts, position)
+            if type(event) is DayAheadAuctionCompleted:
+                self.pass_time(event.ts, position, None)
+            else:
+                self.pass_time(
+                    event.ts,
+                    position,
+                    0 if single is not None else self._partition_of(event, partition),
+                )
             return
         # The matching stage's inputs rebuild the books; its outputs are already stored.
-        self.market.replay(event, EventStamp("replay", 0, position, event.ts))
+        stamp = EventStamp("replay", 0, position, event.ts)
+        if single is not None:
+            single.replay(event, stamp)
+        else:
+            market = self._market(self._partition_of(event, partition), event)
+            engine = market.engine
+            engine.seq = self.seq
+            market.replay(event, stamp)
+            self.seq = engine.seq
         self.position = position
         self.ts = event.ts if self.ts is None else max(self.ts, event.ts)
         self.applied += 1
 
-    def pass_time(self, ts: int, position: int) -> None:
+    def pass_time(self, ts: int, position: int, partition: int | None = 0) -> None:
         """Fold an event stored at `position` that neither moves money nor acts on the books
-        (not in `FOLDED_TYPES`): all it does is move the books' log time to its `ts`."""
-        market = self.market
-        if market.due(ts):
-            market.idle(EventStamp("replay", 0, position, ts))
+        (not in `FOLDED_TYPES`): all it does is move the log time of the matching partition
+        that read it to its `ts` (None: no partition read it, see `UNPARTITIONED_TYPES`)."""
+        market = self._single
+        if partition is None:
+            if ts > self.unpartitioned_ts:
+                self.unpartitioned_ts = ts
+        elif market is not None:
+            if market.due(ts):
+                market.idle(EventStamp("replay", 0, position, ts))
+            else:
+                market.engine.advance(ts)
         else:
-            market.engine.advance(ts)
+            markets = self.markets
+            if partition >= len(markets):
+                raise PartitionsDiffer(
+                    f"an event at position {position} was read from events partition "
+                    f"{partition}, but this replica follows {len(markets)} matching partitions: "
+                    "replay with the exchange's CX_MARKET_PARTITIONS"
+                )
+            market = markets[partition]
+            engine = market.engine
+            if market.due(ts):
+                engine.seq = self.seq
+                market.idle(EventStamp("replay", 0, position, ts))
+                self.seq = engine.seq
+            else:
+                engine.advance(ts)
         self.position = position
         self.ts = ts if self.ts is None or ts > self.ts else self.ts
         self.applied += 1
 
     def apply_compact(self, row: CompactEvent) -> None:
         """Fold one event as `EventStore.read_compact` returns it (with `FOLDED_TYPES`)."""
-        position, _, ts, data = row
+        position, kind, ts, data, partition = row
         if data is None:
-            self.pass_time(ts, position)
+            self.pass_time(ts, position, self.time_partition(kind, partition))
         else:
-            self.apply_event(decode_event(data), position)
+            self.apply_event(decode_event(data), position, partition)
+
+    def time_partition(self, kind: str, partition: int | None) -> int | None:
+        """The partition whose log time an event of type `kind`, stored from events-topic
+        `partition` (None: not recorded), moves; None: none (with several partitions, one
+        stored without its partition moves none either)."""
+        if kind in UNPARTITIONED_TYPES:
+            return None
+        return 0 if partition is None and self._single is not None else partition
+
+    def _partition_of(self, event: AnyEvent, partition: int | None) -> int | None:
+        """The matching partition that read `event`: the one it was stored from, else the
+        one its contract, family or partition field names (None: none names it)."""
+        partitions = self.partitions
+        if partition is not None:
+            return partition
+        named = getattr(event, "partition", None)
+        if isinstance(named, int) and 0 <= named < partitions:
+            return named
+        key = getattr(event, "family", None) or getattr(event, "symbol", None)
+        if isinstance(event, CancelAllRequested) and event.here:
+            key = event.here[0]
+        if isinstance(key, str) and key != ALL_CONTRACTS:
+            return partition_for(key if is_family(key) else family_of(key), partitions)
+        copy = event.event_id.rsplit(":", 1)[-1]
+        if isinstance(event, MarketControlRequested) and copy.isdigit():
+            return int(copy) % partitions
+        return None
+
+    def _market(self, partition: int | None, event: AnyEvent) -> MarketStage:
+        """The stage of `partition`, which must be where live matching routed `event`."""
+        markets = self.markets
+        if len(markets) == 1:
+            return markets[0]
+        if partition is None:
+            raise PartitionsDiffer(
+                f"{event.type} {event.event_id} names no matching partition: a replica of "
+                f"{len(markets)} partitions needs the partition it was stored from"
+            )
+        if partition >= len(markets):
+            raise PartitionsDiffer(_partitions_differ(event, partition, len(markets)))
+        symbol = getattr(event, "symbol", None)
+        if isinstance(symbol, str) and symbol != ALL_CONTRACTS:
+            homes = self._homes
+            home = homes.get(symbol)
+            if home is None:
+                if len(homes) >= HOMES_KEPT:
+                    homes.clear()
+                family = symbol if is_family(symbol) else family_of(symbol)
+                home = homes[symbol] = partition_for(family, len(markets))
+            if home != partition:
+                raise PartitionsDiffer(_partitions_differ(event, partition, len(markets)))
+        return markets[partition]
+
+    def _seq(self) -> int:
+        """The last number the stages gave an order or block."""
+        return self.seq if self._single is None else self._single.engine.seq
+
+    def _now(self) -> int:
+        """The latest log time any stage (or an event no partition read) reached."""
+        return max(self.unpartitioned_ts, *(market.engine.now for market in self.markets))
 
     def accounts_hash(self) -> str:
         """SHA-256 of every balance, position and hold."""
@@ -106,11 +281,23 @@ class ExchangeState:
         self.accounts.digest(hasher)
         return hasher.hexdigest()
 
+    def books_hash(self) -> str:
+        """SHA-256 of every book and delivery desk, as one stage holding them all hashes
+        (`market.merged_state_hash`)."""
+        markets = self.markets
+        if len(markets) == 1 and markets[0].engine.now >= self.unpartitioned_ts:
+            return markets[0].state_hash()
+        return matching.merged_state_hash(markets, self._now(), self._seq())
+
     def state_hash(self) -> str:
         """SHA-256 of the accounts and every book."""
         return hashlib.sha256(
-            f"accounts:{self.accounts_hash()}\nbooks:{self.market.state_hash()}\n".encode()
+            f"accounts:{self.accounts_hash()}\nbooks:{self.books_hash()}\n".encode()
         ).hexdigest()
+
+    def market_snapshot(self) -> dict[str, Any]:
+        """Every book and delivery desk as one stage holding them all would snapshot them."""
+        return matching.merged_snapshot(self.markets, self._now(), self._seq())
 
     def history_hash(self) -> str:
         """SHA-256 of the accounts and every book, with each resting order's time priority
@@ -122,7 +309,7 @@ class ExchangeState:
         are merged. Priority only ever compares orders of one book, so this hash is the same
         for every interleaving that keeps each partition's order: one store's and the shards'
         merged history hash alike (docs/DESIGN.md, "Settlement in shards")."""
-        snapshot = self.market.snapshot()
+        snapshot = self.market_snapshot()
         engine = snapshot["engine"]
         for book in engine["books"]:
             _rank(book["orders"])
@@ -142,8 +329,11 @@ class ExchangeState:
     def snapshot(self) -> dict[str, Any]:
         """The whole state, JSON-ready."""
         return {
+            "replica": REPLICA_VERSION,
             "accounts": self.accounts.snapshot(),
-            "market": self.market.snapshot(),
+            "markets": [market.snapshot() for market in self.markets],
+            "seq": self._seq(),
+            "unpartitioned_ts": self.unpartitioned_ts,
             "position": self.position,
             "ts": self.ts,
             "applied": self.applied,
@@ -151,10 +341,23 @@ class ExchangeState:
 
     @classmethod
     def restore(cls, catalogue: Catalogue, data: dict[str, Any]) -> ExchangeState:
-        """The state a snapshot describes."""
-        state = cls(catalogue)
+        """The state a snapshot describes (ValueError if it is of another layout)."""
+        if data.get("replica") != REPLICA_VERSION:
+            raise ValueError(
+                "it was taken by a replica that kept one log time for every matching "
+                "partition (replica version 1); this one keeps each partition's own"
+            )
+        markets = data["markets"]
+        partitions = len(markets)
+        state = cls(catalogue, partitions=partitions)
         state.accounts = Accounts.restore(data["accounts"], catalogue.rules)
-        state.market = MarketStage.restore(catalogue, data["market"], replica=True)
+        state.markets = [
+            MarketStage.restore(partition_catalogue(catalogue, p, partitions), saved, replica=True)
+            for p, saved in enumerate(markets)
+        ]
+        state._single = state.markets[0] if partitions == 1 else None
+        state.seq = data["seq"]
+        state.unpartitioned_ts = data["unpartitioned_ts"]
         state.position = data["position"]
         state.ts = data["ts"]
         state.applied = data["applied"]
@@ -204,14 +407,26 @@ class SnapshotRefused(Exception):
 
 
 def restore_checked(
-    catalogue: Catalogue, snapshot: Snapshot, checkpoint: str | None
+    catalogue: Catalogue, snapshot: Snapshot, checkpoint: str | None, partitions: int
 ) -> ExchangeState:
     """The state a stored snapshot of settlement describes, once it is proved to be the state
-    the live system had there: it must hash to the state hash stored with it and to the
-    checkpoint recorded at its position, if one is. SnapshotRefused says why not."""
+    the live system had there: it must be of this replica's layout and `partitions` matching
+    partitions, and hash to the state hash stored with it and to the checkpoint recorded at
+    its position, if one is. SnapshotRefused says why not."""
     where = f"the snapshot at position {snapshot.input_offset}"
+    data = snapshot.data
+    if not isinstance(data, dict) or data.get("replica") != REPLICA_VERSION:
+        raise SnapshotRefused(
+            f"{where} was taken by a replica that kept one log time for every matching "
+            "partition (before replica version 2, which keeps each partition's own)"
+        )
+    if not isinstance(data.get("markets"), list) or len(data["markets"]) != partitions:
+        raise SnapshotRefused(
+            f"{where} holds {len(data.get('markets') or [])} matching partitions, not the "
+            f"{partitions} of this exchange (CX_MARKET_PARTITIONS)"
+        )
     try:
-        state = ExchangeState.restore(catalogue, snapshot.data)
+        state = ExchangeState.restore(catalogue, data)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         raise SnapshotRefused(f"{where} does not restore: {error!r}") from error
     if state.position != snapshot.input_offset:
@@ -237,7 +452,9 @@ async def replay(
     until_ts: int | None = None,
     checkpoints: Mapping[int, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
     start: ExchangeState | None = None,
+    partitions: int,
 ) -> ReplayResult:
     """Fold stored events from the start, or from the state `start` (restored from a checked
     snapshot, see `restore_checked`), up to a position or a log time (inclusive).
@@ -248,8 +465,16 @@ async def replay(
     `checkpoints` maps positions to state hashes the live system recorded; each one passed is
     compared with the replayed state there, unless a time cut left out an event before it.
     Those at or before `start` were checked when it was restored.
+
+    `partitions`: how many orders partitions matching ran (CX_MARKET_PARTITIONS); the books
+    follow each one's own log time (`ExchangeState`); a `start` must follow as many.
     """
-    state = ExchangeState(catalogue) if start is None else start
+    if start is not None and start.partitions != partitions:
+        raise PartitionsDiffer(
+            f"the state to start from follows {start.partitions} matching partitions, not "
+            f"the {partitions} asked for (CX_MARKET_PARTITIONS)"
+        )
+    state = ExchangeState(catalogue, partitions=partitions) if start is None else start
     result = ReplayResult(state, started_from=state.position)
     pending = {p: h for p, h in sorted((checkpoints or {}).items()) if p > state.position}
     left_out = False
@@ -267,7 +492,7 @@ async def replay(
             for first in range(0, len(batch), YIELD_EVERY):
                 # Lets the driver send the next query and take in its rows as they come.
                 await asyncio.sleep(0)
-                for position, _, ts, data in batch[first : first + YIELD_EVERY]:
+                for position, kind, ts, data, partition in batch[first : first + YIELD_EVERY]:
                     if until_position is not None and position > until_position:
                         return result
                     if until_ts is not None and ts > until_ts:
@@ -279,9 +504,9 @@ async def replay(
                             result.not_comparable += 1
                         continue
                     if data is None:
-                        state.pass_time(ts, position)
+                        state.pass_time(ts, position, state.time_partition(kind, partition))
                     else:
-                        state.apply_event(decode_event(data), position)
+                        state.apply_event(decode_event(data), position, partition)
                     if pending and (recorded := pending.pop(position, None)) is not None:
                         if left_out:
                             result.not_comparable += 1

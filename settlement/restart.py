@@ -21,7 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.domain.catalogue import Catalogue
-from exchange.domain.messages import EventStamp
 from exchange.snapshots import Snapshot
 from settlement.projections import SNAPSHOT_STAGE, SNAPSHOT_TOPIC, checkpoints
 from settlement.replay import (
@@ -32,7 +31,7 @@ from settlement.replay import (
     restore_checked,
 )
 from settlement.shard_states import NotCombinable, combine
-from settlement.shards import MergedView
+from settlement.shards import MergedView, shard_of
 from settlement.snapshots import snapshots
 from settlement.sql_store import StoreView
 from settlement.store import CompactReader
@@ -54,6 +53,8 @@ async def latest_snapshot(
     catalogue: Catalogue,
     until_position: int | None = None,
     until_ts: int | None = None,
+    *,
+    partitions: int,
 ) -> Start:
     """Settlement's latest stored snapshot at or before the point (a position, or a log time:
     then one holding no event logged after it), restored and checked; or position 0."""
@@ -86,7 +87,7 @@ async def latest_snapshot(
             )
         ).scalar_one_or_none()
         try:
-            return Start(restore_checked(catalogue, snapshot, recorded))
+            return Start(restore_checked(catalogue, snapshot, recorded, partitions))
         except SnapshotRefused as refusal:
             return Start(refused=str(refusal))
     return Start()
@@ -108,6 +109,7 @@ async def replay_stored(
     full: bool = False,
     starting: Callable[[int], Awaitable[None]] | None = None,
     progress: Callable[[int], None] | None = None,
+    partitions: int,
 ) -> ReplayResult:
     """`replay` from the latest stored snapshot at or before the point (from position 0 if
     `full`, if there is none, or if it is refused: `ReplayResult.refused` says why).
@@ -116,17 +118,29 @@ async def replay_stored(
     connection). `recorded` maps positions to the state hashes the live system recorded: those
     after the snapshot are compared as the replay passes them, and if one differs the snapshot
     is refused and the replay starts again from 0, where any difference is the history's own.
-    `starting` is told the position each replay starts from.
+    `starting` is told the position each replay starts from. `partitions`: matching's
+    orders partitions (`ExchangeState`).
     """
     start = (
-        Start() if full else await latest_snapshot(connection, catalogue, until_position, until_ts)
+        Start()
+        if full
+        else await latest_snapshot(
+            connection, catalogue, until_position, until_ts, partitions=partitions
+        )
     )
     if start.state is not None:
         snapshot_at = start.state.position
         if starting is not None:
             await starting(snapshot_at)
         result = await replay(
-            reader, catalogue, until_position, until_ts, recorded, progress, start=start.state
+            reader,
+            catalogue,
+            until_position,
+            until_ts,
+            recorded,
+            progress,
+            start=start.state,
+            partitions=partitions,
         )
         if not result.mismatches:
             if recorded is not None and snapshot_at in recorded:
@@ -142,7 +156,9 @@ async def replay_stored(
         log.warning("stored snapshot refused, replaying from position 0: %s", start.refused)
     if starting is not None:
         await starting(0)
-    result = await replay(reader, catalogue, until_position, until_ts, recorded, progress)
+    result = await replay(
+        reader, catalogue, until_position, until_ts, recorded, progress, partitions=partitions
+    )
     result.refused = start.refused
     return result
 
@@ -161,32 +177,40 @@ class MergedReplay:
 async def replay_merged_stored(
     views: Sequence[StoreView],
     catalogue: Catalogue,
-    shard_of_family: Callable[[str], int],
+    partitions: int,
     until_position: int | None = None,
     until_ts: int | None = None,
     *,
     full: bool = False,
 ) -> MergedReplay:
-    """`replay` of every shard's history merged (`MergedView`), restarted from the merged
-    state at each shard's latest checked stored snapshot (`latest_snapshot`) when every shard
-    has one and their states put together (`settlement.shard_states.combine`); from
-    position 0 if `full`, if a position cut is asked for (positions are the merged order's,
-    and the shards' snapshots sit at no one merged position), or else, saying why in
-    `ReplayResult.refused` when a snapshot was refused or the states do not combine.
+    """`replay` of every shard's history merged (`MergedView`), with `partitions` matching
+    partitions (CX_MARKET_PARTITIONS), restarted from the merged state at each shard's latest
+    checked stored snapshot (`latest_snapshot`) when every shard has one and their states put
+    together (`settlement.shard_states.combine`); from position 0 if `full`, if a position
+    cut is asked for (positions are the merged order's, and the shards' snapshots sit at no
+    one merged position), or else, saying why in `ReplayResult.refused` when a snapshot was
+    refused or the states do not combine.
 
     After the restart the shards' later events are merged as `MergedView` merges them from
-    there, each shard's order kept; `history_hash`, which only depends on each partition's
-    order, is the full replay's."""
+    there, each shard's order kept, so each partition's stage reads the rest of its own
+    events on its own log time as in the replay from 0; `history_hash`, which only depends
+    on each partition's order, is the full replay's."""
     refused: str | None = None
     if not full and until_position is None:
-        starts = [await latest_snapshot(v.connection, catalogue, None, until_ts) for v in views]
+        starts = [
+            await latest_snapshot(v.connection, catalogue, None, until_ts, partitions=partitions)
+            for v in views
+        ]
         refusals = [f"shard {k}: {s.refused}" for k, s in enumerate(starts) if s.refused]
         states = [start.state for start in starts if start.state is not None]
         if refusals:
             refused = "; ".join(refusals)
         elif len(states) == len(views):
             try:
-                combined = combine([state.snapshot() for state in states], shard_of_family)
+                combined = combine(
+                    [state.snapshot() for state in states],
+                    lambda partition: shard_of(partition, len(views)),
+                )
                 start = ExchangeState.restore(catalogue, combined)
             except NotCombinable as error:
                 refused = f"the shards' snapshots do not combine: {error}"
@@ -196,29 +220,14 @@ async def replay_merged_stored(
                 folded = start.applied
                 positions = [state.position for state in states]
                 merged = MergedView(views, after=positions)
-                result = await replay(merged, catalogue, None, until_ts, start=start)
-                _catch_up(result.state, max(state.market.engine.now for state in states))
+                result = await replay(
+                    merged, catalogue, None, until_ts, start=start, partitions=partitions
+                )
                 return MergedReplay(result, positions, result.state.applied - folded)
     if refused is not None:
         log.warning("shard snapshots refused, replaying from position 0: %s", refused)
-    result = await replay(MergedView(views), catalogue, until_position, until_ts)
+    result = await replay(
+        MergedView(views), catalogue, until_position, until_ts, partitions=partitions
+    )
     result.refused = refused
     return MergedReplay(result, None, result.state.applied)
-
-
-def _catch_up(state: ExchangeState, clock: int) -> None:
-    """Move the books' clock on to `clock`, the latest of the shards' snapshots, if nothing
-    folded after them did.
-
-    The restart starts the books' clock at the shard furthest behind (`combine`), so each
-    event after it finds the clock at its own log time, as in the merged replay from 0. The
-    events that passed the later clocks are inside the snapshots, and in the replay from 0
-    they passed them over every book: here, once the rest is folded, the clock passes them
-    as `ExchangeState.pass_time` passes an event's time, without counting an event."""
-    market = state.market
-    if market.engine.now >= clock:
-        return
-    if market.due(clock):
-        market.idle(EventStamp("replay", 0, state.position, clock))
-    else:
-        market.engine.advance(clock)

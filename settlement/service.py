@@ -113,7 +113,7 @@ class SettlementRunner:
         """The settlement shard this runner settles (`settlement.shards`); 0 when unsharded."""
         self.store = store
         self.snapshots = SqlSnapshotStore(store.engine)
-        self.projection = LedgerProjection(catalogue)
+        self.projection = LedgerProjection(catalogue, partitions=topics.market_partitions)
         self.topics = topics
         self._deadletters_producer: LogProducer | None = None
         self._consumer: LogConsumer | None = None

@@ -3,18 +3,20 @@ replay of every shard can restart from the shards' stored snapshots instead of p
 
 Each shard's stored snapshot is its own `ExchangeState`: the fold of its events alone. The
 merged replay folds every shard's events into one state. The two meet because of how the
-events are split (docs/DESIGN.md, "Settlement in shards"): a family's books, blocks, timers
-and deliveries are only ever acted on by its own shard's events, so the merged state's are
-its shard's; and what is per account is a sum of parts (each journal entry balances within
-its event, and `Accounts` folds a part whatever the other parts hold: a shard holding a
-buyer's purchases but not its deposit holds its cash below zero), so the merged state's cash,
-capacity, positions and journal are the parts added up. Anything kept whole by one shard
-(an open order, a programme, a grant, a concession) must be held by one shard only.
+events are split (docs/DESIGN.md, "Settlement in shards"): the replica runs one matching
+stage per partition, moved only by that partition's events on that partition's own log time,
+and every event of a partition is stored in the one shard settling it, so the merged state's
+stage of a partition is that shard's, as it stands (its books, blocks, timers, auctions,
+deliveries and clock); the other shards hold that stage as they started it, never moved.
+What is per account is a sum of parts (each journal entry balances within its event, and
+`Accounts` folds a part whatever the other parts hold: a shard holding a buyer's purchases
+but not its deposit holds its cash below zero), so the merged state's cash, capacity,
+positions and journal are the parts added up. Anything kept whole by one shard (an open
+order, a programme, a grant, a concession) must be held by one shard only.
 
 `combine` checks those conditions as it goes and raises `NotCombinable` saying which one does
 not hold; the replay then starts from position 0. It never guesses: a part of the state it
-does not know how to put together must be the same in every shard (the engine's settings),
-or the combination is refused.
+does not know how to put together is refused.
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-
-from exchange.domain.catalogue import family_of, is_family
-from matching.state import TIMER_EXPIRE
 
 
 class NotCombinable(Exception):
@@ -44,34 +43,67 @@ ACCOUNT_WHOLES = {
     "settled_in_period": 2,
 }
 """The accounts' entries each kept whole by one shard, and the length of their keys."""
-DELIVERY_WHOLES = {
-    "sells": 1,
-    "provisions": 2,
-    "holdings": 2,
-    "obligations": 3,
-    "recalls": 1,
-    "cascaded": 1,
-    "drawdowns": 3,
-    "bundles_started": 1,
-}
-"""The delivery desk's entries, each of one family's contract and so kept by its shard."""
-ENGINE_SETS = ("in_auction", "exclusive", "session_books", "day_ahead_books")
-ENGINE_MAPS = ("halted_pre_open", "close_after_session")
+STATE_PARTS = {"replica", "accounts", "markets", "seq", "unpartitioned_ts", "position", "ts",
+               "applied"}  # fmt: skip
+"""The parts of `ExchangeState.snapshot()` that `combine` puts together."""
 
 
 def combine(
-    states: Sequence[dict[str, Any]], shard_of_family: Callable[[str], int]
+    states: Sequence[dict[str, Any]], shard_of_partition: Callable[[int], int]
 ) -> dict[str, Any]:
     """The merged history's state (`ExchangeState.snapshot()`'s form) from each shard's,
-    in shard order; `shard_of_family` names the shard settling a family. NotCombinable says
-    why it cannot be done."""
+    in shard order; `shard_of_partition` names the shard settling a matching partition.
+    NotCombinable says why it cannot be done."""
+    _same_keys("replica", states, STATE_PARTS)
+    if any(state["replica"] != states[0]["replica"] for state in states):
+        raise NotCombinable("the shards' states are of different replica layouts")
+    partitions = len(states[0]["markets"])
+    if any(len(state["markets"]) != partitions for state in states):
+        raise NotCombinable("the shards' states hold different numbers of matching partitions")
     return {
+        "replica": states[0]["replica"],
         "accounts": _accounts([s["accounts"] for s in states]),
-        "market": _market([s["market"] for s in states], shard_of_family),
+        "markets": [
+            _stage(p, [s["markets"][p] for s in states], shard_of_partition(p))
+            for p in range(partitions)
+        ],
+        # Each shard numbers its own orders and blocks from one sequence, as the merged
+        # replay numbers all of them: it has numbered as many as the shards together.
+        # (Their numbers differ, their order within a book or family does not: priority
+        # only compares those, and `history_hash` only counts it.)
+        "seq": sum(s["seq"] for s in states),
+        "unpartitioned_ts": max(s["unpartitioned_ts"] for s in states),
         "position": sum(s["position"] for s in states),
         "ts": max((s["ts"] for s in states if s["ts"] is not None), default=None),
         "applied": sum(s["applied"] for s in states),
     }
+
+
+def _stage(partition: int, parts: Sequence[dict[str, Any]], owner: int) -> dict[str, Any]:
+    """Partition `partition`'s stage: the one of the shard settling it, `owner`. Another
+    shard's must never have moved (it read none of the partition's events)."""
+    if not 0 <= owner < len(parts):
+        raise NotCombinable(f"partition {partition} is settled by shard {owner}, not one given")
+    for k, part in enumerate(parts):
+        if k != owner and _moved(part):
+            raise NotCombinable(
+                f"shard {k} has moved the stage of matching partition {partition}, which "
+                f"shard {owner} settles"
+            )
+    return parts[owner]
+
+
+def _moved(stage: dict[str, Any]) -> bool:
+    """Whether a stage was moved by an event: its log time passed, or it holds an order, a
+    block or a delivery."""
+    engine = stage["engine"]
+    return bool(
+        engine["now"]
+        or engine["seq"]
+        or engine["blocks"]
+        or any(book["orders"] for book in engine["books"])
+        or any(stage["delivery"].values())
+    )
 
 
 def _accounts(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -153,112 +185,6 @@ def _grant_figures(entry: list[Any]) -> list[int]:
     back, and the discount left."""
     discount_remaining = entry[15] if len(entry) > 15 else 0
     return [entry[2], entry[3], entry[11], entry[12], entry[13], discount_remaining]
-
-
-def _market(
-    parts: Sequence[dict[str, Any]], shard_of_family: Callable[[str], int]
-) -> dict[str, Any]:
-    _same_keys("market", parts, {"engine", "book_seq", "delivery", "family_bands", "day_ahead"})
-    for name in ("day_ahead",):
-        if any(part.get(name) != parts[0].get(name) for part in parts):
-            raise NotCombinable(f"the shards' {name} states differ")
-    combined: dict[str, Any] = {
-        "engine": _engine([part["engine"] for part in parts], shard_of_family),
-        "book_seq": {
-            symbol: parts[shard_of_family(family_of(symbol))]["book_seq"].get(symbol, 0)
-            for symbol in sorted({s for part in parts for s in part["book_seq"]})
-        },
-        "delivery": _delivery([part["delivery"] for part in parts]),
-        "family_bands": _owned(
-            "family bands", [part["family_bands"] for part in parts], shard_of_family
-        ),
-    }
-    if "day_ahead" in parts[0]:
-        combined["day_ahead"] = parts[0]["day_ahead"]
-    return combined
-
-
-def _engine(
-    parts: Sequence[dict[str, Any]], shard_of_family: Callable[[str], int]
-) -> dict[str, Any]:
-    known = {"version", "halt_ms", "day_offset_ms", "now", "seq", "books", "blocks", "timers"}
-    _same_keys("engine", parts, known | set(ENGINE_SETS) | set(ENGINE_MAPS))
-    for name in ("version", "halt_ms", "day_offset_ms"):
-        if any(part[name] != parts[0][name] for part in parts):
-            raise NotCombinable(f"the shards' engines differ in {name}")
-    for name in (*ENGINE_SETS, *ENGINE_MAPS):
-        if any(part.get(name) for part in parts):
-            # Auctions and sessions in progress span families: not put together.
-            raise NotCombinable(f"a shard's engine has {name} pending")
-    books: list[dict[str, Any]] = []
-    resting: list[set[str]] = [set() for _ in parts]
-    for symbol in sorted({book["symbol"] for part in parts for book in part["books"]}):
-        owner = shard_of_family(family_of(symbol))
-        found = [book for book in parts[owner]["books"] if book["symbol"] == symbol]
-        if not found:
-            raise NotCombinable(f"shard {owner} has no book of {symbol}, which it settles")
-        books.append(found[0])
-        resting[owner].update(order[0] for order in found[0]["orders"])
-    blocks = [
-        block
-        for k, part in enumerate(parts)
-        for block in part["blocks"]
-        if shard_of_family(block[3]) == k
-    ]
-    timers = [
-        timer
-        for k, part in enumerate(parts)
-        for timer in part["timers"]
-        if _timer_owned(timer, k, resting[k], shard_of_family)
-    ]
-    return {
-        "version": parts[0]["version"],
-        "halt_ms": parts[0]["halt_ms"],
-        "day_offset_ms": parts[0]["day_offset_ms"],
-        # The clock of the shard furthest behind: its timers then fire where the merged
-        # history passes their time, after its own events logged before them (the others'
-        # timers up to their own clocks have fired, on books none of its events touch).
-        # Orders are numbered past every shard's numbers (priority only compares orders of
-        # one book, all one shard's).
-        "now": min(part["now"] for part in parts),
-        "seq": max(part["seq"] for part in parts),
-        "books": books,
-        "blocks": sorted(blocks, key=lambda block: (block[7], block[0])),
-        "timers": sorted(timers, key=lambda timer: (timer[0], timer[1], timer[2])),
-    }
-
-
-def _timer_owned(
-    timer: list[Any], shard: int, resting: set[str], shard_of_family: Callable[[str], int]
-) -> bool:
-    """Whether a shard's timer is the merged state's: an order's expiry if the order rests in
-    a book of the shard's own families, a contract's or a family's if it settles the family."""
-    _, kind, key, _ = timer
-    if kind == TIMER_EXPIRE:
-        return key in resting
-    family = key if is_family(key) else family_of(key)
-    return shard_of_family(family) == shard
-
-
-def _delivery(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    _same_keys("delivery", parts, set(DELIVERY_WHOLES))
-    return {
-        name: _whole(f"delivery {name}", [part[name] for part in parts], key_length)
-        for name, key_length in DELIVERY_WHOLES.items()
-        if any(name in part for part in parts)
-    }
-
-
-def _owned(
-    what: str, parts: Sequence[dict[str, Any]], shard_of_family: Callable[[str], int]
-) -> dict[str, Any]:
-    combined: dict[str, Any] = {}
-    for k, part in enumerate(parts):
-        for family, value in part.items():
-            if shard_of_family(family) != k:
-                raise NotCombinable(f"shard {k} holds {what} of {family}, another's family")
-            combined[family] = value
-    return dict(sorted(combined.items()))
 
 
 def _whole(what: str, parts: Iterable[list[Any]], key_length: int) -> list[Any]:

@@ -148,7 +148,7 @@ class MergedView:
         """As `read_all`, in the compact form a replay reads."""
         rows = await self._next_rows(after_position, limit, with_data)
         return [
-            (position, row[1], row[2], row[3])
+            (position, row[1], row[2], row[3], row[4])
             for position, row in rows
             if not isinstance(row, StoredEvent)
         ]

@@ -21,6 +21,7 @@ from sqlalchemy import (
     JSON,
     URL,
     BigInteger,
+    Integer,
     TableValuedAlias,
     Text,
     bindparam,
@@ -92,6 +93,7 @@ _READ_COMPACT = (
             (events.c.type.in_(bindparam("types", expanding=True)), cast(events.c.data, Text)),
             else_=null(),
         ),
+        cast(events.c.metadata["partition"].as_string(), Integer),
     )
     .where(events.c.position > bindparam("after"))
     .order_by(events.c.position)
@@ -99,7 +101,7 @@ _READ_COMPACT = (
 )
 _READ_COMPACT_PG = (
     "SELECT position, type, (data ->> 'ts')::bigint,"
-    " CASE WHEN type = ANY($3::text[]) THEN data::text END"
+    " CASE WHEN type = ANY($3::text[]) THEN data::text END, (metadata ->> 'partition')::int"
     " FROM events WHERE position > $1 ORDER BY position LIMIT $2"
 )
 """`_READ_COMPACT` in PostgreSQL's own words, for asyncpg."""
@@ -379,9 +381,9 @@ class SqlEventStore(EventStore):
     async def read_compact(
         self, after_position: int, limit: int, with_data: Collection[str]
     ) -> list[CompactEvent]:
-        """Like `read_all`, but each event as (position, type, ts, data): its JSON text for
-        the types in `with_data`, else None. The database extracts the log time and leaves
-        the other rows' JSON unsent."""
+        """Like `read_all`, but each event as (position, type, ts, data, partition): its JSON
+        text for the types in `with_data`, else None, and the events-topic partition it was
+        read from. The database extracts the log time and leaves the other rows' JSON unsent."""
         async with self._engine.connect() as connection:
             return await _read_compact(connection, after_position, limit, with_data)
 

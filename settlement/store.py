@@ -44,8 +44,9 @@ class StoredEvent:
     recorded_at: datetime
 
 
-CompactEvent = tuple[int, str, int, str | None]
-"""A stored event as a replay reads it: (position, type, ts, JSON text or None)."""
+CompactEvent = tuple[int, str, int, str | None, int | None]
+"""A stored event as a replay reads it: (position, type, ts, JSON text or None, the
+events-topic partition it was read from or None)."""
 
 
 class ConcurrencyError(Exception):
@@ -108,14 +109,16 @@ class EventStore(ABC):
     async def read_compact(
         self, after_position: int, limit: int, with_data: Collection[str]
     ) -> list[CompactEvent]:
-        """Like `read_all`, but each event as (position, type, ts, data): its JSON text for
-        the types in `with_data`, else None (a replay needs only the log time of the rest)."""
+        """Like `read_all`, but each event as (position, type, ts, data, partition): its JSON
+        text for the types in `with_data`, else None (a replay needs only the log time of the
+        rest), and the events-topic partition it was read from (its metadata's)."""
         return [
             (
                 stored.position,
                 stored.type,
                 stored.data["ts"],
                 orjson.dumps(stored.data).decode() if stored.type in with_data else None,
+                stored.metadata.get("partition"),
             )
             for stored in await self.read_all(after_position, limit)
         ]

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from cx.migrations import upgrade_to_head
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import Event, decode_event, encode
-from settlement.bench import make_history
+from settlement.bench import HISTORY_PARTITIONS, make_history
 from settlement.projections import (
     LedgerProjection,
     capacity_balances,
@@ -74,7 +74,7 @@ async def _settled_tables(
 ) -> dict[str, list[tuple[object, ...]]]:
     """Every projection table's rows after settling `history` in batches of `batch` events."""
     await store.initialise(upgrade_to_head)
-    projection = LedgerProjection(default_catalogue())
+    projection = LedgerProjection(default_catalogue(), partitions=HISTORY_PARTITIONS)
     for first in range(0, len(history), batch):
         # Decoded from the wire, as settlement reads them.
         events = [decode_event(encode(event)) for event in history[first : first + batch]]

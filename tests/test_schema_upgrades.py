@@ -62,6 +62,8 @@ def _rebuild(settings: Settings) -> str:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("DATABASE_URL", None)
     env["CX_DATA_DIR"] = str(settings.data_dir)
+    # The exchange's partition count: the rebuilt replica follows matching's partitions.
+    env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     done = subprocess.run(
@@ -113,8 +115,14 @@ async def test_the_previous_release_s_database_upgrades_and_settles_on(
             assert answer.status_code < 300, answer.text
         await settle(exchange.runtime)
         store = exchange.runtime.store
-        assert (await audit(store, default_catalogue())).discrepancies == []
-        assert (await audit_ledger(store, default_catalogue())).discrepancies == []
+        assert (
+            await audit(store, default_catalogue(), exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
+        assert (
+            await audit_ledger(
+                store, default_catalogue(), exchange.runtime.topics.market_partitions
+            )
+        ).discrepancies == []
         async with store.engine.connect() as connection:
             trades = (await connection.execute(select(projections.trades))).mappings().all()
             version = await connection.execute(text("SELECT version_num FROM alembic_version"))

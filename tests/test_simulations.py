@@ -191,7 +191,7 @@ async def test_the_auctions_serve_small_firms_at_least_as_well_within_every_limi
         store = open_event_store(settings.event_store_url())
         try:
             for check in (audit, audit_ledger):
-                report = await check(store, settings.catalogue())
+                report = await check(store, settings.catalogue(), settings.market_partitions)
                 assert report.discrepancies == [], (mode, report.discrepancies[:3])
         finally:
             await store.close()

@@ -61,7 +61,6 @@ from settlement.shards import (
     format_cursor,
     parse_cursor,
     read_merged,
-    shard_of_family,
     viewing,
 )
 from settlement.stalled import Stall
@@ -422,9 +421,12 @@ async def replay_state(
             f"until: position {position} is past the largest there can be ({MAX_SQL_INT})",
             errors=[{"field": "until", "message": f"at most {MAX_SQL_INT}"}],
         )
+    partitions = runtime.topics.market_partitions
     if len(runtime.shards) == 1:
         async with runtime.store.view() as view:
-            result = await replay_stored(view, view.connection, runtime.catalogue, position, ts)
+            result = await replay_stored(
+                view, view.connection, runtime.catalogue, position, ts, partitions=partitions
+            )
     else:
         # Every settlement shard's history merged, from the shards' snapshots put together
         # (from position 0 with a position cut: `until` positions are the merged order's).
@@ -433,7 +435,7 @@ async def replay_state(
             merged = await replay_merged_stored(
                 views,
                 runtime.catalogue,
-                shard_of_family(runtime.topics.market_partitions, len(shards)),
+                partitions,
                 position,
                 ts,
             )
@@ -444,11 +446,12 @@ async def replay_state(
 @router.get("/audit", summary="Check the whole history from the event store")
 async def audit_history(_: Operator, runtime: RuntimeDep) -> dict[str, Any]:
     found: list[tuple[str, Discrepancy]] = []
+    partitions = runtime.topics.market_partitions
     if len(runtime.shards) == 1:
-        report = await audit(runtime.store, runtime.catalogue)
+        report = await audit(runtime.store, runtime.catalogue, partitions)
     else:
         # Each settlement shard on its own, then their histories merged as one.
-        each, report = await audit_shards(runtime.shards, runtime.catalogue)
+        each, report = await audit_shards(runtime.shards, runtime.catalogue, partitions)
         for shard, part in enumerate(each):
             found += [(f"shard {shard}: ", d) for d in part.discrepancies]
     found += [("", d) for d in report.discrepancies]

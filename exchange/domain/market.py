@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, assert_never
 
@@ -62,6 +62,8 @@ from exchange.domain.messages import (
 from matching import outputs as mo
 from matching.book import DAY_MS, INFINITY, Book
 from matching.engine import MatchingEngine
+from matching.snapshot import merged_snapshot as merged_engine_snapshot
+from matching.snapshot import merged_state_hash as merged_engine_hash
 
 NO_GATE_CLOSURE = 1 << 62
 """A gate-closure time that never comes (contracts listed without one)."""
@@ -900,6 +902,77 @@ class MarketStage:
             book.bids.take_changes()
             book.asks.take_changes()
         return stage
+
+
+def merged_state_hash(stages: Sequence[MarketStage], now: int, seq: int) -> str:
+    """`MarketStage.state_hash` of one stage holding what `stages` (each another matching
+    partition's) hold, at the log time `now` and order sequence `seq` they share
+    (`matching.snapshot.merged_state_hash`): a replica running one stage per partition hashes
+    as one running a stage for every partition would, where their log times agree."""
+    hasher = hashlib.sha256(
+        merged_engine_hash([stage.engine for stage in stages], now, seq).encode()
+    )
+    book_seq = dict(sorted(item for stage in stages for item in stage._book_seq.items()))
+    hasher.update("".join([f"|{s}|{n}" for s, n in book_seq.items()]).encode())
+    for family, band in sorted(item for stage in stages for item in stage.family_bands.items()):
+        hasher.update(f"|band|{family}|{band}".encode())
+    groups = sorted(item for stage in stages for item in stage.exclusive_groups.items())
+    for block_id, group in groups:
+        hasher.update(f"|group|{block_id}|{group}".encode())
+    day_ahead_next, intraday_next = _merged_day_ahead(stages)
+    if day_ahead_next is not None:
+        hasher.update(f"|next|{day_ahead_next}".encode())
+    if intraday_next is not None:
+        hasher.update(f"|intraday|{intraday_next}".encode())
+    hasher.update(repr(_merged_desk(stages)).encode())
+    return hasher.hexdigest()
+
+
+def merged_snapshot(stages: Sequence[MarketStage], now: int, seq: int) -> dict[str, Any]:
+    """`MarketStage.snapshot` of one stage holding what `stages` hold (`merged_state_hash`)."""
+    with collector_paused():
+        snapshot: dict[str, Any] = {
+            "engine": merged_engine_snapshot([stage.engine for stage in stages], now, seq),
+            "book_seq": dict(sorted(item for stage in stages for item in stage._book_seq.items())),
+            "delivery": _merged_desk(stages),
+            "family_bands": dict(
+                sorted(item for stage in stages for item in stage.family_bands.items())
+            ),
+        }
+    day_ahead_next, intraday_next = _merged_day_ahead(stages)
+    if day_ahead_next is not None:
+        snapshot["day_ahead"] = {
+            "groups": dict(
+                sorted(item for stage in stages for item in stage.exclusive_groups.items())
+            ),
+            "next": day_ahead_next,
+        }
+        if intraday_next is not None:
+            snapshot["day_ahead"]["intraday_next"] = intraday_next
+    return snapshot
+
+
+def _merged_day_ahead(stages: Sequence[MarketStage]) -> tuple[int | None, int | None]:
+    """The next day-ahead day one replica stage would have: the latest any partition
+    collected or started from; its next intraday auction, fixed at the first record: the
+    earliest."""
+    days = [s.day_ahead_next for s in stages if s.day_ahead_next is not None]
+    intraday = [s.intraday_next for s in stages if s.intraday_next is not None]
+    return (max(days) if days else None), (min(intraday) if intraday else None)
+
+
+def _merged_desk(stages: Sequence[MarketStage]) -> dict[str, Any]:
+    """`DeliveryDesk.snapshot` of one desk holding what the stages' desks hold: each entry
+    list merged and sorted, the keys in the order every desk writes them."""
+    snapshots = [stage.delivery.snapshot() for stage in stages]
+    order: list[str] = []
+    for snapshot in snapshots:
+        previous: str | None = None
+        for key in snapshot:
+            if key not in order:
+                order.insert(0 if previous is None else order.index(previous) + 1, key)
+            previous = key
+    return {key: sorted(entry for s in snapshots for entry in s.get(key, ())) for key in order}
 
 
 @contextmanager

@@ -79,8 +79,12 @@ async def _funded(exchange: RunningExchange, account: str, role: str = "buyer") 
 
 async def _assert_audits_clean(exchange: RunningExchange) -> None:
     store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
-    assert (await audit(store, catalogue)).discrepancies == []
-    assert (await audit_ledger(store, catalogue)).discrepancies == []
+    assert (
+        await audit(store, catalogue, exchange.runtime.topics.market_partitions)
+    ).discrepancies == []
+    assert (
+        await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
+    ).discrepancies == []
 
 
 async def test_three_providers_each_deposit_and_sell_under_the_same_deposit_id(

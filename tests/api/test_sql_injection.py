@@ -159,7 +159,9 @@ async def test_injection_strings_get_clean_answers_and_change_nothing(
         cash = account["cash"]["available"] + account["cash"]["held"]
         bought = sum(p["quantity"] for p in account["positions"]) * 1800
         assert cash + bought == own_account["cash"]["available"]
-        report = await audit(exchange.runtime.store, default_catalogue())
+        report = await audit(
+            exchange.runtime.store, default_catalogue(), exchange.runtime.topics.market_partitions
+        )
         assert report.discrepancies == [], [str(d) for d in report.discrepancies]
     assert answers.refused > len(PAYLOADS) * 10, answers.refused
 

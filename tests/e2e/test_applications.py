@@ -322,8 +322,12 @@ async def test_each_cst_calendar_year_starts_with_the_whole_budget(tmp_path: Pat
         assert report["remaining"] == 4_000 + 15_000
         # The audits count the renewal in the programme's pledge: nothing is amiss.
         store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
-        assert (await audit(store, catalogue)).discrepancies == []
-        assert (await audit_ledger(store, catalogue)).discrepancies == []
+        assert (
+            await audit(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
+        assert (
+            await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
 
 
 async def _cx(exchange: RunningExchange, key: str, *args: str) -> subprocess.CompletedProcess[str]:

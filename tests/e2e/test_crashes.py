@@ -167,7 +167,7 @@ async def test_every_stage_killed_in_turn_loses_nothing(
         assert min(kills.values()) >= 5, kills
         assert sent > 200
 
-        report = await audit(runtime.store, default_catalogue())
+        report = await audit(runtime.store, default_catalogue(), runtime.topics.market_partitions)
         assert report.discrepancies == [], [str(d) for d in report.discrepancies]
         assert report.checkpoints >= 1
         assert report.trades > 0

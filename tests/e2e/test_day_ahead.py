@@ -196,8 +196,10 @@ async def test_a_day_ahead_auction_clears_a_need_and_hourly_orders_and_settles(
             ("already_auctioned", f"the day-ahead auction of {date}")
         ]
         store, catalogue = runtime.store, runtime.catalogue
-        assert (await audit(store, catalogue)).discrepancies == []
-        assert (await audit_ledger(store, catalogue)).discrepancies == []
+        assert (await audit(store, catalogue, runtime.topics.market_partitions)).discrepancies == []
+        assert (
+            await audit_ledger(store, catalogue, runtime.topics.market_partitions)
+        ).discrepancies == []
     _cx_audit_auction(settings, date)
 
 

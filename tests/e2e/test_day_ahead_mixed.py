@@ -212,8 +212,12 @@ async def test_the_day_ahead_auction_mixed_with_everything_keeps_the_books(
             if account in BUYERS:
                 assert held == 0, (account, held)
         store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
-        assert (await audit(store, catalogue)).discrepancies == []
-        assert (await audit_ledger(store, catalogue)).discrepancies == []
+        assert (
+            await audit(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
+        assert (
+            await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
     env = {
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }

@@ -84,7 +84,11 @@ async def test_settlement_rides_out_a_database_outage(tmp_path: Path, postgres_u
             await eventually(settled, "the orders placed during the outage to settle", 60)
             buyer = (await exchange.client.get("/v1/accounts/b")).json()
             assert buyer["cash"] == {"available": 10**7 - 20 * 1800, "held": 0}
-            report = await audit(exchange.runtime.store, default_catalogue())
+            report = await audit(
+                exchange.runtime.store,
+                default_catalogue(),
+                exchange.runtime.topics.market_partitions,
+            )
             assert report.discrepancies == [], [str(d) for d in report.discrepancies]
             assert report.trades == 10
 

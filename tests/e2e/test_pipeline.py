@@ -382,5 +382,5 @@ async def test_an_order_id_refused_then_accepted_on_retry_settles(
         assert decided == [("OrderRejected", order_id), ("OrderAccepted", order_id)]
         orders = (await exchange.client.get("/v1/orders", params={"account_id": "late"})).json()
         assert [(o["order_id"], o["status"]) for o in orders] == [(order_id, "open")]
-        report = await audit(runtime.store, default_catalogue())
+        report = await audit(runtime.store, default_catalogue(), runtime.topics.market_partitions)
         assert report.discrepancies == []

@@ -191,15 +191,21 @@ async def test_a_bundle_s_resale_is_cancelled_when_its_dispute_is_resolved(
         audit_report = await (await exchange.operator()).get("/v1/admin/audit")
         assert audit_report.json()["discrepancies"] == [], audit_report.text
         store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
-        assert (await audit_ledger(store, catalogue)).discrepancies == []
+        assert (
+            await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
 
         # The period ends: buyer-2's 90 settle unused, all refunded, the bond back.
         await _tick(exchange, clock, END + HOUR + 1, BUNDLE)
         assert await _cash(exchange, "buyer-2") == {"available": CASH - 2 - 43, "held": 0}
         assert await _cash(exchange, "provider-2") == {"available": CASH + 625, "held": 0}
         assert await _cash(exchange, "buyer-1") == {"available": CASH - 4_005 + 3_500, "held": 0}
-        assert (await audit(store, catalogue)).discrepancies == []
-        assert (await audit_ledger(store, catalogue)).discrepancies == []
+        assert (
+            await audit(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
+        assert (
+            await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
 
 
 async def test_the_audit_reports_a_resale_of_a_settled_bundle(
@@ -221,11 +227,18 @@ async def test_the_audit_reports_a_resale_of_a_settled_bundle(
             "available": CASH - 4_005 + 3_500 + 1_200,
             "held": 0,
         }
-        report = await audit(exchange.runtime.store, exchange.runtime.catalogue)
+        runtime = exchange.runtime
+        report = await audit(runtime.store, runtime.catalogue, runtime.topics.market_partitions)
         found = [(d.kind, d.message) for d in report.discrepancies]
         assert any(
             kind == "resale-beyond-holding"
             and f"resold 2 units of {BUNDLE} of buyer-1, leaving it -2" in message
+            for kind, message in found
+        ), found
+        assert any(
+            kind == "position-uncovered"
+            and f"account buyer-2 holds 92 units of {BUNDLE}" in message
+            and "cover 90: 2 units are owed by no provider" in message
             for kind, message in found
         ), found
 
@@ -292,5 +305,9 @@ async def test_an_hour_s_resale_after_its_dispute_settled_is_refused(
         positions = (await _get(exchange, "buyer-1", "/v1/accounts/buyer-1"))["positions"]
         assert [(p["symbol"], p["quantity"]) for p in positions if p["quantity"]] == []
         store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
-        assert (await audit(store, catalogue)).discrepancies == []
-        assert (await audit_ledger(store, catalogue)).discrepancies == []
+        assert (
+            await audit(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []
+        assert (
+            await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []

@@ -27,7 +27,11 @@ async def test_gate_closure_from_the_settings_closes_contracts_live_and_in_repla
         account = (await buyer.get("/v1/accounts/b")).json()
         assert account["cash"] == {"available": 100_000, "held": 0}
         # The replay applies the same rules: it rebuilds the same state and finds nothing amiss.
-        report = await audit(exchange.runtime.store, exchange.runtime.catalogue)
+        report = await audit(
+            exchange.runtime.store,
+            exchange.runtime.catalogue,
+            exchange.runtime.topics.market_partitions,
+        )
         assert report.discrepancies == []
         assert exchange.runtime.catalogue.rules.gate_closure_ms == 10**6 * 60_000
 

@@ -196,7 +196,11 @@ async def test_memory_stays_steady_under_a_steady_load(tmp_path: Path) -> None:
                 await asyncio.gather(*background)
             end_snapshot = tracemalloc.take_snapshot()
             await settle(exchange.runtime, timeout_s=120)
-            report = await audit(exchange.runtime.store, default_catalogue())
+            report = await audit(
+                exchange.runtime.store,
+                default_catalogue(),
+                exchange.runtime.topics.market_partitions,
+            )
             assert report.discrepancies == [], [str(d) for d in report.discrepancies]
     finally:
         tracemalloc.stop()

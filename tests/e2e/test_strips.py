@@ -164,7 +164,11 @@ async def test_a_week_is_bought_cascaded_and_resold_by_the_hour(
 
         # The audit replays the store from the start: the state it reaches is the one
         # settlement keeps live, and it finds money and capacity conserved across the cascade.
-        report = await audit(exchange.runtime.store, exchange.runtime.catalogue)
+        report = await audit(
+            exchange.runtime.store,
+            exchange.runtime.catalogue,
+            exchange.runtime.topics.market_partitions,
+        )
         assert report.discrepancies == []
         settlement = exchange.runtime.running["settlement"]
         assert isinstance(settlement, SettlementRunner)

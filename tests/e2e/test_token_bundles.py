@@ -214,4 +214,6 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
         audit = await (await exchange.operator()).get("/v1/admin/audit")
         assert audit.json()["discrepancies"] == [], audit.text
         store, catalogue = exchange.runtime.store, exchange.runtime.catalogue
-        assert (await audit_ledger(store, catalogue)).discrepancies == []
+        assert (
+            await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
+        ).discrepancies == []

@@ -90,5 +90,13 @@ async def test_concurrent_voucher_orders_never_oversubscribe_the_programme(
         assert all(b.available >= 0 and b.held >= 0 for b in accounts.cash.values())
         assert all(g.remaining >= 0 and g.reserved == 0 for g in accounts.grants.values())
         store = exchange.runtime.store
-        assert (await audit(store, exchange.runtime.catalogue)).discrepancies == []
-        assert (await audit_ledger(store, exchange.runtime.catalogue)).discrepancies == []
+        assert (
+            await audit(
+                store, exchange.runtime.catalogue, exchange.runtime.topics.market_partitions
+            )
+        ).discrepancies == []
+        assert (
+            await audit_ledger(
+                store, exchange.runtime.catalogue, exchange.runtime.topics.market_partitions
+            )
+        ).discrepancies == []

@@ -156,7 +156,9 @@ async def test_a_broker_lost_for_good_loses_and_repeats_nothing(
             }
             await every_accepted_order_settled_once(runtime, load)
             await balances_add_up(clients, runtime)
-            report = await audit(runtime.store, default_catalogue())
+            report = await audit(
+                runtime.store, default_catalogue(), runtime.topics.market_partitions
+            )
             assert report.discrepancies == [], [str(d) for d in report.discrepancies]
             assert report.trades > 0
 

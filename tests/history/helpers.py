@@ -40,6 +40,8 @@ def cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
     env["CX_DATA_DIR"] = str(settings.data_dir)
+    # The replica follows matching's partitions: the exchange's count, not the default.
+    env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     return subprocess.run(

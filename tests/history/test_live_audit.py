@@ -87,9 +87,9 @@ async def test_audits_of_a_trading_market_are_clean_and_still_find_a_corruption(
         audited: list[int] = []
         try:
             for _ in range(5):
-                whole = await audit(store, catalogue)
+                whole = await audit(store, catalogue, exchange_settings.market_partitions)
                 _clean(whole)
-                ledger = await audit_ledger(store, catalogue)
+                ledger = await audit_ledger(store, catalogue, exchange_settings.market_partitions)
                 _clean(ledger)
                 audited += [whole.position, ledger.position]
                 await asyncio.sleep(0.2)
@@ -116,12 +116,12 @@ async def test_audits_of_a_trading_market_are_clean_and_still_find_a_corruption(
                         amount=1,
                     )
                 )
-            whole = await audit(store, catalogue)
+            whole = await audit(store, catalogue, exchange_settings.market_partitions)
             assert [str(d) for d in whole.discrepancies] == [
                 "[projection] cash_balances shows idle at available/held (1001, 0); the "
                 "events give (1000, 0)"
             ]
-            ledger = await audit_ledger(store, catalogue)
+            ledger = await audit_ledger(store, catalogue, exchange_settings.market_partitions)
             found = {(d.kind, d.message) for d in ledger.discrepancies}
             assert ("unbalanced-entry", "journal entry forged sums to 1 fen, not 0") in found
             assert (

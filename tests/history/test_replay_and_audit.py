@@ -99,15 +99,18 @@ async def test_replay_to_the_end_rebuilds_the_live_state_and_matches_every_check
     checkpoints = _checkpoints(history["database"])
     # Taken at batch ends once 25 events have passed: how many depends on batching.
     assert checkpoints
-    result = await replay(store, default_catalogue(), checkpoints=checkpoints)
+    partitions = history["settings"].market_partitions
+    result = await replay(
+        store, default_catalogue(), checkpoints=checkpoints, partitions=partitions
+    )
     await store.close()
     assert result.state.position == history["live_position"]
     assert result.state.state_hash() == history["live_hash"]
     assert result.checked == len(checkpoints)
     assert result.mismatches == []
     assert (
-        result.state.market.books[GZ0].best_bid() is not None
-        or result.state.market.books[GZ0].best_ask() is not None
+        result.state.books[GZ0].best_bid() is not None
+        or result.state.books[GZ0].best_ask() is not None
     )
 
 
@@ -115,12 +118,15 @@ async def test_replay_stops_at_a_position_and_at_a_time(history: dict[str, Any])
     checkpoints = _checkpoints(history["database"])
     middle = sorted(checkpoints)[len(checkpoints) // 2]
     store = open_event_store(history["settings"].event_store_url())
-    at_position = await replay(store, default_catalogue(), until_position=middle)
+    partitions = history["settings"].market_partitions
+    at_position = await replay(
+        store, default_catalogue(), until_position=middle, partitions=partitions
+    )
     assert at_position.state.position == middle
     assert at_position.state.state_hash() == checkpoints[middle]
     cut = at_position.state.ts
     assert cut is not None
-    at_time = await replay(store, default_catalogue(), until_ts=cut)
+    at_time = await replay(store, default_catalogue(), until_ts=cut, partitions=partitions)
     await store.close()
     with sqlite3.connect(history["database"]) as db:
         logged = [json.loads(data)["ts"] for (data,) in db.execute("select data from events")]
@@ -136,6 +142,8 @@ def _cx(
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
     env["CX_DATA_DIR"] = str(settings.data_dir)
+    # The replica follows matching's partitions: the exchange's count, not the default.
+    env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
     if database is not None:
         env["DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
     return subprocess.run(
@@ -214,10 +222,10 @@ def _insert_copy(db: sqlite3.Connection, position: int, data: dict[str, Any]) ->
     )
 
 
-async def _audit_copy(copy: Path) -> list[str]:
+async def _audit_copy(copy: Path, partitions: int) -> list[str]:
     store = open_event_store(f"sqlite+aiosqlite:///{copy}")
     await store.initialise(upgrade_to_head)
-    report = await audit(store, default_catalogue())
+    report = await audit(store, default_catalogue(), partitions)
     await store.close()
     return [f"{d.kind}: {d}" for d in report.discrepancies]
 
@@ -227,7 +235,7 @@ async def test_a_trade_stored_twice_is_reported(history: dict[str, Any], tmp_pat
     with sqlite3.connect(copy) as db:
         position, trade = _events(db, "TradeExecuted")[0]
         _insert_copy(db, position, {**trade, "event_id": trade["event_id"] + "-again"})
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("trade-settled-twice") and trade["trade_id"] in f for f in found), found
 
 
@@ -238,7 +246,7 @@ async def test_a_lost_cancel_leaves_an_order_and_its_hold_unaccounted(
     with sqlite3.connect(copy) as db:
         position, cancelled = _events(db, "OrderCancelled")[0]
         db.execute("delete from events where position = ?", (position,))
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     order_id = cancelled["order_id"]
     assert any(f.startswith("order-unaccounted") and order_id in f for f in found), found
     assert any(f.startswith("hold-outlives-order") and order_id in f for f in found), found
@@ -254,7 +262,7 @@ async def test_an_overfilled_order_is_reported(history: dict[str, Any], tmp_path
                 db.execute(
                     "update events set data = ? where position = ?", (json.dumps(shrunk), position)
                 )
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(trade["buy_order_id"] in f for f in found), found
 
 
@@ -271,7 +279,7 @@ async def test_a_trade_of_an_order_never_accepted_is_reported(
             "buy_order_id": "ghost",
         }
         _insert_copy(db, position, forged)
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("trade-without-order") and "ghost" in f for f in found), found
 
 
@@ -282,7 +290,7 @@ async def test_a_ledger_projection_that_drifts_is_reported(
     with sqlite3.connect(copy) as db:
         db.execute("update cash_balances set available = available + 1 where account_id = 'b1'")
         db.execute("update positions set quantity = quantity + 2 where account_id = 'b2'")
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("projection") and "cash_balances shows b1" in f for f in found), found
     assert any(f.startswith("projection") and "positions shows b2" in f for f in found), found
 
@@ -297,9 +305,9 @@ async def test_a_rewritten_price_breaks_the_recorded_checkpoints(
             "update events set data = ? where position = ?",
             (json.dumps({**trade, "price": trade["price"] - 10}), position),
         )
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, history["settings"].market_partitions)
     assert any(f.startswith("checkpoint") for f in found), found
-    done = _cx(Settings(), "audit", database=copy)
+    done = _cx(history["settings"], "audit", database=copy)
     assert done.returncode == 1
     assert "discrepancies" in done.stdout
 

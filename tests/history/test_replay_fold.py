@@ -183,11 +183,12 @@ def _control(rng: random.Random) -> ControlMarket:
 
 
 def fold(history: list[Event]) -> ExchangeState:
-    """What `replay` rebuilds from these events stored in this order."""
-    state = ExchangeState(CATALOGUE)
+    """What `replay` rebuilds from these events stored in this order (all read by one
+    matching partition, partition 0)."""
+    state = ExchangeState(CATALOGUE, partitions=1)
     for position, event in enumerate(history, 1):
         data = event.model_dump_json() if event.type in FOLDED_TYPES else None  # type: ignore[attr-defined]
-        state.apply_compact((position, event.type, event.ts, data))  # type: ignore[attr-defined]
+        state.apply_compact((position, event.type, event.ts, data, 0))  # type: ignore[attr-defined]
     return state
 
 
@@ -213,7 +214,7 @@ def test_the_fold_rebuilds_the_live_books_and_both_go_on_alike() -> None:
         "ListingChanged",
     } <= kinds, kinds
 
-    replayed = fold(market.history).market
+    replayed = fold(market.history).markets[0]
     assert replayed.snapshot() == market.live.snapshot()
     assert replayed.state_hash() == market.live.state_hash()
 

@@ -21,7 +21,7 @@ from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import Event
 from settlement import projections
 from settlement.audit import recorded_hashes
-from settlement.bench import make_history
+from settlement.bench import HISTORY_PARTITIONS, make_history
 from settlement.projections import SNAPSHOT_STAGE, LedgerProjection
 from settlement.replay import ExchangeState, ReplayResult
 from settlement.restart import replay_stored
@@ -70,7 +70,7 @@ async def _settled(
     patch.setattr(projections, "CHECKPOINT_EVERY", 250)
     patch.setattr(projections, "SNAPSHOT_EVERY", 1_000)
     await store.initialise(upgrade_to_head)
-    projection = LedgerProjection(default_catalogue())
+    projection = LedgerProjection(default_catalogue(), partitions=HISTORY_PARTITIONS)
     saver = SqlSnapshotStore(store.engine)
     for first in range(0, len(history), SETTLE_BATCH):
         batch = [
@@ -109,6 +109,7 @@ async def _replayed(
             until_ts,
             recorded,
             full=full,
+            partitions=HISTORY_PARTITIONS,
         )
 
 
@@ -281,7 +282,7 @@ async def test_settlement_restarts_from_its_snapshot_and_refuses_a_corrupt_one(
     full = await _replayed(store, full=True)
     saver = SqlSnapshotStore(store.engine)
 
-    restarted = LedgerProjection(default_catalogue())
+    restarted = LedgerProjection(default_catalogue(), partitions=HISTORY_PARTITIONS)
     await restarted.load(store, saver)
     _same_state(restarted.state, full.state)
     assert restarted.accounts.journal == []
@@ -294,7 +295,7 @@ async def test_settlement_restarts_from_its_snapshot_and_refuses_a_corrupt_one(
             )
         ).one()
     await _corrupt_latest(store, data=_richer(data))
-    rebuilt = LedgerProjection(default_catalogue())
+    rebuilt = LedgerProjection(default_catalogue(), partitions=HISTORY_PARTITIONS)
     await rebuilt.load(store, saver)
     _same_state(rebuilt.state, full.state)
 
@@ -302,7 +303,8 @@ async def test_settlement_restarts_from_its_snapshot_and_refuses_a_corrupt_one(
 async def test_cx_replay_says_it_refused_a_corrupt_snapshot(
     tmp_path: Path, history: list[Event], request: pytest.FixtureRequest
 ) -> None:
-    settings = settings_for(tmp_path)
+    # The history is one matching partition's, settled so (`_settled`).
+    settings = settings_for(tmp_path, CX_MARKET_PARTITIONS=1)
     store = open_event_store(settings.event_store_url())
     try:
         await _settled(store, history, request)

@@ -166,7 +166,12 @@ async def test_a_time_cut_compares_no_checkpoint_after_an_event_it_leaves_out(
     positions = [event.position for event in stored]
     hashes = {}
     for position in positions:
-        result = await replay(store, default_catalogue(), until_position=position)
+        result = await replay(
+            store,
+            default_catalogue(),
+            until_position=position,
+            partitions=settings.market_partitions,
+        )
         hashes[position] = result.state.state_hash()
     await store.close()
     with sqlite3.connect(_database(settings)) as db:

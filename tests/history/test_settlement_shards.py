@@ -149,7 +149,10 @@ async def test_two_shards_on_two_servers_answer_as_one(
             await _check_reports(SqlLedger(single.engine), sharded)
             await _check_audits(single, shards, sharded)
             await _check_replays(single, shards, sharded)
-            await _check_api(sharded, (await audit(single, sharded.catalogue())).history_hash)
+            await _check_api(
+                sharded,
+                (await audit(single, sharded.catalogue(), sharded.market_partitions)).history_hash,
+            )
             await _check_moves(single, sharded, other_url)
         finally:
             for store in (single, *shards):
@@ -309,11 +312,11 @@ async def _check_audits(
     single: SqlEventStore, shards: list[SqlEventStore], settings: Settings
 ) -> None:
     catalogue = settings.catalogue()
-    one = await audit(single, catalogue)
+    one = await audit(single, catalogue, settings.market_partitions)
     assert one.discrepancies == []
     for store in shards:
-        assert (await audit_shard(store, catalogue)).discrepancies == []
-    each, whole = await audit_shards(shards, catalogue)
+        assert (await audit_shard(store, catalogue, settings.market_partitions)).discrepancies == []
+    each, whole = await audit_shards(shards, catalogue, settings.market_partitions)
     assert [report.discrepancies for report in each] == [[], []]
     assert whole.discrepancies == []
     assert sum(report.events for report in each) == whole.events == one.events
@@ -339,9 +342,9 @@ async def _check_replays(
 ) -> None:
     catalogue = settings.catalogue()
     async with single.view() as view:
-        one = await replay(view, catalogue)
+        one = await replay(view, catalogue, partitions=settings.market_partitions)
     async with viewing(shards) as views:
-        merged = await replay(MergedView(views), catalogue)
+        merged = await replay(MergedView(views), catalogue, partitions=settings.market_partitions)
     assert merged.state.history_hash() == one.state.history_hash()
     assert merged.state.accounts_hash() == one.state.accounts_hash()
     assert merged.state.applied == one.state.applied
@@ -401,7 +404,7 @@ async def _check_moves(single: SqlEventStore, sharded: Settings, other_url: str)
     """`cx shards move` to the home shard alone, then back to two shards: each time the
     merged history's hash is unchanged, the audits are clean and the views are one store's."""
     catalogue = sharded.catalogue()
-    expected = (await audit(single, catalogue)).history_hash
+    expected = (await audit(single, catalogue, sharded.market_partitions)).history_hash
     home_only = sharded.model_copy(update={"settlement_shards": ""})
     out = io.StringIO()
     with redirect_stdout(out):
@@ -418,7 +421,7 @@ async def _check_moves(single: SqlEventStore, sharded: Settings, other_url: str)
     try:
         async with other.view() as view:
             assert view.position == 0 or (await view.read_all(0, 1)) == []
-        report = await audit(home, catalogue)
+        report = await audit(home, catalogue, sharded.market_partitions)
         assert report.discrepancies == []
         assert report.history_hash == expected
         await _check_views_agree(SqlLedger(single.engine), [home])
@@ -426,7 +429,7 @@ async def _check_moves(single: SqlEventStore, sharded: Settings, other_url: str)
         with redirect_stdout(out):
             assert await shards_command.move(home_only, [other_url]) == 0
         assert "from shard 0 to shard 1" in out.getvalue()
-        each, whole = await audit_shards([home, other], catalogue)
+        each, whole = await audit_shards([home, other], catalogue, sharded.market_partitions)
         assert [r.discrepancies for r in (*each, whole)] == [[], [], []]
         assert whole.history_hash == expected
         await _check_views_agree(SqlLedger(single.engine), [home, other])

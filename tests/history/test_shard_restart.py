@@ -40,7 +40,7 @@ from settlement.projections import SNAPSHOT_STAGE, LedgerProjection
 from settlement.replay import ExchangeState
 from settlement.service import stream_of
 from settlement.shard_states import NotCombinable, combine
-from settlement.shards import shard_of, shard_of_family
+from settlement.shards import shard_of
 from settlement.snapshots import SqlSnapshotStore, snapshots
 from settlement.sql_store import SqlEventStore, open_event_store
 from settlement.store import NewEvent
@@ -55,14 +55,17 @@ PARTITIONS = 3
 GZ = "H100-80G.GZ.20271201T00"
 
 
-def _shard(event: Event) -> int:
+def _partition(event: Event) -> int:
+    """The events-topic partition matching wrote `event` to."""
     data = event.model_dump(mode="json")
     symbol = data.get("symbol")
     if data["type"].endswith("Deposited") or symbol is None:
-        partition = partition_for(data["account_id"], PARTITIONS)
-    else:
-        partition = partition_for(family_of(symbol), PARTITIONS)
-    return shard_of(partition, 2)
+        return partition_for(data["account_id"], PARTITIONS)
+    return partition_for(family_of(symbol), PARTITIONS)
+
+
+def _shard(event: Event) -> int:
+    return shard_of(_partition(event), 2)
 
 
 @pytest.fixture
@@ -93,7 +96,7 @@ async def sharded(
 
 async def _settle(store: SqlEventStore, part: list[Event]) -> None:
     await store.initialise(upgrade_to_head)
-    projection = LedgerProjection(default_catalogue())
+    projection = LedgerProjection(default_catalogue(), partitions=PARTITIONS)
     saver = SqlSnapshotStore(store.engine)
     for first in range(0, len(part), SETTLE_BATCH):
         batch = [
@@ -102,6 +105,8 @@ async def _settle(store: SqlEventStore, part: list[Event]) -> None:
                 stream_id=stream_of(event),
                 type=event.type,  # type: ignore[attr-defined]
                 data=event.model_dump(mode="json"),
+                # Where settlement read it, as `settlement.service` records it.
+                metadata={"partition": _partition(event)},
             )
             for event in part[first : first + SETTLE_BATCH]
         ]
@@ -219,21 +224,46 @@ async def test_a_refused_shard_snapshot_sends_the_merged_replay_to_position_0(
 
 def test_states_that_cannot_be_put_together_are_refused() -> None:
     catalogue = default_catalogue()
-    owner = shard_of_family(PARTITIONS, 2)
-    empty = ExchangeState(catalogue).snapshot()
+    owner = _owner
+    fresh = ExchangeState(catalogue, partitions=PARTITIONS)
+    empty = fresh.snapshot()
     combined = ExchangeState.restore(catalogue, combine([empty, empty], owner))
-    assert combined.history_hash() == ExchangeState(catalogue).history_hash()
+    assert combined.history_hash() == fresh.history_hash()
     order = ["o-1", "a1", GZ, "buy", 1800, 2]
     twice = [copy.deepcopy(empty) for _ in range(2)]
     for state in twice:
         state["accounts"]["open_orders"] = [order]
     with pytest.raises(NotCombinable, match="both hold accounts' open_orders"):
         combine(twice, owner)
-    pending = [copy.deepcopy(empty) for _ in range(2)]
-    pending[1]["market"]["engine"]["in_auction"] = ["H100-80G.GZ"]
-    with pytest.raises(NotCombinable, match="in_auction pending"):
-        combine(pending, owner)
+    # A shard whose stage of a partition it does not settle has moved read its events.
+    gz = partition_for(family_of(GZ), PARTITIONS)
+    moved = [copy.deepcopy(empty) for _ in range(2)]
+    moved[1 - owner(gz)]["markets"][gz]["engine"]["now"] = 1
+    with pytest.raises(NotCombinable, match=f"moved the stage of matching partition {gz}"):
+        combine(moved, owner)
+    uneven = [copy.deepcopy(empty) for _ in range(2)]
+    uneven[1]["markets"].pop()
+    with pytest.raises(NotCombinable, match="different numbers of matching partitions"):
+        combine(uneven, owner)
     unknown = [copy.deepcopy(empty) for _ in range(2)]
     unknown[0]["accounts"]["novelty"] = []
     with pytest.raises(NotCombinable, match="not known to combine: \\['novelty'\\]"):
         combine(unknown, owner)
+
+
+def test_a_shards_stage_of_its_own_partition_is_taken_whole() -> None:
+    """An auction in progress, the timers and the log time of a partition come from the shard
+    settling it (each partition's stage holds only its own families)."""
+    catalogue = default_catalogue()
+    gz = partition_for(family_of(GZ), PARTITIONS)
+    states = [ExchangeState(catalogue, partitions=PARTITIONS).snapshot() for _ in range(2)]
+    stage = states[_owner(gz)]["markets"][gz]
+    stage["engine"]["now"] = 1_700_000_000_000
+    stage["engine"]["in_auction"] = [GZ]
+    combined = combine(states, _owner)
+    assert combined["markets"][gz] == stage
+    assert combined["markets"][gz] is not states[1 - _owner(gz)]["markets"][gz]
+
+
+def _owner(partition: int) -> int:
+    return shard_of(partition, 2)

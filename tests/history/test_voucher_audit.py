@@ -111,7 +111,7 @@ async def test_a_reservation_beyond_the_programme_rate_is_reported_where_it_is_s
         db.execute(
             "update events set data = ? where position = ?", (json.dumps(inflated), position)
         )
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, voucher_history["settings"].market_partitions)
     reservation = [f for f in found if f.startswith("voucher-reservation")]
     assert len(reservation) == 1, found
     assert accepted["order_id"] in reservation[0]
@@ -128,7 +128,7 @@ async def test_grants_past_the_budget_are_reported(
         position, granted = _events(db, "GrantApproved")[0]
         grown = {**granted, "limit": BUDGET + 1}
         db.execute("update events set data = ? where position = ?", (json.dumps(grown), position))
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, voucher_history["settings"].market_partitions)
     expected = (
         f"voucher-overgranted: [voucher-overgranted] programme hz has granted {BUDGET + 1} fen "
         f"of a budget of {BUDGET} (events at {created_at}, {position})"
@@ -146,7 +146,7 @@ async def test_vouchers_used_without_a_grant_are_reported(
         first_use, _ = next(
             (p, e) for p, e in _events(db, "OrderAccepted") if e.get("voucher") == "hz"
         )
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, voucher_history["settings"].market_partitions)
     overdrawn = [f for f in found if f.startswith("voucher-overdrawn")]
     assert len(overdrawn) == 1, found
     assert f"(events at {first_use}" in overdrawn[0], found
@@ -178,6 +178,6 @@ async def test_orders_stored_before_their_programme_and_grant_are_not_reported(
         for (position, *_), (_, *values) in zip(rows, moved, strict=True):
             db.execute(f"insert into events ({', '.join(columns)}) values ({marks})",
                        (position, *values))  # fmt: skip
-    found = await _audit_copy(copy)
+    found = await _audit_copy(copy, voucher_history["settings"].market_partitions)
     assert uses[0] < created_at + len(rows) - 2, "the voucher orders now precede the programme"
     assert not [f for f in found if f.startswith("voucher")], found

@@ -134,6 +134,6 @@ async def test_new_order_types_settle_and_replay_to_the_live_state(tmp_path: Pat
     assert rows["s1"].reason == "kill_switch"
 
     store = open_event_store(settings.event_store_url())
-    result = await replay(store, default_catalogue())
+    result = await replay(store, default_catalogue(), partitions=settings.market_partitions)
     await store.close()
     assert result.state.state_hash() == live_hash

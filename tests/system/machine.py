@@ -67,6 +67,7 @@ from cx.ticker import TICKER_ID, tick_symbols
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from exchange.domain.uscc import CHARACTERS
+from exchange.pipeline import MatchingRunner
 from settlement import projections as tables
 from settlement.audit import audit, audit_ledger
 from settlement.replay import replay
@@ -2005,17 +2006,28 @@ async def _ledger_balances(runtime: ExchangeRuntime) -> dict[str, int]:
 async def _audits(runtime: ExchangeRuntime) -> list[str]:
     """What `audit`, `audit_ledger` and a replay against the live projection find."""
     catalogue = runtime.catalogue
-    found = [str(d) for d in (await audit(runtime.store, catalogue)).discrepancies]
-    found += [f"ledger: {d}" for d in (await audit_ledger(runtime.store, catalogue)).discrepancies]
+    partitions = runtime.topics.market_partitions
+    found = [str(d) for d in (await audit(runtime.store, catalogue, partitions)).discrepancies]
+    ledger = await audit_ledger(runtime.store, catalogue, partitions)
+    found += [f"ledger: {d}" for d in ledger.discrepancies]
     settlement = runtime.running["settlement"]
     assert isinstance(settlement, SettlementRunner)
     live = settlement.projection.state
-    replayed = (await replay(runtime.store, catalogue, until_position=live.position)).state
+    replayed = (
+        await replay(runtime.store, catalogue, until_position=live.position, partitions=partitions)
+    ).state
     if replayed.state_hash() != live.state_hash():
         found.append(
             f"replay to position {live.position} gives state hash {replayed.state_hash()[:16]}, "
             f"the live settlement projection {live.state_hash()[:16]}"
         )
+    # Settled, the replica's delivery desk of each partition is live matching's.
+    matching = runtime.running.get("matching")
+    if isinstance(matching, MatchingRunner):
+        for partition, instance in sorted(matching.instances.items()):
+            desk = instance.stage.delivery.snapshot()
+            if replayed.markets[partition].delivery.snapshot() != desk:
+                found.append(f"the replayed delivery desk of partition {partition} is not live's")
     return found
 
 
