@@ -76,9 +76,7 @@ class PipelineHealth:
 
 def iso(ms: int) -> str:
     """A time in ms as ISO 8601 in China Standard Time (+08:00), to the millisecond."""
-    return datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME).isoformat(
-        timespec="milliseconds"
-    )
+    return datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME).isoformat(timespec="milliseconds")
 
 
 def cst(moment: datetime) -> str:

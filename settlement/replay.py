@@ -97,7 +97,6 @@ def stored_partition(stored: StoredEvent) -> int | None:
     return partition if isinstance(partition, int) else None
 
 
-
 class ExchangeState:
     """Accounts and books as of the last event applied.
 
