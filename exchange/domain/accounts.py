@@ -898,11 +898,12 @@ class Accounts:
             self._post(ref, "order_release", ts, legs, owns)
 
     def _move(self, order: OpenOrder, amount: int, ref: str, ts: int, owns: Owns | None) -> None:
-        """Hold `amount` more for an order (release it when negative)."""
+        """Hold `amount` more for an order (release it when negative): cash for a buy, the
+        entitlement offered for a resale, deposited capacity for a provider's sell."""
         if not amount:
             return
+        account = order.account_id
         if order.side == "buy":
-            account = order.account_id
             self._post(
                 ref,
                 "order_hold",
@@ -910,8 +911,13 @@ class Accounts:
                 [(f"cash:{account}", -amount), (f"held:{account}", amount)],
                 owns,
             )
+        elif order.backing == "entitlement":
+            # A resale holds what the seller bought, never deposited capacity: released to
+            # capacity, its units would become the seller's to deposit-sell or withdraw.
+            key = (account, order.symbol)
+            self.resale_held[key] = self.resale_held.get(key, 0) + amount
         else:
-            self._hold_capacity(order.account_id, order.symbol, amount)
+            self._hold_capacity(account, order.symbol, amount)
 
     def _amend_requested(self, amend: AmendRequested, owns: Owns | None) -> None:
         order = self.open_orders.get(amend.order_id)
