@@ -148,9 +148,10 @@ def create_app(runtime: Runtime, market: MarketData) -> FastAPI:
         RateLimiter(settings.api_rate * 5, settings.api_burst * 5),
         RateLimiter(settings.api_rate, settings.api_burst),
     )
-    # The node (`cx.node`) runs these two's loops beside the server.
+    # The node (`cx.node`) runs these three's loops beside the server.
     app.state.key_watch = KeyWatch(keyring, market)
     app.state.needs = need_service
+    app.state.status_monitor = monitor
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/web", StaticFiles(directory=str(web.WEB)), name="web")

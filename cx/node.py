@@ -96,6 +96,10 @@ async def _serve_api(
     keeping_needs = asyncio.create_task(app.state.needs.run(stop), name="needs")
     # Revocations made through another process close this one's private streams too.
     watching_keys = asyncio.create_task(app.state.key_watch.run(stop), name="key-watch")
+    # Health judges progress between readings: read every second, not when someone asks.
+    watching_pipeline = asyncio.create_task(
+        app.state.status_monitor.watch(stop), name="pipeline-watch"
+    )
     config = uvicorn.Config(
         app,
         host=runtime.settings.api_host,
@@ -113,3 +117,4 @@ async def _serve_api(
     await serving
     await keeping_needs
     await watching_keys
+    await watching_pipeline

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -36,6 +37,10 @@ from settlement.stalled import Stall, open_stalls
 
 CACHE_S = 0.5
 """How long one reading answers every caller (load balancers poll health often)."""
+WATCH_S = 1.0
+"""How often a serving API reads the pipeline whether or not anyone asks (`watch`): a stage
+that moved since the previous reading counts as moving at this reading, so a stop is seen
+within this plus the stall time, not within a caller's polling interval plus it."""
 READ_TIMEOUT_S = 2.0
 """How long reading one source may take before it counts as unreadable."""
 DIRECTORY_FRESH_S = 0.2
@@ -49,6 +54,7 @@ MARKET_DATA = "market-data"
 """The API process's fold of the events topic, reported as a stage of its own."""
 
 StallKind = Literal["cannot_apply", "no_progress", "unreadable"]
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -304,6 +310,17 @@ class StatusMonitor:
                 self._latest = await self._read()
                 self._latest_at = self.clock()
             return self._latest
+
+    async def watch(self, stop: asyncio.Event, every_s: float = WATCH_S) -> None:
+        """Read the pipeline every `every_s` until `stop`, so that each partition's progress
+        is judged between readings that far apart, however rarely health is asked for."""
+        while not stop.is_set():
+            try:
+                await self.status()
+            except Exception:
+                log.exception("reading the pipeline's status failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     async def close(self) -> None:
         """Release the offset source."""

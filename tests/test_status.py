@@ -18,6 +18,7 @@ from settlement.pipeline_status import (
     DIRECTORY_FRESH_S,
     DirectoryOffsets,
     LogOffsets,
+    PipelineStatus,
     StatusMonitor,
 )
 from settlement.sql_store import SqliteEventStore
@@ -257,3 +258,35 @@ async def test_a_lag_that_began_after_a_long_gap_between_readings_is_not_a_stall
     assert 1_000 <= matching.idle_ms < 5_000, matching.idle_ms
     clock.now += STALL_S
     assert [s.stage for s in (await watching.status()).stalls] == ["matching"]
+
+
+async def test_watching_judges_a_stop_between_readings_a_second_apart(
+    store: SqliteEventStore,
+) -> None:
+    """A serving API reads the pipeline every second (`watch`), so a stage that moved since
+    the last reading is timed from that reading: a caller asking rarely sees the stop once it
+    is the stall time old, not its own interval later. Here the stage moves, then stops."""
+    offsets = Offsets()
+    clock = Clock()
+    watching = monitor(offsets, store, clock)
+    offsets.ends[TOPICS.orders] = 10
+    offsets.done["t.matching"] = 2
+    stop = asyncio.Event()
+    readings = 0
+    real_read = watching._read
+
+    async def read_at_the_next_second() -> PipelineStatus:
+        nonlocal readings
+        readings += 1
+        clock.now += 1.0
+        if readings == 3:
+            offsets.done["t.matching"] = 4  # it moved, and stops there
+        if readings == 3 + int(STALL_S) + 2:
+            stop.set()
+        return await real_read()
+
+    watching._read = read_at_the_next_second  # type: ignore[method-assign]
+    await asyncio.wait_for(watching.watch(stop, every_s=0.001), 30)
+    # Nobody asked in between: the reading a caller gets now already names the stall.
+    (stall,) = (await watching.status()).stalls
+    assert (stall.stage, stall.offset, stall.kind) == ("matching", 4, "no_progress")
