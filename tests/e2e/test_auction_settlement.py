@@ -135,6 +135,8 @@ def _cx_audits_clean(settings: Settings) -> None:
         CX_PRICE_BAND=str(settings.price_band),
         CX_HALT_SECONDS=str(settings.halt_seconds),
         CX_PRE_OPEN=str(settings.pre_open).lower(),
+        # The replica runs a matching stage per partition: the market's partition count.
+        CX_MARKET_PARTITIONS=str(settings.market_partitions),
     )
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url

@@ -213,6 +213,8 @@ def _cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env["CX_DATA_DIR"] = str(settings.data_dir)
     # Replay applies the exchange's rules: the same fee schedule the market traded under.
     env["CX_FEES"] = settings.fees
+    # The replica runs a matching stage per partition: the market's partition count.
+    env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url
     return subprocess.run(
