@@ -81,6 +81,13 @@ class AmendRequest(BaseModel):
         default=None, description="The new remaining quantity (default: what remains now)."
     )
 
+    @model_validator(mode="after")
+    def _something_to_change(self) -> AmendRequest:
+        # An empty amend would answer "amended" and log an amend that changes nothing.
+        if self.price is None and self.quantity is None:
+            raise ValueError("改单须给出新价格或新数量 an amend needs a new price or quantity")
+        return self
+
 
 class CashDeposit(BaseModel):
     """Credit cash, in fen."""

@@ -62,6 +62,9 @@ async def test_an_amend_that_only_reduces_keeps_priority_and_releases_the_hold(
     assert off_tick.status_code == 422
     unknown = await buyer.patch("/v1/orders/nope", json={"price": 1800})
     assert unknown.status_code == 404
+    empty = await buyer.patch(f"/v1/orders/{order_id}", json={})
+    assert empty.status_code == 422
+    assert "an amend needs a new price or quantity" in empty.text
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
     assert account["cash"] == {"available": 100_000 - 3 * 1790, "held": 3 * 1790}
