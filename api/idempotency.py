@@ -44,7 +44,7 @@ from sqlalchemy import (
     Text,
 )
 
-from api.problems import PROBLEM, Problem
+from api.problems import PROBLEM, Problem, problem_title
 from api.schema import metadata
 
 REPLAYED = "Idempotent-Replayed"
@@ -130,7 +130,7 @@ def problem_body(status: int, kind: str, detail: str, **extra: Any) -> dict[str,
     """The problem+json document of an answer to keep."""
     return {
         "type": f"/problems/{kind}",
-        "title": kind.replace("-", " ").replace("_", " "),
+        "title": problem_title(kind),
         "status": status,
         "detail": detail,
         **extra,

@@ -2,7 +2,8 @@
 
 `type` is `/problems/<code>`: the codes of the exchange's own rejections (`insufficient_funds`,
 `price_not_on_tick`, ... see docs/WIRE_FORMAT.md) and the API's (`unauthorized`, `forbidden`,
-`rate-limited`, ... see docs/API.md). `detail` says the specifics in words.
+`rate-limited`, ... see docs/API.md). `title` is the code in words, Chinese first where the
+supermarket page words it; `detail` says the specifics.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +29,31 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 DATABASE_RETRY_AFTER_S = 5
 """What a 503 for an unavailable database asks the client to wait, in seconds."""
+
+
+WORDS = Path(__file__).parent / "web" / "i18n"
+"""The supermarket page's words, Chinese (`zh-CN.json`) and English (`en.json`)."""
+
+
+def _problem_titles() -> dict[str, str]:
+    """The title of each problem the page words (every reason the exchange rejects with among
+    them), Chinese then English: the page and the API say the same."""
+    chinese = json.loads((WORDS / "zh-CN.json").read_text(encoding="utf-8"))["problem"]
+    english = json.loads((WORDS / "en.json").read_text(encoding="utf-8"))["problem"]
+    return {code: f"{text} {english.get(code, _words(code))}" for code, text in chinese.items()}
+
+
+def _words(kind: str) -> str:
+    return kind.replace("-", " ").replace("_", " ")
+
+
+PROBLEM_TITLES = _problem_titles()
+
+
+def problem_title(kind: str) -> str:
+    """A problem's title: Chinese then English where the page words its code, else the code
+    in words."""
+    return PROBLEM_TITLES.get(kind) or _words(kind)
 
 
 class Problem(Exception):
@@ -57,7 +84,7 @@ class ProblemDetail(BaseModel):
             "examples": [
                 {
                     "type": "/problems/insufficient_funds",
-                    "title": "insufficient funds",
+                    "title": "资金不足 insufficient funds",
                     "status": 422,
                     "detail": "order needs 10800 fen, account buyer-1 has 10000 fen available",
                     "order_id": "o-5c2b1f0e9a7d4c3b2a19f8e7d6c5b4a392817f6e",
@@ -82,7 +109,7 @@ def problem_response(
     """A problem+json response."""
     body = {
         "type": f"/problems/{kind}",
-        "title": kind.replace("-", " ").replace("_", " "),
+        "title": problem_title(kind),
         "status": status,
         "detail": detail,
         **(extra or {}),

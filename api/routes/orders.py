@@ -38,7 +38,7 @@ from api.models import (
     OrderRow,
 )
 from api.ports import Ledger
-from api.problems import Problem, problems
+from api.problems import Problem, problem_title, problems
 from api.services import Commands
 from exchange.domain.messages import (
     AmendOrder,
@@ -422,7 +422,8 @@ def _answer_from_row(row: dict[str, Any]) -> Answer:
         body = problem_body(
             422,
             row["reason"] or "rejected",
-            f"order {row['order_id']!r} was rejected: {row['reason']}",
+            f"订单 {row['order_id']!r} 已被拒绝 was rejected: "
+            f"{problem_title(row['reason'] or 'rejected')}",
             order_id=row["order_id"],
         )
         return Answer(422, body, replayed=True)

@@ -58,6 +58,7 @@ async def test_an_amend_that_only_reduces_keeps_priority_and_releases_the_hold(
     too_big = await buyer.patch(f"/v1/orders/{order_id}", json={"quantity": 1000})
     assert too_big.status_code == 422
     assert too_big.json()["type"] == "/problems/insufficient_funds"
+    assert too_big.json()["title"] == "资金不足 insufficient funds"
     off_tick = await buyer.patch(f"/v1/orders/{order_id}", json={"price": 1795})
     assert off_tick.status_code == 422
     unknown = await buyer.patch("/v1/orders/nope", json={"price": 1800})
