@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from reportlab.lib import colors
@@ -24,10 +23,8 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from exchange.domain.catalogue import cst_iso
+from settlement.charts import CJK_FONT_FILE, chart_label, use_cjk_font
 from settlement.statements import MILLION_TOKENS_ZH, UNITS_ZH, yuan
-
-CJK_FONT_FILE = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
-"""A TrueType Chinese font to embed, where installed."""
 
 
 def _register_font() -> str:
@@ -253,11 +250,7 @@ def _plot(draw: Any, width_in: float = 7.0, height_in: float = 3.0) -> Image:
     from matplotlib import pyplot
     from matplotlib.ticker import FuncFormatter
 
-    if CJK_FONT_FILE.exists():
-        from matplotlib import font_manager
-
-        font_manager.fontManager.addfont(str(CJK_FONT_FILE))
-        matplotlib.rcParams["font.family"] = "WenQuanYi Micro Hei"
+    use_cjk_font()
     figure, axes = pyplot.subplots(figsize=(width_in, height_in))
     draw(axes)
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _plain(value)))
@@ -284,11 +277,6 @@ def _premium(premium_bps: int | None) -> str:
 def _unit(unit: str) -> str:
     """A unit, Chinese first: 卡时 card-hour, 核时 core-hour, 百万tokens million-tokens."""
     return f"{UNITS_ZH.get(unit, MILLION_TOKENS_ZH)} {unit}"
-
-
-def _label(chinese: str, english: str) -> str:
-    """An axis label, Chinese first where the plot has a Chinese font."""
-    return f"{chinese} {english}" if CJK_FONT_FILE.exists() else english
 
 
 def _plain(value: float) -> str:
@@ -337,16 +325,16 @@ def programme_pdf(report: Mapping[str, Any]) -> bytes:
             axes.legend(loc="upper left")
         axes.set_xticks(range(len(days)), days, rotation=30, ha="right")
         axes.set_ylim(bottom=0, top=max(max(used, default=0) * 1.25, 1.0))
-        axes.set_ylabel(_label("累计净使用", f"used to date, {unit}"))
-        axes.set_xlabel(_label("日期", "day (China Standard Time)"))
+        axes.set_ylabel(chart_label("累计净使用", f"used to date, {unit}"))
+        axes.set_xlabel(chart_label("日期", "day (China Standard Time)"))
 
     def distribution(axes: Any) -> None:
         amounts = [e["net_voucher"] / YUAN for e in spread["by_enterprise"]]
         axes.bar(range(len(amounts)), amounts, color=BAR_COLOUR)
         axes.set_xticks(range(len(amounts)), [e["account_id"] for e in spread["by_enterprise"]],
                         rotation=30, ha="right")  # fmt: skip
-        axes.set_ylabel(_label("净算力券", "net voucher, CNY (yuan)"))
-        axes.set_xlabel(_label("企业(从大到小)", "enterprise, largest first"))
+        axes.set_ylabel(chart_label("净算力券", "net voucher, CNY (yuan)"))
+        axes.set_xlabel(chart_label("企业(从大到小)", "enterprise, largest first"))
 
     flowables: list[Any] = [
         Paragraph(

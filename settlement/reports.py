@@ -34,6 +34,7 @@ from exchange.domain.catalogue import (
 )
 from settlement import projections as tables
 from settlement.schema import events
+from settlement.statements import MILLION_TOKENS_ZH, UNITS_ZH
 from settlement.statements import unit_of as invoice_unit
 
 CLAWBACK_KINDS = ("delivery", "resale")
@@ -458,24 +459,45 @@ def _breakdown(rows: Sequence[Any], key: Any) -> list[dict[str, Any]]:
     ]
 
 
+FEN = "(分)"
+"""What a CSV heading of an amount says after its Chinese name: the amounts are in fen."""
+SUMMARY_HEADINGS = {
+    "budget": "预算",
+    "granted": "已授予",
+    "reserved": "已预留",
+    "committed": "已使用",
+    "clawed_back": "已追回",
+    "remaining": "剩余",
+}
+"""The summary's amounts, Chinese name by key."""
+BREAKDOWN_HEADINGS = {
+    "by_enterprise": "企业 enterprise",
+    "by_region": "地区 region",
+    "by_class": "资源类型 class",
+}
+"""The first heading of each breakdown, the name of what it groups by."""
+
+
 def report_csv(report: dict[str, Any]) -> str:
     """The report as CSV: a summary block, then the burn-down, then each breakdown, its units
-    in a column per unit."""
+    in a column per unit. Headings are Chinese first, then English (the report's keys);
+    amounts are in fen, days YYYYMMDD in China Standard Time."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["programme", "budget", "granted", "reserved", "committed", "clawed_back",
-                     "remaining"])  # fmt: skip
-    writer.writerow([report["programme_id"]] + [
-        report[k] for k in ("budget", "granted", "reserved", "committed", "clawed_back",
-                            "remaining")
-    ])  # fmt: skip
+    writer.writerow(
+        ["项目 programme", *(f"{zh}{FEN} {key}" for key, zh in SUMMARY_HEADINGS.items())]
+    )
+    writer.writerow([report["programme_id"], *(report[key] for key in SUMMARY_HEADINGS)])
     writer.writerow([])
-    writer.writerow(["day", "spent", "remaining"])
+    writer.writerow(["日期 day", f"当日使用{FEN} spent", f"剩余{FEN} remaining"])
     for entry in report["burn_down"]:
         writer.writerow([entry["day"], entry["spent"], entry["remaining"]])
-    for breakdown in ("by_enterprise", "by_region", "by_class"):
+    units = [f"{UNITS_ZH.get(unit, MILLION_TOKENS_ZH)} {unit}" for unit in UNITS]
+    for breakdown, heading in BREAKDOWN_HEADINGS.items():
         writer.writerow([])
-        writer.writerow([breakdown.removeprefix("by_"), "purchases", *UNITS, "gross", "voucher"])
+        writer.writerow(
+            [heading, "购买笔数 purchases", *units, f"总额{FEN} gross", f"算力券{FEN} voucher"]
+        )
         for group in report[breakdown]:
             writer.writerow(
                 [
@@ -505,7 +527,10 @@ def burn_down_figure(report: dict[str, Any]) -> Any:
     from matplotlib import pyplot
     from matplotlib.ticker import FuncFormatter
 
-    days = ["start"] + [entry["day"] for entry in report["burn_down"]]
+    from settlement.charts import chart_label, use_cjk_font
+
+    use_cjk_font()
+    days = [chart_label("起始", "start")] + [entry["day"] for entry in report["burn_down"]]
     remaining = [report["budget"]] + [entry["remaining"] for entry in report["burn_down"]]
     figure, axes = pyplot.subplots(figsize=(8, 4))
     axes.step(range(len(days)), [fen / 100 for fen in remaining], where="post",
@@ -514,8 +539,14 @@ def burn_down_figure(report: dict[str, Any]) -> Any:
     axes.set_ylim(bottom=0, top=max(report["budget"] / 100 * 1.1, 1.0))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     axes.grid(True, color="#dddddd")
-    axes.set_ylabel("remaining budget (CNY)")
-    axes.set_title(f"Voucher programme {report['programme_id']}: budget burn-down")
+    axes.set_ylabel(chart_label("剩余预算(元)", "remaining budget (CNY)"))
+    axes.set_xlabel(chart_label("日期(中国标准时间)", "day (China Standard Time)"))
+    programme = report["programme_id"]
+    axes.set_title(
+        chart_label(
+            f"算力券项目 {programme} 预算消耗", f"voucher programme {programme}: budget burn-down"
+        )
+    )
     figure.tight_layout()
     return figure
 

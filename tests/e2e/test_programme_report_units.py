@@ -118,7 +118,10 @@ async def test_a_strip_counts_its_card_hours_and_units_stay_apart(
         ]
         assert city["holder_premium_bps"] == 0
         lines = report_csv(report).splitlines()
-        assert "region,purchases,card-hour,core-hour,million-tokens,gross,voucher" in lines, lines
+        assert (
+            "地区 region,购买笔数 purchases,卡时 card-hour,核时 core-hour,"
+            "百万tokens million-tokens,总额(分) gross,算力券(分) voucher"
+        ) in lines, lines
         assert "GZ,3,674,50,0,681720,204516" in lines, lines
 
         document = await admin.get("/v1/programmes/gz/report", params={"format": "pdf"})
