@@ -1339,7 +1339,12 @@ def _scheduled_contracts(
     try:
         first = datetime.strptime(request.first_day, "%Y-%m-%d").replace(tzinfo=CHINA_STANDARD_TIME)
     except ValueError:
-        raise Problem(422, "invalid-request", f"no such day {request.first_day!r}") from None
+        raise Problem(
+            422,
+            "invalid-request",
+            f"参数 first_day: 没有这一天 {request.first_day!r}, 应如 2026-12-05 no such day",
+            field="first_day",
+        ) from None
     hours = (request.to_hour - request.from_hour) % 24 or 24
     contracts = []
     for day in range(request.days):

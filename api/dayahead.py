@@ -53,8 +53,9 @@ def gate_of(catalogue: Catalogue, date: str) -> int:
         raise Problem(
             422,
             "invalid-date",
-            f"{date!r} is not a date YYYY-MM-DD (a day-ahead auction) or a time "
-            "YYYY-MM-DDTHH:MM (an intraday auction)",
+            f"参数 date: {date[:80]!r} 不是日期 YYYY-MM-DD(日前竞价)或时间 YYYY-MM-DDTHH:MM"
+            f"(日内竞价), 中国标准时间 is not a date YYYY-MM-DD (a day-ahead auction) or a "
+            "time YYYY-MM-DDTHH:MM (an intraday auction), China Standard Time",
             field="date",
         ) from None
     if rules.day_ahead_gate_ms is None:

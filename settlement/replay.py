@@ -536,9 +536,23 @@ def parse_until(value: str) -> tuple[int | None, int | None]:
     return None, parse_time(value)
 
 
+TIME_EXAMPLE = "2026-12-05T09:00+08:00"
+"""A time as `parse_time` reads it, for messages saying what is expected."""
+
+
 def parse_time(value: str) -> int:
-    """An ISO 8601 time with its UTC offset, in ms since the epoch."""
-    moment = datetime.fromisoformat(value)
+    """An ISO 8601 time with its UTC offset, in ms since the epoch. A ValueError says, Chinese
+    first, what is expected (not Python's "Invalid isoformat string")."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"时间 {value[:80]!r} 不是带时区的 ISO 8601 时间, 应如 {TIME_EXAMPLE} "
+            f"not an ISO 8601 time with offset; expected e.g. {TIME_EXAMPLE}"
+        ) from None
     if moment.tzinfo is None:
-        raise ValueError(f"time {value!r} needs a UTC offset, e.g. 2027-12-01T02:00+08:00")
+        raise ValueError(
+            f"时间 {value[:80]!r} 缺少时区, 应如 {TIME_EXAMPLE} needs a UTC offset, "
+            f"e.g. {TIME_EXAMPLE}"
+        )
     return to_utc_ms(moment)

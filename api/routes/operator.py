@@ -413,7 +413,13 @@ async def replay_state(
     try:
         position, ts = parse_until(until) if until else (None, None)
     except ValueError as error:
-        raise Problem(422, "invalid-time", str(error)) from None
+        message = f"{error}; 或一个位置(数字) or a position (digits)"
+        raise Problem(
+            422,
+            "invalid-time",
+            f"参数 until: {message}",
+            errors=[{"field": "until", "message": message}],
+        ) from None
     if position is not None and position > MAX_SQL_INT:
         raise Problem(
             422,

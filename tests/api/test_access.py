@@ -283,6 +283,13 @@ async def test_operators_query_export_replay_and_audit_the_history(
     bad = await operator.get("/v1/admin/replay", params={"until": "yesterday"})
     assert bad.status_code == 422
     assert bad.headers["content-type"] == PROBLEM
+    problem = bad.json()
+    assert problem["title"] == "时间格式有误 invalid time"
+    assert problem["detail"].startswith(
+        "参数 until: 时间 'yesterday' 不是带时区的 ISO 8601 时间, 应如 2026-12-05T09:00+08:00"
+    ), problem
+    assert "Invalid isoformat" not in problem["detail"]
+    assert [error["field"] for error in problem["errors"]] == ["until"]
 
     audited = (await operator.get("/v1/admin/audit")).json()
     assert audited["discrepancies"] == []
