@@ -79,12 +79,13 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, CHINA_STANDARD_TIME).isoformat(timespec="milliseconds")
 
 
-def cst(moment: datetime) -> str:
-    """A stored time as ISO 8601 in China Standard Time (+08:00). The stores keep UTC; a
-    time read back without its zone (SQLite) is UTC, not the server's local time."""
+def cst(moment: datetime, timespec: str = "auto") -> str:
+    """A stored time as ISO 8601 in China Standard Time (+08:00), to `timespec` (as
+    `datetime.isoformat`'s). The stores keep UTC; a time read back without its zone (SQLite)
+    is UTC, not the server's local time."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(CHINA_STANDARD_TIME).isoformat()
+    return moment.astimezone(CHINA_STANDARD_TIME).isoformat(timespec=timespec)
 
 
 def stage_out(progress: PartitionProgress) -> StageProgress:

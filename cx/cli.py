@@ -336,12 +336,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     settings = Settings()
     try:
-        return _dispatch(args, settings)
+        code = _dispatch(args, settings)
+        # What is still buffered goes now, so a reader gone away shows here and not as a
+        # traceback when the interpreter flushes at exit.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         return 130
     except UsageError as error:
         print(f"cx {args.command}: {error}", file=sys.stderr)
         return 2
+
+
+CLOSED_PIPE_EXIT = 128 + 13
+"""The exit status of a command whose reader closed its output (`cx history | head`): a
+shell's for a process SIGPIPE ended (128 + SIGPIPE)."""
+
+
+def _stdout_closed() -> int:
+    """Stop quietly once stdout's reader has gone: point stdout at /dev/null so the
+    interpreter's flush at exit has nowhere to fail either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return CLOSED_PIPE_EXIT
 
 
 MAX_SQL_INT = 2**63 - 1
@@ -379,7 +399,13 @@ def _sim_extra() -> Iterator[None]:
         ) from None
 
 
-def _log_time(value: str | None, option: str) -> None:
+# What digits mean in an option of a log time: a position (`cx replay`), or milliseconds
+# since the epoch (`cx history`); Chinese, then English.
+POSITION = ("一个位置(数字)", "a position (digits)")
+MILLISECONDS = ("毫秒数", "milliseconds since the epoch")
+
+
+def _log_time(value: str | None, option: str, digits: tuple[str, str]) -> None:
     """Refuse a --since/--until that is neither a position, milliseconds nor an ISO time."""
     if value is None:
         return
@@ -388,9 +414,9 @@ def _log_time(value: str | None, option: str) -> None:
     try:
         position, ts = parse_until(value)
     except ValueError as error:
-        raise UsageError(f"{option} {value[:80]!r}: {error}") from None
+        raise UsageError(f"参数 {option}: {error}; 或{digits[0]} or {digits[1]}") from None
     if max(position or 0, ts or 0) > MAX_SQL_INT:
-        raise UsageError(f"{option} {value[:80]!r} is out of range")
+        raise UsageError(f"参数 {option} {value[:80]!r} 超出范围 is out of range")
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -429,7 +455,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from cx import history
         from cx.collector import quiet_collector
 
-        _log_time(args.until, "--until")
+        _log_time(args.until, "--until", POSITION)
         quiet_collector()
         return asyncio.run(
             history.run_replay(
@@ -469,8 +495,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "history":
         from cx import history
 
-        _log_time(args.since, "--since")
-        _log_time(args.until, "--until")
+        _log_time(args.since, "--since", MILLISECONDS)
+        _log_time(args.until, "--until", MILLISECONDS)
         asyncio.run(
             history.run_history(
                 settings,
@@ -738,11 +764,16 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         elif args.keys_command == "list":
+            from api.services import cst
+
+            # China Standard Time, as the operator API shows keys; the store keeps UTC.
             for info in await keys.list_keys(store.engine, args.account, args.all):
-                revoked = f" revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else ""
+                revoked = (
+                    f" 已吊销 revoked {cst(info.revoked_at, 'minutes')}" if info.revoked_at else ""
+                )
                 print(
                     f"{info.key_id}  {info.role.value:<15} {info.account_id:<20} "
-                    f"{info.created_at:%Y-%m-%d %H:%M} {info.label or ''}{revoked}"
+                    f"{cst(info.created_at, 'minutes')} {info.label or ''}{revoked}"
                 )
         else:
             revoked_key = await keys.revoke_key(store.engine, args.key_id)
@@ -922,36 +953,44 @@ async def _status(settings: Settings, as_json: bool, observe: float) -> int:
 
 
 def _print_status(status: PipelineStatus) -> None:
+    """The pipeline's status for people, Chinese first (`--json` keeps the English keys)."""
     from settlement.pipeline_status import status_sentence
 
     stalled = {(s.stage, s.partition) for s in status.stalls}
-    print(f"{'stage':<12} {'partition':<28} {'end':>10} {'offset':>10} {'lag':>8}  state")
+    print(
+        f"{'环节 stage':<12} {'分区 partition':<28} {'末端 end':>10} {'偏移 offset':>10} "
+        f"{'延迟 lag':>8}  状态 state"
+    )
     for p in status.partitions:
+        idle_s = f"{p.idle_ms / 1000:.0f}"
         if (p.stage, p.partition) in stalled:
-            state = "STALLED"
+            state = "停滞 STALLED"
         elif not p.lag:
-            state = "caught up"
+            state = "已追上 caught up"
         elif p.seen_moving:
-            state = f"moving ({p.idle_ms / 1000:.0f}s since it moved)"
+            state = f"推进中, {idle_s} 秒前推进过 moving ({idle_s}s since it moved)"
         else:
-            state = f"not seen to move (behind for at least {p.idle_ms / 1000:.0f}s)"
+            state = (
+                f"未见推进, 已落后至少 {idle_s} 秒 not seen to move (behind for at least {idle_s}s)"
+            )
         where = f"{p.topic}:{p.partition}"
         print(f"{p.stage:<12} {where:<28} {p.end_offset:>10} {p.offset:>10} {p.lag:>8}  {state}")
     for problem in status.unreadable:
-        print(f"unreadable: {problem}")
+        print(f"无法读取 unreadable: {problem}")
     for stall in status.stalls:
         since = datetime.fromtimestamp(stall.since_ms / 1000, CHINA_STANDARD_TIME).isoformat(
             timespec="seconds"
         )
-        print(f"STALLED since {since}: {status_sentence(stall)}")
+        print(f"停滞 STALLED since {since}: {status_sentence(stall)}")
         if stall.kind == "cannot_apply" and stall.set_aside_by is None:
             print(
-                "  once the cause is fixed it goes on by itself; or set the event aside: "
+                "  原因排除后会自行继续; 或将该事件移入死信队列 once the cause is fixed it goes on "
+                "by itself; or set the event aside: "
                 f"cx deadletters set-aside {stall.topic}:{stall.partition}:{stall.offset} "
                 '--reason "..."'
             )
     if not status.stalls:
-        print("nothing is stalled")
+        print("没有停滞 nothing is stalled")
 
 
 @contextmanager

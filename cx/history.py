@@ -354,25 +354,33 @@ def _audit_document(name: str, report: AuditReport) -> dict[str, Any]:
 
 
 def _print_audit(name: str, report: AuditReport, scope: str) -> None:
-    prefix = f"{name}: " if name else ""
+    """An audit's report for people, Chinese first (`--json` keeps the English keys)."""
+    prefix = f"{_shard_words(name)}: " if name else ""
     for discrepancy in report.discrepancies:
-        print(f"{prefix}{discrepancy}")
+        print(f"{prefix}差异 discrepancy {discrepancy}")
     verdict = (
-        "no discrepancies"
+        "无差异 no discrepancies"
         if not report.discrepancies
-        else f"{len(report.discrepancies)} discrepancies"
+        else f"{len(report.discrepancies)} 处差异 discrepancies"
     )
     if scope == "ledger":
         print(
-            f"{prefix}audited {report.events} journal entries up to position {report.position}: "
-            f"{verdict}"
+            f"{prefix}已审计 audited {report.events} 条分录 journal entries, 至位置 up to "
+            f"position {report.position}: {verdict}"
         )
     else:
         print(
-            f"{prefix}audited {report.events} events up to position {report.position}, "
-            f"{report.orders} orders, {report.trades} trades, {report.checkpoints} "
-            f"checkpoints: {verdict}"
+            f"{prefix}已审计 audited {report.events} 个事件 events, 至位置 up to position "
+            f"{report.position}, {report.orders} 笔订单 orders, {report.trades} 笔成交 trades, "
+            f"{report.checkpoints} 个检查点 checkpoints: {verdict}"
         )
+
+
+def _shard_words(name: str) -> str:
+    """A report's shard name (`shard K`, `all shards`, as the JSON keeps it) in words."""
+    if name == "all shards":
+        return "全部分片 all shards"
+    return f"分片 {name.removeprefix('shard ')} {name}"
 
 
 async def run_history(

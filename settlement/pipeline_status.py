@@ -125,15 +125,19 @@ class PipelineStatus:
 
 
 def status_sentence(stall: StalledPartition) -> str:
-    """What is stalled where, and why, in one sentence."""
+    """What is stalled where, and why, in one sentence: Chinese first, then English with the
+    stage's own detail."""
+    chinese = f"{stall.stage} 在 {stall.topic}:{stall.partition} 停滞"
+    chinese += "" if stall.lag is None else f", 延迟 {stall.lag} 条"
     where = f"{stall.stage} is stalled in {stall.topic}:{stall.partition}"
     lag = "" if stall.lag is None else f" with lag {stall.lag}"
     if stall.kind == "cannot_apply":
+        chinese += f", 在偏移 {stall.offset} 处无法应用事件 {stall.event_id} ({stall.event_type})"
         return (
-            f"{where} at offset {stall.offset}{lag}: it cannot apply event {stall.event_id} "
-            f"({stall.event_type}): {stall.detail}"
+            f"{chinese} / {where} at offset {stall.offset}{lag}: it cannot apply event "
+            f"{stall.event_id} ({stall.event_type}): {stall.detail}"
         )
-    return f"{where}{lag}: {stall.detail}"
+    return f"{chinese} / {where}{lag}: {stall.detail}"
 
 
 class OffsetSource(Protocol):

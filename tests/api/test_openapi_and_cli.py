@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,11 @@ async def test_cx_keys_creates_lists_and_revokes_keys(tmp_path: Path) -> None:
     key_id = key.split("_")[1]
     assert key_id in listed.stdout
     assert "sme-1" in listed.stdout
+    # Created just now, shown in China Standard Time as the operator API shows keys.
+    shown = re.search(r" (\d{4}-\d\d-\d\dT\d\d:\d\d\+08:00) ", listed.stdout)
+    assert shown, listed.stdout
+    created_at = datetime.fromisoformat(shown.group(1))
+    assert abs(created_at - datetime.now(UTC)) < timedelta(minutes=2), listed.stdout
     assert key not in listed.stdout, "a listing never shows the key"
 
     conflict = _cx(tmp_path, "create", "--account", "sme-1", "--role", "provider")
@@ -109,4 +116,5 @@ async def test_cx_keys_creates_lists_and_revokes_keys(tmp_path: Path) -> None:
         assert _cx(tmp_path, "revoke", "000000000000").returncode == 1
     finally:
         await store.close()
-    assert "revoked" in _cx(tmp_path, "list", "--all").stdout
+    revoked = _cx(tmp_path, "list", "--all").stdout
+    assert re.search(r" 已吊销 revoked \d{4}-\d\d-\d\dT\d\d:\d\d\+08:00", revoked), revoked

@@ -354,6 +354,44 @@ def test_cx_history_exports_a_contract_an_account_an_order_and_a_time_window(
     assert json.loads(rows[1][6])["event_id"] == rows[1][1]
 
 
+def _cx_history_into_a_reader_that_closes(
+    history: dict[str, Any], lines_read: int
+) -> tuple[int, str]:
+    """`cx history | head -n lines_read`: the reader reads that many lines and goes away;
+    cx's exit status and what it said on stderr."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
+    }
+    env["CX_DATA_DIR"] = str(history["settings"].data_dir)
+    with subprocess.Popen(
+        [sys.executable, "-m", "cx.cli", "history"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        for _ in range(lines_read):
+            assert process.stdout.readline()
+        process.stdout.close()
+        said = process.stderr.read()
+        return process.wait(timeout=120), said
+
+
+@pytest.mark.parametrize("lines_read", [0, 1])
+def test_cx_history_into_a_reader_that_closes_early_exits_quietly(
+    history: dict[str, Any], lines_read: int
+) -> None:
+    status, said = _cx_history_into_a_reader_that_closes(history, lines_read)
+    assert "BrokenPipeError" not in said, said
+    assert said == "", said
+    # Closed before cx wrote anything, the reader is certainly gone when it writes; after a
+    # line, the rest may all have fitted in the pipe before it went.
+    assert status == 141 if lines_read == 0 else status in {0, 141}, status
+
+
 async def test_history_filters_run_on_postgresql(postgres_url: str) -> None:
     rows = [
         json.loads(line)

@@ -334,7 +334,7 @@ async def _check_audits(
     with redirect_stdout(out):
         assert await history.run_audit(settings, as_json=True, shard=1) == 0
         assert await history.run_audit(settings, as_json=False, scope="ledger") == 0
-    assert "shard 1: audited" in out.getvalue()
+    assert "分片 1 shard 1: 已审计 audited" in out.getvalue()
 
 
 async def _check_replays(
