@@ -315,6 +315,7 @@ class BlockAnswer(BaseModel):
     """A block order accepted (held across its hours and sent to matching) or `pending`."""
 
     order_id: str
+    client_order_id: str | None = None
     status: Literal["accepted", "pending"]
     symbols: list[str]
 

@@ -547,7 +547,7 @@ class LedgerProjection:
                         "filled": 0,
                         "status": "open",
                         "reason": None,
-                        "client_order_id": None,
+                        "client_order_id": event.client_order_id,
                         "created_ts": event.ts,
                         "updated_ts": event.ts,
                     }

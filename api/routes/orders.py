@@ -336,6 +336,7 @@ async def place_block(
     principal: Trader,
     market: MarketDep,
     commands: CommandsDep,
+    ledger: LedgerDep,
     idempotent: IdempotentDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -356,20 +357,34 @@ async def place_block(
         side=block.side,
         price=block.price,
         quantity=block.quantity,
+        client_order_id=block.client_order_id,
         voucher=block.voucher,
         day_ahead=block.day_ahead,
     )
     order_id = exchange_order_id(account, name)
+    accepted = {
+        "order_id": order_id,
+        "client_order_id": block.client_order_id,
+        "status": "accepted",
+        "symbols": block.symbols,
+    }
+    pending = Answer(201, {**accepted, "status": "pending"}, pending=True)
 
     async def send() -> Answer:
         outcome = await commands.submit_and_wait(command, order_key(account, order_id))
-        accepted = {"order_id": order_id, "status": "accepted", "symbols": block.symbols}
         if outcome is None:
-            return Answer(201, {**accepted, "status": "pending"}, pending=True)
+            return pending
         if isinstance(outcome, OrderRejected):
             if named is not None and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
-                # A retry of this account's own block: the first send was accepted.
-                return Answer(201, accepted, replayed=True)
+                # The account's own name, reserved for this request: an earlier send of it was
+                # accepted before this process could answer it. As for a single order, the
+                # answer is the block as settled.
+                settled = await _eventually_settled(ledger, order_id)
+                if settled is None:
+                    return pending
+                return Answer(
+                    201, {**accepted, "client_order_id": settled["client_order_id"]}, replayed=True
+                )
             body = problem_body(422, outcome.reason.value, outcome.message, order_id=order_id)
             return Answer(422, body)
         return Answer(201, accepted)

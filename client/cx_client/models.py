@@ -279,6 +279,7 @@ class BlockAnswer(Model):
     """A block order: every listed hour or none."""
 
     order_id: str
+    client_order_id: str | None = None
     status: Literal["accepted", "pending"]
     symbols: list[str]
 

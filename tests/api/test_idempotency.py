@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select, update
 from api import queries
 from api.idempotency import derived_id, idempotent_requests
 from cx.settings import Settings
-from exchange.domain.messages import PlaceOrder, exchange_order_id
+from exchange.domain.messages import PlaceBlockOrder, PlaceOrder, exchange_order_id
 from settlement import projections as tables
 from settlement.schema import events
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
@@ -155,6 +155,59 @@ async def test_a_retry_after_a_restart_that_lost_the_answer_places_nothing_new(
         assert await _count(exchange, "OrderAccepted") == 2
         rejected = await _count(exchange, "OrderRejected")
         assert rejected == 1, "the resend was refused as a duplicate, placing nothing"
+
+
+BLOCK = {
+    "symbols": [GZ0, "H100-80G.GZ.20271201T01"],
+    "side": "buy",
+    "price": 1800,
+    "quantity": 2,
+}
+
+
+async def test_a_named_block_keeps_its_client_order_id_and_retries_like_an_order(
+    tmp_path: Path,
+) -> None:
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        client = await _funded(exchange)
+        named = {**BLOCK, "client_order_id": "night-run"}
+        first = await client.post("/v1/block-orders", json=named)
+        again = await client.post("/v1/block-orders", json=named)
+        assert first.status_code == again.status_code == 201, first.text
+        order_id = exchange_order_id("buyer", "night-run")
+        assert first.json() == {
+            "order_id": order_id,
+            "client_order_id": "night-run",
+            "status": "accepted",
+            "symbols": BLOCK["symbols"],
+        }
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        await settle(exchange.runtime)
+        stored = (await client.get(f"/v1/orders/{order_id}")).json()
+        assert stored["client_order_id"] == "night-run", stored
+
+        # An earlier API process sent this one and stopped before it could answer or keep it:
+        # the resend is refused as a duplicate, and the API answers with the block as settled.
+        lost = PlaceBlockOrder(
+            order_id="lost-block", client_order_id="lost-block", account_id="buyer", **BLOCK
+        )
+        await exchange.runtime.submit(lost)
+        await settle(exchange.runtime)
+        retried = await client.post(
+            "/v1/block-orders", json={**BLOCK, "client_order_id": "lost-block"}
+        )
+        assert retried.status_code == 201, retried.text
+        assert retried.json() == {
+            "order_id": exchange_order_id("buyer", "lost-block"),
+            "client_order_id": "lost-block",
+            "status": "accepted",
+            "symbols": BLOCK["symbols"],
+        }
+        assert retried.headers["idempotent-replayed"] == "true"
+        await settle(exchange.runtime)
+        assert await _count(exchange, "BlockAccepted") == 2
+        assert await _count(exchange, "OrderRejected") == 1, "the resend placed nothing"
 
 
 async def test_a_retried_deposit_credits_once(exchange_settings: Settings) -> None:

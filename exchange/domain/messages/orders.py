@@ -128,6 +128,7 @@ class AmendOrder(Message):
 
 
 _BLOCK_OPTION_DEFAULTS: dict[str, Any] = {
+    "client_order_id": None,
     "voucher": None,
     "day_ahead": False,
     "group": None,
@@ -163,6 +164,8 @@ class PlaceBlockOrder(Message):
     side: Side
     price: PositiveInt
     quantity: PositiveInt
+    client_order_id: Identifier | None = None
+    """The submitter's name for the block, kept with it as a single order's is."""
     stp_group: Identifier | None = None
     stp_mode: StpMode = "cancel_resting"
     voucher: Identifier | None = None
@@ -305,6 +308,7 @@ class BlockAccepted(Event):
     side: Side
     price: StrictInt
     quantity: StrictInt
+    client_order_id: str | None = None
     stp_group: str | None = None
     stp_mode: StpMode = "cancel_resting"
     bond_per_unit: StrictInt = 0

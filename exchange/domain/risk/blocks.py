@@ -37,6 +37,7 @@ def place_block_order(state: RiskState, command: PlaceBlockOrder, stamp: EventSt
             side=command.side,
             price=command.price,
             quantity=command.quantity * len(command.symbols),
+            client_order_id=command.client_order_id,
             reason=reason,
             message=message,
         )
@@ -67,6 +68,7 @@ def accepted_block(
         side=command.side,
         price=command.price,
         quantity=command.quantity,
+        client_order_id=command.client_order_id,
         stp_group=own_group(command),
         stp_mode=command.stp_mode,
         bond_per_unit=terms.bond_per_unit,
