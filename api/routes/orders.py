@@ -21,7 +21,7 @@ from api.deps import (
     IdempotentDep,
     LedgerDep,
     MarketDep,
-    listed_or_404,
+    listed_or_422,
 )
 from api.idempotency import Answer, Named, fingerprint, key_name, problem_body, respond
 from api.keys import Principal, Role
@@ -138,7 +138,7 @@ async def _place_and_wait(
     "on it too: `result` says whether it rests, filled or was cancelled, with its fills.",
     responses={
         202: {"model": OrderAnswer, "description": "Not decided within 5 s; retry to learn"},
-        **problems(404, 422),
+        **problems(422),
     },
 )
 async def place_order(
@@ -162,7 +162,7 @@ async def place_order(
     symbol = body["symbol"]
     spec = market.spec(symbol)
     if spec is None:
-        raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
+        raise Problem(422, "unknown_contract", f"contract {symbol!r} is not listed")
     price = body.get("price")
     if isinstance(price, int) and price % spec.tick_size:
         raise Problem(
@@ -329,7 +329,7 @@ async def cancel_all_orders(principal: Trader, commands: CommandsDep) -> CancelA
     "different block is refused (`idempotency-key-reused`). With `day_ahead` the block waits "
     "for the day-ahead auction of its hours instead of the books (docs/MATCHING.md).",
     response_model=BlockAnswer,
-    responses=problems(404, 422),
+    responses=problems(422),
 )
 async def place_block(
     block: BlockRequest,
@@ -340,7 +340,7 @@ async def place_block(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     for symbol in block.symbols:
-        listed_or_404(market, symbol)
+        listed_or_422(market, symbol)
     account = principal.account_id
     # Without a voucher (or the day-ahead flag), the body a block had before vouchers (or the
     # day-ahead auction) existed: a retry of a block sent before them still matches its first

@@ -112,9 +112,11 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         await settle(exchange.runtime)
         before = await _event_count(exchange)
 
+        # A body's contract the market does not list: 422 with the risk stage's own code.
         unknown = await _order(exchange, "buyer", "H100-80G.GZ.20991231T00", "buy", 1800, 1)
-        assert unknown.status_code == 404
+        assert unknown.status_code == 422
         assert unknown.headers["content-type"] == "application/problem+json"
+        assert unknown.json()["type"] == "/problems/unknown_contract"
         assert unknown.json()["detail"] == "contract 'H100-80G.GZ.20991231T00' is not listed"
 
         fractional = await _order(exchange, "buyer", GZ0, "buy", 1800.5, 1)  # type: ignore[arg-type]
