@@ -118,6 +118,18 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         assert unknown.headers["content-type"] == "application/problem+json"
         assert unknown.json()["type"] == "/problems/unknown_contract"
         assert unknown.json()["detail"] == "contract 'H100-80G.GZ.20991231T00' is not listed"
+        buyer_client = await exchange.as_("buyer")
+        for path, body in (
+            ("/v1/block-orders", {"symbols": ["NOPE"], "side": "buy", "price": 1800,
+                                  "quantity": 1}),
+            ("/v1/accounts/buyer/withdrawals", {"kind": "capacity", "symbol": "NOPE",
+                                                "quantity": 1}),
+        ):  # fmt: skip
+            refused = await buyer_client.post(path, json=body)
+            assert (refused.status_code, refused.json()["type"]) == (
+                422,
+                "/problems/unknown_contract",
+            ), (path, refused.text)
         await _refuse_conflicting_options(exchange)
 
         fractional = await _order(exchange, "buyer", GZ0, "buy", 1800.5, 1)  # type: ignore[arg-type]
@@ -143,7 +155,6 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         no_capacity = await _order(exchange, "buyer", GZ0, "sell", 1800, 1)
         assert no_capacity.json()["type"] == "/problems/insufficient_capacity"
 
-        buyer_client = await exchange.as_("buyer")
         foreign = await buyer_client.delete("/v1/orders/nope", params={"account_id": "buyer"})
         assert foreign.status_code == 404
         assert foreign.json()["type"] == "/problems/unknown_order"
