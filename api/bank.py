@@ -634,7 +634,7 @@ async def decide(
     "first answer and never withdraws twice; the same id for a different withdrawal is "
     "refused (`idempotency-key-reused`).",
     response_model=RequestAnswer,
-    responses=problems(404, 422),
+    responses=problems(422),
 )
 async def withdraw(
     account_id: Identifier,
@@ -659,7 +659,7 @@ async def withdraw(
                 422, "invalid-request", "a capacity withdrawal takes a symbol and a quantity"
             )
         if request.symbol not in market.catalogue:
-            raise Problem(404, "unknown-contract", f"contract {request.symbol!r} is not listed")
+            raise Problem(422, "unknown_contract", f"contract {request.symbol!r} is not listed")
         command = WithdrawCapacity(
             withdrawal_id=withdrawal_id,
             account_id=account,
@@ -683,7 +683,7 @@ async def withdraw(
     "must be listed now: a schedule reaching past the listing horizon is refused whole. "
     "`status` is `pending` if the exchange had not decided every deposit and ask in 5 s.",
     response_model=ScheduledDeposit,
-    responses=problems(404, 422),
+    responses=problems(422),
 )
 async def deposit_schedule(
     account_id: Identifier,
@@ -1357,7 +1357,7 @@ def _scheduled_contracts(
             )
             spec = catalogue.listed(symbol, now_ms)
             if spec is None:
-                raise Problem(404, "unknown-contract", catalogue.why_not_listed(symbol, now_ms))
+                raise Problem(422, "unknown_contract", catalogue.why_not_listed(symbol, now_ms))
             if now_ms >= catalogue.retires_at(spec):
                 # A static contract stays listed past its gate, where risk refuses deposits:
                 # refuse the whole schedule here, before any hour of it is deposited.

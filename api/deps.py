@@ -104,8 +104,18 @@ IdempotencyKey = Annotated[
 
 
 def listed_or_404(market: MarketData, symbol: str) -> None:
-    """Refuse (404 `unknown-contract`, saying why) a symbol the market does not list now."""
+    """Refuse (404 `unknown_contract`, saying why) a path's symbol the market does not list
+    now."""
+    _require_listed(market, symbol, 404)
+
+
+def listed_or_422(market: MarketData, symbol: str) -> None:
+    """Refuse (422 `unknown_contract`, saying why, as the risk stage would) a body's symbol
+    the market does not list now."""
+    _require_listed(market, symbol, 422)
+
+
+def _require_listed(market: MarketData, symbol: str, status: int) -> None:
     if market.view(symbol) is None:
-        raise Problem(
-            404, "unknown-contract", market.catalogue.why_not_listed(symbol, market.now_ms)
-        )
+        why = market.catalogue.why_not_listed(symbol, market.now_ms)
+        raise Problem(status, "unknown_contract", why)

@@ -1120,7 +1120,9 @@ class NeedRequest(BaseModel):
         "exchange places the planner's best alternatives (at most 12, each in one CST day whose "
         "auction gate has not passed, all of one number of cards an hour) as one exclusive "
         "group at the need's price limit (`max_total` over the card-hours, down to the tick); "
-        "the auction buys at most one of them. Not with `stand`.",
+        "the auction buys at most one of them. Past the day's gate, with intraday auctions, "
+        "the hours the next intraday auction still takes bid there, as an exclusive group "
+        "does; no auction left: `already_auctioned`, saying which closed. Not with `stand`.",
     )
 
 

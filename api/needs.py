@@ -28,6 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -42,7 +43,16 @@ from api.ports import Ledger
 from api.problems import Problem, database_unavailable
 from api.schema import metadata
 from api.services import Commands
-from exchange.domain.catalogue import Catalogue, ContractSpec, family_of, to_utc_ms
+from exchange.domain.catalogue import (
+    CHINA_STANDARD_TIME,
+    INTRADAY_GUARD_MS,
+    Catalogue,
+    ContractSpec,
+    cst_date,
+    cst_day_start_ms,
+    family_of,
+    to_utc_ms,
+)
 from exchange.domain.messages import (
     MAX_ALTERNATIVES,
     OrderRejected,
@@ -377,25 +387,20 @@ class NeedService:
         return self._json(document, 201)
 
     def auction_bid(self, need: Need, account_id: str, voucher: str | None) -> AuctionBid:
-        """The exclusive group a need bids in the day-ahead auction: the planner's best
-        alternatives among the contracts whose auction has not passed its gate, those the
-        need's voucher covers when it names one; else 422 with why none."""
+        """The exclusive group a need bids in an auction: the planner's best alternatives
+        among the contracts an auction still takes (their day-ahead auction's, or past its
+        gate the next intraday auction's, as the risk stage routes an exclusive group), those
+        the need's voucher covers when it names one; else 422 with why none."""
         listed = self.market.listed()
-        rules = self.catalogue.rules
         now = self.market.now_ms
-        open_ = [
-            spec
-            for spec in listed
-            if (gate := rules.day_ahead_gate(to_utc_ms(spec.delivery_start))) is None or now < gate
-        ]
+        open_ = [spec for spec in listed if self._auctioned_after(spec, now)]
         result = self.plan(need, account_id, voucher, open_)
         if not result.alternatives:
             if self.plan(need, account_id, voucher).alternatives:
                 raise Problem(
                     422,
                     RejectReason.ALREADY_AUCTIONED.value,
-                    "the day-ahead auctions of every alternative of the need have passed their "
-                    "gates: trade the hours continuously instead",
+                    self._auctions_closed(need, now),
                 )
             raise Problem(
                 422,
@@ -421,6 +426,52 @@ class NeedService:
                 plan=plan_document(result, self.catalogue),
             )
         return bid
+
+    def _auctioned_after(self, spec: ContractSpec, now: int) -> bool:
+        """Whether an auction after `now` still takes an exclusive group's alternative
+        starting with `spec`: its day-ahead auction, before the gate; past it, the next
+        intraday auction, if the exchange runs them and it comes at least INTRADAY_GUARD_MS
+        before the hour's gate closure (`exchange.domain.risk.gates`)."""
+        rules = self.catalogue.rules
+        gate = rules.day_ahead_gate(to_utc_ms(spec.delivery_start))
+        if gate is None or now < gate:
+            return True
+        intraday = rules.intraday_auction_after(now)
+        return intraday is not None and intraday + INTRADAY_GUARD_MS <= self.catalogue.retires_at(
+            spec
+        )
+
+    def _auction_of(self, bid: AuctionBid) -> str:
+        """The auction a bid goes to, in words: its hours' day-ahead auction, or past its
+        gate the next intraday auction."""
+        now = self.market.now_ms
+        gate = self.catalogue.rules.day_ahead_gate(min(a.start_ms for a in bid.alternatives))
+        intraday = self.catalogue.rules.intraday_auction_after(now)
+        if gate is None or now < gate or intraday is None:
+            return "the day-ahead auction"
+        at = datetime.fromtimestamp(intraday / 1000, CHINA_STANDARD_TIME)
+        return f"the intraday auction at {at:%Y-%m-%d %H:%M} CST"
+
+    def _auctions_closed(self, need: Need, now: int) -> str:
+        """Why no auction takes the need's hours any more, and what the buyer can do."""
+        day = cst_date(cst_day_start_ms(need.earliest_start_ms))
+        instead = (
+            "send the need without day_ahead to be planned against the books now (with stand, "
+            "it waits for asks until its deadline)"
+        )
+        intraday = self.catalogue.rules.intraday_auction_after(now)
+        if intraday is None:
+            return (
+                f"日前竞价已截止 the day-ahead auction of {day} has passed its gate for every "
+                f"alternative of the need, and this exchange runs no intraday auctions: {instead}"
+            )
+        at = datetime.fromtimestamp(intraday / 1000, CHINA_STANDARD_TIME)
+        return (
+            f"日前竞价已截止 the day-ahead auction of {day} has passed its gate for every "
+            f"alternative of the need, and the next intraday auction, at {at:%Y-%m-%d %H:%M} "
+            f"CST, comes too late: their gates close within {INTRADAY_GUARD_MS // 60_000} "
+            f"minutes of it; {instead}"
+        )
 
     async def _place_in_auction(
         self,
@@ -465,7 +516,7 @@ class NeedService:
             alternatives=bid.alternatives,
             excluded=(),
             reason=None,
-            explanation=f"{len(bid.alternatives)} alternative(s) bid in the day-ahead auction "
+            explanation=f"{len(bid.alternatives)} alternative(s) bid in {self._auction_of(bid)} "
             f"at up to {bid.price} fen a card-hour on average (each less its region adder), "
             f"{bid.quantity} cards an hour",
         )

@@ -342,11 +342,9 @@ class ShardedLedger(SqlLedger):
         return None
 
     async def order_invoice(self, order_id: str) -> dict[str, Any] | None:
-        """A buy order's VAT invoice data, from the shard of its family."""
-        for shard in self.shards:
-            if (found := await shard.order_invoice(order_id)) is not None:
-                return found
-        return None
+        """A buy order's VAT invoice data, from the shard of its family, naming the parties'
+        enterprises wherever they registered (the registry's shard)."""
+        return await statements.order_invoice([shard.engine for shard in self.shards], order_id)
 
     async def enterprise(self, account_id: str) -> dict[str, Any] | None:
         """The enterprise the account registered, from the shard of the registry's partition."""

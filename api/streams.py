@@ -302,7 +302,7 @@ def sse_subscriber(
         raise Problem(422, "invalid-request", "name symbols, or private channels, to follow")
     unknown = [s for s in symbols if s not in market.views]
     if unknown:
-        raise Problem(404, "unknown-contract", f"contracts not listed: {', '.join(unknown)}")
+        raise Problem(404, "unknown_contract", f"contracts not listed: {', '.join(unknown)}")
     subscriber = market.subscriber()
     subscriber.ends_without_key = True
     if principal is not None:

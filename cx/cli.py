@@ -633,11 +633,8 @@ def _invoice_report(settings: Settings, order_id: str, kind: str, out: Path | No
         return 2
 
     async def read(engines: list[Any]) -> dict[str, Any] | None:
-        # The order is in the shard of its family.
-        for engine in engines:
-            if (found := await statements.order_invoice(engine, order_id)) is not None:
-                return found
-        return None
+        # The order is in the shard of its family, the enterprises in the registry's.
+        return await statements.order_invoice(engines, order_id)
 
     try:
         invoice = asyncio.run(_read_ledger(settings, read))

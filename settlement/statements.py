@@ -581,24 +581,31 @@ def _party(row: Mapping[str, Any] | None, account_id: str, default_name: str) ->
     }
 
 
-async def order_invoice(engine: AsyncEngine, order_id: str) -> dict[str, Any] | None:
-    """The VAT invoice data of a buy order; None if no such order is settled."""
-    statement = await order_statement(engine, order_id)
-    if statement is None:
+async def order_invoice(
+    engine: AsyncEngine | Sequence[AsyncEngine], order_id: str
+) -> dict[str, Any] | None:
+    """The VAT invoice data of a buy order; None if no such order is settled.
+
+    Given every settlement shard's engine, the order's statement is its family's shard's and
+    the parties' registered enterprises are read from whichever shard holds them (the
+    registry's partition's), not only the order's."""
+    engines = [engine] if isinstance(engine, AsyncEngine) else list(engine)
+    for shard in engines:
+        if (statement := await order_statement(shard, order_id)) is not None:
+            break
+    else:
         return None
     enterprises = tables.enterprises
     buyer_id = statement["account_id"]
-    async with engine.connect() as connection:
-        rows = {
-            row["account_id"]: dict(row)
-            for row in (
-                await connection.execute(
-                    select(enterprises).where(
-                        enterprises.c.account_id.in_((buyer_id, PLATFORM_ACCOUNT))
-                    )
+    rows: dict[str, dict[str, Any]] = {}
+    for shard in engines:
+        async with shard.connect() as connection:
+            found = await connection.execute(
+                select(enterprises).where(
+                    enterprises.c.account_id.in_((buyer_id, PLATFORM_ACCOUNT))
                 )
-            ).mappings()
-        }
+            )
+            rows |= {row["account_id"]: dict(row) for row in found.mappings()}
     return invoice_of(
         statement,
         seller=_party(rows.get(PLATFORM_ACCOUNT), PLATFORM_ACCOUNT, PLATFORM_NAME),

@@ -16,7 +16,7 @@ from api.deps import (
     IdempotentDep,
     LedgerDep,
     MarketDep,
-    listed_or_404,
+    listed_or_422,
 )
 from api.idempotency import Answer, Named, derived_id, fingerprint, problem_body, respond
 from api.keys import Principal, Role
@@ -113,7 +113,7 @@ async def deposit(
     "capacity. A `deposit_id` or an `Idempotency-Key` header makes a retry return the "
     "first answer; the same name with a different deposit is refused "
     "(`idempotency-key-reused`), even while the first is pending.",
-    responses=problems(404, 422),
+    responses=problems(422),
 )
 async def post_deposit(
     account_id: Identifier,
@@ -128,7 +128,7 @@ async def post_deposit(
     if isinstance(request, CapacityDeposit):
         if principal.role not in (Role.PROVIDER, Role.OPERATOR):
             raise Problem(403, "forbidden", "only providers deposit capacity")
-        listed_or_404(market, request.symbol)
+        listed_or_422(market, request.symbol)
     if request.deposit_id is not None:
         deposit_id = request.deposit_id
     elif idempotency_key is not None:

@@ -52,7 +52,7 @@ def contract_view(
     spec = market.spec(symbol)
     view = market.view(symbol)
     if spec is None or view is None:
-        raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
+        raise Problem(404, "unknown_contract", f"contract {symbol!r} is not listed")
     bid, ask = view.best_bid(), view.best_ask()
     best_bid = None if bid is None else bid[0]
     best_ask = None if ask is None else ask[0]
@@ -116,7 +116,7 @@ async def get_contract(
     listed_or_404(market, symbol)
     spec = market.spec(symbol)
     if spec is None:
-        raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
+        raise Problem(404, "unknown_contract", f"contract {symbol!r} is not listed")
     stalls_held = await stalls.list_stalls(spec.resource_class.code, spec.region)
     return contract_view(market, symbol, stalls_held, principal)
 
@@ -197,7 +197,7 @@ async def family_history(
     limit: Annotated[int, Query(ge=1, le=840)] = 35,
 ) -> list[HistoryPoint]:
     if not any(family_of(symbol) == family for symbol in market.views):
-        raise Problem(404, "unknown-contract", f"no contract of the family {family!r} is listed")
+        raise Problem(404, "unknown_contract", f"no contract of the family {family!r} is listed")
     return [
         HistoryPoint.model_validate(point)
         for point in market.family_history(family, interval == "1d", limit)

@@ -19,6 +19,7 @@ from api.deps import (
     MarketDep,
     RuntimeDep,
     listed_or_404,
+    listed_or_422,
 )
 from api.keys import KeyInfo, Principal, RoleConflict
 from api.marketdata import control_key, limits_key
@@ -292,11 +293,11 @@ async def control_contract(
         try:
             parse_symbol(symbol)
         except SymbolError as error:
-            raise Problem(404, "unknown-contract", str(error)) from None
+            raise Problem(404, "unknown_contract", str(error)) from None
     elif not (action == "set_band" and is_family(symbol)):
         listed_or_404(market, symbol)
     for other in request.symbols:
-        listed_or_404(market, other)
+        listed_or_422(market, other)
     if action == "set_band" and request.band is None:
         raise Problem(422, "invalid-request", "set_band needs a band (fen; 0: none)")
     return await control(
@@ -409,7 +410,7 @@ async def replay_state(
     account_id: Annotated[Identifier | None, Query()] = None,
 ) -> dict[str, Any]:
     if contract is not None and contract not in runtime.catalogue:
-        raise Problem(404, "unknown-contract", f"contract {contract!r} is not listed")
+        raise Problem(404, "unknown_contract", f"contract {contract!r} is not listed")
     try:
         position, ts = parse_until(until) if until else (None, None)
     except ValueError as error:

@@ -21,7 +21,7 @@ from api.deps import (
     IdempotentDep,
     LedgerDep,
     MarketDep,
-    listed_or_404,
+    listed_or_422,
 )
 from api.idempotency import Answer, Named, fingerprint, key_name, problem_body, respond
 from api.keys import Principal, Role
@@ -46,6 +46,7 @@ from exchange.domain.messages import (
     CancelAllOrders,
     CancelAllRequested,
     CancelOrder,
+    CancelReason,
     CancelRejected,
     Identifier,
     OrderAccepted,
@@ -130,7 +131,9 @@ async def _place_and_wait(
     response_model=OrderAnswer,
     summary="Place an order",
     description="Answers once the risk stage has decided: 201 accepted, or the rejection "
-    "as a problem (`insufficient_funds`, `insufficient_capacity`, ...); 202 pending if "
+    "as a problem (`insufficient_funds`, `insufficient_capacity`, ...); options that "
+    "contradict each other are refused before anything is logged (`expiry_required`, "
+    "`expiry_needs_gtd`, `post_only_conflict`, ... with `field`); 202 pending if "
     "that takes more than 5 s. A `client_order_id` or an `Idempotency-Key` header makes "
     "a retry return the first answer (header `Idempotent-Replayed: true`); the same name "
     "with a different order is refused (`idempotency-key-reused`), even while the first "
@@ -138,7 +141,7 @@ async def _place_and_wait(
     "on it too: `result` says whether it rests, filled or was cancelled, with its fills.",
     responses={
         202: {"model": OrderAnswer, "description": "Not decided within 5 s; retry to learn"},
-        **problems(404, 422),
+        **problems(422),
     },
 )
 async def place_order(
@@ -162,7 +165,10 @@ async def place_order(
     symbol = body["symbol"]
     spec = market.spec(symbol)
     if spec is None:
-        raise Problem(404, "unknown-contract", f"contract {symbol!r} is not listed")
+        raise Problem(422, "unknown_contract", f"contract {symbol!r} is not listed")
+    refused = _conflicting_options(body, market.now_ms)
+    if refused is not None:
+        raise refused
     price = body.get("price")
     if isinstance(price, int) and price % spec.tick_size:
         raise Problem(
@@ -184,6 +190,81 @@ async def place_order(
     return await idempotent.run(
         account, named, lambda: place(commands, ledger, command, True, result)
     )
+
+
+def _conflicting_options(order: dict[str, Any], now_ms: int) -> Problem | None:
+    """The problem of options that contradict each other, or None.
+
+    Matching would take such an order's hold and then refuse it (`invalid_order`,
+    `invalid_expiry`), or ignore an `expire_at` a GTC order cannot use: refused here first,
+    by name, nothing logged. A command produced straight to the log still meets matching's
+    refusals, which old histories replay with."""
+    tif = order["time_in_force"]
+    expire_at = order["expire_at"]
+    if tif == "GTD" and expire_at is None:
+        return Problem(
+            422,
+            "expiry_required",
+            "限期订单 (GTD) 须给出到期时间 expire_at: a good-till-date order needs expire_at, "
+            "the time it expires (ms since the epoch)",
+            field="expire_at",
+        )
+    if tif != "GTD" and expire_at is not None:
+        return Problem(
+            422,
+            "expiry_needs_gtd",
+            f"只有限期订单 (GTD) 可设到期时间 only a GTD order expires at expire_at; this one is "
+            f"{tif}: send time_in_force GTD, or leave expire_at out",
+            field="expire_at",
+        )
+    if tif == "GTD" and expire_at <= now_ms:
+        return Problem(
+            422,
+            CancelReason.INVALID_EXPIRY.value,
+            f"到期时间已过 expire_at {expire_at} is not after the exchange's time now "
+            f"({now_ms} ms): a GTD order must expire in the future",
+            field="expire_at",
+        )
+    if order["order_type"] == "market" and tif not in ("GTC", "IOC"):
+        return Problem(
+            422,
+            "market_time_in_force",
+            f"市价单只可为 GTC 或 IOC a market order trades at once: time_in_force GTC or IOC, "
+            f"not {tif}",
+            field="time_in_force",
+        )
+    conflict = _post_only_conflict(order) if order["post_only"] else None
+    if conflict is not None:
+        return Problem(
+            422,
+            "post_only_conflict",
+            f"只挂单 (post_only) 不可与 {conflict} 同用 post_only cannot go with {conflict}: "
+            "a post-only order only rests in the book, without conditions on trading; drop "
+            "one of them",
+            field="post_only",
+        )
+    if order["min_quantity"] > order["quantity"]:
+        return Problem(
+            422,
+            "min_quantity_above_quantity",
+            f"最小成交量大于订单数量 min_quantity {order['min_quantity']} is more than the "
+            f"order's quantity {order['quantity']}",
+            field="min_quantity",
+        )
+    return None
+
+
+def _post_only_conflict(order: dict[str, Any]) -> str | None:
+    """The option a post-only order cannot have (matching refuses each), or None."""
+    if order["order_type"] == "market":
+        return "order_type market"
+    if order["time_in_force"] in ("IOC", "FOK"):
+        return f"time_in_force {order['time_in_force']}"
+    if order["all_or_none"]:
+        return "all_or_none"
+    if order["min_quantity"]:
+        return "min_quantity"
+    return None
 
 
 @router.get("/orders", summary="The account's settled orders, newest first")
@@ -329,7 +410,7 @@ async def cancel_all_orders(principal: Trader, commands: CommandsDep) -> CancelA
     "different block is refused (`idempotency-key-reused`). With `day_ahead` the block waits "
     "for the day-ahead auction of its hours instead of the books (docs/MATCHING.md).",
     response_model=BlockAnswer,
-    responses=problems(404, 422),
+    responses=problems(422),
 )
 async def place_block(
     block: BlockRequest,
@@ -341,7 +422,7 @@ async def place_block(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     for symbol in block.symbols:
-        listed_or_404(market, symbol)
+        listed_or_422(market, symbol)
     account = principal.account_id
     # Without a voucher (or the day-ahead flag), the body a block had before vouchers (or the
     # day-ahead auction) existed: a retry of a block sent before them still matches its first

@@ -73,7 +73,8 @@ async def test_the_client_runs_a_programme_a_schedule_and_reads_invoices(tmp_pat
             assert schedule.contracts == [GZ0, "H100-80G.GZ.20271201T01"]
             with pytest.raises(ProblemError) as too_far:
                 await dc.deposit_schedule("H100-80G", "GZ", 3, "2027-12-05", to_hour=2)
-            assert too_far.value.status == 404
+            # An hour of the body past the listing horizon: 422, the risk stage's code.
+            assert (too_far.value.status, too_far.value.code) == (422, "unknown_contract")
 
             # The supermarket's net price: what this buyer's grant would pay of one unit now.
             await settle(exchange.runtime)

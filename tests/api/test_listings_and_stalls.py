@@ -89,6 +89,8 @@ async def test_rolled_contracts_are_listed_trade_and_show_per_standard_prices(
     too_far = await exchange.anonymous.get(f"/v1/contracts/{TOO_FAR}")
     assert too_far.status_code == 404
     assert too_far.headers["content-type"] == PROBLEM
+    # The path's contract: 404, with the code the risk stage refuses a body's contract with.
+    assert too_far.json()["type"] == "/problems/unknown_contract"
     assert "is not yet listed: it lists at" in too_far.json()["detail"]
     refused = await buyer.post(
         "/v1/orders", json={"symbol": TOO_FAR, "side": "buy", "price": 900, "quantity": 1}

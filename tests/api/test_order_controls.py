@@ -192,7 +192,8 @@ async def test_a_block_order_fills_in_every_hour_or_none(exchange: RunningExchan
     refused = await buyer.post("/v1/block-orders", json=across)
     assert refused.status_code == 422
     unknown = {"symbols": ["NOPE"], "side": "buy", "price": 1800, "quantity": 1}
-    assert (await buyer.post("/v1/block-orders", json=unknown)).status_code == 404
+    refused = await buyer.post("/v1/block-orders", json=unknown)
+    assert (refused.status_code, refused.json()["type"]) == (422, "/problems/unknown_contract")
 
 
 async def test_operators_halt_and_resume_a_contract_with_who_and_why_in_the_log(

@@ -238,8 +238,12 @@ async def test_day_ahead_bids_clear_at_the_gate_and_each_account_reads_its_resul
         _refused(await lab.post("/v1/orders", json=ask), "already_auctioned", "closed its gate")
         group = {"alternatives": [GZ], "price": 1700, "quantity": 1}
         _refused(await lab.post("/v1/exclusive-groups", json=group), "already_auctioned", "gate")
+        # Without intraday auctions no auction takes the need's hours any more: the problem
+        # says which auction closed and what the buyer can do instead.
         late = {**need, "client_need_id": "render-2"}
-        _refused(await studio.post("/v1/needs", json=late), "already_auctioned", "gates")
+        refused = await studio.post("/v1/needs", json=late)
+        _refused(refused, "already_auctioned", f"the day-ahead auction of {DATE} has passed")
+        assert "runs no intraday auctions: send the need without day_ahead" in refused.text
         assert (await lab.get("/v1/accounts/lab")).json()["cash"]["held"] == 0
 
 
@@ -377,13 +381,46 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
             o["order_id"] for o in (await lab.get("/v1/orders", params={"status": "open"})).json()
         }
         assert open_ == {exchange_order_id("lab", f"after-gate.{n}") for n in (1, 2)}
+        # A need for the same hours goes where a group goes: to the next intraday auction.
+        studio = await _fund(exchange, "studio", 10_000)
+        need = {
+            "client_need_id": "render-late",
+            "unit": "cards",
+            "quantity": 1,
+            "hours": 2,
+            "earliest_start": _at_hour(9),
+            "deadline": _at_hour(11),
+            "regions": [{"region": "GZ"}, {"region": "NMG"}],
+            "max_total": 3_600,
+            "day_ahead": True,
+        }
+        answer = await studio.post("/v1/needs", json=need)
+        assert answer.status_code == 201, answer.text
+        bid = answer.json()
+        assert (bid["status"], bid["order"]) == ("submitted", None)
+        assert sorted(a["symbols"] for a in bid["group"]["alternatives"]) == sorted([GZ, NM])
+        intraday_at = f"{DAY - timedelta(hours=11):%Y-%m-%d %H:%M}"
+        assert f"bid in the intraday auction at {intraday_at} CST" in answer.text
+        # An hour trading continuously, with an ask resting in it.
+        midnight = [_symbol("GZ", 0)]
+        provider = await exchange.as_("p-gz", "provider")
+        capacity = {"kind": "capacity", "symbol": midnight[0], "quantity": 1}
+        assert (await provider.post("/v1/accounts/p-gz/deposits", json=capacity)).is_success
+        ask = {"symbol": midnight[0], "side": "sell", "price": 1500, "quantity": 1}
+        assert (await provider.post("/v1/orders", json=ask)).status_code == 201
         # The day before delivery, its 00:00 hour closes at 23:00: the auction at 23:00 comes
-        # too late for it.
+        # too late for it, for a group and for a need alike.
         now[0] = GATE_MS + 10 * HOUR_MS + 30 * MINUTE_MS
         await _at(exchange, now[0])
-        midnight = [_symbol("GZ", 0)]
         late = {"alternatives": [midnight], "price": 2000, "quantity": 1}
         _refused(await lab.post("/v1/exclusive-groups", json=late), "already_auctioned", "too late")
+        late_need = {**need, "client_need_id": "render-midnight", "hours": 1,
+                     "earliest_start": _at_hour(0), "deadline": _at_hour(1),
+                     "regions": [{"region": "GZ"}]}  # fmt: skip
+        refused = await studio.post("/v1/needs", json=late_need)
+        _refused(refused, "already_auctioned", "the next intraday auction, at ")
+        assert "comes too late" in refused.text
+        assert "send the need without day_ahead" in refused.text
 
         name = (DAY - timedelta(hours=11)).strftime("%Y-%m-%dT%H:%M")
 
@@ -417,6 +454,16 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
             assert contract["state"] == "continuous", contract
         assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
             "available": 100_000 - 2 * 2 * 1500,
+            "held": 0,
+        }
+        # The need took Inner Mongolia's cheaper hours in the same auction, at 1000 each.
+        assert prices[NM[0]] == prices[NM[1]] == (1000, 1)
+        filled = (await studio.get(f"/v1/needs/{bid['need_id']}")).json()
+        assert filled["status"] == "filled", filled
+        taken = [a for a in filled["group"]["alternatives"] if a["status"] == "filled"]
+        assert [(a["symbols"], a["paid"]) for a in taken] == [(NM, 2 * 1000)]
+        assert (await studio.get("/v1/accounts/studio")).json()["cash"] == {
+            "available": 10_000 - 2 * 1000,
             "held": 0,
         }
         # Each auction's document names the intraday auctions around the log time now, whose

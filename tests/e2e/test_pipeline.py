@@ -112,10 +112,25 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         await settle(exchange.runtime)
         before = await _event_count(exchange)
 
+        # A body's contract the market does not list: 422 with the risk stage's own code.
         unknown = await _order(exchange, "buyer", "H100-80G.GZ.20991231T00", "buy", 1800, 1)
-        assert unknown.status_code == 404
+        assert unknown.status_code == 422
         assert unknown.headers["content-type"] == "application/problem+json"
+        assert unknown.json()["type"] == "/problems/unknown_contract"
         assert unknown.json()["detail"] == "contract 'H100-80G.GZ.20991231T00' is not listed"
+        buyer_client = await exchange.as_("buyer")
+        for path, body in (
+            ("/v1/block-orders", {"symbols": ["NOPE"], "side": "buy", "price": 1800,
+                                  "quantity": 1}),
+            ("/v1/accounts/buyer/withdrawals", {"kind": "capacity", "symbol": "NOPE",
+                                                "quantity": 1}),
+        ):  # fmt: skip
+            refused = await buyer_client.post(path, json=body)
+            assert (refused.status_code, refused.json()["type"]) == (
+                422,
+                "/problems/unknown_contract",
+            ), (path, refused.text)
+        await _refuse_conflicting_options(exchange)
 
         fractional = await _order(exchange, "buyer", GZ0, "buy", 1800.5, 1)  # type: ignore[arg-type]
         assert fractional.status_code == 422
@@ -140,7 +155,6 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         no_capacity = await _order(exchange, "buyer", GZ0, "sell", 1800, 1)
         assert no_capacity.json()["type"] == "/problems/insufficient_capacity"
 
-        buyer_client = await exchange.as_("buyer")
         foreign = await buyer_client.delete("/v1/orders/nope", params={"account_id": "buyer"})
         assert foreign.status_code == 404
         assert foreign.json()["type"] == "/problems/unknown_order"
@@ -156,6 +170,57 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         book = (await exchange.client.get(f"/v1/contracts/{GZ0}/book")).json()
         assert book["bids"] == []
         assert book["asks"] == []
+
+        # A GTD order with its expiry to come rests until then.
+        expiring = {"time_in_force": "GTD", "expire_at": 4_102_444_800_000}
+        order = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 1, **expiring}
+        placed = await buyer_client.post("/v1/orders", json=order, params={"answer": "result"})
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["result"]["status"] == "open", placed.json()
+
+
+CONFLICTING_OPTIONS: list[tuple[dict[str, Any], str, str, str]] = [
+    ({"time_in_force": "GTD"}, "expiry_required", "expire_at", "须给出到期时间"),
+    ({"expire_at": 4_102_444_800_000}, "expiry_needs_gtd", "expire_at", "this one is GTC"),
+    (
+        {"time_in_force": "DAY", "expire_at": 4_102_444_800_000},
+        "expiry_needs_gtd",
+        "expire_at",
+        "this one is DAY",
+    ),
+    ({"time_in_force": "GTD", "expire_at": 1}, "invalid_expiry", "expire_at", "到期时间已过"),
+    (
+        {"order_type": "market", "time_in_force": "FOK"},
+        "market_time_in_force",
+        "time_in_force",
+        "not FOK",
+    ),
+    ({"post_only": True, "time_in_force": "IOC"}, "post_only_conflict", "post_only", "IOC"),
+    ({"post_only": True, "time_in_force": "FOK"}, "post_only_conflict", "post_only", "FOK"),
+    ({"post_only": True, "min_quantity": 1}, "post_only_conflict", "post_only", "min_quantity"),
+    (
+        {"min_quantity": 3},
+        "min_quantity_above_quantity",
+        "min_quantity",
+        "min_quantity 3 is more than the order's quantity 2",
+    ),
+]
+"""Options that contradict each other (added to a buy of 2 at 1800), each with the problem
+the API answers, the field it names and words of its detail."""
+
+
+async def _refuse_conflicting_options(exchange: RunningExchange) -> None:
+    """Each order whose options contradict each other is refused by name, before it is
+    logged: matching would take its hold and then refuse it, or ignore its expiry."""
+    buyer = await exchange.as_("buyer")
+    for options, kind, field, says in CONFLICTING_OPTIONS:
+        order = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 2, **options}
+        for answer in ("ack", "result"):
+            refused = await buyer.post("/v1/orders", json=order, params={"answer": answer})
+            assert refused.status_code == 422, (options, refused.text)
+            problem = refused.json()
+            assert (problem["type"], problem["field"]) == (f"/problems/{kind}", field), problem
+            assert says in problem["detail"], problem
 
 
 async def _event_count(exchange: RunningExchange) -> int:
@@ -204,6 +269,41 @@ async def _stored(exchange: RunningExchange, event_type: str) -> list[dict[str, 
     query = select(events.c.data).where(events.c.type == event_type).order_by(events.c.position)
     async with exchange.runtime.store.engine.connect() as connection:
         return [row.data for row in await connection.execute(query)]
+
+
+async def test_conflicting_options_produced_to_the_log_meet_matchings_refusals(
+    exchange_settings: Settings,
+) -> None:
+    """A Kafka client bypasses the API's checks of options: risk holds the order as before
+    and matching refuses it with its own reason, releasing the hold, as in the histories
+    recorded before the API checked (risk refusing them would change those replays)."""
+    async with running_exchange(exchange_settings) as exchange:
+        runtime = exchange.runtime
+        await _deposit_cash(exchange, "direct", 100_000)
+        refused: dict[str, tuple[dict[str, Any], str]] = {
+            "no-expiry": ({"time_in_force": "GTD"}, "invalid_expiry"),
+            "post-only-ioc": ({"post_only": True, "time_in_force": "IOC"}, "invalid_order"),
+            "min-above": ({"min_quantity": 3}, "invalid_order"),
+        }
+        for name, (options, _) in refused.items():
+            order = PlaceOrder(
+                order_id=name,
+                account_id="direct",
+                symbol=GZ0,
+                side="buy",
+                price=1800,
+                quantity=2,
+                **options,
+            )
+            await runtime.submit(order)
+        await settle(runtime)
+        cancelled = {e["order_id"]: e["reason"] for e in await _stored(exchange, "OrderCancelled")}
+        assert cancelled == {
+            exchange_order_id("direct", name): reason for name, (_, reason) in refused.items()
+        }
+        direct = await exchange.as_("direct")
+        account = (await direct.get("/v1/accounts/direct")).json()
+        assert account["cash"] == {"available": 100_000, "held": 0}
 
 
 PROVIDERS = ["provider-gz", "provider-yrd", "provider-nmg"]

@@ -33,14 +33,21 @@ from exchange.domain.catalogue import CHINA_STANDARD_TIME
 from exchange.log import TopicPartition
 from settlement.audit import audit, audit_shard, audit_shards
 from settlement.pipeline_status import LogOffsets, StatusMonitor
-from settlement.projections import cash_balances
+from settlement.projections import cash_balances, enterprises
 from settlement.replay import replay
 from settlement.service import SettlementRunner
 from settlement.shards import MergedView, partitions_of, shard_of, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
 from tests.conftest import fresh_database, missing
-from tests.e2e.grants import granted
-from tests.e2e.harness import eventually, free_port, running_exchange, settings_for, settle
+from tests.e2e.grants import granted, register, uscc_of
+from tests.e2e.harness import (
+    RunningExchange,
+    eventually,
+    free_port,
+    running_exchange,
+    settings_for,
+    settle,
+)
 from tests.e2e.private_postgres import BIN, private_postgres
 
 YRD = "H100-80G.YRD.20271201T00"
@@ -467,12 +474,15 @@ async def test_a_live_exchange_settles_in_two_shards_and_answers_for_the_account
             post = exchange.client.post
             deposit = {"kind": "cash", "amount": 1_000_000}
             assert (await post("/v1/accounts/b3/deposits", json=deposit)).is_success
+            # b3's enterprise registers in the registry's partition (0, shard 0).
+            await register(exchange, "b3")
             capacity = {"kind": "capacity", "symbol": GZ, "quantity": 10}
             assert (await post("/v1/accounts/s1/deposits", json=capacity)).is_success
             for account, side in (("s1", "sell"), ("b3", "buy")):
                 order = {"account_id": account, "symbol": GZ, "side": side, "price": 1850}
                 response = await post("/v1/orders", json=order | {"quantity": 4})
                 assert response.status_code == 201, response.text
+            bought_id = response.json()["order_id"]
 
             settled_cash = {"available": 1_000_000 - 4 * 1850, "held": 0}
 
@@ -499,3 +509,41 @@ async def test_a_live_exchange_settles_in_two_shards_and_answers_for_the_account
             finally:
                 await other.close()
             assert part == -4 * 1850
+            await _check_invoice_names_the_enterprise(exchange, bought_id, other_url)
+
+
+async def _check_invoice_names_the_enterprise(
+    exchange: RunningExchange, order_id: str, other_url: str
+) -> None:
+    """The purchase settled in shard 1 is invoiced to the enterprise b3 registered, whose
+    registration settled in shard 0 only."""
+    b3 = await exchange.as_("b3")
+
+    async def registered() -> bool:
+        return (await b3.get("/v1/accounts/b3/enterprise")).status_code == 200
+
+    await eventually(registered, "b3's registration to settle")
+    other = open_event_store(other_url)
+    try:
+        async with other.engine.connect() as connection:
+            there = (
+                await connection.execute(select(func.count()).select_from(enterprises))
+            ).scalar()
+    finally:
+        await other.close()
+    assert there == 0
+    invoice = await b3.get(f"/v1/orders/{order_id}/invoice")
+    assert invoice.status_code == 200, invoice.text
+    assert invoice.json()["buyer"] == {
+        "account_id": "b3",
+        "name": "b3 科技有限公司",
+        "uscc": uscc_of("b3"),
+    }
+    assert [(i["quantity"], i["unit_price"]) for i in invoice.json()["items"][:1]] == [(4, 1850)]
+    # `cx report invoice` reads every shard alike.
+    written = exchange.runtime.settings.data_dir / "invoice.json"
+    done = await asyncio.to_thread(
+        cli._invoice_report, exchange.runtime.settings, order_id, "json", written
+    )
+    assert done == 0
+    assert json.loads(written.read_text())["buyer"] == invoice.json()["buyer"]

@@ -1931,11 +1931,11 @@ def _next_message(stream: ClientConnection, *kinds: str, timeout_s: float = 10.0
 
 def _refused_as_cascaded(answer: Answer | None) -> None:
     """An order or deposit for a cascaded strip: refused, saying it cascaded into its hours
-    (the API edge knows the contract is retired, 404 `unknown-contract`; the risk stage,
+    (the API edge knows the contract is retired, `unknown_contract`; the risk stage,
     `contract_closed`)."""
     if answer is None:
         return
-    assert answer.problem in ("unknown-contract", "contract_closed"), answer
+    assert answer.problem in ("unknown_contract", "contract_closed"), answer
     assert "cascaded" in answer.body["detail"], answer
 
 
