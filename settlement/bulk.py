@@ -11,8 +11,10 @@ executions and in socket writes). SQLite runs in process, so there the statement
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
@@ -100,6 +102,42 @@ class BatchInsert:
                 self._statement(dialect), _as_columns(rows, self._names)
             )
         return await connection.execute(self._statement(dialect), list(rows))
+
+
+async def driver_of(connection: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a PostgreSQL connection, in its transaction if it has begun
+    one: for what SQLAlchemy does not do (COPY)."""
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
+
+
+class BatchAppend:
+    """Rows appended to a table that is only ever inserted into, with no conflict to handle.
+
+    On PostgreSQL the rows go in by COPY (binary), which costs both sides less than an INSERT
+    reading arrays: 0.64 against 1.21 µs of the client's CPU a journal row and 1.63 against
+    1.87 µs of the server's, measured alone. A duplicate key fails the COPY as it would the
+    INSERT. SQLite inserts row by row, as `BatchInsert` does.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._names = [column.name for column in table.columns if column.server_default is None]
+        self._row = itemgetter(*self._names)
+        self._insert = sqlite.insert(table)
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append `rows` (dicts by column name; the columns with server defaults left out)."""
+        if not rows:
+            return
+        if connection.dialect.name == "postgresql":
+            driver = await driver_of(connection)
+            await driver.copy_records_to_table(
+                self._table.name, records=map(self._row, rows), columns=self._names
+            )
+            return
+        await connection.execute(self._insert, list(rows))
 
 
 class BatchUpdate:

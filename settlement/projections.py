@@ -57,7 +57,7 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 from exchange.snapshots import Snapshot, SnapshotStore
-from settlement.bulk import BatchInsert, BatchUpdate
+from settlement.bulk import BatchAppend, BatchInsert, BatchUpdate
 from settlement.replay import (
     READ_BATCH,
     ExchangeState,
@@ -319,9 +319,9 @@ _UPSERT_ORDERS = BatchInsert(orders, on_conflict="update")
 replaces the rejected row."""
 _INSERT_REJECTED = BatchInsert(orders, on_conflict="nothing")
 """A rejected duplicate reuses an existing order id; the original row stays."""
-_INSERT_TRADES = BatchInsert(trades)
-_INSERT_LINES = BatchInsert(invoice_lines)
-_INSERT_JOURNAL = BatchInsert(journal)
+_INSERT_TRADES = BatchAppend(trades)
+_INSERT_LINES = BatchAppend(invoice_lines)
+_INSERT_JOURNAL = BatchAppend(journal)
 _UPSERT_CASH = BatchInsert(cash_balances, on_conflict="update")
 _UPSERT_CAPACITY = BatchInsert(capacity_balances, on_conflict="update")
 _UPSERT_POSITIONS = BatchInsert(positions, on_conflict="update")
