@@ -10,7 +10,8 @@ executions and in socket writes). SQLite runs in process, so there the statement
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
@@ -104,12 +106,31 @@ class BatchInsert:
         return await connection.execute(self._statement(dialect), list(rows))
 
 
-async def driver_of(connection: AsyncConnection) -> asyncpg.Connection:
+@asynccontextmanager
+async def driven(connection: AsyncConnection, statement: str) -> AsyncIterator[asyncpg.Connection]:
     """The asyncpg connection under a PostgreSQL connection, in its transaction if it has begun
-    one: for what SQLAlchemy does not do (COPY)."""
+    one, for what SQLAlchemy does not do (COPY). Its errors are raised as SQLAlchemy raises
+    the driver's (a duplicate key an IntegrityError, a lost connection a DBAPIError flagged
+    invalidated), naming `statement`, so callers tell failures apart as they did."""
     raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
-    return driver
+    try:
+        yield raw.driver_connection
+    except Exception as error:
+        adapted: Any = raw.dbapi_connection
+        dialect = connection.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
+        try:
+            adapted._handle_exception(error)  # raises the dialect's DBAPI error for the driver's
+        except dbapi_error as translated:
+            raise DBAPIError.instance(
+                statement,
+                None,
+                translated,
+                dbapi_error,
+                connection_invalidated=dialect.is_disconnect(translated, adapted, None),
+                dialect=dialect,
+            ) from error
+        raise
 
 
 class BatchAppend:
@@ -125,6 +146,8 @@ class BatchAppend:
         self._table = table
         self._names = [column.name for column in table.columns if column.server_default is None]
         self._row = itemgetter(*self._names)
+        self._copy = f"COPY {table.name} ({', '.join(self._names)}) FROM STDIN"
+        """The statement, as errors name it."""
         self._insert = sqlite.insert(table)
 
     async def execute(self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -132,10 +155,10 @@ class BatchAppend:
         if not rows:
             return
         if connection.dialect.name == "postgresql":
-            driver = await driver_of(connection)
-            await driver.copy_records_to_table(
-                self._table.name, records=map(self._row, rows), columns=self._names
-            )
+            async with driven(connection, self._copy) as driver:
+                await driver.copy_records_to_table(
+                    self._table.name, records=map(self._row, rows), columns=self._names
+                )
             return
         await connection.execute(self._insert, list(rows))
 

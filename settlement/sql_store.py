@@ -40,7 +40,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from settlement.bulk import BatchInsert, driver_of
+from settlement.bulk import BatchInsert, driven
 from settlement.schema import consumer_offsets, events
 from settlement.store import (
     CompactEvent,
@@ -124,6 +124,8 @@ _TAKE_POSITIONS = (
     " nextval(pg_get_serial_sequence('events', 'position')) + $1 - 1), now()"
 )
 """The next $1 positions, as the last of them, and the transaction's time (PostgreSQL)."""
+_COPY_EVENTS = f"COPY events ({', '.join(c.name for c in _EVENT_COLUMNS)}) FROM STDIN"
+"""The events' COPY, as errors name it."""
 
 
 def _json_dumps(value: Any) -> str:
@@ -524,26 +526,26 @@ class PostgresEventStore(SqlEventStore):
         # advisory lock (`_serialise_writers`), so no other takes a number meanwhile (were
         # one to, a position taken twice fails the COPY on the primary key). recorded_at is
         # the transaction's now(), as the column's default would give.
-        driver = await driver_of(connection)
-        last, recorded_at = await driver.fetchrow(_TAKE_POSITIONS, len(fresh))
-        first = last - len(fresh) + 1
-        records = [
-            (
-                first + n,
-                e.stream_id,
-                version,
-                e.event_id,
-                e.type,
-                e.schema_version,
-                _json_dumps(e.data),
-                _json_dumps(e.metadata),
-                recorded_at,
+        async with driven(connection, _COPY_EVENTS) as driver:
+            last, recorded_at = await driver.fetchrow(_TAKE_POSITIONS, len(fresh))
+            first = last - len(fresh) + 1
+            records = [
+                (
+                    first + n,
+                    e.stream_id,
+                    version,
+                    e.event_id,
+                    e.type,
+                    e.schema_version,
+                    _json_dumps(e.data),
+                    _json_dumps(e.metadata),
+                    recorded_at,
+                )
+                for n, (e, version) in enumerate(zip(fresh, versions, strict=True))
+            ]
+            await driver.copy_records_to_table(
+                events.name, records=records, columns=[c.name for c in _EVENT_COLUMNS]
             )
-            for n, (e, version) in enumerate(zip(fresh, versions, strict=True))
-        ]
-        await driver.copy_records_to_table(
-            events.name, records=records, columns=[c.name for c in _EVENT_COLUMNS]
-        )
         return [(first + n, recorded_at) for n in range(len(fresh))]
 
     async def _serialise_writers(self, connection: AsyncConnection) -> None:
