@@ -140,10 +140,15 @@ class _Stages:
                 process.kill()
 
 
+_TAIL = "cx-bench-tail"
+"""The application name of the bench's own tail of the event store, not counted as the
+pipeline's database work."""
+
+
 async def _settled_times(dsn: str, wanted: set[str], timeout_s: float) -> dict[str, float]:
     """Tail the event store; the wall time each wanted order's outcome became readable."""
     seen: dict[str, float] = {}
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(dsn, server_settings={"application_name": _TAIL})
     after = 0
     deadline = time.monotonic() + timeout_s
     try:
@@ -248,12 +253,21 @@ async def bench_e2e(
             latencies = [(settled[i] - sent[i]) * 1000 for i in sent if i in settled]
 
             started = time.time()
+            measuring = await asyncpg.connect(dsn)
+            cpu_before = [_cpu_seconds(process.pid) for process in stages.processes]
+            database_before = await _pipeline_backends_cpu(measuring)
             waiting = asyncio.create_task(
                 _settled_times(dsn, {_exchange_id(o) for o in saturation}, 600)
             )
             await submit(saturation, None)
             done = await waiting
             saturated_seconds = max(done.values()) - started
+            cpu_used = [
+                _cpu_seconds(process.pid) - before
+                for process, before in zip(stages.processes, cpu_before, strict=True)
+            ]
+            database_after = await _pipeline_backends_cpu(measuring)
+            await measuring.close()
             await producer.close()
         finally:
             stages.stop()
@@ -281,6 +295,18 @@ async def bench_e2e(
         "raw_postgres_events_per_s": round(raw_postgres_events),
         "raw_postgres_commands_per_s": round(raw_postgres),
         "ratio": round(pipeline / slower, 3),
+        # Over the saturated part, divided by the commands it settled: each stage process
+        # (matching's summed) and the database server's processes serving the pipeline.
+        "cpu_us_per_command": {
+            "risk": round(cpu_used[0] * 1e6 / len(done)),
+            "matching": round(sum(cpu_used[1:-1]) * 1e6 / len(done)),
+            "settlement": round(cpu_used[-1] * 1e6 / len(done)),
+            "postgres": round(
+                sum(t - database_before.get(pid, 0.0) for pid, t in database_after.items())
+                * 1e6
+                / len(done)
+            ),
+        },
     }
 
 
@@ -351,6 +377,16 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
     # utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _pipeline_backends_cpu(connection: asyncpg.Connection) -> dict[int, float]:
+    """As `_backends_cpu`, without the bench's own tail of the event store."""
+    rows = await connection.fetch(
+        "select pid from pg_stat_activity where datname = current_database() "
+        "and pid <> pg_backend_pid() and application_name <> $1",
+        _TAIL,
+    )
+    return {row["pid"]: _cpu_seconds(row["pid"]) for row in rows}
 
 
 async def _backends_cpu(connection: asyncpg.Connection) -> dict[int, float]:

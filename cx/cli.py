@@ -222,12 +222,14 @@ def _parser() -> argparse.ArgumentParser:
         "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL)",
     )
     bench.add_argument(
-        "name", choices=["matching", "e2e", "replay", "api", "fanout", "auction", "horizon"]
+        "name",
+        choices=["matching", "e2e", "replay", "settle", "api", "fanout", "auction", "horizon"],
     )
     bench.add_argument(
         "--commands",
         type=int,
-        help="commands (matching: 1,000,000; e2e: 20,000) or events (replay: 200,000)",
+        help="commands (matching: 1,000,000; e2e: 20,000) or events (replay: 200,000; "
+        "settle: 40,000)",
     )
     bench.add_argument("--seed", type=int, default=1, help="seed of the generated flow")
     bench.add_argument(
@@ -1025,6 +1027,21 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
             args.seed,
         ):
             print(line, flush=True)
+    elif args.name == "settle":
+        if not (settings.database_url or "").startswith("postgresql"):
+            print("cx bench settle: needs DATABASE_URL of a PostgreSQL server", file=sys.stderr)
+            return 2
+        from cx.collector import quiet_collector
+        from cx.migrations import upgrade_to_head
+        from settlement.settle_bench import run as run_settle_bench
+
+        # As settlement runs in a node.
+        quiet_collector()
+        print(
+            run_settle_bench(
+                str(settings.database_url), args.commands or 40_000, args.seed, upgrade_to_head
+            )
+        )
     elif args.name in {"e2e", "replay"}:
         if not (settings.kafka_bootstrap_servers and settings.database_url):
             print(

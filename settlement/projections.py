@@ -57,7 +57,7 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 from exchange.snapshots import Snapshot, SnapshotStore
-from settlement.bulk import BatchInsert, BatchUpdate
+from settlement.bulk import BatchAppend, BatchInsert, BatchUpdate
 from settlement.replay import (
     READ_BATCH,
     ExchangeState,
@@ -319,14 +319,48 @@ _UPSERT_ORDERS = BatchInsert(orders, on_conflict="update")
 replaces the rejected row."""
 _INSERT_REJECTED = BatchInsert(orders, on_conflict="nothing")
 """A rejected duplicate reuses an existing order id; the original row stays."""
-_INSERT_TRADES = BatchInsert(trades)
-_INSERT_LINES = BatchInsert(invoice_lines)
-_INSERT_JOURNAL = BatchInsert(journal)
+_INSERT_TRADES = BatchAppend(trades)
+_INSERT_LINES = BatchAppend(invoice_lines)
+_INSERT_JOURNAL = BatchAppend(journal)
 _UPSERT_CASH = BatchInsert(cash_balances, on_conflict="update")
 _UPSERT_CAPACITY = BatchInsert(capacity_balances, on_conflict="update")
 _UPSERT_POSITIONS = BatchInsert(positions, on_conflict="update")
 _UPSERT_LEDGER = BatchInsert(ledger_balances, on_conflict="update")
 _UPSERT_ENTERPRISES = BatchInsert(enterprises, on_conflict="update")
+
+
+_DELIVERY_EVENTS = (DeliveryObligation, MeteringReported, DeliveryDisputed, DeliverySettled)
+_APPLICATION_EVENTS = (
+    GrantApplied,
+    ApplicationInfoRequested,
+    ApplicationSupplemented,
+    ApplicationRejected,
+    GrantApproved,
+)
+_RESIZE_EVENTS = (OrderAmended, OrderReduced)
+_ROLES: tuple[tuple[str, tuple[type[AnyEvent], ...]], ...] = (
+    ("cascade", (StripCascaded,)),
+    ("trade", (TradeExecuted,)),
+    ("delivery", _DELIVERY_EVENTS),
+    ("drawn", (BundleDrawn,)),
+    ("registered", (EnterpriseRegistered,)),
+    ("application", _APPLICATION_EVENTS),
+    ("accepted", (OrderAccepted,)),
+    ("rejected", (OrderRejected,)),
+    ("block", (BlockAccepted,)),
+    ("resize", _RESIZE_EVENTS),
+    ("cancel", (OrderCancelled,)),
+)
+"""What the projection writes for an event, by the classes it is an instance of (no event
+class is of two roles)."""
+
+
+@functools.cache
+def _role(kind: type[AnyEvent]) -> str | None:
+    """The role of an event type, found once per type: an isinstance test against a pydantic
+    model's class that does not match goes through ABCMeta (about 0.12 µs), and telling an
+    event's role by testing class after class took some twenty of them."""
+    return next((role for role, classes in _ROLES if issubclass(kind, classes)), None)
 
 
 class _ByOrder:
@@ -506,36 +540,30 @@ class LedgerProjection:
                         }
                     )
             _touched(event, prior_hours, dirty, dirty_holdings)
-            if isinstance(event, StripCascaded):
+            role = _role(type(event))
+            # Each branch's isinstance narrows the type; it matches at the first class tried.
+            if role is None:
+                pass
+            elif role == "cascade" and isinstance(event, StripCascaded):
                 _touched_by_cascade(event, self.accounts, dirty_holdings)
-            if isinstance(event, TradeExecuted):
+            elif role == "trade" and isinstance(event, TradeExecuted):
                 lines.append(_invoice_line(event, journal_entries[journalled:]))
-            elif isinstance(
-                event, DeliveryObligation | MeteringReported | DeliveryDisputed | DeliverySettled
-            ):
-                delivery_changes.append(_delivery_change(event))
-            elif isinstance(event, BundleDrawn):
-                delivery_changes.append(_bundle_drawn_change(event))
-            elif isinstance(event, EnterpriseRegistered):
-                registered.append(_enterprise_row(event))
-            elif isinstance(
-                event,
-                GrantApplied
-                | ApplicationInfoRequested
-                | ApplicationSupplemented
-                | ApplicationRejected
-                | GrantApproved,
-            ):
-                application_changes.append(_application_change(event))
-            if isinstance(event, OrderAccepted):
-                new_orders.append(_order_row(event, "open", None))
-            elif isinstance(event, OrderRejected):
-                rejected_orders.append(_order_row(event, "rejected", event.reason.value))
-            elif isinstance(event, TradeExecuted):
                 new_trades.append(_trade_row(event, stored.position))
                 changes.fill(event.buy_order_id, event.quantity, event.ts)
                 changes.fill(event.sell_order_id, event.quantity, event.ts)
-            elif isinstance(event, BlockAccepted):
+            elif role == "delivery" and isinstance(event, _DELIVERY_EVENTS):
+                delivery_changes.append(_delivery_change(event))
+            elif role == "drawn" and isinstance(event, BundleDrawn):
+                delivery_changes.append(_bundle_drawn_change(event))
+            elif role == "registered" and isinstance(event, EnterpriseRegistered):
+                registered.append(_enterprise_row(event))
+            elif role == "application" and isinstance(event, _APPLICATION_EVENTS):
+                application_changes.append(_application_change(event))
+            elif role == "accepted" and isinstance(event, OrderAccepted):
+                new_orders.append(_order_row(event, "open", None))
+            elif role == "rejected" and isinstance(event, OrderRejected):
+                rejected_orders.append(_order_row(event, "rejected", event.reason.value))
+            elif role == "block" and isinstance(event, BlockAccepted):
                 new_orders.append(
                     {
                         "order_id": event.order_id,
@@ -552,12 +580,13 @@ class LedgerProjection:
                         "updated_ts": event.ts,
                     }
                 )
-            elif isinstance(event, OrderAmended | OrderReduced) and prior_state is not None:
-                price, remaining = prior_state
-                if isinstance(event, OrderAmended):
-                    price = event.price
-                changes.resize(event.order_id, price, event.remaining - remaining, event.ts)
-            elif isinstance(event, OrderCancelled):
+            elif role == "resize" and isinstance(event, _RESIZE_EVENTS):
+                if prior_state is not None:
+                    price, remaining = prior_state
+                    if isinstance(event, OrderAmended):
+                        price = event.price
+                    changes.resize(event.order_id, price, event.remaining - remaining, event.ts)
+            elif role == "cancel" and isinstance(event, OrderCancelled):
                 changes.cancel(event.order_id, event.reason.value, event.ts)
         del journal_entries[:]
         await self._write(connection, dirty, dirty_holdings, entries)
@@ -852,12 +881,13 @@ def _bundle_settled_change(event: DeliverySettled, key: dict[str, Any]) -> dict[
 
 
 @functools.cache
-def _fields_touched(kind: type[AnyEvent]) -> tuple[tuple[str, ...], bool]:
-    """Which of the party fields an event type has, and whether it names a symbol (asking a
-    pydantic model for a field it lacks is slow)."""
+def _fields_touched(kind: type[AnyEvent]) -> tuple[tuple[str, ...], bool, bool]:
+    """Which of the party fields an event type has, whether it names a symbol (asking a
+    pydantic model for a field it lacks is slow), and whether it is a block's acceptance."""
     fields = kind.model_fields
     parties = ("account_id", "buyer_id", "seller_id", "provider_id")
-    return tuple(name for name in parties if name in fields), "symbol" in fields
+    is_block = issubclass(kind, BlockAccepted)
+    return tuple(name for name in parties if name in fields), "symbol" in fields, is_block
 
 
 def _touched(
@@ -867,7 +897,7 @@ def _touched(
     holdings: set[tuple[str, str]],
 ) -> None:
     """Mark the accounts and (account, contract) holdings an event may have changed."""
-    party_fields, has_symbol = _fields_touched(type(event))
+    party_fields, has_symbol, is_block = _fields_touched(type(event))
     involved = [value for name in party_fields if isinstance(value := getattr(event, name), str)]
     accounts.update(involved)
     symbols: list[str] = list(prior_hours)
@@ -875,7 +905,7 @@ def _touched(
     symbol = event.symbol if has_symbol else None  # type: ignore[union-attr]
     if isinstance(symbol, str):
         symbols.append(symbol)
-    if isinstance(event, BlockAccepted):
+    if is_block and isinstance(event, BlockAccepted):
         symbols.extend(event.symbols)
     holdings.update((account, s) for account in involved for s in symbols)
 

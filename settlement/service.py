@@ -17,6 +17,7 @@ aside to the dead-letter topic (docs/DESIGN.md, "When settlement cannot apply an
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 
@@ -59,16 +60,24 @@ READ_ATTEMPTS = 10
 def stream_of(event: Event) -> str:
     """The stream an event belongs to: a day-ahead auction's own, else its contract, else its
     account, else the exchange (market-wide controls)."""
-    day = getattr(event, "day", None)
-    if isinstance(day, str):
-        return day_ahead_stream(day)
-    symbol = getattr(event, "symbol", None)
-    if isinstance(symbol, str) and symbol != ALL_CONTRACTS:
-        return f"contract-{symbol}"
-    account_id = getattr(event, "account_id", None)
-    if isinstance(account_id, str):
-        return f"account-{account_id}"
+    for name in _stream_fields(type(event)):
+        value = getattr(event, name, None)
+        if not isinstance(value, str):
+            continue
+        if name == "day":
+            return day_ahead_stream(value)
+        if name == "account_id":
+            return f"account-{value}"
+        if value != ALL_CONTRACTS:
+            return f"contract-{value}"
     return "exchange"
+
+
+@functools.cache
+def _stream_fields(kind: type[Event]) -> tuple[str, ...]:
+    """The fields naming a stream that an event type has, first the one that decides: asking a
+    pydantic model for a field it lacks raises inside it, about 2 µs an event."""
+    return tuple(name for name in ("day", "symbol", "account_id") if name in kind.model_fields)
 
 
 def day_ahead_stream(day: str) -> str:

@@ -52,6 +52,10 @@ def test_the_e2e_bench_measures_the_pipeline_against_both_raw_limits(
     ratio = float(figures["ratio"])  # type: ignore[arg-type]
     assert ratio > 0
     assert abs(ratio - float(figures["commands_per_s"]) / slower) <= 0.02 * ratio  # type: ignore[arg-type]
+    cpu = figures["cpu_us_per_command"]
+    assert isinstance(cpu, dict)
+    assert set(cpu) == {"risk", "matching", "settlement", "postgres"}
+    assert all(isinstance(v, int) and v >= 0 for v in cpu.values())
 
 
 @pytest.mark.kafka
@@ -119,6 +123,26 @@ def test_the_replay_bench_rebuilds_a_history_from_postgresql(postgres_url: str) 
     assert restarted_from == events - events // 2
     assert figures["restart_events"] == events // 2
     assert float(figures["restart_seconds"]) > 0  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+def test_the_settle_bench_settles_a_history_into_postgresql(postgres_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": postgres_url}
+    figures = _bench("settle", "--commands", "3000", env=env)
+    assert figures["bench"] == "settle"
+    events, batch = figures["events"], figures["batch"]
+    assert isinstance(events, int)
+    assert isinstance(batch, int)
+    assert events >= 3000  # whole commands: a few over
+    # The first batch warms the connection up and is not timed.
+    assert figures["timed_events"] == events - batch
+    assert float(figures["events_per_s"]) > 0  # type: ignore[arg-type]
+    assert float(figures["settlement_cpu_us_per_event"]) > 0  # type: ignore[arg-type]
+    # The digest is of what was written: the same history writes the same rows, another not.
+    again = _bench("settle", "--commands", "3000", env=env)
+    assert again["tables_digest"] == figures["tables_digest"]
+    other = _bench("settle", "--commands", "3000", "--seed", "2", env=env)
+    assert other["tables_digest"] != figures["tables_digest"]
 
 
 def test_the_api_and_fanout_benches_run_against_a_served_exchange() -> None:
