@@ -181,6 +181,12 @@ class EngineState:
 
     def _remove(self, order: Order) -> None:
         """Take an order out of its book and the indexes (no event)."""
+        self._unlist(order)
+        del self.orders[order.order_id]
+
+    def _unlist(self, order: Order) -> None:
+        """Take an order out of its book and its account's list, not the index by id (its
+        caller has popped it from there already)."""
         book = order.book
         book_side = book.bids if order.side == BUY else book.asks
         price = order.price
@@ -197,7 +203,6 @@ class EngineState:
             del book_side.levels[price]
             keys = book_side.keys
             del keys[bisect_left(keys, book_side.sign * price)]
-        del self.orders[order.order_id]
 
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:
         """Take a waiting block away, reported as cancelled (or expired)."""
