@@ -153,9 +153,11 @@ class Level:
 
     def remove(self, order: Order) -> None:
         """Take out an order leaving the level."""
-        self.orders[order.position] = None
+        orders = self.orders
+        orders[order.position] = None
         self.count -= 1
-        self.tidy()
+        if len(orders) > 2 * self.count + LEVEL_SLACK:
+            self.tidy()
 
     def tidy(self) -> None:
         """Rebuild the queue without its Nones, once they are more than half of it."""

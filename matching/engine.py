@@ -190,7 +190,9 @@ class MatchingEngine(Lifecycle):
                 group,
                 stp_mode,
             )
-            if not quantity or self._stop == _SELF_TRADE:
+            # `_stop` is "" unless matching stopped: the string test spares the comparison
+            # with an enum member, which compiled is a generic rich comparison.
+            if not quantity or (self._stop and self._stop == _SELF_TRADE):
                 return
         if tif == IOC:
             self.events.append(
