@@ -225,7 +225,7 @@ class MatchingEngine(Lifecycle):
         level.add(order)
         own.before.setdefault(price, level.quantity)
         level.quantity += quantity
-        self.orders[order_id] = order
+        self.orders.add(order_id, order)
         owner.add(order)
 
     def _invalid(
@@ -393,7 +393,7 @@ class MatchingEngine(Lifecycle):
             self._refuse_in_auction(False, order_id)
             return
         # One operation on the index by id, the largest dict: popped here, put back if refused.
-        order = self.orders.pop(order_id, None)
+        order = self.orders.pop(order_id)
         if order is None:
             block = self.blocks.get(order_id)
             if block is None:
@@ -406,7 +406,7 @@ class MatchingEngine(Lifecycle):
                 self._drop_block(block, reason)
             return
         if account is not None and order.account != account:
-            self.orders[order_id] = order
+            self.orders.add(order_id, order)
             self.events.append(
                 (CANCEL_REJECTED, order.book.symbol, order_id, RefusalReason.NOT_ORDER_OWNER)
             )
@@ -578,7 +578,7 @@ class MatchingEngine(Lifecycle):
         else:
             book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
-        self.orders[order_id] = order
+        self.orders.add(order_id, order)
         order.owner.add(order)
 
     # Block orders.

@@ -43,6 +43,7 @@ from matching.book import (
     Book,
     Level,
     Order,
+    OrderIndex,
     by_seq,
     side_orders,
 )
@@ -67,20 +68,6 @@ TIMER_CLOSE: Final = 3
 TIMER_DELIVER: Final = 4
 
 
-def order_index() -> dict[str, Order]:
-    """An empty dict for orders by id that keeps each key's hash beside it.
-
-    CPython lays out a dict whose keys are all strings without their hashes, so every probe
-    that meets another key reads that string's hash from the string itself: in an index of
-    200,000 orders, a cache miss on each probe, on every add (the id must be new), cancel and
-    fill. A dict that has held a key of another type keeps the general layout, hashes
-    included, through every later resize, so its probes read no key but the one they find.
-    """
-    index: dict[Any, Any] = {None: None}
-    del index[None]
-    return index
-
-
 class EngineState:
     """Every book of the contracts it was given, their schedules, and the events they caused."""
 
@@ -88,7 +75,7 @@ class EngineState:
         self.halt_ms = halt_ms
         self.day_offset_ms = day_offset_ms
         self.books: dict[str, Book] = {}
-        self.orders = order_index()
+        self.orders = OrderIndex()
         self.by_account: dict[str, AccountOrders] = {}
         self.blocks: dict[str, Block] = {}
         self.block_symbols: dict[str, tuple[str, ...]] = {}
@@ -175,14 +162,14 @@ class EngineState:
         else:
             book_side.before.setdefault(price, level.quantity)
             level.quantity += quantity
-        self.orders[order_id] = order
+        self.orders.add(order_id, order)
         owner.add(order)
         return order
 
     def _remove(self, order: Order) -> None:
         """Take an order out of its book and the indexes (no event)."""
         self._unlist(order)
-        del self.orders[order.order_id]
+        self.orders.remove(order.order_id)
 
     def _unlist(self, order: Order) -> None:
         """Take an order out of its book and its account's list, not the index by id (its
