@@ -8,10 +8,10 @@ resting order by id); and the names orders are entered with: sides, time in forc
 prevention modes.
 
 The classes are slotted and hold no logic beyond reading themselves and keeping their own
-lists (`Level` its queue, `AccountOrders` its list, `OrderIndex` its dicts): the engine (`matching/engine.py` and the
-modules its class is built from) changes them in place, on its hot path mostly inline. Compiled
-(`matching/__init__.py`), they are native classes with typed attributes, and a call of one of
-their methods is a direct call.
+lists (`Level` its queue, `AccountOrders` its list, `OrderIndex` its dicts): the engine
+(`matching/engine.py` and the modules its class is built from) changes them in place, on its
+hot path mostly inline. Compiled (`matching/__init__.py`), they are native classes with typed
+attributes, and a call of one of their methods is a direct call.
 """
 
 from __future__ import annotations
@@ -162,12 +162,17 @@ class Level:
 
     def tidy(self) -> None:
         """Rebuild the queue without its Nones, once they are more than half of it."""
-        if len(self.orders) > 2 * self.count + LEVEL_SLACK:
-            orders: list[Order | None] = []
-            for order in self.resting_orders():
-                order.position = len(orders)
-                orders.append(order)
-            self.orders = orders
+        orders = self.orders
+        if len(orders) > 2 * self.count + LEVEL_SLACK:
+            # In place: no list is built, and whoever holds the queue holds it still.
+            kept = 0
+            for index in range(self.head, len(orders)):
+                order = orders[index]
+                if order is not None:
+                    order.position = kept
+                    orders[kept] = order
+                    kept += 1
+            del orders[kept:]
             self.head = 0
 
 
