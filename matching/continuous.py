@@ -146,7 +146,7 @@ class ContinuousMatching(Snapshots):
                     )
                     filled += maker_left
                     remaining -= maker_left
-                    del orders[maker.order_id]
+                    orders.remove(maker.order_id)
                     maker.owner.discard(maker)
                     queue[head] = None
                     level.count -= 1
@@ -193,7 +193,7 @@ class ContinuousMatching(Snapshots):
                     else:
                         level.quantity -= traded
                     if traded == maker_left:
-                        del orders[maker.order_id]
+                        orders.remove(maker.order_id)
                         maker.owner.discard(maker)
                         level.orders[maker.position] = None
                         level.count -= 1
@@ -283,7 +283,7 @@ class ContinuousMatching(Snapshots):
         else:
             level.quantity -= maker.remaining
         level.remove(maker)
-        del self.orders[maker.order_id]
+        self.orders.remove(maker.order_id)
 
     def _fillable(
         self,

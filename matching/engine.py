@@ -190,7 +190,9 @@ class MatchingEngine(Lifecycle):
                 group,
                 stp_mode,
             )
-            if not quantity or self._stop == _SELF_TRADE:
+            # `_stop` is "" unless matching stopped: the string test spares the comparison
+            # with an enum member, which compiled is a generic rich comparison.
+            if not quantity or (self._stop and self._stop == _SELF_TRADE):
                 return
         if tif == IOC:
             self.events.append(
@@ -223,7 +225,7 @@ class MatchingEngine(Lifecycle):
         level.add(order)
         own.before.setdefault(price, level.quantity)
         level.quantity += quantity
-        self.orders[order_id] = order
+        self.orders.add(order_id, order)
         owner.add(order)
 
     def _invalid(
@@ -390,7 +392,8 @@ class MatchingEngine(Lifecycle):
         if self.in_auction and order_id in self.in_auction:
             self._refuse_in_auction(False, order_id)
             return
-        order = self.orders.get(order_id)
+        # One operation on the index by id, the largest dict: popped here, put back if refused.
+        order = self.orders.pop(order_id)
         if order is None:
             block = self.blocks.get(order_id)
             if block is None:
@@ -403,11 +406,12 @@ class MatchingEngine(Lifecycle):
                 self._drop_block(block, reason)
             return
         if account is not None and order.account != account:
+            self.orders.add(order_id, order)
             self.events.append(
                 (CANCEL_REJECTED, order.book.symbol, order_id, RefusalReason.NOT_ORDER_OWNER)
             )
             return
-        self._remove(order)
+        self._unlist(order)
         self.events.append(
             (
                 CANCELLED,
@@ -574,7 +578,7 @@ class MatchingEngine(Lifecycle):
         else:
             book_side.before.setdefault(new_price, level.quantity)
             level.quantity += remaining
-        self.orders[order_id] = order
+        self.orders.add(order_id, order)
         order.owner.add(order)
 
     # Block orders.

@@ -43,6 +43,7 @@ from matching.book import (
     Book,
     Level,
     Order,
+    OrderIndex,
     by_seq,
     side_orders,
 )
@@ -74,7 +75,7 @@ class EngineState:
         self.halt_ms = halt_ms
         self.day_offset_ms = day_offset_ms
         self.books: dict[str, Book] = {}
-        self.orders: dict[str, Order] = {}
+        self.orders = OrderIndex()
         self.by_account: dict[str, AccountOrders] = {}
         self.blocks: dict[str, Block] = {}
         self.block_symbols: dict[str, tuple[str, ...]] = {}
@@ -161,12 +162,18 @@ class EngineState:
         else:
             book_side.before.setdefault(price, level.quantity)
             level.quantity += quantity
-        self.orders[order_id] = order
+        self.orders.add(order_id, order)
         owner.add(order)
         return order
 
     def _remove(self, order: Order) -> None:
         """Take an order out of its book and the indexes (no event)."""
+        self._unlist(order)
+        self.orders.remove(order.order_id)
+
+    def _unlist(self, order: Order) -> None:
+        """Take an order out of its book and its account's list, not the index by id (its
+        caller has popped it from there already)."""
         book = order.book
         book_side = book.bids if order.side == BUY else book.asks
         price = order.price
@@ -183,7 +190,6 @@ class EngineState:
             del book_side.levels[price]
             keys = book_side.keys
             del keys[bisect_left(keys, book_side.sign * price)]
-        del self.orders[order.order_id]
 
     def _drop_block(self, block: Block, reason: CancelReason, expired: bool = False) -> None:
         """Take a waiting block away, reported as cancelled (or expired)."""
