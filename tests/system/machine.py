@@ -835,7 +835,7 @@ class ExchangeMachine(RuleBasedStateMachine):
             sell["stp_mode"] = stp_mode
         self._place(account, sell, {})
 
-    @precondition(lambda self: bool(self._gates_open()))
+    @precondition(lambda self: bool(self._resellable()))
     @rule(
         holder=buyers,
         provider=providers,
@@ -847,15 +847,15 @@ class ExchangeMachine(RuleBasedStateMachine):
     )
     def resell_and_shrink(self, holder: str, provider: str, data: st.DataObject, bought: int,
                           shrink: str, less: int, withdraw: bool) -> None:  # fmt: skip
-        """A holder buys units of a contract still trading, offers them again between the
-        opening bids and asks (a resale, backed by what it bought), and the resale is made
-        smaller: amended down, and/or self-trade prevention (`decrement`) takes units off it
-        where it meets the holder's own bid, the resale resting or incoming; then perhaps the
-        rest is cancelled. What comes off a resale returns to what the holder may resell,
-        never to deposited capacity (once it did: tests/test_resale_shrunk.py), which
+        """A holder buys units of a contract still trading (an hour, or a strip), offers them
+        again between the opening bids and asks (a resale, backed by what it bought), and the
+        resale is made smaller: amended down, and/or self-trade prevention (`decrement`) takes
+        units off it where it meets the holder's own bid, the resale resting or incoming; then
+        perhaps the rest is cancelled. What comes off a resale returns to what the holder may
+        resell, never to deposited capacity (once it did: tests/test_resale_shrunk.py), which
         `system_holds` checks: no balance below zero, and what a holder may resell within what
         it bought less what it resold."""
-        symbol = _pick(self._gates_open(), data)
+        symbol = _pick(self._resellable(), data)
         prices = PRICES[symbol]
         self._place(provider, {"symbol": symbol, "side": "sell", "price": prices[2],
                                "quantity": bought}, {})  # fmt: skip
@@ -883,6 +883,11 @@ class ExchangeMachine(RuleBasedStateMachine):
             self._place(holder, own_bid, {})
         if withdraw:
             self._send(holder, "DELETE", path)
+
+    def _resellable(self) -> list[str]:
+        """The contracts still trading, the strips among them (they trade all day, so a
+        resale can be tried after the hours' gates have closed)."""
+        return self._gates_open() + self._strips_trading()
 
     def _settled_position(self, account: str, symbol: str) -> int:
         """Units of a contract the account holds once everything sent has settled."""
