@@ -18,7 +18,11 @@ after every step checks the invariants the issue names (`ExchangeMachine.system_
     capacity deposited net of withdrawals is what providers hold, buyers hold and deliveries
     settled;
 (e) `settlement.audit.audit` and `audit_ledger` find no discrepancy;
-(f) a replay of the event store has the live settlement projection's state hash.
+(f) a replay of the event store has the live settlement projection's state hash;
+(g) no balance of any kind is below zero, settled (through the API) or in settlement's and
+    each risk partition's accounts (cash and holds, capacity, positions, resale holds, bundle
+    draw-downs, bonds, escrow, vouchers), and what a holder may resell is within what it
+    bought (or received in a cascade) less what it resold (`_check_balances`).
 
 Strips (a week and the nights of a week of the rolled family) are contracts like the others,
 so every rule on a contract combines with them; an operator's delist cascades one at once (its
@@ -1830,7 +1834,7 @@ class ExchangeMachine(RuleBasedStateMachine):
     @invariant()
     @precondition(lambda self: self.http is not None)
     def system_holds(self) -> None:
-        """(b)-(f) of the module docstring, after every step."""
+        """(b)-(g) of the module docstring, after every step."""
         assert self.live is not None
         type(self).steps_run += 1
         runtime = self.live.exchange.runtime
