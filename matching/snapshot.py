@@ -154,24 +154,7 @@ class Snapshots(EngineState):
         checkpoint, so re-encoding thousands of empty books each time would cost more than
         folding the events between two checkpoints.
         """
-        # Fed to the hash piece by piece: the same bytes as one text, without copying them
-        # into one. JSON with ASCII escapes is its own UTF-8.
-        hasher = hashlib.sha256()
-        snapshot = self._snapshot(None, None)
-        separator = b"{"
-        for key in sorted(snapshot):
-            hasher.update(separator + _CANONICAL.encode(key).encode() + b":")
-            separator = b","
-            if key == "books":
-                parts = self._books_json()
-            elif key == "timers":
-                parts = self._timers_json()
-            else:
-                hasher.update(_CANONICAL.encode(snapshot[key]).encode())
-                continue
-            hasher.update(b"[" + b",".join(parts) + b"]")
-        hasher.update(b"}")
-        return hasher.hexdigest()
+        return _canonical_hash(self._snapshot(None, None), self._books_json(), self._timers_json())
 
     def _books_json(self) -> list[bytes]:
         """Each book's canonical JSON, by symbol; an orderless book's from the last hash when
@@ -285,20 +268,32 @@ def merged_snapshot(engines: Sequence[Snapshots], now: int, seq: int) -> dict[st
 def merged_state_hash(engines: Sequence[Snapshots], now: int, seq: int) -> str:
     """`state_hash` of `merged_snapshot(engines, now, seq)`, from each engine's encoded books
     and timers as its own `state_hash` reuses them."""
+    heads = _merge_heads([engine._snapshot(None, None) for engine in engines], now, seq)
+    books = [zip(sorted(e.books), e._books_json(), strict=True) for e in engines]
+    timers = [e._keyed_timers_json() for e in engines]
+    return _canonical_hash(
+        heads,
+        [text for _, text in heapq.merge(*books, key=itemgetter(0))],
+        [text for _, text in heapq.merge(*timers, key=itemgetter(0))],
+    )
+
+
+def _canonical_hash(head: dict[str, Any], books: list[bytes], timers: list[bytes]) -> str:
+    """SHA-256 of a snapshot's canonical JSON (`Snapshots.state_hash`): `head` holds every
+    key, its books and timers given as each one's JSON, in order."""
+    # Fed to the hash piece by piece: the same bytes as one text, without copying them into
+    # one. JSON with ASCII escapes is its own UTF-8.
     hasher = hashlib.sha256()
-    snapshot = _merge_heads([engine._snapshot(None, None) for engine in engines], now, seq)
     separator = b"{"
-    for key in sorted(snapshot):
+    for key in sorted(head):
         hasher.update(separator + _CANONICAL.encode(key).encode() + b":")
         separator = b","
         if key == "books":
-            books = [zip(sorted(e.books), e._books_json(), strict=True) for e in engines]
-            parts = [text for _, text in heapq.merge(*books, key=itemgetter(0))]
+            parts = books
         elif key == "timers":
-            timers = [e._keyed_timers_json() for e in engines]
-            parts = [text for _, text in heapq.merge(*timers, key=itemgetter(0))]
+            parts = timers
         else:
-            hasher.update(_CANONICAL.encode(snapshot[key]).encode())
+            hasher.update(_CANONICAL.encode(head[key]).encode())
             continue
         hasher.update(b"[" + b",".join(parts) + b"]")
     hasher.update(b"}")

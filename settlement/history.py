@@ -149,6 +149,11 @@ def history_query(
     return query if condition is None else query.where(condition)
 
 
+def stream_condition(stream_id: str, from_version: int = 1) -> ColumnElement[bool]:
+    """The events of one stream from `from_version` on (a store's own stream versions)."""
+    return and_(events.c.stream_id == stream_id, events.c.stream_version >= from_version)
+
+
 def history_condition(
     contract: str | None = None,
     account: str | None = None,

@@ -55,7 +55,7 @@ from exchange.domain.messages import (
     SetAccountLimits,
 )
 from settlement.audit import Discrepancy, audit, audit_shards
-from settlement.history import replay_document
+from settlement.history import replay_document, stream_condition
 from settlement.replay import parse_until
 from settlement.restart import replay_merged_stored, replay_stored
 from settlement.shards import (
@@ -171,16 +171,43 @@ def _bad_cursor(message: str) -> Problem:
 @router.get(
     "/streams/{stream_id}",
     summary="Replay: the events of one stream (contract-SYMBOL, account-ID, exchange)",
+    description="From `from_version` on, in stored order. With settlement in shards a stream "
+    "can span shards (an account's, a day-ahead auction's, the exchange's): every shard's "
+    "events of it, merged by log time as a replay merges them (ties by shard number), each "
+    "labelled with its `shard`, its `stream_version` that shard's own (`from_version` applies "
+    "to each shard's); page on with `cursor` = the last event's `cursor`.",
+    responses=problems(422),
 )
 async def stream_events(
     stream_id: str,
     _: Operator,
     runtime: RuntimeDep,
     from_version: Annotated[int, Query(ge=1, le=MAX_SQL_INT)] = 1,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=400,
+            description="an event's `cursor`: the page starts after that event",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[StoredEventOut]:
-    stored = await runtime.store.read_stream(stream_id, from_version)
-    return [_event_out(e) for e in stored[:limit]]
+    shards = runtime.shards
+    if cursor is None and len(shards) == 1:
+        stored = await runtime.store.read_stream(stream_id, from_version)
+        return [_event_out(e, 0, format_cursor((e.position,))) for e in stored[:limit]]
+    try:
+        start = (
+            (0,) * len(shards) if cursor is None else parse_cursor(cursor, len(shards), MAX_SQL_INT)
+        )
+    except ValueError as error:
+        raise _bad_cursor(str(error)) from None
+    engines = [shard.engine for shard in shards]
+    condition = stream_condition(stream_id, from_version)
+    return [
+        _event_out(found.event, found.shard, format_cursor(found.cursor))
+        async for found in read_merged(engines, start, condition, limit=limit)
+    ]
 
 
 @router.get(

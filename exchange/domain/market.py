@@ -912,12 +912,11 @@ def merged_state_hash(stages: Sequence[MarketStage], now: int, seq: int) -> str:
     hasher = hashlib.sha256(
         merged_engine_hash([stage.engine for stage in stages], now, seq).encode()
     )
-    book_seq = dict(sorted(item for stage in stages for item in stage._book_seq.items()))
+    book_seq, family_bands, groups = _merged_keyed(stages)
     hasher.update("".join([f"|{s}|{n}" for s, n in book_seq.items()]).encode())
-    for family, band in sorted(item for stage in stages for item in stage.family_bands.items()):
+    for family, band in family_bands.items():
         hasher.update(f"|band|{family}|{band}".encode())
-    groups = sorted(item for stage in stages for item in stage.exclusive_groups.items())
-    for block_id, group in groups:
+    for block_id, group in groups.items():
         hasher.update(f"|group|{block_id}|{group}".encode())
     day_ahead_next, intraday_next = _merged_day_ahead(stages)
     if day_ahead_next is not None:
@@ -930,26 +929,33 @@ def merged_state_hash(stages: Sequence[MarketStage], now: int, seq: int) -> str:
 
 def merged_snapshot(stages: Sequence[MarketStage], now: int, seq: int) -> dict[str, Any]:
     """`MarketStage.snapshot` of one stage holding what `stages` hold (`merged_state_hash`)."""
+    book_seq, family_bands, groups = _merged_keyed(stages)
     with collector_paused():
         snapshot: dict[str, Any] = {
             "engine": merged_engine_snapshot([stage.engine for stage in stages], now, seq),
-            "book_seq": dict(sorted(item for stage in stages for item in stage._book_seq.items())),
+            "book_seq": book_seq,
             "delivery": _merged_desk(stages),
-            "family_bands": dict(
-                sorted(item for stage in stages for item in stage.family_bands.items())
-            ),
+            "family_bands": family_bands,
         }
     day_ahead_next, intraday_next = _merged_day_ahead(stages)
     if day_ahead_next is not None:
-        snapshot["day_ahead"] = {
-            "groups": dict(
-                sorted(item for stage in stages for item in stage.exclusive_groups.items())
-            ),
-            "next": day_ahead_next,
-        }
+        snapshot["day_ahead"] = {"groups": groups, "next": day_ahead_next}
         if intraday_next is not None:
             snapshot["day_ahead"]["intraday_next"] = intraday_next
     return snapshot
+
+
+def _merged_keyed(
+    stages: Sequence[MarketStage],
+) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
+    """The `_book_seq`, `family_bands` and `exclusive_groups` one stage holding what the
+    stages hold would keep, each by key in order (a contract, a family and a block are each
+    one partition's, so no key is in two stages)."""
+    return (
+        dict(sorted(item for stage in stages for item in stage._book_seq.items())),
+        dict(sorted(item for stage in stages for item in stage.family_bands.items())),
+        dict(sorted(item for stage in stages for item in stage.exclusive_groups.items())),
+    )
 
 
 def _merged_day_ahead(stages: Sequence[MarketStage]) -> tuple[int | None, int | None]:

@@ -198,6 +198,40 @@ async def test_the_api_pages_through_every_shard_with_cursors(
         assert complaint in problem["detail"], (params, problem)
 
 
+async def _stream(client: httpx.AsyncClient, stream: str, **params: Any) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/admin/streams/{stream}", params=params)
+    assert response.status_code == 200, response.text
+    page: list[dict[str, Any]] = response.json()
+    return page
+
+
+async def test_a_stream_shows_its_events_in_every_shard(operator: httpx.AsyncClient) -> None:
+    """An account's stream spans shards: its events in each, merged in the replay's order as
+    the history's are, labelled with their shard and each shard's own stream version."""
+    stream = await _stream(operator, "account-a")
+    assert [(e["shard"], e["position"], e["stream_version"]) for e in stream] == [
+        (0, 1, 1),
+        (1, 1, 1),
+        (0, 3, 2),
+        (1, 3, 2),
+    ]
+    assert [e["data"]["note"] for e in stream] == ["s0-0", "s1-0", "s0-2", "s1-2"]
+    assert {e["stream_id"] for e in stream} == {"account-a"}
+    # Each shard's stream from its version 2 on; and page by page with the cursors.
+    later = await _stream(operator, "account-a", from_version=2)
+    assert [(e["shard"], e["position"]) for e in later] == [(0, 3), (1, 3)]
+    first = await _stream(operator, "account-a", limit=3)
+    rest = await _stream(operator, "account-a", cursor=first[-1]["cursor"])
+    assert first + rest == stream
+    assert await _stream(operator, "account-a", cursor=rest[-1]["cursor"]) == []
+    b = await _stream(operator, "account-b")
+    assert [(e["shard"], e["position"]) for e in b] == [(1, 2), (0, 2), (0, 4)]
+    refused = await operator.get("/v1/admin/streams/account-a", params={"cursor": "3"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"].endswith("invalid-cursor")
+    assert "is not 2 position(s)" in refused.json()["detail"]
+
+
 async def test_one_shard_pages_as_before(tmp_path: Path, database_url: str) -> None:
     store = open_event_store(database_url)
     try:
@@ -221,6 +255,12 @@ async def test_one_shard_pages_as_before(tmp_path: Path, database_url: str) -> N
                 (0, 3, "3"),
             ]
             assert await _page(client, cursor="1", limit=2) == after
+            stream = await _stream(client, "account-a")
+            assert [(e["shard"], e["position"], e["cursor"]) for e in stream] == [
+                (0, 1, "1"),
+                (0, 3, "3"),
+            ]
+            assert await _stream(client, "account-a", cursor="1") == stream[1:]
             exported = await client.get("/v1/admin/history", params={"format": "csv"})
             assert exported.text.splitlines()[0].startswith("position,event_id,")
             assert "shard" not in (await client.get("/v1/admin/history")).text

@@ -31,22 +31,46 @@ from api.marketdata import MarketData
 from cx.migrations import upgrade_to_head
 from cx.runtime import ExchangeRuntime
 from cx.settings import Settings
-from exchange.domain.catalogue import CHINA_STANDARD_TIME, default_catalogue, family_of
-from exchange.domain.messages import Event
+from exchange.domain.catalogue import (
+    CHINA_STANDARD_TIME,
+    Catalogue,
+    default_catalogue,
+    family_of,
+)
+from exchange.domain.messages import (
+    BundleDrawn,
+    DepositCapacity,
+    Event,
+    PlaceOrder,
+)
 from exchange.pipeline import partition_for
 from settlement import projections
 from settlement.bench import make_history
 from settlement.projections import SNAPSHOT_STAGE, LedgerProjection
 from settlement.replay import ExchangeState
+from settlement.restart import replay_merged_stored
 from settlement.service import stream_of
 from settlement.shard_states import NotCombinable, combine
-from settlement.shards import shard_of
+from settlement.shards import shard_of, viewing
 from settlement.snapshots import SqlSnapshotStore, snapshots
 from settlement.sql_store import SqlEventStore, open_event_store
 from settlement.store import NewEvent
 from tests.conftest import fresh_database
 from tests.e2e.harness import settings_for
 from tests.history.helpers import ROOT
+from tests.test_bank import funds
+from tests.test_token_bundles import (
+    BUNDLE,
+    DAY,
+    LISTING,
+    RULES,
+    START,
+    bundle_bank,
+    buy,
+    meter,
+    sell,
+    tick,
+)
 
 EVENTS = 4_600
 SETTLE_BATCH = 100
@@ -94,11 +118,16 @@ async def sharded(
         yield settings_for(tmp_path, database_url=home_url, CX_SETTLEMENT_SHARDS=other_url)
 
 
-async def _settle(store: SqlEventStore, part: list[Event]) -> None:
+async def _settle(
+    store: SqlEventStore,
+    part: list[Event],
+    catalogue: Catalogue | None = None,
+    batch_size: int = SETTLE_BATCH,
+) -> None:
     await store.initialise(upgrade_to_head)
-    projection = LedgerProjection(default_catalogue(), partitions=PARTITIONS)
+    projection = LedgerProjection(catalogue or default_catalogue(), partitions=PARTITIONS)
     saver = SqlSnapshotStore(store.engine)
-    for first in range(0, len(part), SETTLE_BATCH):
+    for first in range(0, len(part), batch_size):
         batch = [
             NewEvent(
                 event_id=event.event_id,
@@ -108,7 +137,7 @@ async def _settle(store: SqlEventStore, part: list[Event]) -> None:
                 # Where settlement read it, as `settlement.service` records it.
                 metadata={"partition": _partition(event)},
             )
-            for event in part[first : first + SETTLE_BATCH]
+            for event in part[first : first + batch_size]
         ]
         await store.append(batch, projector=projection)
         if projection.snapshot_due:
@@ -267,3 +296,75 @@ def test_a_shards_stage_of_its_own_partition_is_taken_whole() -> None:
 
 def _owner(partition: int) -> int:
     return shard_of(partition, 2)
+
+
+def _drawn_down_history() -> list[Event]:
+    """A month's token bundle bought and drawn down by daily reports, and before its period an
+    hour of cards traded in a family the other shard settles (TOK-QWEN.YRD is partition 0 of
+    3, shard 0; H100-80G.GZ partition 1, shard 1; the accounts' deposits, shard 1)."""
+    bank = bundle_bank()
+    for account in ("p1", "b1", "p2", "b2"):
+        bank.send(funds(account, 10_000_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=BUNDLE, quantity=100))
+    bank.send(DepositCapacity(deposit_id="c2", account_id="p2", symbol=GZ, quantity=100))
+    bank.send(sell("s1", "p1", 1_234, 100))
+    bank.send(buy("o1", "b1", 1_234, 30))
+    for n in range(20):
+        for account, side in (("p2", "sell"), ("b2", "buy")):
+            order = PlaceOrder(order_id=f"g{n}{side}", account_id=account, symbol=GZ,
+                               side=side, price=1_800 + 10 * (n % 3), quantity=2)  # fmt: skip
+            bank.send(order)
+    tick(bank, START)
+    for day in range(25):
+        drawn = bank.send(meter(f"d{day}", 700_001), START + day * DAY + 23 * 3_600_000)
+        assert any(isinstance(event, BundleDrawn) for event in drawn), drawn
+    return bank.events
+
+
+async def test_a_merged_replay_restarts_from_snapshots_of_a_bundle_drawn_down(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once refused with `KeyError('drawdowns')` (and replayed from 0): a shard's snapshot
+    holding a bundle's draw-downs combines with the other's, the merged replay restarts from
+    them, reads only what follows, and ends where a replay from position 0 does."""
+    catalogue = default_catalogue(RULES, [LISTING])
+    parts: list[list[Event]] = [[], []]
+    for event in _drawn_down_history():
+        parts[_shard(event)].append(event)
+    assert [e for e in parts[0] if isinstance(e, BundleDrawn)], "the bundle is not in shard 0"
+    async with (
+        fresh_database(postgres_url) as home_url,
+        fresh_database(postgres_url) as other_url,
+    ):
+        stores = [open_event_store(home_url), open_event_store(other_url)]
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(projections, "CHECKPOINT_EVERY", 10)
+                patch.setattr(projections, "SNAPSHOT_EVERY", 20)
+                for store, part in zip(stores, parts, strict=True):
+                    await _settle(store, part, catalogue, batch_size=5)
+            async with viewing(stores) as views:
+                full = await replay_merged_stored(views, catalogue, PARTITIONS, full=True)
+                restarted = await replay_merged_stored(views, catalogue, PARTITIONS)
+            async with stores[0].engine.connect() as connection:
+                taken = (
+                    await connection.execute(
+                        select(snapshots.c.data).where(
+                            snapshots.c.stage == SNAPSHOT_STAGE,
+                            snapshots.c.input_offset == (restarted.snapshots or [0])[0],
+                        )
+                    )
+                ).scalar_one_or_none()
+        finally:
+            for store in stores:
+                await store.close()
+    assert full.snapshots is None
+    assert full.read == sum(map(len, parts))
+    assert restarted.result.refused is None, restarted.result.refused
+    assert restarted.snapshots is not None
+    # The bundle's shard restarted from a snapshot taken while the bundle was drawn down.
+    assert taken is not None
+    assert taken["markets"][0]["delivery"]["drawdowns"], taken["markets"][0]["delivery"]
+    assert 0 < restarted.read == full.read - sum(restarted.snapshots) < full.read
+    assert restarted.result.state.history_hash() == full.result.state.history_hash()
+    assert restarted.result.state.state_hash() == full.result.state.state_hash()

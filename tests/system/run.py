@@ -54,6 +54,8 @@ REACHED = (
     "TradeExecuted",
     "OrderAmended",
     "OrderReduced",
+    "OrderAmended of a resale",
+    "OrderReduced of a resale",
     "AuctionCompleted",
     "DayAheadAuctionCompleted",
     "BlockAccepted",
@@ -81,10 +83,10 @@ REACHED = (
     "BundleDrawn",
 )
 """Events that show an example got somewhere: every command family's stored outcome (trades,
-amends, self-trade prevention, auctions, blocks, cash and capacity, listings, concessions,
-vouchers (registrations, applications and their steps, grants, the policy), and deliveries
-from obligation to metering, dispute, recall and settlement, strips' cascades and bundles'
-draw-downs)."""
+amends, self-trade prevention, both of resales too, auctions, blocks, cash and capacity,
+listings, concessions, vouchers (registrations, applications and their steps, grants, the
+policy), and deliveries from obligation to metering, dispute, recall and settlement, strips'
+cascades and bundles' draw-downs)."""
 
 REACHED_AT_EDGE = (
     "need placed",

@@ -3,9 +3,10 @@
 
 First a fixed tour (`tests/system/tour.py`): every command family once, in an order that lets
 each reach its outcome, the invariants checked after every step; it fails naming any family it
-did not reach (trades, amends, self-trade decrements, auctions, blocks, withdrawals, listings,
-concessions, programmes, grants, discount pools and platform discounts, deliveries from
-obligation to metering, dispute, resolution, recall and settlement, needs and stalls).
+did not reach (trades, amends, self-trade decrements, of resales too, auctions, blocks,
+withdrawals, listings, concessions, programmes, grants, discount pools and platform discounts,
+deliveries from obligation to metering, dispute, resolution, recall and settlement, needs and
+stalls).
 
 Then a fixed number of random examples, derandomized (the budget below fits `make test`;
 `make fuzz` runs the same model at random for as long as asked), which mix the rules. Their

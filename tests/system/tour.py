@@ -110,6 +110,14 @@ def _steps(m: ExchangeMachine, data: st.DataObject) -> list[Callable[[], None]]:
         lambda: m.amend_down("b1", data, 1),
         lambda: m.amend("b1", data, None, 2),
         lambda: m.self_cross("p1", data, 2, 3, "decrement"),
+        # Resales made smaller: amended down, then reduced by the holder's own bid (its
+        # rest resold in the next step); reduced as the incoming order, then cancelled.
+        lambda: m.shrink_a_resale(
+            "b1", "p1", data, 3, 3, "amend_and_decrement", 1, False, None, False
+        ),
+        lambda: m.shrink_a_resale(
+            "b2", "p2", data, 3, 3, "decrement_incoming", 1, True, None, True
+        ),
         lambda: m.place_block("b1", (GZ0, GZ1), True, 2, 1, data, True, None),
         # A need for the hours after midnight waits for the 23:00 intraday auction.
         lambda: m.place_group("b2", [(INT1, INT2)], 2, True, 1, "a"),
