@@ -153,12 +153,14 @@ def _older(data: bytes | str) -> dict[str, Any] | None:
 def decode(data: bytes | str) -> AnyMessage:
     """Decode any command or event, upcasting older versions; raises pydantic.ValidationError."""
     try:
-        return _any_message.validate_json(data)
+        # The validator itself, as `decode_event`: every record a stage reads comes here.
+        message: AnyMessage = _any_message.validator.validate_json(data)
     except ValidationError:
         older = _older(data)
         if older is None:
             raise
         return _any_message.validate_python(upcast(older))
+    return message
 
 
 def decode_event(data: bytes | str) -> AnyEvent:
