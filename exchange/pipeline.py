@@ -629,12 +629,11 @@ class RiskRunner(StageRunner[RiskPartition]):
     def _decide(self, instance: RiskPartition, record: LogRecord, stamp: EventStamp) -> list[Event]:
         """What the stage makes of one record: its decision on a command, or the fee
         concessions it decided folding an outcome fed back from matching."""
-        source = f"{record.topic}:{record.partition}:{record.offset}"
         stage = instance.stage
         try:
             message = decode(record.value)
         except ValidationError as error:
-            return [stage.reject_malformed(source, _describe(error), stamp)]
+            return [stage.reject_malformed(_source(record), _describe(error), stamp)]
         kind = type(message)
         if kind in _OUTCOME_KINDS:
             outcome = cast(Outcome, message)
@@ -652,7 +651,7 @@ class RiskRunner(StageRunner[RiskPartition]):
             return [stage.handle(cast(Command, message), stamp)]
         return [
             stage.reject_malformed(
-                source, f"{message.type} is not a command participants may send", stamp
+                _source(record), f"{message.type} is not a command participants may send", stamp
             )
         ]
 
@@ -731,7 +730,7 @@ class MatchingRunner(StageRunner[MarketPartition]):
                     ts=stamp.ts,
                     reason=RejectReason.MALFORMED,
                     message=_describe(error),
-                    source=f"{record.topic}:{record.partition}:{record.offset}",
+                    source=_source(record),
                 )
                 if self._live(record):
                     self._send(events_topic, record.partition, rejected)
@@ -791,6 +790,11 @@ def _next_offsets(records: list[LogRecord]) -> dict[TopicPartition, int]:
     for record in records:
         offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
     return offsets
+
+
+def _source(record: LogRecord) -> str:
+    """`topic:partition:offset` of a record, as a rejection of it names it."""
+    return f"{record.topic}:{record.partition}:{record.offset}"
 
 
 def _describe(error: ValidationError) -> str:
