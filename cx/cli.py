@@ -223,12 +223,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "name",
-        choices=["matching", "e2e", "replay", "settle", "api", "fanout", "auction", "horizon"],
+        choices=[
+            "matching",
+            "stages",
+            "e2e",
+            "replay",
+            "settle",
+            "api",
+            "fanout",
+            "auction",
+            "horizon",
+        ],
     )
     bench.add_argument(
         "--commands",
         type=int,
-        help="commands (matching: 1,000,000; e2e: 20,000) or events (replay: 200,000; "
+        help="commands (matching: 1,000,000; e2e and stages: 20,000) or events (replay: 200,000; "
         "settle: 40,000)",
     )
     bench.add_argument("--seed", type=int, default=1, help="seed of the generated flow")
@@ -1027,6 +1037,13 @@ def _bench(settings: Settings, args: argparse.Namespace) -> int:
             args.seed,
         ):
             print(line, flush=True)
+    elif args.name == "stages":
+        from cx.collector import quiet_collector
+        from cx.stage_bench import run as run_stage_bench
+
+        # As the stages run in `cx run`.
+        quiet_collector()
+        print(run_stage_bench(args.commands or 20_000, args.seed))
     elif args.name == "settle":
         if not (settings.database_url or "").startswith("postgresql"):
             print("cx bench settle: needs DATABASE_URL of a PostgreSQL server", file=sys.stderr)

@@ -145,6 +145,22 @@ def test_the_settle_bench_settles_a_history_into_postgresql(postgres_url: str) -
     assert other["tables_digest"] != figures["tables_digest"]
 
 
+def test_the_stages_bench_runs_risk_and_matching_over_the_e2e_flow_in_memory() -> None:
+    figures = _bench("stages", "--commands", "400")
+    assert figures["bench"] == "stages"
+    assert figures["commands"] == 400
+    # Every order reaches matching once; risk also reads what matching feeds back.
+    assert figures["matching_records"] == 400
+    assert int(figures["risk_records"]) > 400  # type: ignore[call-overload]
+    assert float(figures["risk_cpu_us_per_command"]) > 0  # type: ignore[arg-type]
+    assert float(figures["matching_cpu_us_per_command"]) > 0  # type: ignore[arg-type]
+    # The digest is of what the stages wrote: the same flow writes the same records.
+    again = _bench("stages", "--commands", "400")
+    assert again["outputs_digest"] == figures["outputs_digest"]
+    other = _bench("stages", "--commands", "400", "--seed", "2")
+    assert other["outputs_digest"] != figures["outputs_digest"]
+
+
 def test_the_api_and_fanout_benches_run_against_a_served_exchange() -> None:
     api = _bench("api", "--clients", "2", "--seconds", "1")
     assert api["bench"] == "api"

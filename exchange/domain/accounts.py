@@ -1308,15 +1308,20 @@ def money_brought_in(event: Event) -> int:
     """Fen an event brings into the exchange from outside (negative: takes out of it): cash
     deposits and withdrawals, voucher programmes' budgets (and their yearly renewals) and fee
     concessions' budgets. Every other movement only moves money already inside."""
-    if isinstance(event, FundsDeposited):
-        return event.amount
-    if isinstance(event, FundsWithdrawn):
-        return -event.amount
-    if isinstance(event, (ProgrammeCreated, ConcessionGranted, DiscountPoolFunded)):
-        return event.budget
-    if isinstance(event, GrantApproved):
-        return event.renewed
-    return 0
+    # By the event's type: risk asks for every decision, and isinstance through pydantic's
+    # metaclass costs about 55 ns a class the event is not.
+    brought_in = _MONEY_BROUGHT_IN.get(type(event))
+    return 0 if brought_in is None else brought_in(event)
+
+
+_MONEY_BROUGHT_IN: dict[type[Event], Callable[[Any], int]] = {
+    FundsDeposited: lambda event: event.amount,
+    FundsWithdrawn: lambda event: -event.amount,
+    ProgrammeCreated: lambda event: event.budget,
+    ConcessionGranted: lambda event: event.budget,
+    DiscountPoolFunded: lambda event: event.budget,
+    GrantApproved: lambda event: event.renewed,
+}
 
 
 def _fee_legs(fee: int) -> list[tuple[str, int]]:

@@ -239,17 +239,15 @@ async def test_a_malformed_record_is_rejected_and_the_stage_keeps_running(
         producer = await runtime.log.producer()
         try:
             partition = runtime.topics.command_partition("someone")
-            await producer.send_and_wait(runtime.topics.commands, partition, b"{not json")
-            await producer.send_and_wait(
-                runtime.topics.commands,
-                partition,
-                b'{"type":"DepositFunds","deposit_id":"d1","account_id":"someone","amount":1.5}',
-            )
-            await producer.send_and_wait(
-                runtime.topics.commands,
-                partition,
-                b'{"type":"TradeExecuted"}',
-            )
+            sent = [
+                await producer.send_and_wait(runtime.topics.commands, partition, value)
+                for value in (
+                    b"{not json",
+                    b'{"type":"DepositFunds","deposit_id":"d1","account_id":"someone",'
+                    b'"amount":1.5}',
+                    b'{"type":"TradeExecuted"}',
+                )
+            ]
         finally:
             await producer.close()
         await _deposit_cash(exchange, "someone", 500)
@@ -261,6 +259,10 @@ async def test_a_malformed_record_is_rejected_and_the_stage_keeps_running(
         assert messages[1] == "DepositFunds.amount: Input should be a valid integer"
         assert messages[2].startswith("TradeExecuted.event_id: Field required")
         assert all(r["reason"] == "malformed" for r in rejected)
+        # Each names the record it refused.
+        assert [r["source"] for r in rejected] == [
+            f"{record.topic}:{record.partition}:{record.offset}" for record in sent
+        ]
         account = (await (await exchange.as_("someone")).get("/v1/accounts/someone")).json()
         assert account["cash"] == {"available": 500, "held": 0}
 

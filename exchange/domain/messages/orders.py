@@ -396,3 +396,13 @@ class OrderReduced(Event):
     quantity: StrictInt
     remaining: StrictInt
     reason: CancelReason
+
+
+OPTIONS_OFF_THE_WIRE: dict[type[Message], dict[str, Any]] = {
+    PlaceOrder: _ORDER_OPTION_DEFAULTS,
+    OrderAccepted: _ORDER_OPTION_DEFAULTS,
+    PlaceBlockOrder: _BLOCK_OPTION_DEFAULTS,
+    BlockAccepted: _BLOCK_OPTION_DEFAULTS,
+}
+"""The order messages whose serializer leaves options that keep their defaults off the wire,
+to those defaults: the codec writes their bytes without pydantic's wrap serializer (`encode`)."""
