@@ -130,6 +130,8 @@ class DeliveryDesk:
         self.sells: dict[str, list[Any]] = {}
         """Open sells: order id -> [backed by capacity, bond per unit, open quantity, account,
         symbol]."""
+        self._sells_rendered: dict[str, tuple[list[Any], str]] = {}
+        """Each open sell as `digest` last rendered it: (a copy of it then, its text)."""
         self._resales: dict[tuple[str, str], set[str]] = {}
         """(symbol, account) -> the ids of its open sells that resell what it holds: derived
         from `sells`, so a resale's check reads the seller's own, not every open sell."""
@@ -780,13 +782,35 @@ class DeliveryDesk:
     # State ------------------------------------------------------------------------------------
 
     def digest(self, hasher: Hasher) -> None:
-        """Feed a canonical rendering of the desk's state to `hasher`."""
-        hasher.update(repr(self.snapshot()).encode())
+        """Feed a canonical rendering of the desk's state to `hasher`: the `repr` of its
+        snapshot, each open sell's part rendered again only once the sell changed (most stay
+        as they were from one hash to the next, and rendering them was most of its cost)."""
+        rendered = self._sells_rendered
+        current: dict[str, tuple[list[Any], str]] = {}
+        sells = self.sells
+        parts = []
+        for order_id in sorted(sells):
+            sell = sells[order_id]
+            known = rendered.get(order_id)
+            if known is None or known[0] != sell:
+                known = (list(sell), repr([order_id, *sell]))
+            current[order_id] = known
+            parts.append(known[1])
+        self._sells_rendered = current
+        rest = repr(self._snapshot_without_sells())
+        hasher.update(f"{{'sells': [{', '.join(parts)}], {rest[1:]}".encode())
 
     def snapshot(self) -> dict[str, Any]:
         """The desk's state, JSON-ready, in a canonical order."""
+        # Sorted by order id alone, which is unique: the same order as sorting the rows.
+        sells = self.sells
         return {
-            "sells": sorted([order_id, *sell] for order_id, sell in self.sells.items()),
+            "sells": [[order_id, *sells[order_id]] for order_id in sorted(sells)],
+            **self._snapshot_without_sells(),
+        }
+
+    def _snapshot_without_sells(self) -> dict[str, Any]:
+        return {
             "provisions": sorted(
                 [symbol, provider, p.units, p.amount, p.bond, p.fee]
                 for symbol, by_provider in self.provisions.items()
