@@ -99,6 +99,7 @@ def to_new_event(event: AnyEvent, record: LogRecord) -> NewEvent:
         data=data,
         metadata={"topic": record.topic, "partition": record.partition, "offset": record.offset},
         schema_version=int(data.get("v", 1)),
+        data_json=record.value.decode(),
     )
 
 

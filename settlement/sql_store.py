@@ -537,7 +537,7 @@ class PostgresEventStore(SqlEventStore):
                     e.event_id,
                     e.type,
                     e.schema_version,
-                    _json_dumps(e.data),
+                    _json_dumps(e.data) if e.data_json is None else e.data_json,
                     _json_dumps(e.metadata),
                     recorded_at,
                 )

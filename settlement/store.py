@@ -27,6 +27,9 @@ class NewEvent:
     data: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
     schema_version: int = 1
+    data_json: str | None = None
+    """`data` as the JSON text it was read from, when the writer has it: a store that keeps
+    JSON text stores this instead of serialising `data` again."""
 
 
 @dataclass(frozen=True, slots=True)
