@@ -898,11 +898,19 @@ def _touched(
 ) -> None:
     """Mark the accounts and (account, contract) holdings an event may have changed."""
     party_fields, has_symbol, is_block = _fields_touched(type(event))
+    if not party_fields:
+        # Names no account (a third of a busy market's events: its book changes).
+        return
     involved = [value for name in party_fields if isinstance(value := getattr(event, name), str)]
     accounts.update(involved)
-    symbols: list[str] = list(prior_hours)
     # has_symbol says this event's type has a `symbol`, which mypy cannot see in the union.
     symbol = event.symbol if has_symbol else None  # type: ignore[union-attr]
+    if not prior_hours and not is_block:
+        # The common case, one contract: no list of contracts to build.
+        if isinstance(symbol, str):
+            holdings.update([(account, symbol) for account in involved])
+        return
+    symbols: list[str] = list(prior_hours)
     if isinstance(symbol, str):
         symbols.append(symbol)
     if is_block and isinstance(event, BlockAccepted):
