@@ -375,6 +375,8 @@ class SqlEventStore(EventStore):
             for e, version in zip(fresh, versions, strict=True)
         ]
         result = await _INSERT_EVENTS.execute(connection, rows)
+        if result is None:
+            raise RuntimeError("the events insert returned no positions")
         # SQLite numbers the rows of a multi-row INSERT in VALUES order, which no document
         # promises: `_insert_events` refuses positions out of that order.
         returned = {row.event_id: (row.position, row.recorded_at) for row in result}
