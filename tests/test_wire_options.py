@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -124,3 +125,17 @@ def test_a_string_that_is_not_utf8_fails_as_pydantic_fails() -> None:
     message = kind.model_validate({**_required(kind), "symbol": "\ud800"})
     with pytest.raises(PydanticSerializationError, match="surrogates not allowed"):
         encode(message)
+
+
+def test_written_bytes_hold_no_more_memory_than_their_length() -> None:
+    """orjson's own bytes keep its 4 KiB buffer; a log holding every record must not pay that
+    for each (the soak's memory per order tripled when it did)."""
+    kind = next(k for k in OPTIONS_OFF_THE_WIRE if k.__name__ == "PlaceOrder")
+    order = kind.model_validate(_required(kind))
+    tracemalloc.start()
+    try:
+        kept = [encode(order) for _ in range(1_000)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < len(kept) * (len(kept[0]) + 512), f"{held / len(kept):.0f} B a record"

@@ -93,11 +93,16 @@ class _OptionsOmitted:
         try:
             if self._options(fields) == self._defaults:
                 # The common case: a plain order.
-                return orjson.dumps(dict(zip(self._kept_names, self._kept(fields), strict=True)))
-            values = zip(self._names, self._values(fields), self._omitted, strict=True)
-            return orjson.dumps({name: value for name, value, left in values if value != left})
+                wire = orjson.dumps(dict(zip(self._kept_names, self._kept(fields), strict=True)))
+            else:
+                values = zip(self._names, self._values(fields), self._omitted, strict=True)
+                wire = orjson.dumps({name: value for name, value, left in values if value != left})
         except orjson.JSONEncodeError:
             return None
+        # orjson's bytes keep the whole 4 KiB buffer it wrote into; the embedded log and the
+        # producers' queues hold every record they are given, so keep a copy of its length
+        # (about 0.1 µs; without it the soak's memory per order tripled).
+        return bytes(memoryview(wire))
 
 
 _WRITERS: dict[type[Message], _OptionsOmitted] = {
