@@ -69,6 +69,13 @@ from settlement.store import StoredEvent
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"], responses=problems(401, 403, 429))
 
+EventCursor = Annotated[
+    str | None,
+    Query(max_length=400, description="an event's `cursor`: the page starts after that event"),
+]
+"""Where a page of stored events goes on: the last event's `cursor`, naming each shard's last
+position read."""
+
 
 @router.post(
     "/keys",
@@ -121,13 +128,7 @@ async def events(
     _: Operator,
     runtime: RuntimeDep,
     after: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=400,
-            description="an event's `cursor`: the page starts after that event",
-        ),
-    ] = None,
+    cursor: EventCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[StoredEventOut]:
     shards = runtime.shards
@@ -183,13 +184,7 @@ async def stream_events(
     _: Operator,
     runtime: RuntimeDep,
     from_version: Annotated[int, Query(ge=1, le=MAX_SQL_INT)] = 1,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=400,
-            description="an event's `cursor`: the page starts after that event",
-        ),
-    ] = None,
+    cursor: EventCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[StoredEventOut]:
     shards = runtime.shards
