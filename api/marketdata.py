@@ -418,6 +418,9 @@ class MarketData:
         """Open orders, for the private `order` messages."""
         self.obligations: dict[tuple[str, str], list[int]] = {}
         """(seller, symbol) -> [units sold, payout in fen]."""
+        self.cascaded_at: dict[str, int] = {}
+        """Strips that became positions in their hours, with the log time they did: at their
+        planned time, or earlier when an operator delisted them."""
         self.now_ms = 0
         """The latest log time seen: the end of the 24-hour statistics window."""
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
@@ -688,6 +691,7 @@ class MarketData:
         """A strip became positions in its hours: balances move with them, and what each
         provider sold of the strip is owed in every hour (its payout split as the escrow)."""
         strip = event.symbol
+        self.cascaded_at[strip] = event.ts
         # Capacity deposited for the strip moves too: every account holding any is told.
         depositors = {a for a, s in self.accounts.capacity if s == strip}
         self.accounts.apply(event)

@@ -500,7 +500,8 @@ class Contract(BaseModel):
     cascades_at: str | None = Field(
         default=None,
         description="A strip's cascade (CST): its book closes and its positions become "
-        "positions in each of its hourly contracts; null for any other contract",
+        "positions in each of its hourly contracts; once it has cascaded, when it did (earlier "
+        "than planned if an operator delisted it); null for any other contract",
     )
 
 

@@ -85,14 +85,17 @@ def contract_view(
 
 
 def term_fields(market: MarketData, spec: ContractSpec) -> dict[str, Any]:
-    """A contract's term, the hours it covers and, for a strip, when it cascades."""
+    """A contract's term, the hours it covers and, for a strip, when it cascades (or did, which
+    a delisting makes earlier than planned)."""
     catalogue = market.catalogue
     return {
         "term": spec.term,
         "term_name": term_name(spec.term),
         "hours": len(spec.hours()) if spec.is_term else 1,
         "delivery_end": spec.delivery_end.isoformat(),
-        "cascades_at": cst_iso(catalogue.cascades_at(spec)) if spec.is_strip else None,
+        "cascades_at": cst_iso(market.cascaded_at.get(spec.symbol, catalogue.cascades_at(spec)))
+        if spec.is_strip
+        else None,
     }
 
 

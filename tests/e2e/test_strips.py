@@ -179,6 +179,41 @@ WINDOW_START = to_utc_ms(datetime(2027, 11, 30, tzinfo=CHINA_STANDARD_TIME))
 WINDOW_END = to_utc_ms(datetime(2027, 12, 13, tzinfo=CHINA_STANDARD_TIME))
 
 
+async def test_a_strip_delisted_early_shows_when_it_cascaded_not_when_it_was_planned(
+    exchange_settings: Settings,
+) -> None:
+    settings = exchange_settings.model_copy(
+        update={"listings": "H100-80G.GZ", "listing_days": 2, "term_days": 14}
+    )
+    clock = LogClock(TRADING)
+    async with running_exchange(settings, clock) as exchange:
+        deposit = {"kind": "cash", "amount": 1_000_000}
+        for account, role in (("p1", "provider"), ("b1", "buyer")):
+            await _post(exchange, account, f"/v1/accounts/{account}/deposits", deposit, role)
+        capacity = {"kind": "capacity", "symbol": WEEK, "quantity": 2}
+        await _post(exchange, "p1", "/v1/accounts/p1/deposits", capacity, "provider")
+        await _post(exchange, "p1", "/v1/orders", _order(WEEK, "sell", 1_010, 2), "provider")
+        await _post(exchange, "b1", "/v1/orders", _order(WEEK, "buy", 1_010, 2))
+        await settle(exchange.runtime)
+        planned = (await exchange.client.get(f"/v1/contracts/{WEEK}")).json()["cascades_at"]
+        assert planned == "2027-12-04T00:00:00+08:00"
+
+        delisted_at = TRADING + 3_600_000
+        clock.now_ms = delisted_at
+        operator = await exchange.operator()
+        answer = await operator.post(
+            f"/v1/admin/contracts/{WEEK}/delist", json={"reason": "provider outage"}
+        )
+        assert answer.status_code == 200, answer.text
+        await settle(exchange.runtime)
+
+        b1 = await _account(exchange, "b1")
+        held = {p["symbol"]: p["quantity"] for p in b1["positions"]}
+        assert held[FIRST] == 2, "the delisting cascaded the week into its hours"
+        contract = (await exchange.client.get(f"/v1/contracts/{WEEK}")).json()
+        assert contract["cascades_at"] == "2027-11-29T11:00:00+08:00"
+
+
 async def test_a_need_is_bought_as_a_week_strip_fill_or_kill_when_it_is_the_cheapest(
     tmp_path: Path,
 ) -> None:
