@@ -16,6 +16,7 @@ from PIL import Image
 from settlement import charts
 from settlement.charts import cjk_font
 from settlement.reports import BURN_DOWN_COLOUR, burn_down_figure, burn_down_png, report_csv
+from tests.conftest import missing
 
 
 def test_a_large_budget_barely_spent_draws_a_visible_line_with_plain_labels(
@@ -109,10 +110,11 @@ def _texts(figure: Any) -> list[str]:
     ]
 
 
-@pytest.mark.skipif(cjk_font() is None, reason="no Chinese font matplotlib can draw with")
 def test_the_burn_down_png_is_labelled_chinese_first_with_no_glyph_missing(
     tmp_path: Path,
 ) -> None:
+    if cjk_font() is None:
+        missing("no Chinese font matplotlib can draw with: make test installs one (make fonts)")
     figure = burn_down_figure(REPORT)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)"
