@@ -57,6 +57,7 @@ class _DriverStatement:
     of its CPU than the driver's. Its bound values are processed as SQLAlchemy would."""
 
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
+        self.statement = statement
         compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
         self.sql = compiled.string
         self._fixed = compiled.params
@@ -66,14 +67,14 @@ class _DriverStatement:
             for name in compiled.positiontup or ()
         ]
 
-    async def execute(self, connection: AsyncConnection, values: Mapping[str, Any]) -> bool:
-        """Run with `values` (by bound parameter name); False, having run nothing, when the
-        connection has not begun its transaction (the caller then runs it through SQLAlchemy,
-        which begins it)."""
+    async def execute(self, connection: AsyncConnection, values: Mapping[str, Any]) -> None:
+        """Run with `values` (by bound parameter name); through SQLAlchemy when the connection
+        has not begun its transaction, which SQLAlchemy then begins."""
         raw = await connection.get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         if not driver.is_in_transaction():
-            return False
+            await connection.execute(self.statement, values)
+            return
         bound = {**self._fixed, **values}
         args = [
             bound[name] if process is None else process(bound[name])
@@ -81,7 +82,6 @@ class _DriverStatement:
         ]
         async with driven(connection, self.sql) as same:
             await same.execute(self.sql, *args)
-        return True
 
 
 class BatchInsert:
@@ -145,8 +145,8 @@ class BatchInsert:
                     self._driver_statement = _DriverStatement(
                         self._statement(dialect), connection.dialect
                     )
-                if await self._driver_statement.execute(connection, columns):
-                    return None
+                await self._driver_statement.execute(connection, columns)
+                return None
             return await connection.execute(self._statement(dialect), columns)
         return await connection.execute(self._statement(dialect), list(rows))
 
@@ -246,8 +246,7 @@ class BatchUpdate:
                 self._driver_statement = _DriverStatement(
                     self._statement(dialect), connection.dialect
                 )
-            if not await self._driver_statement.execute(connection, columns):
-                await connection.execute(self._statement(dialect), columns)
+            await self._driver_statement.execute(connection, columns)
             return
         await connection.execute(
             self._statement(dialect),
