@@ -336,7 +336,7 @@ class AccountOrders:
 
 INDEX_SHARDS: Final = 16
 """The dicts `OrderIndex` spreads its orders over (a power of two: a shard is chosen by the low
-bits of the id's hash)."""
+bits of the id's last character, see `_shard`)."""
 
 
 def _hashed_dict() -> dict[str, Order]:
@@ -360,7 +360,7 @@ def _shard(order_id: str) -> int:
 
 
 class OrderIndex:
-    """The resting orders by id, spread over `INDEX_SHARDS` dicts by the id's hash.
+    """The resting orders by id, spread over `INDEX_SHARDS` dicts by the id's last character.
 
     A dict grows (or, after many deletions, rebuilds) its table in one go, on the insert that
     finds it full: with 200,000 orders, one command in about half a million paid some 11 ms
