@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from cx.bench import local_listeners
 from exchange.domain.catalogue import default_catalogue
 from tests.conftest import missing
 from tests.e2e.harness import free_port
@@ -54,8 +56,18 @@ def test_the_e2e_bench_measures_the_pipeline_against_both_raw_limits(
     assert abs(ratio - float(figures["commands_per_s"]) / slower) <= 0.02 * ratio  # type: ignore[arg-type]
     cpu = figures["cpu_us_per_command"]
     assert isinstance(cpu, dict)
-    assert set(cpu) == {"risk", "matching", "settlement", "postgres"}
-    assert all(isinstance(v, int) and v >= 0 for v in cpu.values())
+    assert set(cpu) == {"risk", "matching", "settlement", "postgres", "kafka", "total"}
+    stages = [cpu[k] for k in ("risk", "matching", "settlement", "postgres")]
+    assert all(isinstance(v, int) and v >= 0 for v in stages)
+    if local_listeners(kafka_bootstrap):
+        # The broker serving the bench runs here: its CPU is read and counted in the total.
+        assert isinstance(cpu["kafka"], int)
+        assert cpu["kafka"] > 0
+        assert cpu["total"] == sum(stages) + cpu["kafka"]
+    else:
+        assert cpu["kafka"] is None
+        assert cpu["total"] is None
+    assert figures["goal_cpu_us_per_command"] == 200
 
 
 @pytest.mark.kafka
@@ -250,3 +262,16 @@ def test_the_horizon_bench_measures_each_horizon_against_the_two_day_baseline(
     for name in ("hours_30d", "terms_92d"):
         for key, ratio in figures["ratios"][name].items():
             assert ratio == round(figures[name][key] / baseline[key], 2), (name, key)
+
+
+def test_the_processes_listening_on_a_bootstrap_s_ports_are_found() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        assert local_listeners(f"127.0.0.1:{port}") == {os.getpid()}
+        assert local_listeners(f"remote.example:1,127.0.0.1:{port}") == {os.getpid()}
+    finally:
+        listener.close()
+    assert local_listeners(f"127.0.0.1:{port}") == set()
