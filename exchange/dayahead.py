@@ -19,7 +19,6 @@ stops early is recorded with its gap.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ from exchange.domain.messages import (
 from exchange.log import CommandLog, LogRecord
 from exchange.pipeline import SNAPSHOT_EVERY, Deduplicator, StageRunner, Topics
 from exchange.snapshots import SnapshotStore
+from matching.snapshot import canonical_json
 
 if TYPE_CHECKING:
     from matching.dayahead import DayAheadOrder, DayAheadResult
@@ -108,8 +108,7 @@ class DayAheadBook:
 
     def state_hash(self) -> str:
         """SHA-256 of the canonical JSON of the state."""
-        canonical = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(canonical_json(self.snapshot())).hexdigest()
 
 
 def auction_orders(parts: dict[int, list[dict[str, Any]]]) -> list[DayAheadOrder]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,7 @@ from exchange.domain.messages import (
 from exchange.pipeline import partition_for
 from exchange.snapshots import Snapshot
 from matching.book import Book
+from matching.snapshot import canonical_json
 from settlement.store import CompactEvent, CompactReader, StoredEvent
 
 READ_BATCH = 5000
@@ -318,9 +318,7 @@ class ExchangeState:
         for blocks in families.values():
             _rank(blocks)
         engine["seq"] = None
-        books = hashlib.sha256(
-            json.dumps(snapshot, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
+        books = hashlib.sha256(canonical_json(snapshot)).hexdigest()
         return hashlib.sha256(
             f"accounts:{self.accounts_hash()}\nbooks:{books}\n".encode()
         ).hexdigest()
