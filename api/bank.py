@@ -47,6 +47,7 @@ from exchange.domain.messages import (
     FundDiscountPool,
     GrantConcession,
     Identifier,
+    LedgerPart,
     OrderRejected,
     PlaceOrder,
     RecallCapacity,
@@ -280,7 +281,7 @@ class ProgrammeRequest(BaseModel):
         },
     )
 
-    programme_id: Identifier
+    programme_id: LedgerPart
     issuer: Annotated[str, Field(min_length=1, max_length=200)]
     budget: PositiveInt
     rate_bps: Annotated[int, Field(gt=0, le=10_000)] = 3_000
@@ -467,7 +468,7 @@ class ConcessionRequest(BaseModel):
         },
     )
 
-    concession_id: Identifier
+    concession_id: LedgerPart
     account_ids: Annotated[list[Identifier], Field(min_length=1, max_length=200)]
     discount_bps: Annotated[int, Field(gt=0, le=10_000)]
     budget_per_account: PositiveInt

@@ -34,7 +34,7 @@ from exchange.domain.catalogue import (
 )
 from settlement import projections as tables
 from settlement.schema import events
-from settlement.statements import MILLION_TOKENS_ZH, UNITS_ZH
+from settlement.statements import MILLION_TOKENS_ZH, UNITS_ZH, named_for
 from settlement.statements import unit_of as invoice_unit
 
 CLAWBACK_KINDS = ("delivery", "resale")
@@ -164,24 +164,35 @@ def _quantities(line: dict[str, Any]) -> dict[str, int]:
     return {line["unit"]: line["quantity"]}
 
 
+def _grant_accounts(
+    column: Any, prefix: str, programme_id: str | None, account_id: str | None = None
+) -> Any:
+    """SQL: `column` is a ledger account `PREFIX:PROGRAMME:ACCOUNT`, of the programme and the
+    account where given (ids taken literally, `_` included)."""
+    if programme_id is not None and account_id is not None:
+        return column == f"{prefix}:{programme_id}:{account_id}"
+    if programme_id is not None:
+        return column.startswith(f"{prefix}:{programme_id}:", autoescape=True)
+    if account_id is not None:
+        return named_for(column, prefix, account_id)
+    return column.startswith(f"{prefix}:")
+
+
 async def _clawed_back(
     connection: Any, *, account_id: str | None = None, programme_id: str | None = None
 ) -> dict[tuple[str, str, int], int]:
     """Voucher parts returned to grants, by (programme, account, CST day)."""
     journal = tables.journal
-    pattern = f"grant:{programme_id or '%'}:{account_id or '%'}"
+    grants = _grant_accounts(journal.c.account, "grant", programme_id, account_id)
     rows = await connection.execute(
         select(journal.c.account, journal.c.amount, journal.c.ts).where(
-            and_(
-                journal.c.account.like(pattern),
-                journal.c.kind.in_(CLAWBACK_KINDS),
-                journal.c.amount > 0,
-            )
+            and_(grants, journal.c.kind.in_(CLAWBACK_KINDS), journal.c.amount > 0)
         )
     )
     clawed: dict[tuple[str, str, int], int] = defaultdict(int)
     for row in rows:
-        _, programme, account = row.account.split(":")
+        # A programme's id holds no `:`; the account id after it may.
+        _, programme, account = row.account.split(":", 2)
         clawed[(programme, account, _day(row.ts))] += row.amount
     return clawed
 
@@ -301,9 +312,9 @@ async def _programme_part(engine: AsyncEngine, programme_id: str) -> _ProgrammeP
             row.account: row.balance
             for row in await connection.execute(
                 select(balances).where(
-                    balances.c.account.like(f"budget:{programme_id}")
-                    | balances.c.account.like(f"grant:{programme_id}:%")
-                    | balances.c.account.like(f"reserved:{programme_id}:%")
+                    (balances.c.account == f"budget:{programme_id}")
+                    | _grant_accounts(balances.c.account, "grant", programme_id)
+                    | _grant_accounts(balances.c.account, "reserved", programme_id)
                 )
             )
         }

@@ -119,9 +119,26 @@ def _funds(account_id: str) -> tuple[str, str, str]:
 
 
 def _of(ledger_account: str, prefix: str, account_id: str) -> bool:
-    """Whether `ledger_account` is `PREFIX:ID:ACCOUNT` (a programme's or concession's)."""
-    parts = ledger_account.split(":")
+    """Whether `ledger_account` is `PREFIX:ID:ACCOUNT` (a programme's or concession's); the
+    id holds no `:`, the account id may."""
+    parts = ledger_account.split(":", 2)
     return len(parts) == 3 and parts[0] == prefix and parts[2] == account_id
+
+
+def named_for(column: Any, prefix: str, account_id: str) -> Any:
+    """SQL: `column` is a ledger account `PREFIX:ID:ACCOUNT` of exactly `account_id`. The
+    programme's or concession's id holds no `:`, so a name with a further `:` before the
+    account id is another account's (`grant:P:X:A` is account `X:A`'s); `_` in ids is a
+    literal, not LIKE's any character."""
+    literal = _like_literal(account_id)
+    return and_(
+        column.like(f"{prefix}:%:{literal}", escape="\\"),
+        ~column.like(f"{prefix}:%:%:{literal}", escape="\\"),
+    )
+
+
+def _like_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def classify(account_id: str, legs: list[Leg], settled: Mapping[str, Any] | None) -> dict[str, int]:
@@ -230,7 +247,7 @@ def _touches(account_id: str) -> Any:
     return or_(
         journal.c.account.in_(_funds(account_id)),
         *(
-            journal.c.account.like(f"{prefix}:%:{account_id}")
+            named_for(journal.c.account, prefix, account_id)
             for prefix in ("grant", "reserved", "concession", "discount")
         ),
     )

@@ -26,6 +26,7 @@ from exchange.domain.messages import (
     Event,
     EventStamp,
     GrantApproved,
+    GrantConcession,
     OrderAccepted,
     OrderRejected,
     PlaceOrder,
@@ -613,3 +614,24 @@ def test_registrations_applications_the_policy_and_budget_years_survive_a_snapsh
     assert restored.state.enterprises == bank.risk.state.enterprises
     assert restored.state.voucher_policy == bank.risk.state.voucher_policy
     assert restored.state.accounts.programmes["hz"].budget_year == 2027
+
+
+def test_a_programme_or_concession_id_holding_the_ledger_s_separator_is_refused() -> None:
+    # `grant:cc:dd:b4` would be programme `cc`'s grant to account `dd:b4` and programme
+    # `cc:dd`'s to account `b4` alike: a command straight to the log is refused by risk, as
+    # the API refuses the body, and nothing is created.
+    bank = market()
+    refused = bank.send(programme(programme_id="cc:dd"))[0]
+    assert isinstance(refused, RequestRejected)
+    assert refused.reason == RejectReason.INVALID_PROGRAMME
+    assert "'cc:dd'" in refused.message
+    assert "cc:dd" not in bank.risk.state.accounts.programmes
+    concession = GrantConcession(
+        concession_id="relief:x", operator_id="ops", account_id="b1", discount_bps=5_000,
+        budget=10, valid_from=0, valid_until=DELIVERY,
+    )  # fmt: skip
+    refused = bank.send(concession)[0]
+    assert isinstance(refused, RequestRejected)
+    assert refused.reason == RejectReason.INVALID_PROGRAMME
+    assert not bank.risk.state.accounts.concessions
+    assert bank.ledger.trial_balance() == 0

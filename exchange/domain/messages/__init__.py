@@ -25,6 +25,7 @@ from exchange.domain.messages.codec import (
     upcast,
 )
 from exchange.domain.messages.common import (
+    LEDGER_SEPARATOR,
     SCOPE,
     Backing,
     CommandRejected,
@@ -33,6 +34,7 @@ from exchange.domain.messages.common import (
     Event,
     EventStamp,
     Identifier,
+    LedgerPart,
     LimitBasis,
     Message,
     NonNegativeInt,
@@ -154,6 +156,7 @@ from matching.outputs import CancelReason, ContractState
 
 __all__ = [
     "ALL_CONTRACTS",
+    "LEDGER_SEPARATOR",
     "MARKET_WIDE_ACTIONS",
     "MAX_ALTERNATIVES",
     "OPERATOR_ACTIONS",
@@ -219,6 +222,7 @@ __all__ = [
     "GrantConcession",
     "GroupId",
     "Identifier",
+    "LedgerPart",
     "LimitBasis",
     "ListingChanged",
     "MarketAction",

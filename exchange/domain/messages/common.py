@@ -12,6 +12,23 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from matching.outputs import RefusalReason
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+LEDGER_SEPARATOR = ":"
+"""Joins the parts of a ledger account's name: `grant:PROGRAMME:ACCOUNT`."""
+LedgerPart = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="letters, digits, '_', '.' and '-': not ':', which separates the parts of "
+        "the ledger accounts named after it",
+    ),
+]
+"""The id of a programme or a concession, which a ledger account's name holds before an account
+id (`grant:PROGRAMME:ACCOUNT`): without `:`, the name splits one way only (`split(":", 2)`),
+whatever the account id holds. Events keep `Identifier`: histories from before decode as they
+were written."""
+
 SCOPE = "/"
 """Joins an owner to a name in `scoped`: no `Identifier` contains it."""
 

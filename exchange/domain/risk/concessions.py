@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from exchange.domain.messages import (
+    LEDGER_SEPARATOR,
     ConcessionGranted,
     Event,
     EventStamp,
@@ -10,7 +11,11 @@ from exchange.domain.messages import (
     RejectReason,
 )
 from exchange.domain.risk.ceilings import money_past_ceiling
-from exchange.domain.risk.requests import decide_signed_request, request_rejected
+from exchange.domain.risk.requests import (
+    decide_signed_request,
+    request_rejected,
+    separator_in_id,
+)
 from exchange.domain.risk.state import RiskState, own
 
 
@@ -22,6 +27,13 @@ def grant_concession(state: RiskState, command: GrantConcession, stamp: EventSta
 def _grant_concession(state: RiskState, command: GrantConcession, stamp: EventStamp) -> Event:
     if past := money_past_ceiling(state, "a concession budget", command.budget):
         return request_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
+    if LEDGER_SEPARATOR in command.concession_id:
+        return request_rejected(
+            command,
+            stamp,
+            RejectReason.INVALID_PROGRAMME,
+            separator_in_id("concession", command.concession_id),
+        )
     if command.valid_until <= command.valid_from:
         return request_rejected(
             command,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from exchange.domain.catalogue import REGIONS, RESOURCE_CLASSES
 from exchange.domain.enterprises import cst_year
 from exchange.domain.messages import (
+    LEDGER_SEPARATOR,
     ApproveGrant,
     CreateProgramme,
     DiscountPoolFunded,
@@ -19,7 +20,11 @@ from exchange.domain.messages import (
 )
 from exchange.domain.risk.applications import ineligible, pending_application
 from exchange.domain.risk.ceilings import money_past_ceiling
-from exchange.domain.risk.requests import decide_signed_request, request_rejected
+from exchange.domain.risk.requests import (
+    decide_signed_request,
+    request_rejected,
+    separator_in_id,
+)
 from exchange.domain.risk.state import RiskState, own
 
 
@@ -76,7 +81,9 @@ def _create_programme(state: RiskState, command: CreateProgramme, stamp: EventSt
     if past := money_past_ceiling(state, "a programme budget", command.budget):
         return request_rejected(command, stamp, RejectReason.CEILING_EXCEEDED, past)
     problem = ""
-    if command.programme_id in state.accounts.programmes:
+    if LEDGER_SEPARATOR in command.programme_id:
+        problem = separator_in_id("programme", command.programme_id)
+    elif command.programme_id in state.accounts.programmes:
         problem = f"programme {command.programme_id!r} exists"
     elif command.valid_until <= command.valid_from:
         problem = "valid_until must come after valid_from"

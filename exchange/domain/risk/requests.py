@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from exchange.domain.messages import (
+    LEDGER_SEPARATOR,
     ApplyForGrant,
     ApproveGrant,
     CreateProgramme,
@@ -130,6 +131,15 @@ def request_rejected(
         account_id=requester(command),
         reason=reason,
         message=message,
+    )
+
+
+def separator_in_id(kind: str, identifier: str) -> str:
+    """Why a programme's or concession's id holding the ledger's separator is refused."""
+    return (
+        f"{kind} 编号不可含 '{LEDGER_SEPARATOR}': the {kind} id {identifier!r} holds "
+        f"'{LEDGER_SEPARATOR}', which separates the parts of the ledger accounts named after "
+        "it, so they could be another's; use letters, digits, '_', '.' and '-'"
     )
 
 
