@@ -21,8 +21,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api.auth import Operator, Provider, Reader, account_of, allow
-from api.deps import CommandsDep, IdempotentDep, LedgerDep, MarketDep
-from api.idempotency import Answer, Idempotent, Named, fingerprint, problem_body, respond
+from api.deps import CommandsDep, IdempotencyKey, IdempotentDep, LedgerDep, MarketDep
+from api.idempotency import (
+    Answer,
+    Idempotent,
+    Named,
+    fingerprint,
+    own_name,
+    problem_body,
+    respond,
+)
 from api.keys import Principal, Role
 from api.marketdata import Outcome, deposit_key, order_key, request_key
 from api.problems import Problem, problems
@@ -95,6 +103,10 @@ class Withdrawal(BaseModel):
     withdrawal_id: Identifier | None = None
 
 
+SCHEDULE_NAME_LENGTH = 32
+"""The longest name of a capacity schedule: each hour's `NAME:SYMBOL` is an identifier."""
+
+
 class CapacitySchedule(BaseModel):
     """Idle capacity on a schedule: `quantity` cards of a class in a region, every day from
     `first_day` for `days` days, in the delivery hours from `from_hour` to `to_hour` (China
@@ -130,7 +142,11 @@ class CapacitySchedule(BaseModel):
     recallable: StrictBool = False
     reserve_price: PositiveInt | None = None
     deposit_id: (
-        Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$")] | None
+        Annotated[
+            str,
+            Field(min_length=1, max_length=SCHEDULE_NAME_LENGTH, pattern=r"^[A-Za-z0-9_.:-]+$"),
+        ]
+        | None
     ) = Field(
         default=None,
         description="Names the schedule: a retry returns the first answer. At most 32 "
@@ -608,16 +624,21 @@ async def decide(
     path: str = "",
     request: BaseModel | None = None,
     name: str = "",
+    idempotency_key: str | None = None,
 ) -> JSONResponse:
-    """Answer a request; one whose id the sender `given` is idempotent: a retry gets the
-    first answer, and the same id for a different request is refused. `name` names it when
-    its command's id does not (a step an application may take more than once)."""
+    """Answer a request; one the sender `given` a name (its own id, or an `Idempotency-Key`
+    the id is made from: `own_name`) is idempotent: a retry gets the first answer, and the
+    same name for a different request is refused. `name` names it when its command's id does
+    not (a step an application may take more than once)."""
     if not given or request is None:
         return respond(await decision(commands, command, named=False), replayed=False)
     # One name for both kinds of withdrawal: an id names one withdrawal.
     kind = "withdrawal" if isinstance(command, WithdrawFunds | WithdrawCapacity) else command.type
+    # The key is reserved too when the sender's own id names the request: the key can then
+    # name no other request of the account.
+    by_key = () if idempotency_key is None else (f"{kind}-key:{idempotency_key}",)
     named = Named(
-        (name or f"{kind}:{request_id(command)}",),
+        (name or f"{kind}:{request_id(command)}", *by_key),
         fingerprint("POST", path, request.model_dump()),
     )
     return await idempotent.run(
@@ -631,9 +652,9 @@ async def decide(
     tags=["accounts"],
     summary="Withdraw cash, or unsold capacity until its gate closes",
     description="Only what is available: cash held for open orders and capacity held "
-    "for asks stay. A `withdrawal_id` makes the request idempotent: a retry returns the "
-    "first answer and never withdraws twice; the same id for a different withdrawal is "
-    "refused (`idempotency-key-reused`).",
+    "for asks stay. A `withdrawal_id` or an `Idempotency-Key` header makes the request "
+    "idempotent: a retry returns the first answer and never withdraws twice; the same name "
+    "for a different withdrawal is refused (`idempotency-key-reused`).",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -644,9 +665,11 @@ async def withdraw(
     market: MarketDep,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     account = account_of(principal, account_id)
-    withdrawal_id = request.withdrawal_id or f"w-{uuid.uuid4().hex}"
+    named = own_name(request.withdrawal_id, idempotency_key)
+    withdrawal_id = named or f"w-{uuid.uuid4().hex}"
     command: WithdrawFunds | WithdrawCapacity
     if request.kind == "cash":
         if request.amount is None or request.symbol is not None:
@@ -668,8 +691,10 @@ async def withdraw(
             quantity=request.quantity,
         )
     path = f"/v1/accounts/{account}/withdrawals"
-    given = request.withdrawal_id is not None
-    return await decide(commands, idempotent, command, given, path, request)
+    given = named is not None
+    return await decide(
+        commands, idempotent, command, given, path, request, idempotency_key=idempotency_key
+    )
 
 
 @router.post(
@@ -678,9 +703,10 @@ async def withdraw(
     tags=["accounts"],
     summary="Deposit idle capacity on a schedule, optionally with a standing ask",
     description="One deposit per delivery hour of the schedule (and one ask at the "
-    "reserve price), each with an id derived from `deposit_id`. A `deposit_id` makes the "
-    "request idempotent: a retry returns the first answer and deposits nothing twice; the "
-    "same id for a different schedule is refused (`idempotency-key-reused`). Every hour "
+    "reserve price), each with an id derived from `deposit_id`. A `deposit_id` or an "
+    "`Idempotency-Key` header makes the request idempotent: a retry returns the first answer "
+    "and deposits nothing twice; the same name for a different schedule is refused "
+    "(`idempotency-key-reused`). Every hour "
     "must be listed now: a schedule reaching past the listing horizon is refused whole. "
     "`status` is `pending` if the exchange had not decided every deposit and ask in 5 s.",
     response_model=ScheduledDeposit,
@@ -693,6 +719,7 @@ async def deposit_schedule(
     market: MarketDep,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     account = account_of(principal, account_id)
     contracts = _scheduled_contracts(
@@ -708,11 +735,12 @@ async def deposit_schedule(
                 f"reserve price {reserve} is not a multiple of the tick size "
                 f"{spec.tick_size} fen of {spec.symbol}",
             )
-    deposit_id = request.deposit_id or f"cap-{uuid.uuid4().hex[:16]}"
+    given_name = own_name(request.deposit_id, idempotency_key, SCHEDULE_NAME_LENGTH)
+    deposit_id = given_name or f"cap-{uuid.uuid4().hex[:16]}"
     # Each hour's deposit and ask is named `DEPOSIT_ID:SYMBOL` in the account's scope.
     hours = [(f"{deposit_id}:{spec.symbol}", spec.symbol) for spec in contracts]
     priced = request.reserve_price is not None
-    named = request.deposit_id is not None
+    named = given_name is not None
 
     async def send() -> Answer:
         deposits = [
@@ -772,6 +800,7 @@ async def deposit_schedule(
         f"capacity:{deposit_id}",
         *(f"deposit-id:{name}" for name, _ in hours),
         *(f"order:{name}" for name, _ in hours if priced),
+        *(() if idempotency_key is None else (f"capacity-key:{idempotency_key}",)),
     )
     request_named = Named(names, fingerprint("POST", path, request.model_dump()))
     return await idempotent.run(account, request_named, send)
@@ -786,23 +815,36 @@ async def deposit_schedule(
     "than was sold is refused (`metering_exceeds_obligation`). A token bundle is metered in "
     "`tokens` used since the last report, during its period, each report paying the provider "
     "at once (`bundle_not_started`, `bundle_period_over`, `metering_exceeds_bundle`: beyond "
-    "the tokens bought). A `report_id` makes the request idempotent (a bundle's report "
-    "draws down once).",
+    "the tokens bought). A `report_id` or an `Idempotency-Key` header makes "
+    "the request idempotent (a bundle's report draws down once).",
     response_model=RequestAnswer,
     responses=problems(422),
 )
 async def report_metering(
-    request: Metering, principal: Provider, commands: CommandsDep, idempotent: IdempotentDep
+    request: Metering,
+    principal: Provider,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    named = own_name(request.report_id, idempotency_key)
     command = ReportMetering(
-        report_id=request.report_id or f"m-{uuid.uuid4().hex}",
+        report_id=named or f"m-{uuid.uuid4().hex}",
         account_id=principal.account_id,
         symbol=request.symbol,
         buyer_id=request.buyer_id,
         delivered=_metered(request),
     )
-    given = request.report_id is not None
-    return await decide(commands, idempotent, command, given, "/v1/deliveries/metering", request)
+    given = named is not None
+    return await decide(
+        commands,
+        idempotent,
+        command,
+        given,
+        "/v1/deliveries/metering",
+        request,
+        idempotency_key=idempotency_key,
+    )
 
 
 def _metered(request: Metering) -> int:
@@ -831,22 +873,35 @@ def _metered(request: Metering) -> int:
     status_code=201,
     tags=["delivery"],
     summary="Dispute a provider's metering within the delivery window",
-    description="A `dispute_id` makes the request idempotent.",
+    description="A `dispute_id` or an `Idempotency-Key` header makes the request idempotent.",
     response_model=RequestAnswer,
     responses=problems(422),
 )
 async def dispute(
-    request: Dispute, principal: Buyer, commands: CommandsDep, idempotent: IdempotentDep
+    request: Dispute,
+    principal: Buyer,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    named = own_name(request.dispute_id, idempotency_key)
     command = DisputeDelivery(
-        dispute_id=request.dispute_id or f"x-{uuid.uuid4().hex}",
+        dispute_id=named or f"x-{uuid.uuid4().hex}",
         account_id=principal.account_id,
         symbol=request.symbol,
         provider_id=request.provider_id,
         reason=request.reason,
     )
-    given = request.dispute_id is not None
-    return await decide(commands, idempotent, command, given, "/v1/deliveries/disputes", request)
+    given = named is not None
+    return await decide(
+        commands,
+        idempotent,
+        command,
+        given,
+        "/v1/deliveries/disputes",
+        request,
+        idempotency_key=idempotency_key,
+    )
 
 
 @router.post(
@@ -857,22 +912,35 @@ async def dispute(
     description="Only interruptible (`-INT`) contracts, until the recall notice before "
     "delivery (`CX_RECALL_NOTICE_MINUTES`). Holders, in account order, get their escrow "
     "back and `CX_RECALL_COMPENSATION_BPS` of it from the provider's bond. A "
-    "`recall_id` makes the request idempotent.",
+    "`recall_id` or an `Idempotency-Key` header makes the request idempotent.",
     response_model=RequestAnswer,
     responses=problems(422),
 )
 async def recall(
-    request: Recall, principal: Provider, commands: CommandsDep, idempotent: IdempotentDep
+    request: Recall,
+    principal: Provider,
+    commands: CommandsDep,
+    idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    named = own_name(request.recall_id, idempotency_key)
     command = RecallCapacity(
-        recall_id=request.recall_id or f"r-{uuid.uuid4().hex}",
+        recall_id=named or f"r-{uuid.uuid4().hex}",
         account_id=principal.account_id,
         symbol=request.symbol,
         quantity=request.quantity,
         reason=request.reason,
     )
-    given = request.recall_id is not None
-    return await decide(commands, idempotent, command, given, "/v1/deliveries/recalls", request)
+    given = named is not None
+    return await decide(
+        commands,
+        idempotent,
+        command,
+        given,
+        "/v1/deliveries/recalls",
+        request,
+        idempotency_key=idempotency_key,
+    )
 
 
 @router.post(
@@ -1004,7 +1072,8 @@ async def create_programme(
     status_code=201,
     tags=["vouchers"],
     summary="Approve a pending application: a grant carved out of this year's budget",
-    description="A `request_id` makes the request idempotent; without one, a resend of a "
+    description="A `request_id` or an `Idempotency-Key` header makes the request "
+    "idempotent; without one, a resend of a "
     "done approval is refused `application_not_pending` and grants nothing twice. The "
     "answer's `id` is `PROGRAMME/APPLICATION`. Refused: `unknown_application`, "
     "`application_not_pending`, "
@@ -1019,6 +1088,7 @@ async def approve_grant(
     principal: ProgrammeAdmin,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     command = ApproveGrant(
         programme_id=programme_id,
@@ -1026,9 +1096,12 @@ async def approve_grant(
         **request.model_dump(exclude={"request_id"}),
     )
     path = f"/v1/programmes/{programme_id}/grants"
-    name = f"{command.type}:{request_id(command)}:{request.request_id}"
-    given = request.request_id is not None
-    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
+    step = own_name(request.request_id, idempotency_key)
+    name = f"{command.type}:{request_id(command)}:{step}"
+    given = step is not None
+    return await decide(
+        commands, idempotent, commands.sign(command), given, path, request, name, idempotency_key
+    )
 
 
 @router.post(
@@ -1075,7 +1148,8 @@ async def enterprise(account_id: Identifier, principal: Reader, ledger: LedgerDe
     tags=["vouchers"],
     summary="Apply for a grant (算力券申领) as the registered enterprise",
     description="The application carries the enterprise's registered identity. An "
-    "`application_id` makes the request idempotent; the answer's `id` is "
+    "`application_id` or an `Idempotency-Key` header makes the request idempotent; the "
+    "answer's `id` is "
     "`PROGRAMME/APPLICATION`. Refused: `not_registered`, `unknown_programme`, "
     "`not_eligible` (kind, city, ended, above the cap per enterprise), "
     "`duplicate_application` (an open or approved application of the account in the "
@@ -1089,17 +1163,21 @@ async def apply_for_grant(
     principal: Reader,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    named = own_name(request.application_id, idempotency_key)
     command = ApplyForGrant(
-        application_id=request.application_id or f"a-{uuid.uuid4().hex}",
+        application_id=named or f"a-{uuid.uuid4().hex}",
         account_id=account_of(principal, None),
         programme_id=programme_id,
         amount=request.amount,
         intended_use=request.intended_use,
     )
     path = f"/v1/programmes/{programme_id}/applications"
-    given = request.application_id is not None
-    return await decide(commands, idempotent, command, given, path, request)
+    given = named is not None
+    return await decide(
+        commands, idempotent, command, given, path, request, idempotency_key=idempotency_key
+    )
 
 
 @router.get(
@@ -1138,7 +1216,7 @@ async def own_applications(principal: Reader, ledger: LedgerDep) -> Any:
     tags=["vouchers"],
     summary="Ask the applicant a question (the application waits for the answer)",
     description="Only of a pending application (`application_not_pending`). A "
-    "`request_id` makes the request idempotent.",
+    "`request_id` or an `Idempotency-Key` header makes the request idempotent.",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -1149,6 +1227,7 @@ async def request_application_info(
     principal: ProgrammeAdmin,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     command = RequestApplicationInfo(
         application_id=application_id,
@@ -1157,9 +1236,12 @@ async def request_application_info(
         question=request.question,
     )
     path = f"/v1/programmes/{programme_id}/applications/{application_id}/info-requests"
-    name = f"{command.type}:{request_id(command)}:{request.request_id}"
-    given = request.request_id is not None
-    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
+    step = own_name(request.request_id, idempotency_key)
+    name = f"{command.type}:{request_id(command)}:{step}"
+    given = step is not None
+    return await decide(
+        commands, idempotent, commands.sign(command), given, path, request, name, idempotency_key
+    )
 
 
 @router.post(
@@ -1168,8 +1250,8 @@ async def request_application_info(
     tags=["vouchers"],
     summary="Answer the administrator's question: the application is pending again",
     description="Only of the account's own application waiting for an answer "
-    "(`unknown_application`, `application_not_pending`). A `request_id` makes the "
-    "request idempotent.",
+    "(`unknown_application`, `application_not_pending`). A `request_id` or an "
+    "`Idempotency-Key` header makes the request idempotent.",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -1180,6 +1262,7 @@ async def supplement_application(
     principal: Reader,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     command = SupplementApplication(
         application_id=application_id,
@@ -1188,9 +1271,10 @@ async def supplement_application(
         answer=request.answer,
     )
     path = f"/v1/programmes/{programme_id}/applications/{application_id}/supplements"
-    name = f"{command.type}:{request_id(command)}:{request.request_id}"
-    given = request.request_id is not None
-    return await decide(commands, idempotent, command, given, path, request, name)
+    step = own_name(request.request_id, idempotency_key)
+    name = f"{command.type}:{request_id(command)}:{step}"
+    given = step is not None
+    return await decide(commands, idempotent, command, given, path, request, name, idempotency_key)
 
 
 @router.post(
@@ -1199,7 +1283,8 @@ async def supplement_application(
     tags=["vouchers"],
     summary="Reject a pending application, saying why",
     description="Only of a pending application (`application_not_pending`); the enterprise "
-    "may then apply again. A `request_id` makes the request idempotent.",
+    "may then apply again. A `request_id` or an "
+    "`Idempotency-Key` header makes the request idempotent.",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -1210,6 +1295,7 @@ async def reject_application(
     principal: ProgrammeAdmin,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     command = RejectApplication(
         application_id=application_id,
@@ -1218,9 +1304,12 @@ async def reject_application(
         reason=request.reason,
     )
     path = f"/v1/programmes/{programme_id}/applications/{application_id}/rejection"
-    name = f"{command.type}:{request_id(command)}:{request.request_id}"
-    given = request.request_id is not None
-    return await decide(commands, idempotent, commands.sign(command), given, path, request, name)
+    step = own_name(request.request_id, idempotency_key)
+    name = f"{command.type}:{request_id(command)}:{step}"
+    given = step is not None
+    return await decide(
+        commands, idempotent, commands.sign(command), given, path, request, name, idempotency_key
+    )
 
 
 @router.post(

@@ -109,13 +109,27 @@ def derived_id(kind: str, account_id: str, name: str) -> str:
     return f"{kind[0]}-{digest[:40]}"
 
 
-def key_name(idempotency_key: str) -> str:
-    """The id (an `Identifier`) a request named by an `Idempotency-Key` is sent as: `key:KEY`,
-    or `key:` and 40 hex digits of the key's SHA-256 for a key no identifier can hold."""
+def key_name(idempotency_key: str, length: int = IDENTIFIER_LENGTH) -> str:
+    """The id (an `Identifier` of at most `length` characters) a request named by an
+    `Idempotency-Key` is sent as: `key:KEY`, or `key:` and up to 40 hex digits of the key's
+    SHA-256 for a key no such identifier can hold."""
     name = f"key:{idempotency_key}"
-    if len(name) <= IDENTIFIER_LENGTH and _IDENTIFIER.fullmatch(name):
+    if len(name) <= length and _IDENTIFIER.fullmatch(name):
         return name
-    return f"key:{hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]}"
+    digits = min(40, length - len("key:"))
+    return f"key:{hashlib.sha256(idempotency_key.encode()).hexdigest()[:digits]}"
+
+
+def own_name(
+    own_id: str | None, idempotency_key: str | None, length: int = IDENTIFIER_LENGTH
+) -> str | None:
+    """The name the sender gave a request: its own id, else its `Idempotency-Key`'s
+    (`key_name`); None if it gave neither (the request is not idempotent)."""
+    if own_id is not None:
+        return own_id
+    if idempotency_key is not None:
+        return key_name(idempotency_key, length)
+    return None
 
 
 def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from api.deps import (
     MarketDep,
     listed_or_422,
 )
-from api.idempotency import Answer, Named, fingerprint, key_name, problem_body, respond
+from api.idempotency import Answer, Named, fingerprint, own_name, problem_body, respond
 from api.keys import Principal, Role
 from api.marketdata import cancel_all_key, order_key
 from api.models import (
@@ -490,9 +490,9 @@ def order_name(
     """The id to send an order (`o`), block (`b`) or exclusive group (`g`) as, and its names
     if the caller named it:
     the client order id, else the `Idempotency-Key`'s (`key_name`), else a new id."""
-    if client_order_id is None and idempotency_key is None:
+    name = own_name(client_order_id, idempotency_key)
+    if name is None:
         return f"{prefix}-{uuid.uuid4().hex}", None
-    name = client_order_id if client_order_id is not None else key_name(str(idempotency_key))
     names = [f"order:{name}"]
     legacy = []
     if idempotency_key is not None:
