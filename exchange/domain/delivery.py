@@ -186,7 +186,9 @@ class DeliveryDesk:
             )
         # Token bundles and settlements due are rare beside orders: their heaps are looked
         # at before anything is called (matching and a replay observe every order).
-        caused: list[Event] = self._start_bundles(stamp) if self._bundles_pending() else []
+        # (`_bundles_pending`, written out: this runs for every order.)
+        pending = self._bundle_starts or self._bundle_ends
+        caused: list[Event] = self._start_bundles(stamp) if pending else []
         if isinstance(event, DeliveryRequested) and event.action == "recall":
             caused.extend(self._recall(event, stamp))
         elif isinstance(event, DeliveryRequested):
@@ -211,7 +213,7 @@ class DeliveryDesk:
                     caused.extend(StripCascades.of(self).at_close(symbol, stamp))
                 case (mo.STATE, symbol, mo.DELIVERED, _) if bundle_period(symbol) is None:
                     caused.extend(self._allocate(symbol, stamp))
-        if self._bundles_pending():
+        if self._bundle_starts or self._bundle_ends:
             caused.extend(self._start_bundles(stamp))
         if self._due:
             caused.extend(self._settle_due(stamp))
