@@ -906,7 +906,9 @@ class Accounts:
         order.remaining -= quantity
         if not order.remaining:
             del self.open_orders[order.order_id]
-            self._finish(order, f"{ref}/done", ts, owns)
+            # Most orders end with no amend extra or voucher to release (`_finish`).
+            if order.extra or order.voucher is not None:
+                self._finish(order, f"{ref}/done", ts, owns)
 
     def _finish(self, order: OpenOrder, ref: str, ts: int, owns: Owns | None) -> None:
         """Release an ended order's amend extra and the rest of its voucher reservation."""
