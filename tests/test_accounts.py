@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from exchange.domain.accounts import Accounts, Balance, OpenOrder, UnbalancedEntryError
+from exchange.domain.catalogue import MarketRules
 from exchange.domain.messages import (
     CancelReason,
     CapacityDeposited,
@@ -444,3 +446,55 @@ def test_the_balance_check_holds_under_python_optimisation() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert done.stdout.startswith("refused: journal entry e/buy (trade_buy) is off by 1"), done
+
+
+FEES = MarketRules(fees=(("H100-80G", -10, 20), ("CPU", 5, 30)))
+"""A maker rebate on one class and fees on another: every leg a buy's fill posts."""
+
+
+def _fills(accounts: Accounts, owns: Callable[[str], bool] | None = None) -> None:
+    """Deposits, buys and sells, and fills of the buys as taker and as maker, partial first."""
+    buy1, sell1 = accepted("b1", "a1", "buy", 13_000, 10), accepted("s1", "p1", "sell", 12_000, 10)
+    buy2 = accepted("b2", "a2", "buy", 7_700, 9, SYM2)
+    sell2 = accepted("s2", "p1", "sell", 7_000, 9, SYM2)
+    events: list[FundsDeposited | CapacityDeposited | OrderAccepted | TradeExecuted] = [
+        funds("a1", 1_000_000),
+        funds("a2", 1_000_000),
+        capacity("p1", 50),
+        capacity("p1", 50, SYM2),
+        buy1,
+        buy2,
+        sell1,
+        sell2,
+        trade(buy1, sell1, 12_000, 3),
+        trade(buy1, sell1, 12_500, 7).model_copy(update={"aggressor": "sell"}),
+        trade(buy2, sell2, 7_700, 4),
+        trade(buy2, sell2, 7_100, 5),
+    ]
+    for event in events:
+        accounts.apply(event, owns)
+
+
+def test_a_fill_posted_in_place_is_the_entry_of_its_legs() -> None:
+    # A replay's fold (no journal, no owner filter) posts a buy's fill in place; the risk
+    # stage (an owner filter) and settlement (a journal) post its legs through `_post`.
+    in_place, journalled, owned = Accounts(FEES), Accounts(FEES, journal=True), Accounts(FEES)
+    _fills(in_place)
+    _fills(journalled)
+    _fills(owned, lambda _: True)
+
+    assert in_place.snapshot() == journalled.snapshot()
+    assert digest(in_place) == digest(journalled)
+    # The risk stage keeps the participants' side of the ledger alone.
+    assert owned.ledger == {}
+    assert {**in_place.snapshot(), "ledger": []} == owned.snapshot()
+    assert in_place.trial_balance() == 0
+    # b1 (held 130,000 + 260 for the 0.2% taker fee at most) filled as taker, 36,000 and a fee
+    # of 72, then as maker, 87,500 less a 0.1% rebate of 87 (87.5 rounded toward zero).
+    assert in_place.cash["a1"] == Balance(available=1_000_000 - 36_072 - 87_413, held=0)
+    # b2 (0.3% taker fee): 30,800 and 92 (92.4), then 35,500 and 106 (106.5).
+    assert in_place.cash["a2"] == Balance(available=1_000_000 - 30_892 - 35_606, held=0)
+    assert in_place.ledger["escrow:" + SYM] == 36_000 + 87_500
+    assert in_place.ledger["escrow:" + SYM2] == 30_800 + 35_500
+    assert in_place.ledger["fees"] == 72 + 92 + 106
+    assert in_place.ledger["rebates"] == -87

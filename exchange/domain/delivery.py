@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import heapq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from exchange.domain.accounts import BPS, TOKENS_PER_UNIT, Fees, Hasher
 from exchange.domain.catalogue import (
@@ -186,21 +186,28 @@ class DeliveryDesk:
             )
         # Token bundles and settlements due are rare beside orders: their heaps are looked
         # at before anything is called (matching and a replay observe every order).
-        caused: list[Event] = self._start_bundles(stamp) if self._bundles_pending() else []
+        # (`_bundles_pending`, written out: this runs for every order.)
+        pending = self._bundle_starts or self._bundle_ends
+        caused: list[Event] = self._start_bundles(stamp) if pending else []
         if isinstance(event, DeliveryRequested) and event.action == "recall":
             caused.extend(self._recall(event, stamp))
         elif isinstance(event, DeliveryRequested):
             caused.append(self._request(event, stamp))
         for output in outputs:
+            # The two most frequent outputs are told by their kind alone, cheaper than a
+            # sequence pattern: an accepted order (nothing to record) and a trade.
+            kind = output[0]
+            if kind == mo.ACCEPTED:
+                continue
+            if kind == mo.TRADE:
+                trade = cast(mo.Trade, output)
+                if trade[1] in self.bundles_started:
+                    caused.extend(self._bundle_trade(trade, stamp))
+                else:
+                    self._trade(trade)
+                    self._await_bundle_start(trade[1])
+                continue
             match output:
-                case (mo.ACCEPTED, _, _):
-                    # The most frequent output, and nothing to record: matched first.
-                    pass
-                case (mo.TRADE, symbol, *_) if symbol in self.bundles_started:
-                    caused.extend(self._bundle_trade(output, stamp))
-                case (mo.TRADE, symbol, *_):
-                    self._trade(output)
-                    self._await_bundle_start(symbol)
                 case (mo.REJECTED | mo.CANCELLED | mo.EXPIRED, _, order_id, *_):
                     # The order rests no longer: its sell, if any, is no longer open.
                     self._close_sell(order_id)
@@ -211,7 +218,7 @@ class DeliveryDesk:
                     caused.extend(StripCascades.of(self).at_close(symbol, stamp))
                 case (mo.STATE, symbol, mo.DELIVERED, _) if bundle_period(symbol) is None:
                     caused.extend(self._allocate(symbol, stamp))
-        if self._bundles_pending():
+        if self._bundle_starts or self._bundle_ends:
             caused.extend(self._start_bundles(stamp))
         if self._due:
             caused.extend(self._settle_due(stamp))
@@ -269,12 +276,18 @@ class DeliveryDesk:
         buyer_id = taker_account if taker_buys else maker_account
         seller_id = maker_account if taker_buys else taker_account
         sell_order_id = maker if taker_buys else taker
-        holdings = self.holdings.setdefault(symbol, {})
+        # Looked up before they are made: every trade comes here, and `setdefault` would
+        # build an empty dict each time.
+        holdings = self.holdings.get(symbol)
+        if holdings is None:
+            holdings = self.holdings[symbol] = {}
         holdings[buyer_id] = holdings.get(buyer_id, 0) + quantity
         sell = self.sells.get(sell_order_id)
         from_capacity, bond_per_unit = (True, 0) if sell is None else (sell[0], sell[1])
         if from_capacity:
-            providers = self.provisions.setdefault(symbol, {})
+            providers = self.provisions.get(symbol)
+            if providers is None:
+                providers = self.provisions[symbol] = {}
             provision = providers.get(seller_id)
             if provision is None:
                 provision = providers[seller_id] = Provision()

@@ -222,12 +222,12 @@ class MarketStage:
         """Count the book changes of the engine's outputs and drop the books they delivered,
         as `_translate` does, without building events."""
         book_seq = self._book_seq
-        touched: set[str] = set()
-        for output in done:
-            match output:
-                # Every output but the kill switch's count names a contract (or a family).
-                case (kind, symbol, *_) if kind != mo.CANCELLED_ALL and symbol in book_seq:
-                    touched.add(symbol)
+        # Indexed, not matched against a sequence pattern: every order a replay folds comes
+        # here, most with one output. Every output but the kill switch's count names a
+        # contract (or a family) second.
+        touched = {
+            output[1] for output in done if output[0] != mo.CANCELLED_ALL and output[1] in book_seq
+        }
         for symbol in touched:
             self._take_book_changes(symbol)
         self._forget_delivered(done)
@@ -255,6 +255,9 @@ class MarketStage:
         was refunded to it, and a resale of it would be paid out of the escrow a second time
         while its buyer is owed by no one. The newest go first: the earlier offers keep their
         place while the holder still holds what they sell. Returns the engine's outputs."""
+        if not caused:
+            # Nearly every record: nothing settled, so no resale lost its cover.
+            return []
         holders = dict.fromkeys(
             (settled.symbol, settled.buyer_id)
             for settled in caused
@@ -372,11 +375,12 @@ class MarketStage:
 
     def due(self, ts: int) -> bool:
         """Whether `idle` at log time `ts` could do anything beyond moving the clock."""
+        # A replica (which passes the log time of every record a replay does not decode)
+        # follows no auction gate of its own: `_next_gate` and `_next_intraday` are never.
         return (
             self.engine.due(ts)
-            or ts >= self._next_gate()
-            or ts >= self._next_intraday()
             or self.delivery.due(ts)
+            or (not self.replica and (ts >= self._next_gate() or ts >= self._next_intraday()))
             or (
                 bool(self.catalogue.listings)
                 and cst_day_start_ms(max(ts, self.engine.now)) != self._listed_day
@@ -542,8 +546,10 @@ class MarketStage:
         every order and waiting block in the books trading continuously, which it takes out
         of continuous trading (none, if it has none). Frozen until the result. Every partition
         sends every auction, in gate order, so the auction stage knows when all are in."""
+        if self.replica:
+            return []
         now = max(stamp.ts, self.engine.now)
-        if self.replica or now < min(self._next_gate(), self._next_intraday()):
+        if now < min(self._next_gate(), self._next_intraday()):
             return []
         collected: list[Event] = []
         engine = self.engine
@@ -781,8 +787,10 @@ class MarketStage:
     def _forget_delivered(self, outputs: list[mo.Output]) -> None:
         """Drop the books of the rolled contracts these outputs delivered (see the class)."""
         for output in outputs:
-            match output:
-                case (mo.STATE, symbol, mo.DELIVERED, _) if symbol not in self._static:
+            # Indexed, not matched: a replay passes every order's outputs through here.
+            if output[0] == mo.STATE and output[2] == mo.DELIVERED:
+                symbol = output[1]
+                if symbol not in self._static:
                     self.engine.delist(symbol)
                     del self._book_seq[symbol]
 

@@ -203,15 +203,21 @@ class EventStamp:
     Ids are `topic:partition:offset:n`, so replaying the same input yields the same ids.
     """
 
-    __slots__ = ("_count", "_prefix", "ts")
+    __slots__ = ("_count", "_prefix", "_record", "ts")
 
     def __init__(self, topic: str, partition: int, offset: int, ts: int) -> None:
-        self._prefix = f"{topic}:{partition}:{offset}:"
+        self._record = (topic, partition, offset)
+        self._prefix: str | None = None
+        """Made at the first id: a replay stamps every order it folds and asks for none."""
         self._count = 0
         self.ts = ts
 
     def next_id(self) -> str:
         """A fresh event id for this input."""
-        event_id = f"{self._prefix}{self._count}"
+        prefix = self._prefix
+        if prefix is None:
+            topic, partition, offset = self._record
+            prefix = self._prefix = f"{topic}:{partition}:{offset}:"
+        event_id = f"{prefix}{self._count}"
         self._count += 1
         return event_id
