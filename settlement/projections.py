@@ -222,7 +222,24 @@ enterprises = Table(
     Column("registered_ts", BigInteger, nullable=False),
 )
 """The enterprise each account registered (`EnterpriseRegistered`; the latest registration),
-with its unified social credit code: what invoices and applications name it by."""
+with its unified social credit code: what applications and the account's page name it by."""
+
+enterprise_registrations = Table(
+    "enterprise_registrations",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("position", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("uscc", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("city", Text, nullable=False),
+    Column("registered_ts", BigInteger, nullable=False),
+    Index("enterprise_registrations_ts_idx", "account_id", "registered_ts"),
+)
+"""Every registration of each account (`EnterpriseRegistered`, by its event's position), the
+ones replaced included: an invoice names the buyer as registered when it bought (the latest
+registration at or before the purchase's log time), so a later registration, or another account
+taking the code, never changes an invoice already issued."""
 
 grant_applications = Table(
     "grant_applications",
@@ -327,6 +344,7 @@ _UPSERT_CAPACITY = BatchInsert(capacity_balances, on_conflict="update")
 _UPSERT_POSITIONS = BatchInsert(positions, on_conflict="update")
 _UPSERT_LEDGER = BatchInsert(ledger_balances, on_conflict="update")
 _UPSERT_ENTERPRISES = BatchInsert(enterprises, on_conflict="update")
+_INSERT_REGISTRATIONS = BatchAppend(enterprise_registrations)
 
 
 _DELIVERY_EVENTS = (DeliveryObligation, MeteringReported, DeliveryDisputed, DeliverySettled)
@@ -505,6 +523,7 @@ class LedgerProjection:
         lines: list[dict[str, Any]] = []
         delivery_changes: list[tuple[str, dict[str, Any]]] = []
         registered: list[dict[str, Any]] = []
+        registrations: list[dict[str, Any]] = []
         application_changes: list[dict[str, Any]] = []
         journal_entries = self.accounts.journal
         if journal_entries is None:
@@ -557,6 +576,7 @@ class LedgerProjection:
                 delivery_changes.append(_bundle_drawn_change(event))
             elif role == "registered" and isinstance(event, EnterpriseRegistered):
                 registered.append(_enterprise_row(event))
+                registrations.append({**registered[-1], "position": stored.position})
             elif role == "application" and isinstance(event, _APPLICATION_EVENTS):
                 application_changes.append(_application_change(event))
             elif role == "accepted" and isinstance(event, OrderAccepted):
@@ -619,6 +639,7 @@ class LedgerProjection:
                 )
         if registered:
             await _UPSERT_ENTERPRISES.execute(connection, _last_per_key(registered, "account_id"))
+            await _INSERT_REGISTRATIONS.execute(connection, registrations)
         for change in application_changes:
             if "submitted_ts" in change:
                 await connection.execute(_insert(connection, grant_applications), [change])

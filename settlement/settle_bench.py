@@ -52,6 +52,7 @@ _PROJECTED = (
     "delivery_recalls",
     "invoice_lines",
     "enterprises",
+    "enterprise_registrations",
     "grant_applications",
     "trades",
 )

@@ -9,8 +9,9 @@ split three ways: the government's vouchers net of clawbacks, the platform's con
 rebates and discounts, and what the firm paid.
 
 Invoice data follows a Chinese VAT invoice (增值税发票): the platform sells as reseller, the
-buyer is read from the `enterprises` table, amounts are tax-inclusive integers in fen with the
-6% tax of information technology services taken out of each line.
+parties are named as registered when the buyer bought (`enterprise_registrations`), amounts are
+tax-inclusive integers in fen with the 6% tax of information technology services taken out of
+each line.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ from settlement.schema import events
 
 BPS = 10_000
 PLATFORM_ACCOUNT = "platform"
-"""The platform's row in `enterprises` (its legal name and USCC), as invoices' seller."""
+"""The platform's registration (its legal name and USCC), as invoices' seller."""
 PLATFORM_NAME = "算力交易平台 (compute exchange platform)"
-"""The seller's name on an invoice while the platform has no `enterprises` row."""
+"""The seller's name on an invoice of a purchase made while the platform was not registered."""
 VAT_RATE_BPS = 600
 """6%: the VAT rate of information technology services (信息技术服务)."""
 PLATFORM_DISCOUNT = "platform_discount"
@@ -603,31 +604,43 @@ async def order_invoice(
 ) -> dict[str, Any] | None:
     """The VAT invoice data of a buy order; None if no such order is settled.
 
-    Given every settlement shard's engine, the order's statement is its family's shard's and
-    the parties' registered enterprises are read from whichever shard holds them (the
-    registry's partition's), not only the order's."""
+    The parties are named as they were registered when the order first filled (the latest
+    registration at or before that trade's log time), so an invoice once issued never changes
+    when an account registers again or another account takes its code. Given every settlement
+    shard's engine, the order's statement is its family's shard's and the registrations are
+    read from whichever shard holds them (the registry's partition's), not only the order's."""
     engines = [engine] if isinstance(engine, AsyncEngine) else list(engine)
     for shard in engines:
         if (statement := await order_statement(shard, order_id)) is not None:
             break
     else:
         return None
-    enterprises = tables.enterprises
     buyer_id = statement["account_id"]
-    rows: dict[str, dict[str, Any]] = {}
-    for shard in engines:
-        async with shard.connect() as connection:
-            found = await connection.execute(
-                select(enterprises).where(
-                    enterprises.c.account_id.in_((buyer_id, PLATFORM_ACCOUNT))
-                )
-            )
-            rows |= {row["account_id"]: dict(row) for row in found.mappings()}
+    # An order not yet filled has no purchase to date: its parties as registered now.
+    bought_ts = min((fill["ts"] for fill in statement["fills"]), default=None)
+    rows = await _registered_at(engines, (buyer_id, PLATFORM_ACCOUNT), bought_ts)
     return invoice_of(
         statement,
         seller=_party(rows.get(PLATFORM_ACCOUNT), PLATFORM_ACCOUNT, PLATFORM_NAME),
         buyer=_party(rows.get(buyer_id), buyer_id, buyer_id),
     )
+
+
+async def _registered_at(
+    engines: Sequence[AsyncEngine], account_ids: Sequence[str], ts: int | None
+) -> dict[str, dict[str, Any]]:
+    """Each account's registration in force at log time `ts` (the latest at or before it; the
+    latest of all if `ts` is None), by account id; accounts not registered then are left out."""
+    registrations = tables.enterprise_registrations
+    query = select(registrations).where(registrations.c.account_id.in_(account_ids))
+    if ts is not None:
+        query = query.where(registrations.c.registered_ts <= ts)
+    found: list[dict[str, Any]] = []
+    for shard in engines:
+        async with shard.connect() as connection:
+            found.extend(dict(row) for row in (await connection.execute(query)).mappings())
+    found.sort(key=lambda row: (row["registered_ts"], row["position"]))
+    return {row["account_id"]: row for row in found}
 
 
 def invoice_of(

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cx.migrations import BASELINE, alembic_config, combined_metadata, head, upgrade_to_head
+from settlement.schema import events
 from settlement.sql_store import open_event_store
 from tests.conftest import fresh_database
 from tests.previous_release import create_previous_release, schema_of
@@ -112,3 +113,59 @@ async def test_processes_starting_at_once_migrate_one_after_another(postgres_url
             url, lambda c: c.execute(text("SELECT version_num FROM alembic_version")).all()
         )
         assert [tuple(r) for r in revisions] == [(head(),)]
+
+
+async def test_registrations_settled_before_0004_are_folded_into_their_history(
+    database: str,
+) -> None:
+    """A database that settled registrations under 0003 keeps every one of them, the replaced
+    registration included, so its past purchases are invoiced to the enterprise that bought."""
+    registrations = [
+        ("b1", "杭州算力科技有限公司", "91330100716105852F", 1_000),
+        ("b1", "杭州新壳公司", "91330100MA2AAAAAAA", 2_000),
+        ("b2", "杭州算力科技有限公司", "91330100716105852F", 3_000),
+    ]
+
+    def settled_under_0003(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), "0003")
+        connection.execute(
+            events.insert(),
+            [
+                {
+                    "stream_id": "registry",
+                    "stream_version": version,
+                    "event_id": f"e{version}",
+                    "type": "EnterpriseRegistered",
+                    "schema_version": 1,
+                    "data": {
+                        "type": "EnterpriseRegistered",
+                        "event_id": f"e{version}",
+                        "ts": ts,
+                        "account_id": account,
+                        "name": name,
+                        "uscc": uscc,
+                        "kind": "sme",
+                        "city": "hangzhou",
+                    },
+                    "metadata": {},
+                }
+                for version, (account, name, uscc, ts) in enumerate(registrations)
+            ],
+        )
+
+    await _on(database, settled_under_0003)
+    store = open_event_store(database)
+    try:
+        await store.initialise(upgrade_to_head)
+    finally:
+        await store.close()
+    history = await _on(
+        database,
+        lambda c: c.execute(
+            text(
+                "SELECT account_id, name, uscc, registered_ts FROM enterprise_registrations"
+                " ORDER BY position"
+            )
+        ).all(),
+    )
+    assert [tuple(row) for row in history] == registrations

@@ -33,7 +33,7 @@ from exchange.domain.catalogue import CHINA_STANDARD_TIME
 from exchange.log import TopicPartition
 from settlement.audit import audit, audit_shard, audit_shards
 from settlement.pipeline_status import LogOffsets, StatusMonitor
-from settlement.projections import cash_balances, enterprises
+from settlement.projections import cash_balances, enterprise_registrations, enterprises
 from settlement.replay import replay
 from settlement.service import SettlementRunner
 from settlement.shards import MergedView, partitions_of, shard_of, viewing
@@ -516,22 +516,38 @@ async def _check_invoice_names_the_enterprise(
     exchange: RunningExchange, order_id: str, other_url: str
 ) -> None:
     """The purchase settled in shard 1 is invoiced to the enterprise b3 registered, whose
-    registration settled in shard 0 only."""
+    registration settled in shard 0 only; b3 registering as another enterprise after it
+    bought changes the invoice of that purchase in neither the API nor the CLI."""
     b3 = await exchange.as_("b3")
 
     async def registered() -> bool:
         return (await b3.get("/v1/accounts/b3/enterprise")).status_code == 200
 
     await eventually(registered, "b3's registration to settle")
+    later = {
+        "name": "b3 新壳有限公司",
+        "uscc": uscc_of("b3-later"),
+        "kind": "sme",
+        "city": "hangzhou",
+    }
+    again = await b3.post("/v1/accounts/b3/enterprise", json=later)
+    assert again.status_code == 201, again.text
+
+    async def registered_again() -> bool:
+        answer = await b3.get("/v1/accounts/b3/enterprise")
+        return answer.status_code == 200 and answer.json()["uscc"] == later["uscc"]
+
+    await eventually(registered_again, "b3's second registration to settle")
     other = open_event_store(other_url)
     try:
         async with other.engine.connect() as connection:
-            there = (
-                await connection.execute(select(func.count()).select_from(enterprises))
-            ).scalar()
+            there = [
+                (await connection.execute(select(func.count()).select_from(table))).scalar()
+                for table in (enterprises, enterprise_registrations)
+            ]
     finally:
         await other.close()
-    assert there == 0
+    assert there == [0, 0]
     invoice = await b3.get(f"/v1/orders/{order_id}/invoice")
     assert invoice.status_code == 200, invoice.text
     assert invoice.json()["buyer"] == {
