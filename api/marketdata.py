@@ -1316,7 +1316,8 @@ def _application_outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, MarketControlRequested | MarketControlRejected):
         return control_key(event.operator_id, event.symbol, event.action)
     if isinstance(event, AccountLimitsSet):
-        return limits_key(event.account_id)
+        # Keyed as risk's refusal of it is (`RequestRejected`), so either answers the waiter.
+        return request_key("SetAccountLimits", event.operator_id, event.account_id)
     return None
 
 
@@ -1355,11 +1356,6 @@ def cancel_all_key(account_id: str) -> str:
 def control_key(operator_id: str, symbol: str, action: str) -> str:
     """What an operator's market command waits on."""
     return f"control:{operator_id}:{symbol}:{action}"
-
-
-def limits_key(account_id: str) -> str:
-    """What an operator setting an account's limits waits on."""
-    return f"limits:{account_id}"
 
 
 def _liquidity(aggressor: str | None, side: str) -> str:

@@ -22,7 +22,7 @@ from api.deps import (
     listed_or_422,
 )
 from api.keys import KeyInfo, Principal, RoleConflict
-from api.marketdata import control_key, limits_key
+from api.marketdata import control_key, request_key
 from api.models import (
     ControlAnswer,
     ControlRequest,
@@ -53,6 +53,7 @@ from exchange.domain.messages import (
     Identifier,
     MarketAction,
     MarketControlRejected,
+    RequestRejected,
     SetAccountLimits,
 )
 from settlement.audit import Discrepancy, audit, audit_shards
@@ -388,7 +389,10 @@ async def control_market(
     summary="Set a participant's limits on its open orders (null: no limit)",
     description="Enforced by the risk stage of the account's partition: an order, block or "
     "amend that would take the account's open orders past a limit is rejected as "
-    "`account_limit_exceeded`. Orders already open stay.",
+    "`account_limit_exceeded`. Orders already open stay. Answers `set` once risk has set "
+    "them, or 422 with risk's reason (`not_operator`: the API's operator key does not verify "
+    "there).",
+    responses=problems(422),
 )
 async def set_limits(
     account_id: Identifier, request: LimitsRequest, principal: Operator, commands: CommandsDep
@@ -402,7 +406,10 @@ async def set_limits(
             reason=request.reason,
         )
     )
-    outcome = await commands.submit_and_wait(command, limits_key(account_id))
+    waiting = request_key(command.type, principal.account_id, account_id)
+    outcome = await commands.submit_and_wait(command, waiting)
+    if isinstance(outcome, RequestRejected):
+        raise Problem(422, outcome.reason.value, outcome.message)
     return LimitsAnswer(
         account_id=account_id,
         max_open_quantity=request.max_open_quantity,

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from cx.settings import Settings
 from exchange.domain.messages import ControlMarket
+from exchange.domain.operators import OperatorSeal
 from settlement.schema import events
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 
@@ -230,3 +231,21 @@ async def test_a_control_matching_refuses_or_the_api_cannot_take_is_422_and_chan
         await settle(exchange.runtime)
         assert await state(GZ0) == "continuous"
         assert await _bands(exchange, GZ0, GZ1) == [50, 0]
+
+
+async def test_controls_risk_refuses_are_422_with_its_reason(exchange_settings: Settings) -> None:
+    """The API signing with a key the risk stage does not hold (a rotation gone wrong): every
+    control, account limits too, is 422 `not_operator`, not `pending`, and sets nothing."""
+    async with running_exchange(exchange_settings) as exchange:
+        operator = await exchange.operator()
+        exchange.runtime.seal = OperatorSeal([b"a key the risk stage does not hold"])
+        limits = await operator.put(
+            "/v1/admin/accounts/b/limits", json={"max_open_quantity": 3, "reason": "review"}
+        )
+        halted = await operator.post(f"/v1/admin/contracts/{GZ0}/halt", json={"reason": "x"})
+        for refused in (limits, halted):
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["type"] == "/problems/not_operator"
+        await settle(exchange.runtime)
+        assert await _stored(exchange, "AccountLimitsSet") == []
+        assert await _stored(exchange, "ContractStateChanged") == []
