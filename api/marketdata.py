@@ -38,6 +38,7 @@ from exchange.domain.catalogue import (
     strip_hours,
 )
 from exchange.domain.messages import (
+    MARKET_WIDE_ACTIONS,
     AccountLimitsSet,
     AmendRejected,
     AmendRequested,
@@ -666,14 +667,21 @@ class MarketData:
                     future.set_result(event)  # type: ignore[arg-type]
 
     def _decided_key(self, event: AnyEvent, read_from: int) -> str | None:
-        """The key of the waiters `event` answers (`_outcome_key`), except that a halt or
-        resume of a contract is answered by matching's decision, not by matching recording
-        it: the contract's new state (`ContractStateChanged`) or the refusal."""
+        """The key of the waiters `event` answers (`_outcome_key`), except that a control of
+        one contract is answered by matching's decision, not by matching recording it: the
+        refusal that follows the record of one it refused (recorded acting on no contract),
+        and for one that changes the contract's state, the new state
+        (`ContractStateChanged`)."""
         key = _outcome_key(event)
         deciding = self._deciding.get(read_from)
         if isinstance(event, MarketControlRequested):
+            if key is None or key not in self._waiters:
+                return key
+            if event.contracts == [] and event.action not in MARKET_WIDE_ACTIONS:
+                self._deciding[read_from] = (event.symbol, key, frozenset())
+                return None
             settles = _CONTROL_SETTLES.get(event.action)
-            if settles is not None and key is not None and key in self._waiters:
+            if settles is not None:
                 self._deciding[read_from] = (event.symbol, key, settles)
                 return None
         elif deciding is None:
@@ -1308,15 +1316,20 @@ def _application_outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, MarketControlRequested | MarketControlRejected):
         return control_key(event.operator_id, event.symbol, event.action)
     if isinstance(event, AccountLimitsSet):
-        return limits_key(event.account_id)
+        # Keyed as risk's refusal of it is (`RequestRejected`), so either answers the waiter.
+        return request_key("SetAccountLimits", event.operator_id, event.account_id)
     return None
 
 
 _CONTROL_SETTLES: dict[str, frozenset[str]] = {
     "halt": frozenset(("halted",)),
     "resume": frozenset(("continuous", "pre_open")),
+    "list": frozenset(("continuous", "pre_open")),
+    "delist": frozenset(("closed",)),
 }
-"""The contract states in which matching carries out an operator's halt or resume."""
+"""The contract states in which matching carries out an operator's control of one contract
+that changes its state; the others (`schedule_auction`, `set_band`) are carried out when
+recorded acting on their contract."""
 
 
 def order_key(account_id: str, order_id: str) -> str:
@@ -1343,11 +1356,6 @@ def cancel_all_key(account_id: str) -> str:
 def control_key(operator_id: str, symbol: str, action: str) -> str:
     """What an operator's market command waits on."""
     return f"control:{operator_id}:{symbol}:{action}"
-
-
-def limits_key(account_id: str) -> str:
-    """What an operator setting an account's limits waits on."""
-    return f"limits:{account_id}"
 
 
 def _liquidity(aggressor: str | None, side: str) -> str:

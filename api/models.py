@@ -387,9 +387,10 @@ class LimitsAnswer(BaseModel):
 
 
 class ControlAnswer(BaseModel):
-    """An operator's market command: carried out (`applied`, a contract's halt or resume),
-    passed to the contract's matching partition (`requested`), or not answered in time
-    (`pending`). A command matching refuses is answered 422 with the reason."""
+    """An operator's market command: carried out by matching (`applied`, a control of one
+    contract or family), passed to every matching partition (`requested`, a control of the
+    whole market), or not answered in time (`pending`). A command matching refuses is
+    answered 422 with the reason."""
 
     symbol: str
     action: str
@@ -397,8 +398,9 @@ class ControlAnswer(BaseModel):
     operator_id: str
     state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = Field(
         default=None,
-        description="A halt or resume carried out: the contract's state after it (`pre_open`:"
-        " halted before its auction and resumed, it collects orders for that auction again).",
+        description="A halt, resume, list or delist carried out: the contract's state after "
+        "it (`pre_open`: halted before its auction and resumed, it collects orders for that "
+        "auction again).",
     )
 
 

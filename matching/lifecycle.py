@@ -87,15 +87,22 @@ class Lifecycle(CallAuctions):
         self.advance(self.now)
 
     def schedule_auction(self, ts: int, family: str, at: int, symbols: Sequence[str]) -> None:
-        """Run one call auction at `at` over those of `symbols` still in pre-open, with blocks."""
+        """Run one call auction at `at` over those of `symbols` still in pre-open, with blocks.
+        Refused unless every one collects orders in pre-open now, outside any other auction:
+        the auction would take nothing of the others."""
         self.advance(ts)
         for symbol in symbols:
             book = self.books.get(symbol)
             if book is None or book.family != family:
-                self.events.append(
-                    (OPERATOR_REJECTED, symbol, "schedule", RefusalReason.UNKNOWN_CONTRACT)
-                )
-                return
+                refusal = RefusalReason.UNKNOWN_CONTRACT
+            elif symbol in self.session_books or symbol in self.day_ahead_books:
+                refusal = RefusalReason.IN_AUCTION
+            elif book.state != PRE_OPEN:
+                refusal = RefusalReason.NOT_PRE_OPEN
+            else:
+                continue
+            self.events.append((OPERATOR_REJECTED, symbol, "schedule", refusal))
+            return
         self._push_timer(max(at, self.now), TIMER_AUCTION, family, tuple(symbols))
         self.advance(self.now)
 

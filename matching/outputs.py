@@ -91,6 +91,9 @@ class RefusalReason(StrEnum):
     NOT_HALTED = "not_halted"
     CONTRACT_CLOSED = "contract_closed"
     ALREADY_LISTED = "already_listed"
+    NOT_PRE_OPEN = "not_pre_open"
+    """An auction was scheduled over a contract not collecting orders in pre-open: it would
+    take nothing of it."""
     IN_AUCTION = "in_auction"
     """The order was collected for the day-ahead auction, whose result is not in yet (or the
     contract is in a day-ahead or intraday auction, so an operator cannot halt or resume it)."""

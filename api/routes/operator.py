@@ -22,7 +22,7 @@ from api.deps import (
     listed_or_422,
 )
 from api.keys import KeyInfo, Principal, RoleConflict
-from api.marketdata import control_key, limits_key
+from api.marketdata import control_key, request_key
 from api.models import (
     ControlAnswer,
     ControlRequest,
@@ -46,12 +46,14 @@ from exchange.deadletters import DeadLetter, read_dead_letters
 from exchange.domain.catalogue import SymbolError, is_family, parse_symbol
 from exchange.domain.messages import (
     ALL_CONTRACTS,
+    MARKET_WIDE_ACTIONS,
     AccountLimitsSet,
     ContractStateChanged,
     ControlMarket,
     Identifier,
     MarketAction,
     MarketControlRejected,
+    RequestRejected,
     SetAccountLimits,
 )
 from settlement.audit import Discrepancy, audit, audit_shards
@@ -268,8 +270,9 @@ async def dead_letters(_: Operator, runtime: RuntimeDep, ledger: LedgerDep) -> l
 async def control(
     commands: Commands, principal: Principal, action: MarketAction, symbol: str, **fields: Any
 ) -> ControlAnswer:
-    """Sign an operator's market command, send it and wait for the answer: matching's
-    decision for a contract's halt or resume, else the command reaching matching."""
+    """Sign an operator's market command, send it and wait for the answer: for a control of
+    one contract (or family), matching's decision (the refusal, or `applied` with the state it
+    left the contract in); for one of the whole market, the command reaching matching."""
     command = commands.sign(
         ControlMarket(operator_id=principal.account_id, action=action, symbol=symbol, **fields)
     )
@@ -277,17 +280,17 @@ async def control(
     outcome = await commands.submit_and_wait(command, key)
     if isinstance(outcome, MarketControlRejected):
         raise Problem(422, outcome.reason.value, outcome.message)
-    if isinstance(outcome, ContractStateChanged):
-        return ControlAnswer(
-            symbol=symbol,
-            action=action,
-            status="applied",
-            operator_id=principal.account_id,
-            state=outcome.state,
-        )
-    status: Literal["requested", "pending"] = "pending" if outcome is None else "requested"
+    status: Literal["applied", "requested", "pending"]
+    if outcome is None:
+        status = "pending"
+    elif action in MARKET_WIDE_ACTIONS:
+        # Answered by the first matching partition to record it: the others act on their own.
+        status = "requested"
+    else:
+        status = "applied"
+    state = outcome.state if isinstance(outcome, ContractStateChanged) else None
     return ControlAnswer(
-        symbol=symbol, action=action, status=status, operator_id=principal.account_id
+        symbol=symbol, action=action, status=status, operator_id=principal.account_id, state=state
     )
 
 
@@ -295,12 +298,15 @@ async def control(
     "/contracts/{symbol}/{action}",
     summary="Halt, resume, delist, list or band a contract, or schedule its family's auction",
     description="A command in the log like any other, so it replays; it records the "
-    "operator's account and the reason given. `halt` and `resume` answer with matching's "
-    "decision: `applied` and the contract's `state`, or 422 with the reason (`not_continuous`, "
-    "`not_halted`, `in_auction`). `delist` closes the contract early and "
-    "cancels its resting orders; `list` re-opens a delisted contract or lists one of the "
-    "symbol grammar the catalogue does not list; `set_band` takes `band` (fen, 0: none) "
-    "and a contract or a family `CLASS.REGION` as the symbol.",
+    "operator's account and the reason given. Every one answers with matching's decision: "
+    "`applied` (with the contract's `state` after a halt, resume, list or delist), or 422 "
+    "with matching's reason (`not_continuous`, `not_halted`, `in_auction`, `already_listed`, "
+    "`contract_closed`, `not_pre_open`, `unknown_contract`). `delist` closes the contract "
+    "early and cancels its resting orders; `list` re-opens a delisted contract or lists one "
+    "of the symbol grammar the catalogue does not list; `set_band` takes `band` (fen, 0: "
+    "none) and a contract or a family `CLASS.REGION` as the symbol; `schedule_auction` takes "
+    "`at` (log time, ms, not past: else 422 naming `at`) and `symbols` of the family in "
+    "pre-open.",
     responses=problems(404, 422),
 )
 async def control_contract(
@@ -321,7 +327,9 @@ async def control_contract(
     for other in request.symbols:
         listed_or_422(market, other)
     if action == "set_band" and request.band is None:
-        raise Problem(422, "invalid-request", "set_band needs a band (fen; 0: none)")
+        raise _bad_field("band", "设置价格带需要 band", "set_band needs a band (fen; 0: none)")
+    if action == "schedule_auction":
+        _auction_time_or_422(request.at, market.listing_ms)
     return await control(
         commands,
         principal,
@@ -331,6 +339,30 @@ async def control_contract(
         symbols=request.symbols,
         reason=request.reason,
         band=request.band,
+    )
+
+
+def _auction_time_or_422(at: int | None, now_ms: int) -> None:
+    """Refuse, before anything is logged, an auction with no time or one already past (the
+    exchange's latest log time): matching would run it at once, over nothing collected."""
+    if at is None:
+        raise _bad_field(
+            "at", "安排集合竞价需要竞价时间 at", "schedule_auction needs `at`, the log time (ms)"
+        )
+    if at < now_ms:
+        raise _bad_field(
+            "at",
+            f"竞价时间已过 ({iso(at)} 早于交易所当前时间 {iso(now_ms)})",
+            f"the auction's time {at} is before the exchange's log time {now_ms}",
+        )
+
+
+def _bad_field(field: str, chinese: str, english: str) -> Problem:
+    return Problem(
+        422,
+        "invalid-request",
+        f"参数 {field}: {chinese} / {english}",
+        errors=[{"field": field, "message": english}],
     )
 
 
@@ -357,7 +389,10 @@ async def control_market(
     summary="Set a participant's limits on its open orders (null: no limit)",
     description="Enforced by the risk stage of the account's partition: an order, block or "
     "amend that would take the account's open orders past a limit is rejected as "
-    "`account_limit_exceeded`. Orders already open stay.",
+    "`account_limit_exceeded`. Orders already open stay. Answers `set` once risk has set "
+    "them, or 422 with risk's reason (`not_operator`: the API's operator key does not verify "
+    "there).",
+    responses=problems(422),
 )
 async def set_limits(
     account_id: Identifier, request: LimitsRequest, principal: Operator, commands: CommandsDep
@@ -371,7 +406,10 @@ async def set_limits(
             reason=request.reason,
         )
     )
-    outcome = await commands.submit_and_wait(command, limits_key(account_id))
+    waiting = request_key(command.type, principal.account_id, account_id)
+    outcome = await commands.submit_and_wait(command, waiting)
+    if isinstance(outcome, RequestRejected):
+        raise Problem(422, outcome.reason.value, outcome.message)
     return LimitsAnswer(
         account_id=account_id,
         max_open_quantity=request.max_open_quantity,

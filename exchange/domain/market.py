@@ -441,27 +441,36 @@ class MarketStage:
 
     def _control(self, event: MarketControlRequested, ts: int) -> bool | None:
         """Carry out an operator's or the scheduler's command; for `delist` and `list`, whether
-        the contract is listed after it (None: nothing changed)."""
+        the contract is listed after it (None: nothing changed). A command to one contract (or
+        family) is recorded with what matching decided (`contracts`: the symbol, or none when
+        it refused), so whoever waits for it knows without waiting for another input."""
         engine = self.engine
         action = event.action
         if action in ("halt", "resume"):
             self._halt_or_resume(event, ts)
-        elif action == "schedule_auction":
+            return None
+        if action in ("halt_market", "resume_market"):
+            self._control_market(event, ts)
+            return None
+        if action == "tick":
+            engine.advance(ts)
+            return None
+        mark = len(engine.events)
+        listing: bool | None = None
+        if action == "schedule_auction":
             book = engine.books.get(event.symbol)
             family = event.symbol.rsplit(".", 1)[0] if book is None else book.family
             at = ts if event.at is None else event.at
             engine.schedule_auction(ts, family, at, event.symbols or [event.symbol])
-        elif action in ("halt_market", "resume_market"):
-            self._control_market(event, ts)
         elif action == "delist":
-            return False if engine.close_early(ts, event.symbol) else None
+            listing = False if engine.close_early(ts, event.symbol) else None
         elif action == "list":
-            return True if self._list_by_operator(event.symbol, ts) else None
-        elif action == "set_band":
-            self._set_band(event, ts)
+            listing = True if self._list_by_operator(event.symbol, ts) else None
         else:
-            engine.advance(ts)
-        return None
+            self._set_band(event, ts)
+        refused = any(output[0] == mo.OPERATOR_REJECTED for output in engine.events[mark:])
+        self._acted_on = [] if refused else [event.symbol]
+        return listing
 
     def _halt_or_resume(self, event: MarketControlRequested, ts: int) -> None:
         """An operator's halt or resume of one contract. A pre-open contract whose day-ahead
@@ -1090,12 +1099,14 @@ class _Context:
         control = self.event
         if not isinstance(control, MarketControlRequested):
             return None
+        # The command's own symbol, as it was sent: an auction's refusal may be of another of
+        # its `symbols`, which the message names.
         return MarketControlRejected(
             event_id=stamp.next_id(),
             ts=stamp.ts,
             operator_id=control.operator_id,
             action=_OPERATOR_ACTIONS[action],
-            symbol=symbol,
+            symbol=control.symbol,
             reason=_rejection(reason),
             message=f"{control.action} of {symbol} refused: {reason}",
         )

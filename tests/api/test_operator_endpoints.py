@@ -4,6 +4,7 @@ operator command appended to the log directly is refused."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from cx.settings import Settings
 from exchange.domain.messages import ControlMarket
+from exchange.domain.operators import OperatorSeal
 from settlement.schema import events
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 
@@ -161,3 +163,89 @@ async def test_a_contract_an_operator_lists_is_shown_with_every_other(
         one = await exchange.anonymous.get(f"/v1/contracts/{extra}")
         assert one.status_code == 200, one.text
         assert one.json()["unit"] == "card-hour"
+
+
+async def test_a_control_matching_refuses_or_the_api_cannot_take_is_422_and_changes_nothing(
+    exchange_settings: Settings,
+) -> None:
+    """Every control of a contract answers with matching's decision: a refused one is 422 with
+    matching's reason (worded Chinese first) and leaves the contract as it was; an auction
+    with no time, or a past one, is refused by the API before anything is logged."""
+    retired = "H100-80G.GZ.20200101T00"
+    async with running_exchange(exchange_settings) as exchange:
+        operator = await exchange.operator()
+
+        async def control(symbol: str, action: str, **body: Any) -> Any:
+            path = f"/v1/admin/contracts/{symbol}/{action}"
+            return await operator.post(path, json={"reason": f"{action} drill", **body})
+
+        async def state(symbol: str) -> str | None:
+            answer = await exchange.anonymous.get(f"/v1/contracts/{symbol}")
+            found: str | None = answer.json()["state"]
+            return found
+
+        def refused(answer: Any, reason: str) -> None:
+            assert answer.status_code == 422, answer.text
+            problem = answer.json()
+            assert problem["type"] == f"/problems/{reason}", problem
+            assert re.match(r"[\u4e00-\u9fff]", problem["title"]), problem
+
+        before = await state(GZ0)
+        refused(await control(GZ0, "list"), "already_listed")
+        refused(await control(retired, "list"), "contract_closed")
+        refused(await control(GZ0, "schedule_auction", at=exchange.market.now_ms + 60_000),
+                "not_pre_open")  # fmt: skip
+        refused(await control("A100-80G.GZ", "set_band", band=100), "unknown_contract")
+        for body in ({}, {"at": 1}):
+            early = await control(GZ0, "schedule_auction", **body)
+            assert early.status_code == 422, early.text
+            assert early.json()["type"] == "/problems/invalid-request"
+            assert [e["field"] for e in early.json()["errors"]] == ["at"]
+            assert re.match(r"[\u4e00-\u9fff]", early.json()["detail"]), early.json()
+        await settle(exchange.runtime)
+        assert await state(GZ0) == before
+        assert await _stored(exchange, "ListingChanged") == []
+        assert await _bands(exchange, GZ0, GZ1) == [0, 0]
+        rejected = [(e["action"], e["symbol"], e["reason"])
+                    for e in await _stored(exchange, "MarketControlRejected")]  # fmt: skip
+        assert rejected == [
+            ("list", GZ0, "already_listed"),
+            ("list", retired, "contract_closed"),
+            ("schedule_auction", GZ0, "not_pre_open"),
+            ("set_band", "A100-80G.GZ", "unknown_contract"),
+        ]
+        # The API refused the auctions with no time or a past one before logging them.
+        recorded = [e["action"] for e in await _stored(exchange, "MarketControlRequested")]
+        assert recorded.count("schedule_auction") == 1
+
+        # Accepted, a control answers with what matching did, as a halt does.
+        delisted = await control(GZ0, "delist")
+        assert delisted.status_code == 200, delisted.text
+        assert (delisted.json()["status"], delisted.json()["state"]) == ("applied", "closed")
+        refused(await control(GZ0, "delist"), "contract_delisted")
+        listed = await control(GZ0, "list")
+        assert listed.status_code == 200, listed.text
+        assert (listed.json()["status"], listed.json()["state"]) == ("applied", "continuous")
+        band = await control(GZ0, "set_band", band=50)
+        assert (band.status_code, band.json()["status"]) == (200, "applied"), band.text
+        await settle(exchange.runtime)
+        assert await state(GZ0) == "continuous"
+        assert await _bands(exchange, GZ0, GZ1) == [50, 0]
+
+
+async def test_controls_risk_refuses_are_422_with_its_reason(exchange_settings: Settings) -> None:
+    """The API signing with a key the risk stage does not hold (a rotation gone wrong): every
+    control, account limits too, is 422 `not_operator`, not `pending`, and sets nothing."""
+    async with running_exchange(exchange_settings) as exchange:
+        operator = await exchange.operator()
+        exchange.runtime.seal = OperatorSeal([b"a key the risk stage does not hold"])
+        limits = await operator.put(
+            "/v1/admin/accounts/b/limits", json={"max_open_quantity": 3, "reason": "review"}
+        )
+        halted = await operator.post(f"/v1/admin/contracts/{GZ0}/halt", json={"reason": "x"})
+        for refused in (limits, halted):
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["type"] == "/problems/not_operator"
+        await settle(exchange.runtime)
+        assert await _stored(exchange, "AccountLimitsSet") == []
+        assert await _stored(exchange, "ContractStateChanged") == []

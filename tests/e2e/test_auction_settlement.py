@@ -79,9 +79,8 @@ async def _operator(exchange: RunningExchange, action: str, **body: Any) -> None
     answer = await operator.post(
         f"/v1/admin/contracts/{GZ0}/{action}", json={"reason": "auction drill", **body}
     )
-    # A halt or resume answers with matching's decision, any other control once recorded.
-    expected = "applied" if action in ("halt", "resume") else "requested"
-    assert answer.json()["status"] == expected, answer.text
+    # Every control of a contract answers with matching's decision.
+    assert answer.json()["status"] == "applied", answer.text
 
 
 async def _auction_settled(

@@ -183,6 +183,9 @@ class Reference:
             if s not in self.books or self.books[s].family != family:
                 self.emit(O.OPERATOR_REJECTED, s, "schedule", RefusalReason.UNKNOWN_CONTRACT)
                 return
+            if self.books[s].state != O.PRE_OPEN:
+                self.emit(O.OPERATOR_REJECTED, s, "schedule", RefusalReason.NOT_PRE_OPEN)
+                return
         self.push_timer(max(at, self.now), 2, family, tuple(symbols))
         self.advance(self.now)
 

@@ -1131,7 +1131,8 @@ class ExchangeMachine(RuleBasedStateMachine):
             assert late.problem == "contract_delisted", late
         if relist:
             again = self._control(strip, "list", None, None)
-            assert again.status == 200, again
+            # Matching's refusal is the answer.
+            assert (again.status, again.problem) == (422, "contract_closed"), again
             self.live.run(_settled(self.live.exchange.runtime), SETTLE_TIMEOUT_S + 30)
             self._read_events()
             assert (strip, "list", "contract_closed") in self.control_refusals, (

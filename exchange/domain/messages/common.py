@@ -114,6 +114,7 @@ class RejectReason(StrEnum):
     """An operator command without a valid signature of the API's operator key."""
     CONTRACT_DELISTED = "contract_delisted"
     ALREADY_LISTED = RefusalReason.ALREADY_LISTED.value
+    NOT_PRE_OPEN = RefusalReason.NOT_PRE_OPEN.value
     IN_AUCTION = RefusalReason.IN_AUCTION.value
     CONTRACT_CLOSED = RefusalReason.CONTRACT_CLOSED.value
     ACCOUNT_LIMIT_EXCEEDED = "account_limit_exceeded"

@@ -100,7 +100,9 @@ class MarketControlRequested(Event):
     A market-wide action goes to every orders partition, one copy each; `contracts` is None as
     risk sends it, and in the copy matching records on the events topic, the contracts it
     acted on there, so a replay over every partition's events acts on each contract at the
-    point its own partition did."""
+    point its own partition did. An action on one contract (or family) is recorded with its
+    symbol in `contracts` if matching carried it out, with none if matching refused it (its
+    `MarketControlRejected` follows), so the API answers with matching's decision."""
 
     type: Literal["MarketControlRequested"] = "MarketControlRequested"
     operator_id: str
