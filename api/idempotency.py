@@ -174,6 +174,10 @@ class RequestStore(Protocol):
         """Reserve the request's names; the final answer a retry finds kept, or None to go
         ahead; NameReused if a name names another request of the account."""
 
+    async def reused(self, account_id: str, request: Named) -> str | None:
+        """A name of the request that another request of the account holds, or None (reading
+        only)."""
+
     async def keep(self, account_id: str, request: Named, answer: Answer) -> None:
         """Keep a final answer on the request's names; the first one kept wins."""
 
@@ -184,6 +188,17 @@ class Idempotent:
     def __init__(self, requests: RequestStore) -> None:
         self.requests = requests
         self._inflight: dict[tuple[str, str], tuple[str, asyncio.Future[Answer]]] = {}
+
+    async def refuse_reused(self, account_id: str, request: Named) -> None:
+        """Raise the `idempotency-key-reused` problem if a name of the request names another
+        request of the account: checked before the body's own refusals, so a changed retry is
+        told it reused a name, and a request refused for its body reserves nothing."""
+        inflight = self._inflight.get((account_id, request.names[0]))
+        if inflight is not None and inflight[0] != request.fingerprint:
+            raise _reused(request.names[0])
+        taken = await self.requests.reused(account_id, request)
+        if taken is not None:
+            raise _reused(taken)
 
     async def run(
         self, account_id: str, request: Named, action: Callable[[], Awaitable[Answer]]

@@ -530,6 +530,16 @@ class SqlRequests:
         answered = [row for row in rows if row.status_code != UNANSWERED]
         return _answer(answered[0]) if answered else None
 
+    async def reused(self, account_id: str, request: Named) -> str | None:
+        """A name of the request that another request of the account holds, or None; reads
+        only, so a request refused before it is reserved leaves its names free."""
+        async with self.engine.connect() as connection:
+            rows = (
+                await connection.execute(_named(account_id, (*request.names, *request.legacy)))
+            ).all()
+        taken = sorted(r.request_key for r in rows if r.fingerprint != request.fingerprint)
+        return taken[0] if taken else None
+
     async def keep(self, account_id: str, request: Named, answer: Answer) -> None:
         """Keep a final answer on the request's names; the first one kept wins."""
         statement = (

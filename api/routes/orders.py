@@ -162,6 +162,14 @@ async def place_order(
 ) -> JSONResponse:
     body: dict[str, Any] = request.model_dump()  # type: ignore[attr-defined]
     account = account_of(principal, body.pop("account_id"))
+    client_order_id = body.get("client_order_id")
+    # Not a day-ahead order: the body an order had before the day-ahead auction existed, so a
+    # retry of an order sent before it still matches its first answer.
+    day_ahead = body.pop("day_ahead")
+    print_ = fingerprint("POST", "/v1/orders", {**body, "day_ahead": True} if day_ahead else body)
+    name, named = order_name("o", client_order_id, idempotency_key, print_)
+    if named is not None:
+        await idempotent.refuse_reused(account, named)
     symbol = body["symbol"]
     spec = market.spec(symbol)
     if spec is None:
@@ -177,12 +185,6 @@ async def place_order(
             f"price {price} is not a multiple of the tick size "
             f"{spec.tick_size} fen of {spec.symbol}",
         )
-    client_order_id = body.get("client_order_id")
-    # Not a day-ahead order: the body an order had before the day-ahead auction existed, so a
-    # retry of an order sent before it still matches its first answer.
-    day_ahead = body.pop("day_ahead")
-    print_ = fingerprint("POST", "/v1/orders", {**body, "day_ahead": True} if day_ahead else body)
-    name, named = order_name("o", client_order_id, idempotency_key, print_)
     command = PlaceOrder(order_id=name, account_id=account, day_ahead=day_ahead, **body)
     result = answer == "result"
     if named is None:

@@ -97,6 +97,33 @@ async def test_a_name_reused_for_another_request_is_refused(tmp_path: Path) -> N
         assert elsewhere.json()["order_id"] != derived_id("order", "buyer", "x")
 
 
+async def test_a_reused_name_is_told_before_the_body_s_own_refusals(
+    exchange_settings: Settings,
+) -> None:
+    # Found by the whole-system model: a changed retry whose body the API also refuses (a
+    # market order good till a date) was answered for its body, not for the name it reused.
+    async with running_exchange(exchange_settings) as exchange:
+        client = await _funded(exchange)
+        first = await client.post("/v1/orders", json={**ORDER, "client_order_id": "x"})
+        assert first.status_code == 201, first.text
+        market_gtd = {
+            **ORDER, "order_type": "market", "time_in_force": "GTD", "expire_at": 1_900_000_000_000,
+            "client_order_id": "x",
+        }  # fmt: skip
+        other = await client.post("/v1/orders", json=market_gtd)
+        assert other.status_code == 422, other.text
+        assert other.json()["type"] == "/problems/idempotency-key-reused"
+        # A body refused for itself reserves nothing: the same name then places the order
+        # it was meant to be.
+        refused = await client.post("/v1/orders", json={**market_gtd, "client_order_id": "y"})
+        assert refused.json()["type"] == "/problems/market_time_in_force", refused.text
+        mended = await client.post("/v1/orders", json={**ORDER, "client_order_id": "y"})
+        assert mended.status_code == 201, mended.text
+        assert mended.json()["order_id"] == derived_id("order", "buyer", "y")
+        await settle(exchange.runtime)
+        assert await _count(exchange, "OrderAccepted") == 2
+
+
 async def test_a_retried_rejection_is_the_same_rejection(tmp_path: Path) -> None:
     async with running_exchange(settings_for(tmp_path)) as exchange:
         client = await _funded(exchange, cash=1000)
