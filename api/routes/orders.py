@@ -423,8 +423,6 @@ async def place_block(
     idempotent: IdempotentDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    for symbol in block.symbols:
-        listed_or_422(market, symbol)
     account = principal.account_id
     # Without a voucher (or the day-ahead flag), the body a block had before vouchers (or the
     # day-ahead auction) existed: a retry of a block sent before them still matches its first
@@ -433,6 +431,10 @@ async def place_block(
     body = block.model_dump(exclude=unset)
     print_ = fingerprint("POST", "/v1/block-orders", body)
     name, named = order_name("b", block.client_order_id, idempotency_key, print_)
+    if named is not None:
+        await idempotent.refuse_reused(account, named)
+    for symbol in block.symbols:
+        listed_or_422(market, symbol)
     command = PlaceBlockOrder(
         order_id=name,
         account_id=account,

@@ -113,6 +113,14 @@ async def test_a_reused_name_is_told_before_the_body_s_own_refusals(
         other = await client.post("/v1/orders", json=market_gtd)
         assert other.status_code == 422, other.text
         assert other.json()["type"] == "/problems/idempotency-key-reused"
+        # A block shares its names with orders: one naming "x" over an hour not listed.
+        block = {
+            "symbols": ["H100-80G.GZ.20271201T00", "H100-80G.GZ.20271131T01"], "side": "buy",
+            "price": 1_800, "quantity": 1, "client_order_id": "x",
+        }  # fmt: skip
+        other = await client.post("/v1/block-orders", json=block)
+        assert other.status_code == 422, other.text
+        assert other.json()["type"] == "/problems/idempotency-key-reused"
         # A body refused for itself reserves nothing: the same name then places the order
         # it was meant to be.
         refused = await client.post("/v1/orders", json={**market_gtd, "client_order_id": "y"})
