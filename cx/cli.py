@@ -621,6 +621,7 @@ def _programme_report(settings: Settings, programme_id: str, out: Path) -> int:
 
 
 def _statement_report(settings: Settings, account_id: str, month: str) -> int:
+    from api import queries
     from settlement import statements
 
     try:
@@ -629,10 +630,19 @@ def _statement_report(settings: Settings, account_id: str, month: str) -> int:
         print(f"cx report: {error}", file=sys.stderr)
         return 2
 
-    async def read(engines: list[Any]) -> dict[str, Any]:
+    async def read(engines: list[Any]) -> dict[str, Any] | None:
+        # An account no shard settled anything for: a typo, not a zero statement.
+        if all([await queries.account_summary(e, account_id) is None for e in engines]):
+            return None
         return await statements.account_statement(engines, account_id, month)
 
     found = asyncio.run(_read_ledger(settings, read))
+    if found is None:
+        print(
+            f"cx report: 账户 {account_id!r} 无结算记录 account has no settled history",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(found, ensure_ascii=False, indent=2))
     return 0
 

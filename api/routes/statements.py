@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from api.auth import Reader, account_of
 from api.deps import LedgerDep
-from api.keys import Principal
+from api.keys import Principal, Role
 from api.ports import Ledger
 from api.problems import Problem, problems
 from api.routes.orders import own_order
@@ -39,8 +39,10 @@ MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
     "(concessions, rebates, discounts) and the firm; `cascades` lists the strips it held or "
     "sold that became positions in their hourly contracts that month. Another account's "
     "statement is refused "
-    "`account-mismatch`. `format=pdf` answers the statement as a PDF to file.",
-    responses={**problems(422), 200: {"content": {"application/pdf": {}}}},
+    "`account-mismatch`; an operator naming an account with no settled history gets 404 "
+    "`unknown-account`, as the account's own page does. `format=pdf` answers the statement as "
+    "a PDF to file.",
+    responses={**problems(404, 422), 200: {"content": {"application/pdf": {}}}},
 )
 async def month_statement(
     principal: Reader,
@@ -54,6 +56,9 @@ async def month_statement(
         statements.month_bounds(month)
     except statements.StatementError as error:
         raise Problem(422, "invalid-month", str(error)) from None
+    # A participant's own statement may be empty; an operator's typo must not read as one.
+    if principal.role is Role.OPERATOR and await ledger.account_summary(account) is None:
+        raise Problem(404, "unknown-account", f"account {account!r} has no settled history")
     found = await ledger.statement(account, month)
     if format == "pdf":
         pdf = await asyncio.to_thread(documents.statement_pdf, found)

@@ -250,6 +250,14 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             assert theirs.json()["detail"].replace(order_id, "X") == missing.json()[
                 "detail"
             ].replace("no-such-order", "X")
+        # An operator naming an account that never settled anything: not a zero statement.
+        operator = await exchange.as_("ops", "operator")
+        typo = await operator.get("/v1/statements", params={"month": "2027-12",
+                                                           "account_id": "smee"})  # fmt: skip
+        assert (typo.status_code, typo.json()["type"]) == (404, "/problems/unknown-account")
+        theirs = await operator.get("/v1/statements", params={"month": "2027-12",
+                                                             "account_id": "sme"})  # fmt: skip
+        assert theirs.json() == statement
         bad = await sme.get("/v1/statements", params={"month": "2027-13"})
         assert bad.status_code == 422
         # Years the calendar cannot hold (or whose following month it cannot) are refused too.

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -306,6 +306,11 @@ async def _check_reports(single: SqlLedger, settings: Settings) -> None:
     for statement in (printed, expected):
         statement["entries"].sort(key=lambda e: (e["ts"], e["entry_id"]))
     assert printed == expected
+    # An account no shard settled anything for is a typo, not a zero statement.
+    errors = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(errors):
+        assert await asyncio.to_thread(cli._statement_report, settings, "b33", month) == 1
+    assert "'b33'" in errors.getvalue()
     assert await cli._read_programme(settings, "hz-fund") == await single.programme_report(
         "hz-fund"
     )
