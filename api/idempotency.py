@@ -191,8 +191,10 @@ class Idempotent:
 
     async def refuse_reused(self, account_id: str, request: Named) -> None:
         """Raise the `idempotency-key-reused` problem if a name of the request names another
-        request of the account: checked before the body's own refusals, so a changed retry is
-        told it reused a name, and a request refused for its body reserves nothing."""
+        request of the account. A route asks this before it refuses a named request for its
+        body, so a changed retry is told it reused a name; it only reads, so the refused
+        request reserves nothing (and a request the body does not refuse meets the same check
+        in `run`, without this read)."""
         inflight = self._inflight.get((account_id, request.names[0]))
         if inflight is not None and inflight[0] != request.fingerprint:
             raise _reused(request.names[0])

@@ -25,7 +25,7 @@ from api.deps import (
 )
 from api.idempotency import Answer, Named, fingerprint, own_name, problem_body, respond
 from api.keys import Principal, Role
-from api.marketdata import cancel_all_key, order_key
+from api.marketdata import MarketData, cancel_all_key, order_key
 from api.models import (
     AmendAnswer,
     AmendRequest,
@@ -168,23 +168,11 @@ async def place_order(
     day_ahead = body.pop("day_ahead")
     print_ = fingerprint("POST", "/v1/orders", {**body, "day_ahead": True} if day_ahead else body)
     name, named = order_name("o", client_order_id, idempotency_key, print_)
-    if named is not None:
-        await idempotent.refuse_reused(account, named)
-    symbol = body["symbol"]
-    spec = market.spec(symbol)
-    if spec is None:
-        raise Problem(422, "unknown_contract", f"contract {symbol!r} is not listed")
-    refused = _conflicting_options(body, market.now_ms)
+    refused = _refusal(body, market)
     if refused is not None:
+        if named is not None:
+            await idempotent.refuse_reused(account, named)
         raise refused
-    price = body.get("price")
-    if isinstance(price, int) and price % spec.tick_size:
-        raise Problem(
-            422,
-            RejectReason.PRICE_NOT_ON_TICK.value,
-            f"price {price} is not a multiple of the tick size "
-            f"{spec.tick_size} fen of {spec.symbol}",
-        )
     command = PlaceOrder(order_id=name, account_id=account, day_ahead=day_ahead, **body)
     result = answer == "result"
     if named is None:
@@ -192,6 +180,26 @@ async def place_order(
     return await idempotent.run(
         account, named, lambda: place(commands, ledger, command, True, result)
     )
+
+
+def _refusal(order: dict[str, Any], market: MarketData) -> Problem | None:
+    """The problem of an order the API refuses for its body alone, or None."""
+    symbol = order["symbol"]
+    spec = market.spec(symbol)
+    if spec is None:
+        return Problem(422, "unknown_contract", f"contract {symbol!r} is not listed")
+    refused = _conflicting_options(order, market.now_ms)
+    if refused is not None:
+        return refused
+    price = order.get("price")
+    if isinstance(price, int) and price % spec.tick_size:
+        return Problem(
+            422,
+            RejectReason.PRICE_NOT_ON_TICK.value,
+            f"price {price} is not a multiple of the tick size "
+            f"{spec.tick_size} fen of {spec.symbol}",
+        )
+    return None
 
 
 def _conflicting_options(order: dict[str, Any], now_ms: int) -> Problem | None:
@@ -431,10 +439,13 @@ async def place_block(
     body = block.model_dump(exclude=unset)
     print_ = fingerprint("POST", "/v1/block-orders", body)
     name, named = order_name("b", block.client_order_id, idempotency_key, print_)
-    if named is not None:
-        await idempotent.refuse_reused(account, named)
-    for symbol in block.symbols:
-        listed_or_422(market, symbol)
+    try:
+        for symbol in block.symbols:
+            listed_or_422(market, symbol)
+    except Problem:
+        if named is not None:
+            await idempotent.refuse_reused(account, named)
+        raise
     command = PlaceBlockOrder(
         order_id=name,
         account_id=account,
