@@ -31,6 +31,7 @@ from exchange.domain.messages import (
     DayAheadBidsCollected,
     DayAheadCleared,
 )
+from exchange.domain.risk.gates import NO_DAY_AHEAD_WORDS
 
 COLLECTING = "collecting"
 CLEARING = "clearing"
@@ -62,13 +63,21 @@ def gate_of(catalogue: Catalogue, date: str) -> int:
         raise Problem(
             404,
             "no_day_ahead_auction",
-            "this exchange runs no day-ahead auction (CX_DAY_AHEAD_GATE is not set)",
+            NO_DAY_AHEAD_WORDS,
         )
+    every = rules.intraday_every_ms
     if is_intraday_key(date) and rules.intraday_auction_after(gate - 1) != gate:
+        when = (
+            "本交易所不举行日内集合竞价 this exchange runs no intraday auction"
+            if every is None
+            else f"日内集合竞价从北京时间 00:00 起每 {every // 3_600_000} 小时一场 intraday "
+            f"auctions run every {every // 3_600_000} hours from 00:00 China Standard Time"
+        )
         raise Problem(
             404,
             "no_intraday_auction",
-            f"no intraday auction runs at {date} CST (CX_INTRADAY_AUCTION_HOURS sets when)",
+            f"北京时间 {date.replace('T', ' ')} 没有日内集合竞价 no intraday auction runs at "
+            f"{date} China Standard Time; {when}",
         )
     return gate
 

@@ -292,10 +292,15 @@ async def test_an_exchange_without_a_day_ahead_auction_refuses_day_ahead_bids(
         _refused(await lab.post("/v1/orders", json=order), "no_day_ahead_auction", "no day-ahead")
         group = {"alternatives": [[symbol]], "price": 1500, "quantity": 1}
         refused = await lab.post("/v1/exclusive-groups", json=group)
-        _refused(refused, "no_day_ahead_auction", "CX_DAY_AHEAD_GATE")
+        _refused(refused, "no_day_ahead_auction", "本交易所不举行日前集合竞价")
         auction = await exchange.anonymous.get(f"/v1/day-ahead/{DATE}")
         assert auction.status_code == 404
         assert auction.json()["type"] == "/problems/no_day_ahead_auction"
+        # What the web page's day-ahead view shows a buyer: words, not the operator's setting.
+        for detail in (refused.json()["detail"], auction.json()["detail"]):
+            chinese, english = detail.find("本交易所不举行日前集合竞价"), detail.find("runs no day")
+            assert 0 <= chinese < english, detail
+            assert "CX_" not in detail, detail
         await settle(exchange.runtime)
         assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
             "available": 10_000,
@@ -481,6 +486,12 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
         wrong = await exchange.anonymous.get(f"/v1/day-ahead/{name[:-2]}30")
         assert wrong.status_code == 404, wrong.text
         assert wrong.json()["type"] == "/problems/no_intraday_auction"
+        detail = wrong.json()["detail"]
+        half_past = f"{name[:-3].replace('T', ' ')}:30"
+        assert detail.startswith(f"北京时间 {half_past} 没有日内集合竞价"), detail
+        assert "每 1 小时一场" in detail, detail
+        assert "China Standard Time" in detail, detail
+        assert "CX_" not in detail, detail
 
 
 async def test_a_group_with_a_delisted_alternative_holds_and_names_only_the_listed_ones(

@@ -8,6 +8,13 @@ from exchange.domain.catalogue import CHINA_STANDARD_TIME, INTRADAY_GUARD_MS, to
 from exchange.domain.messages import RejectReason
 from exchange.domain.risk.state import RiskState
 
+NO_DAY_AHEAD_WORDS = (
+    "本交易所不举行日前集合竞价: 合约只做连续交易, 下单请勿选日前竞价 (day_ahead) this exchange "
+    "runs no day-ahead auction: contracts trade continuously, so send orders without day_ahead"
+)
+"""Why a day-ahead order or page finds no auction, in words a buyer reads (whether the
+exchange runs one is the operator's setting, `CX_DAY_AHEAD_GATE`, which buyers never see)."""
+
 
 def day_ahead_refusal(
     state: RiskState, symbols: list[str], at_ms: int, exclusive: bool = False
@@ -20,7 +27,7 @@ def day_ahead_refusal(
     if rules.day_ahead_gate_ms is None:
         return (
             RejectReason.NO_DAY_AHEAD_AUCTION,
-            "this exchange runs no day-ahead auction (CX_DAY_AHEAD_GATE is not set)",
+            NO_DAY_AHEAD_WORDS,
         )
     specs = [state.catalogue.get(s) for s in symbols]
     term = next((spec for spec in specs if spec is not None and spec.is_term), None)
