@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.problems import DatabaseUnavailable, database_unavailable
 from api.schema import metadata
+from exchange.domain.accounts import SYSTEM_ACCOUNTS
 from settlement.schema import utc_now
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,17 @@ class RoleConflict(Exception):
     """The account already has live keys of another role."""
 
 
+class ReservedAccount(Exception):
+    """The account id names one of the exchange's own ledger accounts (`SYSTEM_ACCOUNTS`)."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(
+            f"账户名 {account_id!r} 为交易所保留 (系统账户 {', '.join(sorted(SYSTEM_ACCOUNTS))}), "
+            f"请另选账户名 the account id {account_id!r} is reserved for the exchange's own "
+            "ledger; choose another"
+        )
+
+
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -151,7 +163,10 @@ def _info(row: Row[Any]) -> KeyInfo:
 async def create_key(
     engine: AsyncEngine, account_id: str, role: Role, label: str | None = None
 ) -> NewKey:
-    """Create a key for an account; raises RoleConflict if its live keys have another role."""
+    """Create a key for an account; raises ReservedAccount for one of the exchange's own
+    accounts, RoleConflict if its live keys have another role."""
+    if account_id in SYSTEM_ACCOUNTS:
+        raise ReservedAccount(account_id)
     key_id = secrets.token_hex(6)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
     async with writing_transaction(engine) as connection:

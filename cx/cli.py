@@ -773,8 +773,8 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 created = await keys.create_key(
                     store.engine, args.account, Role(args.role), args.label
                 )
-            except keys.RoleConflict as conflict:
-                print(f"cx keys: {conflict}", file=sys.stderr)
+            except (keys.RoleConflict, keys.ReservedAccount) as refused:
+                print(f"cx keys: {refused}", file=sys.stderr)
                 return 1
             print(created.key)
             print(

@@ -21,7 +21,7 @@ from api.deps import (
     listed_or_404,
     listed_or_422,
 )
-from api.keys import KeyInfo, Principal, RoleConflict
+from api.keys import KeyInfo, Principal, ReservedAccount, RoleConflict
 from api.marketdata import control_key, request_key
 from api.models import (
     ControlAnswer,
@@ -90,6 +90,8 @@ async def new_key(request: KeyRequest, _: Operator, store: KeysDep) -> NewKeyOut
         created = await store.create_key(request.account_id, request.role, request.label)
     except RoleConflict as conflict:
         raise Problem(409, "role-conflict", str(conflict)) from None
+    except ReservedAccount as reserved:
+        raise Problem(422, "reserved-account", str(reserved), field="account_id") from None
     return NewKeyOut(key=created.key, **_key_out(created.info).model_dump())
 
 

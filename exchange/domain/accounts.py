@@ -100,6 +100,12 @@ balance, position and journal leg then stays far below 2^63 - 1 (about 9.2 x 10^
 BIGINT's largest value; the risk stage refuses what would cross it (docs/MONEY.md,
 "Ceilings")."""
 
+SYSTEM_ACCOUNTS = frozenset(("external", "fees", "rebates", "platform"))
+"""The ledger accounts of the exchange itself, named bare (no `kind:` prefix, see the table
+above). No participant may be called by one: `platform`'s registered enterprise is the seller
+on every invoice, and a participant named after any of them would read as the exchange in
+statements, audits and support."""
+
 
 class UnbalancedEntryError(RuntimeError):
     """A journal entry whose legs do not sum to zero: a defect in the exchange, never input."""

@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from api.keys import api_keys
+from cx.cli import main as cx
+from exchange.domain.accounts import SYSTEM_ACCOUNTS
 from tests.conftest import fresh_database
 from tests.e2e.harness import RunningExchange, running_exchange, settings_for, settle
 
@@ -209,6 +211,45 @@ async def test_operator_and_administrator_endpoints_refuse_everyone_else(
     for client in (operator, admin):
         assert (await client.post("/v1/orders", json=order)).status_code == 403
     assert (await admin.get("/v1/accounts/buyer-a")).status_code == 403
+
+
+async def test_no_key_is_made_for_an_account_named_as_the_exchange_s_own(
+    exchange: RunningExchange,
+) -> None:
+    # `platform`'s registered enterprise is the seller on every invoice: a participant
+    # holding a key for it could register itself as the exchange.
+    operator = await exchange.operator()
+    for reserved in sorted(SYSTEM_ACCOUNTS):
+        refused = await operator.post(
+            "/v1/admin/keys", json={"account_id": reserved, "role": "buyer"}
+        )
+        assert refused.status_code == 422, refused.text
+        problem = refused.json()
+        assert problem["type"] == "/problems/reserved-account", problem
+        assert problem["title"] == "账户名为交易所保留 account id reserved", problem
+        assert problem["detail"].startswith(f"账户名 {reserved!r} 为交易所保留"), problem
+        assert problem["field"] == "account_id", problem
+    listed = (await operator.get("/v1/admin/keys", params={"include_revoked": True})).json()
+    assert not {k["account_id"] for k in listed} & SYSTEM_ACCOUNTS
+    # A name that only starts like one is an ordinary account.
+    made = await operator.post(
+        "/v1/admin/keys", json={"account_id": "platform-ops", "role": "buyer"}
+    )
+    assert made.status_code == 201, made.text
+
+
+def test_cx_keys_create_refuses_an_account_named_as_the_exchange_s_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CX_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    assert cx(["keys", "create", "--account", "platform", "--role", "operator"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # no key printed
+    assert err.startswith("cx keys: 账户名 'platform' 为交易所保留"), err
+    assert cx(["keys", "list", "--all"]) == 0
+    assert capsys.readouterr().out == ""
 
 
 async def test_keys_are_shown_once_stored_hashed_and_revocable(exchange: RunningExchange) -> None:
