@@ -87,7 +87,7 @@ from exchange.domain.messages import (
     split_over_hours,
 )
 from exchange.domain.performance import STANDARD, PerformanceTable
-from exchange.domain.risk.requests import VOUCHER_POLICY
+from exchange.domain.risk.requests import VOUCHER_POLICY, resolution_id
 from exchange.log import CommandLog, TopicPartition
 from exchange.pipeline import POLL_MAX_RECORDS, POLL_TIMEOUT_MS, Deduplicator, Topics
 
@@ -1281,7 +1281,7 @@ def _request_outcome_key(event: AnyEvent) -> str | None:
     if isinstance(event, CapacityRecalled):
         return request_key("RecallCapacity", event.provider_id, event.recall_id)
     if isinstance(event, DeliverySettled) and event.resolved_by is not None:
-        resolved = f"{event.symbol}:{event.provider_id}:{event.buyer_id}"
+        resolved = resolution_id(event.symbol, event.provider_id, event.buyer_id)
         return request_key("ResolveDispute", event.resolved_by, resolved)
     if isinstance(event, ProgrammeCreated):
         return request_key("CreateProgramme", event.admin_id, event.programme_id)

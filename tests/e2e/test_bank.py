@@ -8,6 +8,7 @@ on a test clock (the log's time), so the delivery hour comes when the test says.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,87 @@ async def test_the_ticker_brings_a_quiet_market_to_its_gate_closure(tmp_path: Pa
             return (last.get("status"), last.get("reason")) == ("cancelled", "gate_closure")
 
         await eventually(expired, what="the bid to expire at gate closure")
+
+
+async def test_two_disputes_whose_parties_join_alike_are_each_resolved_once_and_answered_alone(
+    exchange_settings: Settings,
+) -> None:
+    """Account ids may hold `:`: what provider `dc:gz` owes buyer `lab` and what provider `dc`
+    owes buyer `gz:lab` are two disputes that a `:`-joined id named alike, so the first
+    resolution's outcome answered the other's caller too. Each is answered its own, and a
+    second resolution of a resolved dispute is refused and moves nothing."""
+    settings = exchange_settings.model_copy(
+        update={"bond_bps": 1_000, "delivery_window_minutes": 60}
+    )
+    clock = LogClock(MIDNIGHT - 12 * HOUR)
+    async with running_exchange(settings, clock) as exchange:
+        for provider, buyer in (("dc:gz", "lab"), ("dc", "gz:lab")):
+            for account, role in ((provider, "provider"), (buyer, "buyer")):
+                deposit = {"kind": "cash", "amount": 10_000}
+                await _post(exchange, account, f"/v1/accounts/{account}/deposits", deposit, role)
+            hour = {
+                "resource_class": "H100-80G", "region": "GZ", "quantity": 1,
+                "first_day": "2027-12-01", "from_hour": 0, "to_hour": 1, "reserve_price": 1_500,
+            }  # fmt: skip
+            path = f"/v1/accounts/{provider}/capacity-deposits"
+            await _post(exchange, provider, path, hour, "provider")
+            await settle(exchange.runtime)
+            await eventually(
+                lambda: _book_shows(exchange, GZ0, [[1_500, 1]]), what=f"{provider}'s ask to rest"
+            )
+            bid = {"symbol": GZ0, "side": "buy", "price": 1_500, "quantity": 1}
+            assert (await _post(exchange, buyer, "/v1/orders", bid, "buyer"))["status"] in (
+                "accepted",
+                "filled",
+            )
+            await settle(exchange.runtime)
+        operator = await exchange.operator()
+        await _tick(exchange, clock, MIDNIGHT)
+        await _tick(exchange, clock, MIDNIGHT + HOUR)
+        owed = (await operator.get("/v1/deliveries", params={"account_id": "dc"})).json()
+        assert [(d["symbol"], d["buyer_id"], d["quantity"]) for d in owed] == [(GZ0, "gz:lab", 1)]
+        for provider, buyer in (("dc:gz", "lab"), ("dc", "gz:lab")):
+            dispute = {"symbol": GZ0, "provider_id": provider, "reason": "job never ran"}
+            await _post(exchange, buyer, "/v1/deliveries/disputes", dispute, "buyer")
+        await settle(exchange.runtime)
+
+        delivered = {
+            "symbol": GZ0, "provider_id": "dc:gz", "buyer_id": "lab", "delivered": 1,
+            "reason": "logs show the card-hour",
+        }  # fmt: skip
+        too_much = {
+            "symbol": GZ0, "provider_id": "dc", "buyer_id": "gz:lab", "delivered": 2,
+            "reason": "more than was sold",
+        }  # fmt: skip
+        answers = await asyncio.gather(
+            operator.post("/v1/admin/deliveries/resolve", json=delivered),
+            operator.post("/v1/admin/deliveries/resolve", json=too_much),
+        )
+        assert [a.status_code for a in answers] == [201, 422], [a.text for a in answers]
+        assert answers[1].json()["type"] == "/problems/metering_exceeds_obligation"
+        assert answers[0].json()["id"] == f"{GZ0}/dc:gz/lab"
+        assert answers[1].json()["request_id"] == f"{GZ0}/dc/gz:lab"
+
+        nothing = {**too_much, "delivered": 0, "reason": "nothing ran"}
+        resolved = await operator.post("/v1/admin/deliveries/resolve", json=nothing)
+        assert resolved.status_code == 201, resolved.text
+        again = await operator.post("/v1/admin/deliveries/resolve", json=nothing)
+        assert again.status_code == 422, again.text
+        assert again.json()["type"] == "/problems/no_obligation"
+        await settle(exchange.runtime)
+
+        cash = {}
+        for account, role in (("dc:gz", "provider"), ("lab", "buyer"), ("dc", "provider"),
+                              ("gz:lab", "buyer")):  # fmt: skip
+            client = await exchange.as_(account, role)
+            cash[account] = (await client.get(f"/v1/accounts/{account}")).json()["cash"]
+        # dc:gz delivered: paid the 1,500 escrow, its 150 bond back. dc delivered nothing:
+        # gz:lab gets the 1,500 back and dc's whole 150 bond, once.
+        assert cash == {
+            "dc:gz": {"available": 10_000 + 1_500, "held": 0},
+            "lab": {"available": 10_000 - 1_500, "held": 0},
+            "dc": {"available": 10_000 - 150, "held": 0},
+            "gz:lab": {"available": 10_000 - 1_500 + 1_500 + 150, "held": 0},
+        }
+        audit = await operator.get("/v1/admin/audit")
+        assert audit.json()["discrepancies"] == [], audit.text

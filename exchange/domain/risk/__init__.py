@@ -17,7 +17,13 @@ ceiling, and `outcomes` the fold of what matching feeds back.
 from __future__ import annotations
 
 from exchange.domain.risk.outcomes import OUTCOME_TYPES, Outcome
-from exchange.domain.risk.requests import Request, request_id, request_key, requester
+from exchange.domain.risk.requests import (
+    Request,
+    request_id,
+    request_key,
+    requester,
+    resolution_id,
+)
 from exchange.domain.risk.stage import HANDLERS, Handler, RiskStage
 from exchange.domain.risk.state import AccountLimits, RiskState
 
@@ -33,4 +39,5 @@ __all__ = [
     "request_id",
     "request_key",
     "requester",
+    "resolution_id",
 ]

@@ -173,7 +173,7 @@ def request_id(command: Request) -> str:
     if isinstance(command, FundDiscountPool):
         return scoped(command.programme_id, command.pool_id)
     if isinstance(command, ResolveDispute):
-        return f"{command.symbol}:{command.provider_id}:{command.buyer_id}"
+        return resolution_id(command.symbol, command.provider_id, command.buyer_id)
     if isinstance(command, ApplicationStep):
         return scoped(command.programme_id, command.application_id)
     if isinstance(command, RegisterEnterprise):
@@ -181,6 +181,15 @@ def request_id(command: Request) -> str:
     if isinstance(command, SetVoucherPolicy):
         return VOUCHER_POLICY
     return command.programme_id
+
+
+def resolution_id(symbol: str, provider_id: str, buyer_id: str) -> str:
+    """The id of an operator's resolution of the dispute over what `provider_id` owes
+    `buyer_id` in `symbol`: `SYMBOL/PROVIDER/BUYER`. Account ids may hold `:` but never `/`,
+    so the last two `/` split it one way only and two disputes never share it (joined by `:`,
+    provider `a:b` and buyer `c` read as provider `a` and buyer `b:c`). Resolutions refused
+    before carry the `:`-joined id in their `RequestRejected`, as they were written."""
+    return scoped(scoped(symbol, provider_id), buyer_id)
 
 
 def requester(command: Request) -> str:
