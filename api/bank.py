@@ -32,7 +32,7 @@ from api.idempotency import (
     respond,
 )
 from api.keys import Principal, Role
-from api.marketdata import Outcome, deposit_key, order_key, request_key
+from api.marketdata import MarketData, Outcome, deposit_key, order_key, request_key
 from api.problems import Problem, problems
 from api.services import Commands
 from exchange.domain.catalogue import (
@@ -634,15 +634,26 @@ async def decide(
         return respond(await decision(commands, command, named=False), replayed=False)
     # One name for both kinds of withdrawal: an id names one withdrawal.
     kind = "withdrawal" if isinstance(command, WithdrawFunds | WithdrawCapacity) else command.type
-    # The key is reserved too when the sender's own id names the request: the key can then
-    # name no other request of the account.
-    by_key = () if idempotency_key is None else (f"{kind}-key:{idempotency_key}",)
-    named = Named(
-        (name or f"{kind}:{request_id(command)}", *by_key),
-        fingerprint("POST", path, request.model_dump()),
-    )
+    named = request_named(kind, request_id(command), path, request, name, idempotency_key)
     return await idempotent.run(
         requester(command), named, lambda: decision(commands, command, named=True)
+    )
+
+
+def request_named(
+    kind: str,
+    sent_as: str,
+    path: str,
+    request: BaseModel,
+    name: str = "",
+    idempotency_key: str | None = None,
+) -> Named:
+    """The names a request the sender named reserves (`KIND:ID`, or `name`), and what it asks
+    for. The key is reserved too when the sender's own id names the request: the key can then
+    name no other request of the account."""
+    by_key = () if idempotency_key is None else (f"{kind}-key:{idempotency_key}",)
+    return Named(
+        (name or f"{kind}:{sent_as}", *by_key), fingerprint("POST", path, request.model_dump())
     )
 
 
@@ -670,30 +681,38 @@ async def withdraw(
     account = account_of(principal, account_id)
     named = own_name(request.withdrawal_id, idempotency_key)
     withdrawal_id = named or f"w-{uuid.uuid4().hex}"
-    command: WithdrawFunds | WithdrawCapacity
+    path = f"/v1/accounts/{account}/withdrawals"
+    given = named is not None
+    names = (
+        request_named("withdrawal", withdrawal_id, path, request, "", idempotency_key)
+        if given
+        else None
+    )
+    command = await idempotent.checked(
+        account, names, lambda: _withdrawal(request, account, withdrawal_id, market)
+    )
+    return await decide(
+        commands, idempotent, command, given, path, request, idempotency_key=idempotency_key
+    )
+
+
+def _withdrawal(
+    request: Withdrawal, account: str, withdrawal_id: str, market: MarketData
+) -> WithdrawFunds | WithdrawCapacity:
+    """The command a withdrawal request asks for, or the problem with its body."""
     if request.kind == "cash":
         if request.amount is None or request.symbol is not None:
             raise Problem(422, "invalid-request", "a cash withdrawal takes an amount only")
-        command = WithdrawFunds(
-            withdrawal_id=withdrawal_id, account_id=account, amount=request.amount
-        )
-    else:
-        if request.symbol is None or request.quantity is None:
-            raise Problem(
-                422, "invalid-request", "a capacity withdrawal takes a symbol and a quantity"
-            )
-        if request.symbol not in market.catalogue:
-            raise Problem(422, "unknown_contract", f"contract {request.symbol!r} is not listed")
-        command = WithdrawCapacity(
-            withdrawal_id=withdrawal_id,
-            account_id=account,
-            symbol=request.symbol,
-            quantity=request.quantity,
-        )
-    path = f"/v1/accounts/{account}/withdrawals"
-    given = named is not None
-    return await decide(
-        commands, idempotent, command, given, path, request, idempotency_key=idempotency_key
+        return WithdrawFunds(withdrawal_id=withdrawal_id, account_id=account, amount=request.amount)
+    if request.symbol is None or request.quantity is None:
+        raise Problem(422, "invalid-request", "a capacity withdrawal takes a symbol and a quantity")
+    if request.symbol not in market.catalogue:
+        raise Problem(422, "unknown_contract", f"contract {request.symbol!r} is not listed")
+    return WithdrawCapacity(
+        withdrawal_id=withdrawal_id,
+        account_id=account,
+        symbol=request.symbol,
+        quantity=request.quantity,
     )
 
 
@@ -722,21 +741,18 @@ async def deposit_schedule(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     account = account_of(principal, account_id)
-    contracts = _scheduled_contracts(
-        request, market.catalogue, market.now_ms, market.operator_delisted
-    )
-    reserve = request.reserve_price
-    for spec in contracts:
-        # Checked before anything is deposited: a bad request changes nothing.
-        if reserve is not None and reserve % spec.tick_size:
-            raise Problem(
-                422,
-                "price_not_on_tick",
-                f"reserve price {reserve} is not a multiple of the tick size "
-                f"{spec.tick_size} fen of {spec.symbol}",
-            )
     given_name = own_name(request.deposit_id, idempotency_key, SCHEDULE_NAME_LENGTH)
     deposit_id = given_name or f"cap-{uuid.uuid4().hex[:16]}"
+    path = f"/v1/accounts/{account}/capacity-deposits"
+    by_key = () if idempotency_key is None else (f"capacity-key:{idempotency_key}",)
+    print_ = fingerprint("POST", path, request.model_dump())
+    # Checked before anything is deposited: a bad request changes nothing. A refused body's
+    # hours are not known, so a reused name is found by the schedule's own names.
+    contracts = await idempotent.checked(
+        account,
+        None if given_name is None else Named((f"capacity:{deposit_id}", *by_key), print_),
+        lambda: _schedule_on_tick(request, market),
+    )
     # Each hour's deposit and ask is named `DEPOSIT_ID:SYMBOL` in the account's scope.
     hours = [(f"{deposit_id}:{spec.symbol}", spec.symbol) for spec in contracts]
     priced = request.reserve_price is not None
@@ -795,15 +811,31 @@ async def deposit_schedule(
 
     if not named:
         return respond(await send(), replayed=False)
-    path = f"/v1/accounts/{account}/capacity-deposits"
     names = (
         f"capacity:{deposit_id}",
         *(f"deposit-id:{name}" for name, _ in hours),
         *(f"order:{name}" for name, _ in hours if priced),
-        *(() if idempotency_key is None else (f"capacity-key:{idempotency_key}",)),
+        *by_key,
     )
-    request_named = Named(names, fingerprint("POST", path, request.model_dump()))
-    return await idempotent.run(account, request_named, send)
+    return await idempotent.run(account, Named(names, print_), send)
+
+
+def _schedule_on_tick(request: CapacitySchedule, market: MarketData) -> list[ContractSpec]:
+    """The hourly contracts a schedule covers (`_scheduled_contracts`), its reserve price on
+    the tick of each; else the problem with the schedule."""
+    contracts = _scheduled_contracts(
+        request, market.catalogue, market.now_ms, market.operator_delisted
+    )
+    reserve = request.reserve_price
+    for spec in contracts:
+        if reserve is not None and reserve % spec.tick_size:
+            raise Problem(
+                422,
+                "price_not_on_tick",
+                f"reserve price {reserve} is not a multiple of the tick size "
+                f"{spec.tick_size} fen of {spec.symbol}",
+            )
+    return contracts
 
 
 @router.post(
@@ -828,22 +860,23 @@ async def report_metering(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     named = own_name(request.report_id, idempotency_key)
+    report_id = named or f"m-{uuid.uuid4().hex}"
+    path = "/v1/deliveries/metering"
+    given = named is not None
+    names = (
+        request_named("ReportMetering", report_id, path, request, "", idempotency_key)
+        if given
+        else None
+    )
     command = ReportMetering(
-        report_id=named or f"m-{uuid.uuid4().hex}",
+        report_id=report_id,
         account_id=principal.account_id,
         symbol=request.symbol,
         buyer_id=request.buyer_id,
-        delivered=_metered(request),
+        delivered=await idempotent.checked(principal.account_id, names, lambda: _metered(request)),
     )
-    given = named is not None
     return await decide(
-        commands,
-        idempotent,
-        command,
-        given,
-        "/v1/deliveries/metering",
-        request,
-        idempotency_key=idempotency_key,
+        commands, idempotent, command, given, path, request, idempotency_key=idempotency_key
     )
 
 

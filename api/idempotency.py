@@ -31,7 +31,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from fastapi.responses import JSONResponse
@@ -53,6 +53,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]+")
 """What `exchange.domain.messages.Identifier` allows."""
 UNANSWERED = 202
 """The status of a reserved name whose request has no final answer yet."""
+Checked = TypeVar("Checked")
 
 idempotent_requests = Table(
     "idempotent_requests",
@@ -201,6 +202,21 @@ class Idempotent:
         taken = await self.requests.reused(account_id, request)
         if taken is not None:
             raise _reused(taken)
+
+    async def checked(
+        self, account_id: str, request: Named | None, check: Callable[[], Checked]
+    ) -> Checked:
+        """What `check` makes of a request's body. When it refuses the body (a `Problem`), a
+        named `request` one of whose names another request of the account holds is refused
+        for that first (`refuse_reused`): a changed retry learns it reused a name, whatever
+        else is wrong with it. Only a refused body costs the read: a request that passes
+        meets the same check when `run` reserves its names."""
+        try:
+            return check()
+        except Problem:
+            if request is not None:
+                await self.refuse_reused(account_id, request)
+            raise
 
     async def run(
         self, account_id: str, request: Named, action: Callable[[], Awaitable[Answer]]

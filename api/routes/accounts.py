@@ -125,16 +125,31 @@ async def post_deposit(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     account = account_of(principal, account_id)
-    if isinstance(request, CapacityDeposit):
-        if principal.role not in (Role.PROVIDER, Role.OPERATOR):
-            raise Problem(403, "forbidden", "only providers deposit capacity")
-        listed_or_422(market, request.symbol)
+    if isinstance(request, CapacityDeposit) and principal.role not in (
+        Role.PROVIDER,
+        Role.OPERATOR,
+    ):
+        raise Problem(403, "forbidden", "only providers deposit capacity")
     if request.deposit_id is not None:
         deposit_id = request.deposit_id
     elif idempotency_key is not None:
         deposit_id = derived_id("deposit", account, idempotency_key)
     else:
         deposit_id = f"d-{uuid.uuid4().hex}"
+    named: Named | None = None
+    if idempotency_key is not None or request.deposit_id is not None:
+        names = [f"deposit-id:{deposit_id}"]
+        if idempotency_key is not None:
+            names.append(f"deposit-key:{idempotency_key}")
+        named = Named(
+            tuple(names),
+            fingerprint("POST", f"/v1/accounts/{account}/deposits", request.model_dump()),
+            # Where earlier versions of the API kept answers of deposits named by a key.
+            legacy=() if idempotency_key is None else (f"deposit:{idempotency_key}",),
+        )
+    if isinstance(request, CapacityDeposit):
+        symbol = request.symbol
+        await idempotent.checked(account, named, lambda: listed_or_422(market, symbol))
     command: DepositFunds | DepositCapacity
     if isinstance(request, CashDeposit):
         command = DepositFunds(deposit_id=deposit_id, account_id=account, amount=request.amount)
@@ -145,17 +160,8 @@ async def post_deposit(
             symbol=request.symbol,
             quantity=request.quantity,
         )
-    if idempotency_key is None and request.deposit_id is None:
+    if named is None:
         return respond(await deposit(commands, command, named=False), replayed=False)
-    names = [f"deposit-id:{deposit_id}"]
-    if idempotency_key is not None:
-        names.append(f"deposit-key:{idempotency_key}")
-    named = Named(
-        tuple(names),
-        fingerprint("POST", f"/v1/accounts/{account}/deposits", request.model_dump()),
-        # Where earlier versions of the API kept answers of deposits named by a key.
-        legacy=() if idempotency_key is None else (f"deposit:{idempotency_key}",),
-    )
     return await idempotent.run(account, named, lambda: deposit(commands, command, named=True))
 
 

@@ -132,6 +132,69 @@ async def test_a_reused_name_is_told_before_the_body_s_own_refusals(
         assert await _count(exchange, "OrderAccepted") == 2
 
 
+async def test_a_bank_request_reusing_its_name_is_told_so_before_its_body_s_refusal(
+    exchange_settings: Settings,
+) -> None:
+    """Withdrawals, deposits, capacity schedules and metering reports: a changed retry whose
+    body the API also refuses is answered for the name it reused, by its own id or its
+    Idempotency-Key, as orders are; a body refused for itself reserves no name."""
+    async with running_exchange(exchange_settings) as exchange:
+        buyer = await _funded(exchange)
+        provider = await exchange.as_("dc", "provider")
+        schedule = {
+            "resource_class": "H100-80G", "region": "GZ", "quantity": 1,
+            "first_day": "2027-12-01", "from_hour": 0, "to_hour": 1,
+        }  # fmt: skip
+        metering = {"symbol": GZ0, "buyer_id": "buyer", "delivered": 1}
+        # (client, path, the first body, a changed body the API refuses for itself, and the
+        # problem it is refused with when it reuses no name)
+        cases = [
+            (buyer, "/v1/accounts/buyer/withdrawals", {"kind": "cash", "amount": 100},
+             {"kind": "cash", "amount": 100, "symbol": GZ0}, "invalid-request"),
+            (buyer, "/v1/accounts/buyer/withdrawals", {"kind": "cash", "amount": 100},
+             {"kind": "capacity", "symbol": "H100-80G.GZ.20271131T01", "quantity": 1},
+             "unknown_contract"),
+            (provider, "/v1/accounts/dc/deposits", {"kind": "cash", "amount": 100},
+             {"kind": "capacity", "symbol": "H100-80G.GZ.20271131T01", "quantity": 1},
+             "unknown_contract"),
+            (provider, "/v1/accounts/dc/capacity-deposits", schedule,
+             {**schedule, "region": "XX"}, "unknown-region"),
+            (provider, "/v1/accounts/dc/capacity-deposits", schedule,
+             {**schedule, "reserve_price": 1_801}, "price_not_on_tick"),
+            (provider, "/v1/deliveries/metering", metering,
+             {**metering, "delivered": None, "tokens": 5}, "hour-metering-in-units"),
+        ]  # fmt: skip
+        own_ids = {
+            "withdrawals": "withdrawal_id", "deposits": "deposit_id",
+            "capacity-deposits": "deposit_id", "metering": "report_id",
+        }  # fmt: skip
+        for number, (client, path, body, refused, kind) in enumerate(cases):
+            own_id = own_ids[path.rsplit("/", 1)[1]]
+            by_own_id = f"n-{number}"
+            by_key = {"Idempotency-Key": f"k-{number}"}
+            for named, headers in (({own_id: by_own_id}, {}), ({}, by_key)):
+                answer = await client.post(path, json={**body, **named}, headers=headers)
+                assert answer.status_code in (201, 422), answer.text
+                assert answer.json().get("type") != "/problems/idempotency-key-reused"
+                again = await client.post(path, json={**refused, **named}, headers=headers)
+                assert again.status_code == 422, (path, named, again.text)
+                assert again.json()["type"] == "/problems/idempotency-key-reused", (
+                    path, named, again.text,
+                )  # fmt: skip
+            # A body refused for itself reserves nothing: its name then does what it should.
+            fresh = {own_id: f"fresh-{number}"}
+            alone = await client.post(path, json={**refused, **fresh})
+            assert alone.json()["type"] == f"/problems/{kind}", (path, alone.text)
+            mended = await client.post(path, json={**body, **fresh})
+            assert mended.status_code in (201, 422), mended.text
+            assert mended.json().get("type") != "/problems/idempotency-key-reused", mended.text
+        await settle(exchange.runtime)
+        # What the first requests did, once: three withdrawals of 100 (the two names of each
+        # withdrawal case and its mended one) of each case, and the deposits of 100 likewise.
+        cash = (await buyer.get("/v1/accounts/buyer")).json()["cash"]
+        assert cash == {"available": 100_000 - 6 * 100, "held": 0}
+
+
 async def test_a_retried_rejection_is_the_same_rejection(tmp_path: Path) -> None:
     async with running_exchange(settings_for(tmp_path)) as exchange:
         client = await _funded(exchange, cash=1000)
