@@ -653,6 +653,29 @@ def test_wire_form_is_compact_json_in_declaration_order() -> None:
     )
 
 
+def test_an_expiry_on_a_gtc_order_still_decodes_as_it_was_written() -> None:
+    # Risk refuses such a command now (`expiry_needs_gtd`), but a Kafka client could send one
+    # before, and its acceptance is in stored histories: both decode and re-encode unchanged.
+    command = (
+        b'{"v":1,"type":"PlaceOrder","order_id":"o","account_id":"a","symbol":"S",'
+        b'"side":"buy","price":1,"quantity":2,"client_order_id":null,"expire_at":9}'
+    )
+    accepted = (
+        b'{"v":1,"event_id":"e","ts":5,"type":"OrderAccepted","order_id":"o","account_id":"a",'
+        b'"symbol":"S","side":"buy","price":1,"quantity":2,"client_order_id":null,'
+        b'"expire_at":9}'
+    )
+
+    order = decode_command(command)
+    assert isinstance(order, PlaceOrder)
+    assert (order.time_in_force, order.expire_at) == ("GTC", 9)
+    assert encode(order) == command
+    event = decode_event(accepted)
+    assert isinstance(event, OrderAccepted)
+    assert (event.time_in_force, event.expire_at) == ("GTC", 9)
+    assert encode(event) == accepted
+
+
 def test_a_block_without_a_voucher_or_bond_keeps_the_bytes_blocks_had_before_them() -> None:
     block = PlaceBlockOrder(
         order_id="b", account_id="a", symbols=["S0", "S1"], side="buy", price=10, quantity=2

@@ -278,7 +278,9 @@ async def test_conflicting_options_produced_to_the_log_meet_matchings_refusals(
 ) -> None:
     """A Kafka client bypasses the API's checks of options: risk holds the order as before
     and matching refuses it with its own reason, releasing the hold, as in the histories
-    recorded before the API checked (risk refusing them would change those replays)."""
+    recorded before the API checked (risk refusing them would change those replays). An
+    expiry on an order that is not GTD, which matching ignores rather than refuses, is the
+    exception: see the next test."""
     async with running_exchange(exchange_settings) as exchange:
         runtime = exchange.runtime
         await _deposit_cash(exchange, "direct", 100_000)
@@ -306,6 +308,43 @@ async def test_conflicting_options_produced_to_the_log_meet_matchings_refusals(
         direct = await exchange.as_("direct")
         account = (await direct.get("/v1/accounts/direct")).json()
         assert account["cash"] == {"available": 100_000, "held": 0}
+
+
+async def test_an_expiry_on_an_order_that_is_not_gtd_produced_to_the_log_is_refused(
+    exchange_settings: Settings,
+) -> None:
+    """Matching ignores an `expire_at` on a GTC or DAY order, so one produced straight to the
+    log (as a Kafka client would, bypassing the API's `expiry_needs_gtd`) rested past the time
+    its sender chose: risk refuses it, holding nothing."""
+    async with running_exchange(exchange_settings) as exchange:
+        runtime = exchange.runtime
+        await _deposit_cash(exchange, "direct", 100_000)
+        order = (
+            '{"type":"PlaceOrder","v":1,"order_id":"%s","account_id":"direct",'
+            f'"symbol":"{GZ0}","side":"buy","price":1800,"quantity":2,"expire_at":4102444800000'
+        )
+        producer = await runtime.log.producer()
+        try:
+            partition = runtime.topics.command_partition("direct")
+            for name, more in (("gtc-until", ""), ("day-until", ',"time_in_force":"DAY"')):
+                record = (order % name + more + "}").encode()
+                await producer.send_and_wait(runtime.topics.commands, partition, record)
+        finally:
+            await producer.close()
+        await settle(runtime)
+        rejected = {e["order_id"]: e for e in await _stored(exchange, "OrderRejected")}
+        assert {order_id: e["reason"] for order_id, e in rejected.items()} == {
+            exchange_order_id("direct", "gtc-until"): "expiry_needs_gtd",
+            exchange_order_id("direct", "day-until"): "expiry_needs_gtd",
+        }
+        gtc = rejected[exchange_order_id("direct", "gtc-until")]["message"]
+        assert gtc.startswith("只有限期订单 (GTD) 可设到期时间"), gtc
+        assert "this one is GTC" in gtc, gtc
+        assert await _stored(exchange, "OrderAccepted") == []
+        direct = await exchange.as_("direct")
+        account = (await direct.get("/v1/accounts/direct")).json()
+        assert account["cash"] == {"available": 100_000, "held": 0}
+        assert (await direct.get(f"/v1/contracts/{GZ0}/book")).json()["bids"] == []
 
 
 PROVIDERS = ["provider-gz", "provider-yrd", "provider-nmg"]

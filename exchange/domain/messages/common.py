@@ -138,6 +138,11 @@ class RejectReason(StrEnum):
     """A day-ahead order for an hour whose day-ahead auction has passed its gate."""
     TOO_MANY_ALTERNATIVES = "too_many_alternatives"
     """An exclusive group (a need) of more alternatives than an auction takes."""
+    EXPIRY_NEEDS_GTD = "expiry_needs_gtd"
+    """An `expire_at` on an order that is not GTD, which would never expire by it. The API
+    refuses it by the same code; risk refuses one produced straight to the log. Orders
+    accepted before risk checked keep their `expire_at` in their events, which matching
+    ignores as it always did, so their histories replay unchanged."""
     CEILING_EXCEEDED = "ceiling_exceeded"
     """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
     exchange, an account's capacity in one contract, or one order's price x quantity."""

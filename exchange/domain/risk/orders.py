@@ -240,6 +240,14 @@ def _check_order(
         return terms, RejectReason.CONTRACT_CLOSED, closed
     if contract is None:
         return (terms, *state.not_listed(command.symbol, at_ms))
+    if command.expire_at is not None and command.time_in_force != "GTD":
+        # Matching would ignore it and the order would rest past the time its sender chose.
+        return (
+            terms,
+            RejectReason.EXPIRY_NEEDS_GTD,
+            f"只有限期订单 (GTD) 可设到期时间 only a GTD order expires at expire_at; this one "
+            f"is {command.time_in_force}: send time_in_force GTD, or leave expire_at out",
+        )
     if command.day_ahead and (refused := day_ahead_refusal(state, [command.symbol], at_ms)):
         return (terms, *refused)
     if command.price % contract.tick_size:
