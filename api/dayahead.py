@@ -166,6 +166,18 @@ def _regions(completed: DayAheadAuctionCompleted) -> list[dict[str, Any]]:
     ]
 
 
+def _status_of(accepted: int, cleared: bool, resting: bool) -> str:
+    """What an order got in an auction: `pending` until its result, `accepted` if it got any
+    units; one that got none is `rejected` when the auction dropped it (a block, an
+    alternative), `resting` when it stays in its book, trading on (an hourly order: matching
+    returns those the result passes over to continuous trading)."""
+    if not cleared:
+        return "pending"
+    if accepted:
+        return "accepted"
+    return "resting" if resting else "rejected"
+
+
 async def results_document(
     ledger: Ledger, catalogue: Catalogue, date: str, account_id: str, now_ms: int
 ) -> dict[str, Any]:
@@ -177,7 +189,7 @@ async def results_document(
     )
     completed = next((e for e in reversed(stored) if isinstance(e, DayAheadAuctionCompleted)), None)
     bids = [bid for e in stored if isinstance(e, DayAheadBidsCollected) for bid in e.orders]
-    mine = await ledger.account_order_ids(account_id, {bid["order_id"] for bid in bids})
+    mine = await ledger.account_order_symbols(account_id, {bid["order_id"] for bid in bids})
     accepted: dict[str, int] = {}
     rejected: dict[str, str] = {}
     fills: dict[str, list[dict[str, int | str]]] = defaultdict(list)
@@ -197,7 +209,7 @@ async def results_document(
         if order_id not in mine:
             continue
         got = accepted.get(order_id, 0)
-        status = ("accepted" if got else "rejected") if cleared else "pending"
+        status = _status_of(got, cleared, resting=[mine[order_id]] == bid["symbols"])
         order_fills = fills.get(order_id, [])
         orders.append(
             {
@@ -209,7 +221,7 @@ async def results_document(
                 "quantity": bid["quantity"],
                 "status": status,
                 "accepted": got,
-                "reason": rejected.get(order_id) if status == "rejected" else None,
+                "reason": rejected.get(order_id) if status in ("rejected", "resting") else None,
                 "fills": order_fills,
                 "amount": sum(int(f["price"]) * int(f["quantity"]) for f in order_fills),
             }

@@ -1485,8 +1485,8 @@ class DayAheadFillOut(BaseModel):
 
 
 class DayAheadOrderResultOut(BaseModel):
-    """One order of the account in a day-ahead auction: accepted (with what it got per hour)
-    or rejected, and why."""
+    """One order of the account in a day-ahead or intraday auction: accepted (with what it
+    got per hour), or why it got nothing and whether it was dropped or rests in its book."""
 
     order_id: str
     group: str | None = Field(description="The exclusive group (need) it is an alternative of.")
@@ -1494,10 +1494,12 @@ class DayAheadOrderResultOut(BaseModel):
     symbols: list[str]
     price: int = Field(description="Its limit, fen per unit (a block's: the average).")
     quantity: int = Field(description="Units asked in every hour.")
-    status: Literal["pending", "accepted", "rejected"] = Field(
-        description="`pending` until the auction's result is stored."
+    status: Literal["pending", "accepted", "rejected", "resting"] = Field(
+        description="`pending` until the auction's result is stored; then `accepted` if it got "
+        "units, else `rejected` (a block or an alternative, dropped) or `resting` (an hourly "
+        "order, which stays in its book and trades on)."
     )
-    accepted: int = Field(description="Units accepted in every hour (0 when rejected).")
+    accepted: int = Field(description="Units accepted in every hour (0 when it got none).")
     reason: str | None = Field(
         description="Why it got nothing: out_of_the_money, at_the_money, paradoxically_rejected, "
         "alternative_accepted, no_counterparty, no_clearing_price."

@@ -120,8 +120,9 @@ class Ledger(Protocol):
     async def day_ahead_events(self, day: str, types: tuple[str, ...]) -> list[AnyEvent]:
         """The stored day-ahead auction events of `types` of a CST date, in stored order."""
 
-    async def account_order_ids(self, account_id: str, order_ids: set[str]) -> set[str]:
-        """Which of `order_ids` are settled orders of the account."""
+    async def account_order_symbols(self, account_id: str, order_ids: set[str]) -> dict[str, str]:
+        """Which of `order_ids` are settled orders of the account, each with its symbol (a
+        block's: its family)."""
 
     async def deliveries(
         self, account_id: str

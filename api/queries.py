@@ -208,13 +208,16 @@ async def day_ahead_events(engine: AsyncEngine, day: str, types: tuple[str, ...]
         return [event_from_dict(dict(row.data)) for row in await connection.execute(query)]
 
 
-async def account_order_ids(engine: AsyncEngine, account_id: str, order_ids: set[str]) -> set[str]:
-    """Which of `order_ids` are settled orders of the account."""
+async def account_order_symbols(
+    engine: AsyncEngine, account_id: str, order_ids: set[str]
+) -> dict[str, str]:
+    """Which of `order_ids` are settled orders of the account, each with its symbol (a
+    block's: its family)."""
     if not order_ids:
-        return set()
+        return {}
     orders = tables.orders
-    query = select(orders.c.order_id).where(
+    query = select(orders.c.order_id, orders.c.symbol).where(
         orders.c.account_id == account_id, orders.c.order_id.in_(sorted(order_ids))
     )
     async with engine.connect() as connection:
-        return {row.order_id for row in await connection.execute(query)}
+        return {row.order_id: row.symbol for row in await connection.execute(query)}

@@ -92,9 +92,10 @@ class SqlLedger:
         """The stored day-ahead auction events of `types` of a CST date, in stored order."""
         return await queries.day_ahead_events(self.engine, day, types)
 
-    async def account_order_ids(self, account_id: str, order_ids: set[str]) -> set[str]:
-        """Which of `order_ids` are settled orders of the account."""
-        return await queries.account_order_ids(self.engine, account_id, order_ids)
+    async def account_order_symbols(self, account_id: str, order_ids: set[str]) -> dict[str, str]:
+        """Which of `order_ids` are settled orders of the account, each with its symbol (a
+        block's: its family)."""
+        return await queries.account_order_symbols(self.engine, account_id, order_ids)
 
     async def deliveries(
         self, account_id: str
@@ -299,11 +300,12 @@ class ShardedLedger(SqlLedger):
         found = [e for s in self.shards for e in await s.day_ahead_events(day, types)]
         return sorted(found, key=lambda event: event.ts)
 
-    async def account_order_ids(self, account_id: str, order_ids: set[str]) -> set[str]:
-        """Which of `order_ids` are settled orders of the account, in any shard."""
-        found: set[str] = set()
+    async def account_order_symbols(self, account_id: str, order_ids: set[str]) -> dict[str, str]:
+        """Which of `order_ids` are settled orders of the account, in any shard, each with its
+        symbol (a block's: its family)."""
+        found: dict[str, str] = {}
         for shard in self.shards:
-            found |= await shard.account_order_ids(account_id, order_ids)
+            found |= await shard.account_order_symbols(account_id, order_ids)
         return found
 
     async def deliveries(

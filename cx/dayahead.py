@@ -26,6 +26,7 @@ ORDER_STATUS = {
     "pending": "待出清 pending",
     "accepted": "中标 accepted",
     "rejected": "未中标 rejected",
+    "resting": "未成交, 继续挂单 unfilled, resting in the book",
 }
 REASONS = {
     "out_of_the_money": "价格未达 out of the money",

@@ -841,7 +841,7 @@ class DayAheadOrderResult(Model):
     symbols: list[str]
     price: int
     quantity: int
-    status: Literal["pending", "accepted", "rejected"]
+    status: Literal["pending", "accepted", "rejected", "resting"]
     accepted: int
     reason: str | None
     fills: list[DayAheadFill]

@@ -386,6 +386,10 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
             o["order_id"] for o in (await lab.get("/v1/orders", params={"status": "open"})).json()
         }
         assert open_ == {exchange_order_id("lab", f"after-gate.{n}") for n in (1, 2)}
+        # A bid resting below the asks: the intraday auction takes it and leaves it resting.
+        low = {"symbol": GZ[0], "side": "buy", "price": 1400, "quantity": 1,
+               "client_order_id": "low"}  # fmt: skip
+        assert (await lab.post("/v1/orders", json=low)).status_code == 201
         # A need for the same hours goes where a group goes: to the next intraday auction.
         studio = await _fund(exchange, "studio", 10_000)
         need = {
@@ -451,15 +455,20 @@ async def test_a_need_after_the_day_ahead_gate_clears_in_the_next_intraday_aucti
             "rejected",
             "alternative_accepted",
         )
+        # Out of the money, and still in its book: not told it was rejected.
+        low_id = exchange_order_id("lab", "low")
+        assert status[low_id] == ("resting", "out_of_the_money")
+        assert (await lab.get(f"/v1/orders/{low_id}")).json()["status"] == "open"
         intraday = await _cx(exchange, exchange.keys["lab"], "results", name)
         assert intraday.returncode == 0, intraday.stderr
         assert intraday.stdout.startswith(f"日内集合竞价 intraday auction {name} (CST)")
+        assert "未成交, 继续挂单 unfilled, resting in the book (价格未达" in intraday.stdout
         for symbol in (*GZ, *NM):
             contract = (await exchange.anonymous.get(f"/v1/contracts/{symbol}")).json()
             assert contract["state"] == "continuous", contract
         assert (await lab.get("/v1/accounts/lab")).json()["cash"] == {
-            "available": 100_000 - 2 * 2 * 1500,
-            "held": 0,
+            "available": 100_000 - 2 * 2 * 1500 - 1400,
+            "held": 1400,
         }
         # The need took Inner Mongolia's cheaper hours in the same auction, at 1000 each.
         assert prices[NM[0]] == prices[NM[1]] == (1000, 1)
