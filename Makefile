@@ -33,10 +33,11 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,sim]' -e ./client
 	@touch $@
 
-# The engine's modules compiled with mypyc into matching/_mypyc (gitignored), again only when their
-# sources change. Without a C compiler or Python headers, or if the build fails, it says why and
-# exits 0: the engine runs as the pure-Python modules (matching/__init__.py chooses).
-compile: $(VENV)/.installed ## compile the matching engine with mypyc (pure Python where it cannot; CX_PURE_PYTHON=1 forces pure Python)
+# The engine's modules compiled with mypyc into matching/_mypyc, and the domain's folding modules
+# into exchange/domain/_mypyc (both gitignored), again only when their sources change. Without a
+# C compiler or Python headers, or if a build fails, it says why and exits 0: that package runs
+# as its pure-Python modules (matching/native.py says how each chooses).
+compile: $(VENV)/.installed ## compile the matching engine and the domain's folding modules with mypyc (pure Python where it cannot; CX_PURE_PYTHON=1 forces pure Python)
 	$(BIN)/python infra/compile_engine.py
 
 web: $(WEB_VENDOR)/.built ## the page's libraries (chart.js, i18next) from npm, pinned by web/package-lock.json, copied into the package
@@ -113,7 +114,7 @@ cluster-down: ## stop the local cluster
 	$(CLUSTER) infra/services.sh down
 
 clean: ## remove caches and build output (keeps .venv, the downloaded Kafka in .cache and the demo history)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports matching/_mypyc
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist reports matching/_mypyc exchange/domain/_mypyc
 	find . -path ./.venv -prune -o -path ./.cache -prune -o \
 		\( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0 rm -rf
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -15,6 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+import exchange.domain
 from exchange.domain.accounts import Accounts, Balance, OpenOrder, UnbalancedEntryError
 from exchange.domain.catalogue import MarketRules
 from exchange.domain.messages import (
@@ -26,6 +28,7 @@ from exchange.domain.messages import (
     Side,
     TradeExecuted,
 )
+from matching.native import PURE_PYTHON_VARIABLE
 
 SYM = "H100-80G.GZ.20271201T02"
 SYM2 = "CPU.GZ.20271201T00"
@@ -423,6 +426,14 @@ def _trade_with_an_unbalanced_fee() -> None:
         accounts.apply(trade(buy, sell, price=100, quantity=5))
 
 
+# The planted defect patches a module function, which the compiled module calls directly:
+# tests/test_compiled_domain.py runs this file on pure Python too, where it is planted.
+plants_a_defect = pytest.mark.skipif(
+    exchange.domain.COMPILED, reason="the compiled money rules cannot be patched"
+)
+
+
+@plants_a_defect
 def test_an_unbalanced_journal_entry_is_refused() -> None:
     with pytest.raises(UnbalancedEntryError, match=r"e/buy \(trade_buy\) is off by 1"):
         _trade_with_an_unbalanced_fee()
@@ -440,6 +451,8 @@ def test_the_balance_check_holds_under_python_optimisation() -> None:
     )
     done = subprocess.run(
         [sys.executable, "-O", "-c", script],
+        # Pure Python: the defect is planted by patching a module function.
+        env={**os.environ, PURE_PYTHON_VARIABLE: "1"},
         capture_output=True,
         text=True,
         check=True,

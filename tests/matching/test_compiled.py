@@ -26,6 +26,7 @@ import matching
 from matching import book as B
 from matching.bench import AMEND, CANCEL, CANCEL_ALL, SUBMIT, make_flow
 from matching.engine import MatchingEngine
+from matching.native import PURE_PYTHON_VARIABLE
 from tests.matching.test_determinism import commands, replay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,9 +52,9 @@ requires_compiled = pytest.mark.skipif(
 def _child(code: str, pure: bool, cwd: Path = ROOT) -> str:
     """What `code` prints in a fresh interpreter started in `cwd` (first on its path)."""
     environment = dict(os.environ)
-    environment.pop(matching.PURE_PYTHON_VARIABLE, None)
+    environment.pop(PURE_PYTHON_VARIABLE, None)
     if pure:
-        environment[matching.PURE_PYTHON_VARIABLE] = "1"
+        environment[PURE_PYTHON_VARIABLE] = "1"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
@@ -71,15 +72,15 @@ WHICH = """
 import json, matching, matching.engine
 print(json.dumps([matching.__file__, matching.COMPILED,
                   [__import__(f"matching.{m}", fromlist=["x"]).__file__
-                   for m in matching.COMPILED_MODULES]]))
+                   for m in matching.NATIVE.modules]]))
 """
 
 
 def test_the_engine_runs_compiled_where_it_can_be_built() -> None:
     if matching.COMPILED:
-        for name in matching.COMPILED_MODULES:
+        for name in matching.NATIVE.modules:
             loaded = Path(sys.modules[f"matching.{name}"].__file__ or "")
-            assert loaded.parent == matching.NATIVE_PACKAGE_DIR, loaded
+            assert loaded.parent == matching.NATIVE.package_dir, loaded
             assert loaded.name.endswith(EXTENSION_SUFFIXES[0]), loaded
         return
     # `make test` builds it first: where the tools are there, a pure-Python run under CI means
@@ -90,7 +91,7 @@ def test_the_engine_runs_compiled_where_it_can_be_built() -> None:
     assert spec.loader is not None
     compile_engine = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compile_engine)
-    forced = os.environ.get(matching.PURE_PYTHON_VARIABLE) == "1"
+    forced = os.environ.get(PURE_PYTHON_VARIABLE) == "1"
     if os.environ.get("CI") == "true" and not forced and not compile_engine.missing_tools():
         pytest.fail("a C compiler and mypyc are here but the engine is not compiled: make compile")
     assert Path(MatchingEngine.submit.__code__.co_filename) == ROOT / "matching" / "engine.py"
@@ -101,7 +102,7 @@ def test_pure_python_is_forced_by_the_environment() -> None:
 
     assert compiled is False
     assert Path(package) == ROOT / "matching" / "__init__.py"
-    assert files == [str(ROOT / "matching" / f"{name}.py") for name in matching.COMPILED_MODULES]
+    assert files == [str(ROOT / "matching" / f"{name}.py") for name in matching.NATIVE.modules]
 
 
 @requires_compiled
@@ -116,7 +117,7 @@ def test_a_build_of_other_sources_is_not_loaded(tmp_path: Path) -> None:
 
     assert Path(package) == copy / "__init__.py"
     assert compiled is False
-    assert files == [str(copy / f"{name}.py") for name in matching.COMPILED_MODULES]
+    assert files == [str(copy / f"{name}.py") for name in matching.NATIVE.modules]
 
 
 def run_seeded_flows() -> None:
@@ -173,7 +174,7 @@ def test_compiled_and_pure_give_the_same_events_and_state_hashes() -> None:
 
 @requires_compiled
 def test_the_engine_tests_pass_on_pure_python() -> None:
-    environment = {**os.environ, matching.PURE_PYTHON_VARIABLE: "1"}
+    environment = {**os.environ, PURE_PYTHON_VARIABLE: "1"}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PURE_PYTHON_TESTS],
         cwd=ROOT,
