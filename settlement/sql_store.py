@@ -124,7 +124,9 @@ _TAKE_POSITIONS = (
     " nextval(pg_get_serial_sequence('events', 'position')) + $1 - 1), now()"
 )
 """The next $1 positions, as the last of them, and the transaction's time (PostgreSQL)."""
-_COPY_EVENTS = f"COPY events ({', '.join(c.name for c in _EVENT_COLUMNS)}) FROM STDIN"
+_COPIED_COLUMNS = [c.name for c in _EVENT_COLUMNS if c is not events.c.recorded_at]
+"""The columns settlement's COPY writes: recorded_at is left to its default, now()."""
+_COPY_EVENTS = f"COPY events ({', '.join(_COPIED_COLUMNS)}) FROM STDIN"
 """The events' COPY, as errors name it."""
 
 
@@ -527,7 +529,8 @@ class PostgresEventStore(SqlEventStore):
         # the CPU of an INSERT reading arrays and returning the positions. Writers hold the
         # advisory lock (`_serialise_writers`), so no other takes a number meanwhile (were
         # one to, a position taken twice fails the COPY on the primary key). recorded_at is
-        # the transaction's now(), as the column's default would give.
+        # left to the column's default, the transaction's now(), which is also the time read
+        # with the positions: encoding one timestamp a row cost about 4% of settlement's CPU.
         async with driven(connection, _COPY_EVENTS) as driver:
             last, recorded_at = await driver.fetchrow(_TAKE_POSITIONS, len(fresh))
             first = last - len(fresh) + 1
@@ -541,12 +544,11 @@ class PostgresEventStore(SqlEventStore):
                     e.schema_version,
                     _json_dumps(e.data) if e.data_json is None else e.data_json,
                     _json_dumps(e.metadata),
-                    recorded_at,
                 )
                 for n, (e, version) in enumerate(zip(fresh, versions, strict=True))
             ]
             await driver.copy_records_to_table(
-                events.name, records=records, columns=[c.name for c in _EVENT_COLUMNS]
+                events.name, records=records, columns=_COPIED_COLUMNS
             )
         return [(first + n, recorded_at) for n in range(len(fresh))]
 
