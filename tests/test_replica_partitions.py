@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from cx.migrations import upgrade_to_head
+from exchange.domain import market
 from exchange.domain.catalogue import default_catalogue, family_of, parse_symbol, to_utc_ms
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
@@ -286,3 +287,29 @@ async def test_the_audit_reports_a_position_no_desk_covers(tmp_path: Path) -> No
         f"account b1 holds 9 units of {A}, but the delivery desk's entitlements and "
         "obligations cover 8: 1 units are owed by no provider",
     ) in found, found
+
+
+def test_the_merged_desk_hashes_its_sells_as_rendered_again_after_each_change() -> None:
+    # The merged hash renders each open sell once and reuses it while it stays as it was: it
+    # must give the bytes of the whole merged snapshot's repr however the sells change.
+    catalogue = default_catalogue()
+    stages = [MarketStage(partition_catalogue(catalogue, p, 2), replica=True) for p in range(2)]
+    symbol = catalogue.symbols[0]
+    first, second = (stage.delivery for stage in stages)
+    first._open_sell("acct-2:o-9", [True, 0, 4, "acct-2", symbol])
+    first._open_sell("acct-1:o-1", [False, 0, 2, "acct-1", symbol])
+    second._open_sell("acct-3:o-5", [True, 0, 7, "acct-3", symbol])
+    second.holdings.setdefault(symbol, {})["acct-4"] = 3
+    first.holdings.setdefault(symbol, {})["acct-1"] = 5
+
+    def merged_repr() -> str:
+        return repr(market._merged_desk(stages))
+
+    assert market._merged_desk_text(stages) == merged_repr()
+    first.sells["acct-2:o-9"][2] = 1
+    second._close_sell("acct-3:o-5")
+    first._open_sell("acct-0:o-4", [True, 0, 6, "acct-0", symbol])
+    text = market._merged_desk_text(stages)
+    assert text == merged_repr()
+    assert "['acct-2:o-9', True, 0, 1, 'acct-2'" in text
+    assert "acct-3:o-5" not in text

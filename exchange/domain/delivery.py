@@ -800,6 +800,13 @@ class DeliveryDesk:
         """Feed a canonical rendering of the desk's state to `hasher`: the `repr` of its
         snapshot, each open sell's part rendered again only once the sell changed (most stay
         as they were from one hash to the next, and rendering them was most of its cost)."""
+        parts = [text for _, _, text in self.rendered_sells()]
+        rest = repr(self.snapshot_without_sells())
+        hasher.update(f"{{'sells': [{', '.join(parts)}], {rest[1:]}".encode())
+
+    def rendered_sells(self) -> list[tuple[str, list[Any], str]]:
+        """Each open sell as (order id, its figures, the `repr` of its snapshot entry), by
+        order id; an entry is rendered again only if the sell changed since the last call."""
         rendered = self._sells_rendered
         current: dict[str, tuple[list[Any], str]] = {}
         sells = self.sells
@@ -810,10 +817,9 @@ class DeliveryDesk:
             if known is None or known[0] != sell:
                 known = (list(sell), repr([order_id, *sell]))
             current[order_id] = known
-            parts.append(known[1])
+            parts.append((order_id, known[0], known[1]))
         self._sells_rendered = current
-        rest = repr(self._snapshot_without_sells())
-        hasher.update(f"{{'sells': [{', '.join(parts)}], {rest[1:]}".encode())
+        return parts
 
     def snapshot(self) -> dict[str, Any]:
         """The desk's state, JSON-ready, in a canonical order."""
@@ -821,10 +827,11 @@ class DeliveryDesk:
         sells = self.sells
         return {
             "sells": [[order_id, *sells[order_id]] for order_id in sorted(sells)],
-            **self._snapshot_without_sells(),
+            **self.snapshot_without_sells(),
         }
 
-    def _snapshot_without_sells(self) -> dict[str, Any]:
+    def snapshot_without_sells(self) -> dict[str, Any]:
+        """`snapshot` but its first entry, the open sells (`rendered_sells`)."""
         return {
             "provisions": sorted(
                 [symbol, provider, p.units, p.amount, p.bond, p.fee]
