@@ -408,6 +408,32 @@ class _ByOrder:
     def cancel(self, order_id: str, reason: str, ts: int) -> None:
         self.cancels[order_id] = {"order_id": order_id, "reason": reason, "ts": ts}
 
+    def apply_to_new(self, rows: list[dict[str, Any]]) -> None:
+        """Apply the changes to orders the batch upserts to their rows, as the resize, fill
+        and cancel statements (in that order) would change the stored rows after the upsert,
+        and take them out of those statements. Most orders that trade at once are accepted,
+        filled and often finished in one batch: PostgreSQL then writes each row once instead
+        of inserting it and writing a new version of it for each statement."""
+        resizes, fills, cancels = self.resizes, self.fills, self.cancels
+        for row in rows:
+            order_id = row["order_id"]
+            resize = resizes.pop(order_id, None)
+            if resize is not None:
+                row["price"] = resize["price"]
+                row["quantity"] += resize["delta"]
+                row["updated_ts"] = resize["ts"]
+            fill = fills.pop(order_id, None)
+            if fill is not None:
+                row["filled"] += fill["quantity"]
+                if row["filled"] >= row["quantity"]:
+                    row["status"] = "filled"
+                row["updated_ts"] = fill["ts"]
+            cancel = cancels.pop(order_id, None)
+            if cancel is not None:
+                row["status"] = "cancelled"
+                row["reason"] = cancel["reason"]
+                row["updated_ts"] = cancel["ts"]
+
 
 def _insert(connection: AsyncConnection, table: Table) -> Any:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -611,7 +637,9 @@ class LedgerProjection:
         del journal_entries[:]
         await self._write(connection, dirty, dirty_holdings, entries)
         if new_orders:
-            await _UPSERT_ORDERS.execute(connection, _last_per_key(new_orders, "order_id"))
+            accepted = _last_per_key(new_orders, "order_id")
+            changes.apply_to_new(accepted)
+            await _UPSERT_ORDERS.execute(connection, accepted)
         if rejected_orders:
             await _INSERT_REJECTED.execute(connection, _first_per_key(rejected_orders, "order_id"))
         if new_trades:
