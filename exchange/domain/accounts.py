@@ -406,6 +406,9 @@ class Accounts:
         self.fees = Fees(self.rules)
         self.cascaded_strips: set[str] = set()
         """The strips whose `StripCascaded` was folded: a second one changes nothing."""
+        self._order_lines: dict[str, tuple[OpenOrder, int, int, str]] = {}
+        """Each plain open order's `digest` line as last rendered, with the order and the price
+        and open quantity it had then: its other fields are never changed in place."""
 
     # Balances -------------------------------------------------------------------------------
 
@@ -1260,13 +1263,28 @@ class Accounts:
             if self.ledger[name] and not (participants_only and _owner(name) is None):
                 add(f"l|{name}|{self.ledger[name]}\n")
         open_orders = self.open_orders
+        # A plain order's line is rendered again only once its price or open quantity moved
+        # (most resting orders do not between two of settlement's checkpoint hashes).
+        rendered = self._order_lines
+        current: dict[str, tuple[OpenOrder, int, int, str]] = {}
         for order_id in sorted(open_orders):
             o = open_orders[order_id]
             if _plain(o):
-                # `_order_entry`'s six fields, without its list (most orders have no more).
-                add(f"o|{o.order_id}|{o.account_id}|{o.symbol}|{o.side}|{o.price}|{o.remaining}\n")
+                known = rendered.get(order_id)
+                if (
+                    known is None
+                    or known[0] is not o
+                    or known[1] != o.price
+                    or known[2] != o.remaining
+                ):
+                    # `_order_entry`'s six fields, without its list (most orders have no more).
+                    line = f"o|{o.order_id}|{o.account_id}|{o.symbol}|{o.side}|{o.price}|"
+                    known = (o, o.price, o.remaining, f"{line}{o.remaining}\n")
+                current[order_id] = known
+                add(known[3])
             else:
                 add(f"o|{'|'.join(map(str, _order_entry(o)))}\n")
+        self._order_lines = current
         for programme_id in sorted(self.programmes):
             p = self.programmes[programme_id]
             # The year only once grants count against one, the pool only once funded, so
