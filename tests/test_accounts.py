@@ -16,7 +16,6 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import exchange.domain
 from exchange.domain.accounts import Accounts, Balance, OpenOrder, UnbalancedEntryError
 from exchange.domain.catalogue import MarketRules
 from exchange.domain.messages import (
@@ -29,6 +28,7 @@ from exchange.domain.messages import (
     TradeExecuted,
 )
 from matching.native import PURE_PYTHON_VARIABLE
+from tests.conftest import plants_a_defect_by_patching
 
 SYM = "H100-80G.GZ.20271201T02"
 SYM2 = "CPU.GZ.20271201T00"
@@ -426,14 +426,7 @@ def _trade_with_an_unbalanced_fee() -> None:
         accounts.apply(trade(buy, sell, price=100, quantity=5))
 
 
-# The planted defect patches a module function, which the compiled module calls directly:
-# tests/test_compiled_domain.py runs this file on pure Python too, where it is planted.
-plants_a_defect = pytest.mark.skipif(
-    exchange.domain.COMPILED, reason="the compiled money rules cannot be patched"
-)
-
-
-@plants_a_defect
+@plants_a_defect_by_patching
 def test_an_unbalanced_journal_entry_is_refused() -> None:
     with pytest.raises(UnbalancedEntryError, match=r"e/buy \(trade_buy\) is off by 1"):
         _trade_with_an_unbalanced_fee()

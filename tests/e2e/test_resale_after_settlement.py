@@ -17,6 +17,7 @@ from exchange.domain.catalogue import parse_symbol, to_utc_ms
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import ControlMarket
 from settlement.audit import audit, audit_ledger
+from tests.conftest import plants_a_defect_by_patching
 from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settings_for, settle
 from tests.e2e.test_statements import USCC
 from tests.e2e.test_token_bundles import _cx_meter
@@ -208,6 +209,7 @@ async def test_a_bundle_s_resale_is_cancelled_when_its_dispute_is_resolved(
         ).discrepancies == []
 
 
+@plants_a_defect_by_patching
 async def test_the_audit_reports_a_resale_of_a_settled_bundle(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
