@@ -425,6 +425,8 @@ class MarketData:
         self.now_ms = 0
         """The latest log time seen: the end of the 24-hour statistics window."""
         self._waiters: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self._answers: dict[asyncio.Future[Outcome], Callable[[Outcome], bool]] = {}
+        """The waiters that take only their own answer (`expect`'s `answers`)."""
         self._deciding: dict[int, tuple[str, str, frozenset[str]]] = {}
         """Per events partition, an operator's halt or resume that matching recorded and a
         request waits on: the contract, its `control_key`, and the states that say matching
@@ -661,10 +663,8 @@ class MarketData:
         elif isinstance(event, StripCascaded):
             self._apply_strip_cascade(event)
         key = self._decided_key(event, read_from)
-        if key is not None:
-            for future in self._waiters.pop(key, ()):
-                if not future.done():
-                    future.set_result(event)  # type: ignore[arg-type]
+        if key is not None and key in self._waiters:
+            self._answer(key, event)  # type: ignore[arg-type]
 
     def _decided_key(self, event: AnyEvent, read_from: int) -> str | None:
         """The key of the waiters `event` answers (`_outcome_key`), except that a control of
@@ -836,15 +836,41 @@ class MarketData:
             trade.seller_id, "obligations", self.obligation_message(trade.seller_id, trade.symbol)
         )
 
-    def expect(self, key: str) -> asyncio.Future[Outcome]:
+    def expect(
+        self, key: str, answers: Callable[[Outcome], bool] | None = None
+    ) -> asyncio.Future[Outcome]:
         """A future for the outcome of the command this key names (`order_key`,
         `deposit_key`, `request_key`, ...).
 
-        Register before sending the command, so the outcome cannot arrive unseen.
+        Register before sending the command, so the outcome cannot arrive unseen. With
+        `answers`, the future takes only an outcome it accepts, and each outcome answers one
+        such waiter, the earliest: an amend and a cancel of one order (or two amends) sent at
+        once wait under the same key, and each must get its own decision, not the first one.
         """
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(future)
+        if answers is not None:
+            self._answers[future] = answers
         return future
+
+    def _answer(self, key: str, event: Outcome) -> None:
+        """Resolve the waiters of `key` that `event` answers: every one that takes any
+        outcome, and the earliest of those that take only their own which accepts it."""
+        kept: list[asyncio.Future[Outcome]] = []
+        answered = False
+        for future in self._waiters.pop(key):
+            accepts = self._answers.get(future)
+            if future.done():
+                continue
+            if accepts is None:
+                future.set_result(event)
+            elif not answered and accepts(event):
+                future.set_result(event)
+                answered = True
+            else:
+                kept.append(future)
+        if kept:
+            self._waiters[key] = kept
 
     def expect_decision(self, order_id: str) -> Decision:
         """A waiter for what matching decides about an order: register before sending it."""
@@ -867,6 +893,7 @@ class MarketData:
 
     def forget(self, key: str, future: asyncio.Future[Outcome]) -> None:
         """Stop waiting (after a timeout)."""
+        self._answers.pop(future, None)
         waiting = self._waiters.get(key)
         if waiting and future in waiting:
             waiting.remove(future)

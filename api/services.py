@@ -5,6 +5,7 @@ pipeline's progress as health and status report it. (Idempotent requests are
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,10 +33,13 @@ class Commands:
         self.runtime = runtime
         self.market = market
 
-    async def submit_and_wait(self, command: Command, key: str) -> Outcome | None:
+    async def submit_and_wait(
+        self, command: Command, key: str, answers: Callable[[Outcome], bool] | None = None
+    ) -> Outcome | None:
         """Append a command and wait up to OUTCOME_TIMEOUT_S for the decision the market data
-        fold sees under `key` (`api.marketdata.order_key`, ...); None if it did not come."""
-        future = self.market.expect(key)
+        fold sees under `key` (`api.marketdata.order_key`, ...); None if it did not come. With
+        `answers`, only an outcome it accepts answers (`MarketData.expect`)."""
+        future = self.market.expect(key, answers)
         try:
             await self.runtime.submit(command)
             return await asyncio.wait_for(asyncio.shield(future), OUTCOME_TIMEOUT_S)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -25,7 +26,7 @@ from api.deps import (
 )
 from api.idempotency import Answer, Named, fingerprint, own_name, problem_body, respond
 from api.keys import Principal, Role
-from api.marketdata import MarketData, cancel_all_key, order_key
+from api.marketdata import MarketData, Outcome, cancel_all_key, order_key
 from api.models import (
     AmendAnswer,
     AmendRequest,
@@ -310,10 +311,35 @@ async def get_order(order_id: Identifier, principal: Reader, ledger: LedgerDep) 
     return OrderRow(**await own_order(ledger, principal, order_id))
 
 
+def _cancel_answer(outcome: Outcome) -> bool:
+    """What answers a cancel: the order's cancellation or the cancel's refusal, never an amend
+    of the same order sent beside it."""
+    return isinstance(outcome, OrderCancelled | CancelRejected)
+
+
+def _amend_answer(price: int | None, quantity: int | None) -> Callable[[Outcome], bool]:
+    """What answers an amend: a refusal, or the order amended to this amend's own price and
+    open quantity (matching sets both as asked), never another amend or a cancel sent beside
+    it."""
+
+    def answers(outcome: Outcome) -> bool:
+        if isinstance(outcome, AmendRejected):
+            return True
+        return (
+            isinstance(outcome, OrderAmended)
+            and price in (None, outcome.price)
+            and quantity in (None, outcome.remaining)
+        )
+
+    return answers
+
+
 async def cancel(commands: Commands, account: str, order_id: str) -> OrderCancelled | None:
     """Cancel an open order of the account; None if the risk stage did not decide in time."""
     outcome = await commands.submit_and_wait(
-        CancelOrder(order_id=order_id, account_id=account), order_key(account, order_id)
+        CancelOrder(order_id=order_id, account_id=account),
+        order_key(account, order_id),
+        _cancel_answer,
     )
     if outcome is None:
         return None
@@ -376,7 +402,9 @@ async def amend_order(
         price=amendment.price,
         quantity=amendment.quantity,
     )
-    outcome = await commands.submit_and_wait(command, order_key(account, order_id))
+    outcome = await commands.submit_and_wait(
+        command, order_key(account, order_id), _amend_answer(amendment.price, amendment.quantity)
+    )
     if outcome is None:
         return AmendAnswer(order_id=order_id, status="pending")
     if isinstance(outcome, AmendRejected):
