@@ -11,13 +11,7 @@ byte, and fold to the same state hashes both ways.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
-import subprocess
-import sys
-from importlib.machinery import EXTENSION_SUFFIXES
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,11 +19,9 @@ import pytest
 import exchange.domain
 from exchange.domain.catalogue import default_catalogue
 from exchange.domain.messages import decode_event, encode
-from matching.native import PURE_PYTHON_VARIABLE
 from settlement.bench import HISTORY_PARTITIONS, make_history
 from settlement.replay import ExchangeState
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.compiled import ROOT, assert_loaded_where_built, assert_pass_on_pure_python, child
 
 # The tests of the compiled modules' rules the child pytest runs on pure Python.
 PURE_PYTHON_TESTS = [
@@ -52,25 +44,6 @@ requires_compiled = pytest.mark.skipif(
 )
 
 
-def _child(code: str, pure: bool) -> str:
-    """What `code` prints in a fresh interpreter started at the project's root."""
-    environment = dict(os.environ)
-    environment.pop(PURE_PYTHON_VARIABLE, None)
-    if pure:
-        environment[PURE_PYTHON_VARIABLE] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 WHICH = """
 import json, exchange.domain as d
 print(json.dumps([d.COMPILED, [__import__(f"exchange.domain.{m}", fromlist=["x"]).__file__
@@ -79,28 +52,11 @@ print(json.dumps([d.COMPILED, [__import__(f"exchange.domain.{m}", fromlist=["x"]
 
 
 def test_the_domain_runs_compiled_where_it_can_be_built() -> None:
-    native = exchange.domain.NATIVE
-    if exchange.domain.COMPILED:
-        for name in native.modules:
-            loaded = Path(sys.modules[f"exchange.domain.{name}"].__file__ or "")
-            assert loaded.parent == native.package_dir, loaded
-            assert loaded.name.endswith(EXTENSION_SUFFIXES[0]), loaded
-        return
-    # `make test` builds it first: where the tools are there, a pure-Python run under CI means
-    # a build that failed or is stale, and the compiled modules would go untested.
-    script = ROOT / "infra" / "compile_engine.py"
-    spec = importlib.util.spec_from_file_location("compile_engine", script)
-    assert spec is not None
-    assert spec.loader is not None
-    compile_engine = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compile_engine)
-    forced = os.environ.get(PURE_PYTHON_VARIABLE) == "1"
-    if os.environ.get("CI") == "true" and not forced and not compile_engine.missing_tools():
-        pytest.fail("a C compiler and mypyc are here but the domain is not compiled: make compile")
+    assert_loaded_where_built(exchange.domain.NATIVE, exchange.domain.COMPILED)
 
 
 def test_pure_python_is_forced_by_the_environment() -> None:
-    compiled, files = json.loads(_child(WHICH, pure=True))
+    compiled, files = json.loads(child(WHICH, pure=True))
 
     assert compiled is False
     assert files == [
@@ -129,8 +85,8 @@ def run_seeded_market() -> None:
 def test_compiled_and_pure_make_the_same_events_and_state_hashes() -> None:
     code = "from tests.test_compiled_domain import run_seeded_market; run_seeded_market()"
 
-    compiled = json.loads(_child(code, pure=False))
-    pure = json.loads(_child(code, pure=True))
+    compiled = json.loads(child(code, pure=False))
+    pure = json.loads(child(code, pure=True))
 
     assert compiled[0] is True
     assert pure[0] is False
@@ -141,16 +97,4 @@ def test_compiled_and_pure_make_the_same_events_and_state_hashes() -> None:
 
 @requires_compiled
 def test_the_domain_tests_pass_on_pure_python() -> None:
-    environment = {**os.environ, PURE_PYTHON_VARIABLE: "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PURE_PYTHON_TESTS],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stdout[-5_000:]
-    assert " passed" in done.stdout, done.stdout[-2_000:]
+    assert_pass_on_pure_python(PURE_PYTHON_TESTS, timeout_s=400)

@@ -10,13 +10,8 @@ state hashes both ways.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
-from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +21,9 @@ import matching
 from matching import book as B
 from matching.bench import AMEND, CANCEL, CANCEL_ALL, SUBMIT, make_flow
 from matching.engine import MatchingEngine
-from matching.native import PURE_PYTHON_VARIABLE
+from tests.compiled import ROOT, assert_loaded_where_built, assert_pass_on_pure_python, child
 from tests.matching.test_determinism import commands, replay
 
-ROOT = Path(__file__).resolve().parents[2]
 H = B.HOUR_MS
 SEGMENT = 5_000
 
@@ -49,25 +43,6 @@ requires_compiled = pytest.mark.skipif(
 )
 
 
-def _child(code: str, pure: bool, cwd: Path = ROOT) -> str:
-    """What `code` prints in a fresh interpreter started in `cwd` (first on its path)."""
-    environment = dict(os.environ)
-    environment.pop(PURE_PYTHON_VARIABLE, None)
-    if pure:
-        environment[PURE_PYTHON_VARIABLE] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 WHICH = """
 import json, matching, matching.engine
 print(json.dumps([matching.__file__, matching.COMPILED,
@@ -77,28 +52,13 @@ print(json.dumps([matching.__file__, matching.COMPILED,
 
 
 def test_the_engine_runs_compiled_where_it_can_be_built() -> None:
-    if matching.COMPILED:
-        for name in matching.NATIVE.modules:
-            loaded = Path(sys.modules[f"matching.{name}"].__file__ or "")
-            assert loaded.parent == matching.NATIVE.package_dir, loaded
-            assert loaded.name.endswith(EXTENSION_SUFFIXES[0]), loaded
-        return
-    # `make test` builds it first: where the tools are there, a pure-Python run under CI means
-    # a build that failed or is stale, and the compiled engine would go untested.
-    script = ROOT / "infra" / "compile_engine.py"
-    spec = importlib.util.spec_from_file_location("compile_engine", script)
-    assert spec is not None
-    assert spec.loader is not None
-    compile_engine = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compile_engine)
-    forced = os.environ.get(PURE_PYTHON_VARIABLE) == "1"
-    if os.environ.get("CI") == "true" and not forced and not compile_engine.missing_tools():
-        pytest.fail("a C compiler and mypyc are here but the engine is not compiled: make compile")
-    assert Path(MatchingEngine.submit.__code__.co_filename) == ROOT / "matching" / "engine.py"
+    assert_loaded_where_built(matching.NATIVE, matching.COMPILED)
+    if not matching.COMPILED:
+        assert Path(MatchingEngine.submit.__code__.co_filename) == ROOT / "matching" / "engine.py"
 
 
 def test_pure_python_is_forced_by_the_environment() -> None:
-    package, compiled, files = json.loads(_child(WHICH, pure=True))
+    package, compiled, files = json.loads(child(WHICH, pure=True))
 
     assert compiled is False
     assert Path(package) == ROOT / "matching" / "__init__.py"
@@ -109,11 +69,11 @@ def test_pure_python_is_forced_by_the_environment() -> None:
 def test_a_build_of_other_sources_is_not_loaded(tmp_path: Path) -> None:
     copy = tmp_path / "matching"
     shutil.copytree(ROOT / "matching", copy, ignore=shutil.ignore_patterns("__pycache__"))
-    assert json.loads(_child(WHICH, pure=False, cwd=tmp_path))[1] is True
+    assert json.loads(child(WHICH, pure=False, cwd=tmp_path))[1] is True
     with (copy / "engine.py").open("a") as source:
         source.write("\n# changed after the build\n")
 
-    package, compiled, files = json.loads(_child(WHICH, pure=False, cwd=tmp_path))
+    package, compiled, files = json.loads(child(WHICH, pure=False, cwd=tmp_path))
 
     assert Path(package) == copy / "__init__.py"
     assert compiled is False
@@ -161,8 +121,8 @@ def run_seeded_flows() -> None:
 def test_compiled_and_pure_give_the_same_events_and_state_hashes() -> None:
     code = "from tests.matching.test_compiled import run_seeded_flows; run_seeded_flows()"
 
-    compiled = json.loads(_child(code, pure=False))
-    pure = json.loads(_child(code, pure=True))
+    compiled = json.loads(child(code, pure=False))
+    pure = json.loads(child(code, pure=True))
 
     assert compiled[0] is True
     assert pure[0] is False
@@ -174,16 +134,4 @@ def test_compiled_and_pure_give_the_same_events_and_state_hashes() -> None:
 
 @requires_compiled
 def test_the_engine_tests_pass_on_pure_python() -> None:
-    environment = {**os.environ, PURE_PYTHON_VARIABLE: "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PURE_PYTHON_TESTS],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stdout[-5_000:]
-    assert " passed" in done.stdout, done.stdout[-2_000:]
+    assert_pass_on_pure_python(PURE_PYTHON_TESTS, timeout_s=280)
