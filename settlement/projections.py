@@ -66,6 +66,7 @@ from settlement.replay import (
     restore_checked,
     stored_partition,
 )
+from settlement.schema import events as stored_events
 from settlement.schema import utc_now
 from settlement.sql_store import SqlEventStore
 from settlement.store import StoredEvent
@@ -454,6 +455,76 @@ def _first_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]
     return list(first.values())
 
 
+class _BundleResales:
+    """Which holder each token bundle obligation of an input moved from, if any.
+
+    The delivery desk answers a bundle's trade in its period with the buyer's obligation only:
+    units topped up from the seller's capacity (one obligation, the seller its provider, of the
+    trade's quantity) or units moved from the seller's own obligations (one per provider, in
+    the providers' order, no more than the trade's quantity). Its obligations follow every
+    trade of the input that caused them, in the trades' order, so the input's trades tell which
+    obligation is a move and whose row it takes its units from."""
+
+    def __init__(self) -> None:
+        self.input: str | None = None
+        """The input (`topic:partition:offset:`) whose trades are kept."""
+        self._trades: list[list[Any]] = []
+        """Per trade of a bundle in its period: symbol, buyer, seller, units not yet owed,
+        the provider of its last move (None before one)."""
+        self._next = 0
+
+    def start(self, prefix: str) -> None:
+        """Keep the trades of another input."""
+        self.input = prefix
+        self._trades = []
+        self._next = 0
+
+    def trade(self, symbol: str, buyer_id: str, seller_id: str, quantity: int) -> None:
+        self._trades.append([symbol, buyer_id, seller_id, quantity, None])
+
+    def source(self, symbol: str, provider_id: str, buyer_id: str, quantity: int) -> str | None:
+        """The holder an obligation's units moved from; None for units newly owed (a top-up
+        from capacity, a bundle's allocation at its period's start)."""
+        trades = self._trades
+        while self._next < len(trades):
+            trade = trades[self._next]
+            traded, buyer, seller, left, last_provider = trade
+            if traded != symbol or buyer != buyer_id:
+                if last_provider is None:
+                    return None
+                # The seller held less than it sold: what is left of the trade moved nothing.
+                self._next += 1
+                continue
+            if last_provider is None and provider_id == seller and quantity == left:
+                self._next += 1
+                return None
+            if (
+                provider_id != seller
+                and quantity <= left
+                and (last_provider is None or provider_id > last_provider)
+            ):
+                trade[3] = left - quantity
+                trade[4] = provider_id
+                if not trade[3]:
+                    self._next += 1
+                return str(seller)
+            if last_provider is None:
+                return None
+            self._next += 1
+        return None
+
+
+def _input_of(event_id: str) -> tuple[str, int]:
+    """The input an event id names (`topic:partition:offset:`) and the event's place in it."""
+    prefix, _, index = event_id.rpartition(":")
+    return prefix + ":", int(index)
+
+
+def _in_bundle_period(symbol: str, ts: int) -> bool:
+    period = bundle_period(symbol)
+    return period is not None and period[0] <= ts < period[1]
+
+
 class LedgerProjection:
     """Projects events into balances, positions, orders and trades, and records checkpoints.
 
@@ -474,6 +545,11 @@ class LedgerProjection:
         self.snapshot_due = False
         self._since_snapshot = 0
         self._decoded: dict[str, AnyEvent] = {}
+        self._resales = _BundleResales()
+        self._first_input: str | None = None
+        """The input of the first event applied since the state was built or loaded: its
+        earlier events may have been applied before, so its trades are read from the store
+        ("" once read)."""
 
     @property
     def accounts(self) -> Accounts:
@@ -518,6 +594,8 @@ class LedgerProjection:
         # were written with them.
         state.accounts.journal = []
         self.state = state
+        self._resales = _BundleResales()
+        self._first_input = None
         self._since_snapshot = 0
         self.snapshot_due = False
 
@@ -555,6 +633,8 @@ class LedgerProjection:
         if journal_entries is None:
             raise RuntimeError("the settled state keeps no journal: load it before applying")
         before = self.state.position
+        if self._first_input is None and events:
+            self._first_input = _input_of(events[0].event_id)[0]
         for stored in events:
             prior = self.accounts.open_orders.get(str(stored.data.get("order_id")))
             prior_state = None if prior is None else (prior.price, prior.remaining)
@@ -592,11 +672,25 @@ class LedgerProjection:
             elif role == "cascade" and isinstance(event, StripCascaded):
                 _touched_by_cascade(event, self.accounts, dirty_holdings)
             elif role == "trade" and isinstance(event, TradeExecuted):
+                if _in_bundle_period(event.symbol, event.ts):
+                    await self._bundle_input(connection, event.event_id)
+                    self._resales.trade(
+                        event.symbol, event.buyer_id, event.seller_id, event.quantity
+                    )
                 lines.append(_invoice_line(event, journal_entries[journalled:]))
                 new_trades.append(_trade_row(event, stored.position))
                 changes.fill(event.buy_order_id, event.quantity, event.ts)
                 changes.fill(event.sell_order_id, event.quantity, event.ts)
             elif role == "delivery" and isinstance(event, _DELIVERY_EVENTS):
+                if isinstance(event, DeliveryObligation) and _in_bundle_period(
+                    event.symbol, event.ts
+                ):
+                    await self._bundle_input(connection, event.event_id)
+                    moved_from = self._resales.source(
+                        event.symbol, event.provider_id, event.buyer_id, event.quantity
+                    )
+                    if moved_from is not None:
+                        delivery_changes.append(_moved_change(event, moved_from))
                 delivery_changes.append(_delivery_change(event))
             elif role == "drawn" and isinstance(event, BundleDrawn):
                 delivery_changes.append(_bundle_drawn_change(event))
@@ -657,6 +751,22 @@ class LedgerProjection:
                 await connection.execute(_insert(connection, deliveries), [row])
             elif kind == "recalled":
                 await connection.execute(_insert(connection, delivery_recalls), [row])
+            elif kind == "moved":
+                await connection.execute(
+                    update(deliveries)
+                    .where(deliveries.c.symbol == row["symbol"])
+                    .where(deliveries.c.provider_id == row["provider_id"])
+                    .where(deliveries.c.buyer_id == row["buyer_id"])
+                    .values(
+                        {
+                            **{
+                                name: deliveries.c[name] - row[name]
+                                for name in ("quantity", "amount", "bond", "fee")
+                            },
+                            "updated_ts": row["updated_ts"],
+                        }
+                    )
+                )
             else:
                 await connection.execute(
                     update(deliveries)
@@ -690,6 +800,34 @@ class LedgerProjection:
                 checkpoints.insert(),
                 [{"position": position, "state_hash": self.state.state_hash()}],
             )
+
+    async def _bundle_input(self, connection: AsyncConnection, event_id: str) -> None:
+        """Keep the trades of the input a bundle's trade or obligation belongs to; the first
+        input after the state was loaded is read from the store up to the event, since part
+        of it may have been applied before."""
+        prefix, index = _input_of(event_id)
+        resales = self._resales
+        if resales.input == prefix:
+            return
+        resales.start(prefix)
+        if prefix != self._first_input or not index:
+            return
+        self._first_input = ""
+        earlier = [f"{prefix}{n}" for n in range(index)]
+        rows = await connection.execute(
+            select(stored_events.c.type, stored_events.c.data)
+            .where(stored_events.c.event_id.in_(earlier))
+            .order_by(stored_events.c.position)
+        )
+        for kind, data in rows:
+            if not _in_bundle_period(data.get("symbol", ""), data.get("ts", 0)):
+                continue
+            if kind == "TradeExecuted":
+                resales.trade(data["symbol"], data["buyer_id"], data["seller_id"], data["quantity"])
+            elif kind == "DeliveryObligation":
+                resales.source(
+                    data["symbol"], data["provider_id"], data["buyer_id"], data["quantity"]
+                )
 
     async def _write(
         self,
@@ -889,14 +1027,42 @@ def _delivery_change(
     }
 
 
+def _moved_change(event: DeliveryObligation, holder_id: str) -> tuple[str, dict[str, Any]]:
+    """A bundle's resale in its period: the units the buyer's obligation took, with their
+    escrow, bond and fee, leave the seller's."""
+    return "moved", {
+        "symbol": event.symbol,
+        "provider_id": event.provider_id,
+        "buyer_id": holder_id,
+        "quantity": event.quantity,
+        "amount": event.amount,
+        "bond": event.bond,
+        "fee": event.fee,
+        "updated_ts": event.ts,
+    }
+
+
 def _bundle_owed(connection: AsyncConnection, row: dict[str, Any]) -> Any:
     """A token bundle's obligation: its first units insert the row, a top-up or a resale in
-    the period adds to it."""
+    the period adds to it. Units bought after a dispute's resolution settled the pair's
+    obligation are a new one, owed afresh: the settled figures give way to it."""
     added = ("quantity", "amount", "bond", "fee")
+    settled_by = ("delivered", "paid", "refund", "penalty", "resolved_by")
     statement = _insert(connection, deliveries).values(**row)
+    settled = deliveries.c.status == "settled"
+    changes: dict[str, Any] = {
+        name: case(
+            (settled, statement.excluded[name]),
+            else_=deliveries.c[name] + statement.excluded[name],
+        )
+        for name in added
+    }
+    changes.update({name: case((settled, None), else_=deliveries.c[name]) for name in settled_by})
+    changes["status"] = case((settled, statement.excluded.status), else_=deliveries.c.status)
+    changes["window_ends"] = statement.excluded.window_ends
+    changes["updated_ts"] = statement.excluded.updated_ts
     return statement.on_conflict_do_update(
-        index_elements=["symbol", "provider_id", "buyer_id"],
-        set_={name: deliveries.c[name] + statement.excluded[name] for name in added},
+        index_elements=["symbol", "provider_id", "buyer_id"], set_=changes
     )
 
 
