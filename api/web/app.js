@@ -50,8 +50,7 @@ const CX = (() => {
   const cst = (ms) => (ms ? cstFormat({ month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" }).format(new Date(ms)) : "");
   const cstDay = (ms) => cstFormat({ month: "2-digit", day: "2-digit" }).format(new Date(ms));
   const cstHour = (iso) => cst(Date.parse(iso));
-  // A token bundle: a token class for a day, week or month, drawn down as metered.
-  const isBundle = (symbol) => /^TOK-[A-Z0-9-]+\.[A-Z]+\.[DWM]\d+$/.test(symbol);
+  const isBundle = CxDeliveries.isBundle;
   const cstDate = (ms) => new Date(ms + 8 * 3600e3).toISOString().slice(0, 10);
   const region = (code) => t("region." + code, { defaultValue: code });
   const stateBadge = (s) => el("span", { class: "badge state-" + (s || "unknown"), "data-testid": "market-state" }, t("state." + (s || "unknown")));

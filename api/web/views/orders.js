@@ -154,7 +154,7 @@
         deliveries.map((d) => el("tr", { "data-testid": "delivery" }, el("td", {}, d.symbol),
           el("td", {}, me.role === "buyer" ? d.provider_id : d.buyer_id), el("td", {}, String(d.quantity)), el("td", {}, yuan(d.amount)),
           el("td", {}, t("delivery." + d.status, { defaultValue: d.status }) + (d.delivered !== null && d.delivered !== undefined ? " · " + t(CX.isBundle(d.symbol) ? "orders.tokens-used" : "orders.delivered", { n: d.delivered.toLocaleString("zh-CN") }) : "")),
-          el("td", {}, me.role === "buyer" && d.status === "metered" ? el("button", { type: "button", onclick: async () => {
+          el("td", {}, me.role === "buyer" && CxDeliveries.disputable(d) ? el("button", { type: "button", onclick: async () => {
             try { await api("POST", "/v1/deliveries/disputes", { symbol: d.symbol, provider_id: d.provider_id, reason: t("orders.dispute-reason") }); say(t("orders.disputed"), true); } catch (error) { say(CX.problemText(error), false); }
             await refresh();
           } }, t("orders.dispute")) : "")))),
