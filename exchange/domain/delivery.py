@@ -473,7 +473,9 @@ class DeliveryDesk:
                 )
             if key in self.drawdowns:
                 if request.delivered > obligation.quantity * TOKENS_PER_UNIT:
-                    return _exceeds_bundle(request, obligation, self.drawdowns[key], stamp)
+                    return _resolution_exceeds_bundle(
+                        request, obligation, self.drawdowns[key], stamp
+                    )
             elif request.delivered > obligation.quantity:
                 return _exceeds(request, obligation, stamp)
             return self._settle(key, request.delivered, stamp, request.account_id, request.reason)
@@ -1046,6 +1048,24 @@ def _period(symbol: str) -> tuple[int, int]:
     period = bundle_period(symbol)
     assert period is not None, symbol
     return period
+
+
+def _resolution_exceeds_bundle(
+    request: DeliveryRequested, obligation: Obligation, drawn: Drawdown, stamp: EventStamp
+) -> RequestRejected:
+    """A resolution finds the tokens used in all, not more of them: its figure is compared
+    with the bundle as it stands, and said so."""
+    bought = obligation.quantity * TOKENS_PER_UNIT
+    return _refused(
+        request,
+        stamp,
+        RejectReason.METERING_EXCEEDS_BUNDLE,
+        f"裁定的总用量 {request.delivered} tokens 超过所购的 {bought} tokens "
+        f"({obligation.quantity} 百万 tokens, 已用 {drawn.used}): the resolution's "
+        f"{request.delivered} tokens used in all are beyond the {bought} tokens "
+        f"({obligation.quantity} million) {request.buyer_id} bought of {request.symbol} from "
+        f"{request.provider_id}, {drawn.used} of them drawn down so far",
+    )
 
 
 def _drawn_shares(obligation: Obligation, drawn: Drawdown, used: int) -> tuple[int, int]:

@@ -181,12 +181,23 @@ async def test_units_bought_after_a_resolution_are_owed_afresh(
         dispute = {"symbol": BUNDLE, "provider_id": "p2", "reason": "用量不符", "dispute_id": "d1"}
         await _post(exchange, "b3", "buyer", "/v1/deliveries/disputes", dispute)
         await settle(exchange.runtime)
+        operator = await exchange.operator()
+        # The operator's figure is the tokens used in all: above the 2 million bought it is
+        # refused, saying so with the figures as they are.
         resolution = {
-            "symbol": BUNDLE, "provider_id": "p2", "buyer_id": "b3", "delivered": 100_000,
+            "symbol": BUNDLE, "provider_id": "p2", "buyer_id": "b3", "delivered": 2_000_001,
             "reason": "as metered",
         }  # fmt: skip
-        resolved = await (await exchange.operator()).post(
-            "/v1/admin/deliveries/resolve", json=resolution
+        beyond = await operator.post("/v1/admin/deliveries/resolve", json=resolution)
+        assert beyond.status_code == 422, beyond.text
+        assert beyond.json()["type"] == "/problems/metering_exceeds_bundle"
+        assert beyond.json()["detail"] == (
+            "裁定的总用量 2000001 tokens 超过所购的 2000000 tokens (2 百万 tokens, 已用 100000): "
+            "the resolution's 2000001 tokens used in all are beyond the 2000000 tokens (2 million) "
+            f"b3 bought of {BUNDLE} from p2, 100000 of them drawn down so far"
+        )
+        resolved = await operator.post(
+            "/v1/admin/deliveries/resolve", json={**resolution, "delivered": 100_000}
         )
         assert resolved.status_code in (200, 201), resolved.text
         await settle(exchange.runtime)
