@@ -194,7 +194,9 @@ async def test_only_buyers_state_needs_and_only_their_own_are_shown(
     buyer = await exchange.as_("b")
     standing = (await buyer.post("/v1/needs", json=need(stand=True))).json()
     other = await exchange.as_("c")
-    assert (await other.get(f"/v1/needs/{standing['need_id']}")).status_code == 404
+    unknown = await other.get(f"/v1/needs/{standing['need_id']}")
+    assert unknown.status_code == 404
+    assert unknown.json()["title"] == "没有这项需求 no such need"
     assert (await other.delete(f"/v1/needs/{standing['need_id']}")).status_code == 404
 
 
@@ -213,7 +215,9 @@ async def test_a_standing_need_is_placed_when_the_books_allow_and_survives_a_res
         withdrawn = (await buyer.post("/v1/needs", json=need(stand=True, quantity=1))).json()
         gone = await buyer.delete(f"/v1/needs/{withdrawn['need_id']}")
         assert gone.json()["status"] == "withdrawn"
-        assert (await buyer.delete(f"/v1/needs/{withdrawn['need_id']}")).status_code == 409
+        again = await buyer.delete(f"/v1/needs/{withdrawn['need_id']}")
+        assert again.status_code == 409
+        assert again.json()["title"] == "需求已不在等待中 the need is no longer standing"
     async with running_exchange(settings) as exchange:
         buyer = await exchange.as_("b")
         await offer(exchange, GZ, 1800)

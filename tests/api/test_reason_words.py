@@ -44,5 +44,15 @@ def test_a_reason_an_order_ends_with_has_chinese_and_english_words(reason: Cance
     assert not CHINESE.search(english), f"en.json cancel-reason.{reason.value}: {english!r}"
 
 
+@pytest.mark.parametrize("code", ["unknown_need", "need_not_standing", "unexpected-outcome"])
+def test_the_api_s_own_problems_are_titled_chinese_first(code: str) -> None:
+    chinese = _section("zh-CN", "problem").get(code, "")
+    english = _section("en", "problem").get(code, "")
+    assert CHINESE.search(chinese), f"zh-CN.json problem.{code}: {chinese!r}"
+    assert english, f"en.json problem.{code}"
+    assert not CHINESE.search(english), f"en.json problem.{code}: {english!r}"
+    assert problem_title(code) == f"{chinese} {english}"
+
+
 def test_a_code_the_page_does_not_word_is_titled_by_its_code() -> None:
     assert problem_title("idempotency-key-reused") == "idempotency key reused"
