@@ -44,7 +44,7 @@ from sqlalchemy import (
     Text,
 )
 
-from api.problems import PROBLEM, Problem, problem_title
+from api.problems import PROBLEM, Problem, in_yuan, problem_title
 from api.schema import metadata
 
 REPLAYED = "Idempotent-Replayed"
@@ -147,7 +147,7 @@ def problem_body(status: int, kind: str, detail: str, **extra: Any) -> dict[str,
         "type": f"/problems/{kind}",
         "title": problem_title(kind),
         "status": status,
-        "detail": detail,
+        "detail": in_yuan(detail),
         **extra,
     }
 

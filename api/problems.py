@@ -24,6 +24,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from settlement.statements import yuan
+
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
@@ -48,6 +50,16 @@ def _words(kind: str) -> str:
 
 
 PROBLEM_TITLES = _problem_titles()
+
+
+AMOUNT_IN_FEN = re.compile(r"(?<![\w.,])(-?\d+) fen\b")
+"""An amount as the exchange's refusals count it, in fen (`15052 fen`)."""
+
+
+def in_yuan(detail: str) -> str:
+    """A problem's detail as a person reads it: its amounts in 元 (`15052 fen` is said
+    `150.52 元`). The exchange counts in fen; the fields of a problem keep fen."""
+    return AMOUNT_IN_FEN.sub(lambda amount: f"{yuan(int(amount.group(1)))} 元", detail)
 
 
 def problem_title(kind: str) -> str:
@@ -86,7 +98,7 @@ class ProblemDetail(BaseModel):
                     "type": "/problems/insufficient_funds",
                     "title": "资金不足 insufficient funds",
                     "status": 422,
-                    "detail": "order needs 10800 fen, account buyer-1 has 10000 fen available",
+                    "detail": "order needs 108.00 元, account buyer-1 has 100.00 元 available",
                     "order_id": "o-5c2b1f0e9a7d4c3b2a19f8e7d6c5b4a392817f6e",
                 }
             ]
@@ -111,7 +123,7 @@ def problem_response(
         "type": f"/problems/{kind}",
         "title": problem_title(kind),
         "status": status,
-        "detail": detail,
+        "detail": in_yuan(detail),
         **(extra or {}),
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)

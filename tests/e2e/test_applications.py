@@ -149,7 +149,7 @@ async def test_an_application_asked_answered_approved_and_its_budget_to_the_fen(
         await register(exchange, "sme")
         _refused(await apply(exchange, "sme", "nowhere", 5_000, "a1"), "unknown_programme")
         _refused(await apply(exchange, "sme", "hz", 6_001, "a-big"), "not_eligible",
-                 "6001 fen is above programme hz's cap per enterprise of 6000 fen")  # fmt: skip
+                 "60.01 元 is above programme hz's cap per enterprise of 60.00 元")  # fmt: skip
         applied = await apply(exchange, "sme", "hz", 5_000, "a1")
         assert applied.status_code == 201, applied.text
         assert applied.json()["id"] == "hz/a1"
@@ -187,7 +187,7 @@ async def test_an_application_asked_answered_approved_and_its_budget_to_the_fen(
         )
         _refused(stranger, "not_programme_admin", "programme hz is administered by hz-admin")
         _refused(await _approve(exchange, "a1", 5_001), "above_amount_applied",
-                 "a grant of 5001 fen is above the 5000 fen sme applied for")  # fmt: skip
+                 "a grant of 50.01 元 is above the 50.00 元 sme applied for")  # fmt: skip
         approved = await _approve(exchange, "a1", 4_500)
         assert approved.status_code == 201, approved.text
         _refused(await _approve(exchange, "a1", 4_500), "application_not_pending",
@@ -242,7 +242,7 @@ async def test_rejection_eligibility_and_the_budget_refuse_and_change_nothing(
         await register(exchange, "s2")
         assert (await apply(exchange, "s2", "hz", 6_000, "s2")).status_code == 201
         _refused(await _approve(exchange, "s2", 4_001), "budget_exhausted",
-                 "programme hz has 4000 fen of its ",
+                 "programme hz has 40.00 元 of its ",
                  " budget left to grant, the grant asks 4001")  # fmt: skip
         assert (await _approve(exchange, "s2", 4_000)).status_code == 201
 
@@ -268,7 +268,7 @@ async def test_the_voucher_policy_caps_programmes_and_the_operator_sets_it(
             ("hz-rate", {"rate_bps": 9_000},
              "rate_bps 9000 is above the highest voucher share of 3000 bps"),
             ("hz-cap", {"cap_per_enterprise": 500_000_001, "budget": 10**9},
-             "cap_per_enterprise 500000001 fen is above the highest of 500000000 fen"),
+             "cap_per_enterprise 5,000,000.01 元 is above the highest of 5,000,000.00 元"),
             ("hz-kind", {"kinds": ["sme", "large"]},
              "kind 'large' is not eligible: the policy covers sme, opc"),
         ):  # fmt: skip
@@ -306,7 +306,7 @@ async def test_each_cst_calendar_year_starts_with_the_whole_budget(tmp_path: Pat
             assert (await apply(exchange, account, "hz", 6_000, account)).status_code == 201
         assert (await _approve(exchange, "s1", 6_000)).status_code == 201
         _refused(await _approve(exchange, "s2", 5_000), "budget_exhausted",
-                 "programme hz has 4000 fen of its 2027 budget left to grant")  # fmt: skip
+                 "programme hz has 40.00 元 of its 2027 budget left to grant")  # fmt: skip
         assert (await _approve(exchange, "s2", 3_000)).status_code == 201
         report = await _report(exchange)
         assert (report["budget"], report["granted"]) == (10_000, 9_000)
@@ -314,7 +314,7 @@ async def test_each_cst_calendar_year_starts_with_the_whole_budget(tmp_path: Pat
         now[0] = NEW_YEAR_2028
         # 2027 granted 9,000 and left 1,000, which lapses: 2028 has the whole 10,000 again.
         _refused(await _approve(exchange, "s3", 6_001), "above_amount_applied",
-                 "a grant of 6001 fen is above the 6000 fen s3 applied for")  # fmt: skip
+                 "a grant of 60.01 元 is above the 60.00 元 s3 applied for")  # fmt: skip
         assert (await _approve(exchange, "s3", 6_000)).status_code == 201
         report = await _report(exchange)
         # Pledged: 10,000 for 2027 and the 9,000 granted in it again for 2028.

@@ -139,7 +139,7 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         off_tick = await _order(exchange, "buyer", GZ0, "buy", 1805, 1)
         assert off_tick.status_code == 422
         assert off_tick.json()["type"] == "/problems/price_not_on_tick"
-        assert "not a multiple of the tick size 10 fen" in off_tick.json()["detail"]
+        assert "not a multiple of the tick size 0.10 元" in off_tick.json()["detail"]
 
         negative = await _order(exchange, "buyer", GZ0, "buy", 1800, -3)
         assert negative.status_code == 422
@@ -149,7 +149,7 @@ async def test_bad_orders_get_specific_errors_and_change_nothing(
         assert too_big.status_code == 422
         assert too_big.json()["type"] == "/problems/insufficient_funds"
         assert too_big.json()["detail"] == (
-            "order needs 10800 fen, account buyer has 10000 fen available"
+            "order needs 108.00 元, account buyer has 100.00 元 available"
         )
 
         no_capacity = await _order(exchange, "buyer", GZ0, "sell", 1800, 1)
