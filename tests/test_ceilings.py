@@ -74,7 +74,7 @@ def test_deposits_stop_at_the_partitions_share_of_the_ceiling() -> None:
     assert risk.stage.accounts.cash["whale"].available == share
     assert _refused(risk.deposit("whale", 1)) == (
         f"a deposit of 1 fen would take the money brought into the exchange through this risk "
-        f"partition to {share + 1} fen, past its share of the exchange's ceiling ({share} of "
+        f"partition to {share + 1} fen, past its share of the exchange's ceiling ({share} fen of "
         f"{CEILING} fen, over 4 partitions)"
     )
     # The share is the partition's, whoever deposits.

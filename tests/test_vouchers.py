@@ -208,7 +208,7 @@ def test_the_programme_budget_binds_when_grants_are_approved() -> None:
     assert isinstance(refused, RequestRejected)
     assert refused.reason == RejectReason.BUDGET_EXHAUSTED
     assert refused.message == (
-        "programme hz has 4000 fen of its 2027 budget left to grant, the grant asks 4001"
+        "programme hz has 4000 fen of its 2027 budget left to grant, the grant asks 4001 fen"
     )
     assert bank.risk.state_hash() == before
     bank.send(grant("b3", 4_001).model_copy(update={"limit": 4_000}))
@@ -538,7 +538,7 @@ def test_each_cst_calendar_year_starts_with_the_whole_budget() -> None:
     refused = bank.send(grant("b3", 8_000), at=new_year - 1)[0]
     assert isinstance(refused, RequestRejected)
     assert refused.message == (
-        "programme hz has 5000 fen of its 2027 budget left to grant, the grant asks 8000"
+        "programme hz has 5000 fen of its 2027 budget left to grant, the grant asks 8000 fen"
     )
 
     first = bank.send(grant("b3", 8_000), at=new_year)[0]
@@ -554,7 +554,7 @@ def test_each_cst_calendar_year_starts_with_the_whole_budget() -> None:
     over = bank.send(grant("b4", 3_000), at=new_year + 1)[0]
     assert isinstance(over, RequestRejected)
     assert over.message == (
-        "programme hz has 2000 fen of its 2028 budget left to grant, the grant asks 3000"
+        "programme hz has 2000 fen of its 2028 budget left to grant, the grant asks 3000 fen"
     )
     # A year's grants stay usable after it: b1's 2027 grant is whole.
     assert bank.risk.accounts.grants[("hz", "b1")].remaining == 5_000

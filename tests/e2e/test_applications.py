@@ -243,7 +243,7 @@ async def test_rejection_eligibility_and_the_budget_refuse_and_change_nothing(
         assert (await apply(exchange, "s2", "hz", 6_000, "s2")).status_code == 201
         _refused(await _approve(exchange, "s2", 4_001), "budget_exhausted",
                  "programme hz has 40.00 元 of its ",
-                 " budget left to grant, the grant asks 4001")  # fmt: skip
+                 " budget left to grant, the grant asks 40.01 元")  # fmt: skip
         assert (await _approve(exchange, "s2", 4_000)).status_code == 201
 
         report = await _report(exchange)

@@ -16,6 +16,7 @@ import pytest
 
 from cx.settings import Settings
 from exchange.domain.accounts import CEILING
+from settlement.statements import yuan
 from tests.e2e.harness import running_exchange, settle
 from tests.history.helpers import GZ0, cx, ok, order
 
@@ -64,7 +65,7 @@ async def test_repeated_large_deposits_are_refused_before_the_ceiling(
         problem = refused.json()
         assert problem["type"] == "/problems/ceiling_exceeded"
         assert (
-            f"past its share of the exchange's ceiling ({share} of {CEILING} fen"
+            f"past its share of the exchange's ceiling ({yuan(share)} 元 of {yuan(CEILING)} 元"
             in (problem["detail"])
         )
         # The partition's share is its accounts' together, to the fen; another partition's

@@ -16,7 +16,7 @@ def money_past_ceiling(state: RiskState, what: str, amount: int) -> str:
         return (
             f"{what} of {amount} fen would take the money brought into the exchange "
             f"through this risk partition to {total} fen, past its share of the "
-            f"exchange's ceiling ({share} of {money.CEILING} fen, over {state.partitions} "
+            f"exchange's ceiling ({share} fen of {money.CEILING} fen, over {state.partitions} "
             "partitions)"
         )
     return ""

@@ -136,7 +136,7 @@ def _approve_grant(state: RiskState, command: ApproveGrant, stamp: EventStamp) -
             reason = RejectReason.BUDGET_EXHAUSTED
             problem = (
                 f"programme {programme.programme_id} has {left} fen of its {year} budget "
-                f"left to grant, the grant asks {command.limit}"
+                f"left to grant, the grant asks {command.limit} fen"
             )
     if problem:
         return request_rejected(command, stamp, reason, problem)
