@@ -75,6 +75,10 @@ class CancelReason(StrEnum):
     OBLIGATION_SETTLED = "obligation_settled"
     """A resale of an entitlement whose delivery obligation settled (a dispute resolved, a
     recall): what it sold is no longer the seller's to sell."""
+    BUNDLE_TOKENS_USED = "bundle_tokens_used"
+    """A resale of a token bundle's units that its holder's tokens were drawn into since risk
+    approved it (a metering report reached matching first): only wholly unused units are
+    resold, so a buyer never pays full price for tokens already used."""
 
 
 class RefusalReason(StrEnum):

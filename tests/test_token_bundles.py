@@ -25,6 +25,7 @@ from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
     BundleDrawn,
     CancelOrder,
+    CancelReason,
     ControlMarket,
     DeliveryDisputed,
     DeliveryObligation,
@@ -34,6 +35,7 @@ from exchange.domain.messages import (
     Event,
     EventStamp,
     OrderAccepted,
+    OrderCancelled,
     OrderRejected,
     PlaceOrder,
     RejectReason,
@@ -416,27 +418,36 @@ class StaleRiskBank(Bank):
         return out
 
 
-def test_a_resale_that_raced_a_draw_down_moves_the_drawn_tokens_and_loses_nothing() -> None:
+def test_a_resale_that_raced_a_draw_down_into_its_units_is_refused() -> None:
+    """Risk approves a resale before it learns of a report that drew into the units offered:
+    matching, which sequences both, refuses it (`bundle_tokens_used`) and risk releases the
+    hold; a resale of the one unit still unused trades, and moves no tokens to its buyer."""
     bank = StaleRiskBank(RULES)
     _wire(bank, RULES)
     provider_and_buyer(bank)
     bank.send(funds("b2", 100_000))
     bank.send(buy("b1", "b1", 1_234, 10))
     tick(bank, START)
-    bank.send(meter("m1", 9_500_000), START + DAY)  # 11,723 paid
-    bank.send(sell("r1", "b1", 1_200, 10), START + DAY + 1)
-    moved = bank.send(buy("b2", "b2", 1_200, 10), START + DAY + 2)
+    bank.send(meter("m1", 8_500_000), START + DAY)  # 9 whole millions drawn into: 10,489 paid
+    raced = bank.send(sell("r1", "b1", 1_200, 2), START + DAY + 1)
+    assert isinstance(raced[0], OrderAccepted)
+    refused = [(c.remaining, c.reason) for c in raced if isinstance(c, OrderCancelled)]
+    assert refused == [(2, CancelReason.BUNDLE_TOKENS_USED)]
+    assert not [e for e in raced if isinstance(e, TradeExecuted)]
+    assert bank.risk.accounts.resale_held.get(("b1", BUNDLE), 0) == 0
+    assert bank.ledger.resale_held.get(("b1", BUNDLE), 0) == 0
+
+    bank.send(sell("r2", "b1", 1_200, 1), START + DAY + 2)
+    moved = bank.send(buy("b2", "b2", 1_200, 2), START + DAY + 3)
+    assert [(t.seller_id, t.quantity) for t in moved if isinstance(t, TradeExecuted)] == [("b1", 1)]
     owed = [(o.buyer_id, o.quantity, o.amount) for o in moved if isinstance(o, DeliveryObligation)]
-    # All 10 move, with the 9,500,000 tokens drawn and the 11,723 paid for them.
-    assert owed == [("b2", 10, 12_340)]
-    assert bank.market.delivery.drawdowns[(BUNDLE, "p1", "b2")].paid == 11_723
-    rest = answer(bank.send(meter("m2", 500_000, buyer="b2"), START + DAY + 3))
-    assert isinstance(rest, BundleDrawn)
+    assert owed == [("b2", 1, 1_234)]
+    drawdowns = bank.market.delivery.drawdowns
+    assert (drawdowns[(BUNDLE, "p1", "b2")].used, drawdowns[(BUNDLE, "p1", "b2")].paid) == (0, 0)
+    assert drawdowns[(BUNDLE, "p1", "b1")].paid == 10_489
     settled = {e.buyer_id: e for e in tick(bank, END + 3 * HOUR) if isinstance(e, DeliverySettled)}
-    assert (settled["b1"].quantity, settled["b1"].refund) == (0, 0)
-    assert (settled["b2"].quantity, settled["b2"].used, settled["b2"].refund) == (10, 10_000_000, 0)
-    assert sum(d.paid for d in bank.of(BundleDrawn)) == 12_340
-    assert bank.ledger.positions.get(("b1", BUNDLE), 0) == 0
-    assert bank.ledger.positions.get(("b2", BUNDLE), 0) == 0
+    # b1's 9 units: 11,106 escrowed, 10,489 paid as metered, 617 back; b2's unit all back.
+    assert (settled["b1"].quantity, settled["b1"].used, settled["b1"].refund) == (9, 8_500_000, 617)
+    assert (settled["b2"].quantity, settled["b2"].used, settled["b2"].refund) == (1, 0, 1_234)
     assert bank.ledger.ledger.get(f"escrow:{BUNDLE}", 0) == 0
     assert bank.ledger.trial_balance() == 0

@@ -229,11 +229,10 @@ class DeliveryDesk:
     # Resales: only of what the seller still holds ------------------------------------------
 
     def resale_cover(self, symbol: str, holder: str) -> int:
-        """The units of `symbol` the holder may offer for resale: its entitlement before
+        """The units of `symbol` the holder still holds to resell: its entitlement before
         delivery (an hour's, a strip's, a bundle's before its period), the units of its
-        obligations in a bundle's period (drawn into or not: a resale accepted before risk
-        learned of a draw-down moves drawn units with what was paid for them). What settled
-        (a dispute resolved, a recall) is in neither."""
+        obligations in a bundle's period, drawn into or not (`resale_unused` leaves those
+        out). What settled (a dispute resolved, a recall) is in neither."""
         held = self.holdings.get(symbol, {}).get(holder, 0)
         if symbol in self.bundles_started:
             obligations = self.obligations
@@ -241,6 +240,18 @@ class DeliveryDesk:
                 obligations[key].quantity for key in self._bundle_keys.get((symbol, holder), ())
             )
         return held
+
+    def resale_unused(self, symbol: str, holder: str) -> int:
+        """The units of a started token bundle the holder may offer for resale: the whole
+        units of its obligations there that no token was drawn into (a million begun is a unit
+        used, as risk counts it). Risk approves a resale on the draw-downs it has learned of;
+        the desk sees every report of the family in log order, so a resale that arrives after
+        a report drew into what it offers is refused by this."""
+        obligations, drawdowns = self.obligations, self.drawdowns
+        return sum(
+            obligations[key].quantity + drawdowns[key].used // -TOKENS_PER_UNIT
+            for key in self._bundle_keys.get((symbol, holder), ())
+        )
 
     def resales(self, symbol: str, holder: str) -> dict[str, int]:
         """The holder's resting resales of `symbol`: order id -> open quantity."""
@@ -625,10 +636,11 @@ class DeliveryDesk:
         self, key: ObligationKey, buyer_id: str, moved: int, stamp: EventStamp
     ) -> DeliveryObligation:
         """Move `moved` units of a holder's bundle obligation to a buyer, with their shares of
-        the escrow, bond and fee. Unused units move first; the risk stage lets a holder resell
-        only units not drawn into, and the desk draws none into units offered for resale, so
-        drawn tokens move (with what was paid for them) only when a resale was accepted before
-        risk learned of a draw-down: the buyer then holds what the seller left, nothing lost."""
+        the escrow, bond and fee. Unused units move first; risk lets a holder resell only units
+        not drawn into, the desk draws none into units offered for resale, and matching refuses
+        a resale that a draw-down risk had not yet learned of reached first (`resale_unused`),
+        so no drawn tokens move now. A history from before that refusal may hold such a
+        resale: its drawn tokens move with what was paid for them, nothing lost."""
         obligation, drawn = self.obligations[key], self.drawdowns[key]
         quantity = obligation.quantity
         amount = obligation.amount * moved // quantity

@@ -278,22 +278,31 @@ class MarketStage:
                 excess -= resales[order_id]
         return engine.take_events()
 
-    def _resale_unheld(self, order: OrderAccepted, ts: int) -> bool:
-        """Whether an entitlement-backed sell offers, with the seller's resting resales, more
-        than the seller still holds of the contract. Risk approved it on what it knew, but an
-        obligation of the seller may have settled since (a dispute resolved, a recall), its
-        `DeliverySettled` still on the way to risk. A contract whose trading closed is left
-        to the engine, which refuses it as closed."""
+    def _resale_unheld(self, order: OrderAccepted, ts: int) -> CancelReason | None:
+        """Why an entitlement-backed sell cannot be entered, or None: with the seller's
+        resting resales it offers more than the seller still holds of the contract, or, in a
+        token bundle's period, more than the units of it no token was drawn into. Risk
+        approved it on what it knew, but since then an obligation of the seller may have
+        settled (a dispute resolved, a recall), its `DeliverySettled` still on the way to
+        risk, or a metering report may have drawn into the units it offers, its `BundleDrawn`
+        still on the way. A contract whose trading closed is left to the engine, which
+        refuses it as closed."""
         engine = self.engine
         engine.advance(ts)
-        book = engine.books.get(order.symbol)
+        symbol, seller = order.symbol, order.account_id
+        book = engine.books.get(symbol)
         if book is None or book.state in (mo.CLOSED, mo.DELIVERED):
-            return False
+            return None
         desk = self.delivery
         # Of the resales the desk knows, those the timers just run left resting.
-        resales = desk.resales(order.symbol, order.account_id)
+        resales = desk.resales(symbol, seller)
         offered = sum(q for order_id, q in resales.items() if order_id in engine.orders)
-        return offered + order.quantity > desk.resale_cover(order.symbol, order.account_id)
+        offered += order.quantity
+        if offered > desk.resale_cover(symbol, seller):
+            return CancelReason.OBLIGATION_SETTLED
+        if symbol in desk.bundles_started and offered > desk.resale_unused(symbol, seller):
+            return CancelReason.BUNDLE_TOKENS_USED
+        return None
 
     def _act(self, event: Event, ts: int) -> bool | None:
         """Carry out an input in the engine; for `delist` and `list` controls, whether the
@@ -302,10 +311,12 @@ class MarketStage:
         self._acted_on = None
         self._start_day_ahead(max(ts, self.engine.now))
         self._list_rolled(ts)
-        if isinstance(event, OrderAccepted) and (
-            event.backing == "entitlement" and self._resale_unheld(event, ts)
+        if (
+            isinstance(event, OrderAccepted)
+            and event.backing == "entitlement"
+            and (unheld := self._resale_unheld(event, ts)) is not None
         ):
-            engine.refuse(ts, event.symbol, event.order_id, CancelReason.OBLIGATION_SETTLED)
+            engine.refuse(ts, event.symbol, event.order_id, unheld)
         elif isinstance(event, OrderAccepted):
             engine.submit(
                 ts,

@@ -215,7 +215,7 @@ async def test_the_audit_reports_a_resale_of_a_settled_bundle(
 ) -> None:
     """A history with the defect (matching as it was: no cancel, no refusal) is reported."""
     monkeypatch.setattr(MarketStage, "_cancel_unheld_resales", lambda self, caused, ts: [])
-    monkeypatch.setattr(MarketStage, "_resale_unheld", lambda self, order, ts: False)
+    monkeypatch.setattr(MarketStage, "_resale_unheld", lambda self, order, ts: None)
     clock = LogClock(START - 10 * DAY)
     settings = _settings(settings_for(tmp_path), "TOK-QWEN.YRD")
     async with running_exchange(settings, clock) as exchange:
