@@ -451,3 +451,43 @@ def test_a_resale_that_raced_a_draw_down_into_its_units_is_refused() -> None:
     assert (settled["b2"].quantity, settled["b2"].used, settled["b2"].refund) == (1, 0, 1_234)
     assert bank.ledger.ledger.get(f"escrow:{BUNDLE}", 0) == 0
     assert bank.ledger.trial_balance() == 0
+
+
+def test_a_resale_moves_another_provider_s_unused_unit_before_a_drawn_one() -> None:
+    """A holder of one million from each of two providers, p1's used up, resells the one it
+    has unused: p2's unit moves to the buyer, not p1's, whose tokens were used and paid for
+    (the buyer paid full price for it, and the holder's risk still counted it drawn)."""
+    bank = bundle_bank()
+    for provider in ("p1", "p2"):
+        bank.send(funds(provider, 100_000))
+        deposit = DepositCapacity(deposit_id="c", account_id=provider, symbol=BUNDLE, quantity=1)
+        bank.send(deposit)
+        bank.send(sell("s", provider, 1_000, 1))
+    bank.send(funds("b1", 100_000))
+    bank.send(funds("b2", 100_000))
+    bank.send(buy("b1", "b1", 1_000, 2))
+    tick(bank, START)
+    assert isinstance(answer(bank.send(meter("m1", 1_000_000), START + DAY)), BundleDrawn)
+    assert isinstance(bank.send(sell("r1", "b1", 1_000, 1), START + DAY + 1)[0], OrderAccepted)
+    moved = bank.send(buy("b2", "b2", 1_000, 1), START + DAY + 2)
+    owed = [
+        (o.provider_id, o.buyer_id, o.quantity) for o in moved if isinstance(o, DeliveryObligation)
+    ]
+    assert owed == [("p2", "b2", 1)]
+    drawdowns = bank.market.delivery.drawdowns
+    assert drawdowns[(BUNDLE, "p1", "b1")].used == 1_000_000
+    assert drawdowns[(BUNDLE, "p2", "b2")].used == 0
+    # b1 holds only p1's used unit now: nothing more to resell.
+    again = bank.send(sell("r2", "b1", 1_000, 1), START + DAY + 3)[0]
+    assert isinstance(again, OrderRejected)
+    assert again.reason is RejectReason.INSUFFICIENT_CAPACITY
+    settled = {
+        (e.provider_id, e.buyer_id): (e.quantity, e.used, e.refund)
+        for e in tick(bank, END + 3 * HOUR)
+        if isinstance(e, DeliverySettled)
+    }
+    # p1 was paid all of b1's unit; b2's unit from p2 is unused, all 1,000 back.
+    assert settled[("p1", "b1")] == (1, 1_000_000, 0)
+    assert settled[("p2", "b2")] == (1, 0, 1_000)
+    assert bank.ledger.ledger.get(f"escrow:{BUNDLE}", 0) == 0
+    assert bank.ledger.trial_balance() == 0

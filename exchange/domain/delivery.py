@@ -623,13 +623,23 @@ class DeliveryDesk:
             return [self._owe(key, quantity, amount, bond_per_unit * quantity, fee, stamp)]
         events: list[Event] = []
         left = quantity
-        for key in sorted(self._bundle_keys.get((symbol, seller_id), ())):
-            if not left:
-                break
-            moved = min(left, self.obligations[key].quantity)
-            if moved:
-                left -= moved
-                events.append(self._move(key, buyer_id, moved, stamp))
+        keys = sorted(self._bundle_keys.get((symbol, seller_id), ()))
+        obligations, drawdowns = self.obligations, self.drawdowns
+        # The units no token was drawn into move first, from each of the seller's obligations
+        # (its providers' in account order), so a resale of unused units never hands its buyer
+        # another provider's drawn ones; drawn units move only in a history from before
+        # matching refused a resale of them (`resale_unused`).
+        for unused_only in (True, False):
+            for key in keys:
+                if not left:
+                    break
+                movable = obligations[key].quantity
+                if unused_only:
+                    movable += drawdowns[key].used // -TOKENS_PER_UNIT
+                moved = min(left, movable)
+                if moved > 0:
+                    left -= moved
+                    events.append(self._move(key, buyer_id, moved, stamp))
         return events
 
     def _move(
