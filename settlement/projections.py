@@ -515,8 +515,13 @@ class _BundleResales:
 
 
 def _input_of(event_id: str) -> tuple[str, int]:
-    """The input an event id names (`topic:partition:offset:`) and the event's place in it."""
+    """The input an event id names (`topic:partition:offset:`) and the event's place in it.
+
+    An id of another form (histories written by hand, imported ones) is an input of its own,
+    its first event: nothing before it is read back, and settlement never stalls on it."""
     prefix, _, index = event_id.rpartition(":")
+    if not (prefix and index.isdigit() and index.isascii()):
+        return event_id, 0
     return prefix + ":", int(index)
 
 
