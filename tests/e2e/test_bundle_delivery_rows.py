@@ -14,28 +14,16 @@ from sqlalchemy import select
 
 from cx.migrations import upgrade_to_head
 from cx.settings import Settings
-from exchange.domain.catalogue import parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from settlement import projections as tables
 from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
 from settlement.store import NewEvent
 from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settle
+from tests.e2e.test_resale_after_settlement import BUNDLE, CASH, DAY, HOUR, START
+from tests.e2e.test_token_bundles import _post
 
 pytestmark = pytest.mark.e2e
-
-BUNDLE = "TOK-QWEN.YRD.W20261130"
-START = to_utc_ms(parse_symbol(BUNDLE).delivery_start)
-HOUR = 3_600_000
-DAY = 24 * HOUR
-CASH = 100_000
-
-
-async def _post(exchange: RunningExchange, account: str, role: str, path: str, body: Any) -> Any:
-    client = await exchange.as_(account, role)
-    response = await client.post(path, json=body)
-    assert response.status_code in (200, 201), response.text
-    return response.json()
 
 
 async def _rows(exchange: RunningExchange, account: str) -> list[tuple[Any, ...]]:

@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from cx.settings import Settings
-from exchange.domain.catalogue import parse_symbol, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from exchange.log import TopicPartition
 from exchange.pipeline import MatchingRunner
@@ -30,22 +29,10 @@ from tests.e2e.harness import (
     running_exchange,
     settle,
 )
+from tests.e2e.test_resale_after_settlement import BUNDLE, CASH, DAY, END, HOUR, START
+from tests.e2e.test_token_bundles import _post
 
 pytestmark = pytest.mark.e2e
-
-BUNDLE = "TOK-QWEN.YRD.W20261130"
-START = to_utc_ms(parse_symbol(BUNDLE).delivery_start)
-END = to_utc_ms(parse_symbol(BUNDLE).delivery_end)
-HOUR = 3_600_000
-DAY = 24 * HOUR
-CASH = 100_000
-
-
-async def _post(exchange: RunningExchange, account: str, role: str, path: str, body: Any) -> Any:
-    client = await exchange.as_(account, role)
-    response = await client.post(path, json=body)
-    assert response.status_code in (200, 201), response.text
-    return response.json()
 
 
 async def _cash(exchange: RunningExchange, account: str) -> dict[str, int]:
