@@ -72,3 +72,16 @@ def assert_pass_on_pure_python(tests: list[str], timeout_s: float) -> None:
 
     assert done.returncode == 0, done.stdout[-5_000:]
     assert " passed" in done.stdout, done.stdout[-2_000:]
+
+
+def planted_on_pure_python(test: str) -> bool:
+    """For a test that plants a defect by patching the domain, which compiled code calls
+    directly and so never sees: where the domain runs compiled, run the test (`path::name`)
+    in a pure-Python child pytest and say so (the caller then returns); False where this
+    process runs the pure modules and the test plants its defect here."""
+    import exchange.domain
+
+    if not exchange.domain.COMPILED:
+        return False
+    assert_pass_on_pure_python([test], timeout_s=240)
+    return True

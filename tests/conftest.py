@@ -15,17 +15,9 @@ from typing import NoReturn
 
 import pytest
 
-import exchange.domain
 from cx.settings import Settings
 from settlement.scratch import scratch_database
 from tests.e2e.harness import settings_for
-
-plants_a_defect_by_patching = pytest.mark.skipif(
-    exchange.domain.COMPILED,
-    reason="plants a defect by patching the domain, whose compiled code calls its own functions "
-    "directly: tests/test_compiled_domain.py runs it on pure Python",
-)
-"""For a test that patches a function or method of the domain's compiled modules."""
 
 
 def missing(message: str) -> NoReturn:

@@ -35,8 +35,6 @@ PURE_PYTHON_TESTS = [
     "tests/test_risk.py",
     "tests/test_ceilings.py",
     "tests/history/test_replay_fold.py",
-    # It plants a defect in the market by patching it, which only pure Python lets it do.
-    "tests/e2e/test_resale_after_settlement.py::test_the_audit_reports_a_resale_of_a_settled_bundle",
 ]
 
 requires_compiled = pytest.mark.skipif(
