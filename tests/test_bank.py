@@ -353,7 +353,11 @@ def test_a_recall_refunds_and_compensates_the_holders_from_the_bond() -> None:
     too_many = _refused(
         bank.send(RecallCapacity(recall_id="r1", account_id="p1", symbol=INT, quantity=6))
     )
-    assert too_many.message == f"a recall of 6 units exceeds the 5 p1 sold of {INT}"
+    assert (too_many.reason, too_many.message) == (
+        RejectReason.RECALL_EXCEEDS_SOLD,
+        f"召回 6 卡时超过 p1 已售出的 5 卡时 {INT} a recall of 6 units exceeds the 5 units of "
+        f"{INT} p1 sold",
+    )
 
     recalled = bank.send(
         RecallCapacity(recall_id="r2", account_id="p1", symbol=INT, quantity=3, reason="outage")
@@ -382,6 +386,47 @@ def test_a_recall_refunds_and_compensates_the_holders_from_the_bond() -> None:
         )
     )
     assert late.reason == RejectReason.GATE_CLOSED
+
+
+def test_a_recall_refusal_tells_units_only_offered_for_sale_from_units_sold() -> None:
+    """Units a provider only offers (its capacity's ask, not bought) and units its buyers offer
+    for resale are no units a recall takes: the refusal says which it met, Chinese first."""
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=INT, quantity=5))
+    bank.send(funds("b1", 10_000))
+    bank.send(PlaceOrder(order_id="s1", account_id="p1", symbol=INT, side="sell", price=600,
+                         quantity=5))  # fmt: skip
+    nothing_sold = _refused(
+        bank.send(RecallCapacity(recall_id="r0", account_id="p1", symbol=INT, quantity=1))
+    )
+    assert (nothing_sold.reason, nothing_sold.message) == (
+        RejectReason.RECALL_EXCEEDS_SOLD,
+        f"召回 1 卡时超过 p1 已售出的 0 卡时 {INT}, 另有 5 卡时挂单待售、尚未售出, 不能召回: "
+        f"请撤单后提取 a recall of 1 units exceeds the 0 units of {INT} p1 sold; its 5 units "
+        "offered for sale and not sold are not recalled: cancel the sell order and withdraw them",
+    )
+    bank.send(PlaceOrder(order_id="o-b1", account_id="b1", symbol=INT, side="buy", price=600,
+                         quantity=2))  # fmt: skip
+    partly_sold = _refused(
+        bank.send(RecallCapacity(recall_id="r1", account_id="p1", symbol=INT, quantity=3))
+    )
+    assert partly_sold.message.startswith(f"召回 3 卡时超过 p1 已售出的 2 卡时 {INT}, 另有 3 卡时")
+    assert "its 3 units offered for sale and not sold are not recalled" in partly_sold.message
+    # The buyer offers one of its two units for resale: only the other can be recalled.
+    bank.send(PlaceOrder(order_id="r-b1", account_id="b1", symbol=INT, side="sell", price=900,
+                         quantity=1))  # fmt: skip
+    resold = _refused(
+        bank.send(RecallCapacity(recall_id="r2", account_id="p1", symbol=INT, quantity=2))
+    )
+    assert (resold.reason, resold.message) == (
+        RejectReason.RECALL_EXCEEDS_SOLD,
+        f"{INT} 已售出的 2 卡时中只有 1 卡时仍由买方持有且未挂出转售, 本次最多召回这些 of the 2 "
+        f"units of {INT} sold, only 1 are held and not offered for resale: recall at most that "
+        "many now",
+    )
+    recalled = bank.send(RecallCapacity(recall_id="r3", account_id="p1", symbol=INT, quantity=1))
+    assert [e.quantity for e in recalled if isinstance(e, CapacityRecalled)] == [1]
 
 
 def test_a_fee_concession_pays_back_its_share_of_fees_until_its_budget_runs_out() -> None:

@@ -481,7 +481,7 @@ def test_an_interruptible_week_is_recalled_whole_before_its_cascade_and_by_the_h
     bank.tick(CASCADE, first)
 
     after = bank.send(RecallCapacity(recall_id="r2", account_id="p1", symbol=week, quantity=1))
-    # After the cascade the week has nothing sold: it said "exceeds the 0 p1 sold".
+    # After the cascade the week has nothing sold: it said "exceeds the 0 units ... p1 sold".
     (refused,) = only(after, RequestRejected)
     assert refused.reason == RejectReason.CONTRACT_CLOSED
     assert "recalled by the hour" in refused.message

@@ -36,6 +36,8 @@ from mypy_extensions import mypyc_attr
 
 from exchange.domain.accounts import BPS, TOKENS_PER_UNIT, Fees, Hasher
 from exchange.domain.catalogue import (
+    UNIT_CARD_HOUR,
+    UNIT_CORE_HOUR,
     MarketRules,
     SymbolError,
     cst_iso,
@@ -354,6 +356,28 @@ class DeliveryDesk:
 
     # Recalls ----------------------------------------------------------------------------------
 
+    def _recall_beyond_sold(self, symbol: str, provider_id: str, quantity: int, sold: int) -> str:
+        """Why a recall of more than the provider sold is refused, Chinese first: what it sold,
+        and what it only offers for sale (its capacity's open asks), which a recall never takes:
+        the provider cancels those asks and withdraws the capacity instead."""
+        offered = sum(
+            remaining
+            for from_capacity, _, remaining, account, sell_symbol in self.sells.values()
+            if from_capacity and account == provider_id and sell_symbol == symbol
+        )
+        unit = _unit_zh(symbol)
+        chinese = f"召回 {quantity} {unit}超过 {provider_id} 已售出的 {sold} {unit} {symbol}"
+        english = (
+            f"a recall of {quantity} units exceeds the {sold} units of {symbol} {provider_id} sold"
+        )
+        if offered:
+            chinese += f", 另有 {offered} {unit}挂单待售、尚未售出, 不能召回: 请撤单后提取"
+            english += (
+                f"; its {offered} units offered for sale and not sold are not recalled: cancel "
+                "the sell order and withdraw them"
+            )
+        return f"{chinese} {english}"
+
     def _recall(self, request: DeliveryRequested, stamp: EventStamp) -> list[Event]:
         """Take back sold units of a recallable deposit: each holder, in account order, is
         refunded its share of the escrow and compensated out of the provider's bond."""
@@ -387,8 +411,7 @@ class DeliveryDesk:
                     request,
                     stamp,
                     RejectReason.RECALL_EXCEEDS_SOLD,
-                    f"a recall of {quantity} units exceeds the {sold} {provider_id} sold of "
-                    f"{symbol}",
+                    self._recall_beyond_sold(symbol, provider_id, quantity, sold),
                 )
             ]
         offered: dict[str, int] = {}
@@ -401,14 +424,18 @@ class DeliveryDesk:
             for account, held in sorted(holdings.items())
             if held > offered.get(account, 0)
         ]
-        if quantity > sum(units for _, units in free):
+        recallable = sum(units for _, units in free)
+        if quantity > recallable:
+            unit = _unit_zh(symbol)
             return [
                 _refused(
                     request,
                     stamp,
                     RejectReason.RECALL_EXCEEDS_SOLD,
-                    f"only {sum(u for _, u in free)} units of {symbol} are held and not offered "
-                    "for resale: recall at most that many now",
+                    f"{symbol} 已售出的 {sold} {unit}中只有 {recallable} {unit}仍由买方持有且未挂出"
+                    f"转售, 本次最多召回这些 of the {sold} units of {symbol} sold, only "
+                    f"{recallable} are held and not offered for resale: recall at most that many "
+                    "now",
                 )
             ]
         self.recalls.add(key)
@@ -1006,6 +1033,15 @@ class StripAlreadyCascadedError(RuntimeError):
     def __init__(self, symbol: str) -> None:
         super().__init__(f"strip {symbol!r} already cascaded into its hourly contracts")
         self.symbol = symbol
+
+
+def _unit_zh(symbol: str) -> str:
+    """The unit a person reads a contract's quantity in: 卡时 (card-hours) or 核时 (core-hours)."""
+    try:
+        unit = parse_symbol(symbol).resource_class.unit
+    except SymbolError:
+        return "单位"
+    return {UNIT_CARD_HOUR: "卡时", UNIT_CORE_HOUR: "核时"}.get(unit, "单位")
 
 
 def _refused(
