@@ -13,6 +13,7 @@ they are read from the event store rather than kept in a projection of their own
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -178,6 +179,23 @@ def _status_of(accepted: int, cleared: bool, resting: bool) -> str:
     return "resting" if resting else "rejected"
 
 
+NO_CLEARING_PRICE = "no_clearing_price"
+OUT_OF_THE_MONEY = "out_of_the_money"
+
+
+def _reason(stored: str | None, bid: Mapping[str, Any], prices: Mapping[str, int]) -> str | None:
+    """Why an order got nothing, as the account reads it: the stored reason, except that a
+    bid the solver called `no_clearing_price` (one of its hours got no price) is
+    `out_of_the_money` when the hours that did clear already cost more than its limit over
+    all its hours, whatever the others' price (never below 0). The stored result keeps the
+    solver's reason, so replaying and auditing stored histories see what they always saw."""
+    if stored != NO_CLEARING_PRICE or bid["side"] != "buy":
+        return stored
+    cleared_cost = sum(prices[symbol] for symbol in bid["symbols"] if symbol in prices)
+    limit = int(bid["price"]) * len(bid["symbols"])
+    return OUT_OF_THE_MONEY if cleared_cost > limit else stored
+
+
 async def results_document(
     ledger: Ledger, catalogue: Catalogue, date: str, account_id: str, now_ms: int
 ) -> dict[str, Any]:
@@ -194,6 +212,7 @@ async def results_document(
     rejected: dict[str, str] = {}
     fills: dict[str, list[dict[str, int | str]]] = defaultdict(list)
     cleared = completed is not None
+    prices = completed.prices if completed is not None else {}
     for event in stored:
         if not isinstance(event, DayAheadCleared):
             continue
@@ -221,7 +240,9 @@ async def results_document(
                 "quantity": bid["quantity"],
                 "status": status,
                 "accepted": got,
-                "reason": rejected.get(order_id) if status in ("rejected", "resting") else None,
+                "reason": _reason(rejected.get(order_id), bid, prices)
+                if status in ("rejected", "resting")
+                else None,
                 "fills": order_fills,
                 "amount": sum(int(f["price"]) * int(f["quantity"]) for f in order_fills),
             }

@@ -1502,7 +1502,8 @@ class DayAheadOrderResultOut(BaseModel):
     accepted: int = Field(description="Units accepted in every hour (0 when it got none).")
     reason: str | None = Field(
         description="Why it got nothing: out_of_the_money, at_the_money, paradoxically_rejected, "
-        "alternative_accepted, no_counterparty, no_clearing_price."
+        "alternative_accepted, no_counterparty, no_clearing_price (one of its hours got no "
+        "price; a bid the hours that did clear already price out reads out_of_the_money)."
     )
     fills: list[DayAheadFillOut]
     amount: int = Field(description="Fen over its fills (price x quantity).")
