@@ -44,8 +44,9 @@ from sqlalchemy import (
     Text,
 )
 
-from api.problems import PROBLEM, Problem, in_yuan, problem_title
+from api.problems import PROBLEM, Problem, problem_title
 from api.schema import metadata
+from settlement.statements import in_yuan
 
 REPLAYED = "Idempotent-Replayed"
 IDENTIFIER_LENGTH = 64

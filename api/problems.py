@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from settlement.statements import yuan
+from settlement.statements import in_yuan
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,6 @@ def _words(kind: str) -> str:
 
 
 PROBLEM_TITLES = _problem_titles()
-
-
-AMOUNT_IN_FEN = re.compile(r"(?<![\w.,])(-?\d+) fen\b")
-"""An amount as the exchange's refusals count it, in fen (`15052 fen`)."""
-
-
-def in_yuan(detail: str) -> str:
-    """A problem's detail as a person reads it: its amounts in 元 (`15052 fen` is said
-    `150.52 元`). The exchange counts in fen; the fields of a problem keep fen."""
-    return AMOUNT_IN_FEN.sub(lambda amount: f"{yuan(int(amount.group(1)))} 元", detail)
 
 
 def problem_title(kind: str) -> str:

@@ -13,7 +13,7 @@ from rich.table import Table
 from api.marketdata import MarketData
 from cx.runtime import ExchangeRuntime
 from exchange.domain.catalogue import ContractSpec
-from settlement.statements import unit_of
+from settlement.statements import unit_of, yuan
 
 REFRESH_S = 0.5
 PLAIN_EVERY_S = 5.0
@@ -33,7 +33,8 @@ def _unit(spec: ContractSpec) -> str:
 
 
 def _money(fen: int | None) -> str:
-    return "-" if fen is None else f"{fen // 100}.{fen % 100:02d}"
+    """A price in 元 ("-" for none)."""
+    return "-" if fen is None else yuan(fen)
 
 
 def render(runtime: ExchangeRuntime, market: MarketData) -> Table:

@@ -16,6 +16,7 @@ from cx_client.models import DayAheadAuction, DayAheadResults
 
 from cx.settings import Settings
 from exchange.domain.catalogue import UNIT_CORE_HOUR, SymbolError, parse_symbol
+from settlement import statements
 
 STATUS = {
     "collecting": "收集申报 collecting",
@@ -79,7 +80,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def yuan(fen: int | None) -> str:
     """Fen as 元 with two decimals ("-" for none)."""
-    return "-" if fen is None else f"{fen / 100:,.2f}"
+    return "-" if fen is None else statements.yuan(fen)
 
 
 def unit_of(symbol: str) -> str:

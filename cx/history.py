@@ -14,9 +14,10 @@ from sqlalchemy import func, select
 
 from cx.migrations import upgrade_to_head
 from cx.settings import Settings
-from exchange.domain.catalogue import Catalogue
+from exchange.domain.catalogue import Catalogue, cst_iso
 from settlement.audit import (
     AuditReport,
+    Discrepancy,
     audit,
     audit_ledger_shards,
     audit_shard,
@@ -36,6 +37,7 @@ from settlement.restart import MergedReplay, replay_merged_stored, replay_stored
 from settlement.schema import events
 from settlement.shards import read_merged, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
+from settlement.statements import in_yuan, yuan
 
 
 async def _open(settings: Settings, url: str | None = None) -> SqlEventStore:
@@ -205,31 +207,38 @@ async def _replay_merged(
     return merged
 
 
-def _money(fen: int) -> str:
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
 def _print_replay(document: dict[str, Any]) -> None:
     console = Console()
-    books = Table(title=f"Books at position {document['position']}")
-    for column in ("contract", "bids (price x qty)", "asks (price x qty)"):
+    books = Table(
+        title=f"位置 {document['position']} 的订单簿 books at position {document['position']}"
+    )
+    for column in ("合约 contract", "买单 bids (元 x 数量 qty)", "卖单 asks (元 x 数量 qty)"):
         books.add_column(column)
     for symbol, book in document["books"].items():
         books.add_row(
             symbol,
-            ", ".join(f"{_money(p)} x {q}" for p, q in book["bids"][:5]) or "-",
-            ", ".join(f"{_money(p)} x {q}" for p, q in book["asks"][:5]) or "-",
+            ", ".join(f"{yuan(p)} x {q}" for p, q in book["bids"][:5]) or "-",
+            ", ".join(f"{yuan(p)} x {q}" for p, q in book["asks"][:5]) or "-",
         )
     console.print(books)
-    accounts = Table(title="Accounts (CNY; capacity and positions in units)")
-    for column in ("account", "available", "held", "capacity avail/held", "positions", "open"):
+    accounts = Table(
+        title="账户 accounts (资金单位 元; 算力与持仓单位 卡时/核时 capacity and positions in "
+        "card-hours, core-hours)"
+    )
+    for column in (
+        "账户 account",
+        "可用 available",
+        "冻结 held",
+        "算力 可用/冻结 capacity avail/held",
+        "持仓 positions",
+        "挂单 open",
+    ):
         accounts.add_column(column)
     for name, entry in document["accounts"].items():
         accounts.add_row(
             name,
-            _money(entry["cash"]["available"]),
-            _money(entry["cash"]["held"]),
+            yuan(entry["cash"]["available"]),
+            yuan(entry["cash"]["held"]),
             ", ".join(f"{s} {c['available']}/{c['held']}" for s, c in entry["capacity"].items())
             or "-",
             ", ".join(f"{s} {q}" for s, q in entry["positions"].items()) or "-",
@@ -237,15 +246,22 @@ def _print_replay(document: dict[str, Any]) -> None:
         )
     console.print(accounts)
     if document["programmes"] or document["grants"]:
-        vouchers = Table(title="Voucher budgets (CNY)")
-        for column in ("programme", "account", "budget/granted", "left", "reserved", "paid"):
+        vouchers = Table(title="算力券预算 voucher budgets (元)")
+        for column in (
+            "项目 programme",
+            "账户 account",
+            "预算/额度 budget/granted",
+            "剩余 left",
+            "预留 reserved",
+            "已付 paid",
+        ):
             vouchers.add_column(column)
         for programme_id, programme in document["programmes"].items():
             vouchers.add_row(
                 programme_id,
                 "-",
-                _money(programme["budget"]),
-                _money(programme["unallocated"]),
+                yuan(programme["budget"]),
+                yuan(programme["unallocated"]),
                 "-",
                 "-",
             )
@@ -253,13 +269,16 @@ def _print_replay(document: dict[str, Any]) -> None:
             vouchers.add_row(
                 grant["programme_id"],
                 grant["account_id"],
-                _money(grant["limit"]),
-                _money(grant["unreserved"]),
-                _money(grant["reserved"]),
-                _money(grant["paid"]),
+                yuan(grant["limit"]),
+                yuan(grant["unreserved"]),
+                yuan(grant["reserved"]),
+                yuan(grant["paid"]),
             )
         console.print(vouchers)
-    console.print(f"events replayed: {document['events']}   log time: {document['ts']}")
+    console.print(
+        f"已重放 events replayed: {document['events']}   日志时间 log time: "
+        f"{cst_iso(document['ts'])} (中国标准时间 China Standard Time)"
+    )
     if document.get("shard_snapshots"):
         positions = ", ".join(map(str, document["shard_snapshots"]))
         console.print(
@@ -271,16 +290,18 @@ def _print_replay(document: dict[str, Any]) -> None:
             f"从存储的快照重启 restarted from the stored snapshot at position "
             f"{document['started_from']} (--full replays from position 0)"
         )
-    console.print(f"state hash: {document['state_hash']}")
-    console.print(f"history hash (the same over shards): {document['history_hash']}")
+    console.print(f"状态哈希 state hash: {document['state_hash']}")
+    console.print(
+        f"历史哈希 (各分片相同) history hash (the same over shards): {document['history_hash']}"
+    )
     verified = document.get("verified")
     if verified is not None:
         for mismatch in verified["mismatches"]:
             console.print(
-                f"MISMATCH at {mismatch['position']}: recorded {mismatch['recorded']}, "
+                f"不一致 MISMATCH at {mismatch['position']}: recorded {mismatch['recorded']}, "
                 f"replayed {mismatch['replayed']}"
             )
-        console.print(f"verified: {verified['summary']}")
+        console.print(f"核对 verified: {verified['summary']}")
 
 
 async def run_audit(
@@ -357,7 +378,7 @@ def _print_audit(name: str, report: AuditReport, scope: str) -> None:
     """An audit's report for people, Chinese first (`--json` keeps the English keys)."""
     prefix = f"{_shard_words(name)}: " if name else ""
     for discrepancy in report.discrepancies:
-        print(f"{prefix}差异 discrepancy {discrepancy}")
+        print(f"{prefix}差异 discrepancy {_discrepancy_words(discrepancy)}")
     verdict = (
         "无差异 no discrepancies"
         if not report.discrepancies
@@ -374,6 +395,48 @@ def _print_audit(name: str, report: AuditReport, scope: str) -> None:
             f"{report.position}, {report.orders} 笔订单 orders, {report.trades} 笔成交 trades, "
             f"{report.checkpoints} 个检查点 checkpoints: {verdict}"
         )
+
+
+DISCREPANCY_WORDS = {
+    "voucher-overgranted": "算力券发放超出预算",
+    "voucher-reservation": "算力券预留超出补贴比例",
+    "voucher-overdrawn": "算力券预留超出额度",
+    "voucher-budget": "算力券预算不符",
+    "voucher-grant": "算力券额度不符",
+    "checkpoint": "状态哈希不符",
+    "trade-settled-twice": "成交重复记录",
+    "strip-cascaded-twice": "周期合约重复拆分",
+    "trade-without-order": "成交无对应订单",
+    "overfilled": "订单超量成交",
+    "reduce-mismatch": "自成交减量不符",
+    "cancel-mismatch": "撤单余量不符",
+    "order-unaccounted": "订单余量不符",
+    "resale-beyond-holding": "转售超出持有",
+    "position-uncovered": "持仓无交付对应",
+    "hold-outlives-order": "冻结超出挂单",
+    "held-entitlement": "转售冻结不符",
+    "held-cash": "冻结资金不符",
+    "held-capacity": "冻结算力不符",
+    "cash-not-conserved": "资金不守恒",
+    "capacity-not-conserved": "算力不守恒",
+    "projection": "投影表不符",
+    "unbalanced-entry": "分录借贷不平",
+    "trial-balance": "试算不平衡",
+    "journal-incomplete": "分录不全",
+}
+"""Each kind of discrepancy an audit finds (settlement/audit.py), in Chinese."""
+
+
+def _discrepancy_words(discrepancy: Discrepancy) -> str:
+    """A discrepancy for people: its kind in Chinese, then the kind and what was found, its
+    amounts in 元 (`--json` keeps the message in fen)."""
+    zh = DISCREPANCY_WORDS.get(discrepancy.kind)
+    where = ", ".join(map(str, discrepancy.positions))
+    return (
+        (f"{zh} " if zh else "")
+        + f"[{discrepancy.kind}] {in_yuan(discrepancy.message)}"
+        + (f" (事件位置 events at {where})" if where else "")
+    )
 
 
 def _shard_words(name: str) -> str:
@@ -444,7 +507,7 @@ async def run_auction_audit(settings: Settings, day: str, as_json: bool) -> int:
         sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         for discrepancy in report.discrepancies:
-            print(discrepancy)
+            print(f"差异 discrepancy {in_yuan(discrepancy)}")
         verdict = (
             "无差异 no discrepancies"
             if not report.discrepancies
@@ -452,8 +515,8 @@ async def run_auction_audit(settings: Settings, day: str, as_json: bool) -> int:
         )
         print(
             f"日前竞价 day-ahead auction {day}: {report.orders} 笔申报 orders, 社会福利 welfare "
-            f"{report.welfare / 100:.2f} 元 ({report.status}), 重解 re-solved "
-            f"{report.resolved_welfare / 100:.2f} 元, LP 上界 bound "
-            f"{report.lp_bound / 100:.2f} 元: {verdict}"
+            f"{yuan(report.welfare)} 元 ({report.status}), 重解 re-solved "
+            f"{yuan(report.resolved_welfare)} 元, LP 上界 bound "
+            f"{yuan(round(report.lp_bound))} 元: {verdict}"
         )
     return 1 if report.discrepancies else 0

@@ -14,6 +14,9 @@ from pydantic import BaseModel
 
 from cx.settings import Settings
 
+FEN_HELP = "金额, 以分计 (100 分 = 1 元) an amount in fen, 100 to the 元: 15000 is 150.00 元"
+"""What an amount argument takes: whole fen, as the API does, so scripts keep working."""
+
 
 def add_parser(commands: Any) -> None:
     """The `vouchers` command and its subcommands."""
@@ -31,7 +34,7 @@ def add_parser(commands: Any) -> None:
     steps.add_parser("enterprise", help="the enterprise the key's account registered")
     apply = steps.add_parser("apply", help="apply for a grant (算力券申领)")
     apply.add_argument("programme_id")
-    apply.add_argument("amount", type=int, help="fen")
+    apply.add_argument("amount", type=int, help=FEN_HELP)
     apply.add_argument("--use", required=True, help="what the compute is for")
     apply.add_argument("--id", dest="application_id", help="the application's id (default: new)")
     listing = steps.add_parser("applications", help="the key's applications, or a programme's")
@@ -48,11 +51,11 @@ def add_parser(commands: Any) -> None:
     approve = steps.add_parser("approve", help="approve a pending application (administrator)")
     approve.add_argument("programme_id")
     approve.add_argument("application_id")
-    approve.add_argument("limit", type=int, help="fen")
+    approve.add_argument("limit", type=int, help=FEN_HELP)
     approve.add_argument("--related", nargs="*", default=[], help="the enterprise's group")
     policy = steps.add_parser("policy", help="set the platform's voucher ceilings (operator)")
     policy.add_argument("--max-rate-bps", type=int, required=True)
-    policy.add_argument("--max-cap-per-enterprise", type=int, required=True, help="fen")
+    policy.add_argument("--max-cap-per-enterprise", type=int, required=True, help=FEN_HELP)
     policy.add_argument("--kinds", nargs="+", choices=("sme", "opc", "large"), required=True)
     policy.add_argument("--cities", nargs="*", default=[])
     policy.add_argument("--reason", default="")

@@ -16,6 +16,7 @@ the gate, each partition's share of the result and the result itself. The audit 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,21 +118,28 @@ async def audit_auction(
     relaxed = lp_relaxation(orders)
     report.lp_bound = float(relaxed)
     if recorded.welfare > relaxed:
-        found.append(f"welfare {recorded.welfare} is above the LP relaxation's {float(relaxed)}")
+        # Welfare is whole fen: above the relaxation is above its whole fen.
+        found.append(
+            f"welfare {recorded.welfare} fen is above the LP relaxation's {math.floor(relaxed)} fen"
+        )
     if recorded.welfare > recorded.bound:
-        found.append(f"welfare {recorded.welfare} is above the recorded bound {recorded.bound}")
+        found.append(
+            f"welfare {recorded.welfare} fen is above the recorded bound {recorded.bound} fen"
+        )
     again = clear(orders, ticks, node_limit=NODE_LIMIT, time_limit_s=TIME_LIMIT_S)
     report.resolved_welfare = again.welfare
     if again.status == "optimal" and recorded.status == "optimal":
         if again.welfare != recorded.welfare:
-            found.append(f"solved again: welfare {again.welfare}, recorded {recorded.welfare}")
+            found.append(
+                f"solved again: welfare {again.welfare} fen, recorded {recorded.welfare} fen"
+            )
         if again.prices != recorded.prices:
             changed = sorted(s for s in again.prices if again.prices[s] != recorded.prices.get(s))
             found.append(f"solved again: different prices in {changed[:5]}")
     elif again.welfare > recorded.bound or recorded.welfare > again.bound:
         found.append(
-            f"solved again: welfare {again.welfare} (bound {again.bound}) against the "
-            f"recorded {recorded.welfare} (bound {recorded.bound})"
+            f"solved again: welfare {again.welfare} fen (bound {again.bound} fen) against the "
+            f"recorded {recorded.welfare} fen (bound {recorded.bound} fen)"
         )
     return report
 

@@ -128,7 +128,7 @@ class _Vouchers:
                     Discrepancy(
                         "voucher-overgranted",
                         f"programme {programme} has granted {self.granted[programme]} fen of a "
-                        f"budget of {self.budgets.get(programme, 0)}",
+                        f"budget of {self.budgets.get(programme, 0)} fen",
                         tuple(self.positions[programme]),
                     )
                 ]
@@ -160,8 +160,8 @@ class _Vouchers:
                     Discrepancy(
                         "voucher-reservation",
                         f"order {order.order_id} reserves {order.voucher_reserved} fen of "
-                        f"programme {programme}, more than its rate of the order's {order.price} "
-                        f"x {units} allows ({bound})",
+                        f"programme {programme}, more than its rate of the order's "
+                        f"{order.price} fen x {units} units allows ({bound} fen)",
                         (position,),
                     )
                 )
@@ -382,8 +382,8 @@ def _check_vouchers(state: ExchangeState, vouchers: _Vouchers, found: list[Discr
                     Discrepancy(
                         "voucher-budget",
                         f"programme {programme_id}: {name} is {value} fen; its events give "
-                        f"{expected[name]} (budget {budget}, granted "
-                        f"{vouchers.granted[programme_id]})",
+                        f"{expected[name]} fen (budget {budget} fen, granted "
+                        f"{vouchers.granted[programme_id]} fen)",
                         where,
                     )
                 )
@@ -403,20 +403,21 @@ def _check_vouchers(state: ExchangeState, vouchers: _Vouchers, found: list[Discr
         if grant is not None and not grant.approved:
             problems.append("it is used but was never approved")
         elif grant is None or grant.limit != limit:
-            problems.append(f"the grant is {None if grant is None else grant.limit}, not {limit}")
+            granted = "none" if grant is None else f"{grant.limit} fen"
+            problems.append(f"the grant is {granted}, not {limit} fen")
         if reserved != open_reserved[key]:
             problems.append(
-                f"{reserved} fen are reserved, its open orders reserve {open_reserved[key]}"
+                f"{reserved} fen are reserved, its open orders reserve {open_reserved[key]} fen"
             )
         if unreserved + reserved + committed != limit:
             problems.append(
-                f"unreserved {unreserved} + reserved {reserved} + paid out {committed} fen "
-                f"is not the {limit} granted"
+                f"unreserved {unreserved} fen + reserved {reserved} fen + paid out "
+                f"{committed} fen is not the {limit} fen granted"
             )
         if committed > vouchers.reserved[key]:
             problems.append(
-                f"{committed} fen were paid out, more than the {vouchers.reserved[key]} its "
-                "orders ever reserved"
+                f"{committed} fen were paid out, more than the {vouchers.reserved[key]} fen "
+                "its orders ever reserved"
             )
         for problem in problems:
             found.append(
@@ -623,7 +624,7 @@ def _check_holds(state: ExchangeState, found: list[Discrepancy]) -> None:
                 Discrepancy(
                     "held-cash",
                     f"account {account_id} holds {balance.held} fen; its open orders need "
-                    f"{needed_cash.get(account_id, 0)}",
+                    f"{needed_cash.get(account_id, 0)} fen",
                 )
             )
     for (account_id, symbol), balance in accounts.capacity.items():
@@ -664,8 +665,8 @@ def _check_conservation(
         found.append(
             Discrepancy(
                 "cash-not-conserved",
-                f"the exchange holds {inside} fen in all; {cash_deposited} were deposited net "
-                f"of withdrawals and voucher programmes paid {drawn}",
+                f"the exchange holds {inside} fen in all; {cash_deposited} fen were deposited "
+                f"net of withdrawals and voucher programmes paid {drawn} fen",
             )
         )
     totals: dict[str, int] = defaultdict(int)
@@ -737,8 +738,8 @@ def _check_projections(
     accounts = state.accounts
     position_rows = rows.positions
     order_rows = rows.filled
-    _compare_balances("cash_balances", rows.cash, accounts.cash, found)
-    _compare_balances("capacity_balances", rows.capacity, accounts.capacity, found)
+    _compare_balances("cash_balances", "fen", rows.cash, accounts.cash, found)
+    _compare_balances("capacity_balances", "units", rows.capacity, accounts.capacity, found)
     for key in sorted(set(position_rows) | set(accounts.positions)):
         if position_rows.get(key, 0) != accounts.positions.get(key, 0):
             found.append(
@@ -777,11 +778,13 @@ def _check_projections(
 
 def _compare_balances(
     table: str,
+    unit: str,
     rows: Mapping[Any, Balance],
     balances: Mapping[Any, Balance],
     found: list[Discrepancy],
 ) -> None:
-    """Report each balance whose projected row differs from what the events give."""
+    """Report each balance (in `unit`: fen, units) whose projected row differs from what the
+    events give."""
     for key in sorted(set(rows) | set(balances)):
         row = rows.get(key)
         balance = balances.get(key)
@@ -792,7 +795,9 @@ def _compare_balances(
             found.append(
                 Discrepancy(
                     "projection",
-                    f"{table} shows {who} at available/held {shown}; the events give {actual}",
+                    f"{table} shows {who} at available {shown[0]} {unit}, held {shown[1]} "
+                    f"{unit}; the events give available {actual[0]} {unit}, held {actual[1]} "
+                    f"{unit}",
                 )
             )
 
@@ -860,7 +865,7 @@ async def _audit_ledger(view: StoreView, catalogue: Catalogue, partitions: int) 
                 Discrepancy(
                     "projection",
                     f"{name}: the projection shows {projected.get(name, 0)} fen, "
-                    f"the journal's entries give {entries_say}",
+                    f"the journal's entries give {entries_say} fen",
                 )
             )
         if replayed.get(name, 0) != entries_say:
@@ -868,7 +873,7 @@ async def _audit_ledger(view: StoreView, catalogue: Catalogue, partitions: int) 
                 Discrepancy(
                     "journal-incomplete",
                     f"{name}: the events give {replayed.get(name, 0)} fen, "
-                    f"the journal's entries give {entries_say}",
+                    f"the journal's entries give {entries_say} fen",
                 )
             )
     report.state_hash = state.state_hash()

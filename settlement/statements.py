@@ -16,6 +16,7 @@ each line.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -741,6 +742,17 @@ def yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(fen), 100)
     return f"{sign}{whole:,}.{cents:02d}"
+
+
+AMOUNT_IN_FEN = re.compile(r"(?<![\w.,])(-?\d+) fen\b")
+"""An amount as the exchange's messages count it, in fen (`15052 fen`)."""
+
+
+def in_yuan(text: str) -> str:
+    """A message as a person reads it: its amounts in 元 (`15052 fen` is said `150.52 元`).
+    The exchange counts in fen, and what machines read (JSON, CSV, a problem's fields) keeps
+    fen; every amount a message gives says `fen` after it, so none is left in fen here."""
+    return AMOUNT_IN_FEN.sub(lambda amount: f"{yuan(int(amount.group(1)))} 元", text)
 
 
 CAPITAL_DIGITS = "零壹贰叁肆伍陆柒捌玖"

@@ -186,9 +186,10 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
     corrupted = _cx(settings, "audit", "ledger")
     assert corrupted.returncode == 1
     assert (
-        "[projection] cash:opc: the projection shows 6000 fen, the journal's entries give 5999"
-        in corrupted.stdout
+        "差异 discrepancy 投影表不符 [projection] cash:opc: the projection shows 60.00 元, the "
+        "journal's entries give 59.99 元" in corrupted.stdout
     )
+    assert " fen" not in corrupted.stdout
 
 
 async def _corrupt_cash(settings: Settings, account: str, available: int) -> None:

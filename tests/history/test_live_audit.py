@@ -118,19 +118,21 @@ async def test_audits_of_a_trading_market_are_clean_and_still_find_a_corruption(
                 )
             whole = await audit(store, catalogue, exchange_settings.market_partitions)
             assert [str(d) for d in whole.discrepancies] == [
-                "[projection] cash_balances shows idle at available/held (1001, 0); the "
-                "events give (1000, 0)"
+                "[projection] cash_balances shows idle at available 1001 fen, held 0 fen; the "
+                "events give available 1000 fen, held 0 fen"
             ]
             ledger = await audit_ledger(store, catalogue, exchange_settings.market_partitions)
             found = {(d.kind, d.message) for d in ledger.discrepancies}
             assert ("unbalanced-entry", "journal entry forged sums to 1 fen, not 0") in found
             assert (
                 "journal-incomplete",
-                "cash:idle: the events give 1000 fen, the journal's entries give 1001",
+                "cash:idle: the events give 1000 fen, the journal's entries give 1001 fen",
             ) in found
             done = await asyncio.to_thread(cx, exchange_settings, "audit", "ledger")
             assert done.returncode == 1
-            assert "journal entry forged sums to 1 fen" in done.stdout
+            # For people, in 元: no amount in fen is left in the text.
+            assert "journal entry forged sums to 0.01 元, not 0" in done.stdout
+            assert " fen" not in done.stdout
         finally:
             stop.set()
             placed = await trading

@@ -94,7 +94,12 @@ def test_replay_shows_voucher_budgets_and_a_clean_history_audits_clean(
         "clawed_back": 0,
     }
     table = _cx(voucher_history["settings"], "replay")
-    assert "Voucher budgets" in table.stdout
+    assert "算力券预算 voucher budgets (元)" in table.stdout
+    # The grant's amounts in 元 (200.00 granted, 184.10 left, 5.10 reserved, 10.80 paid),
+    # never in fen.
+    for amount in ("200.00", "184.10", "5.10", "10.80"):
+        assert amount in table.stdout, table.stdout
+    assert "18410" not in table.stdout
     audited = _cx(voucher_history["settings"], "audit")
     assert audited.returncode == 0, audited.stdout + audited.stderr
 
@@ -131,7 +136,7 @@ async def test_grants_past_the_budget_are_reported(
     found = await _audit_copy(copy, voucher_history["settings"].market_partitions)
     expected = (
         f"voucher-overgranted: [voucher-overgranted] programme hz has granted {BUDGET + 1} fen "
-        f"of a budget of {BUDGET} (events at {created_at}, {position})"
+        f"of a budget of {BUDGET} fen (events at {created_at}, {position})"
     )
     assert expected in found
 
