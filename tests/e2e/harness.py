@@ -213,15 +213,20 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
-async def quiescent(runtime: ExchangeRuntime) -> bool:
-    """True when risk, matching and settlement (every shard) have consumed everything in their
-    topics."""
+InputEnds = dict[str, dict[int, int]]
+"""The end offset of each partition of each topic a stage reads, by topic."""
+
+
+async def quiescent(runtime: ExchangeRuntime) -> InputEnds | None:
+    """The ends of the topics risk, matching, day-ahead and settlement (every shard) read, if
+    each has consumed its topic to that end; None while any has not."""
     topics = runtime.topics
     stages = (
         ("risk", topics.commands, topics.command_partitions),
         ("matching", topics.orders, topics.market_partitions),
         ("dayahead", topics.dayahead, 1),
     )
+    ends: InputEnds = {}
     for group, topic, partitions in stages:
         consumer = await runtime.log.consumer(group_id=topics.group(group))
         try:
@@ -229,7 +234,8 @@ async def quiescent(runtime: ExchangeRuntime) -> bool:
                 tp = TopicPartition(topic, partition)
                 end = await consumer.end_offset(tp)
                 if end and (await consumer.committed(tp) or 0) < end:
-                    return False
+                    return None
+                ends.setdefault(topic, {})[partition] = end
         finally:
             await consumer.close()
     # Each partition settles in one shard and its offsets are stored there.
@@ -242,25 +248,41 @@ async def quiescent(runtime: ExchangeRuntime) -> bool:
         for partition in range(topics.market_partitions):
             end = await consumer.end_offset(TopicPartition(topics.events, partition))
             if settled.get((topics.events, partition), 0) < end:
-                return False
+                return None
+            ends.setdefault(topics.events, {})[partition] = end
     finally:
         await consumer.close()
-    return True
+    return ends
 
 
-async def settle(runtime: ExchangeRuntime, timeout_s: float = 60.0) -> None:
-    """Wait until the pipeline has settled everything sent so far (twice, for in-flight work)."""
+async def settle(runtime: ExchangeRuntime, timeout_s: float = 60.0) -> InputEnds:
+    """Wait until the pipeline has settled everything sent so far (twice, for in-flight work);
+    return the input ends it saw consumed last, just before it returns.
+
+    Settled means nothing more to do with what was sent, not that nothing more will be sent:
+    the exchange's ticker sends every market partition a tick each CX_TICK_SECONDS, and a tick
+    moves matching's clock, which its state hash covers. A test that reads live state hashes
+    here to compare with a replay of the whole topics runs without ticks and passes these ends
+    to `assert_stages_match_replay`, which fails naming any input that came after them.
+    """
     for _ in range(2):
         await eventually(lambda: quiescent(runtime), "the pipeline to settle", timeout_s)
         await asyncio.sleep(0.2)
+    # Once more, without a pause after it: the ends of the moment settle returns.
+    ends: InputEnds = await eventually(
+        lambda: quiescent(runtime), "the pipeline to settle", timeout_s
+    )
+    return ends
 
 
 async def assert_stages_match_replay(
-    runtime: ExchangeRuntime, partitions: int
+    runtime: ExchangeRuntime, partitions: int, settled_at: InputEnds | None = None
 ) -> dict[str, dict[int, str]]:
     """Replay risk and matching from scratch over their whole input topics (silently: they
     write nothing up to their groups' committed offsets) and check that each partition's state
     equals the last snapshot the stages stored, taken at its final offset on their clean stop.
+    With `settled_at` (what `settle` returned when the test read the live hashes), check also
+    that no input came after it: the live hashes are then of the state the replay ends in.
 
     Run it only once nothing else consumes the topics. Returns the replayed partition hashes.
     """
@@ -283,6 +305,14 @@ async def assert_stages_match_replay(
         try:
             for partition in range(partitions):
                 end = await consumer.end_offset(TopicPartition(runner.input_topic, partition))
+                if settled_at is not None:
+                    at_settle = settled_at[runner.input_topic][partition]
+                    assert end == at_settle, (
+                        f"{runner.name} {partition}: {end - at_settle} input record(s) came after "
+                        f"settle ({runner.input_topic} ended at {at_settle}, now at {end}): the "
+                        "live state read at settle is not the state the replay ends in (the "
+                        "ticker sends a tick every CX_TICK_SECONDS)"
+                    )
                 saved = await snapshots.latest(runner.name, runner.input_topic, partition)
                 if end == 0:
                     continue
