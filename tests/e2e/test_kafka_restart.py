@@ -66,6 +66,9 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
                 CX_COMMAND_PARTITIONS=PARTITIONS,
                 CX_MARKET_PARTITIONS=PARTITIONS,
                 CX_SNAPSHOT_EVERY=50,
+                # No ticks: each moves matching's clock (in its state hash), so one arriving after
+                # settle would make the live hashes read there an earlier state than the replay's.
+                CX_TICK_SECONDS=86_400,
             )
             load = Load()
             async with running_exchange(settings) as exchange:
@@ -91,7 +94,7 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
                 finally:
                     await loaders.stop()
 
-                await settle(exchange.runtime, timeout_s=180)
+                settled = await settle(exchange.runtime, timeout_s=180)
                 runtime = exchange.runtime
                 live = {
                     name: {p: runtime.running[name].partition_hash(p) for p in range(PARTITIONS)}
@@ -109,7 +112,7 @@ async def test_broker_restart_mid_run_loses_and_repeats_nothing(
             # the state the live stages ended with (and stored in their last snapshots).
             runtime = await ExchangeRuntime.open(settings)
             try:
-                replayed = await assert_stages_match_replay(runtime, PARTITIONS)
+                replayed = await assert_stages_match_replay(runtime, PARTITIONS, settled)
             finally:
                 await runtime.close()
             assert replayed == live
