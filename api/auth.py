@@ -18,7 +18,14 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from api.keys import PARTICIPANT_ROLES, KeyRing, Principal, Role
+from api.keys import (
+    PARTICIPANT_ROLES,
+    KeyRing,
+    KeyStore,
+    Principal,
+    Role,
+    refuse_unknown_accounts,
+)
 from api.problems import DATABASE_RETRY_AFTER_S, Problem, database_unavailable
 from api.ratelimit import RateLimiter, retry_after_header
 
@@ -181,6 +188,15 @@ def account_of(principal: Principal, requested: str | None) -> str:
             f"this key belongs to account {principal.account_id!r}, not {requested!r}",
         )
     return principal.account_id
+
+
+async def account_acted_on(principal: Principal, requested: str, keys: KeyStore) -> str:
+    """`account_of` for a command that changes the account: an operator's to an account no
+    key was ever made for is refused (404 `unknown-account`) instead of acting on nobody."""
+    account = account_of(principal, requested)
+    if principal.role is Role.OPERATOR:
+        await refuse_unknown_accounts(keys, [account])
+    return account
 
 
 def document_optional_keys(document: dict[str, Any]) -> None:

@@ -20,8 +20,15 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from api.auth import Operator, Provider, Reader, account_of, allow
-from api.deps import CommandsDep, IdempotencyKey, IdempotentDep, LedgerDep, MarketDep
+from api.auth import Operator, Provider, Reader, account_acted_on, account_of, allow
+from api.deps import (
+    CommandsDep,
+    IdempotencyKey,
+    IdempotentDep,
+    KeysDep,
+    LedgerDep,
+    MarketDep,
+)
 from api.idempotency import (
     Answer,
     Idempotent,
@@ -31,7 +38,7 @@ from api.idempotency import (
     problem_body,
     respond,
 )
-from api.keys import Principal, Role
+from api.keys import Principal, Role, refuse_unknown_accounts
 from api.marketdata import MarketData, Outcome, deposit_key, order_key, request_key
 from api.problems import Problem, problems
 from api.services import Commands
@@ -667,7 +674,7 @@ def request_named(
     "idempotent: a retry returns the first answer and never withdraws twice; the same name "
     "for a different withdrawal is refused (`idempotency-key-reused`).",
     response_model=RequestAnswer,
-    responses=problems(422),
+    responses=problems(404, 422),
 )
 async def withdraw(
     account_id: Identifier,
@@ -676,9 +683,10 @@ async def withdraw(
     market: MarketDep,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    keys: KeysDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    account = account_of(principal, account_id)
+    account = await account_acted_on(principal, account_id, keys)
     named = own_name(request.withdrawal_id, idempotency_key)
     withdrawal_id = named or f"w-{uuid.uuid4().hex}"
     path = f"/v1/accounts/{account}/withdrawals"
@@ -729,7 +737,7 @@ def _withdrawal(
     "must be listed now: a schedule reaching past the listing horizon is refused whole. "
     "`status` is `pending` if the exchange had not decided every deposit and ask in 5 s.",
     response_model=ScheduledDeposit,
-    responses=problems(422),
+    responses=problems(404, 422),
 )
 async def deposit_schedule(
     account_id: Identifier,
@@ -738,9 +746,10 @@ async def deposit_schedule(
     market: MarketDep,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    keys: KeysDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    account = account_of(principal, account_id)
+    account = await account_acted_on(principal, account_id, keys)
     given_name = own_name(request.deposit_id, idempotency_key, SCHEDULE_NAME_LENGTH)
     deposit_id = given_name or f"cap-{uuid.uuid4().hex[:16]}"
     path = f"/v1/accounts/{account}/capacity-deposits"
@@ -1024,13 +1033,16 @@ async def invoices(account_id: Identifier, principal: Reader, ledger: LedgerDep)
     summary="Grant a fee concession to each participant of a class, with its own budget",
     description="Each account named gets `discount_bps` of its trading fees back (at the "
     "trade; a provider's at delivery) from a budget of `budget_per_account`, while the log "
-    "time is in the validity window. The invoice shows it as the platform's concession.",
+    "time is in the validity window. The invoice shows it as the platform's concession. "
+    "An account no key was ever made for is refused (`unknown-account`) before any is "
+    "granted.",
     response_model=list[RequestAnswer],
     responses=problems(422),
 )
 async def grant_concessions(
-    request: ConcessionRequest, principal: Operator, commands: CommandsDep
+    request: ConcessionRequest, principal: Operator, commands: CommandsDep, keys: KeysDep
 ) -> JSONResponse:
+    await refuse_unknown_accounts(keys, request.account_ids, status=422, field="account_ids")
     answers = []
     for account_id in sorted(set(request.account_ids)):
         command = GrantConcession(
@@ -1147,15 +1159,16 @@ async def approve_grant(
     "(`invalid_uscc`) says what is wrong: its length, the bad character and its position, or "
     "the check character expected. Idempotent: the same registration again changes nothing.",
     response_model=RequestAnswer,
-    responses=problems(422),
+    responses=problems(404, 422),
 )
 async def register_enterprise(
     account_id: Identifier,
     request: EnterpriseRequest,
     principal: Reader,
     commands: CommandsDep,
+    keys: KeysDep,
 ) -> JSONResponse:
-    account = account_of(principal, account_id)
+    account = await account_acted_on(principal, account_id, keys)
     command = RegisterEnterprise(account_id=account, **request.model_dump())
     return respond(await decision(commands, command, named=False), replayed=False)
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from sqlalchemy import Column, DateTime, Index, Row, Table, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.problems import DatabaseUnavailable, database_unavailable
+from api.problems import DatabaseUnavailable, Problem, database_unavailable
 from api.schema import metadata
 from exchange.domain.accounts import SYSTEM_ACCOUNTS
 from settlement.schema import utc_now
@@ -263,6 +263,25 @@ class KeyStore(Protocol):
 
     async def stored_keys(self, key_ids: Sequence[str], live_only: bool) -> list[StoredKey]:
         """The stored keys of these ids (only the unrevoked with `live_only`)."""
+
+
+async def refuse_unknown_accounts(
+    keys: KeyStore, account_ids: Collection[str], status: int = 404, field: str | None = None
+) -> None:
+    """Refuse (`unknown-account`) an operator's command to accounts the exchange never gave a
+    key: an account exists once a key is made for it (a revoked key's account still does), so
+    limits, concessions or deposits under a mistyped id would land on nobody and the operator
+    would be told they were done."""
+    for account_id in sorted(set(account_ids)):
+        if not await keys.list_keys(account_id, include_revoked=True):
+            extra = {} if field is None else {"field": field}
+            raise Problem(
+                status,
+                "unknown-account",
+                f"没有账户 {account_id!r}, 从未为它创建 API 密钥 / there is no account "
+                f"{account_id!r} (no API key was ever made for it); nothing was changed",
+                **extra,
+            )
 
 
 class KeyRing:

@@ -9,11 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from api.auth import Reader, account_of, authenticated
+from api.auth import Reader, account_acted_on, account_of, authenticated
 from api.deps import (
     CommandsDep,
     IdempotencyKey,
     IdempotentDep,
+    KeysDep,
     LedgerDep,
     MarketDep,
     listed_or_422,
@@ -113,7 +114,7 @@ async def deposit(
     "capacity. A `deposit_id` or an `Idempotency-Key` header makes a retry return the "
     "first answer; the same name with a different deposit is refused "
     "(`idempotency-key-reused`), even while the first is pending.",
-    responses=problems(422),
+    responses=problems(404, 422),
 )
 async def post_deposit(
     account_id: Identifier,
@@ -122,9 +123,10 @@ async def post_deposit(
     market: MarketDep,
     commands: CommandsDep,
     idempotent: IdempotentDep,
+    keys: KeysDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    account = account_of(principal, account_id)
+    account = await account_acted_on(principal, account_id, keys)
     if isinstance(request, CapacityDeposit) and principal.role not in (
         Role.PROVIDER,
         Role.OPERATOR,

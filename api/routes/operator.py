@@ -21,7 +21,13 @@ from api.deps import (
     listed_or_404,
     listed_or_422,
 )
-from api.keys import KeyInfo, Principal, ReservedAccount, RoleConflict
+from api.keys import (
+    KeyInfo,
+    Principal,
+    ReservedAccount,
+    RoleConflict,
+    refuse_unknown_accounts,
+)
 from api.marketdata import control_key, request_key
 from api.models import (
     ControlAnswer,
@@ -393,12 +399,18 @@ async def control_market(
     "amend that would take the account's open orders past a limit is rejected as "
     "`account_limit_exceeded`. Orders already open stay. Answers `set` once risk has set "
     "them, or 422 with risk's reason (`not_operator`: the API's operator key does not verify "
-    "there).",
-    responses=problems(422),
+    "there). An account no key was ever made for is refused (404 `unknown-account`) and "
+    "nothing is set.",
+    responses=problems(404, 422),
 )
 async def set_limits(
-    account_id: Identifier, request: LimitsRequest, principal: Operator, commands: CommandsDep
+    account_id: Identifier,
+    request: LimitsRequest,
+    principal: Operator,
+    commands: CommandsDep,
+    keys: KeysDep,
 ) -> LimitsAnswer:
+    await refuse_unknown_accounts(keys, [account_id])
     command = commands.sign(
         SetAccountLimits(
             operator_id=principal.account_id,

@@ -240,6 +240,7 @@ async def test_controls_risk_refuses_are_422_with_its_reason(exchange_settings: 
     control, account limits too, is 422 `not_operator`, not `pending`, and sets nothing."""
     async with running_exchange(exchange_settings) as exchange:
         operator = await exchange.operator()
+        await exchange.key_for("b")
         exchange.runtime.seal = OperatorSeal([b"a key the risk stage does not hold"])
         limits = await operator.put(
             "/v1/admin/accounts/b/limits", json={"max_open_quantity": 3, "reason": "review"}
@@ -251,3 +252,55 @@ async def test_controls_risk_refuses_are_422_with_its_reason(exchange_settings: 
         await settle(exchange.runtime)
         assert await _stored(exchange, "AccountLimitsSet") == []
         assert await _stored(exchange, "ContractStateChanged") == []
+
+
+async def test_an_operator_command_to_an_account_never_given_a_key_is_refused_changing_nothing(
+    exchange_settings: Settings,
+) -> None:
+    """Limits, a concession or a deposit under an account id no key was ever made for (a typo)
+    is refused as `unknown-account`, worded Chinese first, and nothing is logged for it; the
+    same commands to an account with a key (a revoked one too) are carried out."""
+    async with running_exchange(exchange_settings) as exchange:
+        operator = await exchange.operator()
+        await exchange.key_for("b")
+        revoked = await exchange.key_for("gone")
+        gone_key_id = revoked.split("_")[1]
+        assert (await operator.delete(f"/v1/admin/keys/{gone_key_id}")).status_code == 200
+
+        def unknown(answer: Any, status: int) -> None:
+            assert answer.status_code == status, answer.text
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            problem = answer.json()
+            assert problem["type"] == "/problems/unknown-account", problem
+            assert problem["title"] == "没有这个账户 no such account", problem
+            assert problem["detail"].startswith("没有账户 'nobody'"), problem
+
+        limits = {"max_open_quantity": 3, "reason": "review"}
+        unknown(await operator.put("/v1/admin/accounts/nobody/limits", json=limits), 404)
+        relief = {
+            "concession_id": "relief", "account_ids": ["b", "nobody"], "discount_bps": 5_000,
+            "budget_per_account": 10, "valid_from": 0, "valid_until": 1_830_297_600_000,
+            "reason": "fee relief",
+        }  # fmt: skip
+        refused = await operator.post("/v1/admin/concessions", json=relief)
+        unknown(refused, 422)
+        assert refused.json()["field"] == "account_ids"
+        cash = {"kind": "cash", "amount": 1_000}
+        unknown(await operator.post("/v1/accounts/nobody/deposits", json=cash), 404)
+        withdrawal = {"kind": "cash", "amount": 1}
+        unknown(await operator.post("/v1/accounts/nobody/withdrawals", json=withdrawal), 404)
+        await settle(exchange.runtime)
+        assert await _stored(exchange, "AccountLimitsSet") == []
+        assert await _stored(exchange, "ConcessionGranted") == []
+        assert await _stored(exchange, "FundsDeposited") == []
+        assert await _stored(exchange, "RequestRejected") == []
+
+        for account in ("b", "gone"):
+            answer = await operator.put(f"/v1/admin/accounts/{account}/limits", json=limits)
+            assert answer.json()["status"] == "set", answer.text
+        granted = await operator.post("/v1/admin/concessions", json={**relief, "account_ids": ["b"]})
+        assert granted.status_code == 201, granted.text
+        await settle(exchange.runtime)
+        limited = [e["account_id"] for e in await _stored(exchange, "AccountLimitsSet")]
+        assert sorted(limited) == ["b", "gone"]
+        assert [e["account_id"] for e in await _stored(exchange, "ConcessionGranted")] == ["b"]

@@ -109,10 +109,10 @@ async def test_risk_replays_operators_signed_commands_as_the_live_stage_decided(
     settings = settings_for(tmp_path, CX_COMMAND_PARTITIONS=1, CX_MARKET_PARTITIONS=1)
     async with running_exchange(settings) as exchange:
         operator = await exchange.operator()
+        buyer = await exchange.as_("p1")
         limits = {"max_open_quantity": None, "max_open_notional": 0, "reason": "model"}
         answer = await operator.put("/v1/admin/accounts/p1/limits", json=limits)
         assert answer.json()["status"] == "set", answer.text
-        buyer = await exchange.as_("p1")
         deposit = {"kind": "cash", "amount": 100_000}
         assert (await buyer.post("/v1/accounts/p1/deposits", json=deposit)).status_code == 201
         bid = {"symbol": GZ0, "side": "buy", "price": 1_800, "quantity": 1}
