@@ -274,7 +274,7 @@ async def refuse_unknown_accounts(
     would be told they were done."""
     for account_id in sorted(set(account_ids)):
         if not await keys.list_keys(account_id, include_revoked=True):
-            extra = {} if field is None else {"field": field}
+            extra: dict[str, Any] = {} if field is None else {"field": field}
             raise Problem(
                 status,
                 "unknown-account",

@@ -36,7 +36,9 @@ from exchange.domain.catalogue import (
     is_family,
     parse_symbol,
     strip_hours,
+    to_utc_ms,
 )
+from exchange.domain.market import listing_state
 from exchange.domain.messages import (
     MARKET_WIDE_ACTIONS,
     AccountLimitsSet,
@@ -402,7 +404,7 @@ class MarketData:
         self.topics = topics
         self.catalogue = catalogue
         self.performance = performance
-        self.views = {symbol: ContractView() for symbol in catalogue.symbols}
+        self.views = {symbol: self._listed_view(symbol) for symbol in catalogue.symbols}
         self.operator_listed: set[str] = set()
         """Contracts operators listed that the catalogue does not list (`ListingChanged`)."""
         self.operator_delisted: dict[str, str] = {}
@@ -513,6 +515,25 @@ class MarketData:
             del self.bands[symbol]
         self.bands[target] = event.band or 0
 
+    def _listed_view(self, symbol: str) -> ContractView:
+        """A new view of a listed contract, in the state matching lists it in (`listing_state`)
+        until matching announces one: it announces none for the static contracts, listed
+        before it reads the log, nor for a rolled one until a record reaches its partition.
+        A rolled hour waits for its day's day-ahead auction while that auction's gate is
+        ahead; an operator's listing never does."""
+        rules = self.catalogue.rules
+        if self.catalogue.is_static(symbol):
+            awaits_day_ahead = rules.day_ahead_gate_ms is not None
+        else:
+            spec = self.catalogue.get(symbol)
+            gate = (
+                None
+                if spec is None or spec.is_term
+                else rules.day_ahead_gate(to_utc_ms(spec.delivery_start))
+            )
+            awaits_day_ahead = gate is not None and gate > self.listing_ms
+        return ContractView(state=listing_state(rules.pre_open, awaits_day_ahead))
+
     def view(self, symbol: str) -> ContractView | None:
         """The view of a contract: a static one, one already seen in an event, or a rolled one
         listed at the latest log time (its view made now); None for any other symbol."""
@@ -521,7 +542,7 @@ class MarketData:
             self.catalogue.listed(symbol, self.listing_ms) is not None
             or symbol in self.operator_listed
         ):
-            view = self.views[symbol] = ContractView()
+            view = self.views[symbol] = self._listed_view(symbol)
         return view
 
     @property
@@ -558,12 +579,12 @@ class MarketData:
             and self.catalogue.get(symbol) is not None
         ):
             # Rolled contracts are listed as time goes on: a view starts with the first event.
-            self.views[symbol] = ContractView()
+            self.views[symbol] = self._listed_view(symbol)
         if isinstance(event, ListingChanged) and event.listed:
             if self.catalogue.get(event.symbol) is None:
                 self.operator_listed.add(event.symbol)
             self.operator_delisted.pop(event.symbol, None)
-            self.views.setdefault(event.symbol, ContractView())
+            self.views.setdefault(event.symbol, self._listed_view(event.symbol))
         elif isinstance(event, ListingChanged):
             # In the risk stage's words (exchange/domain/risk/outcomes.py).
             why = f": {event.reason}" if event.reason else ""

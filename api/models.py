@@ -439,6 +439,7 @@ class Contract(BaseModel):
             "seq": 17,
             "sellers": ["idc-nmg-1"],
             "state": "continuous",
+            "state_name": "交易中 trading",
             "band": 0,
         }
     )
@@ -473,7 +474,12 @@ class Contract(BaseModel):
     )
     state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = Field(
         default=None,
-        description="The market state matching last announced; null before it announced one",
+        description="The contract's lifecycle state: pre_open (collecting orders for an "
+        "opening or day-ahead auction), continuous, halted, closed (past its gate) or "
+        "delivered; the state it was listed in until matching announces another",
+    )
+    state_name: str | None = Field(
+        default=None, description="The state in words, Chinese first (未开盘 pre-open, ...)"
     )
     band: int = Field(
         default=0,

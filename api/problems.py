@@ -37,12 +37,18 @@ WORDS = Path(__file__).parent / "web" / "i18n"
 """The supermarket page's words, Chinese (`zh-CN.json`) and English (`en.json`)."""
 
 
+def page_words(section: str) -> dict[str, str]:
+    """What the page calls each code of one section of its words, Chinese then English: the
+    page and the API say the same."""
+    chinese = json.loads((WORDS / "zh-CN.json").read_text(encoding="utf-8"))[section]
+    english = json.loads((WORDS / "en.json").read_text(encoding="utf-8"))[section]
+    return {code: f"{text} {english.get(code, _words(code))}" for code, text in chinese.items()}
+
+
 def _problem_titles() -> dict[str, str]:
     """The title of each problem the page words (every reason the exchange rejects with among
-    them), Chinese then English: the page and the API say the same."""
-    chinese = json.loads((WORDS / "zh-CN.json").read_text(encoding="utf-8"))["problem"]
-    english = json.loads((WORDS / "en.json").read_text(encoding="utf-8"))["problem"]
-    return {code: f"{text} {english.get(code, _words(code))}" for code, text in chinese.items()}
+    them), Chinese then English."""
+    return page_words("problem")
 
 
 def _words(kind: str) -> str:

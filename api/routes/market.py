@@ -21,12 +21,14 @@ from api.models import (
     PublicTrade,
     Stats,
 )
-from api.problems import Problem, problems
+from api.problems import Problem, page_words, problems
 from api.stalls import Stall, sellers
 from exchange.domain.catalogue import REGIONS, ContractSpec, cst_iso, family_of, term_name
 from exchange.domain.performance import decimal_text
 
 MAX_DEPTH = 50
+STATE_NAMES = page_words("state")
+"""Each contract state in words, Chinese first, as the page says it."""
 
 router = APIRouter(prefix="/v1", tags=["market data"], responses=problems(401, 429))
 
@@ -79,6 +81,7 @@ def contract_view(
         seq=view.seq,
         sellers=sellers(stalls_held, spec),
         state=view.state,
+        state_name=None if view.state is None else STATE_NAMES[view.state],
         band=market.band(symbol),
         **term_fields(market, spec),
     )

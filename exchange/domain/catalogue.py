@@ -632,6 +632,10 @@ class Catalogue:
             ],
         )
 
+    def is_static(self, symbol: str) -> bool:
+        """Whether `symbol` is one of the static contracts (listed for their whole life)."""
+        return symbol in self._contracts
+
     def __contains__(self, symbol: object) -> bool:
         return isinstance(symbol, str) and self.get(symbol) is not None
 

@@ -94,6 +94,16 @@ INPUTS: tuple[type[Event], ...] = (
 """The events the stage acts on; any other record only moves its log time (`idle`)."""
 
 
+def listing_state(pre_open: bool, awaits_day_ahead: bool) -> mo.ContractState:
+    """The state the stage lists a contract in: pre-open, collecting orders for an opening
+    call (`pre_open`) or for its day's day-ahead auction; else continuous (a static one
+    opened at once by an auction of its empty book). The static contracts are listed before
+    the stage reads the log, and a rolled one only when a record reaches its partition, with
+    no state announced before: whoever shows the contracts starts from this state until
+    matching announces another."""
+    return mo.PRE_OPEN if pre_open or awaits_day_ahead else mo.CONTINUOUS
+
+
 class _Unset:
     """Marks a rule left to the catalogue."""
 
@@ -139,7 +149,7 @@ class MarketStage:
         pre_open = rules.pre_open if isinstance(pre_open, _Unset) else pre_open
         # With a day-ahead auction, the static contracts collect orders until their day's
         # auction (or, when the stage starts past its gate, open at the first record).
-        day_ahead = rules.day_ahead_gate_ms is not None
+        listed_in = listing_state(pre_open, rules.day_ahead_gate_ms is not None)
         self.catalogue = catalogue
         self.engine = MatchingEngine(halt_ms=halt_ms)
         for spec in catalogue:
@@ -155,7 +165,7 @@ class MarketStage:
                 tick=1,
                 band=band,
                 protection=protection,
-                open_at=None if pre_open or day_ahead else 0,
+                open_at=None if listed_in == mo.PRE_OPEN else 0,
                 close_at=close,
             )
         self.engine.take_events()
@@ -448,7 +458,8 @@ class MarketStage:
             protection=protection,
             close_at=self.catalogue.retires_at(spec),
             # An operator's listing may be of a family no day-ahead auction expects bids from.
-            continuous=not pre_open and (by_operator or not self._awaits_day_ahead(spec)),
+            continuous=listing_state(pre_open, not by_operator and self._awaits_day_ahead(spec))
+            == mo.CONTINUOUS,
         )
         self._book_seq[spec.symbol] = 0
 

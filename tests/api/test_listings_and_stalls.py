@@ -109,6 +109,38 @@ async def test_rolled_contracts_are_listed_trade_and_show_per_standard_prices(
     assert replayed["books"][INT_TOMORROW]["asks"] == [[900, 3]]
 
 
+async def test_every_contract_shows_its_state_in_words_chinese_first(
+    exchange: RunningExchange, tmp_path: Path
+) -> None:
+    """The static contracts, which matching lists before it reads the log and announces no
+    state for, show the state they were listed in (they showed null), rolled ones theirs, and
+    each a halt puts in its new one, all worded Chinese first."""
+    listed = await _contracts(exchange)
+    states = {symbol: (c["state"], c["state_name"]) for symbol, c in listed.items()}
+    trading = ("continuous", "交易中 trading")
+    assert states["H100-80G.GZ.20271201T00"] == trading
+    assert states[INT_TOMORROW] == trading
+    assert set(states.values()) == {trading}, states
+    operator = await exchange.operator()
+    halted = await operator.post(
+        "/v1/admin/contracts/H100-80G.GZ.20271201T00/halt", json={"reason": "drill"}
+    )
+    assert halted.status_code == 200, halted.text
+    await settle(exchange.runtime)
+    one = (await exchange.anonymous.get("/v1/contracts/H100-80G.GZ.20271201T00")).json()
+    assert (one["state"], one["state_name"]) == ("halted", "已暂停 halted")
+
+
+async def test_static_contracts_of_a_market_with_opening_calls_show_pre_open(
+    tmp_path: Path,
+) -> None:
+    async with running_exchange(settings_for(tmp_path, CX_PRE_OPEN=True)) as exchange:
+        listed = await _contracts(exchange)
+        assert {(c["state"], c["state_name"]) for c in listed.values()} == {
+            ("pre_open", "未开盘 pre-open")
+        }
+
+
 STALL = {
     "resource_class": "H100-80G-INT",
     "region": "GZ",
