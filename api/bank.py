@@ -40,6 +40,7 @@ from api.idempotency import (
 )
 from api.keys import Principal, Role, refuse_unknown_accounts
 from api.marketdata import MarketData, Outcome, deposit_key, order_key, request_key
+from api.ports import Ledger
 from api.problems import Problem, problems
 from api.services import Commands
 from exchange.domain.catalogue import (
@@ -1199,7 +1200,10 @@ async def enterprise(account_id: Identifier, principal: Reader, ledger: LedgerDe
     "`PROGRAMME/APPLICATION`. Refused: `not_registered`, `unknown_programme`, "
     "`not_eligible` (kind, city, ended, above the cap per enterprise), "
     "`duplicate_application` (an open or approved application of the account in the "
-    "programme, or the id taken).",
+    "programme, or the id taken). Applying again under the id of an application the "
+    "administrator has since rejected answers that rejection (`application_rejected`, with "
+    "the reason), not the first answer: a rejected application is applied for again under a "
+    "new id.",
     response_model=RequestAnswer,
     responses=problems(422),
 )
@@ -1208,22 +1212,57 @@ async def apply_for_grant(
     request: ApplicationRequest,
     principal: Reader,
     commands: CommandsDep,
+    ledger: LedgerDep,
     idempotent: IdempotentDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     named = own_name(request.application_id, idempotency_key)
+    account = account_of(principal, None)
     command = ApplyForGrant(
         application_id=named or f"a-{uuid.uuid4().hex}",
-        account_id=account_of(principal, None),
+        account_id=account,
         programme_id=programme_id,
         amount=request.amount,
         intended_use=request.intended_use,
     )
     path = f"/v1/programmes/{programme_id}/applications"
     given = named is not None
+    if given:
+        # The name's first answer ("done") says the application was taken; once rejected,
+        # giving it back would tell the sender its application stands. A changed request is
+        # told first that it reused the name.
+        names = request_named(command.type, request_id(command), path, request, "", idempotency_key)
+        await idempotent.refuse_reused(account, names)
+        rejected = await _rejected_application(ledger, account, programme_id, command)
+        if rejected is not None:
+            return respond(rejected, replayed=True)
     return await decide(
         commands, idempotent, command, given, path, request, idempotency_key=idempotency_key
     )
+
+
+async def _rejected_application(
+    ledger: Ledger, account: str, programme_id: str, command: ApplyForGrant
+) -> Answer | None:
+    """The rejection of the account's application under the command's id, if its programme's
+    administrator rejected it (as settled)."""
+    for application in await ledger.grant_applications(account_id=account):
+        if (
+            application["programme_id"] == programme_id
+            and application["application_id"] == command.application_id
+            and application["status"] == "rejected"
+        ):
+            body = problem_body(
+                422,
+                "application_rejected",
+                f"申请 {command.application_id!r} 已被项目 {programme_id} 的管理员驳回: "
+                f"{application['reason']}; 请以新的申请编号重新申请 / application "
+                f"{command.application_id!r} to programme {programme_id} was rejected by its "
+                "administrator; apply again under a new application_id",
+                request_id=request_id(command),
+            )
+            return Answer(422, body)
+    return None
 
 
 @router.get(

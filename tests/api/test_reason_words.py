@@ -44,7 +44,16 @@ def test_a_reason_an_order_ends_with_has_chinese_and_english_words(reason: Cance
     assert not CHINESE.search(english), f"en.json cancel-reason.{reason.value}: {english!r}"
 
 
-@pytest.mark.parametrize("code", ["unknown_need", "need_not_standing", "unexpected-outcome"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "unknown_need",
+        "need_not_standing",
+        "unexpected-outcome",
+        "unknown-account",
+        "application_rejected",
+    ],
+)
 def test_the_api_s_own_problems_are_titled_chinese_first(code: str) -> None:
     chinese = _section("zh-CN", "problem").get(code, "")
     english = _section("en", "problem").get(code, "")

@@ -236,6 +236,19 @@ async def test_rejection_eligibility_and_the_budget_refuse_and_change_nothing(
         assert rejected.status_code == 201, rejected.text
         _refused(await _approve(exchange, "s1", 6_000), "application_not_pending",
                  "is rejected, not pending")  # fmt: skip
+        await settle(exchange.runtime)
+        # Applying again under the rejected application's id gets the rejection back, with
+        # its reason, however the request is named: not the first answer's "done".
+        s1 = await exchange.as_("s1")
+        body = {"application_id": "s1", "amount": 6_000, "intended_use": "推理 / inference"}
+        for headers in ({}, {"Idempotency-Key": "again"}, {}):
+            again = await s1.post("/v1/programmes/hz/applications", json=body, headers=headers)
+            _refused(again, "application_rejected", "申请 's1' 已被项目 hz 的管理员驳回: "
+                     "材料不全 / incomplete", "apply again under a new application_id")  # fmt: skip
+            assert again.headers.get("idempotent-replayed") == "true"
+            assert again.json()["request_id"] == "hz/s1"
+        changed = await s1.post("/v1/programmes/hz/applications", json={**body, "amount": 1})
+        _refused(changed, "idempotency-key-reused")
         # Rejected, the enterprise may apply again.
         assert (await apply(exchange, "s1", "hz", 6_000, "s1-again")).status_code == 201
         assert (await _approve(exchange, "s1-again", 6_000)).status_code == 201
