@@ -870,21 +870,47 @@ class OrderRow(BaseModel):
             "client_order_id": "my-order-1",
             "created_ts": 1764547200000,
             "updated_ts": 1764547201000,
+            "delivery_start": "2027-12-01T00:00:00+08:00",
+            "delivery_end": "2027-12-01T01:00:00+08:00",
         }
     )
 
     order_id: str
     account_id: str
-    symbol: str
+    symbol: str = Field(description="The contract; a block's or an exclusive group's family")
     side: str
     price: int
-    quantity: int
+    quantity: int = Field(description="Units; a block's (or group's) over all its hours")
     filled: int
     status: str
     reason: str | None
     client_order_id: str | None
     created_ts: int
     updated_ts: int
+    symbols: list[str] | None = Field(
+        default=None,
+        description="A block's hourly contracts (an exclusive group's: its first "
+        "alternative's); null for an order of one contract",
+    )
+    delivery_start: str | None = Field(
+        default=None,
+        description="When delivery starts, China Standard Time: of the contract, or of a "
+        "block's first hour",
+    )
+    delivery_end: str | None = Field(
+        default=None,
+        description="When delivery ends, China Standard Time: of the contract, or of a "
+        "block's last hour",
+    )
+    group_id: str | None = Field(
+        default=None,
+        description="The exclusive group (POST /v1/exclusive-groups) a block is an alternative of",
+    )
+    alternatives: list[OrderRow] | None = Field(
+        default=None,
+        description="An exclusive group's alternatives (GET /v1/orders/{id} of a group's id), "
+        "each a block with its hours; null for an order or block",
+    )
 
 
 class Fill(BaseModel):

@@ -86,6 +86,9 @@ class Ledger(Protocol):
     async def order(self, order_id: str) -> dict[str, Any] | None:
         """One settled order, if it is settled."""
 
+    async def group_orders(self, group_id: str) -> list[dict[str, Any]]:
+        """The settled alternatives of an exclusive group, by order id."""
+
     async def account_orders(
         self, account_id: str, status: str | None, limit: int
     ) -> list[dict[str, Any]]:

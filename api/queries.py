@@ -88,6 +88,14 @@ async def order(engine: AsyncEngine, order_id: str) -> dict[str, Any] | None:
     return None if row is None else dict(row._mapping)
 
 
+async def group_orders(engine: AsyncEngine, group_id: str) -> list[dict[str, Any]]:
+    """The settled alternatives of an exclusive group, by order id."""
+    orders = tables.orders
+    query = select(orders).where(orders.c.group_id == group_id).order_by(orders.c.order_id)
+    async with engine.connect() as connection:
+        return [dict(row._mapping) for row in await connection.execute(query)]
+
+
 async def account_fills(engine: AsyncEngine, account_id: str, limit: int) -> list[dict[str, Any]]:
     """The account's sides of settled trades, newest first."""
     trades = tables.trades

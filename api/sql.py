@@ -43,6 +43,10 @@ class SqlLedger:
         """One settled order, if it is settled."""
         return await queries.order(self.engine, order_id)
 
+    async def group_orders(self, group_id: str) -> list[dict[str, Any]]:
+        """The settled alternatives of an exclusive group, by order id."""
+        return await queries.group_orders(self.engine, group_id)
+
     async def account_orders(
         self, account_id: str, status: str | None, limit: int
     ) -> list[dict[str, Any]]:
@@ -210,6 +214,12 @@ class ShardedLedger(SqlLedger):
             if (found := await shard.order(order_id)) is not None:
                 return found
         return None
+
+    async def group_orders(self, group_id: str) -> list[dict[str, Any]]:
+        """The settled alternatives of an exclusive group, from every shard (a group may offer
+        families of several)."""
+        found = [row for shard in self.shards for row in await shard.group_orders(group_id)]
+        return sorted(found, key=lambda row: row["order_id"])
 
     async def account_orders(
         self, account_id: str, status: str | None, limit: int

@@ -123,8 +123,14 @@ orders = Table(
     Column("client_order_id", Text),
     Column("created_ts", BigInteger, nullable=False),
     Column("updated_ts", BigInteger, nullable=False),
+    Column("symbols", Text),
+    Column("group_id", Text),
     Index("orders_account_idx", "account_id", "created_ts"),
+    Index("orders_group_idx", "group_id"),
 )
+"""Orders and blocks as settled. A block's `symbol` is its family; `symbols` are its hourly
+contracts (comma-separated, as the block lists them; null for an order of one contract) and
+`group_id` the exclusive group it is an alternative of (null for any other order)."""
 
 journal = Table(
     "journal",
@@ -723,6 +729,8 @@ class LedgerProjection:
                         "client_order_id": event.client_order_id,
                         "created_ts": event.ts,
                         "updated_ts": event.ts,
+                        "symbols": ",".join(event.symbols),
+                        "group_id": event.group,
                     }
                 )
             elif role == "resize" and isinstance(event, _RESIZE_EVENTS):
@@ -1165,6 +1173,8 @@ def _order_row(
         "client_order_id": event.client_order_id,
         "created_ts": event.ts,
         "updated_ts": event.ts,
+        "symbols": None,
+        "group_id": None,
     }
 
 

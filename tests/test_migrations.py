@@ -169,3 +169,62 @@ async def test_registrations_settled_before_0004_are_folded_into_their_history(
         ).all(),
     )
     assert [tuple(row) for row in history] == registrations
+
+
+async def test_blocks_settled_before_0005_get_their_hours_and_group(database: str) -> None:
+    """A database that settled blocks under 0004 (their family as symbol, no hours) shows each
+    block's hourly contracts and its exclusive group after 0005, from the stored events; a
+    single order keeps none."""
+    hours = ["H100-80G.GZ.20271201T09", "H100-80G.GZ.20271201T10"]
+    blocks = [("o-block", None), ("o-alternative", "o-group")]
+
+    def settled_under_0004(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), "0004")
+        connection.execute(
+            events.insert(),
+            [
+                {
+                    "stream_id": "orders",
+                    "stream_version": version,
+                    "event_id": f"e{version}",
+                    "type": "BlockAccepted",
+                    "schema_version": 1,
+                    "data": {
+                        "type": "BlockAccepted",
+                        "order_id": order_id,
+                        "symbols": hours,
+                        "family": "H100-80G.GZ",
+                        "group": group,
+                    },  # fmt: skip
+                    "metadata": {},
+                }
+                for version, (order_id, group) in enumerate(blocks)
+            ],
+        )
+        for order_id, symbol in (*((b, "H100-80G.GZ") for b, _ in blocks), ("o-one", hours[0])):
+            connection.execute(
+                text(
+                    "INSERT INTO orders (order_id, account_id, symbol, side, price, quantity,"
+                    " filled, status, reason, client_order_id, created_ts, updated_ts) VALUES"
+                    " (:order_id, 'lab', :symbol, 'buy', 1000, 2, 0, 'open', NULL, NULL, 1, 1)"
+                ),
+                {"order_id": order_id, "symbol": symbol},
+            )
+
+    await _on(database, settled_under_0004)
+    store = open_event_store(database)
+    try:
+        await store.initialise(upgrade_to_head)
+    finally:
+        await store.close()
+    rows = await _on(
+        database,
+        lambda c: c.execute(
+            text("SELECT order_id, symbols, group_id FROM orders ORDER BY order_id")
+        ).all(),
+    )
+    assert [tuple(row) for row in rows] == [
+        ("o-alternative", ",".join(hours), "o-group"),
+        ("o-block", ",".join(hours), None),
+        ("o-one", None, None),
+    ]

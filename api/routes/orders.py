@@ -41,6 +41,7 @@ from api.models import (
 from api.ports import Ledger
 from api.problems import Problem, problem_title, problems
 from api.services import Commands
+from exchange.domain.catalogue import ContractSpec, SymbolError, parse_symbol
 from exchange.domain.messages import (
     AmendOrder,
     AmendRejected,
@@ -287,28 +288,90 @@ async def list_orders(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OrderRow]:
     account = account_of(principal, account_id)
-    return [OrderRow(**r) for r in await ledger.account_orders(account, status, limit)]
+    return [order_out(r) for r in await ledger.account_orders(account, status, limit)]
+
+
+def order_out(row: dict[str, Any]) -> OrderRow:
+    """A settled order as the API shows it: a block with its hourly contracts, and each with
+    when its delivery starts and ends, China Standard Time."""
+    joined = row.pop("symbols", None)
+    hours = joined.split(",") if joined else None
+    first: ContractSpec | None
+    last: ContractSpec | None
+    try:
+        first = parse_symbol(hours[0] if hours else row["symbol"])
+        last = parse_symbol(hours[-1]) if hours else first
+    except SymbolError:
+        # The family of a block rejected before it was settled with its hours.
+        first = last = None
+    return OrderRow(
+        **row,
+        symbols=hours,
+        delivery_start=None if first is None else first.delivery_start.isoformat(),
+        delivery_end=None if last is None else last.delivery_end.isoformat(),
+    )
+
+
+def group_out(group_id: str, alternatives: list[OrderRow]) -> OrderRow:
+    """An exclusive group read by its id: its alternatives, and as one order the
+    terms of its first (by delivery) and where the group stands: open while an
+    alternative is open, filled once the auction filled one, else as its first ended."""
+    ordered = sorted(alternatives, key=lambda a: (a.delivery_start or "", a.symbol))
+    first = ordered[0]
+    statuses = {a.status for a in ordered}
+    status = next((s for s in ("open", "filled") if s in statuses), first.status)
+    return first.model_copy(
+        update={
+            "order_id": group_id,
+            "filled": sum(a.filled for a in ordered),
+            "status": status,
+            "reason": None if status in ("open", "filled") else first.reason,
+            "created_ts": min(a.created_ts for a in ordered),
+            "updated_ts": max(a.updated_ts for a in ordered),
+            "group_id": None,
+            "alternatives": ordered,
+        }
+    )
+
+
+def _unknown_order(principal: Principal, order_id: str) -> Problem:
+    return Problem(
+        404, "unknown_order", f"account {principal.account_id} has no order {order_id!r}"
+    )
+
+
+def _readable(principal: Principal, row: dict[str, Any]) -> bool:
+    return principal.role is Role.OPERATOR or row["account_id"] == principal.account_id
 
 
 async def own_order(ledger: Ledger, principal: Principal, order_id: str) -> dict[str, Any]:
     """A settled order of the caller's account (operators may read any), else 404."""
     row = await ledger.order(order_id)
-    if row is None or (
-        principal.role is not Role.OPERATOR and row["account_id"] != principal.account_id
-    ):
-        raise Problem(
-            404, "unknown_order", f"account {principal.account_id} has no order {order_id!r}"
-        )
+    if row is None or not _readable(principal, row):
+        raise _unknown_order(principal, order_id)
     return row
 
 
 @router.get(
     "/orders/{order_id}",
-    summary="One settled order of the account",
+    summary="One settled order of the account (or an exclusive group, by its id)",
+    description="A block shows its hourly contracts (`symbols`) and, like every order, when "
+    "its delivery starts and ends (China Standard Time). The id POST /v1/exclusive-groups "
+    "answers names the group: read by it, the group shows its `alternatives`, and as one "
+    "order the terms of its first and where the group stands (`open` while an alternative "
+    "is, `filled` once the auction filled one).",
     responses=problems(404),
 )
 async def get_order(order_id: Identifier, principal: Reader, ledger: LedgerDep) -> OrderRow:
-    return OrderRow(**await own_order(ledger, principal, order_id))
+    row = await ledger.order(order_id)
+    if row is not None:
+        if not _readable(principal, row):
+            raise _unknown_order(principal, order_id)
+        return order_out(row)
+    alternatives = [r for r in await ledger.group_orders(order_id) if _readable(principal, r)]
+    if not alternatives:
+        raise _unknown_order(principal, order_id)
+    return group_out(order_id, [order_out(r) for r in alternatives])
 
 
 def _cancel_answer(outcome: Outcome) -> bool:

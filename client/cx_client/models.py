@@ -125,7 +125,9 @@ class Contract(Model):
     sellers: list[str] = []
     """Providers with a stall covering this contract."""
     state: Literal["pre_open", "continuous", "halted", "closed", "delivered"] | None = None
-    """The market state (null before matching announced one)."""
+    """The lifecycle state (the one it was listed in until matching announces another)."""
+    state_name: str | None = None
+    """The state in words, Chinese first (未开盘 pre-open, 交易中 trading, ...)."""
     band: int = 0
     """The price band (fen; 0: none): the contract's, its family's, or the market rules'."""
     term: str = "H"
@@ -417,6 +419,16 @@ class Order(Model):
     client_order_id: str | None
     created_ts: int
     updated_ts: int
+    symbols: list[str] | None = None
+    """A block's hourly contracts (`symbol` is its family); None for an order of one."""
+    delivery_start: str | None = None
+    """When delivery starts (China Standard Time, ISO 8601)."""
+    delivery_end: str | None = None
+    """When delivery ends (China Standard Time, ISO 8601)."""
+    group_id: str | None = None
+    """The exclusive group a block is an alternative of."""
+    alternatives: list[Order] | None = None
+    """An exclusive group's alternatives, when the order read is a group."""
 
 
 class Fill(Model):

@@ -537,3 +537,45 @@ async def test_a_group_with_a_delisted_alternative_holds_and_names_only_the_list
             "available": 100_000 - 2 * 1700,
             "held": 2 * 1700,
         }
+
+
+async def test_an_exclusive_group_is_read_by_the_id_it_was_answered_with(tmp_path: Path) -> None:
+    """GET /v1/orders/{id} of the id POST /v1/exclusive-groups answers (it was 404): the group
+    with its alternatives, each a block with its hours in China Standard Time and the group
+    it belongs to; another account's read of it is 404 as for an unknown order."""
+    now = [BEFORE_GATE_MS]
+    async with running_exchange(_settings(tmp_path), clock_ms=lambda: now[0]) as exchange:
+        await _at(exchange, BEFORE_GATE_MS)
+        lab = await _fund(exchange, "lab", 100_000)
+        group = {"alternatives": [GZ, NM], "price": 1700, "quantity": 3}
+        answer = await lab.post("/v1/exclusive-groups", json=group)
+        assert answer.status_code == 201, answer.text
+        group_id = answer.json()["order_id"]
+        alternatives = [a["order_id"] for a in answer.json()["alternatives"]]
+        await settle(exchange.runtime)
+
+        read = await lab.get(f"/v1/orders/{group_id}")
+        assert read.status_code == 200, read.text
+        found = read.json()
+        assert (found["order_id"], found["account_id"], found["status"]) == (
+            group_id,
+            "lab",
+            "open",
+        )
+        start = DAY.replace(hour=9).isoformat()
+        end = DAY.replace(hour=11).isoformat()
+        assert start.endswith("+08:00")
+        shown = {a["order_id"]: a for a in found["alternatives"]}
+        assert sorted(shown) == sorted(alternatives)
+        for order_id, hours in zip(alternatives, (GZ, NM), strict=True):
+            alternative = shown[order_id]
+            assert alternative["symbols"] == hours
+            assert (alternative["delivery_start"], alternative["delivery_end"]) == (start, end)
+            assert (alternative["group_id"], alternative["quantity"]) == (group_id, 6)
+            assert (await lab.get(f"/v1/orders/{order_id}")).json() == alternative
+        assert (found["symbol"], found["filled"]) == (shown[alternatives[0]]["symbol"], 0)
+
+        stranger = await exchange.as_("stranger")
+        hidden = await stranger.get(f"/v1/orders/{group_id}")
+        assert hidden.status_code == 404, hidden.text
+        assert hidden.json()["type"] == "/problems/unknown_order"

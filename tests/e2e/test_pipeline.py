@@ -525,3 +525,40 @@ async def test_an_order_id_refused_then_accepted_on_retry_settles(
         assert [(o["order_id"], o["status"]) for o in orders] == [(order_id, "open")]
         report = await audit(runtime.store, default_catalogue(), runtime.topics.market_partitions)
         assert report.discrepancies == []
+
+
+async def test_a_block_is_listed_with_its_hours_in_china_standard_time(
+    exchange_settings: Settings,
+) -> None:
+    """A block is settled with its family as `symbol` (as clients read it) and shown with its
+    hourly contracts and when its delivery starts and ends, China Standard Time; an order of
+    one contract with its own delivery times and no hours list."""
+    async with running_exchange(exchange_settings) as exchange:
+        lab = await exchange.as_("lab")
+        cash = {"kind": "cash", "amount": 100_000}
+        assert (await lab.post("/v1/accounts/lab/deposits", json=cash)).status_code == 201
+        block = {"symbols": [GZ0, GZ1], "side": "buy", "price": 1000, "quantity": 1}
+        placed = await lab.post("/v1/block-orders", json=block)
+        assert placed.status_code == 201, placed.text
+        single = await lab.post(
+            "/v1/orders", json={"symbol": YRD0, "side": "buy", "price": 1000, "quantity": 1}
+        )
+        assert single.status_code == 201, single.text
+        await settle(exchange.runtime)
+        listed = {o["order_id"]: o for o in (await lab.get("/v1/orders")).json()}
+        block_id, single_id = placed.json()["order_id"], single.json()["order_id"]
+        shown = listed[block_id]
+        assert (shown["symbol"], shown["quantity"]) == ("H100-80G.GZ", 2)
+        assert shown["symbols"] == [GZ0, GZ1]
+        assert (shown["delivery_start"], shown["delivery_end"]) == (
+            "2027-12-01T00:00:00+08:00",
+            "2027-12-01T02:00:00+08:00",
+        )
+        assert (shown["group_id"], shown["alternatives"]) == (None, None)
+        assert (await lab.get(f"/v1/orders/{block_id}")).json() == shown
+        one = listed[single_id]
+        assert (one["symbol"], one["symbols"]) == (YRD0, None)
+        assert (one["delivery_start"], one["delivery_end"]) == (
+            "2027-12-01T00:00:00+08:00",
+            "2027-12-01T01:00:00+08:00",
+        )
