@@ -72,7 +72,8 @@ def log_now_ms(market: MarketData) -> int:
     "of two families or two CST days), `already_auctioned` (an alternative's gate passed), "
     "`no_day_ahead_auction`, `unknown_contract` (no alternative listed), "
     "`insufficient_funds`. A `client_order_id` or an `Idempotency-Key` header makes a retry "
-    "return the first answer.",
+    "return the first answer. GET /v1/orders/{id} reads the group by the answer's `order_id` "
+    "(with its alternatives) and each alternative by its own.",
     response_model=ExclusiveGroupAnswer,
     responses=problems(401, 403, 422),
 )
