@@ -195,7 +195,7 @@ async def test_blocks_settled_before_0005_get_their_hours_and_group(database: st
                         "symbols": hours,
                         "family": "H100-80G.GZ",
                         "group": group,
-                    },  # fmt: skip
+                    },
                     "metadata": {},
                 }
                 for version, (order_id, group) in enumerate(blocks)

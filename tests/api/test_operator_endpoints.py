@@ -298,7 +298,8 @@ async def test_an_operator_command_to_an_account_never_given_a_key_is_refused_ch
         for account in ("b", "gone"):
             answer = await operator.put(f"/v1/admin/accounts/{account}/limits", json=limits)
             assert answer.json()["status"] == "set", answer.text
-        granted = await operator.post("/v1/admin/concessions", json={**relief, "account_ids": ["b"]})
+        only_b = {**relief, "account_ids": ["b"]}
+        granted = await operator.post("/v1/admin/concessions", json=only_b)
         assert granted.status_code == 201, granted.text
         await settle(exchange.runtime)
         limited = [e["account_id"] for e in await _stored(exchange, "AccountLimitsSet")]
