@@ -462,14 +462,25 @@ def _first_per_key(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]
 
 
 class _BundleResales:
-    """Which holder each token bundle obligation of an input moved from, if any.
+    """Which holder each token bundle obligation of an input moved from, if any, inferred for
+    obligations stored before the delivery desk said so (`DeliveryObligation.moved_from`).
 
     The delivery desk answers a bundle's trade in its period with the buyer's obligation only:
     units topped up from the seller's capacity (one obligation, the seller its provider, of the
     trade's quantity) or units moved from the seller's own obligations (one per provider, in
     the providers' order, no more than the trade's quantity). Its obligations follow every
     trade of the input that caused them, in the trades' order, so the input's trades tell which
-    obligation is a move and whose row it takes its units from."""
+    obligation is a move and whose row it takes its units from.
+
+    Only a guess, wrong in rare cases: a provider reselling exactly one trade's worth of its
+    own bought-back bundle reads as a top-up from its capacity; an allocation at the period's
+    start to a buyer whose trade started the period reads as a move from the seller. (Drawn
+    tokens a resale moved, before matching refused such resales, stay on the seller's row's
+    tokens used and paid whichever way: no event said how many moved.) It is kept only for
+    obligations stored before the desk said where units came from, which can only be a day's
+    development and trial histories: bundles trade since 79e319b (2026-12-04), and the
+    projection moved resold units out of the seller's row at all only from 1834476
+    (2026-12-05); their rows rebuild as the live projection had them."""
 
     def __init__(self) -> None:
         self.input: str | None = None
@@ -693,14 +704,16 @@ class LedgerProjection:
                 changes.fill(event.buy_order_id, event.quantity, event.ts)
                 changes.fill(event.sell_order_id, event.quantity, event.ts)
             elif role == "delivery" and isinstance(event, _DELIVERY_EVENTS):
-                if isinstance(event, DeliveryObligation) and _in_bundle_period(
-                    event.symbol, event.ts
-                ):
-                    await self._bundle_input(connection, event.event_id)
-                    moved_from = self._resales.source(
-                        event.symbol, event.provider_id, event.buyer_id, event.quantity
-                    )
-                    if moved_from is not None:
+                if isinstance(event, DeliveryObligation):
+                    # The desk says which holder a bundle's units moved from ("": none); an
+                    # obligation stored before it did is inferred from the input's trades.
+                    moved_from = event.moved_from
+                    if moved_from is None and _in_bundle_period(event.symbol, event.ts):
+                        await self._bundle_input(connection, event.event_id)
+                        moved_from = self._resales.source(
+                            event.symbol, event.provider_id, event.buyer_id, event.quantity
+                        )
+                    if moved_from:
                         delivery_changes.append(_moved_change(event, moved_from))
                 delivery_changes.append(_delivery_change(event))
             elif role == "drawn" and isinstance(event, BundleDrawn):
@@ -815,9 +828,10 @@ class LedgerProjection:
             )
 
     async def _bundle_input(self, connection: AsyncConnection, event_id: str) -> None:
-        """Keep the trades of the input a bundle's trade or obligation belongs to; the first
-        input after the state was loaded is read from the store up to the event, since part
-        of it may have been applied before."""
+        """Keep the trades of the input a bundle's trade or obligation belongs to, for
+        obligations that do not say where their units came from; the first input after the
+        state was loaded is read from the store up to the event, since part of it may have been
+        applied before."""
         prefix, index = _input_of(event_id)
         resales = self._resales
         if resales.input == prefix:
@@ -837,7 +851,7 @@ class LedgerProjection:
                 continue
             if kind == "TradeExecuted":
                 resales.trade(data["symbol"], data["buyer_id"], data["seller_id"], data["quantity"])
-            elif kind == "DeliveryObligation":
+            elif kind == "DeliveryObligation" and "moved_from" not in data:
                 resales.source(
                     data["symbol"], data["provider_id"], data["buyer_id"], data["quantity"]
                 )

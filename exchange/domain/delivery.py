@@ -318,8 +318,12 @@ class DeliveryDesk:
             if not sell[2]:
                 self._close_sell(sell_order_id)
 
-    def _allocate(self, symbol: str, stamp: EventStamp) -> list[Event]:
-        """Turn a contract's provisions and holdings into obligations at its delivery hour."""
+    def _allocate(
+        self, symbol: str, stamp: EventStamp, moved_from: str | None = None
+    ) -> list[Event]:
+        """Turn a contract's provisions and holdings into obligations at its delivery hour
+        (a bundle's: at its period's start, each saying its units are newly owed, `moved_from`
+        "")."""
         provisions = self.provisions.pop(symbol, {})
         holders = [(a, q) for a, q in sorted(self.holdings.pop(symbol, {}).items()) if q > 0]
         # The window opens at the end of the last hour delivered: an hour's, a bundle's period's.
@@ -347,7 +351,9 @@ class DeliveryDesk:
                 obligation = Obligation(quantity, amount, bond, fee, window_ends)
                 self.obligations[key] = obligation
                 heapq.heappush(self._due, (window_ends, *key))
-                events.append(_obligation(key, obligation, quantity, amount, bond, fee, stamp))
+                events.append(
+                    _obligation(key, obligation, quantity, amount, bond, fee, stamp, moved_from)
+                )
                 left -= quantity
                 if not left:
                     holder += 1
@@ -618,7 +624,7 @@ class DeliveryDesk:
         starts = self._bundle_starts
         while starts and starts[0][0] <= stamp.ts:
             _, symbol = heapq.heappop(starts)
-            events += self._allocate(symbol, stamp)
+            events += self._allocate(symbol, stamp, moved_from="")
             for key in self.obligations:
                 if key[0] == symbol and key not in self.drawdowns:
                     self._start_drawdown(key)
@@ -647,7 +653,7 @@ class DeliveryDesk:
             amount = price * quantity
             fee = self.fees.fee(symbol, amount, side, "sell")
             key = (symbol, seller_id, buyer_id)
-            return [self._owe(key, quantity, amount, bond_per_unit * quantity, fee, stamp)]
+            return [self._owe(key, quantity, amount, bond_per_unit * quantity, fee, stamp, "")]
         events: list[Event] = []
         left = quantity
         keys = sorted(self._bundle_keys.get((symbol, seller_id), ()))
@@ -694,7 +700,7 @@ class DeliveryDesk:
         drawn.paid -= paid
         drawn.fee -= fee_paid
         target = (key[0], key[1], buyer_id)
-        owed = self._owe(target, moved, amount, bond, fee, stamp)
+        owed = self._owe(target, moved, amount, bond, fee, stamp, key[2])
         taken = self.drawdowns[target]
         taken.used += used
         taken.paid += paid
@@ -702,9 +708,17 @@ class DeliveryDesk:
         return owed
 
     def _owe(
-        self, key: ObligationKey, quantity: int, amount: int, bond: int, fee: int, stamp: EventStamp
+        self,
+        key: ObligationKey,
+        quantity: int,
+        amount: int,
+        bond: int,
+        fee: int,
+        stamp: EventStamp,
+        moved_from: str,
     ) -> DeliveryObligation:
-        """Add units to a bundle's obligation (a new one if the pair had none)."""
+        """Add units to a bundle's obligation (a new one if the pair had none), moved out of
+        the obligation of holder `moved_from` ("": newly owed)."""
         obligation = self.obligations.get(key)
         if obligation is None:
             window_ends = _period(key[0])[1] + self.rules.delivery_window_ms
@@ -716,7 +730,7 @@ class DeliveryDesk:
         obligation.amount += amount
         obligation.bond += bond
         obligation.fee += fee
-        return _obligation(key, obligation, quantity, amount, bond, fee, stamp)
+        return _obligation(key, obligation, quantity, amount, bond, fee, stamp, moved_from)
 
     def _start_drawdown(self, key: ObligationKey) -> None:
         self.drawdowns[key] = Drawdown()
@@ -1084,9 +1098,11 @@ def _obligation(
     bond: int,
     fee: int,
     stamp: EventStamp,
+    moved_from: str | None,
 ) -> DeliveryObligation:
     """The event of units (and their escrow, bond and fee) an obligation owes: all of it at an
-    hour's allocation, what a bundle's trade adds to it in its period."""
+    hour's allocation, what a bundle's allocation or trade adds to it in its period, saying
+    where a bundle's units came from (`DeliveryObligation.moved_from`)."""
     symbol, provider_id, buyer_id = key
     return DeliveryObligation(
         event_id=stamp.next_id(),
@@ -1099,6 +1115,7 @@ def _obligation(
         bond=bond,
         fee=fee,
         window_ends=obligation.window_ends,
+        moved_from=moved_from,
     )
 
 

@@ -90,6 +90,18 @@ class DeliveryObligation(Event):
     bond: StrictInt
     fee: StrictInt
     window_ends: StrictInt
+    moved_from: str | None = None
+    """A token bundle's obligation in its period: the holder whose obligation of the same
+    provider a resale moved these units out of, with their shares of its escrow, bond and fee;
+    "" for units newly owed (the allocation at the period's start, a top-up from the provider's
+    capacity). None: an hour's obligation, or a bundle's stored before the desk said where its
+    units came from (settlement's deliveries projection then infers it)."""
+
+    @model_serializer(mode="wrap")
+    def _wire(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Obligations of hours, and every obligation written before bundles said where their
+        # units came from, keep their bytes.
+        return omit_defaults(self, handler, {"moved_from": None})
 
 
 DeliveryAction = Literal["meter", "dispute", "resolve", "recall"]
