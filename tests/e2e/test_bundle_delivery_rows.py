@@ -21,6 +21,7 @@ from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.domain.messages import ControlMarket
 from settlement import projections as tables
+from settlement.replay import replay
 from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
 from settlement.store import NewEvent
@@ -69,7 +70,7 @@ async def _settled_again_split_at(
     restarted (its state loaded again) before the first event `split` picks: the input that
     event belongs to is settled partly before the restart, partly after. With
     `before_moved_from`, the obligations are stored as they were before they said where their
-    units came from."""
+    units came from. Either way the state it folds is the exchange's, hash for hash."""
     runtime = exchange.runtime
     history = await runtime.store.read_all(0, 100_000)
     at = next(n for n, stored in enumerate(history) if split(stored))
@@ -92,6 +93,9 @@ async def _settled_again_split_at(
                 for e in part
             ]
             await store.append(written, projector=projection)
+        partitions = runtime.topics.market_partitions
+        replayed = await replay(runtime.store, runtime.catalogue, partitions=partitions)
+        assert projection.state.state_hash() == replayed.state.state_hash()
         return await _table(store)
     finally:
         await store.close()
