@@ -701,6 +701,27 @@ def test_a_block_without_a_voucher_or_bond_keeps_the_bytes_blocks_had_before_the
     assert b'"voucher":"p","voucher_reserved":6,"voucher_rate_bps":3000}' in encode(with_terms)
 
 
+def test_a_bundle_obligation_says_where_its_units_came_from_an_hour_s_keeps_its_bytes() -> None:
+    hour = DeliveryObligation(
+        event_id="e", ts=5, symbol="S", provider_id="p", buyer_id="b", quantity=2, amount=800,
+        bond=80, fee=-1, window_ends=9,
+    )  # fmt: skip
+    stored = (
+        b'{"v":1,"event_id":"e","ts":5,"type":"DeliveryObligation","symbol":"S",'
+        b'"provider_id":"p","buyer_id":"b","quantity":2,"amount":800,"bond":80,"fee":-1,'
+        b'"window_ends":9}'
+    )
+    # An hour's obligation, and any stored before the field: the same bytes, read as None.
+    assert encode(hour) == stored
+    assert decode_event(stored) == hour
+    assert hour.moved_from is None
+    for moved_from in ("h", ""):
+        bundle = hour.model_copy(update={"moved_from": moved_from})
+        wire = encode(bundle)
+        assert wire == stored[:-1] + f',"moved_from":"{moved_from}"}}'.encode()
+        assert decode_event(wire) == bundle
+
+
 def test_a_group_without_its_own_prices_keeps_its_bytes_and_bad_prices_are_refused() -> None:
     group = PlaceExclusiveGroup(
         order_id="g", account_id="a", alternatives=[["S0"], ["S1"]], price=10, quantity=2

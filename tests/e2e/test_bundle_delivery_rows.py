@@ -301,6 +301,9 @@ async def test_a_provider_reselling_its_bought_back_bundle_moves_its_own_row(
         bid = {"symbol": BUNDLE, "side": "buy", "price": 420, "quantity": 2}
         await _post(exchange, "b1", "buyer", "/v1/orders", bid)
         await settle(exchange.runtime)
+        # b3's units were topped up from p2's capacity, newly owed; b1's moved out of p2's own.
+        ((_, _, topped_up, _),) = await _obligations(exchange, "b3")
+        assert topped_up == ""
         ((_, _, moved_from, _),) = await _obligations(exchange, "b1")
         assert moved_from == "p2"
         assert await _rows(exchange, "p2") == [
