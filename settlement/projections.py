@@ -475,12 +475,13 @@ class _BundleResales:
     Only a guess, wrong in rare cases: a provider reselling exactly one trade's worth of its
     own bought-back bundle reads as a top-up from its capacity; an allocation at the period's
     start to a buyer whose trade started the period reads as a move from the seller. (Drawn
-    tokens a resale moved, before matching refused such resales, stay on the seller's row's
-    tokens used and paid whichever way: no event said how many moved.) It is kept only for
+    tokens a resale moved, before matching refused such resales, stay on the seller's row
+    whichever way, its tokens used until its next draw-down or settlement states them again
+    and what was paid for them for good: no event said how many moved.) It is kept only for
     obligations stored before the desk said where units came from, which can only be a day's
     development and trial histories: bundles trade since 79e319b (2026-12-04), and the
     projection moved resold units out of the seller's row at all only from 1834476
-    (2026-12-05); their rows rebuild as the live projection had them."""
+    (2026-12-05); rebuilt, their rows come out as that projection made them."""
 
     def __init__(self) -> None:
         self.input: str | None = None
