@@ -1125,7 +1125,9 @@ class NeedRequest(BaseModel):
     )
     regions: Annotated[list[RegionAdder], Field(min_length=1, max_length=16)]
     classes: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=16)] = Field(
-        default_factory=list, description="Accepted resource classes (empty: every card class)."
+        default_factory=list,
+        description="Accepted resource classes (empty: every firm card class; an interruptible "
+        "-INT class, recallable before delivery, only when named here).",
     )
     min_grade: Annotated[int, Field(ge=0, le=1_000_000, strict=True)] = Field(
         default=0,
@@ -1217,6 +1219,17 @@ class PlanOut(BaseModel):
     explanation: str
 
 
+class NeedRecallOut(BaseModel):
+    """A provider's recall of units the need's order bought (docs/DESIGN.md, recalls)."""
+
+    symbol: str
+    recall_id: str
+    quantity: int = Field(description="Units recalled.")
+    refund: int = Field(description="Fen refunded to the buyer for them.")
+    penalty: int = Field(description="Fen of compensation paid to the buyer from the bond.")
+    reason: str
+
+
 class NeedOrderOut(BaseModel):
     """The block order (or, for a strip, the fill-or-kill order) placed for a need and what
     became of it."""
@@ -1236,6 +1249,12 @@ class NeedOrderOut(BaseModel):
         default="hourly_block",
         description="`strip`: a fill-or-kill order on the strip in `symbols` (its quantity "
         "cards in each of the strip's hours) instead of a block order.",
+    )
+    recalled: list[NeedRecallOut] = Field(
+        default_factory=list,
+        description="For an interruptible (-INT) class: the recalls that took back the buyer's "
+        "units of these hours before delivery, each refunded and compensated (`paid` stays "
+        "what the block paid). Recalls are kept per hour and holder, not per order.",
     )
 
 

@@ -51,6 +51,7 @@ from exchange.domain.catalogue import (
     cst_date,
     cst_day_start_ms,
     family_of,
+    parse_symbol,
     to_utc_ms,
 )
 from exchange.domain.messages import (
@@ -646,6 +647,7 @@ class NeedService:
                 "filled": 0 if settled is None else settled["filled"],
                 "paid": await self.ledger.order_paid(block["order_id"]),
                 "reason": row["reason"] if settled is None else settled["reason"],
+                "recalled": await self._recalled(row["account_id"], block, settled),
             }
             if status == SUBMITTED and settled is not None:
                 status = _settled_status(settled)
@@ -661,6 +663,34 @@ class NeedService:
             created_ms=row["created_ms"],
             updated_ms=row["updated_ms"],
         ).model_dump(mode="json")
+
+    async def _recalled(
+        self, account_id: str, block: Mapping[str, Any], settled: Mapping[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """The recalls that took back the buyer's units of the need's hours (or strip): only an
+        interruptible class's units can be recalled, so only such a filled order reads them.
+        Recalls are kept per contract, provider and holder, not per order: a unit of the same
+        hour the buyer bought otherwise and that was recalled is listed too."""
+        if settled is None or not settled["filled"]:
+            return []
+        specs = [parse_symbol(symbol) for symbol in block["symbols"]]
+        if specs[0].resource_class.firm_class is None:
+            return []
+        contracts = {spec.symbol for spec in specs}
+        contracts |= {hour.symbol for spec in specs for hour in spec.hours()}
+        _, recalls = await self.ledger.deliveries(account_id)
+        return [
+            {
+                "symbol": recall["symbol"],
+                "recall_id": recall["recall_id"],
+                "quantity": recall["quantity"],
+                "refund": recall["refund"],
+                "penalty": recall["penalty"],
+                "reason": recall["reason"],
+            }
+            for recall in recalls
+            if recall["buyer_id"] == account_id and recall["symbol"] in contracts
+        ]
 
     @staticmethod
     def _json(document: dict[str, Any], status: int, replayed: bool = False) -> JSONResponse:

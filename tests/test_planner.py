@@ -21,6 +21,7 @@ from exchange.domain.planner import (
     HOUR_MS,
     HOURLY_BLOCK,
     INSUFFICIENT_DEPTH,
+    INTERRUPTIBLE_NOT_NAMED,
     NO_ACCEPTABLE_CONTRACT,
     NO_LISTED_HOURS_IN_WINDOW,
     NO_STRIP_SERVES_LONG_NEED,
@@ -172,6 +173,45 @@ def test_a_minimum_grade_or_a_class_list_excludes_a_class() -> None:
     only_north = plan(need(regions=(RegionChoice("NMG"),)), contracts, asks, STANDARD)
     assert only_north.reason == NO_ACCEPTABLE_CONTRACT
     assert {e.reason for e in only_north.excluded} == {REGION_NOT_ACCEPTED}
+
+
+def test_a_need_naming_no_class_never_buys_interruptible_capacity() -> None:
+    """Recallable capacity is a different product: cheaper, but a need that names no class
+    takes the firm cards, and the -INT family is excluded saying why."""
+    contracts = listing("H100-80G.GZ", "H100-80G-INT.GZ")
+    asks = flat({"H100-80G.GZ": 1800, "H100-80G-INT.GZ": 900})
+    firm = plan(need(), contracts, asks, STANDARD)
+    assert firm.chosen is not None
+    assert firm.chosen.family == "H100-80G.GZ"
+    assert firm.chosen.cost == 2 * 2 * 1800
+    assert [(e.family, e.reason) for e in firm.excluded] == [
+        ("H100-80G-INT.GZ", INTERRUPTIBLE_NOT_NAMED)
+    ]
+    assert "interruptible" not in firm.explanation
+    # Only interruptible capacity listed: nothing to buy unless the need names it.
+    only_recallable = plan(need(), listing("H100-80G-INT.GZ"), asks, STANDARD)
+    assert only_recallable.chosen is None
+    assert only_recallable.reason == NO_ACCEPTABLE_CONTRACT
+
+
+def test_a_need_naming_an_interruptible_class_buys_it_and_says_so() -> None:
+    contracts = listing("H100-80G.GZ", "H100-80G-INT.GZ")
+    asks = flat({"H100-80G.GZ": 1800, "H100-80G-INT.GZ": 900})
+    named = plan(need(classes=("H100-80G", "H100-80G-INT")), contracts, asks, STANDARD)
+    assert named.chosen is not None
+    assert named.chosen.family == "H100-80G-INT.GZ"
+    assert named.chosen.interruptible
+    assert named.chosen.cost == 2 * 2 * 900
+    assert named.chosen.detail.startswith(
+        "hourly block of interruptible capacity (recallable before delivery): "
+    )
+    assert named.explanation.startswith(
+        "hourly block H100-80G-INT.GZ from H100-80G-INT.GZ.20271201T00 for 2 h, "
+        "interruptible: recallable before delivery: 3600 fen"
+    )
+    firm = next(a for a in named.alternatives if a.family == "H100-80G.GZ")
+    assert not firm.interruptible
+    assert firm.detail.startswith("hourly block: ")
 
 
 def test_standard_card_hours_convert_to_cards_through_the_factor() -> None:

@@ -328,6 +328,18 @@ class Plan(Model):
     explanation: str
 
 
+class NeedRecall(Model):
+    """A provider's recall of units an interruptible need's order bought: refunded and
+    compensated (`penalty`), fen."""
+
+    symbol: str
+    recall_id: str
+    quantity: int
+    refund: int
+    penalty: int
+    reason: str
+
+
 class NeedOrder(Model):
     """The block order (or fill-or-kill strip order) placed for a need and its outcome."""
 
@@ -341,6 +353,8 @@ class NeedOrder(Model):
     reason: str | None = None
     voucher: str | None = None
     kind: Literal["hourly_block", "strip"] = "hourly_block"
+    recalled: list[NeedRecall] = []
+    """For an interruptible class: the recalls that took back the buyer's units of its hours."""
 
 
 class NeedAlternative(Model):

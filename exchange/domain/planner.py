@@ -22,6 +22,11 @@ it), for at most `max_total` fen.
   all or nothing, like the block (a part of its cards would not run the job, and would leave
   capacity to resell), and nothing rests to hold the buyer's cash or fill later unplanned.
 
+A class is accepted if the need names it in `classes`, or, when it names none, if it is a firm
+card class: an interruptible (`-INT`) class, whose units a provider may recall before delivery,
+is a different product (docs/DESIGN.md), bought only when named (`INTERRUPTIBLE_NOT_NAMED`), and
+its alternatives say they are interruptible (`Alternative.what`, their `detail`).
+
 A need may last up to `MAX_HOURS` (744, the longest month); one longer than 24 hours has only
 strips to serve it, and when none does the plan says so (`NO_STRIP_SERVES_LONG_NEED`). The
 cheapest feasible alternative wins; every other one is reported with its price or the reason it
@@ -105,6 +110,9 @@ MAX_QUANTITY = 10**9
 # Why an alternative or a family cannot serve the need, and why a whole plan found nothing.
 NOT_A_CARD = "not_a_card"
 CLASS_NOT_ACCEPTED = "class_not_accepted"
+INTERRUPTIBLE_NOT_NAMED = "interruptible_not_named"
+"""An interruptible (`-INT`, recallable) class, which a need takes only by naming it in
+`classes`: recallable capacity is a different product, never bought unasked."""
 BELOW_MIN_GRADE = "below_min_grade"
 REGION_NOT_ACCEPTED = "region_not_accepted"
 INSUFFICIENT_DEPTH = "insufficient_depth"
@@ -147,7 +155,8 @@ class Need:
     min_grade: int = 0
     """Minimum performance factor, in 1/GRADE_SCALE of the base card (0: any card)."""
     classes: tuple[str, ...] = ()
-    """Accepted resource classes (empty: every card class)."""
+    """Accepted resource classes (empty: every firm card class). An interruptible (`-INT`)
+    class is accepted only when named here: its units may be recalled before delivery."""
     nights: bool = False
     """The need's hours may be night hours (00:00-08:00 CST) of the nights in its window rather
     than consecutive hours: only such a need may be served by a nights strip."""
@@ -236,10 +245,18 @@ class Alternative:
     @property
     def what(self) -> str:
         """What the alternative is, in words: "hourly block ... from HOUR" or "week strip ..."."""
+        recallable = ", interruptible: recallable before delivery" if self.interruptible else ""
         if self.kind == HOURLY_BLOCK:
-            return f"hourly block {self.family} from {self.symbols[0]} for {self.hours} h"
+            return (
+                f"hourly block {self.family} from {self.symbols[0]} for {self.hours} h{recallable}"
+            )
         term = TERM_NAMES[self.symbols[0].rsplit(".", 1)[1][0]]
-        return f"{term} strip {self.symbols[0]} ({self.hours} h)"
+        return f"{term} strip {self.symbols[0]} ({self.hours} h{recallable})"
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether the capacity is interruptible: the provider may recall it before delivery."""
+        return _interruptible(self.resource_class)
 
     @property
     def feasible(self) -> bool:
@@ -378,6 +395,11 @@ def _strip_serves(need: Need, strip: ContractSpec) -> bool:
     return strip_hours(strip.symbol) >= need.hours
 
 
+def _interruptible(code: str) -> bool:
+    """Whether a resource class is the recallable twin of a firm one."""
+    return RESOURCE_CLASSES[code].firm_class is not None
+
+
 def _suitability(
     need: Need, spec: ContractSpec, performance: PerformanceTable
 ) -> Exclusion | tuple[Fraction, int]:
@@ -391,6 +413,13 @@ def _suitability(
         return Exclusion(spec.family, NOT_A_CARD, f"{code} is sold in {spec.unit}s, not cards")
     if need.classes and code not in need.classes:
         return Exclusion(spec.family, CLASS_NOT_ACCEPTED, f"class {code} not accepted")
+    if not need.classes and _interruptible(code):
+        return Exclusion(
+            spec.family,
+            INTERRUPTIBLE_NOT_NAMED,
+            f"{code} is interruptible (its units may be recalled before delivery): "
+            "name it in classes to accept it",
+        )
     if factor * GRADE_SCALE < need.min_grade:
         return Exclusion(
             spec.family,
@@ -430,7 +459,7 @@ def _price(
             adder_cost=adder_cost,
             limit_price=limit,
             reason=reason,
-            detail=f"hourly block: {detail}",
+            detail=f"hourly block{_recallable(first)}: {detail}",
         )
 
     cost = 0
@@ -459,6 +488,13 @@ def _price(
         f"= {cost + adder_cost}; block limit {limit} fen a card-hour"
     )
     return alternative(cost, limit, None, detail)
+
+
+def _recallable(spec: ContractSpec) -> str:
+    """The words an alternative's detail carries when its capacity is interruptible."""
+    if not _interruptible(spec.resource_class.code):
+        return ""
+    return " of interruptible capacity (recallable before delivery)"
 
 
 def _cards(need: Need, factor: Fraction) -> int:
@@ -505,7 +541,7 @@ def _price_strip(
             adder_cost=_adder_cost(need, cards, factor, adder),
             limit_price=limit,
             reason=reason,
-            detail=f"{TERM_NAMES[strip.term]} strip: {detail}",
+            detail=f"{TERM_NAMES[strip.term]} strip{_recallable(strip)}: {detail}",
             kind=STRIP,
         )
 

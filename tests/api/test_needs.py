@@ -23,6 +23,7 @@ from tests.e2e.harness import (
     settings_for,
     settle,
 )
+from tests.system.machine import HOUR, MIDNIGHT, LogClock
 
 pytestmark = pytest.mark.e2e
 
@@ -98,6 +99,7 @@ async def test_a_need_fills_in_the_cheaper_region_with_every_alternative_explain
         "reason": None,
         "voucher": None,
         "kind": "hourly_block",
+        "recalled": [],
     }
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
@@ -366,3 +368,59 @@ async def test_a_block_claimed_but_never_sent_is_sent_again(
     await settle(exchange.runtime)
     account = (await buyer.get("/v1/accounts/b")).json()
     assert account["positions"] == [{"symbol": s, "quantity": 2} for s in GZ]
+
+
+async def test_a_need_buys_interruptible_capacity_only_when_it_names_it_and_shows_its_recall(
+    tmp_path: Path,
+) -> None:
+    """Found trying the exchange from outside: a need naming no class filled on the cheaper
+    H100-80G-INT family, recallable capacity that is a different product, and neither its plan
+    nor, after the provider recalled the units, the need said so."""
+    settings = settings_for(tmp_path, CX_LISTINGS="H100-80G-INT.GZ", CX_BOND_BPS=1_000)
+    recallable = "H100-80G-INT.GZ.20271201T00"
+    async with running_exchange(settings, LogClock(MIDNIGHT - 3 * HOUR)) as exchange:
+        provider = await exchange.as_("p", "provider")
+        cash = {"kind": "cash", "amount": 100_000}
+        assert (await provider.post("/v1/accounts/p/deposits", json=cash)).status_code == 201
+        schedule = {
+            "resource_class": "H100-80G", "region": "GZ", "quantity": 2,
+            "first_day": "2027-12-01", "from_hour": 0, "to_hour": 1,
+            "recallable": True, "reserve_price": 1_250,
+        }  # fmt: skip
+        placed = await provider.post("/v1/accounts/p/capacity-deposits", json=schedule)
+        assert placed.json()["asks"], placed.text
+        buyer = await funded_buyer(exchange)
+        wanted = need(hours=1, deadline=DAY_START_MS + HOUR_MS, regions=[{"region": "GZ"}])
+        unasked = await buyer.post("/v1/needs", json={**wanted, "client_need_id": "n1"})
+        assert unasked.status_code == 422, unasked.text
+        plan = unasked.json()["plan"]
+        assert plan["chosen"] is None
+        assert all(a["resource_class"] == "H100-80G" for a in plan["alternatives"]), plan
+        assert ("H100-80G-INT.GZ", "interruptible_not_named") in [
+            (e["family"], e["reason"]) for e in plan["excluded"]
+        ]
+        await settle(exchange.runtime)
+        assert (await buyer.get("/v1/accounts/b")).json()["positions"] == []
+
+        named = {**wanted, "client_need_id": "n2", "classes": ["H100-80G-INT"]}
+        answer = await buyer.post("/v1/needs", json=named)
+        assert answer.status_code == 201, answer.text
+        filled = answer.json()
+        assert filled["status"] == "filled"
+        chosen = filled["plan"]["chosen"]
+        assert chosen["symbols"] == [recallable]
+        assert chosen["detail"].startswith("hourly block of interruptible capacity"), chosen
+        assert "interruptible" in filled["plan"]["explanation"]
+        assert (filled["order"]["paid"], filled["order"]["recalled"]) == (2 * 1_250, [])
+        await settle(exchange.runtime)
+        recall = {"symbol": recallable, "quantity": 1, "reason": "maintenance", "recall_id": "r1"}
+        recalled = await provider.post("/v1/deliveries/recalls", json=recall)
+        assert recalled.json()["status"] == "done", recalled.text
+        await settle(exchange.runtime)
+        shown = (await buyer.get(f"/v1/needs/{filled['need_id']}")).json()
+        assert (shown["status"], shown["order"]["paid"]) == ("filled", 2 * 1_250)
+        # Refunded the unit's 12.50 元 and compensated 10% of it from the provider's bond.
+        assert shown["order"]["recalled"] == [
+            {"symbol": recallable, "recall_id": "r1", "quantity": 1, "refund": 1_250,
+             "penalty": 125, "reason": "recalled: maintenance"}
+        ]  # fmt: skip
