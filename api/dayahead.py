@@ -3,7 +3,11 @@ day's status, its clearing prices and volumes per region, hour and class, and wh
 of an account got.
 
 A day's auction is `collecting` until its gate (`CX_DAY_AHEAD_GATE`, CST, the day before
-delivery), `clearing` from the gate until its result is stored, then `cleared`. The result is
+delivery), `clearing` from the gate until its result is stored, then `cleared`. An auction no
+matching partition collected bids for by NOT_HELD_AFTER_MS past its gate never ran and never
+will (`not_held`): its gate passed before the exchange started (or before it ran day-ahead
+auctions), since a partition that is up collects every auction in gate order at its first
+record past the gate, and a restarted one catches up on those it slept through. The result is
 the stored `DayAheadAuctionCompleted` (prices, volumes, welfare); what each order got is in the
 `DayAheadCleared` of its matching partition, and what it asked in that partition's
 `DayAheadBidsCollected`. All three are events of the day's own stream (`day-ahead-<date>`), so
@@ -37,6 +41,12 @@ from exchange.domain.risk.gates import NO_DAY_AHEAD_WORDS
 COLLECTING = "collecting"
 CLEARING = "clearing"
 CLEARED = "cleared"
+NOT_HELD = "not_held"
+NOT_HELD_AFTER_MS = 10 * 60_000
+"""How long past its gate (in log time) an auction with no stored `DayAheadBidsCollected`
+still shows `clearing`: the partitions collect at their first record past the gate, and the
+event store takes a moment to hold what they wrote. Well beyond that, no partition collected
+the auction, and none will."""
 
 
 def cst_text(ms: int) -> str:
@@ -94,10 +104,17 @@ def _intraday_around(catalogue: Catalogue, now_ms: int) -> dict[str, str | None]
     return {"previous": intraday_key(following - every), "next": intraday_key(following)}
 
 
-def _status(completed: DayAheadAuctionCompleted | None, gate: int, now_ms: int) -> str:
+def _status(
+    completed: DayAheadAuctionCompleted | None, collected: bool, gate: int, now_ms: int
+) -> str:
+    """The auction's status from its stored events: `cleared` with a result; `collecting`
+    before the gate; `clearing` once bids are collected (or just past the gate); else
+    `not_held`."""
     if completed is not None:
         return CLEARED
-    return COLLECTING if now_ms < gate else CLEARING
+    if now_ms < gate:
+        return COLLECTING
+    return CLEARING if collected or now_ms < gate + NOT_HELD_AFTER_MS else NOT_HELD
 
 
 async def auction_document(
@@ -108,9 +125,16 @@ async def auction_document(
     gate = gate_of(catalogue, date)
     stored = await ledger.day_ahead_events(date, ("DayAheadAuctionCompleted",))
     completed = next((e for e in reversed(stored) if isinstance(e, DayAheadAuctionCompleted)), None)
+    # The bids (a busy day's are many) are read only when they decide between clearing and
+    # not held.
+    collected = (
+        completed is None
+        and now_ms >= gate + NOT_HELD_AFTER_MS
+        and bool(await ledger.day_ahead_events(date, ("DayAheadBidsCollected",)))
+    )
     document: dict[str, Any] = {
         "date": date,
-        "status": _status(completed, gate, now_ms),
+        "status": _status(completed, collected, gate, now_ms),
         "gate": cst_text(gate).replace(".000", ""),
         "gate_ms": gate,
         "result": None,
@@ -206,7 +230,8 @@ async def results_document(
         date, ("DayAheadBidsCollected", "DayAheadCleared", "DayAheadAuctionCompleted")
     )
     completed = next((e for e in reversed(stored) if isinstance(e, DayAheadAuctionCompleted)), None)
-    bids = [bid for e in stored if isinstance(e, DayAheadBidsCollected) for bid in e.orders]
+    collections = [e for e in stored if isinstance(e, DayAheadBidsCollected)]
+    bids = [bid for e in collections for bid in e.orders]
     mine = await ledger.account_order_symbols(account_id, {bid["order_id"] for bid in bids})
     accepted: dict[str, int] = {}
     rejected: dict[str, str] = {}
@@ -250,6 +275,6 @@ async def results_document(
     return {
         "date": date,
         "account_id": account_id,
-        "status": _status(completed, gate, now_ms),
+        "status": _status(completed, bool(collections), gate, now_ms),
         "orders": orders,
     }

@@ -1512,7 +1512,12 @@ class DayAheadAuctionOut(BaseModel):
     )
 
     date: str
-    status: Literal["collecting", "clearing", "cleared"]
+    status: Literal["collecting", "clearing", "cleared", "not_held"] = Field(
+        description="`collecting` until the gate, `clearing` once it passed and until the "
+        "result is stored, `cleared` with it; `not_held`: no bids were collected for it, 10 "
+        "minutes of log time past its gate (its gate passed before the exchange started, or "
+        "before it ran day-ahead auctions), so it never ran."
+    )
     gate: str
     gate_ms: int
     result: DayAheadSummaryOut | None
@@ -1565,5 +1570,10 @@ class DayAheadResultsOut(BaseModel):
 
     date: str
     account_id: str
-    status: Literal["collecting", "clearing", "cleared"]
+    status: Literal["collecting", "clearing", "cleared", "not_held"] = Field(
+        description="`collecting` until the gate, `clearing` once it passed and until the "
+        "result is stored, `cleared` with it; `not_held`: no bids were collected for it, 10 "
+        "minutes of log time past its gate (its gate passed before the exchange started, or "
+        "before it ran day-ahead auctions), so it never ran."
+    )
     orders: list[DayAheadOrderResultOut]

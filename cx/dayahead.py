@@ -22,6 +22,7 @@ STATUS = {
     "collecting": "收集申报 collecting",
     "clearing": "出清中 clearing",
     "cleared": "已出清 cleared",
+    "not_held": "未举行 not held",
 }
 ORDER_STATUS = {
     "pending": "待出清 pending",

@@ -839,10 +839,10 @@ class IntradayAuctions(Model):
 
 
 class DayAheadAuction(Model):
-    """A delivery day's day-ahead auction: `collecting`, `clearing` or `cleared`."""
+    """A delivery day's day-ahead auction: `collecting`, `clearing`, `cleared` or `not_held`."""
 
     date: str
-    status: Literal["collecting", "clearing", "cleared"]
+    status: Literal["collecting", "clearing", "cleared", "not_held"]
     gate: str
     gate_ms: int
     result: DayAheadSummary | None
@@ -879,5 +879,5 @@ class DayAheadResults(Model):
 
     date: str
     account_id: str
-    status: Literal["collecting", "clearing", "cleared"]
+    status: Literal["collecting", "clearing", "cleared", "not_held"]
     orders: list[DayAheadOrderResult]
