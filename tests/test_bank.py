@@ -21,6 +21,8 @@ from exchange.domain.catalogue import (
 )
 from exchange.domain.market import MarketStage
 from exchange.domain.messages import (
+    AmendOrder,
+    AmendRejected,
     CancelOrder,
     CapacityRecalled,
     Command,
@@ -37,6 +39,7 @@ from exchange.domain.messages import (
     GrantConcession,
     MeteringReported,
     OrderAccepted,
+    OrderAmended,
     OrderRejected,
     PlaceOrder,
     RecallCapacity,
@@ -247,6 +250,67 @@ def test_reselling_what_you_do_not_hold_is_refused_and_changes_nothing() -> None
     assert refused.reason == RejectReason.INSUFFICIENT_CAPACITY
     assert "0 available of deposited capacity and 2 of entitlements to resell" in refused.message
     assert bank.risk.state_hash() == before
+
+
+def test_a_bonded_sell_cannot_be_amended_above_the_price_its_bond_covers() -> None:
+    """A sell at 0.10 bonds 1 fen a unit (10%). Amended to 20.00 it would sell behind a
+    1-fen bond what needs 200 fen: risk refuses, and the order, its price and its bond stay."""
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=4))
+    bank.send(funds("b1", 10_000))
+    ask = bank.send(order("s1", "p1", "sell", 10, 4).model_copy(update={"post_only": True}))[0]
+    assert isinstance(ask, OrderAccepted)
+    assert ask.bond_per_unit == 1
+    assert bank.ledger.cash["p1"] == Balance(available=10_000 - 4, held=4)
+    before = bank.risk.state_hash()
+
+    out = bank.send(AmendOrder(order_id="s1", account_id="p1", price=2_000))
+
+    (refused,) = out
+    assert isinstance(refused, AmendRejected)
+    assert refused.reason == RejectReason.AMEND_ABOVE_BOND
+    assert refused.message == (
+        "有交付保证金的卖单改价不能高于保证金所保的 10 分: 请撤单后按新价格重新下单 "
+        "a bonded sell's delivery bond of 1 fen a unit covers prices up to 10 fen, and 2000 "
+        "fen needs 200 fen a unit: cancel and place a new order at the new price"
+    )
+    assert bank.risk.state_hash() == before
+    assert bank.ledger.cash["p1"] == Balance(available=10_000 - 4, held=4)
+    assert bank.risk.accounts.open_orders[ask.order_id].price == 10
+
+    # A buyer willing to pay 20.00 buys at the ask's own 0.10, behind 1 fen a unit.
+    bank.send(order("b1", "b1", "buy", 2_000, 3))
+    assert [(t.price, t.quantity) for t in bank.of(TradeExecuted)] == [(10, 3)]
+    assert bank.ledger.ledger["bond:p1"] == 3
+    assert bank.ledger.cash["p1"] == Balance(available=10_000 - 4, held=1)
+
+
+def test_a_bonded_sell_amended_down_may_come_back_up_to_what_its_bond_covers() -> None:
+    """The bond of a sell at 10.00 (100 fen a unit) stays when it is amended down to 5.00, so
+    it may be raised again to 10.00, but not one tick past."""
+    bank = Bank()
+    bank.send(funds("p1", 10_000))
+    bank.send(DepositCapacity(deposit_id="c1", account_id="p1", symbol=SYM, quantity=4))
+    bank.send(order("s1", "p1", "sell", 1_000, 4))
+    assert bank.ledger.cash["p1"] == Balance(available=9_600, held=400)
+
+    for price in (500, 1_000):
+        (amended,) = [
+            e
+            for e in bank.send(AmendOrder(order_id="s1", account_id="p1", price=price))
+            if isinstance(e, OrderAmended)
+        ]
+        assert (amended.price, amended.remaining) == (price, 4)
+        assert bank.ledger.cash["p1"] == Balance(available=9_600, held=400)
+
+    (refused,) = bank.send(AmendOrder(order_id="s1", account_id="p1", price=1_010, quantity=2))
+    assert isinstance(refused, AmendRejected)
+    assert refused.reason == RejectReason.AMEND_ABOVE_BOND
+    assert "covers prices up to 1000 fen, and 1010 fen needs 101 fen a unit" in refused.message
+    assert bank.ledger.cash["p1"] == Balance(available=9_600, held=400)
+    (kept,) = bank.risk.accounts.open_orders.values()
+    assert (kept.price, kept.remaining, kept.bond_per_unit) == (1_000, 4, 100)
 
 
 def _delivered_bank() -> Bank:

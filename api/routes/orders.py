@@ -436,7 +436,9 @@ async def cancel_order(
     summary="Amend an open order's price or open quantity, in place",
     description="A smaller quantity at the same price keeps the order's time priority; a "
     "new price or a larger quantity loses it. Raising a buy's price or an order's quantity "
-    "holds the extra first; a refused amend leaves the order as it was.",
+    "holds the extra first; a provider's bonded sell neither grows (`not_amendable`) nor rises "
+    "above the price its delivery bond covers (`amend_above_bond`); a refused amend leaves the "
+    "order as it was.",
     responses=problems(404, 409, 422),
 )
 async def amend_order(

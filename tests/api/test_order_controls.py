@@ -71,6 +71,52 @@ async def test_an_amend_that_only_reduces_keeps_priority_and_releases_the_hold(
     assert account["cash"] == {"available": 100_000 - 3 * 1790, "held": 3 * 1790}
 
 
+async def test_a_bonded_sell_amended_above_what_its_bond_covers_is_refused_and_kept(
+    tmp_path: Path,
+) -> None:
+    """With a 10% bond a sell at 0.10 holds 1 fen a unit: amending it to 20.00 is refused
+    (it would sell behind 1 fen what needs 200), and the order keeps its price and its bond."""
+    async with running_exchange(settings_for(tmp_path, CX_BOND_BPS=1_000)) as exchange:
+        buyer = await _funded_buyer(exchange)
+        provider = await exchange.as_("p", "provider")
+        for deposit in (
+            {"kind": "cash", "amount": 1_000},
+            {"kind": "capacity", "symbol": GZ0, "quantity": 4},
+        ):
+            assert (await provider.post("/v1/accounts/p/deposits", json=deposit)).status_code == 201
+        ask = {"symbol": GZ0, "side": "sell", "price": 10, "quantity": 4, "post_only": True}
+        placed = await provider.post("/v1/orders", json=ask)
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["order_id"]
+
+        raised = await provider.patch(f"/v1/orders/{order_id}", json={"price": 2000})
+
+        assert raised.status_code == 422, raised.text
+        problem = raised.json()
+        assert problem["type"] == "/problems/amend_above_bond"
+        assert problem["title"] == (
+            "改价超出交付保证金所保的价格 above the price the delivery bond covers"
+        )
+        assert problem["order_id"] == order_id
+        assert problem["detail"].startswith("有交付保证金的卖单改价不能高于保证金所保的 10 分")
+        assert problem["detail"].endswith("cancel and place a new order at the new price")
+        await settle(exchange.runtime)
+        account = (await provider.get("/v1/accounts/p")).json()
+        assert account["cash"] == {"available": 1_000 - 4, "held": 4}
+        row = (await provider.get(f"/v1/orders/{order_id}")).json()
+        assert (row["status"], row["price"], row["quantity"], row["filled"]) == ("open", 10, 4, 0)
+
+        bought = await buyer.post(
+            "/v1/orders", json={"symbol": GZ0, "side": "buy", "price": 2000, "quantity": 3}
+        )
+        assert bought.status_code == 201, bought.text
+        await settle(exchange.runtime)
+        fills = (await buyer.get("/v1/fills")).json()
+        assert [(f["price"], f["quantity"]) for f in fills] == [(10, 3)]
+        account = (await provider.get("/v1/accounts/p")).json()
+        assert account["cash"] == {"available": 1_000 - 4, "held": 1}
+
+
 async def test_an_order_that_is_no_longer_open_answers_409_and_one_never_seen_404(
     tmp_path: Path,
 ) -> None:

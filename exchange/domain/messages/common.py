@@ -146,6 +146,12 @@ class RejectReason(StrEnum):
     CEILING_EXCEEDED = "ceiling_exceeded"
     """An amount would pass the exchange's ceiling (`accounts.CEILING`): the money inside the
     exchange, an account's capacity in one contract, or one order's price x quantity."""
+    AMEND_ABOVE_BOND = "amend_above_bond"
+    """An amend raising a bonded sell's price above what its delivery bond covers: the bond
+    per unit is fixed at acceptance and carried in the events the delivery desk and settlement
+    read, so the seller cancels and places a new order at the new price. Amends that risk
+    accepted before it checked are in their histories as `AmendRequested`, which matching and
+    every fold apply as they always did, so those histories replay unchanged."""
 
 
 Currency = Literal["CNY"]

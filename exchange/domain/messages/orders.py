@@ -117,7 +117,9 @@ class AmendOrder(Message):
     """Change an open order's price and/or open quantity (None: unchanged).
 
     A smaller quantity at the same price keeps time priority; anything else loses it. Raising
-    the price of a buy or the quantity holds more funds or capacity first.
+    the price of a buy or the quantity holds more funds or capacity first. A bonded sell
+    keeps the bond per unit it was accepted with: it cannot grow, nor rise above the price that
+    bond covers.
     """
 
     type: Literal["AmendOrder"] = "AmendOrder"

@@ -155,6 +155,9 @@ def amend_order(state: RiskState, command: AmendOrder, stamp: EventStamp) -> Eve
         elif past := order_past_ceiling(price, quantity * hours):
             reason = RejectReason.CEILING_EXCEEDED
             message = past
+        elif uncovered := _bond_uncovered(state, order, price):
+            reason = RejectReason.AMEND_ABOVE_BOND
+            message = uncovered
         elif over:
             reason = RejectReason.ACCOUNT_LIMIT_EXCEEDED
             message = over
@@ -193,6 +196,27 @@ def amend_order(state: RiskState, command: AmendOrder, stamp: EventStamp) -> Eve
     )
     state.accounts.apply(requested, own)
     return requested
+
+
+def _bond_uncovered(state: RiskState, order: OpenOrder, price: int) -> str:
+    """Why a bonded sell cannot be amended up to `price`: its bond per unit, fixed at
+    acceptance, is carried in the events the delivery desk and settlement fold, so it cannot
+    grow with the price; "" if the order is no bonded sell raised past what its bond covers."""
+    if not order.bond_per_unit or price <= order.price:
+        return ""
+    accounts = state.accounts
+    hours = strip_hours(order.symbol)
+    needed = accounts.bond_per_unit(price * hours)
+    if needed <= order.bond_per_unit:
+        return ""
+    # A bond of b fen a unit covers the prices whose bond rounds up to at most b.
+    covered = order.bond_per_unit * BPS // (accounts.rules.bond_bps * hours)
+    return (
+        f"有交付保证金的卖单改价不能高于保证金所保的 {covered} 分: 请撤单后按新价格重新下单 "
+        f"a bonded sell's delivery bond of {order.bond_per_unit} fen a unit covers prices up "
+        f"to {covered} fen, and {price} fen needs {needed} fen a unit: cancel and place a new "
+        "order at the new price"
+    )
 
 
 def cancel_all_orders(state: RiskState, command: CancelAllOrders, stamp: EventStamp) -> Event:
