@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from api.auth import Operator, Provider, Reader, account_acted_on, account_of, allow
 from api.deps import (
@@ -88,8 +88,8 @@ from settlement import documents, reports
 ProgrammeAdmin = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN))]
 ProgrammeReader = Annotated[Principal, Depends(allow(Role.PROGRAMME_ADMIN, Role.OPERATOR))]
 Buyer = Annotated[Principal, Depends(allow(Role.BUYER))]
-PositiveInt = Annotated[int, Field(gt=0, le=10**15)]
-Hour = Annotated[int, Field(ge=0, le=24)]
+PositiveInt = Annotated[StrictInt, Field(gt=0, le=10**15)]
+Hour = Annotated[StrictInt, Field(ge=0, le=24)]
 GZ0 = "H100-80G.GZ.20271201T00"
 
 
@@ -144,7 +144,7 @@ class CapacitySchedule(BaseModel):
     region: str
     quantity: PositiveInt
     first_day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
-    days: Annotated[int, Field(ge=1, le=31)] = 1
+    days: Annotated[StrictInt, Field(ge=1, le=31)] = 1
     from_hour: Hour = 0
     to_hour: Hour = 8
     recallable: StrictBool = False
@@ -217,8 +217,8 @@ class Metering(BaseModel):
 
     symbol: Symbol
     buyer_id: Identifier
-    delivered: Annotated[int | None, Field(ge=0, le=10**15)] = None
-    tokens: Annotated[int | None, Field(ge=0, le=10**15)] = None
+    delivered: Annotated[StrictInt | None, Field(ge=0, le=10**15)] = None
+    tokens: Annotated[StrictInt | None, Field(ge=0, le=10**15)] = None
     report_id: Identifier | None = None
 
 
@@ -277,7 +277,7 @@ class Resolution(BaseModel):
     symbol: Symbol
     provider_id: Identifier
     buyer_id: Identifier
-    delivered: Annotated[int, Field(ge=0, le=10**15)]
+    delivered: Annotated[StrictInt, Field(ge=0, le=10**15)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
@@ -308,15 +308,15 @@ class ProgrammeRequest(BaseModel):
     programme_id: LedgerPart
     issuer: Annotated[str, Field(min_length=1, max_length=200)]
     budget: PositiveInt
-    rate_bps: Annotated[int, Field(gt=0, le=10_000)] = 3_000
+    rate_bps: Annotated[StrictInt, Field(gt=0, le=10_000)] = 3_000
     cap_per_contract: PositiveInt
     cap_per_enterprise: PositiveInt
     classes: list[Identifier] = Field(default_factory=list, max_length=64)
     regions: list[Identifier] = Field(default_factory=list, max_length=16)
     kinds: list[EnterpriseKind] = Field(default=["sme", "opc"], min_length=1, max_length=4)
     cities: list[Identifier] = Field(default_factory=list, max_length=64)
-    valid_from: Annotated[int, Field(ge=0)]
-    valid_until: Annotated[int, Field(ge=0)]
+    valid_from: Annotated[StrictInt, Field(ge=0)]
+    valid_until: Annotated[StrictInt, Field(ge=0)]
 
 
 class GrantRequest(BaseModel):
@@ -432,7 +432,7 @@ class VoucherPolicyRequest(BaseModel):
         }
     )
 
-    max_rate_bps: Annotated[int, Field(gt=0, le=10_000)]
+    max_rate_bps: Annotated[StrictInt, Field(gt=0, le=10_000)]
     max_cap_per_enterprise: PositiveInt
     kinds: Annotated[list[RegisteredKind], Field(min_length=1, max_length=3)]
     cities: list[Identifier] = Field(default_factory=list, max_length=64)
@@ -494,10 +494,10 @@ class ConcessionRequest(BaseModel):
 
     concession_id: LedgerPart
     account_ids: Annotated[list[Identifier], Field(min_length=1, max_length=200)]
-    discount_bps: Annotated[int, Field(gt=0, le=10_000)]
+    discount_bps: Annotated[StrictInt, Field(gt=0, le=10_000)]
     budget_per_account: PositiveInt
-    valid_from: Annotated[int, Field(ge=0, le=10**15)]
-    valid_until: Annotated[int, Field(ge=0, le=10**15)]
+    valid_from: Annotated[StrictInt, Field(ge=0, le=10**15)]
+    valid_until: Annotated[StrictInt, Field(ge=0, le=10**15)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
@@ -512,7 +512,7 @@ class DiscountPoolRequest(BaseModel):
     )
 
     pool_id: Identifier
-    discount_bps: Annotated[int, Field(gt=0, le=10_000)]
+    discount_bps: Annotated[StrictInt, Field(gt=0, le=10_000)]
     budget: PositiveInt
 
 

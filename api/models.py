@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    create_model,
+    model_validator,
+)
 
 from api.keys import Role
 from exchange.domain.messages import (
@@ -152,7 +160,7 @@ class StallRequest(BaseModel):
     resource_class: Annotated[str, Field(min_length=1, max_length=32)]
     region: Annotated[str, Field(min_length=1, max_length=16)]
     hours: Annotated[
-        list[Annotated[int, Field(ge=0, le=23)]],
+        list[Annotated[StrictInt, Field(ge=0, le=23)]],
         Field(
             min_length=1,
             max_length=24,
@@ -160,7 +168,7 @@ class StallRequest(BaseModel):
         ),
     ]
     sla_tier: Literal["standard", "premium"] = "standard"
-    max_interruptions: int = Field(
+    max_interruptions: StrictInt = Field(
         default=0,
         ge=0,
         le=24,
@@ -303,7 +311,7 @@ class BlockRequest(BaseModel):
         "block is reserved from the account's grant and each hour's fill uses it; what is not "
         "used returns to the grant when the block ends (docs/MONEY.md).",
     )
-    day_ahead: bool = Field(
+    day_ahead: StrictBool = Field(
         default=False,
         description="For the day-ahead auction of its hours (all in one CST day): refused "
         "(`already_auctioned`) once that auction's gate has passed, and (`no_day_ahead_auction`) "
@@ -337,10 +345,13 @@ class ControlRequest(BaseModel):
     )
 
     reason: Annotated[str, Field(min_length=1, max_length=500)]
-    at: Annotated[int | None, Field(ge=0, description="schedule_auction: log time, ms")] = None
+    at: Annotated[StrictInt | None, Field(ge=0, description="schedule_auction: log time, ms")] = (
+        None
+    )
     symbols: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=24)] = []
     band: Annotated[
-        int | None, Field(ge=0, le=10**15, description="set_band: fen from the reference; 0: none")
+        StrictInt | None,
+        Field(ge=0, le=10**15, description="set_band: fen from the reference; 0: none"),
     ] = None
 
 
@@ -368,10 +379,11 @@ class LimitsRequest(BaseModel):
     )
 
     max_open_quantity: Annotated[
-        int | None, Field(ge=0, le=10**15, description="units of all open orders together")
+        StrictInt | None, Field(ge=0, le=10**15, description="units of all open orders together")
     ] = None
     max_open_notional: Annotated[
-        int | None, Field(ge=0, le=10**15, description="fen of price x quantity of open orders")
+        StrictInt | None,
+        Field(ge=0, le=10**15, description="fen of price x quantity of open orders"),
     ] = None
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
@@ -1135,7 +1147,7 @@ class NeedRequest(BaseModel):
         "(10000 = H100-80G; see GET /v1/performance).",
     )
     max_total: PositiveInt = Field(description="The most the block may cost, in fen.")
-    stand: bool = Field(
+    stand: StrictBool = Field(
         default=False,
         description="If nothing is feasible now, keep the need until its deadline and place it "
         "when the books allow (otherwise answer 422 `no_feasible_plan`).",
@@ -1146,12 +1158,12 @@ class NeedRequest(BaseModel):
         "it covers are ranked by what the buyer pays after it, and the chosen block carries "
         "it if it covers that block.",
     )
-    nights: bool = Field(
+    nights: StrictBool = Field(
         default=False,
         description="The hours may be night hours (00:00-08:00 CST) of the window's nights "
         "rather than consecutive: only then may a week's nights strip (56 hours) serve the need.",
     )
-    day_ahead: bool = Field(
+    day_ahead: StrictBool = Field(
         default=False,
         description="Bid in the day-ahead auction instead of buying from the books now: the "
         "exchange places the planner's best alternatives (at most 12, each in one CST day whose "
