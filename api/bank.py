@@ -171,8 +171,12 @@ class RefusedAsk(BaseModel):
 
 
 class ScheduledDeposit(BaseModel):
-    """What a capacity schedule deposited: one deposit (and ask) per delivery hour; `asks` are
-    the asks' order ids; `pending` if the exchange had not decided every one within 5 s."""
+    """What a capacity schedule deposited: one deposit (and ask) per delivery hour. `asks` are
+    the order ids of the asks that stand (the risk stage accepted them); `pending` (HTTP 202)
+    if the exchange had not decided every deposit and ask within 5 s: `contracts` are then the
+    hours sent, some of whose deposits may be undecided yet, and `pending_asks` the asks not
+    decided yet, which are not in `asks` (each one's fate: `GET /v1/orders/{order_id}`, or a
+    retry of a named schedule)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -192,6 +196,8 @@ class ScheduledDeposit(BaseModel):
     asks: list[str]
     refused_asks: list[RefusedAsk] = []
     """Asks the risk stage refused (the capacity of their hours is deposited all the same)."""
+    pending_asks: list[str] = []
+    """Asks not decided within the wait: neither standing nor refused yet."""
     status: Literal["done", "pending"] = "done"
 
 
@@ -736,9 +742,16 @@ def _withdrawal(
     "and deposits nothing twice; the same name for a different schedule is refused "
     "(`idempotency-key-reused`). Every hour "
     "must be listed now: a schedule reaching past the listing horizon is refused whole. "
-    "`status` is `pending` if the exchange had not decided every deposit and ask in 5 s.",
+    "`status` is `pending` (HTTP 202) if the exchange had not decided every deposit and ask "
+    "in 5 s: `asks` then lists only the asks that stand, `pending_asks` those not decided yet.",
     response_model=ScheduledDeposit,
-    responses=problems(404, 422),
+    responses={
+        202: {
+            "model": ScheduledDeposit,
+            "description": "Not decided within 5 s (`status` `pending`); retry to learn",
+        },
+        **problems(404, 422),
+    },
 )
 async def deposit_schedule(
     account_id: Identifier,
@@ -785,6 +798,7 @@ async def deposit_schedule(
             return refused
         asks: list[str] = []
         refused_asks: list[RefusedAsk] = []
+        pending_asks: list[str] = []
         if request.reserve_price is not None:
             orders = [
                 PlaceOrder(
@@ -807,7 +821,11 @@ async def deposit_schedule(
             # The hours' capacity is deposited whatever becomes of their asks: an ask the
             # risk stage refused is listed with its reason, not answered as a 422.
             refused_asks = _refused_asks(asks, placed, named)
-            asks = [a for a in asks if a not in {r.order_id for r in refused_asks}]
+            # An ask not decided within the wait is not presented as standing: it may yet be
+            # refused (its bond, a limit, the contract delisted meanwhile).
+            pending_asks = [a for a, outcome in zip(asks, placed, strict=True) if outcome is None]
+            undecided_or_refused = {r.order_id for r in refused_asks} | set(pending_asks)
+            asks = [a for a in asks if a not in undecided_or_refused]
             outcomes += placed
         pending = any(outcome is None for outcome in outcomes)
         answer = ScheduledDeposit(
@@ -815,9 +833,11 @@ async def deposit_schedule(
             contracts=[symbol for _, symbol in hours],
             asks=asks,
             refused_asks=refused_asks,
+            pending_asks=pending_asks,
             status="pending" if pending else "done",
         )
-        return Answer(201, answer.model_dump(), pending=pending)
+        # Not decided within the wait: 202, as an order's or a deposit's pending answer.
+        return Answer(202 if pending else 201, answer.model_dump(), pending=pending)
 
     if not named:
         return respond(await send(), replayed=False)

@@ -575,6 +575,8 @@ class ScheduledDeposit(Model):
     contracts: list[str]
     asks: list[str]
     refused_asks: list[RefusedAsk] = []
+    pending_asks: list[str] = []
+    """`pending`: the asks not decided yet, which are not in `asks` (the asks that stand)."""
     status: Literal["done", "pending"] = "done"
 
 

@@ -421,6 +421,54 @@ async def test_a_changed_body_after_a_pending_answer_is_refused_even_after_a_res
         await _assert_audits_clean(exchange)
 
 
+async def test_a_schedule_not_decided_in_time_answers_202_and_presents_no_ask_as_standing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A capacity schedule the risk stage has not decided within the wait answers 202 pending,
+    as an order and a deposit do, and lists its asks as pending, not among those that stand;
+    once decided, its retry answers 201 with them standing."""
+    monkeypatch.setattr(api.services, "OUTCOME_TIMEOUT_S", 0.3)
+    schedule = {**NIGHT, "to_hour": 2, "reserve_price": 1_800}
+    asks = [exchange_order_id("gz-dc", f"night-1:{symbol}") for symbol in (GZ0, GZ1)]
+    path = "/v1/accounts/gz-dc/capacity-deposits"
+    async with running_exchange(settings_for(tmp_path)) as exchange:
+        provider = await _funded(exchange, "gz-dc", "provider")
+        await settle(exchange.runtime)
+        async with _risk_stalled(exchange.runtime):
+            pending = await provider.post(path, json=schedule)
+            cash = await provider.post(
+                "/v1/accounts/gz-dc/deposits",
+                json={"kind": "cash", "amount": 700, "deposit_id": "wire-8"},
+            )
+
+        assert (cash.status_code, cash.json()["status"]) == (202, "pending"), cash.text
+        assert pending.status_code == 202, pending.text
+        assert pending.json() == {
+            "deposit_id": "night-1",
+            "contracts": [GZ0, GZ1],
+            "asks": [],
+            "refused_asks": [],
+            "pending_asks": asks,
+            "status": "pending",
+        }
+        await settle(exchange.runtime)
+        done = await provider.post(path, json=schedule)
+        assert done.status_code == 201, done.text
+        assert done.json() == {
+            "deposit_id": "night-1",
+            "contracts": [GZ0, GZ1],
+            "asks": asks,
+            "refused_asks": [],
+            "pending_asks": [],
+            "status": "done",
+        }
+        for order_id in asks:
+            row = (await provider.get(f"/v1/orders/{order_id}")).json()
+            assert (row["status"], row["price"], row["quantity"]) == ("open", 1_800, 2)
+        assert await _count(exchange, "OrderAccepted") == 2
+        assert await _count(exchange, "CapacityDeposited") == 2
+
+
 def _role(account: str) -> str:
     return "provider" if account == "gz-dc" else "buyer"
 
