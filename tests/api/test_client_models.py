@@ -52,6 +52,7 @@ MIRRORS = {
     "NeedAlternative": "NeedAlternativeOut",
     "NeedGroup": "NeedGroupOut",
     "NeedOrder": "NeedOrderOut",
+    "NeedRecall": "NeedRecallOut",
     "NewKey": "NewKeyOut",
     "Obligation": "Obligation",
     "Order": "OrderRow",
