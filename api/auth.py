@@ -148,16 +148,33 @@ async def authenticated(principal: Caller) -> Principal:
     return principal
 
 
+_ROLE_ZH = {
+    "buyer": "买方",
+    "provider": "供给方",
+    "operator": "运营方",
+    "programme_admin": "项目管理员",
+}
+"""What a person reading a refusal calls each role, in Chinese."""
+
+
+def _article(word: str) -> str:
+    """`a` or `an` before `word`, by its first letter."""
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def allow(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting only keys of these roles."""
     names = ", ".join(sorted(r.value for r in roles))
+    names_zh = "、".join(_ROLE_ZH.get(name, name) for name in sorted(r.value for r in roles))
 
     async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if principal.role not in roles:
             raise Problem(
                 403,
                 "forbidden",
-                f"a {principal.role.value} key may not do this; it needs a key of role {names}",
+                f"{_ROLE_ZH.get(principal.role.value, principal.role.value)}密钥无权执行此操作, "
+                f"需要以下角色的密钥: {names_zh} / {_article(principal.role.value)} "
+                f"{principal.role.value} key may not do this; it needs a key of role {names}",
             )
         return principal
 
@@ -185,7 +202,8 @@ def account_of(principal: Principal, requested: str | None) -> str:
         raise Problem(
             403,
             "account-mismatch",
-            f"this key belongs to account {principal.account_id!r}, not {requested!r}",
+            f"此密钥属于账户 {principal.account_id!r}, 不是 {requested!r} / this key belongs to "
+            f"account {principal.account_id!r}, not {requested!r}",
         )
     return principal.account_id
 

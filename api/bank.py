@@ -41,7 +41,7 @@ from api.idempotency import (
 from api.keys import Principal, Role, refuse_unknown_accounts
 from api.marketdata import MarketData, Outcome, deposit_key, order_key, request_key
 from api.ports import Ledger
-from api.problems import Problem, problems
+from api.problems import Problem, chinese_first, problems
 from api.services import Commands
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
@@ -1497,8 +1497,9 @@ def _refused_asks(asks: list[str], outcomes: list[Outcome | None], named: bool) 
             continue
         if named and outcome.reason is RejectReason.DUPLICATE_ORDER_ID:
             continue
-        refused.append(RefusedAsk(order_id=order_id, reason=outcome.reason.value,
-                                  detail=outcome.message))  # fmt: skip
+        reason = outcome.reason.value
+        refused.append(RefusedAsk(order_id=order_id, reason=reason,
+                                  detail=chinese_first(reason, outcome.message)))  # fmt: skip
     return refused
 
 

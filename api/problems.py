@@ -56,6 +56,19 @@ def _words(kind: str) -> str:
 
 
 PROBLEM_TITLES = _problem_titles()
+_CHINESE_WORDS: dict[str, str] = json.loads((WORDS / "zh-CN.json").read_text(encoding="utf-8"))[
+    "problem"
+]
+_CHINESE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def chinese_first(kind: str, detail: str) -> str:
+    """`detail` of a refusal worded in English only (the exchange's event messages are), led
+    by the Chinese words of its code; a detail that already has Chinese is as it was."""
+    chinese = _CHINESE_WORDS.get(kind)
+    if chinese is None or _CHINESE.search(detail):
+        return detail
+    return f"{chinese}: {detail}"
 
 
 def problem_title(kind: str) -> str:
@@ -322,9 +335,10 @@ class BodyLimit:
         body = json.dumps(
             {
                 "type": "/problems/body-too-large",
-                "title": "body too large",
+                "title": problem_title("body-too-large"),
                 "status": 413,
-                "detail": f"the request body is over {self.limit} bytes",
+                "detail": f"请求体超过 {self.limit} 字节 the request body is over "
+                f"{self.limit} bytes",
             }
         ).encode()
         await send(

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from api.auth import Caller
 from api.deps import HealthDep, MarketDep
 from api.models import Health, HealthProblem
-from api.problems import PROBLEM, problems
+from api.problems import PROBLEM, problem_title, problems
 
 # A key is optional here, but one that is sent must be live (401), and anonymous callers
 # have a budget per address (429).
@@ -53,6 +53,6 @@ async def health(_: Caller, market: MarketDep, pipeline_health: HealthDep) -> JS
     }
     if not pipeline.stalled:
         return JSONResponse({"status": "ok" if ready else "starting", **body})
-    problem = {"type": "/problems/stalled", "title": "stalled", "status": 503}
+    problem = {"type": "/problems/stalled", "title": problem_title("stalled"), "status": 503}
     body = {**problem, "detail": pipeline.describe(), **body}
     return JSONResponse(body, 503, media_type=PROBLEM)

@@ -45,7 +45,7 @@ from api.models import (
     StoredEventOut,
 )
 from api.parameters import MAX_SQL_INT
-from api.problems import Problem, problems
+from api.problems import Problem, chinese_first, problems
 from api.services import Commands, cst, iso, stage_out, stall_out
 from api.streams import KEY_REVOKED
 from exchange.deadletters import DeadLetter, read_dead_letters
@@ -59,9 +59,11 @@ from exchange.domain.messages import (
     Identifier,
     MarketAction,
     MarketControlRejected,
+    RejectReason,
     RequestRejected,
     SetAccountLimits,
 )
+from matching.outputs import HALTED
 from settlement.audit import Discrepancy, audit, audit_shards
 from settlement.history import replay_document, stream_condition
 from settlement.replay import parse_until
@@ -275,6 +277,26 @@ async def dead_letters(_: Operator, runtime: RuntimeDep, ledger: LedgerDep) -> l
     return [_dead_letter_out(letter, stalls.get(letter.source)) for letter in letters]
 
 
+def _control_refused(
+    commands: Commands, action: MarketAction, refused: MarketControlRejected
+) -> str:
+    """What a refused control says, Chinese first: a halt of a contract already halted (or a
+    resume of one not halted) says so in words, not only by matching's reason."""
+    view = commands.market.view(refused.symbol)
+    state = None if view is None else view.state
+    if action == "halt" and state == HALTED:
+        return (
+            f"合约 {refused.symbol} 已处于暂停状态, 无需再次暂停 / {refused.symbol} is already "
+            f"halted: nothing to halt ({refused.message})"
+        )
+    if action == "resume" and refused.reason is RejectReason.NOT_HALTED:
+        return (
+            f"合约 {refused.symbol} 未暂停, 无需恢复 / {refused.symbol} is not halted ({state}): "
+            f"nothing to resume ({refused.message})"
+        )
+    return chinese_first(refused.reason.value, refused.message)
+
+
 async def control(
     commands: Commands, principal: Principal, action: MarketAction, symbol: str, **fields: Any
 ) -> ControlAnswer:
@@ -287,7 +309,7 @@ async def control(
     key = control_key(principal.account_id, symbol, action)
     outcome = await commands.submit_and_wait(command, key)
     if isinstance(outcome, MarketControlRejected):
-        raise Problem(422, outcome.reason.value, outcome.message)
+        raise Problem(422, outcome.reason.value, _control_refused(commands, action, outcome))
     status: Literal["applied", "requested", "pending"]
     if outcome is None:
         status = "pending"
