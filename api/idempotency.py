@@ -17,9 +17,11 @@ make a retry safe:
    API processes and restarts. So a duplicate refusal from the exchange can only answer a
    true retry of the same request, and is answered "already done".
 3. The first final answer is kept on the reserved names and a retry gets it back, with the
-   header `Idempotent-Replayed: true`. A request still in flight in this process is awaited
-   rather than sent again; a pending one (the exchange had not decided in time) is sent again
-   by its retry, which the exchange then refuses as a duplicate or decides.
+   header `Idempotent-Replayed: true`. A refusal whose cause passes with time (metering before
+   the delivery hour, ... `PASSES_WITH_TIME`) is not final: a retry is decided afresh. A
+   request still in flight in this process is awaited rather than sent again; a pending one
+   (the exchange had not decided in time) is sent again by its retry, which the exchange then
+   refuses as a duplicate or decides.
 """
 
 from __future__ import annotations
@@ -82,6 +84,32 @@ class Answer:
     """True when the answer describes what a previous request did."""
     pending: bool = False
     """True when the exchange had not decided yet: not a final answer, so not kept."""
+
+    @property
+    def final(self) -> bool:
+        """True for the answer a retry gets back: decided, and not a refusal whose cause
+        passes with time (`PASSES_WITH_TIME`)."""
+        return not self.pending and not passes_with_time(self.status_code, self.body)
+
+
+PASSES_WITH_TIME = frozenset(
+    {
+        "no_obligation",  # before the delivery hour: the obligation exists from its start
+        "bundle_not_started",  # before the token bundle's period
+        "gate_closed",  # decided by the time it was sent: a retry is decided by its own
+        "in_auction",  # until the auction's result is applied
+    }
+)
+"""The refusals whose cause is the moment the request came, not the request: such an answer
+is not kept under the request's names, so a retry (the same body, once the hour began or the
+auction ended) is decided afresh. The names stay reserved for the request all the same: the
+name with another body is still refused."""
+
+
+def passes_with_time(status_code: int, body: dict[str, Any]) -> bool:
+    """True for a refusal whose cause passes with time (`PASSES_WITH_TIME`)."""
+    code = str(body.get("type", "")).removeprefix("/problems/")
+    return status_code == 422 and code in PASSES_WITH_TIME
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +209,8 @@ class RequestStore(Protocol):
         only)."""
 
     async def keep(self, account_id: str, request: Named, answer: Answer) -> None:
-        """Keep a final answer on the request's names; the first one kept wins."""
+        """Keep a final answer on the request's names; the first one kept wins (over none,
+        or a refusal that passes with time, kept by an earlier version of the API)."""
 
 
 class Idempotent:
@@ -239,11 +268,13 @@ class Idempotent:
                 kept = await self.requests.reserve(account_id, request, _now_ms())
             except NameReused as reused:
                 raise _reused(reused.name) from None
-            if kept is not None:
+            if kept is not None and kept.final:
                 future.set_result(kept)
                 return respond(kept, replayed=True)
+            # New, undecided, or refused for a cause that passes with time (kept so by an
+            # earlier version of the API): decided now.
             answer = dataclasses.replace(await action(), fingerprint=request.fingerprint)
-            if not answer.pending:
+            if answer.final:
                 await self.requests.keep(account_id, request, answer)
             future.set_result(answer)
             return respond(answer, replayed=answer.replayed)

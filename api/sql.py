@@ -17,7 +17,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import keys, queries, stalls
-from api.idempotency import UNANSWERED, Answer, Named, NameReused, idempotent_requests
+from api.idempotency import (
+    PASSES_WITH_TIME,
+    UNANSWERED,
+    Answer,
+    Named,
+    NameReused,
+    idempotent_requests,
+)
 from api.keys import KeyInfo, NewKey, Role, StoredKey, writing_transaction
 from api.needs import EXPIRED, STANDING, SUBMITTED, api_needs
 from api.stalls import Stall
@@ -553,13 +560,18 @@ class SqlRequests:
         return taken[0] if taken else None
 
     async def keep(self, account_id: str, request: Named, answer: Answer) -> None:
-        """Keep a final answer on the request's names; the first one kept wins."""
+        """Keep a final answer on the request's names; the first one kept wins (over none,
+        or a refusal that passes with time, which earlier versions of the API kept)."""
+        column = idempotent_requests.c
+        passing = or_(
+            *(column.body.like(f'%"type":"/problems/{code}"%') for code in PASSES_WITH_TIME)
+        )
         statement = (
             update(idempotent_requests)
             .where(
-                (idempotent_requests.c.account_id == account_id)
-                & (idempotent_requests.c.request_key.in_(request.names))
-                & (idempotent_requests.c.status_code == UNANSWERED)
+                (column.account_id == account_id)
+                & (column.request_key.in_(request.names))
+                & ((column.status_code == UNANSWERED) | ((column.status_code == 422) & passing))
             )
             .values(status_code=answer.status_code, body=orjson.dumps(answer.body).decode())
         )
