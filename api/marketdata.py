@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -97,6 +97,10 @@ log = logging.getLogger(__name__)
 
 RECENT_TRADES = 200
 SUBSCRIBER_QUEUE = 1000
+CLOSED_KEPT = 100_000
+"""How many closed orders the fold remembers (a few hundred bytes each), so an order that
+closed while settlement is behind is still answered as accepted: far more than settlement is
+ever behind by in orders, while it runs."""
 MAX_RESYNCS = 3
 """Overflows allowed within RESYNC_WINDOW_S; one more and the subscriber is disconnected."""
 RESYNC_WINDOW_S = 60.0
@@ -264,6 +268,8 @@ class OrderState:
     status: str = "open"
     reason: str | None = None
     ts: int = 0
+    accepted_ts: int = 0
+    """When the risk stage accepted it (log time); `ts` is its latest change."""
 
     def as_message(self) -> dict[str, Any]:
         """The `order` message."""
@@ -419,6 +425,10 @@ class MarketData:
         self.accounts = Accounts(catalogue.rules)
         self.orders: dict[str, OrderState] = {}
         """Open orders, for the private `order` messages."""
+        self.closed: OrderedDict[str, OrderState] = OrderedDict()
+        """The latest CLOSED_KEPT orders that filled, were cancelled or expired, oldest first:
+        with `orders`, what the API knows of an order it saw accepted before settlement
+        records it (`accepted_order`)."""
         self.obligations: dict[tuple[str, str], list[int]] = {}
         """(seller, symbol) -> [units sold, payout in fen]."""
         self.cascaded_at: dict[str, int] = {}
@@ -617,6 +627,7 @@ class MarketData:
                 event.quantity,
                 event.client_order_id,
                 ts=event.ts,
+                accepted_ts=event.ts,
             )
             self.orders[event.order_id] = order
             decision = self._decisions.get(event.order_id)
@@ -642,6 +653,7 @@ class MarketData:
             self.accounts.apply(event)
             cancelled = self.orders.pop(event.order_id, None)
             if cancelled is not None:
+                self._close(cancelled)
                 cancelled.status, cancelled.reason, cancelled.ts = (
                     "cancelled",
                     event.reason.value,
@@ -753,7 +765,7 @@ class MarketData:
             order.ts = event.ts
             if not remaining:
                 order.status = "cancelled"
-                del self.orders[order.order_id]
+                self._close(self.orders.pop(order.order_id))
             self._tell(account_id, "orders", order.as_message())
         if account_id:
             self._tell_balance(account_id, symbol, event.ts)
@@ -845,7 +857,7 @@ class MarketData:
                     )
                 if order.filled >= order.quantity:
                     order.status = "filled"
-                    del self.orders[order.order_id]
+                    self._close(self.orders.pop(order.order_id))
                     if decision is not None:
                         decision.decide("filled")
                 self._tell(account, "orders", order.as_message())
@@ -856,6 +868,17 @@ class MarketData:
         self._tell(
             trade.seller_id, "obligations", self.obligation_message(trade.seller_id, trade.symbol)
         )
+
+    def _close(self, order: OrderState) -> None:
+        """Remember an order that closed, forgetting the oldest past CLOSED_KEPT."""
+        self.closed[order.order_id] = order
+        if len(self.closed) > CLOSED_KEPT:
+            self.closed.popitem(last=False)
+
+    def accepted_order(self, order_id: str) -> OrderState | None:
+        """An order of one contract the risk stage accepted, as this fold of the log saw it:
+        open, or among the latest CLOSED_KEPT to close; None if neither."""
+        return self.orders.get(order_id) or self.closed.get(order_id)
 
     def expect(
         self, key: str, answers: Callable[[Outcome], bool] | None = None

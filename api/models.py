@@ -925,6 +925,43 @@ class OrderRow(BaseModel):
     )
 
 
+class AcceptedOrder(OrderRow):
+    """An order the exchange accepted that settlement has not recorded yet (it is behind or
+    stopped): `status` is `accepted`, the rest as the API's market data saw it."""
+
+    model_config = _example(
+        {
+            "order_id": ORDER_ID,
+            "account_id": "buyer-1",
+            "symbol": GZ0,
+            "side": "buy",
+            "price": 1850,
+            "quantity": 8,
+            "filled": 8,
+            "status": "accepted",
+            "reason": None,
+            "client_order_id": "my-order-1",
+            "created_ts": 1764547200000,
+            "updated_ts": 1764547201000,
+            "delivery_start": "2027-12-01T00:00:00+08:00",
+            "delivery_end": "2027-12-01T01:00:00+08:00",
+            "settled": False,
+            "market_status": "filled",
+            "detail": "已受理, 尚未结算 accepted, not yet settled: ...",
+        }
+    )
+
+    settled: Literal[False] = Field(
+        default=False, description="Always false: settlement has not recorded the order yet"
+    )
+    market_status: Literal["open", "filled", "cancelled"] = Field(
+        description="Where the order stands as the API's market data saw it: open, or "
+        "filled or cancelled (or expired) since; settlement's record, once it has one, is "
+        "what counts"
+    )
+    detail: str
+
+
 class Fill(BaseModel):
     """One of the account's orders traded."""
 

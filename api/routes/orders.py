@@ -26,8 +26,9 @@ from api.deps import (
 )
 from api.idempotency import Answer, Named, fingerprint, own_name, problem_body, respond
 from api.keys import Principal, Role
-from api.marketdata import MarketData, Outcome, cancel_all_key, order_key
+from api.marketdata import MarketData, OrderState, Outcome, cancel_all_key, order_key
 from api.models import (
+    AcceptedOrder,
     AmendAnswer,
     AmendRequest,
     BlockAnswer,
@@ -39,7 +40,7 @@ from api.models import (
     OrderRow,
 )
 from api.ports import Ledger
-from api.problems import Problem, problem_title, problems
+from api.problems import Problem, database_unavailable, problem_title, problems
 from api.services import Commands
 from exchange.domain.catalogue import ContractSpec, SymbolError, parse_symbol
 from exchange.domain.messages import (
@@ -354,24 +355,64 @@ async def own_order(ledger: Ledger, principal: Principal, order_id: str) -> dict
 
 @router.get(
     "/orders/{order_id}",
-    summary="One settled order of the account (or an exclusive group, by its id)",
+    summary="One order of the account, as settled (or an exclusive group, by its id)",
     description="A block shows its hourly contracts (`symbols`) and, like every order, when "
     "its delivery starts and ends (China Standard Time). The id POST /v1/exclusive-groups "
     "answers names the group: read by it, the group shows its `alternatives`, and as one "
     "order the terms of its first and where the group stands (`open` while an alternative "
-    "is, `filled` once the auction filled one).",
+    "is, `filled` once the auction filled one). An order the exchange accepted that "
+    "settlement has not recorded yet (it is behind or stopped) is answered with `status` "
+    "`accepted`, `settled` false, and `market_status` (open, filled or cancelled) as the "
+    "API's market data saw it.",
+    response_model=AcceptedOrder | OrderRow,
     responses=problems(404),
 )
-async def get_order(order_id: Identifier, principal: Reader, ledger: LedgerDep) -> OrderRow:
+async def get_order(
+    order_id: Identifier, principal: Reader, ledger: LedgerDep, market: MarketDep
+) -> OrderRow:
     row = await ledger.order(order_id)
     if row is not None:
         if not _readable(principal, row):
             raise _unknown_order(principal, order_id)
         return order_out(row)
     alternatives = [r for r in await ledger.group_orders(order_id) if _readable(principal, r)]
-    if not alternatives:
-        raise _unknown_order(principal, order_id)
-    return group_out(order_id, [order_out(r) for r in alternatives])
+    if alternatives:
+        return group_out(order_id, [order_out(r) for r in alternatives])
+    # Not settled (yet): the API's own fold of the log may have seen the risk stage accept it.
+    seen = market.accepted_order(order_id)
+    if seen is not None and _readable(principal, {"account_id": seen.account_id}):
+        return accepted_out(seen)
+    raise _unknown_order(principal, order_id)
+
+
+_MARKET_STATUS_ZH = {"open": "挂单中", "filled": "已成交", "cancelled": "已撤销或已过期"}
+
+
+def accepted_out(seen: OrderState) -> AcceptedOrder:
+    """An order the exchange accepted that settlement has not recorded, as the API's market
+    data saw it."""
+    row = {
+        "order_id": seen.order_id,
+        "account_id": seen.account_id,
+        "symbol": seen.symbol,
+        "side": seen.side,
+        "price": seen.price,
+        "quantity": seen.quantity,
+        "filled": seen.filled,
+        "status": "accepted",
+        "reason": seen.reason,
+        "client_order_id": seen.client_order_id,
+        "created_ts": seen.accepted_ts,
+        "updated_ts": seen.ts,
+    }
+    status = seen.status
+    return AcceptedOrder(
+        **order_out(row).model_dump(),
+        market_status=status,
+        detail=f"订单已受理, 尚未结算; 行情所见: {_MARKET_STATUS_ZH.get(status, status)} / the "
+        f"exchange accepted the order and settlement has not recorded it yet; market data saw "
+        f"it {status}. Once settled, this answers the settled order",
+    )
 
 
 def _cancel_answer(outcome: Outcome) -> bool:
@@ -422,10 +463,14 @@ async def cancel_order(
     order_id: Identifier,
     principal: Trader,
     commands: CommandsDep,
+    ledger: LedgerDep,
     account_id: Annotated[Identifier | None, Query()] = None,
 ) -> CancelAnswer:
     account = account_of(principal, account_id)
-    cancelled = await cancel(commands, account, order_id)
+    try:
+        cancelled = await cancel(commands, account, order_id)
+    except Problem as refused:
+        raise await _unless_unsettled(ledger, account, order_id, refused) from None
     if cancelled is None:
         return CancelAnswer(order_id=order_id, status="pending")
     return CancelAnswer(order_id=order_id, status="cancelled", remaining=cancelled.remaining)
@@ -447,6 +492,7 @@ async def amend_order(
     principal: Trader,
     market: MarketDep,
     commands: CommandsDep,
+    ledger: LedgerDep,
 ) -> AmendAnswer:
     account = principal.account_id
     live = market.orders.get(order_id)
@@ -474,7 +520,7 @@ async def amend_order(
         return AmendAnswer(order_id=order_id, status="pending")
     if isinstance(outcome, AmendRejected):
         if outcome.reason in _NOT_THE_ACCOUNTS_OPEN_ORDER:
-            raise _not_changed(outcome)
+            raise await _unless_unsettled(ledger, account, order_id, _not_changed(outcome))
         raise Problem(422, outcome.reason.value, outcome.message, order_id=order_id)
     if isinstance(outcome, OrderAmended):
         return AmendAnswer(
@@ -632,6 +678,35 @@ def _answer_from_row(row: dict[str, Any]) -> Answer:
         )
         return Answer(422, body, replayed=True)
     return Answer(201, _accepted(row["order_id"], row["client_order_id"]), replayed=True)
+
+
+async def _unless_unsettled(
+    ledger: Ledger, account: str, order_id: str, refused: Problem
+) -> Problem:
+    """`refused`, or for an order no longer open (`order_not_open`) that settlement has not
+    recorded closed yet (it is behind or stopped), 409 `order_not_settled`: the risk stage
+    knows the order closed, GET /v1/orders/{id} still answers it `accepted` (or `open`)."""
+    if refused.kind != RejectReason.ORDER_NOT_OPEN.value:
+        return refused
+    try:
+        # Named as the exchange knows it, or as the account placed it.
+        rows = [await ledger.order(order_id)]
+        rows.append(await ledger.order(exchange_order_id(account, order_id)))
+    except Exception as error:
+        if database_unavailable(error):
+            return refused  # the risk stage's answer stands without the ledger's
+        raise
+    if any(row is not None and row["status"] != "open" for row in rows):
+        return refused
+    return Problem(
+        409,
+        "order_not_settled",
+        f"订单 {order_id!r} 已不在挂单中 (已成交、已撤销或已过期), 结算尚未记录 / order "
+        f"{order_id!r} of account {account} is no longer open (it filled, was cancelled or "
+        f"expired) and settlement has not recorded it yet: GET /v1/orders/{order_id} shows "
+        "it as accepted until it has; nothing was changed",
+        order_id=order_id,
+    )
 
 
 def _not_changed(refused: CancelRejected | AmendRejected) -> Problem:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -21,6 +21,7 @@ import pytest
 from api.keys import Principal, Role
 from api.marketdata import MarketData
 from api.models import AmendRequest
+from api.ports import Ledger
 from api.routes.orders import amend_order, cancel_order
 from api.services import Commands
 from exchange.domain.catalogue import default_catalogue
@@ -30,6 +31,8 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for, s
 
 GZ0 = "H100-80G.GZ.20271201T00"
 ORDER = "o-1"
+NO_LEDGER = cast(Ledger, None)
+"""These answers come from the risk stage's decisions alone: the ledger is not asked."""
 
 
 class _RecordingLog:
@@ -71,9 +74,9 @@ def _decide(market: MarketData, n: int, event_type: type[Any], **fields: Any) ->
 async def test_a_cancel_sent_beside_an_amend_is_answered_by_the_cancellation() -> None:
     market, commands, log, buyer = _waiting()
     amend = asyncio.create_task(
-        amend_order(ORDER, AmendRequest(quantity=5), buyer, market, commands)
+        amend_order(ORDER, AmendRequest(quantity=5), buyer, market, commands, NO_LEDGER)
     )
-    cancel = asyncio.create_task(cancel_order(ORDER, buyer, commands))
+    cancel = asyncio.create_task(cancel_order(ORDER, buyer, commands, NO_LEDGER))
     await log.all_sent.wait()
     _decide(market, 1, OrderAmended, price=1000, remaining=5, kept_priority=True)
     _decide(market, 2, OrderCancelled, remaining=5, reason="requested")
@@ -85,10 +88,10 @@ async def test_a_cancel_sent_beside_an_amend_is_answered_by_the_cancellation() -
 async def test_two_amends_at_once_are_each_answered_by_their_own_decision() -> None:
     market, commands, log, buyer = _waiting()
     to_ten = asyncio.create_task(
-        amend_order(ORDER, AmendRequest(quantity=10), buyer, market, commands)
+        amend_order(ORDER, AmendRequest(quantity=10), buyer, market, commands, NO_LEDGER)
     )
     to_seven = asyncio.create_task(
-        amend_order(ORDER, AmendRequest(quantity=7), buyer, market, commands)
+        amend_order(ORDER, AmendRequest(quantity=7), buyer, market, commands, NO_LEDGER)
     )
     await log.all_sent.wait()
     _decide(market, 1, OrderAmended, price=1000, remaining=10, kept_priority=True)

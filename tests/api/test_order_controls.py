@@ -150,7 +150,8 @@ async def test_an_order_that_is_no_longer_open_answers_409_and_one_never_seen_40
         async def all_closed() -> bool:
             for order_id in (filled, cancelled, unfilled_ioc, expired):
                 row = await buyer.get(f"/v1/orders/{order_id}")
-                if row.status_code != 200 or row.json()["status"] == "open":
+                # Settled closed: before, GET answers `accepted` (not settled) or `open`.
+                if row.status_code != 200 or row.json()["status"] in ("open", "accepted"):
                     return False
             return True
 
@@ -328,5 +329,13 @@ async def test_the_catalogue_shows_each_contracts_market_state(
         return (await exchange.client.get(f"/v1/contracts/{GZ0}")).json()["state"] == wanted
 
     await eventually(lambda: state_is("halted"), "the halt in the catalogue")
+    again = await operator.post(f"/v1/admin/contracts/{GZ0}/halt", json=reason)
+    assert again.status_code == 422, again.text
+    assert again.json()["type"] == "/problems/not_continuous"
+    assert again.json()["detail"].startswith(f"合约 {GZ0} 已处于暂停状态, 无需再次暂停")
+    assert f"{GZ0} is already halted" in again.json()["detail"]
     assert (await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json=reason)).is_success
     await eventually(lambda: state_is("continuous"), "the resumption in the catalogue")
+    again = await operator.post(f"/v1/admin/contracts/{GZ0}/resume", json=reason)
+    assert again.json()["type"] == "/problems/not_halted"
+    assert again.json()["detail"].startswith(f"合约 {GZ0} 未暂停, 无需恢复")

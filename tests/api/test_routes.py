@@ -89,7 +89,9 @@ async def test_an_account_without_settled_history_is_not_found() -> None:
 async def test_another_accounts_order_reads_as_unknown() -> None:
     theirs = {"order_id": "buyer-2:o-1", "account_id": "buyer-2"}
     with pytest.raises(Problem) as refused:
-        await orders.get_order("buyer-2:o-1", BUYER, cast(Ledger, LedgerOf(order=theirs)))
+        await orders.get_order(
+            "buyer-2:o-1", BUYER, cast(Ledger, LedgerOf(order=theirs)), _market()
+        )
     assert (refused.value.status, refused.value.kind) == (404, "unknown_order")
     assert refused.value.detail == "account buyer-1 has no order 'buyer-2:o-1'"
 
@@ -97,20 +99,30 @@ async def test_another_accounts_order_reads_as_unknown() -> None:
 async def test_a_cancel_answers_the_risk_stages_decision() -> None:
     commands, runtime = _commands(RejectReason.NOT_ORDER_OWNER)
     with pytest.raises(Problem) as refused:
-        await orders.cancel_order("o-9", BUYER, commands)
+        await orders.cancel_order("o-9", BUYER, commands, cast(Ledger, LedgerOf()))
     # Another account's order is answered as one the account does not have.
     assert (refused.value.status, refused.value.kind) == (404, "unknown_order")
     assert runtime.sent == [CancelOrder(order_id="o-9", account_id="buyer-1")]
 
+    settled = {"order_id": "o-9", "account_id": "buyer-1", "status": "filled"}
     commands, _ = _commands(RejectReason.ORDER_NOT_OPEN)
     with pytest.raises(Problem) as closed:
-        await orders.cancel_order("o-9", BUYER, commands)
+        await orders.cancel_order("o-9", BUYER, commands, cast(Ledger, LedgerOf(order=settled)))
     assert (closed.value.status, closed.value.kind) == (409, "order_not_open")
+
+    # Closed, says the risk stage, and settlement has not recorded it (yet): it says so.
+    for unsettled in (None, {**settled, "status": "open"}):
+        commands, _ = _commands(RejectReason.ORDER_NOT_OPEN)
+        with pytest.raises(Problem) as behind:
+            await orders.cancel_order(
+                "o-9", BUYER, commands, cast(Ledger, LedgerOf(order=unsettled))
+            )
+        assert (behind.value.status, behind.value.kind) == (409, "order_not_settled")
 
 
 async def test_a_cancel_not_decided_in_time_is_pending(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(api.services, "OUTCOME_TIMEOUT_S", 0.01)
     commands, runtime = _commands(None)
-    answer = await orders.cancel_order("o-9", BUYER, commands)
+    answer = await orders.cancel_order("o-9", BUYER, commands, cast(Ledger, LedgerOf()))
     assert (answer.order_id, answer.status) == ("o-9", "pending")
     assert len(runtime.sent) == 1

@@ -18,7 +18,7 @@ import httpx
 from api.keys import Role, create_key
 from api.marketdata import MarketData
 from cx.node import serve
-from cx.runtime import STAGES, ExchangeRuntime
+from cx.runtime import STAGES, ExchangeRuntime, Stage
 from cx.settings import Settings
 from exchange.log import TopicPartition
 from exchange.pipeline import MatchingRunner, RiskRunner, StageRunner
@@ -151,10 +151,13 @@ class RunningExchange:
 
 @asynccontextmanager
 async def running_exchange(
-    settings: Settings, clock_ms: Callable[[], int] | None = None
+    settings: Settings,
+    clock_ms: Callable[[], int] | None = None,
+    stages: tuple[Stage, ...] = STAGES,
 ) -> AsyncIterator[RunningExchange]:
     """Serve until the block ends, then stop cleanly and re-raise any stage's failure; with
-    `clock_ms`, on that log clock."""
+    `clock_ms`, on that log clock; with `stages`, only those (without settlement, say, to see
+    what the API answers while settlement is stopped)."""
     stop = asyncio.Event()
     captured: asyncio.Future[tuple[ExchangeRuntime, MarketData]] = (
         asyncio.get_running_loop().create_future()
@@ -168,7 +171,7 @@ async def running_exchange(
         await stop.wait()
 
     serving = asyncio.create_task(
-        serve(settings, STAGES, extras=(capture,), stop=stop, clock_ms=clock_ms)
+        serve(settings, stages, extras=(capture,), stop=stop, clock_ms=clock_ms)
     )
     base_url = f"http://{settings.api_host}:{settings.api_port}"
     try:
