@@ -331,7 +331,7 @@ def programme_pdf(report: Mapping[str, Any]) -> bytes:
     def distribution(axes: Any) -> None:
         amounts = [e["net_voucher"] / YUAN for e in spread["by_enterprise"]]
         axes.bar(range(len(amounts)), amounts, color=BAR_COLOUR)
-        axes.set_xticks(range(len(amounts)), [e["account_id"] for e in spread["by_enterprise"]],
+        axes.set_xticks(range(len(amounts)), [e["name"] for e in spread["by_enterprise"]],
                         rotation=30, ha="right")  # fmt: skip
         axes.set_ylabel(chart_label("净算力券", "net voucher, CNY (yuan)"))
         axes.set_xlabel(chart_label("企业(从大到小)", "enterprise, largest first"))

@@ -197,6 +197,54 @@ async def _clawed_back(
     return clawed
 
 
+async def _enterprises(
+    engines: Sequence[AsyncEngine], account_ids: set[str]
+) -> dict[str, dict[str, str]]:
+    """The enterprise each of these accounts registered (its latest registration, in whichever
+    settlement shard settled it): `name` and `uscc` by account id; an account that registered
+    none is not among them."""
+    table = tables.enterprises
+    found: dict[str, tuple[int, dict[str, str]]] = {}
+    if not account_ids:
+        return {}
+    for shard in engines:
+        async with shard.connect() as connection:
+            rows = await connection.execute(
+                select(table.c.account_id, table.c.name, table.c.uscc, table.c.registered_ts).where(
+                    table.c.account_id.in_(sorted(account_ids))
+                )
+            )
+            for row in rows:
+                latest = found.get(row.account_id)
+                if latest is None or row.registered_ts > latest[0]:
+                    found[row.account_id] = (
+                        row.registered_ts,
+                        {"name": row.name, "uscc": row.uscc},
+                    )
+    return {account: enterprise for account, (_, enterprise) in found.items()}
+
+
+def _named(account_id: str, registered: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """How a report names an account's enterprise: its registered name and unified social
+    credit code, with the account id; the account id as the name, and no code, for an account
+    that registered none."""
+    enterprise = registered.get(account_id)
+    if enterprise is None:
+        return {"name": account_id, "uscc": None, "account_id": account_id}
+    return {**enterprise, "account_id": account_id}
+
+
+def _by_enterprise(
+    subsidised: Sequence[Any], registered: dict[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    """The subsidised purchases by enterprise (`_breakdown` by account), each named as
+    registered (`_named`)."""
+    return [
+        {**_named(group["name"], registered), **{k: v for k, v in group.items() if k != "name"}}
+        for group in _breakdown(subsidised, lambda row: row.account_id)
+    ]
+
+
 def _day(ts: int) -> int:
     """The China Standard Time day of a log time, as YYYYMMDD."""
     moment = datetime.fromtimestamp(ts / 1000, UTC).astimezone(CHINA_STANDARD_TIME)
@@ -227,6 +275,8 @@ async def programme_report(
     if len(parts) > 1:
         subsidised.sort(key=lambda row: row.ts)
     symbols = sorted({row.symbol for row in subsidised})
+    accounts = {row.account_id for row in subsidised} | {account for _, account, _ in clawed}
+    registered = await _enterprises(engines, accounts)
     lines = tables.invoice_lines
     same_contracts: list[Any] = []
     for shard in engines:
@@ -270,11 +320,11 @@ async def programme_report(
         "clawed_back": clawed_back,
         "remaining": unallocated + granted_unused,
         "burn_down": burn_down,
-        "by_enterprise": _breakdown(subsidised, lambda row: row.account_id),
+        "by_enterprise": _by_enterprise(subsidised, registered),
         "by_region": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[1]),
         "by_class": _breakdown(subsidised, lambda row: family_of(row.symbol).split(".")[0]),
         "net_used": committed - clawed_back,
-        "city": _city(budget, burn_down, subsidised, clawed, same_contracts),
+        "city": _city(budget, burn_down, subsidised, clawed, same_contracts, registered),
     }
 
 
@@ -342,8 +392,10 @@ def _city(
     subsidised: Sequence[Any],
     clawed: dict[tuple[str, str, int], int],
     same_contracts: Sequence[Any],
+    registered: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
-    """What a city asks of its programme: use over time, compute per 元, spread, prices."""
+    """What a city asks of its programme: use over time, compute per 元, spread, prices;
+    enterprises named as they registered (`registered`, by account)."""
     by_month: dict[str, dict[str, int]] = defaultdict(lambda: {"used": 0, "clawed_back": 0})
     for row in subsidised:
         by_month[_month(_day(row.ts))]["used"] += row.voucher
@@ -360,7 +412,7 @@ def _city(
         ],
         "by_month": [{"month": month, **figures} for month, figures in sorted(by_month.items())],
         "compute_per_yuan": _compute_per_yuan(subsidised),
-        "spread": _spread(per_enterprise),
+        "spread": _spread(per_enterprise, registered),
         **_prices(same_contracts),
     }
 
@@ -391,7 +443,9 @@ def _compute_per_yuan(subsidised: Sequence[Any]) -> list[dict[str, Any]]:
     return result
 
 
-def _spread(per_enterprise: dict[str, int]) -> dict[str, Any]:
+def _spread(
+    per_enterprise: dict[str, int], registered: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     """How the net vouchers spread over enterprises: the share of the top tenth (at least
     one enterprise) and the Gini coefficient, both in basis points rounded down."""
     ranked = sorted(per_enterprise.items(), key=lambda item: (-item[1], item[0]))
@@ -408,7 +462,7 @@ def _spread(per_enterprise: dict[str, int]) -> dict[str, Any]:
         if total
         else 0,
         "by_enterprise": [
-            {"account_id": account, "net_voucher": amount} for account, amount in ranked
+            {**_named(account, registered), "net_voucher": amount} for account, amount in ranked
         ],
     }
 
@@ -487,6 +541,10 @@ BREAKDOWN_HEADINGS = {
     "by_class": "资源类型 class",
 }
 """The first heading of each breakdown, the name of what it groups by."""
+ENTERPRISE_HEADINGS = ("统一社会信用代码 credit code", "账户 account")
+"""The headings after an enterprise's name: its unified social credit code and its account."""
+NOT_REGISTERED = "未登记 not registered"
+"""The credit code column of an account that registered no enterprise."""
 
 
 def report_csv(report: dict[str, Any]) -> str:
@@ -505,14 +563,24 @@ def report_csv(report: dict[str, Any]) -> str:
         writer.writerow([entry["day"], entry["spent"], entry["remaining"]])
     units = [f"{UNITS_ZH.get(unit, MILLION_TOKENS_ZH)} {unit}" for unit in UNITS]
     for breakdown, heading in BREAKDOWN_HEADINGS.items():
+        # An enterprise is named as registered, then by its credit code and account.
+        named = [heading, *ENTERPRISE_HEADINGS] if breakdown == "by_enterprise" else [heading]
         writer.writerow([])
         writer.writerow(
-            [heading, "购买笔数 purchases", *units, f"总额{FEN} gross", f"算力券{FEN} voucher"]
+            [*named, "购买笔数 purchases", *units, f"总额{FEN} gross", f"算力券{FEN} voucher"]
         )
         for group in report[breakdown]:
             writer.writerow(
                 [
                     group["name"],
+                    *(
+                        [
+                            group.get("uscc") or NOT_REGISTERED,
+                            group.get("account_id", group["name"]),
+                        ]
+                        if breakdown == "by_enterprise"
+                        else []
+                    ),
                     group["purchases"],
                     *(group["units"].get(unit, 0) for unit in UNITS),
                     group["gross"],

@@ -67,6 +67,8 @@ REPORT = {
     "by_enterprise": [
         {
             "name": "杭州算力科技有限公司",
+            "uscc": "91330100MA2AXXXX0X",
+            "account_id": "hz-lab",
             "purchases": 2,
             "units": {"card-hour": 12, "million-tokens": 3},
             "gross": 600_000,
@@ -94,8 +96,10 @@ def test_the_report_csv_heads_every_column_chinese_first_with_amounts_in_fen() -
     assert rows[4] == ["20271201", "180000", "820000"]
     units = ["卡时 card-hour", "核时 core-hour", "百万tokens million-tokens"]
     tail = ["购买笔数 purchases", *units, "总额(分) gross", "算力券(分) voucher"]
-    assert rows[6] == ["企业 enterprise", *tail]
-    assert rows[7] == ["杭州算力科技有限公司", "2", "12", "0", "3", "600000", "180000"]
+    enterprise = ["企业 enterprise", "统一社会信用代码 credit code", "账户 account"]
+    assert rows[6] == [*enterprise, *tail]
+    named = ["杭州算力科技有限公司", "91330100MA2AXXXX0X", "hz-lab"]
+    assert rows[7] == [*named, "2", "12", "0", "3", "600000", "180000"]
     assert rows[9] == ["地区 region", *tail]
     assert rows[11] == ["资源类型 class", *tail]
 

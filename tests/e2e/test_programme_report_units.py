@@ -16,7 +16,7 @@ from pypdf import PdfReader
 from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from settlement.reports import report_csv
-from tests.e2e.grants import granted
+from tests.e2e.grants import granted, uscc_of
 from tests.e2e.harness import LogClock, RunningExchange, running_exchange, settle
 
 pytestmark = pytest.mark.e2e
@@ -99,9 +99,13 @@ async def test_a_strip_counts_its_card_hours_and_units_stay_apart(
             ("CPU", {"core-hour": 50}),
             ("H100-80G", {"card-hour": 674}),
         ]
-        assert [(g["name"], g["units"]) for g in report["by_enterprise"]] == [
-            ("sme", {"card-hour": 674, "core-hour": 50})
-        ]
+        # The enterprise as it registered, with its credit code and account.
+        assert [
+            (g["name"], g["uscc"], g["account_id"], g["units"]) for g in report["by_enterprise"]
+        ] == [("sme 科技有限公司", uscc_of("sme"), "sme", {"card-hour": 674, "core-hour": 50})]
+        assert [
+            (e["name"], e["uscc"], e["account_id"]) for e in city["spread"]["by_enterprise"]
+        ] == [("sme 科技有限公司", uscc_of("sme"), "sme")]
         # Subsidised purchases against the others of the same contracts, per card-hour: the
         # other buyer's 2 cards of the week are 336 card-hours at 10.10 元 each.
         assert [
@@ -123,6 +127,12 @@ async def test_a_strip_counts_its_card_hours_and_units_stay_apart(
             "百万tokens million-tokens,总额(分) gross,算力券(分) voucher"
         ) in lines, lines
         assert "GZ,3,674,50,0,681720,204516" in lines, lines
+        assert (
+            "企业 enterprise,统一社会信用代码 credit code,账户 account,购买笔数 purchases,"
+            "卡时 card-hour,核时 core-hour,百万tokens million-tokens,总额(分) gross,"
+            "算力券(分) voucher"
+        ) in lines, lines
+        assert f"sme 科技有限公司,{uscc_of('sme')},sme,3,674,50,0,681720,204516" in lines, lines
 
         document = await admin.get("/v1/programmes/gz/report", params={"format": "pdf"})
         assert document.status_code == 200, document.text

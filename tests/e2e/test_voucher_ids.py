@@ -94,7 +94,7 @@ async def test_ids_with_separators_and_wildcards_keep_each_grant_its_own(
         # 30% of 1,000 a card-hour: 300 of gz-26's for b4, 600 of gz_26's for dd:b4.
         reports = {p: await _report(exchange, p) for p in ("gz-26", "gz_26")}
         assert {
-            p: (r["granted"], r["committed"], r["remaining"], r["by_enterprise"][0]["name"])
+            p: (r["granted"], r["committed"], r["remaining"], r["by_enterprise"][0]["account_id"])
             for p, r in reports.items()
         } == {"gz-26": (20_000, 300, 99_700, "b4"), "gz_26": (30_000, 600, 99_400, "dd:b4")}
         day = reports["gz-26"]["burn_down"][0]["day"]

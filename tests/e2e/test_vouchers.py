@@ -21,7 +21,7 @@ from sqlalchemy import update
 
 from cx.settings import Settings
 from settlement import projections as tables
-from tests.e2e.grants import apply, register
+from tests.e2e.grants import apply, register, uscc_of
 from tests.e2e.grants import granted as approved_grant
 from tests.e2e.harness import RunningExchange, running_exchange, settle
 
@@ -149,7 +149,9 @@ async def test_two_programmes_one_running_out_and_every_invoice_to_the_fen(
         }  # fmt: skip
         assert ningbo["by_enterprise"] == [
             {
-                "name": "opc",
+                "name": "opc 科技有限公司",
+                "uscc": uscc_of("opc"),
+                "account_id": "opc",
                 "purchases": 2,
                 "units": {"card-hour": 2},
                 "gross": 3_000,
