@@ -97,8 +97,8 @@ log = logging.getLogger(__name__)
 
 RECENT_TRADES = 200
 SUBSCRIBER_QUEUE = 1000
-CLOSED_KEPT = 100_000
-"""How many closed orders the fold remembers (a few hundred bytes each), so an order that
+CLOSED_KEPT = 50_000
+"""How many closed orders the fold remembers (about 500 bytes each: 25 MB), so an order that
 closed while settlement is behind is still answered as accepted: far more than settlement is
 ever behind by in orders, while it runs."""
 MAX_RESYNCS = 3

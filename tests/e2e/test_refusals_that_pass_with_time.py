@@ -6,13 +6,13 @@ other answer stays the request's answer for good."""
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import orjson
 import pytest
 from sqlalchemy import update
 
 from api.idempotency import idempotent_requests
+from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, to_utc_ms
 from exchange.domain.messages import ControlMarket
 from tests.e2e.harness import (
@@ -20,7 +20,6 @@ from tests.e2e.harness import (
     RunningExchange,
     eventually,
     running_exchange,
-    settings_for,
     settle,
 )
 
@@ -66,10 +65,10 @@ async def _tick(exchange: RunningExchange, clock: LogClock, at: int) -> None:
 
 
 async def test_metering_refused_before_the_hour_is_taken_when_retried_within_it(
-    tmp_path: Path,
+    exchange_settings: Settings,
 ) -> None:
     clock = LogClock(MIDNIGHT - 12 * HOUR)
-    async with running_exchange(settings_for(tmp_path), clock) as exchange:
+    async with running_exchange(exchange_settings, clock) as exchange:
         await _sold_hour(exchange)
         provider = await exchange.as_("dc", "provider")
         report = {"symbol": GZ0, "buyer_id": "sme", "delivered": 1, "report_id": "early-1"}
