@@ -96,7 +96,10 @@ def month_bounds(month: str) -> tuple[int, int]:
         following = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
         return _ms(start), _ms(following)
     except (ValueError, OverflowError):
-        raise StatementError(f"month {month!r} is not a month YYYY-MM of years 1 to 9998") from None
+        raise StatementError(
+            f"月份 {month!r} 应如 2026-12 (1 至 9998 年) / month {month!r} is not a month YYYY-MM "
+            "of years 1 to 9998"
+        ) from None
 
 
 def _ms(moment: datetime) -> int:
@@ -468,7 +471,10 @@ async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] 
             return None
         account_id = order["account_id"]
         if order["side"] != "buy":
-            raise StatementError(f"order {order_id!r} is a sell: statements are of buy orders")
+            raise StatementError(
+                f"订单 {order_id!r} 是卖单, 结算单和发票只开给买单 / order {order_id!r} is a "
+                "sell: statements and invoices are of buy orders"
+            )
         bought = (
             await connection.execute(
                 select(trades).where(trades.c.buyer_id == account_id).order_by(trades.c.position)

@@ -14,7 +14,7 @@ from api.auth import Reader, account_of
 from api.deps import LedgerDep
 from api.keys import Principal, Role
 from api.ports import Ledger
-from api.problems import Problem, chinese_first, problems
+from api.problems import Problem, problems
 from api.routes.orders import own_order
 from exchange.domain.messages import Identifier
 from settlement import documents, statements
@@ -55,7 +55,7 @@ async def month_statement(
     try:
         statements.month_bounds(month)
     except statements.StatementError as error:
-        raise Problem(422, "invalid-month", chinese_first("invalid-month", str(error))) from None
+        raise Problem(422, "invalid-month", str(error)) from None
     # A participant's own statement may be empty; an operator's typo must not read as one.
     if principal.role is Role.OPERATOR and await ledger.account_summary(account) is None:
         raise Problem(
@@ -88,8 +88,7 @@ async def _statement_of(ledger: Ledger, order_id: str) -> dict[str, Any]:
     try:
         found = await ledger.order_statement(order_id)
     except statements.StatementError as error:
-        detail = chinese_first("not-a-buy-order", str(error))
-        raise Problem(422, "not-a-buy-order", detail) from None
+        raise Problem(422, "not-a-buy-order", str(error)) from None
     if found is None:
         raise Problem(404, "unknown_order", f"order {order_id!r} is not settled")
     return found

@@ -250,6 +250,17 @@ async def test_a_month_with_a_voucher_a_concession_a_short_delivery_and_a_clawba
             assert theirs.json()["detail"].replace(order_id, "X") == missing.json()[
                 "detail"
             ].replace("no-such-order", "X")
+        # A sell has neither statement nor invoice, and says so in words, Chinese first.
+        provider = await exchange.as_("gz-dc", "provider")
+        sold = next(o["order_id"] for o in (await provider.get("/v1/orders")).json())
+        for path in ("statement", "invoice.json"):
+            sell = await provider.get(f"/v1/orders/{sold}/{path}")
+            assert (sell.status_code, sell.json()["type"]) == (422, "/problems/not-a-buy-order")
+            assert sell.json()["title"] == "不是买单 not a buy order"
+            assert sell.json()["detail"] == (
+                f"订单 {sold!r} 是卖单, 结算单和发票只开给买单 / order {sold!r} is a sell: "
+                "statements and invoices are of buy orders"
+            )
         # An operator naming an account that never settled anything: not a zero statement.
         operator = await exchange.as_("ops", "operator")
         typo = await operator.get("/v1/statements", params={"month": "2027-12",
