@@ -66,6 +66,8 @@ async def test_a_capacity_schedule_refused_or_with_a_refused_ask_says_what_it_de
         assert answer["contracts"] == [GZ0]
         assert answer["asks"] == []
         assert [r["reason"] for r in answer["refused_asks"]] == ["insufficient_funds"]
+        # Why, in words a person reads: Chinese first, then the exchange's own.
+        assert answer["refused_asks"][0]["detail"].startswith("资金不足: ")
         await settle(exchange.runtime)
         account = (await provider.get("/v1/accounts/p1")).json()
         assert account["capacity"] == [{"symbol": GZ0, "available": 1, "held": 0}]
