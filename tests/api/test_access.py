@@ -194,6 +194,18 @@ async def test_operator_and_administrator_endpoints_refuse_everyone_else(
             assert response.json()["type"] == "/problems/forbidden"
     for client in (buyer, provider):
         assert (await client.get("/v1/reports/trades")).status_code == 403
+    # Said in words, Chinese first, and with the right article.
+    refused = (await admin.get("/v1/admin/keys")).json()
+    assert refused["title"] == "当前角色无权操作 this role may not do that"
+    assert refused["detail"] == (
+        "项目管理员密钥无权执行此操作, 需要以下角色的密钥: 运营方 / a programme_admin key may not "
+        "do this; it needs a key of role operator"
+    )
+    refused = (await operator.post("/v1/orders", json={"symbol": GZ0})).json()
+    assert refused["detail"].startswith(
+        "运营方密钥无权执行此操作, 需要以下角色的密钥: 买方、供给方"
+    )
+    assert "/ an operator key may not do this" in refused["detail"]
     report = (await admin.get("/v1/reports/trades")).json()
     assert [(t["buyer_id"], t["seller_id"], t["amount"]) for t in report] == [
         ("buyer-a", "provider-p", 3600)
