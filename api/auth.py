@@ -26,7 +26,7 @@ from api.keys import (
     Role,
     refuse_unknown_accounts,
 )
-from api.problems import DATABASE_RETRY_AFTER_S, Problem, database_unavailable
+from api.problems import DATABASE_RETRY_AFTER_S, Problem, chinese_words, database_unavailable
 from api.ratelimit import RateLimiter, retry_after_header
 
 PUBLIC_FACTOR = 5
@@ -148,13 +148,8 @@ async def authenticated(principal: Caller) -> Principal:
     return principal
 
 
-_ROLE_ZH = {
-    "buyer": "买方",
-    "provider": "供给方",
-    "operator": "运营方",
-    "programme_admin": "项目管理员",
-}
-"""What a person reading a refusal calls each role, in Chinese."""
+_ROLE_ZH = chinese_words("role")
+"""What a person reading a refusal calls each role, in Chinese: as the page does."""
 
 
 def _article(word: str) -> str:

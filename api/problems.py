@@ -56,9 +56,15 @@ def _words(kind: str) -> str:
 
 
 PROBLEM_TITLES = _problem_titles()
-_CHINESE_WORDS: dict[str, str] = json.loads((WORDS / "zh-CN.json").read_text(encoding="utf-8"))[
-    "problem"
-]
+
+
+def chinese_words(section: str) -> dict[str, str]:
+    """The page's Chinese words of one section (`problem`, `role`, ...), by code."""
+    words: dict[str, str] = json.loads((WORDS / "zh-CN.json").read_text(encoding="utf-8"))[section]
+    return words
+
+
+_CHINESE_WORDS = chinese_words("problem")
 _CHINESE = re.compile(r"[\u4e00-\u9fff]")
 
 

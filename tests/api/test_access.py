@@ -198,12 +198,12 @@ async def test_operator_and_administrator_endpoints_refuse_everyone_else(
     refused = (await admin.get("/v1/admin/keys")).json()
     assert refused["title"] == "当前角色无权操作 this role may not do that"
     assert refused["detail"] == (
-        "项目管理员密钥无权执行此操作, 需要以下角色的密钥: 运营方 / a programme_admin key may not "
-        "do this; it needs a key of role operator"
+        "算力券项目管理员密钥无权执行此操作, 需要以下角色的密钥: 运营 / a programme_admin key may "
+        "not do this; it needs a key of role operator"
     )
     refused = (await operator.post("/v1/orders", json={"symbol": GZ0})).json()
     assert refused["detail"].startswith(
-        "运营方密钥无权执行此操作, 需要以下角色的密钥: 买方、供给方"
+        "运营密钥无权执行此操作, 需要以下角色的密钥: 买方、算力供应商"
     )
     assert "/ an operator key may not do this" in refused["detail"]
     report = (await admin.get("/v1/reports/trades")).json()
