@@ -369,7 +369,8 @@ class ExchangeClient:
         )
 
     async def order(self, order_id: str) -> Order:
-        """One settled order."""
+        """One order as settled; one the exchange accepted that settlement has not recorded yet
+        comes with `status` accepted, `settled` false and `market_status` (extra fields)."""
         return await self._get(Order, f"/v1/orders/{order_id}")
 
     async def fills(self, limit: int = 100, account_id: str | None = None) -> list[Fill]:
