@@ -125,9 +125,18 @@ def _cst_day(ms: int) -> int:
     return (ms + CST_OFFSET_MS) // DAY_MS * DAY_MS - CST_OFFSET_MS
 
 
+def volume_weighted_price(turnover: int, volume: int) -> int | None:
+    """The average price (fen per unit-hour) of `volume` unit-hours that traded for `turnover`
+    fen, rounded half up to the fen; None without volume. Both count a strip's every hour, so
+    the average lies between the lowest and the highest price traded."""
+    return (turnover + volume // 2) // volume if volume else None
+
+
 @dataclass(slots=True)
 class Candle:
-    """Open, high, low, close, volume and turnover of one interval."""
+    """Open, high, low, close, volume and turnover of one interval. The volume is in
+    unit-hours (卡时/核时): an hour contract's quantity, a strip's quantity x its hours; the
+    turnover is the fen paid for them (price x quantity x hours)."""
 
     start: int
     open: int
@@ -143,7 +152,7 @@ class Candle:
         self.high = max(self.high, price)
         self.low = min(self.low, price)
         self.close = price
-        self.volume += quantity
+        self.volume += quantity * hours
         self.turnover += price * quantity * hours
         self.trades += 1
 
@@ -249,7 +258,7 @@ class ContractView:
             "volume": volume,
             "turnover": turnover,
             "trades": sum(c.trades for c in window),
-            "vwap": (turnover + volume // 2) // volume if volume else None,
+            "vwap": volume_weighted_price(turnover, volume),
         }
 
 
@@ -1216,7 +1225,7 @@ class MarketData:
         history: list[dict[str, int | None]] = []
         for start in sorted(merged)[-limit:]:
             low, high, volume, turnover, trades = merged[start]
-            vwap = turnover // volume if volume else None
+            vwap = volume_weighted_price(turnover, volume)
             history.append(
                 {
                     "start": start,

@@ -574,8 +574,9 @@ class ReportTrade(PublicTrade):
 
 class HistoryPoint(BaseModel):
     """A product's trading in one hour or day (China Standard Time), over every delivery hour
-    of its family: low, high, units, turnover (fen), trades and the volume-weighted average
-    price, also per standard card-hour (null without trades or for non-cards)."""
+    of its family: low, high, volume (unit-hours: a strip's cards x its hours), turnover
+    (fen), trades and the volume-weighted average price per unit-hour (turnover / volume,
+    rounded half up), also per standard card-hour (null without trades or for non-cards)."""
 
     model_config = _example(
         {
@@ -601,7 +602,8 @@ class HistoryPoint(BaseModel):
 
 
 class CandleOut(BaseModel):
-    """One interval's open, high, low, close, volume (units) and turnover (fen)."""
+    """One interval's open, high, low, close, volume (unit-hours: a strip's cards x its hours)
+    and turnover (fen)."""
 
     model_config = _example(
         {
@@ -627,7 +629,9 @@ class CandleOut(BaseModel):
 
 
 class Stats(BaseModel):
-    """24 hours of log time up to `window_end` (the latest event's time)."""
+    """24 hours of log time up to `window_end` (the latest event's time): volume in
+    unit-hours (a strip's cards x its hours), turnover in fen, and the volume-weighted average
+    price per unit-hour, turnover / volume rounded half up."""
 
     model_config = _example(
         {

@@ -21,6 +21,7 @@ from exchange.domain.messages import (
     BookChanged,
     CapacityDeposited,
     FundsDeposited,
+    ListingChanged,
     MarketControlRejected,
     MarketControlRequested,
     OrderAccepted,
@@ -304,3 +305,27 @@ async def test_a_contract_shows_the_band_matching_keeps_for_it() -> None:
     band("H100-80G.GZ", 60)
     refused(T0 + 1, "not_operator")
     assert (market.band(GZ0), market.band(gz1)) == (60, 60)
+
+
+async def test_a_strip_s_volume_and_average_price_count_its_hours() -> None:
+    # A week's strip is priced per card-hour and bought in cards for each of its 168 hours:
+    # its volume and turnover count every hour, so its average price is its price, and the
+    # family's history, merged with hourly trades, averages between the lowest and highest.
+    market, feed = _market()
+    week = "H100-80G.GZ.W20271206"
+    feed(ListingChanged, ts=T0, symbol=week, listed=True, operator_id="ops", reason="")
+    _trade(feed, 1, 1010, 1, T0 + 5_000, symbol=week)
+    _trade(feed, 2, 2500, 2, T0 + 6_000)
+    stats = market.stats(week)
+    assert (stats["volume"], stats["turnover"]) == (168, 1010 * 168)
+    assert stats["vwap"] == stats["vwap_per_std"] == 1010
+    assert market.candles(week, "1h", 1)[0]["volume"] == 168
+
+    daily = market.family_history("H100-80G.GZ", days=True, limit=10)
+    assert len(daily) == 1
+    day = daily[0]
+    assert (day["low"], day["high"], day["volume"]) == (1010, 2500, 168 + 2)
+    assert day["turnover"] == 1010 * 168 + 2500 * 2
+    # (169,680 + 5,000) / 170 = 1,027.53: rounded half up to the fen.
+    assert day["vwap"] == 1028
+    assert day["low"] <= day["vwap"] <= day["high"]
