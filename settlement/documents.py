@@ -24,7 +24,7 @@ from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Tabl
 
 from exchange.domain.catalogue import cst_iso
 from settlement.charts import CJK_FONT_FILE, chart_label, use_cjk_font
-from settlement.statements import MILLION_TOKENS_ZH, UNITS_ZH, yuan
+from settlement.statements import MILLION_TOKENS_ZH, TOKENS, UNITS_ZH, yuan
 
 
 def _register_font() -> str:
@@ -81,12 +81,17 @@ def invoice_pdf(invoice: Mapping[str, Any]) -> bytes:
               "金额 amount", "税率 rate", "税额 tax"]]  # fmt: skip
     for item in invoice["items"]:
         price = item["unit_price"]
+        unit, quantity = item["unit"], str(item["quantity"])
+        if unit == TOKENS:
+            # A bundle's refund, in the 百万tokens its purchase is shown in, every digit kept.
+            sign = "-" if item["quantity"] < 0 else ""
+            unit, quantity = MILLION_TOKENS_ZH, sign + _millions(abs(item["quantity"]))
         items.append(
             [
                 item["item"],
                 item["spec"],
-                item["unit"],
-                item["quantity"],
+                unit,
+                quantity,
                 "" if price is None else yuan(price),
                 yuan(item["amount"]),
                 f"{item['tax_rate_bps'] // 100}%",

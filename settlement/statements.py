@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from exchange.domain.accounts import TOKENS_PER_UNIT
 from exchange.domain.catalogue import (
     CHINA_STANDARD_TIME,
     RESOURCE_CLASSES,
@@ -52,6 +53,8 @@ FEE_ITEM = "信息技术服务*交易服务费"
 UNITS_ZH = {UNIT_CARD_HOUR: "卡时", UNIT_CORE_HOUR: "核时"}
 """Invoice units by contract unit; tokens are sold by the million (百万tokens)."""
 MILLION_TOKENS_ZH = "百万tokens"
+TOKENS = "tokens"
+"""The invoice unit of a token bundle's refund: the unused tokens, rarely whole millions."""
 
 LINES = (
     "deposits",
@@ -510,7 +513,7 @@ async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] 
             and cause.get("symbol") in symbols
         ):
             whole = classify(account_id, legs, cause)
-            whole["units"] = cause["quantity"] - cause["delivered"]
+            whole["units"] = _undelivered(cause)
             lines = _apportioned(whole, order_id, cause["symbol"], bought)
             refunded_units, symbol = lines.pop("units", 0), cause["symbol"]
         else:
@@ -571,6 +574,15 @@ def _apportioned(
         name: amount * after // total - amount * before // total for name, amount in lines.items()
     }
     return {name: amount for name, amount in shares.items() if amount}
+
+
+def _undelivered(settled: Mapping[str, Any]) -> int:
+    """What a delivery's refund is for: its units not delivered, or of a token bundle (whose
+    `used` counts the tokens drawn down) its unused tokens, which are rarely whole millions:
+    4 million bought and 2,500,001 used leave 1,499,999 tokens refunded, not 2 millions."""
+    if settled.get("used") is not None:
+        return int(settled["quantity"] * TOKENS_PER_UNIT - settled["used"])
+    return int(settled["quantity"] - settled["delivered"])
 
 
 async def _causes(
@@ -668,11 +680,13 @@ def invoice_of(
         refund = entry["lines"].get("refunds", 0)
         if entry["kind"] == "delivery" and refund:
             symbol = entry["symbol"]
+            # A bundle's refund is of its unused tokens, counted one by one.
+            unit = TOKENS if bundle_period(symbol) is not None else unit_of(symbol)
             items.append(
                 _item(
                     f"{COMPUTE_ITEM} (退款)",
                     symbol,
-                    unit_of(symbol),
+                    unit,
                     -entry["refunded_units"],
                     None,
                     total=-refund,

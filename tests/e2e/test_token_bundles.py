@@ -217,3 +217,57 @@ async def test_a_month_s_bundle_drawn_down_through_the_api(exchange_settings: Se
         assert (
             await audit_ledger(store, catalogue, exchange.runtime.topics.market_partitions)
         ).discrepancies == []
+
+
+async def test_a_bundle_s_invoice_refunds_its_unused_tokens(exchange_settings: Settings) -> None:
+    """4 million tokens at 5 元 a million, 2,500,001 used: the provider is paid 2,000 x
+    2,500,001 // 4,000,000 = 1,250 fen and 750 refunded, for 1,499,999 unused tokens (not 2
+    whole millions, which would be 1,000 fen), in JSON, CSV and the PDF (in 百万tokens)."""
+    settings = exchange_settings.model_copy(
+        update={
+            "fees": "TOK-QWEN:0:0",
+            "bond_bps": 1_000,
+            "delivery_window_minutes": 60,
+            "listings": "TOK-QWEN.YRD",
+            "listing_days": 0,
+            "term_days": 40,
+        }
+    )
+    clock = LogClock(START - 10 * DAY)
+    async with running_exchange(settings, clock) as exchange:
+        for account, role, body in (
+            ("qwen-host", "provider", {"kind": "cash", "amount": 10_000}),
+            ("qwen-host", "provider", {"kind": "capacity", "symbol": BUNDLE, "quantity": 4}),
+            ("sme", "buyer", {"kind": "cash", "amount": 20_000}),
+        ):
+            await _post(exchange, account, role, f"/v1/accounts/{account}/deposits", body)
+        ask = {"symbol": BUNDLE, "side": "sell", "price": 500, "quantity": 4}
+        await _post(exchange, "qwen-host", "provider", "/v1/orders", ask)
+        bid = {"symbol": BUNDLE, "side": "buy", "price": 500, "quantity": 4}
+        order = await _post(exchange, "sme", "buyer", "/v1/orders", bid)
+        await settle(exchange.runtime)
+        await _tick(exchange, clock, START)
+        clock.now_ms = START + HOUR
+        metering = {"symbol": BUNDLE, "buyer_id": "sme", "tokens": 2_500_001}
+        await _post(exchange, "qwen-host", "provider", "/v1/deliveries/metering", metering)
+        await _tick(exchange, clock, END + HOUR + 1)
+
+        sme = await exchange.as_("sme")
+        order_id = order["order_id"]
+        invoice = (await sme.get(f"/v1/orders/{order_id}/invoice.json")).json()
+        assert [
+            (i["item"], i["unit"], i["quantity"], i["unit_price"], i["total"])
+            for i in invoice["items"]
+        ] == [
+            ("信息技术服务*算力服务", "百万tokens", 4, 500, 2_000),
+            ("信息技术服务*算力服务 (退款)", "tokens", -1_499_999, None, -750),
+        ]
+        assert invoice["total"] == 1_250
+        # 1,499,999 tokens at 5 元 a million are 7.499995 元: 7.50 元 to the fen.
+        refund = invoice["items"][1]
+        assert (-refund["quantity"] * 500 + 500_000) // 1_000_000 == -refund["total"]
+        table = (await sme.get(f"/v1/orders/{order_id}/invoice.csv")).text
+        assert f"{BUNDLE},tokens,-1499999,,-708,600,-42,-750" in table, table
+        pdf = (await sme.get(f"/v1/orders/{order_id}/invoice.pdf")).content
+        text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+        assert "-1.499999" in text, text
