@@ -32,6 +32,7 @@ from exchange.domain.accounts import Accounts
 from exchange.domain.catalogue import (
     Catalogue,
     ContractSpec,
+    cst_iso,
     family_of,
     is_family,
     parse_symbol,
@@ -502,6 +503,20 @@ class MarketData:
         if symbol in self.operator_listed:
             return parse_symbol(symbol)
         return self.catalogue.get(symbol)
+
+    def capacity_state(self, symbol: str) -> dict[str, str | None]:
+        """What a provider may do with unsold capacity of a contract at the latest log time:
+        sell or withdraw it until the contract's gate (`open`), nothing after (`gate_closed`:
+        risk refuses the withdrawal, the book is closed, and no obligation is made of it), nor
+        once the exchange lists the contract no more (`not_listed`)."""
+        spec = self.spec(symbol)
+        if spec is None:
+            return {"state": "not_listed", "gate": None}
+        gate = self.catalogue.retires_at(spec)
+        return {
+            "state": "open" if self.listing_ms < gate else "gate_closed",
+            "gate": cst_iso(gate),
+        }
 
     def band(self, symbol: str) -> int:
         """A contract's price band (fen, 0: none): its own, else its family's, else the rules'."""

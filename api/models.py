@@ -1004,11 +1004,23 @@ class CashOut(BaseModel):
 
 
 class CapacityOut(BaseModel):
-    """Deposited capacity of one contract: sellable and held for open sell orders (units)."""
+    """Deposited capacity of one contract, unsold: not held (`available`) and held for open
+    sell orders (units), and what the provider may still do with it (`state`)."""
 
     symbol: str
     available: int
     held: int
+    state: Literal["open", "gate_closed", "not_listed"] = Field(
+        description="`open`: 关闸前可卖出、可撤回 sellable and withdrawable until `gate`; "
+        "`gate_closed`: 已关闸: 未售出的容量不能再卖出或撤回, 也不交付、不结算 past its gate: "
+        "the unsold units can no longer be sold nor withdrawn, and nothing is owed or paid "
+        "for them (the exchange keeps them on the books as deposited); `not_listed`: 合约已不"
+        "再挂牌, 不能卖出或撤回 the exchange lists the contract no more: neither"
+    )
+    gate: str | None = Field(
+        description="when the contract's trading closes (or closed), China Standard Time; "
+        "null when `not_listed`"
+    )
 
 
 class PositionOut(BaseModel):
@@ -1025,6 +1037,7 @@ class AccountOut(BaseModel):
         {
             "account_id": "buyer-1",
             "cash": {"available": 492800, "held": 0},
+            "bonds": 0,
             "capacity": [],
             "positions": [{"symbol": GZ0, "quantity": 4}],
         }
@@ -1032,6 +1045,12 @@ class AccountOut(BaseModel):
 
     account_id: str
     cash: CashOut
+    bonds: int = Field(
+        description="交付保证金 fen a provider posted as delivery bonds behind capacity it sold "
+        "and has not yet delivered (ledger account `bond:<account>`), returned less any penalty "
+        "when the delivery settles; cash.available + cash.held + bonds is the account's money "
+        "on the exchange, a statement's closing balance"
+    )
     capacity: list[CapacityOut]
     positions: list[PositionOut]
 

@@ -41,7 +41,8 @@ async def account_orders(
 
 
 async def account_summary(engine: AsyncEngine, account_id: str) -> dict[str, Any] | None:
-    """Cash, capacity and positions of an account; None if it has no settled history."""
+    """Cash, the delivery bonds it posted, capacity and positions of an account; None if it
+    has no settled history."""
     async with engine.connect() as connection:
         cash = (
             await connection.execute(
@@ -62,7 +63,14 @@ async def account_summary(engine: AsyncEngine, account_id: str) -> dict[str, Any
                 .order_by(tables.positions.c.symbol)
             )
         ).all()
-    if cash is None and not capacity and not held:
+        bonds = (
+            await connection.execute(
+                select(tables.ledger_balances.c.balance).where(
+                    tables.ledger_balances.c.account == f"bond:{account_id}"
+                )
+            )
+        ).scalar()
+    if cash is None and not capacity and not held and not bonds:
         return None
     return {
         "account_id": account_id,
@@ -70,6 +78,7 @@ async def account_summary(engine: AsyncEngine, account_id: str) -> dict[str, Any
             "available": 0 if cash is None else cash.available,
             "held": 0 if cash is None else cash.held,
         },
+        "bonds": bonds or 0,
         "capacity": [
             {"symbol": row.symbol, "available": row.available, "held": row.held} for row in capacity
         ],

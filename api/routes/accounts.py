@@ -73,12 +73,17 @@ async def fills(
     summary="Cash, capacity and positions of the account",
     responses=problems(404),
 )
-async def account(account_id: Identifier, principal: Reader, ledger: LedgerDep) -> AccountOut:
+async def account(
+    account_id: Identifier, principal: Reader, ledger: LedgerDep, market: MarketDep
+) -> AccountOut:
     account_of(principal, account_id)
     found = await ledger.account_summary(account_id)
     if found is None:
         raise Problem(404, "unknown-account", f"account {account_id!r} has no settled history")
-    return AccountOut(**found)
+    # Unsold capacity stays on the books after its gate, but can then be neither sold nor
+    # withdrawn: each row says which, at the latest log time.
+    capacity = [{**row, **market.capacity_state(row["symbol"])} for row in found["capacity"]]
+    return AccountOut(**{**found, "capacity": capacity})
 
 
 async def deposit(

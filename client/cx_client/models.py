@@ -468,11 +468,14 @@ class Cash(Model):
 
 
 class Capacity(Model):
-    """Deposited capacity of a contract: sellable and held (units)."""
+    """Deposited capacity of a contract, unsold: not held and held (units); `state` `open`
+    until its `gate` (CST), then `gate_closed` (neither sellable nor withdrawable)."""
 
     symbol: str
     available: int
     held: int
+    state: str
+    gate: str | None
 
 
 class Position(Model):
@@ -487,6 +490,8 @@ class Account(Model):
 
     account_id: str
     cash: Cash
+    bonds: int
+    """Delivery bonds posted (fen): cash available + held + bonds is the statement's closing."""
     capacity: list[Capacity]
     positions: list[Position]
 

@@ -29,6 +29,8 @@ from tests.e2e.harness import RunningExchange, eventually, running_exchange, set
 pytestmark = pytest.mark.e2e
 
 GZ0 = "H100-80G.GZ.20271201T00"
+GZ0_GATE = "2027-11-30T23:00:00+08:00"
+"""When GZ0's trading closes, an hour before its delivery (China Standard Time)."""
 GZ1 = "H100-80G.GZ.20271201T01"
 NIGHT = {
     "resource_class": "H100-80G",
@@ -118,7 +120,9 @@ async def test_three_providers_each_deposit_and_sell_under_the_same_deposit_id(
             row = await _order_row(exchange, asks[provider][0])
             assert (row.account_id, row.status, row.filled) == (provider, "filled", 2)
             account = (await exchange.client.get(f"/v1/accounts/{provider}")).json()
-            assert account["capacity"] == [{"symbol": GZ0, "available": 0, "held": 0}]
+            assert account["capacity"] == [
+                {"symbol": GZ0, "available": 0, "held": 0, "state": "open", "gate": GZ0_GATE}
+            ]
         await _assert_audits_clean(exchange)
 
         # A true retry is answered with the first answer; the same name for another

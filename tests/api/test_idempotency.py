@@ -20,6 +20,8 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for, s
 pytestmark = pytest.mark.e2e
 
 GZ0 = "H100-80G.GZ.20271201T00"
+GZ0_GATE = "2027-11-30T23:00:00+08:00"
+"""When GZ0's trading closes, an hour before its delivery (China Standard Time)."""
 ORDER = {"symbol": GZ0, "side": "buy", "price": 1800, "quantity": 2}
 
 
@@ -425,7 +427,9 @@ async def test_a_capacity_schedule_retried_under_a_key_deposits_once(
         await settle(exchange.runtime)
         for account in ("gz-dc-1", "gz-dc-2"):
             found = (await exchange.client.get(f"/v1/accounts/{account}")).json()
-            assert found["capacity"] == [{"symbol": GZ0, "available": 1, "held": 0}]
+            assert found["capacity"] == [
+                {"symbol": GZ0, "available": 1, "held": 0, "state": "open", "gate": GZ0_GATE}
+            ]
         assert await _count(exchange, "CapacityDeposited") == 2
 
 

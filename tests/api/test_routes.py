@@ -73,16 +73,17 @@ def _commands(reason: RejectReason | None) -> tuple[Commands, RuntimeRefusing]:
 
 async def test_an_account_without_settled_history_is_not_found() -> None:
     with pytest.raises(Problem) as refused:
-        await accounts.account("buyer-1", BUYER, cast(Ledger, LedgerOf()))
+        await accounts.account("buyer-1", BUYER, cast(Ledger, LedgerOf()), _market())
     assert (refused.value.status, refused.value.kind) == (404, "unknown-account")
 
     summary = {
         "account_id": "buyer-1",
         "cash": {"available": 700, "held": 0},
+        "bonds": 0,
         "capacity": [],
         "positions": [],
     }
-    found = await accounts.account("buyer-1", BUYER, cast(Ledger, LedgerOf(summary)))
+    found = await accounts.account("buyer-1", BUYER, cast(Ledger, LedgerOf(summary)), _market())
     assert found.cash.available == 700
 
 

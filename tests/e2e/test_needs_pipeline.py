@@ -17,6 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 HOUR_MS = 3_600_000
 GZ = ("H100-80G.GZ.20271201T00", "H100-80G.GZ.20271201T01")
 YRD = ("H100-80G.YRD.20271201T00", "H100-80G.YRD.20271201T01")
+GATES = ("2027-11-30T23:00:00+08:00", "2027-12-01T00:00:00+08:00")
+"""When the T00 and T01 hours' trading closes, an hour before each (China Standard Time)."""
 
 
 async def _sell(
@@ -73,10 +75,16 @@ async def test_a_need_across_two_regions_fills_in_the_cheaper_one_and_settles_to
         sold = (await seller.get("/v1/accounts/p-yrd")).json()
         # The provider is paid at delivery: until then the 7,200 waits in escrow.
         assert sold["cash"] == {"available": 0, "held": 0}
-        assert sold["capacity"] == [{"symbol": s, "available": 5, "held": 3} for s in YRD]
+        assert sold["capacity"] == [
+            {"symbol": s, "available": 5, "held": 3, "state": "open", "gate": gate}
+            for s, gate in zip(YRD, GATES, strict=True)
+        ]
         passed_by = await exchange.as_("p-gz", "provider")
         untouched = (await passed_by.get("/v1/accounts/p-gz")).json()
-        assert untouched["capacity"] == [{"symbol": s, "available": 5, "held": 5} for s in GZ]
+        assert untouched["capacity"] == [
+            {"symbol": s, "available": 5, "held": 5, "state": "open", "gate": gate}
+            for s, gate in zip(GZ, GATES, strict=True)
+        ]
         async with exchange.runtime.store.engine.connect() as connection:
             stored = (
                 await connection.execute(

@@ -25,6 +25,8 @@ from tests.e2e.harness import RunningExchange, running_exchange, settings_for, s
 pytestmark = pytest.mark.e2e
 
 GZ0 = "H100-80G.GZ.20271201T00"
+GZ0_GATE = "2027-11-30T23:00:00+08:00"
+"""When GZ0's trading closes, an hour before its delivery (China Standard Time)."""
 GZ1 = "H100-80G.GZ.20271201T01"
 YRD0 = "H100-80G.YRD.20271201T00"
 CPU0 = "CPU.GZ.20271201T00"
@@ -86,7 +88,9 @@ async def test_a_crossing_order_trades_and_settles_to_the_fen(exchange_settings:
         seller = (await (await exchange.as_("seller")).get("/v1/accounts/seller")).json()
         # The provider is paid at delivery; until then the 72.00 waits in escrow.
         assert seller["cash"] == {"available": 0, "held": 0}
-        assert seller["capacity"] == [{"symbol": GZ0, "available": 4, "held": 2}]
+        assert seller["capacity"] == [
+            {"symbol": GZ0, "available": 4, "held": 2, "state": "open", "gate": GZ0_GATE}
+        ]
 
         seller_client = await exchange.as_("seller")
         orders = (await seller_client.get("/v1/orders", params={"account_id": "seller"})).json()
@@ -101,7 +105,9 @@ async def test_a_crossing_order_trades_and_settles_to_the_fen(exchange_settings:
         }
         await settle(exchange.runtime)
         seller = (await (await exchange.as_("seller")).get("/v1/accounts/seller")).json()
-        assert seller["capacity"] == [{"symbol": GZ0, "available": 6, "held": 0}]
+        assert seller["capacity"] == [
+            {"symbol": GZ0, "available": 6, "held": 0, "state": "open", "gate": GZ0_GATE}
+        ]
 
 
 async def test_bad_orders_get_specific_errors_and_change_nothing(

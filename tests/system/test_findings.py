@@ -14,6 +14,8 @@ from tests.system.machine import HOUR, MIDNIGHT, LogClock, tick_at
 pytestmark = pytest.mark.e2e
 
 GZ0 = "H100-80G.GZ.20271201T00"
+GATE = "2027-11-30T23:00:00+08:00"
+"""GZ0's gate: an hour before its delivery hour, China Standard Time."""
 
 
 async def test_a_revoked_key_on_a_public_view_is_a_documented_401(tmp_path: Path) -> None:
@@ -156,7 +158,14 @@ async def test_capacity_cannot_be_deposited_into_a_contract_past_its_gate(tmp_pa
         assert refused.status_code == 422, refused.text
         await settle(exchange.runtime)
         account = (await provider.get("/v1/accounts/p1")).json()
-        assert account["capacity"] == [{"symbol": GZ0, "available": 2, "held": 0}]
+        # Still on the books, but past its gate: it says it can no longer be sold nor withdrawn.
+        assert account["capacity"] == [
+            {"symbol": GZ0, "available": 2, "held": 0, "state": "gate_closed", "gate": GATE}
+        ]
+        withdrawal = {"kind": "capacity", "symbol": GZ0, "quantity": 2}
+        refused = await provider.post("/v1/accounts/p1/withdrawals", json=withdrawal)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["type"] == "/problems/gate_closed"
 
 
 async def test_a_schedule_over_a_closed_hour_and_an_open_one_deposits_neither(
@@ -264,4 +273,60 @@ async def test_a_recalled_unit_shows_in_the_deliveries_of_its_holder(tmp_path: P
         assert sorted((d["quantity"], d["status"], d["recall_id"]) for d in shown) == [
             (1, "owed", None),
             (1, "recalled", "r1"),
+        ]
+
+
+async def test_a_provider_s_account_adds_up_to_its_statement_with_the_bonds_it_posted(
+    tmp_path: Path,
+) -> None:
+    """The outside trial read a provider's account, available 69,771 + held 460 fen, 2,360 fen
+    short of its statement's closing 72,591: the delivery bonds behind what it sold, which the
+    account never showed. Its unsold capacity said nothing of its gate either."""
+    clock = LogClock(MIDNIGHT - 3 * HOUR)
+    async with running_exchange(settings_for(tmp_path, CX_BOND_BPS=1_000), clock) as exchange:
+        provider = await exchange.as_("p1", "provider")
+        buyer = await exchange.as_("b1", "buyer")
+        for client, account, body in (
+            (provider, "p1", {"kind": "cash", "amount": 10_000}),
+            (provider, "p1", {"kind": "capacity", "symbol": GZ0, "quantity": 5}),
+            (buyer, "b1", {"kind": "cash", "amount": 20_000}),
+        ):
+            answer = await client.post(f"/v1/accounts/{account}/deposits", json=body)
+            assert answer.status_code == 201, answer.text
+        ask = {"symbol": GZ0, "side": "sell", "price": 1_500, "quantity": 5}
+        assert (await provider.post("/v1/orders", json=ask)).status_code == 201
+        bid = {"symbol": GZ0, "side": "buy", "price": 1_500, "quantity": 3}
+        assert (await buyer.post("/v1/orders", json=bid)).status_code == 201
+        await settle(exchange.runtime)
+
+        account = (await provider.get("/v1/accounts/p1")).json()
+        # 10% of 15.00 元: 150 fen of bond a unit, posted for the 3 sold, held for the 2 offered.
+        assert account["bonds"] == 3 * 150
+        assert account["cash"]["held"] == 2 * 150
+        assert account["capacity"] == [
+            {"symbol": GZ0, "available": 0, "held": 2, "state": "open", "gate": GATE}
+        ]
+        statement = (await provider.get("/v1/statements", params={"month": "2027-11"})).json()
+        cash = account["cash"]
+        assert cash["available"] + cash["held"] + account["bonds"] == statement["closing"]
+        assert statement["closing"] == 10_000, "no money has left or come in yet"
+
+        # Delivered and settled: the bonds are back, and the account still adds up.
+        for at in (MIDNIGHT - HOUR, MIDNIGHT + HOUR + 1, MIDNIGHT + 3 * HOUR):
+            clock.now_ms = at
+            await tick_at(exchange.runtime, at)
+            await settle(exchange.runtime)
+        metering = {"symbol": GZ0, "buyer_id": "b1", "delivered": 3}
+        assert (await provider.post("/v1/deliveries/metering", json=metering)).status_code == 201
+        clock.now_ms = MIDNIGHT + 6 * HOUR
+        await tick_at(exchange.runtime, clock.now_ms)
+        await settle(exchange.runtime)
+        account = (await provider.get("/v1/accounts/p1")).json()
+        december = (await provider.get("/v1/statements", params={"month": "2027-12"})).json()
+        assert account["bonds"] == 0
+        assert account["cash"]["held"] == 0
+        assert account["cash"]["available"] == december["closing"]
+        # The 2 unsold units expired with their sell at the gate: on the books, not for sale.
+        assert account["capacity"] == [
+            {"symbol": GZ0, "available": 2, "held": 0, "state": "gate_closed", "gate": GATE}
         ]
