@@ -330,3 +330,40 @@ async def test_a_provider_s_account_adds_up_to_its_statement_with_the_bonds_it_p
         assert account["capacity"] == [
             {"symbol": GZ0, "available": 2, "held": 0, "state": "gate_closed", "gate": GATE}
         ]
+
+
+async def test_a_deposit_past_a_rolled_contract_s_gate_says_it_is_retired_as_documented(
+    tmp_path: Path,
+) -> None:
+    """The outside trial deposited capacity into a rolled hour after its gate: 422
+    `unknown_contract`, "... is retired: its trading closed at ...", where docs/API.md promised
+    `gate_closed`. A rolled contract is listed only until its gate, so the answer is the one an
+    order gets; a fixed contract, listed after its gate, is refused `gate_closed` (above). The
+    docs now say both."""
+    hour = "H100-80G.GZ.20271201T10"
+    clock = LogClock(MIDNIGHT)
+    settings = settings_for(tmp_path, CX_LISTINGS="H100-80G.GZ", CX_LISTING_DAYS=1)
+    async with running_exchange(settings, clock) as exchange:
+        # The exchange's log time starts at the first event: before it the API lists today's.
+        await tick_at(exchange.runtime, MIDNIGHT)
+        await settle(exchange.runtime)
+        provider = await exchange.as_("p1", "provider")
+        capacity = {"kind": "capacity", "symbol": hour, "quantity": 1}
+        before = await provider.post("/v1/accounts/p1/deposits", json=capacity)
+        assert before.status_code == 201, before.text
+        clock.now_ms = MIDNIGHT + 9 * HOUR
+        await tick_at(exchange.runtime, clock.now_ms)
+        await settle(exchange.runtime)
+        late = await provider.post("/v1/accounts/p1/deposits", json=capacity)
+        assert late.status_code == 422, late.text
+        assert late.json()["type"] == "/problems/unknown_contract"
+        assert late.json()["detail"] == (
+            f"contract '{hour}' is retired: its trading closed at 2027-12-01T09:00:00+08:00"
+        )
+    reasons = next(
+        line
+        for line in (Path(__file__).parents[2] / "docs" / "API.md").read_text().splitlines()
+        if line.startswith("| the exchange's reasons:")
+    )
+    assert "a rolled contract retires at its gate" in reasons
+    assert "is `unknown_contract`" in reasons
