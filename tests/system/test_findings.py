@@ -72,7 +72,9 @@ async def test_a_capacity_schedule_refused_or_with_a_refused_ask_says_what_it_de
         assert answer["refused_asks"][0]["detail"].startswith("资金不足: ")
         await settle(exchange.runtime)
         account = (await provider.get("/v1/accounts/p1")).json()
-        assert account["capacity"] == [{"symbol": GZ0, "available": 1, "held": 0}]
+        assert account["capacity"] == [
+            {"symbol": GZ0, "available": 1, "held": 0, "state": "open", "gate": GATE}
+        ]
 
 
 async def test_another_order_under_a_used_client_order_id_and_a_new_header_is_refused(
