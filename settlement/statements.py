@@ -527,6 +527,7 @@ async def order_statement(engine: AsyncEngine, order_id: str) -> dict[str, Any] 
                     "lines": lines,
                     "symbol": symbol,
                     "refunded_units": refunded_units,
+                    "refunded_unit": None if symbol is None else _refund_unit(symbol),
                 }
             )
     lines = _total(entry["lines"] for entry in per_entry)
@@ -574,6 +575,12 @@ def _apportioned(
         name: amount * after // total - amount * before // total for name, amount in lines.items()
     }
     return {name: amount for name, amount in shares.items() if amount}
+
+
+def _refund_unit(symbol: str) -> str:
+    """What a refund of `symbol` is counted in: a token bundle's unused tokens one by one, an
+    hour's undelivered units in its invoice unit."""
+    return TOKENS if bundle_period(symbol) is not None else unit_of(symbol)
 
 
 def _undelivered(settled: Mapping[str, Any]) -> int:
@@ -679,14 +686,11 @@ def invoice_of(
     for entry in statement["entries"]:
         refund = entry["lines"].get("refunds", 0)
         if entry["kind"] == "delivery" and refund:
-            symbol = entry["symbol"]
-            # A bundle's refund is of its unused tokens, counted one by one.
-            unit = TOKENS if bundle_period(symbol) is not None else unit_of(symbol)
             items.append(
                 _item(
                     f"{COMPUTE_ITEM} (退款)",
-                    symbol,
-                    unit,
+                    entry["symbol"],
+                    entry["refunded_unit"],
                     -entry["refunded_units"],
                     None,
                     total=-refund,

@@ -268,6 +268,12 @@ async def test_a_bundle_s_invoice_refunds_its_unused_tokens(exchange_settings: S
         assert (-refund["quantity"] * 500 + 500_000) // 1_000_000 == -refund["total"]
         table = (await sme.get(f"/v1/orders/{order_id}/invoice.csv")).text
         assert f"{BUNDLE},tokens,-1499999,,-708,600,-42,-750" in table, table
+        statement = (await sme.get(f"/v1/orders/{order_id}/statement")).json()
+        assert [
+            (e["refunded_units"], e["refunded_unit"])
+            for e in statement["entries"]
+            if e["kind"] == "delivery"
+        ] == [(1_499_999, "tokens")]
         pdf = (await sme.get(f"/v1/orders/{order_id}/invoice.pdf")).content
         text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
         assert "-1.499999" in text, text
