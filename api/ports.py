@@ -98,7 +98,8 @@ class Ledger(Protocol):
         """The account's sides of settled trades, newest first."""
 
     async def account_summary(self, account_id: str) -> dict[str, Any] | None:
-        """Cash, capacity and positions of an account; None if it has no settled history."""
+        """Cash, bonds, capacity and positions of an account; None if it has no settled
+        history."""
 
     async def contract_trades(self, symbol: str, limit: int) -> list[dict[str, Any]]:
         """Settled trades of one contract, newest first."""

@@ -65,7 +65,8 @@ class SqlLedger:
         return await queries.account_fills(self.engine, account_id, limit)
 
     async def account_summary(self, account_id: str) -> dict[str, Any] | None:
-        """Cash, capacity and positions of an account; None if it has no settled history."""
+        """Cash, bonds, capacity and positions of an account; None if it has no settled
+        history."""
         return await queries.account_summary(self.engine, account_id)
 
     async def contract_trades(self, symbol: str, limit: int) -> list[dict[str, Any]]:
@@ -243,7 +244,8 @@ class ShardedLedger(SqlLedger):
         return _newest_first(fills)[:limit]
 
     async def account_summary(self, account_id: str) -> dict[str, Any] | None:
-        """Cash, capacity and positions of an account, each the sum of its shards' parts."""
+        """Cash, bonds, capacity and positions of an account, each the sum of its shards'
+        parts."""
         parts = [p for s in self.shards if (p := await s.account_summary(account_id))]
         if not parts:
             return None
@@ -262,6 +264,7 @@ class ShardedLedger(SqlLedger):
                 "available": sum(p["cash"]["available"] for p in parts),
                 "held": sum(p["cash"]["held"] for p in parts),
             },
+            "bonds": sum(p["bonds"] for p in parts),
             "capacity": [{"symbol": s, **capacity[s]} for s in sorted(capacity)],
             "positions": [{"symbol": s, "quantity": positions[s]} for s in sorted(positions)],
         }
