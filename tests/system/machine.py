@@ -1167,6 +1167,8 @@ class ExchangeMachine(RuleBasedStateMachine):
             "regions": [{"region": "GZ"}],
             "max_total": max_total,
             "stand": stand,
+            # The strips are of the interruptible class, which a need takes only when it names it.
+            "classes": ["H100-80G-INT"],
         }
         if nights:
             body["nights"] = True
@@ -1185,13 +1187,14 @@ class ExchangeMachine(RuleBasedStateMachine):
         stand=st.booleans(),
         max_total=st.sampled_from((2_000, 20_000, 20_000)),
         voucher=st.sampled_from((None, None, "created", "any")),
+        interruptible=st.booleans(),
         data=st.data(),
     )
     def state_need(self, account: str, name: str | None, key: str | None, quantity: int,
                    hours: int, stand: bool, max_total: int, voucher: str | None,
-                   data: st.DataObject) -> None:  # fmt: skip
-        """State a need, some with a voucher; the exchange plans and places the cheapest block
-        after the voucher."""
+                   interruptible: bool, data: st.DataObject) -> None:  # fmt: skip
+        """State a need, some with a voucher, some accepting the interruptible class too; the
+        exchange plans and places the cheapest block after the voucher."""
         body: dict[str, Any] = {
             "unit": "cards",
             "quantity": quantity,
@@ -1206,6 +1209,8 @@ class ExchangeMachine(RuleBasedStateMachine):
             body["client_need_id"] = name
         if voucher is not None:
             body["voucher"] = self._programme_named(voucher, data)
+        if interruptible:
+            body["classes"] = ["H100-80G", "H100-80G-INT"]
         self._need(account, body, {} if key is None else {"Idempotency-Key": key})
 
     def _programme_named(self, which: str, data: st.DataObject) -> str:
