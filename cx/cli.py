@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.keys import Role
-from cx.runtime import STAGES, Stage
+from cx.runtime import STAGES, RulesChanged, Stage
 from cx.settings import Settings
 from exchange.domain.catalogue import CHINA_STANDARD_TIME, MarketRules
 
@@ -359,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except UsageError as error:
         print(f"cx {args.command}: {error}", file=sys.stderr)
+        return 2
+    except RulesChanged as error:
+        print(f"cx {args.command}: 规则不符 rules differ: {error}", file=sys.stderr)
         return 2
 
 
@@ -862,10 +865,12 @@ async def _refuse_beside_embedded(settings: Settings, what: str) -> None:
 
 async def _rebuild_projections(settings: Settings) -> int:
     """Rebuild every projection table from the events: run with settlement stopped."""
+    from cx.history import rules_refused
     from settlement import projections
     from settlement.sql_store import open_event_store
 
     await _refuse_beside_embedded(settings, "rebuild")
+    catalogue = settings.catalogue()
     if not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Each settlement shard's tables from its own events.
@@ -873,9 +878,9 @@ async def _rebuild_projections(settings: Settings) -> int:
         store = open_event_store(url)
         try:
             await _migrate(store)
-            folded = await projections.rebuild(
-                store, settings.catalogue(), settings.market_partitions
-            )
+            if await rules_refused("cx projections rebuild", [store], catalogue):
+                return 2
+            folded = await projections.rebuild(store, catalogue, settings.market_partitions)
         finally:
             await store.close()
         where = "" if len(settings.shard_urls()) == 1 else f" of settlement shard {shard}"

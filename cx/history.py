@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from cx.migrations import upgrade_to_head
-from cx.settings import Settings
+from cx.settings import Settings, rules_differ_message
 from exchange.domain.catalogue import Catalogue, cst_iso
 from settlement.audit import (
     AuditReport,
@@ -34,6 +34,7 @@ from settlement.history import (
 )
 from settlement.replay import PartitionsDiffer, ReplayResult, parse_time, parse_until
 from settlement.restart import MergedReplay, replay_merged_stored, replay_stored
+from settlement.rules import RulesDiffer, check_rules, recorded_rules
 from settlement.schema import events
 from settlement.shards import read_merged, viewing
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -57,6 +58,33 @@ async def _open_shards(settings: Settings, shard: int | None) -> list[SqlEventSt
         )
     chosen = urls if shard is None else [urls[shard]]
     return [await _open(settings, url) for url in chosen]
+
+
+async def rules_refused(command: str, stores: list[SqlEventStore], catalogue: Catalogue) -> bool:
+    """Whether the rules `catalogue` has differ from those recorded with the history in any
+    of `stores` (then say which, on stderr): folded under other rules, a history shows
+    checkpoint mismatches and discrepancies that are not in it. A history recorded before the
+    rules were has none to compare, and is folded under the rules set now (said too)."""
+    rules = catalogue.rules_record()
+    unrecorded = False
+    for store in stores:
+        async with store.engine.connect() as connection:
+            try:
+                await check_rules(connection, rules)
+            except RulesDiffer as error:
+                message = rules_differ_message(error.changes)
+                print(f"{command}: 规则不符 rules differ: {message}", file=sys.stderr)
+                return True
+            if not await recorded_rules(connection):
+                unrecorded = True
+    if unrecorded:
+        print(
+            f"{command}: 此历史没有记录市场规则, 按现在的规则重放 this history has no recorded "
+            "market rules (it was made before they were recorded): folded under the rules set "
+            "now",
+            file=sys.stderr,
+        )
+    return False
 
 
 async def run_replay(
@@ -91,6 +119,8 @@ async def run_replay(
         return 2
     merged: MergedReplay | None = None
     try:
+        if await rules_refused("cx replay", stores, catalogue):
+            return 2
         if len(stores) == 1:
             result = await _replay_one(
                 stores[0], catalogue, until_position, until_ts, verify, full, partitions
@@ -324,6 +354,8 @@ async def run_audit(
     sharded = len(settings.shard_urls()) > 1
     reports: list[tuple[str, AuditReport]] = []
     try:
+        if await rules_refused("cx audit", stores, catalogue):
+            return 2
         if scope == "ledger":
             ledgers = await audit_ledger_shards(stores, catalogue, partitions)
             for k, report in enumerate(ledgers):
@@ -499,8 +531,11 @@ async def run_auction_audit(settings: Settings, day: str, as_json: bool) -> int:
     from settlement.auction_audit import audit_auction
 
     store = await _open(settings)
+    catalogue = settings.catalogue()
     try:
-        report = await audit_auction(store, settings.catalogue(), day, settings.market_partitions)
+        if await rules_refused("cx audit", [store], catalogue):
+            return 2
+        report = await audit_auction(store, catalogue, day, settings.market_partitions)
     finally:
         await store.close()
     if as_json:

@@ -7,11 +7,12 @@ in one process over the durable in-process log and a SQLite event store under CX
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
 from cx.migrations import upgrade_to_head
-from cx.settings import Settings
+from cx.settings import Settings, rules_differ_message
 from exchange.adapters.inprocess_log import InProcessLog, wall_clock_ms
 from exchange.adapters.kafka_log import KafkaLog
 from exchange.dayahead import DayAheadRunner
@@ -20,13 +21,21 @@ from exchange.domain.messages import Command, encode
 from exchange.log import CommandLog, LogProducer
 from exchange.pipeline import MatchingRunner, RiskRunner, Topics, routing_key
 from settlement import projections as _projections  # noqa: F401  (registers the ledger tables)
+from settlement.rules import RulesDiffer, record_rules
 from settlement.service import SettlementRunner
 from settlement.shards import partitions_of
 from settlement.snapshots import SqlSnapshotStore
 from settlement.sql_store import SqlEventStore, open_event_store
 
+log = logging.getLogger(__name__)
+
 Stage = Literal["risk", "matching", "settlement", "api"]
 STAGES: tuple[Stage, ...] = ("risk", "matching", "settlement", "api")
+
+
+class RulesChanged(Exception):
+    """The market rules set now differ from those recorded with the history: the exchange
+    refuses to start (its message says which, and how to go on)."""
 
 
 class Runner(Protocol):
@@ -97,12 +106,44 @@ class ExchangeRuntime:
         await store.initialise(upgrade_to_head)
         listed = catalogue or settings.catalogue()
         runtime = cls(settings, command_log, store, listed, clock_ms or wall_clock_ms)
-        for url in settings.shard_urls()[1:]:
-            shard = open_event_store(url)
-            await shard.initialise(upgrade_to_head)
-            runtime.shards.append(shard)
+        try:
+            for url in settings.shard_urls()[1:]:
+                shard = open_event_store(url)
+                runtime.shards.append(shard)
+                await shard.initialise(upgrade_to_head)
+            await runtime._record_rules()
+        except BaseException:
+            await runtime.close()
+            raise
         await runtime.topics.create(command_log)
         return runtime
+
+    async def _record_rules(self) -> None:
+        """Record the market rules with the history on its first start, or check them against
+        those it recorded: RulesChanged, saying what differs, if they are not the same."""
+        rules = self.catalogue.rules_record()
+        for k, store in enumerate(self.shards):
+            where = "" if len(self.shards) == 1 else f" (settlement shard {k})"
+            try:
+                recorded = await record_rules(store.engine, rules)
+            except RulesDiffer as error:
+                raise RulesChanged(rules_differ_message(error.changes)) from None
+            if recorded.unrecorded_history:
+                log.warning(
+                    "此历史没有记录市场规则 (记录之前的历史), 以现在的规则为准并记录 this history "
+                    "has no recorded market rules (it was made before they were recorded): the "
+                    "rules it starts with now are taken as its own and recorded%s",
+                    where,
+                )
+            elif recorded.added and len(recorded.added) < len(rules):
+                log.warning(
+                    "记录了此历史中没有的规则 recorded the rules this history had none of%s, as "
+                    "they are now: %s",
+                    where,
+                    ", ".join(recorded.added),
+                )
+            elif recorded.added:
+                log.info("recorded the market rules with the new history%s", where)
 
     async def submit(self, command: Command) -> None:
         """Append a command to the commands topic, keyed by its account (or operator)."""

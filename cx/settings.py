@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +19,7 @@ from exchange.domain.catalogue import (
     Catalogue,
     ListingRule,
     MarketRules,
+    RuleChange,
     default_catalogue,
     parse_family,
 )
@@ -275,3 +279,100 @@ def _ms_of_day(value: str) -> int:
     if not (hours < 24 and minutes < 60 and seconds < 60):
         raise ValueError(f"{value!r} is not a time of day from 00:00 to 23:59:59")
     return ((hours * 60 + minutes) * 60 + seconds) * 1000
+
+
+RULE_SETTINGS: dict[str, tuple[str | None, str]] = {
+    "gate_closure_ms": ("CX_GATE_CLOSURE_MINUTES", "闭市 gate closure, minutes before delivery"),
+    "band": ("CX_PRICE_BAND", "价格带 price band, fen"),
+    "protection": ("CX_MARKET_PROTECTION", "市价单保护 market order protection, fen"),
+    "halt_ms": ("CX_HALT_SECONDS", "暂停时长 halt, seconds"),
+    "pre_open": ("CX_PRE_OPEN", "开盘集合竞价 opening auction"),
+    "fees": ("CX_FEES", "手续费 fees, basis points"),
+    "bond_bps": ("CX_BOND_BPS", "交付保证金 delivery bond, basis points"),
+    "delivery_window_ms": ("CX_DELIVERY_WINDOW_MINUTES", "交付确认期 delivery window, minutes"),
+    "recall_notice_ms": ("CX_RECALL_NOTICE_MINUTES", "召回通知期 recall notice, minutes"),
+    "recall_compensation_bps": (
+        "CX_RECALL_COMPENSATION_BPS",
+        "召回补偿 recall compensation, basis points",
+    ),
+    "voucher_max_rate_bps": (None, "算力券最高补贴比例 highest voucher rate, basis points"),
+    "voucher_max_cap_per_enterprise": (None, "每家企业算力券上限 voucher cap per enterprise, fen"),
+    "voucher_kinds": (None, "算力券适用企业类型 enterprise kinds vouchers cover"),
+    "voucher_cities": (None, "算力券适用城市 cities vouchers cover"),
+    "day_ahead_gate_ms": ("CX_DAY_AHEAD_GATE", "日前竞价截止 day-ahead gate, CST"),
+    "intraday_every_ms": ("CX_INTRADAY_AUCTION_HOURS", "日内竞价间隔 intraday auctions, hours"),
+    "listed_families": ("CX_LISTINGS", "滚动上市的合约族 rolled families"),
+    "listing_days": ("CX_LISTING_DAYS", "小时合约上市天数 days the hours list ahead"),
+    "term_days": ("CX_TERM_DAYS", "期限合约上市天数 days the terms list ahead"),
+    "static_contracts": (None, "固定合约 static contracts"),
+}
+"""Each recorded market rule (`Catalogue.rules_record`): the environment variable that sets
+it (None: the release's own, set by no variable) and what it is, Chinese first."""
+
+
+def _rule_env_value(setting: str, value: Any) -> str | None:
+    """A recorded rule's value as its environment variable takes it (None: it cannot)."""
+    if setting in ("gate_closure_ms", "delivery_window_ms", "recall_notice_ms"):
+        return str(value // 60_000) if isinstance(value, int) and value % 60_000 == 0 else None
+    if setting == "halt_ms":
+        return str(value // 1000) if value % 1000 == 0 else None
+    if setting == "pre_open":
+        return "true" if value else "false"
+    if setting == "fees":
+        return ",".join(f"{code}:{maker}:{taker}" for code, maker, taker in value)
+    if setting == "day_ahead_gate_ms":
+        if value is None:
+            return ""
+        seconds = value // 1000
+        hours, minutes, seconds = seconds // 3600, seconds // 60 % 60, seconds % 60
+        return f"{hours:02d}:{minutes:02d}" + (f":{seconds:02d}" if seconds else "")
+    if setting == "intraday_every_ms":
+        return "0" if value is None else str(value // HOUR_MS)
+    if setting == "listed_families":
+        return ",".join(value)
+    if setting in ("listing_days", "term_days"):
+        horizons = set(value.values())
+        return str(horizons.pop()) if len(horizons) == 1 else None
+    if setting in ("band", "protection", "bond_bps", "recall_compensation_bps"):
+        return str(value)
+    return None
+
+
+def rules_differ_message(changes: Sequence[RuleChange]) -> str:
+    """What differs from the rules recorded with the history, setting by setting, and how to
+    go on: Chinese first, then English."""
+    lines = [
+        "此历史是按另一套市场规则记录的 this history was recorded under other market rules "
+        "than those set now:"
+    ]
+    restore = []
+    for change in changes:
+        env, meaning = RULE_SETTINGS.get(change.setting, (None, change.setting))
+        recorded = _rule_env_value(change.setting, change.recorded)
+        now = _rule_env_value(change.setting, change.now)
+        shown_recorded = _rule_shown(recorded, change.recorded)
+        shown_now = _rule_shown(now, change.now)
+        name = env or f"{change.setting} (无环境变量, 由版本决定 set by the release, no variable)"
+        lines.append(
+            f"  {name} ({meaning}): 记录的 recorded {shown_recorded}, 现在 now {shown_now}"
+        )
+        if env is not None and recorded is not None:
+            restore.append(f"{env}={recorded!r}" if recorded == "" else f"{env}={recorded}")
+    if restore:
+        lines.append(
+            "继续此历史: 以记录的规则运行 to go on with this history, run with the recorded "
+            f"rules: {' '.join(restore)}"
+        )
+    lines.append(
+        "使用新规则: 开始新的历史 to use the new rules, start a new history: an empty "
+        "CX_DATA_DIR (with Kafka and PostgreSQL, a new CX_TOPIC_PREFIX and an empty database). "
+        "在已有历史中改变规则尚不支持 changing the rules within a history is not supported yet "
+        '(docs/DESIGN.md, "Market rules are part of the history")'
+    )
+    return "\n".join(lines)
+
+
+def _rule_shown(env_value: str | None, value: Any) -> str:
+    if env_value is None:
+        return "无 none" if value is None else json.dumps(value, ensure_ascii=False)
+    return env_value if env_value else "空 empty"

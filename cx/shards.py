@@ -6,10 +6,12 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from cx.history import rules_refused
 from cx.migrations import upgrade_to_head
 from cx.settings import Settings
 from exchange.pipeline import Topics
 from settlement.rebalance import move_partitions
+from settlement.rules import record_rules
 from settlement.schema import events
 from settlement.shards import partitions_of
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -72,12 +74,18 @@ async def move(settings: Settings, to: list[str]) -> int:
         for url in [*old_urls, *new_urls]:
             if url not in opened:
                 opened[url] = await _open(url)
+        catalogue = settings.catalogue()
+        if await rules_refused("cx shards move", [opened[u] for u in old_urls], catalogue):
+            return 2
+        for url in new_urls:
+            # A new shard's events are of this history: its rules go with them.
+            await record_rules(opened[url].engine, catalogue.rules_record())
         report = await move_partitions(
             [opened[u] for u in old_urls],
             [opened[u] for u in new_urls],
             _topics(settings).events,
             settings.market_partitions,
-            settings.catalogue(),
+            catalogue,
         )
     finally:
         for store in opened.values():

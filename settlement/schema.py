@@ -91,3 +91,16 @@ consumer_offsets = Table(
     Column("next_offset", BigInteger, nullable=False),
     PrimaryKeyConstraint("consumer", "topic", "partition", name="consumer_offsets_pkey"),
 )
+
+market_rules = Table(
+    "market_rules",
+    metadata,
+    Column("setting", Text, primary_key=True),
+    # JSON text: a setting that is off (no gate closure, no day-ahead auction) is `null`,
+    # which a JSON column would keep as SQL's NULL on one database and JSON's on the other.
+    Column("value", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=utc_now()),
+)
+"""The market rules the history was made under, one row per setting
+(`Catalogue.rules_record`): written when a setting is first met, never changed after
+(`settlement.rules`)."""

@@ -23,10 +23,11 @@ matching stages, a replay and an audit all agree on it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
+from typing import Any
 
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 
@@ -620,6 +621,24 @@ class Catalogue:
         """The families listing rules roll, sorted."""
         return sorted(self._days_ahead)
 
+    def rules_record(self) -> dict[str, Any]:
+        """Every setting that shapes what the stages compute, JSON-ready, by name: each field
+        of `MarketRules`, which families roll and how far ahead their hours and terms list,
+        and the static contracts. A history is only consistent under the rules it was made
+        with (matching's snapshots keep each book's closing time, risk and a replay take
+        them from here), so the exchange records this with the history and refuses to go on
+        under another (`rule_changes`; docs/DESIGN.md, "Market rules are part of the
+        history")."""
+        record = {
+            field.name: _json_ready(getattr(self.rules, field.name))
+            for field in fields(MarketRules)
+        }
+        record["listed_families"] = sorted(self._days_ahead)
+        record["listing_days"] = dict(sorted(self._days_ahead.items()))
+        record["term_days"] = dict(sorted(self._term_days.items()))
+        record["static_contracts"] = sorted(self._contracts)
+        return record
+
     def subset(self, keep_family: Callable[[str], bool]) -> Catalogue:
         """The same catalogue restricted to the families `keep_family` accepts."""
         return Catalogue(
@@ -649,6 +668,34 @@ class Catalogue:
     def symbols(self) -> list[str]:
         """Every static symbol, sorted."""
         return sorted(self._contracts)
+
+
+def _json_ready(value: Any) -> Any:
+    """A rule's value as JSON reads it back: tuples as lists, at any depth."""
+    if isinstance(value, tuple | list):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChange:
+    """A setting whose value differs from the one recorded with the history."""
+
+    setting: str
+    """Its name in `Catalogue.rules_record`."""
+    recorded: Any
+    now: Any
+
+
+def rule_changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[RuleChange]:
+    """The settings whose value `now` differs from the one `recorded`, in `now`'s order. A
+    setting only one of them has is no change: a history recorded before a setting existed
+    takes it as it is now, and one a later release dropped shapes nothing any more."""
+    return [
+        RuleChange(setting, recorded[setting], value)
+        for setting, value in now.items()
+        if setting in recorded and recorded[setting] != value
+    ]
 
 
 def default_catalogue(
