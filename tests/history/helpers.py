@@ -34,11 +34,13 @@ class Clock:
         self.now_ms += ms
 
 
-def cx(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `cx` command line on the exchange's configured event store."""
+def cx(settings: Settings, *args: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    """Run the `cx` command line on the exchange's configured event store (with the variables
+    `environment` sets besides)."""
     env = {
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
+    env.update(environment)
     env["CX_DATA_DIR"] = str(settings.data_dir)
     # The replica follows matching's partitions: the exchange's count, not the default.
     env["CX_MARKET_PARTITIONS"] = str(settings.market_partitions)
