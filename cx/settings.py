@@ -374,5 +374,5 @@ def rules_differ_message(changes: Sequence[RuleChange]) -> str:
 
 def _rule_shown(env_value: str | None, value: Any) -> str:
     if env_value is None:
-        return "无 none" if value is None else json.dumps(value, ensure_ascii=False)
+        return "无 none" if value in (None, {}, []) else json.dumps(value, ensure_ascii=False)
     return env_value if env_value else "空 empty"

@@ -208,7 +208,10 @@ def _cx_audit_auction(settings: Settings, date: str) -> None:
     env = {
         k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}
     }
+    # The exchange's market rules: under others the audit says they differ and stops.
     env.update(CX_DATA_DIR=str(settings.data_dir), CX_FEES=settings.fees,
+               CX_DAY_AHEAD_GATE=settings.day_ahead_gate, CX_LISTINGS=settings.listings,
+               CX_LISTING_DAYS=str(settings.listing_days),
                CX_MARKET_PARTITIONS=str(settings.market_partitions))  # fmt: skip
     if settings.database_url:
         env["DATABASE_URL"] = settings.database_url

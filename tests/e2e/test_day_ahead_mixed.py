@@ -223,7 +223,10 @@ async def test_the_day_ahead_auction_mixed_with_everything_keeps_the_books(
     }
     env.update(CX_DATA_DIR=str(settings.data_dir), CX_FEES=settings.fees,
                CX_MARKET_PARTITIONS=str(settings.market_partitions))  # fmt: skip
-    env.update(CX_DAY_AHEAD_GATE="12:00", CX_INTRADAY_AUCTION_HOURS="1")
+    # The exchange's market rules: under others the audit says they differ and stops.
+    env.update(CX_DAY_AHEAD_GATE="12:00", CX_INTRADAY_AUCTION_HOURS="1",
+               CX_LISTINGS=settings.listings, CX_LISTING_DAYS=str(settings.listing_days),
+               CX_BOND_BPS=str(settings.bond_bps))  # fmt: skip
     for name in (DATE, INTRADAY):
         done = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "cx.cli", "audit", "auction", name, "--json"],
