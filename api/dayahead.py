@@ -17,7 +17,7 @@ they are read from the event store rather than kept in a projection of their own
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -118,10 +118,19 @@ def _status(
 
 
 async def auction_document(
-    ledger: Ledger, catalogue: Catalogue, date: str, now_ms: int
+    ledger: Ledger,
+    catalogue: Catalogue,
+    date: str,
+    now_ms: int,
+    collected_seen: Collection[str] = (),
 ) -> dict[str, Any]:
     """A day's auction: status, gate, the solver's summary and per region, hour and class the
-    clearing price and volume (DayAheadAuctionOut)."""
+    clearing price and volume (DayAheadAuctionOut).
+
+    `now_ms` is the log time the caller's fold of the events topic reached and
+    `collected_seen` the auctions that fold saw bids collected for: settlement may be behind
+    that fold, so an auction whose collection is not stored yet is still `clearing`, never
+    `not_held`."""
     gate = gate_of(catalogue, date)
     stored = await ledger.day_ahead_events(date, ("DayAheadAuctionCompleted",))
     completed = next((e for e in reversed(stored) if isinstance(e, DayAheadAuctionCompleted)), None)
@@ -130,7 +139,10 @@ async def auction_document(
     collected = (
         completed is None
         and now_ms >= gate + NOT_HELD_AFTER_MS
-        and bool(await ledger.day_ahead_events(date, ("DayAheadBidsCollected",)))
+        and (
+            date in collected_seen
+            or bool(await ledger.day_ahead_events(date, ("DayAheadBidsCollected",)))
+        )
     )
     document: dict[str, Any] = {
         "date": date,
@@ -221,10 +233,16 @@ def _reason(stored: str | None, bid: Mapping[str, Any], prices: Mapping[str, int
 
 
 async def results_document(
-    ledger: Ledger, catalogue: Catalogue, date: str, account_id: str, now_ms: int
+    ledger: Ledger,
+    catalogue: Catalogue,
+    date: str,
+    account_id: str,
+    now_ms: int,
+    collected_seen: Collection[str] = (),
 ) -> dict[str, Any]:
     """What each of an account's orders got in a day's auction (DayAheadResultsOut): before
-    the result, the orders collected at the gate, `pending`."""
+    the result, the orders collected at the gate, `pending`. `now_ms` and `collected_seen` as
+    for `auction_document`."""
     gate = gate_of(catalogue, date)
     stored = await ledger.day_ahead_events(
         date, ("DayAheadBidsCollected", "DayAheadCleared", "DayAheadAuctionCompleted")
@@ -275,6 +293,6 @@ async def results_document(
     return {
         "date": date,
         "account_id": account_id,
-        "status": _status(completed, bool(collections), gate, now_ms),
+        "status": _status(completed, bool(collections) or date in collected_seen, gate, now_ms),
         "orders": orders,
     }

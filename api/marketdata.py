@@ -60,6 +60,7 @@ from exchange.domain.messages import (
     ConcessionGranted,
     ContractStateChanged,
     DayAheadAuctionCompleted,
+    DayAheadBidsCollected,
     DeliveryDisputed,
     DeliverySettled,
     DepositRejected,
@@ -435,6 +436,10 @@ class MarketData:
         self.accounts = Accounts(catalogue.rules)
         self.orders: dict[str, OrderState] = {}
         """Open orders, for the private `order` messages."""
+        self.day_ahead_collected: set[str] = set()
+        """The day-ahead and intraday auctions (by date or time) some partition collected bids
+        for, as this fold saw: with `now_ms`, what tells an auction clearing from one not held
+        while settlement is behind."""
         self.closed: OrderedDict[str, OrderState] = OrderedDict()
         """The latest CLOSED_KEPT orders that filled, were cancelled or expired, oldest first:
         with `orders`, what the API knows of an order it saw accepted before settlement
@@ -640,6 +645,8 @@ class MarketData:
                 view.state = event.state
         elif isinstance(event, DayAheadAuctionCompleted):
             self._apply_day_ahead(event)
+        elif isinstance(event, DayAheadBidsCollected):
+            self.day_ahead_collected.add(event.day)
         elif isinstance(event, OrderAccepted):
             self.accounts.apply(event)
             order = OrderState(

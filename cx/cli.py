@@ -812,7 +812,7 @@ async def _deadletters(settings: Settings, args: argparse.Namespace) -> int:
     from cx.runtime import ExchangeRuntime
     from exchange.deadletters import read_dead_letters, replay_dead_letter
 
-    runtime = await ExchangeRuntime.open(settings)
+    runtime = await ExchangeRuntime.open(settings, market_rules=False)
     try:
         letters = await read_dead_letters(runtime.log, runtime.topics.deadletters)
         if args.deadletters_command == "list":
@@ -1145,7 +1145,7 @@ async def _init(settings: Settings) -> None:
     from cx.migrations import head
     from cx.runtime import ExchangeRuntime
 
-    runtime = await ExchangeRuntime.open(settings)
+    runtime = await ExchangeRuntime.open(settings, market_rules=False)
     await runtime.close()
     print(f"topics are ready; the database is at schema revision {head()}")
 

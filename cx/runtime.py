@@ -82,11 +82,16 @@ class ExchangeRuntime:
         settings: Settings,
         catalogue: Catalogue | None = None,
         clock_ms: Callable[[], int] | None = None,
+        *,
+        market_rules: bool = True,
     ) -> ExchangeRuntime:
         """Connect to the configured log and store, creating topics and schema if missing.
 
         `clock_ms` replaces the wall clock as the log's time (simulations, and tests that must
-        reach a delivery hour): every record appended is stamped with it.
+        reach a delivery hour): every record appended is stamped with it. With
+        `market_rules=False` (a command that runs no stage: `cx init`, `cx deadletters`) the
+        market rules are neither recorded nor checked: such a command, run with whatever
+        settings its shell has, must not make them the history's, nor be refused for them.
         """
         command_log: CommandLog
         if settings.kafka_bootstrap_servers:
@@ -111,7 +116,8 @@ class ExchangeRuntime:
                 shard = open_event_store(url)
                 runtime.shards.append(shard)
                 await shard.initialise(upgrade_to_head)
-            await runtime._record_rules()
+            if market_rules:
+                await runtime._record_rules()
         except BaseException:
             await runtime.close()
             raise

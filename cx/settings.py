@@ -234,9 +234,11 @@ class Settings(BaseSettings):
 
 
 def parse_fees(text: str) -> tuple[tuple[str, int, int], ...]:
-    """`CLASS:MAKER:TAKER,...` as (class, maker bps, taker bps); raises ValueError saying what
-    is wrong."""
-    schedule = []
+    """`CLASS:MAKER:TAKER,...` as (class, maker bps, taker bps), sorted by class, so the same
+    schedule written in another order is the same rule (the market rules recorded with a
+    history compare equal); raises ValueError saying what is wrong, a class given twice
+    included."""
+    schedule: list[tuple[str, int, int]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         fields = item.split(":")
         if len(fields) != 3:
@@ -250,8 +252,10 @@ def parse_fees(text: str) -> tuple[tuple[str, int, int], ...]:
             raise ValueError(f"fee {item!r}: maker must be in (-10000, 10000], taker in [0, 10000]")
         if maker_bps < 0 and -maker_bps > taker_bps:
             raise ValueError(f"fee {item!r}: a maker rebate larger than the taker fee loses money")
+        if any(listed == resource_class for listed, _, _ in schedule):
+            raise ValueError(f"fee {item!r}: class {resource_class!r} is given a fee twice")
         schedule.append((resource_class, maker_bps, taker_bps))
-    return tuple(schedule)
+    return tuple(sorted(schedule))
 
 
 def _data_dir_key(path: Path) -> bytes:

@@ -3,15 +3,17 @@ partitions between shards (`settlement.rebalance`)."""
 
 from __future__ import annotations
 
+import sys
+
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from cx.history import rules_refused
 from cx.migrations import upgrade_to_head
-from cx.settings import Settings
+from cx.settings import Settings, rules_differ_message
 from exchange.pipeline import Topics
 from settlement.rebalance import move_partitions
-from settlement.rules import record_rules
+from settlement.rules import RulesDiffer, record_rules
 from settlement.schema import events
 from settlement.shards import partitions_of
 from settlement.sql_store import SqlEventStore, open_event_store
@@ -79,7 +81,12 @@ async def move(settings: Settings, to: list[str]) -> int:
             return 2
         for url in new_urls:
             # A new shard's events are of this history: its rules go with them.
-            await record_rules(opened[url].engine, catalogue.rules_record())
+            try:
+                await record_rules(opened[url].engine, catalogue.rules_record())
+            except RulesDiffer as error:
+                message = rules_differ_message(error.changes)
+                print(f"cx shards move: 规则不符 rules differ: {url}: {message}", file=sys.stderr)
+                return 2
         report = await move_partitions(
             [opened[u] for u in old_urls],
             [opened[u] for u in new_urls],

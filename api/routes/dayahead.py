@@ -144,7 +144,9 @@ async def place_exclusive_group(
 async def get_day_ahead(
     date: Date, _: Caller, market: MarketDep, ledger: LedgerDep
 ) -> dict[str, Any]:
-    return await auction_document(ledger, market.catalogue, date, log_now_ms(market))
+    return await auction_document(
+        ledger, market.catalogue, date, log_now_ms(market), market.day_ahead_collected
+    )
 
 
 @router.get(
@@ -164,4 +166,6 @@ async def get_day_ahead_results(
     account_id: Annotated[Identifier | None, Query()] = None,
 ) -> dict[str, Any]:
     account = account_of(principal, account_id)
-    return await results_document(ledger, market.catalogue, date, account, log_now_ms(market))
+    return await results_document(
+        ledger, market.catalogue, date, account, log_now_ms(market), market.day_ahead_collected
+    )

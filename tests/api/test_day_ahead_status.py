@@ -12,8 +12,10 @@ from typing import Any
 from cx_client.models import DayAheadAuction, DayAheadResults
 
 from api.dayahead import NOT_HELD_AFTER_MS, auction_document, results_document
+from api.marketdata import MarketData
 from exchange.domain.catalogue import MarketRules, default_catalogue
 from exchange.domain.messages import AnyEvent, DayAheadAuctionCompleted, DayAheadBidsCollected
+from exchange.pipeline import Topics
 
 HOUR_MS = 3_600_000
 CATALOGUE = default_catalogue(
@@ -54,10 +56,14 @@ def _completed(day: str, ts: int) -> DayAheadAuctionCompleted:
     )  # fmt: skip
 
 
-def _status(ledger: StoredAuctions, key: str, now_ms: int) -> str:
-    document: dict[str, Any] = asyncio.run(auction_document(ledger, CATALOGUE, key, now_ms))  # type: ignore[arg-type]
+def _status(
+    ledger: StoredAuctions, key: str, now_ms: int, collected_seen: frozenset[str] = frozenset()
+) -> str:
+    document: dict[str, Any] = asyncio.run(
+        auction_document(ledger, CATALOGUE, key, now_ms, collected_seen)  # type: ignore[arg-type]
+    )
     results: dict[str, Any] = asyncio.run(
-        results_document(ledger, CATALOGUE, key, "b", now_ms)  # type: ignore[arg-type]
+        results_document(ledger, CATALOGUE, key, "b", now_ms, collected_seen)  # type: ignore[arg-type]
     )
     assert results["status"] == document["status"]
     # The typed client reads every status the API answers.
@@ -86,6 +92,30 @@ def test_an_auction_whose_bids_were_collected_is_clearing_until_its_result_then_
     assert _status(intraday, INTRADAY, INTRADAY_GATE_MS + HOUR_MS) == "clearing"
     cleared = StoredAuctions({DATE: [_collected(DATE, GATE_MS), _completed(DATE, GATE_MS + 9)]})
     assert _status(cleared, DATE, late) == "cleared"
+
+
+def test_an_auction_the_fold_saw_collected_is_clearing_while_settlement_has_not_stored_it() -> None:
+    """The API's fold of the events topic, whose log time decides "well past the gate", runs
+    ahead of settlement: bids it saw collected and the store does not hold yet are an auction
+    clearing, not one never held."""
+    late = GATE_MS + 5 * NOT_HELD_AFTER_MS
+    behind = StoredAuctions({})
+    assert _status(behind, DATE, late) == "not_held"
+    assert _status(behind, DATE, late, frozenset({DATE})) == "clearing"
+    assert _status(behind, INTRADAY, INTRADAY_GATE_MS + HOUR_MS, frozenset({INTRADAY})) == (
+        "clearing"
+    )
+    assert _status(behind, DATE, late, frozenset({INTRADAY})) == "not_held"
+
+
+def test_the_market_fold_remembers_which_auctions_had_bids_collected() -> None:
+    market = MarketData(None, Topics.named("t", 1, 2), CATALOGUE)  # type: ignore[arg-type]
+    # As matching writes them: ids `topic:partition:offset:n` of the input that caused them.
+    day = _collected(DATE, GATE_MS).model_copy(update={"event_id": "t.orders:0:7:0"})
+    hour = _collected(INTRADAY, INTRADAY_GATE_MS).model_copy(update={"event_id": "t.orders:1:9:0"})
+    market.apply(day, 0)
+    market.apply(hour, 1)
+    assert market.day_ahead_collected == {DATE, INTRADAY}
 
 
 def test_the_auction_document_reads_the_bids_only_to_tell_clearing_from_not_held() -> None:

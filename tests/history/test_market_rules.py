@@ -7,16 +7,18 @@ with, which are then recorded as its own."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
 
 from cx.cli import main
 from cx.runtime import ExchangeRuntime, RulesChanged
-from cx.settings import RULE_SETTINGS, Settings
+from cx.settings import RULE_SETTINGS, Settings, parse_fees
 from exchange.domain.catalogue import (
     ListingRule,
     MarketRules,
@@ -26,6 +28,7 @@ from exchange.domain.catalogue import (
 )
 from settlement.rules import recorded_rules
 from settlement.schema import market_rules
+from settlement.sql_store import open_event_store
 from tests.e2e.harness import running_exchange, settings_for, settle
 from tests.history.helpers import GZ0, cx, funded_buyer
 
@@ -99,7 +102,7 @@ def test_cx_serve_refuses_to_start_under_a_changed_rule(
     monkeypatch.setenv("CX_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CX_LISTINGS", "H100-80G.GZ")
     monkeypatch.setenv("CX_LISTING_DAYS", "1")
-    assert main(["init"]) == 0
+    asyncio.run(_start_once())
     monkeypatch.setenv("CX_GATE_CLOSURE_MINUTES", "5")
     monkeypatch.setenv("CX_LISTING_DAYS", "2")
 
@@ -111,6 +114,55 @@ def test_cx_serve_refuses_to_start_under_a_changed_rule(
     assert "记录的 recorded 60, 现在 now 5" in refusal
     assert "CX_LISTING_DAYS" in refusal
     assert "CX_GATE_CLOSURE_MINUTES=60 CX_LISTING_DAYS=1" in refusal
+
+
+async def _start_once() -> None:
+    """What a stage's start does to the rules, under the settings of the environment."""
+    runtime = await ExchangeRuntime.open(Settings())
+    await runtime.close()
+
+
+async def _recorded(settings: Settings) -> dict[str, Any]:
+    store = open_event_store(settings.event_store_url())
+    try:
+        async with store.engine.connect() as connection:
+            return await recorded_rules(connection)
+    finally:
+        await store.close()
+
+
+def test_commands_that_run_no_stage_neither_record_the_rules_nor_are_refused_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cx init` (a migration job) and `cx deadletters` run with whatever settings their shell
+    has: were they to record those, the exchange's own start under its real rules would be
+    refused; were they to check them, an operator could not read the dead letters."""
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CX_LISTINGS", "CX_FEES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CX_DATA_DIR", str(tmp_path))
+    assert main(["init"]) == 0
+    assert main(["deadletters", "list"]) == 0
+    assert asyncio.run(_recorded(Settings())) == {}
+
+    # The exchange's first start records its own rules, not the shell's of those commands.
+    monkeypatch.setenv("CX_LISTINGS", "H100-80G.GZ")
+    asyncio.run(_start_once())
+    assert asyncio.run(_recorded(Settings()))["listed_families"] == ["H100-80G.GZ"]
+
+    # Under other settings they still run; a stage's start is still refused.
+    monkeypatch.setenv("CX_GATE_CLOSURE_MINUTES", "5")
+    assert main(["init"]) == 0
+    assert main(["deadletters", "list"]) == 0
+    with pytest.raises(RulesChanged, match="CX_GATE_CLOSURE_MINUTES"):
+        asyncio.run(_start_once())
+
+
+def test_the_same_fees_in_another_order_are_the_same_rule_and_a_class_twice_is_refused() -> None:
+    listed = parse_fees("H100-80G:-2:10,CPU:0:5")
+    assert listed == parse_fees("CPU:0:5, H100-80G:-2:10")
+    assert listed == (("CPU", 0, 5), ("H100-80G", -2, 10))
+    with pytest.raises(ValueError, match="'CPU' is given a fee twice"):
+        parse_fees("CPU:0:5,H100-80G:-2:10,CPU:1:6")
 
 
 async def test_a_history_from_before_the_record_starts_and_takes_its_rules(
